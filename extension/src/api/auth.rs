@@ -1,0 +1,77 @@
+use crate::auth::{email, keys, password, patch, tokens};
+use crate::error::OrRaise;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+/// Validate and lower-case an email address (22023 / invalid_email).
+#[pg_extern(immutable, strict, parallel_safe, name = "_normalize_email")]
+fn normalize_email(email: &str) -> String {
+    email::normalize(email).or_raise("_normalize_email")
+}
+
+/// Check the password rules without hashing (22023 weak_password, 22001 password_too_long).
+#[pg_extern(immutable, strict, parallel_safe, name = "_check_password")]
+fn check_password(password: &str) {
+    password::check(password).or_raise("_check_password")
+}
+
+/// argon2id hash in PHC string form. Volatile: every call draws a new salt.
+#[pg_extern(volatile, strict, parallel_safe, name = "_hash_password")]
+fn hash_password(password: &str) -> String {
+    password::hash(password).or_raise("_hash_password")
+}
+
+/// Verify a password; a NULL hash verifies against a dummy so unknown accounts cost
+/// the same time as known ones.
+#[pg_extern(immutable, parallel_safe, name = "_verify_password")]
+fn verify_password(password: Option<&str>, hash: Option<&str>) -> bool {
+    password::verify(password.unwrap_or(""), hash) && password.is_some()
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "_password_needs_rehash")]
+fn password_needs_rehash(hash: &str) -> bool {
+    password::needs_rehash(hash)
+}
+
+/// A fresh Ed25519 key: (kid, secret seed, public JWK).
+#[pg_extern(volatile, parallel_safe, name = "_generate_signing_key")]
+fn generate_signing_key() -> TableIterator<
+    'static,
+    (
+        name!(kid, String),
+        name!(secret, Vec<u8>),
+        name!(public_jwk, JsonB),
+    ),
+> {
+    let k = keys::generate();
+    TableIterator::once((k.kid, k.secret, JsonB(k.public_jwk)))
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "_sign_jwt")]
+fn sign_jwt(kid: &str, secret: &[u8], claims: JsonB) -> String {
+    tokens::sign_jwt(kid, secret, &claims.0).or_raise("_sign_jwt")
+}
+
+#[pg_extern(volatile, parallel_safe, name = "_new_refresh_token")]
+fn new_refresh_token() -> String {
+    tokens::new_refresh_token()
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "_hash_token")]
+fn hash_token(token: &str) -> Vec<u8> {
+    tokens::hash_token(token)
+}
+
+/// Time-ordered UUID (v7): new rows land at the right edge of the primary key index.
+#[pg_extern(volatile, parallel_safe, name = "_uuid7")]
+fn uuid7() -> pgrx::Uuid {
+    pgrx::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes())
+}
+
+/// RFC 7386 JSON merge patch of `target` by `patch`.
+#[pg_extern(immutable, strict, parallel_safe, name = "merge_patch")]
+fn merge_patch(target: JsonB, patch: JsonB) -> JsonB {
+    let mut t = target.0;
+    patch::merge_patch(&mut t, &patch.0);
+    JsonB(t)
+}

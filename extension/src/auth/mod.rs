@@ -1,0 +1,5 @@
+pub mod email;
+pub mod keys;
+pub mod password;
+pub mod tokens;
+pub mod patch;

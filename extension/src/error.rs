@@ -1,0 +1,66 @@
+//! One error enum for the extension. Each variant carries an explicit SQLSTATE and a
+//! stable snake_case code; the code travels in the error's DETAIL field, which is where
+//! the proxy (and a DBA reading psql output) finds it. See docs/errors.md.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgSqlErrorCode;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BaasError {
+    #[error("email address is not valid")]
+    InvalidEmail,
+    #[error("password must be at least {min} characters")]
+    WeakPassword { min: usize },
+    #[error("password must be at most {max} bytes")]
+    PasswordTooLong { max: usize },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("signing key is malformed")]
+    BadSigningKey,
+}
+
+impl BaasError {
+    /// The stable code an HTTP client sees in `{"error":{"code"}}`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BaasError::InvalidEmail => "invalid_email",
+            BaasError::WeakPassword { .. } => "weak_password",
+            BaasError::PasswordTooLong { .. } => "password_too_long",
+            BaasError::InvalidRequest(_) => "invalid_request",
+            BaasError::BadSigningKey => "internal_error",
+        }
+    }
+
+    pub fn sqlstate(&self) -> PgSqlErrorCode {
+        match self {
+            BaasError::InvalidEmail
+            | BaasError::WeakPassword { .. }
+            | BaasError::InvalidRequest(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            BaasError::PasswordTooLong { .. } => {
+                PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION
+            }
+            BaasError::BadSigningKey => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+        }
+    }
+
+    /// Raise as a Postgres ERROR; never returns.
+    pub fn raise(self, funcname: &'static str) -> ! {
+        ErrorReport::new(self.sqlstate(), self.to_string(), funcname)
+            .set_detail(self.code())
+            .report(pgrx::PgLogLevel::ERROR);
+        unreachable!("ERROR-level reports do not return")
+    }
+}
+
+pub trait OrRaise<T> {
+    fn or_raise(self, funcname: &'static str) -> T;
+}
+
+impl<T> OrRaise<T> for Result<T, BaasError> {
+    fn or_raise(self, funcname: &'static str) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => e.raise(funcname),
+        }
+    }
+}

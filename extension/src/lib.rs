@@ -1,0 +1,109 @@
+//! pgbaas: a mobile backend inside PostgreSQL.
+//!
+//! Layout: `auth/` and `error.rs` are plain Rust covered by `cargo test`; `api/` holds
+//! the `#[pg_extern]` faces; the tables, policies and SQL-level flows live in `sql/`.
+use pgrx::prelude::*;
+
+pub mod api;
+pub mod auth;
+pub mod error;
+
+::pgrx::pg_module_magic!();
+
+extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!(
+    "../../sql/auth.sql",
+    name = "auth",
+    requires = [
+        "schema",
+        api::auth::normalize_email,
+        api::auth::check_password,
+        api::auth::hash_password,
+        api::auth::verify_password,
+        api::auth::password_needs_rehash,
+        api::auth::generate_signing_key,
+        api::auth::sign_jwt,
+        api::auth::new_refresh_token,
+        api::auth::hash_token,
+        api::auth::uuid7,
+        api::auth::merge_patch,
+    ]
+);
+extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn signup_then_login_round_trip() {
+        let out = Spi::get_one::<pgrx::JsonB>(
+            "select baas.signup('Pg@Example.com', 'long enough pw')",
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        assert_eq!(out["user"]["email"], "pg@example.com");
+        assert_eq!(out["token_type"], "bearer");
+        let login = Spi::get_one::<pgrx::JsonB>(
+            "select baas.login('pg@example.com', 'long enough pw')",
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        assert_eq!(login["user"]["id"], out["user"]["id"]);
+        assert_ne!(login["refresh_token"], out["refresh_token"]);
+    }
+
+    #[pg_test]
+    #[should_panic(expected = "invalid email or password")]
+    fn wrong_password_is_refused() {
+        Spi::run("select baas.signup('w@example.com', 'long enough pw')").unwrap();
+        Spi::run("select baas.login('w@example.com', 'not the password')").unwrap();
+    }
+
+    #[pg_test]
+    fn refresh_reuse_revokes_the_session() {
+        let s = Spi::get_one::<pgrx::JsonB>("select baas.signup('r@example.com', 'long enough pw')")
+            .unwrap()
+            .unwrap()
+            .0;
+        let rt = s["refresh_token"].as_str().unwrap().to_string();
+        let first = Spi::get_one_with_args::<pgrx::JsonB>("select baas.refresh($1)", &[rt.clone().into()])
+            .unwrap()
+            .unwrap()
+            .0;
+        assert!(first.get("access_token").is_some());
+        let reused = Spi::get_one_with_args::<pgrx::JsonB>("select baas.refresh($1)", &[rt.into()])
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(reused["error"]["code"], "refresh_token_reused");
+        // The rotated token of the same family no longer works either.
+        let newer = first["refresh_token"].as_str().unwrap().to_string();
+        let r = std::panic::catch_unwind(|| {
+            Spi::run_with_args("select baas.refresh($1)", &[newer.into()])
+        });
+        assert!(r.is_err() || r.unwrap().is_err());
+    }
+
+    #[pg_test]
+    fn jwks_has_public_keys_only_and_rotation_keeps_old_key() {
+        let before = Spi::get_one::<pgrx::JsonB>("select baas.jwks()").unwrap().unwrap().0;
+        assert_eq!(before["keys"].as_array().unwrap().len(), 1);
+        assert!(before["keys"][0].get("d").is_none());
+        Spi::run("select baas.rotate_signing_key()").unwrap();
+        let after = Spi::get_one::<pgrx::JsonB>("select baas.jwks()").unwrap().unwrap().0;
+        assert_eq!(after["keys"].as_array().unwrap().len(), 2);
+    }
+}
+
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

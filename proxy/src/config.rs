@@ -1,0 +1,185 @@
+//! One validated configuration struct. Sources, weakest first: built-in defaults, a
+//! TOML file (`--config` / `PGBAAS_CONFIG`), environment variables, command-line flags.
+
+use clap::Parser;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug, Default)]
+#[command(name = "pgbaas-proxy", version, about = "HTTP edge of pgbaas: verifies tokens, calls the extension's SQL functions")]
+pub struct Cli {
+    /// TOML configuration file
+    #[arg(long, env = "PGBAAS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 0.0.0.0:8080 (overrides --port)
+    #[arg(long, env = "PGBAAS_LISTEN")]
+    pub listen: Option<String>,
+    /// Port to listen on, all interfaces
+    #[arg(long, env = "PGBAAS_HTTP_PORT")]
+    pub port: Option<u16>,
+    /// Postgres connection string; the proxy logs in as baas_authenticator
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Maximum pooled database connections
+    #[arg(long, env = "PGBAAS_POOL_SIZE")]
+    pub pool_size: Option<usize>,
+    /// Largest request body accepted, in bytes
+    #[arg(long, env = "PGBAAS_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Worker threads (default: number of CPUs)
+    #[arg(long, env = "PGBAAS_THREADS")]
+    pub threads: Option<usize>,
+    /// Seconds between reloads of the signing keys from the database
+    #[arg(long, env = "PGBAAS_JWKS_REFRESH_SECS")]
+    pub jwks_refresh_secs: Option<u64>,
+    /// Seconds a request may wait for a pooled connection before 503
+    #[arg(long, env = "PGBAAS_POOL_TIMEOUT_SECS")]
+    pub pool_timeout_secs: Option<u64>,
+    /// Seconds a client has to send its request body before 408
+    #[arg(long, env = "PGBAAS_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+}
+
+/// What a TOML file may contain; unknown keys are an error, not silently ignored.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub port: Option<u16>,
+    pub database_url: Option<String>,
+    pub pool_size: Option<usize>,
+    pub body_limit: Option<usize>,
+    pub threads: Option<usize>,
+    pub jwks_refresh_secs: Option<u64>,
+    pub pool_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub pool_size: usize,
+    pub body_limit: usize,
+    pub threads: usize,
+    pub jwks_refresh: Duration,
+    pub pool_timeout: Duration,
+    pub body_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config file {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+impl Config {
+    pub fn load(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError::Parse(path.clone(), e))?
+            }
+            None => FileConfig::default(),
+        };
+        Self::merge(cli, file)
+    }
+
+    /// Flags and environment (already merged by clap, flags winning) over the file.
+    pub fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
+        let invalid = |m: String| ConfigError::Invalid(m);
+        let port = cli.port.or(file.port).unwrap_or(DEFAULT_PORT);
+        let listen_raw = cli
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| format!("0.0.0.0:{port}"));
+        let listen: SocketAddr = listen_raw
+            .parse()
+            .map_err(|_| invalid(format!("listen: {listen_raw:?} is not an address like 0.0.0.0:8080")))?;
+        let database_url = cli.database_url.or(file.database_url).ok_or_else(|| {
+            invalid("database_url is required (flag --database-url, env DATABASE_URL, or the config file)".into())
+        })?;
+        database_url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| invalid(format!("database_url is not a valid Postgres connection string: {e}")))?;
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let threads = cli.threads.or(file.threads).unwrap_or(cpus);
+        if !(1..=256).contains(&threads) {
+            return Err(invalid(format!("threads must be 1..=256, got {threads}")));
+        }
+        let pool_size = cli.pool_size.or(file.pool_size).unwrap_or(16);
+        if !(1..=1000).contains(&pool_size) {
+            return Err(invalid(format!("pool_size must be 1..=1000, got {pool_size}")));
+        }
+        let body_limit = cli.body_limit.or(file.body_limit).unwrap_or(DEFAULT_BODY_LIMIT);
+        if !(1024..=256 * 1024 * 1024).contains(&body_limit) {
+            return Err(invalid(format!("body_limit must be between 1024 and 268435456 bytes, got {body_limit}")));
+        }
+        let secs = |name: &str, v: Option<u64>, default: u64, max: u64| {
+            let v = v.unwrap_or(default);
+            if v == 0 || v > max {
+                Err(invalid(format!("{name} must be 1..={max} seconds, got {v}")))
+            } else {
+                Ok(Duration::from_secs(v))
+            }
+        };
+        Ok(Config {
+            listen,
+            database_url,
+            pool_size,
+            body_limit,
+            threads,
+            jwks_refresh: secs("jwks_refresh_secs", cli.jwks_refresh_secs.or(file.jwks_refresh_secs), 30, 86400)?,
+            pool_timeout: secs("pool_timeout_secs", cli.pool_timeout_secs.or(file.pool_timeout_secs), 5, 600)?,
+            body_timeout: secs("body_timeout_secs", cli.body_timeout_secs.or(file.body_timeout_secs), 10, 600)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli() -> Cli {
+        Cli { database_url: Some("postgres://baas_authenticator@127.0.0.1/pgbaas".into()), ..Default::default() }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::merge(cli(), FileConfig::default()).unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.body_limit, 1024 * 1024);
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let file: FileConfig = toml::from_str("port = 9000\nbody_limit = 4096\n").unwrap();
+        let mut c = cli();
+        c.port = Some(9100);
+        let cfg = Config::merge(c, file).unwrap();
+        assert_eq!(cfg.listen.port(), 9100);
+        assert_eq!(cfg.body_limit, 4096);
+    }
+
+    #[test]
+    fn rejects_bad_values_with_a_reason() {
+        let err = |c: Cli, f: &str| Config::merge(c, toml::from_str(f).unwrap()).unwrap_err().to_string();
+        assert!(err(cli(), "body_limit = 10").contains("body_limit"));
+        assert!(err(cli(), "listen = \"nonsense\"").contains("listen"));
+        assert!(err(cli(), "pool_size = 0").contains("pool_size"));
+        assert!(err(Cli::default(), "").contains("database_url is required"));
+        assert!(err(Cli::default(), "database_url = \"postgres://x:notaport/db\"").contains("not a valid Postgres"));
+        assert!(toml::from_str::<FileConfig>("bogus_key = 1").is_err(), "unknown keys must be refused");
+    }
+}

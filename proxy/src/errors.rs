@@ -1,0 +1,115 @@
+//! The one table from SQLSTATE to HTTP status, and the JSON error body.
+//! Model: PostgREST's mapSQLtoHTTP. The extension puts a stable snake_case code in the
+//! error's DETAIL; when it does not (a Postgres-raised error), the table's code is used.
+
+use http::StatusCode;
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError { status, code: code.to_string(), message: message.into() }
+    }
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn invalid_token(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_token", message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", message)
+    }
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
+    }
+    pub fn body(&self) -> Vec<u8> {
+        json!({"error": {"code": self.code, "message": self.message}}).to_string().into_bytes()
+    }
+
+    /// Map a database error. `anonymous` turns "permission denied" into 401: the
+    /// caller should sign in, not give up.
+    pub fn from_sqlstate(sqlstate: &str, message: &str, detail: Option<&str>, anonymous: bool) -> Self {
+        let (status, default_code) = status_for(sqlstate, anonymous);
+        let code = detail.filter(|d| is_code(d)).unwrap_or(default_code);
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            // Never show server internals to a client; the log has them.
+            "internal error".to_string()
+        } else if sqlstate == "42501" && anonymous {
+            "this call needs a signed-in user: send Authorization: Bearer <access_token>".to_string()
+        } else {
+            message.to_string()
+        };
+        ApiError { status, code: code.to_string(), message }
+    }
+}
+
+fn is_code(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.as_bytes()[0].is_ascii_lowercase()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// SQLSTATE -> (HTTP status, default code).
+pub fn status_for(sqlstate: &str, anonymous: bool) -> (StatusCode, &'static str) {
+    use StatusCode as S;
+    match sqlstate {
+        "23505" => (S::CONFLICT, "conflict"),
+        "23503" => (S::CONFLICT, "conflict"),
+        "28P01" => (S::UNAUTHORIZED, "invalid_credentials"),
+        "28000" => (S::UNAUTHORIZED, "invalid_token"),
+        "42501" if anonymous => (S::UNAUTHORIZED, "not_authenticated"),
+        "42501" => (S::FORBIDDEN, "forbidden"),
+        "P0002" => (S::NOT_FOUND, "not_found"),
+        "40001" | "40P01" => (S::CONFLICT, "serialization_failure"),
+        "57014" => (S::SERVICE_UNAVAILABLE, "query_timeout"),
+        "55000" => (S::SERVICE_UNAVAILABLE, "service_unavailable"),
+        "25006" => (S::METHOD_NOT_ALLOWED, "read_only"),
+        s if s.starts_with("22") || s == "23502" || s == "23514" => (S::BAD_REQUEST, "invalid_request"),
+        s if s.starts_with("08") || s.starts_with("53") || s.starts_with("57P") => {
+            (S::SERVICE_UNAVAILABLE, "database_unavailable")
+        }
+        _ => (S::INTERNAL_SERVER_ERROR, "internal_error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detail_code_wins_when_well_formed() {
+        let e = ApiError::from_sqlstate("22023", "password too short", Some("weak_password"), true);
+        assert_eq!((e.status, e.code.as_str()), (StatusCode::BAD_REQUEST, "weak_password"));
+        let e = ApiError::from_sqlstate("22023", "bad", Some("Key (x)=(1) is bad"), true);
+        assert_eq!(e.code, "invalid_request");
+    }
+
+    #[test]
+    fn permission_denied_depends_on_sign_in() {
+        assert_eq!(status_for("42501", true).0, StatusCode::UNAUTHORIZED);
+        assert_eq!(status_for("42501", false).0, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn unknown_states_are_500_without_internals() {
+        let e = ApiError::from_sqlstate("XX000", "secret internals", None, false);
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.message, "internal error");
+        let body: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(body["error"]["code"], "internal_error");
+    }
+
+    #[test]
+    fn duplicate_is_409_and_credentials_401() {
+        assert_eq!(status_for("23505", false).0, StatusCode::CONFLICT);
+        assert_eq!(status_for("28P01", true).0, StatusCode::UNAUTHORIZED);
+        assert_eq!(status_for("22P02", true).0, StatusCode::BAD_REQUEST);
+    }
+}

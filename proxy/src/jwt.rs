@@ -1,0 +1,227 @@
+//! Access-token verification against the database's published keys (JWKS).
+//!
+//! Only EdDSA with a known `kid` is accepted: `alg: none`, HMAC with the public key as
+//! secret, unknown keys and bad signatures are all refused before any database work.
+//! Keys are cached; an unknown `kid` triggers a reload (single-flight, at most one per
+//! second: a flood of forged kids costs the database one query a second, and a key
+//! rotated in SQL is picked up at the first token it signed, waiting at most a second),
+//! and the cache is also refreshed every `jwks_refresh` so retired keys drop out.
+
+use crate::errors::ApiError;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Tokens we sign are ~500 bytes; anything far larger is not ours.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+const MIN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct KeySet {
+    keys: HashMap<String, DecodingKey>,
+    validation: Validation,
+    /// The JWKS document, served at /.well-known/jwks.json without a database call.
+    pub jwks_body: Arc<Vec<u8>>,
+}
+
+impl KeySet {
+    /// Build from the JSON of `baas.jwks()` and `baas.auth_settings()`.
+    pub fn from_json(jwks: &Value, settings: &Value) -> Result<KeySet, String> {
+        let mut keys = HashMap::new();
+        for k in jwks["keys"].as_array().ok_or("jwks has no keys array")? {
+            let (Some(kid), Some(x)) = (k["kid"].as_str(), k["x"].as_str()) else {
+                return Err(format!("malformed JWK: {k}"));
+            };
+            if k["alg"] != "EdDSA" || k["crv"] != "Ed25519" {
+                return Err(format!("unsupported JWK (only EdDSA/Ed25519): {k}"));
+            }
+            let key = DecodingKey::from_ed_components(x).map_err(|e| format!("JWK {kid}: {e}"))?;
+            keys.insert(kid.to_string(), key);
+        }
+        let issuer = settings["issuer"].as_str().ok_or("auth settings lack issuer")?;
+        let audience = settings["audience"].as_str().ok_or("auth settings lack audience")?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
+        validation.validate_nbf = true;
+        // Postgres and the proxy read the same clock; no grace past `exp`.
+        validation.leeway = 0;
+        Ok(KeySet { keys, validation, jwks_body: Arc::new(jwks.to_string().into_bytes()) })
+    }
+
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.contains_key(kid)
+    }
+}
+
+pub enum Verdict {
+    /// Verified claims, re-serialised for `baas.authenticate`.
+    Valid(String),
+    /// Signature-independent failure: the token is malformed or signed by a key we do
+    /// not know (yet).
+    UnknownKey,
+    Invalid(ApiError),
+}
+
+/// The `kid` a token names, or an error for tokens that are not EdDSA JWTs at all.
+pub fn kid_of(token: &str) -> Result<String, ApiError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(ApiError::invalid_token("token is too long"));
+    }
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|_| ApiError::invalid_token("token is malformed"))?;
+    if header.alg != Algorithm::EdDSA {
+        return Err(ApiError::invalid_token("token algorithm is not accepted"));
+    }
+    header.kid.ok_or_else(|| ApiError::invalid_token("token names no key"))
+}
+
+pub fn verify(keys: &KeySet, token: &str) -> Verdict {
+    let kid = match kid_of(token) {
+        Ok(k) => k,
+        Err(e) => return Verdict::Invalid(e),
+    };
+    let Some(key) = keys.keys.get(&kid) else {
+        return Verdict::UnknownKey;
+    };
+    let data = match jsonwebtoken::decode::<Map<String, Value>>(token, key, &keys.validation) {
+        Ok(d) => d,
+        Err(e) => {
+            use jsonwebtoken::errors::ErrorKind as K;
+            let msg = match e.kind() {
+                K::ExpiredSignature => "token has expired",
+                K::ImmatureSignature => "token is not valid yet",
+                K::InvalidAudience => "token audience is not accepted",
+                K::InvalidIssuer => "token issuer is not accepted",
+                K::InvalidSignature => "token signature is invalid",
+                K::MissingRequiredClaim(_) => "token lacks a required claim",
+                _ => "token is invalid",
+            };
+            return Verdict::Invalid(ApiError::invalid_token(msg));
+        }
+    };
+    let claims = data.claims;
+    // Only user tokens exist today; a role we do not issue is refused here, and
+    // baas.authenticate checks it again.
+    if claims.get("role").and_then(Value::as_str) != Some("baas_user")
+        || claims.get("sub").and_then(Value::as_str).is_none()
+        || claims.get("sid").and_then(Value::as_str).is_none()
+    {
+        return Verdict::Invalid(ApiError::invalid_token("token claims are not accepted"));
+    }
+    Verdict::Valid(Value::Object(claims).to_string())
+}
+
+/// Shared key cache with reload bookkeeping.
+pub struct KeyCache {
+    current: RwLock<Arc<KeySet>>,
+    last_reload: Mutex<Instant>,
+    /// Held while an unknown-kid reload runs; holds the time of the last such reload.
+    kid_reload: tokio::sync::Mutex<Instant>,
+    pub refresh_every: Duration,
+}
+
+impl KeyCache {
+    pub fn new(initial: KeySet, refresh_every: Duration) -> Self {
+        KeyCache {
+            current: RwLock::new(Arc::new(initial)),
+            last_reload: Mutex::new(Instant::now()),
+            kid_reload: tokio::sync::Mutex::new(Instant::now() - MIN_RELOAD_INTERVAL),
+            refresh_every,
+        }
+    }
+
+    pub fn get(&self) -> Arc<KeySet> {
+        self.current.read().expect("key cache lock").clone()
+    }
+
+    pub fn replace(&self, keys: KeySet) {
+        *self.current.write().expect("key cache lock") = Arc::new(keys);
+    }
+
+    /// Make sure a reload has happened since `kid` was found missing: one caller
+    /// reloads, concurrent callers wait for it; reloads are spaced by at least a second.
+    pub async fn reload_for_kid<F, Fut>(&self, kid: &str, reload: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut last = self.kid_reload.lock().await;
+        if self.get().has_kid(kid) {
+            return; // someone else's reload found it
+        }
+        let since = last.elapsed();
+        if since < MIN_RELOAD_INTERVAL {
+            tokio::time::sleep(MIN_RELOAD_INTERVAL - since).await;
+            if self.get().has_kid(kid) {
+                return;
+            }
+        }
+        reload().await;
+        *last = Instant::now();
+    }
+
+    /// Claim the periodic reload: true at most once per refresh period.
+    pub fn claim_reload(&self) -> bool {
+        let mut last = self.last_reload.lock().expect("reload lock");
+        if last.elapsed() >= self.refresh_every {
+            *last = Instant::now();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn garbage_is_refused_before_key_lookup() {
+        for t in ["", "abc", "a.b.c", "eyJhbGciOiJub25lIn0.e30.", &"x".repeat(9000)] {
+            assert!(kid_of(t).is_err(), "{t:.20}");
+        }
+        // alg none, well-formed
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiIxIn0.";
+        assert!(kid_of(none).is_err());
+    }
+
+    #[test]
+    fn keyset_rejects_foreign_key_types() {
+        let settings = json!({"issuer": "i", "audience": "a"});
+        let rsa = json!({"keys": [{"kty": "RSA", "kid": "k", "alg": "RS256", "n": "x", "e": "AQAB"}]});
+        assert!(KeySet::from_json(&rsa, &settings).is_err());
+        let empty = json!({"keys": []});
+        let ks = KeySet::from_json(&empty, &settings).unwrap();
+        assert!(!ks.has_kid("k"));
+    }
+
+    #[test]
+    fn periodic_reload_is_claimed_once_per_period() {
+        let ks = KeySet::from_json(&json!({"keys": []}), &json!({"issuer": "i", "audience": "a"})).unwrap();
+        let cache = KeyCache::new(ks, Duration::from_secs(30));
+        assert!(!cache.claim_reload(), "just loaded");
+        *cache.last_reload.lock().unwrap() -= Duration::from_secs(31);
+        assert!(cache.claim_reload());
+        assert!(!cache.claim_reload());
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn unknown_kid_reloads_are_spaced_and_single_flight() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let ks = KeySet::from_json(&json!({"keys": []}), &json!({"issuer": "i", "audience": "a"})).unwrap();
+        let cache = KeyCache::new(ks, Duration::from_secs(30));
+        let count = AtomicUsize::new(0);
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..3 {
+            cache.reload_for_kid("nope", || async { count.fetch_add(1, Ordering::SeqCst); }).await;
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+        // The first reload is immediate, then one per second.
+        assert!(t0.elapsed() >= Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+}

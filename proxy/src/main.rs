@@ -1,0 +1,105 @@
+//! pgbaas-proxy: the HTTP edge of pgbaas. See docs/configuration.md.
+
+mod config;
+mod db;
+mod errors;
+mod jwt;
+mod router;
+mod routes;
+mod server;
+
+use clap::Parser;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::listening::Service;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cfg = match config::Config::load(config::Cli::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgbaas-proxy: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+
+    // Load keys once before serving, on a throwaway runtime: a proxy that cannot verify
+    // tokens must not start. Retries cover a database that is still starting.
+    let initial = match load_initial_keys(&cfg) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("pgbaas-proxy: {e}");
+            std::process::exit(1);
+        }
+    };
+
+    let pool = match db::make_pool(&cfg.database_url, cfg.pool_size, cfg.pool_timeout) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("pgbaas-proxy: {e}");
+            std::process::exit(2);
+        }
+    };
+    let keys = Arc::new(jwt::KeyCache::new(initial, cfg.jwks_refresh));
+
+    let mut conf = ServerConf::default();
+    conf.threads = cfg.threads;
+    // pingora waits 300 s on SIGTERM by default; a stateless proxy has nothing to drain
+    // for that long.
+    conf.grace_period_seconds = Some(1);
+    conf.graceful_shutdown_timeout_seconds = Some(2);
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let listen = cfg.listen.to_string();
+    let app = server::App { cfg, pool, keys };
+    let mut service = Service::new("pgbaas http".to_string(), HttpServer::new_app(app));
+    service.add_tcp(&listen);
+    server.add_service(service);
+    println!("pgbaas-proxy listening on http://{listen}");
+    server.run_forever();
+}
+
+fn load_initial_keys(cfg: &config::Config) -> Result<jwt::KeySet, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match try_load(&cfg.database_url).await {
+                Ok(k) => return Ok(k),
+                Err((e, retry)) if retry && Instant::now() < deadline => {
+                    log::warn!("waiting for the database: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    })
+}
+
+async fn try_load(url: &str) -> Result<jwt::KeySet, (String, bool)> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| (format!("cannot connect to the database: {e}"), true))?;
+    let task = tokio::spawn(conn);
+    let row = client
+        .query_one("select baas.jwks(), baas.auth_settings()", &[])
+        .await
+        .map_err(|e| {
+            let hint = match e.as_db_error().map(|d| d.code().code()) {
+                Some("3F000") | Some("42883") => " (is the pgbaas extension created in this database? CREATE EXTENSION pgbaas)",
+                Some("42501") => " (connect as baas_authenticator or a role that may call baas.jwks())",
+                _ => "",
+            };
+            (format!("cannot load signing keys: {e}{hint}"), false)
+        })?;
+    drop(client);
+    let _ = task.await;
+    jwt::KeySet::from_json(&row.get(0), &row.get(1)).map_err(|e| (e, false))
+}

@@ -1,0 +1,129 @@
+//! /v1/auth/*: validate the JSON body's shape, then call the one SQL function.
+
+use crate::db::{self, Returns};
+use crate::errors::ApiError;
+use crate::server::{Ctx, Reply};
+use http::StatusCode;
+use serde_json::{Map, Value};
+
+/// The body as a JSON object, or 400.
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ApiError::bad_request("invalid_json", "request body must be a JSON object"));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request("invalid_json", "request body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request("invalid_json", format!("request body is not valid JSON: {e}"))),
+    }
+}
+
+fn string_field<'a>(m: &'a Map<String, Value>, name: &str, required: bool) -> Result<Option<&'a str>, ApiError> {
+    match m.get(name) {
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(ApiError::bad_request("invalid_request", format!("field '{name}' is required"))),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::bad_request("invalid_request", format!("field '{name}' must be a string"))),
+    }
+}
+
+fn object_field<'a>(m: &'a Map<String, Value>, name: &str) -> Result<Option<&'a Value>, ApiError> {
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => Ok(Some(v)),
+        Some(_) => Err(ApiError::bad_request("invalid_request", format!("field '{name}' must be a JSON object"))),
+    }
+}
+
+fn json(status: StatusCode, v: Option<Value>) -> Result<Reply, ApiError> {
+    let v = v.ok_or_else(ApiError::internal)?;
+    // baas.refresh reports a detected reuse as a result so its revocation commits.
+    if let Some(err) = v.get("error") {
+        let code = err["code"].as_str().unwrap_or("invalid_refresh_token");
+        let message = err["message"].as_str().unwrap_or("refresh token is not valid");
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, code, message));
+    }
+    Ok(Reply::json(status, v.to_string().into_bytes()).no_store())
+}
+
+pub async fn signup(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
+    let m = parse_object(body)?;
+    let email = string_field(&m, "email", true)?;
+    let password = string_field(&m, "password", true)?;
+    let data = object_field(&m, "data")?.cloned().unwrap_or_else(|| Value::Object(Map::new()));
+    let out = db::call(ctx.pool, ctx.claims, "select baas.signup($1, $2, $3)", &[&email, &password, &data], Returns::Json).await?;
+    json(StatusCode::CREATED, out)
+}
+
+pub async fn login(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
+    let m = parse_object(body)?;
+    let email = string_field(&m, "email", true)?;
+    let password = string_field(&m, "password", true)?;
+    let out = db::call(ctx.pool, ctx.claims, "select baas.login($1, $2)", &[&email, &password], Returns::Json).await?;
+    json(StatusCode::OK, out)
+}
+
+pub async fn refresh(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
+    let m = parse_object(body)?;
+    let token = string_field(&m, "refresh_token", true)?;
+    let out = db::call(ctx.pool, ctx.claims, "select baas.refresh($1)", &[&token], Returns::Json).await?;
+    json(StatusCode::OK, out)
+}
+
+pub async fn logout(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    db::call(ctx.pool, ctx.claims, "select baas.logout()", &[], Returns::Void).await?;
+    Ok(Reply::empty(StatusCode::NO_CONTENT))
+}
+
+pub async fn get_user(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let out = db::call(ctx.pool, ctx.claims, "select baas.get_user()", &[], Returns::Json).await?;
+    json(StatusCode::OK, out)
+}
+
+pub async fn update_user(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
+    let m = parse_object(body)?;
+    let data = object_field(&m, "data")?;
+    let password = string_field(&m, "password", false)?;
+    let current = string_field(&m, "current_password", false)?;
+    if data.is_none() && password.is_none() {
+        return Err(ApiError::bad_request("invalid_request", "nothing to update: send data and/or password"));
+    }
+    let out = db::call(
+        ctx.pool,
+        ctx.claims,
+        "select baas.update_user($1, $2, $3)",
+        &[&data, &password, &current],
+        Returns::Json,
+    )
+    .await?;
+    json(StatusCode::OK, out)
+}
+
+pub async fn delete_user(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    db::call(ctx.pool, ctx.claims, "select baas.delete_user()", &[], Returns::Void).await?;
+    Ok(Reply::empty(StatusCode::NO_CONTENT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_must_be_an_object() {
+        for bad in [&b""[..], b"   ", b"[]", b"\"x\"", b"{", b"null", b"\xff\xfe"] {
+            let e = parse_object(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad:?}");
+            assert_eq!(e.code, "invalid_json");
+        }
+        assert!(parse_object(b"{\"a\":1}").is_ok());
+    }
+
+    #[test]
+    fn field_types_are_checked() {
+        let m = parse_object(br#"{"email": 5, "data": [1]}"#).unwrap();
+        assert!(string_field(&m, "email", true).unwrap_err().message.contains("must be a string"));
+        assert!(string_field(&m, "password", true).unwrap_err().message.contains("required"));
+        assert_eq!(string_field(&m, "password", false).unwrap(), None);
+        assert!(object_field(&m, "data").is_err());
+    }
+}

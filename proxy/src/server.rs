@@ -1,0 +1,264 @@
+//! The pingora app: read the request, verify the token, dispatch, write JSON.
+
+use crate::config::Config;
+use crate::db;
+use crate::errors::ApiError;
+use crate::jwt::{self, KeyCache, KeySet, Verdict};
+use crate::router::{self, Match, Route};
+use crate::routes;
+use async_trait::async_trait;
+use bytes::BytesMut;
+use deadpool_postgres::Pool;
+use http::{header, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use std::sync::Arc;
+
+pub struct App {
+    pub cfg: Config,
+    pub pool: Pool,
+    pub keys: Arc<KeyCache>,
+}
+
+/// What a route handler sees.
+pub struct Ctx<'a> {
+    pub pool: &'a Pool,
+    /// Verified claims JSON, None when anonymous.
+    pub claims: Option<&'a str>,
+}
+
+pub struct Reply {
+    status: StatusCode,
+    body: Vec<u8>,
+    content_type: Option<&'static str>,
+    no_store: bool,
+    allow: Option<&'static str>,
+}
+
+impl Reply {
+    pub fn json(status: StatusCode, body: Vec<u8>) -> Reply {
+        Reply { status, body, content_type: Some("application/json"), no_store: false, allow: None }
+    }
+    pub fn empty(status: StatusCode) -> Reply {
+        Reply { status, body: Vec::new(), content_type: None, no_store: false, allow: None }
+    }
+    /// Responses that carry tokens or account data must not be cached by anything.
+    pub fn no_store(mut self) -> Reply {
+        self.no_store = true;
+        self
+    }
+    fn error(e: &ApiError) -> Reply {
+        Reply::json(e.status, e.body()).no_store()
+    }
+    fn into_response(self) -> Response<Vec<u8>> {
+        let mut b = Response::builder()
+            .status(self.status)
+            .header(header::CONTENT_LENGTH, self.body.len());
+        if let Some(ct) = self.content_type {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        if self.no_store {
+            b = b.header(header::CACHE_CONTROL, "no-store");
+        }
+        if let Some(allow) = self.allow {
+            b = b.header(header::ALLOW, allow);
+        }
+        b.body(self.body).expect("static headers are valid")
+    }
+}
+
+enum Body {
+    Ok(Vec<u8>),
+    Err(ApiError),
+}
+
+impl App {
+    async fn read_body(&self, s: &mut ServerSession) -> Body {
+        let limit = self.cfg.body_limit;
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is larger than {limit} bytes"),
+            )
+        };
+        let declared = s
+            .req_header()
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Body::Err(too_large());
+        }
+        let mut buf = BytesMut::new();
+        let read = async {
+            loop {
+                match s.read_request_body().await {
+                    Ok(Some(chunk)) => {
+                        if buf.len() + chunk.len() > limit {
+                            return Err(too_large());
+                        }
+                        buf.extend_from_slice(&chunk);
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        log::debug!("reading body: {e}");
+                        return Err(ApiError::bad_request("invalid_request", "request body could not be read"));
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(self.cfg.body_timeout, read).await {
+            Ok(Ok(())) => Body::Ok(buf.to_vec()),
+            Ok(Err(e)) => Body::Err(e),
+            Err(_) => Body::Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "request body was not received in time",
+            )),
+        }
+    }
+
+    /// The bearer token's verified claims; None when no Authorization header was sent.
+    async fn authenticate(&self, s: &ServerSession) -> Result<Option<String>, ApiError> {
+        let Some(value) = s.req_header().headers.get(header::AUTHORIZATION) else {
+            return Ok(None);
+        };
+        let value = value.to_str().map_err(|_| ApiError::invalid_token("Authorization header is malformed"))?;
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Err(ApiError::invalid_token("Authorization must be 'Bearer <token>'")),
+        };
+        let keys = self.keys.get();
+        match jwt::verify(&keys, token) {
+            Verdict::Valid(claims) => Ok(Some(claims)),
+            Verdict::Invalid(e) => Err(e),
+            Verdict::UnknownKey => {
+                // Perhaps a key rotated since our last load: reload (rate-limited), retry once.
+                let kid = jwt::kid_of(token)?;
+                self.keys
+                    .reload_for_kid(&kid, || async {
+                        if let Err(e) = reload_keys(&self.pool, &self.keys).await {
+                            log::warn!("reloading signing keys: {}", e.message);
+                        }
+                    })
+                    .await;
+                match jwt::verify(&self.keys.get(), token) {
+                    Verdict::Valid(claims) => Ok(Some(claims)),
+                    Verdict::Invalid(e) => Err(e),
+                    Verdict::UnknownKey => Err(ApiError::invalid_token("token is signed by an unknown key")),
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, s: &mut ServerSession) -> Reply {
+        let method = s.req_header().method.clone();
+        let path = s.req_header().uri.path().to_string();
+        let route = match router::route(&method, &path) {
+            Match::Found(r) => r,
+            Match::WrongMethod(allow) => {
+                let e = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {path}"));
+                let mut r = Reply::error(&e);
+                r.allow = Some(allow);
+                return r;
+            }
+            Match::NotFound => {
+                return Reply::error(&ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}")));
+            }
+        };
+        if self.keys.claim_reload() {
+            let (pool, keys) = (self.pool.clone(), self.keys.clone());
+            tokio::spawn(async move {
+                if let Err(e) = reload_keys(&pool, &keys).await {
+                    log::warn!("periodic key reload: {}", e.message);
+                }
+            });
+        }
+        match route {
+            Route::Health => return self.health().await,
+            Route::Jwks => {
+                let body = self.keys.get().jwks_body.as_ref().clone();
+                return Reply::json(StatusCode::OK, body);
+            }
+            _ => {}
+        }
+        // Tokens are checked before the body is read or a connection is taken.
+        let claims = match self.authenticate(s).await {
+            Ok(c) => c,
+            Err(e) => return Reply::error(&e),
+        };
+        let needs_body = matches!(route, Route::Signup | Route::Login | Route::Refresh | Route::UpdateUser);
+        let body = if needs_body {
+            if let Some(ct) = s.req_header().headers.get(header::CONTENT_TYPE) {
+                let ok = ct
+                    .to_str()
+                    .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
+                    .unwrap_or(false);
+                if !ok {
+                    return Reply::error(&ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "unsupported_media_type",
+                        "send the body as application/json",
+                    ));
+                }
+            }
+            match self.read_body(s).await {
+                Body::Ok(b) => b,
+                Body::Err(e) => {
+                    // The rest of the body is unread: do not reuse this connection.
+                    s.set_keepalive(None);
+                    return Reply::error(&e);
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let ctx = Ctx { pool: &self.pool, claims: claims.as_deref() };
+        let result = match route {
+            Route::Signup => routes::auth::signup(&ctx, &body).await,
+            Route::Login => routes::auth::login(&ctx, &body).await,
+            Route::Refresh => routes::auth::refresh(&ctx, &body).await,
+            Route::Logout => routes::auth::logout(&ctx).await,
+            Route::GetUser => routes::auth::get_user(&ctx).await,
+            Route::UpdateUser => routes::auth::update_user(&ctx, &body).await,
+            Route::DeleteUser => routes::auth::delete_user(&ctx).await,
+            Route::Health | Route::Jwks => unreachable!("answered above"),
+        };
+        result.unwrap_or_else(|e| Reply::error(&e))
+    }
+
+    async fn health(&self) -> Reply {
+        match db::query_json(&self.pool, "select baas.auth_settings()").await {
+            Ok(_) => Reply::json(StatusCode::OK, br#"{"status":"ok","database":"ok"}"#.to_vec()),
+            Err(e) => Reply::error(&ApiError::unavailable(format!("database check failed: {}", e.message))),
+        }
+    }
+}
+
+pub async fn reload_keys(pool: &Pool, cache: &KeyCache) -> Result<(), ApiError> {
+    let row = db::query_json(pool, "select baas.jwks(), baas.auth_settings()").await?;
+    let ks = KeySet::from_json(&row[0], &row[1]).map_err(|e| {
+        log::error!("signing keys from the database are unusable: {e}");
+        ApiError::internal()
+    })?;
+    cache.replace(ks);
+    Ok(())
+}
+
+#[async_trait]
+impl ServeHttp for App {
+    async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
+        let started = std::time::Instant::now();
+        let reply = self.handle(s).await;
+        log::info!(
+            "{} {} -> {} in {:?}",
+            s.req_header().method,
+            s.req_header().uri.path(),
+            reply.status.as_u16(),
+            started.elapsed()
+        );
+        reply.into_response()
+    }
+}

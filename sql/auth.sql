@@ -1,0 +1,399 @@
+-- pgbaas authentication: the SQL functions behind /v1/auth/*. Every function that
+-- touches the private tables is SECURITY DEFINER with a fixed search_path and names
+-- every object with its schema. Errors carry an explicit SQLSTATE and, in DETAIL, the
+-- stable code an HTTP client sees (docs/errors.md).
+
+-- The verified JWT claims of the current request ('{}' when anonymous).
+create function baas.claims() returns jsonb
+language sql stable parallel safe
+as $$
+    select coalesce(nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb, '{}'::jsonb)
+$$;
+comment on function baas.claims() is 'Verified token claims of the current request, or {} when anonymous';
+
+-- The signed-in user's id, or NULL. Policies should call it as (select baas.uid()) so
+-- it is evaluated once per statement.
+create function baas.uid() returns uuid
+language sql stable parallel safe
+as $$
+    select (baas.claims() ->> 'sub')::uuid
+$$;
+comment on function baas.uid() is 'The signed-in user''s id, or NULL when anonymous';
+
+create function baas._user_json(u baas.users) returns jsonb
+language sql stable parallel safe
+as $$
+    select pg_catalog.jsonb_build_object(
+        'id', u.id, 'email', u.email, 'data', u.data,
+        'created_at', u.created_at, 'updated_at', u.updated_at)
+$$;
+
+create function baas._raise(sqlstate text, code text, message text) returns void
+language plpgsql volatile
+as $$
+begin
+    raise exception using errcode = sqlstate, message = message, detail = code;
+end
+$$;
+
+-- True while the session exists, is not revoked and has not expired.
+create function baas._session_active(sid uuid, uid uuid) returns boolean
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select exists (
+        select from baas.sessions s
+        where s.id = sid and s.user_id = uid
+          and s.revoked_at is null and s.expires_at > pg_catalog.now())
+$$;
+
+-- Called by the proxy (as baas_authenticator) at the start of every request's
+-- transaction: checks that the token's session is still alive (so logout takes effect
+-- on the very next request) and switches to the token's role for the rest of the
+-- transaction. NULL claims mean an anonymous caller. Deliberately SECURITY INVOKER and
+-- without a SET clause: set_config(..., true) must outlive this call.
+create function baas.authenticate(claims jsonb) returns void
+language plpgsql volatile
+as $$
+declare
+    v_role text := claims ->> 'role';
+begin
+    if claims is null then
+        perform pg_catalog.set_config('baas.claims', '', true);
+        perform pg_catalog.set_config('role', 'baas_anon', true);
+        return;
+    end if;
+    if v_role is distinct from 'baas_user' then
+        raise exception using errcode = '28000', detail = 'invalid_token',
+            message = 'token role is not accepted';
+    end if;
+    if not baas._session_active((claims ->> 'sid')::uuid, (claims ->> 'sub')::uuid) then
+        raise exception using errcode = '28000', detail = 'invalid_token',
+            message = 'the session of this token has ended';
+    end if;
+    perform pg_catalog.set_config('baas.claims', claims::text, true);
+    perform pg_catalog.set_config('role', v_role, true);
+end
+$$;
+comment on function baas.authenticate(jsonb) is
+    'Proxy entry point: check the session of verified claims and switch role for this transaction';
+
+create function baas._access_token(p_uid uuid, p_sid uuid, p_email text) returns text
+language plpgsql stable
+as $$
+declare
+    s baas.settings;
+    k record;
+    v_now bigint := extract(epoch from pg_catalog.now())::bigint;
+begin
+    select * into strict s from baas.settings;
+    select kid, secret into k from baas._signing_keys
+     where retired_at is null order by created_at desc limit 1;
+    if not found then
+        perform baas._raise('55000', 'no_signing_key',
+            'pgbaas has no active signing key; run select baas.rotate_signing_key()');
+    end if;
+    return baas._sign_jwt(k.kid, k.secret, pg_catalog.jsonb_build_object(
+        'iss', s.issuer,
+        'aud', s.audience,
+        'sub', p_uid,
+        'role', 'baas_user',
+        'sid', p_sid,
+        'email', p_email,
+        'iat', v_now,
+        'exp', v_now + extract(epoch from s.access_token_ttl)::bigint));
+end
+$$;
+
+-- A token pair for session p_sid: a new refresh token of its family and an access token.
+create function baas._token_response(u baas.users, p_sid uuid) returns jsonb
+language plpgsql volatile
+as $$
+declare
+    v_refresh text := baas._new_refresh_token();
+begin
+    insert into baas.refresh_tokens (token_hash, session_id)
+    values (baas._hash_token(v_refresh), p_sid);
+    return pg_catalog.jsonb_build_object(
+        'user', baas._user_json(u),
+        'access_token', baas._access_token(u.id, p_sid, u.email),
+        'token_type', 'bearer',
+        'expires_in', (select extract(epoch from access_token_ttl)::int from baas.settings),
+        'refresh_token', v_refresh);
+end
+$$;
+
+create function baas._new_session(u baas.users) returns jsonb
+language plpgsql volatile
+as $$
+declare
+    v_sid uuid := baas._uuid7();
+begin
+    insert into baas.sessions (id, user_id, expires_at)
+    select v_sid, u.id, pg_catalog.now() + s.refresh_token_ttl from baas.settings s;
+    return baas._token_response(u, v_sid);
+end
+$$;
+
+create function baas.signup(email text, password text, data jsonb default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    v_email text;
+    u baas.users;
+begin
+    if signup.email is null or signup.password is null then
+        perform baas._raise('22023', 'invalid_request', 'email and password are required');
+    end if;
+    if signup.data is not null and jsonb_typeof(signup.data) <> 'object' then
+        perform baas._raise('22023', 'invalid_request', 'data must be a JSON object');
+    end if;
+    v_email := baas._normalize_email(signup.email);
+    perform baas._check_password(signup.password);
+    begin
+        insert into baas.users (id, email, password_hash, data)
+        values (baas._uuid7(), v_email, baas._hash_password(signup.password),
+                coalesce(signup.data, '{}'))
+        returning * into u;
+    exception when unique_violation then
+        perform baas._raise('23505', 'email_taken', 'an account with this email already exists');
+    end;
+    return baas._new_session(u);
+end
+$$;
+comment on function baas.signup(text, text, jsonb) is
+    'Create an account and sign it in: {user, access_token, token_type, expires_in, refresh_token}';
+
+create function baas.login(email text, password text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    u baas.users;
+begin
+    if login.email is null or login.password is null then
+        perform baas._raise('22023', 'invalid_request', 'email and password are required');
+    end if;
+    if octet_length(login.password) > 1024 then
+        perform baas._raise('22001', 'password_too_long', 'password must be at most 1024 bytes');
+    end if;
+    select * into u from baas.users where email = lower(btrim(login.email));
+    -- An unknown email verifies against a dummy hash: same work, same answer.
+    if not baas._verify_password(login.password, u.password_hash) then
+        perform baas._raise('28P01', 'invalid_credentials', 'invalid email or password');
+    end if;
+    if baas._password_needs_rehash(u.password_hash) then
+        update baas.users set password_hash = baas._hash_password(login.password)
+         where id = u.id;
+    end if;
+    return baas._new_session(u);
+end
+$$;
+comment on function baas.login(text, text) is
+    'Sign in with email and password; 28P01 invalid_credentials for unknown email and wrong password alike';
+
+create function baas.refresh(refresh_token text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    t baas.refresh_tokens;
+    s baas.sessions;
+    u baas.users;
+begin
+    if refresh.refresh_token is null or length(refresh.refresh_token) > 256 then
+        perform baas._raise('28000', 'invalid_refresh_token', 'refresh token is not valid');
+    end if;
+    select * into t from baas.refresh_tokens
+     where token_hash = baas._hash_token(refresh.refresh_token)
+       for update;
+    if not found then
+        perform baas._raise('28000', 'invalid_refresh_token', 'refresh token is not valid');
+    end if;
+    select * into s from baas.sessions where id = t.session_id for update;
+    if s.revoked_at is not null or s.expires_at <= now() then
+        perform baas._raise('28000', 'invalid_refresh_token', 'refresh token is not valid');
+    end if;
+    if t.used_at is not null then
+        -- A spent token came back: someone holds a copy. End the whole family. This
+        -- must commit, so it is reported as a result, not raised (raising would roll
+        -- the revocation back).
+        update baas.sessions set revoked_at = now(), revoked_reason = 'refresh_token_reuse'
+         where id = s.id;
+        raise warning 'pgbaas: refresh token reuse detected; session % revoked', s.id;
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'refresh_token_reused',
+            'message', 'this refresh token was already used; its session has been revoked'));
+    end if;
+    update baas.refresh_tokens set used_at = now() where token_hash = t.token_hash;
+    update baas.sessions set refreshed_at = now() where id = s.id;
+    select * into strict u from baas.users where id = s.user_id;
+    return baas._token_response(u, s.id);
+end
+$$;
+comment on function baas.refresh(text) is
+    'Rotate a refresh token: a new pair; a spent token revokes its session and returns {"error": {"code": "refresh_token_reused"}}';
+
+-- The caller's session id from the verified claims, or 28000 when there is none.
+create function baas._require_session() returns uuid
+language plpgsql stable
+as $$
+declare
+    v_sid uuid := (baas.claims() ->> 'sid')::uuid;
+begin
+    if v_sid is null or baas.uid() is null then
+        perform baas._raise('28000', 'not_authenticated', 'this call needs a signed-in user');
+    end if;
+    return v_sid;
+end
+$$;
+
+create function baas.logout() returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_sid uuid := baas._require_session();
+begin
+    update baas.sessions set revoked_at = now(), revoked_reason = 'logout'
+     where id = v_sid and revoked_at is null;
+end
+$$;
+comment on function baas.logout() is 'End the current session: its access and refresh tokens stop working at once';
+
+create function baas.get_user() returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    u baas.users;
+begin
+    perform baas._require_session();
+    select * into u from baas.users where id = baas.uid();
+    if not found then
+        perform baas._raise('28000', 'invalid_token', 'the account of this token no longer exists');
+    end if;
+    return baas._user_json(u);
+end
+$$;
+comment on function baas.get_user() is 'The signed-in user: {id, email, data, created_at, updated_at}';
+
+create function baas.update_user(data jsonb default null, password text default null,
+                                 current_password text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    u baas.users;
+begin
+    perform baas._require_session();
+    select * into u from baas.users where id = baas.uid() for update;
+    if not found then
+        perform baas._raise('28000', 'invalid_token', 'the account of this token no longer exists');
+    end if;
+    if update_user.data is not null then
+        if jsonb_typeof(update_user.data) <> 'object' then
+            perform baas._raise('22023', 'invalid_request', 'data must be a JSON object');
+        end if;
+        u.data := baas.merge_patch(u.data, update_user.data);
+    end if;
+    if update_user.password is not null then
+        if update_user.current_password is null then
+            perform baas._raise('22023', 'current_password_required',
+                'changing the password needs current_password');
+        end if;
+        if octet_length(update_user.current_password) > 1024
+           or not baas._verify_password(update_user.current_password, u.password_hash) then
+            perform baas._raise('28P01', 'invalid_credentials', 'current password is wrong');
+        end if;
+        perform baas._check_password(update_user.password);
+        u.password_hash := baas._hash_password(update_user.password);
+    end if;
+    update baas.users set data = u.data, password_hash = u.password_hash, updated_at = now()
+     where id = u.id
+    returning * into u;
+    if update_user.password is not null then
+        -- A new password ends every session of the account, this one included, and
+        -- signs the caller in again.
+        update baas.sessions set revoked_at = now(), revoked_reason = 'password_change'
+         where user_id = u.id and revoked_at is null;
+        return baas._new_session(u);
+    end if;
+    return jsonb_build_object('user', baas._user_json(u));
+end
+$$;
+comment on function baas.update_user(jsonb, text, text) is
+    'Merge-patch the signed-in user''s data and/or change the password (which ends every session and returns new tokens)';
+
+create function baas.delete_user() returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform baas._require_session();
+    delete from baas.users where id = baas.uid();
+end
+$$;
+comment on function baas.delete_user() is 'Delete the signed-in account and every session of it';
+
+-- Public keys that verify tokens: the active key plus retired keys whose tokens may
+-- still be unexpired.
+create function baas.jwks() returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select jsonb_build_object('keys',
+        coalesce(jsonb_agg(k.public_jwk order by k.created_at desc), '[]'::jsonb))
+      from baas._signing_keys k, baas.settings s
+     where k.retired_at is null
+        or k.retired_at > now() - s.access_token_ttl - interval '1 minute'
+$$;
+comment on function baas.jwks() is 'JSON Web Key Set of the public keys that verify pgbaas access tokens';
+
+create function baas.auth_settings() returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select jsonb_build_object('issuer', issuer, 'audience', audience,
+        'access_token_ttl', extract(epoch from access_token_ttl)::int)
+      from baas.settings
+$$;
+comment on function baas.auth_settings() is 'Token issuer, audience and lifetime, for verifiers';
+
+-- New signing key; the old one keeps verifying until tokens it signed have expired.
+create function baas.rotate_signing_key() returns text
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_kid text;
+begin
+    update baas._signing_keys set retired_at = clock_timestamp() where retired_at is null;
+    insert into baas._signing_keys (kid, secret, public_jwk)
+    select kid, secret, public_jwk from baas._generate_signing_key()
+    returning kid into v_kid;
+    perform pg_notify('baas_keys', v_kid);
+    return v_kid;
+end
+$$;
+comment on function baas.rotate_signing_key() is 'Start signing with a new key; returns its kid';
+
+-- Housekeeping for a scheduler (pg_cron or the like): drop sessions that ended over a
+-- day ago, with their spent refresh tokens.
+create function baas.purge_sessions() returns bigint
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    with gone as (
+        delete from baas.sessions
+         where expires_at < now() - interval '1 day'
+            or revoked_at < now() - interval '1 day'
+        returning 1)
+    select count(*) from gone
+$$;
+comment on function baas.purge_sessions() is 'Delete sessions that expired or were revoked more than a day ago';

@@ -1,0 +1,102 @@
+-- pgbaas schema: roles and tables. Loaded first (bootstrap) by CREATE EXTENSION.
+--
+-- API roles. Roles are cluster-wide while the extension is per database, so a second
+-- database that creates the extension finds them already there.
+do $roles$
+begin
+    if not exists (select from pg_catalog.pg_roles where rolname = 'baas_anon') then
+        create role baas_anon nologin noinherit;
+    end if;
+    if not exists (select from pg_catalog.pg_roles where rolname = 'baas_user') then
+        create role baas_user nologin noinherit;
+    end if;
+    if not exists (select from pg_catalog.pg_roles where rolname = 'baas_service') then
+        create role baas_service nologin noinherit;
+    end if;
+    if not exists (select from pg_catalog.pg_roles where rolname = 'baas_authenticator') then
+        -- The proxy's login role. NOINHERIT: it holds no privileges of its own beyond
+        -- calling baas.authenticate(), which switches to one of the three roles above.
+        create role baas_authenticator login noinherit;
+    end if;
+end
+$roles$;
+
+grant baas_anon, baas_user, baas_service to baas_authenticator;
+
+-- Settings, one row. A DBA changes them with plain UPDATE.
+create table baas.settings (
+    singleton boolean primary key default true check (singleton),
+    issuer text not null default 'pgbaas' check (length(issuer) between 1 and 200),
+    audience text not null default 'pgbaas' check (length(audience) between 1 and 200),
+    access_token_ttl interval not null default '15 minutes'
+        check (access_token_ttl between '10 seconds' and '24 hours'),
+    refresh_token_ttl interval not null default '30 days'
+        check (refresh_token_ttl between '1 minute' and '365 days')
+);
+insert into baas.settings default values;
+comment on table baas.settings is 'pgbaas settings: token issuer, audience and lifetimes (one row)';
+
+create table baas.users (
+    id uuid primary key,
+    email text not null,
+    password_hash text not null,
+    data jsonb not null default '{}' check (jsonb_typeof(data) = 'object'),
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now(),
+    constraint users_email_key unique (email),
+    constraint users_email_lowercase check (email = lower(email))
+);
+comment on table baas.users is 'pgbaas accounts; passwords are argon2id (or imported bcrypt) hashes';
+
+-- A session is one sign-in: the family of refresh tokens rotated from it and every
+-- access token that carries its id (claim "sid"). Revoking it ends all of them at once.
+create table baas.sessions (
+    id uuid primary key,
+    user_id uuid not null references baas.users (id) on delete cascade,
+    created_at timestamptz not null default now(),
+    refreshed_at timestamptz,
+    expires_at timestamptz not null,
+    revoked_at timestamptz,
+    revoked_reason text
+);
+create index sessions_user_id_idx on baas.sessions (user_id);
+
+-- Refresh tokens are stored as SHA-256 of the opaque token; a row with used_at set is
+-- spent, and presenting it again revokes its session.
+create table baas.refresh_tokens (
+    token_hash bytea primary key,
+    session_id uuid not null references baas.sessions (id) on delete cascade,
+    created_at timestamptz not null default now(),
+    used_at timestamptz
+);
+create index refresh_tokens_session_id_idx on baas.refresh_tokens (session_id);
+
+-- Private signing keys. Only the extension's owner can read this table; the public
+-- halves are served by baas.jwks().
+create table baas._signing_keys (
+    kid text primary key,
+    alg text not null default 'EdDSA' check (alg = 'EdDSA'),
+    secret bytea not null,
+    public_jwk jsonb not null,
+    created_at timestamptz not null default clock_timestamp(),
+    retired_at timestamptz
+);
+
+-- Nobody but the owner touches these tables directly: API roles go through functions.
+revoke all on baas.settings, baas.users, baas.sessions, baas.refresh_tokens, baas._signing_keys from public;
+
+-- Row-level security as a second wall: no policies, so any role other than the owner
+-- that is granted a privilege here by mistake still sees no rows. Not FORCEd: the
+-- SECURITY DEFINER functions run as the owner, which may not be a superuser on managed
+-- Postgres services.
+alter table baas.users enable row level security;
+alter table baas.sessions enable row level security;
+alter table baas.refresh_tokens enable row level security;
+alter table baas._signing_keys enable row level security;
+
+-- pg_dump of a database with the extension must carry the accounts and keys too.
+select pg_catalog.pg_extension_config_dump('baas.settings', '');
+select pg_catalog.pg_extension_config_dump('baas.users', '');
+select pg_catalog.pg_extension_config_dump('baas.sessions', '');
+select pg_catalog.pg_extension_config_dump('baas.refresh_tokens', '');
+select pg_catalog.pg_extension_config_dump('baas._signing_keys', '');

@@ -1,0 +1,168 @@
+//! Shared by the end-to-end test binaries: one real cluster and one real proxy per
+//! binary, an HTTP helper, and token forging helpers.
+#![allow(dead_code)]
+
+use pgbaas_testkit::{Cluster, Proxy};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+pub struct Env {
+    pub cluster: Cluster,
+    pub proxy: Proxy,
+}
+
+pub fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let cluster = Cluster::temporary().expect("start a Postgres cluster");
+        let url = cluster.authenticator_url().expect("authenticator password");
+        // A small pool so that requests of different callers share connections.
+        let proxy = Proxy::start(&url, &["--pool-size", "3"]).expect("start the proxy");
+        Env { cluster, proxy }
+    })
+}
+
+pub fn base() -> String {
+    env().proxy.base()
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Resp {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP request; the body is sent as application/json text when given.
+pub fn call(method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Resp {
+    call_with(method, path, token, body, &[])
+}
+
+pub fn call_with(method: &str, path: &str, token: Option<&str>, body: Option<&str>, headers: &[(&str, &str)]) -> Resp {
+    let mut req = ureq::request(method, &format!("{}{}", base(), path));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let mut has_ct = false;
+    for (k, v) in headers {
+        has_ct |= k.eq_ignore_ascii_case("content-type");
+        req = req.set(k, v);
+    }
+    if body.is_some() && !has_ct {
+        req = req.set("Content-Type", "application/json");
+    }
+    let result = match body {
+        Some(b) => req.send_string(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: transport error {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|n| {
+            let v = resp.header(&n).unwrap_or("").to_string();
+            (n, v)
+        })
+        .collect();
+    let text = resp.into_string().unwrap_or_default();
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    assert!(status < 500, "{method} {path} gave {status}: {body}");
+    Resp { status, body, headers }
+}
+
+pub fn post(path: &str, token: Option<&str>, body: Value) -> Resp {
+    call("POST", path, token, Some(&body.to_string()))
+}
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh address per call, unique across test binaries running at the same time.
+pub fn email(tag: &str) -> String {
+    format!("{tag}-{}-{}@example.com", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct User {
+    pub email: String,
+    pub id: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+pub fn signup(tag: &str) -> User {
+    let email = email(tag);
+    let r = post("/v1/auth/signup", None, json!({"email": email, "password": PASSWORD}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    User {
+        id: r.body["user"]["id"].as_str().unwrap().to_string(),
+        access: r.body["access_token"].as_str().unwrap().to_string(),
+        refresh: r.body["refresh_token"].as_str().unwrap().to_string(),
+        email,
+    }
+}
+
+pub fn admin() -> postgres::Client {
+    env().cluster.connect("postgres", pgbaas_testkit::DB).expect("superuser connection")
+}
+
+/// Sign `claims` with the database's active private key, as only a superuser can:
+/// lets tests make validly signed tokens with chosen `exp`, `aud`, `iss`.
+pub fn sign_with_db_key(claims: &Value) -> String {
+    admin()
+        .query_one(
+            "select baas._sign_jwt(kid, secret, $1) from baas._signing_keys
+              where retired_at is null order by created_at desc limit 1",
+            &[claims],
+        )
+        .expect("sign")
+        .get(0)
+}
+
+/// Claims as pgbaas issues them for `user`, valid for 10 minutes.
+pub fn claims_for(user: &User) -> Value {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let sid = payload(&user.access)["sid"].clone();
+    json!({"iss": "pgbaas", "aud": "pgbaas", "sub": user.id, "role": "baas_user", "sid": sid,
+           "iat": now, "exp": now + 600})
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn payload(jwt: &str) -> Value {
+    use base64::Engine;
+    let part = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// Raw HTTP/1.1 over a socket, for requests a client library would refuse to send.
+pub fn raw(request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", env().proxy.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+pub fn raw_status(resp: &str) -> u16 {
+    resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
