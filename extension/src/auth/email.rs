@@ -48,7 +48,7 @@ mod tests {
         for bad in [
             "", "alice", "@example.com", "alice@", "alice@com", "a b@example.com",
             "alice@exa mple.com", "alice@example..com", "alice@@example.com",
-            "alice@example.com\n", "alice@ex_ample.com",
+            "alice\n@example.com", "alice@ex_ample.com", "alice@exam\tple.com",
         ] {
             assert_eq!(normalize(bad), Err(BaasError::InvalidEmail), "{bad:?}");
         }

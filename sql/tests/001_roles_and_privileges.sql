@@ -1,0 +1,75 @@
+-- What a DBA sees: the roles, who may read what, and how SECURITY DEFINER functions
+-- are locked down. Runs in a transaction that is rolled back.
+begin;
+select plan(22);
+
+-- Runs q as role r; returns 'ok' or the SQLSTATE it failed with. The role switch is
+-- undone with the subtransaction either way.
+create function pg_temp.sqlstate_as(r text, q text) returns text language plpgsql as $$
+begin
+    execute format('set local role %I', r);
+    execute q;
+    execute 'reset role';
+    return 'ok';
+exception when others then
+    return sqlstate;
+end $$;
+
+select has_role('baas_anon');
+select has_role('baas_user');
+select has_role('baas_service');
+select has_role('baas_authenticator');
+select ok((select rolcanlogin and not rolinherit from pg_roles where rolname = 'baas_authenticator'),
+          'baas_authenticator can log in and inherits nothing');
+select ok(not exists (select from pg_roles where rolname in ('baas_anon', 'baas_user', 'baas_service') and rolcanlogin),
+          'API roles cannot log in directly');
+select ok(pg_has_role('baas_authenticator', 'baas_anon', 'member')
+      and pg_has_role('baas_authenticator', 'baas_user', 'member')
+      and pg_has_role('baas_authenticator', 'baas_service', 'member'),
+          'baas_authenticator may become each API role');
+
+select is(pg_temp.sqlstate_as('baas_anon', 'select * from baas.users'), '42501', 'baas_anon cannot read baas.users');
+select is(pg_temp.sqlstate_as('baas_user', 'select * from baas.users'), '42501', 'baas_user cannot read baas.users');
+select is(pg_temp.sqlstate_as('baas_anon', 'select * from baas._signing_keys'), '42501', 'baas_anon cannot read the signing keys');
+select is(pg_temp.sqlstate_as('baas_service', 'select secret from baas._signing_keys'), '42501', 'baas_service cannot read the signing keys');
+select is(pg_temp.sqlstate_as('baas_authenticator', 'select * from baas._signing_keys'), '42501', 'the proxy''s role cannot read the signing keys');
+select is(pg_temp.sqlstate_as('baas_anon', 'select * from baas.sessions'), '42501', 'baas_anon cannot read sessions');
+select is(pg_temp.sqlstate_as('baas_anon', 'select * from baas.refresh_tokens'), '42501', 'baas_anon cannot read refresh tokens');
+select is(pg_temp.sqlstate_as('baas_anon', 'select baas.rotate_signing_key()'), '42501', 'baas_anon cannot rotate keys');
+select is(pg_temp.sqlstate_as('baas_anon', 'select baas._sign_jwt(''k'', ''\x00''::bytea, ''{}'')'), '42501', 'internal functions are not callable by API roles');
+
+select is_empty($$
+    select c.oid::regclass::text from pg_class c
+     where c.relnamespace = 'baas'::regnamespace and c.relkind in ('r', 'v', 'm', 'p')
+       and (has_table_privilege('baas_anon', c.oid, 'select')
+         or has_table_privilege('baas_user', c.oid, 'select')
+         or has_table_privilege('baas_service', c.oid, 'select')
+         or has_table_privilege('baas_authenticator', c.oid, 'select'))
+$$, 'no table or view in baas is directly readable by an API role');
+
+select is_empty($$
+    select p.oid::regprocedure::text from pg_proc p
+     where p.pronamespace = 'baas'::regnamespace and p.prosecdef
+       and not exists (select from unnest(coalesce(p.proconfig, '{}')) c where c like 'search_path=%')
+$$, 'every SECURITY DEFINER function in baas has a fixed search_path');
+
+select is_empty($$
+    select p.oid::regprocedure::text from pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+     where p.pronamespace = 'baas'::regnamespace and a.grantee = 0 and a.privilege_type = 'EXECUTE'
+$$, 'no function in baas is executable by PUBLIC');
+
+select is_empty($$
+    select p.oid::regprocedure::text from pg_proc p
+     where p.pronamespace = 'baas'::regnamespace and p.proname like '\_%'
+       and (has_function_privilege('baas_anon', p.oid, 'execute')
+         or has_function_privilege('baas_user', p.oid, 'execute')
+         or has_function_privilege('baas_service', p.oid, 'execute'))
+$$, 'internal (_-prefixed) functions are not executable by API roles');
+
+select ok(not (baas.jwks()::text ~ '"d"'), 'baas.jwks() carries no private key material');
+
+select is((select count(*)::int from baas._signing_keys where retired_at is null), 1,
+          'CREATE EXTENSION made exactly one active signing key');
+
+select * from finish();
+rollback;

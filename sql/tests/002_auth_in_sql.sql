@@ -1,0 +1,47 @@
+-- The auth functions as a DBA calls them from psql: results, SQLSTATEs and the stable
+-- error codes in DETAIL.
+begin;
+select plan(19);
+
+create function pg_temp.detail_of(q text) returns text language plpgsql as $$
+declare d text;
+begin
+    execute q;
+    return null;
+exception when others then
+    get stacked diagnostics d = pg_exception_detail;
+    return sqlstate || ' ' || d;
+end $$;
+
+select lives_ok($$ select baas.signup('DBA@Example.com', 'long enough pw', '{"plan": "pro"}') $$, 'signup from SQL');
+select is((select email from baas.users where email = 'dba@example.com'), 'dba@example.com', 'email is stored lower-cased');
+select is((select data->>'plan' from baas.users where email = 'dba@example.com'), 'pro', 'signup data is stored');
+select is((select count(*)::int from baas.sessions s join baas.users u on u.id = s.user_id where u.email = 'dba@example.com'), 1,
+          'signup opens one session');
+
+select is(pg_temp.detail_of($$ select baas.signup('dba@example.com', 'long enough pw') $$), '23505 email_taken', 'duplicate email');
+select is(pg_temp.detail_of($$ select baas.signup('not-an-email', 'long enough pw') $$), '22023 invalid_email', 'invalid email');
+select is(pg_temp.detail_of($$ select baas.signup('x@example.com', 'short') $$), '22023 weak_password', 'short password');
+select is(pg_temp.detail_of(format('select baas.signup(%L, %L)', 'x@example.com', repeat('p', 1025))), '22001 password_too_long', 'long password');
+select is(pg_temp.detail_of($$ select baas.signup('x@example.com', 'long enough pw', '[1]') $$), '22023 invalid_request', 'data must be an object');
+select is(pg_temp.detail_of($$ select baas.signup(null, 'long enough pw') $$), '22023 invalid_request', 'email is required');
+
+select is(pg_temp.detail_of($$ select baas.login('dba@example.com', 'wrong password') $$), '28P01 invalid_credentials', 'wrong password');
+select is(pg_temp.detail_of($$ select baas.login('nobody@example.com', 'wrong password') $$), '28P01 invalid_credentials', 'unknown email: same answer');
+select is(baas.login('DBA@example.com ', 'long enough pw') -> 'user' ->> 'email', 'dba@example.com', 'login ignores case and spaces in the email');
+
+select is(pg_temp.detail_of($$ select baas.refresh('not a token') $$), '28000 invalid_refresh_token', 'unknown refresh token');
+select is(pg_temp.detail_of($$ select baas.logout() $$), '28000 not_authenticated', 'logout needs claims');
+
+-- A migrated bcrypt account signs in and is re-hashed to argon2id.
+insert into baas.users (id, email, password_hash)
+values (baas._uuid7(), 'legacy@example.com', '$2b$04$e5AxvQ1t5pp9NDeE58j7CuHv.CeDCKj7tElMfTB17zkKPTyvqbXfy');
+select is(baas.login('legacy@example.com', 'hunter22') -> 'user' ->> 'email', 'legacy@example.com', 'a bcrypt hash verifies');
+select ok((select password_hash like '$argon2id$%' from baas.users where email = 'legacy@example.com'), 'and is upgraded to argon2id on login');
+
+-- Rotation: one new active key, the old one retired but still published.
+select lives_ok($$ select baas.rotate_signing_key() $$, 'rotate from SQL');
+select is(jsonb_array_length(baas.jwks() -> 'keys'), 2, 'old and new key are both in the JWKS');
+
+select * from finish();
+rollback;

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks to build, run and test pgbaas, and
+# skips what is already there (a second run takes seconds). Needs root or sudo for apt.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+updated=0
+apt_install() {
+    if [ "$updated" = 0 ]; then $SUDO apt-get update -qq; updated=1; fi
+    $SUDO apt-get install -y -qq --no-install-recommends "$@"
+}
+
+if ! installed postgresql-15; then
+    apt_install postgresql-15
+fi
+# The headers must match the installed server exactly, or apt upgrades the server.
+pgver="$(dpkg-query -W -f='${Version}' postgresql-15)"
+if ! installed postgresql-server-dev-15; then
+    apt_install "postgresql-server-dev-15=${pgver}"
+fi
+missing=()
+for p in libclang-dev clang cmake sudo make pkg-config postgresql-15-pgtap; do
+    installed "$p" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+fi
+
+PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
+if ! cargo pgrx --version 2>/dev/null | grep -q "0.18.1"; then
+    cargo install cargo-pgrx --version 0.18.1 --locked
+fi
+if ! grep -qs '^pg15' "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+echo "install-deps: ok (postgresql-15 ${pgver}, $(cargo pgrx --version))"

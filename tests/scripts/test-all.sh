@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The README's test command: every tier, non-zero exit on any failure.
+#   1. cargo test        plain Rust logic of the proxy
+#   2. cargo pgrx test   the extension's Rust logic and #[pg_test]s inside a backend
+#   3. SQL regression    pgTAP files in sql/tests, against a fresh cluster
+#   4. end to end        a real cluster, the real proxy binary, real HTTP
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash tests/scripts/install-deps.sh
+
+echo "== tier 1: cargo test (proxy logic)"
+cargo test --release -p pgbaas-proxy
+
+echo "== tier 2: cargo pgrx test (extension)"
+if [ "$(id -u)" -eq 0 ]; then
+    # Postgres refuses to run as root: pgrx runs it as user postgres in a dir it owns.
+    pgdata="$(mktemp -d /tmp/pgbaas-pgrx-XXXXXX)"
+    chown postgres:postgres "$pgdata"
+    trap 'rm -rf "$pgdata"' EXIT
+    cargo pgrx test -p pgbaas pg15 --runas postgres --pgdata "$pgdata"
+else
+    cargo pgrx test -p pgbaas pg15
+fi
+
+echo "== build: the pgrx test run installed its test build; install the release build"
+bash tests/scripts/build.sh
+
+echo "== tiers 3 and 4: SQL regression and end-to-end"
+cargo test --release -p pgbaas-tests
+echo "== all tiers passed"
