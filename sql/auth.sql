@@ -16,7 +16,8 @@ comment on function baas.claims() is 'Verified token claims of the current reque
 create function baas.uid() returns uuid
 language sql stable parallel safe
 as $$
-    select (baas.claims() ->> 'sub')::uuid
+    select case when c ->> 'role' = 'baas_user' then (c ->> 'sub')::uuid end
+      from baas.claims() c
 $$;
 comment on function baas.uid() is 'The signed-in user''s id, or NULL when anonymous';
 
@@ -47,6 +48,26 @@ as $$
           and s.revoked_at is null and s.expires_at > pg_catalog.now())
 $$;
 
+create table baas.service_tokens (
+    id uuid primary key,
+    name text not null check (length(name) between 1 and 200),
+    created_at timestamptz not null default now(),
+    expires_at timestamptz not null,
+    revoked_at timestamptz
+);
+revoke all on baas.service_tokens from public;
+alter table baas.service_tokens enable row level security;
+select pg_catalog.pg_extension_config_dump('baas.service_tokens', '');
+
+create function baas._service_token_active(sid uuid) returns boolean
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select exists (
+        select from baas.service_tokens t
+        where t.id = sid and t.revoked_at is null and t.expires_at > pg_catalog.now())
+$$;
+
 -- Called by the proxy (as baas_authenticator) at the start of every request's
 -- transaction: checks that the token's session is still alive (so logout takes effect
 -- on the very next request) and switches to the token's role for the rest of the
@@ -63,13 +84,19 @@ begin
         perform pg_catalog.set_config('role', 'baas_anon', true);
         return;
     end if;
-    if v_role is distinct from 'baas_user' then
+    if v_role = 'baas_user' then
+        if not baas._session_active((claims ->> 'sid')::uuid, (claims ->> 'sub')::uuid) then
+            raise exception using errcode = '28000', detail = 'invalid_token',
+                message = 'the session of this token has ended';
+        end if;
+    elsif v_role = 'baas_service' then
+        if not baas._service_token_active((claims ->> 'sid')::uuid) then
+            raise exception using errcode = '28000', detail = 'invalid_token',
+                message = 'this service token has been revoked';
+        end if;
+    else
         raise exception using errcode = '28000', detail = 'invalid_token',
             message = 'token role is not accepted';
-    end if;
-    if not baas._session_active((claims ->> 'sid')::uuid, (claims ->> 'sub')::uuid) then
-        raise exception using errcode = '28000', detail = 'invalid_token',
-            message = 'the session of this token has ended';
     end if;
     perform pg_catalog.set_config('baas.claims', claims::text, true);
     perform pg_catalog.set_config('role', v_role, true);
@@ -127,7 +154,7 @@ create function baas._new_session(u baas.users) returns jsonb
 language plpgsql volatile
 as $$
 declare
-    v_sid uuid := baas._uuid7();
+    v_sid uuid := baas.uuid7();
 begin
     insert into baas.sessions (id, user_id, expires_at)
     select v_sid, u.id, pg_catalog.now() + s.refresh_token_ttl from baas.settings s;
@@ -154,7 +181,7 @@ begin
     perform baas._check_password(signup.password);
     begin
         insert into baas.users (id, email, password_hash, data)
-        values (baas._uuid7(), v_email, baas._hash_password(signup.password),
+        values (baas.uuid7(), v_email, baas._hash_password(signup.password),
                 coalesce(signup.data, '{}'))
         returning * into u;
     exception when unique_violation then
@@ -397,3 +424,45 @@ as $$
     select count(*) from gone
 $$;
 comment on function baas.purge_sessions() is 'Delete sessions that expired or were revoked more than a day ago';
+
+-- Service tokens: for server-side code and admin tools. They act as baas_service, the
+-- one role that bypasses document ACLs; only a DBA can mint or revoke them.
+create function baas.create_service_token(name text, ttl interval default '1 hour') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    v_id uuid := baas.uuid7();
+    s baas.settings;
+    k record;
+    v_now bigint := extract(epoch from now())::bigint;
+begin
+    if ttl is null or ttl <= interval '0' or ttl > interval '366 days' then
+        perform baas._raise('22023', 'invalid_request', 'ttl must be between 1 second and 366 days');
+    end if;
+    select * into strict s from baas.settings;
+    select kid, secret into k from baas._signing_keys where retired_at is null order by created_at desc limit 1;
+    if not found then
+        perform baas._raise('55000', 'no_signing_key', 'pgbaas has no active signing key; run select baas.rotate_signing_key()');
+    end if;
+    insert into baas.service_tokens (id, name, expires_at) values (v_id, create_service_token.name, now() + ttl);
+    return jsonb_build_object(
+        'id', v_id,
+        'token', baas._sign_jwt(k.kid, k.secret, jsonb_build_object(
+            'iss', s.issuer, 'aud', s.audience, 'sub', 'service:' || create_service_token.name,
+            'role', 'baas_service', 'sid', v_id, 'iat', v_now,
+            'exp', v_now + extract(epoch from ttl)::bigint)),
+        'expires_at', now() + ttl);
+end
+$$;
+comment on function baas.create_service_token(text, interval) is
+    'Mint a baas_service token (bypasses document ACLs): {id, token, expires_at}';
+
+create function baas.revoke_service_token(id uuid) returns void
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    update baas.service_tokens t set revoked_at = now() where t.id = revoke_service_token.id and t.revoked_at is null
+$$;
+comment on function baas.revoke_service_token(uuid) is 'Revoke a service token at once';

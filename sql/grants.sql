@@ -23,10 +23,62 @@ grant execute on function
     baas.delete_user()
   to baas_user;
 
+-- Documents: everything runs as the caller, so row-level security decides.
+grant execute on function
+    baas.principals(),
+    baas.roles(),
+    baas.uuid7(),
+    baas.check_collection_name(text),
+    baas.check_role_name(text),
+    baas.normalize_principal(text),
+    baas.normalize_acl(jsonb),
+    baas.acl_change(text[], text[], text[], text, text, boolean),
+    baas.normalize_collection_options(jsonb),
+    baas.validate_document(jsonb, jsonb),
+    baas.document_json(baas.documents, text),
+    baas.collection_json(baas.collections),
+    baas.collection_by_name(text),
+    baas.parse_document_id(text),
+    baas.document_not_found(text, text),
+    baas.explain_write_miss(baas.collections, uuid, text, bigint, text),
+    baas.owned_document(baas.collections, text),
+    baas.change_acl(text, text, text, text, boolean),
+    baas.user_exists(uuid),
+    baas.create_document(text, jsonb, jsonb, uuid),
+    baas.get_document(text, text),
+    baas.replace_document(text, text, jsonb, bigint),
+    baas.patch_document(text, text, jsonb, bigint),
+    baas.delete_document(text, text, bigint),
+    baas.find(text, integer, integer),
+    baas.count(text),
+    baas.list_documents(text, integer, integer, boolean),
+    baas.get_acl(text, text),
+    baas.set_acl(text, text, jsonb),
+    baas.grant(text, text, text, text),
+    baas.revoke(text, text, text, text),
+    baas.transfer(text, text, uuid)
+  to baas_anon, baas_user, baas_service;
+
+-- Administration: service tokens (and DBAs, who own everything).
+grant execute on function
+    baas.create_collection(text, jsonb),
+    baas.drop_collection(text),
+    baas.create_role(text),
+    baas.drop_role(text),
+    baas.add_role_member(text, uuid),
+    baas.remove_role_member(text, uuid),
+    baas.add_role_to_role(text, text),
+    baas.remove_role_from_role(text, text),
+    baas.list_roles(),
+    baas.collections(),
+    baas.get_collection(text)
+  to baas_service;
+
 -- The proxy's login role: switch role per request, read the public keys.
 grant execute on function
     baas.authenticate(jsonb),
     baas._session_active(uuid, uuid),
+    baas._service_token_active(uuid),
     baas.jwks(),
     baas.auth_settings(),
     baas.claims()

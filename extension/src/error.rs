@@ -17,6 +17,18 @@ pub enum BaasError {
     InvalidRequest(String),
     #[error("signing key is malformed")]
     BadSigningKey,
+    #[error("collection name must be 1-63 characters of a-z, 0-9 and _, starting with a letter")]
+    InvalidCollectionName,
+    #[error("role name must be 1-63 characters of a-z, 0-9, _, . and -, starting with a letter")]
+    InvalidRoleName,
+    #[error("{0}")]
+    InvalidAcl(String),
+    #[error("{0}")]
+    InvalidOptions(String),
+    #[error("{0}")]
+    InvalidSchema(String),
+    #[error("document does not match the collection schema at {path}: {message}")]
+    SchemaViolation { path: String, message: String },
 }
 
 impl BaasError {
@@ -28,6 +40,12 @@ impl BaasError {
             BaasError::PasswordTooLong { .. } => "password_too_long",
             BaasError::InvalidRequest(_) => "invalid_request",
             BaasError::BadSigningKey => "internal_error",
+            BaasError::InvalidCollectionName => "invalid_collection_name",
+            BaasError::InvalidRoleName => "invalid_role_name",
+            BaasError::InvalidAcl(_) => "invalid_acl",
+            BaasError::InvalidOptions(_) => "invalid_options",
+            BaasError::InvalidSchema(_) => "invalid_schema",
+            BaasError::SchemaViolation { .. } => "schema_violation",
         }
     }
 
@@ -35,7 +53,13 @@ impl BaasError {
         match self {
             BaasError::InvalidEmail
             | BaasError::WeakPassword { .. }
-            | BaasError::InvalidRequest(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            | BaasError::InvalidRequest(_)
+            | BaasError::InvalidCollectionName
+            | BaasError::InvalidRoleName
+            | BaasError::InvalidAcl(_)
+            | BaasError::InvalidOptions(_)
+            | BaasError::InvalidSchema(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            BaasError::SchemaViolation { .. } => PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
             BaasError::PasswordTooLong { .. } => {
                 PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION
             }

@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 
 pub mod api;
 pub mod auth;
+pub mod documents;
 pub mod error;
 
 ::pgrx::pg_module_magic!();
@@ -27,6 +28,20 @@ extension_sql_file!(
         api::auth::hash_token,
         api::auth::uuid7,
         api::auth::merge_patch,
+    ]
+);
+extension_sql_file!(
+    "../../sql/documents.sql",
+    name = "documents",
+    requires = [
+        "auth",
+        api::documents::check_collection_name,
+        api::documents::check_role_name,
+        api::documents::normalize_principal,
+        api::documents::normalize_acl,
+        api::documents::acl_change,
+        api::documents::normalize_collection_options,
+        api::documents::validate_document,
     ]
 );
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);

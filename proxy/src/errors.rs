@@ -37,10 +37,11 @@ impl ApiError {
     pub fn from_sqlstate(sqlstate: &str, message: &str, detail: Option<&str>, anonymous: bool) -> Self {
         let (status, default_code) = status_for(sqlstate, anonymous);
         let code = detail.filter(|d| is_code(d)).unwrap_or(default_code);
+        let status = status_for_code(code).unwrap_or(status);
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             // Never show server internals to a client; the log has them.
             "internal error".to_string()
-        } else if sqlstate == "42501" && anonymous {
+        } else if sqlstate == "42501" && anonymous && code != "forbidden" {
             "this call needs a signed-in user: send Authorization: Bearer <access_token>".to_string()
         } else {
             message.to_string()
@@ -54,6 +55,17 @@ fn is_code(s: &str) -> bool {
         && s.len() <= 63
         && s.as_bytes()[0].is_ascii_lowercase()
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Codes whose status is more specific than their SQLSTATE's.
+pub fn status_for_code(code: &str) -> Option<StatusCode> {
+    match code {
+        "version_conflict" => Some(StatusCode::PRECONDITION_FAILED),
+        "schema_violation" => Some(StatusCode::UNPROCESSABLE_ENTITY),
+        // Signed in or not, this caller may see the thing but not do this to it.
+        "forbidden" => Some(StatusCode::FORBIDDEN),
+        _ => None,
+    }
 }
 
 /// SQLSTATE -> (HTTP status, default code).
@@ -104,6 +116,18 @@ mod tests {
         assert_eq!(e.message, "internal error");
         let body: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(body["error"]["code"], "internal_error");
+    }
+
+    #[test]
+    fn codes_refine_statuses() {
+        let e = ApiError::from_sqlstate("40001", "stale", Some("version_conflict"), false);
+        assert_eq!(e.status, StatusCode::PRECONDITION_FAILED);
+        let e = ApiError::from_sqlstate("23514", "bad", Some("schema_violation"), false);
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let e = ApiError::from_sqlstate("42501", "no", Some("forbidden"), true);
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        let e = ApiError::from_sqlstate("P0002", "no", Some("document_not_found"), true);
+        assert_eq!((e.status, e.code.as_str()), (StatusCode::NOT_FOUND, "document_not_found"));
     }
 
     #[test]

@@ -103,9 +103,8 @@ pub fn verify(keys: &KeySet, token: &str) -> Verdict {
         }
     };
     let claims = data.claims;
-    // Only user tokens exist today; a role we do not issue is refused here, and
-    // baas.authenticate checks it again.
-    if claims.get("role").and_then(Value::as_str) != Some("baas_user")
+    // Only roles we issue tokens for; baas.authenticate checks it again.
+    if !matches!(claims.get("role").and_then(Value::as_str), Some("baas_user" | "baas_service"))
         || claims.get("sub").and_then(Value::as_str).is_none()
         || claims.get("sid").and_then(Value::as_str).is_none()
     {

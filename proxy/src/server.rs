@@ -5,7 +5,7 @@ use crate::db;
 use crate::errors::ApiError;
 use crate::jwt::{self, KeyCache, KeySet, Verdict};
 use crate::router::{self, Match, Route};
-use crate::routes;
+use crate::routes::{admin, auth, documents};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use deadpool_postgres::Pool;
@@ -33,14 +33,16 @@ pub struct Reply {
     content_type: Option<&'static str>,
     no_store: bool,
     allow: Option<&'static str>,
+    /// `ETag` of a document response: its version, quoted.
+    pub etag: Option<String>,
 }
 
 impl Reply {
     pub fn json(status: StatusCode, body: Vec<u8>) -> Reply {
-        Reply { status, body, content_type: Some("application/json"), no_store: false, allow: None }
+        Reply { status, body, content_type: Some("application/json"), no_store: false, allow: None, etag: None }
     }
     pub fn empty(status: StatusCode) -> Reply {
-        Reply { status, body: Vec::new(), content_type: None, no_store: false, allow: None }
+        Reply { status, body: Vec::new(), content_type: None, no_store: false, allow: None, etag: None }
     }
     /// Responses that carry tokens or account data must not be cached by anything.
     pub fn no_store(mut self) -> Reply {
@@ -62,6 +64,9 @@ impl Reply {
         }
         if let Some(allow) = self.allow {
             b = b.header(header::ALLOW, allow);
+        }
+        if let Some(etag) = self.etag {
+            b = b.header(header::ETAG, etag);
         }
         b.body(self.body).expect("static headers are valid")
     }
@@ -155,8 +160,9 @@ impl App {
 
     async fn handle(&self, s: &mut ServerSession) -> Reply {
         let method = s.req_header().method.clone();
-        let path = s.req_header().uri.path().to_string();
-        let route = match router::route(&method, &path) {
+        let uri = s.req_header().uri.clone();
+        let path = uri.path();
+        let route = match router::route(&method, path) {
             Match::Found(r) => r,
             Match::WrongMethod(allow) => {
                 let e = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {path}"));
@@ -189,8 +195,7 @@ impl App {
             Ok(c) => c,
             Err(e) => return Reply::error(&e),
         };
-        let needs_body = matches!(route, Route::Signup | Route::Login | Route::Refresh | Route::UpdateUser);
-        let body = if needs_body {
+        let body = if route.has_body() {
             if let Some(ct) = s.req_header().headers.get(header::CONTENT_TYPE) {
                 let ok = ct
                     .to_str()
@@ -215,15 +220,43 @@ impl App {
         } else {
             Vec::new()
         };
+        let version = match s.req_header().headers.get(header::IF_MATCH) {
+            None => None,
+            Some(h) => match h.to_str().map_err(|_| ApiError::bad_request("invalid_request", "If-Match is malformed")).and_then(|v| documents::if_match(Some(v))) {
+                Ok(v) => v,
+                Err(e) => return Reply::error(&e),
+            },
+        };
         let ctx = Ctx { pool: &self.pool, claims: claims.as_deref() };
+        let b = &body;
         let result = match route {
-            Route::Signup => routes::auth::signup(&ctx, &body).await,
-            Route::Login => routes::auth::login(&ctx, &body).await,
-            Route::Refresh => routes::auth::refresh(&ctx, &body).await,
-            Route::Logout => routes::auth::logout(&ctx).await,
-            Route::GetUser => routes::auth::get_user(&ctx).await,
-            Route::UpdateUser => routes::auth::update_user(&ctx, &body).await,
-            Route::DeleteUser => routes::auth::delete_user(&ctx).await,
+            Route::Signup => auth::signup(&ctx, b).await,
+            Route::Login => auth::login(&ctx, b).await,
+            Route::Refresh => auth::refresh(&ctx, b).await,
+            Route::Logout => auth::logout(&ctx).await,
+            Route::GetUser => auth::get_user(&ctx).await,
+            Route::UpdateUser => auth::update_user(&ctx, b).await,
+            Route::DeleteUser => auth::delete_user(&ctx).await,
+            Route::ListCollections => admin::list_collections(&ctx).await,
+            Route::CreateCollection => admin::create_collection(&ctx, b).await,
+            Route::GetCollection(c) => admin::get_collection(&ctx, c).await,
+            Route::DropCollection(c) => admin::drop_collection(&ctx, c).await,
+            Route::ListDocuments(c) => documents::list(&ctx, c, uri.query()).await,
+            Route::CreateDocument(c) => documents::create(&ctx, c, b).await,
+            Route::GetDocument(c, id) => documents::get(&ctx, c, id).await,
+            Route::ReplaceDocument(c, id) => documents::replace(&ctx, c, id, b, version).await,
+            Route::PatchDocument(c, id) => documents::patch(&ctx, c, id, b, version).await,
+            Route::DeleteDocument(c, id) => documents::delete(&ctx, c, id, version).await,
+            Route::GetAcl(c, id) => documents::get_acl(&ctx, c, id).await,
+            Route::SetAcl(c, id) => documents::set_acl(&ctx, c, id, b).await,
+            Route::SetOwner(c, id) => documents::set_owner(&ctx, c, id, b).await,
+            Route::ListRoles => admin::list_roles(&ctx).await,
+            Route::CreateRole => admin::create_role(&ctx, b).await,
+            Route::DropRole(r) => admin::drop_role(&ctx, r).await,
+            Route::AddRoleMember(r, u) => admin::membership(&ctx, "select baas.add_role_member($1, $2::text::uuid)", r, u).await,
+            Route::RemoveRoleMember(r, u) => admin::membership(&ctx, "select baas.remove_role_member($1, $2::text::uuid)", r, u).await,
+            Route::AddRoleToRole(r, m) => admin::membership(&ctx, "select baas.add_role_to_role($1, $2)", r, m).await,
+            Route::RemoveRoleFromRole(r, m) => admin::membership(&ctx, "select baas.remove_role_from_role($1, $2)", r, m).await,
             Route::Health | Route::Jwks => unreachable!("answered above"),
         };
         result.unwrap_or_else(|e| Reply::error(&e))

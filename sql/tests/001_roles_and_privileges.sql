@@ -1,7 +1,7 @@
 -- What a DBA sees: the roles, who may read what, and how SECURITY DEFINER functions
 -- are locked down. Runs in a transaction that is rolled back.
 begin;
-select plan(22);
+select plan(23);
 
 -- Runs q as role r; returns 'ok' or the SQLSTATE it failed with. The role switch is
 -- undone with the subtransaction either way.
@@ -38,14 +38,18 @@ select is(pg_temp.sqlstate_as('baas_anon', 'select * from baas.refresh_tokens'),
 select is(pg_temp.sqlstate_as('baas_anon', 'select baas.rotate_signing_key()'), '42501', 'baas_anon cannot rotate keys');
 select is(pg_temp.sqlstate_as('baas_anon', 'select baas._sign_jwt(''k'', ''\x00''::bytea, ''{}'')'), '42501', 'internal functions are not callable by API roles');
 
-select is_empty($$
-    select c.oid::regclass::text from pg_class c
-     where c.relnamespace = 'baas'::regnamespace and c.relkind in ('r', 'v', 'm', 'p')
+create temp view api_readable as
+    select c.oid, c.relname::text as name, c.relkind, c.relrowsecurity, c.relforcerowsecurity
+      from pg_class c
+     where c.relnamespace = 'baas'::regnamespace and c.relkind in ('r', 'v', 'm', 'p', 'f')
        and (has_table_privilege('baas_anon', c.oid, 'select')
          or has_table_privilege('baas_user', c.oid, 'select')
          or has_table_privilege('baas_service', c.oid, 'select')
-         or has_table_privilege('baas_authenticator', c.oid, 'select'))
-$$, 'no table or view in baas is directly readable by an API role');
+         or has_table_privilege('baas_authenticator', c.oid, 'select'));
+select set_eq($$ select name from api_readable $$, array['collections', 'documents'],
+    'API roles can select from collections and documents only');
+select is_empty($$ select name from api_readable where not (relkind = 'r' and relrowsecurity and relforcerowsecurity) $$,
+    'every table an API role can select from has forced row-level security');
 
 select is_empty($$
     select p.oid::regprocedure::text from pg_proc p

@@ -35,7 +35,7 @@ select is(pg_temp.detail_of($$ select baas.logout() $$), '28000 not_authenticate
 
 -- A migrated bcrypt account signs in and is re-hashed to argon2id.
 insert into baas.users (id, email, password_hash)
-values (baas._uuid7(), 'legacy@example.com', '$2b$04$e5AxvQ1t5pp9NDeE58j7CuHv.CeDCKj7tElMfTB17zkKPTyvqbXfy');
+values (baas.uuid7(), 'legacy@example.com', '$2b$04$e5AxvQ1t5pp9NDeE58j7CuHv.CeDCKj7tElMfTB17zkKPTyvqbXfy');
 select is(baas.login('legacy@example.com', 'hunter22') -> 'user' ->> 'email', 'legacy@example.com', 'a bcrypt hash verifies');
 select ok((select password_hash like '$argon2id$%' from baas.users where email = 'legacy@example.com'), 'and is upgraded to argon2id on login');
 

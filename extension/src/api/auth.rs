@@ -63,7 +63,7 @@ fn hash_token(token: &str) -> Vec<u8> {
 }
 
 /// Time-ordered UUID (v7): new rows land at the right edge of the primary key index.
-#[pg_extern(volatile, parallel_safe, name = "_uuid7")]
+#[pg_extern(volatile, parallel_safe, name = "uuid7")]
 fn uuid7() -> pgrx::Uuid {
     pgrx::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes())
 }

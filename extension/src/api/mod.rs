@@ -2,3 +2,4 @@
 //! that touch tables (signup, login, refresh, ...) are SQL in sql/auth.sql and call
 //! these for the parts that need Rust: hashing, signing, validation.
 pub mod auth;
+pub mod documents;

@@ -18,7 +18,7 @@ pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-fn string_field<'a>(m: &'a Map<String, Value>, name: &str, required: bool) -> Result<Option<&'a str>, ApiError> {
+pub fn string_field<'a>(m: &'a Map<String, Value>, name: &str, required: bool) -> Result<Option<&'a str>, ApiError> {
     match m.get(name) {
         None | Some(Value::Null) if !required => Ok(None),
         None | Some(Value::Null) => Err(ApiError::bad_request("invalid_request", format!("field '{name}' is required"))),
@@ -27,7 +27,7 @@ fn string_field<'a>(m: &'a Map<String, Value>, name: &str, required: bool) -> Re
     }
 }
 
-fn object_field<'a>(m: &'a Map<String, Value>, name: &str) -> Result<Option<&'a Value>, ApiError> {
+pub fn object_field<'a>(m: &'a Map<String, Value>, name: &str) -> Result<Option<&'a Value>, ApiError> {
     match m.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(v @ Value::Object(_)) => Ok(Some(v)),

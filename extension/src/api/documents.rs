@@ -1,0 +1,61 @@
+//! `#[pg_extern]` faces for collections, ACLs and schemas. These are pure helpers, so
+//! they are granted to the API roles: the document functions that call them run as the
+//! caller (SECURITY INVOKER), which is what lets row-level security decide.
+
+use crate::documents::{acl::Acl, names, options, schema};
+use crate::error::OrRaise;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+/// The name, or 22023 invalid_collection_name.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn check_collection_name(name: &str) -> String {
+    names::collection(name).or_raise("check_collection_name");
+    name.to_string()
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn check_role_name(name: &str) -> String {
+    names::role(name).or_raise("check_role_name");
+    name.to_string()
+}
+
+/// Canonical principal (`user:<uuid>` lower-cased), or 22023 invalid_acl.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn normalize_principal(principal: &str) -> String {
+    crate::documents::acl::principal(principal).or_raise("normalize_principal")
+}
+
+/// Canonical ACL object, or 22023 invalid_acl.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn normalize_acl(acl: JsonB) -> JsonB {
+    JsonB(Acl::parse(&acl.0).or_raise("normalize_acl").to_json())
+}
+
+/// Grant (`grant` = true) or revoke one permission in ACL lists; returns the new ACL.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn acl_change(
+    read: Vec<String>,
+    update: Vec<String>,
+    delete: Vec<String>,
+    permission: &str,
+    principal: &str,
+    grant: bool,
+) -> JsonB {
+    let mut acl = Acl::from_lists(read, update, delete);
+    acl.change(permission, principal, grant).or_raise("acl_change");
+    JsonB(acl.to_json())
+}
+
+/// Canonical collection options, or 22023 invalid_options / invalid_schema.
+#[pg_extern(immutable, parallel_safe)]
+fn normalize_collection_options(options: Option<JsonB>) -> JsonB {
+    let v = options.map(|o| o.0).unwrap_or(serde_json::Value::Null);
+    JsonB(options::parse(&v).or_raise("normalize_collection_options").to_json())
+}
+
+/// Check `data` against a JSON Schema: 23514 schema_violation naming the failing path.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn validate_document(schema: JsonB, data: JsonB) {
+    schema::validate(&schema.0, &data.0).or_raise("validate_document")
+}

@@ -1,0 +1,4 @@
+pub mod acl;
+pub mod names;
+pub mod options;
+pub mod schema;

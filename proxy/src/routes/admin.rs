@@ -1,0 +1,61 @@
+//! Collections and roles administration. Only baas_service may call the SQL functions
+//! behind these routes (a GRANT decides it, not this file).
+
+use crate::db::{self, Returns};
+use crate::errors::ApiError;
+use crate::routes::auth::{parse_object, string_field};
+use crate::routes::documents::options_field;
+use crate::server::{Ctx, Reply};
+use http::StatusCode;
+use serde_json::Value;
+
+fn json(status: StatusCode, v: Option<Value>) -> Result<Reply, ApiError> {
+    let v = v.ok_or_else(ApiError::internal)?;
+    Ok(Reply::json(status, v.to_string().into_bytes()))
+}
+
+pub async fn create_collection(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
+    let m = parse_object(body)?;
+    let name = string_field(&m, "name", true)?;
+    let options = options_field(&m)?.cloned().unwrap_or_else(|| Value::Object(Default::default()));
+    let out = db::call(ctx.pool, ctx.claims, "select baas.create_collection($1, $2)", &[&name, &options], Returns::Json).await?;
+    json(StatusCode::CREATED, out)
+}
+
+pub async fn list_collections(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let out = db::call(ctx.pool, ctx.claims, "select jsonb_build_object('items', baas.collections())", &[], Returns::Json).await?;
+    json(StatusCode::OK, out)
+}
+
+pub async fn get_collection(ctx: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
+    let out = db::call(ctx.pool, ctx.claims, "select baas.get_collection($1)", &[&name], Returns::Json).await?;
+    json(StatusCode::OK, out)
+}
+
+pub async fn drop_collection(ctx: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
+    db::call(ctx.pool, ctx.claims, "select baas.drop_collection($1)", &[&name], Returns::Void).await?;
+    Ok(Reply::empty(StatusCode::NO_CONTENT))
+}
+
+pub async fn list_roles(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let out = db::call(ctx.pool, ctx.claims, "select jsonb_build_object('items', baas.list_roles())", &[], Returns::Json).await?;
+    json(StatusCode::OK, out)
+}
+
+pub async fn create_role(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
+    let m = parse_object(body)?;
+    let name = string_field(&m, "name", true)?;
+    db::call(ctx.pool, ctx.claims, "select baas.create_role($1)", &[&name], Returns::Void).await?;
+    Ok(Reply::json(StatusCode::CREATED, serde_json::json!({"name": name}).to_string().into_bytes()))
+}
+
+pub async fn drop_role(ctx: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
+    db::call(ctx.pool, ctx.claims, "select baas.drop_role($1)", &[&name], Returns::Void).await?;
+    Ok(Reply::empty(StatusCode::NO_CONTENT))
+}
+
+/// PUT/DELETE /v1/roles/{r}/members/{user} and /v1/roles/{r}/roles/{member}.
+pub async fn membership(ctx: &Ctx<'_>, sql: &str, role: &str, member: &str) -> Result<Reply, ApiError> {
+    db::call(ctx.pool, ctx.claims, sql, &[&role, &member], Returns::Void).await?;
+    Ok(Reply::empty(StatusCode::NO_CONTENT))
+}

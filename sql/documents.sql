@@ -1,0 +1,720 @@
+-- pgbaas documents: collections of JSON documents with per-document ACLs, enforced by
+-- row-level security. Every document function is SECURITY INVOKER: it runs as the
+-- caller's role with the caller's claims, so the policies below are the one place
+-- where read/update/delete permissions are decided, for HTTP and SQL alike.
+--
+-- Layout (docs/storage.md): one table for all collections, keyed (collection_id, id).
+-- A thousand small collections cost a thousand rows in baas.collections, not a
+-- thousand tables with their own policies and catalog entries; a collection with
+-- millions of documents is a contiguous range of the primary key and of the listing
+-- index, and per-collection indexes are partial indexes on this table.
+
+---------------------------------------------------------------------------- roles
+-- Application roles for sharing ("role:editors"); not Postgres roles.
+create table baas.roles (
+    name text primary key check (name ~ '^[a-z][a-z0-9_.-]{0,62}$'),
+    created_at timestamptz not null default now()
+);
+create table baas.role_members (
+    role text not null references baas.roles (name) on delete cascade,
+    user_id uuid not null references baas.users (id) on delete cascade,
+    primary key (role, user_id)
+);
+create index role_members_user_id_idx on baas.role_members (user_id);
+-- `role` contains every member of `member_role`.
+create table baas.role_roles (
+    role text not null references baas.roles (name) on delete cascade,
+    member_role text not null references baas.roles (name) on delete cascade,
+    primary key (role, member_role),
+    check (role <> member_role)
+);
+create index role_roles_member_role_idx on baas.role_roles (member_role);
+revoke all on baas.roles, baas.role_members, baas.role_roles from public;
+alter table baas.roles enable row level security;
+alter table baas.role_members enable row level security;
+alter table baas.role_roles enable row level security;
+select pg_catalog.pg_extension_config_dump('baas.roles', '');
+select pg_catalog.pg_extension_config_dump('baas.role_members', '');
+select pg_catalog.pg_extension_config_dump('baas.role_roles', '');
+
+-- The caller's application roles, nested roles included. Policies call it as
+-- (select baas.roles()): once per statement.
+create function baas.roles() returns text[]
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    with recursive r(name) as (
+        select m.role from baas.role_members m where m.user_id = baas.uid()
+        union
+        select rr.role from baas.role_roles rr join r on rr.member_role = r.name
+    )
+    select coalesce(array_agg(name order by name), '{}') from r
+$$;
+comment on function baas.roles() is 'Application roles of the signed-in user, nested roles included';
+
+-- Every principal the caller acts as: public; for a signed-in user also
+-- authenticated, user:<id> and role:<name> for each role.
+create function baas.principals() returns text[]
+language sql stable
+as $$
+    select case when baas.uid() is null then array['public']
+           else array['public', 'authenticated', 'user:' || baas.uid()::text]
+                || array(select 'role:' || r from unnest(baas.roles()) r)
+           end
+$$;
+comment on function baas.principals() is 'ACL principals of the current caller';
+
+------------------------------------------------------------------------ collections
+create table baas.collections (
+    id integer generated always as identity primary key,
+    name text not null unique check (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+    create_acl text[] not null default '{authenticated}',
+    default_read text[] not null default '{}',
+    default_update text[] not null default '{}',
+    default_delete text[] not null default '{}',
+    schema jsonb,
+    created_at timestamptz not null default now()
+);
+revoke all on baas.collections from public;
+grant select on baas.collections to baas_anon, baas_user, baas_service;
+alter table baas.collections enable row level security;
+alter table baas.collections force row level security;
+create policy collections_visible on baas.collections for select using (true);
+select pg_catalog.pg_extension_config_dump('baas.collections', '');
+
+create table baas.documents (
+    collection_id integer not null references baas.collections (id) on delete cascade,
+    id uuid not null,
+    owner uuid references baas.users (id) on delete cascade,
+    version bigint not null default 1,
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now(),
+    data jsonb not null check (jsonb_typeof(data) = 'object'),
+    acl_read text[] not null default '{}',
+    acl_update text[] not null default '{}',
+    acl_delete text[] not null default '{}',
+    primary key (collection_id, id)
+);
+-- Listing order (created_at, id) within a collection.
+create index documents_list_idx on baas.documents (collection_id, created_at, id);
+create index documents_owner_idx on baas.documents (owner);
+revoke all on baas.documents from public;
+grant select, insert, delete on baas.documents to baas_anon, baas_user, baas_service;
+-- owner changes only through baas.transfer(); ids, collection and creation time never.
+grant update (data, acl_read, acl_update, acl_delete, owner, version, updated_at)
+    on baas.documents to baas_anon, baas_user, baas_service;
+select pg_catalog.pg_extension_config_dump('baas.documents', '');
+
+alter table baas.documents enable row level security;
+-- Forced: the table's owner obeys the policies too (a superuser still bypasses them).
+alter table baas.documents force row level security;
+
+-- The service role bypasses ACLs, and nothing else does.
+create policy documents_service on baas.documents to baas_service
+    using (true) with check (true);
+-- Read: the owner, or anyone named in acl_read (which always contains everyone named
+-- in acl_update and acl_delete: see baas.normalize_acl).
+create policy documents_read on baas.documents for select to baas_anon, baas_user
+    using (owner = (select baas.uid()) or acl_read && (select baas.principals()));
+-- Create: as yourself, in a collection whose `create` option names you.
+create policy documents_create on baas.documents for insert to baas_anon, baas_user
+    with check (
+        owner is not distinct from (select baas.uid())
+        and exists (select from baas.collections c
+                     where c.id = collection_id and c.create_acl && (select baas.principals())));
+create policy documents_update on baas.documents for update to baas_anon, baas_user
+    using (owner = (select baas.uid()) or acl_update && (select baas.principals()))
+    with check (true);
+create policy documents_delete on baas.documents for delete to baas_anon, baas_user
+    using (owner = (select baas.uid()) or acl_delete && (select baas.principals()));
+
+-- System fields are the system's: whatever a writer sends, id/collection/creation time
+-- stay, version counts every change, timestamps come from the clock. Only the owner
+-- (or the service role) may change the ACL or hand the document to someone else.
+-- Data must satisfy the collection's schema, whoever writes it.
+create function baas._documents_guard() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_schema jsonb;
+    v_privileged boolean := current_user not in ('baas_anon', 'baas_user');
+begin
+    if tg_op = 'INSERT' then
+        new.version := 1;
+        new.created_at := now();
+        new.updated_at := new.created_at;
+    else
+        new.collection_id := old.collection_id;
+        new.id := old.id;
+        new.created_at := old.created_at;
+        new.version := old.version + 1;
+        new.updated_at := greatest(now(), old.updated_at);
+        if not v_privileged and old.owner is distinct from baas.uid() then
+            if new.owner is distinct from old.owner then
+                raise exception using errcode = '42501', detail = 'forbidden',
+                    message = 'only the owner may transfer this document';
+            end if;
+            if new.acl_read is distinct from old.acl_read or new.acl_update is distinct from old.acl_update
+               or new.acl_delete is distinct from old.acl_delete then
+                raise exception using errcode = '42501', detail = 'forbidden',
+                    message = 'only the owner may change this document''s ACL';
+            end if;
+        end if;
+        if new.data is not distinct from old.data then
+            return new;
+        end if;
+    end if;
+    select c.schema into v_schema from baas.collections c where c.id = new.collection_id;
+    if v_schema is not null then
+        perform baas.validate_document(v_schema, new.data);
+    end if;
+    return new;
+end
+$$;
+create trigger documents_guard before insert or update on baas.documents
+    for each row execute function baas._documents_guard();
+
+------------------------------------------------------------------------ helpers
+create function baas.document_json(d baas.documents, collection text) returns jsonb
+language sql immutable parallel safe
+as $$
+    select jsonb_build_object(
+        'id', d.id, 'collection', collection, 'owner', d.owner, 'version', d.version,
+        'created_at', d.created_at, 'updated_at', d.updated_at, 'data', d.data,
+        'acl', jsonb_build_object('read', to_jsonb(d.acl_read), 'update', to_jsonb(d.acl_update),
+                                  'delete', to_jsonb(d.acl_delete)))
+$$;
+
+create function baas.collection_json(c baas.collections) returns jsonb
+language sql immutable parallel safe
+as $$
+    select jsonb_build_object(
+        'name', c.name, 'created_at', c.created_at,
+        'options', jsonb_build_object(
+            'create', to_jsonb(c.create_acl),
+            'default_acl', jsonb_build_object('read', to_jsonb(c.default_read),
+                'update', to_jsonb(c.default_update), 'delete', to_jsonb(c.default_delete)),
+            'schema', c.schema))
+$$;
+
+-- The collection named `name`: 22023 invalid_collection_name / P0002 collection_not_found.
+create function baas.collection_by_name(name text) returns baas.collections
+language plpgsql stable
+as $$
+#variable_conflict use_column
+declare
+    c baas.collections;
+begin
+    perform baas.check_collection_name(collection_by_name.name);
+    select * into c from baas.collections where name = collection_by_name.name;
+    if not found then
+        raise exception using errcode = 'P0002', detail = 'collection_not_found',
+            message = format('collection %s does not exist', collection_by_name.name);
+    end if;
+    return c;
+end
+$$;
+
+-- A document id from the client, or NULL when it is not a UUID: an id that cannot
+-- exist is simply not found.
+create function baas.parse_document_id(id text) returns uuid
+language sql immutable parallel safe
+as $$
+    select case when id ~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$'
+                then id::uuid end
+$$;
+
+create function baas.document_not_found(collection text, id text) returns void
+language plpgsql volatile
+as $$
+begin
+    raise exception using errcode = 'P0002', detail = 'document_not_found',
+        message = format('document %s not found in %s', id, collection);
+end
+$$;
+
+-- Why did a write touch no row? Not visible: 404. Stale version: 412. Visible but not
+-- writable: 403. Runs as the caller, so "visible" is the read policy's answer.
+create function baas.explain_write_miss(c baas.collections, v_id uuid, id text, expected_version bigint, verb text)
+returns void
+language plpgsql stable
+as $$
+declare
+    v_version bigint;
+begin
+    select d.version into v_version from baas.documents d where d.collection_id = c.id and d.id = v_id;
+    if not found then
+        perform baas.document_not_found(c.name, id);
+    end if;
+    if expected_version is not null and v_version <> expected_version then
+        raise exception using errcode = '40001', detail = 'version_conflict',
+            message = format('document is at version %s, not %s', v_version, expected_version);
+    end if;
+    raise exception using errcode = '42501', detail = 'forbidden',
+        message = format('you may read this document but not %s it', verb);
+end
+$$;
+
+------------------------------------------------------------------------ documents
+create function baas.create_document(collection text, data jsonb, acl jsonb default null, id uuid default null)
+returns jsonb
+language plpgsql volatile
+as $$
+declare
+    c baas.collections := baas.collection_by_name(collection);
+    a jsonb;
+    d baas.documents;
+begin
+    if data is null or jsonb_typeof(data) <> 'object' then
+        raise exception using errcode = '22023', detail = 'invalid_data', message = 'data must be a JSON object';
+    end if;
+    if current_user in ('baas_anon', 'baas_user') and not (c.create_acl && baas.principals()) then
+        raise exception using errcode = '42501', detail = 'forbidden',
+            message = format('you may not create documents in %s', c.name);
+    end if;
+    if acl is null then
+        a := jsonb_build_object('read', to_jsonb(c.default_read), 'update', to_jsonb(c.default_update),
+                                'delete', to_jsonb(c.default_delete));
+    else
+        a := baas.normalize_acl(acl);
+    end if;
+    d.collection_id := c.id;
+    d.id := coalesce(create_document.id, baas.uuid7());
+    d.owner := baas.uid();
+    d.data := data;
+    d.acl_read := array(select jsonb_array_elements_text(a -> 'read'));
+    d.acl_update := array(select jsonb_array_elements_text(a -> 'update'));
+    d.acl_delete := array(select jsonb_array_elements_text(a -> 'delete'));
+    -- No RETURNING: it would need the new row to pass the read policy, and a
+    -- write-only document (say, anonymous feedback) legitimately does not.
+    insert into baas.documents (collection_id, id, owner, data, acl_read, acl_update, acl_delete)
+    values (d.collection_id, d.id, d.owner, d.data, d.acl_read, d.acl_update, d.acl_delete)
+    on conflict do nothing;
+    if not found then
+        raise exception using errcode = '23505', detail = 'document_exists',
+            message = format('a document with id %s already exists in %s', create_document.id, c.name);
+    end if;
+    -- What the guard trigger set.
+    d.version := 1;
+    d.created_at := now();
+    d.updated_at := d.created_at;
+    return baas.document_json(d, c.name);
+end
+$$;
+comment on function baas.create_document(text, jsonb, jsonb, uuid) is
+    'Create a document owned by the caller; acl defaults to the collection''s default_acl';
+
+create function baas.get_document(collection text, id text) returns jsonb
+language plpgsql stable
+as $$
+declare
+    c baas.collections := baas.collection_by_name(collection);
+    d baas.documents;
+begin
+    select * into d from baas.documents t
+     where t.collection_id = c.id and t.id = baas.parse_document_id(get_document.id);
+    if not found then
+        perform baas.document_not_found(c.name, get_document.id);
+    end if;
+    return baas.document_json(d, c.name);
+end
+$$;
+comment on function baas.get_document(text, text) is 'One document, or P0002 document_not_found when it does not exist or the caller may not read it';
+
+create function baas.replace_document(collection text, id text, data jsonb, expected_version bigint default null)
+returns jsonb
+language plpgsql volatile
+as $$
+declare
+    c baas.collections := baas.collection_by_name(collection);
+    v_id uuid := baas.parse_document_id(id);
+    d baas.documents;
+begin
+    if data is null or jsonb_typeof(data) <> 'object' then
+        raise exception using errcode = '22023', detail = 'invalid_data', message = 'data must be a JSON object';
+    end if;
+    update baas.documents t set data = replace_document.data
+     where t.collection_id = c.id and t.id = v_id
+       and (expected_version is null or t.version = expected_version)
+    returning * into d;
+    if not found then
+        perform baas.explain_write_miss(c, v_id, id, expected_version, 'update');
+    end if;
+    return baas.document_json(d, c.name);
+end
+$$;
+comment on function baas.replace_document(text, text, jsonb, bigint) is
+    'Replace data; with expected_version, 40001 version_conflict when stale';
+
+create function baas.patch_document(collection text, id text, patch jsonb, expected_version bigint default null)
+returns jsonb
+language plpgsql volatile
+as $$
+declare
+    c baas.collections := baas.collection_by_name(collection);
+    v_id uuid := baas.parse_document_id(id);
+    d baas.documents;
+begin
+    if patch is null or jsonb_typeof(patch) <> 'object' then
+        raise exception using errcode = '22023', detail = 'invalid_data', message = 'data must be a JSON object (a merge patch)';
+    end if;
+    update baas.documents t set data = baas.merge_patch(t.data, patch)
+     where t.collection_id = c.id and t.id = v_id
+       and (expected_version is null or t.version = expected_version)
+    returning * into d;
+    if not found then
+        perform baas.explain_write_miss(c, v_id, id, expected_version, 'update');
+    end if;
+    return baas.document_json(d, c.name);
+end
+$$;
+comment on function baas.patch_document(text, text, jsonb, bigint) is
+    'Apply an RFC 7386 merge patch to data; with expected_version, 40001 version_conflict when stale';
+
+create function baas.delete_document(collection text, id text, expected_version bigint default null)
+returns void
+language plpgsql volatile
+as $$
+declare
+    c baas.collections := baas.collection_by_name(collection);
+    v_id uuid := baas.parse_document_id(id);
+begin
+    delete from baas.documents t
+     where t.collection_id = c.id and t.id = v_id
+       and (expected_version is null or t.version = expected_version);
+    if not found then
+        perform baas.explain_write_miss(c, v_id, id, expected_version, 'delete');
+    end if;
+end
+$$;
+comment on function baas.delete_document(text, text, bigint) is 'Delete a document';
+
+create function baas.find(collection text, lim integer default 100, off integer default 0)
+returns setof jsonb
+language plpgsql stable
+as $$
+declare
+    c baas.collections := baas.collection_by_name(collection);
+begin
+    if lim is null or lim < 0 or lim > 1000 then
+        raise exception using errcode = '22023', detail = 'invalid_query', message = 'limit must be between 0 and 1000';
+    end if;
+    if off is null or off < 0 then
+        raise exception using errcode = '22023', detail = 'invalid_query', message = 'offset must be 0 or more';
+    end if;
+    return query
+        select baas.document_json(d, c.name) from baas.documents d
+         where d.collection_id = c.id
+         order by d.created_at, d.id
+         limit lim offset off;
+end
+$$;
+comment on function baas.find(text, integer, integer) is
+    'Documents of a collection the caller may read, oldest first';
+
+create function baas.count(collection text) returns bigint
+language sql stable
+as $$
+    select count(*) from baas.documents d where d.collection_id = (baas.collection_by_name(collection)).id
+$$;
+comment on function baas.count(text) is 'Number of documents of a collection the caller may read';
+
+-- The list route in one call: {"items": [...], "count"?: n}.
+create function baas.list_documents(collection text, lim integer default 100, off integer default 0,
+                                    with_count boolean default false)
+returns jsonb
+language sql stable
+as $$
+    select jsonb_build_object('items', coalesce((select jsonb_agg(x) from baas.find(collection, lim, off) x), '[]'))
+        || case when with_count then jsonb_build_object('count', baas.count(collection)) else '{}' end
+$$;
+
+------------------------------------------------------------------------ ACLs, owner
+create function baas.owned_document(c baas.collections, id text) returns baas.documents
+language plpgsql stable
+as $$
+declare
+    d baas.documents;
+begin
+    select * into d from baas.documents t where t.collection_id = c.id and t.id = baas.parse_document_id(id);
+    if not found then
+        perform baas.document_not_found(c.name, id);
+    end if;
+    if current_user in ('baas_anon', 'baas_user') and d.owner is distinct from baas.uid() then
+        raise exception using errcode = '42501', detail = 'forbidden',
+            message = 'only the owner may manage this document''s ACL and owner';
+    end if;
+    return d;
+end
+$$;
+
+create function baas.get_acl(collection text, id text) returns jsonb
+language plpgsql stable
+as $$
+declare
+    c baas.collections := baas.collection_by_name(collection);
+    d baas.documents := baas.owned_document(c, id);
+begin
+    return baas.document_json(d, c.name) -> 'acl';
+end
+$$;
+
+create function baas.set_acl(collection text, id text, acl jsonb) returns jsonb
+language plpgsql volatile
+as $$
+declare
+    c baas.collections := baas.collection_by_name(collection);
+    d baas.documents := baas.owned_document(c, id);
+    a jsonb := baas.normalize_acl(coalesce(acl, 'null'));
+begin
+    update baas.documents t set
+        acl_read = array(select jsonb_array_elements_text(a -> 'read')),
+        acl_update = array(select jsonb_array_elements_text(a -> 'update')),
+        acl_delete = array(select jsonb_array_elements_text(a -> 'delete'))
+     where t.collection_id = c.id and t.id = d.id
+    returning * into d;
+    return baas.document_json(d, c.name) -> 'acl';
+end
+$$;
+comment on function baas.set_acl(text, text, jsonb) is 'Replace a document''s ACL (owner or service only)';
+
+create function baas.change_acl(collection text, id text, permission text, principal text, is_grant boolean)
+returns jsonb
+language plpgsql volatile
+as $$
+declare
+    c baas.collections := baas.collection_by_name(collection);
+    d baas.documents := baas.owned_document(c, id);
+begin
+    return baas.set_acl(collection, id,
+        baas.acl_change(d.acl_read, d.acl_update, d.acl_delete, permission, principal, is_grant));
+end
+$$;
+
+create function baas.grant(collection text, id text, permission text, principal text) returns jsonb
+language sql volatile
+as $$ select baas.change_acl(collection, id, permission, principal, true) $$;
+comment on function baas.grant(text, text, text, text) is 'Add a principal to read, update or delete (update/delete imply read)';
+
+create function baas.revoke(collection text, id text, permission text, principal text) returns jsonb
+language sql volatile
+as $$ select baas.change_acl(collection, id, permission, principal, false) $$;
+comment on function baas.revoke(text, text, text, text) is 'Remove a principal from a permission (revoking read revokes all three)';
+
+create function baas.transfer(collection text, id text, new_owner uuid) returns jsonb
+language plpgsql volatile
+as $$
+declare
+    c baas.collections := baas.collection_by_name(collection);
+    d baas.documents := baas.owned_document(c, id);
+begin
+    if new_owner is null or not baas.user_exists(new_owner) then
+        raise exception using errcode = '22023', detail = 'invalid_request',
+            message = 'new owner must be an existing user id';
+    end if;
+    -- No RETURNING: after the hand-over the previous owner may no longer read it.
+    update baas.documents t set owner = new_owner
+     where t.collection_id = c.id and t.id = d.id;
+    d.owner := new_owner;
+    d.version := d.version + 1;
+    d.updated_at := greatest(now(), d.updated_at);
+    return baas.document_json(d, c.name);
+end
+$$;
+comment on function baas.transfer(text, text, uuid) is 'Hand a document to another user (owner or service only)';
+
+create function baas.user_exists(id uuid) returns boolean
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$ select exists (select from baas.users u where u.id = user_exists.id) $$;
+
+------------------------------------------------------------------- administration
+-- Collections and roles are managed by DBAs in SQL and by service tokens over HTTP.
+create function baas.create_collection(name text, options jsonb default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    o jsonb;
+    c baas.collections;
+begin
+    perform baas.check_collection_name(create_collection.name);
+    o := baas.normalize_collection_options(options);
+    insert into baas.collections (name, create_acl, default_read, default_update, default_delete, schema)
+    values (create_collection.name,
+            array(select jsonb_array_elements_text(o -> 'create')),
+            array(select jsonb_array_elements_text(o -> 'default_acl' -> 'read')),
+            array(select jsonb_array_elements_text(o -> 'default_acl' -> 'update')),
+            array(select jsonb_array_elements_text(o -> 'default_acl' -> 'delete')),
+            nullif(o -> 'schema', 'null'))
+    on conflict (name) do nothing
+    returning * into c;
+    if not found then
+        raise exception using errcode = '23505', detail = 'collection_exists',
+            message = format('collection %s already exists', create_collection.name);
+    end if;
+    return baas.collection_json(c);
+end
+$$;
+comment on function baas.create_collection(text, jsonb) is
+    'Create a collection. options: create (principals), default_acl, schema (JSON Schema)';
+
+create function baas.drop_collection(name text) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+begin
+    delete from baas.collections where name = (baas.collection_by_name(drop_collection.name)).name;
+end
+$$;
+comment on function baas.drop_collection(text) is 'Drop a collection and all its documents';
+
+create function baas.collections() returns jsonb
+language sql stable
+as $$
+    select coalesce(jsonb_agg(baas.collection_json(c) order by c.name), '[]') from baas.collections c
+$$;
+
+create function baas.get_collection(name text) returns jsonb
+language sql stable
+as $$ select baas.collection_json(baas.collection_by_name(name)) $$;
+
+create function baas.create_role(name text) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+begin
+    insert into baas.roles (name) values (baas.check_role_name(create_role.name)) on conflict do nothing;
+    if not found then
+        raise exception using errcode = '23505', detail = 'role_exists',
+            message = format('role %s already exists', create_role.name);
+    end if;
+end
+$$;
+
+create function baas._role_must_exist(name text) returns void
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not exists (select from baas.roles r where r.name = baas.check_role_name(_role_must_exist.name)) then
+        raise exception using errcode = 'P0002', detail = 'role_not_found',
+            message = format('role %s does not exist', _role_must_exist.name);
+    end if;
+end
+$$;
+
+create function baas.drop_role(name text) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform baas._role_must_exist(name);
+    delete from baas.roles r where r.name = drop_role.name;
+end
+$$;
+
+create function baas.add_role_member(role text, user_id uuid) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform baas._role_must_exist(role);
+    if user_id is null or not exists (select from baas.users u where u.id = add_role_member.user_id) then
+        raise exception using errcode = 'P0002', detail = 'user_not_found', message = 'no such user';
+    end if;
+    insert into baas.role_members (role, user_id) values (add_role_member.role, add_role_member.user_id)
+    on conflict do nothing;
+end
+$$;
+
+create function baas.remove_role_member(role text, user_id uuid) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform baas._role_must_exist(role);
+    delete from baas.role_members m where m.role = remove_role_member.role and m.user_id = remove_role_member.user_id;
+end
+$$;
+
+-- `role` gains every member of `member_role`. A cycle would make membership
+-- meaningless, so it is refused.
+create function baas.add_role_to_role(role text, member_role text) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform baas._role_must_exist(role);
+    perform baas._role_must_exist(member_role);
+    -- Serialise changes to the role graph so two concurrent edits cannot close a cycle.
+    lock table baas.role_roles in share row exclusive mode;
+    if role = member_role or exists (
+        with recursive up(name) as (
+            select rr.role from baas.role_roles rr where rr.member_role = add_role_to_role.role
+            union
+            select rr.role from baas.role_roles rr join up on rr.member_role = up.name)
+        select from up where name = add_role_to_role.member_role) then
+        raise exception using errcode = '22023', detail = 'role_cycle',
+            message = format('%s already contains %s: adding it would make a cycle', member_role, role);
+    end if;
+    insert into baas.role_roles (role, member_role) values (add_role_to_role.role, add_role_to_role.member_role)
+    on conflict do nothing;
+end
+$$;
+
+create function baas.remove_role_from_role(role text, member_role text) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform baas._role_must_exist(role);
+    delete from baas.role_roles rr where rr.role = remove_role_from_role.role
+       and rr.member_role = remove_role_from_role.member_role;
+end
+$$;
+
+create function baas.list_roles() returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select coalesce(jsonb_agg(jsonb_build_object(
+        'name', r.name,
+        'members', (select coalesce(jsonb_agg(m.user_id order by m.user_id), '[]') from baas.role_members m where m.role = r.name),
+        'roles', (select coalesce(jsonb_agg(rr.member_role order by rr.member_role), '[]') from baas.role_roles rr where rr.role = r.name)
+    ) order by r.name), '[]')
+    from baas.roles r
+$$;
+
+-- See what a user sees: run `query` as that user (NULL: as an anonymous caller), with
+-- the same role and claims the proxy would set, and return its rows as JSON. DBAs only.
+create function baas.as_user(user_id uuid, query text) returns setof jsonb
+language plpgsql volatile
+as $$
+declare
+    v_prev_role text := current_setting('role');
+    v_prev_claims text := current_setting('baas.claims', true);
+begin
+    if user_id is null then
+        perform set_config('baas.claims', '', true);
+        perform set_config('role', 'baas_anon', true);
+    else
+        perform set_config('baas.claims',
+            jsonb_build_object('sub', user_id, 'role', 'baas_user', 'sid', null)::text, true);
+        perform set_config('role', 'baas_user', true);
+    end if;
+    -- A one-column query returns that column's value; wider rows return objects.
+    return query execute format(
+        'select case when (select count(*) from jsonb_object_keys(j)) = 1
+                     then (select value from jsonb_each(j)) else j end
+           from (select to_jsonb(q) as j from (%s) q) s', query);
+    perform set_config('role', v_prev_role, true);
+    perform set_config('baas.claims', coalesce(v_prev_claims, ''), true);
+end
+$$;
+comment on function baas.as_user(uuid, text) is
+    'Run a query as the given user (NULL: anonymous) under the same policies as HTTP; rows as jsonb';
