@@ -437,7 +437,7 @@ as $$
 declare
     d baas.documents;
 begin
-    select * into d from baas.documents t where t.collection_id = c.id and t.id = baas.parse_document_id(id);
+    select * into d from baas.documents t where t.collection_id = c.id and t.id = baas.parse_document_id(owned_document.id);
     if not found then
         perform baas.document_not_found(c.name, id);
     end if;
@@ -502,20 +502,57 @@ language sql volatile
 as $$ select baas.change_acl(collection, id, permission, principal, false) $$;
 comment on function baas.revoke(text, text, text, text) is 'Remove a principal from a permission (revoking read revokes all three)';
 
+-- The role the caller had before any SECURITY DEFINER switch: SET ROLE state, or the
+-- login role when none is set.
+create function baas.caller_role() returns text
+language sql stable
+as $$
+    select case when current_setting('role') = 'none' then session_user::text
+                else current_setting('role') end
+$$;
+
+-- The owner change itself. SECURITY DEFINER because the previous owner usually cannot
+-- read the document once it is handed over, and an UPDATE needs the new row to pass
+-- the read policy. So it checks ownership itself: the caller must own the document,
+-- or be the service role or a superuser.
+create function baas.set_document_owner(collection_id integer, id uuid, new_owner uuid) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_caller text := baas.caller_role();
+    v_owner uuid;
+begin
+    select d.owner into v_owner from baas.documents d
+     where d.collection_id = set_document_owner.collection_id and d.id = set_document_owner.id
+       for update;
+    if not found then
+        raise exception using errcode = 'P0002', detail = 'document_not_found', message = 'document not found';
+    end if;
+    if not (v_caller = 'baas_service'
+            or exists (select from pg_roles r where r.rolname = v_caller and r.rolsuper)
+            or (v_caller = 'baas_user' and v_owner = baas.uid())) then
+        raise exception using errcode = '42501', detail = 'forbidden',
+            message = 'only the owner may transfer this document';
+    end if;
+    if new_owner is null or not exists (select from baas.users u where u.id = new_owner) then
+        raise exception using errcode = '22023', detail = 'invalid_request',
+            message = 'new owner must be an existing user id';
+    end if;
+    update baas.documents d set owner = new_owner
+     where d.collection_id = set_document_owner.collection_id and d.id = set_document_owner.id;
+end
+$$;
+
 create function baas.transfer(collection text, id text, new_owner uuid) returns jsonb
 language plpgsql volatile
 as $$
 declare
     c baas.collections := baas.collection_by_name(collection);
+    -- As the caller: 404 if they cannot see it, 403 if they do not own it.
     d baas.documents := baas.owned_document(c, id);
 begin
-    if new_owner is null or not baas.user_exists(new_owner) then
-        raise exception using errcode = '22023', detail = 'invalid_request',
-            message = 'new owner must be an existing user id';
-    end if;
-    -- No RETURNING: after the hand-over the previous owner may no longer read it.
-    update baas.documents t set owner = new_owner
-     where t.collection_id = c.id and t.id = d.id;
+    perform baas.set_document_owner(c.id, d.id, new_owner);
     d.owner := new_owner;
     d.version := d.version + 1;
     d.updated_at := greatest(now(), d.updated_at);
@@ -523,11 +560,6 @@ begin
 end
 $$;
 comment on function baas.transfer(text, text, uuid) is 'Hand a document to another user (owner or service only)';
-
-create function baas.user_exists(id uuid) returns boolean
-language sql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$ select exists (select from baas.users u where u.id = user_exists.id) $$;
 
 ------------------------------------------------------------------- administration
 -- Collections and roles are managed by DBAs in SQL and by service tokens over HTTP.

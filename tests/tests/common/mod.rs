@@ -166,3 +166,50 @@ pub fn raw(request: &[u8]) -> String {
 pub fn raw_status(resp: &str) -> u16 {
     resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
+
+/// A service token (baas_service: bypasses document ACLs), minted in SQL as a DBA would.
+pub fn service_token() -> String {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN
+        .get_or_init(|| {
+            admin()
+                .query_one("select baas.create_service_token('e2e-tests', '1 hour') ->> 'token'", &[])
+                .expect("service token")
+                .get(0)
+        })
+        .clone()
+}
+
+/// A fresh collection name, created with `options` through the service HTTP route.
+pub fn collection(tag: &str, options: Value) -> String {
+    let name = format!("{tag}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let r = post("/v1/collections", Some(&service_token()), json!({"name": name, "options": options}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    name
+}
+
+pub fn docs_path(c: &str) -> String {
+    format!("/v1/collections/{c}/documents")
+}
+
+pub fn doc_path(c: &str, id: &str) -> String {
+    format!("/v1/collections/{c}/documents/{id}")
+}
+
+/// Create a document as `token`; returns its id.
+pub fn create_doc(c: &str, token: Option<&str>, data: Value, acl: Option<Value>) -> String {
+    let mut body = json!({"data": data});
+    if let Some(a) = acl {
+        body["acl"] = a;
+    }
+    let r = post(&docs_path(c), token, body);
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+/// Ids of the documents `token` sees in a listing.
+pub fn listed_ids(c: &str, token: Option<&str>) -> Vec<String> {
+    let r = call("GET", &format!("{}?limit=1000", docs_path(c)), token, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["items"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_string()).collect()
+}
