@@ -4,6 +4,9 @@
 -- stable code an HTTP client sees (docs/errors.md).
 
 -- The verified JWT claims of the current request ('{}' when anonymous).
+-- claims() and uid() are single expressions without FROM so the planner inlines them:
+-- called from PL/pgSQL as non-inlined SQL functions they are re-planned on every call
+-- (measured: ~370 us per baas.uid() call that way, ~1 us inlined).
 create function baas.claims() returns jsonb
 language sql stable parallel safe
 as $$
@@ -16,8 +19,8 @@ comment on function baas.claims() is 'Verified token claims of the current reque
 create function baas.uid() returns uuid
 language sql stable parallel safe
 as $$
-    select case when c ->> 'role' = 'baas_user' then (c ->> 'sub')::uuid end
-      from baas.claims() c
+    select case when nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'role' = 'baas_user'
+                then (nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'sub')::uuid end
 $$;
 comment on function baas.uid() is 'The signed-in user''s id, or NULL when anonymous';
 

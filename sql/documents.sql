@@ -38,29 +38,45 @@ select pg_catalog.pg_extension_config_dump('baas.role_members', '');
 select pg_catalog.pg_extension_config_dump('baas.role_roles', '');
 
 -- The caller's application roles, nested roles included. Policies call it as
--- (select baas.roles()): once per statement.
+-- (select baas.roles()): once per statement. PL/pgSQL rather than SQL because a
+-- non-inlinable SQL function is re-planned on every call, and PL/pgSQL keeps its plans
+-- for the session (measured: create_document 666 -> see docs/storage.md).
 create function baas.roles() returns text[]
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    v_uid uuid := baas.uid();
+    v_roles text[];
+begin
+    if v_uid is null then
+        return '{}';
+    end if;
     with recursive r(name) as (
-        select m.role from baas.role_members m where m.user_id = baas.uid()
+        select m.role from baas.role_members m where m.user_id = v_uid
         union
         select rr.role from baas.role_roles rr join r on rr.member_role = r.name
     )
-    select coalesce(array_agg(name order by name), '{}') from r
+    select coalesce(array_agg(name order by name), '{}') into v_roles from r;
+    return v_roles;
+end
 $$;
 comment on function baas.roles() is 'Application roles of the signed-in user, nested roles included';
 
 -- Every principal the caller acts as: public; for a signed-in user also
 -- authenticated, user:<id> and role:<name> for each role.
 create function baas.principals() returns text[]
-language sql stable
+language plpgsql stable
 as $$
-    select case when baas.uid() is null then array['public']
-           else array['public', 'authenticated', 'user:' || baas.uid()::text]
-                || array(select 'role:' || r from unnest(baas.roles()) r)
-           end
+declare
+    v_uid uuid := baas.uid();
+begin
+    if v_uid is null then
+        return array['public'];
+    end if;
+    return array['public', 'authenticated', 'user:' || v_uid::text]
+        || array(select 'role:' || r from unnest(baas.roles()) r);
+end
 $$;
 comment on function baas.principals() is 'ACL principals of the current caller';
 
@@ -214,15 +230,6 @@ begin
     end if;
     return c;
 end
-$$;
-
--- A document id from the client, or NULL when it is not a UUID: an id that cannot
--- exist is simply not found.
-create function baas.parse_document_id(id text) returns uuid
-language sql immutable parallel safe
-as $$
-    select case when id ~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$'
-                then id::uuid end
 $$;
 
 create function baas.document_not_found(collection text, id text) returns void
@@ -414,9 +421,15 @@ comment on function baas.find(text, integer, integer) is
     'Documents of a collection the caller may read, oldest first';
 
 create function baas.count(collection text) returns bigint
-language sql stable
+language plpgsql stable
 as $$
-    select count(*) from baas.documents d where d.collection_id = (baas.collection_by_name(collection)).id
+declare
+    c baas.collections := baas.collection_by_name(collection);
+    n bigint;
+begin
+    select count(*) into n from baas.documents d where d.collection_id = c.id;
+    return n;
+end
 $$;
 comment on function baas.count(text) is 'Number of documents of a collection the caller may read';
 
@@ -424,10 +437,17 @@ comment on function baas.count(text) is 'Number of documents of a collection the
 create function baas.list_documents(collection text, lim integer default 100, off integer default 0,
                                     with_count boolean default false)
 returns jsonb
-language sql stable
+language plpgsql stable
 as $$
-    select jsonb_build_object('items', coalesce((select jsonb_agg(x) from baas.find(collection, lim, off) x), '[]'))
-        || case when with_count then jsonb_build_object('count', baas.count(collection)) else '{}' end
+declare
+    v jsonb;
+begin
+    select jsonb_build_object('items', coalesce(jsonb_agg(x), '[]')) into v from baas.find(collection, lim, off) x;
+    if with_count then
+        v := v || jsonb_build_object('count', baas.count(collection));
+    end if;
+    return v;
+end
 $$;
 
 ------------------------------------------------------------------------ ACLs, owner

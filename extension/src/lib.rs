@@ -42,6 +42,7 @@ extension_sql_file!(
         api::documents::acl_change,
         api::documents::normalize_collection_options,
         api::documents::validate_document,
+        api::documents::parse_document_id,
     ]
 );
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);

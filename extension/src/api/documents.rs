@@ -59,3 +59,13 @@ fn normalize_collection_options(options: Option<JsonB>) -> JsonB {
 fn validate_document(schema: JsonB, data: JsonB) {
     schema::validate(&schema.0, &data.0).or_raise("validate_document")
 }
+
+/// A document id from the client, or NULL when it is not a UUID: an id that cannot
+/// exist is simply not found. (Rust, not a regex in SQL: ~20 us -> well under 1 us.)
+#[pg_extern(immutable, strict, parallel_safe)]
+fn parse_document_id(id: &str) -> Option<pgrx::Uuid> {
+    if id.len() > 45 {
+        return None;
+    }
+    uuid::Uuid::try_parse(id).ok().map(|u| pgrx::Uuid::from_bytes(*u.as_bytes()))
+}

@@ -1,0 +1,197 @@
+//! Storage benchmark: one collection with many documents versus many small
+//! collections, measured at the SQL level exactly as the proxy calls it (BEGIN;
+//! baas.authenticate(claims); the route's function; COMMIT), on a fresh cluster.
+//!
+//!   cargo run --release -p pgbaas-tests --bin pgbaas-bench-storage [-- --quick] [--docs N] [--collections N]
+//!
+//! Prints a table of per-call latencies; docs/storage.md has a run of it.
+
+use anyhow::Result;
+use pgbaas_testkit::{Cluster, DB};
+use postgres::Client;
+use std::time::Instant;
+
+struct Args {
+    docs: i64,
+    collections: i64,
+    per_small: i64,
+    iters: usize,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args { docs: 1_000_000, collections: 1000, per_small: 100, iters: 2000 };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        match argv[i].as_str() {
+            "--quick" => {
+                a = Args { docs: 20_000, collections: 50, per_small: 100, iters: 200 };
+            }
+            "--docs" => {
+                i += 1;
+                a.docs = argv[i].parse().expect("--docs N");
+            }
+            "--collections" => {
+                i += 1;
+                a.collections = argv[i].parse().expect("--collections N");
+            }
+            other => panic!("unknown argument {other}"),
+        }
+        i += 1;
+    }
+    a
+}
+
+/// Server-side timing loop: per call, the proxy's per-request work (authenticate as
+/// the user, the route's function, back to the login role), timed with
+/// clock_timestamp() inside Postgres, so client and network costs are excluded.
+const BENCH_FN: &str = r#"
+create function pg_temp.bench(op text, n int, claims jsonb, big_ids text[], small_colls text[], small_ids text[])
+returns float8[] language plpgsql as $f$
+declare
+    t0 timestamptz;
+    out float8[] := '{}';
+    k int;
+begin
+    for i in 1..n loop
+        k := 1 + (i % greatest(array_length(big_ids, 1), 1));
+        t0 := clock_timestamp();
+        perform baas.authenticate(claims);
+        case op
+        when 'get_big' then perform baas.get_document('big', big_ids[k]);
+        when 'get_small' then perform baas.get_document(small_colls[1 + i % array_length(small_colls, 1)], small_ids[1 + i % array_length(small_ids, 1)]);
+        when 'list_small' then perform baas.list_documents(small_colls[1 + i % array_length(small_colls, 1)], 20, 0, false);
+        when 'list_big' then perform baas.list_documents('big', 20, 0, false);
+        when 'create_big' then perform baas.create_document('big', jsonb_build_object('i', i));
+        when 'create_small' then perform baas.create_document(small_colls[1 + i % array_length(small_colls, 1)], jsonb_build_object('i', i));
+        when 'patch_big' then perform baas.patch_document('big', big_ids[k], jsonb_build_object('seen', i));
+        when 'count_big' then perform baas.count('big');
+        end case;
+        perform set_config('role', 'none', true);
+        perform set_config('baas.claims', '', true);
+        out := out || (extract(epoch from clock_timestamp() - t0) * 1e6)::float8;
+    end loop;
+    return out;
+end
+$f$;
+"#;
+
+fn row(name: &str, mut v: Vec<f64>) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let p = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    println!("| {name:<46} | {:>8.0} | {:>8.0} | {:>8.0} |", mean, p(0.5), p(0.99));
+}
+
+fn main() -> Result<()> {
+    let args = parse_args();
+    println!("pgbaas storage benchmark: {} documents in one collection, {} collections of {} documents", args.docs, args.collections, args.per_small);
+    let cluster = Cluster::temporary()?;
+    let mut db = cluster.connect("postgres", DB)?;
+
+    let t = Instant::now();
+    let mut claims = Vec::new();
+    for i in 0..100 {
+        let r: serde_json::Value = db
+            .query_one("select baas.signup($1, 'bench password 1')", &[&format!("u{i}@bench.test")])?
+            .get(0);
+        let token = r["access_token"].as_str().unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        claims.push(decode_b64(payload));
+    }
+    db.batch_execute("select baas.create_collection('big')")?;
+    // Owners round-robin over 100 users; every 100th document is readable by all
+    // signed-in users, the rest by their owner only: a caller sees ~2% of "big".
+    let fill = |db: &mut Client, coll: &str, n: i64| -> Result<()> {
+        db.execute(
+            "insert into baas.documents (collection_id, id, owner, data, acl_read)
+             select c.id, baas.uuid7(), (u.ids)[1 + (g % 100)],
+                    jsonb_build_object('n', g, 'title', 'document ' || g, 'score', g % 1000, 'tags', jsonb_build_array('a', 'b')),
+                    case when g % 100 = 0 then '{authenticated}'::text[] else '{}' end
+               from baas.collections c,
+                    (select array_agg(id order by created_at) as ids from baas.users) u,
+                    generate_series(1, $2::bigint) g
+              where c.name = $1",
+            &[&coll, &n],
+        )?;
+        Ok(())
+    };
+    fill(&mut db, "big", args.docs)?;
+    let big_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for i in 0..args.collections {
+        let name = format!("small_{i:04}");
+        db.execute("select baas.create_collection($1)", &[&name])?;
+        fill(&mut db, &name, args.per_small)?;
+    }
+    let small_secs = t.elapsed().as_secs_f64();
+    db.batch_execute("vacuum analyze baas.documents")?;
+    let size: String = db.query_one("select pg_size_pretty(pg_total_relation_size('baas.documents'))", &[])?.get(0);
+    println!("loaded: big in {big_secs:.1} s, small collections in {small_secs:.1} s; baas.documents is {size} with indexes\n");
+
+    // Caller: user 0. Ids it owns in "big" and in the small collections.
+    let u0 = &claims[0];
+    let uid = serde_json::from_str::<serde_json::Value>(u0)?["sub"].as_str().unwrap().to_string();
+    let ids = |db: &mut Client, coll: &str, limit: i64| -> Result<Vec<String>> {
+        Ok(db
+            .query(
+                "select d.id::text from baas.documents d join baas.collections c on c.id = d.collection_id
+                  where c.name = $1 and d.owner = $2::text::uuid order by random() limit $3",
+                &[&coll, &uid, &limit],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    };
+    let big_ids = ids(&mut db, "big", 1000)?;
+    let small_targets: Vec<(String, String)> = (0..args.collections.min(200))
+        .map(|i| {
+            let name = format!("small_{i:04}");
+            let id = ids(&mut db, &name, 1).unwrap().pop().unwrap_or_default();
+            (name, id)
+        })
+        .filter(|(_, id)| !id.is_empty())
+        .collect();
+
+    let n = args.iters as i32;
+    db.batch_execute(BENCH_FN)?;
+    let (small_colls, small_ids): (Vec<String>, Vec<String>) = small_targets.into_iter().unzip();
+    let claims_json: serde_json::Value = serde_json::from_str(u0)?;
+    let mut bench = |op: &str, n: i32| -> Result<Vec<f64>> {
+        // Warm-up (plans cached, pages in memory), then the measured run.
+        db.query_one("select pg_temp.bench($1, $2, $3, $4, $5, $6)", &[&op, &n.min(50), &claims_json, &big_ids, &small_colls, &small_ids])?;
+        Ok(db.query_one("select pg_temp.bench($1, $2, $3, $4, $5, $6)", &[&op, &n, &claims_json, &big_ids, &small_colls, &small_ids])?.get(0))
+    };
+    println!("| SQL call as a signed-in user, incl. authenticate | mean µs  | p50 µs   | p99 µs   |");
+    println!("|------------------------------------------------|---------:|---------:|---------:|");
+    row("get by id, big collection", bench("get_big", n)?);
+    row("get by id, small collections", bench("get_small", n)?);
+    row("list first 20, small collections", bench("list_small", n)?);
+    row("list first 20 readable (~1%), big collection", bench("list_big", n / 4)?);
+    row("create, big collection", bench("create_big", n)?);
+    row("create, small collections", bench("create_small", n)?);
+    row("patch by id, big collection", bench("patch_big", n)?);
+    row("count readable, big collection (full scan)", bench("count_big", (n / 100).max(5))?);
+    println!("\n(timed inside Postgres with clock_timestamp(); 2-core machine; one backend, sequential calls)");
+    drop(db);
+    drop(cluster);
+    Ok(())
+}
+
+fn decode_b64(s: &str) -> String {
+    // URL-safe base64 without padding; enough for JWT payloads.
+    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = Vec::new();
+    let (mut buf, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        let v = table.iter().position(|t| *t == c).expect("base64url") as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    String::from_utf8(out).expect("utf-8 claims")
+}
