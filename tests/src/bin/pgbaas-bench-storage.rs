@@ -100,8 +100,9 @@ fn main() -> Result<()> {
         claims.push(decode_b64(payload));
     }
     db.batch_execute("select baas.create_collection('big')")?;
-    // Owners round-robin over 100 users; every 100th document is readable by all
-    // signed-in users, the rest by their owner only: a caller sees ~2% of "big".
+    // Owners round-robin over 100 users; every 100th document is also readable by all
+    // signed-in users, the rest by their owner only. User 0 owns exactly those every-
+    // 100th documents, so it sees 1% of "big" (and 1 of every 100 in a small one).
     let fill = |db: &mut Client, coll: &str, n: i64| -> Result<()> {
         db.execute(
             "insert into baas.documents (collection_id, id, owner, data, acl_read)
