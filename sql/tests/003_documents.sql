@@ -1,7 +1,7 @@
 -- Documents as a DBA sees them: policies present and forced, evaluated once per
 -- statement, and the permission matrix through the SQL door (baas.as_user).
 begin;
-select plan(32);
+select plan(37);
 
 select ok((select relrowsecurity and relforcerowsecurity from pg_class where oid = 'baas.documents'::regclass),
           'row-level security is enabled and forced on baas.documents');
@@ -74,6 +74,13 @@ select is(pg_temp.try_as(null, 'select baas.create_document(''m'', ''{}'')'), '4
 select is(pg_temp.try_as(:'c', 'select baas.create_collection(''x'')'), '42501 ', 'users cannot create collections');
 select is(pg_temp.try_as(:'c', format('select baas.patch_document(''m'', %L, ''{}'', 1)', pg_temp.id_of('public'))), '42501 forbidden', 'current version of a readable doc without update right: forbidden');
 select is(pg_temp.try_as(:'b', format('select baas.patch_document(''m'', %L, ''{}'', 99)', pg_temp.id_of('update_b'))), '40001 version_conflict', 'stale version');
+
+-- grant/revoke, one principal at a time.
+select is(pg_temp.try_as(:'a', format('select baas.grant(''m'', %L, ''delete'', %L)', pg_temp.id_of('private'), 'user:' || :'c')), 'ok', 'the owner grants delete');
+select ok('private' = any(pg_temp.sees(:'c')), 'delete implies read: c now sees it');
+select is(pg_temp.try_as(:'a', format('select baas.revoke(''m'', %L, ''read'', %L)', pg_temp.id_of('private'), 'user:' || :'c')), 'ok', 'the owner revokes read');
+select ok(not 'private' = any(pg_temp.sees(:'c')), 'revoking read revokes everything: c no longer sees it');
+select is(pg_temp.try_as(:'a', format('select baas.grant(''m'', %L, ''write'', ''public'')', pg_temp.id_of('private'))), '22023 invalid_acl', 'unknown permission');
 
 -- Membership changes apply to the next statement.
 select baas.remove_role_member('team', :'b');
