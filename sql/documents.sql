@@ -397,12 +397,20 @@ end
 $$;
 comment on function baas.delete_document(text, text, bigint) is 'Delete a document';
 
-create function baas.find(collection text, lim integer default 100, off integer default 0)
+-- Queries. baas.compile_query (Rust) turns the filter and order into SQL text in which
+-- every client value is a reference into one jsonb parameter ($1) and every field name
+-- a quoted literal; this function only adds our own collection id and runs it as the
+-- caller, so row-level security still decides what is visible.
+create function baas.find(collection text, filter jsonb default '{}', "order" text default null,
+                          lim integer default 100, off integer default 0,
+                          after uuid default null, fields text[] default null)
 returns setof jsonb
 language plpgsql stable
 as $$
 declare
     c baas.collections := baas.collection_by_name(collection);
+    q jsonb;
+    cur jsonb;
 begin
     if lim is null or lim < 0 or lim > 1000 then
         raise exception using errcode = '22023', detail = 'invalid_query', message = 'limit must be between 0 and 1000';
@@ -410,41 +418,61 @@ begin
     if off is null or off < 0 then
         raise exception using errcode = '22023', detail = 'invalid_query', message = 'offset must be 0 or more';
     end if;
-    return query
-        select baas.document_json(d, c.name) from baas.documents d
-         where d.collection_id = c.id
-         order by d.created_at, d.id
-         limit lim offset off;
+    if fields is not null then
+        fields := baas.check_fields(fields);
+    end if;
+    q := baas.compile_query(filter, "order", null, fields is not null);
+    if after is not null then
+        -- The cursor document's sort keys, read as the caller: a document you cannot
+        -- see cannot be a cursor.
+        execute format('select %s from baas.documents d where d.collection_id = %s and d.id = $1',
+                       q ->> 'cursor', c.id)
+           into cur using after;
+        if cur is null then
+            raise exception using errcode = '22023', detail = 'invalid_query',
+                message = 'after: no such document in this collection';
+        end if;
+        q := baas.compile_query(filter, "order", cur, fields is not null);
+    end if;
+    return query execute format(
+        'select %s from baas.documents d where d.collection_id = %s and %s order by %s limit $4 offset $5',
+        q ->> 'select', c.id, q ->> 'where', q ->> 'order')
+        using q -> 'params', c.name, fields, lim, off;
 end
 $$;
-comment on function baas.find(text, integer, integer) is
-    'Documents of a collection the caller may read, oldest first';
+comment on function baas.find(text, jsonb, text, integer, integer, uuid, text[]) is
+    'Documents of a collection the caller may read, filtered, ordered and paged (docs/query.md)';
 
-create function baas.count(collection text) returns bigint
+create function baas.count(collection text, filter jsonb default '{}') returns bigint
 language plpgsql stable
 as $$
 declare
     c baas.collections := baas.collection_by_name(collection);
+    q jsonb := baas.compile_query(filter, null, null, false);
     n bigint;
 begin
-    select count(*) into n from baas.documents d where d.collection_id = c.id;
+    execute format('select count(*) from baas.documents d where d.collection_id = %s and %s', c.id, q ->> 'where')
+       into n using q -> 'params';
     return n;
 end
 $$;
-comment on function baas.count(text) is 'Number of documents of a collection the caller may read';
+comment on function baas.count(text, jsonb) is 'Number of documents of a collection the caller may read that match the filter';
 
 -- The list route in one call: {"items": [...], "count"?: n}.
-create function baas.list_documents(collection text, lim integer default 100, off integer default 0,
-                                    with_count boolean default false)
+create function baas.list_documents(collection text, filter jsonb default '{}', "order" text default null,
+                                    lim integer default 100, off integer default 0,
+                                    with_count boolean default false, after uuid default null,
+                                    fields text[] default null)
 returns jsonb
 language plpgsql stable
 as $$
 declare
     v jsonb;
 begin
-    select jsonb_build_object('items', coalesce(jsonb_agg(x), '[]')) into v from baas.find(collection, lim, off) x;
+    select jsonb_build_object('items', coalesce(jsonb_agg(x), '[]')) into v
+      from baas.find(collection, filter, "order", lim, off, after, fields) x;
     if with_count then
-        v := v || jsonb_build_object('count', baas.count(collection));
+        v := v || jsonb_build_object('count', baas.count(collection, filter));
     end if;
     return v;
 end
@@ -618,8 +646,14 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
+declare
+    c baas.collections := baas.collection_by_name(drop_collection.name);
+    i record;
 begin
-    delete from baas.collections where name = (baas.collection_by_name(drop_collection.name)).name;
+    for i in select x.name from baas.indexes x where x.collection_id = c.id loop
+        execute format('drop index if exists baas.%I', i.name);
+    end loop;
+    delete from baas.collections where id = c.id;
 end
 $$;
 comment on function baas.drop_collection(text) is 'Drop a collection and all its documents';
@@ -633,6 +667,83 @@ $$;
 create function baas.get_collection(name text) returns jsonb
 language sql stable
 as $$ select baas.collection_json(baas.collection_by_name(name)) $$;
+
+-- Indexes on document fields: partial indexes of baas.documents, one collection each,
+-- on exactly the expression the query compiler emits, so filters and orderings on the
+-- field can use them. btree: equality, number ranges, order. gin: $contains.
+create table baas.indexes (
+    collection_id integer not null references baas.collections (id) on delete cascade,
+    path text not null,
+    kind text not null check (kind in ('btree', 'gin')),
+    name text not null unique,
+    created_at timestamptz not null default now(),
+    primary key (collection_id, path, kind)
+);
+revoke all on baas.indexes from public;
+alter table baas.indexes enable row level security;
+select pg_catalog.pg_extension_config_dump('baas.indexes', '');
+
+create function baas.create_index(collection text, path text, kind text default 'btree') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    c baas.collections := baas.collection_by_name(collection);
+    v_expr text := baas.index_expression(path);
+    v_name text := format('documents_c%s_%s_%s', c.id, kind, substr(md5(path), 1, 12));
+begin
+    if kind is null or kind not in ('btree', 'gin') then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'kind must be btree or gin';
+    end if;
+    if exists (select from baas.indexes i where i.name = v_name) then
+        raise exception using errcode = '23505', detail = 'index_exists',
+            message = format('%s already has a %s index on %s', c.name, kind, path);
+    end if;
+    -- v_expr is built by the compiler from a validated path with quoted keys; the
+    -- collection id is ours. Nothing else is spliced.
+    if kind = 'btree' then
+        execute format('create index %I on baas.documents (%s) where collection_id = %s', v_name, v_expr, c.id);
+    else
+        execute format('create index %I on baas.documents using gin (%s jsonb_path_ops) where collection_id = %s',
+                       v_name, v_expr, c.id);
+    end if;
+    insert into baas.indexes (collection_id, path, kind, name) values (c.id, create_index.path, kind, v_name);
+    return jsonb_build_object('collection', c.name, 'path', path, 'kind', kind, 'name', v_name);
+end
+$$;
+comment on function baas.create_index(text, text, text) is
+    'Index a data field of one collection (btree: equality, ranges, order; gin: $contains)';
+
+create function baas.drop_index(collection text, path text, kind text default 'btree') returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    c baas.collections := baas.collection_by_name(collection);
+    v_name text;
+begin
+    delete from baas.indexes i where i.collection_id = c.id and i.path = drop_index.path and i.kind = drop_index.kind
+    returning i.name into v_name;
+    if v_name is null then
+        raise exception using errcode = 'P0002', detail = 'index_not_found',
+            message = format('%s has no %s index on %s', c.name, kind, path);
+    end if;
+    execute format('drop index if exists baas.%I', v_name);
+end
+$$;
+
+create function baas.list_indexes(collection text) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    c baas.collections := baas.collection_by_name(collection);
+begin
+    return (select coalesce(jsonb_agg(jsonb_build_object('path', i.path, 'kind', i.kind, 'name', i.name,
+                                                         'created_at', i.created_at) order by i.path, i.kind), '[]')
+              from baas.indexes i where i.collection_id = c.id);
+end
+$$;
 
 create function baas.create_role(name text) returns void
 language plpgsql volatile security definer

@@ -27,6 +27,8 @@ pub enum BaasError {
     InvalidOptions(String),
     #[error("{0}")]
     InvalidSchema(String),
+    #[error("{0}")]
+    InvalidQuery(String),
     #[error("document does not match the collection schema at {path}: {message}")]
     SchemaViolation { path: String, message: String },
 }
@@ -46,6 +48,7 @@ impl BaasError {
             BaasError::InvalidOptions(_) => "invalid_options",
             BaasError::InvalidSchema(_) => "invalid_schema",
             BaasError::SchemaViolation { .. } => "schema_violation",
+            BaasError::InvalidQuery(_) => "invalid_query",
         }
     }
 
@@ -58,7 +61,8 @@ impl BaasError {
             | BaasError::InvalidRoleName
             | BaasError::InvalidAcl(_)
             | BaasError::InvalidOptions(_)
-            | BaasError::InvalidSchema(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            | BaasError::InvalidSchema(_)
+            | BaasError::InvalidQuery(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             BaasError::SchemaViolation { .. } => PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
             BaasError::PasswordTooLong { .. } => {
                 PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION

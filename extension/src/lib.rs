@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod documents;
 pub mod error;
+pub mod query;
 
 ::pgrx::pg_module_magic!();
 
@@ -43,6 +44,9 @@ extension_sql_file!(
         api::documents::normalize_collection_options,
         api::documents::validate_document,
         api::documents::parse_document_id,
+        api::query::compile_query,
+        api::query::check_fields,
+        api::query::index_expression,
     ]
 );
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);

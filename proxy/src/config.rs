@@ -40,6 +40,9 @@ pub struct Cli {
     /// Seconds a client has to send its request body before 408
     #[arg(long, env = "PGBAAS_BODY_TIMEOUT_SECS")]
     pub body_timeout_secs: Option<u64>,
+    /// Milliseconds a request's SQL may run before 503 query_timeout
+    #[arg(long, env = "PGBAAS_STATEMENT_TIMEOUT_MS")]
+    pub statement_timeout_ms: Option<u64>,
 }
 
 /// What a TOML file may contain; unknown keys are an error, not silently ignored.
@@ -55,6 +58,7 @@ pub struct FileConfig {
     pub jwks_refresh_secs: Option<u64>,
     pub pool_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
+    pub statement_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +71,7 @@ pub struct Config {
     pub jwks_refresh: Duration,
     pub pool_timeout: Duration,
     pub body_timeout: Duration,
+    pub statement_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +148,13 @@ impl Config {
             jwks_refresh: secs("jwks_refresh_secs", cli.jwks_refresh_secs.or(file.jwks_refresh_secs), 30, 86400)?,
             pool_timeout: secs("pool_timeout_secs", cli.pool_timeout_secs.or(file.pool_timeout_secs), 5, 600)?,
             body_timeout: secs("body_timeout_secs", cli.body_timeout_secs.or(file.body_timeout_secs), 10, 600)?,
+            statement_timeout: {
+                let ms = cli.statement_timeout_ms.or(file.statement_timeout_ms).unwrap_or(5000);
+                if !(1..=3_600_000).contains(&ms) {
+                    return Err(invalid(format!("statement_timeout_ms must be 1..=3600000, got {ms}")));
+                }
+                Duration::from_millis(ms)
+            },
         })
     }
 }

@@ -73,8 +73,18 @@ pub async fn get(pool: &Pool) -> Result<Object, ApiError> {
 /// Run `sql` with `params` in one transaction as the caller (`claims` = verified JWT
 /// claims JSON, or None for anonymous).
 pub async fn call(
+    ctx: &crate::server::Ctx<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    returns: Returns,
+) -> Result<Option<Value>, ApiError> {
+    call_as(ctx.pool, ctx.claims, ctx.statement_timeout, sql, params, returns).await
+}
+
+pub async fn call_as(
     pool: &Pool,
     claims: Option<&str>,
+    statement_timeout: &str,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     returns: Returns,
@@ -84,11 +94,15 @@ pub async fn call(
     let client = guard.conn.as_ref().expect("set above");
     let prep = |e: tokio_postgres::Error| map_pg_error(&e, anonymous);
     let begin = client.prepare_cached("begin").await.map_err(prep)?;
-    let auth = client.prepare_cached("select baas.authenticate($1::text::jsonb)").await.map_err(prep)?;
+    // Every statement of the request runs under the configured statement_timeout.
+    let auth = client
+        .prepare_cached("select baas.authenticate($1::text::jsonb), pg_catalog.set_config('statement_timeout', $2, true)")
+        .await
+        .map_err(prep)?;
     let stmt = client.prepare_cached(sql).await.map_err(prep)?;
     let commit = client.prepare_cached("commit").await.map_err(prep)?;
 
-    let auth_params: [&(dyn ToSql + Sync); 1] = [&claims];
+    let auth_params: [&(dyn ToSql + Sync); 2] = [&claims, &statement_timeout];
     // Pipelined: all four are written before the first answer is read.
     let (r_begin, r_auth, r_call, r_commit) = tokio::join!(
         client.execute(&begin, &[]),

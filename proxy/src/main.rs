@@ -55,7 +55,8 @@ fn main() {
     server.bootstrap();
 
     let listen = cfg.listen.to_string();
-    let app = server::App { cfg, pool, keys };
+    let statement_timeout = format!("{}ms", cfg.statement_timeout.as_millis());
+    let app = server::App { statement_timeout, cfg, pool, keys };
     let mut service = Service::new("pgbaas http".to_string(), HttpServer::new_app(app));
     service.add_tcp(&listen);
     server.add_service(service);

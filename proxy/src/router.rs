@@ -28,6 +28,9 @@ pub enum Route<'a> {
     GetAcl(&'a str, &'a str),
     SetAcl(&'a str, &'a str),
     SetOwner(&'a str, &'a str),
+    ListIndexes(&'a str),
+    CreateIndex(&'a str),
+    DropIndex(&'a str, &'a str),
     ListRoles,
     CreateRole,
     DropRole(&'a str),
@@ -51,7 +54,7 @@ impl Route<'_> {
         use Route::*;
         matches!(
             self,
-            Signup | Login | Refresh | UpdateUser | CreateCollection | CreateDocument(_)
+            Signup | Login | Refresh | UpdateUser | CreateCollection | CreateDocument(_) | CreateIndex(_)
                 | ReplaceDocument(..) | PatchDocument(..) | SetAcl(..) | SetOwner(..) | CreateRole
         )
     }
@@ -88,6 +91,8 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Match<'a> {
             GET => GetDocument(c, id), PUT => ReplaceDocument(c, id), PATCH => PatchDocument(c, id), DELETE => DeleteDocument(c, id)),
         ["v1", "collections", c, "documents", id, "acl"] => pick!("GET, PUT"; GET => GetAcl(c, id), PUT => SetAcl(c, id)),
         ["v1", "collections", c, "documents", id, "owner"] => pick!("PUT"; PUT => SetOwner(c, id)),
+        ["v1", "collections", c, "indexes"] => pick!("GET, POST"; GET => ListIndexes(c), POST => CreateIndex(c)),
+        ["v1", "collections", c, "indexes", path] => pick!("DELETE"; DELETE => DropIndex(c, path)),
         ["v1", "roles"] => pick!("GET, POST"; GET => ListRoles, POST => CreateRole),
         ["v1", "roles", r] => pick!("DELETE"; DELETE => DropRole(r)),
         ["v1", "roles", r, "members", u] => pick!("PUT, DELETE"; PUT => AddRoleMember(r, u), DELETE => RemoveRoleMember(r, u)),

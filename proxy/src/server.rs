@@ -15,6 +15,7 @@ use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
 
 pub struct App {
+    pub statement_timeout: String,
     pub cfg: Config,
     pub pool: Pool,
     pub keys: Arc<KeyCache>,
@@ -23,6 +24,8 @@ pub struct App {
 /// What a route handler sees.
 pub struct Ctx<'a> {
     pub pool: &'a Pool,
+    /// `statement_timeout` for this request's transaction, e.g. "5000ms".
+    pub statement_timeout: &'a str,
     /// Verified claims JSON, None when anonymous.
     pub claims: Option<&'a str>,
 }
@@ -227,7 +230,7 @@ impl App {
                 Err(e) => return Reply::error(&e),
             },
         };
-        let ctx = Ctx { pool: &self.pool, claims: claims.as_deref() };
+        let ctx = Ctx { pool: &self.pool, claims: claims.as_deref(), statement_timeout: &self.statement_timeout };
         let b = &body;
         let result = match route {
             Route::Signup => auth::signup(&ctx, b).await,
@@ -250,6 +253,9 @@ impl App {
             Route::GetAcl(c, id) => documents::get_acl(&ctx, c, id).await,
             Route::SetAcl(c, id) => documents::set_acl(&ctx, c, id, b).await,
             Route::SetOwner(c, id) => documents::set_owner(&ctx, c, id, b).await,
+            Route::ListIndexes(c) => admin::list_indexes(&ctx, c).await,
+            Route::CreateIndex(c) => admin::create_index(&ctx, c, b).await,
+            Route::DropIndex(c, p) => admin::drop_index(&ctx, c, p, uri.query()).await,
             Route::ListRoles => admin::list_roles(&ctx).await,
             Route::CreateRole => admin::create_role(&ctx, b).await,
             Route::DropRole(r) => admin::drop_role(&ctx, r).await,

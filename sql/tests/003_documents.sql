@@ -42,7 +42,7 @@ select pg_temp.mk('public', '{"read": ["public"]}');
 -- What each caller's find() returns, as case names.
 create function pg_temp.sees(uid text) returns text[] language sql as $$
     select coalesce(array_agg(c.name order by c.name), '{}')
-      from baas.as_user(uid::uuid, 'select * from baas.find(''m'', 1000)') d
+      from baas.as_user(uid::uuid, 'select * from baas.find(''m'', lim => 1000)') d
       join cases c on c.id = (d ->> 'id')::uuid
 $$;
 select is(pg_temp.sees(:'a'), array['authenticated', 'nested_read', 'private', 'public', 'read_b', 'role_read', 'update_b'], 'owner sees all');

@@ -151,7 +151,7 @@ fn the_sql_door_sees_exactly_what_the_http_door_sees() {
         let http: BTreeSet<String> = listed_ids(&w.c, token).into_iter().collect();
         let rows = db
             .query(
-                "select d ->> 'id' from baas.as_user($1::text::uuid, format('select * from baas.find(%L, 1000)', $2::text)) d",
+                "select d ->> 'id' from baas.as_user($1::text::uuid, format('select * from baas.find(%L, lim => 1000)', $2::text)) d",
                 &[&uid, &w.c],
             )
             .unwrap();

@@ -3,3 +3,4 @@
 //! these for the parts that need Rust: hashing, signing, validation.
 pub mod auth;
 pub mod documents;
+pub mod query;

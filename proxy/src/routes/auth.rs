@@ -51,7 +51,7 @@ pub async fn signup(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let email = string_field(&m, "email", true)?;
     let password = string_field(&m, "password", true)?;
     let data = object_field(&m, "data")?.cloned().unwrap_or_else(|| Value::Object(Map::new()));
-    let out = db::call(ctx.pool, ctx.claims, "select baas.signup($1, $2, $3)", &[&email, &password, &data], Returns::Json).await?;
+    let out = db::call(ctx, "select baas.signup($1, $2, $3)", &[&email, &password, &data], Returns::Json).await?;
     json(StatusCode::CREATED, out)
 }
 
@@ -59,24 +59,24 @@ pub async fn login(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let m = parse_object(body)?;
     let email = string_field(&m, "email", true)?;
     let password = string_field(&m, "password", true)?;
-    let out = db::call(ctx.pool, ctx.claims, "select baas.login($1, $2)", &[&email, &password], Returns::Json).await?;
+    let out = db::call(ctx, "select baas.login($1, $2)", &[&email, &password], Returns::Json).await?;
     json(StatusCode::OK, out)
 }
 
 pub async fn refresh(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let m = parse_object(body)?;
     let token = string_field(&m, "refresh_token", true)?;
-    let out = db::call(ctx.pool, ctx.claims, "select baas.refresh($1)", &[&token], Returns::Json).await?;
+    let out = db::call(ctx, "select baas.refresh($1)", &[&token], Returns::Json).await?;
     json(StatusCode::OK, out)
 }
 
 pub async fn logout(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
-    db::call(ctx.pool, ctx.claims, "select baas.logout()", &[], Returns::Void).await?;
+    db::call(ctx, "select baas.logout()", &[], Returns::Void).await?;
     Ok(Reply::empty(StatusCode::NO_CONTENT))
 }
 
 pub async fn get_user(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let out = db::call(ctx.pool, ctx.claims, "select baas.get_user()", &[], Returns::Json).await?;
+    let out = db::call(ctx, "select baas.get_user()", &[], Returns::Json).await?;
     json(StatusCode::OK, out)
 }
 
@@ -89,8 +89,7 @@ pub async fn update_user(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> 
         return Err(ApiError::bad_request("invalid_request", "nothing to update: send data and/or password"));
     }
     let out = db::call(
-        ctx.pool,
-        ctx.claims,
+        ctx,
         "select baas.update_user($1, $2, $3)",
         &[&data, &password, &current],
         Returns::Json,
@@ -100,7 +99,7 @@ pub async fn update_user(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> 
 }
 
 pub async fn delete_user(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
-    db::call(ctx.pool, ctx.claims, "select baas.delete_user()", &[], Returns::Void).await?;
+    db::call(ctx, "select baas.delete_user()", &[], Returns::Void).await?;
     Ok(Reply::empty(StatusCode::NO_CONTENT))
 }
 

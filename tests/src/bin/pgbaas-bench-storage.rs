@@ -60,8 +60,8 @@ begin
         case op
         when 'get_big' then perform baas.get_document('big', big_ids[k]);
         when 'get_small' then perform baas.get_document(small_colls[1 + i % array_length(small_colls, 1)], small_ids[1 + i % array_length(small_ids, 1)]);
-        when 'list_small' then perform baas.list_documents(small_colls[1 + i % array_length(small_colls, 1)], 20, 0, false);
-        when 'list_big' then perform baas.list_documents('big', 20, 0, false);
+        when 'list_small' then perform baas.list_documents(small_colls[1 + i % array_length(small_colls, 1)], lim => 20);
+        when 'list_big' then perform baas.list_documents('big', lim => 20);
         when 'create_big' then perform baas.create_document('big', jsonb_build_object('i', i));
         when 'create_small' then perform baas.create_document(small_colls[1 + i % array_length(small_colls, 1)], jsonb_build_object('i', i));
         when 'patch_big' then perform baas.patch_document('big', big_ids[k], jsonb_build_object('seen', i));

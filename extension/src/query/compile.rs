@@ -1,0 +1,222 @@
+//! AST -> SQL. Every value the client sent travels in one jsonb bind parameter ($1,
+//! an array) and is referenced as `($1 -> n)`; field names are quoted as SQL string
+//! literals by `lit`; operators come from the closed `Cond` enum. Nothing else of the
+//! request reaches the SQL text.
+//!
+//! The generated text refers to the documents table as `d`.
+
+use crate::error::BaasError;
+use crate::query::parse::{Cond, Filter, Path, SortField, SortKey};
+use serde_json::{json, Value};
+
+/// A SQL string literal. Paths never contain backslashes or control characters (the
+/// parser refuses them), so doubling quotes is complete quoting.
+pub fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// `(d.data -> 'a' -> 'b')`: the same expression `baas.create_index` indexes, so the
+/// planner can match them.
+pub fn path_expr(p: &Path, table: &str) -> String {
+    let mut s = format!("{table}data");
+    for seg in &p.0 {
+        s = format!("{s} -> {}", lit(seg));
+    }
+    format!("({s})")
+}
+
+#[derive(Default)]
+pub struct Params(pub Vec<Value>);
+
+impl Params {
+    fn push(&mut self, v: Value) -> String {
+        self.0.push(v);
+        format!("($1 -> {})", self.0.len() - 1)
+    }
+    fn push_text(&mut self, v: Value) -> String {
+        self.0.push(v);
+        format!("($1 ->> {})", self.0.len() - 1)
+    }
+}
+
+pub fn compile_filter(f: &Filter, params: &mut Params) -> String {
+    match f {
+        Filter::And(fs) if fs.is_empty() => "true".into(),
+        Filter::And(fs) => format!("({})", fs.iter().map(|f| compile_filter(f, params)).collect::<Vec<_>>().join(" and ")),
+        Filter::Or(fs) => format!("({})", fs.iter().map(|f| compile_filter(f, params)).collect::<Vec<_>>().join(" or ")),
+        // Leaves are NULL (unknown) where a field is missing; NOT must see that as false.
+        Filter::Not(inner) => format!("(not coalesce({}, false))", compile_filter(inner, params)),
+        Filter::Field(path, conds) => {
+            let x = path_expr(path, "d.");
+            let parts: Vec<String> = conds.iter().map(|c| compile_cond(&x, c, params)).collect();
+            if parts.len() == 1 { parts.into_iter().next().unwrap() } else { format!("({})", parts.join(" and ")) }
+        }
+    }
+}
+
+fn compile_cond(x: &str, c: &Cond, params: &mut Params) -> String {
+    let range = |op: &str, v: &Value, params: &mut Params| match v {
+        Value::Number(_) => format!("(jsonb_typeof({x}) = 'number' and {x} {op} {})", params.push(v.clone())),
+        // Strings compare by code point whatever the database's collation.
+        _ => format!(
+            "(jsonb_typeof({x}) = 'string' and ({x} #>> '{{}}') collate \"C\" {op} {} collate \"C\")",
+            params.push_text(v.clone())
+        ),
+    };
+    match c {
+        Cond::Eq(v) => format!("{x} = {}", params.push(v.clone())),
+        Cond::Ne(v) => format!("{x} is distinct from {}", params.push(v.clone())),
+        Cond::Gt(v) => range(">", v, params),
+        Cond::Gte(v) => range(">=", v, params),
+        Cond::Lt(v) => range("<", v, params),
+        Cond::Lte(v) => range("<=", v, params),
+        Cond::In(vs) if vs.is_empty() => "false".into(),
+        Cond::In(vs) => format!("{x} = any(array[{}])", vs.iter().map(|v| params.push(v.clone())).collect::<Vec<_>>().join(", ")),
+        Cond::Nin(vs) if vs.is_empty() => "true".into(),
+        Cond::Nin(vs) => format!(
+            "(not coalesce({x} = any(array[{}]), false))",
+            vs.iter().map(|v| params.push(v.clone())).collect::<Vec<_>>().join(", ")
+        ),
+        Cond::Exists(true) => format!("({x} is not null)"),
+        Cond::Exists(false) => format!("({x} is null)"),
+        Cond::Contains(v) if !v.is_object() && !v.is_array() => {
+            // Containment of a one-element array is element equality for scalars, and
+            // a GIN jsonb_path_ops index can answer it.
+            format!("(jsonb_typeof({x}) = 'array' and {x} @> {})", params.push(json!([v])))
+        }
+        Cond::Contains(v) => format!(
+            "(jsonb_typeof({x}) = 'array' and exists (select from jsonb_array_elements({x}) e where e = {}))",
+            params.push(v.clone())
+        ),
+    }
+}
+
+/// The sort keys, with `id` appended as the final tie-breaker; default created_at, id.
+pub fn effective_order(keys: &[SortKey]) -> Vec<SortKey> {
+    let mut k: Vec<SortKey> = if keys.is_empty() {
+        vec![SortKey { field: SortField::CreatedAt, descending: false }]
+    } else {
+        keys.to_vec()
+    };
+    if !matches!(k.last(), Some(SortKey { field: SortField::Id, .. })) {
+        k.push(SortKey { field: SortField::Id, descending: false });
+    }
+    k
+}
+
+fn key_expr(k: &SortKey) -> String {
+    match &k.field {
+        SortField::Data(p) => path_expr(p, "d."),
+        SortField::CreatedAt => "d.created_at".into(),
+        SortField::UpdatedAt => "d.updated_at".into(),
+        SortField::Id => "d.id".into(),
+    }
+}
+
+pub fn order_sql(keys: &[SortKey]) -> String {
+    effective_order(keys)
+        .iter()
+        .map(|k| format!("{} {} nulls last", key_expr(k), if k.descending { "desc" } else { "asc" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// SELECT list that captures a document's sort-key values as a jsonb array: each
+/// entry `[]` when the field is missing, `[value]` when present.
+pub fn cursor_sql(keys: &[SortKey]) -> String {
+    let items: Vec<String> = effective_order(keys)
+        .iter()
+        .map(|k| {
+            let e = key_expr(k);
+            format!("case when {e} is null then '[]'::jsonb else jsonb_build_array({e}) end")
+        })
+        .collect();
+    format!("jsonb_build_array({})", items.join(", "))
+}
+
+/// Rows strictly after the cursor in this order (keyset paging).
+pub fn after_sql(keys: &[SortKey], cursor: &Value, params: &mut Params) -> Result<String, BaasError> {
+    let keys = effective_order(keys);
+    let cur = cursor.as_array().filter(|c| c.len() == keys.len()).ok_or_else(|| BaasError::InvalidQuery("after: cursor does not match the order".into()))?;
+    let typed = |k: &SortKey, p: String| match k.field {
+        SortField::CreatedAt | SortField::UpdatedAt => format!("({p} ->> 0)::timestamptz"),
+        SortField::Id => format!("({p} ->> 0)::uuid"),
+        SortField::Data(_) => format!("({p} -> 0)"),
+    };
+    // Default order: a row comparison, which the (collection_id, created_at, id) index serves.
+    if keys.len() == 2 && keys[0] == (SortKey { field: SortField::CreatedAt, descending: false }) {
+        let c0 = typed(&keys[0], params.push(cur[0].clone()));
+        let c1 = typed(&keys[1], params.push(cur[1].clone()));
+        return Ok(format!("((d.created_at, d.id) > ({c0}, {c1}))"));
+    }
+    let mut eqs: Vec<String> = Vec::new();
+    let mut ors: Vec<String> = Vec::new();
+    for (k, c) in keys.iter().zip(cur) {
+        let x = key_expr(k);
+        let present = c.as_array().map(|a| !a.is_empty()).unwrap_or(false);
+        let (after, equal) = if present {
+            let v = typed(k, params.push(c.clone()));
+            let op = if k.descending { "<" } else { ">" };
+            (format!("({x} {op} {v} or {x} is null)"), format!("{x} = {v}"))
+        } else {
+            // Missing values sort last: nothing is after them but other missing ones.
+            ("false".to_string(), format!("{x} is null"))
+        };
+        let mut term = eqs.clone();
+        term.push(after);
+        ors.push(format!("({})", term.join(" and ")));
+        eqs.push(equal);
+    }
+    Ok(format!("({})", ors.join(" or ")))
+}
+
+/// The SELECT list: the document, or with `fields` only those top-level data keys.
+pub fn select_sql(has_fields: bool) -> String {
+    if has_fields {
+        "jsonb_set(baas.document_json(d, $2), '{data}', (select coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb) from jsonb_each(d.data) e where e.key = any($3)))".into()
+    } else {
+        "baas.document_json(d, $2)".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::parse::{parse, parse_order};
+
+    fn sql(f: Value) -> (String, Vec<Value>) {
+        let mut p = Params::default();
+        let s = compile_filter(&parse(&f).unwrap(), &mut p);
+        (s, p.0)
+    }
+
+    #[test]
+    fn values_are_parameters_and_names_are_quoted() {
+        let (s, p) = sql(json!({"o'brien": "x'; drop table baas.users; --"}));
+        assert_eq!(s, "(d.data -> 'o''brien') = ($1 -> 0)");
+        assert_eq!(p, vec![json!("x'; drop table baas.users; --")]);
+        let (s, _) = sql(json!({"a.b": {"$gt": 1, "$lte": "z"}}));
+        assert!(s.contains("(d.data -> 'a' -> 'b')"), "{s}");
+        assert!(!s.contains("'z'"), "values never appear in SQL: {s}");
+    }
+
+    #[test]
+    fn negation_is_two_valued() {
+        let (s, _) = sql(json!({"$not": {"a": 1}}));
+        assert_eq!(s, "(not coalesce((d.data -> 'a') = ($1 -> 0), false))");
+        assert_eq!(sql(json!({"a": {"$in": []}})).0, "false");
+        assert_eq!(sql(json!({"a": {"$nin": []}})).0, "true");
+        assert_eq!(sql(json!({})).0, "true");
+    }
+
+    #[test]
+    fn order_appends_id_and_puts_missing_last() {
+        let k = parse_order("score,-created_at").unwrap();
+        assert_eq!(order_sql(&k), "(d.data -> 'score') asc nulls last, d.created_at desc nulls last, d.id asc nulls last");
+        assert_eq!(order_sql(&[]), "d.created_at asc nulls last, d.id asc nulls last");
+        let mut p = Params::default();
+        let a = after_sql(&[], &json!([["2026-01-01T00:00:00+00:00"], ["0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"]]), &mut p).unwrap();
+        assert!(a.starts_with("((d.created_at, d.id) > "), "{a}");
+        assert!(after_sql(&[], &json!([1]), &mut p).is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! An in-memory evaluator written straight from the rules in docs/query.md, sharing
+//! nothing with the SQL compiler but the AST. The property tests run random filters
+//! through both and compare.
+
+use crate::query::parse::{Cond, Filter, Path};
+use serde_json::Value;
+use std::cmp::Ordering;
+
+/// The value at `path` in `data`, following object keys only.
+pub fn lookup<'a>(data: &'a Value, path: &Path) -> Option<&'a Value> {
+    let mut cur = data;
+    for seg in &path.0 {
+        cur = cur.as_object()?.get(seg)?;
+    }
+    Some(cur)
+}
+
+/// JSON equality with numbers by value (1 == 1.0), arrays and objects structurally.
+pub fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => num_cmp(x, y) == Ordering::Equal,
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn num_cmp(x: &serde_json::Number, y: &serde_json::Number) -> Ordering {
+    // The generators use integers and simple decimals; f64 is exact enough for them.
+    match (x.as_i64(), y.as_i64()) {
+        (Some(a), Some(b)) => a.cmp(&b),
+        _ => x.as_f64().unwrap().partial_cmp(&y.as_f64().unwrap()).unwrap_or(Ordering::Equal),
+    }
+}
+
+/// Same JSON type and ordered: numbers numerically, strings by code point.
+fn ordered_cmp(field: &Value, operand: &Value) -> Option<Ordering> {
+    match (field, operand) {
+        (Value::Number(a), Value::Number(b)) => Some(num_cmp(a, b)),
+        (Value::String(a), Value::String(b)) => Some(a.chars().cmp(b.chars())),
+        _ => None,
+    }
+}
+
+fn cond(field: Option<&Value>, c: &Cond) -> bool {
+    match c {
+        Cond::Eq(v) => field.is_some_and(|f| json_eq(f, v)),
+        Cond::Ne(v) => !cond(field, &Cond::Eq(v.clone())),
+        Cond::Gt(v) => field.and_then(|f| ordered_cmp(f, v)) == Some(Ordering::Greater),
+        Cond::Gte(v) => matches!(field.and_then(|f| ordered_cmp(f, v)), Some(Ordering::Greater | Ordering::Equal)),
+        Cond::Lt(v) => field.and_then(|f| ordered_cmp(f, v)) == Some(Ordering::Less),
+        Cond::Lte(v) => matches!(field.and_then(|f| ordered_cmp(f, v)), Some(Ordering::Less | Ordering::Equal)),
+        Cond::In(vs) => field.is_some_and(|f| vs.iter().any(|v| json_eq(f, v))),
+        Cond::Nin(vs) => !cond(field, &Cond::In(vs.clone())),
+        Cond::Exists(want) => field.is_some() == *want,
+        Cond::Contains(v) => matches!(field, Some(Value::Array(items)) if items.iter().any(|i| json_eq(i, v))),
+    }
+}
+
+pub fn matches(f: &Filter, data: &Value) -> bool {
+    match f {
+        Filter::And(fs) => fs.iter().all(|f| matches(f, data)),
+        Filter::Or(fs) => fs.iter().any(|f| matches(f, data)),
+        Filter::Not(f) => !matches(f, data),
+        Filter::Field(p, conds) => {
+            let v = lookup(data, p);
+            conds.iter().all(|c| cond(v, c))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::parse::parse;
+    use serde_json::json;
+
+    fn m(f: Value, d: Value) -> bool {
+        matches(&parse(&f).unwrap(), &d)
+    }
+
+    #[test]
+    fn the_rules() {
+        assert!(m(json!({"a": 1}), json!({"a": 1.0})));
+        assert!(m(json!({"a": null}), json!({"a": null})));
+        assert!(!m(json!({"a": null}), json!({})));
+        assert!(m(json!({"a": {"$ne": 1}}), json!({})), "documents lacking the field match $ne");
+        assert!(!m(json!({"a": {"$gt": 1}}), json!({"a": "2"})), "types must match");
+        assert!(m(json!({"a": {"$gt": "B"}}), json!({"a": "a"})), "code point order: 'a' > 'B'");
+        assert!(m(json!({"a": {"$exists": true}}), json!({"a": null})));
+        assert!(m(json!({"a.b": 2}), json!({"a": {"b": 2}})));
+        assert!(!m(json!({"a.0": 2}), json!({"a": [2]})), "dots follow object keys only");
+        assert!(m(json!({"t": {"$contains": "x"}}), json!({"t": ["y", "x"]})));
+        assert!(!m(json!({"t": {"$contains": {"a": 1}}}), json!({"t": [{"a": 1, "b": 2}]})), "contains is equality, not containment");
+        assert!(m(json!({"$not": {"a": {"$gt": 5}}}), json!({})));
+        assert!(m(json!({"a": {"$nin": [1, 2]}}), json!({})));
+        assert!(m(json!({"a": [1, {"b": 2}]}), json!({"a": [1.0, {"b": 2}]})));
+    }
+}

@@ -1,0 +1,6 @@
+//! The document query language: filter JSON -> typed AST (parse.rs) -> SQL with bind
+//! parameters (compile.rs); eval.rs is an independent in-memory evaluator of the same
+//! rules, used to check the compiler (property tests).
+pub mod compile;
+pub mod eval;
+pub mod parse;

@@ -1,0 +1,309 @@
+//! Filter JSON -> AST. docs/query.md states the rules this implements.
+
+use crate::error::BaasError;
+use serde_json::{Map, Value};
+
+pub const MAX_DEPTH: usize = 32;
+pub const MAX_FILTER_BYTES: usize = 16 * 1024;
+const MAX_SEGMENT_CHARS: usize = 128;
+const MAX_SEGMENTS: usize = 16;
+
+/// A field path into `data`: object keys, outermost first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path(pub Vec<String>);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    Eq(Value),
+    Ne(Value),
+    Gt(Value),
+    Gte(Value),
+    Lt(Value),
+    Lte(Value),
+    In(Vec<Value>),
+    Nin(Vec<Value>),
+    Exists(bool),
+    Contains(Value),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Not(Box<Filter>),
+    /// All conditions hold for the field.
+    Field(Path, Vec<Cond>),
+}
+
+fn bad(m: impl Into<String>) -> BaasError {
+    BaasError::InvalidQuery(m.into())
+}
+
+impl Path {
+    pub fn parse(raw: &str) -> Result<Path, BaasError> {
+        if raw.is_empty() {
+            return Err(bad("field path is empty"));
+        }
+        let segs: Vec<String> = raw.split('.').map(str::to_string).collect();
+        if segs.len() > MAX_SEGMENTS {
+            return Err(bad(format!("field path {raw:?} has more than {MAX_SEGMENTS} parts")));
+        }
+        for s in &segs {
+            if s.is_empty() {
+                return Err(bad(format!("field path {raw:?} has an empty part")));
+            }
+            if s.chars().count() > MAX_SEGMENT_CHARS {
+                return Err(bad(format!("field path {raw:?} has a part longer than {MAX_SEGMENT_CHARS} characters")));
+            }
+            // Backslashes and control characters have no place in a key we quote into SQL.
+            if s.chars().any(|c| c.is_control() || c == '\\') {
+                return Err(bad(format!("field path {raw:?} contains a control character or backslash")));
+            }
+            if s.starts_with('$') {
+                return Err(bad(format!("{s:?} is not a field name: operators go inside a field's object")));
+            }
+        }
+        Ok(Path(segs))
+    }
+
+    pub fn dotted(&self) -> String {
+        self.0.join(".")
+    }
+}
+
+/// Parse a filter object (the whole `where`).
+pub fn parse(v: &Value) -> Result<Filter, BaasError> {
+    let text_len = v.to_string().len();
+    if text_len > MAX_FILTER_BYTES {
+        return Err(bad(format!("filter is {text_len} bytes; the limit is {MAX_FILTER_BYTES}")));
+    }
+    parse_filter(v, 0, "where")
+}
+
+fn parse_filter(v: &Value, depth: usize, at: &str) -> Result<Filter, BaasError> {
+    if depth > MAX_DEPTH {
+        return Err(bad(format!("filter is nested deeper than {MAX_DEPTH} levels")));
+    }
+    let Value::Object(m) = v else {
+        return Err(bad(format!("{at} must be a JSON object, found {}", kind(v))));
+    };
+    let mut parts = Vec::with_capacity(m.len());
+    for (k, val) in m {
+        parts.push(match k.as_str() {
+            "$and" | "$or" => {
+                let Value::Array(items) = val else {
+                    return Err(bad(format!("{k} takes a non-empty array of filters")));
+                };
+                if items.is_empty() {
+                    return Err(bad(format!("{k} takes a non-empty array of filters")));
+                }
+                let fs = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| parse_filter(f, depth + 1, &format!("{k}[{i}]")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if k == "$and" { Filter::And(fs) } else { Filter::Or(fs) }
+            }
+            "$not" => Filter::Not(Box::new(parse_filter(val, depth + 1, "$not")?)),
+            op if op.starts_with('$') => return Err(bad(format!("unknown operator {op} at the top of a filter"))),
+            field => Filter::Field(Path::parse(field)?, parse_conds(field, val, depth + 1)?),
+        });
+    }
+    Ok(if parts.len() == 1 { parts.pop().unwrap() } else { Filter::And(parts) })
+}
+
+fn is_operator_object(m: &Map<String, Value>) -> bool {
+    !m.is_empty() && m.keys().all(|k| k.starts_with('$'))
+}
+
+fn parse_conds(field: &str, v: &Value, depth: usize) -> Result<Vec<Cond>, BaasError> {
+    if depth > MAX_DEPTH {
+        return Err(bad(format!("filter is nested deeper than {MAX_DEPTH} levels")));
+    }
+    let m = match v {
+        Value::Object(m) if is_operator_object(m) => m,
+        Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => {
+            return Err(bad(format!("{field}: an object mixing operators and plain keys is ambiguous")))
+        }
+        literal => return Ok(vec![Cond::Eq(literal.clone())]),
+    };
+    m.iter()
+        .map(|(op, operand)| {
+            let ordered = |o: &Value| -> Result<Value, BaasError> {
+                match o {
+                    Value::Number(_) | Value::String(_) => Ok(o.clone()),
+                    _ => Err(bad(format!("{field}.{op} compares numbers or strings, not {}", kind(o)))),
+                }
+            };
+            let list = |o: &Value| -> Result<Vec<Value>, BaasError> {
+                match o {
+                    Value::Array(a) => Ok(a.clone()),
+                    _ => Err(bad(format!("{field}.{op} takes an array"))),
+                }
+            };
+            Ok(match op.as_str() {
+                "$eq" => Cond::Eq(operand.clone()),
+                "$ne" => Cond::Ne(operand.clone()),
+                "$gt" => Cond::Gt(ordered(operand)?),
+                "$gte" => Cond::Gte(ordered(operand)?),
+                "$lt" => Cond::Lt(ordered(operand)?),
+                "$lte" => Cond::Lte(ordered(operand)?),
+                "$in" => Cond::In(list(operand)?),
+                "$nin" => Cond::Nin(list(operand)?),
+                "$exists" => match operand {
+                    Value::Bool(b) => Cond::Exists(*b),
+                    _ => return Err(bad(format!("{field}.$exists takes true or false"))),
+                },
+                "$contains" => Cond::Contains(operand.clone()),
+                other => return Err(bad(format!("{field}: unknown operator {other}"))),
+            })
+        })
+        .collect()
+}
+
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// One key of `order=`: a data path or a system field, ascending or descending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortField {
+    Data(Path),
+    CreatedAt,
+    UpdatedAt,
+    Id,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    pub field: SortField,
+    pub descending: bool,
+}
+
+pub const MAX_SORT_KEYS: usize = 8;
+
+pub fn parse_order(raw: &str) -> Result<Vec<SortKey>, BaasError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(vec![]);
+    }
+    let keys: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if keys.len() > MAX_SORT_KEYS {
+        return Err(bad(format!("order takes at most {MAX_SORT_KEYS} fields")));
+    }
+    keys.into_iter()
+        .map(|k| {
+            let (descending, name) = match k.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, k.strip_prefix('+').unwrap_or(k)),
+            };
+            let field = match name {
+                "created_at" => SortField::CreatedAt,
+                "updated_at" => SortField::UpdatedAt,
+                "id" => SortField::Id,
+                other => SortField::Data(Path::parse(other).map_err(|e| bad(format!("order: {e}")))?),
+            };
+            Ok(SortKey { field, descending })
+        })
+        .collect()
+}
+
+pub const MAX_FIELDS: usize = 64;
+
+/// `fields=title,score`: top-level data keys to return.
+pub fn parse_fields(raw: &[String]) -> Result<Vec<String>, BaasError> {
+    if raw.len() > MAX_FIELDS {
+        return Err(bad(format!("fields takes at most {MAX_FIELDS} names")));
+    }
+    raw.iter()
+        .map(|f| {
+            let p = Path::parse(f.trim()).map_err(|e| bad(format!("fields: {e}")))?;
+            if p.0.len() != 1 {
+                return Err(bad(format!("fields: {f:?} must be a top-level field name")));
+            }
+            Ok(p.0[0].clone())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn shapes() {
+        assert_eq!(parse(&json!({})).unwrap(), Filter::And(vec![]));
+        assert_eq!(
+            parse(&json!({"a.b": 1})).unwrap(),
+            Filter::Field(Path(vec!["a".into(), "b".into()]), vec![Cond::Eq(json!(1))])
+        );
+        assert_eq!(
+            parse(&json!({"a": {"x": 1}})).unwrap(),
+            Filter::Field(Path(vec!["a".into()]), vec![Cond::Eq(json!({"x": 1}))]),
+            "an object without $ keys is a literal"
+        );
+        assert_eq!(parse(&json!({"a": {}})).unwrap(), Filter::Field(Path(vec!["a".into()]), vec![Cond::Eq(json!({}))]));
+        assert!(matches!(parse(&json!({"$or": [{"a": 1}, {"b": {"$gt": 2}}]})).unwrap(), Filter::Or(v) if v.len() == 2));
+    }
+
+    #[test]
+    fn rejections_name_the_part() {
+        let cases = [
+            (json!([]), "must be a JSON object"),
+            (json!({"$or": []}), "$or takes a non-empty array"),
+            (json!({"$and": {}}), "$and takes"),
+            (json!({"$nor": [{}]}), "unknown operator $nor"),
+            (json!({"a": {"$regex": "x"}}), "unknown operator $regex"),
+            (json!({"a": {"$gt": true}}), "a.$gt compares numbers or strings"),
+            (json!({"a": {"$gt": null}}), "compares numbers or strings"),
+            (json!({"a": {"$in": 5}}), "a.$in takes an array"),
+            (json!({"a": {"$exists": 1}}), "$exists takes true or false"),
+            (json!({"a": {"$eq": 1, "b": 2}}), "mixing operators"),
+            (json!({"a..b": 1}), "empty part"),
+            (json!({"": 1}), "empty"),
+            (json!({"a\\b": 1}), "backslash"),
+            (json!({"$not": 5}), "$not must be a JSON object"),
+        ];
+        for (f, want) in cases {
+            let e = parse(&f).unwrap_err();
+            assert_eq!(e.code(), "invalid_query");
+            assert!(e.to_string().contains(want), "{f}: {e}");
+        }
+    }
+
+    #[test]
+    fn depth_and_size_limits() {
+        let mut f = json!({"a": 1});
+        for _ in 0..40 {
+            f = json!({"$not": f});
+        }
+        assert!(parse(&f).unwrap_err().to_string().contains("deeper than 32"));
+        let mut ok = json!({"a": 1});
+        for _ in 0..30 {
+            ok = json!({"$not": ok});
+        }
+        assert!(parse(&ok).is_ok());
+        let big = json!({"a": {"$in": vec!["x".repeat(100); 200]}});
+        assert!(parse(&big).unwrap_err().to_string().contains("limit is 16384"));
+    }
+
+    #[test]
+    fn order_and_fields() {
+        let o = parse_order("score,-created_at, +a.b").unwrap();
+        assert_eq!(o.len(), 3);
+        assert_eq!(o[1], SortKey { field: SortField::CreatedAt, descending: true });
+        assert!(parse_order("a,,b").is_err());
+        assert!(parse_order("a;drop table x").is_ok(), "any key text is data, quoted");
+        assert!(parse_order(&vec!["a"; 9].join(",")).is_err());
+        assert_eq!(parse_fields(&["title".into(), "score".into()]).unwrap(), vec!["title", "score"]);
+        assert!(parse_fields(&["a.b".into()]).is_err());
+    }
+}
