@@ -4,3 +4,6 @@
 pub mod compile;
 pub mod eval;
 pub mod parse;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
