@@ -80,6 +80,57 @@ end
 $$;
 comment on function baas.principals() is 'ACL principals of the current caller';
 
+------------------------------------------------------------ leakproof jsonb twins
+-- Under row-level security Postgres evaluates the policies before any user condition
+-- whose functions are not LEAKPROOF, so such a condition can never drive an index
+-- scan. None of jsonb's operators is marked leakproof, although field access,
+-- comparison and containment raise no errors and have no side effects whatever their
+-- input (a leak needs one or the other). These are the same C functions under
+-- LEAKPROOF declarations, with operators and operator classes over them, so that
+-- filters compiled by baas.compile_query can use indexes made by baas.create_index.
+-- Nothing in pg_catalog is altered.
+create function baas.jfield(jsonb, text) returns jsonb
+    language internal immutable strict parallel safe leakproof as 'jsonb_object_field';
+create function baas.jsonb_lp_eq(jsonb, jsonb) returns boolean
+    language internal immutable strict parallel safe leakproof as 'jsonb_eq';
+create function baas.jsonb_lp_lt(jsonb, jsonb) returns boolean
+    language internal immutable strict parallel safe leakproof as 'jsonb_lt';
+create function baas.jsonb_lp_le(jsonb, jsonb) returns boolean
+    language internal immutable strict parallel safe leakproof as 'jsonb_le';
+create function baas.jsonb_lp_gt(jsonb, jsonb) returns boolean
+    language internal immutable strict parallel safe leakproof as 'jsonb_gt';
+create function baas.jsonb_lp_ge(jsonb, jsonb) returns boolean
+    language internal immutable strict parallel safe leakproof as 'jsonb_ge';
+create function baas.jsonb_lp_cmp(jsonb, jsonb) returns integer
+    language internal immutable strict parallel safe leakproof as 'jsonb_cmp';
+create function baas.jsonb_lp_contains(jsonb, jsonb) returns boolean
+    language internal immutable strict parallel safe leakproof as 'jsonb_contains';
+
+create operator baas.= (leftarg = jsonb, rightarg = jsonb, function = baas.jsonb_lp_eq,
+    commutator = operator(baas.=), restrict = eqsel, join = eqjoinsel);
+create operator baas.< (leftarg = jsonb, rightarg = jsonb, function = baas.jsonb_lp_lt,
+    commutator = operator(baas.>), negator = operator(baas.>=), restrict = scalarltsel, join = scalarltjoinsel);
+create operator baas.<= (leftarg = jsonb, rightarg = jsonb, function = baas.jsonb_lp_le,
+    commutator = operator(baas.>=), negator = operator(baas.>), restrict = scalarlesel, join = scalarlejoinsel);
+create operator baas.> (leftarg = jsonb, rightarg = jsonb, function = baas.jsonb_lp_gt,
+    commutator = operator(baas.<), negator = operator(baas.<=), restrict = scalargtsel, join = scalargtjoinsel);
+create operator baas.>= (leftarg = jsonb, rightarg = jsonb, function = baas.jsonb_lp_ge,
+    commutator = operator(baas.<=), negator = operator(baas.<), restrict = scalargesel, join = scalargejoinsel);
+create operator baas.@> (leftarg = jsonb, rightarg = jsonb, function = baas.jsonb_lp_contains,
+    restrict = matchingsel, join = matchingjoinsel);
+
+create operator class baas.jsonb_lp_ops for type jsonb using btree as
+    operator 1 baas.<, operator 2 baas.<=, operator 3 baas.=, operator 4 baas.>=, operator 5 baas.>,
+    function 1 baas.jsonb_lp_cmp(jsonb, jsonb);
+create operator class baas.jsonb_path_lp_ops for type jsonb using gin as
+    operator 7 baas.@>,
+    function 1 btint4cmp(int4, int4),
+    function 2 gin_extract_jsonb_path(jsonb, internal, internal),
+    function 3 gin_extract_jsonb_query_path(jsonb, internal, int2, internal, internal, internal, internal),
+    function 4 gin_consistent_jsonb_path(internal, int2, jsonb, int4, internal, internal, internal, internal),
+    function 6 gin_triconsistent_jsonb_path(internal, int2, jsonb, int4, internal, internal, internal),
+    storage int4;
+
 ------------------------------------------------------------------------ collections
 create table baas.collections (
     id integer generated always as identity primary key,
@@ -702,10 +753,23 @@ begin
     -- v_expr is built by the compiler from a validated path with quoted keys; the
     -- collection id is ours. Nothing else is spliced.
     if kind = 'btree' then
-        execute format('create index %I on baas.documents (%s) where collection_id = %s', v_name, v_expr, c.id);
-    else
-        execute format('create index %I on baas.documents using gin (%s jsonb_path_ops) where collection_id = %s',
+        -- (field, created_at, id): an equality filter comes out already in the default
+        -- listing order, so "cat = 42, first 20" stops after 20 index entries instead
+        -- of walking the listing index (the planner ignores partial-index statistics and
+        -- would otherwise guess; measured 27 ms -> see docs/query.md).
+        execute format('create index %I on baas.documents (%s baas.jsonb_lp_ops, created_at, id) where collection_id = %s',
                        v_name, v_expr, c.id);
+    else
+        execute format('create index %I on baas.documents using gin (%s baas.jsonb_path_lp_ops) where collection_id = %s',
+                       v_name, v_expr, c.id);
+    end if;
+    -- The planner ignores partial indexes' statistics; expression statistics give it
+    -- the field's distribution, so "cat = 42" is estimated at its real handful of rows.
+    if not exists (select from pg_statistic_ext x where x.stxnamespace = 'baas'::regnamespace
+                   and x.stxname = 'documents_expr_' || substr(md5(path), 1, 12)) then
+        execute format('create statistics baas.%I on (%s) from baas.documents',
+                       'documents_expr_' || substr(md5(path), 1, 12), v_expr);
+        analyze baas.documents;
     end if;
     insert into baas.indexes (collection_id, path, kind, name) values (c.id, create_index.path, kind, v_name);
     return jsonb_build_object('collection', c.name, 'path', path, 'kind', kind, 'name', v_name);

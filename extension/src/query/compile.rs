@@ -15,15 +15,19 @@ pub fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// `(d.data -> 'a' -> 'b')`: the same expression `baas.create_index` indexes, so the
-/// planner can match them.
+/// `baas.jfield(baas.jfield(d.data, 'a'), 'b')`: field access through the leakproof
+/// twin of `->` (so that under row-level security the condition may drive an index
+/// scan), and exactly the expression `baas.create_index` indexes.
 pub fn path_expr(p: &Path, table: &str) -> String {
     let mut s = format!("{table}data");
     for seg in &p.0 {
-        s = format!("{s} -> {}", lit(seg));
+        s = format!("baas.jfield({s}, {})", lit(seg));
     }
-    format!("({s})")
+    s
 }
+
+/// The leakproof twins of jsonb's comparison operators (sql/documents.sql).
+const EQ: &str = "operator(baas.=)";
 
 #[derive(Default)]
 pub struct Params(pub Vec<Value>);
@@ -56,7 +60,7 @@ pub fn compile_filter(f: &Filter, params: &mut Params) -> String {
 
 fn compile_cond(x: &str, c: &Cond, params: &mut Params) -> String {
     let range = |op: &str, v: &Value, params: &mut Params| match v {
-        Value::Number(_) => format!("(jsonb_typeof({x}) = 'number' and {x} {op} {})", params.push(v.clone())),
+        Value::Number(_) => format!("(jsonb_typeof({x}) = 'number' and {x} operator(baas.{op}) {})", params.push(v.clone())),
         // Strings compare by code point whatever the database's collation.
         _ => format!(
             "(jsonb_typeof({x}) = 'string' and ({x} #>> '{{}}') collate \"C\" {op} {} collate \"C\")",
@@ -64,17 +68,17 @@ fn compile_cond(x: &str, c: &Cond, params: &mut Params) -> String {
         ),
     };
     match c {
-        Cond::Eq(v) => format!("{x} = {}", params.push(v.clone())),
+        Cond::Eq(v) => format!("{x} {EQ} {}", params.push(v.clone())),
         Cond::Ne(v) => format!("{x} is distinct from {}", params.push(v.clone())),
         Cond::Gt(v) => range(">", v, params),
         Cond::Gte(v) => range(">=", v, params),
         Cond::Lt(v) => range("<", v, params),
         Cond::Lte(v) => range("<=", v, params),
         Cond::In(vs) if vs.is_empty() => "false".into(),
-        Cond::In(vs) => format!("{x} = any(array[{}])", vs.iter().map(|v| params.push(v.clone())).collect::<Vec<_>>().join(", ")),
+        Cond::In(vs) => format!("{x} {EQ} any(array[{}])", vs.iter().map(|v| params.push(v.clone())).collect::<Vec<_>>().join(", ")),
         Cond::Nin(vs) if vs.is_empty() => "true".into(),
         Cond::Nin(vs) => format!(
-            "(not coalesce({x} = any(array[{}]), false))",
+            "(not coalesce({x} {EQ} any(array[{}]), false))",
             vs.iter().map(|v| params.push(v.clone())).collect::<Vec<_>>().join(", ")
         ),
         Cond::Exists(true) => format!("({x} is not null)"),
@@ -82,10 +86,10 @@ fn compile_cond(x: &str, c: &Cond, params: &mut Params) -> String {
         Cond::Contains(v) if !v.is_object() && !v.is_array() => {
             // Containment of a one-element array is element equality for scalars, and
             // a GIN jsonb_path_ops index can answer it.
-            format!("(jsonb_typeof({x}) = 'array' and {x} @> {})", params.push(json!([v])))
+            format!("(jsonb_typeof({x}) = 'array' and {x} operator(baas.@>) {})", params.push(json!([v])))
         }
         Cond::Contains(v) => format!(
-            "(jsonb_typeof({x}) = 'array' and exists (select from jsonb_array_elements({x}) e where e = {}))",
+            "(jsonb_typeof({x}) = 'array' and exists (select from jsonb_array_elements({x}) e where e {EQ} {}))",
             params.push(v.clone())
         ),
     }
@@ -116,7 +120,12 @@ fn key_expr(k: &SortKey) -> String {
 pub fn order_sql(keys: &[SortKey]) -> String {
     effective_order(keys)
         .iter()
-        .map(|k| format!("{} {} nulls last", key_expr(k), if k.descending { "desc" } else { "asc" }))
+        .map(|k| match (&k.field, k.descending) {
+            // Data fields sort by the leakproof btree class, so its indexes can serve the order.
+            (SortField::Data(_), false) => format!("{} using operator(baas.<) nulls last", key_expr(k)),
+            (SortField::Data(_), true) => format!("{} using operator(baas.>) nulls last", key_expr(k)),
+            (_, d) => format!("{} {} nulls last", key_expr(k), if d { "desc" } else { "asc" }),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -156,8 +165,15 @@ pub fn after_sql(keys: &[SortKey], cursor: &Value, params: &mut Params) -> Resul
         let present = c.as_array().map(|a| !a.is_empty()).unwrap_or(false);
         let (after, equal) = if present {
             let v = typed(k, params.push(c.clone()));
-            let op = if k.descending { "<" } else { ">" };
-            (format!("({x} {op} {v} or {x} is null)"), format!("{x} = {v}"))
+            let data = matches!(k.field, SortField::Data(_));
+            let op = match (data, k.descending) {
+                (true, true) => "operator(baas.<)",
+                (true, false) => "operator(baas.>)",
+                (false, true) => "<",
+                (false, false) => ">",
+            };
+            let eq = if data { EQ } else { "=" };
+            (format!("({x} {op} {v} or {x} is null)"), format!("{x} {eq} {v}"))
         } else {
             // Missing values sort last: nothing is after them but other missing ones.
             ("false".to_string(), format!("{x} is null"))
@@ -193,17 +209,17 @@ mod tests {
     #[test]
     fn values_are_parameters_and_names_are_quoted() {
         let (s, p) = sql(json!({"o'brien": "x'; drop table baas.users; --"}));
-        assert_eq!(s, "(d.data -> 'o''brien') = ($1 -> 0)");
+        assert_eq!(s, "baas.jfield(d.data, 'o''brien') operator(baas.=) ($1 -> 0)");
         assert_eq!(p, vec![json!("x'; drop table baas.users; --")]);
         let (s, _) = sql(json!({"a.b": {"$gt": 1, "$lte": "z"}}));
-        assert!(s.contains("(d.data -> 'a' -> 'b')"), "{s}");
+        assert!(s.contains("baas.jfield(baas.jfield(d.data, 'a'), 'b')"), "{s}");
         assert!(!s.contains("'z'"), "values never appear in SQL: {s}");
     }
 
     #[test]
     fn negation_is_two_valued() {
         let (s, _) = sql(json!({"$not": {"a": 1}}));
-        assert_eq!(s, "(not coalesce((d.data -> 'a') = ($1 -> 0), false))");
+        assert_eq!(s, "(not coalesce(baas.jfield(d.data, 'a') operator(baas.=) ($1 -> 0), false))");
         assert_eq!(sql(json!({"a": {"$in": []}})).0, "false");
         assert_eq!(sql(json!({"a": {"$nin": []}})).0, "true");
         assert_eq!(sql(json!({})).0, "true");
@@ -212,7 +228,10 @@ mod tests {
     #[test]
     fn order_appends_id_and_puts_missing_last() {
         let k = parse_order("score,-created_at").unwrap();
-        assert_eq!(order_sql(&k), "(d.data -> 'score') asc nulls last, d.created_at desc nulls last, d.id asc nulls last");
+        assert_eq!(
+            order_sql(&k),
+            "baas.jfield(d.data, 'score') using operator(baas.<) nulls last, d.created_at desc nulls last, d.id asc nulls last"
+        );
         assert_eq!(order_sql(&[]), "d.created_at asc nulls last, d.id asc nulls last");
         let mut p = Params::default();
         let a = after_sql(&[], &json!([["2026-01-01T00:00:00+00:00"], ["0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"]]), &mut p).unwrap();

@@ -66,6 +66,9 @@ begin
         when 'create_small' then perform baas.create_document(small_colls[1 + i % array_length(small_colls, 1)], jsonb_build_object('i', i));
         when 'patch_big' then perform baas.patch_document('big', big_ids[k], jsonb_build_object('seen', i));
         when 'count_big' then perform baas.count('big');
+        when 'q_eq' then perform baas.list_documents('q', jsonb_build_object('cat', i % 50000), lim => 20);
+        when 'q_range' then perform baas.list_documents('q', jsonb_build_object('score', jsonb_build_object('$gte', (i * 7919) % 90000, '$lt', (i * 7919) % 90000 + 10000)), 'score', 20);
+        when 'q_count' then perform baas.list_documents('q', jsonb_build_object('bucket', i % 100), lim => 0, with_count => true);
         end case;
         perform set_config('role', 'none', true);
         perform set_config('baas.claims', '', true);
@@ -91,11 +94,15 @@ fn main() -> Result<()> {
 
     let t = Instant::now();
     let mut claims = Vec::new();
+    let mut user0_token = String::new();
     for i in 0..100 {
         let r: serde_json::Value = db
             .query_one("select baas.signup($1, 'bench password 1')", &[&format!("u{i}@bench.test")])?
             .get(0);
         let token = r["access_token"].as_str().unwrap();
+        if i == 0 {
+            user0_token = token.to_string();
+        }
         let payload = token.split('.').nth(1).unwrap();
         claims.push(decode_b64(payload));
     }
@@ -158,22 +165,95 @@ fn main() -> Result<()> {
     db.batch_execute(BENCH_FN)?;
     let (small_colls, small_ids): (Vec<String>, Vec<String>) = small_targets.into_iter().unzip();
     let claims_json: serde_json::Value = serde_json::from_str(u0)?;
-    let mut bench = |op: &str, n: i32| -> Result<Vec<f64>> {
+    let mut bench1 = |op: &str, n: i32| -> Result<Vec<f64>> {
         // Warm-up (plans cached, pages in memory), then the measured run.
         db.query_one("select pg_temp.bench($1, $2, $3, $4, $5, $6)", &[&op, &n.min(50), &claims_json, &big_ids, &small_colls, &small_ids])?;
         Ok(db.query_one("select pg_temp.bench($1, $2, $3, $4, $5, $6)", &[&op, &n, &claims_json, &big_ids, &small_colls, &small_ids])?.get(0))
     };
     println!("| SQL call as a signed-in user, incl. authenticate | mean µs  | p50 µs   | p99 µs   |");
     println!("|------------------------------------------------|---------:|---------:|---------:|");
-    row("get by id, big collection", bench("get_big", n)?);
-    row("get by id, small collections", bench("get_small", n)?);
-    row("list first 20, small collections", bench("list_small", n)?);
-    row("list first 20 readable (~1%), big collection", bench("list_big", n / 4)?);
-    row("create, big collection", bench("create_big", n)?);
-    row("create, small collections", bench("create_small", n)?);
-    row("patch by id, big collection", bench("patch_big", n)?);
-    row("count readable, big collection (full scan)", bench("count_big", (n / 100).max(5))?);
+    row("get by id, big collection", bench1("get_big", n)?);
+    row("get by id, small collections", bench1("get_small", n)?);
+    row("list first 20, small collections", bench1("list_small", n)?);
+    row("list first 20 readable (~1%), big collection", bench1("list_big", n / 4)?);
+    row("create, big collection", bench1("create_big", n)?);
+    row("create, small collections", bench1("create_small", n)?);
+    row("patch by id, big collection", bench1("patch_big", n)?);
+    row("count readable, big collection (full scan)", bench1("count_big", (n / 100).max(5))?);
     println!("\n(timed inside Postgres with clock_timestamp(); 2-core machine; one backend, sequential calls)");
+
+    // Query language on one collection "q" of args.docs documents, all readable by
+    // signed-in users, with indexes on the filtered fields.
+    let t = Instant::now();
+    db.batch_execute(r#"select baas.create_collection('q', '{"default_acl": {"read": ["authenticated"]}}')"#)?;
+    db.execute(
+        "insert into baas.documents (collection_id, id, owner, data, acl_read)
+         select c.id, baas.uuid7(), (u.ids)[1 + (g % 100)],
+                jsonb_build_object('cat', g % 50000, 'score', g % 100000, 'bucket', g % 100, 'title', 'document ' || g),
+                '{authenticated}'
+           from baas.collections c, (select array_agg(id order by created_at) as ids from baas.users) u,
+                generate_series(1, $1::bigint) g
+          where c.name = 'q'",
+        &[&args.docs],
+    )?;
+    let load_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for path in ["cat", "score", "bucket"] {
+        db.execute("select baas.create_index('q', $1)", &[&path])?;
+    }
+    db.batch_execute("analyze baas.documents")?;
+    println!("\nquery collection: {} documents loaded in {load_secs:.1} s, 3 indexes built in {:.1} s\n", args.docs, t.elapsed().as_secs_f64());
+    let mut bench = |op: &str, n: i32| -> Result<Vec<f64>> {
+        db.query_one("select pg_temp.bench($1, $2, $3, $4, $5, $6)", &[&op, &n.min(50), &claims_json, &big_ids, &small_colls, &small_ids])?;
+        Ok(db.query_one("select pg_temp.bench($1, $2, $3, $4, $5, $6)", &[&op, &n, &claims_json, &big_ids, &small_colls, &small_ids])?.get(0))
+    };
+    let sql_eq = bench("q_eq", n)?;
+    let sql_range = bench("q_range", n)?;
+    let sql_count = bench("q_count", n / 4)?;
+
+    // The same three requests over HTTP through the real proxy, one client, sequential.
+    let url = cluster.authenticator_url()?;
+    let proxy = pgbaas_testkit::Proxy::start(&url, &[])?;
+    let token = user0_token.clone();
+    let http = |q: &dyn Fn(usize) -> String, n: usize| -> Result<Vec<f64>> {
+        let agent = ureq::AgentBuilder::new().build();
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n + 50 {
+            let url = format!("{}/v1/collections/q/documents?{}", proxy.base(), q(i));
+            let t = Instant::now();
+            let r = agent.get(&url).set("Authorization", &format!("Bearer {token}")).call()?;
+            let _ = r.into_string()?;
+            if i >= 50 {
+                out.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        Ok(out)
+    };
+    let enc = |v: serde_json::Value| -> String {
+        v.to_string().bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    };
+    let http_eq = http(&|i| format!("limit=20&where={}", enc(serde_json::json!({"cat": i % 50000}))), n as usize)?;
+    let http_range = http(&|i| {
+        let lo = (i * 7919) % 90000;
+        format!("limit=20&order=score&where={}", enc(serde_json::json!({"score": {"$gte": lo, "$lt": lo + 10000}})))
+    }, n as usize)?;
+    let http_count = http(&|i| format!("limit=0&count=true&where={}", enc(serde_json::json!({"bucket": i % 100}))), (n / 4) as usize)?;
+    drop(proxy);
+
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!("| query on {} documents, as a signed-in user   | SQL mean µs | SQL p99 µs | HTTP mean µs | HTTP p99 µs | HTTP − SQL µs |", args.docs);
+    println!("|------------------------------------------------|------------:|-----------:|-------------:|------------:|--------------:|");
+    for (name, mut s, mut h) in [
+        ("equality on an indexed field, 20 results", sql_eq, http_eq),
+        ("range on an indexed field, ordered, limit 20", sql_range, http_range),
+        ("count=true on a filter matching 1%", sql_count, http_count),
+    ] {
+        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        h.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let p99 = |v: &[f64]| v[((v.len() as f64 * 0.99) as usize).min(v.len() - 1)];
+        println!("| {name:<46} | {:>11.0} | {:>10.0} | {:>12.0} | {:>11.0} | {:>13.0} |", mean(&s), p99(&s), mean(&h), p99(&h), mean(&h) - mean(&s));
+    }
+    println!("\n(HTTP: one keep-alive client on the same 2 cores as the proxy and Postgres, sequential requests)");
     drop(db);
     drop(cluster);
     Ok(())
