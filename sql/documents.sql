@@ -767,8 +767,11 @@ begin
     -- the field's distribution, so "cat = 42" is estimated at its real handful of rows.
     if not exists (select from pg_statistic_ext x where x.stxnamespace = 'baas'::regnamespace
                    and x.stxname = 'documents_expr_' || substr(md5(path), 1, 12)) then
-        execute format('create statistics baas.%I on (%s) from baas.documents',
-                       'documents_expr_' || substr(md5(path), 1, 12), v_expr);
+        -- With the type too: range filters check jsonb_typeof(field), and without
+        -- statistics its default selectivity (0.5%) made a 100,000-row range look like
+        -- one row, so the planner sorted all of them instead of walking the index.
+        execute format('create statistics baas.%I on (%s), (jsonb_typeof(%s)) from baas.documents',
+                       'documents_expr_' || substr(md5(path), 1, 12), v_expr, v_expr);
         analyze baas.documents;
     end if;
     insert into baas.indexes (collection_id, path, kind, name) values (c.id, create_index.path, kind, v_name);
