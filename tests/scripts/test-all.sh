@@ -8,8 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash tests/scripts/install-deps.sh
 
+# Every tier's output also goes to a log, so the last line can total them.
+log="$(mktemp /tmp/pgbaas-test-log-XXXXXX)"
+tier() { "$@" 2>&1 | tee -a "$log"; }
+
 echo "== tier 1: cargo test (proxy logic)"
-cargo test --release -p pgbaas-proxy
+tier cargo test --release -p pgbaas-proxy
 
 echo "== tier 2: cargo pgrx test (extension)"
 if [ "$(id -u)" -eq 0 ]; then
@@ -17,14 +21,18 @@ if [ "$(id -u)" -eq 0 ]; then
     pgdata="$(mktemp -d /tmp/pgbaas-pgrx-XXXXXX)"
     chown postgres:postgres "$pgdata"
     trap 'rm -rf "$pgdata"' EXIT
-    cargo pgrx test -p pgbaas pg15 --runas postgres --pgdata "$pgdata"
+    tier cargo pgrx test -p pgbaas pg15 --runas postgres --pgdata "$pgdata"
 else
-    cargo pgrx test -p pgbaas pg15
+    tier cargo pgrx test -p pgbaas pg15
 fi
 
 echo "== build: the pgrx test run installed its test build; install the release build"
 bash tests/scripts/build.sh
 
 echo "== tiers 3 and 4: SQL regression and end-to-end"
-cargo test --release -p pgbaas-tests
+tier cargo test --release -p pgbaas-tests
 echo "== all tiers passed"
+# One closing line over all tiers (cargo prints one "test result" per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
