@@ -380,7 +380,8 @@ end
 $$;
 comment on function baas.get_document(text, text) is 'One document, or P0002 document_not_found when it does not exist or the caller may not read it';
 
-create function baas.replace_document(collection text, id text, data jsonb, expected_version bigint default null)
+-- PUT and PATCH: replace `data`, or merge-patch it (RFC 7386).
+create function baas.write_document(collection text, id text, data jsonb, expected_version bigint, merge boolean)
 returns jsonb
 language plpgsql volatile
 as $$
@@ -390,9 +391,11 @@ declare
     d baas.documents;
 begin
     if data is null or jsonb_typeof(data) <> 'object' then
-        raise exception using errcode = '22023', detail = 'invalid_data', message = 'data must be a JSON object';
+        raise exception using errcode = '22023', detail = 'invalid_data',
+            message = case when merge then 'data must be a JSON object (a merge patch)' else 'data must be a JSON object' end;
     end if;
-    update baas.documents t set data = replace_document.data
+    update baas.documents t
+       set data = case when merge then baas.merge_patch(t.data, write_document.data) else write_document.data end
      where t.collection_id = c.id and t.id = v_id
        and (expected_version is null or t.version = expected_version)
     returning * into d;
@@ -402,31 +405,18 @@ begin
     return baas.document_json(d, c.name);
 end
 $$;
+
+create function baas.replace_document(collection text, id text, data jsonb, expected_version bigint default null)
+returns jsonb
+language plpgsql volatile
+as $$ begin return baas.write_document(collection, id, data, expected_version, false); end $$;
 comment on function baas.replace_document(text, text, jsonb, bigint) is
     'Replace data; with expected_version, 40001 version_conflict when stale';
 
 create function baas.patch_document(collection text, id text, patch jsonb, expected_version bigint default null)
 returns jsonb
 language plpgsql volatile
-as $$
-declare
-    c baas.collections := baas.collection_by_name(collection);
-    v_id uuid := baas.parse_document_id(id);
-    d baas.documents;
-begin
-    if patch is null or jsonb_typeof(patch) <> 'object' then
-        raise exception using errcode = '22023', detail = 'invalid_data', message = 'data must be a JSON object (a merge patch)';
-    end if;
-    update baas.documents t set data = baas.merge_patch(t.data, patch)
-     where t.collection_id = c.id and t.id = v_id
-       and (expected_version is null or t.version = expected_version)
-    returning * into d;
-    if not found then
-        perform baas.explain_write_miss(c, v_id, id, expected_version, 'update');
-    end if;
-    return baas.document_json(d, c.name);
-end
-$$;
+as $$ begin return baas.write_document(collection, id, patch, expected_version, true); end $$;
 comment on function baas.patch_document(text, text, jsonb, bigint) is
     'Apply an RFC 7386 merge patch to data; with expected_version, 40001 version_conflict when stale';
 

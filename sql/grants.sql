@@ -47,6 +47,7 @@ grant execute on function
     baas.set_document_owner(integer, uuid, uuid),
     baas.create_document(text, jsonb, jsonb, uuid),
     baas.get_document(text, text),
+    baas.write_document(text, text, jsonb, bigint, boolean),
     baas.replace_document(text, text, jsonb, bigint),
     baas.patch_document(text, text, jsonb, bigint),
     baas.delete_document(text, text, bigint),

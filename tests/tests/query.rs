@@ -309,12 +309,13 @@ fn a_query_over_the_statement_timeout_is_503_and_the_proxy_stays_healthy() {
         .execute(
             "insert into baas.documents (collection_id, id, owner, data)
              select c.id, baas.uuid7(), $2::text::uuid, jsonb_build_object('n', g, 'blob', repeat('x', 200))
-               from baas.collections c, generate_series(1, 60000) g where c.name = $1",
+               from baas.collections c, generate_series(1, 100000) g where c.name = $1",
             &[&c, &a.id],
         )
         .unwrap();
     let url = env().cluster.authenticator_url().unwrap();
-    let strict = pgbaas_testkit::Proxy::start(&url, &["--statement-timeout-ms", "5"]).unwrap();
+    // 25 ms: far below the ~100+ ms the unindexed count needs, far above a lookup by id.
+    let strict = pgbaas_testkit::Proxy::start(&url, &["--statement-timeout-ms", "25"]).unwrap();
     let base = strict.base();
     let get = |path: &str| {
         let r = ureq::get(&format!("{base}{path}")).set("Authorization", &format!("Bearer {}", a.access)).call();
@@ -330,6 +331,7 @@ fn a_query_over_the_statement_timeout_is_503_and_the_proxy_stays_healthy() {
     assert!(body.contains("query_timeout"), "{body}");
     let (status, _) = get("/healthz");
     assert_eq!(status, 200, "the proxy is still healthy");
-    let (status, _) = get(&doc_path(&c, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"));
-    assert_eq!(status, 404, "and still answers quick queries");
+    // Still answers quick queries (a few tries: other tests load the same 2 cores).
+    let ok = (0..5).any(|_| get(&doc_path(&c, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")).0 == 404);
+    assert!(ok, "a lookup by id should still be answered");
 }
