@@ -124,7 +124,12 @@ impl Cluster {
         if !c.data().join("PG_VERSION").exists() {
             c.initdb(temporary)?;
         }
-        c.start()?;
+        if c.is_running() {
+            // A previous run was killed before it could stop Postgres: reuse it.
+            eprintln!("pgbaas: Postgres in {} is already running; reusing it", c.dir.display());
+        } else {
+            c.start()?;
+        }
         c.bootstrap()?;
         Ok(c)
     }
