@@ -278,6 +278,11 @@ begin
     if v_sid is null or baas.uid() is null then
         perform baas._raise('28000', 'not_authenticated', 'this call needs a signed-in user');
     end if;
+    -- Checked again here, not only in baas.authenticate(): a role that reaches these
+    -- functions from SQL without the proxy must still hold a live session.
+    if not baas._session_active(v_sid, baas.uid()) then
+        perform baas._raise('28000', 'invalid_token', 'the session of this token has ended');
+    end if;
     return v_sid;
 end
 $$;
@@ -382,6 +387,10 @@ as $$
       from baas._signing_keys k, baas.settings s
      where k.retired_at is null
         or k.retired_at > now() - s.access_token_ttl - interval '1 minute'
+        -- a live service token signed while this key was active
+        or exists (select from baas.service_tokens t
+                    where t.revoked_at is null and t.expires_at > now()
+                      and t.created_at >= k.created_at and t.created_at < k.retired_at)
 $$;
 comment on function baas.jwks() is 'JSON Web Key Set of the public keys that verify pgbaas access tokens';
 
@@ -449,7 +458,10 @@ begin
     if not found then
         perform baas._raise('55000', 'no_signing_key', 'pgbaas has no active signing key; run select baas.rotate_signing_key()');
     end if;
-    insert into baas.service_tokens (id, name, expires_at) values (v_id, create_service_token.name, now() + ttl);
+    -- clock_timestamp(), like the keys' created_at/retired_at, so that baas.jwks() can
+    -- tell which key signed it even within one transaction.
+    insert into baas.service_tokens (id, name, created_at, expires_at)
+    values (v_id, create_service_token.name, clock_timestamp(), now() + ttl);
     return jsonb_build_object(
         'id', v_id,
         'token', baas._sign_jwt(k.kid, k.secret, jsonb_build_object(

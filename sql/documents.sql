@@ -167,7 +167,8 @@ create index documents_list_idx on baas.documents (collection_id, created_at, id
 create index documents_owner_idx on baas.documents (owner);
 revoke all on baas.documents from public;
 grant select, insert, delete on baas.documents to baas_anon, baas_user, baas_service;
--- owner changes only through baas.transfer(); ids, collection and creation time never.
+-- ids, collection and creation time never change; owner changes are stopped by the
+-- guard trigger for everyone but the owner and privileged callers (baas.transfer()).
 grant update (data, acl_read, acl_update, acl_delete, owner, version, updated_at)
     on baas.documents to baas_anon, baas_user, baas_service;
 select pg_catalog.pg_extension_config_dump('baas.documents', '');
@@ -195,6 +196,16 @@ create policy documents_update on baas.documents for update to baas_anon, baas_u
 create policy documents_delete on baas.documents for delete to baas_anon, baas_user
     using (owner = (select baas.uid()) or acl_delete && (select baas.principals()));
 
+-- True for the callers that bypass document ACLs: the service role and superusers
+-- (DBAs, and the extension's own SECURITY DEFINER steps). Listed positively, so a
+-- custom role that merely inherits baas_user gets no more than baas_user.
+create function baas.privileged_caller() returns boolean
+language sql stable
+as $$
+    select current_user = 'baas_service'
+        or exists (select from pg_catalog.pg_roles r where r.rolname = current_user and (r.rolsuper or r.rolbypassrls))
+$$;
+
 -- System fields are the system's: whatever a writer sends, id/collection/creation time
 -- stay, version counts every change, timestamps come from the clock. Only the owner
 -- (or the service role) may change the ACL or hand the document to someone else.
@@ -205,7 +216,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_schema jsonb;
-    v_privileged boolean := current_user not in ('baas_anon', 'baas_user');
+    v_privileged boolean := baas.privileged_caller();
 begin
     if tg_op = 'INSERT' then
         new.version := 1;
@@ -217,7 +228,8 @@ begin
         new.created_at := old.created_at;
         new.version := old.version + 1;
         new.updated_at := greatest(now(), old.updated_at);
-        if not v_privileged and old.owner is distinct from baas.uid() then
+        -- Anonymous callers own nothing, and nobody owns an ownerless document.
+        if not v_privileged and (old.owner is null or old.owner is distinct from baas.uid()) then
             if new.owner is distinct from old.owner then
                 raise exception using errcode = '42501', detail = 'forbidden',
                     message = 'only the owner may transfer this document';
@@ -327,7 +339,7 @@ begin
     if data is null or jsonb_typeof(data) <> 'object' then
         raise exception using errcode = '22023', detail = 'invalid_data', message = 'data must be a JSON object';
     end if;
-    if current_user in ('baas_anon', 'baas_user') and not (c.create_acl && baas.principals()) then
+    if not baas.privileged_caller() and not (c.create_acl && baas.principals()) then
         raise exception using errcode = '42501', detail = 'forbidden',
             message = format('you may not create documents in %s', c.name);
     end if;
@@ -530,7 +542,7 @@ begin
     if not found then
         perform baas.document_not_found(c.name, id);
     end if;
-    if current_user in ('baas_anon', 'baas_user') and d.owner is distinct from baas.uid() then
+    if not baas.privileged_caller() and (d.owner is null or d.owner is distinct from baas.uid()) then
         raise exception using errcode = '42501', detail = 'forbidden',
             message = 'only the owner may manage this document''s ACL and owner';
     end if;
@@ -563,6 +575,11 @@ begin
         acl_delete = array(select jsonb_array_elements_text(a -> 'delete'))
      where t.collection_id = c.id and t.id = d.id
     returning * into d;
+    if not found then
+        -- Visible and owned, yet the update policy let no row through.
+        raise exception using errcode = '42501', detail = 'forbidden',
+            message = 'you may not change this document''s ACL';
+    end if;
     return baas.document_json(d, c.name) -> 'acl';
 end
 $$;

@@ -44,6 +44,7 @@ grant execute on function
     baas.owned_document(baas.collections, text),
     baas.change_acl(text, text, text, text, boolean),
     baas.caller_role(),
+    baas.privileged_caller(),
     baas.set_document_owner(integer, uuid, uuid),
     baas.create_document(text, jsonb, jsonb, uuid),
     baas.get_document(text, text),
@@ -99,6 +100,10 @@ grant execute on function
     baas.auth_settings(),
     baas.claims()
   to baas_authenticator;
+
+-- The proxy's sessions resolve unqualified names in pg_catalog only: nothing a
+-- user could create elsewhere can shadow an operator in the SQL it sends.
+alter role baas_authenticator set search_path = pg_catalog, pg_temp;
 
 -- The first signing key, made at CREATE EXTENSION.
 insert into baas._signing_keys (kid, secret, public_jwk)

@@ -30,8 +30,18 @@ pub fn make_pool(url: &str, size: usize, wait: Duration) -> Result<Pool, String>
 /// What the route's SQL function returns.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Returns {
+    /// A row whose first column is the response body as text (`jsonb::text`), and any
+    /// further text columns the route wants (a version for ETag, an error code).
     Json,
     Void,
+}
+
+/// The body passes through as Postgres wrote it: never re-parsed here, so documents
+/// nested deeper than serde_json's limit cannot trip the proxy, and no time is spent
+/// re-encoding.
+pub struct Out {
+    pub body: String,
+    pub extra: Vec<Option<String>>,
 }
 
 pub fn map_pg_error(e: &tokio_postgres::Error, anonymous: bool) -> ApiError {
@@ -77,7 +87,7 @@ pub async fn call(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     returns: Returns,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Option<Out>, ApiError> {
     call_as(ctx.pool, ctx.claims, ctx.statement_timeout, sql, params, returns).await
 }
 
@@ -88,7 +98,7 @@ pub async fn call_as(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     returns: Returns,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Option<Out>, ApiError> {
     let anonymous = claims.is_none();
     let mut guard = Guard { conn: Some(get(pool).await?) };
     let client = guard.conn.as_ref().expect("set above");
@@ -110,7 +120,11 @@ pub async fn call_as(
         async {
             match returns {
                 Returns::Json => client.query_opt(&stmt, params).await.map(|row| {
-                    row.and_then(|r| r.get::<_, Option<Value>>(0))
+                    row.and_then(|r| {
+                        let body = r.try_get::<_, Option<String>>(0).ok().flatten()?;
+                        let extra = (1..r.len()).map(|i| r.try_get::<_, Option<String>>(i).ok().flatten()).collect();
+                        Some(Out { body, extra })
+                    })
                 }),
                 Returns::Void => client.execute(&stmt, params).await.map(|_| None),
             }

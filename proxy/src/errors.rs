@@ -83,6 +83,9 @@ pub fn status_for(sqlstate: &str, anonymous: bool) -> (StatusCode, &'static str)
         "57014" => (S::SERVICE_UNAVAILABLE, "query_timeout"),
         "55000" => (S::SERVICE_UNAVAILABLE, "service_unavailable"),
         "25006" => (S::METHOD_NOT_ALLOWED, "read_only"),
+        // Program limits a client's input can hit, e.g. a value too large for the
+        // btree index on its field (54000).
+        s if s.starts_with("54") => (S::BAD_REQUEST, "limit_exceeded"),
         s if s.starts_with("22") || s == "23502" || s == "23514" => (S::BAD_REQUEST, "invalid_request"),
         s if s.starts_with("08") || s.starts_with("53") || s.starts_with("57P") => {
             (S::SERVICE_UNAVAILABLE, "database_unavailable")
@@ -135,5 +138,6 @@ mod tests {
         assert_eq!(status_for("23505", false).0, StatusCode::CONFLICT);
         assert_eq!(status_for("28P01", true).0, StatusCode::UNAUTHORIZED);
         assert_eq!(status_for("22P02", true).0, StatusCode::BAD_REQUEST);
+        assert_eq!(status_for("54000", false), (StatusCode::BAD_REQUEST, "limit_exceeded"));
     }
 }

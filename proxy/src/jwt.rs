@@ -140,16 +140,22 @@ impl KeyCache {
         *self.current.write().expect("key cache lock") = Arc::new(keys);
     }
 
-    /// Make sure a reload has happened since `kid` was found missing: one caller
-    /// reloads, concurrent callers wait for it; reloads are spaced by at least a second.
+    /// Make sure a reload has happened since `kid` was found missing. Single flight:
+    /// one caller reloads (at most one reload a second); callers that were waiting
+    /// meanwhile use that reload instead of queueing their own, so a flood of forged
+    /// kids costs one query a second and drains at once.
     pub async fn reload_for_kid<F, Fut>(&self, kid: &str, reload: F)
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let mut last = self.kid_reload.lock().await;
+        let arrived = Instant::now();
         if self.get().has_kid(kid) {
-            return; // someone else's reload found it
+            return;
+        }
+        let mut last = self.kid_reload.lock().await;
+        if *last >= arrived || self.get().has_kid(kid) {
+            return; // a reload finished after this request arrived
         }
         let since = last.elapsed();
         if since < MIN_RELOAD_INTERVAL {
@@ -222,5 +228,33 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), 3);
         // The first reload is immediate, then one per second.
         assert!(t0.elapsed() >= Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_unknown_kids_share_one_reload() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let ks = KeySet::from_json(&json!({"keys": []}), &json!({"issuer": "i", "audience": "a"})).unwrap();
+        let cache = Arc::new(KeyCache::new(ks, Duration::from_secs(30)));
+        let count = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (cache, count) = (cache.clone(), count.clone());
+                tokio::spawn(async move {
+                    cache
+                        .reload_for_kid("forged", || async {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            count.fetch_add(1, Ordering::SeqCst);
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // 50 forged tokens at once: one or two reloads, not fifty seconds of queue.
+        assert!(count.load(Ordering::SeqCst) <= 2, "{} reloads", count.load(Ordering::SeqCst));
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     }
 }

@@ -1,7 +1,7 @@
 -- The auth functions as a DBA calls them from psql: results, SQLSTATEs and the stable
 -- error codes in DETAIL.
 begin;
-select plan(19);
+select plan(22);
 
 create function pg_temp.detail_of(q text) returns text language plpgsql as $$
 declare d text;
@@ -42,6 +42,18 @@ select ok((select password_hash like '$argon2id$%' from baas.users where email =
 -- Rotation: one new active key, the old one retired but still published.
 select lives_ok($$ select baas.rotate_signing_key() $$, 'rotate from SQL');
 select is(jsonb_array_length(baas.jwks() -> 'keys'), 2, 'old and new key are both in the JWKS');
+
+-- A service token keeps its key published for as long as the token lives.
+select (baas.create_service_token('jwks-test', '30 days') ->> 'id') as svc \gset
+select baas.rotate_signing_key() is not null as rotated \gset
+-- Pretend all of this happened two days ago: key lifetimes and the token's creation alike.
+update baas._signing_keys set created_at = created_at - interval '2 days', retired_at = retired_at - interval '2 days'
+ where retired_at is not null;
+update baas.service_tokens set created_at = created_at - interval '2 days';
+select is(jsonb_array_length(baas.jwks() -> 'keys'), 2, 'a retired key that signed a live service token stays in the JWKS');
+select baas.revoke_service_token(:'svc');
+select is(jsonb_array_length(baas.jwks() -> 'keys'), 1, 'once the token is revoked the old keys drop out');
+select is(pg_temp.detail_of($$ select baas.create_service_token('x', '0 seconds') $$), '22023 invalid_request', 'a service token needs a lifetime');
 
 select * from finish();
 rollback;

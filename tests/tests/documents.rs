@@ -309,3 +309,55 @@ fn acl_routes_and_transfer() {
         Some(r#"{"owner": "00000000-0000-0000-0000-000000000000"}"#));
     assert_eq!(nobody.status, 400);
 }
+
+#[test]
+fn deeply_nested_data_never_breaks_a_response() {
+    // Bodies parse up to serde_json's depth limit; the responses nest the data deeper.
+    // The proxy passes Postgres's JSON through without re-parsing it, so they work.
+    let c = collection("deep", json!({"create": ["public"]}));
+    let a = signup("deep");
+    let mut data = json!({"leaf": 1});
+    for _ in 0..120 {
+        data = json!({"n": data});
+    }
+    let r = post(&docs_path(&c), Some(&a.access), json!({"data": data, "acl": {"read": ["public"]}}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let raw_list = raw(format!("GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", docs_path(&c)).as_bytes());
+    assert_eq!(raw_status(&raw_list), 200, "{raw_list:.300}");
+    assert!(raw_list.contains(&id));
+    let raw_get = raw(format!("GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", doc_path(&c, &id)).as_bytes());
+    assert_eq!(raw_status(&raw_get), 200);
+    assert!(raw_get.to_ascii_lowercase().contains("etag: \"1\""), "{raw_get:.300}");
+}
+
+#[test]
+fn nobody_manages_an_ownerless_document_but_the_service() {
+    // Created anonymously: no owner. Even with update rights, an anonymous caller
+    // (who owns nothing) must not be able to change its ACL.
+    let c = collection("ownerless", json!({"create": ["public"]}));
+    let id = create_doc(&c, None, json!({"x": 1}), Some(json!({"update": ["public"]})));
+    let acl = format!("{}/acl", doc_path(&c, &id));
+    let r = call("PUT", &acl, None, Some(r#"{"read": ["public"], "update": ["public"], "delete": ["public"]}"#));
+    assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.body);
+    let a = signup("ownerless");
+    let r = call("PUT", &acl, Some(&a.access), Some(r#"{"delete": ["authenticated"]}"#));
+    assert_eq!(r.status, 403);
+    assert_eq!(call("DELETE", &doc_path(&c, &id), None, None).status, 403, "still not deletable");
+    assert_eq!(call("PATCH", &doc_path(&c, &id), None, Some(r#"{"data": {"x": 2}}"#)).status, 200, "update rights still hold");
+    let r = call("PUT", &acl, Some(&service_token()), Some(r#"{"read": ["public"], "delete": ["public"]}"#));
+    assert_eq!(r.status, 200, "the service role manages it: {}", r.body);
+}
+
+#[test]
+fn a_value_too_large_for_its_index_is_400_not_500() {
+    let c = collection("bigvalue", json!({}));
+    let a = signup("bigvalue");
+    assert_eq!(post(&format!("/v1/collections/{c}/indexes"), Some(&service_token()), json!({"path": "title"})).status, 201);
+    // Incompressible text well past btree's ~2.7 kB row limit.
+    use rand::{distributions::Alphanumeric, Rng};
+    let title: String = rand::thread_rng().sample_iter(&Alphanumeric).take(8000).map(char::from).collect();
+    let r = post(&docs_path(&c), Some(&a.access), json!({"data": {"title": title}}));
+    assert_eq!((r.status, r.code()), (400, "limit_exceeded"), "{}", r.body);
+    assert_eq!(post(&docs_path(&c), Some(&a.access), json!({"data": {"title": "short"}})).status, 201);
+}

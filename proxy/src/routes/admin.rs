@@ -9,26 +9,26 @@ use crate::server::{Ctx, Reply};
 use http::StatusCode;
 use serde_json::Value;
 
-fn json(status: StatusCode, v: Option<Value>) -> Result<Reply, ApiError> {
-    let v = v.ok_or_else(ApiError::internal)?;
-    Ok(Reply::json(status, v.to_string().into_bytes()))
+fn json(status: StatusCode, out: Option<db::Out>) -> Result<Reply, ApiError> {
+    let out = out.ok_or_else(ApiError::internal)?;
+    Ok(Reply::json(status, out.body.into_bytes()))
 }
 
 pub async fn create_collection(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let m = parse_object(body)?;
     let name = string_field(&m, "name", true)?;
     let options = options_field(&m)?.cloned().unwrap_or_else(|| Value::Object(Default::default()));
-    let out = db::call(ctx, "select baas.create_collection($1, $2)", &[&name, &options], Returns::Json).await?;
+    let out = db::call(ctx, "select x::text from baas.create_collection($1, $2) x", &[&name, &options], Returns::Json).await?;
     json(StatusCode::CREATED, out)
 }
 
 pub async fn list_collections(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let out = db::call(ctx, "select jsonb_build_object('items', baas.collections())", &[], Returns::Json).await?;
+    let out = db::call(ctx, "select jsonb_build_object('items', baas.collections())::text", &[], Returns::Json).await?;
     json(StatusCode::OK, out)
 }
 
 pub async fn get_collection(ctx: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
-    let out = db::call(ctx, "select baas.get_collection($1)", &[&name], Returns::Json).await?;
+    let out = db::call(ctx, "select x::text from baas.get_collection($1) x", &[&name], Returns::Json).await?;
     json(StatusCode::OK, out)
 }
 
@@ -38,7 +38,7 @@ pub async fn drop_collection(ctx: &Ctx<'_>, name: &str) -> Result<Reply, ApiErro
 }
 
 pub async fn list_roles(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let out = db::call(ctx, "select jsonb_build_object('items', baas.list_roles())", &[], Returns::Json).await?;
+    let out = db::call(ctx, "select jsonb_build_object('items', baas.list_roles())::text", &[], Returns::Json).await?;
     json(StatusCode::OK, out)
 }
 
@@ -61,7 +61,7 @@ pub async fn membership(ctx: &Ctx<'_>, sql: &str, role: &str, member: &str) -> R
 }
 
 pub async fn list_indexes(ctx: &Ctx<'_>, c: &str) -> Result<Reply, ApiError> {
-    let out = db::call(ctx, "select jsonb_build_object('items', baas.list_indexes($1))", &[&c], Returns::Json).await?;
+    let out = db::call(ctx, "select jsonb_build_object('items', baas.list_indexes($1))::text", &[&c], Returns::Json).await?;
     json(StatusCode::OK, out)
 }
 
@@ -69,7 +69,7 @@ pub async fn create_index(ctx: &Ctx<'_>, c: &str, body: &[u8]) -> Result<Reply, 
     let m = parse_object(body)?;
     let path = string_field(&m, "path", true)?;
     let kind = string_field(&m, "kind", false)?.unwrap_or("btree");
-    let out = db::call(ctx, "select baas.create_index($1, $2, $3)", &[&c, &path, &kind], Returns::Json).await?;
+    let out = db::call(ctx, "select x::text from baas.create_index($1, $2, $3) x", &[&c, &path, &kind], Returns::Json).await?;
     json(StatusCode::CREATED, out)
 }
 

@@ -35,15 +35,9 @@ pub fn object_field<'a>(m: &'a Map<String, Value>, name: &str) -> Result<Option<
     }
 }
 
-fn json(status: StatusCode, v: Option<Value>) -> Result<Reply, ApiError> {
-    let v = v.ok_or_else(ApiError::internal)?;
-    // baas.refresh reports a detected reuse as a result so its revocation commits.
-    if let Some(err) = v.get("error") {
-        let code = err["code"].as_str().unwrap_or("invalid_refresh_token");
-        let message = err["message"].as_str().unwrap_or("refresh token is not valid");
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, code, message));
-    }
-    Ok(Reply::json(status, v.to_string().into_bytes()).no_store())
+fn json(status: StatusCode, out: Option<db::Out>) -> Result<Reply, ApiError> {
+    let out = out.ok_or_else(ApiError::internal)?;
+    Ok(Reply::json(status, out.body.into_bytes()).no_store())
 }
 
 pub async fn signup(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
@@ -51,7 +45,7 @@ pub async fn signup(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let email = string_field(&m, "email", true)?;
     let password = string_field(&m, "password", true)?;
     let data = object_field(&m, "data")?.cloned().unwrap_or_else(|| Value::Object(Map::new()));
-    let out = db::call(ctx, "select baas.signup($1, $2, $3)", &[&email, &password, &data], Returns::Json).await?;
+    let out = db::call(ctx, "select x::text from baas.signup($1, $2, $3) x", &[&email, &password, &data], Returns::Json).await?;
     json(StatusCode::CREATED, out)
 }
 
@@ -59,14 +53,27 @@ pub async fn login(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let m = parse_object(body)?;
     let email = string_field(&m, "email", true)?;
     let password = string_field(&m, "password", true)?;
-    let out = db::call(ctx, "select baas.login($1, $2)", &[&email, &password], Returns::Json).await?;
+    let out = db::call(ctx, "select x::text from baas.login($1, $2) x", &[&email, &password], Returns::Json).await?;
     json(StatusCode::OK, out)
 }
 
 pub async fn refresh(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let m = parse_object(body)?;
     let token = string_field(&m, "refresh_token", true)?;
-    let out = db::call(ctx, "select baas.refresh($1)", &[&token], Returns::Json).await?;
+    let out = db::call(
+        ctx,
+        "select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message' from baas.refresh($1) x",
+        &[&token],
+        Returns::Json,
+    )
+    .await?;
+    // baas.refresh reports a detected reuse as a result so its revocation commits.
+    if let Some(db::Out { extra, .. }) = &out {
+        if let Some(Some(code)) = extra.first() {
+            let message = extra.get(1).cloned().flatten().unwrap_or_else(|| "refresh token is not valid".into());
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, code, message));
+        }
+    }
     json(StatusCode::OK, out)
 }
 
@@ -76,7 +83,7 @@ pub async fn logout(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
 }
 
 pub async fn get_user(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let out = db::call(ctx, "select baas.get_user()", &[], Returns::Json).await?;
+    let out = db::call(ctx, "select x::text from baas.get_user() x", &[], Returns::Json).await?;
     json(StatusCode::OK, out)
 }
 
@@ -90,7 +97,7 @@ pub async fn update_user(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> 
     }
     let out = db::call(
         ctx,
-        "select baas.update_user($1, $2, $3)",
+        "select x::text from baas.update_user($1, $2, $3) x",
         &[&data, &password, &current],
         Returns::Json,
     )

@@ -7,17 +7,23 @@ use crate::server::{Ctx, Reply};
 use http::StatusCode;
 use serde_json::Value;
 
-fn document(status: StatusCode, v: Option<Value>) -> Result<Reply, ApiError> {
-    let v = v.ok_or_else(ApiError::internal)?;
-    let etag = v.get("version").and_then(Value::as_i64).map(|n| format!("\"{n}\""));
-    let mut r = Reply::json(status, v.to_string().into_bytes()).no_store();
+/// Document routes select `x::text, x ->> 'version'`: the body and its ETag.
+fn document(status: StatusCode, out: Option<db::Out>) -> Result<Reply, ApiError> {
+    let out = out.ok_or_else(ApiError::internal)?;
+    let etag = out.extra.first().cloned().flatten().map(|n| format!("\"{n}\""));
+    let mut r = Reply::json(status, out.body.into_bytes()).no_store();
     r.etag = etag;
     Ok(r)
 }
 
-fn json(status: StatusCode, v: Option<Value>) -> Result<Reply, ApiError> {
-    let v = v.ok_or_else(ApiError::internal)?;
-    Ok(Reply::json(status, v.to_string().into_bytes()).no_store())
+fn json(status: StatusCode, out: Option<db::Out>) -> Result<Reply, ApiError> {
+    let out = out.ok_or_else(ApiError::internal)?;
+    Ok(Reply::json(status, out.body.into_bytes()).no_store())
+}
+
+/// `select x::text, x ->> 'version' from <call> x`
+fn doc_sql(call: &str) -> String {
+    format!("select x::text, x ->> 'version' from {call} x")
 }
 
 /// `If-Match: "3"` (or `3`, or `W/"3"`) -> Some(3); absent or `*` -> None.
@@ -155,12 +161,12 @@ pub async fn create(ctx: &Ctx<'_>, c: &str, body: &[u8]) -> Result<Reply, ApiErr
     };
     let id = string_field(&m, "id", false)?;
     let out = db::call(ctx,
-        "select baas.create_document($1, $2, $3, $4::text::uuid)", &[&c, data, &acl, &id], Returns::Json).await?;
+        &doc_sql("baas.create_document($1, $2, $3, $4::text::uuid)"), &[&c, data, &acl, &id], Returns::Json).await?;
     document(StatusCode::CREATED, out)
 }
 
 pub async fn get(ctx: &Ctx<'_>, c: &str, id: &str) -> Result<Reply, ApiError> {
-    let out = db::call(ctx, "select baas.get_document($1, $2)", &[&c, &id], Returns::Json).await?;
+    let out = db::call(ctx, &doc_sql("baas.get_document($1, $2)"), &[&c, &id], Returns::Json).await?;
     document(StatusCode::OK, out)
 }
 
@@ -175,14 +181,14 @@ fn data_field(body: &[u8]) -> Result<Value, ApiError> {
 
 pub async fn replace(ctx: &Ctx<'_>, c: &str, id: &str, body: &[u8], version: Option<i64>) -> Result<Reply, ApiError> {
     let data = data_field(body)?;
-    let out = db::call(ctx, "select baas.replace_document($1, $2, $3, $4)",
+    let out = db::call(ctx, &doc_sql("baas.replace_document($1, $2, $3, $4)"),
         &[&c, &id, &data, &version], Returns::Json).await?;
     document(StatusCode::OK, out)
 }
 
 pub async fn patch(ctx: &Ctx<'_>, c: &str, id: &str, body: &[u8], version: Option<i64>) -> Result<Reply, ApiError> {
     let data = data_field(body)?;
-    let out = db::call(ctx, "select baas.patch_document($1, $2, $3, $4)",
+    let out = db::call(ctx, &doc_sql("baas.patch_document($1, $2, $3, $4)"),
         &[&c, &id, &data, &version], Returns::Json).await?;
     document(StatusCode::OK, out)
 }
@@ -196,7 +202,7 @@ pub async fn list(ctx: &Ctx<'_>, c: &str, query: Option<&str>) -> Result<Reply, 
     let p = list_params(query)?;
     let out = db::call(
         ctx,
-        "select baas.list_documents($1, $2, $3, $4, $5, $6, $7::text::uuid, $8)",
+        "select x::text from baas.list_documents($1, $2, $3, $4, $5, $6, $7::text::uuid, $8) x",
         &[&c, &p.filter, &p.order, &p.limit, &p.offset, &p.count, &p.after, &p.fields],
         Returns::Json,
     )
@@ -205,20 +211,20 @@ pub async fn list(ctx: &Ctx<'_>, c: &str, query: Option<&str>) -> Result<Reply, 
 }
 
 pub async fn get_acl(ctx: &Ctx<'_>, c: &str, id: &str) -> Result<Reply, ApiError> {
-    let out = db::call(ctx, "select baas.get_acl($1, $2)", &[&c, &id], Returns::Json).await?;
+    let out = db::call(ctx, "select x::text from baas.get_acl($1, $2) x", &[&c, &id], Returns::Json).await?;
     json(StatusCode::OK, out)
 }
 
 pub async fn set_acl(ctx: &Ctx<'_>, c: &str, id: &str, body: &[u8]) -> Result<Reply, ApiError> {
     let acl = Value::Object(parse_object(body)?);
-    let out = db::call(ctx, "select baas.set_acl($1, $2, $3)", &[&c, &id, &acl], Returns::Json).await?;
+    let out = db::call(ctx, "select x::text from baas.set_acl($1, $2, $3) x", &[&c, &id, &acl], Returns::Json).await?;
     json(StatusCode::OK, out)
 }
 
 pub async fn set_owner(ctx: &Ctx<'_>, c: &str, id: &str, body: &[u8]) -> Result<Reply, ApiError> {
     let m = parse_object(body)?;
     let owner = string_field(&m, "owner", true)?;
-    let out = db::call(ctx, "select baas.transfer($1, $2, $3::text::uuid)",
+    let out = db::call(ctx, &doc_sql("baas.transfer($1, $2, $3::text::uuid)"),
         &[&c, &id, &owner], Returns::Json).await?;
     document(StatusCode::OK, out)
 }
