@@ -101,7 +101,9 @@ pub async fn call_as(
 ) -> Result<Option<Out>, ApiError> {
     let anonymous = claims.is_none();
     let mut guard = Guard { conn: Some(get(pool).await?) };
-    let client = guard.conn.as_ref().expect("set above");
+    let Some(client) = guard.conn.as_ref() else {
+        return Err(ApiError::internal()); // unreachable: set on the line above
+    };
     let prep = |e: tokio_postgres::Error| map_pg_error(&e, anonymous);
     let begin = client.prepare_cached("begin").await.map_err(prep)?;
     // Every statement of the request runs under the configured statement_timeout.
@@ -138,9 +140,10 @@ pub async fn call_as(
         .and_then(|v| r_commit.map(|_| v))
         .map_err(|e| map_pg_error(&e, anonymous));
     // COMMIT of an aborted transaction rolls back, so the connection is idle again.
-    let conn = guard.conn.take().expect("set above");
-    if conn.is_closed() {
-        drop(Object::take(conn));
+    if let Some(conn) = guard.conn.take() {
+        if conn.is_closed() {
+            drop(Object::take(conn));
+        }
     }
     result
 }

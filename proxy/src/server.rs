@@ -71,7 +71,14 @@ impl Reply {
         if let Some(etag) = self.etag {
             b = b.header(header::ETAG, etag);
         }
-        b.body(self.body).expect("static headers are valid")
+        b.body(self.body).unwrap_or_else(|e| {
+            // Only our own header values go in; should one ever be invalid, answer 500
+            // without it rather than panic.
+            log::error!("building a response: {e}");
+            let mut r = Response::new(ApiError::internal().body());
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        })
     }
 }
 

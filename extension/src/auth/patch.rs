@@ -10,7 +10,9 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     if !target.is_object() {
         *target = Value::Object(Default::default());
     }
-    let map = target.as_object_mut().expect("made an object above");
+    let Value::Object(map) = target else {
+        return; // unreachable: made an object just above
+    };
     for (k, v) in patch {
         if v.is_null() {
             map.remove(k);

@@ -63,7 +63,10 @@ pub fn compile_filter(f: &Filter, params: &mut Params) -> String {
                     }
                 }
             }
-            if parts.len() == 1 { parts.into_iter().next().unwrap() } else { format!("({})", parts.join(" and ")) }
+            match parts.as_slice() {
+                [one] => one.clone(),
+                _ => format!("({})", parts.join(" and ")),
+            }
         }
     }
 }

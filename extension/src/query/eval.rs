@@ -31,7 +31,7 @@ fn num_cmp(x: &serde_json::Number, y: &serde_json::Number) -> Ordering {
     // The generators use integers and simple decimals; f64 is exact enough for them.
     match (x.as_i64(), y.as_i64()) {
         (Some(a), Some(b)) => a.cmp(&b),
-        _ => x.as_f64().unwrap().partial_cmp(&y.as_f64().unwrap()).unwrap_or(Ordering::Equal),
+        _ => x.as_f64().zip(y.as_f64()).and_then(|(a, b)| a.partial_cmp(&b)).unwrap_or(Ordering::Equal),
     }
 }
 

@@ -109,7 +109,14 @@ fn parse_filter(v: &Value, depth: usize, at: &str) -> Result<Filter, BaasError> 
             field => Filter::Field(Path::parse(field)?, parse_conds(field, val, depth + 1)?),
         });
     }
-    Ok(if parts.len() == 1 { parts.pop().unwrap() } else { Filter::And(parts) })
+    Ok(match (parts.pop(), parts.is_empty()) {
+        (Some(only), true) => only,
+        (Some(last), false) => {
+            parts.push(last);
+            Filter::And(parts)
+        }
+        (None, _) => Filter::And(parts),
+    })
 }
 
 fn is_operator_object(m: &Map<String, Value>) -> bool {
