@@ -11,7 +11,8 @@ use crate::errors::ApiError;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Tokens we sign are ~500 bytes; anything far larger is not ours.
@@ -59,8 +60,7 @@ impl KeySet {
 pub enum Verdict {
     /// Verified claims, re-serialised for `baas.authenticate`.
     Valid(String),
-    /// Signature-independent failure: the token is malformed or signed by a key we do
-    /// not know (yet).
+    /// Well-formed, but signed by a key we do not know (yet).
     UnknownKey,
     Invalid(ApiError),
 }
@@ -116,7 +116,10 @@ pub fn verify(keys: &KeySet, token: &str) -> Verdict {
 /// Shared key cache with reload bookkeeping.
 pub struct KeyCache {
     current: RwLock<Arc<KeySet>>,
-    last_reload: Mutex<Instant>,
+    /// Milliseconds since `epoch` of the last periodic reload: checked on every request,
+    /// so an atomic rather than a lock.
+    last_reload_ms: AtomicU64,
+    epoch: Instant,
     /// Held while an unknown-kid reload runs; holds the time of the last such reload.
     kid_reload: tokio::sync::Mutex<Instant>,
     pub refresh_every: Duration,
@@ -126,18 +129,20 @@ impl KeyCache {
     pub fn new(initial: KeySet, refresh_every: Duration) -> Self {
         KeyCache {
             current: RwLock::new(Arc::new(initial)),
-            last_reload: Mutex::new(Instant::now()),
+            last_reload_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
             kid_reload: tokio::sync::Mutex::new(Instant::now() - MIN_RELOAD_INTERVAL),
             refresh_every,
         }
     }
 
     pub fn get(&self) -> Arc<KeySet> {
-        self.current.read().expect("key cache lock").clone()
+        // A poisoned lock still holds a valid key set: use it rather than panic.
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn replace(&self, keys: KeySet) {
-        *self.current.write().expect("key cache lock") = Arc::new(keys);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
     }
 
     /// Make sure a reload has happened since `kid` was found missing. Single flight:
@@ -170,13 +175,10 @@ impl KeyCache {
 
     /// Claim the periodic reload: true at most once per refresh period.
     pub fn claim_reload(&self) -> bool {
-        let mut last = self.last_reload.lock().expect("reload lock");
-        if last.elapsed() >= self.refresh_every {
-            *last = Instant::now();
-            true
-        } else {
-            false
-        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let last = self.last_reload_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= self.refresh_every.as_millis() as u64
+            && self.last_reload_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 }
 
@@ -210,7 +212,9 @@ mod tests {
         let ks = KeySet::from_json(&json!({"keys": []}), &json!({"issuer": "i", "audience": "a"})).unwrap();
         let cache = KeyCache::new(ks, Duration::from_secs(30));
         assert!(!cache.claim_reload(), "just loaded");
-        *cache.last_reload.lock().unwrap() -= Duration::from_secs(31);
+        // Pretend the last reload was 31 s before the cache's clock started.
+        cache.last_reload_ms.store(0, Ordering::Relaxed);
+        let cache = KeyCache { epoch: Instant::now() - Duration::from_secs(31), ..cache };
         assert!(cache.claim_reload());
         assert!(!cache.claim_reload());
     }

@@ -3,17 +3,6 @@
 begin;
 select plan(23);
 
--- Runs q as role r; returns 'ok' or the SQLSTATE it failed with. The role switch is
--- undone with the subtransaction either way.
-create function pg_temp.sqlstate_as(r text, q text) returns text language plpgsql as $$
-begin
-    execute format('set local role %I', r);
-    execute q;
-    execute 'reset role';
-    return 'ok';
-exception when others then
-    return sqlstate;
-end $$;
 
 select has_role('baas_anon');
 select has_role('baas_user');

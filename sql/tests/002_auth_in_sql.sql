@@ -3,15 +3,6 @@
 begin;
 select plan(22);
 
-create function pg_temp.detail_of(q text) returns text language plpgsql as $$
-declare d text;
-begin
-    execute q;
-    return null;
-exception when others then
-    get stacked diagnostics d = pg_exception_detail;
-    return sqlstate || ' ' || d;
-end $$;
 
 select lives_ok($$ select baas.signup('DBA@Example.com', 'long enough pw', '{"plan": "pro"}') $$, 'signup from SQL');
 select is((select email from baas.users where email = 'dba@example.com'), 'dba@example.com', 'email is stored lower-cased');

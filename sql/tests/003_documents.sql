@@ -51,64 +51,41 @@ select is(pg_temp.sees(:'c'), array['authenticated', 'public'], 'a stranger: aut
 select is(pg_temp.sees(null), array['public'], 'anonymous: public only');
 select is((select (x #>> '{}')::int from baas.as_user(:'c', 'select baas.count(''m'')') x), 2, 'counts obey the policies');
 
--- The SQLSTATE and code a caller gets for a write.
-create function pg_temp.try_as(uid text, q text) returns text language plpgsql as $$
-declare d text;
-begin
-    perform * from baas.as_user(uid::uuid, q);
-    return 'ok';
-exception when others then
-    get stacked diagnostics d = pg_exception_detail;
-    return sqlstate || ' ' || coalesce(d, '');
-end $$;
 create function pg_temp.id_of(name text) returns text language sql as $$ select id::text from cases where cases.name = id_of.name $$;
 
-select is(pg_temp.try_as(:'b', format('select baas.patch_document(''m'', %L, ''{"x":1}'')', pg_temp.id_of('update_b'))), 'ok', 'b may update update_b');
-select is(pg_temp.try_as(:'b', format('select baas.patch_document(''m'', %L, ''{"x":1}'')', pg_temp.id_of('read_b'))), '42501 forbidden', 'b may read but not update read_b');
-select is(pg_temp.try_as(:'c', format('select baas.patch_document(''m'', %L, ''{"x":1}'')', pg_temp.id_of('read_b'))), 'P0002 document_not_found', 'c cannot tell read_b exists');
-select is(pg_temp.try_as(:'b', format('select baas.delete_document(''m'', %L)', pg_temp.id_of('update_b'))), '42501 forbidden', 'b may not delete update_b');
-select is(pg_temp.try_as(null, format('select baas.delete_document(''m'', %L)', pg_temp.id_of('public'))), '42501 forbidden', 'anon reads public, cannot delete');
-select is(pg_temp.try_as(:'b', format('select baas.set_acl(''m'', %L, ''{}'')', pg_temp.id_of('update_b'))), '42501 forbidden', 'a grantee cannot change the ACL');
-select is(pg_temp.try_as(:'b', format('select baas.transfer(''m'', %L, %L)', pg_temp.id_of('update_b'), :'b')), '42501 forbidden', 'a grantee cannot take the document');
-select is(pg_temp.try_as(null, 'select baas.create_document(''m'', ''{}'')'), '42501 forbidden', 'anon may not create by default');
-select is(pg_temp.try_as(:'c', 'select baas.create_collection(''x'')'), '42501 ', 'users cannot create collections');
-select is(pg_temp.try_as(:'c', format('select baas.patch_document(''m'', %L, ''{}'', 1)', pg_temp.id_of('public'))), '42501 forbidden', 'current version of a readable doc without update right: forbidden');
-select is(pg_temp.try_as(:'b', format('select baas.patch_document(''m'', %L, ''{}'', 99)', pg_temp.id_of('update_b'))), '40001 version_conflict', 'stale version');
+select is(pg_temp.outcome_as(:'b', format('select baas.patch_document(''m'', %L, ''{"x":1}'')', pg_temp.id_of('update_b'))), 'ok', 'b may update update_b');
+select is(pg_temp.outcome_as(:'b', format('select baas.patch_document(''m'', %L, ''{"x":1}'')', pg_temp.id_of('read_b'))), '42501 forbidden', 'b may read but not update read_b');
+select is(pg_temp.outcome_as(:'c', format('select baas.patch_document(''m'', %L, ''{"x":1}'')', pg_temp.id_of('read_b'))), 'P0002 document_not_found', 'c cannot tell read_b exists');
+select is(pg_temp.outcome_as(:'b', format('select baas.delete_document(''m'', %L)', pg_temp.id_of('update_b'))), '42501 forbidden', 'b may not delete update_b');
+select is(pg_temp.outcome_as(null, format('select baas.delete_document(''m'', %L)', pg_temp.id_of('public'))), '42501 forbidden', 'anon reads public, cannot delete');
+select is(pg_temp.outcome_as(:'b', format('select baas.set_acl(''m'', %L, ''{}'')', pg_temp.id_of('update_b'))), '42501 forbidden', 'a grantee cannot change the ACL');
+select is(pg_temp.outcome_as(:'b', format('select baas.transfer(''m'', %L, %L)', pg_temp.id_of('update_b'), :'b')), '42501 forbidden', 'a grantee cannot take the document');
+select is(pg_temp.outcome_as(null, 'select baas.create_document(''m'', ''{}'')'), '42501 forbidden', 'anon may not create by default');
+select is(pg_temp.outcome_as(:'c', 'select baas.create_collection(''x'')'), '42501 ', 'users cannot create collections');
+select is(pg_temp.outcome_as(:'c', format('select baas.patch_document(''m'', %L, ''{}'', 1)', pg_temp.id_of('public'))), '42501 forbidden', 'current version of a readable doc without update right: forbidden');
+select is(pg_temp.outcome_as(:'b', format('select baas.patch_document(''m'', %L, ''{}'', 99)', pg_temp.id_of('update_b'))), '40001 version_conflict', 'stale version');
 
 -- grant/revoke, one principal at a time.
-select is(pg_temp.try_as(:'a', format('select baas.grant(''m'', %L, ''delete'', %L)', pg_temp.id_of('private'), 'user:' || :'c')), 'ok', 'the owner grants delete');
+select is(pg_temp.outcome_as(:'a', format('select baas.grant(''m'', %L, ''delete'', %L)', pg_temp.id_of('private'), 'user:' || :'c')), 'ok', 'the owner grants delete');
 select ok('private' = any(pg_temp.sees(:'c')), 'delete implies read: c now sees it');
-select is(pg_temp.try_as(:'a', format('select baas.revoke(''m'', %L, ''read'', %L)', pg_temp.id_of('private'), 'user:' || :'c')), 'ok', 'the owner revokes read');
+select is(pg_temp.outcome_as(:'a', format('select baas.revoke(''m'', %L, ''read'', %L)', pg_temp.id_of('private'), 'user:' || :'c')), 'ok', 'the owner revokes read');
 select ok(not 'private' = any(pg_temp.sees(:'c')), 'revoking read revokes everything: c no longer sees it');
-select is(pg_temp.try_as(:'a', format('select baas.grant(''m'', %L, ''write'', ''public'')', pg_temp.id_of('private'))), '22023 invalid_acl', 'unknown permission');
+select is(pg_temp.outcome_as(:'a', format('select baas.grant(''m'', %L, ''write'', ''public'')', pg_temp.id_of('private'))), '22023 invalid_acl', 'unknown permission');
 
 -- Membership changes apply to the next statement.
 select baas.remove_role_member('team', :'b');
 select is(pg_temp.sees(:'b'), array['authenticated', 'public', 'read_b', 'update_b'], 'leaving a role drops its documents at once');
 
--- Runs a statement (DML too) as a user, the way as_user() does for queries.
-create function pg_temp.exec_as(uid text, q text) returns text language plpgsql as $$
-declare d text;
-begin
-    perform set_config('baas.claims', jsonb_build_object('sub', uid, 'role', 'baas_user')::text, true);
-    perform set_config('role', 'baas_user', true);
-    execute q;
-    reset role;
-    return 'ok';
-exception when others then
-    get stacked diagnostics d = pg_exception_detail;
-    return sqlstate || ' ' || coalesce(d, '');
-end $$;
 
 -- Direct table access by API roles is still fenced by the policies.
 select is((select count(*)::int from baas.as_user(null, 'select * from baas.documents')), 1, 'anon reading the table sees the public row only');
 select is((select count(*)::int from baas.as_user(:'c', 'select * from baas.documents')), 2, 'c reading the table sees 2 rows');
-select is(pg_temp.exec_as(:'c', format('update baas.documents set owner = %L', :'c')), 'ok', 'an UPDATE of invisible rows does nothing...');
+select is(pg_temp.outcome_as(:'c', format('update baas.documents set owner = %L', :'c')), 'ok', 'an UPDATE of invisible rows does nothing...');
 select is((select count(*)::int from baas.documents where owner = :'c'::uuid), 0, '...and changed no owner');
-select is(pg_temp.exec_as(:'b', format('update baas.documents set acl_read = ''{public}'' where id = %L', pg_temp.id_of('update_b'))),
+select is(pg_temp.outcome_as(:'b', format('update baas.documents set acl_read = ''{public}'' where id = %L', pg_temp.id_of('update_b'))),
           '42501 forbidden', 'the guard trigger stops a grantee editing the ACL directly');
-select is(pg_temp.try_as(null, 'select * from baas.users'), '42501 ', 'anon cannot read users');
-select is(pg_temp.try_as(null, 'select * from baas.role_members'), '42501 ', 'anon cannot read role memberships');
+select is(pg_temp.outcome_as(null, 'select * from baas.users'), '42501 ', 'anon cannot read users');
+select is(pg_temp.outcome_as(null, 'select * from baas.role_members'), '42501 ', 'anon cannot read role memberships');
 select is_empty($$
     select c.relname from pg_class c
      where c.relnamespace = 'baas'::regnamespace and c.relkind in ('v', 'm')
@@ -136,7 +113,7 @@ select ok(not exists (select from plan_lines where line ~ 'Filter: .*baas\.(uid|
 select baas.create_collection('typed', '{"schema": {"type": "object", "required": ["title"]}}') is not null as t \gset
 select throws_ok($$ insert into baas.documents (collection_id, id, data) select id, baas.uuid7(), '{}' from baas.collections where name = 'typed' $$,
     '23514', null, 'a superuser insert is checked against the schema too');
-select is(pg_temp.try_as(:'a', 'select baas.create_document(''typed'', ''{"title": 1}'')'), 'ok', 'a valid document is accepted');
+select is(pg_temp.outcome_as(:'a', 'select baas.create_document(''typed'', ''{"title": 1}'')'), 'ok', 'a valid document is accepted');
 
 select * from finish();
 rollback;

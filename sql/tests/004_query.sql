@@ -3,15 +3,6 @@
 begin;
 select plan(10);
 
-create function pg_temp.detail_of(q text) returns text language plpgsql as $$
-declare d text;
-begin
-    execute q;
-    return null;
-exception when others then
-    get stacked diagnostics d = pg_exception_detail;
-    return sqlstate || ' ' || d;
-end $$;
 
 select baas.signup('q@query.test', 'long enough pw') -> 'user' ->> 'id' as u \gset
 select baas.create_collection('qt', '{"default_acl": {"read": ["authenticated"]}}') is not null as ok \gset

@@ -18,6 +18,8 @@ fn sql_regression_files_pass() {
         .filter(|p| p.extension().is_some_and(|e| e == "sql"))
         .collect();
     files.sort();
+    // Shared helper functions, loaded into each file's session first.
+    let helpers = workspace_root().join("sql/tests/helpers.psql");
     assert!(!files.is_empty(), "no SQL test files found");
     let mut failures = Vec::new();
     let mut total = 0;
@@ -25,6 +27,8 @@ fn sql_regression_files_pass() {
         let out = Command::new(pg_bindir().join("psql"))
             .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d"])
             .arg(cluster.url("postgres", DB))
+            .arg("-f")
+            .arg(&helpers)
             .arg("-f")
             .arg(f)
             .output()

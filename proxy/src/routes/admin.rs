@@ -3,21 +3,15 @@
 
 use crate::db::{self, Returns};
 use crate::errors::ApiError;
-use crate::routes::auth::{parse_object, string_field};
-use crate::routes::documents::options_field;
+use crate::routes::{json_out as json, object_field, parse_object, string_field};
 use crate::server::{Ctx, Reply};
 use http::StatusCode;
 use serde_json::Value;
 
-fn json(status: StatusCode, out: Option<db::Out>) -> Result<Reply, ApiError> {
-    let out = out.ok_or_else(ApiError::internal)?;
-    Ok(Reply::json(status, out.body.into_bytes()))
-}
-
 pub async fn create_collection(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let m = parse_object(body)?;
     let name = string_field(&m, "name", true)?;
-    let options = options_field(&m)?.cloned().unwrap_or_else(|| Value::Object(Default::default()));
+    let options = object_field(&m, "options")?.cloned().unwrap_or_else(|| Value::Object(Default::default()));
     let out = db::call(ctx, "select x::text from baas.create_collection($1, $2) x", &[&name, &options], Returns::Json).await?;
     json(StatusCode::CREATED, out)
 }

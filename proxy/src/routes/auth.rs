@@ -2,42 +2,14 @@
 
 use crate::db::{self, Returns};
 use crate::errors::ApiError;
+use crate::routes::{json_out, object_field, parse_object, string_field};
 use crate::server::{Ctx, Reply};
 use http::StatusCode;
 use serde_json::{Map, Value};
 
-/// The body as a JSON object, or 400.
-pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::bad_request("invalid_json", "request body must be a JSON object"));
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request("invalid_json", "request body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_request("invalid_json", format!("request body is not valid JSON: {e}"))),
-    }
-}
-
-pub fn string_field<'a>(m: &'a Map<String, Value>, name: &str, required: bool) -> Result<Option<&'a str>, ApiError> {
-    match m.get(name) {
-        None | Some(Value::Null) if !required => Ok(None),
-        None | Some(Value::Null) => Err(ApiError::bad_request("invalid_request", format!("field '{name}' is required"))),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::bad_request("invalid_request", format!("field '{name}' must be a string"))),
-    }
-}
-
-pub fn object_field<'a>(m: &'a Map<String, Value>, name: &str) -> Result<Option<&'a Value>, ApiError> {
-    match m.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v @ Value::Object(_)) => Ok(Some(v)),
-        Some(_) => Err(ApiError::bad_request("invalid_request", format!("field '{name}' must be a JSON object"))),
-    }
-}
-
+/// Auth responses carry tokens or account data: never cached.
 fn json(status: StatusCode, out: Option<db::Out>) -> Result<Reply, ApiError> {
-    let out = out.ok_or_else(ApiError::internal)?;
-    Ok(Reply::json(status, out.body.into_bytes()).no_store())
+    json_out(status, out).map(Reply::no_store)
 }
 
 pub async fn signup(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {

@@ -2,23 +2,22 @@
 
 use crate::db::{self, Returns};
 use crate::errors::ApiError;
-use crate::routes::auth::{object_field, parse_object, string_field};
+use crate::routes::{json_out, parse_object, string_field};
 use crate::server::{Ctx, Reply};
 use http::StatusCode;
 use serde_json::Value;
 
 /// Document routes select `x::text, x ->> 'version'`: the body and its ETag.
 fn document(status: StatusCode, out: Option<db::Out>) -> Result<Reply, ApiError> {
-    let out = out.ok_or_else(ApiError::internal)?;
-    let etag = out.extra.first().cloned().flatten().map(|n| format!("\"{n}\""));
-    let mut r = Reply::json(status, out.body.into_bytes()).no_store();
+    let etag = out.as_ref().and_then(|o| o.extra.first().cloned().flatten()).map(|n| format!("\"{n}\""));
+    let mut r = json(status, out)?;
     r.etag = etag;
     Ok(r)
 }
 
+/// Documents are per-user data: never cached.
 fn json(status: StatusCode, out: Option<db::Out>) -> Result<Reply, ApiError> {
-    let out = out.ok_or_else(ApiError::internal)?;
-    Ok(Reply::json(status, out.body.into_bytes()).no_store())
+    json_out(status, out).map(Reply::no_store)
 }
 
 /// `select x::text, x ->> 'version' from <call> x`
@@ -227,11 +226,6 @@ pub async fn set_owner(ctx: &Ctx<'_>, c: &str, id: &str, body: &[u8]) -> Result<
     let out = db::call(ctx, &doc_sql("baas.transfer($1, $2, $3::text::uuid)"),
         &[&c, &id, &owner], Returns::Json).await?;
     document(StatusCode::OK, out)
-}
-
-/// Unused fields are fine; `object_field` is re-exported for admin routes.
-pub fn options_field(m: &serde_json::Map<String, Value>) -> Result<Option<&Value>, ApiError> {
-    object_field(m, "options")
 }
 
 #[cfg(test)]
