@@ -503,7 +503,18 @@ declare
     c baas.collections := baas.collection_by_name(collection);
     q jsonb := baas.compile_query(filter, null, null, false);
     n bigint;
+    v_index integer;
 begin
+    -- One field with a btree index: count its entries, an index-only scan under the
+    -- same read rule (see baas.index_entries).
+    if jsonb_typeof(q -> 'entry') = 'object' then
+        v_index := baas.btree_index_id(c.id, q -> 'entry' ->> 'path');
+        if v_index is not null then
+            execute format('select count(*) from baas.index_entries e where e.index_id = %s and %s', v_index, q -> 'entry' ->> 'where')
+               into n using q -> 'params';
+            return n;
+        end if;
+    end if;
     execute format('select count(*) from baas.documents d where d.collection_id = %s and %s', c.id, q ->> 'where')
        into n using q -> 'params';
     return n;
@@ -730,6 +741,7 @@ as $$ select baas.collection_json(baas.collection_by_name(name)) $$;
 -- on exactly the expression the query compiler emits, so filters and orderings on the
 -- field can use them. btree: equality, number ranges, order. gin: $contains.
 create table baas.indexes (
+    id integer generated always as identity unique,
     collection_id integer not null references baas.collections (id) on delete cascade,
     path text not null,
     kind text not null check (kind in ('btree', 'gin')),
@@ -741,6 +753,90 @@ revoke all on baas.indexes from public;
 alter table baas.indexes enable row level security;
 select pg_catalog.pg_extension_config_dump('baas.indexes', '');
 
+-- Index entries: for each btree index, one narrow row per document of its collection
+-- holding the indexed field's value and the document's read rule (owner, acl_read).
+-- Postgres 15 cannot answer a query from an expression index alone, so counting the
+-- readable documents that match "bucket = 7" visits a heap page per match; here the
+-- same count is an index-only scan (baas.count). Kept by a trigger on baas.documents;
+-- nobody but that trigger and baas.create_index writes it. Read under the same rule
+-- as baas.documents (policies below mirror documents_read and documents_service).
+create table baas.index_entries (
+    index_id integer not null references baas.indexes (id) on delete cascade,
+    doc_id uuid not null,
+    value jsonb,            -- the field; null where the document lacks it
+    owner uuid,
+    acl_read text[] not null,
+    primary key (index_id, doc_id)
+) with (autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_vacuum_scale_factor = 0.02);
+-- (field, read rule): a count is an index-only scan once vacuum has marked the pages
+-- all-visible, which the autovacuum settings above keep doing as documents are written.
+create index index_entries_value_idx on baas.index_entries (index_id, value baas.jsonb_lp_ops) include (owner, acl_read);
+revoke all on baas.index_entries from public;
+grant select on baas.index_entries to baas_anon, baas_user, baas_service;
+alter table baas.index_entries enable row level security;
+alter table baas.index_entries force row level security;
+create policy index_entries_service on baas.index_entries for select to baas_service using (true);
+create policy index_entries_read on baas.index_entries for select to baas_anon, baas_user
+    using (owner = (select baas.uid()) or acl_read && (select baas.principals()));
+
+-- The value at a dotted path, object keys only: exactly what baas.index_expression's
+-- chain of baas.jfield calls reads.
+-- The id of a collection's btree index on a path, or null (for baas.count, which runs
+-- as the caller; the index list itself is for service tokens).
+create function baas.btree_index_id(collection_id integer, path text) returns integer
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select i.id from baas.indexes i
+     where i.collection_id = btree_index_id.collection_id and i.path = btree_index_id.path and i.kind = 'btree'
+$$;
+
+create function baas._jpath(v jsonb, path text) returns jsonb
+language plpgsql immutable strict parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    k text;
+begin
+    foreach k in array string_to_array(path, '.') loop
+        v := baas.jfield(v, k);
+        exit when v is null;
+    end loop;
+    return v;
+end
+$$;
+
+create function baas._index_entries_sync() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    -- Most collections have no btree index: one probe of baas.indexes, and done.
+    if not exists (select from baas.indexes i
+                    where i.collection_id = case when tg_op = 'DELETE' then old.collection_id else new.collection_id end
+                      and i.kind = 'btree') then
+        return null;
+    end if;
+    if tg_op = 'DELETE' then
+        delete from baas.index_entries e using baas.indexes i
+         where i.collection_id = old.collection_id and i.kind = 'btree' and e.index_id = i.id and e.doc_id = old.id;
+        return null;
+    end if;
+    if tg_op = 'UPDATE' and new.data is not distinct from old.data and new.owner is not distinct from old.owner
+       and new.acl_read is not distinct from old.acl_read then
+        return null;
+    end if;
+    insert into baas.index_entries as e (index_id, doc_id, value, owner, acl_read)
+    select i.id, new.id, baas._jpath(new.data, i.path), new.owner, new.acl_read
+      from baas.indexes i where i.collection_id = new.collection_id and i.kind = 'btree'
+    on conflict (index_id, doc_id) do update
+       set value = excluded.value, owner = excluded.owner, acl_read = excluded.acl_read;
+    return null;
+end
+$$;
+create trigger documents_index_entries after insert or update or delete on baas.documents
+    for each row execute function baas._index_entries_sync();
+
 create function baas.create_index(collection text, path text, kind text default 'btree') returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -749,6 +845,7 @@ declare
     c baas.collections := baas.collection_by_name(collection);
     v_expr text := baas.index_expression(path);
     v_name text := format('documents_c%s_%s_%s', c.id, kind, substr(md5(path), 1, 12));
+    v_id integer;
 begin
     if kind is null or kind not in ('btree', 'gin') then
         raise exception using errcode = '22023', detail = 'invalid_request', message = 'kind must be btree or gin';
@@ -781,7 +878,14 @@ begin
                        'documents_expr_' || substr(md5(path), 1, 12), v_expr, v_expr);
         analyze baas.documents;
     end if;
-    insert into baas.indexes (collection_id, path, kind, name) values (c.id, create_index.path, kind, v_name);
+    insert into baas.indexes (collection_id, path, kind, name) values (c.id, create_index.path, kind, v_name)
+    returning id into v_id;
+    if kind = 'btree' then
+        execute format('insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
+                        select %s, d.id, %s, d.owner, d.acl_read from baas.documents d where d.collection_id = %s',
+                       v_id, v_expr, c.id);
+        analyze baas.index_entries;
+    end if;
     return jsonb_build_object('collection', c.name, 'path', path, 'kind', kind, 'name', v_name);
 end
 $$;

@@ -54,6 +54,7 @@ grant execute on function
     baas.delete_document(text, text, bigint),
     baas.find(text, jsonb, text, integer, integer, uuid, text[]),
     baas.count(text, jsonb),
+    baas.btree_index_id(integer, text),
     baas.list_documents(text, jsonb, text, integer, integer, boolean, uuid, text[]),
     baas.compile_query(jsonb, text, jsonb, boolean),
     baas.jfield(jsonb, text),

@@ -35,8 +35,9 @@ create temp view api_readable as
          or has_table_privilege('baas_user', c.oid, 'select')
          or has_table_privilege('baas_service', c.oid, 'select')
          or has_table_privilege('baas_authenticator', c.oid, 'select'));
-select set_eq($$ select name from api_readable $$, array['collections', 'documents'],
-    'API roles can select from collections and documents only');
+-- index_entries: the counting copy of documents' read rule (same policies, forced).
+select set_eq($$ select name from api_readable $$, array['collections', 'documents', 'index_entries'],
+    'API roles can select from collections, documents and index entries only');
 select is_empty($$ select name from api_readable where not (relkind = 'r' and relrowsecurity and relforcerowsecurity) $$,
     'every table an API role can select from has forced row-level security');
 

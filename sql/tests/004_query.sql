@@ -1,7 +1,7 @@
 -- The query language as a DBA meets it: errors with SQLSTATE and code, filters
 -- through the SQL door, and indexes the planner uses under row-level security.
 begin;
-select plan(10);
+select plan(23);
 
 
 select baas.signup('q@query.test', 'long enough pw') -> 'user' ->> 'id' as u \gset
@@ -38,6 +38,62 @@ do $$ declare l text; begin
 end $$;
 reset role;
 select ok(exists (select from plan_lines where line like '%Index%documents_c%'), 'the equality filter is an index scan under RLS');
+
+-- Counts from index entries: with a btree index, a one-field count reads
+-- baas.index_entries, and must see exactly what the documents' read policy lets
+-- the caller see, through every change of data, ACL, owner and existence.
+select baas.signup('v@query.test', 'long enough pw') -> 'user' ->> 'id' as v \gset
+select baas.create_collection('qc') is not null as ok \gset
+insert into baas.documents (collection_id, id, owner, data, acl_read)
+select c.id, baas.uuid7(), case when g <= 100 then :'u'::uuid else :'v'::uuid end,
+       jsonb_build_object('bucket', g % 10), case when g > 100 and g % 20 = 3 then array['user:' || :'u'] else '{}' end
+  from baas.collections c, generate_series(1, 200) g where c.name = 'qc';
+select lives_ok($$ select baas.create_index('qc', 'bucket') $$, 'create_index fills the entries of existing documents');
+create function pg_temp.cnt(who uuid, f text) returns int language sql as $$
+    select (x #>> '{}')::int from baas.as_user(who, format('select baas.count(%L, %L)', 'qc', f)) x $$;
+create function pg_temp.found(who uuid, f text) returns int language sql as $$
+    select count(*)::int from baas.as_user(who, format('select * from baas.find(%L, %L, lim => 1000)', 'qc', f)) $$;
+-- u owns 10 of bucket 3 and may read v's 5 with g % 20 = 3; v sees its own 10.
+select is(pg_temp.cnt(:'u', '{"bucket": 3}'), 15, 'count: own documents plus those shared by ACL');
+select is(pg_temp.cnt(:'v', '{"bucket": 3}'), 10, 'count: another user sees only its own');
+select is(pg_temp.cnt(null, '{"bucket": 3}'), 0, 'count: anonymous sees none');
+select is(pg_temp.cnt(:'u', '{"bucket": {"$ne": 3}}'), pg_temp.found(:'u', '{"bucket": {"$ne": 3}}'), 'count $ne agrees with find');
+-- v revokes u's read on one shared document, transfers another to u, deletes a third;
+-- u moves one of its own to bucket 3.
+select baas.as_user(:'v', format($$ select baas.revoke('qc', %L, 'read', 'user:%s') $$,
+    (select id from baas.documents where owner = :'v' and acl_read <> '{}' order by id limit 1), :'u')) is not null as ok \gset
+select baas.as_user(:'v', format($$ select baas.transfer('qc', %L, %L) $$,
+    (select id from baas.documents where owner = :'v' and data = '{"bucket": 3}' and acl_read = '{}' order by id limit 1), :'u')) is not null as ok \gset
+select baas.as_user(:'v', format($$ select baas.delete_document('qc', %L) $$,
+    (select id from baas.documents where owner = :'v' and acl_read <> '{}' order by id desc limit 1))) is not null as ok \gset
+select baas.as_user(:'u', format($$ select baas.patch_document('qc', %L, '{"bucket": 3}') $$,
+    (select id from baas.documents where owner = :'u' and data = '{"bucket": 4}' order by id limit 1))) is not null as ok \gset
+select is(pg_temp.cnt(:'u', '{"bucket": 3}'), 15 - 1 + 1 - 1 + 1, 'count follows revoke, transfer, delete and patch');
+select is(pg_temp.cnt(:'u', '{"bucket": 3}'), pg_temp.found(:'u', '{"bucket": 3}'), 'and agrees with find');
+select is(pg_temp.cnt(:'v', '{"bucket": 3}'), 10 - 1 - 1, 'the previous owner no longer counts what it gave away or deleted');
+
+-- The count is an index-only scan of the entries for a signed-in user.
+truncate plan_lines;
+select set_config('t.sql', format('explain select count(*) from baas.index_entries e where e.index_id = %s and %s',
+    baas.btree_index_id((select id from baas.collections where name = 'qc'), 'bucket'),
+    baas.compile_query('{"bucket": 3}', null, null) -> 'entry' ->> 'where'), false);
+select set_config('t.params', (baas.compile_query('{"bucket": 3}', null, null) -> 'params')::text, false);
+set local role baas_user;
+select set_config('baas.claims', jsonb_build_object('sub', :'u', 'role', 'baas_user')::text, true);
+set local enable_seqscan = off;
+do $$ declare l text; begin
+    for l in execute current_setting('t.sql') using current_setting('t.params')::jsonb loop
+        insert into plan_lines values (l);
+    end loop;
+end $$;
+reset enable_seqscan;
+reset role;
+select ok(exists (select from plan_lines where line like '%Index Only Scan using index_entries_value_idx%'), 'the count is an index-only scan');
+select is(pg_temp.sqlstate_as('baas_user', $$ insert into baas.index_entries values (1, gen_random_uuid(), '3', null, '{public}') $$), '42501', 'users cannot write index entries');
+select baas.btree_index_id((select id from baas.collections where name = 'qc'), 'bucket') as qc_index \gset
+select lives_ok($$ select baas.drop_index('qc', 'bucket') $$, 'drop_index');
+select is((select count(*)::int from baas.index_entries where index_id = :qc_index), 0, 'dropping the index drops its entries');
+select is(pg_temp.cnt(:'u', '{"bucket": 3}'), 15, 'without the index the count is the same');
 
 select * from finish();
 rollback;

@@ -19,11 +19,24 @@ fn compile_query(filter: Option<JsonB>, order: Option<&str>, cursor: Option<Json
     let keys = parse::parse_order(order.unwrap_or("")).or_raise(F);
     let mut params = compile::Params::default();
     let mut where_sql = compile::compile_filter(&ast, &mut params);
+    // A filter that reads exactly one field can be counted from baas.index_entries
+    // when that field has a btree index: `entry_where` is the same filter over
+    // `e.value`, with the same parameters.
+    let paths = compile::filter_paths(&ast);
+    let entry = match (paths.as_slice(), &cursor) {
+        ([one], None) => {
+            let mut p2 = compile::Params::default();
+            let w = compile::compile_filter_on(&ast, &mut p2, &|_| "e.value".to_string());
+            (p2.0 == params.0).then(|| json!({"path": one, "where": w}))
+        }
+        _ => None,
+    };
     if let Some(c) = cursor {
         let after = compile::after_sql(&keys, &c.0, &mut params).or_raise(F);
         where_sql = format!("{where_sql} and {after}");
     }
     JsonB(json!({
+        "entry": entry,
         "where": where_sql,
         "order": compile::order_sql(&keys),
         "cursor": compile::cursor_sql(&keys),

@@ -44,14 +44,40 @@ impl Params {
 }
 
 pub fn compile_filter(f: &Filter, params: &mut Params) -> String {
+    compile_filter_on(f, params, &|p| path_expr(p, "d."))
+}
+
+/// The distinct data paths a filter reads, dotted, in first-use order.
+pub fn filter_paths(f: &Filter) -> Vec<String> {
+    fn walk(f: &Filter, out: &mut Vec<String>) {
+        match f {
+            Filter::And(fs) | Filter::Or(fs) => fs.iter().for_each(|f| walk(f, out)),
+            Filter::Not(inner) => walk(inner, out),
+            Filter::Field(p, _) => {
+                let d = p.dotted();
+                if !out.contains(&d) {
+                    out.push(d);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(f, &mut out);
+    out
+}
+
+/// The filter with each field read through `field(path)`: `d.data` paths for the
+/// documents table, or `e.value` for a filter on one path answered from
+/// baas.index_entries (same conditions, same parameters).
+pub fn compile_filter_on(f: &Filter, params: &mut Params, field: &dyn Fn(&Path) -> String) -> String {
     match f {
         Filter::And(fs) if fs.is_empty() => "true".into(),
-        Filter::And(fs) => format!("({})", fs.iter().map(|f| compile_filter(f, params)).collect::<Vec<_>>().join(" and ")),
-        Filter::Or(fs) => format!("({})", fs.iter().map(|f| compile_filter(f, params)).collect::<Vec<_>>().join(" or ")),
+        Filter::And(fs) => format!("({})", fs.iter().map(|f| compile_filter_on(f, params, field)).collect::<Vec<_>>().join(" and ")),
+        Filter::Or(fs) => format!("({})", fs.iter().map(|f| compile_filter_on(f, params, field)).collect::<Vec<_>>().join(" or ")),
         // Leaves are NULL (unknown) where a field is missing; NOT must see that as false.
-        Filter::Not(inner) => format!("(not coalesce({}, false))", compile_filter(inner, params)),
+        Filter::Not(inner) => format!("(not coalesce({}, false))", compile_filter_on(inner, params, field)),
         Filter::Field(path, conds) => {
-            let x = path_expr(path, "d.");
+            let x = field(path);
             // Conjuncts of all conditions; several range conditions on one field share
             // one type check (each extra check would multiply the planner's row
             // estimate by its selectivity).
