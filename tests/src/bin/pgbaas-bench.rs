@@ -1,0 +1,574 @@
+//! The side-by-side benchmark: pgbaas through its proxy, against the physical limit
+//! (the same SQL calls issued by pgbench) and against Parse Server on the same
+//! Postgres cluster, in one run. Prints one table.
+//!
+//!   make bench                          (installs wrk, postgis, Parse Server; builds; runs)
+//!   target/release/pgbaas-bench [--quick] [--no-peer] [--seconds N] [--connections N]
+//!
+//! --quick: 1 s per workload and a small data set (the test suite's smoke run).
+//! docs/benchmarks.md has a full run. Data is generated here with fixed seeds.
+
+use anyhow::{bail, Context, Result};
+use pgbaas_testkit::{pg_bindir, workspace_root, Cluster, Proxy, DB};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Args {
+    quick: bool,
+    peer: bool,
+    secs: u64,
+    warm: u64,
+    conns: usize,
+    items: i64,
+    users: i64,
+    patch_pool: i64,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 150_000 };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let num = |i: usize| -> Result<u64> {
+            argv.get(i + 1).and_then(|v| v.parse().ok()).with_context(|| format!("{} needs a number", argv[i]))
+        };
+        match argv[i].as_str() {
+            "--quick" => {
+                a.quick = true;
+                a.secs = 1;
+                a.warm = 1;
+                a.items = 10_000;
+                a.patch_pool = 10_000;
+            }
+            "--no-peer" => a.peer = false,
+            "--seconds" => {
+                a.secs = num(i)?;
+                i += 1;
+            }
+            "--connections" => {
+                a.conns = num(i)? as usize;
+                i += 1;
+            }
+            other => bail!("unknown argument {other}; see the comment at the top of pgbaas-bench.rs"),
+        }
+        i += 1;
+    }
+    Ok(a)
+}
+
+/// Deterministic document ids, so pgbench scripts and wrk Lua scripts can compute them.
+const ID_PREFIX: &str = "00000000-0000-7000-8000-";
+fn doc_id(k: i64) -> String {
+    format!("{ID_PREFIX}{k:012x}")
+}
+const PASSWORD: &str = "bench password 1";
+
+/// One measured run: requests per second and latency percentiles in ms.
+#[derive(Clone, Default)]
+struct Run {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    errors: u64,
+    requests: u64,
+    /// Proxy CPU seconds per 10k requests (pgbaas runs only).
+    cpu_per_10k: Option<f64>,
+}
+
+fn fmt_run(r: &Option<Run>) -> (String, String, String) {
+    match r {
+        Some(r) => (format!("{:.0}", r.rps), format!("{:.2}", r.p50), format!("{:.2}", r.p99)),
+        None => ("–".into(), "–".into(), "–".into()),
+    }
+}
+
+// ------------------------------------------------------------------------- wrk
+
+fn wrk(url: &str, script: &Path, secs: u64, conns: usize, offset: i64) -> Result<Run> {
+    let out = Command::new("wrk")
+        .args(["-t2", &format!("-c{conns}"), &format!("-d{secs}s"), "--latency", "--timeout", "10s", "-s"])
+        .arg(script)
+        .arg(url)
+        .args(["--", &offset.to_string()])
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    parse_wrk(&text).with_context(|| format!("unreadable wrk output:\n{text}"))
+}
+
+fn parse_wrk(text: &str) -> Option<Run> {
+    let dur = |s: &str| -> Option<f64> {
+        let s = s.trim();
+        let (num, mult) = if let Some(v) = s.strip_suffix("us") {
+            (v, 0.001)
+        } else if let Some(v) = s.strip_suffix("ms") {
+            (v, 1.0)
+        } else if let Some(v) = s.strip_suffix('s') {
+            (v, 1000.0)
+        } else {
+            return None;
+        };
+        num.parse::<f64>().ok().map(|n| n * mult)
+    };
+    let mut r = Run::default();
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            r.rps = v.trim().parse().ok()?;
+        } else if let Some(v) = l.strip_prefix("50%") {
+            r.p50 = dur(v)?;
+        } else if let Some(v) = l.strip_prefix("99%") {
+            r.p99 = dur(v)?;
+        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            r.errors += v.trim().parse::<u64>().ok()?;
+        } else if l.starts_with("Socket errors:") {
+            r.errors += l.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum::<u64>();
+        } else if l.contains("requests in") {
+            r.requests = l.split_whitespace().next()?.parse().ok()?;
+        }
+    }
+    (r.rps > 0.0).then_some(r)
+}
+
+/// CPU seconds (user + system) and peak RSS (kB) of a process, from /proc.
+fn proc_usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (cpu / ticks, hwm)
+}
+
+/// Warm up, then measure; with `pid`, the proxy's CPU time per 10k requests. The
+/// script gets an offset (`init(args)`): scripts that use each target once (PATCH)
+/// take the warm-up's from [2P, 3P) and the run's from [3P, 4P).
+fn wrk_measured(a: &Args, url: &str, script: &Path, pid: Option<u32>) -> Result<Run> {
+    wrk(url, script, a.warm, a.conns, 2 * a.patch_pool)?;
+    let before = pid.map(proc_usage);
+    let mut r = wrk(url, script, a.secs, a.conns, 3 * a.patch_pool)?;
+    if let (Some(pid), Some((cpu0, _))) = (pid, before) {
+        let (cpu1, _) = proc_usage(pid);
+        if r.requests > 0 {
+            r.cpu_per_10k = Some((cpu1 - cpu0) / r.requests as f64 * 10_000.0);
+        }
+    }
+    Ok(r)
+}
+
+// --------------------------------------------------------------------- pgbench
+
+/// Warm up, then measure. Scripts get `:base`, the first of P targets of their own
+/// for scripts that use each target once (PATCH): [0, P) warm-up, [P, 2P) the run.
+fn pgbench(a: &Args, cluster: &Cluster, password: &str, script: &Path, defines: &[(&str, String)], dir: &Path) -> Result<Run> {
+    let run = |secs: u64, base: i64, log: bool| -> Result<(String, Vec<f64>)> {
+        let prefix = dir.join("pgblog");
+        for e in std::fs::read_dir(dir)?.flatten() {
+            if e.file_name().to_string_lossy().starts_with("pgblog") {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+        let mut c = Command::new(pg_bindir().join("pgbench"));
+        c.args(["-n", "-M", "prepared", "-c", &a.conns.to_string(), "-j", "2", "-T", &secs.to_string()])
+            .args(["-h", "127.0.0.1", "-p", &cluster.port.to_string(), "-U", "baas_authenticator"])
+            .arg("-f")
+            .arg(script)
+            .env("PGPASSWORD", password)
+            .current_dir(dir);
+        for (k, v) in defines {
+            c.arg("-D").arg(format!("{k}={v}"));
+        }
+        c.arg("-D").arg(format!("base={base}")).arg("-D").arg("i=0");
+        if log {
+            c.arg("-l").arg(format!("--log-prefix={}", prefix.display()));
+        }
+        c.arg(DB);
+        let out = c.output().context("running pgbench")?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() {
+            bail!("pgbench failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let mut lat = Vec::new();
+        if log {
+            for e in std::fs::read_dir(dir)?.flatten() {
+                if e.file_name().to_string_lossy().starts_with("pgblog") {
+                    for line in std::fs::read_to_string(e.path())?.lines() {
+                        // client_id transaction_no time(µs) script_no epoch epoch_us
+                        if let Some(us) = line.split_whitespace().nth(2).and_then(|v| v.parse::<f64>().ok()) {
+                            lat.push(us / 1000.0);
+                        }
+                    }
+                }
+            }
+        }
+        Ok((text, lat))
+    };
+    run(a.warm, 0, false)?;
+    let (text, mut lat) = run(a.secs, a.patch_pool, true)?;
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse::<f64>().ok())
+        .with_context(|| format!("no tps in pgbench output:\n{text}"))?;
+    let failed = text
+        .lines()
+        .find(|l| l.starts_with("number of failed transactions"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    lat.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let p = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
+    Ok(Run { rps: tps, p50: p(0.5), p99: p(0.99), errors: failed, requests: lat.len() as u64, cpu_per_10k: None })
+}
+
+/// The proxy's per-request transaction (db.rs): BEGIN; authenticate + statement
+/// timeout; the route's statement; COMMIT.
+fn pgbench_script(setup: &str, call: &str) -> String {
+    format!(
+        "{setup}\nBEGIN;\nselect baas.authenticate(:claims::text::jsonb), pg_catalog.set_config('statement_timeout', '5000', true);\n{call};\nCOMMIT;\n"
+    )
+}
+
+// ------------------------------------------------------------------------ argon2
+
+/// Raw argon2id hashes per second on all cores, with the extension's parameters
+/// (m = 19 MiB, t = 2, p = 1; extension/src/auth/password.rs).
+fn argon2_rate(secs: f64) -> f64 {
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let done = &done;
+            s.spawn(move || {
+                let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(19 * 1024, 2, 1, Some(32)).unwrap());
+                let mut out = [0u8; 32];
+                let salt = [t as u8; 16];
+                while start.elapsed().as_secs_f64() < secs {
+                    a.hash_password_into(PASSWORD.as_bytes(), &salt, &mut out).unwrap();
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+// ------------------------------------------------------------------------ main
+
+struct Row {
+    name: &'static str,
+    limit: Option<Run>,
+    pgbaas: Option<Run>,
+    parse: Option<Run>,
+}
+
+fn main() -> Result<()> {
+    let a = parse_args()?;
+    for tool in ["wrk"] {
+        if Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+            bail!("{tool} is not installed: apt-get install {tool} (make bench does)");
+        }
+    }
+    let work = std::env::temp_dir().join(format!("pgbaas-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let _cleanup = Cleanup(work.clone());
+    let t0 = Instant::now();
+    let cluster = Cluster::temporary()?;
+    let mut db = cluster.connect("postgres", DB)?;
+
+    // ---- data: users, collections, documents (fixed shapes, deterministic ids)
+    println!("pgbaas benchmark: {} s per workload after {} s warm-up, {} connections{}", a.secs, a.warm, a.conns, if a.quick { " (quick)" } else { "" });
+    let mut tokens = Vec::new();
+    let mut claims = Vec::new();
+    for i in 0..a.users {
+        let r: serde_json::Value = db.query_one("select baas.signup($1, $2)", &[&format!("u{i}@bench.test"), &PASSWORD])?.get(0);
+        let token = r["access_token"].as_str().context("signup returned no token")?.to_string();
+        let payload = token.split('.').nth(1).context("token")?;
+        claims.push(String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)?)?);
+        tokens.push(token);
+    }
+    // items: owners round-robin over the users; cat = (g / 100) % 1000, so each cat
+    // value has ~100 documents with 100 different owners; every 10th (g % 10 = 5) is
+    // shared with user 0 by an ACL grant. User 0 reads ~11 of each cat's ~100.
+    db.batch_execute(
+        "select baas.create_collection('items');
+         select baas.create_collection('writes');
+         select baas.create_collection('patches');",
+    )?;
+    db.execute(
+        "insert into baas.documents (collection_id, id, owner, data, acl_read)
+         select c.id, ($3 || lpad(to_hex(g), 12, '0'))::uuid, (u.ids)[1 + (g % 100)]::uuid,
+                jsonb_build_object('n', g, 'cat', (g / 100) % 1000, 'title', 'item ' || g),
+                case when g % 10 = 5 then array['user:' || (u.ids)[1]] else '{}' end
+           from baas.collections c, (select array_agg(id::text order by created_at) as ids from baas.users) u,
+                generate_series(1, $1::bigint) g
+          where c.name = $2",
+        &[&a.items, &"items", &ID_PREFIX],
+    )?;
+    // patches: user 0's, all at version 1; each PATCH request takes its own target
+    // (4 ranges of P: pgbench warm-up and run, wrk warm-up and run).
+    db.execute(
+        "insert into baas.documents (collection_id, id, owner, data)
+         select c.id, ($2 || lpad(to_hex(g), 12, '0'))::uuid, (select id from baas.users order by created_at limit 1),
+                jsonb_build_object('n', g, 'seen', false)
+           from baas.collections c, generate_series(1, $1::bigint) g where c.name = 'patches'",
+        &[&(a.patch_pool * 4), &ID_PREFIX],
+    )?;
+    db.batch_execute("select baas.create_index('items', 'cat')")?;
+    db.batch_execute("vacuum analyze")?;
+    println!("data: {} users, {} items, {} patch targets, loaded in {:.1} s", a.users, a.items, a.patch_pool * 4, t0.elapsed().as_secs_f64());
+
+    let auth_url = cluster.authenticator_url()?;
+    let password = auth_url.split(':').nth(2).and_then(|s| s.split('@').next()).context("authenticator password")?.to_string();
+    // Clients cut off at the end of each wrk run are logged as errors by pingora.
+    if std::env::var_os("PGBAAS_TEST_LOG").is_none() {
+        std::env::set_var("PGBAAS_TEST_LOG", "off");
+    }
+    let proxy = Proxy::start(&auth_url, &[])?;
+    let pid = proxy.child.id();
+    let base = proxy.base();
+
+    // ---- scripts
+    let u0 = &tokens[0];
+    let claims0 = claims[0].clone();
+    let shared: Vec<i64> = (1..=a.items).filter(|g| g % 10 == 5).collect();
+    let lua_ids = |ks: &[i64]| ks.iter().map(|k| format!("\"{}\"", doc_id(*k))).collect::<Vec<_>>().join(",");
+    let write = |name: &str, text: String| -> Result<PathBuf> {
+        let p = work.join(name);
+        std::fs::write(&p, text)?;
+        Ok(p)
+    };
+    let auth_lua = format!("wrk.headers[\"Authorization\"] = \"Bearer {u0}\"\n");
+    let get_lua = write(
+        "get.lua",
+        format!(
+            "{auth_lua}local ids = {{{}}}\nrequest = function()\n  return wrk.format(\"GET\", \"/v1/collections/items/documents/\" .. ids[math.random(#ids)])\nend\n",
+            lua_ids(&shared)
+        ),
+    )?;
+    let list_lua = write(
+        "list.lua",
+        format!("{auth_lua}request = function()\n  return wrk.format(\"GET\", \"/v1/collections/items/documents?limit=20&where=%7B%22cat%22%3A\" .. math.random(0, 999) .. \"%7D\")\nend\n"),
+    )?;
+    let create_lua = write(
+        "create.lua",
+        format!("{auth_lua}wrk.headers[\"Content-Type\"] = \"application/json\"\nlocal i = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(\"POST\", \"/v1/collections/writes/documents\", nil, '{{\"data\": {{\"n\": ' .. i .. ', \"title\": \"written\"}}}}')\nend\n"),
+    )?;
+    // PATCH: wrk's two threads take disjoint halves of the range the offset names;
+    // every target is still at version 1.
+    let patch_lua = write(
+        "patch.lua",
+        format!(
+            "{auth_lua}wrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"If-Match\"] = '\"1\"'\n\
+             local n = 0\nlocal base = 0\nlocal threads = 0\nfunction setup(thread)\n  thread:set(\"tid\", threads)\n  threads = threads + 1\nend\n\
+             function init(args)\n  base = tonumber(args[1]) + tid * {half}\nend\n\
+             request = function()\n  n = n + 1\n  \
+             return wrk.format(\"PATCH\", \"/v1/collections/patches/documents/\" .. string.format(\"{ID_PREFIX}%012x\", base + n), nil, '{{\"data\": {{\"seen\": true}}}}')\nend\n",
+            half = a.patch_pool / 2
+        ),
+    )?;
+    let login_lua = write(
+        "login.lua",
+        format!(
+            "wrk.headers[\"Content-Type\"] = \"application/json\"\nrequest = function()\n  return wrk.format(\"POST\", \"/v1/auth/login\", nil, '{{\"email\": \"u' .. math.random(0, {}) .. '@bench.test\", \"password\": \"{PASSWORD}\"}}')\nend\n",
+            a.users - 1
+        ),
+    )?;
+
+    let id_expr = format!("('{ID_PREFIX}' || lpad(to_hex(:k::bigint), 12, '0'))");
+    let pgb_get = write(
+        "get.sql",
+        pgbench_script(
+            &format!("\\set r random(0, {})\n\\set k 5 + 10 * :r", shared.len() - 1),
+            &format!("select x::text, x ->> 'version' from baas.get_document('items', {id_expr}) x"),
+        ),
+    )?;
+    let pgb_list = write(
+        "list.sql",
+        pgbench_script(
+            "\\set c random(0, 999)",
+            "select x::text from baas.list_documents('items', ('{\"cat\": ' || :c::text || '}')::jsonb, null, 20, 0, false, null::text::uuid, null) x",
+        ),
+    )?;
+    let pgb_create = write(
+        "create.sql",
+        pgbench_script("", "select x::text, x ->> 'version' from baas.create_document('writes', '{\"n\": 1, \"title\": \"written\"}'::jsonb, null, null::text::uuid) x"),
+    )?;
+    // Per-client counter (-D i=0), so every client patches its own targets once each.
+    let per_client = a.patch_pool / a.conns as i64;
+    let pgb_patch = write(
+        "patch.sql",
+        pgbench_script(
+            &format!("\\set i :i + 1\n\\set k :base + :client_id * {per_client} + :i"),
+            &format!("select x::text, x ->> 'version' from baas.patch_document('patches', {id_expr}, '{{\"seen\": true}}'::jsonb, 1) x"),
+        ),
+    )?;
+    let pgb_login = write(
+        "login.sql",
+        format!(
+            "\\set u random(0, {})\nBEGIN;\nselect baas.authenticate(null), pg_catalog.set_config('statement_timeout', '5000', true);\nselect x::text from baas.login('u' || :u::text || '@bench.test', '{PASSWORD}') x;\nCOMMIT;\n",
+            a.users - 1
+        ),
+    )?;
+
+    // ---- each workload once by hand first: a workload that only produces errors
+    // would otherwise just look fast.
+    let agent = ureq::AgentBuilder::new().build();
+    let bearer = format!("Bearer {u0}");
+    let check = |what: &str, r: Result<ureq::Response, ureq::Error>| -> Result<()> {
+        match r {
+            Ok(_) => Ok(()),
+            Err(ureq::Error::Status(code, resp)) => bail!("{what}: HTTP {code} {}", resp.into_string().unwrap_or_default()),
+            Err(e) => bail!("{what}: {e}"),
+        }
+    };
+    check("GET", agent.get(&format!("{base}/v1/collections/items/documents/{}", doc_id(shared[0]))).set("Authorization", &bearer).call())?;
+    check("list", agent.get(&format!("{base}/v1/collections/items/documents?limit=20&where=%7B%22cat%22%3A1%7D")).set("Authorization", &bearer).call())?;
+    check(
+        "POST",
+        agent.post(&format!("{base}/v1/collections/writes/documents")).set("Authorization", &bearer).set("Content-Type", "application/json").send_string(r#"{"data": {"n": 0}}"#),
+    )?;
+    check(
+        "PATCH",
+        agent
+            .request("PATCH", &format!("{base}/v1/collections/patches/documents/{}", doc_id(4 * a.patch_pool)))
+            .set("Authorization", &bearer)
+            .set("Content-Type", "application/json")
+            .set("If-Match", "\"1\"")
+            .send_string(r#"{"data": {"seen": true}}"#),
+    )?;
+    check(
+        "login",
+        agent.post(&format!("{base}/v1/auth/login")).set("Content-Type", "application/json").send_string(&format!(r#"{{"email": "u1@bench.test", "password": "{PASSWORD}"}}"#)),
+    )?;
+
+    // ---- run
+    let defs = vec![("claims", claims0.clone())];
+    let defs_patch = defs.clone();
+    let mut rows = Vec::new();
+    let measure = |name: &'static str, sql: &Path, defs: &[(&str, String)], lua: &Path| -> Result<Row> {
+        eprintln!(".. {name}");
+        let limit = pgbench(&a, &cluster, &password, sql, defs, &work)?;
+        let pgbaas = wrk_measured(&a, &base, lua, Some(pid))?;
+        Ok(Row { name, limit: Some(limit), pgbaas: Some(pgbaas), parse: None })
+    };
+    rows.push(measure("1. GET one document by id (read via ACL grant)", &pgb_get, &defs, &get_lua)?);
+    rows.push(measure("2. list: equality on indexed field, limit 20", &pgb_list, &defs, &list_lua)?);
+    rows.push(measure("3. create a document (POST)", &pgb_create, &defs, &create_lua)?);
+    rows.push(measure("4. PATCH with If-Match", &pgb_patch, &defs_patch, &patch_lua)?);
+    rows.push(measure("5. login (argon2id)", &pgb_login, &[], &login_lua)?);
+    let (_, rss_kb) = proc_usage(pid);
+    drop(proxy);
+    let argon = argon2_rate(if a.quick { 1.0 } else { 5.0 });
+
+    // ---- the peer
+    let peer_note = if a.peer {
+        match parse_peer::run(&a, &cluster, &work) {
+            Ok(runs) => {
+                for (i, r) in runs.into_iter().enumerate() {
+                    rows[i].parse = Some(r);
+                }
+                "Parse Server ran on the same cluster (database `parse`, PostGIS), same data shape, session-token REST calls".to_string()
+            }
+            Err(e) => format!("Parse Server not measured: {e:#}"),
+        }
+    } else {
+        "Parse Server not measured (--no-peer)".to_string()
+    };
+
+    // ---- the table
+    println!();
+    println!("| workload | limit (pgbench) req/s | p50 ms | p99 ms | pgbaas req/s | p50 ms | p99 ms | errors | pgbaas / limit | Parse req/s | p50 ms | p99 ms | pgbaas / Parse | proxy CPU s / 10k req |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let (l1, l2, l3) = fmt_run(&r.limit);
+        let (b1, b2, b3) = fmt_run(&r.pgbaas);
+        let (p1, p2, p3) = fmt_run(&r.parse);
+        let ratio = |x: &Option<Run>, y: &Option<Run>, pct: bool| match (x, y) {
+            (Some(x), Some(y)) if y.rps > 0.0 => {
+                if pct {
+                    format!("{:.0}%", x.rps / y.rps * 100.0)
+                } else {
+                    format!("{:.1}×", x.rps / y.rps)
+                }
+            }
+            _ => "–".into(),
+        };
+        let errors = r.pgbaas.as_ref().map(|x| x.errors).unwrap_or(0) + r.limit.as_ref().map(|x| x.errors).unwrap_or(0);
+        let cpu = r.pgbaas.as_ref().and_then(|x| x.cpu_per_10k).map(|c| format!("{c:.2}")).unwrap_or("–".into());
+        println!(
+            "| {} | {l1} | {l2} | {l3} | {b1} | {b2} | {b3} | {errors} | {} | {p1} | {p2} | {p3} | {} | {cpu} |",
+            r.name,
+            ratio(&r.pgbaas, &r.limit, true),
+            ratio(&r.pgbaas, &r.parse, false)
+        );
+    }
+    println!();
+    println!("raw argon2id (m=19 MiB, t=2, p=1) on all {} cores: {argon:.1} hashes/s", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!("proxy peak RSS: {:.1} MiB", rss_kb as f64 / 1024.0);
+    println!("{peer_note}");
+    println!(
+        "client (wrk -t2 -c{c}, pgbench -c{c} -j2 -M prepared), proxy, Postgres{} share one {}-core machine",
+        if a.peer { " and Parse Server" } else { "" },
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        c = a.conns
+    );
+    drop(db);
+    drop(cluster);
+    Ok(())
+}
+
+struct Cleanup(PathBuf);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills a child process when dropped.
+struct Kid(Child);
+impl Drop for Kid {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+mod parse_peer {
+    use super::*;
+
+    pub fn run(_a: &Args, _cluster: &Cluster, _work: &Path) -> Result<Vec<Run>> {
+        let dir = workspace_root().join("bench/parse");
+        if !dir.join("node_modules/parse-server").exists() {
+            bail!("bench/parse/node_modules is missing: run `make bench` (npm ci in bench/parse)");
+        }
+        let _ = Kid;
+        bail!("not yet wired")
+    }
+}
