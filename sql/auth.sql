@@ -40,15 +40,20 @@ begin
 end
 $$;
 
--- True while the session exists, is not revoked and has not expired.
+-- True while the session exists, is not revoked and has not expired. Runs on every
+-- request: PL/pgSQL, because a SECURITY DEFINER SQL function is parsed and planned
+-- again on every call (that was a fifth of all CPU under load; docs/benchmarks.md),
+-- while PL/pgSQL keeps its plan for the session.
 create function baas._session_active(sid uuid, uid uuid) returns boolean
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    select exists (
+begin
+    return exists (
         select from baas.sessions s
         where s.id = sid and s.user_id = uid
-          and s.revoked_at is null and s.expires_at > pg_catalog.now())
+          and s.revoked_at is null and s.expires_at > pg_catalog.now());
+end
 $$;
 
 create table baas.service_tokens (
@@ -63,12 +68,14 @@ alter table baas.service_tokens enable row level security;
 select pg_catalog.pg_extension_config_dump('baas.service_tokens', '');
 
 create function baas._service_token_active(sid uuid) returns boolean
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    select exists (
+begin
+    return exists (
         select from baas.service_tokens t
-        where t.id = sid and t.revoked_at is null and t.expires_at > pg_catalog.now())
+        where t.id = sid and t.revoked_at is null and t.expires_at > pg_catalog.now());
+end
 $$;
 
 -- Called by the proxy (as baas_authenticator) at the start of every request's

@@ -3,7 +3,7 @@
 //! Postgres cluster, in one run. Prints one table.
 //!
 //!   make bench                          (installs wrk, postgis, Parse Server; builds; runs)
-//!   target/release/pgbaas-bench [--quick] [--no-peer] [--seconds N] [--connections N]
+//!   target/release/pgbaas-bench [--quick] [--no-peer] [--seconds N] [--connections N] [--only 1..5]
 //!
 //! --quick: 1 s per workload and a small data set (the test suite's smoke run).
 //! docs/benchmarks.md has a full run. Data is generated here with fixed seeds.
@@ -23,10 +23,12 @@ struct Args {
     items: i64,
     users: i64,
     patch_pool: i64,
+    /// Run only these workloads (1-5), e.g. while profiling.
+    only: Vec<usize>,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 150_000 };
+    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 150_000, only: vec![] };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -42,6 +44,10 @@ fn parse_args() -> Result<Args> {
                 a.patch_pool = 10_000;
             }
             "--no-peer" => a.peer = false,
+            "--only" => {
+                a.only.push(num(i)? as usize);
+                i += 1;
+            }
             "--seconds" => {
                 a.secs = num(i)?;
                 i += 1;
@@ -463,6 +469,10 @@ fn main() -> Result<()> {
     let defs_patch = defs.clone();
     let mut rows = Vec::new();
     let measure = |name: &'static str, sql: &Path, defs: &[(&str, String)], lua: &Path| -> Result<Row> {
+        let n: usize = name[..1].parse().unwrap_or(0);
+        if !a.only.is_empty() && !a.only.contains(&n) {
+            return Ok(Row { name, limit: None, pgbaas: None, parse: None });
+        }
         eprintln!(".. {name}");
         let limit = pgbench(&a, &cluster, &password, sql, defs, &work)?;
         let pgbaas = wrk_measured(&a, &base, lua, Some(pid))?;
@@ -561,14 +571,154 @@ impl Drop for Kid {
 }
 
 mod parse_peer {
+    //! Parse Server 9 (bench/parse/server.js) on the same cluster, database `parse`,
+    //! with the same data shape: users, "Item" objects readable by their owner and
+    //! every 10th also by user 0, and a "Write" class for creates. Recipe and
+    //! pitfalls: bench/parse/NOTES.md.
     use super::*;
+    use std::io::{BufRead, BufReader};
 
-    pub fn run(_a: &Args, _cluster: &Cluster, _work: &Path) -> Result<Vec<Run>> {
+    const APP: &str = "benchapp";
+    const MASTER: &str = "benchmaster";
+
+    pub fn run(a: &Args, cluster: &Cluster, work: &Path) -> Result<Vec<Run>> {
         let dir = workspace_root().join("bench/parse");
         if !dir.join("node_modules/parse-server").exists() {
             bail!("bench/parse/node_modules is missing: run `make bench` (npm ci in bench/parse)");
         }
-        let _ = Kid;
-        bail!("not yet wired")
+        let mut admin = cluster.connect("postgres", DB)?;
+        admin.batch_execute("create role parse login password 'parse'")?;
+        admin.batch_execute("create database parse owner parse")?;
+        let mut pdb = cluster.connect("postgres", "parse")?;
+        pdb.batch_execute("create extension postgis")
+            .context("create extension postgis (apt-get install postgresql-15-postgis-3; make bench does)")?;
+
+        let port = pgbaas_testkit::free_port();
+        let files = work.join("parse-files");
+        std::fs::create_dir_all(&files)?;
+        let mut child = Command::new("node")
+            .arg("server.js")
+            .current_dir(&dir)
+            .env("PARSE_DATABASE_URI", format!("postgres://parse:parse@127.0.0.1:{}/parse", cluster.port))
+            .env("PARSE_PORT", port.to_string())
+            .env("PARSE_APP_ID", APP)
+            .env("PARSE_MASTER_KEY", MASTER)
+            .env("PARSE_FILES_DIR", &files)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting node bench/parse/server.js")?;
+        let stdout = child.stdout.take().context("parse stdout")?;
+        let kid = Kid(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("parse-server ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60)).context("Parse Server did not print its ready line within 60 s")?;
+        let base = format!("http://127.0.0.1:{port}");
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+        let call = |method: &str, path: &str, master: bool, token: Option<&str>, body: Option<serde_json::Value>| -> Result<serde_json::Value> {
+            let mut r = agent.request(method, &format!("{base}{path}")).set("X-Parse-Application-Id", APP);
+            if master {
+                r = r.set("X-Parse-Master-Key", MASTER);
+            }
+            if let Some(t) = token {
+                r = r.set("X-Parse-Session-Token", t);
+            }
+            let resp = match body {
+                Some(b) => r.set("Content-Type", "application/json").send_string(&b.to_string()),
+                None => r.call(),
+            };
+            match resp {
+                Ok(x) => Ok(serde_json::from_str(&x.into_string()?)?),
+                Err(ureq::Error::Status(code, x)) => bail!("Parse {method} {path}: HTTP {code} {}", x.into_string().unwrap_or_default()),
+                Err(e) => bail!("Parse {method} {path}: {e}"),
+            }
+        };
+        let clp = serde_json::json!({"find": {"*": true}, "count": {"*": true}, "get": {"*": true},
+            "create": {"requiresAuthentication": true}, "update": {"*": true}, "delete": {"*": true},
+            "addField": {}, "protectedFields": {"*": []}});
+        for class in ["Item", "Write"] {
+            call("POST", &format!("/parse/schemas/{class}"), true, None, Some(serde_json::json!({
+                "className": class,
+                "fields": {"n": {"type": "Number"}, "cat": {"type": "Number"}, "title": {"type": "String"}},
+                "classLevelPermissions": clp})))?;
+        }
+        // Only the PUT creates a Postgres index (NOTES.md).
+        call("PUT", "/parse/schemas/Item", true, None, Some(serde_json::json!({"indexes": {"cat_1": {"cat": 1}}})))?;
+
+        // Users over REST (bcrypt, ~100 ms each), 4 at a time.
+        let t = Instant::now();
+        let users: Vec<(String, String)> = std::thread::scope(|s| -> Result<Vec<(String, String)>> {
+            let handles: Vec<_> = (0..4)
+                .map(|w| {
+                    let call = &call;
+                    s.spawn(move || -> Result<Vec<(i64, String, String)>> {
+                        let mut out = Vec::new();
+                        for i in (w..a.users).step_by(4) {
+                            let r = call("POST", "/parse/users", false, None,
+                                Some(serde_json::json!({"username": format!("u{i}"), "password": PASSWORD})))?;
+                            out.push((i, r["objectId"].as_str().context("objectId")?.to_string(), r["sessionToken"].as_str().context("sessionToken")?.to_string()));
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for h in handles {
+                all.extend(h.join().map_err(|_| anyhow::anyhow!("signup thread panicked"))??);
+            }
+            all.sort_by_key(|x| x.0);
+            Ok(all.into_iter().map(|(_, id, tok)| (id, tok)).collect())
+        })?;
+        let ids: Vec<String> = users.iter().map(|u| u.0.clone()).collect();
+        let token = users[0].1.clone();
+        // Items straight into Parse's table (REST batches would take minutes); Parse
+        // reads them back like its own (NOTES.md).
+        pdb.execute(
+            r#"insert into "Item" ("objectId", "createdAt", "updatedAt", n, cat, title, _rperm, _wperm)
+               select 'i' || lpad(g::text, 9, '0'), now(), now(), g, (g / 100) % 1000, 'item ' || g,
+                      case when g % 10 = 5 then array[($2::text[])[1 + (g % 100)], ($2::text[])[1]] else array[($2::text[])[1 + (g % 100)]] end,
+                      array[($2::text[])[1 + (g % 100)]]
+                 from generate_series(1, $1::bigint) g"#,
+            &[&a.items, &ids],
+        )?;
+        pdb.batch_execute("vacuum analyze")?;
+        eprintln!(".. Parse Server: {} users, {} items ready in {:.1} s", a.users, a.items, t.elapsed().as_secs_f64());
+
+        // Check each workload once by hand.
+        let shared: Vec<i64> = (1..=a.items).filter(|g| g % 10 == 5).collect();
+        call("GET", &format!("/parse/classes/Item/i{:09}", shared[0]), false, Some(&token), None)?;
+        let found = call("GET", "/parse/classes/Item?limit=20&where=%7B%22cat%22%3A1%7D", false, Some(&token), None)?;
+        let n = found["results"].as_array().map(|r| r.len()).unwrap_or(0);
+        if n == 0 || n >= 100 {
+            bail!("Parse list returned {n} results for cat=1; expected the caller's ~11 readable of ~100");
+        }
+        call("POST", "/parse/classes/Write", false, Some(&token), Some(serde_json::json!({"n": 0, "title": "written"})))?;
+
+        let headers = format!("wrk.headers[\"X-Parse-Application-Id\"] = \"{APP}\"\nwrk.headers[\"X-Parse-Session-Token\"] = \"{token}\"\n");
+        let write = |name: &str, text: String| -> Result<PathBuf> {
+            let p = work.join(name);
+            std::fs::write(&p, text)?;
+            Ok(p)
+        };
+        let ids_lua = shared.iter().map(|k| format!("\"i{k:09}\"")).collect::<Vec<_>>().join(",");
+        let get = write("parse-get.lua", format!("{headers}local ids = {{{ids_lua}}}\nrequest = function()\n  return wrk.format(\"GET\", \"/parse/classes/Item/\" .. ids[math.random(#ids)])\nend\n"))?;
+        let list = write("parse-list.lua", format!("{headers}request = function()\n  return wrk.format(\"GET\", \"/parse/classes/Item?limit=20&where=%7B%22cat%22%3A\" .. math.random(0, 999) .. \"%7D\")\nend\n"))?;
+        let create = write(
+            "parse-create.lua",
+            format!("{headers}wrk.headers[\"Content-Type\"] = \"application/json\"\nlocal i = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(\"POST\", \"/parse/classes/Write\", nil, '{{\"n\": ' .. i .. ', \"title\": \"written\"}}')\nend\n"),
+        )?;
+        let mut out = Vec::new();
+        for (name, script) in [("GET", &get), ("list", &list), ("create", &create)] {
+            eprintln!(".. Parse Server: {name}");
+            out.push(wrk_measured(a, &base, script, None)?);
+        }
+        drop(kid);
+        Ok(out)
     }
 }
