@@ -1,5 +1,5 @@
 # pgbaas: the two commands are `make run` and `make test` (see README.md).
-.PHONY: run test deps build
+.PHONY: run test deps build bench
 
 deps:
 	bash tests/scripts/install-deps.sh
@@ -13,3 +13,9 @@ run: build
 
 test:
 	bash tests/scripts/test-all.sh
+
+# The side-by-side benchmark (docs/benchmarks.md): pgbaas vs pgbench vs Parse Server.
+# Never part of `make test`, which only runs its --quick smoke mode.
+bench: build
+	bash tests/scripts/bench-deps.sh
+	target/release/pgbaas-bench

@@ -1,5 +1,6 @@
-//! The storage benchmark in its --quick mode, so the program cannot rot. It asserts
-//! only that it runs and prints every row; figures are never judged in tests.
+//! The benchmark programs in their --quick modes, so they cannot rot. They assert that
+//! each runs and prints every row (and that no request failed); figures are never
+//! judged in tests.
 
 #[test]
 fn storage_benchmark_quick_mode_prints_its_table() {
@@ -22,4 +23,28 @@ fn storage_benchmark_quick_mode_prints_its_table() {
         let cells: Vec<&str> = line.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
         assert!(cells[1..].iter().all(|c| c.parse::<f64>().is_ok()), "{line}");
     }
+}
+
+/// The side-by-side benchmark in --quick mode, without the Parse Server peer (which
+/// needs npm packages the test machine need not have): every workload runs through
+/// pgbench and through the proxy, and none of their requests failed.
+#[test]
+fn side_by_side_benchmark_quick_mode_prints_its_table() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgbaas-bench"))
+        .args(["--quick", "--no-peer"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for row in ["1. GET one document", "2. list", "3. create", "4. PATCH", "5. login"] {
+        let line = text.lines().find(|l| l.starts_with(&format!("| {row}"))).unwrap_or_else(|| panic!("no row {row:?} in\n{text}"));
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | name | limit rps p50 p99 | pgbaas rps p50 p99 | errors | ...
+        for c in &cells[2..8] {
+            assert!(c.parse::<f64>().map(|v| v > 0.0).unwrap_or(false), "not a positive figure {c:?} in {line}");
+        }
+        assert_eq!(cells[8], "0", "failed requests in {line}");
+    }
+    assert!(text.contains("hashes/s"), "{text}");
+    assert!(text.contains("proxy peak RSS"), "{text}");
 }
