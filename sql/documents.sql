@@ -255,8 +255,12 @@ create trigger documents_guard before insert or update on baas.documents
     for each row execute function baas._documents_guard();
 
 ------------------------------------------------------------------------ helpers
+-- STABLE, not IMMUTABLE: jsonb_build_object is stable (timestamps), and the planner
+-- inlines a SQL function only if its body is no more volatile than declared. Inlined,
+-- it costs nothing; not inlined, every call was parsed and planned again (list and get
+-- profiles, docs/benchmarks.md).
 create function baas.document_json(d baas.documents, collection text) returns jsonb
-language sql immutable parallel safe
+language sql stable parallel safe
 as $$
     select jsonb_build_object(
         'id', d.id, 'collection', collection, 'owner', d.owner, 'version', d.version,
@@ -266,7 +270,7 @@ as $$
 $$;
 
 create function baas.collection_json(c baas.collections) returns jsonb
-language sql immutable parallel safe
+language sql stable parallel safe
 as $$
     select jsonb_build_object(
         'name', c.name, 'created_at', c.created_at,
