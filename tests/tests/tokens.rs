@@ -88,6 +88,26 @@ fn tampered_signature_or_claims_are_refused() {
     assert_refused(&format!("{}.{}.{}", parts[0], b64(claims.to_string().as_bytes()), parts[2]), "edited claims");
 }
 
+/// The proxy remembers tokens it verified; a remembered token still stops working the
+/// second it expires, and one not yet valid starts working only at its nbf.
+#[test]
+fn a_remembered_token_expires_on_time_and_an_early_one_waits_for_nbf() {
+    let u = signup("cache");
+    let mut c = claims_for(&u);
+    let now = c["iat"].as_i64().unwrap();
+    c["exp"] = json!(now + 2);
+    let t = sign_with_db_key(&c);
+    assert_eq!(me(&t).status, 200);
+    assert_eq!(me(&t).status, 200, "second use, from the cache");
+    let mut early = claims_for(&u);
+    early["nbf"] = json!(now + 2);
+    let e = sign_with_db_key(&early);
+    assert_refused(&e, "nbf in 2 s");
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    assert_refused(&t, "expired while cached");
+    assert_eq!(me(&e).status, 200, "valid once nbf has passed");
+}
+
 #[test]
 fn expired_wrong_audience_wrong_issuer_and_not_yet_valid_are_refused() {
     let u = signup("claims");
