@@ -28,7 +28,7 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 150_000, only: vec![] };
+    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![] };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -69,6 +69,8 @@ fn doc_id(k: i64) -> String {
     format!("{ID_PREFIX}{k:012x}")
 }
 const PASSWORD: &str = "bench password 1";
+/// The proxy's database pool (its default), and pgbench's second connection count.
+const POOL: usize = 16;
 
 /// One measured run: requests per second and latency percentiles in ms.
 #[derive(Clone, Default)]
@@ -176,9 +178,11 @@ fn wrk_measured(a: &Args, url: &str, script: &Path, pid: Option<u32>) -> Result<
 
 // --------------------------------------------------------------------- pgbench
 
-/// Warm up, then measure. Scripts get `:base`, the first of P targets of their own
-/// for scripts that use each target once (PATCH): [0, P) warm-up, [P, 2P) the run.
-fn pgbench(a: &Args, cluster: &Cluster, password: &str, script: &Path, defines: &[(&str, String)], dir: &Path) -> Result<Run> {
+/// Warm up, then measure, with `conns` connections. Scripts get `:base`, the first of
+/// P targets of their own for scripts that use each target once (PATCH): ranges
+/// `range` (warm-up) and `range + 1` (the run), counted in units of P.
+#[allow(clippy::too_many_arguments)]
+fn pgbench(a: &Args, conns: usize, range: i64, cluster: &Cluster, password: &str, script: &Path, defines: &[(&str, String)], dir: &Path) -> Result<Run> {
     let run = |secs: u64, base: i64, log: bool| -> Result<(String, Vec<f64>)> {
         let prefix = dir.join("pgblog");
         for e in std::fs::read_dir(dir)?.flatten() {
@@ -187,7 +191,7 @@ fn pgbench(a: &Args, cluster: &Cluster, password: &str, script: &Path, defines: 
             }
         }
         let mut c = Command::new(pg_bindir().join("pgbench"));
-        c.args(["-n", "-M", "prepared", "-c", &a.conns.to_string(), "-j", "2", "-T", &secs.to_string()])
+        c.args(["-n", "-M", "prepared", "-c", &conns.to_string(), "-j", "2", "-T", &secs.to_string()])
             .args(["-h", "127.0.0.1", "-p", &cluster.port.to_string(), "-U", "baas_authenticator"])
             .arg("-f")
             .arg(script)
@@ -196,7 +200,7 @@ fn pgbench(a: &Args, cluster: &Cluster, password: &str, script: &Path, defines: 
         for (k, v) in defines {
             c.arg("-D").arg(format!("{k}={v}"));
         }
-        c.arg("-D").arg(format!("base={base}")).arg("-D").arg("i=0");
+        c.arg("-D").arg(format!("base={base}")).arg("-D").arg("i=0").arg("-D").arg(format!("per_client={}", a.patch_pool / conns as i64));
         if log {
             c.arg("-l").arg(format!("--log-prefix={}", prefix.display()));
         }
@@ -221,8 +225,8 @@ fn pgbench(a: &Args, cluster: &Cluster, password: &str, script: &Path, defines: 
         }
         Ok((text, lat))
     };
-    run(a.warm, 0, false)?;
-    let (text, mut lat) = run(a.secs, a.patch_pool, true)?;
+    run(a.warm, range * a.patch_pool, false)?;
+    let (text, mut lat) = run(a.secs, (range + 1) * a.patch_pool, true)?;
     let tps = text
         .lines()
         .find(|l| l.starts_with("tps = "))
@@ -279,7 +283,9 @@ fn argon2_rate(secs: f64) -> f64 {
 
 struct Row {
     name: &'static str,
+    /// pgbench with the client's connection count, and with the proxy's pool size.
     limit: Option<Run>,
+    limit_pool: Option<Run>,
     pgbaas: Option<Run>,
     parse: Option<Run>,
 }
@@ -328,17 +334,18 @@ fn main() -> Result<()> {
         &[&a.items, &"items", &ID_PREFIX],
     )?;
     // patches: user 0's, all at version 1; each PATCH request takes its own target
-    // (4 ranges of P: pgbench warm-up and run, wrk warm-up and run).
+    // (6 ranges of P: warm-up and run for pgbench at 50 and at pool-size connections,
+    // and for wrk).
     db.execute(
         "insert into baas.documents (collection_id, id, owner, data)
          select c.id, ($2 || lpad(to_hex(g), 12, '0'))::uuid, (select id from baas.users order by created_at limit 1),
                 jsonb_build_object('n', g, 'seen', false)
            from baas.collections c, generate_series(1, $1::bigint) g where c.name = 'patches'",
-        &[&(a.patch_pool * 4), &ID_PREFIX],
+        &[&(a.patch_pool * 6), &ID_PREFIX],
     )?;
     db.batch_execute("select baas.create_index('items', 'cat')")?;
     db.batch_execute("vacuum analyze")?;
-    println!("data: {} users, {} items, {} patch targets, loaded in {:.1} s", a.users, a.items, a.patch_pool * 4, t0.elapsed().as_secs_f64());
+    println!("data: {} users, {} items, {} patch targets, loaded in {:.1} s", a.users, a.items, a.patch_pool * 6, t0.elapsed().as_secs_f64());
 
     let auth_url = cluster.authenticator_url()?;
     let password = auth_url.split(':').nth(2).and_then(|s| s.split('@').next()).context("authenticator password")?.to_string();
@@ -346,7 +353,7 @@ fn main() -> Result<()> {
     if std::env::var_os("PGBAAS_TEST_LOG").is_none() {
         std::env::set_var("PGBAAS_TEST_LOG", "off");
     }
-    let proxy = Proxy::start(&auth_url, &[])?;
+    let proxy = Proxy::start(&auth_url, &["--pool-size", &POOL.to_string()])?;
     let pid = proxy.child.id();
     let base = proxy.base();
 
@@ -417,11 +424,10 @@ fn main() -> Result<()> {
         pgbench_script("", "select x::text, x ->> 'version' from baas.create_document('writes', '{\"n\": 1, \"title\": \"written\"}'::jsonb, null, null::text::uuid) x"),
     )?;
     // Per-client counter (-D i=0), so every client patches its own targets once each.
-    let per_client = a.patch_pool / a.conns as i64;
     let pgb_patch = write(
         "patch.sql",
         pgbench_script(
-            &format!("\\set i :i + 1\n\\set k :base + :client_id * {per_client} + :i"),
+            "\\set i :i + 1\n\\set k :base + :client_id * :per_client + :i",
             &format!("select x::text, x ->> 'version' from baas.patch_document('patches', {id_expr}, '{{\"seen\": true}}'::jsonb, 1) x"),
         ),
     )?;
@@ -471,12 +477,13 @@ fn main() -> Result<()> {
     let measure = |name: &'static str, sql: &Path, defs: &[(&str, String)], lua: &Path| -> Result<Row> {
         let n: usize = name[..1].parse().unwrap_or(0);
         if !a.only.is_empty() && !a.only.contains(&n) {
-            return Ok(Row { name, limit: None, pgbaas: None, parse: None });
+            return Ok(Row { name, limit: None, limit_pool: None, pgbaas: None, parse: None });
         }
         eprintln!(".. {name}");
-        let limit = pgbench(&a, &cluster, &password, sql, defs, &work)?;
+        let limit = pgbench(&a, a.conns, 0, &cluster, &password, sql, defs, &work)?;
+        let limit_pool = pgbench(&a, POOL, 4, &cluster, &password, sql, defs, &work)?;
         let pgbaas = wrk_measured(&a, &base, lua, Some(pid))?;
-        Ok(Row { name, limit: Some(limit), pgbaas: Some(pgbaas), parse: None })
+        Ok(Row { name, limit: Some(limit), limit_pool: Some(limit_pool), pgbaas: Some(pgbaas), parse: None })
     };
     rows.push(measure("1. GET one document by id (read via ACL grant)", &pgb_get, &defs, &get_lua)?);
     rows.push(measure("2. list: equality on indexed field, limit 20", &pgb_list, &defs, &list_lua)?);
@@ -504,10 +511,20 @@ fn main() -> Result<()> {
 
     // ---- the table
     println!();
-    println!("| workload | limit (pgbench) req/s | p50 ms | p99 ms | pgbaas req/s | p50 ms | p99 ms | errors | pgbaas / limit | Parse req/s | p50 ms | p99 ms | pgbaas / Parse | proxy CPU s / 10k req |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| workload | limit req/s, pgbench -c{} | limit req/s, -c{POOL} | limit p50 ms | limit p99 ms | pgbaas req/s | p50 ms | p99 ms | errors | pgbaas / limit | Parse req/s | p50 ms | p99 ms | pgbaas / Parse | proxy CPU s / 10k req |",
+        a.conns
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
-        let (l1, l2, l3) = fmt_run(&r.limit);
+        // The limit is the better of the two connection counts.
+        let best = match (&r.limit, &r.limit_pool) {
+            (Some(x), Some(y)) => Some(if y.rps > x.rps { y.clone() } else { x.clone() }),
+            (x, _) => x.clone(),
+        };
+        let (_, l2, l3) = fmt_run(&best);
+        let (lc, _, _) = fmt_run(&r.limit);
+        let (lp, _, _) = fmt_run(&r.limit_pool);
         let (b1, b2, b3) = fmt_run(&r.pgbaas);
         let (p1, p2, p3) = fmt_run(&r.parse);
         let ratio = |x: &Option<Run>, y: &Option<Run>, pct: bool| match (x, y) {
@@ -520,12 +537,12 @@ fn main() -> Result<()> {
             }
             _ => "–".into(),
         };
-        let errors = r.pgbaas.as_ref().map(|x| x.errors).unwrap_or(0) + r.limit.as_ref().map(|x| x.errors).unwrap_or(0);
+        let errors = [&r.pgbaas, &r.limit, &r.limit_pool].iter().map(|x| x.as_ref().map(|x| x.errors).unwrap_or(0)).sum::<u64>();
         let cpu = r.pgbaas.as_ref().and_then(|x| x.cpu_per_10k).map(|c| format!("{c:.2}")).unwrap_or("–".into());
         println!(
-            "| {} | {l1} | {l2} | {l3} | {b1} | {b2} | {b3} | {errors} | {} | {p1} | {p2} | {p3} | {} | {cpu} |",
+            "| {} | {lc} | {lp} | {l2} | {l3} | {b1} | {b2} | {b3} | {errors} | {} | {p1} | {p2} | {p3} | {} | {cpu} |",
             r.name,
-            ratio(&r.pgbaas, &r.limit, true),
+            ratio(&r.pgbaas, &best, true),
             ratio(&r.pgbaas, &r.parse, false)
         );
     }
@@ -534,7 +551,7 @@ fn main() -> Result<()> {
     println!("proxy peak RSS: {:.1} MiB", rss_kb as f64 / 1024.0);
     println!("{peer_note}");
     println!(
-        "client (wrk -t2 -c{c}, pgbench -c{c} -j2 -M prepared), proxy, Postgres{} share one {}-core machine",
+        "client (wrk -t2 -c{c}; pgbench -c{c} and -c{POOL}, -j2 -M prepared), proxy (pool {POOL}), Postgres{} share one {}-core machine",
         if a.peer { " and Parse Server" } else { "" },
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         c = a.conns
