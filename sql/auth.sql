@@ -197,6 +197,7 @@ begin
     exception when unique_violation then
         perform baas._raise('23505', 'email_taken', 'an account with this email already exists');
     end;
+    perform baas._audit('signup', u.id, details => jsonb_build_object('email', u.email));
     return baas._new_session(u);
 end
 $$;
@@ -210,6 +211,8 @@ as $$
 #variable_conflict use_column
 declare
     u baas.users;
+    v_locked boolean;
+    v_ok boolean;
 begin
     if login.email is null or login.password is null then
         perform baas._raise('22023', 'invalid_request', 'email and password are required');
@@ -218,10 +221,21 @@ begin
         perform baas._raise('22001', 'password_too_long', 'password must be at most 1024 bytes');
     end if;
     select * into u from baas.users where email = lower(btrim(login.email));
-    -- An unknown email verifies against a dummy hash: same work, same answer.
-    if not baas._verify_password(login.password, u.password_hash) then
-        perform baas._raise('28P01', 'invalid_credentials', 'invalid email or password');
+    v_locked := u.id is not null and baas._account_locked(u.id);
+    -- An unknown email verifies against a dummy hash, and a locked account is verified
+    -- all the same: same work, same answer, so neither can be told from a wrong password.
+    v_ok := baas._verify_password(login.password, u.password_hash);
+    if v_locked or not v_ok then
+        -- Reported as a result, not raised: the failure must commit to count.
+        perform baas._audit(case when v_locked then 'login.locked' else 'login.failure' end, u.id,
+            details => jsonb_build_object('email', left(lower(btrim(login.email)), 320)));
+        if not v_locked and u.id is not null then
+            perform baas._note_login_failure(u.id);
+        end if;
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'invalid_credentials', 'message', 'invalid email or password'));
     end if;
+    perform baas._audit('login', u.id);
     if baas._password_needs_rehash(u.password_hash) then
         update baas.users set password_hash = baas._hash_password(login.password)
          where id = u.id;
@@ -230,7 +244,7 @@ begin
 end
 $$;
 comment on function baas.login(text, text) is
-    'Sign in with email and password; 28P01 invalid_credentials for unknown email and wrong password alike';
+    'Sign in with email and password; {"error": {"code": "invalid_credentials"}} for unknown email, wrong password and locked account alike';
 
 create function baas.refresh(refresh_token text) returns jsonb
 language plpgsql volatile security definer
@@ -262,6 +276,7 @@ begin
         update baas.sessions set revoked_at = now(), revoked_reason = 'refresh_token_reuse'
          where id = s.id;
         raise warning 'pgbaas: refresh token reuse detected; session % revoked', s.id;
+        perform baas._audit('refresh.reuse', s.user_id, details => jsonb_build_object('session', s.id));
         return jsonb_build_object('error', jsonb_build_object(
             'code', 'refresh_token_reused',
             'message', 'this refresh token was already used; its session has been revoked'));
@@ -303,6 +318,7 @@ declare
 begin
     update baas.sessions set revoked_at = now(), revoked_reason = 'logout'
      where id = v_sid and revoked_at is null;
+    perform baas._audit('logout', baas.uid(), details => jsonb_build_object('session', v_sid));
 end
 $$;
 comment on function baas.logout() is 'End the current session: its access and refresh tokens stop working at once';
@@ -364,6 +380,7 @@ begin
         -- signs the caller in again.
         update baas.sessions set revoked_at = now(), revoked_reason = 'password_change'
          where user_id = u.id and revoked_at is null;
+        perform baas._audit('password.change', u.id);
         return baas._new_session(u);
     end if;
     return jsonb_build_object('user', baas._user_json(u));
@@ -469,6 +486,7 @@ begin
     -- tell which key signed it even within one transaction.
     insert into baas.service_tokens (id, name, created_at, expires_at)
     values (v_id, create_service_token.name, clock_timestamp(), now() + ttl);
+    perform baas._audit('service_token.create', details => jsonb_build_object('id', v_id, 'name', create_service_token.name, 'ttl', ttl::text));
     return jsonb_build_object(
         'id', v_id,
         'token', baas._sign_jwt(k.kid, k.secret, jsonb_build_object(
@@ -482,9 +500,14 @@ comment on function baas.create_service_token(text, interval) is
     'Mint a baas_service token (bypasses document ACLs): {id, token, expires_at}';
 
 create function baas.revoke_service_token(id uuid) returns void
-language sql volatile security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    update baas.service_tokens t set revoked_at = now() where t.id = revoke_service_token.id and t.revoked_at is null
+begin
+    update baas.service_tokens t set revoked_at = now() where t.id = revoke_service_token.id and t.revoked_at is null;
+    if found then
+        perform baas._audit('service_token.revoke', details => jsonb_build_object('id', revoke_service_token.id));
+    end if;
+end
 $$;
 comment on function baas.revoke_service_token(uuid) is 'Revoke a service token at once';

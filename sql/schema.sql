@@ -31,10 +31,17 @@ create table baas.settings (
     access_token_ttl interval not null default '15 minutes'
         check (access_token_ttl between '10 seconds' and '24 hours'),
     refresh_token_ttl interval not null default '30 days'
-        check (refresh_token_ttl between '1 minute' and '365 days')
+        check (refresh_token_ttl between '1 minute' and '365 days'),
+    -- Account lockout: this many failed logins within lockout_window lock the account
+    -- for lockout_duration (sql/audit.sql).
+    lockout_threshold integer not null default 10 check (lockout_threshold between 1 and 1000),
+    lockout_window interval not null default '15 minutes'
+        check (lockout_window between '1 minute' and '1 day'),
+    lockout_duration interval not null default '15 minutes'
+        check (lockout_duration between '10 seconds' and '1 day')
 );
 insert into baas.settings default values;
-comment on table baas.settings is 'pgbaas settings: token issuer, audience and lifetimes (one row)';
+comment on table baas.settings is 'pgbaas settings: token issuer, audience and lifetimes, login lockout (one row)';
 
 create table baas.users (
     id uuid primary key,

@@ -49,6 +49,7 @@ extension_sql_file!(
         api::query::index_expression,
     ]
 );
+extension_sql_file!("../../sql/audit.sql", name = "audit", requires = ["documents"]);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
