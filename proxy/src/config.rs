@@ -1,6 +1,7 @@
 //! One validated configuration struct. Sources, weakest first: built-in defaults, a
 //! TOML file (`--config` / `PGBAAS_CONFIG`), environment variables, command-line flags.
 
+use crate::ratelimit::{Cidr, Limit, Limits};
 use clap::Parser;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -43,6 +44,24 @@ pub struct Cli {
     /// Milliseconds a request's SQL may run before 503 query_timeout
     #[arg(long, env = "PGBAAS_STATEMENT_TIMEOUT_MS")]
     pub statement_timeout_ms: Option<u64>,
+    /// Rate limits: on (default) or off (load tests and benchmarks only)
+    #[arg(long, env = "PGBAAS_RATE_LIMITS")]
+    pub rate_limits: Option<String>,
+    /// Requests per minute per client IP
+    #[arg(long, env = "PGBAAS_RATE_LIMIT_REQUESTS_PER_MINUTE")]
+    pub rate_limit_requests_per_minute: Option<u32>,
+    /// Sign-ups per hour per client IP
+    #[arg(long, env = "PGBAAS_RATE_LIMIT_SIGNUPS_PER_HOUR")]
+    pub rate_limit_signups_per_hour: Option<u32>,
+    /// Logins, refreshes and password changes per minute per client IP
+    #[arg(long, env = "PGBAAS_RATE_LIMIT_AUTH_PER_MINUTE")]
+    pub rate_limit_auth_per_minute: Option<u32>,
+    /// Logins and password changes per minute per account
+    #[arg(long, env = "PGBAAS_RATE_LIMIT_ACCOUNT_PER_MINUTE")]
+    pub rate_limit_account_per_minute: Option<u32>,
+    /// Comma-separated addresses/CIDRs of proxies whose X-Forwarded-For is believed
+    #[arg(long, env = "PGBAAS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// What a TOML file may contain; unknown keys are an error, not silently ignored.
@@ -59,6 +78,12 @@ pub struct FileConfig {
     pub pool_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
     pub statement_timeout_ms: Option<u64>,
+    pub rate_limits: Option<String>,
+    pub rate_limit_requests_per_minute: Option<u32>,
+    pub rate_limit_signups_per_hour: Option<u32>,
+    pub rate_limit_auth_per_minute: Option<u32>,
+    pub rate_limit_account_per_minute: Option<u32>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +97,8 @@ pub struct Config {
     pub pool_timeout: Duration,
     pub body_timeout: Duration,
     pub statement_timeout: Duration,
+    pub limits: Limits,
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +166,37 @@ impl Config {
                 Ok(Duration::from_secs(v))
             }
         };
+        let enabled = match cli.rate_limits.or(file.rate_limits).as_deref().map(str::trim) {
+            None => true,
+            Some(v) if ["on", "true", "1"].contains(&v.to_ascii_lowercase().as_str()) => true,
+            Some(v) if ["off", "false", "0"].contains(&v.to_ascii_lowercase().as_str()) => false,
+            Some(v) => return Err(invalid(format!("rate_limits must be on or off, got {v:?}"))),
+        };
+        let limit = |name: &str, v: Option<u32>, default: u32, per: u64| -> Result<Limit, ConfigError> {
+            let count = v.unwrap_or(default);
+            if !(1..=1_000_000).contains(&count) {
+                return Err(invalid(format!("{name} must be 1..=1000000, got {count}")));
+            }
+            Ok(Limit { count, per: Duration::from_secs(per) })
+        };
+        let limits = Limits {
+            enabled,
+            request_per_ip: limit("rate_limit_requests_per_minute", cli.rate_limit_requests_per_minute.or(file.rate_limit_requests_per_minute), 3000, 60)?,
+            signup_per_ip: limit("rate_limit_signups_per_hour", cli.rate_limit_signups_per_hour.or(file.rate_limit_signups_per_hour), 20, 3600)?,
+            auth_per_ip: limit("rate_limit_auth_per_minute", cli.rate_limit_auth_per_minute.or(file.rate_limit_auth_per_minute), 60, 60)?,
+            auth_per_account: limit("rate_limit_account_per_minute", cli.rate_limit_account_per_minute.or(file.rate_limit_account_per_minute), 10, 60)?,
+        };
+        let trusted_proxies = cli
+            .trusted_proxies
+            .or(file.trusted_proxies)
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| Cidr::parse(s).map_err(|e| invalid(format!("trusted_proxies: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
+            limits,
+            trusted_proxies,
             listen,
             database_url,
             pool_size,
@@ -193,5 +250,22 @@ mod tests {
         assert!(err(Cli::default(), "").contains("database_url is required"));
         assert!(err(Cli::default(), "database_url = \"postgres://x:notaport/db\"").contains("not a valid Postgres"));
         assert!(toml::from_str::<FileConfig>("bogus_key = 1").is_err(), "unknown keys must be refused");
+        assert!(err(cli(), "rate_limits = \"sometimes\"").contains("rate_limits"));
+        assert!(err(cli(), "rate_limit_auth_per_minute = 0").contains("rate_limit_auth_per_minute"));
+        assert!(err(cli(), "trusted_proxies = [\"10.0.0.0/99\"]").contains("trusted_proxies"));
+    }
+
+    #[test]
+    fn rate_limits_are_on_by_default_and_can_be_turned_off() {
+        let c = Config::merge(cli(), FileConfig::default()).unwrap();
+        assert!(c.limits.enabled);
+        assert_eq!(c.limits.auth_per_account.count, 10);
+        let mut off = cli();
+        off.rate_limits = Some("off".into());
+        assert!(!Config::merge(off, FileConfig::default()).unwrap().limits.enabled);
+        let file: FileConfig = toml::from_str("rate_limits = \"off\"\ntrusted_proxies = [\"10.0.0.0/8\"]").unwrap();
+        let c = Config::merge(cli(), file).unwrap();
+        assert!(!c.limits.enabled);
+        assert_eq!(c.trusted_proxies.len(), 1);
     }
 }

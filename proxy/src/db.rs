@@ -88,13 +88,15 @@ pub async fn call(
     params: &[&(dyn ToSql + Sync)],
     returns: Returns,
 ) -> Result<Option<Out>, ApiError> {
-    call_as(ctx.pool, ctx.claims, ctx.statement_timeout, sql, params, returns).await
+    call_as(ctx.pool, ctx.claims, ctx.statement_timeout, ctx.client_ip, sql, params, returns).await
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn call_as(
     pool: &Pool,
     claims: Option<&str>,
     statement_timeout: &str,
+    client_ip: &str,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     returns: Returns,
@@ -106,15 +108,19 @@ pub async fn call_as(
     };
     let prep = |e: tokio_postgres::Error| map_pg_error(&e, anonymous);
     let begin = client.prepare_cached("begin").await.map_err(prep)?;
-    // Every statement of the request runs under the configured statement_timeout.
+    // Every statement of the request runs under the configured statement_timeout; the
+    // client's address is there for the audit log.
     let auth = client
-        .prepare_cached("select baas.authenticate($1::text::jsonb), pg_catalog.set_config('statement_timeout', $2, true)")
+        .prepare_cached(
+            "select baas.authenticate($1::text::jsonb), pg_catalog.set_config('statement_timeout', $2, true), \
+             pg_catalog.set_config('baas.client_ip', $3, true)",
+        )
         .await
         .map_err(prep)?;
     let stmt = client.prepare_cached(sql).await.map_err(prep)?;
     let commit = client.prepare_cached("commit").await.map_err(prep)?;
 
-    let auth_params: [&(dyn ToSql + Sync); 2] = [&claims, &statement_timeout];
+    let auth_params: [&(dyn ToSql + Sync); 3] = [&claims, &statement_timeout, &client_ip];
     // Pipelined: all four are written before the first answer is read.
     let (r_begin, r_auth, r_call, r_commit) = tokio::join!(
         client.execute(&begin, &[]),

@@ -10,11 +10,18 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Seconds for a Retry-After header (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError { status, code: code.to_string(), message: message.into() }
+        ApiError { status, code: code.to_string(), message: message.into(), retry_after: None }
+    }
+    pub fn rate_limited(retry_after: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("too many requests; retry in {retry_after} s"));
+        e.retry_after = Some(retry_after);
+        e
     }
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -46,7 +53,7 @@ impl ApiError {
         } else {
             message.to_string()
         };
-        ApiError { status, code: code.to_string(), message }
+        ApiError { status, code: code.to_string(), message, retry_after: None }
     }
 }
 

@@ -4,6 +4,7 @@ mod config;
 mod db;
 mod errors;
 mod jwt;
+mod ratelimit;
 mod router;
 mod routes;
 mod server;
@@ -56,7 +57,8 @@ fn main() {
 
     let listen = cfg.listen.to_string();
     let statement_timeout = format!("{}ms", cfg.statement_timeout.as_millis());
-    let app = server::App { statement_timeout, cfg, pool, keys };
+    let limiter = ratelimit::Limiter::new(cfg.limits.clone());
+    let app = server::App { statement_timeout, cfg, pool, keys, limiter };
     let mut service = Service::new("pgbaas http".to_string(), HttpServer::new_app(app));
     service.add_tcp(&listen);
     server.add_service(service);

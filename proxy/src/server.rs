@@ -4,6 +4,7 @@ use crate::config::Config;
 use crate::db;
 use crate::errors::ApiError;
 use crate::jwt::{self, KeyCache, KeySet, Verdict};
+use crate::ratelimit::{self, Kind, Limiter};
 use crate::router::{self, Match, Route};
 use crate::routes::{admin, auth, documents};
 use async_trait::async_trait;
@@ -19,6 +20,7 @@ pub struct App {
     pub cfg: Config,
     pub pool: Pool,
     pub keys: Arc<KeyCache>,
+    pub limiter: Limiter,
 }
 
 /// What a route handler sees.
@@ -28,6 +30,16 @@ pub struct Ctx<'a> {
     pub statement_timeout: &'a str,
     /// Verified claims JSON, None when anonymous.
     pub claims: Option<&'a str>,
+    /// The client's address (ratelimit::client_ip), for limits and the audit log.
+    pub client_ip: &'a str,
+    pub limiter: &'a Limiter,
+}
+
+impl Ctx<'_> {
+    /// Count this request against a per-IP or per-account limit.
+    pub fn limit(&self, kind: Kind, key: &str) -> Result<(), ApiError> {
+        self.limiter.check(kind, key).map_err(ApiError::rate_limited)
+    }
 }
 
 pub struct Reply {
@@ -38,14 +50,15 @@ pub struct Reply {
     allow: Option<&'static str>,
     /// `ETag` of a document response: its version, quoted.
     pub etag: Option<String>,
+    retry_after: Option<u64>,
 }
 
 impl Reply {
     pub fn json(status: StatusCode, body: Vec<u8>) -> Reply {
-        Reply { status, body, content_type: Some("application/json"), no_store: false, allow: None, etag: None }
+        Reply { status, body, content_type: Some("application/json"), no_store: false, allow: None, etag: None, retry_after: None }
     }
     pub fn empty(status: StatusCode) -> Reply {
-        Reply { status, body: Vec::new(), content_type: None, no_store: false, allow: None, etag: None }
+        Reply { status, body: Vec::new(), content_type: None, no_store: false, allow: None, etag: None, retry_after: None }
     }
     /// Responses that carry tokens or account data must not be cached by anything.
     pub fn no_store(mut self) -> Reply {
@@ -53,7 +66,9 @@ impl Reply {
         self
     }
     fn error(e: &ApiError) -> Reply {
-        Reply::json(e.status, e.body()).no_store()
+        let mut r = Reply::json(e.status, e.body()).no_store();
+        r.retry_after = e.retry_after;
+        r
     }
     fn into_response(self) -> Response<Vec<u8>> {
         let mut b = Response::builder()
@@ -70,6 +85,9 @@ impl Reply {
         }
         if let Some(etag) = self.etag {
             b = b.header(header::ETAG, etag);
+        }
+        if let Some(secs) = self.retry_after {
+            b = b.header(header::RETRY_AFTER, secs);
         }
         b.body(self.body).unwrap_or_else(|e| {
             // Only our own header values go in; should one ever be invalid, answer 500
@@ -133,6 +151,15 @@ impl App {
                 "request body was not received in time",
             )),
         }
+    }
+
+    /// The client's address: the socket peer, or what a trusted proxy forwarded.
+    fn client_ip(&self, s: &ServerSession) -> String {
+        let Some(peer) = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) else {
+            return "unix".to_string();
+        };
+        let xff = s.req_header().headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        ratelimit::client_ip(peer, xff, &self.cfg.trusted_proxies).to_string()
     }
 
     /// The bearer token's verified claims; None when no Authorization header was sent.
@@ -200,6 +227,18 @@ impl App {
             }
             _ => {}
         }
+        // Limits come first: a refused request costs no token check, body or connection.
+        let client_ip = self.client_ip(s);
+        let per_ip = match route {
+            Route::Signup => Some(Kind::Signup),
+            Route::Login | Route::Refresh => Some(Kind::Auth),
+            _ => None,
+        };
+        for kind in std::iter::once(Kind::Request).chain(per_ip) {
+            if let Err(secs) = self.limiter.check(kind, &client_ip) {
+                return Reply::error(&ApiError::rate_limited(secs));
+            }
+        }
         // Tokens are checked before the body is read or a connection is taken.
         let claims = match self.authenticate(s).await {
             Ok(c) => c,
@@ -237,7 +276,13 @@ impl App {
                 Err(e) => return Reply::error(&e),
             },
         };
-        let ctx = Ctx { pool: &self.pool, claims: claims.as_deref(), statement_timeout: &self.statement_timeout };
+        let ctx = Ctx {
+            pool: &self.pool,
+            claims: claims.as_deref(),
+            statement_timeout: &self.statement_timeout,
+            client_ip: &client_ip,
+            limiter: &self.limiter,
+        };
         let b = &body;
         let result = match route {
             Route::Signup => auth::signup(&ctx, b).await,

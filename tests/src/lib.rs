@@ -369,6 +369,8 @@ pub struct Proxy {
 
 impl Proxy {
     /// Start the proxy binary with `args` on a free port and wait until /healthz answers.
+    /// Rate limits are off unless `extra` sets `--rate-limits` (the test suite signs up
+    /// hundreds of users from one address; tests/tests/abuse.rs turns them on).
     pub fn start(database_url: &str, extra: &[&str]) -> Result<Proxy> {
         let bin = proxy_bin();
         if !bin.exists() {
@@ -378,6 +380,7 @@ impl Proxy {
         let child = Command::new(&bin)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--database-url", database_url])
             .args(extra)
+            .args(if extra.contains(&"--rate-limits") { &[][..] } else { &["--rate-limits", "off"][..] })
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", std::env::var("PGBAAS_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())

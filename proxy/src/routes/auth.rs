@@ -3,6 +3,7 @@
 use crate::db::{self, Returns};
 use crate::errors::ApiError;
 use crate::routes::{json_out, object_field, parse_object, string_field};
+use crate::ratelimit::Kind;
 use crate::server::{Ctx, Reply};
 use http::StatusCode;
 use serde_json::{Map, Value};
@@ -25,8 +26,30 @@ pub async fn login(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let m = parse_object(body)?;
     let email = string_field(&m, "email", true)?;
     let password = string_field(&m, "password", true)?;
-    let out = db::call(ctx, "select x::text from baas.login($1, $2) x", &[&email, &password], Returns::Json).await?;
+    if let Some(e) = &email {
+        ctx.limit(Kind::Account, &format!("email:{}", e.trim().to_lowercase()))?;
+    }
+    let out = db::call(
+        ctx,
+        "select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message' from baas.login($1, $2) x",
+        &[&email, &password],
+        Returns::Json,
+    )
+    .await?;
+    // A failed login is a result, so that its audit entry and lockout count commit.
+    error_result(&out, "invalid email or password")?;
     json(StatusCode::OK, out)
+}
+
+/// `{"error": {"code", "message"}}` returned (not raised) by a SQL function -> 401.
+fn error_result(out: &Option<db::Out>, fallback: &str) -> Result<(), ApiError> {
+    if let Some(db::Out { extra, .. }) = out {
+        if let Some(Some(code)) = extra.first() {
+            let message = extra.get(1).cloned().flatten().unwrap_or_else(|| fallback.into());
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, code, message));
+        }
+    }
+    Ok(())
 }
 
 pub async fn refresh(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
@@ -40,12 +63,7 @@ pub async fn refresh(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     )
     .await?;
     // baas.refresh reports a detected reuse as a result so its revocation commits.
-    if let Some(db::Out { extra, .. }) = &out {
-        if let Some(Some(code)) = extra.first() {
-            let message = extra.get(1).cloned().flatten().unwrap_or_else(|| "refresh token is not valid".into());
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, code, message));
-        }
-    }
+    error_result(&out, "refresh token is not valid")?;
     json(StatusCode::OK, out)
 }
 
@@ -66,6 +84,12 @@ pub async fn update_user(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> 
     let current = string_field(&m, "current_password", false)?;
     if data.is_none() && password.is_none() {
         return Err(ApiError::bad_request("invalid_request", "nothing to update: send data and/or password"));
+    }
+    if password.is_some() {
+        // Password changes check the current password: limited like logins.
+        ctx.limit(Kind::Auth, ctx.client_ip)?;
+        let sub = ctx.claims.and_then(|c| serde_json::from_str::<Value>(c).ok()).and_then(|c| c["sub"].as_str().map(str::to_string));
+        ctx.limit(Kind::Account, &format!("user:{}", sub.unwrap_or_default()))?;
     }
     let out = db::call(
         ctx,

@@ -249,7 +249,7 @@ fn pgbench(a: &Args, conns: usize, range: i64, cluster: &Cluster, password: &str
 /// timeout; the route's statement; COMMIT.
 fn pgbench_script(setup: &str, call: &str) -> String {
     format!(
-        "{setup}\nBEGIN;\nselect baas.authenticate(:claims::text::jsonb), pg_catalog.set_config('statement_timeout', '5000', true);\n{call};\nCOMMIT;\n"
+        "{setup}\nBEGIN;\nselect baas.authenticate(:claims::text::jsonb), pg_catalog.set_config('statement_timeout', '5000', true), pg_catalog.set_config('baas.client_ip', '127.0.0.1', true);\n{call};\nCOMMIT;\n"
     )
 }
 
@@ -353,7 +353,8 @@ fn main() -> Result<()> {
     if std::env::var_os("PGBAAS_TEST_LOG").is_none() {
         std::env::set_var("PGBAAS_TEST_LOG", "off");
     }
-    let proxy = Proxy::start(&auth_url, &["--pool-size", &POOL.to_string()])?;
+    // Limits off, as for any load test (a benchmark is one client hammering logins).
+    let proxy = Proxy::start(&auth_url, &["--pool-size", &POOL.to_string(), "--rate-limits", "off"])?;
     let pid = proxy.child.id();
     let base = proxy.base();
 
@@ -434,7 +435,7 @@ fn main() -> Result<()> {
     let pgb_login = write(
         "login.sql",
         format!(
-            "\\set u random(0, {})\nBEGIN;\nselect baas.authenticate(null), pg_catalog.set_config('statement_timeout', '5000', true);\nselect x::text from baas.login('u' || :u::text || '@bench.test', '{PASSWORD}') x;\nCOMMIT;\n",
+            "\\set u random(0, {})\nBEGIN;\nselect baas.authenticate(null), pg_catalog.set_config('statement_timeout', '5000', true), pg_catalog.set_config('baas.client_ip', '127.0.0.1', true);\nselect x::text from baas.login('u' || :u::text || '@bench.test', '{PASSWORD}') x;\nCOMMIT;\n",
             a.users - 1
         ),
     )?;
