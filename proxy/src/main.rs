@@ -4,6 +4,7 @@ mod config;
 mod db;
 mod errors;
 mod jwt;
+mod keys;
 mod ratelimit;
 mod router;
 mod routes;
@@ -54,6 +55,10 @@ fn main() {
     conf.graceful_shutdown_timeout_seconds = Some(2);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+
+    // Key rotations arrive by LISTEN/NOTIFY on a connection of their own.
+    let listener = keys::KeyListener { database_url: cfg.database_url.clone(), keys: keys.clone() };
+    server.add_service(pingora::services::background::background_service("key listener", listener));
 
     let listen = cfg.listen.to_string();
     let statement_timeout = format!("{}ms", cfg.statement_timeout.as_millis());

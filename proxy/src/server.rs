@@ -181,7 +181,7 @@ impl App {
                 let kid = jwt::kid_of(token)?;
                 self.keys
                     .reload_for_kid(&kid, || async {
-                        if let Err(e) = reload_keys(&self.pool, &self.keys).await {
+                        if let Err(e) = crate::keys::reload_keys_nowait(&self.pool, &self.keys, self.cfg.pool_timeout).await {
                             log::warn!("reloading signing keys: {}", e.message);
                         }
                     })

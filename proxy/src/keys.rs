@@ -1,0 +1,98 @@
+//! Keeping the signing keys current without making requests wait for the database.
+//!
+//! - `KeyListener`: a background service holding one dedicated connection that
+//!   LISTENs on `baas_keys` (baas.rotate_signing_key() notifies it) and reloads the
+//!   keys over that same connection. Reconnects with a pause when the database goes.
+//! - `reload_keys_nowait`: the reload an unknown `kid` may trigger, only if a pooled
+//!   connection is free right now; otherwise the token is simply refused.
+
+use crate::db;
+use crate::errors::ApiError;
+use crate::jwt::{KeyCache, KeySet};
+use async_trait::async_trait;
+use deadpool_postgres::{Pool, Timeouts};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+const KEYS_SQL: &str = "select baas.jwks(), baas.auth_settings()";
+
+fn key_set(row: &tokio_postgres::Row) -> Result<KeySet, String> {
+    let jwks: serde_json::Value = row.try_get(0).map_err(|e| e.to_string())?;
+    let settings: serde_json::Value = row.try_get(1).map_err(|e| e.to_string())?;
+    KeySet::from_json(&jwks, &settings)
+}
+
+/// Reload over a pooled connection only if one is free this instant.
+pub async fn reload_keys_nowait(pool: &Pool, cache: &KeyCache, wait_for_create: Duration) -> Result<(), ApiError> {
+    let t = Timeouts { wait: Some(Duration::ZERO), create: Some(wait_for_create), recycle: Some(wait_for_create) };
+    let conn = pool.timeout_get(&t).await.map_err(|_| ApiError::unavailable("no idle database connection"))?;
+    let row = conn.query_one(KEYS_SQL, &[]).await.map_err(|e| db::map_pg_error(&e, false))?;
+    let ks = key_set(&row).map_err(|e| {
+        log::error!("signing keys from the database are unusable: {e}");
+        ApiError::internal()
+    })?;
+    cache.replace(ks);
+    Ok(())
+}
+
+pub struct KeyListener {
+    pub database_url: String,
+    pub keys: Arc<KeyCache>,
+}
+
+impl KeyListener {
+    /// One connection's life: LISTEN, reload once (a rotation may have been missed
+    /// while disconnected), then reload at each notification. Returns on shutdown (true)
+    /// or when the connection ends (false).
+    async fn session(&self, shutdown: &mut ShutdownWatch) -> Result<bool, String> {
+        let (client, mut connection) = tokio_postgres::connect(&self.database_url, NoTls).await.map_err(|e| e.to_string())?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        tokio::spawn(async move {
+            while let Some(m) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                match m {
+                    Ok(AsyncMessage::Notification(_)) => {
+                        if tx.send(()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        client.batch_execute("listen baas_keys").await.map_err(|e| e.to_string())?;
+        loop {
+            let row = client.query_one(KEYS_SQL, &[]).await.map_err(|e| e.to_string())?;
+            match key_set(&row) {
+                Ok(ks) => self.keys.replace(ks),
+                Err(e) => log::error!("signing keys from the database are unusable: {e}"),
+            }
+            tokio::select! {
+                m = rx.recv() => if m.is_none() { return Ok(false) },
+                _ = shutdown.changed() => return Ok(true),
+            }
+            // Coalesce a burst of notifications into one reload.
+            while rx.try_recv().is_ok() {}
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for KeyListener {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            match self.session(&mut shutdown).await {
+                Ok(true) => return,
+                Ok(false) => log::warn!("key listener: connection closed; reconnecting"),
+                Err(e) => log::warn!("key listener: {e}; retrying in 1 s"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! End-to-end abuse resistance against the real proxy and Postgres: rate limits
+//! (on, as in production), account lockout, forged tokens that never reach the
+//! database, injection and pg_sleep in every slot, slow and oversized clients.
+
+mod common;
+use common::*;
+use pgbaas_testkit::Proxy;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+struct R {
+    status: u16,
+    body: Value,
+    retry_after: Option<String>,
+}
+
+/// A request whose answer must not be a 5xx.
+fn req(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> R {
+    let r = req_any(base, method, path, headers, body);
+    assert!(r.status < 500, "{method} {path}: {} {}", r.status, r.body);
+    r
+}
+
+fn req_any(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> R {
+    let mut r = ureq::request(method, &format!("{base}{path}"));
+    for (k, v) in headers {
+        r = r.set(k, v);
+    }
+    if body.is_some() {
+        r = r.set("Content-Type", "application/json");
+    }
+    let resp = match body.map(|b| r.clone().send_string(b)).unwrap_or_else(|| r.call()) {
+        Ok(x) => x,
+        Err(ureq::Error::Status(_, x)) => x,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = resp.status();
+    let retry_after = resp.header("Retry-After").map(str::to_string);
+    let text = resp.into_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    R { status, body, retry_after }
+}
+
+fn limited_proxy(extra: &[&str]) -> Proxy {
+    let url = env().cluster.authenticator_url().unwrap();
+    let mut args = vec!["--rate-limits", "on"];
+    args.extend_from_slice(extra);
+    Proxy::start(&url, &args).unwrap()
+}
+
+fn login_body(email: &str, password: &str) -> String {
+    json!({"email": email, "password": password}).to_string()
+}
+
+#[test]
+fn logins_are_limited_per_account_and_per_ip_with_retry_after() {
+    let p = limited_proxy(&["--rate-limit-account-per-minute", "3", "--rate-limit-auth-per-minute", "6"]);
+    let u = signup("rl-account");
+    for i in 0..3 {
+        let r = req(&p.base(), "POST", "/v1/auth/login", &[], Some(&login_body(&u.email, "wrong password 1")));
+        assert_eq!(r.status, 401, "attempt {i}: {}", r.body);
+    }
+    let r = req(&p.base(), "POST", "/v1/auth/login", &[], Some(&login_body(&u.email, PASSWORD)));
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (429, Some("rate_limited")), "{}", r.body);
+    let wait: u64 = r.retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    // The same address, another account: the account limit is per account...
+    let other = signup("rl-account-2");
+    assert_eq!(req(&p.base(), "POST", "/v1/auth/login", &[], Some(&login_body(&other.email, PASSWORD))).status, 200);
+    // ...and the per-IP limit (6) is reached after 6 attempts in all.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(req(&p.base(), "POST", "/v1/auth/login", &[], Some(&login_body(&other.email, "wrong password 1"))).status);
+    }
+    assert_eq!(statuses, [401, 429, 429], "the 6th auth attempt from this address is the last");
+    // Limits are per proxy setting: the shared test proxy (limits off) still answers.
+    assert_eq!(post("/v1/auth/login", None, json!({"email": u.email, "password": PASSWORD})).status, 200);
+}
+
+#[test]
+fn signups_are_limited_per_ip_and_a_spoofed_forwarded_for_changes_nothing() {
+    let p = limited_proxy(&["--rate-limit-signups-per-hour", "2"]);
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let fake = format!("198.51.100.{i}");
+        let body = json!({"email": email("rl-signup"), "password": PASSWORD}).to_string();
+        statuses.push(req(&p.base(), "POST", "/v1/auth/signup", &[("X-Forwarded-For", &fake)], Some(&body)).status);
+    }
+    assert_eq!(statuses, [201, 201, 429], "X-Forwarded-For from an untrusted peer is ignored");
+}
+
+#[test]
+fn a_trusted_proxy_forwards_the_client_address_to_limits_and_the_audit_log() {
+    let p = limited_proxy(&["--rate-limit-signups-per-hour", "1", "--trusted-proxies", "127.0.0.1,::1"]);
+    let mut emails = Vec::new();
+    for ip in ["192.0.2.10", "192.0.2.11"] {
+        let e = email("rl-trusted");
+        let body = json!({"email": e, "password": PASSWORD}).to_string();
+        let r = req(&p.base(), "POST", "/v1/auth/signup", &[("X-Forwarded-For", &format!("203.0.113.99, {ip}"))], Some(&body));
+        assert_eq!(r.status, 201, "each client address has its own signup budget: {}", r.body);
+        emails.push((e, ip));
+    }
+    let body = json!({"email": email("rl-trusted"), "password": PASSWORD}).to_string();
+    let r = req(&p.base(), "POST", "/v1/auth/signup", &[("X-Forwarded-For", "192.0.2.10")], Some(&body));
+    assert_eq!(r.status, 429, "the second signup from 192.0.2.10");
+    for (e, ip) in emails {
+        let logged: String = admin()
+            .query_one("select host(ip) from baas.audit_log where action = 'signup' and details ->> 'email' = $1", &[&e])
+            .unwrap()
+            .get(0);
+        assert_eq!(logged, ip, "the rightmost untrusted hop is the client");
+    }
+}
+
+#[test]
+fn every_request_counts_against_the_per_ip_limit() {
+    let p = limited_proxy(&["--rate-limit-requests-per-minute", "5"]);
+    let statuses: Vec<u16> = (0..7).map(|_| req(&p.base(), "GET", "/v1/collections/none/documents", &[], None).status).collect();
+    assert_eq!(&statuses[5..], [429, 429], "{statuses:?}");
+    assert!(statuses[..5].iter().all(|s| *s != 429), "{statuses:?}");
+    // Health checks are never limited (load balancers poll them).
+    assert_eq!(req(&p.base(), "GET", "/healthz", &[], None).status, 200);
+}
+
+#[test]
+fn an_account_locks_after_ten_failures_and_answers_like_a_wrong_password() {
+    // The shared proxy has no rate limits, so only the lockout (in Postgres) stops this.
+    let u = signup("lockout");
+    let wrong = |pw: &str| post("/v1/auth/login", None, json!({"email": u.email, "password": pw}));
+    let first = wrong("wrong password 1");
+    assert_eq!(first.status, 401);
+    for _ in 0..9 {
+        assert_eq!(wrong("wrong password 1").status, 401);
+    }
+    let locked = wrong(PASSWORD);
+    assert_eq!((locked.status, &locked.body), (401, &first.body), "the right password now gets the wrong-password answer");
+    let nobody = post("/v1/auth/login", None, json!({"email": email("nobody"), "password": PASSWORD}));
+    assert_eq!(nobody.body, first.body, "and so does an unknown email: no enumeration");
+    let rows: Vec<(String, Option<String>)> = admin()
+        .query(
+            "select action, host(ip) from baas.audit_log where user_id = $1::text::uuid and action <> 'signup' order by id",
+            &[&u.id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let actions: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(actions.iter().filter(|a| **a == "login.failure").count(), 10);
+    assert_eq!(&actions[10..], &["account.locked", "login.locked"], "{actions:?}");
+    assert!(rows.iter().all(|r| r.1.as_deref() == Some("127.0.0.1")), "every event carries the client address: {rows:?}");
+    // A DBA lifts it; the account signs in.
+    admin().execute("select baas.unlock_account($1::text::uuid)", &[&u.id]).unwrap();
+    assert_eq!(wrong(PASSWORD).status, 200);
+}
+
+/// The proxy's only database connection is held by a request blocked on a lock, so a
+/// request that needed the database would wait and fail with 503 after the 1 s pool
+/// timeout. Forged, malformed and oversized credentials must be answered at once.
+#[test]
+fn bad_tokens_are_refused_without_a_database_connection() {
+    let url = env().cluster.authenticator_url().unwrap();
+    let p = Proxy::start(&url, &["--pool-size", "1", "--pool-timeout-secs", "1"]).unwrap();
+    let u = signup("no-db");
+    let c = collection("nodb", json!({"default_acl": {"read": ["authenticated"]}}));
+    let doc = create_doc(&c, Some(&u.access), json!({"x": 1}), None);
+
+    let mut dba = admin();
+    let mut tx = dba.transaction().unwrap();
+    tx.batch_execute("lock table baas.documents in access exclusive mode").unwrap();
+    let (base, path, token) = (p.base(), doc_path(&c, &doc), u.access.clone());
+    let blocked = std::thread::spawn(move || req(&base, "GET", &path, &[("Authorization", &format!("Bearer {token}"))], None).status);
+    // Wait until that request sits on the lock, holding the pool's one connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin()
+        .query_one("select count(*) from pg_stat_activity where usename = 'baas_authenticator' and wait_event_type = 'Lock'", &[])
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the blocking request never reached the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The control: a valid token needs the database, and there is none to be had.
+    let r = req_any(&p.base(), "GET", "/v1/auth/user", &[("Authorization", &format!("Bearer {}", u.access))], None);
+    assert_eq!(r.status, 503, "control: {}", r.body);
+
+    let now = payload(&u.access)["iat"].as_i64().unwrap();
+    let good = claims_for(&u);
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        sign_with_db_key(&c)
+    };
+    let (h, b) = (b64(br#"{"alg":"none","typ":"JWT"}"#), b64(good.to_string().as_bytes()));
+    let cases: Vec<(&str, String)> = vec![
+        ("alg none", format!("{h}.{b}.")),
+        ("expired", with("exp", json!(now - 10))),
+        ("nbf in the future", with("nbf", json!(now + 3600))),
+        ("wrong audience", with("aud", json!("elsewhere"))),
+        ("wrong issuer", with("iss", json!("https://evil.example"))),
+        ("unknown kid", {
+            let parts: Vec<&str> = u.access.split('.').collect();
+            format!("{}.{}.{}", b64(br#"{"alg":"EdDSA","typ":"JWT","kid":"no-such-key"}"#), parts[1], parts[2])
+        }),
+        ("duplicated claims", duplicated_role_token(&good)),
+        ("tampered payload", {
+            let parts: Vec<&str> = u.access.split('.').collect();
+            let mut c = payload(&u.access);
+            c["role"] = json!("baas_service");
+            format!("{}.{}.{}", parts[0], b64(c.to_string().as_bytes()), parts[2])
+        }),
+        ("1 MB token", "A".repeat(1024 * 1024 - 200)),
+    ];
+    for (why, t) in &cases {
+        let started = Instant::now();
+        let r = req(&p.base(), "GET", "/v1/auth/user", &[("Authorization", &format!("Bearer {t}"))], None);
+        assert!(matches!(r.status, 401 | 431), "{why}: {} {}", r.status, r.body);
+        assert!(started.elapsed() < Duration::from_millis(900), "{why} waited for the database: {:?}", started.elapsed());
+    }
+    // Over pingora's 1 MiB header limit the connection is refused outright.
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let huge = format!("GET /v1/auth/user HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n", "A".repeat(1024 * 1024 + 10));
+    let _ = s.write_all(huge.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let head = String::from_utf8_lossy(&out);
+    assert!(!head.starts_with("HTTP/1.1 2") && !head.starts_with("HTTP/1.1 5"), "{head:.80}");
+
+    tx.rollback().unwrap();
+    assert_eq!(blocked.join().unwrap(), 200, "the blocked request completes once the lock is gone");
+}
+
+/// A validly signed token whose payload names "role" twice (first baas_service, then
+/// baas_user): signed here with the database's key, as only a key holder could.
+fn duplicated_role_token(good: &Value) -> String {
+    use ed25519_dalek::{Signer, SigningKey};
+    let (kid, secret): (String, Vec<u8>) = {
+        let row = admin()
+            .query_one("select kid, secret from baas._signing_keys where retired_at is null order by created_at desc limit 1", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let key = SigningKey::from_bytes(&secret.try_into().unwrap());
+    let sign = |claims: &str| {
+        let head = b64(json!({"alg": "EdDSA", "typ": "JWT", "kid": kid}).to_string().as_bytes());
+        let input = format!("{head}.{}", b64(claims.as_bytes()));
+        let sig = key.sign(input.as_bytes());
+        format!("{input}.{}", b64(&sig.to_bytes()))
+    };
+    let plain = good.to_string();
+    // The control: the same signing, without the duplicate, is accepted.
+    assert_eq!(call("GET", "/v1/auth/user", Some(&sign(&plain)), None).status, 200, "control token");
+    let dup = format!("{{\"role\":\"baas_service\",{}", &plain[1..]);
+    sign(&dup)
+}
+
+#[test]
+fn a_token_of_a_deleted_account_is_refused() {
+    let u = signup("deleted");
+    assert_eq!(call("DELETE", "/v1/auth/user", Some(&u.access), None).status, 204);
+    let r = call("GET", "/v1/auth/user", Some(&u.access), None);
+    assert_eq!((r.status, r.code()), (401, "invalid_token"), "{}", r.body);
+}
+
+/// Injection strings and pg_sleep in every slot a client controls: each is refused or
+/// stored as data, nothing sleeps, nothing is a 5xx.
+#[test]
+fn injection_and_pg_sleep_in_every_slot_have_no_effect() {
+    let u = signup("inject");
+    let svc = service_token();
+    let c = collection("inject", json!({"default_acl": {"read": ["authenticated"]}}));
+    let doc = create_doc(&c, Some(&u.access), json!({"a": 1}), None);
+    let evil = [
+        "'; select pg_sleep(3); --",
+        "\"); select pg_sleep(3); --",
+        "$$; select pg_sleep(3); $$",
+        "a' || (select pg_sleep(3)) || '",
+        "1; select pg_sleep(3)",
+        "x\\' or 1=1; select pg_sleep(3) --",
+    ];
+    let enc = |s: &str| -> String { s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect() };
+    let started = Instant::now();
+    let mut n = 0;
+    for e in evil {
+        let q = enc(e);
+        let filt_key = enc(&json!({ e: 1 }).to_string());
+        let filt_val = enc(&json!({"a": e}).to_string());
+        let filt_op = enc(&json!({"a": {"$gt": e}}).to_string());
+        let requests: Vec<(&str, String, Option<String>, Option<String>)> = vec![
+            ("GET", format!("/v1/collections/{q}/documents"), None, None),
+            ("GET", format!("{}/{q}", docs_path(&c)), None, None),
+            ("GET", format!("{}?where={filt_key}", docs_path(&c)), None, None),
+            ("GET", format!("{}?where={filt_val}", docs_path(&c)), None, None),
+            ("GET", format!("{}?where={filt_op}", docs_path(&c)), None, None),
+            ("GET", format!("{}?order={q}", docs_path(&c)), None, None),
+            ("GET", format!("{}?fields={q}", docs_path(&c)), None, None),
+            ("GET", format!("{}?limit={q}&offset={q}", docs_path(&c)), None, None),
+            ("GET", format!("{}?after={q}", docs_path(&c)), None, None),
+            ("POST", docs_path(&c), Some(json!({"data": {e: e}}).to_string()), None),
+            ("PATCH", doc_path(&c, &doc), Some(json!({"data": {e: e}}).to_string()), Some(e.to_string())),
+            ("PUT", format!("{}/acl", doc_path(&c, &doc)), Some(json!({"read": [e]}).to_string()), None),
+            ("PATCH", "/v1/auth/user".to_string(), Some(json!({"data": {e: e}}).to_string()), None),
+        ];
+        for (m, path, body, if_match) in requests {
+            let mut h = vec![("Authorization".to_string(), format!("Bearer {}", u.access))];
+            if let Some(v) = if_match {
+                h.push(("If-Match".to_string(), v));
+            }
+            let hs: Vec<(&str, &str)> = h.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            let r = req(&base(), m, &path, &hs, body.as_deref());
+            assert!(r.status < 500, "{m} {path}: {}", r.status);
+            n += 1;
+        }
+        // Service-token slots: collection and index administration.
+        let auth = [("Authorization", format!("Bearer {svc}"))];
+        let hs: Vec<(&str, &str)> = auth.iter().map(|(a, b)| (*a, b.as_str())).collect();
+        for (m, path, body) in [
+            ("POST", "/v1/collections".to_string(), Some(json!({"name": e}).to_string())),
+            ("POST", format!("/v1/collections/{c}/indexes"), Some(json!({"path": e}).to_string())),
+            ("DELETE", format!("/v1/collections/{c}/indexes/{q}"), None),
+            ("POST", "/v1/roles".to_string(), Some(json!({"name": e}).to_string())),
+        ] {
+            let r = req(&base(), m, &path, &hs, body.as_deref());
+            assert!(r.status < 500, "{m} {path}: {}", r.status);
+            n += 1;
+        }
+    }
+    // 6 strings x 17 slots, each of which would sleep 3 s if it ever reached SQL text.
+    assert!(n >= 100);
+    assert!(started.elapsed() < Duration::from_secs(30), "something slept: {:?} for {n} requests", started.elapsed());
+    let tables: i64 = admin().query_one("select count(*) from baas.users", &[]).unwrap().get(0);
+    assert!(tables > 0, "baas.users is still there");
+}
+
+/// Clients that dribble a request, send too much, or never finish do not slow anybody
+/// else down, and each is cut off by a limit.
+#[test]
+fn slow_and_oversized_clients_are_cut_off_without_affecting_others() {
+    let url = env().cluster.authenticator_url().unwrap();
+    let p = Proxy::start(&url, &["--body-timeout-secs", "2", "--body-limit", "65536"]).unwrap();
+    let u = signup("slow");
+    // 100 slow-loris connections: each sends half a request line and then nothing.
+    let lorises: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+            s.write_all(b"GET /v1/auth/user HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+            s
+        })
+        .collect();
+    // A slow body: headers promise 1000 bytes, 10 arrive.
+    let mut slow_body = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    slow_body.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"email\":"
+    );
+    slow_body.write_all(head.as_bytes()).unwrap();
+    let t = Instant::now();
+    // Meanwhile an ordinary client is served at once, again and again.
+    for _ in 0..20 {
+        let s = Instant::now();
+        let r = req(&p.base(), "GET", "/v1/auth/user", &[("Authorization", &format!("Bearer {}", u.access))], None);
+        assert_eq!(r.status, 200);
+        assert!(s.elapsed() < Duration::from_millis(500), "an ordinary request took {:?}", s.elapsed());
+    }
+    // The slow body is cut off with 408 at the body timeout.
+    let mut out = Vec::new();
+    let _ = slow_body.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:.120}");
+    assert!(t.elapsed() < Duration::from_secs(6), "cut off after {:?}", t.elapsed());
+    // An oversized body is refused from its Content-Length, before a byte of it is read.
+    let mut big = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    big.write_all(b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 70000000\r\n\r\n").unwrap();
+    let mut out = [0u8; 512];
+    let n = big.read(&mut out).unwrap_or(0);
+    let text = String::from_utf8_lossy(&out[..n]);
+    assert!(text.starts_with("HTTP/1.1 413") && text.contains("payload_too_large"), "{text}");
+    drop(lorises);
+}
