@@ -31,6 +31,8 @@ pub enum BaasError {
     InvalidQuery(String),
     #[error("document does not match the collection schema at {path}: {message}")]
     SchemaViolation { path: String, message: String },
+    #[error("JSON argument is nested too deeply or unreadable: {0}")]
+    JsonTooDeep(String),
 }
 
 impl BaasError {
@@ -49,6 +51,7 @@ impl BaasError {
             BaasError::InvalidSchema(_) => "invalid_schema",
             BaasError::SchemaViolation { .. } => "schema_violation",
             BaasError::InvalidQuery(_) => "invalid_query",
+            BaasError::JsonTooDeep(_) => "limit_exceeded",
         }
     }
 
@@ -68,6 +71,7 @@ impl BaasError {
                 PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION
             }
             BaasError::BadSigningKey => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            BaasError::JsonTooDeep(_) => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         }
     }
 

@@ -3,6 +3,8 @@
 mod config;
 mod db;
 mod errors;
+#[cfg(test)]
+mod fuzz_tests;
 mod jwt;
 mod keys;
 mod ratelimit;

@@ -1,6 +1,7 @@
 use crate::auth::{email, keys, password, patch, tokens};
 use crate::error::OrRaise;
 use pgrx::prelude::*;
+use super::Json;
 use pgrx::JsonB;
 
 /// Validate and lower-case an email address (22023 / invalid_email).
@@ -48,8 +49,8 @@ fn generate_signing_key() -> TableIterator<
 }
 
 #[pg_extern(immutable, strict, parallel_safe, name = "_sign_jwt")]
-fn sign_jwt(kid: &str, secret: &[u8], claims: JsonB) -> String {
-    tokens::sign_jwt(kid, secret, &claims.0).or_raise("_sign_jwt")
+fn sign_jwt(kid: &str, secret: &[u8], claims: Json) -> String {
+    tokens::sign_jwt(kid, secret, &claims.value("_sign_jwt")).or_raise("_sign_jwt")
 }
 
 #[pg_extern(volatile, parallel_safe, name = "_new_refresh_token")]
@@ -70,8 +71,8 @@ fn uuid7() -> pgrx::Uuid {
 
 /// RFC 7386 JSON merge patch of `target` by `patch`.
 #[pg_extern(immutable, strict, parallel_safe, name = "merge_patch")]
-fn merge_patch(target: JsonB, patch: JsonB) -> JsonB {
-    let mut t = target.0;
-    patch::merge_patch(&mut t, &patch.0);
+fn merge_patch(target: Json, patch: Json) -> JsonB {
+    let mut t = target.value("merge_patch");
+    patch::merge_patch(&mut t, &patch.value("merge_patch"));
     JsonB(t)
 }

@@ -5,6 +5,7 @@
 use crate::documents::{acl::Acl, names, options, schema};
 use crate::error::OrRaise;
 use pgrx::prelude::*;
+use super::Json;
 use pgrx::JsonB;
 
 /// The name, or 22023 invalid_collection_name.
@@ -28,8 +29,8 @@ fn normalize_principal(principal: &str) -> String {
 
 /// Canonical ACL object, or 22023 invalid_acl.
 #[pg_extern(immutable, strict, parallel_safe)]
-fn normalize_acl(acl: JsonB) -> JsonB {
-    JsonB(Acl::parse(&acl.0).or_raise("normalize_acl").to_json())
+fn normalize_acl(acl: Json) -> JsonB {
+    JsonB(Acl::parse(&acl.value("normalize_acl")).or_raise("normalize_acl").to_json())
 }
 
 /// Grant (`grant` = true) or revoke one permission in ACL lists; returns the new ACL.
@@ -49,15 +50,15 @@ fn acl_change(
 
 /// Canonical collection options, or 22023 invalid_options / invalid_schema.
 #[pg_extern(immutable, parallel_safe)]
-fn normalize_collection_options(options: Option<JsonB>) -> JsonB {
-    let v = options.map(|o| o.0).unwrap_or(serde_json::Value::Null);
+fn normalize_collection_options(options: Option<Json>) -> JsonB {
+    let v = options.map(|o| o.value("normalize_collection_options")).unwrap_or(serde_json::Value::Null);
     JsonB(options::parse(&v).or_raise("normalize_collection_options").to_json())
 }
 
 /// Check `data` against a JSON Schema: 23514 schema_violation naming the failing path.
 #[pg_extern(immutable, strict, parallel_safe)]
-fn validate_document(schema: JsonB, data: JsonB) {
-    schema::validate(&schema.0, &data.0).or_raise("validate_document")
+fn validate_document(schema: Json, data: Json) {
+    schema::validate(&schema.value("validate_document"), &data.value("validate_document")).or_raise("validate_document")
 }
 
 /// A document id from the client, or NULL when it is not a UUID: an id that cannot

@@ -4,6 +4,7 @@
 use crate::error::OrRaise;
 use crate::query::{compile, parse};
 use pgrx::prelude::*;
+use super::Json;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
@@ -12,9 +13,10 @@ use serde_json::{json, Value};
 /// With `cursor` (the array `cursor` SQL selected for the `after` document), `where`
 /// also keeps only rows after it. 22023 invalid_query names what is wrong.
 #[pg_extern(immutable, parallel_safe)]
-fn compile_query(filter: Option<JsonB>, order: Option<&str>, cursor: Option<JsonB>, has_fields: default!(bool, false)) -> JsonB {
+fn compile_query(filter: Option<Json>, order: Option<&str>, cursor: Option<Json>, has_fields: default!(bool, false)) -> JsonB {
     const F: &str = "compile_query";
-    let filter = filter.map(|f| f.0).unwrap_or_else(|| json!({}));
+    let filter = filter.map(|f| f.value(F)).unwrap_or_else(|| json!({}));
+    let cursor = cursor.map(|c| c.value(F));
     let ast = parse::parse(&filter).or_raise(F);
     let keys = parse::parse_order(order.unwrap_or("")).or_raise(F);
     let mut params = compile::Params::default();
@@ -32,7 +34,7 @@ fn compile_query(filter: Option<JsonB>, order: Option<&str>, cursor: Option<Json
         _ => None,
     };
     if let Some(c) = cursor {
-        let after = compile::after_sql(&keys, &c.0, &mut params).or_raise(F);
+        let after = compile::after_sql(&keys, &c, &mut params).or_raise(F);
         where_sql = format!("{where_sql} and {after}");
     }
     JsonB(json!({

@@ -5,5 +5,7 @@ pub mod compile;
 pub mod eval;
 pub mod parse;
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;
