@@ -79,10 +79,14 @@ mod tests {
     }
 
     #[pg_test]
-    #[should_panic(expected = "invalid email or password")]
-    fn wrong_password_is_refused() {
+    fn wrong_password_is_refused_and_recorded() {
         Spi::run("select baas.signup('w@example.com', 'long enough pw')").unwrap();
-        Spi::run("select baas.login('w@example.com', 'not the password')").unwrap();
+        // Answered, not raised, so that the failure's audit entry commits.
+        let r = Spi::get_one::<pgrx::JsonB>("select baas.login('w@example.com', 'not the password')").unwrap().unwrap().0;
+        assert_eq!(r["error"]["code"], "invalid_credentials");
+        assert!(r.get("access_token").is_none());
+        let n = Spi::get_one::<i64>("select count(*) from baas.audit_log where action = 'login.failure'").unwrap().unwrap();
+        assert_eq!(n, 1);
     }
 
     #[pg_test]
