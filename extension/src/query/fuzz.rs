@@ -8,6 +8,7 @@
 //! (`make test` runs 20,000 cases per target.)
 
 use crate::error::BaasError;
+use crate::query::rng::Rng;
 use crate::query::{compile, eval, parse};
 use serde_json::{json, Map, Value};
 
@@ -15,18 +16,15 @@ fn iters() -> usize {
     std::env::var("PGBAAS_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
 }
 
-struct Rng(u64);
+/// Generators of adversarial input on top of the shared xorshift.
+trait Gen {
+    fn string(&mut self) -> String;
+    fn scalar(&mut self) -> Value;
+    fn value(&mut self, depth: usize) -> Value;
+    fn filter(&mut self, depth: usize) -> Value;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+impl Gen for Rng {
     fn string(&mut self) -> String {
         const PARTS: &[&str] = &[
             "a", "b", "c.d", ".", "..", "$", "$gt", "$eq", "$in", "$and", "$or", "$not", "$exists", "$contains",

@@ -8,4 +8,6 @@ pub mod parse;
 #[cfg(test)]
 mod fuzz;
 #[cfg(any(test, feature = "pg_test"))]
+mod rng;
+#[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;

@@ -4,28 +4,12 @@
 
 #[pgrx::pg_schema]
 mod tests {
+    use crate::query::rng::Rng;
     use crate::query::{compile, eval, parse};
     use pgrx::prelude::*;
     use pgrx::JsonB;
     use serde_json::{json, Map, Value};
     use std::cmp::Ordering;
-
-    /// xorshift64*: deterministic, no dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545F4914F6CDD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-            &xs[self.below(xs.len())]
-        }
-    }
 
     fn scalar(r: &mut Rng) -> Value {
         match r.below(9) {
