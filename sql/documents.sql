@@ -783,18 +783,55 @@ create policy index_entries_service on baas.index_entries for select to baas_ser
 create policy index_entries_read on baas.index_entries for select to baas_anon, baas_user
     using (owner = (select baas.uid()) or acl_read && (select baas.principals()));
 
--- The value at a dotted path, object keys only: exactly what baas.index_expression's
--- chain of baas.jfield calls reads.
 -- The id of a collection's btree index on a path, or null (for baas.count, which runs
 -- as the caller; the index list itself is for service tokens).
 create function baas.btree_index_id(collection_id integer, path text) returns integer
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    select i.id from baas.indexes i
-     where i.collection_id = btree_index_id.collection_id and i.path = btree_index_id.path and i.kind = 'btree'
+begin
+    -- Only an index whose entries are complete: see baas._index_entries_ready.
+    return (select i.id from baas.indexes i join baas._index_entries_ready r on r.index_id = i.id
+             where i.collection_id = btree_index_id.collection_id and i.path = btree_index_id.path and i.kind = 'btree');
+end
 $$;
 
+-- Indexes whose entries are complete. Deliberately not part of a pg_dump (unlike
+-- baas.indexes and the documents): after a restore no index is ready, so counts take
+-- the documents path (correct, slower) until baas.rebuild_index_entries() runs.
+create table baas._index_entries_ready (
+    index_id integer primary key references baas.indexes (id) on delete cascade
+);
+revoke all on baas._index_entries_ready from public;
+alter table baas._index_entries_ready enable row level security;
+
+-- DBAs: rebuild every btree index's entries from the documents (after a restore).
+create function baas.rebuild_index_entries() returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    i record;
+    n integer := 0;
+begin
+    for i in select x.id, x.collection_id, x.path from baas.indexes x where x.kind = 'btree' loop
+        delete from baas._index_entries_ready where index_id = i.id;
+        delete from baas.index_entries where index_id = i.id;
+        execute format('insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
+                        select %s, d.id, %s, d.owner, d.acl_read from baas.documents d where d.collection_id = %s',
+                       i.id, baas.index_expression(i.path), i.collection_id);
+        insert into baas._index_entries_ready values (i.id);
+        n := n + 1;
+    end loop;
+    analyze baas.index_entries;
+    return n;
+end
+$$;
+comment on function baas.rebuild_index_entries() is
+    'DBAs: rebuild the counting entries of every btree index (after pg_restore); returns how many indexes';
+
+-- The value at a dotted path, object keys only: exactly what baas.index_expression's
+-- chain of baas.jfield calls reads.
 create function baas._jpath(v jsonb, path text) returns jsonb
 language plpgsql immutable strict parallel safe
 set search_path = pg_catalog, pg_temp
@@ -888,6 +925,7 @@ begin
         execute format('insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
                         select %s, d.id, %s, d.owner, d.acl_read from baas.documents d where d.collection_id = %s',
                        v_id, v_expr, c.id);
+        insert into baas._index_entries_ready values (v_id);
         analyze baas.index_entries;
     end if;
     return jsonb_build_object('collection', c.name, 'path', path, 'kind', kind, 'name', v_name);
