@@ -41,6 +41,9 @@ pub struct Cli {
     /// Seconds a client has to send its request body before 408
     #[arg(long, env = "PGBAAS_BODY_TIMEOUT_SECS")]
     pub body_timeout_secs: Option<u64>,
+    /// Seconds from a request head's first byte to its end before the connection is closed
+    #[arg(long, env = "PGBAAS_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
     /// Milliseconds a request's SQL may run before 503 query_timeout
     #[arg(long, env = "PGBAAS_STATEMENT_TIMEOUT_MS")]
     pub statement_timeout_ms: Option<u64>,
@@ -77,6 +80,7 @@ pub struct FileConfig {
     pub jwks_refresh_secs: Option<u64>,
     pub pool_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
+    pub header_timeout_secs: Option<u64>,
     pub statement_timeout_ms: Option<u64>,
     pub rate_limits: Option<String>,
     pub rate_limit_requests_per_minute: Option<u32>,
@@ -96,6 +100,7 @@ pub struct Config {
     pub jwks_refresh: Duration,
     pub pool_timeout: Duration,
     pub body_timeout: Duration,
+    pub header_timeout: Duration,
     pub statement_timeout: Duration,
     pub limits: Limits,
     pub trusted_proxies: Vec<Cidr>,
@@ -205,6 +210,7 @@ impl Config {
             jwks_refresh: secs("jwks_refresh_secs", cli.jwks_refresh_secs.or(file.jwks_refresh_secs), 30, 86400)?,
             pool_timeout: secs("pool_timeout_secs", cli.pool_timeout_secs.or(file.pool_timeout_secs), 5, 600)?,
             body_timeout: secs("body_timeout_secs", cli.body_timeout_secs.or(file.body_timeout_secs), 10, 600)?,
+            header_timeout: secs("header_timeout_secs", cli.header_timeout_secs.or(file.header_timeout_secs), 10, 600)?,
             statement_timeout: {
                 let ms = cli.statement_timeout_ms.or(file.statement_timeout_ms).unwrap_or(5000);
                 if !(1..=3_600_000).contains(&ms) {

@@ -2,6 +2,7 @@
 
 mod config;
 mod db;
+mod deadline;
 mod errors;
 #[cfg(test)]
 mod fuzz_tests;
@@ -66,7 +67,9 @@ fn main() {
     let statement_timeout = format!("{}ms", cfg.statement_timeout.as_millis());
     let limiter = ratelimit::Limiter::new(cfg.limits.clone());
     let app = server::App { statement_timeout, cfg, pool, keys, limiter };
-    let mut service = Service::new("pgbaas http".to_string(), HttpServer::new_app(app));
+    let header_timeout = app.cfg.header_timeout;
+    let http = deadline::HeadDeadline { inner: Arc::new(HttpServer::new_app(app)), limit: header_timeout };
+    let mut service = Service::new("pgbaas http".to_string(), http);
     service.add_tcp(&listen);
     server.add_service(service);
     println!("pgbaas-proxy listening on http://{listen}");

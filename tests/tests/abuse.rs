@@ -342,23 +342,34 @@ fn injection_and_pg_sleep_in_every_slot_have_no_effect() {
 #[test]
 fn slow_and_oversized_clients_are_cut_off_without_affecting_others() {
     let url = env().cluster.authenticator_url().unwrap();
-    let p = Proxy::start(&url, &["--body-timeout-secs", "2", "--body-limit", "65536"]).unwrap();
+    let p = Proxy::start(&url, &["--header-timeout-secs", "2", "--body-timeout-secs", "2", "--body-limit", "65536"]).unwrap();
     let u = signup("slow");
-    // 100 slow-loris connections: each sends half a request line and then nothing.
-    let lorises: Vec<TcpStream> = (0..100)
+    // 50 slow-loris clients: a request line, then one more header line every 300 ms,
+    // never the blank line that ends the head. Each must be cut off at the 2 s head
+    // deadline (pingora alone would wait as long as bytes keep trickling in).
+    let port = p.port;
+    let lorises: Vec<_> = (0..50)
         .map(|_| {
-            let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
-            s.write_all(b"GET /v1/auth/user HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
-            s
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let started = Instant::now();
+                s.write_all(b"GET /v1/auth/user HTTP/1.1\r\nHost: x\r\n").unwrap();
+                while started.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(300));
+                    if s.write_all(b"X-Slow: still here\r\n").is_err() {
+                        return Some(started.elapsed());
+                    }
+                }
+                None
+            })
         })
         .collect();
     // A slow body: headers promise 1000 bytes, 10 arrive.
     let mut slow_body = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
     slow_body.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!(
-        "POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"email\":"
-    );
-    slow_body.write_all(head.as_bytes()).unwrap();
+    slow_body
+        .write_all(b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"email\":")
+        .unwrap();
     let t = Instant::now();
     // Meanwhile an ordinary client is served at once, again and again.
     for _ in 0..20 {
@@ -366,6 +377,7 @@ fn slow_and_oversized_clients_are_cut_off_without_affecting_others() {
         let r = req(&p.base(), "GET", "/v1/auth/user", &[("Authorization", &format!("Bearer {}", u.access))], None);
         assert_eq!(r.status, 200);
         assert!(s.elapsed() < Duration::from_millis(500), "an ordinary request took {:?}", s.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
     }
     // The slow body is cut off with 408 at the body timeout.
     let mut out = Vec::new();
@@ -373,6 +385,10 @@ fn slow_and_oversized_clients_are_cut_off_without_affecting_others() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 408"), "{text:.120}");
     assert!(t.elapsed() < Duration::from_secs(6), "cut off after {:?}", t.elapsed());
+    for l in lorises {
+        let cut = l.join().unwrap().expect("a slow-loris connection was never cut off");
+        assert!(cut >= Duration::from_millis(1500) && cut < Duration::from_secs(5), "cut off after {cut:?}");
+    }
     // An oversized body is refused from its Content-Length, before a byte of it is read.
     let mut big = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
     big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -381,5 +397,4 @@ fn slow_and_oversized_clients_are_cut_off_without_affecting_others() {
     let n = big.read(&mut out).unwrap_or(0);
     let text = String::from_utf8_lossy(&out[..n]);
     assert!(text.starts_with("HTTP/1.1 413") && text.contains("payload_too_large"), "{text}");
-    drop(lorises);
 }
