@@ -56,6 +56,8 @@ impl DeadlineStream {
     }
 
     /// Feed newly read bytes: arm the clock at a head's first byte, disarm at its end.
+    /// No allocation: the blank line is looked for in the bytes and across the seam
+    /// with the previous read's last three.
     fn saw(&mut self, bytes: &[u8]) {
         if !self.in_head || bytes.is_empty() {
             return;
@@ -63,15 +65,21 @@ impl DeadlineStream {
         if self.deadline.is_none() {
             self.deadline = Some(Box::pin(tokio::time::sleep_until(Instant::now() + self.limit)));
         }
-        let mut window = Vec::with_capacity(3 + bytes.len().min(64 * 1024));
-        window.extend_from_slice(&self.tail);
-        window.extend_from_slice(bytes);
-        if window.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut seam = [0u8; 6];
+        seam[..3].copy_from_slice(&self.tail);
+        let k = bytes.len().min(3);
+        seam[3..3 + k].copy_from_slice(&bytes[..k]);
+        const END: &[u8] = b"\r\n\r\n";
+        if seam[..3 + k].windows(4).any(|w| w == END) || bytes.windows(4).any(|w| w == END) {
             self.in_head = false;
             self.deadline = None;
         }
-        let n = window.len();
-        self.tail.copy_from_slice(&window[n - 3..]);
+        let n = 3 + k;
+        if bytes.len() >= 3 {
+            self.tail.copy_from_slice(&bytes[bytes.len() - 3..]);
+        } else {
+            self.tail.copy_from_slice(&seam[n - 3..n]);
+        }
     }
 }
 
@@ -92,8 +100,7 @@ impl AsyncRead for DeadlineStream {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let new = buf.filled()[before..].to_vec();
-                this.saw(&new);
+                this.saw(&buf.filled()[before..]);
                 Poll::Ready(Ok(()))
             }
             other => other,
