@@ -136,7 +136,7 @@ begin
                     (select l.locked_until from baas._lockouts l where l.user_id = p_user))
       into v_since;
     select count(*) into n from baas.audit_log a
-     where a.user_id = p_user and a.action = 'login.failure' and a.at > v_since;
+     where a.user_id = p_user and a.action in ('login.failure', 'password.change.failure') and a.at > v_since;
     if n >= s.lockout_threshold then
         insert into baas._lockouts (user_id, locked_until) values (p_user, clock_timestamp() + s.lockout_duration)
         on conflict (user_id) do update set locked_until = excluded.locked_until;
@@ -144,6 +144,17 @@ begin
             details => jsonb_build_object('failures', n, 'until', clock_timestamp() + s.lockout_duration));
     end if;
 end
+$$;
+
+-- What a failed login records of the address typed: the address when it looks like
+-- one, else only its hash (people type passwords into the email field).
+create function baas._email_for_audit(email text) returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+    select case when lower(btrim(email)) ~ '^[^@[:space:]]{1,64}@[^@[:space:]]{1,255}$'
+                then lower(btrim(email))
+                else 'sha256:' || encode(sha256(convert_to(coalesce(email, ''), 'UTF8')), 'hex') end
 $$;
 
 -- DBAs: lift a lockout early.

@@ -221,6 +221,11 @@ begin
         perform baas._raise('22001', 'password_too_long', 'password must be at most 1024 bytes');
     end if;
     select * into u from baas.users where email = lower(btrim(login.email));
+    if u.id is not null then
+        -- One attempt per account at a time, so that concurrent guesses see each
+        -- other's failures (a burst cannot slip past the lockout threshold).
+        perform pg_advisory_xact_lock(hashtextextended('baas.login:' || u.id::text, 0));
+    end if;
     v_locked := u.id is not null and baas._account_locked(u.id);
     -- An unknown email verifies against a dummy hash, and a locked account is verified
     -- all the same: same work, same answer, so neither can be told from a wrong password.
@@ -228,7 +233,7 @@ begin
     if v_locked or not v_ok then
         -- Reported as a result, not raised: the failure must commit to count.
         perform baas._audit(case when v_locked then 'login.locked' else 'login.failure' end, u.id,
-            details => jsonb_build_object('email', left(lower(btrim(login.email)), 320)));
+            details => jsonb_build_object('email', baas._email_for_audit(login.email)));
         if not v_locked and u.id is not null then
             perform baas._note_login_failure(u.id);
         end if;
@@ -348,6 +353,7 @@ as $$
 #variable_conflict use_column
 declare
     u baas.users;
+    v_locked boolean;
 begin
     perform baas._require_session();
     select * into u from baas.users where id = baas.uid() for update;
@@ -365,9 +371,18 @@ begin
             perform baas._raise('22023', 'current_password_required',
                 'changing the password needs current_password');
         end if;
+        -- Guessing the current password counts like a failed login (and is refused
+        -- while the account is locked): answered, not raised, so that it commits.
+        perform pg_advisory_xact_lock(hashtextextended('baas.login:' || u.id::text, 0));
+        v_locked := baas._account_locked(u.id);
         if octet_length(update_user.current_password) > 1024
-           or not baas._verify_password(update_user.current_password, u.password_hash) then
-            perform baas._raise('28P01', 'invalid_credentials', 'current password is wrong');
+           or not baas._verify_password(update_user.current_password, u.password_hash) or v_locked then
+            perform baas._audit(case when v_locked then 'login.locked' else 'password.change.failure' end, u.id);
+            if not v_locked then
+                perform baas._note_login_failure(u.id);
+            end if;
+            return jsonb_build_object('error', jsonb_build_object(
+                'code', 'invalid_credentials', 'message', 'current password is wrong'));
         end if;
         perform baas._check_password(update_user.password);
         u.password_hash := baas._hash_password(update_user.password);

@@ -8,24 +8,35 @@ returns table (lint text, object text, detail text)
 language sql stable
 set search_path = pg_catalog, pg_temp
 as $$
-    -- 1. A relation in schema baas that an API role can read must have row-level
-    --    security, forced (so its owner obeys the policies too). Views cannot.
+    -- 1. A relation in schema baas that an API role can read or write, even one
+    --    column of, must have row-level security, forced (so its owner obeys the
+    --    policies too). Views cannot.
     select 'rls_not_forced', c.oid::regclass::text,
-           case when c.relkind in ('v', 'm') then 'a view readable by an API role bypasses row-level security'
-                when not c.relrowsecurity then 'readable by an API role without row-level security'
-                else 'readable by an API role; row-level security is not forced' end
+           case when c.relkind in ('v', 'm') then 'a view an API role can use bypasses row-level security'
+                when not c.relrowsecurity then 'usable by an API role without row-level security'
+                else 'usable by an API role; row-level security is not forced' end
       from pg_class c
      where c.relnamespace = 'baas'::regnamespace
        and c.relkind in ('r', 'p', 'v', 'm', 'f')
-       and (has_table_privilege('baas_anon', c.oid, 'select') or has_table_privilege('baas_user', c.oid, 'select'))
+       and exists (select from (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+                    where has_any_column_privilege(r.rolname, c.oid, 'SELECT, INSERT, UPDATE')
+                       or has_table_privilege(r.rolname, c.oid, 'DELETE'))
        and not (c.relkind in ('r', 'p') and c.relrowsecurity and c.relforcerowsecurity)
     union all
-    -- 2. SECURITY DEFINER functions pin search_path (or a caller's objects could stand
-    --    in for ours)...
-    select 'definer_search_path', p.oid::regprocedure::text, 'SECURITY DEFINER without a fixed search_path'
+    -- 2. SECURITY DEFINER functions pin a safe search_path: only pg_catalog, baas and
+    --    pg_temp, with pg_temp last (left out, Postgres searches it first), or a
+    --    caller's objects could stand in for ours...
+    select 'definer_search_path', p.oid::regprocedure::text,
+           case when sp.path is null then 'SECURITY DEFINER without a fixed search_path'
+                else 'SECURITY DEFINER with an unsafe search_path: ' || array_to_string(sp.path, ', ') end
       from pg_proc p
+      left join lateral (
+          select string_to_array(replace(replace(substr(cfg, length('search_path=') + 1), ' ', ''), '"', ''), ',') as path
+            from unnest(p.proconfig) cfg where cfg like 'search_path=%') sp on true
      where p.pronamespace = 'baas'::regnamespace and p.prosecdef
-       and not exists (select from unnest(coalesce(p.proconfig, '{}')) cfg where cfg like 'search_path=%')
+       and (sp.path is null
+            or not sp.path <@ array['pg_catalog', 'baas', 'pg_temp']
+            or sp.path[array_length(sp.path, 1)] is distinct from 'pg_temp')
     union all
     -- 3. ...and no function of ours is executable by PUBLIC: each is granted to the
     --    roles that need it (sql/grants.sql).

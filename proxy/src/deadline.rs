@@ -42,22 +42,23 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
 pub struct DeadlineStream {
     inner: Stream,
     limit: Duration,
-    /// Armed while a request head is being read.
+    /// Armed from a request head's first byte until its end.
     deadline: Option<Pin<Box<Sleep>>>,
-    /// A head is complete once "\r\n\r\n" has been read; the last bytes seen, to find
-    /// it across reads.
-    tail: [u8; 3],
     in_head: bool,
+    /// Whether the head's request line has begun: empty lines before it are skipped,
+    /// as the HTTP parser skips them (so they cannot end a head).
+    line_started: bool,
+    /// 0: inside a line; 1: just after LF; 2: after LF, CR. A head ends with LF (CR) LF.
+    state: u8,
 }
 
 impl DeadlineStream {
     pub fn new(inner: Stream, limit: Duration) -> DeadlineStream {
-        DeadlineStream { inner, limit, deadline: None, tail: [0; 3], in_head: true }
+        DeadlineStream { inner, limit, deadline: None, in_head: true, line_started: false, state: 0 }
     }
 
-    /// Feed newly read bytes: arm the clock at a head's first byte, disarm at its end.
-    /// No allocation: the blank line is looked for in the bytes and across the seam
-    /// with the previous read's last three.
+    /// Feed newly read bytes: arm the clock at a head's first byte (blank lines
+    /// included), disarm at its end.
     fn saw(&mut self, bytes: &[u8]) {
         if !self.in_head || bytes.is_empty() {
             return;
@@ -65,21 +66,33 @@ impl DeadlineStream {
         if self.deadline.is_none() {
             self.deadline = Some(Box::pin(tokio::time::sleep_until(Instant::now() + self.limit)));
         }
-        let mut seam = [0u8; 6];
-        seam[..3].copy_from_slice(&self.tail);
-        let k = bytes.len().min(3);
-        seam[3..3 + k].copy_from_slice(&bytes[..k]);
-        const END: &[u8] = b"\r\n\r\n";
-        if seam[..3 + k].windows(4).any(|w| w == END) || bytes.windows(4).any(|w| w == END) {
-            self.in_head = false;
-            self.deadline = None;
+        for &b in bytes {
+            if !self.line_started {
+                if b == b'\r' || b == b'\n' {
+                    continue;
+                }
+                self.line_started = true;
+            }
+            self.state = match (self.state, b) {
+                (1 | 2, b'\n') => {
+                    self.in_head = false;
+                    self.deadline = None;
+                    return;
+                }
+                (_, b'\n') => 1,
+                (1, b'\r') => 2,
+                _ => 0,
+            };
         }
-        let n = 3 + k;
-        if bytes.len() >= 3 {
-            self.tail.copy_from_slice(&bytes[bytes.len() - 3..]);
-        } else {
-            self.tail.copy_from_slice(&seam[n - 3..n]);
-        }
+    }
+
+    /// A response went out: the next bytes read are a new request's head (the server
+    /// never drains an unread body: server.rs closes such connections).
+    fn next_request(&mut self) {
+        self.in_head = true;
+        self.line_started = false;
+        self.state = 0;
+        self.deadline = None;
     }
 }
 
@@ -115,10 +128,7 @@ impl AsyncWrite for DeadlineStream {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = &r {
             if *n > 0 {
-                // A response is going out: the next bytes read start a new head.
-                self.in_head = true;
-                self.deadline = None;
-                self.tail = [0; 3];
+                self.next_request();
             }
         }
         r
@@ -194,13 +204,15 @@ impl Peek for DeadlineStream {
 mod tests {
     use super::*;
 
+    async fn stream() -> DeadlineStream {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        DeadlineStream::new(Box::new(pingora::protocols::l4::stream::Stream::from(tcp)), Duration::from_secs(5))
+    }
+
     #[tokio::test]
     async fn the_head_end_is_found_across_reads() {
-        // Exercise `saw` directly: a head split at every byte.
-        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(
-            tokio::net::TcpStream::connect(std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()).await.unwrap(),
-        ));
-        let mut d = DeadlineStream::new(stream, Duration::from_secs(5));
+        let mut d = stream().await;
         for b in b"GET / HTTP/1.1\r\nHost: x\r\n\r" {
             d.saw(&[*b]);
             assert!(d.in_head && d.deadline.is_some());
@@ -209,5 +221,19 @@ mod tests {
         assert!(!d.in_head && d.deadline.is_none(), "end of head found across reads");
         d.saw(b"body\r\n\r\nmore");
         assert!(d.deadline.is_none(), "body bytes never re-arm the clock");
+        d.next_request();
+        d.saw(b"GET / HTTP/1.1\nHost: x\n\n");
+        assert!(!d.in_head, "bare LF line ends are heads too");
+    }
+
+    #[tokio::test]
+    async fn blank_lines_before_the_request_line_do_not_end_a_head() {
+        let mut d = stream().await;
+        d.saw(b"\r\n\r\n\n\n\r\n");
+        assert!(d.in_head && d.deadline.is_some(), "leading empty lines start the clock but end nothing");
+        d.saw(b"GET / HTTP/1.1\r\nX-a: b\r\n");
+        assert!(d.in_head);
+        d.saw(b"\r\n");
+        assert!(!d.in_head);
     }
 }

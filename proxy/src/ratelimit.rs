@@ -55,19 +55,29 @@ struct Bucket {
     at: Instant,
 }
 
+struct Shard {
+    buckets: HashMap<(Kind, String), Bucket>,
+    swept: Instant,
+}
+
 /// Sharded token buckets; idle buckets are swept so memory stays bounded.
 pub struct Limiter {
     limits: Limits,
-    shards: Vec<Mutex<HashMap<(Kind, String), Bucket>>>,
+    shards: Vec<Mutex<Shard>>,
 }
 
 const SHARDS: usize = 16;
-/// A shard holding more keys than this drops its full (idle) buckets.
+/// A shard holding more keys than this drops its full (idle) buckets, at most once a
+/// second (a sweep walks the whole shard).
 const SWEEP_AT: usize = 50_000;
+/// A shard still this full after a sweep is emptied: memory stays bounded even when
+/// an attacker rotates through more addresses than the buckets can forget.
+const HARD_CAP: usize = 200_000;
 
 impl Limiter {
     pub fn new(limits: Limits) -> Limiter {
-        Limiter { limits, shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        let now = Instant::now();
+        Limiter { limits, shards: (0..SHARDS).map(|_| Mutex::new(Shard { buckets: HashMap::new(), swept: now })).collect() }
     }
 
     /// Take one token for `key` under limit `kind`: Ok, or Err(seconds to wait).
@@ -82,15 +92,18 @@ impl Limiter {
         let limit = self.limits.limit(kind);
         let cap = limit.count as f64;
         let rate = cap / limit.per.as_secs_f64(); // tokens per second
-        let shard = &self.shards[shard_of(kind, key)];
-        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= SWEEP_AT {
-            map.retain(|(k, _), b| {
+        let mut shard = self.shards[shard_of(kind, key)].lock().unwrap_or_else(|e| e.into_inner());
+        if shard.buckets.len() >= SWEEP_AT && now.duration_since(shard.swept) >= Duration::from_secs(1) {
+            shard.swept = now;
+            shard.buckets.retain(|(k, _), b| {
                 let l = self.limits.limit(*k);
                 b.tokens + now.duration_since(b.at).as_secs_f64() * (l.count as f64 / l.per.as_secs_f64()) < l.count as f64
             });
+            if shard.buckets.len() >= HARD_CAP {
+                shard.buckets.clear();
+            }
         }
-        let b = map.entry((kind, key.to_string())).or_insert(Bucket { tokens: cap, at: now });
+        let b = shard.buckets.entry((kind, key.to_string())).or_insert(Bucket { tokens: cap, at: now });
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(cap);
         b.at = now;
         if b.tokens >= 1.0 {
@@ -108,6 +121,24 @@ fn shard_of(kind: Kind, key: &str) -> usize {
     kind.hash(&mut h);
     key.hash(&mut h);
     (h.finish() as usize) % SHARDS
+}
+
+/// The key an address is limited under: IPv4 addresses one by one, IPv6 by /64 (one
+/// subscriber's network: rotating through its addresses gains nothing).
+pub fn ip_key(ip: IpAddr) -> String {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+/// The key an account is limited under (bounded length whatever the client sent).
+pub fn account_key(kind: &str, id: &str) -> String {
+    let id: String = id.trim().to_lowercase().chars().take(320).collect();
+    format!("{kind}:{id}")
 }
 
 /// A network in CIDR notation (or a single address).
@@ -206,6 +237,27 @@ mod tests {
         assert!(r.check_at(Kind::Signup, "1.2.3.4", t).is_ok(), "other limits have their own bucket");
         assert!(r.check_at(Kind::Auth, "1.2.3.4", t + Duration::from_secs(20)).is_ok(), "refilled");
         assert!(r.check_at(Kind::Auth, "1.2.3.4", t + Duration::from_secs(21)).is_err());
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_per_64_and_keys_are_bounded() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(ip_key(ip("2001:db8:1:2:aaaa::1")), ip_key(ip("2001:db8:1:2:ffff:1:2:3")));
+        assert_ne!(ip_key(ip("2001:db8:1:2::1")), ip_key(ip("2001:db8:1:3::1")));
+        assert_eq!(ip_key(ip("::ffff:192.0.2.1")), "192.0.2.1");
+        assert_eq!(account_key("email", &format!(" A@B.C{}", "x".repeat(5000))).len(), "email:".len() + 320);
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_rotating_keys() {
+        let r = Limiter::new(limits(5));
+        let t = Instant::now();
+        for i in 0..(HARD_CAP * SHARDS + 10_000) {
+            let _ = r.check_at(Kind::Signup, &i.to_string(), t + Duration::from_secs((i / 100_000) as u64 * 2));
+        }
+        for s in &r.shards {
+            assert!(s.lock().unwrap().buckets.len() < HARD_CAP, "a shard grew past its cap");
+        }
     }
 
     #[test]

@@ -158,8 +158,20 @@ impl App {
         let Some(peer) = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) else {
             return "unix".to_string();
         };
-        let xff = s.req_header().headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        ratelimit::client_ip(peer, xff, &self.cfg.trusted_proxies).to_string()
+        if self.cfg.trusted_proxies.is_empty() {
+            return ratelimit::client_ip(peer, None, &[]).to_string();
+        }
+        // Every X-Forwarded-For line, in order (proxies may add a line of their own
+        // rather than append); an unreadable one is a hop that stops the walk.
+        let xff: Vec<&str> = s
+            .req_header()
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("unreadable"))
+            .collect();
+        let xff = (!xff.is_empty()).then(|| xff.join(","));
+        ratelimit::client_ip(peer, xff.as_deref(), &self.cfg.trusted_proxies).to_string()
     }
 
     /// The bearer token's verified claims; None when no Authorization header was sent.
@@ -229,13 +241,14 @@ impl App {
         }
         // Limits come first: a refused request costs no token check, body or connection.
         let client_ip = self.client_ip(s);
+        let ip_key = client_ip.parse().map(ratelimit::ip_key).unwrap_or_else(|_| client_ip.clone());
         let per_ip = match route {
             Route::Signup => Some(Kind::Signup),
             Route::Login | Route::Refresh => Some(Kind::Auth),
             _ => None,
         };
         for kind in std::iter::once(Kind::Request).chain(per_ip) {
-            if let Err(secs) = self.limiter.check(kind, &client_ip) {
+            if let Err(secs) = self.limiter.check(kind, &ip_key) {
                 return Reply::error(&ApiError::rate_limited(secs));
             }
         }
@@ -343,6 +356,12 @@ impl ServeHttp for App {
     async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
         let started = std::time::Instant::now();
         let reply = self.handle(s).await;
+        // Answered without reading the whole body (an early 401, 404, 413, 429...):
+        // close rather than let the server drain the rest, which a client could use
+        // to pass body bytes off as the next request's head (deadline.rs).
+        if !s.is_body_done() {
+            s.set_keepalive(None);
+        }
         log::info!(
             "{} {} -> {} in {:?}",
             s.req_header().method,

@@ -3,7 +3,7 @@
 -- questions from docs/security.md are one query each; repeated failed logins lock an
 -- account, and a locked account answers exactly like a wrong password.
 begin;
-select plan(28);
+select plan(32);
 
 -- As a signed-in user with a live session (claims carry the session id).
 create function pg_temp.as_session(uid text, q text) returns text language plpgsql as $$
@@ -61,7 +61,19 @@ select baas.login('ann@audit.test', 'wrong password') is not null as ok \gset
 select is(baas._account_locked(:'ann'), true, 'locked again after three more failures');
 select is(baas.unlock_account(:'ann'), true, 'unlock_account lifts it');
 select ok(baas.login('ann@audit.test', 'long enough pw') ? 'access_token', 'and the account signs in');
+-- Guessing the current password through a password change counts the same.
+select baas.signup('cat@audit.test', 'long enough pw') -> 'user' ->> 'id' as cat \gset
+select pg_temp.as_session(:'cat', $$ select baas.update_user(password => 'a new long password', current_password => 'guess ' || g)
+                                       from generate_series(1, 3) g $$) is null as ok \gset
+select is((select count(*)::int from baas.audit_log where action = 'password.change.failure' and user_id = :'cat'), 3,
+          'wrong current passwords are recorded');
+select is(baas._account_locked(:'cat'), true, 'and lock the account like failed logins');
+select is(baas.login('cat@audit.test', 'long enough pw') -> 'error' ->> 'code', 'invalid_credentials', 'so login is refused too');
 update baas.settings set lockout_threshold = 10;
+-- Something that is not an address, typed into the email field, is kept only as a hash.
+select baas.login('my secret password', 'x') is not null as ok \gset
+select ok((select details ->> 'email' from baas.audit_log where action = 'login.failure' order by id desc limit 1) like 'sha256:%',
+          'a password typed as the email is not stored');
 
 -- Refresh reuse, logout, password change, deletion.
 select baas.login('bob@audit.test', 'long enough pw') as bob_session \gset

@@ -2,7 +2,7 @@
 -- against the fresh extension in 001), and a user role cannot hijack our SECURITY
 -- DEFINER functions with temp objects named like ours.
 begin;
-select plan(14);
+select plan(18);
 
 create function pg_temp.lints(l text) returns setof text language sql as
     $$ select object from baas.security_lints() where lint = l order by object $$;
@@ -19,12 +19,24 @@ create view baas.leaky_view as select 1 as x;
 grant select on baas.leaky_view to baas_anon;
 select is(array(select pg_temp.lints('rls_not_forced')), array['baas.leaky_view'], 'rls_not_forced: a readable view');
 
+create table baas.leaky_column (x int, y int);
+grant select (y) on baas.leaky_column to baas_service;
+select ok('baas.leaky_column' in (select pg_temp.lints('rls_not_forced')), 'rls_not_forced: one column granted to the service role');
+create table baas.leaky_write (x int);
+grant insert on baas.leaky_write to baas_anon;
+select ok('baas.leaky_write' in (select pg_temp.lints('rls_not_forced')), 'rls_not_forced: writable without RLS');
+drop table baas.leaky_column, baas.leaky_write;
+
 -- 2. SECURITY DEFINER without a fixed search_path.
 create function baas.no_path() returns int language sql security definer as 'select 1';
 revoke execute on function baas.no_path() from public;
 select is(array(select pg_temp.lints('definer_search_path')), array['baas.no_path()'], 'definer_search_path');
+alter function baas.no_path() set search_path = public, pg_temp;
+select is(array(select pg_temp.lints('definer_search_path')), array['baas.no_path()'], 'definer_search_path: a schema users can create in');
+alter function baas.no_path() set search_path = pg_catalog;
+select is(array(select pg_temp.lints('definer_search_path')), array['baas.no_path()'], 'definer_search_path: pg_temp left out is searched first');
 alter function baas.no_path() set search_path = pg_catalog, pg_temp;
-select is_empty($$ select pg_temp.lints('definer_search_path') $$, 'a pinned search_path satisfies it');
+select is_empty($$ select pg_temp.lints('definer_search_path') $$, 'pg_catalog, pg_temp satisfies it');
 
 -- 3. Executable by PUBLIC (Postgres's default for a new function).
 create function baas.open_to_all() returns int language sql as 'select 1';

@@ -3,7 +3,7 @@
 use crate::db::{self, Returns};
 use crate::errors::ApiError;
 use crate::routes::{json_out, object_field, parse_object, string_field};
-use crate::ratelimit::Kind;
+use crate::ratelimit::{self, Kind};
 use crate::server::{Ctx, Reply};
 use http::StatusCode;
 use serde_json::{Map, Value};
@@ -27,7 +27,7 @@ pub async fn login(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let email = string_field(&m, "email", true)?;
     let password = string_field(&m, "password", true)?;
     if let Some(e) = &email {
-        ctx.limit(Kind::Account, &format!("email:{}", e.trim().to_lowercase()))?;
+        ctx.limit(Kind::Account, &ratelimit::account_key("email", e))?;
     }
     let out = db::call(
         ctx,
@@ -87,17 +87,20 @@ pub async fn update_user(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> 
     }
     if password.is_some() {
         // Password changes check the current password: limited like logins.
-        ctx.limit(Kind::Auth, ctx.client_ip)?;
+        let ip_key = ctx.client_ip.parse().map(ratelimit::ip_key).unwrap_or_else(|_| ctx.client_ip.to_string());
+        ctx.limit(Kind::Auth, &ip_key)?;
         let sub = ctx.claims.and_then(|c| serde_json::from_str::<Value>(c).ok()).and_then(|c| c["sub"].as_str().map(str::to_string));
-        ctx.limit(Kind::Account, &format!("user:{}", sub.unwrap_or_default()))?;
+        ctx.limit(Kind::Account, &ratelimit::account_key("user", &sub.unwrap_or_default()))?;
     }
     let out = db::call(
         ctx,
-        "select x::text from baas.update_user($1, $2, $3) x",
+        "select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message' from baas.update_user($1, $2, $3) x",
         &[&data, &password, &current],
         Returns::Json,
     )
     .await?;
+    // A wrong current password is a result, so that it counts towards lockout.
+    error_result(&out, "current password is wrong")?;
     json(StatusCode::OK, out)
 }
 
