@@ -224,6 +224,19 @@ impl Cluster {
     /// Give baas_authenticator a password (a random one kept in `<dir>/authenticator.password`)
     /// and return the URL the proxy should use.
     pub fn authenticator_url(&self) -> Result<String> {
+        // Tests call this from many threads at once: one ALTER ROLE per cluster per
+        // process (concurrent ALTER ROLEs fail with "tuple concurrently updated").
+        static DONE: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+        let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, url)) = done.iter().find(|(d, _)| *d == self.dir) {
+            return Ok(url.clone());
+        }
+        let url = self.set_authenticator_password()?;
+        done.push((self.dir.clone(), url.clone()));
+        Ok(url)
+    }
+
+    fn set_authenticator_password(&self) -> Result<String> {
         let file = self.dir.join("authenticator.password");
         let password = match std::fs::read_to_string(&file) {
             Ok(p) if p.trim().len() >= 32 => p.trim().to_string(),

@@ -157,12 +157,12 @@ fn an_account_locks_after_ten_failures_and_answers_like_a_wrong_password() {
 }
 
 /// The proxy's only database connection is held by a request blocked on a lock, so a
-/// request that needed the database would wait and fail with 503 after the 1 s pool
+/// request that needed the database would wait and fail with 503 after the 3 s pool
 /// timeout. Forged, malformed and oversized credentials must be answered at once.
 #[test]
 fn bad_tokens_are_refused_without_a_database_connection() {
     let url = env().cluster.authenticator_url().unwrap();
-    let p = Proxy::start(&url, &["--pool-size", "1", "--pool-timeout-secs", "1"]).unwrap();
+    let p = Proxy::start(&url, &["--pool-size", "1", "--pool-timeout-secs", "3"]).unwrap();
     let u = signup("no-db");
     let c = collection("nodb", json!({"default_acl": {"read": ["authenticated"]}}));
     let doc = create_doc(&c, Some(&u.access), json!({"x": 1}), None);
@@ -219,7 +219,7 @@ fn bad_tokens_are_refused_without_a_database_connection() {
         let started = Instant::now();
         let r = req(&p.base(), "GET", "/v1/auth/user", &[("Authorization", &format!("Bearer {t}"))], None);
         assert!(matches!(r.status, 401 | 431), "{why}: {} {}", r.status, r.body);
-        assert!(started.elapsed() < Duration::from_millis(900), "{why} waited for the database: {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(2), "{why} waited for the database: {:?}", started.elapsed());
     }
     // Over pingora's 1 MiB header limit the connection is refused outright.
     let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
@@ -376,7 +376,9 @@ fn slow_and_oversized_clients_are_cut_off_without_affecting_others() {
         let s = Instant::now();
         let r = req(&p.base(), "GET", "/v1/auth/user", &[("Authorization", &format!("Bearer {}", u.access))], None);
         assert_eq!(r.status, 200);
-        assert!(s.elapsed() < Duration::from_millis(500), "an ordinary request took {:?}", s.elapsed());
+        // Generous for a shared 2-core machine; a server stuck behind the slow clients
+        // would take the 2 s head deadline or more.
+        assert!(s.elapsed() < Duration::from_millis(1500), "an ordinary request took {:?}", s.elapsed());
         std::thread::sleep(Duration::from_millis(50));
     }
     // The slow body is cut off with 408 at the body timeout.
@@ -387,7 +389,7 @@ fn slow_and_oversized_clients_are_cut_off_without_affecting_others() {
     assert!(t.elapsed() < Duration::from_secs(6), "cut off after {:?}", t.elapsed());
     for l in lorises {
         let cut = l.join().unwrap().expect("a slow-loris connection was never cut off");
-        assert!(cut >= Duration::from_millis(1500) && cut < Duration::from_secs(5), "cut off after {cut:?}");
+        assert!(cut >= Duration::from_millis(1500) && cut < Duration::from_secs(8), "cut off after {cut:?}");
     }
     // An oversized body is refused from its Content-Length, before a byte of it is read.
     let mut big = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
