@@ -196,8 +196,17 @@ fn bad_tokens_are_refused_without_a_database_connection() {
         sign_with_db_key(&c)
     };
     let (h, b) = (b64(br#"{"alg":"none","typ":"JWT"}"#), b64(good.to_string().as_bytes()));
+    let hs256 = {
+        use hmac::{Hmac, Mac};
+        let jwk = &call("GET", "/.well-known/jwks.json", None, None).body["keys"][0];
+        let input = format!("{}.{b}", b64(json!({"alg": "HS256", "typ": "JWT", "kid": jwk["kid"]}).to_string().as_bytes()));
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(jwk["x"].as_str().unwrap().as_bytes()).unwrap();
+        mac.update(input.as_bytes());
+        format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+    };
     let cases: Vec<(&str, String)> = vec![
         ("alg none", format!("{h}.{b}.")),
+        ("HS256 keyed with the public key", hs256),
         ("expired", with("exp", json!(now - 10))),
         ("nbf in the future", with("nbf", json!(now + 3600))),
         ("wrong audience", with("aud", json!("elsewhere"))),

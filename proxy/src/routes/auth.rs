@@ -18,6 +18,9 @@ pub async fn signup(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let email = string_field(&m, "email", true)?;
     let password = string_field(&m, "password", true)?;
     let data = object_field(&m, "data")?.cloned().unwrap_or_else(|| Value::Object(Map::new()));
+    if let Some(e) = &email {
+        ctx.limit(Kind::Account, &ratelimit::account_key("signup", e))?;
+    }
     let out = db::call(ctx, "select x::text from baas.signup($1, $2, $3) x", &[&email, &password, &data], Returns::Json).await?;
     json(StatusCode::CREATED, out)
 }
@@ -55,6 +58,11 @@ fn error_result(out: &Option<db::Out>, fallback: &str) -> Result<(), ApiError> {
 pub async fn refresh(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let m = parse_object(body)?;
     let token = string_field(&m, "refresh_token", true)?;
+    if let Some(t) = &token {
+        // Per session family: a stolen refresh token replayed in a loop is slowed down
+        // before it reaches the database.
+        ctx.limit(Kind::Account, &ratelimit::account_key("refresh", t))?;
+    }
     let out = db::call(
         ctx,
         "select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message' from baas.refresh($1) x",
