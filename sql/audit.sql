@@ -256,3 +256,29 @@ end
 $$;
 create trigger signing_keys_audit after insert on baas._signing_keys
     for each row execute function baas._audit_keys();
+
+------------------------------------------------------------------------ sessions
+-- A session that ends (logout, password change, refresh reuse, deleted account) is
+-- announced on channel baas_sessions, so that proxies refuse its tokens without a
+-- database round trip. Postgres still checks the session on every request; this only
+-- spares the connection.
+create function baas._announce_session_end() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if tg_op = 'DELETE' then
+        if old.revoked_at is null and old.expires_at > now() then
+            perform pg_notify('baas_sessions', old.id::text);
+        end if;
+    else
+        perform pg_notify('baas_sessions', new.id::text);
+    end if;
+    return null;
+end
+$$;
+create trigger sessions_announce_revoke after update of revoked_at on baas.sessions
+    for each row when (old.revoked_at is null and new.revoked_at is not null)
+    execute function baas._announce_session_end();
+create trigger sessions_announce_delete after delete on baas.sessions
+    for each row execute function baas._announce_session_end();

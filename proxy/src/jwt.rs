@@ -22,11 +22,25 @@ const MIN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// requests; an Ed25519 verification costs ~40 µs of CPU). Bounded; emptied when full.
 const VERIFIED_CACHE_ENTRIES: usize = 4096;
 
-/// A token this key set verified: its claims for baas.authenticate and its time window.
+/// A token this key set verified: its claims for baas.authenticate, its session, and
+/// its time window.
 struct Verified {
-    claims: String,
+    claims: Claims,
     exp: u64,
     nbf: u64,
+}
+
+/// Verified claims: the JSON for `baas.authenticate`, and the session id (`sid`).
+#[derive(Clone, Debug)]
+pub struct Claims {
+    pub json: String,
+    pub sid: String,
+}
+
+impl std::fmt::Display for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.json)
+    }
 }
 
 fn now_secs() -> u64 {
@@ -74,7 +88,7 @@ impl KeySet {
     }
 }
 
-pub enum Verdict<T = String> {
+pub enum Verdict<T = Claims> {
     /// Verified claims, re-serialised for `baas.authenticate`.
     Valid(T),
     /// Well-formed, but signed by a key we do not know (yet).
@@ -118,7 +132,7 @@ pub fn verify(keys: &KeySet, token: &str) -> Verdict {
     }
 }
 
-fn verify_uncached(keys: &KeySet, token: &str) -> Verdict<(String, u64, u64)> {
+fn verify_uncached(keys: &KeySet, token: &str) -> Verdict<(Claims, u64, u64)> {
     let kid = match kid_of(token) {
         Ok(k) => k,
         Err(e) => return Verdict::Invalid(e),
@@ -158,7 +172,8 @@ fn verify_uncached(keys: &KeySet, token: &str) -> Verdict<(String, u64, u64)> {
     // exp is required and was validated as a number; nbf is optional.
     let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
     let nbf = claims.get("nbf").and_then(Value::as_u64).unwrap_or(0);
-    Verdict::Valid((Value::Object(claims).to_string(), exp, nbf))
+    let sid = claims.get("sid").and_then(Value::as_str).unwrap_or_default().to_string();
+    Verdict::Valid((Claims { json: Value::Object(claims).to_string(), sid }, exp, nbf))
 }
 
 /// True when the payload's top-level object names a claim more than once (or cannot
@@ -201,7 +216,15 @@ pub struct KeyCache {
     /// Held while an unknown-kid reload runs; holds the time of the last such reload.
     kid_reload: tokio::sync::Mutex<Instant>,
     pub refresh_every: Duration,
+    /// Sessions Postgres reported ended (NOTIFY baas_sessions, keys.rs), until their
+    /// tokens must have expired anyway: their tokens are refused without a database
+    /// round trip. Only an optimisation: Postgres checks every session on every request.
+    ended_sessions: Mutex<HashMap<String, Instant>>,
 }
+
+/// Access tokens live at most 24 h (baas.settings); an ended session is remembered that long.
+const ENDED_SESSION_MEMORY: Duration = Duration::from_secs(24 * 3600 + 60);
+const ENDED_SESSIONS_MAX: usize = 100_000;
 
 impl KeyCache {
     pub fn new(initial: KeySet, refresh_every: Duration) -> Self {
@@ -211,7 +234,26 @@ impl KeyCache {
             epoch: Instant::now(),
             kid_reload: tokio::sync::Mutex::new(Instant::now() - MIN_RELOAD_INTERVAL),
             refresh_every,
+            ended_sessions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Remember that a session has ended. Bounded: forgetting only costs a round trip.
+    pub fn session_ended(&self, sid: &str) {
+        let mut m = self.ended_sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if m.len() >= ENDED_SESSIONS_MAX {
+            m.retain(|_, until| *until > now);
+            if m.len() >= ENDED_SESSIONS_MAX {
+                m.clear();
+            }
+        }
+        m.insert(sid.chars().take(64).collect(), now + ENDED_SESSION_MEMORY);
+    }
+
+    pub fn is_session_ended(&self, sid: &str) -> bool {
+        let m = self.ended_sessions.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(sid).is_some_and(|until| *until > Instant::now())
     }
 
     pub fn get(&self) -> Arc<KeySet> {

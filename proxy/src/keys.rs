@@ -2,7 +2,9 @@
 //!
 //! - `KeyListener`: a background service holding one dedicated connection that
 //!   LISTENs on `baas_keys` (baas.rotate_signing_key() notifies it) and reloads the
-//!   keys over that same connection. Reconnects with a pause when the database goes.
+//!   keys over that same connection, and on `baas_sessions` (a session ended: logout,
+//!   password change, deleted account, refresh reuse), whose tokens are then refused
+//!   without a round trip. Reconnects with a pause when the database goes.
 //! - `reload_keys_nowait`: the reload an unknown `kid` may trigger, only if a pooled
 //!   connection is free right now; otherwise the token is simply refused.
 
@@ -50,9 +52,11 @@ impl KeyListener {
     async fn session(&self, shutdown: &mut ShutdownWatch) -> Result<bool, String> {
         let (client, mut connection) = tokio_postgres::connect(&self.database_url, NoTls).await.map_err(|e| e.to_string())?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let keys = self.keys.clone();
         tokio::spawn(async move {
             while let Some(m) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 match m {
+                    Ok(AsyncMessage::Notification(n)) if n.channel() == "baas_sessions" => keys.session_ended(n.payload()),
                     Ok(AsyncMessage::Notification(_)) => {
                         if tx.send(()).is_err() {
                             break;
@@ -63,7 +67,7 @@ impl KeyListener {
                 }
             }
         });
-        client.batch_execute("listen baas_keys").await.map_err(|e| e.to_string())?;
+        client.batch_execute("listen baas_keys; listen baas_sessions").await.map_err(|e| e.to_string())?;
         loop {
             let row = client.query_one(KEYS_SQL, &[]).await.map_err(|e| e.to_string())?;
             match key_set(&row) {

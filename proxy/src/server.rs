@@ -185,8 +185,14 @@ impl App {
             _ => return Err(ApiError::invalid_token("Authorization must be 'Bearer <token>'")),
         };
         let keys = self.keys.get();
+        let live = |c: jwt::Claims| -> Result<Option<String>, ApiError> {
+            if self.keys.is_session_ended(&c.sid) {
+                return Err(ApiError::invalid_token("the session of this token has ended"));
+            }
+            Ok(Some(c.json))
+        };
         match jwt::verify(&keys, token) {
-            Verdict::Valid(claims) => Ok(Some(claims)),
+            Verdict::Valid(claims) => live(claims),
             Verdict::Invalid(e) => Err(e),
             Verdict::UnknownKey => {
                 // Perhaps a key rotated since our last load: reload (rate-limited), retry once.
@@ -199,7 +205,7 @@ impl App {
                     })
                     .await;
                 match jwt::verify(&self.keys.get(), token) {
-                    Verdict::Valid(claims) => Ok(Some(claims)),
+                    Verdict::Valid(claims) => live(claims),
                     Verdict::Invalid(e) => Err(e),
                     Verdict::UnknownKey => Err(ApiError::invalid_token("token is signed by an unknown key")),
                 }

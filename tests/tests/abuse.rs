@@ -164,6 +164,12 @@ fn bad_tokens_are_refused_without_a_database_connection() {
     let url = env().cluster.authenticator_url().unwrap();
     let p = Proxy::start(&url, &["--pool-size", "1", "--pool-timeout-secs", "3"]).unwrap();
     let u = signup("no-db");
+    // Two sessions that end before the lock: one by deleting its account, one by
+    // logging out. Postgres announces both (NOTIFY baas_sessions) to every proxy.
+    let deleted = signup("no-db-deleted");
+    assert_eq!(call("DELETE", "/v1/auth/user", Some(&deleted.access), None).status, 204);
+    let logged_out = signup("no-db-logout");
+    assert_eq!(call("POST", "/v1/auth/logout", Some(&logged_out.access), None).status, 204);
     let c = collection("nodb", json!({"default_acl": {"read": ["authenticated"]}}));
     let doc = create_doc(&c, Some(&u.access), json!({"x": 1}), None);
 
@@ -223,6 +229,8 @@ fn bad_tokens_are_refused_without_a_database_connection() {
             format!("{}.{}.{}", parts[0], b64(c.to_string().as_bytes()), parts[2])
         }),
         ("1 MB token", "A".repeat(1024 * 1024 - 200)),
+        ("token of a deleted account", deleted.access.clone()),
+        ("token of a logged-out session", logged_out.access.clone()),
     ];
     for (why, t) in &cases {
         let started = Instant::now();
