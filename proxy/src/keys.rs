@@ -5,8 +5,8 @@
 //!   keys over that same connection, and on `baas_sessions` (a session ended: logout,
 //!   password change, deleted account, refresh reuse), whose tokens are then refused
 //!   without a round trip. Reconnects with a pause when the database goes.
-//! - `reload_keys_nowait`: the reload an unknown `kid` may trigger, only if a pooled
-//!   connection is free right now; otherwise the token is simply refused.
+//! - `reload_keys`: a reload over a pooled connection (periodic, or for an unknown
+//!   `kid` only if a connection is free right now; otherwise the token is refused).
 
 use crate::db;
 use crate::errors::ApiError;
@@ -19,18 +19,25 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-const KEYS_SQL: &str = "select baas.jwks(), baas.auth_settings()";
+pub const KEYS_SQL: &str = "select baas.jwks(), baas.auth_settings()";
 
-fn key_set(row: &tokio_postgres::Row) -> Result<KeySet, String> {
+pub fn key_set(row: &tokio_postgres::Row) -> Result<KeySet, String> {
     let jwks: serde_json::Value = row.try_get(0).map_err(|e| e.to_string())?;
     let settings: serde_json::Value = row.try_get(1).map_err(|e| e.to_string())?;
     KeySet::from_json(&jwks, &settings)
 }
 
-/// Reload over a pooled connection only if one is free this instant.
-pub async fn reload_keys_nowait(pool: &Pool, cache: &KeyCache, wait_for_create: Duration) -> Result<(), ApiError> {
-    let t = Timeouts { wait: Some(Duration::ZERO), create: Some(wait_for_create), recycle: Some(wait_for_create) };
-    let conn = pool.timeout_get(&t).await.map_err(|_| ApiError::unavailable("no idle database connection"))?;
+/// Reload the keys over a pooled connection. `wait`: how long to wait for one
+/// (`Some(ZERO)`: only if one is free this instant, for the unknown-kid reload that a
+/// request triggers; `None`: the pool's own timeout, for the periodic reload).
+pub async fn reload_keys(pool: &Pool, cache: &KeyCache, wait: Option<Duration>) -> Result<(), ApiError> {
+    let conn = match wait {
+        Some(w) => {
+            let t = Timeouts { wait: Some(w), ..pool.timeouts() };
+            pool.timeout_get(&t).await.map_err(|_| ApiError::unavailable("no idle database connection"))?
+        }
+        None => db::get(pool).await?,
+    };
     let row = conn.query_one(KEYS_SQL, &[]).await.map_err(|e| db::map_pg_error(&e, false))?;
     let ks = key_set(&row).map_err(|e| {
         log::error!("signing keys from the database are unusable: {e}");

@@ -102,7 +102,7 @@ async fn try_load(url: &str) -> Result<jwt::KeySet, (String, bool)> {
         .map_err(|e| (format!("cannot connect to the database: {e}"), true))?;
     let task = tokio::spawn(conn);
     let row = client
-        .query_one("select baas.jwks(), baas.auth_settings()", &[])
+        .query_one(keys::KEYS_SQL, &[])
         .await
         .map_err(|e| {
             let hint = match e.as_db_error().map(|d| d.code().code()) {
@@ -114,5 +114,5 @@ async fn try_load(url: &str) -> Result<jwt::KeySet, (String, bool)> {
         })?;
     drop(client);
     let _ = task.await;
-    jwt::KeySet::from_json(&row.get(0), &row.get(1)).map_err(|e| (e, false))
+    keys::key_set(&row).map_err(|e| (e, false))
 }

@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::db;
 use crate::errors::ApiError;
-use crate::jwt::{self, KeyCache, KeySet, Verdict};
+use crate::jwt::{self, KeyCache, Verdict};
 use crate::ratelimit::{self, Kind, Limiter};
 use crate::router::{self, Match, Route};
 use crate::routes::{admin, auth, documents};
@@ -30,8 +30,10 @@ pub struct Ctx<'a> {
     pub statement_timeout: &'a str,
     /// Verified claims JSON, None when anonymous.
     pub claims: Option<&'a str>,
-    /// The client's address (ratelimit::client_ip), for limits and the audit log.
+    /// The client's address (ratelimit::client_ip), for the audit log, and the key its
+    /// per-IP limits count under (ratelimit::ip_key).
     pub client_ip: &'a str,
+    pub ip_key: &'a str,
     pub limiter: &'a Limiter,
 }
 
@@ -153,25 +155,28 @@ impl App {
         }
     }
 
-    /// The client's address: the socket peer, or what a trusted proxy forwarded.
-    fn client_ip(&self, s: &ServerSession) -> String {
+    /// The client's address (the socket peer, or what a trusted proxy forwarded) and
+    /// the key its per-IP limits count under.
+    fn client(&self, s: &ServerSession) -> (String, String) {
         let Some(peer) = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) else {
-            return "unix".to_string();
+            return ("unix".to_string(), "unix".to_string());
         };
-        if self.cfg.trusted_proxies.is_empty() {
-            return ratelimit::client_ip(peer, None, &[]).to_string();
-        }
-        // Every X-Forwarded-For line, in order (proxies may add a line of their own
-        // rather than append); an unreadable one is a hop that stops the walk.
-        let xff: Vec<&str> = s
-            .req_header()
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.to_str().unwrap_or("unreadable"))
-            .collect();
-        let xff = (!xff.is_empty()).then(|| xff.join(","));
-        ratelimit::client_ip(peer, xff.as_deref(), &self.cfg.trusted_proxies).to_string()
+        let ip = if self.cfg.trusted_proxies.is_empty() {
+            ratelimit::client_ip(peer, None, &[])
+        } else {
+            // Every X-Forwarded-For line, in order (proxies may add a line of their own
+            // rather than append); an unreadable one is a hop that stops the walk.
+            let xff: Vec<&str> = s
+                .req_header()
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.to_str().unwrap_or("unreadable"))
+                .collect();
+            let xff = (!xff.is_empty()).then(|| xff.join(","));
+            ratelimit::client_ip(peer, xff.as_deref(), &self.cfg.trusted_proxies)
+        };
+        (ip.to_string(), ratelimit::ip_key(ip))
     }
 
     /// The bearer token's verified claims; None when no Authorization header was sent.
@@ -199,7 +204,7 @@ impl App {
                 let kid = jwt::kid_of(token)?;
                 self.keys
                     .reload_for_kid(&kid, || async {
-                        if let Err(e) = crate::keys::reload_keys_nowait(&self.pool, &self.keys, self.cfg.pool_timeout).await {
+                        if let Err(e) = crate::keys::reload_keys(&self.pool, &self.keys, Some(std::time::Duration::ZERO)).await {
                             log::warn!("reloading signing keys: {}", e.message);
                         }
                     })
@@ -232,7 +237,7 @@ impl App {
         if self.keys.claim_reload() {
             let (pool, keys) = (self.pool.clone(), self.keys.clone());
             tokio::spawn(async move {
-                if let Err(e) = reload_keys(&pool, &keys).await {
+                if let Err(e) = crate::keys::reload_keys(&pool, &keys, None).await {
                     log::warn!("periodic key reload: {}", e.message);
                 }
             });
@@ -246,8 +251,7 @@ impl App {
             _ => {}
         }
         // Limits come first: a refused request costs no token check, body or connection.
-        let client_ip = self.client_ip(s);
-        let ip_key = client_ip.parse().map(ratelimit::ip_key).unwrap_or_else(|_| client_ip.clone());
+        let (client_ip, ip_key) = self.client(s);
         let per_ip = match route {
             Route::Signup => Some(Kind::Signup),
             Route::Login | Route::Refresh => Some(Kind::Auth),
@@ -300,6 +304,7 @@ impl App {
             claims: claims.as_deref(),
             statement_timeout: &self.statement_timeout,
             client_ip: &client_ip,
+            ip_key: &ip_key,
             limiter: &self.limiter,
         };
         let b = &body;
@@ -345,16 +350,6 @@ impl App {
             Err(e) => Reply::error(&ApiError::unavailable(format!("database check failed: {}", e.message))),
         }
     }
-}
-
-pub async fn reload_keys(pool: &Pool, cache: &KeyCache) -> Result<(), ApiError> {
-    let row = db::query_json(pool, "select baas.jwks(), baas.auth_settings()").await?;
-    let ks = KeySet::from_json(&row[0], &row[1]).map_err(|e| {
-        log::error!("signing keys from the database are unusable: {e}");
-        ApiError::internal()
-    })?;
-    cache.replace(ks);
-    Ok(())
 }
 
 #[async_trait]

@@ -95,8 +95,7 @@ pub async fn update_user(ctx: &Ctx<'_>, body: &[u8]) -> Result<Reply, ApiError> 
     }
     if password.is_some() {
         // Password changes check the current password: limited like logins.
-        let ip_key = ctx.client_ip.parse().map(ratelimit::ip_key).unwrap_or_else(|_| ctx.client_ip.to_string());
-        ctx.limit(Kind::Auth, &ip_key)?;
+        ctx.limit(Kind::Auth, ctx.ip_key)?;
         let sub = ctx.claims.and_then(|c| serde_json::from_str::<Value>(c).ok()).and_then(|c| c["sub"].as_str().map(str::to_string));
         ctx.limit(Kind::Account, &ratelimit::account_key("user", &sub.unwrap_or_default()))?;
     }
