@@ -456,46 +456,33 @@ comment on function baas.delete_document(text, text, bigint) is 'Delete a docume
 
 -- Queries. baas.compile_query (Rust) turns the filter and order into SQL text in which
 -- every client value is a reference into one jsonb parameter ($1) and every field name
--- a quoted literal; this function only adds our own collection id and runs it as the
--- caller, so row-level security still decides what is visible.
-create function baas.find(collection text, filter jsonb default '{}', "order" text default null,
-                          lim integer default 100, off integer default 0,
-                          after uuid default null, fields text[] default null)
-returns setof jsonb
+-- a quoted literal; baas.find_compiled (Rust) adds our own collection id and runs it as
+-- the caller, so row-level security still decides what is visible. It keeps each
+-- query text's plan per backend (extension/src/api/plans.rs): a list request is not
+-- parsed and planned again every time.
+create function baas.find_page(collection text, filter jsonb default '{}', "order" text default null,
+                               lim integer default 100, off integer default 0,
+                               after uuid default null, fields text[] default null)
+returns jsonb
 language plpgsql stable
 as $$
 declare
     c baas.collections := baas.collection_by_name(collection);
-    q jsonb;
-    cur jsonb;
 begin
-    if lim is null or lim < 0 or lim > 1000 then
-        raise exception using errcode = '22023', detail = 'invalid_query', message = 'limit must be between 0 and 1000';
-    end if;
-    if off is null or off < 0 then
-        raise exception using errcode = '22023', detail = 'invalid_query', message = 'offset must be 0 or more';
-    end if;
-    if fields is not null then
-        fields := baas.check_fields(fields);
-    end if;
-    q := baas.compile_query(filter, "order", null, fields is not null);
-    if after is not null then
-        -- The cursor document's sort keys, read as the caller: a document you cannot
-        -- see cannot be a cursor.
-        execute format('select %s from baas.documents d where d.collection_id = %s and d.id = $1',
-                       q ->> 'cursor', c.id)
-           into cur using after;
-        if cur is null then
-            raise exception using errcode = '22023', detail = 'invalid_query',
-                message = 'after: no such document in this collection';
-        end if;
-        q := baas.compile_query(filter, "order", cur, fields is not null);
-    end if;
-    return query execute format(
-        'select %s from baas.documents d where d.collection_id = %s and %s order by %s limit $4 offset $5',
-        q ->> 'select', c.id, q ->> 'where', q ->> 'order')
-        using q -> 'params', c.name, fields, lim, off;
+    return baas.find_compiled(c.id, c.name, filter, "order", lim, off, after, fields);
 end
+$$;
+comment on function baas.find_page(text, jsonb, text, integer, integer, uuid, text[]) is
+    'Documents of a collection the caller may read, as one jsonb array (baas.find as a value)';
+
+create function baas.find(collection text, filter jsonb default '{}', "order" text default null,
+                          lim integer default 100, off integer default 0,
+                          after uuid default null, fields text[] default null)
+returns setof jsonb
+language sql stable
+as $$
+    select x from pg_catalog.jsonb_array_elements(
+        baas.find_page(collection, filter, "order", lim, off, after, fields)) x
 $$;
 comment on function baas.find(text, jsonb, text, integer, integer, uuid, text[]) is
     'Documents of a collection the caller may read, filtered, ordered and paged (docs/query.md)';
@@ -537,8 +524,7 @@ as $$
 declare
     v jsonb;
 begin
-    select jsonb_build_object('items', coalesce(jsonb_agg(x), '[]')) into v
-      from baas.find(collection, filter, "order", lim, off, after, fields) x;
+    v := jsonb_build_object('items', baas.find_page(collection, filter, "order", lim, off, after, fields));
     if with_count then
         v := v || jsonb_build_object('count', baas.count(collection, filter));
     end if;

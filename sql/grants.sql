@@ -53,6 +53,8 @@ grant execute on function
     baas.patch_document(text, text, jsonb, bigint),
     baas.delete_document(text, text, bigint),
     baas.find(text, jsonb, text, integer, integer, uuid, text[]),
+    baas.find_page(text, jsonb, text, integer, integer, uuid, text[]),
+    baas.find_compiled(integer, text, jsonb, text, integer, integer, uuid, text[]),
     baas.count(text, jsonb),
     baas.btree_index_id(integer, text),
     baas.list_documents(text, jsonb, text, integer, integer, boolean, uuid, text[]),

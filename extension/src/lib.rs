@@ -45,6 +45,7 @@ extension_sql_file!(
         api::documents::validate_document,
         api::documents::parse_document_id,
         api::query::compile_query,
+        api::query::find_compiled,
         api::query::check_fields,
         api::query::index_expression,
     ]

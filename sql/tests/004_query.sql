@@ -1,7 +1,7 @@
 -- The query language as a DBA meets it: errors with SQLSTATE and code, filters
 -- through the SQL door, and indexes the planner uses under row-level security.
 begin;
-select plan(27);
+select plan(34);
 
 
 select baas.signup('q@query.test', 'long enough pw') -> 'user' ->> 'id' as u \gset
@@ -85,6 +85,22 @@ select baas.btree_index_id((select id from baas.collections where name = 'qc'), 
 select lives_ok($$ select baas.drop_index('qc', 'bucket') $$, 'drop_index');
 select is((select count(*)::int from baas.index_entries where index_id = :qc_index), 0, 'dropping the index drops its entries');
 select is(pg_temp.cnt(:'u', '{"bucket": 3}'), 15, 'without the index the count is the same');
+
+-- Kept plans: baas.find keeps each compiled query's plan per backend. The same query
+-- text in one session, first as the DBA (row-level security does not apply), then as
+-- each kind of caller, must still show each caller exactly what it may read: bucket 5
+-- holds 20 documents, 10 of u and 10 of v, none shared.
+select is((select count(*)::int from baas.find('qc', '{"bucket": 5}', lim => 1000)), 20, 'kept plan: the DBA sees all 20');
+select is(pg_temp.found(:'u', '{"bucket": 5}'), 10, 'kept plan: then u sees only its 10');
+select is(pg_temp.found(:'v', '{"bucket": 5}'), 10, 'kept plan: then v only its 10');
+select is((select count(*)::int from baas.as_user(:'u', $$ select * from baas.find('qc', '{"bucket": 5}', lim => 1000) x where x ->> 'owner' <> baas.uid()::text $$)), 0,
+          'kept plan: and none of them is another user''s');
+select is(pg_temp.found(null, '{"bucket": 5}'), 0, 'kept plan: anonymous sees none');
+select is((select count(*)::int from baas.find('qc', '{"bucket": 5}', lim => 1000)), 20, 'kept plan: the DBA again sees all 20');
+-- A grant made after the plan was kept is seen at once.
+select baas.as_user(:'v', format($$ select baas.grant('qc', %L, 'read', 'user:%s') $$,
+    (select id from baas.documents where owner = :'v' and data = '{"bucket": 5}' order by id limit 1), :'u')) is not null as ok \gset
+select is(pg_temp.found(:'u', '{"bucket": 5}'), 11, 'kept plan: a new grant shows at once');
 
 select * from finish();
 rollback;

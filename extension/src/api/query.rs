@@ -1,12 +1,55 @@
 //! `#[pg_extern]` faces of the query language. They only produce SQL text and
 //! parameters; baas.find()/baas.count() run it as the caller.
 
-use crate::error::OrRaise;
+use crate::error::{BaasError, OrRaise};
+use super::plans;
 use crate::query::{compile, parse};
 use pgrx::prelude::*;
 use super::Json;
 use pgrx::JsonB;
 use serde_json::{json, Value};
+
+/// A compiled filter and order: SQL fragments over `d` (a `baas.documents` row) in
+/// which every client value is a reference into the jsonb parameter `$1`.
+struct Compiled {
+    entry: Option<Value>,
+    where_sql: String,
+    order: String,
+    cursor: String,
+    select: String,
+    params: Vec<Value>,
+}
+
+fn compile(filter: &Value, order: &str, cursor: Option<&Value>, has_fields: bool) -> Result<Compiled, BaasError> {
+    let ast = parse::parse(filter)?;
+    let keys = parse::parse_order(order)?;
+    let mut params = compile::Params::default();
+    let mut where_sql = compile::compile_filter(&ast, &mut params);
+    // A filter that reads exactly one field can be counted from baas.index_entries
+    // when that field has a btree index: `entry_where` is the same filter over
+    // `e.value`, with the same parameters.
+    let paths = compile::filter_paths(&ast);
+    let entry = match (paths.as_slice(), cursor) {
+        ([one], None) => {
+            let mut p2 = compile::Params::default();
+            let w = compile::compile_filter_on(&ast, &mut p2, &|_| "e.value".to_string());
+            (p2.0 == params.0).then(|| json!({"path": one, "where": w}))
+        }
+        _ => None,
+    };
+    if let Some(c) = cursor {
+        let after = compile::after_sql(&keys, c, &mut params)?;
+        where_sql = format!("{where_sql} and {after}");
+    }
+    Ok(Compiled {
+        entry,
+        where_sql,
+        order: compile::order_sql(&keys),
+        cursor: compile::cursor_sql(&keys),
+        select: compile::select_sql(has_fields),
+        params: params.0,
+    })
+}
 
 /// Compile a filter and order into
 /// `{"where": sql, "order": sql, "cursor": sql, "select": sql, "params": [...]}`.
@@ -17,34 +60,105 @@ fn compile_query(filter: Option<Json>, order: Option<&str>, cursor: Option<Json>
     const F: &str = "compile_query";
     let filter = filter.map(|f| f.value(F)).unwrap_or_else(|| json!({}));
     let cursor = cursor.map(|c| c.value(F));
-    let ast = parse::parse(&filter).or_raise(F);
-    let keys = parse::parse_order(order.unwrap_or("")).or_raise(F);
-    let mut params = compile::Params::default();
-    let mut where_sql = compile::compile_filter(&ast, &mut params);
-    // A filter that reads exactly one field can be counted from baas.index_entries
-    // when that field has a btree index: `entry_where` is the same filter over
-    // `e.value`, with the same parameters.
-    let paths = compile::filter_paths(&ast);
-    let entry = match (paths.as_slice(), &cursor) {
-        ([one], None) => {
-            let mut p2 = compile::Params::default();
-            let w = compile::compile_filter_on(&ast, &mut p2, &|_| "e.value".to_string());
-            (p2.0 == params.0).then(|| json!({"path": one, "where": w}))
-        }
-        _ => None,
-    };
-    if let Some(c) = cursor {
-        let after = compile::after_sql(&keys, &c, &mut params).or_raise(F);
-        where_sql = format!("{where_sql} and {after}");
-    }
+    let c = compile(&filter, order.unwrap_or(""), cursor.as_ref(), has_fields).or_raise(F);
     JsonB(json!({
-        "entry": entry,
-        "where": where_sql,
-        "order": compile::order_sql(&keys),
-        "cursor": compile::cursor_sql(&keys),
-        "select": compile::select_sql(has_fields),
-        "params": Value::Array(params.0),
+        "entry": c.entry,
+        "where": c.where_sql,
+        "order": c.order,
+        "cursor": c.cursor,
+        "select": c.select,
+        "params": Value::Array(c.params),
     }))
+}
+
+/// One page of a collection's documents as a jsonb array: what baas.find returns, with
+/// the compiled query's plan kept per backend (see api/plans.rs). Runs as the caller,
+/// so row-level security decides what is visible; `collection_id` and `name` come from
+/// baas.collection_by_name (see baas.find_page); a caller naming another collection's
+/// id sees what it could read there through baas.find anyway.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(stable, parallel_unsafe)]
+fn find_compiled(
+    collection_id: Option<i32>,
+    name: Option<&str>,
+    filter: Option<Json>,
+    order: Option<&str>,
+    lim: Option<i32>,
+    off: Option<i32>,
+    after: Option<pgrx::Uuid>,
+    fields: Option<Vec<String>>,
+) -> RawJsonb {
+    const F: &str = "find";
+    use pgrx::datum::DatumWithOid;
+    use pgrx::pg_sys::{PgOid, BuiltinOid};
+    let (Some(collection_id), Some(name)) = (collection_id, name) else {
+        BaasError::InvalidQuery("collection must not be null".into()).raise(F)
+    };
+    let Some(lim) = lim.filter(|l| (0..=1000).contains(l)) else {
+        BaasError::InvalidQuery("limit must be between 0 and 1000".into()).raise(F)
+    };
+    let Some(off) = off.filter(|o| *o >= 0) else {
+        BaasError::InvalidQuery("offset must be 0 or more".into()).raise(F)
+    };
+    let fields = fields.map(|f| parse::parse_fields(&f).or_raise(F));
+    let filter = filter.map(|f| f.value(F)).unwrap_or_else(|| json!({}));
+    let order = order.unwrap_or("");
+    let has_fields = fields.is_some();
+    let mut c = compile(&filter, order, None, has_fields).or_raise(F);
+    if let Some(after) = after {
+        // The cursor document's sort keys, read as the caller: a document you cannot
+        // see cannot be a cursor.
+        let sql = format!("select {} from baas.documents d where d.collection_id = {collection_id} and d.id = $1", c.cursor);
+        let found = plans::first_datum(&sql, &[PgOid::BuiltIn(BuiltinOid::UUIDOID)], &[after.into()]);
+        // SAFETY: the query's only column is jsonb (cursor_sql builds an array).
+        let cur = found.and_then(|d| unsafe { <JsonB as pgrx::FromDatum>::from_datum(d, false) });
+        let Some(JsonB(cur)) = cur else {
+            BaasError::InvalidQuery("after: no such document in this collection".into()).raise(F)
+        };
+        c = compile(&filter, order, Some(&cur), has_fields).or_raise(F);
+    }
+    let sql = format!(
+        "select coalesce(jsonb_agg(x.doc), '[]'::jsonb) from (select {} as doc from baas.documents d \
+         where d.collection_id = {collection_id} and {} order by {} limit $4 offset $5) x",
+        c.select, c.where_sql, c.order
+    );
+    let types = [
+        PgOid::BuiltIn(BuiltinOid::JSONBOID),
+        PgOid::BuiltIn(BuiltinOid::TEXTOID),
+        PgOid::BuiltIn(BuiltinOid::TEXTARRAYOID),
+        PgOid::BuiltIn(BuiltinOid::INT4OID),
+        PgOid::BuiltIn(BuiltinOid::INT4OID),
+    ];
+    let fields_arg = match fields {
+        Some(f) => DatumWithOid::from(f),
+        None => DatumWithOid::null_oid(pgrx::pg_sys::TEXTARRAYOID),
+    };
+    let args = [JsonB(Value::Array(c.params)).into(), name.into(), fields_arg, lim.into(), off.into()];
+    match plans::first_datum(&sql, &types, &args) {
+        Some(d) => RawJsonb(d),
+        // An aggregate always returns one row, and coalesce makes it non-null.
+        None => pgrx::error!("pgbaas: find returned no row"),
+    }
+}
+
+/// A jsonb value returned as the datum Postgres produced: no round trip through
+/// serde_json (pgrx's `JsonB` would print, parse, print and parse it again).
+pub struct RawJsonb(pgrx::pg_sys::Datum);
+
+unsafe impl pgrx::callconv::BoxRet for RawJsonb {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        unsafe { fcinfo.return_raw_datum(self.0) }
+    }
+}
+
+unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for RawJsonb {
+    const TYPE_IDENT: &'static str = <JsonB as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::TYPE_IDENT;
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+        <JsonB as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::TYPE_ORIGIN;
+    const ARGUMENT_SQL: Result<pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef, pgrx::pgrx_sql_entity_graph::metadata::ArgumentError> =
+        <JsonB as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::ARGUMENT_SQL;
+    const RETURN_SQL: Result<pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef, pgrx::pgrx_sql_entity_graph::metadata::ReturnsError> =
+        <JsonB as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::RETURN_SQL;
 }
 
 /// Validate `fields` names (22023 invalid_query); returns them trimmed.

@@ -153,6 +153,11 @@ mod tests {
         }
         // The generator must produce discriminating filters, or the test proves little.
         assert!(nonempty > 1000, "only {nonempty} of 3000 filters selected a proper subset");
+        // Each shape ran through a plan kept per backend (api/plans.rs), and far more
+        // shapes than the cache holds went through it: it stayed bounded, and the
+        // answers above stayed right across its restarts.
+        let kept = crate::api::plans::kept();
+        assert!(kept > 0 && kept <= crate::api::plans::MAX_PLANS, "{kept} kept plans");
     }
 
     /// With a btree index on every field the generator uses, counts of one-field
