@@ -65,14 +65,21 @@ comment on function baas.roles() is 'Application roles of the signed-in user, ne
 
 -- Every principal the caller acts as: public; for a signed-in user also
 -- authenticated, user:<id> and role:<name> for each role.
+-- Security definer to read the caller's own memberships directly: every row-level
+-- policy evaluates it once per statement, so the common case (a user in no role) is
+-- one uid() and one index probe, without going through baas.roles().
 create function baas.principals() returns text[]
-language plpgsql stable
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_uid uuid := baas.uid();
 begin
     if v_uid is null then
         return array['public'];
+    end if;
+    if not exists (select from baas.role_members m where m.user_id = v_uid) then
+        return array['public', 'authenticated', 'user:' || v_uid::text];
     end if;
     return array['public', 'authenticated', 'user:' || v_uid::text]
         || array(select 'role:' || r from unnest(baas.roles()) r);
@@ -199,11 +206,18 @@ create policy documents_delete on baas.documents for delete to baas_anon, baas_u
 -- True for the callers that bypass document ACLs: the service role and superusers
 -- (DBAs, and the extension's own SECURITY DEFINER steps). Listed positively, so a
 -- custom role that merely inherits baas_user gets no more than baas_user.
+-- It runs inside the document trigger (which fixes its own search_path) and inside
+-- the callers' functions (which do not). Its own fixed search_path keeps its one
+-- cached plan valid for both: with the path changing from call to call, Postgres
+-- re-planned it on every call, a sixth of a create's CPU (docs/benchmarks.md).
 create function baas.privileged_caller() returns boolean
-language sql stable
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
 as $$
-    select current_user = 'baas_service'
-        or exists (select from pg_catalog.pg_roles r where r.rolname = current_user and (r.rolsuper or r.rolbypassrls))
+begin
+    return current_user = 'baas_service'
+        or exists (select from pg_catalog.pg_roles r where r.rolname = current_user and (r.rolsuper or r.rolbypassrls));
+end
 $$;
 
 -- System fields are the system's: whatever a writer sends, id/collection/creation time
