@@ -39,11 +39,11 @@ fn side_by_side_benchmark_quick_mode_prints_its_table() {
     for row in ["1. GET one document", "2. list", "3. create", "4. PATCH", "5. login"] {
         let line = text.lines().find(|l| l.starts_with(&format!("| {row}"))).unwrap_or_else(|| panic!("no row {row:?} in\n{text}"));
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        // | name | limit rps @50, @pool, p50, p99 | pgbaas rps p50 p99 | errors | ...
-        for c in &cells[2..9] {
+        // | name | limit rps @50, @pool, @pool pipelined, p50, p99 | pgbaas rps p50 p99 | errors | ...
+        for c in &cells[2..10] {
             assert!(c.parse::<f64>().map(|v| v > 0.0).unwrap_or(false), "not a positive figure {c:?} in {line}");
         }
-        assert_eq!(cells[9], "0", "failed requests in {line}");
+        assert_eq!(cells[10], "0", "failed requests in {line}");
     }
     assert!(text.contains("hashes/s"), "{text}");
     assert!(text.contains("proxy peak RSS"), "{text}");

@@ -246,10 +246,13 @@ fn pgbench(a: &Args, conns: usize, range: i64, cluster: &Cluster, password: &str
 }
 
 /// The proxy's per-request transaction (db.rs): BEGIN; authenticate + statement
-/// timeout; the route's statement; COMMIT.
-fn pgbench_script(setup: &str, call: &str) -> String {
+/// timeout; the route's statement; COMMIT. `claims` is the SQL for the claims.
+/// Pipelined, the four go out before the first answer is read, as the proxy sends
+/// them; otherwise each waits for the one before (pgbench's usual way).
+fn pgbench_script(setup: &str, claims: &str, call: &str, pipelined: bool) -> String {
+    let (start, end) = if pipelined { ("\\startpipeline\n", "\\endpipeline\n") } else { ("", "") };
     format!(
-        "{setup}\nBEGIN;\nselect baas.authenticate(:claims::text::jsonb), pg_catalog.set_config('statement_timeout', '5000', true), pg_catalog.set_config('baas.client_ip', '127.0.0.1', true);\n{call};\nCOMMIT;\n"
+        "{setup}\n{start}BEGIN;\nselect baas.authenticate({claims}), pg_catalog.set_config('statement_timeout', '5000', true), pg_catalog.set_config('baas.client_ip', '127.0.0.1', true);\n{call};\nCOMMIT;\n{end}"
     )
 }
 
@@ -283,9 +286,11 @@ fn argon2_rate(secs: f64) -> f64 {
 
 struct Row {
     name: &'static str,
-    /// pgbench with the client's connection count, and with the proxy's pool size.
+    /// pgbench with the client's connection count, with the proxy's pool size, and
+    /// with the pool size and the proxy's pipelining.
     limit: Option<Run>,
     limit_pool: Option<Run>,
+    limit_pipe: Option<Run>,
     pgbaas: Option<Run>,
     parse: Option<Run>,
 }
@@ -334,18 +339,18 @@ fn main() -> Result<()> {
         &[&a.items, &"items", &ID_PREFIX],
     )?;
     // patches: user 0's, all at version 1; each PATCH request takes its own target
-    // (6 ranges of P: warm-up and run for pgbench at 50 and at pool-size connections,
-    // and for wrk).
+    // (8 ranges of P: warm-up and run for pgbench at 50 and at pool-size connections,
+    // for wrk, and for pipelined pgbench).
     db.execute(
         "insert into baas.documents (collection_id, id, owner, data)
          select c.id, ($2 || lpad(to_hex(g), 12, '0'))::uuid, (select id from baas.users order by created_at limit 1),
                 jsonb_build_object('n', g, 'seen', false)
            from baas.collections c, generate_series(1, $1::bigint) g where c.name = 'patches'",
-        &[&(a.patch_pool * 6), &ID_PREFIX],
+        &[&(a.patch_pool * 8), &ID_PREFIX],
     )?;
     db.batch_execute("select baas.create_index('items', 'cat')")?;
     db.batch_execute("vacuum analyze")?;
-    println!("data: {} users, {} items, {} patch targets, loaded in {:.1} s", a.users, a.items, a.patch_pool * 6, t0.elapsed().as_secs_f64());
+    println!("data: {} users, {} items, {} patch targets, loaded in {:.1} s", a.users, a.items, a.patch_pool * 8, t0.elapsed().as_secs_f64());
 
     let auth_url = cluster.authenticator_url()?;
     let password = auth_url.split(':').nth(2).and_then(|s| s.split('@').next()).context("authenticator password")?.to_string();
@@ -406,38 +411,44 @@ fn main() -> Result<()> {
     )?;
 
     let id_expr = format!("('{ID_PREFIX}' || lpad(to_hex(:k::bigint), 12, '0'))");
-    let pgb_get = write(
-        "get.sql",
-        pgbench_script(
-            &format!("\\set r random(0, {})\n\\set k 5 + 10 * :r", shared.len() - 1),
-            &format!("select x::text, x ->> 'version' from baas.get_document('items', {id_expr}) x"),
-        ),
+    // Each pgbench script twice: one statement at a time, and pipelined.
+    let scripts = |name: &str, setup: &str, claims: &str, call: &str| -> Result<(PathBuf, PathBuf)> {
+        Ok((
+            write(&format!("{name}.sql"), pgbench_script(setup, claims, call, false))?,
+            write(&format!("{name}-pipelined.sql"), pgbench_script(setup, claims, call, true))?,
+        ))
+    };
+    const CLAIMS: &str = ":claims::text::jsonb";
+    let pgb_get = scripts(
+        "get",
+        &format!("\\set r random(0, {})\n\\set k 5 + 10 * :r", shared.len() - 1),
+        CLAIMS,
+        &format!("select x::text, x ->> 'version' from baas.get_document('items', {id_expr}) x"),
     )?;
-    let pgb_list = write(
-        "list.sql",
-        pgbench_script(
-            "\\set c random(0, 999)",
-            "select x::text from baas.list_documents('items', ('{\"cat\": ' || :c::text || '}')::jsonb, null, 20, 0, false, null::text::uuid, null) x",
-        ),
+    let pgb_list = scripts(
+        "list",
+        "\\set c random(0, 999)",
+        CLAIMS,
+        "select x::text from baas.list_documents('items', ('{\"cat\": ' || :c::text || '}')::jsonb, null, 20, 0, false, null::text::uuid, null) x",
     )?;
-    let pgb_create = write(
-        "create.sql",
-        pgbench_script("", "select x::text, x ->> 'version' from baas.create_document('writes', '{\"n\": 1, \"title\": \"written\"}'::jsonb, null, null::text::uuid) x"),
+    let pgb_create = scripts(
+        "create",
+        "",
+        CLAIMS,
+        "select x::text, x ->> 'version' from baas.create_document('writes', '{\"n\": 1, \"title\": \"written\"}'::jsonb, null, null::text::uuid) x",
     )?;
     // Per-client counter (-D i=0), so every client patches its own targets once each.
-    let pgb_patch = write(
-        "patch.sql",
-        pgbench_script(
-            "\\set i :i + 1\n\\set k :base + :client_id * :per_client + :i",
-            &format!("select x::text, x ->> 'version' from baas.patch_document('patches', {id_expr}, '{{\"seen\": true}}'::jsonb, 1) x"),
-        ),
+    let pgb_patch = scripts(
+        "patch",
+        "\\set i :i + 1\n\\set k :base + :client_id * :per_client + :i",
+        CLAIMS,
+        &format!("select x::text, x ->> 'version' from baas.patch_document('patches', {id_expr}, '{{\"seen\": true}}'::jsonb, 1) x"),
     )?;
-    let pgb_login = write(
-        "login.sql",
-        format!(
-            "\\set u random(0, {})\nBEGIN;\nselect baas.authenticate(null), pg_catalog.set_config('statement_timeout', '5000', true), pg_catalog.set_config('baas.client_ip', '127.0.0.1', true);\nselect x::text from baas.login('u' || :u::text || '@bench.test', '{PASSWORD}') x;\nCOMMIT;\n",
-            a.users - 1
-        ),
+    let pgb_login = scripts(
+        "login",
+        &format!("\\set u random(0, {})", a.users - 1),
+        "null",
+        &format!("select x::text from baas.login('u' || :u::text || '@bench.test', '{PASSWORD}') x"),
     )?;
 
     // ---- each workload once by hand first: a workload that only produces errors
@@ -475,16 +486,17 @@ fn main() -> Result<()> {
     let defs = vec![("claims", claims0.clone())];
     let defs_patch = defs.clone();
     let mut rows = Vec::new();
-    let measure = |name: &'static str, sql: &Path, defs: &[(&str, String)], lua: &Path| -> Result<Row> {
+    let measure = |name: &'static str, sql: &(PathBuf, PathBuf), defs: &[(&str, String)], lua: &Path| -> Result<Row> {
         let n: usize = name[..1].parse().unwrap_or(0);
         if !a.only.is_empty() && !a.only.contains(&n) {
-            return Ok(Row { name, limit: None, limit_pool: None, pgbaas: None, parse: None });
+            return Ok(Row { name, limit: None, limit_pool: None, limit_pipe: None, pgbaas: None, parse: None });
         }
         eprintln!(".. {name}");
-        let limit = pgbench(&a, a.conns, 0, &cluster, &password, sql, defs, &work)?;
-        let limit_pool = pgbench(&a, POOL, 4, &cluster, &password, sql, defs, &work)?;
+        let limit = pgbench(&a, a.conns, 0, &cluster, &password, &sql.0, defs, &work)?;
+        let limit_pool = pgbench(&a, POOL, 4, &cluster, &password, &sql.0, defs, &work)?;
+        let limit_pipe = pgbench(&a, POOL, 6, &cluster, &password, &sql.1, defs, &work)?;
         let pgbaas = wrk_measured(&a, &base, lua, Some(pid))?;
-        Ok(Row { name, limit: Some(limit), limit_pool: Some(limit_pool), pgbaas: Some(pgbaas), parse: None })
+        Ok(Row { name, limit: Some(limit), limit_pool: Some(limit_pool), limit_pipe: Some(limit_pipe), pgbaas: Some(pgbaas), parse: None })
     };
     rows.push(measure("1. GET one document by id (read via ACL grant)", &pgb_get, &defs, &get_lua)?);
     rows.push(measure("2. list: equality on indexed field, limit 20", &pgb_list, &defs, &list_lua)?);
@@ -513,19 +525,21 @@ fn main() -> Result<()> {
     // ---- the table
     println!();
     println!(
-        "| workload | limit req/s, pgbench -c{} | limit req/s, -c{POOL} | limit p50 ms | limit p99 ms | pgbaas req/s | p50 ms | p99 ms | errors | pgbaas / limit | Parse req/s | p50 ms | p99 ms | pgbaas / Parse | proxy CPU s / 10k req |",
+        "| workload | limit req/s, pgbench -c{} | limit req/s, -c{POOL} | limit req/s, -c{POOL} pipelined | limit p50 ms | limit p99 ms | pgbaas req/s | p50 ms | p99 ms | errors | pgbaas / limit | Parse req/s | p50 ms | p99 ms | pgbaas / Parse | proxy CPU s / 10k req |",
         a.conns
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
-        // The limit is the better of the two connection counts.
-        let best = match (&r.limit, &r.limit_pool) {
-            (Some(x), Some(y)) => Some(if y.rps > x.rps { y.clone() } else { x.clone() }),
-            (x, _) => x.clone(),
-        };
+        // The limit is the best of the three ways of issuing the same SQL.
+        let best = [&r.limit, &r.limit_pool, &r.limit_pipe]
+            .into_iter()
+            .flatten()
+            .max_by(|x, y| x.rps.total_cmp(&y.rps))
+            .cloned();
         let (_, l2, l3) = fmt_run(&best);
         let (lc, _, _) = fmt_run(&r.limit);
         let (lp, _, _) = fmt_run(&r.limit_pool);
+        let (lq, _, _) = fmt_run(&r.limit_pipe);
         let (b1, b2, b3) = fmt_run(&r.pgbaas);
         let (p1, p2, p3) = fmt_run(&r.parse);
         let ratio = |x: &Option<Run>, y: &Option<Run>, pct: bool| match (x, y) {
@@ -538,10 +552,10 @@ fn main() -> Result<()> {
             }
             _ => "–".into(),
         };
-        let errors = [&r.pgbaas, &r.limit, &r.limit_pool].iter().map(|x| x.as_ref().map(|x| x.errors).unwrap_or(0)).sum::<u64>();
+        let errors = [&r.pgbaas, &r.limit, &r.limit_pool, &r.limit_pipe].iter().map(|x| x.as_ref().map(|x| x.errors).unwrap_or(0)).sum::<u64>();
         let cpu = r.pgbaas.as_ref().and_then(|x| x.cpu_per_10k).map(|c| format!("{c:.2}")).unwrap_or("–".into());
         println!(
-            "| {} | {lc} | {lp} | {l2} | {l3} | {b1} | {b2} | {b3} | {errors} | {} | {p1} | {p2} | {p3} | {} | {cpu} |",
+            "| {} | {lc} | {lp} | {lq} | {l2} | {l3} | {b1} | {b2} | {b3} | {errors} | {} | {p1} | {p2} | {p3} | {} | {cpu} |",
             r.name,
             ratio(&r.pgbaas, &best, true),
             ratio(&r.pgbaas, &r.parse, false)
@@ -552,7 +566,7 @@ fn main() -> Result<()> {
     println!("proxy peak RSS: {:.1} MiB", rss_kb as f64 / 1024.0);
     println!("{peer_note}");
     println!(
-        "client (wrk -t2 -c{c}; pgbench -c{c} and -c{POOL}, -j2 -M prepared), proxy (pool {POOL}), Postgres{} share one {}-core machine",
+        "client (wrk -t2 -c{c}; pgbench -c{c}, -c{POOL} and -c{POOL} pipelined, -j2 -M prepared), proxy (pool {POOL}), Postgres{} share one {}-core machine",
         if a.peer { " and Parse Server" } else { "" },
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         c = a.conns
