@@ -55,6 +55,7 @@ grant execute on function
     baas.find(text, jsonb, text, integer, integer, uuid, text[]),
     baas.find_page(text, jsonb, text, integer, integer, uuid, text[]),
     baas.find_compiled(integer, text, jsonb, text, integer, integer, uuid, text[]),
+    baas.count_compiled(integer, jsonb),
     baas.count(text, jsonb),
     baas.btree_index_id(integer, text),
     baas.list_documents(text, jsonb, text, integer, integer, boolean, uuid, text[]),

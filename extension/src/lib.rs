@@ -46,6 +46,7 @@ extension_sql_file!(
         api::documents::parse_document_id,
         api::query::compile_query,
         api::query::find_compiled,
+        api::query::count_compiled,
         api::query::check_fields,
         api::query::index_expression,
     ]

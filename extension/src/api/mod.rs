@@ -3,6 +3,7 @@
 //! these for the parts that need Rust: hashing, signing, validation.
 pub mod auth;
 pub mod documents;
+pub mod leakproof;
 pub mod plans;
 pub mod query;
 

@@ -48,9 +48,10 @@ fn plan(client: &SpiClient<'_>, sql: &str, types: &[PgOid]) -> Rc<OwnedPreparedS
 }
 
 /// Run `sql` with a plan kept for its text, read-only in the caller's snapshot and as
-/// the caller, and return the first column of its first row (a by-reference value, e.g.
-/// jsonb) copied into the caller's memory, or None for no row or NULL.
-pub fn first_datum(sql: &str, types: &[PgOid], args: &[DatumWithOid<'_>]) -> Option<pg_sys::Datum> {
+/// the caller, and return the first column of its first row, or None for no row or
+/// NULL. A variable-length value (jsonb, text) is copied into the caller's memory;
+/// `by_value` says the column is a by-value type (integer, bigint) instead.
+pub fn first_datum(sql: &str, types: &[PgOid], args: &[DatumWithOid<'_>], by_value: bool) -> Option<pg_sys::Datum> {
     Spi::connect(|client| {
         // The Rc keeps the plan alive even if a nested call clears the cache meanwhile.
         let stmt = plan(client, sql, types);
@@ -64,6 +65,7 @@ pub fn first_datum(sql: &str, types: &[PgOid], args: &[DatumWithOid<'_>]) -> Opt
         match table.first().get_datum_by_ordinal(1) {
             // SAFETY: a varlena datum of the current row; SPI_datumTransfer copies it
             // into the memory context that was current before Spi::connect.
+            Ok(Some(d)) if by_value => Some(d),
             Ok(Some(d)) => Some(unsafe { pg_sys::SPI_datumTransfer(d, false, -1) }),
             Ok(None) => None,
             Err(e) => pgrx::error!("pgbaas: compiled query result: {e}"),

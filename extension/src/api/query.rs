@@ -109,7 +109,7 @@ fn find_compiled(
         // The cursor document's sort keys, read as the caller: a document you cannot
         // see cannot be a cursor.
         let sql = format!("select {} from baas.documents d where d.collection_id = {collection_id} and d.id = $1", c.cursor);
-        let found = plans::first_datum(&sql, &[PgOid::BuiltIn(BuiltinOid::UUIDOID)], &[after.into()]);
+        let found = plans::first_datum(&sql, &[PgOid::BuiltIn(BuiltinOid::UUIDOID)], &[after.into()], false);
         // SAFETY: the query's only column is jsonb (cursor_sql builds an array).
         let cur = found.and_then(|d| unsafe { <JsonB as pgrx::FromDatum>::from_datum(d, false) });
         let Some(JsonB(cur)) = cur else {
@@ -134,12 +134,44 @@ fn find_compiled(
         None => DatumWithOid::null_oid(pgrx::pg_sys::TEXTARRAYOID),
     };
     let args = [JsonB(Value::Array(c.params)).into(), name.into(), fields_arg, lim.into(), off.into()];
-    match plans::first_datum(&sql, &types, &args) {
+    match plans::first_datum(&sql, &types, &args, false) {
         Some(d) => RawJsonb(d),
         // An aggregate always returns one row, and coalesce makes it non-null.
         None => pgrx::error!("pgbaas: find returned no row"),
     }
 }
+
+/// How many documents of a collection the caller may read match the filter: what
+/// baas.count returns, with plans kept per backend like find_compiled. A filter that
+/// reads one field with a ready btree index counts baas.index_entries (an index-only
+/// scan under the same read policy); any other counts the documents.
+#[pg_extern(stable, parallel_unsafe)]
+fn count_compiled(collection_id: Option<i32>, filter: Option<Json>) -> i64 {
+    const F: &str = "count";
+    use pgrx::pg_sys::{BuiltinOid, PgOid};
+    let Some(collection_id) = collection_id else {
+        BaasError::InvalidQuery("collection must not be null".into()).raise(F)
+    };
+    let filter = filter.map(|f| f.value(F)).unwrap_or_else(|| json!({}));
+    let c = compile(&filter, "", None, false).or_raise(F);
+    let entry = c.entry.as_ref().and_then(|e| Some((e.get("path")?.as_str()?, e.get("where")?.as_str()?)));
+    let index = entry.and_then(|(path, _)| {
+        let types = [PgOid::BuiltIn(BuiltinOid::INT4OID), PgOid::BuiltIn(BuiltinOid::TEXTOID)];
+        let d = plans::first_datum("select baas.btree_index_id($1, $2)", &types, &[collection_id.into(), path.into()], true)?;
+        // SAFETY: btree_index_id returns integer.
+        unsafe { <i32 as pgrx::FromDatum>::from_datum(d, false) }
+    });
+    let sql = match (index, entry) {
+        (Some(index), Some((_, w))) => format!("select count(*) from baas.index_entries e where e.index_id = {index} and {w}"),
+        _ => format!("select count(*) from baas.documents d where d.collection_id = {collection_id} and {}", c.where_sql),
+    };
+    let params: DatumWithOidOwned = JsonB(Value::Array(c.params)).into();
+    let d = plans::first_datum(&sql, &[PgOid::BuiltIn(BuiltinOid::JSONBOID)], &[params], true);
+    // SAFETY: count(*) is a bigint, by value, never null.
+    d.and_then(|d| unsafe { <i64 as pgrx::FromDatum>::from_datum(d, false) }).unwrap_or(0)
+}
+
+type DatumWithOidOwned = pgrx::datum::DatumWithOid<'static>;
 
 /// A jsonb value returned as the datum Postgres produced: no round trip through
 /// serde_json (pgrx's `JsonB` would print, parse, print and parse it again).
