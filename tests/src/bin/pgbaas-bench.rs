@@ -3,9 +3,11 @@
 //! Postgres cluster, in one run. Prints one table.
 //!
 //!   make bench                          (installs wrk, postgis, Parse Server; builds; runs)
-//!   target/release/pgbaas-bench [--quick] [--no-peer] [--seconds N] [--connections N] [--only 1..5]
+//!   target/release/pgbaas-bench [--quick] [--no-peer] [--seconds N] [--connections N] [--pool N] [--only 1..5]
 //!
 //! --quick: 1 s per workload and a small data set (the test suite's smoke run).
+//! --pool: the proxy's pool size and pgbench's second connection count (default: twice
+//! the cores).
 //! docs/benchmarks.md has a full run. Data is generated here with fixed seeds.
 
 use anyhow::{bail, Context, Result};
@@ -23,12 +25,14 @@ struct Args {
     items: i64,
     users: i64,
     patch_pool: i64,
+    /// The proxy's database pool, and pgbench's second connection count.
+    pool: usize,
     /// Run only these workloads (1-5), e.g. while profiling.
     only: Vec<usize>,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![] };
+    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![], pool: default_pool() };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -56,6 +60,10 @@ fn parse_args() -> Result<Args> {
                 a.conns = num(i)? as usize;
                 i += 1;
             }
+            "--pool" => {
+                a.pool = (num(i)? as usize).max(1);
+                i += 1;
+            }
             other => bail!("unknown argument {other}; see the comment at the top of pgbaas-bench.rs"),
         }
         i += 1;
@@ -69,8 +77,12 @@ fn doc_id(k: i64) -> String {
     format!("{ID_PREFIX}{k:012x}")
 }
 const PASSWORD: &str = "bench password 1";
-/// The proxy's database pool (its default), and pgbench's second connection count.
-const POOL: usize = 16;
+/// The proxy's database pool, and pgbench's second connection count: twice the cores
+/// (the usual rule for a CPU-bound Postgres; docs/benchmarks.md compares 4, 8 and the
+/// proxy's default 16 on this project's 2-core machine).
+fn default_pool() -> usize {
+    2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
 
 /// One measured run: requests per second and latency percentiles in ms.
 #[derive(Clone, Default)]
@@ -359,7 +371,7 @@ fn main() -> Result<()> {
         std::env::set_var("PGBAAS_TEST_LOG", "off");
     }
     // Limits off, as for any load test (a benchmark is one client hammering logins).
-    let proxy = Proxy::start(&auth_url, &["--pool-size", &POOL.to_string(), "--rate-limits", "off"])?;
+    let proxy = Proxy::start(&auth_url, &["--pool-size", &a.pool.to_string(), "--rate-limits", "off"])?;
     let pid = proxy.child.id();
     let base = proxy.base();
 
@@ -493,8 +505,8 @@ fn main() -> Result<()> {
         }
         eprintln!(".. {name}");
         let limit = pgbench(&a, a.conns, 0, &cluster, &password, &sql.0, defs, &work)?;
-        let limit_pool = pgbench(&a, POOL, 4, &cluster, &password, &sql.0, defs, &work)?;
-        let limit_pipe = pgbench(&a, POOL, 6, &cluster, &password, &sql.1, defs, &work)?;
+        let limit_pool = pgbench(&a, a.pool, 4, &cluster, &password, &sql.0, defs, &work)?;
+        let limit_pipe = pgbench(&a, a.pool, 6, &cluster, &password, &sql.1, defs, &work)?;
         let pgbaas = wrk_measured(&a, &base, lua, Some(pid))?;
         Ok(Row { name, limit: Some(limit), limit_pool: Some(limit_pool), limit_pipe: Some(limit_pipe), pgbaas: Some(pgbaas), parse: None })
     };
@@ -525,8 +537,9 @@ fn main() -> Result<()> {
     // ---- the table
     println!();
     println!(
-        "| workload | limit req/s, pgbench -c{} | limit req/s, -c{POOL} | limit req/s, -c{POOL} pipelined | limit p50 ms | limit p99 ms | pgbaas req/s | p50 ms | p99 ms | errors | pgbaas / limit | Parse req/s | p50 ms | p99 ms | pgbaas / Parse | proxy CPU s / 10k req |",
-        a.conns
+        "| workload | limit req/s, pgbench -c{} | limit req/s, -c{pool} | limit req/s, -c{pool} pipelined | limit p50 ms | limit p99 ms | pgbaas req/s | p50 ms | p99 ms | errors | pgbaas / limit | Parse req/s | p50 ms | p99 ms | pgbaas / Parse | proxy CPU s / 10k req |",
+        a.conns,
+        pool = a.pool
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
@@ -566,10 +579,11 @@ fn main() -> Result<()> {
     println!("proxy peak RSS: {:.1} MiB", rss_kb as f64 / 1024.0);
     println!("{peer_note}");
     println!(
-        "client (wrk -t2 -c{c}; pgbench -c{c}, -c{POOL} and -c{POOL} pipelined, -j2 -M prepared), proxy (pool {POOL}), Postgres{} share one {}-core machine",
+        "client (wrk -t2 -c{c}; pgbench -c{c}, -c{pool} and -c{pool} pipelined, -j2 -M prepared), proxy (pool {pool}), Postgres{} share one {}-core machine",
         if a.peer { " and Parse Server" } else { "" },
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        c = a.conns
+        c = a.conns,
+        pool = a.pool
     );
     drop(db);
     drop(cluster);
