@@ -6,13 +6,17 @@
 //   PARSE_APP_ID        application id  (X-Parse-Application-Id)
 //   PARSE_MASTER_KEY    master key      (X-Parse-Master-Key)
 //   PARSE_FILES_DIR     directory for the filesystem files adapter
-// Prints exactly "parse-server ready on <port>" to stdout once listening.
+//   PARSE_WORKERS       processes sharing the port (default: one per core, the usual
+//                       way to run a Node server on a multi-core machine)
+// Prints "parse-server ready on <port>" to stdout once every process listens.
 
 // No winston file logs (default ./logs/ under the cwd, which would get one
 // line per 404 in two files). Must be set before parse-server is required,
 // because its module-level logger is created at require time.
 process.env.PARSE_SERVER_LOGS_FOLDER = 'null';
 
+const cluster = require('cluster');
+const os = require('os');
 const path = require('path');
 const express = require('express');
 const { ParseServer } = require('parse-server');
@@ -84,7 +88,11 @@ async function main() {
     const s = app.listen(port, '127.0.0.1', () => resolve(s));
     s.once('error', reject);
   });
-  process.stdout.write(`parse-server ready on ${port}\n`);
+  if (process.send) {
+    process.send('ready');
+  } else {
+    process.stdout.write(`parse-server ready on ${port}\n`);
+  }
 
   let stopping = false;
   const stop = async () => {
@@ -107,7 +115,40 @@ async function main() {
   process.on('SIGINT', stop);
 }
 
-main().catch(err => {
-  console.error('parse-server failed to start:', err && (err.stack || err));
-  process.exit(1);
-});
+const workers = parseInt(process.env.PARSE_WORKERS || String(os.availableParallelism ? os.availableParallelism() : os.cpus().length), 10);
+
+if (cluster.isPrimary && workers > 1) {
+  // The primary only starts the workers, reports when all listen, and stops them.
+  // One at a time: the first creates Parse's own tables in a fresh database, and
+  // two doing that at once collide.
+  let ready = 0;
+  const next = () => {
+    cluster.fork().on('message', m => {
+      if (m !== 'ready') return;
+      if (++ready === workers) {
+        process.stdout.write(`parse-server ready on ${port} (${workers} processes)\n`);
+      } else {
+        next();
+      }
+    });
+  };
+  next();
+  cluster.on('exit', (w, code) => {
+    if (ready < workers && code !== 0) {
+      console.error('a parse-server worker failed to start');
+      process.exit(1);
+    }
+    if (Object.keys(cluster.workers).length === 0) process.exit(0);
+  });
+  const stop = () => {
+    for (const w of Object.values(cluster.workers)) w.process.kill('SIGTERM');
+    setTimeout(() => process.exit(0), 6000).unref();
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+} else {
+  main().catch(err => {
+    console.error('parse-server failed to start:', err && (err.stack || err));
+    process.exit(1);
+  });
+}

@@ -526,7 +526,10 @@ fn main() -> Result<()> {
                 for (i, r) in runs.into_iter().enumerate() {
                     rows[i].parse = Some(r);
                 }
-                "Parse Server ran on the same cluster (database `parse`, PostGIS), same data shape, session-token REST calls".to_string()
+                format!(
+                    "Parse Server ran on the same cluster (database `parse`, PostGIS) as {} Node processes, same data shape, session-token REST calls",
+                    parse_peer::workers()
+                )
             }
             Err(e) => format!("Parse Server not measured: {e:#}"),
         }
@@ -627,6 +630,15 @@ mod parse_peer {
     const APP: &str = "benchapp";
     const MASTER: &str = "benchmaster";
 
+    /// Node processes for Parse Server: PARSE_WORKERS, or one per core (server.js).
+    pub fn workers() -> usize {
+        std::env::var("PARSE_WORKERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    }
+
     pub fn run(a: &Args, cluster: &Cluster, work: &Path) -> Result<Vec<Run>> {
         let dir = workspace_root().join("bench/parse");
         if !dir.join("node_modules/parse-server").exists() {
@@ -650,6 +662,7 @@ mod parse_peer {
             .env("PARSE_APP_ID", APP)
             .env("PARSE_MASTER_KEY", MASTER)
             .env("PARSE_FILES_DIR", &files)
+            .env("PARSE_WORKERS", workers().to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
