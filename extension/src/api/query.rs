@@ -9,46 +9,41 @@ use super::Json;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-/// A compiled filter and order: SQL fragments over `d` (a `baas.documents` row) in
-/// which every client value is a reference into the jsonb parameter `$1`.
-struct Compiled {
-    entry: Option<Value>,
-    where_sql: String,
-    order: String,
-    cursor: String,
-    select: String,
-    params: Vec<Value>,
+/// A filter and order parsed once per call. Compiled, they are SQL fragments over `d`
+/// (a `baas.documents` row) in which every client value is a reference into the
+/// jsonb parameter `$1`.
+struct Query {
+    filter: parse::Filter,
+    keys: Vec<parse::SortKey>,
 }
 
-fn compile(filter: &Value, order: &str, cursor: Option<&Value>, has_fields: bool) -> Result<Compiled, BaasError> {
-    let ast = parse::parse(filter)?;
-    let keys = parse::parse_order(order)?;
-    let mut params = compile::Params::default();
-    let mut where_sql = compile::compile_filter(&ast, &mut params);
-    // A filter that reads exactly one field can be counted from baas.index_entries
-    // when that field has a btree index: `entry_where` is the same filter over
-    // `e.value`, with the same parameters.
-    let paths = compile::filter_paths(&ast);
-    let entry = match (paths.as_slice(), cursor) {
-        ([one], None) => {
-            let mut p2 = compile::Params::default();
-            let w = compile::compile_filter_on(&ast, &mut p2, &|_| "e.value".to_string());
-            (p2.0 == params.0).then(|| json!({"path": one, "where": w}))
-        }
-        _ => None,
-    };
-    if let Some(c) = cursor {
-        let after = compile::after_sql(&keys, c, &mut params)?;
-        where_sql = format!("{where_sql} and {after}");
+impl Query {
+    fn parse(filter: &Value, order: &str) -> Result<Query, BaasError> {
+        Ok(Query { filter: parse::parse(filter)?, keys: parse::parse_order(order)? })
     }
-    Ok(Compiled {
-        entry,
-        where_sql,
-        order: compile::order_sql(&keys),
-        cursor: compile::cursor_sql(&keys),
-        select: compile::select_sql(has_fields),
-        params: params.0,
-    })
+
+    /// The filter's condition and parameters; with `cursor` (the sort keys selected
+    /// by `cursor_sql` for the `after` document), only rows after it.
+    fn condition(&self, cursor: Option<&Value>) -> Result<(String, Vec<Value>), BaasError> {
+        let mut params = compile::Params::default();
+        let mut sql = compile::compile_filter(&self.filter, &mut params);
+        if let Some(c) = cursor {
+            let after = compile::after_sql(&self.keys, c, &mut params)?;
+            sql = format!("{sql} and {after}");
+        }
+        Ok((sql, params.0))
+    }
+
+    /// A filter that reads exactly one field can be counted from baas.index_entries
+    /// when that field has a btree index: its path, and the same filter over
+    /// `e.value`, when it takes the same `params` as `condition(None)`.
+    fn entry(&self, params: &[Value]) -> Option<(String, String)> {
+        let paths = compile::filter_paths(&self.filter);
+        let [one] = paths.as_slice() else { return None };
+        let mut on_entries = compile::Params::default();
+        let w = compile::compile_filter_on(&self.filter, &mut on_entries, &|_| "e.value".to_string());
+        (on_entries.0 == params).then(|| (one.clone(), w))
+    }
 }
 
 /// Compile a filter and order into
@@ -60,14 +55,16 @@ fn compile_query(filter: Option<Json>, order: Option<&str>, cursor: Option<Json>
     const F: &str = "compile_query";
     let filter = filter.map(|f| f.value(F)).unwrap_or_else(|| json!({}));
     let cursor = cursor.map(|c| c.value(F));
-    let c = compile(&filter, order.unwrap_or(""), cursor.as_ref(), has_fields).or_raise(F);
+    let q = Query::parse(&filter, order.unwrap_or("")).or_raise(F);
+    let (where_sql, params) = q.condition(cursor.as_ref()).or_raise(F);
+    let entry = if cursor.is_none() { q.entry(&params) } else { None };
     JsonB(json!({
-        "entry": c.entry,
-        "where": c.where_sql,
-        "order": c.order,
-        "cursor": c.cursor,
-        "select": c.select,
-        "params": Value::Array(c.params),
+        "entry": entry.map(|(path, w)| json!({"path": path, "where": w})),
+        "where": where_sql,
+        "order": compile::order_sql(&q.keys),
+        "cursor": compile::cursor_sql(&q.keys),
+        "select": compile::select_sql(has_fields),
+        "params": Value::Array(params),
     }))
 }
 
@@ -103,24 +100,30 @@ fn find_compiled(
     let fields = fields.map(|f| parse::parse_fields(&f).or_raise(F));
     let filter = filter.map(|f| f.value(F)).unwrap_or_else(|| json!({}));
     let order = order.unwrap_or("");
-    let has_fields = fields.is_some();
-    let mut c = compile(&filter, order, None, has_fields).or_raise(F);
+    let q = Query::parse(&filter, order).or_raise(F);
+    let mut cursor = None;
     if let Some(after) = after {
         // The cursor document's sort keys, read as the caller: a document you cannot
         // see cannot be a cursor.
-        let sql = format!("select {} from baas.documents d where d.collection_id = {collection_id} and d.id = $1", c.cursor);
+        let sql = format!(
+            "select {} from baas.documents d where d.collection_id = {collection_id} and d.id = $1",
+            compile::cursor_sql(&q.keys)
+        );
         let found = plans::first_datum(&sql, &[PgOid::BuiltIn(BuiltinOid::UUIDOID)], &[after.into()], false);
         // SAFETY: the query's only column is jsonb (cursor_sql builds an array).
         let cur = found.and_then(|d| unsafe { <JsonB as pgrx::FromDatum>::from_datum(d, false) });
         let Some(JsonB(cur)) = cur else {
             BaasError::InvalidQuery("after: no such document in this collection".into()).raise(F)
         };
-        c = compile(&filter, order, Some(&cur), has_fields).or_raise(F);
+        cursor = Some(cur);
     }
+    let (where_sql, params) = q.condition(cursor.as_ref()).or_raise(F);
     let sql = format!(
         "select coalesce(jsonb_agg(x.doc), '[]'::jsonb) from (select {} as doc from baas.documents d \
          where d.collection_id = {collection_id} and {} order by {} limit $4 offset $5) x",
-        c.select, c.where_sql, c.order
+        compile::select_sql(fields.is_some()),
+        where_sql,
+        compile::order_sql(&q.keys)
     );
     let types = [
         PgOid::BuiltIn(BuiltinOid::JSONBOID),
@@ -133,7 +136,7 @@ fn find_compiled(
         Some(f) => DatumWithOid::from(f),
         None => DatumWithOid::null_oid(pgrx::pg_sys::TEXTARRAYOID),
     };
-    let args = [JsonB(Value::Array(c.params)).into(), name.into(), fields_arg, lim.into(), off.into()];
+    let args = [JsonB(Value::Array(params)).into(), name.into(), fields_arg, lim.into(), off.into()];
     match plans::first_datum(&sql, &types, &args, false) {
         Some(d) => RawJsonb(d),
         // An aggregate always returns one row, and coalesce makes it non-null.
@@ -153,25 +156,23 @@ fn count_compiled(collection_id: Option<i32>, filter: Option<Json>) -> i64 {
         BaasError::InvalidQuery("collection must not be null".into()).raise(F)
     };
     let filter = filter.map(|f| f.value(F)).unwrap_or_else(|| json!({}));
-    let c = compile(&filter, "", None, false).or_raise(F);
-    let entry = c.entry.as_ref().and_then(|e| Some((e.get("path")?.as_str()?, e.get("where")?.as_str()?)));
-    let index = entry.and_then(|(path, _)| {
+    let q = Query::parse(&filter, "").or_raise(F);
+    let (where_sql, params) = q.condition(None).or_raise(F);
+    let entry = q.entry(&params);
+    let index = entry.as_ref().and_then(|(path, _)| {
         let types = [PgOid::BuiltIn(BuiltinOid::INT4OID), PgOid::BuiltIn(BuiltinOid::TEXTOID)];
-        let d = plans::first_datum("select baas.btree_index_id($1, $2)", &types, &[collection_id.into(), path.into()], true)?;
+        let d = plans::first_datum("select baas.btree_index_id($1, $2)", &types, &[collection_id.into(), path.as_str().into()], true)?;
         // SAFETY: btree_index_id returns integer.
         unsafe { <i32 as pgrx::FromDatum>::from_datum(d, false) }
     });
     let sql = match (index, entry) {
         (Some(index), Some((_, w))) => format!("select count(*) from baas.index_entries e where e.index_id = {index} and {w}"),
-        _ => format!("select count(*) from baas.documents d where d.collection_id = {collection_id} and {}", c.where_sql),
+        _ => format!("select count(*) from baas.documents d where d.collection_id = {collection_id} and {where_sql}"),
     };
-    let params: DatumWithOidOwned = JsonB(Value::Array(c.params)).into();
-    let d = plans::first_datum(&sql, &[PgOid::BuiltIn(BuiltinOid::JSONBOID)], &[params], true);
+    let d = plans::first_datum(&sql, &[PgOid::BuiltIn(BuiltinOid::JSONBOID)], &[JsonB(Value::Array(params)).into()], true);
     // SAFETY: count(*) is a bigint, by value, never null.
     d.and_then(|d| unsafe { <i64 as pgrx::FromDatum>::from_datum(d, false) }).unwrap_or(0)
 }
-
-type DatumWithOidOwned = pgrx::datum::DatumWithOid<'static>;
 
 /// A jsonb value returned as the datum Postgres produced: no round trip through
 /// serde_json (pgrx's `JsonB` would print, parse, print and parse it again).
