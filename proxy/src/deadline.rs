@@ -58,13 +58,11 @@ impl DeadlineStream {
     }
 
     /// Feed newly read bytes: arm the clock at a head's first byte (blank lines
-    /// included), disarm at its end.
+    /// included), disarm at its end. A head that arrives whole in one read (nearly
+    /// every request) never arms it, so it costs no timer.
     fn saw(&mut self, bytes: &[u8]) {
         if !self.in_head || bytes.is_empty() {
             return;
-        }
-        if self.deadline.is_none() {
-            self.deadline = Some(Box::pin(tokio::time::sleep_until(Instant::now() + self.limit)));
         }
         for &b in bytes {
             if !self.line_started {
@@ -83,6 +81,10 @@ impl DeadlineStream {
                 (1, b'\r') => 2,
                 _ => 0,
             };
+        }
+        // The head goes on past these bytes: it has `limit` from its first byte.
+        if self.deadline.is_none() {
+            self.deadline = Some(Box::pin(tokio::time::sleep_until(Instant::now() + self.limit)));
         }
     }
 
