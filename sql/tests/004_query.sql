@@ -1,7 +1,7 @@
 -- The query language as a DBA meets it: errors with SQLSTATE and code, filters
 -- through the SQL door, and indexes the planner uses under row-level security.
 begin;
-select plan(34);
+select plan(35);
 
 
 select baas.signup('q@query.test', 'long enough pw') -> 'user' ->> 'id' as u \gset
@@ -101,6 +101,21 @@ select is((select count(*)::int from baas.find('qc', '{"bucket": 5}', lim => 100
 select baas.as_user(:'v', format($$ select baas.grant('qc', %L, 'read', 'user:%s') $$,
     (select id from baas.documents where owner = :'v' and data = '{"bucket": 5}' order by id limit 1), :'u')) is not null as ok \gset
 select is(pg_temp.found(:'u', '{"bucket": 5}'), 11, 'kept plan: a new grant shows at once');
+
+-- An error Postgres raises while a kept plan runs reaches the caller as raised: here a
+-- row policy's uid() cast fails on a malformed subject claim (22P02, no detail).
+create function pg_temp.find_error() returns text language plpgsql as $$
+declare d text;
+begin
+    perform set_config('baas.claims', '{"role": "baas_user", "sub": "not-a-uuid"}', true);
+    perform set_config('role', 'baas_user', true);
+    perform baas.find('qc', '{"bucket": 5}');
+    return 'no error';
+exception when others then
+    get stacked diagnostics d = pg_exception_detail;
+    return sqlstate || ':' || coalesce(d, '');
+end $$;
+select is(pg_temp.find_error(), '22P02:', 'an error inside a kept plan keeps its SQLSTATE and detail');
 
 select * from finish();
 rollback;

@@ -175,6 +175,10 @@ impl Cluster {
         let opts = format!("-p {} -k {}", self.port, sockdir.display());
         run(
             self.cmd("pg_ctl")
+                // Rust backtraces on inside Postgres, as an operator debugging may have
+                // them: an error that picked one up on its way through the extension
+                // would carry it in its DETAIL, where the tests look for error codes.
+                .env("RUST_BACKTRACE", "1")
                 .arg("-D")
                 .arg(self.data())
                 .arg("-l")

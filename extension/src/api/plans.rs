@@ -9,6 +9,8 @@
 //! the role), and picks custom or generic plans as for any prepared statement.
 
 use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::{PgLogLevel, PgTryBuilder};
 use pgrx::pg_sys::{self, PgOid};
 use pgrx::spi::{OwnedPreparedStatement, Spi, SpiClient};
 use std::cell::RefCell;
@@ -55,7 +57,27 @@ pub fn first_datum(sql: &str, types: &[PgOid], args: &[DatumWithOid<'_>], by_val
     Spi::connect(|client| {
         // The Rc keeps the plan alive even if a nested call clears the cache meanwhile.
         let stmt = plan(client, sql, types);
-        let table = match client.select(&*stmt, Some(1), args) {
+        let table = PgTryBuilder::new(|| client.select(&*stmt, Some(1), args))
+            .catch_others(|e| match e {
+                // An error Postgres raised while running the query (a statement timeout,
+                // a policy's cast): raise it again as it was. Passed through as caught,
+                // pgrx would append a Rust backtrace to its DETAIL whenever
+                // RUST_BACKTRACE is set, burying the error code the proxy reads there.
+                CaughtError::PostgresError(r) => {
+                    let mut again = ErrorReport::new(r.sql_error_code(), r.message().to_string(), "find");
+                    if let Some(d) = r.detail() {
+                        again = again.set_detail(d);
+                    }
+                    if let Some(h) = r.hint() {
+                        again = again.set_hint(h);
+                    }
+                    again.report(PgLogLevel::ERROR);
+                    unreachable!("an ERROR does not return")
+                }
+                other => other.rethrow(),
+            })
+            .execute();
+        let table = match table {
             Ok(t) => t,
             Err(e) => pgrx::error!("pgbaas: compiled query failed: {e}"),
         };
