@@ -1,25 +1,83 @@
-//! The database side: a pool of `baas_authenticator` connections and the one
+//! The database side: two pools of `baas_authenticator` connections, and the one
 //! transaction each request runs in.
 //!
-//! Each request sends BEGIN; `select baas.authenticate($claims)`; the route's call;
-//! COMMIT as one pipelined batch of prepared statements: one network round trip. Role
-//! and claims are set with set_config(..., true), so they end with the transaction.
-//! If the request is abandoned half-way (client gone, panic), the connection is thrown
-//! away rather than returned to the pool, so no transaction state can leak.
+//! Requests use `RequestPool`, connections of our own wire client (pgwire.rs). Each
+//! request sends `select baas.authenticate($claims)` (with its statement timeout and
+//! client address) and the route's call as one pipelined batch of prepared statements
+//! ended by a single Sync: one network round trip, one implicit transaction. Role and
+//! claims are set with set_config(..., true), so they end with it. If the request is
+//! abandoned half-way (client gone, panic), the connection is thrown away rather than
+//! returned to the pool, so no state can leak.
+//!
+//! The small tokio-postgres `Pool` serves the proxy's own queries: key loads and
+//! settings.
 
 use crate::errors::ApiError;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use crate::pgwire::{Conn, PgError};
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde_json::Value;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
-pub fn make_pool(url: &str, size: usize, wait: Duration) -> Result<Pool, String> {
-    let pg: tokio_postgres::Config = url.parse().map_err(|e| format!("database_url: {e}"))?;
+/// Connections of the proxy's own queries (key loads, settings); requests never wait
+/// for them.
+const ADMIN_POOL_SIZE: usize = 2;
+
+/// The proxy's own connections (key loads, settings, LISTEN) show in
+/// `pg_stat_activity` as "<application_name> (keys)"; requests' connections as the
+/// URL's application_name, by default "pgbaas-proxy".
+pub fn keys_config(url: &str) -> Result<tokio_postgres::Config, String> {
+    let mut pg: tokio_postgres::Config = url.parse().map_err(|e| format!("database_url: {e}"))?;
+    let name = format!("{} (keys)", pg.get_application_name().unwrap_or(crate::pgwire::APPLICATION_NAME));
+    pg.application_name(&name);
+    Ok(pg)
+}
+
+pub fn make_pool(url: &str, wait: Duration) -> Result<Pool, String> {
+    let pg = keys_config(url)?;
     let mgr = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(mgr)
-        .max_size(size)
+        .max_size(ADMIN_POOL_SIZE)
         .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(wait))
+        .recycle_timeout(Some(wait))
+        .build()
+        .map_err(|e| format!("pool: {e}"))
+}
+
+pub struct WireManager {
+    cfg: tokio_postgres::Config,
+    connect_timeout: Duration,
+}
+
+impl managed::Manager for WireManager {
+    type Type = Conn;
+    type Error = PgError;
+
+    async fn create(&self) -> Result<Conn, PgError> {
+        Conn::connect(&self.cfg, self.connect_timeout).await
+    }
+
+    async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<PgError> {
+        if !conn.is_usable() {
+            return Err(RecycleError::message("connection not reusable"));
+        }
+        Ok(())
+    }
+}
+
+pub type RequestPool = managed::Pool<WireManager>;
+type RequestConn = managed::Object<WireManager>;
+
+/// The requests' pool: `size` connections at most, opened when first needed.
+pub fn make_request_pool(url: &str, size: usize, wait: Duration) -> Result<RequestPool, String> {
+    let cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("database_url: {e}"))?;
+    managed::Pool::builder(WireManager { cfg, connect_timeout: wait })
+        .max_size(size)
+        .runtime(deadpool::Runtime::Tokio1)
         .wait_timeout(Some(wait))
         .create_timeout(Some(wait))
         .recycle_timeout(Some(wait))
@@ -46,13 +104,7 @@ pub struct Out {
 
 pub fn map_pg_error(e: &tokio_postgres::Error, anonymous: bool) -> ApiError {
     match e.as_db_error() {
-        Some(db) => {
-            let err = ApiError::from_sqlstate(db.code().code(), db.message(), db.detail(), anonymous);
-            if err.status.is_server_error() {
-                log::error!("database error {}: {} ({:?})", db.code().code(), db.message(), db.detail());
-            }
-            err
-        }
+        Some(db) => from_db(db.code().code(), db.message(), db.detail(), anonymous),
         None => {
             log::warn!("database connection error: {e}");
             ApiError::unavailable("the database is unavailable")
@@ -60,20 +112,43 @@ pub fn map_pg_error(e: &tokio_postgres::Error, anonymous: bool) -> ApiError {
     }
 }
 
+fn from_db(code: &str, message: &str, detail: Option<&str>, anonymous: bool) -> ApiError {
+    let err = ApiError::from_sqlstate(code, message, detail, anonymous);
+    if err.status.is_server_error() {
+        log::error!("database error {code}: {message} ({detail:?})");
+    }
+    err
+}
+
+fn map_wire_error(e: &PgError, anonymous: bool) -> ApiError {
+    match e {
+        PgError::Db { code, message, detail } => from_db(code, message, detail.as_deref(), anonymous),
+        PgError::Conn(m) => {
+            log::warn!("database connection error: {m}");
+            ApiError::unavailable("the database is unavailable")
+        }
+        PgError::Internal(m) => {
+            log::error!("request statement: {m}");
+            ApiError::internal()
+        }
+    }
+}
+
+/// Holds the request's connection; dropped before the request finished (client gone,
+/// panic), it closes the connection instead of pooling it.
 struct Guard {
-    conn: Option<Object>,
+    conn: Option<RequestConn>,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            // Not finished cleanly: close the connection instead of pooling it.
-            drop(Object::take(conn));
+            drop(managed::Object::take(conn));
         }
     }
 }
 
-pub async fn get(pool: &Pool) -> Result<Object, ApiError> {
+pub async fn get(pool: &Pool) -> Result<deadpool_postgres::Object, ApiError> {
     pool.get().await.map_err(|e| {
         log::warn!("no database connection: {e}");
         ApiError::unavailable("no database connection available")
@@ -91,9 +166,14 @@ pub async fn call(
     call_as(ctx.pool, ctx.claims, ctx.statement_timeout, ctx.client_ip, sql, params, returns).await
 }
 
+/// Every statement of the request runs under the configured statement_timeout; the
+/// client's address is there for the audit log.
+const AUTHENTICATE: &str = "select baas.authenticate($1::text::jsonb), pg_catalog.set_config('statement_timeout', $2, true), \
+     pg_catalog.set_config('baas.client_ip', $3, true)";
+
 #[allow(clippy::too_many_arguments)]
 pub async fn call_as(
-    pool: &Pool,
+    pool: &RequestPool,
     claims: Option<&str>,
     statement_timeout: &str,
     client_ip: &str,
@@ -102,56 +182,26 @@ pub async fn call_as(
     returns: Returns,
 ) -> Result<Option<Out>, ApiError> {
     let anonymous = claims.is_none();
-    let mut guard = Guard { conn: Some(get(pool).await?) };
-    let Some(client) = guard.conn.as_ref() else {
+    let conn = pool.get().await.map_err(|e| {
+        log::warn!("no database connection: {e}");
+        ApiError::unavailable("no database connection available")
+    })?;
+    let mut guard = Guard { conn: Some(conn) };
+    let Some(conn) = guard.conn.as_mut() else {
         return Err(ApiError::internal()); // unreachable: set on the line above
     };
-    let prep = |e: tokio_postgres::Error| map_pg_error(&e, anonymous);
-    let begin = client.prepare_cached("begin").await.map_err(prep)?;
-    // Every statement of the request runs under the configured statement_timeout; the
-    // client's address is there for the audit log.
-    let auth = client
-        .prepare_cached(
-            "select baas.authenticate($1::text::jsonb), pg_catalog.set_config('statement_timeout', $2, true), \
-             pg_catalog.set_config('baas.client_ip', $3, true)",
-        )
-        .await
-        .map_err(prep)?;
-    let stmt = client.prepare_cached(sql).await.map_err(prep)?;
-    let commit = client.prepare_cached("commit").await.map_err(prep)?;
-
     let auth_params: [&(dyn ToSql + Sync); 3] = [&claims, &statement_timeout, &client_ip];
-    // Pipelined: all four are written before the first answer is read.
-    let (r_begin, r_auth, r_call, r_commit) = tokio::join!(
-        client.execute(&begin, &[]),
-        client.execute(&auth, &auth_params),
-        async {
-            match returns {
-                Returns::Json => client.query_opt(&stmt, params).await.map(|row| {
-                    row.and_then(|r| {
-                        let body = r.try_get::<_, Option<String>>(0).ok().flatten()?;
-                        let extra = (1..r.len()).map(|i| r.try_get::<_, Option<String>>(i).ok().flatten()).collect();
-                        Some(Out { body, extra })
-                    })
-                }),
-                Returns::Void => client.execute(&stmt, params).await.map(|_| None),
-            }
-        },
-        client.execute(&commit, &[]),
-    );
-    // The first error is the cause; later ones are "transaction aborted".
-    let result = r_begin
-        .and(r_auth)
-        .and(r_call)
-        .and_then(|v| r_commit.map(|_| v))
-        .map_err(|e| map_pg_error(&e, anonymous));
-    // COMMIT of an aborted transaction rolls back, so the connection is idle again.
-    if let Some(conn) = guard.conn.take() {
-        if conn.is_closed() {
-            drop(Object::take(conn));
-        }
-    }
-    result
+    let result = conn.run(&[(AUTHENTICATE, &auth_params), (sql, params)], 1).await;
+    // Finished: back to the pool (recycling drops a connection that is not reusable).
+    guard.conn.take();
+    let row = result.map_err(|e| map_wire_error(&e, anonymous))?;
+    Ok(match returns {
+        Returns::Void => None,
+        Returns::Json => row.and_then(|mut cols| {
+            let body = cols.first_mut()?.take()?;
+            Some(Out { body, extra: cols.into_iter().skip(1).collect() })
+        }),
+    })
 }
 
 /// A plain query as baas_authenticator (no role switch), e.g. health and key loads.

@@ -57,7 +57,7 @@ impl KeyListener {
     /// while disconnected), then reload at each notification. Returns on shutdown (true)
     /// or when the connection ends (false).
     async fn session(&self, shutdown: &mut ShutdownWatch) -> Result<bool, String> {
-        let (client, mut connection) = tokio_postgres::connect(&self.database_url, NoTls).await.map_err(|e| e.to_string())?;
+        let (client, mut connection) = crate::db::keys_config(&self.database_url)?.connect(NoTls).await.map_err(|e| e.to_string())?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let keys = self.keys.clone();
         tokio::spawn(async move {

@@ -7,6 +7,7 @@ mod errors;
 #[cfg(test)]
 mod fuzz_tests;
 mod jwt;
+mod pgwire;
 mod keys;
 mod ratelimit;
 mod router;
@@ -41,7 +42,9 @@ fn main() {
         }
     };
 
-    let pool = match db::make_pool(&cfg.database_url, cfg.pool_size, cfg.pool_timeout) {
+    let pools = db::make_pool(&cfg.database_url, cfg.pool_timeout)
+        .and_then(|p| Ok((p, db::make_request_pool(&cfg.database_url, cfg.pool_size, cfg.pool_timeout)?)));
+    let (pool, requests) = match pools {
         Ok(p) => p,
         Err(e) => {
             eprintln!("pgbaas-proxy: {e}");
@@ -66,7 +69,7 @@ fn main() {
     let listen = cfg.listen.to_string();
     let statement_timeout = format!("{}ms", cfg.statement_timeout.as_millis());
     let limiter = ratelimit::Limiter::new(cfg.limits.clone());
-    let app = server::App { statement_timeout, cfg, pool, keys, limiter };
+    let app = server::App { statement_timeout, cfg, pool, requests, keys, limiter };
     let header_timeout = app.cfg.header_timeout;
     let http = deadline::HeadDeadline { inner: Arc::new(HttpServer::new_app(app)), limit: header_timeout };
     let mut service = Service::new("pgbaas http".to_string(), http);
@@ -97,7 +100,9 @@ fn load_initial_keys(cfg: &config::Config) -> Result<jwt::KeySet, String> {
 }
 
 async fn try_load(url: &str) -> Result<jwt::KeySet, (String, bool)> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let cfg = db::keys_config(url).map_err(|e| (e, false))?;
+    let (client, conn) = cfg
+        .connect(tokio_postgres::NoTls)
         .await
         .map_err(|e| (format!("cannot connect to the database: {e}"), true))?;
     let task = tokio::spawn(conn);

@@ -18,14 +18,17 @@ use std::sync::Arc;
 pub struct App {
     pub statement_timeout: String,
     pub cfg: Config,
+    /// The proxy's own queries (keys, settings).
     pub pool: Pool,
+    /// Requests' transactions.
+    pub requests: crate::db::RequestPool,
     pub keys: Arc<KeyCache>,
     pub limiter: Limiter,
 }
 
 /// What a route handler sees.
 pub struct Ctx<'a> {
-    pub pool: &'a Pool,
+    pub pool: &'a crate::db::RequestPool,
     /// `statement_timeout` for this request's transaction, e.g. "5000ms".
     pub statement_timeout: &'a str,
     /// Verified claims JSON, None when anonymous.
@@ -300,7 +303,7 @@ impl App {
             },
         };
         let ctx = Ctx {
-            pool: &self.pool,
+            pool: &self.requests,
             claims: claims.as_deref(),
             statement_timeout: &self.statement_timeout,
             client_ip: &client_ip,

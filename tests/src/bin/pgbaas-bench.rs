@@ -257,15 +257,21 @@ fn pgbench(a: &Args, conns: usize, range: i64, cluster: &Cluster, password: &str
     Ok(Run { rps: tps, p50: p(0.5), p99: p(0.99), errors: failed, requests: lat.len() as u64, cpu_per_10k: None })
 }
 
-/// The proxy's per-request transaction (db.rs): BEGIN; authenticate + statement
-/// timeout; the route's statement; COMMIT. `claims` is the SQL for the claims.
-/// Pipelined, the four go out before the first answer is read, as the proxy sends
-/// them; otherwise each waits for the one before (pgbench's usual way).
+/// The proxy's per-request transaction (db.rs): authenticate + statement timeout, then
+/// the route's statement. `claims` is the SQL for the claims. Pipelined, both go out
+/// before the first answer is read and end with one Sync, so Postgres runs them as one
+/// implicit transaction, exactly as the proxy sends them. One at a time (pgbench's
+/// usual way), each statement waits for the one before, so they need BEGIN and COMMIT
+/// around them to share a transaction.
 fn pgbench_script(setup: &str, claims: &str, call: &str, pipelined: bool) -> String {
-    let (start, end) = if pipelined { ("\\startpipeline\n", "\\endpipeline\n") } else { ("", "") };
-    format!(
-        "{setup}\n{start}BEGIN;\nselect baas.authenticate({claims}), pg_catalog.set_config('statement_timeout', '5000', true), pg_catalog.set_config('baas.client_ip', '127.0.0.1', true);\n{call};\nCOMMIT;\n{end}"
-    )
+    let auth = format!(
+        "select baas.authenticate({claims}), pg_catalog.set_config('statement_timeout', '5000', true), pg_catalog.set_config('baas.client_ip', '127.0.0.1', true);"
+    );
+    if pipelined {
+        format!("{setup}\n\\startpipeline\n{auth}\n{call};\n\\endpipeline\n")
+    } else {
+        format!("{setup}\nBEGIN;\n{auth}\n{call};\nCOMMIT;\n")
+    }
 }
 
 // ------------------------------------------------------------------------ argon2

@@ -1,0 +1,406 @@
+//! The request path's own PostgreSQL connection: the extended query protocol with
+//! every statement of a request sent before one Sync.
+//!
+//! tokio-postgres ends each statement with a Sync. For a request's statements that means
+//! one ReadyForQuery, and one flush (a `send` system call) by the server, per
+//! statement. Measured on the benchmark machine, each extra Sync cost the server about
+//! 10 µs of CPU, a fifth of a GET's. Here a request is written as Bind/Execute pairs
+//! and a single Sync. Postgres runs the statements before a Sync as one implicit
+//! transaction: it commits at the Sync, or rolls everything back if any statement
+//! fails, and the connection is idle again either way. `set_config(..., true)` lasts
+//! until that commit.
+//!
+//! Statements are prepared (named, with their parameter types described) the first
+//! time a connection sees their text, and kept for the connection's life. Parameters
+//! are sent in binary with the tokio-postgres `ToSql` encoders; results come back as
+//! text, which is all the routes read. Other work (key loads, LISTEN, health) keeps
+//! using tokio-postgres.
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::{md5_hash, sasl};
+use postgres_protocol::message::{backend::Message, frontend};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::types::{ToSql, Type};
+
+/// A connection that has prepared this many statement texts is retired after its
+/// request (the proxy's routes use a few dozen).
+const MAX_STATEMENTS: usize = 256;
+
+/// What requests' connections are called in `pg_stat_activity`, unless the URL says.
+pub const APPLICATION_NAME: &str = "pgbaas-proxy";
+
+#[derive(Debug)]
+pub enum PgError {
+    /// An error Postgres reported (the statements before the Sync are rolled back).
+    Db { code: String, message: String, detail: Option<String> },
+    /// No usable connection: refused, lost, timed out, or the server broke protocol.
+    Conn(String),
+    /// The proxy's own mistake (a parameter of the wrong type): a 500, logged.
+    Internal(String),
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PgError::Db { code, message, .. } => write!(f, "{code}: {message}"),
+            PgError::Conn(m) => write!(f, "connection: {m}"),
+            PgError::Internal(m) => write!(f, "internal: {m}"),
+        }
+    }
+}
+
+impl From<std::io::Error> for PgError {
+    fn from(e: std::io::Error) -> Self {
+        PgError::Conn(e.to_string())
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
+
+struct Stmt {
+    name: String,
+    params: Vec<Type>,
+}
+
+/// One statement of a request: prepared text and its parameters.
+pub type Step<'a> = (&'a str, &'a [&'a (dyn ToSql + Sync)]);
+
+pub struct Conn {
+    io: Box<dyn Io>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    stmts: HashMap<String, Stmt>,
+    /// Names statements: one that failed to describe may still exist on the server.
+    prepared: usize,
+    /// Not fit for another request: the pool drops it.
+    broken: bool,
+}
+
+fn db_error(fields: &mut postgres_protocol::message::backend::ErrorFields<'_>) -> PgError {
+    let (mut code, mut message, mut detail) = (String::new(), String::new(), None);
+    while let Ok(Some(f)) = fields.next() {
+        let value = || String::from_utf8_lossy(f.value_bytes()).into_owned();
+        match f.type_() {
+            b'C' => code = value(),
+            b'M' => message = value(),
+            b'D' => detail = Some(value()),
+            _ => {}
+        }
+    }
+    PgError::Db { code, message, detail }
+}
+
+fn unexpected(what: &str) -> PgError {
+    PgError::Conn(format!("unexpected message from the server {what}"))
+}
+
+impl Conn {
+    /// Connect and authenticate (trust, password, md5 or SCRAM-SHA-256), trying each
+    /// host of the URL in turn.
+    pub async fn connect(cfg: &tokio_postgres::Config, timeout: Duration) -> Result<Conn, PgError> {
+        if cfg.get_ssl_mode() == SslMode::Require {
+            return Err(PgError::Conn("sslmode=require: the proxy connects to Postgres without TLS".into()));
+        }
+        let hosts = cfg.get_hosts();
+        if hosts.is_empty() {
+            return Err(PgError::Conn("database_url names no host".into()));
+        }
+        let mut last = PgError::Conn("no host reachable".into());
+        for (i, host) in hosts.iter().enumerate() {
+            let port = cfg.get_ports().get(i).or(cfg.get_ports().first()).copied().unwrap_or(5432);
+            match tokio::time::timeout(timeout, Self::connect_one(cfg, host, port)).await {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e @ PgError::Db { .. })) => return Err(e), // refused by the server: no point trying others
+                Ok(Err(e)) => last = e,
+                Err(_) => last = PgError::Conn(format!("connecting timed out after {timeout:?}")),
+            }
+        }
+        Err(last)
+    }
+
+    async fn connect_one(cfg: &tokio_postgres::Config, host: &Host, port: u16) -> Result<Conn, PgError> {
+        let io: Box<dyn Io> = match host {
+            Host::Tcp(h) => {
+                let s = tokio::net::TcpStream::connect((h.as_str(), port)).await?;
+                s.set_nodelay(true)?;
+                Box::new(s)
+            }
+            #[cfg(unix)]
+            Host::Unix(dir) => Box::new(tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?),
+        };
+        let mut c = Conn { io, rbuf: BytesMut::with_capacity(8192), wbuf: BytesMut::with_capacity(1024), stmts: HashMap::new(), prepared: 0, broken: false };
+        let user = cfg.get_user().ok_or_else(|| PgError::Conn("database_url names no user".into()))?;
+        let mut params = vec![
+            ("user", user),
+            ("database", cfg.get_dbname().unwrap_or(user)),
+            ("client_encoding", "UTF8"),
+            ("application_name", cfg.get_application_name().unwrap_or(APPLICATION_NAME)),
+        ];
+        if let Some(o) = cfg.get_options() {
+            params.push(("options", o));
+        }
+        frontend::startup_message(params, &mut c.wbuf)?;
+        c.flush().await?;
+        let password = cfg.get_password();
+        let need_password = || password.ok_or_else(|| PgError::Conn("the server asks for a password and database_url has none".into()));
+        let mut scram: Option<sasl::ScramSha256> = None;
+        loop {
+            match c.read().await? {
+                Message::AuthenticationOk => {}
+                Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(need_password()?, &mut c.wbuf)?;
+                    c.flush().await?;
+                }
+                Message::AuthenticationMd5Password(b) => {
+                    let hash = md5_hash(user.as_bytes(), need_password()?, b.salt());
+                    frontend::password_message(hash.as_bytes(), &mut c.wbuf)?;
+                    c.flush().await?;
+                }
+                Message::AuthenticationSasl(b) => {
+                    let mut mechs = b.mechanisms();
+                    let mut found = false;
+                    while let Ok(Some(m)) = mechs.next() {
+                        found |= m == sasl::SCRAM_SHA_256;
+                    }
+                    if !found {
+                        return Err(PgError::Conn("the server offers no SASL mechanism the proxy supports (SCRAM-SHA-256)".into()));
+                    }
+                    let s = sasl::ScramSha256::new(need_password()?, sasl::ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut c.wbuf)?;
+                    c.flush().await?;
+                    scram = Some(s);
+                }
+                Message::AuthenticationSaslContinue(b) => {
+                    let s = scram.as_mut().ok_or_else(|| unexpected("(SASL continue)"))?;
+                    s.update(b.data())?;
+                    frontend::sasl_response(s.message(), &mut c.wbuf)?;
+                    c.flush().await?;
+                }
+                Message::AuthenticationSaslFinal(b) => {
+                    scram.as_mut().ok_or_else(|| unexpected("(SASL final)"))?.finish(b.data())?;
+                }
+                Message::ErrorResponse(b) => return Err(db_error(&mut b.fields())),
+                Message::BackendKeyData(_) | Message::ParameterStatus(_) | Message::NoticeResponse(_) => {}
+                Message::ReadyForQuery(_) => return Ok(c),
+                _ => return Err(unexpected("while connecting")),
+            }
+        }
+    }
+
+    /// Fit for another request. An idle connection has nothing to read: if the server
+    /// has closed it (a restart, `pg_terminate_backend`, an idle timeout), its last
+    /// words and end of stream are already waiting, and the connection is dropped here
+    /// instead of failing the next request.
+    pub fn is_usable(&mut self) -> bool {
+        if self.broken || !self.rbuf.is_empty() {
+            self.broken = true;
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        match Pin::new(&mut self.io).poll_read(&mut cx, &mut buf) {
+            Poll::Pending => true,
+            Poll::Ready(_) => {
+                self.broken = true;
+                false
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), PgError> {
+        let r = self.io.write_all(&self.wbuf).await;
+        self.wbuf.clear();
+        r.map_err(|e| {
+            self.broken = true;
+            e.into()
+        })
+    }
+
+    /// The next message that is not asynchronous (notices, parameter changes and
+    /// notifications are skipped).
+    async fn read(&mut self) -> Result<Message, PgError> {
+        loop {
+            match Message::parse(&mut self.rbuf) {
+                Ok(Some(Message::NoticeResponse(_) | Message::ParameterStatus(_) | Message::NotificationResponse(_))) => continue,
+                Ok(Some(m)) => return Ok(m),
+                Ok(None) => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e.into());
+                }
+            }
+            self.rbuf.reserve(8192);
+            match self.io.read_buf(&mut self.rbuf).await {
+                Ok(0) => {
+                    self.broken = true;
+                    return Err(PgError::Conn("the server closed the connection".into()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// Read up to and including ReadyForQuery; the first error seen is returned.
+    async fn drain(&mut self, mut first: Option<PgError>) -> Result<(), PgError> {
+        loop {
+            match self.read().await? {
+                Message::ReadyForQuery(b) => {
+                    if b.status() != b'I' {
+                        self.broken = true;
+                    }
+                    return first.map_or(Ok(()), Err);
+                }
+                Message::ErrorResponse(b) => {
+                    let e = db_error(&mut b.fields());
+                    first.get_or_insert(e);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn prepare(&mut self, sql: &str) -> Result<(), PgError> {
+        if self.stmts.contains_key(sql) {
+            return Ok(());
+        }
+        self.prepared += 1;
+        let name = format!("pgbaas_{}", self.prepared);
+        frontend::parse(&name, sql, std::iter::empty(), &mut self.wbuf)?;
+        frontend::describe(b'S', &name, &mut self.wbuf)?;
+        frontend::sync(&mut self.wbuf);
+        self.flush().await?;
+        let mut params = None;
+        let mut err = None;
+        loop {
+            match self.read().await? {
+                Message::ParseComplete | Message::RowDescription(_) | Message::NoData => {}
+                Message::ParameterDescription(b) => {
+                    let mut types = Vec::new();
+                    let mut it = b.parameters();
+                    while let Some(oid) = it.next()? {
+                        match Type::from_oid(oid) {
+                            Some(t) => types.push(t),
+                            None => {
+                                err.get_or_insert(PgError::Internal(format!("parameter of type oid {oid} (not built in) in {sql}")));
+                            }
+                        }
+                    }
+                    params = Some(types);
+                }
+                Message::ErrorResponse(b) => {
+                    let e = db_error(&mut b.fields());
+                    err.get_or_insert(e);
+                }
+                Message::ReadyForQuery(b) => {
+                    if b.status() != b'I' {
+                        self.broken = true;
+                    }
+                    break;
+                }
+                _ => {
+                    self.broken = true;
+                    return Err(unexpected("while preparing"));
+                }
+            }
+        }
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let params = params.ok_or_else(|| unexpected("(no parameter description)"))?;
+        if self.prepared >= MAX_STATEMENTS {
+            self.broken = true;
+        }
+        self.stmts.insert(sql.to_string(), Stmt { name, params });
+        Ok(())
+    }
+
+    /// Run `steps` as one implicit transaction (one Sync) and return the first row of
+    /// step `rows_of`, its columns as text.
+    pub async fn run(&mut self, steps: &[Step<'_>], rows_of: usize) -> Result<Option<Vec<Option<String>>>, PgError> {
+        for (sql, _) in steps {
+            self.prepare(sql).await?;
+        }
+        self.wbuf.clear();
+        for (sql, params) in steps {
+            let stmt = self.stmts.get(*sql).ok_or_else(|| PgError::Internal("statement not prepared".into()))?;
+            if stmt.params.len() != params.len() {
+                self.wbuf.clear();
+                return Err(PgError::Internal(format!("{sql}: {} parameters given, {} expected", params.len(), stmt.params.len())));
+            }
+            let r = frontend::bind(
+                "",
+                &stmt.name,
+                std::iter::repeat_n(1i16, params.len()),
+                params.iter().zip(&stmt.params),
+                |(p, ty), buf| match p.to_sql_checked(ty, buf)? {
+                    tokio_postgres::types::IsNull::Yes => Ok(postgres_protocol::IsNull::Yes),
+                    tokio_postgres::types::IsNull::No => Ok(postgres_protocol::IsNull::No),
+                },
+                std::iter::empty(),
+                &mut self.wbuf,
+            );
+            if let Err(e) = r {
+                self.wbuf.clear();
+                let why = match e {
+                    frontend::BindError::Conversion(e) => e.to_string(),
+                    frontend::BindError::Serialization(e) => e.to_string(),
+                };
+                return Err(PgError::Internal(format!("{sql}: {why}")));
+            }
+            frontend::execute("", 0, &mut self.wbuf)?;
+        }
+        frontend::sync(&mut self.wbuf);
+        self.flush().await?;
+
+        let mut done = 0;
+        let mut row = None;
+        loop {
+            match self.read().await? {
+                Message::BindComplete => {}
+                Message::DataRow(b) if done == rows_of && row.is_none() => {
+                    let mut cols = Vec::new();
+                    let mut it = b.ranges();
+                    while let Some(r) = it.next()? {
+                        cols.push(match r {
+                            Some(r) => Some(
+                                std::str::from_utf8(&b.buffer()[r])
+                                    .map_err(|_| PgError::Conn("a result column is not UTF-8".into()))?
+                                    .to_string(),
+                            ),
+                            None => None,
+                        });
+                    }
+                    row = Some(cols);
+                }
+                Message::DataRow(_) => {}
+                Message::CommandComplete(_) | Message::EmptyQueryResponse => done += 1,
+                Message::ErrorResponse(b) => {
+                    let e = db_error(&mut b.fields());
+                    return self.drain(Some(e)).await.map(|_| None);
+                }
+                Message::ReadyForQuery(b) => {
+                    if b.status() != b'I' {
+                        self.broken = true;
+                    }
+                    return Ok(row);
+                }
+                _ => {
+                    self.broken = true;
+                    return Err(unexpected("while running a request"));
+                }
+            }
+        }
+    }
+}
