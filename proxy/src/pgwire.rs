@@ -32,6 +32,9 @@ use tokio_postgres::types::{ToSql, Type};
 /// request (the proxy's routes use a few dozen).
 const MAX_STATEMENTS: usize = 256;
 
+/// A read buffer grown past this by a large result is given back after the request.
+const KEEP_BUFFER: usize = 1 << 20;
+
 /// What requests' connections are called in `pg_stat_activity`, unless the URL says.
 pub const APPLICATION_NAME: &str = "pgbaas-proxy";
 
@@ -252,6 +255,12 @@ impl Conn {
         }
     }
 
+    fn trim(&mut self) {
+        if self.rbuf.capacity() > KEEP_BUFFER && self.rbuf.is_empty() {
+            self.rbuf = BytesMut::with_capacity(8192);
+        }
+    }
+
     /// Read up to and including ReadyForQuery; the first error seen is returned.
     async fn drain(&mut self, mut first: Option<PgError>) -> Result<(), PgError> {
         loop {
@@ -388,12 +397,23 @@ impl Conn {
                 Message::CommandComplete(_) | Message::EmptyQueryResponse => done += 1,
                 Message::ErrorResponse(b) => {
                     let e = db_error(&mut b.fields());
-                    return self.drain(Some(e)).await.map(|_| None);
+                    // A kept statement that can no longer run as prepared (a function's
+                    // result type changed under it, e.g. by an extension upgrade)
+                    // would fail on this connection for ever: retire the connection.
+                    if let PgError::Db { code, .. } = &e {
+                        if code == "0A000" || code == "26000" {
+                            self.broken = true;
+                        }
+                    }
+                    let r = self.drain(Some(e)).await.map(|_| None);
+                    self.trim();
+                    return r;
                 }
                 Message::ReadyForQuery(b) => {
                     if b.status() != b'I' {
                         self.broken = true;
                     }
+                    self.trim();
                     return Ok(row);
                 }
                 _ => {
