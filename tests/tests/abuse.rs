@@ -24,23 +24,9 @@ fn req(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Opt
 }
 
 fn req_any(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> R {
-    let mut r = ureq::request(method, &format!("{base}{path}"));
-    for (k, v) in headers {
-        r = r.set(k, v);
-    }
-    if body.is_some() {
-        r = r.set("Content-Type", "application/json");
-    }
-    let resp = match body.map(|b| r.clone().send_string(b)).unwrap_or_else(|| r.call()) {
-        Ok(x) => x,
-        Err(ureq::Error::Status(_, x)) => x,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    let retry_after = resp.header("Retry-After").map(str::to_string);
-    let text = resp.into_string().unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    R { status, body, retry_after }
+    let r = request_at(base, method, path, None, headers, body);
+    let retry_after = r.header("Retry-After").map(str::to_string);
+    R { status: r.status, body: r.body, retry_after }
 }
 
 fn limited_proxy(extra: &[&str]) -> Proxy {

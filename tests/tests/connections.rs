@@ -7,33 +7,11 @@
 mod common;
 use common::*;
 use pgbaas_testkit::Proxy;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::{Duration, Instant};
 
-struct R {
-    status: u16,
-    body: Value,
-}
-
-fn req(base: &str, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Option<&str>) -> R {
-    let mut r = ureq::request(method, &format!("{base}{path}"));
-    if let Some(t) = token {
-        r = r.set("Authorization", &format!("Bearer {t}"));
-    }
-    for (k, v) in headers {
-        r = r.set(k, v);
-    }
-    if body.is_some() {
-        r = r.set("Content-Type", "application/json");
-    }
-    let resp = match body.map(|b| r.clone().send_string(b)).unwrap_or_else(|| r.call()) {
-        Ok(x) => x,
-        Err(ureq::Error::Status(_, x)) => x,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    R { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+fn req(base: &str, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
+    request_at(base, method, path, token, headers, body)
 }
 
 /// A proxy with one database connection, named so that tests can find it in

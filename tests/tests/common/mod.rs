@@ -48,7 +48,15 @@ pub fn call(method: &str, path: &str, token: Option<&str>, body: Option<&str>) -
 }
 
 pub fn call_with(method: &str, path: &str, token: Option<&str>, body: Option<&str>, headers: &[(&str, &str)]) -> Resp {
-    let mut req = ureq::request(method, &format!("{}{}", base(), path));
+    let r = request_at(&base(), method, path, token, headers, body);
+    assert!(r.status < 500, "{method} {path} gave {}: {}", r.status, r.body);
+    r
+}
+
+/// One HTTP request to the proxy at `base`, whatever its status; the body is sent as
+/// application/json text when given and no Content-Type is.
+pub fn request_at(base: &str, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
+    let mut req = ureq::request(method, &format!("{base}{path}"));
     if let Some(t) = token {
         req = req.set("Authorization", &format!("Bearer {t}"));
     }
@@ -80,7 +88,6 @@ pub fn call_with(method: &str, path: &str, token: Option<&str>, body: Option<&st
         .collect();
     let text = resp.into_string().unwrap_or_default();
     let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-    assert!(status < 500, "{method} {path} gave {status}: {body}");
     Resp { status, body, headers }
 }
 
