@@ -163,7 +163,7 @@ pub async fn call(
     params: &[&(dyn ToSql + Sync)],
     returns: Returns,
 ) -> Result<Option<Out>, ApiError> {
-    call_as(ctx.pool, ctx.claims, ctx.statement_timeout, ctx.client_ip, sql, params, returns).await
+    call_as(ctx.pool, ctx.claims, ctx.statement_timeout, ctx.db_deadline, ctx.client_ip, sql, params, returns).await
 }
 
 /// Every statement of the request runs under the configured statement_timeout; the
@@ -176,6 +176,7 @@ pub async fn call_as(
     pool: &RequestPool,
     claims: Option<&str>,
     statement_timeout: &str,
+    deadline: Duration,
     client_ip: &str,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -191,7 +192,11 @@ pub async fn call_as(
         return Err(ApiError::internal()); // unreachable: set on the line above
     };
     let auth_params: [&(dyn ToSql + Sync); 3] = [&claims, &statement_timeout, &client_ip];
-    let result = conn.run(&[(AUTHENTICATE, &auth_params), (sql, params)], 1).await;
+    let Ok(result) = tokio::time::timeout(deadline, conn.run(&[(AUTHENTICATE, &auth_params), (sql, params)], 1)).await else {
+        // The guard closes the connection: its answer may still come.
+        log::warn!("the database did not answer within {deadline:?}");
+        return Err(ApiError::unavailable("the database did not answer in time"));
+    };
     // Finished: back to the pool (recycling drops a connection that is not reusable).
     guard.conn.take();
     let row = result.map_err(|e| map_wire_error(&e, anonymous))?;

@@ -84,6 +84,10 @@ pub struct Conn {
     prepared: usize,
     /// Not fit for another request: the pool drops it.
     broken: bool,
+    /// Messages have been sent whose answers have not all been read (up to
+    /// ReadyForQuery): the connection is out of step until they are, so an error
+    /// return meanwhile leaves it unusable.
+    in_flight: bool,
 }
 
 fn db_error(fields: &mut postgres_protocol::message::backend::ErrorFields<'_>) -> PgError {
@@ -133,12 +137,16 @@ impl Conn {
             Host::Tcp(h) => {
                 let s = tokio::net::TcpStream::connect((h.as_str(), port)).await?;
                 s.set_nodelay(true)?;
+                // An idle pooled connection to a host that vanished is found out in
+                // about a minute and a half, not the kernel's two hours.
+                let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(10));
+                socket2::SockRef::from(&s).set_tcp_keepalive(&ka)?;
                 Box::new(s)
             }
             #[cfg(unix)]
             Host::Unix(dir) => Box::new(tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?),
         };
-        let mut c = Conn { io, rbuf: BytesMut::with_capacity(8192), wbuf: BytesMut::with_capacity(1024), stmts: HashMap::new(), prepared: 0, broken: false };
+        let mut c = Conn { io, rbuf: BytesMut::with_capacity(8192), wbuf: BytesMut::with_capacity(1024), stmts: HashMap::new(), prepared: 0, broken: false, in_flight: false };
         let user = cfg.get_user().ok_or_else(|| PgError::Conn("database_url names no user".into()))?;
         let mut params = vec![
             ("user", user),
@@ -154,9 +162,16 @@ impl Conn {
         let password = cfg.get_password();
         let need_password = || password.ok_or_else(|| PgError::Conn("the server asks for a password and database_url has none".into()));
         let mut scram: Option<sasl::ScramSha256> = None;
+        let mut scram_final = false;
         loop {
             match c.read().await? {
-                Message::AuthenticationOk => {}
+                Message::AuthenticationOk => {
+                    // SCRAM ends with the server's signature, checked in finish():
+                    // a server that skips it has not proved it knows the password.
+                    if scram.is_some() && !scram_final {
+                        return Err(PgError::Conn("the server ended SCRAM authentication without its signature".into()));
+                    }
+                }
                 Message::AuthenticationCleartextPassword => {
                     frontend::password_message(need_password()?, &mut c.wbuf)?;
                     c.flush().await?;
@@ -188,10 +203,14 @@ impl Conn {
                 }
                 Message::AuthenticationSaslFinal(b) => {
                     scram.as_mut().ok_or_else(|| unexpected("(SASL final)"))?.finish(b.data())?;
+                    scram_final = true;
                 }
                 Message::ErrorResponse(b) => return Err(db_error(&mut b.fields())),
                 Message::BackendKeyData(_) | Message::ParameterStatus(_) | Message::NoticeResponse(_) => {}
-                Message::ReadyForQuery(_) => return Ok(c),
+                Message::ReadyForQuery(b) => {
+                    c.ready(b.status());
+                    return Ok(c);
+                }
                 _ => return Err(unexpected("while connecting")),
             }
         }
@@ -202,7 +221,7 @@ impl Conn {
     /// words and end of stream are already waiting, and the connection is dropped here
     /// instead of failing the next request.
     pub fn is_usable(&mut self) -> bool {
-        if self.broken || !self.rbuf.is_empty() {
+        if self.broken || self.in_flight || !self.rbuf.is_empty() {
             self.broken = true;
             return false;
         }
@@ -219,6 +238,7 @@ impl Conn {
     }
 
     async fn flush(&mut self) -> Result<(), PgError> {
+        self.in_flight = true;
         let r = self.io.write_all(&self.wbuf).await;
         self.wbuf.clear();
         r.map_err(|e| {
@@ -255,6 +275,15 @@ impl Conn {
         }
     }
 
+    /// ReadyForQuery read: every answer is in. Reusable only if idle, outside any
+    /// transaction.
+    fn ready(&mut self, status: u8) {
+        self.in_flight = false;
+        if status != b'I' {
+            self.broken = true;
+        }
+    }
+
     fn trim(&mut self) {
         if self.rbuf.capacity() > KEEP_BUFFER && self.rbuf.is_empty() {
             self.rbuf = BytesMut::with_capacity(8192);
@@ -266,9 +295,7 @@ impl Conn {
         loop {
             match self.read().await? {
                 Message::ReadyForQuery(b) => {
-                    if b.status() != b'I' {
-                        self.broken = true;
-                    }
+                    self.ready(b.status());
                     return first.map_or(Ok(()), Err);
                 }
                 Message::ErrorResponse(b) => {
@@ -284,6 +311,7 @@ impl Conn {
         if self.stmts.contains_key(sql) {
             return Ok(());
         }
+        self.wbuf.clear();
         self.prepared += 1;
         let name = format!("pgbaas_{}", self.prepared);
         frontend::parse(&name, sql, std::iter::empty(), &mut self.wbuf)?;
@@ -302,6 +330,9 @@ impl Conn {
                         match Type::from_oid(oid) {
                             Some(t) => types.push(t),
                             None => {
+                                // Prepared on the server but unusable here: retire the
+                                // connection rather than leave statements behind.
+                                self.broken = true;
                                 err.get_or_insert(PgError::Internal(format!("parameter of type oid {oid} (not built in) in {sql}")));
                             }
                         }
@@ -313,9 +344,7 @@ impl Conn {
                     err.get_or_insert(e);
                 }
                 Message::ReadyForQuery(b) => {
-                    if b.status() != b'I' {
-                        self.broken = true;
-                    }
+                    self.ready(b.status());
                     break;
                 }
                 _ => {
@@ -374,10 +403,11 @@ impl Conn {
         self.flush().await?;
 
         let mut done = 0;
+        let mut bound = 0;
         let mut row = None;
         loop {
             match self.read().await? {
-                Message::BindComplete => {}
+                Message::BindComplete => bound += 1,
                 Message::DataRow(b) if done == rows_of && row.is_none() => {
                     let mut cols = Vec::new();
                     let mut it = b.ranges();
@@ -397,11 +427,13 @@ impl Conn {
                 Message::CommandComplete(_) | Message::EmptyQueryResponse => done += 1,
                 Message::ErrorResponse(b) => {
                     let e = db_error(&mut b.fields());
-                    // A kept statement that can no longer run as prepared (a function's
-                    // result type changed under it, e.g. by an extension upgrade)
-                    // would fail on this connection for ever: retire the connection.
+                    // A kept statement that can no longer be bound (its result type
+                    // changed under it, e.g. by an extension upgrade: 0A000 at Bind;
+                    // or it is gone: 26000) would fail on this connection for ever:
+                    // retire the connection. 0A000 raised while executing is an
+                    // ordinary error.
                     if let PgError::Db { code, .. } = &e {
-                        if code == "0A000" || code == "26000" {
+                        if (code == "0A000" && bound == done) || code == "26000" {
                             self.broken = true;
                         }
                     }
@@ -410,9 +442,7 @@ impl Conn {
                     return r;
                 }
                 Message::ReadyForQuery(b) => {
-                    if b.status() != b'I' {
-                        self.broken = true;
-                    }
+                    self.ready(b.status());
                     self.trim();
                     return Ok(row);
                 }

@@ -31,6 +31,10 @@ pub struct Ctx<'a> {
     pub pool: &'a crate::db::RequestPool,
     /// `statement_timeout` for this request's transaction, e.g. "5000ms".
     pub statement_timeout: &'a str,
+    /// How long the proxy waits for the database's answer before giving up on the
+    /// connection: twice the statement timeout (a request runs two statements) and a
+    /// margin, so only a database host gone silent reaches it.
+    pub db_deadline: std::time::Duration,
     /// Verified claims JSON, None when anonymous.
     pub claims: Option<&'a str>,
     /// The client's address (ratelimit::client_ip), for the audit log, and the key its
@@ -306,6 +310,7 @@ impl App {
             pool: &self.requests,
             claims: claims.as_deref(),
             statement_timeout: &self.statement_timeout,
+            db_deadline: self.cfg.statement_timeout * 2 + std::time::Duration::from_secs(10),
             client_ip: &client_ip,
             ip_key: &ip_key,
             limiter: &self.limiter,

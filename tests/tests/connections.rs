@@ -39,11 +39,13 @@ fn a_failed_request_leaves_nothing_written_and_nothing_of_its_caller_on_the_conn
     let doc = create_doc(&c, Some(&a.access), json!({"n": 1}), None);
     let path = doc_path(&c, &doc);
     let base = p.base();
+    let mut first_pid = None;
     for _ in 0..10 {
         // Fails inside the route's statement, after authenticate has set a's role and
         // claims on the connection.
         let r = req(&base, "PATCH", &path, Some(&a.access), &[("If-Match", "\"9\"")], Some(r#"{"data": {"n": 2}}"#));
         assert_eq!(r.status, 412, "{}", r.body);
+        first_pid.get_or_insert_with(|| backends(&name)[0].0);
         // The same connection, next callers: none of them is a.
         assert_eq!(req(&base, "GET", &path, None, &[], None).status, 404);
         assert_eq!(req(&base, "GET", &path, Some(&b.access), &[], None).status, 404);
@@ -56,8 +58,10 @@ fn a_failed_request_leaves_nothing_written_and_nothing_of_its_caller_on_the_conn
     }
     let r = req(&base, "GET", &path, Some(&a.access), &[], None);
     assert_eq!((r.status, r.body["version"].as_i64(), r.body["data"]["n"].as_i64()), (200, Some(1), Some(1)), "{}", r.body);
-    // Between requests the connection is idle, not inside a transaction.
-    assert_eq!(backends(&name).into_iter().map(|b| b.1).collect::<Vec<_>>(), vec!["idle".to_string()]);
+    // Between requests the connection is idle, not inside a transaction, and it is the
+    // same connection that served every request above: failed requests do not cost
+    // the pool its connection.
+    assert_eq!(backends(&name), vec![(first_pid.unwrap(), "idle".to_string())]);
 }
 
 #[test]
