@@ -29,10 +29,14 @@ const ADMIN_POOL_SIZE: usize = 2;
 /// `pg_stat_activity` as "<application_name> (keys)"; requests' connections as the
 /// URL's application_name, by default "pgbaas-proxy".
 pub fn keys_config(url: &str) -> Result<tokio_postgres::Config, String> {
-    let mut pg: tokio_postgres::Config = url.parse().map_err(|e| format!("database_url: {e}"))?;
+    let mut pg = parse_url(url)?;
     let name = format!("{} (keys)", pg.get_application_name().unwrap_or(crate::pgwire::APPLICATION_NAME));
     pg.application_name(&name);
     Ok(pg)
+}
+
+fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    url.parse().map_err(|e| format!("database_url: {e}"))
 }
 
 pub fn make_pool(url: &str, wait: Duration) -> Result<Pool, String> {
@@ -74,8 +78,7 @@ type RequestConn = managed::Object<WireManager>;
 
 /// The requests' pool: `size` connections at most, opened when first needed.
 pub fn make_request_pool(url: &str, size: usize, wait: Duration) -> Result<RequestPool, String> {
-    let cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("database_url: {e}"))?;
-    managed::Pool::builder(WireManager { cfg, connect_timeout: wait })
+    managed::Pool::builder(WireManager { cfg: parse_url(url)?, connect_timeout: wait })
         .max_size(size)
         .runtime(deadpool::Runtime::Tokio1)
         .wait_timeout(Some(wait))
@@ -149,21 +152,12 @@ impl Drop for Guard {
 }
 
 pub async fn get(pool: &Pool) -> Result<deadpool_postgres::Object, ApiError> {
-    pool.get().await.map_err(|e| {
-        log::warn!("no database connection: {e}");
-        ApiError::unavailable("no database connection available")
-    })
+    pool.get().await.map_err(no_connection)
 }
 
-/// Run `sql` with `params` in one transaction as the caller (`claims` = verified JWT
-/// claims JSON, or None for anonymous).
-pub async fn call(
-    ctx: &crate::server::Ctx<'_>,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-    returns: Returns,
-) -> Result<Option<Out>, ApiError> {
-    call_as(ctx.pool, ctx.claims, ctx.statement_timeout, ctx.db_deadline, ctx.client_ip, sql, params, returns).await
+fn no_connection(e: impl std::fmt::Display) -> ApiError {
+    log::warn!("no database connection: {e}");
+    ApiError::unavailable("no database connection available")
 }
 
 /// Every statement of the request runs under the configured statement_timeout; the
@@ -171,27 +165,22 @@ pub async fn call(
 const AUTHENTICATE: &str = "select baas.authenticate($1::text::jsonb), pg_catalog.set_config('statement_timeout', $2, true), \
      pg_catalog.set_config('baas.client_ip', $3, true)";
 
-#[allow(clippy::too_many_arguments)]
-pub async fn call_as(
-    pool: &RequestPool,
-    claims: Option<&str>,
-    statement_timeout: &str,
-    deadline: Duration,
-    client_ip: &str,
+/// Run `sql` with `params` in one transaction as the caller (`ctx.claims`: verified
+/// JWT claims JSON, or None for anonymous).
+pub async fn call(
+    ctx: &crate::server::Ctx<'_>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     returns: Returns,
 ) -> Result<Option<Out>, ApiError> {
-    let anonymous = claims.is_none();
-    let conn = pool.get().await.map_err(|e| {
-        log::warn!("no database connection: {e}");
-        ApiError::unavailable("no database connection available")
-    })?;
+    let anonymous = ctx.claims.is_none();
+    let deadline = ctx.db_deadline;
+    let conn = ctx.pool.get().await.map_err(no_connection)?;
     let mut guard = Guard { conn: Some(conn) };
     let Some(conn) = guard.conn.as_mut() else {
         return Err(ApiError::internal()); // unreachable: set on the line above
     };
-    let auth_params: [&(dyn ToSql + Sync); 3] = [&claims, &statement_timeout, &client_ip];
+    let auth_params: [&(dyn ToSql + Sync); 3] = [&ctx.claims, &ctx.statement_timeout, &ctx.client_ip];
     let Ok(result) = tokio::time::timeout(deadline, conn.run(&[(AUTHENTICATE, &auth_params), (sql, params)], 1)).await else {
         // The guard closes the connection: its answer may still come.
         log::warn!("the database did not answer within {deadline:?}");

@@ -69,7 +69,9 @@ fn main() {
     let listen = cfg.listen.to_string();
     let statement_timeout = format!("{}ms", cfg.statement_timeout.as_millis());
     let limiter = ratelimit::Limiter::new(cfg.limits.clone());
-    let app = server::App { statement_timeout, cfg, pool, requests, keys, limiter };
+    // A request runs two statements under the timeout; the margin is for the network.
+    let db_deadline = cfg.statement_timeout * 2 + std::time::Duration::from_secs(10);
+    let app = server::App { statement_timeout, db_deadline, cfg, pool, requests, keys, limiter };
     let header_timeout = app.cfg.header_timeout;
     let http = deadline::HeadDeadline { inner: Arc::new(HttpServer::new_app(app)), limit: header_timeout };
     let mut service = Service::new("pgbaas http".to_string(), http);

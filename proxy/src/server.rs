@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 pub struct App {
     pub statement_timeout: String,
+    /// See `Ctx::db_deadline`.
+    pub db_deadline: std::time::Duration,
     pub cfg: Config,
     /// The proxy's own queries (keys, settings).
     pub pool: Pool,
@@ -310,7 +312,7 @@ impl App {
             pool: &self.requests,
             claims: claims.as_deref(),
             statement_timeout: &self.statement_timeout,
-            db_deadline: self.cfg.statement_timeout * 2 + std::time::Duration::from_secs(10),
+            db_deadline: self.db_deadline,
             client_ip: &client_ip,
             ip_key: &ip_key,
             limiter: &self.limiter,

@@ -165,16 +165,13 @@ fn bad_tokens_are_refused_without_a_database_connection() {
     let (base, path, token) = (p.base(), doc_path(&c, &doc), u.access.clone());
     let blocked = std::thread::spawn(move || req(&base, "GET", &path, &[("Authorization", &format!("Bearer {token}"))], None).status);
     // Wait until that request sits on the lock, holding the pool's one connection.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while admin()
-        .query_one("select count(*) from pg_stat_activity where usename = 'baas_authenticator' and wait_event_type = 'Lock'", &[])
-        .unwrap()
-        .get::<_, i64>(0)
-        == 0
-    {
-        assert!(Instant::now() < deadline, "the blocking request never reached the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the blocking request never reached the lock", || {
+        admin()
+            .query_one("select count(*) from pg_stat_activity where usename = 'baas_authenticator' and wait_event_type = 'Lock'", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+    });
 
     // The control: a valid token needs the database, and there is none to be had.
     let r = req_any(&p.base(), "GET", "/v1/auth/user", &[("Authorization", &format!("Bearer {}", u.access))], None);

@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use pgbaas_testkit::Proxy;
 use serde_json::json;
-use std::time::{Duration, Instant};
 
 fn req(base: &str, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
     request_at(base, method, path, token, headers, body)
@@ -75,13 +74,7 @@ fn a_connection_the_server_drops_is_replaced() {
         assert_eq!(r.status, expect, "{}", r.body);
         r
     };
-    let gone = |pid: i32| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while backends(&name).iter().any(|b| b.0 == pid) {
-            assert!(Instant::now() < deadline, "backend {pid} did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let gone = |pid: i32| wait_until(&format!("backend {pid} did not exit"), || !backends(&name).iter().any(|b| b.0 == pid));
 
     // Dropped while idle (a restart, an idle timeout): the next request does not fail.
     me(200);
@@ -100,15 +93,12 @@ fn a_connection_the_server_drops_is_replaced() {
     tx.batch_execute("lock table baas.documents in access exclusive mode").unwrap();
     let (b2, path, token) = (base.clone(), doc_path(&c, &doc), u.access.clone());
     let blocked = std::thread::spawn(move || req(&b2, "GET", &path, Some(&token), &[], None));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !admin()
-        .query_one("select exists (select from pg_stat_activity where application_name = $1 and wait_event_type = 'Lock')", &[&name])
-        .unwrap()
-        .get::<_, bool>(0)
-    {
-        assert!(Instant::now() < deadline, "the request never reached the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the request never reached the lock", || {
+        admin()
+            .query_one("select exists (select from pg_stat_activity where application_name = $1 and wait_event_type = 'Lock')", &[&name])
+            .unwrap()
+            .get::<_, bool>(0)
+    });
     assert!(admin().query_one("select pg_terminate_backend($1)", &[&pid2]).unwrap().get::<_, bool>(0));
     let r = blocked.join().unwrap();
     assert_eq!((r.status, r.body["error"]["code"].as_str()), (503, Some("database_unavailable")), "{}", r.body);

@@ -220,3 +220,12 @@ pub fn listed_ids(c: &str, token: Option<&str>) -> Vec<String> {
     assert_eq!(r.status, 200, "{}", r.body);
     r.body["items"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_string()).collect()
 }
+
+/// Poll `cond` every 20 ms until it holds; fail naming `what` after 10 s.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
