@@ -24,7 +24,7 @@ if ! installed postgresql-server-dev-15; then
     apt_install "postgresql-server-dev-15=${pgver}"
 fi
 missing=()
-for p in libclang-dev clang cmake sudo make pkg-config postgresql-15-pgtap wrk; do
+for p in libclang-dev clang cmake sudo make pkg-config postgresql-15-pgtap wrk jq curl; do
     installed "$p" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
