@@ -190,6 +190,7 @@ impl Config {
             signup_per_ip: limit("rate_limit_signups_per_hour", cli.rate_limit_signups_per_hour.or(file.rate_limit_signups_per_hour), 20, 3600)?,
             auth_per_ip: limit("rate_limit_auth_per_minute", cli.rate_limit_auth_per_minute.or(file.rate_limit_auth_per_minute), 60, 60)?,
             auth_per_account: limit("rate_limit_account_per_minute", cli.rate_limit_account_per_minute.or(file.rate_limit_account_per_minute), 10, 60)?,
+            max_keys: 100_000,
         };
         let trusted_proxies = cli
             .trusted_proxies
