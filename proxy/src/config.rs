@@ -1,108 +1,114 @@
 //! One validated configuration struct. Sources, weakest first: built-in defaults, a
 //! TOML file (`--config` / `PGBAAS_CONFIG`), environment variables, command-line flags.
+//!
+//! Each setting is written once, as a field of `Config`: its doc comment is its `--help`
+//! text, `long` its flag, `env` its variable, `id` (the field name unless given) its key
+//! in the file, `default_value` its default and `value_parser` its check. Adding a setting
+//! is adding a field here and a row to docs/configuration.md (a test compares the two).
+//!
+//! clap reads flags and environment and tells where each value came from; the file is
+//! laid between defaults and environment by passing its values, as flags, only for the
+//! settings that neither a flag nor the environment set, so one parser checks a value
+//! whatever its source. (figment or a serde merge would need a second, all-`Option`
+//! mirror of the struct and could not tell a clap default from a value the user gave.)
 
-use crate::ratelimit::{Cidr, Limit, Limits};
-use clap::Parser;
-use serde::Deserialize;
+use crate::ratelimit::{Cidr, InFlight, Limit, Limits};
+use clap::builder::Command;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use std::ffi::OsString;
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
-#[derive(Parser, Debug, Default)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "pgbaas-proxy", version, about = "HTTP edge of pgbaas: verifies tokens, calls the extension's SQL functions")]
-pub struct Cli {
-    /// TOML configuration file
+pub struct Config {
+    /// TOML configuration file (keys: the settings' names below, with _ for -)
     #[arg(long, env = "PGBAAS_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on, e.g. 0.0.0.0:8080 (overrides --port)
-    #[arg(long, env = "PGBAAS_LISTEN")]
-    pub listen: Option<String>,
-    /// Port to listen on, all interfaces
-    #[arg(long, env = "PGBAAS_HTTP_PORT")]
-    pub port: Option<u16>,
-    /// Postgres connection string; the proxy logs in as baas_authenticator
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: Option<String>,
-    /// Maximum pooled database connections
-    #[arg(long, env = "PGBAAS_POOL_SIZE")]
-    pub pool_size: Option<usize>,
-    /// Largest request body accepted, in bytes
-    #[arg(long, env = "PGBAAS_BODY_LIMIT")]
-    pub body_limit: Option<usize>,
-    /// Worker threads (default: number of CPUs)
-    #[arg(long, env = "PGBAAS_THREADS")]
-    pub threads: Option<usize>,
-    /// Seconds between reloads of the signing keys from the database
-    #[arg(long, env = "PGBAAS_JWKS_REFRESH_SECS")]
-    pub jwks_refresh_secs: Option<u64>,
-    /// Seconds a request may wait for a pooled connection before 503
-    #[arg(long, env = "PGBAAS_POOL_TIMEOUT_SECS")]
-    pub pool_timeout_secs: Option<u64>,
-    /// Seconds a client has to send its request body before 408
-    #[arg(long, env = "PGBAAS_BODY_TIMEOUT_SECS")]
-    pub body_timeout_secs: Option<u64>,
-    /// Seconds from a request head's first byte to its end before the connection is closed
-    #[arg(long, env = "PGBAAS_HEADER_TIMEOUT_SECS")]
-    pub header_timeout_secs: Option<u64>,
-    /// Milliseconds a request's SQL may run before 503 query_timeout
-    #[arg(long, env = "PGBAAS_STATEMENT_TIMEOUT_MS")]
-    pub statement_timeout_ms: Option<u64>,
-    /// Rate limits: on (default) or off (load tests and benchmarks only)
-    #[arg(long, env = "PGBAAS_RATE_LIMITS")]
-    pub rate_limits: Option<String>,
-    /// Requests per minute per client IP
-    #[arg(long, env = "PGBAAS_RATE_LIMIT_REQUESTS_PER_MINUTE")]
-    pub rate_limit_requests_per_minute: Option<u32>,
-    /// Sign-ups per hour per client IP
-    #[arg(long, env = "PGBAAS_RATE_LIMIT_SIGNUPS_PER_HOUR")]
-    pub rate_limit_signups_per_hour: Option<u32>,
-    /// Logins, refreshes and password changes per minute per client IP
-    #[arg(long, env = "PGBAAS_RATE_LIMIT_AUTH_PER_MINUTE")]
-    pub rate_limit_auth_per_minute: Option<u32>,
-    /// Logins and password changes per minute per account
-    #[arg(long, env = "PGBAAS_RATE_LIMIT_ACCOUNT_PER_MINUTE")]
-    pub rate_limit_account_per_minute: Option<u32>,
-    /// Comma-separated addresses/CIDRs of proxies whose X-Forwarded-For is believed
-    #[arg(long, env = "PGBAAS_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Option<Vec<String>>,
-}
 
-/// What a TOML file may contain; unknown keys are an error, not silently ignored.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<String>,
-    pub port: Option<u16>,
-    pub database_url: Option<String>,
-    pub pool_size: Option<usize>,
-    pub body_limit: Option<usize>,
-    pub threads: Option<usize>,
-    pub jwks_refresh_secs: Option<u64>,
-    pub pool_timeout_secs: Option<u64>,
-    pub body_timeout_secs: Option<u64>,
-    pub header_timeout_secs: Option<u64>,
-    pub statement_timeout_ms: Option<u64>,
-    pub rate_limits: Option<String>,
-    pub rate_limit_requests_per_minute: Option<u32>,
-    pub rate_limit_signups_per_hour: Option<u32>,
-    pub rate_limit_auth_per_minute: Option<u32>,
-    pub rate_limit_account_per_minute: Option<u32>,
-    pub trusted_proxies: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Config {
+    /// Address to listen on, e.g. 0.0.0.0:8080 (default: all interfaces on `port`)
+    #[arg(long, env = "PGBAAS_LISTEN", default_value = "0.0.0.0:8080", hide_default_value = true, value_parser = address)]
     pub listen: SocketAddr,
+
+    /// Port to listen on, all interfaces (when `listen` is not given)
+    #[arg(long, env = "PGBAAS_HTTP_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Postgres connection string; the proxy logs in as baas_authenticator (required)
+    #[arg(long, env = "DATABASE_URL", default_value = "", hide_default_value = true, value_parser = database_url)]
     pub database_url: String,
+
+    /// Maximum pooled database connections for requests
+    #[arg(long, env = "PGBAAS_POOL_SIZE", default_value = "16", value_parser = int(1usize, 1000, ""))]
     pub pool_size: usize,
+
+    /// Largest request body accepted, in bytes
+    #[arg(long, env = "PGBAAS_BODY_LIMIT", default_value = "1048576", value_parser = int(1024usize, 256 * 1024 * 1024, " bytes"))]
     pub body_limit: usize,
+
+    /// Worker threads (default: number of CPUs)
+    #[arg(long, env = "PGBAAS_THREADS", default_value_t = cpus(), hide_default_value = true, value_parser = int(1usize, 256, ""))]
     pub threads: usize,
+
+    /// Seconds between reloads of the signing keys from the database
+    #[arg(id = "jwks_refresh_secs", value_name = "SECS", long = "jwks-refresh-secs", env = "PGBAAS_JWKS_REFRESH_SECS", default_value = "30", value_parser = secs(86_400))]
     pub jwks_refresh: Duration,
+
+    /// Seconds a request may wait for a pooled connection before 503
+    #[arg(id = "pool_timeout_secs", value_name = "SECS", long = "pool-timeout-secs", env = "PGBAAS_POOL_TIMEOUT_SECS", default_value = "5", value_parser = secs(600))]
     pub pool_timeout: Duration,
+
+    /// Seconds a client has to send its request body before 408
+    #[arg(id = "body_timeout_secs", value_name = "SECS", long = "body-timeout-secs", env = "PGBAAS_BODY_TIMEOUT_SECS", default_value = "10", value_parser = secs(600))]
     pub body_timeout: Duration,
+
+    /// Seconds from a request head's first byte to its end before the connection is closed
+    #[arg(id = "header_timeout_secs", value_name = "SECS", long = "header-timeout-secs", env = "PGBAAS_HEADER_TIMEOUT_SECS", default_value = "10", value_parser = secs(600))]
     pub header_timeout: Duration,
+
+    /// Milliseconds a request's SQL may run before 503 query_timeout
+    #[arg(id = "statement_timeout_ms", value_name = "MS", long = "statement-timeout-ms", env = "PGBAAS_STATEMENT_TIMEOUT_MS", default_value = "5000", value_parser = millis(3_600_000))]
     pub statement_timeout: Duration,
-    pub limits: Limits,
+
+    /// Rate limits: on (default) or off (load tests and benchmarks only)
+    #[arg(long, env = "PGBAAS_RATE_LIMITS", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub rate_limits: bool,
+
+    /// Requests per minute per client IP
+    #[arg(long, env = "PGBAAS_RATE_LIMIT_REQUESTS_PER_MINUTE", default_value = "3000", value_parser = int(1u32, 1_000_000, ""))]
+    pub rate_limit_requests_per_minute: u32,
+
+    /// Sign-ups per hour per client IP
+    #[arg(long, env = "PGBAAS_RATE_LIMIT_SIGNUPS_PER_HOUR", default_value = "20", value_parser = int(1u32, 1_000_000, ""))]
+    pub rate_limit_signups_per_hour: u32,
+
+    /// Logins, refreshes and password changes per minute per client IP
+    #[arg(long, env = "PGBAAS_RATE_LIMIT_AUTH_PER_MINUTE", default_value = "60", value_parser = int(1u32, 1_000_000, ""))]
+    pub rate_limit_auth_per_minute: u32,
+
+    /// Logins, sign-ups, refreshes and password changes per minute per account
+    #[arg(long, env = "PGBAAS_RATE_LIMIT_ACCOUNT_PER_MINUTE", default_value = "10", value_parser = int(1u32, 1_000_000, ""))]
+    pub rate_limit_account_per_minute: u32,
+
+    /// Clients (or accounts) each rate limit tracks at once; past it new ones get 429
+    #[arg(long, env = "PGBAAS_RATE_LIMIT_MAX_KEYS", default_value = "100000", value_parser = int(1_000usize, 100_000_000, ""))]
+    pub rate_limit_max_keys: usize,
+
+    /// Database-bound requests one client IP may have in flight at once (0: no cap)
+    #[arg(long, env = "PGBAAS_MAX_DB_REQUESTS_PER_IP", default_value = "8", value_parser = int(0u32, 100_000, ""))]
+    pub max_db_requests_per_ip: u32,
+
+    /// Database-bound requests one signed-in user may have in flight at once (0: no cap)
+    #[arg(long, env = "PGBAAS_MAX_DB_REQUESTS_PER_USER", default_value = "4", value_parser = int(0u32, 100_000, ""))]
+    pub max_db_requests_per_user: u32,
+
+    /// Comma-separated addresses/CIDRs of proxies whose X-Forwarded-For is believed
+    #[arg(long, env = "PGBAAS_TRUSTED_PROXIES", value_delimiter = ',', value_parser = Cidr::parse)]
     pub trusted_proxies: Vec<Cidr>,
 }
 
@@ -114,164 +120,338 @@ pub enum ConfigError {
     Parse(PathBuf, toml::de::Error),
     #[error("{0}")]
     Invalid(String),
+    /// --help, --version and command-line usage errors: clap prints them (Error::exit).
+    #[error("{0}")]
+    Cli(clap::Error),
 }
 
-pub const DEFAULT_PORT: u16 = 8080;
-pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
-
 impl Config {
-    pub fn load(cli: Cli) -> Result<Config, ConfigError> {
-        let file = match &cli.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
-                toml::from_str::<FileConfig>(&text)
-                    .map_err(|e| ConfigError::Parse(path.clone(), e))?
-            }
-            None => FileConfig::default(),
-        };
-        Self::merge(cli, file)
+    /// The configuration from this process's command line, environment and file.
+    pub fn load() -> Result<Config, ConfigError> {
+        Self::load_from(std::env::args_os())
     }
 
-    /// Flags and environment (already merged by clap, flags winning) over the file.
-    pub fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
-        let invalid = |m: String| ConfigError::Invalid(m);
-        let port = cli.port.or(file.port).unwrap_or(DEFAULT_PORT);
-        let listen_raw = cli
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| format!("0.0.0.0:{port}"));
-        let listen: SocketAddr = listen_raw
-            .parse()
-            .map_err(|_| invalid(format!("listen: {listen_raw:?} is not an address like 0.0.0.0:8080")))?;
-        let database_url = cli.database_url.or(file.database_url).ok_or_else(|| {
-            invalid("database_url is required (flag --database-url, env DATABASE_URL, or the config file)".into())
-        })?;
-        database_url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| invalid(format!("database_url is not a valid Postgres connection string: {e}")))?;
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let threads = cli.threads.or(file.threads).unwrap_or(cpus);
-        if !(1..=256).contains(&threads) {
-            return Err(invalid(format!("threads must be 1..=256, got {threads}")));
+    pub fn load_from(args: impl IntoIterator<Item = impl Into<OsString>>) -> Result<Config, ConfigError> {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        // An empty variable counts as unset (`PGBAAS_TRUSTED_PROXIES=` for none).
+        let cmd = Config::command().mut_args(|a| match a.get_env() {
+            Some(name) if std::env::var_os(name).is_some_and(|v| v.is_empty()) => a.env(None),
+            _ => a,
+        });
+        let first = cmd.clone().try_get_matches_from(&args).map_err(|e| explain(&cmd, e))?;
+        let mut all = args.clone();
+        if let Some(path) = first.get_one::<PathBuf>("config") {
+            all.extend(file_args(&cmd, &first, path)?);
         }
-        let pool_size = cli.pool_size.or(file.pool_size).unwrap_or(16);
-        if !(1..=1000).contains(&pool_size) {
-            return Err(invalid(format!("pool_size must be 1..=1000, got {pool_size}")));
+        let matches = cmd.clone().try_get_matches_from(&all).map_err(|e| explain(&cmd, e))?;
+        let mut cfg = Config::from_arg_matches(&matches).map_err(|e| explain(&cmd, e))?;
+        if cfg.database_url.is_empty() {
+            return Err(ConfigError::Invalid(
+                "database_url is required (flag --database-url, env DATABASE_URL, or the config file)".into(),
+            ));
         }
-        let body_limit = cli.body_limit.or(file.body_limit).unwrap_or(DEFAULT_BODY_LIMIT);
-        if !(1024..=256 * 1024 * 1024).contains(&body_limit) {
-            return Err(invalid(format!("body_limit must be between 1024 and 268435456 bytes, got {body_limit}")));
+        if matches.value_source("listen") == Some(ValueSource::DefaultValue) {
+            cfg.listen.set_port(cfg.port);
         }
-        let secs = |name: &str, v: Option<u64>, default: u64, max: u64| {
-            let v = v.unwrap_or(default);
-            if v == 0 || v > max {
-                Err(invalid(format!("{name} must be 1..={max} seconds, got {v}")))
-            } else {
-                Ok(Duration::from_secs(v))
-            }
-        };
-        let enabled = match cli.rate_limits.or(file.rate_limits).as_deref().map(str::trim) {
-            None => true,
-            Some(v) if ["on", "true", "1"].contains(&v.to_ascii_lowercase().as_str()) => true,
-            Some(v) if ["off", "false", "0"].contains(&v.to_ascii_lowercase().as_str()) => false,
-            Some(v) => return Err(invalid(format!("rate_limits must be on or off, got {v:?}"))),
-        };
-        let limit = |name: &str, v: Option<u32>, default: u32, per: u64| -> Result<Limit, ConfigError> {
-            let count = v.unwrap_or(default);
-            if !(1..=1_000_000).contains(&count) {
-                return Err(invalid(format!("{name} must be 1..=1000000, got {count}")));
-            }
-            Ok(Limit { count, per: Duration::from_secs(per) })
-        };
-        let limits = Limits {
-            enabled,
-            request_per_ip: limit("rate_limit_requests_per_minute", cli.rate_limit_requests_per_minute.or(file.rate_limit_requests_per_minute), 3000, 60)?,
-            signup_per_ip: limit("rate_limit_signups_per_hour", cli.rate_limit_signups_per_hour.or(file.rate_limit_signups_per_hour), 20, 3600)?,
-            auth_per_ip: limit("rate_limit_auth_per_minute", cli.rate_limit_auth_per_minute.or(file.rate_limit_auth_per_minute), 60, 60)?,
-            auth_per_account: limit("rate_limit_account_per_minute", cli.rate_limit_account_per_minute.or(file.rate_limit_account_per_minute), 10, 60)?,
-        };
-        let trusted_proxies = cli
-            .trusted_proxies
-            .or(file.trusted_proxies)
-            .unwrap_or_default()
-            .iter()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| Cidr::parse(s).map_err(|e| invalid(format!("trusted_proxies: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Config {
-            limits,
-            trusted_proxies,
-            listen,
-            database_url,
-            pool_size,
-            body_limit,
-            threads,
-            jwks_refresh: secs("jwks_refresh_secs", cli.jwks_refresh_secs.or(file.jwks_refresh_secs), 30, 86400)?,
-            pool_timeout: secs("pool_timeout_secs", cli.pool_timeout_secs.or(file.pool_timeout_secs), 5, 600)?,
-            body_timeout: secs("body_timeout_secs", cli.body_timeout_secs.or(file.body_timeout_secs), 10, 600)?,
-            header_timeout: secs("header_timeout_secs", cli.header_timeout_secs.or(file.header_timeout_secs), 10, 600)?,
-            statement_timeout: {
-                let ms = cli.statement_timeout_ms.or(file.statement_timeout_ms).unwrap_or(5000);
-                if !(1..=3_600_000).contains(&ms) {
-                    return Err(invalid(format!("statement_timeout_ms must be 1..=3600000, got {ms}")));
-                }
-                Duration::from_millis(ms)
-            },
-        })
+        Ok(cfg)
     }
+
+    /// The caps on requests in flight per client IP and per user; like the rate limits,
+    /// off with `rate_limits = off` (load tests send from one address).
+    #[allow(dead_code)] // for server.rs to take up (issue 13)
+    pub fn in_flight_caps(&self) -> (InFlight, InFlight) {
+        let cap = |n| InFlight::new(if self.rate_limits { n } else { 0 }, self.rate_limit_max_keys);
+        (cap(self.max_db_requests_per_ip), cap(self.max_db_requests_per_user))
+    }
+
+    /// The rate limits these settings describe.
+    pub fn limits(&self) -> Limits {
+        let per = |count, secs| Limit { count, per: Duration::from_secs(secs) };
+        Limits {
+            enabled: self.rate_limits,
+            request_per_ip: per(self.rate_limit_requests_per_minute, 60),
+            signup_per_ip: per(self.rate_limit_signups_per_hour, 3600),
+            auth_per_ip: per(self.rate_limit_auth_per_minute, 60),
+            auth_per_account: per(self.rate_limit_account_per_minute, 60),
+            max_keys: self.rate_limit_max_keys,
+        }
+    }
+}
+
+/// The file's settings as `--flag=value` arguments, for the settings that neither a flag
+/// nor the environment set; each value is checked here so that an error names the file.
+fn file_args(cmd: &Command, given: &clap::ArgMatches, path: &PathBuf) -> Result<Vec<OsString>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse(path.clone(), e))?;
+    let bad = |m: String| ConfigError::Invalid(format!("config file {}: {m}", path.display()));
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == key.as_str() && key != "config")
+            .ok_or_else(|| bad(format!("unknown key `{key}` (the settings are listed in docs/configuration.md)")))?;
+        if matches!(given.value_source(&key), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
+            continue;
+        }
+        let values: Vec<String> = match value {
+            toml::Value::String(s) => vec![s],
+            toml::Value::Integer(i) => vec![i.to_string()],
+            toml::Value::Float(f) => vec![f.to_string()],
+            toml::Value::Boolean(b) => vec![b.to_string()],
+            toml::Value::Array(items) if arg.get_value_delimiter().is_some() => items
+                .into_iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => Ok(s),
+                    other => Err(bad(format!("{key}: expected a list of strings, got {other}"))),
+                })
+                .collect::<Result<_, _>>()?,
+            other => return Err(bad(format!("{key}: expected one value, got {other}"))),
+        };
+        let long = arg.get_long().unwrap_or(key.as_str());
+        let flags: Vec<OsString> = values.iter().map(|v| format!("--{long}={v}").into()).collect();
+        // This one setting alone, so that an error is the file's, not the environment's.
+        let alone = Command::new("file").no_binary_name(true).arg(arg.clone().env(None));
+        if let Err(e) = alone.try_get_matches_from(&flags) {
+            return Err(bad(format!("{key}: {}", reason(&e))));
+        }
+        out.extend(flags);
+    }
+    Ok(out)
+}
+
+/// A clap error about a value, reworded to name the setting (file key, flag, variable).
+fn explain(cmd: &Command, e: clap::Error) -> ConfigError {
+    if !matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+        return ConfigError::Cli(e);
+    }
+    let Some(ContextValue::String(shown)) = e.get(ContextKind::InvalidArg) else {
+        return ConfigError::Cli(e);
+    };
+    let long = shown.trim_start_matches('-').split([' ', '=']).next().unwrap_or_default();
+    let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(long)) else {
+        return ConfigError::Cli(e);
+    };
+    let env = arg.get_env().map(|v| format!(", env {}", v.to_string_lossy())).unwrap_or_default();
+    ConfigError::Invalid(format!("{} (flag --{long}{env}): {}", arg.get_id(), reason(&e)))
+}
+
+/// What a value parser said, without clap's framing.
+fn reason(e: &clap::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(s) => s.to_string(),
+        None => match e.get(ContextKind::InvalidValue) {
+            Some(v) => format!("invalid value {v}"),
+            None => e.kind().to_string(),
+        },
+    }
+}
+
+// Value parsers: each says what it wants and what it got.
+
+fn int<T>(min: T, max: T, unit: &'static str) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: FromStr + PartialOrd + Display + Copy + Send + Sync + 'static,
+{
+    move |s: &str| match s.trim().parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        Ok(v) => Err(format!("must be {min}..={max}{unit}, got {v}")),
+        Err(_) => Err(format!("must be a whole number {min}..={max}{unit}, got {s:?}")),
+    }
+}
+
+fn secs(max: u64) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    let n = int(1u64, max, " seconds");
+    move |s: &str| n(s).map(Duration::from_secs)
+}
+
+fn millis(max: u64) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    let n = int(1u64, max, " ms");
+    move |s: &str| n(s).map(Duration::from_millis)
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(format!("must be on or off, got {s:?}")),
+    }
+}
+
+fn address(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| format!("{s:?} is not an address like 0.0.0.0:8080"))
+}
+
+/// Empty means "not given" (checked after all sources are read).
+fn database_url(s: &str) -> Result<String, String> {
+    if !s.is_empty() {
+        s.parse::<tokio_postgres::Config>().map_err(|e| format!("not a valid Postgres connection string: {e}"))?;
+    }
+    Ok(s.to_string())
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
-    fn cli() -> Cli {
-        Cli { database_url: Some("postgres://baas_authenticator@127.0.0.1/pgbaas".into()), ..Default::default() }
+    /// clap reads the process environment: tests that set variables hold this lock, and
+    /// so does every test that loads a configuration.
+    static ENV: Mutex<()> = Mutex::new(());
+
+    const URL: &str = "postgres://baas_authenticator@127.0.0.1/pgbaas";
+
+    fn load(args: &[&str], file: Option<&str>) -> Result<Config, ConfigError> {
+        let mut argv = vec!["pgbaas-proxy".to_string()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let path = std::env::temp_dir().join(format!("pgbaas-config-test-{}-{:?}.toml", std::process::id(), std::thread::current().id()));
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+            argv.push(format!("--config={}", path.display()));
+        }
+        let r = Config::load_from(argv);
+        let _ = std::fs::remove_file(&path);
+        r
+    }
+
+    fn err(args: &[&str], file: &str) -> String {
+        match load(args, Some(file)) {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => e.to_string(),
+        }
     }
 
     #[test]
     fn defaults() {
-        let c = Config::merge(cli(), FileConfig::default()).unwrap();
-        assert_eq!(c.listen.port(), 8080);
+        let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let c = load(&["--database-url", URL], None).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.body_limit, 1024 * 1024);
+        assert_eq!(c.pool_size, 16);
+        assert_eq!(c.statement_timeout, Duration::from_millis(5000));
+        assert_eq!(c.jwks_refresh, Duration::from_secs(30));
+        assert!(c.trusted_proxies.is_empty());
+        let l = c.limits();
+        assert!(l.enabled);
+        assert_eq!(l.auth_per_account.count, 10);
+        assert_eq!(l.signup_per_ip.per, Duration::from_secs(3600));
+        let (per_ip, per_user) = c.in_flight_caps();
+        let held: Vec<_> = (0..8).map(|_| per_ip.try_acquire("1.2.3.4").unwrap()).collect();
+        assert!(per_ip.try_acquire("1.2.3.4").is_err(), "8 in flight per IP by default");
+        let held_user: Vec<_> = (0..4).map(|_| per_user.try_acquire("u").unwrap()).collect();
+        assert!(per_user.try_acquire("u").is_err(), "4 in flight per user by default");
+        drop((held, held_user));
     }
 
     #[test]
-    fn flags_win_over_file() {
-        let file: FileConfig = toml::from_str("port = 9000\nbody_limit = 4096\n").unwrap();
-        let mut c = cli();
-        c.port = Some(9100);
-        let cfg = Config::merge(c, file).unwrap();
-        assert_eq!(cfg.listen.port(), 9100);
-        assert_eq!(cfg.body_limit, 4096);
+    fn file_then_environment_then_flags() {
+        let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let file = "port = 9000\nbody_limit = 4096\npool_size = 3\nthreads = 2\n";
+        let c = load(&["--database-url", URL], Some(file)).unwrap();
+        assert_eq!((c.listen.port(), c.body_limit, c.pool_size), (9000, 4096, 3), "the file beats defaults");
+        std::env::set_var("PGBAAS_POOL_SIZE", "5");
+        std::env::set_var("PGBAAS_THREADS", "4");
+        let c = load(&["--database-url", URL, "--threads", "6", "--port", "9100"], Some(file));
+        std::env::remove_var("PGBAAS_POOL_SIZE");
+        std::env::remove_var("PGBAAS_THREADS");
+        let c = c.unwrap();
+        assert_eq!(c.body_limit, 4096, "file, nothing above it");
+        assert_eq!(c.pool_size, 5, "the environment beats the file");
+        assert_eq!(c.threads, 6, "a flag beats the environment");
+        assert_eq!(c.listen.port(), 9100, "a flag beats the file");
+        let c = load(&[], Some(&format!("database_url = \"{URL}\"\nlisten = \"127.0.0.1:7000\"\nport = 1"))).unwrap();
+        assert_eq!(c.database_url, URL);
+        assert_eq!(c.listen, "127.0.0.1:7000".parse().unwrap(), "listen beats port");
     }
 
     #[test]
-    fn rejects_bad_values_with_a_reason() {
-        let err = |c: Cli, f: &str| Config::merge(c, toml::from_str(f).unwrap()).unwrap_err().to_string();
-        assert!(err(cli(), "body_limit = 10").contains("body_limit"));
-        assert!(err(cli(), "listen = \"nonsense\"").contains("listen"));
-        assert!(err(cli(), "pool_size = 0").contains("pool_size"));
-        assert!(err(Cli::default(), "").contains("database_url is required"));
-        assert!(err(Cli::default(), "database_url = \"postgres://x:notaport/db\"").contains("not a valid Postgres"));
-        assert!(toml::from_str::<FileConfig>("bogus_key = 1").is_err(), "unknown keys must be refused");
-        assert!(err(cli(), "rate_limits = \"sometimes\"").contains("rate_limits"));
-        assert!(err(cli(), "rate_limit_auth_per_minute = 0").contains("rate_limit_auth_per_minute"));
-        assert!(err(cli(), "trusted_proxies = [\"10.0.0.0/99\"]").contains("trusted_proxies"));
+    fn unknown_file_keys_are_refused_by_name() {
+        let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let e = err(&["--database-url", URL], "listen = \"127.0.0.1:1\"\nbodylimit = 3\n");
+        assert!(e.contains("unknown key `bodylimit`"), "{e}");
+        assert!(err(&["--database-url", URL], "config = \"other.toml\"").contains("unknown key `config`"));
+        assert!(err(&["--database-url", URL], "port = [1, 2]").contains("port: expected one value"));
     }
 
     #[test]
-    fn rate_limits_are_on_by_default_and_can_be_turned_off() {
-        let c = Config::merge(cli(), FileConfig::default()).unwrap();
-        assert!(c.limits.enabled);
-        assert_eq!(c.limits.auth_per_account.count, 10);
-        let mut off = cli();
-        off.rate_limits = Some("off".into());
-        assert!(!Config::merge(off, FileConfig::default()).unwrap().limits.enabled);
-        let file: FileConfig = toml::from_str("rate_limits = \"off\"\ntrusted_proxies = [\"10.0.0.0/8\"]").unwrap();
-        let c = Config::merge(cli(), file).unwrap();
-        assert!(!c.limits.enabled);
-        assert_eq!(c.trusted_proxies.len(), 1);
+    fn bad_values_name_the_setting() {
+        let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let u = &["--database-url", URL][..];
+        assert!(err(u, "body_limit = 10").contains("body_limit: must be 1024..=268435456 bytes, got 10"));
+        assert!(err(u, "listen = \"nonsense\"").contains("listen: \"nonsense\" is not an address"));
+        assert!(err(u, "pool_size = 0").contains("pool_size"));
+        assert!(err(u, "rate_limits = \"sometimes\"").contains("rate_limits: must be on or off"));
+        assert!(err(u, "rate_limit_auth_per_minute = 0").contains("rate_limit_auth_per_minute"));
+        assert!(err(u, "trusted_proxies = [\"10.0.0.0/99\"]").contains("trusted_proxies"));
+        assert!(err(u, "statement_timeout_ms = \"soon\"").contains("statement_timeout_ms: must be a whole number"));
+        assert!(err(&[], "").contains("database_url is required"));
+        assert!(err(&[], "database_url = \"postgres://x:notaport/db\"").contains("not a valid Postgres"));
+        // The same checks for flags and the environment, naming flag and variable.
+        let e = load(&["--database-url", URL, "--body-limit", "5"], None).unwrap_err().to_string();
+        assert_eq!(e, "body_limit (flag --body-limit, env PGBAAS_BODY_LIMIT): must be 1024..=268435456 bytes, got 5");
+        std::env::set_var("PGBAAS_HEADER_TIMEOUT_SECS", "0");
+        let e = load(&["--database-url", URL], None).unwrap_err().to_string();
+        std::env::remove_var("PGBAAS_HEADER_TIMEOUT_SECS");
+        assert!(e.starts_with("header_timeout_secs (flag --header-timeout-secs"), "{e}");
+        assert!(e.ends_with("must be 1..=600 seconds, got 0"), "{e}");
+        assert!(matches!(load(&["--no-such-flag"], None), Err(ConfigError::Cli(_))));
+    }
+
+    #[test]
+    fn rate_limits_can_be_turned_off_and_proxies_trusted() {
+        let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let c = load(&["--database-url", URL, "--rate-limits", "off"], None).unwrap();
+        assert!(!c.limits().enabled);
+        let (per_ip, _) = c.in_flight_caps();
+        let held: Vec<_> = (0..100).map(|_| per_ip.try_acquire("1.2.3.4").unwrap()).collect();
+        assert_eq!(held.len(), 100, "no caps on requests in flight either");
+        let c = load(&["--database-url", URL], Some("rate_limits = false\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]")).unwrap();
+        assert!(!c.limits().enabled);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        std::env::set_var("PGBAAS_TRUSTED_PROXIES", "");
+        let c = load(&["--database-url", URL], None);
+        std::env::remove_var("PGBAAS_TRUSTED_PROXIES");
+        assert!(c.unwrap().trusted_proxies.is_empty(), "an empty variable is no setting");
+        let c = load(&["--database-url", URL, "--trusted-proxies", "10.0.0.0/8,192.0.2.1"], None).unwrap();
+        assert_eq!(c.trusted_proxies, vec![Cidr::parse("10.0.0.0/8").unwrap(), Cidr::parse("192.0.2.1").unwrap()]);
+    }
+
+    /// docs/configuration.md has one row per setting: file key, flag, variable, default.
+    #[test]
+    fn every_setting_is_documented_as_it_is() {
+        let doc = include_str!("../../docs/configuration.md");
+        let rows: Vec<Vec<&str>> = doc
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect())
+            .collect();
+        let mut problems = Vec::new();
+        assert!(doc.contains("`--config FILE` or `PGBAAS_CONFIG`"), "the file's own setting is described above the table");
+        for arg in Config::command().get_arguments().filter(|a| a.get_id() != "config") {
+            let key = arg.get_id().as_str();
+            let flag = format!("`--{}", arg.get_long().unwrap_or_default());
+            let env = format!("`{}`", arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default());
+            let default = arg.get_default_values().first().map(|d| d.to_string_lossy().into_owned());
+            let expected = format!("| `{key}` | {flag}` | {env} | {} | … |", default.clone().unwrap_or_default());
+            let Some(row) = rows.iter().find(|r| r[0] == format!("`{key}`")) else {
+                problems.push(format!("missing: {expected}"));
+                continue;
+            };
+            let default_ok = arg.is_hide_default_value_set()
+                || default.as_deref().map_or(true, |d| row.get(3).map(|c| c.trim_matches('`')) == Some(d));
+            if row.len() < 5 || !row[1].starts_with(&flag) || row[2] != env || !default_ok {
+                problems.push(format!("differs: {}\n   code says: {expected}", row.join(" | ")));
+            }
+        }
+        for row in &rows {
+            let key = row[0].trim_matches('`');
+            if !Config::command().get_arguments().any(|a| a.get_id() == key) {
+                problems.push(format!("documented but not a setting: {key}"));
+            }
+        }
+        assert!(problems.is_empty(), "docs/configuration.md and config.rs disagree:\n{}", problems.join("\n"));
     }
 }

@@ -14,7 +14,6 @@ mod router;
 mod routes;
 mod server;
 
-use clap::Parser;
 use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -24,8 +23,9 @@ use std::time::{Duration, Instant};
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cfg = match config::Config::load(config::Cli::parse()) {
+    let cfg = match config::Config::load() {
         Ok(c) => c,
+        Err(config::ConfigError::Cli(e)) => e.exit(),
         Err(e) => {
             eprintln!("pgbaas-proxy: configuration error: {e}");
             std::process::exit(2);
@@ -68,7 +68,7 @@ fn main() {
 
     let listen = cfg.listen.to_string();
     let statement_timeout = format!("{}ms", cfg.statement_timeout.as_millis());
-    let limiter = ratelimit::Limiter::new(cfg.limits.clone());
+    let limiter = ratelimit::Limiter::new(cfg.limits());
     // A request runs two statements under the timeout; the margin is for the network.
     let db_deadline = cfg.statement_timeout * 2 + std::time::Duration::from_secs(10);
     let app = server::App { statement_timeout, db_deadline, cfg, pool, requests, keys, limiter };
