@@ -44,6 +44,12 @@ pub struct Cli {
     /// Seconds from a request head's first byte to its end before the connection is closed
     #[arg(long, env = "PGBAAS_HEADER_TIMEOUT_SECS")]
     pub header_timeout_secs: Option<u64>,
+    /// After an early answer to a request whose body is unread (413, 401, 404...): at most this many body bytes are read and discarded before closing, so the client can read the answer
+    #[arg(long, env = "PGBAAS_LINGER_BYTES")]
+    pub linger_bytes: Option<usize>,
+    /// ... and for at most this many seconds
+    #[arg(long, env = "PGBAAS_LINGER_SECS")]
+    pub linger_secs: Option<u64>,
     /// Milliseconds a request's SQL may run before 503 query_timeout
     #[arg(long, env = "PGBAAS_STATEMENT_TIMEOUT_MS")]
     pub statement_timeout_ms: Option<u64>,
@@ -81,6 +87,8 @@ pub struct FileConfig {
     pub pool_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
     pub header_timeout_secs: Option<u64>,
+    pub linger_bytes: Option<usize>,
+    pub linger_secs: Option<u64>,
     pub statement_timeout_ms: Option<u64>,
     pub rate_limits: Option<String>,
     pub rate_limit_requests_per_minute: Option<u32>,
@@ -101,6 +109,10 @@ pub struct Config {
     pub pool_timeout: Duration,
     pub body_timeout: Duration,
     pub header_timeout: Duration,
+    /// Lingering close (server.rs): bytes and time read and discarded after an early
+    /// answer.
+    pub linger_bytes: usize,
+    pub linger: Duration,
     pub statement_timeout: Duration,
     pub limits: Limits,
     pub trusted_proxies: Vec<Cidr>,
@@ -118,6 +130,9 @@ pub enum ConfigError {
 
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// 16 MiB: more than a phone sends before it reads (it writes its whole body first),
+/// at most ~0.1 s of a core to discard.
+pub const DEFAULT_LINGER_BYTES: usize = 16 * 1024 * 1024;
 
 impl Config {
     pub fn load(cli: Cli) -> Result<Config, ConfigError> {
@@ -211,6 +226,16 @@ impl Config {
             pool_timeout: secs("pool_timeout_secs", cli.pool_timeout_secs.or(file.pool_timeout_secs), 5, 600)?,
             body_timeout: secs("body_timeout_secs", cli.body_timeout_secs.or(file.body_timeout_secs), 10, 600)?,
             header_timeout: secs("header_timeout_secs", cli.header_timeout_secs.or(file.header_timeout_secs), 10, 600)?,
+            linger_bytes: {
+                let n = cli.linger_bytes.or(file.linger_bytes).unwrap_or(DEFAULT_LINGER_BYTES);
+                if n > 1024 * 1024 * 1024 {
+                    return Err(invalid(format!("linger_bytes must be at most 1073741824, got {n}")));
+                }
+                n
+            },
+            // nginx's lingering_time is 30 s; 5 s is its lingering_timeout, the wait
+            // for one read, and enough for a client already sending.
+            linger: secs("linger_secs", cli.linger_secs.or(file.linger_secs), 5, 600)?,
             statement_timeout: {
                 let ms = cli.statement_timeout_ms.or(file.statement_timeout_ms).unwrap_or(5000);
                 if !(1..=3_600_000).contains(&ms) {
