@@ -105,16 +105,24 @@ fn fifty_concurrent_incrementers_lose_no_update() {
 fn system_fields_cannot_be_forged() {
     let c = collection("forge", json!({}));
     let (a, b) = (signup("forge-a"), signup("forge-b"));
+    // System fields sent beside data are refused by name, not silently dropped.
     let r = post(&docs_path(&c), Some(&a.access), json!({
         "data": {"x": 1}, "owner": b.id, "version": 99, "created_at": "2000-01-01T00:00:00Z", "collection": "other"
     }));
-    assert_eq!(r.status, 201);
+    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("unknown field"), "{}", r.body);
+    assert_eq!(listed_ids(&c, Some(&b.access)).len() + listed_ids(&c, Some(&a.access)).len(), 0, "nothing stored");
+    // Inside data they are data: the document's own fields come from the server.
+    let r = post(&docs_path(&c), Some(&a.access), json!({"data": {"x": 1, "owner": b.id, "version": 99, "created_at": "2000"}}));
+    assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!((r.body["owner"].as_str(), r.body["version"].as_i64()), (Some(a.id.as_str()), Some(1)));
     assert_eq!(r.body["collection"], c.as_str());
     assert!(r.body["created_at"].as_str().unwrap().starts_with("20") && !r.body["created_at"].as_str().unwrap().starts_with("2000"));
     let id = r.body["id"].as_str().unwrap();
     let p = call("PUT", &doc_path(&c, id), Some(&a.access),
         Some(&json!({"data": {"x": 2}, "owner": b.id, "version": 99, "id": "00000000-0000-0000-0000-000000000000"}).to_string()));
+    assert_eq!((p.status, p.code()), (400, "invalid_request"), "{}", p.body);
+    let p = call("PUT", &doc_path(&c, id), Some(&a.access), Some(&json!({"data": {"x": 2}}).to_string()));
     assert_eq!((p.body["owner"].as_str(), p.body["version"].as_i64(), p.body["id"].as_str()), (Some(a.id.as_str()), Some(2), Some(id)));
     // A grantee with update permission cannot touch the ACL or the owner.
     let id2 = create_doc(&c, Some(&a.access), json!({}), Some(json!({"update": [format!("user:{}", b.id)]})));
