@@ -199,11 +199,11 @@ pub static ROUTES: &[Route] = &[
     // The ACL's lists are checked by baas.normalize_acl (invalid_acl names the problem).
     r("set_acl", PUT, ACL, Anyone)
         .body(&[opt("read", Any), opt("update", Any), opt("delete", Any)])
-        .sql("select x::text from baas.set_acl($1, $2, $3) x", &[Path(0), Path(1), Body])
+        .sql("select x::text from baas.set_acl($1, $2, $3, $4) x", &[Path(0), Path(1), Body, IfMatch])
         .private(),
     r("set_owner", PUT, OWNER, Anyone)
         .body(&[req("owner", Uuid)])
-        .sql("select x::text, x ->> 'version' from baas.transfer($1, $2, $3::text::uuid) x", &[Path(0), Path(1), F("owner")])
+        .sql("select x::text, x ->> 'version' from baas.transfer($1, $2, $3::text::uuid, $4) x", &[Path(0), Path(1), F("owner"), IfMatch])
         .answer(OK, Shape::Document).private(),
     // --- indexes (baas_service only)
     r("list_indexes", GET, INDEXES, Service).sql("select jsonb_build_object('items', baas.list_indexes($1))::text", &[Path(0)]),
