@@ -185,7 +185,9 @@ fn bad_input_is_4xx_and_writes_nothing() {
     let resp = raw(req.as_bytes());
     assert_eq!(raw_status(&resp), 413, "{resp}");
     assert!(resp.contains("payload_too_large"));
-    assert_eq!(listed_ids(&c, t).len(), 0);
+    // Nothing stored — and the listing is not merely empty: a valid create shows up alone.
+    let valid = create_doc(&c, t, json!({"ok": true}), None);
+    assert_eq!(listed_ids(&c, t), vec![valid]);
     for q in ["limit=1001", "limit=-1", "offset=x", "count=maybe", "filter=%7B%7D", "where=%7B", "where=%7B%22a%22%3A%7B%22%24regex%22%3A1%7D%7D"] {
         let r = call("GET", &format!("{}?{q}", docs_path(&c)), t, None);
         assert_eq!((r.status, r.code()), (400, "invalid_query"), "{q}");
