@@ -129,10 +129,13 @@ pub fn decode_query(s: &str) -> Result<Cow<'_, str>, ApiError> {
     }
 }
 
+/// A decoded name=value pair of a query string.
+type Pair<'q> = (Cow<'q, str>, Cow<'q, str>);
+
 /// The query's name=value pairs, decoded, each name at most once and one of `known`.
-fn pairs<'q>(query: Option<&'q str>, known: &[&str]) -> Result<Vec<(Cow<'q, str>, Cow<'q, str>)>, ApiError> {
+fn pairs<'q>(query: Option<&'q str>, known: &[&str]) -> Result<Vec<Pair<'q>>, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_query", m);
-    let mut out: Vec<(Cow<str>, Cow<str>)> = Vec::new();
+    let mut out: Vec<Pair> = Vec::new();
     for pair in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let (k, v) = (decode_query(k)?, decode_query(v)?);
