@@ -71,6 +71,14 @@ pub struct Config {
     #[arg(id = "header_timeout_secs", value_name = "SECS", long = "header-timeout-secs", env = "PGBAAS_HEADER_TIMEOUT_SECS", default_value = "10", value_parser = secs(600))]
     pub header_timeout: Duration,
 
+    /// After an early answer to a request whose body is unread (413, 401, 404...), read and discard at most this many more body bytes before closing, so the client can read the answer (0: off)
+    #[arg(long, value_name = "BYTES", env = "PGBAAS_LINGER_BYTES", default_value = "16777216", value_parser = int(0usize, 1 << 30, " bytes"))]
+    pub linger_bytes: usize,
+
+    /// ... and for at most this many seconds (nginx's lingering_timeout is 5 s)
+    #[arg(id = "linger_secs", value_name = "SECS", long = "linger-secs", env = "PGBAAS_LINGER_SECS", default_value = "5", value_parser = secs(600))]
+    pub linger: Duration,
+
     /// Milliseconds a request's SQL may run before 503 query_timeout
     #[arg(id = "statement_timeout_ms", value_name = "MS", long = "statement-timeout-ms", env = "PGBAAS_STATEMENT_TIMEOUT_MS", default_value = "5000", value_parser = millis(3_600_000))]
     pub statement_timeout: Duration,

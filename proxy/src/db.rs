@@ -16,7 +16,6 @@ use crate::errors::ApiError;
 use crate::pgwire::{Conn, PgError};
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use serde_json::Value;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
@@ -105,9 +104,27 @@ pub struct Out {
     pub extra: Vec<Option<String>>,
 }
 
+/// Who calls and under which limits: plain values, no HTTP type.
+pub struct Caller<'a> {
+    /// Verified JWT claims JSON; None for anonymous.
+    pub claims: Option<&'a str>,
+    /// The client's address, for the audit log.
+    pub client_ip: &'a str,
+}
+
+/// Limits every request's transaction runs under.
+pub struct Timeouts {
+    /// `statement_timeout` for the request's transaction, e.g. "5000ms".
+    pub statement: String,
+    /// How long the proxy waits for the database's answer before giving up on the
+    /// connection: twice the statement timeout (a request runs two statements) and a
+    /// margin, so only a database host gone silent reaches it.
+    pub answer: Duration,
+}
+
 pub fn map_pg_error(e: &tokio_postgres::Error, anonymous: bool) -> ApiError {
     match e.as_db_error() {
-        Some(db) => from_db(db.code().code(), db.message(), db.detail(), anonymous),
+        Some(db) => from_db(db.code().code(), db.message(), db.detail(), db.hint(), anonymous),
         None => {
             log::warn!("database connection error: {e}");
             ApiError::unavailable("the database is unavailable")
@@ -115,8 +132,8 @@ pub fn map_pg_error(e: &tokio_postgres::Error, anonymous: bool) -> ApiError {
     }
 }
 
-fn from_db(code: &str, message: &str, detail: Option<&str>, anonymous: bool) -> ApiError {
-    let err = ApiError::from_sqlstate(code, message, detail, anonymous);
+fn from_db(code: &str, message: &str, detail: Option<&str>, hint: Option<&str>, anonymous: bool) -> ApiError {
+    let err = ApiError::from_sqlstate(code, message, detail, hint, anonymous);
     if err.status.is_server_error() {
         log::error!("database error {code}: {message} ({detail:?})");
     }
@@ -125,7 +142,7 @@ fn from_db(code: &str, message: &str, detail: Option<&str>, anonymous: bool) -> 
 
 fn map_wire_error(e: &PgError, anonymous: bool) -> ApiError {
     match e {
-        PgError::Db { code, message, detail } => from_db(code, message, detail.as_deref(), anonymous),
+        PgError::Db { code, message, detail, hint } => from_db(code, message, detail.as_deref(), hint.as_deref(), anonymous),
         PgError::Conn(m) => {
             log::warn!("database connection error: {m}");
             ApiError::unavailable("the database is unavailable")
@@ -165,30 +182,41 @@ fn no_connection(e: impl std::fmt::Display) -> ApiError {
 const AUTHENTICATE: &str = "select baas.authenticate($1::text::jsonb), pg_catalog.set_config('statement_timeout', $2, true), \
      pg_catalog.set_config('baas.client_ip', $3, true)";
 
-/// Run `sql` with `params` in one transaction as the caller (`ctx.claims`: verified
-/// JWT claims JSON, or None for anonymous).
-pub async fn call(
-    ctx: &crate::server::Ctx<'_>,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-    returns: Returns,
-) -> Result<Option<Out>, ApiError> {
-    let anonymous = ctx.claims.is_none();
-    let deadline = ctx.db_deadline;
-    let conn = ctx.pool.get().await.map_err(no_connection)?;
+/// Run `steps` on a request connection within `deadline`; the connection goes back to
+/// the pool only when the run finished.
+async fn run(
+    pool: &RequestPool,
+    deadline: Duration,
+    steps: &[crate::pgwire::Step<'_>],
+    rows_of: usize,
+    anonymous: bool,
+) -> Result<Option<Vec<Option<String>>>, ApiError> {
+    let conn = pool.get().await.map_err(no_connection)?;
     let mut guard = Guard { conn: Some(conn) };
     let Some(conn) = guard.conn.as_mut() else {
         return Err(ApiError::internal()); // unreachable: set on the line above
     };
-    let auth_params: [&(dyn ToSql + Sync); 3] = [&ctx.claims, &ctx.statement_timeout, &ctx.client_ip];
-    let Ok(result) = tokio::time::timeout(deadline, conn.run(&[(AUTHENTICATE, &auth_params), (sql, params)], 1)).await else {
+    let Ok(result) = tokio::time::timeout(deadline, conn.run(steps, rows_of)).await else {
         // The guard closes the connection: its answer may still come.
         log::warn!("the database did not answer within {deadline:?}");
         return Err(ApiError::unavailable("the database did not answer in time"));
     };
     // Finished: back to the pool (recycling drops a connection that is not reusable).
     guard.conn.take();
-    let row = result.map_err(|e| map_wire_error(&e, anonymous))?;
+    result.map_err(|e| map_wire_error(&e, anonymous))
+}
+
+/// Run `sql` with `params` in one transaction as `caller`.
+pub async fn call(
+    pool: &RequestPool,
+    t: &Timeouts,
+    caller: &Caller<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    returns: Returns,
+) -> Result<Option<Out>, ApiError> {
+    let auth_params: [&(dyn ToSql + Sync); 3] = [&caller.claims, &t.statement.as_str(), &caller.client_ip];
+    let row = run(pool, t.answer, &[(AUTHENTICATE, &auth_params), (sql, params)], 1, caller.claims.is_none()).await?;
     Ok(match returns {
         Returns::Void => None,
         Returns::Json => row.and_then(|mut cols| {
@@ -198,9 +226,22 @@ pub async fn call(
     })
 }
 
-/// A plain query as baas_authenticator (no role switch), e.g. health and key loads.
-pub async fn query_json(pool: &Pool, sql: &str) -> Result<Vec<Value>, ApiError> {
-    let conn = get(pool).await?;
-    let row = conn.query_one(sql, &[]).await.map_err(|e| map_pg_error(&e, false))?;
-    Ok((0..row.len()).map(|i| row.get::<_, Value>(i)).collect())
+/// The requests' pool, as /healthz reports it.
+pub struct PoolUse {
+    pub max_size: usize,
+    pub size: usize,
+    pub available: usize,
+    pub waiting: usize,
+}
+
+pub fn pool_use(pool: &RequestPool) -> PoolUse {
+    let s = pool.status();
+    PoolUse { max_size: s.max_size, size: s.size, available: s.available, waiting: s.waiting }
+}
+
+/// One statement over a request connection, as baas_authenticator (no role switch):
+/// Ok when a request connection could be had within the pool timeout and the
+/// extension answered.
+pub async fn check_requests(pool: &RequestPool, t: &Timeouts) -> Result<(), ApiError> {
+    run(pool, t.answer, &[("select baas.auth_settings()::text", &[])], 0, false).await.map(|_| ())
 }

@@ -88,8 +88,10 @@ impl DeadlineStream {
         }
     }
 
-    /// A response went out: the next bytes read are a new request's head (the server
-    /// never drains an unread body: server.rs closes such connections).
+    /// A response went out: the next bytes read are a new request's head. (A body left
+    /// unread is never taken for one: server.rs only reads it on to discard it, with
+    /// its own bounds, and then closes the connection. Should header_timeout be the
+    /// shorter bound, it merely ends that lingering read sooner.)
     fn next_request(&mut self) {
         self.in_head = true;
         self.line_started = false;

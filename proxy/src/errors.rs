@@ -12,11 +12,16 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a Retry-After header (429).
     pub retry_after: Option<u64>,
+    /// `ETag` of the reply: a 412's current version.
+    pub etag: Option<String>,
+    /// Postgres refused the call itself (42501 from a GRANT, not a policy's own
+    /// error): the server words the message after the route's declared caller.
+    pub grant_refused: bool,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError { status, code: code.to_string(), message: message.into(), retry_after: None }
+        ApiError { status, code: code.to_string(), message: message.into(), retry_after: None, etag: None, grant_refused: false }
     }
     pub fn rate_limited(retry_after: u64) -> Self {
         let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("too many requests; retry in {retry_after} s"));
@@ -40,10 +45,16 @@ impl ApiError {
     }
 
     /// Map a database error. `anonymous` turns "permission denied" into 401: the
-    /// caller should sign in, not give up.
-    pub fn from_sqlstate(sqlstate: &str, message: &str, detail: Option<&str>, anonymous: bool) -> Self {
+    /// caller should sign in, not give up. A `version_conflict`'s HINT is the
+    /// document's current version: it becomes the reply's ETag.
+    pub fn from_sqlstate(sqlstate: &str, message: &str, detail: Option<&str>, hint: Option<&str>, anonymous: bool) -> Self {
         let (status, default_code) = status_for(sqlstate, anonymous);
-        let code = detail.filter(|d| is_code(d)).unwrap_or(default_code);
+        let own_code = detail.filter(|d| is_code(d));
+        let code = own_code.unwrap_or(default_code);
+        let etag = hint
+            .filter(|_| code == "version_conflict")
+            .and_then(|h| h.trim().parse::<i64>().ok())
+            .map(|v| format!("\"{v}\""));
         let status = status_for_code(code).unwrap_or(status);
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             // Never show server internals to a client; the log has them.
@@ -53,7 +64,8 @@ impl ApiError {
         } else {
             message.to_string()
         };
-        ApiError { status, code: code.to_string(), message, retry_after: None }
+        let grant_refused = sqlstate == "42501" && own_code.is_none();
+        ApiError { status, code: code.to_string(), message, retry_after: None, etag, grant_refused }
     }
 }
 
@@ -107,9 +119,9 @@ mod tests {
 
     #[test]
     fn detail_code_wins_when_well_formed() {
-        let e = ApiError::from_sqlstate("22023", "password too short", Some("weak_password"), true);
+        let e = ApiError::from_sqlstate("22023", "password too short", Some("weak_password"), None, true);
         assert_eq!((e.status, e.code.as_str()), (StatusCode::BAD_REQUEST, "weak_password"));
-        let e = ApiError::from_sqlstate("22023", "bad", Some("Key (x)=(1) is bad"), true);
+        let e = ApiError::from_sqlstate("22023", "bad", Some("Key (x)=(1) is bad"), None, true);
         assert_eq!(e.code, "invalid_request");
     }
 
@@ -121,7 +133,7 @@ mod tests {
 
     #[test]
     fn unknown_states_are_500_without_internals() {
-        let e = ApiError::from_sqlstate("XX000", "secret internals", None, false);
+        let e = ApiError::from_sqlstate("XX000", "secret internals", None, None, false);
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(e.message, "internal error");
         let body: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
@@ -130,13 +142,15 @@ mod tests {
 
     #[test]
     fn codes_refine_statuses() {
-        let e = ApiError::from_sqlstate("40001", "stale", Some("version_conflict"), false);
-        assert_eq!(e.status, StatusCode::PRECONDITION_FAILED);
-        let e = ApiError::from_sqlstate("23514", "bad", Some("schema_violation"), false);
+        let e = ApiError::from_sqlstate("40001", "stale", Some("version_conflict"), Some("7"), false);
+        assert_eq!((e.status, e.etag.as_deref()), (StatusCode::PRECONDITION_FAILED, Some("\"7\"")));
+        let e = ApiError::from_sqlstate("40001", "stale", Some("serialization_failure"), Some("7"), false);
+        assert_eq!(e.etag, None, "only a version conflict's hint is a version");
+        let e = ApiError::from_sqlstate("23514", "bad", Some("schema_violation"), None, false);
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
-        let e = ApiError::from_sqlstate("42501", "no", Some("forbidden"), true);
+        let e = ApiError::from_sqlstate("42501", "no", Some("forbidden"), None, true);
         assert_eq!(e.status, StatusCode::FORBIDDEN);
-        let e = ApiError::from_sqlstate("P0002", "no", Some("document_not_found"), true);
+        let e = ApiError::from_sqlstate("P0002", "no", Some("document_not_found"), None, true);
         assert_eq!((e.status, e.code.as_str()), (StatusCode::NOT_FOUND, "document_not_found"));
     }
 

@@ -14,7 +14,6 @@ mod router;
 mod routes;
 mod server;
 
-use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -67,13 +66,15 @@ fn main() {
     server.add_service(pingora::services::background::background_service("key listener", listener));
 
     let listen = cfg.listen.to_string();
-    let statement_timeout = format!("{}ms", cfg.statement_timeout.as_millis());
     let limiter = ratelimit::Limiter::new(cfg.limits());
-    // A request runs two statements under the timeout; the margin is for the network.
-    let db_deadline = cfg.statement_timeout * 2 + std::time::Duration::from_secs(10);
-    let app = server::App { statement_timeout, db_deadline, cfg, pool, requests, keys, limiter };
+    let timeouts = db::Timeouts {
+        statement: format!("{}ms", cfg.statement_timeout.as_millis()),
+        // A request runs two statements under the timeout; the margin is for the network.
+        answer: cfg.statement_timeout * 2 + std::time::Duration::from_secs(10),
+    };
+    let app = server::App { timeouts, cfg, pool, requests, keys, limiter };
     let header_timeout = app.cfg.header_timeout;
-    let http = deadline::HeadDeadline { inner: Arc::new(HttpServer::new_app(app)), limit: header_timeout };
+    let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout };
     let mut service = Service::new("pgbaas http".to_string(), http);
     service.add_tcp(&listen);
     server.add_service(service);

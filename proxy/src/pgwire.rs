@@ -41,7 +41,9 @@ pub const APPLICATION_NAME: &str = "pgbaas-proxy";
 #[derive(Debug)]
 pub enum PgError {
     /// An error Postgres reported (the statements before the Sync are rolled back).
-    Db { code: String, message: String, detail: Option<String> },
+    /// `hint` carries data for the reply, e.g. the current version of a document
+    /// whose If-Match failed.
+    Db { code: String, message: String, detail: Option<String>, hint: Option<String> },
     /// No usable connection: refused, lost, timed out, or the server broke protocol.
     Conn(String),
     /// The proxy's own mistake (a parameter of the wrong type): a 500, logged.
@@ -91,17 +93,18 @@ pub struct Conn {
 }
 
 fn db_error(fields: &mut postgres_protocol::message::backend::ErrorFields<'_>) -> PgError {
-    let (mut code, mut message, mut detail) = (String::new(), String::new(), None);
+    let (mut code, mut message, mut detail, mut hint) = (String::new(), String::new(), None, None);
     while let Ok(Some(f)) = fields.next() {
         let value = || String::from_utf8_lossy(f.value_bytes()).into_owned();
         match f.type_() {
             b'C' => code = value(),
             b'M' => message = value(),
             b'D' => detail = Some(value()),
+            b'H' => hint = Some(value()),
             _ => {}
         }
     }
-    PgError::Db { code, message, detail }
+    PgError::Db { code, message, detail, hint }
 }
 
 fn unexpected(what: &str) -> PgError {

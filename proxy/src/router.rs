@@ -1,133 +1,334 @@
-//! Method + path -> route. Paths are matched segment by segment, exactly as sent (no
-//! decoding, no dot-segment resolution); path parameters are handed to SQL as bind
-//! parameters only. Unknown paths are 404, known paths with another method 405.
+//! What a route is, and finding the route of a request. The routes themselves are one
+//! table of these structs, `routes::ROUTES`: routing, 404/405 with `Allow`, body checks,
+//! the SQL call and the reply are all read from it (PostgREST's request -> plan ->
+//! query -> response split: routes/plan.rs makes the plan, db.rs runs it, server.rs
+//! writes the reply). A later issue derives the OpenAPI document from the same table.
+//!
+//! Paths are matched segment by segment, exactly as sent (no dot-segment resolution,
+//! no empty segments); path parameters are percent-decoded only after a match, without
+//! form rules (`+` is a plus), and reach SQL as bind parameters only.
 
-use http::Method;
+use crate::errors::ApiError;
+use crate::ratelimit::Kind;
+use http::{Method, StatusCode};
+use std::borrow::Cow;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route<'a> {
-    Health,
-    Jwks,
-    Signup,
-    Login,
-    Refresh,
-    Logout,
-    GetUser,
-    UpdateUser,
-    DeleteUser,
-    ListCollections,
-    CreateCollection,
-    GetCollection(&'a str),
-    DropCollection(&'a str),
-    ListDocuments(&'a str),
-    CreateDocument(&'a str),
-    GetDocument(&'a str, &'a str),
-    ReplaceDocument(&'a str, &'a str),
-    PatchDocument(&'a str, &'a str),
-    DeleteDocument(&'a str, &'a str),
-    GetAcl(&'a str, &'a str),
-    SetAcl(&'a str, &'a str),
-    SetOwner(&'a str, &'a str),
-    ListIndexes(&'a str),
-    CreateIndex(&'a str),
-    DropIndex(&'a str, &'a str),
-    ListRoles,
-    CreateRole,
-    DropRole(&'a str),
-    AddRoleMember(&'a str, &'a str),
-    RemoveRoleMember(&'a str, &'a str),
-    AddRoleToRole(&'a str, &'a str),
-    RemoveRoleFromRole(&'a str, &'a str),
+/// Longest route pattern, in segments; longer paths are 404 without a table scan.
+pub const MAX_SEGMENTS: usize = 8;
+/// Most path parameters of one route.
+pub const MAX_PARAMS: usize = 4;
+
+/// One route: everything the proxy knows about it.
+#[derive(Debug)]
+pub struct Route {
+    /// Stable name (the OpenAPI operationId to be).
+    pub name: &'static str,
+    pub method: Method,
+    pub path: &'static [Seg],
+    /// Who Postgres lets call it (GRANTs and policies decide; this only words errors).
+    pub auth: Auth,
+    /// Limits besides the per-IP request limit every route counts against.
+    pub limits: &'static [Limit],
+    /// What the request carries and how it is answered.
+    pub kind: RouteKind,
+    /// The JSON body's top-level fields; None: no body is read.
+    pub body: Option<&'static [Field]>,
+    pub query: Query,
+    /// The one SQL statement, with `$n` bound from `args` in order.
+    pub sql: &'static str,
+    pub args: &'static [Arg],
+    pub answer: Answer,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seg {
+    Lit(&'static str),
+    /// A parameter segment: its name (for messages and docs) and type.
+    Param(&'static str, ParamType),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamType {
+    Text,
+    /// Checked before SQL: a malformed one is 400 naming the parameter.
+    Uuid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Anonymous callers too (anonymous rights are Postgres's to decide).
+    Anyone,
+    /// A user's access token.
+    User,
+    /// A service token.
+    Service,
+}
+
+/// A rate limit: which bucket kind, and the key it counts under.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    pub kind: Kind,
+    pub key: LimitKey,
+    /// Only when this body field is present (a password change).
+    pub when: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum LimitKey {
+    /// The client's address (ratelimit::ip_key). Checked before the token and body.
+    Ip,
+    /// `ratelimit::account_key(prefix, <string body field>)`.
+    Body(&'static str, &'static str),
+    /// `ratelimit::account_key(prefix, <the token's sub>)`.
+    Subject(&'static str),
+}
+
+/// How a route talks: JSON in and out now. Raw uploads/downloads, SSE, WebSocket
+/// upgrades and Parse shapes are kinds later issues add; the server writes replies
+/// with write_response_header/write_response_body, so a kind may stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// The SQL call's JSON is the reply.
+    Json,
+    /// `/healthz`: the request pool's state.
+    Health,
+    /// The signing keys' JWKS, from the proxy's cache.
+    Jwks,
+}
+
+/// A top-level body field. Fields not declared are refused, naming the field.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub ty: FieldType,
+    pub need: Need,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Required,
+    Optional,
+    /// Optional, but at least one of the route's `OneOf` fields must be sent.
+    OneOf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    Text,
+    Uuid,
+    Object,
+    /// Document data: an object; a wrong type is `invalid_data`.
+    Data,
+    /// Any JSON; SQL checks it (an ACL).
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Query {
+    /// No query parameters: any is refused.
+    None,
+    /// where, order, limit, offset, count, after, fields.
+    List,
+    /// `kind=btree|gin` (dropping an index).
+    IndexKind,
+}
+
+/// Where a `$n` of the route's SQL comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arg {
+    /// The n-th path parameter, decoded.
+    Path(usize),
+    /// A body field (NULL when absent), typed as declared.
+    Field(&'static str),
+    /// The whole body, as jsonb.
+    Body,
+    /// `If-Match` as a version (NULL when absent or `*`).
+    IfMatch,
+    List(ListArg),
+    IndexKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListArg {
+    Filter,
+    Order,
+    Limit,
+    Offset,
+    Count,
+    After,
+    Fields,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub shape: Shape,
+    /// Tokens, account data and documents: `Cache-Control: no-store`.
+    pub no_store: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// The first column is the JSON body.
+    Json,
+    /// The JSON body and, second column, its version: the `ETag`.
+    Document,
+    /// Nothing: 204.
+    Void,
+    /// Columns 2 and 3 are `error.code` and `error.message` of a JSON result that is a
+    /// failure (returned, not raised, so its audit entry and lockout count commit):
+    /// then 401 with them; the message is the fallback.
+    ErrorResult(&'static str),
+}
+
+/// The raw (still percent-encoded) path parameters of a match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params<'a> {
+    raw: [&'a str; MAX_PARAMS],
+    len: usize,
+}
+
+impl<'a> Params<'a> {
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// The i-th parameter, percent-decoded (no form rules); not UTF-8 -> 400.
+    pub fn get(&self, i: usize) -> Result<Cow<'a, str>, ApiError> {
+        decode_path(self.raw[i])
+    }
+}
+
+/// A path segment, percent-decoded with no form rules: `+` stays a plus.
+pub fn decode_path(s: &str) -> Result<Cow<'_, str>, ApiError> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request("invalid_request", "the path is not valid percent-encoded UTF-8"))
+}
+
+#[derive(Debug)]
 pub enum Match<'a> {
-    Found(Route<'a>),
-    /// The path exists; these methods are allowed on it.
-    WrongMethod(&'static str),
+    Found(&'static Route, Params<'a>),
+    /// The path exists with other methods: the `Allow` value.
+    WrongMethod(String),
     NotFound,
 }
 
-impl Route<'_> {
-    /// Routes whose handler reads a JSON body.
-    pub fn has_body(&self) -> bool {
-        use Route::*;
-        matches!(
-            self,
-            Signup | Login | Refresh | UpdateUser | CreateCollection | CreateDocument(_) | CreateIndex(_)
-                | ReplaceDocument(..) | PatchDocument(..) | SetAcl(..) | SetOwner(..) | CreateRole
-        )
-    }
-}
-
-pub fn route<'a>(method: &Method, path: &'a str) -> Match<'a> {
-    use Route::*;
+/// Find `method path` in `table`. No allocation unless the answer is 405.
+pub fn route<'a>(table: &'static [Route], method: &Method, path: &'a str) -> Match<'a> {
     let Some(rest) = path.strip_prefix('/') else {
         return Match::NotFound;
     };
-    let segs: Vec<&'a str> = rest.split('/').collect();
-    if segs.iter().any(|s| s.is_empty()) {
-        return Match::NotFound;
+    let mut segs = [""; MAX_SEGMENTS];
+    let mut n = 0;
+    for s in rest.split('/') {
+        if s.is_empty() || n == MAX_SEGMENTS {
+            return Match::NotFound;
+        }
+        segs[n] = s;
+        n += 1;
     }
-    let m = method.clone();
-    macro_rules! pick {
-        ($allow:expr; $($meth:ident => $r:expr),+ $(,)?) => {{
-            $( if m == Method::$meth { return Match::Found($r); } )+
-            return Match::WrongMethod($allow);
-        }};
+    let segs = &segs[..n];
+    let mut path_known = false;
+    for r in table {
+        if !shape_matches(r.path, segs) {
+            continue;
+        }
+        if r.method == *method {
+            let mut p = Params { raw: [""; MAX_PARAMS], len: 0 };
+            for (pat, s) in r.path.iter().zip(segs) {
+                if let Seg::Param(..) = pat {
+                    p.raw[p.len] = s;
+                    p.len += 1;
+                }
+            }
+            return Match::Found(r, p);
+        }
+        path_known = true;
     }
-    match segs.as_slice() {
-        ["healthz"] => pick!("GET"; GET => Health),
-        [".well-known", "jwks.json"] => pick!("GET"; GET => Jwks),
-        ["v1", "auth", "signup"] => pick!("POST"; POST => Signup),
-        ["v1", "auth", "login"] => pick!("POST"; POST => Login),
-        ["v1", "auth", "refresh"] => pick!("POST"; POST => Refresh),
-        ["v1", "auth", "logout"] => pick!("POST"; POST => Logout),
-        ["v1", "auth", "user"] => pick!("GET, PATCH, DELETE"; GET => GetUser, PATCH => UpdateUser, DELETE => DeleteUser),
-        ["v1", "collections"] => pick!("GET, POST"; GET => ListCollections, POST => CreateCollection),
-        ["v1", "collections", c] => pick!("GET, DELETE"; GET => GetCollection(c), DELETE => DropCollection(c)),
-        ["v1", "collections", c, "documents"] => pick!("GET, POST"; GET => ListDocuments(c), POST => CreateDocument(c)),
-        ["v1", "collections", c, "documents", id] => pick!("GET, PUT, PATCH, DELETE";
-            GET => GetDocument(c, id), PUT => ReplaceDocument(c, id), PATCH => PatchDocument(c, id), DELETE => DeleteDocument(c, id)),
-        ["v1", "collections", c, "documents", id, "acl"] => pick!("GET, PUT"; GET => GetAcl(c, id), PUT => SetAcl(c, id)),
-        ["v1", "collections", c, "documents", id, "owner"] => pick!("PUT"; PUT => SetOwner(c, id)),
-        ["v1", "collections", c, "indexes"] => pick!("GET, POST"; GET => ListIndexes(c), POST => CreateIndex(c)),
-        ["v1", "collections", c, "indexes", path] => pick!("DELETE"; DELETE => DropIndex(c, path)),
-        ["v1", "roles"] => pick!("GET, POST"; GET => ListRoles, POST => CreateRole),
-        ["v1", "roles", r] => pick!("DELETE"; DELETE => DropRole(r)),
-        ["v1", "roles", r, "members", u] => pick!("PUT, DELETE"; PUT => AddRoleMember(r, u), DELETE => RemoveRoleMember(r, u)),
-        ["v1", "roles", r, "roles", m2] => pick!("PUT, DELETE"; PUT => AddRoleToRole(r, m2), DELETE => RemoveRoleFromRole(r, m2)),
-        _ => Match::NotFound,
+    if path_known {
+        Match::WrongMethod(allow(table, segs))
+    } else {
+        Match::NotFound
     }
+}
+
+fn shape_matches(pattern: &[Seg], segs: &[&str]) -> bool {
+    pattern.len() == segs.len()
+        && pattern.iter().zip(segs).all(|(p, s)| match p {
+            Seg::Lit(l) => l == s,
+            Seg::Param(..) => true,
+        })
+}
+
+/// The `Allow` value of a path: the methods of the table's routes it matches, in
+/// table order.
+fn allow(table: &[Route], segs: &[&str]) -> String {
+    let mut out = String::new();
+    for r in table.iter().filter(|r| shape_matches(r.path, segs)) {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(r.method.as_str());
+    }
+    out
+}
+
+/// A route's path pattern as text, e.g. `/v1/collections/{collection}/documents`.
+#[cfg(test)]
+pub fn pattern(r: &Route) -> String {
+    r.path
+        .iter()
+        .map(|s| match s {
+            Seg::Lit(l) => format!("/{l}"),
+            Seg::Param(name, _) => format!("/{{{name}}}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routes::ROUTES;
 
-    #[test]
-    fn routes() {
-        assert_eq!(route(&Method::POST, "/v1/auth/signup"), Match::Found(Route::Signup));
-        assert_eq!(route(&Method::DELETE, "/v1/auth/user"), Match::Found(Route::DeleteUser));
-        assert_eq!(route(&Method::GET, "/v1/auth/signup"), Match::WrongMethod("POST"));
-        assert_eq!(route(&Method::PUT, "/v1/auth/user"), Match::WrongMethod("GET, PATCH, DELETE"));
-        assert_eq!(route(&Method::GET, "/v1/auth/signup/"), Match::NotFound);
-        assert_eq!(route(&Method::GET, "/v1/../healthz"), Match::NotFound);
-        assert_eq!(route(&Method::GET, ""), Match::NotFound);
-        assert_eq!(route(&Method::GET, "//healthz"), Match::NotFound);
+    fn found(m: Method, p: &str) -> Option<(&'static str, Vec<String>)> {
+        match route(ROUTES, &m, p) {
+            Match::Found(r, ps) => Some((r.name, (0..ps.len()).map(|i| ps.get(i).unwrap().into_owned()).collect())),
+            _ => None,
+        }
+    }
+
+    fn allow_of(m: Method, p: &str) -> Option<String> {
+        match route(ROUTES, &m, p) {
+            Match::WrongMethod(a) => Some(a),
+            _ => None,
+        }
     }
 
     #[test]
-    fn document_routes_carry_their_parameters() {
+    fn routes() {
+        assert_eq!(found(Method::POST, "/v1/auth/signup").unwrap().0, "signup");
+        assert_eq!(found(Method::DELETE, "/v1/auth/user").unwrap().0, "delete_user");
+        assert_eq!(allow_of(Method::GET, "/v1/auth/signup").as_deref(), Some("POST"));
+        assert_eq!(allow_of(Method::PUT, "/v1/auth/user").as_deref(), Some("GET, PATCH, DELETE"));
+        for p in ["/v1/auth/signup/", "/v1/../healthz", "", "//healthz", "/a/b/c/d/e/f/g/h/i/j"] {
+            assert!(matches!(route(ROUTES, &Method::GET, p), Match::NotFound), "{p}");
+        }
+    }
+
+    #[test]
+    fn document_routes_carry_their_parameters_decoded() {
         assert_eq!(
-            route(&Method::PATCH, "/v1/collections/todos/documents/abc"),
-            Match::Found(Route::PatchDocument("todos", "abc"))
+            found(Method::PATCH, "/v1/collections/todos/documents/abc"),
+            Some(("patch_document", vec!["todos".into(), "abc".into()]))
         );
-        assert_eq!(route(&Method::PUT, "/v1/collections/t/documents/x/acl"), Match::Found(Route::SetAcl("t", "x")));
-        assert_eq!(route(&Method::POST, "/v1/collections/t/documents/x"), Match::WrongMethod("GET, PUT, PATCH, DELETE"));
-        assert_eq!(route(&Method::GET, "/v1/collections/t/documents/"), Match::NotFound);
-        assert_eq!(route(&Method::PUT, "/v1/roles/r/members/u"), Match::Found(Route::AddRoleMember("r", "u")));
-        assert!(Route::CreateDocument("t").has_body());
-        assert!(!Route::GetDocument("t", "x").has_body());
+        assert_eq!(
+            found(Method::DELETE, "/v1/collections/t/indexes/a+b%2Fc%20d"),
+            Some(("drop_index", vec!["t".into(), "a+b/c d".into()])),
+            "a path segment has no form rules: + is a plus"
+        );
+        assert_eq!(allow_of(Method::POST, "/v1/collections/t/documents/x").as_deref(), Some("GET, PUT, PATCH, DELETE"));
+        let Match::Found(_, p) = route(ROUTES, &Method::GET, "/v1/collections/%FF/documents") else { panic!() };
+        assert_eq!(p.get(0).unwrap_err().status, StatusCode::BAD_REQUEST);
     }
 }

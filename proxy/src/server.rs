@@ -1,131 +1,94 @@
-//! The pingora app: read the request, verify the token, dispatch, write JSON.
+//! The pingora app: per request, route (router.rs over the table in routes/mod.rs),
+//! count limits, verify the token, read and check the body, bind the plan
+//! (routes/plan.rs), run it (db.rs), write the reply.
+//!
+//! The app is an `HttpServerApp` (not the whole-body `ServeHttp`): it writes the
+//! response header and body itself, so a route kind may stream its reply, and after an
+//! early answer it can keep reading what the client still sends (lingering close).
 
 use crate::config::Config;
 use crate::db;
 use crate::errors::ApiError;
 use crate::jwt::{self, KeyCache, Verdict};
-use crate::ratelimit::{self, Kind, Limiter};
-use crate::router::{self, Match, Route};
-use crate::routes::{admin, auth, documents};
+use crate::ratelimit::{self, Limiter};
+use crate::router::{self, Auth, LimitKey, Match, Route, RouteKind, Shape};
+use crate::routes::{input, plan, ROUTES};
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use deadpool_postgres::Pool;
-use http::{header, Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
+use http::{header, StatusCode};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use serde_json::Value;
 use std::sync::Arc;
 
 pub struct App {
-    pub statement_timeout: String,
-    /// See `Ctx::db_deadline`.
-    pub db_deadline: std::time::Duration,
+    pub timeouts: db::Timeouts,
     pub cfg: Config,
     /// The proxy's own queries (keys, settings).
     pub pool: Pool,
     /// Requests' transactions.
-    pub requests: crate::db::RequestPool,
+    pub requests: db::RequestPool,
     pub keys: Arc<KeyCache>,
     pub limiter: Limiter,
 }
 
-/// What a route handler sees.
-pub struct Ctx<'a> {
-    pub pool: &'a crate::db::RequestPool,
-    /// `statement_timeout` for this request's transaction, e.g. "5000ms".
-    pub statement_timeout: &'a str,
-    /// How long the proxy waits for the database's answer before giving up on the
-    /// connection: twice the statement timeout (a request runs two statements) and a
-    /// margin, so only a database host gone silent reaches it.
-    pub db_deadline: std::time::Duration,
-    /// Verified claims JSON, None when anonymous.
-    pub claims: Option<&'a str>,
-    /// The client's address (ratelimit::client_ip), for the audit log, and the key its
-    /// per-IP limits count under (ratelimit::ip_key).
-    pub client_ip: &'a str,
-    pub ip_key: &'a str,
-    pub limiter: &'a Limiter,
-}
-
-impl Ctx<'_> {
-    /// Count this request against a per-IP or per-account limit.
-    pub fn limit(&self, kind: Kind, key: &str) -> Result<(), ApiError> {
-        self.limiter.check(kind, key).map_err(ApiError::rate_limited)
-    }
-}
-
 pub struct Reply {
     status: StatusCode,
-    body: Vec<u8>,
+    body: Bytes,
     content_type: Option<&'static str>,
     no_store: bool,
-    allow: Option<&'static str>,
-    /// `ETag` of a document response: its version, quoted.
-    pub etag: Option<String>,
+    allow: Option<String>,
+    /// `ETag`: a document's version, quoted.
+    etag: Option<String>,
     retry_after: Option<u64>,
 }
 
 impl Reply {
-    pub fn json(status: StatusCode, body: Vec<u8>) -> Reply {
-        Reply { status, body, content_type: Some("application/json"), no_store: false, allow: None, etag: None, retry_after: None }
+    fn json(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+        Reply { status, body: body.into(), content_type: Some("application/json"), no_store: false, allow: None, etag: None, retry_after: None }
     }
-    pub fn empty(status: StatusCode) -> Reply {
-        Reply { status, body: Vec::new(), content_type: None, no_store: false, allow: None, etag: None, retry_after: None }
+    fn empty(status: StatusCode) -> Reply {
+        Reply { status, body: Bytes::new(), content_type: None, no_store: false, allow: None, etag: None, retry_after: None }
     }
-    /// Responses that carry tokens or account data must not be cached by anything.
-    pub fn no_store(mut self) -> Reply {
-        self.no_store = true;
-        self
-    }
-    fn error(e: &ApiError) -> Reply {
-        let mut r = Reply::json(e.status, e.body()).no_store();
+    fn error(e: ApiError) -> Reply {
+        let mut r = Reply::json(e.status, e.body());
+        r.no_store = true;
         r.retry_after = e.retry_after;
+        r.etag = e.etag;
         r
     }
-    fn into_response(self) -> Response<Vec<u8>> {
-        let mut b = Response::builder()
-            .status(self.status)
-            .header(header::CONTENT_LENGTH, self.body.len());
+    fn header(&self) -> pingora::Result<ResponseHeader> {
+        let mut h = ResponseHeader::build(self.status, Some(6))?;
+        h.insert_header(header::CONTENT_LENGTH, self.body.len())?;
         if let Some(ct) = self.content_type {
-            b = b.header(header::CONTENT_TYPE, ct);
+            h.insert_header(header::CONTENT_TYPE, ct)?;
         }
         if self.no_store {
-            b = b.header(header::CACHE_CONTROL, "no-store");
+            h.insert_header(header::CACHE_CONTROL, "no-store")?;
         }
-        if let Some(allow) = self.allow {
-            b = b.header(header::ALLOW, allow);
+        if let Some(allow) = &self.allow {
+            h.insert_header(header::ALLOW, allow.as_str())?;
         }
-        if let Some(etag) = self.etag {
-            b = b.header(header::ETAG, etag);
+        if let Some(etag) = &self.etag {
+            h.insert_header(header::ETAG, etag.as_str())?;
         }
         if let Some(secs) = self.retry_after {
-            b = b.header(header::RETRY_AFTER, secs);
+            h.insert_header(header::RETRY_AFTER, secs)?;
         }
-        b.body(self.body).unwrap_or_else(|e| {
-            // Only our own header values go in; should one ever be invalid, answer 500
-            // without it rather than panic.
-            log::error!("building a response: {e}");
-            let mut r = Response::new(ApiError::internal().body());
-            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            r
-        })
+        Ok(h)
     }
 }
 
-enum Body {
-    Ok(Vec<u8>),
-    Err(ApiError),
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is larger than {limit} bytes"))
 }
 
 impl App {
-    async fn read_body(&self, s: &mut ServerSession) -> Body {
+    async fn read_body(&self, s: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
         let limit = self.cfg.body_limit;
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is larger than {limit} bytes"),
-            )
-        };
         let declared = s
             .req_header()
             .headers
@@ -133,7 +96,7 @@ impl App {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
-            return Body::Err(too_large());
+            return Err(too_large(limit));
         }
         let mut buf = BytesMut::new();
         let read = async {
@@ -141,7 +104,7 @@ impl App {
                 match s.read_request_body().await {
                     Ok(Some(chunk)) => {
                         if buf.len() + chunk.len() > limit {
-                            return Err(too_large());
+                            return Err(too_large(limit));
                         }
                         buf.extend_from_slice(&chunk);
                     }
@@ -154,13 +117,9 @@ impl App {
             }
         };
         match tokio::time::timeout(self.cfg.body_timeout, read).await {
-            Ok(Ok(())) => Body::Ok(buf.to_vec()),
-            Ok(Err(e)) => Body::Err(e),
-            Err(_) => Body::Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                "request body was not received in time",
-            )),
+            Ok(Ok(())) => Ok(buf.to_vec()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "request body was not received in time")),
         }
     }
 
@@ -227,20 +186,20 @@ impl App {
         }
     }
 
-    async fn handle(&self, s: &mut ServerSession) -> Reply {
-        let method = s.req_header().method.clone();
-        let uri = s.req_header().uri.clone();
-        let path = uri.path();
-        let route = match router::route(&method, path) {
-            Match::Found(r) => r,
+    async fn handle(&self, s: &mut ServerSession) -> Result<Reply, ApiError> {
+        // Owned copies (no allocation for a standard method; the URI shares its bytes),
+        // so the path parameters do not borrow the session the body is read from.
+        let (method, uri) = (s.req_header().method.clone(), s.req_header().uri.clone());
+        let (route, params) = match router::route(ROUTES, &method, uri.path()) {
+            Match::Found(r, p) => (r, p),
             Match::WrongMethod(allow) => {
-                let e = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {path}"));
-                let mut r = Reply::error(&e);
+                let e = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {}", uri.path()));
+                let mut r = Reply::error(e);
                 r.allow = Some(allow);
-                return r;
+                return Ok(r);
             }
             Match::NotFound => {
-                return Reply::error(&ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}")));
+                return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {}", uri.path())));
             }
         };
         if self.keys.claim_reload() {
@@ -251,135 +210,210 @@ impl App {
                 }
             });
         }
-        match route {
-            Route::Health => return self.health().await,
-            Route::Jwks => {
-                let body = self.keys.get().jwks_body.as_ref().clone();
-                return Reply::json(StatusCode::OK, body);
-            }
-            _ => {}
+        match route.kind {
+            RouteKind::Health => return Ok(self.health().await),
+            RouteKind::Jwks => return Ok(Reply::json(StatusCode::OK, self.keys.get().jwks_body.as_ref().clone())),
+            RouteKind::Json => {}
         }
         // Limits come first: a refused request costs no token check, body or connection.
         let (client_ip, ip_key) = self.client(s);
-        let per_ip = match route {
-            Route::Signup => Some(Kind::Signup),
-            Route::Login | Route::Refresh => Some(Kind::Auth),
-            _ => None,
-        };
-        for kind in std::iter::once(Kind::Request).chain(per_ip) {
-            if let Err(secs) = self.limiter.check(kind, &ip_key) {
-                return Reply::error(&ApiError::rate_limited(secs));
-            }
+        self.limiter.check(ratelimit::Kind::Request, &ip_key).map_err(ApiError::rate_limited)?;
+        for l in route.limits.iter().filter(|l| l.when.is_none() && matches!(l.key, LimitKey::Ip)) {
+            self.limiter.check(l.kind, &ip_key).map_err(ApiError::rate_limited)?;
         }
         // Tokens are checked before the body is read or a connection is taken.
-        let claims = match self.authenticate(s).await {
-            Ok(c) => c,
-            Err(e) => return Reply::error(&e),
-        };
-        let body = if route.has_body() {
-            if let Some(ct) = s.req_header().headers.get(header::CONTENT_TYPE) {
-                let ok = ct
-                    .to_str()
-                    .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
-                    .unwrap_or(false);
-                if !ok {
-                    return Reply::error(&ApiError::new(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "unsupported_media_type",
-                        "send the body as application/json",
-                    ));
-                }
+        let claims = self.authenticate(s).await?;
+        let body = match route.body {
+            Some(fields) => {
+                check_content_type(s)?;
+                let bytes = self.read_body(s).await?;
+                Some(input::parse_body(fields, &bytes)?)
             }
-            match self.read_body(s).await {
-                Body::Ok(b) => b,
-                Body::Err(e) => {
-                    // The rest of the body is unread: do not reuse this connection.
-                    s.set_keepalive(None);
-                    return Reply::error(&e);
-                }
-            }
-        } else {
-            Vec::new()
-        };
-        let version = match s.req_header().headers.get(header::IF_MATCH) {
             None => None,
-            Some(h) => match h.to_str().map_err(|_| ApiError::bad_request("invalid_request", "If-Match is malformed")).and_then(|v| documents::if_match(Some(v))) {
-                Ok(v) => v,
-                Err(e) => return Reply::error(&e),
-            },
         };
-        let ctx = Ctx {
-            pool: &self.requests,
-            claims: claims.as_deref(),
-            statement_timeout: &self.statement_timeout,
-            db_deadline: self.db_deadline,
-            client_ip: &client_ip,
-            ip_key: &ip_key,
-            limiter: &self.limiter,
+        self.late_limits(route, body.as_ref(), claims.as_deref(), &ip_key)?;
+        let if_match = match s.req_header().headers.get(header::IF_MATCH) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| ApiError::bad_request("invalid_request", "If-Match is malformed"))?),
         };
-        let b = &body;
-        let result = match route {
-            Route::Signup => auth::signup(&ctx, b).await,
-            Route::Login => auth::login(&ctx, b).await,
-            Route::Refresh => auth::refresh(&ctx, b).await,
-            Route::Logout => auth::logout(&ctx).await,
-            Route::GetUser => auth::get_user(&ctx).await,
-            Route::UpdateUser => auth::update_user(&ctx, b).await,
-            Route::DeleteUser => auth::delete_user(&ctx).await,
-            Route::ListCollections => admin::list_collections(&ctx).await,
-            Route::CreateCollection => admin::create_collection(&ctx, b).await,
-            Route::GetCollection(c) => admin::get_collection(&ctx, c).await,
-            Route::DropCollection(c) => admin::drop_collection(&ctx, c).await,
-            Route::ListDocuments(c) => documents::list(&ctx, c, uri.query()).await,
-            Route::CreateDocument(c) => documents::create(&ctx, c, b).await,
-            Route::GetDocument(c, id) => documents::get(&ctx, c, id).await,
-            Route::ReplaceDocument(c, id) => documents::replace(&ctx, c, id, b, version).await,
-            Route::PatchDocument(c, id) => documents::patch(&ctx, c, id, b, version).await,
-            Route::DeleteDocument(c, id) => documents::delete(&ctx, c, id, version).await,
-            Route::GetAcl(c, id) => documents::get_acl(&ctx, c, id).await,
-            Route::SetAcl(c, id) => documents::set_acl(&ctx, c, id, b).await,
-            Route::SetOwner(c, id) => documents::set_owner(&ctx, c, id, b).await,
-            Route::ListIndexes(c) => admin::list_indexes(&ctx, c).await,
-            Route::CreateIndex(c) => admin::create_index(&ctx, c, b).await,
-            Route::DropIndex(c, p) => admin::drop_index(&ctx, c, p, uri.query()).await,
-            Route::ListRoles => admin::list_roles(&ctx).await,
-            Route::CreateRole => admin::create_role(&ctx, b).await,
-            Route::DropRole(r) => admin::drop_role(&ctx, r).await,
-            Route::AddRoleMember(r, u) => admin::membership(&ctx, "select baas.add_role_member($1, $2::text::uuid)", r, u).await,
-            Route::RemoveRoleMember(r, u) => admin::membership(&ctx, "select baas.remove_role_member($1, $2::text::uuid)", r, u).await,
-            Route::AddRoleToRole(r, m) => admin::membership(&ctx, "select baas.add_role_to_role($1, $2)", r, m).await,
-            Route::RemoveRoleFromRole(r, m) => admin::membership(&ctx, "select baas.remove_role_from_role($1, $2)", r, m).await,
-            Route::Health | Route::Jwks => unreachable!("answered above"),
-        };
-        result.unwrap_or_else(|e| Reply::error(&e))
+        let req = plan::Request { params, query: uri.query(), if_match, body: body.as_ref() };
+        let plan = plan::plan(route, &req)?;
+        let caller = db::Caller { claims: claims.as_deref(), client_ip: &client_ip };
+        let returns = if route.answer.shape == Shape::Void { db::Returns::Void } else { db::Returns::Json };
+        let args = plan.args();
+        let out = db::call(&self.requests, &self.timeouts, &caller, route.sql, &args[..plan.arg_count()], returns)
+            .await
+            .map_err(|e| reword_refusal(e, route, claims.is_some()))?;
+        answer(route, out)
     }
 
-    async fn health(&self) -> Reply {
-        match db::query_json(&self.pool, "select baas.auth_settings()").await {
-            Ok(_) => Reply::json(StatusCode::OK, br#"{"status":"ok","database":"ok"}"#.to_vec()),
-            Err(e) => Reply::error(&ApiError::unavailable(format!("database check failed: {}", e.message))),
+    /// Limits keyed by the body or the caller, or only for some bodies: after the body.
+    fn late_limits(&self, route: &Route, body: Option<&Value>, claims: Option<&str>, ip_key: &str) -> Result<(), ApiError> {
+        let field = |name: &str| body.and_then(|b| b.get(name)).filter(|v| !v.is_null());
+        for l in route.limits {
+            if l.when.is_some_and(|f| field(f).is_none()) {
+                continue;
+            }
+            let key = match l.key {
+                LimitKey::Ip if l.when.is_none() => continue, // counted before the token check
+                LimitKey::Ip => ip_key.to_string(),
+                LimitKey::Body(prefix, name) => match field(name).and_then(Value::as_str) {
+                    Some(v) => ratelimit::account_key(prefix, v),
+                    None => continue,
+                },
+                LimitKey::Subject(prefix) => {
+                    let sub = claims.and_then(|c| serde_json::from_str::<Value>(c).ok()).and_then(|c| c["sub"].as_str().map(str::to_string));
+                    ratelimit::account_key(prefix, &sub.unwrap_or_default())
+                }
+            };
+            self.limiter.check(l.kind, &key).map_err(ApiError::rate_limited)?;
         }
+        Ok(())
+    }
+
+    /// /healthz: a statement over a request connection, and the request pool's use.
+    async fn health(&self) -> Reply {
+        let result = db::check_requests(&self.requests, &self.timeouts).await;
+        let p = db::pool_use(&self.requests);
+        let pool = serde_json::json!({"size": p.size, "max_size": p.max_size, "in_use": p.size - p.available.min(p.size),
+                                      "available": p.available, "waiting": p.waiting});
+        let (status, body) = match result {
+            Ok(()) => (StatusCode::OK, serde_json::json!({"status": "ok", "database": "ok", "pool": pool})),
+            Err(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "unavailable", "error": {"code": e.code, "message": e.message}, "pool": pool}),
+            ),
+        };
+        let mut r = Reply::json(status, body.to_string());
+        r.no_store = true;
+        r
+    }
+
+    /// After an early answer the client may still be sending its body (it writes it
+    /// whole before reading: no `Expect: 100-continue`). Closing with those bytes
+    /// unread makes the kernel send a reset, which can destroy the answer before the
+    /// client reads it (RFC 9112 9.6). So: end our side (FIN after the answer), read
+    /// and discard at most linger_bytes for at most linger, then close. The discarded
+    /// bytes are never parsed as a request: the connection is not reused.
+    async fn linger(&self, s: &mut ServerSession) {
+        s.shutdown().await;
+        let mut left = self.cfg.linger_bytes;
+        let discard = async {
+            while left > 0 {
+                match s.read_request_body().await {
+                    Ok(Some(chunk)) => left = left.saturating_sub(chunk.len()),
+                    Ok(None) | Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.cfg.linger, discard).await;
     }
 }
 
+fn check_content_type(s: &ServerSession) -> Result<(), ApiError> {
+    let Some(ct) = s.req_header().headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let json = ct.to_str().is_ok_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the body as application/json"));
+    }
+    Ok(())
+}
+
+/// A call Postgres refused by its GRANTs (42501 without a code of ours) reads
+/// "permission denied for function collections": say instead what the route needs,
+/// as the table declares it. Postgres decided; this only words the answer.
+fn reword_refusal(mut e: ApiError, route: &Route, signed_in: bool) -> ApiError {
+    if !e.grant_refused {
+        return e;
+    }
+    e.message = match (route.auth, signed_in) {
+        (Auth::Service, _) => "this call needs a service token: send Authorization: Bearer <service token>".into(),
+        (Auth::User, true) => "this call needs a user's access token (a service token acts for no user)".into(),
+        (_, false) => "this call needs a signed-in user: send Authorization: Bearer <access_token>".into(),
+        (Auth::Anyone, true) => "this token may not make this call".into(),
+    };
+    e
+}
+
+/// The SQL call's answer as the route's reply.
+fn answer(route: &Route, out: Option<db::Out>) -> Result<Reply, ApiError> {
+    let a = &route.answer;
+    if a.shape == Shape::Void {
+        return Ok(Reply::empty(a.status));
+    }
+    let Some(out) = out else {
+        log::error!("route {}: its SQL returned no row", route.name);
+        return Err(ApiError::internal());
+    };
+    let mut etag = None;
+    match a.shape {
+        Shape::Document => etag = out.extra.first().cloned().flatten().map(|v| format!("\"{v}\"")),
+        Shape::ErrorResult(fallback) => {
+            if let Some(Some(code)) = out.extra.first() {
+                let message = out.extra.get(1).cloned().flatten().unwrap_or_else(|| fallback.into());
+                return Err(ApiError::new(StatusCode::UNAUTHORIZED, code, message));
+            }
+        }
+        Shape::Json | Shape::Void => {}
+    }
+    let mut r = Reply::json(a.status, out.body.into_bytes());
+    r.no_store = a.no_store;
+    r.etag = etag;
+    Ok(r)
+}
+
 #[async_trait]
-impl ServeHttp for App {
-    async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
+impl HttpServerApp for App {
+    async fn process_new_http(self: &Arc<Self>, mut s: ServerSession, shutdown: &ShutdownWatch) -> Option<ReusedHttpStream> {
+        match s.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                log::debug!("reading a request head: {e}");
+                return None;
+            }
+        }
+        s.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
         let started = std::time::Instant::now();
-        let reply = self.handle(s).await;
+        let reply = self.handle(&mut s).await.unwrap_or_else(Reply::error);
         // Answered without reading the whole body (an early 401, 404, 413, 429...):
-        // close rather than let the server drain the rest, which a client could use
-        // to pass body bytes off as the next request's head (deadline.rs).
-        if !s.is_body_done() {
+        // never reuse the connection, which a client could use to pass body bytes off
+        // as the next request's head (deadline.rs); linger so the answer arrives.
+        let early = !s.is_body_done();
+        if early {
             s.set_keepalive(None);
         }
-        log::info!(
-            "{} {} -> {} in {:?}",
-            s.req_header().method,
-            s.req_header().uri.path(),
-            reply.status.as_u16(),
-            started.elapsed()
-        );
-        reply.into_response()
+        let written = match reply.header() {
+            Ok(h) => s.write_response_header(Box::new(h)).await,
+            Err(e) => {
+                // Only our own header values go in; should one be invalid, a bare 500.
+                log::error!("building a response: {e}");
+                s.set_keepalive(None);
+                s.respond_error(500).await
+            }
+        };
+        let written = match written {
+            Ok(()) if !reply.body.is_empty() => s.write_response_body(reply.body, true).await,
+            other => other,
+        };
+        if let Err(e) = written {
+            log::debug!("writing a response: {e}");
+            return None;
+        }
+        log::info!("{} {} -> {} in {:?}", s.req_header().method, s.req_header().uri.path(), reply.status.as_u16(), started.elapsed());
+        // A client that is slow sending its body (408) or sent a broken one gets no more time.
+        if early && reply.status != StatusCode::REQUEST_TIMEOUT && self.cfg.linger_bytes > 0 {
+            self.linger(&mut s).await;
+        }
+        let settings = HttpPersistentSettings::for_session(&s);
+        match s.finish().await {
+            Ok(stream) => stream.map(|st| ReusedHttpStream::from_reusable_stream(st, settings)),
+            Err(e) => {
+                log::debug!("finishing a request: {e}");
+                None
+            }
+        }
     }
 }

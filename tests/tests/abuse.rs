@@ -386,9 +386,13 @@ fn slow_and_oversized_clients_are_cut_off_without_affecting_others() {
     let _ = slow_body.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 408"), "{text:.120}");
+    // 2 s body timeout; 6 s leaves 4 s for a loaded machine, while a proxy without the
+    // timeout would hold the connection until the 10 s read timeout above.
     assert!(t.elapsed() < Duration::from_secs(6), "cut off after {:?}", t.elapsed());
     for l in lorises {
         let cut = l.join().unwrap().expect("a slow-loris connection was never cut off");
+        // 2 s head deadline: not before it (less a write's slack), and well before the
+        // 10 s the client keeps writing, with room for a loaded machine.
         assert!(cut >= Duration::from_millis(1500) && cut < Duration::from_secs(8), "cut off after {cut:?}");
     }
     // An oversized body is refused from its Content-Length, before a byte of it is read.

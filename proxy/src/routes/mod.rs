@@ -1,47 +1,274 @@
-//! Route handlers, and what they share: reading the JSON body's fields, and turning a
-//! SQL function's JSON result into a reply.
-pub mod admin;
-pub mod auth;
-pub mod documents;
+//! THE ROUTE TABLE: every HTTP route of the proxy, one entry each — method, path,
+//! who may call it, its limits, its body shape, the one SQL statement it runs with
+//! where each `$n` comes from, and how the answer becomes a reply. Routing, `Allow`,
+//! body and query checks (input.rs), binding (plan.rs) and replies (server.rs) are all
+//! read from here. Adding a route is one entry here plus its SQL function in `baas`.
+//!
+//! `auth` words errors only: Postgres decides who may call what (GRANTs, policies).
 
-use crate::db;
-use crate::errors::ApiError;
-use crate::server::Reply;
-use http::StatusCode;
-use serde_json::{Map, Value};
+pub mod input;
+pub mod plan;
 
-/// The reply for a route whose SQL returned a JSON body (passed through as text).
-pub fn json_out(status: StatusCode, out: Option<db::Out>) -> Result<Reply, ApiError> {
-    let out = out.ok_or_else(ApiError::internal)?;
-    Ok(Reply::json(status, out.body.into_bytes()))
+use crate::ratelimit::Kind;
+use crate::router::Arg::{Body, Field as F, IfMatch, IndexKind, List, Path};
+use crate::router::FieldType::{Any, Data, Object, Text, Uuid};
+use crate::router::ListArg as L;
+use crate::router::{Answer, Arg, Auth, Field, FieldType, Limit, LimitKey, Need, ParamType, Query, Route, RouteKind, Seg, Shape};
+use http::{Method, StatusCode};
+
+const fn lit(s: &'static str) -> Seg {
+    Seg::Lit(s)
+}
+const fn p(name: &'static str) -> Seg {
+    Seg::Param(name, ParamType::Text)
+}
+const fn uuid(name: &'static str) -> Seg {
+    Seg::Param(name, ParamType::Uuid)
+}
+const fn req(name: &'static str, ty: FieldType) -> Field {
+    Field { name, ty, need: Need::Required }
+}
+const fn opt(name: &'static str, ty: FieldType) -> Field {
+    Field { name, ty, need: Need::Optional }
+}
+/// At least one of the route's `one_of` fields must be sent.
+const fn one_of(name: &'static str, ty: FieldType) -> Field {
+    Field { name, ty, need: Need::OneOf }
+}
+const fn per_ip(kind: Kind) -> Limit {
+    Limit { kind, key: LimitKey::Ip, when: None }
+}
+/// Per account, keyed by a body field (ratelimit::account_key(prefix, value)).
+const fn per_account(prefix: &'static str, field: &'static str) -> Limit {
+    Limit { kind: Kind::Account, key: LimitKey::Body(prefix, field), when: None }
 }
 
-/// The body as a JSON object, or 400.
-pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::bad_request("invalid_json", "request body must be a JSON object"));
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request("invalid_json", "request body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_request("invalid_json", format!("request body is not valid JSON: {e}"))),
-    }
-}
-
-pub fn string_field<'a>(m: &'a Map<String, Value>, name: &str, required: bool) -> Result<Option<&'a str>, ApiError> {
-    match m.get(name) {
-        None | Some(Value::Null) if !required => Ok(None),
-        None | Some(Value::Null) => Err(ApiError::bad_request("invalid_request", format!("field '{name}' is required"))),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::bad_request("invalid_request", format!("field '{name}' must be a string"))),
+const fn r(name: &'static str, method: Method, path: &'static [Seg], auth: Auth) -> Route {
+    // Every field written out: a struct update from a default would drop its Method.
+    Route {
+        name,
+        method,
+        path,
+        auth,
+        limits: &[],
+        kind: RouteKind::Json,
+        body: None,
+        query: Query::None,
+        sql: "",
+        args: &[],
+        answer: Answer { status: StatusCode::OK, shape: Shape::Json, no_store: false },
     }
 }
 
-pub fn object_field<'a>(m: &'a Map<String, Value>, name: &str) -> Result<Option<&'a Value>, ApiError> {
-    match m.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v @ Value::Object(_)) => Ok(Some(v)),
-        Some(_) => Err(ApiError::bad_request("invalid_request", format!("field '{name}' must be a JSON object"))),
+// Builders for the table's entries. They assign fields rather than use `..self`:
+// Route holds a `Method`, whose destructor a const fn may not run.
+impl Route {
+    const fn sql(mut self, sql: &'static str, args: &'static [Arg]) -> Route {
+        self.sql = sql;
+        self.args = args;
+        self
+    }
+    const fn body(mut self, fields: &'static [Field]) -> Route {
+        self.body = Some(fields);
+        self
+    }
+    const fn limits(mut self, limits: &'static [Limit]) -> Route {
+        self.limits = limits;
+        self
+    }
+    const fn query(mut self, query: Query) -> Route {
+        self.query = query;
+        self
+    }
+    const fn kind(mut self, kind: RouteKind) -> Route {
+        self.kind = kind;
+        self
+    }
+    const fn answer(mut self, status: StatusCode, shape: Shape) -> Route {
+        self.answer.status = status;
+        self.answer.shape = shape;
+        self
+    }
+    /// Replies carry tokens, account data or documents: never cached.
+    const fn private(mut self) -> Route {
+        self.answer.no_store = true;
+        self
     }
 }
 
+const GET: Method = Method::GET;
+const POST: Method = Method::POST;
+const PUT: Method = Method::PUT;
+const PATCH: Method = Method::PATCH;
+const DELETE: Method = Method::DELETE;
+const CREATED: StatusCode = StatusCode::CREATED;
+const OK: StatusCode = StatusCode::OK;
+const NO_CONTENT: StatusCode = StatusCode::NO_CONTENT;
+use Auth::{Anyone, Service, User};
+
+const USER: &[Seg] = &[lit("v1"), lit("auth"), lit("user")];
+const COLLECTIONS: &[Seg] = &[lit("v1"), lit("collections")];
+const COLLECTION: &[Seg] = &[lit("v1"), lit("collections"), p("collection")];
+const DOCS: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("documents")];
+const DOC: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("documents"), p("id")];
+const ACL: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("documents"), p("id"), lit("acl")];
+const OWNER: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("documents"), p("id"), lit("owner")];
+const INDEXES: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("indexes")];
+const INDEX: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("indexes"), p("path")];
+const ROLES: &[Seg] = &[lit("v1"), lit("roles")];
+const ROLE: &[Seg] = &[lit("v1"), lit("roles"), p("role")];
+const MEMBER: &[Seg] = &[lit("v1"), lit("roles"), p("role"), lit("members"), uuid("user")];
+const SUBROLE: &[Seg] = &[lit("v1"), lit("roles"), p("role"), lit("roles"), p("member")];
+
+/// Document routes select the document and its version (the ETag).
+const DOC_WRITE: &[Arg] = &[Path(0), Path(1), F("data"), IfMatch];
+const LOGIN_FIELDS: &[Field] = &[req("email", Text), req("password", Text)];
+
+pub static ROUTES: &[Route] = &[
+    r("health", GET, &[lit("healthz")], Anyone).kind(RouteKind::Health),
+    r("jwks", GET, &[lit(".well-known"), lit("jwks.json")], Anyone).kind(RouteKind::Jwks),
+    // --- accounts (sql/auth.sql)
+    r("signup", POST, &[lit("v1"), lit("auth"), lit("signup")], Anyone)
+        .body(&[req("email", Text), req("password", Text), opt("data", Object)])
+        .limits(&[per_ip(Kind::Signup), per_account("signup", "email")])
+        .sql("select x::text from baas.signup($1, $2, coalesce($3::jsonb, '{}')) x", &[F("email"), F("password"), F("data")])
+        .answer(CREATED, Shape::Json).private(),
+    r("login", POST, &[lit("v1"), lit("auth"), lit("login")], Anyone)
+        .body(LOGIN_FIELDS)
+        .limits(&[per_ip(Kind::Auth), per_account("email", "email")])
+        .sql("select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message' from baas.login($1, $2) x", &[F("email"), F("password")])
+        .answer(OK, Shape::ErrorResult("invalid email or password")).private(),
+    r("refresh", POST, &[lit("v1"), lit("auth"), lit("refresh")], Anyone)
+        .body(&[req("refresh_token", Text)])
+        // Per session family too: a stolen refresh token replayed in a loop is slowed
+        // down before it reaches the database.
+        .limits(&[per_ip(Kind::Auth), per_account("refresh", "refresh_token")])
+        .sql("select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message' from baas.refresh($1) x", &[F("refresh_token")])
+        .answer(OK, Shape::ErrorResult("refresh token is not valid")).private(),
+    r("logout", POST, &[lit("v1"), lit("auth"), lit("logout")], User)
+        .sql("select baas.logout()", &[]).answer(NO_CONTENT, Shape::Void),
+    r("get_user", GET, USER, User).sql("select x::text from baas.get_user() x", &[]).private(),
+    r("update_user", PATCH, USER, User)
+        .body(&[one_of("data", Object), one_of("password", Text), opt("current_password", Text)])
+        // Password changes check the current password: limited like logins.
+        .limits(&[
+            Limit { kind: Kind::Auth, key: LimitKey::Ip, when: Some("password") },
+            Limit { kind: Kind::Account, key: LimitKey::Subject("user"), when: Some("password") },
+        ])
+        .sql(
+            "select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message' from baas.update_user($1, $2, $3) x",
+            &[F("data"), F("password"), F("current_password")],
+        )
+        .answer(OK, Shape::ErrorResult("current password is wrong")).private(),
+    r("delete_user", DELETE, USER, User).sql("select baas.delete_user()", &[]).answer(NO_CONTENT, Shape::Void),
+    // --- collections (sql/documents.sql; baas_service only)
+    r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]),
+    r("create_collection", POST, COLLECTIONS, Service)
+        .body(&[req("name", Text), opt("options", Object)])
+        .sql("select x::text from baas.create_collection($1, coalesce($2::jsonb, '{}')) x", &[F("name"), F("options")])
+        .answer(CREATED, Shape::Json),
+    r("get_collection", GET, COLLECTION, Service).sql("select x::text from baas.get_collection($1) x", &[Path(0)]),
+    r("drop_collection", DELETE, COLLECTION, Service)
+        .sql("select baas.drop_collection($1)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    // --- documents
+    r("list_documents", GET, DOCS, Anyone)
+        .query(Query::List)
+        .sql(
+            "select x::text from baas.list_documents($1, $2, $3, $4, $5, $6, $7::text::uuid, $8) x",
+            &[Path(0), List(L::Filter), List(L::Order), List(L::Limit), List(L::Offset), List(L::Count), List(L::After), List(L::Fields)],
+        )
+        .private(),
+    r("create_document", POST, DOCS, Anyone)
+        .body(&[req("data", Data), opt("acl", Any), opt("id", Uuid)])
+        .sql("select x::text, x ->> 'version' from baas.create_document($1, $2, $3, $4::text::uuid) x", &[Path(0), F("data"), F("acl"), F("id")])
+        .answer(CREATED, Shape::Document).private(),
+    r("get_document", GET, DOC, Anyone)
+        .sql("select x::text, x ->> 'version' from baas.get_document($1, $2) x", &[Path(0), Path(1)])
+        .answer(OK, Shape::Document).private(),
+    r("replace_document", PUT, DOC, Anyone)
+        .body(&[req("data", Data)])
+        .sql("select x::text, x ->> 'version' from baas.replace_document($1, $2, $3, $4) x", DOC_WRITE)
+        .answer(OK, Shape::Document).private(),
+    r("patch_document", PATCH, DOC, Anyone)
+        .body(&[req("data", Data)])
+        .sql("select x::text, x ->> 'version' from baas.patch_document($1, $2, $3, $4) x", DOC_WRITE)
+        .answer(OK, Shape::Document).private(),
+    r("delete_document", DELETE, DOC, Anyone)
+        .sql("select baas.delete_document($1, $2, $3)", &[Path(0), Path(1), IfMatch]).answer(NO_CONTENT, Shape::Void),
+    r("get_acl", GET, ACL, Anyone).sql("select x::text from baas.get_acl($1, $2) x", &[Path(0), Path(1)]).private(),
+    // The ACL's lists are checked by baas.normalize_acl (invalid_acl names the problem).
+    r("set_acl", PUT, ACL, Anyone)
+        .body(&[opt("read", Any), opt("update", Any), opt("delete", Any)])
+        .sql("select x::text from baas.set_acl($1, $2, $3, $4) x", &[Path(0), Path(1), Body, IfMatch])
+        .private(),
+    r("set_owner", PUT, OWNER, Anyone)
+        .body(&[req("owner", Uuid)])
+        .sql("select x::text, x ->> 'version' from baas.transfer($1, $2, $3::text::uuid, $4) x", &[Path(0), Path(1), F("owner"), IfMatch])
+        .answer(OK, Shape::Document).private(),
+    // --- indexes (baas_service only)
+    r("list_indexes", GET, INDEXES, Service).sql("select jsonb_build_object('items', baas.list_indexes($1))::text", &[Path(0)]),
+    r("create_index", POST, INDEXES, Service)
+        .body(&[req("path", Text), opt("kind", Text)])
+        .sql("select x::text from baas.create_index($1, $2, coalesce($3, 'btree')) x", &[Path(0), F("path"), F("kind")])
+        .answer(CREATED, Shape::Json),
+    r("drop_index", DELETE, INDEX, Service)
+        .query(Query::IndexKind)
+        .sql("select baas.drop_index($1, $2, $3)", &[Path(0), Path(1), IndexKind]).answer(NO_CONTENT, Shape::Void),
+    // --- roles (baas_service only)
+    r("list_roles", GET, ROLES, Service).sql("select jsonb_build_object('items', baas.list_roles())::text", &[]),
+    r("create_role", POST, ROLES, Service)
+        .body(&[req("name", Text)])
+        .sql("select jsonb_build_object('name', $1::text)::text from baas.create_role($1) x", &[F("name")])
+        .answer(CREATED, Shape::Json),
+    r("drop_role", DELETE, ROLE, Service).sql("select baas.drop_role($1)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    r("add_role_member", PUT, MEMBER, Service)
+        .sql("select baas.add_role_member($1, $2::text::uuid)", &[Path(0), Path(1)]).answer(NO_CONTENT, Shape::Void),
+    r("remove_role_member", DELETE, MEMBER, Service)
+        .sql("select baas.remove_role_member($1, $2::text::uuid)", &[Path(0), Path(1)]).answer(NO_CONTENT, Shape::Void),
+    r("add_role_to_role", PUT, SUBROLE, Service)
+        .sql("select baas.add_role_to_role($1, $2)", &[Path(0), Path(1)]).answer(NO_CONTENT, Shape::Void),
+    r("remove_role_from_role", DELETE, SUBROLE, Service)
+        .sql("select baas.remove_role_from_role($1, $2)", &[Path(0), Path(1)]).answer(NO_CONTENT, Shape::Void),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::pattern;
+
+    /// The table is consistent: every `$n` has an arg, every arg a source, names and
+    /// method+path pairs are unique.
+    #[test]
+    fn the_table_is_consistent() {
+        let mut seen = std::collections::HashSet::new();
+        for r in ROUTES {
+            assert!(seen.insert(r.name), "{} twice", r.name);
+            assert!(seen.insert(Box::leak(format!("{} {}", r.method, pattern(r)).into_boxed_str())), "{} {} twice", r.method, pattern(r));
+            let params = r.path.iter().filter(|s| matches!(s, Seg::Param(..))).count();
+            if r.kind != RouteKind::Json {
+                continue;
+            }
+            for n in 1..=r.args.len() {
+                assert!(r.sql.contains(&format!("${n}")), "{}: ${n} unused", r.name);
+            }
+            assert!(!r.sql.contains(&format!("${}", r.args.len() + 1)), "{}: more $n than args", r.name);
+            for a in r.args {
+                match a {
+                    Arg::Path(i) => assert!(*i < params, "{}: path parameter {i}", r.name),
+                    Arg::Field(f) => assert!(r.body.unwrap_or(&[]).iter().any(|x| x.name == *f), "{}: field {f}", r.name),
+                    Arg::Body => assert!(r.body.is_some(), "{}", r.name),
+                    Arg::List(_) => assert_eq!(r.query, Query::List, "{}", r.name),
+                    Arg::IndexKind => assert_eq!(r.query, Query::IndexKind, "{}", r.name),
+                    Arg::IfMatch => {}
+                }
+            }
+            for l in r.limits {
+                if let LimitKey::Body(_, f) = l.key {
+                    assert!(r.body.unwrap_or(&[]).iter().any(|x| x.name == f), "{}: limit field {f}", r.name);
+                }
+            }
+            let void = r.answer.shape == Shape::Void;
+            assert_eq!(void, r.answer.status == StatusCode::NO_CONTENT, "{}: 204 iff void", r.name);
+        }
+    }
+}

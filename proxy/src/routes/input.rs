@@ -1,0 +1,308 @@
+//! Everything a client controls besides the path, checked against the route table
+//! before any SQL: the JSON body's shape, the query string, If-Match. One strictness
+//! rule for bodies and query parameters: a name the route does not declare is refused,
+//! naming it (ignoring it could silently drop a filter or a field the client meant).
+
+use crate::errors::ApiError;
+use crate::router::{Field, FieldType, Need};
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// The body as a JSON object whose top-level fields are those of `fields`, each of
+/// its declared type; or a 400 naming the problem.
+pub fn parse_body(fields: &[Field], body: &[u8]) -> Result<Value, ApiError> {
+    let not_object = || ApiError::bad_request("invalid_json", "request body must be a JSON object");
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(not_object());
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(m) = &v else {
+        return Err(not_object());
+    };
+    // "\u0000" is the only way a NUL gets into JSON text; jsonb cannot store it, and a
+    // text parameter cannot carry it. Search only when the escape is there at all.
+    if body.windows(6).any(|w| w == b"\\u0000") {
+        if let Some(path) = nul_at(&v, String::new()) {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                format!("JSON text must not contain \\u0000 (Postgres cannot store a NUL character), found at {path}"),
+            ));
+        }
+    }
+    if let Some(unknown) = m.keys().find(|k| !fields.iter().any(|f| f.name == k.as_str())) {
+        let allowed: Vec<&str> = fields.iter().map(|f| f.name).collect();
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("unknown field '{unknown}'; this route takes: {}", allowed.join(", ")),
+        ));
+    }
+    let mut one_of_sent = None;
+    for f in fields {
+        let value = m.get(f.name).filter(|v| !v.is_null());
+        match (value, f.need) {
+            (None, Need::Required) => {
+                return Err(ApiError::bad_request("invalid_request", format!("field '{}' is required", f.name)))
+            }
+            (None, Need::OneOf) => one_of_sent = one_of_sent.or(Some(false)),
+            (Some(_), Need::OneOf) => one_of_sent = Some(true),
+            _ => {}
+        }
+        if let Some(value) = value {
+            check_type(f, value)?;
+        }
+    }
+    if one_of_sent == Some(false) {
+        let names: Vec<&str> = fields.iter().filter(|f| f.need == Need::OneOf).map(|f| f.name).collect();
+        return Err(ApiError::bad_request("invalid_request", format!("nothing to do: send {}", names.join(" and/or "))));
+    }
+    Ok(v)
+}
+
+fn check_type(f: &Field, v: &Value) -> Result<(), ApiError> {
+    let bad = |what: &str| Err(ApiError::bad_request("invalid_request", format!("field '{}' must be {what}", f.name)));
+    match (f.ty, v) {
+        (FieldType::Text, Value::String(_)) | (FieldType::Object, Value::Object(_)) | (FieldType::Data, Value::Object(_)) => Ok(()),
+        (FieldType::Any, _) => Ok(()),
+        (FieldType::Uuid, Value::String(s)) if is_uuid(s) => Ok(()),
+        (FieldType::Text, _) => bad("a string"),
+        (FieldType::Uuid, _) => bad("a uuid, e.g. \"0190b0a4-6f1e-7c3a-8d2b-5e4f3a2b1c0d\""),
+        (FieldType::Object, _) => bad("a JSON object"),
+        (FieldType::Data, _) => Err(ApiError::bad_request("invalid_data", "data must be a JSON object")),
+    }
+}
+
+/// Where in `v` a string or key holds a NUL, as a JSON-pointer-like path.
+fn nul_at(v: &Value, here: String) -> Option<String> {
+    let shown = || if here.is_empty() { "the top level".to_string() } else { here.clone() };
+    match v {
+        Value::String(s) if s.contains('\0') => Some(shown()),
+        Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| nul_at(x, format!("{here}/{i}"))),
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            let at = format!("{here}/{}", k.replace('\0', "\\u0000"));
+            if k.contains('\0') {
+                Some(at)
+            } else {
+                nul_at(x, at)
+            }
+        }),
+        _ => None,
+    }
+}
+
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// `If-Match: "3"` (or `3`, or `W/"3"`) -> Some(3); absent or `*` -> None.
+pub fn if_match(header: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(h) = header.map(str::trim) else {
+        return Ok(None);
+    };
+    if h == "*" {
+        return Ok(None);
+    }
+    let v = h.strip_prefix("W/").unwrap_or(h);
+    let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+    v.parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "If-Match must be a document version, e.g. \"3\""))
+}
+
+/// A query-string component, percent-decoded with form rules (`+` is a space, as
+/// browsers and URLSearchParams encode it). Not UTF-8 -> 400.
+pub fn decode_query(s: &str) -> Result<Cow<'_, str>, ApiError> {
+    let bad = || ApiError::bad_request("invalid_query", "query string is not valid percent-encoded UTF-8");
+    if s.contains('+') {
+        let spaced = s.replace('+', " ");
+        let decoded = percent_encoding::percent_decode_str(&spaced).decode_utf8().map_err(|_| bad())?;
+        Ok(Cow::Owned(decoded.into_owned()))
+    } else {
+        percent_encoding::percent_decode_str(s).decode_utf8().map_err(|_| bad())
+    }
+}
+
+/// A decoded name=value pair of a query string.
+type Pair<'q> = (Cow<'q, str>, Cow<'q, str>);
+
+/// The query's name=value pairs, decoded, each name at most once and one of `known`.
+fn pairs<'q>(query: Option<&'q str>, known: &[&str]) -> Result<Vec<Pair<'q>>, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_query", m);
+    let mut out: Vec<Pair> = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (decode_query(k)?, decode_query(v)?);
+        if !known.contains(&k.as_ref()) {
+            return Err(bad(if known.is_empty() {
+                format!("unknown query parameter {k:?}; this route takes none")
+            } else {
+                format!("unknown query parameter {k:?}; supported: {}", known.join(", "))
+            }));
+        }
+        if out.iter().any(|(seen, _)| *seen == k) {
+            return Err(bad(format!("parameter {k:?} is given twice")));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// A route without query parameters refuses any.
+pub fn no_query(query: Option<&str>) -> Result<(), ApiError> {
+    pairs(query, &[]).map(|_| ())
+}
+
+/// `?kind=btree|gin` of DELETE .../indexes/{path}.
+pub fn index_kind(query: Option<&str>) -> Result<&'static str, ApiError> {
+    match pairs(query, &["kind"])?.first().map(|(_, v)| v.as_ref()) {
+        None | Some("btree") => Ok("btree"),
+        Some("gin") => Ok("gin"),
+        Some(other) => Err(ApiError::bad_request("invalid_query", format!("kind must be btree or gin, got {other:?}"))),
+    }
+}
+
+/// Query parameters of the list route.
+#[derive(Debug, PartialEq, Clone)]
+pub struct ListParams {
+    pub filter: Value,
+    pub order: Option<String>,
+    pub limit: i32,
+    pub offset: i32,
+    pub count: bool,
+    pub after: Option<String>,
+    pub fields: Option<Vec<String>>,
+}
+
+impl Default for ListParams {
+    fn default() -> Self {
+        ListParams { filter: Value::Object(Default::default()), order: None, limit: 100, offset: 0, count: false, after: None, fields: None }
+    }
+}
+
+/// Longest `where` accepted, decoded (the filter language's own limit is 16 KiB of JSON).
+pub const MAX_WHERE_BYTES: usize = 16 * 1024;
+
+pub const LIST_PARAMS: &[&str] = &["where", "order", "limit", "offset", "count", "after", "fields"];
+
+pub fn list_params(query: Option<&str>) -> Result<ListParams, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_query", m);
+    let mut p = ListParams::default();
+    for (k, v) in pairs(query, LIST_PARAMS)? {
+        match k.as_ref() {
+            "where" => {
+                if v.len() > MAX_WHERE_BYTES {
+                    return Err(bad(format!("where is longer than {MAX_WHERE_BYTES} bytes")));
+                }
+                p.filter = serde_json::from_str(&v).map_err(|e| bad(format!("where is not valid JSON: {e}")))?;
+                if v.contains("\\u0000") && nul_at(&p.filter, String::new()).is_some() {
+                    return Err(bad("where must not contain \\u0000 (Postgres cannot store a NUL character)".into()));
+                }
+            }
+            "order" => p.order = Some(v.into_owned()),
+            "limit" => {
+                p.limit = v.parse().ok().filter(|n| (0..=1000).contains(n))
+                    .ok_or_else(|| bad(format!("limit must be a whole number from 0 to 1000, got {v:?}")))?
+            }
+            "offset" => {
+                p.offset = v.parse().ok().filter(|n| *n >= 0)
+                    .ok_or_else(|| bad(format!("offset must be a whole number from 0, got {v:?}")))?
+            }
+            "count" => {
+                p.count = match v.as_ref() {
+                    "true" | "1" => true,
+                    "false" | "0" | "" => false,
+                    _ => return Err(bad(format!("count must be true or false, got {v:?}"))),
+                }
+            }
+            "after" => {
+                if !is_uuid(&v) {
+                    return Err(bad(format!("after must be a document id, got {v:?}")));
+                }
+                p.after = Some(v.into_owned());
+            }
+            _ /* fields: the only one left */ => p.fields = Some(v.split(',').map(|f| f.trim().to_string()).collect()),
+        }
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::Need;
+    use http::StatusCode;
+
+    #[test]
+    fn if_match_forms() {
+        assert_eq!(if_match(None).unwrap(), None);
+        assert_eq!(if_match(Some("*")).unwrap(), None);
+        assert_eq!(if_match(Some("\"3\"")).unwrap(), Some(3));
+        assert_eq!(if_match(Some("3")).unwrap(), Some(3));
+        assert_eq!(if_match(Some("W/\"12\"")).unwrap(), Some(12));
+        for bad in ["abc", "\"\"", "0", "-1", "\"3", "1e3"] {
+            assert_eq!(if_match(Some(bad)).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
+    fn list_parameters() {
+        let d = list_params(None).unwrap();
+        assert_eq!(d, ListParams::default());
+        let p = list_params(Some("limit=5&offset=10&count=true&where=%7B%22a%22%3A+1%7D&order=-score&fields=a,b")).unwrap();
+        assert_eq!((p.limit, p.offset, p.count), (5, 10, true));
+        assert_eq!(p.filter, serde_json::json!({"a": 1}));
+        assert_eq!(p.order.as_deref(), Some("-score"));
+        assert_eq!(p.fields, Some(vec!["a".to_string(), "b".to_string()]));
+        for bad in ["limit=1001", "limit=-1", "limit=x", "offset=-5", "count=yes", "filter={}", "limit=1;drop",
+                    "where={", "where=%zz", "after=abc", "limit=1&limit=2", "where=%FF", "where=%7B%22a%22:%22%5Cu0000%22%7D"] {
+            let e = list_params(Some(bad)).unwrap_err();
+            assert_eq!((e.status, e.code.as_str()), (StatusCode::BAD_REQUEST, "invalid_query"), "{bad}");
+        }
+        assert_eq!(list_params(Some("order=a+b")).unwrap().order.as_deref(), Some("a b"), "form rules in a query");
+    }
+
+    #[test]
+    fn query_strictness() {
+        assert!(no_query(None).is_ok() && no_query(Some("")).is_ok());
+        assert_eq!(no_query(Some("x=1")).unwrap_err().code, "invalid_query");
+        assert_eq!(index_kind(Some("kind=gin")).unwrap(), "gin");
+        assert_eq!(index_kind(None).unwrap(), "btree");
+        assert!(index_kind(Some("kind=hash")).is_err() && index_kind(Some("k=gin")).is_err());
+    }
+
+    const FIELDS: &[Field] = &[
+        Field { name: "email", ty: FieldType::Text, need: Need::Required },
+        Field { name: "id", ty: FieldType::Uuid, need: Need::Optional },
+        Field { name: "data", ty: FieldType::Data, need: Need::Optional },
+    ];
+
+    #[test]
+    fn body_must_be_an_object() {
+        for bad in [&b""[..], b"   ", b"[]", b"\"x\"", b"{", b"null", b"\xff\xfe"] {
+            let e = parse_body(FIELDS, bad).unwrap_err();
+            assert_eq!((e.status, e.code.as_str()), (StatusCode::BAD_REQUEST, "invalid_json"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fields_are_declared_typed_and_free_of_nul() {
+        let err = |b: &str| parse_body(FIELDS, b.as_bytes()).unwrap_err();
+        assert!(parse_body(FIELDS, br#"{"email": "a", "id": null}"#).is_ok());
+        assert_eq!(err(r#"{"email": "a", "extra": true}"#).message, "unknown field 'extra'; this route takes: email, id, data");
+        assert!(err(r#"{"email": 5}"#).message.contains("'email' must be a string"));
+        assert!(err(r#"{}"#).message.contains("'email' is required"));
+        assert!(err(r#"{"email": "a", "id": "nope"}"#).message.contains("'id' must be a uuid"));
+        assert_eq!(err(r#"{"email": "a", "data": [1]}"#).code, "invalid_data");
+        let e = err(r#"{"email": "a", "data": {"x": ["ok", "b\u0000"]}}"#);
+        assert_eq!((e.code.as_str(), e.message.contains("/data/x/1")), ("invalid_json", true), "{}", e.message);
+        // An escaped backslash before u0000 is text, not a NUL.
+        assert!(parse_body(FIELDS, br#"{"email": "\\u0000"}"#).is_ok());
+    }
+}
