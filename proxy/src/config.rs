@@ -65,6 +65,9 @@ pub struct Cli {
     /// Comma-separated addresses/CIDRs of proxies whose X-Forwarded-For is believed
     #[arg(long, env = "PGBAAS_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Largest result of one request from the database, in bytes (over it: 400 response_too_large)
+    #[arg(long, env = "PGBAAS_MAX_RESULT_BYTES")]
+    pub max_result_bytes: Option<usize>,
 }
 
 /// What a TOML file may contain; unknown keys are an error, not silently ignored.
@@ -88,6 +91,7 @@ pub struct FileConfig {
     pub rate_limit_auth_per_minute: Option<u32>,
     pub rate_limit_account_per_minute: Option<u32>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub max_result_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +108,7 @@ pub struct Config {
     pub statement_timeout: Duration,
     pub limits: Limits,
     pub trusted_proxies: Vec<Cidr>,
+    pub max_result_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,9 +152,13 @@ impl Config {
         let database_url = cli.database_url.or(file.database_url).ok_or_else(|| {
             invalid("database_url is required (flag --database-url, env DATABASE_URL, or the config file)".into())
         })?;
-        database_url
-            .parse::<tokio_postgres::Config>()
+        // Read whole now: a setting the proxy cannot honour stops it here, not at every request.
+        pgbaas_proxy::pgconfig::PgConfig::parse(&database_url)
             .map_err(|e| invalid(format!("database_url is not a valid Postgres connection string: {e}")))?;
+        let max_result_bytes = cli.max_result_bytes.or(file.max_result_bytes).unwrap_or(pgbaas_proxy::pgwire::DEFAULT_MAX_RESULT_BYTES);
+        if !(64 * 1024..=1 << 30).contains(&max_result_bytes) {
+            return Err(invalid(format!("max_result_bytes must be between 65536 and 1073741824, got {max_result_bytes}")));
+        }
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let threads = cli.threads.or(file.threads).unwrap_or(cpus);
         if !(1..=256).contains(&threads) {
@@ -200,6 +209,7 @@ impl Config {
             .map(|s| Cidr::parse(s).map_err(|e| invalid(format!("trusted_proxies: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
+            max_result_bytes,
             limits,
             trusted_proxies,
             listen,
