@@ -245,6 +245,7 @@ mod tests {
         let c = Config::merge(cli(), FileConfig::default()).unwrap();
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.body_limit, 1024 * 1024);
+        assert_eq!(c.max_result_bytes, 16 << 20);
     }
 
     #[test]
@@ -269,6 +270,10 @@ mod tests {
         assert!(err(cli(), "rate_limits = \"sometimes\"").contains("rate_limits"));
         assert!(err(cli(), "rate_limit_auth_per_minute = 0").contains("rate_limit_auth_per_minute"));
         assert!(err(cli(), "trusted_proxies = [\"10.0.0.0/99\"]").contains("trusted_proxies"));
+        assert!(err(cli(), "max_result_bytes = 10").contains("max_result_bytes"));
+        // A URL setting the proxy cannot honour stops it at start, named.
+        assert!(err(Cli::default(), "database_url = \"postgres://u@h/db?sslmode=verify-full\"").contains("sslrootcert"));
+        assert!(err(Cli::default(), "database_url = \"hostaddr=10.0.0.1 user=u sslmode=verify-full sslrootcert=/etc/hostname\"").contains("host name"));
     }
 
     #[test]

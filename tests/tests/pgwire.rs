@@ -4,6 +4,7 @@
 //! (tests/src/fakepg.rs) for what a real one will not do on demand. The last tests
 //! start the real proxy binary over TLS and with URLs it must refuse.
 
+mod common;
 use pgbaas_proxy::pgconfig::{connect_client, PgConfig};
 use pgbaas_proxy::pgwire::{abandon, Conn, PgError};
 use pgbaas_testkit::fakepg::{self, FakePg};
@@ -421,4 +422,25 @@ fn the_proxy_runs_over_verify_full_and_refuses_urls_it_cannot_honour() {
         assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
         assert!(err.contains(why), "{bad}: {err}");
     }
+}
+
+#[test]
+fn a_list_over_max_result_bytes_is_a_clear_error_and_the_pool_goes_on() {
+    use serde_json::json;
+    let e = common::env();
+    let p = Proxy::start(&e.cluster.authenticator_url().unwrap(), &["--pool-size", "1", "--max-result-bytes", "65536"]).unwrap();
+    let u = common::signup("large");
+    let c = common::collection("large", json!({}));
+    let big = "x".repeat(30_000);
+    let id = common::create_doc(&c, Some(&u.access), json!({"big": big}), None);
+    for _ in 0..2 {
+        common::create_doc(&c, Some(&u.access), json!({"big": big}), None);
+    }
+    let list = common::request_at(&p.base(), "GET", &common::docs_path(&c), Some(&u.access), &[], None);
+    assert_eq!((list.status, list.code()), (400, "response_too_large"), "{}", list.body);
+    assert!(list.body["error"]["message"].as_str().unwrap_or("").contains("max_result_bytes"), "{}", list.body);
+    // The one connection was retired; the next request gets a new one.
+    let one = common::request_at(&p.base(), "GET", &common::doc_path(&c, &id), Some(&u.access), &[], None);
+    assert_eq!(one.status, 200, "{}", one.body);
+    assert_eq!(one.body["data"]["big"].as_str().map(str::len), Some(30_000));
 }
