@@ -398,7 +398,7 @@ impl Conn {
             if self.rbuf.len() >= 5 {
                 let len = u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]) as usize;
                 if len > self.max_result.saturating_add(1024) {
-                    self.broken = true;
+                    self.retire_now();
                     return Err(too_large(self.max_result));
                 }
             }
@@ -473,6 +473,23 @@ impl Conn {
                 _ => {}
             }
         }
+    }
+
+    /// Give up on this connection at once, its statement still running: cancel it and
+    /// close the socket now, not when the pool next looks at the connection. A backend
+    /// blocked sending a large result does not act on a cancel until its socket goes
+    /// away (Postgres takes only a terminate while writing to the client).
+    fn retire_now(&mut self) {
+        self.broken = true;
+        if let (Some(key), Ok(rt)) = (self.cancel.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                if let Err(e) = key.send().await {
+                    log::warn!("cancel request failed: {e}");
+                }
+            });
+        }
+        self.io = Box::new(tokio::io::empty());
+        self.rbuf = BytesMut::new();
     }
 
     fn trim(&mut self) {
@@ -602,8 +619,7 @@ impl Conn {
             if let Message::DataRow(b) = &m {
                 total += b.buffer().len();
                 if total > self.max_result {
-                    // Retired: dropped with its statement running, it is cancelled.
-                    self.broken = true;
+                    self.retire_now();
                     return Err(too_large(self.max_result));
                 }
             }
