@@ -423,12 +423,15 @@ impl Conn {
             self.rbuf.reserve(8192);
             match self.io.read_buf(&mut self.rbuf).await {
                 Ok(0) => {
+                    // The backend is gone: nothing left to cancel when this is dropped.
                     self.broken = true;
+                    self.cancel = None;
                     return Err(PgError::Conn("the server closed the connection".into()));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     self.broken = true;
+                    self.cancel = None;
                     return Err(e.into());
                 }
             }
