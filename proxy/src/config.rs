@@ -118,6 +118,10 @@ pub struct Config {
     /// Comma-separated addresses/CIDRs of proxies whose X-Forwarded-For is believed
     #[arg(long, env = "PGBAAS_TRUSTED_PROXIES", value_delimiter = ',', value_parser = Cidr::parse)]
     pub trusted_proxies: Vec<Cidr>,
+
+    /// Largest result of one request from the database, in bytes (over it: 400 response_too_large, the statement cancelled before the result is held)
+    #[arg(long, value_name = "BYTES", env = "PGBAAS_MAX_RESULT_BYTES", default_value = "16777216", value_parser = int(64usize * 1024, 1 << 30, " bytes"))]
+    pub max_result_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -292,7 +296,8 @@ fn address(s: &str) -> Result<SocketAddr, String> {
 /// Empty means "not given" (checked after all sources are read).
 fn database_url(s: &str) -> Result<String, String> {
     if !s.is_empty() {
-        s.parse::<tokio_postgres::Config>().map_err(|e| format!("not a valid Postgres connection string: {e}"))?;
+        // Read whole now: a setting the proxy cannot honour stops it here, not at every request.
+        pgbaas_proxy::pgconfig::PgConfig::parse(s).map_err(|e| format!("not a valid Postgres connection string: {e}"))?;
     }
     Ok(s.to_string())
 }
@@ -342,6 +347,7 @@ mod tests {
         assert_eq!(c.statement_timeout, Duration::from_millis(5000));
         assert_eq!(c.jwks_refresh, Duration::from_secs(30));
         assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.max_result_bytes, 16 << 20);
         let l = c.limits();
         assert!(l.enabled);
         assert_eq!(l.auth_per_account.count, 10);
@@ -394,6 +400,10 @@ mod tests {
         assert!(err(u, "rate_limits = \"sometimes\"").contains("rate_limits: must be on or off"));
         assert!(err(u, "rate_limit_auth_per_minute = 0").contains("rate_limit_auth_per_minute"));
         assert!(err(u, "trusted_proxies = [\"10.0.0.0/99\"]").contains("trusted_proxies"));
+        assert!(err(u, "max_result_bytes = 10").contains("max_result_bytes"));
+        // A URL setting the proxy cannot honour stops it at start, named.
+        assert!(err(&[], "database_url = \"postgres://u@h/db?sslmode=verify-full\"").contains("sslrootcert"));
+        assert!(err(&[], "database_url = \"hostaddr=10.0.0.1 user=u sslmode=verify-full sslrootcert=/etc/hostname\"").contains("host name"));
         assert!(err(u, "statement_timeout_ms = \"soon\"").contains("statement_timeout_ms: must be a whole number"));
         assert!(err(&[], "").contains("database_url is required"));
         assert!(err(&[], "database_url = \"postgres://x:notaport/db\"").contains("not a valid Postgres"));
@@ -434,7 +444,9 @@ mod tests {
         let rows: Vec<Vec<&str>> = doc
             .lines()
             .filter(|l| l.starts_with("| `"))
-            .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect())
+            .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect::<Vec<_>>())
+            // The settings table's rows name a flag; other tables (the URL's fields) do not.
+            .filter(|r| r.get(1).is_some_and(|c| c.starts_with("`--")))
             .collect();
         let mut problems = Vec::new();
         assert!(doc.contains("`--config FILE` or `PGBAAS_CONFIG`"), "the file's own setting is described above the table");

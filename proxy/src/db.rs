@@ -13,12 +13,13 @@
 //! settings.
 
 use crate::errors::ApiError;
+use crate::pgconfig::{PgConfig, PoolConnect};
 use crate::pgwire::{Conn, PgError};
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::NoTls;
 
 /// Connections of the proxy's own queries (key loads, settings); requests never wait
 /// for them.
@@ -27,20 +28,24 @@ const ADMIN_POOL_SIZE: usize = 2;
 /// The proxy's own connections (key loads, settings, LISTEN) show in
 /// `pg_stat_activity` as "<application_name> (keys)"; requests' connections as the
 /// URL's application_name, by default "pgbaas-proxy".
-pub fn keys_config(url: &str) -> Result<tokio_postgres::Config, String> {
-    let mut pg = parse_url(url)?;
-    let name = format!("{} (keys)", pg.get_application_name().unwrap_or(crate::pgwire::APPLICATION_NAME));
-    pg.application_name(&name);
-    Ok(pg)
+pub fn keys_config(url: &str) -> Result<PgConfig, String> {
+    let pg = parse_url(url)?;
+    let name = format!("{} (keys)", pg.pg.get_application_name().unwrap_or(crate::pgwire::APPLICATION_NAME));
+    Ok(pg.with_application_name(&name))
 }
 
-fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
-    url.parse().map_err(|e| format!("database_url: {e}"))
+/// Hosts, TLS and the rest of the URL: pgconfig.rs.
+fn parse_url(url: &str) -> Result<PgConfig, String> {
+    PgConfig::parse(url)
 }
 
+/// The admin pool's tokio-postgres connections go the requests' way to the server
+/// (hosts in order, TLS, the password rule): PoolConnect.
 pub fn make_pool(url: &str, wait: Duration) -> Result<Pool, String> {
     let pg = keys_config(url)?;
-    let mgr = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let inner = pg.pg.clone();
+    let connect = PoolConnect(Arc::new(pg), wait);
+    let mgr = Manager::from_connect(inner, connect, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(mgr)
         .max_size(ADMIN_POOL_SIZE)
         .runtime(Runtime::Tokio1)
@@ -52,8 +57,9 @@ pub fn make_pool(url: &str, wait: Duration) -> Result<Pool, String> {
 }
 
 pub struct WireManager {
-    cfg: tokio_postgres::Config,
+    cfg: PgConfig,
     connect_timeout: Duration,
+    max_result_bytes: usize,
 }
 
 impl managed::Manager for WireManager {
@@ -61,7 +67,7 @@ impl managed::Manager for WireManager {
     type Error = PgError;
 
     async fn create(&self) -> Result<Conn, PgError> {
-        Conn::connect(&self.cfg, self.connect_timeout).await
+        Conn::connect_limited(&self.cfg, self.connect_timeout, self.max_result_bytes).await
     }
 
     async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<PgError> {
@@ -75,9 +81,10 @@ impl managed::Manager for WireManager {
 pub type RequestPool = managed::Pool<WireManager>;
 type RequestConn = managed::Object<WireManager>;
 
-/// The requests' pool: `size` connections at most, opened when first needed.
-pub fn make_request_pool(url: &str, size: usize, wait: Duration) -> Result<RequestPool, String> {
-    managed::Pool::builder(WireManager { cfg: parse_url(url)?, connect_timeout: wait })
+/// The requests' pool: `size` connections at most, opened when first needed; one
+/// request's result at most `max_result_bytes`.
+pub fn make_request_pool(url: &str, size: usize, wait: Duration, max_result_bytes: usize) -> Result<RequestPool, String> {
+    managed::Pool::builder(WireManager { cfg: parse_url(url)?, connect_timeout: wait, max_result_bytes })
         .max_size(size)
         .runtime(deadpool::Runtime::Tokio1)
         .wait_timeout(Some(wait))
@@ -155,7 +162,8 @@ fn map_wire_error(e: &PgError, anonymous: bool) -> ApiError {
 }
 
 /// Holds the request's connection; dropped before the request finished (client gone,
-/// panic), it closes the connection instead of pooling it.
+/// deadline, panic), its statement is cancelled on the server and the connection
+/// keeps its pool slot until the server is done (pgwire::abandon).
 struct Guard {
     conn: Option<RequestConn>,
 }
@@ -163,7 +171,7 @@ struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            drop(managed::Object::take(conn));
+            crate::pgwire::abandon(conn);
         }
     }
 }
@@ -197,7 +205,7 @@ async fn run(
         return Err(ApiError::internal()); // unreachable: set on the line above
     };
     let Ok(result) = tokio::time::timeout(deadline, conn.run(steps, rows_of)).await else {
-        // The guard closes the connection: its answer may still come.
+        // The guard cancels the statement: its answer may still come.
         log::warn!("the database did not answer within {deadline:?}");
         return Err(ApiError::unavailable("the database did not answer in time"));
     };

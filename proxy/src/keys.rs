@@ -17,7 +17,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 pub const KEYS_SQL: &str = "select baas.jwks(), baas.auth_settings()";
 
@@ -57,7 +57,8 @@ impl KeyListener {
     /// while disconnected), then reload at each notification. Returns on shutdown (true)
     /// or when the connection ends (false).
     async fn session(&self, shutdown: &mut ShutdownWatch) -> Result<bool, String> {
-        let (client, mut connection) = crate::db::keys_config(&self.database_url)?.connect(NoTls).await.map_err(|e| e.to_string())?;
+        let cfg = crate::db::keys_config(&self.database_url)?;
+        let (client, mut connection) = crate::pgconfig::connect_client(&cfg, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let keys = self.keys.clone();
         tokio::spawn(async move {

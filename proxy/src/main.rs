@@ -7,8 +7,8 @@ mod errors;
 #[cfg(test)]
 mod fuzz_tests;
 mod jwt;
-mod pgwire;
 mod keys;
+use pgbaas_proxy::{pgconfig, pgwire};
 mod ratelimit;
 mod router;
 mod routes;
@@ -42,7 +42,7 @@ fn main() {
     };
 
     let pools = db::make_pool(&cfg.database_url, cfg.pool_timeout)
-        .and_then(|p| Ok((p, db::make_request_pool(&cfg.database_url, cfg.pool_size, cfg.pool_timeout)?)));
+        .and_then(|p| Ok((p, db::make_request_pool(&cfg.database_url, cfg.pool_size, cfg.pool_timeout, cfg.max_result_bytes)?)));
     let (pool, requests) = match pools {
         Ok(p) => p,
         Err(e) => {
@@ -104,10 +104,11 @@ fn load_initial_keys(cfg: &config::Config) -> Result<jwt::KeySet, String> {
 
 async fn try_load(url: &str) -> Result<jwt::KeySet, (String, bool)> {
     let cfg = db::keys_config(url).map_err(|e| (e, false))?;
-    let (client, conn) = cfg
-        .connect(tokio_postgres::NoTls)
+    // Down, starting, or a standby that may be promoted: worth waiting for. A refusal
+    // by our own rules (TLS, the password rule) or by the server's is not.
+    let (client, conn) = pgconfig::connect_client(&cfg, Duration::from_secs(10))
         .await
-        .map_err(|e| (format!("cannot connect to the database: {e}"), true))?;
+        .map_err(|(e, retry)| (format!("cannot connect to the database: {e}"), retry))?;
     let task = tokio::spawn(conn);
     let row = client
         .query_one(keys::KEYS_SQL, &[])

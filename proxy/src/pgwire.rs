@@ -15,6 +15,17 @@
 //! are sent in binary with the tokio-postgres `ToSql` encoders; results come back as
 //! text, which is all the routes read. Other work (key loads, LISTEN, health) keeps
 //! using tokio-postgres.
+//!
+//! Why our own client and not tokio-postgres: the one Sync above (a fifth of a GET's
+//! server CPU), which tokio-postgres cannot send. The SCRAM maths and the message
+//! encoding are postgres-protocol's; TLS is rustls (pgconfig.rs).
+//!
+//! Hardening: the URL is read whole (pgconfig.rs: every host in order, hostaddr, TLS,
+//! target_session_attrs, connect_timeout); a password is sent in clear or as MD5 only
+//! over TLS or a Unix socket; a request abandoned or timed out is cancelled on the
+//! server (CancelRequest) and its connection keeps its pool slot until the server is
+//! done with it, so server connections never exceed the pool size; one result is
+//! bounded (max_result_bytes) before it is buffered.
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
@@ -24,8 +35,9 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio_postgres::config::{Host, SslMode};
+use crate::pgconfig::{CancelTo, Io, PgConfig};
+use std::ops::DerefMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio_postgres::types::{ToSql, Type};
 
 /// A connection that has prepared this many statement texts is retired after its
@@ -37,6 +49,19 @@ const KEEP_BUFFER: usize = 1 << 20;
 
 /// What requests' connections are called in `pg_stat_activity`, unless the URL says.
 pub const APPLICATION_NAME: &str = "pgbaas-proxy";
+
+/// Default bound on one request's result (max_result_bytes): the largest list page of
+/// the largest documents (1 MiB bodies, limit 100 is 100 MiB) is refused well before
+/// the proxy's memory is at risk; a few MiB is already a slow mobile download.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 16 << 20;
+
+/// An abandoned request's connection waits this long for the server to finish after
+/// its CancelRequest (holding its pool slot), then is closed.
+const ABANDON_DRAIN: Duration = Duration::from_secs(10);
+
+/// The SQLSTATE and detail (the HTTP error code) of a result over max_result_bytes.
+pub const TOO_LARGE_CODE: &str = "54000";
+pub const TOO_LARGE_DETAIL: &str = "response_too_large";
 
 #[derive(Debug)]
 pub enum PgError {
@@ -66,9 +91,6 @@ impl From<std::io::Error> for PgError {
     }
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
-
 struct Stmt {
     name: String,
     params: Vec<Type>,
@@ -90,6 +112,95 @@ pub struct Conn {
     /// ReadyForQuery): the connection is out of step until they are, so an error
     /// return meanwhile leaves it unusable.
     in_flight: bool,
+    /// A write was started and not finished (its future dropped half-way): the server
+    /// has half a message and the connection cannot be brought back in step.
+    writing: bool,
+    /// Where and how to cancel what this connection's backend runs (BackendKeyData).
+    cancel: Option<CancelKey>,
+    /// Largest result (and message) accepted; over it the request fails.
+    max_result: usize,
+    /// ParameterStatus values target_session_attrs needs (in_hot_standby,
+    /// default_transaction_read_only), as reported at startup.
+    read_only_params: [Option<bool>; 2],
+}
+
+#[derive(Clone, Debug)]
+pub struct CancelKey {
+    to: CancelTo,
+    pid: i32,
+    secret: i32,
+}
+
+impl CancelKey {
+    /// Send a CancelRequest and wait (briefly) until the server has taken it: the
+    /// postmaster signals the backend and then closes the connection. Plain, as libpq's
+    /// PQcancel: it carries only the key, and is not subject to pg_hba.
+    pub async fn send(&self) -> std::io::Result<()> {
+        let mut buf = BytesMut::new();
+        frontend::cancel_request(self.pid, self.secret, &mut buf);
+        let go = async {
+            let mut io: Box<dyn Io> = match &self.to {
+                CancelTo::Tcp(a) => Box::new(tokio::net::TcpStream::connect(a).await?),
+                #[cfg(unix)]
+                CancelTo::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
+                #[cfg(not(unix))]
+                CancelTo::Unix(_) => return Err(std::io::Error::other("no Unix sockets")),
+            };
+            io.write_all(&buf).await?;
+            let mut sink = [0u8; 16];
+            while io.read(&mut sink).await? > 0 {}
+            Ok(())
+        };
+        tokio::time::timeout(Duration::from_secs(5), go).await.unwrap_or_else(|_| Err(std::io::Error::other("cancel request timed out")))
+    }
+}
+
+impl Drop for Conn {
+    /// A connection dropped with a statement still running (retired after a result
+    /// too large, a lost write): ask the server to stop it rather than let it run on
+    /// unseen while the pool opens another connection.
+    fn drop(&mut self) {
+        if self.in_flight {
+            if let (Some(key), Ok(rt)) = (self.cancel.take(), tokio::runtime::Handle::try_current()) {
+                rt.spawn(async move {
+                    if let Err(e) = key.send().await {
+                        log::warn!("cancel request failed: {e}");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A request's connection given up before its answer came (the client went away, the
+/// deadline passed): the server is asked to cancel the statement, and the connection
+/// keeps its pool slot until the server has answered (then it goes back to the pool,
+/// still good) or ABANDON_DRAIN has passed (then it is closed). So the pool never
+/// opens a new server connection while an abandoned one still runs.
+pub fn abandon<C: DerefMut<Target = Conn> + Send + 'static>(mut conn: C) {
+    if !conn.in_flight {
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        conn.broken = true;
+        return;
+    };
+    rt.spawn(async move {
+        let c: &mut Conn = &mut conn;
+        if c.broken || c.writing {
+            c.broken = true;
+            return; // out of step: dropping it sends the cancel and closes it
+        }
+        if let Some(key) = c.cancel.clone() {
+            if let Err(e) = key.send().await {
+                log::warn!("cancel request failed: {e}");
+            }
+        }
+        match tokio::time::timeout(ABANDON_DRAIN, c.drain(None)).await {
+            Ok(_) if !c.broken && !c.in_flight => c.trim(),
+            _ => c.broken = true,
+        }
+    });
 }
 
 fn db_error(fields: &mut postgres_protocol::message::backend::ErrorFields<'_>) -> PgError {
@@ -111,45 +222,65 @@ fn unexpected(what: &str) -> PgError {
     PgError::Conn(format!("unexpected message from the server {what}"))
 }
 
+fn too_large(limit: usize) -> PgError {
+    PgError::Db {
+        code: TOO_LARGE_CODE.into(),
+        message: format!("the result is larger than the proxy accepts ({limit} bytes, max_result_bytes); ask for fewer or smaller documents"),
+        detail: Some(TOO_LARGE_DETAIL.into()),
+        hint: None,
+    }
+}
+
 impl Conn {
     /// Connect and authenticate (trust, password, md5 or SCRAM-SHA-256), trying each
-    /// host of the URL in turn.
-    pub async fn connect(cfg: &tokio_postgres::Config, timeout: Duration) -> Result<Conn, PgError> {
-        if cfg.get_ssl_mode() == SslMode::Require {
-            return Err(PgError::Conn("sslmode=require: the proxy connects to Postgres without TLS".into()));
-        }
-        let hosts = cfg.get_hosts();
-        if hosts.is_empty() {
-            return Err(PgError::Conn("database_url names no host".into()));
-        }
-        let mut last = PgError::Conn("no host reachable".into());
-        for (i, host) in hosts.iter().enumerate() {
-            let port = cfg.get_ports().get(i).or(cfg.get_ports().first()).copied().unwrap_or(5432);
-            match tokio::time::timeout(timeout, Self::connect_one(cfg, host, port)).await {
-                Ok(Ok(c)) => return Ok(c),
-                Ok(Err(e @ PgError::Db { .. })) => return Err(e), // refused by the server: no point trying others
-                Ok(Err(e)) => last = e,
-                Err(_) => last = PgError::Conn(format!("connecting timed out after {timeout:?}")),
-            }
-        }
-        Err(last)
+    /// host of the URL in order; `timeout` per host unless the URL sets connect_timeout.
+    pub async fn connect(cfg: &PgConfig, timeout: Duration) -> Result<Conn, PgError> {
+        Self::connect_limited(cfg, timeout, DEFAULT_MAX_RESULT_BYTES).await
     }
 
-    async fn connect_one(cfg: &tokio_postgres::Config, host: &Host, port: u16) -> Result<Conn, PgError> {
-        let io: Box<dyn Io> = match host {
-            Host::Tcp(h) => {
-                let s = tokio::net::TcpStream::connect((h.as_str(), port)).await?;
-                s.set_nodelay(true)?;
-                // An idle pooled connection to a host that vanished is found out in
-                // about a minute and a half, not the kernel's two hours.
-                let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(10));
-                socket2::SockRef::from(&s).set_tcp_keepalive(&ka)?;
-                Box::new(s)
+    /// `connect`, with results bounded to `max_result` bytes.
+    pub async fn connect_limited(cfg: &PgConfig, timeout: Duration, max_result: usize) -> Result<Conn, PgError> {
+        let timeout = cfg.connect_timeout.unwrap_or(timeout);
+        let mut errors = Vec::new();
+        for t in &cfg.targets {
+            let attempt = async {
+                let opened = cfg.open(t).await.map_err(|e| PgError::Conn(e.message))?;
+                Self::connect_one(cfg, opened, max_result).await.map_err(|e| match e {
+                    PgError::Conn(m) => PgError::Conn(format!("{}:{}: {m}", t.name, t.port)),
+                    e => e,
+                })
+            };
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(PgError::Conn(format!("{}:{}: connecting timed out after {timeout:?}", t.name, t.port))),
             }
-            #[cfg(unix)]
-            Host::Unix(dir) => Box::new(tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?),
+        }
+        if errors.len() == 1 {
+            return Err(errors.remove(0));
+        }
+        Err(PgError::Conn(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))
+    }
+
+    async fn connect_one(cfg: &PgConfig, opened: crate::pgconfig::Opened, max_result: usize) -> Result<Conn, PgError> {
+        let io = opened.io;
+        let private = opened.private;
+        let cfg_pg = &cfg.pg;
+        let mut c = Conn {
+            io,
+            rbuf: BytesMut::with_capacity(8192),
+            wbuf: BytesMut::with_capacity(1024),
+            stmts: HashMap::new(),
+            prepared: 0,
+            broken: false,
+            in_flight: false,
+            writing: false,
+            cancel: None,
+            max_result,
+            read_only_params: [None, None],
         };
-        let mut c = Conn { io, rbuf: BytesMut::with_capacity(8192), wbuf: BytesMut::with_capacity(1024), stmts: HashMap::new(), prepared: 0, broken: false, in_flight: false };
+        let read_write = cfg.read_write;
+        let cfg = cfg_pg;
         let user = cfg.get_user().ok_or_else(|| PgError::Conn("database_url names no user".into()))?;
         let mut params = vec![
             ("user", user),
@@ -175,6 +306,10 @@ impl Conn {
                         return Err(PgError::Conn("the server ended SCRAM authentication without its signature".into()));
                     }
                 }
+                // Anyone on the path of a plain TCP connection could ask for these
+                // (and a server that has the password's SCRAM verifier never needs to).
+                Message::AuthenticationCleartextPassword if !private => return Err(PgError::Conn(crate::pgconfig::refusal(false))),
+                Message::AuthenticationMd5Password(_) if !private => return Err(PgError::Conn(crate::pgconfig::refusal(true))),
                 Message::AuthenticationCleartextPassword => {
                     frontend::password_message(need_password()?, &mut c.wbuf)?;
                     c.flush().await?;
@@ -209,9 +344,15 @@ impl Conn {
                     scram_final = true;
                 }
                 Message::ErrorResponse(b) => return Err(db_error(&mut b.fields())),
-                Message::BackendKeyData(_) | Message::ParameterStatus(_) | Message::NoticeResponse(_) => {}
+                Message::BackendKeyData(k) => {
+                    c.cancel = Some(CancelKey { to: opened.cancel_to.clone(), pid: k.process_id(), secret: k.secret_key() });
+                }
+                Message::ParameterStatus(_) | Message::NoticeResponse(_) => {}
                 Message::ReadyForQuery(b) => {
                     c.ready(b.status());
+                    if read_write && c.read_only().await? {
+                        return Err(PgError::Conn("the server is read-only (a standby, or default_transaction_read_only = on) and target_session_attrs=read-write".into()));
+                    }
                     return Ok(c);
                 }
                 _ => return Err(unexpected("while connecting")),
@@ -242,7 +383,9 @@ impl Conn {
 
     async fn flush(&mut self) -> Result<(), PgError> {
         self.in_flight = true;
+        self.writing = true;
         let r = self.io.write_all(&self.wbuf).await;
+        self.writing = false;
         self.wbuf.clear();
         r.map_err(|e| {
             self.broken = true;
@@ -254,8 +397,26 @@ impl Conn {
     /// notifications are skipped).
     async fn read(&mut self) -> Result<Message, PgError> {
         loop {
+            // A message's length is known from its header: one larger than the bound is
+            // refused before it is buffered (a 1 GB row must not become 1 GB here).
+            if self.rbuf.len() >= 5 {
+                let len = u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]) as usize;
+                if len > self.max_result.saturating_add(1024) {
+                    self.retire_now();
+                    return Err(too_large(self.max_result));
+                }
+            }
             match Message::parse(&mut self.rbuf) {
-                Ok(Some(Message::NoticeResponse(_) | Message::ParameterStatus(_) | Message::NotificationResponse(_))) => continue,
+                Ok(Some(Message::ParameterStatus(p))) => {
+                    let slot = match p.name() {
+                        Ok("in_hot_standby") => 0,
+                        Ok("default_transaction_read_only") => 1,
+                        _ => continue,
+                    };
+                    self.read_only_params[slot] = p.value().ok().map(|v| v == "on");
+                    continue;
+                }
+                Ok(Some(Message::NoticeResponse(_) | Message::NotificationResponse(_))) => continue,
                 Ok(Some(m)) => return Ok(m),
                 Ok(None) => {}
                 Err(e) => {
@@ -266,12 +427,15 @@ impl Conn {
             self.rbuf.reserve(8192);
             match self.io.read_buf(&mut self.rbuf).await {
                 Ok(0) => {
+                    // The backend is gone: nothing left to cancel when this is dropped.
                     self.broken = true;
+                    self.cancel = None;
                     return Err(PgError::Conn("the server closed the connection".into()));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     self.broken = true;
+                    self.cancel = None;
                     return Err(e.into());
                 }
             }
@@ -285,6 +449,54 @@ impl Conn {
         if status != b'I' {
             self.broken = true;
         }
+    }
+
+    /// For target_session_attrs=read-write, as libpq decides it: from the startup
+    /// parameters when the server reports them (Postgres 14 and later), else by
+    /// `show transaction_read_only`.
+    async fn read_only(&mut self) -> Result<bool, PgError> {
+        if let [Some(standby), Some(ro)] = self.read_only_params {
+            return Ok(standby || ro);
+        }
+        frontend::query("show transaction_read_only", &mut self.wbuf)?;
+        self.flush().await?;
+        let mut ro = None;
+        loop {
+            match self.read().await? {
+                Message::DataRow(b) => {
+                    let mut it = b.ranges();
+                    if let Some(Some(r)) = it.next()? {
+                        ro = Some(&b.buffer()[r] == b"on");
+                    }
+                }
+                Message::ErrorResponse(b) => {
+                    let e = db_error(&mut b.fields());
+                    self.drain(Some(e)).await?;
+                }
+                Message::ReadyForQuery(b) => {
+                    self.ready(b.status());
+                    return ro.ok_or_else(|| unexpected("(no answer to show transaction_read_only)"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Give up on this connection at once, its statement still running: cancel it and
+    /// close the socket now, not when the pool next looks at the connection. A backend
+    /// blocked sending a large result does not act on a cancel until its socket goes
+    /// away (Postgres takes only a terminate while writing to the client).
+    fn retire_now(&mut self) {
+        self.broken = true;
+        if let (Some(key), Ok(rt)) = (self.cancel.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                if let Err(e) = key.send().await {
+                    log::warn!("cancel request failed: {e}");
+                }
+            });
+        }
+        self.io = Box::new(tokio::io::empty());
+        self.rbuf = BytesMut::new();
     }
 
     fn trim(&mut self) {
@@ -408,8 +620,17 @@ impl Conn {
         let mut done = 0;
         let mut bound = 0;
         let mut row = None;
+        let mut total = 0usize;
         loop {
-            match self.read().await? {
+            let m = self.read().await?;
+            if let Message::DataRow(b) = &m {
+                total += b.buffer().len();
+                if total > self.max_result {
+                    self.retire_now();
+                    return Err(too_large(self.max_result));
+                }
+            }
+            match m {
                 Message::BindComplete => bound += 1,
                 Message::DataRow(b) if done == rows_of && row.is_none() => {
                     let mut cols = Vec::new();

@@ -3,6 +3,8 @@
 //! the extension, and start the real proxy binary. Used by the end-to-end tests and by
 //! `pgbaas-dev run`, the README's run command.
 
+pub mod fakepg;
+
 use anyhow::{bail, Context, Result};
 use std::ffi::CString;
 use std::net::TcpListener;
