@@ -12,9 +12,10 @@ pub const MAX_FILTER_BYTES: usize = 16 * 1024;
 /// Every `$and`, `$or`, `$not` and every condition on a field (a literal is one `$eq`).
 pub const MAX_NODES: usize = 100;
 /// Elements of one `$in` / `$nin` list. The list is one bind parameter, so its length
-/// costs nothing to plan (0.4 ms for 1,000 values); this bounds what checking one row
-/// costs when no index helps: each element is one jsonb comparison, ~0.47 µs here, so
-/// 500 cost a row about what the 100 conditions of the worst filter do (~100 µs).
+/// costs nothing to plan (0.4 ms for 500 or 1,000 values); this bounds what checking
+/// one row costs when no index helps: each element is one jsonb comparison, ~0.5 µs
+/// here, so 500 cost a row ~0.3 ms, the order of the worst 100-condition filter
+/// (~0.13 ms); docs/query.md, "Limits".
 pub const MAX_LIST: usize = 500;
 const MAX_SEGMENT_CHARS: usize = 128;
 const MAX_SEGMENTS: usize = 16;
