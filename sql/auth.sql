@@ -244,7 +244,7 @@ begin
     if octet_length(login.password) > 1024 then
         perform baas._raise('22001', 'password_too_long', 'password must be at most 1024 bytes');
     end if;
-    select * into u from baas.users where email = lower(btrim(login.email));
+    select * into u from baas.users where email = baas._email_key(login.email);
     if u.id is not null then
         -- One attempt per account at a time, so that concurrent guesses see each
         -- other's failures (a burst cannot slip past the lockout threshold).

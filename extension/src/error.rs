@@ -29,6 +29,9 @@ pub enum BaasError {
     InvalidSchema(String),
     #[error("{0}")]
     InvalidQuery(String),
+    /// Past one of the query language's complexity bounds (docs/query.md, "Limits").
+    #[error("{0}")]
+    QueryTooComplex(String),
     #[error("document does not match the collection schema at {path}: {message}")]
     SchemaViolation { path: String, message: String },
     #[error("JSON argument is nested too deeply or unreadable: {0}")]
@@ -51,6 +54,7 @@ impl BaasError {
             BaasError::InvalidSchema(_) => "invalid_schema",
             BaasError::SchemaViolation { .. } => "schema_violation",
             BaasError::InvalidQuery(_) => "invalid_query",
+            BaasError::QueryTooComplex(_) => "query_too_complex",
             BaasError::JsonTooDeep(_) => "limit_exceeded",
         }
     }
@@ -71,7 +75,7 @@ impl BaasError {
                 PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION
             }
             BaasError::BadSigningKey => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-            BaasError::JsonTooDeep(_) => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            BaasError::JsonTooDeep(_) | BaasError::QueryTooComplex(_) => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         }
     }
 

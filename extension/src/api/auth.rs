@@ -10,6 +10,16 @@ fn normalize_email(email: &str) -> String {
     email::normalize(email).or_raise("_normalize_email")
 }
 
+/// The same normalisation as `_normalize_email`, for looking an account up by the
+/// address someone typed: NULL where sign-up would refuse the address, so that the
+/// lookup finds no account instead of raising (a failed sign-in must be answered and
+/// audited as one). Every lookup by email uses this, never SQL lower(): under the
+/// database's C ctype lower() leaves "É" as it is, Rust's Unicode rules make it "é".
+#[pg_extern(immutable, strict, parallel_safe, name = "_email_key")]
+fn email_key(email: &str) -> Option<String> {
+    email::normalize(email).ok()
+}
+
 /// Check the password rules without hashing (22023 weak_password, 22001 password_too_long).
 #[pg_extern(immutable, strict, parallel_safe, name = "_check_password")]
 fn check_password(password: &str) {

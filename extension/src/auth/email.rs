@@ -1,6 +1,13 @@
 //! Email normalisation. Deliberately modest: we do not try to implement RFC 5322, we
 //! reject what is certainly not deliverable and store the address lower-cased so that
 //! `Alice@Example.com` and `alice@example.com` are one account.
+//!
+//! This is the only normalisation of addresses: sign-up stores `normalize`'s result
+//! (SQL `baas._normalize_email`) and every lookup by address goes through it too
+//! (`baas._email_key`, NULL where this refuses). Lower-casing follows Unicode (Rust's
+//! `to_lowercase`), so "ÉLODIE@Example.com" is "élodie@example.com"; SQL `lower()`
+//! under the database's C ctype changes ASCII letters only, and a login through it
+//! never found such an account (issue 13).
 
 use crate::error::BaasError;
 
@@ -41,6 +48,14 @@ mod tests {
     #[test]
     fn lowercases_and_trims() {
         assert_eq!(normalize("  Alice@Example.COM ").unwrap(), "alice@example.com");
+    }
+
+    #[test]
+    fn lowercases_beyond_ascii() {
+        assert_eq!(normalize("ÉLODIE@Example.com").unwrap(), "élodie@example.com");
+        assert_eq!(normalize("élodie@example.com").unwrap(), "élodie@example.com");
+        assert_eq!(normalize("ΣΟΦΙΑ@ΠΑΡΑΔΕΙΓΜΑ.ΕΛ").unwrap(), normalize("σοφια@παραδειγμα.ελ").unwrap());
+        assert_eq!(normalize("JÖRG@BÜCHER.DE").unwrap(), "jörg@bücher.de");
     }
 
     #[test]

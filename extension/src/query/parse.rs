@@ -5,6 +5,18 @@ use serde_json::{Map, Value};
 
 pub const MAX_DEPTH: usize = 32;
 pub const MAX_FILTER_BYTES: usize = 16 * 1024;
+/// Complexity bounds, checked while parsing, before anything is compiled or planned
+/// (docs/query.md, "Limits", says why these numbers). A filter's SQL text, its plan and
+/// the time to plan it grow with its conditions, not with its byte length: within 16
+/// KiB, `{"a":{"$gt":1}}` repeated ~1,000 times plans for seconds.
+/// Every `$and`, `$or`, `$not` and every condition on a field (a literal is one `$eq`).
+pub const MAX_NODES: usize = 100;
+/// Elements of one `$in` / `$nin` list. The list is one bind parameter, so its length
+/// costs nothing to plan (0.4 ms for 500 or 1,000 values); this bounds what checking
+/// one row costs when no index helps: each element is one jsonb comparison, ~0.5 µs
+/// here, so 500 cost a row ~0.3 ms, the order of the worst 100-condition filter
+/// (~0.13 ms); docs/query.md, "Limits".
+pub const MAX_LIST: usize = 500;
 const MAX_SEGMENT_CHARS: usize = 128;
 const MAX_SEGMENTS: usize = 16;
 
@@ -37,6 +49,28 @@ pub enum Filter {
 
 fn bad(m: impl Into<String>) -> BaasError {
     BaasError::InvalidQuery(m.into())
+}
+
+fn too_complex(m: impl Into<String>) -> BaasError {
+    BaasError::QueryTooComplex(m.into())
+}
+
+/// Counts nodes as the parser meets them, so an over-large filter is refused as soon as
+/// it passes the bound, before the rest of it is even read.
+struct Budget {
+    nodes: usize,
+}
+
+impl Budget {
+    fn node(&mut self) -> Result<(), BaasError> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(too_complex(format!(
+                "filter has more than {MAX_NODES} conditions and $and/$or/$not nodes; use $in for long lists of values"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Path {
@@ -77,10 +111,10 @@ pub fn parse(v: &Value) -> Result<Filter, BaasError> {
     if text_len > MAX_FILTER_BYTES {
         return Err(bad(format!("filter is {text_len} bytes; the limit is {MAX_FILTER_BYTES}")));
     }
-    parse_filter(v, 0, "where")
+    parse_filter(v, 0, "where", &mut Budget { nodes: 0 })
 }
 
-fn parse_filter(v: &Value, depth: usize, at: &str) -> Result<Filter, BaasError> {
+fn parse_filter(v: &Value, depth: usize, at: &str, budget: &mut Budget) -> Result<Filter, BaasError> {
     if depth > MAX_DEPTH {
         return Err(bad(format!("filter is nested deeper than {MAX_DEPTH} levels")));
     }
@@ -91,6 +125,7 @@ fn parse_filter(v: &Value, depth: usize, at: &str) -> Result<Filter, BaasError> 
     for (k, val) in m {
         parts.push(match k.as_str() {
             "$and" | "$or" => {
+                budget.node()?;
                 let Value::Array(items) = val else {
                     return Err(bad(format!("{k} takes a non-empty array of filters")));
                 };
@@ -100,13 +135,16 @@ fn parse_filter(v: &Value, depth: usize, at: &str) -> Result<Filter, BaasError> 
                 let fs = items
                     .iter()
                     .enumerate()
-                    .map(|(i, f)| parse_filter(f, depth + 1, &format!("{k}[{i}]")))
+                    .map(|(i, f)| parse_filter(f, depth + 1, &format!("{k}[{i}]"), budget))
                     .collect::<Result<Vec<_>, _>>()?;
                 if k == "$and" { Filter::And(fs) } else { Filter::Or(fs) }
             }
-            "$not" => Filter::Not(Box::new(parse_filter(val, depth + 1, "$not")?)),
+            "$not" => {
+                budget.node()?;
+                Filter::Not(Box::new(parse_filter(val, depth + 1, "$not", budget)?))
+            }
             op if op.starts_with('$') => return Err(bad(format!("unknown operator {op} at the top of a filter"))),
-            field => Filter::Field(Path::parse(field)?, parse_conds(field, val, depth + 1)?),
+            field => Filter::Field(Path::parse(field)?, parse_conds(field, val, depth + 1, budget)?),
         });
     }
     Ok(match (parts.pop(), parts.is_empty()) {
@@ -123,7 +161,7 @@ fn is_operator_object(m: &Map<String, Value>) -> bool {
     !m.is_empty() && m.keys().all(|k| k.starts_with('$'))
 }
 
-fn parse_conds(field: &str, v: &Value, depth: usize) -> Result<Vec<Cond>, BaasError> {
+fn parse_conds(field: &str, v: &Value, depth: usize, budget: &mut Budget) -> Result<Vec<Cond>, BaasError> {
     if depth > MAX_DEPTH {
         return Err(bad(format!("filter is nested deeper than {MAX_DEPTH} levels")));
     }
@@ -132,10 +170,14 @@ fn parse_conds(field: &str, v: &Value, depth: usize) -> Result<Vec<Cond>, BaasEr
         Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => {
             return Err(bad(format!("{field}: an object mixing operators and plain keys is ambiguous")))
         }
-        literal => return Ok(vec![Cond::Eq(literal.clone())]),
+        literal => {
+            budget.node()?;
+            return Ok(vec![Cond::Eq(literal.clone())]);
+        }
     };
     m.iter()
         .map(|(op, operand)| {
+            budget.node()?;
             let ordered = |o: &Value| -> Result<Value, BaasError> {
                 match o {
                     Value::Number(_) | Value::String(_) => Ok(o.clone()),
@@ -144,6 +186,9 @@ fn parse_conds(field: &str, v: &Value, depth: usize) -> Result<Vec<Cond>, BaasEr
             };
             let list = |o: &Value| -> Result<Vec<Value>, BaasError> {
                 match o {
+                    Value::Array(a) if a.len() > MAX_LIST => {
+                        Err(too_complex(format!("{field}.{op} has {} values; the limit is {MAX_LIST}", a.len())))
+                    }
                     Value::Array(a) => Ok(a.clone()),
                     _ => Err(bad(format!("{field}.{op} takes an array"))),
                 }
@@ -203,7 +248,7 @@ pub fn parse_order(raw: &str) -> Result<Vec<SortKey>, BaasError> {
     }
     let keys: Vec<&str> = raw.split(',').map(str::trim).collect();
     if keys.len() > MAX_SORT_KEYS {
-        return Err(bad(format!("order takes at most {MAX_SORT_KEYS} fields")));
+        return Err(too_complex(format!("order takes at most {MAX_SORT_KEYS} fields")));
     }
     keys.into_iter()
         .map(|k| {
@@ -227,7 +272,7 @@ pub const MAX_FIELDS: usize = 64;
 /// `fields=title,score`: top-level data keys to return.
 pub fn parse_fields(raw: &[String]) -> Result<Vec<String>, BaasError> {
     if raw.len() > MAX_FIELDS {
-        return Err(bad(format!("fields takes at most {MAX_FIELDS} names")));
+        return Err(too_complex(format!("fields takes at most {MAX_FIELDS} names")));
     }
     raw.iter()
         .map(|f| {

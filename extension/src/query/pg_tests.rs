@@ -274,6 +274,50 @@ mod tests {
         assert!(kept > 0 && kept <= crate::api::plans::MAX_PLANS, "{kept} kept plans");
     }
 
+    /// Bytes of every memory context of this backend.
+    fn backend_bytes() -> i64 {
+        Spi::get_one::<i64>("select sum(total_bytes)::bigint from pg_backend_memory_contexts").unwrap().unwrap()
+    }
+
+    /// A filter at the complexity bound, a new shape for each `i`: `$or` of 49 fields,
+    /// each a 16-part path with two range conditions (99 nodes, ~14 KiB).
+    fn worst(i: usize) -> Value {
+        let items: Vec<Value> = (0..49)
+            .map(|j| {
+                let path: Vec<String> = (0..16).map(|s| format!("f{i:06}x{j:02}s{s:02}ab")).collect();
+                json!({ path.join("."): {"$gte": j, "$lt": "z"} })
+            })
+            .collect();
+        json!({"$or": items})
+    }
+
+    /// Kept plans are measured and bounded in bytes: distinct worst-case shapes push
+    /// each other (and older plans) out instead of piling up, and the backend's memory
+    /// grows by about the budget, not by a plan per shape.
+    #[pg_test]
+    fn kept_plans_stay_within_their_byte_budget() {
+        use crate::api::plans;
+        Spi::run("select baas.create_collection('budget')").unwrap();
+        Spi::run("insert into baas.documents (collection_id, id, data) select (select id from baas.collections where name = 'budget'), baas.uuid7(), jsonb_build_object('n', g) from generate_series(1, 20) g").unwrap();
+        let find = |f: Value| Spi::get_one_with_args::<i64>("select count(*) from baas.find('budget', $1)", &[JsonB(f).into()]).unwrap();
+        find(json!({"n": 3}));
+        let small = plans::kept_bytes();
+        assert!(small > 4 * 1024 && small < 256 * 1024, "an ordinary list plan measures {small} bytes");
+        find(worst(0));
+        let one = plans::kept_bytes() - small;
+        assert!(one > 512 * 1024, "a worst-case plan measures {one} bytes");
+        let before = backend_bytes();
+        for i in 1..30 {
+            find(worst(i));
+            let kept = plans::kept_bytes();
+            assert!(kept <= plans::MAX_PLAN_BYTES, "shape {i}: {kept} bytes kept");
+        }
+        let grown = backend_bytes() - before;
+        // Without the byte bound, 29 more plans of `one` bytes each.
+        assert!(grown < plans::MAX_PLAN_BYTES as i64, "the backend grew by {grown} bytes over 29 worst-case shapes of ~{one} bytes");
+        assert!(plans::kept() >= 1, "the latest plan is kept");
+    }
+
     /// With a btree index on every field the generator uses, counts of one-field
     /// filters come from baas.index_entries: they must still equal the reference,
     /// before and after the documents change.
