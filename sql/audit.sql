@@ -152,9 +152,9 @@ create function baas._email_for_audit(email text) returns text
 language sql immutable
 set search_path = pg_catalog, pg_temp
 as $$
-    select case when lower(btrim(email)) ~ '^[^@[:space:]]{1,64}@[^@[:space:]]{1,255}$'
-                then lower(btrim(email))
-                else 'sha256:' || encode(sha256(convert_to(coalesce(email, ''), 'UTF8')), 'hex') end
+    -- The address as sign-up and sign-in normalise it (baas._email_key), else a hash.
+    select coalesce(baas._email_key(email),
+                    'sha256:' || encode(sha256(convert_to(coalesce(email, ''), 'UTF8')), 'hex'))
 $$;
 
 -- DBAs: lift a lockout early.

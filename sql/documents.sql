@@ -1041,7 +1041,7 @@ begin
     end if;
     v_id := baas._parse_document_id(btrim(who));
     if v_id is null then
-        select u.id into v_id from baas.users u where u.email = lower(btrim(who));
+        select u.id into v_id from baas.users u where u.email = baas._email_key(who);
         if not found then
             perform baas._raise('P0002', 'user_not_found', format('no account with email %s', who));
         end if;

@@ -20,6 +20,7 @@ extension_sql_file!(
     requires = [
         "schema",
         api::auth::normalize_email,
+        api::auth::email_key,
         api::auth::check_password,
         api::auth::hash_password,
         api::auth::verify_password,
