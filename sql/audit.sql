@@ -18,7 +18,7 @@ create table baas.audit_log (
     details jsonb not null default '{}'
 );
 comment on table baas.audit_log is
-    'Security events: sign-ups, logins and failures, logouts, password changes, deletions, refresh reuse, lockouts, role and ACL changes, key rotations';
+    'Security events: sign-ups, logins and failures, logouts, password changes, deletions, refresh reuse, lockouts, role and ACL changes, collections and indexes created and dropped, key rotations';
 create index audit_log_user_idx on baas.audit_log (user_id, action, at) where user_id is not null;
 create index audit_log_document_idx on baas.audit_log (document_id, at) where document_id is not null;
 create index audit_log_ip_idx on baas.audit_log (ip, at) where ip is not null;
@@ -164,6 +164,9 @@ set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
 begin
+    if not exists (select from baas.users u where u.id = unlock_account.user_id) then
+        perform baas._raise('P0002', 'user_not_found', format('no account with id %s', unlock_account.user_id));
+    end if;
     delete from baas._lockouts l where l.user_id = unlock_account.user_id and l.locked_until > clock_timestamp();
     if found then
         -- Failures before now no longer count towards the next lockout.
@@ -175,7 +178,7 @@ begin
     return false;
 end
 $$;
-comment on function baas.unlock_account(uuid) is 'DBAs: lift an account''s login lockout now; true if it was locked';
+comment on function baas.unlock_account(uuid) is 'DBAs: lift an account''s login lockout now; true if it was locked, false if not; P0002 user_not_found for an unknown id';
 
 ------------------------------------------------------------------------ triggers
 -- Changes recorded wherever they come from (API functions or a DBA's own SQL).
@@ -236,6 +239,37 @@ create trigger role_members_audit after insert or delete on baas.role_members
     for each row execute function baas._audit_roles();
 create trigger role_roles_audit after insert or delete on baas.role_roles
     for each row execute function baas._audit_roles();
+
+-- Collections and their indexes, created and dropped (by the API functions or by a
+-- DBA's own SQL). baas.drop_collection drops the indexes first, so their entries name
+-- the collection; a DBA's plain DELETE of a collection records them with its id only.
+create function baas._audit_collections() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if tg_table_name = 'collections' then
+        perform baas._audit(case tg_op when 'INSERT' then 'collection.create' else 'collection.drop' end,
+            collection => coalesce(new.name, old.name),
+            details => case when tg_op = 'INSERT' then jsonb_build_object(
+                'create', new.create_acl,
+                'default_acl', jsonb_build_object('read', new.default_read, 'update', new.default_update,
+                                                  'delete', new.default_delete),
+                'schema', new.schema is not null) else '{}' end);
+    else
+        perform baas._audit(case tg_op when 'INSERT' then 'index.create' else 'index.drop' end,
+            collection => (select c.name from baas.collections c
+                            where c.id = coalesce(new.collection_id, old.collection_id)),
+            details => jsonb_build_object('path', coalesce(new.path, old.path), 'kind', coalesce(new.kind, old.kind),
+                                          'collection_id', coalesce(new.collection_id, old.collection_id)));
+    end if;
+    return null;
+end
+$$;
+create trigger collections_audit after insert or delete on baas.collections
+    for each row execute function baas._audit_collections();
+create trigger indexes_audit after insert or delete on baas.indexes
+    for each row execute function baas._audit_collections();
 
 create function baas._audit_users() returns trigger
 language plpgsql security definer

@@ -172,8 +172,10 @@ begin
 end
 $$;
 
-create function baas.signup(email text, password text, data jsonb default '{}') returns jsonb
-language plpgsql volatile security definer
+-- A new account (validated email and password, argon2id hash), recorded in the audit
+-- log as `action`. For baas.signup and baas.create_user.
+create function baas._create_account(email text, password text, data jsonb, action text) returns baas.users
+language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
@@ -181,28 +183,50 @@ declare
     v_email text;
     u baas.users;
 begin
-    if signup.email is null or signup.password is null then
+    if _create_account.email is null or _create_account.password is null then
         perform baas._raise('22023', 'invalid_request', 'email and password are required');
     end if;
-    if signup.data is not null and jsonb_typeof(signup.data) <> 'object' then
+    if _create_account.data is not null and jsonb_typeof(_create_account.data) <> 'object' then
         perform baas._raise('22023', 'invalid_request', 'data must be a JSON object');
     end if;
-    v_email := baas._normalize_email(signup.email);
-    perform baas._check_password(signup.password);
+    v_email := baas._normalize_email(_create_account.email);
+    perform baas._check_password(_create_account.password);
     begin
         insert into baas.users (id, email, password_hash, data)
-        values (baas.uuid7(), v_email, baas._hash_password(signup.password),
-                coalesce(signup.data, '{}'))
+        values (baas.uuid7(), v_email, baas._hash_password(_create_account.password),
+                coalesce(_create_account.data, '{}'))
         returning * into u;
     exception when unique_violation then
         perform baas._raise('23505', 'email_taken', 'an account with this email already exists');
     end;
-    perform baas._audit('signup', u.id, details => jsonb_build_object('email', u.email));
-    return baas._new_session(u);
+    perform baas._audit(action, u.id, details => jsonb_build_object('email', u.email));
+    return u;
+end
+$$;
+
+create function baas.signup(email text, password text, data jsonb default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return baas._new_session(baas._create_account(email, password, data, 'signup'));
 end
 $$;
 comment on function baas.signup(text, text, jsonb) is
     'Create an account and sign it in: {user, access_token, token_type, expires_in, refresh_token}';
+
+-- For DBAs: an account without a session (baas.signup, the app's call, also signs it
+-- in and returns live tokens). Not granted to any API role.
+create function baas.create_user(email text, password text, data jsonb default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return baas._user_json(baas._create_account(email, password, data, 'user.create'));
+end
+$$;
+comment on function baas.create_user(text, text, jsonb) is
+    'DBAs: create an account without signing it in; returns {id, email, data, created_at, updated_at}';
 
 create function baas.login(email text, password text) returns jsonb
 language plpgsql volatile security definer
@@ -519,10 +543,14 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+    if not exists (select from baas.service_tokens t where t.id = revoke_service_token.id) then
+        perform baas._raise('P0002', 'service_token_not_found', format('no service token with id %s', revoke_service_token.id));
+    end if;
+    -- Revoking a revoked token again changes nothing and is not an error.
     update baas.service_tokens t set revoked_at = now() where t.id = revoke_service_token.id and t.revoked_at is null;
     if found then
         perform baas._audit('service_token.revoke', details => jsonb_build_object('id', revoke_service_token.id));
     end if;
 end
 $$;
-comment on function baas.revoke_service_token(uuid) is 'Revoke a service token at once';
+comment on function baas.revoke_service_token(uuid) is 'Revoke a service token at once; P0002 service_token_not_found for an unknown id';

@@ -1,7 +1,7 @@
 -- pgbaas documents: collections of JSON documents with per-document ACLs, enforced by
 -- row-level security. Every document function is SECURITY INVOKER: it runs as the
--- caller's role with the caller's claims, so the policies below are the one place
--- where read/update/delete permissions are decided, for HTTP and SQL alike.
+-- caller's role with the caller's claims, so the policies of sql/permissions.sql
+-- decide what each caller may read, update and delete, for HTTP and SQL alike.
 --
 -- Layout (docs/storage.md): one table for all collections, keyed (collection_id, id).
 -- A thousand small collections cost a thousand rows in baas.collections, not a
@@ -37,56 +37,6 @@ select pg_catalog.pg_extension_config_dump('baas.roles', '');
 select pg_catalog.pg_extension_config_dump('baas.role_members', '');
 select pg_catalog.pg_extension_config_dump('baas.role_roles', '');
 
--- The caller's application roles, nested roles included. Policies call it as
--- (select baas.roles()): once per statement. PL/pgSQL rather than SQL because a
--- non-inlinable SQL function is re-planned on every call, and PL/pgSQL keeps its plans
--- for the session (measured: create_document 666 -> see docs/storage.md).
-create function baas.roles() returns text[]
-language plpgsql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-    v_uid uuid := baas.uid();
-    v_roles text[];
-begin
-    if v_uid is null then
-        return '{}';
-    end if;
-    with recursive r(name) as (
-        select m.role from baas.role_members m where m.user_id = v_uid
-        union
-        select rr.role from baas.role_roles rr join r on rr.member_role = r.name
-    )
-    select coalesce(array_agg(name order by name), '{}') into v_roles from r;
-    return v_roles;
-end
-$$;
-comment on function baas.roles() is 'Application roles of the signed-in user, nested roles included';
-
--- Every principal the caller acts as: public; for a signed-in user also
--- authenticated, user:<id> and role:<name> for each role.
--- Security definer to read the caller's own memberships directly: every row-level
--- policy evaluates it once per statement, so the common case (a user in no role) is
--- one uid() and one index probe, without going through baas.roles().
-create function baas.principals() returns text[]
-language plpgsql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-    v_uid uuid := baas.uid();
-begin
-    if v_uid is null then
-        return array['public'];
-    end if;
-    if not exists (select from baas.role_members m where m.user_id = v_uid) then
-        return array['public', 'authenticated', 'user:' || v_uid::text];
-    end if;
-    return array['public', 'authenticated', 'user:' || v_uid::text]
-        || array(select 'role:' || r from unnest(baas.roles()) r);
-end
-$$;
-comment on function baas.principals() is 'ACL principals of the current caller';
-
 ------------------------------------------------------------ leakproof jsonb twins
 -- Under row-level security Postgres evaluates the policies before any user condition
 -- whose functions are not LEAKPROOF, so such a condition can never drive an index
@@ -96,41 +46,41 @@ comment on function baas.principals() is 'ACL principals of the current caller';
 -- LEAKPROOF declarations (called through one-line forwarders in our library,
 -- extension/src/api/leakproof.rs, which Postgres finds faster than an internal
 -- function of another name), with operators and operator classes over them, so that
--- filters compiled by baas.compile_query can use indexes made by baas.create_index.
+-- filters compiled by baas._compile_query can use indexes made by baas.create_index.
 -- Nothing in pg_catalog is altered.
-create function baas.jfield(jsonb, text) returns jsonb
+create function baas._jfield(jsonb, text) returns jsonb
     language c immutable strict parallel safe leakproof as 'MODULE_PATHNAME', 'baas_jsonb_object_field';
-create function baas.jsonb_lp_eq(jsonb, jsonb) returns boolean
+create function baas._jsonb_lp_eq(jsonb, jsonb) returns boolean
     language c immutable strict parallel safe leakproof as 'MODULE_PATHNAME', 'baas_jsonb_eq';
-create function baas.jsonb_lp_lt(jsonb, jsonb) returns boolean
+create function baas._jsonb_lp_lt(jsonb, jsonb) returns boolean
     language c immutable strict parallel safe leakproof as 'MODULE_PATHNAME', 'baas_jsonb_lt';
-create function baas.jsonb_lp_le(jsonb, jsonb) returns boolean
+create function baas._jsonb_lp_le(jsonb, jsonb) returns boolean
     language c immutable strict parallel safe leakproof as 'MODULE_PATHNAME', 'baas_jsonb_le';
-create function baas.jsonb_lp_gt(jsonb, jsonb) returns boolean
+create function baas._jsonb_lp_gt(jsonb, jsonb) returns boolean
     language c immutable strict parallel safe leakproof as 'MODULE_PATHNAME', 'baas_jsonb_gt';
-create function baas.jsonb_lp_ge(jsonb, jsonb) returns boolean
+create function baas._jsonb_lp_ge(jsonb, jsonb) returns boolean
     language c immutable strict parallel safe leakproof as 'MODULE_PATHNAME', 'baas_jsonb_ge';
-create function baas.jsonb_lp_cmp(jsonb, jsonb) returns integer
+create function baas._jsonb_lp_cmp(jsonb, jsonb) returns integer
     language c immutable strict parallel safe leakproof as 'MODULE_PATHNAME', 'baas_jsonb_cmp';
-create function baas.jsonb_lp_contains(jsonb, jsonb) returns boolean
+create function baas._jsonb_lp_contains(jsonb, jsonb) returns boolean
     language c immutable strict parallel safe leakproof as 'MODULE_PATHNAME', 'baas_jsonb_contains';
 
-create operator baas.= (leftarg = jsonb, rightarg = jsonb, function = baas.jsonb_lp_eq,
+create operator baas.= (leftarg = jsonb, rightarg = jsonb, function = baas._jsonb_lp_eq,
     commutator = operator(baas.=), restrict = eqsel, join = eqjoinsel);
-create operator baas.< (leftarg = jsonb, rightarg = jsonb, function = baas.jsonb_lp_lt,
+create operator baas.< (leftarg = jsonb, rightarg = jsonb, function = baas._jsonb_lp_lt,
     commutator = operator(baas.>), negator = operator(baas.>=), restrict = scalarltsel, join = scalarltjoinsel);
-create operator baas.<= (leftarg = jsonb, rightarg = jsonb, function = baas.jsonb_lp_le,
+create operator baas.<= (leftarg = jsonb, rightarg = jsonb, function = baas._jsonb_lp_le,
     commutator = operator(baas.>=), negator = operator(baas.>), restrict = scalarlesel, join = scalarlejoinsel);
-create operator baas.> (leftarg = jsonb, rightarg = jsonb, function = baas.jsonb_lp_gt,
+create operator baas.> (leftarg = jsonb, rightarg = jsonb, function = baas._jsonb_lp_gt,
     commutator = operator(baas.<), negator = operator(baas.<=), restrict = scalargtsel, join = scalargtjoinsel);
-create operator baas.>= (leftarg = jsonb, rightarg = jsonb, function = baas.jsonb_lp_ge,
+create operator baas.>= (leftarg = jsonb, rightarg = jsonb, function = baas._jsonb_lp_ge,
     commutator = operator(baas.<=), negator = operator(baas.<), restrict = scalargesel, join = scalargejoinsel);
-create operator baas.@> (leftarg = jsonb, rightarg = jsonb, function = baas.jsonb_lp_contains,
+create operator baas.@> (leftarg = jsonb, rightarg = jsonb, function = baas._jsonb_lp_contains,
     restrict = matchingsel, join = matchingjoinsel);
 
 create operator class baas.jsonb_lp_ops for type jsonb using btree as
     operator 1 baas.<, operator 2 baas.<=, operator 3 baas.=, operator 4 baas.>=, operator 5 baas.>,
-    function 1 baas.jsonb_lp_cmp(jsonb, jsonb);
+    function 1 baas._jsonb_lp_cmp(jsonb, jsonb);
 create operator class baas.jsonb_path_lp_ops for type jsonb using gin as
     operator 7 baas.@>,
     function 1 btint4cmp(int4, int4),
@@ -153,9 +103,6 @@ create table baas.collections (
 );
 revoke all on baas.collections from public;
 grant select on baas.collections to baas_anon, baas_user, baas_service;
-alter table baas.collections enable row level security;
-alter table baas.collections force row level security;
-create policy collections_visible on baas.collections for select using (true);
 select pg_catalog.pg_extension_config_dump('baas.collections', '');
 
 create table baas.documents (
@@ -182,49 +129,11 @@ grant update (data, acl_read, acl_update, acl_delete, owner, version, updated_at
     on baas.documents to baas_anon, baas_user, baas_service;
 select pg_catalog.pg_extension_config_dump('baas.documents', '');
 
-alter table baas.documents enable row level security;
--- Forced: the table's owner obeys the policies too (a superuser still bypasses them).
-alter table baas.documents force row level security;
-
--- The service role bypasses ACLs, and nothing else does.
-create policy documents_service on baas.documents to baas_service
-    using (true) with check (true);
--- Read: the owner, or anyone named in acl_read (which always contains everyone named
--- in acl_update and acl_delete: see baas.normalize_acl).
-create policy documents_read on baas.documents for select to baas_anon, baas_user
-    using (owner = (select baas.uid()) or acl_read && (select baas.principals()));
--- Create: as yourself, in a collection whose `create` option names you.
-create policy documents_create on baas.documents for insert to baas_anon, baas_user
-    with check (
-        owner is not distinct from (select baas.uid())
-        and exists (select from baas.collections c
-                     where c.id = collection_id and c.create_acl && (select baas.principals())));
-create policy documents_update on baas.documents for update to baas_anon, baas_user
-    using (owner = (select baas.uid()) or acl_update && (select baas.principals()))
-    with check (true);
-create policy documents_delete on baas.documents for delete to baas_anon, baas_user
-    using (owner = (select baas.uid()) or acl_delete && (select baas.principals()));
-
--- True for the callers that bypass document ACLs: the service role and superusers
--- (DBAs, and the extension's own SECURITY DEFINER steps). Listed positively, so a
--- custom role that merely inherits baas_user gets no more than baas_user.
--- It runs inside the document trigger (which fixes its own search_path) and inside
--- the callers' functions (which do not). Its own fixed search_path keeps its one
--- cached plan valid for both: with the path changing from call to call, Postgres
--- re-planned it on every call, a sixth of a create's CPU (docs/benchmarks.md).
-create function baas.privileged_caller() returns boolean
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-    return current_user = 'baas_service'
-        or exists (select from pg_catalog.pg_roles r where r.rolname = current_user and (r.rolsuper or r.rolbypassrls));
-end
-$$;
-
 -- System fields are the system's: whatever a writer sends, id/collection/creation time
 -- stay, version counts every change, timestamps come from the clock. Only the owner
--- (or the service role) may change the ACL or hand the document to someone else.
+-- (or a privileged caller) may change the ACL or hand the document to someone else:
+-- the one check row-level security cannot express (a policy sees the new row or the
+-- old one, never both), made with the predicate of sql/permissions.sql.
 -- Data must satisfy the collection's schema, whoever writes it.
 create function baas._documents_guard() returns trigger
 language plpgsql
@@ -232,7 +141,6 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_schema jsonb;
-    v_privileged boolean := baas.privileged_caller();
 begin
     -- Loading a dump (pg_restore sets row_security off, which only superusers and
     -- BYPASSRLS roles can use here: sql/dump.sql): the rows keep their versions and times.
@@ -249,17 +157,16 @@ begin
         new.created_at := old.created_at;
         new.version := old.version + 1;
         new.updated_at := greatest(now(), old.updated_at);
-        -- Anonymous callers own nothing, and nobody owns an ownerless document.
-        if not v_privileged and (old.owner is null or old.owner is distinct from baas.uid()) then
-            if new.owner is distinct from old.owner then
-                raise exception using errcode = '42501', detail = 'forbidden',
-                    message = 'only the owner may transfer this document';
-            end if;
-            if new.acl_read is distinct from old.acl_read or new.acl_update is distinct from old.acl_update
-               or new.acl_delete is distinct from old.acl_delete then
-                raise exception using errcode = '42501', detail = 'forbidden',
-                    message = 'only the owner may change this document''s ACL';
-            end if;
+        -- Who may hand the document over or change its ACL: baas._may_manage
+        -- (sql/permissions.sql), asked only when one of them changes.
+        if new.owner is distinct from old.owner and not baas._may_manage(old.owner, current_user) then
+            raise exception using errcode = '42501', detail = 'forbidden',
+                message = 'only the owner may transfer this document';
+        end if;
+        if (new.acl_read is distinct from old.acl_read or new.acl_update is distinct from old.acl_update
+            or new.acl_delete is distinct from old.acl_delete) and not baas._may_manage(old.owner, current_user) then
+            raise exception using errcode = '42501', detail = 'forbidden',
+                message = 'only the owner may change this document''s ACL';
         end if;
         if new.data is not distinct from old.data then
             return new;
@@ -267,7 +174,7 @@ begin
     end if;
     select c.schema into v_schema from baas.collections c where c.id = new.collection_id;
     if v_schema is not null then
-        perform baas.validate_document(v_schema, new.data);
+        perform baas._validate_document(v_schema, new.data);
     end if;
     return new;
 end
@@ -280,7 +187,7 @@ create trigger documents_guard before insert or update on baas.documents
 -- inlines a SQL function only if its body is no more volatile than declared. Inlined,
 -- it costs nothing; not inlined, every call was parsed and planned again (list and get
 -- profiles, docs/benchmarks.md).
-create function baas.document_json(d baas.documents, collection text) returns jsonb
+create function baas._document_json(d baas.documents, collection text) returns jsonb
 language sql stable parallel safe
 as $$
     select jsonb_build_object(
@@ -290,7 +197,7 @@ as $$
                                   'delete', to_jsonb(d.acl_delete)))
 $$;
 
-create function baas.collection_json(c baas.collections) returns jsonb
+create function baas._collection_json(c baas.collections) returns jsonb
 language sql stable parallel safe
 as $$
     select jsonb_build_object(
@@ -303,24 +210,24 @@ as $$
 $$;
 
 -- The collection named `name`: 22023 invalid_collection_name / P0002 collection_not_found.
-create function baas.collection_by_name(name text) returns baas.collections
+create function baas._collection_by_name(name text) returns baas.collections
 language plpgsql stable
 as $$
 #variable_conflict use_column
 declare
     c baas.collections;
 begin
-    perform baas.check_collection_name(collection_by_name.name);
-    select * into c from baas.collections where name = collection_by_name.name;
+    perform baas._check_collection_name(_collection_by_name.name);
+    select * into c from baas.collections where name = _collection_by_name.name;
     if not found then
         raise exception using errcode = 'P0002', detail = 'collection_not_found',
-            message = format('collection %s does not exist', collection_by_name.name);
+            message = format('collection %s does not exist', _collection_by_name.name);
     end if;
     return c;
 end
 $$;
 
-create function baas.document_not_found(collection text, id text) returns void
+create function baas._document_not_found(collection text, id text) returns void
 language plpgsql volatile
 as $$
 begin
@@ -329,9 +236,20 @@ begin
 end
 $$;
 
+-- 40001 version_conflict, with the current version in HINT (decimal text): the proxy
+-- answers 412 with it as the ETag, so a client can merge and retry without a GET.
+create function baas._version_conflict(current_version bigint, expected_version bigint) returns void
+language plpgsql volatile
+as $$
+begin
+    raise exception using errcode = '40001', detail = 'version_conflict', hint = current_version::text,
+        message = format('document is at version %s, not %s', current_version, expected_version);
+end
+$$;
+
 -- Why did a write touch no row? Not visible: 404. Stale version: 412. Visible but not
 -- writable: 403. Runs as the caller, so "visible" is the read policy's answer.
-create function baas.explain_write_miss(c baas.collections, v_id uuid, id text, expected_version bigint, verb text)
+create function baas._explain_write_miss(c baas.collections, v_id uuid, id text, expected_version bigint, verb text)
 returns void
 language plpgsql stable
 as $$
@@ -340,11 +258,10 @@ declare
 begin
     select d.version into v_version from baas.documents d where d.collection_id = c.id and d.id = v_id;
     if not found then
-        perform baas.document_not_found(c.name, id);
+        perform baas._document_not_found(c.name, id);
     end if;
     if expected_version is not null and v_version <> expected_version then
-        raise exception using errcode = '40001', detail = 'version_conflict',
-            message = format('document is at version %s, not %s', v_version, expected_version);
+        perform baas._version_conflict(v_version, expected_version);
     end if;
     raise exception using errcode = '42501', detail = 'forbidden',
         message = format('you may read this document but not %s it', verb);
@@ -357,14 +274,15 @@ returns jsonb
 language plpgsql volatile
 as $$
 declare
-    c baas.collections := baas.collection_by_name(collection);
+    c baas.collections := baas._collection_by_name(collection);
     a jsonb;
     d baas.documents;
 begin
     if data is null or jsonb_typeof(data) <> 'object' then
         raise exception using errcode = '22023', detail = 'invalid_data', message = 'data must be a JSON object';
     end if;
-    if not baas.privileged_caller() and not (c.create_acl && baas.principals()) then
+    -- The early, clear answer of the documents_create policy (sql/permissions.sql).
+    if not baas._may_create(c.create_acl) then
         raise exception using errcode = '42501', detail = 'forbidden',
             message = format('you may not create documents in %s', c.name);
     end if;
@@ -372,7 +290,8 @@ begin
         a := jsonb_build_object('read', to_jsonb(c.default_read), 'update', to_jsonb(c.default_update),
                                 'delete', to_jsonb(c.default_delete));
     else
-        a := baas.normalize_acl(acl);
+        a := baas._normalize_acl(acl);
+        perform baas._check_new_principals(a);
     end if;
     d.collection_id := c.id;
     d.id := coalesce(create_document.id, baas.uuid7());
@@ -394,7 +313,7 @@ begin
     d.version := 1;
     d.created_at := now();
     d.updated_at := d.created_at;
-    return baas.document_json(d, c.name);
+    return baas._document_json(d, c.name);
 end
 $$;
 comment on function baas.create_document(text, jsonb, jsonb, uuid) is
@@ -404,27 +323,27 @@ create function baas.get_document(collection text, id text) returns jsonb
 language plpgsql stable
 as $$
 declare
-    c baas.collections := baas.collection_by_name(collection);
+    c baas.collections := baas._collection_by_name(collection);
     d baas.documents;
 begin
     select * into d from baas.documents t
-     where t.collection_id = c.id and t.id = baas.parse_document_id(get_document.id);
+     where t.collection_id = c.id and t.id = baas._parse_document_id(get_document.id);
     if not found then
-        perform baas.document_not_found(c.name, get_document.id);
+        perform baas._document_not_found(c.name, get_document.id);
     end if;
-    return baas.document_json(d, c.name);
+    return baas._document_json(d, c.name);
 end
 $$;
 comment on function baas.get_document(text, text) is 'One document, or P0002 document_not_found when it does not exist or the caller may not read it';
 
 -- PUT and PATCH: replace `data`, or merge-patch it (RFC 7386).
-create function baas.write_document(collection text, id text, data jsonb, expected_version bigint, merge boolean)
+create function baas._write_document(collection text, id text, data jsonb, expected_version bigint, merge boolean)
 returns jsonb
 language plpgsql volatile
 as $$
 declare
-    c baas.collections := baas.collection_by_name(collection);
-    v_id uuid := baas.parse_document_id(id);
+    c baas.collections := baas._collection_by_name(collection);
+    v_id uuid := baas._parse_document_id(id);
     d baas.documents;
 begin
     if data is null or jsonb_typeof(data) <> 'object' then
@@ -432,28 +351,28 @@ begin
             message = case when merge then 'data must be a JSON object (a merge patch)' else 'data must be a JSON object' end;
     end if;
     update baas.documents t
-       set data = case when merge then baas.merge_patch(t.data, write_document.data) else write_document.data end
+       set data = case when merge then baas.merge_patch(t.data, _write_document.data) else _write_document.data end
      where t.collection_id = c.id and t.id = v_id
        and (expected_version is null or t.version = expected_version)
     returning * into d;
     if not found then
-        perform baas.explain_write_miss(c, v_id, id, expected_version, 'update');
+        perform baas._explain_write_miss(c, v_id, id, expected_version, 'update');
     end if;
-    return baas.document_json(d, c.name);
+    return baas._document_json(d, c.name);
 end
 $$;
 
 create function baas.replace_document(collection text, id text, data jsonb, expected_version bigint default null)
 returns jsonb
 language plpgsql volatile
-as $$ begin return baas.write_document(collection, id, data, expected_version, false); end $$;
+as $$ begin return baas._write_document(collection, id, data, expected_version, false); end $$;
 comment on function baas.replace_document(text, text, jsonb, bigint) is
     'Replace data; with expected_version, 40001 version_conflict when stale';
 
 create function baas.patch_document(collection text, id text, patch jsonb, expected_version bigint default null)
 returns jsonb
 language plpgsql volatile
-as $$ begin return baas.write_document(collection, id, patch, expected_version, true); end $$;
+as $$ begin return baas._write_document(collection, id, patch, expected_version, true); end $$;
 comment on function baas.patch_document(text, text, jsonb, bigint) is
     'Apply an RFC 7386 merge patch to data; with expected_version, 40001 version_conflict when stale';
 
@@ -462,38 +381,38 @@ returns void
 language plpgsql volatile
 as $$
 declare
-    c baas.collections := baas.collection_by_name(collection);
-    v_id uuid := baas.parse_document_id(id);
+    c baas.collections := baas._collection_by_name(collection);
+    v_id uuid := baas._parse_document_id(id);
 begin
     delete from baas.documents t
      where t.collection_id = c.id and t.id = v_id
        and (expected_version is null or t.version = expected_version);
     if not found then
-        perform baas.explain_write_miss(c, v_id, id, expected_version, 'delete');
+        perform baas._explain_write_miss(c, v_id, id, expected_version, 'delete');
     end if;
 end
 $$;
 comment on function baas.delete_document(text, text, bigint) is 'Delete a document';
 
--- Queries. baas.compile_query (Rust) turns the filter and order into SQL text in which
+-- Queries. baas._compile_query (Rust) turns the filter and order into SQL text in which
 -- every client value is a reference into one jsonb parameter ($1) and every field name
--- a quoted literal; baas.find_compiled (Rust) adds our own collection id and runs it as
+-- a quoted literal; baas._find_compiled (Rust) adds our own collection id and runs it as
 -- the caller, so row-level security still decides what is visible. It keeps each
 -- query text's plan per backend (extension/src/api/plans.rs): a list request is not
 -- parsed and planned again every time.
-create function baas.find_page(collection text, filter jsonb default '{}', "order" text default null,
+create function baas._find_page(collection text, filter jsonb default '{}', "order" text default null,
                                lim integer default 100, off integer default 0,
                                after uuid default null, fields text[] default null)
 returns jsonb
 language plpgsql stable
 as $$
 declare
-    c baas.collections := baas.collection_by_name(collection);
+    c baas.collections := baas._collection_by_name(collection);
 begin
-    return baas.find_compiled(c.id, c.name, filter, "order", lim, off, after, fields);
+    return baas._find_compiled(c.id, c.name, filter, "order", lim, off, after, fields);
 end
 $$;
-comment on function baas.find_page(text, jsonb, text, integer, integer, uuid, text[]) is
+comment on function baas._find_page(text, jsonb, text, integer, integer, uuid, text[]) is
     'Documents of a collection the caller may read, as one jsonb array (baas.find as a value)';
 
 create function baas.find(collection text, filter jsonb default '{}', "order" text default null,
@@ -503,7 +422,7 @@ returns setof jsonb
 language sql stable
 as $$
     select x from pg_catalog.jsonb_array_elements(
-        baas.find_page(collection, filter, "order", lim, off, after, fields)) x
+        baas._find_page(collection, filter, "order", lim, off, after, fields)) x
 $$;
 comment on function baas.find(text, jsonb, text, integer, integer, uuid, text[]) is
     'Documents of a collection the caller may read, filtered, ordered and paged (docs/query.md)';
@@ -512,16 +431,16 @@ create function baas.count(collection text, filter jsonb default '{}') returns b
 language plpgsql stable
 as $$
 declare
-    c baas.collections := baas.collection_by_name(collection);
+    c baas.collections := baas._collection_by_name(collection);
 begin
     -- One field with a btree index: count_compiled counts its entries, an index-only
     -- scan under the same read rule (see baas.index_entries).
-    return baas.count_compiled(c.id, filter);
+    return baas._count_compiled(c.id, filter);
 end
 $$;
 comment on function baas.count(text, jsonb) is 'Number of documents of a collection the caller may read that match the filter';
 
--- The list route in one call: {"items": [...], "count"?: n}.
+-- The list route in one call: {"items": [...], "next": id or null, "count"?: n}.
 create function baas.list_documents(collection text, filter jsonb default '{}', "order" text default null,
                                     lim integer default 100, off integer default 0,
                                     with_count boolean default false, after uuid default null,
@@ -532,7 +451,11 @@ as $$
 declare
     v jsonb;
 begin
-    v := jsonb_build_object('items', baas.find_page(collection, filter, "order", lim, off, after, fields));
+    v := baas._find_page(collection, filter, "order", lim, off, after, fields);
+    -- A full page may have more after it: its last id is the `after` of the next page.
+    -- A shorter page is the last one.
+    v := jsonb_build_object('items', v, 'next',
+        case when lim > 0 and jsonb_array_length(v) = lim then v -> -1 -> 'id' end);
     if with_count then
         v := v || jsonb_build_object('count', baas.count(collection, filter));
     end if;
@@ -541,17 +464,17 @@ end
 $$;
 
 ------------------------------------------------------------------------ ACLs, owner
-create function baas.owned_document(c baas.collections, id text) returns baas.documents
+create function baas._owned_document(c baas.collections, id text) returns baas.documents
 language plpgsql stable
 as $$
 declare
     d baas.documents;
 begin
-    select * into d from baas.documents t where t.collection_id = c.id and t.id = baas.parse_document_id(owned_document.id);
+    select * into d from baas.documents t where t.collection_id = c.id and t.id = baas._parse_document_id(_owned_document.id);
     if not found then
-        perform baas.document_not_found(c.name, id);
+        perform baas._document_not_found(c.name, id);
     end if;
-    if not baas.privileged_caller() and (d.owner is null or d.owner is distinct from baas.uid()) then
+    if not baas._may_manage(d.owner, current_user) then
         raise exception using errcode = '42501', detail = 'forbidden',
             message = 'only the owner may manage this document''s ACL and owner';
     end if;
@@ -563,118 +486,121 @@ create function baas.get_acl(collection text, id text) returns jsonb
 language plpgsql stable
 as $$
 declare
-    c baas.collections := baas.collection_by_name(collection);
-    d baas.documents := baas.owned_document(c, id);
+    c baas.collections := baas._collection_by_name(collection);
+    d baas.documents := baas._owned_document(c, id);
 begin
-    return baas.document_json(d, c.name) -> 'acl';
+    return baas._document_json(d, c.name) -> 'acl';
 end
 $$;
 
-create function baas.set_acl(collection text, id text, acl jsonb) returns jsonb
+-- With `version` (If-Match), refused with 40001 version_conflict when the document
+-- has moved on, exactly like the document writes.
+create function baas.set_acl(collection text, id text, acl jsonb, version bigint default null) returns jsonb
 language plpgsql volatile
 as $$
 declare
-    c baas.collections := baas.collection_by_name(collection);
-    d baas.documents := baas.owned_document(c, id);
-    a jsonb := baas.normalize_acl(coalesce(acl, 'null'));
+    c baas.collections := baas._collection_by_name(collection);
+    d baas.documents := baas._owned_document(c, id);
+    a jsonb := baas._normalize_acl(coalesce(acl, 'null'));
 begin
+    if set_acl.version is not null and d.version <> set_acl.version then
+        perform baas._version_conflict(d.version, set_acl.version);
+    end if;
+    perform baas._check_new_principals(a, d.acl_read || d.acl_update || d.acl_delete);
     update baas.documents t set
         acl_read = array(select jsonb_array_elements_text(a -> 'read')),
         acl_update = array(select jsonb_array_elements_text(a -> 'update')),
         acl_delete = array(select jsonb_array_elements_text(a -> 'delete'))
      where t.collection_id = c.id and t.id = d.id
+       and (set_acl.version is null or t.version = set_acl.version)
     returning * into d;
     if not found then
-        -- Visible and owned, yet the update policy let no row through.
-        raise exception using errcode = '42501', detail = 'forbidden',
-            message = 'you may not change this document''s ACL';
+        -- Changed by a concurrent write since the version check, or the update policy
+        -- let no row through although the caller owns it.
+        perform baas._explain_write_miss(c, d.id, id, set_acl.version, 'update');
     end if;
-    return baas.document_json(d, c.name) -> 'acl';
+    return baas._document_json(d, c.name) -> 'acl';
 end
 $$;
-comment on function baas.set_acl(text, text, jsonb) is 'Replace a document''s ACL (owner or service only)';
+comment on function baas.set_acl(text, text, jsonb, bigint) is
+    'Replace a document''s ACL (owner or service only); with version, 40001 version_conflict when stale';
 
-create function baas.change_acl(collection text, id text, permission text, principal text, is_grant boolean)
+create function baas._change_acl(collection text, id text, permission text, principal text, is_grant boolean)
 returns jsonb
 language plpgsql volatile
 as $$
 declare
-    c baas.collections := baas.collection_by_name(collection);
-    d baas.documents := baas.owned_document(c, id);
+    c baas.collections := baas._collection_by_name(collection);
+    d baas.documents := baas._owned_document(c, id);
 begin
     return baas.set_acl(collection, id,
-        baas.acl_change(d.acl_read, d.acl_update, d.acl_delete, permission, principal, is_grant));
+        baas._acl_change(d.acl_read, d.acl_update, d.acl_delete, permission, principal, is_grant));
 end
 $$;
 
 create function baas.grant(collection text, id text, permission text, principal text) returns jsonb
 language sql volatile
-as $$ select baas.change_acl(collection, id, permission, principal, true) $$;
+as $$ select baas._change_acl(collection, id, permission, principal, true) $$;
 comment on function baas.grant(text, text, text, text) is 'Add a principal to read, update or delete (update/delete imply read)';
 
 create function baas.revoke(collection text, id text, permission text, principal text) returns jsonb
 language sql volatile
-as $$ select baas.change_acl(collection, id, permission, principal, false) $$;
+as $$ select baas._change_acl(collection, id, permission, principal, false) $$;
 comment on function baas.revoke(text, text, text, text) is 'Remove a principal from a permission (revoking read revokes all three)';
-
--- The role the caller had before any SECURITY DEFINER switch: SET ROLE state, or the
--- login role when none is set.
-create function baas.caller_role() returns text
-language sql stable
-as $$
-    select case when current_setting('role') = 'none' then session_user::text
-                else current_setting('role') end
-$$;
 
 -- The owner change itself. SECURITY DEFINER because the previous owner usually cannot
 -- read the document once it is handed over, and an UPDATE needs the new row to pass
--- the read policy. So it checks ownership itself: the caller must own the document,
--- or be the service role or a superuser.
-create function baas.set_document_owner(collection_id integer, id uuid, new_owner uuid) returns void
+-- the read policy. So it asks baas._may_manage itself, about the caller's role. With
+-- `expected_version`, 40001 version_conflict when the document has moved on (checked
+-- under the row lock).
+create function baas._set_document_owner(collection_id integer, id uuid, new_owner uuid, expected_version bigint)
+returns baas.documents
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_caller text := baas.caller_role();
-    v_owner uuid;
+    v_caller text := baas._caller_role();
+    d baas.documents;
 begin
-    select d.owner into v_owner from baas.documents d
-     where d.collection_id = set_document_owner.collection_id and d.id = set_document_owner.id
+    select * into d from baas.documents t
+     where t.collection_id = _set_document_owner.collection_id and t.id = _set_document_owner.id
        for update;
     if not found then
         raise exception using errcode = 'P0002', detail = 'document_not_found', message = 'document not found';
     end if;
-    if not (v_caller = 'baas_service'
-            or exists (select from pg_roles r where r.rolname = v_caller and r.rolsuper)
-            or (v_caller = 'baas_user' and v_owner = baas.uid())) then
+    -- Running as the extension's owner: asked about the caller's role.
+    if not baas._may_manage(d.owner, v_caller) then
         raise exception using errcode = '42501', detail = 'forbidden',
             message = 'only the owner may transfer this document';
+    end if;
+    if expected_version is not null and d.version <> expected_version then
+        perform baas._version_conflict(d.version, expected_version);
     end if;
     if new_owner is null or not exists (select from baas.users u where u.id = new_owner) then
         raise exception using errcode = '22023', detail = 'invalid_request',
             message = 'new owner must be an existing user id';
     end if;
-    update baas.documents d set owner = new_owner
-     where d.collection_id = set_document_owner.collection_id and d.id = set_document_owner.id;
+    update baas.documents t set owner = new_owner
+     where t.collection_id = _set_document_owner.collection_id and t.id = _set_document_owner.id
+    returning * into d;
+    return d;
 end
 $$;
 
-create function baas.transfer(collection text, id text, new_owner uuid) returns jsonb
+create function baas.transfer(collection text, id text, new_owner uuid, version bigint default null) returns jsonb
 language plpgsql volatile
 as $$
 declare
-    c baas.collections := baas.collection_by_name(collection);
+    c baas.collections := baas._collection_by_name(collection);
     -- As the caller: 404 if they cannot see it, 403 if they do not own it.
-    d baas.documents := baas.owned_document(c, id);
+    d baas.documents := baas._owned_document(c, id);
 begin
-    perform baas.set_document_owner(c.id, d.id, new_owner);
-    d.owner := new_owner;
-    d.version := d.version + 1;
-    d.updated_at := greatest(now(), d.updated_at);
-    return baas.document_json(d, c.name);
+    d := baas._set_document_owner(c.id, d.id, new_owner, version);
+    return baas._document_json(d, c.name);
 end
 $$;
-comment on function baas.transfer(text, text, uuid) is 'Hand a document to another user (owner or service only)';
+comment on function baas.transfer(text, text, uuid, bigint) is
+    'Hand a document to another user (owner or service only); with version, 40001 version_conflict when stale';
 
 ------------------------------------------------------------------- administration
 -- Collections and roles are managed by DBAs in SQL and by service tokens over HTTP.
@@ -687,8 +613,9 @@ declare
     o jsonb;
     c baas.collections;
 begin
-    perform baas.check_collection_name(create_collection.name);
-    o := baas.normalize_collection_options(options);
+    perform baas._check_collection_name(create_collection.name);
+    o := baas._normalize_collection_options(options);
+    perform baas._check_new_principals(jsonb_build_object('create', o -> 'create') || (o -> 'default_acl'));
     insert into baas.collections (name, create_acl, default_read, default_update, default_delete, schema)
     values (create_collection.name,
             array(select jsonb_array_elements_text(o -> 'create')),
@@ -702,7 +629,7 @@ begin
         raise exception using errcode = '23505', detail = 'collection_exists',
             message = format('collection %s already exists', create_collection.name);
     end if;
-    return baas.collection_json(c);
+    return baas._collection_json(c);
 end
 $$;
 comment on function baas.create_collection(text, jsonb) is
@@ -714,12 +641,14 @@ set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
 declare
-    c baas.collections := baas.collection_by_name(drop_collection.name);
+    c baas.collections := baas._collection_by_name(drop_collection.name);
     i record;
 begin
     for i in select x.name from baas.indexes x where x.collection_id = c.id loop
         execute format('drop index if exists baas.%I', i.name);
     end loop;
+    -- Before the collection, so that their audit entries can still name it.
+    delete from baas.indexes x where x.collection_id = c.id;
     delete from baas.collections where id = c.id;
 end
 $$;
@@ -728,12 +657,12 @@ comment on function baas.drop_collection(text) is 'Drop a collection and all its
 create function baas.collections() returns jsonb
 language sql stable
 as $$
-    select coalesce(jsonb_agg(baas.collection_json(c) order by c.name), '[]') from baas.collections c
+    select coalesce(jsonb_agg(baas._collection_json(c) order by c.name), '[]') from baas.collections c
 $$;
 
 create function baas.get_collection(name text) returns jsonb
 language sql stable
-as $$ select baas.collection_json(baas.collection_by_name(name)) $$;
+as $$ select baas._collection_json(baas._collection_by_name(name)) $$;
 
 -- Indexes on document fields: partial indexes of baas.documents, one collection each,
 -- on exactly the expression the query compiler emits, so filters and orderings on the
@@ -757,7 +686,8 @@ select pg_catalog.pg_extension_config_dump('baas.indexes', '');
 -- readable documents that match "bucket = 7" visits a heap page per match; here the
 -- same count is an index-only scan (baas.count). Kept by a trigger on baas.documents;
 -- nobody but that trigger and baas.create_index writes it. Read under the same rule
--- as baas.documents (policies below mirror documents_read and documents_service).
+-- as baas.documents: its policies are made from the same text as documents_read and
+-- documents_service (sql/permissions.sql), and baas.security_lints() checks they agree.
 create table baas.index_entries (
     index_id integer not null references baas.indexes (id) on delete cascade,
     doc_id uuid not null,
@@ -771,22 +701,17 @@ create table baas.index_entries (
 create index index_entries_value_idx on baas.index_entries (index_id, value baas.jsonb_lp_ops) include (owner, acl_read);
 revoke all on baas.index_entries from public;
 grant select on baas.index_entries to baas_anon, baas_user, baas_service;
-alter table baas.index_entries enable row level security;
-alter table baas.index_entries force row level security;
-create policy index_entries_service on baas.index_entries for select to baas_service using (true);
-create policy index_entries_read on baas.index_entries for select to baas_anon, baas_user
-    using (owner = (select baas.uid()) or acl_read && (select baas.principals()));
 
 -- The id of a collection's btree index on a path, or null (for baas.count, which runs
 -- as the caller; the index list itself is for service tokens).
-create function baas.btree_index_id(collection_id integer, path text) returns integer
+create function baas._btree_index_id(collection_id integer, path text) returns integer
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
     -- Only an index whose entries are complete: see baas._index_entries_ready.
     return (select i.id from baas.indexes i join baas._index_entries_ready r on r.index_id = i.id
-             where i.collection_id = btree_index_id.collection_id and i.path = btree_index_id.path and i.kind = 'btree');
+             where i.collection_id = _btree_index_id.collection_id and i.path = _btree_index_id.path and i.kind = 'btree');
 end
 $$;
 
@@ -813,7 +738,7 @@ begin
         delete from baas.index_entries where index_id = i.id;
         execute format('insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
                         select %s, d.id, %s, d.owner, d.acl_read from baas.documents d where d.collection_id = %s',
-                       i.id, baas.index_expression(i.path), i.collection_id);
+                       i.id, baas._index_expression(i.path), i.collection_id);
         insert into baas._index_entries_ready values (i.id);
         n := n + 1;
     end loop;
@@ -824,8 +749,8 @@ $$;
 comment on function baas.rebuild_index_entries() is
     'DBAs: rebuild the counting entries of every btree index (after pg_restore); returns how many indexes';
 
--- The value at a dotted path, object keys only: exactly what baas.index_expression's
--- chain of baas.jfield calls reads.
+-- The value at a dotted path, object keys only: exactly what baas._index_expression's
+-- chain of baas._jfield calls reads.
 create function baas._jpath(v jsonb, path text) returns jsonb
 language plpgsql immutable strict parallel safe
 set search_path = pg_catalog, pg_temp
@@ -834,7 +759,7 @@ declare
     k text;
 begin
     foreach k in array string_to_array(path, '.') loop
-        v := baas.jfield(v, k);
+        v := baas._jfield(v, k);
         exit when v is null;
     end loop;
     return v;
@@ -877,8 +802,8 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    c baas.collections := baas.collection_by_name(collection);
-    v_expr text := baas.index_expression(path);
+    c baas.collections := baas._collection_by_name(collection);
+    v_expr text := baas._index_expression(path);
     v_name text := format('documents_c%s_%s_%s', c.id, kind, substr(md5(path), 1, 12));
     v_id integer;
 begin
@@ -933,7 +858,7 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    c baas.collections := baas.collection_by_name(collection);
+    c baas.collections := baas._collection_by_name(collection);
     v_name text;
 begin
     delete from baas.indexes i where i.collection_id = c.id and i.path = drop_index.path and i.kind = drop_index.kind
@@ -951,7 +876,7 @@ language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    c baas.collections := baas.collection_by_name(collection);
+    c baas.collections := baas._collection_by_name(collection);
 begin
     return (select coalesce(jsonb_agg(jsonb_build_object('path', i.path, 'kind', i.kind, 'name', i.name,
                                                          'created_at', i.created_at) order by i.path, i.kind), '[]')
@@ -965,7 +890,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
 begin
-    insert into baas.roles (name) values (baas.check_role_name(create_role.name)) on conflict do nothing;
+    insert into baas.roles (name) values (baas._check_role_name(create_role.name)) on conflict do nothing;
     if not found then
         raise exception using errcode = '23505', detail = 'role_exists',
             message = format('role %s already exists', create_role.name);
@@ -978,7 +903,7 @@ language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    if not exists (select from baas.roles r where r.name = baas.check_role_name(_role_must_exist.name)) then
+    if not exists (select from baas.roles r where r.name = baas._check_role_name(_role_must_exist.name)) then
         raise exception using errcode = 'P0002', detail = 'role_not_found',
             message = format('role %s does not exist', _role_must_exist.name);
     end if;
@@ -989,8 +914,19 @@ create function baas.drop_role(name text) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    p text := 'role:' || name;
 begin
     perform baas._role_must_exist(name);
+    -- The role leaves every ACL it was in, so that a role created later under the same
+    -- name starts with no access (documents it was in change version, audited).
+    update baas.documents d set acl_read = array_remove(d.acl_read, p), acl_update = array_remove(d.acl_update, p),
+                                acl_delete = array_remove(d.acl_delete, p)
+     where p = any(d.acl_read) or p = any(d.acl_update) or p = any(d.acl_delete);
+    update baas.collections c set create_acl = array_remove(c.create_acl, p),
+           default_read = array_remove(c.default_read, p), default_update = array_remove(c.default_update, p),
+           default_delete = array_remove(c.default_delete, p)
+     where p = any(c.create_acl || c.default_read || c.default_update || c.default_delete);
     delete from baas.roles r where r.name = drop_role.name;
 end
 $$;
@@ -1095,3 +1031,28 @@ end
 $$;
 comment on function baas.as_user(uuid, text) is
     'Run a query as the given user (NULL: anonymous) under the same policies as HTTP; rows as jsonb';
+
+-- The same, naming the user by id or by email (NULL: anonymous). An email that is no
+-- account's is P0002 user_not_found rather than a view as nobody.
+create function baas.as_user(who text, query text) returns setof jsonb
+language plpgsql volatile
+as $$
+declare
+    v_id uuid;
+begin
+    if who is null then
+        return query select * from baas.as_user(null::uuid, query);
+        return;
+    end if;
+    v_id := baas._parse_document_id(btrim(who));
+    if v_id is null then
+        select u.id into v_id from baas.users u where u.email = lower(btrim(who));
+        if not found then
+            perform baas._raise('P0002', 'user_not_found', format('no account with email %s', who));
+        end if;
+    end if;
+    return query select * from baas.as_user(v_id, query);
+end
+$$;
+comment on function baas.as_user(text, text) is
+    'Run a query as the user with this id or email (NULL: anonymous) under the same policies as HTTP; rows as jsonb';

@@ -23,58 +23,60 @@ grant execute on function
     baas.delete_user()
   to baas_user;
 
--- Documents: everything runs as the caller, so row-level security decides.
+-- Documents: the public functions run as the caller, so row-level security decides.
 grant execute on function
     baas.principals(),
     baas.roles(),
     baas.uuid7(),
-    baas.check_collection_name(text),
-    baas.check_role_name(text),
-    baas.normalize_principal(text),
-    baas.normalize_acl(jsonb),
-    baas.acl_change(text[], text[], text[], text, text, boolean),
-    baas.normalize_collection_options(jsonb),
-    baas.validate_document(jsonb, jsonb),
-    baas.document_json(baas.documents, text),
-    baas.collection_json(baas.collections),
-    baas.collection_by_name(text),
-    baas.parse_document_id(text),
-    baas.document_not_found(text, text),
-    baas.explain_write_miss(baas.collections, uuid, text, bigint, text),
-    baas.owned_document(baas.collections, text),
-    baas.change_acl(text, text, text, text, boolean),
-    baas.caller_role(),
-    baas.privileged_caller(),
-    baas.set_document_owner(integer, uuid, uuid),
     baas.create_document(text, jsonb, jsonb, uuid),
     baas.get_document(text, text),
-    baas.write_document(text, text, jsonb, bigint, boolean),
     baas.replace_document(text, text, jsonb, bigint),
     baas.patch_document(text, text, jsonb, bigint),
     baas.delete_document(text, text, bigint),
     baas.find(text, jsonb, text, integer, integer, uuid, text[]),
-    baas.find_page(text, jsonb, text, integer, integer, uuid, text[]),
-    baas.find_compiled(integer, text, jsonb, text, integer, integer, uuid, text[]),
-    baas.count_compiled(integer, jsonb),
     baas.count(text, jsonb),
-    baas.btree_index_id(integer, text),
     baas.list_documents(text, jsonb, text, integer, integer, boolean, uuid, text[]),
-    baas.compile_query(jsonb, text, jsonb, boolean),
-    baas.jfield(jsonb, text),
-    baas.jsonb_lp_eq(jsonb, jsonb),
-    baas.jsonb_lp_lt(jsonb, jsonb),
-    baas.jsonb_lp_le(jsonb, jsonb),
-    baas.jsonb_lp_gt(jsonb, jsonb),
-    baas.jsonb_lp_ge(jsonb, jsonb),
-    baas.jsonb_lp_cmp(jsonb, jsonb),
-    baas.jsonb_lp_contains(jsonb, jsonb),
-    baas.check_fields(text[]),
-    baas.index_expression(text),
     baas.get_acl(text, text),
-    baas.set_acl(text, text, jsonb),
+    baas.set_acl(text, text, jsonb, bigint),
     baas.grant(text, text, text, text),
     baas.revoke(text, text, text, text),
-    baas.transfer(text, text, uuid)
+    baas.transfer(text, text, uuid, bigint)
+  to baas_anon, baas_user, baas_service;
+
+-- The internal functions those run as the caller (SECURITY INVOKER code, the guard
+-- trigger, the leakproof operators of compiled queries), and nothing else internal:
+-- baas.security_lints() reports any other `_` function an API role may execute.
+grant execute on function
+    baas._collection_by_name(text),
+    baas._check_collection_name(text),
+    baas._document_json(baas.documents, text),
+    baas._parse_document_id(text),
+    baas._document_not_found(text, text),
+    baas._write_document(text, text, jsonb, bigint, boolean),
+    baas._explain_write_miss(baas.collections, uuid, text, bigint, text),
+    baas._version_conflict(bigint, bigint),
+    baas._validate_document(jsonb, jsonb),
+    baas._normalize_acl(jsonb),
+    baas._check_new_principals(jsonb, text[]),
+    baas._acl_change(text[], text[], text[], text, text, boolean),
+    baas._change_acl(text, text, text, text, boolean),
+    baas._owned_document(baas.collections, text),
+    baas._set_document_owner(integer, uuid, uuid, bigint),
+    baas._may_create(text[]),
+    baas._may_manage(uuid, text),
+    baas._is_privileged(text),
+    baas._find_page(text, jsonb, text, integer, integer, uuid, text[]),
+    baas._find_compiled(integer, text, jsonb, text, integer, integer, uuid, text[]),
+    baas._count_compiled(integer, jsonb),
+    baas._btree_index_id(integer, text),
+    baas._jfield(jsonb, text),
+    baas._jsonb_lp_eq(jsonb, jsonb),
+    baas._jsonb_lp_lt(jsonb, jsonb),
+    baas._jsonb_lp_le(jsonb, jsonb),
+    baas._jsonb_lp_gt(jsonb, jsonb),
+    baas._jsonb_lp_ge(jsonb, jsonb),
+    baas._jsonb_lp_cmp(jsonb, jsonb),
+    baas._jsonb_lp_contains(jsonb, jsonb)
   to baas_anon, baas_user, baas_service;
 
 -- Administration: service tokens (and DBAs, who own everything).
@@ -92,7 +94,8 @@ grant execute on function
     baas.drop_index(text, text, text),
     baas.list_indexes(text),
     baas.collections(),
-    baas.get_collection(text)
+    baas.get_collection(text),
+    baas._collection_json(baas.collections)
   to baas_service;
 
 -- The proxy's login role: switch role per request, read the public keys.

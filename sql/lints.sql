@@ -48,13 +48,83 @@ as $$
                     where a.grantee = 0 and a.privilege_type = 'EXECUTE')
     union all
     -- 4. Internal functions (name starting with _) are for the extension's own code.
+    --    API roles may execute only those that public functions run as the caller
+    --    (sql/grants.sql lists the same): anything else internal is reported.
     select 'internal_function_exposed', p.oid::regprocedure::text,
            'executable by ' || string_agg(r.rolname, ', ' order by r.rolname)
       from pg_proc p
       cross join (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
      where p.pronamespace = 'baas'::regnamespace and p.proname like '\_%'
        and has_function_privilege(r.rolname, p.oid, 'execute')
+       and not (p.proname = any (array[
+           '_collection_by_name', '_check_collection_name', '_document_json', '_parse_document_id',
+           '_document_not_found', '_write_document', '_explain_write_miss', '_version_conflict',
+           '_validate_document', '_normalize_acl', '_check_new_principals', '_acl_change', '_change_acl',
+           '_owned_document', '_set_document_owner', '_may_create', '_may_manage', '_is_privileged',
+           '_find_page', '_find_compiled', '_count_compiled', '_btree_index_id', '_jfield',
+           '_jsonb_lp_eq', '_jsonb_lp_lt', '_jsonb_lp_le', '_jsonb_lp_gt', '_jsonb_lp_ge',
+           '_jsonb_lp_cmp', '_jsonb_lp_contains'])
+            or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid
+    union all
+    -- 4b. Every function without a leading _ is public: documented in docs/sql.md, and
+    --     named here. Anything else in schema baas is either internal (rename it with
+    --     a leading _) or new public surface that needs documenting.
+    select 'undocumented_public_function', p.oid::regprocedure::text,
+           'public name (no leading _) not in the documented list of docs/sql.md'
+      from pg_proc p
+     where p.pronamespace = 'baas'::regnamespace and p.proname not like '\_%'
+       and not p.proname = any (array[
+           -- accounts and tokens
+           'signup', 'login', 'refresh', 'logout', 'get_user', 'update_user', 'delete_user', 'create_user',
+           'claims', 'uid', 'jwks', 'auth_settings', 'authenticate', 'rotate_signing_key', 'purge_sessions',
+           'create_service_token', 'revoke_service_token', 'unlock_account', 'merge_patch', 'uuid7',
+           -- documents, queries, ACLs
+           'create_document', 'get_document', 'replace_document', 'patch_document', 'delete_document',
+           'find', 'count', 'list_documents', 'get_acl', 'set_acl', 'grant', 'revoke', 'transfer',
+           'roles', 'principals',
+           -- administration
+           'create_collection', 'drop_collection', 'collections', 'get_collection',
+           'create_index', 'drop_index', 'list_indexes', 'rebuild_index_entries',
+           'create_role', 'drop_role', 'add_role_member', 'remove_role_member', 'add_role_to_role',
+           'remove_role_from_role', 'list_roles',
+           -- DBA tools
+           'as_user', 'purge_audit_log', 'security_lints'])
+    union all
+    -- 4c. The document policies and the index entries' read policy are made from one
+    --     rule (sql/permissions.sql): each must still say what documents_read says
+    --     (with its own ACL column), for the same roles and command; the service
+    --     policies must agree; no other policy may widen either table.
+    select 'policy_drift', format('policy %I on %s', v.polname, v.rel),
+           case when p.oid is null then 'missing: sql/permissions.sql creates it'
+                else format('does not agree with documents_read: %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (values ('documents_update', 'baas.documents', 'acl_update', 'w'),
+                   ('documents_delete', 'baas.documents', 'acl_delete', 'd'),
+                   ('index_entries_read', 'baas.index_entries', 'acl_read', 'r')) v(polname, rel, col, cmd)
+      cross join (select * from pg_policy x
+                   where x.polname = 'documents_read' and x.polrelid = 'baas.documents'::regclass) r
+      left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
+     where p.oid is null
+        or pg_get_expr(p.polqual, p.polrelid) is distinct from replace(pg_get_expr(r.polqual, r.polrelid), 'acl_read', v.col)
+        or p.polroles::oid[] is distinct from r.polroles::oid[]
+        or p.polcmd::text <> v.cmd or p.polpermissive is distinct from r.polpermissive
+    union all
+    select 'policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
+           'the service policy must be `to baas_service using (true)`, as documents_service'
+      from pg_policy p
+     where p.polname in ('documents_service', 'index_entries_service')
+       and p.polrelid in ('baas.documents'::regclass, 'baas.index_entries'::regclass)
+       and (p.polroles::oid[] is distinct from array['baas_service'::regrole::oid]
+            or pg_get_expr(p.polqual, p.polrelid) is distinct from 'true')
+    union all
+    select 'policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
+           'a policy sql/permissions.sql does not define: it may widen what callers see or do'
+      from pg_policy p
+     where (p.polrelid = 'baas.documents'::regclass
+            and p.polname not in ('documents_service', 'documents_read', 'documents_create',
+                                  'documents_update', 'documents_delete'))
+        or (p.polrelid = 'baas.index_entries'::regclass
+            and p.polname not in ('index_entries_service', 'index_entries_read'))
     union all
     -- 5. A policy must not decide on data its users can edit: an account's own data
     --    (baas.users.data, changed by baas.update_user), document data, or functions
@@ -76,4 +146,4 @@ as $$
                                'baas.find(text, jsonb, text, integer, integer, uuid, text[])'::regprocedure))
 $$;
 comment on function baas.security_lints() is
-    'Security lints (no rows = clean): unforced RLS on API-readable tables, SECURITY DEFINER without search_path, PUBLIC execute, exposed internal functions, policies reading user-editable data';
+    'Security lints (no rows = clean): unforced RLS on API-readable tables, SECURITY DEFINER without search_path, PUBLIC execute, exposed internal functions, undocumented public functions, policies that drifted from their one rule, policies reading user-editable data';

@@ -1,7 +1,8 @@
 //! pgbaas: a mobile backend inside PostgreSQL.
 //!
 //! Layout: `auth/` and `error.rs` are plain Rust covered by `cargo test`; `api/` holds
-//! the `#[pg_extern]` faces; the tables, policies and SQL-level flows live in `sql/`.
+//! the `#[pg_extern]` faces; the tables and SQL-level flows live in `sql/`, every
+//! row-level policy and permission predicate in `sql/permissions.sql`.
 use pgrx::prelude::*;
 
 pub mod api;
@@ -51,7 +52,9 @@ extension_sql_file!(
         api::query::index_expression,
     ]
 );
-extension_sql_file!("../../sql/audit.sql", name = "audit", requires = ["documents"]);
+// Every policy and permission predicate, over the tables documents.sql made.
+extension_sql_file!("../../sql/permissions.sql", name = "permissions", requires = ["documents"]);
+extension_sql_file!("../../sql/audit.sql", name = "audit", requires = ["permissions"]);
 extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["audit"]);
 extension_sql_file!("../../sql/dump.sql", name = "dump", requires = ["lints"]);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);

@@ -26,8 +26,8 @@ select ok(exists (select from pg_indexes where tablename = 'documents' and index
 -- The plan a signed-in user gets for an equality filter uses it.
 select ok(exists (select from pg_temp.plan_as(:'u',
     format('select 1 from baas.documents d where d.collection_id = %s and %s',
-           (select id from baas.collections where name = 'qt'), baas.compile_query('{"n": 77}', null, null) ->> 'where'),
-    baas.compile_query('{"n": 77}', null, null) -> 'params') l where l like '%Index%documents_c%'),
+           (select id from baas.collections where name = 'qt'), baas._compile_query('{"n": 77}', null, null) ->> 'where'),
+    baas._compile_query('{"n": 77}', null, null) -> 'params') l where l like '%Index%documents_c%'),
     'the equality filter is an index scan under RLS');
 
 -- Counts from index entries: with a btree index, a one-field count reads
@@ -67,9 +67,9 @@ select is(pg_temp.cnt(:'v', '{"bucket": 3}'), 10 - 1 - 1, 'the previous owner no
 set local enable_seqscan = off;
 select ok(exists (select from pg_temp.plan_as(:'u',
     format('select count(*) from baas.index_entries e where e.index_id = %s and %s',
-           baas.btree_index_id((select id from baas.collections where name = 'qc'), 'bucket'),
-           baas.compile_query('{"bucket": 3}', null, null) -> 'entry' ->> 'where'),
-    baas.compile_query('{"bucket": 3}', null, null) -> 'params') l where l like '%Index Only Scan using index_entries_value_idx%'),
+           baas._btree_index_id((select id from baas.collections where name = 'qc'), 'bucket'),
+           baas._compile_query('{"bucket": 3}', null, null) -> 'entry' ->> 'where'),
+    baas._compile_query('{"bucket": 3}', null, null) -> 'params') l where l like '%Index Only Scan using index_entries_value_idx%'),
     'the count is an index-only scan');
 reset enable_seqscan;
 select is(pg_temp.sqlstate_as('baas_user', $$ insert into baas.index_entries values (1, gen_random_uuid(), '3', null, '{public}') $$), '42501', 'users cannot write index entries');
@@ -80,8 +80,8 @@ delete from baas.index_entries;
 select is(pg_temp.cnt(:'u', '{"bucket": 3}'), 15, 'without ready entries the count comes from the documents');
 select is(baas.rebuild_index_entries(), 2, 'rebuild_index_entries rebuilds every btree index');
 select is(pg_temp.cnt(:'u', '{"bucket": 3}'), 15, 'and counts from entries agree again');
-select ok(baas.btree_index_id((select id from baas.collections where name = 'qc'), 'bucket') is not null, 'the index is ready again');
-select baas.btree_index_id((select id from baas.collections where name = 'qc'), 'bucket') as qc_index \gset
+select ok(baas._btree_index_id((select id from baas.collections where name = 'qc'), 'bucket') is not null, 'the index is ready again');
+select baas._btree_index_id((select id from baas.collections where name = 'qc'), 'bucket') as qc_index \gset
 select lives_ok($$ select baas.drop_index('qc', 'bucket') $$, 'drop_index');
 select is((select count(*)::int from baas.index_entries where index_id = :qc_index), 0, 'dropping the index drops its entries');
 select is(pg_temp.cnt(:'u', '{"bucket": 3}'), 15, 'without the index the count is the same');

@@ -2,7 +2,7 @@
 -- against the fresh extension in 001), and a user role cannot hijack our SECURITY
 -- DEFINER functions with temp objects named like ours.
 begin;
-select plan(18);
+select plan(25);
 
 create function pg_temp.lints(l text) returns setof text language sql as
     $$ select object from baas.security_lints() where lint = l order by object $$;
@@ -47,6 +47,38 @@ create function baas._helper() returns int language sql as 'select 1';
 revoke execute on function baas._helper() from public;
 grant execute on function baas._helper() to baas_user;
 select is(array(select pg_temp.lints('internal_function_exposed')), array['baas._helper()'], 'internal_function_exposed');
+
+-- 4b. A public name (no leading _) nobody documented: internal code that forgot its
+--     prefix, or new surface that needs documenting.
+create function baas.new_thing() returns int language sql as 'select 1';
+revoke execute on function baas.new_thing() from public;
+select is(array(select pg_temp.lints('undocumented_public_function')),
+          array['baas.new_thing()', 'baas.no_path()', 'baas.open_to_all()'], 'undocumented_public_function');
+
+-- 4c. The policies made from one rule must keep agreeing. A count that reads index
+--     entries under a looser rule than the documents' would leak how many hidden
+--     documents match.
+alter policy index_entries_read on baas.index_entries using (true);
+select is(array(select pg_temp.lints('policy_drift')), array['policy index_entries_read on baas.index_entries'],
+          'policy_drift: the index entries'' read rule changed');
+alter policy index_entries_read on baas.index_entries using (owner = (select baas.uid()) or acl_read && (select baas.principals()));
+select is_empty($$ select pg_temp.lints('policy_drift') $$, 'the same text again satisfies it');
+alter policy index_entries_read on baas.index_entries to baas_anon;
+select is(array(select pg_temp.lints('policy_drift')), array['policy index_entries_read on baas.index_entries'],
+          'policy_drift: the same rule for other roles');
+alter policy index_entries_read on baas.index_entries to baas_anon, baas_user;
+alter policy documents_delete on baas.documents using (owner = (select baas.uid()) or acl_read && (select baas.principals()));
+select is(array(select pg_temp.lints('policy_drift')), array['policy documents_delete on baas.documents'],
+          'policy_drift: readers could delete');
+alter policy documents_delete on baas.documents using (owner = (select baas.uid()) or acl_delete && (select baas.principals()));
+create policy peek on baas.index_entries for select to baas_user using (true);
+select is(array(select pg_temp.lints('policy_drift')), array['policy peek on baas.index_entries'],
+          'policy_drift: an extra permissive policy widens the table');
+drop policy peek on baas.index_entries;
+alter policy index_entries_service on baas.index_entries to baas_service, baas_user;
+select is(array(select pg_temp.lints('policy_drift')), array['policy index_entries_service on baas.index_entries'],
+          'policy_drift: the service bypass given to users');
+alter policy index_entries_service on baas.index_entries to baas_service;
 
 -- 5. A policy that decides a role from data its users can edit (their own account
 --    data, which baas.update_user merges whatever they send).

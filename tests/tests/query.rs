@@ -263,7 +263,7 @@ fn indexes_are_used_by_filters_and_managed_with_a_service_token() {
     let cid: i32 = db.query_one("select id from baas.collections where name = $1", &[&c]).unwrap().get(0);
     // The plan baas.find gets: the compiled SQL, run as the user, parameters bound.
     let mut plan = |filter: Value, order: Option<&str>| -> String {
-        let q: Value = db.query_one("select baas.compile_query($1, $2, null)", &[&filter, &order]).unwrap().get(0);
+        let q: Value = db.query_one("select baas._compile_query($1, $2, null)", &[&filter, &order]).unwrap().get(0);
         let sql = format!(
             "select 1 from baas.documents d where d.collection_id = {cid} and {} order by {} limit 20",
             q["where"].as_str().unwrap(),

@@ -50,9 +50,9 @@ impl Query {
 /// `{"where": sql, "order": sql, "cursor": sql, "select": sql, "params": [...]}`.
 /// With `cursor` (the array `cursor` SQL selected for the `after` document), `where`
 /// also keeps only rows after it. 22023 invalid_query names what is wrong.
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, name = "_compile_query")]
 fn compile_query(filter: Option<Json>, order: Option<&str>, cursor: Option<Json>, has_fields: default!(bool, false)) -> JsonB {
-    const F: &str = "compile_query";
+    const F: &str = "_compile_query";
     let filter = filter.map(|f| f.value(F)).unwrap_or_else(|| json!({}));
     let cursor = cursor.map(|c| c.value(F));
     let q = Query::parse(&filter, order.unwrap_or("")).or_raise(F);
@@ -71,10 +71,10 @@ fn compile_query(filter: Option<Json>, order: Option<&str>, cursor: Option<Json>
 /// One page of a collection's documents as a jsonb array: what baas.find returns, with
 /// the compiled query's plan kept per backend (see api/plans.rs). Runs as the caller,
 /// so row-level security decides what is visible; `collection_id` and `name` come from
-/// baas.collection_by_name (see baas.find_page); a caller naming another collection's
+/// baas._collection_by_name (see baas._find_page); a caller naming another collection's
 /// id sees what it could read there through baas.find anyway.
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(stable, parallel_unsafe)]
+#[pg_extern(stable, parallel_unsafe, name = "_find_compiled")]
 fn find_compiled(
     collection_id: Option<i32>,
     name: Option<&str>,
@@ -148,7 +148,7 @@ fn find_compiled(
 /// baas.count returns, with plans kept per backend like find_compiled. A filter that
 /// reads one field with a ready btree index counts baas.index_entries (an index-only
 /// scan under the same read policy); any other counts the documents.
-#[pg_extern(stable, parallel_unsafe)]
+#[pg_extern(stable, parallel_unsafe, name = "_count_compiled")]
 fn count_compiled(collection_id: Option<i32>, filter: Option<Json>) -> i64 {
     const F: &str = "count";
     use pgrx::pg_sys::{BuiltinOid, PgOid};
@@ -161,7 +161,7 @@ fn count_compiled(collection_id: Option<i32>, filter: Option<Json>) -> i64 {
     let entry = q.entry(&params);
     let index = entry.as_ref().and_then(|(path, _)| {
         let types = [PgOid::BuiltIn(BuiltinOid::INT4OID), PgOid::BuiltIn(BuiltinOid::TEXTOID)];
-        let d = plans::first_datum("select baas.btree_index_id($1, $2)", &types, &[collection_id.into(), path.as_str().into()], true)?;
+        let d = plans::first_datum("select baas._btree_index_id($1, $2)", &types, &[collection_id.into(), path.as_str().into()], true)?;
         // SAFETY: btree_index_id returns integer.
         unsafe { <i32 as pgrx::FromDatum>::from_datum(d, false) }
     });
@@ -195,14 +195,14 @@ unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for RawJsonb 
 }
 
 /// Validate `fields` names (22023 invalid_query); returns them trimmed.
-#[pg_extern(immutable, strict, parallel_safe)]
+#[pg_extern(immutable, strict, parallel_safe, name = "_check_fields")]
 fn check_fields(fields: Vec<String>) -> Vec<String> {
-    parse::parse_fields(&fields).or_raise("check_fields")
+    parse::parse_fields(&fields).or_raise("_check_fields")
 }
 
 /// The indexable SQL expression for a data path, e.g. `(data -> 'a' -> 'b')`.
-#[pg_extern(immutable, strict, parallel_safe)]
+#[pg_extern(immutable, strict, parallel_safe, name = "_index_expression")]
 fn index_expression(path: &str) -> String {
-    let p = parse::Path::parse(path).or_raise("index_expression");
+    let p = parse::Path::parse(path).or_raise("_index_expression");
     compile::path_expr(&p, "")
 }

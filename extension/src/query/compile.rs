@@ -15,13 +15,13 @@ pub fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// `baas.jfield(baas.jfield(d.data, 'a'), 'b')`: field access through the leakproof
+/// `baas._jfield(baas._jfield(d.data, 'a'), 'b')`: field access through the leakproof
 /// twin of `->` (so that under row-level security the condition may drive an index
 /// scan), and exactly the expression `baas.create_index` indexes.
 pub fn path_expr(p: &Path, table: &str) -> String {
     let mut s = format!("{table}data");
     for seg in &p.0 {
-        s = format!("baas.jfield({s}, {})", lit(seg));
+        s = format!("baas._jfield({s}, {})", lit(seg));
     }
     s
 }
@@ -232,9 +232,9 @@ pub fn after_sql(keys: &[SortKey], cursor: &Value, params: &mut Params) -> Resul
 /// The SELECT list: the document, or with `fields` only those top-level data keys.
 pub fn select_sql(has_fields: bool) -> String {
     if has_fields {
-        "jsonb_set(baas.document_json(d, $2), '{data}', (select coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb) from jsonb_each(d.data) e where e.key = any($3)))".into()
+        "jsonb_set(baas._document_json(d, $2), '{data}', (select coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb) from jsonb_each(d.data) e where e.key = any($3)))".into()
     } else {
-        "baas.document_json(d, $2)".into()
+        "baas._document_json(d, $2)".into()
     }
 }
 
@@ -252,17 +252,17 @@ mod tests {
     #[test]
     fn values_are_parameters_and_names_are_quoted() {
         let (s, p) = sql(json!({"o'brien": "x'; drop table baas.users; --"}));
-        assert_eq!(s, "baas.jfield(d.data, 'o''brien') operator(baas.=) ($1 -> 0)");
+        assert_eq!(s, "baas._jfield(d.data, 'o''brien') operator(baas.=) ($1 -> 0)");
         assert_eq!(p, vec![json!("x'; drop table baas.users; --")]);
         let (s, _) = sql(json!({"a.b": {"$gt": 1, "$lte": "z"}}));
-        assert!(s.contains("baas.jfield(baas.jfield(d.data, 'a'), 'b')"), "{s}");
+        assert!(s.contains("baas._jfield(baas._jfield(d.data, 'a'), 'b')"), "{s}");
         assert!(!s.contains("'z'"), "values never appear in SQL: {s}");
     }
 
     #[test]
     fn negation_is_two_valued() {
         let (s, _) = sql(json!({"$not": {"a": 1}}));
-        assert_eq!(s, "(not coalesce(baas.jfield(d.data, 'a') operator(baas.=) ($1 -> 0), false))");
+        assert_eq!(s, "(not coalesce(baas._jfield(d.data, 'a') operator(baas.=) ($1 -> 0), false))");
         assert_eq!(sql(json!({"a": {"$in": []}})).0, "false");
         assert_eq!(sql(json!({"a": {"$nin": []}})).0, "true");
         assert_eq!(sql(json!({})).0, "true");
@@ -273,7 +273,7 @@ mod tests {
         let k = parse_order("score,-created_at").unwrap();
         assert_eq!(
             order_sql(&k),
-            "baas.jfield(d.data, 'score') using operator(baas.<) nulls last, d.created_at desc nulls last, d.id asc nulls last"
+            "baas._jfield(d.data, 'score') using operator(baas.<) nulls last, d.created_at desc nulls last, d.id asc nulls last"
         );
         assert_eq!(order_sql(&[]), "d.created_at asc nulls last, d.id asc nulls last");
         let mut p = Params::default();

@@ -1,6 +1,8 @@
-//! Property tests inside a backend: random documents, random filters and orders from
-//! the grammar; what baas.find() returns must equal what the independent in-memory
-//! evaluator (eval.rs) says, for thousands of cases.
+//! Property tests inside a backend: random documents with random owners and ACLs,
+//! random filters and orders from the grammar; what baas.find() and baas.count()
+//! return to a signed-in user or an anonymous caller, through row-level security,
+//! must equal what the independent in-memory evaluator (eval.rs) says of the
+//! documents that caller may read, for thousands of cases.
 
 #[pgrx::pg_schema]
 mod tests {
@@ -103,53 +105,165 @@ mod tests {
         }
     }
 
-    fn load(r: &mut Rng, n: usize) -> Vec<(String, Value)> {
-        Spi::run("select baas.create_collection('prop')").unwrap();
-        let docs: Vec<Value> = (0..n).map(|_| document(r)).collect();
-        let ids: Vec<String> = Spi::connect_mut(|c| {
-            c.update(
-                "insert into baas.documents (collection_id, id, data)
-                 select (select id from baas.collections where name = 'prop'), baas.uuid7(), d
-                   from jsonb_array_elements($1) with ordinality as t(d, i) order by i
-                 returning id::text",
-                None,
-                &[JsonB(Value::Array(docs.clone())).into()],
-            )
-            .unwrap()
-            .map(|row| row.get::<String>(1).unwrap().unwrap())
-            .collect()
-        });
-        ids.into_iter().zip(docs).collect()
+    /// Who acts: a signed-in user (the role and claims the proxy sets), anonymous, or
+    /// the DBA running the test (only to set up collections and indexes).
+    #[derive(Clone, Copy)]
+    enum Caller<'a> {
+        User(&'a str),
+        Anon,
+        Dba,
     }
 
-    fn find_ids(filter: &Value, order: Option<&str>, after: Option<&str>) -> Vec<String> {
-        Spi::get_one_with_args::<Vec<String>>(
+    fn act_as(c: Caller) {
+        match c {
+            Caller::User(id) => Spi::run_with_args(
+                "select set_config('baas.claims', jsonb_build_object('sub', $1::text, 'role', 'baas_user')::text, true),
+                        set_config('role', 'baas_user', true)",
+                &[id.into()],
+            ),
+            Caller::Anon => Spi::run("select set_config('baas.claims', '', true), set_config('role', 'baas_anon', true)"),
+            Caller::Dba => Spi::run("select set_config('role', 'none', true), set_config('baas.claims', '', true)"),
+        }
+        .unwrap();
+    }
+
+    /// Three accounts; the first is in role `team`. Documents are created by them
+    /// through baas.create_document (so through the create policy) and every query
+    /// runs as one of them or anonymously, under the read policies: a policy that
+    /// let through one document too many or too few fails the comparison.
+    struct World {
+        users: Vec<String>,
+        /// (id, owner index, acl_read, data)
+        docs: Vec<Doc>,
+    }
+
+    #[derive(Clone)]
+    struct Doc {
+        id: String,
+        owner: usize,
+        read: Vec<String>,
+        data: Value,
+    }
+
+    impl World {
+        fn principals(&self, c: Caller) -> Vec<String> {
+            match c {
+                Caller::User(id) => {
+                    let mut p = vec!["public".to_string(), "authenticated".to_string(), format!("user:{id}")];
+                    if id == self.users[0] {
+                        p.push("role:team".into());
+                    }
+                    p
+                }
+                _ => vec!["public".to_string()],
+            }
+        }
+
+        /// The read rule, written independently of the policies.
+        fn visible(&self, c: Caller, d: &Doc) -> bool {
+            let me = self.principals(c);
+            matches!(c, Caller::User(id) if id == self.users[d.owner]) || d.read.iter().any(|p| me.contains(p))
+        }
+
+        fn caller(&self, case: usize) -> Caller<'_> {
+            match case % 3 {
+                0 => Caller::User(&self.users[0]),
+                1 => Caller::User(&self.users[1]),
+                _ => Caller::Anon,
+            }
+        }
+    }
+
+    fn load(r: &mut Rng, n: usize) -> World {
+        act_as(Caller::Dba);
+        Spi::run("select baas.create_collection('prop')").unwrap();
+        let users: Vec<String> = (0..3)
+            .map(|i| {
+                Spi::get_one::<String>(&format!("select baas.create_user('prop{i}@example.test', 'long enough pw') ->> 'id'"))
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        Spi::run("select baas.create_role('team')").unwrap();
+        Spi::run_with_args("select baas.add_role_member('team', $1::uuid)", &[users[0].as_str().into()]).unwrap();
+        let mut docs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let owner = r.below(3);
+            let read: Vec<String> = match r.below(6) {
+                0 => vec![],
+                1 => vec![format!("user:{}", users[0])],
+                2 => vec!["role:team".into()],
+                3 => vec!["authenticated".into()],
+                4 => vec!["public".into()],
+                _ => vec![format!("user:{}", users[1])],
+            };
+            docs.push(Doc { id: String::new(), owner, read, data: document(r) });
+        }
+        for (o, user) in users.iter().enumerate() {
+            let mine: Vec<usize> = (0..n).filter(|i| docs[*i].owner == o).collect();
+            let batch: Vec<Value> = mine.iter().map(|i| json!({"data": docs[*i].data, "acl": {"read": docs[*i].read}})).collect();
+            act_as(Caller::User(user));
+            let ids = Spi::get_one_with_args::<Vec<String>>(
+                "select array_agg(baas.create_document('prop', d -> 'data', d -> 'acl') ->> 'id' order by i)
+                   from jsonb_array_elements($1) with ordinality as t(d, i)",
+                &[JsonB(Value::Array(batch)).into()],
+            )
+            .unwrap()
+            .unwrap_or_default();
+            assert_eq!(ids.len(), mine.len());
+            for (i, id) in mine.into_iter().zip(ids) {
+                docs[i].id = id;
+            }
+        }
+        act_as(Caller::Dba);
+        World { users, docs }
+    }
+
+    fn find_ids(c: Caller, filter: &Value, order: Option<&str>, after: Option<&str>) -> Vec<String> {
+        act_as(c);
+        let ids = Spi::get_one_with_args::<Vec<String>>(
             "select coalesce(array_agg(x ->> 'id' order by n), '{}')
                from baas.find('prop', $1, $2, 1000, 0, $3::uuid) with ordinality as t(x, n)",
             &[JsonB(filter.clone()).into(), order.into(), after.into()],
         )
         .unwrap()
-        .unwrap()
+        .unwrap();
+        act_as(Caller::Dba);
+        ids
+    }
+
+    fn count(c: Caller, filter: &Value) -> usize {
+        act_as(c);
+        let n = Spi::get_one_with_args::<i64>("select baas.count('prop', $1)", &[JsonB(filter.clone()).into()]).unwrap().unwrap();
+        act_as(Caller::Dba);
+        n as usize
     }
 
     #[pg_test]
     fn filters_agree_with_the_reference_evaluator() {
         let mut r = Rng(0x5eed_1234_abcd_0001);
-        let docs = load(&mut r, 300);
+        let w = load(&mut r, 300);
         let mut nonempty = 0;
         for case in 0..3000 {
             let f = filter(&mut r, 0);
             let ast = parse::parse(&f).unwrap_or_else(|e| panic!("generated an invalid filter {f}: {e}"));
-            let mut want: Vec<String> = docs.iter().filter(|(_, d)| eval::matches(&ast, d)).map(|(id, _)| id.clone()).collect();
+            let c = w.caller(case);
+            let visible: Vec<&Doc> = w.docs.iter().filter(|d| w.visible(c, d)).collect();
+            let mut want: Vec<String> = visible.iter().filter(|d| eval::matches(&ast, &d.data)).map(|d| d.id.clone()).collect();
             want.sort();
-            let mut got = find_ids(&f, None, None);
+            let mut got = find_ids(c, &f, None, None);
             got.sort();
             assert_eq!(got, want, "case {case}: filter {f}");
-            let n = Spi::get_one_with_args::<i64>("select baas.count('prop', $1)", &[JsonB(f.clone()).into()]).unwrap().unwrap();
-            assert_eq!(n as usize, want.len(), "case {case}: count of {f}");
-            if !want.is_empty() && want.len() < docs.len() {
+            assert_eq!(count(c, &f), want.len(), "case {case}: count of {f}");
+            if !want.is_empty() && want.len() < visible.len() {
                 nonempty += 1;
             }
+        }
+        // Each caller saw a proper part of the documents, or the policies were not tested.
+        for case in 0..3 {
+            let c = w.caller(case);
+            let n = w.docs.iter().filter(|d| w.visible(c, d)).count();
+            assert!(n > 0 && n < w.docs.len(), "caller {case} sees {n} of {}", w.docs.len());
         }
         // The generator must produce discriminating filters, or the test proves little.
         assert!(nonempty > 1000, "only {nonempty} of 3000 filters selected a proper subset");
@@ -166,41 +280,46 @@ mod tests {
     #[pg_test]
     fn index_entry_counts_agree_with_the_reference_evaluator() {
         let mut r = Rng(0x5eed_1234_abcd_0002);
-        let mut docs = load(&mut r, 300);
+        let mut w = load(&mut r, 300);
         for path in ["a", "b", "tags", "c.d", "c", "missing", "a.x"] {
             Spi::get_one_with_args::<JsonB>("select baas.create_index('prop', $1)", &[path.into()]).unwrap();
         }
         let mut single = 0;
         for case in 0..3000 {
             if case == 1500 {
-                // Rewrite a third of the documents and delete a tenth: the trigger keeps
-                // the entries in step.
-                for (i, (id, d)) in docs.iter_mut().enumerate() {
+                // Each owner rewrites a third of its documents and deletes a tenth,
+                // through the document functions: the trigger keeps the entries in step.
+                for i in 0..w.docs.len() {
                     if i % 3 == 0 {
-                        *d = document(&mut r);
+                        w.docs[i].data = document(&mut r);
+                        act_as(Caller::User(&w.users[w.docs[i].owner]));
                         Spi::run_with_args(
-                            "update baas.documents set data = $2 where id = $1::uuid",
-                            &[id.as_str().into(), JsonB(d.clone()).into()],
+                            "select baas.replace_document('prop', $1, $2)",
+                            &[w.docs[i].id.as_str().into(), JsonB(w.docs[i].data.clone()).into()],
                         )
                         .unwrap();
                     }
                 }
-                let gone: Vec<String> = docs.iter().step_by(10).map(|(id, _)| id.clone()).collect();
-                Spi::run_with_args("delete from baas.documents where id = any($1::uuid[])", &[gone.clone().into()]).unwrap();
-                docs.retain(|(id, _)| !gone.contains(id));
+                let gone: Vec<Doc> = w.docs.iter().step_by(10).cloned().collect();
+                for d in &gone {
+                    act_as(Caller::User(&w.users[d.owner]));
+                    Spi::run_with_args("select baas.delete_document('prop', $1)", &[d.id.as_str().into()]).unwrap();
+                }
+                act_as(Caller::Dba);
+                w.docs.retain(|d| !gone.iter().any(|g| g.id == d.id));
             }
             let f = filter(&mut r, 0);
             let ast = parse::parse(&f).unwrap();
             if compile::filter_paths(&ast).len() == 1 {
                 single += 1;
             }
-            let want = docs.iter().filter(|(_, d)| eval::matches(&ast, d)).count();
-            let n = Spi::get_one_with_args::<i64>("select baas.count('prop', $1)", &[JsonB(f.clone()).into()]).unwrap().unwrap();
-            assert_eq!(n as usize, want, "case {case}: count of {f}");
+            let c = w.caller(case);
+            let want = w.docs.iter().filter(|d| w.visible(c, d) && eval::matches(&ast, &d.data)).count();
+            assert_eq!(count(c, &f), want, "case {case}: count of {f}");
         }
         assert!(single > 1500, "only {single} of 3000 filters read a single field");
         let entries = Spi::get_one::<i64>("select count(*) from baas.index_entries").unwrap().unwrap();
-        assert_eq!(entries as usize, docs.len() * 7, "one entry per document and index");
+        assert_eq!(entries as usize, w.docs.len() * 7, "one entry per document and index");
     }
 
     /// jsonb's order for the scalars the sort fields hold.
@@ -223,10 +342,13 @@ mod tests {
     #[pg_test]
     fn orderings_and_after_cursors_agree_with_the_reference() {
         let mut r = Rng(0x5eed_1234_abcd_0002);
-        let docs = load(&mut r, 200);
+        let w = load(&mut r, 200);
         let orders = ["s", "-s", "n,s", "-n,s", "s,-n", "-n,-s", "created_at", "-created_at", "id", "n,-id"];
-        for order in orders {
+        for (o, order) in orders.into_iter().enumerate() {
             let keys = parse::parse_order(order).unwrap();
+            let c = w.caller(o);
+            let docs: Vec<(String, Value)> =
+                w.docs.iter().filter(|d| w.visible(c, d)).map(|d| (d.id.clone(), d.data.clone())).collect();
             let mut want: Vec<&(String, Value)> = docs.iter().collect();
             // Stable sort on id first, then by keys from last to first.
             want.sort_by(|a, b| a.0.cmp(&b.0));
@@ -235,7 +357,7 @@ mod tests {
                     let get = |d: &(String, Value)| match &k.field {
                         parse::SortField::Data(p) => eval::lookup(&d.1, p).cloned(),
                         parse::SortField::Id => Some(json!(d.0)),
-                        // One INSERT: every created_at is the same, so id decides.
+                        // One transaction: every created_at is the same, so id decides.
                         _ => Some(json!(0)),
                     };
                     match (get(a), get(b)) {
@@ -250,12 +372,12 @@ mod tests {
                 });
             }
             let want: Vec<String> = want.into_iter().map(|d| d.0.clone()).collect();
-            let got = find_ids(&json!({}), Some(order), None);
+            let got = find_ids(c, &json!({}), Some(order), None);
             assert_eq!(got, want, "order {order}");
             // Keyset paging: after any document, exactly the rest of the sequence.
             for _ in 0..15 {
                 let i = r.below(want.len());
-                let rest = find_ids(&json!({}), Some(order), Some(&want[i]));
+                let rest = find_ids(c, &json!({}), Some(order), Some(&want[i]));
                 assert_eq!(rest, want[i + 1..].to_vec(), "order {order}, after position {i}");
             }
         }

@@ -1,0 +1,209 @@
+-- pgbaas permissions: every row-level policy, every permission predicate and the one
+-- definition of a privileged caller. Loaded after sql/documents.sql (the tables);
+-- read it top to bottom to know who may do what to a document.
+--
+-- The model:
+--   * A caller acts as a set of principals (baas.principals()): `public`; a signed-in
+--     user also `authenticated`, `user:<id>` and `role:<name>` for each application
+--     role it is in, nested roles included.
+--   * A document has an owner (the user who created it, or NULL) and three ACL lists:
+--     acl_read, acl_update, acl_delete. The owner may do everything; anyone else may
+--     read, update or delete when one of their principals is in that list.
+--   * Privileged callers (baas._is_privileged) bypass ACLs: the service role and
+--     roles that bypass row-level security (superusers: DBAs, and the extension's own
+--     SECURITY DEFINER steps). Nobody else does.
+--   * Only the owner or a privileged caller may change a document's ACL or owner
+--     (baas._may_manage).
+--   * Creating a document needs a principal in its collection's `create` list.
+--
+-- Where each is decided: reads, updates and deletes by the row-level policies below
+-- (forced, so the tables' owner obeys them too); creation by the documents_create
+-- policy, with baas._may_create as its early, clearer answer in create_document; ACL
+-- and owner changes by the guard trigger of sql/documents.sql and by
+-- baas._owned_document / baas._set_document_owner, all through baas._may_manage,
+-- because a policy sees either the old row or the new one, never both. Table and
+-- function privileges (which roles may touch what at all) are in sql/grants.sql.
+
+------------------------------------------------------------------------ who calls
+-- The caller's application roles, nested roles included. Policies call it as
+-- (select baas.roles()): once per statement. PL/pgSQL rather than SQL because a
+-- non-inlinable SQL function is re-planned on every call, and PL/pgSQL keeps its plans
+-- for the session (measured: create_document 666 -> see docs/storage.md).
+create function baas.roles() returns text[]
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_uid uuid := baas.uid();
+    v_roles text[];
+begin
+    if v_uid is null then
+        return '{}';
+    end if;
+    with recursive r(name) as (
+        select m.role from baas.role_members m where m.user_id = v_uid
+        union
+        select rr.role from baas.role_roles rr join r on rr.member_role = r.name
+    )
+    select coalesce(array_agg(name order by name), '{}') into v_roles from r;
+    return v_roles;
+end
+$$;
+comment on function baas.roles() is 'Application roles of the signed-in user, nested roles included';
+
+-- Every principal the caller acts as: public; for a signed-in user also
+-- authenticated, user:<id> and role:<name> for each role.
+-- Security definer to read the caller's own memberships directly: every row-level
+-- policy evaluates it once per statement, so the common case (a user in no role) is
+-- one uid() and one index probe, without going through baas.roles().
+create function baas.principals() returns text[]
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_uid uuid := baas.uid();
+begin
+    if v_uid is null then
+        return array['public'];
+    end if;
+    if not exists (select from baas.role_members m where m.user_id = v_uid) then
+        return array['public', 'authenticated', 'user:' || v_uid::text];
+    end if;
+    return array['public', 'authenticated', 'user:' || v_uid::text]
+        || array(select 'role:' || r from unnest(baas.roles()) r);
+end
+$$;
+comment on function baas.principals() is 'ACL principals of the current caller';
+
+-- The one definition of a privileged caller: the Postgres role `r` bypasses document
+-- ACLs. The service role (by its policies below) and roles that bypass row-level
+-- security (superusers, BYPASSRLS). Listed positively, so a custom role that merely
+-- inherits baas_user or baas_service gets no more than that role's policies give.
+-- Its fixed search_path keeps its cached plan valid whoever calls it: with the path
+-- changing from call to call, Postgres re-planned it on every call, a sixth of a
+-- create's CPU (docs/benchmarks.md).
+create function baas._is_privileged(r text) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return r = 'baas_service'
+        or exists (select from pg_catalog.pg_roles x where x.rolname = r and (x.rolsuper or x.rolbypassrls));
+end
+$$;
+
+-- The role the caller had before any SECURITY DEFINER switch: SET ROLE state, or the
+-- login role when none is set. For checks made inside SECURITY DEFINER functions,
+-- where current_user is the extension's owner.
+create function baas._caller_role() returns text
+language sql stable
+as $$
+    select case when current_setting('role') = 'none' then session_user::text
+                else current_setting('role') end
+$$;
+
+------------------------------------------------------------------------ predicates
+-- May the caller (Postgres role `r`, with the current claims) change the ACL or the
+-- owner of a document owned by `owner`? Its owner, or a privileged caller. Anonymous
+-- callers own nothing, and nobody owns an ownerless document.
+create function baas._may_manage(owner uuid, r text) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return (owner is not null and owner = baas.uid()) or baas._is_privileged(r);
+end
+$$;
+
+-- May the caller create documents in a collection whose `create` list is create_acl?
+-- The documents_create policy below decides; create_document asks this first to
+-- answer 403 with a message instead of Postgres's policy-violation text.
+create function baas._may_create(create_acl text[]) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return create_acl && baas.principals() or baas._is_privileged(current_user::text);
+end
+$$;
+
+-- Principals must name something that exists when they are written into an ACL (a
+-- document's or a collection's): `user:<id>` an account, `role:<name>` a role.
+-- Otherwise a typo shares with nobody, silently. 22023 unknown_principal names it.
+-- Only principals not already in `existing` are checked, so an ACL that still names
+-- a deleted account can be edited (account ids are never reused, so such an entry
+-- grants nothing); a dropped role is removed from every ACL by baas.drop_role, so a
+-- role created later under the same name starts with no access. SECURITY DEFINER to
+-- read accounts and roles; it tells only whether a name the caller typed exists.
+create function baas._check_new_principals(acl jsonb, existing text[] default '{}') returns void
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    p text;
+begin
+    for p in select distinct x from jsonb_each(acl) e, jsonb_array_elements_text(
+                 case when jsonb_typeof(e.value) = 'array' then e.value else '[]' end) x
+              where not x = any(coalesce(existing, '{}')) loop
+        if p like 'user:%' and not exists (select from baas.users u where u.id::text = substr(p, 6)) then
+            raise exception using errcode = '22023', detail = 'unknown_principal',
+                message = format('unknown principal %s: no such user', p);
+        elsif p like 'role:%' and not exists (select from baas.roles r where r.name = substr(p, 6)) then
+            raise exception using errcode = '22023', detail = 'unknown_principal',
+                message = format('unknown principal %s: no such role', p);
+        end if;
+    end loop;
+end
+$$;
+
+------------------------------------------------------------------------ policies
+-- Collections: their names and options are readable by every API role; only
+-- SECURITY DEFINER administration functions change them.
+alter table baas.collections enable row level security;
+alter table baas.collections force row level security;
+create policy collections_visible on baas.collections for select using (true);
+
+-- Documents. Forced: the table's owner obeys the policies too (a superuser still
+-- bypasses them, which is what _is_privileged says).
+alter table baas.documents enable row level security;
+alter table baas.documents force row level security;
+
+-- The service role bypasses ACLs, and nothing else does.
+create policy documents_service on baas.documents to baas_service
+    using (true) with check (true);
+
+-- Create: as yourself, in a collection whose `create` option names you.
+create policy documents_create on baas.documents for insert to baas_anon, baas_user
+    with check (
+        owner is not distinct from (select baas.uid())
+        and exists (select from baas.collections c
+                     where c.id = collection_id and c.create_acl && (select baas.principals())));
+
+-- Index entries (sql/documents.sql): each btree index's copy of a document's read
+-- rule (owner, acl_read), counted by baas.count. Read under exactly the rule of
+-- documents_read; the service role sees them all, as it sees all documents.
+alter table baas.index_entries enable row level security;
+alter table baas.index_entries force row level security;
+create policy index_entries_service on baas.index_entries for select to baas_service using (true);
+
+-- The ACL rule, written once: the owner, or anyone whose principals meet the list.
+-- documents_read, documents_update, documents_delete and index_entries_read are all
+-- made from this one text (acl_read always contains everyone named in acl_update and
+-- acl_delete: see baas._normalize_acl), and baas.security_lints() reports
+-- `policy_drift` if any of them is later changed so that they no longer agree.
+-- (select ...) makes baas.uid() and baas.principals() InitPlans, evaluated once per
+-- statement; the comparison keeps owner and acl_read usable by the index-only count.
+do $policies$
+declare
+    rule constant text := 'owner = (select baas.uid()) or %I && (select baas.principals())';
+begin
+    execute format('create policy documents_read on baas.documents for select to baas_anon, baas_user using (%s)',
+                   format(rule, 'acl_read'));
+    execute format('create policy documents_update on baas.documents for update to baas_anon, baas_user using (%s) with check (true)',
+                   format(rule, 'acl_update'));
+    execute format('create policy documents_delete on baas.documents for delete to baas_anon, baas_user using (%s)',
+                   format(rule, 'acl_delete'));
+    execute format('create policy index_entries_read on baas.index_entries for select to baas_anon, baas_user using (%s)',
+                   format(rule, 'acl_read'));
+end
+$policies$;
