@@ -248,6 +248,10 @@ language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+    -- A restore loads collections and indexes, not changes to them (sql/dump.sql).
+    if baas._restoring() then
+        return null;
+    end if;
     if tg_table_name = 'collections' then
         perform baas._audit(case tg_op when 'INSERT' then 'collection.create' else 'collection.drop' end,
             collection => coalesce(new.name, old.name),

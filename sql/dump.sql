@@ -25,17 +25,16 @@ select pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('ba
 -- True while a dump is being loaded: pg_restore and pg_dump's SQL scripts set
 -- row_security = off, which only a role that bypasses row-level security can use on
 -- pgbaas's tables (any other role's query fails instead), and the session's login role
--- is such a role. Trigger functions that run as the extension's owner ask this, so a
--- caller of a SECURITY DEFINER function cannot pass for a restore by setting
--- row_security itself. (The documents guard runs as the caller and checks
--- row_security alone: only superusers and BYPASSRLS roles get that far with it off.)
+-- is privileged (baas._is_privileged in sql/permissions.sql; for a login role that means
+-- superuser or BYPASSRLS). Trigger functions that run as the extension's owner ask
+-- this, so a caller of a SECURITY DEFINER function cannot pass for a restore by setting
+-- row_security itself. (The documents guard runs as the caller and checks row_security
+-- alone: only superusers and BYPASSRLS roles get that far with it off.)
 create function baas._restoring() returns boolean
 language sql stable
 set search_path = pg_catalog, pg_temp
 as $$
-    select pg_catalog.current_setting('row_security') = 'off'
-       and exists (select from pg_catalog.pg_roles r
-                    where r.rolname = session_user and (r.rolsuper or r.rolbypassrls))
+    select pg_catalog.current_setting('row_security') = 'off' and baas._is_privileged(session_user)
 $$;
 comment on function baas._restoring() is 'Whether this session is loading a dump (pg_restore): row_security off, as a superuser';
 
