@@ -215,6 +215,10 @@ language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+    -- A restore loads roles, not changes to them (sql/dump.sql).
+    if baas._restoring() then
+        return null;
+    end if;
     if tg_table_name = 'roles' then
         perform baas._audit(case tg_op when 'INSERT' then 'role.create' else 'role.drop' end,
             details => jsonb_build_object('role', coalesce(new.name, old.name)));
@@ -244,6 +248,10 @@ language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+    -- A restore loads collections and indexes, not changes to them (sql/dump.sql).
+    if baas._restoring() then
+        return null;
+    end if;
     if tg_table_name = 'collections' then
         perform baas._audit(case tg_op when 'INSERT' then 'collection.create' else 'collection.drop' end,
             collection => coalesce(new.name, old.name),
@@ -284,6 +292,10 @@ language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+    -- A restore loads keys (and its CREATE EXTENSION makes one): not events (sql/dump.sql).
+    if baas._restoring() then
+        return null;
+    end if;
     perform baas._audit('key.create', details => jsonb_build_object('kid', new.kid));
     return null;
 end

@@ -57,6 +57,7 @@ extension_sql_file!(
 extension_sql_file!("../../sql/permissions.sql", name = "permissions", requires = ["documents"]);
 extension_sql_file!("../../sql/audit.sql", name = "audit", requires = ["permissions"]);
 extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["audit"]);
+extension_sql_file!("../../sql/dump.sql", name = "dump", requires = ["lints"]);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

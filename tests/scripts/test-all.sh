@@ -3,7 +3,8 @@
 #   1. cargo test        plain Rust logic of the proxy
 #   2. cargo pgrx test   the extension's Rust logic and #[pg_test]s inside a backend
 #   3. SQL regression    pgTAP files in sql/tests, against a fresh cluster
-#   4. end to end        a real cluster, the real proxy binary, real HTTP
+#   4. end to end        a real cluster, the real proxy binary, real HTTP; upgrade from
+#                        the previous release, pg_dump/pg_restore (tests/tests/upgrade.rs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash tests/scripts/install-deps.sh
@@ -28,6 +29,11 @@ fi
 
 echo "== build: the pgrx test run installed its test build; install the release build"
 bash tests/scripts/build.sh
+# The previous release, for the upgrade test in tier 4 (tests/tests/upgrade.rs): built
+# once into target/previous/ and reused. That test installs it for a while and puts this
+# build back; cargo runs test binaries one at a time, so no other tier-4 test sees it.
+echo "== build: the previous release (for the upgrade test)"
+bash tests/scripts/previous-version.sh
 
 echo "== tiers 3 and 4: SQL regression and end-to-end"
 tier cargo test --release -p pgbaas-tests

@@ -85,6 +85,9 @@ pub struct Cluster {
     pub port: u16,
     user: Option<(u32, u32, String)>,
     temporary: bool,
+    /// Whether start-up creates the extension in database `pgbaas` (not for a cluster
+    /// that pg_restore or an older version fills).
+    extension: bool,
     stopped: Mutex<bool>,
 }
 
@@ -104,22 +107,31 @@ impl Cluster {
 
     /// A throwaway cluster under /tmp on a free port, removed when dropped.
     pub fn temporary() -> Result<Cluster> {
+        Self::temporary_with(true)
+    }
+
+    /// A throwaway cluster whose database `pgbaas` is empty when `extension` is false:
+    /// a fresh server for pg_restore, or one where a test creates the extension itself.
+    pub fn temporary_with(extension: bool) -> Result<Cluster> {
         let dir = std::env::temp_dir().join(format!(
             "pgbaas-test-{}-{}",
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        let c = Self::open(&dir, free_port(), true)?;
-        Ok(c)
+        Self::open_with(&dir, free_port(), true, extension)
     }
 
     /// Open (initdb on first use) and start the cluster in `dir`.
     pub fn open(dir: &Path, port: u16, temporary: bool) -> Result<Cluster> {
+        Self::open_with(dir, port, temporary, true)
+    }
+
+    fn open_with(dir: &Path, port: u16, temporary: bool, extension: bool) -> Result<Cluster> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir.canonicalize()?;
         let user = server_user();
-        let c = Cluster { dir, port, user, temporary, stopped: Mutex::new(false) };
+        let c = Cluster { dir, port, user, temporary, extension, stopped: Mutex::new(false) };
         if let Some((uid, gid, _)) = &c.user {
             chown(&c.dir, *uid, *gid)?;
         }
@@ -213,8 +225,10 @@ impl Cluster {
                 admin.batch_execute(&format!("create role {quoted} login superuser"))?;
             }
         }
-        let mut db = self.connect("postgres", DB)?;
-        db.batch_execute("create extension if not exists pgbaas")?;
+        if self.extension {
+            let mut db = self.connect("postgres", DB)?;
+            db.batch_execute("create extension if not exists pgbaas")?;
+        }
         Ok(())
     }
 
