@@ -4,7 +4,7 @@
 -- tests/tests/upgrade.rs installs 0.1.0 from its release commit, fills it, runs this,
 -- checks the data through the proxy and compares the schema (pg_dump --binary-upgrade)
 -- with a fresh install's. Every statement below is the final text of the file it names
--- (SQL-CHANGES.md of this release lists what changed and why).
+-- (sql/CHANGES-0.2.0.md lists what changed and why).
 --
 -- Once released, an upgrade script is never edited: a fix goes into the next version's.
 --
@@ -728,7 +728,7 @@ begin
     end if;
     v_id := baas._parse_document_id(btrim(who));
     if v_id is null then
-        select u.id into v_id from baas.users u where u.email = lower(btrim(who));
+        select u.id into v_id from baas.users u where u.email = baas._email_key(who);
         if not found then
             perform baas._raise('P0002', 'user_not_found', format('no account with email %s', who));
         end if;
@@ -1179,3 +1179,69 @@ grant execute on function
     baas.auth_settings(),
     baas.claims()
   to baas_authenticator;
+
+-------------------------------------------------------------------- one email normalisation (issue 13)
+-- Sign-in, the audit log and as_user find accounts by sign-up's own normalisation
+-- (Rust's Unicode lower case) instead of SQL lower(), which under the C ctype left
+-- non-ASCII capitals alone, so such accounts could never sign in.
+create function baas."_email_key"(
+	"email" TEXT /* &str */
+) RETURNS TEXT /* core::option::Option<alloc::string::String> */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'email_key_wrapper';
+revoke execute on function baas._email_key(text) from public;
+
+create or replace function baas.login(email text, password text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    u baas.users;
+    v_locked boolean;
+    v_ok boolean;
+begin
+    if login.email is null or login.password is null then
+        perform baas._raise('22023', 'invalid_request', 'email and password are required');
+    end if;
+    if octet_length(login.password) > 1024 then
+        perform baas._raise('22001', 'password_too_long', 'password must be at most 1024 bytes');
+    end if;
+    select * into u from baas.users where email = baas._email_key(login.email);
+    if u.id is not null then
+        -- One attempt per account at a time, so that concurrent guesses see each
+        -- other's failures (a burst cannot slip past the lockout threshold).
+        perform pg_advisory_xact_lock(hashtextextended('baas.login:' || u.id::text, 0));
+    end if;
+    v_locked := u.id is not null and baas._account_locked(u.id);
+    -- An unknown email verifies against a dummy hash, and a locked account is verified
+    -- all the same: same work, same answer, so neither can be told from a wrong password.
+    v_ok := baas._verify_password(login.password, u.password_hash);
+    if v_locked or not v_ok then
+        -- Reported as a result, not raised: the failure must commit to count.
+        perform baas._audit(case when v_locked then 'login.locked' else 'login.failure' end, u.id,
+            details => jsonb_build_object('email', baas._email_for_audit(login.email)));
+        if not v_locked and u.id is not null then
+            perform baas._note_login_failure(u.id);
+        end if;
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'invalid_credentials', 'message', 'invalid email or password'));
+    end if;
+    perform baas._audit('login', u.id);
+    if baas._password_needs_rehash(u.password_hash) then
+        update baas.users set password_hash = baas._hash_password(login.password)
+         where id = u.id;
+    end if;
+    return baas._new_session(u);
+end
+$$;
+
+create or replace function baas._email_for_audit(email text) returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+    -- The address as sign-up and sign-in normalise it (baas._email_key), else a hash.
+    select coalesce(baas._email_key(email),
+                    'sha256:' || encode(sha256(convert_to(coalesce(email, ''), 'UTF8')), 'hex'))
+$$;
