@@ -201,9 +201,14 @@ impl<'a> Params<'a> {
 
 /// A path segment, percent-decoded with no form rules: `+` stays a plus.
 pub fn decode_path(s: &str) -> Result<Cow<'_, str>, ApiError> {
-    percent_encoding::percent_decode_str(s)
+    let d = percent_encoding::percent_decode_str(s)
         .decode_utf8()
-        .map_err(|_| ApiError::bad_request("invalid_request", "the path is not valid percent-encoded UTF-8"))
+        .map_err(|_| ApiError::bad_request("invalid_request", "the path is not valid percent-encoded UTF-8"))?;
+    if d.contains('\0') {
+        // Postgres text cannot hold NUL: refused here rather than with its own wording.
+        return Err(ApiError::bad_request("invalid_request", "the path may not contain %00 (NUL)"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug)]

@@ -62,7 +62,10 @@ impl Reply {
     }
     fn header(&self) -> pingora::Result<ResponseHeader> {
         let mut h = ResponseHeader::build(self.status, Some(6))?;
-        h.insert_header(header::CONTENT_LENGTH, self.body.len())?;
+        // RFC 9110 8.6: no Content-Length on a 204.
+        if self.status != StatusCode::NO_CONTENT {
+            h.insert_header(header::CONTENT_LENGTH, self.body.len())?;
+        }
         if let Some(ct) = self.content_type {
             h.insert_header(header::CONTENT_TYPE, ct)?;
         }
@@ -116,11 +119,17 @@ impl App {
                 }
             }
         };
-        match tokio::time::timeout(self.cfg.body_timeout, read).await {
+        let result = match tokio::time::timeout(self.cfg.body_timeout, read).await {
             Ok(Ok(())) => Ok(buf.to_vec()),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "request body was not received in time")),
+        };
+        if result.is_err() {
+            // pingora marks a body with broken chunked framing as done: whatever follows
+            // it on the socket must never be read as the next request.
+            s.set_keepalive(None);
         }
+        result
     }
 
     /// The client's address (the socket peer, or what a trusted proxy forwarded) and
@@ -210,14 +219,15 @@ impl App {
                 }
             });
         }
+        // Limits come first: a refused request costs no token check, body or connection
+        // (/healthz too: it takes a request connection).
+        let (client_ip, ip_key) = self.client(s);
+        self.limiter.check(ratelimit::Kind::Request, &ip_key).map_err(ApiError::rate_limited)?;
         match route.kind {
             RouteKind::Health => return Ok(self.health().await),
             RouteKind::Jwks => return Ok(Reply::json(StatusCode::OK, self.keys.get().jwks_body.as_ref().clone())),
             RouteKind::Json => {}
         }
-        // Limits come first: a refused request costs no token check, body or connection.
-        let (client_ip, ip_key) = self.client(s);
-        self.limiter.check(ratelimit::Kind::Request, &ip_key).map_err(ApiError::rate_limited)?;
         for l in route.limits.iter().filter(|l| l.when.is_none() && matches!(l.key, LimitKey::Ip)) {
             self.limiter.check(l.kind, &ip_key).map_err(ApiError::rate_limited)?;
         }
@@ -376,6 +386,8 @@ impl HttpServerApp for App {
             }
         }
         s.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        // A client that stops reading its answer cannot pin the task and its buffer.
+        s.set_write_timeout(Some(self.cfg.body_timeout));
         let started = std::time::Instant::now();
         let reply = self.handle(&mut s).await.unwrap_or_else(Reply::error);
         // Answered without reading the whole body (an early 401, 404, 413, 429...):

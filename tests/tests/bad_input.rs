@@ -238,3 +238,41 @@ fn postgres_text_never_reaches_the_client_for_refused_calls_and_bad_values() {
     // None of it was stored; the one valid document is there.
     assert_eq!(listed_ids(&c, Some(&u.access)), vec![id]);
 }
+
+/// Found in review: a chunked body with broken framing was marked done by pingora, so
+/// the connection stayed open and bytes the client sent after it were served as a
+/// second request (a desync behind a front proxy that shares connections).
+#[test]
+fn a_broken_chunked_body_closes_the_connection() {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", env().proxy.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    s.write_all(b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert_eq!(raw_status(&text), 400, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "nothing after a broken body may be served: {text}");
+}
+
+/// Found in review: a JSON string where the table takes any JSON (an ACL) was bound as
+/// text to a jsonb parameter (a 500); a NUL in a path reached Postgres's own wording.
+#[test]
+fn odd_values_in_any_json_fields_and_paths_are_400_in_our_words() {
+    let u = signup("oddvalues");
+    let c = collection("oddvalues", json!({}));
+    let r = call("POST", &docs_path(&c), Some(&u.access), Some(r#"{"data": {}, "acl": "public"}"#));
+    assert_eq!((r.status, r.code()), (400, "invalid_acl"), "{}", r.body);
+    let r = call("GET", "/v1/collections/a%00b/documents", Some(&u.access), None);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap_or("").contains("NUL"), "{}", r.body);
+    let r = call("GET", &format!("{}?order=a%00", docs_path(&c)), Some(&u.access), None);
+    assert_eq!((r.status, r.code()), (400, "invalid_query"), "{}", r.body);
+    // A 204 carries no Content-Length (RFC 9110 8.6).
+    let id = create_doc(&c, Some(&u.access), json!({}), None);
+    let r = call("DELETE", &doc_path(&c, &id), Some(&u.access), None);
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("content-length"), None);
+}

@@ -120,13 +120,18 @@ pub fn if_match(header: Option<&str>) -> Result<Option<i64>, ApiError> {
 /// browsers and URLSearchParams encode it). Not UTF-8 -> 400.
 pub fn decode_query(s: &str) -> Result<Cow<'_, str>, ApiError> {
     let bad = || ApiError::bad_request("invalid_query", "query string is not valid percent-encoded UTF-8");
-    if s.contains('+') {
+    let d = if s.contains('+') {
         let spaced = s.replace('+', " ");
         let decoded = percent_encoding::percent_decode_str(&spaced).decode_utf8().map_err(|_| bad())?;
-        Ok(Cow::Owned(decoded.into_owned()))
+        Cow::Owned(decoded.into_owned())
     } else {
-        percent_encoding::percent_decode_str(s).decode_utf8().map_err(|_| bad())
+        percent_encoding::percent_decode_str(s).decode_utf8().map_err(|_| bad())?
+    };
+    if d.contains('\0') {
+        // Postgres text cannot hold NUL: refused here rather than with its own wording.
+        return Err(ApiError::bad_request("invalid_query", "the query string may not contain %00 (NUL)"));
     }
+    Ok(d)
 }
 
 /// A decoded name=value pair of a query string.

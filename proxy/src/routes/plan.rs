@@ -3,7 +3,7 @@
 //! type: db.rs runs it and knows nothing of where the values came from.
 
 use crate::errors::ApiError;
-use crate::router::{Arg, ListArg, ParamType, Params, Query, Route, Seg};
+use crate::router::{Arg, FieldType, ListArg, ParamType, Params, Query, Route, Seg};
 use crate::routes::input::{self, ListParams};
 use bytes::BytesMut;
 use serde_json::Value;
@@ -85,6 +85,10 @@ pub struct Request<'a> {
     pub body: Option<&'a Value>,
 }
 
+fn field_is_text(route: &Route, name: &str) -> bool {
+    route.body.unwrap_or(&[]).iter().any(|f| f.name == name && matches!(f.ty, FieldType::Text | FieldType::Uuid))
+}
+
 pub fn plan<'a>(route: &'static Route, req: &Request<'a>) -> Result<Plan<'a>, ApiError> {
     let mut list = None::<ListParams>;
     let mut kind = None;
@@ -99,7 +103,9 @@ pub fn plan<'a>(route: &'static Route, req: &Request<'a>) -> Result<Plan<'a>, Ap
             Arg::Path(i) => Val::Text(path_param(route, &req.params, *i)?),
             Arg::Field(name) => match req.body.and_then(|b| b.get(*name)) {
                 None | Some(Value::Null) => Val::Null,
-                Some(Value::String(s)) => Val::Text(Cow::Borrowed(s)),
+                // Text only where the table says text: a string where any JSON may
+                // come (an ACL) goes to a jsonb parameter as JSON.
+                Some(Value::String(s)) if field_is_text(route, name) => Val::Text(Cow::Borrowed(s)),
                 Some(v) => Val::Json(v),
             },
             Arg::Body => req.body.map_or(Val::Null, Val::Json),
