@@ -219,15 +219,14 @@ impl App {
                 }
             });
         }
-        // Limits come first: a refused request costs no token check, body or connection
-        // (/healthz too: it takes a request connection).
-        let (client_ip, ip_key) = self.client(s);
-        self.limiter.check(ratelimit::Kind::Request, &ip_key).map_err(ApiError::rate_limited)?;
         match route.kind {
             RouteKind::Health => return Ok(self.health().await),
             RouteKind::Jwks => return Ok(Reply::json(StatusCode::OK, self.keys.get().jwks_body.as_ref().clone())),
             RouteKind::Json => {}
         }
+        // Limits come first: a refused request costs no token check, body or connection.
+        let (client_ip, ip_key) = self.client(s);
+        self.limiter.check(ratelimit::Kind::Request, &ip_key).map_err(ApiError::rate_limited)?;
         for l in route.limits.iter().filter(|l| l.when.is_none() && matches!(l.key, LimitKey::Ip)) {
             self.limiter.check(l.kind, &ip_key).map_err(ApiError::rate_limited)?;
         }
