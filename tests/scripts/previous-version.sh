@@ -15,8 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
-PREVIOUS_VERSION=0.1.0
-PREVIOUS_COMMIT=40d609b086209d1b840b6d9ca2cde15f8558f430
+PREVIOUS_VERSION=0.2.0
+PREVIOUS_COMMIT=15088916e2c173d6d361a5fc8140ebb9d363543b
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 base="$target/previous/$PREVIOUS_VERSION"
@@ -38,7 +38,7 @@ if [ ! -d "$base/target/release" ] && [ -d "$target/release/deps" ]; then
     cp -a "$target/release/deps" "$target/release/build" "$target/release/.fingerprint" "$base/target/release/" >&2
     # Dependencies only, never the workspace's own crates: cargo identifies a workspace
     # member by its path relative to the workspace, so a seeded pgbaas fingerprint would
-    # pass for the old source's, and the current libpgbaas.so would be packaged as 0.1.0.
+    # pass for the old source's, and the current libpgbaas.so would be packaged as the previous version.
     rm -rf "$base/target/release/.fingerprint"/pgbaas* "$base/target/release/build"/pgbaas* \
            "$base/target/release/deps"/*pgbaas*
 fi

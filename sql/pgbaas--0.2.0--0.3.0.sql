@@ -1,0 +1,14 @@
+-- pgbaas 0.2.0 -> 0.3.0, run by ALTER EXTENSION pgbaas UPDATE.
+--
+-- It turns a 0.2.0 database into exactly what CREATE EXTENSION makes at 0.3.0:
+-- tests/tests/upgrade.rs installs 0.2.0 from its release commit, fills it, runs this,
+-- checks the data through the proxy and compares the schema (pg_dump --binary-upgrade)
+-- with a fresh install's. Every statement below is the final text of the file it names
+-- (sql/CHANGES-0.3.0.md lists what changed and why). A 0.1.0 database upgrades through
+-- pgbaas--0.1.0--0.2.0.sql first.
+--
+-- Once released, an upgrade script is never edited: a fix goes into the next version's.
+--
+-- A package upgrade replaces the library (pgbaas.so) before this runs: C functions keep
+-- their symbols, so 0.2.0's SQL runs on the new library until this script has run (the
+-- test checks every symbol 0.2.0 names).
