@@ -565,13 +565,12 @@ begin
     select * into d from baas.documents t
      where t.collection_id = _set_document_owner.collection_id and t.id = _set_document_owner.id
        for update;
-    if not found then
+    -- Running as the extension's owner: asked about the caller's role. A caller who may
+    -- not manage the document gets the same answer as for a missing one, so that a
+    -- direct SQL call cannot tell an unreadable id from a free one (baas.transfer has
+    -- already answered 404 or 403 as the caller sees it before calling this).
+    if not found or not baas._may_manage(d.owner, v_caller) then
         raise exception using errcode = 'P0002', detail = 'document_not_found', message = 'document not found';
-    end if;
-    -- Running as the extension's owner: asked about the caller's role.
-    if not baas._may_manage(d.owner, v_caller) then
-        raise exception using errcode = '42501', detail = 'forbidden',
-            message = 'only the owner may transfer this document';
     end if;
     if expected_version is not null and d.version <> expected_version then
         perform baas._version_conflict(d.version, expected_version);

@@ -2,7 +2,7 @@
 -- owner changes, the current version with every conflict, a next cursor on list pages,
 -- and principals that must exist when an ACL is written.
 begin;
-select plan(27);
+select plan(29);
 
 -- As a user: 'ok' or 'SQLSTATE detail hint' (hint: the current version of a conflict).
 create function pg_temp.hint_as(uid text, q text) returns text language plpgsql as $$
@@ -43,6 +43,13 @@ select is((select owner::text from baas.documents where id = :'doc'), :'o', 'the
 select is(pg_temp.hint_as(:'o', format('select baas.transfer(''k'', %L, %L, 4)', :'doc', :'p')), 'ok', 'transfer with the current version');
 select is((select owner::text from baas.documents where id = :'doc'), :'p', 'the document changed hands');
 select is(pg_temp.hint_as(:'p', format('select baas.transfer(''k'', %L, %L)', :'doc', :'o')), 'ok', 'transfer without a version still works');
+-- Called directly (API roles may execute it), the owner change cannot tell a document the
+-- caller may not manage from an id that does not exist.
+select id as kid from baas.collections where name = 'k' \gset
+select is(pg_temp.hint_as(:'p', format('select baas._set_document_owner(%s, %L, %L, null)', :kid, :'doc', :'p')),
+          'P0002 document_not_found ', 'another user''s document, asked directly: not found');
+select is(pg_temp.hint_as(:'p', format('select baas._set_document_owner(%s, %L, %L, null)', :kid, baas.uuid7(), :'p')),
+          'P0002 document_not_found ', 'a free id: the same answer');
 
 -- 3. List pages: next is the last id of a full page, null on a short one.
 select count(*) as made from baas.as_user(:'o', $$ select baas.create_document('k', jsonb_build_object('i', i)) from generate_series(1, 4) i $$) \gset
