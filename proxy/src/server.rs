@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::db;
 use crate::errors::ApiError;
 use crate::jwt::{self, KeyCache, Verdict};
-use crate::ratelimit::{self, Limiter};
+use crate::ratelimit::{self, InFlight, Limiter, Permit};
 use crate::router::{self, Auth, LimitKey, Match, Route, RouteKind, Shape};
 use crate::routes::{input, plan, ROUTES};
 use async_trait::async_trait;
@@ -33,6 +33,9 @@ pub struct App {
     pub requests: db::RequestPool,
     pub keys: Arc<KeyCache>,
     pub limiter: Limiter,
+    /// Database-bound requests in flight per client address and per signed-in user.
+    pub in_flight_per_ip: InFlight,
+    pub in_flight_per_user: InFlight,
 }
 
 pub struct Reply {
@@ -247,13 +250,58 @@ impl App {
         };
         let req = plan::Request { params, query: uri.query(), if_match, body: body.as_ref() };
         let plan = plan::plan(route, &req)?;
-        let caller = db::Caller { claims: claims.as_deref(), client_ip: &client_ip };
+        // Held until the call is done, or dropped with this future if the request is
+        // abandoned: either way the slot is freed.
+        let _permits = self.admit(&ip_key, claims.as_deref())?;
+        // Sign-up, login and refresh cost one password hash whatever the client sends
+        // (and have rate limits of their own): only queries whose cost an anonymous
+        // client chooses run under the shorter timeout.
+        let fixed_cost = route.limits.iter().any(|l| matches!(l.kind, ratelimit::Kind::Signup | ratelimit::Kind::Auth));
+        let short_timeout = claims.is_none() && !fixed_cost;
+        let caller = db::Caller { claims: claims.as_deref(), client_ip: &client_ip, short_timeout };
         let returns = if route.answer.shape == Shape::Void { db::Returns::Void } else { db::Returns::Json };
         let args = plan.args();
         let out = db::call(&self.requests, &self.timeouts, &caller, route.sql, &args[..plan.arg_count()], returns)
             .await
-            .map_err(|e| reword_refusal(e, route, claims.is_some()))?;
+            .map_err(|e| reword_refusal(e, route, claims.is_some()))
+            .map_err(|e| if short_timeout { self.reword_anonymous_timeout(e) } else { e })?;
         answer(route, out)
+    }
+
+    /// A slot for a database-bound request under the caps on requests in flight: per
+    /// client address, and also per user for a user's token (so neither many accounts
+    /// behind one address nor one account from many addresses can hold more; see
+    /// docs/security.md). Service tokens are the operator's own backends, trusted with
+    /// every collection: not capped. Over a cap: 429 with Retry-After.
+    fn admit(&self, ip_key: &str, claims: Option<&str>) -> Result<(Option<Permit>, Option<Permit>), ApiError> {
+        let claims = claims.and_then(|c| serde_json::from_str::<Value>(c).ok());
+        let role = claims.as_ref().and_then(|c| c["role"].as_str());
+        if role == Some("baas_service") {
+            return Ok((None, None));
+        }
+        let ip = self.in_flight_per_ip.try_acquire(ip_key).map_err(|wait| {
+            too_many_in_flight(wait, format!("this client address already has {} requests in flight", self.cfg.max_db_requests_per_ip))
+        })?;
+        let user = match claims.as_ref().and_then(|c| c["sub"].as_str()) {
+            Some(sub) => Some(self.in_flight_per_user.try_acquire(&format!("user:{sub}")).map_err(|wait| {
+                too_many_in_flight(wait, format!("this user already has {} requests in flight", self.cfg.max_db_requests_per_user))
+            })?),
+            None => None,
+        };
+        Ok((Some(ip), user))
+    }
+
+    /// Postgres says "canceling statement due to statement timeout": say which limit
+    /// an anonymous caller met, and that signing in gets a longer one.
+    fn reword_anonymous_timeout(&self, mut e: ApiError) -> ApiError {
+        if e.code == "query_timeout" {
+            let anon = self.cfg.anon_statement_timeout.min(self.cfg.statement_timeout).as_millis();
+            e.message = format!(
+                "the query ran longer than the {anon} ms allowed to anonymous callers (signed-in callers: {} ms); narrow the filter or sign in",
+                self.cfg.statement_timeout.as_millis()
+            );
+        }
+        e
     }
 
     /// Limits keyed by the body or the caller, or only for some bodies: after the body.
@@ -317,6 +365,18 @@ impl App {
         };
         let _ = tokio::time::timeout(self.cfg.linger, discard).await;
     }
+}
+
+/// 429 for a caller over a cap on requests in flight (not a rate: it clears as soon as
+/// one of its requests finishes).
+fn too_many_in_flight(retry_after: u64, why: String) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_concurrent_requests",
+        format!("{why}; wait for one to finish (retry in {retry_after} s)"),
+    );
+    e.retry_after = Some(retry_after);
+    e
 }
 
 fn check_content_type(s: &ServerSession) -> Result<(), ApiError> {
