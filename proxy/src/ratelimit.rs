@@ -262,6 +262,11 @@ impl InFlight {
         Ok(Permit { counts: self.counts.clone(), key: Some(key.to_owned()) })
     }
 
+    /// The cap (0: none).
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
     /// Requests in flight for `key`.
     #[cfg(test)]
     pub fn in_flight(&self, key: &str) -> u32 {

@@ -283,3 +283,33 @@ fn a_request_that_gets_no_connection_within_the_pool_timeout_is_503_with_retry_a
     let r = request_at(&base, "GET", &doc_path(&c, &doc), Some(&u.access), &[], None);
     assert_eq!((r.status, &r.body["data"]["v"]), (200, &json!(2)));
 }
+
+#[test]
+fn a_request_whose_client_went_away_frees_its_slot() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let path = expensive();
+    let url = env().cluster.authenticator_url().unwrap();
+    let p = Proxy::start(&url, &["--rate-limits", "on", "--trusted-proxies", "127.0.0.1", "--max-db-requests-per-ip", "1"]).unwrap();
+    let base = p.base();
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n").unwrap();
+        s.flush().unwrap();
+        let mut db = admin();
+        wait_until("the listing runs", || {
+            let running: i64 = db
+                .query_one("select count(*) from pg_stat_activity where state = 'active' and query like '%baas.list_documents%' and pid <> pg_backend_pid()", &[])
+                .unwrap()
+                .get(0);
+            running > 0
+        });
+    } // the client goes away before the answer
+    let cheap = "/v1/collections/none/documents";
+    // The abandoned request holds the address's one slot while its query runs (cut at
+    // the anonymous timeout, 1 s)...
+    let r = get_from(&base, cheap, None, "203.0.113.7");
+    assert_eq!(r.code(), "too_many_concurrent_requests", "{}", r.body);
+    // ...and frees it when it ends.
+    wait_until("the slot is freed", || get_from(&base, cheap, None, "203.0.113.7").status != 429);
+}
