@@ -195,7 +195,7 @@ fn a_flood_of_expensive_anonymous_filters_from_one_address_leaves_a_signed_in_us
     }
     assert!(capped > 0);
     // Generous: on 2 shared cores the attacker's 3 queries still compete with the
-    // user's for CPU (measured: idle p99 4.5-7.6 ms, flood p99 19-78 ms); what the cap
+    // user's for CPU (measured: idle p99 2.5-23 ms, flood p99 17-78 ms); what the cap
     // removes is the wait behind the attacker for a connection: with the cap off
     // (`--max-db-requests-per-ip 0`) the same flood took the user's p99 from 2.3 ms to
     // 1.95 s. Below 10 ms a p99 is scheduler noise, so the idle figure counts as at
