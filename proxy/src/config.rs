@@ -83,6 +83,10 @@ pub struct Config {
     #[arg(id = "statement_timeout_ms", value_name = "MS", long = "statement-timeout-ms", env = "PGBAAS_STATEMENT_TIMEOUT_MS", default_value = "5000", value_parser = millis(3_600_000))]
     pub statement_timeout: Duration,
 
+    /// Milliseconds an anonymous caller's query may run before 503 query_timeout (at most statement_timeout_ms; sign-up, login and refresh keep statement_timeout_ms)
+    #[arg(id = "anon_statement_timeout_ms", value_name = "MS", long = "anon-statement-timeout-ms", env = "PGBAAS_ANON_STATEMENT_TIMEOUT_MS", default_value = "1000", value_parser = millis(3_600_000))]
+    pub anon_statement_timeout: Duration,
+
     /// Rate limits: on (default) or off (load tests and benchmarks only)
     #[arg(long, env = "PGBAAS_RATE_LIMITS", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     pub rate_limits: bool,
@@ -170,7 +174,6 @@ impl Config {
 
     /// The caps on requests in flight per client IP and per user; like the rate limits,
     /// off with `rate_limits = off` (load tests send from one address).
-    #[allow(dead_code)] // for server.rs to take up (issue 13)
     pub fn in_flight_caps(&self) -> (InFlight, InFlight) {
         let cap = |n| InFlight::new(if self.rate_limits { n } else { 0 }, self.rate_limit_max_keys);
         (cap(self.max_db_requests_per_ip), cap(self.max_db_requests_per_user))
@@ -345,6 +348,7 @@ mod tests {
         assert_eq!(c.body_limit, 1024 * 1024);
         assert_eq!(c.pool_size, 16);
         assert_eq!(c.statement_timeout, Duration::from_millis(5000));
+        assert_eq!(c.anon_statement_timeout, Duration::from_millis(1000));
         assert_eq!(c.jwks_refresh, Duration::from_secs(30));
         assert!(c.trusted_proxies.is_empty());
         assert_eq!(c.max_result_bytes, 16 << 20);

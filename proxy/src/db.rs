@@ -117,12 +117,18 @@ pub struct Caller<'a> {
     pub claims: Option<&'a str>,
     /// The client's address, for the audit log.
     pub client_ip: &'a str,
+    /// Run under `Timeouts::anon_statement`: an anonymous caller whose query's cost
+    /// the client chooses (a filter, an order), not a sign-in's fixed cost.
+    pub short_timeout: bool,
 }
 
 /// Limits every request's transaction runs under.
 pub struct Timeouts {
     /// `statement_timeout` for the request's transaction, e.g. "5000ms".
     pub statement: String,
+    /// ... for anonymous callers (`Caller::short_timeout`), e.g. "1000ms"; never longer
+    /// than `statement`.
+    pub anon_statement: String,
     /// How long the proxy waits for the database's answer before giving up on the
     /// connection: twice the statement timeout (a request runs two statements) and a
     /// margin, so only a database host gone silent reaches it.
@@ -141,7 +147,11 @@ pub fn map_pg_error(e: &tokio_postgres::Error, anonymous: bool) -> ApiError {
 
 fn from_db(code: &str, message: &str, detail: Option<&str>, hint: Option<&str>, anonymous: bool) -> ApiError {
     let err = ApiError::from_sqlstate(code, message, detail, hint, anonymous);
-    if err.status.is_server_error() {
+    if err.code == "query_timeout" {
+        // The client's query met its limit: an answer, not a fault of ours (and a
+        // flood of them must not fill the error log).
+        log::info!("database error {code}: {message}");
+    } else if err.status.is_server_error() {
         log::error!("database error {code}: {message} ({detail:?})");
     }
     err
@@ -180,9 +190,13 @@ pub async fn get(pool: &Pool) -> Result<deadpool_postgres::Object, ApiError> {
     pool.get().await.map_err(no_connection)
 }
 
+/// No connection (the database is down or refused, or every connection stayed busy):
+/// 503 with Retry-After, as for any load shed (RFC 9110 10.2.3).
 fn no_connection(e: impl std::fmt::Display) -> ApiError {
     log::warn!("no database connection: {e}");
-    ApiError::unavailable("no database connection available")
+    let mut e = ApiError::unavailable("no database connection available");
+    e.retry_after = Some(1);
+    e
 }
 
 /// Every statement of the request runs under the configured statement_timeout; the
@@ -199,7 +213,15 @@ async fn run(
     rows_of: usize,
     anonymous: bool,
 ) -> Result<Option<Vec<Option<String>>>, ApiError> {
-    let conn = pool.get().await.map_err(no_connection)?;
+    let conn = pool.get().await.map_err(|e| match e {
+        managed::PoolError::Timeout(managed::TimeoutType::Wait) => {
+            let mut e = ApiError::unavailable("every database connection stayed busy for the pool timeout");
+            e.retry_after = Some(1);
+            log::warn!("no database connection: every one stayed busy for the pool timeout");
+            e
+        }
+        other => no_connection(other),
+    })?;
     let mut guard = Guard { conn: Some(conn) };
     let Some(conn) = guard.conn.as_mut() else {
         return Err(ApiError::internal()); // unreachable: set on the line above
@@ -223,7 +245,8 @@ pub async fn call(
     params: &[&(dyn ToSql + Sync)],
     returns: Returns,
 ) -> Result<Option<Out>, ApiError> {
-    let auth_params: [&(dyn ToSql + Sync); 3] = [&caller.claims, &t.statement.as_str(), &caller.client_ip];
+    let timeout = if caller.short_timeout { t.anon_statement.as_str() } else { t.statement.as_str() };
+    let auth_params: [&(dyn ToSql + Sync); 3] = [&caller.claims, &timeout, &caller.client_ip];
     let row = run(pool, t.answer, &[(AUTHENTICATE, &auth_params), (sql, params)], 1, caller.claims.is_none()).await?;
     Ok(match returns {
         Returns::Void => None,

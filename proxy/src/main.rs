@@ -69,10 +69,12 @@ fn main() {
     let limiter = ratelimit::Limiter::new(cfg.limits());
     let timeouts = db::Timeouts {
         statement: format!("{}ms", cfg.statement_timeout.as_millis()),
+        anon_statement: format!("{}ms", cfg.anon_statement_timeout.min(cfg.statement_timeout).as_millis()),
         // A request runs two statements under the timeout; the margin is for the network.
         answer: cfg.statement_timeout * 2 + std::time::Duration::from_secs(10),
     };
-    let app = server::App { timeouts, cfg, pool, requests, keys, limiter };
+    let (in_flight_per_ip, in_flight_per_user) = cfg.in_flight_caps();
+    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight_per_ip, in_flight_per_user };
     let header_timeout = app.cfg.header_timeout;
     let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout };
     let mut service = Service::new("pgbaas http".to_string(), http);

@@ -225,7 +225,6 @@ fn whole_seconds(d: Duration) -> u64 {
 /// (`governor` limits rates, not concurrency, and tokio's Semaphore would need one per
 /// key and a race-free way to forget idle ones; a count per key in a DashMap is both.)
 #[derive(Clone)]
-#[allow(dead_code)] // for server.rs to take up (issue 13)
 pub struct InFlight {
     max: u32,
     max_keys: usize,
@@ -233,13 +232,11 @@ pub struct InFlight {
 }
 
 /// Held while a request runs; dropping it frees the slot.
-#[allow(dead_code)]
 pub struct Permit {
     counts: Arc<DashMap<String, u32>>,
     key: Option<String>,
 }
 
-#[allow(dead_code)]
 impl InFlight {
     /// At most `max` requests in flight per key (0: no cap), for at most `max_keys` keys
     /// at once.
@@ -265,7 +262,13 @@ impl InFlight {
         Ok(Permit { counts: self.counts.clone(), key: Some(key.to_owned()) })
     }
 
+    /// The cap (0: none).
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
     /// Requests in flight for `key`.
+    #[cfg(test)]
     pub fn in_flight(&self, key: &str) -> u32 {
         self.counts.get(key).map_or(0, |n| *n)
     }

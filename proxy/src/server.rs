@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::db;
 use crate::errors::ApiError;
 use crate::jwt::{self, KeyCache, Verdict};
-use crate::ratelimit::{self, Limiter};
+use crate::ratelimit::{self, InFlight, Limiter, Permit};
 use crate::router::{self, Auth, LimitKey, Match, Route, RouteKind, Shape};
 use crate::routes::{input, plan, ROUTES};
 use async_trait::async_trait;
@@ -33,6 +33,9 @@ pub struct App {
     pub requests: db::RequestPool,
     pub keys: Arc<KeyCache>,
     pub limiter: Limiter,
+    /// Database-bound requests in flight per client address and per signed-in user.
+    pub in_flight_per_ip: InFlight,
+    pub in_flight_per_user: InFlight,
 }
 
 pub struct Reply {
@@ -247,13 +250,35 @@ impl App {
         };
         let req = plan::Request { params, query: uri.query(), if_match, body: body.as_ref() };
         let plan = plan::plan(route, &req)?;
-        let caller = db::Caller { claims: claims.as_deref(), client_ip: &client_ip };
+        // Held until the call is done, or dropped with this future if the request is
+        // abandoned: either way the slot is freed.
+        let _permits = admit(&self.in_flight_per_ip, &self.in_flight_per_user, &ip_key, claims.as_deref())?;
+        // Sign-up, login and refresh cost one password hash whatever the client sends
+        // (and have rate limits of their own): only queries whose cost an anonymous
+        // client chooses run under the shorter timeout.
+        let fixed_cost = route.limits.iter().any(|l| matches!(l.kind, ratelimit::Kind::Signup | ratelimit::Kind::Auth));
+        let short_timeout = claims.is_none() && !fixed_cost;
+        let caller = db::Caller { claims: claims.as_deref(), client_ip: &client_ip, short_timeout };
         let returns = if route.answer.shape == Shape::Void { db::Returns::Void } else { db::Returns::Json };
         let args = plan.args();
         let out = db::call(&self.requests, &self.timeouts, &caller, route.sql, &args[..plan.arg_count()], returns)
             .await
-            .map_err(|e| reword_refusal(e, route, claims.is_some()))?;
+            .map_err(|e| reword_refusal(e, route, claims.is_some()))
+            .map_err(|e| if short_timeout { self.reword_anonymous_timeout(e) } else { e })?;
         answer(route, out)
+    }
+
+    /// Postgres says "canceling statement due to statement timeout": say which limit
+    /// an anonymous caller met, and that signing in gets a longer one.
+    fn reword_anonymous_timeout(&self, mut e: ApiError) -> ApiError {
+        if e.code == "query_timeout" {
+            let anon = self.cfg.anon_statement_timeout.min(self.cfg.statement_timeout).as_millis();
+            e.message = format!(
+                "the query ran longer than the {anon} ms allowed to anonymous callers (signed-in callers: {} ms); narrow the filter or sign in",
+                self.cfg.statement_timeout.as_millis()
+            );
+        }
+        e
     }
 
     /// Limits keyed by the body or the caller, or only for some bodies: after the body.
@@ -317,6 +342,43 @@ impl App {
         };
         let _ = tokio::time::timeout(self.cfg.linger, discard).await;
     }
+}
+
+/// A slot for a database-bound request under the caps on requests in flight: per
+/// client address, and also per user for a user's token (so neither many accounts
+/// behind one address nor one account from many addresses can hold more; see
+/// docs/security.md). Service tokens are the operator's own backends, trusted with
+/// every collection: not capped. Over a cap: 429 with Retry-After. `claims` are
+/// verified.
+fn admit(per_ip: &InFlight, per_user: &InFlight, ip_key: &str, claims: Option<&str>) -> Result<(Option<Permit>, Option<Permit>), ApiError> {
+    let claims = claims.and_then(|c| serde_json::from_str::<Value>(c).ok());
+    if claims.as_ref().and_then(|c| c["role"].as_str()) == Some("baas_service") {
+        return Ok((None, None));
+    }
+    let ip = per_ip
+        .try_acquire(ip_key)
+        .map_err(|wait| too_many_in_flight(wait, format!("this client address already has {} requests in flight", per_ip.max())))?;
+    let user = match claims.as_ref().and_then(|c| c["sub"].as_str()) {
+        Some(sub) => Some(
+            per_user
+                .try_acquire(&format!("user:{sub}"))
+                .map_err(|wait| too_many_in_flight(wait, format!("this user already has {} requests in flight", per_user.max())))?,
+        ),
+        None => None,
+    };
+    Ok((Some(ip), user))
+}
+
+/// 429 for a caller over a cap on requests in flight (not a rate: it clears as soon as
+/// one of its requests finishes).
+fn too_many_in_flight(retry_after: u64, why: String) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_concurrent_requests",
+        format!("{why}; wait for one to finish (retry in {retry_after} s)"),
+    );
+    e.retry_after = Some(retry_after);
+    e
 }
 
 fn check_content_type(s: &ServerSession) -> Result<(), ApiError> {
@@ -426,5 +488,40 @@ impl HttpServerApp for App {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USER: &str = r#"{"sub": "u1", "role": "baas_user", "sid": "s"}"#;
+    const OTHER: &str = r#"{"sub": "u2", "role": "baas_user", "sid": "s"}"#;
+    const SERVICE: &str = r#"{"sub": "t1", "role": "baas_service", "sid": "s"}"#;
+
+    #[test]
+    fn requests_in_flight_are_capped_per_address_and_per_user_but_not_for_service_tokens() {
+        let (per_ip, per_user) = (InFlight::new(3, 100), InFlight::new(2, 100));
+        // A user's requests count against the user and the address.
+        let a = admit(&per_ip, &per_user, "1.1.1.1", Some(USER)).unwrap();
+        let b = admit(&per_ip, &per_user, "2.2.2.2", Some(USER)).unwrap();
+        let e = admit(&per_ip, &per_user, "3.3.3.3", Some(USER)).err().unwrap();
+        assert_eq!((e.status, e.code.as_str(), e.retry_after), (StatusCode::TOO_MANY_REQUESTS, "too_many_concurrent_requests", Some(1)));
+        assert!(e.message.contains("this user already has 2 requests in flight"), "{}", e.message);
+        // The address 1.1.1.1 has one slot of three taken by the user; two more callers.
+        let c = admit(&per_ip, &per_user, "1.1.1.1", None).unwrap();
+        let d = admit(&per_ip, &per_user, "1.1.1.1", Some(OTHER)).unwrap();
+        let e = admit(&per_ip, &per_user, "1.1.1.1", None).err().unwrap();
+        assert!(e.message.contains("this client address already has 3 requests in flight"), "{}", e.message);
+        // A refusal by the user cap leaves no address slot taken.
+        assert!(admit(&per_ip, &per_user, "4.4.4.4", Some(USER)).is_err());
+        let held: Vec<_> = (0..3).map(|_| admit(&per_ip, &per_user, "4.4.4.4", None).unwrap()).collect();
+        // Service tokens take no slot anywhere.
+        let service: Vec<_> = (0..10).map(|_| admit(&per_ip, &per_user, "1.1.1.1", Some(SERVICE)).unwrap()).collect();
+        assert!(service.iter().all(|(ip, user)| ip.is_none() && user.is_none()));
+        // Finished requests free their slots.
+        drop((a, c));
+        assert!(admit(&per_ip, &per_user, "1.1.1.1", Some(USER)).is_ok());
+        drop((b, d, held));
     }
 }
