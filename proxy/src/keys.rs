@@ -77,12 +77,14 @@ impl KeyListener {
     /// The extension is at `version` now: if an update announced it, or it was at
     /// another version when last seen, retire the requests' connections.
     fn saw_version(&self, version: &str, announced: bool) {
+        // Any role may NOTIFY: keep what reaches the log short.
+        let version: String = version.chars().take(40).collect();
         let mut last = self.version.lock().unwrap_or_else(|e| e.into_inner());
-        if announced || last.as_deref().is_some_and(|v| v != version) {
-            log::warn!("pgbaas extension updated from {} to {version}: retiring the connections opened before", last.as_deref().unwrap_or(""));
+        if announced || last.as_deref().is_some_and(|v| v != version.as_str()) {
+            log::warn!("pgbaas extension at {version} (was {}): retiring the connections opened before", last.as_deref().unwrap_or("?"));
             self.retire.all_until_now();
         }
-        *last = Some(version.to_string());
+        *last = Some(version);
     }
 }
 
