@@ -349,3 +349,24 @@ pub fn pool_use(pool: &RequestPool) -> PoolUse {
 pub async fn check_requests(pool: &RequestPool, t: &Timeouts) -> Result<(), ApiError> {
     run(pool, t.answer, &[("select baas.auth_settings()::text", &[])], 0, false).await.map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Retire;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn connections_opened_before_a_retirement_are_retired_and_later_ones_kept() {
+        let r = Retire::new();
+        let opened = Instant::now();
+        assert!(!r.retired(opened), "nothing is retired until something changes");
+        r.all_until_now();
+        assert!(r.retired(opened));
+        let later = Instant::now() + Duration::from_micros(1);
+        assert!(!r.retired(later), "a connection opened since is kept");
+        // A second change retires the connections opened between the two.
+        std::thread::sleep(Duration::from_millis(2));
+        r.all_until_now();
+        assert!(r.retired(later));
+    }
+}
