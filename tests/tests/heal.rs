@@ -43,9 +43,15 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     SYSTEM_INSTALL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The installed library, in a directory these tests may write (root's, as in CI; the
+/// upgrade test needs the same).
 fn installed_library() -> PathBuf {
     let out = Command::new(pg_bindir().join("pg_config")).arg("--pkglibdir").output().expect("pg_config");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("pgbaas.so")
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let probe = dir.join("pgbaas.heal-probe");
+    std::fs::write(&probe, b"").unwrap_or_else(|e| panic!("these tests replace the installed library and need write access to {}: {e} (run as root)", dir.display()));
+    let _ = std::fs::remove_file(&probe);
+    dir.join("pgbaas.so")
 }
 
 /// A proxy of its own on the shared cluster, its connections named `name` in
@@ -261,6 +267,32 @@ fn a_library_replaced_under_a_warm_pool_fails_no_request() {
         !now.iter().any(|pid| warm.contains(pid))
     });
     let (_, r) = traffic(&base, 0);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// While the library is missing (between an install's removal and its new file) a new
+/// backend cannot load it (`58P01 could not access file "$libdir/pgbaas"`): the proxy
+/// tries once more on another new connection, then answers 503 with Retry-After, never
+/// a 500, and serves again as soon as the file is back.
+#[test]
+fn while_the_library_is_missing_a_request_gets_a_503_to_retry_and_then_succeeds() {
+    let _lock = lock();
+    let u = signup("heal-missing");
+    let c = collection("heal_missing", json!({}));
+    let name = format!("heal-missing-{}", std::process::id());
+    // Its connections have not loaded the library yet (start-up runs SQL functions only).
+    let p = proxy(&name, "2");
+    let list = |base: &str| request_at(base, "GET", &docs_path(&c), Some(&u.access), &[], None);
+
+    let lib = installed_library();
+    let bytes = std::fs::read(&lib).unwrap_or_else(|e| panic!("{}: {e}: run tests/scripts/build.sh first", lib.display()));
+    let restore = Restore { path: lib.clone(), bytes, old: lib.with_extension("heal-old") };
+    std::fs::remove_file(&lib).unwrap();
+    let r = list(&p.base());
+    assert_eq!((r.status, r.code()), (503, "database_unavailable"), "{}", r.body);
+    assert_eq!(r.header("Retry-After"), Some("5"));
+    drop(restore);
+    let r = list(&p.base());
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
