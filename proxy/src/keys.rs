@@ -5,7 +5,7 @@
 //!   keys over that same connection, and on `baas_sessions` (a session ended: logout,
 //!   password change, deleted account, refresh reuse), whose tokens are then refused
 //!   without a round trip. Reconnects with a pause when the database goes.
-//! - The same connection LISTENs on `baas_extension`: every upgrade script ends with
+//! - The same connection LISTENs on `baas_extension`: every upgrade script sends
 //!   `pg_notify('baas_extension', '<version>')`, and the requests' connections opened
 //!   before it are retired at their next checkout (db::Retire), so none runs on with
 //!   a backend that cached the old version's plans and functions. A version changed

@@ -2,8 +2,8 @@
 //! extension's library is replaced under its connections, and retires the connections
 //! opened before `ALTER EXTENSION pgbaas UPDATE`, without a restart.
 //!
-//! What a replaced library does to a backend that had loaded it (measured with the
-//! proxy before this fix, a warm pool of 4, a list request per second):
+//! What a replaced library does to a backend that had loaded it (tried by hand with
+//! the proxy before this fix, a warm pool of 4 and a stream of list requests):
 //! - renamed over (dpkg's way, and this test's first step): nothing at first: the
 //!   backend keeps the old file mapped and Postgres finds the library by name, so
 //!   it runs the old code until the SQL names a symbol the old file lacks
@@ -12,7 +12,8 @@
 //!   now hold the new file's bytes. Postgres re-reads the function's info record
 //!   (`Pg_finfo_record`) from those pages at every call, and every request on that
 //!   connection failed with `XX000 unrecognized function API version: 1650549107`:
-//!   a 500, for ever, while new connections worked. The truncating `cp` also crashed
+//!   a 500, for ever, while new connections worked (the first test below against that
+//!   proxy: 124 of 214 requests answered 500, all of them after the change). The truncating `cp` also crashed
 //!   a backend (SIGSEGV, then the postmaster's restart of all backends) in 2 runs of
 //!   2: that is the server's crash recovery, which the proxy already answers with
 //!   503s until the database is back (connections.rs).
@@ -258,7 +259,8 @@ fn a_library_replaced_under_a_warm_pool_fails_no_request() {
         assert!(d.start < swap_end && d.end > swap_start, "{} failed outside the swap: {}", d.what, d.body);
     }
     assert!(failed.len() <= CLIENTS, "{} requests failed", failed.len());
-    assert!(after.len() >= 60 && after.iter().all(|d| d.status < 300));
+    // At least the 60 requests waited for, less the CLIENTS that were in flight at the swap.
+    assert!(after.len() >= 60 - CLIENTS && after.iter().all(|d| d.status < 300), "{} requests after the swap", after.len());
     // The same proxy, and none of the connections opened before the swap is left.
     let mut p = p;
     assert!(p.child.try_wait().unwrap().is_none(), "the proxy exited");
