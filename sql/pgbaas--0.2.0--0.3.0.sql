@@ -46,3 +46,10 @@ begin
     return d;
 end
 $$;
+-- ---------------------------------------------------------------- connections that heal
+-- Tell every proxy that the extension changed: a proxy LISTENs on baas_extension and
+-- retires the pooled connections opened before the update at their next checkout, so
+-- no request runs on a backend that cached the old version's plans and functions.
+-- Postgres delivers it when ALTER EXTENSION commits, so its place in the script does
+-- not matter; every later upgrade script sends it too, with its own version.
+select pg_catalog.pg_notify('baas_extension', '0.3.0');

@@ -9,6 +9,13 @@
 //! abandoned half-way (client gone, panic), the connection is thrown away rather than
 //! returned to the pool, so no state can leak.
 //!
+//! A request that fails because its connection's backend can no longer run the
+//! extension (pgwire::backend_is_stale: the library was replaced under it, or a kept
+//! statement no longer fits the schema) is run once more on a new connection: its
+//! transaction was rolled back, so nothing of it happened. Every connection opened
+//! before that moment is retired at its next checkout (`Retire`), as they are when
+//! `ALTER EXTENSION pgbaas UPDATE` announces a new version (keys.rs listens).
+//!
 //! The small tokio-postgres `Pool` serves the proxy's own queries: key loads and
 //! settings.
 
@@ -17,8 +24,9 @@ use crate::pgconfig::{PgConfig, PoolConnect};
 use crate::pgwire::{Conn, PgError};
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
 
 /// Connections of the proxy's own queries (key loads, settings); requests never wait
@@ -60,6 +68,40 @@ pub struct WireManager {
     cfg: PgConfig,
     connect_timeout: Duration,
     max_result_bytes: usize,
+    retire: Arc<Retire>,
+}
+
+/// "Connections opened before now are not to be reused": one atomic store to set, one
+/// atomic load per checkout to check (no round trip). Set when a backend shows it runs
+/// a replaced library (every backend that loaded the old file is affected, not just
+/// the one that said so) and when the extension is updated.
+pub struct Retire {
+    base: Instant,
+    /// Nanoseconds after `base`; connections created before it are retired. 0: none.
+    before: AtomicU64,
+}
+
+impl Retire {
+    pub fn new() -> Self {
+        Retire { base: Instant::now(), before: AtomicU64::new(0) }
+    }
+
+    /// Retire every connection opened until now.
+    pub fn all_until_now(&self) {
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX).saturating_add(1);
+        self.before.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn retired(&self, created: Instant) -> bool {
+        let before = self.before.load(Ordering::Relaxed);
+        before != 0 && u64::try_from(created.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX) < before
+    }
+}
+
+impl Default for Retire {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl managed::Manager for WireManager {
@@ -70,7 +112,10 @@ impl managed::Manager for WireManager {
         Conn::connect_limited(&self.cfg, self.connect_timeout, self.max_result_bytes).await
     }
 
-    async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<PgError> {
+    async fn recycle(&self, conn: &mut Conn, metrics: &Metrics) -> RecycleResult<PgError> {
+        if self.retire.retired(metrics.created) {
+            return Err(RecycleError::message("connection opened before the extension changed"));
+        }
         if !conn.is_usable() {
             return Err(RecycleError::message("connection not reusable"));
         }
@@ -84,7 +129,8 @@ type RequestConn = managed::Object<WireManager>;
 /// The requests' pool: `size` connections at most, opened when first needed; one
 /// request's result at most `max_result_bytes`.
 pub fn make_request_pool(url: &str, size: usize, wait: Duration, max_result_bytes: usize) -> Result<RequestPool, String> {
-    managed::Pool::builder(WireManager { cfg: parse_url(url)?, connect_timeout: wait, max_result_bytes })
+    let retire = Arc::new(Retire::new());
+    managed::Pool::builder(WireManager { cfg: parse_url(url)?, connect_timeout: wait, max_result_bytes, retire })
         .max_size(size)
         .runtime(deadpool::Runtime::Tokio1)
         .wait_timeout(Some(wait))
@@ -92,6 +138,11 @@ pub fn make_request_pool(url: &str, size: usize, wait: Duration, max_result_byte
         .recycle_timeout(Some(wait))
         .build()
         .map_err(|e| format!("pool: {e}"))
+}
+
+/// Retires the requests' connections (keys.rs, on `ALTER EXTENSION pgbaas UPDATE`).
+pub fn retire_handle(pool: &RequestPool) -> Arc<Retire> {
+    pool.manager().retire.clone()
 }
 
 /// What the route's SQL function returns.
@@ -204,15 +255,16 @@ fn no_connection(e: impl std::fmt::Display) -> ApiError {
 const AUTHENTICATE: &str = "select baas.authenticate($1::text::jsonb), pg_catalog.set_config('statement_timeout', $2, true), \
      pg_catalog.set_config('baas.client_ip', $3, true)";
 
+/// One try at a request: its answer, or the error of a backend that can no longer run
+/// it (its connection already retired).
+enum Attempt {
+    Answer(Result<Option<Vec<Option<String>>>, PgError>),
+    Stale(PgError),
+}
+
 /// Run `steps` on a request connection within `deadline`; the connection goes back to
 /// the pool only when the run finished.
-async fn run(
-    pool: &RequestPool,
-    deadline: Duration,
-    steps: &[crate::pgwire::Step<'_>],
-    rows_of: usize,
-    anonymous: bool,
-) -> Result<Option<Vec<Option<String>>>, ApiError> {
+async fn attempt(pool: &RequestPool, deadline: Duration, steps: &[crate::pgwire::Step<'_>], rows_of: usize) -> Result<Attempt, ApiError> {
     let conn = pool.get().await.map_err(|e| match e {
         managed::PoolError::Timeout(managed::TimeoutType::Wait) => {
             let mut e = ApiError::unavailable("every database connection stayed busy for the pool timeout");
@@ -232,9 +284,53 @@ async fn run(
         return Err(ApiError::unavailable("the database did not answer in time"));
     };
     // Finished: back to the pool (recycling drops a connection that is not reusable).
-    guard.conn.take();
-    result.map_err(|e| map_wire_error(&e, anonymous))
+    let Some(conn) = guard.conn.take() else {
+        return Err(ApiError::internal()); // unreachable: set above
+    };
+    match result {
+        Err(e) if conn.is_stale() => {
+            // Out of the pool now, so that the next try cannot be given it back.
+            drop(managed::Object::take(conn));
+            Ok(Attempt::Stale(e))
+        }
+        r => Ok(Attempt::Answer(r)),
+    }
 }
+
+/// Run `steps` on a request connection within `deadline` each try. A backend that can
+/// no longer run the extension's functions rolled the request back: every connection
+/// opened until then is retired and the request runs once more, on a connection opened
+/// since; if that fails the same way, the database is not ready for us (the library
+/// is missing or does not match the installed SQL): 503 with Retry-After.
+async fn run(
+    pool: &RequestPool,
+    deadline: Duration,
+    steps: &[crate::pgwire::Step<'_>],
+    rows_of: usize,
+    anonymous: bool,
+) -> Result<Option<Vec<Option<String>>>, ApiError> {
+    let answer = match attempt(pool, deadline, steps, rows_of).await? {
+        Attempt::Answer(r) => r,
+        Attempt::Stale(e) => {
+            log::warn!("a database connection can no longer run the extension ({e}); retiring older connections and retrying");
+            pool.manager().retire.all_until_now();
+            match attempt(pool, deadline, steps, rows_of).await? {
+                Attempt::Answer(r) => r,
+                Attempt::Stale(e) => {
+                    log::error!("a new database connection cannot run the extension either: {e}");
+                    let mut err = ApiError::unavailable("the database cannot run pgbaas right now (is an upgrade under way?)");
+                    err.retry_after = Some(STALE_RETRY_AFTER);
+                    return Err(err);
+                }
+            }
+        }
+    };
+    answer.map_err(|e| map_wire_error(&e, anonymous))
+}
+
+/// Retry-After when even a new connection cannot run the extension: a package
+/// upgrade's window (file renamed over, ALTER EXTENSION UPDATE) lasts seconds.
+const STALE_RETRY_AFTER: u64 = 5;
 
 /// Run `sql` with `params` in one transaction as `caller`.
 pub async fn call(
@@ -275,4 +371,25 @@ pub fn pool_use(pool: &RequestPool) -> PoolUse {
 /// extension answered.
 pub async fn check_requests(pool: &RequestPool, t: &Timeouts) -> Result<(), ApiError> {
     run(pool, t.answer, &[("select baas.auth_settings()::text", &[])], 0, false).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Retire;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn connections_opened_before_a_retirement_are_retired_and_later_ones_kept() {
+        let r = Retire::new();
+        let opened = Instant::now();
+        assert!(!r.retired(opened), "nothing is retired until something changes");
+        r.all_until_now();
+        assert!(r.retired(opened));
+        let later = Instant::now() + Duration::from_micros(1);
+        assert!(!r.retired(later), "a connection opened since is kept");
+        // A second change retires the connections opened between the two.
+        std::thread::sleep(Duration::from_millis(2));
+        r.all_until_now();
+        assert!(r.retired(later));
+    }
 }

@@ -5,6 +5,11 @@
 //!   keys over that same connection, and on `baas_sessions` (a session ended: logout,
 //!   password change, deleted account, refresh reuse), whose tokens are then refused
 //!   without a round trip. Reconnects with a pause when the database goes.
+//! - The same connection LISTENs on `baas_extension`: every upgrade script sends
+//!   `pg_notify('baas_extension', '<version>')`, and the requests' connections opened
+//!   before it are retired at their next checkout (db::Retire), so none runs on with
+//!   a backend that cached the old version's plans and functions. A version changed
+//!   while the listener was disconnected is noticed when it reconnects.
 //! - `reload_keys`: a reload over a pooled connection (periodic, or for an unknown
 //!   `kid` only if a connection is free right now; otherwise the token is refused).
 
@@ -38,7 +43,16 @@ pub async fn reload_keys(pool: &Pool, cache: &KeyCache, wait: Option<Duration>) 
         }
         None => db::get(pool).await?,
     };
-    let row = conn.query_one(KEYS_SQL, &[]).await.map_err(|e| db::map_pg_error(&e, false))?;
+    let row = match conn.query_one(KEYS_SQL, &[]).await {
+        Ok(row) => row,
+        Err(e) => {
+            if e.as_db_error().is_some_and(|d| crate::pgwire::backend_is_stale(d.code().code(), d.message(), false)) {
+                // Its backend runs a replaced library: never back into the pool.
+                drop(deadpool_postgres::Object::take(conn));
+            }
+            return Err(db::map_pg_error(&e, false));
+        }
+    };
     let ks = key_set(&row).map_err(|e| {
         log::error!("signing keys from the database are unusable: {e}");
         ApiError::internal()
@@ -50,6 +64,28 @@ pub async fn reload_keys(pool: &Pool, cache: &KeyCache, wait: Option<Duration>) 
 pub struct KeyListener {
     pub database_url: String,
     pub keys: Arc<KeyCache>,
+    /// Retires the requests' connections when the extension's version changes.
+    pub retire: Arc<db::Retire>,
+    /// The extension's version as last seen (None before the first connection).
+    pub version: std::sync::Mutex<Option<String>>,
+}
+
+/// The installed version, read at each (re)connection of the listener.
+const VERSION_SQL: &str = "select extversion from pg_catalog.pg_extension where extname = 'pgbaas'";
+
+impl KeyListener {
+    /// The extension is at `version` now: if an update announced it, or it was at
+    /// another version when last seen, retire the requests' connections.
+    fn saw_version(&self, version: &str, announced: bool) {
+        // Any role may NOTIFY: keep what reaches the log short.
+        let version: String = version.chars().take(40).collect();
+        let mut last = self.version.lock().unwrap_or_else(|e| e.into_inner());
+        if announced || last.as_deref().is_some_and(|v| v != version.as_str()) {
+            log::warn!("pgbaas extension at {version} (was {}): retiring the connections opened before", last.as_deref().unwrap_or("?"));
+            self.retire.all_until_now();
+        }
+        *last = Some(version);
+    }
 }
 
 impl KeyListener {
@@ -60,11 +96,17 @@ impl KeyListener {
         let cfg = crate::db::keys_config(&self.database_url)?;
         let (client, mut connection) = crate::pgconfig::connect_client(&cfg, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (vtx, mut vrx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let keys = self.keys.clone();
         tokio::spawn(async move {
             while let Some(m) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 match m {
                     Ok(AsyncMessage::Notification(n)) if n.channel() == "baas_sessions" => keys.session_ended(n.payload()),
+                    Ok(AsyncMessage::Notification(n)) if n.channel() == "baas_extension" => {
+                        if vtx.send(n.payload().to_string()).is_err() {
+                            break;
+                        }
+                    }
                     Ok(AsyncMessage::Notification(_)) => {
                         if tx.send(()).is_err() {
                             break;
@@ -75,16 +117,25 @@ impl KeyListener {
                 }
             }
         });
-        client.batch_execute("listen baas_keys; listen baas_sessions").await.map_err(|e| e.to_string())?;
+        client.batch_execute("listen baas_keys; listen baas_sessions; listen baas_extension").await.map_err(|e| e.to_string())?;
+        if let Some(row) = client.query_opt(VERSION_SQL, &[]).await.map_err(|e| e.to_string())? {
+            self.saw_version(row.try_get(0).map_err(|e| e.to_string())?, false);
+        }
         loop {
             let row = client.query_one(KEYS_SQL, &[]).await.map_err(|e| e.to_string())?;
             match key_set(&row) {
                 Ok(ks) => self.keys.replace(ks),
                 Err(e) => log::error!("signing keys from the database are unusable: {e}"),
             }
-            tokio::select! {
-                m = rx.recv() => if m.is_none() { return Ok(false) },
-                _ = shutdown.changed() => return Ok(true),
+            loop {
+                tokio::select! {
+                    m = rx.recv() => if m.is_none() { return Ok(false) } else { break },
+                    v = vrx.recv() => match v {
+                        Some(v) => self.saw_version(&v, true),
+                        None => return Ok(false),
+                    },
+                    _ = shutdown.changed() => return Ok(true),
+                }
             }
             // Coalesce a burst of notifications into one reload.
             while rx.try_recv().is_ok() {}

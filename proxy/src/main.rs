@@ -62,7 +62,12 @@ fn main() {
     server.bootstrap();
 
     // Key rotations arrive by LISTEN/NOTIFY on a connection of their own.
-    let listener = keys::KeyListener { database_url: cfg.database_url.clone(), keys: keys.clone() };
+    let listener = keys::KeyListener {
+        database_url: cfg.database_url.clone(),
+        keys: keys.clone(),
+        retire: db::retire_handle(&requests),
+        version: std::sync::Mutex::new(None),
+    };
     server.add_service(pingora::services::background::background_service("key listener", listener));
 
     let listen = cfg.listen.to_string();

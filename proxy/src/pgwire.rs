@@ -122,6 +122,9 @@ pub struct Conn {
     /// ParameterStatus values target_session_attrs needs (in_hot_standby,
     /// default_transaction_read_only), as reported at startup.
     read_only_params: [Option<bool>; 2],
+    /// The last request failed because this backend can no longer run it
+    /// (`backend_is_stale`): retired, and the request may be run again elsewhere.
+    stale: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -231,6 +234,43 @@ fn too_large(limit: usize) -> PgError {
     }
 }
 
+/// An error that says this backend (not the request, not the database) can no longer
+/// run what the request asked, so that a new connection would not fail the same way,
+/// and nothing of the request was done: the error aborted the one implicit
+/// transaction before anything committed.
+///
+/// - The extension's shared library was replaced under a backend that had loaded it
+///   (a package upgrade, `cargo pgrx install`): the backend still has the old file
+///   mapped, or a mapping whose bytes changed under it, and Postgres reports
+///   `XX000 unrecognized API version … / unrecognized function API version`,
+///   `XX000 incompatible library …`, `42883 could not find function "…" in file
+///   "…pgbaas…"`, `42P13 could not find function information for function …`, or,
+///   while the file is missing, `58P01 could not access file "$libdir/pgbaas"` /
+///   `could not load library "…pgbaas…"` (whose SQLSTATE follows errno).
+/// - A kept prepared statement that can no longer be bound (`0A000` at Bind: its
+///   result type changed, e.g. by `ALTER EXTENSION pgbaas UPDATE`), or is gone
+///   (`26000`). `0A000` raised while executing is an ordinary error.
+///
+/// Messages are matched in English, the server's default `lc_messages`; under another
+/// language only `0A000`/`26000` are recognised and a replaced library's errors stay
+/// 500s until the proxy restarts.
+pub fn backend_is_stale(code: &str, message: &str, at_bind: bool) -> bool {
+    let names_pgbaas = || message.contains("pgbaas");
+    match code {
+        "XX000" => {
+            message.starts_with("unrecognized function API version")
+                || message.starts_with("unrecognized API version ")
+                || message.starts_with("incompatible library ")
+                || (message.starts_with("could not load library ") && names_pgbaas())
+        }
+        "42883" => message.starts_with("could not find function \"") && message.contains("\" in file \"") && names_pgbaas(),
+        "42P13" => message.starts_with("could not find function information for function "),
+        "0A000" => at_bind,
+        "26000" => true,
+        _ => (message.starts_with("could not access file ") || message.starts_with("could not load library ")) && names_pgbaas(),
+    }
+}
+
 impl Conn {
     /// Connect and authenticate (trust, password, md5 or SCRAM-SHA-256), trying each
     /// host of the URL in order; `timeout` per host unless the URL sets connect_timeout.
@@ -278,6 +318,7 @@ impl Conn {
             cancel: None,
             max_result,
             read_only_params: [None, None],
+            stale: false,
         };
         let read_write = cfg.read_write;
         let cfg = cfg_pg;
@@ -364,6 +405,12 @@ impl Conn {
     /// has closed it (a restart, `pg_terminate_backend`, an idle timeout), its last
     /// words and end of stream are already waiting, and the connection is dropped here
     /// instead of failing the next request.
+    /// The last request failed on an error `backend_is_stale` recognises: the
+    /// connection is retired and the request can be run again on another one.
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
     pub fn is_usable(&mut self) -> bool {
         if self.broken || self.in_flight || !self.rbuf.is_empty() {
             self.broken = true;
@@ -556,6 +603,7 @@ impl Conn {
                 }
                 Message::ErrorResponse(b) => {
                     let e = db_error(&mut b.fields());
+                    self.check_stale(&e, false);
                     err.get_or_insert(e);
                 }
                 Message::ReadyForQuery(b) => {
@@ -577,6 +625,17 @@ impl Conn {
         }
         self.stmts.insert(sql.to_string(), Stmt { name, params });
         Ok(())
+    }
+
+    /// A backend that can no longer run the request (`backend_is_stale`) would fail
+    /// every later one the same way: retire the connection.
+    fn check_stale(&mut self, e: &PgError, at_bind: bool) {
+        if let PgError::Db { code, message, .. } = e {
+            if backend_is_stale(code, message, at_bind) {
+                self.broken = true;
+                self.stale = true;
+            }
+        }
     }
 
     /// Run `steps` as one implicit transaction (one Sync) and return the first row of
@@ -651,16 +710,8 @@ impl Conn {
                 Message::CommandComplete(_) | Message::EmptyQueryResponse => done += 1,
                 Message::ErrorResponse(b) => {
                     let e = db_error(&mut b.fields());
-                    // A kept statement that can no longer be bound (its result type
-                    // changed under it, e.g. by an extension upgrade: 0A000 at Bind;
-                    // or it is gone: 26000) would fail on this connection for ever:
-                    // retire the connection. 0A000 raised while executing is an
-                    // ordinary error.
-                    if let PgError::Db { code, .. } = &e {
-                        if (code == "0A000" && bound == done) || code == "26000" {
-                            self.broken = true;
-                        }
-                    }
+                    // A statement that errs before its BindComplete failed at Bind.
+                    self.check_stale(&e, bound == done);
                     let r = self.drain(Some(e)).await.map(|_| None);
                     self.trim();
                     return r;
@@ -675,6 +726,56 @@ impl Conn {
                     return Err(unexpected("while running a request"));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backend_is_stale;
+
+    /// The errors seen when the installed library was replaced under warm connections
+    /// (tests/tests/heal.rs reproduces them), and while the file is missing.
+    #[test]
+    fn a_replaced_or_missing_library_is_stale() {
+        for (code, message) in [
+            ("XX000", "unrecognized function API version: 1835103092"),
+            ("XX000", "unrecognized API version 0 reported by info function \"pg_finfo_signup_wrapper\""),
+            ("XX000", "incompatible library \"/usr/lib/postgresql/15/lib/pgbaas.so\": version mismatch"),
+            ("XX000", "incompatible library \"/usr/lib/postgresql/15/lib/pgbaas.so\": magic block mismatch"),
+            ("42883", "could not find function \"find_compiled_wrapper\" in file \"/usr/lib/postgresql/15/lib/pgbaas.so\""),
+            ("42P13", "could not find function information for function \"authenticate_wrapper\""),
+            ("58P01", "could not access file \"$libdir/pgbaas\": No such file or directory"),
+            ("58P01", "could not load library \"/usr/lib/postgresql/15/lib/pgbaas.so\": No such file or directory"),
+            ("XX000", "could not load library \"/usr/lib/postgresql/15/lib/pgbaas.so\": invalid ELF header"),
+        ] {
+            assert!(backend_is_stale(code, message, false), "{code} {message}");
+        }
+    }
+
+    #[test]
+    fn a_statement_that_cannot_be_bound_any_more_is_stale_only_at_bind() {
+        assert!(backend_is_stale("0A000", "cached plan must not change result type", true));
+        assert!(!backend_is_stale("0A000", "cached plan must not change result type", false), "raised while executing");
+        assert!(backend_is_stale("26000", "prepared statement \"pgbaas_3\" does not exist", false));
+    }
+
+    /// Errors a request itself causes, or that a new connection would meet as well,
+    /// are answered as they are, never retried.
+    #[test]
+    fn ordinary_errors_are_not_stale() {
+        for (code, message) in [
+            ("42883", "function baas.nope(text) does not exist"),
+            ("42883", "could not find function \"x\" in file \"/usr/lib/postgresql/15/lib/other_ext.so\""),
+            ("58P01", "could not access file \"$libdir/other_ext\": No such file or directory"),
+            ("XX000", "cache lookup failed for function 12345"),
+            ("XX000", "unexpected error"),
+            ("57014", "canceling statement due to statement timeout"),
+            ("57P01", "terminating connection due to administrator command"),
+            ("23505", "duplicate key value violates unique constraint"),
+            ("40001", "could not serialize access due to concurrent update"),
+        ] {
+            assert!(!backend_is_stale(code, message, true), "{code} {message}");
         }
     }
 }

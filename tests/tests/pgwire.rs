@@ -445,3 +445,35 @@ fn a_list_over_max_result_bytes_is_a_clear_error_and_the_pool_goes_on() {
     assert_eq!(one.status, 200, "{}", one.body);
     assert_eq!(one.body["data"]["big"].as_str().map(str::len), Some(30_000));
 }
+
+/// A backend that can no longer run the extension (its library replaced under it,
+/// tests/tests/heal.rs) answers every call with the same error: the connection says so
+/// and is not reused; an ordinary error leaves it in the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_can_no_longer_run_the_extension_retires_its_connection() {
+    let error = |code: &str, message: &str| {
+        let mut body = format!("SERROR\0C{code}\0M{message}\0").into_bytes();
+        body.push(0);
+        let mut out = fakepg::msg(b'E', &body);
+        out.extend(fakepg::ready());
+        out
+    };
+    let fake = FakePg::start(move |c| {
+        c.accept()?;
+        c.answer_prepare()?;
+        c.until_sync()?;
+        c.send(&error("23505", "duplicate key value violates unique constraint"))?;
+        c.until_sync()?;
+        c.send(&error("XX000", "unrecognized function API version: 1650549107"))?;
+        std::thread::sleep(Duration::from_secs(5));
+        Ok(())
+    });
+    let mut conn = Conn::connect(&cfg(&format!("host=127.0.0.1 port={} user=u sslmode=disable", fake.port)), WAIT).await.unwrap();
+    let r = conn.run(&[("select f()", &[])], 0).await;
+    assert!(matches!(&r, Err(PgError::Db { code, .. }) if code == "23505"), "{r:?}");
+    assert!(!conn.is_stale() && conn.is_usable(), "an ordinary error keeps the connection");
+    let r = conn.run(&[("select f()", &[])], 0).await;
+    assert!(matches!(&r, Err(PgError::Db { code, .. }) if code == "XX000"), "{r:?}");
+    assert!(conn.is_stale(), "the request may run again on another connection");
+    assert!(!conn.is_usable(), "never back into the pool");
+}

@@ -558,7 +558,12 @@ fn a_database_of_the_previous_release_upgrades_in_place_and_keeps_everything() {
     drop(db);
     for name in [DB, "empty"] {
         let mut db = cluster.connect("postgres", name).unwrap();
+        // The update tells listening proxies to retire their older connections.
+        db.batch_execute("listen baas_extension").unwrap();
         db.batch_execute("alter extension pgbaas update").unwrap_or_else(|e| panic!("ALTER EXTENSION pgbaas UPDATE in {name}: {e:?}"));
+        use postgres::fallible_iterator::FallibleIterator;
+        let note = db.notifications().timeout_iter(std::time::Duration::from_secs(10)).next().unwrap();
+        assert_eq!(note.map(|n| n.payload().to_string()), Some(CURRENT.to_string()), "the update did not notify baas_extension");
         let version: String = db.query_one("select extversion from pg_extension where extname = 'pgbaas'", &[]).unwrap().get(0);
         assert_eq!(version, CURRENT);
     }
