@@ -399,7 +399,9 @@ comment on function baas.delete_document(text, text, bigint) is 'Delete a docume
 -- a quoted literal; baas._find_compiled (Rust) adds our own collection id and runs it as
 -- the caller, so row-level security still decides what is visible. It keeps each
 -- query text's plan per backend (extension/src/api/plans.rs): a list request is not
--- parsed and planned again every time.
+-- parsed and planned again every time. A page holds at most baas.max_response_bytes
+-- of JSON: baas.find refuses a larger one (54000 response_too_large), list_documents
+-- ends it early with a `next`.
 create function baas._find_page(collection text, filter jsonb default '{}', "order" text default null,
                                lim integer default 100, off integer default 0,
                                after uuid default null, fields text[] default null)
@@ -441,6 +443,8 @@ $$;
 comment on function baas.count(text, jsonb) is 'Number of documents of a collection the caller may read that match the filter';
 
 -- The list route in one call: {"items": [...], "next": id or null, "count"?: n}.
+-- A page holds at most baas.max_response_bytes of JSON: it may end before `lim`
+-- documents, with `next` set; follow `next` until it is null (docs/api.md, "Paging").
 create function baas.list_documents(collection text, filter jsonb default '{}', "order" text default null,
                                     lim integer default 100, off integer default 0,
                                     with_count boolean default false, after uuid default null,
@@ -449,13 +453,12 @@ returns jsonb
 language plpgsql stable
 as $$
 declare
+    c baas.collections := baas._collection_by_name(collection);
     v jsonb;
 begin
-    v := baas._find_page(collection, filter, "order", lim, off, after, fields);
-    -- A full page may have more after it: its last id is the `after` of the next page.
-    -- A shorter page is the last one.
-    v := jsonb_build_object('items', v, 'next',
-        case when lim > 0 and jsonb_array_length(v) = lim then v -> -1 -> 'id' end);
+    -- paged: a full page, or one cut short by the response budget, names its last
+    -- id as `next` (the `after` of the next page); a shorter page is the last one.
+    v := baas._find_compiled(c.id, c.name, filter, "order", lim, off, after, fields, paged => true);
     if with_count then
         v := v || jsonb_build_object('count', baas.count(collection, filter));
     end if;

@@ -66,7 +66,7 @@ grant execute on function
     baas._may_manage(uuid, text),
     baas._is_privileged(text),
     baas._find_page(text, jsonb, text, integer, integer, uuid, text[]),
-    baas._find_compiled(integer, text, jsonb, text, integer, integer, uuid, text[]),
+    baas._find_compiled(integer, text, jsonb, text, integer, integer, uuid, text[], boolean),
     baas._count_compiled(integer, jsonb),
     baas._btree_index_id(integer, text),
     baas._jfield(jsonb, text),

@@ -53,3 +53,45 @@ $$;
 -- Postgres delivers it when ALTER EXTENSION commits, so its place in the script does
 -- not matter; every later upgrade script sends it too, with its own version.
 select pg_catalog.pg_notify('baas_extension', '0.3.0');
+-- Bounded responses (issue 13): a page of documents holds at most
+-- baas.max_response_bytes of JSON (a setting of the library). _find_compiled takes
+-- `paged`: list_documents asks for {"items", "next"} and gets a page that may end
+-- early with its `next`; baas.find gets 54000 response_too_large instead.
+drop function baas._find_compiled(integer, text, jsonb, text, integer, integer, uuid, text[]);
+create function baas."_find_compiled"(
+	"collection_id" INT, /* core::option::Option<i32> */
+	"name" TEXT, /* core::option::Option<&str> */
+	"filter" jsonb, /* core::option::Option<pgbaas::api::Json> */
+	"order" TEXT, /* core::option::Option<&str> */
+	"lim" INT, /* core::option::Option<i32> */
+	"off" INT, /* core::option::Option<i32> */
+	"after" uuid, /* core::option::Option<pgrx::datum::uuid::Uuid> */
+	"fields" TEXT[], /* core::option::Option<alloc::vec::Vec<alloc::string::String>> */
+	"paged" bool DEFAULT false /* bool */
+) RETURNS jsonb /* pgbaas::api::query::RawJsonb */
+STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'find_compiled_wrapper';
+revoke execute on function baas._find_compiled(integer, text, jsonb, text, integer, integer, uuid, text[], boolean) from public;
+grant execute on function baas._find_compiled(integer, text, jsonb, text, integer, integer, uuid, text[], boolean)
+  to baas_anon, baas_user, baas_service;
+create or replace function baas.list_documents(collection text, filter jsonb default '{}', "order" text default null,
+                                    lim integer default 100, off integer default 0,
+                                    with_count boolean default false, after uuid default null,
+                                    fields text[] default null)
+returns jsonb
+language plpgsql stable
+as $$
+declare
+    c baas.collections := baas._collection_by_name(collection);
+    v jsonb;
+begin
+    -- paged: a full page, or one cut short by the response budget, names its last
+    -- id as `next` (the `after` of the next page); a shorter page is the last one.
+    v := baas._find_compiled(c.id, c.name, filter, "order", lim, off, after, fields, paged => true);
+    if with_count then
+        v := v || jsonb_build_object('count', baas.count(collection, filter));
+    end if;
+    return v;
+end
+$$;

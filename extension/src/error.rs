@@ -36,6 +36,9 @@ pub enum BaasError {
     SchemaViolation { path: String, message: String },
     #[error("JSON argument is nested too deeply or unreadable: {0}")]
     JsonTooDeep(String),
+    /// A page or a document larger than baas.max_response_bytes.
+    #[error("{0}")]
+    ResponseTooLarge(String),
 }
 
 impl BaasError {
@@ -56,6 +59,7 @@ impl BaasError {
             BaasError::InvalidQuery(_) => "invalid_query",
             BaasError::QueryTooComplex(_) => "query_too_complex",
             BaasError::JsonTooDeep(_) => "limit_exceeded",
+            BaasError::ResponseTooLarge(_) => "response_too_large",
         }
     }
 
@@ -75,7 +79,9 @@ impl BaasError {
                 PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION
             }
             BaasError::BadSigningKey => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-            BaasError::JsonTooDeep(_) | BaasError::QueryTooComplex(_) => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            BaasError::JsonTooDeep(_) | BaasError::QueryTooComplex(_) | BaasError::ResponseTooLarge(_) => {
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED
+            }
         }
     }
 

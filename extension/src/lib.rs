@@ -13,6 +13,12 @@ pub mod query;
 
 ::pgrx::pg_module_magic!();
 
+/// The library's settings (GUCs), defined when a backend first loads it.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    api::query::define_settings();
+}
+
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!(
     "../../sql/auth.sql",

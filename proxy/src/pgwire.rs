@@ -55,6 +55,14 @@ pub const APPLICATION_NAME: &str = "pgbaas-proxy";
 /// the proxy's memory is at risk; a few MiB is already a slow mobile download.
 pub const DEFAULT_MAX_RESULT_BYTES: usize = 16 << 20;
 
+/// The page budget the proxy gives the extension (`baas.max_response_bytes`, set on
+/// each request connection at startup): 15/16 of max_result_bytes, so the statements
+/// around a page (set_config of role and claims, under 4 KiB even at the smallest
+/// max_result_bytes of 64 KiB) and the DataRow framing fit under the proxy's bound.
+pub fn sql_page_budget(max_result: usize) -> usize {
+    max_result - max_result / 16
+}
+
 /// An abandoned request's connection waits this long for the server to finish after
 /// its CancelRequest (holding its pool slot), then is closed.
 const ABANDON_DRAIN: Duration = Duration::from_secs(10);
@@ -332,6 +340,10 @@ impl Conn {
         if let Some(o) = cfg.get_options() {
             params.push(("options", o));
         }
+        // The extension's page budget, just under our bound: a list page ends short
+        // (with `next`) in Postgres before its reply could reach max_result_bytes here.
+        let budget = sql_page_budget(max_result).to_string();
+        params.push(("baas.max_response_bytes", &budget));
         frontend::startup_message(params, &mut c.wbuf)?;
         c.flush().await?;
         let password = cfg.get_password();

@@ -214,24 +214,7 @@ pub fn first_datum(sql: &str, types: &[PgOid], args: &[DatumWithOid<'_>], by_val
             pg_sys::SPI_tuptable = std::ptr::null_mut();
             pg_sys::SPI_execute_plan(plan_ptr, values_ptr, nulls_ptr, read_only, 1)
         })
-        .catch_others(|e| match e {
-            // An error Postgres raised while running the query (a statement timeout,
-            // a policy's cast): raise it again as it was. Passed through as caught,
-            // pgrx would append a Rust backtrace to its DETAIL whenever
-            // RUST_BACKTRACE is set, burying the error code the proxy reads there.
-            CaughtError::PostgresError(r) => {
-                let mut again = ErrorReport::new(r.sql_error_code(), r.message().to_string(), "find");
-                if let Some(d) = r.detail() {
-                    again = again.set_detail(d);
-                }
-                if let Some(h) = r.hint() {
-                    again = again.set_hint(h);
-                }
-                again.report(PgLogLevel::ERROR);
-                unreachable!("an ERROR does not return")
-            }
-            other => other.rethrow(),
-        })
+        .catch_others(rethrow)
         .execute();
         remeasure(sql, &stmt);
         if status != pg_sys::SPI_OK_SELECT as i32 {
@@ -257,4 +240,108 @@ pub fn first_datum(sql: &str, types: &[PgOid], args: &[DatumWithOid<'_>], by_val
             }
         }
     })
+}
+
+/// A DestReceiver that hands each row's first column to a Rust closure as the
+/// executor produces it (`base` first, so a `*mut DestReceiver` is a `*mut Each`).
+#[repr(C)]
+struct Each<'a> {
+    base: pg_sys::DestReceiver,
+    row: &'a mut dyn FnMut(pg_sys::Datum) -> bool,
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn each_receive(slot: *mut pg_sys::TupleTableSlot, dest: *mut pg_sys::DestReceiver) -> bool {
+    // SAFETY: `dest` is the `Each` for_each_datum passed, alive for the whole query;
+    // the slot holds a row of the query, whose first column exists.
+    unsafe {
+        let mut isnull = false;
+        let d = pg_sys::slot_getattr(slot, 1, &mut isnull);
+        let each = &mut *(dest as *mut Each);
+        isnull || (each.row)(d)
+    }
+}
+
+// Nothing to do at a query's start and end (no pg_guard: they cannot fail).
+unsafe extern "C-unwind" fn each_startup(_dest: *mut pg_sys::DestReceiver, _op: std::ffi::c_int, _desc: pg_sys::TupleDesc) {}
+
+unsafe extern "C-unwind" fn each_nothing(_dest: *mut pg_sys::DestReceiver) {}
+
+/// Run `sql` with a plan kept for its text, like `first_datum`, and hand each row's
+/// first non-null column to `row` while the executor produces the rows; `row` returns
+/// false to stop the query there, and the rows after it are never computed. The datum
+/// lives only until `row` returns: copy what must outlast it (into `keep`, a memory
+/// context that outlives the query; `row` gets no context switch of its own).
+pub fn for_each_datum(sql: &str, types: &[PgOid], args: &[DatumWithOid<'_>], row: &mut dyn FnMut(pg_sys::Datum) -> bool) {
+    Spi::connect(|_client| {
+        let stmt = plan(sql, types);
+        // SAFETY: makeParamList allocates in the SPI procedure context, which lives
+        // until Spi::connect ends; it has room for `args.len()` parameters.
+        let params = unsafe {
+            let p = pg_sys::makeParamList(args.len() as i32);
+            let slots = (*p).params.as_mut_slice(args.len());
+            for (slot, (a, t)) in slots.iter_mut().zip(args.iter().zip(types)) {
+                let d = a.datum().map(|d| d.sans_lifetime());
+                slot.isnull = d.is_none();
+                slot.value = d.unwrap_or(pg_sys::Datum::from(0usize));
+                slot.pflags = pg_sys::PARAM_FLAG_CONST as u16;
+                slot.ptype = t.value();
+            }
+            p
+        };
+        let mut each = Each {
+            base: pg_sys::DestReceiver {
+                receiveSlot: Some(each_receive),
+                rStartup: Some(each_startup),
+                rShutdown: Some(each_nothing),
+                rDestroy: Some(each_nothing),
+                // Neither DestNone (SPI would report no SELECT) nor DestSPI (SPI would
+                // look for its own tuple table); plpgsql's RETURN QUERY passes its
+                // tuplestore receiver the same way.
+                mydest: pg_sys::CommandDest::DestTuplestore,
+            },
+            row,
+        };
+        // SAFETY: reads the current transaction's state.
+        let read_only = unsafe { pg_sys::GetCurrentTransactionIdIfAny() } == pg_sys::InvalidTransactionId;
+        let options = pg_sys::SPIExecuteOptions {
+            params,
+            read_only,
+            dest: &mut each.base,
+            ..Default::default()
+        };
+        let (plan_ptr, options_ptr) = (stmt.0, &options as *const pg_sys::SPIExecuteOptions);
+        let status = PgTryBuilder::new(|| unsafe {
+            // SAFETY: a live kept plan with as many parameters as `types`; `options`,
+            // its parameters and the receiver outlive the call.
+            pg_sys::SPI_execute_plan_extended(plan_ptr, options_ptr)
+        })
+        .catch_others(rethrow)
+        .execute();
+        remeasure(sql, &stmt);
+        if status != pg_sys::SPI_OK_SELECT as i32 {
+            pgrx::error!("pgbaas: compiled query failed (SPI code {status})");
+        }
+    })
+}
+
+/// An error Postgres raised while running a query (a statement timeout, a policy's
+/// cast), raised again as it was. Passed through as caught, pgrx would append a Rust
+/// backtrace to its DETAIL whenever RUST_BACKTRACE is set, burying the error code the
+/// proxy reads there.
+fn rethrow(e: CaughtError) -> i32 {
+    match e {
+        CaughtError::PostgresError(r) => {
+            let mut again = ErrorReport::new(r.sql_error_code(), r.message().to_string(), "find");
+            if let Some(d) = r.detail() {
+                again = again.set_detail(d);
+            }
+            if let Some(h) = r.hint() {
+                again = again.set_hint(h);
+            }
+            again.report(PgLogLevel::ERROR);
+            unreachable!("an ERROR does not return")
+        }
+        other => other.rethrow(),
+    }
 }

@@ -84,6 +84,7 @@ fn find_compiled(
     off: Option<i32>,
     after: Option<pgrx::Uuid>,
     fields: Option<Vec<String>>,
+    paged: default!(bool, false),
 ) -> RawJsonb {
     const F: &str = "find";
     use pgrx::datum::DatumWithOid;
@@ -118,9 +119,12 @@ fn find_compiled(
         cursor = Some(cur);
     }
     let (where_sql, params) = q.condition(cursor.as_ref()).or_raise(F);
+    // One row per document, handed over as the executor makes it (for_each_datum):
+    // the page stops at the first document that would take it past the budget, and
+    // the documents after it are never read or built. Before issue 13 this was one
+    // jsonb_agg over the whole page: limit 1000 of 1 MiB documents built ~1 GB.
     let sql = format!(
-        "select coalesce(jsonb_agg(x.doc), '[]'::jsonb) from (select {} as doc from baas.documents d \
-         where d.collection_id = {collection_id} and {} order by {} limit $4 offset $5) x",
+        "select {} as doc from baas.documents d where d.collection_id = {collection_id} and {} order by {} limit $4 offset $5",
         compile::select_sql(fields.is_some()),
         where_sql,
         compile::order_sql(&q.keys)
@@ -137,10 +141,161 @@ fn find_compiled(
         None => DatumWithOid::null_oid(pgrx::pg_sys::TEXTARRAYOID),
     };
     let args = [JsonB(Value::Array(params)).into(), name.into(), fields_arg, lim.into(), off.into()];
-    match plans::first_datum(&sql, &types, &args, false) {
-        Some(d) => RawJsonb(d),
-        // An aggregate always returns one row, and coalesce makes it non-null.
-        None => pgrx::error!("pgbaas: find returned no row"),
+    let budget = max_response_bytes();
+    let page = Page::collect(&sql, &types, &args, budget.saturating_sub(REPLY_RESERVE));
+    if let Some(size) = page.refused {
+        if page.docs.is_empty() {
+            BaasError::ResponseTooLarge(format!(
+                "a document is {size} bytes as JSON, more than a response may hold ({budget} bytes, baas.max_response_bytes); \
+                 ask for fewer of its fields with `fields`"
+            ))
+            .raise(F)
+        }
+        if !paged {
+            BaasError::ResponseTooLarge(format!(
+                "these documents are more than a response may hold ({budget} bytes, baas.max_response_bytes); \
+                 ask for fewer (limit) or fewer of their fields (fields), or page with baas.list_documents, which stops a page short and gives its `next`"
+            ))
+            .raise(F)
+        }
+    }
+    // A page cut short, or full, may have more after it: its last id is the `after`
+    // of the next page. A shorter page that was not cut is the last one.
+    let more = page.refused.is_some() || (lim > 0 && page.docs.len() == lim as usize);
+    page.finish(paged, more)
+}
+
+/// Bytes a list reply may add around its items: `{"next": "<uuid>", "items": ..., "count": <bigint>}`
+/// is at most 80.
+const REPLY_RESERVE: usize = 128;
+
+/// baas.max_response_bytes: the most bytes one page of documents may take as JSON text.
+/// The proxy sets it on each of its connections just under its own max_result_bytes
+/// (proxy/src/pgwire.rs), so a page ends short here before the proxy would refuse it.
+static MAX_RESPONSE_BYTES: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(DEFAULT_MAX_RESPONSE_BYTES);
+/// 15 MiB: what the proxy asks for with its default max_result_bytes (16 MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: i32 = 15 << 20;
+
+pub fn define_settings() {
+    pgrx::GucRegistry::define_int_guc(
+        c"baas.max_response_bytes",
+        c"Most bytes one page of documents may take as JSON (baas.find, baas.list_documents, the list route).",
+        c"A list page stops before the document that would take it past this and gives a next cursor; one document larger than it is refused (54000 response_too_large).",
+        &MAX_RESPONSE_BYTES,
+        1024,
+        1 << 30,
+        pgrx::GucContext::Userset,
+        pgrx::GucFlags::UNIT_BYTE,
+    );
+}
+
+fn max_response_bytes() -> usize {
+    MAX_RESPONSE_BYTES.get().max(0) as usize
+}
+
+/// The documents of a page, as copies in a memory context of their own, and the text
+/// size (jsonb_out) of the first one that did not fit, if any.
+struct Page {
+    docs: Vec<pgrx::pg_sys::Datum>,
+    refused: Option<usize>,
+    cx: pgrx::pg_sys::MemoryContext,
+}
+
+impl Page {
+    /// Run the page's query, keeping documents while the array of them, as JSON text,
+    /// stays within `room` bytes. Memory: the documents kept (at most `room` as text,
+    /// a little less as jsonb) plus the one being measured.
+    fn collect(sql: &str, types: &[pgrx::pg_sys::PgOid], args: &[pgrx::datum::DatumWithOid<'_>], room: usize) -> Page {
+        use pgrx::pg_sys;
+        // SAFETY: a child of the function's context, deleted in `finish` (or with its
+        // parent if an error ends the call).
+        let cx = unsafe {
+            pg_sys::AllocSetContextCreateExtended(
+                pg_sys::CurrentMemoryContext,
+                c"pgbaas page".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            )
+        };
+        let mut docs = Vec::new();
+        let mut refused = None;
+        // "[" and "]", and ", " between documents: jsonb_out's array.
+        let mut used = 2usize;
+        plans::for_each_datum(sql, types, args, &mut |d| {
+            let size = text_size(d);
+            let add = size + if docs.is_empty() { 0 } else { 2 };
+            if used + add > room {
+                refused = Some(size);
+                return false;
+            }
+            used += add;
+            // SAFETY: a jsonb datum of the current row, copied into our context.
+            docs.push(unsafe {
+                let old = pg_sys::MemoryContextSwitchTo(cx);
+                // Always a fresh copy (detoasted if it was not yet).
+                let copy = pg_sys::pg_detoast_datum_copy(d.cast_mut_ptr());
+                pg_sys::MemoryContextSwitchTo(old);
+                pg_sys::Datum::from(copy)
+            });
+            true
+        });
+        Page { docs, refused, cx }
+    }
+
+    /// The page as a jsonb array, or with `paged` as `{"items": [...], "next": id or
+    /// null}`, `next` being the last document's id when `more`.
+    fn finish(self, paged: bool, more: bool) -> RawJsonb {
+        use pgrx::pg_sys::{self, BuiltinOid, PgOid};
+        // SAFETY: the datums are jsonb varlenas in `cx`; construct_array copies them
+        // into one array in the current context, after which `cx` can go.
+        let array = unsafe {
+            let mut docs = self.docs;
+            let a = pg_sys::construct_array(
+                docs.as_mut_ptr(),
+                docs.len() as i32,
+                pg_sys::JSONBOID,
+                -1,
+                false,
+                pg_sys::TYPALIGN_INT as std::ffi::c_char,
+            );
+            pg_sys::MemoryContextDelete(self.cx);
+            pg_sys::Datum::from(a)
+        };
+        // SAFETY: `array` is a jsonb[] datum just built.
+        let array = unsafe { pgrx::datum::DatumWithOid::new(array, pg_sys::JSONBARRAYOID) };
+        let d = if paged {
+            plans::first_datum(
+                "select pg_catalog.jsonb_build_object('items', $1, 'next', case when $2 then $1[pg_catalog.array_length($1, 1)] -> 'id' end)",
+                &[PgOid::BuiltIn(BuiltinOid::JSONBARRAYOID), PgOid::BuiltIn(BuiltinOid::BOOLOID)],
+                &[array, more.into()],
+                false,
+            )
+        } else {
+            plans::first_datum("select pg_catalog.to_jsonb($1)", &[PgOid::BuiltIn(BuiltinOid::JSONBARRAYOID)], &[array], false)
+        };
+        match d {
+            Some(d) => RawJsonb(d),
+            None => pgrx::error!("pgbaas: find built no page"),
+        }
+    }
+}
+
+/// A jsonb value's size as JSON text (what the proxy sends): measured by printing it,
+/// because no cheaper figure bounds it (a number such as 1e1000 is a few bytes in
+/// jsonb and a thousand as text).
+fn text_size(d: pgrx::pg_sys::Datum) -> usize {
+    // SAFETY: a non-null jsonb datum; jsonb_out returns a palloc'd C string, freed here.
+    unsafe {
+        let text = pgrx::fcinfo::direct_function_call::<&core::ffi::CStr>(pgrx::pg_sys::jsonb_out, &[Some(d)]);
+        match text {
+            Some(t) => {
+                let n = t.to_bytes().len();
+                pgrx::pg_sys::pfree(t.as_ptr() as *mut core::ffi::c_void);
+                n
+            }
+            None => 0,
+        }
     }
 }
 
