@@ -26,7 +26,14 @@ drop table baas._lockouts;
 -- the table is made anew as sql/schema.sql makes it, with the token settings carried
 -- over; the new login_* settings start at their defaults (the old ones counted a
 -- different thing: failures of everyone, for a wall).
-alter index baas.settings_pkey rename to _settings_0_2_0_pkey;
+-- The old table's constraints step aside first, so that the new one's get the names a
+-- fresh install gives them.
+alter table baas.settings rename constraint settings_pkey to _settings_0_2_0_pkey;
+alter table baas.settings rename constraint settings_singleton_check to _settings_0_2_0_singleton_check;
+alter table baas.settings rename constraint settings_issuer_check to _settings_0_2_0_issuer_check;
+alter table baas.settings rename constraint settings_audience_check to _settings_0_2_0_audience_check;
+alter table baas.settings rename constraint settings_access_token_ttl_check to _settings_0_2_0_access_token_ttl_check;
+alter table baas.settings rename constraint settings_refresh_token_ttl_check to _settings_0_2_0_refresh_token_ttl_check;
 alter table baas.settings rename to _settings_0_2_0;
 create table baas.settings (
     singleton boolean primary key default true check (singleton),
