@@ -100,6 +100,21 @@ fn a_trusted_proxy_forwards_the_client_address_to_limits_and_the_audit_log() {
     }
 }
 
+/// The proxy's per-account login limit counts per account *and* address: with a limit
+/// per account alone (10/min, the old lockout threshold), anyone could spend the
+/// owner's attempts and keep them out with 429s.
+#[test]
+fn the_per_account_login_limit_is_per_address_too() {
+    let p = limited_proxy(&["--rate-limit-account-per-minute", "3", "--trusted-proxies", "127.0.0.1,::1"]);
+    let u = signup("rl-account-ip");
+    let from = |ip: &str, password: &str| {
+        req(&p.base(), "POST", "/v1/auth/login", &[("X-Forwarded-For", ip)], Some(&login_body(&u.email, password)))
+    };
+    let statuses: Vec<u16> = (0..4).map(|_| from("203.0.113.60", "wrong password 1").status).collect();
+    assert_eq!(statuses, [401, 401, 401, 429], "the attacker's address spends its own budget");
+    assert_eq!(from("198.51.100.30", PASSWORD).status, 200, "the owner's address has its own");
+}
+
 #[test]
 fn every_request_counts_against_the_per_ip_limit() {
     let p = limited_proxy(&["--rate-limit-requests-per-minute", "5"]);
