@@ -93,13 +93,16 @@ revoke all on baas._trusted_sources from public;
 alter table baas._trusted_sources enable row level security;
 
 -- The address part of a source: IPv4 whole, IPv6 by its /64 (what one customer's
--- network is given, so rotating addresses within it gains nothing), 'sql' without one.
+-- network is given, so rotating addresses within it gains nothing; the proxy's limits
+-- count the same way), 'sql' without one. An IPv4 client seen on a dual-stack socket
+-- (::ffff:a.b.c.d) is its IPv4 address, not one /64 shared by every IPv4 client.
 create function baas._login_address() returns text
 language sql stable
 set search_path = pg_catalog, pg_temp
 as $$
-    select coalesce('ip:' || case when family(x.ip) = 6 then network(set_masklen(x.ip, 64))::text
-                                  else host(x.ip) end, 'sql')
+    select coalesce('ip:' || case when family(x.ip) = 6 and not x.ip <<= '::ffff:0.0.0.0/96'::inet
+                                  then network(set_masklen(x.ip, 64))::text
+                                  else replace(host(x.ip), '::ffff:', '') end, 'sql')
       from (select baas._client_ip() as ip) x
 $$;
 

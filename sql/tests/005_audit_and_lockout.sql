@@ -3,7 +3,7 @@
 -- questions from docs/security.md are one query each; repeated failed logins make their
 -- source wait (growing delays), never the owner's own clients.
 begin;
-select plan(45);
+select plan(47);
 
 -- As a signed-in user with a live session (claims carry the session id).
 create function pg_temp.as_session(uid text, q text) returns text language plpgsql as $$
@@ -47,6 +47,13 @@ delete from baas._login_throttles;
 create function pg_temp.expire(src text) returns void language sql as
     $$ update baas._login_throttles set wait_until = clock_timestamp() - interval '1 ms' where source = src $$;
 create function pg_temp.code(r jsonb) returns text language sql as $$ select r -> 'error' ->> 'code' $$;
+
+-- A source's address: IPv6 by /64 (like the proxy's limits), an IPv4 client on a
+-- dual-stack socket by its IPv4 address.
+select set_config('baas.client_ip', '2001:db8:1:2:aaaa::5', true);
+select is(baas._login_address(), 'ip:2001:db8:1:2::/64', 'an IPv6 client counts by its /64');
+select set_config('baas.client_ip', '::ffff:192.0.2.1', true);
+select is(baas._login_address(), 'ip:192.0.2.1', 'a v4-mapped client counts as its IPv4 address');
 
 -- Known and unknown emails get the same answers, step by step.
 select set_config('baas.client_ip', '203.0.113.77', true);
