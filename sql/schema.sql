@@ -33,11 +33,11 @@ create table baas.settings (
     refresh_token_ttl interval not null default '30 days'
         check (refresh_token_ttl between '1 minute' and '365 days'),
     -- Sign-in throttling (sql/audit.sql, docs/security.md): growing waits per account
-    -- and source instead of a lockout anyone could impose on an owner. A source may fail
-    -- login_source_failures times for an account before each further failure makes it
-    -- wait login_delay, doubling up to login_delay_max; failures from untrusted sources
-    -- together may reach login_account_failures before every untrusted source waits the
-    -- same way. Failures older than login_failure_window are forgotten; a successful
+    -- and source instead of a lockout anyone could impose on an owner. After
+    -- login_source_failures failures for an account a source waits login_delay before
+    -- its next attempt, doubling with each further failure up to login_delay_max; after
+    -- login_account_failures failures from untrusted sources together, every untrusted
+    -- source waits the same way. A count starts afresh after login_failure_window without a failure; a successful
     -- sign-in makes its address and device trusted for login_trust_ttl.
     login_source_failures integer not null default 5 check (login_source_failures between 1 and 1000),
     login_account_failures integer not null default 20 check (login_account_failures between 1 and 100000),
