@@ -1,4 +1,4 @@
--- pgbaas audit trail and account lockout.
+-- pgbaas audit trail and sign-in throttling.
 --
 -- baas.audit_log is written in the same transaction as the change it records, by
 -- SECURITY DEFINER code only: API roles cannot read, write, update or delete it. It
@@ -18,7 +18,7 @@ create table baas.audit_log (
     details jsonb not null default '{}'
 );
 comment on table baas.audit_log is
-    'Security events: sign-ups, logins and failures, logouts, password changes, deletions, refresh reuse, lockouts, role and ACL changes, collections and indexes created and dropped, key rotations';
+    'Security events: sign-ups, logins and failures, logouts, password changes, deletions, refresh reuse, sign-in throttles, role and ACL changes, collections and indexes created and dropped, key rotations';
 create index audit_log_user_idx on baas.audit_log (user_id, action, at) where user_id is not null;
 create index audit_log_document_idx on baas.audit_log (document_id, at) where document_id is not null;
 create index audit_log_ip_idx on baas.audit_log (ip, at) where ip is not null;
@@ -97,55 +97,6 @@ end
 $$;
 comment on function baas.purge_audit_log(interval) is 'DBAs: delete audit entries older than the interval (at least 1 day); the purge itself is recorded';
 
------------------------------------------------------------------------- lockout
--- An account with lockout_threshold failed logins within lockout_window (counted since
--- its last successful login and its last lockout) is locked for lockout_duration.
--- While locked, every login answers exactly like a wrong password, after the same
--- password-hashing work.
-create table baas._lockouts (
-    user_id uuid primary key references baas.users (id) on delete cascade,
-    locked_until timestamptz not null
-);
-revoke all on baas._lockouts from public;
-alter table baas._lockouts enable row level security;
-
-create function baas._account_locked(p_user uuid) returns boolean
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-    -- clock_timestamp(), like the audit log's times: a lockout lifted or begun earlier in
-    -- the same transaction counts.
-    return exists (select from baas._lockouts l where l.user_id = p_user and l.locked_until > clock_timestamp());
-end
-$$;
-
--- After a failed login of p_user: lock the account if this failure reached the threshold.
-create function baas._note_login_failure(p_user uuid) returns void
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-    s baas.settings;
-    v_since timestamptz;
-    n integer;
-begin
-    select * into strict s from baas.settings;
-    select greatest(clock_timestamp() - s.lockout_window,
-                    (select max(a.at) from baas.audit_log a where a.user_id = p_user and a.action = 'login'),
-                    (select l.locked_until from baas._lockouts l where l.user_id = p_user))
-      into v_since;
-    select count(*) into n from baas.audit_log a
-     where a.user_id = p_user and a.action in ('login.failure', 'password.change.failure') and a.at > v_since;
-    if n >= s.lockout_threshold then
-        insert into baas._lockouts (user_id, locked_until) values (p_user, clock_timestamp() + s.lockout_duration)
-        on conflict (user_id) do update set locked_until = excluded.locked_until;
-        perform baas._audit('account.locked', p_user,
-            details => jsonb_build_object('failures', n, 'until', clock_timestamp() + s.lockout_duration));
-    end if;
-end
-$$;
-
 -- What a failed login records of the address typed: the address when it looks like
 -- one, else only its hash (people type passwords into the email field).
 create function baas._email_for_audit(email text) returns text
@@ -157,28 +108,210 @@ as $$
                     'sha256:' || encode(sha256(convert_to(coalesce(email, ''), 'UTF8')), 'hex'))
 $$;
 
--- DBAs: lift a lockout early.
+------------------------------------------------------------------------ sign-in throttling
+-- Failed sign-ins make the source that failed wait, with growing delays, instead of
+-- locking the account (a lockout lets anyone keep any owner out; docs/security.md).
+-- Counted per typed email (baas._email_for_audit, so an unknown email counts exactly
+-- like a known one) and per source:
+--   'ip:<address>'     the client address the proxy saw (IPv6 by /64, like its limits),
+--                      or 'sql' for a caller without one;
+--   'device:<id>'      a device id the app keeps, once that device has signed in to the
+--                      account (an unknown device id counts under its address, so
+--                      making up new ones gains nothing);
+--   'session:<id>'     a caller holding a live refresh token (login) or session
+--                      (password change) of the account;
+--   '*'                the account as a whole: failures from untrusted sources only.
+-- A source is trusted for an account when it holds a live refresh token of it, or when
+-- its device or address signed in to it within login_trust_ttl. Trusted sources wait
+-- only for their own failures, never for the account-wide count.
+create table baas._login_throttles (
+    email text not null,
+    source text not null,
+    failures integer not null,
+    last_failure_at timestamptz not null,
+    wait_until timestamptz,
+    primary key (email, source)
+);
+create index login_throttles_last_failure_idx on baas._login_throttles (last_failure_at);
+revoke all on baas._login_throttles from public;
+alter table baas._login_throttles enable row level security;
+
+create table baas._trusted_sources (
+    user_id uuid not null references baas.users (id) on delete cascade,
+    source text not null,
+    last_success_at timestamptz not null,
+    primary key (user_id, source)
+);
+revoke all on baas._trusted_sources from public;
+alter table baas._trusted_sources enable row level security;
+
+-- The address part of a source: IPv4 whole, IPv6 by its /64 (what one customer's
+-- network is given, so rotating addresses within it gains nothing; the proxy's limits
+-- count the same way), 'sql' without one. An IPv4 client seen on a dual-stack socket
+-- (::ffff:a.b.c.d) is its IPv4 address, not one /64 shared by every IPv4 client.
+create function baas._login_address() returns text
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select coalesce('ip:' || case when family(x.ip) = 6 and not x.ip <<= '::ffff:0.0.0.0/96'::inet
+                                  then network(set_masklen(x.ip, 64))::text
+                                  else replace(host(x.ip), '::ffff:', '') end, 'sql')
+      from (select baas._client_ip() as ip) x
+$$;
+
+-- The wait after the n-th failure when free failures are allowed: none before, then
+-- login_delay, doubling with each further failure up to login_delay_max.
+create function baas._login_delay(n integer, free integer, s baas.settings) returns interval
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+    select case when n < free then null
+                else least(s.login_delay * power(2, least(n - free, 30)), s.login_delay_max) end
+$$;
+
+-- Where a sign-in attempt stands: the source it counts under, whether that source is
+-- trusted for the account, and the seconds it must still wait (null: it may try now).
+-- p_session: a live session of the account the caller holds (refresh token or token).
+create function baas._login_gate(p_email text, p_user uuid, p_device text, p_session uuid,
+                                 out source text, out trusted boolean, out retry_after integer)
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    s baas.settings;
+    v_addr text := baas._login_address();
+    v_until timestamptz;
+begin
+    select * into strict s from baas.settings;
+    source := v_addr;
+    trusted := false;
+    if p_user is not null then
+        if p_session is not null then
+            source := 'session:' || p_session;
+            trusted := true;
+        elsif p_device is not null and exists (
+                select from baas._trusted_sources t
+                 where t.user_id = p_user and t.source = 'device:' || p_device
+                   and t.last_success_at > clock_timestamp() - s.login_trust_ttl) then
+            source := 'device:' || p_device;
+            trusted := true;
+        else
+            trusted := exists (
+                select from baas._trusted_sources t
+                 where t.user_id = p_user and t.source = v_addr
+                   and t.last_success_at > clock_timestamp() - s.login_trust_ttl);
+        end if;
+    end if;
+    select max(t.wait_until) into v_until from baas._login_throttles t
+     where t.email = p_email and (t.source = _login_gate.source or (t.source = '*' and not trusted))
+       and t.wait_until > clock_timestamp();
+    retry_after := ceil(extract(epoch from v_until - clock_timestamp()))::integer;
+end
+$$;
+
+-- After a failed attempt: count it for its source (and, from an untrusted source, for
+-- the account), and make the source wait once it has used its free failures.
+create function baas._login_failed(p_email text, p_user uuid, p_source text, p_trusted boolean) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    s baas.settings;
+    k text;
+    n integer;
+    v_wait interval;
+begin
+    select * into strict s from baas.settings;
+    foreach k in array case when p_trusted then array[p_source] else array[p_source, '*'] end loop
+        insert into baas._login_throttles as t (email, source, failures, last_failure_at)
+        values (p_email, k, 1, clock_timestamp())
+        on conflict (email, source) do update set
+            failures = case when t.last_failure_at > clock_timestamp() - s.login_failure_window
+                            then t.failures + 1 else 1 end,
+            last_failure_at = clock_timestamp()
+        returning t.failures into n;
+        v_wait := baas._login_delay(n, case when k = '*' then s.login_account_failures
+                                            else s.login_source_failures end, s);
+        if v_wait is not null then
+            update baas._login_throttles t set wait_until = clock_timestamp() + v_wait
+             where t.email = p_email and t.source = k;
+            perform baas._audit('login.throttle', p_user, details => jsonb_build_object(
+                'email', p_email, 'source', k, 'failures', n, 'wait', extract(epoch from v_wait)));
+        end if;
+    end loop;
+    -- Forget what no longer counts, a few rows per failure: the table then holds only
+    -- live counts, whatever emails an attacker makes up.
+    delete from baas._login_throttles t
+     where t.ctid = any (array(
+         select x.ctid from baas._login_throttles x
+          where x.last_failure_at < clock_timestamp() - s.login_failure_window
+            and (x.wait_until is null or x.wait_until < clock_timestamp())
+          limit 20));
+end
+$$;
+
+-- After a successful sign-in: its source starts afresh, and its address and device
+-- become trusted for the account.
+create function baas._login_succeeded(p_email text, p_user uuid, p_source text, p_device text) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    s baas.settings;
+    v_addr text := baas._login_address();
+begin
+    select * into strict s from baas.settings;
+    delete from baas._login_throttles t where t.email = p_email and t.source = p_source;
+    delete from baas._trusted_sources t
+     where t.user_id = p_user and t.last_success_at < clock_timestamp() - s.login_trust_ttl;
+    -- 'sql' is every caller without an address: never trusted as a whole.
+    insert into baas._trusted_sources as t (user_id, source, last_success_at)
+    select p_user, x.source, clock_timestamp()
+      from unnest(array[nullif(v_addr, 'sql'), 'device:' || p_device]) as x(source)
+     where x.source is not null
+    on conflict (user_id, source) do update set last_success_at = excluded.last_success_at;
+end
+$$;
+
+-- DBAs: the sign-in throttles that still count, newest first. retry_after: seconds the
+-- source must still wait (null: none). Lift them with baas.unlock_account(user_id).
+create view baas.login_throttles as
+    select t.email, t.source, t.failures, t.last_failure_at, t.wait_until,
+           case when t.wait_until > clock_timestamp()
+                then ceil(extract(epoch from t.wait_until - clock_timestamp()))::integer end as retry_after
+      from baas._login_throttles t, baas.settings s
+     where t.last_failure_at > clock_timestamp() - s.login_failure_window
+        or t.wait_until > clock_timestamp()
+     order by t.last_failure_at desc;
+comment on view baas.login_throttles is
+    'DBAs: failed sign-ins per typed email and source, and how long each source must still wait';
+revoke all on baas.login_throttles from public;
+
+-- DBAs: lift every throttle of an account at once (its sources and the account-wide one).
 create function baas.unlock_account(user_id uuid) returns boolean
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
+declare
+    v_email text := (select u.email from baas.users u where u.id = unlock_account.user_id);
+    n integer;
 begin
-    if not exists (select from baas.users u where u.id = unlock_account.user_id) then
+    if v_email is null then
         perform baas._raise('P0002', 'user_not_found', format('no account with id %s', unlock_account.user_id));
     end if;
-    delete from baas._lockouts l where l.user_id = unlock_account.user_id and l.locked_until > clock_timestamp();
-    if found then
-        -- Failures before now no longer count towards the next lockout.
-        insert into baas._lockouts (user_id, locked_until) values (unlock_account.user_id, clock_timestamp())
-        on conflict (user_id) do update set locked_until = excluded.locked_until;
-        perform baas._audit('account.unlocked', unlock_account.user_id);
+    with gone as (
+        delete from baas._login_throttles t where t.email = v_email returning t.wait_until)
+    select count(*) filter (where wait_until > clock_timestamp()) into n from gone;
+    if n > 0 then
+        perform baas._audit('account.unlocked', unlock_account.user_id, details => jsonb_build_object('throttles', n));
         return true;
     end if;
     return false;
 end
 $$;
-comment on function baas.unlock_account(uuid) is 'DBAs: lift an account''s login lockout now; true if it was locked, false if not; P0002 user_not_found for an unknown id';
+comment on function baas.unlock_account(uuid) is
+    'DBAs: lift every sign-in throttle of an account now (and forget its failures); true if one was making a source wait, false if not; P0002 user_not_found for an unknown id';
 
 ------------------------------------------------------------------------ triggers
 -- Changes recorded wherever they come from (API functions or a DBA's own SQL).

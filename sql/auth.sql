@@ -228,15 +228,22 @@ $$;
 comment on function baas.create_user(text, text, jsonb) is
     'DBAs: create an account without signing it in; returns {id, email, data, created_at, updated_at}';
 
-create function baas.login(email text, password text) returns jsonb
+-- Sign in. device_id: an identifier the app keeps for this install (a hint, never a
+-- credential: it only lets a device that signed in before skip waits other sources
+-- caused); refresh_token: a live refresh token of the account, which does the same
+-- without being spent. Failures make their source wait (sql/audit.sql, sign-in
+-- throttling): {"error": {"code": "too_many_attempts", "retry_after": seconds}}.
+create function baas.login(email text, password text, device_id text default null,
+                           refresh_token text default null) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
 declare
     u baas.users;
-    v_locked boolean;
-    v_ok boolean;
+    v_key text;
+    v_session uuid;
+    g record;
 begin
     if login.email is null or login.password is null then
         perform baas._raise('22023', 'invalid_request', 'email and password are required');
@@ -244,26 +251,41 @@ begin
     if octet_length(login.password) > 1024 then
         perform baas._raise('22001', 'password_too_long', 'password must be at most 1024 bytes');
     end if;
-    select * into u from baas.users where email = baas._email_key(login.email);
-    if u.id is not null then
-        -- One attempt per account at a time, so that concurrent guesses see each
-        -- other's failures (a burst cannot slip past the lockout threshold).
-        perform pg_advisory_xact_lock(hashtextextended('baas.login:' || u.id::text, 0));
+    if login.device_id is not null and login.device_id !~ '^[A-Za-z0-9._:-]{1,128}$' then
+        perform baas._raise('22023', 'invalid_request',
+            'device_id must be 1 to 128 characters from A-Z, a-z, 0-9 and . _ : -');
     end if;
-    v_locked := u.id is not null and baas._account_locked(u.id);
-    -- An unknown email verifies against a dummy hash, and a locked account is verified
-    -- all the same: same work, same answer, so neither can be told from a wrong password.
-    v_ok := baas._verify_password(login.password, u.password_hash);
-    if v_locked or not v_ok then
+    v_key := baas._email_for_audit(login.email);
+    select * into u from baas.users where email = baas._email_key(login.email);
+    -- One attempt per typed email at a time, known or not, so that concurrent guesses
+    -- see each other's failures (a burst cannot slip past a throttle).
+    perform pg_advisory_xact_lock(hashtextextended('baas.login:' || v_key, 0));
+    if u.id is not null and login.refresh_token is not null and length(login.refresh_token) <= 256 then
+        select s.id into v_session
+          from baas.refresh_tokens t join baas.sessions s on s.id = t.session_id
+         where t.token_hash = baas._hash_token(login.refresh_token) and t.used_at is null
+           and s.user_id = u.id and s.revoked_at is null and s.expires_at > now();
+    end if;
+    select * into g from baas._login_gate(v_key, u.id, login.device_id, v_session);
+    if g.retry_after is not null then
+        -- Answered before any password work, for known and unknown emails alike: a
+        -- waiting source learns nothing about the password or the account.
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'too_many_attempts',
+            'message', format('too many failed sign-ins; retry in %s s', g.retry_after),
+            'retry_after', g.retry_after));
+    end if;
+    -- An unknown email verifies against a dummy hash: same work, same answer, so it
+    -- cannot be told from a wrong password.
+    if not baas._verify_password(login.password, u.password_hash) then
         -- Reported as a result, not raised: the failure must commit to count.
-        perform baas._audit(case when v_locked then 'login.locked' else 'login.failure' end, u.id,
-            details => jsonb_build_object('email', baas._email_for_audit(login.email)));
-        if not v_locked and u.id is not null then
-            perform baas._note_login_failure(u.id);
-        end if;
+        perform baas._audit('login.failure', u.id,
+            details => jsonb_build_object('email', v_key, 'source', g.source));
+        perform baas._login_failed(v_key, u.id, g.source, g.trusted);
         return jsonb_build_object('error', jsonb_build_object(
             'code', 'invalid_credentials', 'message', 'invalid email or password'));
     end if;
+    perform baas._login_succeeded(v_key, u.id, g.source, login.device_id);
     perform baas._audit('login', u.id);
     if baas._password_needs_rehash(u.password_hash) then
         update baas.users set password_hash = baas._hash_password(login.password)
@@ -272,8 +294,8 @@ begin
     return baas._new_session(u);
 end
 $$;
-comment on function baas.login(text, text) is
-    'Sign in with email and password; {"error": {"code": "invalid_credentials"}} for unknown email, wrong password and locked account alike';
+comment on function baas.login(text, text, text, text) is
+    'Sign in with email and password (optionally a device id and a refresh token that exempt a known client from others'' failures); {"error": {"code": "invalid_credentials"}} for unknown email and wrong password alike, {"error": {"code": "too_many_attempts", "retry_after": s}} while this source must wait';
 
 create function baas.refresh(refresh_token text) returns jsonb
 language plpgsql volatile security definer
@@ -377,7 +399,8 @@ as $$
 #variable_conflict use_column
 declare
     u baas.users;
-    v_locked boolean;
+    v_sid uuid;
+    g record;
 begin
     perform baas._require_session();
     select * into u from baas.users where id = baas.uid() for update;
@@ -395,16 +418,22 @@ begin
             perform baas._raise('22023', 'current_password_required',
                 'changing the password needs current_password');
         end if;
-        -- Guessing the current password counts like a failed login (and is refused
-        -- while the account is locked): answered, not raised, so that it commits.
-        perform pg_advisory_xact_lock(hashtextextended('baas.login:' || u.id::text, 0));
-        v_locked := baas._account_locked(u.id);
+        -- Guessing the current password counts like a failed login, under this
+        -- session as its source (so a stolen access token is slowed down, while the
+        -- account's owner elsewhere is not): answered, not raised, so that it commits.
+        v_sid := (baas.claims() ->> 'sid')::uuid;
+        perform pg_advisory_xact_lock(hashtextextended('baas.login:' || u.email, 0));
+        select * into g from baas._login_gate(u.email, u.id, null, v_sid);
+        if g.retry_after is not null then
+            return jsonb_build_object('error', jsonb_build_object(
+                'code', 'too_many_attempts',
+                'message', format('too many failed attempts; retry in %s s', g.retry_after),
+                'retry_after', g.retry_after));
+        end if;
         if octet_length(update_user.current_password) > 1024
-           or not baas._verify_password(update_user.current_password, u.password_hash) or v_locked then
-            perform baas._audit(case when v_locked then 'login.locked' else 'password.change.failure' end, u.id);
-            if not v_locked then
-                perform baas._note_login_failure(u.id);
-            end if;
+           or not baas._verify_password(update_user.current_password, u.password_hash) then
+            perform baas._audit('password.change.failure', u.id, details => jsonb_build_object('source', g.source));
+            perform baas._login_failed(u.email, u.id, g.source, g.trusted);
             return jsonb_build_object('error', jsonb_build_object(
                 'code', 'invalid_credentials', 'message', 'current password is wrong'));
         end if;

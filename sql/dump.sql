@@ -13,8 +13,10 @@
 -- applies to data-only restores alone). The triggers below, and the documents guard and
 -- the role and key audit triggers, know a restore when they see one: see baas._restoring().
 
--- Account lockouts in force (short-lived, but a restore should not lift them).
-select pg_catalog.pg_extension_config_dump('baas._lockouts', '');
+-- Sign-in throttles in force (short-lived, but a restore should not lift them) and the
+-- sources trusted to sign in past them.
+select pg_catalog.pg_extension_config_dump('baas._login_throttles', '');
+select pg_catalog.pg_extension_config_dump('baas._trusted_sources', '');
 
 -- The identity sequences: without their positions, the first audit entry, collection or
 -- index made after a restore would take an id already in use.

@@ -7,7 +7,7 @@ revoke execute on all functions in schema baas from public;
 
 grant execute on function
     baas.signup(text, text, jsonb),
-    baas.login(text, text),
+    baas.login(text, text, text, text),
     baas.refresh(text),
     baas.jwks(),
     baas.auth_settings(),

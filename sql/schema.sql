@@ -32,16 +32,23 @@ create table baas.settings (
         check (access_token_ttl between '10 seconds' and '24 hours'),
     refresh_token_ttl interval not null default '30 days'
         check (refresh_token_ttl between '1 minute' and '365 days'),
-    -- Account lockout: this many failed logins within lockout_window lock the account
-    -- for lockout_duration (sql/audit.sql).
-    lockout_threshold integer not null default 10 check (lockout_threshold between 1 and 1000),
-    lockout_window interval not null default '15 minutes'
-        check (lockout_window between '1 minute' and '1 day'),
-    lockout_duration interval not null default '15 minutes'
-        check (lockout_duration between '10 seconds' and '1 day')
+    -- Sign-in throttling (sql/audit.sql, docs/security.md): growing waits per account
+    -- and source instead of a lockout anyone could impose on an owner. After
+    -- login_source_failures failures for an account a source waits login_delay before
+    -- its next attempt, doubling with each further failure up to login_delay_max; after
+    -- login_account_failures failures from untrusted sources together, every untrusted
+    -- source waits the same way. A count starts afresh after login_failure_window without a failure; a successful
+    -- sign-in makes its address and device trusted for login_trust_ttl.
+    login_source_failures integer not null default 5 check (login_source_failures between 1 and 1000),
+    login_account_failures integer not null default 20 check (login_account_failures between 1 and 100000),
+    login_delay interval not null default '1 second' check (login_delay between '1 second' and '1 hour'),
+    login_delay_max interval not null default '15 minutes' check (login_delay_max between '1 second' and '1 day'),
+    login_failure_window interval not null default '1 hour'
+        check (login_failure_window between '1 minute' and '7 days'),
+    login_trust_ttl interval not null default '30 days' check (login_trust_ttl between '0' and '365 days')
 );
 insert into baas.settings default values;
-comment on table baas.settings is 'pgbaas settings: token issuer, audience and lifetimes, login lockout (one row)';
+comment on table baas.settings is 'pgbaas settings: token issuer, audience and lifetimes, sign-in throttling (one row)';
 
 create table baas.users (
     id uuid primary key,

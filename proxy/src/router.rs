@@ -79,6 +79,10 @@ pub enum LimitKey {
     Ip,
     /// `ratelimit::account_key(prefix, <string body field>)`.
     Body(&'static str, &'static str),
+    /// The same, per client address too: sign-ins, so that an attacker spending an
+    /// account's attempts cannot spend its owner's (issue 13; Postgres throttles the
+    /// account as a whole, and exempts the owner's known clients).
+    BodyAndIp(&'static str, &'static str),
     /// `ratelimit::account_key(prefix, <the token's sub>)`.
     Subject(&'static str),
 }
@@ -176,8 +180,9 @@ pub enum Shape {
     /// Nothing: 204.
     Void,
     /// Columns 2 and 3 are `error.code` and `error.message` of a JSON result that is a
-    /// failure (returned, not raised, so its audit entry and lockout count commit):
-    /// then 401 with them; the message is the fallback.
+    /// failure (returned, not raised, so its audit entry and throttle count commit):
+    /// then 401 with them; the message is the fallback. An optional column 4 is
+    /// `error.retry_after`: when set, 429 with that Retry-After (a sign-in throttle).
     ErrorResult(&'static str),
 }
 

@@ -295,6 +295,10 @@ impl App {
                     Some(v) => ratelimit::account_key(prefix, v),
                     None => continue,
                 },
+                LimitKey::BodyAndIp(prefix, name) => match field(name).and_then(Value::as_str) {
+                    Some(v) => format!("{}@{ip_key}", ratelimit::account_key(prefix, v)),
+                    None => continue,
+                },
                 LimitKey::Subject(prefix) => {
                     let sub = claims.and_then(|c| serde_json::from_str::<Value>(c).ok()).and_then(|c| c["sub"].as_str().map(str::to_string));
                     ratelimit::account_key(prefix, &sub.unwrap_or_default())
@@ -424,6 +428,12 @@ fn answer(route: &Route, out: Option<db::Out>) -> Result<Reply, ApiError> {
         Shape::ErrorResult(fallback) => {
             if let Some(Some(code)) = out.extra.first() {
                 let message = out.extra.get(1).cloned().flatten().unwrap_or_else(|| fallback.into());
+                // A throttled attempt says how long to wait; a wrong one is a 401.
+                if let Some(secs) = out.extra.get(2).cloned().flatten().and_then(|s| s.parse::<u64>().ok()) {
+                    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message);
+                    e.retry_after = Some(secs.max(1));
+                    return Err(e);
+                }
                 return Err(ApiError::new(StatusCode::UNAUTHORIZED, code, message));
             }
         }

@@ -17,7 +17,7 @@ select is(pg_temp.detail_of(format('select baas.signup(%L, %L)', 'x@example.com'
 select is(pg_temp.detail_of($$ select baas.signup('x@example.com', 'long enough pw', '[1]') $$), '22023 invalid_request', 'data must be an object');
 select is(pg_temp.detail_of($$ select baas.signup(null, 'long enough pw') $$), '22023 invalid_request', 'email is required');
 
--- Failed logins are answers, not errors, so that the failure (audit, lockout) commits.
+-- Failed logins are answers, not errors, so that the failure (audit, throttle count) commits.
 select is(baas.login('dba@example.com', 'wrong password'), '{"error": {"code": "invalid_credentials", "message": "invalid email or password"}}', 'wrong password');
 select is(baas.login('nobody@example.com', 'wrong password'), baas.login('dba@example.com', 'wrong password'), 'unknown email: same answer');
 select is(baas.login('DBA@example.com ', 'long enough pw') -> 'user' ->> 'email', 'dba@example.com', 'login ignores case and spaces in the email');

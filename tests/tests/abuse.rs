@@ -1,5 +1,5 @@
 //! End-to-end abuse resistance against the real proxy and Postgres: rate limits
-//! (on, as in production), account lockout, forged tokens that never reach the
+//! (on, as in production), sign-in throttling, forged tokens that never reach the
 //! database, injection and pg_sleep in every slot, slow and oversized clients.
 
 mod common;
@@ -100,6 +100,21 @@ fn a_trusted_proxy_forwards_the_client_address_to_limits_and_the_audit_log() {
     }
 }
 
+/// The proxy's per-account login limit counts per account *and* address: with a limit
+/// per account alone (10/min, the old lockout threshold), anyone could spend the
+/// owner's attempts and keep them out with 429s.
+#[test]
+fn the_per_account_login_limit_is_per_address_too() {
+    let p = limited_proxy(&["--rate-limit-account-per-minute", "3", "--trusted-proxies", "127.0.0.1,::1"]);
+    let u = signup("rl-account-ip");
+    let from = |ip: &str, password: &str| {
+        req(&p.base(), "POST", "/v1/auth/login", &[("X-Forwarded-For", ip)], Some(&login_body(&u.email, password)))
+    };
+    let statuses: Vec<u16> = (0..4).map(|_| from("203.0.113.60", "wrong password 1").status).collect();
+    assert_eq!(statuses, [401, 401, 401, 429], "the attacker's address spends its own budget");
+    assert_eq!(from("198.51.100.30", PASSWORD).status, 200, "the owner's address has its own");
+}
+
 #[test]
 fn every_request_counts_against_the_per_ip_limit() {
     let p = limited_proxy(&["--rate-limit-requests-per-minute", "5"]);
@@ -110,36 +125,105 @@ fn every_request_counts_against_the_per_ip_limit() {
     assert_eq!(req(&p.base(), "GET", "/healthz", &[], None).status, 200);
 }
 
-#[test]
-fn an_account_locks_after_ten_failures_and_answers_like_a_wrong_password() {
-    // The shared proxy has no rate limits, so only the lockout (in Postgres) stops this.
-    let u = signup("lockout");
-    let wrong = |pw: &str| post("/v1/auth/login", None, json!({"email": u.email, "password": pw}));
-    let first = wrong("wrong password 1");
-    assert_eq!(first.status, 401);
-    for _ in 0..9 {
-        assert_eq!(wrong("wrong password 1").status, 401);
+/// A setting changed for one test, put back when it ends (or fails).
+struct Setting(&'static str, String);
+impl Setting {
+    fn set(name: &'static str, value: &str) -> Setting {
+        let old: String = admin().query_one(&format!("select {name}::text from baas.settings"), &[]).unwrap().get(0);
+        admin().execute(&format!("update baas.settings set {name} = $1::text::interval"), &[&value]).unwrap();
+        Setting(name, old)
     }
-    let locked = wrong(PASSWORD);
-    assert_eq!((locked.status, &locked.body), (401, &first.body), "the right password now gets the wrong-password answer");
-    let nobody = post("/v1/auth/login", None, json!({"email": email("nobody"), "password": PASSWORD}));
-    assert_eq!(nobody.body, first.body, "and so does an unknown email: no enumeration");
-    let rows: Vec<(String, Option<String>)> = admin()
-        .query(
-            "select action, host(ip) from baas.audit_log where user_id = $1::text::uuid and action <> 'signup' order by id",
-            &[&u.id],
-        )
+}
+impl Drop for Setting {
+    fn drop(&mut self) {
+        let _ = admin().execute(&format!("update baas.settings set {} = $1::text::interval", self.0), &[&self.1]);
+    }
+}
+
+/// Issue 13: ten wrong passwords locked any account for everyone, again and again. Now
+/// the attacker's own address waits longer and longer, an unknown email answers the
+/// same, the owner's own client signs in at once, and the DBA sees and lifts it.
+#[test]
+fn an_attacker_cannot_keep_the_owner_out_and_waits_longer_and_longer() {
+    // Rate limits off (like the shared proxy): only Postgres's throttling acts. The test
+    // client is a trusted proxy, so X-Forwarded-For names each client's address.
+    let url = env().cluster.authenticator_url().unwrap();
+    let p = Proxy::start(&url, &["--trusted-proxies", "127.0.0.1,::1"]).unwrap();
+    let login = |ip: &str, body: Value| req(&p.base(), "POST", "/v1/auth/login", &[("X-Forwarded-For", ip)], Some(&body.to_string()));
+    let victim = signup("throttle-victim");
+    let nobody = email("throttle-nobody");
+    let (attacker, phone) = ("203.0.113.50", "198.51.100.20");
+    // The owner's phone signed in before: its address and its device id are known.
+    assert_eq!(login(phone, json!({"email": victim.email, "password": PASSWORD, "device_id": "phone-1"})).status, 200);
+
+    // Five wrong passwords are answered; a known and an unknown email alike.
+    for i in 0..5 {
+        let k = login(attacker, json!({"email": victim.email, "password": format!("guess {i}")}));
+        let u = login(attacker, json!({"email": nobody, "password": format!("guess {i}")}));
+        assert_eq!((k.status, &k.body), (401, &u.body), "attempt {i}: the same answer for an unknown email");
+    }
+    // Then the attacker must wait, longer after each further failure.
+    let mut waits = Vec::new();
+    for round in 0..3 {
+        let k = login(attacker, json!({"email": victim.email, "password": PASSWORD}));
+        let u = login(attacker, json!({"email": nobody, "password": PASSWORD}));
+        assert_eq!((k.status, k.body["error"]["code"].as_str()), (429, Some("too_many_attempts")), "even the right password waits: {}", k.body);
+        assert_eq!((u.status, &u.body["error"]["code"]), (429, &k.body["error"]["code"]), "an unknown email waits the same");
+        let secs: u64 = k.retry_after.expect("Retry-After").parse().unwrap();
+        let other: u64 = u.retry_after.expect("Retry-After").parse().unwrap();
+        assert!(secs.abs_diff(other) <= 1, "the same wait for an unknown email: {secs} vs {other}");
+        waits.push(secs);
+        // Meanwhile the owner signs in at once: on her phone's address, and on another
+        // network with the phone's device id.
+        assert_eq!(login(phone, json!({"email": victim.email, "password": PASSWORD})).status, 200, "round {round}");
+        let elsewhere = login("100.64.7.7", json!({"email": victim.email, "password": PASSWORD, "device_id": "phone-1"}));
+        assert_eq!(elsewhere.status, 200, "round {round}: {}", elsewhere.body);
+        if round < 2 {
+            std::thread::sleep(Duration::from_secs(secs.max(other)));
+            assert_eq!(login(attacker, json!({"email": victim.email, "password": "one more guess"})).status, 401);
+            assert_eq!(login(attacker, json!({"email": nobody, "password": "one more guess"})).status, 401);
+        }
+    }
+    // 1 s, then 2 s, then 4 s; compared loosely, as a busy machine may take a second.
+    assert!(waits[2] > waits[0] && waits[0] >= 1, "the waits grow: {waits:?}");
+
+    // Many addresses, one guess each: after login_account_failures (20) from unknown
+    // clients, every unknown client waits too; the owner's clients still do not. Waits of
+    // a minute here, so that no check depends on how fast this machine is.
+    let _slow = Setting::set("login_delay", "1 minute");
+    let mut refused = None;
+    for i in 0..40 {
+        let r = login(&format!("192.0.2.{}", 100 + i), json!({"email": victim.email, "password": "distributed guess"}));
+        if r.status == 429 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let refused = refused.expect("unknown clients wait once the account has seen many failures");
+    assert_eq!(refused.body["error"]["code"], "too_many_attempts");
+    let stranger = login("192.0.2.250", json!({"email": victim.email, "password": PASSWORD}));
+    assert_eq!(stranger.status, 429, "a client that never signed in waits, even with the right password");
+    assert_eq!(login(phone, json!({"email": victim.email, "password": PASSWORD})).status, 200, "the owner's phone does not");
+    assert_eq!(post("/v1/auth/refresh", None, json!({"refresh_token": victim.refresh})).status, 200, "nor does a refresh");
+
+    // The DBA sees the waits (the attacker's address and the account's) and lifts them.
+    let waiting: Vec<String> = admin()
+        .query("select source from baas.login_throttles where email = $1 and retry_after > 0 order by source", &[&victim.email])
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| r.get(0))
         .collect();
-    let actions: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-    assert_eq!(actions.iter().filter(|a| **a == "login.failure").count(), 10);
-    assert_eq!(&actions[10..], &["account.locked", "login.locked"], "{actions:?}");
-    assert!(rows.iter().all(|r| r.1.as_deref() == Some("127.0.0.1")), "every event carries the client address: {rows:?}");
-    // A DBA lifts it; the account signs in.
-    admin().execute("select baas.unlock_account($1::text::uuid)", &[&u.id]).unwrap();
-    assert_eq!(wrong(PASSWORD).status, 200);
+    assert!(waiting.contains(&"*".to_string()), "{waiting:?}");
+    let audited: i64 = admin()
+        .query_one("select count(*) from baas.audit_log where action = 'login.throttle' and user_id = $1::text::uuid and host(ip) = $2",
+                   &[&victim.id, &attacker])
+        .unwrap()
+        .get(0);
+    assert!(audited >= 3, "every wait of the attacker's address is in the audit log, with its address: {audited}");
+    let lifted: bool = admin().query_one("select baas.unlock_account($1::text::uuid)", &[&victim.id]).unwrap().get(0);
+    assert!(lifted);
+    assert_eq!(login("192.0.2.250", json!({"email": victim.email, "password": PASSWORD})).status, 200, "lifted");
 }
 
 /// The proxy's only database connection is held by a request blocked on a lock, so a

@@ -42,6 +42,10 @@ const fn per_ip(kind: Kind) -> Limit {
 const fn per_account(prefix: &'static str, field: &'static str) -> Limit {
     Limit { kind: Kind::Account, key: LimitKey::Body(prefix, field), when: None }
 }
+/// Per account and client address: what one client may try against one account.
+const fn per_account_and_ip(prefix: &'static str, field: &'static str) -> Limit {
+    Limit { kind: Kind::Account, key: LimitKey::BodyAndIp(prefix, field), when: None }
+}
 
 const fn r(name: &'static str, method: Method, path: &'static [Seg], auth: Auth) -> Route {
     // Every field written out: a struct update from a default would drop its Method.
@@ -122,7 +126,9 @@ const SUBROLE: &[Seg] = &[lit("v1"), lit("roles"), p("role"), lit("roles"), p("m
 
 /// Document routes select the document and its version (the ETag).
 const DOC_WRITE: &[Arg] = &[Path(0), Path(1), F("data"), IfMatch];
-const LOGIN_FIELDS: &[Field] = &[req("email", Text), req("password", Text)];
+/// device_id and refresh_token only exempt a client that signed in before from waits
+/// that other clients' failures caused (sql/audit.sql, sign-in throttling).
+const LOGIN_FIELDS: &[Field] = &[req("email", Text), req("password", Text), opt("device_id", Text), opt("refresh_token", Text)];
 
 pub static ROUTES: &[Route] = &[
     r("health", GET, &[lit("healthz")], Anyone).kind(RouteKind::Health),
@@ -135,8 +141,15 @@ pub static ROUTES: &[Route] = &[
         .answer(CREATED, Shape::Json).private(),
     r("login", POST, &[lit("v1"), lit("auth"), lit("login")], Anyone)
         .body(LOGIN_FIELDS)
-        .limits(&[per_ip(Kind::Auth), per_account("email", "email")])
-        .sql("select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message' from baas.login($1, $2) x", &[F("email"), F("password")])
+        // Per account *and* address: a per-account limit alone would let anyone spend
+        // the owner's attempts (Postgres throttles the account as a whole, sparing the
+        // owner's known clients).
+        .limits(&[per_ip(Kind::Auth), per_account_and_ip("email", "email")])
+        .sql(
+            "select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message', x -> 'error' ->> 'retry_after' \
+             from baas.login($1, $2, $3, $4) x",
+            &[F("email"), F("password"), F("device_id"), F("refresh_token")],
+        )
         .answer(OK, Shape::ErrorResult("invalid email or password")).private(),
     r("refresh", POST, &[lit("v1"), lit("auth"), lit("refresh")], Anyone)
         .body(&[req("refresh_token", Text)])
@@ -156,7 +169,8 @@ pub static ROUTES: &[Route] = &[
             Limit { kind: Kind::Account, key: LimitKey::Subject("user"), when: Some("password") },
         ])
         .sql(
-            "select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message' from baas.update_user($1, $2, $3) x",
+            "select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message', x -> 'error' ->> 'retry_after' \
+             from baas.update_user($1, $2, $3) x",
             &[F("data"), F("password"), F("current_password")],
         )
         .answer(OK, Shape::ErrorResult("current password is wrong")).private(),
@@ -263,7 +277,7 @@ mod tests {
                 }
             }
             for l in r.limits {
-                if let LimitKey::Body(_, f) = l.key {
+                if let LimitKey::Body(_, f) | LimitKey::BodyAndIp(_, f) = l.key {
                     assert!(r.body.unwrap_or(&[]).iter().any(|x| x.name == f), "{}: limit field {f}", r.name);
                 }
             }
