@@ -824,7 +824,7 @@ $$;
 -- The CREATE INDEX statement of an index (null once it is no longer being built, for
 -- the worker). v_expr is built by the compiler from a validated path with quoted keys;
 -- the collection id is ours. Nothing else is spliced.
-create function baas._index_ddl(index_id integer, concurrently boolean) returns text
+create function baas._index_ddl(index_id integer, concurrent boolean) returns text
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -833,7 +833,7 @@ declare
     v_expr text;
 begin
     select * into i from baas.indexes x where x.id = _index_ddl.index_id;
-    if not found or (concurrently and i.state <> 'building') then
+    if not found or (concurrent and i.state <> 'building') then
         return null;
     end if;
     v_expr := baas._index_expression(i.path);
@@ -843,10 +843,10 @@ begin
         -- of walking the listing index (the planner ignores partial-index statistics and
         -- would otherwise guess; measured 27 ms -> see docs/query.md).
         return format('create index %s %I on baas.documents (%s baas.jsonb_lp_ops, created_at, id) where collection_id = %s',
-                      case when concurrently then 'concurrently' else '' end, i.name, v_expr, i.collection_id);
+                      case when concurrent then 'concurrently' else '' end, i.name, v_expr, i.collection_id);
     end if;
     return format('create index %s %I on baas.documents using gin (%s baas.jsonb_path_lp_ops) where collection_id = %s',
-                  case when concurrently then 'concurrently' else '' end, i.name, v_expr, i.collection_id);
+                  case when concurrent then 'concurrently' else '' end, i.name, v_expr, i.collection_id);
 end
 $$;
 
@@ -995,7 +995,7 @@ begin
     end if;
     -- A failed build is replaced by the new one (its reason goes with it).
     delete from baas.indexes x where x.name = v_name;
-    if coalesce(concurrently, true) then
+    if coalesce(create_index.concurrently, true) then
         -- Recorded as building: the trigger keeps the counting entries of new writes from
         -- now on, and the worker, started after this commits, does the rest (no lock on
         -- baas.documents here, no statement timeout on the build).
