@@ -17,16 +17,20 @@
 -- Index builds that do not stop the world (issue 13): builds run in a background
 -- worker with CREATE INDEX CONCURRENTLY; baas.indexes records their state. Existing
 -- 0.2.0 indexes were built in their request, so they are 'ready' (the column default).
+-- (The default is set after the update: ADD COLUMN … DEFAULT would keep 'ready' as the
+-- column's "missing value", which a fresh install does not have.)
 alter table baas.indexes
-    add column state text not null default 'ready' check (state in ('building', 'ready', 'failed')),
+    add column state text check (state in ('building', 'ready', 'failed')),
     add column error text,
     add column started_at timestamptz,
     add column finished_at timestamptz,
     add column worker_pid integer;
+update baas.indexes set state = 'ready';
+alter table baas.indexes alter column state set default 'ready', alter column state set not null;
 
 -- sql/documents.sql (pgrx: api::index_build::index_build_launch)
 CREATE  FUNCTION baas."_index_build_launch"() RETURNS bool /* bool */
-VOLATILE
+VOLATILE STRICT
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'index_build_launch_wrapper';
 
