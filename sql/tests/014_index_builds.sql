@@ -2,7 +2,7 @@
 -- never sees the queued build (it starts after commit), so this drives the steps it
 -- runs (backfill, DDL, finish, failure, the next-job choice) by hand.
 begin;
-select plan(27);
+select plan(29);
 
 select baas.signup('ib@builds.test', 'long enough pw') -> 'user' ->> 'id' as u \gset
 select baas.create_collection('ib', '{"default_acl": {"read": ["authenticated"]}}') is not null as ok \gset
@@ -60,6 +60,9 @@ select format('create index %I on baas.documents ((data)) where collection_id = 
 select is(baas._index_build_next(), jsonb_build_object('drop', 'documents_c' || :cid || '_btree_000000000000'), 'an index without its build is dropped first');
 
 select is(baas.create_index('ib', 'k', concurrently => false) ->> 'state', 'ready', 'concurrently => false builds it in this transaction');
+select baas.create_index('ib', 'z') is not null as ok \gset
+select lives_ok($$ select baas.drop_index('ib', 'z') $$, 'a build in progress can be dropped (the worker drops what it made)');
+select is(pg_temp.detail_of($$ select baas.get_index('ib', 'z') $$), 'P0002 index_not_found', 'and it is gone');
 
 select * from finish();
 rollback;
