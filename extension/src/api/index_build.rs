@@ -70,6 +70,9 @@ fn index_build_launch() -> bool {
         }
     });
     register_xact_callback(PgXactCallbackEvent::Abort, || LAUNCH_PENDING.with(|p| p.set(false)));
+    // PREPARE TRANSACTION ends the transaction without Commit or Abort here; its build
+    // waits for the next launch (baas.run_index_builds()), and this backend may launch again.
+    register_xact_callback(PgXactCallbackEvent::Prepare, || LAUNCH_PENDING.with(|p| p.set(false)));
     true
 }
 
