@@ -644,13 +644,12 @@ as $$
 #variable_conflict use_column
 declare
     c baas.collections := baas._collection_by_name(drop_collection.name);
-    i record;
+    i baas.indexes;
 begin
-    for i in select x.name from baas.indexes x where x.collection_id = c.id loop
-        execute format('drop index if exists baas.%I', i.name);
-    end loop;
     -- Before the collection, so that their audit entries can still name it.
-    delete from baas.indexes x where x.collection_id = c.id;
+    for i in delete from baas.indexes x where x.collection_id = c.id returning x.* loop
+        perform baas._index_forget(i);
+    end loop;
     delete from baas.collections where id = c.id;
 end
 $$;
@@ -676,7 +675,15 @@ create table baas.indexes (
     kind text not null check (kind in ('btree', 'gin')),
     name text not null unique,
     created_at timestamptz not null default now(),
-    primary key (collection_id, path, kind)
+    primary key (collection_id, path, kind),
+    -- Builds run in a background worker (baas.create_index, docs/storage.md): 'building'
+    -- until CREATE INDEX CONCURRENTLY and the counting entries are done, then 'ready';
+    -- 'failed' keeps the reason in error (the worker drops the unfinished index).
+    state text not null default 'ready' check (state in ('building', 'ready', 'failed')),
+    error text,
+    started_at timestamptz,
+    finished_at timestamptz,
+    worker_pid integer
 );
 revoke all on baas.indexes from public;
 alter table baas.indexes enable row level security;
@@ -735,7 +742,7 @@ declare
     i record;
     n integer := 0;
 begin
-    for i in select x.id, x.collection_id, x.path from baas.indexes x where x.kind = 'btree' loop
+    for i in select x.id, x.collection_id, x.path from baas.indexes x where x.kind = 'btree' and x.state = 'ready' loop
         delete from baas._index_entries_ready where index_id = i.id;
         delete from baas.index_entries where index_id = i.id;
         execute format('insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
@@ -776,7 +783,7 @@ begin
     -- Most collections have no btree index: one probe of baas.indexes, and done.
     if not exists (select from baas.indexes i
                     where i.collection_id = case when tg_op = 'DELETE' then old.collection_id else new.collection_id end
-                      and i.kind = 'btree') then
+                      and i.kind = 'btree' and i.state <> 'failed') then
         return null;
     end if;
     if tg_op = 'DELETE' then
@@ -790,7 +797,7 @@ begin
     end if;
     insert into baas.index_entries as e (index_id, doc_id, value, owner, acl_read)
     select i.id, new.id, baas._jpath(new.data, i.path), new.owner, new.acl_read
-      from baas.indexes i where i.collection_id = new.collection_id and i.kind = 'btree'
+      from baas.indexes i where i.collection_id = new.collection_id and i.kind = 'btree' and i.state <> 'failed'
     on conflict (index_id, doc_id) do update
        set value = excluded.value, owner = excluded.owner, acl_read = excluded.acl_read;
     return null;
@@ -799,61 +806,248 @@ $$;
 create trigger documents_index_entries after insert or update or delete on baas.documents
     for each row execute function baas._index_entries_sync();
 
-create function baas.create_index(collection text, path text, kind text default 'btree') returns jsonb
+-- An index's row as the API shows it. A build whose worker is gone (pg_terminate_backend,
+-- a crash, a restart) shows as failed at once; the next worker records it so and drops
+-- the unfinished index (baas._index_build_next).
+create function baas._index_json(i baas.indexes) returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select jsonb_build_object('collection', (select c.name from baas.collections c where c.id = i.collection_id),
+                              'path', i.path, 'kind', i.kind, 'name', i.name,
+                              'state', case when lost then 'failed' else i.state end,
+                              'error', case when lost then format('the build stopped before it finished: its worker (pid %s) ended', i.worker_pid)
+                                            else i.error end,
+                              'created_at', i.created_at, 'started_at', i.started_at, 'finished_at', i.finished_at)
+      from (select i.state = 'building' and i.worker_pid is not null
+                   and not exists (select from pg_stat_activity a where a.pid = i.worker_pid) as lost) l
+$$;
+
+-- The CREATE INDEX statement of an index (null once it is no longer being built, for
+-- the worker). v_expr is built by the compiler from a validated path with quoted keys;
+-- the collection id is ours. Nothing else is spliced.
+create function baas._index_ddl(index_id integer, concurrent boolean) returns text
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    i baas.indexes;
+    v_expr text;
+begin
+    select * into i from baas.indexes x where x.id = _index_ddl.index_id;
+    if not found or (concurrent and i.state <> 'building') then
+        return null;
+    end if;
+    v_expr := baas._index_expression(i.path);
+    if i.kind = 'btree' then
+        -- (field, created_at, id): an equality filter comes out already in the default
+        -- listing order, so "cat = 42, first 20" stops after 20 index entries instead
+        -- of walking the listing index (the planner ignores partial-index statistics and
+        -- would otherwise guess; measured 27 ms -> see docs/query.md).
+        return format('create index %s %I on baas.documents (%s baas.jsonb_lp_ops, created_at, id) where collection_id = %s',
+                      case when concurrent then 'concurrently' else '' end, i.name, v_expr, i.collection_id);
+    end if;
+    return format('create index %s %I on baas.documents using gin (%s baas.jsonb_path_lp_ops) where collection_id = %s',
+                  case when concurrent then 'concurrently' else '' end, i.name, v_expr, i.collection_id);
+end
+$$;
+
+-- Planner statistics for an indexed field, then the index is ready: its counting
+-- entries complete (btree). Run by create_index (synchronous) and the build worker.
+create function baas._index_build_finish(index_id integer) returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    i baas.indexes;
+    v_expr text;
+begin
+    -- No row lock yet: writes to the collection check their entries' foreign key with
+    -- FOR KEY SHARE on this row, and a FOR UPDATE held through the ANALYZE below made
+    -- them wait seconds (measured: 4.5 s in tests/tests/index_builds.rs).
+    select * into i from baas.indexes x where x.id = _index_build_finish.index_id and x.state = 'building';
+    if not found then
+        return false; -- dropped or failed meanwhile
+    end if;
+    v_expr := baas._index_expression(i.path);
+    -- The planner ignores partial indexes' statistics; expression statistics give it
+    -- the field's distribution, so "cat = 42" is estimated at its real handful of rows.
+    if not exists (select from pg_statistic_ext x where x.stxnamespace = 'baas'::regnamespace
+                   and x.stxname = 'documents_expr_' || substr(md5(i.path), 1, 12)) then
+        -- With the type too: range filters check jsonb_typeof(field), and without
+        -- statistics its default selectivity (0.5%) made a 100,000-row range look like
+        -- one row, so the planner sorted all of them instead of walking the index.
+        execute format('create statistics baas.%I on (%s), (jsonb_typeof(%s)) from baas.documents',
+                       'documents_expr_' || substr(md5(i.path), 1, 12), v_expr, v_expr);
+        analyze baas.documents;
+    end if;
+    update baas.indexes x set state = 'ready', error = null, finished_at = now(), worker_pid = null
+     where x.id = i.id and x.state = 'building';
+    if not found then
+        return false;
+    end if;
+    if i.kind = 'btree' then
+        insert into baas._index_entries_ready values (i.id) on conflict do nothing;
+        analyze baas.index_entries;
+    end if;
+    return true;
+end
+$$;
+
+-- The build worker: record a failed build and drop its counting entries (the worker
+-- then drops the unfinished index).
+create function baas._index_build_failed(index_id integer, reason text) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    update baas.indexes x set state = 'failed', error = reason, finished_at = now(), worker_pid = null
+     where x.id = _index_build_failed.index_id and x.state = 'building';
+    delete from baas._index_entries_ready r where r.index_id = _index_build_failed.index_id;
+    delete from baas.index_entries e where e.index_id = _index_build_failed.index_id;
+end
+$$;
+
+-- The build worker, one batch of a btree index's counting entries: the documents after
+-- `after` (by id), locked FOR KEY SHARE so that a delete racing the batch waits and its
+-- trigger then removes the entry (no orphan); entries the trigger already wrote for new
+-- writes are fresher and kept (on conflict do nothing). Returns the last id done, or
+-- null when there are no more (or the build was dropped).
+create function baas._index_build_backfill(index_id integer, after uuid, batch integer) returns uuid
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    i baas.indexes;
+    v_last uuid;
+begin
+    select * into i from baas.indexes x where x.id = _index_build_backfill.index_id and x.state = 'building';
+    if not found or i.kind <> 'btree' then
+        return null;
+    end if;
+    execute format('with d as (select d.id, %s as value, d.owner, d.acl_read from baas.documents d
+                                where d.collection_id = %s and d.id > coalesce($1, ''00000000-0000-0000-0000-000000000000''::uuid)
+                                order by d.id limit $2 for key share),
+                         ins as (insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
+                                 select %s, d.id, d.value, d.owner, d.acl_read from d on conflict do nothing)
+                    select d.id from d order by d.id desc limit 1',
+                   baas._index_expression(i.path), i.collection_id, i.id)
+       into v_last using after, batch;
+    return v_last;
+end
+$$;
+
+-- The build worker's next job, claimed for it, or null. Only the worker holding the
+-- build lock calls it, so a build still marked with another pid lost its worker
+-- (pg_terminate_backend, a crash, a restart): it is recorded as failed. Unfinished
+-- indexes (invalid, or left by a failed or dropped build) come first as {"drop": name}.
+create function baas._index_build_next() returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    i baas.indexes;
+    v_drop text;
+begin
+    for i in update baas.indexes x
+                set state = 'failed', finished_at = now(), worker_pid = null,
+                    error = format('the build stopped before it finished: its worker (pid %s) ended', x.worker_pid)
+              where x.state = 'building' and x.worker_pid is not null and x.worker_pid <> pg_backend_pid()
+          returning x.* loop
+        delete from baas._index_entries_ready r where r.index_id = i.id;
+        delete from baas.index_entries e where e.index_id = i.id;
+    end loop;
+    select c.relname into v_drop
+      from pg_index ix join pg_class c on c.oid = ix.indexrelid
+     where ix.indrelid = 'baas.documents'::regclass
+       and c.relname ~ '^documents_c[0-9]+_(btree|gin)_[0-9a-f]{12}$'
+       and (not ix.indisvalid
+            or not exists (select from baas.indexes x where x.name = c.relname and x.state <> 'failed'))
+     limit 1;
+    if v_drop is not null then
+        return jsonb_build_object('drop', v_drop);
+    end if;
+    select * into i from baas.indexes x where x.state = 'building' and x.worker_pid is null
+     order by x.id limit 1 for no key update skip locked;
+    if not found then
+        return null;
+    end if;
+    update baas.indexes x set worker_pid = pg_backend_pid(), started_at = now() where x.id = i.id;
+    return jsonb_build_object('id', i.id, 'name', i.name);
+end
+$$;
+
+-- Whether a build waits for a worker.
+create function baas._index_build_waiting() returns boolean
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$ select exists (select from baas.indexes x where x.state = 'building' and x.worker_pid is null) $$;
+
+create function baas.create_index(collection text, path text, kind text default 'btree',
+                                  concurrently boolean default true) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     c baas.collections := baas._collection_by_name(collection);
-    v_expr text := baas._index_expression(path);
+    v_expr text := baas._index_expression(path); -- checks the path (22023 invalid_query)
     v_name text := format('documents_c%s_%s_%s', c.id, kind, substr(md5(path), 1, 12));
-    v_id integer;
+    i baas.indexes;
 begin
     if kind is null or kind not in ('btree', 'gin') then
         raise exception using errcode = '22023', detail = 'invalid_request', message = 'kind must be btree or gin';
     end if;
-    if exists (select from baas.indexes i where i.name = v_name) then
+    if exists (select from baas.indexes x where x.name = v_name and x.state <> 'failed') then
         raise exception using errcode = '23505', detail = 'index_exists',
             message = format('%s already has a %s index on %s', c.name, kind, path);
     end if;
-    -- v_expr is built by the compiler from a validated path with quoted keys; the
-    -- collection id is ours. Nothing else is spliced.
-    if kind = 'btree' then
-        -- (field, created_at, id): an equality filter comes out already in the default
-        -- listing order, so "cat = 42, first 20" stops after 20 index entries instead
-        -- of walking the listing index (the planner ignores partial-index statistics and
-        -- would otherwise guess; measured 27 ms -> see docs/query.md).
-        execute format('create index %I on baas.documents (%s baas.jsonb_lp_ops, created_at, id) where collection_id = %s',
-                       v_name, v_expr, c.id);
-    else
-        execute format('create index %I on baas.documents using gin (%s baas.jsonb_path_lp_ops) where collection_id = %s',
-                       v_name, v_expr, c.id);
+    -- A failed build is replaced by the new one (its reason goes with it).
+    delete from baas.indexes x where x.name = v_name;
+    if coalesce(create_index.concurrently, true) then
+        -- Recorded as building: the trigger keeps the counting entries of new writes from
+        -- now on, and the worker, started after this commits, does the rest (no lock on
+        -- baas.documents here, no statement timeout on the build).
+        insert into baas.indexes (collection_id, path, kind, name, state)
+        values (c.id, create_index.path, kind, v_name, 'building') returning * into i;
+        perform baas._index_build_launch();
+        return baas._index_json(i);
     end if;
-    -- The planner ignores partial indexes' statistics; expression statistics give it
-    -- the field's distribution, so "cat = 42" is estimated at its real handful of rows.
-    if not exists (select from pg_statistic_ext x where x.stxnamespace = 'baas'::regnamespace
-                   and x.stxname = 'documents_expr_' || substr(md5(path), 1, 12)) then
-        -- With the type too: range filters check jsonb_typeof(field), and without
-        -- statistics its default selectivity (0.5%) made a 100,000-row range look like
-        -- one row, so the planner sorted all of them instead of walking the index.
-        execute format('create statistics baas.%I on (%s), (jsonb_typeof(%s)) from baas.documents',
-                       'documents_expr_' || substr(md5(path), 1, 12), v_expr, v_expr);
-        analyze baas.documents;
-    end if;
-    insert into baas.indexes (collection_id, path, kind, name) values (c.id, create_index.path, kind, v_name)
-    returning id into v_id;
+    -- In this transaction (migrations, tests): a plain CREATE INDEX, which holds writes
+    -- to every collection until this transaction ends.
+    execute format('drop index if exists baas.%I', v_name); -- a failed build's leftover
+    insert into baas.indexes (collection_id, path, kind, name, state, started_at)
+    values (c.id, create_index.path, kind, v_name, 'building', now()) returning * into i;
+    execute baas._index_ddl(i.id, false);
     if kind = 'btree' then
         execute format('insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
                         select %s, d.id, %s, d.owner, d.acl_read from baas.documents d where d.collection_id = %s',
-                       v_id, v_expr, c.id);
-        insert into baas._index_entries_ready values (v_id);
-        analyze baas.index_entries;
+                       i.id, v_expr, c.id);
     end if;
-    return jsonb_build_object('collection', c.name, 'path', path, 'kind', kind, 'name', v_name);
+    perform baas._index_build_finish(i.id);
+    select * into i from baas.indexes x where x.id = i.id;
+    return baas._index_json(i);
 end
 $$;
-comment on function baas.create_index(text, text, text) is
-    'Index a data field of one collection (btree: equality, ranges, order; gin: $contains)';
+comment on function baas.create_index(text, text, text, boolean) is
+    'Index a data field of one collection (btree: equality, ranges, order; gin: $contains). By default built in the background (state building, then ready or failed: see list_indexes/get_index); concurrently => false builds it in this transaction';
+
+create function baas.get_index(collection text, path text, kind text default 'btree') returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    c baas.collections := baas._collection_by_name(collection);
+    i baas.indexes;
+begin
+    select * into i from baas.indexes x where x.collection_id = c.id and x.path = get_index.path and x.kind = get_index.kind;
+    if not found then
+        raise exception using errcode = 'P0002', detail = 'index_not_found',
+            message = format('%s has no %s index on %s', c.name, kind, path);
+    end if;
+    return baas._index_json(i);
+end
+$$;
+comment on function baas.get_index(text, text, text) is 'An index and the state of its build (building, ready, failed with error)';
 
 create function baas.drop_index(collection text, path text, kind text default 'btree') returns void
 language plpgsql volatile security definer
@@ -861,15 +1055,35 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     c baas.collections := baas._collection_by_name(collection);
-    v_name text;
+    i baas.indexes;
 begin
-    delete from baas.indexes i where i.collection_id = c.id and i.path = drop_index.path and i.kind = drop_index.kind
-    returning i.name into v_name;
-    if v_name is null then
+    delete from baas.indexes x where x.collection_id = c.id and x.path = drop_index.path and x.kind = drop_index.kind
+    returning * into i;
+    if not found then
         raise exception using errcode = 'P0002', detail = 'index_not_found',
             message = format('%s has no %s index on %s', c.name, kind, path);
     end if;
-    execute format('drop index if exists baas.%I', v_name);
+    perform baas._index_forget(i);
+end
+$$;
+
+-- The index of a deleted baas.indexes row. A ready one is dropped here (a plain DROP
+-- INDEX: a brief exclusive lock). A build in progress is cancelled, and the worker drops
+-- its unfinished index concurrently: a plain DROP would wait for the build while every
+-- write waited behind it.
+create function baas._index_forget(i baas.indexes) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if i.state = 'ready' then
+        execute format('drop index if exists baas.%I', i.name);
+        return;
+    end if;
+    if i.worker_pid is not null then
+        perform pg_cancel_backend(i.worker_pid);
+    end if;
+    perform baas._index_build_launch();
 end
 $$;
 
@@ -880,11 +1094,24 @@ as $$
 declare
     c baas.collections := baas._collection_by_name(collection);
 begin
-    return (select coalesce(jsonb_agg(jsonb_build_object('path', i.path, 'kind', i.kind, 'name', i.name,
-                                                         'created_at', i.created_at) order by i.path, i.kind), '[]')
+    return (select coalesce(jsonb_agg(baas._index_json(i) order by i.path, i.kind), '[]')
               from baas.indexes i where i.collection_id = c.id);
 end
 $$;
+
+-- DBAs: start the build worker for builds still waiting (none was free when they were
+-- queued, or the server restarted) and clean up interrupted ones; returns how many wait.
+create function baas.run_index_builds() returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform baas._index_build_launch();
+    return (select count(*) from baas.indexes x where x.state = 'building')::integer;
+end
+$$;
+comment on function baas.run_index_builds() is
+    'DBAs: start the index build worker for waiting builds, record interrupted ones as failed; returns how many are building';
 
 create function baas.create_role(name text) returns void
 language plpgsql volatile security definer

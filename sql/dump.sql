@@ -72,11 +72,13 @@ declare
 begin
     for i in select x.id, c.name as collection, x.path, x.kind
                from baas.indexes x join baas.collections c on c.id = x.collection_id
-              where not exists (select from pg_catalog.pg_class r
+              where x.state <> 'failed'
+                and not exists (select from pg_catalog.pg_class r
                                  where r.relnamespace = 'baas'::regnamespace and r.relname = x.name)
               order by x.id loop
         delete from baas.indexes where id = i.id;
-        perform baas.create_index(i.collection, i.path, i.kind);
+        -- In this transaction: run once after a restore, before the service takes writes.
+        perform baas.create_index(i.collection, i.path, i.kind, concurrently => false);
         n := n + 1;
     end loop;
     perform baas.rebuild_index_entries();

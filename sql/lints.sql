@@ -85,7 +85,8 @@ as $$
            'roles', 'principals',
            -- administration
            'create_collection', 'drop_collection', 'collections', 'get_collection',
-           'create_index', 'drop_index', 'list_indexes', 'rebuild_index_entries', 'restore_indexes',
+           'create_index', 'drop_index', 'list_indexes', 'get_index', 'rebuild_index_entries', 'restore_indexes',
+           'run_index_builds',
            'create_role', 'drop_role', 'add_role_member', 'remove_role_member', 'add_role_to_role',
            'remove_role_from_role', 'list_roles',
            -- DBA tools

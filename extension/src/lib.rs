@@ -57,6 +57,7 @@ extension_sql_file!(
         api::query::count_compiled,
         api::query::check_fields,
         api::query::index_expression,
+        api::index_build::index_build_launch,
     ]
 );
 // Every policy and permission predicate, over the tables documents.sql made.

@@ -19,7 +19,7 @@ select is((select count(*)::int from baas.as_user(:'u', $$ select * from baas.fi
 select is((select (x #>> '{}')::int from baas.as_user(:'u', $$ select baas.count('qt', '{"even": true, "tags": {"$contains": "t4"}}') $$) x), 500, 'count with two conditions');
 select is((select count(*)::int from baas.as_user(null, $$ select * from baas.find('qt', '{"n": 1}') $$)), 0, 'anonymous sees nothing: the policy still decides');
 
-select lives_ok($$ select baas.create_index('qt', 'n') $$, 'create_index');
+select lives_ok($$ select baas.create_index('qt', 'n', concurrently => false) $$, 'create_index in this transaction');
 select ok(exists (select from pg_indexes where tablename = 'documents' and indexdef like '%jfield(data, ''n''::text) baas.jsonb_lp_ops%WHERE (collection_id = %'),
           'a partial btree index on the leakproof field expression');
 
@@ -39,7 +39,7 @@ insert into baas.documents (collection_id, id, owner, data, acl_read)
 select c.id, baas.uuid7(), case when g <= 100 then :'u'::uuid else :'v'::uuid end,
        jsonb_build_object('bucket', g % 10), case when g > 100 and g % 20 = 3 then array['user:' || :'u'] else '{}' end
   from baas.collections c, generate_series(1, 200) g where c.name = 'qc';
-select lives_ok($$ select baas.create_index('qc', 'bucket') $$, 'create_index fills the entries of existing documents');
+select lives_ok($$ select baas.create_index('qc', 'bucket', concurrently => false) $$, 'create_index fills the entries of existing documents');
 create function pg_temp.cnt(who uuid, f text) returns int language sql as $$
     select (x #>> '{}')::int from baas.as_user(who, format('select baas.count(%L, %L)', 'qc', f)) x $$;
 create function pg_temp.found(who uuid, f text) returns int language sql as $$

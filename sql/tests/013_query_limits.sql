@@ -37,7 +37,7 @@ select is(pg_temp.found(:'u', '{"n": {"$in": []}}'), 0, '$in: [] matches nothing
 select is(pg_temp.counted(:'u', '{"n": {"$nin": []}}'), 5000, '$nin: [] matches everything');
 
 -- Still an index condition under row-level security, for a signed-in user.
-select lives_ok($$ select baas.create_index('ql', 'n') $$, 'create_index');
+select lives_ok($$ select baas.create_index('ql', 'n', concurrently => false) $$, 'create_index');
 analyze baas.documents;
 select ok(exists (select from pg_temp.plan_as(:'u',
     format('select 1 from baas.documents d where d.collection_id = %s and %s',

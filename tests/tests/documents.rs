@@ -363,7 +363,8 @@ fn nobody_manages_an_ownerless_document_but_the_service() {
 fn a_value_too_large_for_its_index_is_400_not_500() {
     let c = collection("bigvalue", json!({}));
     let a = signup("bigvalue");
-    assert_eq!(post(&format!("/v1/collections/{c}/indexes"), Some(&service_token()), json!({"path": "title"})).status, 201);
+    assert_eq!(post(&format!("/v1/collections/{c}/indexes"), Some(&service_token()), json!({"path": "title"})).status, 202);
+    assert_eq!(wait_index(&c, "title", "btree", &service_token())["state"], "ready");
     // Incompressible text well past btree's ~2.7 kB row limit.
     use rand::{distributions::Alphanumeric, Rng};
     let title: String = rand::thread_rng().sample_iter(&Alphanumeric).take(8000).map(char::from).collect();

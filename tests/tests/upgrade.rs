@@ -185,6 +185,17 @@ fn fill(db: &mut postgres::Client) -> Fixture {
            select baas.create_index('bulk', 'tags', 'gin');"#,
     )
     .unwrap();
+    // From 0.3.0 indexes are built in the background: wait, so that the rows compared
+    // below do not change under the comparison (0.2.0 has no state: null).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while db
+        .query_one("select exists (select from baas.indexes i where to_jsonb(i) ->> 'state' = 'building')", &[])
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        assert!(std::time::Instant::now() < deadline, "index builds did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let service_token: String =
         db.query_one("select baas.create_service_token('upgrade-test', '1 day') ->> 'token'", &[]).unwrap().get(0);
 

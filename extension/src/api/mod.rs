@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod documents;
 pub mod leakproof;
+pub mod index_build;
 pub mod plans;
 pub mod query;
 

@@ -326,7 +326,7 @@ mod tests {
         let mut r = Rng(0x5eed_1234_abcd_0002);
         let mut w = load(&mut r, 300);
         for path in ["a", "b", "tags", "c.d", "c", "missing", "a.x"] {
-            Spi::get_one_with_args::<JsonB>("select baas.create_index('prop', $1)", &[path.into()]).unwrap();
+            Spi::get_one_with_args::<JsonB>("select baas.create_index('prop', $1, concurrently => false)", &[path.into()]).unwrap();
         }
         let mut single = 0;
         for case in 0..3000 {

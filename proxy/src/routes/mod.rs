@@ -221,10 +221,15 @@ pub static ROUTES: &[Route] = &[
         .answer(OK, Shape::Document).private(),
     // --- indexes (baas_service only)
     r("list_indexes", GET, INDEXES, Service).sql("select jsonb_build_object('items', baas.list_indexes($1))::text", &[Path(0)]),
+    // 202: the index is built in the background (state "building"); GET on the index
+    // answers its state until "ready" or "failed" (docs/api.md).
     r("create_index", POST, INDEXES, Service)
         .body(&[req("path", Text), opt("kind", Text)])
         .sql("select x::text from baas.create_index($1, $2, coalesce($3, 'btree')) x", &[Path(0), F("path"), F("kind")])
-        .answer(CREATED, Shape::Json),
+        .answer(StatusCode::ACCEPTED, Shape::Json),
+    r("get_index", GET, INDEX, Service)
+        .query(Query::IndexKind)
+        .sql("select x::text from baas.get_index($1, $2, $3) x", &[Path(0), Path(1), IndexKind]),
     r("drop_index", DELETE, INDEX, Service)
         .query(Query::IndexKind)
         .sql("select baas.drop_index($1, $2, $3)", &[Path(0), Path(1), IndexKind]).answer(NO_CONTENT, Shape::Void),

@@ -229,3 +229,29 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Poll an index's build (`GET …/indexes/{path}?kind=`) until it is no longer
+/// `building`, and return its final state. Builds run in the background (issue 13), so
+/// a test that needs the index waits for `ready`; 120 s covers a loaded 2-core machine.
+#[allow(dead_code)]
+pub fn wait_index(c: &str, path: &str, kind: &str, token: &str) -> Value {
+    let url = format!("/v1/collections/{c}/indexes/{}?kind={kind}", urlencoding_path(path));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let r = call("GET", &url, Some(token), None);
+        assert_eq!(r.status, 200, "{url}: {}", r.body);
+        if r.body["state"] != "building" {
+            return r.body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{url} still building: {}", r.body);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A dotted field path as one path segment.
+#[allow(dead_code)]
+fn urlencoding_path(path: &str) -> String {
+    path.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"._-~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
