@@ -16,49 +16,6 @@
 -------------------------------------------------------------------- review: no existence oracle in _set_document_owner
 create or replace function baas._set_document_owner(collection_id integer, id uuid, new_owner uuid, expected_version bigint)
 returns baas.documents
--- ---------------------------------------------------------------------------------
--- Index builds that do not stop the world (issue 13): builds run in a background
--- worker with CREATE INDEX CONCURRENTLY; baas.indexes records their state. Existing
--- 0.2.0 indexes were built in their request, so they are 'ready' (the column default).
--- (The default is set after the update: ADD COLUMN … DEFAULT would keep 'ready' as the
--- column's "missing value", which a fresh install does not have.)
-alter table baas.indexes
-    add column state text check (state in ('building', 'ready', 'failed')),
-    add column error text,
-    add column started_at timestamptz,
-    add column finished_at timestamptz,
-    add column worker_pid integer;
-update baas.indexes set state = 'ready';
-alter table baas.indexes alter column state set default 'ready', alter column state set not null;
-
--- sql/documents.sql (pgrx: api::index_build::index_build_launch)
-CREATE  FUNCTION baas."_index_build_launch"() RETURNS bool /* bool */
-VOLATILE STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'index_build_launch_wrapper';
-
-drop function baas.create_index(text, text, text);
-
-create or replace function baas.drop_collection(name text) returns void
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-#variable_conflict use_column
-declare
-    c baas.collections := baas._collection_by_name(drop_collection.name);
-    i baas.indexes;
-begin
-    -- Before the collection, so that their audit entries can still name it.
-    for i in delete from baas.indexes x where x.collection_id = c.id returning x.* loop
-        perform baas._index_forget(i);
-    end loop;
-    delete from baas.collections where id = c.id;
-end
-$$;
-comment on function baas.drop_collection(text) is 'Drop a collection and all its documents';
-
--- DBAs: rebuild every btree index's entries from the documents (after a restore).
-create or replace function baas.rebuild_index_entries() returns integer
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -89,6 +46,7 @@ begin
     return d;
 end
 $$;
+
 -- ---------------------------------------------------------------- connections that heal
 -- Tell every proxy that the extension changed: a proxy LISTENs on baas_extension and
 -- retires the pooled connections opened before the update at their next checkout, so
@@ -96,6 +54,7 @@ $$;
 -- Postgres delivers it when ALTER EXTENSION commits, so its place in the script does
 -- not matter; every later upgrade script sends it too, with its own version.
 select pg_catalog.pg_notify('baas_extension', '0.3.0');
+
 -- Bounded responses (issue 13): a page of documents holds at most
 -- baas.max_response_bytes of JSON (a setting of the library). _find_compiled takes
 -- `paged`: list_documents asks for {"items", "next"} and gets a page that may end
@@ -138,6 +97,7 @@ begin
     return v;
 end
 $$;
+
 -- ===================================================================== issue 13: sign-in throttling (lockout)
 -- The account lockout (baas._lockouts, lockout_* settings) gives way to throttling per
 -- account and source (sql/audit.sql; sql/CHANGES-0.3.0.md).
@@ -525,6 +485,54 @@ revoke execute on function
     baas._login_succeeded(text, uuid, text, text), baas.login(text, text, text, text)
   from public;
 grant execute on function baas.login(text, text, text, text) to baas_anon, baas_user, baas_service;
+
+-- ---------------------------------------------------------------------------------
+-- Index builds that do not stop the world (issue 13): builds run in a background
+-- worker with CREATE INDEX CONCURRENTLY; baas.indexes records their state. Existing
+-- 0.2.0 indexes were built in their request, so they are 'ready' (the column default).
+-- (The default is set after the update: ADD COLUMN … DEFAULT would keep 'ready' as the
+-- column's "missing value", which a fresh install does not have.)
+alter table baas.indexes
+    add column state text check (state in ('building', 'ready', 'failed')),
+    add column error text,
+    add column started_at timestamptz,
+    add column finished_at timestamptz,
+    add column worker_pid integer;
+update baas.indexes set state = 'ready';
+alter table baas.indexes alter column state set default 'ready', alter column state set not null;
+
+-- sql/documents.sql (pgrx: api::index_build::index_build_launch)
+CREATE  FUNCTION baas."_index_build_launch"() RETURNS bool /* bool */
+VOLATILE STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'index_build_launch_wrapper';
+
+drop function baas.create_index(text, text, text);
+
+create or replace function baas.drop_collection(name text) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    c baas.collections := baas._collection_by_name(drop_collection.name);
+    i baas.indexes;
+begin
+    -- Before the collection, so that their audit entries can still name it.
+    for i in delete from baas.indexes x where x.collection_id = c.id returning x.* loop
+        perform baas._index_forget(i);
+    end loop;
+    delete from baas.collections where id = c.id;
+end
+$$;
+comment on function baas.drop_collection(text) is 'Drop a collection and all its documents';
+
+-- DBAs: rebuild every btree index's entries from the documents (after a restore).
+create or replace function baas.rebuild_index_entries() returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
     i record;
     n integer := 0;
 begin
