@@ -155,3 +155,56 @@ fn a_long_list_of_large_documents_keeps_the_backend_near_the_budget() {
     assert!(bytes > 25 << 20, "{bytes}");
     assert!(grown > 25 * 1024, "a 25 MiB page grew the backend by only {grown} KiB");
 }
+
+#[test]
+fn a_list_of_number_dense_documents_keeps_the_backend_near_the_budget() {
+    // Documents like {"a": [1, 1, …]}: 40 KB of JSON text each, but 20,000 values,
+    // which Postgres unpacks one by one to build the reply (~60 bytes each). Counted
+    // by text alone, the 960 KiB budget let 24 of them into one page: 480,000 values,
+    // tens of MiB of backend memory (the review of issue 13 measured a 3 MB page
+    // growing a backend by 90 MB). Each value is now charged too: such a page holds
+    // one document, and the backend stays within the same bound as for large text.
+    const MAX: usize = 1 << 20;
+    const BOUND_KIB: u64 = 16 * 1024;
+    let c = collection("bounded_dense", json!({"default_acl": {"read": ["public"]}}));
+    let a = signup("bounded_dense");
+    let mut db = admin();
+    db.execute(
+        "insert into baas.documents (collection_id, id, owner, data, acl_read)
+         select c.id, baas.uuid7(), $2::text::uuid,
+                jsonb_build_object('a', (select jsonb_agg(1) from generate_series(1, 20000))), '{public}'
+           from baas.collections c, generate_series(1, 60) g where c.name = $1",
+        &[&c, &a.id],
+    )
+    .unwrap();
+    let app = "pgbaas-bounded-dense";
+    let p = proxy(MAX, &["--pool-size", "1"], app);
+    let r = get(&p, &format!("{}?limit=1", docs_path(&c)), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pid: i32 = db.query_one("select pid from pg_stat_activity where application_name = $1", &[&app]).unwrap().get(0);
+    let before = peak_kib(pid);
+    // Every document comes, page by page, each page moving on.
+    let mut seen = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(id) => format!("{}?limit=1000&after={id}", docs_path(&c)),
+            None => format!("{}?limit=1000", docs_path(&c)),
+        };
+        let r = get(&p, &path, None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let n = r.body["items"].as_array().unwrap().len();
+        assert!(n >= 1, "a page that does not move on: {}", r.body["next"]);
+        // 20,000 values charged 64 bytes each are over the budget: one per page.
+        assert_eq!(n, 1, "a page of {n} number-dense documents");
+        seen += n;
+        match r.body["next"].as_str() {
+            Some(id) => after = Some(id.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 60);
+    let grown = peak_kib(pid) - before;
+    eprintln!("number-dense: 60 documents of 20,000 values listed with limit=1000 grew backend {pid}'s VmHWM by {grown} KiB");
+    assert!(grown < BOUND_KIB, "backend peak grew by {grown} KiB (bound {BOUND_KIB} KiB)");
+}

@@ -203,8 +203,11 @@ struct Page {
 
 impl Page {
     /// Run the page's query, keeping documents while the array of them, as JSON text,
-    /// stays within `room` bytes. Memory: the documents kept (at most `room` as text,
-    /// a little less as jsonb) plus the one being measured.
+    /// stays within `room` bytes, and while their JSON values, each charged
+    /// `VALUE_BYTES`, stay within `room` too (the first document is judged on its text
+    /// alone, so that every page moves on). Memory: the documents kept plus the one
+    /// being measured, and `finish`'s building of the reply, which unpacks every value
+    /// of every document (see `VALUE_BYTES`).
     fn collect(sql: &str, types: &[pgrx::pg_sys::PgOid], args: &[pgrx::datum::DatumWithOid<'_>], room: usize) -> Page {
         use pgrx::pg_sys;
         // SAFETY: a child of the function's context, deleted in `finish` (or with its
@@ -222,14 +225,17 @@ impl Page {
         let mut refused = None;
         // "[" and "]", and ", " between documents: jsonb_out's array.
         let mut used = 2usize;
+        let mut weight = 0usize;
         plans::for_each_datum(sql, types, args, &mut |d| {
-            let size = text_size(d);
+            let (size, values) = text_size(d);
             let add = size + if docs.is_empty() { 0 } else { 2 };
-            if used + add > room {
+            let heavier = weight.saturating_add(values.saturating_mul(VALUE_BYTES));
+            if used + add > room || (!docs.is_empty() && heavier > room) {
                 refused = Some(size);
                 return false;
             }
             used += add;
+            weight = heavier;
             // SAFETY: a jsonb datum of the current row, copied into our context.
             docs.push(unsafe {
                 let old = pg_sys::MemoryContextSwitchTo(cx);
@@ -281,22 +287,56 @@ impl Page {
     }
 }
 
-/// A jsonb value's size as JSON text (what the proxy sends): measured by printing it,
-/// because no cheaper figure bounds it (a number such as 1e1000 is a few bytes in
-/// jsonb and a thousand as text).
-fn text_size(d: pgrx::pg_sys::Datum) -> usize {
+/// What one JSON value (scalar, array, object or key) is charged against the page's
+/// budget for the memory of building the reply: `finish` turns the page into one
+/// jsonb, and Postgres unpacks every value of every document into an in-memory tree
+/// to do it. Text alone did not bound that: a page of 3 MB of text like `[1,1,…]`
+/// (1.5 million values) grew a backend by 90 MB (review of issue 13), ~60 bytes per
+/// value; the number-dense test in tests/tests/bounded.rs measures it.
+const VALUE_BYTES: usize = 64;
+
+/// A jsonb value's size as JSON text (what the proxy sends), and how many JSON values
+/// it holds: measured by printing it, because no cheaper figure bounds the size (a
+/// number such as 1e1000 is a few bytes in jsonb and a thousand as text).
+fn text_size(d: pgrx::pg_sys::Datum) -> (usize, usize) {
     // SAFETY: a non-null jsonb datum; jsonb_out returns a palloc'd C string, freed here.
     unsafe {
         let text = pgrx::fcinfo::direct_function_call::<&core::ffi::CStr>(pgrx::pg_sys::jsonb_out, &[Some(d)]);
         match text {
             Some(t) => {
-                let n = t.to_bytes().len();
+                let n = count_values(t.to_bytes());
                 pgrx::pg_sys::pfree(t.as_ptr() as *mut core::ffi::c_void);
                 n
             }
-            None => 0,
+            None => (0, 0),
         }
     }
+}
+
+/// (bytes, values) of JSON text as jsonb_out writes it: every value but the first
+/// follows a `,`, a `:` (an object's value; its key is counted by the `,` or `{`
+/// before it), a `[` or a `{` outside strings.
+fn count_values(text: &[u8]) -> (usize, usize) {
+    let mut values = 1usize;
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b':' | b'[' | b'{' => values += 1,
+                _ => {}
+            }
+        }
+    }
+    (text.len(), values)
 }
 
 /// How many documents of a collection the caller may read match the filter: what
@@ -360,4 +400,21 @@ fn check_fields(fields: Vec<String>) -> Vec<String> {
 fn index_expression(path: &str) -> String {
     let p = parse::Path::parse(path).or_raise("_index_expression");
     compile::path_expr(&p, "")
+}
+
+#[cfg(test)]
+mod value_count_tests {
+    use super::count_values;
+
+    #[test]
+    fn values_are_counted_outside_strings_only() {
+        assert_eq!(count_values(b"1"), (1, 1));
+        // the object, "a", 1, "b", the array, 2, 3
+        assert_eq!(count_values(br#"{"a": 1, "b": [2, 3]}"#).1, 7);
+        // Separators inside strings, and escaped quotes, are not values.
+        assert_eq!(count_values(br#"{"k,:[{": "x\",:[{y"}"#).1, 3);
+        // A number-dense array: one value per element, plus the array.
+        let dense = format!("[{}]", vec!["1"; 1000].join(", "));
+        assert_eq!(count_values(dense.as_bytes()).1, 1001);
+    }
 }
