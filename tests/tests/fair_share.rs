@@ -237,11 +237,11 @@ fn an_anonymous_flood_from_two_addresses_leaves_a_signed_in_user_connections() {
     let mut user_failures = Vec::new();
     std::thread::scope(|s| {
         for i in 0..6 {
-            let (stop, anonymous_refusals, unexpected) = (&stop, &anonymous_refusals, &unexpected);
+            let (stop, anonymous_refusals, unexpected, base) = (&stop, &anonymous_refusals, &unexpected, &base);
             s.spawn(move || {
                 let ip = ["203.0.113.80", "203.0.113.81"][i % 2];
                 while !stop.load(Ordering::Relaxed) {
-                    let r = get_from(&base, flood_path, None, ip);
+                    let r = get_from(base, flood_path, None, ip);
                     match (r.status, r.code()) {
                         (200, _) | (503, "query_timeout") => {}
                         (429, "too_many_concurrent_requests") => {
