@@ -12,7 +12,7 @@
 //! whatever its source. (figment or a serde merge would need a second, all-`Option`
 //! mirror of the struct and could not tell a clap default from a value the user gave.)
 
-use crate::ratelimit::{Cidr, InFlight, Limit, Limits};
+use crate::ratelimit::{Cidr, InFlight, InFlightCaps, Limit, Limits};
 use clap::builder::Command;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
@@ -111,9 +111,13 @@ pub struct Config {
     #[arg(long, env = "PGBAAS_RATE_LIMIT_MAX_KEYS", default_value = "100000", value_parser = int(1_000usize, 100_000_000, ""))]
     pub rate_limit_max_keys: usize,
 
-    /// Database-bound requests one client IP may have in flight at once (0: no cap)
-    #[arg(long, env = "PGBAAS_MAX_DB_REQUESTS_PER_IP", default_value = "8", value_parser = int(0u32, 100_000, ""))]
-    pub max_db_requests_per_ip: u32,
+    /// Database-bound requests one client IP (IPv6: one /56) may have in flight at once (0: no cap; default: pool_size/4, at least 1)
+    #[arg(long, env = "PGBAAS_MAX_DB_REQUESTS_PER_IP", value_parser = int(0u32, 100_000, ""))]
+    pub max_db_requests_per_ip: Option<u32>,
+
+    /// Database-bound requests without a token in flight at once, all addresses together (0: no cap; default: pool_size/2, at least 1)
+    #[arg(long, env = "PGBAAS_MAX_ANONYMOUS_DB_REQUESTS", value_parser = int(0u32, 100_000, ""))]
+    pub max_anonymous_db_requests: Option<u32>,
 
     /// Database-bound requests one signed-in user may have in flight at once (0: no cap)
     #[arg(long, env = "PGBAAS_MAX_DB_REQUESTS_PER_USER", default_value = "4", value_parser = int(0u32, 100_000, ""))]
@@ -172,11 +176,20 @@ impl Config {
         Ok(cfg)
     }
 
-    /// The caps on requests in flight per client IP and per user; like the rate limits,
-    /// off with `rate_limits = off` (load tests send from one address).
-    pub fn in_flight_caps(&self) -> (InFlight, InFlight) {
+    /// The caps on requests in flight per client IP, per user, and for all anonymous
+    /// requests together; like the rate limits, off with `rate_limits = off` (load tests
+    /// send from one address). Unset, the per-address cap is a quarter of the pool and
+    /// the anonymous one half: so neither a few addresses (4 of them, or 2 with no token)
+    /// nor anonymous traffic from everywhere can hold every connection, and signed-in
+    /// users always find half the pool not held by anonymous requests.
+    pub fn in_flight_caps(&self) -> InFlightCaps {
         let cap = |n| InFlight::new(if self.rate_limits { n } else { 0 }, self.rate_limit_max_keys);
-        (cap(self.max_db_requests_per_ip), cap(self.max_db_requests_per_user))
+        let share = |divisor: usize| u32::try_from((self.pool_size / divisor).max(1)).unwrap_or(u32::MAX);
+        InFlightCaps {
+            per_ip: cap(self.max_db_requests_per_ip.unwrap_or_else(|| share(4))),
+            per_user: cap(self.max_db_requests_per_user),
+            anonymous: cap(self.max_anonymous_db_requests.unwrap_or_else(|| share(2))),
+        }
     }
 
     /// The rate limits these settings describe.
@@ -356,12 +369,20 @@ mod tests {
         assert!(l.enabled);
         assert_eq!(l.auth_per_account.count, 10);
         assert_eq!(l.signup_per_ip.per, Duration::from_secs(3600));
-        let (per_ip, per_user) = c.in_flight_caps();
-        let held: Vec<_> = (0..8).map(|_| per_ip.try_acquire("1.2.3.4").unwrap()).collect();
-        assert!(per_ip.try_acquire("1.2.3.4").is_err(), "8 in flight per IP by default");
-        let held_user: Vec<_> = (0..4).map(|_| per_user.try_acquire("u").unwrap()).collect();
-        assert!(per_user.try_acquire("u").is_err(), "4 in flight per user by default");
-        drop((held, held_user));
+        let caps = c.in_flight_caps();
+        let held: Vec<_> = (0..4).map(|_| caps.per_ip.try_acquire("1.2.3.4").unwrap()).collect();
+        assert!(caps.per_ip.try_acquire("1.2.3.4").is_err(), "a quarter of the pool (16) in flight per IP by default");
+        let held_user: Vec<_> = (0..4).map(|_| caps.per_user.try_acquire("u").unwrap()).collect();
+        assert!(caps.per_user.try_acquire("u").is_err(), "4 in flight per user by default");
+        let held_anon: Vec<_> = (0..8).map(|_| caps.anonymous.try_acquire("anonymous").unwrap()).collect();
+        assert!(caps.anonymous.try_acquire("anonymous").is_err(), "half the pool for anonymous requests by default");
+        drop((held, held_user, held_anon));
+        let c = load(&["--database-url", URL, "--pool-size", "3"], None).unwrap();
+        let caps = c.in_flight_caps();
+        assert_eq!((caps.per_ip.max(), caps.anonymous.max()), (1, 1), "a small pool still lets each caller in");
+        let c = load(&["--database-url", URL, "--max-db-requests-per-ip", "0", "--max-anonymous-db-requests", "5"], None).unwrap();
+        let caps = c.in_flight_caps();
+        assert_eq!((caps.per_ip.max(), caps.anonymous.max()), (0, 5), "set, they are as set");
     }
 
     #[test]
@@ -427,8 +448,9 @@ mod tests {
         let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
         let c = load(&["--database-url", URL, "--rate-limits", "off"], None).unwrap();
         assert!(!c.limits().enabled);
-        let (per_ip, _) = c.in_flight_caps();
-        let held: Vec<_> = (0..100).map(|_| per_ip.try_acquire("1.2.3.4").unwrap()).collect();
+        let caps = c.in_flight_caps();
+        let held: Vec<_> = (0..100).map(|_| caps.per_ip.try_acquire("1.2.3.4").unwrap()).collect();
+        assert!(caps.anonymous.try_acquire("anonymous").is_ok());
         assert_eq!(held.len(), 100, "no caps on requests in flight either");
         let c = load(&["--database-url", URL], Some("rate_limits = false\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]")).unwrap();
         assert!(!c.limits().enabled);

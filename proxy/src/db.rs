@@ -79,17 +79,46 @@ pub struct Retire {
     base: Instant,
     /// Nanoseconds after `base`; connections created before it are retired. 0: none.
     before: AtomicU64,
+    /// Nanoseconds after `base` of the last retirement for a stale error. 0: none.
+    last_stale: AtomicU64,
 }
+
+/// At most one retire-all per this for stale errors: each failing request reports
+/// one, and a burst of them (a whole warm pool failing at once) needs one retirement,
+/// not one per request, each making every connection reconnect.
+const STALE_RETIRE_EVERY: Duration = Duration::from_secs(1);
 
 impl Retire {
     pub fn new() -> Self {
-        Retire { base: Instant::now(), before: AtomicU64::new(0) }
+        Retire { base: Instant::now(), before: AtomicU64::new(0), last_stale: AtomicU64::new(0) }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX).saturating_add(1)
     }
 
     /// Retire every connection opened until now.
     pub fn all_until_now(&self) {
-        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX).saturating_add(1);
-        self.before.fetch_max(now, Ordering::Relaxed);
+        self.before.fetch_max(self.now(), Ordering::Relaxed);
+    }
+
+    /// Retire every connection opened until now for a stale error, unless one was
+    /// retired so within STALE_RETIRE_EVERY (those opened since are new enough that
+    /// their own failure says the database, not the backend, is not ready). True if
+    /// this call retired them.
+    pub fn all_until_now_for_stale(&self) -> bool {
+        let now = self.now();
+        let last = self.last_stale.load(Ordering::Relaxed);
+        let every = u64::try_from(STALE_RETIRE_EVERY.as_nanos()).unwrap_or(u64::MAX);
+        if last != 0 && now.saturating_sub(last) < every {
+            return false;
+        }
+        // One of several concurrent failures wins; the others' retirement is this one.
+        if self.last_stale.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        self.all_until_now();
+        true
     }
 
     fn retired(&self, created: Instant) -> bool {
@@ -312,8 +341,11 @@ async fn run(
     let answer = match attempt(pool, deadline, steps, rows_of).await? {
         Attempt::Answer(r) => r,
         Attempt::Stale(e) => {
-            log::warn!("a database connection can no longer run the extension ({e}); retiring older connections and retrying");
-            pool.manager().retire.all_until_now();
+            if pool.manager().retire.all_until_now_for_stale() {
+                log::warn!("a database connection can no longer run the extension ({e}); retiring older connections and retrying");
+            } else {
+                log::warn!("a database connection can no longer run the extension ({e}); retrying (connections were retired less than a second ago)");
+            }
             match attempt(pool, deadline, steps, rows_of).await? {
                 Attempt::Answer(r) => r,
                 Attempt::Stale(e) => {
@@ -391,5 +423,21 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         r.all_until_now();
         assert!(r.retired(later));
+    }
+
+    /// Every failing request of a burst reports a stale backend: one retirement a
+    /// second, not one per request (each would make every connection reconnect).
+    #[test]
+    fn retirements_for_stale_errors_are_at_most_one_a_second() {
+        let r = Retire::new();
+        let opened = Instant::now();
+        assert!(r.all_until_now_for_stale());
+        assert!(r.retired(opened));
+        let later = Instant::now() + Duration::from_micros(1);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(!r.all_until_now_for_stale(), "a second one within a second is not made");
+        assert!(!r.retired(later), "the connections opened since are kept");
+        r.all_until_now();
+        assert!(r.retired(later), "an announced update is never throttled");
     }
 }

@@ -6,10 +6,12 @@
 //!   password change, deleted account, refresh reuse), whose tokens are then refused
 //!   without a round trip. Reconnects with a pause when the database goes.
 //! - The same connection LISTENs on `baas_extension`: every upgrade script sends
-//!   `pg_notify('baas_extension', '<version>')`, and the requests' connections opened
-//!   before it are retired at their next checkout (db::Retire), so none runs on with
-//!   a backend that cached the old version's plans and functions. A version changed
-//!   while the listener was disconnected is noticed when it reconnects.
+//!   `pg_notify('baas_extension', '<version>')`; the listener then reads the installed
+//!   version from pg_extension and, if it changed, the requests' connections opened
+//!   before are retired at their next checkout (db::Retire), so none runs on with a
+//!   backend that cached the old version's plans and functions. (Any role may notify:
+//!   a notification alone retires nothing.) A version changed while the listener was
+//!   disconnected is noticed when it reconnects.
 //! - `reload_keys`: a reload over a pooled connection (periodic, or for an unknown
 //!   `kid` only if a connection is free right now; otherwise the token is refused).
 
@@ -70,21 +72,38 @@ pub struct KeyListener {
     pub version: std::sync::Mutex<Option<String>>,
 }
 
-/// The installed version, read at each (re)connection of the listener.
+/// The installed version, read at each (re)connection of the listener and at each
+/// notification on `baas_extension`.
 const VERSION_SQL: &str = "select extversion from pg_catalog.pg_extension where extname = 'pgbaas'";
 
+/// The C symbols of the functions in pgbaas's library (module_pathname in the control
+/// file is `$libdir/pgbaas`).
+const SYMBOLS_SQL: &str =
+    "select coalesce(array_agg(prosrc), '{}') from pg_catalog.pg_proc where probin = '$libdir/pgbaas' and prolang = (select oid from pg_catalog.pg_language where lanname = 'c')";
+
 impl KeyListener {
-    /// The extension is at `version` now: if an update announced it, or it was at
-    /// another version when last seen, retire the requests' connections.
-    fn saw_version(&self, version: &str, announced: bool) {
-        // Any role may NOTIFY: keep what reaches the log short.
-        let version: String = version.chars().take(40).collect();
+    /// The extension is at `version` now, as read from pg_extension: if it was at
+    /// another version when last seen, retire the requests' connections. A
+    /// notification's payload is not believed: any role may `pg_notify`, and retiring
+    /// every connection on its word would let it make the whole pool reconnect at will.
+    fn saw_version(&self, version: &str) {
         let mut last = self.version.lock().unwrap_or_else(|e| e.into_inner());
-        if announced || last.as_deref().is_some_and(|v| v != version.as_str()) {
+        if last.as_deref().is_some_and(|v| v != version) {
             log::warn!("pgbaas extension at {version} (was {}): retiring the connections opened before", last.as_deref().unwrap_or("?"));
             self.retire.all_until_now();
         }
-        *last = Some(version);
+        *last = Some(version.to_string());
+    }
+
+    /// Read the installed version and act on it (`saw_version`), and the C symbols of
+    /// its library, by which pgwire::backend_is_stale tells a 42P13 of ours.
+    async fn check_version(&self, client: &tokio_postgres::Client) -> Result<(), String> {
+        let symbols = client.query_one(SYMBOLS_SQL, &[]).await.map_err(|e| e.to_string())?;
+        crate::pgwire::set_library_symbols(symbols.try_get(0).map_err(|e| e.to_string())?);
+        if let Some(row) = client.query_opt(VERSION_SQL, &[]).await.map_err(|e| e.to_string())? {
+            self.saw_version(row.try_get(0).map_err(|e| e.to_string())?);
+        }
+        Ok(())
     }
 }
 
@@ -96,14 +115,14 @@ impl KeyListener {
         let cfg = crate::db::keys_config(&self.database_url)?;
         let (client, mut connection) = crate::pgconfig::connect_client(&cfg, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let (vtx, mut vrx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (vtx, mut vrx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let keys = self.keys.clone();
         tokio::spawn(async move {
             while let Some(m) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 match m {
                     Ok(AsyncMessage::Notification(n)) if n.channel() == "baas_sessions" => keys.session_ended(n.payload()),
                     Ok(AsyncMessage::Notification(n)) if n.channel() == "baas_extension" => {
-                        if vtx.send(n.payload().to_string()).is_err() {
+                        if vtx.send(()).is_err() {
                             break;
                         }
                     }
@@ -118,9 +137,7 @@ impl KeyListener {
             }
         });
         client.batch_execute("listen baas_keys; listen baas_sessions; listen baas_extension").await.map_err(|e| e.to_string())?;
-        if let Some(row) = client.query_opt(VERSION_SQL, &[]).await.map_err(|e| e.to_string())? {
-            self.saw_version(row.try_get(0).map_err(|e| e.to_string())?, false);
-        }
+        self.check_version(&client).await?;
         loop {
             let row = client.query_one(KEYS_SQL, &[]).await.map_err(|e| e.to_string())?;
             match key_set(&row) {
@@ -131,7 +148,11 @@ impl KeyListener {
                 tokio::select! {
                     m = rx.recv() => if m.is_none() { return Ok(false) } else { break },
                     v = vrx.recv() => match v {
-                        Some(v) => self.saw_version(&v, true),
+                        Some(()) => {
+                            // Coalesce a burst (any role may send them) into one read.
+                            while vrx.try_recv().is_ok() {}
+                            self.check_version(&client).await?;
+                        }
                         None => return Ok(false),
                     },
                     _ = shutdown.changed() => return Ok(true),

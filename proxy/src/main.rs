@@ -78,8 +78,10 @@ fn main() {
         // A request runs two statements under the timeout; the margin is for the network.
         answer: cfg.statement_timeout * 2 + std::time::Duration::from_secs(10),
     };
-    let (in_flight_per_ip, in_flight_per_user) = cfg.in_flight_caps();
-    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight_per_ip, in_flight_per_user };
+    let in_flight = cfg.in_flight_caps();
+    // One database check a second at most, however many callers (server::HealthCheck).
+    let health = server::HealthCheck::new(Duration::from_secs(1));
+    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health };
     let header_timeout = app.cfg.header_timeout;
     let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout };
     let mut service = Service::new("pgbaas http".to_string(), http);

@@ -252,7 +252,8 @@ fn too_large(limit: usize) -> PgError {
 ///   mapped, or a mapping whose bytes changed under it, and Postgres reports
 ///   `XX000 unrecognized API version … / unrecognized function API version`,
 ///   `XX000 incompatible library …`, `42883 could not find function "…" in file
-///   "…pgbaas…"`, `42P13 could not find function information for function …`, or,
+///   "…pgbaas…"`, `42P13 could not find function information for function …` (for
+///   a symbol of pgbaas's library: the message names no file; `set_library_symbols`), or,
 ///   while the file is missing, `58P01 could not access file "$libdir/pgbaas"` /
 ///   `could not load library "…pgbaas…"` (whose SQLSTATE follows errno).
 /// - A kept prepared statement that can no longer be bound (`0A000` at Bind: its
@@ -262,6 +263,20 @@ fn too_large(limit: usize) -> PgError {
 /// Messages are matched in English, the server's default `lc_messages`; under another
 /// language only `0A000`/`26000` are recognised and a replaced library's errors stay
 /// 500s until the proxy restarts.
+/// The C symbols of pgbaas's SQL functions (pg_proc.prosrc of its library), as the
+/// key listener last read them (keys.rs). Empty until then: no 42P13 counts as stale.
+static LIBRARY_SYMBOLS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Set the symbols of pgbaas's library (`LIBRARY_SYMBOLS`).
+pub fn set_library_symbols(mut symbols: Vec<String>) {
+    symbols.sort();
+    *LIBRARY_SYMBOLS.write().unwrap_or_else(|e| e.into_inner()) = symbols;
+}
+
+fn is_library_symbol(name: &str) -> bool {
+    LIBRARY_SYMBOLS.read().unwrap_or_else(|e| e.into_inner()).binary_search_by(|s| s.as_str().cmp(name)).is_ok()
+}
+
 pub fn backend_is_stale(code: &str, message: &str, at_bind: bool) -> bool {
     let names_pgbaas = || message.contains("pgbaas");
     match code {
@@ -272,7 +287,11 @@ pub fn backend_is_stale(code: &str, message: &str, at_bind: bool) -> bool {
                 || (message.starts_with("could not load library ") && names_pgbaas())
         }
         "42883" => message.starts_with("could not find function \"") && message.contains("\" in file \"") && names_pgbaas(),
-        "42P13" => message.starts_with("could not find function information for function "),
+        // Names only the C symbol, not its library: stale only if it is one of ours.
+        "42P13" => message
+            .strip_prefix("could not find function information for function \"")
+            .and_then(|rest| rest.strip_suffix('"'))
+            .is_some_and(is_library_symbol),
         "0A000" => at_bind,
         "26000" => true,
         _ => (message.starts_with("could not access file ") || message.starts_with("could not load library ")) && names_pgbaas(),
@@ -744,12 +763,18 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    use super::backend_is_stale;
+    use super::{backend_is_stale, set_library_symbols};
+
+    /// As the key listener reads them; the same in every test (they run in parallel).
+    fn symbols() {
+        set_library_symbols(vec!["signup_wrapper".into(), "authenticate_wrapper".into(), "baas_jsonb_eq".into()]);
+    }
 
     /// The errors seen when the installed library was replaced under warm connections
     /// (tests/tests/heal.rs reproduces them), and while the file is missing.
     #[test]
     fn a_replaced_or_missing_library_is_stale() {
+        symbols();
         for (code, message) in [
             ("XX000", "unrecognized function API version: 1835103092"),
             ("XX000", "unrecognized API version 0 reported by info function \"pg_finfo_signup_wrapper\""),
@@ -776,10 +801,14 @@ mod tests {
     /// are answered as they are, never retried.
     #[test]
     fn ordinary_errors_are_not_stale() {
+        symbols();
         for (code, message) in [
             ("42883", "function baas.nope(text) does not exist"),
             ("42883", "could not find function \"x\" in file \"/usr/lib/postgresql/15/lib/other_ext.so\""),
             ("58P01", "could not access file \"$libdir/other_ext\": No such file or directory"),
+            // Another library's function: the message names no file, only the symbol.
+            ("42P13", "could not find function information for function \"pg_crypt\""),
+            ("42P13", "could not find function information for function \"authenticate_wrapper_x\""),
             ("XX000", "cache lookup failed for function 12345"),
             ("XX000", "unexpected error"),
             ("57014", "canceling statement due to statement timeout"),

@@ -231,6 +231,19 @@ pub struct InFlight {
     counts: Arc<DashMap<String, u32>>,
 }
 
+/// The caps on database-bound requests in flight (config.rs `in_flight_caps`).
+pub struct InFlightCaps {
+    /// Per client address (`ip_key`).
+    pub per_ip: InFlight,
+    /// Per signed-in user.
+    pub per_user: InFlight,
+    /// All requests without a token together, under the one key `ANONYMOUS`.
+    pub anonymous: InFlight,
+}
+
+/// The key of the anonymous cap.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// Held while a request runs; dropping it frees the slot.
 pub struct Permit {
     counts: Arc<DashMap<String, u32>>,
@@ -285,14 +298,17 @@ impl Drop for Permit {
     }
 }
 
-/// The key an address is limited under: IPv4 addresses one by one, IPv6 by /64 (one
-/// subscriber's network: rotating through its addresses gains nothing).
+/// The key an address is limited under, by the rate limits and the caps on requests in
+/// flight alike: IPv4 addresses one by one, IPv6 by /56. Providers commonly give one
+/// customer a /56 (RFC 6177 suggests /56 for homes; some give /48): keyed by /64, one
+/// customer would have 256 keys and hold the pool alone. Sign-in throttling in SQL
+/// keeps /64 (it counts failures per account as well).
 pub fn ip_key(ip: IpAddr) -> String {
     match canonical(ip) {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {
             let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            format!("{:x}:{:x}:{:x}:{:x}::/56", s[0], s[1], s[2], s[3] & 0xff00)
         }
     }
 }
@@ -411,10 +427,13 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_clients_are_limited_per_64_and_keys_are_bounded() {
+    fn ipv6_clients_are_limited_per_56_and_keys_are_bounded() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(ip_key(ip("2001:db8:1:2:aaaa::1")), ip_key(ip("2001:db8:1:2:ffff:1:2:3")));
-        assert_ne!(ip_key(ip("2001:db8:1:2::1")), ip_key(ip("2001:db8:1:3::1")));
+        // One customer's /56 holds 256 /64s: rotating through them gains nothing.
+        assert_eq!(ip_key(ip("2001:db8:1:200::1")), ip_key(ip("2001:db8:1:2ff::1")));
+        assert_eq!(ip_key(ip("2001:db8:1:2ff::1")), "2001:db8:1:200::/56");
+        assert_ne!(ip_key(ip("2001:db8:1:200::1")), ip_key(ip("2001:db8:1:300::1")));
         assert_eq!(ip_key(ip("::ffff:192.0.2.1")), "192.0.2.1");
         assert_eq!(account_key("email", &format!(" A@B.C{}", "x".repeat(5000))).len(), "email:".len() + 320);
     }

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::db;
 use crate::errors::ApiError;
 use crate::jwt::{self, KeyCache, Verdict};
-use crate::ratelimit::{self, InFlight, Limiter, Permit};
+use crate::ratelimit::{self, InFlightCaps, Limiter, Permit};
 use crate::router::{self, Auth, LimitKey, Match, Route, RouteKind, Shape};
 use crate::routes::{input, plan, ROUTES};
 use async_trait::async_trait;
@@ -34,8 +34,38 @@ pub struct App {
     pub keys: Arc<KeyCache>,
     pub limiter: Limiter,
     /// Database-bound requests in flight per client address and per signed-in user.
-    pub in_flight_per_ip: InFlight,
-    pub in_flight_per_user: InFlight,
+    pub in_flight: InFlightCaps,
+    /// /healthz's database check, one at a time and its answer shared for a second.
+    pub health: HealthCheck,
+}
+
+/// /healthz answers before any rate limit (abuse.rs: monitors must always reach it),
+/// so a flood of it must cost the database no more than one check a second: the check
+/// runs one at a time (tokio's Mutex is fair: callers that arrive during a check wait
+/// for it and take its answer) and its answer is reused for `fresh`. A database that
+/// goes down is reported within `fresh` (plus the check's own time) of it.
+pub struct HealthCheck {
+    fresh: std::time::Duration,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), ApiError>)>>,
+}
+
+impl HealthCheck {
+    pub fn new(fresh: std::time::Duration) -> Self {
+        HealthCheck { fresh, last: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The answer of a check finished less than `fresh` ago, or of `check` run now.
+    pub async fn get<F: std::future::Future<Output = Result<(), ApiError>>>(&self, check: impl FnOnce() -> F) -> Result<(), ApiError> {
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = last.as_ref() {
+            if at.elapsed() < self.fresh {
+                return answer.clone();
+            }
+        }
+        let answer = check().await;
+        *last = Some((std::time::Instant::now(), answer.clone()));
+        answer
+    }
 }
 
 pub struct Reply {
@@ -252,7 +282,7 @@ impl App {
         let plan = plan::plan(route, &req)?;
         // Held until the call is done, or dropped with this future if the request is
         // abandoned: either way the slot is freed.
-        let _permits = admit(&self.in_flight_per_ip, &self.in_flight_per_user, &ip_key, claims.as_deref())?;
+        let _permits = admit(&self.in_flight, &ip_key, claims.as_deref())?;
         // Sign-up, login and refresh cost one password hash whatever the client sends
         // (and have rate limits of their own): only queries whose cost an anonymous
         // client chooses run under the shorter timeout.
@@ -309,9 +339,10 @@ impl App {
         Ok(())
     }
 
-    /// /healthz: a statement over a request connection, and the request pool's use.
+    /// /healthz: a statement over a request connection (shared by concurrent callers and
+    /// for a second: `HealthCheck`), and the request pool's use now.
     async fn health(&self) -> Reply {
-        let result = db::check_requests(&self.requests, &self.timeouts).await;
+        let result = self.health.get(|| db::check_requests(&self.requests, &self.timeouts)).await;
         let p = db::pool_use(&self.requests);
         let pool = serde_json::json!({"size": p.size, "max_size": p.max_size, "in_use": p.size - p.available.min(p.size),
                                       "available": p.available, "waiting": p.waiting});
@@ -350,27 +381,37 @@ impl App {
 
 /// A slot for a database-bound request under the caps on requests in flight: per
 /// client address, and also per user for a user's token (so neither many accounts
-/// behind one address nor one account from many addresses can hold more; see
-/// docs/security.md). Service tokens are the operator's own backends, trusted with
-/// every collection: not capped. Over a cap: 429 with Retry-After. `claims` are
-/// verified.
-fn admit(per_ip: &InFlight, per_user: &InFlight, ip_key: &str, claims: Option<&str>) -> Result<(Option<Permit>, Option<Permit>), ApiError> {
+/// behind one address nor one account from many addresses can hold more), and for all
+/// requests without a token together (so that however many addresses anonymous
+/// callers use, signed-in users find connections; see docs/security.md). Service
+/// tokens are the operator's own backends, trusted with every collection: not capped.
+/// Over a cap: 429 with Retry-After. `claims` are verified.
+fn admit(caps: &InFlightCaps, ip_key: &str, claims: Option<&str>) -> Result<(Option<Permit>, Option<Permit>), ApiError> {
     let claims = claims.and_then(|c| serde_json::from_str::<Value>(c).ok());
     if claims.as_ref().and_then(|c| c["role"].as_str()) == Some("baas_service") {
         return Ok((None, None));
     }
-    let ip = per_ip
+    let ip = caps
+        .per_ip
         .try_acquire(ip_key)
-        .map_err(|wait| too_many_in_flight(wait, format!("this client address already has {} requests in flight", per_ip.max())))?;
-    let user = match claims.as_ref().and_then(|c| c["sub"].as_str()) {
-        Some(sub) => Some(
-            per_user
-                .try_acquire(&format!("user:{sub}"))
-                .map_err(|wait| too_many_in_flight(wait, format!("this user already has {} requests in flight", per_user.max())))?,
-        ),
-        None => None,
+        .map_err(|wait| too_many_in_flight(wait, format!("this client address already has {} requests in flight", caps.per_ip.max())))?;
+    let other = match &claims {
+        Some(c) => match c["sub"].as_str() {
+            Some(sub) => Some(
+                caps.per_user
+                    .try_acquire(&format!("user:{sub}"))
+                    .map_err(|wait| too_many_in_flight(wait, format!("this user already has {} requests in flight", caps.per_user.max())))?,
+            ),
+            None => None,
+        },
+        None => Some(caps.anonymous.try_acquire(ratelimit::ANONYMOUS).map_err(|wait| {
+            too_many_in_flight(
+                wait,
+                format!("{} requests without a token are in flight, the most the server runs at once; sign in, or", caps.anonymous.max()),
+            )
+        })?),
     };
-    Ok((Some(ip), user))
+    Ok((Some(ip), other))
 }
 
 /// 429 for a caller over a cap on requests in flight (not a rate: it clears as soon as
@@ -511,27 +552,77 @@ mod tests {
 
     #[test]
     fn requests_in_flight_are_capped_per_address_and_per_user_but_not_for_service_tokens() {
-        let (per_ip, per_user) = (InFlight::new(3, 100), InFlight::new(2, 100));
+        let caps = caps(3, 2, 100);
         // A user's requests count against the user and the address.
-        let a = admit(&per_ip, &per_user, "1.1.1.1", Some(USER)).unwrap();
-        let b = admit(&per_ip, &per_user, "2.2.2.2", Some(USER)).unwrap();
-        let e = admit(&per_ip, &per_user, "3.3.3.3", Some(USER)).err().unwrap();
+        let a = admit(&caps, "1.1.1.1", Some(USER)).unwrap();
+        let b = admit(&caps, "2.2.2.2", Some(USER)).unwrap();
+        let e = admit(&caps, "3.3.3.3", Some(USER)).err().unwrap();
         assert_eq!((e.status, e.code.as_str(), e.retry_after), (StatusCode::TOO_MANY_REQUESTS, "too_many_concurrent_requests", Some(1)));
         assert!(e.message.contains("this user already has 2 requests in flight"), "{}", e.message);
         // The address 1.1.1.1 has one slot of three taken by the user; two more callers.
-        let c = admit(&per_ip, &per_user, "1.1.1.1", None).unwrap();
-        let d = admit(&per_ip, &per_user, "1.1.1.1", Some(OTHER)).unwrap();
-        let e = admit(&per_ip, &per_user, "1.1.1.1", None).err().unwrap();
+        let c = admit(&caps, "1.1.1.1", None).unwrap();
+        let d = admit(&caps, "1.1.1.1", Some(OTHER)).unwrap();
+        let e = admit(&caps, "1.1.1.1", None).err().unwrap();
         assert!(e.message.contains("this client address already has 3 requests in flight"), "{}", e.message);
         // A refusal by the user cap leaves no address slot taken.
-        assert!(admit(&per_ip, &per_user, "4.4.4.4", Some(USER)).is_err());
-        let held: Vec<_> = (0..3).map(|_| admit(&per_ip, &per_user, "4.4.4.4", None).unwrap()).collect();
+        assert!(admit(&caps, "4.4.4.4", Some(USER)).is_err());
+        let held: Vec<_> = (0..3).map(|_| admit(&caps, "4.4.4.4", None).unwrap()).collect();
         // Service tokens take no slot anywhere.
-        let service: Vec<_> = (0..10).map(|_| admit(&per_ip, &per_user, "1.1.1.1", Some(SERVICE)).unwrap()).collect();
+        let service: Vec<_> = (0..10).map(|_| admit(&caps, "1.1.1.1", Some(SERVICE)).unwrap()).collect();
         assert!(service.iter().all(|(ip, user)| ip.is_none() && user.is_none()));
         // Finished requests free their slots.
         drop((a, c));
-        assert!(admit(&per_ip, &per_user, "1.1.1.1", Some(USER)).is_ok());
+        assert!(admit(&caps, "1.1.1.1", Some(USER)).is_ok());
         drop((b, d, held));
+    }
+
+    fn caps(per_ip: u32, per_user: u32, anonymous: u32) -> InFlightCaps {
+        use crate::ratelimit::InFlight;
+        InFlightCaps { per_ip: InFlight::new(per_ip, 100), per_user: InFlight::new(per_user, 100), anonymous: InFlight::new(anonymous, 100) }
+    }
+
+    /// Two addresses (or one IPv6 customer's /64s) within their own caps could still
+    /// hold every connection: requests without a token share one cap besides, and
+    /// signed-in users are not under it.
+    #[test]
+    fn anonymous_requests_in_flight_share_one_cap_that_signed_in_users_are_not_under() {
+        let caps = caps(3, 2, 4);
+        let held: Vec<_> = ["1.1.1.1", "1.1.1.1", "2.2.2.2", "3.3.3.3"].iter().map(|ip| admit(&caps, ip, None).unwrap()).collect();
+        let e = admit(&caps, "4.4.4.4", None).err().unwrap();
+        assert_eq!((e.status, e.code.as_str(), e.retry_after), (StatusCode::TOO_MANY_REQUESTS, "too_many_concurrent_requests", Some(1)));
+        assert!(e.message.contains("4 requests without a token are in flight"), "{}", e.message);
+        assert_eq!(caps.per_ip.in_flight("4.4.4.4"), 0, "a refusal by the anonymous cap leaves no address slot taken");
+        // A signed-in user, even from an address with anonymous requests in flight.
+        let user = admit(&caps, "1.1.1.1", Some(USER)).unwrap();
+        drop(held);
+        assert!(admit(&caps, "4.4.4.4", None).is_ok(), "finished requests free the shared slots");
+        drop(user);
+    }
+
+    /// A flood of /healthz runs one database check, not one per caller.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_health_checks_share_one_check_and_its_answer_expires() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let runs = Arc::new(AtomicU32::new(0));
+        let check = |runs: Arc<AtomicU32>| async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Err(ApiError::unavailable("down"))
+        };
+        let h = Arc::new(HealthCheck::new(std::time::Duration::from_secs(3600)));
+        let callers: Vec<_> = (0..50)
+            .map(|_| {
+                let (h, runs) = (h.clone(), runs.clone());
+                tokio::spawn(async move { h.get(|| check(runs)).await })
+            })
+            .collect();
+        for c in callers {
+            assert!(c.await.unwrap().is_err_and(|e| e.message == "down"), "each caller gets the check's answer");
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "50 concurrent callers, one check");
+        let h = HealthCheck::new(std::time::Duration::ZERO);
+        let _ = h.get(|| check(runs.clone())).await;
+        let _ = h.get(|| check(runs.clone())).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "an expired answer is checked again");
     }
 }

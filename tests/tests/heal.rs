@@ -298,9 +298,26 @@ fn while_the_library_is_missing_a_request_gets_a_503_to_retry_and_then_succeeds(
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
+/// The installed version as the catalog says, put back when dropped (also on panic).
+struct Version;
+
+impl Version {
+    fn set(v: &str) {
+        admin().execute("update pg_catalog.pg_extension set extversion = $1 where extname = 'pgbaas'", &[&v]).unwrap();
+    }
+}
+
+impl Drop for Version {
+    fn drop(&mut self) {
+        Version::set(CURRENT);
+    }
+}
+
 /// Every upgrade script tells the proxies (`pg_notify('baas_extension', version)`,
 /// delivered when ALTER EXTENSION commits: upgrade.rs checks that the update sends
-/// it); a proxy then retires the connections it opened before, at their next checkout.
+/// it); a proxy then reads the installed version and, as it changed, retires the
+/// connections it opened before, at their next checkout. Any role may notify: a
+/// notification while the version stays as it was retires nothing.
 #[test]
 fn an_announced_extension_update_retires_the_connections_opened_before_it() {
     let _lock = lock();
@@ -313,19 +330,36 @@ fn an_announced_extension_update_retires_the_connections_opened_before_it() {
         let r = request_at(&base, "GET", "/v1/auth/user", Some(&u.access), &[], None);
         assert_eq!(r.status, 200, "{}", r.body);
     };
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| (0..5).for_each(|_| me()));
-        }
-    });
+    let warm = || {
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| (0..5).for_each(|_| me()));
+            }
+        })
+    };
+    warm();
     let before = backend_pids(&name);
     assert!(!before.is_empty());
-    // Nothing retires them while nothing changes.
+    // Nothing retires them while nothing changes...
     (0..6).for_each(|_| me());
     assert!(backend_pids(&name).iter().any(|pid| before.contains(pid)), "connections were replaced without an update");
+    // ...not even a notification, which any role may send, naming any version, when
+    // the installed version is the one the proxy saw.
+    let mut anyone = postgres::Client::connect(&env().cluster.authenticator_url().unwrap(), postgres::NoTls).unwrap();
+    for v in [CURRENT, "9.9.9"] {
+        anyone.batch_execute(&format!("select pg_notify('baas_extension', '{v}')")).unwrap();
+    }
+    // Delivered asynchronously, in milliseconds: a proxy that retired on them would
+    // have by then (if it has not read them yet, this passes without proving much).
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    (0..6).for_each(|_| me());
+    assert!(backend_pids(&name).iter().any(|pid| before.contains(pid)), "a notification without a new version replaced the connections");
 
-    admin().batch_execute(&format!("select pg_notify('baas_extension', '{CURRENT}')")).unwrap();
-    // Delivered asynchronously: requests keep succeeding, and soon run on new backends only.
+    // An update: the installed version changes, then the notification.
+    let _restore = Version;
+    Version::set(&format!("{CURRENT}-heal"));
+    admin().batch_execute(&format!("select pg_notify('baas_extension', '{CURRENT}-heal')")).unwrap();
+    // Requests keep succeeding, and soon run on new backends only.
     wait_until("the connections opened before the update are still used", || {
         me();
         !backend_pids(&name).iter().any(|pid| before.contains(pid))
