@@ -151,6 +151,45 @@ drop table baas._lockouts;
 -- the table is made anew as sql/schema.sql makes it, with the token settings carried
 -- over; the new login_* settings start at their defaults (the old ones counted a
 -- different thing: failures of everyone, for a wall).
+-- A DBA's own views, functions or columns that depend on baas.settings would make the
+-- drop below fail with a bare "cannot drop table" after half the update had run: they
+-- are named up front instead, to be dropped before the update and made again after it.
+-- Grants on baas.settings beyond the extension's own (none) do not carry over to the
+-- new table: a warning prints the GRANT statements that restore them (re-issued after
+-- the update they are the DBA's, so pg_dump keeps them).
+do $$
+declare
+    v_deps text;
+    v_grants text;
+begin
+    select string_agg(distinct coalesce(
+               (select pg_catalog.pg_describe_object('pg_class'::regclass, r.ev_class, 0)
+                  from pg_catalog.pg_rewrite r
+                 where d.classid = 'pg_rewrite'::regclass and r.oid = d.objid),
+               pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)), ', ')
+      into v_deps
+      from pg_catalog.pg_depend d, pg_catalog.pg_type t
+     where t.oid = 'baas.settings'::regtype and d.deptype = 'n'
+       and ((d.refclassid = 'pg_class'::regclass and d.refobjid = 'baas.settings'::regclass)
+            or (d.refclassid = 'pg_type'::regclass and d.refobjid in (t.oid, t.typarray)));
+    if v_deps is not null then
+        raise exception using errcode = '2BP01',
+            message = format('pgbaas 0.3.0 makes table baas.settings anew, and these depend on it: %s', v_deps),
+            hint = 'Drop them, run ALTER EXTENSION pgbaas UPDATE, then create them again (see docs/operations.md).';
+    end if;
+    select string_agg(format('grant %s on baas.settings to %s%s;', a.privilege_type,
+                             case when a.grantee = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) end,
+                             case when a.is_grantable then ' with grant option' else '' end), ' ')
+      into v_grants
+      from pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+     where c.oid = 'baas.settings'::regclass and a.grantee <> c.relowner;
+    if v_grants is not null then
+        raise warning using
+            message = 'pgbaas 0.3.0 makes table baas.settings anew: its grants do not carry over',
+            hint = 'After the update, re-issue: ' || v_grants;
+    end if;
+end
+$$;
 -- The old table's constraints step aside first, so that the new one's get the names a
 -- fresh install gives them.
 alter table baas.settings rename constraint settings_pkey to _settings_0_2_0_pkey;
