@@ -16,6 +16,37 @@
 -------------------------------------------------------------------- review: no existence oracle in _set_document_owner
 create or replace function baas._set_document_owner(collection_id integer, id uuid, new_owner uuid, expected_version bigint)
 returns baas.documents
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_caller text := baas._caller_role();
+    d baas.documents;
+begin
+    select * into d from baas.documents t
+     where t.collection_id = _set_document_owner.collection_id and t.id = _set_document_owner.id
+       for update;
+    -- Running as the extension's owner: asked about the caller's role. A caller who may
+    -- not manage the document gets the same answer as for a missing one, so that a
+    -- direct SQL call cannot tell an unreadable id from a free one (baas.transfer has
+    -- already answered 404 or 403 as the caller sees it before calling this).
+    if not found or not baas._may_manage(d.owner, v_caller) then
+        raise exception using errcode = 'P0002', detail = 'document_not_found', message = 'document not found';
+    end if;
+    if expected_version is not null and d.version <> expected_version then
+        perform baas._version_conflict(d.version, expected_version);
+    end if;
+    if new_owner is null or not exists (select from baas.users u where u.id = new_owner) then
+        raise exception using errcode = '22023', detail = 'invalid_request',
+            message = 'new owner must be an existing user id';
+    end if;
+    update baas.documents t set owner = new_owner
+     where t.collection_id = _set_document_owner.collection_id and t.id = _set_document_owner.id
+    returning * into d;
+    return d;
+end
+$$;
+
 -- ---------------------------------------------------------------------------------
 -- Index builds that do not stop the world (issue 13): builds run in a background
 -- worker with CREATE INDEX CONCURRENTLY; baas.indexes records their state. Existing
