@@ -47,79 +47,6 @@ begin
 end
 $$;
 
--- ---------------------------------------------------------------------------------
--- Index builds that do not stop the world (issue 13): builds run in a background
--- worker with CREATE INDEX CONCURRENTLY; baas.indexes records their state. Existing
--- 0.2.0 indexes were built in their request, so they are 'ready' (the column default).
--- (The default is set after the update: ADD COLUMN … DEFAULT would keep 'ready' as the
--- column's "missing value", which a fresh install does not have.)
-alter table baas.indexes
-    add column state text check (state in ('building', 'ready', 'failed')),
-    add column error text,
-    add column started_at timestamptz,
-    add column finished_at timestamptz,
-    add column worker_pid integer;
-update baas.indexes set state = 'ready';
-alter table baas.indexes alter column state set default 'ready', alter column state set not null;
-
--- sql/documents.sql (pgrx: api::index_build::index_build_launch)
-CREATE  FUNCTION baas."_index_build_launch"() RETURNS bool /* bool */
-VOLATILE STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'index_build_launch_wrapper';
-
-drop function baas.create_index(text, text, text);
-
-create or replace function baas.drop_collection(name text) returns void
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-#variable_conflict use_column
-declare
-    c baas.collections := baas._collection_by_name(drop_collection.name);
-    i baas.indexes;
-begin
-    -- Before the collection, so that their audit entries can still name it.
-    for i in delete from baas.indexes x where x.collection_id = c.id returning x.* loop
-        perform baas._index_forget(i);
-    end loop;
-    delete from baas.collections where id = c.id;
-end
-$$;
-comment on function baas.drop_collection(text) is 'Drop a collection and all its documents';
-
--- DBAs: rebuild every btree index's entries from the documents (after a restore).
-create or replace function baas.rebuild_index_entries() returns integer
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-    v_caller text := baas._caller_role();
-    d baas.documents;
-begin
-    select * into d from baas.documents t
-     where t.collection_id = _set_document_owner.collection_id and t.id = _set_document_owner.id
-       for update;
-    -- Running as the extension's owner: asked about the caller's role. A caller who may
-    -- not manage the document gets the same answer as for a missing one, so that a
-    -- direct SQL call cannot tell an unreadable id from a free one (baas.transfer has
-    -- already answered 404 or 403 as the caller sees it before calling this).
-    if not found or not baas._may_manage(d.owner, v_caller) then
-        raise exception using errcode = 'P0002', detail = 'document_not_found', message = 'document not found';
-    end if;
-    if expected_version is not null and d.version <> expected_version then
-        perform baas._version_conflict(d.version, expected_version);
-    end if;
-    if new_owner is null or not exists (select from baas.users u where u.id = new_owner) then
-        raise exception using errcode = '22023', detail = 'invalid_request',
-            message = 'new owner must be an existing user id';
-    end if;
-    update baas.documents t set owner = new_owner
-     where t.collection_id = _set_document_owner.collection_id and t.id = _set_document_owner.id
-    returning * into d;
-    return d;
-end
-$$;
 -- ---------------------------------------------------------------- connections that heal
 -- Tell every proxy that the extension changed: a proxy LISTENs on baas_extension and
 -- retires the pooled connections opened before the update at their next checkout, so
@@ -619,6 +546,54 @@ revoke execute on function
     baas._login_succeeded(text, uuid, text, text), baas.login(text, text, text, text)
   from public;
 grant execute on function baas.login(text, text, text, text) to baas_anon, baas_user, baas_service;
+
+-- ---------------------------------------------------------------------------------
+-- Index builds that do not stop the world (issue 13): builds run in a background
+-- worker with CREATE INDEX CONCURRENTLY; baas.indexes records their state. Existing
+-- 0.2.0 indexes were built in their request, so they are 'ready' (the column default).
+-- (The default is set after the update: ADD COLUMN … DEFAULT would keep 'ready' as the
+-- column's "missing value", which a fresh install does not have.)
+alter table baas.indexes
+    add column state text check (state in ('building', 'ready', 'failed')),
+    add column error text,
+    add column started_at timestamptz,
+    add column finished_at timestamptz,
+    add column worker_pid integer;
+update baas.indexes set state = 'ready';
+alter table baas.indexes alter column state set default 'ready', alter column state set not null;
+
+-- sql/documents.sql (pgrx: api::index_build::index_build_launch)
+CREATE  FUNCTION baas."_index_build_launch"() RETURNS bool /* bool */
+VOLATILE STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'index_build_launch_wrapper';
+
+drop function baas.create_index(text, text, text);
+
+create or replace function baas.drop_collection(name text) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    c baas.collections := baas._collection_by_name(drop_collection.name);
+    i baas.indexes;
+begin
+    -- Before the collection, so that their audit entries can still name it.
+    for i in delete from baas.indexes x where x.collection_id = c.id returning x.* loop
+        perform baas._index_forget(i);
+    end loop;
+    delete from baas.collections where id = c.id;
+end
+$$;
+comment on function baas.drop_collection(text) is 'Drop a collection and all its documents';
+
+-- DBAs: rebuild every btree index's entries from the documents (after a restore).
+create or replace function baas.rebuild_index_entries() returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
     i record;
     n integer := 0;
 begin
