@@ -129,7 +129,21 @@ begin
       from pg_catalog.pg_depend d, pg_catalog.pg_type t
      where t.oid = 'baas.settings'::regtype and d.deptype = 'n'
        and ((d.refclassid = 'pg_class'::regclass and d.refobjid = 'baas.settings'::regclass)
-            or (d.refclassid = 'pg_type'::regclass and d.refobjid in (t.oid, t.typarray)));
+            or (d.refclassid = 'pg_type'::regclass and d.refobjid in (t.oid, t.typarray)))
+       -- The table's own parts go with it.
+       and not (d.classid = 'pg_class'::regclass and d.objid = 'baas.settings'::regclass)
+       and not exists (select from pg_catalog.pg_constraint c
+                        where d.classid = 'pg_constraint'::regclass and c.oid = d.objid
+                          and c.conrelid = 'baas.settings'::regclass)
+       and not exists (select from pg_catalog.pg_trigger g
+                        where d.classid = 'pg_trigger'::regclass and g.oid = d.objid
+                          and g.tgrelid = 'baas.settings'::regclass)
+       and not exists (select from pg_catalog.pg_attrdef a
+                        where d.classid = 'pg_attrdef'::regclass and a.oid = d.objid
+                          and a.adrelid = 'baas.settings'::regclass)
+       and not exists (select from pg_catalog.pg_policy y
+                        where d.classid = 'pg_policy'::regclass and y.oid = d.objid
+                          and y.polrelid = 'baas.settings'::regclass);
     if v_deps is not null then
         raise exception using errcode = '2BP01',
             message = format('pgbaas 0.3.0 makes table baas.settings anew, and these depend on it: %s', v_deps),
