@@ -115,15 +115,19 @@ $$;
 -- like a known one) and per source:
 --   'ip:<address>'     the client address the proxy saw (IPv6 by /64, like its limits),
 --                      or 'sql' for a caller without one;
---   'device:<id>'      a device id the app keeps, once that device has signed in to the
---                      account (an unknown device id counts under its address, so
---                      making up new ones gains nothing);
+--   'device:<id>@<address>'  a device id the app keeps, at the address it signed in to
+--                      the account from: the pair, not the id alone, because an id
+--                      travels in every request and anyone who learns it could
+--                      otherwise make the owner's device wait, and skip the
+--                      account-wide count, from anywhere. An unknown pair counts under
+--                      its address (so making up ids gains nothing) and account-wide;
 --   'session:<id>'     a caller holding a live refresh token (login) or session
 --                      (password change) of the account;
 --   '*'                the account as a whole: failures from untrusted sources only.
 -- A source is trusted for an account when it holds a live refresh token of it, or when
--- its device or address signed in to it within login_trust_ttl. Trusted sources wait
--- only for their own failures, never for the account-wide count.
+-- its (device, address) pair or address signed in to it within login_trust_ttl.
+-- Trusted sources wait only for their own failures, never for the account-wide count.
+-- An account keeps at most 20 trusted sources, its newest (baas._login_succeeded).
 create table baas._login_throttles (
     email text not null,
     source text not null,
@@ -181,26 +185,31 @@ declare
     s baas.settings;
     v_addr text := baas._login_address();
     v_until timestamptz;
+    -- An unknown email (p_user null) runs the same lookups, under an id no account
+    -- has, so that the answer takes as long as for a known one (a constant null would
+    -- let the planner skip them).
+    v_user uuid := coalesce(p_user, '00000000-0000-0000-0000-000000000000');
+    v_pair boolean;
 begin
     select * into strict s from baas.settings;
     source := v_addr;
     trusted := false;
-    if p_user is not null then
-        if p_session is not null then
-            source := 'session:' || p_session;
-            trusted := true;
-        elsif p_device is not null and exists (
-                select from baas._trusted_sources t
-                 where t.user_id = p_user and t.source = 'device:' || p_device
-                   and t.last_success_at > clock_timestamp() - s.login_trust_ttl) then
-            source := 'device:' || p_device;
-            trusted := true;
-        else
-            trusted := exists (
-                select from baas._trusted_sources t
-                 where t.user_id = p_user and t.source = v_addr
-                   and t.last_success_at > clock_timestamp() - s.login_trust_ttl);
-        end if;
+    v_pair := exists (
+        select from baas._trusted_sources t
+         where t.user_id = v_user and t.source = 'device:' || coalesce(p_device, '') || '@' || v_addr
+           and t.last_success_at > clock_timestamp() - s.login_trust_ttl);
+    trusted := exists (
+        select from baas._trusted_sources t
+         where t.user_id = v_user and t.source = v_addr
+           and t.last_success_at > clock_timestamp() - s.login_trust_ttl);
+    if p_user is null then
+        trusted := false;
+    elsif p_session is not null then
+        source := 'session:' || p_session;
+        trusted := true;
+    elsif p_device is not null and v_pair then
+        source := 'device:' || p_device || '@' || v_addr;
+        trusted := true;
     end if;
     select max(t.wait_until) into v_until from baas._login_throttles t
      where t.email = p_email and (t.source = _login_gate.source or (t.source = '*' and not trusted))
@@ -246,12 +255,16 @@ begin
          select x.ctid from baas._login_throttles x
           where x.last_failure_at < clock_timestamp() - s.login_failure_window
             and (x.wait_until is null or x.wait_until < clock_timestamp())
-          limit 20));
+          -- Rows another failed login holds are left to a later cleanup: waiting on
+          -- them let two concurrent failures lock each other's rows in opposite
+          -- orders (40P01), and the loser's failure went uncounted.
+          limit 20 for update skip locked));
 end
 $$;
 
--- After a successful sign-in: its source starts afresh, and its address and device
--- become trusted for the account.
+-- After a successful sign-in: its source starts afresh, and its address and its
+-- (device, address) pair become trusted for the account. An account keeps its 20
+-- newest trusted sources: each new device id adds one, and ids are the app's to pick.
 create function baas._login_succeeded(p_email text, p_user uuid, p_source text, p_device text) returns void
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
@@ -267,9 +280,13 @@ begin
     -- 'sql' is every caller without an address: never trusted as a whole.
     insert into baas._trusted_sources as t (user_id, source, last_success_at)
     select p_user, x.source, clock_timestamp()
-      from unnest(array[nullif(v_addr, 'sql'), 'device:' || p_device]) as x(source)
+      from unnest(array[nullif(v_addr, 'sql'), 'device:' || p_device || '@' || v_addr]) as x(source)
      where x.source is not null
     on conflict (user_id, source) do update set last_success_at = excluded.last_success_at;
+    delete from baas._trusted_sources t
+     where t.user_id = p_user
+       and t.source not in (select x.source from baas._trusted_sources x where x.user_id = p_user
+                             order by x.last_success_at desc, x.source limit 20);
 end
 $$;
 

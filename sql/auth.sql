@@ -243,6 +243,7 @@ declare
     u baas.users;
     v_key text;
     v_session uuid;
+    v_owner uuid;
     g record;
 begin
     if login.email is null or login.password is null then
@@ -260,11 +261,16 @@ begin
     -- One attempt per typed email at a time, known or not, so that concurrent guesses
     -- see each other's failures (a burst cannot slip past a throttle).
     perform pg_advisory_xact_lock(hashtextextended('baas.login:' || v_key, 0));
-    if u.id is not null and login.refresh_token is not null and length(login.refresh_token) <= 256 then
-        select s.id into v_session
+    -- Looked up whether the email exists or not (and then matched to the account), so
+    -- that an unknown email is not answered sooner than a known one.
+    if login.refresh_token is not null and length(login.refresh_token) <= 256 then
+        select s.id, s.user_id into v_session, v_owner
           from baas.refresh_tokens t join baas.sessions s on s.id = t.session_id
          where t.token_hash = baas._hash_token(login.refresh_token) and t.used_at is null
-           and s.user_id = u.id and s.revoked_at is null and s.expires_at > now();
+           and s.revoked_at is null and s.expires_at > now();
+        if v_owner is distinct from u.id then
+            v_session := null;
+        end if;
     end if;
     select * into g from baas._login_gate(v_key, u.id, login.device_id, v_session);
     if g.retry_after is not null then

@@ -111,6 +111,59 @@ drop table baas._lockouts;
 -- the table is made anew as sql/schema.sql makes it, with the token settings carried
 -- over; the new login_* settings start at their defaults (the old ones counted a
 -- different thing: failures of everyone, for a wall).
+-- A DBA's own views, functions or columns that depend on baas.settings would make the
+-- drop below fail with a bare "cannot drop table" after half the update had run: they
+-- are named up front instead, to be dropped before the update and made again after it.
+-- Grants on baas.settings beyond the extension's own (none) do not carry over to the
+-- new table: a warning prints the GRANT statements that restore them (re-issued after
+-- the update they are the DBA's, so pg_dump keeps them).
+do $$
+declare
+    v_deps text;
+    v_grants text;
+begin
+    select string_agg(distinct coalesce(
+               (select pg_catalog.pg_describe_object('pg_class'::regclass, r.ev_class, 0)
+                  from pg_catalog.pg_rewrite r
+                 where d.classid = 'pg_rewrite'::regclass and r.oid = d.objid),
+               pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)), ', ')
+      into v_deps
+      from pg_catalog.pg_depend d, pg_catalog.pg_type t
+     where t.oid = 'baas.settings'::regtype and d.deptype = 'n'
+       and ((d.refclassid = 'pg_class'::regclass and d.refobjid = 'baas.settings'::regclass)
+            or (d.refclassid = 'pg_type'::regclass and d.refobjid in (t.oid, t.typarray)))
+       -- The table's own parts go with it.
+       and not (d.classid = 'pg_class'::regclass and d.objid = 'baas.settings'::regclass)
+       and not exists (select from pg_catalog.pg_constraint c
+                        where d.classid = 'pg_constraint'::regclass and c.oid = d.objid
+                          and c.conrelid = 'baas.settings'::regclass)
+       and not exists (select from pg_catalog.pg_trigger g
+                        where d.classid = 'pg_trigger'::regclass and g.oid = d.objid
+                          and g.tgrelid = 'baas.settings'::regclass)
+       and not exists (select from pg_catalog.pg_attrdef a
+                        where d.classid = 'pg_attrdef'::regclass and a.oid = d.objid
+                          and a.adrelid = 'baas.settings'::regclass)
+       and not exists (select from pg_catalog.pg_policy y
+                        where d.classid = 'pg_policy'::regclass and y.oid = d.objid
+                          and y.polrelid = 'baas.settings'::regclass);
+    if v_deps is not null then
+        raise exception using errcode = '2BP01',
+            message = format('pgbaas 0.3.0 makes table baas.settings anew, and these depend on it: %s', v_deps),
+            hint = 'Drop them, run ALTER EXTENSION pgbaas UPDATE, then create them again (see docs/operations.md).';
+    end if;
+    select string_agg(format('grant %s on baas.settings to %s%s;', a.privilege_type,
+                             case when a.grantee = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) end,
+                             case when a.is_grantable then ' with grant option' else '' end), ' ')
+      into v_grants
+      from pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+     where c.oid = 'baas.settings'::regclass and a.grantee <> c.relowner;
+    if v_grants is not null then
+        raise warning using
+            message = 'pgbaas 0.3.0 makes table baas.settings anew: its grants do not carry over',
+            hint = 'After the update, re-issue: ' || v_grants;
+    end if;
+end
+$$;
 -- The old table's constraints step aside first, so that the new one's get the names a
 -- fresh install gives them.
 alter table baas.settings rename constraint settings_pkey to _settings_0_2_0_pkey;
@@ -213,26 +266,31 @@ declare
     s baas.settings;
     v_addr text := baas._login_address();
     v_until timestamptz;
+    -- An unknown email (p_user null) runs the same lookups, under an id no account
+    -- has, so that the answer takes as long as for a known one (a constant null would
+    -- let the planner skip them).
+    v_user uuid := coalesce(p_user, '00000000-0000-0000-0000-000000000000');
+    v_pair boolean;
 begin
     select * into strict s from baas.settings;
     source := v_addr;
     trusted := false;
-    if p_user is not null then
-        if p_session is not null then
-            source := 'session:' || p_session;
-            trusted := true;
-        elsif p_device is not null and exists (
-                select from baas._trusted_sources t
-                 where t.user_id = p_user and t.source = 'device:' || p_device
-                   and t.last_success_at > clock_timestamp() - s.login_trust_ttl) then
-            source := 'device:' || p_device;
-            trusted := true;
-        else
-            trusted := exists (
-                select from baas._trusted_sources t
-                 where t.user_id = p_user and t.source = v_addr
-                   and t.last_success_at > clock_timestamp() - s.login_trust_ttl);
-        end if;
+    v_pair := exists (
+        select from baas._trusted_sources t
+         where t.user_id = v_user and t.source = 'device:' || coalesce(p_device, '') || '@' || v_addr
+           and t.last_success_at > clock_timestamp() - s.login_trust_ttl);
+    trusted := exists (
+        select from baas._trusted_sources t
+         where t.user_id = v_user and t.source = v_addr
+           and t.last_success_at > clock_timestamp() - s.login_trust_ttl);
+    if p_user is null then
+        trusted := false;
+    elsif p_session is not null then
+        source := 'session:' || p_session;
+        trusted := true;
+    elsif p_device is not null and v_pair then
+        source := 'device:' || p_device || '@' || v_addr;
+        trusted := true;
     end if;
     select max(t.wait_until) into v_until from baas._login_throttles t
      where t.email = p_email and (t.source = _login_gate.source or (t.source = '*' and not trusted))
@@ -278,12 +336,16 @@ begin
          select x.ctid from baas._login_throttles x
           where x.last_failure_at < clock_timestamp() - s.login_failure_window
             and (x.wait_until is null or x.wait_until < clock_timestamp())
-          limit 20));
+          -- Rows another failed login holds are left to a later cleanup: waiting on
+          -- them let two concurrent failures lock each other's rows in opposite
+          -- orders (40P01), and the loser's failure went uncounted.
+          limit 20 for update skip locked));
 end
 $$;
 
--- After a successful sign-in: its source starts afresh, and its address and device
--- become trusted for the account.
+-- After a successful sign-in: its source starts afresh, and its address and its
+-- (device, address) pair become trusted for the account. An account keeps its 20
+-- newest trusted sources: each new device id adds one, and ids are the app's to pick.
 create function baas._login_succeeded(p_email text, p_user uuid, p_source text, p_device text) returns void
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
@@ -299,9 +361,13 @@ begin
     -- 'sql' is every caller without an address: never trusted as a whole.
     insert into baas._trusted_sources as t (user_id, source, last_success_at)
     select p_user, x.source, clock_timestamp()
-      from unnest(array[nullif(v_addr, 'sql'), 'device:' || p_device]) as x(source)
+      from unnest(array[nullif(v_addr, 'sql'), 'device:' || p_device || '@' || v_addr]) as x(source)
      where x.source is not null
     on conflict (user_id, source) do update set last_success_at = excluded.last_success_at;
+    delete from baas._trusted_sources t
+     where t.user_id = p_user
+       and t.source not in (select x.source from baas._trusted_sources x where x.user_id = p_user
+                             order by x.last_success_at desc, x.source limit 20);
 end
 $$;
 
@@ -349,6 +415,11 @@ select pg_catalog.pg_extension_config_dump('baas._login_throttles', '');
 select pg_catalog.pg_extension_config_dump('baas._trusted_sources', '');
 
 drop function baas.login(text, text);
+-- Sign in. device_id: an identifier the app keeps for this install (a hint, never a
+-- credential: it only lets a device that signed in before skip waits other sources
+-- caused); refresh_token: a live refresh token of the account, which does the same
+-- without being spent. Failures make their source wait (sql/audit.sql, sign-in
+-- throttling): {"error": {"code": "too_many_attempts", "retry_after": seconds}}.
 create function baas.login(email text, password text, device_id text default null,
                            refresh_token text default null) returns jsonb
 language plpgsql volatile security definer
@@ -359,6 +430,7 @@ declare
     u baas.users;
     v_key text;
     v_session uuid;
+    v_owner uuid;
     g record;
 begin
     if login.email is null or login.password is null then
@@ -376,11 +448,16 @@ begin
     -- One attempt per typed email at a time, known or not, so that concurrent guesses
     -- see each other's failures (a burst cannot slip past a throttle).
     perform pg_advisory_xact_lock(hashtextextended('baas.login:' || v_key, 0));
-    if u.id is not null and login.refresh_token is not null and length(login.refresh_token) <= 256 then
-        select s.id into v_session
+    -- Looked up whether the email exists or not (and then matched to the account), so
+    -- that an unknown email is not answered sooner than a known one.
+    if login.refresh_token is not null and length(login.refresh_token) <= 256 then
+        select s.id, s.user_id into v_session, v_owner
           from baas.refresh_tokens t join baas.sessions s on s.id = t.session_id
          where t.token_hash = baas._hash_token(login.refresh_token) and t.used_at is null
-           and s.user_id = u.id and s.revoked_at is null and s.expires_at > now();
+           and s.revoked_at is null and s.expires_at > now();
+        if v_owner is distinct from u.id then
+            v_session := null;
+        end if;
     end if;
     select * into g from baas._login_gate(v_key, u.id, login.device_id, v_session);
     if g.retry_after is not null then

@@ -3,7 +3,7 @@
 -- questions from docs/security.md are one query each; repeated failed logins make their
 -- source wait (growing delays), never the owner's own clients.
 begin;
-select plan(47);
+select plan(56);
 
 -- As a signed-in user with a live session (claims carry the session id).
 create function pg_temp.as_session(uid text, q text) returns text language plpgsql as $$
@@ -94,9 +94,16 @@ select is((select details ->> 'source' from baas.audit_log where action = 'login
 -- ...but not ann's own clients.
 select set_config('baas.client_ip', '198.51.100.7', true);
 select ok(baas.login('ann@audit.test', 'long enough pw') ? 'access_token', 'ann signs in at once from her own address');
-select set_config('baas.client_ip', '100.64.0.9', true);
 select ok(baas.login('ann@audit.test', 'long enough pw', device_id => 'ann-phone') ? 'access_token',
-          'and from her phone on another network (its device id signed in before)');
+          'and from her phone there (that device at that address signed in before)');
+-- A device id vouches only at the address it signed in from: an id travels in every
+-- request, and whoever learns it must not pass for the phone elsewhere.
+select set_config('baas.client_ip', '100.64.0.9', true);
+select is(pg_temp.code(baas.login('ann@audit.test', 'long enough pw', device_id => 'ann-phone')), 'too_many_attempts',
+          'her phone''s id on another network waits like any new client');
+select ok(baas.login('ann@audit.test', 'long enough pw', device_id => 'ann-phone',
+                     refresh_token => :'ann_session'::jsonb ->> 'refresh_token') ? 'access_token',
+          'with its refresh token it signs in at once (and that pair is now known)');
 -- (That success made 100.64.0.9 one of ann's addresses too.) A stranger's made-up id:
 select set_config('baas.client_ip', '100.64.0.10', true);
 select is(pg_temp.code(baas.login('ann@audit.test', 'long enough pw', device_id => 'made-up')), 'too_many_attempts',
@@ -114,6 +121,38 @@ select is((select count(*)::int from baas.audit_log where action = 'account.unlo
 select set_config('baas.client_ip', '192.0.2.50', true);
 select ok(baas.login('ann@audit.test', 'long enough pw') ? 'access_token', 'any client signs in again');
 select is(baas.unlock_account(:'ann'), false, 'nothing left to lift');
+-- Someone who learned the phone's id guesses with it from elsewhere: the failures count
+-- under their address and account-wide, and never make the phone wait at its address.
+select set_config('baas.client_ip', '203.0.113.200', true);
+select is(array(select pg_temp.code(baas.login('ann@audit.test', 'guess ' || g, device_id => 'ann-phone'))
+                  from generate_series(1, 4) g),
+          array['invalid_credentials', 'invalid_credentials', 'invalid_credentials', 'too_many_attempts'],
+          'guesses with a stolen device id wait like any stranger''s');
+select is((select array_agg(source || '=' || failures order by source collate "C") from baas._login_throttles
+            where email = 'ann@audit.test'), array['*=3', 'ip:203.0.113.200=3'],
+          'they count under the guesser''s address and account-wide');
+select set_config('baas.client_ip', '198.51.100.7', true);
+select ok(baas.login('ann@audit.test', 'long enough pw', device_id => 'ann-phone') ? 'access_token',
+          'the phone at its own address signs in at once');
+-- An unknown email does the same lookups as a known one before its answer (refresh
+-- token, trusted device and address), so the time it takes tells nothing.
+create temp table scans as select relname, coalesce(seq_scan, 0) + coalesce(idx_scan, 0) as n
+    from pg_stat_xact_user_tables where schemaname = 'baas' and relname in ('refresh_tokens', '_trusted_sources');
+select baas.login('nobody-3@audit.test', 'guess', device_id => 'ann-phone',
+                  refresh_token => :'ann_session'::jsonb ->> 'refresh_token') is not null as ok \gset
+select is((select array_agg(x.relname::text || '+' || (coalesce(x.seq_scan, 0) + coalesce(x.idx_scan, 0) - coalesce(b.n, 0) > 0)::text
+                            order by x.relname collate "C")
+             from pg_stat_xact_user_tables x left join scans b using (relname)
+            where x.schemaname = 'baas' and x.relname in ('refresh_tokens', '_trusted_sources')),
+          array['_trusted_sources+true', 'refresh_tokens+true'], 'an unknown email looks up the same tables');
+-- Made-up device ids each add a trusted source on success: an account keeps its 20 newest.
+insert into baas._trusted_sources (user_id, source, last_success_at)
+    select :'ann', 'device:old-' || g || '@ip:198.51.100.7', clock_timestamp() - interval '1 hour'
+      from generate_series(1, 25) g;
+select ok(baas.login('ann@audit.test', 'long enough pw', device_id => 'new-one') ? 'access_token', 'ann signs in on a new device');
+select is((select count(*)::int from baas._trusted_sources where user_id = :'ann'), 20, 'an account keeps 20 trusted sources');
+select ok(exists (select from baas._trusted_sources where user_id = :'ann' and source = 'device:new-one@ip:198.51.100.7'),
+          'the newest among them');
 -- Guessing the current password through a password change counts under the session.
 select set_config('baas.client_ip', '203.0.113.9', true);
 select baas.signup('cat@audit.test', 'long enough pw') -> 'user' ->> 'id' as cat \gset

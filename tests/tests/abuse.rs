@@ -174,7 +174,7 @@ fn an_attacker_cannot_keep_the_owner_out_and_waits_longer_and_longer() {
         assert!(secs.abs_diff(other) <= 1, "the same wait for an unknown email: {secs} vs {other}");
         waits.push(secs);
         // Meanwhile the owner signs in at once: on her phone's address, and on another
-        // network with the phone's device id.
+        // network (an address that has not failed; the account-wide count is not reached).
         assert_eq!(login(phone, json!({"email": victim.email, "password": PASSWORD})).status, 200, "round {round}");
         let elsewhere = login("100.64.7.7", json!({"email": victim.email, "password": PASSWORD, "device_id": "phone-1"}));
         assert_eq!(elsewhere.status, 200, "round {round}: {}", elsewhere.body);
@@ -204,6 +204,16 @@ fn an_attacker_cannot_keep_the_owner_out_and_waits_longer_and_longer() {
     assert_eq!(refused.body["error"]["code"], "too_many_attempts");
     let stranger = login("192.0.2.250", json!({"email": victim.email, "password": PASSWORD}));
     assert_eq!(stranger.status, 429, "a client that never signed in waits, even with the right password");
+    // A device id travels in every request: whoever learned the phone's id gains nothing
+    // with it from elsewhere, and cannot make the phone wait.
+    let thief = login("192.0.2.251", json!({"email": victim.email, "password": PASSWORD, "device_id": "phone-1"}));
+    assert_eq!(thief.status, 429, "the phone's id from another address waits like a stranger: {}", thief.body);
+    for i in 0..6 {
+        let r = login("192.0.2.252", json!({"email": victim.email, "password": format!("id guess {i}"), "device_id": "phone-1"}));
+        assert!(r.status == 401 || r.status == 429, "{}", r.body);
+    }
+    let own = login(phone, json!({"email": victim.email, "password": PASSWORD, "device_id": "phone-1"}));
+    assert_eq!(own.status, 200, "the phone with its id at its address does not wait for them: {}", own.body);
     assert_eq!(login(phone, json!({"email": victim.email, "password": PASSWORD})).status, 200, "the owner's phone does not");
     assert_eq!(post("/v1/auth/refresh", None, json!({"refresh_token": victim.refresh})).status, 200, "nor does a refresh");
 
@@ -224,6 +234,38 @@ fn an_attacker_cannot_keep_the_owner_out_and_waits_longer_and_longer() {
     let lifted: bool = admin().query_one("select baas.unlock_account($1::text::uuid)", &[&victim.id]).unwrap().get(0);
     assert!(lifted);
     assert_eq!(login("192.0.2.250", json!({"email": victim.email, "password": PASSWORD})).status, 200, "lifted");
+}
+
+/// Two failed sign-ins at once must not wait on each other: each forgets a few stale
+/// counts, and before it skipped rows another failed sign-in held, two of them could
+/// lock each other's rows (40P01) and the loser's failure went uncounted. Here the
+/// first holds its rows open; the second must finish without waiting for them.
+#[test]
+fn concurrent_failed_sign_ins_do_not_wait_on_each_other() {
+    let mut setup = admin();
+    setup
+        .batch_execute(
+            "insert into baas._login_throttles (email, source, failures, last_failure_at)
+             select 'stale-' || g || '@concurrent.test', 'ip:192.0.2.1', 1, now() - interval '30 days'
+               from generate_series(1, 40) g",
+        )
+        .unwrap();
+    let mut first = admin();
+    let mut tx = first.transaction().unwrap();
+    tx.batch_execute("select baas._login_failed('first@concurrent.test', null, 'ip:192.0.2.2', false)").unwrap();
+    // The first still holds the stale rows it deleted. Without skipping them the second
+    // waited for the first to end: lock_timeout turns that wait into an error.
+    let mut second = admin();
+    second.batch_execute("set lock_timeout = '20s'").unwrap();
+    second
+        .batch_execute("select baas._login_failed('second@concurrent.test', null, 'ip:192.0.2.3', false)")
+        .expect("the second failed sign-in does not wait for the first");
+    let counted: i64 = second
+        .query_one("select count(*) from baas._login_throttles where email = 'second@concurrent.test'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, 2, "the second failure counts (its source and the account)");
+    tx.commit().unwrap();
 }
 
 /// The proxy's only database connection is held by a request blocked on a lock, so a

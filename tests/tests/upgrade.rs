@@ -542,6 +542,13 @@ fn a_database_of_the_previous_release_upgrades_in_place_and_keeps_everything() {
     assert_eq!(version, PREVIOUS);
     db.batch_execute("create database empty").unwrap();
     cluster.connect("postgres", "empty").unwrap().batch_execute("create extension pgbaas").unwrap();
+    // A DBA's view on baas.settings, which 0.3.0 makes anew: the update must name it.
+    db.batch_execute("create database dependent").unwrap();
+    cluster
+        .connect("postgres", "dependent")
+        .unwrap()
+        .batch_execute("create extension pgbaas; create view public.token_ttls as select access_token_ttl from baas.settings")
+        .unwrap();
     let fx = fill(&mut db);
     let before = rows(&mut db);
     drop(db);
@@ -578,6 +585,13 @@ fn a_database_of_the_previous_release_upgrades_in_place_and_keeps_everything() {
         let version: String = db.query_one("select extversion from pg_extension where extname = 'pgbaas'", &[]).unwrap().get(0);
         assert_eq!(version, CURRENT);
     }
+    let mut dependent = cluster.connect("postgres", "dependent").unwrap();
+    let refused = dependent.batch_execute("alter extension pgbaas update").expect_err("a view on baas.settings stops the update");
+    let refused = refused.as_db_error().expect("a database error");
+    assert_eq!(refused.code().code(), "2BP01", "{refused:?}");
+    assert!(refused.message().contains("token_ttls"), "the error names the view: {}", refused.message());
+    dependent.batch_execute("drop view public.token_ttls; alter extension pgbaas update").unwrap();
+    drop(dependent);
     let mut db = cluster.connect("postgres", DB).unwrap();
     // 0.3.0 replaced the account lockout with sign-in throttling (issue 13): its table
     // and its three settings are gone by design; every other setting is kept.
