@@ -21,18 +21,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// this 2-core machine), yet loads in a second.
 const DOCS: i64 = 4_000;
 
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// A listing of a collection anyone may read, of `DOCS` documents, with `$in` over
 /// `values` values (none matching, so every row is compared with all of them) on an
 /// unindexed field, and a count (a second scan). At 500 values, the longest list the

@@ -5,18 +5,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn list(c: &str, token: Option<&str>, query: &[(&str, String)]) -> Resp {
     let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
     call("GET", &format!("{}?{}", docs_path(c), qs.join("&")), token, None)

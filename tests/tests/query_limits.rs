@@ -8,15 +8,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn list_at(base: &str, c: &str, token: Option<&str>, query: &[(&str, String)]) -> Resp {
     let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
     request_at(base, "GET", &format!("{}?{}", docs_path(c), qs.join("&")), token, &[], None)
