@@ -4,6 +4,7 @@
 //! `pgbaas-dev run`, the README's run command.
 
 pub mod fakepg;
+pub mod realtime;
 
 use anyhow::{bail, Context, Result};
 use std::ffi::CString;
@@ -165,8 +166,10 @@ impl Cluster {
         }
         hba.push_str("host all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n");
         std::fs::write(self.data().join("pg_hba.conf"), hba)?;
+        // wal_level = logical: live change feeds decode the WAL (issue 14's capture).
         let mut conf = String::from(
-            "\n# pgbaas\nlisten_addresses = '127.0.0.1'\nmax_connections = 200\nshared_buffers = '256MB'\n",
+            "\n# pgbaas\nlisten_addresses = '127.0.0.1'\nmax_connections = 200\nshared_buffers = '256MB'\n\
+             wal_level = logical\n",
         );
         if temporary {
             // Throwaway test clusters: durability buys nothing, speed does.
