@@ -50,6 +50,11 @@ impl Ws {
         }
     }
 
+    /// A client again from a socket taken with `into_stream`.
+    pub fn from_socket(ws: WebSocket<TcpStream>) -> Ws {
+        Ws { ws, closed: false }
+    }
+
     /// Send one JSON message.
     pub fn send(&mut self, msg: &Value) {
         self.ws.send(Message::text(msg.to_string())).expect("send a WebSocket message");
@@ -318,6 +323,17 @@ impl Sse {
                     }
                 }
                 return None;
+            }
+        }
+    }
+
+    /// The next frame's JSON within `timeout`, skipping `subscribed`.
+    pub fn next_event(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.next_json(deadline.saturating_duration_since(Instant::now()))?;
+            if m["type"] != "subscribed" {
+                return Some(m);
             }
         }
     }
