@@ -130,6 +130,30 @@ pub struct Config {
     /// Largest result of one request from the database, in bytes (over it: 400 response_too_large, the statement cancelled before the result is held)
     #[arg(long, value_name = "BYTES", env = "PGBAAS_MAX_RESULT_BYTES", default_value = "16777216", value_parser = int(64usize * 1024, 1 << 30, " bytes"))]
     pub max_result_bytes: usize,
+
+    /// Live change feeds (WebSocket and SSE streams) one client IP may hold open at once (0: no cap; off with rate_limits = off)
+    #[arg(long, env = "PGBAAS_REALTIME_MAX_CONNECTIONS_PER_IP", default_value = "100", value_parser = int(0u32, 1_000_000, ""))]
+    pub realtime_max_connections_per_ip: u32,
+
+    /// Live change feeds one signed-in user may hold open at once (0: no cap; off with rate_limits = off)
+    #[arg(long, env = "PGBAAS_REALTIME_MAX_CONNECTIONS_PER_USER", default_value = "20", value_parser = int(0u32, 1_000_000, ""))]
+    pub realtime_max_connections_per_user: u32,
+
+    /// Largest WebSocket message a client may send, in bytes (larger: close 1009)
+    #[arg(long, value_name = "BYTES", env = "PGBAAS_REALTIME_MAX_MESSAGE_BYTES", default_value = "65536", value_parser = int(1024usize, 16 << 20, " bytes"))]
+    pub realtime_max_message_bytes: usize,
+
+    /// Bytes of messages queued for one realtime connection before it is cut off as a slow consumer
+    #[arg(long, value_name = "BYTES", env = "PGBAAS_REALTIME_OUTBOX_BYTES", default_value = "1048576", value_parser = int(4096usize, 1 << 30, " bytes"))]
+    pub realtime_outbox_bytes: usize,
+
+    /// Seconds between the server's WebSocket pings; no pong for twice this closes the connection
+    #[arg(id = "realtime_ping_secs", value_name = "SECS", long = "realtime-ping-secs", env = "PGBAAS_REALTIME_PING_SECS", default_value = "30", value_parser = secs(3600))]
+    pub realtime_ping: Duration,
+
+    /// Seconds between `: keepalive` comments on an idle SSE stream
+    #[arg(id = "realtime_keepalive_secs", value_name = "SECS", long = "realtime-keepalive-secs", env = "PGBAAS_REALTIME_KEEPALIVE_SECS", default_value = "15", value_parser = secs(3600))]
+    pub realtime_keepalive: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +214,13 @@ impl Config {
             per_user: cap(self.max_db_requests_per_user),
             anonymous: cap(self.max_anonymous_db_requests.unwrap_or_else(|| share(2))),
         }
+    }
+
+    /// The caps on open realtime connections per client IP and per user (service tokens
+    /// are not capped, as for requests); off with `rate_limits = off`.
+    pub fn realtime_caps(&self) -> crate::realtime::transport::Caps {
+        let cap = |n| InFlight::new(if self.rate_limits { n } else { 0 }, self.rate_limit_max_keys);
+        crate::realtime::transport::Caps { per_ip: cap(self.realtime_max_connections_per_ip), per_user: cap(self.realtime_max_connections_per_user) }
     }
 
     /// The rate limits these settings describe.

@@ -50,11 +50,14 @@ pub struct DeadlineStream {
     line_started: bool,
     /// 0: inside a line; 1: just after LF; 2: after LF, CR. A head ends with LF (CR) LF.
     state: u8,
+    /// A `101 Switching Protocols` went out: the bytes are WebSocket frames from now on,
+    /// never a request head (realtime/ws.rs has its own timeouts).
+    upgraded: bool,
 }
 
 impl DeadlineStream {
     pub fn new(inner: Stream, limit: Duration) -> DeadlineStream {
-        DeadlineStream { inner, limit, deadline: None, in_head: true, line_started: false, state: 0 }
+        DeadlineStream { inner, limit, deadline: None, in_head: true, line_started: false, state: 0, upgraded: false }
     }
 
     /// Feed newly read bytes: arm the clock at a head's first byte (blank lines
@@ -93,6 +96,9 @@ impl DeadlineStream {
     /// its own bounds, and then closes the connection. Should header_timeout be the
     /// shorter bound, it merely ends that lingering read sooner.)
     fn next_request(&mut self) {
+        if self.upgraded {
+            return;
+        }
         self.in_head = true;
         self.line_started = false;
         self.state = 0;
@@ -132,6 +138,12 @@ impl AsyncWrite for DeadlineStream {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = &r {
             if *n > 0 {
+                // pingora writes a response head in one piece, status line first.
+                if data.starts_with(b"HTTP/1.1 101 ") {
+                    self.in_head = false;
+                    self.deadline = None;
+                    self.upgraded = true;
+                }
                 self.next_request();
             }
         }

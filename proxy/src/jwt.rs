@@ -220,6 +220,9 @@ pub struct KeyCache {
     /// tokens must have expired anyway: their tokens are refused without a database
     /// round trip. Only an optimisation: Postgres checks every session on every request.
     ended_sessions: Mutex<HashMap<String, Instant>>,
+    /// The same news for live streams (realtime/transport.rs), which must end within a
+    /// second of their session: each watches this channel for its `sid`.
+    ended_tx: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
 /// Access tokens live at most 24 h (baas.settings); an ended session is remembered that long.
@@ -235,6 +238,8 @@ impl KeyCache {
             kid_reload: tokio::sync::Mutex::new(Instant::now() - MIN_RELOAD_INTERVAL),
             refresh_every,
             ended_sessions: Mutex::new(HashMap::new()),
+            // A stream that falls this many endings behind re-checks `is_session_ended`.
+            ended_tx: tokio::sync::broadcast::channel(1024).0,
         }
     }
 
@@ -248,7 +253,16 @@ impl KeyCache {
                 m.clear();
             }
         }
-        m.insert(sid.chars().take(64).collect(), now + ENDED_SESSION_MEMORY);
+        let sid: String = sid.chars().take(64).collect();
+        m.insert(sid.clone(), now + ENDED_SESSION_MEMORY);
+        drop(m);
+        // No receiver (no live stream) is no error.
+        let _ = self.ended_tx.send(sid.into());
+    }
+
+    /// Sessions ended from now on, as `session_ended` hears of them.
+    pub fn watch_ended_sessions(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.ended_tx.subscribe()
     }
 
     pub fn is_session_ended(&self, sid: &str) -> bool {

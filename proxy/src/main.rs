@@ -84,7 +84,10 @@ fn main() {
     let in_flight = cfg.in_flight_caps();
     // One database check a second at most, however many callers (server::HealthCheck).
     let health = server::HealthCheck::new(Duration::from_secs(1));
-    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health };
+    // Live change feeds: until the hub is merged, a stand-in that refuses subscriptions.
+    let feeds: Arc<dyn realtime::Feeds> = Arc::new(realtime::unavailable::Unavailable);
+    let realtime_caps = cfg.realtime_caps();
+    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps };
     let header_timeout = app.cfg.header_timeout;
     let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout };
     let mut service = Service::new("pgbaas http".to_string(), http);

@@ -98,6 +98,10 @@ pub enum RouteKind {
     Health,
     /// The signing keys' JWKS, from the proxy's cache.
     Jwks,
+    /// `GET /v1/realtime`: a WebSocket upgrade, then live change feeds (realtime/ws.rs).
+    WebSocket,
+    /// `GET /v1/collections/{c}/events`: one feed as Server-Sent Events (realtime/sse.rs).
+    Sse,
 }
 
 /// A top-level body field. Fields not declared are refused, naming the field.

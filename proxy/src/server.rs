@@ -11,6 +11,7 @@ use crate::db;
 use crate::errors::ApiError;
 use crate::jwt::{self, KeyCache, Verdict};
 use crate::ratelimit::{self, InFlightCaps, Limiter, Permit};
+use crate::realtime::{self, sse, transport, ws, Caller, Conn};
 use crate::router::{self, Auth, LimitKey, Match, Route, RouteKind, Shape};
 use crate::routes::{input, plan, ROUTES};
 use async_trait::async_trait;
@@ -37,6 +38,10 @@ pub struct App {
     pub in_flight: InFlightCaps,
     /// /healthz's database check, one at a time and its answer shared for a second.
     pub health: HealthCheck,
+    /// Live change feeds: subscriptions and fan-out (realtime/hub.rs).
+    pub feeds: Arc<dyn realtime::Feeds>,
+    /// Open realtime connections per client address and per user.
+    pub realtime_caps: transport::Caps,
 }
 
 /// /healthz answers before any rate limit (abuse.rs: monitors must always reach it),
@@ -77,14 +82,25 @@ pub struct Reply {
     /// `ETag`: a document's version, quoted.
     etag: Option<String>,
     retry_after: Option<u64>,
+    /// 426: `Upgrade: websocket` and `Sec-WebSocket-Version: 13` (the WebSocket route).
+    upgrade_required: bool,
 }
 
 impl Reply {
     fn json(status: StatusCode, body: impl Into<Bytes>) -> Reply {
-        Reply { status, body: body.into(), content_type: Some("application/json"), no_store: false, allow: None, etag: None, retry_after: None }
+        Reply {
+            status,
+            body: body.into(),
+            content_type: Some("application/json"),
+            no_store: false,
+            allow: None,
+            etag: None,
+            retry_after: None,
+            upgrade_required: false,
+        }
     }
     fn empty(status: StatusCode) -> Reply {
-        Reply { status, body: Bytes::new(), content_type: None, no_store: false, allow: None, etag: None, retry_after: None }
+        Reply { body: Bytes::new(), content_type: None, ..Reply::json(status, Bytes::new()) }
     }
     fn error(e: ApiError) -> Reply {
         let mut r = Reply::json(e.status, e.body());
@@ -113,6 +129,10 @@ impl Reply {
         }
         if let Some(secs) = self.retry_after {
             h.insert_header(header::RETRY_AFTER, secs)?;
+        }
+        if self.upgrade_required {
+            h.insert_header(header::UPGRADE, "websocket")?;
+            h.insert_header(header::SEC_WEBSOCKET_VERSION, "13")?;
         }
         Ok(h)
     }
@@ -191,20 +211,22 @@ impl App {
 
     /// The bearer token's verified claims; None when no Authorization header was sent.
     async fn authenticate(&self, s: &ServerSession) -> Result<Option<String>, ApiError> {
-        let Some(value) = s.req_header().headers.get(header::AUTHORIZATION) else {
-            return Ok(None);
-        };
-        let value = value.to_str().map_err(|_| ApiError::invalid_token("Authorization header is malformed"))?;
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(ApiError::invalid_token("Authorization must be 'Bearer <token>'")),
-        };
+        match bearer(s)? {
+            Some(token) => self.verify_token(token).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A token's verified claims JSON (as `baas.authenticate` takes it), or 401. For the
+    /// Authorization header, `?access_token=` of the realtime routes, and a WebSocket's
+    /// `auth` message.
+    pub async fn verify_token(&self, token: &str) -> Result<String, ApiError> {
         let keys = self.keys.get();
-        let live = |c: jwt::Claims| -> Result<Option<String>, ApiError> {
+        let live = |c: jwt::Claims| -> Result<String, ApiError> {
             if self.keys.is_session_ended(&c.sid) {
                 return Err(ApiError::invalid_token("the session of this token has ended"));
             }
-            Ok(Some(c.json))
+            Ok(c.json)
         };
         match jwt::verify(&keys, token) {
             Verdict::Valid(claims) => live(claims),
@@ -256,6 +278,8 @@ impl App {
             RouteKind::Health => return Ok(self.health().await),
             RouteKind::Jwks => return Ok(Reply::json(StatusCode::OK, self.keys.get().jwks_body.as_ref().clone())),
             RouteKind::Json => {}
+            // Dispatched before (process_new_http); not reached.
+            RouteKind::WebSocket | RouteKind::Sse => return Err(ApiError::internal()),
         }
         // Limits come first: a refused request costs no token check, body or connection.
         let (client_ip, ip_key) = self.client(s);
@@ -426,6 +450,144 @@ fn too_many_in_flight(retry_after: u64, why: String) -> ApiError {
     e
 }
 
+/// The Authorization header's bearer token; None when there is no such header.
+fn bearer(s: &ServerSession) -> Result<Option<&str>, ApiError> {
+    let Some(value) = s.req_header().headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| ApiError::invalid_token("Authorization header is malformed"))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
+        _ => Err(ApiError::invalid_token("Authorization must be 'Bearer <token>'")),
+    }
+}
+
+/// A realtime request that passed every check: its stream starts.
+struct Started {
+    kind: RouteKind,
+    conn: Arc<Conn>,
+    slots: transport::Slots,
+}
+
+impl App {
+    /// The realtime routes (route kinds WebSocket and Sse): the same per-IP request limit
+    /// and token check as every route (the token may also be `?access_token=`), the
+    /// handshake or the subscription, the caps on open feeds; then the response head (101,
+    /// or 200 text/event-stream). Err: the usual reply, before any byte of a stream.
+    async fn start_realtime(&self, s: &mut ServerSession, route: &'static Route, collection: Option<String>) -> Result<Started, Option<Reply>> {
+        self.check_realtime(s, route, collection).await.map_err(Some)?.start(self, s).await
+    }
+
+    async fn check_realtime(&self, s: &mut ServerSession, route: &'static Route, collection: Option<String>) -> Result<Checked, Reply> {
+        let (client_ip, ip_key) = self.client(s);
+        self.limiter.check(ratelimit::Kind::Request, &ip_key).map_err(|secs| Reply::error(ApiError::rate_limited(secs)))?;
+        let query = s.req_header().uri.query().map(str::to_string);
+        let (accept, subscribe, query_token) = match route.kind {
+            RouteKind::WebSocket => {
+                let accept = ws::handshake(s.req_header()).map_err(|r| match r {
+                    ws::Refusal::Bad(e) => Reply::error(e),
+                    ws::Refusal::UpgradeRequired(e) => Reply { upgrade_required: true, ..Reply::error(e) },
+                })?;
+                (Some(accept), None, ws::query(query.as_deref()).map_err(Reply::error)?)
+            }
+            _ => {
+                let last_event_id = match s.req_header().headers.get("last-event-id") {
+                    None => None,
+                    Some(v) => Some(v.to_str().map_err(|_| Reply::error(ApiError::bad_request("invalid_request", "Last-Event-ID is malformed")))?.to_string()),
+                };
+                let (sub, token) = sse::params(collection.unwrap_or_default(), query.as_deref(), last_event_id.as_deref()).map_err(Reply::error)?;
+                (None, Some(sub), token)
+            }
+        };
+        let token = match (bearer(s).map_err(Reply::error)?, query_token.as_deref()) {
+            (Some(_), Some(_)) => {
+                return Err(Reply::error(ApiError::bad_request("invalid_request", "send the token once: Authorization or access_token, not both")))
+            }
+            (h, q) => h.or(q).map(str::to_string),
+        };
+        let claims = match token {
+            Some(t) => Some(self.verify_token(&t).await.map_err(Reply::error)?),
+            None => None,
+        };
+        let caller = Caller::new(claims, client_ip, ip_key);
+        let slots = self.realtime_caps.admit(&caller).map_err(Reply::error)?;
+        let conn = Conn::new(caller, self.cfg.realtime_outbox_bytes);
+        Ok(Checked { kind: route.kind, conn, slots, accept, subscribe })
+    }
+}
+
+/// A realtime request whose checks passed.
+struct Checked {
+    kind: RouteKind,
+    conn: Arc<Conn>,
+    slots: transport::Slots,
+    accept: Option<String>,
+    subscribe: Option<realtime::Subscribe>,
+}
+
+impl Checked {
+    /// Subscribe (SSE: its errors are the usual JSON 4xx, before the first byte) and write
+    /// the response head. Err(None): the head could not be written.
+    async fn start(self, app: &App, s: &mut ServerSession) -> Result<Started, Option<Reply>> {
+        let Checked { kind, conn, slots, accept, subscribe } = self;
+        s.set_keepalive(None);
+        let head = match (accept, subscribe) {
+            (Some(accept), _) => {
+                let mut h = ResponseHeader::build(StatusCode::SWITCHING_PROTOCOLS, Some(3)).map_err(|_| Some(Reply::error(ApiError::internal())))?;
+                let _ = h.insert_header(header::UPGRADE, "websocket");
+                let _ = h.insert_header(header::CONNECTION, "Upgrade");
+                let _ = h.insert_header(header::SEC_WEBSOCKET_ACCEPT, accept);
+                h
+            }
+            (None, Some(sub)) => {
+                // Subscribed before the first byte: its errors are the usual JSON 4xx.
+                app.feeds.subscribe(&conn, sub).await.map_err(|e| Some(Reply::error(e)))?;
+                let mut h = ResponseHeader::build(StatusCode::OK, Some(4)).map_err(|_| Some(Reply::error(ApiError::internal())))?;
+                let _ = h.insert_header(header::CONTENT_TYPE, "text/event-stream");
+                let _ = h.insert_header(header::CACHE_CONTROL, "no-store");
+                // nginx and others would otherwise buffer the stream.
+                let _ = h.insert_header("x-accel-buffering", "no");
+                h
+            }
+            (None, None) => return Err(Some(Reply::error(ApiError::internal()))),
+        };
+        if let Err(e) = s.write_response_header(Box::new(head)).await {
+            log::debug!("writing a realtime response head: {e}");
+            app.feeds.disconnect(&conn);
+            return Err(None);
+        }
+        Ok(Started { kind, conn, slots })
+    }
+}
+
+impl App {
+
+    /// Run a started stream to its end on the raw connection (never reused after).
+    async fn stream(self: &Arc<Self>, s: ServerSession, started: Started, shutdown: &ShutdownWatch) {
+        let Started { kind, conn, slots } = started;
+        let mut s = s;
+        // Bytes the client sent after its head (a WebSocket client must wait for the 101,
+        // RFC 6455 4.1, but may not): pingora holds them; they are the first frames.
+        let preread = match kind {
+            RouteKind::WebSocket => match tokio::time::timeout(std::time::Duration::ZERO, s.read_request_body()).await {
+                Ok(Ok(Some(b))) => b.to_vec(),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        let ServerSession::H1(h1) = s else {
+            self.feeds.disconnect(&conn);
+            return;
+        };
+        let stream = h1.into_inner();
+        let shutdown = shutdown.clone();
+        match kind {
+            RouteKind::WebSocket => ws::Ws { app: self.clone(), conn, slots, shutdown }.run(stream, preread).await,
+            _ => sse::Sse { app: self.clone(), conn, slots, shutdown }.run(stream).await,
+        }
+    }
+}
+
 fn check_content_type(s: &ServerSession) -> Result<(), ApiError> {
     let Some(ct) = s.req_header().headers.get(header::CONTENT_TYPE) else {
         return Ok(());
@@ -501,7 +663,43 @@ impl HttpServerApp for App {
         // A client that stops reading its answer cannot pin the task and its buffer.
         s.set_write_timeout(Some(self.cfg.body_timeout));
         let started = std::time::Instant::now();
+        if let Some((route, collection)) = realtime_route(&s) {
+            let result = match collection {
+                Ok(c) => self.start_realtime(&mut s, route, c).await,
+                Err(e) => Err(Some(Reply::error(e))),
+            };
+            match result {
+                Ok(st) => {
+                    log::info!("{} {} -> stream", s.req_header().method, s.req_header().uri.path());
+                    self.stream(s, st, shutdown).await;
+                    return None;
+                }
+                Err(None) => return None,
+                Err(Some(reply)) => return self.respond(s, reply, started).await,
+            }
+        }
         let reply = self.handle(&mut s).await.unwrap_or_else(Reply::error);
+        self.respond(s, reply, started).await
+    }
+}
+
+/// The realtime route a request is for, and its collection (SSE); None for the rest.
+type Collection = Result<Option<String>, ApiError>;
+
+fn realtime_route(s: &ServerSession) -> Option<(&'static Route, Collection)> {
+    let h = s.req_header();
+    match router::route(ROUTES, &h.method, h.uri.path()) {
+        Match::Found(r, p) if matches!(r.kind, RouteKind::WebSocket | RouteKind::Sse) => {
+            let collection = if r.kind == RouteKind::Sse { p.get(0).map(|c| Some(c.into_owned())) } else { Ok(None) };
+            Some((r, collection))
+        }
+        _ => None,
+    }
+}
+
+impl App {
+    /// Write a reply, then keep, linger on or close the connection.
+    async fn respond(&self, mut s: ServerSession, reply: Reply, started: std::time::Instant) -> Option<ReusedHttpStream> {
         // Answered without reading the whole body (an early 401, 404, 413, 429...):
         // never reuse the connection, which a client could use to pass body bytes off
         // as the next request's head (deadline.rs); linger so the answer arrives.

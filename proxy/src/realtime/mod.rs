@@ -6,6 +6,11 @@
 //! ready-made messages (one JSON object each) into the outboxes of the connections whose
 //! callers may read a change. Neither knows the other's internals.
 
+pub mod sse;
+pub mod transport;
+pub mod unavailable;
+pub mod ws;
+
 use crate::errors::ApiError;
 use async_trait::async_trait;
 use bytes::Bytes;

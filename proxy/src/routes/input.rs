@@ -135,10 +135,10 @@ pub fn decode_query(s: &str) -> Result<Cow<'_, str>, ApiError> {
 }
 
 /// A decoded name=value pair of a query string.
-type Pair<'q> = (Cow<'q, str>, Cow<'q, str>);
+pub type Pair<'q> = (Cow<'q, str>, Cow<'q, str>);
 
 /// The query's name=value pairs, decoded, each name at most once and one of `known`.
-fn pairs<'q>(query: Option<&'q str>, known: &[&str]) -> Result<Vec<Pair<'q>>, ApiError> {
+pub fn pairs<'q>(query: Option<&'q str>, known: &[&str]) -> Result<Vec<Pair<'q>>, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_query", m);
     let mut out: Vec<Pair> = Vec::new();
     for pair in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
@@ -201,15 +201,7 @@ pub fn list_params(query: Option<&str>) -> Result<ListParams, ApiError> {
     let mut p = ListParams::default();
     for (k, v) in pairs(query, LIST_PARAMS)? {
         match k.as_ref() {
-            "where" => {
-                if v.len() > MAX_WHERE_BYTES {
-                    return Err(bad(format!("where is longer than {MAX_WHERE_BYTES} bytes")));
-                }
-                p.filter = serde_json::from_str(&v).map_err(|e| bad(format!("where is not valid JSON: {e}")))?;
-                if v.contains("\\u0000") && nul_at(&p.filter, String::new()).is_some() {
-                    return Err(bad("where must not contain \\u0000 (Postgres cannot store a NUL character)".into()));
-                }
-            }
+            "where" => p.filter = parse_where(&v)?,
             "order" => p.order = Some(v.into_owned()),
             "limit" => {
                 p.limit = v.parse().ok().filter(|n| (0..=1000).contains(n))
@@ -232,10 +224,28 @@ pub fn list_params(query: Option<&str>) -> Result<ListParams, ApiError> {
                 }
                 p.after = Some(v.into_owned());
             }
-            _ /* fields: the only one left */ => p.fields = Some(v.split(',').map(|f| f.trim().to_string()).collect()),
+            _ /* fields: the only one left */ => p.fields = Some(parse_fields(&v)),
         }
     }
     Ok(p)
+}
+
+/// A decoded `where` parameter (list route, SSE route): JSON, bounded, free of NUL.
+pub fn parse_where(v: &str) -> Result<Value, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_query", m);
+    if v.len() > MAX_WHERE_BYTES {
+        return Err(bad(format!("where is longer than {MAX_WHERE_BYTES} bytes")));
+    }
+    let filter = serde_json::from_str(v).map_err(|e| bad(format!("where is not valid JSON: {e}")))?;
+    if v.contains("\\u0000") && nul_at(&filter, String::new()).is_some() {
+        return Err(bad("where must not contain \\u0000 (Postgres cannot store a NUL character)".into()));
+    }
+    Ok(filter)
+}
+
+/// A decoded `fields` parameter: comma-separated names.
+pub fn parse_fields(v: &str) -> Vec<String> {
+    v.split(',').map(|f| f.trim().to_string()).collect()
 }
 
 #[cfg(test)]

@@ -219,6 +219,11 @@ pub static ROUTES: &[Route] = &[
         .body(&[req("owner", Uuid)])
         .sql("select x::text, x ->> 'version' from baas.transfer($1, $2, $3::text::uuid, $4) x", &[Path(0), Path(1), F("owner"), IfMatch])
         .answer(OK, Shape::Document).private(),
+    // --- live change feeds (docs/realtime-protocol.md): the transports run them, no SQL
+    // here; the token may also come as ?access_token= (browsers cannot set headers on
+    // EventSource and WebSocket).
+    r("realtime", GET, &[lit("v1"), lit("realtime")], Anyone).kind(RouteKind::WebSocket),
+    r("collection_events", GET, &[lit("v1"), lit("collections"), p("collection"), lit("events")], Anyone).kind(RouteKind::Sse),
     // --- indexes (baas_service only)
     r("list_indexes", GET, INDEXES, Service).sql("select jsonb_build_object('items', baas.list_indexes($1))::text", &[Path(0)]),
     // 202: the index is built in the background (state "building"); GET on the index

@@ -1,0 +1,214 @@
+//! `GET /v1/collections/{c}/events`: one live change feed as Server-Sent Events
+//! (docs/realtime-protocol.md). server.rs subscribes first (an error is the usual JSON
+//! 4xx, before any byte of the stream) and writes the `200 text/event-stream` head
+//! through pingora; then the raw connection is written here: `retry:` first, each
+//! message as an `event:`/`id:`/`data:` block, `: keepalive` when idle. The response is
+//! close-delimited and the connection never serves another request.
+
+use super::transport::{self, After, Positions, Watch};
+use super::{CloseReason, Conn, Frame, Subscribe};
+use crate::errors::ApiError;
+use crate::routes::input;
+use crate::server::App;
+use bytes::{BufMut, Bytes, BytesMut};
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// The subscription's name on an SSE stream (one per stream).
+pub const SUB: &str = "events";
+
+/// What the client is told to wait before reconnecting, in ms (the first line sent).
+const RETRY_MS: u32 = 2000;
+
+/// The subscription a request asks for, and the token from `?access_token=`.
+/// `last_event_id`: the `Last-Event-ID` header, which a browser's EventSource sends on
+/// reconnecting; it wins over `?last_event_id=` and over `snapshot=true` in the URL
+/// (which stay as they were on the first connection).
+pub fn params(collection: String, query: Option<&str>, last_event_id: Option<&str>) -> Result<(Subscribe, Option<String>), ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_query", m);
+    let mut s = Subscribe { sub: SUB.to_string(), collection, filter: serde_json::json!({}), fields: None, snapshot: false, resume: None };
+    let mut token = None;
+    for (k, v) in input::pairs(query, &["where", "fields", "snapshot", "last_event_id", "access_token"])? {
+        match k.as_ref() {
+            "where" => s.filter = input::parse_where(&v)?,
+            "fields" => s.fields = Some(input::parse_fields(&v)),
+            "snapshot" => {
+                s.snapshot = match v.as_ref() {
+                    "true" | "1" => true,
+                    "false" | "0" | "" => false,
+                    _ => return Err(bad(format!("snapshot must be true or false, got {v:?}"))),
+                }
+            }
+            "last_event_id" => s.resume = Some(position(&v)?),
+            _ /* access_token */ => token = Some(v.into_owned()),
+        }
+    }
+    if s.snapshot && s.resume.is_some() && last_event_id.is_none() {
+        return Err(bad("send snapshot=true or last_event_id, not both: a resumed stream continues where it was".into()));
+    }
+    if let Some(id) = last_event_id {
+        s.resume = Some(position(id.trim())?);
+        s.snapshot = false;
+    }
+    Ok((s, token))
+}
+
+fn position(v: &str) -> Result<u64, ApiError> {
+    super::ws::parse_position(v).ok_or_else(|| {
+        ApiError::bad_request("invalid_request", format!("Last-Event-ID must be a position the stream sent (decimal digits), got {v:?}"))
+    })
+}
+
+/// One message as an SSE block: `event: <type>`, `id: <position>` if it has one, the
+/// JSON as `data:` (one line per line, though our JSON has none), and a blank line.
+pub fn block(f: &Frame) -> Bytes {
+    let mut b = BytesMut::with_capacity(f.json.len() + 48);
+    b.put_slice(b"event: ");
+    b.put_slice(f.kind.as_bytes());
+    b.put_u8(b'\n');
+    if let Some(p) = f.position {
+        b.put_slice(format!("id: {p}\n").as_bytes());
+    }
+    for line in f.json.split(|c| *c == b'\n') {
+        b.put_slice(b"data: ");
+        b.put_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        b.put_u8(b'\n');
+    }
+    b.put_u8(b'\n');
+    b.freeze()
+}
+
+pub struct Sse {
+    pub app: Arc<App>,
+    pub conn: Arc<Conn>,
+    pub slots: transport::Slots,
+    pub shutdown: ShutdownWatch,
+}
+
+impl Sse {
+    /// The stream's life after the response head; ends the subscription at the end.
+    pub async fn run(self, mut stream: Stream) {
+        let watch = Watch::new(self.app.keys.clone(), self.shutdown.clone(), &self.conn.caller());
+        if let Err(e) = self.serve(&mut stream, watch).await {
+            log::debug!("realtime: SSE stream ended: {e}");
+        }
+        self.app.feeds.disconnect(&self.conn);
+        let _ = tokio::time::timeout(self.app.cfg.body_timeout, stream.shutdown()).await;
+    }
+
+    async fn serve(&self, stream: &mut Stream, mut watch: Watch) -> std::io::Result<()> {
+        let every = self.app.cfg.realtime_keepalive;
+        let mut keepalive = tokio::time::interval_at(Instant::now() + every, every);
+        let mut positions = Positions::default();
+        self.write(stream, format!("retry: {RETRY_MS}\n\n").as_bytes()).await?;
+        let mut scratch = [0u8; 512];
+        loop {
+            let frames = self.conn.outbox.drain();
+            if !frames.is_empty() {
+                let mut out = BytesMut::new();
+                let mut ended = false;
+                for f in &frames {
+                    out.put_slice(&block(f));
+                    positions.wrote(f);
+                    // The stream's one subscription ended (its feed was switched off, its
+                    // collection dropped): the stream ends with it.
+                    if f.kind == "error" || f.kind == "unsubscribed" {
+                        ended = true;
+                        break;
+                    }
+                }
+                self.write(stream, &out).await?;
+                if ended {
+                    return Ok(());
+                }
+                keepalive.reset();
+            }
+            if let After::Close(r) = transport::hub_verdict(&self.conn) {
+                return self.closing(stream, &positions, r).await;
+            }
+            enum Event {
+                End(CloseReason),
+                Queued,
+                Read(std::io::Result<usize>),
+                Keepalive,
+            }
+            let event = tokio::select! {
+                r = watch.reason() => Event::End(r),
+                _ = self.conn.outbox.wait() => Event::Queued,
+                // The client sends nothing after its request: a read ends when it goes.
+                n = stream.read(&mut scratch) => Event::Read(n),
+                _ = keepalive.tick() => Event::Keepalive,
+            };
+            match event {
+                Event::End(r) => {
+                    let rest: Vec<u8> = self.conn.outbox.drain().iter().flat_map(|f| {
+                        positions.wrote(f);
+                        block(f).to_vec()
+                    }).collect();
+                    self.write(stream, &rest).await?;
+                    return self.closing(stream, &positions, r).await;
+                }
+                Event::Queued => {}
+                Event::Read(Ok(0)) | Event::Read(Err(_)) => return Ok(()),
+                Event::Read(Ok(_)) => {}
+                Event::Keepalive => self.write(stream, b": keepalive\n\n").await?,
+            }
+        }
+    }
+
+    async fn write(&self, stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        tokio::time::timeout(self.app.cfg.body_timeout, write)
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client did not read in time")))
+    }
+
+    async fn closing(&self, stream: &mut Stream, positions: &Positions, reason: CloseReason) -> std::io::Result<()> {
+        self.write(stream, &block(&positions.closing(reason))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    #[test]
+    fn blocks_carry_the_type_the_position_and_the_json() {
+        let f = Frame { kind: "insert", sub: Some(Arc::from(SUB)), position: Some(42), json: Bytes::from_static(br#"{"type":"insert"}"#) };
+        assert_eq!(&block(&f)[..], b"event: insert\nid: 42\ndata: {\"type\":\"insert\"}\n\n");
+        let f = Frame { kind: "snapshot", sub: None, position: None, json: Bytes::from_static(b"{\n\"a\": 1}") };
+        assert_eq!(&block(&f)[..], b"event: snapshot\ndata: {\ndata: \"a\": 1}\n\n", "no id without a position; a line per line");
+    }
+
+    #[test]
+    fn query_and_last_event_id() {
+        let (s, t) = params("todos".into(), Some("where=%7B%22done%22%3Afalse%7D&fields=a,b&snapshot=true&access_token=x.y.z"), None).unwrap();
+        assert_eq!((s.sub.as_str(), s.collection.as_str(), s.snapshot, s.resume), (SUB, "todos", true, None));
+        assert_eq!((s.filter, s.fields, t.as_deref()), (serde_json::json!({"done": false}), Some(vec!["a".into(), "b".into()]), Some("x.y.z")));
+        let (s, _) = params("c".into(), Some("last_event_id=17"), None).unwrap();
+        assert_eq!(s.resume, Some(17));
+        // A browser reconnecting sends Last-Event-ID; the URL still asks for a snapshot.
+        let (s, _) = params("c".into(), Some("snapshot=true&last_event_id=3"), Some("99")).unwrap();
+        assert_eq!((s.resume, s.snapshot), (Some(99), false));
+        let e = params("c".into(), Some("snapshot=true&last_event_id=3"), None).unwrap_err();
+        assert_eq!((e.status, e.code.as_str()), (StatusCode::BAD_REQUEST, "invalid_query"));
+        for id in ["abc", "-1", "1.0", ""] {
+            let e = params("c".into(), None, Some(id)).unwrap_err();
+            assert_eq!((e.status, e.code.as_str()), (StatusCode::BAD_REQUEST, "invalid_request"), "{id:?}");
+        }
+        assert_eq!(params("c".into(), Some("last_event_id=x"), None).unwrap_err().code, "invalid_request");
+        for q in ["order=a", "where={", "snapshot=yes", "fields=a&fields=b"] {
+            assert_eq!(params("c".into(), Some(q), None).unwrap_err().code, "invalid_query", "{q}");
+        }
+    }
+}

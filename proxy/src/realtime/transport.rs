@@ -1,0 +1,259 @@
+//! What the two transports (ws.rs, sse.rs) share: the caps on open connections, the
+//! watch that ends a stream (token expiry, session end, shutdown, the hub's close), the
+//! positions written per subscription, and the server's own messages.
+
+use super::{Caller, CloseReason, Conn, Frame};
+use crate::errors::ApiError;
+use crate::jwt::KeyCache;
+use crate::ratelimit::{InFlight, Permit};
+use bytes::Bytes;
+use http::StatusCode;
+use pingora::server::ShutdownWatch;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::time::{Instant, Sleep};
+
+/// Open realtime connections per client address and per user (config.rs).
+pub struct Caps {
+    pub per_ip: InFlight,
+    pub per_user: InFlight,
+}
+
+/// A connection's places under the caps, given back when it is dropped.
+#[derive(Default)]
+pub struct Slots {
+    _ip: Option<Permit>,
+    user: Option<Permit>,
+}
+
+impl Caps {
+    /// Places for a new connection of `caller`, or 429 `too_many_connections`. Service
+    /// tokens are the operator's own backends: not capped (as for requests in flight).
+    pub fn admit(&self, caller: &Caller) -> Result<Slots, ApiError> {
+        if caller.service {
+            return Ok(Slots::default());
+        }
+        let ip = self
+            .per_ip
+            .try_acquire(&caller.ip_key)
+            .map_err(|_| too_many(format!("this client address already has {} live feeds open", self.per_ip.max())))?;
+        let mut slots = Slots { _ip: Some(ip), user: None };
+        self.admit_user(caller, &mut slots)?;
+        Ok(slots)
+    }
+
+    /// A place for the caller's user (after a WebSocket's in-band `auth` made an
+    /// anonymous connection a user's).
+    pub fn admit_user(&self, caller: &Caller, slots: &mut Slots) -> Result<(), ApiError> {
+        if let (Some(user), None) = (caller.user(), &slots.user) {
+            let p = self
+                .per_user
+                .try_acquire(&format!("user:{user}"))
+                .map_err(|_| too_many(format!("this user already has {} live feeds open", self.per_user.max())))?;
+            slots.user = Some(p);
+        }
+        Ok(())
+    }
+}
+
+fn too_many(why: String) -> ApiError {
+    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", format!("{why}; close one first"));
+    e.retry_after = Some(1);
+    e
+}
+
+/// Why a stream must end now, besides the hub's own `Outbox::close`: its token expired
+/// (and was not replaced in band), its session ended, or the server is shutting down.
+pub struct Watch {
+    keys: Arc<KeyCache>,
+    ended: broadcast::Receiver<Arc<str>>,
+    shutdown: ShutdownWatch,
+    sid: Option<String>,
+    expiry: Option<Pin<Box<Sleep>>>,
+}
+
+impl Watch {
+    pub fn new(keys: Arc<KeyCache>, shutdown: ShutdownWatch, caller: &Caller) -> Watch {
+        let ended = keys.watch_ended_sessions();
+        let mut w = Watch { keys, ended, shutdown, sid: None, expiry: None };
+        w.caller(caller);
+        w
+    }
+
+    /// The connection's caller changed (a WebSocket `auth` with a fresh token).
+    pub fn caller(&mut self, caller: &Caller) {
+        self.sid = caller.sid.clone();
+        self.expiry = caller.exp.map(|exp| Box::pin(tokio::time::sleep_until(expiry_instant(exp))));
+    }
+
+    /// Resolves when the stream must end, with the reason. Cancel-safe (used in select!).
+    pub async fn reason(&mut self) -> CloseReason {
+        if *self.shutdown.borrow() {
+            return CloseReason::Shutdown;
+        }
+        if self.sid.as_deref().is_some_and(|sid| self.keys.is_session_ended(sid)) {
+            return CloseReason::SessionEnded;
+        }
+        let Watch { keys, ended, shutdown, sid, expiry } = self;
+        let expired = async {
+            match expiry.as_mut() {
+                Some(at) => at.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expired);
+        loop {
+            tokio::select! {
+                _ = &mut expired => return CloseReason::TokenExpired,
+                r = ended.recv() => match r {
+                    Ok(ended) if sid.as_deref() == Some(&*ended) => return CloseReason::SessionEnded,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if sid.as_deref().is_some_and(|sid| keys.is_session_ended(sid)) {
+                            return CloseReason::SessionEnded;
+                        }
+                    }
+                    // The key cache lives as long as the server: only at exit.
+                    Err(broadcast::error::RecvError::Closed) => return CloseReason::Shutdown,
+                },
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        return CloseReason::Shutdown;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The monotonic instant of `exp` (seconds since the epoch), to the millisecond.
+fn expiry_instant(exp: u64) -> Instant {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    Instant::now() + Duration::from_millis(exp.saturating_mul(1000).saturating_sub(now_ms))
+}
+
+/// The last position written to the client, per subscription: what `closing` reports,
+/// so that the client resumes exactly after what it received.
+#[derive(Default)]
+pub struct Positions(HashMap<Arc<str>, u64>);
+
+impl Positions {
+    /// `frame` was written.
+    pub fn wrote(&mut self, frame: &Frame) {
+        match (&frame.sub, frame.position, frame.kind) {
+            // A subscription that ended has no position to resume from.
+            (Some(sub), _, "unsubscribed") => {
+                self.0.remove(sub);
+            }
+            (Some(sub), Some(p), _) => {
+                self.0.insert(sub.clone(), p);
+            }
+            _ => {}
+        }
+    }
+
+    /// `{"type":"closing","reason":..,"positions":{sub: "position"}}`.
+    pub fn closing(&self, reason: CloseReason) -> Frame {
+        let positions: Map<String, Value> = self.0.iter().map(|(s, p)| (s.to_string(), Value::String(p.to_string()))).collect();
+        own("closing", json!({"type": "closing", "reason": reason.as_str(), "positions": positions}))
+    }
+}
+
+/// A message of the transport's own (not the hub's).
+pub fn own(kind: &'static str, v: Value) -> Frame {
+    Frame { kind, sub: None, position: None, json: Bytes::from(v.to_string()) }
+}
+
+/// `{"type":"error","sub"?,"error":{"code","message"}}`.
+pub fn error(sub: Option<&str>, e: &ApiError) -> Frame {
+    let mut v = json!({"type": "error", "error": {"code": e.code, "message": e.message}});
+    if let Some(sub) = sub {
+        v["sub"] = Value::String(sub.to_string());
+    }
+    let mut f = own("error", v);
+    f.sub = sub.map(Arc::from);
+    f
+}
+
+/// What a transport does with the frames the hub queued, after writing them: go on,
+/// or end with `closing` (overflow, or the hub asked), or end quietly (an SSE stream
+/// whose one subscription ended with an error).
+#[derive(Debug, PartialEq, Eq)]
+pub enum After {
+    Continue,
+    Close(CloseReason),
+}
+
+/// Checked after each drain: the hub's verdicts on this connection.
+pub fn hub_verdict(conn: &Conn) -> After {
+    if conn.outbox.overflowed() {
+        return After::Close(CloseReason::SlowConsumer);
+    }
+    match conn.outbox.close_reason() {
+        Some(r) => After::Close(r),
+        None => After::Continue,
+    }
+}
+
+/// The close code a WebSocket ends with for each reason (docs/realtime-protocol.md).
+pub fn close_code(reason: CloseReason) -> u16 {
+    match reason {
+        // Policy: the credentials no longer hold.
+        CloseReason::TokenExpired | CloseReason::SessionEnded => 1008,
+        // Try again later (and resume from the positions).
+        CloseReason::SlowConsumer => 1013,
+        // Going away.
+        CloseReason::Shutdown => 1001,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: &'static str, sub: &str, position: Option<u64>) -> Frame {
+        Frame { kind, sub: Some(Arc::from(sub)), position, json: Bytes::from_static(b"{}") }
+    }
+
+    #[test]
+    fn closing_reports_the_last_position_written_per_subscription() {
+        let mut p = Positions::default();
+        p.wrote(&frame("snapshot", "a", None));
+        p.wrote(&frame("subscribed", "a", Some(7)));
+        p.wrote(&frame("insert", "a", Some(9)));
+        p.wrote(&frame("subscribed", "b", Some(9)));
+        p.wrote(&frame("subscribed", "c", Some(9)));
+        p.wrote(&frame("unsubscribed", "c", None));
+        let v: Value = serde_json::from_slice(&p.closing(CloseReason::SlowConsumer).json).unwrap();
+        assert_eq!(v, json!({"type": "closing", "reason": "slow_consumer", "positions": {"a": "9", "b": "9"}}));
+    }
+
+    #[test]
+    fn error_messages_name_their_subscription() {
+        let e = ApiError::bad_request("invalid_message", "no");
+        let v: Value = serde_json::from_slice(&error(Some("s1"), &e).json).unwrap();
+        assert_eq!(v, json!({"type": "error", "sub": "s1", "error": {"code": "invalid_message", "message": "no"}}));
+        let v: Value = serde_json::from_slice(&error(None, &e).json).unwrap();
+        assert!(v.get("sub").is_none());
+    }
+
+    #[test]
+    fn caps_count_addresses_and_users_but_not_service_tokens() {
+        let caps = Caps { per_ip: InFlight::new(2, 100), per_user: InFlight::new(1, 100) };
+        let user = Caller::new(Some(r#"{"sub":"u1","role":"baas_user","sid":"s"}"#.into()), "1.1.1.1".into(), "1.1.1.1".into());
+        let anon = Caller::new(None, "1.1.1.1".into(), "1.1.1.1".into());
+        let a = caps.admit(&user).unwrap();
+        let e = caps.admit(&user).err().unwrap();
+        assert_eq!((e.status, e.code.as_str()), (StatusCode::TOO_MANY_REQUESTS, "too_many_connections"));
+        let b = caps.admit(&anon).unwrap();
+        assert!(caps.admit(&anon).is_err(), "two feeds from this address are open");
+        let service = Caller::new(Some(r#"{"sub":"t","role":"baas_service","sid":"s"}"#.into()), "1.1.1.1".into(), "1.1.1.1".into());
+        assert!(caps.admit(&service).is_ok());
+        drop((a, b));
+        assert!(caps.admit(&user).is_ok(), "closed feeds give their places back");
+    }
+}

@@ -1,0 +1,513 @@
+//! `GET /v1/realtime`: live change feeds over one WebSocket (docs/realtime-protocol.md).
+//!
+//! pingora reads the request and writes the `101` (server.rs checks the handshake here
+//! first and verifies the token before it); then the raw connection is handed to
+//! tokio-tungstenite for the framing (masking, fragments, control frames, close
+//! handshake, size limits), and this loop speaks the protocol: client messages in, the
+//! hub's frames (the connection's `Outbox`) out.
+
+use super::transport::{self, After, Positions, Slots, Watch};
+use super::{Caller, CloseReason, Conn, Frame, Subscribe};
+use crate::errors::ApiError;
+use crate::ratelimit;
+use crate::routes::input;
+use crate::server::App;
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, StatusCode};
+use pingora::http::RequestHeader;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// A handshake the server will not accept.
+#[derive(Debug)]
+pub enum Refusal {
+    /// 400 with this error.
+    Bad(ApiError),
+    /// 426 Upgrade Required, with `Upgrade: websocket` and `Sec-WebSocket-Version: 13`.
+    UpgradeRequired(ApiError),
+}
+
+fn tokens(req: &RequestHeader, name: header::HeaderName) -> impl Iterator<Item = String> + '_ {
+    req.headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+}
+
+/// Check the opening handshake (RFC 6455 4.2.1); Ok: the `Sec-WebSocket-Accept` value.
+pub fn handshake(req: &RequestHeader) -> Result<String, Refusal> {
+    let upgrade = || {
+        Refusal::UpgradeRequired(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this route is a WebSocket: send an HTTP/1.1 GET with Upgrade: websocket, Connection: Upgrade, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key (or use the SSE route, GET /v1/collections/{c}/events)",
+        ))
+    };
+    if req.version != http::Version::HTTP_11 || !tokens(req, header::UPGRADE).any(|t| t == "websocket") {
+        return Err(upgrade());
+    }
+    if !tokens(req, header::CONNECTION).any(|t| t == "upgrade") {
+        return Err(upgrade());
+    }
+    let version = req.headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()).map(str::trim);
+    if version != Some("13") {
+        return Err(Refusal::UpgradeRequired(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported_websocket_version",
+            format!("Sec-WebSocket-Version must be 13, got {}", version.map_or("none".to_string(), |v| format!("{v:?}"))),
+        )));
+    }
+    let mut keys = req.headers.get_all(header::SEC_WEBSOCKET_KEY).into_iter();
+    let key = match (keys.next(), keys.next()) {
+        (Some(k), None) => k.as_bytes(),
+        _ => return Err(Refusal::Bad(ApiError::bad_request("invalid_request", "send exactly one Sec-WebSocket-Key"))),
+    };
+    // RFC 6455 4.1: the base64 of 16 random bytes.
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim_ascii()).ok();
+    if decoded.is_none_or(|k| k.len() != 16) {
+        return Err(Refusal::Bad(ApiError::bad_request("invalid_request", "Sec-WebSocket-Key must be the base64 of 16 bytes")));
+    }
+    Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.trim_ascii()))
+}
+
+/// The route's query: only `access_token` (browsers cannot set headers on a WebSocket).
+pub fn query(query: Option<&str>) -> Result<Option<String>, ApiError> {
+    Ok(input::pairs(query, &["access_token"])?.into_iter().next().map(|(_, v)| v.into_owned()))
+}
+
+/// A client message.
+#[derive(Debug)]
+pub enum ClientMsg {
+    Subscribe(Subscribe),
+    Unsubscribe(String),
+    Auth(String),
+    Ping,
+}
+
+/// Longest subscription name.
+const MAX_SUB_LEN: usize = 128;
+
+fn invalid(m: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_message", m)
+}
+
+/// Parse a text message. Err: the error to answer with, and the subscription it names.
+pub fn parse(text: &str) -> Result<ClientMsg, (Option<String>, ApiError)> {
+    let v: Value = serde_json::from_str(text).map_err(|e| (None, invalid(format!("a message must be a JSON object: {e}"))))?;
+    let Value::Object(m) = v else {
+        return Err((None, invalid("a message must be a JSON object")));
+    };
+    let sub = m.get("sub").and_then(Value::as_str).map(str::to_string);
+    let fail = |e: ApiError| (sub.clone(), e);
+    let kind = m.get("type").and_then(Value::as_str).ok_or_else(|| fail(invalid("a message needs \"type\": subscribe, unsubscribe, auth or ping")))?;
+    let allowed: &[&str] = match kind {
+        "subscribe" => &["type", "sub", "collection", "where", "fields", "snapshot", "resume"],
+        "unsubscribe" => &["type", "sub"],
+        "auth" => &["type", "token"],
+        "ping" => &["type"],
+        other => return Err(fail(invalid(format!("unknown message type {other:?}; the types are subscribe, unsubscribe, auth and ping")))),
+    };
+    if let Some(k) = m.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(fail(invalid(format!("unknown field {k:?} in {kind}; it takes: {}", allowed.join(", ")))));
+    }
+    let name = || -> Result<String, ApiError> {
+        match m.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUB_LEN => Ok(s.clone()),
+            Some(_) => Err(invalid(format!("\"sub\" must be a string of 1 to {MAX_SUB_LEN} bytes"))),
+            None => Err(invalid(format!("{kind} needs \"sub\": the subscription's name"))),
+        }
+    };
+    match kind {
+        "ping" => Ok(ClientMsg::Ping),
+        "auth" => match m.get("token") {
+            Some(Value::String(t)) if !t.is_empty() => Ok(ClientMsg::Auth(t.clone())),
+            _ => Err(fail(invalid("auth needs \"token\": an access token"))),
+        },
+        "unsubscribe" => Ok(ClientMsg::Unsubscribe(name().map_err(fail)?)),
+        _ => {
+            let sub = name().map_err(fail)?;
+            let collection = match m.get("collection") {
+                Some(Value::String(c)) if !c.is_empty() => c.clone(),
+                _ => return Err(fail(invalid("subscribe needs \"collection\": a collection name"))),
+            };
+            let filter = match m.get("where") {
+                None | Some(Value::Null) => json!({}),
+                Some(w @ Value::Object(_)) => w.clone(),
+                Some(_) => return Err(fail(invalid("\"where\" must be a JSON object (docs/query.md)"))),
+            };
+            let fields = match m.get("fields") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(a)) => Some(
+                    a.iter()
+                        .map(|f| f.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| fail(invalid("\"fields\" must be an array of field names")))?,
+                ),
+                Some(_) => return Err(fail(invalid("\"fields\" must be an array of field names"))),
+            };
+            let snapshot = match m.get("snapshot") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(fail(invalid("\"snapshot\" must be true or false"))),
+            };
+            let resume = match m.get("resume") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(parse_position(s).ok_or_else(|| fail(invalid(format!("\"resume\" must be a position, e.g. \"123\", got {s:?}"))))?),
+                Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(|| fail(invalid("\"resume\" must be a position, e.g. \"123\"")))?),
+                Some(_) => return Err(fail(invalid("\"resume\" must be a position, e.g. \"123\""))),
+            };
+            if snapshot && resume.is_some() {
+                return Err(fail(invalid("send \"snapshot\" or \"resume\", not both: a resumed subscription continues where it was")));
+            }
+            Ok(ClientMsg::Subscribe(Subscribe { sub, collection, filter, fields, snapshot, resume }))
+        }
+    }
+}
+
+/// A position as clients send it back: the decimal digits of a bigint.
+pub fn parse_position(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u64>().ok().filter(|p| *p <= i64::MAX as u64)
+}
+
+/// What ends the loop.
+enum End {
+    /// Say `closing` with the reason, then close with its code.
+    Closing(CloseReason),
+    /// Close with this code and reason (a protocol error, a refused `auth`...).
+    Close(u16, &'static str),
+    /// The client closed, or the socket failed: nothing more to say.
+    Gone,
+}
+
+/// One WebSocket connection's life after the 101. `preread`: bytes the client sent
+/// after its request head, already read by pingora.
+pub struct Ws {
+    pub app: Arc<App>,
+    pub conn: Arc<Conn>,
+    pub slots: Slots,
+    pub shutdown: ShutdownWatch,
+}
+
+impl Ws {
+    pub async fn run(mut self, stream: Stream, preread: Vec<u8>) {
+        let cfg = &self.app.cfg;
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(cfg.realtime_max_message_bytes))
+            .max_frame_size(Some(cfg.realtime_max_message_bytes));
+        let mut ws = WebSocketStream::from_partially_read(stream, preread, Role::Server, Some(config)).await;
+        let watch = Watch::new(self.app.keys.clone(), self.shutdown.clone(), &self.conn.caller());
+        let end = self.serve(&mut ws, watch).await;
+        self.app.feeds.disconnect(&self.conn);
+        let (code, reason) = match end {
+            End::Gone => return,
+            End::Closing(r) => (transport::close_code(r), r.as_str()),
+            End::Close(code, reason) => (code, reason),
+        };
+        let close = async {
+            ws.close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() })).await?;
+            // The client answers with its close frame (RFC 6455 5.5.1); then the socket ends.
+            while ws.next().await.is_some_and(|m| m.is_ok()) {}
+            Ok::<(), WsError>(())
+        };
+        let _ = tokio::time::timeout(self.app.cfg.body_timeout.min(Duration::from_secs(2)), close).await;
+    }
+
+    async fn serve(&mut self, ws: &mut WebSocketStream<Stream>, mut watch: Watch) -> End {
+        let app = self.app.clone();
+        let ping_every = app.cfg.realtime_ping;
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        let mut last_pong = Instant::now();
+        let mut positions = Positions::default();
+        let mut subscribed = false;
+        loop {
+            let frames = self.conn.outbox.drain();
+            if !frames.is_empty() {
+                if let Err(e) = self.write(ws, &frames, &mut positions).await {
+                    log::debug!("realtime: writing to a WebSocket: {e}");
+                    return End::Gone;
+                }
+            }
+            if let After::Close(r) = transport::hub_verdict(&self.conn) {
+                return self.closing(ws, &positions, r).await;
+            }
+            enum Event {
+                End(CloseReason),
+                Queued,
+                Msg(Option<Result<Message, WsError>>),
+                Ping,
+            }
+            let event = tokio::select! {
+                r = watch.reason() => Event::End(r),
+                _ = self.conn.outbox.wait() => Event::Queued,
+                m = ws.next() => Event::Msg(m),
+                _ = ping.tick() => Event::Ping,
+            };
+            let reply = match event {
+                Event::End(r) => {
+                    // Whatever the hub queued before goes out first, then `closing`.
+                    let frames = self.conn.outbox.drain();
+                    if self.write(ws, &frames, &mut positions).await.is_err() {
+                        return End::Gone;
+                    }
+                    return self.closing(ws, &positions, r).await;
+                }
+                Event::Queued => continue,
+                Event::Ping => {
+                    if last_pong.elapsed() > ping_every * 2 {
+                        log::debug!("realtime: no pong for {:?}; closing", last_pong.elapsed());
+                        return End::Close(1001, "no pong");
+                    }
+                    match tokio::time::timeout(app.cfg.body_timeout, ws.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => continue,
+                        _ => return End::Gone,
+                    }
+                }
+                Event::Msg(None) => return End::Gone,
+                Event::Msg(Some(Err(e))) => return on_error(e),
+                Event::Msg(Some(Ok(m))) => match m {
+                    Message::Text(t) => match parse(t.as_str()) {
+                        Err((sub, e)) => Some(transport::error(sub.as_deref(), &e)),
+                        Ok(ClientMsg::Ping) => Some(transport::own("pong", json!({"type": "pong"}))),
+                        Ok(ClientMsg::Unsubscribe(sub)) => {
+                            if app.feeds.unsubscribe(&self.conn, &sub) {
+                                // Through the outbox: after the frames queued before it.
+                                let f = transport::own("unsubscribed", json!({"type": "unsubscribed", "sub": sub}));
+                                let f = Frame { sub: Some(Arc::from(sub.as_str())), ..f };
+                                self.conn.outbox.push(f, true);
+                                None
+                            } else {
+                                let e = ApiError::new(StatusCode::NOT_FOUND, "not_subscribed", format!("there is no subscription {sub:?} on this connection"));
+                                Some(transport::error(Some(&sub), &e))
+                            }
+                        }
+                        Ok(ClientMsg::Subscribe(req)) => {
+                            let sub = req.sub.clone();
+                            // Each subscribe counts as a request against the per-IP limit.
+                            let caller = self.conn.caller();
+                            match app.limiter.check(ratelimit::Kind::Request, &caller.ip_key) {
+                                Err(secs) => Some(transport::error(Some(&sub), &ApiError::rate_limited(secs))),
+                                Ok(()) => {
+                                    subscribed = true;
+                                    match app.feeds.subscribe(&self.conn, req).await {
+                                        Ok(()) => None,
+                                        Err(e) => Some(transport::error(Some(&sub), &e)),
+                                    }
+                                }
+                            }
+                        }
+                        Ok(ClientMsg::Auth(token)) => match self.auth(&token, subscribed).await {
+                            Ok(caller) => {
+                                watch.caller(&caller);
+                                Some(transport::own("authenticated", json!({"type": "authenticated", "expires_at": caller.exp})))
+                            }
+                            Err((e, fatal)) => {
+                                let f = transport::error(None, &e);
+                                if self.write(ws, &[f], &mut positions).await.is_err() {
+                                    return End::Gone;
+                                }
+                                if fatal {
+                                    return End::Close(1008, "auth refused");
+                                }
+                                None
+                            }
+                        },
+                    },
+                    Message::Binary(_) => return End::Close(1003, "send JSON text messages"),
+                    Message::Pong(_) => {
+                        last_pong = Instant::now();
+                        None
+                    }
+                    // tungstenite answers pings itself, and completes a close handshake.
+                    Message::Ping(_) | Message::Frame(_) => None,
+                    Message::Close(_) => {
+                        while ws.next().await.is_some_and(|m| m.is_ok()) {}
+                        return End::Gone;
+                    }
+                },
+            };
+            if let Some(f) = reply {
+                if self.write(ws, &[f], &mut positions).await.is_err() {
+                    return End::Gone;
+                }
+            }
+        }
+    }
+
+    /// An in-band `auth`: a fresh token for the same subject and role, or the first token
+    /// of an anonymous connection that has not subscribed yet. Err(error, close?): a
+    /// token that does not verify is refused and the connection goes on with the old one;
+    /// one for someone else closes it.
+    async fn auth(&mut self, token: &str, subscribed: bool) -> Result<Caller, (ApiError, bool)> {
+        let claims = self.app.verify_token(token).await.map_err(|e| (e, false))?;
+        let old = self.conn.caller();
+        let new = Caller::new(Some(claims), old.client_ip.clone(), old.ip_key.clone());
+        let refuse = |m: &str| (ApiError::new(StatusCode::FORBIDDEN, "auth_rejected", m), true);
+        if old.claims.is_none() {
+            if subscribed {
+                return Err(refuse("an anonymous connection may only authenticate before its first subscribe; open a new connection"));
+            }
+            self.app.realtime_caps.admit_user(&new, &mut self.slots).map_err(|e| (e, true))?;
+        } else if old.subject != new.subject || old.service != new.service {
+            return Err(refuse("auth must carry a token of the same subject and role as the connection's"));
+        }
+        *self.conn.caller.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        Ok(new)
+    }
+
+    async fn write(&self, ws: &mut WebSocketStream<Stream>, frames: &[Frame], positions: &mut Positions) -> Result<(), WsError> {
+        let write = async {
+            for f in frames {
+                let text = match std::str::from_utf8(&f.json) {
+                    Ok(t) => t.to_string(),
+                    Err(_) => {
+                        log::error!("realtime: a {} frame is not UTF-8; dropped", f.kind);
+                        continue;
+                    }
+                };
+                ws.feed(Message::text(text)).await?;
+                positions.wrote(f);
+            }
+            ws.flush().await
+        };
+        match tokio::time::timeout(self.app.cfg.body_timeout, write).await {
+            Ok(r) => r,
+            Err(_) => Err(WsError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "client did not read in time"))),
+        }
+    }
+
+    async fn closing(&self, ws: &mut WebSocketStream<Stream>, positions: &Positions, reason: CloseReason) -> End {
+        let f = positions.closing(reason);
+        let mut scratch = Positions::default();
+        match self.write(ws, &[f], &mut scratch).await {
+            Ok(()) => End::Closing(reason),
+            Err(_) => End::Gone,
+        }
+    }
+}
+
+/// A frame the client sent broke the protocol: the close code that says how.
+fn on_error(e: WsError) -> End {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => End::Close(1009, "message too big"),
+        WsError::Capacity(_) => End::Close(1009, "message too big"),
+        WsError::Utf8(_) => End::Close(1007, "text is not UTF-8"),
+        WsError::Protocol(p) => {
+            log::debug!("realtime: WebSocket protocol error: {p}");
+            End::Close(1002, "protocol error")
+        }
+        _ => End::Gone,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/v1/realtime", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    const GOOD: &[(&str, &str)] = &[
+        ("Upgrade", "websocket"),
+        ("Connection", "keep-alive, Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn a_valid_handshake_gets_the_rfc_accept_key() {
+        // RFC 6455 1.3's example.
+        assert_eq!(handshake(&req(GOOD)).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn handshake_refusals() {
+        let without = |name: &str| req(&GOOD.iter().copied().filter(|(k, _)| *k != name).collect::<Vec<_>>());
+        let with = |name: &str, value: &'static str| {
+            req(&GOOD.iter().map(|(k, v)| if *k == name { (*k, value) } else { (*k, *v) }).collect::<Vec<_>>())
+        };
+        for r in [without("Upgrade"), without("Connection"), with("Upgrade", "h2c"), with("Connection", "keep-alive")] {
+            assert!(matches!(handshake(&r), Err(Refusal::UpgradeRequired(e)) if e.code == "upgrade_required"));
+        }
+        for r in [without("Sec-WebSocket-Version"), with("Sec-WebSocket-Version", "8")] {
+            assert!(matches!(handshake(&r), Err(Refusal::UpgradeRequired(e)) if e.code == "unsupported_websocket_version"));
+        }
+        for r in [without("Sec-WebSocket-Key"), with("Sec-WebSocket-Key", "not base64!"), with("Sec-WebSocket-Key", "YWJj")] {
+            assert!(matches!(handshake(&r), Err(Refusal::Bad(e)) if e.status == StatusCode::BAD_REQUEST));
+        }
+        let mut old = req(GOOD);
+        old.set_version(http::Version::HTTP_10);
+        assert!(matches!(handshake(&old), Err(Refusal::UpgradeRequired(_))));
+    }
+
+    fn bad(text: &str) -> (Option<String>, String) {
+        match parse(text) {
+            Err((sub, e)) => {
+                assert_eq!(e.code, "invalid_message", "{text}");
+                (sub, e.message)
+            }
+            Ok(m) => panic!("{text} parsed as {m:?}"),
+        }
+    }
+
+    #[test]
+    fn client_messages() {
+        let Ok(ClientMsg::Subscribe(s)) =
+            parse(r#"{"type":"subscribe","sub":"s1","collection":"todos","where":{"done":false},"fields":["title"],"resume":"42"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!((s.sub.as_str(), s.collection.as_str(), s.resume, s.snapshot), ("s1", "todos", Some(42), false));
+        assert_eq!((s.filter, s.fields), (json!({"done": false}), Some(vec!["title".to_string()])));
+        let Ok(ClientMsg::Subscribe(s)) = parse(r#"{"type":"subscribe","sub":"s","collection":"c","snapshot":true}"#) else { panic!() };
+        assert!(s.snapshot && s.resume.is_none() && s.filter == json!({}) && s.fields.is_none());
+        assert!(matches!(parse(r#"{"type":"ping"}"#), Ok(ClientMsg::Ping)));
+        assert!(matches!(parse(r#"{"type":"unsubscribe","sub":"s1"}"#), Ok(ClientMsg::Unsubscribe(s)) if s == "s1"));
+        assert!(matches!(parse(r#"{"type":"auth","token":"t"}"#), Ok(ClientMsg::Auth(t)) if t == "t"));
+    }
+
+    #[test]
+    fn invalid_client_messages_say_what_is_wrong_and_name_their_subscription() {
+        assert!(bad("{").1.contains("JSON object"));
+        assert!(bad("[1]").1.contains("JSON object"));
+        assert!(bad(r#"{"sub":"x"}"#).1.contains("needs \"type\""));
+        assert!(bad(r#"{"type":"hello"}"#).1.contains("unknown message type \"hello\""));
+        assert_eq!(bad(r#"{"type":"subscribe","sub":"s9"}"#), (Some("s9".into()), "subscribe needs \"collection\": a collection name".into()));
+        assert!(bad(r#"{"type":"subscribe","collection":"c"}"#).1.contains("needs \"sub\""));
+        assert!(bad(r#"{"type":"subscribe","sub":"s","collection":"c","filter":{}}"#).1.contains("unknown field \"filter\""));
+        assert!(bad(r#"{"type":"subscribe","sub":"s","collection":"c","where":[1]}"#).1.contains("\"where\" must be a JSON object"));
+        assert!(bad(r#"{"type":"subscribe","sub":"s","collection":"c","fields":"a"}"#).1.contains("\"fields\""));
+        assert!(bad(r#"{"type":"subscribe","sub":"s","collection":"c","snapshot":true,"resume":"1"}"#).1.contains("not both"));
+        for r in [r#""-1""#, r#""1.5""#, r#""""#, r#""99999999999999999999""#, "-3", "true"] {
+            let m = format!(r#"{{"type":"subscribe","sub":"s","collection":"c","resume":{r}}}"#);
+            assert!(bad(&m).1.contains("\"resume\" must be a position"), "{m}");
+        }
+        assert!(bad(r#"{"type":"auth"}"#).1.contains("needs \"token\""));
+        let long = format!(r#"{{"type":"unsubscribe","sub":"{}"}}"#, "x".repeat(MAX_SUB_LEN + 1));
+        assert!(bad(&long).1.contains("1 to 128 bytes"));
+    }
+
+    #[test]
+    fn only_access_token_in_the_query() {
+        assert_eq!(query(Some("access_token=a.b.c")).unwrap().as_deref(), Some("a.b.c"));
+        assert_eq!(query(None).unwrap(), None);
+        assert_eq!(query(Some("x=1")).unwrap_err().code, "invalid_query");
+    }
+}
