@@ -9,6 +9,14 @@
 //! --pool: the proxy's pool size and pgbench's second connection count (default: twice
 //! the cores).
 //! docs/benchmarks.md has a full run. Data is generated here with fixed seeds.
+//!
+//!   target/release/pgbaas-bench --realtime [--subscribers N] [--rate N] [--seconds N]
+//!
+//! --realtime: only the live change feeds' figures (src/bench_realtime.rs): 10,000
+//! WebSocket subscribers, 500 changes/s, create throughput with capture on and off.
+
+#[path = "../bench_realtime.rs"]
+mod bench_realtime;
 
 use anyhow::{bail, Context, Result};
 use pgbaas_testkit::{pg_bindir, workspace_root, Cluster, Proxy, DB};
@@ -29,10 +37,14 @@ struct Args {
     pool: usize,
     /// Run only these workloads (1-5), e.g. while profiling.
     only: Vec<usize>,
+    /// Run the live change feeds' workloads instead.
+    realtime: bool,
+    subscribers: usize,
+    rate: u64,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![], pool: default_pool() };
+    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![], pool: default_pool(), realtime: false, subscribers: 10_000, rate: 500 };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -52,6 +64,15 @@ fn parse_args() -> Result<Args> {
                 a.patch_pool = 10_000;
             }
             "--no-peer" => a.peer = false,
+            "--realtime" => a.realtime = true,
+            "--subscribers" => {
+                a.subscribers = num(i)? as usize;
+                i += 1;
+            }
+            "--rate" => {
+                a.rate = num(i)?.max(2);
+                i += 1;
+            }
             "--only" => {
                 a.only.push(num(i)? as usize);
                 i += 1;
@@ -323,6 +344,10 @@ fn main() -> Result<()> {
         if Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
             bail!("{tool} is not installed: apt-get install {tool} (make bench does)");
         }
+    }
+    if a.realtime {
+        let o = bench_realtime::Opts { subscribers: a.subscribers, users: (a.subscribers / 10).max(1), rate: a.rate, secs: a.secs, wrk_secs: 5, wrk_conns: a.conns };
+        return bench_realtime::run(&o, |url, script, secs, conns| wrk(url, script, secs, conns, 0).map(|r| (r.rps, r.errors)));
     }
     let work = std::env::temp_dir().join(format!("pgbaas-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
