@@ -130,6 +130,14 @@ pub struct Config {
     /// Largest result of one request from the database, in bytes (over it: 400 response_too_large, the statement cancelled before the result is held)
     #[arg(long, value_name = "BYTES", env = "PGBAAS_MAX_RESULT_BYTES", default_value = "16777216", value_parser = int(64usize * 1024, 1 << 30, " bytes"))]
     pub max_result_bytes: usize,
+
+    /// Live feeds: subscriptions one connection may hold (over it: 429 too_many_subscriptions)
+    #[arg(long, env = "PGBAAS_REALTIME_MAX_SUBSCRIPTIONS", default_value = "100", value_parser = int(1usize, 10_000, ""))]
+    pub realtime_max_subscriptions: usize,
+
+    /// Live feeds: most documents a subscription's snapshot sends (over it: 400 snapshot_too_large)
+    #[arg(long, env = "PGBAAS_REALTIME_SNAPSHOT_MAX", default_value = "500", value_parser = int(1usize, 999, ""))]
+    pub realtime_snapshot_max: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +197,18 @@ impl Config {
             per_ip: cap(self.max_db_requests_per_ip.unwrap_or_else(|| share(4))),
             per_user: cap(self.max_db_requests_per_user),
             anonymous: cap(self.max_anonymous_db_requests.unwrap_or_else(|| share(2))),
+        }
+    }
+
+    /// The live feeds' hub settings. Subscription start-ups (one short transaction each,
+    /// on the requests' pool) run at most a quarter of the pool at once, so a burst of
+    /// reconnecting clients cannot hold the connections requests need.
+    pub fn hub(&self) -> crate::realtime::hub::HubConfig {
+        crate::realtime::hub::HubConfig {
+            max_subscriptions_per_connection: self.realtime_max_subscriptions,
+            snapshot_max: self.realtime_snapshot_max,
+            concurrent_startups: (self.pool_size / 4).max(1),
+            ..Default::default()
         }
     }
 
