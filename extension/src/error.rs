@@ -94,15 +94,25 @@ impl BaasError {
     }
 }
 
+/// The shared query crate's refusals keep their codes (invalid_query, query_too_complex).
+impl From<pgbaas_query::QueryError> for BaasError {
+    fn from(e: pgbaas_query::QueryError) -> BaasError {
+        match e.kind {
+            pgbaas_query::ErrorKind::InvalidQuery => BaasError::InvalidQuery(e.message),
+            pgbaas_query::ErrorKind::TooComplex => BaasError::QueryTooComplex(e.message),
+        }
+    }
+}
+
 pub trait OrRaise<T> {
     fn or_raise(self, funcname: &'static str) -> T;
 }
 
-impl<T> OrRaise<T> for Result<T, BaasError> {
+impl<T, E: Into<BaasError>> OrRaise<T> for Result<T, E> {
     fn or_raise(self, funcname: &'static str) -> T {
         match self {
             Ok(v) => v,
-            Err(e) => e.raise(funcname),
+            Err(e) => e.into().raise(funcname),
         }
     }
 }

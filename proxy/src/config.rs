@@ -154,6 +154,13 @@ pub struct Config {
     /// Seconds between `: keepalive` comments on an idle SSE stream
     #[arg(id = "realtime_keepalive_secs", value_name = "SECS", long = "realtime-keepalive-secs", env = "PGBAAS_REALTIME_KEEPALIVE_SECS", default_value = "15", value_parser = secs(3600))]
     pub realtime_keepalive: Duration,
+    /// Live feeds: subscriptions one connection may hold (over it: 429 too_many_subscriptions)
+    #[arg(long, env = "PGBAAS_REALTIME_MAX_SUBSCRIPTIONS", default_value = "100", value_parser = int(1usize, 10_000, ""))]
+    pub realtime_max_subscriptions: usize,
+
+    /// Live feeds: most documents a subscription's snapshot sends (over it: 400 snapshot_too_large)
+    #[arg(long, env = "PGBAAS_REALTIME_SNAPSHOT_MAX", default_value = "500", value_parser = int(1usize, 999, ""))]
+    pub realtime_snapshot_max: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +228,18 @@ impl Config {
     pub fn realtime_caps(&self) -> crate::realtime::transport::Caps {
         let cap = |n| InFlight::new(if self.rate_limits { n } else { 0 }, self.rate_limit_max_keys);
         crate::realtime::transport::Caps { per_ip: cap(self.realtime_max_connections_per_ip), per_user: cap(self.realtime_max_connections_per_user) }
+    }
+
+    /// The live feeds' hub settings. Subscription start-ups (one short transaction each,
+    /// on the requests' pool) run at most a quarter of the pool at once, so a burst of
+    /// reconnecting clients cannot hold the connections requests need.
+    pub fn hub(&self) -> crate::realtime::hub::HubConfig {
+        crate::realtime::hub::HubConfig {
+            max_subscriptions_per_connection: self.realtime_max_subscriptions,
+            snapshot_max: self.realtime_snapshot_max,
+            concurrent_startups: (self.pool_size / 4).max(1),
+            ..Default::default()
+        }
     }
 
     /// The rate limits these settings describe.

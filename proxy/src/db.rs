@@ -281,7 +281,7 @@ fn no_connection(e: impl std::fmt::Display) -> ApiError {
 
 /// Every statement of the request runs under the configured statement_timeout; the
 /// client's address is there for the audit log.
-const AUTHENTICATE: &str = "select baas.authenticate($1::text::jsonb), pg_catalog.set_config('statement_timeout', $2, true), \
+pub const AUTHENTICATE: &str = "select baas.authenticate($1::text::jsonb), pg_catalog.set_config('statement_timeout', $2, true), \
      pg_catalog.set_config('baas.client_ip', $3, true)";
 
 /// One try at a request: its answer, or the error of a backend that can no longer run
@@ -363,6 +363,13 @@ async fn run(
 /// Retry-After when even a new connection cannot run the extension: a package
 /// upgrade's window (file renamed over, ALTER EXTENSION UPDATE) lasts seconds.
 const STALE_RETRY_AFTER: u64 = 5;
+
+/// Run `steps` (one batch, one Sync) on a request connection and return the first row
+/// of step `rows_of`: for statements that are not one route's call (the live feeds'
+/// start-up transaction, realtime/hub.rs).
+pub async fn run_steps(pool: &RequestPool, t: &Timeouts, steps: &[crate::pgwire::Step<'_>], rows_of: usize) -> Result<Option<Vec<Option<String>>>, ApiError> {
+    run(pool, t.answer, steps, rows_of, false).await
+}
 
 /// Run `sql` with `params` in one transaction as `caller`.
 pub async fn call(

@@ -73,19 +73,23 @@ fn main() {
     };
     server.add_service(pingora::services::background::background_service("key listener", listener));
 
+    // Live feeds (issue 14): the hub, and the capture's leader and reader on
+    // connections of their own. Start-ups run on the requests' pool (hub.rs says why).
+    let hub = Arc::new(realtime::hub::Hub::new(
+        cfg.hub(),
+        Some(realtime::hub::SqlAccess { pool: requests.clone(), timeouts: Arc::new(db_timeouts(&cfg)) }),
+    ));
+    let capture = realtime::capture::Capture { database_url: cfg.database_url.clone(), hub: hub.clone() };
+    server.add_service(pingora::services::background::background_service("realtime capture", capture));
+    // What the transports subscribe through (server.rs hands connections over).
+    let feeds: Arc<dyn realtime::Feeds> = hub;
+
     let listen = cfg.listen.to_string();
     let limiter = ratelimit::Limiter::new(cfg.limits());
-    let timeouts = db::Timeouts {
-        statement: format!("{}ms", cfg.statement_timeout.as_millis()),
-        anon_statement: format!("{}ms", cfg.anon_statement_timeout.min(cfg.statement_timeout).as_millis()),
-        // A request runs two statements under the timeout; the margin is for the network.
-        answer: cfg.statement_timeout * 2 + std::time::Duration::from_secs(10),
-    };
+    let timeouts = db_timeouts(&cfg);
     let in_flight = cfg.in_flight_caps();
     // One database check a second at most, however many callers (server::HealthCheck).
     let health = server::HealthCheck::new(Duration::from_secs(1));
-    // Live change feeds: until the hub is merged, a stand-in that refuses subscriptions.
-    let feeds: Arc<dyn realtime::Feeds> = Arc::new(realtime::unavailable::Unavailable);
     let realtime_caps = cfg.realtime_caps();
     let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps };
     let header_timeout = app.cfg.header_timeout;
@@ -95,6 +99,15 @@ fn main() {
     server.add_service(service);
     println!("pgbaas-proxy listening on http://{listen}");
     server.run_forever();
+}
+
+fn db_timeouts(cfg: &config::Config) -> db::Timeouts {
+    db::Timeouts {
+        statement: format!("{}ms", cfg.statement_timeout.as_millis()),
+        anon_statement: format!("{}ms", cfg.anon_statement_timeout.min(cfg.statement_timeout).as_millis()),
+        // A request runs two statements under the timeout; the margin is for the network.
+        answer: cfg.statement_timeout * 2 + std::time::Duration::from_secs(10),
+    }
 }
 
 fn load_initial_keys(cfg: &config::Config) -> Result<jwt::KeySet, String> {

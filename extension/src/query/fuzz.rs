@@ -107,7 +107,7 @@ fn fuzz_filters_parse_compile_and_evaluate() {
     for _ in 0..iters() {
         let f = r.filter(4);
         match parse::parse(&f) {
-            Err(e) => assert_invalid_query(&e, &f),
+            Err(e) => assert_invalid_query(&e.into(), &f),
             Ok(ast) => {
                 compiled += 1;
                 let mut params = compile::Params::default();
@@ -138,9 +138,9 @@ fn fuzz_deep_and_large_filters_are_refused_not_overflowed() {
     for _ in 0..120 {
         deep = json!({"$not": deep});
     }
-    assert_invalid_query(&parse::parse(&deep).unwrap_err(), &"120 nested $not");
+    assert_invalid_query(&parse::parse(&deep).unwrap_err().into(), &"120 nested $not");
     let wide = Value::Object((0..5000).map(|i| (format!("f{i}"), json!(i))).collect());
-    assert_invalid_query(&parse::parse(&wide).unwrap_err(), &"5,000 fields");
+    assert_invalid_query(&parse::parse(&wide).unwrap_err().into(), &"5,000 fields");
 }
 
 #[test]
@@ -149,7 +149,7 @@ fn fuzz_order_fields_and_cursors() {
     for _ in 0..iters() {
         let raw = (0..r.below(4)).map(|_| r.string()).collect::<Vec<_>>().join(",");
         match parse::parse_order(&raw) {
-            Err(e) => assert_invalid_query(&e, &raw),
+            Err(e) => assert_invalid_query(&e.into(), &raw),
             Ok(keys) => {
                 assert_literals_balanced(&compile::order_sql(&keys), &raw);
                 assert_literals_balanced(&compile::cursor_sql(&keys), &raw);
@@ -163,7 +163,7 @@ fn fuzz_order_fields_and_cursors() {
         }
         let fields: Vec<String> = (0..r.below(5)).map(|_| r.string()).collect();
         if let Err(e) = parse::parse_fields(&fields) {
-            assert_invalid_query(&e, &fields);
+            assert_invalid_query(&e.into(), &fields);
         }
     }
 }

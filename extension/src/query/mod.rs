@@ -1,9 +1,9 @@
-//! The document query language: filter JSON -> typed AST (parse.rs) -> SQL with bind
-//! parameters (compile.rs); eval.rs is an independent in-memory evaluator of the same
-//! rules, used to check the compiler (property tests).
+//! The document query language: filter JSON -> typed AST (the shared crate
+//! `pgbaas-query`, query/src/parse.rs) -> SQL with bind parameters (compile.rs); the
+//! shared crate's eval.rs is an independent in-memory evaluator of the same rules, used
+//! to check the compiler (property tests) and by the proxy on live changes (issue 14).
 pub mod compile;
-pub mod eval;
-pub mod parse;
+pub use pgbaas_query::{eval, parse};
 
 #[cfg(test)]
 mod fuzz;

@@ -275,6 +275,30 @@ mod tests {
     }
 
     /// Bytes of every memory context of this backend.
+    /// `fields` as the proxy's live feeds apply it (pgbaas_query::eval::project) and as
+    /// baas.find returns it must be the same data for every document.
+    #[pg_test]
+    fn fields_agree_with_the_reference_projection() {
+        let mut r = Rng(0x5eed_1234_abcd_0003);
+        let w = load(&mut r, 100);
+        const NAMES: &[&str] = &["a", "b", "c", "n", "s", "tags", "missing"];
+        for case in 0..200 {
+            let fields: Vec<String> = (0..1 + r.below(3)).map(|_| r.pick(NAMES).to_string()).collect();
+            let got = Spi::get_one_with_args::<JsonB>(
+                "select coalesce(jsonb_object_agg(x ->> 'id', x -> 'data'), '{}') from baas.find('prop', '{}', null, 1000, 0, null, $1) x",
+                &[fields.clone().into()],
+            )
+            .unwrap()
+            .unwrap()
+            .0;
+            assert_eq!(got.as_object().map(|m| m.len()), Some(w.docs.len()), "case {case}: the DBA reads every document");
+            for d in &w.docs {
+                let want = eval::project(&d.data, &fields);
+                assert!(got.get(&d.id).is_some_and(|g| eval::json_eq(g, &want)), "case {case}: fields {fields:?} of {}: {:?}", d.data, got.get(&d.id));
+            }
+        }
+    }
+
     fn backend_bytes() -> i64 {
         Spi::get_one::<i64>("select sum(total_bytes)::bigint from pg_backend_memory_contexts").unwrap().unwrap()
     }

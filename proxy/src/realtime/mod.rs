@@ -217,3 +217,8 @@ pub trait Feeds: Send + Sync {
     /// The connection is gone: drop all its subscriptions.
     fn disconnect(&self, conn: &Arc<Conn>);
 }
+
+pub mod capture;
+pub mod event;
+pub mod hub;
+pub mod principals;

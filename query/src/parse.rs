@@ -1,6 +1,6 @@
 //! Filter JSON -> AST. docs/query.md states the rules this implements.
 
-use crate::error::BaasError;
+use crate::QueryError;
 use serde_json::{Map, Value};
 
 pub const MAX_DEPTH: usize = 32;
@@ -47,12 +47,12 @@ pub enum Filter {
     Field(Path, Vec<Cond>),
 }
 
-fn bad(m: impl Into<String>) -> BaasError {
-    BaasError::InvalidQuery(m.into())
+fn bad(m: impl Into<String>) -> QueryError {
+    QueryError::invalid(m)
 }
 
-fn too_complex(m: impl Into<String>) -> BaasError {
-    BaasError::QueryTooComplex(m.into())
+fn too_complex(m: impl Into<String>) -> QueryError {
+    QueryError::too_complex(m)
 }
 
 /// Counts nodes as the parser meets them, so an over-large filter is refused as soon as
@@ -62,7 +62,7 @@ struct Budget {
 }
 
 impl Budget {
-    fn node(&mut self) -> Result<(), BaasError> {
+    fn node(&mut self) -> Result<(), QueryError> {
         self.nodes += 1;
         if self.nodes > MAX_NODES {
             return Err(too_complex(format!(
@@ -74,7 +74,7 @@ impl Budget {
 }
 
 impl Path {
-    pub fn parse(raw: &str) -> Result<Path, BaasError> {
+    pub fn parse(raw: &str) -> Result<Path, QueryError> {
         if raw.is_empty() {
             return Err(bad("field path is empty"));
         }
@@ -106,7 +106,7 @@ impl Path {
 }
 
 /// Parse a filter object (the whole `where`).
-pub fn parse(v: &Value) -> Result<Filter, BaasError> {
+pub fn parse(v: &Value) -> Result<Filter, QueryError> {
     let text_len = v.to_string().len();
     if text_len > MAX_FILTER_BYTES {
         return Err(bad(format!("filter is {text_len} bytes; the limit is {MAX_FILTER_BYTES}")));
@@ -114,7 +114,7 @@ pub fn parse(v: &Value) -> Result<Filter, BaasError> {
     parse_filter(v, 0, "where", &mut Budget { nodes: 0 })
 }
 
-fn parse_filter(v: &Value, depth: usize, at: &str, budget: &mut Budget) -> Result<Filter, BaasError> {
+fn parse_filter(v: &Value, depth: usize, at: &str, budget: &mut Budget) -> Result<Filter, QueryError> {
     if depth > MAX_DEPTH {
         return Err(bad(format!("filter is nested deeper than {MAX_DEPTH} levels")));
     }
@@ -161,7 +161,7 @@ fn is_operator_object(m: &Map<String, Value>) -> bool {
     !m.is_empty() && m.keys().all(|k| k.starts_with('$'))
 }
 
-fn parse_conds(field: &str, v: &Value, depth: usize, budget: &mut Budget) -> Result<Vec<Cond>, BaasError> {
+fn parse_conds(field: &str, v: &Value, depth: usize, budget: &mut Budget) -> Result<Vec<Cond>, QueryError> {
     if depth > MAX_DEPTH {
         return Err(bad(format!("filter is nested deeper than {MAX_DEPTH} levels")));
     }
@@ -178,13 +178,13 @@ fn parse_conds(field: &str, v: &Value, depth: usize, budget: &mut Budget) -> Res
     m.iter()
         .map(|(op, operand)| {
             budget.node()?;
-            let ordered = |o: &Value| -> Result<Value, BaasError> {
+            let ordered = |o: &Value| -> Result<Value, QueryError> {
                 match o {
                     Value::Number(_) | Value::String(_) => Ok(o.clone()),
                     _ => Err(bad(format!("{field}.{op} compares numbers or strings, not {}", kind(o)))),
                 }
             };
-            let list = |o: &Value| -> Result<Vec<Value>, BaasError> {
+            let list = |o: &Value| -> Result<Vec<Value>, QueryError> {
                 match o {
                     Value::Array(a) if a.len() > MAX_LIST => {
                         Err(too_complex(format!("{field}.{op} has {} values; the limit is {MAX_LIST}", a.len())))
@@ -241,7 +241,7 @@ pub struct SortKey {
 
 pub const MAX_SORT_KEYS: usize = 8;
 
-pub fn parse_order(raw: &str) -> Result<Vec<SortKey>, BaasError> {
+pub fn parse_order(raw: &str) -> Result<Vec<SortKey>, QueryError> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Ok(vec![]);
@@ -270,7 +270,7 @@ pub fn parse_order(raw: &str) -> Result<Vec<SortKey>, BaasError> {
 pub const MAX_FIELDS: usize = 64;
 
 /// `fields=title,score`: top-level data keys to return.
-pub fn parse_fields(raw: &[String]) -> Result<Vec<String>, BaasError> {
+pub fn parse_fields(raw: &[String]) -> Result<Vec<String>, QueryError> {
     if raw.len() > MAX_FIELDS {
         return Err(too_complex(format!("fields takes at most {MAX_FIELDS} names")));
     }

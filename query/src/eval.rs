@@ -2,7 +2,7 @@
 //! nothing with the SQL compiler but the AST. The property tests run random filters
 //! through both and compare.
 
-use crate::query::parse::{Cond, Filter, Path};
+use crate::parse::{Cond, Filter, Path};
 use serde_json::Value;
 use std::cmp::Ordering;
 
@@ -71,10 +71,25 @@ pub fn matches(f: &Filter, data: &Value) -> bool {
     }
 }
 
+/// `fields=a,b` on a document's `data`: only those top-level keys, the ones it has (as
+/// the list route's SQL, `jsonb_object_agg` over `jsonb_each(data)` where the key is
+/// listed; docs/query.md). A non-object `data` projects to `{}`.
+pub fn project(data: &Value, fields: &[String]) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Value::Object(m) = data {
+        for (k, v) in m {
+            if fields.iter().any(|f| f == k) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::parse::parse;
+    use crate::parse::parse;
     use serde_json::json;
 
     fn m(f: Value, d: Value) -> bool {
@@ -97,5 +112,13 @@ mod tests {
         assert!(m(json!({"$not": {"a": {"$gt": 5}}}), json!({})));
         assert!(m(json!({"a": {"$nin": [1, 2]}}), json!({})));
         assert!(m(json!({"a": [1, {"b": 2}]}), json!({"a": [1.0, {"b": 2}]})));
+    }
+
+    #[test]
+    fn projection_keeps_only_listed_present_top_level_keys() {
+        let d = json!({"a": 1, "b": {"c": 2}, "z": null});
+        assert_eq!(project(&d, &["b".into(), "z".into(), "missing".into()]), json!({"b": {"c": 2}, "z": null}));
+        assert_eq!(project(&d, &[]), json!({}));
+        assert_eq!(project(&json!([1]), &["a".into()]), json!({}));
     }
 }

@@ -1,0 +1,191 @@
+//! The capture's two loops, one background service (docs/realtime-delivery.md):
+//!
+//! - Leader: calls `baas._realtime_pull(10000)` on a dedicated connection, which moves
+//!   the slot's decoded messages into `baas.realtime_events` and notifies
+//!   `baas_realtime`. Every proxy runs it; a transaction-level advisory lock in the
+//!   function lets one work and the others return NULL at once. Again at once after it
+//!   advanced, else every 2 ms (an idle pull is one cheap statement: the WAL did not
+//!   move past the slot). Without `wal_level = logical` (SQLSTATE 55000) it says so
+//!   once, marks the feeds unavailable and retries every 10 s.
+//! - Reader: LISTENs on `baas_realtime` on its own connection (a 1 s timer is the
+//!   safety net for a notification lost with a connection) and reads the new events with
+//!   `baas._realtime_read(after, 1000)`, in order, into the hub.
+//!
+//! Neither ever waits for a subscriber: the hub only queues frames.
+
+use super::event::Event;
+use super::hub::Hub;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::{AsyncMessage, IsolationLevel};
+
+const PULL: &str = "select baas._realtime_pull(10000)";
+const READ: &str = "select position, xid::text, kind, collection, body::text from baas._realtime_read($1, $2)";
+const READ_BATCH: i32 = 1000;
+const START: &str = "select baas.realtime_position(), \
+    (select coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(n.member_role, n.role)), '[]')::text from baas._realtime_role_nesting() n)";
+
+pub struct Capture {
+    pub database_url: String,
+    pub hub: Arc<Hub>,
+}
+
+fn config(url: &str) -> Result<crate::pgconfig::PgConfig, String> {
+    let pg = crate::pgconfig::PgConfig::parse(url)?;
+    let name = format!("{} (realtime)", pg.pg.get_application_name().unwrap_or(crate::pgwire::APPLICATION_NAME));
+    Ok(pg.with_application_name(&name))
+}
+
+type Client = tokio_postgres::Client;
+
+async fn connect(url: &str, notify: Option<tokio::sync::mpsc::UnboundedSender<()>>) -> Result<Client, String> {
+    let cfg = config(url)?;
+    let (client, mut connection) = crate::pgconfig::connect_client(&cfg, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
+    tokio::spawn(async move {
+        while let Some(m) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match m {
+                Ok(AsyncMessage::Notification(_)) => {
+                    if let Some(tx) = &notify {
+                        if tx.send(()).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    Ok(client)
+}
+
+impl Capture {
+    /// One leader connection's life; Ok(true) on shutdown.
+    async fn lead(&self, shutdown: &mut ShutdownWatch) -> Result<bool, String> {
+        let client = connect(&self.database_url, None).await?;
+        let stmt = client.prepare(PULL).await.map_err(|e| e.to_string())?;
+        let mut last: Option<i64> = None;
+        let mut warned = false;
+        loop {
+            let pause = match client.query_one(&stmt, &[]).await {
+                Ok(row) => {
+                    self.hub.set_unavailable(false);
+                    warned = false;
+                    let now: Option<i64> = row.try_get(0).map_err(|e| e.to_string())?;
+                    let advanced = now.is_some() && now > last;
+                    if now.is_some() {
+                        last = now;
+                    }
+                    if advanced {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(2)
+                    }
+                }
+                Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "55000") => {
+                    if !warned {
+                        log::error!("live feeds are unavailable: {}", e.as_db_error().map(|d| d.message()).unwrap_or_default());
+                        warned = true;
+                    }
+                    self.hub.set_unavailable(true);
+                    Duration::from_secs(10)
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            if pause.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => return Ok(true),
+            }
+        }
+    }
+
+    /// One reader connection's life; Ok(true) on shutdown.
+    async fn read(&self, shutdown: &mut ShutdownWatch) -> Result<bool, String> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut client = connect(&self.database_url, Some(tx)).await?;
+        client.batch_execute("listen baas_realtime").await.map_err(|e| e.to_string())?;
+        if self.hub.position() == 0 {
+            // Start at the log's end, with the role graph as of then, in one snapshot:
+            // the events before concern no subscription of this proxy.
+            let t = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).start().await.map_err(|e| e.to_string())?;
+            let row = t.query_one(START, &[]).await.map_err(|e| e.to_string())?;
+            let pos: i64 = row.try_get(0).map_err(|e| e.to_string())?;
+            let nesting: String = row.try_get(1).map_err(|e| e.to_string())?;
+            t.commit().await.map_err(|e| e.to_string())?;
+            let nesting: Vec<(String, String)> = serde_json::from_str(&nesting).map_err(|e| e.to_string())?;
+            self.hub.start_at(pos.max(0) as u64, &nesting);
+        }
+        let stmt = client.prepare(READ).await.map_err(|e| e.to_string())?;
+        loop {
+            loop {
+                let after = self.hub.position() as i64;
+                let rows = client.query(&stmt, &[&after, &READ_BATCH]).await.map_err(|e| e.to_string())?;
+                let n = rows.len();
+                let mut events = Vec::with_capacity(n);
+                for r in rows {
+                    let position: i64 = r.try_get(0).map_err(|e| e.to_string())?;
+                    let xid: String = r.try_get(1).map_err(|e| e.to_string())?;
+                    let kind: String = r.try_get(2).map_err(|e| e.to_string())?;
+                    let collection: Option<String> = r.try_get(3).map_err(|e| e.to_string())?;
+                    let body: String = r.try_get(4).map_err(|e| e.to_string())?;
+                    let xid: u64 = xid.parse().map_err(|_| format!("xid {xid:?}"))?;
+                    match Event::parse(position as u64, xid, &kind, collection.as_deref(), &body) {
+                        Ok(e) => events.push(Arc::new(e)),
+                        Err(e) => {
+                            // A body this proxy cannot read: skipped (logged), never a stall.
+                            log::error!("realtime event {position} unreadable: {e}");
+                            events.push(Arc::new(Event { position: position as u64, xid, collection: None, body: super::event::Body::Other }));
+                        }
+                    }
+                }
+                self.hub.apply(events);
+                if n < READ_BATCH as usize {
+                    break;
+                }
+            }
+            tokio::select! {
+                m = rx.recv() => if m.is_none() { return Ok(false) },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return Ok(true),
+            }
+            // A burst of notifications is one read.
+            while rx.try_recv().is_ok() {}
+        }
+    }
+
+    async fn forever<'a, F, Fut>(name: &str, mut shutdown: ShutdownWatch, f: F)
+    where
+        F: Fn(ShutdownWatch) -> Fut,
+        Fut: std::future::Future<Output = (Result<bool, String>, ShutdownWatch)> + 'a,
+    {
+        loop {
+            let (r, s) = f(shutdown).await;
+            shutdown = s;
+            match r {
+                Ok(true) => return,
+                Ok(false) => log::warn!("realtime {name}: connection closed; reconnecting"),
+                Err(e) => log::warn!("realtime {name}: {e}; retrying in 1 s"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Capture {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let lead = Capture::forever("leader", shutdown.clone(), |mut s| async move { (self.lead(&mut s).await, s) });
+        let read = Capture::forever("reader", shutdown, |mut s| async move { (self.read(&mut s).await, s) });
+        tokio::join!(lead, read);
+    }
+}

@@ -1,0 +1,415 @@
+//! The hub's semantics on synthetic events: the contract's table row by row, fields,
+//! privileged/anonymous/owner callers, role changes, feed switches, the start-up
+//! hand-over (buffer then join: no gap, no duplicate), resume verdicts, and the size of
+//! an idle subscription.
+
+use super::*;
+use crate::realtime::Caller;
+use serde_json::json;
+use std::alloc::{GlobalAlloc, Layout, System};
+
+const U1: &str = "00000000-0000-0000-0000-000000000001";
+const U2: &str = "00000000-0000-0000-0000-000000000002";
+
+fn doc(owner: &str, read: &[&str], data: Value, version: i64) -> Value {
+    json!({"id": "d1", "collection": "c", "owner": owner, "version": version, "created_at": "t0", "updated_at": "t1",
+           "data": data, "acl": {"read": read, "update": [], "delete": []}})
+}
+
+fn change(position: u64, xid: u64, op: &str, old: Option<Value>, new: Option<Value>) -> Arc<Event> {
+    let v = old.as_ref().or(new.as_ref()).and_then(|d| d["version"].as_i64()).unwrap_or(1);
+    let body = json!({"id": "d1", "op": op, "version": v, "old": old, "new": new});
+    Arc::new(Event::parse(position, xid, "doc", Some("c"), &body.to_string()).unwrap())
+}
+
+fn ev(position: u64, xid: u64, kind: &str, collection: Option<&str>, body: Value) -> Arc<Event> {
+    Arc::new(Event::parse(position, xid, kind, collection, &body.to_string()).unwrap())
+}
+
+fn ps(names: &[&str]) -> Vec<Arc<str>> {
+    let mut v: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
+    v.sort();
+    v
+}
+
+fn kind_of(e: &Arc<Event>, filter: Option<&Value>, privileged: bool, principals: &[Arc<str>]) -> Option<Kind> {
+    let Body::Doc(d) = &e.body else { panic!("not a doc event") };
+    let f = filter.map(|f| pgbaas_query::parse::parse(f).unwrap());
+    decide(d, f.as_ref(), privileged, principals)
+}
+
+#[test]
+fn every_row_of_the_contracts_table() {
+    let me = ps(&["public", "authenticated", &format!("user:{U1}")]);
+    let f = json!({"n": {"$gt": 1}});
+    let mine = |n: i64, v| doc(U1, &[], json!({ "n": n }), v);
+    let theirs = |n: i64, v| doc(U2, &[], json!({ "n": n }), v);
+    let k = |e: &Arc<Event>| kind_of(e, Some(&f), false, &me);
+    // now ∧ insert
+    assert_eq!(k(&change(1, 1, "insert", None, Some(mine(2, 1)))), Some(Kind::Insert));
+    // an insert nobody here may read, or that does not match
+    assert_eq!(k(&change(1, 1, "insert", None, Some(theirs(2, 1)))), None);
+    assert_eq!(k(&change(1, 1, "insert", None, Some(mine(0, 1)))), None);
+    // now ∧ was → update
+    assert_eq!(k(&change(1, 1, "update", Some(mine(2, 1)), Some(mine(3, 2)))), Some(Kind::Update));
+    // now ∧ ¬was → enter: started matching, or became readable (an owner change)
+    assert_eq!(k(&change(1, 1, "update", Some(mine(0, 1)), Some(mine(3, 2)))), Some(Kind::Enter));
+    assert_eq!(k(&change(1, 1, "update", Some(theirs(5, 1)), Some(mine(5, 2)))), Some(Kind::Enter));
+    // ¬now ∧ was ∧ delete → delete (the last readable version decides)
+    assert_eq!(k(&change(1, 1, "delete", Some(mine(2, 1)), None)), Some(Kind::Delete));
+    // a delete of a version this caller could not read goes nowhere
+    assert_eq!(k(&change(1, 1, "delete", Some(theirs(2, 1)), None)), None);
+    assert_eq!(k(&change(1, 1, "delete", Some(mine(0, 1)), None)), None, "nor one the filter never matched");
+    // ¬now ∧ was ∧ ¬delete → leave: stopped matching, or stopped being readable (ACL)
+    assert_eq!(k(&change(1, 1, "update", Some(mine(2, 1)), Some(mine(0, 2)))), Some(Kind::Leave));
+    assert_eq!(
+        k(&change(1, 1, "update", Some(doc(U2, &["authenticated"], json!({"n": 2}), 1)), Some(doc(U2, &[], json!({"n": 2}), 2)))),
+        Some(Kind::Leave)
+    );
+    // else nothing
+    assert_eq!(k(&change(1, 1, "update", Some(mine(0, 1)), Some(mine(0, 2)))), None);
+    assert_eq!(k(&change(1, 1, "update", Some(theirs(5, 1)), Some(theirs(6, 2)))), None);
+}
+
+#[test]
+fn privileged_anonymous_and_acl_principals() {
+    let anon = ps(&["public"]);
+    let e = change(1, 1, "insert", None, Some(doc(U2, &[], json!({}), 1)));
+    assert_eq!(kind_of(&e, None, true, &[]), Some(Kind::Insert), "a service token reads everything");
+    assert_eq!(kind_of(&e, None, false, &anon), None);
+    let public = change(1, 1, "insert", None, Some(doc(U2, &["public"], json!({}), 1)));
+    assert_eq!(kind_of(&public, None, false, &anon), Some(Kind::Insert));
+    let role = change(1, 1, "insert", None, Some(doc(U2, &["role:team"], json!({}), 1)));
+    let me = ps(&["public", "authenticated", &format!("user:{U1}")]);
+    assert_eq!(kind_of(&role, None, false, &me), None);
+    let mut with_role = me.clone();
+    with_role.push("role:team".into());
+    with_role.sort();
+    assert_eq!(kind_of(&role, None, false, &with_role), Some(Kind::Insert));
+    let named = change(1, 1, "insert", None, Some(doc(U2, &[&format!("user:{U1}")], json!({}), 1)));
+    assert_eq!(kind_of(&named, None, false, &me), Some(Kind::Insert));
+}
+
+fn caller(user: Option<&str>, service: bool) -> Caller {
+    let claims = match (user, service) {
+        (_, true) => Some(json!({"sub": "svc", "role": "baas_service"}).to_string()),
+        (Some(u), _) => Some(json!({"sub": u, "role": "baas_user", "sid": "s"}).to_string()),
+        (None, _) => None,
+    };
+    Caller::new(claims, "127.0.0.1".into(), "127.0.0.1".into())
+}
+
+fn req(sub: &str, filter: Value, fields: Option<&[&str]>) -> Subscribe {
+    Subscribe {
+        sub: sub.into(),
+        collection: "c".into(),
+        filter,
+        fields: fields.map(|f| f.iter().map(|s| s.to_string()).collect()),
+        snapshot: false,
+        resume: None,
+    }
+}
+
+fn start(position: u64, snap: &str, roles: &[&str], nesting: &[(&str, &str)]) -> Start {
+    Start {
+        position,
+        snap: Snap::parse(snap).unwrap(),
+        roles: roles.iter().map(|s| s.to_string()).collect(),
+        nesting: nesting.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+    }
+}
+
+/// A subscription made live the way `subscribe` does it, without the SQL.
+fn live(hub: &Hub, conn: &Arc<Conn>, r: Subscribe, st: Start) -> SubId {
+    let filter = match pgbaas_query::parse::parse(&r.filter).unwrap() {
+        Filter::And(v) if v.is_empty() => None,
+        f => Some(f),
+    };
+    let fields = r.fields.clone();
+    let id = hub.register(conn, &r, filter, fields).unwrap();
+    assert!(matches!(hub.go_live(id, &st), Joined::Live));
+    id
+}
+
+fn frames(conn: &Conn) -> Vec<Value> {
+    conn.outbox.drain().into_iter().map(|f| serde_json::from_slice(&f.json).unwrap()).collect()
+}
+
+fn types(fs: &[Value]) -> Vec<String> {
+    fs.iter().map(|f| format!("{}@{}", f["type"].as_str().unwrap(), f["position"].as_str().unwrap_or("-"))).collect()
+}
+
+#[test]
+fn fan_out_routes_by_principal_and_applies_fields() {
+    let hub = Hub::new(HubConfig::default(), None);
+    let a = Conn::new(caller(Some(U1), false), 1 << 20);
+    let b = Conn::new(caller(Some(U2), false), 1 << 20);
+    let anon = Conn::new(caller(None, false), 1 << 20);
+    let svc = Conn::new(caller(None, true), 1 << 20);
+    live(&hub, &a, req("s", json!({}), Some(&["x"])), start(0, "1:1:", &[], &[]));
+    live(&hub, &b, req("s", json!({"x": 1}), None), start(0, "1:1:", &[], &[]));
+    live(&hub, &anon, req("s", json!({}), None), start(0, "1:1:", &[], &[]));
+    live(&hub, &svc, req("s", json!({}), None), start(0, "1:1:", &[], &[]));
+    hub.apply(vec![
+        change(1, 10, "insert", None, Some(doc(U1, &[], json!({"x": 1, "secret": 2}), 1))),
+        change(2, 11, "update", Some(doc(U1, &[], json!({"x": 1, "secret": 2}), 1)), Some(doc(U1, &["public"], json!({"x": 1, "secret": 3}), 2))),
+        ev(3, 12, "doc", Some("other"), json!({"id": "o", "op": "insert", "version": 1, "old": null, "new": doc(U1, &["public"], json!({}), 1)})),
+    ]);
+    let fa = frames(&a);
+    assert_eq!(types(&fa), ["insert@1", "update@2"]);
+    assert_eq!(fa[0]["sub"], "s");
+    assert_eq!(fa[0]["document"]["data"], json!({"x": 1}), "only the fields asked for");
+    assert_eq!(fa[0]["document"]["owner"], U1, "system fields stay");
+    assert_eq!(types(&frames(&b)), ["enter@2"], "another user's document entered when made public");
+    let fanon = frames(&anon);
+    assert_eq!(types(&fanon), ["enter@2"]);
+    assert_eq!(fanon[0]["document"]["data"], json!({"x": 1, "secret": 3}));
+    assert_eq!(types(&frames(&svc)), ["insert@1", "update@2"], "privileged: everything of its collection only");
+    // Leave carries only the id; delete the last readable version.
+    hub.apply(vec![change(4, 13, "update", Some(doc(U1, &["public"], json!({"x": 1}), 2)), Some(doc(U1, &[], json!({"x": 1}), 3)))]);
+    let l = frames(&anon);
+    assert_eq!(types(&l), ["leave@4"]);
+    assert_eq!(l[0], json!({"type": "leave", "sub": "s", "position": "4", "id": "d1"}));
+    hub.apply(vec![change(5, 14, "delete", Some(doc(U1, &[], json!({"x": 1}), 3)), None)]);
+    assert!(frames(&anon).is_empty(), "a delete goes only to those who could read the last version");
+    let d = frames(&a);
+    assert_eq!(types(&d), ["update@4", "delete@5"]);
+    assert_eq!(d[1]["document"]["version"], 3);
+}
+
+#[test]
+fn role_changes_reset_exactly_the_subscriptions_whose_principals_changed() {
+    let hub = Hub::new(HubConfig::default(), None);
+    hub.start_at(0, &[("team".to_string(), "org".to_string())]);
+    let a = Conn::new(caller(Some(U1), false), 1 << 20);
+    let b = Conn::new(caller(Some(U2), false), 1 << 20);
+    live(&hub, &a, req("s", json!({}), None), start(0, "1:1:", &[], &[("team", "org")]));
+    live(&hub, &b, req("s", json!({}), None), start(0, "1:1:", &[], &[("team", "org")]));
+    let org_doc = || change(2, 11, "insert", None, Some(doc(U2, &["role:org"], json!({}), 1)));
+    hub.apply(vec![ev(1, 10, "member", None, json!({"user": U1, "role": "team", "op": "add"})), org_doc()]);
+    assert_eq!(types(&frames(&a)), ["reset@1", "insert@2"], "reset at the change, then routed by the nested role");
+    assert_eq!(types(&frames(&b)), ["insert@2"], "b's principals did not change");
+    hub.apply(vec![ev(3, 12, "nest", None, json!({"member_role": "team", "role": "org", "op": "remove"}))]);
+    let r = frames(&a);
+    assert_eq!(r, [json!({"type": "reset", "sub": "s", "reason": "access_changed", "position": "3"})]);
+    hub.apply(vec![change(4, 13, "update", Some(doc(U2, &["role:org"], json!({}), 1)), Some(doc(U2, &["role:org"], json!({"v": 2}), 2)))]);
+    assert!(frames(&a).is_empty(), "org's documents no longer reach a");
+    assert!(frames(&b).iter().all(|f| f["type"] == "update"));
+    hub.apply(vec![ev(5, 14, "member", None, json!({"user": "00000000-0000-0000-0000-00000000000f", "role": "org", "op": "add"}))]);
+    assert!(frames(&a).is_empty() && frames(&b).is_empty(), "another user's membership resets nobody here");
+}
+
+#[test]
+fn a_feed_switched_off_or_dropped_ends_its_subscriptions() {
+    let hub = Hub::new(HubConfig::default(), None);
+    let a = Conn::new(caller(Some(U1), false), 1 << 20);
+    live(&hub, &a, req("s1", json!({}), None), start(0, "1:1:", &[], &[]));
+    let mut other = req("s2", json!({}), None);
+    other.collection = "d".into();
+    live(&hub, &a, other, start(0, "1:1:", &[], &[]));
+    hub.apply(vec![ev(1, 10, "collection", Some("c"), json!({"collection": "c", "realtime": false}))]);
+    let f = frames(&a);
+    assert_eq!(f.len(), 1);
+    assert_eq!((f[0]["sub"].as_str(), f[0]["error"]["code"].as_str()), (Some("s1"), Some("feed_disabled")));
+    assert_eq!(hub.count(), 1);
+    assert!(!hub.unsubscribe(&a, "s1"), "s1 was removed");
+    hub.apply(vec![ev(2, 11, "collection", Some("d"), json!({"collection": "d", "dropped": true}))]);
+    assert_eq!(frames(&a)[0]["error"]["code"], "not_found");
+    assert_eq!(hub.count(), 0);
+}
+
+#[test]
+fn caps_and_names() {
+    let hub = Hub::new(HubConfig { max_subscriptions_per_connection: 2, ..HubConfig::default() }, None);
+    let a = Conn::new(caller(Some(U1), false), 1 << 20);
+    live(&hub, &a, req("s1", json!({}), None), start(0, "1:1:", &[], &[]));
+    let e = hub.register(&a, &req("s1", json!({}), None), None, None).err().unwrap();
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (409, "subscription_exists"));
+    live(&hub, &a, req("s2", json!({}), None), start(0, "1:1:", &[], &[]));
+    let e = hub.register(&a, &req("s3", json!({}), None), None, None).err().unwrap();
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (429, "too_many_subscriptions"));
+    assert!(hub.unsubscribe(&a, "s1"));
+    live(&hub, &a, req("s3", json!({}), None), start(0, "1:1:", &[], &[]));
+    hub.disconnect(&a);
+    assert_eq!(hub.count(), 0);
+    let b = Conn::new(caller(Some(U2), false), 1 << 20);
+    hub.apply(vec![change(1, 1, "insert", None, Some(doc(U1, &["public"], json!({}), 1)))]);
+    assert!(frames(&a).is_empty() && frames(&b).is_empty());
+}
+
+#[test]
+fn filter_and_fields_errors_are_the_list_routes() {
+    let e = query_error(pgbaas_query::parse::parse(&json!({"a": {"$regex": "x"}})).unwrap_err(), false);
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (400, "invalid_query"));
+    assert!(e.message.contains("unknown operator $regex"));
+    let e = query_error(pgbaas_query::parse::parse_fields(&["a.b".into()]).unwrap_err(), false);
+    assert_eq!(e.code, "invalid_query");
+}
+
+/// The start-up hand-over: events applied while the start-up SQL ran are buffered; at
+/// go_live those at or before S, and those after S whose transaction the snapshot saw,
+/// are skipped; the rest are sent in order; the live stream continues with no gap or
+/// duplicate.
+#[test]
+fn hand_over_buffers_then_joins_without_gap_or_duplicate() {
+    let hub = Hub::new(HubConfig::default(), None);
+    hub.start_at(10, &[]);
+    let a = Conn::new(caller(Some(U1), false), 1 << 20);
+    let r = req("s", json!({}), None);
+    let id = hub.register(&a, &r, None, None).unwrap();
+    let pub_doc = |p: u64, xid: u64| change(p, xid, "insert", None, Some(doc(U1, &["public"], json!({ "p": p }), 1)));
+    // The hub moves on while the start-up transaction runs.
+    hub.apply(vec![pub_doc(11, 100), pub_doc(12, 101), pub_doc(13, 103), pub_doc(14, 104), pub_doc(15, 105)]);
+    assert!(frames(&a).is_empty(), "nothing reaches a pending subscription");
+    // Its snapshot: position 12; xids below 103, and 104, had committed; 103 and 105
+    // were running (a commit's WAL record comes before it shows in snapshots: 104 may
+    // be decoded after 103 and still be in the snapshot).
+    let st = start(12, "103:106:103,105", &[], &[]);
+    assert!(matches!(hub.go_live(id, &st), Joined::Live));
+    assert_eq!(types(&frames(&a)), ["insert@13", "insert@15"], "14 is already in the snapshot");
+    hub.apply(vec![pub_doc(15, 105), pub_doc(16, 106), pub_doc(17, 104)]);
+    assert_eq!(
+        types(&frames(&a)),
+        ["insert@16", "insert@17"],
+        "live from the buffer's end, 15 not again; after a transaction newer than the snapshot (106), none of it can follow"
+    );
+}
+
+#[test]
+fn hand_over_applies_role_changes_after_the_start_in_order() {
+    let hub = Hub::new(HubConfig::default(), None);
+    hub.start_at(10, &[]);
+    let a = Conn::new(caller(Some(U1), false), 1 << 20);
+    let id = hub.register(&a, &req("s", json!({}), None), None, None).unwrap();
+    let team_doc = |p: u64| change(p, 100 + p, "insert", None, Some(doc(U2, &["role:team"], json!({}), 1)));
+    hub.apply(vec![
+        team_doc(11),
+        ev(12, 112, "member", None, json!({"user": U1, "role": "team", "op": "add"})),
+        team_doc(13),
+    ]);
+    let st = start(11, "112:112:", &[], &[]);
+    assert!(matches!(hub.go_live(id, &st), Joined::Live));
+    assert_eq!(types(&frames(&a)), ["reset@12", "insert@13"], "not readable before 12, readable after");
+    hub.apply(vec![team_doc(14)]);
+    assert_eq!(types(&frames(&a)), ["insert@14"], "the hub's view of the user took over, with the role");
+}
+
+#[test]
+fn a_feed_switched_off_during_the_start_up_ends_it() {
+    let hub = Hub::new(HubConfig::default(), None);
+    let a = Conn::new(caller(Some(U1), false), 1 << 20);
+    let id = hub.register(&a, &req("s", json!({}), None), None, None).unwrap();
+    hub.apply(vec![ev(1, 10, "collection", Some("c"), json!({"collection": "c", "realtime": false}))]);
+    assert!(matches!(hub.go_live(id, &start(0, "5:5:", &[], &[])), Joined::Closed));
+    assert_eq!(frames(&a)[0]["error"]["code"], "feed_disabled");
+    assert_eq!(hub.count(), 0);
+    assert!(!hub.unsubscribe(&a, "s"));
+}
+
+#[test]
+fn resume_rule_and_replay_verdicts() {
+    // (oldest, last, last_reset)
+    assert_eq!(resume_verdict(10, (5, 20, 0)), Ok(()));
+    assert_eq!(resume_verdict(4, (5, 20, 0)), Ok(()), "p = oldest - 1: the next event is the oldest kept");
+    assert_eq!(resume_verdict(3, (5, 20, 0)), Err("retention"));
+    assert_eq!(resume_verdict(21, (5, 20, 0)), Err("retention"), "a position from the future (another database?)");
+    assert_eq!(resume_verdict(7, (5, 20, 8)), Err("capture_reset"));
+    assert_eq!(resume_verdict(8, (5, 20, 8)), Ok(()));
+    let member = |u: &str| ev(3, 3, "member", None, json!({"user": u, "role": "r", "op": "add"}));
+    let nest = ev(4, 4, "nest", None, json!({"member_role": "a", "role": "b", "op": "add"}));
+    assert_eq!(replay_verdict(&[member(U2)], Some(U1), true), None);
+    assert_eq!(replay_verdict(&[member(U1)], Some(U1), true), Some("access_changed"));
+    assert_eq!(replay_verdict(&[nest], None, true), Some("access_changed"));
+    assert_eq!(replay_verdict(&[], Some(U1), false), Some("retention"));
+}
+
+#[test]
+fn a_resume_replays_its_range_under_the_semantics() {
+    let a = Conn::new(caller(None, false), 1 << 20);
+    let mut probe = Sub {
+        conn: a.clone(),
+        name: "s".into(),
+        collection: "c".into(),
+        filter: None,
+        fields: None,
+        who: Who::Anonymous,
+        principals: anonymous(),
+        start: 0,
+        skip: None,
+        pending: None,
+    };
+    let text = json!([
+        [6, "100", "doc", "c", {"id": "d1", "op": "insert", "version": 1, "old": null, "new": doc(U1, &["public"], json!({}), 1)}],
+        [7, "101", "doc", "other", {"id": "d2", "op": "insert", "version": 1, "old": null, "new": doc(U1, &["public"], json!({}), 1)}],
+        [8, "102", "doc", "c", {"id": "d3", "op": "insert", "version": 1, "old": null, "new": doc(U1, &[], json!({}), 1)}],
+        [9, "103", "doc", "c", {"id": "d1", "op": "delete", "version": 1, "old": doc(U1, &["public"], json!({}), 1), "new": null}]
+    ])
+    .to_string();
+    let events = parse_replay(&text).unwrap();
+    replay_into(&mut probe, &events, 9);
+    assert_eq!(types(&frames(&a)), ["insert@6", "delete@9"]);
+}
+
+#[test]
+fn snapshot_visibility() {
+    let s = Snap::parse("100:110:102,105").unwrap();
+    assert!(s.visible(99) && s.visible(101) && s.visible(109));
+    assert!(!s.visible(102) && !s.visible(105) && !s.visible(110) && !s.visible(200));
+    assert!(Snap::parse("1:2").is_none() && Snap::parse("a:b:").is_none());
+}
+
+/// Counts this thread's heap bytes (tests run in parallel on other threads).
+struct Counting;
+thread_local! {
+    static LIVE_BYTES: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    // try_with: the slot may be gone while a thread exits.
+    let _ = LIVE_BYTES.try_with(|b| b.set(b.get() + delta));
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        count(l.size() as isize);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        count(-(l.size() as isize));
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        count(n as isize - l.size() as isize);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// 10,000 idle subscriptions (each on its own connection, as WebSocket clients
+/// subscribe, each a different user with a filter): the registry's and the
+/// connections' heap per subscription, this thread's allocations only. ~2,000 bytes
+/// measured (docs/realtime-delivery.md); the goal for the whole proxy is 16 KiB per
+/// idle WebSocket subscriber, sockets and buffers included.
+#[test]
+fn an_idle_subscription_is_small() {
+    let hub = Hub::new(HubConfig::default(), None);
+    hub.start_at(0, &[]);
+    let n = 10_000;
+    let before = LIVE_BYTES.with(|b| b.get());
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let u = format!("00000000-0000-0000-0000-{i:012}");
+        let c = Conn::new(caller(Some(&u), false), 1 << 20);
+        live(&hub, &c, req("s1", json!({"done": false}), None), start(0, "1:1:", &[], &[]));
+        conns.push(c);
+    }
+    let after = LIVE_BYTES.with(|b| b.get());
+    let per = (after - before) / n as isize;
+    println!("{n} idle subscriptions: {per} bytes each (registry, index, Conn with its Outbox)");
+    assert!(per < 4096, "{per} bytes per idle subscription");
+    // One public change reaches every one of them.
+    hub.apply(vec![change(1, 1, "insert", None, Some(doc(U1, &["public"], json!({"done": false}), 1)))]);
+    assert!(conns.iter().all(|c| c.outbox.queued_bytes() > 0));
+}
