@@ -236,16 +236,14 @@ impl Sse {
             let len = s.header("content-length").and_then(|v| v.parse::<usize>().ok());
             loop {
                 s.dechunk();
-                let have = if s.chunked { s.text.len() } else { s.raw.len() };
-                if len.is_some_and(|n| have >= n) || s.ended {
+                if len.is_some_and(|n| s.text.len() >= n) || s.ended {
                     break;
                 }
                 if !s.fill(deadline) {
                     break;
                 }
             }
-            let body = if s.chunked { &s.text } else { &s.raw };
-            return Err((status, String::from_utf8_lossy(body).into_owned()));
+            return Err((status, String::from_utf8_lossy(&s.text).into_owned()));
         }
         Ok(s)
     }

@@ -78,6 +78,8 @@ struct Sub {
     got: Arc<Mutex<Vec<Value>>>,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<Client>>,
+    /// The proxy it connects to.
+    port: u16,
 }
 
 impl Sub {
@@ -93,6 +95,7 @@ impl Sub {
             got: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
             reader: None,
+            port: port(),
         }
     }
 
@@ -108,12 +111,12 @@ impl Sub {
                 q.push("snapshot=true".into());
             }
             let last = resume.map(|p| p.to_string());
-            let s = Sse::open(port(), &self.collection, &q.join("&"), self.token.as_deref(), last.as_deref())
+            let s = Sse::open(self.port, &self.collection, &q.join("&"), self.token.as_deref(), last.as_deref())
                 .unwrap_or_else(|(st, body)| panic!("{}: SSE refused: {st} {body}", self.name));
             assert!(s.header("content-type").is_some_and(|v| v.starts_with("text/event-stream")), "{}: {:?}", self.name, s.headers);
             Client::Sse(s)
         } else {
-            let mut w = Ws::connect(port(), self.token.as_deref()).unwrap_or_else(|(st, body)| panic!("{}: upgrade refused: {st} {body}", self.name));
+            let mut w = Ws::connect(self.port, self.token.as_deref()).unwrap_or_else(|(st, body)| panic!("{}: upgrade refused: {st} {body}", self.name));
             let mut m = json!({"type": "subscribe", "sub": self.name, "collection": self.collection, "where": self.filter});
             if let Some(f) = &self.fields {
                 m["fields"] = json!(f);
@@ -181,7 +184,7 @@ impl Sub {
                 out.insert(k.to_string(), v.clone());
             }
         }
-        if !self.sse {
+        if !self.sse && m["type"] != "closing" {
             assert_eq!(m["sub"], self.name.as_str(), "a message for another subscription on {}'s connection: {m}", self.name);
         }
         Value::Object(out)
@@ -410,6 +413,10 @@ fn every_subscriber_receives_exactly_what_the_oracle_says() {
     assert_eq!(call("PUT", &format!("/v1/roles/{}/roles/{}", roles[0], roles[1]), Some(&s), None).status, 204);
     w.nests.push((1, 0));
 
+    // The set-up's three capture events come first; the steps' follow them.
+    let mut db = admin();
+    let setup_events = 3;
+    wait_until("the set-up's capture events", || world_events(&mut db, &w).len() >= setup_events);
     let tok = |i: usize| Some(w.users[i].access.clone());
     let mut subs = vec![
         Sub::new("u0_all", Who::User(0), tok(0), &c, json!({}), None, false),
@@ -424,7 +431,6 @@ fn every_subscriber_receives_exactly_what_the_oracle_says() {
     for sub in subs.iter_mut() {
         sub.start(None, false);
     }
-    let mut db = admin();
     let mut state: Vec<BTreeMap<String, Value>> = subs.iter().map(|s| readable(&mut db, s, &ids)).collect();
     let mut prin: Vec<Vec<String>> = subs.iter().map(|s| principals(&mut db, &s.who, &ids)).collect();
     // Per subscriber: (step index, expected event without its position).
@@ -467,10 +473,10 @@ fn every_subscriber_receives_exactly_what_the_oracle_says() {
     // Each step is one commit with one capture event: find their positions.
     let mut events = Vec::new();
     wait_until("every step's capture event is in baas.realtime_events", || {
-        events = world_events(&mut db, &w);
+        events = world_events(&mut db, &w).split_off(setup_events);
         events.len() >= done_steps.len()
     });
-    assert_eq!(events.len(), done_steps.len(), "seed {seed}: one capture event per step");
+    assert_eq!(events.len(), done_steps.len(), "seed {seed}: one capture event per step: {events:#?}");
     for (i, (step, (pos, kind, body))) in done_steps.iter().zip(&events).enumerate() {
         match step {
             Step::Doc { id, op } => {
@@ -629,16 +635,18 @@ fn resume_past_retention_is_an_explicit_reset() {
     let p = position(&ws.expect("insert", 10 * SEC));
     ws.close();
     let mut db = admin();
-    db.batch_execute("update baas.settings set realtime_retention = '1 millisecond'").unwrap();
-    // The puller trims as it appends: more changes, until position p is gone.
+    // The smallest byte bound (1 MiB); the puller trims as it appends: 64 KiB changes
+    // until position p is gone.
+    db.batch_execute("update baas.settings set realtime_retention_bytes = 1048576").unwrap();
+    let blob = "r".repeat(64 * 1024);
     let mut n = 0;
     wait_until("events before the resume position are trimmed", || {
         n += 1;
-        create_doc(&c, Some(&u.access), json!({"n": 100 + n}), None);
+        create_doc(&c, Some(&u.access), json!({"n": 100 + n, "blob": blob}), None);
         let oldest: Option<i64> = db.query_one("select oldest from baas._realtime_window()", &[]).unwrap().get(0);
         oldest.is_some_and(|o| o as u64 > p + 1)
     });
-    db.batch_execute("update baas.settings set realtime_retention = '24 hours'").unwrap();
+    db.batch_execute("update baas.settings set realtime_retention_bytes = 1073741824").unwrap();
     let mut ws = Ws::connect(port(), Some(&u.access)).unwrap();
     ws.send(&json!({"type": "subscribe", "sub": "a", "collection": c, "resume": p.to_string()}));
     let (reset, skipped) = ws.until("reset", 10 * SEC);
@@ -830,9 +838,14 @@ fn a_stalled_subscriber_is_cut_off_and_writers_and_others_carry_on() {
     let _g = shared();
     let c = collection("rtslow", json!({}));
     let u = signup("rtslow");
+    // A second proxy on the same database (capture is shared through Postgres), with a
+    // 4 MiB outbox: 64 events of slack for the fast reader on a loaded machine (with the
+    // default 1 MiB, 16 events, a reader thread descheduled for ~100 ms was cut off).
+    let url = env().cluster.authenticator_url().unwrap();
+    let second = pgbaas_testkit::Proxy::start(&url, &["--realtime-outbox-bytes", "4194304"]).expect("a second proxy");
     // The stalled client: subscribes, then never reads again (a small receive buffer
     // so the proxy's side fills sooner).
-    let mut stalled = Ws::connect(port(), Some(&u.access)).unwrap();
+    let mut stalled = Ws::connect(second.port, Some(&u.access)).unwrap();
     let (_, subscribed_at) = stalled.subscribe("s", &c, json!({})).unwrap();
     let raw = stalled.into_stream();
     unsafe {
@@ -841,9 +854,10 @@ fn a_stalled_subscriber_is_cut_off_and_writers_and_others_carry_on() {
         libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as u32);
     }
     let mut fast = Sub::new("fast", Who::User(0), Some(u.access.clone()), &c, json!({}), None, false);
+    fast.port = second.port;
     fast.start(None, false);
     // 200 documents of 64 KiB: 12.5 MiB of events for the stalled client, more than its
-    // outbox and both sockets' buffers hold.
+    // outbox (4 MiB) and both sockets' buffers (~4 MiB send, 4 KiB receive) hold.
     let blob = "x".repeat(64 * 1024);
     let mut ids = vec![];
     let mut slowest = Duration::ZERO;
@@ -876,7 +890,7 @@ fn a_stalled_subscriber_is_cut_off_and_writers_and_others_carry_on() {
     assert!(received.len() < ids.len(), "it was cut off before receiving everything");
     assert_eq!(resume.parse::<u64>().ok(), Some(last_read), "closing names the last position it delivered: {closing}");
     // Resuming from the given position delivers the rest exactly.
-    let mut again = Ws::connect(port(), Some(&u.access)).unwrap();
+    let mut again = Ws::connect(second.port, Some(&u.access)).unwrap();
     again.send(&json!({"type": "subscribe", "sub": "s", "collection": c, "resume": resume}));
     let mut rest = vec![];
     while let Some(m) = again.next(3 * SEC) {
