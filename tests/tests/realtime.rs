@@ -881,7 +881,12 @@ fn a_stalled_subscriber_is_cut_off_and_writers_and_others_carry_on() {
         match stalled.next(Duration::from_secs(20)) {
             Some(m) if m["type"] == "closing" => break m,
             Some(m) => received.push(m),
-            None => panic!("the stalled subscriber was never cut off ({} messages read)", received.len()),
+            None => panic!(
+                "the stalled subscriber was never cut off ({} messages read, last position {}, connection closed without `closing`: {})",
+                received.len(),
+                received.iter().map(position).max().unwrap_or(0),
+                stalled.closed
+            ),
         }
     };
     assert_eq!(closing["reason"], "slow_consumer", "{closing}");
