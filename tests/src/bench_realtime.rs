@@ -153,10 +153,6 @@ fn capture_calls(db: &mut postgres::Client) -> Result<Vec<(String, i64)>> {
         .collect())
 }
 
-fn calls_total(v: &[(String, i64)]) -> i64 {
-    v.iter().map(|(_, n)| n).sum()
-}
-
 /// Writers: `rate` creates a second for `secs`, each readable by one random user of
 /// `ids` (who holds 10 subscribers); returns how many were made.
 fn write_load(cluster: &Cluster, ids: &[String], rate: u64, secs: u64) -> Result<u64> {
