@@ -12,12 +12,22 @@
 -------------------------------------------------------------------- live change feeds (issue 14)
 -- Settings and the per-collection feed switch: new columns at the end, as in
 -- sql/schema.sql and sql/documents.sql (a DBA's view on baas.settings stays valid).
+-- Added without a default, filled, then given it: ADD COLUMN with a default would keep
+-- that value as the column's "missing value" (pg_attribute.attmissingval) for the old
+-- rows, which a fresh install's table does not have.
+alter table baas.settings add column realtime_retention interval, add column realtime_retention_bytes bigint;
+update baas.settings set realtime_retention = '24 hours', realtime_retention_bytes = 1073741824;
 alter table baas.settings
-    add column realtime_retention interval not null default '24 hours'
-        check (realtime_retention between '1 minute' and '365 days'),
-    add column realtime_retention_bytes bigint not null default 1073741824
+    alter column realtime_retention set default '24 hours',
+    alter column realtime_retention set not null,
+    add constraint settings_realtime_retention_check check (realtime_retention between '1 minute' and '365 days'),
+    alter column realtime_retention_bytes set default 1073741824,
+    alter column realtime_retention_bytes set not null,
+    add constraint settings_realtime_retention_bytes_check
         check (realtime_retention_bytes between 1048576 and 1099511627776);
-alter table baas.collections add column realtime boolean not null default true;
+alter table baas.collections add column realtime boolean;
+update baas.collections set realtime = true;
+alter table baas.collections alter column realtime set default true, alter column realtime set not null;
 
 -- sql/documents.sql: the collection JSON shows options.realtime; create_collection takes it.
 create or replace function baas._collection_json(c baas.collections) returns jsonb
@@ -585,6 +595,8 @@ as $$
                  where (a.attrelid, a.attname) in (('baas.users'::regclass, 'data'), ('baas.documents'::regclass, 'data'))))
         or (d.refclassid = 'pg_proc'::regclass
             and d.refobjid in ('baas.get_user()'::regprocedure, 'baas.get_document(text, text)'::regprocedure,
+                               'baas.find(text, jsonb, text, integer, integer, uuid, text[])'::regprocedure))
+$$;
 
 -- sql/grants.sql: nothing new for PUBLIC (a no-op for the older functions), then the
 -- new grants in the order grants.sql makes them.

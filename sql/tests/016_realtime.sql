@@ -23,7 +23,7 @@ select is(baas._realtime_pull(), :p0::bigint, 'a pull with nothing new returns t
 
 -------------------------------------------------------------------- documents
 select baas.create_collection('rt_notes', '{"default_acl": {"read": ["authenticated"]}}') -> 'options' -> 'realtime' as rt \gset
-select is(:'rt', 'true', 'a new collection''s feed is on');
+select is(:'rt'::text, 'true', 'a new collection''s feed is on');
 select is(pg_temp.outcome_as(:'u1', $$ select baas.create_document('rt_notes', '{"n": 1}', null, '0190f5b4-0000-7000-8000-000000000001') $$),
           'ok', 'a user creates a document');
 select is(pg_temp.outcome_as(:'u1', $$ select baas.patch_document('rt_notes', '0190f5b4-0000-7000-8000-000000000001', '{"n": 2}') $$),
@@ -43,7 +43,7 @@ select is((select array_agg(body ->> 'op' order by position) from baas.realtime_
 select is((select body from baas.realtime_events where position = :p0 + 1) - 'new',
           jsonb_build_object('id', '0190f5b4-0000-7000-8000-000000000001', 'op', 'insert', 'version', 1, 'old', null),
           'insert: id, op, version, old null');
-select is((select body -> 'new' - 'created_at' - 'updated_at' from baas.realtime_events where position = :p0 + 1),
+select is((select (body -> 'new') - 'created_at'::text - 'updated_at'::text from baas.realtime_events where position = :p0 + 1),
           jsonb_build_object('id', '0190f5b4-0000-7000-8000-000000000001', 'collection', 'rt_notes', 'owner', :'u1', 'version', 1,
                              'data', '{"n": 1}'::jsonb, 'acl', '{"read": ["authenticated"], "update": [], "delete": []}'::jsonb),
           'insert: new is the document as GET shows it');

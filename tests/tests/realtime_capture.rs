@@ -5,6 +5,7 @@
 //! across a restart.
 use pgbaas_testkit::{Cluster, DB};
 use std::collections::BTreeSet;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -221,6 +222,28 @@ fn events_survive_a_restart_and_capture_goes_on() {
     insert(&mut db, "restart", 7);
     drain(&mut db);
     assert_eq!(captured(&mut db, "restart"), (1..=7).collect::<Vec<_>>(), "kept, and nothing lost or doubled across the restart");
+    // A crash (immediate shutdown: no checkpoint, so the slot comes back from its last
+    // saved position, behind what was appended).
+    for n in 8..=9 {
+        insert(&mut db, "restart", n);
+    }
+    pull(&mut db);
+    pull(&mut db); // advances the slot past 8 and 9, in memory only
+    insert(&mut db, "restart", 10);
+    pull(&mut db);
+    drop(db);
+    let pid: i32 = std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap().lines().next().unwrap().trim().parse().unwrap();
+    assert!(Command::new("kill").args(["-QUIT", &pid.to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.is_running() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    drop(cluster);
+    let cluster = Cluster::open(&dir, port, false).unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    insert(&mut db, "restart", 11);
+    drain(&mut db);
+    assert_eq!(captured(&mut db, "restart"), (1..=11).collect::<Vec<_>>(), "nothing lost or doubled across a crash");
     let resets: i64 = db.query_one("select count(*) from baas.realtime_events where kind = 'reset'", &[]).unwrap().get(0);
     assert_eq!(resets, 1, "the slot survived: no second reset");
     positions_are_gapless(&mut db);
