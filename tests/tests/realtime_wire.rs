@@ -88,7 +88,7 @@ fn a_websocket_upgrade_is_answered_with_101_and_pings_are_answered() {
     // No token at all: an anonymous connection.
     let mut ws = connect("", None);
     round_trip(&mut ws);
-    ws.close(None).unwrap();
+    ws.close(Some(tungstenite::protocol::CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).unwrap();
     assert_eq!(close_code(&mut ws), Some(CloseCode::Normal), "the close handshake completes");
 }
 
