@@ -281,4 +281,56 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(20), client.read_to_string(&mut out)).await.unwrap().unwrap();
         assert!(out.ends_with("\n\n") && out.contains("event: error\n") && !out.contains("closing"), "{out}");
     }
+
+    /// An idle stream gets `: keepalive` comments; server shutdown ends it with `closing`
+    /// shutdown, its token's `exp` with token_expired, its session's end with
+    /// session_ended.
+    #[tokio::test]
+    async fn keepalives_token_expiry_and_shutdown() {
+        use super::transport::testing;
+        let feeds = Arc::new(testing::Scripted::default());
+        let app = testing::app_with(feeds.clone(), &["--realtime-keepalive-secs", "1"]);
+        let (server, client) = testing::tcp_pair().await;
+        let conn = Conn::new(super::super::Caller::default(), 1 << 20);
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(Sse { app: app.clone(), conn, slots: Default::default(), shutdown }.run(server));
+        let mut client = tokio::io::BufReader::new(client);
+        assert_eq!(read_block(&mut client).await, "retry: 2000\n");
+        assert_eq!(read_block(&mut client).await, ": keepalive\n");
+        tx.send(true).unwrap();
+        let b = read_block(&mut client).await;
+        assert!(b.starts_with("event: closing\n") && b.contains(r#""reason":"shutdown""#), "{b}");
+        assert_eq!(read_block(&mut client).await, "", "the stream ended");
+
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let claims = format!(r#"{{"sub":"u1","role":"baas_user","sid":"s1","exp":{}}}"#, now + 1);
+        let caller = super::super::Caller::new(Some(claims), "127.0.0.1".into(), "127.0.0.1".into());
+        let (server, client) = testing::tcp_pair().await;
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(Sse { app: app.clone(), conn: Conn::new(caller, 1 << 20), slots: Default::default(), shutdown }.run(server));
+        let mut client = tokio::io::BufReader::new(client);
+        let mut b = read_block(&mut client).await;
+        while b.starts_with("retry") || b.starts_with(": keepalive") {
+            b = read_block(&mut client).await;
+        }
+        assert!(b.starts_with("event: closing\n") && b.contains(r#""reason":"token_expired""#), "{b}");
+        let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert!(after >= now + 1, "not before exp");
+
+        // Its session ends (keys.rs hears baas_sessions): closing session_ended.
+        let claims = format!(r#"{{"sub":"u1","role":"baas_user","sid":"s2","exp":{}}}"#, now + 3600);
+        let caller = super::super::Caller::new(Some(claims), "127.0.0.1".into(), "127.0.0.1".into());
+        let (server, client) = testing::tcp_pair().await;
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(Sse { app: app.clone(), conn: Conn::new(caller, 1 << 20), slots: Default::default(), shutdown }.run(server));
+        let mut client = tokio::io::BufReader::new(client);
+        assert_eq!(read_block(&mut client).await, "retry: 2000\n");
+        app.keys.session_ended("another");
+        app.keys.session_ended("s2");
+        let mut b = read_block(&mut client).await;
+        while b.starts_with(": keepalive") {
+            b = read_block(&mut client).await;
+        }
+        assert!(b.starts_with("event: closing\n") && b.contains(r#""reason":"session_ended""#), "{b}");
+    }
 }

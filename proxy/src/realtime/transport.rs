@@ -306,8 +306,13 @@ pub mod testing {
     }
 
     pub fn app(feeds: Arc<dyn Feeds>) -> Arc<App> {
+        app_with(feeds, &[])
+    }
+
+    /// The same with settings, e.g. `["--realtime-keepalive-secs", "1"]`.
+    pub fn app_with(feeds: Arc<dyn Feeds>, args: &[&str]) -> Arc<App> {
         let url = "postgres://baas_authenticator@127.0.0.1:1/none";
-        let cfg = crate::config::Config::load_from(["pgbaas-proxy", "--database-url", url]).unwrap();
+        let cfg = crate::config::Config::load_from(["pgbaas-proxy", "--database-url", url].iter().chain(args)).unwrap();
         let keys = crate::jwt::KeySet::from_json(&json!({"keys": []}), &json!({"issuer": "i", "audience": "a"})).unwrap();
         Arc::new(App {
             timeouts: crate::db::Timeouts { statement: "1s".into(), anon_statement: "1s".into(), answer: Duration::from_secs(1) },
