@@ -242,6 +242,21 @@ mod tests {
         assert!(!d.in_head, "bare LF line ends are heads too");
     }
 
+    /// After a 101 the bytes are WebSocket frames: no head deadline, ever again.
+    #[tokio::test]
+    async fn an_upgraded_connection_has_no_head_deadline() {
+        use tokio::io::AsyncWriteExt;
+        let (server, _client) = crate::realtime::transport::testing::tcp_pair().await;
+        let mut d = DeadlineStream::new(server, Duration::from_secs(5));
+        d.saw(b"GET /v1/realtime HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+        d.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").await.unwrap();
+        d.saw(b"\x81\x85frame bytes without a blank line");
+        assert!(!d.in_head && d.deadline.is_none());
+        d.write_all(b"\x81\x05hello").await.unwrap();
+        d.saw(b"\x81\x85more");
+        assert!(d.deadline.is_none(), "writes after the upgrade start no new head");
+    }
+
     #[tokio::test]
     async fn blank_lines_before_the_request_line_do_not_end_a_head() {
         let mut d = stream().await;

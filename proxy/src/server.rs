@@ -675,7 +675,12 @@ impl HttpServerApp for App {
                     return None;
                 }
                 Err(None) => return None,
-                Err(Some(reply)) => return self.respond(s, reply, started).await,
+                Err(Some(reply)) => {
+                    // A refused handshake or stream: the client is not speaking plain
+                    // requests on this connection; it is not kept.
+                    s.set_keepalive(None);
+                    return self.respond(s, reply, started).await;
+                }
             }
         }
         let reply = self.handle(&mut s).await.unwrap_or_else(Reply::error);

@@ -211,4 +211,126 @@ mod tests {
             assert_eq!(params("c".into(), Some(q), None).unwrap_err().code, "invalid_query", "{q}");
         }
     }
+
+    /// The stream over a real socket: the hub's frames in order with their ids, then,
+    /// once the outbox overflowed, `closing` with the last position written, and the end.
+    #[tokio::test]
+    async fn a_slow_consumer_gets_closing_with_the_positions_it_received() {
+        use super::transport::testing::{self, event};
+        let feeds = Arc::new(testing::Scripted::default());
+        let app = testing::app(feeds.clone());
+        let (server, mut client) = testing::tcp_pair().await;
+        let conn = Conn::new(super::super::Caller::default(), 400);
+        assert!(conn.outbox.push(event("subscribed", SUB, 5, 0), false));
+        assert!(conn.outbox.push(event("insert", SUB, 6, 10), false));
+        assert!(!conn.outbox.push(event("insert", SUB, 7, 400), false), "over the bound");
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(Sse { app, conn, slots: Default::default(), shutdown }.run(server));
+        let mut out = String::new();
+        tokio::time::timeout(std::time::Duration::from_secs(20), client.read_to_string(&mut out)).await.unwrap().unwrap();
+        let blocks: Vec<&str> = out.split("\n\n").filter(|b| !b.is_empty()).collect();
+        assert_eq!(blocks[0], "retry: 2000");
+        assert!(blocks[1].starts_with("event: subscribed\nid: 5\ndata: {"), "{out}");
+        assert!(blocks[2].starts_with("event: insert\nid: 6\ndata: {"), "{out}");
+        let closing = blocks[3].strip_prefix("event: closing\ndata: ").unwrap();
+        let v: serde_json::Value = serde_json::from_str(closing).unwrap();
+        assert_eq!(v, serde_json::json!({"type": "closing", "reason": "slow_consumer", "positions": {"events": "6"}}));
+        assert_eq!(blocks.len(), 4, "then the stream ends: {out}");
+        assert!(feeds.disconnected(), "the hub is told");
+    }
+
+    async fn read_block(c: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> String {
+        let mut b = String::new();
+        loop {
+            let mut line = String::new();
+            tokio::io::AsyncBufReadExt::read_line(c, &mut line).await.unwrap();
+            if line.is_empty() || line == "\n" {
+                return b;
+            }
+            b.push_str(&line);
+        }
+    }
+
+    /// Frames pushed while the stream waits are written at once; the hub's close
+    /// reason ends it with `closing`; a feed that ends with an error ends the stream.
+    #[tokio::test]
+    async fn frames_are_written_as_pushed_and_the_hubs_close_ends_the_stream() {
+        use super::transport::testing::{self, event};
+        let feeds = Arc::new(testing::Scripted::default());
+        let app = testing::app(feeds.clone());
+        let (server, client) = testing::tcp_pair().await;
+        let conn = Conn::new(super::super::Caller::default(), 1 << 20);
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(Sse { app: app.clone(), conn: conn.clone(), slots: Default::default(), shutdown }.run(server));
+        let mut client = tokio::io::BufReader::new(client);
+        assert_eq!(read_block(&mut client).await, "retry: 2000\n");
+        conn.outbox.push(event("insert", SUB, 9, 0), false);
+        assert!(read_block(&mut client).await.starts_with("event: insert\nid: 9\n"));
+        conn.outbox.close(CloseReason::SessionEnded);
+        let b = read_block(&mut client).await;
+        assert!(b.contains(r#""reason":"session_ended""#) && b.contains(r#""positions":{"events":"9"}"#), "{b}");
+        assert_eq!(read_block(&mut client).await, "", "the stream ended");
+
+        let (server, mut client) = testing::tcp_pair().await;
+        let conn = Conn::new(super::super::Caller::default(), 1 << 20);
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let err = transport::error(Some(SUB), &ApiError::new(http::StatusCode::FORBIDDEN, "feed_disabled", "off"));
+        conn.outbox.push(err, false);
+        tokio::spawn(Sse { app, conn, slots: Default::default(), shutdown }.run(server));
+        let mut out = String::new();
+        tokio::time::timeout(std::time::Duration::from_secs(20), client.read_to_string(&mut out)).await.unwrap().unwrap();
+        assert!(out.ends_with("\n\n") && out.contains("event: error\n") && !out.contains("closing"), "{out}");
+    }
+
+    /// An idle stream gets `: keepalive` comments; server shutdown ends it with `closing`
+    /// shutdown, its token's `exp` with token_expired, its session's end with
+    /// session_ended.
+    #[tokio::test]
+    async fn keepalives_token_expiry_and_shutdown() {
+        use super::transport::testing;
+        let feeds = Arc::new(testing::Scripted::default());
+        let app = testing::app_with(feeds.clone(), &["--realtime-keepalive-secs", "1"]);
+        let (server, client) = testing::tcp_pair().await;
+        let conn = Conn::new(super::super::Caller::default(), 1 << 20);
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(Sse { app: app.clone(), conn, slots: Default::default(), shutdown }.run(server));
+        let mut client = tokio::io::BufReader::new(client);
+        assert_eq!(read_block(&mut client).await, "retry: 2000\n");
+        assert_eq!(read_block(&mut client).await, ": keepalive\n");
+        tx.send(true).unwrap();
+        let b = read_block(&mut client).await;
+        assert!(b.starts_with("event: closing\n") && b.contains(r#""reason":"shutdown""#), "{b}");
+        assert_eq!(read_block(&mut client).await, "", "the stream ended");
+
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let claims = format!(r#"{{"sub":"u1","role":"baas_user","sid":"s1","exp":{}}}"#, now + 1);
+        let caller = super::super::Caller::new(Some(claims), "127.0.0.1".into(), "127.0.0.1".into());
+        let (server, client) = testing::tcp_pair().await;
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(Sse { app: app.clone(), conn: Conn::new(caller, 1 << 20), slots: Default::default(), shutdown }.run(server));
+        let mut client = tokio::io::BufReader::new(client);
+        let mut b = read_block(&mut client).await;
+        while b.starts_with("retry") || b.starts_with(": keepalive") {
+            b = read_block(&mut client).await;
+        }
+        assert!(b.starts_with("event: closing\n") && b.contains(r#""reason":"token_expired""#), "{b}");
+        let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert!(after >= now + 1, "not before exp");
+
+        // Its session ends (keys.rs hears baas_sessions): closing session_ended.
+        let claims = format!(r#"{{"sub":"u1","role":"baas_user","sid":"s2","exp":{}}}"#, now + 3600);
+        let caller = super::super::Caller::new(Some(claims), "127.0.0.1".into(), "127.0.0.1".into());
+        let (server, client) = testing::tcp_pair().await;
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(Sse { app: app.clone(), conn: Conn::new(caller, 1 << 20), slots: Default::default(), shutdown }.run(server));
+        let mut client = tokio::io::BufReader::new(client);
+        assert_eq!(read_block(&mut client).await, "retry: 2000\n");
+        app.keys.session_ended("another");
+        app.keys.session_ended("s2");
+        let mut b = read_block(&mut client).await;
+        while b.starts_with(": keepalive") {
+            b = read_block(&mut client).await;
+        }
+        assert!(b.starts_with("event: closing\n") && b.contains(r#""reason":"session_ended""#), "{b}");
+    }
 }

@@ -257,3 +257,82 @@ mod tests {
         assert!(caps.admit(&user).is_ok(), "closed feeds give their places back");
     }
 }
+
+/// A real `App` around a test `Feeds` (its pools never connect), and a connected pair of
+/// local TCP sockets: for the transports' loops, tested in ws.rs and sse.rs.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use crate::realtime::{Feeds, Subscribe};
+    use crate::server::App;
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// Answers each subscribe by pushing its script of frames (the hub's part), in order.
+    #[derive(Default)]
+    pub struct Scripted {
+        pub scripts: Mutex<Vec<Vec<Frame>>>,
+        pub disconnected: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Feeds for Scripted {
+        async fn subscribe(&self, conn: &Arc<Conn>, _req: Subscribe) -> Result<(), ApiError> {
+            let script = self.scripts.lock().unwrap().remove(0);
+            for f in script {
+                conn.outbox.push(f, false);
+            }
+            Ok(())
+        }
+        fn unsubscribe(&self, _conn: &Arc<Conn>, _sub: &str) -> bool {
+            true
+        }
+        fn disconnect(&self, _conn: &Arc<Conn>) {
+            self.disconnected.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Scripted {
+        pub fn disconnected(&self) -> bool {
+            self.disconnected.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A hub message with a position.
+    pub fn event(kind: &'static str, sub: &str, position: u64, pad: usize) -> Frame {
+        let v = json!({"type": kind, "sub": sub, "position": position.to_string(), "pad": "x".repeat(pad)});
+        Frame { kind, sub: Some(Arc::from(sub)), position: Some(position), json: Bytes::from(v.to_string()) }
+    }
+
+    pub fn app(feeds: Arc<dyn Feeds>) -> Arc<App> {
+        app_with(feeds, &[])
+    }
+
+    /// The same with settings, e.g. `["--realtime-keepalive-secs", "1"]`.
+    pub fn app_with(feeds: Arc<dyn Feeds>, args: &[&str]) -> Arc<App> {
+        let url = "postgres://baas_authenticator@127.0.0.1:1/none";
+        let cfg = crate::config::Config::load_from(["pgbaas-proxy", "--database-url", url].iter().chain(args)).unwrap();
+        let keys = crate::jwt::KeySet::from_json(&json!({"keys": []}), &json!({"issuer": "i", "audience": "a"})).unwrap();
+        Arc::new(App {
+            timeouts: crate::db::Timeouts { statement: "1s".into(), anon_statement: "1s".into(), answer: Duration::from_secs(1) },
+            pool: crate::db::make_pool(url, Duration::from_secs(1)).unwrap(),
+            requests: crate::db::make_request_pool(url, 1, Duration::from_secs(1), 1 << 20).unwrap(),
+            keys: Arc::new(KeyCache::new(keys, Duration::from_secs(3600))),
+            limiter: crate::ratelimit::Limiter::new(cfg.limits()),
+            in_flight: cfg.in_flight_caps(),
+            health: crate::server::HealthCheck::new(Duration::from_secs(1)),
+            realtime_caps: cfg.realtime_caps(),
+            feeds,
+            cfg,
+        })
+    }
+
+    /// (the server's end as pingora hands it over, the client's end)
+    pub async fn tcp_pair() -> (pingora::protocols::Stream, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        (Box::new(pingora::protocols::l4::stream::Stream::from(server)), client)
+    }
+}

@@ -510,4 +510,50 @@ mod tests {
         assert_eq!(query(None).unwrap(), None);
         assert_eq!(query(Some("x=1")).unwrap_err().code, "invalid_query");
     }
+
+    /// The loop over a real socket with a scripted hub: a subscription's frames in
+    /// order, `unsubscribed` after them, pong; then a subscription whose outbox
+    /// overflows: `closing` slow_consumer with the last positions written, close 1013.
+    #[tokio::test]
+    async fn frames_replies_and_a_slow_consumers_closing() {
+        use super::transport::testing::{self, event};
+        let feeds = Arc::new(testing::Scripted::default());
+        feeds.scripts.lock().unwrap().extend([
+            vec![event("subscribed", "a", 3, 0), event("insert", "a", 4, 0)],
+            vec![event("subscribed", "b", 7, 0), event("insert", "b", 8, 5000)],
+        ]);
+        let app = testing::app(feeds.clone());
+        let (server, client) = testing::tcp_pair().await;
+        let conn = Conn::new(Caller::default(), 4096);
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(Ws { app, conn, slots: Default::default(), shutdown }.run(server, Vec::new()));
+        let mut c = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let send = |v: Value| Message::text(v.to_string());
+        c.send(send(json!({"type": "subscribe", "sub": "a", "collection": "c"}))).await.unwrap();
+        c.send(send(json!({"type": "unsubscribe", "sub": "a"}))).await.unwrap();
+        c.send(send(json!({"type": "ping"}))).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            match tokio::time::timeout(Duration::from_secs(20), c.next()).await.unwrap().unwrap().unwrap() {
+                Message::Text(t) => got.push(serde_json::from_str::<Value>(t.as_str()).unwrap()),
+                _ => {}
+            }
+        }
+        let kinds: Vec<&str> = got.iter().map(|m| m["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["subscribed", "insert", "unsubscribed", "pong"]);
+        assert_eq!(got[1]["position"], "4");
+        c.send(send(json!({"type": "subscribe", "sub": "b", "collection": "c"}))).await.unwrap();
+        let mut got = Vec::new();
+        let code = loop {
+            match tokio::time::timeout(Duration::from_secs(20), c.next()).await.unwrap().unwrap().unwrap() {
+                Message::Text(t) => got.push(serde_json::from_str::<Value>(t.as_str()).unwrap()),
+                Message::Close(f) => break f.map(|f| u16::from(f.code)),
+                _ => {}
+            }
+        };
+        assert_eq!(got[0]["type"], "subscribed");
+        assert_eq!(got[1], json!({"type": "closing", "reason": "slow_consumer", "positions": {"b": "7"}}), "{got:?}");
+        assert_eq!(code, Some(1013));
+        assert!(feeds.disconnected());
+    }
 }
