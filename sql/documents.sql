@@ -99,7 +99,9 @@ create table baas.collections (
     default_update text[] not null default '{}',
     default_delete text[] not null default '{}',
     schema jsonb,
-    created_at timestamptz not null default now()
+    created_at timestamptz not null default now(),
+    -- Whether the collection's changes are captured for live feeds (sql/realtime.sql).
+    realtime boolean not null default true
 );
 revoke all on baas.collections from public;
 grant select on baas.collections to baas_anon, baas_user, baas_service;
@@ -206,7 +208,7 @@ as $$
             'create', to_jsonb(c.create_acl),
             'default_acl', jsonb_build_object('read', to_jsonb(c.default_read),
                 'update', to_jsonb(c.default_update), 'delete', to_jsonb(c.default_delete)),
-            'schema', c.schema))
+            'schema', c.schema, 'realtime', c.realtime))
 $$;
 
 -- The collection named `name`: 22023 invalid_collection_name / P0002 collection_not_found.
@@ -618,13 +620,14 @@ begin
     perform baas._check_collection_name(create_collection.name);
     o := baas._normalize_collection_options(options);
     perform baas._check_new_principals(jsonb_build_object('create', o -> 'create') || (o -> 'default_acl'));
-    insert into baas.collections (name, create_acl, default_read, default_update, default_delete, schema)
+    insert into baas.collections (name, create_acl, default_read, default_update, default_delete, schema, realtime)
     values (create_collection.name,
             array(select jsonb_array_elements_text(o -> 'create')),
             array(select jsonb_array_elements_text(o -> 'default_acl' -> 'read')),
             array(select jsonb_array_elements_text(o -> 'default_acl' -> 'update')),
             array(select jsonb_array_elements_text(o -> 'default_acl' -> 'delete')),
-            nullif(o -> 'schema', 'null'))
+            nullif(o -> 'schema', 'null'),
+            (o ->> 'realtime')::boolean)
     on conflict (name) do nothing
     returning * into c;
     if not found then
@@ -635,7 +638,7 @@ begin
 end
 $$;
 comment on function baas.create_collection(text, jsonb) is
-    'Create a collection. options: create (principals), default_acl, schema (JSON Schema)';
+    'Create a collection. options: create (principals), default_acl, schema (JSON Schema), realtime (live feed, default true)';
 
 create function baas.drop_collection(name text) returns void
 language plpgsql volatile security definer

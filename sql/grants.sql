@@ -96,8 +96,13 @@ grant execute on function
     baas.list_indexes(text),
     baas.collections(),
     baas.get_collection(text),
+    baas.set_realtime(text, boolean),
     baas._collection_json(baas.collections)
   to baas_service;
+
+-- Live change feeds: a position reveals only a number (every API role); the log, the
+-- pull and the principal lookups are the proxy's login role's alone (sql/realtime.sql).
+grant execute on function baas.realtime_position() to baas_anon, baas_user, baas_service;
 
 -- The proxy's login role: switch role per request, read the public keys.
 grant execute on function
@@ -106,7 +111,13 @@ grant execute on function
     baas._service_token_active(uuid),
     baas.jwks(),
     baas.auth_settings(),
-    baas.claims()
+    baas.claims(),
+    baas._realtime_pull(integer),
+    baas._realtime_read(bigint, integer),
+    baas._realtime_window(),
+    baas._realtime_role_members(uuid[]),
+    baas._realtime_role_nesting(),
+    baas.realtime_position()
   to baas_authenticator;
 
 -- The proxy's sessions resolve unqualified names in pg_catalog only: nothing a

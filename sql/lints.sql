@@ -89,6 +89,8 @@ as $$
            'run_index_builds',
            'create_role', 'drop_role', 'add_role_member', 'remove_role_member', 'add_role_to_role',
            'remove_role_from_role', 'list_roles',
+           -- live change feeds
+           'set_realtime', 'realtime_position', 'realtime_status', 'realtime_disable',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

@@ -45,7 +45,15 @@ create table baas.settings (
     login_delay_max interval not null default '15 minutes' check (login_delay_max between '1 second' and '1 day'),
     login_failure_window interval not null default '1 hour'
         check (login_failure_window between '1 minute' and '7 days'),
-    login_trust_ttl interval not null default '30 days' check (login_trust_ttl between '0' and '365 days')
+    login_trust_ttl interval not null default '30 days' check (login_trust_ttl between '0' and '365 days'),
+    -- Live change feeds (sql/realtime.sql, docs/realtime.md): the puller deletes captured
+    -- events older than realtime_retention, and the oldest ones beyond
+    -- realtime_retention_bytes of messages; a client resuming from before the window gets
+    -- a reset instead of the events.
+    realtime_retention interval not null default '24 hours'
+        check (realtime_retention between '1 minute' and '365 days'),
+    realtime_retention_bytes bigint not null default 1073741824
+        check (realtime_retention_bytes between 1048576 and 1099511627776)
 );
 insert into baas.settings default values;
 comment on table baas.settings is 'pgbaas settings: token issuer, audience and lifetimes, sign-in throttling (one row)';

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod documents;
 pub mod error;
 pub mod query;
+pub mod realtime;
 
 ::pgrx::pg_module_magic!();
 
@@ -65,6 +66,8 @@ extension_sql_file!("../../sql/permissions.sql", name = "permissions", requires 
 extension_sql_file!("../../sql/audit.sql", name = "audit", requires = ["permissions"]);
 extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["audit"]);
 extension_sql_file!("../../sql/dump.sql", name = "dump", requires = ["lints"]);
+// Live change feeds: capture triggers, the event log and the puller's SQL (issue 14).
+extension_sql_file!("../../sql/realtime.sql", name = "realtime", requires = ["dump"]);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -15,8 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
-PREVIOUS_VERSION=0.2.0
-PREVIOUS_COMMIT=15088916e2c173d6d361a5fc8140ebb9d363543b
+PREVIOUS_VERSION=0.3.0
+PREVIOUS_COMMIT=08b99e0114ea4e549cf17efe3903fbf666ba7d0c
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 base="$target/previous/$PREVIOUS_VERSION"

@@ -80,6 +80,11 @@ fn run(cmd: &mut Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Live change feeds read a logical replication slot (docs/realtime.md): every cluster
+/// the kit starts decodes, and bounds the WAL a forgotten slot may keep.
+const LOGICAL_DECODING: &str =
+    "wal_level = logical\nmax_slot_wal_keep_size = '1GB'\nmax_replication_slots = 50\nmax_wal_senders = 10\n";
+
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
@@ -138,6 +143,12 @@ impl Cluster {
         if !c.data().join("PG_VERSION").exists() {
             c.initdb(temporary)?;
         }
+        // Clusters made before live change feeds (a pgbaas-dev data directory) get the
+        // settings at their next start.
+        let conf = c.data().join("postgresql.conf");
+        if !std::fs::read_to_string(&conf)?.contains("wal_level = logical") {
+            std::io::Write::write_all(&mut std::fs::OpenOptions::new().append(true).open(&conf)?, LOGICAL_DECODING.as_bytes())?;
+        }
         if c.is_running() {
             // A previous run was killed before it could stop Postgres: reuse it.
             eprintln!("pgbaas: Postgres in {} is already running; reusing it", c.dir.display());
@@ -168,6 +179,7 @@ impl Cluster {
         let mut conf = String::from(
             "\n# pgbaas\nlisten_addresses = '127.0.0.1'\nmax_connections = 200\nshared_buffers = '256MB'\n",
         );
+        conf.push_str(LOGICAL_DECODING);
         if temporary {
             // Throwaway test clusters: durability buys nothing, speed does.
             conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");

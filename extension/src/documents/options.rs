@@ -1,4 +1,4 @@
-//! Collection options: `{"create": [principal...], "default_acl": {...}, "schema": {...}}`.
+//! Collection options: `{"create": [principal...], "default_acl": {...}, "schema": {...}, "realtime": bool}`.
 
 use crate::documents::acl::{self, Acl};
 use crate::documents::schema;
@@ -11,16 +11,20 @@ pub struct Options {
     pub create: BTreeSet<String>,
     pub default_acl: Acl,
     pub schema: Option<Value>,
+    /// Whether the collection's changes are captured for live feeds (default true).
+    pub realtime: bool,
 }
 
 pub fn parse(v: &Value) -> Result<Options, BaasError> {
     let m = match v {
-        Value::Null => return Ok(Options { create: ["authenticated".to_string()].into(), default_acl: Acl::default(), schema: None }),
+        Value::Null => {
+            return Ok(Options { create: ["authenticated".to_string()].into(), default_acl: Acl::default(), schema: None, realtime: true })
+        }
         Value::Object(m) => m,
         _ => return Err(BaasError::InvalidOptions("options must be a JSON object".into())),
     };
-    if let Some(k) = m.keys().find(|k| !["create", "default_acl", "schema"].contains(&k.as_str())) {
-        return Err(BaasError::InvalidOptions(format!("unknown option {k:?}; options are create, default_acl, schema")));
+    if let Some(k) = m.keys().find(|k| !["create", "default_acl", "schema", "realtime"].contains(&k.as_str())) {
+        return Err(BaasError::InvalidOptions(format!("unknown option {k:?}; options are create, default_acl, schema, realtime")));
     }
     let create = match m.get("create") {
         None | Some(Value::Null) => ["authenticated".to_string()].into(),
@@ -44,12 +48,17 @@ pub fn parse(v: &Value) -> Result<Options, BaasError> {
             Some(s.clone())
         }
     };
-    Ok(Options { create, default_acl, schema })
+    let realtime = match m.get("realtime") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(BaasError::InvalidOptions("realtime must be true or false".into())),
+    };
+    Ok(Options { create, default_acl, schema, realtime })
 }
 
 impl Options {
     pub fn to_json(&self) -> Value {
-        json!({"create": self.create, "default_acl": self.default_acl.to_json(), "schema": self.schema})
+        json!({"create": self.create, "default_acl": self.default_acl.to_json(), "schema": self.schema, "realtime": self.realtime})
     }
 }
 
@@ -60,7 +69,11 @@ mod tests {
     #[test]
     fn defaults() {
         let o = parse(&json!({})).unwrap();
-        assert_eq!(o.to_json(), json!({"create": ["authenticated"], "default_acl": {"read": [], "update": [], "delete": []}, "schema": null}));
+        assert_eq!(
+            o.to_json(),
+            json!({"create": ["authenticated"], "default_acl": {"read": [], "update": [], "delete": []}, "schema": null, "realtime": true})
+        );
+        assert_eq!(parse(&json!({"realtime": false})).unwrap().realtime, false);
     }
 
     #[test]
@@ -70,5 +83,6 @@ mod tests {
         assert_eq!(parse(&json!({"default_acl": {"read": 1}})).unwrap_err().code(), "invalid_options");
         assert_eq!(parse(&json!({"schema": {"type": 12}})).unwrap_err().code(), "invalid_schema");
         assert_eq!(parse(&json!([1])).unwrap_err().code(), "invalid_options");
+        assert_eq!(parse(&json!({"realtime": "no"})).unwrap_err().code(), "invalid_options");
     }
 }

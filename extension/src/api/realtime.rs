@@ -1,0 +1,323 @@
+//! `baas._realtime_pull`: moves captured changes from the logical replication slot into
+//! `baas.realtime_events` (sql/realtime.sql; docs/realtime.md, "Capture").
+//!
+//! Exactly once, although a slot's advance is not transactional: the slot is only ever
+//! *peeked*; the end LSN of the last transaction appended is stored in
+//! `baas._realtime_state` in the same transaction as the events, and the slot is
+//! advanced to it at the start of the *next* pull. A pull that fails or is killed after
+//! peeking leaves neither events nor a new LSN, so the next one reads the same
+//! transactions again; a crash after a commit but before the slot's advance reached
+//! disk makes the slot return transactions already appended, which are skipped by
+//! their end LSN. A transaction is appended whole or not at all (the slot functions
+//! stop only between transactions).
+
+use crate::realtime::pgoutput::{self, Txn};
+use pgrx::prelude::*;
+use pgrx::spi::{SpiClient, SpiResult};
+use pgrx::PgSqlErrorCode;
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// pg_try_advisory_xact_lock key of the puller ("baasrt" 1); baas.realtime_disable()
+/// takes it too.
+const LOCK: i64 = 0x6261_6173_7274_0001;
+const PUBLICATION: &str = "baas_realtime";
+/// Retention runs at most this often (per backend; the proxies' leader loop calls from
+/// one connection).
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+thread_local! {
+    static LAST_PRUNE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// (LSN, last position) as this backend last left an idle slot: every transaction
+    /// that committed before the LSN was decoded and none had anything to append, and
+    /// the log ended at that position. While no WAL has been written since, nothing can
+    /// have changed (an append writes WAL), so an idle call answers from here without a
+    /// statement: the proxies call every ~2 ms.
+    static IDLE_AT: Cell<Option<(i64, i64)>> = const { Cell::new(None) };
+}
+
+struct State {
+    slot_name: Option<String>,
+    generation: i32,
+    slot_lsn: i64,
+    last_position: i64,
+    has_publication: bool,
+    confirmed: Option<i64>,
+    lost: bool,
+    insert: i64,
+    dboid: i64,
+}
+
+/// The last position of the log after appending what the slot holds (at most about
+/// `max_changes` messages, whole transactions), or NULL when another caller is pulling.
+#[pg_extern(security_definer, volatile, name = "_realtime_pull")]
+#[search_path(pg_catalog, pg_temp)]
+fn realtime_pull(max_changes: default!(i32, 10000)) -> Option<i64> {
+    let max = max_changes.clamp(1, 1_000_000);
+    let r: SpiResult<Option<i64>> = Spi::connect_mut(|c| pull(c, max));
+    match r {
+        Ok(v) => v,
+        Err(e) => pgrx::error!("baas._realtime_pull: {e}"),
+    }
+}
+
+fn pull(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
+    // A separate statement before anything is read: a state read in the same statement
+    // would come from a snapshot taken before the previous holder committed.
+    // Direct calls rather than statements for the idle case (docs/realtime.md, figures).
+    let locked = unsafe {
+        pgrx::direct_function_call::<bool>(pg_sys::pg_try_advisory_xact_lock_int8, &[LOCK.into_datum()])
+    };
+    if locked != Some(true) {
+        return Ok(None);
+    }
+    if unsafe { pg_sys::wal_level } >= pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 {
+        let insert = unsafe { pg_sys::GetXLogInsertRecPtr() } as i64;
+        if let Some((lsn, last)) = IDLE_AT.get() {
+            if insert <= lsn {
+                prune_if_due(c)?;
+                return Ok(Some(last));
+            }
+        }
+    }
+    // Read-only SPI statements run on the active snapshot, taken before the lock was
+    // ours (the previous holder's commit is not in it): take a new one. (Read-only, not
+    // `update`: pgrx's `update` assigns a transaction id, and a slot can only be made by
+    // a transaction without one.)
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    let r = pull_locked(c, max);
+    unsafe { pg_sys::PopActiveSnapshot() };
+    r
+}
+
+fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
+    if unsafe { pg_sys::wal_level } < pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 {
+        let wal_level = c.select("select current_setting('wal_level')", Some(1), &[])?.first().get_one::<String>()?;
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "live change feeds need wal_level = logical (it is {}): set it in postgresql.conf and restart Postgres",
+                wal_level.unwrap_or_default()
+            ),
+            "docs/realtime.md"
+        );
+    }
+    let st = state(c)?;
+    if !st.has_publication {
+        // The slot must be made after the publication has committed: pgoutput looks the
+        // publication up as of each decoded change, and errors out for changes older
+        // than it. The next call makes the slot.
+        c.update(&format!("create publication {PUBLICATION}"), None, &[])?;
+        return Ok(Some(st.last_position));
+    }
+    let mut slot_lsn = st.slot_lsn;
+    let mut generation = st.generation;
+    let (slot, new_slot) = match (&st.slot_name, st.confirmed) {
+        (Some(name), Some(confirmed)) if !st.lost => {
+            if confirmed < slot_lsn {
+                c.select(
+                    "select pg_replication_slot_advance($1, '0/0'::pg_lsn + $2::numeric)",
+                    None,
+                    &[name.as_str().into(), slot_lsn.into()],
+                )?;
+            } else if st.insert <= confirmed {
+                // Nothing written since the slot's position.
+                IDLE_AT.set(Some((confirmed, st.last_position)));
+                prune_if_due(c)?;
+                return Ok(Some(st.last_position));
+            }
+            (name.clone(), false)
+        }
+        _ => {
+            // First use, or the slot was dropped or invalidated (max_slot_wal_keep_size):
+            // events may be missing, which the reset appended below says. Slots of ours
+            // that the state does not name are left over from pulls that made one and
+            // then failed: dropped first. Before any write of this transaction, which
+            // slot creation requires.
+            let prefix = format!("baas_rt_{}_", st.dboid);
+            c.select(
+                "select pg_drop_replication_slot(slot_name) from pg_replication_slots
+                  where database = current_database() and starts_with(slot_name::text, $1) and not active",
+                None,
+                &[prefix.as_str().into()],
+            )?;
+            generation += 1;
+            let name = format!("{prefix}{generation}");
+            let lsn = c
+                .select(
+                    "select (lsn - '0/0')::bigint from pg_create_logical_replication_slot($1, 'pgoutput')",
+                    Some(1),
+                    &[name.as_str().into()],
+                )?
+                .first()
+                .get_one::<i64>()?
+                .unwrap_or(0);
+            slot_lsn = lsn;
+            (name, true)
+        }
+    };
+    // The slot functions decode flushed WAL only. With synchronous_commit off, commits
+    // wait up to wal_writer_delay (200 ms) for a flush; flush them now instead (a no-op
+    // when every commit flushes its own). XLogFlush also waits for insertions before
+    // `flush` still being copied, so every record before it is decoded below.
+    let flush = st.insert;
+    unsafe { pg_sys::XLogFlush(flush as u64) };
+    let mut rows: Vec<Vec<u8>> = Vec::new();
+    let table = c.select(
+        "select data from pg_logical_slot_peek_binary_changes($1, null, $2,
+            'proto_version', '1', 'publication_names', 'baas_realtime', 'messages', 'true')",
+        None,
+        &[slot.as_str().into(), max.into()],
+    )?;
+    for row in table {
+        if let Some(d) = row.get::<Vec<u8>>(1)? {
+            rows.push(d);
+        }
+    }
+    let complete = rows.len() < max as usize; // else the peek may have stopped early
+    let mut skipped = Vec::new();
+    #[allow(unreachable_code)] // ereport!(ERROR) does not return
+    let txns = match pgoutput::transactions(rows.iter().map(|r| &r[..]), &mut skipped) {
+        Ok(t) => t,
+        Err(e) => {
+            ereport!(ERROR, PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("baas._realtime_pull: {e}"));
+            unreachable!()
+        }
+    };
+    for s in &skipped {
+        pgrx::warning!("baas._realtime_pull skipped a message that is not an event: {s}");
+    }
+    // Appended by an earlier pull whose slot advance did not survive (a crash).
+    let txns: Vec<Txn> = txns.into_iter().filter(|t| t.end_lsn as i64 > slot_lsn).collect();
+    let last_end = txns.last().map(|t| t.end_lsn as i64);
+    // Where the next pull may start: after the last transaction read, or, when the peek
+    // read to the end of the WAL, the flush position taken before it (everything that
+    // committed before it was read), so an idle database stops being re-read.
+    let reached = match (complete, last_end) {
+        (true, Some(e)) => e.max(flush),
+        (true, None) => flush,
+        (false, Some(e)) => e,
+        (false, None) => slot_lsn,
+    };
+    let n_events: usize = txns.iter().map(|t| t.events.len()).sum();
+    if n_events == 0 && !new_slot {
+        // Nothing to append, so nothing can be lost by moving the slot at once (and no
+        // write, which would itself be WAL for the next call to read).
+        if reached > slot_lsn.max(st.confirmed.unwrap_or(0)) {
+            c.select(
+                "select pg_replication_slot_advance($1, '0/0'::pg_lsn + $2::numeric)",
+                None,
+                &[slot.as_str().into(), reached.into()],
+            )?;
+        }
+        if complete {
+            IDLE_AT.set(Some((reached, st.last_position)));
+        }
+        prune_if_due(c)?;
+        return Ok(Some(st.last_position));
+    }
+    let next_full = c
+        .select("select pg_snapshot_xmax(pg_current_snapshot())::text::bigint", Some(1), &[])?
+        .first()
+        .get_one::<i64>()?
+        .unwrap_or(0) as u64;
+    let mut xids: Vec<String> = Vec::with_capacity(n_events + 1);
+    let mut times: Vec<i64> = Vec::with_capacity(n_events + 1);
+    let mut kinds: Vec<String> = Vec::with_capacity(n_events + 1);
+    let mut collections: Vec<Option<String>> = Vec::with_capacity(n_events + 1);
+    let mut bodies: Vec<String> = Vec::with_capacity(n_events + 1);
+    let mut sizes: Vec<i32> = Vec::with_capacity(n_events + 1);
+    let mut bytes: i64 = 0;
+    if new_slot {
+        let (xid, now) = c
+            .select(
+                "select pg_current_xact_id()::text, ((extract(epoch from now()) - 946684800) * 1000000)::bigint",
+                Some(1),
+                &[],
+            )?
+            .first()
+            .get_two::<String, i64>()?;
+        let body = r#"{"reason": "capture_reset"}"#;
+        xids.push(xid.unwrap_or_default());
+        times.push(now.unwrap_or(0));
+        kinds.push("reset".into());
+        collections.push(None);
+        bodies.push(body.into());
+        sizes.push(body.len() as i32);
+        bytes += body.len() as i64;
+    }
+    for t in &txns {
+        let xid = pgoutput::full_xid(t.xid, next_full).to_string();
+        for e in &t.events {
+            xids.push(xid.clone());
+            times.push(t.commit_ts);
+            kinds.push(e.kind.clone());
+            collections.push(e.collection.clone());
+            bodies.push(e.body.clone());
+            sizes.push(i32::try_from(e.bytes).unwrap_or(i32::MAX));
+            bytes += e.bytes as i64;
+        }
+    }
+    let first = st.last_position;
+    let last = first + kinds.len() as i64;
+    c.update(
+        "insert into baas.realtime_events (position, xid, committed_at, kind, collection, body, bytes)
+         select $1 + u.o, u.x::xid8, timestamptz '2000-01-01 00:00:00+00' + u.t * interval '1 microsecond',
+                u.k, u.c, u.b::jsonb, u.n
+           from unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::integer[])
+                with ordinality as u(x, t, k, c, b, n, o)",
+        None,
+        &[first.into(), xids.into(), times.into(), kinds.into(), collections.into(), bodies.into(), sizes.into()],
+    )?;
+    let reset_at = if new_slot { first + 1 } else { 0 };
+    c.update(
+        "update baas._realtime_state
+            set slot_name = $1, generation = $2, slot_lsn = '0/0'::pg_lsn + $3::numeric, last_position = $4,
+                last_reset = greatest(last_reset, $5), retained_bytes = retained_bytes + $6, last_append = now()",
+        None,
+        &[slot.as_str().into(), generation.into(), reached.into(), last.into(), reset_at.into(), bytes.into()],
+    )?;
+    c.update("select pg_notify('baas_realtime', $1)", None, &[last.to_string().into()])?;
+    prune_if_due(c)?;
+    Ok(Some(last))
+}
+
+fn state(c: &SpiClient<'_>) -> SpiResult<State> {
+    let t = c
+        .select(
+            "select s.slot_name, s.generation, (s.slot_lsn - '0/0')::bigint, s.last_position,
+                    exists (select from pg_publication p where p.pubname = 'baas_realtime'),
+                    (r.confirmed_flush_lsn - '0/0')::bigint, coalesce(r.wal_status = 'lost', false),
+                    (pg_current_wal_insert_lsn() - '0/0')::bigint,
+                    (select d.oid::bigint from pg_database d where d.datname = current_database())
+               from baas._realtime_state s
+               left join pg_replication_slots r on r.slot_name = s.slot_name and r.database = current_database()",
+            Some(1),
+            &[],
+        )?
+        .first();
+    Ok(State {
+        slot_name: t.get::<String>(1)?,
+        generation: t.get::<i32>(2)?.unwrap_or(0),
+        slot_lsn: t.get::<i64>(3)?.unwrap_or(0),
+        last_position: t.get::<i64>(4)?.unwrap_or(0),
+        has_publication: t.get::<bool>(5)?.unwrap_or(false),
+        confirmed: t.get::<i64>(6)?,
+        lost: t.get::<bool>(7)?.unwrap_or(false),
+        insert: t.get::<i64>(8)?.unwrap_or(0),
+        dboid: t.get::<i64>(9)?.unwrap_or(0),
+    })
+}
+
+/// Retention (baas._realtime_prune), at most once a second.
+fn prune_if_due(c: &mut SpiClient<'_>) -> SpiResult<()> {
+    let due = LAST_PRUNE.with(|l| l.get().is_none_or(|t| t.elapsed() >= PRUNE_EVERY));
+    if due {
+        LAST_PRUNE.with(|l| l.set(Some(Instant::now())));
+        // Read-only from here: the function writes (and takes a transaction id) only
+        // when it has something to delete.
+        c.select("select baas._realtime_prune()", None, &[])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! Live change feeds, the capture (issue 14, docs/realtime.md "Capture"), on a real
+//! cluster with several connections: positions follow commit order (not transaction id
+//! order), only committed work is captured, and the puller appends every committed
+//! change exactly once even when its own transaction dies, when two of them race, and
+//! across a restart.
+use pgbaas_testkit::{Cluster, DB};
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn setup(db: &mut postgres::Client, collection: &str) {
+    db.batch_execute(&format!("select baas.create_collection('{collection}')")).unwrap();
+    // The first pull makes the publication, the second the slot (and a reset event).
+    pull(db);
+    pull(db);
+}
+
+fn pull(db: &mut postgres::Client) -> i64 {
+    db.query_one("select baas._realtime_pull()", &[]).unwrap().get::<_, Option<i64>>(0).expect("not locked")
+}
+
+/// Pull until a pull appends nothing more.
+fn drain(db: &mut postgres::Client) -> i64 {
+    let mut last = pull(db);
+    loop {
+        let next = pull(db);
+        if next == last {
+            return last;
+        }
+        last = next;
+    }
+}
+
+fn insert(db: &mut impl postgres::GenericClient, collection: &str, n: i64) {
+    db.execute(
+        "insert into baas.documents (collection_id, id, data)
+         select c.id, baas.uuid7(), jsonb_build_object('n', $2::bigint) from baas.collections c where c.name = $1",
+        &[&collection, &n],
+    )
+    .unwrap();
+}
+
+/// The `n` of every captured insert into `collection`, in position order.
+fn captured(db: &mut postgres::Client, collection: &str) -> Vec<i64> {
+    db.query(
+        "select (body -> 'new' -> 'data' ->> 'n')::bigint from baas.realtime_events
+          where kind = 'doc' and collection = $1 and body ->> 'op' = 'insert' order by position",
+        &[&collection],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+fn positions_are_gapless(db: &mut postgres::Client) {
+    let (n, lo, hi): (i64, Option<i64>, Option<i64>) = {
+        let r = db.query_one("select count(*), min(position), max(position) from baas.realtime_events", &[]).unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(Some(n), hi.zip(lo).map(|(h, l)| h - l + 1), "positions are 1..n without holes or repeats");
+}
+
+#[test]
+fn positions_follow_commit_order_not_transaction_ids() {
+    let cluster = Cluster::temporary().unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    setup(&mut db, "order");
+    let mut a = cluster.connect("postgres", DB).unwrap();
+    let mut b = cluster.connect("postgres", DB).unwrap();
+    let mut ta = a.transaction().unwrap();
+    insert(&mut ta, "order", 1); // A takes its transaction id first...
+    let mut tb = b.transaction().unwrap();
+    insert(&mut tb, "order", 2);
+    tb.commit().unwrap(); // ...but B commits first.
+    ta.commit().unwrap();
+    drain(&mut db);
+    assert_eq!(captured(&mut db, "order"), vec![2, 1], "B's change comes first: it committed first");
+    let xids: Vec<String> = db
+        .query("select xid::text from baas.realtime_events where kind = 'doc' order by position", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let xids: Vec<u64> = xids.iter().map(|x| x.parse().unwrap()).collect();
+    assert!(xids[0] > xids[1], "and the event carries the writer's own transaction id: {xids:?}");
+    positions_are_gapless(&mut db);
+}
+
+#[test]
+fn rolled_back_work_is_not_captured() {
+    let cluster = Cluster::temporary().unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    setup(&mut db, "rb");
+    let mut t = db.transaction().unwrap();
+    insert(&mut t, "rb", 1);
+    t.rollback().unwrap();
+    let mut t = db.transaction().unwrap();
+    insert(&mut t, "rb", 2);
+    t.batch_execute("savepoint s").unwrap();
+    insert(&mut t, "rb", 3);
+    t.batch_execute("rollback to savepoint s").unwrap();
+    insert(&mut t, "rb", 4);
+    t.commit().unwrap();
+    drain(&mut db);
+    assert_eq!(captured(&mut db, "rb"), vec![2, 4], "neither the rolled-back transaction nor the rolled-back savepoint");
+}
+
+#[test]
+fn a_pull_that_dies_loses_and_doubles_nothing() {
+    let cluster = Cluster::temporary().unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    setup(&mut db, "die");
+    for n in 1..=5 {
+        insert(&mut db, "die", n);
+    }
+    // A pull whose transaction rolls back after it read the slot and appended.
+    let mut t = db.transaction().unwrap();
+    let p: Option<i64> = t.query_one("select baas._realtime_pull()", &[]).unwrap().get(0);
+    assert!(p.is_some());
+    t.rollback().unwrap();
+    for n in 6..=8 {
+        insert(&mut db, "die", n);
+    }
+    // A pull killed in the middle of its transaction (the backend terminated).
+    let mut victim = cluster.connect("postgres", DB).unwrap();
+    let pid: i32 = victim.query_one("select pg_backend_pid()", &[]).unwrap().get(0);
+    victim.batch_execute("begin; select baas._realtime_pull();").unwrap();
+    db.execute("select pg_terminate_backend($1)", &[&pid]).unwrap();
+    assert!(victim.batch_execute("commit").is_err(), "the victim's session is gone");
+    // A pull that fails after the peek: an error raised in its transaction.
+    let mut t = db.transaction().unwrap();
+    t.query_one("select baas._realtime_pull()", &[]).unwrap();
+    assert!(t.batch_execute("select 1 / 0").is_err());
+    drop(t);
+    for n in 9..=10 {
+        insert(&mut db, "die", n);
+    }
+    drain(&mut db);
+    assert_eq!(captured(&mut db, "die"), (1..=10).collect::<Vec<_>>(), "every change once, in order");
+    positions_are_gapless(&mut db);
+}
+
+#[test]
+fn concurrent_pullers_never_double() {
+    let cluster = Cluster::temporary().unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    setup(&mut db, "race");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let mut c = cluster.connect("postgres", DB).unwrap();
+            thread::spawn(move || {
+                for i in 0..200 {
+                    insert(&mut c, "race", w * 1000 + i);
+                }
+            })
+        })
+        .collect();
+    let pullers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = cluster.connect("postgres", DB).unwrap();
+            thread::spawn(move || {
+                let mut appended_while_locked_out = 0;
+                while Instant::now() < deadline {
+                    let r: Option<i64> = c.query_one("select baas._realtime_pull(7)", &[]).unwrap().get(0);
+                    if r.is_none() {
+                        appended_while_locked_out += 1;
+                    }
+                    let n: i64 = c.query_one("select count(*) from baas.realtime_events where kind = 'doc'", &[]).unwrap().get(0);
+                    if n >= 400 {
+                        break;
+                    }
+                }
+                appended_while_locked_out
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    for p in pullers {
+        p.join().unwrap();
+    }
+    drain(&mut db);
+    let got = captured(&mut db, "race");
+    assert_eq!(got.len(), 400, "every insert once");
+    let distinct: BTreeSet<i64> = got.iter().copied().collect();
+    assert_eq!(distinct.len(), 400, "no insert twice");
+    // Each writer's own inserts commit in order, so they appear in order.
+    for w in 0..2 {
+        let mine: Vec<i64> = got.iter().copied().filter(|n| n / 1000 == w).collect();
+        assert_eq!(mine, (0..200).map(|i| w * 1000 + i).collect::<Vec<_>>());
+    }
+    positions_are_gapless(&mut db);
+}
+
+#[test]
+fn events_survive_a_restart_and_capture_goes_on() {
+    let dir = std::env::temp_dir().join(format!("pgbaas-realtime-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = pgbaas_testkit::free_port();
+    let cluster = Cluster::open(&dir, port, false).unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    setup(&mut db, "restart");
+    for n in 1..=3 {
+        insert(&mut db, "restart", n);
+    }
+    drain(&mut db);
+    // Appended, but the slot not yet advanced past them (the next pull does that).
+    for n in 4..=5 {
+        insert(&mut db, "restart", n);
+    }
+    pull(&mut db);
+    insert(&mut db, "restart", 6); // committed, not yet pulled
+    drop(db);
+    cluster.stop().unwrap();
+    drop(cluster);
+    let cluster = Cluster::open(&dir, port, false).unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    insert(&mut db, "restart", 7);
+    drain(&mut db);
+    assert_eq!(captured(&mut db, "restart"), (1..=7).collect::<Vec<_>>(), "kept, and nothing lost or doubled across the restart");
+    // A crash (immediate shutdown: no checkpoint, so the slot comes back from its last
+    // saved position, behind what was appended).
+    for n in 8..=9 {
+        insert(&mut db, "restart", n);
+    }
+    pull(&mut db);
+    pull(&mut db); // advances the slot past 8 and 9, in memory only
+    insert(&mut db, "restart", 10);
+    pull(&mut db);
+    drop(db);
+    let pid: i32 = std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap().lines().next().unwrap().trim().parse().unwrap();
+    assert!(Command::new("kill").args(["-QUIT", &pid.to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.is_running() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    drop(cluster);
+    let cluster = Cluster::open(&dir, port, false).unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    insert(&mut db, "restart", 11);
+    drain(&mut db);
+    assert_eq!(captured(&mut db, "restart"), (1..=11).collect::<Vec<_>>(), "nothing lost or doubled across a crash");
+    let resets: i64 = db.query_one("select count(*) from baas.realtime_events where kind = 'reset'", &[]).unwrap().get(0);
+    assert_eq!(resets, 1, "the slot survived: no second reset");
+    positions_are_gapless(&mut db);
+    drop(db);
+    cluster.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn without_logical_wal_the_pull_names_the_setting_and_writers_go_on() {
+    let dir = std::env::temp_dir().join(format!("pgbaas-realtime-replica-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = pgbaas_testkit::free_port();
+    let cluster = Cluster::open(&dir, port, false).unwrap();
+    cluster.stop().unwrap();
+    drop(cluster);
+    // The later line wins: a server as installed by default.
+    let conf = dir.join("data/postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\nwal_level = replica\n");
+    std::fs::write(&conf, text).unwrap();
+    let cluster = Cluster::open(&dir, port, false).unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    db.batch_execute("select baas.create_collection('plain')").unwrap();
+    insert(&mut db, "plain", 1);
+    let err = db.query_one("select baas._realtime_pull()", &[]).unwrap_err();
+    let err = err.as_db_error().expect("a database error");
+    assert_eq!(err.code().code(), "55000");
+    assert!(err.message().contains("wal_level = logical"), "{}", err.message());
+    let status: serde_json::Value = db.query_one("select baas.realtime_status()", &[]).unwrap().get(0);
+    assert_eq!(status["wal_level_ok"], false);
+    drop(db);
+    cluster.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
