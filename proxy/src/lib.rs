@@ -3,3 +3,7 @@
 
 pub mod pgconfig;
 pub mod pgwire;
+/// A caller's principals as the live feeds compute them; a library module too so that
+/// tests/tests/realtime_principals.rs can compare it with `baas.principals()`.
+#[path = "realtime/principals.rs"]
+pub mod principals;

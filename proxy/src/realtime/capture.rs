@@ -160,21 +160,34 @@ impl Capture {
         }
     }
 
+    /// Run one loop's sessions until shutdown. A failure repeating itself (the database
+    /// down, an extension older than 0.4.0 without the functions) is logged when it
+    /// first happens and retried with a growing pause, 1 s up to 10 s, not every second.
     async fn forever<'a, F, Fut>(name: &str, mut shutdown: ShutdownWatch, f: F)
     where
         F: Fn(ShutdownWatch) -> Fut,
         Fut: std::future::Future<Output = (Result<bool, String>, ShutdownWatch)> + 'a,
     {
+        let mut last_error = String::new();
+        let mut pause = Duration::from_secs(1);
         loop {
             let (r, s) = f(shutdown).await;
             shutdown = s;
             match r {
                 Ok(true) => return,
-                Ok(false) => log::warn!("realtime {name}: connection closed; reconnecting"),
-                Err(e) => log::warn!("realtime {name}: {e}; retrying in 1 s"),
+                Ok(false) => {
+                    log::warn!("realtime {name}: connection closed; reconnecting");
+                    pause = Duration::from_secs(1);
+                }
+                Err(e) if e == last_error => pause = (pause * 2).min(Duration::from_secs(10)),
+                Err(e) => {
+                    log::warn!("realtime {name}: {e}; retrying");
+                    last_error = e;
+                    pause = Duration::from_secs(1);
+                }
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => return,
             }
         }

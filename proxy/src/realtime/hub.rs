@@ -1012,3 +1012,5 @@ fn replay_into(sub: &mut Sub, replayed: &[Arc<Event>], upto: u64) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod db_tests;
