@@ -231,6 +231,7 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
             unreachable!()
         }
     };
+    drop(rows); // the events own their text
     for s in &skipped {
         pgrx::warning!("baas._realtime_pull skipped a message that is not an event: {s}");
     }
@@ -297,7 +298,8 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
         last_reset = first + kinds.len() as i64;
     }
     let cap = MAX_TXN_BYTES.get().max(0) as usize;
-    for t in &txns {
+    // By value: each body is moved, never held twice.
+    for t in txns {
         let xid = pgoutput::full_xid(t.xid, next_full).to_string();
         let size: usize = t.events.iter().map(|e| e.bytes).sum();
         if size > cap {
@@ -322,14 +324,14 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
             last_reset = first + kinds.len() as i64;
             continue;
         }
-        for e in &t.events {
+        for e in t.events {
             xids.push(xid.clone());
             times.push(t.commit_ts);
-            kinds.push(e.kind.clone());
-            collections.push(e.collection.clone());
-            bodies.push(e.body.clone());
             sizes.push(i32::try_from(e.bytes).unwrap_or(i32::MAX));
             bytes += e.bytes as i64;
+            kinds.push(e.kind);
+            collections.push(e.collection);
+            bodies.push(e.body);
         }
     }
     let last = first + kinds.len() as i64;
