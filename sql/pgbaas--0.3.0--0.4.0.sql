@@ -87,7 +87,7 @@ AS 'MODULE_PATHNAME', 'realtime_pull_wrapper';
 -- pgbaas live change feeds, the capture (issue 14; docs/realtime.md "Capture").
 --
 -- Writers' triggers put each change into the WAL as a transactional logical message
--- (pg_logical_emit_message(true, 'baas', json)): it is decoded only if and when its
+-- (pg_logical_emit_message(true, 'baas:<secret>', json)): it is decoded only if and when its
 -- transaction commits, in commit order, so there is no ordering to reconstruct and
 -- nothing for a rolled-back transaction. The writer pays a WAL record, no table write,
 -- no lock and no NOTIFY (a NOTIFY takes a database-wide lock at commit, serialising
@@ -111,8 +111,14 @@ create table baas.realtime_events (
     collection text,
     body jsonb not null,
     -- Size of the captured message: what realtime_retention_bytes counts.
-    bytes integer not null
+    bytes integer not null,
+    -- When the puller appended it (its transaction's start): what realtime_retention
+    -- counts, never the writer's commit time, which after a lagging capture is older than
+    -- events no proxy has read yet.
+    appended_at timestamptz not null default now()
 );
+-- Retention's age cut and its "keep the last seconds" bound (baas._realtime_prune).
+create index realtime_events_appended on baas.realtime_events (appended_at, position);
 revoke all on baas.realtime_events from public;
 alter table baas.realtime_events enable row level security;
 
@@ -158,9 +164,21 @@ create trigger realtime_state_restore before insert on baas._realtime_state
     for each row execute function baas._realtime_state_restore();
 
 -------------------------------------------------------------------------- capture
--- The triggers run as the extension's owner (SECURITY DEFINER): emitting a logical
--- message is reserved to superusers and REPLICATION roles (pg_logical_emit_message is
--- not granted to PUBLIC), and an API role must not be able to forge one.
+-- The messages' prefix, 'baas:' and a random secret made at CREATE EXTENSION, readable
+-- by the extension's owner only. pg_logical_emit_message is executable by PUBLIC, so any
+-- role able to run SQL can emit a message under any prefix it knows: the puller takes
+-- only this one (extension/src/realtime/pgoutput.rs), so a forged message is skipped.
+-- Not dumped: a restored database has its own from its CREATE EXTENSION.
+create table baas._realtime_secret (
+    singleton boolean primary key default true check (singleton),
+    prefix text not null default 'baas:' || replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '')
+);
+insert into baas._realtime_secret default values;
+revoke all on baas._realtime_secret from public;
+alter table baas._realtime_secret enable row level security;
+
+-- The triggers run as the extension's owner (SECURITY DEFINER, fixed search_path): the
+-- only ones that read the prefix's secret.
 -- Nothing is emitted while a dump is loaded (the restored rows are not changes) or
 -- when wal_level is below logical (no slot could read it).
 
@@ -173,6 +191,7 @@ as $$
 declare
     v_name text;
     v_on boolean;
+    v_prefix text;
 begin
     if current_setting('wal_level') <> 'logical'
        or (current_setting('row_security') = 'off' and baas._restoring()) then
@@ -180,12 +199,13 @@ begin
     end if;
     -- A dropped collection's row is gone before the cascade deletes its documents: they
     -- emit nothing (the collection's trigger below emits one "dropped" event instead).
-    select c.name, c.realtime into v_name, v_on from baas.collections c
+    select c.name, c.realtime, (select p.prefix from baas._realtime_secret p) into v_name, v_on, v_prefix
+      from baas.collections c
      where c.id = case when tg_op = 'DELETE' then old.collection_id else new.collection_id end;
     if not found or not v_on then
         return null;
     end if;
-    perform pg_logical_emit_message(true, 'baas', jsonb_build_object('kind', 'doc', 'collection', v_name, 'body', jsonb_build_object(
+    perform pg_logical_emit_message(true, v_prefix, jsonb_build_object('kind', 'doc', 'collection', v_name, 'body', jsonb_build_object(
         'id', case when tg_op = 'DELETE' then old.id else new.id end,
         'op', lower(tg_op),
         'version', case when tg_op = 'DELETE' then old.version else new.version end,
@@ -201,17 +221,20 @@ create function baas._realtime_role_member() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    v_prefix text;
 begin
     if current_setting('wal_level') <> 'logical'
        or (current_setting('row_security') = 'off' and baas._restoring()) then
         return null;
     end if;
+    select p.prefix into v_prefix from baas._realtime_secret p;
     if tg_op in ('DELETE', 'UPDATE') then
-        perform pg_logical_emit_message(true, 'baas', jsonb_build_object('kind', 'member', 'collection', null, 'body',
+        perform pg_logical_emit_message(true, v_prefix, jsonb_build_object('kind', 'member', 'collection', null, 'body',
             jsonb_build_object('user', old.user_id, 'role', old.role, 'op', 'remove'))::text);
     end if;
     if tg_op in ('INSERT', 'UPDATE') then
-        perform pg_logical_emit_message(true, 'baas', jsonb_build_object('kind', 'member', 'collection', null, 'body',
+        perform pg_logical_emit_message(true, v_prefix, jsonb_build_object('kind', 'member', 'collection', null, 'body',
             jsonb_build_object('user', new.user_id, 'role', new.role, 'op', 'add'))::text);
     end if;
     return null;
@@ -224,17 +247,20 @@ create function baas._realtime_role_role() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    v_prefix text;
 begin
     if current_setting('wal_level') <> 'logical'
        or (current_setting('row_security') = 'off' and baas._restoring()) then
         return null;
     end if;
+    select p.prefix into v_prefix from baas._realtime_secret p;
     if tg_op in ('DELETE', 'UPDATE') then
-        perform pg_logical_emit_message(true, 'baas', jsonb_build_object('kind', 'nest', 'collection', null, 'body',
+        perform pg_logical_emit_message(true, v_prefix, jsonb_build_object('kind', 'nest', 'collection', null, 'body',
             jsonb_build_object('member_role', old.member_role, 'role', old.role, 'op', 'remove'))::text);
     end if;
     if tg_op in ('INSERT', 'UPDATE') then
-        perform pg_logical_emit_message(true, 'baas', jsonb_build_object('kind', 'nest', 'collection', null, 'body',
+        perform pg_logical_emit_message(true, v_prefix, jsonb_build_object('kind', 'nest', 'collection', null, 'body',
             jsonb_build_object('member_role', new.member_role, 'role', new.role, 'op', 'add'))::text);
     end if;
     return null;
@@ -248,16 +274,19 @@ create function baas._realtime_collection() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    v_prefix text;
 begin
     if current_setting('wal_level') <> 'logical'
        or (current_setting('row_security') = 'off' and baas._restoring()) then
         return null;
     end if;
+    select p.prefix into v_prefix from baas._realtime_secret p;
     if tg_op = 'DELETE' then
-        perform pg_logical_emit_message(true, 'baas', jsonb_build_object('kind', 'collection', 'collection', old.name, 'body',
+        perform pg_logical_emit_message(true, v_prefix, jsonb_build_object('kind', 'collection', 'collection', old.name, 'body',
             jsonb_build_object('collection', old.name, 'dropped', true))::text);
     elsif old.realtime is distinct from new.realtime then
-        perform pg_logical_emit_message(true, 'baas', jsonb_build_object('kind', 'collection', 'collection', new.name, 'body',
+        perform pg_logical_emit_message(true, v_prefix, jsonb_build_object('kind', 'collection', 'collection', new.name, 'body',
             jsonb_build_object('collection', new.name, 'realtime', new.realtime))::text);
     end if;
     return null;
@@ -287,45 +316,75 @@ comment on function baas.set_realtime(text, boolean) is
     'Switch a collection''s live feed on or off (service tokens, DBAs); returns the collection';
 
 ---------------------------------------------------------------------- the puller's
--- Retention, run by the puller at most once a second: delete the oldest events, a
--- prefix of the log, past realtime_retention (age) or realtime_retention_bytes. Returns
--- how many it deleted. Cheap when there is nothing to do (two index probes).
-create function baas._realtime_prune() returns bigint
+-- Retention, run by the puller at most once a second, after its appends: delete the
+-- oldest events, a prefix of the log, appended (appended_at, not the writer's commit
+-- time) longer than realtime_retention ago, or past realtime_retention_bytes. Never an
+-- event after keep_after (the calling pull's own appends) nor one appended in the last
+-- 10 seconds, whatever the byte bound: a proxy reads within milliseconds of the notify,
+-- so it has read them first. Deletes from the oldest end in chunks of 5,000 positions,
+-- at most 8 chunks a call (so a call's work is bounded, and a backlog goes over a few
+-- seconds); the byte total is the state row's running one, never a scan of the table.
+-- Returns how many it deleted. Cheap when there is nothing to do (two index probes).
+create function baas._realtime_prune(keep_after bigint) returns bigint
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     s baas.settings;
     st baas._realtime_state;
+    v_first bigint;
     v_oldest timestamptz;
-    v_cut bigint := 0;
-    v_pos bigint;
-    v_n bigint;
+    v_limit bigint;
+    v_age_cut bigint;
+    v_excess bigint;
+    v_end bigint;
+    v_cut bigint;
+    v_bcut bigint;
+    v_n bigint := 0;
+    v_d bigint;
     v_bytes bigint;
+    v_total bigint := 0;
+    v_rounds integer := 0;
 begin
     select * into s from baas.settings;
     select * into st from baas._realtime_state;
-    select e.committed_at into v_oldest from baas.realtime_events e order by e.position limit 1;
-    if v_oldest is null or (v_oldest >= now() - s.realtime_retention and st.retained_bytes <= s.realtime_retention_bytes) then
+    select e.position, e.appended_at into v_first, v_oldest from baas.realtime_events e order by e.position limit 1;
+    if v_first is null or (v_oldest >= now() - s.realtime_retention and st.retained_bytes <= s.realtime_retention_bytes) then
         return 0;
     end if;
-    if v_oldest < now() - s.realtime_retention then
-        -- Commit times follow positions (give or take clock steps): everything before the
-        -- first young enough event goes. The scan reads only the rows it deletes.
-        select e.position - 1 into v_pos from baas.realtime_events e
-         where e.committed_at >= now() - s.realtime_retention order by e.position limit 1;
-        v_cut := coalesce(v_pos, st.last_position);
-    end if;
-    if st.retained_bytes > s.realtime_retention_bytes then
-        select x.position into v_pos
-          from (select e.position, sum(e.bytes) over (order by e.position) as acc from baas.realtime_events e) x
-         where x.acc >= st.retained_bytes - s.realtime_retention_bytes order by x.position limit 1;
-        v_cut := greatest(v_cut, coalesce(v_pos, st.last_position));
-    end if;
-    with d as (delete from baas.realtime_events e where e.position <= v_cut returning e.bytes)
-    select count(*), coalesce(sum(d.bytes), 0) into v_n, v_bytes from d;
+    -- The newest event that may go.
+    select e.position - 1 into v_limit from baas.realtime_events e
+     where e.appended_at >= now() - interval '10 seconds' order by e.appended_at, e.position limit 1;
+    v_limit := least(coalesce(v_limit, st.last_position), keep_after);
+    -- Everything before the first young enough event is old (append times follow
+    -- positions: one puller at a time, give or take clock steps).
+    select e.position - 1 into v_age_cut from baas.realtime_events e
+     where e.appended_at >= now() - s.realtime_retention order by e.appended_at, e.position limit 1;
+    v_age_cut := coalesce(v_age_cut, st.last_position);
+    v_excess := st.retained_bytes - s.realtime_retention_bytes;
+    while v_rounds < 8 and v_first <= v_limit loop
+        v_end := least(v_first + 4999, v_limit);
+        v_cut := least(v_age_cut, v_end);
+        if v_excess > 0 then
+            -- The first position whose deletion (with all before it) brings the total
+            -- within the bound; the whole chunk when it is not enough.
+            select x.position into v_bcut
+              from (select e.position, sum(e.bytes) over (order by e.position) as acc
+                      from baas.realtime_events e where e.position between v_first and v_end) x
+             where x.acc >= v_excess order by x.position limit 1;
+            v_cut := greatest(v_cut, coalesce(v_bcut, v_end));
+        end if;
+        exit when v_cut < v_first;
+        with d as (delete from baas.realtime_events e where e.position between v_first and v_cut returning e.bytes)
+        select count(*), coalesce(sum(d.bytes), 0) into v_d, v_bytes from d;
+        v_n := v_n + v_d;
+        v_total := v_total + v_bytes;
+        v_excess := v_excess - v_bytes;
+        v_first := v_cut + 1;
+        v_rounds := v_rounds + 1;
+    end loop;
     if v_n > 0 then
-        update baas._realtime_state set retained_bytes = greatest(retained_bytes - v_bytes, 0);
+        update baas._realtime_state set retained_bytes = greatest(retained_bytes - v_total, 0);
     end if;
     return v_n;
 end

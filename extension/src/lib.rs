@@ -18,6 +18,7 @@ pub mod realtime;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     api::query::define_settings();
+    api::realtime::define_settings();
 }
 
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);

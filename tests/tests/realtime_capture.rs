@@ -279,3 +279,122 @@ fn without_logical_wal_the_pull_names_the_setting_and_writers_go_on() {
     cluster.stop().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// pg_logical_emit_message is executable by PUBLIC: a role that can run SQL emits
+/// messages under the prefixes it can guess. None becomes an event; the triggers' own
+/// (under the owner-only secret) still do.
+#[test]
+fn a_plain_role_cannot_forge_events() {
+    let cluster = Cluster::temporary().unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    setup(&mut db, "forge");
+    db.batch_execute("create role mallory; grant baas_user to mallory; set role mallory").unwrap();
+    let err = db.query("select prefix from baas._realtime_secret", &[]).unwrap_err();
+    assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("42501"), "the secret is not readable: {err}");
+    let forged = r#"{"kind":"doc","collection":"forge","body":{"id":"00000000-0000-0000-0000-000000000001","op":"insert","version":1,"old":null,"new":{"data":{"n":666}}}}"#;
+    for prefix in ["baas", "baas:", "baas:0", "baas_rt"] {
+        db.query_one("select pg_logical_emit_message(true, $1::text, $2::text)::text", &[&prefix, &forged]).unwrap();
+    }
+    db.batch_execute("reset role").unwrap();
+    insert(&mut db, "forge", 1);
+    drain(&mut db);
+    assert_eq!(captured(&mut db, "forge"), vec![1], "only the real insert is an event");
+    positions_are_gapless(&mut db);
+}
+
+/// A lagging capture appends a backlog larger than realtime_retention_bytes: retention
+/// counts from the append, never deletes what the pull itself appended (no proxy read
+/// it yet), and later prunes from the oldest end down to the bound, keeping the running
+/// byte total exact.
+#[test]
+fn a_backlog_past_the_byte_bound_is_appended_whole_and_pruned_later() {
+    let cluster = Cluster::temporary().unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    setup(&mut db, "backlog");
+    db.batch_execute("update baas.settings set realtime_retention_bytes = 1048576").unwrap();
+    // 400 events of about 4 KiB: 1.6 MiB, all committed before the pull.
+    db.execute(
+        "insert into baas.documents (collection_id, id, data)
+         select c.id, baas.uuid7(), jsonb_build_object('n', g, 'pad', repeat('x', 4000))
+           from baas.collections c, generate_series(1, 400) g where c.name = 'backlog'",
+        &[],
+    )
+    .unwrap();
+    // A new session: its first pull also runs retention.
+    let mut puller = cluster.connect("postgres", DB).unwrap();
+    let last = drain(&mut puller);
+    assert_eq!(captured(&mut db, "backlog"), (1..=400).collect::<Vec<i64>>(), "the whole backlog is kept");
+    // Later: the events are older than the 10 s kept whatever the bound.
+    db.batch_execute("update baas.realtime_events set appended_at = appended_at - interval '1 minute'").unwrap();
+    let deleted: i64 = db.query_one("select baas._realtime_prune($1)", &[&last]).unwrap().get(0);
+    assert!(deleted > 0, "pruned");
+    let (retained, sum, newest): (i64, i64, i64) = {
+        let r = db
+            .query_one(
+                "select s.retained_bytes, (select sum(bytes)::bigint from baas.realtime_events),
+                        (select max(position) from baas.realtime_events)
+                   from baas._realtime_state s",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(retained, sum, "the running total is the table's");
+    assert!(retained <= 1048576 && retained > 1048576 - 8192, "down to the bound, not past it: {retained}");
+    assert_eq!(newest, last, "the newest events stay");
+    positions_are_gapless(&mut db);
+    // Never past keep_after, however far over the bound.
+    db.batch_execute("update baas.settings set realtime_retention_bytes = 1048576; update baas._realtime_state set retained_bytes = 1099511627776").unwrap();
+    let oldest: i64 = db.query_one("select min(position) from baas.realtime_events", &[]).unwrap().get(0);
+    db.query_one("select baas._realtime_prune($1)", &[&(oldest + 9)]).unwrap();
+    let after: i64 = db.query_one("select min(position) from baas.realtime_events", &[]).unwrap().get(0);
+    assert_eq!(after, oldest + 10, "deleted up to keep_after and no further");
+}
+
+/// A transaction past baas.realtime_max_transaction_bytes becomes one reset naming its
+/// size; the capture goes on after it. A large one under the cap is appended whole, in
+/// several statements (positions stay gapless).
+#[test]
+fn a_transaction_past_the_cap_becomes_one_reset() {
+    let cluster = Cluster::temporary().unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    setup(&mut db, "huge");
+    // 12,000 small events in one transaction: more than one insert statement's chunk.
+    db.execute(
+        "insert into baas.documents (collection_id, id, data)
+         select c.id, baas.uuid7(), jsonb_build_object('n', g) from baas.collections c, generate_series(1, 12000) g
+          where c.name = 'huge'",
+        &[],
+    )
+    .unwrap();
+    drain(&mut db);
+    assert_eq!(captured(&mut db, "huge"), (1..=12000).collect::<Vec<i64>>());
+    positions_are_gapless(&mut db);
+    db.batch_execute("set baas.realtime_max_transaction_bytes = '64kB'").unwrap();
+    db.execute(
+        "insert into baas.documents (collection_id, id, data)
+         select c.id, baas.uuid7(), jsonb_build_object('n', 100000 + g, 'pad', repeat('y', 1000))
+           from baas.collections c, generate_series(1, 100) g where c.name = 'huge'",
+        &[],
+    )
+    .unwrap();
+    insert(&mut db, "huge", 200001);
+    let last = drain(&mut db);
+    let got = captured(&mut db, "huge");
+    assert!(got.iter().all(|n| *n <= 12000 || *n == 200001), "none of the capped transaction's events");
+    assert_eq!(got.last(), Some(&200001), "the next transaction is captured");
+    let r = db
+        .query_one(
+            "select e.position, e.body, w.last_reset from baas.realtime_events e, baas._realtime_window() w
+              where e.kind = 'reset' order by e.position desc limit 1",
+            &[],
+        )
+        .unwrap();
+    let (pos, body, last_reset): (i64, serde_json::Value, i64) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!(body["reason"], "capture_reset");
+    assert_eq!(body["skipped_events"], 100);
+    assert!(body["skipped_bytes"].as_i64().unwrap() > 100_000, "{body}");
+    assert_eq!(last_reset, pos, "resuming before it is not exact");
+    assert_eq!(pos, last - 1, "the reset stands where the transaction would have");
+    positions_are_gapless(&mut db);
+}

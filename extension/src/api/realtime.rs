@@ -46,6 +46,29 @@ thread_local! {
 const RESTART_LAG: i64 = 1 << 20;
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(100);
 
+/// baas.realtime_max_transaction_bytes: a transaction whose events take more is not
+/// appended; one `reset` naming its size stands for it (a cascade deleting an account's
+/// documents emits each one's whole old document, and gigabytes appended at once could
+/// pass Postgres's 1 GB allocation limit and stop the capture for good).
+static MAX_TXN_BYTES: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(256 << 20);
+/// Events go into the log in statements of at most this many events and bytes: one
+/// array parameter must stay far below the 1 GB allocation limit.
+const CHUNK_EVENTS: usize = 10_000;
+const CHUNK_BYTES: usize = 64 << 20;
+
+pub fn define_settings() {
+    pgrx::GucRegistry::define_int_guc(
+        c"baas.realtime_max_transaction_bytes",
+        c"Most bytes of live-feed events one transaction may add to baas.realtime_events.",
+        c"A larger transaction's events are replaced by one reset event (reason capture_reset) naming its size; subscribers reload.",
+        &MAX_TXN_BYTES,
+        1024,
+        i32::MAX,
+        pgrx::GucContext::Suset,
+        pgrx::GucFlags::UNIT_BYTE,
+    );
+}
+
 struct State {
     slot_name: Option<String>,
     generation: i32,
@@ -57,6 +80,8 @@ struct State {
     insert: i64,
     dboid: i64,
     restart: i64,
+    /// The messages' prefix, with its secret (baas._realtime_secret).
+    prefix: String,
 }
 
 /// The last position of the log after appending what the slot holds (at most about
@@ -86,7 +111,7 @@ fn pull(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
         let insert = unsafe { pg_sys::GetXLogInsertRecPtr() } as i64;
         if let Some((lsn, last)) = IDLE_AT.get() {
             if insert <= lsn {
-                prune_if_due(c)?;
+                prune_if_due(c, last)?;
                 return Ok(Some(last));
             }
         }
@@ -141,7 +166,7 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
             } else if st.insert <= confirmed {
                 // Nothing written since the slot's position.
                 IDLE_AT.set(Some((confirmed, st.last_position)));
-                prune_if_due(c)?;
+                prune_if_due(c, st.last_position)?;
                 return Ok(Some(st.last_position));
             }
             (name.clone(), false)
@@ -193,15 +218,20 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
         }
     }
     let complete = rows.len() < max as usize; // else the peek may have stopped early
+    if st.prefix.is_empty() {
+        // Without the secret every message would be a possible forgery.
+        ereport!(ERROR, PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, "baas._realtime_pull: baas._realtime_secret holds no prefix");
+    }
     let mut skipped = Vec::new();
     #[allow(unreachable_code)] // ereport!(ERROR) does not return
-    let txns = match pgoutput::transactions(rows.iter().map(|r| &r[..]), &mut skipped) {
+    let txns = match pgoutput::transactions(rows.iter().map(|r| &r[..]), &st.prefix, &mut skipped) {
         Ok(t) => t,
         Err(e) => {
             ereport!(ERROR, PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("baas._realtime_pull: {e}"));
             unreachable!()
         }
     };
+    drop(rows); // the events own their text
     for s in &skipped {
         pgrx::warning!("baas._realtime_pull skipped a message that is not an event: {s}");
     }
@@ -231,7 +261,7 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
         if complete {
             IDLE_AT.set(Some((reached, st.last_position)));
         }
-        prune_if_due(c)?;
+        prune_if_due(c, st.last_position)?;
         return Ok(Some(st.last_position));
     }
     let next_full = c
@@ -246,6 +276,8 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
     let mut bodies: Vec<String> = Vec::with_capacity(n_events + 1);
     let mut sizes: Vec<i32> = Vec::with_capacity(n_events + 1);
     let mut bytes: i64 = 0;
+    let mut last_reset: i64 = 0;
+    let first = st.last_position;
     if new_slot {
         let (xid, now) = c
             .select(
@@ -263,31 +295,75 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
         bodies.push(body.into());
         sizes.push(body.len() as i32);
         bytes += body.len() as i64;
+        last_reset = first + kinds.len() as i64;
     }
-    for t in &txns {
+    let cap = MAX_TXN_BYTES.get().max(0) as usize;
+    // By value: each body is moved, never held twice.
+    for t in txns {
         let xid = pgoutput::full_xid(t.xid, next_full).to_string();
-        for e in &t.events {
+        let size: usize = t.events.iter().map(|e| e.bytes).sum();
+        if size > cap {
+            let body = serde_json::json!({
+                "reason": "capture_reset",
+                "skipped_bytes": size,
+                "skipped_events": t.events.len(),
+                "detail": "a transaction's changes exceeded baas.realtime_max_transaction_bytes",
+            })
+            .to_string();
+            pgrx::warning!(
+                "baas._realtime_pull: a transaction of {} events and {size} bytes (more than baas.realtime_max_transaction_bytes, {cap}) is appended as one reset",
+                t.events.len()
+            );
+            xids.push(xid);
+            times.push(t.commit_ts);
+            kinds.push("reset".into());
+            collections.push(None);
+            sizes.push(body.len() as i32);
+            bytes += body.len() as i64;
+            bodies.push(body);
+            last_reset = first + kinds.len() as i64;
+            continue;
+        }
+        for e in t.events {
             xids.push(xid.clone());
             times.push(t.commit_ts);
-            kinds.push(e.kind.clone());
-            collections.push(e.collection.clone());
-            bodies.push(e.body.clone());
             sizes.push(i32::try_from(e.bytes).unwrap_or(i32::MAX));
             bytes += e.bytes as i64;
+            kinds.push(e.kind);
+            collections.push(e.collection);
+            bodies.push(e.body);
         }
     }
-    let first = st.last_position;
     let last = first + kinds.len() as i64;
-    c.update(
-        "insert into baas.realtime_events (position, xid, committed_at, kind, collection, body, bytes)
-         select $1 + u.o, u.x::xid8, timestamptz '2000-01-01 00:00:00+00' + u.t * interval '1 microsecond',
-                u.k, u.c, u.b::jsonb, u.n
-           from unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::integer[])
-                with ordinality as u(x, t, k, c, b, n, o)",
-        None,
-        &[first.into(), xids.into(), times.into(), kinds.into(), collections.into(), bodies.into(), sizes.into()],
-    )?;
-    let reset_at = if new_slot { first + 1 } else { 0 };
+    // In bounded statements (CHUNK_EVENTS, CHUNK_BYTES), in order.
+    let mut start = 0;
+    while start < kinds.len() {
+        let mut end = start;
+        let mut chunk_bytes = 0usize;
+        while end < kinds.len() && end - start < CHUNK_EVENTS && (end == start || chunk_bytes + bodies[end].len() <= CHUNK_BYTES) {
+            chunk_bytes += bodies[end].len();
+            end += 1;
+        }
+        c.update(
+            "insert into baas.realtime_events (position, xid, committed_at, kind, collection, body, bytes)
+             select $1 + u.o, u.x::xid8, timestamptz '2000-01-01 00:00:00+00' + u.t * interval '1 microsecond',
+                    u.k, u.c, u.b::jsonb, u.n
+               from unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::integer[])
+                    with ordinality as u(x, t, k, c, b, n, o)",
+            None,
+            &[
+                (first + start as i64).into(),
+                xids[start..end].to_vec().into(),
+                times[start..end].to_vec().into(),
+                kinds[start..end].to_vec().into(),
+                collections[start..end].to_vec().into(),
+                bodies[start..end].to_vec().into(),
+                sizes[start..end].to_vec().into(),
+            ],
+        )?;
+        start = end;
+    }
+    let reset_at = last_reset;
     c.update(
         "update baas._realtime_state
             set slot_name = $1, generation = $2, slot_lsn = '0/0'::pg_lsn + $3::numeric, last_position = $4,
@@ -296,7 +372,7 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
         &[slot.as_str().into(), generation.into(), reached.into(), last.into(), reset_at.into(), bytes.into()],
     )?;
     c.update("select pg_notify('baas_realtime', $1)", None, &[last.to_string().into()])?;
-    prune_if_due(c)?;
+    prune_if_due(c, first)?;
     Ok(Some(last))
 }
 
@@ -308,7 +384,8 @@ fn state(c: &SpiClient<'_>) -> SpiResult<State> {
                     (r.confirmed_flush_lsn - '0/0')::bigint, coalesce(r.wal_status = 'lost', false),
                     (pg_current_wal_insert_lsn() - '0/0')::bigint,
                     (select d.oid::bigint from pg_database d where d.datname = current_database()),
-                    (r.restart_lsn - '0/0')::bigint
+                    (r.restart_lsn - '0/0')::bigint,
+                    (select p.prefix from baas._realtime_secret p)
                from baas._realtime_state s
                left join pg_replication_slots r on r.slot_name = s.slot_name and r.database = current_database()",
             Some(1),
@@ -326,17 +403,19 @@ fn state(c: &SpiClient<'_>) -> SpiResult<State> {
         insert: t.get::<i64>(8)?.unwrap_or(0),
         dboid: t.get::<i64>(9)?.unwrap_or(0),
         restart: t.get::<i64>(10)?.unwrap_or(0),
+        prefix: t.get::<String>(11)?.filter(|p| p.starts_with(pgoutput::PREFIX_START)).unwrap_or_default(),
     })
 }
 
-/// Retention (baas._realtime_prune), at most once a second.
-fn prune_if_due(c: &mut SpiClient<'_>) -> SpiResult<()> {
+/// Retention (baas._realtime_prune), at most once a second; never an event after
+/// `keep_after` (what this call appended).
+fn prune_if_due(c: &mut SpiClient<'_>, keep_after: i64) -> SpiResult<()> {
     let due = LAST_PRUNE.with(|l| l.get().is_none_or(|t| t.elapsed() >= PRUNE_EVERY));
     if due {
         LAST_PRUNE.with(|l| l.set(Some(Instant::now())));
         // Read-only from here: the function writes (and takes a transaction id) only
         // when it has something to delete.
-        c.select("select baas._realtime_prune()", None, &[])?;
+        c.select("select baas._realtime_prune($1)", None, &[keep_after.into()])?;
     }
     Ok(())
 }

@@ -111,9 +111,12 @@ pub fn parse(buf: &[u8]) -> Result<Msg<'_>, ParseError> {
     Ok(msg)
 }
 
-/// The prefix our triggers emit under; messages of other prefixes (other software on
-/// the same database) are skipped.
-pub const PREFIX: &str = "baas";
+/// Our triggers emit under `baas:<secret>` (baas._realtime_secret, readable by the
+/// extension's owner only): pg_logical_emit_message is executable by PUBLIC, so any role
+/// that can run SQL can emit a message under any prefix it can guess, and a guessable
+/// prefix would let it forge events. Messages of other prefixes (other software on the
+/// same database, forgeries) are skipped.
+pub const PREFIX_START: &str = "baas:";
 
 /// One captured change, as the triggers of sql/realtime.sql emit it:
 /// `{"kind": .., "collection": ..|null, "body": {..}}`.
@@ -157,8 +160,8 @@ pub fn event(content: &[u8]) -> Result<Event, String> {
 /// Group the slot's rows into whole transactions. A transaction that begins but does
 /// not commit within `rows` is an error: the slot functions return whole transactions
 /// only, so it means the input is not what we asked for. `skipped` gets one line per
-/// message that is ours by prefix but not an event.
-pub fn transactions<'a, I>(rows: I, skipped: &mut Vec<String>) -> Result<Vec<Txn>, ParseError>
+/// message that is ours by prefix (exactly `ours`) but not an event.
+pub fn transactions<'a, I>(rows: I, ours: &str, skipped: &mut Vec<String>) -> Result<Vec<Txn>, ParseError>
 where
     I: IntoIterator<Item = &'a [u8]>,
 {
@@ -172,7 +175,7 @@ where
                 }
                 open = Some(Txn { xid, commit_ts, commit_lsn: final_lsn, end_lsn: 0, events: Vec::new() });
             }
-            Msg::Message { transactional: true, prefix, content, lsn } if prefix == PREFIX => {
+            Msg::Message { transactional: true, prefix, content, lsn } if prefix == ours => {
                 let t = open.as_mut().ok_or_else(|| ParseError("transactional message outside a transaction".into()))?;
                 match event(content) {
                     Ok(e) => t.events.push(e),
@@ -267,23 +270,29 @@ mod tests {
         assert!(parse(&invalid_utf8).is_err());
     }
 
+    const OURS: &str = "baas:0123456789abcdef";
+
     #[test]
     fn transactions_keep_emission_order_and_skip_what_is_not_ours() {
         let other = br#"{"kind":"member","body":{"user":"u","role":"r","op":"add"}}"#;
         let rows = [
             begin(100, 1000, 7),
-            message(true, "baas", DOC),
+            message(true, OURS, DOC),
             message(true, "someone_else", b"hello"),
-            message(true, "baas", b"not json"),
-            message(true, "baas", br#"{"kind":"reset","body":{}}"#),
-            message(true, "baas", other),
+            // Forgeries: a role that does not know the secret guesses the prefix.
+            message(true, "baas", DOC),
+            message(true, "baas:", DOC),
+            message(true, "baas:0123", DOC),
+            message(true, OURS, b"not json"),
+            message(true, OURS, br#"{"kind":"reset","body":{}}"#),
+            message(true, OURS, other),
             commit(100, 120, 1001),
             begin(130, 1002, 5),
-            message(true, "baas", DOC),
+            message(true, OURS, DOC),
             commit(130, 150, 1003),
         ];
         let mut skipped = Vec::new();
-        let txns = transactions(rows.iter().map(|r| &r[..]), &mut skipped).unwrap();
+        let txns = transactions(rows.iter().map(|r| &r[..]), OURS, &mut skipped).unwrap();
         assert_eq!(txns.len(), 2);
         assert_eq!((txns[0].xid, txns[0].commit_lsn, txns[0].end_lsn, txns[0].commit_ts), (7, 100, 120, 1001));
         let kinds: Vec<_> = txns[0].events.iter().map(|e| e.kind.as_str()).collect();
@@ -298,17 +307,17 @@ mod tests {
     #[test]
     fn transactions_must_be_whole() {
         let mut s = Vec::new();
-        let cut = [begin(100, 1, 7), message(true, "baas", DOC)];
-        assert!(transactions(cut.iter().map(|r| &r[..]), &mut s).is_err());
-        let orphan = [message(true, "baas", DOC)];
-        assert!(transactions(orphan.iter().map(|r| &r[..]), &mut s).is_err());
+        let cut = [begin(100, 1, 7), message(true, OURS, DOC)];
+        assert!(transactions(cut.iter().map(|r| &r[..]), OURS, &mut s).is_err());
+        let orphan = [message(true, OURS, DOC)];
+        assert!(transactions(orphan.iter().map(|r| &r[..]), OURS, &mut s).is_err());
         let twice = [begin(100, 1, 7), begin(200, 1, 8)];
-        assert!(transactions(twice.iter().map(|r| &r[..]), &mut s).is_err());
+        assert!(transactions(twice.iter().map(|r| &r[..]), OURS, &mut s).is_err());
         let mismatch = [begin(100, 1, 7), commit(101, 120, 1)];
-        assert!(transactions(mismatch.iter().map(|r| &r[..]), &mut s).is_err());
+        assert!(transactions(mismatch.iter().map(|r| &r[..]), OURS, &mut s).is_err());
         // Non-transactional messages stand outside transactions and are not ours.
-        let loose = [message(false, "baas", DOC)];
-        assert_eq!(transactions(loose.iter().map(|r| &r[..]), &mut s).unwrap(), vec![]);
+        let loose = [message(false, OURS, DOC)];
+        assert_eq!(transactions(loose.iter().map(|r| &r[..]), OURS, &mut s).unwrap(), vec![]);
     }
 
     #[test]
