@@ -177,8 +177,13 @@ impl Sub {
     }
     /// A role change committed before this resumed subscription's start snapshot but
     /// captured after S: the start's principals hold it, the client's state does not.
-    fn missed_role_change(&self, ev: &Event) -> bool {
-        self.resumed && ev.position > self.start && self.snap.as_ref().is_some_and(|s| s.visible(ev.xid)) && concerns(ev, &self.who)
+    /// `has_roles`: the user holds a role directly (without one, nesting changes nothing).
+    fn missed_role_change(&self, ev: &Event, has_roles: bool) -> bool {
+        let matters = match &ev.body {
+            Body::Nest { .. } => has_roles,
+            _ => true,
+        };
+        self.resumed && matters && ev.position > self.start && self.snap.as_ref().is_some_and(|s| s.visible(ev.xid)) && concerns(ev, &self.who)
     }
 }
 
@@ -354,7 +359,7 @@ impl State {
     /// subscriptions and tell each live one, at this position, to re-read.
     fn principals_changed(&mut self, user: &Arc<str>, ev: &Event, changed: bool) {
         let Some(e) = self.users.get(user) else { return };
-        let (ps, subs) = (e.principals.clone(), e.subs.clone());
+        let (ps, subs, has_roles) = (e.principals.clone(), e.subs.clone(), !e.direct.is_empty());
         for id in subs {
             if self.subs.get(&id).is_none_or(|s| s.pending.is_some()) {
                 continue;
@@ -366,7 +371,7 @@ impl State {
                 if changed {
                     s.principals = ps.clone();
                 }
-                if (changed && !s.seen(ev)) || s.missed_role_change(ev) {
+                if (changed && !s.seen(ev)) || s.missed_role_change(ev, has_roles) {
                     s.conn.outbox.push(reset_frame(&s.name, "access_changed", ev.position), false);
                 }
             }
@@ -714,7 +719,7 @@ impl Hub {
                 // A resume's principals are the start snapshot's, which already hold a
                 // role change committed before the start but captured after S: the
                 // client's state as of p was read under the old ones, so it must re-read.
-                if ps != sub.principals || sub.missed_role_change(&ev) {
+                if ps != sub.principals || sub.missed_role_change(&ev, !direct.is_empty()) {
                     sub.conn.outbox.push(reset_frame(&sub.name, "access_changed", ev.position), false);
                     sub.principals = ps;
                 }

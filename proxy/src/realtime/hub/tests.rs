@@ -324,6 +324,13 @@ fn a_resume_over_a_late_captured_role_change_is_a_reset() {
         hub.apply(vec![ev(12, 99, "member", None, json!({"user": U1, "role": "team", "op": "add"}))]);
         assert!(frames(&b).is_empty());
     }
+    // A nest change is news only to a user holding some role directly.
+    let hub = Hub::new(HubConfig::default(), None);
+    hub.start_at(10, &[]);
+    let a = Conn::new(caller(Some(U1), false), 1 << 20);
+    live(&hub, &a, Subscribe { resume: Some(5), ..req("s", json!({}), None) }, start(10, "101:101:", &[], &[("a", "b")]));
+    hub.apply(vec![ev(11, 100, "nest", None, json!({"member_role": "a", "role": "b", "op": "add"}))]);
+    assert!(frames(&a).is_empty(), "no roles: the graph cannot change what U1 reads");
 }
 
 #[test]
