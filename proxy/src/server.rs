@@ -511,7 +511,7 @@ impl App {
         };
         let caller = Caller::new(claims, client_ip, ip_key);
         let slots = self.realtime_caps.admit(&caller).map_err(Reply::error)?;
-        let conn = Conn::new(caller, self.cfg.realtime_outbox_bytes);
+        let conn = Conn::new(caller, crate::realtime::outbox_bytes(self.cfg.realtime_outbox_bytes, self.cfg.body_limit));
         Ok(Checked { kind: route.kind, conn, slots, accept, subscribe })
     }
 }

@@ -28,6 +28,50 @@ const READ_BATCH: i32 = 1000;
 const START: &str = "select baas.realtime_position(), \
     (select coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(n.member_role, n.role)), '[]')::text from baas._realtime_role_nesting() n)";
 
+const ROLES: &str = "select \
+    (select coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(n.member_role, n.role)), '[]')::text from baas._realtime_role_nesting() n), \
+    (select coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(m.user_id::text, m.role)), '[]')::text \
+       from baas._realtime_role_members($1::text[]::uuid[]) m)";
+
+/// What one read hands the hub: events in order, or a capture reset at a position.
+#[derive(Debug)]
+pub enum Chunk {
+    Events(Vec<Arc<Event>>),
+    /// Everything up to this position is unknown to this reader.
+    Reset(u64),
+}
+
+/// Split a read after `after` into events and resets. Positions are given one by one
+/// (`_realtime_state.last_position`), so the first event not at `after + 1`, or any
+/// later jump, means events this reader never saw were deleted (retention ran while it
+/// was behind or away): a reset at the last lost position, then the events go on. An
+/// event it cannot parse is a reset at its own position: never silently dropped, since
+/// it may be a role change whose loss would leave a principal that grants reads.
+pub fn chunks(after: u64, read: Vec<(u64, Result<Event, String>)>) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    let mut expect = after + 1;
+    for (position, parsed) in read {
+        if position != expect {
+            log::warn!("realtime: events {expect}..={} were deleted before this proxy read them; every subscription is reset", position.saturating_sub(1));
+            out.push(Chunk::Events(std::mem::take(&mut events)));
+            out.push(Chunk::Reset(position.saturating_sub(1)));
+        }
+        expect = position + 1;
+        match parsed {
+            Ok(e) => events.push(Arc::new(e)),
+            Err(e) => {
+                log::error!("realtime event {position} unreadable: {e}; every subscription is reset");
+                out.push(Chunk::Events(std::mem::take(&mut events)));
+                out.push(Chunk::Reset(position));
+            }
+        }
+    }
+    out.push(Chunk::Events(events));
+    out.retain(|c| !matches!(c, Chunk::Events(v) if v.is_empty()));
+    out
+}
+
 pub struct Capture {
     pub database_url: String,
     pub hub: Arc<Hub>,
@@ -128,7 +172,7 @@ impl Capture {
                 let after = self.hub.position() as i64;
                 let rows = client.query(&stmt, &[&after, &READ_BATCH]).await.map_err(|e| e.to_string())?;
                 let n = rows.len();
-                let mut events = Vec::with_capacity(n);
+                let mut read = Vec::with_capacity(n);
                 for r in rows {
                     let position: i64 = r.try_get(0).map_err(|e| e.to_string())?;
                     let xid: String = r.try_get(1).map_err(|e| e.to_string())?;
@@ -136,16 +180,17 @@ impl Capture {
                     let collection: Option<String> = r.try_get(3).map_err(|e| e.to_string())?;
                     let body: String = r.try_get(4).map_err(|e| e.to_string())?;
                     let xid: u64 = xid.parse().map_err(|_| format!("xid {xid:?}"))?;
-                    match Event::parse(position as u64, xid, &kind, collection.as_deref(), &body) {
-                        Ok(e) => events.push(Arc::new(e)),
-                        Err(e) => {
-                            // A body this proxy cannot read: skipped (logged), never a stall.
-                            log::error!("realtime event {position} unreadable: {e}");
-                            events.push(Arc::new(Event { position: position as u64, xid, collection: None, body: super::event::Body::Other }));
+                    read.push((position as u64, Event::parse(position as u64, xid, &kind, collection.as_deref(), &body)));
+                }
+                for chunk in chunks(after as u64, read) {
+                    match chunk {
+                        Chunk::Events(events) => self.hub.apply(events),
+                        Chunk::Reset(at) => {
+                            let (nesting, members) = self.roles_now(&client).await?;
+                            self.hub.capture_reset(at, &nesting, &members);
                         }
                     }
                 }
-                self.hub.apply(events);
                 if n < READ_BATCH as usize {
                     break;
                 }
@@ -158,6 +203,16 @@ impl Capture {
             // A burst of notifications is one read.
             while rx.try_recv().is_ok() {}
         }
+    }
+
+    /// The role graph and the direct roles of every user the hub holds subscriptions
+    /// of, in one snapshot (for a capture reset).
+    async fn roles_now(&self, client: &Client) -> Result<(Vec<(String, String)>, Vec<(String, String)>), String> {
+        let users = self.hub.users();
+        let row = client.query_one(ROLES, &[&users]).await.map_err(|e| e.to_string())?;
+        let nesting: String = row.try_get(0).map_err(|e| e.to_string())?;
+        let members: String = row.try_get(1).map_err(|e| e.to_string())?;
+        Ok((serde_json::from_str(&nesting).map_err(|e| e.to_string())?, serde_json::from_str(&members).map_err(|e| e.to_string())?))
     }
 
     /// Run one loop's sessions until shutdown. A failure repeating itself (the database
@@ -200,5 +255,33 @@ impl BackgroundService for Capture {
         let lead = Capture::forever("leader", shutdown.clone(), |mut s| async move { (self.lead(&mut s).await, s) });
         let read = Capture::forever("reader", shutdown, |mut s| async move { (self.read(&mut s).await, s) });
         tokio::join!(lead, read);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(p: u64) -> (u64, Result<Event, String>) {
+        (p, Event::parse(p, p, "member", None, r#"{"user":"u","role":"r","op":"remove"}"#))
+    }
+
+    fn shape(c: &[Chunk]) -> Vec<String> {
+        c.iter()
+            .map(|c| match c {
+                Chunk::Events(v) => format!("{:?}", v.iter().map(|e| e.position).collect::<Vec<_>>()),
+                Chunk::Reset(p) => format!("reset@{p}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_gap_or_an_unreadable_event_is_a_reset_never_a_silent_skip() {
+        assert_eq!(shape(&chunks(10, vec![ev(11), ev(12)])), ["[11, 12]"]);
+        assert_eq!(shape(&chunks(10, vec![ev(15), ev(16)])), ["reset@14", "[15, 16]"], "11..14 pruned unread");
+        assert_eq!(shape(&chunks(10, vec![ev(11), ev(13)])), ["[11]", "reset@12", "[13]"]);
+        let bad = (12, Err("member event: missing field".to_string()));
+        assert_eq!(shape(&chunks(10, vec![ev(11), bad, ev(13)])), ["[11]", "reset@12", "[13]"], "the unreadable event is the reset");
+        assert!(chunks(10, vec![]).is_empty());
     }
 }

@@ -146,9 +146,20 @@ struct Sub {
     principals: Principals,
     /// Events at or before this position are never delivered (the start position S).
     start: u64,
-    /// Events after `start` whose transaction the start snapshot saw are skipped; dropped
-    /// once an event of a later transaction passed (none of the snapshot's can follow).
-    skip: Option<Box<Snap>>,
+    /// `snapshot: true` only: events after `start` whose transaction the start snapshot
+    /// saw are skipped (their effect is in the snapshot's documents). Kept for the
+    /// subscription's life: the log is in commit-record order, which is not visibility
+    /// order, so a transaction the snapshot saw can be decoded after one it did not see
+    /// (the check is one comparison, or a scan of the few running xids).
+    /// Never for a plain or resumed subscription: (p, S] plus the stream after S is its
+    /// whole range, and a transaction committed before the start but captured after S is
+    /// in no snapshot it was sent.
+    skip: bool,
+    /// Resumed: a role change its start snapshot saw but that came after S (captured
+    /// late) is still news to the client, whose state was read under the old roles.
+    resumed: bool,
+    /// The start snapshot (for `skip` and `resumed`).
+    snap: Option<Box<Snap>>,
     /// Pending: the events applied since registration, replayed when it goes live.
     pending: Option<Vec<Arc<Event>>>,
 }
@@ -162,15 +173,17 @@ impl Sub {
         if ev.position <= self.start {
             return true;
         }
-        if let Some(s) = &self.skip {
-            if s.visible(ev.xid) {
-                return true;
-            }
-            if ev.xid >= s.xmax {
-                self.skip = None;
-            }
-        }
-        false
+        self.skip && self.snap.as_ref().is_some_and(|s| s.visible(ev.xid))
+    }
+    /// A role change committed before this resumed subscription's start snapshot but
+    /// captured after S: the start's principals hold it, the client's state does not.
+    /// `has_roles`: the user holds a role directly (without one, nesting changes nothing).
+    fn missed_role_change(&self, ev: &Event, has_roles: bool) -> bool {
+        let matters = match &ev.body {
+            Body::Nest { .. } => has_roles,
+            _ => true,
+        };
+        self.resumed && matters && ev.position > self.start && self.snap.as_ref().is_some_and(|s| s.visible(ev.xid)) && concerns(ev, &self.who)
     }
 }
 
@@ -344,31 +357,38 @@ impl State {
 
     /// A user's principals changed (role membership or nesting): re-index their
     /// subscriptions and tell each live one, at this position, to re-read.
-    fn principals_changed(&mut self, user: &Arc<str>, ev: &Event) {
+    fn principals_changed(&mut self, user: &Arc<str>, ev: &Event, changed: bool) {
         let Some(e) = self.users.get(user) else { return };
-        let (ps, subs) = (e.principals.clone(), e.subs.clone());
+        let (ps, subs, has_roles) = (e.principals.clone(), e.subs.clone(), !e.direct.is_empty());
         for id in subs {
             if self.subs.get(&id).is_none_or(|s| s.pending.is_some()) {
                 continue;
             }
-            self.unindex_sub(id);
+            if changed {
+                self.unindex_sub(id);
+            }
             if let Some(s) = self.subs.get_mut(&id) {
-                s.principals = ps.clone();
-                if !s.seen(ev) {
+                if changed {
+                    s.principals = ps.clone();
+                }
+                if (changed && !s.seen(ev)) || s.missed_role_change(ev, has_roles) {
                     s.conn.outbox.push(reset_frame(&s.name, "access_changed", ev.position), false);
                 }
             }
-            self.index_sub(id);
+            if changed {
+                self.index_sub(id);
+            }
         }
     }
 
     fn refresh_user(&mut self, user: &Arc<str>, ev: &Event) {
         let Some(e) = self.users.get_mut(user) else { return };
         let ps = self.graph.principals(user, e.direct.iter().map(String::as_str));
-        if ps != e.principals {
+        let changed = ps != e.principals;
+        if changed {
             e.principals = ps;
-            self.principals_changed(user, ev);
         }
+        self.principals_changed(user, ev, changed);
     }
 
     /// Apply one event (in position order).
@@ -545,6 +565,57 @@ impl Hub {
         self.position.send_replace(last);
     }
 
+    /// The users this hub holds subscriptions of (a capture reset reloads their roles).
+    pub fn users(&self) -> Vec<String> {
+        self.lock().users.keys().map(|u| u.to_string()).collect()
+    }
+
+    /// A gap in the log (retention deleted events this reader never read) or an event it
+    /// cannot read: whatever role change was in it is unknown, and a missed `member` or
+    /// `nest` removal would leave a principal that grants reads. So the role graph and
+    /// every subscribed user's direct roles are replaced by `nesting` and `members`
+    /// (read now), and every subscription is told to re-read: `reset` capture_reset at
+    /// `position` (the last position lost), also those still starting up.
+    pub fn capture_reset(&self, position: u64, nesting: &[(String, String)], members: &[(String, String)]) {
+        let mut st = self.lock();
+        st.graph = RoleGraph::from_edges(nesting.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+        let users: Vec<Arc<str>> = st.users.keys().cloned().collect();
+        for u in users {
+            let direct: BTreeSet<String> = members.iter().filter(|(m, _)| **m == *u).map(|(_, r)| r.clone()).collect();
+            let ps = st.graph.principals(&u, direct.iter().map(String::as_str));
+            let Some(e) = st.users.get_mut(&u) else { continue };
+            e.direct = direct;
+            if ps == e.principals {
+                continue;
+            }
+            e.principals = ps.clone();
+            let subs = e.subs.clone();
+            for id in subs {
+                if st.subs.get(&id).is_none_or(|s| s.pending.is_some()) {
+                    continue;
+                }
+                st.unindex_sub(id);
+                if let Some(s) = st.subs.get_mut(&id) {
+                    s.principals = ps.clone();
+                }
+                st.index_sub(id);
+            }
+        }
+        // xid u64::MAX: in no start snapshot, so never skipped as already seen.
+        let ev = Arc::new(Event { position, xid: u64::MAX, collection: None, body: Body::Reset });
+        for s in st.subs.values_mut() {
+            if let Some(b) = s.pending.as_mut() {
+                b.push(ev.clone());
+            } else if !s.seen(&ev) {
+                s.conn.outbox.push(reset_frame(&s.name, "capture_reset", position), false);
+            }
+        }
+        st.position = st.position.max(position);
+        let p = st.position;
+        drop(st);
+        self.position.send_replace(p);
+    }
+
     /// Live subscriptions and bytes of state (the registry's own, not the outboxes).
     pub fn count(&self) -> usize {
         self.lock().subs.len()
@@ -577,7 +648,9 @@ impl Hub {
             who,
             principals: anonymous(),
             start: 0,
-            skip: None,
+            skip: false,
+            resumed: false,
+            snap: None,
             pending: Some(Vec::new()),
         };
         st.subs.insert(id, sub);
@@ -593,13 +666,15 @@ impl Hub {
     /// The hand-over: replay the buffered events past S under the start's principals,
     /// then index the subscription live. Runs under the lock, so no event slips between
     /// the buffer and the live stream.
-    fn go_live(&self, id: SubId, start: &Start) -> Joined {
+    fn go_live(&self, id: SubId, start: &Start, snapshot: bool, resumed: bool) -> Joined {
         let mut st = self.lock();
         let Some(mut sub) = st.subs.remove(&id) else { return Joined::Closed };
         st.pending.retain(|p| *p != id);
         let buffer = sub.pending.take().unwrap_or_default();
         sub.start = start.position;
-        sub.skip = Some(Box::new(start.snap.clone()));
+        sub.skip = snapshot;
+        sub.resumed = resumed;
+        sub.snap = (snapshot || resumed).then(|| Box::new(start.snap.clone()));
         let mut direct: BTreeSet<String> = start.roles.iter().cloned().collect();
         let mut graph = RoleGraph::from_edges(start.nesting.iter().map(|(a, b)| (a.as_str(), b.as_str())));
         let local = |graph: &RoleGraph, direct: &BTreeSet<String>, who: &Who| match who {
@@ -641,7 +716,10 @@ impl Hub {
             }
             if matches!(ev.body, Body::Member { .. } | Body::Nest { .. }) {
                 let ps = local(&graph, &direct, &sub.who);
-                if ps != sub.principals {
+                // A resume's principals are the start snapshot's, which already hold a
+                // role change committed before the start but captured after S: the
+                // client's state as of p was read under the old ones, so it must re-read.
+                if ps != sub.principals || sub.missed_role_change(&ev, !direct.is_empty()) {
                     sub.conn.outbox.push(reset_frame(&sub.name, "access_changed", ev.position), false);
                     sub.principals = ps;
                 }
@@ -834,10 +912,14 @@ impl Hub {
         Ok((start, row.start.window, docs))
     }
 
-    /// Events (p, upto], page by page.
-    async fn replay(&self, p: u64, upto: u64) -> Result<Vec<Arc<Event>>, ApiError> {
+    /// The events of (p, upto] that concern a subscription of `collection` by `user`,
+    /// page by page, keeping only those; None if they are more than REPLAY_MAX events or
+    /// `max_bytes` of documents (the caller then says `reset` retention: a client that
+    /// far behind re-reads sooner than it would replay, and memory stays bounded).
+    async fn replay(&self, p: u64, upto: u64, collection: &str, user: Option<&str>, max_bytes: usize) -> Result<Option<Vec<Arc<Event>>>, ApiError> {
         const PAGE: i32 = 200;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let mut after = p as i64;
         let upto = upto as i64;
         while after < upto {
@@ -849,9 +931,17 @@ impl Hub {
             })?;
             let Some(last) = page.last().map(|e| e.position as i64) else { break };
             after = last;
-            out.extend(page);
+            for ev in page {
+                if replay_concerns(&ev, collection, user) {
+                    bytes += event_bytes(&ev);
+                    out.push(ev);
+                }
+            }
+            if out.len() > REPLAY_MAX || bytes > max_bytes {
+                return Ok(None);
+            }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 }
 
@@ -875,9 +965,12 @@ impl Feeds for Hub {
             None => None,
         };
         let id = self.register(conn, &req, filter, fields.clone())?;
-        let r = match self.startups.acquire().await {
-            Ok(_permit) => self.subscribe_registered(conn, &req, &fields, id).await,
-            Err(_) => Err(unavailable("shutting down")),
+        // Bounded wait: a burst of start-ups answers 503 with Retry-After rather than
+        // holding the connection (and its caller) for ever.
+        let r = match tokio::time::timeout(self.cfg.catch_up_timeout, self.startups.acquire()).await {
+            Ok(Ok(_permit)) => self.subscribe_registered(conn, &req, &fields, id).await,
+            Ok(Err(_)) => Err(unavailable("shutting down")),
+            Err(_) => Err(unavailable("too many subscriptions are starting; retry")),
         };
         if r.is_err() {
             self.cancel(id);
@@ -901,6 +994,16 @@ impl Feeds for Hub {
 }
 
 impl Hub {
+    /// A resume that cannot be exact: `subscribed`, `reset` with `why`, live from S.
+    async fn resume_reset(&self, conn: &Arc<Conn>, req: &Subscribe, id: SubId, start: &Start, why: &str) -> Result<(), ApiError> {
+        self.reach(start.position).await?;
+        let name: Arc<str> = req.sub.as_str().into();
+        conn.outbox.push(subscribed_frame(&name, req.resume.unwrap_or(start.position)), true);
+        conn.outbox.push(reset_frame(&name, why, start.position), true);
+        self.go_live(id, start, false, true);
+        Ok(())
+    }
+
     async fn subscribe_registered(&self, conn: &Arc<Conn>, req: &Subscribe, fields: &Option<Vec<String>>, id: SubId) -> Result<(), ApiError> {
         let name: Arc<str> = req.sub.as_str().into();
         let (start, window, docs) = self.start_up(conn, req, fields).await?;
@@ -909,7 +1012,12 @@ impl Hub {
         if let Some(p) = req.resume {
             match window.map(|w| resume_verdict(p, w)) {
                 Some(Ok(())) => {
-                    replayed = self.replay(p, start.position).await?;
+                    let user = conn.caller().user().map(str::to_string);
+                    let max_bytes = conn.outbox.limit();
+                    let Some(r) = self.replay(p, start.position, &req.collection, user.as_deref(), max_bytes).await? else {
+                        return self.resume_reset(conn, req, id, &start, "retention").await;
+                    };
+                    replayed = r;
                     // Retention may have deleted the range's start meanwhile.
                     let w: Option<(i64, i64, i64)> = serde_json::from_str(&self.one(&[(WINDOW, &[])], 0).await?).ok();
                     let intact = w.is_some_and(|w| p as i64 >= w.0 - 1);
@@ -952,16 +1060,39 @@ impl Hub {
                     who,
                     principals,
                     start: 0,
-                    skip: None,
+                    skip: false,
+                    resumed: false,
+                    snap: None,
                     pending: None,
                 };
                 replay_into(&mut probe, &replayed, start.position);
             }
             None => {}
         }
-        match self.go_live(id, &start) {
+        match self.go_live(id, &start, req.snapshot, req.resume.is_some()) {
             Joined::Live | Joined::Closed => Ok(()),
         }
+    }
+}
+
+/// Most events a resume replays (after keeping only those that concern it).
+const REPLAY_MAX: usize = 10_000;
+
+/// Does a replayed event concern a subscription of `collection` by `user`?
+fn replay_concerns(ev: &Event, collection: &str, user: Option<&str>) -> bool {
+    match &ev.body {
+        Body::Doc(_) | Body::Collection { .. } => ev.collection.as_deref() == Some(collection),
+        Body::Member { user: u, .. } => user == Some(&**u),
+        Body::Nest { .. } | Body::Reset => true,
+        Body::Other => false,
+    }
+}
+
+/// The documents' bytes in an event (what its frames would carry).
+fn event_bytes(ev: &Event) -> usize {
+    match &ev.body {
+        Body::Doc(d) => [&d.old, &d.new].into_iter().flatten().map(|v| v.json.len()).sum(),
+        _ => 0,
     }
 }
 
@@ -971,6 +1102,15 @@ fn who_of(conn: &Conn) -> Who {
         Who::Service
     } else {
         c.user().map_or(Who::Anonymous, |u| Who::User(u.into()))
+    }
+}
+
+/// A role event that can change `who`'s principals.
+fn concerns(ev: &Event, who: &Who) -> bool {
+    match &ev.body {
+        Body::Nest { .. } => matches!(who, Who::User(_)),
+        Body::Member { user, .. } => matches!(who, Who::User(u) if **u == **user),
+        _ => false,
     }
 }
 

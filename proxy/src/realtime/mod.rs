@@ -116,7 +116,8 @@ pub struct Frame {
 /// then says `closing` with `slow_consumer` and the positions it actually wrote, and closes);
 /// nothing ever waits for a client.
 pub struct Outbox {
-    queue: Mutex<(VecDeque<Frame>, usize)>,
+    /// The frames, the bytes queued, and how many of those were forced (not bounded).
+    queue: Mutex<(VecDeque<Frame>, usize, usize)>,
     limit: usize,
     overflowed: AtomicBool,
     closed: Mutex<Option<CloseReason>>,
@@ -125,17 +126,25 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(limit_bytes: usize) -> Outbox {
-        Outbox { queue: Mutex::new((VecDeque::new(), 0)), limit: limit_bytes, overflowed: AtomicBool::new(false), closed: Mutex::new(None), ready: Notify::new() }
+        Outbox { queue: Mutex::new((VecDeque::new(), 0, 0)), limit: limit_bytes, overflowed: AtomicBool::new(false), closed: Mutex::new(None), ready: Notify::new() }
     }
 
     /// Queue a frame; false (and the connection marked overflowed) if it does not fit.
-    /// `force`: queue regardless of the bound (a snapshot, which is bounded on its own).
+    /// `force`: queue regardless of the bound (a snapshot, which is bounded on its own by
+    /// snapshot_max); forced bytes do not count against the bound for the frames after
+    /// them, so a large snapshot does not cut its reader off at the first live change.
+    /// A frame alone in the (unforced) queue always fits: one document larger than the
+    /// bound would otherwise cut every reader off, and again at each resume that
+    /// replays it.
     pub fn push(&self, frame: Frame, force: bool) -> bool {
         if self.overflowed.load(Ordering::Relaxed) {
             return false;
         }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if !force && q.1 + frame.json.len() > self.limit {
+        let bounded = q.1 - q.2;
+        if force {
+            q.2 += frame.json.len();
+        } else if bounded > 0 && bounded + frame.json.len() > self.limit {
             self.overflowed.store(true, Ordering::Relaxed);
             drop(q);
             self.ready.notify_one();
@@ -156,6 +165,11 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// The bound in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     pub fn overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Relaxed)
     }
@@ -168,6 +182,7 @@ impl Outbox {
     pub fn drain(&self) -> Vec<Frame> {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         q.1 = 0;
+        q.2 = 0;
         q.0.drain(..).collect()
     }
 
@@ -179,6 +194,13 @@ impl Outbox {
     pub fn queued_bytes(&self) -> usize {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).1
     }
+}
+
+/// The outbox bound a connection gets: the configured one, but at least two of the
+/// largest documents (an update frame of one) plus the message's envelope, so that a
+/// reader keeping up is never cut off by document size alone.
+pub fn outbox_bytes(configured: usize, body_limit: usize) -> usize {
+    configured.max(body_limit.saturating_mul(2).saturating_add(4096))
 }
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -222,3 +244,39 @@ pub mod capture;
 pub mod event;
 pub mod hub;
 pub mod principals;
+
+#[cfg(test)]
+mod outbox_tests {
+    use super::*;
+
+    fn frame(n: usize) -> Frame {
+        Frame { kind: "insert", sub: None, position: Some(1), json: Bytes::from(vec![b' '; n]) }
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_bound_fits_an_empty_queue() {
+        let o = Outbox::new(100);
+        assert!(o.push(frame(500), false), "alone: sent, not a cut-off");
+        assert!(!o.push(frame(1), false), "behind it, the bound holds");
+        assert!(o.overflowed());
+    }
+
+    #[test]
+    fn forced_bytes_do_not_count_against_later_frames() {
+        let o = Outbox::new(100);
+        assert!(o.push(frame(1000), true), "a snapshot");
+        assert!(o.push(frame(60), false));
+        assert!(o.push(frame(40), false), "100 bounded bytes fit");
+        assert!(!o.push(frame(1), false), "101 do not");
+        let o = Outbox::new(100);
+        o.push(frame(80), false);
+        o.drain();
+        assert!(o.push(frame(100), false) && o.push(frame(0), false) && !o.overflowed(), "drained: the count starts again");
+    }
+
+    #[test]
+    fn the_bound_holds_two_of_the_largest_documents() {
+        assert_eq!(outbox_bytes(1 << 20, 1 << 20), (2 << 20) + 4096);
+        assert_eq!(outbox_bytes(1 << 30, 1 << 20), 1 << 30);
+    }
+}

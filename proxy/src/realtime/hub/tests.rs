@@ -127,7 +127,7 @@ fn live(hub: &Hub, conn: &Arc<Conn>, r: Subscribe, st: Start) -> SubId {
     };
     let fields = r.fields.clone();
     let id = hub.register(conn, &r, filter, fields).unwrap();
-    assert!(matches!(hub.go_live(id, &st), Joined::Live));
+    assert!(matches!(hub.go_live(id, &st, r.snapshot, r.resume.is_some()), Joined::Live));
     id
 }
 
@@ -246,16 +246,16 @@ fn filter_and_fields_errors_are_the_list_routes() {
     assert_eq!(e.code, "invalid_query");
 }
 
-/// The start-up hand-over: events applied while the start-up SQL ran are buffered; at
-/// go_live those at or before S, and those after S whose transaction the snapshot saw,
-/// are skipped; the rest are sent in order; the live stream continues with no gap or
-/// duplicate.
+/// The start-up hand-over of a `snapshot: true` subscription: events applied while the
+/// start-up SQL ran are buffered; at go_live those at or before S, and those after S
+/// whose transaction the snapshot saw, are skipped; the rest are sent in order; the live
+/// stream continues with no gap or duplicate.
 #[test]
 fn hand_over_buffers_then_joins_without_gap_or_duplicate() {
     let hub = Hub::new(HubConfig::default(), None);
     hub.start_at(10, &[]);
     let a = Conn::new(caller(Some(U1), false), 1 << 20);
-    let r = req("s", json!({}), None);
+    let r = Subscribe { snapshot: true, ..req("s", json!({}), None) };
     let id = hub.register(&a, &r, None, None).unwrap();
     let pub_doc = |p: u64, xid: u64| change(p, xid, "insert", None, Some(doc(U1, &["public"], json!({ "p": p }), 1)));
     // The hub moves on while the start-up transaction runs.
@@ -265,14 +265,72 @@ fn hand_over_buffers_then_joins_without_gap_or_duplicate() {
     // were running (a commit's WAL record comes before it shows in snapshots: 104 may
     // be decoded after 103 and still be in the snapshot).
     let st = start(12, "103:106:103,105", &[], &[]);
-    assert!(matches!(hub.go_live(id, &st), Joined::Live));
+    assert!(matches!(hub.go_live(id, &st, true, false), Joined::Live));
     assert_eq!(types(&frames(&a)), ["insert@13", "insert@15"], "14 is already in the snapshot");
-    hub.apply(vec![pub_doc(15, 105), pub_doc(16, 106), pub_doc(17, 104)]);
+    hub.apply(vec![pub_doc(15, 105), pub_doc(16, 106), pub_doc(17, 102), pub_doc(18, 103)]);
     assert_eq!(
         types(&frames(&a)),
-        ["insert@16", "insert@17"],
-        "live from the buffer's end, 15 not again; after a transaction newer than the snapshot (106), none of it can follow"
+        ["insert@16", "insert@18"],
+        "live from the buffer's end, 15 not again; 17 (xid 102, in the snapshot) decoded after 106 is still skipped: \
+         commit-record order is not visibility order"
     );
+}
+
+/// Without `snapshot`, nothing is skipped for the start snapshot's sake: a transaction
+/// committed before the start but captured after S is in no snapshot the client got
+/// (a resume's first missed event was lost this way).
+#[test]
+fn a_plain_or_resumed_subscription_skips_nothing_after_its_start() {
+    for resume in [None, Some(3)] {
+        let hub = Hub::new(HubConfig::default(), None);
+        hub.start_at(10, &[]);
+        let a = Conn::new(caller(Some(U1), false), 1 << 20);
+        let r = Subscribe { resume, ..req("s", json!({}), None) };
+        let id = hub.register(&a, &r, None, None).unwrap();
+        let pub_doc = |p: u64, xid: u64| change(p, xid, "insert", None, Some(doc(U1, &["public"], json!({ "p": p }), 1)));
+        hub.apply(vec![pub_doc(11, 100), pub_doc(12, 101)]);
+        let st = start(11, "103:106:103,105", &[], &[]);
+        assert!(matches!(hub.go_live(id, &st, false, resume.is_some()), Joined::Live));
+        hub.apply(vec![pub_doc(13, 104)]);
+        assert_eq!(types(&frames(&a)), ["insert@12", "insert@13"], "resume {resume:?}: both after S, both sent");
+    }
+}
+
+/// A role change committed before a resume's start snapshot but captured after S: the
+/// start's roles already hold it, so no principal differs, yet the client's state as of
+/// its resume position was read without it: `reset` access_changed, whether the event
+/// comes during the hand-over or after it.
+#[test]
+fn a_resume_over_a_late_captured_role_change_is_a_reset() {
+    for during_hand_over in [true, false] {
+        let hub = Hub::new(HubConfig::default(), None);
+        hub.start_at(10, &[]);
+        let a = Conn::new(caller(Some(U1), false), 1 << 20);
+        let r = Subscribe { resume: Some(5), ..req("s", json!({}), None) };
+        let id = hub.register(&a, &r, None, None).unwrap();
+        let member = ev(11, 100, "member", None, json!({"user": U1, "role": "team", "op": "add"}));
+        if during_hand_over {
+            hub.apply(vec![member.clone()]);
+        }
+        assert!(matches!(hub.go_live(id, &start(10, "101:101:", &["team"], &[]), false, true), Joined::Live));
+        if !during_hand_over {
+            hub.apply(vec![member]);
+        }
+        assert_eq!(types(&frames(&a)), ["reset@11"], "during the hand-over: {during_hand_over}");
+        // A fresh (not resumed) subscription read nothing before: no reset.
+        let b = Conn::new(caller(Some(U1), false), 1 << 20);
+        let id = hub.register(&b, &req("t", json!({}), None), None, None).unwrap();
+        assert!(matches!(hub.go_live(id, &start(10, "101:101:", &["team"], &[]), false, false), Joined::Live));
+        hub.apply(vec![ev(12, 99, "member", None, json!({"user": U1, "role": "team", "op": "add"}))]);
+        assert!(frames(&b).is_empty());
+    }
+    // A nest change is news only to a user holding some role directly.
+    let hub = Hub::new(HubConfig::default(), None);
+    hub.start_at(10, &[]);
+    let a = Conn::new(caller(Some(U1), false), 1 << 20);
+    live(&hub, &a, Subscribe { resume: Some(5), ..req("s", json!({}), None) }, start(10, "101:101:", &[], &[("a", "b")]));
+    hub.apply(vec![ev(11, 100, "nest", None, json!({"member_role": "a", "role": "b", "op": "add"}))]);
+    assert!(frames(&a).is_empty(), "no roles: the graph cannot change what U1 reads");
 }
 
 #[test]
@@ -288,7 +346,7 @@ fn hand_over_applies_role_changes_after_the_start_in_order() {
         team_doc(13),
     ]);
     let st = start(11, "112:112:", &[], &[]);
-    assert!(matches!(hub.go_live(id, &st), Joined::Live));
+    assert!(matches!(hub.go_live(id, &st, false, false), Joined::Live));
     assert_eq!(types(&frames(&a)), ["reset@12", "insert@13"], "not readable before 12, readable after");
     hub.apply(vec![team_doc(14)]);
     assert_eq!(types(&frames(&a)), ["insert@14"], "the hub's view of the user took over, with the role");
@@ -300,7 +358,7 @@ fn a_feed_switched_off_during_the_start_up_ends_it() {
     let a = Conn::new(caller(Some(U1), false), 1 << 20);
     let id = hub.register(&a, &req("s", json!({}), None), None, None).unwrap();
     hub.apply(vec![ev(1, 10, "collection", Some("c"), json!({"collection": "c", "realtime": false}))]);
-    assert!(matches!(hub.go_live(id, &start(0, "5:5:", &[], &[])), Joined::Closed));
+    assert!(matches!(hub.go_live(id, &start(0, "5:5:", &[], &[]), false, false), Joined::Closed));
     assert_eq!(frames(&a)[0]["error"]["code"], "feed_disabled");
     assert_eq!(hub.count(), 0);
     assert!(!hub.unsubscribe(&a, "s"));
@@ -335,7 +393,9 @@ fn a_resume_replays_its_range_under_the_semantics() {
         who: Who::Anonymous,
         principals: anonymous(),
         start: 0,
-        skip: None,
+        skip: false,
+        resumed: false,
+        snap: None,
         pending: None,
     };
     let text = json!([
@@ -412,4 +472,28 @@ fn an_idle_subscription_is_small() {
     // One public change reaches every one of them.
     hub.apply(vec![change(1, 1, "insert", None, Some(doc(U1, &["public"], json!({"done": false}), 1)))]);
     assert!(conns.iter().all(|c| c.outbox.queued_bytes() > 0));
+}
+
+/// A capture reset (a gap in the log, or an unreadable event) reloads the roles: a
+/// removal the reader never saw no longer grants reads, and every subscription, live
+/// or starting up, is told to re-read.
+#[test]
+fn a_capture_reset_reloads_roles_and_resets_everyone() {
+    let hub = Hub::new(HubConfig::default(), None);
+    hub.start_at(10, &[]);
+    let a = Conn::new(caller(Some(U1), false), 1 << 20);
+    live(&hub, &a, req("s", json!({}), None), start(10, "100:100:", &["team"], &[]));
+    let team_doc = |p: u64| change(p, 100 + p, "insert", None, Some(doc(U2, &["role:team"], json!({}), 1)));
+    hub.apply(vec![team_doc(11)]);
+    assert_eq!(types(&frames(&a)), ["insert@11"]);
+    let b = Conn::new(caller(Some(U2), false), 1 << 20);
+    let pending = hub.register(&b, &req("t", json!({}), None), None, None).unwrap();
+    // Events 12..=20 (U1 leaving the team among them) were deleted before this reader read them.
+    hub.capture_reset(20, &[], &[]);
+    assert_eq!(types(&frames(&a)), ["reset@20"]);
+    assert_eq!(hub.position(), 20);
+    hub.apply(vec![team_doc(21)]);
+    assert!(frames(&a).is_empty(), "the lost removal took effect");
+    assert!(matches!(hub.go_live(pending, &start(15, "100:100:", &[], &[]), false, false), Joined::Live));
+    assert_eq!(types(&frames(&b)), ["reset@20", "insert@21"], "the subscription starting up was reset too");
 }
