@@ -582,7 +582,7 @@ impl App {
         let stream = h1.into_inner();
         let shutdown = shutdown.clone();
         match kind {
-            RouteKind::WebSocket => ws::Ws { app: self.clone(), conn, slots, shutdown }.run(stream, preread).await,
+            RouteKind::WebSocket => ws::Ws { app: self.clone(), conn, slots, shutdown, starting: Default::default() }.run(stream, preread).await,
             _ => sse::Sse { app: self.clone(), conn, slots, shutdown }.run(stream).await,
         }
     }

@@ -204,6 +204,26 @@ fn auth_in_band_replaces_the_token_of_the_same_user_only() {
     assert_eq!(m["error"]["code"].as_str(), Some("auth_rejected"), "{m}");
     assert_eq!(close_code(&mut ws), Some(CloseCode::Policy));
 
+    // The same user's token from another session (a second login): refused and closed
+    // too, or the stream would outlive the end (logout) of the session it was opened in.
+    let r = post("/v1/auth/login", None, json!({"email": u.email, "password": PASSWORD}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let second = r.body["access_token"].as_str().unwrap().to_string();
+    assert_ne!(payload(&second)["sid"], payload(&u.access)["sid"]);
+    let mut ws = connect("", Some(&u.access));
+    send(&mut ws, json!({"type": "auth", "token": second}));
+    let m = next(&mut ws);
+    assert_eq!(m["error"]["code"].as_str(), Some("auth_rejected"), "{m}");
+    assert_eq!(close_code(&mut ws), Some(CloseCode::Policy));
+    // A refreshed token keeps the session: accepted.
+    let r = post("/v1/auth/refresh", None, json!({"refresh_token": u.refresh}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let refreshed = r.body["access_token"].as_str().unwrap().to_string();
+    let mut ws = connect("", Some(&u.access));
+    send(&mut ws, json!({"type": "auth", "token": refreshed}));
+    assert_eq!(next(&mut ws)["type"], "authenticated");
+    round_trip(&mut ws);
+
     // An anonymous connection may sign in once, before it subscribes...
     let mut ws = connect("", None);
     send(&mut ws, json!({"type": "auth", "token": u.access}));

@@ -108,21 +108,10 @@ impl Sse {
         loop {
             let frames = self.conn.outbox.drain();
             if !frames.is_empty() {
-                let mut out = BytesMut::new();
-                let mut ended = false;
-                for f in &frames {
-                    out.put_slice(&block(f));
-                    positions.wrote(f);
-                    // The stream's one subscription ended (its feed was switched off, its
-                    // collection dropped): the stream ends with it.
-                    if f.kind == "error" || f.kind == "unsubscribed" {
-                        ended = true;
-                        break;
-                    }
-                }
-                self.write(stream, &out).await?;
-                if ended {
-                    return Ok(());
+                match self.send(stream, &frames, &mut positions, Some(&mut watch)).await? {
+                    Sent::All => {}
+                    Sent::Ended => return Ok(()),
+                    Sent::Cut(r) => return self.closing(stream, &positions, r).await,
                 }
                 keepalive.reset();
             }
@@ -135,7 +124,9 @@ impl Sse {
                 Read(std::io::Result<usize>),
                 Keepalive,
             }
+            // Biased: the end of the credentials or of the server is seen first.
             let event = tokio::select! {
+                biased;
                 r = watch.reason() => Event::End(r),
                 _ = self.conn.outbox.wait() => Event::Queued,
                 // The client sends nothing after its request: a read ends when it goes.
@@ -144,12 +135,13 @@ impl Sse {
             };
             match event {
                 Event::End(r) => {
-                    let rest: Vec<u8> = self.conn.outbox.drain().iter().flat_map(|f| {
-                        positions.wrote(f);
-                        block(f).to_vec()
-                    }).collect();
-                    self.write(stream, &rest).await?;
-                    return self.closing(stream, &positions, r).await;
+                    // Whatever the hub queued before goes out first, then `closing`.
+                    let frames = self.conn.outbox.drain();
+                    return match self.send(stream, &frames, &mut positions, None).await? {
+                        Sent::Ended => Ok(()),
+                        Sent::All => self.closing(stream, &positions, r).await,
+                        Sent::Cut(cut) => self.closing(stream, &positions, cut).await,
+                    };
                 }
                 Event::Queued => {}
                 Event::Read(Ok(0)) | Event::Read(Err(_)) => return Ok(()),
@@ -157,6 +149,62 @@ impl Sse {
                 Event::Keepalive => self.write(stream, b": keepalive\n\n").await?,
             }
         }
+    }
+
+    /// Write `frames` as blocks, in order, each recorded in `positions` once all of it
+    /// was written. A block is never cut: when the socket blocks while the stream must
+    /// end (the outbox overflowed, the hub closed it, `watch` fired) the block being
+    /// written is finished and the rest dropped (`Cut`), so that `closing` follows
+    /// whole blocks and names exactly what the client was sent. Err: the socket failed,
+    /// or took more than `body_timeout` for the batch (a block may be torn: no `closing`).
+    async fn send(&self, stream: &mut Stream, frames: &[Frame], positions: &mut Positions, mut watch: Option<&mut Watch>) -> std::io::Result<Sent> {
+        let deadline = Instant::now() + self.app.cfg.body_timeout;
+        let late = || std::io::Error::new(std::io::ErrorKind::TimedOut, "client did not read in time");
+        let conn = &self.conn;
+        for f in frames {
+            let b = block(f);
+            let write = async {
+                stream.write_all(&b).await?;
+                stream.flush().await
+            };
+            tokio::pin!(write);
+            let stop = async {
+                loop {
+                    if let After::Close(r) = transport::hub_verdict(conn) {
+                        return r;
+                    }
+                    match watch.as_deref_mut() {
+                        Some(w) => tokio::select! {
+                            r = w.reason() => return r,
+                            _ = conn.outbox.wait() => {}
+                        },
+                        None => conn.outbox.wait().await,
+                    }
+                }
+            };
+            let cut = tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(deadline, &mut write) => {
+                    r.map_err(|_| late())??;
+                    None
+                }
+                r = stop => Some(r),
+            };
+            if let Some(r) = cut {
+                // The stream ends now: the client gets body_timeout from here to read
+                // the block in progress and `closing`.
+                tokio::time::timeout(self.app.cfg.body_timeout, write).await.map_err(|_| late())??;
+                positions.wrote(f);
+                return Ok(Sent::Cut(r));
+            }
+            positions.wrote(f);
+            // The stream's one subscription ended (its feed was switched off, its
+            // collection dropped): the stream ends with it.
+            if f.kind == "error" || f.kind == "unsubscribed" {
+                return Ok(Sent::Ended);
+            }
+        }
+        Ok(Sent::All)
     }
 
     async fn write(&self, stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
@@ -175,6 +223,15 @@ impl Sse {
     async fn closing(&self, stream: &mut Stream, positions: &Positions, reason: CloseReason) -> std::io::Result<()> {
         self.write(stream, &block(&positions.closing(reason))).await
     }
+}
+
+/// How a batch of frames was written (`Sse::send`).
+enum Sent {
+    All,
+    /// The stream's subscription ended with one of them (error, unsubscribed).
+    Ended,
+    /// The stream must end for this reason; the rest of the batch was dropped.
+    Cut(CloseReason),
 }
 
 #[cfg(test)]
@@ -332,5 +389,47 @@ mod tests {
             b = read_block(&mut client).await;
         }
         assert!(b.starts_with("event: closing\n") && b.contains(r#""reason":"session_ended""#), "{b}");
+    }
+
+    /// A client that stops reading for longer than body_timeout, whose outbox then
+    /// overflows, still gets `closing` when it reads again (within body_timeout of the
+    /// overflow), after whole blocks, naming the last id it was sent. (It used to be
+    /// dropped when the blocked write timed out: no resume position.)
+    #[tokio::test]
+    async fn a_stalled_client_reads_closing_with_the_last_id_it_was_sent() {
+        use super::transport::testing::{self, event};
+        let feeds = Arc::new(testing::Scripted::default());
+        // Timeline (s): 0 the writes block; 3 the outbox overflows; 6 the blocked write's
+        // timeout; 7.5 the client reads; 9 the end of the last write's timeout.
+        let app = testing::app_with(feeds, &["--body-timeout-secs", "6"]);
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket.connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let server: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
+        let conn = Conn::new(super::super::Caller::default(), 1 << 20);
+        for p in 1..=256 {
+            assert!(conn.outbox.push(event("insert", SUB, p, 64 * 1024), true));
+        }
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(Sse { app, conn: conn.clone(), slots: Default::default(), shutdown }.run(server));
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        assert!(!conn.outbox.push(event("insert", SUB, 257, 2 << 20), false), "over the bound");
+        tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+        let mut out = String::new();
+        tokio::time::timeout(std::time::Duration::from_secs(20), client.read_to_string(&mut out)).await.unwrap().unwrap();
+        let blocks: Vec<&str> = out.split("\n\n").filter(|b| !b.is_empty()).collect();
+        assert_eq!(blocks[0], "retry: 2000");
+        let mut last = 0;
+        for b in &blocks[1..blocks.len() - 1] {
+            let id: u64 = b.strip_prefix("event: insert\nid: ").and_then(|r| r.split('\n').next()).and_then(|i| i.parse().ok()).expect("a whole insert block");
+            assert_eq!(id, last + 1, "in order, none skipped");
+            last = id;
+        }
+        assert!(last > 0 && last < 256, "some were sent, not all: {last}");
+        let closing = blocks.last().unwrap().strip_prefix("event: closing\ndata: ").expect("closing last");
+        let v: serde_json::Value = serde_json::from_str(closing).unwrap();
+        assert_eq!(v, serde_json::json!({"type": "closing", "reason": "slow_consumer", "positions": {"events": last.to_string()}}));
     }
 }

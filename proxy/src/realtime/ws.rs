@@ -19,8 +19,11 @@ use pingora::http::RequestHeader;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -182,6 +185,15 @@ pub fn parse_position(s: &str) -> Option<u64> {
     s.parse::<u64>().ok().filter(|p| *p <= i64::MAX as u64)
 }
 
+/// tungstenite's read buffer per connection (its default is 128 KiB).
+const READ_BUFFER: usize = 4096;
+/// Frames are batched up to this before a write to the socket (default 128 KiB).
+const WRITE_BUFFER: usize = 8192;
+/// Subscribes of one connection being started at once (each may run start-up SQL and a
+/// replay for up to 10 s); a client sending more waits until one finishes: its further
+/// messages are not read meanwhile.
+const MAX_PENDING_SUBSCRIBES: usize = 4;
+
 /// What ends the loop.
 enum End {
     /// Say `closing` with the reason, then close with its code.
@@ -199,17 +211,35 @@ pub struct Ws {
     pub conn: Arc<Conn>,
     pub slots: Slots,
     pub shutdown: ShutdownWatch,
+    /// Subscriptions whose subscribe is still starting, and whether an `unsubscribe`
+    /// came for them meanwhile.
+    pub starting: Starting,
 }
+
+/// See `Ws::starting`.
+pub type Starting = Arc<Mutex<HashMap<String, bool>>>;
 
 impl Ws {
     pub async fn run(mut self, stream: Stream, preread: Vec<u8>) {
         let cfg = &self.app.cfg;
+        // Small buffers: an idle subscriber should cost a few KiB, not tungstenite's
+        // default 128 KiB read buffer (allocated up front per connection). Client
+        // messages are small; a large event goes out as it is written (the write buffer
+        // only batches small frames, and grows past its size only while the socket is
+        // blocked: one message beyond it, see `send`).
         let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER)
             .max_message_size(Some(cfg.realtime_max_message_bytes))
             .max_frame_size(Some(cfg.realtime_max_message_bytes));
         let mut ws = WebSocketStream::from_partially_read(stream, preread, Role::Server, Some(config)).await;
         let watch = Watch::new(self.app.keys.clone(), self.shutdown.clone(), &self.conn.caller());
-        let end = self.serve(&mut ws, watch).await;
+        let gone = Arc::new(AtomicBool::new(false));
+        let mut pending = JoinSet::new();
+        let end = self.serve(&mut ws, watch, &mut pending, &gone).await;
+        // A subscribe still starting registers after this; its task sees `gone` and ends it.
+        gone.store(true, Ordering::SeqCst);
+        pending.detach_all();
         self.app.feeds.disconnect(&self.conn);
         let (code, reason) = match end {
             End::Gone => return,
@@ -225,7 +255,7 @@ impl Ws {
         let _ = tokio::time::timeout(self.app.cfg.body_timeout.min(Duration::from_secs(2)), close).await;
     }
 
-    async fn serve(&mut self, ws: &mut WebSocketStream<Stream>, mut watch: Watch) -> End {
+    async fn serve(&mut self, ws: &mut WebSocketStream<Stream>, mut watch: Watch, pending: &mut JoinSet<()>, gone: &Arc<AtomicBool>) -> End {
         let app = self.app.clone();
         let ping_every = app.cfg.realtime_ping;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -235,9 +265,13 @@ impl Ws {
         loop {
             let frames = self.conn.outbox.drain();
             if !frames.is_empty() {
-                if let Err(e) = self.write(ws, &frames, &mut positions).await {
-                    log::debug!("realtime: writing to a WebSocket: {e}");
-                    return End::Gone;
+                match self.send(ws, &frames, &mut positions, Some(&mut watch)).await {
+                    Ok(None) => {}
+                    Ok(Some(r)) => return self.closing(ws, &positions, r).await,
+                    Err(e) => {
+                        log::debug!("realtime: writing to a WebSocket: {e}");
+                        return End::Gone;
+                    }
                 }
             }
             if let After::Close(r) = transport::hub_verdict(&self.conn) {
@@ -248,24 +282,34 @@ impl Ws {
                 Queued,
                 Msg(Option<Result<Message, WsError>>),
                 Ping,
+                Started,
             }
+            let reading = pending.len() < MAX_PENDING_SUBSCRIBES;
+            // Biased: the end of the credentials or of the server is seen first, whatever
+            // else is ready.
             let event = tokio::select! {
+                biased;
                 r = watch.reason() => Event::End(r),
                 _ = self.conn.outbox.wait() => Event::Queued,
-                m = ws.next() => Event::Msg(m),
+                Some(_) = pending.join_next(), if !pending.is_empty() => Event::Started,
+                m = ws.next(), if reading => Event::Msg(m),
                 _ = ping.tick() => Event::Ping,
             };
             let reply = match event {
                 Event::End(r) => {
                     // Whatever the hub queued before goes out first, then `closing`.
                     let frames = self.conn.outbox.drain();
-                    if self.write(ws, &frames, &mut positions).await.is_err() {
-                        return End::Gone;
-                    }
-                    return self.closing(ws, &positions, r).await;
+                    return match self.send(ws, &frames, &mut positions, None).await {
+                        Ok(cut) => self.closing(ws, &positions, cut.unwrap_or(r)).await,
+                        Err(_) => End::Gone,
+                    };
                 }
-                Event::Queued => continue,
+                Event::Queued | Event::Started => continue,
                 Event::Ping => {
+                    if !reading {
+                        // Pongs are not read while subscribes start: not the client's fault.
+                        last_pong = Instant::now();
+                    }
                     if last_pong.elapsed() > ping_every * 2 {
                         log::debug!("realtime: no pong for {:?}; closing", last_pong.elapsed());
                         return End::Close(1001, "no pong");
@@ -282,7 +326,13 @@ impl Ws {
                         Err((sub, e)) => Some(transport::error(sub.as_deref(), &e)),
                         Ok(ClientMsg::Ping) => Some(transport::own("pong", json!({"type": "pong"}))),
                         Ok(ClientMsg::Unsubscribe(sub)) => {
-                            if app.feeds.unsubscribe(&self.conn, &sub) {
+                            let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+                            if let Some(cancel) = starting.get_mut(&sub) {
+                                // Its subscribe is still starting: it ends as soon as it has
+                                // (`unsubscribed` after its `subscribed`, as sent).
+                                *cancel = true;
+                                None
+                            } else if app.feeds.unsubscribe(&self.conn, &sub) {
                                 // Through the outbox: after the frames queued before it.
                                 let f = transport::own("unsubscribed", json!({"type": "unsubscribed", "sub": sub}));
                                 let f = Frame { sub: Some(Arc::from(sub.as_str())), ..f };
@@ -301,10 +351,34 @@ impl Ws {
                                 Err(secs) => Some(transport::error(Some(&sub), &ApiError::rate_limited(secs))),
                                 Ok(()) => {
                                     subscribed = true;
-                                    match app.feeds.subscribe(&self.conn, req).await {
-                                        Ok(()) => None,
-                                        Err(e) => Some(transport::error(Some(&sub), &e)),
-                                    }
+                                    // Started on its own task (start-up SQL, a replay: up to
+                                    // 10 s) so that this loop keeps writing, answering and
+                                    // watching the token meanwhile; an error goes through the
+                                    // outbox like the hub's frames.
+                                    self.starting.lock().unwrap_or_else(|e| e.into_inner()).entry(sub.clone()).or_insert(false);
+                                    let (feeds, conn, gone, starting) = (app.feeds.clone(), self.conn.clone(), gone.clone(), self.starting.clone());
+                                    pending.spawn(async move {
+                                        let r = feeds.subscribe(&conn, req).await;
+                                        // Under the lock the loop checks an unsubscribe with.
+                                        let mut starting = starting.lock().unwrap_or_else(|e| e.into_inner());
+                                        let cancelled = starting.remove(&sub).unwrap_or(false);
+                                        match r {
+                                            Ok(()) if gone.load(Ordering::SeqCst) => {
+                                                feeds.unsubscribe(&conn, &sub);
+                                            }
+                                            Ok(()) if cancelled => {
+                                                if feeds.unsubscribe(&conn, &sub) {
+                                                    let f = transport::own("unsubscribed", json!({"type": "unsubscribed", "sub": sub}));
+                                                    conn.outbox.push(Frame { sub: Some(Arc::from(sub.as_str())), ..f }, true);
+                                                }
+                                            }
+                                            Ok(()) => {}
+                                            Err(e) => {
+                                                conn.outbox.push(transport::error(Some(&sub), &e), true);
+                                            }
+                                        }
+                                    });
+                                    None
                                 }
                             }
                         }
@@ -315,7 +389,7 @@ impl Ws {
                             }
                             Err((e, fatal)) => {
                                 let f = transport::error(None, &e);
-                                if self.write(ws, &[f], &mut positions).await.is_err() {
+                                if self.send(ws, &[f], &mut positions, None).await.is_err() {
                                     return End::Gone;
                                 }
                                 if fatal {
@@ -339,17 +413,21 @@ impl Ws {
                 },
             };
             if let Some(f) = reply {
-                if self.write(ws, &[f], &mut positions).await.is_err() {
-                    return End::Gone;
+                match self.send(ws, &[f], &mut positions, Some(&mut watch)).await {
+                    Ok(None) => {}
+                    Ok(Some(r)) => return self.closing(ws, &positions, r).await,
+                    Err(_) => return End::Gone,
                 }
             }
         }
     }
 
-    /// An in-band `auth`: a fresh token for the same subject and role, or the first token
-    /// of an anonymous connection that has not subscribed yet. Err(error, close?): a
-    /// token that does not verify is refused and the connection goes on with the old one;
-    /// one for someone else closes it.
+    /// An in-band `auth`: a fresh token for the same subject, role and session (a
+    /// refresh keeps the session id, sql/auth.sql), or the first token of an anonymous
+    /// connection that has not subscribed yet. Err(error, close?): a token that does not
+    /// verify is refused and the connection goes on with the old one; one for someone
+    /// else, or for another session of the same user (whose end the stream would then
+    /// no longer follow), closes it.
     async fn auth(&mut self, token: &str, subscribed: bool) -> Result<Caller, (ApiError, bool)> {
         let claims = self.app.verify_token(token).await.map_err(|e| (e, false))?;
         let old = self.conn.caller();
@@ -362,12 +440,20 @@ impl Ws {
             self.app.realtime_caps.admit_user(&new, &mut self.slots).map_err(|e| (e, true))?;
         } else if old.subject != new.subject || old.service != new.service {
             return Err(refuse("auth must carry a token of the same subject and role as the connection's"));
+        } else if old.sid != new.sid {
+            return Err(refuse("auth must carry a token of the connection's session (a refreshed one); for another session open a new connection"));
         }
         *self.conn.caller.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
         Ok(new)
     }
 
-    async fn write(&self, ws: &mut WebSocketStream<Stream>, frames: &[Frame], positions: &mut Positions) -> Result<(), WsError> {
+    /// Write `frames` in order, recording each frame's position once tungstenite has
+    /// taken it (what it took goes out before anything written later, `closing` included).
+    /// Ok(Some(reason)): the socket blocked while the connection had to end (the outbox
+    /// overflowed, the hub closed it, `watch` fired) or for longer than `body_timeout`
+    /// (a client that stopped reading: a slow consumer): the rest was not written; the
+    /// caller says `closing`. Err: the socket failed.
+    async fn send(&self, ws: &mut WebSocketStream<Stream>, frames: &[Frame], positions: &mut Positions, mut watch: Option<&mut Watch>) -> Result<Option<CloseReason>, WsError> {
         let write = async {
             for f in frames {
                 let text = match std::str::from_utf8(&f.json) {
@@ -382,18 +468,45 @@ impl Ws {
             }
             ws.flush().await
         };
-        match tokio::time::timeout(self.app.cfg.body_timeout, write).await {
-            Ok(r) => r,
-            Err(_) => Err(WsError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "client did not read in time"))),
+        let conn = &self.conn;
+        let stop = async {
+            loop {
+                if let After::Close(r) = transport::hub_verdict(conn) {
+                    return r;
+                }
+                match watch.as_deref_mut() {
+                    Some(w) => tokio::select! {
+                        r = w.reason() => return r,
+                        _ = conn.outbox.wait() => {}
+                    },
+                    None => conn.outbox.wait().await,
+                }
+            }
+        };
+        // Biased towards writing: while the socket takes frames they all go out (the
+        // order and positions stay exact); `stop` only cuts a write that is blocked.
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(self.app.cfg.body_timeout, write) => match r {
+                Ok(r) => r.map(|()| None),
+                Err(_) => Ok(Some(CloseReason::SlowConsumer)),
+            },
+            r = stop => Ok(Some(r)),
         }
     }
 
+    /// Say `closing` with the positions written, after what tungstenite already holds;
+    /// a client that does not read it within `body_timeout` is dropped.
     async fn closing(&self, ws: &mut WebSocketStream<Stream>, positions: &Positions, reason: CloseReason) -> End {
         let f = positions.closing(reason);
-        let mut scratch = Positions::default();
-        match self.write(ws, &[f], &mut scratch).await {
-            Ok(()) => End::Closing(reason),
-            Err(_) => End::Gone,
+        let text = String::from_utf8_lossy(&f.json).into_owned();
+        let write = async {
+            ws.feed(Message::text(text)).await?;
+            ws.flush().await
+        };
+        match tokio::time::timeout(self.app.cfg.body_timeout, write).await {
+            Ok(Ok(())) => End::Closing(reason),
+            _ => End::Gone,
         }
     }
 }
@@ -526,7 +639,7 @@ mod tests {
         let (server, client) = testing::tcp_pair().await;
         let conn = Conn::new(Caller::default(), 4096);
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
-        tokio::spawn(Ws { app, conn, slots: Default::default(), shutdown }.run(server, Vec::new()));
+        tokio::spawn(Ws { app, conn, slots: Default::default(), shutdown, starting: Default::default() }.run(server, Vec::new()));
         let mut c = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         let send = |v: Value| Message::text(v.to_string());
         c.send(send(json!({"type": "subscribe", "sub": "a", "collection": "c"}))).await.unwrap();
@@ -539,9 +652,12 @@ mod tests {
                 _ => {}
             }
         }
-        let kinds: Vec<&str> = got.iter().map(|m| m["type"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["subscribed", "insert", "unsubscribed", "pong"]);
-        assert_eq!(got[1]["position"], "4");
+        // The subscribe starts on its own task: the pong may come first; the unsubscribe
+        // sent while it started ends it after its frames.
+        let kinds: Vec<&str> = got.iter().map(|m| m["type"].as_str().unwrap()).filter(|k| *k != "pong").collect();
+        assert_eq!(kinds, ["subscribed", "insert", "unsubscribed"], "{got:?}");
+        assert!(got.iter().any(|m| m["type"] == "pong"));
+        assert_eq!(got.iter().find(|m| m["type"] == "insert").unwrap()["position"], "4");
         c.send(send(json!({"type": "subscribe", "sub": "b", "collection": "c"}))).await.unwrap();
         let mut got = Vec::new();
         let code = loop {
@@ -555,5 +671,99 @@ mod tests {
         assert_eq!(got[1], json!({"type": "closing", "reason": "slow_consumer", "positions": {"b": "7"}}), "{got:?}");
         assert_eq!(code, Some(1013));
         assert!(feeds.disconnected());
+    }
+
+    /// A hub whose subscribes never finish starting (start-up SQL stuck).
+    struct Stuck;
+
+    #[async_trait::async_trait]
+    impl crate::realtime::Feeds for Stuck {
+        async fn subscribe(&self, _conn: &Arc<Conn>, _req: Subscribe) -> Result<(), ApiError> {
+            std::future::pending().await
+        }
+        fn unsubscribe(&self, _conn: &Arc<Conn>, _sub: &str) -> bool {
+            false
+        }
+        fn disconnect(&self, _conn: &Arc<Conn>) {}
+    }
+
+    async fn text(c: &mut WebSocketStream<tokio::net::TcpStream>) -> Value {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), c.next()).await.expect("a message in time").unwrap().unwrap() {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Close(f) => panic!("closed: {f:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// While a subscribe is starting the connection goes on: pings are answered, the
+    /// hub's frames written, and the server's shutdown ends it with `closing`.
+    #[tokio::test]
+    async fn a_starting_subscribe_does_not_hold_up_the_connection() {
+        use super::transport::testing::{self, event};
+        let app = testing::app(Arc::new(Stuck));
+        let (server, client) = testing::tcp_pair().await;
+        let conn = Conn::new(Caller::default(), 1 << 20);
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(Ws { app, conn: conn.clone(), slots: Default::default(), shutdown, starting: Default::default() }.run(server, Vec::new()));
+        let mut c = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        c.send(Message::text(json!({"type": "subscribe", "sub": "stuck", "collection": "c"}).to_string())).await.unwrap();
+        c.send(Message::text(json!({"type": "ping"}).to_string())).await.unwrap();
+        assert_eq!(text(&mut c).await, json!({"type": "pong"}));
+        conn.outbox.push(event("insert", "other", 5, 0), false);
+        assert_eq!(text(&mut c).await["position"], "5");
+        tx.send(true).unwrap();
+        assert_eq!(text(&mut c).await, json!({"type": "closing", "reason": "shutdown", "positions": {"other": "5"}}));
+    }
+
+    /// A client that stops reading for longer than body_timeout, whose outbox then
+    /// overflows, still gets `closing` when it reads again (within body_timeout of the
+    /// overflow), naming the last position it was sent: everything before it arrives.
+    /// (It used to be dropped when the blocked write timed out: no resume position.)
+    #[tokio::test]
+    async fn a_stalled_client_reads_closing_with_the_last_position_it_was_sent() {
+        use super::transport::testing::{self, event};
+        let feeds = Arc::new(testing::Scripted::default());
+        // Timeline (s): 0 the writes block; 3 the outbox overflows; 6 the blocked write's
+        // timeout; 7.5 the client reads; 9 the `closing` write's timeout.
+        let app = testing::app_with(feeds, &["--body-timeout-secs", "6"]);
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let client = socket.connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let server: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
+        let conn = Conn::new(Caller::default(), 1 << 20);
+        // 16 MiB queued (forced past the bound, as a snapshot is): more than the sockets hold.
+        for p in 1..=256 {
+            assert!(conn.outbox.push(event("insert", "s", p, 64 * 1024), true));
+        }
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(Ws { app, conn: conn.clone(), slots: Default::default(), shutdown, starting: Default::default() }.run(server, Vec::new()));
+        let mut c = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!conn.outbox.push(event("insert", "s", 257, 2 << 20), false), "over the bound");
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        let mut last = 0;
+        let closing = loop {
+            let m = text(&mut c).await;
+            if m["type"] == "closing" {
+                break m;
+            }
+            let p: u64 = m["position"].as_str().unwrap().parse().unwrap();
+            assert_eq!(p, last + 1, "in order, none skipped");
+            last = p;
+        };
+        assert!(last > 0 && last < 256, "some were sent, not all: {last}");
+        assert_eq!(closing, json!({"type": "closing", "reason": "slow_consumer", "positions": {"s": last.to_string()}}));
+        let code = loop {
+            match tokio::time::timeout(Duration::from_secs(20), c.next()).await.unwrap() {
+                Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(code, Some(1013));
     }
 }
