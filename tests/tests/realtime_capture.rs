@@ -127,7 +127,9 @@ fn a_pull_that_dies_loses_and_doubles_nothing() {
     let mut victim = cluster.connect("postgres", DB).unwrap();
     let pid: i32 = victim.query_one("select pg_backend_pid()", &[]).unwrap().get(0);
     victim.batch_execute("begin; select baas._realtime_pull();").unwrap();
-    db.execute("select pg_terminate_backend($1)", &[&pid]).unwrap();
+    // With a timeout it waits until the backend is gone and its advisory lock released:
+    // without one, the next pull could still find the lock held (a flaky NULL).
+    db.execute("select pg_terminate_backend($1, 10000)", &[&pid]).unwrap();
     assert!(victim.batch_execute("commit").is_err(), "the victim's session is gone");
     // A pull that fails after the peek: an error raised in its transaction.
     let mut t = db.transaction().unwrap();
