@@ -3,7 +3,7 @@
 -- transaction that has written nothing, and a logical message is decoded only once its
 -- transaction commits. So every statement commits, and the end cleans up (the feed's
 -- slot dropped, the accounts and collection removed).
-select plan(54);
+select plan(55);
 
 select baas.signup('rt1@realtime.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('rt2@realtime.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -115,12 +115,15 @@ select is(pg_temp.sqlstate_as('baas_service', 'select baas.realtime_status()'), 
 select is(pg_temp.sqlstate_as('baas_authenticator', 'select baas._realtime_window()'), 'ok', 'the proxy''s role reads the window');
 
 -------------------------------------------------------------------- retention
-update baas.realtime_events set committed_at = now() - interval '2 days' where position <= :p1;
-select cmp_ok(baas._realtime_prune(), '=', :p1::bigint, 'retention deletes the events past realtime_retention');
+-- Age counts from the append (a lagging capture never prunes what it just appended).
+update baas.realtime_events set appended_at = now() - interval '2 days' where position <= :p1;
+select cmp_ok(baas._realtime_prune(:p4), '=', :p1::bigint, 'retention deletes the events past realtime_retention');
 select is((select oldest from baas._realtime_window()), :p1::bigint + 1, 'and the window starts after them');
 update baas.settings set realtime_retention_bytes = 1048576;
 update baas._realtime_state set retained_bytes = retained_bytes + 1048576;
-select cmp_ok(baas._realtime_prune(), '>', 0::bigint, 'over realtime_retention_bytes, the oldest go');
+select cmp_ok(baas._realtime_prune(:p4), '=', 0::bigint, 'the last 10 seconds of appends stay, whatever the byte bound');
+update baas.realtime_events set appended_at = now() - interval '1 minute';
+select cmp_ok(baas._realtime_prune(:p4), '>', 0::bigint, 'over realtime_retention_bytes, the oldest go');
 update baas.settings set realtime_retention_bytes = default;
 
 -------------------------------------------------------------------- disable

@@ -126,6 +126,24 @@ fn pull(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
     r
 }
 
+/// The insert position as a position XLogFlush can reach. Right after a page boundary
+/// pg_current_wal_insert_lsn() points past the new page's header, which is not written
+/// until a record goes there: flushing to it failed with XX000 "xlog flush request ...
+/// is not satisfied --- flushed only to" the boundary (seen in concurrent_pullers_never_double).
+/// Headers: 24 bytes on a page (SizeOfXLogShortPHD), 40 at a segment's start
+/// (SizeOfXLogLongPHD), on 64-bit builds.
+fn flushable(insert: u64, segment: u64) -> u64 {
+    const SHORT_PHD: u64 = 24;
+    const LONG_PHD: u64 = 40;
+    if segment > 0 && insert % segment == LONG_PHD {
+        insert - LONG_PHD
+    } else if insert % pg_sys::XLOG_BLCKSZ as u64 == SHORT_PHD {
+        insert - SHORT_PHD
+    } else {
+        insert
+    }
+}
+
 fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
     if unsafe { pg_sys::wal_level } < pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 {
         let wal_level = c.select("select current_setting('wal_level')", Some(1), &[])?.first().get_one::<String>()?;
@@ -203,7 +221,7 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
     // wait up to wal_writer_delay (200 ms) for a flush; flush them now instead (a no-op
     // when every commit flushes its own). XLogFlush also waits for insertions before
     // `flush` still being copied, so every record before it is decoded below.
-    let flush = st.insert;
+    let flush = flushable(st.insert as u64, unsafe { pg_sys::wal_segment_size } as u64) as i64;
     unsafe { pg_sys::XLogFlush(flush as u64) };
     let mut rows: Vec<Vec<u8>> = Vec::new();
     let table = c.select(
@@ -418,4 +436,17 @@ fn prune_if_due(c: &mut SpiClient<'_>, keep_after: i64) -> SpiResult<()> {
         c.select("select baas._realtime_prune($1)", None, &[keep_after.into()])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod flush_tests {
+    use super::flushable;
+
+    #[test]
+    fn an_insert_position_past_a_fresh_page_header_flushes_to_the_boundary() {
+        let seg = 16 << 20;
+        assert_eq!(flushable(0x1B2C018, seg), 0x1B2C000, "past a page's short header");
+        assert_eq!(flushable(0x2000028, seg), 0x2000000, "past a segment's long header");
+        assert_eq!(flushable(0x1B2C020, seg), 0x1B2C020, "inside a page: unchanged");
+    }
 }
