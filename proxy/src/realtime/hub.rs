@@ -1021,8 +1021,7 @@ impl Hub {
                     // Retention may have deleted the range's start meanwhile.
                     let w: Option<(i64, i64, i64)> = serde_json::from_str(&self.one(&[(WINDOW, &[])], 0).await?).ok();
                     let intact = w.is_some_and(|w| p as i64 >= w.0 - 1);
-                    let user = conn.caller().user().map(str::to_string);
-                    reset = replay_verdict(&replayed, user.as_deref(), intact);
+                    reset = replay_verdict(&replayed, &who_of(conn), &start, intact);
                 }
                 Some(Err(why)) => reset = Some(why),
                 None => reset = Some("retention"),
@@ -1039,7 +1038,8 @@ impl Hub {
                 conn.outbox.push(reset_frame(&name, why, start.position), true);
             }
             None if req.resume.is_some() => {
-                // (p, S] under the caller's principals as of S (no role change in it).
+                // (p, S] under the caller's principals as of S (the same at every
+                // position of the range: replay_verdict).
                 let who = who_of(conn);
                 let principals = match &who {
                     Who::User(u) => RoleGraph::from_edges(start.nesting.iter().map(|(a, b)| (a.as_str(), b.as_str())))
@@ -1115,17 +1115,51 @@ fn concerns(ev: &Event, who: &Who) -> bool {
 }
 
 /// A resume's range (p, S] read back: `reset` with this reason instead of a replay?
-/// (contract: a `member` event of the caller or any `nest` event -> access_changed).
-pub fn replay_verdict(replayed: &[Arc<Event>], user: Option<&str>, intact: bool) -> Option<&'static str> {
+/// `retention` if the range's start was deleted meanwhile; `access_changed` if a role
+/// change in it changed the caller's principals at some point (`steady_principals`).
+/// A role change that left them as they were (another user's nesting, a role the caller
+/// does not reach) changes no decision of the table, so the range is replayed.
+pub fn replay_verdict(replayed: &[Arc<Event>], who: &Who, start: &Start, intact: bool) -> Option<&'static str> {
     if !intact {
         return Some("retention");
     }
-    let access = replayed.iter().any(|e| match &e.body {
-        Body::Nest { .. } => true,
-        Body::Member { user: u, .. } => user == Some(&**u),
-        _ => false,
-    });
-    access.then_some("access_changed")
+    (!steady_principals(replayed, who, start)).then_some("access_changed")
+}
+
+/// Were `who`'s principals the same at every position of a resume's range as at its
+/// end S? The start-up transaction gives the role graph and the caller's direct roles at
+/// S; undoing the range's role changes one by one, newest first, gives them just before
+/// each change, i.e. in force from the change before it on. If every such set equals
+/// the one at S, each event of the range is judged under the principals live delivery
+/// judged it under, and the replay with those of S is exact. Undoing is exact because
+/// every `member`/`nest` event is a row inserted into or deleted from a table whose key
+/// is the pair (baas.role_members, baas.role_roles): an add was absent before, a remove
+/// present. Compared per event, not per transaction, as live delivery resets per event.
+/// Anonymous and service callers' principals never change. (A role change the start
+/// snapshot saw but captured after S is in the start's roles already and in no range:
+/// `Sub::missed_role_change` resets for it when it arrives.)
+pub fn steady_principals(replayed: &[Arc<Event>], who: &Who, start: &Start) -> bool {
+    let Who::User(u) = who else { return true };
+    let mut graph = RoleGraph::from_edges(start.nesting.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+    let mut direct: BTreeSet<&str> = start.roles.iter().map(String::as_str).collect();
+    let at_s = graph.principals(u, direct.iter().copied());
+    for ev in replayed.iter().rev() {
+        match &ev.body {
+            Body::Member { user, role, add } if **user == **u => {
+                if *add {
+                    direct.remove(&**role);
+                } else {
+                    direct.insert(&**role);
+                }
+            }
+            Body::Nest { member_role, role, add } => graph.set(member_role, role, !*add),
+            _ => continue,
+        }
+        if graph.principals(u, direct.iter().copied()) != at_s {
+            return false;
+        }
+    }
+    true
 }
 
 /// Send a resume's replayed events to `sub` under the contract's semantics.
