@@ -400,7 +400,6 @@ fn every_subscriber_receives_exactly_what_the_oracle_says() {
 }
 
 #[test]
-#[ignore = "passes alone (rtfix1); run beside the plain differential test, whose `nest` events land in u0's resume range, u0 gets `reset` access_changed (contract: any nest event) instead of the replay; run with --ignored --test-threads=1"]
 fn every_subscriber_receives_exactly_what_the_oracle_says_across_a_disconnect_and_resume() {
     differential(true);
 }
