@@ -177,10 +177,15 @@ impl Sub {
     }
     /// A role change committed before this resumed subscription's start snapshot but
     /// captured after S: the start's principals hold it, the client's state does not.
-    /// `has_roles`: the user holds a role directly (without one, nesting changes nothing).
-    fn missed_role_change(&self, ev: &Event, has_roles: bool) -> bool {
+    /// A nesting `m` in `r` matters only if the caller reaches `m`: edges out of roles
+    /// nobody reaches change no one's closure, and adding or removing an edge out of `m`
+    /// does not change whether `m` is reached, so the principals before or after it
+    /// tell. (Reaching `m` through the start's roles means reaching it at every position
+    /// of a replayed range too: replay_verdict found them all equal to the start's; and
+    /// had they changed since, a reset went out then.)
+    fn missed_role_change(&self, ev: &Event) -> bool {
         let matters = match &ev.body {
-            Body::Nest { .. } => has_roles,
+            Body::Nest { member_role, .. } => self.principals.binary_search(&Arc::from(format!("role:{member_role}"))).is_ok(),
             _ => true,
         };
         self.resumed && matters && ev.position > self.start && self.snap.as_ref().is_some_and(|s| s.visible(ev.xid)) && concerns(ev, &self.who)
@@ -359,7 +364,7 @@ impl State {
     /// subscriptions and tell each live one, at this position, to re-read.
     fn principals_changed(&mut self, user: &Arc<str>, ev: &Event, changed: bool) {
         let Some(e) = self.users.get(user) else { return };
-        let (ps, subs, has_roles) = (e.principals.clone(), e.subs.clone(), !e.direct.is_empty());
+        let (ps, subs) = (e.principals.clone(), e.subs.clone());
         for id in subs {
             if self.subs.get(&id).is_none_or(|s| s.pending.is_some()) {
                 continue;
@@ -371,7 +376,7 @@ impl State {
                 if changed {
                     s.principals = ps.clone();
                 }
-                if (changed && !s.seen(ev)) || s.missed_role_change(ev, has_roles) {
+                if (changed && !s.seen(ev)) || s.missed_role_change(ev) {
                     s.conn.outbox.push(reset_frame(&s.name, "access_changed", ev.position), false);
                 }
             }
@@ -719,7 +724,7 @@ impl Hub {
                 // A resume's principals are the start snapshot's, which already hold a
                 // role change committed before the start but captured after S: the
                 // client's state as of p was read under the old ones, so it must re-read.
-                if ps != sub.principals || sub.missed_role_change(&ev, !direct.is_empty()) {
+                if ps != sub.principals || sub.missed_role_change(&ev) {
                     sub.conn.outbox.push(reset_frame(&sub.name, "access_changed", ev.position), false);
                     sub.principals = ps;
                 }

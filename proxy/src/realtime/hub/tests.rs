@@ -561,3 +561,52 @@ fn a_resume_over_an_unrelated_nest_change_replays_its_range() {
     replay_into(&mut probe, &range, 20);
     assert_eq!(types(&frames(&a)), ["insert@12", "leave@13"], "readable through org, then only through y, which U1 does not reach");
 }
+
+/// A nesting change the start snapshot saw but captured after S (late) is news to a
+/// resumed subscription only if the caller reaches the nested role: during the hand-over
+/// or live, whichever it arrives in. U1 holds `team`; the graph has team -> org.
+/// Arriving live, a change of U1's principals is also seen at the join: the hub's view at
+/// S (without it) differs from the start's (with it), so U1 is reset there too.
+#[test]
+fn a_late_captured_nest_change_resets_a_resume_only_if_the_caller_reaches_its_member_role() {
+    for during_hand_over in [true, false] {
+        for (member_role, role, op, reset, changes_principals) in [
+            ("x", "y", "add", false, false),
+            ("other", "org", "add", false, false),
+            ("team", "org", "remove", true, true),
+            ("org", "top", "add", true, true),
+            ("team", "top", "add", true, true),
+            // Reached before and after, yet news: with other changes in a replayed range
+            // an edge among reached roles can be the only path to one of them.
+            ("org", "team", "add", true, false),
+        ] {
+            let hub = Hub::new(HubConfig::default(), None);
+            hub.start_at(10, &[("team".to_string(), "org".to_string())]);
+            let a = Conn::new(caller(Some(U1), false), 1 << 20);
+            let r = Subscribe { resume: Some(5), ..req("s", json!({}), None) };
+            let id = hub.register(&a, &r, None, None).unwrap();
+            // Committed before the start snapshot (xid 100 < xmin 101), captured at 11 > S.
+            let nest = ev(11, 100, "nest", None, json!({"member_role": member_role, "role": role, "op": op}));
+            // The start's graph already holds it.
+            let mut graph = vec![("team", "org")];
+            if op == "add" {
+                graph.push((member_role, role));
+            } else {
+                graph.retain(|e| *e != (member_role, role));
+            }
+            if during_hand_over {
+                hub.apply(vec![nest.clone()]);
+            }
+            assert!(matches!(hub.go_live(id, &start(10, "101:101:", &["team"], &graph), false, true), Joined::Live));
+            if !during_hand_over {
+                hub.apply(vec![nest]);
+            }
+            let want: &[&str] = match (reset, changes_principals && !during_hand_over) {
+                (false, _) => &[],
+                (true, false) => &["reset@11"],
+                (true, true) => &["reset@10", "reset@11"],
+            };
+            assert_eq!(types(&frames(&a)), want, "{member_role} in {role} {op}, during the hand-over: {during_hand_over}");
+        }
+    }
+}
