@@ -184,11 +184,12 @@ impl Sub {
     /// of a replayed range too: replay_verdict found them all equal to the start's; and
     /// had they changed since, a reset went out then.)
     fn missed_role_change(&self, ev: &Event) -> bool {
-        let matters = match &ev.body {
-            Body::Nest { member_role, .. } => self.principals.binary_search(&Arc::from(format!("role:{member_role}"))).is_ok(),
-            _ => true,
-        };
-        self.resumed && matters && ev.position > self.start && self.snap.as_ref().is_some_and(|s| s.visible(ev.xid)) && concerns(ev, &self.who)
+        let late = self.resumed && ev.position > self.start && self.snap.as_ref().is_some_and(|s| s.visible(ev.xid));
+        late && concerns(ev, &self.who)
+            && match &ev.body {
+                Body::Nest { member_role, .. } => self.principals.iter().any(|p| p.strip_prefix("role:") == Some(&**member_role)),
+                _ => true,
+            }
     }
 }
 
