@@ -177,13 +177,19 @@ impl Sub {
     }
     /// A role change committed before this resumed subscription's start snapshot but
     /// captured after S: the start's principals hold it, the client's state does not.
-    /// `has_roles`: the user holds a role directly (without one, nesting changes nothing).
-    fn missed_role_change(&self, ev: &Event, has_roles: bool) -> bool {
-        let matters = match &ev.body {
-            Body::Nest { .. } => has_roles,
-            _ => true,
-        };
-        self.resumed && matters && ev.position > self.start && self.snap.as_ref().is_some_and(|s| s.visible(ev.xid)) && concerns(ev, &self.who)
+    /// A nesting `m` in `r` matters only if the caller reaches `m`: edges out of roles
+    /// nobody reaches change no one's closure, and adding or removing an edge out of `m`
+    /// does not change whether `m` is reached, so the principals before or after it
+    /// tell. (Reaching `m` through the start's roles means reaching it at every position
+    /// of a replayed range too: replay_verdict found them all equal to the start's; and
+    /// had they changed since, a reset went out then.)
+    fn missed_role_change(&self, ev: &Event) -> bool {
+        let late = self.resumed && ev.position > self.start && self.snap.as_ref().is_some_and(|s| s.visible(ev.xid));
+        late && concerns(ev, &self.who)
+            && match &ev.body {
+                Body::Nest { member_role, .. } => self.principals.iter().any(|p| p.strip_prefix("role:") == Some(&**member_role)),
+                _ => true,
+            }
     }
 }
 
@@ -359,7 +365,7 @@ impl State {
     /// subscriptions and tell each live one, at this position, to re-read.
     fn principals_changed(&mut self, user: &Arc<str>, ev: &Event, changed: bool) {
         let Some(e) = self.users.get(user) else { return };
-        let (ps, subs, has_roles) = (e.principals.clone(), e.subs.clone(), !e.direct.is_empty());
+        let (ps, subs) = (e.principals.clone(), e.subs.clone());
         for id in subs {
             if self.subs.get(&id).is_none_or(|s| s.pending.is_some()) {
                 continue;
@@ -371,7 +377,7 @@ impl State {
                 if changed {
                     s.principals = ps.clone();
                 }
-                if (changed && !s.seen(ev)) || s.missed_role_change(ev, has_roles) {
+                if (changed && !s.seen(ev)) || s.missed_role_change(ev) {
                     s.conn.outbox.push(reset_frame(&s.name, "access_changed", ev.position), false);
                 }
             }
@@ -719,7 +725,7 @@ impl Hub {
                 // A resume's principals are the start snapshot's, which already hold a
                 // role change committed before the start but captured after S: the
                 // client's state as of p was read under the old ones, so it must re-read.
-                if ps != sub.principals || sub.missed_role_change(&ev, !direct.is_empty()) {
+                if ps != sub.principals || sub.missed_role_change(&ev) {
                     sub.conn.outbox.push(reset_frame(&sub.name, "access_changed", ev.position), false);
                     sub.principals = ps;
                 }
@@ -1021,8 +1027,7 @@ impl Hub {
                     // Retention may have deleted the range's start meanwhile.
                     let w: Option<(i64, i64, i64)> = serde_json::from_str(&self.one(&[(WINDOW, &[])], 0).await?).ok();
                     let intact = w.is_some_and(|w| p as i64 >= w.0 - 1);
-                    let user = conn.caller().user().map(str::to_string);
-                    reset = replay_verdict(&replayed, user.as_deref(), intact);
+                    reset = replay_verdict(&replayed, &who_of(conn), &start, intact);
                 }
                 Some(Err(why)) => reset = Some(why),
                 None => reset = Some("retention"),
@@ -1039,7 +1044,8 @@ impl Hub {
                 conn.outbox.push(reset_frame(&name, why, start.position), true);
             }
             None if req.resume.is_some() => {
-                // (p, S] under the caller's principals as of S (no role change in it).
+                // (p, S] under the caller's principals as of S (the same at every
+                // position of the range: replay_verdict).
                 let who = who_of(conn);
                 let principals = match &who {
                     Who::User(u) => RoleGraph::from_edges(start.nesting.iter().map(|(a, b)| (a.as_str(), b.as_str())))
@@ -1115,17 +1121,51 @@ fn concerns(ev: &Event, who: &Who) -> bool {
 }
 
 /// A resume's range (p, S] read back: `reset` with this reason instead of a replay?
-/// (contract: a `member` event of the caller or any `nest` event -> access_changed).
-pub fn replay_verdict(replayed: &[Arc<Event>], user: Option<&str>, intact: bool) -> Option<&'static str> {
+/// `retention` if the range's start was deleted meanwhile; `access_changed` if a role
+/// change in it changed the caller's principals at some point (`steady_principals`).
+/// A role change that left them as they were (another user's nesting, a role the caller
+/// does not reach) changes no decision of the table, so the range is replayed.
+pub fn replay_verdict(replayed: &[Arc<Event>], who: &Who, start: &Start, intact: bool) -> Option<&'static str> {
     if !intact {
         return Some("retention");
     }
-    let access = replayed.iter().any(|e| match &e.body {
-        Body::Nest { .. } => true,
-        Body::Member { user: u, .. } => user == Some(&**u),
-        _ => false,
-    });
-    access.then_some("access_changed")
+    (!steady_principals(replayed, who, start)).then_some("access_changed")
+}
+
+/// Were `who`'s principals the same at every position of a resume's range as at its
+/// end S? The start-up transaction gives the role graph and the caller's direct roles at
+/// S; undoing the range's role changes one by one, newest first, gives them just before
+/// each change, i.e. in force from the change before it on. If every such set equals
+/// the one at S, each event of the range is judged under the principals live delivery
+/// judged it under, and the replay with those of S is exact. Undoing is exact because
+/// every `member`/`nest` event is a row inserted into or deleted from a table whose key
+/// is the pair (baas.role_members, baas.role_roles): an add was absent before, a remove
+/// present. Compared per event, not per transaction, as live delivery resets per event.
+/// Anonymous and service callers' principals never change. (A role change the start
+/// snapshot saw but captured after S is in the start's roles already and in no range:
+/// `Sub::missed_role_change` resets for it when it arrives.)
+pub fn steady_principals(replayed: &[Arc<Event>], who: &Who, start: &Start) -> bool {
+    let Who::User(u) = who else { return true };
+    let mut graph = RoleGraph::from_edges(start.nesting.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+    let mut direct: BTreeSet<&str> = start.roles.iter().map(String::as_str).collect();
+    let at_s = graph.principals(u, direct.iter().copied());
+    for ev in replayed.iter().rev() {
+        match &ev.body {
+            Body::Member { user, role, add } if **user == **u => {
+                if *add {
+                    direct.remove(&**role);
+                } else {
+                    direct.insert(&**role);
+                }
+            }
+            Body::Nest { member_role, role, add } => graph.set(member_role, role, !*add),
+            _ => continue,
+        }
+        if graph.principals(u, direct.iter().copied()) != at_s {
+            return false;
+        }
+    }
+    true
 }
 
 /// Send a resume's replayed events to `sub` under the contract's semantics.

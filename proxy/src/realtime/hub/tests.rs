@@ -375,10 +375,12 @@ fn resume_rule_and_replay_verdicts() {
     assert_eq!(resume_verdict(8, (5, 20, 8)), Ok(()));
     let member = |u: &str| ev(3, 3, "member", None, json!({"user": u, "role": "r", "op": "add"}));
     let nest = ev(4, 4, "nest", None, json!({"member_role": "a", "role": "b", "op": "add"}));
-    assert_eq!(replay_verdict(&[member(U2)], Some(U1), true), None);
-    assert_eq!(replay_verdict(&[member(U1)], Some(U1), true), Some("access_changed"));
-    assert_eq!(replay_verdict(&[nest], None, true), Some("access_changed"));
-    assert_eq!(replay_verdict(&[], Some(U1), false), Some("retention"));
+    let u1 = Who::User(U1.into());
+    let at_s = start(5, "1:1:", &["r"], &[]);
+    assert_eq!(replay_verdict(&[member(U2)], &u1, &at_s, true), None);
+    assert_eq!(replay_verdict(&[member(U1)], &u1, &at_s, true), Some("access_changed"));
+    assert_eq!(replay_verdict(&[nest], &Who::Anonymous, &at_s, true), None, "an anonymous caller's principals never change");
+    assert_eq!(replay_verdict(&[], &u1, &at_s, false), Some("retention"));
 }
 
 #[test]
@@ -496,4 +498,115 @@ fn a_capture_reset_reloads_roles_and_resets_everyone() {
     assert!(frames(&a).is_empty(), "the lost removal took effect");
     assert!(matches!(hub.go_live(pending, &start(15, "100:100:", &[], &[]), false, false), Joined::Live));
     assert_eq!(types(&frames(&b)), ["reset@20", "insert@21"], "the subscription starting up was reset too");
+}
+
+/// A resume's range holds role changes: it is replayed unless one of them changed the
+/// caller's principals at some position of the range (then `reset` access_changed).
+/// U1 holds `team` directly; at S the graph has team -> org and x -> y.
+#[test]
+fn a_resume_resets_only_for_role_changes_that_changed_the_callers_principals() {
+    let u1 = Who::User(U1.into());
+    let at_s = start(20, "1:1:", &["team"], &[("team", "org"), ("x", "y")]);
+    let nest = |p: u64, m: &str, r: &str, op: &str| ev(p, p, "nest", None, json!({"member_role": m, "role": r, "op": op}));
+    let member = |p: u64, u: &str, r: &str, op: &str| ev(p, p, "member", None, json!({"user": u, "role": r, "op": op}));
+    let verdict = |range: &[Arc<Event>]| replay_verdict(range, &u1, &at_s, true);
+    // Unrelated to U1: nesting among roles U1 does not reach, another user's membership.
+    assert_eq!(verdict(&[nest(11, "x", "y", "add")]), None, "x -> y added: U1 reaches neither");
+    assert_eq!(verdict(&[nest(11, "a", "b", "add"), nest(12, "a", "b", "remove")]), None);
+    assert_eq!(verdict(&[member(11, U2, "team", "add"), member(12, U2, "org", "remove")]), None, "another user's roles");
+    assert_eq!(verdict(&[nest(11, "x", "y", "remove"), nest(12, "x", "y", "add")]), None, "x -> y gone for a while: U1 never reached x");
+    // Changed: a role U1 holds directly, or reaches by nesting, added or removed.
+    assert_eq!(verdict(&[member(11, U1, "team", "add")]), Some("access_changed"), "team joined in the range");
+    assert_eq!(verdict(&[nest(11, "team", "org", "add")]), Some("access_changed"), "org reached through team from 11 on");
+    assert_eq!(verdict(&[nest(11, "org", "top", "remove")]), Some("access_changed"), "top reached through org before 11");
+    assert_eq!(verdict(&[nest(11, "org", "y", "remove")]), Some("access_changed"), "y reached through org before 11");
+    // Added then removed (or the reverse): the same at S as at p, not in between.
+    assert_eq!(verdict(&[member(11, U1, "z", "add"), member(12, U1, "z", "remove")]), Some("access_changed"), "z held between 11 and 12");
+    assert_eq!(verdict(&[nest(11, "org", "z", "add"), nest(12, "org", "z", "remove")]), Some("access_changed"), "z reached by nesting between 11 and 12");
+    assert_eq!(verdict(&[nest(11, "team", "org", "remove"), nest(12, "team", "org", "add")]), Some("access_changed"), "org lost between 11 and 12");
+    // A second path to a role U1 reaches anyway: no change at any position.
+    let two_paths = start(20, "1:1:", &["team", "org"], &[("team", "org")]);
+    assert_eq!(replay_verdict(&[nest(11, "team", "org", "add")], &u1, &two_paths, true), None, "org held directly all along");
+    // The service caller reads everything whatever its roles.
+    assert_eq!(replay_verdict(&[nest(11, "team", "org", "add")], &Who::Service, &at_s, true), None);
+}
+
+/// The replay after such a verdict: the range's documents are judged under U1's
+/// principals at S (which were U1's at every position of the range), nested role included.
+#[test]
+fn a_resume_over_an_unrelated_nest_change_replays_its_range() {
+    let at_s = start(20, "1:1:", &["team"], &[("team", "org")]);
+    let u1 = Who::User(U1.into());
+    let range = [
+        ev(11, 11, "nest", None, json!({"member_role": "x", "role": "y", "op": "add"})),
+        change(12, 12, "insert", None, Some(doc(U2, &["role:org"], json!({}), 1))),
+        change(13, 13, "update", Some(doc(U2, &["role:org"], json!({}), 1)), Some(doc(U2, &["role:y"], json!({}), 2))),
+    ];
+    assert_eq!(replay_verdict(&range, &u1, &at_s, true), None);
+    let a = Conn::new(caller(Some(U1), false), 1 << 20);
+    let mut probe = Sub {
+        conn: a.clone(),
+        name: "s".into(),
+        collection: "c".into(),
+        filter: None,
+        fields: None,
+        who: u1,
+        principals: RoleGraph::from_edges([("team", "org")]).principals(U1, ["team"]),
+        start: 0,
+        skip: false,
+        resumed: false,
+        snap: None,
+        pending: None,
+    };
+    replay_into(&mut probe, &range, 20);
+    assert_eq!(types(&frames(&a)), ["insert@12", "leave@13"], "readable through org, then only through y, which U1 does not reach");
+}
+
+/// A nesting change the start snapshot saw but captured after S (late) is news to a
+/// resumed subscription only if the caller reaches the nested role: during the hand-over
+/// or live, whichever it arrives in. U1 holds `team`; the graph has team -> org.
+/// Arriving live, a change of U1's principals is also seen at the join: the hub's view at
+/// S (without it) differs from the start's (with it), so U1 is reset there too.
+#[test]
+fn a_late_captured_nest_change_resets_a_resume_only_if_the_caller_reaches_its_member_role() {
+    for during_hand_over in [true, false] {
+        for (member_role, role, op, reset, changes_principals) in [
+            ("x", "y", "add", false, false),
+            ("other", "org", "add", false, false),
+            ("team", "org", "remove", true, true),
+            ("org", "top", "add", true, true),
+            ("team", "top", "add", true, true),
+            // Reached before and after, yet news: with other changes in a replayed range
+            // an edge among reached roles can be the only path to one of them.
+            ("org", "team", "add", true, false),
+        ] {
+            let hub = Hub::new(HubConfig::default(), None);
+            hub.start_at(10, &[("team".to_string(), "org".to_string())]);
+            let a = Conn::new(caller(Some(U1), false), 1 << 20);
+            let r = Subscribe { resume: Some(5), ..req("s", json!({}), None) };
+            let id = hub.register(&a, &r, None, None).unwrap();
+            // Committed before the start snapshot (xid 100 < xmin 101), captured at 11 > S.
+            let nest = ev(11, 100, "nest", None, json!({"member_role": member_role, "role": role, "op": op}));
+            // The start's graph already holds it.
+            let mut graph = vec![("team", "org")];
+            if op == "add" {
+                graph.push((member_role, role));
+            } else {
+                graph.retain(|e| *e != (member_role, role));
+            }
+            if during_hand_over {
+                hub.apply(vec![nest.clone()]);
+            }
+            assert!(matches!(hub.go_live(id, &start(10, "101:101:", &["team"], &graph), false, true), Joined::Live));
+            if !during_hand_over {
+                hub.apply(vec![nest]);
+            }
+            let want: &[&str] = match (reset, changes_principals && !during_hand_over) {
+                (false, _) => &[],
+                (true, false) => &["reset@11"],
+                (true, true) => &["reset@10", "reset@11"],
+            };
+            assert_eq!(types(&frames(&a)), want, "{member_role} in {role} {op}, during the hand-over: {during_hand_over}");
+        }
+    }
 }
