@@ -1,9 +1,15 @@
 //! The hub with its real SQL: the capture loops and a subscriber's start-up transaction,
 //! snapshot, live events and a resume, against a throwaway cluster with the installed
-//! extension (0.4.0). It needs Postgres and the release extension installed
-//! (tests/scripts/build.sh), so it is not a unit test:
+//! extension. It needs Postgres and the release extension installed
+//! (tests/scripts/build.sh), so tier 1 skips it (#[ignore]) and the test command runs it
+//! after build.sh, in tier 4 (tests/scripts/test-all.sh):
 //!
 //!   cargo test --release -p pgbaas-proxy realtime::hub::db_tests -- --ignored
+//!
+//! What only it checks (the e2e files cover the rest through the proxy): a snapshot with
+//! a filter and `fields` for an anonymous caller, a resume from after the log's end is a
+//! `reset` retention, and that the start-up's documents are read in the start snapshot
+//! (`start_up` refuses otherwise, so a snapshot subscribe that succeeds here shows it).
 
 use super::*;
 use crate::realtime::capture::Capture;
