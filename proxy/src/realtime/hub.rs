@@ -14,8 +14,9 @@
 //! every event the hub applies meanwhile is buffered for it. The start-up transaction
 //! (REPEATABLE READ) gives its start position S, the snapshot's visibility, the caller's
 //! roles and the role graph as of S, and the snapshot's documents; then, under the
-//! hub's lock, the buffer is replayed past S (skipping events the snapshot already saw)
-//! and the subscription goes live. So nothing between S and the live stream is lost or
+//! hub's lock, the buffer is replayed past S (skipping events the snapshot already saw;
+//! with a snapshot, also the events at or before S it did not see, from the buffer, the
+//! hub's recent events or the log: `Recent`) and the subscription goes live. So nothing between S and the live stream is lost or
 //! sent twice, whatever the hub did while the SQL ran.
 
 use super::event::{Body, DocChange, Event, Op, Version};
@@ -180,7 +181,8 @@ struct Sub {
     fields: Option<Arc<[String]>>,
     who: Who,
     principals: Principals,
-    /// Events at or before this position are never delivered (the start position S).
+    /// The start position S: events at or before it are not delivered, but for a
+    /// `snapshot: true` subscription's whose transaction the snapshot did not see (`seen`).
     start: u64,
     /// `snapshot: true` only: events after `start` whose transaction the start snapshot
     /// saw are skipped (their effect is in the snapshot's documents). Kept for the
