@@ -37,6 +37,9 @@ bash tests/scripts/previous-version.sh
 
 echo "== tiers 3 and 4: SQL regression and end-to-end"
 tier cargo test --release -p pgbaas-tests
+# The realtime hub with its real start-up SQL, in process (proxy/src/realtime/hub/db_tests.rs):
+# ignored in tier 1 because it needs the release extension installed (build.sh above).
+tier cargo test --release -p pgbaas-proxy realtime::hub::db_tests -- --ignored
 echo "== all tiers passed"
 # One closing line over all tiers (cargo prints one "test result" per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -14,7 +14,7 @@
 //! Neither ever waits for a subscriber: the hub only queues frames.
 
 use super::event::Event;
-use super::hub::Hub;
+use super::hub::{Hub, Snap};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -26,7 +26,8 @@ const PULL: &str = "select baas._realtime_pull(10000)";
 const READ: &str = "select position, xid::text, kind, collection, body::text from baas._realtime_read($1, $2)";
 const READ_BATCH: i32 = 1000;
 const START: &str = "select baas.realtime_position(), \
-    (select coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(n.member_role, n.role)), '[]')::text from baas._realtime_role_nesting() n)";
+    (select coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(n.member_role, n.role)), '[]')::text from baas._realtime_role_nesting() n), \
+    pg_catalog.pg_current_snapshot()::text";
 
 const ROLES: &str = "select \
     (select coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(n.member_role, n.role)), '[]')::text from baas._realtime_role_nesting() n), \
@@ -162,9 +163,12 @@ impl Capture {
             let row = t.query_one(START, &[]).await.map_err(|e| e.to_string())?;
             let pos: i64 = row.try_get(0).map_err(|e| e.to_string())?;
             let nesting: String = row.try_get(1).map_err(|e| e.to_string())?;
+            let snap: String = row.try_get(2).map_err(|e| e.to_string())?;
             t.commit().await.map_err(|e| e.to_string())?;
             let nesting: Vec<(String, String)> = serde_json::from_str(&nesting).map_err(|e| e.to_string())?;
+            let snap = Snap::parse(&snap).ok_or_else(|| format!("snapshot {snap:?}"))?;
             self.hub.start_at(pos.max(0) as u64, &nesting);
+            self.hub.start_snapshot(&snap);
         }
         let stmt = client.prepare(READ).await.map_err(|e| e.to_string())?;
         loop {

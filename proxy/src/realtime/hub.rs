@@ -14,8 +14,9 @@
 //! every event the hub applies meanwhile is buffered for it. The start-up transaction
 //! (REPEATABLE READ) gives its start position S, the snapshot's visibility, the caller's
 //! roles and the role graph as of S, and the snapshot's documents; then, under the
-//! hub's lock, the buffer is replayed past S (skipping events the snapshot already saw)
-//! and the subscription goes live. So nothing between S and the live stream is lost or
+//! hub's lock, the buffer is replayed past S (skipping events the snapshot already saw;
+//! with a snapshot, also the events at or before S it did not see, from the buffer, the
+//! hub's recent events or the log: `Recent`) and the subscription goes live. So nothing between S and the live stream is lost or
 //! sent twice, whatever the hub did while the SQL ran.
 
 use super::event::{Body, DocChange, Event, Op, Version};
@@ -30,7 +31,7 @@ use pgbaas_query::parse::Filter;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -111,7 +112,43 @@ impl Snap {
     }
     /// Committed before the snapshot was taken (so its effects are in it).
     pub fn visible(&self, xid: u64) -> bool {
+        let xid = self.full(xid);
         xid < self.xmin || (xid < self.xmax && !self.xip.contains(&xid))
+    }
+
+    /// An event's xid8 as the log holds it, but for the one mis-recording we know of:
+    /// 0.4.0's `baas._realtime_pull` took the epoch from the snapshot of its statement's
+    /// start (pgrx's SPI `select` reuses it), so a transaction that got its xid after
+    /// that and committed before the peek is logged exactly 2^32 too low: xid 823 came
+    /// out as 18446744069414585143 (823 − 2^32, wrapped), "not in the snapshot", and a
+    /// snapshot subscription got that change again after its snapshot held it
+    /// (realtime.rs, snapshot_then_stream_has_no_gap_and_no_double). No real transaction
+    /// captured after S is more than 2^31 xids older than the start snapshot (Postgres
+    /// stops assigning xids before a live one falls 2^31 behind), so a value 2^31 to
+    /// 2^32 + 2^31 below `xmax` is that record: its transaction is xid + 2^32.
+    fn full(&self, xid: u64) -> u64 {
+        full_xid(xid, self.xmax)
+    }
+
+    /// Transactions running when the snapshot was taken (the ones it did not see that
+    /// can have events at or before its start position: `Hub::late_events`).
+    pub fn running(&self) -> &[u64] {
+        &self.xip
+    }
+}
+
+/// `Snap::full` against a reference xid (a snapshot's xmax, or the newest xid applied).
+fn full_xid(xid: u64, reference: u64) -> u64 {
+    const HALF: u64 = 1 << 31;
+    // u64::MAX: capture_reset's event, in no snapshot.
+    if xid == u64::MAX {
+        return xid;
+    }
+    let below = reference.wrapping_sub(xid);
+    if below > HALF && below < (1 << 32) + HALF {
+        xid.wrapping_add(1 << 32)
+    } else {
+        xid
     }
 }
 
@@ -144,7 +181,8 @@ struct Sub {
     fields: Option<Arc<[String]>>,
     who: Who,
     principals: Principals,
-    /// Events at or before this position are never delivered (the start position S).
+    /// The start position S: events at or before it are not delivered, but for a
+    /// `snapshot: true` subscription's whose transaction the snapshot did not see (`seen`).
     start: u64,
     /// `snapshot: true` only: events after `start` whose transaction the start snapshot
     /// saw are skipped (their effect is in the snapshot's documents). Kept for the
@@ -169,11 +207,22 @@ impl Sub {
         self.who == Who::Service
     }
     /// Before its start, or already in its start snapshot.
+    ///
+    /// At or before S a `snapshot: true` subscription still gets the events of the
+    /// transactions its snapshot did not see: Postgres writes a commit record (which the
+    /// capture can decode and append, positions <= S) before the transaction leaves the
+    /// proc array, so a snapshot taken in between holds it as running. Such an event is
+    /// in neither the snapshot nor the stream after S unless it is sent here. (Its xid is
+    /// in the snapshot's running list: the pull that appended it took its own xid after
+    /// decoding it and committed before the snapshot, so it is below xmax.) A gap's
+    /// `reset` (xid u64::MAX) at or before S is sent only if the snapshot had running
+    /// transactions: only then can the lost events hold a change it did not see.
     fn seen(&mut self, ev: &Event) -> bool {
-        if ev.position <= self.start {
-            return true;
+        let Some(snap) = self.snap.as_ref().filter(|_| self.skip) else { return ev.position <= self.start };
+        if ev.position <= self.start && ev.xid == u64::MAX {
+            return snap.xip.is_empty();
         }
-        self.skip && self.snap.as_ref().is_some_and(|s| s.visible(ev.xid))
+        snap.visible(ev.xid)
     }
     /// A role change committed before this resumed subscription's start snapshot but
     /// captured after S: the start's principals hold it, the client's state does not.
@@ -215,6 +264,115 @@ struct State {
     by_conn: HashMap<u64, HashMap<Arc<str>, SubId>>,
     index: HashMap<Arc<str>, CollIndex>,
     pending: Vec<SubId>,
+    recent: Recent,
+}
+
+/// How far back `Recent` keeps applied events: 4,096 events or 8 MiB of documents,
+/// whichever is less; and the xids of 65,536 transactions whose events it let go.
+const RECENT_EVENTS: usize = 4096;
+const RECENT_BYTES: usize = 8 << 20;
+const RECENT_EVICTED_XIDS: usize = 65_536;
+/// How many log positions a start-up reads back when a transaction it did not see may
+/// have events older than anything `Recent` remembers.
+const LATE_SPAN: u64 = 10_000;
+
+/// The events this hub applied last, for a `snapshot: true` subscription's hand-over:
+/// an event at or before S whose transaction the start snapshot did not see was often
+/// applied before the subscription registered (so it is in no pending buffer). A
+/// transaction is normally in that state for microseconds (between its commit record
+/// and leaving the proc array), so these few thousand events reach far enough; for
+/// when they do not (a commit held longer, e.g. waiting for a synchronous standby),
+/// the xids of the transactions whose events left the ring are kept with their
+/// positions, so `late` knows exactly which log range to read back instead.
+#[derive(Default)]
+struct Recent {
+    ring: VecDeque<Arc<Event>>,
+    bytes: usize,
+    /// The newest xid applied (the reference for reading a mis-epoched xid).
+    newest_xid: u64,
+    /// xid (as `full_xid` reads it) -> first and last position of its events that left
+    /// the ring.
+    evicted: BTreeMap<u64, (u64, u64)>,
+    /// The largest xid dropped from `evicted` (for room) and the last position of its
+    /// events: a transaction at or below it may have events at or before that position.
+    forgotten: Option<(u64, u64)>,
+    /// The reader's start position and the transactions running at its start: events at
+    /// or before it were never applied here, and a transaction a later snapshot does not
+    /// see can have events there only if it was running then too.
+    before_start: Option<(u64, Box<[u64]>)>,
+}
+
+impl Recent {
+    fn push(&mut self, ev: &Arc<Event>) {
+        if matches!(ev.body, Body::Other) {
+            return;
+        }
+        if ev.xid != u64::MAX {
+            self.newest_xid = self.newest_xid.max(self.norm(ev.xid));
+        }
+        self.bytes += event_bytes(ev) + 64;
+        self.ring.push_back(ev.clone());
+        while self.ring.len() > RECENT_EVENTS || (self.bytes > RECENT_BYTES && self.ring.len() > 1) {
+            let Some(old) = self.ring.pop_front() else { break };
+            self.bytes = self.bytes.saturating_sub(event_bytes(&old) + 64);
+            let x = self.norm(old.xid);
+            let e = self.evicted.entry(x).or_insert((old.position, old.position));
+            e.0 = e.0.min(old.position);
+            e.1 = e.1.max(old.position);
+            if self.evicted.len() > RECENT_EVICTED_XIDS {
+                if let Some((fx, (_, last))) = self.evicted.pop_first() {
+                    let f = self.forgotten.get_or_insert((fx, last));
+                    *f = (f.0.max(fx), f.1.max(last));
+                }
+            }
+        }
+    }
+
+    /// An xid as logged, read as the transaction it is (`Snap::full`, against the newest
+    /// xid applied; the 0.4.0 capture logged some 2^32 low, in epoch 0 as a wrapped value).
+    fn norm(&self, xid: u64) -> u64 {
+        const E: u64 = 1 << 32;
+        if xid != u64::MAX && xid > u64::MAX - E {
+            return xid.wrapping_add(E);
+        }
+        if self.newest_xid == 0 {
+            xid
+        } else {
+            full_xid(xid, self.newest_xid)
+        }
+    }
+
+    /// For a snapshot taken with S = `upto`: the events at or before S its transactions
+    /// did not see, as far as the ring holds them, and the log ranges (after, upto] to
+    /// read back for the rest. Nothing when the snapshot saw every finished transaction.
+    fn late(&self, snap: &Snap, upto: u64) -> (Vec<Arc<Event>>, Vec<(u64, u64)>) {
+        if snap.xip.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let found: Vec<Arc<Event>> = self.ring.iter().filter(|e| e.position <= upto && e.xid != u64::MAX && !snap.visible(e.xid)).cloned().collect();
+        let mut reads = Vec::new();
+        let mut span_end: Option<u64> = None;
+        for &x in snap.xip.iter() {
+            if let Some(&(first, last)) = self.evicted.get(&x) {
+                reads.push((first.saturating_sub(1), last.min(upto)));
+            }
+            if let Some((fx, last)) = self.forgotten {
+                if x <= fx {
+                    span_end = span_end.max(Some(last));
+                }
+            }
+            if let Some((p0, running)) = &self.before_start {
+                if running.contains(&x) {
+                    span_end = span_end.max(Some(*p0));
+                }
+            }
+        }
+        if let Some(end) = span_end {
+            reads.push((end.saturating_sub(LATE_SPAN), end.min(upto)));
+        }
+        reads.retain(|(a, b)| a < b);
+        (found, reads)
+    }
 }
 
 /// Builds each distinct frame of one event once.
@@ -403,6 +561,7 @@ impl State {
             return;
         }
         self.position = ev.position;
+        self.recent.push(&ev);
         // Pending subscriptions keep what may concern them, for their hand-over.
         for id in &self.pending {
             if let Some(s) = self.subs.get_mut(id) {
@@ -560,6 +719,17 @@ impl Hub {
         self.position.send_replace(position);
     }
 
+    /// The snapshot the reader's start position was read in (`start_at`): a transaction
+    /// running then may have events at or before that position that a later start-up's
+    /// snapshot does not see either (`Recent::late`).
+    pub fn start_snapshot(&self, snap: &Snap) {
+        let mut st = self.lock();
+        if st.recent.before_start.is_none() {
+            let p = st.position;
+            st.recent.before_start = Some((p, snap.xip.clone()));
+        }
+    }
+
     /// Apply events in position order (the capture reader).
     pub fn apply(&self, events: Vec<Arc<Event>>) {
         let Some(last) = events.last().map(|e| e.position) else { return };
@@ -673,10 +843,21 @@ impl Hub {
     /// then index the subscription live. Runs under the lock, so no event slips between
     /// the buffer and the live stream.
     fn go_live(&self, id: SubId, start: &Start, snapshot: bool, resumed: bool) -> Joined {
+        self.go_live_with(id, start, snapshot, resumed, Vec::new())
+    }
+
+    /// `go_live`, with `late`: events at or before S that the start snapshot did not see
+    /// and that were applied before the subscription registered (`late_events`).
+    fn go_live_with(&self, id: SubId, start: &Start, snapshot: bool, resumed: bool, late: Vec<Arc<Event>>) -> Joined {
         let mut st = self.lock();
         let Some(mut sub) = st.subs.remove(&id) else { return Joined::Closed };
         st.pending.retain(|p| *p != id);
-        let buffer = sub.pending.take().unwrap_or_default();
+        let mut buffer = sub.pending.take().unwrap_or_default();
+        if !late.is_empty() {
+            buffer.extend(late);
+            buffer.sort_by_key(|e| e.position);
+            buffer.dedup_by_key(|e| e.position);
+        }
         sub.start = start.position;
         sub.skip = snapshot;
         sub.resumed = resumed;
@@ -801,15 +982,26 @@ const META: &str = "select pg_catalog.set_config('pgbaas_rt.start', pg_catalog.j
     'window', (select pg_catalog.json_build_array(w.oldest, w.last, w.last_reset) from baas._realtime_window() w))::text, true)";
 
 /// As the caller: the collection's feed switch and (if asked) the snapshot's page, as
-/// the list route gives it (the caller's read rule, the filter, `fields`).
+/// the list route gives it (the caller's read rule, the filter, `fields`). With the
+/// isolation level and the snapshot this statement ran in, which must be META's
+/// (`start_up` checks: the skip after S is only exact if the documents were read in the
+/// snapshot whose visibility it tests).
 const DOCS: &str = "select pg_catalog.json_build_object(\
     'start', pg_catalog.current_setting('pgbaas_rt.start')::json, \
+    'isolation', pg_catalog.current_setting('transaction_isolation'), \
+    'snapshot', pg_catalog.pg_current_snapshot()::text, \
     'feed', (select coalesce((pg_catalog.to_jsonb(c) ->> 'realtime')::boolean, true) from baas.collections c where c.name = $1::text), \
     'page', case when $5::boolean then baas.list_documents($1::text, $2::text::jsonb, null, $3::integer, 0, false, null, $4::text[]) end)::text";
 
 /// Events (after, upto], oldest first, at most $2: as baas_authenticator.
 const REPLAY: &str = "select coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(r.position, r.xid::text, r.kind, r.collection, r.body) \
     order by r.position), '[]')::text from baas._realtime_read($1::bigint, $2::integer) r where r.position <= $3::bigint";
+
+/// Events of some transactions in (after, after + $2] and at or before $3 (as
+/// baas_authenticator; `late_events`).
+const LATE: &str = "select coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(r.position, r.xid::text, r.kind, r.collection, r.body) \
+    order by r.position), '[]')::text from baas._realtime_read($1::bigint, $2::integer) r \
+    where r.position <= $3::bigint and r.xid::text = any($4::text[])";
 
 const WINDOW: &str = "select pg_catalog.json_build_array(w.oldest, w.last, w.last_reset)::text from baas._realtime_window() w";
 
@@ -825,6 +1017,8 @@ struct StartRow {
 #[derive(Deserialize)]
 struct DocsRow<'a> {
     start: StartRow,
+    isolation: String,
+    snapshot: String,
     feed: Option<bool>,
     #[serde(borrow)]
     page: Option<Page<'a>>,
@@ -903,6 +1097,18 @@ impl Hub {
             }
             Some(true) => {}
         }
+        // One REPEATABLE READ snapshot for the start position, its visibility and the
+        // documents, or the hand-over is not exact: refuse (a pooler in statement mode
+        // between the proxy and Postgres would split the batch).
+        if row.isolation != "repeatable read" || row.snapshot != row.start.snapshot {
+            log::error!(
+                "realtime start-up: not one snapshot ({} / {}, isolation {}); is a statement-mode pooler in the way?",
+                row.start.snapshot,
+                row.snapshot,
+                row.isolation
+            );
+            return Err(unavailable("the live feed's start-up did not run in one snapshot"));
+        }
         let snap = Snap::parse(&row.start.snapshot).ok_or_else(ApiError::internal)?;
         if let Some(page) = &row.page {
             let cut = page.next.is_some_and(|n| n.get() != "null") && page.items.len() < lim as usize;
@@ -916,6 +1122,42 @@ impl Hub {
         let docs = row.page.map(|p| p.items.iter().map(|d| d.get().to_string()).collect()).unwrap_or_default();
         let start = Start { position: row.start.position.max(0) as u64, snap, roles: row.start.roles, nesting: row.start.nesting };
         Ok((start, row.start.window, docs))
+    }
+
+    /// A `snapshot: true` subscription's events at or before S whose transaction the
+    /// start snapshot did not see (its commit record was decoded before the snapshot, yet
+    /// it had not become visible): from the hub's recent events, and read back from the
+    /// log where those do not reach (`Recent::late`). Only the ones that concern the
+    /// subscription are kept; `go_live` sends them first, in position order. Nothing to do
+    /// (no SQL, no scan) when the snapshot had no running transaction.
+    async fn late_events(&self, start: &Start, collection: &str, user: Option<&str>) -> Result<Vec<Arc<Event>>, ApiError> {
+        if start.snap.xip.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut late, reads) = self.lock().recent.late(&start.snap, start.position);
+        if !reads.is_empty() {
+            // The xids as the log may hold them (an epoch low too: `Snap::full`).
+            let xids: Vec<String> =
+                start.snap.xip.iter().flat_map(|x| [x.to_string(), x.wrapping_sub(1 << 32).to_string()]).collect();
+            for (after, upto) in reads {
+                let mut after = after as i64;
+                while after < upto as i64 {
+                    let n = ((upto as i64 - after).min(1000)) as i32;
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&after, &n, &(upto as i64), &xids];
+                    let text = self.one(&[(LATE, &params)], 0).await?;
+                    let page = parse_replay(&text).map_err(|e| {
+                        log::error!("realtime late events: {e}");
+                        ApiError::internal()
+                    })?;
+                    late.extend(page);
+                    after += n as i64;
+                }
+            }
+        }
+        late.retain(|e| e.position <= start.position && !start.snap.visible(e.xid) && replay_concerns(e, collection, user));
+        late.sort_by_key(|e| e.position);
+        late.dedup_by_key(|e| e.position);
+        Ok(late)
     }
 
     /// The events of (p, upto] that concern a subscription of `collection` by `user`,
@@ -1035,6 +1277,12 @@ impl Hub {
         }
         // Nothing is sent before everything that can fail has run.
         self.reach(start.position).await?;
+        let late = if req.snapshot {
+            let user = conn.caller().user().map(str::to_string);
+            self.late_events(&start, &req.collection, user.as_deref()).await?
+        } else {
+            Vec::new()
+        };
         for d in &docs {
             conn.outbox.push(snapshot_frame(&name, d), true);
         }
@@ -1075,7 +1323,7 @@ impl Hub {
             }
             None => {}
         }
-        match self.go_live(id, &start, req.snapshot, req.resume.is_some()) {
+        match self.go_live_with(id, &start, req.snapshot, req.resume.is_some(), late) {
             Joined::Live | Joined::Closed => Ok(()),
         }
     }
