@@ -282,10 +282,17 @@ pub fn run(o: &Opts, wrk: impl Fn(&str, &std::path::Path, u64, usize) -> Result<
         let worker = round % 2 == 1;
         db.batch_execute(&format!("alter system set baas.realtime_capture_worker = {worker}"))?;
         db.batch_execute("select pg_reload_conf()")?;
-        std::thread::sleep(Duration::from_secs(2)); // the worker ends, or the next pull starts one
-        let running: bool = db
-            .query_one("select exists (select from pg_stat_activity where backend_type = 'pgbaas realtime capture')", &[])?
-            .get(0);
+        // The worker ends, or the proxy's next pull starts one: up to 10 s.
+        let mut running = !worker;
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(200));
+            running = db
+                .query_one("select exists (select from pg_stat_activity where backend_type = 'pgbaas realtime capture')", &[])?
+                .get(0);
+            if running == worker {
+                break;
+            }
+        }
         eprintln!(".. round {round}: capture worker {} (running: {running})", if worker { "on" } else { "off" });
         phase(&mut db, o.secs)?;
         let mut l = std::mem::take(&mut *seen.latencies_us.lock().unwrap());

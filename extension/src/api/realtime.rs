@@ -138,8 +138,12 @@ fn pull(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
     }
     if unsafe { pg_sys::wal_level } >= pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 {
         let insert = unsafe { pg_sys::GetXLogInsertRecPtr() } as i64;
+        // Once a second while the worker is wanted, the whole way: an idle database's
+        // pulls would otherwise never reach the launch (seen: a worker switched on
+        // started only with the next write, seconds later).
+        let launch_due = realtime_worker::ENABLED.get() && LAST_LAUNCH.get().is_none_or(|t| t.elapsed() >= LAUNCH_EVERY);
         if let Some((lsn, last)) = IDLE_AT.get() {
-            if insert <= lsn {
+            if insert <= lsn && !launch_due {
                 prune_if_due(c, last)?;
                 return Ok(Some(last));
             }

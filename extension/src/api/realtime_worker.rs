@@ -257,33 +257,19 @@ fn lock_tag() -> pg_sys::LOCKTAG {
 }
 
 fn run() -> Result<(), String> {
+    if !ENABLED.get() {
+        return Ok(()); // switched off after a pull asked for this worker
+    }
     // The puller's lock, session-level, for the worker's life: pulls (which only try it)
     // then wait for this worker instead of peeking, and realtime_disable(), which waits
     // for it, is seen waiting (LockHasWaiters below) and makes the worker let go.
-    // Tried for up to a second, never waited for: a waiting worker would itself look
-    // like a realtime_disable() to the one holding it.
+    // Waited for, not tried: pulls back to back (each holding it while it peeks) left a
+    // worker that tried every 10 ms for a second without it, launch after launch (seen
+    // at 500 changes/s). While this worker waits, the pulls' tries fail (a waiter
+    // conflicts), so the pull in progress is the last before it. Another worker holding
+    // the lock sees this one waiting and hands over.
     let start = transaction(|| -> Result<Option<Seen>, String> {
-        let mut locked = false;
-        for _ in 0..100 {
-            let got = unsafe { pgrx::direct_function_call::<bool>(pg_sys::pg_try_advisory_lock_int8, &[LOCK.into_datum()]) };
-            if got == Some(true) {
-                locked = true;
-                break;
-            }
-            unsafe {
-                pg_sys::WaitLatch(
-                    pg_sys::MyLatch,
-                    (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                    10,
-                    pg_sys::PG_WAIT_EXTENSION,
-                );
-                pg_sys::ResetLatch(pg_sys::MyLatch);
-            }
-            pgrx::check_for_interrupts!();
-        }
-        if !locked {
-            return Ok(None);
-        }
+        unsafe { pgrx::direct_function_call::<()>(pg_sys::pg_advisory_lock_int8, &[LOCK.into_datum()]) };
         // Read after the lock: the previous holder's commit is not in the first snapshot.
         unsafe {
             pg_sys::PopActiveSnapshot();
@@ -356,7 +342,7 @@ fn run() -> Result<(), String> {
         if unsafe { pg_sys::LockHasWaiters(&tag, pg_sys::ExclusiveLock as i32, true) } {
             // realtime_disable() waits for the lock to drop the slot: the process's exit
             // releases both.
-            pgrx::log!("pgbaas realtime capture: the puller's lock is wanted (realtime_disable); it ends");
+            pgrx::log!("pgbaas realtime capture: the puller's lock is wanted (realtime_disable() or a newer worker); it ends");
             return Ok(());
         }
         if unsafe { (&raw const pg_sys::ConfigReloadPending).read_volatile() } != 0 {
