@@ -19,6 +19,7 @@ pub mod realtime;
 pub extern "C-unwind" fn _PG_init() {
     api::query::define_settings();
     api::realtime::define_settings();
+    api::realtime_worker::define_settings();
 }
 
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);

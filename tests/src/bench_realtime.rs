@@ -28,6 +28,13 @@ pub struct Opts {
     pub secs: u64,
     pub wrk_secs: u64,
     pub wrk_conns: usize,
+    /// Pad each change's document to about this many bytes (0: a small document).
+    pub doc_bytes: usize,
+    /// Create-throughput rounds (capture on and off alternated); 0 skips them.
+    pub wrk_rounds: usize,
+    /// After the main latency phase: this many more, alternating the capture worker off
+    /// and on (`baas.realtime_capture_worker`), for before/after figures in one session.
+    pub compare_rounds: usize,
 }
 
 fn micros_now() -> u64 {
@@ -155,12 +162,13 @@ fn capture_calls(db: &mut postgres::Client) -> Result<Vec<(String, i64)>> {
 
 /// Writers: `rate` creates a second for `secs`, each readable by one random user of
 /// `ids` (who holds 10 subscribers); returns how many were made.
-fn write_load(cluster: &Cluster, ids: &[String], rate: u64, secs: u64) -> Result<u64> {
+fn write_load(cluster: &Cluster, ids: &[String], rate: u64, secs: u64, pad: usize) -> Result<u64> {
     let writers = 2u64;
     let mut handles = vec![];
     for w in 0..writers {
         let mut db = cluster.connect("postgres", DB)?;
         let ids = ids.to_vec();
+        let pad = "x".repeat(pad);
         handles.push(std::thread::spawn(move || -> Result<u64> {
             let per = rate / writers;
             let gap = Duration::from_micros(1_000_000 / per.max(1));
@@ -173,7 +181,7 @@ fn write_load(cluster: &Cluster, ids: &[String], rate: u64, secs: u64) -> Result
                     std::thread::sleep(d);
                 }
                 let who = &ids[((n * writers + w) as usize * 7919) % ids.len()];
-                let data = serde_json::json!({"t0": micros_now(), "n": n});
+                let data = serde_json::json!({"t0": micros_now(), "n": n, "pad": pad});
                 let acl = serde_json::json!({"read": [format!("user:{who}")]});
                 db.execute(&stmt, &[&data, &acl])?;
                 n += 1;
@@ -245,13 +253,15 @@ pub fn run(o: &Opts, wrk: impl Fn(&str, &std::path::Path, u64, usize) -> Result<
         let d0 = seen.deliveries.load(Ordering::Relaxed);
         seen.latencies_us.lock().unwrap().clear();
         let t = Instant::now();
-        let made = write_load(&cluster, &ids, o.rate, secs)?;
+        let made = write_load(&cluster, &ids, o.rate, secs, o.doc_bytes)?;
         std::thread::sleep(Duration::from_secs(1)); // the last deliveries
         let took = t.elapsed().as_secs_f64();
         let after = capture_calls(db)?;
         let per: Vec<(String, i64)> = after.iter().map(|(f, n)| (f.clone(), n - before.iter().find(|(g, _)| g == f).map(|x| x.1).unwrap_or(0))).collect();
         let delivered = seen.deliveries.load(Ordering::Relaxed) - d0;
-        eprintln!(".. {made} changes, {delivered} deliveries in {took:.1} s");
+        let mut lat = seen.latencies_us.lock().unwrap().clone();
+        let (p50, p99) = (pct(&mut lat, 0.50), pct(&mut lat, 0.99));
+        eprintln!(".. {made} changes, {delivered} deliveries in {took:.1} s; latency p50 {p50:.1} ms, p99 {p99:.1} ms");
         // Per second of load (the last second only lets the last deliveries arrive).
         Ok((made, per, delivered as f64 / secs as f64))
     };
@@ -266,6 +276,32 @@ pub fn run(o: &Opts, wrk: impl Fn(&str, &std::path::Path, u64, usize) -> Result<
     let (made_full, calls_full, dps_full) = phase(&mut db, o.secs)?;
     let mut lat = std::mem::take(&mut *seen.latencies_us.lock().unwrap());
     let (p50, p99, max) = (pct(&mut lat, 0.50), pct(&mut lat, 0.99), pct(&mut lat, 1.0));
+    // ---- the capture worker off and on, alternated (the pull's own decoding vs one session)
+    let mut compared = vec![];
+    for round in 0..o.compare_rounds {
+        let worker = round % 2 == 1;
+        db.batch_execute(&format!("alter system set baas.realtime_capture_worker = {worker}"))?;
+        db.batch_execute("select pg_reload_conf()")?;
+        // The worker ends, or the proxy's next pull starts one: up to 10 s.
+        let mut running = !worker;
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(200));
+            running = db
+                .query_one("select exists (select from pg_stat_activity where backend_type = 'pgbaas realtime capture')", &[])?
+                .get(0);
+            if running == worker {
+                break;
+            }
+        }
+        eprintln!(".. round {round}: capture worker {} (running: {running})", if worker { "on" } else { "off" });
+        phase(&mut db, o.secs)?;
+        let mut l = std::mem::take(&mut *seen.latencies_us.lock().unwrap());
+        compared.push((worker, running, pct(&mut l, 0.50), pct(&mut l, 0.99), pct(&mut l, 1.0)));
+    }
+    if o.compare_rounds > 0 {
+        db.batch_execute("alter system reset baas.realtime_capture_worker")?;
+        db.batch_execute("select pg_reload_conf()")?;
+    }
     let errors = seen.errors.load(Ordering::Relaxed);
     drop(rt); // the subscribers go
 
@@ -283,8 +319,10 @@ pub fn run(o: &Opts, wrk: impl Fn(&str, &std::path::Path, u64, usize) -> Result<
     let mut on = vec![];
     let mut off = vec![];
     let base = proxy.base();
-    wrk(&base, &lua, 2, o.wrk_conns)?; // warm-up
-    for round in 0..6 {
+    if o.wrk_rounds > 0 {
+        wrk(&base, &lua, 2, o.wrk_conns)?; // warm-up
+    }
+    for round in 0..o.wrk_rounds {
         let enabled = round % 2 == 0;
         db.execute("select baas.set_realtime('writes', $1)", &[&enabled])?;
         let (rps, errs) = wrk(&base, &lua, o.wrk_secs, o.wrk_conns)?;
@@ -317,6 +355,12 @@ pub fn run(o: &Opts, wrk: impl Fn(&str, &std::path::Path, u64, usize) -> Result<
     println!("| changes made ({} s at {}/s, 10,000 subscribers) | {made_full} ({:.0}/s) | 500/s |", o.secs, o.rate, made_full as f64 / o.secs as f64);
     println!("| deliveries/s sustained (10,000 subscribers) | {dps_full:.0} | 5,000 |");
     println!("| commit-to-client latency p50 / p99 / max | {p50:.1} / {p99:.1} / {max:.1} ms | p50 ≤ 10, p99 ≤ 100 |");
+    for (worker, running, p50, p99, max) in &compared {
+        println!(
+            "| latency p50 / p99 / max, capture worker {} (running: {running}) | {p50:.1} / {p99:.1} / {max:.1} ms | p50 ≤ 10, p99 ≤ 100 |",
+            if *worker { "on" } else { "off (the pull decodes)" }
+        );
+    }
     println!("| deliveries/s with {small} subscribers | {dps_small:.0} | |");
     println!("| proxy's capture SQL calls per change (pull + read + prune), {small} subscribers | {} | independent of subscribers |", fmt_calls(&calls_small, made_small));
     println!("| proxy's capture SQL calls per change (pull + read + prune), {} subscribers | {} | same |", n0 + n1, fmt_calls(&calls_full, made_full));

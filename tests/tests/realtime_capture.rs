@@ -2,7 +2,8 @@
 //! cluster with several connections: positions follow commit order (not transaction id
 //! order), only committed work is captured, and the puller appends every committed
 //! change exactly once even when its own transaction dies, when two of them race, and
-//! across a restart.
+//! across a restart; the capture worker appends without pulls, exactly once across its
+//! own death, and ends when the feed is disabled or the extension dropped.
 use pgbaas_testkit::{Cluster, DB};
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -14,6 +15,50 @@ fn setup(db: &mut postgres::Client, collection: &str) {
     // The first pull makes the publication, the second the slot (and a reset event).
     pull(db);
     pull(db);
+}
+
+/// This session's pulls peek the slot themselves and never launch the capture worker:
+/// for the tests of the pull's own crash safety.
+fn peek_only(db: &mut postgres::Client) {
+    db.batch_execute("set baas.realtime_capture_worker = off").unwrap();
+}
+
+fn worker_pid(db: &mut postgres::Client) -> Option<i32> {
+    db.query_opt("select pid from pg_stat_activity where backend_type = 'pgbaas realtime capture'", &[]).unwrap().map(|r| r.get(0))
+}
+
+/// Pull (as the proxies do, every 100 ms) until a capture worker holds the slot.
+fn start_worker(db: &mut postgres::Client) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        pull(db);
+        let held: bool = db
+            .query_one(
+                "select exists (select from pg_replication_slots r join pg_stat_activity a on a.pid = r.active_pid
+                                 where a.backend_type = 'pgbaas realtime capture')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if held {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no capture worker holds the slot");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Wait (up to 20 s) for the capture worker to run (Some) or be gone (None).
+fn wait_worker(db: &mut postgres::Client, running: bool) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pid = worker_pid(db);
+        if pid.is_some() == running {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the capture worker is still {}", if running { "not running" } else { "running" });
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn pull(db: &mut postgres::Client) -> i64 {
@@ -111,6 +156,7 @@ fn rolled_back_work_is_not_captured() {
 fn a_pull_that_dies_loses_and_doubles_nothing() {
     let cluster = Cluster::temporary().unwrap();
     let mut db = cluster.connect("postgres", DB).unwrap();
+    peek_only(&mut db);
     setup(&mut db, "die");
     for n in 1..=5 {
         insert(&mut db, "die", n);
@@ -125,6 +171,7 @@ fn a_pull_that_dies_loses_and_doubles_nothing() {
     }
     // A pull killed in the middle of its transaction (the backend terminated).
     let mut victim = cluster.connect("postgres", DB).unwrap();
+    peek_only(&mut victim);
     let pid: i32 = victim.query_one("select pg_backend_pid()", &[]).unwrap().get(0);
     victim.batch_execute("begin; select baas._realtime_pull();").unwrap();
     // With a timeout it waits until the backend is gone and its advisory lock released:
@@ -148,6 +195,7 @@ fn a_pull_that_dies_loses_and_doubles_nothing() {
 fn concurrent_pullers_never_double() {
     let cluster = Cluster::temporary().unwrap();
     let mut db = cluster.connect("postgres", DB).unwrap();
+    peek_only(&mut db);
     setup(&mut db, "race");
     let deadline = Instant::now() + Duration::from_secs(60);
     let writers: Vec<_> = (0..2)
@@ -163,6 +211,7 @@ fn concurrent_pullers_never_double() {
     let pullers: Vec<_> = (0..2)
         .map(|_| {
             let mut c = cluster.connect("postgres", DB).unwrap();
+            peek_only(&mut c);
             thread::spawn(move || {
                 let mut appended_while_locked_out = 0;
                 while Instant::now() < deadline {
@@ -372,7 +421,10 @@ fn a_transaction_past_the_cap_becomes_one_reset() {
     drain(&mut db);
     assert_eq!(captured(&mut db, "huge"), (1..=12000).collect::<Vec<i64>>());
     positions_are_gapless(&mut db);
-    db.batch_execute("set baas.realtime_max_transaction_bytes = '64kB'").unwrap();
+    // For the capture worker too: a server setting, which it reads on reload.
+    db.batch_execute("alter system set baas.realtime_max_transaction_bytes = '64kB'").unwrap();
+    db.batch_execute("select pg_reload_conf()").unwrap();
+    thread::sleep(Duration::from_secs(1));
     db.execute(
         "insert into baas.documents (collection_id, id, data)
          select c.id, baas.uuid7(), jsonb_build_object('n', 100000 + g, 'pad', repeat('y', 1000))
@@ -398,5 +450,104 @@ fn a_transaction_past_the_cap_becomes_one_reset() {
     assert!(body["skipped_bytes"].as_i64().unwrap() > 100_000, "{body}");
     assert_eq!(last_reset, pos, "resuming before it is not exact");
     assert_eq!(pos, last - 1, "the reset stands where the transaction would have");
+    positions_are_gapless(&mut db);
+}
+
+#[test]
+fn the_capture_worker_appends_without_pulls_and_stops_when_disabled() {
+    let cluster = Cluster::temporary().unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    setup(&mut db, "live");
+    assert_eq!(worker_pid(&mut db), None, "making the slot launches nothing");
+    start_worker(&mut db); // the slot is nobody's: a pull asks for the worker
+    for n in 1..=20 {
+        insert(&mut db, "live", n);
+    }
+    // No pull from here: the worker appends (and notifies) on its own.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while captured(&mut db, "live").len() < 20 {
+        assert!(Instant::now() < deadline, "the worker appended {:?} of 1..=20", captured(&mut db, "live"));
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(captured(&mut db, "live"), (1..=20).collect::<Vec<_>>());
+    // A pull while the worker runs returns once the worker passed the call's WAL: what
+    // committed before it is in the log, as after a peek.
+    insert(&mut db, "live", 21);
+    let last = pull(&mut db);
+    assert_eq!(captured(&mut db, "live"), (1..=21).collect::<Vec<_>>());
+    let max: i64 = db.query_one("select max(position) from baas.realtime_events", &[]).unwrap().get(0);
+    assert_eq!(last, max, "the pull returns the log's last position");
+    let active: bool = db.query_one("select active from pg_replication_slots where slot_name like 'baas_rt_%'", &[]).unwrap().get(0);
+    assert!(active, "the worker holds the slot");
+    // realtime_disable() waits for the puller's lock, which the worker gives up.
+    let dropped: bool = db.query_one("select baas.realtime_disable()", &[]).unwrap().get(0);
+    assert!(dropped, "the slot is dropped although the worker held it");
+    wait_worker(&mut db, false);
+    insert(&mut db, "live", 22); // not captured: no slot
+    // The next pulls make the publication and slot again, with a reset, and a worker.
+    pull(&mut db);
+    pull(&mut db);
+    start_worker(&mut db);
+    insert(&mut db, "live", 23);
+    drain(&mut db);
+    assert_eq!(captured(&mut db, "live"), (1..=21).chain([23]).collect::<Vec<_>>());
+    let resets: i64 = db.query_one("select count(*) from baas.realtime_events where kind = 'reset'", &[]).unwrap().get(0);
+    assert_eq!(resets, 2, "the first slot's reset and the new one's");
+    positions_are_gapless(&mut db);
+    // Dropping the extension ends the worker (it checks every second).
+    for sql in ["select baas.realtime_disable()", "select baas._realtime_pull()", "select baas._realtime_pull()"] {
+        db.batch_execute(sql).unwrap(); // one transaction each: a slot is made by one without writes
+    }
+    wait_worker(&mut db, false);
+    start_worker(&mut db);
+    db.batch_execute("drop extension pgbaas cascade").unwrap();
+    wait_worker(&mut db, false);
+}
+
+#[test]
+fn killing_the_capture_worker_under_load_loses_and_doubles_nothing() {
+    let cluster = Cluster::temporary().unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    setup(&mut db, "kill");
+    start_worker(&mut db);
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let mut c = cluster.connect("postgres", DB).unwrap();
+            thread::spawn(move || {
+                for i in 0..300 {
+                    let mut t = c.transaction().unwrap();
+                    insert(&mut t, "kill", w * 1000 + i);
+                    if i % 3 == 0 {
+                        insert(&mut t, "kill", w * 1000 + 500 + i); // two events in one transaction
+                    }
+                    t.commit().unwrap();
+                }
+            })
+        })
+        .collect();
+    // Kill the worker again and again while the writers write; a pull starts the next.
+    let mut kills = 0;
+    while writers.iter().any(|w| !w.is_finished()) || kills < 3 {
+        if let Some(pid) = worker_pid(&mut db) {
+            db.execute("select pg_terminate_backend($1, 10000)", &[&pid]).unwrap();
+            kills += 1;
+        }
+        thread::sleep(Duration::from_millis(30));
+        pull(&mut db);
+        thread::sleep(Duration::from_millis(30));
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+        drain(&mut db);
+    let got = captured(&mut db, "kill");
+    let distinct: BTreeSet<i64> = got.iter().copied().collect();
+    assert_eq!(distinct.len(), got.len(), "no insert twice");
+    assert_eq!(got.len(), 2 * 400, "every insert once");
+    for w in 0..2 {
+        let mine: Vec<i64> = got.iter().copied().filter(|n| n / 1000 == w).collect();
+        let expect: Vec<i64> = (0..300).flat_map(|i| if i % 3 == 0 { vec![w * 1000 + i, w * 1000 + 500 + i] } else { vec![w * 1000 + i] }).collect();
+        assert_eq!(mine, expect, "each writer's transactions in commit order, whole");
+    }
     positions_are_gapless(&mut db);
 }

@@ -8,6 +8,7 @@ pub mod index_build;
 pub mod plans;
 pub mod query;
 pub mod realtime;
+pub mod realtime_worker;
 
 /// A `jsonb` argument read without panicking. pgrx's own `JsonB` goes through
 /// serde_json, which stops at 128 levels of nesting, and panics (an internal error,

@@ -11,6 +11,7 @@
 //! their end LSN. A transaction is appended whole or not at all (the slot functions
 //! stop only between transactions).
 
+use super::realtime_worker;
 use crate::realtime::pgoutput::{self, Txn};
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiResult};
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// pg_try_advisory_xact_lock key of the puller ("baasrt" 1); baas.realtime_disable()
 /// takes it too.
-const LOCK: i64 = 0x6261_6173_7274_0001;
+pub(crate) const LOCK: i64 = 0x6261_6173_7274_0001;
 const PUBLICATION: &str = "baas_realtime";
 /// Retention runs at most this often (per backend; the proxies' leader loop calls from
 /// one connection).
@@ -34,23 +35,25 @@ thread_local! {
     /// have changed (an append writes WAL), so an idle call answers from here without a
     /// statement: the proxies call every ~2 ms.
     static IDLE_AT: Cell<Option<(i64, i64)>> = const { Cell::new(None) };
-    static LAST_SNAPSHOT_LOG: Cell<Option<Instant>> = const { Cell::new(None) };
+    static LAST_LAUNCH: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// Every slot function call decodes again from the slot's restart LSN, which moves
 /// only past a "running transactions" WAL record: the background writer logs one
 /// every 15 s, so a busy database made each pull re-decode up to 15 s of WAL (measured:
 /// 55 ms per pull at 2,400 creates/s, and writers 28-55% slower for the CPU it took).
-/// When the restart LSN lags this far, the puller logs one itself (what PG 16's
-/// pg_log_standby_snapshot() does), at most every SNAPSHOT_EVERY.
-const RESTART_LAG: i64 = 1 << 20;
-const SNAPSHOT_EVERY: Duration = Duration::from_millis(100);
+/// When the restart LSN lags this far, a pull that has WAL to read logs one itself
+/// (what PG 16's pg_log_standby_snapshot() does) before it peeks: the peek decodes it
+/// (a candidate restart point), the next pull's advance applies it, so each pull
+/// re-decodes about one pull's WAL. No time floor: with the former 1 MiB / 100 ms,
+/// 2,000 subscribers at 500 changes/s saw p50 52.6 / p99 360 ms (docs/benchmarks.md).
+const RESTART_LAG: i64 = 64 << 10;
 
 /// baas.realtime_max_transaction_bytes: a transaction whose events take more is not
 /// appended; one `reset` naming its size stands for it (a cascade deleting an account's
 /// documents emits each one's whole old document, and gigabytes appended at once could
 /// pass Postgres's 1 GB allocation limit and stop the capture for good).
-static MAX_TXN_BYTES: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(256 << 20);
+pub(crate) static MAX_TXN_BYTES: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(256 << 20);
 /// Events go into the log in statements of at most this many events and bytes: one
 /// array parameter must stay far below the 1 GB allocation limit.
 const CHUNK_EVENTS: usize = 10_000;
@@ -80,6 +83,8 @@ struct State {
     insert: i64,
     dboid: i64,
     restart: i64,
+    /// The capture worker (realtime_worker.rs) holding the slot, if one does.
+    worker_pid: Option<i32>,
     /// The messages' prefix, with its secret (baas._realtime_secret).
     prefix: String,
 }
@@ -101,16 +106,44 @@ fn pull(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
     // A separate statement before anything is read: a state read in the same statement
     // would come from a snapshot taken before the previous holder committed.
     // Direct calls rather than statements for the idle case (docs/realtime.md, figures).
-    let locked = unsafe {
-        pgrx::direct_function_call::<bool>(pg_sys::pg_try_advisory_xact_lock_int8, &[LOCK.into_datum()])
+    let try_lock = || unsafe {
+        pgrx::direct_function_call::<bool>(pg_sys::pg_try_advisory_xact_lock_int8, &[LOCK.into_datum()]) == Some(true)
     };
-    if locked != Some(true) {
-        return Ok(None);
+    if !try_lock() {
+        // The capture worker holds the lock for its life (realtime_worker.rs): wait for
+        // it as a peek would have read. Else another pull is working, or a worker is
+        // between taking the lock and the slot: try again for a while, then NULL.
+        let started = Instant::now();
+        loop {
+            if let Some(last) = wait_if_worker(c)? {
+                return Ok(Some(last));
+            }
+            if started.elapsed() >= LOCKED_OUT {
+                return Ok(None);
+            }
+            unsafe {
+                pg_sys::WaitLatch(
+                    pg_sys::MyLatch,
+                    (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                    1,
+                    pg_sys::PG_WAIT_EXTENSION,
+                );
+                pg_sys::ResetLatch(pg_sys::MyLatch);
+            }
+            pgrx::check_for_interrupts!();
+            if try_lock() {
+                break;
+            }
+        }
     }
     if unsafe { pg_sys::wal_level } >= pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 {
         let insert = unsafe { pg_sys::GetXLogInsertRecPtr() } as i64;
+        // Once a second while the worker is wanted, the whole way: an idle database's
+        // pulls would otherwise never reach the launch (seen: a worker switched on
+        // started only with the next write, seconds later).
+        let launch_due = realtime_worker::ENABLED.get() && LAST_LAUNCH.get().is_none_or(|t| t.elapsed() >= LAUNCH_EVERY);
         if let Some((lsn, last)) = IDLE_AT.get() {
-            if insert <= lsn {
+            if insert <= lsn && !launch_due {
                 prune_if_due(c, last)?;
                 return Ok(Some(last));
             }
@@ -132,7 +165,7 @@ fn pull(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
 /// is not satisfied --- flushed only to" the boundary (seen in concurrent_pullers_never_double).
 /// Headers: 24 bytes on a page (SizeOfXLogShortPHD), 40 at a segment's start
 /// (SizeOfXLogLongPHD), on 64-bit builds.
-fn flushable(insert: u64, segment: u64) -> u64 {
+pub(crate) fn flushable(insert: u64, segment: u64) -> u64 {
     const SHORT_PHD: u64 = 24;
     const LONG_PHD: u64 = 40;
     if segment > 0 && insert % segment == LONG_PHD {
@@ -167,13 +200,23 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
     }
     let mut slot_lsn = st.slot_lsn;
     let mut generation = st.generation;
+    // The end of the running-xacts record logged below, if one is: flushed with the
+    // rest, so that this pull's peek decodes it.
+    let mut snapshot_end: i64 = 0;
     let (slot, new_slot) = match (&st.slot_name, st.confirmed) {
+        (Some(name), Some(_)) if !st.lost && st.worker_pid.is_some() => {
+            return wait_for_worker(c, name, st.insert).map(Some);
+        }
         (Some(name), Some(confirmed)) if !st.lost => {
-            if confirmed - st.restart > RESTART_LAG
-                && LAST_SNAPSHOT_LOG.get().is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY)
-            {
-                LAST_SNAPSHOT_LOG.set(Some(Instant::now()));
-                unsafe { pg_sys::LogStandbySnapshot() };
+            if realtime_worker::ENABLED.get() && LAST_LAUNCH.get().is_none_or(|t| t.elapsed() >= LAUNCH_EVERY) {
+                // The slot is nobody's: ask for the capture worker (it starts after this
+                // transaction, under the same lock), and peek this once.
+                LAST_LAUNCH.set(Some(Instant::now()));
+                realtime_worker::launch_after_commit();
+            }
+            // Not when idle: the record is WAL, which the next call would read.
+            if confirmed - st.restart > RESTART_LAG && (confirmed < slot_lsn || st.insert > confirmed) {
+                snapshot_end = unsafe { pg_sys::LogStandbySnapshot() } as i64;
             }
             if confirmed < slot_lsn {
                 c.select(
@@ -221,7 +264,7 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
     // wait up to wal_writer_delay (200 ms) for a flush; flush them now instead (a no-op
     // when every commit flushes its own). XLogFlush also waits for insertions before
     // `flush` still being copied, so every record before it is decoded below.
-    let flush = flushable(st.insert as u64, unsafe { pg_sys::wal_segment_size } as u64) as i64;
+    let flush = (flushable(st.insert as u64, unsafe { pg_sys::wal_segment_size } as u64) as i64).max(snapshot_end);
     unsafe { pg_sys::XLogFlush(flush as u64) };
     let mut rows: Vec<Vec<u8>> = Vec::new();
     let table = c.select(
@@ -241,8 +284,9 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
         ereport!(ERROR, PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, "baas._realtime_pull: baas._realtime_secret holds no prefix");
     }
     let mut skipped = Vec::new();
+    let cap = MAX_TXN_BYTES.get().max(0) as usize;
     #[allow(unreachable_code)] // ereport!(ERROR) does not return
-    let txns = match pgoutput::transactions(rows.iter().map(|r| &r[..]), &st.prefix, &mut skipped) {
+    let txns = match pgoutput::transactions(rows.iter().map(|r| &r[..]), &st.prefix, cap, &mut skipped) {
         Ok(t) => t,
         Err(e) => {
             ereport!(ERROR, PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("baas._realtime_pull: {e}"));
@@ -265,8 +309,7 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
         (false, Some(e)) => e,
         (false, None) => slot_lsn,
     };
-    let n_events: usize = txns.iter().map(|t| t.events.len()).sum();
-    if n_events == 0 && !new_slot {
+    if !appends(&txns) && !new_slot {
         // Nothing to append, so nothing can be lost by moving the slot at once (and no
         // write, which would itself be WAL for the next call to read).
         if reached > slot_lsn.max(st.confirmed.unwrap_or(0)) {
@@ -282,6 +325,110 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
         prune_if_due(c, st.last_position)?;
         return Ok(Some(st.last_position));
     }
+    append(c, &slot, generation, new_slot, st.last_position, txns, reached).map(Some)
+}
+
+/// A worker that cannot start (no free worker slot) is asked for again at most this
+/// often; meanwhile the pull peeks.
+const LAUNCH_EVERY: Duration = Duration::from_secs(1);
+/// How long a pull that finds the lock taken, and no worker holding the slot, tries again.
+const LOCKED_OUT: Duration = Duration::from_millis(200);
+/// How long a pull waits for the capture worker to pass its call's WAL position.
+const WORKER_WAIT: Duration = Duration::from_secs(10);
+
+/// Not holding the puller's lock: when the capture worker holds the slot, wait for it
+/// (wait_for_worker); else NULL (another pull is working).
+fn wait_if_worker(c: &mut SpiClient<'_>) -> SpiResult<Option<i64>> {
+    if unsafe { pg_sys::wal_level } < pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 {
+        return Ok(None);
+    }
+    let insert = unsafe { pg_sys::GetXLogInsertRecPtr() } as i64;
+    if let Some((lsn, last)) = IDLE_AT.get() {
+        if insert <= lsn {
+            return Ok(Some(last));
+        }
+    }
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    let r = (|| {
+        let st = state(c)?;
+        match (&st.slot_name, st.worker_pid) {
+            (Some(name), Some(_)) if !st.lost => wait_for_worker(c, name, st.insert).map(Some),
+            _ => Ok(None),
+        }
+    })();
+    unsafe { pg_sys::PopActiveSnapshot() };
+    r
+}
+
+/// The capture worker holds the slot: wait until it has confirmed the slot past the WAL
+/// inserted before this call (it confirms only after its append committed), so that,
+/// as with a peek, every change committed before the call is in the log on return.
+/// Returns the log's last position. Gives up after WORKER_WAIT, or when the slot is let go.
+fn wait_for_worker(c: &mut SpiClient<'_>, slot: &str, insert: i64) -> SpiResult<i64> {
+    let target = flushable(insert as u64, unsafe { pg_sys::wal_segment_size } as u64) as i64;
+    unsafe { pg_sys::XLogFlush(target as u64) };
+    let started = Instant::now();
+    let mut caught_up = false;
+    while started.elapsed() < WORKER_WAIT {
+        let (confirmed, pid) = c
+            .select(
+                "select (confirmed_flush_lsn - '0/0')::bigint, active_pid from pg_catalog.pg_replication_slots
+                  where slot_name = $1 and database = current_database()",
+                Some(1),
+                &[slot.into()],
+            )?
+            .first()
+            .get_two::<i64, i32>()?;
+        if confirmed.unwrap_or(0) >= target {
+            caught_up = true;
+            break;
+        }
+        if pid.is_none() {
+            break;
+        }
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                1,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
+    }
+    // The worker's appends committed after this call's snapshot.
+    unsafe {
+        pg_sys::PopActiveSnapshot();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let last = c.select("select last_position from baas._realtime_state", Some(1), &[])?.first().get_one::<i64>()?.unwrap_or(0);
+    if caught_up {
+        IDLE_AT.set(Some((target, last)));
+    }
+    // Retention is the worker's (it holds the lock).
+    Ok(last)
+}
+
+/// Whether `txns` have anything to append (an event, or a reset for a dropped one).
+pub(crate) fn appends(txns: &[Txn]) -> bool {
+    txns.iter().any(|t| !t.events.is_empty() || t.dropped.is_some())
+}
+
+/// Append `txns` (committed transactions, in commit order, none at or before the
+/// recorded slot LSN) after position `first`, with a reset first when the slot is
+/// `new_slot`, and record `reached` as the slot LSN in the same transaction: the code
+/// the pull and the capture worker (realtime_worker.rs) share. Returns the last position.
+pub(crate) fn append(
+    c: &mut SpiClient<'_>,
+    slot: &str,
+    generation: i32,
+    new_slot: bool,
+    first: i64,
+    txns: Vec<Txn>,
+    reached: i64,
+) -> SpiResult<i64> {
+    let n_events: usize = txns.iter().map(|t| t.events.len()).sum();
     let next_full = c
         .select("select pg_snapshot_xmax(pg_current_snapshot())::text::bigint", Some(1), &[])?
         .first()
@@ -295,7 +442,6 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
     let mut sizes: Vec<i32> = Vec::with_capacity(n_events + 1);
     let mut bytes: i64 = 0;
     let mut last_reset: i64 = 0;
-    let first = st.last_position;
     if new_slot {
         let (xid, now) = c
             .select(
@@ -319,18 +465,16 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
     // By value: each body is moved, never held twice.
     for t in txns {
         let xid = pgoutput::full_xid(t.xid, next_full).to_string();
-        let size: usize = t.events.iter().map(|e| e.bytes).sum();
-        if size > cap {
+        if let Some((size, count)) = t.dropped {
             let body = serde_json::json!({
                 "reason": "capture_reset",
                 "skipped_bytes": size,
-                "skipped_events": t.events.len(),
+                "skipped_events": count,
                 "detail": "a transaction's changes exceeded baas.realtime_max_transaction_bytes",
             })
             .to_string();
             pgrx::warning!(
-                "baas._realtime_pull: a transaction of {} events and {size} bytes (more than baas.realtime_max_transaction_bytes, {cap}) is appended as one reset",
-                t.events.len()
+                "baas._realtime_pull: a transaction of {count} events and {size} bytes (more than baas.realtime_max_transaction_bytes, {cap}) is appended as one reset"
             );
             xids.push(xid);
             times.push(t.commit_ts);
@@ -387,11 +531,11 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
             set slot_name = $1, generation = $2, slot_lsn = '0/0'::pg_lsn + $3::numeric, last_position = $4,
                 last_reset = greatest(last_reset, $5), retained_bytes = retained_bytes + $6, last_append = now()",
         None,
-        &[slot.as_str().into(), generation.into(), reached.into(), last.into(), reset_at.into(), bytes.into()],
+        &[slot.into(), generation.into(), reached.into(), last.into(), reset_at.into(), bytes.into()],
     )?;
     c.update("select pg_notify('baas_realtime', $1)", None, &[last.to_string().into()])?;
     prune_if_due(c, first)?;
-    Ok(Some(last))
+    Ok(last)
 }
 
 fn state(c: &SpiClient<'_>) -> SpiResult<State> {
@@ -403,7 +547,10 @@ fn state(c: &SpiClient<'_>) -> SpiResult<State> {
                     (pg_current_wal_insert_lsn() - '0/0')::bigint,
                     (select d.oid::bigint from pg_database d where d.datname = current_database()),
                     (r.restart_lsn - '0/0')::bigint,
-                    (select p.prefix from baas._realtime_secret p)
+                    (select p.prefix from baas._realtime_secret p),
+                    case when r.active_pid is not null then
+                        (select a.pid from pg_stat_get_activity(r.active_pid) a where a.backend_type = 'pgbaas realtime capture')
+                    end
                from baas._realtime_state s
                left join pg_replication_slots r on r.slot_name = s.slot_name and r.database = current_database()",
             Some(1),
@@ -422,6 +569,7 @@ fn state(c: &SpiClient<'_>) -> SpiResult<State> {
         dboid: t.get::<i64>(9)?.unwrap_or(0),
         restart: t.get::<i64>(10)?.unwrap_or(0),
         prefix: t.get::<String>(11)?.filter(|p| p.starts_with(pgoutput::PREFIX_START)).unwrap_or_default(),
+        worker_pid: t.get::<i32>(12)?,
     })
 }
 

@@ -138,6 +138,10 @@ pub struct Txn {
     pub commit_lsn: u64,
     pub end_lsn: u64,
     pub events: Vec<Event>,
+    /// (bytes, events) of a transaction whose events passed the cap: `events` is then
+    /// empty (dropped as they came, so a huge transaction is never held whole) and one
+    /// reset stands for it.
+    pub dropped: Option<(usize, usize)>,
 }
 
 /// The kinds a writer's trigger may emit (`reset` is the puller's own).
@@ -157,48 +161,106 @@ pub fn event(content: &[u8]) -> Result<Event, String> {
     Ok(Event { kind: kind.to_string(), collection, body: body.to_string(), bytes: content.len() })
 }
 
-/// Group the slot's rows into whole transactions. A transaction that begins but does
-/// not commit within `rows` is an error: the slot functions return whole transactions
-/// only, so it means the input is not what we asked for. `skipped` gets one line per
-/// message that is ours by prefix (exactly `ours`) but not an event.
-pub fn transactions<'a, I>(rows: I, ours: &str, skipped: &mut Vec<String>) -> Result<Vec<Txn>, ParseError>
-where
-    I: IntoIterator<Item = &'a [u8]>,
-{
-    let mut out = Vec::new();
-    let mut open: Option<Txn> = None;
-    for row in rows {
+/// Builds whole transactions from pgoutput messages as they come (the capture worker
+/// gets them one by one from the output plugin; the pull, as the rows of a peek).
+/// A transaction whose events pass `cap` bytes keeps only its counts from then on.
+pub struct Assembler {
+    ours: String,
+    cap: usize,
+    open: Option<Txn>,
+    open_bytes: usize,
+    open_events: usize,
+    /// Committed transactions not yet taken.
+    pub done: Vec<Txn>,
+    /// Bytes of events in `done`.
+    pub done_bytes: usize,
+    /// One line per message that is ours by prefix (exactly `ours`) but not an event.
+    pub skipped: Vec<String>,
+}
+
+impl Assembler {
+    pub fn new(ours: &str, cap: usize) -> Assembler {
+        Assembler { ours: ours.to_string(), cap, open: None, open_bytes: 0, open_events: 0, done: Vec::new(), done_bytes: 0, skipped: Vec::new() }
+    }
+
+    /// A new cap, from the next transaction on (a reloaded setting).
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap;
+    }
+
+    /// Inside a transaction (begin seen, commit not yet).
+    pub fn in_transaction(&self) -> bool {
+        self.open.is_some()
+    }
+
+    pub fn push(&mut self, row: &[u8]) -> Result<(), ParseError> {
         match parse(row)? {
             Msg::Begin { final_lsn, commit_ts, xid } => {
-                if open.is_some() {
+                if self.open.is_some() {
                     return Err(ParseError("begin inside a transaction".into()));
                 }
-                open = Some(Txn { xid, commit_ts, commit_lsn: final_lsn, end_lsn: 0, events: Vec::new() });
+                self.open = Some(Txn { xid, commit_ts, commit_lsn: final_lsn, end_lsn: 0, events: Vec::new(), dropped: None });
+                self.open_bytes = 0;
+                self.open_events = 0;
             }
-            Msg::Message { transactional: true, prefix, content, lsn } if prefix == ours => {
-                let t = open.as_mut().ok_or_else(|| ParseError("transactional message outside a transaction".into()))?;
+            Msg::Message { transactional: true, prefix, content, lsn } if prefix == self.ours => {
+                let t = self.open.as_mut().ok_or_else(|| ParseError("transactional message outside a transaction".into()))?;
                 match event(content) {
-                    Ok(e) => t.events.push(e),
-                    Err(why) => skipped.push(format!("message at {:X}/{:X}: {why}", lsn >> 32, lsn as u32)),
+                    Ok(e) => {
+                        self.open_bytes += e.bytes;
+                        self.open_events += 1;
+                        if self.open_bytes > self.cap {
+                            t.events = Vec::new();
+                            t.dropped = Some((self.open_bytes, self.open_events));
+                        } else {
+                            t.events.push(e);
+                        }
+                    }
+                    Err(why) => self.skipped.push(format!("message at {:X}/{:X}: {why}", lsn >> 32, lsn as u32)),
                 }
             }
             // Non-transactional messages and other prefixes are not ours.
             Msg::Message { .. } | Msg::Ignored(_) => {}
             Msg::Commit { commit_lsn, end_lsn, commit_ts } => {
-                let mut t = open.take().ok_or_else(|| ParseError("commit outside a transaction".into()))?;
+                let mut t = self.open.take().ok_or_else(|| ParseError("commit outside a transaction".into()))?;
                 if commit_lsn != t.commit_lsn {
                     return Err(ParseError(format!("commit LSN {commit_lsn} differs from begin's {}", t.commit_lsn)));
                 }
                 t.end_lsn = end_lsn;
                 t.commit_ts = commit_ts;
-                out.push(t);
+                if t.dropped.is_none() {
+                    self.done_bytes += self.open_bytes;
+                }
+                self.done.push(t);
             }
         }
+        Ok(())
     }
-    if open.is_some() {
+
+    /// The committed transactions so far, in commit order.
+    pub fn take(&mut self) -> Vec<Txn> {
+        self.done_bytes = 0;
+        std::mem::take(&mut self.done)
+    }
+}
+
+/// Group the slot's rows into whole transactions. A transaction that begins but does
+/// not commit within `rows` is an error: the slot functions return whole transactions
+/// only, so it means the input is not what we asked for. `skipped` gets one line per
+/// message that is ours by prefix (exactly `ours`) but not an event.
+pub fn transactions<'a, I>(rows: I, ours: &str, cap: usize, skipped: &mut Vec<String>) -> Result<Vec<Txn>, ParseError>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
+    let mut a = Assembler::new(ours, cap);
+    for row in rows {
+        a.push(row)?;
+    }
+    if a.in_transaction() {
         return Err(ParseError("a transaction without its commit".into()));
     }
-    Ok(out)
+    skipped.append(&mut a.skipped);
+    Ok(a.take())
 }
 
 /// The 64-bit (epoch-qualified) id of `xid`, a transaction that committed before the
@@ -292,7 +354,7 @@ mod tests {
             commit(130, 150, 1003),
         ];
         let mut skipped = Vec::new();
-        let txns = transactions(rows.iter().map(|r| &r[..]), OURS, &mut skipped).unwrap();
+        let txns = transactions(rows.iter().map(|r| &r[..]), OURS, usize::MAX, &mut skipped).unwrap();
         assert_eq!(txns.len(), 2);
         assert_eq!((txns[0].xid, txns[0].commit_lsn, txns[0].end_lsn, txns[0].commit_ts), (7, 100, 120, 1001));
         let kinds: Vec<_> = txns[0].events.iter().map(|e| e.kind.as_str()).collect();
@@ -308,16 +370,46 @@ mod tests {
     fn transactions_must_be_whole() {
         let mut s = Vec::new();
         let cut = [begin(100, 1, 7), message(true, OURS, DOC)];
-        assert!(transactions(cut.iter().map(|r| &r[..]), OURS, &mut s).is_err());
+        assert!(transactions(cut.iter().map(|r| &r[..]), OURS, usize::MAX, &mut s).is_err());
         let orphan = [message(true, OURS, DOC)];
-        assert!(transactions(orphan.iter().map(|r| &r[..]), OURS, &mut s).is_err());
+        assert!(transactions(orphan.iter().map(|r| &r[..]), OURS, usize::MAX, &mut s).is_err());
         let twice = [begin(100, 1, 7), begin(200, 1, 8)];
-        assert!(transactions(twice.iter().map(|r| &r[..]), OURS, &mut s).is_err());
+        assert!(transactions(twice.iter().map(|r| &r[..]), OURS, usize::MAX, &mut s).is_err());
         let mismatch = [begin(100, 1, 7), commit(101, 120, 1)];
-        assert!(transactions(mismatch.iter().map(|r| &r[..]), OURS, &mut s).is_err());
+        assert!(transactions(mismatch.iter().map(|r| &r[..]), OURS, usize::MAX, &mut s).is_err());
         // Non-transactional messages stand outside transactions and are not ours.
         let loose = [message(false, OURS, DOC)];
-        assert_eq!(transactions(loose.iter().map(|r| &r[..]), OURS, &mut s).unwrap(), vec![]);
+        assert_eq!(transactions(loose.iter().map(|r| &r[..]), OURS, usize::MAX, &mut s).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_transaction_past_the_cap_keeps_only_its_counts() {
+        let rows = [
+            begin(100, 1, 7),
+            message(true, OURS, DOC),
+            message(true, OURS, DOC),
+            message(true, OURS, DOC),
+            commit(100, 120, 2),
+            begin(130, 3, 8),
+            message(true, OURS, DOC),
+            commit(130, 150, 4),
+        ];
+        let mut a = Assembler::new(OURS, 2 * DOC.len());
+        for r in &rows[..3] {
+            a.push(r).unwrap();
+        }
+        assert!(a.in_transaction());
+        a.push(&rows[3]).unwrap();
+        assert!(a.open.as_ref().unwrap().events.is_empty(), "the events held so far are let go at once");
+        for r in &rows[4..] {
+            a.push(r).unwrap();
+        }
+        assert_eq!(a.done_bytes, DOC.len(), "only the kept transaction's bytes");
+        let t = a.take();
+        assert_eq!(t[0].dropped, Some((3 * DOC.len(), 3)));
+        assert!(t[0].events.is_empty());
+        assert_eq!((t[1].dropped, t[1].events.len()), (None, 1));
+        assert!(a.take().is_empty());
     }
 
     #[test]

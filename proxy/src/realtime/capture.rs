@@ -5,8 +5,11 @@
 //!   `baas_realtime`. Every proxy runs it; a transaction-level advisory lock in the
 //!   function lets one work and the others return NULL at once. Again at once after it
 //!   advanced, else every 2 ms (an idle pull is one cheap statement: the WAL did not
-//!   move past the slot). Without `wal_level = logical` (SQLSTATE 55000) it says so
-//!   once, marks the feeds unavailable and retries every 10 s.
+//!   move past the slot). The pull starts the extension's capture worker, which then
+//!   decodes and appends on its own (docs/realtime.md, "Capture"): while one runs, the
+//!   leader only watches, a pull every 250 ms (one that finds the worker gone starts the
+//!   next). Without `wal_level = logical` (SQLSTATE 55000) it says so once, marks the
+//!   feeds unavailable and retries every 10 s.
 //! - Reader: LISTENs on `baas_realtime` on its own connection (a 1 s timer is the
 //!   safety net for a notification lost with a connection) and reads the new events with
 //!   `baas._realtime_read(after, 1000)`, in order, into the hub.
@@ -23,6 +26,14 @@ use std::time::Duration;
 use tokio_postgres::{AsyncMessage, IsolationLevel};
 
 const PULL: &str = "select baas._realtime_pull(10000)";
+/// Whether this database's capture worker runs: it holds the slot for its life (a pull
+/// holds it only while it peeks). pg_replication_slots is readable by any role, unlike
+/// pg_stat_activity's backend_type of another role's process (NULL: seen at 150 pulls/s).
+const WORKER: &str = "select exists (select from pg_catalog.pg_replication_slots s \
+    where s.database = pg_catalog.current_database() and pg_catalog.starts_with(s.slot_name::text, 'baas_rt_') and s.active)";
+/// The leader's pace while the worker runs: it only relaunches a worker that died.
+const WATCH: Duration = Duration::from_millis(250);
+const WORKER_CHECK: Duration = Duration::from_secs(1);
 const READ: &str = "select position, xid::text, kind, collection, body::text from baas._realtime_read($1, $2)";
 const READ_BATCH: i32 = 1000;
 const START: &str = "select baas.realtime_position(), \
@@ -112,9 +123,16 @@ impl Capture {
     async fn lead(&self, shutdown: &mut ShutdownWatch) -> Result<bool, String> {
         let client = connect(&self.database_url, None).await?;
         let stmt = client.prepare(PULL).await.map_err(|e| e.to_string())?;
+        let worker_stmt = client.prepare(WORKER).await.map_err(|e| e.to_string())?;
         let mut last: Option<i64> = None;
         let mut warned = false;
+        let mut worker = false;
+        let mut checked = tokio::time::Instant::now();
         loop {
+            if checked.elapsed() >= WORKER_CHECK {
+                checked = tokio::time::Instant::now();
+                worker = client.query_one(&worker_stmt, &[]).await.map_err(|e| e.to_string())?.try_get(0).unwrap_or(false);
+            }
             let pause = match client.query_one(&stmt, &[]).await {
                 Ok(row) => {
                     self.hub.set_unavailable(false);
@@ -124,7 +142,9 @@ impl Capture {
                     if now.is_some() {
                         last = now;
                     }
-                    if advanced {
+                    if worker {
+                        WATCH
+                    } else if advanced {
                         Duration::ZERO
                     } else {
                         Duration::from_millis(2)

@@ -10,10 +10,13 @@
 //! the cores).
 //! docs/benchmarks.md has a full run. Data is generated here with fixed seeds.
 //!
-//!   target/release/pgbaas-bench --realtime [--subscribers N] [--rate N] [--seconds N]
+//!   target/release/pgbaas-bench --realtime [--subscribers N] [--rate N] [--seconds N] [--doc-bytes N] [--latency-only] [--compare-worker N]
 //!
 //! --realtime: only the live change feeds' figures (src/bench_realtime.rs): 10,000
 //! WebSocket subscribers, 500 changes/s, create throughput with capture on and off.
+//! --doc-bytes: pad each change's document to about N bytes (large documents' latency);
+//! --latency-only: skip the create-throughput rounds (wrk), for a quicker latency figure;
+//! --compare-worker N: N more latency rounds, the capture worker off and on alternated.
 
 #[path = "../bench_realtime.rs"]
 mod bench_realtime;
@@ -41,10 +44,13 @@ struct Args {
     realtime: bool,
     subscribers: usize,
     rate: u64,
+    doc_bytes: usize,
+    latency_only: bool,
+    compare_worker: usize,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![], pool: default_pool(), realtime: false, subscribers: 10_000, rate: 500 };
+    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![], pool: default_pool(), realtime: false, subscribers: 10_000, rate: 500, doc_bytes: 0, latency_only: false, compare_worker: 0 };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -65,6 +71,15 @@ fn parse_args() -> Result<Args> {
             }
             "--no-peer" => a.peer = false,
             "--realtime" => a.realtime = true,
+            "--latency-only" => a.latency_only = true,
+            "--compare-worker" => {
+                a.compare_worker = num(i)? as usize;
+                i += 1;
+            }
+            "--doc-bytes" => {
+                a.doc_bytes = num(i)? as usize;
+                i += 1;
+            }
             "--subscribers" => {
                 a.subscribers = num(i)? as usize;
                 i += 1;
@@ -346,7 +361,7 @@ fn main() -> Result<()> {
         }
     }
     if a.realtime {
-        let o = bench_realtime::Opts { subscribers: a.subscribers, users: (a.subscribers / 10).max(1), rate: a.rate, secs: a.secs, wrk_secs: 5, wrk_conns: a.conns };
+        let o = bench_realtime::Opts { subscribers: a.subscribers, users: (a.subscribers / 10).max(1), rate: a.rate, secs: a.secs, wrk_secs: 5, wrk_conns: a.conns, doc_bytes: a.doc_bytes, wrk_rounds: if a.latency_only { 0 } else { 6 }, compare_rounds: a.compare_worker };
         return bench_realtime::run(&o, |url, script, secs, conns| wrk(url, script, secs, conns, 0).map(|r| (r.rps, r.errors)));
     }
     let work = std::env::temp_dir().join(format!("pgbaas-bench-{}", std::process::id()));
