@@ -80,7 +80,8 @@ fn drain(db: &mut postgres::Client) -> i64 {
 fn insert(db: &mut impl postgres::GenericClient, collection: &str, n: i64) {
     db.execute(
         "insert into baas.documents (collection_id, id, data)
-         select c.id, baas.uuid7(), jsonb_build_object('n', $2::bigint) from baas.collections c where c.name = $1",
+         select c.id, baas.uuid7(), jsonb_build_object('n', $2::bigint, 'xid', pg_current_xact_id()::text)
+           from baas.collections c where c.name = $1",
         &[&collection, &n],
     )
     .unwrap();
@@ -97,6 +98,23 @@ fn captured(db: &mut postgres::Client, collection: &str) -> Vec<i64> {
     .iter()
     .map(|r| r.get(0))
     .collect()
+}
+
+/// Every captured insert carries its writer's 64-bit transaction id (the hub's snapshot
+/// checks compare it with pg_current_snapshot()). 0.4.0 logged the xid of a writer that
+/// began after the pull's statement started exactly 2^32 low.
+fn xids_are_the_writers(db: &mut postgres::Client) {
+    let wrong: Vec<(String, String)> = db
+        .query(
+            "select xid::text, body -> 'new' -> 'data' ->> 'xid' from baas.realtime_events
+              where kind = 'doc' and body ->> 'op' = 'insert' and xid::text <> body -> 'new' -> 'data' ->> 'xid'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(wrong.is_empty(), "events logged with another transaction id than their writer's (logged, writer): {wrong:?}");
 }
 
 fn positions_are_gapless(db: &mut postgres::Client) {
@@ -244,6 +262,7 @@ fn concurrent_pullers_never_double() {
         let mine: Vec<i64> = got.iter().copied().filter(|n| n / 1000 == w).collect();
         assert_eq!(mine, (0..200).map(|i| w * 1000 + i).collect::<Vec<_>>());
     }
+    xids_are_the_writers(&mut db);
     positions_are_gapless(&mut db);
 }
 
@@ -539,7 +558,7 @@ fn killing_the_capture_worker_under_load_loses_and_doubles_nothing() {
     for w in writers {
         w.join().unwrap();
     }
-        drain(&mut db);
+    drain(&mut db);
     let got = captured(&mut db, "kill");
     let distinct: BTreeSet<i64> = got.iter().copied().collect();
     assert_eq!(distinct.len(), got.len(), "no insert twice");
@@ -549,5 +568,6 @@ fn killing_the_capture_worker_under_load_loses_and_doubles_nothing() {
         let expect: Vec<i64> = (0..300).flat_map(|i| if i % 3 == 0 { vec![w * 1000 + i, w * 1000 + 500 + i] } else { vec![w * 1000 + i] }).collect();
         assert_eq!(mine, expect, "each writer's transactions in commit order, whole");
     }
+    xids_are_the_writers(&mut db);
     positions_are_gapless(&mut db);
 }

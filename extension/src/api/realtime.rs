@@ -429,11 +429,12 @@ pub(crate) fn append(
     reached: i64,
 ) -> SpiResult<i64> {
     let n_events: usize = txns.iter().map(|t| t.events.len()).sum();
-    let next_full = c
-        .select("select pg_snapshot_xmax(pg_current_snapshot())::text::bigint", Some(1), &[])?
-        .first()
-        .get_one::<i64>()?
-        .unwrap_or(0) as u64;
+    // The epoch of the decoded 32-bit xids comes from the xid counter now, after the
+    // decoding: every decoded transaction took its xid before this read. 0.4.0 used
+    // pg_current_snapshot()'s xmax, which SPI took from the statement's start snapshot,
+    // older than transactions decoded later in the call: their xids were logged 2^32
+    // low (the hub still reads such values right, hub.rs `Snap::full`).
+    let next_full = unsafe { pg_sys::ReadNextFullTransactionId() }.value;
     let mut xids: Vec<String> = Vec::with_capacity(n_events + 1);
     let mut times: Vec<i64> = Vec::with_capacity(n_events + 1);
     let mut kinds: Vec<String> = Vec::with_capacity(n_events + 1);

@@ -264,7 +264,7 @@ where
 }
 
 /// The 64-bit (epoch-qualified) id of `xid`, a transaction that committed before the
-/// caller's `next_full` (pg_current_snapshot()'s xmax): within 2^31 of it.
+/// caller's `next_full` (the xid counter read after decoding): within 2^31 of it.
 pub fn full_xid(xid: u32, next_full: u64) -> u64 {
     next_full - u64::from((next_full as u32).wrapping_sub(xid))
 }
