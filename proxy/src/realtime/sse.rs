@@ -393,7 +393,7 @@ mod tests {
         socket.set_recv_buffer_size(4096).unwrap();
         let mut client = socket.connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
-        let server = Socket::Tcp(server);
+        let server = Socket::tcp(server);
         let conn = Conn::new(super::super::Caller::default(), 1 << 20);
         for p in 1..=256 {
             assert!(conn.outbox.push(event("insert", SUB, p, 64 * 1024), true));

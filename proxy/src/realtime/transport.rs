@@ -142,13 +142,37 @@ fn expiry_instant(exp: u64) -> Instant {
 }
 
 /// A stream's connection once pingora handed it over: the plain TCP socket on its own, or
-/// (a TLS stream, a failed `dup`) pingora's stream as it was.
-pub enum Socket {
+/// (a TLS stream, a failed `dup`) pingora's stream as it was; with the count of bytes the
+/// socket took, which tells a client that reads slowly from one that reads nothing.
+pub struct Socket {
+    io: Io,
+    written: u64,
+}
+
+enum Io {
     Tcp(TcpStream),
     Kept(Stream),
 }
 
 impl Socket {
+    pub fn tcp(s: TcpStream) -> Socket {
+        Socket { io: Io::Tcp(s), written: 0 }
+    }
+
+    fn kept(s: Stream) -> Socket {
+        Socket { io: Io::Kept(s), written: 0 }
+    }
+
+    /// Whether pingora's stream was left behind (the usual case).
+    pub fn is_detached(&self) -> bool {
+        matches!(self.io, Io::Tcp(_))
+    }
+
+    /// Bytes written to the socket so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Take the TCP socket out of pingora's stream, with the bytes the client sent that
     /// pingora's buffers hold appended to `preread`. pingora's stream keeps a read buffer
     /// (4 KiB, main.rs), a write buffer (1,460 bytes), the socket's digests and our
@@ -159,7 +183,7 @@ impl Socket {
     pub async fn detach(mut stream: Stream, preread: &mut Vec<u8>, max_preread: usize) -> Socket {
         // The 101 (or the SSE head) may still sit in pingora's write buffer.
         if stream.flush().await.is_err() || stream.get_ssl_digest().is_some() {
-            return Socket::Kept(stream);
+            return Socket::kept(stream);
         }
         // Whatever pingora's read buffer holds, without waiting for more. A client that
         // floods before its first frame was answered keeps pingora's stream (nothing lost).
@@ -169,7 +193,7 @@ impl Socket {
                 Some(Ok(n)) if n > 0 => {
                     preread.extend_from_slice(&buf[..n]);
                     if preread.len() > max_preread {
-                        return Socket::Kept(stream);
+                        return Socket::kept(stream);
                     }
                 }
                 // Nothing more now (or the client is gone: the socket says so again).
@@ -182,10 +206,10 @@ impl Socket {
         let tcp = fd.try_clone_to_owned().map(std::net::TcpStream::from);
         // peer_addr: the fd is a connected TCP socket (not, say, a Unix socket).
         match tcp.and_then(|t| t.peer_addr().and_then(|_| t.set_nonblocking(true)).map(|()| t)).and_then(TcpStream::from_std) {
-            Ok(tcp) => Socket::Tcp(tcp),
+            Ok(tcp) => Socket::tcp(tcp),
             Err(e) => {
                 log::debug!("realtime: keeping pingora's stream: {e}");
-                Socket::Kept(stream)
+                Socket::kept(stream)
             }
         }
     }
@@ -193,30 +217,35 @@ impl Socket {
 
 impl AsyncRead for Socket {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Socket::Kept(s) => Pin::new(s).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Kept(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
 
 impl AsyncWrite for Socket {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_write(cx, data),
-            Socket::Kept(s) => Pin::new(s).poll_write(cx, data),
+        let this = self.get_mut();
+        let r = match &mut this.io {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Io::Kept(s) => Pin::new(s).poll_write(cx, data),
+        };
+        if let Poll::Ready(Ok(n)) = &r {
+            this.written += *n as u64;
         }
+        r
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Socket::Kept(s) => Pin::new(s).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Kept(s) => Pin::new(s).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Socket::Kept(s) => Pin::new(s).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Kept(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -355,7 +384,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut preread = b"head:".to_vec();
         let mut socket = Socket::detach(server, &mut preread, 1024).await;
-        assert!(matches!(socket, Socket::Tcp(_)), "a plain TCP stream is detached");
+        assert!(socket.is_detached(), "a plain TCP stream is detached");
         assert_eq!(preread, b"head:early");
         client.write_all(b"later").await.unwrap();
         let mut got = [0u8; 5];
@@ -376,7 +405,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut preread = Vec::new();
         let socket = Socket::detach(server, &mut preread, 1024).await;
-        assert!(matches!(socket, Socket::Kept(_)), "what it read is kept with the stream it came from");
+        assert!(!socket.is_detached(), "what it read is kept with the stream it came from");
     }
 
     #[test]
@@ -468,8 +497,9 @@ pub mod testing {
 
     /// (the server's end as pingora hands it over, the client's end)
     pub async fn tcp_pair() -> (pingora::protocols::Stream, tokio::net::TcpStream) {
-        let (server, client) = socket_pair().await;
-        let Socket::Tcp(server) = server else { unreachable!() };
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
         (Box::new(pingora::protocols::l4::stream::Stream::from(server)), client)
     }
 
@@ -478,6 +508,6 @@ pub mod testing {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
-        (Socket::Tcp(server), client)
+        (Socket::tcp(server), client)
     }
 }

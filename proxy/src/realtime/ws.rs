@@ -483,18 +483,41 @@ impl Ws {
         }
     }
 
-    /// Say `closing` with the positions written, after what tungstenite already holds;
-    /// a client that does not read it within `body_timeout` is dropped.
+    /// Say `closing` with the positions written, after what tungstenite already holds.
+    /// The hub forgets the connection first: nothing more is queued for it, and what was
+    /// queued is dropped (`closing` names what was written, so the client resumes with
+    /// the rest). A client that stopped reading has a full socket: `closing` waits
+    /// behind the bytes it has not read and goes out when it reads them, for as long as
+    /// the socket takes a byte at least every `body_timeout`; a client that reads nothing
+    /// for that long is dropped without it (it resumes from the position of the last
+    /// message it received, which is what `closing` says).
     async fn closing(&self, ws: &mut WebSocketStream<Socket>, positions: &Positions, reason: CloseReason) -> End {
+        self.app.feeds.disconnect(&self.conn);
+        drop(self.conn.outbox.drain());
         let f = positions.closing(reason);
-        let text = String::from_utf8_lossy(&f.json).into_owned();
-        let write = async {
-            ws.feed(Message::text(text)).await?;
-            ws.flush().await
-        };
-        match tokio::time::timeout(self.app.cfg.body_timeout, write).await {
-            Ok(Ok(())) => End::Closing(reason),
-            _ => End::Gone,
+        let msg = Message::text(String::from_utf8_lossy(&f.json).into_owned());
+        let mut fed = false;
+        loop {
+            let before = ws.get_ref().written();
+            let step = async {
+                if !fed {
+                    ws.feed(msg.clone()).await?;
+                    fed = true;
+                }
+                ws.flush().await
+            };
+            match tokio::time::timeout(self.app.cfg.body_timeout, step).await {
+                Ok(Ok(())) => return End::Closing(reason),
+                Ok(Err(e)) => {
+                    log::debug!("realtime: writing `closing` ({}): {e}", reason.as_str());
+                    return End::Gone;
+                }
+                Err(_) if ws.get_ref().written() != before => continue,
+                Err(_) => {
+                    log::debug!("realtime: a client cut off ({}) read nothing for {:?}: dropped without `closing`", reason.as_str(), self.app.cfg.body_timeout);
+                    return End::Gone;
+                }
+            }
         }
     }
 }
@@ -721,7 +744,7 @@ mod tests {
         socket.set_recv_buffer_size(4096).unwrap();
         let client = socket.connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
-        let server = Socket::Tcp(server);
+        let server = Socket::tcp(server);
         let conn = Conn::new(Caller::default(), 1 << 20);
         // 16 MiB queued (forced past the bound, as a snapshot is): more than the sockets hold.
         for p in 1..=256 {
@@ -755,6 +778,46 @@ mod tests {
             }
         };
         assert_eq!(code, Some(1013));
+    }
+
+    /// A client cut off while it reads slowly gets the rest and `closing` however long
+    /// that takes, as long as it keeps reading (here a message per 600 ms, for more than
+    /// twice body_timeout: a deadline for the whole `closing` write dropped it).
+    #[tokio::test]
+    async fn a_slow_reader_cut_off_gets_closing_while_it_keeps_reading() {
+        use super::transport::testing::{self, event};
+        let app = testing::app_with(Arc::new(testing::Scripted::default()), &["--body-timeout-secs", "1"]);
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let client = socket.connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        // A fixed, small send buffer: the backlog the client must read stays ~20 messages.
+        socket2::SockRef::from(&server).set_send_buffer_size(64 * 1024).unwrap();
+        let conn = Conn::new(Caller::default(), 1 << 20);
+        for p in 1..=40 {
+            assert!(conn.outbox.push(event("insert", "s", p, 16 * 1024), true));
+        }
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(Ws { app, conn: conn.clone(), slots: Default::default(), shutdown, starting: Default::default() }.run(Socket::tcp(server), Vec::new()));
+        let mut c = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!((41..200).any(|p| !conn.outbox.push(event("insert", "s", p, 16 * 1024), false)), "over the bound: cut off");
+        let started = std::time::Instant::now();
+        let mut last = 0;
+        let closing = loop {
+            let m = text(&mut c).await;
+            if m["type"] == "closing" {
+                break m;
+            }
+            let p: u64 = m["position"].as_str().unwrap().parse().unwrap();
+            assert_eq!(p, last + 1, "in order, none skipped");
+            last = p;
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        };
+        assert!(started.elapsed() > Duration::from_secs(2), "the reading took longer than body_timeout: {:?}", started.elapsed());
+        assert!(last < 40, "the frames queued after the cut were dropped: {last}");
+        assert_eq!(closing, json!({"type": "closing", "reason": "slow_consumer", "positions": {"s": last.to_string()}}));
     }
 
     /// An idle connection's memory is mostly its task: the loop's future. It was 3,712
