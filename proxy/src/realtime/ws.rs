@@ -708,6 +708,22 @@ mod tests {
         }
     }
 
+    /// The messages up to `closing` (returned with the last position read), a pause
+    /// after each; their positions run 1, 2, 3... with none skipped.
+    async fn until_closing(c: &mut WebSocketStream<tokio::net::TcpStream>, pause: Duration) -> (Value, u64) {
+        let mut last = 0;
+        loop {
+            let m = text(c).await;
+            if m["type"] == "closing" {
+                return (m, last);
+            }
+            let p: u64 = m["position"].as_str().unwrap().parse().unwrap();
+            assert_eq!(p, last + 1, "in order, none skipped");
+            last = p;
+            tokio::time::sleep(pause).await;
+        }
+    }
+
     /// While a subscribe is starting the connection goes on: pings are answered, the
     /// hub's frames written, and the server's shutdown ends it with `closing`.
     #[tokio::test]
@@ -758,16 +774,7 @@ mod tests {
         // behind the blocked write do, until one no longer fits.
         assert!((257..400).any(|p| !conn.outbox.push(event("insert", "s", p, 64 * 1024), false)), "over the bound");
         tokio::time::sleep(Duration::from_millis(4500)).await;
-        let mut last = 0;
-        let closing = loop {
-            let m = text(&mut c).await;
-            if m["type"] == "closing" {
-                break m;
-            }
-            let p: u64 = m["position"].as_str().unwrap().parse().unwrap();
-            assert_eq!(p, last + 1, "in order, none skipped");
-            last = p;
-        };
+        let (closing, last) = until_closing(&mut c, Duration::ZERO).await;
         assert!(last > 0 && last < 256, "some were sent, not all: {last}");
         assert_eq!(closing, json!({"type": "closing", "reason": "slow_consumer", "positions": {"s": last.to_string()}}));
         let code = loop {
@@ -804,17 +811,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!((41..200).any(|p| !conn.outbox.push(event("insert", "s", p, 16 * 1024), false)), "over the bound: cut off");
         let started = std::time::Instant::now();
-        let mut last = 0;
-        let closing = loop {
-            let m = text(&mut c).await;
-            if m["type"] == "closing" {
-                break m;
-            }
-            let p: u64 = m["position"].as_str().unwrap().parse().unwrap();
-            assert_eq!(p, last + 1, "in order, none skipped");
-            last = p;
-            tokio::time::sleep(Duration::from_millis(600)).await;
-        };
+        let (closing, last) = until_closing(&mut c, Duration::from_millis(600)).await;
         assert!(started.elapsed() > Duration::from_secs(2), "the reading took longer than body_timeout: {:?}", started.elapsed());
         assert!(last < 40, "the frames queued after the cut were dropped: {last}");
         assert_eq!(closing, json!({"type": "closing", "reason": "slow_consumer", "positions": {"s": last.to_string()}}));
