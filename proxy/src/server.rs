@@ -580,11 +580,19 @@ impl App {
             return;
         };
         let stream = h1.into_inner();
-        let shutdown = shutdown.clone();
-        match kind {
-            RouteKind::WebSocket => ws::Ws { app: self.clone(), conn, slots, shutdown, starting: Default::default() }.run(stream, preread).await,
-            _ => sse::Sse { app: self.clone(), conn, slots, shutdown }.run(stream).await,
-        }
+        let (app, shutdown) = (self.clone(), shutdown.clone());
+        // On a task of its own, so that pingora's task for this connection ends here, and
+        // with it the request path's futures it holds boxed (~12.6 KiB of an idle
+        // subscriber's ~28 KiB, heaptrack; docs/benchmarks.md): a stream's task holds
+        // only the stream's loop. The loop watches `shutdown` itself.
+        tokio::spawn(async move {
+            let mut preread = preread;
+            let stream = transport::Socket::detach(stream, &mut preread, app.cfg.realtime_max_message_bytes + 14).await;
+            match kind {
+                RouteKind::WebSocket => ws::Ws { app, conn, slots, shutdown, starting: Default::default() }.run(stream, preread).await,
+                _ => sse::Sse { app, conn, slots, shutdown }.run(stream).await,
+            }
+        });
     }
 }
 

@@ -5,13 +5,12 @@
 //! message as an `event:`/`id:`/`data:` block, `: keepalive` when idle. The response is
 //! close-delimited and the connection never serves another request.
 
-use super::transport::{self, After, Positions, Watch};
+use super::transport::{self, After, Positions, Socket, Watch};
 use super::{CloseReason, Conn, Frame, Subscribe};
 use crate::errors::ApiError;
 use crate::routes::input;
 use crate::server::App;
 use bytes::{BufMut, Bytes, BytesMut};
-use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -90,7 +89,7 @@ pub struct Sse {
 
 impl Sse {
     /// The stream's life after the response head; ends the subscription at the end.
-    pub async fn run(self, mut stream: Stream) {
+    pub async fn run(self, mut stream: Socket) {
         let watch = Watch::new(self.app.keys.clone(), self.shutdown.clone(), &self.conn.caller());
         if let Err(e) = self.serve(&mut stream, watch).await {
             log::debug!("realtime: SSE stream ended: {e}");
@@ -99,7 +98,7 @@ impl Sse {
         let _ = tokio::time::timeout(self.app.cfg.body_timeout, stream.shutdown()).await;
     }
 
-    async fn serve(&self, stream: &mut Stream, mut watch: Watch) -> std::io::Result<()> {
+    async fn serve(&self, stream: &mut Socket, mut watch: Watch) -> std::io::Result<()> {
         let every = self.app.cfg.realtime_keepalive;
         let mut keepalive = tokio::time::interval_at(Instant::now() + every, every);
         let mut positions = Positions::default();
@@ -157,7 +156,7 @@ impl Sse {
     /// written is finished and the rest dropped (`Cut`), so that `closing` follows
     /// whole blocks and names exactly what the client was sent. Err: the socket failed,
     /// or took more than `body_timeout` for the batch (a block may be torn: no `closing`).
-    async fn send(&self, stream: &mut Stream, frames: &[Frame], positions: &mut Positions, mut watch: Option<&mut Watch>) -> std::io::Result<Sent> {
+    async fn send(&self, stream: &mut Socket, frames: &[Frame], positions: &mut Positions, mut watch: Option<&mut Watch>) -> std::io::Result<Sent> {
         let deadline = Instant::now() + self.app.cfg.body_timeout;
         let late = || std::io::Error::new(std::io::ErrorKind::TimedOut, "client did not read in time");
         let conn = &self.conn;
@@ -168,20 +167,7 @@ impl Sse {
                 stream.flush().await
             };
             tokio::pin!(write);
-            let stop = async {
-                loop {
-                    if let After::Close(r) = transport::hub_verdict(conn) {
-                        return r;
-                    }
-                    match watch.as_deref_mut() {
-                        Some(w) => tokio::select! {
-                            r = w.reason() => return r,
-                            _ = conn.outbox.wait() => {}
-                        },
-                        None => conn.outbox.wait().await,
-                    }
-                }
-            };
+            let stop = transport::must_end(conn, watch.as_deref_mut());
             let cut = tokio::select! {
                 biased;
                 r = tokio::time::timeout_at(deadline, &mut write) => {
@@ -207,7 +193,7 @@ impl Sse {
         Ok(Sent::All)
     }
 
-    async fn write(&self, stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+    async fn write(&self, stream: &mut Socket, bytes: &[u8]) -> std::io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -220,7 +206,7 @@ impl Sse {
             .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client did not read in time")))
     }
 
-    async fn closing(&self, stream: &mut Stream, positions: &Positions, reason: CloseReason) -> std::io::Result<()> {
+    async fn closing(&self, stream: &mut Socket, positions: &Positions, reason: CloseReason) -> std::io::Result<()> {
         self.write(stream, &block(&positions.closing(reason))).await
     }
 }
@@ -276,7 +262,7 @@ mod tests {
         use super::transport::testing::{self, event};
         let feeds = Arc::new(testing::Scripted::default());
         let app = testing::app(feeds.clone());
-        let (server, mut client) = testing::tcp_pair().await;
+        let (server, mut client) = testing::socket_pair().await;
         let conn = Conn::new(super::super::Caller::default(), 400);
         assert!(conn.outbox.push(event("subscribed", SUB, 5, 0), false));
         assert!(conn.outbox.push(event("insert", SUB, 6, 10), false));
@@ -315,7 +301,7 @@ mod tests {
         use super::transport::testing::{self, event};
         let feeds = Arc::new(testing::Scripted::default());
         let app = testing::app(feeds.clone());
-        let (server, client) = testing::tcp_pair().await;
+        let (server, client) = testing::socket_pair().await;
         let conn = Conn::new(super::super::Caller::default(), 1 << 20);
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(Sse { app: app.clone(), conn: conn.clone(), slots: Default::default(), shutdown }.run(server));
@@ -328,7 +314,7 @@ mod tests {
         assert!(b.contains(r#""reason":"session_ended""#) && b.contains(r#""positions":{"events":"9"}"#), "{b}");
         assert_eq!(read_block(&mut client).await, "", "the stream ended");
 
-        let (server, mut client) = testing::tcp_pair().await;
+        let (server, mut client) = testing::socket_pair().await;
         let conn = Conn::new(super::super::Caller::default(), 1 << 20);
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
         let err = transport::error(Some(SUB), &ApiError::new(http::StatusCode::FORBIDDEN, "feed_disabled", "off"));
@@ -347,7 +333,7 @@ mod tests {
         use super::transport::testing;
         let feeds = Arc::new(testing::Scripted::default());
         let app = testing::app_with(feeds.clone(), &["--realtime-keepalive-secs", "1"]);
-        let (server, client) = testing::tcp_pair().await;
+        let (server, client) = testing::socket_pair().await;
         let conn = Conn::new(super::super::Caller::default(), 1 << 20);
         let (tx, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(Sse { app: app.clone(), conn, slots: Default::default(), shutdown }.run(server));
@@ -362,7 +348,7 @@ mod tests {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         let claims = format!(r#"{{"sub":"u1","role":"baas_user","sid":"s1","exp":{}}}"#, now + 1);
         let caller = super::super::Caller::new(Some(claims), "127.0.0.1".into(), "127.0.0.1".into());
-        let (server, client) = testing::tcp_pair().await;
+        let (server, client) = testing::socket_pair().await;
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(Sse { app: app.clone(), conn: Conn::new(caller, 1 << 20), slots: Default::default(), shutdown }.run(server));
         let mut client = tokio::io::BufReader::new(client);
@@ -377,7 +363,7 @@ mod tests {
         // Its session ends (keys.rs hears baas_sessions): closing session_ended.
         let claims = format!(r#"{{"sub":"u1","role":"baas_user","sid":"s2","exp":{}}}"#, now + 3600);
         let caller = super::super::Caller::new(Some(claims), "127.0.0.1".into(), "127.0.0.1".into());
-        let (server, client) = testing::tcp_pair().await;
+        let (server, client) = testing::socket_pair().await;
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(Sse { app: app.clone(), conn: Conn::new(caller, 1 << 20), slots: Default::default(), shutdown }.run(server));
         let mut client = tokio::io::BufReader::new(client);
@@ -407,7 +393,7 @@ mod tests {
         socket.set_recv_buffer_size(4096).unwrap();
         let mut client = socket.connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
-        let server: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
+        let server = Socket::tcp(server);
         let conn = Conn::new(super::super::Caller::default(), 1 << 20);
         for p in 1..=256 {
             assert!(conn.outbox.push(event("insert", SUB, p, 64 * 1024), true));

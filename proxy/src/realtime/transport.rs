@@ -10,10 +10,15 @@ use bytes::Bytes;
 use http::StatusCode;
 use pingora::server::ShutdownWatch;
 use serde_json::{json, Map, Value};
+use futures_util::FutureExt;
+use pingora::protocols::Stream;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, Sleep};
 
@@ -136,6 +141,115 @@ fn expiry_instant(exp: u64) -> Instant {
     Instant::now() + Duration::from_millis(exp.saturating_mul(1000).saturating_sub(now_ms))
 }
 
+/// A stream's connection once pingora handed it over: the plain TCP socket on its own, or
+/// (a TLS stream, a failed `dup`) pingora's stream as it was; with the count of bytes the
+/// socket took, which tells a client that reads slowly from one that reads nothing.
+pub struct Socket {
+    io: Io,
+    written: u64,
+}
+
+enum Io {
+    Tcp(TcpStream),
+    Kept(Stream),
+}
+
+impl Socket {
+    pub fn tcp(s: TcpStream) -> Socket {
+        Socket { io: Io::Tcp(s), written: 0 }
+    }
+
+    fn kept(s: Stream) -> Socket {
+        Socket { io: Io::Kept(s), written: 0 }
+    }
+
+    /// Whether pingora's stream was left behind (the usual case).
+    pub fn is_detached(&self) -> bool {
+        matches!(self.io, Io::Tcp(_))
+    }
+
+    /// Bytes written to the socket so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Take the TCP socket out of pingora's stream, with the bytes the client sent that
+    /// pingora's buffers hold appended to `preread`. pingora's stream keeps a read buffer
+    /// (4 KiB, main.rs), a write buffer (1,460 bytes), the socket's digests and our
+    /// head-deadline wrapper for the connection's life: ~6 KiB of each idle subscriber's
+    /// ~28 KiB (heaptrack, 2,000 subscribers; docs/benchmarks.md). pingora offers no way to
+    /// unwrap its stream, so the socket is `dup`ed and the stream dropped (its fd closed;
+    /// the connection lives on in the duplicate).
+    pub async fn detach(mut stream: Stream, preread: &mut Vec<u8>, max_preread: usize) -> Socket {
+        // The 101 (or the SSE head) may still sit in pingora's write buffer.
+        if stream.flush().await.is_err() || stream.get_ssl_digest().is_some() {
+            return Socket::kept(stream);
+        }
+        // Whatever pingora's read buffer holds, without waiting for more. A client that
+        // floods before its first frame was answered keeps pingora's stream (nothing lost).
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).now_or_never() {
+                Some(Ok(n)) if n > 0 => {
+                    preread.extend_from_slice(&buf[..n]);
+                    if preread.len() > max_preread {
+                        return Socket::kept(stream);
+                    }
+                }
+                // Nothing more now (or the client is gone: the socket says so again).
+                _ => break,
+            }
+        }
+        // SAFETY: the fd is `stream`'s own socket, open for as long as `stream` lives,
+        // which outlives this borrow; `try_clone_to_owned` dups it (F_DUPFD_CLOEXEC).
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.id()) };
+        let tcp = fd.try_clone_to_owned().map(std::net::TcpStream::from);
+        // peer_addr: the fd is a connected TCP socket (not, say, a Unix socket).
+        match tcp.and_then(|t| t.peer_addr().and_then(|_| t.set_nonblocking(true)).map(|()| t)).and_then(TcpStream::from_std) {
+            Ok(tcp) => Socket::tcp(tcp),
+            Err(e) => {
+                log::debug!("realtime: keeping pingora's stream: {e}");
+                Socket::kept(stream)
+            }
+        }
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Kept(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = match &mut this.io {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Io::Kept(s) => Pin::new(s).poll_write(cx, data),
+        };
+        if let Poll::Ready(Ok(n)) = &r {
+            this.written += *n as u64;
+        }
+        r
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Kept(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Kept(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// The last position written to the client, per subscription: what `closing` reports,
 /// so that the client resumes exactly after what it received.
 #[derive(Default)]
@@ -199,6 +313,24 @@ pub fn hub_verdict(conn: &Conn) -> After {
     }
 }
 
+/// Resolves when the connection must end: the hub's verdict (overflow, close) or, with
+/// `watch`, the token's or the server's end. Raced against a write that may block, so a
+/// stalled client cannot keep its connection past the moment it must end.
+pub async fn must_end(conn: &Conn, mut watch: Option<&mut Watch>) -> CloseReason {
+    loop {
+        if let After::Close(r) = hub_verdict(conn) {
+            return r;
+        }
+        match watch.as_deref_mut() {
+            Some(w) => tokio::select! {
+                r = w.reason() => return r,
+                _ = conn.outbox.wait() => {}
+            },
+            None => conn.outbox.wait().await,
+        }
+    }
+}
+
 /// The close code a WebSocket ends with for each reason (docs/realtime-protocol.md).
 pub fn close_code(reason: CloseReason) -> u16 {
     match reason {
@@ -239,6 +371,41 @@ mod tests {
         assert_eq!(v, json!({"type": "error", "sub": "s1", "error": {"code": "invalid_message", "message": "no"}}));
         let v: Value = serde_json::from_slice(&error(None, &e).json).unwrap();
         assert!(v.get("sub").is_none());
+    }
+
+    /// The socket taken out of pingora's stream carries the connection on: the bytes
+    /// the client sent before are in `preread`, later ones are read from it, writes reach
+    /// the client, and dropping pingora's stream (its fd) did not close anything.
+    #[tokio::test]
+    async fn a_detached_socket_keeps_the_connection_and_the_bytes_sent_before() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, mut client) = testing::tcp_pair().await;
+        client.write_all(b"early").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut preread = b"head:".to_vec();
+        let mut socket = Socket::detach(server, &mut preread, 1024).await;
+        assert!(socket.is_detached(), "a plain TCP stream is detached");
+        assert_eq!(preread, b"head:early");
+        client.write_all(b"later").await.unwrap();
+        let mut got = [0u8; 5];
+        socket.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"later");
+        socket.write_all(b"to the client").await.unwrap();
+        socket.shutdown().await.unwrap();
+        let mut out = String::new();
+        client.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "to the client");
+    }
+
+    #[tokio::test]
+    async fn a_client_flooding_before_the_first_frame_keeps_pingoras_stream() {
+        use tokio::io::AsyncWriteExt;
+        let (server, mut client) = testing::tcp_pair().await;
+        client.write_all(&[b'x'; 3000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut preread = Vec::new();
+        let socket = Socket::detach(server, &mut preread, 1024).await;
+        assert!(!socket.is_detached(), "what it read is kept with the stream it came from");
     }
 
     #[test]
@@ -334,5 +501,13 @@ pub mod testing {
         let client = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
         (Box::new(pingora::protocols::l4::stream::Stream::from(server)), client)
+    }
+
+    /// The same as the transports run on it once detached from pingora.
+    pub async fn socket_pair() -> (Socket, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        (Socket::tcp(server), client)
     }
 }
