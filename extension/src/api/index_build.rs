@@ -8,9 +8,10 @@
 //! transaction block (PreventInTransactionBlock), so neither the request's transaction
 //! nor SPI can run it; a worker owns its transactions. A dynamic worker needs no
 //! `shared_preload_libraries`.
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
+use super::worker_launch::{launch_after_commit, Worker};
+use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
-use pgrx::{pg_sys, register_xact_callback, PgXactCallbackEvent};
+use pgrx::pg_sys;
 use std::cell::Cell;
 use std::ffi::CString;
 
@@ -33,47 +34,26 @@ thread_local! {
 /// Called by baas.create_index and baas.run_index_builds.
 #[pg_extern(volatile, name = "_index_build_launch")]
 fn index_build_launch() -> bool {
-    if LAUNCH_PENDING.with(|p| p.replace(true)) {
-        return false;
-    }
     // The worker connects as the owner of baas.documents (CIC needs the table's owner),
     // or, when that role may not log in (a worker's connection is refused then, at every
-    // start), as the bootstrap superuser (InvalidOid).
-    let owner = Spi::get_one::<pg_sys::Oid>(
-        "select r.oid from pg_catalog.pg_class c join pg_catalog.pg_roles r on r.oid = c.relowner
-          where c.oid = 'baas.documents'::regclass and r.rolcanlogin",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(pg_sys::InvalidOid);
-    let db = unsafe { pg_sys::MyDatabaseId };
-    register_xact_callback(PgXactCallbackEvent::Commit, move || {
-        LAUNCH_PENDING.with(|p| p.set(false));
-        // After commit: anything raised here would be a PANIC, so a refused launch (no
-        // free worker slot) is only logged; the build stays queued for the next launch
-        // or baas.run_index_builds().
-        let started = BackgroundWorkerBuilder::new("pgbaas index build")
-            .set_type("pgbaas index build")
-            .set_library("pgbaas")
-            .set_function("pgbaas_index_worker")
-            .set_argument(Some(pg_sys::Datum::from(db)))
-            .set_extra(&u32::from(owner).to_string())
-            .enable_spi_access()
-            .set_start_time(BgWorkerStartTime::RecoveryFinished)
-            // Never restarted by the postmaster: a worker that cannot connect (its database
-            // dropped) would be restarted forever. A build whose worker was killed shows as
-            // failed at once (baas._index_json), and the next launch cleans it up.
-            .set_restart_time(None)
-            .load_dynamic();
-        if started.is_err() {
-            pgrx::log!("pgbaas: no background worker slot for an index build; it stays queued (see max_worker_processes)");
-        }
-    });
-    register_xact_callback(PgXactCallbackEvent::Abort, || LAUNCH_PENDING.with(|p| p.set(false)));
-    // PREPARE TRANSACTION ends the transaction without Commit or Abort here; its build
-    // waits for the next launch (baas.run_index_builds()), and this backend may launch again.
-    register_xact_callback(PgXactCallbackEvent::Prepare, || LAUNCH_PENDING.with(|p| p.set(false)));
-    true
+    // start), as the bootstrap superuser (InvalidOid). A refused launch leaves the build
+    // queued for the next launch or baas.run_index_builds(); a build whose worker was
+    // killed shows as failed at once (baas._index_json), and the next launch cleans it up.
+    static WORKER: Worker = Worker {
+        name: "pgbaas index build",
+        function: "pgbaas_index_worker",
+        refused: "pgbaas: no background worker slot for an index build; it stays queued (see max_worker_processes)",
+    };
+    let owner = || {
+        Spi::get_one::<pg_sys::Oid>(
+            "select r.oid from pg_catalog.pg_class c join pg_catalog.pg_roles r on r.oid = c.relowner
+              where c.oid = 'baas.documents'::regclass and r.rolcanlogin",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(pg_sys::InvalidOid)
+    };
+    launch_after_commit(&WORKER, owner, |v| LAUNCH_PENDING.with(|p| p.replace(v)))
 }
 
 /// The worker's entry point (bgw_function_name).

@@ -9,6 +9,7 @@ pub mod plans;
 pub mod query;
 pub mod realtime;
 pub mod realtime_worker;
+pub(crate) mod worker_launch;
 
 /// A `jsonb` argument read without panicking. pgrx's own `JsonB` goes through
 /// serde_json, which stops at 128 levels of nesting, and panics (an internal error,

@@ -121,16 +121,7 @@ fn pull(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
             if started.elapsed() >= LOCKED_OUT {
                 return Ok(None);
             }
-            unsafe {
-                pg_sys::WaitLatch(
-                    pg_sys::MyLatch,
-                    (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                    1,
-                    pg_sys::PG_WAIT_EXTENSION,
-                );
-                pg_sys::ResetLatch(pg_sys::MyLatch);
-            }
-            pgrx::check_for_interrupts!();
+            nap(1);
             if try_lock() {
                 break;
             }
@@ -177,6 +168,21 @@ pub(crate) fn flushable(insert: u64, segment: u64) -> u64 {
     }
 }
 
+/// Sleep `ms` milliseconds on this backend's latch (woken early by a signal), then
+/// take any interrupt (a cancel or terminate ends the wait loops).
+pub(crate) fn nap(ms: i64) {
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            ms as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pgrx::check_for_interrupts!();
+}
+
 fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
     if unsafe { pg_sys::wal_level } < pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 {
         let wal_level = c.select("select current_setting('wal_level')", Some(1), &[])?.first().get_one::<String>()?;
@@ -219,6 +225,10 @@ fn pull_locked(c: &mut SpiClient<'_>, max: i32) -> SpiResult<Option<i64>> {
                 snapshot_end = unsafe { pg_sys::LogStandbySnapshot() } as i64;
             }
             if confirmed < slot_lsn {
+                // The state naming slot_lsn may have committed with synchronous_commit
+                // off and not be on disk yet; the advance saves the slot at once. Flush
+                // first, so a crash can never keep the slot past events it then loses.
+                unsafe { pg_sys::XLogFlush(flushable(st.insert as u64, pg_sys::wal_segment_size as u64)) };
                 c.select(
                     "select pg_replication_slot_advance($1, '0/0'::pg_lsn + $2::numeric)",
                     None,
@@ -386,16 +396,7 @@ fn wait_for_worker(c: &mut SpiClient<'_>, slot: &str, insert: i64) -> SpiResult<
         if pid.is_none() {
             break;
         }
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                1,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
-        }
-        pgrx::check_for_interrupts!();
+        nap(1);
     }
     // The worker's appends committed after this call's snapshot.
     unsafe {

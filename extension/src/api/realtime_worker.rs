@@ -30,9 +30,10 @@
 //! never restarts it.
 use super::realtime::{append, appends, flushable, LOCK, MAX_TXN_BYTES};
 use crate::realtime::pgoutput::{Assembler, Txn};
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
+use super::worker_launch::{launch_after_commit as launch, Worker};
+use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
-use pgrx::{pg_sys, register_xact_callback, PgXactCallbackEvent};
+use pgrx::pg_sys;
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
@@ -89,39 +90,24 @@ extern "C-unwind" {
 /// Ask for a capture worker once this transaction commits (the pull calls this when the
 /// slot exists and is not held). Once per transaction.
 pub fn launch_after_commit() {
-    if LAUNCH_PENDING.with(|p| p.replace(true)) {
-        return;
-    }
     // As the extension's owner (the slot's maker, the pull's definer), or, when that role
-    // may not log in, as the bootstrap superuser (InvalidOid), like the index builds.
-    let owner = Spi::get_one::<pg_sys::Oid>(
-        "select r.oid from pg_catalog.pg_extension e join pg_catalog.pg_roles r on r.oid = e.extowner
-          where e.extname = 'pgbaas' and r.rolcanlogin",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(pg_sys::InvalidOid);
-    let db = unsafe { pg_sys::MyDatabaseId };
-    register_xact_callback(PgXactCallbackEvent::Commit, move || {
-        LAUNCH_PENDING.with(|p| p.set(false));
-        // After commit: raising here would be a PANIC, so a refused launch is only logged
-        // and the pull goes on peeking.
-        let started = BackgroundWorkerBuilder::new("pgbaas realtime capture")
-            .set_type("pgbaas realtime capture")
-            .set_library("pgbaas")
-            .set_function("pgbaas_realtime_worker")
-            .set_argument(Some(pg_sys::Datum::from(db)))
-            .set_extra(&u32::from(owner).to_string())
-            .enable_spi_access()
-            .set_start_time(BgWorkerStartTime::RecoveryFinished)
-            .set_restart_time(None)
-            .load_dynamic();
-        if started.is_err() {
-            pgrx::log!("pgbaas: no background worker slot for the live-feed capture; the pull decodes instead (see max_worker_processes)");
-        }
-    });
-    register_xact_callback(PgXactCallbackEvent::Abort, || LAUNCH_PENDING.with(|p| p.set(false)));
-    register_xact_callback(PgXactCallbackEvent::Prepare, || LAUNCH_PENDING.with(|p| p.set(false)));
+    // may not log in, as the bootstrap superuser (InvalidOid), like the index builds. A
+    // refused launch is only logged, and the pull goes on peeking.
+    static WORKER: Worker = Worker {
+        name: "pgbaas realtime capture",
+        function: "pgbaas_realtime_worker",
+        refused: "pgbaas: no background worker slot for the live-feed capture; the pull decodes instead (see max_worker_processes)",
+    };
+    let owner = || {
+        Spi::get_one::<pg_sys::Oid>(
+            "select r.oid from pg_catalog.pg_extension e join pg_catalog.pg_roles r on r.oid = e.extowner
+              where e.extname = 'pgbaas' and r.rolcanlogin",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(pg_sys::InvalidOid)
+    };
+    launch(&WORKER, owner, |v| LAUNCH_PENDING.with(|p| p.replace(v)));
 }
 
 /// LogicalOutputPluginWriterPrepareWrite: start a new message in ctx->out (as
@@ -155,6 +141,11 @@ unsafe extern "C-unwind" fn do_write(ctx: *mut pg_sys::LogicalDecodingContext, _
 unsafe extern "C-unwind" fn release_slot(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
     unsafe {
         if !pg_sys::MyReplicationSlot.is_null() {
+            // As walsender.c's WalSndErrorCleanup: after an ERROR an LWLock may still be
+            // held, and ReplicationSlotRelease takes ProcArrayLock (a self-deadlock
+            // that would keep the slot and the lock, and hang realtime_disable()).
+            pg_sys::LWLockReleaseAll();
+            pg_sys::ConditionVariableCancelSleep();
             pg_sys::ReplicationSlotRelease();
         }
     }
@@ -397,7 +388,15 @@ fn run() -> Result<(), String> {
             if let Keep::Stop = keep {
                 return Ok(());
             }
-            // Only now that the append committed.
+            // Only now that the append committed, and is on disk: with synchronous_commit
+            // off the commit may still be in WAL buffers, and the confirm may save the
+            // slot at once (when a restart candidate is pending): a crash then would keep
+            // the slot past events it lost.
+            unsafe {
+                if pg_sys::XactLastCommitEnd > pg_sys::GetFlushRecPtr(std::ptr::null_mut()) {
+                    pg_sys::XLogFlush(pg_sys::XactLastCommitEnd);
+                }
+            }
             if let Some(e) = last_end {
                 confirm(&mut confirmed, e);
             }
@@ -424,6 +423,11 @@ fn run() -> Result<(), String> {
 /// Decode WAL up to `target` (or until a batch is full) and take the transactions that
 /// committed in it. Inside a transaction.
 fn decode(ctx: *mut pg_sys::LogicalDecodingContext, target: u64) -> Result<Vec<Txn>, String> {
+    // Catalog entries the last append (or anything since) loaded under normal snapshots
+    // must not serve decoding under historic ones: a table altered meanwhile would be
+    // decoded with its new tuple descriptor. As pg_logical_slot_get_changes does before
+    // it decodes.
+    unsafe { pg_sys::InvalidateSystemCaches() };
     let mut decoded = false;
     loop {
         let end = unsafe { (*(*ctx).reader).EndRecPtr };

@@ -1,0 +1,54 @@
+//! Launching the extension's dynamic background workers (index builds, the live-feed
+//! capture) once the calling transaction commits.
+
+use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
+use pgrx::{pg_sys, register_xact_callback, PgXactCallbackEvent};
+
+pub(crate) struct Worker {
+    /// Its bgw_name and bgw_type (pg_stat_activity.backend_type).
+    pub name: &'static str,
+    /// The library's exported entry point.
+    pub function: &'static str,
+    /// Logged when no worker slot is free.
+    pub refused: &'static str,
+}
+
+/// Ask for `w` once this transaction commits, connected to this database as the role
+/// `owner()` names (InvalidOid: the bootstrap superuser). `pending` swaps the caller's
+/// per-transaction flag and returns its old value: a second ask in one transaction does
+/// nothing and returns false.
+pub(crate) fn launch_after_commit(w: &'static Worker, owner: impl FnOnce() -> pg_sys::Oid, pending: fn(bool) -> bool) -> bool {
+    if pending(true) {
+        return false;
+    }
+    let owner = owner();
+    let db = unsafe { pg_sys::MyDatabaseId };
+    register_xact_callback(PgXactCallbackEvent::Commit, move || {
+        pending(false);
+        // After commit: anything raised here would be a PANIC, so a refused launch (no
+        // free worker slot) is only logged.
+        let started = BackgroundWorkerBuilder::new(w.name)
+            .set_type(w.name)
+            .set_library("pgbaas")
+            .set_function(w.function)
+            .set_argument(Some(pg_sys::Datum::from(db)))
+            .set_extra(&u32::from(owner).to_string())
+            .enable_spi_access()
+            .set_start_time(BgWorkerStartTime::RecoveryFinished)
+            // Never restarted by the postmaster: a worker that cannot connect (its
+            // database dropped) would be restarted forever. The callers launch again.
+            .set_restart_time(None)
+            .load_dynamic();
+        if started.is_err() {
+            pgrx::log!("{}", w.refused);
+        }
+    });
+    register_xact_callback(PgXactCallbackEvent::Abort, move || {
+        pending(false);
+    });
+    // PREPARE TRANSACTION ends the transaction without Commit or Abort callbacks.
+    register_xact_callback(PgXactCallbackEvent::Prepare, move || {
+        pending(false);
+    });
+    true
+}
