@@ -3,6 +3,12 @@
 
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::{pg_sys, register_xact_callback, PgXactCallbackEvent};
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+thread_local! {
+    static REFUSAL_LOGGED: Cell<Option<Instant>> = const { Cell::new(None) };
+}
 
 pub(crate) struct Worker {
     /// Its bgw_name and bgw_type (pg_stat_activity.backend_type).
@@ -39,7 +45,10 @@ pub(crate) fn launch_after_commit(w: &'static Worker, owner: impl FnOnce() -> pg
             // database dropped) would be restarted forever. The callers launch again.
             .set_restart_time(None)
             .load_dynamic();
-        if started.is_err() {
+        // At most once a minute per backend: the proxies' pull asks again every
+        // second while no slot is free.
+        if started.is_err() && REFUSAL_LOGGED.with(|t| t.get().is_none_or(|at| at.elapsed() >= Duration::from_secs(60))) {
+            REFUSAL_LOGGED.with(|t| t.set(Some(Instant::now())));
             pgrx::log!("{}", w.refused);
         }
     });
