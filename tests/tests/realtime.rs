@@ -793,6 +793,76 @@ fn a_commit_decoded_before_the_snapshot_but_not_yet_visible_is_sent_once() {
     s.disconnect();
 }
 
+/// The same window for a role grant: `baas.add_role_member` held after its commit record
+/// (as above) is decoded and appended at q <= S while the grant is not yet visible, so
+/// a plain subscription of that user started then reads its roles without it. The
+/// principals as of S hold it (the log up to S does): the user gets the documents
+/// readable through the role afterwards, and no reset (before the fix they never came,
+/// until the user's next role change).
+#[test]
+fn a_role_grant_decoded_before_the_start_but_not_yet_visible_counts_from_the_start() {
+    let _g = GLOBAL.write().unwrap_or_else(|e| e.into_inner());
+    let s = service_token();
+    let c = collection("rtrolegap", json!({}));
+    let (u, w) = (signup("rtrolegap-u"), signup("rtrolegap-w"));
+    let _restore = NoStandby;
+    let mut db = admin();
+    db.batch_execute("alter system set synchronous_standby_names = 'rt_no_such_standby'").unwrap();
+    db.batch_execute("select pg_reload_conf()").unwrap();
+    let mut held = None;
+    for attempt in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        // A fresh role each try: a grant that got through unheld is simply visible.
+        let role = format!("{c}_r{attempt}");
+        assert_eq!(post("/v1/roles", Some(&s), json!({"name": role})).status, 201);
+        let (r2, uid) = (role.clone(), u.id.clone());
+        let writer = std::thread::spawn(move || {
+            let mut g = admin();
+            g.batch_execute("set synchronous_commit = on").unwrap();
+            g.execute("select baas.add_role_member($1, $2::text::uuid)", &[&r2, &uid]).unwrap();
+        });
+        let mut pos: Option<i64> = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pos.is_none() && Instant::now() < deadline && !writer.is_finished() {
+            pos = db
+                .query_opt(
+                    "select position from baas.realtime_events where kind = 'member' and body ->> 'role' = $1 \
+                      and body ->> 'user' = $2 and body ->> 'op' = 'add' order by position desc limit 1",
+                    &[&role, &u.id],
+                )
+                .unwrap()
+                .map(|r| r.get(0));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(p) = pos {
+            let visible: bool = db
+                .query_one("select exists (select from baas.role_members m where m.role = $1 and m.user_id = $2::text::uuid)", &[&role, &u.id])
+                .unwrap()
+                .get(0);
+            if !writer.is_finished() && !visible {
+                held = Some((writer, p, role));
+                break;
+            }
+        }
+        writer.join().unwrap();
+    }
+    let (writer, event_pos, role) = held.expect("a grant held after its WAL record (synchronous_standby_names) within 20 tries");
+    let mut sub = Sub::new("rolegap", Who::User(0), Some(u.access.clone()), &c, json!({}), None, false);
+    sub.start(None, false);
+    let subscribed = sub.messages().iter().find(|x| x["type"] == "subscribed").map(position).unwrap();
+    assert!(!writer.is_finished(), "the grant was still held when the subscription started");
+    assert!(event_pos as u64 <= subscribed, "the grant ({event_pos}) is at or before S ({subscribed})");
+    drop(_restore);
+    writer.join().unwrap();
+    let d = create_doc(&c, Some(&w.access), json!({"n": 1}), Some(json!({"read": [format!("role:{role}")]})));
+    wait_until("the document readable through the held role arrives", || {
+        sub.messages().iter().any(|x| x["type"] == "insert" && x["document"]["id"] == d.as_str())
+    });
+    let types: Vec<String> = sub.messages().iter().map(|x| x["type"].as_str().unwrap().to_string()).collect();
+    assert_eq!(types, ["subscribed", "insert"], "no reset: the grant is in the principals as of S: {:?}", sub.messages());
+    sub.disconnect();
+}
+
 #[test]
 fn resume_past_retention_is_an_explicit_reset() {
     let _g = GLOBAL.write().unwrap_or_else(|e| e.into_inner());

@@ -662,6 +662,47 @@ pub struct Start {
     pub nesting: Vec<(String, String)>,
 }
 
+impl Start {
+    /// Make the role state the one at S: the start snapshot's roles plus `late`, the role
+    /// events at or before S whose transaction that snapshot did not see (commit record
+    /// decoded and appended, transaction not yet visible: `Hub::late_events`). They are
+    /// in the log up to S, so live delivery applied them before any event after S, and a
+    /// resume's range (p, S] holds them (`steady_principals` undoes them from here).
+    /// Without them a role granted in that window stayed missing from the principals
+    /// until the user's next role change. In position order; an add can only be late
+    /// over a state without its row (the pair is the key: a second insert waits for the
+    /// first and fails), a remove over one with it, so applying them is exact.
+    /// Not for a `snapshot: true` subscription: its documents were read without them, so
+    /// its hand-over replays them in order (a changed principal set is `reset`).
+    pub fn with_late_roles(&mut self, late: &[Arc<Event>], who: &Who) {
+        let Who::User(u) = who else { return };
+        for ev in late {
+            match &ev.body {
+                Body::Member { user, role, add } if **user == **u => {
+                    if *add {
+                        if !self.roles.iter().any(|r| **r == **role) {
+                            self.roles.push(role.to_string());
+                        }
+                    } else {
+                        self.roles.retain(|r| **r != **role);
+                    }
+                }
+                Body::Nest { member_role, role, add } => {
+                    let edge = (member_role.to_string(), role.to_string());
+                    if *add {
+                        if !self.nesting.contains(&edge) {
+                            self.nesting.push(edge);
+                        }
+                    } else {
+                        self.nesting.retain(|e| *e != edge);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The start-up's outcome for `go_live`: replay the buffer past S and join.
 enum Joined {
     Live,
@@ -1124,12 +1165,13 @@ impl Hub {
         Ok((start, row.start.window, docs))
     }
 
-    /// A `snapshot: true` subscription's events at or before S whose transaction the
-    /// start snapshot did not see (its commit record was decoded before the snapshot, yet
-    /// it had not become visible): from the hub's recent events, and read back from the
-    /// log where those do not reach (`Recent::late`). Only the ones that concern the
-    /// subscription are kept; `go_live` sends them first, in position order. Nothing to do
-    /// (no SQL, no scan) when the snapshot had no running transaction.
+    /// The events at or before S whose transaction the start snapshot did not see (its
+    /// commit record was decoded before the snapshot, yet it had not become visible):
+    /// from the hub's recent events, and read back from the log where those do not reach
+    /// (`Recent::late`). Only the ones that concern the subscription are kept. A
+    /// `snapshot: true` subscription's `go_live` sends them first, in position order;
+    /// for the others only the role events count (`Start::with_late_roles`). Nothing to
+    /// do (no SQL, no scan) when the snapshot had no running transaction.
     async fn late_events(&self, start: &Start, collection: &str, user: Option<&str>) -> Result<Vec<Arc<Event>>, ApiError> {
         if start.snap.xip.is_empty() {
             return Ok(Vec::new());
@@ -1254,13 +1296,30 @@ impl Hub {
 
     async fn subscribe_registered(&self, conn: &Arc<Conn>, req: &Subscribe, fields: &Option<Vec<String>>, id: SubId) -> Result<(), ApiError> {
         let name: Arc<str> = req.sub.as_str().into();
-        let (start, window, docs) = self.start_up(conn, req, fields).await?;
+        let (mut start, window, docs) = self.start_up(conn, req, fields).await?;
+        // Nothing is sent before everything that can fail has run. S is reached first:
+        // the events at or before S that the start snapshot did not see are looked up
+        // among those applied up to it (or read back), for every subscription whose
+        // principals can change: role events, folded into the start's roles (as of S).
+        self.reach(start.position).await?;
+        let user = conn.caller().user().map(str::to_string);
+        let who = who_of(conn);
+        let late = if req.snapshot || matches!(who, Who::User(_)) {
+            self.late_events(&start, &req.collection, user.as_deref()).await?
+        } else {
+            Vec::new()
+        };
+        let late = if req.snapshot {
+            late
+        } else {
+            start.with_late_roles(&late, &who);
+            Vec::new()
+        };
         let mut replayed = Vec::new();
         let mut reset = None;
         if let Some(p) = req.resume {
             match window.map(|w| resume_verdict(p, w)) {
                 Some(Ok(())) => {
-                    let user = conn.caller().user().map(str::to_string);
                     let max_bytes = conn.outbox.limit();
                     let Some(r) = self.replay(p, start.position, &req.collection, user.as_deref(), max_bytes).await? else {
                         return self.resume_reset(conn, req, id, &start, "retention").await;
@@ -1269,20 +1328,12 @@ impl Hub {
                     // Retention may have deleted the range's start meanwhile.
                     let w: Option<(i64, i64, i64)> = serde_json::from_str(&self.one(&[(WINDOW, &[])], 0).await?).ok();
                     let intact = w.is_some_and(|w| p as i64 >= w.0 - 1);
-                    reset = replay_verdict(&replayed, &who_of(conn), &start, intact);
+                    reset = replay_verdict(&replayed, &who, &start, intact);
                 }
                 Some(Err(why)) => reset = Some(why),
                 None => reset = Some("retention"),
             }
         }
-        // Nothing is sent before everything that can fail has run.
-        self.reach(start.position).await?;
-        let late = if req.snapshot {
-            let user = conn.caller().user().map(str::to_string);
-            self.late_events(&start, &req.collection, user.as_deref()).await?
-        } else {
-            Vec::new()
-        };
         for d in &docs {
             conn.outbox.push(snapshot_frame(&name, d), true);
         }
@@ -1294,7 +1345,6 @@ impl Hub {
             None if req.resume.is_some() => {
                 // (p, S] under the caller's principals as of S (the same at every
                 // position of the range: replay_verdict).
-                let who = who_of(conn);
                 let principals = match &who {
                     Who::User(u) => RoleGraph::from_edges(start.nesting.iter().map(|(a, b)| (a.as_str(), b.as_str())))
                         .principals(u, start.roles.iter().map(String::as_str)),
@@ -1311,7 +1361,7 @@ impl Hub {
                     collection: req.collection.as_str().into(),
                     filter,
                     fields: fields.clone().map(Into::into),
-                    who,
+                    who: who.clone(),
                     principals,
                     start: 0,
                     skip: false,

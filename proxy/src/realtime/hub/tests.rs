@@ -741,3 +741,80 @@ fn a_late_captured_nest_change_resets_a_resume_only_if_the_caller_reaches_its_me
         }
     }
 }
+
+/// The commit-visibility window for role events: a `member` add for U1 (xid 103) was
+/// decoded and appended at 12 <= S = 14, but its transaction was still running when the
+/// start snapshot was taken (103 in its xip), so the start's roles lack `team`. The
+/// principals as of S hold it all the same (live delivery applied it at 12): a plain
+/// subscription gets team's documents after S and no reset, whether the grant was
+/// applied before it registered (the recent events) or during its start-up (pending);
+/// a resume over it is a reset (the client's state at 11 lacked team); a snapshot
+/// subscription, whose documents were read without team, gets `reset` at 12.
+#[test]
+fn a_role_event_before_s_that_the_start_snapshot_did_not_see_counts_at_s() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let u1 = Who::User(U1.into());
+    let team_doc = |p: u64, xid: u64| change(p, xid, "insert", None, Some(doc(U2, &["role:team"], json!({ "p": p }), 1)));
+    let grant = || ev(12, 103, "member", None, json!({"user": U1, "role": "team", "op": "add"}));
+    let st = || start(14, "103:105:103", &[], &[]);
+    for before_registration in [false, true] {
+        for snapshot in [false, true] {
+            let hub = Hub::new(HubConfig::default(), None);
+            hub.start_at(10, &[]);
+            let a = Conn::new(caller(Some(U1), false), 1 << 20);
+            let r = Subscribe { snapshot, ..req("s", json!({}), None) };
+            let id = if before_registration {
+                hub.apply(vec![grant()]);
+                hub.register(&a, &r, None, None).unwrap()
+            } else {
+                let id = hub.register(&a, &r, None, None).unwrap();
+                hub.apply(vec![grant()]);
+                id
+            };
+            hub.apply(vec![team_doc(13, 104), team_doc(14, 101)]);
+            let mut start = st();
+            let late = rt.block_on(hub.late_events(&start, "c", Some(U1))).unwrap();
+            assert_eq!(late.iter().map(|e| e.position).collect::<Vec<_>>(), [12], "found without SQL");
+            let late = if snapshot {
+                late
+            } else {
+                start.with_late_roles(&late, &u1);
+                assert_eq!(start.roles, ["team"], "the roles as of S");
+                Vec::new()
+            };
+            assert!(matches!(hub.go_live_with(id, &start, snapshot, false, late), Joined::Live));
+            hub.apply(vec![team_doc(15, 105)]);
+            let got = types(&frames(&a));
+            let case = format!("snapshot {snapshot}, registered before the grant was applied: {}", !before_registration);
+            if snapshot {
+                assert_eq!(got, ["reset@12", "insert@15"], "{case}");
+            } else {
+                assert_eq!(got, ["insert@15"], "{case}: team's document after S, no reset");
+            }
+        }
+    }
+    // A nesting made in the window counts too: U1 holds team, team -> org is late.
+    let hub = Hub::new(HubConfig::default(), None);
+    hub.start_at(10, &[]);
+    let a = Conn::new(caller(Some(U1), false), 1 << 20);
+    let id = hub.register(&a, &req("s", json!({}), None), None, None).unwrap();
+    hub.apply(vec![ev(12, 103, "nest", None, json!({"member_role": "team", "role": "org", "op": "add"}))]);
+    let mut start = start(14, "103:105:103", &["team"], &[]);
+    let late = rt.block_on(hub.late_events(&start, "c", Some(U1))).unwrap();
+    start.with_late_roles(&late, &u1);
+    assert!(matches!(hub.go_live_with(id, &start, false, false, Vec::new()), Joined::Live));
+    hub.apply(vec![change(15, 105, "insert", None, Some(doc(U2, &["role:org"], json!({}), 1)))]);
+    assert_eq!(types(&frames(&a)), ["insert@15"], "org reached through the late nesting, no reset");
+    // A resume from 11 over the late grant: U1 lacked team at 11, holds it at S.
+    let mut at_s = st();
+    at_s.with_late_roles(&[grant()], &u1);
+    assert_eq!(replay_verdict(&[grant(), team_doc(13, 104)], &u1, &at_s, true), Some("access_changed"));
+    assert_eq!(replay_verdict(&[grant(), team_doc(13, 104)], &u1, &st(), true), None, "what the snapshot's roles alone said");
+    // Another user's grant, an anonymous caller: nothing changes.
+    let mut other = st();
+    other.with_late_roles(&[ev(12, 103, "member", None, json!({"user": U2, "role": "team", "op": "add"}))], &u1);
+    assert!(other.roles.is_empty());
+    let mut anon = st();
+    anon.with_late_roles(&[grant()], &Who::Anonymous);
+    assert!(anon.roles.is_empty() && anon.nesting.is_empty());
+}
