@@ -8,7 +8,7 @@
 //! transaction block (PreventInTransactionBlock), so neither the request's transaction
 //! nor SPI can run it; a worker owns its transactions. A dynamic worker needs no
 //! `shared_preload_libraries`.
-use super::worker_launch::{launch_after_commit, Worker};
+use super::worker_launch::{launch_after_commit, started_for, Worker};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use pgrx::pg_sys;
@@ -43,32 +43,24 @@ fn index_build_launch() -> bool {
         name: "pgbaas index build",
         function: "pgbaas_index_worker",
         refused: "pgbaas: no background worker slot for an index build; it stays queued (see max_worker_processes)",
+        owner_sql: "select r.oid from pg_catalog.pg_class c join pg_catalog.pg_roles r on r.oid = c.relowner
+                  where c.oid = 'baas.documents'::regclass and r.rolcanlogin",
     };
-    let owner = || {
-        Spi::get_one::<pg_sys::Oid>(
-            "select r.oid from pg_catalog.pg_class c join pg_catalog.pg_roles r on r.oid = c.relowner
-              where c.oid = 'baas.documents'::regclass and r.rolcanlogin",
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(pg_sys::InvalidOid)
-    };
-    launch_after_commit(&WORKER, owner, |v| LAUNCH_PENDING.with(|p| p.replace(v)))
+    launch_after_commit(&WORKER, |v| LAUNCH_PENDING.with(|p| p.replace(v)))
 }
 
 /// The worker's entry point (bgw_function_name).
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pgbaas_index_worker(arg: pg_sys::Datum) {
-    let db = unsafe { pg_sys::Oid::from_datum(arg, false) }.unwrap_or(pg_sys::InvalidOid);
-    let owner: u32 = BackgroundWorker::get_extra().parse().unwrap_or(0);
+    let (db, owner) = started_for(arg);
     unsafe {
         // SIGTERM (pg_terminate_backend, shutdown) ends the worker at the next interrupt
         // check, like a normal backend, instead of bgworker_die's exit from the handler.
         pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(on_sigterm));
         pg_sys::BackgroundWorkerUnblockSignals();
     }
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), Some(pg_sys::Oid::from(owner)));
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), Some(owner));
     // Not bounded by a request's statement timeout: a build takes as long as it takes.
     // Every step below reports errors instead of raising them, so that the worker ends
     // cleanly (a log line) rather than with an error, e.g. when the extension was

@@ -30,7 +30,7 @@
 //! never restarts it.
 use super::realtime::{append, appends, flushable, LOCK, MAX_TXN_BYTES};
 use crate::realtime::pgoutput::{Assembler, Txn};
-use super::worker_launch::{launch_after_commit as launch, Worker};
+use super::worker_launch::{launch_after_commit as launch, started_for, Worker};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use pgrx::pg_sys;
@@ -97,17 +97,10 @@ pub fn launch_after_commit() {
         name: "pgbaas realtime capture",
         function: "pgbaas_realtime_worker",
         refused: "pgbaas: no background worker slot for the live-feed capture; the pull decodes instead (see max_worker_processes)",
+        owner_sql: "select r.oid from pg_catalog.pg_extension e join pg_catalog.pg_roles r on r.oid = e.extowner
+                  where e.extname = 'pgbaas' and r.rolcanlogin",
     };
-    let owner = || {
-        Spi::get_one::<pg_sys::Oid>(
-            "select r.oid from pg_catalog.pg_extension e join pg_catalog.pg_roles r on r.oid = e.extowner
-              where e.extname = 'pgbaas' and r.rolcanlogin",
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(pg_sys::InvalidOid)
-    };
-    launch(&WORKER, owner, |v| LAUNCH_PENDING.with(|p| p.replace(v)));
+    launch(&WORKER, |v| LAUNCH_PENDING.with(|p| p.replace(v)));
 }
 
 /// LogicalOutputPluginWriterPrepareWrite: start a new message in ctx->out (as
@@ -221,14 +214,13 @@ fn transaction<R>(f: impl FnOnce() -> R) -> R {
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pgbaas_realtime_worker(arg: pg_sys::Datum) {
-    let db = unsafe { pg_sys::Oid::from_datum(arg, false) }.unwrap_or(pg_sys::InvalidOid);
-    let owner: u32 = BackgroundWorker::get_extra().parse().unwrap_or(0);
+    let (db, owner) = started_for(arg);
     unsafe {
         pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(on_sigterm));
         pg_sys::pqsignal(pg_sys::SIGHUP as i32, Some(on_sighup));
         pg_sys::BackgroundWorkerUnblockSignals();
     }
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), Some(pg_sys::Oid::from(owner)));
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), Some(owner));
     if let Err(e) = run() {
         pgrx::log!("pgbaas realtime capture: {e}; it ends (the next pull starts another)");
     }

@@ -17,17 +17,20 @@ pub(crate) struct Worker {
     pub function: &'static str,
     /// Logged when no worker slot is free.
     pub refused: &'static str,
+    /// One row, one column: the role the worker connects as. No row (the role may not
+    /// log in: a worker's connection would be refused at every start) is the bootstrap
+    /// superuser (InvalidOid).
+    pub owner_sql: &'static str,
 }
 
 /// Ask for `w` once this transaction commits, connected to this database as the role
-/// `owner()` names (InvalidOid: the bootstrap superuser). `pending` swaps the caller's
-/// per-transaction flag and returns its old value: a second ask in one transaction does
-/// nothing and returns false.
-pub(crate) fn launch_after_commit(w: &'static Worker, owner: impl FnOnce() -> pg_sys::Oid, pending: fn(bool) -> bool) -> bool {
+/// `w.owner_sql` names. `pending` swaps the caller's per-transaction flag and returns
+/// its old value: a second ask in one transaction does nothing and returns false.
+pub(crate) fn launch_after_commit(w: &'static Worker, pending: fn(bool) -> bool) -> bool {
     if pending(true) {
         return false;
     }
-    let owner = owner();
+    let owner = pgrx::Spi::get_one::<pg_sys::Oid>(w.owner_sql).ok().flatten().unwrap_or(pg_sys::InvalidOid);
     let db = unsafe { pg_sys::MyDatabaseId };
     register_xact_callback(PgXactCallbackEvent::Commit, move || {
         pending(false);
@@ -60,4 +63,12 @@ pub(crate) fn launch_after_commit(w: &'static Worker, owner: impl FnOnce() -> pg
         pending(false);
     });
     true
+}
+
+/// In the worker: the database and the role `launch_after_commit` started it for.
+pub(crate) fn started_for(arg: pg_sys::Datum) -> (pg_sys::Oid, pg_sys::Oid) {
+    use pgrx::FromDatum;
+    let db = unsafe { pg_sys::Oid::from_datum(arg, false) }.unwrap_or(pg_sys::InvalidOid);
+    let owner: u32 = pgrx::bgworkers::BackgroundWorker::get_extra().parse().unwrap_or(0);
+    (db, pg_sys::Oid::from(owner))
 }
