@@ -367,6 +367,13 @@ extern "C" fn cleanup_at_exit() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        // PGBAAS_KEEP_LOGS=<dir>: keep each temporary cluster's server log (a worker's
+        // last words, say) after the cluster is removed.
+        if let Some(keep) = std::env::var_os("PGBAAS_KEEP_LOGS") {
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let _ = std::fs::create_dir_all(&keep);
+            let _ = std::fs::copy(dir.join("postgres.log"), Path::new(&keep).join(format!("{name}.log")));
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -160,7 +160,8 @@ fn a_large_build_does_not_hold_writes_and_a_killed_build_leaves_nothing_behind()
     // Creating it again replaces the failed build, and this time it finishes.
     let r = post(&format!("/v1/collections/{big}/indexes"), Some(&s), json!({"path": "m"}));
     assert_eq!(r.status, 202, "{}", r.body);
-    assert_eq!(wait_index(&big, "m", "btree", &s)["state"], "ready");
+    let rebuilt = wait_index(&big, "m", "btree", &s);
+    assert_eq!(rebuilt["state"], "ready", "{rebuilt}");
     assert!(invalid_indexes(&mut db).is_empty());
 }
 

@@ -145,10 +145,15 @@ fn build(id: i32, name: &str) {
         }
         Ok(())
     };
+    pgrx::log!("pgbaas index build: building {name}");
     if let Err(reason) = steps() {
-        let _ = in_transaction(|| {
+        pgrx::log!("pgbaas index build: {name} failed: {reason}");
+        if let Err(e) = in_transaction(|| {
             Spi::run_with_args("select baas._index_build_failed($1, $2)", &[id.into(), reason.as_str().into()])
-        });
+        }) {
+            // The build then shows as failed by its ended worker (baas._index_json).
+            pgrx::warning!("pgbaas: could not record the failed build of {name}: {e}");
+        }
         if let Err(e) = top_level(&format!("drop index concurrently if exists baas.{}", quote_ident(name))) {
             pgrx::warning!("pgbaas: could not drop the failed index {name}: {e}");
         }
@@ -186,14 +191,18 @@ fn in_transaction<R>(f: impl FnOnce() -> Result<R, pgrx::spi::SpiError>) -> Resu
 /// (as pg_cron's worker does). The parse tree and text live in a memory context of their
 /// own: the statement's own commits free the transaction's memory under it.
 fn top_level(sql: &str) -> Result<(), String> {
-    guarded(|| unsafe {
-        let cx = pg_sys::AllocSetContextCreateInternal(
+    // Deleted below on success and on error alike (an error leaves it current no more:
+    // `guarded` switches to TopMemoryContext).
+    let cx = unsafe {
+        pg_sys::AllocSetContextCreateInternal(
             pg_sys::TopMemoryContext,
             c"pgbaas index build".as_ptr(),
             pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
             pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
             pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-        );
+        )
+    };
+    let r = guarded(|| unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
@@ -222,16 +231,22 @@ fn top_level(sql: &str) -> Result<(), String> {
                 std::ptr::null_mut(),
             );
         }
-        pg_sys::MemoryContextSwitchTo(old);
+        // Not back to `old`: CREATE/DROP INDEX CONCURRENTLY commit the transaction they
+        // started in, and Postgres 15 deletes its TopTransactionContext (where `old`
+        // pointed) at that commit: allocating in it afterwards would use freed memory
+        // that a later context may take over. The transaction open now has its own.
+        let _ = old;
+        pg_sys::MemoryContextSwitchTo(pg_sys::TopTransactionContext);
         // DefineIndex(concurrent) pops the snapshot it was given; a plain DROP leaves it.
         if pg_sys::ActiveSnapshotSet() {
             pg_sys::PopActiveSnapshot();
         }
         pg_sys::CommitTransactionCommand();
         pgrx::pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
-        pg_sys::MemoryContextDelete(cx);
         Ok(())
-    })
+    });
+    unsafe { pg_sys::MemoryContextDelete(cx) };
+    r
 }
 
 /// Catch a Postgres ERROR (or a panic) raised by `f`, roll back whatever transaction it
