@@ -423,7 +423,7 @@ begin
         values (u.blob_id, at + i, substring(data from (i + 1)::int for n::int));
         i := i + n;
     end loop;
-    update baas._uploads x set "offset" = at + v_len, hash_state = baas._sha256_update(x.hash_state, data),
+    update baas._uploads x set "offset" = at + v_len, hash_state = baas._sha256_update(x.hash_state, _upload_append.data),
            lease_until = case when x.lease is not null and x.lease = _upload_append.lease
                               then greatest(x.lease_until, now() + interval '60 seconds') else x.lease_until end
      where x.id = u.id;
