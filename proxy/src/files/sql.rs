@@ -8,11 +8,13 @@ pub const UPLOAD_FILE: &str = "select baas.upload_file($1::text, $2::text, $3::t
      $7::text::uuid, $8::bigint, $9::boolean)";
 pub const UPLOAD_CREATE: &str = "select baas.upload_create($1::text, $2::text, $3::text, $4::bigint, coalesce($5::text::jsonb, '{}'), \
      $6::text::jsonb, $7::text::uuid, $8::bigint, $9::boolean, $10::bytea)";
-/// The lease is taken (or renewed) in the same transaction as the append: one writer
-/// at a time, and a writer that stalls past the lease loses it.
+/// An append renews the lease its writer holds (a session without a lease, a simple
+/// upload's, needs none).
 pub const UPLOAD_APPEND: &str = "select baas._upload_append($1::text::uuid, $2::text::uuid, $3::bigint, $4::bytea)";
 pub const UPLOAD_LEASE: &str = "select baas._upload_lease($1::text::uuid, $2::text::uuid, $3::boolean)";
 pub const UPLOAD_REWIND: &str = "select baas._upload_rewind($1::text::uuid, $2::text::uuid)";
+/// After a PATCH that ended (well, or cut without a checksum): the next may start now.
+pub const UPLOAD_RELEASE: &str = "select 1::integer from baas._upload_release($1::text::uuid, $2::text::uuid) x";
 pub const UPLOAD_STATUS: &str = "select baas.upload_status($1::text::uuid)";
 pub const UPLOAD_FINISH: &str = "select baas.upload_finish($1::text::uuid)";
 pub const UPLOAD_ABORT: &str = "select 1::integer from baas.upload_abort($1::text::uuid) x";

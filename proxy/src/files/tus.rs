@@ -301,10 +301,12 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
     .await;
     drop(buf);
     if let Err(e) = result {
-        if checkpoint {
-            rewind(app, ctx, &session).await;
-        } else if e.code == "file_too_large" {
+        if e.code == "file_too_large" {
             upload::abort(app, ctx, &session.id);
+        } else if checkpoint {
+            rewind(app, ctx, &session).await;
+        } else {
+            release(app, ctx, &session).await;
         }
         return Err(Reply::error(e));
     }
@@ -318,7 +320,9 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
     }
     let mut r = Reply::empty(StatusCode::NO_CONTENT);
     r.headers.push(("upload-offset", at.to_string()));
-    if length == Some(at) {
+    if length != Some(at) {
+        release(app, ctx, &session).await;
+    } else {
         match upload::finish(app, ctx, &session.id).await {
             Ok(file) => {
                 if let Some(f) = file["id"].as_str() {
@@ -335,6 +339,13 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
         }
     }
     Ok(r)
+}
+
+async fn release(app: &Arc<App>, ctx: &Ctx, session: &Session) {
+    let p: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&session.id, &session.lease];
+    if let Err(e) = crate::db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::UPLOAD_RELEASE, &p, super::PIECE_RESULT).await {
+        log::warn!("releasing upload {}: {} {}", session.id, e.code, e.message);
+    }
 }
 
 async fn rewind(app: &Arc<App>, ctx: &Ctx, session: &Session) {
