@@ -1639,3 +1639,6 @@ select pg_catalog.pg_extension_config_dump('baas._uploads', '');
 select pg_catalog.pg_extension_config_dump('baas._file_refs', '');
 select pg_catalog.pg_extension_config_dump('baas.file_quotas', '');
 
+
+-- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
+select pg_catalog.pg_notify('baas_extension', '0.5.0');
