@@ -3,7 +3,7 @@
 -- readable document, a blob id cannot be forged), baas.files through as_user, refs,
 -- quotas, upload sessions, and the lints over the file tables.
 begin;
-select plan(113);
+select plan(114);
 
 select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -87,6 +87,8 @@ insert into baas.file_quotas values (:'u1', 1000);
 select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'a', null, 100) $$), 'ok', 'a per-user quota overrides the default');
 update baas.settings set file_quota_bytes = null;
 select is((select (files, bytes, quota)::text from baas.file_usage() where user_id = :'u1'), '(3,35,1000)', 'file_usage: files, bytes, quota per owner');
+select is((select x from baas.as_user(:'u2'::uuid, format('select baas._quota_left(%L)', :'u1')) x), 'null'::jsonb,
+          'nobody learns another user''s usage through the quota helper');
 delete from baas.file_quotas;
 
 -------------------------------------------------------------------- sessions
