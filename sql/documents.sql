@@ -858,18 +858,36 @@ create trigger documents_index_entries after insert or update or delete on baas.
 -- An index's row as the API shows it. A build whose worker is gone (pg_terminate_backend,
 -- a crash, a restart) shows as failed at once; the next worker records it so and drops
 -- the unfinished index (baas._index_build_next).
+-- `i` was read with the caller's snapshot, which may predate the worker's last commit
+-- (ready, or failed with its reason) while pg_stat_activity, read after it, no longer
+-- lists the worker that then ended: that build is not lost. So a row that looks lost is
+-- read again with a snapshot newer than the pg_stat_activity read (volatile: a new
+-- snapshot per statement in READ COMMITTED); the worker commits its row before it ends.
 create function baas._index_json(i baas.indexes) returns jsonb
-language sql stable security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    select jsonb_build_object('collection', (select c.name from baas.collections c where c.id = i.collection_id),
+declare
+    lost boolean := i.state = 'building' and i.worker_pid is not null
+                    and not exists (select from pg_stat_activity a where a.pid = i.worker_pid);
+    fresh baas.indexes;
+begin
+    if lost then
+        select * into fresh from baas.indexes x where x.id = i.id;
+        if not found then
+            lost := false; -- dropped meanwhile: show what the caller read
+        elsif fresh.state is distinct from 'building' or fresh.worker_pid is distinct from i.worker_pid then
+            i := fresh;
+            lost := false;
+        end if;
+    end if;
+    return jsonb_build_object('collection', (select c.name from baas.collections c where c.id = i.collection_id),
                               'path', i.path, 'kind', i.kind, 'name', i.name,
                               'state', case when lost then 'failed' else i.state end,
                               'error', case when lost then format('the build stopped before it finished: its worker (pid %s) ended', i.worker_pid)
                                             else i.error end,
-                              'created_at', i.created_at, 'started_at', i.started_at, 'finished_at', i.finished_at)
-      from (select i.state = 'building' and i.worker_pid is not null
-                   and not exists (select from pg_stat_activity a where a.pid = i.worker_pid) as lost) l
+                              'created_at', i.created_at, 'started_at', i.started_at, 'finished_at', i.finished_at);
+end
 $$;
 
 -- The CREATE INDEX statement of an index (null once it is no longer being built, for
