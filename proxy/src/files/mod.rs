@@ -1,0 +1,3 @@
+//! Files (issue 15): see docs/files.md.
+
+pub mod thumb;
