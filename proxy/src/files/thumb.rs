@@ -575,6 +575,15 @@ mod tests {
         assert_eq!(e.code, "invalid_image");
     }
 
+    /// CPU seconds (user + system) this thread has used: on a shared machine the wall
+    /// clock also counts other processes' turns.
+    fn thread_cpu() -> f64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+        let f: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0 // USER_HZ is 100 on Linux
+    }
+
     /// A figure, not a check (speed figures come from the benchmark): how long one
     /// 256×256 thumbnail of a 12-megapixel JPEG takes here. Run with --nocapture.
     #[test]
@@ -588,13 +597,14 @@ mod tests {
         let _ = scale(img, spec(256, 256, Fit::Contain));
         println!("12 MP JPEG: decode {decode:?}, scale to 256x256 {:?}", t.elapsed());
         for fit in [Fit::Contain, Fit::Cover] {
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), thread_cpu());
             let (ct, out) = make(&photo, "image/jpeg", spec(256, 256, fit), &ThumbLimits::default()).unwrap();
             println!(
-                "thumbnail 256x256 {} of a 4000x3000 JPEG ({} KiB): {:?}, {} bytes of {ct}",
+                "thumbnail 256x256 {} of a 4000x3000 JPEG ({} KiB): {:?} wall, {:.2} s CPU, {} bytes of {ct}",
                 fit.as_str(),
                 photo.len() >> 10,
                 t.elapsed(),
+                thread_cpu() - cpu,
                 out.len()
             );
         }
