@@ -17,6 +17,7 @@ pub mod params;
 pub mod range;
 pub mod sql;
 pub mod thumb_hook;
+pub mod thumb;
 pub mod tus;
 pub mod upload;
 
