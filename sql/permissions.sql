@@ -111,7 +111,9 @@ language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    return (owner is not null and owner = baas.uid()) or baas._is_privileged(r);
+    -- coalesce: for an anonymous caller baas.uid() is null, and `owner = null` is null,
+    -- not false; `not null` let every `if not _may_manage(...)` check through.
+    return coalesce(owner is not null and owner = baas.uid(), false) or baas._is_privileged(r);
 end
 $$;
 

@@ -1687,5 +1687,19 @@ begin
 end
 $$;
 
+-- Security fix: an anonymous caller with update rights on a document (acl update
+-- "public") could change its ACL and owner: _may_manage returned null for them, and
+-- `if not null` does not raise (sql/permissions.sql).
+create or replace function baas._may_manage(owner uuid, r text) returns boolean
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    -- coalesce: for an anonymous caller baas.uid() is null, and `owner = null` is null,
+    -- not false; `not null` let every `if not _may_manage(...)` check through.
+    return coalesce(owner is not null and owner = baas.uid(), false) or baas._is_privileged(r);
+end
+$$;
+
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
 select pg_catalog.pg_notify('baas_extension', '0.5.0');

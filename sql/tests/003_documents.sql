@@ -1,7 +1,7 @@
 -- Documents as a DBA sees them: policies present and forced, evaluated once per
 -- statement, and the permission matrix through the SQL door (baas.as_user).
 begin;
-select plan(37);
+select plan(41);
 
 select ok((select relrowsecurity and relforcerowsecurity from pg_class where oid = 'baas.documents'::regclass),
           'row-level security is enabled and forced on baas.documents');
@@ -58,6 +58,18 @@ select is(pg_temp.outcome_as(:'b', format('select baas.patch_document(''m'', %L,
 select is(pg_temp.outcome_as(:'c', format('select baas.patch_document(''m'', %L, ''{"x":1}'')', pg_temp.id_of('read_b'))), 'P0002 document_not_found', 'c cannot tell read_b exists');
 select is(pg_temp.outcome_as(:'b', format('select baas.delete_document(''m'', %L)', pg_temp.id_of('update_b'))), '42501 forbidden', 'b may not delete update_b');
 select is(pg_temp.outcome_as(null, format('select baas.delete_document(''m'', %L)', pg_temp.id_of('public'))), '42501 forbidden', 'anon reads public, cannot delete');
+-- An anonymous caller with update rights may change the data, never the ACL or owner
+-- (baas._may_manage was null for anonymous callers, and `if not null` let them through).
+select pg_temp.mk('public_update', '{"read": ["public"], "update": ["public"]}');
+select is(pg_temp.outcome_as(null, format('select baas.set_acl(''m'', %L, ''{"read": ["public"], "update": ["public"], "delete": ["public"]}'')', pg_temp.id_of('public_update'))),
+          '42501 forbidden', 'anon with update rights cannot change the ACL');
+select ok(pg_temp.outcome_as(null, format('update baas.documents set acl_delete = ''{public}'' where id = %L', pg_temp.id_of('public_update'))) like '42501%',
+          'nor through the table (the guard, or no column privilege)');
+select is(pg_temp.outcome_as(null, format('select baas.get_acl(''m'', %L)', pg_temp.id_of('public'))),
+          '42501 forbidden', 'anon cannot read an ACL either');
+select lives_ok(format('select * from baas.as_user(%L::uuid, %L)', current_setting('t.a'),
+                       format('select baas.delete_document(''m'', %L)', pg_temp.id_of('public_update'))), 'the owner deletes it again');
+delete from cases where name = 'public_update';
 select is(pg_temp.outcome_as(:'b', format('select baas.set_acl(''m'', %L, ''{}'')', pg_temp.id_of('update_b'))), '42501 forbidden', 'a grantee cannot change the ACL');
 select is(pg_temp.outcome_as(:'b', format('select baas.transfer(''m'', %L, %L)', pg_temp.id_of('update_b'), :'b')), '42501 forbidden', 'a grantee cannot take the document');
 select is(pg_temp.outcome_as(null, 'select baas.create_document(''m'', ''{}'')'), '42501 forbidden', 'anon may not create by default');
