@@ -143,6 +143,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_schema jsonb;
+    v_bucket boolean;
 begin
     -- Loading a dump (pg_restore sets row_security off, which only superusers and
     -- BYPASSRLS roles can use here: sql/dump.sql): the rows keep their versions and times.
@@ -153,6 +154,25 @@ begin
         new.version := 1;
         new.created_at := now();
         new.updated_at := new.created_at;
+        select c.schema, c.bucket into v_schema, v_bucket from baas.collections c where c.id = new.collection_id;
+        -- Files (sql/files.sql): every document of a bucket holds a blob, which only the
+        -- caller's own finishing upload may attach; size, type and sha256 come from it.
+        if new.blob_id is not null or v_bucket then
+            if not v_bucket then
+                raise exception using errcode = '22023', detail = 'invalid_request',
+                    message = 'only documents of a bucket hold files';
+            elsif new.blob_id is null then
+                raise exception using errcode = '22023', detail = 'use_file_upload',
+                    message = format('files in bucket %1$s are created by POST /v1/collections/%1$s/files or baas.upload_*',
+                                     (select c.name from baas.collections c where c.id = new.collection_id));
+            elsif not baas._may_attach_blob(new.blob_id, new.collection_id, new.id) then
+                raise exception using errcode = '42501', detail = 'forbidden',
+                    message = 'this blob is not yours to attach: files are attached by their upload';
+            end if;
+            new.file := baas._blob_file_json(new.blob_id, new.file ->> 'name');
+        elsif new.file is not null then
+            new.file := null;
+        end if;
     else
         new.collection_id := old.collection_id;
         new.id := old.id;
@@ -170,11 +190,29 @@ begin
             raise exception using errcode = '42501', detail = 'forbidden',
                 message = 'only the owner may change this document''s ACL';
         end if;
+        -- A file's blob changes only through its upload (the finishing session of the
+        -- caller); its name may change (checked), its size/type/sha256 never by hand.
+        if new.blob_id is distinct from old.blob_id then
+            if new.blob_id is null then
+                raise exception using errcode = '22023', detail = 'invalid_request',
+                    message = 'a file''s blob cannot be removed: delete the file instead';
+            elsif old.blob_id is null then
+                raise exception using errcode = '22023', detail = 'invalid_request',
+                    message = 'only documents of a bucket hold files';
+            elsif not baas._may_attach_blob(new.blob_id, new.collection_id, new.id) then
+                raise exception using errcode = '42501', detail = 'forbidden',
+                    message = 'this blob is not yours to attach: files are attached by their upload';
+            end if;
+            new.file := baas._blob_file_json(new.blob_id, coalesce(new.file ->> 'name', old.file ->> 'name'));
+        elsif new.file is distinct from old.file then
+            new.file := case when old.blob_id is not null
+                             then baas._blob_file_json(old.blob_id, coalesce(new.file ->> 'name', old.file ->> 'name')) end;
+        end if;
         if new.data is not distinct from old.data then
             return new;
         end if;
+        select c.schema into v_schema from baas.collections c where c.id = new.collection_id;
     end if;
-    select c.schema into v_schema from baas.collections c where c.id = new.collection_id;
     if v_schema is not null then
         perform baas._validate_document(v_schema, new.data);
     end if;
@@ -189,6 +227,8 @@ create trigger documents_guard before insert or update on baas.documents
 -- inlines a SQL function only if its body is no more volatile than declared. Inlined,
 -- it costs nothing; not inlined, every call was parsed and planned again (list and get
 -- profiles, docs/benchmarks.md).
+-- sql/files.sql replaces this and _collection_json once the file columns exist (a
+-- file's document also shows `file`, a bucket its file options).
 create function baas._document_json(d baas.documents, collection text) returns jsonb
 language sql stable parallel safe
 as $$
@@ -620,14 +660,20 @@ begin
     perform baas._check_collection_name(create_collection.name);
     o := baas._normalize_collection_options(options);
     perform baas._check_new_principals(jsonb_build_object('create', o -> 'create') || (o -> 'default_acl'));
-    insert into baas.collections (name, create_acl, default_read, default_update, default_delete, schema, realtime)
+    insert into baas.collections (name, create_acl, default_read, default_update, default_delete, schema, realtime,
+                                  bucket, file_max_bytes, file_types, file_refs)
     values (create_collection.name,
             array(select jsonb_array_elements_text(o -> 'create')),
             array(select jsonb_array_elements_text(o -> 'default_acl' -> 'read')),
             array(select jsonb_array_elements_text(o -> 'default_acl' -> 'update')),
             array(select jsonb_array_elements_text(o -> 'default_acl' -> 'delete')),
             nullif(o -> 'schema', 'null'),
-            (o ->> 'realtime')::boolean)
+            (o ->> 'realtime')::boolean,
+            (o ->> 'bucket')::boolean,
+            (o ->> 'max_file_size')::bigint,
+            case when jsonb_typeof(o -> 'file_types') = 'array'
+                 then array(select jsonb_array_elements_text(o -> 'file_types')) end,
+            o ->> 'file_refs')
     on conflict (name) do nothing
     returning * into c;
     if not found then
@@ -638,7 +684,7 @@ begin
 end
 $$;
 comment on function baas.create_collection(text, jsonb) is
-    'Create a collection. options: create (principals), default_acl, schema (JSON Schema), realtime (live feed, default true)';
+    'Create a collection. options: create (principals), default_acl, schema (JSON Schema), realtime (live feed, default true), bucket (files), max_file_size, file_types, file_refs';
 
 create function baas.drop_collection(name text) returns void
 language plpgsql volatile security definer

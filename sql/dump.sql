@@ -18,6 +18,14 @@
 select pg_catalog.pg_extension_config_dump('baas._login_throttles', '');
 select pg_catalog.pg_extension_config_dump('baas._trusted_sources', '');
 
+-- Files (sql/files.sql): blobs, their bytes, unfinished uploads (a restored database
+-- can resume them), references and quotas. Not baas._thumbnails: a cache, restored empty.
+select pg_catalog.pg_extension_config_dump('baas._blobs', '');
+select pg_catalog.pg_extension_config_dump('baas._file_chunks', '');
+select pg_catalog.pg_extension_config_dump('baas._uploads', '');
+select pg_catalog.pg_extension_config_dump('baas._file_refs', '');
+select pg_catalog.pg_extension_config_dump('baas.file_quotas', '');
+
 -- The identity sequences: without their positions, the first audit entry, collection or
 -- index made after a restore would take an id already in use.
 select pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('baas.audit_log', 'id')::regclass, '');

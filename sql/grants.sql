@@ -100,6 +100,60 @@ grant execute on function
     baas._collection_json(baas.collections)
   to baas_service;
 
+-- Files (sql/files.sql): the public functions run as the caller (row-level security
+-- decides); the upload session steps are SECURITY DEFINER and check the session's owner.
+grant execute on function
+    baas.upload_create(text, text, text, bigint, jsonb, jsonb, uuid, bigint, boolean, bytea),
+    baas._upload_append(uuid, uuid, bigint, bytea),
+    baas._upload_lease(uuid, uuid, boolean),
+    baas._upload_rewind(uuid, uuid),
+    baas._upload_release(uuid, uuid),
+    baas.upload_status(uuid),
+    baas.upload_finish(uuid),
+    baas.upload_abort(uuid),
+    baas.upload_file(text, text, text, bytea, jsonb, jsonb, uuid, bigint, boolean),
+    baas.file_get(uuid, bigint, bigint, integer),
+    baas.file_read(uuid, bigint, integer),
+    baas.file_meta(uuid),
+    baas.update_file(uuid, text, jsonb, bigint),
+    baas.delete_file(uuid, bigint),
+    baas.set_file_acl(uuid, jsonb, bigint),
+    baas.file_link(uuid, integer),
+    baas.thumbnail_get(uuid, integer, integer, text),
+    baas.thumbnail_put(uuid, integer, integer, text, text, bytea)
+  to baas_anon, baas_user, baas_service;
+
+-- What those run as the caller (and the documents guard, for a file's document).
+grant execute on function
+    baas._file_json(baas.documents, text),
+    baas._file_row(uuid, bigint),
+    baas._explain_file_miss(uuid, bigint, text),
+    baas._blob_piece(uuid, bigint, integer),
+    baas._file_max_bytes(),
+    baas._raise_too_large(bigint, bigint),
+    baas._raise_quota(bigint, bigint),
+    baas._quota_left(uuid),
+    baas._upload_insert(integer, uuid, boolean, bigint, bigint, text, text, jsonb, jsonb, bytea),
+    baas._upload_seal(uuid),
+    baas._upload_done(uuid),
+    baas._may_attach_blob(uuid, integer, uuid),
+    baas._blob_file_json(uuid, text),
+    baas._file_link_sign(uuid, bigint, integer),
+    baas._thumbnail_insert(uuid, integer, integer, text, text, bytea),
+    baas._check_file_name(text),
+    baas._normalize_content_type(text),
+    baas._file_type_allowed(text, text[])
+  to baas_anon, baas_user, baas_service;
+
+-- File administration: service tokens (and DBAs). The proxy's login role removes
+-- expired uploads (proxy/src/files/cleanup.rs).
+grant execute on function
+    baas.set_bucket(text, jsonb),
+    baas.file_usage(),
+    baas.unreferenced_files()
+  to baas_service;
+grant execute on function baas.cleanup_uploads(integer) to baas_authenticator;
+
 -- Live change feeds: a position reveals only a number (every API role); the log, the
 -- pull and the principal lookups are the proxy's login role's alone (sql/realtime.sql).
 grant execute on function baas.realtime_position() to baas_anon, baas_user, baas_service;

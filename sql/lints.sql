@@ -22,6 +22,10 @@ as $$
                     where has_any_column_privilege(r.rolname, c.oid, 'SELECT, INSERT, UPDATE')
                        or has_table_privilege(r.rolname, c.oid, 'DELETE'))
        and not (c.relkind in ('r', 'p') and c.relrowsecurity and c.relforcerowsecurity)
+       -- A security_invoker view (baas.files) reads its tables as the caller: their
+       -- policies apply.
+       and not (c.relkind = 'v' and exists (select from unnest(c.reloptions) o
+                                              where lower(o) in ('security_invoker=true', 'security_invoker=on', 'security_invoker=1')))
     union all
     -- 2. SECURITY DEFINER functions pin a safe search_path: only pg_catalog, baas and
     --    pg_temp, with pg_temp last (left out, Postgres searches it first), or a
@@ -63,7 +67,13 @@ as $$
            '_owned_document', '_set_document_owner', '_may_create', '_may_manage', '_is_privileged',
            '_find_page', '_find_compiled', '_count_compiled', '_btree_index_id', '_jfield',
            '_jsonb_lp_eq', '_jsonb_lp_lt', '_jsonb_lp_le', '_jsonb_lp_gt', '_jsonb_lp_ge',
-           '_jsonb_lp_cmp', '_jsonb_lp_contains'])
+           '_jsonb_lp_cmp', '_jsonb_lp_contains',
+           -- files (sql/files.sql, sql/grants.sql)
+           '_upload_append', '_upload_lease', '_upload_rewind', '_upload_release', '_file_json', '_file_row',
+           '_explain_file_miss', '_blob_piece', '_file_max_bytes', '_raise_too_large', '_raise_quota',
+           '_quota_left', '_upload_insert', '_upload_seal', '_upload_done', '_may_attach_blob',
+           '_blob_file_json', '_file_link_sign', '_thumbnail_insert', '_check_file_name',
+           '_normalize_content_type', '_file_type_allowed'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid
     union all
@@ -89,6 +99,10 @@ as $$
            'run_index_builds',
            'create_role', 'drop_role', 'add_role_member', 'remove_role_member', 'add_role_to_role',
            'remove_role_from_role', 'list_roles',
+           -- files
+           'upload_create', 'upload_status', 'upload_finish', 'upload_abort', 'upload_file', 'file_get',
+           'file_read', 'file_meta', 'update_file', 'delete_file', 'set_file_acl', 'file_link',
+           'thumbnail_get', 'thumbnail_put', 'cleanup_uploads', 'unreferenced_files', 'file_usage', 'set_bucket',
            -- live change feeds
            'set_realtime', 'realtime_position', 'realtime_status', 'realtime_disable',
            -- DBA tools
@@ -129,6 +143,52 @@ as $$
         or (p.polrelid = 'baas.index_entries'::regclass
             and p.polname not in ('index_entries_service', 'index_entries_read'))
     union all
+    -- 4d. Files (sql/permissions.sql, "files"): a chunk, a blob and a thumbnail are
+    --     readable exactly when a readable document holds the blob. Each read policy
+    --     must keep that text, for baas_anon and baas_user; the service policies are
+    --     `using (true)` for baas_service; no other policy may widen these tables.
+    select 'file_policy_drift', format('policy %I on %s', v.polname, v.rel),
+           case when p.oid is null then 'missing: sql/permissions.sql creates it'
+                else format('not the one file rule: %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (values ('file_chunks_read', 'baas._file_chunks', '_file_chunks.blob_id', false),
+                   ('blobs_read', 'baas._blobs', '_blobs.id', false),
+                   ('thumbnails_read', 'baas._thumbnails', '_thumbnails.source_blob', false),
+                   ('file_chunks_service', 'baas._file_chunks', null, true),
+                   ('blobs_service', 'baas._blobs', null, true),
+                   ('thumbnails_service', 'baas._thumbnails', null, true)) v(polname, rel, col, service)
+      left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
+     where p.oid is null
+        or p.polcmd::text <> 'r' or not p.polpermissive or p.polwithcheck is not null
+        or (v.service and (pg_get_expr(p.polqual, p.polrelid) is distinct from 'true'
+                           or p.polroles::oid[] is distinct from array['baas_service'::regrole::oid]))
+        or (not v.service and (
+               pg_get_expr(p.polqual, p.polrelid) is distinct from
+                   format(E'(EXISTS ( SELECT\n   FROM baas.documents d\n  WHERE (d.blob_id = %s)))', v.col)
+               or (select array_agg(x order by x) from unnest(p.polroles::oid[]) x)
+                  is distinct from (select array_agg(x order by x)
+                                      from unnest(array['baas_anon'::regrole::oid, 'baas_user'::regrole::oid]) x)))
+    union all
+    select 'file_policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
+           'a policy sql/permissions.sql does not define: it may widen who reads file bytes'
+      from pg_policy p
+     where p.polrelid in ('baas._file_chunks'::regclass, 'baas._blobs'::regclass, 'baas._thumbnails'::regclass,
+                          'baas._uploads'::regclass, 'baas._file_refs'::regclass)
+       and p.polname not in ('file_chunks_read', 'file_chunks_service', 'blobs_read', 'blobs_service',
+                             'thumbnails_read', 'thumbnails_service')
+    union all
+    -- 4e. The file tables are written by the extension's SECURITY DEFINER functions
+    --     only: no API role may write them (nor read the sessions and references).
+    select 'file_table_grant', format('%s to %s', t.rel, r.rolname),
+           format('%s may %s it: only SECURITY DEFINER functions may', r.rolname, lower(x.priv))
+      from (values ('baas._blobs'), ('baas._file_chunks'), ('baas._uploads'), ('baas._thumbnails'),
+                   ('baas._file_refs')) t(rel)
+      cross join (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+      cross join (values ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE'), ('SELECT')) x(priv)
+     where (x.priv in ('INSERT', 'UPDATE', 'SELECT')
+            and has_any_column_privilege(r.rolname, t.rel::regclass, x.priv)
+            and (x.priv <> 'SELECT' or t.rel in ('baas._uploads', 'baas._file_refs')))
+        or (x.priv in ('DELETE', 'TRUNCATE') and has_table_privilege(r.rolname, t.rel::regclass, x.priv))
+    union all
     -- 5. A policy must not decide on data its users can edit: an account's own data
     --    (baas.users.data, changed by baas.update_user), document data, or functions
     --    that return them. Roles come from baas.roles() / baas.principals().
@@ -149,4 +209,4 @@ as $$
                                'baas.find(text, jsonb, text, integer, integer, uuid, text[])'::regprocedure))
 $$;
 comment on function baas.security_lints() is
-    'Security lints (no rows = clean): unforced RLS on API-readable tables, SECURITY DEFINER without search_path, PUBLIC execute, exposed internal functions, undocumented public functions, policies that drifted from their one rule, policies reading user-editable data';
+    'Security lints (no rows = clean): unforced RLS on API-readable tables, SECURITY DEFINER without search_path, PUBLIC execute, exposed internal functions, undocumented public functions, policies that drifted from their one rule (documents and files), write grants on file tables, policies reading user-editable data';

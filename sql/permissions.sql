@@ -207,3 +207,33 @@ begin
                    format(rule, 'acl_read'));
 end
 $policies$;
+
+------------------------------------------------------------------------ files
+-- A file is a document (sql/files.sql): its metadata is read, overwritten, deleted and
+-- shared under the document policies above. Its bytes (chunks), its blob row and its
+-- cached thumbnails are readable exactly when the caller may read a document holding
+-- that blob: the subquery runs under documents_read as the caller. Nobody but the
+-- extension's SECURITY DEFINER functions writes them. baas.security_lints() reports
+-- `file_policy_drift` if these texts change.
+alter table baas._file_chunks enable row level security;
+alter table baas._file_chunks force row level security;
+alter table baas._blobs enable row level security;
+alter table baas._blobs force row level security;
+alter table baas._thumbnails enable row level security;
+alter table baas._thumbnails force row level security;
+create policy file_chunks_service on baas._file_chunks for select to baas_service using (true);
+create policy file_chunks_read on baas._file_chunks for select to baas_anon, baas_user
+    using (exists (select from baas.documents d where d.blob_id = _file_chunks.blob_id));
+create policy blobs_service on baas._blobs for select to baas_service using (true);
+create policy blobs_read on baas._blobs for select to baas_anon, baas_user
+    using (exists (select from baas.documents d where d.blob_id = _blobs.id));
+create policy thumbnails_service on baas._thumbnails for select to baas_service using (true);
+create policy thumbnails_read on baas._thumbnails for select to baas_anon, baas_user
+    using (exists (select from baas.documents d where d.blob_id = _thumbnails.source_blob));
+-- Upload sessions and references: SECURITY DEFINER functions only (no policies).
+alter table baas._uploads enable row level security;
+alter table baas._file_refs enable row level security;
+-- Quotas: the service role manages them (DBAs bypass).
+alter table baas.file_quotas enable row level security;
+alter table baas.file_quotas force row level security;
+create policy file_quotas_service on baas.file_quotas to baas_service using (true) with check (true);

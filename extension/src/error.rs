@@ -39,6 +39,8 @@ pub enum BaasError {
     /// A page or a document larger than baas.max_response_bytes.
     #[error("{0}")]
     ResponseTooLarge(String),
+    #[error("{0}")]
+    InvalidFileName(String),
 }
 
 impl BaasError {
@@ -60,6 +62,7 @@ impl BaasError {
             BaasError::QueryTooComplex(_) => "query_too_complex",
             BaasError::JsonTooDeep(_) => "limit_exceeded",
             BaasError::ResponseTooLarge(_) => "response_too_large",
+            BaasError::InvalidFileName(_) => "invalid_file_name",
         }
     }
 
@@ -73,7 +76,8 @@ impl BaasError {
             | BaasError::InvalidAcl(_)
             | BaasError::InvalidOptions(_)
             | BaasError::InvalidSchema(_)
-            | BaasError::InvalidQuery(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            | BaasError::InvalidQuery(_)
+            | BaasError::InvalidFileName(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             BaasError::SchemaViolation { .. } => PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
             BaasError::PasswordTooLong { .. } => {
                 PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod documents;
 pub mod error;
+pub mod files;
 pub mod query;
 pub mod realtime;
 
@@ -63,8 +64,25 @@ extension_sql_file!(
         api::index_build::index_build_launch,
     ]
 );
-// Every policy and permission predicate, over the tables documents.sql made.
-extension_sql_file!("../../sql/permissions.sql", name = "permissions", requires = ["documents"]);
+// Files: buckets, blobs, chunks, uploads (issue 15).
+extension_sql_file!(
+    "../../sql/files.sql",
+    name = "files",
+    requires = [
+        "documents",
+        api::files::sha256_new,
+        api::files::sha256_update,
+        api::files::sha256_final,
+        api::files::sniff_type,
+        api::files::file_type,
+        api::files::normalize_content_type,
+        api::files::file_type_allowed,
+        api::files::check_file_name,
+        api::documents::normalize_file_options,
+    ]
+);
+// Every policy and permission predicate, over the tables documents.sql and files.sql made.
+extension_sql_file!("../../sql/permissions.sql", name = "permissions", requires = ["files"]);
 extension_sql_file!("../../sql/audit.sql", name = "audit", requires = ["permissions"]);
 extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["audit"]);
 extension_sql_file!("../../sql/dump.sql", name = "dump", requires = ["lints"]);

@@ -161,6 +161,54 @@ pub struct Config {
     /// Live feeds: most documents a subscription's snapshot sends (over it: 400 snapshot_too_large)
     #[arg(long, env = "PGBAAS_REALTIME_SNAPSHOT_MAX", default_value = "500", value_parser = int(1usize, 999, ""))]
     pub realtime_snapshot_max: usize,
+
+    /// Files: largest file accepted, in bytes (a bucket may set less; tus `Tus-Max-Size`)
+    #[arg(long, value_name = "BYTES", env = "PGBAAS_FILE_MAX_BYTES", default_value = "5368709120", value_parser = int(0u64, 1u64 << 40, " bytes"))]
+    pub file_max_bytes: u64,
+
+    /// Files: seconds an upload or download may stall (no byte either way) before it is cut (408 for an upload)
+    #[arg(id = "file_idle_timeout_secs", value_name = "SECS", long = "file-idle-timeout-secs", env = "PGBAAS_FILE_IDLE_TIMEOUT_SECS", default_value = "30", value_parser = secs(3600))]
+    pub file_idle_timeout: Duration,
+
+    /// Files: uploads and downloads one client IP may run at once (0: no cap; off with rate_limits = off)
+    #[arg(long, env = "PGBAAS_MAX_TRANSFERS_PER_IP", default_value = "8", value_parser = int(0u32, 100_000, ""))]
+    pub max_transfers_per_ip: u32,
+
+    /// Files: uploads and downloads one signed-in user may run at once (0: no cap; off with rate_limits = off)
+    #[arg(long, env = "PGBAAS_MAX_TRANSFERS_PER_USER", default_value = "4", value_parser = int(0u32, 100_000, ""))]
+    pub max_transfers_per_user: u32,
+
+    /// Files: uploads and downloads the proxy runs at once, all clients together (0: no cap)
+    #[arg(long, env = "PGBAAS_MAX_TRANSFERS", default_value = "64", value_parser = int(0u32, 1_000_000, ""))]
+    pub max_transfers: u32,
+
+    /// Files: thumbnails made at once (each on a blocking thread)
+    #[arg(long, env = "PGBAAS_THUMB_WORKERS", default_value = "1", value_parser = int(1usize, 256, ""))]
+    pub thumb_workers: usize,
+
+    /// Files: thumbnail requests waiting for a worker; more get 503 thumbnails_busy
+    #[arg(long, env = "PGBAAS_THUMB_QUEUE", default_value = "8", value_parser = int(0usize, 100_000, ""))]
+    pub thumb_queue: usize,
+
+    /// Files: largest source image for a thumbnail, in pixels (width x height; larger: 422 image_too_large)
+    #[arg(long, env = "PGBAAS_THUMB_MAX_PIXELS", default_value = "50000000", value_parser = int(1u64, 1u64 << 40, " pixels"))]
+    pub thumb_max_pixels: u64,
+
+    /// Files: most memory one thumbnail's decoder may allocate, in bytes
+    #[arg(long, value_name = "BYTES", env = "PGBAAS_THUMB_MAX_ALLOC", default_value = "536870912", value_parser = int(1u64 << 20, 1u64 << 40, " bytes"))]
+    pub thumb_max_alloc: u64,
+
+    /// Files: largest source file for a thumbnail, in bytes (read whole; larger: 422 image_too_large)
+    #[arg(long, value_name = "BYTES", env = "PGBAAS_THUMB_MAX_INPUT_BYTES", default_value = "33554432", value_parser = int(1usize << 10, 1usize << 30, " bytes"))]
+    pub thumb_max_input_bytes: usize,
+
+    /// Files: seconds between sweeps of expired upload sessions (0: off)
+    #[arg(id = "upload_cleanup_secs", value_name = "SECS", long = "upload-cleanup-secs", env = "PGBAAS_UPLOAD_CLEANUP_SECS", default_value = "60", value_parser = int(0u64, 86_400, " s"))]
+    pub upload_cleanup_secs: u64,
+
+    /// Files: the proxy's public base URL (e.g. https://api.example.com), for absolute tus Locations; none: relative
+    #[arg(long, env = "PGBAAS_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +276,13 @@ impl Config {
     pub fn realtime_caps(&self) -> crate::realtime::transport::Caps {
         let cap = |n| InFlight::new(if self.rate_limits { n } else { 0 }, self.rate_limit_max_keys);
         crate::realtime::transport::Caps { per_ip: cap(self.realtime_max_connections_per_ip), per_user: cap(self.realtime_max_connections_per_user) }
+    }
+
+    /// The caps on file transfers in flight (files::Transfers); per address and per
+    /// user off with `rate_limits = off`, the total always.
+    pub fn transfers(&self) -> crate::files::Transfers {
+        let cap = |n| InFlight::new(if self.rate_limits { n } else { 0 }, self.rate_limit_max_keys);
+        crate::files::Transfers { per_ip: cap(self.max_transfers_per_ip), per_user: cap(self.max_transfers_per_user), total: InFlight::new(self.max_transfers, 1) }
     }
 
     /// The live feeds' hub settings. Subscription start-ups (one short transaction each,

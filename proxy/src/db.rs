@@ -22,6 +22,7 @@
 use crate::errors::ApiError;
 use crate::pgconfig::{PgConfig, PoolConnect};
 use crate::pgwire::{Conn, PgError};
+use bytes::Bytes;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -286,14 +287,33 @@ pub const AUTHENTICATE: &str = "select baas.authenticate($1::text::jsonb), pg_ca
 
 /// One try at a request: its answer, or the error of a backend that can no longer run
 /// it (its connection already retired).
-enum Attempt {
-    Answer(Result<Option<Vec<Option<String>>>, PgError>),
+enum Attempt<T> {
+    Answer(Result<Option<Vec<Option<T>>>, PgError>),
     Stale(PgError),
+}
+
+/// The columns of a row as text (JSON routes) or binary (file pieces).
+type Rows<T> = Result<Option<Vec<Option<T>>>, PgError>;
+
+trait Column: Sized + Send {
+    fn run<'a>(conn: &'a mut Conn, steps: &'a [crate::pgwire::Step<'a>], rows_of: usize, binary_max: usize) -> impl std::future::Future<Output = Rows<Self>> + Send + 'a;
+}
+
+impl Column for String {
+    fn run<'a>(conn: &'a mut Conn, steps: &'a [crate::pgwire::Step<'a>], rows_of: usize, _: usize) -> impl std::future::Future<Output = Rows<String>> + Send + 'a {
+        conn.run(steps, rows_of)
+    }
+}
+
+impl Column for Bytes {
+    fn run<'a>(conn: &'a mut Conn, steps: &'a [crate::pgwire::Step<'a>], rows_of: usize, max: usize) -> impl std::future::Future<Output = Rows<Bytes>> + Send + 'a {
+        conn.run_binary(steps, rows_of, max)
+    }
 }
 
 /// Run `steps` on a request connection within `deadline`; the connection goes back to
 /// the pool only when the run finished.
-async fn attempt(pool: &RequestPool, deadline: Duration, steps: &[crate::pgwire::Step<'_>], rows_of: usize) -> Result<Attempt, ApiError> {
+async fn attempt<T: Column>(pool: &RequestPool, deadline: Duration, steps: &[crate::pgwire::Step<'_>], rows_of: usize, binary_max: usize) -> Result<Attempt<T>, ApiError> {
     let conn = pool.get().await.map_err(|e| match e {
         managed::PoolError::Timeout(managed::TimeoutType::Wait) => {
             let mut e = ApiError::unavailable("every database connection stayed busy for the pool timeout");
@@ -307,7 +327,7 @@ async fn attempt(pool: &RequestPool, deadline: Duration, steps: &[crate::pgwire:
     let Some(conn) = guard.conn.as_mut() else {
         return Err(ApiError::internal()); // unreachable: set on the line above
     };
-    let Ok(result) = tokio::time::timeout(deadline, conn.run(steps, rows_of)).await else {
+    let Ok(result) = tokio::time::timeout(deadline, T::run(conn, steps, rows_of, binary_max)).await else {
         // The guard cancels the statement: its answer may still come.
         log::warn!("the database did not answer within {deadline:?}");
         return Err(ApiError::unavailable("the database did not answer in time"));
@@ -338,7 +358,18 @@ async fn run(
     rows_of: usize,
     anonymous: bool,
 ) -> Result<Option<Vec<Option<String>>>, ApiError> {
-    let answer = match attempt(pool, deadline, steps, rows_of).await? {
+    run_any(pool, deadline, steps, rows_of, anonymous, 0).await
+}
+
+async fn run_any<T: Column>(
+    pool: &RequestPool,
+    deadline: Duration,
+    steps: &[crate::pgwire::Step<'_>],
+    rows_of: usize,
+    anonymous: bool,
+    binary_max: usize,
+) -> Result<Option<Vec<Option<T>>>, ApiError> {
+    let answer = match attempt::<T>(pool, deadline, steps, rows_of, binary_max).await? {
         Attempt::Answer(r) => r,
         Attempt::Stale(e) => {
             if pool.manager().retire.all_until_now_for_stale() {
@@ -346,7 +377,7 @@ async fn run(
             } else {
                 log::warn!("a database connection can no longer run the extension ({e}); retrying (connections were retired less than a second ago)");
             }
-            match attempt(pool, deadline, steps, rows_of).await? {
+            match attempt::<T>(pool, deadline, steps, rows_of, binary_max).await? {
                 Attempt::Answer(r) => r,
                 Attempt::Stale(e) => {
                     log::error!("a new database connection cannot run the extension either: {e}");
@@ -390,6 +421,23 @@ pub async fn call(
             Some(Out { body, extra: cols.into_iter().skip(1).collect() })
         }),
     })
+}
+
+/// Run `sql` with `params` in one transaction as `caller` (the same authenticate step,
+/// retry on a stale backend and abandon guard as `call`), its first row's columns in
+/// binary: file pieces and their metadata (files/). `max_result` bounds this call's
+/// result, independent of max_result_bytes.
+pub async fn call_binary(
+    pool: &RequestPool,
+    t: &Timeouts,
+    caller: &Caller<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    max_result: usize,
+) -> Result<Option<Vec<Option<Bytes>>>, ApiError> {
+    let timeout = if caller.short_timeout { t.anon_statement.as_str() } else { t.statement.as_str() };
+    let auth_params: [&(dyn ToSql + Sync); 3] = [&caller.claims, &timeout, &caller.client_ip];
+    run_any(pool, t.answer, &[(AUTHENTICATE, &auth_params), (sql, params)], 1, caller.claims.is_none(), max_result).await
 }
 
 /// The requests' pool, as /healthz reports it.

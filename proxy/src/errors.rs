@@ -40,6 +40,10 @@ impl ApiError {
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
     }
+    /// An error the proxy itself makes, its status from `status_for_code`.
+    pub fn coded(code: &str, message: impl Into<String>) -> Self {
+        Self::new(status_for_code(code).unwrap_or(StatusCode::BAD_REQUEST), code, message)
+    }
     pub fn body(&self) -> Vec<u8> {
         json!({"error": {"code": self.code, "message": self.message}}).to_string().into_bytes()
     }
@@ -83,6 +87,23 @@ pub fn status_for_code(code: &str) -> Option<StatusCode> {
         "schema_violation" => Some(StatusCode::UNPROCESSABLE_ENTITY),
         // Signed in or not, this caller may see the thing but not do this to it.
         "forbidden" => Some(StatusCode::FORBIDDEN),
+        // Files (docs/files.md): limits, types, upload sessions, tus, thumbnails.
+        "file_too_large" | "quota_exceeded" | "payload_too_large" => Some(StatusCode::PAYLOAD_TOO_LARGE),
+        "unsupported_file_type" | "content_type_mismatch" | "thumbnail_unsupported" | "upload_body_required" => {
+            Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        }
+        "upload_expired" => Some(StatusCode::GONE),
+        "offset_mismatch" => Some(StatusCode::CONFLICT),
+        "upload_locked" => Some(StatusCode::LOCKED),
+        "checksum_mismatch" => StatusCode::from_u16(460).ok(),
+        "image_too_large" | "invalid_image" => Some(StatusCode::UNPROCESSABLE_ENTITY),
+        "range_not_satisfiable" => Some(StatusCode::RANGE_NOT_SATISFIABLE),
+        "too_many_transfers" => Some(StatusCode::TOO_MANY_REQUESTS),
+        "thumbnails_busy" => Some(StatusCode::SERVICE_UNAVAILABLE),
+        "invalid_link" => Some(StatusCode::UNAUTHORIZED),
+        "tus_version" => Some(StatusCode::PRECONDITION_FAILED),
+        "request_timeout" => Some(StatusCode::REQUEST_TIMEOUT),
+        "not_implemented" => Some(StatusCode::NOT_IMPLEMENTED),
         _ => None,
     }
 }
@@ -152,6 +173,36 @@ mod tests {
         assert_eq!(e.status, StatusCode::FORBIDDEN);
         let e = ApiError::from_sqlstate("P0002", "no", Some("document_not_found"), None, true);
         assert_eq!((e.status, e.code.as_str()), (StatusCode::NOT_FOUND, "document_not_found"));
+    }
+
+    #[test]
+    fn file_codes_have_their_statuses() {
+        for (code, status) in [
+            ("file_too_large", 413),
+            ("quota_exceeded", 413),
+            ("unsupported_file_type", 415),
+            ("content_type_mismatch", 415),
+            ("thumbnail_unsupported", 415),
+            ("upload_expired", 410),
+            ("offset_mismatch", 409),
+            ("upload_locked", 423),
+            ("checksum_mismatch", 460),
+            ("image_too_large", 422),
+            ("invalid_image", 422),
+            ("range_not_satisfiable", 416),
+            ("too_many_transfers", 429),
+            ("thumbnails_busy", 503),
+            ("invalid_link", 401),
+            ("tus_version", 412),
+            ("upload_body_required", 415),
+            ("request_timeout", 408),
+        ] {
+            assert_eq!(ApiError::coded(code, "x").status.as_u16(), status, "{code}");
+        }
+        let e = ApiError::from_sqlstate("54000", "too big", Some("file_too_large"), None, false);
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let e = ApiError::from_sqlstate("22023", "offset", Some("offset_mismatch"), Some("5"), false);
+        assert_eq!(e.status, StatusCode::CONFLICT);
     }
 
     #[test]

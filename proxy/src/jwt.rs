@@ -50,6 +50,9 @@ fn now_secs() -> u64 {
 pub struct KeySet {
     keys: HashMap<String, DecodingKey>,
     validation: Validation,
+    /// The access tokens' audience (`baas.auth_settings()`); signed file links carry
+    /// `<audience>:file` (verify_with_audience).
+    pub audience: String,
     /// The JWKS document, served at /.well-known/jwks.json without a database call.
     pub jwks_body: Arc<Vec<u8>>,
     /// Exact token text -> what verifying it gave. Lives and dies with this key set,
@@ -80,7 +83,7 @@ impl KeySet {
         validation.validate_nbf = true;
         // Postgres and the proxy read the same clock; no grace past `exp`.
         validation.leeway = 0;
-        Ok(KeySet { keys, validation, jwks_body: Arc::new(jwks.to_string().into_bytes()), verified: Mutex::new(HashMap::new()) })
+        Ok(KeySet { keys, validation, audience: audience.to_string(), jwks_body: Arc::new(jwks.to_string().into_bytes()), verified: Mutex::new(HashMap::new()) })
     }
 
     pub fn has_kid(&self, kid: &str) -> bool {
@@ -174,6 +177,38 @@ fn verify_uncached(keys: &KeySet, token: &str) -> Verdict<(Claims, u64, u64)> {
     let nbf = claims.get("nbf").and_then(Value::as_u64).unwrap_or(0);
     let sid = claims.get("sid").and_then(Value::as_str).unwrap_or_default().to_string();
     Verdict::Valid((Claims { json: Value::Object(claims).to_string(), sid }, exp, nbf))
+}
+
+/// Verify a token of another audience than access tokens' (a signed file link's
+/// `<audience>:file`) with the same keys, issuer and rules (EdDSA, known kid, no
+/// duplicate claims, exp required, no leeway). Its claims as they are: the caller
+/// checks their shape. Never cached (links are single-purpose and short-lived).
+pub fn verify_with_audience(keys: &KeySet, token: &str, aud: &str) -> Verdict<Map<String, Value>> {
+    let kid = match kid_of(token) {
+        Ok(k) => k,
+        Err(e) => return Verdict::Invalid(e),
+    };
+    let Some(key) = keys.keys.get(&kid) else {
+        return Verdict::UnknownKey;
+    };
+    let mut validation = keys.validation.clone();
+    validation.set_audience(&[aud]);
+    validation.set_required_spec_claims(&["exp", "iat", "sub", "aud", "iss"]);
+    match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
+        Ok(d) if !payload_has_duplicate_keys(token) => Verdict::Valid(d.claims),
+        Ok(_) => Verdict::Invalid(ApiError::invalid_token("token claims are not accepted")),
+        Err(e) => {
+            use jsonwebtoken::errors::ErrorKind as K;
+            let msg = match e.kind() {
+                K::ExpiredSignature => "token has expired",
+                K::ImmatureSignature => "token is not valid yet",
+                K::InvalidAudience => "token audience is not accepted",
+                K::InvalidSignature => "token signature is invalid",
+                _ => "token is invalid",
+            };
+            Verdict::Invalid(ApiError::invalid_token(msg))
+        }
+    }
 }
 
 /// True when the payload's top-level object names a claim more than once (or cannot

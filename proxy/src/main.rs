@@ -4,6 +4,7 @@ mod config;
 mod db;
 mod deadline;
 mod errors;
+mod files;
 #[cfg(test)]
 mod fuzz_tests;
 mod jwt;
@@ -91,7 +92,11 @@ fn main() {
     // One database check a second at most, however many callers (server::HealthCheck).
     let health = server::HealthCheck::new(Duration::from_secs(1));
     let realtime_caps = cfg.realtime_caps();
-    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps };
+    let transfers = cfg.transfers();
+    // Expired upload sessions are swept in the background (files/cleanup.rs).
+    let cleanup = files::cleanup::Cleanup { pool: pool.clone(), every: Duration::from_secs(cfg.upload_cleanup_secs) };
+    server.add_service(pingora::services::background::background_service("upload cleanup", cleanup));
+    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers };
     let header_timeout = app.cfg.header_timeout;
     let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout };
     let mut service = Service::new("pgbaas http".to_string(), http);

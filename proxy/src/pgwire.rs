@@ -13,7 +13,7 @@
 //! Statements are prepared (named, with their parameter types described) the first
 //! time a connection sees their text, and kept for the connection's life. Parameters
 //! are sent in binary with the tokio-postgres `ToSql` encoders; results come back as
-//! text, which is all the routes read. Other work (key loads, LISTEN, health) keeps
+//! text, which is all the JSON routes read, or in binary (`run_binary`: file pieces). Other work (key loads, LISTEN, health) keeps
 //! using tokio-postgres.
 //!
 //! Why our own client and not tokio-postgres: the one Sync above (a fifth of a GET's
@@ -27,7 +27,7 @@
 //! done with it, so server connections never exceed the pool size; one result is
 //! bounded (max_result_bytes) before it is buffered.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::{backend::Message, frontend};
@@ -672,16 +672,55 @@ impl Conn {
     /// Run `steps` as one implicit transaction (one Sync) and return the first row of
     /// step `rows_of`, its columns as text.
     pub async fn run(&mut self, steps: &[Step<'_>], rows_of: usize) -> Result<Option<Vec<Option<String>>>, PgError> {
+        let row = self.run_rows(steps, rows_of, None).await?;
+        row.map(|cols| {
+            cols.into_iter()
+                .map(|c| match c {
+                    Some(b) => std::str::from_utf8(&b).map(|s| Some(s.to_string())).map_err(|_| PgError::Conn("a result column is not UTF-8".into())),
+                    None => Ok(None),
+                })
+                .collect()
+        })
+        .transpose()
+    }
+
+    /// `run`, with the columns of step `rows_of` in binary (result-format code 1 for
+    /// every column), each a `Bytes` sliced from its DataRow (no copy); decode them with
+    /// tokio-postgres `FromSql` (bigint: 8 bytes big-endian, text: UTF-8, uuid: 16
+    /// bytes, bytea: the bytes). `max_result` bounds this call's result instead of the
+    /// connection's max_result_bytes: a file piece (PIECE and some) is read whatever the
+    /// page bound is.
+    pub async fn run_binary(&mut self, steps: &[Step<'_>], rows_of: usize, max_result: usize) -> Result<Option<Vec<Option<Bytes>>>, PgError> {
+        self.run_rows(steps, rows_of, Some(max_result)).await
+    }
+
+    async fn run_rows(&mut self, steps: &[Step<'_>], rows_of: usize, binary: Option<usize>) -> Result<Option<Vec<Option<Bytes>>>, PgError> {
+        let kept = self.max_result;
+        if let Some(m) = binary {
+            self.max_result = m;
+        }
+        let r = self.run_inner(steps, rows_of, binary.is_some()).await;
+        self.max_result = kept;
+        // A piece's parameter (up to a MiB) grew the write buffer: give it back.
+        if self.wbuf.capacity() > KEEP_BUFFER {
+            self.wbuf = BytesMut::with_capacity(1024);
+        }
+        r
+    }
+
+    async fn run_inner(&mut self, steps: &[Step<'_>], rows_of: usize, binary: bool) -> Result<Option<Vec<Option<Bytes>>>, PgError> {
         for (sql, _) in steps {
             self.prepare(sql).await?;
         }
         self.wbuf.clear();
-        for (sql, params) in steps {
+        for (i, (sql, params)) in steps.iter().enumerate() {
             let stmt = self.stmts.get(*sql).ok_or_else(|| PgError::Internal("statement not prepared".into()))?;
             if stmt.params.len() != params.len() {
                 self.wbuf.clear();
                 return Err(PgError::Internal(format!("{sql}: {} parameters given, {} expected", params.len(), stmt.params.len())));
             }
+            // One format code applies to every column (the protocol's shorthand).
+            let formats: &[i16] = if binary && i == rows_of { &[1] } else { &[] };
             let r = frontend::bind(
                 "",
                 &stmt.name,
@@ -691,7 +730,7 @@ impl Conn {
                     tokio_postgres::types::IsNull::Yes => Ok(postgres_protocol::IsNull::Yes),
                     tokio_postgres::types::IsNull::No => Ok(postgres_protocol::IsNull::No),
                 },
-                std::iter::empty(),
+                formats.iter().copied(),
                 &mut self.wbuf,
             );
             if let Err(e) = r {
@@ -716,8 +755,9 @@ impl Conn {
             if let Message::DataRow(b) = &m {
                 total += b.buffer().len();
                 if total > self.max_result {
+                    let limit = self.max_result;
                     self.retire_now();
-                    return Err(too_large(self.max_result));
+                    return Err(too_large(limit));
                 }
             }
             match m {
@@ -726,14 +766,7 @@ impl Conn {
                     let mut cols = Vec::new();
                     let mut it = b.ranges();
                     while let Some(r) = it.next()? {
-                        cols.push(match r {
-                            Some(r) => Some(
-                                std::str::from_utf8(&b.buffer()[r])
-                                    .map_err(|_| PgError::Conn("a result column is not UTF-8".into()))?
-                                    .to_string(),
-                            ),
-                            None => None,
-                        });
+                        cols.push(r.map(|r| b.buffer_bytes().slice(r)));
                     }
                     row = Some(cols);
                 }

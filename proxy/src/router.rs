@@ -102,6 +102,9 @@ pub enum RouteKind {
     WebSocket,
     /// `GET /v1/collections/{c}/events`: one feed as Server-Sent Events (realtime/sse.rs).
     Sse,
+    /// Uploads, downloads and tus (files/): the body or the answer streams, a piece at
+    /// a time, through calls of their own (files/sql.rs); no `sql` here.
+    File(crate::files::FileOp),
 }
 
 /// A top-level body field. Fields not declared are refused, naming the field.

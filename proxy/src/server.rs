@@ -42,6 +42,8 @@ pub struct App {
     pub feeds: Arc<dyn realtime::Feeds>,
     /// Open realtime connections per client address and per user.
     pub realtime_caps: transport::Caps,
+    /// File uploads and downloads in flight per address, per user and in all.
+    pub transfers: crate::files::Transfers,
 }
 
 /// /healthz answers before any rate limit (abuse.rs: monitors must always reach it),
@@ -74,21 +76,24 @@ impl HealthCheck {
 }
 
 pub struct Reply {
-    status: StatusCode,
-    body: Bytes,
-    content_type: Option<&'static str>,
-    no_store: bool,
-    allow: Option<String>,
+    pub(crate) status: StatusCode,
+    pub(crate) body: Bytes,
+    pub(crate) content_type: Option<&'static str>,
+    pub(crate) no_store: bool,
+    pub(crate) allow: Option<String>,
     /// `ETag`: a document's version, quoted.
-    etag: Option<String>,
-    retry_after: Option<u64>,
+    pub(crate) etag: Option<String>,
+    pub(crate) retry_after: Option<u64>,
     /// 426: `Upgrade: websocket` and `Sec-WebSocket-Version: 13` (the WebSocket route).
     upgrade_required: bool,
+    /// Further headers (files: `Location`, tus's, `Content-Range` of a 416).
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
-    fn json(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+    pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Reply {
         Reply {
+            headers: Vec::new(),
             status,
             body: body.into(),
             content_type: Some("application/json"),
@@ -99,10 +104,10 @@ impl Reply {
             upgrade_required: false,
         }
     }
-    fn empty(status: StatusCode) -> Reply {
+    pub(crate) fn empty(status: StatusCode) -> Reply {
         Reply { body: Bytes::new(), content_type: None, ..Reply::json(status, Bytes::new()) }
     }
-    fn error(e: ApiError) -> Reply {
+    pub(crate) fn error(e: ApiError) -> Reply {
         let mut r = Reply::json(e.status, e.body());
         r.no_store = true;
         r.retry_after = e.retry_after;
@@ -133,6 +138,9 @@ impl Reply {
         if self.upgrade_required {
             h.insert_header(header::UPGRADE, "websocket")?;
             h.insert_header(header::SEC_WEBSOCKET_VERSION, "13")?;
+        }
+        for (name, value) in &self.headers {
+            h.insert_header(*name, value.as_str())?;
         }
         Ok(h)
     }
@@ -187,7 +195,7 @@ impl App {
 
     /// The client's address (the socket peer, or what a trusted proxy forwarded) and
     /// the key its per-IP limits count under.
-    fn client(&self, s: &ServerSession) -> (String, String) {
+    pub(crate) fn client(&self, s: &ServerSession) -> (String, String) {
         let Some(peer) = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) else {
             return ("unix".to_string(), "unix".to_string());
         };
@@ -279,7 +287,7 @@ impl App {
             RouteKind::Jwks => return Ok(Reply::json(StatusCode::OK, self.keys.get().jwks_body.as_ref().clone())),
             RouteKind::Json => {}
             // Dispatched before (process_new_http); not reached.
-            RouteKind::WebSocket | RouteKind::Sse => return Err(ApiError::internal()),
+            RouteKind::WebSocket | RouteKind::Sse | RouteKind::File(_) => return Err(ApiError::internal()),
         }
         // Limits come first: a refused request costs no token check, body or connection.
         let (client_ip, ip_key) = self.client(s);
@@ -451,7 +459,7 @@ fn too_many_in_flight(retry_after: u64, why: String) -> ApiError {
 }
 
 /// The Authorization header's bearer token; None when there is no such header.
-fn bearer(s: &ServerSession) -> Result<Option<&str>, ApiError> {
+pub(crate) fn bearer(s: &ServerSession) -> Result<Option<&str>, ApiError> {
     let Some(value) = s.req_header().headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -691,8 +699,31 @@ impl HttpServerApp for App {
                 }
             }
         }
+        if let Some(route) = file_route(&s) {
+            let uri = s.req_header().uri.clone();
+            let params = match router::route(ROUTES, &s.req_header().method.clone(), uri.path()) {
+                Match::Found(_, p) => p,
+                _ => return None, // file_route found it
+            };
+            return match crate::files::serve(self, &mut s, route, params).await {
+                Ok(()) => {
+                    log::info!("{} {} -> file in {:?}", s.req_header().method, uri.path(), started.elapsed());
+                    self.finish_streamed(s).await
+                }
+                Err(reply) => self.respond(s, reply, started).await,
+            };
+        }
         let reply = self.handle(&mut s).await.unwrap_or_else(Reply::error);
         self.respond(s, reply, started).await
+    }
+}
+
+/// The file route (uploads, downloads, tus) a request is for; None for the rest.
+fn file_route(s: &ServerSession) -> Option<&'static Route> {
+    let h = s.req_header();
+    match router::route(ROUTES, &h.method, h.uri.path()) {
+        Match::Found(r, _) if matches!(r.kind, RouteKind::File(_)) => Some(r),
+        _ => None,
     }
 }
 
@@ -711,6 +742,26 @@ fn realtime_route(s: &ServerSession) -> Option<(&'static Route, Collection)> {
 }
 
 impl App {
+    /// After a file route wrote its whole answer itself: keep the connection iff the
+    /// request body was read to its end and the answer was complete (a cut download
+    /// turned keep-alive off), else close it.
+    async fn finish_streamed(&self, mut s: ServerSession) -> Option<ReusedHttpStream> {
+        if !s.is_body_done() {
+            s.set_keepalive(None);
+            if self.cfg.linger_bytes > 0 {
+                self.linger(&mut s).await;
+            }
+        }
+        let settings = HttpPersistentSettings::for_session(&s);
+        match s.finish().await {
+            Ok(stream) => stream.map(|st| ReusedHttpStream::from_reusable_stream(st, settings)),
+            Err(e) => {
+                log::debug!("finishing a file request: {e}");
+                None
+            }
+        }
+    }
+
     /// Write a reply, then keep, linger on or close the connection.
     async fn respond(&self, mut s: ServerSession, reply: Reply, started: std::time::Instant) -> Option<ReusedHttpStream> {
         // Answered without reading the whole body (an early 401, 404, 413, 429...):

@@ -55,6 +55,13 @@ fn normalize_collection_options(options: Option<Json>) -> JsonB {
     JsonB(options::parse(&v).or_raise("_normalize_collection_options").to_json())
 }
 
+/// set_bucket's options (bucket, max_file_size, file_types, file_refs): only the keys
+/// given, canonical; 22023 invalid_options.
+#[pg_extern(immutable, strict, parallel_safe, name = "_normalize_file_options")]
+fn normalize_file_options(options: Json) -> JsonB {
+    JsonB(options::parse_file_options(&options.value("_normalize_file_options")).or_raise("_normalize_file_options").given_json())
+}
+
 /// Check `data` against a JSON Schema: 23514 schema_violation naming the failing path.
 #[pg_extern(immutable, strict, parallel_safe, name = "_validate_document")]
 fn validate_document(schema: Json, data: Json) {

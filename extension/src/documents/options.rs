@@ -1,4 +1,6 @@
-//! Collection options: `{"create": [principal...], "default_acl": {...}, "schema": {...}, "realtime": bool}`.
+//! Collection options: `{"create": [principal...], "default_acl": {...}, "schema": {...}, "realtime": bool}`,
+//! and for files (sql/files.sql) `"bucket": bool, "max_file_size": bytes, "file_types": ["image/*", ...],
+//! "file_refs": "allow" | "restrict"`.
 
 use crate::documents::acl::{self, Acl};
 use crate::documents::schema;
@@ -13,18 +15,128 @@ pub struct Options {
     pub schema: Option<Value>,
     /// Whether the collection's changes are captured for live feeds (default true).
     pub realtime: bool,
+    pub files: FileOptions,
+}
+
+/// A collection's file options. In `set_bucket` only the keys given change.
+#[derive(Debug, Default)]
+pub struct FileOptions {
+    pub bucket: Option<bool>,
+    /// Some(None): no limit of its own (the global cap).
+    pub max_file_size: Option<Option<i64>>,
+    /// Some(None): any type.
+    pub file_types: Option<Option<Vec<String>>>,
+    pub file_refs: Option<String>,
+}
+
+const FILE_KEYS: [&str; 4] = ["bucket", "max_file_size", "file_types", "file_refs"];
+/// The largest file a bucket may allow (1 TiB; the column's check).
+pub const MAX_FILE_SIZE: i64 = 1 << 40;
+
+/// The file options among `m`'s keys.
+pub fn parse_files(m: &serde_json::Map<String, Value>) -> Result<FileOptions, BaasError> {
+    let bad = |s: String| Err(BaasError::InvalidOptions(s));
+    let mut f = FileOptions::default();
+    match m.get("bucket") {
+        None => {}
+        Some(Value::Bool(b)) => f.bucket = Some(*b),
+        Some(Value::Null) => f.bucket = Some(false),
+        Some(_) => return bad("bucket must be true or false".into()),
+    }
+    match m.get("max_file_size") {
+        None => {}
+        Some(Value::Null) => f.max_file_size = Some(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(v) if (0..=MAX_FILE_SIZE).contains(&v) => f.max_file_size = Some(Some(v)),
+            _ => return bad(format!("max_file_size must be a whole number of bytes from 0 to {MAX_FILE_SIZE}")),
+        },
+        Some(_) => return bad("max_file_size must be a number of bytes".into()),
+    }
+    match m.get("file_types") {
+        None => {}
+        Some(Value::Null) => f.file_types = Some(None),
+        Some(Value::Array(items)) => {
+            let mut out = Vec::new();
+            for i in items {
+                let t = match i.as_str() {
+                    Some(t) => crate::files::sniff::normalize(t).unwrap_or_default(),
+                    None => return bad(format!("file_types must list content types, found {i}")),
+                };
+                let ok = crate::files::sniff::valid(&t)
+                    || t.strip_suffix("/*").is_some_and(|p| crate::files::sniff::valid(&format!("{p}/x")));
+                if !ok || t.starts_with("*/") {
+                    return bad(format!("file_types: {i} is not a content type like image/png or image/*"));
+                }
+                if !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+            if out.len() > 100 {
+                return bad("file_types may list at most 100 types".into());
+            }
+            f.file_types = Some(Some(out));
+        }
+        Some(_) => return bad("file_types must be an array of content types".into()),
+    }
+    match m.get("file_refs") {
+        None => {}
+        Some(Value::Null) => f.file_refs = Some("allow".into()),
+        Some(Value::String(s)) if s == "allow" || s == "restrict" => f.file_refs = Some(s.clone()),
+        Some(_) => return bad("file_refs must be \"allow\" or \"restrict\"".into()),
+    }
+    Ok(f)
+}
+
+impl FileOptions {
+    /// The keys given, canonical (set_bucket).
+    pub fn given_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        if let Some(b) = self.bucket {
+            m.insert("bucket".into(), json!(b));
+        }
+        if let Some(v) = &self.max_file_size {
+            m.insert("max_file_size".into(), json!(v));
+        }
+        if let Some(v) = &self.file_types {
+            m.insert("file_types".into(), json!(v));
+        }
+        if let Some(v) = &self.file_refs {
+            m.insert("file_refs".into(), json!(v));
+        }
+        Value::Object(m)
+    }
+}
+
+/// set_bucket's options: the file keys only.
+pub fn parse_file_options(v: &Value) -> Result<FileOptions, BaasError> {
+    let m = match v {
+        Value::Object(m) => m,
+        _ => return Err(BaasError::InvalidOptions("options must be a JSON object".into())),
+    };
+    if let Some(k) = m.keys().find(|k| !FILE_KEYS.contains(&k.as_str())) {
+        return Err(BaasError::InvalidOptions(format!("unknown file option {k:?}; they are bucket, max_file_size, file_types, file_refs")));
+    }
+    parse_files(m)
 }
 
 pub fn parse(v: &Value) -> Result<Options, BaasError> {
     let m = match v {
         Value::Null => {
-            return Ok(Options { create: ["authenticated".to_string()].into(), default_acl: Acl::default(), schema: None, realtime: true })
+            return Ok(Options {
+                create: ["authenticated".to_string()].into(),
+                default_acl: Acl::default(),
+                schema: None,
+                realtime: true,
+                files: FileOptions::default(),
+            })
         }
         Value::Object(m) => m,
         _ => return Err(BaasError::InvalidOptions("options must be a JSON object".into())),
     };
-    if let Some(k) = m.keys().find(|k| !["create", "default_acl", "schema", "realtime"].contains(&k.as_str())) {
-        return Err(BaasError::InvalidOptions(format!("unknown option {k:?}; options are create, default_acl, schema, realtime")));
+    if let Some(k) = m.keys().find(|k| !["create", "default_acl", "schema", "realtime"].contains(&k.as_str()) && !FILE_KEYS.contains(&k.as_str())) {
+        return Err(BaasError::InvalidOptions(format!(
+            "unknown option {k:?}; options are create, default_acl, schema, realtime, bucket, max_file_size, file_types, file_refs"
+        )));
     }
     let create = match m.get("create") {
         None | Some(Value::Null) => ["authenticated".to_string()].into(),
@@ -53,12 +165,16 @@ pub fn parse(v: &Value) -> Result<Options, BaasError> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(BaasError::InvalidOptions("realtime must be true or false".into())),
     };
-    Ok(Options { create, default_acl, schema, realtime })
+    let files = parse_files(m)?;
+    Ok(Options { create, default_acl, schema, realtime, files })
 }
 
 impl Options {
     pub fn to_json(&self) -> Value {
-        json!({"create": self.create, "default_acl": self.default_acl.to_json(), "schema": self.schema, "realtime": self.realtime})
+        let f = &self.files;
+        json!({"create": self.create, "default_acl": self.default_acl.to_json(), "schema": self.schema, "realtime": self.realtime,
+               "bucket": f.bucket.unwrap_or(false), "max_file_size": f.max_file_size.flatten(),
+               "file_types": f.file_types.clone().flatten(), "file_refs": f.file_refs.as_deref().unwrap_or("allow")})
     }
 }
 
@@ -71,7 +187,8 @@ mod tests {
         let o = parse(&json!({})).unwrap();
         assert_eq!(
             o.to_json(),
-            json!({"create": ["authenticated"], "default_acl": {"read": [], "update": [], "delete": []}, "schema": null, "realtime": true})
+            json!({"create": ["authenticated"], "default_acl": {"read": [], "update": [], "delete": []}, "schema": null, "realtime": true,
+                   "bucket": false, "max_file_size": null, "file_types": null, "file_refs": "allow"})
         );
         assert_eq!(parse(&json!({"realtime": false})).unwrap().realtime, false);
     }
@@ -84,5 +201,22 @@ mod tests {
         assert_eq!(parse(&json!({"schema": {"type": 12}})).unwrap_err().code(), "invalid_schema");
         assert_eq!(parse(&json!([1])).unwrap_err().code(), "invalid_options");
         assert_eq!(parse(&json!({"realtime": "no"})).unwrap_err().code(), "invalid_options");
+        assert_eq!(parse(&json!({"bucket": 1})).unwrap_err().code(), "invalid_options");
+        assert_eq!(parse(&json!({"max_file_size": -1})).unwrap_err().code(), "invalid_options");
+        assert_eq!(parse(&json!({"max_file_size": 1.5})).unwrap_err().code(), "invalid_options");
+        assert_eq!(parse(&json!({"file_types": ["png"]})).unwrap_err().code(), "invalid_options");
+        assert_eq!(parse(&json!({"file_types": ["*/*"]})).unwrap_err().code(), "invalid_options");
+        assert_eq!(parse(&json!({"file_refs": "block"})).unwrap_err().code(), "invalid_options");
+        assert_eq!(parse_file_options(&json!({"realtime": true})).unwrap_err().code(), "invalid_options");
+    }
+
+    #[test]
+    fn file_options() {
+        let o = parse(&json!({"bucket": true, "max_file_size": 1000, "file_types": ["IMAGE/*", "application/pdf"], "file_refs": "restrict"}))
+            .unwrap();
+        assert_eq!(o.to_json()["file_types"], json!(["image/*", "application/pdf"]));
+        assert_eq!(o.to_json()["bucket"], json!(true));
+        let f = parse_file_options(&json!({"max_file_size": null})).unwrap();
+        assert_eq!(f.given_json(), json!({"max_file_size": null}));
     }
 }

@@ -490,6 +490,7 @@ pub mod testing {
             in_flight: cfg.in_flight_caps(),
             health: crate::server::HealthCheck::new(Duration::from_secs(1)),
             realtime_caps: cfg.realtime_caps(),
+            transfers: cfg.transfers(),
             feeds,
             cfg,
         })

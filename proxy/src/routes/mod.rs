@@ -14,6 +14,7 @@ use crate::router::Arg::{Body, Field as F, IfMatch, IndexKind, List, Path};
 use crate::router::FieldType::{Any, Data, Object, Text, Uuid};
 use crate::router::ListArg as L;
 use crate::router::{Answer, Arg, Auth, Field, FieldType, Limit, LimitKey, Need, ParamType, Query, Route, RouteKind, Seg, Shape};
+use crate::files::FileOp;
 use http::{Method, StatusCode};
 
 const fn lit(s: &'static str) -> Seg {
@@ -105,6 +106,8 @@ const POST: Method = Method::POST;
 const PUT: Method = Method::PUT;
 const PATCH: Method = Method::PATCH;
 const DELETE: Method = Method::DELETE;
+const HEAD: Method = Method::HEAD;
+const OPTIONS: Method = Method::OPTIONS;
 const CREATED: StatusCode = StatusCode::CREATED;
 const OK: StatusCode = StatusCode::OK;
 const NO_CONTENT: StatusCode = StatusCode::NO_CONTENT;
@@ -123,6 +126,13 @@ const ROLES: &[Seg] = &[lit("v1"), lit("roles")];
 const ROLE: &[Seg] = &[lit("v1"), lit("roles"), p("role")];
 const MEMBER: &[Seg] = &[lit("v1"), lit("roles"), p("role"), lit("members"), uuid("user")];
 const SUBROLE: &[Seg] = &[lit("v1"), lit("roles"), p("role"), lit("roles"), p("member")];
+const FILES: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("files")];
+const FILE: &[Seg] = &[lit("v1"), lit("files"), uuid("id")];
+const FILE_META: &[Seg] = &[lit("v1"), lit("files"), uuid("id"), lit("meta")];
+const FILE_ACL: &[Seg] = &[lit("v1"), lit("files"), uuid("id"), lit("acl")];
+const FILE_LINK: &[Seg] = &[lit("v1"), lit("files"), uuid("id"), lit("link")];
+const UPLOADS: &[Seg] = &[lit("v1"), lit("uploads")];
+const UPLOAD: &[Seg] = &[lit("v1"), lit("uploads"), p("upload")];
 
 /// Document routes select the document and its version (the ETag).
 const DOC_WRITE: &[Arg] = &[Path(0), Path(1), F("data"), IfMatch];
@@ -224,6 +234,36 @@ pub static ROUTES: &[Route] = &[
     // EventSource and WebSocket).
     r("realtime", GET, &[lit("v1"), lit("realtime")], Anyone).kind(RouteKind::WebSocket),
     r("collection_events", GET, &[lit("v1"), lit("collections"), p("collection"), lit("events")], Anyone).kind(RouteKind::Sse),
+    // --- files (docs/files.md): uploads and downloads stream (files/); the rest is JSON.
+    r("upload_file", POST, FILES, Anyone).kind(RouteKind::File(FileOp::Upload)),
+    r("download_file", GET, FILE, Anyone).kind(RouteKind::File(FileOp::Download)),
+    r("head_file", HEAD, FILE, Anyone).kind(RouteKind::File(FileOp::Download)),
+    r("replace_file", PUT, FILE, Anyone).kind(RouteKind::File(FileOp::Replace)),
+    r("delete_file", DELETE, FILE, Anyone)
+        .sql("select baas.delete_file($1::text::uuid, $2)", &[Path(0), IfMatch]).answer(NO_CONTENT, Shape::Void),
+    r("get_file_meta", GET, FILE_META, Anyone)
+        .sql("select x::text, x ->> 'version' from baas.file_meta($1::text::uuid) x", &[Path(0)])
+        .answer(OK, Shape::Document).private(),
+    r("update_file_meta", PATCH, FILE_META, Anyone)
+        .body(&[one_of("name", Text), one_of("data", Data)])
+        .sql("select x::text, x ->> 'version' from baas.update_file($1::text::uuid, $2, $3, $4) x", &[Path(0), F("name"), F("data"), IfMatch])
+        .answer(OK, Shape::Document).private(),
+    r("get_file_acl", GET, FILE_ACL, Anyone)
+        .sql("select (x -> 'acl')::text from baas.file_meta($1::text::uuid) x", &[Path(0)]).private(),
+    r("set_file_acl", PUT, FILE_ACL, Anyone)
+        .body(&[opt("read", Any), opt("update", Any), opt("delete", Any)])
+        .sql("select x::text from baas.set_file_acl($1::text::uuid, $2, $3) x", &[Path(0), Body, IfMatch])
+        .private(),
+    r("file_link", POST, FILE_LINK, User)
+        .body(&[opt("ttl", Any)])
+        .sql("select x::text from baas.file_link($1::text::uuid, coalesce(($2::jsonb)::integer, 300)) x", &[Path(0), F("ttl")])
+        .private(),
+    // tus 1.0 resumable uploads (files/tus.rs).
+    r("tus_options", OPTIONS, UPLOADS, Anyone).kind(RouteKind::File(FileOp::TusOptions)),
+    r("tus_create", POST, UPLOADS, Anyone).kind(RouteKind::File(FileOp::TusCreate)),
+    r("tus_head", HEAD, UPLOAD, Anyone).kind(RouteKind::File(FileOp::TusHead)),
+    r("tus_patch", PATCH, UPLOAD, Anyone).kind(RouteKind::File(FileOp::TusPatch)),
+    r("tus_delete", DELETE, UPLOAD, Anyone).kind(RouteKind::File(FileOp::TusDelete)),
     // --- indexes (baas_service only)
     r("list_indexes", GET, INDEXES, Service).sql("select jsonb_build_object('items', baas.list_indexes($1))::text", &[Path(0)]),
     // 202: the index is built in the background (state "building"); GET on the index

@@ -1,0 +1,218 @@
+//! GET/HEAD /v1/files/{id}: `baas.file_get` (metadata and the first piece in one
+//! round trip), then `baas.file_read` one piece ahead of the socket (at most two
+//! pieces of the file in memory), each piece its own short transaction pinned to the
+//! blob the first one read. A piece that comes back empty means the file changed
+//! (overwritten, deleted) or was revoked: the connection is closed before
+//! Content-Length is reached, and the client's `If-Range` retry sees the new version.
+//!
+//! Order: route -> per-IP limit -> token or `sig` (not both) -> transfer caps ->
+//! file_get -> If-None-Match (304) -> If-Range/Range (206/416/200) -> stream.
+
+use super::range::{self, RangeAnswer};
+use super::{headers, link, params, sql, Ctx, PIECE, PIECE_RESULT};
+use crate::db;
+use crate::errors::ApiError;
+use crate::router::Params;
+use crate::server::{App, Reply};
+use bytes::Bytes;
+use http::{header, StatusCode};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// What the download needs from the file's JSON.
+pub struct Meta {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    pub sha256: String,
+    /// For thumbnails (thumb.rs) and logs.
+    #[allow(dead_code)]
+    pub version: i64,
+    pub updated_at: Option<std::time::SystemTime>,
+    pub public: bool,
+}
+
+impl Meta {
+    pub fn from_json(v: &Value) -> Result<Meta, ApiError> {
+        let bad = || {
+            log::error!("file_get: metadata without size/sha256: {v}");
+            ApiError::internal()
+        };
+        Ok(Meta {
+            id: v["id"].as_str().unwrap_or_default().to_string(),
+            name: v["name"].as_str().unwrap_or("file").to_string(),
+            size: v["size"].as_u64().ok_or_else(bad)?,
+            content_type: v["content_type"].as_str().unwrap_or("application/octet-stream").to_string(),
+            sha256: v["sha256"].as_str().ok_or_else(bad)?.to_string(),
+            version: v["version"].as_i64().unwrap_or(0),
+            updated_at: v["updated_at"].as_str().and_then(super::parse_timestamp),
+            public: v["acl"]["read"].as_array().is_some_and(|r| r.iter().any(|p| p == "public")),
+        })
+    }
+
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.sha256)
+    }
+}
+
+pub async fn serve(app: &Arc<App>, s: &mut ServerSession, params: Params<'_>) -> Result<(), Reply> {
+    let id = super::file_id(&params).map_err(Reply::error)?;
+    let q = params::download(s.req_header().uri.query()).map_err(Reply::error)?;
+    let bearer = crate::server::bearer(s).map_err(Reply::error)?.map(str::to_string);
+    let mut version = None;
+    let ctx = match (bearer, q.sig.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(Reply::error(ApiError::bad_request("invalid_request", "send a token or a signed link's sig, not both")));
+        }
+        (None, Some(sig)) => {
+            let mut ctx = super::checked(app, s, None).await.map_err(Reply::error)?;
+            let (claims, ver) = link::check(app, sig, &id).await.map_err(Reply::error)?;
+            version = Some(ver);
+            ctx.set_claims(Some(claims));
+            ctx
+        }
+        (token, None) => super::checked(app, s, token).await.map_err(Reply::error)?,
+    };
+    let _slot = app.transfers.admit(&ctx.ip_key, ctx.subject.as_deref(), ctx.service).map_err(Reply::error)?;
+    let head_only = s.req_header().method == http::Method::HEAD;
+    let range_h = super::header(s, "range").map_err(Reply::error)?.map(str::to_string);
+    let if_range = super::header(s, "if-range").map_err(Reply::error)?.map(str::to_string);
+    let if_none_match = super::header(s, "if-none-match").map_err(Reply::error)?.map(str::to_string);
+
+    // The first piece from where a simple `a-b`/`a-` range starts (most ranged reads),
+    // else from 0; read again below if the answer starts elsewhere.
+    let guess = range_h.as_deref().and_then(range_start).unwrap_or(0);
+    let first_len = if head_only { 1 } else { (PIECE as u64 - guess % PIECE as u64) as i32 };
+    let (at, max) = (guess as i64, first_len);
+    let get_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&id, &version, &at, &max];
+    let row = db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::FILE_GET, &get_params, PIECE_RESULT)
+        .await
+        .map_err(Reply::error)?
+        .ok_or_else(|| Reply::error(ApiError::new(StatusCode::NOT_FOUND, "file_not_found", "no such file, or not readable by this caller")))?;
+    let meta_text = super::col_text(row.first().unwrap_or(&None)).map_err(Reply::error)?;
+    let meta_json: Value = serde_json::from_str(meta_text).map_err(|_| Reply::error(ApiError::internal()))?;
+    let meta = Meta::from_json(&meta_json).map_err(Reply::error)?;
+    let blob = super::col_uuid(row.get(1).unwrap_or(&None)).map_err(Reply::error)?.to_string();
+    let first: Bytes = row.get(2).cloned().flatten().unwrap_or_default();
+    drop(row);
+
+    if let Some(spec) = q.thumb.as_deref() {
+        return super::thumb_hook::serve(app, s, &ctx, &meta, &blob, spec, q.fit.as_deref()).await;
+    }
+
+    let etag = meta.etag();
+    let mut h = ResponseHeader::build(StatusCode::OK, Some(12)).map_err(|_| Reply::error(ApiError::internal()))?;
+    let _ = h.insert_header(header::ETAG, etag.as_str());
+    if let Some(lm) = meta.updated_at {
+        let _ = h.insert_header(header::LAST_MODIFIED, httpdate::fmt_http_date(lm));
+    }
+    let _ = h.insert_header(header::CACHE_CONTROL, headers::cache_control(meta.public));
+    if let Some(inm) = if_none_match.as_deref() {
+        if headers::etag_matches(inm, &etag) {
+            h.set_status(StatusCode::NOT_MODIFIED).map_err(|_| Reply::error(ApiError::internal()))?;
+            return write_head(s, h).await;
+        }
+    }
+    let answer = range::decide(range_h.as_deref(), if_range.as_deref(), &etag, meta.updated_at, meta.size);
+    let (start, end) = match answer {
+        RangeAnswer::Unsatisfiable => {
+            let mut r = Reply::error(ApiError::coded("range_not_satisfiable", format!("the file has {} bytes; ask for a range inside them", meta.size)));
+            r.headers.push(("content-range", format!("bytes */{}", meta.size)));
+            r.headers.push(("accept-ranges", "bytes".into()));
+            return Err(r);
+        }
+        RangeAnswer::Whole => (0, meta.size),
+        RangeAnswer::Partial(a, b) => {
+            h.set_status(StatusCode::PARTIAL_CONTENT).map_err(|_| Reply::error(ApiError::internal()))?;
+            let _ = h.insert_header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{}", meta.size));
+            (a, b + 1)
+        }
+    };
+    let inline = !q.download && headers::inline_allowed(&meta.content_type);
+    let _ = h.insert_header(header::CONTENT_LENGTH, end - start);
+    let _ = h.insert_header(header::ACCEPT_RANGES, "bytes");
+    let _ = h.insert_header(header::CONTENT_TYPE, headers::content_type(&meta.content_type));
+    let _ = h.insert_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    let _ = h.insert_header(header::CONTENT_DISPOSITION, headers::content_disposition(&meta.name, inline));
+    let _ = h.insert_header(header::CONTENT_SECURITY_POLICY, headers::csp(&meta.content_type));
+    if head_only || start == end {
+        return write_head(s, h).await;
+    }
+    s.set_write_timeout(Some(app.cfg.file_idle_timeout));
+    if let Err(e) = s.write_response_header(Box::new(h)).await {
+        log::debug!("writing a download's head: {e}");
+        s.set_keepalive(None);
+        return Ok(());
+    }
+    // The first piece is usable if it starts where the answer does.
+    let first = if start == guess { Some(first) } else { None };
+    if let Err(why) = stream(app, s, &ctx, &blob, start, end, first).await {
+        log::info!("download of {} cut: {why}", meta.id);
+        // Fewer bytes than Content-Length: the client sees the cut; nothing follows.
+        s.set_keepalive(None);
+    }
+    Ok(())
+}
+
+/// Where `bytes=a-b` or `bytes=a-` starts (one range); else None.
+fn range_start(r: &str) -> Option<u64> {
+    let spec = r.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    spec.split_once('-')?.0.trim().parse().ok()
+}
+
+async fn write_head(s: &mut ServerSession, h: ResponseHeader) -> Result<(), Reply> {
+    if let Err(e) = s.write_response_header(Box::new(h)).await {
+        log::debug!("writing a file answer's head: {e}");
+        s.set_keepalive(None);
+        return Ok(());
+    }
+    if let Err(e) = s.finish_body().await {
+        log::debug!("ending a file answer: {e}");
+        s.set_keepalive(None);
+    }
+    Ok(())
+}
+
+/// One piece of `blob` from `at` (up to the next PIECE boundary, at most to `end`);
+/// None: the blob is gone or no longer readable.
+async fn read_piece(app: &App, ctx: &Ctx, blob: &str, at: u64, end: u64) -> Result<Option<Bytes>, String> {
+    let len = (PIECE as u64 - at % PIECE as u64).min(end - at) as i32;
+    let at = at as i64;
+    let p: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&blob, &at, &len];
+    match db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::FILE_READ, &p, PIECE_RESULT).await {
+        Ok(Some(row)) => Ok(row.into_iter().next().flatten().filter(|b| !b.is_empty())),
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("{}: {}", e.code, e.message)),
+    }
+}
+
+/// Write bytes [start, end) of the blob: the next piece is read while the current one
+/// is written.
+async fn stream(app: &App, s: &mut ServerSession, ctx: &Ctx, blob: &str, start: u64, end: u64, first: Option<Bytes>) -> Result<(), String> {
+    let mut at = start;
+    let mut current = match first.filter(|b| !b.is_empty()) {
+        Some(b) => b,
+        None => read_piece(app, ctx, blob, at, end).await?.ok_or("the file is gone")?,
+    };
+    loop {
+        let take = current.len().min((end - at) as usize);
+        let piece = current.slice(..take);
+        let next_at = at + take as u64;
+        let last = next_at >= end;
+        let write = s.write_response_body(piece, last);
+        if last {
+            write.await.map_err(|e| format!("writing: {e}"))?;
+            return Ok(());
+        }
+        let (w, next) = tokio::join!(write, read_piece(app, ctx, blob, next_at, end));
+        w.map_err(|e| format!("writing: {e}"))?;
+        current = next?.ok_or("the file changed or is no longer readable")?;
+        at = next_at;
+    }
+}

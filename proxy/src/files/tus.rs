@@ -1,0 +1,397 @@
+//! tus 1.0 (core, creation, termination, checksum with sha1 and sha256) at
+//! /v1/uploads and /v1/uploads/{upload}. Sessions live only in Postgres
+//! (`baas._uploads`): another proxy, or this one after a restart, continues them. The
+//! upload id is also the capability, and the session is its creator's
+//! (`upload_*` functions check the caller): as the owner, or anonymous for an
+//! anonymous session.
+//!
+//! A PATCH takes the session's lease, checks Upload-Offset, answers
+//! `Expect: 100-continue`, then appends its body a piece at a time. Without a checksum
+//! a cut body keeps the whole pieces appended (HEAD tells where to resume); with one
+//! the PATCH is all or nothing: a mismatch or a cut rewinds to where it began
+//! (`_upload_rewind`), a mismatch answers 460. At the last byte the upload is finished
+//! in the same request.
+
+use super::body::BodyReader;
+use super::upload::{self, Session, Target};
+use super::{sql, Ctx, FileOp, PIECE};
+use crate::errors::ApiError;
+use crate::router::Params;
+use crate::server::{App, Reply};
+use base64::Engine;
+use bytes::BytesMut;
+use http::StatusCode;
+use pingora::protocols::http::ServerSession;
+use serde_json::Value;
+use sha1::Digest;
+use std::sync::Arc;
+
+pub const VERSION: &str = "1.0.0";
+
+pub async fn serve(app: &Arc<App>, s: &mut ServerSession, op: FileOp, params: Params<'_>) -> Result<(), Reply> {
+    let r = match op {
+        FileOp::TusOptions => Ok(options(app)),
+        _ => run(app, s, op, params).await,
+    };
+    Err(r.unwrap_or_else(|e| e))
+}
+
+async fn run(app: &Arc<App>, s: &mut ServerSession, op: FileOp, params: Params<'_>) -> Result<Reply, Reply> {
+    match super::header(s, "tus-resumable").map_err(Reply::error)? {
+        Some(v) if v.trim() == VERSION => {}
+        _ => {
+            let mut r = Reply::error(ApiError::coded("tus_version", "send Tus-Resumable: 1.0.0 (the tus version this server speaks)"));
+            r.headers.push(("tus-version", VERSION.into()));
+            return Err(r);
+        }
+    }
+    let token = crate::server::bearer(s).map_err(Reply::error)?.map(str::to_string);
+    let ctx = super::checked(app, s, token).await.map_err(Reply::error)?;
+    if op == FileOp::TusCreate {
+        return create(app, s, &ctx).await.map_err(Reply::error);
+    }
+    // Not a uuid: no such upload (tus clients then start over).
+    let id = params
+        .get(0)
+        .ok()
+        .and_then(|p| uuid::Uuid::parse_str(&p).ok())
+        .map(|u| u.to_string())
+        .ok_or_else(|| Reply::error(not_found()))?;
+    match op {
+        FileOp::TusHead => head(app, &ctx, &id).await.map_err(Reply::error),
+        FileOp::TusDelete => {
+            let row = crate::db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::UPLOAD_ABORT, &[&id], super::PIECE_RESULT).await;
+            row.map(|_| Reply::empty(StatusCode::NO_CONTENT)).map_err(Reply::error)
+        }
+        _ => patch(app, s, &ctx, id).await,
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "upload_not_found", "no such upload (finished, aborted, expired, or not yours)")
+}
+
+/// OPTIONS /v1/uploads: what this server speaks.
+pub fn options(app: &App) -> Reply {
+    let mut r = Reply::empty(StatusCode::NO_CONTENT);
+    r.headers.push(("tus-version", VERSION.into()));
+    r.headers.push(("tus-extension", "creation,termination,checksum".into()));
+    r.headers.push(("tus-max-size", app.cfg.file_max_bytes.to_string()));
+    r.headers.push(("tus-checksum-algorithm", "sha1,sha256".into()));
+    r
+}
+
+/// `Upload-Metadata`: comma-separated `key base64(value)` pairs (or a bare key), keys
+/// unique and non-empty. Values must be UTF-8 here (every key we read is text).
+pub fn parse_metadata(v: &str) -> Result<Vec<(String, Option<String>)>, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_request", format!("Upload-Metadata: {m}"));
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for pair in v.split(',').map(str::trim) {
+        if pair.is_empty() {
+            return Err(bad("an empty pair".into()));
+        }
+        let mut parts = pair.split(' ').filter(|p| !p.is_empty());
+        let key = parts.next().unwrap_or_default();
+        let value = parts.next();
+        if parts.next().is_some() {
+            return Err(bad(format!("pair {key:?} has more than a key and a value")));
+        }
+        if out.iter().any(|(k, _)| k == key) {
+            return Err(bad(format!("key {key:?} is given twice")));
+        }
+        let value = match value {
+            None => None,
+            Some(b) => {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(b).map_err(|_| bad(format!("the value of {key:?} is not base64")))?;
+                Some(String::from_utf8(bytes).map_err(|_| bad(format!("the value of {key:?} is not UTF-8 text")))?)
+            }
+        };
+        out.push((key.to_string(), value));
+    }
+    Ok(out)
+}
+
+/// The session's target from its metadata.
+fn target_of(meta: &[(String, Option<String>)]) -> Result<Target, ApiError> {
+    let bad = |m: &str| ApiError::bad_request("invalid_request", format!("Upload-Metadata: {m}"));
+    let get = |k: &str| meta.iter().find(|(key, _)| key == k).and_then(|(_, v)| v.clone());
+    let mut t = Target {
+        collection: get("bucket").ok_or_else(|| bad("bucket (the collection) is required"))?,
+        name: Some(get("filename").ok_or_else(|| bad("filename is required"))?),
+        content_type: get("filetype").map(|c| super::headers::essence(&c)).filter(|c| !c.is_empty()),
+        ..Target::default()
+    };
+    if let Some(id) = get("id") {
+        t.file_id = Some(uuid::Uuid::parse_str(id.trim()).map_err(|_| bad("id must be a uuid"))?.to_string());
+    }
+    if let Some(v) = get("version") {
+        t.expected_version = Some(v.trim().parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(|| bad("version must be a positive integer"))?);
+        if t.file_id.is_none() {
+            return Err(bad("version is for replacing a file: send its id too"));
+        }
+        t.replace = true;
+    }
+    for key in ["acl", "data"] {
+        if let Some(text) = get(key) {
+            let v: Value = serde_json::from_str(&text).map_err(|_| bad(&format!("{key} is not JSON")))?;
+            if key == "data" && !v.is_object() {
+                return Err(ApiError::bad_request("invalid_data", "data must be a JSON object"));
+            }
+            if key == "acl" {
+                t.acl = Some(text);
+            } else {
+                t.data = Some(text);
+            }
+        }
+    }
+    if let Some(hex) = get("sha256") {
+        t.sha256 = Some(decode_hex(hex.trim()).filter(|b| b.len() == 32).ok_or_else(|| bad("sha256 must be 64 hex digits"))?);
+    }
+    Ok(t)
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+async fn create(app: &Arc<App>, s: &ServerSession, ctx: &Ctx) -> Result<Reply, ApiError> {
+    if super::header(s, "upload-defer-length")?.is_some() {
+        return Err(ApiError::bad_request("invalid_request", "Upload-Defer-Length is not supported: send Upload-Length"));
+    }
+    let length = super::header(s, "upload-length")?
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "Upload-Length is required"))?
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| ApiError::bad_request("invalid_request", "Upload-Length must be a whole number of bytes"))?;
+    if length > app.cfg.file_max_bytes {
+        return Err(upload::too_large(app.cfg.file_max_bytes));
+    }
+    let meta = parse_metadata(super::header(s, "upload-metadata")?.unwrap_or_default())?;
+    let target = target_of(&meta)?;
+    let len = Some(length as i64);
+    let p: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+        &target.collection,
+        &target.name,
+        &target.content_type,
+        &len,
+        &target.data,
+        &target.acl,
+        &target.file_id,
+        &target.expected_version,
+        &target.replace,
+        &target.sha256,
+    ];
+    let v = super::call_json(app, ctx, sql::UPLOAD_CREATE, &p).await?;
+    let id = v["upload_id"].as_str().ok_or_else(ApiError::internal)?;
+    let mut r = Reply::empty(StatusCode::CREATED);
+    let base = app.cfg.public_url.as_deref().unwrap_or("").trim_end_matches('/');
+    r.headers.push(("location", format!("{base}/v1/uploads/{id}")));
+    if let Some(exp) = v["expires_at"].as_str().and_then(super::parse_timestamp) {
+        r.headers.push(("upload-expires", httpdate::fmt_http_date(exp)));
+    }
+    if let Some(f) = v["file_id"].as_str() {
+        r.headers.push(("pgbaas-file-id", f.to_string()));
+    }
+    Ok(r)
+}
+
+async fn head(app: &Arc<App>, ctx: &Ctx, id: &str) -> Result<Reply, ApiError> {
+    let v = super::call_json(app, ctx, sql::UPLOAD_STATUS, &[&id]).await?;
+    let mut r = Reply::empty(StatusCode::OK);
+    r.no_store = true;
+    r.headers.push(("upload-offset", v["offset"].as_i64().unwrap_or(0).to_string()));
+    if let Some(n) = v["length"].as_i64() {
+        r.headers.push(("upload-length", n.to_string()));
+    }
+    if let Some(exp) = v["expires_at"].as_str().and_then(super::parse_timestamp) {
+        r.headers.push(("upload-expires", httpdate::fmt_http_date(exp)));
+    }
+    Ok(r)
+}
+
+/// A PATCH's `Upload-Checksum`: the algorithm's running hash and the expected digest.
+pub enum Checksum {
+    Sha1(sha1::Sha1, [u8; 20]),
+    Sha256(sha2::Sha256, [u8; 32]),
+}
+
+impl Checksum {
+    pub fn parse(v: &str) -> Result<Checksum, ApiError> {
+        let bad = |m: &str| ApiError::bad_request("invalid_request", format!("Upload-Checksum: {m}"));
+        let (alg, b64) = v.trim().split_once(' ').ok_or_else(|| bad("send '<algorithm> <base64 digest>'"))?;
+        let digest = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| bad("the digest is not base64"))?;
+        match alg {
+            "sha1" => Ok(Checksum::Sha1(sha1::Sha1::new(), digest.try_into().map_err(|_| bad("a sha1 digest is 20 bytes"))?)),
+            "sha256" => Ok(Checksum::Sha256(sha2::Sha256::new(), digest.try_into().map_err(|_| bad("a sha256 digest is 32 bytes"))?)),
+            _ => Err(bad("the algorithm must be sha1 or sha256 (Tus-Checksum-Algorithm)")),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Checksum::Sha1(h, _) => h.update(data),
+            Checksum::Sha256(h, _) => h.update(data),
+        }
+    }
+
+    pub fn matches(self) -> bool {
+        match self {
+            Checksum::Sha1(h, want) => h.finalize().as_slice() == want,
+            Checksum::Sha256(h, want) => h.finalize().as_slice() == want,
+        }
+    }
+}
+
+fn checksum_mismatch() -> ApiError {
+    ApiError::coded("checksum_mismatch", "the body does not match Upload-Checksum; nothing of this PATCH was kept")
+}
+
+async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> Result<Reply, Reply> {
+    let ct = super::header(s, "content-type").map_err(Reply::error)?;
+    if !ct.is_some_and(|c| super::headers::essence(c) == "application/offset+octet-stream") {
+        return Err(Reply::error(ApiError::coded("upload_body_required", "a PATCH body is Content-Type: application/offset+octet-stream")));
+    }
+    let offset = super::header(s, "upload-offset")
+        .map_err(Reply::error)?
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| Reply::error(ApiError::bad_request("invalid_request", "Upload-Offset (a whole number) is required")))?;
+    let mut checksum = match super::header(s, "upload-checksum").map_err(Reply::error)? {
+        Some(v) => Some(Checksum::parse(v).map_err(Reply::error)?),
+        None => None,
+    };
+    let declared = super::content_length(s).map_err(Reply::error)?;
+    let _slot = app.transfers.admit(&ctx.ip_key, ctx.subject.as_deref(), ctx.service).map_err(Reply::error)?;
+    let session = Session { id, lease: uuid::Uuid::new_v4().to_string() };
+    // The lease (one writer at a time) and, with a checksum, a checkpoint to rewind to.
+    let checkpoint = checksum.is_some();
+    let lease = super::call_json(app, ctx, sql::UPLOAD_LEASE, &[&session.id, &session.lease, &checkpoint]).await.map_err(Reply::error)?;
+    let current = lease["offset"].as_i64().unwrap_or(-1);
+    if current != offset as i64 {
+        let mut r = Reply::error(ApiError::coded("offset_mismatch", format!("the upload is at offset {current}, not {offset}; ask with HEAD")));
+        r.headers.push(("upload-offset", current.max(0).to_string()));
+        return Err(r);
+    }
+    let length = lease["length"].as_u64();
+    if let (Some(n), Some(len)) = (declared, length) {
+        if offset + n > len {
+            return Err(Reply::error(ApiError::coded("file_too_large", format!("the body goes past Upload-Length ({len} bytes)"))));
+        }
+    }
+    super::continue_if_expected(s).await;
+    let mut at = offset;
+    let mut buf = BytesMut::with_capacity(PIECE);
+    let result: Result<(), ApiError> = async {
+        let mut body = BodyReader::new(s, app.cfg.file_idle_timeout);
+        loop {
+            let more = body.next_piece(&mut buf, PIECE).await?;
+            if !buf.is_empty() {
+                if let Some(c) = checksum.as_mut() {
+                    c.update(&buf);
+                }
+                at = upload::append(app, ctx, &session, at, &buf).await?;
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    drop(buf);
+    if let Err(e) = result {
+        if e.code == "file_too_large" {
+            upload::abort(app, ctx, &session.id);
+        } else if checkpoint {
+            rewind(app, ctx, &session).await;
+        } else {
+            release(app, ctx, &session).await;
+        }
+        return Err(Reply::error(e));
+    }
+    if let Some(c) = checksum {
+        if !c.matches() {
+            rewind(app, ctx, &session).await;
+            let mut r = Reply::error(checksum_mismatch());
+            r.headers.push(("upload-offset", offset.to_string()));
+            return Err(r);
+        }
+    }
+    let mut r = Reply::empty(StatusCode::NO_CONTENT);
+    r.headers.push(("upload-offset", at.to_string()));
+    if length != Some(at) {
+        release(app, ctx, &session).await;
+    } else {
+        match upload::finish(app, ctx, &session.id).await {
+            Ok(file) => {
+                if let Some(f) = file["id"].as_str() {
+                    r.headers.push(("pgbaas-file-id", f.to_string()));
+                }
+                if let Some(v) = file["version"].as_i64() {
+                    r.headers.push(("pgbaas-file-version", v.to_string()));
+                }
+            }
+            Err(e) => {
+                upload::abort(app, ctx, &session.id);
+                return Err(Reply::error(e));
+            }
+        }
+    }
+    Ok(r)
+}
+
+async fn release(app: &Arc<App>, ctx: &Ctx, session: &Session) {
+    let p: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&session.id, &session.lease];
+    if let Err(e) = crate::db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::UPLOAD_RELEASE, &p, super::PIECE_RESULT).await {
+        log::warn!("releasing upload {}: {} {}", session.id, e.code, e.message);
+    }
+}
+
+async fn rewind(app: &Arc<App>, ctx: &Ctx, session: &Session) {
+    let p: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&session.id, &session.lease];
+    if let Err(e) = crate::db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::UPLOAD_REWIND, &p, super::PIECE_RESULT).await {
+        log::warn!("rewinding upload {}: {} {}", session.id, e.code, e.message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_pairs() {
+        let m = parse_metadata("bucket cGhvdG9z,filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential").unwrap();
+        assert_eq!(
+            m,
+            vec![
+                ("bucket".into(), Some("photos".into())),
+                ("filename".into(), Some("world_domination_plan.pdf".into())),
+                ("is_confidential".into(), None)
+            ]
+        );
+        assert_eq!(parse_metadata("filename cm==sdW1lLnBkZg==").unwrap_err().status, StatusCode::BAD_REQUEST);
+        for bad in ["a x,a y", "a !!!", "a YQ== b", ",", "a /w=="] {
+            assert_eq!(parse_metadata(bad).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let t = target_of(&parse_metadata("bucket cGhvdG9z,filename YS5wbmc=,filetype aW1hZ2UvcG5n").unwrap()).unwrap();
+        assert_eq!((t.collection.as_str(), t.name.as_deref(), t.content_type.as_deref(), t.replace), ("photos", Some("a.png"), Some("image/png"), false));
+        assert!(target_of(&parse_metadata("filename YS5wbmc=").unwrap()).is_err(), "bucket is required");
+        assert!(target_of(&parse_metadata("bucket cA==,filename YQ==,version Mw==").unwrap()).is_err(), "version needs id");
+    }
+
+    #[test]
+    fn checksums() {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let mut c = Checksum::parse(&format!("sha256 {}", b64(&sha2::Sha256::digest(b"hello")))).unwrap();
+        c.update(b"hel");
+        c.update(b"lo");
+        assert!(c.matches());
+        let mut c = Checksum::parse(&format!("sha1 {}", b64(&sha1::Sha1::digest(b"hello")))).unwrap();
+        c.update(b"hellO");
+        assert!(!c.matches());
+        for bad in ["md5 AAAA", "sha1", "sha1 !!", "sha256 AAAA"] {
+            assert!(Checksum::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,223 @@
+-- Files (issue 15, sql/files.sql): every function's errors (SQLSTATE and detail code,
+-- which the proxy maps to HTTP), the policies on the bytes (chunks unreadable without a
+-- readable document, a blob id cannot be forged), baas.files through as_user, refs,
+-- quotas, upload sessions, and the lints over the file tables.
+begin;
+select plan(106);
+
+select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
+select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
+select baas.create_collection('pics', '{"bucket": true, "max_file_size": 4000000, "file_types": ["image/*", "text/plain", "application/octet-stream"]}') -> 'options' as popts \gset
+select baas.create_collection('docs', '{"bucket": true, "default_acl": {"read": ["authenticated"]}}') is not null as ok \gset
+select baas.create_collection('notes', '{"file_refs": "restrict", "default_acl": {"read": ["authenticated"]}}') is not null as ok \gset
+select baas.create_collection('loose', '{"default_acl": {"read": ["authenticated"]}}') is not null as ok \gset
+
+-------------------------------------------------------------------- tables and options
+select is(:'popts'::jsonb - 'create' - 'default_acl' - 'schema' - 'realtime',
+          '{"bucket": true, "max_file_size": 4000000, "file_types": ["image/*", "text/plain", "application/octet-stream"], "file_refs": "allow"}',
+          'a bucket''s options show its file options');
+select is(baas.get_collection('loose') -> 'options' ? 'bucket', false, 'other collections'' JSON is unchanged');
+select is(pg_temp.detail_of($$ select baas.create_collection('bad1', '{"bucket": 1}') $$), '22023 invalid_options', 'bucket must be a boolean');
+select is(pg_temp.detail_of($$ select baas.create_collection('bad2', '{"file_types": ["png"]}') $$), '22023 invalid_options', 'file_types are content types');
+select is(pg_temp.detail_of($$ select baas.create_collection('bad3', '{"max_file_size": -1}') $$), '22023 invalid_options', 'max_file_size >= 0');
+select is(pg_temp.detail_of($$ select baas.create_collection('bad4', '{"file_refs": "never"}') $$), '22023 invalid_options', 'file_refs allow|restrict');
+select col_type_is('baas', 'documents', 'blob_id', 'uuid', 'documents.blob_id');
+select col_type_is('baas', 'documents', 'file', 'jsonb', 'documents.file');
+select col_type_is('baas', '_file_chunks', 'data', 'bytea', 'chunks hold bytea');
+select is((select attstorage::text from pg_attribute where attrelid = 'baas._file_chunks'::regclass and attname = 'data'), 'e',
+          'chunk data is stored EXTERNAL (no pglz on media)');
+select ok((select relrowsecurity and relforcerowsecurity from pg_class where oid = 'baas._file_chunks'::regclass), 'chunks: RLS forced');
+select ok((select reloptions @> '{security_invoker=true}' from pg_class where oid = 'baas.files'::regclass), 'baas.files is security_invoker');
+select is((select array_agg(c::regclass::text order by c::regclass::text) from pg_extension e, unnest(e.extconfig) c
+            where e.extname = 'pgbaas' and c::regclass::text in ('baas._blobs', 'baas._file_chunks', 'baas._uploads',
+                  'baas._file_refs', 'baas.file_quotas', 'baas._thumbnails')),
+          '{baas._blobs,baas._file_chunks,baas._file_refs,baas._uploads,baas.file_quotas}', 'dumped: all file tables but the thumbnail cache');
+
+-------------------------------------------------------------------- one-shot uploads
+select x as f1 from baas.as_user(:'u1'::uuid, $$ select baas.upload_file('pics', 'a.txt', 'text/plain', 'hello files',
+        '{"tag": 1}', null, '0190f5b4-0000-7000-8000-00000000f001') $$) x \gset
+select is((:'f1'::jsonb) - 'created_at' - 'updated_at',
+          jsonb_build_object('id', '0190f5b4-0000-7000-8000-00000000f001', 'collection', 'pics', 'name', 'a.txt', 'size', 11,
+              'content_type', 'text/plain', 'sha256', encode(sha256('hello files'), 'hex'), 'owner', :'u1', 'version', 1,
+              'data', '{"tag": 1}'::jsonb, 'acl', '{"read": [], "update": [], "delete": []}'::jsonb),
+          'upload_file returns the file: size, sha256 of the bytes, type, owner, version');
+select is((select string_agg(k.data, ''::bytea order by off) from baas._file_chunks k
+            join baas.documents d on d.blob_id = k.blob_id where d.id = '0190f5b4-0000-7000-8000-00000000f001'),
+          'hello files'::bytea, 'the bytes are in the chunks');
+select is((select count(*)::int from baas._uploads), 0, 'no session is left');
+select is((select baas.get_document('pics', '0190f5b4-0000-7000-8000-00000000f001') -> 'file' ->> 'sha256'),
+          encode(sha256('hello files'), 'hex'), 'the document shows `file`');
+select ok(not (baas.get_collection('loose') ? 'file'), 'documents without files are unchanged (no file key)');
+select x as png from baas.as_user(:'u1'::uuid, $$ select baas.upload_file('pics', 'p.png', null,
+        '\x89504e470d0a1a0a0000000d494844520000000100000001'::bytea, '{}', null, '0190f5b4-0000-7000-8000-00000000f002') $$) x \gset
+select is(:'png'::jsonb ->> 'content_type', 'image/png', 'an undeclared type is sniffed from the bytes');
+select x as empty from baas.as_user(:'u1'::uuid, $$ select baas.upload_file('pics', 'empty', null, ''::bytea) $$) x \gset
+select is((:'empty'::jsonb ->> 'size', :'empty'::jsonb ->> 'content_type', :'empty'::jsonb ->> 'sha256')::text,
+          format('(0,application/octet-stream,%s)', encode(sha256(''), 'hex')), 'an empty file: size 0, octet-stream');
+
+-------------------------------------------------------------------- upload_create errors
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('nope', 'a', null, 1) $$), 'P0002 collection_not_found', 'unknown bucket: 404');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('loose', 'a', null, 1) $$), '22023 not_a_bucket', 'not a bucket: 400');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', '../x', null, 1) $$), '22023 invalid_file_name', 'a path name: 400');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'a/b', null, 1) $$), '22023 invalid_file_name', 'a separator: 400');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', repeat('x', 256), null, 1) $$), '22023 invalid_file_name', '256 bytes: 400');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', E'a\\x01b', null, 1) $$), '22023 invalid_file_name', 'a control character: 400');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'a', null, 4000001) $$), '54000 file_too_large', 'over the bucket''s max: 413');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'a', 'application/pdf', 10) $$), '22023 unsupported_file_type', 'a type the bucket refuses: 415');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'a', 'not a type', 10) $$), '22023 invalid_request', 'a malformed type: 400');
+select is(pg_temp.outcome_as(null, $$ select baas.upload_create('pics', 'a', null, 10) $$), '42501 forbidden', 'anonymous may not create here: 403');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'a', null, 10, '{}', '{"read": ["user:00000000-0000-0000-0000-000000000009"]}') $$),
+          '22023 unknown_principal', 'an ACL naming nobody: 400');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'a', null, 10, '{}', '{"read": 7}') $$), '22023 invalid_acl', 'a malformed ACL: 400');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'a', null, 10, '[]') $$), '22023 invalid_data', 'data must be an object');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'a', null, 10, '{}', null, '0190f5b4-0000-7000-8000-00000000f001') $$),
+          '23505 document_exists', 'an id in use: 409');
+select is(pg_temp.outcome_as(:'u2', $$ select baas.upload_create('pics', 'a', null, 10, '{}', null, '0190f5b4-0000-7000-8000-00000000f001', null, true) $$),
+          'P0002 file_not_found', 'replacing a file one cannot read: 404');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'a', null, 10, '{}', null, '0190f5b4-0000-7000-8000-00000000f001', 7, true) $$),
+          '40001 version_conflict', 'replacing a stale version: 412');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.set_file_acl('0190f5b4-0000-7000-8000-00000000f001', jsonb_build_object('read', array['user:' || $$ || quote_literal(:'u2') || $$])) $$), 'ok',
+          'the owner shares the file for reading');
+select is(pg_temp.outcome_as(:'u2', $$ select baas.upload_create('pics', 'a', null, 10, '{}', null, '0190f5b4-0000-7000-8000-00000000f001', null, true) $$),
+          '42501 forbidden', 'replacing a file one may only read: 403');
+update baas.settings set file_quota_bytes = 100;
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'a', null, 100) $$), '54000 quota_exceeded',
+          'over the quota (11 + 24 bytes used of 100): 413');
+insert into baas.file_quotas values (:'u1', 1000);
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'a', null, 100) $$), 'ok', 'a per-user quota overrides the default');
+update baas.settings set file_quota_bytes = null;
+select is((select (files, bytes, quota)::text from baas.file_usage() where user_id = :'u1'), '(3,35,1000)', 'file_usage: files, bytes, quota per owner');
+delete from baas.file_quotas;
+
+-------------------------------------------------------------------- sessions
+select x ->> 'upload_id' as up from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'big.bin', 'application/octet-stream', 2097160,
+        '{}', null, '0190f5b4-0000-7000-8000-00000000f003') $$) x \gset
+select is(pg_temp.outcome_as(:'u2', format('select baas._upload_append(%L, null, 0, ''\x00'')', :'up')), 'P0002 upload_not_found',
+          'another user''s upload is not found');
+select is(pg_temp.outcome_as(null, format('select baas.upload_status(%L)', :'up')), 'P0002 upload_not_found', 'nor is it anonymous''');
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 5, ''\x00'')', :'up')), '22023 offset_mismatch', 'a wrong offset: 409');
+select is(pg_temp.detail_of(format('select baas._upload_append(%L, null, 0, ''\x'')', :'up')), '22023 invalid_request', 'nothing to append: 400');
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 0, decode(repeat(''61'', 1048576 * 2), ''hex''))', :'up')),
+          'ok', 'two MiB in one append (stored as two chunks)');
+select is((select array_agg(length(k.data) order by k.off) from baas._file_chunks k join baas._uploads u on u.blob_id = k.blob_id where u.id = :'up'),
+          '{1048576,1048576}', 'chunks hold at most 1 MiB');
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 2097152, decode(repeat(''62'', 9), ''hex''))', :'up')),
+          '54000 file_too_large', 'past the announced length: 413');
+select is(pg_temp.outcome_as(:'u1', format('select baas.upload_finish(%L)', :'up')), '22023 length_mismatch', 'finishing short: 400');
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_lease(%L, ''00000000-0000-0000-0000-0000000000a1'', true)', :'up')), 'ok', 'a lease');
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, ''00000000-0000-0000-0000-0000000000a2'', 2097152, ''\x62'')', :'up')),
+          '40001 upload_locked', 'another writer is locked out: 423');
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, ''00000000-0000-0000-0000-0000000000a1'', 2097152, ''\x6262'')', :'up')),
+          'ok', 'the lease holder appends');
+select is((select x from baas.as_user(:'u1'::uuid, format('select baas._upload_rewind(%L, ''00000000-0000-0000-0000-0000000000a1'')', :'up')) x),
+          '2097152'::jsonb, 'a rewind goes back to the checkpoint');
+select is((select x -> 'offset' from baas.as_user(:'u1'::uuid, format('select baas.upload_status(%L)', :'up')) x), '2097152'::jsonb,
+          'upload_status shows the offset');
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 2097152, decode(repeat(''63'', 8), ''hex''))', :'up')),
+          'ok', 'the rest');
+select x as big from baas.as_user(:'u1'::uuid, format('select baas.upload_finish(%L)', :'up')) x \gset
+select is(:'big'::jsonb ->> 'sha256', encode(sha256(decode(repeat('61', 2097152) || repeat('63', 8), 'hex')), 'hex'),
+          'the running sha256 over appends, a rewind and a lease equals the one-shot digest');
+select is((select (meta::jsonb ->> 'size', meta::jsonb ->> 'name', blob_id = (select d.blob_id from baas.documents d where d.id = '0190f5b4-0000-7000-8000-00000000f003'))::text
+             from baas.file_get('0190f5b4-0000-7000-8000-00000000f003')), '(2097160,big.bin,t)',
+          'file_get: the metadata and the blob id in one row');
+select is((select data from baas.file_get('0190f5b4-0000-7000-8000-00000000f003', null, 1048570, 10)), decode('61616161616161616161', 'hex'),
+          'file_get reads across a chunk boundary');
+select is((select data from baas.file_read((select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f003'), 2097150, 100)),
+          decode('6161' || repeat('63', 8), 'hex'), 'file_read up to the end');
+select x ->> 'upload_id' as up2 from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'x.png', 'image/png', 4, '{}', null, null, null, false,
+        sha256('nope')) $$) x \gset
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 0, ''abcd''::bytea)', :'up2')), 'ok', 'four bytes');
+select is(pg_temp.outcome_as(:'u1', format('select baas.upload_finish(%L)', :'up2')), '22023 digest_mismatch', 'an announced sha256 that differs: 400');
+update baas._uploads set sha256_expected = null where id = :'up2';
+select is(pg_temp.outcome_as(:'u1', format('select baas.upload_finish(%L)', :'up2')), '22023 content_type_mismatch', 'image/png that is not: 415');
+select is(pg_temp.outcome_as(:'u1', format('select baas.upload_abort(%L)', :'up2')), 'ok', 'abort');
+select is((select count(*)::int from baas._blobs b where not exists (select from baas.documents d where d.blob_id = b.id)
+             and not exists (select from baas._uploads u where u.blob_id = b.id)), 0,
+          'an aborted upload leaves no blob, no chunk');
+select is(pg_temp.outcome_as(:'u1', format('select baas.upload_abort(%L)', :'up2')), 'P0002 upload_not_found', 'aborting twice: 404');
+select x ->> 'upload_id' as up3 from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'y', null, 1) $$) x \gset
+update baas._uploads set expires_at = now() - interval '1 second' where id = :'up3';
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 0, ''a'')', :'up3')), 'P0002 upload_expired', 'an expired upload: 410');
+select is(baas.cleanup_uploads(), 1, 'cleanup_uploads removes it');
+select is((select count(*)::int from baas._uploads where id = :'up3'), 0, 'and it is gone');
+
+-------------------------------------------------------------------- the guard and the policies
+select is(pg_temp.outcome_as(:'u1', $$ select baas.create_document('pics', '{}') $$), '22023 use_file_upload', 'a bucket takes files only');
+select is(pg_temp.outcome_as(:'u2', $$ select baas.upload_file('pics', 'mine.txt', 'text/plain', 'u2 bytes', '{}', null, '0190f5b4-0000-7000-8000-00000000f004') $$),
+          'ok', 'u2 uploads a file of their own');
+select is(pg_temp.outcome_as(:'u2', format($$ update baas.documents set blob_id = (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f002')
+                                               where id = '0190f5b4-0000-7000-8000-00000000f004' $$)),
+          '22023 invalid_request', 'a file''s blob cannot be set to null (u2 cannot even see u1''s blob id)');
+select is(pg_temp.detail_of($$ set local role baas_user; select set_config('baas.claims', '{"role":"baas_user","sub":"$$ || :'u2' || $$"}', true);
+                               update baas.documents set blob_id = '$$ || (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f002') || $$'
+                                where id = '0190f5b4-0000-7000-8000-00000000f004' $$),
+          '42501 forbidden', 'a blob id cannot be forged: attaching another''s blob is refused');
+reset role;
+select set_config('baas.claims', '', true) is not null as ok \gset
+select is(pg_temp.outcome_as(:'u2', $$ update baas.documents set file = '{"name": "renamed.txt", "size": 1, "sha256": "00"}' where id = '0190f5b4-0000-7000-8000-00000000f004' $$),
+          'ok', 'renaming through file.name');
+select is((select file - 'name' from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f004'),
+          jsonb_build_object('size', 8, 'content_type', 'text/plain', 'sha256', encode(sha256('u2 bytes'), 'hex')),
+          'size and sha256 stay the blob''s whatever the writer sends');
+select is((select x from baas.as_user(:'u2'::uuid, $$ select count(*) from baas._file_chunks $$) x), '2'::jsonb,
+          'u2 reads the chunks of files u2 may read (own, and a.txt shared) only');
+select is((select x from baas.as_user(null::uuid, $$ select count(*) from baas._blobs $$) x), '0'::jsonb, 'anonymous reads no blob');
+select is(array(select x ->> 'name' from baas.as_user(:'u2'::uuid, 'select * from baas.files order by name') x),
+          '{a.txt,renamed.txt}', 'as_user sees exactly the files the user may read');
+select is(array(select x ->> 'name' from baas.as_user(:'u1'::uuid, 'select * from baas.files order by name') x),
+          '{a.txt,big.bin,empty,p.png}', 'and the owner sees theirs');
+select is(pg_temp.outcome_as(:'u2', $$ select baas.file_meta('0190f5b4-0000-7000-8000-00000000f002') $$), 'P0002 file_not_found', 'file_meta of an unreadable file: 404');
+select is(pg_temp.outcome_as(:'u2', $$ select * from baas.file_get('0190f5b4-0000-7000-8000-00000000f002') $$), 'P0002 file_not_found', 'file_get: 404');
+select is((select count(*)::int from baas.as_user(:'u2'::uuid, format('select * from baas.file_read(%L, 0, 10)',
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f002')))), 0, 'file_read of an unreadable blob: no row');
+select is(pg_temp.outcome_as(:'u1', $$ select * from baas.file_get('0190f5b4-0000-7000-8000-00000000f001', 9) $$), 'P0002 file_not_found',
+          'file_get of another version: 404');
+
+-------------------------------------------------------------------- changing files
+select is(pg_temp.outcome_as(:'u2', $$ select baas.update_file('0190f5b4-0000-7000-8000-00000000f001', 'b.txt') $$), '42501 forbidden', 'update_file without update: 403');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.update_file('0190f5b4-0000-7000-8000-00000000f001', '..') $$), '22023 invalid_file_name', 'a bad new name: 400');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.update_file('0190f5b4-0000-7000-8000-00000000f001', 'b.txt', null, 9) $$), '40001 version_conflict', 'stale: 412');
+select is((select x ->> 'name' from baas.as_user(:'u1'::uuid, $$ select baas.update_file('0190f5b4-0000-7000-8000-00000000f001', ' b.txt ', '{"t": 2}') $$) x),
+          'b.txt', 'rename and new data');
+select is(pg_temp.outcome_as(:'u2', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f001') $$), '42501 forbidden', 'delete_file without delete: 403');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.set_file_acl('0190f5b4-0000-7000-8000-00000000f002', '{"read": 1}') $$), '22023 invalid_acl', 'set_file_acl checks the ACL');
+-- Replace: the old blob goes, with its chunks.
+select blob_id as oldblob from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f001' \gset
+select is((select x ->> 'version' from baas.as_user(:'u1'::uuid, $$ select baas.upload_file('pics', 'c.txt', 'text/plain', 'new bytes', '{}', null,
+            '0190f5b4-0000-7000-8000-00000000f001', 3, true) $$) x), '4', 'a new version');
+select is((select count(*)::int from baas._file_chunks where blob_id = :'oldblob'), 0, 'the old version''s bytes are gone');
+
+-------------------------------------------------------------------- references
+select is(pg_temp.outcome_as(:'u1', $$ select baas.create_document('notes', '{"att": {"$file": "0190f5b4-0000-7000-8000-00000000f002"}}') $$), 'ok',
+          'a note references a file');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.create_document('notes', '{"att": {"$file": 12}}') $$), '22023 invalid_file_ref', 'a non-id ref: 400');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f002') $$), '23503 file_referenced',
+          'a restrict reference by the owner blocks the delete: 409');
+select is(pg_temp.outcome_as(:'u2', $$ select baas.create_document('notes', '{"x": [{"$file": "0190f5b4-0000-7000-8000-00000000f004"}]}') $$), 'ok',
+          'u2''s note refers to u2''s file');
+select is(array(select name from baas.unreferenced_files() order by name), '{big.bin,c.txt,empty}', 'unreferenced_files');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f003', 1) $$), 'ok', 'an unreferenced file is deleted');
+select is((select count(*)::int from baas._blobs b where not exists (select from baas.documents d where d.blob_id = b.id)
+             and not exists (select from baas._uploads u where u.blob_id = b.id)), 0, 'with its blob');
+
+-------------------------------------------------------------------- links, thumbnails, DBAs
+select is(pg_temp.outcome_as(:'u1', $$ select baas.file_link('0190f5b4-0000-7000-8000-00000000f002', 0) $$), '22023 invalid_request', 'a link of 0 s: 400');
+select is(pg_temp.outcome_as(null, $$ select baas.file_link('0190f5b4-0000-7000-8000-00000000f002') $$), '42501 not_authenticated', 'anonymous links: 401');
+select is(pg_temp.outcome_as(:'u2', $$ select baas.file_link('0190f5b4-0000-7000-8000-00000000f002') $$), 'P0002 file_not_found', 'a link to an unreadable file: 404');
+select is(pg_temp.outcome_as(:'u2', format('select baas.thumbnail_put(%L, 10, 10, ''cover'', ''image/png'', ''x'')',
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f002'))), 'P0002 file_not_found',
+          'no thumbnail for a file one cannot read');
+select is(pg_temp.detail_of($$ select baas.set_bucket('pics', '{"realtime": false}') $$), '22023 invalid_options', 'set_bucket takes file options only');
+select is(pg_temp.detail_of($$ select baas.set_bucket('pics', '{"bucket": false}') $$), '22023 invalid_options', 'a bucket with files stays one');
+select is(baas.set_bucket('pics', '{"file_refs": "restrict"}') -> 'options' ->> 'file_refs', 'restrict', 'set_bucket changes an option');
+select is_empty($$ select * from baas.security_lints() $$, 'the lints are clean with files');
+drop policy file_chunks_read on baas._file_chunks;
+create policy file_chunks_read on baas._file_chunks for select to baas_anon, baas_user using (true);
+grant insert on baas._blobs to baas_user;
+select is(array(select lint || ' ' || object from baas.security_lints() where lint like 'file%' order by 1),
+          '{"file_policy_drift policy file_chunks_read on baas._file_chunks","file_table_grant baas._blobs to baas_user"}',
+          'file_policy_drift and file_table_grant catch a widened chunk policy and a write grant');
+
+select * from finish();
+rollback;
