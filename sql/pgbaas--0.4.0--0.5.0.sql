@@ -292,7 +292,9 @@ as $$
 declare
     v_quota bigint;
 begin
-    if owner is null then
+    -- Asked about the caller's own files (upload_create), or by the extension's own
+    -- steps and privileged callers about anyone's: nobody learns another's usage.
+    if owner is null or (owner is distinct from baas.uid() and not baas._is_privileged(baas._caller_role())) then
         return null;
     end if;
     select q.bytes into v_quota from baas.file_quotas q where q.user_id = owner;
@@ -361,6 +363,11 @@ declare
 begin
     u.id := gen_random_uuid();
     u.blob_id := gen_random_uuid();
+    -- upload_create checked all of it; a direct call gets no further than a refusal at
+    -- finish (bucket, permission, name, type, size and quota are checked again there).
+    if acl is not null then
+        acl := baas._normalize_acl(acl);
+    end if;
     insert into baas._blobs (id) values (u.blob_id);
     insert into baas._uploads (id, owner, collection_id, file_id, replace, expected_version, blob_id, length,
                                hash_state, name, content_type, data, acl, sha256_expected, expires_at)
@@ -1052,6 +1059,9 @@ declare
     v_now bigint := extract(epoch from now())::bigint;
     v_token text;
 begin
+    if ttl is null or ttl not between 1 and 300 then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'ttl must be 1 to 300 seconds';
+    end if;
     select * into strict s from baas.settings;
     select x.kid, x.secret into k from baas._signing_keys x where x.retired_at is null order by x.created_at desc limit 1;
     if not found then

@@ -3,7 +3,7 @@
 -- readable document, a blob id cannot be forged), baas.files through as_user, refs,
 -- quotas, upload sessions, and the lints over the file tables.
 begin;
-select plan(106);
+select plan(114);
 
 select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -87,6 +87,8 @@ insert into baas.file_quotas values (:'u1', 1000);
 select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'a', null, 100) $$), 'ok', 'a per-user quota overrides the default');
 update baas.settings set file_quota_bytes = null;
 select is((select (files, bytes, quota)::text from baas.file_usage() where user_id = :'u1'), '(3,35,1000)', 'file_usage: files, bytes, quota per owner');
+select is((select x from baas.as_user(:'u2'::uuid, format('select baas._quota_left(%L)', :'u1')) x), 'null'::jsonb,
+          'nobody learns another user''s usage through the quota helper');
 delete from baas.file_quotas;
 
 -------------------------------------------------------------------- sessions
@@ -208,6 +210,26 @@ select is(pg_temp.outcome_as(:'u2', $$ select baas.file_link('0190f5b4-0000-7000
 select is(pg_temp.outcome_as(:'u2', format('select baas.thumbnail_put(%L, 10, 10, ''cover'', ''image/png'', ''x'')',
             (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f002'))), 'P0002 file_not_found',
           'no thumbnail for a file one cannot read');
+select x as link from baas.as_user(:'u1'::uuid, $$ select baas.file_link('0190f5b4-0000-7000-8000-00000000f002', 60) $$) x \gset
+select is((select convert_from(decode(rpad(translate(p, '-_', '+/'), (length(p) + 3) / 4 * 4, '='), 'base64'), 'utf8')::jsonb
+             - 'iat' - 'exp' - 'iss'
+             from split_part(:'link'::jsonb ->> 'token', '.', 2) p),
+          jsonb_build_object('aud', 'pgbaas:file', 'sub', :'u1', 'role', 'baas_user', 'sid', null,
+                             'fid', '0190f5b4-0000-7000-8000-00000000f002', 'ver', 1),
+          'a link''s token: audience <audience>:file, bound to the user, the file and its version');
+select is((select (p::jsonb -> 'exp')::bigint - (p::jsonb -> 'iat')::bigint
+             from convert_from(decode(rpad(translate(split_part(:'link'::jsonb ->> 'token', '.', 2), '-_', '+/'),
+                  (length(split_part(:'link'::jsonb ->> 'token', '.', 2)) + 3) / 4 * 4, '='), 'base64'), 'utf8') p),
+          60::bigint, 'expiring after the ttl asked');
+select is(:'link'::jsonb ->> 'url', '/v1/files/0190f5b4-0000-7000-8000-00000000f002?sig=' || (:'link'::jsonb ->> 'token'), 'and its url');
+select is(pg_temp.outcome_as(:'u1', format('select baas.thumbnail_put(%L, 10, 8, ''cover'', ''image/png'', ''thumb'')',
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f002'))), 'ok', 'the owner caches a thumbnail');
+select is((select x ->> 'data' from baas.as_user(:'u1'::uuid, $$ select * from baas.thumbnail_get('0190f5b4-0000-7000-8000-00000000f002', 10, 8, 'cover') $$) x),
+          '\x7468756d62', 'thumbnail_get returns it');
+select is((select (x ->> 'meta')::jsonb -> 'thumbnail' from baas.as_user(:'u1'::uuid, $$ select * from baas.thumbnail_get('0190f5b4-0000-7000-8000-00000000f002', 10, 8, 'cover') $$) x),
+          '{"content_type": "image/png", "width": 10, "height": 8, "fit": "cover"}', 'with the file''s metadata and the thumbnail''s');
+select is((select count(*)::int from baas.as_user(:'u1'::uuid, $$ select * from baas.thumbnail_get('0190f5b4-0000-7000-8000-00000000f002', 10, 8, 'contain') $$)),
+          0, 'another size or fit: not cached');
 select is(pg_temp.detail_of($$ select baas.set_bucket('pics', '{"realtime": false}') $$), '22023 invalid_options', 'set_bucket takes file options only');
 select is(pg_temp.detail_of($$ select baas.set_bucket('pics', '{"bucket": false}') $$), '22023 invalid_options', 'a bucket with files stays one');
 select is(baas.set_bucket('pics', '{"file_refs": "restrict"}') -> 'options' ->> 'file_refs', 'restrict', 'set_bucket changes an option');

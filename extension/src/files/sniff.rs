@@ -63,6 +63,9 @@ pub fn decide(declared: Option<&str>, head: &[u8]) -> Result<String, &'static st
             if detectable(x) { Err("content_type_mismatch") } else { Ok(x.to_string()) }
         }
         (Some(d), None) => Ok(d.to_string()),
+        // A zip-based format declared precisely while the bytes only show a zip: the
+        // declaration says more.
+        (Some("application/zip"), Some(x)) if zip_based(x) => Ok(x.to_string()),
         (Some(d), Some(x)) if same(d, x) => Ok(d.to_string()),
         (Some(_), Some(_)) => Err("content_type_mismatch"),
         (None, Some(x)) if detectable(x) => Err("content_type_mismatch"),
@@ -71,9 +74,20 @@ pub fn decide(declared: Option<&str>, head: &[u8]) -> Result<String, &'static st
     }
 }
 
+/// Formats stored in a zip container: infer names some of them, and may see others as
+/// plain zip; either way the declaration is the same bytes.
+fn zip_based(t: &str) -> bool {
+    t.starts_with("application/vnd.openxmlformats-officedocument.")
+        || t.starts_with("application/vnd.oasis.opendocument.")
+        || matches!(t, "application/epub+zip" | "application/java-archive" | "application/vnd.android.package-archive"
+            | "application/x-xpinstall")
+}
+
 /// infer's names and common declared names of the same formats.
 fn same(sniffed: &str, declared: &str) -> bool {
     sniffed == declared
+        || (declared == "application/zip" && zip_based(sniffed))
+        || (sniffed == "application/zip" && zip_based(declared))
         || matches!((sniffed, declared),
             ("audio/x-wav", "audio/wav") | ("audio/x-flac", "audio/flac") | ("audio/x-aac", "audio/aac")
             | ("audio/aac", "audio/x-aac") | ("video/quicktime", "video/mp4") | ("audio/x-m4a", "audio/mp4")
@@ -109,6 +123,11 @@ mod tests {
         assert_eq!(decide(Some("image/svg+xml"), b"<svg/>"), Ok("image/svg+xml".into()));
         assert_eq!(decide(None, b""), Ok("application/octet-stream".into()));
         assert_eq!(decide(Some(""), b"x"), Ok("application/octet-stream".into()));
+        let zip = b"PK\x03\x04\x14\0\0\0\0\0";
+        assert_eq!(decide(Some("application/zip"), zip), Ok("application/zip".into()));
+        let docx = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+        assert_eq!(decide(Some(docx), zip), Ok(docx.into()));
+        assert_eq!(decide(Some("image/png"), zip), Err("content_type_mismatch"));
     }
 
     #[test]

@@ -172,9 +172,15 @@ pub fn content_length(s: &ServerSession) -> Result<Option<u64>, ApiError> {
 pub async fn continue_if_expected(s: &mut ServerSession) {
     let expects = s.req_header().headers.get(http::header::EXPECT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
     if expects {
+        // pingora turns keep-alive off when it writes a head before the body is read
+        // (a 100 too); whether the connection is kept is decided when the answer is
+        // written, after the body (server.rs respond/finish_streamed).
+        let keep = s.get_keepalive();
         if let Err(e) = s.write_continue_response().await {
             log::debug!("writing 100 Continue: {e}");
+            return;
         }
+        s.set_keepalive(keep);
     }
 }
 

@@ -270,6 +270,7 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
     let lease = super::call_json(app, ctx, sql::UPLOAD_LEASE, &[&session.id, &session.lease, &checkpoint]).await.map_err(Reply::error)?;
     let current = lease["offset"].as_i64().unwrap_or(-1);
     if current != offset as i64 {
+        release(app, ctx, &session).await;
         let mut r = Reply::error(ApiError::coded("offset_mismatch", format!("the upload is at offset {current}, not {offset}; ask with HEAD")));
         r.headers.push(("upload-offset", current.max(0).to_string()));
         return Err(r);
@@ -277,6 +278,7 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
     let length = lease["length"].as_u64();
     if let (Some(n), Some(len)) = (declared, length) {
         if offset + n > len {
+            release(app, ctx, &session).await;
             return Err(Reply::error(ApiError::coded("file_too_large", format!("the body goes past Upload-Length ({len} bytes)"))));
         }
     }
