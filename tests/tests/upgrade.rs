@@ -2,6 +2,9 @@
 //! `ALTER EXTENSION pgbaas UPDATE`, and a populated database taken through
 //! `pg_dump -Fc` / `pg_restore` into a fresh cluster, keep every account, session,
 //! document, ACL, role, index and audit entry, and serve them through the real proxy.
+//! Files (0.5.0) come along byte for byte: a bucket with files of 0 B, 1 B and 3 MiB, a
+//! document referencing one, and an unfinished tus upload that resumes after the restore;
+//! an upgraded database takes the same files and serves them.
 //!
 //! The upgrade test installs the previous release into the system Postgres directories
 //! for a while (tests/scripts/previous-version.sh builds it once) and puts the current
@@ -345,7 +348,7 @@ fn call(base: &str, method: &str, path: &str, token: Option<&str>, body: Option<
 /// What a user of the upgraded or restored database notices: every account signs in,
 /// its earlier tokens still work, every document reads back with its ACL for exactly
 /// its readers, roles and collection options still apply, and new writes work.
-fn check_through_proxy(cluster: &Cluster, fx: &Fixture) {
+fn check_through_proxy(cluster: &Cluster, fx: &Fixture, extra_collections: &[&str]) {
     let proxy = Proxy::start(&cluster.authenticator_url().unwrap(), &[]).expect("proxy");
     let base = proxy.base();
     let b = base.as_str();
@@ -418,7 +421,9 @@ fn check_through_proxy(cluster: &Cluster, fx: &Fixture) {
     let r = call(b, "GET", "/v1/collections", Some(&fx.service_token), None);
     assert_eq!(r.status, 200, "{}", r.body);
     let names: BTreeSet<&str> = r.body["items"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
-    assert_eq!(names, BTreeSet::from(["bulk", "club", "notes"]));
+    let mut want = BTreeSet::from(["bulk", "club", "notes"]);
+    want.extend(extra_collections.iter().copied());
+    assert_eq!(names, want);
     let r = call(b, "POST", "/v1/auth/signup", None, Some(json!({"email": "erin@example.com", "password": PASSWORD})));
     assert_eq!(r.status, 201, "{}", r.body);
     let erin = r.body["access_token"].as_str().unwrap().to_string();
@@ -614,7 +619,10 @@ fn a_database_of_the_previous_release_upgrades_in_place_and_keeps_everything() {
     assert_indexes_drive_plans(&mut db, &fx.accounts["dave"].id);
     let lints: Vec<Value> = db.query("select to_jsonb(l) from baas.security_lints() l", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert!(lints.is_empty(), "security lints after the upgrade: {lints:#?}");
-    check_through_proxy(&cluster, &fx);
+    check_through_proxy(&cluster, &fx, &[]);
+    // The upgraded database takes files and serves them back, byte for byte.
+    let files = fill_files(&cluster, &fx);
+    check_files(&cluster, &fx, &files);
 }
 
 #[test]
@@ -623,6 +631,7 @@ fn a_dump_restored_into_a_fresh_cluster_keeps_every_row_and_works() {
     let source = Cluster::temporary().expect("cluster");
     let mut db = source.connect("postgres", DB).unwrap();
     let fx = fill(&mut db);
+    let files = fill_files(&source, &fx);
     let before = rows(&mut db);
     let dump = std::env::temp_dir().join(format!("pgbaas-upgrade-test-{}.dump", std::process::id()));
     run(tool(&source, "pg_dump").args(["-Fc", "-d", DB, "-f"]).arg(&dump));
@@ -639,7 +648,14 @@ fn a_dump_restored_into_a_fresh_cluster_keeps_every_row_and_works() {
     // index_entries and its ready marks are derived, and rebuilt below; CREATE EXTENSION
     // on restore makes one signing key of its own, and a live-feed message secret of its
     // own (never dumped: a restored copy must not accept messages under the source's).
-    assert_rows_kept(&before, &rows(&mut db), &["_signing_keys"], &["index_entries", "_index_entries_ready", "_realtime_secret"]);
+    // The live feed's event log is not dumped and its state row names the source's slot
+    // (docs/realtime.md): the files fixture ran a proxy on the source, which captured.
+    assert_rows_kept(
+        &before,
+        &rows(&mut db),
+        &["_signing_keys"],
+        &["index_entries", "_index_entries_ready", "_realtime_secret", "realtime_events", "_realtime_state"],
+    );
     // pg_dump leaves out indexes made on an extension's tables: baas.restore_indexes()
     // makes them again from baas.indexes, with their counting entries.
     assert!(!counting_ready(&mut db), "restored index entries are not trusted before a rebuild");
@@ -652,5 +668,208 @@ fn a_dump_restored_into_a_fresh_cluster_keeps_every_row_and_works() {
     assert_indexes_drive_plans(&mut db, &fx.accounts["dave"].id);
     let lints: Vec<Value> = db.query("select to_jsonb(l) from baas.security_lints() l", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert!(lints.is_empty(), "security lints after the restore: {lints:#?}");
-    check_through_proxy(&target, &fx);
+    check_through_proxy(&target, &fx, &[FILES_BUCKET]);
+    check_files(&target, &fx, &files);
+}
+
+// ------------------------------------------------------------------ files (0.5.0)
+
+const FILES_BUCKET: &str = "media";
+const MIB: usize = 1 << 20;
+
+struct StoredFile {
+    id: String,
+    name: String,
+    bytes: Vec<u8>,
+    /// The file JSON the upload answered (metadata and ACL as set).
+    meta: Value,
+    /// Who may read it: account names and "anon".
+    readers: Vec<&'static str>,
+}
+
+struct FilesFixture {
+    files: Vec<StoredFile>,
+    /// (collection, document id) of the document referencing files[2].
+    referrer: (String, String),
+    /// Path of the unfinished tus upload, its whole bytes and where it stopped.
+    upload: String,
+    upload_bytes: Vec<u8>,
+    upload_offset: usize,
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Deterministic bytes that no magic number matches.
+fn file_bytes(seed: u8, n: usize) -> Vec<u8> {
+    let mut x = 0x2545_F491_4F6C_DD1Du64 ^ seed as u64;
+    (0..n)
+        .map(|i| {
+            if i == 0 {
+                return b'~';
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn send_bytes(base: &str, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> common::Resp {
+    let mut req = ureq::request(method, &format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match req.send_bytes(body) {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp.headers_names().into_iter().map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_string())).collect();
+    let text = resp.into_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    assert!(status < 500, "{method} {path} gave {status}: {body}");
+    common::Resp { status, body, headers }
+}
+
+fn get_bytes(base: &str, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    let mut req = ureq::get(&format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {path}: {e}"),
+    };
+    let status = resp.status();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).unwrap();
+    (status, body)
+}
+
+/// A bucket with three files of alice's (0 B private, 1 B read by bob, 3 MiB public), a
+/// note referencing the big one, and a tus upload stopped after 1 MiB + 5 bytes; made
+/// over HTTP through a proxy of its own, as an app would.
+fn fill_files(cluster: &Cluster, fx: &Fixture) -> FilesFixture {
+    let proxy = Proxy::start(&cluster.authenticator_url().unwrap(), &[]).expect("proxy");
+    let b = proxy.base();
+    let r = call(&b, "POST", "/v1/collections", Some(&fx.service_token), Some(json!({"name": FILES_BUCKET, "options": {"bucket": true}})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let alice = fx.accounts["alice"].access.as_str();
+    let bob = format!("user:{}", fx.accounts["bob"].id);
+    let shapes: Vec<(&str, Vec<u8>, Value, Vec<&'static str>)> = vec![
+        ("empty.bin", Vec::new(), json!({}), vec!["alice"]),
+        ("one byte.bin", b"~".to_vec(), json!({"read": [bob]}), vec!["alice", "bob"]),
+        ("big – é.bin", file_bytes(3, 3 * MIB), json!({"read": ["public"]}), vec!["alice", "bob", "carol", "dave", "anon"]),
+    ];
+    let mut files = Vec::new();
+    for (name, bytes, acl, readers) in shapes {
+        let path = format!("/v1/collections/{FILES_BUCKET}/files?name={}", percent(name));
+        let r = send_bytes(&b, "POST", &path, Some(alice), &[("Content-Type", "application/octet-stream")], &bytes);
+        assert_eq!(r.status, 201, "{name}: {}", r.body);
+        let id = r.body["id"].as_str().unwrap().to_string();
+        let r = call(&b, "PUT", &format!("/v1/files/{id}/acl"), Some(alice), Some(acl));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let meta = call(&b, "GET", &format!("/v1/files/{id}/meta"), Some(alice), None).body;
+        assert_eq!(meta["sha256"], sha_hex(&bytes).as_str());
+        files.push(StoredFile { id, name: name.to_string(), bytes, meta, readers });
+    }
+    let r = call(&b, "POST", "/v1/collections/notes/documents", Some(alice), Some(json!({"data": {"attachment": {"$file": files[2].id}}})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let referrer = ("notes".to_string(), r.body["id"].as_str().unwrap().to_string());
+    let upload_bytes = file_bytes(4, 3 * MIB);
+    let meta = format!("bucket {},filename {}", b64std(FILES_BUCKET.as_bytes()), b64std(b"resumed.bin"));
+    let len = upload_bytes.len().to_string();
+    let r = send_bytes(&b, "POST", "/v1/uploads", Some(alice), &[("Tus-Resumable", "1.0.0"), ("Upload-Length", &len), ("Upload-Metadata", &meta)], b"");
+    assert_eq!(r.status, 201, "{:?}", r.headers);
+    let loc = r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("location")).map(|(_, v)| v.clone()).unwrap();
+    let upload = loc[loc.find("/v1/").unwrap()..].to_string();
+    let upload_offset = MIB + 5;
+    let r = send_bytes(
+        &b,
+        "PATCH",
+        &upload,
+        Some(alice),
+        &[("Tus-Resumable", "1.0.0"), ("Content-Type", "application/offset+octet-stream"), ("Upload-Offset", "0")],
+        &upload_bytes[..upload_offset],
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    FilesFixture { files, referrer, upload, upload_bytes, upload_offset }
+}
+
+fn b64std(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Every file byte-identical (over HTTP and in the chunk rows), with its metadata, ACL
+/// and reference; the unfinished upload resumes and finishes.
+fn check_files(cluster: &Cluster, fx: &Fixture, ffx: &FilesFixture) {
+    let proxy = Proxy::start(&cluster.authenticator_url().unwrap(), &[]).expect("proxy");
+    let b = proxy.base();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    let alice = fx.accounts["alice"].access.as_str();
+    let mut tokens: BTreeMap<&str, Option<String>> = BTreeMap::new();
+    for (name, a) in &fx.accounts {
+        let login = call(&b, "POST", "/v1/auth/login", None, Some(json!({"email": a.email, "password": PASSWORD})));
+        tokens.insert(name, Some(login.body["access_token"].as_str().unwrap().to_string()));
+    }
+    tokens.insert("anon", None);
+    for f in &ffx.files {
+        let sha = sha_hex(&f.bytes);
+        let (status, body) = get_bytes(&b, &format!("/v1/files/{}", f.id), Some(alice));
+        assert_eq!(status, 200, "{}", f.name);
+        assert_eq!((body.len(), sha_hex(&body)), (f.bytes.len(), sha.clone()), "{}: the HTTP download", f.name);
+        let stored: String = db
+            .query_one(
+                "select encode(sha256(coalesce(string_agg(c.data, ''::bytea order by c.off), ''::bytea)), 'hex')
+                   from baas.documents d left join baas._file_chunks c on c.blob_id = d.blob_id where d.id = $1::text::uuid",
+                &[&f.id],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, sha, "{}: the chunk rows", f.name);
+        let meta = call(&b, "GET", &format!("/v1/files/{}/meta", f.id), Some(alice), None);
+        assert_eq!(meta.status, 200);
+        assert_eq!(meta.body, f.meta, "{}: metadata and ACL", f.name);
+        for (who, token) in &tokens {
+            let (status, _) = get_bytes(&b, &format!("/v1/files/{}", f.id), token.as_deref());
+            let want = if f.readers.contains(who) { 200 } else { 404 };
+            assert_eq!(status, want, "{who} reads {}", f.name);
+        }
+    }
+    let refs: i64 = db
+        .query_one(
+            "select count(*) from baas._file_refs where document_id = $1::text::uuid and file_id = $2::text::uuid",
+            &[&ffx.referrer.1, &ffx.files[2].id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(refs, 1, "the reference of {}/{}", ffx.referrer.0, ffx.referrer.1);
+    // The upload goes on where it stopped.
+    let r = send_bytes(&b, "HEAD", &ffx.upload, Some(alice), &[("Tus-Resumable", "1.0.0")], b"");
+    assert_eq!(r.status, 200, "HEAD {}", ffx.upload);
+    let off = r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("upload-offset")).map(|(_, v)| v.clone());
+    assert_eq!(off, Some(ffx.upload_offset.to_string()));
+    let at = ffx.upload_offset.to_string();
+    let r = send_bytes(
+        &b,
+        "PATCH",
+        &ffx.upload,
+        Some(alice),
+        &[("Tus-Resumable", "1.0.0"), ("Content-Type", "application/offset+octet-stream"), ("Upload-Offset", &at)],
+        &ffx.upload_bytes[ffx.upload_offset..],
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let id = r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("pgbaas-file-id")).map(|(_, v)| v.clone()).expect("Pgbaas-File-Id");
+    let (status, body) = get_bytes(&b, &format!("/v1/files/{id}"), Some(alice));
+    assert_eq!((status, sha_hex(&body)), (200, sha_hex(&ffx.upload_bytes)), "the resumed upload");
 }

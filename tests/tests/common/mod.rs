@@ -2,6 +2,9 @@
 //! binary, an HTTP helper, and token forging helpers.
 #![allow(dead_code)]
 
+/// Uploads, downloads, tus and raw sockets for the file tests (tests/tests/files*.rs).
+pub mod files;
+
 use pgbaas_testkit::{Cluster, Proxy};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
