@@ -964,6 +964,17 @@ end
 $$;
 comment on function baas.set_file_acl(uuid, jsonb, bigint) is 'Replace a file''s ACL (owner or service only), as baas.set_acl';
 
+create function baas.get_file_acl(id uuid) returns jsonb
+language plpgsql stable
+as $$
+declare
+    r record := baas._file_row(id);
+begin
+    return baas.get_acl(r.collection, id::text);
+end
+$$;
+comment on function baas.get_file_acl(uuid) is 'A file''s ACL (owner or service only), as baas.get_acl';
+
 ------------------------------------------------------------------------ links
 -- Sign a download link's token with the active key: audience `<audience>:file`, bound
 -- to the caller's session, the file and its version.

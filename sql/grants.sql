@@ -118,6 +118,7 @@ grant execute on function
     baas.update_file(uuid, text, jsonb, bigint),
     baas.delete_file(uuid, bigint),
     baas.set_file_acl(uuid, jsonb, bigint),
+    baas.get_file_acl(uuid),
     baas.file_link(uuid, integer),
     baas.thumbnail_get(uuid, integer, integer, text),
     baas.thumbnail_put(uuid, integer, integer, text, text, bytea)

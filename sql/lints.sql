@@ -101,7 +101,7 @@ as $$
            'remove_role_from_role', 'list_roles',
            -- files
            'upload_create', 'upload_status', 'upload_finish', 'upload_abort', 'upload_file', 'file_get',
-           'file_read', 'file_meta', 'update_file', 'delete_file', 'set_file_acl', 'file_link',
+           'file_read', 'file_meta', 'update_file', 'delete_file', 'set_file_acl', 'get_file_acl', 'file_link',
            'thumbnail_get', 'thumbnail_put', 'cleanup_uploads', 'unreferenced_files', 'file_usage', 'set_bucket',
            -- live change feeds
            'set_realtime', 'realtime_position', 'realtime_status', 'realtime_disable',

@@ -1045,6 +1045,17 @@ end
 $$;
 comment on function baas.set_file_acl(uuid, jsonb, bigint) is 'Replace a file''s ACL (owner or service only), as baas.set_acl';
 
+create function baas.get_file_acl(id uuid) returns jsonb
+language plpgsql stable
+as $$
+declare
+    r record := baas._file_row(id);
+begin
+    return baas.get_acl(r.collection, id::text);
+end
+$$;
+comment on function baas.get_file_acl(uuid) is 'A file''s ACL (owner or service only), as baas.get_acl';
+
 ------------------------------------------------------------------------ links
 -- Sign a download link's token with the active key: audience `<audience>:file`, bound
 -- to the caller's session, the file and its version.
@@ -1395,6 +1406,7 @@ grant execute on function
     baas.update_file(uuid, text, jsonb, bigint),
     baas.delete_file(uuid, bigint),
     baas.set_file_acl(uuid, jsonb, bigint),
+    baas.get_file_acl(uuid),
     baas.file_link(uuid, integer),
     baas.thumbnail_get(uuid, integer, integer, text),
     baas.thumbnail_put(uuid, integer, integer, text, text, bytea)
@@ -1530,7 +1542,7 @@ as $$
            'remove_role_from_role', 'list_roles',
            -- files
            'upload_create', 'upload_status', 'upload_finish', 'upload_abort', 'upload_file', 'file_get',
-           'file_read', 'file_meta', 'update_file', 'delete_file', 'set_file_acl', 'file_link',
+           'file_read', 'file_meta', 'update_file', 'delete_file', 'set_file_acl', 'get_file_acl', 'file_link',
            'thumbnail_get', 'thumbnail_put', 'cleanup_uploads', 'unreferenced_files', 'file_usage', 'set_bucket',
            -- live change feeds
            'set_realtime', 'realtime_position', 'realtime_status', 'realtime_disable',

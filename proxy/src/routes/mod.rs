@@ -249,7 +249,7 @@ pub static ROUTES: &[Route] = &[
         .sql("select x::text, x ->> 'version' from baas.update_file($1::text::uuid, $2, $3, $4) x", &[Path(0), F("name"), F("data"), IfMatch])
         .answer(OK, Shape::Document).private(),
     r("get_file_acl", GET, FILE_ACL, Anyone)
-        .sql("select (x -> 'acl')::text from baas.file_meta($1::text::uuid) x", &[Path(0)]).private(),
+        .sql("select x::text from baas.get_file_acl($1::text::uuid) x", &[Path(0)]).private(),
     r("set_file_acl", PUT, FILE_ACL, Anyone)
         .body(&[opt("read", Any), opt("update", Any), opt("delete", Any)])
         .sql("select x::text from baas.set_file_acl($1::text::uuid, $2, $3) x", &[Path(0), Body, IfMatch])
