@@ -195,6 +195,24 @@ async fn create(app: &Arc<App>, s: &ServerSession, ctx: &Ctx) -> Result<Reply, A
     if let Some(f) = v["file_id"].as_str() {
         r.headers.push(("pgbaas-file-id", f.to_string()));
     }
+    if length == 0 {
+        // An empty file is complete at creation: tus clients (tus-js-client, the
+        // mobile ones) send no PATCH for it, so the finish runs now, and its file id
+        // and version are in this answer. A refusal ends the session (as at a last
+        // PATCH) and is the answer instead of 201.
+        match upload::finish(app, ctx, id).await {
+            Ok(file) => {
+                if let Some(v) = file["version"].as_i64() {
+                    r.headers.push(("pgbaas-file-version", v.to_string()));
+                }
+                r.headers.push(("upload-offset", "0".into()));
+            }
+            Err(e) => {
+                upload::abort(app, ctx, id);
+                return Err(e);
+            }
+        }
+    }
     Ok(r)
 }
 
