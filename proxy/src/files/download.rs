@@ -88,7 +88,7 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, params: Params<'_>) ->
     let first_len = if head_only { 1 } else { piece_len(guess) };
     let (at, max) = (i64::try_from(guess).unwrap_or(0), first_len);
     let get_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&id, &version, &at, &max];
-    let row = db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::FILE_GET, &get_params, PIECE_RESULT)
+    let row = db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::FILE_GET, &get_params, super::meta_result(app))
         .await
         .map_err(Reply::error)?
         .ok_or_else(|| Reply::error(ApiError::new(StatusCode::NOT_FOUND, "file_not_found", "no such file, or not readable by this caller")))?;
