@@ -85,10 +85,10 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, params: Params<'_>) ->
     // The first piece from where a simple `a-b`/`a-` range starts (most ranged reads),
     // else from 0; read again below if the answer starts elsewhere.
     let guess = range_h.as_deref().and_then(range_start).unwrap_or(0);
-    let first_len = if head_only { 1 } else { (PIECE as u64 - guess % PIECE as u64) as i32 };
-    let (at, max) = (guess as i64, first_len);
+    let first_len = if head_only { 1 } else { piece_len(guess) };
+    let (at, max) = (i64::try_from(guess).unwrap_or(0), first_len);
     let get_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&id, &version, &at, &max];
-    let row = db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::FILE_GET, &get_params, PIECE_RESULT)
+    let row = db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::FILE_GET, &get_params, super::meta_result(app))
         .await
         .map_err(Reply::error)?
         .ok_or_else(|| Reply::error(ApiError::new(StatusCode::NOT_FOUND, "file_not_found", "no such file, or not readable by this caller")))?;
@@ -157,13 +157,24 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, params: Params<'_>) ->
     Ok(())
 }
 
-/// Where `bytes=a-b` or `bytes=a-` starts (one range); else None.
+/// A start past this is no file's (Postgres's bigint offsets would overflow near
+/// i64::MAX): not prefetched, so range::decide answers it 416, not the database 400.
+const PLAUSIBLE_START: u64 = 1 << 62;
+
+/// Where `bytes=a-b` or `bytes=a-` starts (one range), if it is worth prefetching
+/// from; else None (the first piece is then read from 0).
 fn range_start(r: &str) -> Option<u64> {
     let spec = r.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
         return None;
     }
-    spec.split_once('-')?.0.trim().parse().ok()
+    spec.split_once('-')?.0.trim().parse().ok().filter(|a| *a < PLAUSIBLE_START)
+}
+
+/// From `at` to the next piece boundary: 1..=PIECE bytes.
+fn piece_len(at: u64) -> i32 {
+    let n = PIECE as u64 - at % PIECE as u64;
+    i32::try_from(n).unwrap_or(PIECE as i32)
 }
 
 async fn write_head(s: &mut ServerSession, h: ResponseHeader) -> Result<(), Reply> {
@@ -182,8 +193,10 @@ async fn write_head(s: &mut ServerSession, h: ResponseHeader) -> Result<(), Repl
 /// One piece of `blob` from `at` (up to the next PIECE boundary, at most to `end`);
 /// None: the blob is gone or no longer readable.
 async fn read_piece(app: &App, ctx: &Ctx, blob: &str, at: u64, end: u64) -> Result<Option<Bytes>, String> {
-    let len = (PIECE as u64 - at % PIECE as u64).min(end - at) as i32;
-    let at = at as i64;
+    let len = piece_len(at).min(i32::try_from(end.saturating_sub(at)).unwrap_or(i32::MAX));
+    let Ok(at) = i64::try_from(at) else {
+        return Err(format!("offset {at} is past any file"));
+    };
     let p: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&blob, &at, &len];
     match db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::FILE_READ, &p, PIECE_RESULT).await {
         Ok(Some(row)) => Ok(row.into_iter().next().flatten().filter(|b| !b.is_empty())),
@@ -201,7 +214,7 @@ async fn stream(app: &App, s: &mut ServerSession, ctx: &Ctx, blob: &str, start: 
         None => read_piece(app, ctx, blob, at, end).await?.ok_or("the file is gone")?,
     };
     loop {
-        let take = current.len().min((end - at) as usize);
+        let take = current.len().min(usize::try_from(end - at).unwrap_or(usize::MAX));
         let piece = current.slice(..take);
         let next_at = at + take as u64;
         let last = next_at >= end;
@@ -214,5 +227,32 @@ async fn stream(app: &App, s: &mut ServerSession, ctx: &Ctx, blob: &str, start: 
         w.map_err(|e| format!("writing: {e}"))?;
         current = next?.ok_or("the file changed or is no longer readable")?;
         at = next_at;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefetch_only_from_plausible_starts() {
+        assert_eq!(range_start("bytes=5-"), Some(5));
+        assert_eq!(range_start("bytes=1048576-2000000"), Some(1 << 20));
+        assert_eq!(range_start("bytes=-10"), None, "a suffix: from 0");
+        assert_eq!(range_start("bytes=0-1,5-9"), None, "several ranges: the whole file");
+        // i64::MAX and beyond would overflow in SQL (400); not prefetched, the answer
+        // is range::decide's 416.
+        assert_eq!(range_start("bytes=9223372036854775807-"), None);
+        assert_eq!(range_start("bytes=18446744073709551615-"), None);
+        assert_eq!(range_start("bytes=99999999999999999999999-"), None);
+        assert_eq!(super::range::decide(Some("bytes=9223372036854775807-"), None, "\"x\"", None, 10), RangeAnswer::Unsatisfiable);
+    }
+
+    #[test]
+    fn pieces_end_at_piece_boundaries() {
+        assert_eq!(piece_len(0), PIECE as i32);
+        assert_eq!(piece_len(1), PIECE as i32 - 1);
+        assert_eq!(piece_len(PIECE as u64 - 1), 1);
+        assert_eq!(piece_len((1 << 62) - 1), 1);
     }
 }

@@ -34,8 +34,16 @@ use std::sync::Arc;
 /// One piece: the most a transfer reads from the client or the database at once.
 pub const PIECE: usize = 1 << 20;
 
-/// A piece's result bound for call_binary: the piece and its row's framing and metadata.
+/// A piece's result bound for call_binary: the piece and its row's framing.
 pub const PIECE_RESULT: usize = PIECE + (64 << 10);
+
+/// The bound of a call that returns a file's JSON (which holds its `data`, as large as
+/// a document's) and maybe a piece: file_get, upload_finish/upload_file, file_meta.
+/// `max_result_bytes` is what a document answer may be, so any file a caller can
+/// PATCH is still downloadable.
+pub fn meta_result(app: &App) -> usize {
+    PIECE_RESULT.saturating_add(app.cfg.max_result_bytes)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileOp {
@@ -216,7 +224,7 @@ fn bad_result(what: &str) -> ApiError {
 
 /// Run a statement returning one jsonb column (text form) as `ctx`.
 pub async fn call_json(app: &App, ctx: &Ctx, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Value, ApiError> {
-    let row = db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql, params, PIECE_RESULT).await?;
+    let row = db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql, params, meta_result(app)).await?;
     let row = row.ok_or_else(|| bad_result("no row"))?;
     col_jsonb(row.first().ok_or_else(|| bad_result("no column"))?)
 }

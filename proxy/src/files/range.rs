@@ -7,9 +7,13 @@
 //! - a header that is not valid syntax (or a reversed `b-a`) is ignored: 200 whole;
 //! - a range starting at or past the end, a suffix `-0`, or any range of an empty file
 //!   is unsatisfiable: 416 with `Content-Range: bytes */N`;
-//! - `If-Range` with a strong ETag equal to ours, or an HTTP-date equal to
-//!   Last-Modified, keeps the Range; anything else (a weak tag, another date, junk)
-//!   turns it into a whole-file answer.
+//! - `If-Range` with a strong ETag equal to ours keeps the Range; anything else (a
+//!   weak tag, junk, and any HTTP-date) turns it into a whole-file answer. Dates are
+//!   not honoured: Last-Modified has whole seconds while a file's versions may change
+//!   several times within one, so a date equal to Last-Modified cannot prove the
+//!   client's partial copy is of this version, and a 206 could splice two versions
+//!   (RFC 9110 §13.1.5 lets a server send the whole file instead). The ETag is the
+//!   sha256 of the bytes: a match is exact.
 
 use http_range_header::{EndPosition, RangeUnsatisfiableError, StartPosition};
 use std::time::SystemTime;
@@ -23,13 +27,15 @@ pub enum RangeAnswer {
 }
 
 /// `etag` is the quoted strong ETag we send (`"<sha256 hex>"`); `last_modified` the
-/// Last-Modified we send (whole seconds).
+/// Last-Modified we send (whole seconds), not used: an If-Range date never keeps the
+/// Range (see the module's comment).
 pub fn decide(range: Option<&str>, if_range: Option<&str>, etag: &str, last_modified: Option<SystemTime>, size: u64) -> RangeAnswer {
+    let _ = last_modified;
     let Some(range) = range else {
         return RangeAnswer::Whole;
     };
     if let Some(v) = if_range {
-        if !if_range_holds(v.trim(), etag, last_modified) {
+        if !if_range_holds(v.trim(), etag) {
             return RangeAnswer::Whole;
         }
     }
@@ -57,17 +63,10 @@ pub fn decide(range: Option<&str>, if_range: Option<&str>, etag: &str, last_modi
     }
 }
 
-fn if_range_holds(v: &str, etag: &str, last_modified: Option<SystemTime>) -> bool {
-    if v.starts_with('"') {
-        return v == etag; // strong comparison; a weak tag never matches
-    }
-    if v.starts_with("W/") {
-        return false;
-    }
-    match (httpdate::parse_http_date(v), last_modified) {
-        (Ok(d), Some(lm)) => d == lm,
-        _ => false,
-    }
+/// Only a strong ETag equal to ours (a weak tag never matches; a date never does:
+/// whole seconds cannot tell two versions of one second apart).
+fn if_range_holds(v: &str, etag: &str) -> bool {
+    v.starts_with('"') && v == etag
 }
 
 #[cfg(test)]
@@ -119,7 +118,9 @@ mod tests {
         assert_eq!(with("\"abc\""), Partial(0, 0), "matching strong ETag");
         assert_eq!(with("\"other\""), Whole, "another version");
         assert_eq!(with("W/\"abc\""), Whole, "weak tags never match");
-        assert_eq!(with("Wed, 21 Oct 2015 07:28:00 GMT"), Partial(0, 0), "exact date");
+        // A date equal to Last-Modified may be of another version written in the same
+        // second: the whole file, never a splice of two versions.
+        assert_eq!(with("Wed, 21 Oct 2015 07:28:00 GMT"), Whole, "an exact date is not trusted");
         assert_eq!(with("Wed, 21 Oct 2015 07:28:01 GMT"), Whole);
         assert_eq!(with("junk"), Whole);
         assert_eq!(decide(Some("bytes=0-0"), Some("Wed, 21 Oct 2015 07:28:00 GMT"), TAG, None, 10), Whole);

@@ -171,7 +171,7 @@ async fn create(app: &Arc<App>, s: &ServerSession, ctx: &Ctx) -> Result<Reply, A
     }
     let meta = parse_metadata(super::header(s, "upload-metadata")?.unwrap_or_default())?;
     let target = target_of(&meta)?;
-    let len = Some(length as i64);
+    let len = Some(i64::try_from(length).map_err(|_| upload::too_large(app.cfg.file_max_bytes))?);
     let p: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
         &target.collection,
         &target.name,
@@ -194,6 +194,24 @@ async fn create(app: &Arc<App>, s: &ServerSession, ctx: &Ctx) -> Result<Reply, A
     }
     if let Some(f) = v["file_id"].as_str() {
         r.headers.push(("pgbaas-file-id", f.to_string()));
+    }
+    if length == 0 {
+        // An empty file is complete at creation: tus clients (tus-js-client, the
+        // mobile ones) send no PATCH for it, so the finish runs now, and its file id
+        // and version are in this answer. A refusal ends the session (as at a last
+        // PATCH) and is the answer instead of 201.
+        match upload::finish(app, ctx, id).await {
+            Ok(file) => {
+                if let Some(v) = file["version"].as_i64() {
+                    r.headers.push(("pgbaas-file-version", v.to_string()));
+                }
+                r.headers.push(("upload-offset", "0".into()));
+            }
+            Err(e) => {
+                upload::abort(app, ctx, id);
+                return Err(e);
+            }
+        }
     }
     Ok(r)
 }
@@ -269,7 +287,7 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
     let checkpoint = checksum.is_some();
     let lease = super::call_json(app, ctx, sql::UPLOAD_LEASE, &[&session.id, &session.lease, &checkpoint]).await.map_err(Reply::error)?;
     let current = lease["offset"].as_i64().unwrap_or(-1);
-    if current != offset as i64 {
+    if i64::try_from(offset).ok() != Some(current) {
         release(app, ctx, &session).await;
         let mut r = Reply::error(ApiError::coded("offset_mismatch", format!("the upload is at offset {current}, not {offset}; ask with HEAD")));
         r.headers.push(("upload-offset", current.max(0).to_string()));
@@ -277,9 +295,9 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
     }
     let length = lease["length"].as_u64();
     if let (Some(n), Some(len)) = (declared, length) {
-        if offset + n > len {
+        if !fits(offset, n, len) {
             release(app, ctx, &session).await;
-            return Err(Reply::error(ApiError::coded("file_too_large", format!("the body goes past Upload-Length ({len} bytes)"))));
+            return Err(Reply::error(past_length(len)));
         }
     }
     super::continue_if_expected(s).await;
@@ -290,6 +308,13 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
         loop {
             let more = body.next_piece(&mut buf, PIECE).await?;
             if !buf.is_empty() {
+                // A body longer than the upload's rest (chunked, or a Content-Length
+                // that lied): refused here, before the database sees the bytes.
+                if let Some(len) = length {
+                    if !fits(at, buf.len() as u64, len) {
+                        return Err(past_length(len));
+                    }
+                }
                 if let Some(c) = checksum.as_mut() {
                     c.update(&buf);
                 }
@@ -303,9 +328,11 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
     .await;
     drop(buf);
     if let Err(e) = result {
-        if e.code == "file_too_large" {
-            upload::abort(app, ctx, &session.id);
-        } else if checkpoint {
+        // An over-long PATCH (413) is this request's fault, not the session's: it is
+        // kept, like after a cut body (with a checksum, rewound to where the PATCH
+        // began; without one, the whole pieces before the excess stay), and the
+        // client may PATCH again from HEAD's offset.
+        if checkpoint {
             rewind(app, ctx, &session).await;
         } else {
             release(app, ctx, &session).await;
@@ -341,6 +368,16 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
         }
     }
     Ok(r)
+}
+
+/// `n` more bytes at `at` stay within `len` (no wrapping: a huge Content-Length is
+/// simply too long).
+fn fits(at: u64, n: u64, len: u64) -> bool {
+    at.checked_add(n).is_some_and(|end| end <= len)
+}
+
+fn past_length(len: u64) -> ApiError {
+    ApiError::coded("file_too_large", format!("the body goes past Upload-Length ({len} bytes); the upload is kept: ask HEAD for its offset"))
 }
 
 async fn release(app: &Arc<App>, ctx: &Ctx, session: &Session) {
@@ -380,6 +417,16 @@ mod tests {
         assert_eq!((t.collection.as_str(), t.name.as_deref(), t.content_type.as_deref(), t.replace), ("photos", Some("a.png"), Some("image/png"), false));
         assert!(target_of(&parse_metadata("filename YS5wbmc=").unwrap()).is_err(), "bucket is required");
         assert!(target_of(&parse_metadata("bucket cA==,filename YQ==,version Mw==").unwrap()).is_err(), "version needs id");
+    }
+
+    #[test]
+    fn patch_lengths_never_wrap() {
+        assert!(fits(0, 10, 10));
+        assert!(fits(5, 0, 5));
+        assert!(!fits(5, 6, 10));
+        assert!(!fits(1, u64::MAX, 10), "Content-Length: 2^64-1 would wrap to 0");
+        assert!(!fits(u64::MAX, 1, u64::MAX));
+        assert_eq!(past_length(10).status, StatusCode::PAYLOAD_TOO_LARGE);
     }
 
     #[test]

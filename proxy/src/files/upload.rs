@@ -68,7 +68,7 @@ async fn serve_inner(app: &Arc<App>, s: &mut ServerSession, op: FileOp, params: 
     let multipart = ct.as_deref().is_some_and(|c| headers::essence(c) == "multipart/form-data");
     // Oversize by its declared length: refused before any body byte (multipart: the
     // fields around the file are small, 64 KiB each at most).
-    let slack = if multipart { 4 * super::multipart::MAX_FIELD as u64 } else { 0 };
+    let slack = if multipart { super::multipart::OVERHEAD } else { 0 };
     if length.is_some_and(|n| n > app.cfg.file_max_bytes.saturating_add(slack)) {
         return Err(Reply::error(too_large(app.cfg.file_max_bytes)));
     }
@@ -93,7 +93,7 @@ async fn serve_inner(app: &Arc<App>, s: &mut ServerSession, op: FileOp, params: 
         let boundary = multer::parse_boundary(ct.as_deref().unwrap_or_default())
             .map_err(|_| Reply::error(ApiError::bad_request("invalid_request", "multipart/form-data needs a boundary")))?;
         super::continue_if_expected(s).await;
-        super::multipart::store(app, s, &ctx, target, boundary).await
+        super::multipart::store(app, s, &ctx, target, boundary, length).await
     } else {
         if let Some(n) = q.name.or_else(|| super::header(s, "content-disposition").ok().flatten().and_then(disposition_name)) {
             target.name = Some(n);
