@@ -278,6 +278,20 @@ impl Config {
         crate::realtime::transport::Caps { per_ip: cap(self.realtime_max_connections_per_ip), per_user: cap(self.realtime_max_connections_per_user) }
     }
 
+    /// The bounds on one thumbnail's work (files::thumb::make).
+    pub fn thumb_limits(&self) -> crate::files::thumb::ThumbLimits {
+        crate::files::thumb::ThumbLimits {
+            max_pixels: self.thumb_max_pixels,
+            max_alloc: self.thumb_max_alloc,
+            max_input_bytes: self.thumb_max_input_bytes as u64,
+        }
+    }
+
+    /// The thumbnail workers and their queue (files::thumb::ThumbPool).
+    pub fn thumbs(&self) -> crate::files::thumb::ThumbPool {
+        crate::files::thumb::ThumbPool::new(self.thumb_workers, self.thumb_queue)
+    }
+
     /// The caps on file transfers in flight (files::Transfers); per address and per
     /// user off with `rate_limits = off`, the total always.
     pub fn transfers(&self) -> crate::files::Transfers {

@@ -93,10 +93,11 @@ fn main() {
     let health = server::HealthCheck::new(Duration::from_secs(1));
     let realtime_caps = cfg.realtime_caps();
     let transfers = cfg.transfers();
+    let thumbs = cfg.thumbs();
     // Expired upload sessions are swept in the background (files/cleanup.rs).
     let cleanup = files::cleanup::Cleanup { pool: pool.clone(), every: Duration::from_secs(cfg.upload_cleanup_secs) };
     server.add_service(pingora::services::background::background_service("upload cleanup", cleanup));
-    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers };
+    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs };
     let header_timeout = app.cfg.header_timeout;
     let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout };
     let mut service = Service::new("pgbaas http".to_string(), http);

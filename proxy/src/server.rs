@@ -44,6 +44,8 @@ pub struct App {
     pub realtime_caps: transport::Caps,
     /// File uploads and downloads in flight per address, per user and in all.
     pub transfers: crate::files::Transfers,
+    /// Thumbnails being made and waiting (files/thumb.rs): bounded CPU work.
+    pub thumbs: crate::files::thumb::ThumbPool,
 }
 
 /// /healthz answers before any rate limit (abuse.rs: monitors must always reach it),

@@ -53,3 +53,24 @@ fn side_by_side_benchmark_quick_mode_prints_its_table() {
     assert!(text.contains("hashes/s"), "{text}");
     assert!(text.contains("proxy peak RSS"), "{text}");
 }
+
+/// The files benchmark in --quick mode (small files, few transfers): every figure row
+/// is printed, with the thumbnail rows, and no transfer failed (the program exits non-zero).
+#[test]
+fn files_benchmark_quick_mode_prints_its_table() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgbaas-bench-files")).arg("--quick").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for row in [
+        "upload MB/s, proxy / COPY FROM (psql)",
+        "download MB/s, proxy / COPY TO (psql)",
+        "proxy peak RSS per download",
+        "proxy peak RSS per upload",
+        "10 KB file GET",
+        "document GET",
+        "first request (ms)",
+        "cached (ms)",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with('|') && l.contains(row)), "no row {row:?} in\n{text}");
+    }
+}

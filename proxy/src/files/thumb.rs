@@ -149,6 +149,20 @@ fn image_error(e: ImageError, limits: &ThumbLimits) -> ApiError {
     }
 }
 
+/// Before reading a file for a thumbnail: its stored type must be one thumbnails are made
+/// of (else 415 thumbnail_unsupported) and its size at most `max_input_bytes` (else 422
+/// image_too_large), so nothing is read for a file that would be refused anyway.
+pub fn check_source(content_type: &str, size: u64, limits: &ThumbLimits) -> Result<(), ApiError> {
+    source_format(content_type).ok_or_else(|| unsupported(content_type))?;
+    if size > limits.max_input_bytes {
+        return Err(too_large(format!(
+            "thumbnails are made of images up to {} MiB; this file is larger",
+            limits.max_input_bytes >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// Make the thumbnail of `input` (a whole stored file of type `content_type`).
 /// Returns the thumbnail's content type and bytes. Pure and CPU-bound: run it through
 /// `ThumbPool::run`.

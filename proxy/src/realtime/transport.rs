@@ -491,6 +491,7 @@ pub mod testing {
             health: crate::server::HealthCheck::new(Duration::from_secs(1)),
             realtime_caps: cfg.realtime_caps(),
             transfers: cfg.transfers(),
+            thumbs: cfg.thumbs(),
             feeds,
             cfg,
         })
