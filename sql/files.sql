@@ -785,8 +785,9 @@ create trigger documents_files_update after update of blob_id on baas.documents
     execute function baas._documents_files();
 
 -- Before a file is deleted: refused (23503 file_referenced) while a document of a
--- `file_refs = restrict` collection with the file's owner references it. References
--- from other owners never block (anyone who can read a file could pin it otherwise).
+-- `file_refs = restrict` collection with the file's owner, or with no owner (a service
+-- document), references it. References from other users never block (anyone who can
+-- read a file could pin it otherwise).
 -- Deletes cascading from a dropped collection or account are not stopped.
 create function baas._file_delete_check() returns trigger
 language plpgsql security definer
@@ -802,7 +803,7 @@ begin
       from baas._file_refs f
       join baas.documents rd on rd.collection_id = f.collection_id and rd.id = f.document_id
       join baas.collections rc on rc.id = f.collection_id
-     where f.file_id = old.id and rc.file_refs = 'restrict' and rd.owner is not distinct from old.owner
+     where f.file_id = old.id and rc.file_refs = 'restrict' and (rd.owner is null or rd.owner = old.owner)
        and (f.collection_id, f.document_id) <> (old.collection_id, old.id)
      limit 1;
     if found then

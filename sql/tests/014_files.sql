@@ -3,7 +3,7 @@
 -- readable document, a blob id cannot be forged), baas.files through as_user, refs,
 -- quotas, upload sessions, and the lints over the file tables.
 begin;
-select plan(114);
+select plan(115);
 
 select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -199,6 +199,12 @@ select is(pg_temp.outcome_as(:'u1', $$ select baas.delete_file('0190f5b4-0000-70
 select is(pg_temp.outcome_as(:'u2', $$ select baas.create_document('notes', '{"x": [{"$file": "0190f5b4-0000-7000-8000-00000000f004"}]}') $$), 'ok',
           'u2''s note refers to u2''s file');
 select is(array(select name from baas.unreferenced_files() order by name), '{big.bin,c.txt,empty}', 'unreferenced_files');
+-- A service (ownerless) document in a restrict collection blocks too (the contract's
+-- "ownerless/service documents"), whoever owns the file.
+select baas.create_document('notes', '{"svc": {"$file": "0190f5b4-0000-7000-8000-00000000f004"}}') ->> 'id' as svcnote \gset
+select is(pg_temp.outcome_as(:'u2', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f004') $$), '23503 file_referenced',
+          'a reference from an ownerless (service) document of a restrict collection blocks the delete: 409');
+select count(*) as ok from (select baas.delete_document('notes', :'svcnote')) x \gset
 select is(pg_temp.outcome_as(:'u1', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f003', 1) $$), 'ok', 'an unreferenced file is deleted');
 select is((select count(*)::int from baas._blobs b where not exists (select from baas.documents d where d.blob_id = b.id)
              and not exists (select from baas._uploads u where u.blob_id = b.id)), 0, 'with its blob');
