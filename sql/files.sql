@@ -857,7 +857,9 @@ create trigger documents_file_refs_update after update of data on baas.documents
 
 ------------------------------------------------------------------------ reading
 -- A file's metadata and its bytes [at, at+max) in one round trip: (meta: the file
--- JSON as text, blob_id: to pin later pieces to this version, data). As the caller.
+-- JSON without `data`, as text, blob_id: to pin later pieces to this version, data).
+-- As the caller. `data` is left out so that the first row stays within the proxy's
+-- per-call result bound whatever a file's data holds (file_meta has it all).
 create function baas.file_get(id uuid, version bigint default null, at bigint default 0, max integer default 1048576)
 returns table (meta text, blob_id uuid, data bytea)
 language plpgsql stable
@@ -865,12 +867,12 @@ as $$
 declare
     r record := baas._file_row(id, version);
 begin
-    return query select baas._file_json(r.d, r.collection)::text, (r.d).blob_id,
+    return query select (baas._file_json(r.d, r.collection) - 'data')::text, (r.d).blob_id,
                         baas._blob_piece((r.d).blob_id, coalesce(file_get.at, 0), coalesce(file_get.max, 1048576));
 end
 $$;
 comment on function baas.file_get(uuid, bigint, bigint, integer) is
-    'A file the caller may read: its metadata (JSON text), blob id and bytes [at, at+max)';
+    'A file the caller may read: its metadata (JSON text, without data), blob id and bytes [at, at+max)';
 
 -- Bytes [at, at+max) of a blob, from the chunks the caller may read (as the caller).
 create function baas._blob_piece(p_blob uuid, p_at bigint, p_max integer) returns bytea

@@ -3,7 +3,7 @@
 -- readable document, a blob id cannot be forged), baas.files through as_user, refs,
 -- quotas, upload sessions, and the lints over the file tables.
 begin;
-select plan(115);
+select plan(118);
 
 select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -123,6 +123,12 @@ select is(:'big'::jsonb ->> 'sha256', encode(sha256(decode(repeat('61', 2097152)
 select is((select (meta::jsonb ->> 'size', meta::jsonb ->> 'name', blob_id = (select d.blob_id from baas.documents d where d.id = '0190f5b4-0000-7000-8000-00000000f003'))::text
              from baas.file_get('0190f5b4-0000-7000-8000-00000000f003')), '(2097160,big.bin,t)',
           'file_get: the metadata and the blob id in one row');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.update_file('0190f5b4-0000-7000-8000-00000000f003', null, jsonb_build_object('big', repeat('x', 200000))) $$), 'ok',
+          'a file with 200 KB of data');
+select is((select (pg_catalog.length(meta) < 1000, meta::jsonb ? 'data', meta::jsonb ?& array['id', 'name', 'size', 'content_type', 'sha256', 'version', 'updated_at', 'acl'])::text
+             from baas.file_get('0190f5b4-0000-7000-8000-00000000f003')), '(t,f,t)',
+          'file_get''s metadata leaves data out (a download''s first row stays small) and keeps what the download reads');
+select is(baas.file_meta('0190f5b4-0000-7000-8000-00000000f003') -> 'data' ->> 'big', repeat('x', 200000), 'file_meta keeps the whole file JSON');
 select is((select data from baas.file_get('0190f5b4-0000-7000-8000-00000000f003', null, 1048570, 10)), decode('61616161616161616161', 'hex'),
           'file_get reads across a chunk boundary');
 select is((select data from baas.file_read((select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f003'), 2097150, 100)),
@@ -205,7 +211,7 @@ select baas.create_document('notes', '{"svc": {"$file": "0190f5b4-0000-7000-8000
 select is(pg_temp.outcome_as(:'u2', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f004') $$), '23503 file_referenced',
           'a reference from an ownerless (service) document of a restrict collection blocks the delete: 409');
 select count(*) as ok from (select baas.delete_document('notes', :'svcnote')) x \gset
-select is(pg_temp.outcome_as(:'u1', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f003', 1) $$), 'ok', 'an unreferenced file is deleted');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f003', 2) $$), 'ok', 'an unreferenced file is deleted');
 select is((select count(*)::int from baas._blobs b where not exists (select from baas.documents d where d.blob_id = b.id)
              and not exists (select from baas._uploads u where u.blob_id = b.id)), 0, 'with its blob');
 
