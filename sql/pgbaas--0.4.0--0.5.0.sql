@@ -1125,6 +1125,13 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+    -- Every reader is served what one reader stored: only JPEG or PNG whose bytes are
+    -- what the type says (the extension's sniffer), never HTML, SVG or other active content.
+    if content_type is null or content_type not in ('image/jpeg', 'image/png')
+       or baas._sniff_type(substring(data from 1 for 64)) is distinct from content_type then
+        raise exception using errcode = '22023', detail = 'invalid_request',
+            message = 'a thumbnail is image/jpeg or image/png, and its bytes must be of that type';
+    end if;
     -- Only thumbnails of a file's blob (thumbnail_put checked, as the caller, that it
     -- is readable); never of an unfinished upload.
     insert into baas._thumbnails (source_blob, width, height, fit, content_type, data)
@@ -1144,7 +1151,8 @@ begin
         raise exception using errcode = '22023', detail = 'invalid_request',
             message = 'a thumbnail is 1-1024 x 1-1024, fit contain or cover, with a type and bytes';
     end if;
-    -- As the caller: only a thumbnail of a file they may read.
+    -- As the caller: only a thumbnail of a file they may read. _thumbnail_insert checks
+    -- the type (JPEG or PNG) against the bytes.
     if not exists (select from baas.documents d where d.blob_id = thumbnail_put.blob_id) then
         raise exception using errcode = 'P0002', detail = 'file_not_found', message = 'file not found';
     end if;

@@ -3,7 +3,7 @@
 -- readable document, a blob id cannot be forged), baas.files through as_user, refs,
 -- quotas, upload sessions, and the lints over the file tables.
 begin;
-select plan(118);
+select plan(121);
 
 select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -234,10 +234,19 @@ select is((select (p::jsonb -> 'exp')::bigint - (p::jsonb -> 'iat')::bigint
                   (length(split_part(:'link'::jsonb ->> 'token', '.', 2)) + 3) / 4 * 4, '='), 'base64'), 'utf8') p),
           60::bigint, 'expiring after the ttl asked');
 select is(:'link'::jsonb ->> 'url', '/v1/files/0190f5b4-0000-7000-8000-00000000f002?sig=' || (:'link'::jsonb ->> 'token'), 'and its url');
-select is(pg_temp.outcome_as(:'u1', format('select baas.thumbnail_put(%L, 10, 8, ''cover'', ''image/png'', ''thumb'')',
+select is(pg_temp.outcome_as(:'u2', format('select baas.thumbnail_put(%L, 10, 8, ''cover'', ''text/html'', ''<script>x</script>'')',
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f001'))), '22023 invalid_request',
+          'a reader cannot cache HTML as a thumbnail every reader is served');
+select is(pg_temp.outcome_as(:'u2', format('select baas.thumbnail_put(%L, 10, 8, ''cover'', ''image/png'', ''<svg onload=x>'')',
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f001'))), '22023 invalid_request',
+          'nor bytes that are not what the declared image type says');
+select is(pg_temp.outcome_as(:'u2', format('select baas._thumbnail_insert(%L, 10, 8, ''cover'', ''image/jpeg'', ''\x89504e470d0a1a0a0000000d49484452'')',
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f001'))), '22023 invalid_request',
+          'the definer step checks the bytes too (PNG bytes declared JPEG)');
+select is(pg_temp.outcome_as(:'u1', format('select baas.thumbnail_put(%L, 10, 8, ''cover'', ''image/png'', ''\x89504e470d0a1a0a0000000d49484452'')',
             (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f002'))), 'ok', 'the owner caches a thumbnail');
 select is((select x ->> 'data' from baas.as_user(:'u1'::uuid, $$ select * from baas.thumbnail_get('0190f5b4-0000-7000-8000-00000000f002', 10, 8, 'cover') $$) x),
-          '\x7468756d62', 'thumbnail_get returns it');
+          '\x89504e470d0a1a0a0000000d49484452', 'thumbnail_get returns it');
 select is((select (x ->> 'meta')::jsonb -> 'thumbnail' from baas.as_user(:'u1'::uuid, $$ select * from baas.thumbnail_get('0190f5b4-0000-7000-8000-00000000f002', 10, 8, 'cover') $$) x),
           '{"content_type": "image/png", "width": 10, "height": 8, "fit": "cover"}', 'with the file''s metadata and the thumbnail''s');
 select is((select count(*)::int from baas.as_user(:'u1'::uuid, $$ select * from baas.thumbnail_get('0190f5b4-0000-7000-8000-00000000f002', 10, 8, 'contain') $$)),
