@@ -203,17 +203,16 @@ begin
 end
 $$;
 
--- Bytes of files `owner` may still add: null when no quota applies.
-create function baas._quota_left(owner uuid) returns bigint
+-- Bytes of files `owner` may still add: null when no quota applies. Internal to the
+-- SECURITY DEFINER upload steps (not granted): they decide whose quota pays.
+create function baas._quota_of(owner uuid) returns bigint
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_quota bigint;
 begin
-    -- Asked about the caller's own files (upload_create), or by the extension's own
-    -- steps and privileged callers about anyone's: nobody learns another's usage.
-    if owner is null or (owner is distinct from baas.uid() and not baas._is_privileged(baas._caller_role())) then
+    if owner is null then
         return null;
     end if;
     select q.bytes into v_quota from baas.file_quotas q where q.user_id = owner;
@@ -224,7 +223,22 @@ begin
         return null;
     end if;
     return v_quota - coalesce((select sum(b.size) from baas.documents d join baas._blobs b on b.id = d.blob_id
-                                where d.owner = _quota_left.owner and d.blob_id is not null), 0);
+                                where d.owner = _quota_of.owner and d.blob_id is not null), 0);
+end
+$$;
+
+-- The same, asked by a caller: about their own files only.
+create function baas._quota_left(owner uuid) returns bigint
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    -- Asked about the caller's own files, or by privileged callers about anyone's:
+    -- nobody learns another's usage.
+    if owner is null or (owner is distinct from baas.uid() and not baas._is_privileged(baas._caller_role())) then
+        return null;
+    end if;
+    return baas._quota_of(owner);
 end
 $$;
 
@@ -279,6 +293,9 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     u baas._uploads;
+    v_payer uuid;
+    v_old bigint := 0;
+    v_left bigint;
 begin
     u.id := gen_random_uuid();
     u.blob_id := gen_random_uuid();
@@ -286,6 +303,23 @@ begin
     -- finish (bucket, permission, name, type, size and quota are checked again there).
     if acl is not null then
         acl := baas._normalize_acl(acl);
+    end if;
+    -- Whose quota pays: the file's owner for a replace (whoever sends the new version,
+    -- with the old version's size given back), the caller for a new file. Serialised
+    -- per owner with the finishes (_upload_seal).
+    if replace then
+        select d.owner, coalesce((d.file ->> 'size')::bigint, 0) into v_payer, v_old
+          from baas.documents d
+         where d.id = _upload_insert.file_id and d.collection_id = _upload_insert.collection_id and d.blob_id is not null;
+    else
+        v_payer := baas.uid();
+    end if;
+    if v_payer is not null then
+        perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(v_payer::text));
+        v_left := baas._quota_of(v_payer);
+        if v_left is not null and length is not null and length - coalesce(v_old, 0) > v_left then
+            perform baas._raise_quota(length, v_left + coalesce(v_old, 0));
+        end if;
     end if;
     insert into baas._blobs (id) values (u.blob_id);
     insert into baas._uploads (id, owner, collection_id, file_id, replace, expected_version, blob_id, length,
@@ -377,12 +411,7 @@ begin
         a := baas._normalize_acl(acl);
         perform baas._check_new_principals(a, case when replace then d.acl_read || d.acl_update || d.acl_delete else '{}' end);
     end if;
-    if length is not null then
-        v_left := baas._quota_left(baas.uid());
-        if v_left is not null and length - v_old > v_left then
-            perform baas._raise_quota(length, v_left + v_old);
-        end if;
-    end if;
+    -- The quota (the file owner's for a replace) is checked by _upload_insert.
     u := baas._upload_insert(c.id, v_id, coalesce(replace, false), expected_version, length, v_name, v_type,
                              data, a, sha256);
     return jsonb_build_object('upload_id', u.id, 'file_id', u.file_id, 'offset', u."offset", 'length', u.length,
@@ -548,6 +577,7 @@ declare
     v_type text;
     v_left bigint;
     v_old bigint := 0;
+    v_payer uuid;
 begin
     select * into c from baas.collections x where x.id = u.collection_id;
     if u.length is not null and u."offset" <> u.length then
@@ -574,18 +604,21 @@ begin
     if u."offset" > coalesce(c.file_max_bytes, baas._file_max_bytes()) then
         perform baas._raise_too_large(u."offset", coalesce(c.file_max_bytes, baas._file_max_bytes()));
     end if;
-    if u.owner is not null then
+    -- The file's owner pays for a replace (with the old version's size given back),
+    -- whoever sends it; the session's owner for a new file.
+    if u.replace then
+        select d.owner, coalesce(b.size, 0) into v_payer, v_old
+          from baas.documents d join baas._blobs b on b.id = d.blob_id
+         where d.id = u.file_id and d.collection_id = u.collection_id and d.blob_id is not null;
+    else
+        v_payer := u.owner;
+    end if;
+    if v_payer is not null then
         -- Two finishes of one owner cannot both pass on the same remaining quota.
-        perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(u.owner::text));
-        v_left := baas._quota_left(u.owner);
-        if v_left is not null then
-            if u.replace then
-                select coalesce(b.size, 0) into v_old from baas.documents d join baas._blobs b on b.id = d.blob_id
-                 where d.id = u.file_id and d.blob_id is not null and d.owner = u.owner;
-            end if;
-            if u."offset" - coalesce(v_old, 0) > v_left then
-                perform baas._raise_quota(u."offset", v_left + coalesce(v_old, 0));
-            end if;
+        perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(v_payer::text));
+        v_left := baas._quota_of(v_payer);
+        if v_left is not null and u."offset" - coalesce(v_old, 0) > v_left then
+            perform baas._raise_quota(u."offset", v_left + coalesce(v_old, 0));
         end if;
     end if;
     update baas._blobs b set size = u."offset", sha256 = v_digest, content_type = v_type where b.id = u.blob_id;

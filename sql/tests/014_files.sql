@@ -3,7 +3,7 @@
 -- readable document, a blob id cannot be forged), baas.files through as_user, refs,
 -- quotas, upload sessions, and the lints over the file tables.
 begin;
-select plan(121);
+select plan(123);
 
 select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -89,6 +89,17 @@ update baas.settings set file_quota_bytes = null;
 select is((select (files, bytes, quota)::text from baas.file_usage() where user_id = :'u1'), '(3,35,1000)', 'file_usage: files, bytes, quota per owner');
 select is((select x from baas.as_user(:'u2'::uuid, format('select baas._quota_left(%L)', :'u1')) x), 'null'::jsonb,
           'nobody learns another user''s usage through the quota helper');
+delete from baas.file_quotas;
+-- A replace is paid by the file's owner (quota, lock, old size), whoever sends it.
+select x ->> 'id' as shared from baas.as_user(:'u1'::uuid, $$ select baas.upload_file('docs', 's.txt', 'text/plain', 'shared', '{}',
+        '{"read": ["authenticated"], "update": ["authenticated"]}') $$) x \gset
+insert into baas.file_quotas values (:'u2', 0);
+select is(pg_temp.outcome_as(:'u2', format($$ select baas.upload_file('docs', 's.txt', 'text/plain', repeat('y', 20)::bytea, '{}', null, %L, null, true) $$, :'shared')),
+          'ok', 'a user with update rights replaces u1''s file: u1 (no quota) pays, not the replacer (quota 0)');
+insert into baas.file_quotas select :'u1', bytes + 10 from baas.file_usage() where user_id = :'u1';
+select is(pg_temp.outcome_as(:'u2', format($$ select baas.upload_file('docs', 's.txt', 'text/plain', repeat('z', 40)::bytea, '{}', null, %L, null, true) $$, :'shared')),
+          '54000 quota_exceeded', 'and the owner''s quota (10 bytes left; 40 replacing 20) refuses it');
+select count(*) as ok from (select baas.delete_file(:'shared')) x \gset
 delete from baas.file_quotas;
 
 -------------------------------------------------------------------- sessions
