@@ -284,6 +284,28 @@ begin
 end
 $$;
 
+-- Bytes held by the open sessions (not finishing, not expired) paid by `payer` (its
+-- new files, and replaces of its files), but session `except_id`: an upload's bytes
+-- count against the quota from its first byte, not only once finished, so that
+-- sessions left open for their whole TTL cannot hold more than the quota. A known
+-- length counts whole (reserved at create); an unknown one by what it holds.
+create function baas._upload_held(payer uuid, except_id uuid) returns bigint
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select coalesce(sum(coalesce(x.length, x."offset")), 0)::bigint
+      from baas._uploads x
+      left join baas.documents d on x.replace and d.collection_id = x.collection_id and d.id = x.file_id
+     where not x.finishing and x.expires_at > now() and x.id is distinct from except_id
+       and case when x.replace then d.owner = payer else x.owner = payer end
+$$;
+
+-- Open sessions one caller may hold at once (a user; anonymous callers per bucket):
+-- beyond it, 54000 too_many_uploads (HTTP 429).
+create function baas._upload_max_open() returns integer
+language sql immutable
+as $$ select 20 $$;
+
 -- The session row and its empty blob, owned by the caller.
 create function baas._upload_insert(collection_id integer, file_id uuid, replace boolean, expected_version bigint,
                                     length bigint, name text, content_type text, data jsonb, acl jsonb, sha256 bytea)
@@ -296,6 +318,7 @@ declare
     v_payer uuid;
     v_old bigint := 0;
     v_left bigint;
+    v_open integer;
 begin
     u.id := gen_random_uuid();
     u.blob_id := gen_random_uuid();
@@ -303,6 +326,18 @@ begin
     -- finish (bucket, permission, name, type, size and quota are checked again there).
     if acl is not null then
         acl := baas._normalize_acl(acl);
+    end if;
+    -- A bounded number of open sessions per user (per bucket for anonymous callers),
+    -- counted under a lock so that concurrent creates cannot all pass.
+    perform pg_advisory_xact_lock(hashtext('baas.uploads'),
+                                  hashtext(coalesce(baas.uid()::text, 'anonymous:' || _upload_insert.collection_id)));
+    select count(*) into v_open from baas._uploads x
+     where x.owner is not distinct from baas.uid() and not x.finishing and x.expires_at > now()
+       and (baas.uid() is not null or x.collection_id = _upload_insert.collection_id);
+    if v_open >= baas._upload_max_open() then
+        raise exception using errcode = '54000', detail = 'too_many_uploads',
+            message = format('you have %s unfinished uploads; finish or abort one first (they expire after %s)',
+                             v_open, (select s.upload_ttl from baas.settings s));
     end if;
     -- Whose quota pays: the file's owner for a replace (whoever sends the new version,
     -- with the old version's size given back), the caller for a new file. Serialised
@@ -317,8 +352,11 @@ begin
     if v_payer is not null then
         perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(v_payer::text));
         v_left := baas._quota_of(v_payer);
-        if v_left is not null and length is not null and length - coalesce(v_old, 0) > v_left then
-            perform baas._raise_quota(length, v_left + coalesce(v_old, 0));
+        if v_left is not null then
+            v_left := v_left - baas._upload_held(v_payer, null);
+            if coalesce(length, 0) - coalesce(v_old, 0) > v_left then
+                perform baas._raise_quota(coalesce(length, 0), v_left + coalesce(v_old, 0));
+            end if;
         end if;
     end if;
     insert into baas._blobs (id) values (u.blob_id);
@@ -432,6 +470,9 @@ declare
     v_len bigint := coalesce(pg_catalog.length(data), 0);
     i bigint := 0;
     n bigint;
+    v_payer uuid;
+    v_old bigint := 0;
+    v_left bigint;
 begin
     if u.lease is not null and u.lease_until > now() and u.lease is distinct from _upload_append.lease then
         raise exception using errcode = '40001', detail = 'upload_locked',
@@ -451,6 +492,26 @@ begin
     select coalesce(c.file_max_bytes, baas._file_max_bytes()) into v_max from baas.collections c where c.id = u.collection_id;
     if at + v_len > v_max then
         perform baas._raise_too_large(at + v_len, v_max);
+    end if;
+    -- An upload of unknown length reserved nothing at create: its bytes count as they
+    -- come, with the payer's files and other open sessions.
+    if u.length is null then
+        if u.replace then
+            select d.owner, coalesce((d.file ->> 'size')::bigint, 0) into v_payer, v_old
+              from baas.documents d where d.collection_id = u.collection_id and d.id = u.file_id and d.blob_id is not null;
+        else
+            v_payer := u.owner;
+        end if;
+        if v_payer is not null then
+            perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(v_payer::text));
+            v_left := baas._quota_of(v_payer);
+            if v_left is not null then
+                v_left := v_left - baas._upload_held(v_payer, u.id);
+                if at + v_len - coalesce(v_old, 0) > v_left then
+                    perform baas._raise_quota(at + v_len, v_left + coalesce(v_old, 0));
+                end if;
+            end if;
+        end if;
     end if;
     -- Pieces of at most 1 MiB (what a chunk holds).
     while i < v_len loop
@@ -617,6 +678,9 @@ begin
         -- Two finishes of one owner cannot both pass on the same remaining quota.
         perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(v_payer::text));
         v_left := baas._quota_of(v_payer);
+        if v_left is not null then
+            v_left := v_left - baas._upload_held(v_payer, u.id);
+        end if;
         if v_left is not null and u."offset" - coalesce(v_old, 0) > v_left then
             perform baas._raise_quota(u."offset", v_left + coalesce(v_old, 0));
         end if;

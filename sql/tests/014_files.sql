@@ -3,7 +3,7 @@
 -- readable document, a blob id cannot be forged), baas.files through as_user, refs,
 -- quotas, upload sessions, and the lints over the file tables.
 begin;
-select plan(123);
+select plan(133);
 
 select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -101,6 +101,34 @@ select is(pg_temp.outcome_as(:'u2', format($$ select baas.upload_file('docs', 's
           '54000 quota_exceeded', 'and the owner''s quota (10 bytes left; 40 replacing 20) refuses it');
 select count(*) as ok from (select baas.delete_file(:'shared')) x \gset
 delete from baas.file_quotas;
+-- Bytes in open sessions count against the quota (they are held for the TTL).
+delete from baas._uploads where owner = :'u1';
+insert into baas.file_quotas select :'u1', bytes + 100 from baas.file_usage() where user_id = :'u1';
+select x ->> 'upload_id' as held from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'h1', null, 80) $$) x \gset
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'h2', null, 80) $$), '54000 quota_exceeded',
+          'a second session cannot reserve what an open one holds (80 + 80 of 100 left): 413');
+select x ->> 'upload_id' as nolen from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'h3', null, null) $$) x \gset
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 0, decode(repeat(''61'', 30), ''hex''))', :'nolen')),
+          '54000 quota_exceeded', 'an upload of unknown length is counted as it grows (80 held + 30 of 100): 413');
+select is(pg_temp.outcome_as(:'u1', format('select baas.upload_abort(%L)', :'held')), 'ok', 'abort gives the reservation back');
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 0, decode(repeat(''61'', 30), ''hex''))', :'nolen')),
+          'ok', 'then the bytes fit');
+select is(pg_temp.outcome_as(:'u1', format('select baas.upload_abort(%L)', :'nolen')), 'ok', 'abort');
+delete from baas.file_quotas;
+-- A bounded number of open sessions per user, and per bucket for anonymous callers.
+select is(pg_temp.outcome_as(:'u2', $$ select count(*) from generate_series(1, 20) g, lateral baas.upload_create('pics', 'n' || g, null, 1) x $$),
+          'ok', 'twenty open sessions');
+select is(pg_temp.outcome_as(:'u2', $$ select baas.upload_create('pics', 'n21', null, 1) $$), '54000 too_many_uploads',
+          'the twenty-first: 54000 too_many_uploads (429)');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'other', null, 1) $$), 'ok', 'another user is not affected');
+delete from baas._uploads where owner = :'u2' or name = 'other';
+update baas.collections set create_acl = '{public}' where name = 'docs';
+select is(pg_temp.outcome_as(null, $$ select count(*) from generate_series(1, 20) g, lateral baas.upload_create('docs', 'n' || g, null, 1) x $$),
+          'ok', 'anonymous: twenty open sessions in a bucket');
+select is(pg_temp.outcome_as(null, $$ select baas.upload_create('docs', 'n21', null, 1) $$), '54000 too_many_uploads',
+          'anonymous: the twenty-first in that bucket');
+delete from baas._uploads where owner is null;
+update baas.collections set create_acl = '{authenticated}' where name = 'docs';
 
 -------------------------------------------------------------------- sessions
 select x ->> 'upload_id' as up from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'big.bin', 'application/octet-stream', 2097160,
