@@ -306,7 +306,10 @@ create function baas._upload_max_open() returns integer
 language sql immutable
 as $$ select 20 $$;
 
--- The session row and its empty blob, owned by the caller.
+-- The session row and its empty blob, owned by the caller. upload_create makes the
+-- checks that need the caller's policies (may it read and update the file it
+-- replaces); this step, which API roles can call directly, repeats every other one:
+-- bucket, create permission, name, type list, size, session count and quota.
 create function baas._upload_insert(collection_id integer, file_id uuid, replace boolean, expected_version bigint,
                                     length bigint, name text, content_type text, data jsonb, acl jsonb, sha256 bytea)
 returns baas._uploads
@@ -319,11 +322,42 @@ declare
     v_old bigint := 0;
     v_left bigint;
     v_open integer;
+    c baas.collections;
 begin
     u.id := gen_random_uuid();
     u.blob_id := gen_random_uuid();
-    -- upload_create checked all of it; a direct call gets no further than a refusal at
-    -- finish (bucket, permission, name, type, size and quota are checked again there).
+    select * into c from baas.collections x where x.id = _upload_insert.collection_id;
+    if not found or not c.bucket then
+        raise exception using errcode = '22023', detail = 'not_a_bucket',
+            message = format('collection %s does not hold files (it is not a bucket)', coalesce(c.name, '?'));
+    end if;
+    if file_id is null or replace is null then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'file_id and replace must not be null';
+    end if;
+    name := baas._check_file_name(coalesce(name, ''));
+    if length is not null and length < 0 then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'length must not be negative';
+    end if;
+    if data is not null and jsonb_typeof(data) <> 'object' then
+        raise exception using errcode = '22023', detail = 'invalid_data', message = 'data must be a JSON object';
+    end if;
+    if sha256 is not null and pg_catalog.length(sha256) <> 32 then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'sha256 must be 32 bytes';
+    end if;
+    content_type := baas._normalize_content_type(coalesce(content_type, ''));
+    if content_type is not null and content_type <> 'application/octet-stream'
+       and not baas._file_type_allowed(content_type, c.file_types) then
+        raise exception using errcode = '22023', detail = 'unsupported_file_type',
+            message = format('bucket %s does not take %s files', c.name, content_type);
+    end if;
+    if length > coalesce(c.file_max_bytes, baas._file_max_bytes()) then
+        perform baas._raise_too_large(length, coalesce(c.file_max_bytes, baas._file_max_bytes()));
+    end if;
+    -- The caller's role, not this function's owner: as baas._may_create decides.
+    if not replace and not (c.create_acl && baas.principals() or baas._is_privileged(baas._caller_role())) then
+        raise exception using errcode = '42501', detail = 'forbidden',
+            message = format('you may not create files in %s', c.name);
+    end if;
     if acl is not null then
         acl := baas._normalize_acl(acl);
     end if;
@@ -346,6 +380,9 @@ begin
         select d.owner, coalesce((d.file ->> 'size')::bigint, 0) into v_payer, v_old
           from baas.documents d
          where d.id = _upload_insert.file_id and d.collection_id = _upload_insert.collection_id and d.blob_id is not null;
+        if not found then
+            raise exception using errcode = 'P0002', detail = 'file_not_found', message = format('file %s not found', file_id);
+        end if;
     else
         v_payer := baas.uid();
     end if;
@@ -686,7 +723,9 @@ begin
         end if;
     end if;
     update baas._blobs b set size = u."offset", sha256 = v_digest, content_type = v_type where b.id = u.blob_id;
-    update baas._uploads x set finishing = true where x.id = u.id returning * into u;
+    -- lease_until = this transaction's start: _may_attach_blob lets the blob be
+    -- attached in this transaction only (upload_finish's), never by a later one.
+    update baas._uploads x set finishing = true, lease = null, lease_until = now() where x.id = u.id returning * into u;
     return u;
 end
 $$;
@@ -816,6 +855,9 @@ comment on function baas.upload_file(text, text, text, bytea, jsonb, jsonb, uuid
     'Upload a whole file in one call; returns the file';
 
 -- Expired sessions, oldest first, at most `max`; safe to run from several proxies.
+-- Also sessions left `finishing`: a finish seals and removes its session in one
+-- transaction (holding the row lock, so SKIP LOCKED passes it by), so a committed
+-- finishing session is an orphan (a direct _upload_seal call) and its bytes go.
 create function baas.cleanup_uploads(max integer default 100) returns integer
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -825,8 +867,8 @@ declare
 begin
     with gone as (
         delete from baas._uploads x where x.id in (
-            select y.id from baas._uploads y where y.expires_at <= now() and not y.finishing
-             order by y.expires_at limit greatest(coalesce(max, 100), 0) for update skip locked)
+            select y.id from baas._uploads y where y.expires_at <= now() or y.finishing
+             order by y.finishing desc, y.expires_at limit greatest(coalesce(max, 100), 0) for update skip locked)
         returning 1)
     select count(*) into n from gone;
     return n;
@@ -844,7 +886,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
     return exists (select from baas._uploads u
-                    where u.blob_id = _may_attach_blob.blob_id and u.finishing
+                    where u.blob_id = _may_attach_blob.blob_id and u.finishing and u.lease_until = now()
                       and u.collection_id = _may_attach_blob.collection_id and u.file_id = _may_attach_blob.id
                       and (u.owner is not distinct from baas.uid() or baas._is_privileged(baas._caller_role())));
 end

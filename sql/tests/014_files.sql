@@ -3,7 +3,7 @@
 -- readable document, a blob id cannot be forged), baas.files through as_user, refs,
 -- quotas, upload sessions, and the lints over the file tables.
 begin;
-select plan(133);
+select plan(141);
 
 select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -188,6 +188,25 @@ update baas._uploads set expires_at = now() - interval '1 second' where id = :'u
 select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 0, ''a'')', :'up3')), 'P0002 upload_expired', 'an expired upload: 410');
 select is(baas.cleanup_uploads(), 1, 'cleanup_uploads removes it');
 select is((select count(*)::int from baas._uploads where id = :'up3'), 0, 'and it is gone');
+-- The internal steps API roles can reach do not skip the checks of the public ones.
+select id as loose_id from baas.collections where name = 'loose' \gset
+select id as pics_id from baas.collections where name = 'pics' \gset
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, 'x', null, '{}', null, null) $$, :'loose_id')),
+          '22023 not_a_bucket', '_upload_insert called directly: not a bucket');
+select is(pg_temp.outcome_as(null, format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, 'x', null, '{}', null, null) $$, :'pics_id')),
+          '42501 forbidden', '_upload_insert called directly: no create right');
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, '../x', null, '{}', null, null) $$, :'pics_id')),
+          '22023 invalid_file_name', '_upload_insert called directly: the name rule');
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, 'x', 'application/pdf', '{}', null, null) $$, :'pics_id')),
+          '22023 unsupported_file_type', '_upload_insert called directly: the bucket''s types');
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 5000000, 'x', null, '{}', null, null) $$, :'pics_id')),
+          '54000 file_too_large', '_upload_insert called directly: the bucket''s size');
+select x ->> 'upload_id' as sealed from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'sealed.txt', 'text/plain', 1) $$) x \gset
+select count(*) as ok from baas.as_user(:'u1'::uuid, format('select baas._upload_append(%L, null, 0, ''a'')', :'sealed')) \gset
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_seal(%L)', :'sealed')), 'ok', 'a direct _upload_seal leaves a session finishing');
+select is(baas.cleanup_uploads(), 1, 'cleanup_uploads removes a session left finishing (outside a finish it is an orphan)');
+select is((select count(*)::int from baas._blobs b where not exists (select from baas.documents d where d.blob_id = b.id)
+             and not exists (select from baas._uploads u where u.blob_id = b.id)), 0, 'with its blob');
 
 -------------------------------------------------------------------- the guard and the policies
 select is(pg_temp.outcome_as(:'u1', $$ select baas.create_document('pics', '{}') $$), '22023 use_file_upload', 'a bucket takes files only');
