@@ -203,17 +203,16 @@ begin
 end
 $$;
 
--- Bytes of files `owner` may still add: null when no quota applies.
-create function baas._quota_left(owner uuid) returns bigint
+-- Bytes of files `owner` may still add: null when no quota applies. Internal to the
+-- SECURITY DEFINER upload steps (not granted): they decide whose quota pays.
+create function baas._quota_of(owner uuid) returns bigint
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_quota bigint;
 begin
-    -- Asked about the caller's own files (upload_create), or by the extension's own
-    -- steps and privileged callers about anyone's: nobody learns another's usage.
-    if owner is null or (owner is distinct from baas.uid() and not baas._is_privileged(baas._caller_role())) then
+    if owner is null then
         return null;
     end if;
     select q.bytes into v_quota from baas.file_quotas q where q.user_id = owner;
@@ -224,7 +223,22 @@ begin
         return null;
     end if;
     return v_quota - coalesce((select sum(b.size) from baas.documents d join baas._blobs b on b.id = d.blob_id
-                                where d.owner = _quota_left.owner and d.blob_id is not null), 0);
+                                where d.owner = _quota_of.owner and d.blob_id is not null), 0);
+end
+$$;
+
+-- The same, asked by a caller: about their own files only.
+create function baas._quota_left(owner uuid) returns bigint
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    -- Asked about the caller's own files, or by privileged callers about anyone's:
+    -- nobody learns another's usage.
+    if owner is null or (owner is distinct from baas.uid() and not baas._is_privileged(baas._caller_role())) then
+        return null;
+    end if;
+    return baas._quota_of(owner);
 end
 $$;
 
@@ -270,7 +284,32 @@ begin
 end
 $$;
 
--- The session row and its empty blob, owned by the caller.
+-- Bytes held by the open sessions (not finishing, not expired) paid by `payer` (its
+-- new files, and replaces of its files), but session `except_id`: an upload's bytes
+-- count against the quota from its first byte, not only once finished, so that
+-- sessions left open for their whole TTL cannot hold more than the quota. A known
+-- length counts whole (reserved at create); an unknown one by what it holds.
+create function baas._upload_held(payer uuid, except_id uuid) returns bigint
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select coalesce(sum(coalesce(x.length, x."offset")), 0)::bigint
+      from baas._uploads x
+      left join baas.documents d on x.replace and d.collection_id = x.collection_id and d.id = x.file_id
+     where not x.finishing and x.expires_at > now() and x.id is distinct from except_id
+       and case when x.replace then d.owner = payer else x.owner = payer end
+$$;
+
+-- Open sessions one caller may hold at once (a user; anonymous callers per bucket):
+-- beyond it, 54000 too_many_uploads (HTTP 429).
+create function baas._upload_max_open() returns integer
+language sql immutable
+as $$ select 20 $$;
+
+-- The session row and its empty blob, owned by the caller. upload_create makes the
+-- checks that need the caller's policies (may it read and update the file it
+-- replaces); this step, which API roles can call directly, repeats every other one:
+-- bucket, create permission, name, type list, size, session count and quota.
 create function baas._upload_insert(collection_id integer, file_id uuid, replace boolean, expected_version bigint,
                                     length bigint, name text, content_type text, data jsonb, acl jsonb, sha256 bytea)
 returns baas._uploads
@@ -279,13 +318,83 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     u baas._uploads;
+    v_payer uuid;
+    v_old bigint := 0;
+    v_left bigint;
+    v_open integer;
+    c baas.collections;
 begin
     u.id := gen_random_uuid();
     u.blob_id := gen_random_uuid();
-    -- upload_create checked all of it; a direct call gets no further than a refusal at
-    -- finish (bucket, permission, name, type, size and quota are checked again there).
+    select * into c from baas.collections x where x.id = _upload_insert.collection_id;
+    if not found or not c.bucket then
+        raise exception using errcode = '22023', detail = 'not_a_bucket',
+            message = format('collection %s does not hold files (it is not a bucket)', coalesce(c.name, '?'));
+    end if;
+    if file_id is null or replace is null then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'file_id and replace must not be null';
+    end if;
+    name := baas._check_file_name(coalesce(name, ''));
+    if length is not null and length < 0 then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'length must not be negative';
+    end if;
+    if data is not null and jsonb_typeof(data) <> 'object' then
+        raise exception using errcode = '22023', detail = 'invalid_data', message = 'data must be a JSON object';
+    end if;
+    if sha256 is not null and pg_catalog.length(sha256) <> 32 then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'sha256 must be 32 bytes';
+    end if;
+    content_type := baas._normalize_content_type(coalesce(content_type, ''));
+    if content_type is not null and content_type <> 'application/octet-stream'
+       and not baas._file_type_allowed(content_type, c.file_types) then
+        raise exception using errcode = '22023', detail = 'unsupported_file_type',
+            message = format('bucket %s does not take %s files', c.name, content_type);
+    end if;
+    if length > coalesce(c.file_max_bytes, baas._file_max_bytes()) then
+        perform baas._raise_too_large(length, coalesce(c.file_max_bytes, baas._file_max_bytes()));
+    end if;
+    -- The caller's role, not this function's owner: as baas._may_create decides.
+    if not replace and not (c.create_acl && baas.principals() or baas._is_privileged(baas._caller_role())) then
+        raise exception using errcode = '42501', detail = 'forbidden',
+            message = format('you may not create files in %s', c.name);
+    end if;
     if acl is not null then
         acl := baas._normalize_acl(acl);
+    end if;
+    -- A bounded number of open sessions per user (per bucket for anonymous callers),
+    -- counted under a lock so that concurrent creates cannot all pass.
+    perform pg_advisory_xact_lock(hashtext('baas.uploads'),
+                                  hashtext(coalesce(baas.uid()::text, 'anonymous:' || _upload_insert.collection_id)));
+    select count(*) into v_open from baas._uploads x
+     where x.owner is not distinct from baas.uid() and not x.finishing and x.expires_at > now()
+       and (baas.uid() is not null or x.collection_id = _upload_insert.collection_id);
+    if v_open >= baas._upload_max_open() then
+        raise exception using errcode = '54000', detail = 'too_many_uploads',
+            message = format('you have %s unfinished uploads; finish or abort one first (they expire after %s)',
+                             v_open, (select s.upload_ttl from baas.settings s));
+    end if;
+    -- Whose quota pays: the file's owner for a replace (whoever sends the new version,
+    -- with the old version's size given back), the caller for a new file. Serialised
+    -- per owner with the finishes (_upload_seal).
+    if replace then
+        select d.owner, coalesce((d.file ->> 'size')::bigint, 0) into v_payer, v_old
+          from baas.documents d
+         where d.id = _upload_insert.file_id and d.collection_id = _upload_insert.collection_id and d.blob_id is not null;
+        if not found then
+            raise exception using errcode = 'P0002', detail = 'file_not_found', message = format('file %s not found', file_id);
+        end if;
+    else
+        v_payer := baas.uid();
+    end if;
+    if v_payer is not null then
+        perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(v_payer::text));
+        v_left := baas._quota_of(v_payer);
+        if v_left is not null then
+            v_left := v_left - baas._upload_held(v_payer, null);
+            if coalesce(length, 0) - coalesce(v_old, 0) > v_left then
+                perform baas._raise_quota(coalesce(length, 0), v_left + coalesce(v_old, 0));
+            end if;
+        end if;
     end if;
     insert into baas._blobs (id) values (u.blob_id);
     insert into baas._uploads (id, owner, collection_id, file_id, replace, expected_version, blob_id, length,
@@ -377,12 +486,7 @@ begin
         a := baas._normalize_acl(acl);
         perform baas._check_new_principals(a, case when replace then d.acl_read || d.acl_update || d.acl_delete else '{}' end);
     end if;
-    if length is not null then
-        v_left := baas._quota_left(baas.uid());
-        if v_left is not null and length - v_old > v_left then
-            perform baas._raise_quota(length, v_left + v_old);
-        end if;
-    end if;
+    -- The quota (the file owner's for a replace) is checked by _upload_insert.
     u := baas._upload_insert(c.id, v_id, coalesce(replace, false), expected_version, length, v_name, v_type,
                              data, a, sha256);
     return jsonb_build_object('upload_id', u.id, 'file_id', u.file_id, 'offset', u."offset", 'length', u.length,
@@ -403,6 +507,9 @@ declare
     v_len bigint := coalesce(pg_catalog.length(data), 0);
     i bigint := 0;
     n bigint;
+    v_payer uuid;
+    v_old bigint := 0;
+    v_left bigint;
 begin
     if u.lease is not null and u.lease_until > now() and u.lease is distinct from _upload_append.lease then
         raise exception using errcode = '40001', detail = 'upload_locked',
@@ -422,6 +529,26 @@ begin
     select coalesce(c.file_max_bytes, baas._file_max_bytes()) into v_max from baas.collections c where c.id = u.collection_id;
     if at + v_len > v_max then
         perform baas._raise_too_large(at + v_len, v_max);
+    end if;
+    -- An upload of unknown length reserved nothing at create: its bytes count as they
+    -- come, with the payer's files and other open sessions.
+    if u.length is null then
+        if u.replace then
+            select d.owner, coalesce((d.file ->> 'size')::bigint, 0) into v_payer, v_old
+              from baas.documents d where d.collection_id = u.collection_id and d.id = u.file_id and d.blob_id is not null;
+        else
+            v_payer := u.owner;
+        end if;
+        if v_payer is not null then
+            perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(v_payer::text));
+            v_left := baas._quota_of(v_payer);
+            if v_left is not null then
+                v_left := v_left - baas._upload_held(v_payer, u.id);
+                if at + v_len - coalesce(v_old, 0) > v_left then
+                    perform baas._raise_quota(at + v_len, v_left + coalesce(v_old, 0));
+                end if;
+            end if;
+        end if;
     end if;
     -- Pieces of at most 1 MiB (what a chunk holds).
     while i < v_len loop
@@ -548,6 +675,7 @@ declare
     v_type text;
     v_left bigint;
     v_old bigint := 0;
+    v_payer uuid;
 begin
     select * into c from baas.collections x where x.id = u.collection_id;
     if u.length is not null and u."offset" <> u.length then
@@ -574,22 +702,30 @@ begin
     if u."offset" > coalesce(c.file_max_bytes, baas._file_max_bytes()) then
         perform baas._raise_too_large(u."offset", coalesce(c.file_max_bytes, baas._file_max_bytes()));
     end if;
-    if u.owner is not null then
+    -- The file's owner pays for a replace (with the old version's size given back),
+    -- whoever sends it; the session's owner for a new file.
+    if u.replace then
+        select d.owner, coalesce(b.size, 0) into v_payer, v_old
+          from baas.documents d join baas._blobs b on b.id = d.blob_id
+         where d.id = u.file_id and d.collection_id = u.collection_id and d.blob_id is not null;
+    else
+        v_payer := u.owner;
+    end if;
+    if v_payer is not null then
         -- Two finishes of one owner cannot both pass on the same remaining quota.
-        perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(u.owner::text));
-        v_left := baas._quota_left(u.owner);
+        perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(v_payer::text));
+        v_left := baas._quota_of(v_payer);
         if v_left is not null then
-            if u.replace then
-                select coalesce(b.size, 0) into v_old from baas.documents d join baas._blobs b on b.id = d.blob_id
-                 where d.id = u.file_id and d.blob_id is not null and d.owner = u.owner;
-            end if;
-            if u."offset" - coalesce(v_old, 0) > v_left then
-                perform baas._raise_quota(u."offset", v_left + coalesce(v_old, 0));
-            end if;
+            v_left := v_left - baas._upload_held(v_payer, u.id);
+        end if;
+        if v_left is not null and u."offset" - coalesce(v_old, 0) > v_left then
+            perform baas._raise_quota(u."offset", v_left + coalesce(v_old, 0));
         end if;
     end if;
     update baas._blobs b set size = u."offset", sha256 = v_digest, content_type = v_type where b.id = u.blob_id;
-    update baas._uploads x set finishing = true where x.id = u.id returning * into u;
+    -- lease_until = this transaction's start: _may_attach_blob lets the blob be
+    -- attached in this transaction only (upload_finish's), never by a later one.
+    update baas._uploads x set finishing = true, lease = null, lease_until = now() where x.id = u.id returning * into u;
     return u;
 end
 $$;
@@ -719,6 +855,9 @@ comment on function baas.upload_file(text, text, text, bytea, jsonb, jsonb, uuid
     'Upload a whole file in one call; returns the file';
 
 -- Expired sessions, oldest first, at most `max`; safe to run from several proxies.
+-- Also sessions left `finishing`: a finish seals and removes its session in one
+-- transaction (holding the row lock, so SKIP LOCKED passes it by), so a committed
+-- finishing session is an orphan (a direct _upload_seal call) and its bytes go.
 create function baas.cleanup_uploads(max integer default 100) returns integer
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -728,8 +867,8 @@ declare
 begin
     with gone as (
         delete from baas._uploads x where x.id in (
-            select y.id from baas._uploads y where y.expires_at <= now() and not y.finishing
-             order by y.expires_at limit greatest(coalesce(max, 100), 0) for update skip locked)
+            select y.id from baas._uploads y where y.expires_at <= now() or y.finishing
+             order by y.finishing desc, y.expires_at limit greatest(coalesce(max, 100), 0) for update skip locked)
         returning 1)
     select count(*) into n from gone;
     return n;
@@ -747,7 +886,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
     return exists (select from baas._uploads u
-                    where u.blob_id = _may_attach_blob.blob_id and u.finishing
+                    where u.blob_id = _may_attach_blob.blob_id and u.finishing and u.lease_until = now()
                       and u.collection_id = _may_attach_blob.collection_id and u.file_id = _may_attach_blob.id
                       and (u.owner is not distinct from baas.uid() or baas._is_privileged(baas._caller_role())));
 end
@@ -785,8 +924,9 @@ create trigger documents_files_update after update of blob_id on baas.documents
     execute function baas._documents_files();
 
 -- Before a file is deleted: refused (23503 file_referenced) while a document of a
--- `file_refs = restrict` collection with the file's owner references it. References
--- from other owners never block (anyone who can read a file could pin it otherwise).
+-- `file_refs = restrict` collection with the file's owner, or with no owner (a service
+-- document), references it. References from other users never block (anyone who can
+-- read a file could pin it otherwise).
 -- Deletes cascading from a dropped collection or account are not stopped.
 create function baas._file_delete_check() returns trigger
 language plpgsql security definer
@@ -802,7 +942,7 @@ begin
       from baas._file_refs f
       join baas.documents rd on rd.collection_id = f.collection_id and rd.id = f.document_id
       join baas.collections rc on rc.id = f.collection_id
-     where f.file_id = old.id and rc.file_refs = 'restrict' and rd.owner is not distinct from old.owner
+     where f.file_id = old.id and rc.file_refs = 'restrict' and (rd.owner is null or rd.owner = old.owner)
        and (f.collection_id, f.document_id) <> (old.collection_id, old.id)
      limit 1;
     if found then
@@ -856,7 +996,9 @@ create trigger documents_file_refs_update after update of data on baas.documents
 
 ------------------------------------------------------------------------ reading
 -- A file's metadata and its bytes [at, at+max) in one round trip: (meta: the file
--- JSON as text, blob_id: to pin later pieces to this version, data). As the caller.
+-- JSON without `data`, as text, blob_id: to pin later pieces to this version, data).
+-- As the caller. `data` is left out so that the first row stays within the proxy's
+-- per-call result bound whatever a file's data holds (file_meta has it all).
 create function baas.file_get(id uuid, version bigint default null, at bigint default 0, max integer default 1048576)
 returns table (meta text, blob_id uuid, data bytea)
 language plpgsql stable
@@ -864,12 +1006,12 @@ as $$
 declare
     r record := baas._file_row(id, version);
 begin
-    return query select baas._file_json(r.d, r.collection)::text, (r.d).blob_id,
+    return query select (baas._file_json(r.d, r.collection) - 'data')::text, (r.d).blob_id,
                         baas._blob_piece((r.d).blob_id, coalesce(file_get.at, 0), coalesce(file_get.max, 1048576));
 end
 $$;
 comment on function baas.file_get(uuid, bigint, bigint, integer) is
-    'A file the caller may read: its metadata (JSON text), blob id and bytes [at, at+max)';
+    'A file the caller may read: its metadata (JSON text, without data), blob id and bytes [at, at+max)';
 
 -- Bytes [at, at+max) of a blob, from the chunks the caller may read (as the caller).
 create function baas._blob_piece(p_blob uuid, p_at bigint, p_max integer) returns bytea
@@ -1052,6 +1194,13 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+    -- Every reader is served what one reader stored: only JPEG or PNG whose bytes are
+    -- what the type says (the extension's sniffer), never HTML, SVG or other active content.
+    if content_type is null or content_type not in ('image/jpeg', 'image/png')
+       or baas._sniff_type(substring(data from 1 for 64)) is distinct from content_type then
+        raise exception using errcode = '22023', detail = 'invalid_request',
+            message = 'a thumbnail is image/jpeg or image/png, and its bytes must be of that type';
+    end if;
     -- Only thumbnails of a file's blob (thumbnail_put checked, as the caller, that it
     -- is readable); never of an unfinished upload.
     insert into baas._thumbnails (source_blob, width, height, fit, content_type, data)
@@ -1071,7 +1220,8 @@ begin
         raise exception using errcode = '22023', detail = 'invalid_request',
             message = 'a thumbnail is 1-1024 x 1-1024, fit contain or cover, with a type and bytes';
     end if;
-    -- As the caller: only a thumbnail of a file they may read.
+    -- As the caller: only a thumbnail of a file they may read. _thumbnail_insert checks
+    -- the type (JPEG or PNG) against the bytes.
     if not exists (select from baas.documents d where d.blob_id = thumbnail_put.blob_id) then
         raise exception using errcode = 'P0002', detail = 'file_not_found', message = 'file not found';
     end if;

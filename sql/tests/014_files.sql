@@ -3,7 +3,7 @@
 -- readable document, a blob id cannot be forged), baas.files through as_user, refs,
 -- quotas, upload sessions, and the lints over the file tables.
 begin;
-select plan(114);
+select plan(141);
 
 select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -90,6 +90,45 @@ select is((select (files, bytes, quota)::text from baas.file_usage() where user_
 select is((select x from baas.as_user(:'u2'::uuid, format('select baas._quota_left(%L)', :'u1')) x), 'null'::jsonb,
           'nobody learns another user''s usage through the quota helper');
 delete from baas.file_quotas;
+-- A replace is paid by the file's owner (quota, lock, old size), whoever sends it.
+select x ->> 'id' as shared from baas.as_user(:'u1'::uuid, $$ select baas.upload_file('docs', 's.txt', 'text/plain', 'shared', '{}',
+        '{"read": ["authenticated"], "update": ["authenticated"]}') $$) x \gset
+insert into baas.file_quotas values (:'u2', 0);
+select is(pg_temp.outcome_as(:'u2', format($$ select baas.upload_file('docs', 's.txt', 'text/plain', repeat('y', 20)::bytea, '{}', null, %L, null, true) $$, :'shared')),
+          'ok', 'a user with update rights replaces u1''s file: u1 (no quota) pays, not the replacer (quota 0)');
+insert into baas.file_quotas select :'u1', bytes + 10 from baas.file_usage() where user_id = :'u1';
+select is(pg_temp.outcome_as(:'u2', format($$ select baas.upload_file('docs', 's.txt', 'text/plain', repeat('z', 40)::bytea, '{}', null, %L, null, true) $$, :'shared')),
+          '54000 quota_exceeded', 'and the owner''s quota (10 bytes left; 40 replacing 20) refuses it');
+select count(*) as ok from (select baas.delete_file(:'shared')) x \gset
+delete from baas.file_quotas;
+-- Bytes in open sessions count against the quota (they are held for the TTL).
+delete from baas._uploads where owner = :'u1';
+insert into baas.file_quotas select :'u1', bytes + 100 from baas.file_usage() where user_id = :'u1';
+select x ->> 'upload_id' as held from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'h1', null, 80) $$) x \gset
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'h2', null, 80) $$), '54000 quota_exceeded',
+          'a second session cannot reserve what an open one holds (80 + 80 of 100 left): 413');
+select x ->> 'upload_id' as nolen from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'h3', null, null) $$) x \gset
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 0, decode(repeat(''61'', 30), ''hex''))', :'nolen')),
+          '54000 quota_exceeded', 'an upload of unknown length is counted as it grows (80 held + 30 of 100): 413');
+select is(pg_temp.outcome_as(:'u1', format('select baas.upload_abort(%L)', :'held')), 'ok', 'abort gives the reservation back');
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 0, decode(repeat(''61'', 30), ''hex''))', :'nolen')),
+          'ok', 'then the bytes fit');
+select is(pg_temp.outcome_as(:'u1', format('select baas.upload_abort(%L)', :'nolen')), 'ok', 'abort');
+delete from baas.file_quotas;
+-- A bounded number of open sessions per user, and per bucket for anonymous callers.
+select is(pg_temp.outcome_as(:'u2', $$ select count(*) from generate_series(1, 20) g, lateral baas.upload_create('pics', 'n' || g, null, 1) x $$),
+          'ok', 'twenty open sessions');
+select is(pg_temp.outcome_as(:'u2', $$ select baas.upload_create('pics', 'n21', null, 1) $$), '54000 too_many_uploads',
+          'the twenty-first: 54000 too_many_uploads (429)');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'other', null, 1) $$), 'ok', 'another user is not affected');
+delete from baas._uploads where owner = :'u2' or name = 'other';
+update baas.collections set create_acl = '{public}' where name = 'docs';
+select is(pg_temp.outcome_as(null, $$ select count(*) from generate_series(1, 20) g, lateral baas.upload_create('docs', 'n' || g, null, 1) x $$),
+          'ok', 'anonymous: twenty open sessions in a bucket');
+select is(pg_temp.outcome_as(null, $$ select baas.upload_create('docs', 'n21', null, 1) $$), '54000 too_many_uploads',
+          'anonymous: the twenty-first in that bucket');
+delete from baas._uploads where owner is null;
+update baas.collections set create_acl = '{authenticated}' where name = 'docs';
 
 -------------------------------------------------------------------- sessions
 select x ->> 'upload_id' as up from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'big.bin', 'application/octet-stream', 2097160,
@@ -123,6 +162,12 @@ select is(:'big'::jsonb ->> 'sha256', encode(sha256(decode(repeat('61', 2097152)
 select is((select (meta::jsonb ->> 'size', meta::jsonb ->> 'name', blob_id = (select d.blob_id from baas.documents d where d.id = '0190f5b4-0000-7000-8000-00000000f003'))::text
              from baas.file_get('0190f5b4-0000-7000-8000-00000000f003')), '(2097160,big.bin,t)',
           'file_get: the metadata and the blob id in one row');
+select is(pg_temp.outcome_as(:'u1', $$ select baas.update_file('0190f5b4-0000-7000-8000-00000000f003', null, jsonb_build_object('big', repeat('x', 200000))) $$), 'ok',
+          'a file with 200 KB of data');
+select is((select (pg_catalog.length(meta) < 1000, meta::jsonb ? 'data', meta::jsonb ?& array['id', 'name', 'size', 'content_type', 'sha256', 'version', 'updated_at', 'acl'])::text
+             from baas.file_get('0190f5b4-0000-7000-8000-00000000f003')), '(t,f,t)',
+          'file_get''s metadata leaves data out (a download''s first row stays small) and keeps what the download reads');
+select is(baas.file_meta('0190f5b4-0000-7000-8000-00000000f003') -> 'data' ->> 'big', repeat('x', 200000), 'file_meta keeps the whole file JSON');
 select is((select data from baas.file_get('0190f5b4-0000-7000-8000-00000000f003', null, 1048570, 10)), decode('61616161616161616161', 'hex'),
           'file_get reads across a chunk boundary');
 select is((select data from baas.file_read((select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f003'), 2097150, 100)),
@@ -143,6 +188,25 @@ update baas._uploads set expires_at = now() - interval '1 second' where id = :'u
 select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 0, ''a'')', :'up3')), 'P0002 upload_expired', 'an expired upload: 410');
 select is(baas.cleanup_uploads(), 1, 'cleanup_uploads removes it');
 select is((select count(*)::int from baas._uploads where id = :'up3'), 0, 'and it is gone');
+-- The internal steps API roles can reach do not skip the checks of the public ones.
+select id as loose_id from baas.collections where name = 'loose' \gset
+select id as pics_id from baas.collections where name = 'pics' \gset
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, 'x', null, '{}', null, null) $$, :'loose_id')),
+          '22023 not_a_bucket', '_upload_insert called directly: not a bucket');
+select is(pg_temp.outcome_as(null, format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, 'x', null, '{}', null, null) $$, :'pics_id')),
+          '42501 forbidden', '_upload_insert called directly: no create right');
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, '../x', null, '{}', null, null) $$, :'pics_id')),
+          '22023 invalid_file_name', '_upload_insert called directly: the name rule');
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, 'x', 'application/pdf', '{}', null, null) $$, :'pics_id')),
+          '22023 unsupported_file_type', '_upload_insert called directly: the bucket''s types');
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 5000000, 'x', null, '{}', null, null) $$, :'pics_id')),
+          '54000 file_too_large', '_upload_insert called directly: the bucket''s size');
+select x ->> 'upload_id' as sealed from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'sealed.txt', 'text/plain', 1) $$) x \gset
+select count(*) as ok from baas.as_user(:'u1'::uuid, format('select baas._upload_append(%L, null, 0, ''a'')', :'sealed')) \gset
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_seal(%L)', :'sealed')), 'ok', 'a direct _upload_seal leaves a session finishing');
+select is(baas.cleanup_uploads(), 1, 'cleanup_uploads removes a session left finishing (outside a finish it is an orphan)');
+select is((select count(*)::int from baas._blobs b where not exists (select from baas.documents d where d.blob_id = b.id)
+             and not exists (select from baas._uploads u where u.blob_id = b.id)), 0, 'with its blob');
 
 -------------------------------------------------------------------- the guard and the policies
 select is(pg_temp.outcome_as(:'u1', $$ select baas.create_document('pics', '{}') $$), '22023 use_file_upload', 'a bucket takes files only');
@@ -199,7 +263,13 @@ select is(pg_temp.outcome_as(:'u1', $$ select baas.delete_file('0190f5b4-0000-70
 select is(pg_temp.outcome_as(:'u2', $$ select baas.create_document('notes', '{"x": [{"$file": "0190f5b4-0000-7000-8000-00000000f004"}]}') $$), 'ok',
           'u2''s note refers to u2''s file');
 select is(array(select name from baas.unreferenced_files() order by name), '{big.bin,c.txt,empty}', 'unreferenced_files');
-select is(pg_temp.outcome_as(:'u1', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f003', 1) $$), 'ok', 'an unreferenced file is deleted');
+-- A service (ownerless) document in a restrict collection blocks too (the contract's
+-- "ownerless/service documents"), whoever owns the file.
+select baas.create_document('notes', '{"svc": {"$file": "0190f5b4-0000-7000-8000-00000000f004"}}') ->> 'id' as svcnote \gset
+select is(pg_temp.outcome_as(:'u2', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f004') $$), '23503 file_referenced',
+          'a reference from an ownerless (service) document of a restrict collection blocks the delete: 409');
+select count(*) as ok from (select baas.delete_document('notes', :'svcnote')) x \gset
+select is(pg_temp.outcome_as(:'u1', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f003', 2) $$), 'ok', 'an unreferenced file is deleted');
 select is((select count(*)::int from baas._blobs b where not exists (select from baas.documents d where d.blob_id = b.id)
              and not exists (select from baas._uploads u where u.blob_id = b.id)), 0, 'with its blob');
 
@@ -222,10 +292,19 @@ select is((select (p::jsonb -> 'exp')::bigint - (p::jsonb -> 'iat')::bigint
                   (length(split_part(:'link'::jsonb ->> 'token', '.', 2)) + 3) / 4 * 4, '='), 'base64'), 'utf8') p),
           60::bigint, 'expiring after the ttl asked');
 select is(:'link'::jsonb ->> 'url', '/v1/files/0190f5b4-0000-7000-8000-00000000f002?sig=' || (:'link'::jsonb ->> 'token'), 'and its url');
-select is(pg_temp.outcome_as(:'u1', format('select baas.thumbnail_put(%L, 10, 8, ''cover'', ''image/png'', ''thumb'')',
+select is(pg_temp.outcome_as(:'u2', format('select baas.thumbnail_put(%L, 10, 8, ''cover'', ''text/html'', ''<script>x</script>'')',
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f001'))), '22023 invalid_request',
+          'a reader cannot cache HTML as a thumbnail every reader is served');
+select is(pg_temp.outcome_as(:'u2', format('select baas.thumbnail_put(%L, 10, 8, ''cover'', ''image/png'', ''<svg onload=x>'')',
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f001'))), '22023 invalid_request',
+          'nor bytes that are not what the declared image type says');
+select is(pg_temp.outcome_as(:'u2', format('select baas._thumbnail_insert(%L, 10, 8, ''cover'', ''image/jpeg'', ''\x89504e470d0a1a0a0000000d49484452'')',
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f001'))), '22023 invalid_request',
+          'the definer step checks the bytes too (PNG bytes declared JPEG)');
+select is(pg_temp.outcome_as(:'u1', format('select baas.thumbnail_put(%L, 10, 8, ''cover'', ''image/png'', ''\x89504e470d0a1a0a0000000d49484452'')',
             (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f002'))), 'ok', 'the owner caches a thumbnail');
 select is((select x ->> 'data' from baas.as_user(:'u1'::uuid, $$ select * from baas.thumbnail_get('0190f5b4-0000-7000-8000-00000000f002', 10, 8, 'cover') $$) x),
-          '\x7468756d62', 'thumbnail_get returns it');
+          '\x89504e470d0a1a0a0000000d49484452', 'thumbnail_get returns it');
 select is((select (x ->> 'meta')::jsonb -> 'thumbnail' from baas.as_user(:'u1'::uuid, $$ select * from baas.thumbnail_get('0190f5b4-0000-7000-8000-00000000f002', 10, 8, 'cover') $$) x),
           '{"content_type": "image/png", "width": 10, "height": 8, "fit": "cover"}', 'with the file''s metadata and the thumbnail''s');
 select is((select count(*)::int from baas.as_user(:'u1'::uuid, $$ select * from baas.thumbnail_get('0190f5b4-0000-7000-8000-00000000f002', 10, 8, 'contain') $$)),
