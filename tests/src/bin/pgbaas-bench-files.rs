@@ -368,7 +368,7 @@ fn main() -> Result<()> {
         .post(&format!("{base}/v1/collections/docs/documents"))
         .set("Authorization", &format!("Bearer {token}"))
         .set("Content-Type", "application/json")
-        .send_string(r#"{"title": "a document", "n": 1}"#);
+        .send_string(r#"{"data": {"title": "a document", "n": 1}}"#);
     let doc: serde_json::Value = serde_json::from_str(&Http::check("create document", r)?.into_string()?)?;
     let doc_id = doc["id"].as_str().context("document id")?;
     for (name, path) in [("10 KB file GET", format!("/v1/files/{small}")), ("document GET", format!("/v1/collections/docs/documents/{doc_id}"))] {
