@@ -142,9 +142,11 @@ fn ranges() {
         assert_eq!(d.header("accept-ranges"), Some("bytes"));
         assert!(d.body == data, "{range}: whole file");
     }
-    // If-Range: the current ETag or Last-Modified honours Range, anything else is the whole.
+    // If-Range: only the current (strong) ETag honours Range. A date, even the current
+    // Last-Modified, is the whole file: whole seconds cannot tell two versions written in
+    // one second apart, and a resume must never splice them.
     let last_modified = get_range(t, &id, &[]).header("last-modified").unwrap().to_string();
-    for (if_range, want) in [(etag.as_str(), 206), (last_modified.as_str(), 206), ("\"0000\"", 200), ("W/\"x\"", 200)] {
+    for (if_range, want) in [(etag.as_str(), 206), (last_modified.as_str(), 200), ("\"0000\"", 200), ("W/\"x\"", 200)] {
         let d = get_range(t, &id, &[("Range", "bytes=10-19"), ("If-Range", if_range)]);
         assert_eq!(d.status, want, "If-Range {if_range}");
         if want == 206 {
