@@ -16,25 +16,9 @@ struct World {
     b: User,
     files: Vec<(&'static str, String)>,
     /// A plain collection with one document per case, same ACLs: the documents' answers
-    /// are the files' oracle where the table above does not say.
+    /// are the files' oracle where `matrix_expected` does not say.
     dc: String,
     docs: Vec<(&'static str, String)>,
-}
-
-/// The same table as tests/tests/permissions.rs: what B and the anonymous caller get for
-/// read (GET), overwrite (PUT bytes) and delete, as HTTP statuses.
-fn expected(case: &str) -> ([u16; 3], [u16; 3]) {
-    const HIDDEN: [u16; 3] = [404, 404, 404];
-    match case {
-        "private" | "revoked" | "role_removed" => (HIDDEN, HIDDEN),
-        "read_b" | "role_read" | "nested_role_read" | "authenticated_read" => ([200, 403, 403], HIDDEN),
-        "update_b" | "nested_role_update" => ([200, 200, 403], HIDDEN),
-        "delete_b" | "role_delete" => ([200, 403, 204], HIDDEN),
-        "public_read" => ([200, 403, 403], [200, 403, 403]),
-        "public_update" => ([200, 200, 403], [200, 200, 403]),
-        "public_delete" => ([200, 403, 204], [200, 403, 204]),
-        other => panic!("no expectation for {other}"),
-    }
 }
 
 fn set_acl(token: &str, id: &str, acl: &Value) -> Resp {
@@ -45,30 +29,7 @@ fn setup(tag: &str) -> World {
     let s = service_token();
     let c = bucket(tag, json!({}));
     let (a, b) = (signup(&format!("{tag}-a")), signup(&format!("{tag}-b")));
-    let (team, org, gone) = (format!("{c}_team"), format!("{c}_org"), format!("{c}_gone"));
-    for r in [&team, &org, &gone] {
-        assert_eq!(post("/v1/roles", Some(&s), json!({"name": r})).status, 201);
-    }
-    assert_eq!(call("PUT", &format!("/v1/roles/{team}/members/{}", b.id), Some(&s), None).status, 204);
-    assert_eq!(call("PUT", &format!("/v1/roles/{org}/roles/{team}"), Some(&s), None).status, 204);
-    assert_eq!(call("PUT", &format!("/v1/roles/{gone}/members/{}", b.id), Some(&s), None).status, 204);
-    let ub = format!("user:{}", b.id);
-    let cases: Vec<(&'static str, Value)> = vec![
-        ("private", json!({})),
-        ("read_b", json!({"read": [ub]})),
-        ("update_b", json!({"update": [ub]})),
-        ("delete_b", json!({"delete": [ub]})),
-        ("role_read", json!({"read": [format!("role:{team}")]})),
-        ("role_delete", json!({"delete": [format!("role:{team}")]})),
-        ("nested_role_read", json!({"read": [format!("role:{org}")]})),
-        ("nested_role_update", json!({"update": [format!("role:{org}")]})),
-        ("authenticated_read", json!({"read": ["authenticated"]})),
-        ("public_read", json!({"read": ["public"]})),
-        ("public_update", json!({"update": ["public"]})),
-        ("public_delete", json!({"delete": ["public"]})),
-        ("revoked", json!({"read": [ub], "update": [ub]})),
-        ("role_removed", json!({"read": [format!("role:{gone}")]})),
-    ];
+    let (cases, gone) = matrix_cases(&c, &b);
     let dc = collection(&format!("{tag}_docs"), json!({}));
     let docs = cases
         .iter()
@@ -99,7 +60,7 @@ fn visible(w: &World, who: Option<&str>) -> BTreeSet<String> {
     w.files
         .iter()
         .filter(|(name, _)| {
-            let (b, anon) = expected(name);
+            let (b, anon) = matrix_expected(name);
             match who {
                 Some(t) if t == w.a.access => true,
                 Some(_) => b[0] == 200,
@@ -118,7 +79,7 @@ fn file_matrix_over_http() {
         assert_eq!(got, visible(&w, token), "listing of the bucket as {who}");
     }
     for (name, id) in &w.files {
-        let (b, anon) = expected(name);
+        let (b, anon) = matrix_expected(name);
         for (who, token, want) in [("b", Some(w.b.access.as_str()), b), ("anon", None, anon)] {
             let d = download(token, &file_path(id), &[]);
             assert_eq!(d.status, want[0], "{who} GET {name}");

@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeSet;
 
 struct World {
@@ -15,51 +15,11 @@ struct World {
     docs: Vec<(&'static str, String)>,
 }
 
-/// What B and the anonymous caller may do: (read, update, delete) as HTTP statuses for
-/// GET, PATCH and DELETE.
-fn expected(case: &str) -> ([u16; 3], [u16; 3]) {
-    const HIDDEN: [u16; 3] = [404, 404, 404];
-    match case {
-        "private" | "revoked" | "role_removed" => (HIDDEN, HIDDEN),
-        "read_b" | "role_read" | "nested_role_read" | "authenticated_read" => ([200, 403, 403], HIDDEN),
-        "update_b" | "nested_role_update" => ([200, 200, 403], HIDDEN),
-        "delete_b" | "role_delete" => ([200, 403, 204], HIDDEN),
-        "public_read" => ([200, 403, 403], [200, 403, 403]),
-        "public_update" => ([200, 200, 403], [200, 200, 403]),
-        "public_delete" => ([200, 403, 204], [200, 403, 204]),
-        other => panic!("no expectation for {other}"),
-    }
-}
-
 fn setup(tag: &str) -> World {
     let s = service_token();
     let c = collection(tag, json!({}));
     let (a, b) = (signup(&format!("{tag}-a")), signup(&format!("{tag}-b")));
-    let (team, org, gone) = (format!("{c}_team"), format!("{c}_org"), format!("{c}_gone"));
-    for r in [&team, &org, &gone] {
-        assert_eq!(post("/v1/roles", Some(&s), json!({"name": r})).status, 201);
-    }
-    // b is in team; org contains team; b was in "gone" and is removed below.
-    assert_eq!(call("PUT", &format!("/v1/roles/{team}/members/{}", b.id), Some(&s), None).status, 204);
-    assert_eq!(call("PUT", &format!("/v1/roles/{org}/roles/{team}"), Some(&s), None).status, 204);
-    assert_eq!(call("PUT", &format!("/v1/roles/{gone}/members/{}", b.id), Some(&s), None).status, 204);
-    let ub = format!("user:{}", b.id);
-    let cases: Vec<(&'static str, Value)> = vec![
-        ("private", json!({})),
-        ("read_b", json!({"read": [ub]})),
-        ("update_b", json!({"update": [ub]})),
-        ("delete_b", json!({"delete": [ub]})),
-        ("role_read", json!({"read": [format!("role:{team}")]})),
-        ("role_delete", json!({"delete": [format!("role:{team}")]})),
-        ("nested_role_read", json!({"read": [format!("role:{org}")]})),
-        ("nested_role_update", json!({"update": [format!("role:{org}")]})),
-        ("authenticated_read", json!({"read": ["authenticated"]})),
-        ("public_read", json!({"read": ["public"]})),
-        ("public_update", json!({"update": ["public"]})),
-        ("public_delete", json!({"delete": ["public"]})),
-        ("revoked", json!({"read": [ub], "update": [ub]})),
-        ("role_removed", json!({"read": [format!("role:{gone}")]})),
-    ];
+    let (cases, gone) = matrix_cases(&c, &b);
     let docs = cases
         .into_iter()
         .map(|(name, acl)| (name, create_doc(&c, Some(&a.access), json!({"case": name}), Some(acl))))
@@ -79,7 +39,7 @@ fn visible(w: &World, who: Option<&str>) -> BTreeSet<String> {
     w.docs
         .iter()
         .filter(|(name, _)| {
-            let (b, anon) = expected(name);
+            let (b, anon) = matrix_expected(name);
             match who {
                 Some(t) if t == w.a.access => true,
                 Some(_) => b[0] == 200,
@@ -102,7 +62,7 @@ fn matrix_over_http() {
         assert_eq!(count, Some(want.len() as u64), "count as {who}");
     }
     for (name, id) in &w.docs {
-        let (b, anon) = expected(name);
+        let (b, anon) = matrix_expected(name);
         for (who, token, want) in [("b", Some(w.b.access.as_str()), b), ("anon", None, anon)] {
             let path = doc_path(&w.c, id);
             let r = call("GET", &path, token, None);

@@ -271,3 +271,53 @@ pub fn enc(s: &str) -> String {
     }
     out
 }
+
+/// The permission matrix shared by the documents' (permissions.rs) and the files'
+/// (files_permissions.rs) tests: what B and the anonymous caller get for read, update
+/// (or overwrite) and delete, as HTTP statuses, per case of `matrix_cases`.
+pub fn matrix_expected(case: &str) -> ([u16; 3], [u16; 3]) {
+    const HIDDEN: [u16; 3] = [404, 404, 404];
+    match case {
+        "private" | "revoked" | "role_removed" => (HIDDEN, HIDDEN),
+        "read_b" | "role_read" | "nested_role_read" | "authenticated_read" => ([200, 403, 403], HIDDEN),
+        "update_b" | "nested_role_update" => ([200, 200, 403], HIDDEN),
+        "delete_b" | "role_delete" => ([200, 403, 204], HIDDEN),
+        "public_read" => ([200, 403, 403], [200, 403, 403]),
+        "public_update" => ([200, 200, 403], [200, 200, 403]),
+        "public_delete" => ([200, 403, 204], [200, 403, 204]),
+        other => panic!("no expectation for {other}"),
+    }
+}
+
+/// The matrix's roles and ACLs for collection `c`: b is in team; org contains team; b
+/// is in "gone", which the caller removes him from once the items exist (the case
+/// role_removed), and "revoked" is the caller's to revoke. Returns the cases (name, ACL)
+/// and the name of the "gone" role.
+pub fn matrix_cases(c: &str, b: &User) -> (Vec<(&'static str, Value)>, String) {
+    let s = service_token();
+    let (team, org, gone) = (format!("{c}_team"), format!("{c}_org"), format!("{c}_gone"));
+    for r in [&team, &org, &gone] {
+        assert_eq!(post("/v1/roles", Some(&s), json!({"name": r})).status, 201);
+    }
+    assert_eq!(call("PUT", &format!("/v1/roles/{team}/members/{}", b.id), Some(&s), None).status, 204);
+    assert_eq!(call("PUT", &format!("/v1/roles/{org}/roles/{team}"), Some(&s), None).status, 204);
+    assert_eq!(call("PUT", &format!("/v1/roles/{gone}/members/{}", b.id), Some(&s), None).status, 204);
+    let ub = format!("user:{}", b.id);
+    let cases = vec![
+        ("private", json!({})),
+        ("read_b", json!({"read": [ub]})),
+        ("update_b", json!({"update": [ub]})),
+        ("delete_b", json!({"delete": [ub]})),
+        ("role_read", json!({"read": [format!("role:{team}")]})),
+        ("role_delete", json!({"delete": [format!("role:{team}")]})),
+        ("nested_role_read", json!({"read": [format!("role:{org}")]})),
+        ("nested_role_update", json!({"update": [format!("role:{org}")]})),
+        ("authenticated_read", json!({"read": ["authenticated"]})),
+        ("public_read", json!({"read": ["public"]})),
+        ("public_update", json!({"update": ["public"]})),
+        ("public_delete", json!({"delete": ["public"]})),
+        ("revoked", json!({"read": [ub], "update": [ub]})),
+        ("role_removed", json!({"read": [format!("role:{gone}")]})),
+    ];
+    (cases, gone)
+}
