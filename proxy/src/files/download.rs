@@ -191,18 +191,19 @@ async fn write_head(s: &mut ServerSession, h: ResponseHeader) -> Result<(), Repl
 }
 
 /// One piece of `blob` from `at` (up to the next PIECE boundary, at most to `end`);
-/// None: the blob is gone or no longer readable.
-async fn read_piece(app: &App, ctx: &Ctx, blob: &str, at: u64, end: u64) -> Result<Option<Bytes>, String> {
+/// None: the blob is gone or no longer readable. Also the thumbnails' source reader.
+pub(super) async fn read_piece(app: &App, ctx: &Ctx, blob: &str, at: u64, end: u64) -> Result<Option<Bytes>, ApiError> {
     let len = piece_len(at).min(i32::try_from(end.saturating_sub(at)).unwrap_or(i32::MAX));
     let Ok(at) = i64::try_from(at) else {
-        return Err(format!("offset {at} is past any file"));
+        return Ok(None); // past any file
     };
     let p: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&blob, &at, &len];
-    match db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::FILE_READ, &p, PIECE_RESULT).await {
-        Ok(Some(row)) => Ok(row.into_iter().next().flatten().filter(|b| !b.is_empty())),
-        Ok(None) => Ok(None),
-        Err(e) => Err(format!("{}: {}", e.code, e.message)),
-    }
+    let row = db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::FILE_READ, &p, PIECE_RESULT).await?;
+    Ok(row.and_then(|r| r.into_iter().next().flatten()).filter(|b| !b.is_empty()))
+}
+
+fn db_failed(e: ApiError) -> String {
+    format!("{}: {}", e.code, e.message)
 }
 
 /// Write bytes [start, end) of the blob: the next piece is read while the current one
@@ -211,7 +212,7 @@ async fn stream(app: &App, s: &mut ServerSession, ctx: &Ctx, blob: &str, start: 
     let mut at = start;
     let mut current = match first.filter(|b| !b.is_empty()) {
         Some(b) => b,
-        None => read_piece(app, ctx, blob, at, end).await?.ok_or("the file is gone")?,
+        None => read_piece(app, ctx, blob, at, end).await.map_err(db_failed)?.ok_or("the file is gone")?,
     };
     loop {
         let take = current.len().min(usize::try_from(end - at).unwrap_or(usize::MAX));
@@ -225,7 +226,7 @@ async fn stream(app: &App, s: &mut ServerSession, ctx: &Ctx, blob: &str, start: 
         }
         let (w, next) = tokio::join!(write, read_piece(app, ctx, blob, next_at, end));
         w.map_err(|e| format!("writing: {e}"))?;
-        current = next?.ok_or("the file changed or is no longer readable")?;
+        current = next.map_err(db_failed)?.ok_or("the file changed or is no longer readable")?;
         at = next_at;
     }
 }

@@ -15,7 +15,7 @@ use multer::{Constraints, Multipart, SizeLimit};
 use pingora::protocols::http::ServerSession;
 use serde_json::Value;
 use super::PIECE;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -264,6 +264,7 @@ impl Pieces for FieldPieces<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
 
     fn body(chunks: Vec<Vec<u8>>) -> impl Stream<Item = Result<Bytes, BodyError>> + Send + Unpin {
         futures_util::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c))))

@@ -10,8 +10,8 @@
 //! Every permission decision is Postgres's: `thumbnail_get`, `file_read` and
 //! `thumbnail_put` all run as the caller under the files' RLS.
 
-use super::download::Meta;
-use super::{headers, thumb, Ctx, PIECE, PIECE_RESULT};
+use super::download::{self, Meta};
+use super::{headers, thumb, Ctx, PIECE_RESULT};
 use crate::db;
 use crate::errors::ApiError;
 use crate::server::{App, Reply};
@@ -25,7 +25,6 @@ use std::sync::Arc;
 const THUMB_GET: &str = "select meta, data from baas.thumbnail_get($1::text::uuid, $2::integer, $3::integer, $4::text)";
 const THUMB_PUT: &str =
     "select 1::integer from baas.thumbnail_put($1::text::uuid, $2::integer, $3::integer, $4::text, $5::text, $6::bytea) x";
-const FILE_READ: &str = super::sql::FILE_READ;
 
 /// A cached thumbnail's row: a 1024×1024 RGBA PNG is at most a few MiB.
 const THUMB_RESULT: usize = (16 << 20) + (64 << 10);
@@ -67,12 +66,9 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, meta: &Meta
     let size = meta.size as usize;
     let mut input = Vec::with_capacity(size);
     while input.len() < size {
-        let at = input.len() as i64;
-        let len = PIECE.min(size - input.len()) as i32;
-        let p: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&blob, &at, &len];
-        let row = db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), FILE_READ, &p, PIECE_RESULT).await.map_err(Reply::error)?;
-        // No row or an empty piece: overwritten, deleted or revoked since file_get.
-        let piece = row.and_then(|r| r.into_iter().next().flatten()).filter(|b| !b.is_empty()).ok_or_else(|| Reply::error(gone()))?;
+        let piece = download::read_piece(app, ctx, blob, input.len() as u64, meta.size).await.map_err(Reply::error)?;
+        // None: overwritten, deleted or revoked since file_get.
+        let piece = piece.ok_or_else(|| Reply::error(gone()))?;
         if input.len() + piece.len() > size {
             log::error!("thumbnail of {}: file_read gave more than the file's {} bytes", meta.id, size);
             return Err(Reply::error(ApiError::internal()));
