@@ -15,8 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
-PREVIOUS_VERSION=0.4.0
-PREVIOUS_COMMIT=4c65bcbf4cfa90a88f24b5b7d8c4290b8f40e1fc
+PREVIOUS_VERSION=0.5.0
+PREVIOUS_COMMIT=558c834f2dc9ce1e3890ad6c434d84ec3df603ca
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 base="$target/previous/$PREVIOUS_VERSION"

@@ -2,9 +2,9 @@
 //! `ALTER EXTENSION pgbaas UPDATE`, and a populated database taken through
 //! `pg_dump -Fc` / `pg_restore` into a fresh cluster, keep every account, session,
 //! document, ACL, role, index and audit entry, and serve them through the real proxy.
-//! Files (0.5.0) come along byte for byte: a bucket with files of 0 B, 1 B and 3 MiB, a
-//! document referencing one, and an unfinished tus upload that resumes after the restore;
-//! an upgraded database takes the same files and serves them.
+//! Files come along byte for byte: a bucket with files of 0 B, 1 B and 3 MiB, a document
+//! referencing one, and an unfinished tus upload that resumes after the upgrade or the
+//! restore.
 //!
 //! The upgrade test installs the previous release into the system Postgres directories
 //! for a while (tests/scripts/previous-version.sh builds it once) and puts the current
@@ -23,7 +23,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 /// The release that upgrade scripts start from (tests/scripts/previous-version.sh).
-const PREVIOUS: &str = "0.4.0";
+const PREVIOUS: &str = "0.5.0";
 const CURRENT: &str = env!("CARGO_PKG_VERSION");
 const PASSWORD: &str = "correct horse battery";
 
@@ -547,7 +547,7 @@ fn a_database_of_the_previous_release_upgrades_in_place_and_keeps_everything() {
     assert_eq!(version, PREVIOUS);
     db.batch_execute("create database empty").unwrap();
     cluster.connect("postgres", "empty").unwrap().batch_execute("create extension pgbaas").unwrap();
-    // A DBA's view on baas.settings: 0.4.0 only adds columns to it, so the view stays.
+    // A DBA's view on baas.settings: an update only adds columns to it, so the view stays.
     db.batch_execute("create database dependent").unwrap();
     cluster
         .connect("postgres", "dependent")
@@ -555,6 +555,8 @@ fn a_database_of_the_previous_release_upgrades_in_place_and_keeps_everything() {
         .batch_execute("create extension pgbaas; create view public.token_ttls as select access_token_ttl from baas.settings")
         .unwrap();
     let fx = fill(&mut db);
+    // Files made under the previous release (0.5.0 has them), and an unfinished upload.
+    let files = fill_files(&cluster, &fx);
     let before = rows(&mut db);
     drop(db);
 
@@ -591,12 +593,12 @@ fn a_database_of_the_previous_release_upgrades_in_place_and_keeps_everything() {
         assert_eq!(version, CURRENT);
     }
     let mut dependent = cluster.connect("postgres", "dependent").unwrap();
-    dependent.batch_execute("alter extension pgbaas update").expect("a view on baas.settings does not stop 0.4.0's update");
+    dependent.batch_execute("alter extension pgbaas update").expect("a view on baas.settings does not stop the update");
     let ttl: i64 = dependent.query_one("select count(*) from public.token_ttls", &[]).unwrap().get(0);
     assert_eq!(ttl, 1, "the view still reads the settings row");
     drop(dependent);
     let mut db = cluster.connect("postgres", DB).unwrap();
-    // Every row kept; 0.4.0 adds settings and collection columns (compared on the old
+    // Every row kept; an update may add settings and collection columns (compared on the old
     // ones) and the live feed's state row, made by the update.
     assert_rows_kept(&before, &rows(&mut db), &[], &[]);
     // The upgraded schema is exactly a fresh install's, roles included.
@@ -619,9 +621,8 @@ fn a_database_of_the_previous_release_upgrades_in_place_and_keeps_everything() {
     assert_indexes_drive_plans(&mut db, &fx.accounts["dave"].id);
     let lints: Vec<Value> = db.query("select to_jsonb(l) from baas.security_lints() l", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert!(lints.is_empty(), "security lints after the upgrade: {lints:#?}");
-    check_through_proxy(&cluster, &fx, &[]);
-    // The upgraded database takes files and serves them back, byte for byte.
-    let files = fill_files(&cluster, &fx);
+    check_through_proxy(&cluster, &fx, &[FILES_BUCKET]);
+    // The files come along byte for byte, and the upload resumes across the upgrade.
     check_files(&cluster, &fx, &files);
 }
 
@@ -672,7 +673,7 @@ fn a_dump_restored_into_a_fresh_cluster_keeps_every_row_and_works() {
     check_files(&target, &fx, &files);
 }
 
-// ------------------------------------------------------------------ files (0.5.0)
+// ------------------------------------------------------------------ files
 
 const FILES_BUCKET: &str = "media";
 const MIB: usize = 1 << 20;
