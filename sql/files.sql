@@ -322,6 +322,9 @@ declare
     v_old bigint := 0;
     v_left bigint;
     v_open integer;
+    v_read text[];
+    v_update text[];
+    v_privileged boolean := baas._is_privileged(baas._caller_role());
     c baas.collections;
 begin
     u.id := gen_random_uuid();
@@ -354,7 +357,7 @@ begin
         perform baas._raise_too_large(length, coalesce(c.file_max_bytes, baas._file_max_bytes()));
     end if;
     -- The caller's role, not this function's owner: as baas._may_create decides.
-    if not replace and not (c.create_acl && baas.principals() or baas._is_privileged(baas._caller_role())) then
+    if not replace and not (c.create_acl && baas.principals() or v_privileged) then
         raise exception using errcode = '42501', detail = 'forbidden',
             message = format('you may not create files in %s', c.name);
     end if;
@@ -377,11 +380,20 @@ begin
     -- with the old version's size given back), the caller for a new file. Serialised
     -- per owner with the finishes (_upload_seal).
     if replace then
-        select d.owner, coalesce((d.file ->> 'size')::bigint, 0) into v_payer, v_old
+        select d.owner, coalesce((d.file ->> 'size')::bigint, 0), d.acl_read, d.acl_update
+          into v_payer, v_old, v_read, v_update
           from baas.documents d
          where d.id = _upload_insert.file_id and d.collection_id = _upload_insert.collection_id and d.blob_id is not null;
-        if not found then
+        -- As upload_create's reads under the caller's policies answer: a file the caller
+        -- may not read is not found, one it may read but not update is forbidden. Without
+        -- this a direct call opened a session (refused only at finish, and counted
+        -- against the cap) and told which unreadable ids exist.
+        if not found or not (v_privileged or baas._acl_allows(v_payer, v_read)) then
             raise exception using errcode = 'P0002', detail = 'file_not_found', message = format('file %s not found', file_id);
+        end if;
+        if not (v_privileged or baas._acl_allows(v_payer, v_update)) then
+            raise exception using errcode = '42501', detail = 'forbidden',
+                message = 'you may read this file but not overwrite it';
         end if;
     else
         v_payer := baas.uid();

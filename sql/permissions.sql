@@ -207,6 +207,13 @@ begin
                    format(rule, 'acl_delete'));
     execute format('create policy index_entries_read on baas.index_entries for select to baas_anon, baas_user using (%s)',
                    format(rule, 'acl_read'));
+    -- The same rule as a function, made from the same text so that it cannot drift, for
+    -- the SECURITY DEFINER steps that must answer as the caller's policies would (the
+    -- replace in baas._upload_insert, which API roles can call directly). It leaves out
+    -- the service case (documents_service): callers add baas._is_privileged.
+    execute format('create function baas._acl_allows(owner uuid, acl text[]) returns boolean '
+                   'language sql stable set search_path = pg_catalog, pg_temp '
+                   'return coalesce(%s, false)', format(rule, 'acl'));
 end
 $policies$;
 

@@ -3,7 +3,7 @@
 -- readable document, a blob id cannot be forged), baas.files through as_user, refs,
 -- quotas, upload sessions, and the lints over the file tables.
 begin;
-select plan(141);
+select plan(145);
 
 select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -201,6 +201,20 @@ select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen
           '22023 unsupported_file_type', '_upload_insert called directly: the bucket''s types');
 select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 5000000, 'x', null, '{}', null, null) $$, :'pics_id')),
           '54000 file_too_large', '_upload_insert called directly: the bucket''s size');
+-- A replace through the direct step answers as upload_create: an unreadable file is not
+-- found, a readable one the caller may not update is forbidden, and neither opens a session.
+select x ->> 'id' as ro from baas.as_user(:'u1'::uuid, $$ select baas.upload_file('pics', 'ro.txt', 'text/plain', 'read only', '{}',
+        '{"read": ["authenticated"]}') $$) x \gset
+select count(*) as u2_before from baas._uploads where owner = :'u2' \gset
+select is(pg_temp.outcome_as(:'u2', format($$ select baas._upload_insert(%s, %L, true, null, 1, 'x', null, '{}', null, null) $$, :'pics_id', :'ro')),
+          '42501 forbidden', '_upload_insert called directly: a replace of a file the caller may read but not update');
+select is(pg_temp.outcome_as(null, format($$ select baas._upload_insert(%s, %L, true, null, 1, 'x', null, '{}', null, null) $$, :'pics_id', :'ro')),
+          'P0002 file_not_found', '_upload_insert called directly: a replace of a file the caller may not read is not found');
+select is((select count(*) from baas._uploads where owner = :'u2'), :'u2_before'::bigint, 'and neither opened a session');
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, %L, true, null, 1, 'x', null, '{}', null, null) $$, :'pics_id', :'ro')),
+          'ok', 'the owner still may');
+delete from baas._uploads where owner = :'u1' and file_id = :'ro';
+select count(*) as ok from (select baas.delete_file(:'ro')) x \gset
 select x ->> 'upload_id' as sealed from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'sealed.txt', 'text/plain', 1) $$) x \gset
 select count(*) as ok from baas.as_user(:'u1'::uuid, format('select baas._upload_append(%L, null, 0, ''a'')', :'sealed')) \gset
 select is(pg_temp.outcome_as(:'u1', format('select baas._upload_seal(%L)', :'sealed')), 'ok', 'a direct _upload_seal leaves a session finishing');
