@@ -139,5 +139,163 @@ begin
 end
 $$;
 
+-------------------------------------------------------------------- refresh retries (issue 16, item 9)
+-- sql/accounts.sql
+------------------------------------------------------------------------ refresh retries
+-- Two refreshes racing from one app (two tabs, a retry after a timeout) present the
+-- same refresh token. Within refresh_reuse_interval of its first use a spent token gets
+-- the pair that use made (a new access token, the same refresh token) instead of
+-- revoking its session; after it, reuse still revokes (baas.refresh in sql/auth.sql).
+-- 0 turns retries off.
+alter table baas.settings add column refresh_reuse_interval interval not null default '10 seconds'
+    check (refresh_reuse_interval between '0' and '5 minutes');
+-- The refresh token a spent one was exchanged for, sealed with a key made from the spent
+-- token (baas._refresh_seal): the table holds no refresh token a reader could use.
+alter table baas.refresh_tokens add column successor bytea;
+
+-- sql/auth.sql
+-- A token pair for session p_sid: a new refresh token of its family and an access token.
+create or replace function baas._token_response(u baas.users, p_sid uuid) returns jsonb
+language plpgsql volatile
+as $$
+declare
+    v_refresh text := baas._new_refresh_token();
+begin
+    insert into baas.refresh_tokens (token_hash, session_id)
+    values (baas._hash_token(v_refresh), p_sid);
+    return baas._token_json(u, p_sid, v_refresh);
+end
+$$;
+
+-- The answer carrying refresh token p_refresh (already stored) and a new access token.
+create function baas._token_json(u baas.users, p_sid uuid, p_refresh text) returns jsonb
+language plpgsql volatile
+as $$
+begin
+    return pg_catalog.jsonb_build_object(
+        'user', baas._user_json(u),
+        'access_token', baas._access_token(u.id, p_sid, u.email),
+        'token_type', 'bearer',
+        'expires_in', (select extract(epoch from access_token_ttl)::int from baas.settings),
+        'refresh_token', p_refresh);
+end
+$$;
+
+-- A refresh token's successor is kept sealed with a key made from the spent token, which
+-- the table does not hold (only its SHA-256): only whoever presents the spent token can
+-- open it. XOR of the token's 32 bytes with SHA-256 of a label and the spent token, so
+-- the same function seals and opens; null for anything that is not one of our tokens.
+create function baas._refresh_mask(spent text, bytes bytea) returns bytea
+language plpgsql immutable strict
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    k bytea := sha256(convert_to('pgbaas refresh successor:' || spent, 'UTF8'));
+    b bytea := bytes;
+begin
+    if length(b) <> 32 then
+        return null;
+    end if;
+    for i in 0..31 loop
+        b := set_byte(b, i, get_byte(b, i) # get_byte(k, i));
+    end loop;
+    return b;
+end
+$$;
+
+create function baas._refresh_seal(spent text, successor text) returns bytea
+language sql immutable strict
+set search_path = pg_catalog, pg_temp
+as $$
+    select baas._refresh_mask(spent, decode(translate(successor, '-_', '+/') || '=', 'base64'))
+     where successor ~ '^[A-Za-z0-9_-]{43}$'
+$$;
+
+create function baas._refresh_open(spent text, sealed bytea) returns text
+language sql immutable strict
+set search_path = pg_catalog, pg_temp
+as $$
+    select rtrim(translate(encode(baas._refresh_mask(spent, sealed), 'base64'), '+/', '-_'), '=')
+$$;
+
+create or replace function baas.refresh(refresh_token text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    t baas.refresh_tokens;
+    n baas.refresh_tokens;
+    s baas.sessions;
+    u baas.users;
+    v_next text;
+    v_retry boolean;
+    v_window interval;
+begin
+    if refresh.refresh_token is null or length(refresh.refresh_token) > 256 then
+        perform baas._raise('28000', 'invalid_refresh_token', 'refresh token is not valid');
+    end if;
+    select * into t from baas.refresh_tokens
+     where token_hash = baas._hash_token(refresh.refresh_token)
+       for update;
+    if not found then
+        perform baas._raise('28000', 'invalid_refresh_token', 'refresh token is not valid');
+    end if;
+    select * into s from baas.sessions where id = t.session_id for update;
+    if s.revoked_at is not null or s.expires_at <= now() then
+        perform baas._raise('28000', 'invalid_refresh_token', 'refresh token is not valid');
+    end if;
+    if t.used_at is not null then
+        -- A retry within refresh_reuse_interval of the token's first use (two tabs, a
+        -- retry after a timeout): the pair that use made, i.e. the same refresh token
+        -- and a new access token. Successors spent within the interval too are followed
+        -- to the newest unspent one.
+        select x.refresh_reuse_interval into v_window from baas.settings x;
+        v_next := refresh.refresh_token;
+        n := t;
+        v_retry := false;
+        for i in 1..8 loop
+            exit when n.successor is null or v_window <= interval '0' or now() - n.used_at > v_window;
+            v_next := baas._refresh_open(v_next, n.successor);
+            select * into n from baas.refresh_tokens x
+             where x.token_hash = baas._hash_token(v_next) and x.session_id = s.id;
+            exit when not found;
+            if n.used_at is null then
+                v_retry := true;
+                exit;
+            end if;
+        end loop;
+        if v_retry then
+            perform baas._audit('refresh.retry', s.user_id, details => jsonb_build_object('session', s.id));
+            select * into strict u from baas.users where id = s.user_id;
+            return baas._token_json(u, s.id, v_next);
+        end if;
+        -- A spent token came back: someone holds a copy. End the whole family. This
+        -- must commit, so it is reported as a result, not raised (raising would roll
+        -- the revocation back).
+        update baas.sessions set revoked_at = now(), revoked_reason = 'refresh_token_reuse'
+         where id = s.id;
+        raise warning 'pgbaas: refresh token reuse detected; session % revoked', s.id;
+        perform baas._audit('refresh.reuse', s.user_id, details => jsonb_build_object('session', s.id));
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'refresh_token_reused',
+            'message', 'this refresh token was already used; its session has been revoked'));
+    end if;
+    v_next := baas._new_refresh_token();
+    insert into baas.refresh_tokens (token_hash, session_id) values (baas._hash_token(v_next), s.id);
+    update baas.refresh_tokens
+       set used_at = now(), successor = baas._refresh_seal(refresh.refresh_token, v_next)
+     where token_hash = t.token_hash;
+    update baas.sessions set refreshed_at = now() where id = s.id;
+    select * into strict u from baas.users where id = s.user_id;
+    return baas._token_json(u, s.id, v_next);
+end
+$$;
+comment on function baas.refresh(text) is
+    'Rotate a refresh token: a new pair; within refresh_reuse_interval of its first use a spent token gets the pair that use made; later it revokes its session and returns {"error": {"code": "refresh_token_reused"}}';
+-- As sql/grants.sql does for a fresh install: no function is executable by PUBLIC.
+revoke execute on function baas._token_json(baas.users, uuid, text), baas._refresh_mask(text, bytea),
+    baas._refresh_seal(text, text), baas._refresh_open(text, bytea) from public;
+
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
 select pg_catalog.pg_notify('baas_extension', '0.6.0');

@@ -88,6 +88,8 @@ extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["audit"])
 extension_sql_file!("../../sql/dump.sql", name = "dump", requires = ["lints"]);
 // Live change feeds: capture triggers, the event log and the puller's SQL (issue 14).
 extension_sql_file!("../../sql/realtime.sql", name = "realtime", requires = ["dump"]);
+// Account lifecycle (issue 16): columns on earlier tables, so loaded last but grants.
+extension_sql_file!("../../sql/accounts.sql", name = "accounts", requires = ["realtime"]);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -127,7 +129,32 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_refresh_retried_within_the_interval_gets_the_same_pair() {
+        let s = Spi::get_one::<pgrx::JsonB>("select baas.signup('retry@example.com', 'long enough pw')")
+            .unwrap()
+            .unwrap()
+            .0;
+        let rt = s["refresh_token"].as_str().unwrap().to_string();
+        let refresh = |t: &str| {
+            Spi::get_one_with_args::<pgrx::JsonB>("select baas.refresh($1)", &[t.to_string().into()]).unwrap().unwrap().0
+        };
+        let first = refresh(&rt);
+        let next = first["refresh_token"].as_str().unwrap().to_string();
+        // A retry (one transaction: within the interval) gets the same refresh token; the
+        // successor's own retry is followed too, to the newest unspent token.
+        let retry = refresh(&rt);
+        assert_eq!(retry["refresh_token"], first["refresh_token"], "{retry}");
+        assert!(retry.get("access_token").is_some());
+        let second = refresh(&next);
+        let again = refresh(&rt);
+        assert_eq!(again["refresh_token"], second["refresh_token"], "{again}");
+        assert_ne!(second["refresh_token"], first["refresh_token"]);
+    }
+
+    #[pg_test]
     fn refresh_reuse_revokes_the_session() {
+        // Past the reuse interval (0: no retries), a spent token revokes its session.
+        Spi::run("update baas.settings set refresh_reuse_interval = '0'").unwrap();
         let s = Spi::get_one::<pgrx::JsonB>("select baas.signup('r@example.com', 'long enough pw')")
             .unwrap()
             .unwrap()

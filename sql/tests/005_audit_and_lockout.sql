@@ -3,7 +3,7 @@
 -- questions from docs/security.md are one query each; repeated failed logins make their
 -- source wait (growing delays), never the owner's own clients.
 begin;
-select plan(56);
+select plan(59);
 
 -- As a signed-in user with a live session (claims carry the session id).
 create function pg_temp.as_session(uid text, q text) returns text language plpgsql as $$
@@ -171,8 +171,19 @@ select ok((select details ->> 'email' from baas.audit_log where action = 'login.
 
 -- Refresh reuse, logout, password change, deletion.
 select baas.login('bob@audit.test', 'long enough pw') as bob_session \gset
-select baas.refresh(:'bob_session'::jsonb ->> 'refresh_token') is not null as ok \gset
+select baas.refresh(:'bob_session'::jsonb ->> 'refresh_token') as bob_next \gset
+-- Within refresh_reuse_interval (this is one transaction: no time passes) a retry gets
+-- the pair the first use made, and is recorded as such.
+select is(baas.refresh(:'bob_session'::jsonb ->> 'refresh_token') ->> 'refresh_token', :'bob_next'::jsonb ->> 'refresh_token',
+          'a retry within the reuse interval gets the same refresh token');
+select is((select count(*)::int from baas.audit_log where action = 'refresh.retry' and user_id = :'bob'), 1, 'the retry is recorded');
+select is((select count(*)::int from baas.refresh_tokens t join baas.sessions s on s.id = t.session_id
+            where s.user_id = :'bob' and t.successor is not null
+              and position(convert_to(:'bob_next'::jsonb ->> 'refresh_token', 'UTF8') in t.successor) > 0), 0,
+          'the successor is kept sealed, never as its text');
+update baas.settings set refresh_reuse_interval = '0';
 select baas.refresh(:'bob_session'::jsonb ->> 'refresh_token') -> 'error' ->> 'code' as reuse \gset
+update baas.settings set refresh_reuse_interval = default;
 select is((select count(*)::int from baas.audit_log where action = 'refresh.reuse' and user_id = :'bob'), 1, 'refresh token reuse is recorded (and commits)');
 select is(pg_temp.as_session(:'ann', $$ select baas.update_user(password => 'a new long password', current_password => 'long enough pw') $$),
           null, 'ann changes her password');

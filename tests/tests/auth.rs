@@ -95,18 +95,54 @@ fn refresh_rotates_and_reuse_revokes_the_session() {
     assert_eq!(payload(&at2)["sid"], payload(&u.access)["sid"], "same session family");
     assert_eq!(call("GET", "/v1/auth/user", Some(&at2), None).status, 200);
 
-    // The spent token comes back: 401, and everything of that session dies.
+    // A retry within the reuse interval (default 10 s) gets the same refresh token and a
+    // working access token: a flaky network does not end the session.
+    let retry = post("/v1/auth/refresh", None, json!({"refresh_token": u.refresh}));
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(retry.body["refresh_token"].as_str(), Some(rt2.as_str()));
+    let at_retry = retry.body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(call("GET", "/v1/auth/user", Some(&at_retry), None).status, 200);
+
+    // Past the interval (its first use made a minute older), the spent token coming back
+    // is a copy in someone else's hands: 401, and everything of that session dies.
+    let aged = admin()
+        .execute(
+            "update baas.refresh_tokens set used_at = used_at - interval '1 minute' where token_hash = baas._hash_token($1)",
+            &[&u.refresh],
+        )
+        .unwrap();
+    assert_eq!(aged, 1);
     let reuse = post("/v1/auth/refresh", None, json!({"refresh_token": u.refresh}));
     assert_eq!((reuse.status, reuse.code()), (401, "refresh_token_reused"));
     let later = post("/v1/auth/refresh", None, json!({"refresh_token": rt2}));
     assert_eq!((later.status, later.code()), (401, "invalid_refresh_token"));
-    for t in [&u.access, &at2] {
+    for t in [&u.access, &at2, &at_retry] {
         let me = call("GET", "/v1/auth/user", Some(t), None);
         assert_eq!((me.status, me.code()), (401, "invalid_token"));
     }
     // Other sessions of the same account are untouched.
     let again = post("/v1/auth/login", None, json!({"email": u.email, "password": PASSWORD}));
     assert_eq!(again.status, 200);
+}
+
+#[test]
+fn two_refreshes_racing_with_one_token_both_get_the_same_pair() {
+    // Two tabs, or a retry after a timeout, refresh with the same token at once.
+    let u = signup("race");
+    let answers: Vec<Resp> = std::thread::scope(|s| {
+        let a = s.spawn(|| post("/v1/auth/refresh", None, json!({"refresh_token": u.refresh})));
+        let b = s.spawn(|| post("/v1/auth/refresh", None, json!({"refresh_token": u.refresh})));
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    for r in &answers {
+        assert_eq!(r.status, 200, "{}", r.body);
+        let at = r.body["access_token"].as_str().unwrap();
+        assert_eq!(call("GET", "/v1/auth/user", Some(at), None).status, 200, "the session lives on");
+    }
+    assert_eq!(answers[0].body["refresh_token"], answers[1].body["refresh_token"]);
+    // And the one refresh token both hold keeps working.
+    let next = post("/v1/auth/refresh", None, json!({"refresh_token": answers[0].body["refresh_token"]}));
+    assert_eq!(next.status, 200, "{}", next.body);
 }
 
 #[test]
