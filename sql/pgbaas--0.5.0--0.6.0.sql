@@ -297,5 +297,49 @@ comment on function baas.refresh(text) is
 revoke execute on function baas._token_json(baas.users, uuid, text), baas._refresh_mask(text, bytea),
     baas._refresh_seal(text, text), baas._refresh_open(text, bytea) from public;
 
+-------------------------------------------------------------------- live feeds: one role trigger function
+-- sql/realtime.sql: the two role trigger functions, which differed only in kind and
+-- column names, become one; the triggers keep their names.
+drop trigger role_members_realtime on baas.role_members;
+drop trigger role_roles_realtime on baas.role_roles;
+drop function baas._realtime_role_member();
+drop function baas._realtime_role_role();
+-- A role membership (baas.role_members: kind "member", body `user`) or a role nesting
+-- (baas.role_roles: kind "nest", body `member_role`) added or removed; an update is a
+-- remove and an add. One function for both tables: the row is read as JSON, so the
+-- column that differs is picked by name.
+create function baas._realtime_role_change() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_prefix text;
+    v_member boolean := tg_table_name = 'role_members';
+    v_kind text := case when v_member then 'member' else 'nest' end;
+    v_key text := case when v_member then 'user' else 'member_role' end;
+    v_column text := case when v_member then 'user_id' else 'member_role' end;
+begin
+    if current_setting('wal_level') <> 'logical'
+       or (current_setting('row_security') = 'off' and baas._restoring()) then
+        return null;
+    end if;
+    select p.prefix into v_prefix from baas._realtime_secret p;
+    if tg_op in ('DELETE', 'UPDATE') then
+        perform pg_logical_emit_message(true, v_prefix, jsonb_build_object('kind', v_kind, 'collection', null, 'body',
+            jsonb_build_object(v_key, to_jsonb(old) -> v_column, 'role', old.role, 'op', 'remove'))::text);
+    end if;
+    if tg_op in ('INSERT', 'UPDATE') then
+        perform pg_logical_emit_message(true, v_prefix, jsonb_build_object('kind', v_kind, 'collection', null, 'body',
+            jsonb_build_object(v_key, to_jsonb(new) -> v_column, 'role', new.role, 'op', 'add'))::text);
+    end if;
+    return null;
+end
+$$;
+create trigger role_members_realtime after insert or update or delete on baas.role_members
+    for each row execute function baas._realtime_role_change();
+create trigger role_roles_realtime after insert or update or delete on baas.role_roles
+    for each row execute function baas._realtime_role_change();
+revoke execute on function baas._realtime_role_change() from public;
+
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
 select pg_catalog.pg_notify('baas_extension', '0.6.0');
