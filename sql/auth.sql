@@ -380,13 +380,15 @@ begin
         -- A retry within refresh_reuse_interval of the token's first use (two tabs, a
         -- retry after a timeout): the pair that use made, i.e. the same refresh token
         -- and a new access token. Successors spent within the interval too are followed
-        -- to the newest unspent one.
+        -- to the newest unspent one (16 at most: more inside the interval is no retry).
+        -- Wall-clock time on both sides, not now(): a caller's transaction may have
+        -- begun before the token was spent, and would then count as within forever.
         select x.refresh_reuse_interval into v_window from baas.settings x;
         v_next := refresh.refresh_token;
         n := t;
         v_retry := false;
-        for i in 1..8 loop
-            exit when n.successor is null or v_window <= interval '0' or now() - n.used_at > v_window;
+        for i in 1..16 loop
+            exit when n.successor is null or v_window <= interval '0' or clock_timestamp() - n.used_at > v_window;
             v_next := baas._refresh_open(v_next, n.successor);
             select * into n from baas.refresh_tokens x
              where x.token_hash = baas._hash_token(v_next) and x.session_id = s.id;
@@ -415,8 +417,12 @@ begin
     v_next := baas._new_refresh_token();
     insert into baas.refresh_tokens (token_hash, session_id) values (baas._hash_token(v_next), s.id);
     update baas.refresh_tokens
-       set used_at = now(), successor = baas._refresh_seal(refresh.refresh_token, v_next)
+       set used_at = clock_timestamp(), successor = baas._refresh_seal(refresh.refresh_token, v_next)
      where token_hash = t.token_hash;
+    -- A successor is kept only as long as a retry may ask for it (the interval is at
+    -- most 5 minutes): after that an old spent token, leaked, opens nothing.
+    update baas.refresh_tokens set successor = null
+     where session_id = s.id and successor is not null and used_at < clock_timestamp() - interval '5 minutes';
     update baas.sessions set refreshed_at = now() where id = s.id;
     select * into strict u from baas.users where id = s.user_id;
     return baas._token_json(u, s.id, v_next);
@@ -608,10 +614,15 @@ as $$
         delete from baas.sessions
          where expires_at < now() - interval '1 day'
             or revoked_at < now() - interval '1 day'
-        returning 1)
+        returning 1),
+    -- Sealed successors past the longest refresh_reuse_interval (baas.refresh drops
+    -- them too, per session, when it next runs).
+    unsealed as (
+        update baas.refresh_tokens set successor = null
+         where successor is not null and used_at < clock_timestamp() - interval '5 minutes')
     select count(*) from gone
 $$;
-comment on function baas.purge_sessions() is 'Delete sessions that expired or were revoked more than a day ago';
+comment on function baas.purge_sessions() is 'Delete sessions that expired or were revoked more than a day ago, and drop refresh tokens'' sealed successors past the reuse interval';
 
 -- Service tokens: for server-side code and admin tools. They act as baas_service, the
 -- one role that bypasses document ACLs; only a DBA can mint or revoke them.

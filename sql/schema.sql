@@ -84,7 +84,8 @@ create table baas.sessions (
 create index sessions_user_id_idx on baas.sessions (user_id);
 
 -- Refresh tokens are stored as SHA-256 of the opaque token; a row with used_at set is
--- spent, and presenting it again revokes its session.
+-- spent, and presenting it again revokes its session (after refresh_reuse_interval:
+-- baas.refresh in sql/auth.sql).
 create table baas.refresh_tokens (
     token_hash bytea primary key,
     session_id uuid not null references baas.sessions (id) on delete cascade,

@@ -3,7 +3,7 @@
 -- questions from docs/security.md are one query each; repeated failed logins make their
 -- source wait (growing delays), never the owner's own clients.
 begin;
-select plan(59);
+select plan(62);
 
 -- As a signed-in user with a live session (claims carry the session id).
 create function pg_temp.as_session(uid text, q text) returns text language plpgsql as $$
@@ -177,10 +177,14 @@ select baas.refresh(:'bob_session'::jsonb ->> 'refresh_token') as bob_next \gset
 select is(baas.refresh(:'bob_session'::jsonb ->> 'refresh_token') ->> 'refresh_token', :'bob_next'::jsonb ->> 'refresh_token',
           'a retry within the reuse interval gets the same refresh token');
 select is((select count(*)::int from baas.audit_log where action = 'refresh.retry' and user_id = :'bob'), 1, 'the retry is recorded');
-select is((select count(*)::int from baas.refresh_tokens t join baas.sessions s on s.id = t.session_id
-            where s.user_id = :'bob' and t.successor is not null
-              and position(convert_to(:'bob_next'::jsonb ->> 'refresh_token', 'UTF8') in t.successor) > 0), 0,
-          'the successor is kept sealed, never as its text');
+select successor as bob_sealed from baas.refresh_tokens where token_hash = baas._hash_token(:'bob_session'::jsonb ->> 'refresh_token') \gset
+select is(length(:'bob_sealed'::bytea), 32, 'the spent token keeps its successor in 32 bytes');
+select isnt(:'bob_sealed'::bytea, decode(translate(:'bob_next'::jsonb ->> 'refresh_token', '-_', '+/') || '=', 'base64'),
+            'sealed: not the successor''s own bytes');
+select is(baas._refresh_open(:'bob_session'::jsonb ->> 'refresh_token', :'bob_sealed'::bytea), :'bob_next'::jsonb ->> 'refresh_token',
+          'the spent token opens it');
+select isnt(baas._refresh_open(:'bob_next'::jsonb ->> 'refresh_token', :'bob_sealed'::bytea), :'bob_next'::jsonb ->> 'refresh_token',
+            'another token does not');
 update baas.settings set refresh_reuse_interval = '0';
 select baas.refresh(:'bob_session'::jsonb ->> 'refresh_token') -> 'error' ->> 'code' as reuse \gset
 update baas.settings set refresh_reuse_interval = default;
