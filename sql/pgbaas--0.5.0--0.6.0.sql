@@ -365,5 +365,30 @@ create trigger role_roles_realtime after insert or update or delete on baas.role
     for each row execute function baas._realtime_role_change();
 revoke execute on function baas._realtime_role_change() from public;
 
+-------------------------------------------------------------------- email spellings (issue 16, item 10)
+-- The library (the pgbaas-email crate behind baas._normalize_email and _email_key) now
+-- keeps one spelling of an address: the local part in Unicode NFC, the domain by IDNA
+-- in punycode. Stored addresses are rewritten to it. Two accounts whose addresses
+-- become one stop the update, named, for a DBA to rename or remove one of them first.
+do $email$
+declare
+    v_clash text;
+begin
+    select string_agg(x.accounts, '; ') into v_clash
+      from (select string_agg(format('%s (id %s)', u.email, u.id), ' and ' order by u.id) as accounts
+              from baas.users u
+             where baas._email_key(u.email) is not null
+             group by baas._email_key(u.email)
+            having count(*) > 1) x;
+    if v_clash is not null then
+        raise exception using errcode = '23505',
+            message = 'pgbaas 0.6.0 keeps one spelling of each email address, and these accounts would share one: ' || v_clash,
+            hint = 'change the email of one account of each pair (update baas.users), then run ALTER EXTENSION pgbaas UPDATE again';
+    end if;
+    update baas.users u set email = baas._email_key(u.email)
+     where baas._email_key(u.email) is not null and u.email <> baas._email_key(u.email);
+end
+$email$;
+
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
 select pg_catalog.pg_notify('baas_extension', '0.6.0');

@@ -313,9 +313,15 @@ pub fn ip_key(ip: IpAddr) -> String {
     }
 }
 
-/// The key an account is limited under (bounded length whatever the client sent).
+/// The key an account is limited under (bounded length whatever the client sent). An
+/// email address is keyed by the extension's own normalisation (the pgbaas-email crate),
+/// so its other spellings (NFD, punycode, upper case) are the same account here as in
+/// the database, not fresh keys; anything else is lower-cased.
 pub fn account_key(kind: &str, id: &str) -> String {
-    let id: String = id.trim().to_lowercase().chars().take(320).collect();
+    let id: String = match pgbaas_email::normalize(id) {
+        Ok(email) => email,
+        Err(_) => id.trim().to_lowercase().chars().take(320).collect(),
+    };
     format!("{kind}:{id}")
 }
 
@@ -436,6 +442,8 @@ mod tests {
         assert_ne!(ip_key(ip("2001:db8:1:200::1")), ip_key(ip("2001:db8:1:300::1")));
         assert_eq!(ip_key(ip("::ffff:192.0.2.1")), "192.0.2.1");
         assert_eq!(account_key("email", &format!(" A@B.C{}", "x".repeat(5000))).len(), "email:".len() + 320);
+        // Every spelling of one address is one key, as it is one account.
+        assert_eq!(account_key("login", "e\u{301}lodie@BU\u{308}CHER.de"), account_key("login", "\u{e9}lodie@xn--bcher-kva.de"));
     }
 
     /// The bug this module was rewritten for: all kinds shared 16 shards, and an

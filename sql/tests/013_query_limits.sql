@@ -1,7 +1,7 @@
 -- Issue 13: filters that cannot be used against a backend's memory or CPU, and one
 -- normalisation of email addresses for sign-up and sign-in.
 begin;
-select plan(24);
+select plan(28);
 
 select baas.signup('ql@limits.test', 'long enough pw') -> 'user' ->> 'id' as u \gset
 select baas.create_collection('ql', '{"default_acl": {"read": ["authenticated"]}}') is not null as ok \gset
@@ -75,6 +75,16 @@ select is(baas.login('ÉLODIE@Example.com', 'long enough pw') -> 'user' ->> 'ema
 select is(baas.login(' Élodie@EXAMPLE.COM ', 'long enough pw') -> 'user' ->> 'email', 'élodie@example.com', 'sign-in in mixed case with spaces');
 select is(baas._email_key('ÉLODIE@Example.com'), baas._normalize_email('élodie@EXAMPLE.com'), 'the lookup key is sign-up''s normalisation');
 select is(baas.login('not an address', 'long enough pw') -> 'error' ->> 'code', 'invalid_credentials', 'a malformed address is a failed sign-in, not an error');
+-- Unicode spellings (issue 16, item 10): the local part in NFC, the domain by IDNA to
+-- punycode; so a decomposed "é", a Unicode domain and its punycode are one account.
+select is(baas.signup(U&'jo\0308rg@BU\0308CHER.de', 'long enough pw') -> 'user' ->> 'email', U&'j\00f6rg@xn--bcher-kva.de',
+          'sign-up stores the local part in NFC and the domain in punycode');
+select is(baas.login(U&'J\00d6RG@b\00fccher.de', 'long enough pw') -> 'user' ->> 'email', U&'j\00f6rg@xn--bcher-kva.de',
+          'sign-in with the composed spelling and the Unicode domain finds it');
+select is(pg_temp.detail_of(format('select baas.signup(%L, %L)', U&'j\00f6rg@xn--bcher-kva.de', 'long enough pw')), '23505 email_taken',
+          'the punycode spelling is the same account');
+select is(pg_temp.detail_of(format('select baas.signup(%L, %L)', 'a@-bad-.example', 'long enough pw')), '22023 invalid_email',
+          'a domain IDNA refuses is not an address');
 
 select * from finish();
 rollback;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: every tier, non-zero exit on any failure.
-#   1. cargo test        plain Rust logic of the proxy and of the query language crate
+#   1. cargo test        plain Rust logic of the proxy, the query language and email crates
 #   2. cargo pgrx test   the extension's Rust logic and #[pg_test]s inside a backend
 #   3. SQL regression    pgTAP files in sql/tests, against a fresh cluster
 #   4. end to end        a real cluster, the real proxy binary, real HTTP; upgrade from
@@ -14,7 +14,7 @@ log="$(mktemp /tmp/pgbaas-test-log-XXXXXX)"
 tier() { "$@" 2>&1 | tee -a "$log"; }
 
 echo "== tier 1: cargo test (proxy logic)"
-tier cargo test --release -p pgbaas-proxy -p pgbaas-query
+tier cargo test --release -p pgbaas-proxy -p pgbaas-query -p pgbaas-email
 
 echo "== tier 2: cargo pgrx test (extension)"
 if [ "$(id -u)" -eq 0 ]; then

@@ -169,4 +169,20 @@ fn an_address_with_non_ascii_capitals_signs_up_and_signs_in_however_typed() {
     assert_eq!((r.status, r.code()), (409, "email_taken"), "one account, however it is typed");
     let r = post("/v1/auth/login", None, json!({"email": stored, "password": "not the password"}));
     assert_eq!((r.status, r.code()), (401, "invalid_credentials"));
+
+    // A decomposed local part and a Unicode domain (NFD "o" + U+0308, "BÜCHER"), signed in
+    // with the composed spelling and the punycode domain: one account, stored as NFC and
+    // punycode.
+    let typed = format!("jo\u{308}rg-{tag}@BU\u{308}CHER.de");
+    let stored = format!("j\u{f6}rg-{tag}@xn--bcher-kva.de");
+    let r = post("/v1/auth/signup", None, json!({"email": typed, "password": PASSWORD}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["user"]["email"], stored.as_str());
+    for login in [stored.clone(), format!("J\u{d6}RG-{tag}@b\u{fc}cher.de")] {
+        let r = post("/v1/auth/login", None, json!({"email": login, "password": PASSWORD}));
+        assert_eq!(r.status, 200, "{login}: {}", r.body);
+        assert_eq!(r.body["user"]["email"], stored.as_str());
+    }
+    let r = post("/v1/auth/signup", None, json!({"email": format!("j\u{f6}rg-{tag}@b\u{fc}cher.de"), "password": PASSWORD}));
+    assert_eq!((r.status, r.code()), (409, "email_taken"), "one account in every spelling");
 }
