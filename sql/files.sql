@@ -93,8 +93,8 @@ create table baas._thumbnails (
     primary key (source_blob, width, height, fit)
 );
 
--- Blobs no document or upload session holds any more (a file deleted or replaced, an
--- upload aborted or expired), waiting for baas.cleanup_blobs: their chunks are deleted
+-- Blobs no document holds any more (a file deleted or replaced), waiting for
+-- baas.cleanup_blobs: their chunks are deleted
 -- in batches by the proxy's cleanup service, never in the request's transaction (a
 -- 5 GiB file is 5,120 chunk rows). Unreadable from the moment they land here: the
 -- policies show a chunk only through a readable document holding its blob, and quotas

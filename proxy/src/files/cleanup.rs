@@ -1,9 +1,9 @@
 //! The background sweep, every `upload_cleanup_secs` (±10 % jitter, so several proxies
 //! do not sweep in step; they are safe together anyway: both functions take rows FOR
 //! UPDATE SKIP LOCKED): expired upload sessions, `baas.cleanup_uploads(100)` until a
-//! call removes fewer than 100; then the bytes of deleted or replaced files and of
-//! ended uploads, `baas.cleanup_blobs(64)` (at most 64 chunk rows, one short
-//! transaction, per call) until a call removes fewer than 64. A delete or a replace
+//! call removes fewer than 100; then the bytes of deleted or replaced files,
+//! `baas.cleanup_blobs(64)` (at most 64 chunk rows, one short transaction, per call)
+//! until a call removes fewer than 64. A delete or a replace
 //! only moves the old blob to `baas._blob_trash` (its bytes unreadable and off the
 //! quota at once), so that its transaction stays O(1) in the file's size.
 
@@ -26,7 +26,7 @@ const CLEANUP_BLOBS: &str = "select baas.cleanup_blobs($1::integer)";
 pub struct Swept {
     /// Expired upload sessions.
     pub sessions: u64,
-    /// Chunk and blob rows of deleted files and ended uploads.
+    /// Chunk and blob rows of deleted or replaced files.
     pub blob_rows: u64,
 }
 
