@@ -1223,6 +1223,10 @@ begin
            default_read = array_remove(c.default_read, p), default_update = array_remove(c.default_update, p),
            default_delete = array_remove(c.default_delete, p)
      where p = any(c.create_acl || c.default_read || c.default_update || c.default_delete);
+    -- And the ACLs unfinished uploads will give their files (sql/files.sql): applied at
+    -- the finish, they would grant a later role of the same name.
+    update baas._uploads x set acl = (select jsonb_object_agg(e.key, e.value - p) from jsonb_each(x.acl) e)
+     where x.acl is not null and exists (select from jsonb_each(x.acl) e where e.value ? p);
     delete from baas.roles r where r.name = drop_role.name;
 end
 $$;

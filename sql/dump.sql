@@ -23,6 +23,8 @@ select pg_catalog.pg_extension_config_dump('baas._trusted_sources', '');
 select pg_catalog.pg_extension_config_dump('baas._blobs', '');
 select pg_catalog.pg_extension_config_dump('baas._file_chunks', '');
 select pg_catalog.pg_extension_config_dump('baas._uploads', '');
+-- Deleted files' bytes not yet swept: a restored database sweeps them (cleanup_blobs).
+select pg_catalog.pg_extension_config_dump('baas._blob_trash', '');
 select pg_catalog.pg_extension_config_dump('baas._file_refs', '');
 select pg_catalog.pg_extension_config_dump('baas.file_quotas', '');
 

@@ -72,7 +72,12 @@ create table baas._uploads (
     sha256_expected bytea,
     finishing boolean not null default false,
     created_at timestamptz not null default now(),
-    expires_at timestamptz not null
+    -- expires_at = created_at: a one-shot session (baas.upload_file), usable only in
+    -- the transaction that made it.
+    expires_at timestamptz not null,
+    -- An anonymous session's client address (baas.client_ip, set by the proxy): the
+    -- open-session cap counts anonymous sessions per address.
+    client_ip text
 );
 create index uploads_expires_idx on baas._uploads (expires_at);
 
@@ -86,6 +91,17 @@ create table baas._thumbnails (
     data bytea not null,
     created_at timestamptz not null default now(),
     primary key (source_blob, width, height, fit)
+);
+
+-- Blobs no document holds any more (a file deleted or replaced), waiting for
+-- baas.cleanup_blobs: their chunks are deleted
+-- in batches by the proxy's cleanup service, never in the request's transaction (a
+-- 5 GiB file is 5,120 chunk rows). Unreadable from the moment they land here: the
+-- policies show a chunk only through a readable document holding its blob, and quotas
+-- count only blobs that documents hold.
+create table baas._blob_trash (
+    blob_id uuid primary key references baas._blobs (id) on delete cascade,
+    since timestamptz not null default now()
 );
 
 create table baas.file_quotas (
@@ -115,7 +131,7 @@ create table baas._file_refs (
 create index file_refs_file_idx on baas._file_refs (file_id);
 
 revoke all on baas._blobs, baas._file_chunks, baas._uploads, baas._thumbnails, baas._file_refs,
-    baas.file_quotas from public;
+    baas.file_quotas, baas._blob_trash from public;
 grant select on baas._file_chunks, baas._thumbnails, baas._blobs to baas_anon, baas_user, baas_service;
 grant select, insert, update, delete on baas.file_quotas to baas_service;
 -- Renaming a file (file.name) and attaching a new blob (replace) go through the guard.
@@ -242,12 +258,52 @@ begin
 end
 $$;
 
-create function baas._raise_quota(adding bigint, left_bytes bigint) returns void
-language plpgsql volatile
+-- The one quota check of the upload steps (create, an append of unknown length, the
+-- finish): 54000 quota_exceeded unless `payer`'s quota (none: no check) holds `size`
+-- bytes, the `old` version's bytes given back and the bytes held by its open sessions
+-- (but session `except_id`) taken. Serialised per payer: two uploads cannot both pass
+-- on the same remaining quota. Only the payer is told what is left: a granted updater
+-- replacing someone's file does not learn the owner's usage.
+create function baas._quota_check(payer uuid, size bigint, old bigint, except_id uuid) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_left bigint;
+begin
+    if payer is null then
+        return;
+    end if;
+    perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(payer::text));
+    v_left := baas._quota_of(payer);
+    if v_left is null then
+        return;
+    end if;
+    v_left := v_left - baas._upload_held(payer, except_id) + coalesce(old, 0);
+    if coalesce(size, 0) > v_left then
+        raise exception using errcode = '54000', detail = 'quota_exceeded',
+            message = case when payer = baas.uid()
+                           then format('the file (%s bytes) exceeds your remaining file quota (%s bytes)', size, greatest(v_left, 0))
+                           else format('the file (%s bytes) exceeds the file owner''s remaining file quota', size) end;
+    end if;
+end
+$$;
+
+-- Who pays for session `u`'s bytes: the file's owner for a replace (whoever sends the
+-- new version), with the old version's size given back; the session's owner for a
+-- new file.
+create function baas._upload_payer(u baas._uploads, out payer uuid, out old bigint)
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
 as $$
 begin
-    raise exception using errcode = '54000', detail = 'quota_exceeded',
-        message = format('the file (%s bytes) exceeds your remaining file quota (%s bytes)', adding, greatest(left_bytes, 0));
+    old := 0;
+    if u.replace then
+        select d.owner, coalesce((d.file ->> 'size')::bigint, 0) into payer, old
+          from baas.documents d where d.collection_id = u.collection_id and d.id = u.file_id and d.blob_id is not null;
+    else
+        payer := u.owner;
+    end if;
 end
 $$;
 
@@ -276,7 +332,8 @@ begin
        or (u.owner is distinct from baas.uid() and not baas._is_privileged(baas._caller_role())) then
         raise exception using errcode = 'P0002', detail = 'upload_not_found', message = 'upload not found';
     end if;
-    if u.expires_at <= now() then
+    -- A one-shot session (expires_at = created_at) lives in its creating transaction only.
+    if u.expires_at <= now() and not (u.expires_at = u.created_at and u.created_at = now()) then
         raise exception using errcode = 'P0002', detail = 'upload_expired',
             message = format('this upload expired at %s', u.expires_at);
     end if;
@@ -300,8 +357,9 @@ as $$
        and case when x.replace then d.owner = payer else x.owner = payer end
 $$;
 
--- Open sessions one caller may hold at once (a user; anonymous callers per bucket):
--- beyond it, 54000 too_many_uploads (HTTP 429).
+-- Open sessions one caller may hold at once (a user; anonymous callers per client
+-- address, or per bucket when the address is unknown): beyond it, 54000
+-- too_many_uploads (HTTP 429). One-shot sessions (baas.upload_file) do not count.
 create function baas._upload_max_open() returns integer
 language sql immutable
 as $$ select 20 $$;
@@ -310,8 +368,12 @@ as $$ select 20 $$;
 -- checks that need the caller's policies (may it read and update the file it
 -- replaces); this step, which API roles can call directly, repeats every other one:
 -- bucket, create permission, name, type list, size, session count and quota.
+-- `oneshot`: a session for baas.upload_file, finished in the same transaction; it is
+-- not held against the open-session cap, and expires as it is made (expires_at =
+-- created_at), so no later transaction can use it.
 create function baas._upload_insert(collection_id integer, file_id uuid, replace boolean, expected_version bigint,
-                                    length bigint, name text, content_type text, data jsonb, acl jsonb, sha256 bytea)
+                                    length bigint, name text, content_type text, data jsonb, acl jsonb, sha256 bytea,
+                                    oneshot boolean)
 returns baas._uploads
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -320,11 +382,11 @@ declare
     u baas._uploads;
     v_payer uuid;
     v_old bigint := 0;
-    v_left bigint;
     v_open integer;
     v_read text[];
     v_update text[];
     v_privileged boolean := baas._is_privileged(baas._caller_role());
+    v_ip text := case when baas.uid() is null then nullif(current_setting('baas.client_ip', true), '') end;
     c baas.collections;
 begin
     u.id := gen_random_uuid();
@@ -334,8 +396,9 @@ begin
         raise exception using errcode = '22023', detail = 'not_a_bucket',
             message = format('collection %s does not hold files (it is not a bucket)', coalesce(c.name, '?'));
     end if;
-    if file_id is null or replace is null then
-        raise exception using errcode = '22023', detail = 'invalid_request', message = 'file_id and replace must not be null';
+    if file_id is null or replace is null or oneshot is null then
+        raise exception using errcode = '22023', detail = 'invalid_request',
+            message = 'file_id, replace and oneshot must not be null';
     end if;
     name := baas._check_file_name(coalesce(name, ''));
     if length is not null and length < 0 then
@@ -364,17 +427,22 @@ begin
     if acl is not null then
         acl := baas._normalize_acl(acl);
     end if;
-    -- A bounded number of open sessions per user (per bucket for anonymous callers),
-    -- counted under a lock so that concurrent creates cannot all pass.
-    perform pg_advisory_xact_lock(hashtext('baas.uploads'),
-                                  hashtext(coalesce(baas.uid()::text, 'anonymous:' || _upload_insert.collection_id)));
-    select count(*) into v_open from baas._uploads x
-     where x.owner is not distinct from baas.uid() and not x.finishing and x.expires_at > now()
-       and (baas.uid() is not null or x.collection_id = _upload_insert.collection_id);
-    if v_open >= baas._upload_max_open() then
-        raise exception using errcode = '54000', detail = 'too_many_uploads',
-            message = format('you have %s unfinished uploads; finish or abort one first (they expire after %s)',
-                             v_open, (select s.upload_ttl from baas.settings s));
+    -- A bounded number of open sessions per user, per client address for anonymous
+    -- callers (per bucket when the proxy set no address), counted under a lock so that
+    -- concurrent creates cannot all pass: one anonymous client cannot block the others.
+    if not oneshot then
+        perform pg_advisory_xact_lock(hashtext('baas.uploads'), hashtext(coalesce(baas.uid()::text,
+            'anonymous:' || coalesce('ip:' || v_ip, 'bucket:' || _upload_insert.collection_id))));
+        select count(*) into v_open from baas._uploads x
+         where x.owner is not distinct from baas.uid() and not x.finishing and x.expires_at > now()
+           and (baas.uid() is not null
+                or (v_ip is not null and x.client_ip = v_ip)
+                or (v_ip is null and x.client_ip is null and x.collection_id = _upload_insert.collection_id));
+        if v_open >= baas._upload_max_open() then
+            raise exception using errcode = '54000', detail = 'too_many_uploads',
+                message = format('you have %s unfinished uploads; finish or abort one first (they expire after %s)',
+                                 v_open, (select s.upload_ttl from baas.settings s));
+        end if;
     end if;
     -- Whose quota pays: the file's owner for a replace (whoever sends the new version,
     -- with the old version's size given back), the caller for a new file. Serialised
@@ -398,44 +466,33 @@ begin
     else
         v_payer := baas.uid();
     end if;
-    if v_payer is not null then
-        perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(v_payer::text));
-        v_left := baas._quota_of(v_payer);
-        if v_left is not null then
-            v_left := v_left - baas._upload_held(v_payer, null);
-            if coalesce(length, 0) - coalesce(v_old, 0) > v_left then
-                perform baas._raise_quota(coalesce(length, 0), v_left + coalesce(v_old, 0));
-            end if;
-        end if;
-    end if;
+    perform baas._quota_check(v_payer, coalesce(length, 0), v_old, null);
     insert into baas._blobs (id) values (u.blob_id);
     insert into baas._uploads (id, owner, collection_id, file_id, replace, expected_version, blob_id, length,
-                               hash_state, name, content_type, data, acl, sha256_expected, expires_at)
+                               hash_state, name, content_type, data, acl, sha256_expected, expires_at, client_ip)
     values (u.id, baas.uid(), collection_id, file_id, replace, expected_version, u.blob_id, length,
             baas._sha256_new(), name, content_type, coalesce(data, '{}'), acl, sha256,
-            now() + (select s.upload_ttl from baas.settings s))
+            now() + case when oneshot then interval '0' else (select s.upload_ttl from baas.settings s) end, v_ip)
     returning * into u;
     return u;
 end
 $$;
 
-create function baas.upload_create(collection text, name text, content_type text, length bigint,
-                                   data jsonb default '{}', acl jsonb default null, file_id uuid default null,
-                                   expected_version bigint default null, replace boolean default false,
-                                   sha256 bytea default null)
-returns jsonb
+-- upload_create's work, as the caller; `oneshot` for baas.upload_file (see
+-- _upload_insert). Returns the session.
+create function baas._upload_open(collection text, name text, content_type text, length bigint, data jsonb, acl jsonb,
+                                  file_id uuid, expected_version bigint, replace boolean, sha256 bytea, oneshot boolean)
+returns baas._uploads
 language plpgsql volatile
 as $$
 declare
     c baas.collections := baas._collection_by_name(collection);
     v_name text;
     v_type text;
-    v_id uuid := upload_create.file_id;
+    v_id uuid := _upload_open.file_id;
     v_old bigint := 0;
-    v_left bigint;
     d baas.documents;
     a jsonb;
-    u baas._uploads;
 begin
     if not c.bucket then
         raise exception using errcode = '22023', detail = 'not_a_bucket',
@@ -498,9 +555,24 @@ begin
         a := baas._normalize_acl(acl);
         perform baas._check_new_principals(a, case when replace then d.acl_read || d.acl_update || d.acl_delete else '{}' end);
     end if;
-    -- The quota (the file owner's for a replace) is checked by _upload_insert.
-    u := baas._upload_insert(c.id, v_id, coalesce(replace, false), expected_version, length, v_name, v_type,
-                             data, a, sha256);
+    -- The quota (the file owner's for a replace) and the session cap are checked by
+    -- _upload_insert.
+    return baas._upload_insert(c.id, v_id, coalesce(replace, false), expected_version, length, v_name, v_type,
+                               data, a, sha256, coalesce(oneshot, false));
+end
+$$;
+
+create function baas.upload_create(collection text, name text, content_type text, length bigint,
+                                   data jsonb default '{}', acl jsonb default null, file_id uuid default null,
+                                   expected_version bigint default null, replace boolean default false,
+                                   sha256 bytea default null)
+returns jsonb
+language plpgsql volatile
+as $$
+declare
+    u baas._uploads := baas._upload_open(collection, name, content_type, length, data, acl, file_id, expected_version,
+                                         replace, sha256, false);
+begin
     return jsonb_build_object('upload_id', u.id, 'file_id', u.file_id, 'offset', u."offset", 'length', u.length,
                               'expires_at', u.expires_at);
 end
@@ -521,7 +593,6 @@ declare
     n bigint;
     v_payer uuid;
     v_old bigint := 0;
-    v_left bigint;
 begin
     if u.lease is not null and u.lease_until > now() and u.lease is distinct from _upload_append.lease then
         raise exception using errcode = '40001', detail = 'upload_locked',
@@ -545,22 +616,8 @@ begin
     -- An upload of unknown length reserved nothing at create: its bytes count as they
     -- come, with the payer's files and other open sessions.
     if u.length is null then
-        if u.replace then
-            select d.owner, coalesce((d.file ->> 'size')::bigint, 0) into v_payer, v_old
-              from baas.documents d where d.collection_id = u.collection_id and d.id = u.file_id and d.blob_id is not null;
-        else
-            v_payer := u.owner;
-        end if;
-        if v_payer is not null then
-            perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(v_payer::text));
-            v_left := baas._quota_of(v_payer);
-            if v_left is not null then
-                v_left := v_left - baas._upload_held(v_payer, u.id);
-                if at + v_len - coalesce(v_old, 0) > v_left then
-                    perform baas._raise_quota(at + v_len, v_left + coalesce(v_old, 0));
-                end if;
-            end if;
-        end if;
+        select p.payer, p.old into v_payer, v_old from baas._upload_payer(u) p;
+        perform baas._quota_check(v_payer, at + v_len, v_old, u.id);
     end if;
     -- Pieces of at most 1 MiB (what a chunk holds).
     while i < v_len loop
@@ -685,7 +742,6 @@ declare
     v_digest bytea;
     v_head bytea;
     v_type text;
-    v_left bigint;
     v_old bigint := 0;
     v_payer uuid;
 begin
@@ -714,26 +770,8 @@ begin
     if u."offset" > coalesce(c.file_max_bytes, baas._file_max_bytes()) then
         perform baas._raise_too_large(u."offset", coalesce(c.file_max_bytes, baas._file_max_bytes()));
     end if;
-    -- The file's owner pays for a replace (with the old version's size given back),
-    -- whoever sends it; the session's owner for a new file.
-    if u.replace then
-        select d.owner, coalesce(b.size, 0) into v_payer, v_old
-          from baas.documents d join baas._blobs b on b.id = d.blob_id
-         where d.id = u.file_id and d.collection_id = u.collection_id and d.blob_id is not null;
-    else
-        v_payer := u.owner;
-    end if;
-    if v_payer is not null then
-        -- Two finishes of one owner cannot both pass on the same remaining quota.
-        perform pg_advisory_xact_lock(hashtext('baas.quota'), hashtext(v_payer::text));
-        v_left := baas._quota_of(v_payer);
-        if v_left is not null then
-            v_left := v_left - baas._upload_held(v_payer, u.id);
-        end if;
-        if v_left is not null and u."offset" - coalesce(v_old, 0) > v_left then
-            perform baas._raise_quota(u."offset", v_left + coalesce(v_old, 0));
-        end if;
-    end if;
+    select p.payer, p.old into v_payer, v_old from baas._upload_payer(u) p;
+    perform baas._quota_check(v_payer, u."offset", v_old, u.id);
     update baas._blobs b set size = u."offset", sha256 = v_digest, content_type = v_type where b.id = u.blob_id;
     -- lease_until = this transaction's start: _may_attach_blob lets the blob be
     -- attached in this transaction only (upload_finish's), never by a later one.
@@ -850,17 +888,19 @@ returns jsonb
 language plpgsql volatile
 as $$
 declare
-    u jsonb;
+    u baas._uploads;
 begin
     if bytes is null then
         raise exception using errcode = '22023', detail = 'invalid_request', message = 'bytes must not be null';
     end if;
-    u := baas.upload_create(collection, name, content_type, pg_catalog.length(bytes), data, acl, file_id,
-                            expected_version, replace);
+    -- A one-shot session: it ends in this transaction, so it does not count against
+    -- the caller's open-session cap (nor can a cap full of others' sessions refuse it).
+    u := baas._upload_open(collection, name, content_type, pg_catalog.length(bytes), data, acl, file_id,
+                           expected_version, replace, null, true);
     if pg_catalog.length(bytes) > 0 then
-        perform baas._upload_append((u ->> 'upload_id')::uuid, null, 0, bytes);
+        perform baas._upload_append(u.id, null, 0, bytes);
     end if;
-    return baas.upload_finish((u ->> 'upload_id')::uuid);
+    return baas.upload_finish(u.id);
 end
 $$;
 comment on function baas.upload_file(text, text, text, bytea, jsonb, jsonb, uuid, bigint, boolean) is
@@ -887,6 +927,38 @@ begin
 end
 $$;
 comment on function baas.cleanup_uploads(integer) is 'Remove up to max expired uploads and their bytes; returns how many';
+
+-- Delete the bytes of blobs in baas._blob_trash: at most `max` chunk rows per call (one
+-- short transaction each, whatever the files' sizes), oldest first, a blob's row (and
+-- its thumbnails) once its last chunk is gone. Returns the rows removed (chunks and
+-- blobs): call again while it returns `max`. Safe to run from several proxies (SKIP
+-- LOCKED); the proxy's cleanup service runs it after cleanup_uploads.
+create function baas.cleanup_blobs(max integer default 64) returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_left integer := greatest(coalesce(max, 64), 0);
+    v_blob uuid;
+    n integer;
+begin
+    for v_blob in select t.blob_id from baas._blob_trash t order by t.since, t.blob_id for update skip locked loop
+        exit when v_left = 0;
+        delete from baas._file_chunks k
+         where k.blob_id = v_blob
+           and k.off in (select x.off from baas._file_chunks x where x.blob_id = v_blob order by x.off limit v_left);
+        get diagnostics n = row_count;
+        v_left := v_left - n;
+        exit when v_left = 0;
+        -- Its chunks are all gone: the blob, its thumbnails and its trash row.
+        delete from baas._blobs b where b.id = v_blob;
+        v_left := v_left - 1;
+    end loop;
+    return greatest(coalesce(max, 64), 0) - v_left;
+end
+$$;
+comment on function baas.cleanup_blobs(integer) is
+    'Delete up to max chunk rows of deleted files'' bytes (and the blobs emptied); returns the rows removed';
 
 ------------------------------------------------------------------------ the guard
 -- May the caller attach blob `blob_id` to document (collection_id, id)? Only the
@@ -918,14 +990,16 @@ begin
 end
 $$;
 
--- After a file's blob is replaced, or its document deleted: the old blob goes, with
--- its chunks and thumbnails.
+-- After a file's blob is replaced, or its document deleted: the old blob goes to
+-- baas._blob_trash, in O(1) whatever the file's size. Its chunks and thumbnails are
+-- unreadable at once (no document holds the blob), its bytes leave the owner's quota at
+-- once, and baas.cleanup_blobs deletes them in batches afterwards.
 create function baas._documents_files() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    delete from baas._blobs b where b.id = old.blob_id;
+    insert into baas._blob_trash (blob_id) values (old.blob_id) on conflict do nothing;
     return null;
 end
 $$;
@@ -944,22 +1018,19 @@ create function baas._file_delete_check() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-    r record;
 begin
     if pg_trigger_depth() > 1 or baas._restoring() then
         return old;
     end if;
-    select rc.name, rd.id into r
-      from baas._file_refs f
-      join baas.documents rd on rd.collection_id = f.collection_id and rd.id = f.document_id
-      join baas.collections rc on rc.id = f.collection_id
-     where f.file_id = old.id and rc.file_refs = 'restrict' and (rd.owner is null or rd.owner = old.owner)
-       and (f.collection_id, f.document_id) <> (old.collection_id, old.id)
-     limit 1;
-    if found then
+    -- The message names neither the document nor its collection: the deleter may be
+    -- unable to read them.
+    if exists (select from baas._file_refs f
+                 join baas.documents rd on rd.collection_id = f.collection_id and rd.id = f.document_id
+                 join baas.collections rc on rc.id = f.collection_id
+                where f.file_id = old.id and rc.file_refs = 'restrict' and (rd.owner is null or rd.owner = old.owner)
+                  and (f.collection_id, f.document_id) <> (old.collection_id, old.id)) then
         raise exception using errcode = '23503', detail = 'file_referenced',
-            message = format('file %s is referenced by document %s of %s', old.id, r.id, r.name);
+            message = format('file %s is referenced by a document of a collection whose references keep files (file_refs "restrict"); remove the reference first', old.id);
     end if;
     return old;
 end
@@ -1044,7 +1115,9 @@ create function baas.file_read(blob_id uuid, at bigint, max integer) returns tab
 language plpgsql stable
 as $$
 begin
-    if not exists (select from baas._blobs b where b.id = file_read.blob_id) then
+    -- A blob a document holds and the caller may read (the policies decide): not one
+    -- waiting in baas._blob_trash, even for the service role.
+    if not exists (select from baas.documents d where d.blob_id = file_read.blob_id) then
         return;
     end if;
     return query select baas._blob_piece(file_read.blob_id, coalesce(file_read.at, 0), coalesce(file_read.max, 1048576));
@@ -1131,7 +1204,9 @@ comment on function baas.get_file_acl(uuid) is 'A file''s ACL (owner or service 
 
 ------------------------------------------------------------------------ links
 -- Sign a download link's token with the active key: audience `<audience>:file`, bound
--- to the caller's session, the file and its version.
+-- to the caller's session, the file and its version. API roles can call it directly,
+-- so it makes file_link's checks itself (signed in; the file, at that version, one the
+-- caller may read: as documents_read decides, through baas._acl_allows).
 create function baas._file_link_sign(fid uuid, ver bigint, ttl integer) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -1139,12 +1214,21 @@ as $$
 declare
     s baas.settings;
     k record;
+    d record;
     v_claims jsonb := baas.claims();
     v_now bigint := extract(epoch from now())::bigint;
     v_token text;
 begin
     if ttl is null or ttl not between 1 and 300 then
         raise exception using errcode = '22023', detail = 'invalid_request', message = 'ttl must be 1 to 300 seconds';
+    end if;
+    if baas.uid() is null and coalesce(v_claims ->> 'role', '') <> 'baas_service' then
+        raise exception using errcode = '42501', detail = 'not_authenticated', message = 'sign in to make a link';
+    end if;
+    select t.owner, t.acl_read, t.version into d from baas.documents t where t.id = fid and t.blob_id is not null;
+    if not found or d.version is distinct from ver
+       or not (baas._is_privileged(baas._caller_role()) or baas._acl_allows(d.owner, d.acl_read)) then
+        raise exception using errcode = 'P0002', detail = 'file_not_found', message = format('file %s not found', fid);
     end if;
     select * into strict s from baas.settings;
     select x.kid, x.secret into k from baas._signing_keys x where x.retired_at is null order by x.created_at desc limit 1;
@@ -1200,31 +1284,16 @@ end
 $$;
 comment on function baas.thumbnail_get(uuid, integer, integer, text) is 'A cached thumbnail of a file the caller may read (no row: not cached)';
 
-create function baas._thumbnail_insert(blob_id uuid, width int, height int, fit text, content_type text, data bytea)
+-- Store a thumbnail the proxy made (proxy/src/files/thumb_hook.rs). Every reader of
+-- the file is served what is stored here, so only the proxy's own output may be: this
+-- is granted to the proxy's login role alone, which calls it (as itself, no role
+-- switch) after reading the source as the caller under the files' RLS; no API role
+-- can store a thumbnail. Only JPEG or PNG whose bytes are what the type says (the
+-- extension's sniffer), and only of a file's blob, never of an unfinished upload.
+create function baas.thumbnail_put(blob_id uuid, width int, height int, fit text, content_type text, data bytea)
 returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
-as $$
-begin
-    -- Every reader is served what one reader stored: only JPEG or PNG whose bytes are
-    -- what the type says (the extension's sniffer), never HTML, SVG or other active content.
-    if content_type is null or content_type not in ('image/jpeg', 'image/png')
-       or baas._sniff_type(substring(data from 1 for 64)) is distinct from content_type then
-        raise exception using errcode = '22023', detail = 'invalid_request',
-            message = 'a thumbnail is image/jpeg or image/png, and its bytes must be of that type';
-    end if;
-    -- Only thumbnails of a file's blob (thumbnail_put checked, as the caller, that it
-    -- is readable); never of an unfinished upload.
-    insert into baas._thumbnails (source_blob, width, height, fit, content_type, data)
-    select _thumbnail_insert.blob_id, width, height, fit, content_type, data
-     where exists (select from baas.documents d where d.blob_id = _thumbnail_insert.blob_id)
-    on conflict do nothing;
-end
-$$;
-
-create function baas.thumbnail_put(blob_id uuid, width int, height int, fit text, content_type text, data bytea)
-returns void
-language plpgsql volatile
 as $$
 begin
     if width is null or height is null or width not between 1 and 1024 or height not between 1 and 1024
@@ -1232,15 +1301,21 @@ begin
         raise exception using errcode = '22023', detail = 'invalid_request',
             message = 'a thumbnail is 1-1024 x 1-1024, fit contain or cover, with a type and bytes';
     end if;
-    -- As the caller: only a thumbnail of a file they may read. _thumbnail_insert checks
-    -- the type (JPEG or PNG) against the bytes.
+    if content_type not in ('image/jpeg', 'image/png')
+       or baas._sniff_type(substring(data from 1 for 64)) is distinct from content_type then
+        raise exception using errcode = '22023', detail = 'invalid_request',
+            message = 'a thumbnail is image/jpeg or image/png, and its bytes must be of that type';
+    end if;
     if not exists (select from baas.documents d where d.blob_id = thumbnail_put.blob_id) then
         raise exception using errcode = 'P0002', detail = 'file_not_found', message = 'file not found';
     end if;
-    perform baas._thumbnail_insert(blob_id, width, height, fit, content_type, data);
+    insert into baas._thumbnails (source_blob, width, height, fit, content_type, data)
+    values (thumbnail_put.blob_id, width, height, fit, content_type, data)
+    on conflict do nothing;
 end
 $$;
-comment on function baas.thumbnail_put(uuid, integer, integer, text, text, bytea) is 'Cache a thumbnail of a file the caller may read';
+comment on function baas.thumbnail_put(uuid, integer, integer, text, text, bytea) is
+    'The proxy''s login role only: cache a thumbnail it made of a file''s blob';
 
 ------------------------------------------------------------------------ DBAs
 -- Files as rows, under the caller's policies: `select * from baas.files` and

@@ -120,8 +120,7 @@ grant execute on function
     baas.set_file_acl(uuid, jsonb, bigint),
     baas.get_file_acl(uuid),
     baas.file_link(uuid, integer),
-    baas.thumbnail_get(uuid, integer, integer, text),
-    baas.thumbnail_put(uuid, integer, integer, text, text, bytea)
+    baas.thumbnail_get(uuid, integer, integer, text)
   to baas_anon, baas_user, baas_service;
 
 -- What those run as the caller (and the documents guard, for a file's document).
@@ -132,15 +131,14 @@ grant execute on function
     baas._blob_piece(uuid, bigint, integer),
     baas._file_max_bytes(),
     baas._raise_too_large(bigint, bigint),
-    baas._raise_quota(bigint, bigint),
     baas._quota_left(uuid),
-    baas._upload_insert(integer, uuid, boolean, bigint, bigint, text, text, jsonb, jsonb, bytea),
+    baas._upload_open(text, text, text, bigint, jsonb, jsonb, uuid, bigint, boolean, bytea, boolean),
+    baas._upload_insert(integer, uuid, boolean, bigint, bigint, text, text, jsonb, jsonb, bytea, boolean),
     baas._upload_seal(uuid),
     baas._upload_done(uuid),
     baas._may_attach_blob(uuid, integer, uuid),
     baas._blob_file_json(uuid, text),
     baas._file_link_sign(uuid, bigint, integer),
-    baas._thumbnail_insert(uuid, integer, integer, text, text, bytea),
     baas._check_file_name(text),
     baas._normalize_content_type(text),
     baas._file_type_allowed(text, text[])
@@ -153,7 +151,10 @@ grant execute on function
     baas.file_usage(),
     baas.unreferenced_files()
   to baas_service;
-grant execute on function baas.cleanup_uploads(integer) to baas_authenticator;
+grant execute on function baas.cleanup_uploads(integer), baas.cleanup_blobs(integer) to baas_authenticator;
+-- Thumbnails are stored by the proxy alone, as its login role: every reader is served
+-- them, so no API role may store one (sql/files.sql, baas.thumbnail_put).
+grant execute on function baas.thumbnail_put(uuid, integer, integer, text, text, bytea) to baas_authenticator;
 
 -- Live change feeds: a position reveals only a number (every API role); the log, the
 -- pull and the principal lookups are the proxy's login role's alone (sql/realtime.sql).

@@ -70,9 +70,9 @@ as $$
            '_jsonb_lp_cmp', '_jsonb_lp_contains',
            -- files (sql/files.sql, sql/grants.sql)
            '_upload_append', '_upload_lease', '_upload_rewind', '_upload_release', '_file_json', '_file_row',
-           '_explain_file_miss', '_blob_piece', '_file_max_bytes', '_raise_too_large', '_raise_quota',
-           '_quota_left', '_upload_insert', '_upload_seal', '_upload_done', '_may_attach_blob',
-           '_blob_file_json', '_file_link_sign', '_thumbnail_insert', '_check_file_name',
+           '_explain_file_miss', '_blob_piece', '_file_max_bytes', '_raise_too_large',
+           '_quota_left', '_upload_open', '_upload_insert', '_upload_seal', '_upload_done', '_may_attach_blob',
+           '_blob_file_json', '_file_link_sign', '_check_file_name',
            '_normalize_content_type', '_file_type_allowed'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid
@@ -102,7 +102,7 @@ as $$
            -- files
            'upload_create', 'upload_status', 'upload_finish', 'upload_abort', 'upload_file', 'file_get',
            'file_read', 'file_meta', 'update_file', 'delete_file', 'set_file_acl', 'get_file_acl', 'file_link',
-           'thumbnail_get', 'thumbnail_put', 'cleanup_uploads', 'unreferenced_files', 'file_usage', 'set_bucket',
+           'thumbnail_get', 'thumbnail_put', 'cleanup_uploads', 'cleanup_blobs', 'unreferenced_files', 'file_usage', 'set_bucket',
            -- live change feeds
            'set_realtime', 'realtime_position', 'realtime_status', 'realtime_disable',
            -- DBA tools
@@ -172,7 +172,7 @@ as $$
            'a policy sql/permissions.sql does not define: it may widen who reads file bytes'
       from pg_policy p
      where p.polrelid in ('baas._file_chunks'::regclass, 'baas._blobs'::regclass, 'baas._thumbnails'::regclass,
-                          'baas._uploads'::regclass, 'baas._file_refs'::regclass)
+                          'baas._uploads'::regclass, 'baas._file_refs'::regclass, 'baas._blob_trash'::regclass)
        and p.polname not in ('file_chunks_read', 'file_chunks_service', 'blobs_read', 'blobs_service',
                              'thumbnails_read', 'thumbnails_service')
     union all
@@ -181,12 +181,12 @@ as $$
     select 'file_table_grant', format('%s to %s', t.rel, r.rolname),
            format('%s may %s it: only SECURITY DEFINER functions may', r.rolname, lower(x.priv))
       from (values ('baas._blobs'), ('baas._file_chunks'), ('baas._uploads'), ('baas._thumbnails'),
-                   ('baas._file_refs')) t(rel)
+                   ('baas._file_refs'), ('baas._blob_trash')) t(rel)
       cross join (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
       cross join (values ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE'), ('SELECT')) x(priv)
      where (x.priv in ('INSERT', 'UPDATE', 'SELECT')
             and has_any_column_privilege(r.rolname, t.rel::regclass, x.priv)
-            and (x.priv <> 'SELECT' or t.rel in ('baas._uploads', 'baas._file_refs')))
+            and (x.priv <> 'SELECT' or t.rel in ('baas._uploads', 'baas._file_refs', 'baas._blob_trash')))
         or (x.priv in ('DELETE', 'TRUNCATE') and has_table_privilege(r.rolname, t.rel::regclass, x.priv))
     union all
     -- 5. A policy must not decide on data its users can edit: an account's own data

@@ -239,9 +239,11 @@ create policy blobs_read on baas._blobs for select to baas_anon, baas_user
 create policy thumbnails_service on baas._thumbnails for select to baas_service using (true);
 create policy thumbnails_read on baas._thumbnails for select to baas_anon, baas_user
     using (exists (select from baas.documents d where d.blob_id = _thumbnails.source_blob));
--- Upload sessions and references: SECURITY DEFINER functions only (no policies).
+-- Upload sessions, references and deleted files' blobs: SECURITY DEFINER functions
+-- only (no policies).
 alter table baas._uploads enable row level security;
 alter table baas._file_refs enable row level security;
+alter table baas._blob_trash enable row level security;
 -- Quotas: the service role manages them (DBAs bypass).
 alter table baas.file_quotas enable row level security;
 alter table baas.file_quotas force row level security;

@@ -3,7 +3,19 @@
 -- readable document, a blob id cannot be forged), baas.files through as_user, refs,
 -- quotas, upload sessions, and the lints over the file tables.
 begin;
-select plan(145);
+-- An error's message as an application user (NULL: anonymous); null when none.
+create function pg_temp.message_as(uid text, q text) returns text language plpgsql as $$
+begin
+    perform set_config('baas.claims', case when uid is null then '' else jsonb_build_object('sub', uid, 'role', 'baas_user')::text end, true);
+    perform set_config('role', case when uid is null then 'baas_anon' else 'baas_user' end, true);
+    execute q;
+    reset role;
+    perform set_config('baas.claims', '', true);
+    return null;
+exception when others then
+    return sqlerrm;
+end $$;
+select plan(178);
 
 select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -30,8 +42,8 @@ select ok((select relrowsecurity and relforcerowsecurity from pg_class where oid
 select ok((select reloptions @> '{security_invoker=true}' from pg_class where oid = 'baas.files'::regclass), 'baas.files is security_invoker');
 select is((select array_agg(c::regclass::text order by c::regclass::text) from pg_extension e, unnest(e.extconfig) c
             where e.extname = 'pgbaas' and c::regclass::text in ('baas._blobs', 'baas._file_chunks', 'baas._uploads',
-                  'baas._file_refs', 'baas.file_quotas', 'baas._thumbnails')),
-          '{baas._blobs,baas._file_chunks,baas._file_refs,baas._uploads,baas.file_quotas}', 'dumped: all file tables but the thumbnail cache');
+                  'baas._file_refs', 'baas.file_quotas', 'baas._thumbnails', 'baas._blob_trash')),
+          '{baas._blob_trash,baas._blobs,baas._file_chunks,baas._file_refs,baas._uploads,baas.file_quotas}', 'dumped: all file tables but the thumbnail cache');
 
 -------------------------------------------------------------------- one-shot uploads
 select x as f1 from baas.as_user(:'u1'::uuid, $$ select baas.upload_file('pics', 'a.txt', 'text/plain', 'hello files',
@@ -99,6 +111,10 @@ select is(pg_temp.outcome_as(:'u2', format($$ select baas.upload_file('docs', 's
 insert into baas.file_quotas select :'u1', bytes + 10 from baas.file_usage() where user_id = :'u1';
 select is(pg_temp.outcome_as(:'u2', format($$ select baas.upload_file('docs', 's.txt', 'text/plain', repeat('z', 40)::bytea, '{}', null, %L, null, true) $$, :'shared')),
           '54000 quota_exceeded', 'and the owner''s quota (10 bytes left; 40 replacing 20) refuses it');
+select is(pg_temp.message_as(:'u2', format($$ select baas.upload_file('docs', 's.txt', 'text/plain', repeat('z', 40)::bytea, '{}', null, %L, null, true) $$, :'shared')),
+          'the file (40 bytes) exceeds the file owner''s remaining file quota', 'without telling the replacer what the owner has left');
+select is(pg_temp.message_as(:'u1', format($$ select baas.upload_file('docs', 's.txt', 'text/plain', repeat('z', 40)::bytea, '{}', null, %L, null, true) $$, :'shared')),
+          'the file (40 bytes) exceeds your remaining file quota (0 bytes)', 'the owner is told (the 100 bytes of an open session count)');
 select count(*) as ok from (select baas.delete_file(:'shared')) x \gset
 delete from baas.file_quotas;
 -- Bytes in open sessions count against the quota (they are held for the TTL).
@@ -121,8 +137,36 @@ select is(pg_temp.outcome_as(:'u2', $$ select count(*) from generate_series(1, 2
 select is(pg_temp.outcome_as(:'u2', $$ select baas.upload_create('pics', 'n21', null, 1) $$), '54000 too_many_uploads',
           'the twenty-first: 54000 too_many_uploads (429)');
 select is(pg_temp.outcome_as(:'u1', $$ select baas.upload_create('pics', 'other', null, 1) $$), 'ok', 'another user is not affected');
+select is(pg_temp.outcome_as(:'u2', $$ select baas.upload_file('pics', 'one-shot.txt', 'text/plain', 'x', '{}', null, '0190f5b4-0000-7000-8000-00000000f0a1') $$), 'ok',
+          'a one-shot upload_file is not refused by the cap (its session ends with its transaction)');
+select is((select count(*)::int from baas._uploads where owner = :'u2'), 20, 'and it held no session');
+select count(*) as ok from (select baas.delete_file('0190f5b4-0000-7000-8000-00000000f0a1')) x \gset
+select id as pics_id from baas.collections where name = 'pics' \gset
+-- A one-shot session made directly cannot be used by any later transaction.
+select x #>> '{}' as oneshot from baas.as_user(:'u2'::uuid, format($$ select (baas._upload_insert(%s, gen_random_uuid(), false, null, 1, 'x', null, '{}', null, null, true)).id $$, :'pics_id')) x \gset
+select is((select created_at = expires_at from baas._uploads where id = :'oneshot'), true, 'a one-shot session expires as it is made');
+update baas._uploads set created_at = created_at - interval '1 second', expires_at = expires_at - interval '1 second' where id = :'oneshot';
+select is(pg_temp.outcome_as(:'u2', format('select baas._upload_append(%L, null, 0, ''a'')', :'oneshot')), 'P0002 upload_expired',
+          'in a later transaction it is expired');
 delete from baas._uploads where owner = :'u2' or name = 'other';
 update baas.collections set create_acl = '{public}' where name = 'docs';
+-- Anonymous callers: per client address (baas.client_ip, which the proxy sets), so one
+-- of them cannot block every anonymous upload to a bucket.
+select set_config('baas.client_ip', '198.51.100.1', true) is not null as ok \gset
+select is(pg_temp.outcome_as(null, $$ select count(*) from generate_series(1, 20) g, lateral baas.upload_create('docs', 'a' || g, null, 1) x $$),
+          'ok', 'anonymous: twenty open sessions from one address');
+select is(pg_temp.outcome_as(null, $$ select baas.upload_create('docs', 'a21', null, 1) $$), '54000 too_many_uploads',
+          'anonymous: the twenty-first from that address: 429');
+select is(pg_temp.outcome_as(null, $$ select baas.upload_file('docs', 'small.txt', 'text/plain', 'small', '{}', null, '0190f5b4-0000-7000-8000-00000000f0a2') $$), 'ok',
+          'anonymous: a one-shot upload from that address still works');
+select count(*) as ok from (select baas.delete_file('0190f5b4-0000-7000-8000-00000000f0a2')) x \gset
+select set_config('baas.client_ip', '198.51.100.2', true) is not null as ok \gset
+select is(pg_temp.outcome_as(null, $$ select baas.upload_create('docs', 'b1', null, 1) $$), 'ok',
+          'anonymous: another address is not affected');
+select is((select count(*)::int from baas._uploads where owner is null and client_ip = '198.51.100.1'), 20, 'sessions keep their address');
+select set_config('baas.client_ip', '', true) is not null as ok \gset
+delete from baas._uploads where owner is null;
+-- No address (a call outside the proxy): per bucket.
 select is(pg_temp.outcome_as(null, $$ select count(*) from generate_series(1, 20) g, lateral baas.upload_create('docs', 'n' || g, null, 1) x $$),
           'ok', 'anonymous: twenty open sessions in a bucket');
 select is(pg_temp.outcome_as(null, $$ select baas.upload_create('docs', 'n21', null, 1) $$), '54000 too_many_uploads',
@@ -179,10 +223,26 @@ select is(pg_temp.outcome_as(:'u1', format('select baas.upload_finish(%L)', :'up
 update baas._uploads set sha256_expected = null where id = :'up2';
 select is(pg_temp.outcome_as(:'u1', format('select baas.upload_finish(%L)', :'up2')), '22023 content_type_mismatch', 'image/png that is not: 415');
 select is(pg_temp.outcome_as(:'u1', format('select baas.upload_abort(%L)', :'up2')), 'ok', 'abort');
+select ok(baas.cleanup_blobs(1000) > 0, 'the files deleted and replaced above: cleanup_blobs sweeps their bytes');
 select is((select count(*)::int from baas._blobs b where not exists (select from baas.documents d where d.blob_id = b.id)
              and not exists (select from baas._uploads u where u.blob_id = b.id)), 0,
           'an aborted upload leaves no blob, no chunk');
 select is(pg_temp.outcome_as(:'u1', format('select baas.upload_abort(%L)', :'up2')), 'P0002 upload_not_found', 'aborting twice: 404');
+-- drop_role scrubs the ACL an unfinished upload will give its file: a role made later
+-- under the same name gets nothing from it.
+select baas.create_role('fx7') is null as ok \gset
+select x ->> 'upload_id' as up7 from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'r7.txt', 'text/plain', 2, '{}',
+        '{"read": ["role:fx7", "authenticated"]}', '0190f5b4-0000-7000-8000-00000000f0a7') $$) x \gset
+select baas.drop_role('fx7') is null as ok \gset
+select is((select acl from baas._uploads where id = :'up7'), '{"read": ["authenticated"], "update": [], "delete": []}'::jsonb,
+          'drop_role removes the role from unfinished uploads'' ACLs');
+select baas.create_role('fx7') is null as ok \gset
+select count(*) as ok from baas.as_user(:'u1'::uuid, format('select baas._upload_append(%L, null, 0, ''r7'')', :'up7')) \gset
+select x -> 'acl' as acl7 from baas.as_user(:'u1'::uuid, format('select baas.upload_finish(%L)', :'up7')) x \gset
+select is(:'acl7'::jsonb, '{"read": ["authenticated"], "update": [], "delete": []}'::jsonb,
+          'the finished file does not name the new role of the old name');
+select count(*) as ok from (select baas.delete_file('0190f5b4-0000-7000-8000-00000000f0a7')) x \gset
+select baas.drop_role('fx7') is null as ok \gset
 select x ->> 'upload_id' as up3 from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'y', null, 1) $$) x \gset
 update baas._uploads set expires_at = now() - interval '1 second' where id = :'up3';
 select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 0, ''a'')', :'up3')), 'P0002 upload_expired', 'an expired upload: 410');
@@ -191,27 +251,27 @@ select is((select count(*)::int from baas._uploads where id = :'up3'), 0, 'and i
 -- The internal steps API roles can reach do not skip the checks of the public ones.
 select id as loose_id from baas.collections where name = 'loose' \gset
 select id as pics_id from baas.collections where name = 'pics' \gset
-select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, 'x', null, '{}', null, null) $$, :'loose_id')),
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, 'x', null, '{}', null, null, false) $$, :'loose_id')),
           '22023 not_a_bucket', '_upload_insert called directly: not a bucket');
-select is(pg_temp.outcome_as(null, format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, 'x', null, '{}', null, null) $$, :'pics_id')),
+select is(pg_temp.outcome_as(null, format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, 'x', null, '{}', null, null, false) $$, :'pics_id')),
           '42501 forbidden', '_upload_insert called directly: no create right');
-select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, '../x', null, '{}', null, null) $$, :'pics_id')),
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, '../x', null, '{}', null, null, false) $$, :'pics_id')),
           '22023 invalid_file_name', '_upload_insert called directly: the name rule');
-select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, 'x', 'application/pdf', '{}', null, null) $$, :'pics_id')),
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 1, 'x', 'application/pdf', '{}', null, null, false) $$, :'pics_id')),
           '22023 unsupported_file_type', '_upload_insert called directly: the bucket''s types');
-select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 5000000, 'x', null, '{}', null, null) $$, :'pics_id')),
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, gen_random_uuid(), false, null, 5000000, 'x', null, '{}', null, null, false) $$, :'pics_id')),
           '54000 file_too_large', '_upload_insert called directly: the bucket''s size');
 -- A replace through the direct step answers as upload_create: an unreadable file is not
 -- found, a readable one the caller may not update is forbidden, and neither opens a session.
 select x ->> 'id' as ro from baas.as_user(:'u1'::uuid, $$ select baas.upload_file('pics', 'ro.txt', 'text/plain', 'read only', '{}',
         '{"read": ["authenticated"]}') $$) x \gset
 select count(*) as u2_before from baas._uploads where owner = :'u2' \gset
-select is(pg_temp.outcome_as(:'u2', format($$ select baas._upload_insert(%s, %L, true, null, 1, 'x', null, '{}', null, null) $$, :'pics_id', :'ro')),
+select is(pg_temp.outcome_as(:'u2', format($$ select baas._upload_insert(%s, %L, true, null, 1, 'x', null, '{}', null, null, false) $$, :'pics_id', :'ro')),
           '42501 forbidden', '_upload_insert called directly: a replace of a file the caller may read but not update');
-select is(pg_temp.outcome_as(null, format($$ select baas._upload_insert(%s, %L, true, null, 1, 'x', null, '{}', null, null) $$, :'pics_id', :'ro')),
+select is(pg_temp.outcome_as(null, format($$ select baas._upload_insert(%s, %L, true, null, 1, 'x', null, '{}', null, null, false) $$, :'pics_id', :'ro')),
           'P0002 file_not_found', '_upload_insert called directly: a replace of a file the caller may not read is not found');
 select is((select count(*) from baas._uploads where owner = :'u2'), :'u2_before'::bigint, 'and neither opened a session');
-select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, %L, true, null, 1, 'x', null, '{}', null, null) $$, :'pics_id', :'ro')),
+select is(pg_temp.outcome_as(:'u1', format($$ select baas._upload_insert(%s, %L, true, null, 1, 'x', null, '{}', null, null, false) $$, :'pics_id', :'ro')),
           'ok', 'the owner still may');
 delete from baas._uploads where owner = :'u1' and file_id = :'ro';
 select count(*) as ok from (select baas.delete_file(:'ro')) x \gset
@@ -220,7 +280,8 @@ select count(*) as ok from baas.as_user(:'u1'::uuid, format('select baas._upload
 select is(pg_temp.outcome_as(:'u1', format('select baas._upload_seal(%L)', :'sealed')), 'ok', 'a direct _upload_seal leaves a session finishing');
 select is(baas.cleanup_uploads(), 1, 'cleanup_uploads removes a session left finishing (outside a finish it is an orphan)');
 select is((select count(*)::int from baas._blobs b where not exists (select from baas.documents d where d.blob_id = b.id)
-             and not exists (select from baas._uploads u where u.blob_id = b.id)), 0, 'with its blob');
+             and not exists (select from baas._uploads u where u.blob_id = b.id)
+             and not exists (select from baas._blob_trash t where t.blob_id = b.id)), 0, 'with its blob');
 
 -------------------------------------------------------------------- the guard and the policies
 select is(pg_temp.outcome_as(:'u1', $$ select baas.create_document('pics', '{}') $$), '22023 use_file_upload', 'a bucket takes files only');
@@ -266,7 +327,12 @@ select is(pg_temp.outcome_as(:'u1', $$ select baas.set_file_acl('0190f5b4-0000-7
 select blob_id as oldblob from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f001' \gset
 select is((select x ->> 'version' from baas.as_user(:'u1'::uuid, $$ select baas.upload_file('pics', 'c.txt', 'text/plain', 'new bytes', '{}', null,
             '0190f5b4-0000-7000-8000-00000000f001', 3, true) $$) x), '4', 'a new version');
-select is((select count(*)::int from baas._file_chunks where blob_id = :'oldblob'), 0, 'the old version''s bytes are gone');
+select is((select x from baas.as_user(:'u1'::uuid, format('select count(*) from baas._file_chunks where blob_id = %L', :'oldblob')) x),
+          '0'::jsonb, 'the old version''s bytes are unreadable at once');
+select is((select count(*)::int from baas._blob_trash where blob_id = :'oldblob'), 1, 'and wait in the trash for cleanup_blobs');
+select ok(baas.cleanup_blobs() >= 2, 'cleanup_blobs sweeps the trash');
+select is((select count(*)::int from baas._blobs where id = :'oldblob') + (select count(*)::int from baas._file_chunks where blob_id = :'oldblob'),
+          0, 'the old version''s chunk and blob are gone');
 
 -------------------------------------------------------------------- references
 select is(pg_temp.outcome_as(:'u1', $$ select baas.create_document('notes', '{"att": {"$file": "0190f5b4-0000-7000-8000-00000000f002"}}') $$), 'ok',
@@ -274,6 +340,9 @@ select is(pg_temp.outcome_as(:'u1', $$ select baas.create_document('notes', '{"a
 select is(pg_temp.outcome_as(:'u1', $$ select baas.create_document('notes', '{"att": {"$file": 12}}') $$), '22023 invalid_file_ref', 'a non-id ref: 400');
 select is(pg_temp.outcome_as(:'u1', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f002') $$), '23503 file_referenced',
           'a restrict reference by the owner blocks the delete: 409');
+select is(pg_temp.message_as(:'u1', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f002') $$),
+          'file 0190f5b4-0000-7000-8000-00000000f002 is referenced by a document of a collection whose references keep files (file_refs "restrict"); remove the reference first',
+          'the message names neither the referencing document nor its collection');
 select is(pg_temp.outcome_as(:'u2', $$ select baas.create_document('notes', '{"x": [{"$file": "0190f5b4-0000-7000-8000-00000000f004"}]}') $$), 'ok',
           'u2''s note refers to u2''s file');
 select is(array(select name from baas.unreferenced_files() order by name), '{big.bin,c.txt,empty}', 'unreferenced_files');
@@ -283,17 +352,36 @@ select baas.create_document('notes', '{"svc": {"$file": "0190f5b4-0000-7000-8000
 select is(pg_temp.outcome_as(:'u2', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f004') $$), '23503 file_referenced',
           'a reference from an ownerless (service) document of a restrict collection blocks the delete: 409');
 select count(*) as ok from (select baas.delete_document('notes', :'svcnote')) x \gset
+select blob_id as bigblob from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f003' \gset
+select bytes as u1_bytes from baas.file_usage() where user_id = :'u1' \gset
 select is(pg_temp.outcome_as(:'u1', $$ select baas.delete_file('0190f5b4-0000-7000-8000-00000000f003', 2) $$), 'ok', 'an unreferenced file is deleted');
-select is((select count(*)::int from baas._blobs b where not exists (select from baas.documents d where d.blob_id = b.id)
-             and not exists (select from baas._uploads u where u.blob_id = b.id)), 0, 'with its blob');
+-- Its bytes are not deleted in the deleting transaction (a large file would run out
+-- of statement time): the blob goes to the trash, unreadable and off the quota at once.
+select is((select count(*)::int from baas._file_chunks where blob_id = :'bigblob'), 3, 'deleting a file leaves its chunks to the sweep');
+select is((select count(*)::int from baas._blob_trash where blob_id = :'bigblob'), 1, 'its blob waits in baas._blob_trash');
+select is((select x from baas.as_user(:'u1'::uuid, format('select count(*) from baas._file_chunks where blob_id = %L', :'bigblob')) x),
+          '0'::jsonb, 'its chunks are unreadable at once, even for its owner');
+select is((select count(*)::int from baas.file_read(:'bigblob', 0, 10)), 0, 'file_read gives nothing of it, even to a DBA');
+select is((select bytes from baas.file_usage() where user_id = :'u1'), :'u1_bytes'::bigint - 2097160, 'its bytes leave the owner''s usage (and quota) at once');
+select is(baas.cleanup_blobs(2), 2, 'cleanup_blobs deletes at most max rows per call');
+select is((select count(*)::int from baas._file_chunks where blob_id = :'bigblob'), 1, 'in batches');
+select is(baas.cleanup_blobs(), 2, 'the next call the last chunk and the blob');
+select is((select count(*)::int from baas._blobs where id = :'bigblob') + (select count(*)::int from baas._blob_trash), 0,
+          'then the blob and the trash are gone');
+select is(baas.cleanup_blobs(), 0, 'and nothing is left to sweep');
 
 -------------------------------------------------------------------- links, thumbnails, DBAs
 select is(pg_temp.outcome_as(:'u1', $$ select baas.file_link('0190f5b4-0000-7000-8000-00000000f002', 0) $$), '22023 invalid_request', 'a link of 0 s: 400');
 select is(pg_temp.outcome_as(null, $$ select baas.file_link('0190f5b4-0000-7000-8000-00000000f002') $$), '42501 not_authenticated', 'anonymous links: 401');
 select is(pg_temp.outcome_as(:'u2', $$ select baas.file_link('0190f5b4-0000-7000-8000-00000000f002') $$), 'P0002 file_not_found', 'a link to an unreadable file: 404');
-select is(pg_temp.outcome_as(:'u2', format('select baas.thumbnail_put(%L, 10, 10, ''cover'', ''image/png'', ''x'')',
-            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f002'))), 'P0002 file_not_found',
-          'no thumbnail for a file one cannot read');
+select is(pg_temp.outcome_as(:'u2', format('select baas._file_link_sign(%L, 1, 60)', '0190f5b4-0000-7000-8000-00000000f002')),
+          'P0002 file_not_found', '_file_link_sign called directly: no link to a file the caller may not read');
+select is(pg_temp.outcome_as(null, format('select baas._file_link_sign(%L, 1, 60)', '0190f5b4-0000-7000-8000-00000000f001')),
+          '42501 not_authenticated', '_file_link_sign called directly: anonymous callers get no link');
+select is(pg_temp.outcome_as(:'u1', format('select baas._file_link_sign(%L, 7, 60)', '0190f5b4-0000-7000-8000-00000000f002')),
+          'P0002 file_not_found', '_file_link_sign called directly: only for the file''s current version');
+select is(pg_temp.outcome_as(:'u1', format('select baas._file_link_sign(%L, 1, 60)', '0190f5b4-0000-7000-8000-00000000f002')),
+          'ok', '_file_link_sign: the owner may');
 select x as link from baas.as_user(:'u1'::uuid, $$ select baas.file_link('0190f5b4-0000-7000-8000-00000000f002', 60) $$) x \gset
 select is((select convert_from(decode(rpad(translate(p, '-_', '+/'), (length(p) + 3) / 4 * 4, '='), 'base64'), 'utf8')::jsonb
              - 'iat' - 'exp' - 'iss'
@@ -306,17 +394,24 @@ select is((select (p::jsonb -> 'exp')::bigint - (p::jsonb -> 'iat')::bigint
                   (length(split_part(:'link'::jsonb ->> 'token', '.', 2)) + 3) / 4 * 4, '='), 'base64'), 'utf8') p),
           60::bigint, 'expiring after the ttl asked');
 select is(:'link'::jsonb ->> 'url', '/v1/files/0190f5b4-0000-7000-8000-00000000f002?sig=' || (:'link'::jsonb ->> 'token'), 'and its url');
-select is(pg_temp.outcome_as(:'u2', format('select baas.thumbnail_put(%L, 10, 8, ''cover'', ''text/html'', ''<script>x</script>'')',
-            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f001'))), '22023 invalid_request',
-          'a reader cannot cache HTML as a thumbnail every reader is served');
-select is(pg_temp.outcome_as(:'u2', format('select baas.thumbnail_put(%L, 10, 8, ''cover'', ''image/png'', ''<svg onload=x>'')',
-            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f001'))), '22023 invalid_request',
-          'nor bytes that are not what the declared image type says');
-select is(pg_temp.outcome_as(:'u2', format('select baas._thumbnail_insert(%L, 10, 8, ''cover'', ''image/jpeg'', ''\x89504e470d0a1a0a0000000d49484452'')',
-            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f001'))), '22023 invalid_request',
-          'the definer step checks the bytes too (PNG bytes declared JPEG)');
+-- Thumbnails: every reader is served what is stored, so only the proxy's login role
+-- may store one (the proxy's own output); no API role can, not even the owner.
 select is(pg_temp.outcome_as(:'u1', format('select baas.thumbnail_put(%L, 10, 8, ''cover'', ''image/png'', ''\x89504e470d0a1a0a0000000d49484452'')',
-            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f002'))), 'ok', 'the owner caches a thumbnail');
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f002'))), '42501 ',
+          'an API role cannot store a thumbnail every reader is served (not even the owner)');
+select is(pg_temp.sqlstate_as('baas_service', format('select baas.thumbnail_put(%L, 10, 8, ''cover'', ''image/png'', ''\x89504e470d0a1a0a0000000d49484452'')',
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f002'))), '42501', 'nor the service role');
+select is((select count(*)::int from pg_proc where proname = '_thumbnail_insert'), 0, 'and no definer step stores one for them');
+select is(pg_temp.detail_of(format($$ set local role baas_authenticator; select baas.thumbnail_put(%L, 10, 8, 'cover', 'text/html', '<script>x</script>') $$,
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f001'))), '22023 invalid_request',
+          'the proxy''s role: never HTML');
+select is(pg_temp.detail_of(format($$ set local role baas_authenticator; select baas.thumbnail_put(%L, 10, 8, 'cover', 'image/jpeg', '\x89504e470d0a1a0a0000000d49484452') $$,
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f001'))), '22023 invalid_request',
+          'nor bytes that are not what the declared image type says (PNG bytes declared JPEG)');
+select is(pg_temp.detail_of($$ set local role baas_authenticator; select baas.thumbnail_put(gen_random_uuid(), 10, 8, 'cover', 'image/png', '\x89504e470d0a1a0a0000000d49484452') $$),
+          'P0002 file_not_found', 'nor of a blob no file holds');
+select is(pg_temp.detail_of(format($$ set local role baas_authenticator; select baas.thumbnail_put(%L, 10, 8, 'cover', 'image/png', '\x89504e470d0a1a0a0000000d49484452'); reset role $$,
+            (select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f002'))), null, 'the proxy''s login role stores a thumbnail');
 select is((select x ->> 'data' from baas.as_user(:'u1'::uuid, $$ select * from baas.thumbnail_get('0190f5b4-0000-7000-8000-00000000f002', 10, 8, 'cover') $$) x),
           '\x89504e470d0a1a0a0000000d49484452', 'thumbnail_get returns it');
 select is((select (x ->> 'meta')::jsonb -> 'thumbnail' from baas.as_user(:'u1'::uuid, $$ select * from baas.thumbnail_get('0190f5b4-0000-7000-8000-00000000f002', 10, 8, 'cover') $$) x),

@@ -353,3 +353,41 @@ fn no_500_anywhere() {
     assert_eq!(tus_offset(Some(t), &upload), 0);
     assert_eq!(call("GET", "/healthz", None, None).status, 200);
 }
+
+/// Review finding 2: the cap of 20 open upload sessions was shared by every anonymous
+/// caller of a bucket, so 20 anonymous POST /v1/uploads blocked every anonymous upload
+/// to it (even one-shot uploads) for the upload TTL. Now anonymous sessions are counted
+/// per client address (the proxy's, here through a trusted X-Forwarded-For), and a
+/// one-shot upload holds no session, so the cap never refuses it.
+#[test]
+fn anonymous_upload_cap_is_per_address() {
+    let b = bucket("anoncap", json!({"create": ["public"]}));
+    let url = env().cluster.authenticator_url().unwrap();
+    let p = pgbaas_testkit::Proxy::start(&url, &["--trusted-proxies", "127.0.0.1,::1"]).expect("a proxy trusting localhost");
+    let create = |ip: &str, name: &str| {
+        let m = tus_metadata(&[("bucket", b.as_str()), ("filename", name)]);
+        send_at(&p.base(), "POST", "/v1/uploads", None, &[TUS, ("Upload-Length", "10"), ("Upload-Metadata", &m), ("X-Forwarded-For", ip)], b"")
+    };
+    let mut sessions = Vec::new();
+    for i in 0..20 {
+        let r = create("203.0.113.7", &format!("s{i}"));
+        assert_eq!(r.status, 201, "anonymous session {i}: {}", r.body);
+        sessions.push(location_path(&r));
+    }
+    let r = create("203.0.113.7", "s20");
+    assert_eq!((r.status, r.code()), (429, "too_many_uploads"), "the 21st from one address: {}", r.body);
+    // A one-shot upload from that same address is not refused by the cap.
+    let path = format!("{}?name=small.txt", files_path(&b));
+    let r = send_at(&p.base(), "POST", &path, None, &[("Content-Type", "text/plain"), ("X-Forwarded-For", "203.0.113.7")], b"small");
+    assert_eq!(r.status, 201, "a one-shot anonymous upload from a capped address: {}", r.body);
+    let small = r.body["id"].as_str().unwrap().to_string();
+    // Another anonymous client of the same bucket is not affected.
+    let r = create("203.0.113.8", "other");
+    assert_eq!(r.status, 201, "another address: {}", r.body);
+    sessions.push(location_path(&r));
+    for s in &sessions {
+        assert_eq!(send_at(&p.base(), "DELETE", s, None, &[TUS], b"").status, 204);
+    }
+    admin().execute("delete from baas.documents where id = $1::text::uuid", &[&small]).unwrap();
+    assert_nothing_stored(&b, &[]);
+}

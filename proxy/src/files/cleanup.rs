@@ -1,7 +1,11 @@
-//! The background sweep of expired upload sessions: `baas.cleanup_uploads(100)`
-//! until a sweep removes fewer than 100, every `upload_cleanup_secs` (±10 % jitter, so
-//! several proxies do not sweep in step; they are safe together anyway: the function
-//! takes rows FOR UPDATE SKIP LOCKED).
+//! The background sweep, every `upload_cleanup_secs` (±10 % jitter, so several proxies
+//! do not sweep in step; they are safe together anyway: both functions take rows FOR
+//! UPDATE SKIP LOCKED): expired upload sessions, `baas.cleanup_uploads(100)` until a
+//! call removes fewer than 100; then the bytes of deleted or replaced files,
+//! `baas.cleanup_blobs(64)` (at most 64 chunk rows, one short transaction, per call)
+//! until a call removes fewer than 64. A delete or a replace
+//! only moves the old blob to `baas._blob_trash` (its bytes unreadable and off the
+//! quota at once), so that its transaction stays O(1) in the file's size.
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -13,16 +17,38 @@ pub struct Cleanup {
     pub every: Duration,
 }
 
-/// One sweep: how many sessions were removed.
-pub async fn sweep(pool: &deadpool_postgres::Pool) -> Result<u64, String> {
+/// Chunk rows (of at most 1 MiB) `baas.cleanup_blobs` deletes per call.
+const BLOB_BATCH: i32 = 64;
+const CLEANUP_BLOBS: &str = "select baas.cleanup_blobs($1::integer)";
+
+/// What one sweep removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Expired upload sessions.
+    pub sessions: u64,
+    /// Chunk and blob rows of deleted or replaced files.
+    pub blob_rows: u64,
+}
+
+/// One sweep: the expired sessions, then the trashed blobs' bytes, batch by batch
+/// (each call its own transaction).
+pub async fn sweep(pool: &deadpool_postgres::Pool) -> Result<Swept, String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
     let stmt = client.prepare_cached(super::sql::CLEANUP).await.map_err(|e| e.to_string())?;
-    let mut total = 0u64;
+    let mut swept = Swept::default();
     loop {
         let n: i32 = client.query_one(&stmt, &[]).await.map_err(|e| e.to_string())?.get(0);
-        total += n.max(0) as u64;
+        swept.sessions += n.max(0) as u64;
         if n < 100 {
-            return Ok(total);
+            break;
+        }
+    }
+    let stmt = client.prepare_cached(CLEANUP_BLOBS).await.map_err(|e| e.to_string())?;
+    loop {
+        let n: i32 = client.query_one(&stmt, &[&BLOB_BATCH]).await.map_err(|e| e.to_string())?.get(0);
+        swept.blob_rows += n.max(0) as u64;
+        if n < BLOB_BATCH {
+            return Ok(swept);
         }
     }
 }
@@ -44,9 +70,9 @@ pub async fn run(pool: deadpool_postgres::Pool, every: Duration, mut shutdown: S
             _ = shutdown.changed() => return,
         }
         match sweep(&pool).await {
-            Ok(0) => {}
-            Ok(n) => log::info!("removed {n} expired upload sessions"),
-            Err(e) => log::warn!("sweeping expired uploads: {e}"),
+            Ok(s) if s == Swept::default() => {}
+            Ok(s) => log::info!("removed {} expired upload sessions and {} rows of deleted files' bytes", s.sessions, s.blob_rows),
+            Err(e) => log::warn!("sweeping expired uploads and deleted files' bytes: {e}"),
         }
     }
 }

@@ -7,11 +7,12 @@
 //! bounded whole-file buffer, at most `thumb_max_input_bytes`) -> `thumb::make` in the
 //! App's ThumbPool (503 thumbnails_busy past its queue) -> `baas.thumbnail_put` (a
 //! failure to cache is logged, never the client's error) -> 200.
-//! Every permission decision is Postgres's: `thumbnail_get`, `file_read` and
-//! `thumbnail_put` all run as the caller under the files' RLS.
+//! Every permission decision is Postgres's: `thumbnail_get` and `file_read` run as the
+//! caller under the files' RLS; `thumbnail_put` runs as the proxy's login role, the
+//! only role that may store a thumbnail (every reader is served it).
 
 use super::download::{self, Meta};
-use super::{headers, thumb, Ctx, PIECE_RESULT};
+use super::{headers, thumb, Ctx};
 use crate::db;
 use crate::errors::ApiError;
 use crate::server::{App, Reply};
@@ -81,7 +82,10 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, meta: &Meta
     let out = Bytes::from(out);
 
     let put: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [&blob, &w, &h, &fit_s, &out_type, &out.as_ref()];
-    if let Err(e) = db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), THUMB_PUT, &put, PIECE_RESULT).await {
+    // Stored as the proxy's login role (no role switch): baas.thumbnail_put is granted
+    // to it alone, so only thumbnails the proxy made are ever served (the source was
+    // read as the caller above, under the files' RLS).
+    if let Err(e) = db::run_steps(&app.requests, &app.timeouts, &[(THUMB_PUT, &put)], 0).await {
         // The thumbnail is made: the client gets it; the next request makes it again.
         log::warn!("caching a thumbnail of {}: {}: {}", meta.id, e.code, e.message);
     }

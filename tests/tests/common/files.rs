@@ -300,15 +300,18 @@ pub fn assert_nothing_stored(bucket: &str, keep: &[&str]) {
     assert_no_orphan_blobs();
 }
 
-/// Every blob belongs to a file or to a live upload session.
+/// Every blob belongs to a file or to a live upload session, or waits in
+/// `baas._blob_trash` (a deleted or replaced file's: unreadable, swept in batches by the
+/// proxy's cleanup service, `baas.cleanup_blobs`; files_refs.rs checks the sweep).
 pub fn assert_no_orphan_blobs() {
     let mut db = admin();
-    wait_until("no orphan blob (every blob belongs to a file or an upload session)", || {
+    wait_until("no orphan blob (every blob belongs to a file or an upload session, or waits in the trash)", || {
         let n: i64 = db
             .query_one(
                 "select count(*) from baas._blobs b
                   where not exists (select from baas.documents d where d.blob_id = b.id)
-                    and not exists (select from baas._uploads u where u.blob_id = b.id)",
+                    and not exists (select from baas._uploads u where u.blob_id = b.id)
+                    and not exists (select from baas._blob_trash t where t.blob_id = b.id)",
                 &[],
             )
             .unwrap()
