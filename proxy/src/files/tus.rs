@@ -81,10 +81,28 @@ pub fn options(app: &App) -> Reply {
     r
 }
 
+/// The most `Upload-Metadata` may hold: room for `data` and `acl` JSON of tens of KiB
+/// (base64), far below pingora's 1 MiB header limit.
+pub const MAX_METADATA_BYTES: usize = 64 << 10;
+
+/// The most pairs `Upload-Metadata` may hold: the keys this server reads (bucket,
+/// filename, filetype, acl, data, sha256, id, version) and room for the extra keys tus
+/// clients send (fingerprints, relative paths), which are accepted and ignored.
+pub const MAX_METADATA_PAIRS: usize = 32;
+
 /// `Upload-Metadata`: comma-separated `key base64(value)` pairs (or a bare key), keys
-/// unique and non-empty. Values must be UTF-8 here (every key we read is text).
+/// unique and non-empty, at most MAX_METADATA_BYTES and MAX_METADATA_PAIRS (400
+/// otherwise, decided before any pair is decoded: the work is linear in the header).
+/// Values must be UTF-8 here (every key we read is text).
 pub fn parse_metadata(v: &str) -> Result<Vec<(String, Option<String>)>, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_request", format!("Upload-Metadata: {m}"));
+    if v.len() > MAX_METADATA_BYTES {
+        return Err(bad(format!("the header is {} bytes; at most {MAX_METADATA_BYTES} are accepted", v.len())));
+    }
+    if v.split(',').nth(MAX_METADATA_PAIRS).is_some() {
+        return Err(bad(format!("more than {MAX_METADATA_PAIRS} pairs")));
+    }
+    let mut seen = std::collections::HashSet::new();
     let mut out: Vec<(String, Option<String>)> = Vec::new();
     for pair in v.split(',').map(str::trim) {
         if pair.is_empty() {
@@ -96,7 +114,7 @@ pub fn parse_metadata(v: &str) -> Result<Vec<(String, Option<String>)>, ApiError
         if parts.next().is_some() {
             return Err(bad(format!("pair {key:?} has more than a key and a value")));
         }
-        if out.iter().any(|(k, _)| k == key) {
+        if !seen.insert(key) {
             return Err(bad(format!("key {key:?} is given twice")));
         }
         let value = match value {
@@ -417,6 +435,34 @@ mod tests {
         assert_eq!((t.collection.as_str(), t.name.as_deref(), t.content_type.as_deref(), t.replace), ("photos", Some("a.png"), Some("image/png"), false));
         assert!(target_of(&parse_metadata("filename YS5wbmc=").unwrap()).is_err(), "bucket is required");
         assert!(target_of(&parse_metadata("bucket cA==,filename YQ==,version Mw==").unwrap()).is_err(), "version needs id");
+    }
+
+    /// Finding 1 of the issue-15 review: 185k bare keys in a 1 MiB header took 90 s of
+    /// CPU (a quadratic duplicate check). Now: refused by its size, and a header just
+    /// under the size limit but with too many pairs by their count, both 400.
+    #[test]
+    fn metadata_is_bounded() {
+        let keys = |n: usize| (0..n).map(|i| format!("{i:x}")).collect::<Vec<_>>().join(",");
+        let huge = keys(185_000);
+        assert!(huge.len() > 1_000_000);
+        let e = parse_metadata(&huge).unwrap_err();
+        assert_eq!((e.status, e.code.as_str()), (StatusCode::BAD_REQUEST, "invalid_request"));
+        assert!(e.message.contains("at most 65536"), "{}", e.message);
+        let many = keys(10_000);
+        assert!(many.len() < MAX_METADATA_BYTES);
+        let e = parse_metadata(&many).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("more than 32 pairs"), "{}", e.message);
+        // 32 pairs, unknown keys among them, and a large data value: accepted.
+        let data = base64::engine::general_purpose::STANDARD.encode(format!("{{\"note\": \"{}\"}}", "x".repeat(40_000)));
+        let mut ok = format!("bucket cGhvdG9z,filename YS5wbmc=,data {data}");
+        for i in 0..29 {
+            ok.push_str(&format!(",client_key_{i} YQ=="));
+        }
+        let m = parse_metadata(&ok).unwrap();
+        assert_eq!(m.len(), 32);
+        assert!(target_of(&m).unwrap().data.is_some_and(|d| d.len() > 40_000));
+        assert!(parse_metadata(&format!("{ok},one_more")).is_err());
     }
 
     #[test]
