@@ -420,3 +420,65 @@ fn finish_errors_leave_nothing() {
     assert_eq!(download(t, &file_path(&ok), &[]).body, b"~new");
     assert_nothing_stored(&b, &[ok.as_str()]);
 }
+
+/// Append `bytes` at `at` to session `upload` through the SQL door, as `user` (what the
+/// proxy's last append does before a failure that leaves the session unfinished).
+fn append_as(user: &User, upload: &str, at: i64, bytes: &[u8]) {
+    let uid = upload.rsplit('/').next().unwrap().to_string();
+    let mut db = admin();
+    let mut tx = db.transaction().unwrap();
+    tx.execute("select set_config('baas.claims', $1, true)", &[&json!({"sub": user.id, "role": "baas_user"}).to_string()]).unwrap();
+    tx.batch_execute("set local role baas_user").unwrap();
+    let off: i64 = tx.query_one("select baas._upload_append($1::text::uuid, null, $2, $3)", &[&uid, &at, &bytes]).unwrap().get(0);
+    assert_eq!(off, at + bytes.len() as i64);
+    tx.commit().unwrap();
+}
+
+/// Finding 4 of the issue-15 review: a session can hold all its bytes without being
+/// finished (the last append committed, then its PATCH failed). HEAD answered
+/// Upload-Offset = Upload-Length, which tus clients take as done, and no file ever
+/// appeared. Now that HEAD finishes it and says the file's id and version.
+#[test]
+fn tus_head_finishes_a_complete_session() {
+    let b = bucket("tusend", json!({}));
+    let a = signup("tusend");
+    let t = Some(a.access.as_str());
+    let data = bytes(111, 1000);
+    let upload = tus_new(t, &b, "end.bin", 1000);
+    assert_eq!(tus_patch(t, &upload, 0, &data[..600], &[]).status, 204);
+    append_as(&a, &upload, 600, &data[600..]);
+    let h = tus_head_at(&base(), t, &upload);
+    assert_eq!(h.status, 200, "{:?}", h.headers);
+    assert_eq!((h.header("upload-offset"), h.header("upload-length")), (Some("1000"), Some("1000")));
+    let id = h.header("pgbaas-file-id").unwrap_or_else(|| panic!("HEAD finished no file: {:?}", h.headers)).to_string();
+    assert_eq!(h.header("pgbaas-file-version"), Some("1"));
+    assert_eq!(download(t, &file_path(&id), &[]).body, data, "the file exists with the uploaded bytes");
+    assert_eq!(tus_head_at(&base(), t, &upload).status, 404, "the session is finished");
+    assert_nothing_stored(&b, &[id.as_str()]);
+}
+
+/// Finding 4 too: a transient error at the finish (here 503 query_timeout, the owner's
+/// quota lock held elsewhere past the statement timeout) aborted the whole upload. Now
+/// the session is kept, and the client's retry (its HEAD) finishes it.
+#[test]
+fn tus_finish_timeout_keeps_the_session() {
+    let b = bucket("tusretry", json!({}));
+    let a = signup("tusretry");
+    let t = Some(a.access.as_str());
+    let n = 3 * MIB / 2;
+    let data = bytes(121, n);
+    let upload = tus_new(t, &b, "retry.bin", n as u64);
+    assert_eq!(tus_patch(t, &upload, 0, &data[..MIB], &[]).status, 204);
+    // The finish takes the payer's quota lock (_upload_seal); the last append of a
+    // session of known length does not.
+    let mut blocker = admin();
+    blocker.execute("select pg_advisory_lock(hashtext('baas.quota'), hashtext($1))", &[&a.id]).unwrap();
+    let r = tus_patch_at(&base(), t, &upload, MIB as u64, &data[MIB..], &[]);
+    assert_eq!((r.status, r.code()), (503, "query_timeout"), "{}", r.body);
+    blocker.execute("select pg_advisory_unlock(hashtext('baas.quota'), hashtext($1))", &[&a.id]).unwrap();
+    let h = tus_head_at(&base(), t, &upload);
+    assert_eq!((h.status, h.header("upload-offset")), (200, Some(n.to_string().as_str())), "{:?}", h.headers);
+    let id = h.header("pgbaas-file-id").unwrap_or_else(|| panic!("HEAD finished no file: {:?}", h.headers)).to_string();
+    assert_eq!(files_row(&id).unwrap().1, sha256_hex(&data));
+    assert_nothing_stored(&b, &[id.as_str()]);
+}

@@ -10,7 +10,8 @@
 //! a cut body keeps the whole pieces appended (HEAD tells where to resume); with one
 //! the PATCH is all or nothing: a mismatch or a cut rewinds to where it began
 //! (`_upload_rewind`), a mismatch answers 460. At the last byte the upload is finished
-//! in the same request.
+//! in the same request; a session whose bytes are all stored but that was not finished
+//! (that request failed after its last append) is finished by the next HEAD or PATCH.
 
 use super::body::BodyReader;
 use super::upload::{self, Session, Target};
@@ -238,14 +239,71 @@ async fn head(app: &Arc<App>, ctx: &Ctx, id: &str) -> Result<Reply, ApiError> {
     let v = super::call_json(app, ctx, sql::UPLOAD_STATUS, &[&id]).await?;
     let mut r = Reply::empty(StatusCode::OK);
     r.no_store = true;
-    r.headers.push(("upload-offset", v["offset"].as_i64().unwrap_or(0).to_string()));
-    if let Some(n) = v["length"].as_i64() {
+    let mut offset = v["offset"].as_i64().unwrap_or(0);
+    let length = v["length"].as_i64();
+    let mut finished = false;
+    if length == Some(offset) {
+        // Every byte is stored but the session is not finished: the PATCH that stored
+        // the last ones failed after its last append (an answer lost after the commit,
+        // a body cut right after its last byte, a proxy that went away, a transient
+        // error at the finish). A tus client that sees Upload-Offset = Upload-Length
+        // takes the upload as done and sends nothing more, so HEAD finishes it now.
+        // Under the lease: a writer still at work makes this 423 (clients retry), and
+        // taking it rewinds a checksummed PATCH that never ended (its bytes were never
+        // verified), after which the offset is where that PATCH began.
+        let session = Session { id: id.to_string(), lease: uuid::Uuid::new_v4().to_string() };
+        let no_checkpoint = false;
+        let lease = super::call_json(app, ctx, sql::UPLOAD_LEASE, &[&session.id, &session.lease, &no_checkpoint]).await?;
+        offset = lease["offset"].as_i64().unwrap_or(0);
+        if length == Some(offset) {
+            finish(app, ctx, &session, &mut r).await?;
+            finished = true;
+        } else {
+            release(app, ctx, &session).await;
+        }
+    }
+    r.headers.push(("upload-offset", offset.to_string()));
+    if let Some(n) = length {
         r.headers.push(("upload-length", n.to_string()));
     }
-    if let Some(exp) = v["expires_at"].as_str().and_then(super::parse_timestamp) {
-        r.headers.push(("upload-expires", httpdate::fmt_http_date(exp)));
+    if !finished {
+        if let Some(exp) = v["expires_at"].as_str().and_then(super::parse_timestamp) {
+            r.headers.push(("upload-expires", httpdate::fmt_http_date(exp)));
+        }
     }
     Ok(r)
+}
+
+/// Finish a session whose bytes are all stored, `session.lease` held; on success the
+/// file's id and version go into `r`. A refusal (a 4xx: the bytes, the quota, the
+/// policies) ends the session, as nothing can make it pass; a transient failure (a
+/// 5xx such as 503 query_timeout, or a serialization failure) keeps it, its lease
+/// released, so that a retry finishes it: HEAD, or a PATCH of no bytes at the end.
+async fn finish(app: &Arc<App>, ctx: &Ctx, session: &Session, r: &mut Reply) -> Result<(), ApiError> {
+    match upload::finish(app, ctx, &session.id).await {
+        Ok(file) => {
+            if let Some(f) = file["id"].as_str() {
+                r.headers.push(("pgbaas-file-id", f.to_string()));
+            }
+            if let Some(v) = file["version"].as_i64() {
+                r.headers.push(("pgbaas-file-version", v.to_string()));
+            }
+            Ok(())
+        }
+        Err(e) if transient(&e) => {
+            release(app, ctx, session).await;
+            Err(e)
+        }
+        Err(e) => {
+            upload::abort(app, ctx, &session.id);
+            Err(e)
+        }
+    }
+}
+
+/// An error that says nothing about the upload: the same finish may pass later.
+fn transient(e: &ApiError) -> bool {
+    e.status.is_server_error() || e.code == "serialization_failure"
 }
 
 /// A PATCH's `Upload-Checksum`: the algorithm's running hash and the expected digest.
@@ -370,20 +428,7 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
     if length != Some(at) {
         release(app, ctx, &session).await;
     } else {
-        match upload::finish(app, ctx, &session.id).await {
-            Ok(file) => {
-                if let Some(f) = file["id"].as_str() {
-                    r.headers.push(("pgbaas-file-id", f.to_string()));
-                }
-                if let Some(v) = file["version"].as_i64() {
-                    r.headers.push(("pgbaas-file-version", v.to_string()));
-                }
-            }
-            Err(e) => {
-                upload::abort(app, ctx, &session.id);
-                return Err(Reply::error(e));
-            }
-        }
+        finish(app, ctx, &session, &mut r).await.map_err(Reply::error)?;
     }
     Ok(r)
 }
