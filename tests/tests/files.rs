@@ -371,3 +371,43 @@ fn expect_100_continue() {
     assert_eq!(h.status, 404, "{}", String::from_utf8_lossy(&body));
     assert_nothing_stored(&b, &[f["id"].as_str().unwrap()]);
 }
+
+/// Finding 9 of the issue-15 review: PUT copied the file's `data` when it began and
+/// wrote that copy back at its finish, so a PATCH /meta made while a long upload ran
+/// was silently undone. Now a PUT sends no data and the new version keeps the data
+/// the file has when the upload finishes.
+#[test]
+fn put_keeps_data_patched_during_the_upload() {
+    let b = bucket("putdata", json!({}));
+    let a = signup("putdata");
+    let t = Some(a.access.as_str());
+    let id = upload_ok(t, &b, "d.bin", &bytes(31, 10), "application/octet-stream")["id"].as_str().unwrap().to_string();
+    let meta = format!("{}/meta", file_path(&id));
+    let r = call("PATCH", &meta, t, Some(&json!({"data": {"step": "before"}}).to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A PUT of 3 MiB (a session, streamed), paused after its first MiB.
+    let data = bytes(32, 3 * MIB);
+    let len = data.len().to_string();
+    let mut c = RawConn::open();
+    c.send(raw_head("PUT", &file_path(&id), t, &[("Content-Type", "application/octet-stream"), ("Content-Length", &len)]).as_bytes()).unwrap();
+    c.send(&data[..MIB]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let r = call("PATCH", &meta, t, Some(&json!({"data": {"step": "during"}}).to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    c.send(&data[MIB..]).unwrap();
+    let (h, body) = c.response();
+    assert_eq!(h.status, 200, "{}", String::from_utf8_lossy(&body));
+    let f: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(f["sha256"], sha256_hex(&data).as_str());
+    assert_eq!(f["data"], json!({"step": "during"}), "the data patched during the upload survives it");
+    assert_eq!(call("GET", &meta, t, None).body["data"], json!({"step": "during"}));
+    // A PUT that sends data (a multipart field) still replaces it.
+    let boundary = "----pgbaasPutData";
+    let mut form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"data\"\r\n\r\n{{\"step\": \"form\"}}\r\n").into_bytes();
+    form.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.bin\"\r\n\r\nxyz\r\n--{boundary}--\r\n").as_bytes());
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let r = send_at(&base(), "PUT", &file_path(&id), t, &[("Content-Type", &ct)], &form);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["data"], json!({"step": "form"}));
+    assert_nothing_stored(&b, &[id.as_str()]);
+}

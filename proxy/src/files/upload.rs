@@ -80,8 +80,10 @@ async fn serve_inner(app: &Arc<App>, s: &mut ServerSession, op: FileOp, params: 
         let meta = super::call_json(app, &ctx, "select baas.file_meta($1::text::uuid)", &[&path]).await.map_err(Reply::error)?;
         target.collection = meta["collection"].as_str().unwrap_or_default().to_string();
         target.name = meta["name"].as_str().map(str::to_string);
-        // A new version keeps the file's data unless the request sends other data.
-        target.data = meta.get("data").filter(|d| d.is_object()).map(Value::to_string);
+        // No data is sent: the new version keeps the file's data as it is when the
+        // upload finishes (upload_finish keeps it for a session's `{}`), so a
+        // PATCH /meta made during a long upload is not undone. A multipart `data`
+        // field replaces it.
         target.file_id = Some(path);
         target.replace = true;
         let if_match = super::header(s, "if-match").map_err(Reply::error)?;
