@@ -373,3 +373,98 @@ fn expect_100_continue() {
     assert_eq!(h.status, 404, "{}", String::from_utf8_lossy(&body));
     assert_nothing_stored(&b, &[f["id"].as_str().unwrap()]);
 }
+
+/// Finding 9 of the issue-15 review: PUT copied the file's `data` when it began and
+/// wrote that copy back at its finish, so a PATCH /meta made while a long upload ran
+/// was silently undone. Now a PUT sends no data and the new version keeps the data
+/// the file has when the upload finishes.
+#[test]
+fn put_keeps_data_patched_during_the_upload() {
+    let b = bucket("putdata", json!({}));
+    let a = signup("putdata");
+    let t = Some(a.access.as_str());
+    let id = upload_ok(t, &b, "d.bin", &bytes(31, 10), "application/octet-stream")["id"].as_str().unwrap().to_string();
+    let meta = format!("{}/meta", file_path(&id));
+    let r = call("PATCH", &meta, t, Some(&json!({"data": {"step": "before"}}).to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A PUT of 3 MiB (a session, streamed), paused after its first MiB.
+    let data = bytes(32, 3 * MIB);
+    let len = data.len().to_string();
+    let mut c = RawConn::open();
+    c.send(raw_head("PUT", &file_path(&id), t, &[("Content-Type", "application/octet-stream"), ("Content-Length", &len)]).as_bytes()).unwrap();
+    c.send(&data[..MIB]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let r = call("PATCH", &meta, t, Some(&json!({"data": {"step": "during"}}).to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    c.send(&data[MIB..]).unwrap();
+    let (h, body) = c.response();
+    assert_eq!(h.status, 200, "{}", String::from_utf8_lossy(&body));
+    let f: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(f["sha256"], sha256_hex(&data).as_str());
+    assert_eq!(f["data"], json!({"step": "during"}), "the data patched during the upload survives it");
+    assert_eq!(call("GET", &meta, t, None).body["data"], json!({"step": "during"}));
+    // A PUT that sends data (a multipart field) still replaces it.
+    let boundary = "----pgbaasPutData";
+    let mut form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"data\"\r\n\r\n{{\"step\": \"form\"}}\r\n").into_bytes();
+    form.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.bin\"\r\n\r\nxyz\r\n--{boundary}--\r\n").as_bytes());
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let r = send_at(&base(), "PUT", &file_path(&id), t, &[("Content-Type", &ct)], &form);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["data"], json!({"step": "form"}));
+    assert_nothing_stored(&b, &[id.as_str()]);
+}
+
+/// A multipart body of `file` (one part, no fields) and its Content-Type.
+fn form_of(file: &[u8]) -> (Vec<u8>, String) {
+    let boundary = "----pgbaasBefore100";
+    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\n\r\n").into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (body, format!("multipart/form-data; boundary={boundary}"))
+}
+
+/// Send a request head with `Expect: 100-continue`; the first answer's head and body.
+fn first_answer(method: &str, path: &str, token: &str, ct: &str, len: usize, extra: &[(&str, &str)]) -> (RawConn, RawHead, Vec<u8>) {
+    let len = len.to_string();
+    let mut h = vec![("Content-Type", ct), ("Content-Length", len.as_str()), ("Expect", "100-continue")];
+    h.extend_from_slice(extra);
+    let mut c = RawConn::open();
+    c.send(raw_head(method, path, Some(token), &h).as_bytes()).unwrap();
+    let head = c.head();
+    let body = if head.status == 100 { Vec::new() } else { c.body(head.content_length().unwrap_or(0)) };
+    (c, head, body)
+}
+
+/// Finding 10 of the issue-15 review: a multipart upload got its `100 Continue` before
+/// any of upload_create's checks (the fields come in the body), so a refused form cost
+/// the client its whole body. Now what needs no field is checked first: the right to
+/// create in the bucket, the right to update the replaced file, If-Match's version.
+#[test]
+fn multipart_refusals_come_before_the_100() {
+    let (form, ct) = form_of(&bytes(41, 2 * MIB));
+    let closed = bucket("mpclosed", json!({"create": []}));
+    let a = signup("mp100");
+    let (_, h, body) = first_answer("POST", &files_path(&closed), &a.access, &ct, form.len(), &[]);
+    assert_eq!(h.status, 403, "no right to create: refused instead of 100: {}", String::from_utf8_lossy(&body));
+    let open = bucket("mpopen", json!({}));
+    let owner = signup("mp100-owner");
+    let id = upload_ok(Some(&owner.access), &open, "r.bin", b"abc", "application/octet-stream")["id"].as_str().unwrap().to_string();
+    let acl = json!({"read": [format!("user:{}", a.id)]}).to_string();
+    assert_eq!(call("PUT", &format!("{}/acl", file_path(&id)), Some(&owner.access), Some(&acl)).status, 200);
+    let (_, h, body) = first_answer("PUT", &file_path(&id), &a.access, &ct, form.len(), &[]);
+    assert_eq!(h.status, 403, "a reader may not replace: refused instead of 100: {}", String::from_utf8_lossy(&body));
+    let (_, h, body) = first_answer("PUT", &file_path(&id), &owner.access, &ct, form.len(), &[("If-Match", "\"7\"")]);
+    assert_eq!(h.status, 412, "a stale If-Match: refused instead of 100: {}", String::from_utf8_lossy(&body));
+    // The right request gets its 100, then stores the file.
+    let v = call("GET", &format!("{}/meta", file_path(&id)), Some(&owner.access), None).body["version"].as_i64().unwrap();
+    let if_match = format!("\"{v}\"");
+    let (mut c, h, _) = first_answer("PUT", &file_path(&id), &owner.access, &ct, form.len(), &[("If-Match", &if_match)]);
+    assert_eq!(h.status, 100);
+    c.send(&form).unwrap();
+    let (h, body) = c.response();
+    assert_eq!(h.status, 200, "{}", String::from_utf8_lossy(&body));
+    let f: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((f["version"].as_i64(), f["size"].as_u64()), (Some(v + 1), Some(2 * MIB as u64)));
+    assert_nothing_stored(&closed, &[]);
+    assert_nothing_stored(&open, &[id.as_str()]);
+}

@@ -18,4 +18,12 @@ pub const UPLOAD_RELEASE: &str = "select 1::integer from baas._upload_release($1
 pub const UPLOAD_STATUS: &str = "select baas.upload_status($1::text::uuid)";
 pub const UPLOAD_FINISH: &str = "select baas.upload_finish($1::text::uuid)";
 pub const UPLOAD_ABORT: &str = "select 1::integer from baas.upload_abort($1::text::uuid) x";
+/// Before a multipart body (whose fields carry the name, type, id, data and ACL), the
+/// checks of upload_create that need none of them: the bucket, the right to create (or
+/// to read and update the replaced file, and If-Match's version), the open-session cap
+/// and a quota already used up. A session is opened and dropped in one transaction:
+/// nothing stays. The name is a placeholder; the length is unknown (the appends check
+/// the size and the quota as the file arrives).
+pub const UPLOAD_PROBE: &str = "select 1::integer from baas.upload_abort((baas.upload_create($1::text, $2::text, null::text, null::bigint, \
+     '{}'::jsonb, null::jsonb, $3::text::uuid, $4::bigint, $5::boolean, null::bytea) ->> 'upload_id')::uuid) x";
 pub const CLEANUP: &str = "select baas.cleanup_uploads(100)";

@@ -301,23 +301,26 @@ impl ThumbPool {
         e
     }
 
+    /// A place in the pool (a worker's or the queue's), or 503 thumbnails_busy at once
+    /// when the workers and the queue are all taken. Taken before the source is read:
+    /// the sources in memory are bounded by workers + queue, not by the transfer caps.
+    pub fn admit(&self) -> Result<Admitted, ApiError> {
+        self.admit.clone().try_acquire_owned().map(|p| Admitted { _place: p }).map_err(|_| Self::busy())
+    }
+
     /// Run `f` (e.g. `move || make(&bytes, &ct, spec, &limits)`) on a blocking thread once
-    /// a worker is free, or refuse at once when the workers and the queue are all taken.
-    pub fn run<F, T>(&self, f: F) -> impl Future<Output = Result<T, ApiError>> + Send + 'static
+    /// a worker is free; `place` (from `admit`) is held until `f` has returned.
+    pub fn run<F, T>(&self, place: Admitted, f: F) -> impl Future<Output = Result<T, ApiError>> + Send + 'static
     where
         F: FnOnce() -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        // Admission is decided now, not at the first poll: a caller that gets the future
-        // holds its place in the queue.
-        let admitted = self.admit.clone().try_acquire_owned().map_err(|_| Self::busy());
         let work = self.work.clone();
         async move {
-            let admitted = admitted?;
             let running = work.acquire_owned().await.map_err(|_| ApiError::internal())?;
             let job = tokio::task::spawn_blocking(move || {
                 let result = f();
-                drop((running, admitted));
+                drop((running, place));
                 result
             });
             match job.await {
@@ -333,6 +336,12 @@ impl ThumbPool {
             }
         }
     }
+}
+
+/// A place in the ThumbPool, held from before the source is read until its thumbnail
+/// is made.
+pub struct Admitted {
+    _place: tokio::sync::OwnedSemaphorePermit,
 }
 
 #[cfg(test)]
@@ -568,24 +577,24 @@ mod tests {
         let pool = ThumbPool::new(1, 1);
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let (started, is_started) = std::sync::mpsc::channel::<()>();
-        let first = tokio::spawn(pool.run(move || {
+        let first = tokio::spawn(pool.run(pool.admit().unwrap(), move || {
             started.send(()).unwrap();
             wait.recv().unwrap();
             Ok(1)
         }));
         tokio::task::spawn_blocking(move || is_started.recv().unwrap()).await.unwrap();
         // The worker is busy: this one queues.
-        let second = tokio::spawn(pool.run(|| Ok(2)));
+        let second = tokio::spawn(pool.run(pool.admit().unwrap(), || Ok(2)));
         // Workers and queue are full.
-        let e = pool.run(|| Ok(3)).await.unwrap_err();
+        let e = pool.admit().err().unwrap();
         assert_eq!((e.status, e.code.as_str(), e.retry_after), (StatusCode::SERVICE_UNAVAILABLE, "thumbnails_busy", Some(1)));
         release.send(()).unwrap();
         assert_eq!(first.await.unwrap().unwrap(), 1);
         assert_eq!(second.await.unwrap().unwrap(), 2);
         // Room again.
-        assert_eq!(pool.run(|| Ok(4)).await.unwrap(), 4);
+        assert_eq!(pool.run(pool.admit().unwrap(), || Ok(4)).await.unwrap(), 4);
         // A job's error comes back as it is.
-        let e = pool.run(|| Err::<(), _>(invalid_image())).await.unwrap_err();
+        let e = pool.run(pool.admit().unwrap(), || Err::<(), _>(invalid_image())).await.unwrap_err();
         assert_eq!(e.code, "invalid_image");
     }
 

@@ -3,9 +3,10 @@
 //!
 //! Order: spec (400) -> If-None-Match (304, nothing read) -> stored type and size (415,
 //! 422 before a byte is read) -> `baas.thumbnail_get` (cached: answered) -> the source
-//! read piece by piece with `file_read`, pinned to the blob `file_get` saw (the one
-//! bounded whole-file buffer, at most `thumb_max_input_bytes`) -> `thumb::make` in the
-//! App's ThumbPool (503 thumbnails_busy past its queue) -> `baas.thumbnail_put` (a
+//! a place in the App's ThumbPool (503 thumbnails_busy past its queue, before a byte of
+//! the source is read) -> the source read piece by piece with `file_read`, pinned to
+//! the blob `file_get` saw (the one bounded whole-file buffer, at most
+//! `thumb_max_input_bytes`) -> `thumb::make` in that place -> `baas.thumbnail_put` (a
 //! failure to cache is logged, never the client's error) -> 200.
 //! Every permission decision is Postgres's: `thumbnail_get` and `file_read` run as the
 //! caller under the files' RLS; `thumbnail_put` runs as the proxy's login role, the
@@ -63,22 +64,26 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, meta: &Meta
         return write(s, hd, if head_only { None } else { Some(data) }).await;
     }
 
-    // Not cached: the source, piece by piece, pinned to the blob file_get read.
+    // Not cached: a place in the pool, then the source, piece by piece, pinned to the
+    // blob file_get read.
     let size = meta.size as usize;
-    let mut input = Vec::with_capacity(size);
-    while input.len() < size {
-        let piece = download::read_piece(app, ctx, blob, input.len() as u64, meta.size).await.map_err(Reply::error)?;
-        // None: overwritten, deleted or revoked since file_get.
-        let piece = piece.ok_or_else(|| Reply::error(gone()))?;
-        if input.len() + piece.len() > size {
-            log::error!("thumbnail of {}: file_read gave more than the file's {} bytes", meta.id, size);
-            return Err(Reply::error(ApiError::internal()));
+    let read = || async {
+        let mut input = Vec::with_capacity(size);
+        while input.len() < size {
+            let piece = download::read_piece(app, ctx, blob, input.len() as u64, meta.size).await?;
+            // None: overwritten, deleted or revoked since file_get.
+            let piece = piece.ok_or_else(gone)?;
+            if input.len() + piece.len() > size {
+                log::error!("thumbnail of {}: file_read gave more than the file's {} bytes", meta.id, size);
+                return Err(ApiError::internal());
+            }
+            input.extend_from_slice(&piece);
         }
-        input.extend_from_slice(&piece);
-    }
-
+        Ok(input)
+    };
     let ct = meta.content_type.clone();
-    let (out_type, out) = app.thumbs.run(move || thumb::make(&input, &ct, spec, &limits)).await.map_err(Reply::error)?;
+    let made = admitted_make(&app.thumbs, read, move |input| thumb::make(&input, &ct, spec, &limits)).await;
+    let (out_type, out) = made.map_err(Reply::error)?;
     let out = Bytes::from(out);
 
     let put: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [&blob, &w, &h, &fit_s, &out_type, &out.as_ref()];
@@ -91,6 +96,21 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, meta: &Meta
     }
     let hd = head(StatusCode::OK, meta, &etag, Some((out_type, out.len())))?;
     write(s, hd, if head_only { None } else { Some(out) }).await
+}
+
+/// Make a thumbnail of the source `read` gives, in a place of `pool` taken before the
+/// source is read: a full pool answers 503 thumbnails_busy without reading a byte, so
+/// the sources held in memory are bounded by the pool's workers + queue (review of
+/// issue 15, finding 5), not by the transfer caps.
+async fn admitted_make<R, Fut, M>(pool: &thumb::ThumbPool, read: R, make: M) -> Result<(&'static str, Vec<u8>), ApiError>
+where
+    R: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, ApiError>>,
+    M: FnOnce(Vec<u8>) -> Result<(&'static str, Vec<u8>), ApiError> + Send + 'static,
+{
+    let place = pool.admit()?;
+    let input = read().await?;
+    pool.run(place, move || make(input)).await
 }
 
 /// A thumbnail answer's head; `body`: its type and length (none for 304).
@@ -124,4 +144,35 @@ async fn write(s: &mut ServerSession, h: ResponseHeader, body: Option<Bytes>) ->
         s.set_keepalive(None);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test]
+    async fn a_full_pool_answers_busy_before_reading_the_source() {
+        let pool = thumb::ThumbPool::new(1, 0);
+        let taken = pool.admit().unwrap();
+        let read_called = AtomicBool::new(false);
+        let read = || async {
+            read_called.store(true, Ordering::SeqCst);
+            Ok(vec![0u8; 32 << 20])
+        };
+        let e = admitted_make(&pool, read, |_| Ok(("image/png", Vec::new()))).await.unwrap_err();
+        assert_eq!((e.status, e.code.as_str(), e.retry_after), (StatusCode::SERVICE_UNAVAILABLE, "thumbnails_busy", Some(1)));
+        assert!(!read_called.load(Ordering::SeqCst), "the source was read although the pool was full");
+        // With the place free again: read, then made.
+        drop(taken);
+        let read = || async {
+            read_called.store(true, Ordering::SeqCst);
+            Ok(b"src".to_vec())
+        };
+        let out = admitted_make(&pool, read, |input| Ok(("image/png", input))).await.unwrap();
+        assert_eq!(out, ("image/png", b"src".to_vec()));
+        assert!(read_called.load(Ordering::SeqCst));
+        // The place is given back once the thumbnail is made.
+        assert!(pool.admit().is_ok());
+    }
 }

@@ -10,7 +10,8 @@
 //! a cut body keeps the whole pieces appended (HEAD tells where to resume); with one
 //! the PATCH is all or nothing: a mismatch or a cut rewinds to where it began
 //! (`_upload_rewind`), a mismatch answers 460. At the last byte the upload is finished
-//! in the same request.
+//! in the same request; a session whose bytes are all stored but that was not finished
+//! (that request failed after its last append) is finished by the next HEAD or PATCH.
 
 use super::body::BodyReader;
 use super::upload::{self, Session, Target};
@@ -81,10 +82,28 @@ pub fn options(app: &App) -> Reply {
     r
 }
 
+/// The most `Upload-Metadata` may hold: room for `data` and `acl` JSON of tens of KiB
+/// (base64), far below pingora's 1 MiB header limit.
+pub const MAX_METADATA_BYTES: usize = 64 << 10;
+
+/// The most pairs `Upload-Metadata` may hold: the keys this server reads (bucket,
+/// filename, filetype, acl, data, sha256, id, version) and room for the extra keys tus
+/// clients send (fingerprints, relative paths), which are accepted and ignored.
+pub const MAX_METADATA_PAIRS: usize = 32;
+
 /// `Upload-Metadata`: comma-separated `key base64(value)` pairs (or a bare key), keys
-/// unique and non-empty. Values must be UTF-8 here (every key we read is text).
+/// unique and non-empty, at most MAX_METADATA_BYTES and MAX_METADATA_PAIRS (400
+/// otherwise, decided before any pair is decoded: the work is linear in the header).
+/// Values must be UTF-8 here (every key we read is text).
 pub fn parse_metadata(v: &str) -> Result<Vec<(String, Option<String>)>, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_request", format!("Upload-Metadata: {m}"));
+    if v.len() > MAX_METADATA_BYTES {
+        return Err(bad(format!("the header is {} bytes; at most {MAX_METADATA_BYTES} are accepted", v.len())));
+    }
+    if v.split(',').nth(MAX_METADATA_PAIRS).is_some() {
+        return Err(bad(format!("more than {MAX_METADATA_PAIRS} pairs")));
+    }
+    let mut seen = std::collections::HashSet::new();
     let mut out: Vec<(String, Option<String>)> = Vec::new();
     for pair in v.split(',').map(str::trim) {
         if pair.is_empty() {
@@ -96,7 +115,7 @@ pub fn parse_metadata(v: &str) -> Result<Vec<(String, Option<String>)>, ApiError
         if parts.next().is_some() {
             return Err(bad(format!("pair {key:?} has more than a key and a value")));
         }
-        if out.iter().any(|(k, _)| k == key) {
+        if !seen.insert(key) {
             return Err(bad(format!("key {key:?} is given twice")));
         }
         let value = match value {
@@ -220,14 +239,71 @@ async fn head(app: &Arc<App>, ctx: &Ctx, id: &str) -> Result<Reply, ApiError> {
     let v = super::call_json(app, ctx, sql::UPLOAD_STATUS, &[&id]).await?;
     let mut r = Reply::empty(StatusCode::OK);
     r.no_store = true;
-    r.headers.push(("upload-offset", v["offset"].as_i64().unwrap_or(0).to_string()));
-    if let Some(n) = v["length"].as_i64() {
+    let mut offset = v["offset"].as_i64().unwrap_or(0);
+    let length = v["length"].as_i64();
+    let mut finished = false;
+    if length == Some(offset) {
+        // Every byte is stored but the session is not finished: the PATCH that stored
+        // the last ones failed after its last append (an answer lost after the commit,
+        // a body cut right after its last byte, a proxy that went away, a transient
+        // error at the finish). A tus client that sees Upload-Offset = Upload-Length
+        // takes the upload as done and sends nothing more, so HEAD finishes it now.
+        // Under the lease: a writer still at work makes this 423 (clients retry), and
+        // taking it rewinds a checksummed PATCH that never ended (its bytes were never
+        // verified), after which the offset is where that PATCH began.
+        let session = Session { id: id.to_string(), lease: uuid::Uuid::new_v4().to_string() };
+        let no_checkpoint = false;
+        let lease = super::call_json(app, ctx, sql::UPLOAD_LEASE, &[&session.id, &session.lease, &no_checkpoint]).await?;
+        offset = lease["offset"].as_i64().unwrap_or(0);
+        if length == Some(offset) {
+            finish(app, ctx, &session, &mut r).await?;
+            finished = true;
+        } else {
+            release(app, ctx, &session).await;
+        }
+    }
+    r.headers.push(("upload-offset", offset.to_string()));
+    if let Some(n) = length {
         r.headers.push(("upload-length", n.to_string()));
     }
-    if let Some(exp) = v["expires_at"].as_str().and_then(super::parse_timestamp) {
-        r.headers.push(("upload-expires", httpdate::fmt_http_date(exp)));
+    if !finished {
+        if let Some(exp) = v["expires_at"].as_str().and_then(super::parse_timestamp) {
+            r.headers.push(("upload-expires", httpdate::fmt_http_date(exp)));
+        }
     }
     Ok(r)
+}
+
+/// Finish a session whose bytes are all stored, `session.lease` held; on success the
+/// file's id and version go into `r`. A refusal (a 4xx: the bytes, the quota, the
+/// policies) ends the session, as nothing can make it pass; a transient failure (a
+/// 5xx such as 503 query_timeout, or a serialization failure) keeps it, its lease
+/// released, so that a retry finishes it: HEAD, or a PATCH of no bytes at the end.
+async fn finish(app: &Arc<App>, ctx: &Ctx, session: &Session, r: &mut Reply) -> Result<(), ApiError> {
+    match upload::finish(app, ctx, &session.id).await {
+        Ok(file) => {
+            if let Some(f) = file["id"].as_str() {
+                r.headers.push(("pgbaas-file-id", f.to_string()));
+            }
+            if let Some(v) = file["version"].as_i64() {
+                r.headers.push(("pgbaas-file-version", v.to_string()));
+            }
+            Ok(())
+        }
+        Err(e) if transient(&e) => {
+            release(app, ctx, session).await;
+            Err(e)
+        }
+        Err(e) => {
+            upload::abort(app, ctx, &session.id);
+            Err(e)
+        }
+    }
+}
+
+/// An error that says nothing about the upload: the same finish may pass later.
+fn transient(e: &ApiError) -> bool {
+    e.status.is_server_error() || e.code == "serialization_failure"
 }
 
 /// A PATCH's `Upload-Checksum`: the algorithm's running hash and the expected digest.
@@ -352,20 +428,7 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
     if length != Some(at) {
         release(app, ctx, &session).await;
     } else {
-        match upload::finish(app, ctx, &session.id).await {
-            Ok(file) => {
-                if let Some(f) = file["id"].as_str() {
-                    r.headers.push(("pgbaas-file-id", f.to_string()));
-                }
-                if let Some(v) = file["version"].as_i64() {
-                    r.headers.push(("pgbaas-file-version", v.to_string()));
-                }
-            }
-            Err(e) => {
-                upload::abort(app, ctx, &session.id);
-                return Err(Reply::error(e));
-            }
-        }
+        finish(app, ctx, &session, &mut r).await.map_err(Reply::error)?;
     }
     Ok(r)
 }
@@ -417,6 +480,34 @@ mod tests {
         assert_eq!((t.collection.as_str(), t.name.as_deref(), t.content_type.as_deref(), t.replace), ("photos", Some("a.png"), Some("image/png"), false));
         assert!(target_of(&parse_metadata("filename YS5wbmc=").unwrap()).is_err(), "bucket is required");
         assert!(target_of(&parse_metadata("bucket cA==,filename YQ==,version Mw==").unwrap()).is_err(), "version needs id");
+    }
+
+    /// Finding 1 of the issue-15 review: 185k bare keys in a 1 MiB header took 90 s of
+    /// CPU (a quadratic duplicate check). Now: refused by its size, and a header just
+    /// under the size limit but with too many pairs by their count, both 400.
+    #[test]
+    fn metadata_is_bounded() {
+        let keys = |n: usize| (0..n).map(|i| format!("{i:x}")).collect::<Vec<_>>().join(",");
+        let huge = keys(185_000);
+        assert!(huge.len() > 1_000_000);
+        let e = parse_metadata(&huge).unwrap_err();
+        assert_eq!((e.status, e.code.as_str()), (StatusCode::BAD_REQUEST, "invalid_request"));
+        assert!(e.message.contains("at most 65536"), "{}", e.message);
+        let many = keys(10_000);
+        assert!(many.len() < MAX_METADATA_BYTES);
+        let e = parse_metadata(&many).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("more than 32 pairs"), "{}", e.message);
+        // 32 pairs, unknown keys among them, and a large data value: accepted.
+        let data = base64::engine::general_purpose::STANDARD.encode(format!("{{\"note\": \"{}\"}}", "x".repeat(40_000)));
+        let mut ok = format!("bucket cGhvdG9z,filename YS5wbmc=,data {data}");
+        for i in 0..29 {
+            ok.push_str(&format!(",client_key_{i} YQ=="));
+        }
+        let m = parse_metadata(&ok).unwrap();
+        assert_eq!(m.len(), 32);
+        assert!(target_of(&m).unwrap().data.is_some_and(|d| d.len() > 40_000));
+        assert!(parse_metadata(&format!("{ok},one_more")).is_err());
     }
 
     #[test]

@@ -80,8 +80,10 @@ async fn serve_inner(app: &Arc<App>, s: &mut ServerSession, op: FileOp, params: 
         let meta = super::call_json(app, &ctx, "select baas.file_meta($1::text::uuid)", &[&path]).await.map_err(Reply::error)?;
         target.collection = meta["collection"].as_str().unwrap_or_default().to_string();
         target.name = meta["name"].as_str().map(str::to_string);
-        // A new version keeps the file's data unless the request sends other data.
-        target.data = meta.get("data").filter(|d| d.is_object()).map(Value::to_string);
+        // No data is sent: the new version keeps the file's data as it is when the
+        // upload finishes (upload_finish keeps it for a session's `{}`), so a
+        // PATCH /meta made during a long upload is not undone. A multipart `data`
+        // field replaces it.
         target.file_id = Some(path);
         target.replace = true;
         let if_match = super::header(s, "if-match").map_err(Reply::error)?;
@@ -92,6 +94,11 @@ async fn serve_inner(app: &Arc<App>, s: &mut ServerSession, op: FileOp, params: 
     let file = if multipart {
         let boundary = multer::parse_boundary(ct.as_deref().unwrap_or_default())
             .map_err(|_| Reply::error(ApiError::bad_request("invalid_request", "multipart/form-data needs a boundary")))?;
+        // upload_create needs the fields, which come in the body: what it can decide
+        // without them is decided now, before the 100 (review of issue 15, finding 10).
+        let name = target.name.clone().unwrap_or_else(|| "upload".into());
+        let p: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&target.collection, &name, &target.file_id, &target.expected_version, &target.replace];
+        db::call_binary(&app.requests, &app.timeouts, &ctx.caller(), sql::UPLOAD_PROBE, &p, PIECE_RESULT).await.map_err(Reply::error)?;
         super::continue_if_expected(s).await;
         super::multipart::store(app, s, &ctx, target, boundary, length).await
     } else {
