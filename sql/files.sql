@@ -75,8 +75,8 @@ create table baas._uploads (
     -- expires_at = created_at: a one-shot session (baas.upload_file), usable only in
     -- the transaction that made it.
     expires_at timestamptz not null,
-    -- An anonymous session's client address (baas.client_ip, set by the proxy): the
-    -- open-session cap counts anonymous sessions per address.
+    -- An anonymous session's client network (baas._client_net, from the address the
+    -- proxy sets): the open-session cap counts anonymous sessions per network.
     client_ip text
 );
 create index uploads_expires_idx on baas._uploads (expires_at);
@@ -103,6 +103,8 @@ create table baas._blob_trash (
     blob_id uuid primary key references baas._blobs (id) on delete cascade,
     since timestamptz not null default now()
 );
+-- The sweep takes the oldest first, a batch at a time, without sorting the backlog.
+create index blob_trash_since_idx on baas._blob_trash (since, blob_id);
 
 create table baas.file_quotas (
     user_id uuid primary key references baas.users on delete cascade,
@@ -357,6 +359,33 @@ as $$
        and case when x.replace then d.owner = payer else x.owner = payer end
 $$;
 
+-- The client's network, for counting anonymous callers' sessions: an IPv4 address, an
+-- IPv6 /56 (as the proxy's rate limits key them: one customer is commonly given a /56,
+-- so the 2^64 addresses of a /64 are one client), from baas.client_ip, which the proxy
+-- sets per request; null without one.
+create function baas._client_net() returns text
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v text := nullif(current_setting('baas.client_ip', true), '');
+    a inet;
+begin
+    if v is null then
+        return null;
+    end if;
+    begin
+        a := v::inet;
+    exception when invalid_text_representation then
+        return v;
+    end;
+    if family(a) = 6 then
+        return network(set_masklen(a, 56))::text;
+    end if;
+    return host(a);
+end
+$$;
+
 -- Open sessions one caller may hold at once (a user; anonymous callers per client
 -- address, or per bucket when the address is unknown): beyond it, 54000
 -- too_many_uploads (HTTP 429). One-shot sessions (baas.upload_file) do not count.
@@ -386,7 +415,7 @@ declare
     v_read text[];
     v_update text[];
     v_privileged boolean := baas._is_privileged(baas._caller_role());
-    v_ip text := case when baas.uid() is null then nullif(current_setting('baas.client_ip', true), '') end;
+    v_ip text := case when baas.uid() is null then baas._client_net() end;
     c baas.collections;
 begin
     u.id := gen_random_uuid();
@@ -427,10 +456,12 @@ begin
     if acl is not null then
         acl := baas._normalize_acl(acl);
     end if;
-    -- A bounded number of open sessions per user, per client address for anonymous
-    -- callers (per bucket when the proxy set no address), counted under a lock so that
-    -- concurrent creates cannot all pass: one anonymous client cannot block the others.
-    if not oneshot then
+    -- A bounded number of open sessions per user, per client network for anonymous
+    -- callers (an IPv4 address, an IPv6 /56: baas._client_net; per bucket when the proxy
+    -- set no address), counted under a lock so that concurrent creates cannot all pass:
+    -- one anonymous client cannot block the others. Privileged callers (service tokens,
+    -- whose uid is null too) are not capped.
+    if not oneshot and not v_privileged then
         perform pg_advisory_xact_lock(hashtext('baas.uploads'), hashtext(coalesce(baas.uid()::text,
             'anonymous:' || coalesce('ip:' || v_ip, 'bucket:' || _upload_insert.collection_id))));
         select count(*) into v_open from baas._uploads x
@@ -865,15 +896,17 @@ end
 $$;
 comment on function baas.upload_abort(uuid) is 'Abandon an upload: its session and bytes are removed';
 
--- A session's blob goes with it unless a document holds it (finish, abort, expiry,
--- the collection or the owner dropped).
+-- A session's blob goes with it unless a document holds it (abort, expiry, the
+-- collection or the owner dropped): to baas._blob_trash, in O(1) whatever the upload's
+-- size, as a deleted file's (baas.cleanup_blobs deletes the bytes in batches).
 create function baas._uploads_drop_blob() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    delete from baas._blobs b where b.id = old.blob_id
-       and not exists (select from baas.documents d where d.blob_id = old.blob_id);
+    insert into baas._blob_trash (blob_id)
+    select old.blob_id where not exists (select from baas.documents d where d.blob_id = old.blob_id)
+    on conflict do nothing;
     return null;
 end
 $$;
@@ -942,8 +975,18 @@ declare
     v_blob uuid;
     n integer;
 begin
-    for v_blob in select t.blob_id from baas._blob_trash t order by t.since, t.blob_id for update skip locked loop
+    for v_blob in select t.blob_id from baas._blob_trash t order by t.since, t.blob_id
+                   limit greatest(coalesce(max, 64), 0) for update skip locked loop
         exit when v_left = 0;
+        -- Locked, so that no document or session can take the blob while its bytes go;
+        -- one that holds it again (a DBA restored a deleted row) takes it out of the
+        -- trash instead.
+        perform from baas._blobs b where b.id = v_blob for update;
+        if exists (select from baas.documents d where d.blob_id = v_blob)
+           or exists (select from baas._uploads u where u.blob_id = v_blob) then
+            delete from baas._blob_trash t where t.blob_id = v_blob;
+            continue;
+        end if;
         delete from baas._file_chunks k
          where k.blob_id = v_blob
            and k.off in (select x.off from baas._file_chunks x where x.blob_id = v_blob order by x.off limit v_left);

@@ -40,7 +40,10 @@ pub fn normalize(raw: &str) -> Result<String, InvalidEmail> {
     if local.is_empty() || local.contains('@') {
         return Err(InvalidEmail);
     }
-    let local: String = local.nfc().collect::<String>().to_lowercase();
+    // NFC again after lower-casing: a capital with no precomposed form (J + U+030C)
+    // lower-cases to a pair NFC composes (U+01F0); without it one address had two
+    // spellings, and normalize was not idempotent.
+    let local: String = local.nfc().collect::<String>().to_lowercase().nfc().collect();
     // STD3 rules (letters, digits, hyphens), hyphen placement and DNS lengths checked.
     let domain = idna::domain_to_ascii_strict(domain).map_err(|_| InvalidEmail)?;
     if local.len() > 64 || domain.len() < 3 || !domain.contains('.') || domain.split('.').any(|l| l.is_empty()) {
@@ -51,6 +54,18 @@ pub fn normalize(raw: &str) -> Result<String, InvalidEmail> {
         return Err(InvalidEmail);
     }
     Ok(out)
+}
+
+/// The key of an address that `normalize` refuses but an earlier release accepted and
+/// stored (trimmed and lower-cased: a domain label like `ab--cd` or `-x`), so that such
+/// an account can still sign in. Only for finding an existing account: sign-up refuses
+/// the address. None for what never was an address (no `@`, too long).
+pub fn legacy_key(raw: &str) -> Option<String> {
+    let email = raw.trim();
+    if email.len() > MAX_EMAIL_LEN || !email.contains('@') || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    Some(email.to_lowercase())
 }
 
 #[cfg(test)]
@@ -106,6 +121,42 @@ mod tests {
         }
         // IDNA maps invisible characters away: a zero-width space hides no second account.
         assert_eq!(normalize("a@exa\u{200b}mple.com").as_deref(), Ok("a@example.com"));
+    }
+
+    #[test]
+    fn the_spelling_is_canonical_and_idempotent() {
+        assert_eq!(normalize("J\u{30c}@example.com"), normalize("\u{1f0}@example.com"));
+        // Every letter up to U+3000, alone and followed by each combining mark of
+        // U+0300..U+036F: normalising is idempotent and blind to decomposition.
+        let marks: Vec<char> = ('\u{300}'..='\u{36f}').collect();
+        for c in ('\u{41}'..='\u{3000}').filter(|c| c.is_alphabetic()) {
+            for m in std::iter::once(None).chain(marks.iter().map(Some)) {
+                let mut local = String::from(c);
+                if let Some(m) = m {
+                    local.push(*m);
+                }
+                let Ok(once) = normalize(&format!("{local}@example.com")) else { continue };
+                assert_eq!(normalize(&once).as_ref(), Ok(&once), "idempotent for {local:?}");
+                let nfd: String = format!("{local}@example.com").nfd().collect();
+                assert_eq!(normalize(&nfd).as_ref(), Ok(&once), "NFD of {local:?}");
+                let upper: String = once.to_uppercase();
+                if let Ok(u) = normalize(&upper) {
+                    // Upper-casing is not always reversible (ß, final sigma); when it is
+                    // a different address, it must still be a canonical one.
+                    assert_eq!(normalize(&u).as_ref(), Ok(&u), "idempotent for {upper:?}");
+                }
+            }
+        }
+    }
+
+    /// A lookup key for an address stored before this normalisation, which it refuses
+    /// (`ab--cd.com`): see `legacy_key`.
+    #[test]
+    fn a_legacy_address_keeps_a_lookup_key() {
+        assert_eq!(normalize("Bob@AB--CD.com"), BAD);
+        assert_eq!(legacy_key(" Bob@AB--CD.com ").as_deref(), Some("bob@ab--cd.com"));
+        assert_eq!(legacy_key("nobody"), None);
+        assert_eq!(legacy_key(&"a".repeat(300)), None);
     }
 
     #[test]

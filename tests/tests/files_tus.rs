@@ -336,6 +336,8 @@ fn tus_terminate_204_then_404() {
     assert_eq!(tus_head_at(&base(), t, &upload).status, 404);
     assert_eq!(tus_patch(t, &upload, 3 * MIB as u64 / 2, &[1u8; 10], &[]).status, 404);
     assert_eq!(send_at(&base(), "DELETE", &upload, t, &[TUS], b"").status, 404);
+    // The bytes went to baas._blob_trash with the session; the proxy's sweep deletes them.
+    let _swept: i32 = db.query_one("select baas.cleanup_blobs(100000)", &[]).unwrap().get(0);
     let left: i64 = db
         .query_one(
             "select (select count(*) from baas._uploads where id = $1::text::uuid)
@@ -345,7 +347,7 @@ fn tus_terminate_204_then_404() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(left, 0, "termination removes the session, its blob and its chunks");
+    assert_eq!(left, 0, "termination removes the session, and the sweep its blob and its chunks");
     assert_nothing_stored(&b, &[]);
 }
 
@@ -376,6 +378,7 @@ fn expired_upload_removed() {
     }
     let _removed: i32 = db.query_one("select baas.cleanup_uploads()", &[]).unwrap().get(0);
     assert_eq!(tus_head_at(&base(), t, &upload).status, 404);
+    let _swept: i32 = db.query_one("select baas.cleanup_blobs(100000)", &[]).unwrap().get(0);
     let left: i64 = db
         .query_one(
             "select (select count(*) from baas._uploads where id = $1::text::uuid)
@@ -385,7 +388,7 @@ fn expired_upload_removed() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(left, 0, "clean-up removes the session, its blob and its chunks");
+    assert_eq!(left, 0, "clean-up removes the session, and the sweep its blob and its chunks");
     // A live session is left alone by the clean-up.
     let live = tus_new(t, &b, "live.bin", 10);
     let _: i32 = db.query_one("select baas.cleanup_uploads()", &[]).unwrap().get(0);

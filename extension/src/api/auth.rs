@@ -15,9 +15,12 @@ fn normalize_email(email: &str) -> String {
 /// lookup finds no account instead of raising (a failed sign-in must be answered and
 /// audited as one). Every lookup by email uses this, never SQL lower(): under the
 /// database's C ctype lower() leaves "É" as it is, Rust's Unicode rules make it "é".
+///
+/// An address an earlier release stored that the rules now refuse (a domain label
+/// like `ab--cd`) is looked up as it was stored, so its account can still sign in.
 #[pg_extern(immutable, strict, parallel_safe, name = "_email_key")]
 fn email_key(email: &str) -> Option<String> {
-    email::normalize(email).ok()
+    email::normalize(email).ok().or_else(|| pgbaas_email::legacy_key(email))
 }
 
 /// Check the password rules without hashing (22023 weak_password, 22001 password_too_long).
