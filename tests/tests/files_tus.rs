@@ -112,6 +112,16 @@ fn patch_retrying_locked(t: Option<&str>, upload: &str, offset: u64, data: &[u8]
     }
 }
 
+/// A raw connection that has sent the head of a PATCH of `n` bytes at offset 0 (the
+/// body is the caller's to send, or to cut).
+fn patch_from_start(t: Option<&str>, upload: &str, n: usize) -> RawConn {
+    let len = n.to_string();
+    let mut c = RawConn::open();
+    c.send(raw_head("PATCH", upload, t, &[TUS, ("Content-Type", "application/offset+octet-stream"), ("Upload-Offset", "0"), ("Content-Length", &len)]).as_bytes())
+        .unwrap();
+    c
+}
+
 #[test]
 fn tus_resume_after_cut_mid_chunk() {
     let b = bucket("tuscut", json!({}));
@@ -120,10 +130,7 @@ fn tus_resume_after_cut_mid_chunk() {
     let n = 5 * MIB;
     let data = bytes(31, n);
     let upload = tus_new(t, &b, "cut.bin", n as u64);
-    let len = n.to_string();
-    let mut c = RawConn::open();
-    c.send(raw_head("PATCH", &upload, t, &[TUS, ("Content-Type", "application/offset+octet-stream"), ("Upload-Offset", "0"), ("Content-Length", &len)]).as_bytes())
-        .unwrap();
+    let mut c = patch_from_start(t, &upload, n);
     c.send(&data[..5 * MIB / 2]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     drop(c); // the network goes away mid-chunk
@@ -297,10 +304,7 @@ fn tus_concurrent_patch_423() {
     let n = 2 * MIB;
     let data = bytes(71, n);
     let upload = tus_new(t, &b, "lock.bin", n as u64);
-    let len = n.to_string();
-    let mut c = RawConn::open();
-    c.send(raw_head("PATCH", &upload, t, &[TUS, ("Content-Type", "application/offset+octet-stream"), ("Upload-Offset", "0"), ("Content-Length", &len)]).as_bytes())
-        .unwrap();
+    let mut c = patch_from_start(t, &upload, n);
     c.send(&data[..MIB / 2]).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     // A second writer while the first is sending: refused, one writer at a time.

@@ -36,18 +36,7 @@ fn setup(tag: &str) -> World {
 }
 
 fn visible(w: &World, who: Option<&str>) -> BTreeSet<String> {
-    w.docs
-        .iter()
-        .filter(|(name, _)| {
-            let (b, anon) = matrix_expected(name);
-            match who {
-                Some(t) if t == w.a.access => true,
-                Some(_) => b[0] == 200,
-                None => anon[0] == 200,
-            }
-        })
-        .map(|(_, id)| id.clone())
-        .collect()
+    matrix_visible(&w.docs, &w.a.access, who)
 }
 
 #[test]

@@ -289,6 +289,24 @@ pub fn matrix_expected(case: &str) -> ([u16; 3], [u16; 3]) {
     }
 }
 
+/// The ids of `items` (case name, id) that a caller sees in a listing, by
+/// `matrix_expected`: the owner (whose access token is `owner`) every one, B and the
+/// anonymous caller those their read answers 200.
+pub fn matrix_visible(items: &[(&'static str, String)], owner: &str, who: Option<&str>) -> std::collections::BTreeSet<String> {
+    items
+        .iter()
+        .filter(|(name, _)| {
+            let (b, anon) = matrix_expected(name);
+            match who {
+                Some(t) if t == owner => true,
+                Some(_) => b[0] == 200,
+                None => anon[0] == 200,
+            }
+        })
+        .map(|(_, id)| id.clone())
+        .collect()
+}
+
 /// The matrix's roles and ACLs for collection `c`: b is in team; org contains team; b
 /// is in "gone", which the caller removes him from once the items exist (the case
 /// role_removed), and "revoked" is the caller's to revoke. Returns the cases (name, ACL)
