@@ -15,8 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
-PREVIOUS_VERSION=0.5.0
-PREVIOUS_COMMIT=558c834f2dc9ce1e3890ad6c434d84ec3df603ca
+PREVIOUS_VERSION=0.6.0
+PREVIOUS_COMMIT=a6c89439fd98bda9faa2ebd7415b8856171bdace
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 base="$target/previous/$PREVIOUS_VERSION"

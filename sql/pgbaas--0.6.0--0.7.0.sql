@@ -1,0 +1,13 @@
+-- pgbaas 0.6.0 -> 0.7.0, run by ALTER EXTENSION pgbaas UPDATE.
+--
+-- It turns a 0.6.0 database into exactly what CREATE EXTENSION makes at 0.7.0:
+-- tests/tests/upgrade.rs installs 0.6.0 from its release commit, fills it (files
+-- included), runs this, checks the data through the proxy and compares the schema
+-- (pg_dump --binary-upgrade) with a fresh install's. Every statement below is the final
+-- text of the file it names (sql/CHANGES-0.7.0.md lists what changed and why). Older
+-- databases upgrade through the earlier scripts first.
+--
+-- Once released, an upgrade script is never edited: a fix goes into the next version's.
+
+-- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
+select pg_catalog.pg_notify('baas_extension', '0.7.0');
