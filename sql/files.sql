@@ -1152,22 +1152,28 @@ as $$
        and k.off + pg_catalog.length(k.data) > p_at and p_max > 0 and p_at >= 0
 $$;
 
--- A piece of a blob the caller may read; no row when it is gone or unreadable (a new
--- version, a delete, a revoked grant: the download ends).
+-- A piece of a blob the caller may read, as read(2) gives one: at most `max` bytes from
+-- `at`, and no further than the end of the chunk that holds `at` (a reader loops). No
+-- row when the blob is gone or unreadable (a new version, a delete, a revoked grant:
+-- the download ends) or `at` is at or past its end. One plain SQL statement, inlined
+-- into the caller's query (no PL/pgSQL, no tuplestore, no string_agg): a whole chunk is
+-- returned as stored, a part of one through substring(), which reads only the TOAST
+-- pieces it needs (docs/benchmarks.md "Files" has the figures).
 create function baas.file_read(blob_id uuid, at bigint, max integer) returns table (data bytea)
-language plpgsql stable
+language sql stable
 as $$
-begin
-    -- A blob a document holds and the caller may read (the policies decide): not one
-    -- waiting in baas._blob_trash, even for the service role.
-    if not exists (select from baas.documents d where d.blob_id = file_read.blob_id) then
-        return;
-    end if;
-    return query select baas._blob_piece(file_read.blob_id, coalesce(file_read.at, 0), coalesce(file_read.max, 1048576));
-end
+    select case when k.off = file_read.at and pg_catalog.length(k.data) <= file_read.max then k.data
+                else substring(k.data from (file_read.at - k.off + 1)::integer
+                               for least(file_read.max::bigint, k.off + pg_catalog.length(k.data) - file_read.at)::integer) end
+      from baas._file_chunks k
+     where k.blob_id = file_read.blob_id and k.off <= file_read.at and k.off > file_read.at - 1048576
+       and k.off + pg_catalog.length(k.data) > file_read.at and file_read.max > 0
+       -- A blob a document holds and the caller may read (the policies decide): not one
+       -- waiting in baas._blob_trash, even for the service role.
+       and exists (select from baas.documents d where d.blob_id = file_read.blob_id)
 $$;
 comment on function baas.file_read(uuid, bigint, integer) is
-    'Bytes [at, at+max) of a blob the caller may read; no row when it is gone or unreadable';
+    'At most max bytes of a blob the caller may read, from at to no further than the end of the chunk holding at; no row when it is gone, unreadable or at is past its end';
 
 create function baas.file_meta(id uuid) returns jsonb
 language plpgsql stable
