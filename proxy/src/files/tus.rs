@@ -381,8 +381,9 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
     let mut buf = BytesMut::with_capacity(PIECE);
     let result: Result<(), ApiError> = async {
         let mut body = BodyReader::new(s, app.cfg.file_idle_timeout);
+        let mut next = BytesMut::new();
+        let mut more = body.next_piece(&mut buf, PIECE).await?;
         loop {
-            let more = body.next_piece(&mut buf, PIECE).await?;
             if !buf.is_empty() {
                 // A body longer than the upload's rest (chunked, or a Content-Length
                 // that lied): refused here, before the database sees the bytes.
@@ -394,11 +395,22 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
                 if let Some(c) = checksum.as_mut() {
                     c.update(&buf);
                 }
+                if more {
+                    // The next piece comes from the client while this one is stored,
+                    // as in upload::store. A body cut meanwhile leaves what a
+                    // sequential loop leaves: this piece stored, the next not.
+                    let (stored, filled) = tokio::join!(upload::append(app, ctx, &session, at, &buf), body.next_piece(&mut next, PIECE));
+                    at = stored?;
+                    more = filled?;
+                    std::mem::swap(&mut buf, &mut next);
+                    continue;
+                }
                 at = upload::append(app, ctx, &session, at, &buf).await?;
             }
             if !more {
                 return Ok(());
             }
+            more = body.next_piece(&mut buf, PIECE).await?;
         }
     }
     .await;
