@@ -241,8 +241,15 @@ async fn head(app: &Arc<App>, ctx: &Ctx, id: &str) -> Result<Reply, ApiError> {
     r.no_store = true;
     let mut offset = v["offset"].as_i64().unwrap_or(0);
     let length = v["length"].as_i64();
-    let mut finished = false;
-    if length == Some(offset) {
+    let mut finished = v["finished"].as_bool() == Some(true);
+    if finished {
+        // Finished within the last day (its last PATCH's answer may have been lost):
+        // Upload-Offset = Upload-Length tells a tus client it is done, and the file's
+        // id which one it made.
+        if let Some(file) = v["file_id"].as_str() {
+            r.headers.push(("pgbaas-file-id", file.to_string()));
+        }
+    } else if length == Some(offset) {
         // Every byte is stored but the session is not finished: the PATCH that stored
         // the last ones failed after its last append (an answer lost after the commit,
         // a body cut right after its last byte, a proxy that went away, a transient
