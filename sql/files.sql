@@ -664,7 +664,23 @@ begin
         select p.payer, p.old into v_payer, v_old from baas._upload_payer(u) p;
         perform baas._quota_check(v_payer, at + v_len, v_old, u.id);
     end if;
-    -- Pieces of at most 1 MiB (what a chunk holds).
+    -- Chunks stay aligned, whatever the PATCH sizes: every chunk but the last starts at a
+    -- multiple of 1 MiB and holds 1 MiB, so a download reads one chunk per MiB
+    -- (baas.file_read) and tiny PATCHes cannot leave a file that costs a round trip per
+    -- few bytes to read. An append at an unaligned offset first tops up the last chunk
+    -- to the next MiB (at most 1 MiB rewritten per append); a session written before
+    -- 0.7.0 may end in an unaligned chunk: then the top-up is a chunk of its own.
+    if at % 1048576 <> 0 then
+        n := least(1048576 - at % 1048576, v_len);
+        update baas._file_chunks k set data = k.data || substring(_upload_append.data from 1 for n::int)
+         where k.blob_id = u.blob_id and k.off = at - at % 1048576 and k.off + pg_catalog.length(k.data) = at;
+        if not found then
+            insert into baas._file_chunks (blob_id, off, data)
+            values (u.blob_id, at, substring(_upload_append.data from 1 for n::int));
+        end if;
+        i := n;
+    end if;
+    -- Then pieces of at most 1 MiB (what a chunk holds), from a MiB boundary.
     while i < v_len loop
         n := least(1048576, v_len - i);
         insert into baas._file_chunks (blob_id, off, data)
@@ -698,6 +714,9 @@ begin
     end if;
     if u.patch_from is not null and u.lease is distinct from _upload_lease.lease then
         delete from baas._file_chunks k where k.blob_id = u.blob_id and k.off >= u.patch_from;
+        -- A chunk the PATCH topped up (aligned chunks, _upload_append) keeps what it held.
+        update baas._file_chunks k set data = substring(k.data from 1 for (u.patch_from - k.off)::int)
+         where k.blob_id = u.blob_id and k.off < u.patch_from and k.off + pg_catalog.length(k.data) > u.patch_from;
         u."offset" := u.patch_from;
         u.hash_state := u.patch_state;
     end if;
@@ -725,6 +744,9 @@ begin
     end if;
     if u.patch_from is not null then
         delete from baas._file_chunks k where k.blob_id = u.blob_id and k.off >= u.patch_from;
+        -- A chunk the PATCH topped up (aligned chunks, _upload_append) keeps what it held.
+        update baas._file_chunks k set data = substring(k.data from 1 for (u.patch_from - k.off)::int)
+         where k.blob_id = u.blob_id and k.off < u.patch_from and k.off + pg_catalog.length(k.data) > u.patch_from;
         u."offset" := u.patch_from;
         u.hash_state := u.patch_state;
     end if;

@@ -130,5 +130,142 @@ $$;
 comment on function baas.cleanup_uploads(integer) is 'Remove up to max expired uploads and their bytes; returns how many';
 
 
+
+-- Chunks stay aligned whatever the PATCH sizes (every chunk but the last a whole MiB at
+-- a MiB boundary): an append tops up the last chunk first, a rewind truncates the chunk
+-- it topped up, so a download reads one chunk per MiB (sql/files.sql).
+-- Append `data` at byte `at` (= the session's offset). Returns the new offset.
+create or replace function baas._upload_append(upload_id uuid, lease uuid, at bigint, data bytea) returns bigint
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    u baas._uploads := baas._upload_get(upload_id);
+    v_max bigint;
+    v_len bigint := coalesce(pg_catalog.length(data), 0);
+    i bigint := 0;
+    n bigint;
+    v_payer uuid;
+    v_old bigint := 0;
+begin
+    if u.lease is not null and u.lease_until > now() and u.lease is distinct from _upload_append.lease then
+        raise exception using errcode = '40001', detail = 'upload_locked',
+            message = 'another request is writing this upload';
+    end if;
+    if at is distinct from u."offset" then
+        raise exception using errcode = '22023', detail = 'offset_mismatch', hint = u."offset"::text,
+            message = format('this upload is at offset %s, not %s', u."offset", at);
+    end if;
+    if v_len = 0 then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'nothing to append';
+    end if;
+    if u.length is not null and at + v_len > u.length then
+        raise exception using errcode = '54000', detail = 'file_too_large',
+            message = format('the upload is %s bytes long; %s bytes at %s go past its end', u.length, v_len, at);
+    end if;
+    select coalesce(c.file_max_bytes, baas._file_max_bytes()) into v_max from baas.collections c where c.id = u.collection_id;
+    if at + v_len > v_max then
+        perform baas._raise_too_large(at + v_len, v_max);
+    end if;
+    -- An upload of unknown length reserved nothing at create: its bytes count as they
+    -- come, with the payer's files and other open sessions.
+    if u.length is null then
+        select p.payer, p.old into v_payer, v_old from baas._upload_payer(u) p;
+        perform baas._quota_check(v_payer, at + v_len, v_old, u.id);
+    end if;
+    -- Chunks stay aligned, whatever the PATCH sizes: every chunk but the last starts at a
+    -- multiple of 1 MiB and holds 1 MiB, so a download reads one chunk per MiB
+    -- (baas.file_read) and tiny PATCHes cannot leave a file that costs a round trip per
+    -- few bytes to read. An append at an unaligned offset first tops up the last chunk
+    -- to the next MiB (at most 1 MiB rewritten per append); a session written before
+    -- 0.7.0 may end in an unaligned chunk: then the top-up is a chunk of its own.
+    if at % 1048576 <> 0 then
+        n := least(1048576 - at % 1048576, v_len);
+        update baas._file_chunks k set data = k.data || substring(_upload_append.data from 1 for n::int)
+         where k.blob_id = u.blob_id and k.off = at - at % 1048576 and k.off + pg_catalog.length(k.data) = at;
+        if not found then
+            insert into baas._file_chunks (blob_id, off, data)
+            values (u.blob_id, at, substring(_upload_append.data from 1 for n::int));
+        end if;
+        i := n;
+    end if;
+    -- Then pieces of at most 1 MiB (what a chunk holds), from a MiB boundary.
+    while i < v_len loop
+        n := least(1048576, v_len - i);
+        insert into baas._file_chunks (blob_id, off, data)
+        values (u.blob_id, at + i, substring(data from (i + 1)::int for n::int));
+        i := i + n;
+    end loop;
+    update baas._uploads x set "offset" = at + v_len, hash_state = baas._sha256_update(x.hash_state, _upload_append.data),
+           lease_until = case when x.lease is not null and x.lease = _upload_append.lease
+                              then greatest(x.lease_until, now() + interval '60 seconds') else x.lease_until end
+     where x.id = u.id;
+    return at + v_len;
+end
+$$;
+
+-- Take (or renew) the write lease for 60 seconds. With `checkpoint`, remember the
+-- offset and hash state, so that a failed checksummed PATCH can be rewound. A lapsed
+-- lease that left a checkpoint is rewound first (its PATCH never ended).
+create or replace function baas._upload_lease(upload_id uuid, lease uuid, checkpoint boolean) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    u baas._uploads := baas._upload_get(upload_id);
+begin
+    if lease is null then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'lease must not be null';
+    end if;
+    if u.lease is not null and u.lease_until > now() and u.lease <> _upload_lease.lease then
+        raise exception using errcode = '40001', detail = 'upload_locked',
+            message = 'another request is writing this upload';
+    end if;
+    if u.patch_from is not null and u.lease is distinct from _upload_lease.lease then
+        delete from baas._file_chunks k where k.blob_id = u.blob_id and k.off >= u.patch_from;
+        -- A chunk the PATCH topped up (aligned chunks, _upload_append) keeps what it held.
+        update baas._file_chunks k set data = substring(k.data from 1 for (u.patch_from - k.off)::int)
+         where k.blob_id = u.blob_id and k.off < u.patch_from and k.off + pg_catalog.length(k.data) > u.patch_from;
+        u."offset" := u.patch_from;
+        u.hash_state := u.patch_state;
+    end if;
+    update baas._uploads x set lease = _upload_lease.lease, lease_until = now() + interval '60 seconds',
+           "offset" = u."offset", hash_state = u.hash_state,
+           patch_from = case when checkpoint then u."offset" end,
+           patch_state = case when checkpoint then u.hash_state end
+     where x.id = u.id;
+    return jsonb_build_object('offset', u."offset", 'length', u.length, 'expires_at', u.expires_at);
+end
+$$;
+
+-- Undo the appends of the checksummed PATCH holding `lease` (bytes from its
+-- checkpoint on), and release the lease. Returns the offset.
+create or replace function baas._upload_rewind(upload_id uuid, lease uuid) returns bigint
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    u baas._uploads := baas._upload_get(upload_id);
+begin
+    if u.lease is distinct from _upload_rewind.lease and u.lease_until > now() then
+        raise exception using errcode = '40001', detail = 'upload_locked',
+            message = 'another request is writing this upload';
+    end if;
+    if u.patch_from is not null then
+        delete from baas._file_chunks k where k.blob_id = u.blob_id and k.off >= u.patch_from;
+        -- A chunk the PATCH topped up (aligned chunks, _upload_append) keeps what it held.
+        update baas._file_chunks k set data = substring(k.data from 1 for (u.patch_from - k.off)::int)
+         where k.blob_id = u.blob_id and k.off < u.patch_from and k.off + pg_catalog.length(k.data) > u.patch_from;
+        u."offset" := u.patch_from;
+        u.hash_state := u.patch_state;
+    end if;
+    update baas._uploads x set "offset" = u."offset", hash_state = u.hash_state, patch_from = null,
+           patch_state = null, lease = null, lease_until = null
+     where x.id = u.id;
+    return u."offset";
+end
+$$;
+
+
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
 select pg_catalog.pg_notify('baas_extension', '0.7.0');

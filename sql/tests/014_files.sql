@@ -15,7 +15,7 @@ begin
 exception when others then
     return sqlerrm;
 end $$;
-select plan(190);
+select plan(199);
 
 select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -235,6 +235,25 @@ select is((select count(*)::int from baas.file_read(:'bigf', 2097160, 100)), 0, 
 select is((select (pg_catalog.length(data), data = decode(repeat('61', 1048576), 'hex'))::text from baas.file_read(:'bigf', 1048576, 1048576)),
           '(1048576,t)', 'a whole chunk as stored');
 select is((select data from baas.file_read(:'bigf', 1048570, 3)), decode('616161', 'hex'), 'at most max bytes');
+-- Chunks stay aligned whatever the append sizes (a download reads one chunk per MiB):
+-- 5 bytes, 1,048,000 more, then a checkpointed PATCH of 2 MiB that is rewound from
+-- inside the chunk it topped up.
+select x ->> 'upload_id' as up3 from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'odd.bin', 'application/octet-stream', 3145157) $$) x \gset
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 0, decode(repeat(''01'', 5), ''hex''))', :'up3')), 'ok', 'five bytes');
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 5, decode(repeat(''02'', 1048000), ''hex''))', :'up3')), 'ok', 'then 1,048,000');
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_lease(%L, ''00000000-0000-0000-0000-0000000000b1'', true)', :'up3')), 'ok', 'a checkpoint');
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, ''00000000-0000-0000-0000-0000000000b1'', 1048005, decode(repeat(''03'', 2097152), ''hex''))', :'up3')),
+          'ok', 'then 2 MiB');
+select is((select array_agg(k.off || ':' || pg_catalog.length(k.data) order by k.off) from baas._file_chunks k join baas._uploads u on u.blob_id = k.blob_id where u.id = :'up3'),
+          '{0:1048576,1048576:1048576,2097152:1048005}', 'every chunk but the last is a whole MiB at a MiB boundary');
+select is((select x from baas.as_user(:'u1'::uuid, format('select baas._upload_rewind(%L, ''00000000-0000-0000-0000-0000000000b1'')', :'up3')) x),
+          '1048005'::jsonb, 'the rewind goes back inside the first chunk');
+select is((select array_agg(k.off || ':' || pg_catalog.length(k.data) order by k.off) from baas._file_chunks k join baas._uploads u on u.blob_id = k.blob_id where u.id = :'up3'),
+          '{0:1048005}', 'the topped-up chunk keeps only what it held before the PATCH');
+select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 1048005, decode(repeat(''04'', 2097152), ''hex''))', :'up3')), 'ok', 'the rest again');
+select is((select encode(sha256(string_agg(k.data, ''::bytea order by k.off)), 'hex') from baas._file_chunks k join baas._uploads u on u.blob_id = k.blob_id where u.id = :'up3'),
+          encode(sha256(decode(repeat('01', 5) || repeat('02', 1048000) || repeat('04', 2097152), 'hex')), 'hex'),
+          'the chunks hold the bytes in order, the rewound ones gone');
 select x ->> 'upload_id' as up2 from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'x.png', 'image/png', 4, '{}', null, null, null, false,
         sha256('nope')) $$) x \gset
 select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 0, ''abcd''::bytea)', :'up2')), 'ok', 'four bytes');

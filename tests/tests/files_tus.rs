@@ -208,7 +208,10 @@ fn tus_chunk_sizes() {
     let mut g = Gen::new(51, N);
     let mut off = 0u64;
     let mut last = None;
-    for len in [256 * 1024, 256 * 1024, 256 * 1024, 256 * 1024, 64 * MIB as u64, N - MIB as u64 - 64 * MIB as u64] {
+    // Odd sizes too: the chunks must still be whole MiBs at MiB boundaries (one read per
+    // MiB on the way out), whatever the PATCHes were.
+    let sizes = [5, 300_001, 256 * 1024, 256 * 1024, 5_000_000, 64 * MIB as u64];
+    for len in sizes.into_iter().chain([N - sizes.iter().sum::<u64>()]) {
         let o = off.to_string();
         let headers = [TUS, ("Content-Type", "application/offset+octet-stream"), ("Upload-Offset", o.as_str())];
         let r = send_reader_at(&base(), "PATCH", &upload, t, &headers, len, (&mut g).take(len));
@@ -225,6 +228,21 @@ fn tus_chunk_sizes() {
     assert_eq!((status, len, sha.as_str()), (200, N, g.hex().as_str()), "100 MB through tus, byte for byte");
     let row = files_row(&id).unwrap();
     assert_eq!((row.0, row.1), (N as i64, g.hex()));
+    let (chunks, longest, total, _) = stored_chunks(&id);
+    assert_eq!((chunks, longest, total), (N.div_ceil(MIB as u64) as i64, MIB as i32, N as i64), "aligned 1 MiB chunks");
+    // A range across a MiB boundary, inside bytes that different PATCHes wrote.
+    let r = download(t, &file_path(&id), &[("Range", "bytes=1048000-1048700")]);
+    let want: Vec<u8> = admin()
+        .query_one(
+            "select substring(string_agg(c.data, ''::bytea order by c.off) from 1048001 for 701)
+               from baas.documents d join baas._file_chunks c on c.blob_id = d.blob_id
+              where d.id = $1::text::uuid and c.off < 2097152",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!((r.status, r.body.len()), (206, 701));
+    assert!(r.body == want, "the range's bytes");
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! A request body read one piece at a time: at most `max` bytes are held, and nothing
-//! more is read from the socket until the piece has been handed on (the database call
-//! that stores it is the backpressure). A client that sends nothing for
+//! A request body read one piece at a time: at most `max` bytes per piece, and the
+//! uploads read at most one piece ahead of the database call that stores the last
+//! (upload::append_while: two pieces held; that call is the backpressure). A client that sends nothing for
 //! `file_idle_timeout` gets 408.
 
 use crate::errors::ApiError;

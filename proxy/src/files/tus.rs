@@ -404,11 +404,9 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
                 }
                 if more {
                     // The next piece comes from the client while this one is stored,
-                    // as in upload::store. A body cut meanwhile leaves what a
-                    // sequential loop leaves: this piece stored, the next not.
-                    let (stored, filled) = tokio::join!(upload::append(app, ctx, &session, at, &buf), body.next_piece(&mut next, PIECE));
-                    at = stored?;
-                    more = filled?;
+                    // as in upload::store (append_while: a refusal answers at once; a
+                    // body cut meanwhile leaves this piece stored, the next not).
+                    (at, more) = upload::append_while(upload::append(app, ctx, &session, at, &buf), body.next_piece(&mut next, PIECE)).await?;
                     std::mem::swap(&mut buf, &mut next);
                     continue;
                 }

@@ -219,9 +219,7 @@ where
                 // The next piece comes from the client while this one is stored (two
                 // pieces held at most): a few points of COPY FROM's speed (52 -> 56 %
                 // over three alternating runs of pgbaas-bench-files, docs/benchmarks.md).
-                let (stored, filled) = tokio::join!(append(app, ctx, &session, at, &buf), src.fill(&mut next, PIECE));
-                at = stored?;
-                more = filled?;
+                (at, more) = append_while(append(app, ctx, &session, at, &buf), src.fill(&mut next, PIECE)).await?;
                 std::mem::swap(&mut buf, &mut next);
                 continue;
             }
@@ -236,6 +234,29 @@ where
     let file = finish(app, ctx, &session.id).await?;
     guard.id = None; // finished: nothing to abort
     Ok(file)
+}
+
+/// Store a piece (`stored`) while the next is read (`read`): (the new offset, more to
+/// come). An append that fails answers at once (the read is dropped: the request fails
+/// anyway, and a refusal must not wait for the client's next MiB or its idle timeout);
+/// a read that fails first waits for the append, so this piece is stored and the next
+/// is not, as in a sequential loop.
+pub async fn append_while(
+    stored: impl Future<Output = Result<u64, ApiError>>,
+    read: impl Future<Output = Result<bool, ApiError>>,
+) -> Result<(u64, bool), ApiError> {
+    tokio::pin!(stored, read);
+    tokio::select! {
+        biased;
+        at = &mut stored => {
+            let at = at?;
+            Ok((at, read.await?))
+        }
+        more = &mut read => {
+            let at = stored.await?;
+            Ok((at, more?))
+        }
+    }
 }
 
 /// Lets `store` answer `Expect: 100-continue` on the session a source reads from.
