@@ -593,6 +593,36 @@ mod tests {
     }
 
     #[test]
+    fn mail_settings_are_checked_at_start_up() {
+        let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let c = load(&["--database-url", URL], None).unwrap();
+        assert!(c.smtp_url.is_none());
+        assert_eq!((c.smtp_timeout, c.mail_poll_secs, c.mail_batch, c.mail_concurrency, c.mail_lease), (Duration::from_secs(30), 5, 10, 4, Duration::from_secs(120)));
+        let c = load(&["--database-url", URL, "--smtp-url", "smtp://127.0.0.1:2525", "--mail-poll-secs", "0"], None).unwrap();
+        assert_eq!(c.mail().unwrap().smtp_url, "smtp://127.0.0.1:2525");
+        let msg = |args: &[&str]| match load(args, None) {
+            Ok(c) => panic!("accepted: {:?}", c.smtp_url),
+            Err(e) => e.to_string(),
+        };
+        let e = msg(&["--database-url", URL, "--smtp-url", "smtp://me:hunter2@mail.example.com"]);
+        assert!(e.contains("unencrypted") && !e.contains("hunter2"), "{e}");
+        assert!(msg(&["--database-url", URL, "--smtp-url", "smtp://127.0.0.1", "--smtp-timeout-secs", "200"]).contains("mail_lease_secs"));
+        assert!(msg(&["--database-url", URL, "--smtp-ca-file", "/x.pem"]).contains("need smtp_url"));
+        assert!(msg(&["--database-url", URL, "--mail-concurrency", "65"]).contains("mail_concurrency"));
+        let dir = std::env::temp_dir().join(format!("pgbaas-smtp-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let c = load(&["--database-url", URL, "--smtp-url", "smtps://me@mail.example.com", "--smtp-password-file", pw.to_str().unwrap()], None).unwrap();
+        assert_eq!(c.mail().unwrap().password.as_deref(), Some("s3cret"), "one line, its newline dropped");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let e = msg(&["--database-url", URL, "--smtp-url", "smtps://mail.example.com", "--smtp-ca-file", ca.to_str().unwrap()]);
+        assert!(e.contains("smtp_ca_file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn file_then_environment_then_flags() {
         let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
         let file = "port = 9000\nbody_limit = 4096\npool_size = 3\nthreads = 2\n";

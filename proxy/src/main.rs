@@ -102,7 +102,9 @@ fn main() {
     if cfg.smtp_url.is_some() && cfg.mail_poll_secs > 0 {
         let worker = cfg.mail().and_then(|m| mail::MailWorker::new(cfg.database_url.clone(), pool.clone(), m));
         match worker {
-            Ok(w) => server.add_service(pingora::services::background::background_service("mail worker", w)),
+            Ok(w) => {
+                server.add_service(pingora::services::background::background_service("mail worker", w));
+            }
             Err(e) => {
                 eprintln!("pgbaas-proxy: configuration error: {e}");
                 std::process::exit(2);

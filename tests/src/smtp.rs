@@ -259,7 +259,7 @@ fn parse(raw: &[u8], from: String, to: Vec<String>, acknowledged: bool) -> Mail 
             m.subject().unwrap_or_default().to_string(),
             m.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
             // mail-parser converts a text-only message to HTML too: only a real part counts.
-            if m.parts.iter().any(|p| p.content_type().is_some_and(|c| c.ctype().eq_ignore_ascii_case("text") && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("html")))) {
+            if m.parts.iter().any(|p| mail_parser::MimeHeaders::is_content_type(p, "text", "html")) {
                 m.body_html(0).map(|h| h.into_owned())
             } else {
                 None
