@@ -100,13 +100,13 @@ select is((select status from baas.email_outbox where id = :m2), 'failed', 'emai
 select baas._outbox_failed(:m3, 1, '550 5.1.1 no such user', true);
 select is((select status || ' ' || attempts from baas.email_outbox where id = :m3), 'failed 1', 'a permanent failure fails at once');
 select is((select array_agg(id order by id) from baas.email_failures), array[:m2::bigint, :m3::bigint], 'both listed in email_failures');
-select is((select text_body from baas.email_outbox where id = :m3), 'Hello T', 'a failed message keeps its body for a retry');
+select is((select text_body from baas.email_outbox where id = :m3), 'Hello T from My App', 'a failed message keeps its body for a retry');
 
 -- A sender that died mid-send: its lease lapses, and with no attempt left the message fails.
 select baas.send_email('dies@mail.test', 'greet') as m4 \gset
 update baas.email_outbox set status = 'sending', attempts = 3, claimed_until = now() - interval '1 second' where id = :m4;
 select is((select count(*)::int from baas._outbox_claim(10, 60) where id = :m4), 0, 'not claimed again');
-select like((select status || ': ' || last_error from baas.email_outbox where id = :m4), 'failed: gave up after 3 attempts%', 'failed, saying why');
+select alike((select status || ': ' || last_error from baas.email_outbox where id = :m4), 'failed: gave up after 3 attempts%', 'failed, saying why');
 select baas.send_email('lapsed@mail.test', 'greet') as m5 \gset
 update baas.email_outbox set status = 'sending', attempts = 1, claimed_until = now() - interval '1 second' where id = :m5;
 select is((select attempt from baas._outbox_claim(10, 60) where id = :m5), 2, 'a lapsed lease with attempts left is claimed again');
