@@ -4,14 +4,75 @@
 //! quoted-printable- or base64-encode the parts), and can misbehave on demand: refuse
 //! everyone for a while (451), refuse or defer one recipient (550 / 451 at RCPT), drop
 //! the connection after DATA without answering (the sender cannot know it was
-//! delivered), stop, and start again on the same port.
+//! delivered), stop, and start again on the same port. `start_with` adds STARTTLS
+//! (rustls, a certificate from `TestCa`, made with the openssl command line) and
+//! AUTH PLAIN/LOGIN with one user, required before MAIL.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+
+/// What the server demands: STARTTLS with this certificate and key (PEM files), and
+/// AUTH with this user and password before MAIL.
+#[derive(Clone, Default)]
+pub struct Security {
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    pub auth: Option<(String, String)>,
+}
+
+/// A throw-away CA and a server certificate it signed for localhost and 127.0.0.1
+/// (`openssl req`/`x509`, RSA 2048), in a temporary directory.
+pub struct TestCa {
+    pub dir: std::path::PathBuf,
+}
+
+impl TestCa {
+    pub fn make() -> TestCa {
+        let dir = std::env::temp_dir().join(format!("pgbaas-smtp-ca-{}-{:?}", std::process::id(), std::thread::current().id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl").args(args).current_dir(&dir).output().expect("openssl on PATH");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=pgbaas test CA", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]);
+        run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "server.csr"]);
+        std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+        run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf"]);
+        TestCa { dir }
+    }
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn cert_and_key(&self) -> (std::path::PathBuf, std::path::PathBuf) {
+        (self.dir.join("cert.pem"), self.dir.join("key.pem"))
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+fn acceptor(cert: &std::path::Path, key: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert).unwrap().map(|c| c.unwrap()).collect();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+}
 
 /// How the server treats every recipient (`set_mode`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +103,9 @@ pub struct Mail {
     /// The envelope (MAIL FROM, RCPT TO).
     pub from: String,
     pub to: Vec<String>,
+    /// Whether it came over TLS, and the user that authenticated, if any.
+    pub tls: bool,
+    pub user: Option<String>,
     /// Without the angle brackets, as mail-parser gives it.
     pub message_id: String,
     pub subject: String,
@@ -96,11 +160,15 @@ struct State {
     /// Connections accepted, and RCPTs refused, since the start.
     connections: usize,
     refused: usize,
+    /// AUTH attempts refused (535).
+    auth_failures: usize,
 }
 
 struct Shared {
     state: Mutex<State>,
     arrived: Condvar,
+    security: Security,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 pub struct SmtpSink {
@@ -117,7 +185,13 @@ impl SmtpSink {
 
     /// Start on `port` (0: any free one).
     pub fn start_on(port: u16) -> SmtpSink {
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), arrived: Condvar::new() });
+        Self::start_with(port, Security::default())
+    }
+
+    /// Start on `port` (0: any free one), demanding what `security` says.
+    pub fn start_with(port: u16, security: Security) -> SmtpSink {
+        let tls = security.tls.as_ref().map(|(c, k)| acceptor(c, k));
+        let shared = Arc::new(Shared { state: Mutex::new(State::default()), arrived: Condvar::new(), security, tls });
         let mut sink = SmtpSink { port, shared, stop: Mutex::new(None) };
         sink.port = sink.run();
         sink
@@ -211,6 +285,11 @@ impl SmtpSink {
         self.mails().into_iter().filter(|m| m.to.iter().any(|t| t.to_lowercase() == to)).collect()
     }
 
+    /// AUTH attempts refused so far.
+    pub fn auth_failures(&self) -> usize {
+        self.shared.state.lock().unwrap().auth_failures
+    }
+
     /// RCPTs refused (451 or 550) so far.
     pub fn refused(&self) -> usize {
         self.shared.state.lock().unwrap().refused
@@ -251,7 +330,7 @@ fn angle_addr(arg: &str) -> String {
     }
 }
 
-fn parse(raw: &[u8], from: String, to: Vec<String>, acknowledged: bool) -> Mail {
+fn parse(raw: &[u8], from: String, to: Vec<String>, acknowledged: bool, tls: bool, user: Option<String>) -> Mail {
     let parsed = mail_parser::MessageParser::default().parse(raw);
     let (message_id, subject, text, html) = match &parsed {
         Some(m) => (
@@ -267,30 +346,134 @@ fn parse(raw: &[u8], from: String, to: Vec<String>, acknowledged: bool) -> Mail 
         ),
         None => (String::new(), String::new(), String::new(), None),
     };
-    Mail { from, to, message_id, subject, text, html, raw: raw.to_vec(), acknowledged }
+    Mail { from, to, tls, user, message_id, subject, text, html, raw: raw.to_vec(), acknowledged }
+}
+
+/// "\0user\0password" (AUTH PLAIN) as (user, password).
+fn plain_credentials(b64: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let mut parts = text.split('\0');
+    let _authzid = parts.next()?;
+    Some((parts.next()?.to_string(), parts.next()?.to_string()))
+}
+
+fn b64_line(s: &str) -> Option<String> {
+    use base64::Engine;
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()?).ok()
+}
+
+async fn send(conn: &mut BufReader<Box<dyn Io>>, bytes: &[u8]) -> bool {
+    conn.write_all(bytes).await.is_ok() && conn.flush().await.is_ok()
+}
+
+async fn read_line(conn: &mut BufReader<Box<dyn Io>>, line: &mut String) -> bool {
+    line.clear();
+    matches!(conn.read_line(line).await, Ok(n) if n > 0)
 }
 
 async fn session(stream: TcpStream, shared: Arc<Shared>) {
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    if w.write_all(b"220 sink.test ESMTP pgbaas test sink\r\n").await.is_err() {
+    let mut conn: BufReader<Box<dyn Io>> = BufReader::new(Box::new(stream));
+    if !send(&mut conn, b"220 sink.test ESMTP pgbaas test sink\r\n").await {
         return;
     }
+    let mut tls = false;
+    let mut user: Option<String> = None;
     let mut from = String::new();
     let mut rcpts: Vec<String> = Vec::new();
     let mut line = String::new();
     loop {
-        line.clear();
-        match r.read_line(&mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        if !read_line(&mut conn, &mut line).await {
+            return;
         }
-        let cmd = line.trim_end_matches(['\r', '\n']);
+        let cmd = line.trim_end_matches(['\r', '\n']).to_string();
         let upper = cmd.to_ascii_uppercase();
+        let auth_needed = shared.security.auth.is_some() && user.is_none();
         let reply: String = if upper.starts_with("EHLO") {
-            "250-sink.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 PIPELINING\r\n".into()
+            let mut r = String::from("250-sink.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n");
+            if shared.tls.is_some() && !tls {
+                r.push_str("250-STARTTLS\r\n");
+            }
+            // As real servers do: AUTH only once the connection is encrypted (when it can be).
+            if shared.security.auth.is_some() && (tls || shared.tls.is_none()) {
+                r.push_str("250-AUTH PLAIN LOGIN\r\n");
+            }
+            r.push_str("250 PIPELINING\r\n");
+            r
         } else if upper.starts_with("HELO") {
             "250 sink.test\r\n".into()
+        } else if upper == "STARTTLS" {
+            match (&shared.tls, tls) {
+                (Some(acceptor), false) => {
+                    if !send(&mut conn, b"220 2.0.0 ready to start TLS\r\n").await {
+                        return;
+                    }
+                    let inner = conn.into_inner();
+                    match acceptor.accept(inner).await {
+                        Ok(t) => conn = BufReader::new(Box::new(t)),
+                        Err(_) => return,
+                    }
+                    // RFC 3207: the session starts over.
+                    tls = true;
+                    from.clear();
+                    rcpts.clear();
+                    continue;
+                }
+                _ => "503 5.5.1 TLS not available\r\n".into(),
+            }
+        } else if upper.starts_with("AUTH ") {
+            let Some((want_user, want_pw)) = shared.security.auth.clone() else {
+                if !send(&mut conn, b"502 5.5.1 AUTH not offered\r\n").await {
+                    return;
+                }
+                continue;
+            };
+            let mut parts = cmd.split_whitespace().skip(1);
+            let mech = parts.next().unwrap_or_default().to_ascii_uppercase();
+            let initial = parts.next().map(|s| s.to_string());
+            let creds = match mech.as_str() {
+                "PLAIN" => {
+                    let b64 = match initial {
+                        Some(i) => i,
+                        None => {
+                            if !send(&mut conn, b"334 \r\n").await || !read_line(&mut conn, &mut line).await {
+                                return;
+                            }
+                            line.trim().to_string()
+                        }
+                    };
+                    plain_credentials(&b64)
+                }
+                "LOGIN" => {
+                    let u = match initial.and_then(|i| b64_line(&i)) {
+                        Some(u) => Some(u),
+                        None => {
+                            if !send(&mut conn, b"334 VXNlcm5hbWU6\r\n").await || !read_line(&mut conn, &mut line).await {
+                                return;
+                            }
+                            b64_line(&line)
+                        }
+                    };
+                    if !send(&mut conn, b"334 UGFzc3dvcmQ6\r\n").await || !read_line(&mut conn, &mut line).await {
+                        return;
+                    }
+                    u.zip(b64_line(&line))
+                }
+                _ => None,
+            };
+            match creds {
+                Some((u, p)) if u == want_user && p == want_pw => {
+                    user = Some(u);
+                    "235 2.7.0 authenticated\r\n".into()
+                }
+                _ => {
+                    shared.state.lock().unwrap().auth_failures += 1;
+                    "535 5.7.8 authentication credentials invalid\r\n".into()
+                }
+            }
+        } else if upper.starts_with("MAIL FROM:") && auth_needed {
+            "530 5.7.0 authentication required\r\n".into()
         } else if upper.starts_with("MAIL FROM:") {
             from = angle_addr(&cmd[10..]);
             rcpts.clear();
@@ -320,14 +503,14 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) {
             if rcpts.is_empty() {
                 "503 5.5.1 no valid recipients\r\n".into()
             } else {
-                if w.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await.is_err() {
+                if !send(&mut conn, b"354 end with <CRLF>.<CRLF>\r\n").await {
                     return;
                 }
                 let mut raw = Vec::new();
                 let mut l = Vec::new();
                 loop {
                     l.clear();
-                    match r.read_until(b'\n', &mut l).await {
+                    match conn.read_until(b'\n', &mut l).await {
                         Ok(0) | Err(_) => return,
                         Ok(_) => {}
                     }
@@ -350,7 +533,7 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) {
                             drop_it = true;
                         }
                     }
-                    s.mails.push(parse(&raw, from.clone(), rcpts.clone(), !drop_it));
+                    s.mails.push(parse(&raw, from.clone(), rcpts.clone(), !drop_it, tls, user.clone()));
                     drop_it
                 };
                 shared.arrived.notify_all();
@@ -367,12 +550,12 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) {
         } else if upper.starts_with("NOOP") {
             "250 2.0.0 ok\r\n".into()
         } else if upper == "QUIT" {
-            let _ = w.write_all(b"221 2.0.0 bye\r\n").await;
+            send(&mut conn, b"221 2.0.0 bye\r\n").await;
             return;
         } else {
             "502 5.5.2 command not implemented\r\n".into()
         };
-        if w.write_all(reply.as_bytes()).await.is_err() {
+        if !send(&mut conn, reply.as_bytes()).await {
             return;
         }
     }
@@ -383,7 +566,7 @@ mod tests {
     use super::*;
 
     fn mail(text: &str) -> Mail {
-        Mail { from: String::new(), to: vec![], message_id: String::new(), subject: String::new(), text: text.into(), html: None, raw: vec![], acknowledged: true }
+        Mail { from: String::new(), to: vec![], tls: false, user: None, message_id: String::new(), subject: String::new(), text: text.into(), html: None, raw: vec![], acknowledged: true }
     }
 
     #[test]

@@ -379,3 +379,50 @@ fn the_proxy_refuses_smtp_settings_it_cannot_use() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("smtp_password_file"), "{err}");
 }
+
+/// STARTTLS with a private CA (`smtp_ca_file`) and AUTH with `smtp_password_file`, on a
+/// cluster of its own (a proxy of the shared one would deliver these messages to the
+/// shared sink). A wrong password is a permanent failure, visible in SQL; with the right
+/// one the message goes over TLS as the configured user.
+#[test]
+fn starttls_with_a_private_ca_and_auth_from_a_password_file() {
+    use pgbaas_testkit::smtp::{Security, TestCa};
+    let ca = TestCa::make();
+    let sink = SmtpSink::start_with(0, Security { tls: Some(ca.cert_and_key()), auth: Some(("pgbaas".into(), "s3cret pw".into())) });
+    let cluster = Cluster::temporary().expect("a cluster of its own");
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    db.batch_execute("update baas.settings set email_from = 'noreply@pgbaas.test', email_retry_base = '1 second', email_max_attempts = 3").unwrap();
+    let url = cluster.authenticator_url().unwrap();
+    let pw = ca.dir.join("smtp-password");
+    let smtp_url = format!("smtp://pgbaas@127.0.0.1:{}?tls=required", sink.port());
+    let start = |password: &str| {
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        Proxy::start(
+            &url,
+            &[
+                "--smtp-url", &smtp_url,
+                "--smtp-password-file", pw.to_str().unwrap(),
+                "--smtp-ca-file", ca.ca_file().to_str().unwrap(),
+                "--mail-poll-secs", "1",
+            ],
+        )
+        .expect("start the proxy with TLS and AUTH settings")
+    };
+
+    let proxy = start("wrong pw");
+    let id = send(&mut db, "tls@mail.test", "password_changed", json!({"email": "tls@mail.test"}), None);
+    let r = wait_status(&mut db, id, "failed", WAIT);
+    assert_eq!(r.attempts, 1, "refused credentials are not retried: {r:?}");
+    assert!(r.last_error.as_deref().is_some_and(|l| l.contains("535")), "{r:?}");
+    assert!(sink.auth_failures() >= 1);
+    assert!(sink.mails_to("tls@mail.test").is_empty());
+    drop(proxy);
+
+    let _proxy = start("s3cret pw");
+    db.execute("select baas.retry_email($1)", &[&id]).unwrap();
+    let m = sink.wait_for("tls@mail.test", WAIT).expect("delivered with the right password");
+    assert!(m.tls, "over STARTTLS");
+    assert_eq!(m.user.as_deref(), Some("pgbaas"));
+    let r = wait_status(&mut db, id, "sent", WAIT);
+    assert_eq!(bare(&r.message_id), m.message_id);
+}
