@@ -18,7 +18,8 @@ const MAX_ATTEMPTS: i32 = 4;
 struct Env {
     cluster: Cluster,
     sink: SmtpSink,
-    proxy: Proxy,
+    /// Runs for the binary's life (its mail worker is what delivers).
+    _proxy: Proxy,
 }
 
 fn env() -> &'static Env {
@@ -35,7 +36,7 @@ fn env() -> &'static Env {
         let sink = SmtpSink::start();
         let url = cluster.authenticator_url().expect("authenticator password");
         let proxy = start_proxy(&url, &sink);
-        Env { cluster, sink, proxy }
+        Env { cluster, sink, _proxy: proxy }
     })
 }
 
