@@ -326,7 +326,7 @@ impl Drop for SmtpSink {
 fn angle_addr(arg: &str) -> String {
     match (arg.find('<'), arg.find('>')) {
         (Some(a), Some(b)) if b > a => arg[a + 1..b].to_string(),
-        _ => arg.trim().split_whitespace().next().unwrap_or_default().to_string(),
+        _ => arg.split_whitespace().next().unwrap_or_default().to_string(),
     }
 }
 

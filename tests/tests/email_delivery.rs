@@ -238,10 +238,10 @@ fn with_the_smtp_server_down_mail_waits_longer_each_time_then_arrives_once_when_
     // The first message's attempts and when each next one is due.
     let mut seen: Vec<Row> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while seen.last().map_or(true, |r| r.attempts < 3) {
+    while seen.last().is_none_or(|r| r.attempts < 3) {
         assert!(Instant::now() < deadline, "no third attempt: {seen:?}");
         let r = row(&mut db, ids[0]);
-        if r.status == "pending" && r.attempts > 0 && seen.last().map_or(true, |l| l.attempts != r.attempts) {
+        if r.status == "pending" && r.attempts > 0 && seen.last().is_none_or(|l| l.attempts != r.attempts) {
             seen.push(r);
         }
         std::thread::sleep(Duration::from_millis(50));
