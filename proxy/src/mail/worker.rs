@@ -257,13 +257,16 @@ impl MailWorker {
     }
 
     /// Claim and send until a claim comes back short. Returns how many were attempted.
+    /// A pooled connection is held only to claim and to report, never during an SMTP
+    /// conversation: the proxy's own pool is small, and key reloads need it too.
     async fn drain(&self, transport: &AsyncSmtpTransport<Tokio1Executor>) -> Result<usize, String> {
-        let client = self.pool.get().await.map_err(|e| format!("no database connection: {e}"))?;
         let lease = i32::try_from(self.cfg.lease.as_secs()).unwrap_or(i32::MAX);
         let size = self.claim_size();
         let mut total = 0;
         loop {
+            let client = self.pool.get().await.map_err(|e| format!("no database connection: {e}"))?;
             let rows = client.query(CLAIM_SQL, &[&size, &lease]).await.map_err(|e| format!("claiming mail: {e}"))?;
+            drop(client);
             let rows: Vec<OutboxRow> = rows
                 .iter()
                 .map(|r| {
@@ -296,6 +299,14 @@ impl MailWorker {
             }
             while let Some(done) = sends.join_next().await {
                 let Ok((row, outcome)) = done else { continue };
+                let client = match self.pool.get().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // The lease lapses and the message goes again (same Message-ID).
+                        log::warn!("mail {}: cannot record the attempt ({outcome:?}): no database connection: {e}", row.id);
+                        continue;
+                    }
+                };
                 let reported = match &outcome {
                     Outcome::Sent => client.execute(SENT_SQL, &[&row.id, &row.attempt]).await,
                     Outcome::Failed { error, permanent } => {
