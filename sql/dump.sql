@@ -19,10 +19,11 @@ select pg_catalog.pg_extension_config_dump('baas._login_throttles', '');
 select pg_catalog.pg_extension_config_dump('baas._trusted_sources', '');
 
 -- Files (sql/files.sql): blobs, their bytes, unfinished uploads (a restored database
--- can resume them), references and quotas. Not baas._thumbnails: a cache, restored empty.
+-- can resume them) and finished ones (HEAD still answers for them), references and quotas. Not baas._thumbnails: a cache, restored empty.
 select pg_catalog.pg_extension_config_dump('baas._blobs', '');
 select pg_catalog.pg_extension_config_dump('baas._file_chunks', '');
 select pg_catalog.pg_extension_config_dump('baas._uploads', '');
+select pg_catalog.pg_extension_config_dump('baas._uploads_finished', '');
 -- Deleted files' bytes not yet swept: a restored database sweeps them (cleanup_blobs).
 select pg_catalog.pg_extension_config_dump('baas._blob_trash', '');
 select pg_catalog.pg_extension_config_dump('baas._file_refs', '');

@@ -502,7 +502,14 @@ impl Conn {
                     return Err(e.into());
                 }
             }
-            self.rbuf.reserve(8192);
+            // Room for the rest of a message whose header is in (bounded above), else 8 KiB:
+            // a 1 MiB file piece is then read into one allocation, not grown by doubling
+            // from 8 KiB (eight reallocations copying ~1 MiB in all, per piece).
+            let want = match self.rbuf.get(1..5) {
+                Some(h) => (u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize + 1).saturating_sub(self.rbuf.len()),
+                None => 0,
+            };
+            self.rbuf.reserve(want.max(8192));
             match self.io.read_buf(&mut self.rbuf).await {
                 Ok(0) => {
                     // The backend is gone: nothing left to cancel when this is dropped.

@@ -15,7 +15,7 @@ begin
 exception when others then
     return sqlerrm;
 end $$;
-select plan(186);
+select plan(190);
 
 select baas.signup('f1@files.test', 'long enough pw') -> 'user' ->> 'id' as u1 \gset
 select baas.signup('f2@files.test', 'long enough pw') -> 'user' ->> 'id' as u2 \gset
@@ -226,8 +226,15 @@ select is((select (pg_catalog.length(meta) < 1000, meta::jsonb ? 'data', meta::j
 select is(baas.file_meta('0190f5b4-0000-7000-8000-00000000f003') -> 'data' ->> 'big', repeat('x', 200000), 'file_meta keeps the whole file JSON');
 select is((select data from baas.file_get('0190f5b4-0000-7000-8000-00000000f003', null, 1048570, 10)), decode('61616161616161616161', 'hex'),
           'file_get reads across a chunk boundary');
-select is((select data from baas.file_read((select blob_id from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f003'), 2097150, 100)),
-          decode('6161' || repeat('63', 8), 'hex'), 'file_read up to the end');
+select blob_id as bigf from baas.documents where id = '0190f5b4-0000-7000-8000-00000000f003' \gset
+select is((select data from baas.file_read(:'bigf', 2097150, 100)), decode('6161', 'hex'),
+          'file_read stops at the end of the chunk that holds at (a short read, as read(2))');
+select is((select data from baas.file_read(:'bigf', 2097152, 100)), decode(repeat('63', 8), 'hex'),
+          'the next read starts in the next chunk and ends at the file''s end');
+select is((select count(*)::int from baas.file_read(:'bigf', 2097160, 100)), 0, 'at the end: no row');
+select is((select (pg_catalog.length(data), data = decode(repeat('61', 1048576), 'hex'))::text from baas.file_read(:'bigf', 1048576, 1048576)),
+          '(1048576,t)', 'a whole chunk as stored');
+select is((select data from baas.file_read(:'bigf', 1048570, 3)), decode('616161', 'hex'), 'at most max bytes');
 select x ->> 'upload_id' as up2 from baas.as_user(:'u1'::uuid, $$ select baas.upload_create('pics', 'x.png', 'image/png', 4, '{}', null, null, null, false,
         sha256('nope')) $$) x \gset
 select is(pg_temp.outcome_as(:'u1', format('select baas._upload_append(%L, null, 0, ''abcd''::bytea)', :'up2')), 'ok', 'four bytes');

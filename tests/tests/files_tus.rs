@@ -96,7 +96,25 @@ fn tus_options_and_create() {
     assert_eq!(r.header("pgbaas-file-version"), Some("1"));
     let d = download(t, &file_path(&file_id), &[]);
     assert_eq!((d.status, d.body.as_slice()), (200, &b"0123456789"[..]));
-    assert_eq!(tus_head_at(&base(), t, &upload).status, 404, "a finished session is gone");
+    // The client whose answer to that PATCH was lost asks HEAD: done, and which file.
+    let h = tus_head_at(&base(), t, &upload);
+    assert_eq!(h.status, 200, "a finished session is remembered");
+    assert_eq!((h.header("upload-offset"), h.header("upload-length")), (Some("10"), Some("10")), "{:?}", h.headers);
+    assert_eq!(h.header("pgbaas-file-id"), Some(file_id.as_str()));
+    assert_eq!(h.header("upload-expires"), None, "nothing left to expire");
+    assert_eq!(tus_head_at(&base(), Some(&other.access), &upload).status, 404, "not another user's to see");
+    assert_eq!(tus_head_at(&base(), None, &upload).status, 404, "nor the anonymous caller's");
+    assert_eq!(tus_patch(t, &upload, 10, b"", &[]).status, 404, "nothing more can be written to it");
+    assert_eq!(files_row(&file_id).map(|r| r.0), Some(10), "one file, as before");
+    // After a day it is forgotten (the clean-up removes the record).
+    let session = upload.trim_start_matches("/v1/uploads/").to_string();
+    admin()
+        .execute("update baas._uploads_finished set finished_at = now() - interval '25 hours' where id = $1::text::uuid", &[&session])
+        .unwrap();
+    assert_eq!(tus_head_at(&base(), t, &upload).status, 404, "a day later the session is gone");
+    admin().query_one("select baas.cleanup_uploads(1000)", &[]).unwrap();
+    let kept: i64 = admin().query_one("select count(*) from baas._uploads_finished where id = $1::text::uuid", &[&session]).unwrap().get(0);
+    assert_eq!(kept, 0, "the clean-up forgot it");
 }
 
 /// PATCH until the lease of a writer that went away is released (a client resuming
@@ -474,7 +492,9 @@ fn tus_head_finishes_a_complete_session() {
     let id = h.header("pgbaas-file-id").unwrap_or_else(|| panic!("HEAD finished no file: {:?}", h.headers)).to_string();
     assert_eq!(h.header("pgbaas-file-version"), Some("1"));
     assert_eq!(download(t, &file_path(&id), &[]).body, data, "the file exists with the uploaded bytes");
-    assert_eq!(tus_head_at(&base(), t, &upload).status, 404, "the session is finished");
+    // Asked again, it is finished: the same file, nothing finished twice.
+    let again = tus_head_at(&base(), t, &upload);
+    assert_eq!((again.status, again.header("upload-offset"), again.header("pgbaas-file-id")), (200, Some("1000"), Some(id.as_str())));
     assert_nothing_stored(&b, &[id.as_str()]);
 }
 

@@ -190,8 +190,10 @@ async fn write_head(s: &mut ServerSession, h: ResponseHeader) -> Result<(), Repl
     Ok(())
 }
 
-/// One piece of `blob` from `at` (up to the next PIECE boundary, at most to `end`);
-/// None: the blob is gone or no longer readable. Also the thumbnails' source reader.
+/// One piece of `blob` from `at` (up to the next PIECE boundary, at most to `end`, and
+/// no further than the end of the chunk holding `at`: a short read when chunks are not
+/// aligned, as tus PATCHes leave them); None: the blob is gone or no longer readable.
+/// Also the thumbnails' source reader.
 pub(super) async fn read_piece(app: &App, ctx: &Ctx, blob: &str, at: u64, end: u64) -> Result<Option<Bytes>, ApiError> {
     let len = piece_len(at).min(i32::try_from(end.saturating_sub(at)).unwrap_or(i32::MAX));
     let Ok(at) = i64::try_from(at) else {

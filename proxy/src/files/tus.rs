@@ -241,8 +241,15 @@ async fn head(app: &Arc<App>, ctx: &Ctx, id: &str) -> Result<Reply, ApiError> {
     r.no_store = true;
     let mut offset = v["offset"].as_i64().unwrap_or(0);
     let length = v["length"].as_i64();
-    let mut finished = false;
-    if length == Some(offset) {
+    let mut finished = v["finished"].as_bool() == Some(true);
+    if finished {
+        // Finished within the last day (its last PATCH's answer may have been lost):
+        // Upload-Offset = Upload-Length tells a tus client it is done, and the file's
+        // id which one it made.
+        if let Some(file) = v["file_id"].as_str() {
+            r.headers.push(("pgbaas-file-id", file.to_string()));
+        }
+    } else if length == Some(offset) {
         // Every byte is stored but the session is not finished: the PATCH that stored
         // the last ones failed after its last append (an answer lost after the commit,
         // a body cut right after its last byte, a proxy that went away, a transient
@@ -381,8 +388,9 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
     let mut buf = BytesMut::with_capacity(PIECE);
     let result: Result<(), ApiError> = async {
         let mut body = BodyReader::new(s, app.cfg.file_idle_timeout);
+        let mut next = BytesMut::new();
+        let mut more = body.next_piece(&mut buf, PIECE).await?;
         loop {
-            let more = body.next_piece(&mut buf, PIECE).await?;
             if !buf.is_empty() {
                 // A body longer than the upload's rest (chunked, or a Content-Length
                 // that lied): refused here, before the database sees the bytes.
@@ -394,11 +402,22 @@ async fn patch(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, id: String) -> 
                 if let Some(c) = checksum.as_mut() {
                     c.update(&buf);
                 }
+                if more {
+                    // The next piece comes from the client while this one is stored,
+                    // as in upload::store. A body cut meanwhile leaves what a
+                    // sequential loop leaves: this piece stored, the next not.
+                    let (stored, filled) = tokio::join!(upload::append(app, ctx, &session, at, &buf), body.next_piece(&mut next, PIECE));
+                    at = stored?;
+                    more = filled?;
+                    std::mem::swap(&mut buf, &mut next);
+                    continue;
+                }
                 at = upload::append(app, ctx, &session, at, &buf).await?;
             }
             if !more {
                 return Ok(());
             }
+            more = body.next_piece(&mut buf, PIECE).await?;
         }
     }
     .await;
