@@ -91,11 +91,18 @@ impl SmtpUrl {
             "smtps" => true,
             other => return Err(format!("scheme {other:?}: must be smtp or smtps")),
         };
-        let (authority, query) = match rest.split_once('?') {
+        let (before_query, query) = match rest.split_once('?') {
             Some((a, q)) => (a, Some(q)),
             None => (rest, None),
         };
-        let authority = authority.trim_end_matches('/');
+        // A path is the name the client gives in EHLO (lettre: smtp://host:587/me.example).
+        let (authority, ehlo) = match before_query.split_once('/') {
+            Some((a, p)) => (a, p.trim_matches('/')),
+            None => (before_query, ""),
+        };
+        if ehlo.contains('/') || ehlo.contains(char::is_whitespace) {
+            return Err(format!("the path {ehlo:?} must be one host name (the EHLO name)"));
+        }
         let (auth, hostport) = match authority.rsplit_once('@') {
             Some((a, h)) => (Some(a), h),
             None => (None, authority),
@@ -118,8 +125,7 @@ impl SmtpUrl {
                 Some(("tls", "required")) => starttls = Some(true),
                 Some(("tls", "opportunistic")) => starttls = Some(false),
                 Some(("tls", v)) => return Err(format!("tls={v}: must be required or opportunistic")),
-                Some(("ehlo_domain", _)) => {}
-                _ => return Err(format!("unknown parameter {pair:?} (tls=required|opportunistic, ehlo_domain=…)")),
+                _ => return Err(format!("unknown parameter {pair:?} (only tls=required|opportunistic)")),
             }
         }
         if implicit_tls && starttls.is_some() {
@@ -419,6 +425,9 @@ mod tests {
         assert!(u.has_user && u.has_password && u.starttls == Some(true) && !u.credentials_in_clear());
         let u = SmtpUrl::parse("smtps://me@mail.example.com").unwrap();
         assert!(u.implicit_tls && u.has_user && !u.has_password && !u.credentials_in_clear());
+        let u = SmtpUrl::parse("smtp://mail.example.com:587/proxy1.example.com?tls=required").unwrap();
+        assert_eq!((u.host.as_str(), u.starttls), ("mail.example.com", Some(true)), "a path names the EHLO host");
+        assert!(SmtpUrl::parse("smtp://h:25/a/b").is_err());
         let u = SmtpUrl::parse("smtp://[::1]:25").unwrap();
         assert_eq!(u.host, "::1");
         assert!(!u.credentials_in_clear());
