@@ -160,6 +160,20 @@ grant execute on function baas.thumbnail_put(uuid, integer, integer, text, text,
 -- pull and the principal lookups are the proxy's login role's alone (sql/realtime.sql).
 grant execute on function baas.realtime_position() to baas_anon, baas_user, baas_service;
 
+-- Email (sql/email.sql): service tokens (and DBAs) queue, retry and purge mail; the
+-- proxy's login role claims due messages and reports how each attempt went. Rendering
+-- and queueing are internal (the account flows, SECURITY DEFINER, call them).
+grant execute on function
+    baas.send_email(text, text, jsonb, text),
+    baas.retry_email(bigint),
+    baas.purge_email_outbox(interval)
+  to baas_service;
+grant execute on function
+    baas._outbox_claim(integer, integer),
+    baas._outbox_sent(bigint, integer),
+    baas._outbox_failed(bigint, integer, text, boolean)
+  to baas_authenticator;
+
 -- The proxy's login role: switch role per request, read the public keys.
 grant execute on function
     baas.authenticate(jsonb),

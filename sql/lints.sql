@@ -105,6 +105,8 @@ as $$
            'thumbnail_get', 'thumbnail_put', 'cleanup_uploads', 'cleanup_blobs', 'unreferenced_files', 'file_usage', 'set_bucket',
            -- live change feeds
            'set_realtime', 'realtime_position', 'realtime_status', 'realtime_disable',
+           -- email (sql/email.sql)
+           'send_email', 'retry_email', 'purge_email_outbox',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

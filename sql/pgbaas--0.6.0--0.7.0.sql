@@ -266,6 +266,606 @@ begin
 end
 $$;
 
+-------------------------------------------------------------------- email (issue 16, package B)
+-- The library's new functions (extension/src/api/email.rs), as pgrx declares them.
+create function baas."_render_template"(
+	"template" TEXT, /* &str */
+	"vars" jsonb, /* Json */
+	"html" bool /* bool */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'render_template_wrapper';
+
+create function baas."_check_template"(
+	"template" TEXT /* &str */
+) RETURNS void
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_template_wrapper';
+
+-- sql/email.sql, whole.
+-- Email (issue 16): templates, and an outbox the proxy delivers over SMTP
+-- (proxy/src/mail/, docs/email.md). A flow queues a message in its own transaction
+-- (baas._enqueue_email): the mail leaves only if the event commits, and the proxy sends it
+-- at least once, retrying with backoff. Loaded after accounts.sql: the settings columns
+-- below then come after 0.6.0's, in a fresh install as in an upgraded database.
+
+------------------------------------------------------------------------ settings
+-- email_from: the From of every message (RFC 5322 mailbox, `addr@host` or
+-- `Name <addr@host>`); null: mail is not configured and nothing is queued.
+-- app_name, app_url: what templates call the app and where their links point (https
+-- or an app's own scheme, for deep links). A message that fails transiently is tried
+-- again after email_retry_base, doubling up to email_retry_max (±10 %), at most
+-- email_max_attempts times in all.
+alter table baas.settings
+    add column email_from text
+        check (length(email_from) <= 320
+               and email_from ~ '^([^<>@\r\n]*<[^<>@\s]+@[^<>@\s]+>|[^<>@\s]+@[^<>@\s]+)$'),
+    add column app_name text not null default 'pgbaas'
+        check (length(app_name) between 1 and 100 and app_name !~ '[\r\n]'),
+    add column app_url text check (app_url ~ '^[a-z][a-z0-9+.-]*://[^#\s]+$' and length(app_url) <= 2000),
+    add column email_default_language text not null default 'en'
+        check (email_default_language ~ '^[a-z]{2,3}(-[a-z0-9]{2,8})*$'),
+    add column email_retry_base interval not null default '30 seconds'
+        check (email_retry_base between '1 second' and '1 hour'),
+    add column email_retry_max interval not null default '1 hour'
+        check (email_retry_max between '1 second' and '1 day'),
+    add column email_max_attempts integer not null default 10
+        check (email_max_attempts between 1 and 100);
+
+------------------------------------------------------------------------ templates
+-- One row per message kind and language; `{{ name }}` placeholders (baas._render_template).
+-- Editable by DBAs; dumped with the database (a restore keeps edits).
+create table baas.email_templates (
+    name text not null check (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+    language text not null check (language ~ '^[a-z]{2,3}(-[a-z0-9]{2,8})*$'),
+    subject text not null check (length(subject) between 1 and 998 and subject !~ '[\r\n]'),
+    text_body text not null check (octet_length(text_body) <= 102400),
+    html_body text check (octet_length(html_body) <= 512000),
+    updated_at timestamptz not null default now(),
+    primary key (name, language)
+);
+revoke all on baas.email_templates from public;
+alter table baas.email_templates enable row level security;
+select pg_catalog.pg_extension_config_dump('baas.email_templates', '');
+
+-- A template is checked when stored, so that rendering never fails on it; updated_at
+-- follows edits. A restore loads the dumped rows over the ones CREATE EXTENSION seeded.
+create function baas._email_template_check() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if tg_op = 'INSERT' and baas._restoring() then
+        delete from baas.email_templates t where t.name = new.name and t.language = new.language;
+        return new;
+    end if;
+    perform baas._check_template(new.subject);
+    perform baas._check_template(new.text_body);
+    if new.html_body is not null then
+        perform baas._check_template(new.html_body);
+    end if;
+    if tg_op = 'UPDATE' then
+        new.updated_at := now();
+    end if;
+    return new;
+end
+$$;
+create trigger email_template_check before insert or update on baas.email_templates
+    for each row execute function baas._email_template_check();
+
+-- The messages account flows send, in English. Variables: app_name, app_url (from the
+-- settings), link and code (every emailed secret has both), email, new_email,
+-- expires_minutes.
+insert into baas.email_templates (name, language, subject, text_body, html_body) values
+('verify_email', 'en', 'Confirm your email address for {{ app_name }}',
+ E'Hello,\n\nPlease confirm that {{ email }} is your email address by opening this link:\n\n{{ link }}\n\nOr enter this code in the app: {{ code }}\n\nThe link and the code expire in {{ expires_minutes }} minutes. If you did not sign up for {{ app_name }}, you can ignore this message.\n\n{{ app_name }}\n',
+ E'<p>Hello,</p>\n<p>Please confirm that {{ email }} is your email address:</p>\n<p><a href="{{ link }}">Confirm my email address</a></p>\n<p>Or enter this code in the app: <strong>{{ code }}</strong></p>\n<p>The link and the code expire in {{ expires_minutes }} minutes. If you did not sign up for {{ app_name }}, you can ignore this message.</p>\n<p>{{ app_name }}</p>\n'),
+('reset_password', 'en', 'Reset your {{ app_name }} password',
+ E'Hello,\n\nSomeone asked to reset the password of the {{ app_name }} account {{ email }}. To choose a new password, open this link:\n\n{{ link }}\n\nOr enter this code in the app: {{ code }}\n\nThe link and the code expire in {{ expires_minutes }} minutes. If you did not ask for this, ignore this message: your password stays as it is.\n\n{{ app_name }}\n',
+ E'<p>Hello,</p>\n<p>Someone asked to reset the password of the {{ app_name }} account {{ email }}.</p>\n<p><a href="{{ link }}">Choose a new password</a></p>\n<p>Or enter this code in the app: <strong>{{ code }}</strong></p>\n<p>The link and the code expire in {{ expires_minutes }} minutes. If you did not ask for this, ignore this message: your password stays as it is.</p>\n<p>{{ app_name }}</p>\n'),
+('magic_link', 'en', 'Your {{ app_name }} sign-in link',
+ E'Hello,\n\nOpen this link to sign in to {{ app_name }} as {{ email }}:\n\n{{ link }}\n\nOr enter this code in the app: {{ code }}\n\nThe link and the code work once and expire in {{ expires_minutes }} minutes. If you did not ask to sign in, you can ignore this message.\n\n{{ app_name }}\n',
+ E'<p>Hello,</p>\n<p><a href="{{ link }}">Sign in to {{ app_name }}</a> as {{ email }}.</p>\n<p>Or enter this code in the app: <strong>{{ code }}</strong></p>\n<p>The link and the code work once and expire in {{ expires_minutes }} minutes. If you did not ask to sign in, you can ignore this message.</p>\n<p>{{ app_name }}</p>\n'),
+('email_change', 'en', 'Confirm your new email address for {{ app_name }}',
+ E'Hello,\n\nSomeone asked to change the email address of a {{ app_name }} account to {{ new_email }}. To confirm, open this link:\n\n{{ link }}\n\nOr enter this code in the app: {{ code }}\n\nThe link and the code expire in {{ expires_minutes }} minutes. If you did not ask for this, ignore this message: nothing changes.\n\n{{ app_name }}\n',
+ E'<p>Hello,</p>\n<p>Someone asked to change the email address of a {{ app_name }} account to {{ new_email }}.</p>\n<p><a href="{{ link }}">Confirm my new email address</a></p>\n<p>Or enter this code in the app: <strong>{{ code }}</strong></p>\n<p>The link and the code expire in {{ expires_minutes }} minutes. If you did not ask for this, ignore this message: nothing changes.</p>\n<p>{{ app_name }}</p>\n'),
+('email_changed_notice', 'en', 'The email address of your {{ app_name }} account changed',
+ E'Hello,\n\nThe email address of your {{ app_name }} account was changed from {{ email }} to {{ new_email }}. Messages about the account now go to the new address.\n\nIf you did not make this change, contact the {{ app_name }} team at once.\n\n{{ app_name }}\n',
+ E'<p>Hello,</p>\n<p>The email address of your {{ app_name }} account was changed from {{ email }} to {{ new_email }}. Messages about the account now go to the new address.</p>\n<p>If you did not make this change, contact the {{ app_name }} team at once.</p>\n<p>{{ app_name }}</p>\n'),
+('password_changed', 'en', 'Your {{ app_name }} password was changed',
+ E'Hello,\n\nThe password of the {{ app_name }} account {{ email }} was just changed, and every device signed in to it was signed out.\n\nIf you did not make this change, reset your password at once and contact the {{ app_name }} team.\n\n{{ app_name }}\n',
+ E'<p>Hello,</p>\n<p>The password of the {{ app_name }} account {{ email }} was just changed, and every device signed in to it was signed out.</p>\n<p>If you did not make this change, reset your password at once and contact the {{ app_name }} team.</p>\n<p>{{ app_name }}</p>\n');
+
+------------------------------------------------------------------------ outbox
+-- Messages to send, rendered when queued. Not dumped: bodies hold live links and codes,
+-- so pending mail is lost on a restore (docs/email.md). The proxy claims due messages
+-- for a lease (status sending), then marks them sent (bodies cleared) or failed.
+create table baas.email_outbox (
+    id bigint generated always as identity primary key,
+    created_at timestamptz not null default now(),
+    template text not null,
+    language text not null,
+    from_address text not null,
+    to_address text not null,
+    user_id uuid references baas.users (id) on delete set null,
+    -- '<uuid7@from-domain>': a message sent again after a lost acknowledgement keeps it,
+    -- so receivers can drop the duplicate.
+    message_id text not null unique,
+    subject text not null,
+    text_body text,
+    html_body text,
+    status text not null default 'pending' check (status in ('pending', 'sending', 'sent', 'failed')),
+    attempts integer not null default 0,
+    next_attempt_at timestamptz not null default now(),
+    claimed_until timestamptz,
+    last_error text check (length(last_error) <= 2000),
+    sent_at timestamptz
+);
+create index email_outbox_due_idx on baas.email_outbox (next_attempt_at, id) where status in ('pending', 'sending');
+create index email_outbox_to_idx on baas.email_outbox (to_address, created_at);
+revoke all on baas.email_outbox from public;
+alter table baas.email_outbox enable row level security;
+
+-- DBAs: messages that will not be sent (a permanent refusal, or email_max_attempts
+-- used up), newest first. Send one again with baas.retry_email(id).
+create view baas.email_failures as
+    select o.id, o.created_at, o.template, o.to_address, o.attempts, o.last_error
+      from baas.email_outbox o
+     where o.status = 'failed'
+     order by o.created_at desc, o.id desc;
+comment on view baas.email_failures is
+    'DBAs: outbox messages that failed for good (permanent SMTP refusal or too many attempts), with the last error';
+revoke all on baas.email_failures from public;
+
+------------------------------------------------------------------------ rendering
+-- subject, text_body and html_body of template `template` in the best language
+-- (language_used):
+-- exactly `language`, else its primary subtag (pt-BR -> pt), else
+-- email_default_language, else en. vars: a JSON object; app_name and app_url come from
+-- the settings unless vars has them. 22023 invalid_template: no such template.
+create function baas._render_email(template text, language text, vars jsonb)
+returns table (subject text, text_body text, html_body text, language_used text)
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    s baas.settings;
+    t baas.email_templates;
+    v jsonb;
+begin
+    select * into strict s from baas.settings;
+    select * into t from baas.email_templates e
+     where e.name = _render_email.template
+       and e.language in (_render_email.language, split_part(_render_email.language, '-', 1),
+                          s.email_default_language, 'en')
+     order by case e.language
+                  when _render_email.language then 0
+                  when split_part(_render_email.language, '-', 1) then 1
+                  when s.email_default_language then 2
+                  else 3 end
+     limit 1;
+    if not found then
+        perform baas._raise('22023', 'invalid_template', format('no email template named %L', _render_email.template));
+    end if;
+    v := jsonb_strip_nulls(jsonb_build_object('app_name', s.app_name, 'app_url', s.app_url))
+         || case when jsonb_typeof(vars) = 'object' then vars else '{}'::jsonb end;
+    return query select baas._render_template(t.subject, v, false),
+                        baas._render_template(t.text_body, v, false),
+                        case when t.html_body is not null then baas._render_template(t.html_body, v, true) end,
+                        t.language;
+end
+$$;
+
+-- Queue one message (account flows call this in their own transaction): render it,
+-- store it, wake the proxies (NOTIFY baas_outbox, delivered at commit). Returns its id.
+-- 55000 email_not_configured: settings.email_from is not set.
+create function baas._enqueue_email(template text, to_address text, user_id uuid, language text, vars jsonb)
+returns bigint
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    s baas.settings;
+    r record;
+    v_id bigint;
+    v_domain text;
+begin
+    select * into strict s from baas.settings;
+    if s.email_from is null then
+        perform baas._raise('55000', 'email_not_configured',
+            'email is not configured: set baas.settings.email_from (docs/email.md)');
+    end if;
+    select * into r from baas._render_email(template, coalesce(language, s.email_default_language), vars);
+    v_domain := coalesce(substring(s.email_from from '@([^<>@\s]+)>?\s*$'), 'pgbaas');
+    insert into baas.email_outbox (template, language, from_address, to_address, user_id, message_id,
+                                   subject, text_body, html_body)
+    values (template, r.language_used, s.email_from, to_address, user_id,
+            '<' || baas.uuid7() || '@' || v_domain || '>', r.subject, r.text_body, r.html_body)
+    returning id into v_id;
+    perform pg_notify('baas_outbox', '');
+    return v_id;
+end
+$$;
+
+-- Service tokens and DBAs: send template `template` to one address (normalised as
+-- sign-up does). 22023 invalid_email, invalid_template, invalid_request (vars not an
+-- object); 55000 email_not_configured.
+create function baas.send_email(to_address text, template text, vars jsonb default '{}', language text default null)
+returns bigint
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_to text;
+    v_user uuid;
+begin
+    if to_address is null or template is null then
+        perform baas._raise('22023', 'invalid_request', 'to_address and template are required');
+    end if;
+    if vars is not null and jsonb_typeof(vars) <> 'object' then
+        perform baas._raise('22023', 'invalid_request', 'vars must be a JSON object');
+    end if;
+    if language is not null and language !~ '^[a-z]{2,3}(-[a-z0-9]{2,8})*$' then
+        perform baas._raise('22023', 'invalid_request', 'language must be a tag such as en or pt-br (lower case)');
+    end if;
+    v_to := baas._normalize_email(to_address);
+    select u.id into v_user from baas.users u where u.email = v_to;
+    return baas._enqueue_email(template, v_to, v_user, language, coalesce(vars, '{}'));
+end
+$$;
+comment on function baas.send_email(text, text, jsonb, text) is
+    'Service/DBA: queue template `template` (baas.email_templates) to one address with these variables; returns the outbox id';
+
+------------------------------------------------------------------------ the proxy's side
+-- Claim up to `max` due messages for `lease_secs` (several proxies: SKIP LOCKED, and a
+-- lease keeps the others off while one sends). Counts the attempt now, so that even a
+-- message that kills its sender stops after email_max_attempts: such a message, its
+-- lease lapsed with no attempt left, is failed here.
+create function baas._outbox_claim(max integer, lease_secs integer)
+returns table (id bigint, from_address text, to_address text, message_id text, subject text,
+               text_body text, html_body text, attempt integer)
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_max_attempts integer;
+begin
+    if max is null or max not between 1 and 1000 or lease_secs is null or lease_secs not between 1 and 86400 then
+        perform baas._raise('22023', 'invalid_request', 'max must be 1..1000 and lease_secs 1..86400');
+    end if;
+    select s.email_max_attempts into strict v_max_attempts from baas.settings s;
+    update baas.email_outbox o
+       set status = 'failed', claimed_until = null,
+           last_error = left('gave up after ' || o.attempts || ' attempts: the last one never reported back (sender stopped mid-send?)'
+                             || coalesce('; before: ' || o.last_error, ''), 2000)
+     where o.id in (select x.id from baas.email_outbox x
+                     where x.status = 'sending' and x.claimed_until < now() and x.attempts >= v_max_attempts
+                     order by x.next_attempt_at, x.id
+                     limit 100
+                       for update skip locked);
+    return query
+    update baas.email_outbox o
+       set status = 'sending', attempts = o.attempts + 1,
+           claimed_until = now() + make_interval(secs => lease_secs)
+     where o.id in (select x.id from baas.email_outbox x
+                     where x.status in ('pending', 'sending') and x.next_attempt_at <= now()
+                       and (x.claimed_until is null or x.claimed_until < now())
+                       and x.attempts < v_max_attempts
+                     order by x.next_attempt_at, x.id
+                     limit max
+                       for update skip locked)
+    returning o.id, o.from_address, o.to_address, o.message_id, o.subject, o.text_body, o.html_body, o.attempts;
+end
+$$;
+
+-- The server accepted attempt `attempt` of message `id`: sent, bodies cleared. A
+-- report for an attempt that is no longer the latest (its lease lapsed and another
+-- claim followed) changes nothing.
+create function baas._outbox_sent(id bigint, attempt integer) returns void
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    update baas.email_outbox o
+       set status = 'sent', sent_at = now(), claimed_until = null, text_body = null, html_body = null
+     where o.id = _outbox_sent.id and o.attempts = _outbox_sent.attempt and o.status = 'sending'
+$$;
+
+-- Attempt `attempt` of message `id` failed with `error`. Permanent (a 5xx, a message
+-- that cannot be built) or out of attempts: failed, kept for baas.email_failures.
+-- Otherwise pending again after email_retry_base * 2^(attempts-1), at most
+-- email_retry_max, ±10 % so that retries of many messages spread out.
+create function baas._outbox_failed(id bigint, attempt integer, error text, permanent boolean) returns void
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    update baas.email_outbox o
+       set status = case when _outbox_failed.permanent or o.attempts >= s.email_max_attempts then 'failed' else 'pending' end,
+           next_attempt_at = now() + least(s.email_retry_base * power(2, least(o.attempts - 1, 30)), s.email_retry_max)
+                                     * (0.9 + 0.2 * random()),
+           claimed_until = null,
+           last_error = left(coalesce(_outbox_failed.error, 'unknown error'), 2000)
+      from baas.settings s
+     where o.id = _outbox_failed.id and o.attempts = _outbox_failed.attempt and o.status = 'sending'
+$$;
+
+------------------------------------------------------------------------ administration
+-- Service tokens and DBAs: send a failed message again (its attempts start afresh).
+-- P0002 email_not_found: no failed message with this id.
+create function baas.retry_email(id bigint) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    update baas.email_outbox o
+       set status = 'pending', attempts = 0, next_attempt_at = now(), claimed_until = null
+     where o.id = retry_email.id and o.status = 'failed';
+    if not found then
+        perform baas._raise('P0002', 'email_not_found', format('no failed email with id %s', retry_email.id));
+    end if;
+    perform pg_notify('baas_outbox', '');
+end
+$$;
+comment on function baas.retry_email(bigint) is
+    'Service/DBA: queue a failed outbox message again, with a fresh count of attempts';
+
+-- Service tokens and DBAs (or cron): delete sent and failed messages older than
+-- `older_than` (at least 1 day); pending ones stay. Returns how many went.
+create function baas.purge_email_outbox(older_than interval) returns bigint
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    n bigint;
+begin
+    if older_than is null or older_than < interval '1 day' then
+        perform baas._raise('22023', 'invalid_request', 'older_than must be at least 1 day');
+    end if;
+    delete from baas.email_outbox o
+     where o.status in ('sent', 'failed') and o.created_at < now() - older_than;
+    get diagnostics n = row_count;
+    return n;
+end
+$$;
+comment on function baas.purge_email_outbox(interval) is
+    'Service/DBA: delete sent and failed outbox messages older than the interval (at least 1 day); returns how many';
+
+-- sql/lints.sql: the email functions are documented public surface.
+create or replace function baas.security_lints()
+returns table (lint text, object text, detail text)
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    -- 1. A relation in schema baas that an API role can read or write, even one
+    --    column of, must have row-level security, forced (so its owner obeys the
+    --    policies too). Views cannot.
+    select 'rls_not_forced', c.oid::regclass::text,
+           case when c.relkind in ('v', 'm') then 'a view an API role can use bypasses row-level security'
+                when not c.relrowsecurity then 'usable by an API role without row-level security'
+                else 'usable by an API role; row-level security is not forced' end
+      from pg_class c
+     where c.relnamespace = 'baas'::regnamespace
+       and c.relkind in ('r', 'p', 'v', 'm', 'f')
+       and exists (select from (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+                    where has_any_column_privilege(r.rolname, c.oid, 'SELECT, INSERT, UPDATE')
+                       or has_table_privilege(r.rolname, c.oid, 'DELETE'))
+       and not (c.relkind in ('r', 'p') and c.relrowsecurity and c.relforcerowsecurity)
+       -- A security_invoker view (baas.files) reads its tables as the caller: their
+       -- policies apply.
+       and not (c.relkind = 'v' and exists (select from unnest(c.reloptions) o
+                                              where lower(o) in ('security_invoker=true', 'security_invoker=on', 'security_invoker=1')))
+    union all
+    -- 2. SECURITY DEFINER functions pin a safe search_path: only pg_catalog, baas and
+    --    pg_temp, with pg_temp last (left out, Postgres searches it first), or a
+    --    caller's objects could stand in for ours...
+    select 'definer_search_path', p.oid::regprocedure::text,
+           case when sp.path is null then 'SECURITY DEFINER without a fixed search_path'
+                else 'SECURITY DEFINER with an unsafe search_path: ' || array_to_string(sp.path, ', ') end
+      from pg_proc p
+      left join lateral (
+          select string_to_array(replace(replace(substr(cfg, length('search_path=') + 1), ' ', ''), '"', ''), ',') as path
+            from unnest(p.proconfig) cfg where cfg like 'search_path=%') sp on true
+     where p.pronamespace = 'baas'::regnamespace and p.prosecdef
+       and (sp.path is null
+            or not sp.path <@ array['pg_catalog', 'baas', 'pg_temp']
+            or sp.path[array_length(sp.path, 1)] is distinct from 'pg_temp')
+    union all
+    -- 3. ...and no function of ours is executable by PUBLIC: each is granted to the
+    --    roles that need it (sql/grants.sql).
+    select 'public_execute', p.oid::regprocedure::text,
+           case when p.prosecdef then 'SECURITY DEFINER function executable by PUBLIC' else 'executable by PUBLIC' end
+      from pg_proc p
+     where p.pronamespace = 'baas'::regnamespace
+       and exists (select from aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                    where a.grantee = 0 and a.privilege_type = 'EXECUTE')
+    union all
+    -- 4. Internal functions (name starting with _) are for the extension's own code.
+    --    API roles may execute only those that public functions run as the caller
+    --    (sql/grants.sql lists the same): anything else internal is reported.
+    select 'internal_function_exposed', p.oid::regprocedure::text,
+           'executable by ' || string_agg(r.rolname, ', ' order by r.rolname)
+      from pg_proc p
+      cross join (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+     where p.pronamespace = 'baas'::regnamespace and p.proname like '\_%'
+       and has_function_privilege(r.rolname, p.oid, 'execute')
+       and not (p.proname = any (array[
+           '_collection_by_name', '_check_collection_name', '_document_json', '_parse_document_id',
+           '_document_not_found', '_write_document', '_explain_write_miss', '_version_conflict',
+           '_validate_document', '_normalize_acl', '_check_new_principals', '_acl_change', '_change_acl',
+           '_owned_document', '_set_document_owner', '_may_create', '_may_manage', '_is_privileged',
+           '_find_page', '_find_compiled', '_count_compiled', '_btree_index_id', '_jfield',
+           '_jsonb_lp_eq', '_jsonb_lp_lt', '_jsonb_lp_le', '_jsonb_lp_gt', '_jsonb_lp_ge',
+           '_jsonb_lp_cmp', '_jsonb_lp_contains',
+           -- files (sql/files.sql, sql/grants.sql)
+           '_upload_append', '_upload_lease', '_upload_rewind', '_upload_release', '_file_json', '_file_row',
+           '_explain_file_miss', '_blob_piece', '_file_max_bytes', '_raise_too_large',
+           '_quota_left', '_upload_open', '_upload_insert', '_upload_seal', '_upload_done', '_may_attach_blob',
+           '_blob_file_json', '_file_link_sign', '_check_file_name',
+           '_normalize_content_type', '_file_type_allowed'])
+            or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
+     group by p.oid
+    union all
+    -- 4b. Every function without a leading _ is public: documented in docs/sql.md, and
+    --     named here. Anything else in schema baas is either internal (rename it with
+    --     a leading _) or new public surface that needs documenting.
+    select 'undocumented_public_function', p.oid::regprocedure::text,
+           'public name (no leading _) not in the documented list of docs/sql.md'
+      from pg_proc p
+     where p.pronamespace = 'baas'::regnamespace and p.proname not like '\_%'
+       and not p.proname = any (array[
+           -- accounts and tokens
+           'signup', 'login', 'refresh', 'logout', 'get_user', 'update_user', 'delete_user', 'create_user',
+           'claims', 'uid', 'jwks', 'auth_settings', 'authenticate', 'rotate_signing_key', 'purge_sessions',
+           'create_service_token', 'revoke_service_token', 'unlock_account', 'merge_patch', 'uuid7',
+           -- documents, queries, ACLs
+           'create_document', 'get_document', 'replace_document', 'patch_document', 'delete_document',
+           'find', 'count', 'list_documents', 'get_acl', 'set_acl', 'grant', 'revoke', 'transfer',
+           'roles', 'principals',
+           -- administration
+           'create_collection', 'drop_collection', 'collections', 'get_collection',
+           'create_index', 'drop_index', 'list_indexes', 'get_index', 'rebuild_index_entries', 'restore_indexes',
+           'run_index_builds',
+           'create_role', 'drop_role', 'add_role_member', 'remove_role_member', 'add_role_to_role',
+           'remove_role_from_role', 'list_roles',
+           -- files
+           'upload_create', 'upload_status', 'upload_finish', 'upload_abort', 'upload_file', 'file_get',
+           'file_read', 'file_meta', 'update_file', 'delete_file', 'set_file_acl', 'get_file_acl', 'file_link',
+           'thumbnail_get', 'thumbnail_put', 'cleanup_uploads', 'cleanup_blobs', 'unreferenced_files', 'file_usage', 'set_bucket',
+           -- live change feeds
+           'set_realtime', 'realtime_position', 'realtime_status', 'realtime_disable',
+           -- email (sql/email.sql)
+           'send_email', 'retry_email', 'purge_email_outbox',
+           -- DBA tools
+           'as_user', 'purge_audit_log', 'security_lints'])
+    union all
+    -- 4c. The document policies and the index entries' read policy are made from one
+    --     rule (sql/permissions.sql): each must still say what documents_read says
+    --     (with its own ACL column), for the same roles and command; the service
+    --     policies must agree; no other policy may widen either table.
+    select 'policy_drift', format('policy %I on %s', v.polname, v.rel),
+           case when p.oid is null then 'missing: sql/permissions.sql creates it'
+                else format('does not agree with documents_read: %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (values ('documents_update', 'baas.documents', 'acl_update', 'w'),
+                   ('documents_delete', 'baas.documents', 'acl_delete', 'd'),
+                   ('index_entries_read', 'baas.index_entries', 'acl_read', 'r')) v(polname, rel, col, cmd)
+      cross join (select * from pg_policy x
+                   where x.polname = 'documents_read' and x.polrelid = 'baas.documents'::regclass) r
+      left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
+     where p.oid is null
+        or pg_get_expr(p.polqual, p.polrelid) is distinct from replace(pg_get_expr(r.polqual, r.polrelid), 'acl_read', v.col)
+        or p.polroles::oid[] is distinct from r.polroles::oid[]
+        or p.polcmd::text <> v.cmd or p.polpermissive is distinct from r.polpermissive
+    union all
+    select 'policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
+           'the service policy must be `to baas_service using (true)`, as documents_service'
+      from pg_policy p
+     where p.polname in ('documents_service', 'index_entries_service')
+       and p.polrelid in ('baas.documents'::regclass, 'baas.index_entries'::regclass)
+       and (p.polroles::oid[] is distinct from array['baas_service'::regrole::oid]
+            or pg_get_expr(p.polqual, p.polrelid) is distinct from 'true')
+    union all
+    select 'policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
+           'a policy sql/permissions.sql does not define: it may widen what callers see or do'
+      from pg_policy p
+     where (p.polrelid = 'baas.documents'::regclass
+            and p.polname not in ('documents_service', 'documents_read', 'documents_create',
+                                  'documents_update', 'documents_delete'))
+        or (p.polrelid = 'baas.index_entries'::regclass
+            and p.polname not in ('index_entries_service', 'index_entries_read'))
+    union all
+    -- 4d. Files (sql/permissions.sql, "files"): a chunk, a blob and a thumbnail are
+    --     readable exactly when a readable document holds the blob. Each read policy
+    --     must keep that text, for baas_anon and baas_user; the service policies are
+    --     `using (true)` for baas_service; no other policy may widen these tables.
+    select 'file_policy_drift', format('policy %I on %s', v.polname, v.rel),
+           case when p.oid is null then 'missing: sql/permissions.sql creates it'
+                else format('not the one file rule: %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (values ('file_chunks_read', 'baas._file_chunks', '_file_chunks.blob_id', false),
+                   ('blobs_read', 'baas._blobs', '_blobs.id', false),
+                   ('thumbnails_read', 'baas._thumbnails', '_thumbnails.source_blob', false),
+                   ('file_chunks_service', 'baas._file_chunks', null, true),
+                   ('blobs_service', 'baas._blobs', null, true),
+                   ('thumbnails_service', 'baas._thumbnails', null, true)) v(polname, rel, col, service)
+      left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
+     where p.oid is null
+        or p.polcmd::text <> 'r' or not p.polpermissive or p.polwithcheck is not null
+        or (v.service and (pg_get_expr(p.polqual, p.polrelid) is distinct from 'true'
+                           or p.polroles::oid[] is distinct from array['baas_service'::regrole::oid]))
+        or (not v.service and (
+               pg_get_expr(p.polqual, p.polrelid) is distinct from
+                   format(E'(EXISTS ( SELECT\n   FROM baas.documents d\n  WHERE (d.blob_id = %s)))', v.col)
+               or (select array_agg(x order by x) from unnest(p.polroles::oid[]) x)
+                  is distinct from (select array_agg(x order by x)
+                                      from unnest(array['baas_anon'::regrole::oid, 'baas_user'::regrole::oid]) x)))
+    union all
+    select 'file_policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
+           'a policy sql/permissions.sql does not define: it may widen who reads file bytes'
+      from pg_policy p
+     where p.polrelid in ('baas._file_chunks'::regclass, 'baas._blobs'::regclass, 'baas._thumbnails'::regclass,
+                          'baas._uploads'::regclass, 'baas._file_refs'::regclass, 'baas._blob_trash'::regclass)
+       and p.polname not in ('file_chunks_read', 'file_chunks_service', 'blobs_read', 'blobs_service',
+                             'thumbnails_read', 'thumbnails_service')
+    union all
+    -- 4e. The file tables are written by the extension's SECURITY DEFINER functions
+    --     only: no API role may write them (nor read the sessions and references).
+    select 'file_table_grant', format('%s to %s', t.rel, r.rolname),
+           format('%s may %s it: only SECURITY DEFINER functions may', r.rolname, lower(x.priv))
+      from (values ('baas._blobs'), ('baas._file_chunks'), ('baas._uploads'), ('baas._thumbnails'),
+                   ('baas._file_refs'), ('baas._blob_trash')) t(rel)
+      cross join (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+      cross join (values ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE'), ('SELECT')) x(priv)
+     where (x.priv in ('INSERT', 'UPDATE', 'SELECT')
+            and has_any_column_privilege(r.rolname, t.rel::regclass, x.priv)
+            and (x.priv <> 'SELECT' or t.rel in ('baas._uploads', 'baas._file_refs', 'baas._blob_trash')))
+        or (x.priv in ('DELETE', 'TRUNCATE') and has_table_privilege(r.rolname, t.rel::regclass, x.priv))
+    union all
+    -- 5. A policy must not decide on data its users can edit: an account's own data
+    --    (baas.users.data, changed by baas.update_user), document data, or functions
+    --    that return them. Roles come from baas.roles() / baas.principals().
+    select distinct 'policy_reads_user_data',
+           format('policy %I on %s', pol.polname, pol.polrelid::regclass),
+           format('reads %s, which its users can change', coalesce(
+               (select format('%s.%I', a.attrelid::regclass, a.attname) from pg_attribute a
+                 where a.attrelid = d.refobjid and a.attnum = d.refobjsubid),
+               d.refobjid::regprocedure::text))
+      from pg_policy pol
+      join pg_depend d on d.classid = 'pg_policy'::regclass and d.objid = pol.oid
+     where (d.refclassid = 'pg_class'::regclass
+            and (d.refobjid, d.refobjsubid) in (
+                select a.attrelid, a.attnum from pg_attribute a
+                 where (a.attrelid, a.attname) in (('baas.users'::regclass, 'data'), ('baas.documents'::regclass, 'data'))))
+        or (d.refclassid = 'pg_proc'::regclass
+            and d.refobjid in ('baas.get_user()'::regprocedure, 'baas.get_document(text, text)'::regprocedure,
+                               'baas.find(text, jsonb, text, integer, integer, uuid, text[])'::regprocedure))
+$$;
+comment on function baas.security_lints() is
+    'Security lints (no rows = clean): unforced RLS on API-readable tables, SECURITY DEFINER without search_path, PUBLIC execute, exposed internal functions, undocumented public functions, policies that drifted from their one rule (documents and files), write grants on file tables, policies reading user-editable data';
+
+-- sql/grants.sql, email section; no PUBLIC execute on the new functions.
+revoke execute on function
+    baas._render_template(text, jsonb, boolean),
+    baas._check_template(text),
+    baas._email_template_check(),
+    baas._render_email(text, text, jsonb),
+    baas._enqueue_email(text, text, uuid, text, jsonb),
+    baas.send_email(text, text, jsonb, text),
+    baas._outbox_claim(integer, integer),
+    baas._outbox_sent(bigint, integer),
+    baas._outbox_failed(bigint, integer, text, boolean),
+    baas.retry_email(bigint),
+    baas.purge_email_outbox(interval)
+  from public;
+grant execute on function
+    baas.send_email(text, text, jsonb, text),
+    baas.retry_email(bigint),
+    baas.purge_email_outbox(interval)
+  to baas_service;
+grant execute on function
+    baas._outbox_claim(integer, integer),
+    baas._outbox_sent(bigint, integer),
+    baas._outbox_failed(bigint, integer, text, boolean)
+  to baas_authenticator;
 
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
 select pg_catalog.pg_notify('baas_extension', '0.7.0');

@@ -41,6 +41,9 @@ pub enum BaasError {
     ResponseTooLarge(String),
     #[error("{0}")]
     InvalidFileName(String),
+    /// An email template that cannot be filled (extension/src/email/template.rs).
+    #[error("{0}")]
+    InvalidTemplate(String),
 }
 
 impl BaasError {
@@ -63,6 +66,7 @@ impl BaasError {
             BaasError::JsonTooDeep(_) => "limit_exceeded",
             BaasError::ResponseTooLarge(_) => "response_too_large",
             BaasError::InvalidFileName(_) => "invalid_file_name",
+            BaasError::InvalidTemplate(_) => "invalid_template",
         }
     }
 
@@ -77,7 +81,8 @@ impl BaasError {
             | BaasError::InvalidOptions(_)
             | BaasError::InvalidSchema(_)
             | BaasError::InvalidQuery(_)
-            | BaasError::InvalidFileName(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            | BaasError::InvalidFileName(_)
+            | BaasError::InvalidTemplate(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             BaasError::SchemaViolation { .. } => PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
             BaasError::PasswordTooLong { .. } => {
                 PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION

@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 pub mod api;
 pub mod auth;
 pub mod documents;
+pub mod email;
 pub mod error;
 pub mod files;
 pub mod query;
@@ -90,6 +91,13 @@ extension_sql_file!("../../sql/dump.sql", name = "dump", requires = ["lints"]);
 extension_sql_file!("../../sql/realtime.sql", name = "realtime", requires = ["dump"]);
 // Account lifecycle (issue 16): columns on earlier tables, so loaded last but grants.
 extension_sql_file!("../../sql/accounts.sql", name = "accounts", requires = ["realtime"]);
+// Email outbox and templates (issue 16, package B). After accounts.sql, whose 0.6.0
+// settings column comes first in an upgraded database too (same column order).
+extension_sql_file!(
+    "../../sql/email.sql",
+    name = "email",
+    requires = ["accounts", api::email::render_template, api::email::check_template]
+);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -209,6 +209,38 @@ pub struct Config {
     /// Files: the proxy's public base URL (e.g. https://api.example.com), for absolute tus Locations; none: relative
     #[arg(long, env = "PGBAAS_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// Email: SMTP server for the outbox (smtp://host:25, smtp://host:587?tls=required, smtps://host:465; user:password@ allowed); none: mail stays queued
+    #[arg(long, env = "PGBAAS_SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// Email: file holding the SMTP password (for the user named in smtp_url)
+    #[arg(long, env = "PGBAAS_SMTP_PASSWORD_FILE")]
+    pub smtp_password_file: Option<PathBuf>,
+
+    /// Email: PEM file of CA certificates to trust for the SMTP server's TLS (besides the web's roots)
+    #[arg(long, env = "PGBAAS_SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
+
+    /// Email: seconds one SMTP delivery may take
+    #[arg(id = "smtp_timeout_secs", value_name = "SECS", long = "smtp-timeout-secs", env = "PGBAAS_SMTP_TIMEOUT_SECS", default_value = "30", value_parser = secs(600))]
+    pub smtp_timeout: Duration,
+
+    /// Email: seconds between looks at the outbox besides notifications (0: no mail worker)
+    #[arg(id = "mail_poll_secs", value_name = "SECS", long = "mail-poll-secs", env = "PGBAAS_MAIL_POLL_SECS", default_value = "5", value_parser = int(0u64, 86_400, " s"))]
+    pub mail_poll_secs: u64,
+
+    /// Email: most messages claimed at once
+    #[arg(long, env = "PGBAAS_MAIL_BATCH", default_value = "10", value_parser = int(1u32, 1000, ""))]
+    pub mail_batch: u32,
+
+    /// Email: most SMTP deliveries at once
+    #[arg(long, env = "PGBAAS_MAIL_CONCURRENCY", default_value = "4", value_parser = int(1usize, 64, ""))]
+    pub mail_concurrency: usize,
+
+    /// Email: seconds a claimed message is kept from other proxies (more than smtp_timeout_secs)
+    #[arg(id = "mail_lease_secs", value_name = "SECS", long = "mail-lease-secs", env = "PGBAAS_MAIL_LEASE_SECS", default_value = "120", value_parser = secs(3600))]
+    pub mail_lease: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +283,23 @@ impl Config {
         }
         if matches.value_source("listen") == Some(ValueSource::DefaultValue) {
             cfg.listen.set_port(cfg.port);
+        }
+        if cfg.mail_lease <= cfg.smtp_timeout {
+            return Err(ConfigError::Invalid(format!(
+                "mail_lease_secs ({}) must be more than smtp_timeout_secs ({}): a lease that lapses mid-send lets another proxy send the message too",
+                cfg.mail_lease.as_secs(),
+                cfg.smtp_timeout.as_secs()
+            )));
+        }
+        if let Some(url) = &cfg.smtp_url {
+            // Checked now, with the password and certificates read, so that a proxy
+            // that could not send mail does not start.
+            cfg.mail().map_err(ConfigError::Invalid)?;
+            if url.is_empty() {
+                return Err(ConfigError::Invalid("smtp_url is empty".into()));
+            }
+        } else if cfg.smtp_password_file.is_some() || cfg.smtp_ca_file.is_some() {
+            return Err(ConfigError::Invalid("smtp_password_file and smtp_ca_file need smtp_url".into()));
         }
         Ok(cfg)
     }
@@ -309,6 +358,45 @@ impl Config {
             concurrent_startups: (self.pool_size / 4).max(1),
             ..Default::default()
         }
+    }
+
+    /// The mail worker's settings, with the password and CA files read and the SMTP
+    /// transport checked (mail::worker::builder). Err: what is wrong, naming the setting.
+    pub fn mail(&self) -> Result<crate::mail::MailConfig, String> {
+        let smtp_url = self.smtp_url.clone().unwrap_or_default();
+        let password = match &self.smtp_password_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("smtp_password_file {}: {e}", p.display()))?;
+                let pw = text.trim_end_matches(['\r', '\n']).to_string();
+                if pw.is_empty() {
+                    return Err(format!("smtp_password_file {} is empty", p.display()));
+                }
+                Some(pw)
+            }
+            None => None,
+        };
+        let ca_pem = match &self.smtp_ca_file {
+            Some(p) => {
+                let pem = std::fs::read(p).map_err(|e| format!("smtp_ca_file {}: {e}", p.display()))?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(format!("smtp_ca_file {}: no PEM certificate in it", p.display()));
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let m = crate::mail::MailConfig {
+            smtp_url,
+            password,
+            ca_pem,
+            timeout: self.smtp_timeout,
+            poll: Duration::from_secs(self.mail_poll_secs),
+            batch: self.mail_batch,
+            concurrency: self.mail_concurrency,
+            lease: self.mail_lease,
+        };
+        crate::mail::worker::builder(&m)?;
+        Ok(m)
     }
 
     /// The rate limits these settings describe.
@@ -502,6 +590,36 @@ mod tests {
         let c = load(&["--database-url", URL, "--max-db-requests-per-ip", "0", "--max-anonymous-db-requests", "5"], None).unwrap();
         let caps = c.in_flight_caps();
         assert_eq!((caps.per_ip.max(), caps.anonymous.max()), (0, 5), "set, they are as set");
+    }
+
+    #[test]
+    fn mail_settings_are_checked_at_start_up() {
+        let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let c = load(&["--database-url", URL], None).unwrap();
+        assert!(c.smtp_url.is_none());
+        assert_eq!((c.smtp_timeout, c.mail_poll_secs, c.mail_batch, c.mail_concurrency, c.mail_lease), (Duration::from_secs(30), 5, 10, 4, Duration::from_secs(120)));
+        let c = load(&["--database-url", URL, "--smtp-url", "smtp://127.0.0.1:2525", "--mail-poll-secs", "0"], None).unwrap();
+        assert_eq!(c.mail().unwrap().smtp_url, "smtp://127.0.0.1:2525");
+        let msg = |args: &[&str]| match load(args, None) {
+            Ok(c) => panic!("accepted: {:?}", c.smtp_url),
+            Err(e) => e.to_string(),
+        };
+        let e = msg(&["--database-url", URL, "--smtp-url", "smtp://me:hunter2@mail.example.com"]);
+        assert!(e.contains("unencrypted") && !e.contains("hunter2"), "{e}");
+        assert!(msg(&["--database-url", URL, "--smtp-url", "smtp://127.0.0.1", "--smtp-timeout-secs", "200"]).contains("mail_lease_secs"));
+        assert!(msg(&["--database-url", URL, "--smtp-ca-file", "/x.pem"]).contains("need smtp_url"));
+        assert!(msg(&["--database-url", URL, "--mail-concurrency", "65"]).contains("mail_concurrency"));
+        let dir = std::env::temp_dir().join(format!("pgbaas-smtp-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let c = load(&["--database-url", URL, "--smtp-url", "smtps://me@mail.example.com", "--smtp-password-file", pw.to_str().unwrap()], None).unwrap();
+        assert_eq!(c.mail().unwrap().password.as_deref(), Some("s3cret"), "one line, its newline dropped");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let e = msg(&["--database-url", URL, "--smtp-url", "smtps://mail.example.com", "--smtp-ca-file", ca.to_str().unwrap()]);
+        assert!(e.contains("smtp_ca_file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod files;
 mod fuzz_tests;
 mod jwt;
 mod keys;
+mod mail;
 use pgbaas_proxy::{pgconfig, pgwire};
 mod ratelimit;
 // Transports and hub are being built on it (issue 14); until they land, its items are unused.
@@ -97,6 +98,19 @@ fn main() {
     // Expired upload sessions are swept in the background (files/cleanup.rs).
     let cleanup = files::cleanup::Cleanup { pool: pool.clone(), every: Duration::from_secs(cfg.upload_cleanup_secs) };
     server.add_service(pingora::services::background::background_service("upload cleanup", cleanup));
+    // Email (issue 16): the outbox's SMTP worker, when an SMTP server is configured.
+    if cfg.smtp_url.is_some() && cfg.mail_poll_secs > 0 {
+        let worker = cfg.mail().and_then(|m| mail::MailWorker::new(cfg.database_url.clone(), pool.clone(), m));
+        match worker {
+            Ok(w) => {
+                server.add_service(pingora::services::background::background_service("mail worker", w));
+            }
+            Err(e) => {
+                eprintln!("pgbaas-proxy: configuration error: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs };
     let header_timeout = app.cfg.header_timeout;
     let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout };

@@ -44,6 +44,8 @@ if [ ! -d "$base/target/release" ] && [ -d "$target/release/deps" ]; then
 fi
 (cd "$base/src" && CARGO_TARGET_DIR="$base/target" \
     cargo pgrx package -p pgbaas --pg-config "$PG_CONFIG" --out-dir "$pkg" >&2)
-ls "$pkg"/usr/share/postgresql/*/extension/pgbaas--$PREVIOUS_VERSION.sql >/dev/null
+# Under the install PG_CONFIG names (a private copy of Postgres too, as tools that
+# isolate test runs use), so its sharedir, not /usr/share/postgresql/*.
+ls "$pkg$("$PG_CONFIG" --sharedir)/extension/pgbaas--$PREVIOUS_VERSION.sql" >/dev/null
 touch "$base/done-$PREVIOUS_COMMIT"
 echo "$pkg"

@@ -5,6 +5,8 @@
 
 pub mod fakepg;
 pub mod realtime;
+/// A real SMTP server for the email tests (issue 16).
+pub mod smtp;
 
 use anyhow::{bail, Context, Result};
 use std::ffi::CString;

@@ -3,6 +3,7 @@
 //! these for the parts that need Rust: hashing, signing, validation.
 pub mod auth;
 pub mod documents;
+pub mod email;
 pub mod files;
 pub mod leakproof;
 pub mod index_build;
