@@ -104,6 +104,17 @@ mod tests {
     }
 
     #[test]
+    fn froms_that_sql_accepts_are_usable() {
+        // sql/email.sql's check on settings.email_from lets these through (018_email.sql).
+        for from in ["\"Acme, Inc.\" <x@mail.test>", "Acme Inc. <x@mail.test>", "Jörg's App <x@mail.test>", "x@mail.test", "My App <noreply@mail.test>"] {
+            let mut r = row();
+            r.to_address = "user@example.org".into();
+            r.from_address = from.into();
+            assert!(build(&r).is_ok(), "{from}");
+        }
+    }
+
+    #[test]
     fn a_subject_cannot_add_a_header() {
         let mut r = row();
         r.to_address = "user@example.org".into();
