@@ -297,7 +297,14 @@ fn a_timed_out_conversation_is_retried_and_the_next_message_is_unharmed() {
     let slow = send(&mut db, "slow@mail.test", "password_changed", json!({"email": "slow@mail.test"}), None);
     let first = e.sink.wait_for("slow@mail.test", WAIT).expect("the slow message reaches the server");
     assert!(!first.acknowledged);
-    // Queued while the first conversation still waits for its 250.
+    // Queued while the first conversation still waits for its 250, and claimed alone
+    // right after the timeout: a connection reused from it would read the late 250 as
+    // the answer to this message's commands, and take a refusal for an acceptance.
+    e.sink.set_rule("refused-after-slow@mail.test", Some(Rule::Reject));
+    let refused = send(&mut db, "refused-after-slow@mail.test", "password_changed", json!({"email": "x"}), None);
+    let r = wait_status(&mut db, refused, "failed", WAIT);
+    assert!(r.last_error.as_deref().is_some_and(|l| l.contains("550")), "its own answer, a refusal: {r:?}");
+    assert_eq!(r.attempts, 1, "{r:?}");
     let nexts: Vec<(String, i64)> = (0..4)
         .map(|i| {
             let to = format!("after-slow-{i}@mail.test");
@@ -305,7 +312,7 @@ fn a_timed_out_conversation_is_retried_and_the_next_message_is_unharmed() {
             (to, id)
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(2));
     let more: Vec<(String, i64)> = (0..4)
         .map(|i| {
             let to = format!("after-timeout-{i}@mail.test");
@@ -329,6 +336,8 @@ fn a_timed_out_conversation_is_retried_and_the_next_message_is_unharmed() {
     for (to, _) in nexts.iter().chain(&more) {
         assert_eq!(e.sink.mails_to(to).len(), 1, "{to} once");
     }
+    assert!(e.sink.mails_to("refused-after-slow@mail.test").is_empty());
+    e.sink.set_rule("refused-after-slow@mail.test", None);
 }
 
 /// A non-ASCII address to a server without SMTPUTF8 can never go: it fails at once.
