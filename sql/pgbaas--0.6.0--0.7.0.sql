@@ -293,7 +293,9 @@ AS 'MODULE_PATHNAME', 'check_template_wrapper';
 
 ------------------------------------------------------------------------ settings
 -- email_from: the From of every message (RFC 5322 mailbox, `addr@host` or
--- `Name <addr@host>`); null: mail is not configured and nothing is queued.
+-- `Name <addr@host>`, the name made of words, dots and "quoted strings", so that
+-- `"Acme, Inc." <addr@host>` passes and `Acme, Inc. <addr@host>`, which the proxy's
+-- mail library refuses, does not); null: mail is not configured and nothing is queued.
 -- app_name, app_url: what templates call the app and where their links point (https
 -- or an app's own scheme, for deep links). A message that fails transiently is tried
 -- again after email_retry_base, doubling up to email_retry_max (±10 %), at most
@@ -301,7 +303,8 @@ AS 'MODULE_PATHNAME', 'check_template_wrapper';
 alter table baas.settings
     add column email_from text
         check (length(email_from) <= 320
-               and email_from ~ '^([^<>@\r\n]*<[^<>@\s]+@[^<>@\s]+>|[^<>@\s]+@[^<>@\s]+)$'),
+               and (email_from ~ '^[^<>@\s]+@[^<>@\s]+$'
+                    or email_from ~ '^((([-A-Za-z0-9!#$%&''*+/=?^_`{|}~]|[\u0080-\uffff])+|"([^"\\\r\n]|\\[^\r\n])*")( *(([-A-Za-z0-9!#$%&''*+/=?^_`{|}~]|[\u0080-\uffff])+|"([^"\\\r\n]|\\[^\r\n])*"|\.))* *)?<[^<>@\s]+@[^<>@\s]+>$')),
     add column app_name text not null default 'pgbaas'
         check (length(app_name) between 1 and 100 and app_name !~ '[\r\n]'),
     add column app_url text check (app_url ~ '^[a-z][a-z0-9+.-]*://[^#\s]+$' and length(app_url) <= 2000),
@@ -490,8 +493,9 @@ end
 $$;
 
 -- Service tokens and DBAs: send template `template` to one address (normalised as
--- sign-up does). 22023 invalid_email, invalid_template, invalid_request (vars not an
--- object); 55000 email_not_configured.
+-- sign-up does). 22023 invalid_email, invalid_template (also: the rendered message
+-- would exceed 4 MB), invalid_request (vars not an object, or over 64 KB of JSON);
+-- 55000 email_not_configured.
 create function baas.send_email(to_address text, template text, vars jsonb default '{}', language text default null)
 returns bigint
 language plpgsql volatile security definer
@@ -506,6 +510,9 @@ begin
     end if;
     if vars is not null and jsonb_typeof(vars) <> 'object' then
         perform baas._raise('22023', 'invalid_request', 'vars must be a JSON object');
+    end if;
+    if octet_length(vars::text) > 65536 then
+        perform baas._raise('22023', 'invalid_request', 'vars must be at most 64 KB of JSON');
     end if;
     if language is not null and language !~ '^[a-z]{2,3}(-[a-z0-9]{2,8})*$' then
         perform baas._raise('22023', 'invalid_request', 'language must be a tag such as en or pt-br (lower case)');
@@ -522,7 +529,8 @@ comment on function baas.send_email(text, text, jsonb, text) is
 -- Claim up to `max` due messages for `lease_secs` (several proxies: SKIP LOCKED, and a
 -- lease keeps the others off while one sends). Counts the attempt now, so that even a
 -- message that kills its sender stops after email_max_attempts: such a message, its
--- lease lapsed with no attempt left, is failed here.
+-- lease lapsed with no attempt left, is failed here, and so is a pending one left with
+-- no attempt after a DBA lowered email_max_attempts.
 create function baas._outbox_claim(max integer, lease_secs integer)
 returns table (id bigint, from_address text, to_address text, message_id text, subject text,
                text_body text, html_body text, attempt integer)
@@ -538,10 +546,13 @@ begin
     select s.email_max_attempts into strict v_max_attempts from baas.settings s;
     update baas.email_outbox o
        set status = 'failed', claimed_until = null,
-           last_error = left('gave up after ' || o.attempts || ' attempts: the last one never reported back (sender stopped mid-send?)'
-                             || coalesce('; before: ' || o.last_error, ''), 2000)
+           last_error = left(case when o.status = 'sending'
+                                  then 'gave up after ' || o.attempts || ' attempts: the last one never reported back (sender stopped mid-send?)'
+                                  else 'gave up after ' || o.attempts || ' attempts (email_max_attempts is now ' || v_max_attempts || ')'
+                             end || coalesce('; before: ' || o.last_error, ''), 2000)
      where o.id in (select x.id from baas.email_outbox x
-                     where x.status = 'sending' and x.claimed_until < now() and x.attempts >= v_max_attempts
+                     where (x.status = 'pending' or (x.status = 'sending' and x.claimed_until < now()))
+                       and x.attempts >= v_max_attempts
                      order by x.next_attempt_at, x.id
                      limit 100
                        for update skip locked);

@@ -2,7 +2,7 @@
 -- the check on store), the outbox (queueing, claims, leases, retries with backoff,
 -- permanent failures, giving up), who may call what, and the lints.
 begin;
-select plan(69);
+select plan(77);
 
 -------------------------------------------------------------------- the Rust helpers
 select is(baas._render_template('Hi {{ name }}, {{name}}!', '{"name": "Ann"}', false), 'Hi Ann, Ann!', 'placeholders filled, spaces optional');
@@ -48,6 +48,10 @@ select is(pg_temp.detail_of($$ select baas._render_email('nope', 'en', '{}') $$)
 -------------------------------------------------------------------- queueing
 select is(pg_temp.detail_of($$ select baas.send_email('a@mail.test', 'greet') $$), '55000 email_not_configured', 'no email_from: not configured');
 select throws_ok($$ update baas.settings set email_from = 'not a mailbox' $$, '23514', null, 'email_from must be a mailbox');
+select throws_ok($$ update baas.settings set email_from = 'Acme, Inc. <x@mail.test>' $$, '23514', null, 'a display name with a comma must be quoted (the proxy could not send it)');
+select lives_ok($$ update baas.settings set email_from = '"Acme, Inc." <x@mail.test>' $$, 'a quoted display name');
+select lives_ok($$ update baas.settings set email_from = 'Acme Inc. <x@mail.test>' $$, 'words and dots');
+select lives_ok($$ update baas.settings set email_from = 'Jörg''s App <x@mail.test>' $$, 'non-ASCII letters and apostrophes');
 select throws_ok($$ update baas.settings set app_url = 'javascript alert(1)' $$, '23514', null, 'app_url must be a URL');
 update baas.settings set email_from = 'My App <noreply@mail.test>', app_url = 'myapp://auth', app_name = 'My App',
                          email_retry_base = '10 seconds', email_retry_max = '25 seconds', email_max_attempts = 3;
@@ -110,6 +114,11 @@ select alike((select status || ': ' || last_error from baas.email_outbox where i
 select baas.send_email('lapsed@mail.test', 'greet') as m5 \gset
 update baas.email_outbox set status = 'sending', attempts = 1, claimed_until = now() - interval '1 second' where id = :m5;
 select is((select attempt from baas._outbox_claim(10, 60) where id = :m5), 2, 'a lapsed lease with attempts left is claimed again');
+-- A DBA lowered email_max_attempts (to 3 here) below a pending message's attempts.
+select baas.send_email('lowered@mail.test', 'greet') as m6 \gset
+update baas.email_outbox set attempts = 4 where id = :m6;
+select is((select count(*)::int from baas._outbox_claim(10, 60) where id = :m6), 0, 'a pending message with no attempt left is not claimed');
+select alike((select status || ': ' || last_error from baas.email_outbox where id = :m6), 'failed: gave up after 4 attempts (email_max_attempts is now 3)%', 'but failed, saying why');
 
 -------------------------------------------------------------------- administration
 select baas.retry_email(:m3);
@@ -118,6 +127,12 @@ select is(pg_temp.detail_of(format('select baas.retry_email(%s)', :m1)), 'P0002 
 select is(pg_temp.detail_of($$ select baas.purge_email_outbox('1 hour') $$), '22023 invalid_request', 'purge keeps at least a day');
 update baas.email_outbox set created_at = now() - interval '3 days' where id in (:m1, :m2, :m3);
 select is(baas.purge_email_outbox('2 days'), 2::bigint, 'purge deletes old sent and failed messages, not pending ones');
+
+select is(pg_temp.detail_of($$ select baas.send_email('big@mail.test', 'greet', jsonb_build_object('name', repeat('x', 70000))) $$),
+          '22023 invalid_request', 'vars over 64 KB are refused');
+insert into baas.email_templates (name, language, subject, text_body) values ('echo', 'en', 'Echo', repeat('{{ v }}', 100));
+select is(pg_temp.detail_of($$ select baas.send_email('big@mail.test', 'echo', jsonb_build_object('v', repeat('x', 60000))) $$),
+          '22023 invalid_template', 'a rendered message over 4 MB is refused, not an internal error');
 
 -------------------------------------------------------------------- who may call what
 select is(pg_temp.sqlstate_as('baas_service', $$ select baas.send_email('svc@mail.test', 'greet') $$), 'ok', 'service may send');

@@ -95,6 +95,9 @@ pub enum Rule {
     Reject,
     /// Keep the message, close without the 250; the rule then ends (one drop).
     DropAfterDataOnce,
+    /// Keep the message, wait this many seconds, then send the 250 (to a client that
+    /// may have given up); the rule then ends.
+    SlowAckOnce(u64),
 }
 
 /// One accepted message.
@@ -162,6 +165,8 @@ struct State {
     refused: usize,
     /// AUTH attempts refused (535).
     auth_failures: usize,
+    /// Leave SMTPUTF8 out of the EHLO answer (`set_smtputf8(false)`).
+    no_smtputf8: bool,
 }
 
 struct Shared {
@@ -272,6 +277,11 @@ impl SmtpSink {
             Some(r) => s.rules.insert(to.to_lowercase(), r),
             None => s.rules.remove(&to.to_lowercase()),
         };
+    }
+
+    /// Whether EHLO offers SMTPUTF8 (on by default), for connections from now on.
+    pub fn set_smtputf8(&self, on: bool) {
+        self.shared.state.lock().unwrap().no_smtputf8 = !on;
     }
 
     /// Every message accepted so far.
@@ -391,7 +401,10 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) {
         let upper = cmd.to_ascii_uppercase();
         let auth_needed = shared.security.auth.is_some() && user.is_none();
         let reply: String = if upper.starts_with("EHLO") {
-            let mut r = String::from("250-sink.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n");
+            let mut r = String::from("250-sink.test\r\n250-8BITMIME\r\n");
+            if !shared.state.lock().unwrap().no_smtputf8 {
+                r.push_str("250-SMTPUTF8\r\n");
+            }
             if shared.tls.is_some() && !tls {
                 r.push_str("250-STARTTLS\r\n");
             }
@@ -524,18 +537,30 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) {
                         raw.extend_from_slice(&l);
                     }
                 }
-                let drop_it = {
+                let (drop_it, delay) = {
                     let mut s = shared.state.lock().unwrap();
                     let mut drop_it = s.mode == Some(Mode::DropAfterData);
+                    let mut delay = 0;
                     for t in &rcpts {
-                        if s.rules.get(&t.to_lowercase()) == Some(&Rule::DropAfterDataOnce) {
-                            s.rules.remove(&t.to_lowercase());
-                            drop_it = true;
+                        match s.rules.get(&t.to_lowercase()).copied() {
+                            Some(Rule::DropAfterDataOnce) => {
+                                s.rules.remove(&t.to_lowercase());
+                                drop_it = true;
+                            }
+                            Some(Rule::SlowAckOnce(secs)) => {
+                                s.rules.remove(&t.to_lowercase());
+                                delay = delay.max(secs);
+                            }
+                            _ => {}
                         }
                     }
-                    s.mails.push(parse(&raw, from.clone(), rcpts.clone(), !drop_it, tls, user.clone()));
-                    drop_it
+                    // A slow acknowledgement counts as none: the client has given up.
+                    s.mails.push(parse(&raw, from.clone(), rcpts.clone(), !drop_it && delay == 0, tls, user.clone()));
+                    (drop_it, delay)
                 };
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_secs(delay)).await;
+                }
                 shared.arrived.notify_all();
                 rcpts.clear();
                 if drop_it {

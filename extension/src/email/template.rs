@@ -103,7 +103,12 @@ pub fn escape_html(s: &str, out: &mut String) {
     }
 }
 
+/// The largest rendered text (a template repeating a large variable could otherwise ask
+/// for gigabytes, and fail as an internal error).
+pub const MAX_RENDERED: usize = 4 << 20;
+
 /// Fill `template` from `vars` (a JSON object; anything else counts as no variables).
+/// Refused when the result would exceed MAX_RENDERED bytes.
 pub fn render(template: &str, vars: &Value, html: bool) -> Result<String, TemplateError> {
     let pieces = parse(template)?;
     let mut out = String::with_capacity(template.len() + 64);
@@ -118,6 +123,9 @@ pub fn render(template: &str, vars: &Value, html: bool) -> Result<String, Templa
                     out.push_str(&v);
                 }
             }
+        }
+        if out.len() > MAX_RENDERED {
+            return Err(TemplateError(format!("the rendered message would exceed {} MB", MAX_RENDERED >> 20)));
         }
     }
     Ok(out)
@@ -176,6 +184,14 @@ mod tests {
     #[test]
     fn lists_placeholders_once() {
         assert_eq!(placeholders("{{ a }} {{b}} {{ a }}").unwrap(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_huge_result_is_refused_not_built() {
+        let big = serde_json::json!({"v": "x".repeat(60_000)});
+        let t = "{{ v }}".repeat(100);
+        assert!(render(&t, &big, false).is_err(), "6 MB refused");
+        assert!(render(&"{{ v }}".repeat(10), &big, false).is_ok());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One outbox row as a MIME message: From, To, Subject and Message-ID from the row;
 //! text/plain, or multipart/alternative with the HTML body. A row that cannot become a
-//! message (an address lettre refuses, e.g. a non-ASCII local part, which needs
-//! SMTPUTF8) fails permanently: retrying would not change it.
+//! message because of its recipient fails permanently (retrying would not change it);
+//! an unusable From (`email_from`, the same for every message) is a configuration
+//! error: temporary, logged as an error, so that fixing the setting saves the queue.
 
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::Message;
@@ -19,17 +20,29 @@ pub struct OutboxRow {
     pub attempt: i32,
 }
 
+/// Why a row cannot become a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// The From (baas.settings.email_from): fix the setting, then it goes.
+    Config(String),
+    /// This message itself (its recipient): permanent.
+    Message(String),
+}
+
 /// The message to send, or why the row cannot be one.
-pub fn build(row: &OutboxRow) -> Result<Message, String> {
-    let from: Mailbox = row.from_address.parse().map_err(|e| format!("the From address {:?} is not usable: {e}", row.from_address))?;
-    let to: Mailbox = row.to_address.parse().map_err(|e| format!("the address {:?} is not usable: {e}", row.to_address))?;
+pub fn build(row: &OutboxRow) -> Result<Message, BuildError> {
+    let from: Mailbox = row
+        .from_address
+        .parse()
+        .map_err(|e| BuildError::Config(format!("the From address {:?} (baas.settings.email_from) is not usable: {e}", row.from_address)))?;
+    let to: Mailbox = row.to_address.parse().map_err(|e| BuildError::Message(format!("the recipient address is not usable: {e}")))?;
     let builder = Message::builder().from(from).to(to).subject(row.subject.clone()).message_id(Some(row.message_id.clone()));
     let text = row.text_body.clone().unwrap_or_default();
     let built = match &row.html_body {
         Some(html) => builder.multipart(MultiPart::alternative_plain_html(text, html.clone())),
         None => builder.singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(text)),
     };
-    built.map_err(|e| format!("the message cannot be built: {e}"))
+    built.map_err(|e| BuildError::Message(format!("the message cannot be built: {e}")))
 }
 
 #[cfg(test)]
@@ -82,9 +95,34 @@ mod tests {
     fn an_unusable_address_is_an_error_not_a_panic() {
         let mut r = row();
         r.to_address = "not an address".into();
-        assert!(build(&r).is_err());
+        assert!(matches!(build(&r), Err(BuildError::Message(_))));
         r.to_address = "a@b.de".into();
         r.from_address = "<<bad".into();
-        assert!(build(&r).is_err());
+        assert!(matches!(build(&r), Err(BuildError::Config(_))), "a bad From is the configuration's fault");
+        r.from_address = "Acme, Inc. <x@y.example>".into();
+        assert!(matches!(build(&r), Err(BuildError::Config(_))));
+    }
+
+    #[test]
+    fn froms_that_sql_accepts_are_usable() {
+        // sql/email.sql's check on settings.email_from lets these through (018_email.sql).
+        for from in ["\"Acme, Inc.\" <x@mail.test>", "Acme Inc. <x@mail.test>", "Jörg's App <x@mail.test>", "x@mail.test", "My App <noreply@mail.test>"] {
+            let mut r = row();
+            r.to_address = "user@example.org".into();
+            r.from_address = from.into();
+            assert!(build(&r).is_ok(), "{from}");
+        }
+    }
+
+    #[test]
+    fn a_subject_cannot_add_a_header() {
+        let mut r = row();
+        r.to_address = "user@example.org".into();
+        r.subject = "Hello\r\nBcc: evil@x.example\r\nX-Evil: 1".into();
+        let t = text(&build(&r).unwrap());
+        let headers = t.split("\r\n\r\n").next().unwrap_or_default();
+        assert!(!headers.lines().any(|l| l.to_ascii_lowercase().starts_with("bcc:")), "{headers}");
+        assert!(!headers.lines().any(|l| l.starts_with("X-Evil:")), "{headers}");
+        assert_eq!(build(&r).unwrap().envelope().to().len(), 1, "no extra recipient");
     }
 }

@@ -14,7 +14,7 @@ use super::message::{self, OutboxRow};
 use async_trait::async_trait;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
+use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -58,15 +58,25 @@ impl std::fmt::Debug for MailConfig {
     }
 }
 
-/// The URL without its password, for logs and errors.
+/// The URL without its password, for logs and errors. The user-info part ends at the
+/// last '@' of the whole URL (a password may hold '/', '?' or '@'), and nothing of it
+/// but the user name is ever shown, even when the rest does not parse.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some((a, h)) => (Some(a), h),
-        None => (None, rest),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL at all: show no more than its scheme-like start.
+        return if url.contains('@') { "(unparsable smtp_url)".to_string() } else { url.to_string() };
     };
-    match auth.map(|a| a.split_once(':').map(|(u, _)| u).unwrap_or(a)) {
-        Some(user) => format!("{scheme}://{user}:…@{host}"),
+    match rest.rsplit_once('@') {
+        Some((auth, host)) => {
+            let user = auth.split_once(':').map(|(u, _)| u).unwrap_or(auth);
+            // A user name with '/' or '?' means the '@' split was not where a parser would
+            // split: show nothing of it.
+            if user.contains(['/', '?', '#']) {
+                format!("{scheme}://…@{host}")
+            } else {
+                format!("{scheme}://{user}:…@{host}")
+            }
+        }
         None => url.to_string(),
     }
 }
@@ -91,6 +101,11 @@ impl SmtpUrl {
             "smtps" => true,
             other => return Err(format!("scheme {other:?}: must be smtp or smtps")),
         };
+        // The user info first, up to the last '@': a password may hold '/', '?' or '@'.
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((a, r)) => (Some(a), r),
+            None => (None, rest),
+        };
         let (before_query, query) = match rest.split_once('?') {
             Some((a, q)) => (a, Some(q)),
             None => (rest, None),
@@ -103,10 +118,7 @@ impl SmtpUrl {
         if ehlo.contains('/') || ehlo.contains(char::is_whitespace) {
             return Err(format!("the path {ehlo:?} must be one host name (the EHLO name)"));
         }
-        let (auth, hostport) = match authority.rsplit_once('@') {
-            Some((a, h)) => (Some(a), h),
-            None => (None, authority),
-        };
+        let hostport = authority;
         let host = if let Some(v6) = hostport.strip_prefix('[') {
             v6.split_once(']').map(|(h, _)| h).ok_or("unclosed [ in the host")?.to_string()
         } else {
@@ -153,8 +165,9 @@ impl SmtpUrl {
 }
 
 /// The transport `cfg` describes: lettre's own URL parsing, then the password file and
-/// the extra roots. Only a builder: building starts the connection pool's task, which
-/// needs the runtime (MailWorker::start builds it).
+/// the extra roots. lettre's `pool` feature is off: every message has a connection of
+/// its own, so an attempt abandoned at `smtp_timeout_secs` (lettre has no read timeout)
+/// can never leave a half-read conversation for the next message to inherit.
 pub fn builder(cfg: &MailConfig) -> Result<AsyncSmtpTransportBuilder, String> {
     let url = SmtpUrl::parse(&cfg.smtp_url).map_err(|e| format!("smtp_url {}: {e}", redact(&cfg.smtp_url)))?;
     if cfg.password.is_some() && !url.has_user {
@@ -168,8 +181,7 @@ pub fn builder(cfg: &MailConfig) -> Result<AsyncSmtpTransportBuilder, String> {
     }
     let mut b = AsyncSmtpTransport::<Tokio1Executor>::from_url(&cfg.smtp_url)
         .map_err(|e| format!("smtp_url {}: {e}", redact(&cfg.smtp_url)))?
-        .timeout(Some(cfg.timeout))
-        .pool_config(PoolConfig::new().max_size(cfg.concurrency as u32));
+        .timeout(Some(cfg.timeout));
     if let Some(pw) = &cfg.password {
         let user = user_of(&cfg.smtp_url).unwrap_or_default();
         b = b.credentials(Credentials::new(user, pw.clone()));
@@ -197,8 +209,7 @@ pub fn builder(cfg: &MailConfig) -> Result<AsyncSmtpTransportBuilder, String> {
 /// The URL's user name, percent-decoded.
 fn user_of(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
-    let authority = rest.split(['?', '/']).next()?;
-    let (auth, _) = authority.rsplit_once('@')?;
+    let (auth, _) = rest.rsplit_once('@')?;
     let user = auth.split(':').next()?;
     Some(percent_encoding::percent_decode_str(user).decode_utf8_lossy().into_owned())
 }
@@ -225,8 +236,44 @@ fn split_pem(pem: &[u8]) -> Vec<Vec<u8>> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Sent,
-    /// `permanent`: a 5xx answer or a message that cannot be built; else try again later.
+    /// `permanent`: a 5xx answer to this message's RCPT or DATA, a non-ASCII address the
+    /// server cannot take, or a message that cannot be built; else try again later.
     Failed { error: String, permanent: bool },
+}
+
+/// What a failed attempt says about the message.
+#[derive(Debug, PartialEq, Eq)]
+enum Class {
+    /// 4xx, a network error, anything the next attempt may not meet.
+    Temporary,
+    /// A 5xx that may be about this message (RCPT, DATA) or about the server (the
+    /// greeting): `deliver` tells them apart with a test connection.
+    Permanent,
+    /// A 5xx that is about this proxy's login or sender, never about one message
+    /// (530/534/535/538 authentication, 5.1.7/5.1.8 bad sender): temporary, logged as
+    /// errors, since every message would meet it until the configuration is fixed.
+    Server,
+    /// This message can never go to this server (a non-ASCII address or body the server
+    /// does not support: lettre refuses it before sending).
+    MessagePermanent,
+}
+
+fn classify(e: &lettre::transport::smtp::Error) -> Class {
+    if e.is_permanent() {
+        let code = e.status().map(|c| c.to_string()).unwrap_or_default();
+        let text = e.to_string();
+        if ["530", "534", "535", "538"].contains(&code.as_str()) || text.contains("5.1.7") || text.contains("5.1.8") || text.contains("5.7.8") {
+            return Class::Server;
+        }
+        return Class::Permanent;
+    }
+    if e.is_client() {
+        let text = e.to_string();
+        if text.contains("non-ascii") {
+            return Class::MessagePermanent;
+        }
+    }
+    Class::Temporary
 }
 
 pub struct MailWorker {
@@ -253,12 +300,42 @@ impl MailWorker {
     async fn deliver(transport: AsyncSmtpTransport<Tokio1Executor>, row: &OutboxRow, timeout: Duration) -> Outcome {
         let msg = match message::build(row) {
             Ok(m) => m,
-            Err(error) => return Outcome::Failed { error, permanent: true },
+            Err(message::BuildError::Message(error)) => return Outcome::Failed { error, permanent: true },
+            Err(message::BuildError::Config(error)) => {
+                log::error!("mail {}: cannot be sent as configured (will retry): {error}", row.id);
+                return Outcome::Failed { error, permanent: false };
+            }
         };
-        match tokio::time::timeout(timeout, transport.send(msg)).await {
-            Ok(Ok(_)) => Outcome::Sent,
-            Ok(Err(e)) => Outcome::Failed { error: format!("{e}"), permanent: e.is_permanent() },
-            Err(_) => Outcome::Failed { error: format!("no answer from the SMTP server within {} s", timeout.as_secs()), permanent: false },
+        let e = match tokio::time::timeout(timeout, transport.send(msg)).await {
+            Ok(Ok(_)) => return Outcome::Sent,
+            Ok(Err(e)) => e,
+            Err(_) => return Outcome::Failed { error: format!("no answer from the SMTP server within {} s", timeout.as_secs()), permanent: false },
+        };
+        let error = format!("{e}");
+        match classify(&e) {
+            Class::Permanent => {
+                // A 5xx may still be the server's, not this message's: a greeting or a
+                // login refused on every connection. Only if a fresh connection (greeting,
+                // EHLO, TLS, AUTH, NOOP) succeeds does it belong to this message.
+                match tokio::time::timeout(timeout, transport.test_connection()).await {
+                    Ok(Ok(true)) => Outcome::Failed { error, permanent: true },
+                    other => {
+                        let why = match other {
+                            Ok(Ok(_)) => "the server does not answer NOOP".to_string(),
+                            Ok(Err(t)) => t.to_string(),
+                            Err(_) => "no answer".to_string(),
+                        };
+                        log::error!("mail {}: the SMTP server refuses every connection (will retry): {error}; test connection: {why}", row.id);
+                        Outcome::Failed { error, permanent: false }
+                    }
+                }
+            }
+            Class::Server => {
+                log::error!("mail {}: the SMTP server refuses this proxy (will retry): {error}", row.id);
+                Outcome::Failed { error, permanent: false }
+            }
+            Class::MessagePermanent => Outcome::Failed { error, permanent: true },
+            Class::Temporary => Outcome::Failed { error, permanent: false },
         }
     }
 
@@ -316,10 +393,11 @@ impl MailWorker {
                 let reported = match &outcome {
                     Outcome::Sent => client.execute(SENT_SQL, &[&row.id, &row.attempt]).await,
                     Outcome::Failed { error, permanent } => {
+                        // The id suffices (baas.email_outbox has the address): no addresses in logs.
                         if *permanent {
-                            log::warn!("mail {} to {}: refused for good: {error}", row.id, row.to_address);
+                            log::warn!("mail {}: refused for good: {error}", row.id);
                         } else {
-                            log::info!("mail {} to {}: attempt {} failed, will retry: {error}", row.id, row.to_address, row.attempt);
+                            log::info!("mail {}: attempt {} failed, will retry: {error}", row.id, row.attempt);
                         }
                         client.execute(FAILED_SQL, &[&row.id, &row.attempt, error, permanent]).await
                     }
@@ -470,6 +548,18 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(redact("smtp://me:secret@h:25"), "smtp://me:…@h:25");
         assert_eq!(redact("smtp://h:25"), "smtp://h:25");
+        // A password with '/', '?' or '@' (not percent-encoded): nothing of it shows,
+        // neither in the redacted URL nor in a parse error.
+        for url in ["smtp://me:se/cr?et@h:25", "smtp://me:p@ss/w?rd@h:notaport", "smtp://me:sec?tls=maybe@h:25", "smtp://me:x/y z@h:25/a/b"] {
+            for part in ["cr?et", "ss/w", "sec?", "x/y"] {
+                assert!(!redact(url).contains(part), "{url}: {}", redact(url));
+                if let Err(e) = SmtpUrl::parse(url) {
+                    assert!(!e.contains(part), "{url}: {e}");
+                }
+            }
+        }
+        assert!(SmtpUrl::parse("smtp://me:se/cr?et@h:25").is_ok_and(|u| u.host == "h" && u.has_password));
+        assert!(!redact("nonsense me:secret@h").contains("secret"));
     }
 
     #[test]
