@@ -34,8 +34,34 @@ pub fn pg_bindir() -> PathBuf {
     PathBuf::from("/usr/lib/postgresql/15/bin")
 }
 
-/// A free TCP port on loopback (bound then released).
+/// A free TCP port on loopback for a server a test starts (Postgres, the proxy, a sink).
+///
+/// Taken below the kernel's ephemeral range: a port the kernel hands out for `:0` is released
+/// before the server binds it, and in that gap any outgoing connection (the proxy's own pool,
+/// a client) may get it as its local port — CI once lost a run that way ("127.0.0.1:35361 still
+/// in use"). Ports below the range are only ever taken by an explicit bind, and the counter
+/// keeps this process from handing one out twice; the bind check skips ports in use by others.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()))
+        .unwrap_or(32768);
+    const FLOOR: u32 = 10_000;
+    if low > FLOOR + 1_000 {
+        let span = low - FLOOR;
+        // Each process starts at its own offset, so two test binaries run side by side rarely
+        // walk the same ports.
+        let start = (std::process::id() * 7919) % span;
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = FLOOR + (start + n) % span;
+            if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return port as u16;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -197,6 +197,9 @@ impl SmtpSink {
     pub fn start_with(port: u16, security: Security) -> SmtpSink {
         let tls = security.tls.as_ref().map(|(c, k)| acceptor(c, k));
         let shared = Arc::new(Shared { state: Mutex::new(State::default()), arrived: Condvar::new(), security, tls });
+        // A port of our own choosing (not the kernel's `:0`), so a test that stops and restarts
+        // the sink on the same port does not find it taken by an outgoing connection meanwhile.
+        let port = if port == 0 { crate::free_port() } else { port };
         let mut sink = SmtpSink { port, shared, stop: Mutex::new(None) };
         sink.port = sink.run();
         sink
