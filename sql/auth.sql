@@ -115,15 +115,18 @@ $$;
 comment on function baas.authenticate(jsonb) is
     'Proxy entry point: check the session of verified claims and switch role for this transaction';
 
-create function baas._access_token(p_uid uuid, p_sid uuid, p_email text) returns text
+-- An access token for user u in session s. Besides who and which session, it says what
+-- the session is worth: aal ('aal1', or 'aal2' after a second factor), amr (how it
+-- began, RFC 8176 words) and is_anonymous, for policies and for the app.
+create function baas._access_token(u baas.users, s baas.sessions) returns text
 language plpgsql stable
 as $$
 declare
-    s baas.settings;
+    st baas.settings;
     k record;
     v_now bigint := extract(epoch from pg_catalog.now())::bigint;
 begin
-    select * into strict s from baas.settings;
+    select * into strict st from baas.settings;
     select kid, secret into k from baas._signing_keys
      where retired_at is null order by created_at desc limit 1;
     if not found then
@@ -131,14 +134,17 @@ begin
             'pgbaas has no active signing key; run select baas.rotate_signing_key()');
     end if;
     return baas._sign_jwt(k.kid, k.secret, pg_catalog.jsonb_build_object(
-        'iss', s.issuer,
-        'aud', s.audience,
-        'sub', p_uid,
+        'iss', st.issuer,
+        'aud', st.audience,
+        'sub', u.id,
         'role', 'baas_user',
-        'sid', p_sid,
-        'email', p_email,
+        'sid', s.id,
+        'email', u.email,
+        'is_anonymous', u.is_anonymous,
+        'aal', 'aal' || s.aal,
+        'amr', pg_catalog.to_jsonb(s.amr),
         'iat', v_now,
-        'exp', v_now + extract(epoch from s.access_token_ttl)::bigint));
+        'exp', v_now + extract(epoch from st.access_token_ttl)::bigint));
 end
 $$;
 
@@ -162,7 +168,7 @@ as $$
 begin
     return pg_catalog.jsonb_build_object(
         'user', baas._user_json(u),
-        'access_token', baas._access_token(u.id, p_sid, u.email),
+        'access_token', baas._access_token(u, (select x from baas.sessions x where x.id = p_sid)),
         'token_type', 'bearer',
         'expires_in', (select extract(epoch from access_token_ttl)::int from baas.settings),
         'refresh_token', p_refresh);
@@ -206,14 +212,21 @@ as $$
     select rtrim(translate(encode(baas._refresh_mask(spent, sealed), 'base64'), '+/', '-_'), '=')
 $$;
 
-create function baas._new_session(u baas.users) returns jsonb
+-- A new session for u and its first token pair. Every sign-in reaches it through
+-- baas._complete_sign_in (sql/accounts.sql), which decides whether u may have one.
+-- The user agent and address are what the proxy set for this request (shown to the
+-- user in baas.list_sessions).
+create function baas._new_session(u baas.users, aal smallint, amr text[], device_id text) returns jsonb
 language plpgsql volatile
 as $$
 declare
     v_sid uuid := baas.uuid7();
 begin
-    insert into baas.sessions (id, user_id, expires_at)
-    select v_sid, u.id, pg_catalog.now() + s.refresh_token_ttl from baas.settings s;
+    insert into baas.sessions (id, user_id, expires_at, aal, amr, user_agent, ip, device_id, last_used_at)
+    select v_sid, u.id, pg_catalog.now() + s.refresh_token_ttl, _new_session.aal, _new_session.amr,
+           pg_catalog.left(nullif(pg_catalog.current_setting('baas.user_agent', true), ''), 256),
+           baas._client_ip(), _new_session.device_id, pg_catalog.now()
+      from baas.settings s;
     return baas._token_response(u, v_sid);
 end
 $$;
@@ -255,7 +268,7 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    return baas._new_session(baas._create_account(email, password, data, 'signup'));
+    return baas._new_session(baas._create_account(email, password, data, 'signup'), 1::smallint, '{pwd}', null);
 end
 $$;
 comment on function baas.signup(text, text, jsonb) is
@@ -343,7 +356,7 @@ begin
         update baas.users set password_hash = baas._hash_password(login.password)
          where id = u.id;
     end if;
-    return baas._new_session(u);
+    return baas._complete_sign_in(u, 'pwd', login.device_id);
 end
 $$;
 comment on function baas.login(text, text, text, text) is
@@ -423,7 +436,7 @@ begin
     -- most 5 minutes): after that an old spent token, leaked, opens nothing.
     update baas.refresh_tokens set successor = null
      where session_id = s.id and successor is not null and used_at < clock_timestamp() - interval '5 minutes';
-    update baas.sessions set refreshed_at = now() where id = s.id;
+    update baas.sessions set refreshed_at = now(), last_used_at = now() where id = s.id;
     select * into strict u from baas.users where id = s.user_id;
     return baas._token_json(u, s.id, v_next);
 end
@@ -489,6 +502,7 @@ as $$
 #variable_conflict use_column
 declare
     u baas.users;
+    cur baas.sessions;
     v_sid uuid;
     g record;
 begin
@@ -536,10 +550,12 @@ begin
     if update_user.password is not null then
         -- A new password ends every session of the account, this one included, and
         -- signs the caller in again.
+        -- The new session is worth what this one was (a second factor stays proven).
+        select * into cur from baas.sessions where id = (baas.claims() ->> 'sid')::uuid;
         update baas.sessions set revoked_at = now(), revoked_reason = 'password_change'
          where user_id = u.id and revoked_at is null;
         perform baas._audit('password.change', u.id);
-        return baas._new_session(u);
+        return baas._new_session(u, cur.aal, cur.amr, cur.device_id);
     end if;
     return jsonb_build_object('user', baas._user_json(u));
 end

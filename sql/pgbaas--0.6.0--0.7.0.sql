@@ -266,6 +266,474 @@ begin
 end
 $$;
 
+-------------------------------------------------------------------- accounts (issue 16, package A)
+-- sql/accounts.sql, account lifecycle: new columns (before email's, as in a fresh
+-- install), the token and factor tables, the one sign-in funnel.
+-- Issue 16 (docs/design/issue-16-accounts.md, package A): anonymous accounts, verified
+-- email, suspension, multi-factor sign-in, sessions a user can list, what happens to a
+-- deleted owner's documents. The columns come first, in the order an upgraded database
+-- gets them (sql/pgbaas--0.6.0--0.7.0.sql adds them in this order too).
+
+-- An anonymous account has neither email nor password (sign_in_anonymously); an account
+-- made from a sign-in provider may have no password.
+alter table baas.users alter column email drop not null;
+alter table baas.users alter column password_hash drop not null;
+alter table baas.users
+    add column is_anonymous boolean not null default false,
+    add column email_verified_at timestamptz,
+    add column suspended_at timestamptz,
+    add column suspended_reason text check (length(suspended_reason) <= 500),
+    add column language text check (language ~ '^[a-z]{2,3}(-[a-z0-9]{2,8})*$'),
+    add constraint users_anonymous check (not is_anonymous or (email is null and password_hash is null));
+
+-- What a session is worth (aal 2 after a second factor), how it began (amr, RFC 8176
+-- words), and what its owner sees in a list of their sessions.
+alter table baas.sessions
+    add column aal smallint not null default 1 check (aal in (1, 2)),
+    add column amr text[] not null default '{pwd}',
+    add column user_agent text check (length(user_agent) <= 256),
+    add column ip inet,
+    add column device_id text,
+    add column last_used_at timestamptz;
+
+alter table baas.settings
+    -- off: nothing is mailed at sign-up (as before 0.7.0); flag: a verification mail is
+    -- sent and users carry email_verified; required: no password sign-in before it.
+    add column email_verification text not null default 'off'
+        check (email_verification in ('off', 'flag', 'required')),
+    add column anonymous_sign_in boolean not null default false,
+    add column magic_link_signup boolean not null default false,
+    add column email_link_ttl interval not null default '1 hour'
+        check (email_link_ttl between '1 minute' and '1 day'),
+    add column email_verify_ttl interval not null default '24 hours'
+        check (email_verify_ttl between '1 hour' and '30 days'),
+    add column email_min_interval interval not null default '60 seconds'
+        check (email_min_interval between '0' and '1 hour'),
+    add column email_max_per_hour integer not null default 5
+        check (email_max_per_hour between 1 and 100),
+    add column mfa_issuer text check (length(mfa_issuer) between 1 and 100);
+
+alter table baas.collections
+    add column on_owner_delete text not null default 'delete'
+        check (on_owner_delete in ('delete', 'orphan', 'transfer')),
+    add column owner_heir uuid references baas.users (id) on delete set null,
+    add column require_aal2 boolean not null default false;
+
+-- Secrets mailed to a user (links and codes) and multi-factor tickets: only their SHA-256
+-- is kept; each is single use, expiring, and allows 5 wrong codes. Not dumped: a restore
+-- must not bring old links back to life.
+create table baas._auth_tokens (
+    token_hash bytea primary key check (length(token_hash) = 32),
+    kind text not null
+        check (kind in ('verify_email', 'reset_password', 'magic_link', 'email_change', 'mfa')),
+    user_id uuid references baas.users (id) on delete cascade,   -- null: magic-link sign-up
+    email text,                                                   -- where it went
+    code_hash bytea,                                              -- sha256(kind:email:code)
+    data jsonb not null default '{}',
+    attempts smallint not null default 0,
+    created_at timestamptz not null default now(),
+    expires_at timestamptz not null,
+    used_at timestamptz
+);
+create index auth_tokens_user_idx on baas._auth_tokens (user_id, kind);
+create index auth_tokens_code_idx on baas._auth_tokens (email, kind) where used_at is null;
+revoke all on baas._auth_tokens from public;
+alter table baas._auth_tokens enable row level security;
+
+-- Time-based one-time password factors (RFC 6238) and single-use recovery codes.
+create table baas._mfa_factors (
+    id uuid primary key,
+    user_id uuid not null references baas.users (id) on delete cascade,
+    kind text not null default 'totp' check (kind = 'totp'),
+    secret bytea not null check (length(secret) = 20),
+    status text not null check (status in ('unverified', 'verified')),
+    friendly_name text check (length(friendly_name) between 1 and 100),
+    last_used_step bigint not null default 0,
+    created_at timestamptz not null default now(),
+    verified_at timestamptz
+);
+create unique index mfa_one_totp on baas._mfa_factors (user_id) where status = 'verified';
+create index mfa_factors_user_idx on baas._mfa_factors (user_id);
+revoke all on baas._mfa_factors from public;
+alter table baas._mfa_factors enable row level security;
+select pg_catalog.pg_extension_config_dump('baas._mfa_factors', '');
+
+create table baas._mfa_recovery_codes (
+    user_id uuid not null references baas.users (id) on delete cascade,
+    code_hash bytea not null,
+    used_at timestamptz,
+    primary key (user_id, code_hash)
+);
+revoke all on baas._mfa_recovery_codes from public;
+alter table baas._mfa_recovery_codes enable row level security;
+select pg_catalog.pg_extension_config_dump('baas._mfa_recovery_codes', '');
+
+-- The user as the API shows it. Re-created here (auth.sql's comes before these columns).
+create or replace function baas._user_json(u baas.users) returns jsonb
+language sql stable parallel safe
+as $$
+    select pg_catalog.jsonb_build_object(
+        'id', u.id, 'email', u.email, 'data', u.data,
+        'is_anonymous', u.is_anonymous, 'email_verified', u.email_verified_at is not null,
+        'created_at', u.created_at, 'updated_at', u.updated_at)
+$$;
+
+-- The one way into a session for every sign-in method (password, emailed link or code,
+-- identity provider, anonymous): refuses a suspended account, applies
+-- email_verification = 'required' to password sign-ins, and turns the sign-in of an
+-- account with a verified second factor into a five-minute ticket for baas.mfa_challenge
+-- instead of tokens. method: an RFC 8176 amr word ('pwd', 'email', 'oidc', 'anonymous').
+-- Refusals are answered {"error": {...}}, not raised, so that what the caller did before
+-- (a counted attempt, a spent token) commits.
+create function baas._complete_sign_in(u baas.users, method text, device_id text) returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_ticket text;
+    v_factors jsonb;
+begin
+    if u.suspended_at is not null then
+        perform baas._audit('login.suspended', u.id, details => jsonb_build_object('method', method));
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'account_suspended', 'message', 'this account is suspended'));
+    end if;
+    if method = 'pwd' and u.email_verified_at is null and not u.is_anonymous
+       and (select s.email_verification from baas.settings s) = 'required' then
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'email_not_verified',
+            'message', 'this account''s email address is not verified yet; follow the link that was mailed to it'));
+    end if;
+    select jsonb_agg(jsonb_build_object('id', f.id, 'type', f.kind, 'friendly_name', f.friendly_name))
+      into v_factors
+      from baas._mfa_factors f where f.user_id = u.id and f.status = 'verified';
+    if v_factors is not null then
+        v_ticket := baas._new_refresh_token();
+        insert into baas._auth_tokens (token_hash, kind, user_id, data, expires_at)
+        values (baas._hash_token(v_ticket), 'mfa', u.id,
+                jsonb_build_object('method', method, 'device_id', device_id),
+                now() + interval '5 minutes');
+        return jsonb_build_object('mfa_required', true, 'mfa_token', v_ticket,
+                                  'factors', v_factors, 'expires_in', 300);
+    end if;
+    return baas._new_session(u, 1::smallint, array[method], device_id);
+end
+$$;
+
+-- sql/auth.sql: tokens say what their session is worth (aal, amr, is_anonymous); sessions
+-- record how they began; every sign-in goes through baas._complete_sign_in.
+drop function baas._access_token(uuid, uuid, text);
+drop function baas._new_session(baas.users);
+-- An access token for user u in session s. Besides who and which session, it says what
+-- the session is worth: aal ('aal1', or 'aal2' after a second factor), amr (how it
+-- began, RFC 8176 words) and is_anonymous, for policies and for the app.
+create function baas._access_token(u baas.users, s baas.sessions) returns text
+language plpgsql stable
+as $$
+declare
+    st baas.settings;
+    k record;
+    v_now bigint := extract(epoch from pg_catalog.now())::bigint;
+begin
+    select * into strict st from baas.settings;
+    select kid, secret into k from baas._signing_keys
+     where retired_at is null order by created_at desc limit 1;
+    if not found then
+        perform baas._raise('55000', 'no_signing_key',
+            'pgbaas has no active signing key; run select baas.rotate_signing_key()');
+    end if;
+    return baas._sign_jwt(k.kid, k.secret, pg_catalog.jsonb_build_object(
+        'iss', st.issuer,
+        'aud', st.audience,
+        'sub', u.id,
+        'role', 'baas_user',
+        'sid', s.id,
+        'email', u.email,
+        'is_anonymous', u.is_anonymous,
+        'aal', 'aal' || s.aal,
+        'amr', pg_catalog.to_jsonb(s.amr),
+        'iat', v_now,
+        'exp', v_now + extract(epoch from st.access_token_ttl)::bigint));
+end
+$$;
+
+-- A new session for u and its first token pair. Every sign-in reaches it through
+-- baas._complete_sign_in (sql/accounts.sql), which decides whether u may have one.
+-- The user agent and address are what the proxy set for this request (shown to the
+-- user in baas.list_sessions).
+create function baas._new_session(u baas.users, aal smallint, amr text[], device_id text) returns jsonb
+language plpgsql volatile
+as $$
+declare
+    v_sid uuid := baas.uuid7();
+begin
+    insert into baas.sessions (id, user_id, expires_at, aal, amr, user_agent, ip, device_id, last_used_at)
+    select v_sid, u.id, pg_catalog.now() + s.refresh_token_ttl, _new_session.aal, _new_session.amr,
+           pg_catalog.left(nullif(pg_catalog.current_setting('baas.user_agent', true), ''), 256),
+           baas._client_ip(), _new_session.device_id, pg_catalog.now()
+      from baas.settings s;
+    return baas._token_response(u, v_sid);
+end
+$$;
+
+-- The answer carrying refresh token p_refresh (already stored) and a new access token.
+create or replace function baas._token_json(u baas.users, p_sid uuid, p_refresh text) returns jsonb
+language plpgsql volatile
+as $$
+begin
+    return pg_catalog.jsonb_build_object(
+        'user', baas._user_json(u),
+        'access_token', baas._access_token(u, (select x from baas.sessions x where x.id = p_sid)),
+        'token_type', 'bearer',
+        'expires_in', (select extract(epoch from access_token_ttl)::int from baas.settings),
+        'refresh_token', p_refresh);
+end
+$$;
+
+create or replace function baas.signup(email text, password text, data jsonb default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return baas._new_session(baas._create_account(email, password, data, 'signup'), 1::smallint, '{pwd}', null);
+end
+$$;
+comment on function baas.signup(text, text, jsonb) is
+    'Create an account and sign it in: {user, access_token, token_type, expires_in, refresh_token}';
+
+-- Sign in. device_id: an identifier the app keeps for this install (a hint, never a
+-- credential: it only lets a device that signed in before skip waits other sources
+-- caused); refresh_token: a live refresh token of the account, which does the same
+-- without being spent. Failures make their source wait (sql/audit.sql, sign-in
+-- throttling): {"error": {"code": "too_many_attempts", "retry_after": seconds}}.
+create or replace function baas.login(email text, password text, device_id text default null,
+                           refresh_token text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    u baas.users;
+    v_key text;
+    v_session uuid;
+    v_owner uuid;
+    g record;
+begin
+    if login.email is null or login.password is null then
+        perform baas._raise('22023', 'invalid_request', 'email and password are required');
+    end if;
+    if octet_length(login.password) > 1024 then
+        perform baas._raise('22001', 'password_too_long', 'password must be at most 1024 bytes');
+    end if;
+    if login.device_id is not null and login.device_id !~ '^[A-Za-z0-9._:-]{1,128}$' then
+        perform baas._raise('22023', 'invalid_request',
+            'device_id must be 1 to 128 characters from A-Z, a-z, 0-9 and . _ : -');
+    end if;
+    v_key := baas._email_for_audit(login.email);
+    select * into u from baas.users where email = baas._email_key(login.email);
+    -- One attempt per typed email at a time, known or not, so that concurrent guesses
+    -- see each other's failures (a burst cannot slip past a throttle).
+    perform pg_advisory_xact_lock(hashtextextended('baas.login:' || v_key, 0));
+    -- Looked up whether the email exists or not (and then matched to the account), so
+    -- that an unknown email is not answered sooner than a known one.
+    if login.refresh_token is not null and length(login.refresh_token) <= 256 then
+        select s.id, s.user_id into v_session, v_owner
+          from baas.refresh_tokens t join baas.sessions s on s.id = t.session_id
+         where t.token_hash = baas._hash_token(login.refresh_token) and t.used_at is null
+           and s.revoked_at is null and s.expires_at > now();
+        if v_owner is distinct from u.id then
+            v_session := null;
+        end if;
+    end if;
+    select * into g from baas._login_gate(v_key, u.id, login.device_id, v_session);
+    if g.retry_after is not null then
+        -- Answered before any password work, for known and unknown emails alike: a
+        -- waiting source learns nothing about the password or the account.
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'too_many_attempts',
+            'message', format('too many failed sign-ins; retry in %s s', g.retry_after),
+            'retry_after', g.retry_after));
+    end if;
+    -- An unknown email verifies against a dummy hash: same work, same answer, so it
+    -- cannot be told from a wrong password.
+    if not baas._verify_password(login.password, u.password_hash) then
+        -- Reported as a result, not raised: the failure must commit to count.
+        perform baas._audit('login.failure', u.id,
+            details => jsonb_build_object('email', v_key, 'source', g.source));
+        perform baas._login_failed(v_key, u.id, g.source, g.trusted);
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'invalid_credentials', 'message', 'invalid email or password'));
+    end if;
+    perform baas._login_succeeded(v_key, u.id, g.source, login.device_id);
+    perform baas._audit('login', u.id);
+    if baas._password_needs_rehash(u.password_hash) then
+        update baas.users set password_hash = baas._hash_password(login.password)
+         where id = u.id;
+    end if;
+    return baas._complete_sign_in(u, 'pwd', login.device_id);
+end
+$$;
+comment on function baas.login(text, text, text, text) is
+    'Sign in with email and password (optionally a device id and a refresh token that exempt a known client from others'' failures); {"error": {"code": "invalid_credentials"}} for unknown email and wrong password alike, {"error": {"code": "too_many_attempts", "retry_after": s}} while this source must wait';
+
+create or replace function baas.refresh(refresh_token text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    t baas.refresh_tokens;
+    n baas.refresh_tokens;
+    s baas.sessions;
+    u baas.users;
+    v_next text;
+    v_retry boolean;
+    v_window interval;
+begin
+    if refresh.refresh_token is null or length(refresh.refresh_token) > 256 then
+        perform baas._raise('28000', 'invalid_refresh_token', 'refresh token is not valid');
+    end if;
+    select * into t from baas.refresh_tokens
+     where token_hash = baas._hash_token(refresh.refresh_token)
+       for update;
+    if not found then
+        perform baas._raise('28000', 'invalid_refresh_token', 'refresh token is not valid');
+    end if;
+    select * into s from baas.sessions where id = t.session_id for update;
+    if s.revoked_at is not null or s.expires_at <= now() then
+        perform baas._raise('28000', 'invalid_refresh_token', 'refresh token is not valid');
+    end if;
+    if t.used_at is not null then
+        -- A retry within refresh_reuse_interval of the token's first use (two tabs, a
+        -- retry after a timeout): the pair that use made, i.e. the same refresh token
+        -- and a new access token. Successors spent within the interval too are followed
+        -- to the newest unspent one (16 at most: more inside the interval is no retry).
+        -- Wall-clock time on both sides, not now(): a caller's transaction may have
+        -- begun before the token was spent, and would then count as within forever.
+        select x.refresh_reuse_interval into v_window from baas.settings x;
+        v_next := refresh.refresh_token;
+        n := t;
+        v_retry := false;
+        for i in 1..16 loop
+            exit when n.successor is null or v_window <= interval '0' or clock_timestamp() - n.used_at > v_window;
+            v_next := baas._refresh_open(v_next, n.successor);
+            select * into n from baas.refresh_tokens x
+             where x.token_hash = baas._hash_token(v_next) and x.session_id = s.id;
+            exit when not found;
+            if n.used_at is null then
+                v_retry := true;
+                exit;
+            end if;
+        end loop;
+        if v_retry then
+            perform baas._audit('refresh.retry', s.user_id, details => jsonb_build_object('session', s.id));
+            select * into strict u from baas.users where id = s.user_id;
+            return baas._token_json(u, s.id, v_next);
+        end if;
+        -- A spent token came back: someone holds a copy. End the whole family. This
+        -- must commit, so it is reported as a result, not raised (raising would roll
+        -- the revocation back).
+        update baas.sessions set revoked_at = now(), revoked_reason = 'refresh_token_reuse'
+         where id = s.id;
+        raise warning 'pgbaas: refresh token reuse detected; session % revoked', s.id;
+        perform baas._audit('refresh.reuse', s.user_id, details => jsonb_build_object('session', s.id));
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'refresh_token_reused',
+            'message', 'this refresh token was already used; its session has been revoked'));
+    end if;
+    v_next := baas._new_refresh_token();
+    insert into baas.refresh_tokens (token_hash, session_id) values (baas._hash_token(v_next), s.id);
+    update baas.refresh_tokens
+       set used_at = clock_timestamp(), successor = baas._refresh_seal(refresh.refresh_token, v_next)
+     where token_hash = t.token_hash;
+    -- A successor is kept only as long as a retry may ask for it (the interval is at
+    -- most 5 minutes): after that an old spent token, leaked, opens nothing.
+    update baas.refresh_tokens set successor = null
+     where session_id = s.id and successor is not null and used_at < clock_timestamp() - interval '5 minutes';
+    update baas.sessions set refreshed_at = now(), last_used_at = now() where id = s.id;
+    select * into strict u from baas.users where id = s.user_id;
+    return baas._token_json(u, s.id, v_next);
+end
+$$;
+comment on function baas.refresh(text) is
+    'Rotate a refresh token: a new pair; within refresh_reuse_interval of its first use a spent token gets the pair that use made; later it revokes its session and returns {"error": {"code": "refresh_token_reused"}}';
+
+create or replace function baas.update_user(data jsonb default null, password text default null,
+                                 current_password text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    u baas.users;
+    cur baas.sessions;
+    v_sid uuid;
+    g record;
+begin
+    perform baas._require_session();
+    select * into u from baas.users where id = baas.uid() for update;
+    if not found then
+        perform baas._raise('28000', 'invalid_token', 'the account of this token no longer exists');
+    end if;
+    if update_user.data is not null then
+        if jsonb_typeof(update_user.data) <> 'object' then
+            perform baas._raise('22023', 'invalid_request', 'data must be a JSON object');
+        end if;
+        u.data := baas.merge_patch(u.data, update_user.data);
+    end if;
+    if update_user.password is not null then
+        if update_user.current_password is null then
+            perform baas._raise('22023', 'current_password_required',
+                'changing the password needs current_password');
+        end if;
+        -- Guessing the current password counts like a failed login, under this
+        -- session as its source (so a stolen access token is slowed down, while the
+        -- account's owner elsewhere is not): answered, not raised, so that it commits.
+        v_sid := (baas.claims() ->> 'sid')::uuid;
+        perform pg_advisory_xact_lock(hashtextextended('baas.login:' || u.email, 0));
+        select * into g from baas._login_gate(u.email, u.id, null, v_sid);
+        if g.retry_after is not null then
+            return jsonb_build_object('error', jsonb_build_object(
+                'code', 'too_many_attempts',
+                'message', format('too many failed attempts; retry in %s s', g.retry_after),
+                'retry_after', g.retry_after));
+        end if;
+        if octet_length(update_user.current_password) > 1024
+           or not baas._verify_password(update_user.current_password, u.password_hash) then
+            perform baas._audit('password.change.failure', u.id, details => jsonb_build_object('source', g.source));
+            perform baas._login_failed(u.email, u.id, g.source, g.trusted);
+            return jsonb_build_object('error', jsonb_build_object(
+                'code', 'invalid_credentials', 'message', 'current password is wrong'));
+        end if;
+        perform baas._check_password(update_user.password);
+        u.password_hash := baas._hash_password(update_user.password);
+    end if;
+    update baas.users set data = u.data, password_hash = u.password_hash, updated_at = now()
+     where id = u.id
+    returning * into u;
+    if update_user.password is not null then
+        -- A new password ends every session of the account, this one included, and
+        -- signs the caller in again.
+        -- The new session is worth what this one was (a second factor stays proven).
+        select * into cur from baas.sessions where id = (baas.claims() ->> 'sid')::uuid;
+        update baas.sessions set revoked_at = now(), revoked_reason = 'password_change'
+         where user_id = u.id and revoked_at is null;
+        perform baas._audit('password.change', u.id);
+        return baas._new_session(u, cur.aal, cur.amr, cur.device_id);
+    end if;
+    return jsonb_build_object('user', baas._user_json(u));
+end
+$$;
+comment on function baas.update_user(jsonb, text, text) is
+    'Merge-patch the signed-in user''s data and/or change the password (which ends every session and returns new tokens)';
+
+-- sql/grants.sql: no PUBLIC execute on the new internal functions.
+revoke execute on function
+    baas._access_token(baas.users, baas.sessions),
+    baas._new_session(baas.users, smallint, text[], text),
+    baas._complete_sign_in(baas.users, text, text)
+  from public;
+
 -------------------------------------------------------------------- email (issue 16, package B)
 -- The library's new functions (extension/src/api/email.rs), as pgrx declares them.
 create function baas."_render_template"(

@@ -655,7 +655,12 @@ fn answer(route: &Route, out: Option<db::Out>) -> Result<Reply, ApiError> {
                     e.retry_after = Some(secs.max(1));
                     return Err(e);
                 }
-                return Err(ApiError::new(StatusCode::UNAUTHORIZED, code, message));
+                // The credentials were right but the account may not sign in (yet): 403.
+                let status = match code.as_str() {
+                    "account_suspended" | "email_not_verified" => StatusCode::FORBIDDEN,
+                    _ => StatusCode::UNAUTHORIZED,
+                };
+                return Err(ApiError::new(status, code, message));
             }
         }
         Shape::Json | Shape::Void => {}

@@ -227,7 +227,7 @@ pub fn run(o: &Opts, wrk: impl Fn(&str, &std::path::Path, u64, usize) -> Result<
            from generate_series(1, $1::int - 1) g",
         &[&(o.users as i32)],
     )?;
-    let rows = db.query("select u.id::text, baas._new_session(u) ->> 'access_token' from baas.users u order by u.email", &[])?;
+    let rows = db.query("select u.id::text, baas._new_session(u, 1::smallint, '{pwd}', null) ->> 'access_token' from baas.users u order by u.email", &[])?;
     let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     let tokens: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
     let auth_url = cluster.authenticator_url()?;
