@@ -174,6 +174,18 @@ grant execute on function
     baas._outbox_failed(bigint, integer, text, boolean)
   to baas_authenticator;
 
+-- accounts: email flows (sql/accounts.sql): anyone may ask for a mail or redeem one
+-- (the answers do not tell whether an address has an account); an email change needs
+-- a signed-in user. The token helpers are internal.
+grant execute on function
+    baas.request_verification(text, text),
+    baas.request_password_reset(text, text),
+    baas.request_magic_link(text, text),
+    baas.verify(text, text, text, text, text),
+    baas.reset_password(text, text, text, text)
+  to baas_anon, baas_user, baas_service;
+grant execute on function baas.request_email_change(text, text) to baas_user;
+
 -- The proxy's login role: switch role per request, read the public keys.
 grant execute on function
     baas.authenticate(jsonb),

@@ -107,6 +107,9 @@ as $$
            'set_realtime', 'realtime_position', 'realtime_status', 'realtime_disable',
            -- email (sql/email.sql)
            'send_email', 'retry_email', 'purge_email_outbox',
+           -- accounts: email flows (sql/accounts.sql)
+           'request_verification', 'request_password_reset', 'request_magic_link', 'verify',
+           'reset_password', 'request_email_change',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

@@ -104,6 +104,10 @@ pub fn status_for_code(code: &str) -> Option<StatusCode> {
         "tus_version" => Some(StatusCode::PRECONDITION_FAILED),
         "request_timeout" => Some(StatusCode::REQUEST_TIMEOUT),
         "not_implemented" => Some(StatusCode::NOT_IMPLEMENTED),
+        // Accounts: email flows (sql/accounts.sql).
+        "email_not_configured" => Some(StatusCode::SERVICE_UNAVAILABLE),
+        "anonymous_not_allowed" | "aal2_required" => Some(StatusCode::FORBIDDEN),
+        "invalid_code" | "code_expired" => Some(StatusCode::UNAUTHORIZED),
         _ => None,
     }
 }

@@ -665,6 +665,10 @@ fn answer(route: &Route, out: Option<db::Out>) -> Result<Reply, ApiError> {
         }
         Shape::Json | Shape::Void => {}
     }
+    // An ErrorResult route whose success has no body (a password reset).
+    if a.status == StatusCode::NO_CONTENT {
+        return Ok(Reply::empty(a.status));
+    }
     let mut r = Reply::json(a.status, out.body.into_bytes());
     r.no_store = a.no_store;
     r.etag = etag;

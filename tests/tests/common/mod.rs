@@ -4,6 +4,8 @@
 
 /// Uploads, downloads, tus and raw sockets for the file tests (tests/tests/files*.rs).
 pub mod files;
+/// The account email flows: a proxy with an SMTP sink (tests/tests/accounts_email.rs).
+pub mod accounts_email;
 
 use pgbaas_testkit::{Cluster, Proxy};
 use serde_json::{json, Value};
