@@ -350,13 +350,15 @@ as $$
 $$;
 
 -- A new password (a reset, a change, an administrator's) ends the reset and magic
--- links mailed before it.
+-- links mailed before it, and a pending email change: the reset that locks out
+-- whoever held a stolen session must not leave them a link to move the account to
+-- their address.
 create function baas._password_tokens_consumed() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    perform baas._consume_email_tokens(new.id, array['reset_password', 'magic_link']);
+    perform baas._consume_email_tokens(new.id, array['reset_password', 'magic_link', 'email_change']);
     return null;
 end
 $$;

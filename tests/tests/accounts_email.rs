@@ -375,3 +375,26 @@ fn unconfigured_email_is_503_for_every_address() {
         }
     }
 }
+
+#[test]
+fn a_password_reset_kills_a_pending_email_change() {
+    // Someone holding a stolen session asks to move the account to their own address;
+    // the owner notices and resets the password. The reset ends every session, and the
+    // email change mailed to the other address must die with them: followed later, it
+    // would hand the account (and its future resets) to that address.
+    let _g = shared();
+    let u = signup("change-then-reset");
+    let theirs = common::email("change-then-reset-other");
+    let r = post("/v1/auth/email-change", Some(&u.access), json!({"email": theirs}));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let change = mail(&theirs, "Confirm your new email address");
+    post("/v1/auth/recover", None, json!({"email": u.email}));
+    let m = mail(&u.email, RESET);
+    let r = post("/v1/auth/recover/confirm", None, json!({"password": NEW_PASSWORD, "token": token(&m)}));
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = post("/v1/auth/verify", None, json!({"type": "email_change", "token": token(&change)}));
+    assert_eq!((r.status, r.code()), (401, "invalid_code"), "the email change outlived the reset: {}", r.body);
+    let r = post("/v1/auth/verify", None, json!({"type": "email_change", "email": theirs, "code": code(&change)}));
+    assert_eq!((r.status, r.code()), (401, "invalid_code"), "its code too: {}", r.body);
+    assert_eq!(login(&u.email, NEW_PASSWORD).status, 200, "the account keeps its address");
+}
