@@ -398,3 +398,24 @@ fn a_password_reset_kills_a_pending_email_change() {
     assert_eq!((r.status, r.code()), (401, "invalid_code"), "its code too: {}", r.body);
     assert_eq!(login(&u.email, NEW_PASSWORD).status, 200, "the account keeps its address");
 }
+
+#[test]
+fn one_link_followed_at_once_from_many_places_works_once() {
+    let _g = shared();
+    let u = signup("race");
+    post("/v1/auth/magic-link", None, json!({"email": u.email}));
+    let magic = token(&mail(&u.email, MAGIC));
+    post("/v1/auth/recover", None, json!({"email": u.email}));
+    let reset = token(&mail(&u.email, RESET));
+    for (path, body, ok) in [
+        ("/v1/auth/verify", json!({"type": "magic_link", "token": magic}), 200),
+        ("/v1/auth/recover/confirm", json!({"password": NEW_PASSWORD, "token": reset}), 204),
+    ] {
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..6).map(|_| s.spawn(|| post(path, None, body.clone()).status)).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(statuses.iter().filter(|&&s| s == ok).count(), 1, "{path}: {statuses:?}");
+        assert!(statuses.iter().all(|&s| s == ok || s == 401), "{path}: {statuses:?}");
+    }
+}
