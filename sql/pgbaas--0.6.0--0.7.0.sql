@@ -1032,6 +1032,12 @@ begin
             return jsonb_build_object('error', jsonb_build_object(
                 'code', 'invalid_code', 'message', 'this link or code is not valid; ask for a new one'));
         end if;
+        -- A suspended account moves to no other address (signing in, the funnel
+        -- refuses it).
+        if v_kind = 'email_change' and u.suspended_at is not null then
+            return jsonb_build_object('error', jsonb_build_object(
+                'code', 'invalid_code', 'message', 'this link or code is not valid; ask for a new one'));
+        end if;
     end if;
     if v_kind = 'email_change' then
         if exists (select from baas.users x where x.email = (r.t).email and x.id <> u.id) then

@@ -419,3 +419,19 @@ fn one_link_followed_at_once_from_many_places_works_once() {
         assert!(statuses.iter().all(|&s| s == ok || s == 401), "{path}: {statuses:?}");
     }
 }
+
+#[test]
+fn a_suspended_account_cannot_complete_an_email_change() {
+    // errors.md: invalid_code when the account is suspended. A suspended account signs
+    // nothing in; its pending email change must not move it to another address either.
+    let _g = shared();
+    let u = signup("change-suspended");
+    let new = common::email("change-suspended-new");
+    assert_eq!(post("/v1/auth/email-change", Some(&u.access), json!({"email": new})).status, 202);
+    let m = mail(&new, "Confirm your new email address");
+    db().execute("update baas.users set suspended_at = now() where id = $1::text::uuid", &[&u.id]).unwrap();
+    let r = post("/v1/auth/verify", None, json!({"type": "email_change", "token": token(&m)}));
+    assert_eq!((r.status, r.code()), (401, "invalid_code"), "{}", r.body);
+    let email: String = db().query_one("select email from baas.users where id = $1::text::uuid", &[&u.id]).unwrap().get(0);
+    assert_eq!(email, u.email, "the address is unchanged");
+}
