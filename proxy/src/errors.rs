@@ -104,6 +104,9 @@ pub fn status_for_code(code: &str) -> Option<StatusCode> {
         "tus_version" => Some(StatusCode::PRECONDITION_FAILED),
         "request_timeout" => Some(StatusCode::REQUEST_TIMEOUT),
         "not_implemented" => Some(StatusCode::NOT_IMPLEMENTED),
+        // accounts: multi-factor (sql/accounts.sql)
+        "aal2_required" => Some(StatusCode::FORBIDDEN),
+        "factor_exists" => Some(StatusCode::CONFLICT),
         _ => None,
     }
 }
