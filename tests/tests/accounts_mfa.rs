@@ -479,3 +479,27 @@ fn a_require_aal2_collection_is_for_aal2_sessions_only() {
     }
     assert_eq!(call("GET", &doc_path(&c, &id), Some(&aal1), None).status, 200);
 }
+
+#[test]
+fn switching_require_aal2_on_ends_open_live_feeds() {
+    use pgbaas_testkit::realtime::Ws;
+    use std::time::Duration;
+    let e = enrol("mfa-live");
+    let aal2 = e.tokens["access_token"].as_str().unwrap().to_string();
+    let mut claims = payload(&aal2);
+    claims["aal"] = json!("aal1");
+    let aal1 = sign_with_db_key(&claims);
+    let c = collection("mfa_live", json!({"create": ["authenticated"]}));
+    let port = env().proxy.port;
+    let mut w1 = Ws::connect(port, Some(&aal1)).unwrap();
+    w1.subscribe("s", &c, json!({})).expect("an aal1 subscriber before the switch");
+    admin().query_one("select baas.set_collection_options($1, '{\"require_aal2\": true}')", &[&c]).unwrap();
+    // The open subscription ends; the aal1 client cannot subscribe again.
+    let (err, _) = w1.until("error", Duration::from_secs(20));
+    let err = err.expect("the subscription ended");
+    assert_eq!(err["error"]["code"], "feed_disabled", "{err}");
+    let again = w1.subscribe("s2", &c, json!({})).expect_err("refused now");
+    assert_eq!(again["error"]["code"], "aal2_required", "{again}");
+    let mut w2 = Ws::connect(port, Some(&aal2)).unwrap();
+    w2.subscribe("s", &c, json!({})).expect("aal2 subscribes");
+}
