@@ -514,6 +514,291 @@ comment on function baas.verify(text, text, text, text, text) is
 -- Answers {} or {"error": {...}} (attempts must commit).
 create function baas.reset_password(password text, token text default null, email text default null,
                                     code text default null) returns jsonb
+------------------------------------------------------------------------ multi-factor (issue 16)
+-- Time-based one-time passwords (RFC 6238, any authenticator app) as a second factor,
+-- and ten single-use recovery codes (docs/mfa.md). A user with a verified factor signs
+-- in in two steps: every sign-in method ends in baas._complete_sign_in, which answers a
+-- five-minute ticket instead of tokens; baas.mfa_challenge exchanges the ticket and a
+-- code for an aal2 session. The secret is kept as is (20 bytes): the server must compute
+-- the codes, so it is a database-level secret like the signing keys (docs/security.md).
+-- Codes are accepted for the steps now-1..now+1 later than the factor's last used step,
+-- so a code works once. Wrong codes are counted per ticket (5) and, like passwords, per
+-- source under the key 'mfa:<user id>' (baas._login_gate, sql/audit.sql).
+
+-- The factor as the API shows it (never the secret).
+create function baas._mfa_factor_json(f baas._mfa_factors) returns jsonb
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select jsonb_build_object('id', f.id, 'type', f.kind, 'status', f.status,
+                              'friendly_name', f.friendly_name, 'created_at', f.created_at,
+                              'verified_at', f.verified_at)
+$$;
+
+-- How a recovery code is stored: SHA-256 of the code in upper case without '-' or
+-- spaces, with the letters Crockford's base32 reads as digits (O, I, L) read so.
+create function baas._recovery_code_hash(code text) returns bytea
+language sql immutable strict
+set search_path = pg_catalog, pg_temp
+as $$
+    select sha256(convert_to(translate(upper(regexp_replace(code, '[\s-]', '', 'g')), 'OIL', '011'), 'UTF8'))
+$$;
+
+-- Ten new recovery codes for user u, replacing all earlier ones; only their hashes are kept.
+create function baas._mfa_new_codes(u uuid) returns text[]
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_codes text[] := baas._new_recovery_codes();
+begin
+    delete from baas._mfa_recovery_codes r where r.user_id = u;
+    insert into baas._mfa_recovery_codes (user_id, code_hash)
+    select u, baas._recovery_code_hash(c) from unnest(v_codes) c
+    on conflict do nothing;
+    return v_codes;
+end
+$$;
+
+-- The current 30-second step (wall clock: a long transaction must not see old codes).
+create function baas._totp_step() returns bigint
+language sql volatile
+set search_path = pg_catalog, pg_temp
+as $$ select floor(extract(epoch from clock_timestamp()) / 30)::bigint $$;
+
+create function baas._mfa_error(code text, message text, retry_after integer default null) returns jsonb
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+    select jsonb_build_object('error', jsonb_strip_nulls(jsonb_build_object(
+        'code', code, 'message', message, 'retry_after', retry_after)))
+$$;
+
+-- The assurance level of the caller's token: 'aal2' after a second factor, 'aal1' for
+-- any other user token, null without one. For policies and functions; policies call it
+-- as (select baas.aal()) so that it is evaluated once per statement.
+create function baas.aal() returns text
+language sql stable parallel safe
+as $$
+    select case when nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'role' = 'baas_user'
+                then coalesce(nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'aal', 'aal1') end
+$$;
+comment on function baas.aal() is
+    'Assurance level of the caller''s token: aal2 after a second factor, aal1 for other user tokens, null without a user';
+
+-- For functions that need a session signed in with a second factor: 42501
+-- aal2_required unless the caller's token says aal2. Service tokens, and a DBA's own
+-- session without claims, pass (they are not users signing in).
+create function baas.require_aal2() returns void
+language plpgsql stable
+as $$
+declare
+    v_claims jsonb := baas.claims();
+begin
+    if baas.aal() is distinct from 'aal2'
+       and v_claims ->> 'role' is distinct from 'baas_service'
+       and (v_claims <> '{}'::jsonb or current_user in ('baas_anon', 'baas_user', 'baas_service', 'baas_authenticator')) then
+        -- Raised here, not through baas._raise: this runs as the caller.
+        raise exception using errcode = '42501', detail = 'aal2_required',
+            message = 'this needs a session signed in with a second factor (aal2)';
+    end if;
+end
+$$;
+comment on function baas.require_aal2() is
+    'Raise 42501 aal2_required unless the caller''s token is aal2 (service tokens and DBAs pass); for functions and checks';
+
+-- Start enrolling a TOTP factor: a new secret, as base32 and as an otpauth:// URI for a
+-- QR code. The factor is unverified (it does not count at sign-in) until
+-- baas.mfa_verify_factor sees a code from it; an earlier unverified one is replaced.
+create function baas.mfa_enroll_totp(friendly_name text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    v_sid uuid := baas._require_session();
+    u baas.users;
+    st baas.settings;
+    f baas._mfa_factors;
+    v_uri text;
+begin
+    select * into strict u from baas.users x where x.id = baas.uid() for update;
+    if u.is_anonymous then
+        perform baas._raise('42501', 'anonymous_not_allowed',
+            'an anonymous account cannot enrol a second factor; sign up first');
+    end if;
+    if mfa_enroll_totp.friendly_name is not null
+       and length(mfa_enroll_totp.friendly_name) not between 1 and 100 then
+        perform baas._raise('22023', 'invalid_request', 'friendly_name must be 1 to 100 characters');
+    end if;
+    if exists (select from baas._mfa_factors x where x.user_id = u.id and x.status = 'verified') then
+        perform baas._raise('23505', 'factor_exists',
+            'this account already has a verified authenticator; remove it first');
+    end if;
+    delete from baas._mfa_factors x where x.user_id = u.id and x.status = 'unverified';
+    insert into baas._mfa_factors (id, user_id, secret, status, friendly_name)
+    values (baas.uuid7(), u.id, baas._totp_secret(), 'unverified', mfa_enroll_totp.friendly_name)
+    returning * into f;
+    select * into strict st from baas.settings;
+    v_uri := baas._totp_uri(f.secret, coalesce(st.mfa_issuer, st.issuer), coalesce(u.email, u.id::text));
+    perform baas._audit('mfa.enroll', u.id, details => jsonb_build_object('factor', f.id));
+    return jsonb_build_object('id', f.id, 'type', f.kind, 'status', f.status,
+                              'friendly_name', f.friendly_name,
+                              'secret', substring(v_uri from 'secret=([A-Z2-7]+)'), 'uri', v_uri);
+end
+$$;
+comment on function baas.mfa_enroll_totp(text) is
+    'Start enrolling an authenticator app: {id, secret (base32), uri (otpauth://), status: "unverified"}';
+
+-- Verify a code of one of the caller's factors. An unverified factor becomes verified
+-- and gets ten recovery codes (shown once); either way the current session becomes aal2
+-- (amr gains 'otp') and a new token pair is returned: older refresh tokens of the
+-- session, issued at aal1, stop working. Wrong codes count like sign-in failures of the
+-- session ({"error": {"code": "invalid_code"}}, then too_many_attempts).
+create function baas.mfa_verify_factor(factor_id uuid, code text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    v_sid uuid := baas._require_session();
+    v_uid uuid := baas.uid();
+    v_key text := 'mfa:' || baas.uid();
+    f baas._mfa_factors;
+    u baas.users;
+    g record;
+    v_step bigint;
+    v_codes text[];
+begin
+    if mfa_verify_factor.code is null or mfa_verify_factor.factor_id is null then
+        perform baas._raise('22023', 'invalid_request', 'factor id and code are required');
+    end if;
+    select * into f from baas._mfa_factors x
+     where x.id = mfa_verify_factor.factor_id and x.user_id = v_uid for update;
+    if not found then
+        perform baas._raise('P0002', 'factor_not_found', 'no such factor on this account');
+    end if;
+    select * into g from baas._login_gate(v_key, v_uid, null, v_sid);
+    if g.retry_after is not null then
+        return baas._mfa_error('too_many_attempts',
+            format('too many wrong codes; retry in %s s', g.retry_after), g.retry_after);
+    end if;
+    v_step := baas._totp_match(f.secret, left(mfa_verify_factor.code, 64), baas._totp_step(), f.last_used_step);
+    if v_step is null then
+        perform baas._audit('mfa.failure', v_uid, details => jsonb_build_object('factor', f.id, 'source', g.source));
+        perform baas._login_failed(v_key, v_uid, g.source, g.trusted);
+        return baas._mfa_error('invalid_code', 'the code is wrong, expired or already used');
+    end if;
+    perform baas._login_succeeded(v_key, v_uid, g.source, null);
+    if f.status = 'unverified' then
+        begin
+            update baas._mfa_factors x set status = 'verified', verified_at = now(), last_used_step = v_step
+             where x.id = f.id returning * into f;
+        exception when unique_violation then
+            perform baas._raise('23505', 'factor_exists', 'this account already has a verified authenticator');
+        end;
+        v_codes := baas._mfa_new_codes(v_uid);
+        perform baas._audit('mfa.verify', v_uid, details => jsonb_build_object('factor', f.id));
+    else
+        update baas._mfa_factors x set last_used_step = v_step where x.id = f.id returning * into f;
+        perform baas._audit('mfa.step_up', v_uid, details => jsonb_build_object('factor', f.id, 'session', v_sid));
+    end if;
+    update baas.sessions s set aal = 2,
+           amr = case when 'otp' = any (s.amr) then s.amr else s.amr || 'otp'::text end,
+           last_used_at = now()
+     where s.id = v_sid;
+    delete from baas.refresh_tokens t where t.session_id = v_sid and t.used_at is null;
+    select * into strict u from baas.users x where x.id = v_uid;
+    return jsonb_build_object('factor', baas._mfa_factor_json(f))
+        || case when v_codes is not null then jsonb_build_object('recovery_codes', to_jsonb(v_codes)) else '{}'::jsonb end
+        || baas._token_response(u, v_sid);
+end
+$$;
+comment on function baas.mfa_verify_factor(uuid, text) is
+    'Verify a TOTP code: the factor becomes verified (first time: + 10 recovery codes), the session aal2, and a new token pair is returned';
+
+-- The second step of signing in: the ticket baas._complete_sign_in answered, and a
+-- TOTP code (six digits) or a recovery code. Answers an aal2 session; refusals are
+-- results, so that counts commit: invalid_code (ticket unknown, used, expired or out of
+-- its 5 attempts; code wrong or already used), too_many_attempts with retry_after.
+create function baas.mfa_challenge(mfa_token text, code text, device_id text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    t baas._auth_tokens;
+    f baas._mfa_factors;
+    u baas.users;
+    g record;
+    v_key text;
+    v_device text;
+    v_step bigint;
+    v_used text;
+begin
+    if mfa_challenge.mfa_token is null or mfa_challenge.code is null then
+        perform baas._raise('22023', 'invalid_request', 'mfa_token and code are required');
+    end if;
+    if mfa_challenge.device_id is not null and mfa_challenge.device_id !~ '^[A-Za-z0-9._:-]{1,128}$' then
+        perform baas._raise('22023', 'invalid_request',
+            'device_id must be 1 to 128 characters from A-Z, a-z, 0-9 and . _ : -');
+    end if;
+    if length(mfa_challenge.mfa_token) <= 256 then
+        select * into t from baas._auth_tokens x
+         where x.token_hash = baas._hash_token(mfa_challenge.mfa_token) and x.kind = 'mfa'
+           for update;
+    end if;
+    if t.token_hash is null or t.used_at is not null or t.expires_at <= clock_timestamp() or t.attempts >= 5 then
+        return baas._mfa_error('invalid_code',
+            'this sign-in ticket is unknown, used, expired or out of attempts; sign in again');
+    end if;
+    v_key := 'mfa:' || t.user_id;
+    v_device := coalesce(mfa_challenge.device_id, t.data ->> 'device_id');
+    select * into g from baas._login_gate(v_key, t.user_id, v_device, null);
+    if g.retry_after is not null then
+        return baas._mfa_error('too_many_attempts',
+            format('too many wrong codes; retry in %s s', g.retry_after), g.retry_after);
+    end if;
+    select * into f from baas._mfa_factors x
+     where x.user_id = t.user_id and x.status = 'verified' for update;
+    if found and length(mfa_challenge.code) <= 64 then
+        if replace(mfa_challenge.code, ' ', '') ~ '^[0-9]{6}$' then
+            v_step := baas._totp_match(f.secret, mfa_challenge.code, baas._totp_step(), f.last_used_step);
+            if v_step is not null then
+                update baas._mfa_factors x set last_used_step = v_step where x.id = f.id;
+                v_used := 'totp';
+            end if;
+        else
+            update baas._mfa_recovery_codes r set used_at = now()
+             where r.user_id = t.user_id and r.code_hash = baas._recovery_code_hash(mfa_challenge.code)
+               and r.used_at is null;
+            if found then
+                v_used := 'recovery_code';
+            end if;
+        end if;
+    end if;
+    if v_used is null then
+        update baas._auth_tokens x set attempts = x.attempts + 1 where x.token_hash = t.token_hash;
+        perform baas._audit('mfa.failure', t.user_id, details => jsonb_build_object('source', g.source));
+        perform baas._login_failed(v_key, t.user_id, g.source, g.trusted);
+        return baas._mfa_error('invalid_code', 'the code is wrong, expired or already used');
+    end if;
+    update baas._auth_tokens x set used_at = now() where x.token_hash = t.token_hash;
+    perform baas._login_succeeded(v_key, t.user_id, g.source, v_device);
+    select * into strict u from baas.users x where x.id = t.user_id;
+    if u.suspended_at is not null then
+        return baas._mfa_error('account_suspended', 'this account is suspended');
+    end if;
+    perform baas._audit('mfa.challenge', u.id, details => jsonb_build_object('with', v_used));
+    return baas._new_session(u, 2::smallint, array[coalesce(t.data ->> 'method', 'pwd'), 'otp'], v_device);
+end
+$$;
+comment on function baas.mfa_challenge(text, text, text) is
+    'Second sign-in step: the mfa_token a sign-in answered and a TOTP or recovery code give an aal2 session; {"error": {"code": "invalid_code" | "too_many_attempts"}}';
+
+-- Remove a factor. A verified one needs an aal2 session (a stolen password alone must
+-- not remove the second factor); its recovery codes and pending tickets go with it.
+create function baas.mfa_unenroll(factor_id uuid) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -600,6 +885,27 @@ comment on function baas.request_email_change(text, text) is
 -- Sign-up mails a verification link when email_verification is flag or required; with
 -- required it signs nothing in: {user, verification_required: true}.
 create or replace function baas.signup(email text, password text, data jsonb default '{}') returns jsonb
+    v_sid uuid := baas._require_session();
+    f baas._mfa_factors;
+begin
+    select * into f from baas._mfa_factors x
+     where x.id = mfa_unenroll.factor_id and x.user_id = baas.uid() for update;
+    if not found then
+        perform baas._raise('P0002', 'factor_not_found', 'no such factor on this account');
+    end if;
+    if f.status = 'verified' then
+        perform baas.require_aal2();
+        delete from baas._mfa_recovery_codes r where r.user_id = f.user_id;
+        delete from baas._auth_tokens x where x.user_id = f.user_id and x.kind = 'mfa';
+    end if;
+    delete from baas._mfa_factors x where x.id = f.id;
+    perform baas._audit('mfa.unenroll', f.user_id, details => jsonb_build_object('factor', f.id, 'status', f.status));
+end
+$$;
+comment on function baas.mfa_unenroll(uuid) is 'Remove one of your factors (a verified one needs an aal2 session)';
+
+-- Ten new recovery codes, replacing the old ones (aal2 only).
+create function baas.mfa_recovery_codes() returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -623,3 +929,141 @@ end
 $$;
 comment on function baas.signup(text, text, jsonb) is
     'Create an account and sign it in: {user, access_token, token_type, expires_in, refresh_token}; with email_verification required {user, verification_required: true} and a verification mail';
+    v_sid uuid := baas._require_session();
+begin
+    perform baas.require_aal2();
+    perform from baas.users x where x.id = baas.uid() for update;
+    if not exists (select from baas._mfa_factors f where f.user_id = baas.uid() and f.status = 'verified') then
+        perform baas._raise('P0002', 'factor_not_found', 'this account has no verified factor');
+    end if;
+    perform baas._audit('mfa.recovery_codes', baas.uid());
+    return jsonb_build_object('recovery_codes', to_jsonb(baas._mfa_new_codes(baas.uid())));
+end
+$$;
+comment on function baas.mfa_recovery_codes() is 'Ten new recovery codes replacing the old ones (needs an aal2 session)';
+
+-- The caller's factors and how many unused recovery codes are left.
+create function baas.mfa_status() returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_sid uuid := baas._require_session();
+begin
+    return jsonb_build_object(
+        'factors', coalesce((select jsonb_agg(baas._mfa_factor_json(f) order by f.created_at)
+                               from baas._mfa_factors f where f.user_id = baas.uid()), '[]'::jsonb),
+        'recovery_codes_left', (select count(*) from baas._mfa_recovery_codes r
+                                 where r.user_id = baas.uid() and r.used_at is null));
+end
+$$;
+comment on function baas.mfa_status() is 'Your factors {id, type, status, friendly_name, created_at, verified_at} and recovery_codes_left';
+
+-- Service and DBAs: remove every factor of a user who lost them (their next sign-in is
+-- one step again), with their recovery codes and pending sign-in tickets.
+create function baas.admin_reset_mfa(user_id uuid) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    n integer;
+begin
+    perform from baas.users x where x.id = admin_reset_mfa.user_id for update;
+    if not found then
+        perform baas._raise('P0002', 'user_not_found', 'no such user');
+    end if;
+    delete from baas._mfa_factors f where f.user_id = admin_reset_mfa.user_id;
+    get diagnostics n = row_count;
+    delete from baas._mfa_recovery_codes r where r.user_id = admin_reset_mfa.user_id;
+    delete from baas._auth_tokens x where x.user_id = admin_reset_mfa.user_id and x.kind = 'mfa';
+    perform baas._audit('mfa.reset', admin_reset_mfa.user_id, details => jsonb_build_object('factors', n));
+end
+$$;
+comment on function baas.admin_reset_mfa(uuid) is 'Service and DBAs: remove all second factors and recovery codes of a user';
+
+-- Collections that only aal2 sessions may use (option require_aal2): one restrictive
+-- policy per table, for the API roles that obey ACLs (the service role is not a user
+-- signing in). The blocked ids are an InitPlan, computed once per statement: '{}' for an
+-- aal2 caller, so the per-row cost is one comparison with an empty array. File chunks,
+-- blobs and thumbnails follow their documents (their policies ask baas.documents).
+-- baas.security_lints() reports `policy_drift` if these texts change.
+create function baas._aal2_blocked() returns integer[]
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select case when baas.aal() = 'aal2' then '{}'::integer[]
+                else array(select c.id from baas.collections c where c.require_aal2 order by c.id) end
+$$;
+
+create function baas._aal2_blocked_indexes() returns integer[]
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select case when baas.aal() = 'aal2' then '{}'::integer[]
+                else array(select i.id from baas.indexes i join baas.collections c on c.id = i.collection_id
+                            where c.require_aal2 order by i.id) end
+$$;
+
+create policy documents_aal on baas.documents as restrictive for all to baas_anon, baas_user
+    using (collection_id <> all ((select baas._aal2_blocked())::integer[]))
+    with check (collection_id <> all ((select baas._aal2_blocked())::integer[]));
+create policy index_entries_aal on baas.index_entries as restrictive for select to baas_anon, baas_user
+    using (index_id <> all ((select baas._aal2_blocked_indexes())::integer[]));
+
+-- Collections as the API shows them: require_aal2 appears when it is set.
+create or replace function baas._collection_json(c baas.collections) returns jsonb
+language sql stable parallel safe
+as $$
+    select jsonb_build_object(
+        'name', c.name, 'created_at', c.created_at,
+        'options', jsonb_build_object(
+            'create', to_jsonb(c.create_acl),
+            'default_acl', jsonb_build_object('read', to_jsonb(c.default_read),
+                'update', to_jsonb(c.default_update), 'delete', to_jsonb(c.default_delete)),
+            'schema', c.schema, 'realtime', c.realtime)
+            || case when c.bucket or c.file_refs <> 'allow' then jsonb_build_object(
+                   'bucket', c.bucket, 'max_file_size', c.file_max_bytes, 'file_types', to_jsonb(c.file_types),
+                   'file_refs', c.file_refs) else '{}'::jsonb end
+            || case when c.require_aal2 then jsonb_build_object('require_aal2', true) else '{}'::jsonb end)
+$$;
+
+-- Service and DBAs: change a collection's account options. Here require_aal2 (bool).
+create function baas.set_collection_options(name text, options jsonb) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    c baas.collections := baas._collection_by_name(set_collection_options.name);
+    k text;
+begin
+    if set_collection_options.options is null or jsonb_typeof(set_collection_options.options) <> 'object' then
+        perform baas._raise('22023', 'invalid_options', 'options must be a JSON object');
+    end if;
+    for k in select jsonb_object_keys(set_collection_options.options) loop
+        if k <> 'require_aal2' then
+            perform baas._raise('22023', 'invalid_options',
+                format('unknown option %s; set_collection_options takes require_aal2', k));
+        end if;
+    end loop;
+    if set_collection_options.options ? 'require_aal2' then
+        if jsonb_typeof(set_collection_options.options -> 'require_aal2') <> 'boolean' then
+            perform baas._raise('22023', 'invalid_options', 'require_aal2 must be true or false');
+        end if;
+        if (set_collection_options.options ->> 'require_aal2')::boolean and not c.require_aal2 and c.realtime then
+            -- Live subscriptions of aal1 callers must not outlive the switch: turning
+            -- the feed off and on in this transaction ends every subscription of the
+            -- collection (feed_disabled, sql/realtime.sql); aal2 clients re-subscribe,
+            -- aal1 ones are refused (aal2_required).
+            update baas.collections x set realtime = false where x.id = c.id;
+            update baas.collections x set realtime = true where x.id = c.id;
+        end if;
+        update baas.collections x set require_aal2 = (set_collection_options.options ->> 'require_aal2')::boolean
+         where x.id = c.id returning * into c;
+    end if;
+    return baas._collection_json(c);
+end
+$$;
+comment on function baas.set_collection_options(text, jsonb) is
+    'Service and DBAs: change a collection''s options require_aal2 (only aal2 sessions see its documents)';

@@ -661,7 +661,7 @@ begin
     o := baas._normalize_collection_options(options);
     perform baas._check_new_principals(jsonb_build_object('create', o -> 'create') || (o -> 'default_acl'));
     insert into baas.collections (name, create_acl, default_read, default_update, default_delete, schema, realtime,
-                                  bucket, file_max_bytes, file_types, file_refs)
+                                  bucket, file_max_bytes, file_types, file_refs, require_aal2)
     values (create_collection.name,
             array(select jsonb_array_elements_text(o -> 'create')),
             array(select jsonb_array_elements_text(o -> 'default_acl' -> 'read')),
@@ -673,7 +673,8 @@ begin
             (o ->> 'max_file_size')::bigint,
             case when jsonb_typeof(o -> 'file_types') = 'array'
                  then array(select jsonb_array_elements_text(o -> 'file_types')) end,
-            o ->> 'file_refs')
+            o ->> 'file_refs',
+            (o ->> 'require_aal2')::boolean)
     on conflict (name) do nothing
     returning * into c;
     if not found then
@@ -684,7 +685,7 @@ begin
 end
 $$;
 comment on function baas.create_collection(text, jsonb) is
-    'Create a collection. options: create (principals), default_acl, schema (JSON Schema), realtime (live feed, default true), bucket (files), max_file_size, file_types, file_refs';
+    'Create a collection. options: create (principals), default_acl, schema (JSON Schema), realtime (live feed, default true), bucket (files), max_file_size, file_types, file_refs, require_aal2';
 
 create function baas.drop_collection(name text) returns void
 language plpgsql volatile security definer

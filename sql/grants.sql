@@ -185,6 +185,24 @@ grant execute on function
     baas.reset_password(text, text, text, text)
   to baas_anon, baas_user, baas_service;
 grant execute on function baas.request_email_change(text, text) to baas_user;
+-- accounts: multi-factor (sql/accounts.sql). The second sign-in step is for anyone
+-- holding a ticket; the factor functions for signed-in users; the reset for service
+-- tokens (and DBAs). baas.aal() and baas.require_aal2() are for policies and functions.
+grant execute on function
+    baas.mfa_challenge(text, text, text),
+    baas.aal(),
+    baas.require_aal2()
+  to baas_anon, baas_user, baas_service;
+grant execute on function
+    baas.mfa_enroll_totp(text),
+    baas.mfa_verify_factor(uuid, text),
+    baas.mfa_unenroll(uuid),
+    baas.mfa_recovery_codes(),
+    baas.mfa_status()
+  to baas_user;
+grant execute on function baas.admin_reset_mfa(uuid), baas.set_collection_options(text, jsonb) to baas_service;
+-- The aal2 policies run them as the caller.
+grant execute on function baas._aal2_blocked(), baas._aal2_blocked_indexes() to baas_anon, baas_user;
 
 -- The proxy's login role: switch role per request, read the public keys.
 grant execute on function

@@ -73,7 +73,9 @@ as $$
            '_explain_file_miss', '_blob_piece', '_file_max_bytes', '_raise_too_large',
            '_quota_left', '_upload_open', '_upload_insert', '_upload_seal', '_upload_done', '_may_attach_blob',
            '_blob_file_json', '_file_link_sign', '_check_file_name',
-           '_normalize_content_type', '_file_type_allowed'])
+           '_normalize_content_type', '_file_type_allowed',
+           -- multi-factor (sql/accounts.sql): the aal2 policies
+           '_aal2_blocked', '_aal2_blocked_indexes'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid
     union all
@@ -110,6 +112,9 @@ as $$
            -- accounts: email flows (sql/accounts.sql)
            'request_verification', 'request_password_reset', 'request_magic_link', 'verify',
            'reset_password', 'request_email_change',
+           -- multi-factor (sql/accounts.sql)
+           'mfa_enroll_totp', 'mfa_verify_factor', 'mfa_challenge', 'mfa_unenroll', 'mfa_recovery_codes',
+           'mfa_status', 'admin_reset_mfa', 'aal', 'require_aal2', 'set_collection_options',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all
@@ -144,9 +149,28 @@ as $$
       from pg_policy p
      where (p.polrelid = 'baas.documents'::regclass
             and p.polname not in ('documents_service', 'documents_read', 'documents_create',
-                                  'documents_update', 'documents_delete'))
+                                  'documents_update', 'documents_delete', 'documents_aal'))
         or (p.polrelid = 'baas.index_entries'::regclass
-            and p.polname not in ('index_entries_service', 'index_entries_read'))
+            and p.polname not in ('index_entries_service', 'index_entries_read', 'index_entries_aal'))
+    union all
+    -- 4c'. The aal2 rule (sql/accounts.sql, multi-factor): restrictive, for the two API
+    --      roles that obey ACLs, with exactly its text (a permissive or loosened copy
+    --      would let aal1 callers into require_aal2 collections).
+    select 'policy_drift', format('policy %I on %s', v.polname, v.rel),
+           case when p.oid is null then 'missing: sql/accounts.sql creates it'
+                else format('not the restrictive aal2 rule: %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (values ('documents_aal', 'baas.documents', '*',
+                    '(collection_id <> ALL (( SELECT baas._aal2_blocked() AS _aal2_blocked)::integer[]))'),
+                   ('index_entries_aal', 'baas.index_entries', 'r',
+                    '(index_id <> ALL (( SELECT baas._aal2_blocked_indexes() AS _aal2_blocked_indexes)::integer[]))')) v(polname, rel, cmd, qual)
+      left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
+     where p.oid is null or p.polpermissive or p.polcmd::text <> v.cmd
+        or pg_get_expr(p.polqual, p.polrelid) is distinct from v.qual
+        or (v.cmd = '*' and pg_get_expr(p.polwithcheck, p.polrelid) is distinct from v.qual)
+        or (v.cmd <> '*' and p.polwithcheck is not null)
+        or (select array_agg(x order by x) from unnest(p.polroles::oid[]) x)
+           is distinct from (select array_agg(x order by x)
+                               from unnest(array['baas_anon'::regrole::oid, 'baas_user'::regrole::oid]) x)
     union all
     -- 4d. Files (sql/permissions.sql, "files"): a chunk, a blob and a thumbnail are
     --     readable exactly when a readable document holds the blob. Each read policy

@@ -90,7 +90,19 @@ extension_sql_file!("../../sql/dump.sql", name = "dump", requires = ["lints"]);
 // Live change feeds: capture triggers, the event log and the puller's SQL (issue 14).
 extension_sql_file!("../../sql/realtime.sql", name = "realtime", requires = ["dump"]);
 // Account lifecycle (issue 16): columns on earlier tables, so loaded last but grants.
-extension_sql_file!("../../sql/accounts.sql", name = "accounts", requires = ["realtime"]);
+extension_sql_file!(
+    "../../sql/accounts.sql",
+    name = "accounts",
+    requires = [
+        "realtime",
+        // multi-factor (i16-a2)
+        api::auth::totp_code,
+        api::auth::totp_match,
+        api::auth::totp_uri,
+        api::auth::totp_secret,
+        api::auth::new_recovery_codes,
+    ]
+);
 // Email outbox and templates (issue 16, package B). After accounts.sql, whose 0.6.0
 // settings column comes first in an upgraded database too (same column order).
 extension_sql_file!(

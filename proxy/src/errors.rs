@@ -108,6 +108,8 @@ pub fn status_for_code(code: &str) -> Option<StatusCode> {
         "email_not_configured" => Some(StatusCode::SERVICE_UNAVAILABLE),
         "anonymous_not_allowed" | "aal2_required" => Some(StatusCode::FORBIDDEN),
         "invalid_code" | "code_expired" => Some(StatusCode::UNAUTHORIZED),
+        // accounts: multi-factor (sql/accounts.sql); aal2_required is above.
+        "factor_exists" => Some(StatusCode::CONFLICT),
         _ => None,
     }
 }

@@ -6,8 +6,8 @@ select plan(41);
 select ok((select relrowsecurity and relforcerowsecurity from pg_class where oid = 'baas.documents'::regclass),
           'row-level security is enabled and forced on baas.documents');
 select set_eq($$ select polname::text from pg_policy where polrelid = 'baas.documents'::regclass $$,
-    array['documents_service', 'documents_read', 'documents_create', 'documents_update', 'documents_delete'],
-    'documents have one policy per verb plus the service bypass');
+    array['documents_service', 'documents_read', 'documents_create', 'documents_update', 'documents_delete', 'documents_aal'],
+    'documents have one policy per verb plus the service bypass and the restrictive aal2 rule');
 select is((select count(*)::int from pg_policy p, unnest(p.polroles) r
             where p.polrelid = 'baas.documents'::regclass and r = 'baas_service'::regrole), 1,
           'only one policy mentions baas_service: the bypass');

@@ -7,6 +7,8 @@ pub mod fakepg;
 pub mod realtime;
 /// A real SMTP server for the email tests (issue 16).
 pub mod smtp;
+/// An independent RFC 6238 oracle for the multi-factor tests.
+pub mod totp;
 
 use anyhow::{bail, Context, Result};
 use std::ffi::CString;

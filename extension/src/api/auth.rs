@@ -1,4 +1,4 @@
-use crate::auth::{email, keys, password, patch, tokens};
+use crate::auth::{email, keys, password, patch, tokens, totp};
 use crate::error::OrRaise;
 use pgrx::prelude::*;
 use super::Json;
@@ -88,4 +88,38 @@ fn merge_patch(target: Json, patch: Json) -> JsonB {
     let mut t = target.value("merge_patch");
     patch::merge_patch(&mut t, &patch.value("merge_patch"));
     JsonB(t)
+}
+
+/// RFC 6238 code of `secret` at Unix time `unix` (30-second steps); `algorithm` SHA1,
+/// SHA256 or SHA512, 6 to 10 digits (22023 invalid_request otherwise).
+#[pg_extern(immutable, strict, parallel_safe, name = "_totp_code")]
+fn totp_code(secret: &[u8], algorithm: &str, digits: i32, unix: i64) -> String {
+    let alg = totp::Algorithm::parse(algorithm).or_raise("_totp_code");
+    let digits = u32::try_from(digits).unwrap_or(0);
+    totp::code(secret, alg, digits, unix).or_raise("_totp_code")
+}
+
+/// The step among now_step-1..now_step+1, later than after_step, whose 6-digit SHA1
+/// code is `code`; NULL when none (a malformed code included: never an error).
+#[pg_extern(immutable, strict, parallel_safe, name = "_totp_match")]
+fn totp_match(secret: &[u8], code: &str, now_step: i64, after_step: i64) -> Option<i64> {
+    totp::matches(secret, code, now_step, after_step)
+}
+
+/// The otpauth:// URI an authenticator app scans (as a QR code).
+#[pg_extern(immutable, strict, parallel_safe, name = "_totp_uri")]
+fn totp_uri(secret: &[u8], issuer: &str, account: &str) -> String {
+    totp::uri(secret, issuer, account)
+}
+
+/// A new TOTP secret: 20 random bytes.
+#[pg_extern(volatile, parallel_safe, name = "_totp_secret")]
+fn totp_secret() -> Vec<u8> {
+    totp::new_secret()
+}
+
+/// Ten new recovery codes, `xxxxx-xxxxx` in Crockford's base32 (50 random bits each).
+#[pg_extern(volatile, parallel_safe, name = "_new_recovery_codes")]
+fn new_recovery_codes() -> Vec<String> {
+    totp::new_recovery_codes()
 }

@@ -3,3 +3,4 @@ pub mod keys;
 pub mod password;
 pub mod tokens;
 pub mod patch;
+pub mod totp;

@@ -16,6 +16,8 @@ pub struct Options {
     /// Whether the collection's changes are captured for live feeds (default true).
     pub realtime: bool,
     pub files: FileOptions,
+    /// Only sessions signed in with a second factor (aal2) see the documents (sql/accounts.sql).
+    pub require_aal2: bool,
 }
 
 /// A collection's file options. In `set_bucket` only the keys given change.
@@ -128,14 +130,15 @@ pub fn parse(v: &Value) -> Result<Options, BaasError> {
                 schema: None,
                 realtime: true,
                 files: FileOptions::default(),
+                require_aal2: false,
             })
         }
         Value::Object(m) => m,
         _ => return Err(BaasError::InvalidOptions("options must be a JSON object".into())),
     };
-    if let Some(k) = m.keys().find(|k| !["create", "default_acl", "schema", "realtime"].contains(&k.as_str()) && !FILE_KEYS.contains(&k.as_str())) {
+    if let Some(k) = m.keys().find(|k| !["create", "default_acl", "schema", "realtime", "require_aal2"].contains(&k.as_str()) && !FILE_KEYS.contains(&k.as_str())) {
         return Err(BaasError::InvalidOptions(format!(
-            "unknown option {k:?}; options are create, default_acl, schema, realtime, bucket, max_file_size, file_types, file_refs"
+            "unknown option {k:?}; options are create, default_acl, schema, realtime, bucket, max_file_size, file_types, file_refs, require_aal2"
         )));
     }
     let create = match m.get("create") {
@@ -166,7 +169,12 @@ pub fn parse(v: &Value) -> Result<Options, BaasError> {
         Some(_) => return Err(BaasError::InvalidOptions("realtime must be true or false".into())),
     };
     let files = parse_files(m)?;
-    Ok(Options { create, default_acl, schema, realtime, files })
+    let require_aal2 = match m.get("require_aal2") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(BaasError::InvalidOptions("require_aal2 must be true or false".into())),
+    };
+    Ok(Options { create, default_acl, schema, realtime, files, require_aal2 })
 }
 
 impl Options {
@@ -174,7 +182,7 @@ impl Options {
         let f = &self.files;
         json!({"create": self.create, "default_acl": self.default_acl.to_json(), "schema": self.schema, "realtime": self.realtime,
                "bucket": f.bucket.unwrap_or(false), "max_file_size": f.max_file_size.flatten(),
-               "file_types": f.file_types.clone().flatten(), "file_refs": f.file_refs.as_deref().unwrap_or("allow")})
+               "file_types": f.file_types.clone().flatten(), "file_refs": f.file_refs.as_deref().unwrap_or("allow"), "require_aal2": self.require_aal2})
     }
 }
 
@@ -188,9 +196,11 @@ mod tests {
         assert_eq!(
             o.to_json(),
             json!({"create": ["authenticated"], "default_acl": {"read": [], "update": [], "delete": []}, "schema": null, "realtime": true,
-                   "bucket": false, "max_file_size": null, "file_types": null, "file_refs": "allow"})
+                   "bucket": false, "max_file_size": null, "file_types": null, "file_refs": "allow", "require_aal2": false})
         );
         assert_eq!(parse(&json!({"realtime": false})).unwrap().realtime, false);
+        assert!(parse(&json!({"require_aal2": true})).unwrap().require_aal2);
+        assert_eq!(parse(&json!({"require_aal2": "yes"})).unwrap_err().code(), "invalid_options");
     }
 
     #[test]

@@ -1032,6 +1032,9 @@ const DOCS: &str = "select pg_catalog.json_build_object(\
     'isolation', pg_catalog.current_setting('transaction_isolation'), \
     'snapshot', pg_catalog.pg_current_snapshot()::text, \
     'feed', (select coalesce((pg_catalog.to_jsonb(c) ->> 'realtime')::boolean, true) from baas.collections c where c.name = $1::text), \
+    'aal2_required', (select coalesce((pg_catalog.to_jsonb(c) ->> 'require_aal2')::boolean, false) from baas.collections c where c.name = $1::text) \
+        and coalesce(nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'role', '') <> 'baas_service' \
+        and coalesce(nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'aal', '') <> 'aal2', \
     'page', case when $5::boolean then baas.list_documents($1::text, $2::text::jsonb, null, $3::integer, 0, false, null, $4::text[]) end)::text";
 
 /// Events (after, upto], oldest first, at most $2: as baas_authenticator.
@@ -1061,6 +1064,9 @@ struct DocsRow<'a> {
     isolation: String,
     snapshot: String,
     feed: Option<bool>,
+    /// The collection needs an aal2 session (require_aal2) and the caller's is not one.
+    #[serde(default)]
+    aal2_required: Option<bool>,
     #[serde(borrow)]
     page: Option<Page<'a>>,
 }
@@ -1137,6 +1143,15 @@ impl Hub {
                 return Err(ApiError::new(StatusCode::FORBIDDEN, "feed_disabled", format!("the live feed of collection {:?} is off", req.collection)))
             }
             Some(true) => {}
+        }
+        // A require_aal2 collection's events are for aal2 sessions only (docs/mfa.md):
+        // an aal1 or anonymous subscriber is refused rather than fed a filtered stream.
+        if row.aal2_required == Some(true) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "aal2_required",
+                format!("collection {:?} needs a session signed in with a second factor (aal2)", req.collection),
+            ));
         }
         // One REPEATABLE READ snapshot for the start position, its visibility and the
         // documents, or the hand-over is not exact: refuse (a pooler in statement mode

@@ -133,6 +133,10 @@ const FILE_ACL: &[Seg] = &[lit("v1"), lit("files"), uuid("id"), lit("acl")];
 const FILE_LINK: &[Seg] = &[lit("v1"), lit("files"), uuid("id"), lit("link")];
 const UPLOADS: &[Seg] = &[lit("v1"), lit("uploads")];
 const UPLOAD: &[Seg] = &[lit("v1"), lit("uploads"), p("upload")];
+const MFA: &[Seg] = &[lit("v1"), lit("auth"), lit("mfa")];
+const MFA_TOTP: &[Seg] = &[lit("v1"), lit("auth"), lit("mfa"), lit("totp")];
+const MFA_TOTP_ONE: &[Seg] = &[lit("v1"), lit("auth"), lit("mfa"), lit("totp"), uuid("id")];
+const MFA_TOTP_VERIFY: &[Seg] = &[lit("v1"), lit("auth"), lit("mfa"), lit("totp"), uuid("id"), lit("verify")];
 
 /// Document routes select the document and its version (the ETag).
 const DOC_WRITE: &[Arg] = &[Path(0), Path(1), F("data"), IfMatch];
@@ -231,6 +235,38 @@ pub static ROUTES: &[Route] = &[
         .limits(&[per_ip(Kind::Auth), Limit { kind: Kind::Account, key: LimitKey::Subject("email_change"), when: None }])
         .sql("select x::text from baas.request_email_change($1, $2) x", &[F("email"), F("language")])
         .answer(StatusCode::ACCEPTED, Shape::Json),
+    // --- accounts: multi-factor (sql/accounts.sql)
+    // The second sign-in step: limited like logins, and per ticket (Postgres counts 5
+    // wrong codes per ticket and throttles each source under the account).
+    r("mfa_verify", POST, &[lit("v1"), lit("auth"), lit("mfa"), lit("verify")], Anyone)
+        .body(&[req("mfa_token", Text), req("code", Text), opt("device_id", Text)])
+        .limits(&[per_ip(Kind::Auth), per_account("mfa", "mfa_token")])
+        .sql(
+            "select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message', x -> 'error' ->> 'retry_after' \
+             from baas.mfa_challenge($1, $2, $3) x",
+            &[F("mfa_token"), F("code"), F("device_id")],
+        )
+        .answer(OK, Shape::ErrorResult("the code is wrong")).private(),
+    r("mfa_status", GET, MFA, User).sql("select x::text from baas.mfa_status() x", &[]).private(),
+    r("mfa_enroll", POST, MFA_TOTP, User)
+        .body(&[opt("friendly_name", Text)])
+        .sql("select x::text from baas.mfa_enroll_totp($1) x", &[F("friendly_name")])
+        .answer(CREATED, Shape::Json).private(),
+    r("mfa_confirm", POST, MFA_TOTP_VERIFY, User)
+        .body(&[req("code", Text)])
+        .limits(&[per_ip(Kind::Auth), Limit { kind: Kind::Account, key: LimitKey::Subject("mfa_confirm"), when: None }])
+        .sql(
+            "select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message', x -> 'error' ->> 'retry_after' \
+             from baas.mfa_verify_factor($1::text::uuid, $2) x",
+            &[Path(0), F("code")],
+        )
+        .answer(OK, Shape::ErrorResult("the code is wrong")).private(),
+    r("mfa_unenroll", DELETE, MFA_TOTP_ONE, User)
+        .sql("select baas.mfa_unenroll($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    r("mfa_codes", POST, &[lit("v1"), lit("auth"), lit("mfa"), lit("recovery-codes")], User)
+        .sql("select x::text from baas.mfa_recovery_codes() x", &[]).private(),
+    r("mfa_reset", DELETE, &[lit("v1"), lit("admin"), lit("users"), uuid("id"), lit("mfa")], Service)
+        .sql("select baas.admin_reset_mfa($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
     // --- collections (sql/documents.sql; baas_service only)
     r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]),
     r("create_collection", POST, COLLECTIONS, Service)
