@@ -174,6 +174,29 @@ grant execute on function
     baas._outbox_failed(bigint, integer, text, boolean)
   to baas_authenticator;
 
+-- accounts: anonymous, sessions, suspension, owner delete
+-- (sql/accounts.sql): anyone may try an anonymous sign-in (the setting decides), a
+-- signed-in user manages its own sessions and upgrades an anonymous account; service
+-- tokens (and DBAs) suspend, list and sign out accounts and purge anonymous ones.
+grant execute on function
+    baas.sign_in_anonymously(jsonb, text),
+    baas.is_anonymous()
+  to baas_anon, baas_user, baas_service;
+grant execute on function
+    baas.upgrade_account(text, text),
+    baas.list_sessions(),
+    baas.end_session(uuid),
+    baas.end_other_sessions()
+  to baas_user;
+grant execute on function
+    baas.suspend_user(uuid, text),
+    baas.reactivate_user(uuid),
+    baas.user_sessions(uuid),
+    baas.sign_out_user(uuid),
+    baas.purge_anonymous_users(interval),
+    baas.set_collection_options(text, jsonb)
+  to baas_service;
+
 -- The proxy's login role: switch role per request, read the public keys.
 grant execute on function
     baas.authenticate(jsonb),

@@ -107,6 +107,10 @@ as $$
            'set_realtime', 'realtime_position', 'realtime_status', 'realtime_disable',
            -- email (sql/email.sql)
            'send_email', 'retry_email', 'purge_email_outbox',
+           -- accounts: anonymous, sessions, suspension (sql/accounts.sql)
+           'sign_in_anonymously', 'upgrade_account', 'purge_anonymous_users', 'list_sessions',
+           'end_session', 'end_other_sessions', 'user_sessions', 'sign_out_user', 'suspend_user',
+           'reactivate_user', 'is_anonymous', 'set_collection_options',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

@@ -4,6 +4,8 @@
 
 /// Uploads, downloads, tus and raw sockets for the file tests (tests/tests/files*.rs).
 pub mod files;
+/// Sessions, suspension and anonymous accounts (accounts_admin.rs, accounts_anonymous.rs).
+pub mod lifecycle;
 
 use pgbaas_testkit::{Cluster, Proxy};
 use serde_json::{json, Value};
