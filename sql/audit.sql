@@ -425,12 +425,21 @@ create trigger collections_audit after insert or delete on baas.collections
 create trigger indexes_audit after insert or delete on baas.indexes
     for each row execute function baas._audit_collections();
 
+-- With what the owner delete policy did to the account's documents (sql/accounts.sql,
+-- _users_owner_delete): {orphaned, transferred}.
 create function baas._audit_users() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    v_key text := 'baas.owner_delete_' || replace(old.id::text, '-', '');
+    v_moved jsonb := nullif(pg_catalog.current_setting(v_key, true), '')::jsonb;
 begin
-    perform baas._audit('user.delete', old.id, details => jsonb_build_object('email', old.email));
+    perform baas._audit('user.delete', old.id, details => jsonb_build_object('email', old.email)
+        || coalesce(v_moved, '{"orphaned": 0, "transferred": 0}'));
+    if v_moved is not null then
+        perform pg_catalog.set_config(v_key, '', true);
+    end if;
     return null;
 end
 $$;

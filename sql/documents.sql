@@ -656,12 +656,14 @@ as $$
 declare
     o jsonb;
     c baas.collections;
+    od record;
 begin
     perform baas._check_collection_name(create_collection.name);
     o := baas._normalize_collection_options(options);
     perform baas._check_new_principals(jsonb_build_object('create', o -> 'create') || (o -> 'default_acl'));
+    select * into od from baas._owner_delete_columns(o -> 'on_owner_delete');
     insert into baas.collections (name, create_acl, default_read, default_update, default_delete, schema, realtime,
-                                  bucket, file_max_bytes, file_types, file_refs, require_aal2)
+                                  bucket, file_max_bytes, file_types, file_refs, require_aal2, on_owner_delete, owner_heir)
     values (create_collection.name,
             array(select jsonb_array_elements_text(o -> 'create')),
             array(select jsonb_array_elements_text(o -> 'default_acl' -> 'read')),
@@ -674,7 +676,7 @@ begin
             case when jsonb_typeof(o -> 'file_types') = 'array'
                  then array(select jsonb_array_elements_text(o -> 'file_types')) end,
             o ->> 'file_refs',
-            (o ->> 'require_aal2')::boolean)
+            (o ->> 'require_aal2')::boolean, od.policy, od.heir)
     on conflict (name) do nothing
     returning * into c;
     if not found then
@@ -685,7 +687,7 @@ begin
 end
 $$;
 comment on function baas.create_collection(text, jsonb) is
-    'Create a collection. options: create (principals), default_acl, schema (JSON Schema), realtime (live feed, default true), bucket (files), max_file_size, file_types, file_refs, require_aal2';
+    'Create a collection. options: create (principals), default_acl, schema (JSON Schema), realtime (live feed, default true), bucket (files), max_file_size, file_types, file_refs, require_aal2, on_owner_delete (delete, orphan or {transfer: user id})';
 
 create function baas.drop_collection(name text) returns void
 language plpgsql volatile security definer
@@ -1317,8 +1319,11 @@ begin
         perform set_config('baas.claims', '', true);
         perform set_config('role', 'baas_anon', true);
     else
+        -- As the account's own token would say: anonymous or not, aal1.
         perform set_config('baas.claims',
-            jsonb_build_object('sub', user_id, 'role', 'baas_user', 'sid', null)::text, true);
+            jsonb_build_object('sub', user_id, 'role', 'baas_user', 'sid', null, 'aal', 'aal1',
+                'is_anonymous', coalesce((select u.is_anonymous from baas.users u where u.id = user_id), false))::text,
+            true);
         perform set_config('role', 'baas_user', true);
     end if;
     -- A one-column query returns that column's value; wider rows return objects.

@@ -203,6 +203,27 @@ grant execute on function
 grant execute on function baas.admin_reset_mfa(uuid), baas.set_collection_options(text, jsonb) to baas_service;
 -- The aal2 policies run them as the caller.
 grant execute on function baas._aal2_blocked(), baas._aal2_blocked_indexes() to baas_anon, baas_user;
+-- accounts: anonymous, sessions, suspension, owner delete
+-- (sql/accounts.sql): anyone may try an anonymous sign-in (the setting decides), a
+-- signed-in user manages its own sessions and upgrades an anonymous account; service
+-- tokens (and DBAs) suspend, list and sign out accounts and purge anonymous ones.
+grant execute on function
+    baas.sign_in_anonymously(jsonb, text),
+    baas.is_anonymous()
+  to baas_anon, baas_user, baas_service;
+grant execute on function
+    baas.upgrade_account(text, text),
+    baas.list_sessions(),
+    baas.end_session(uuid),
+    baas.end_other_sessions()
+  to baas_user;
+grant execute on function
+    baas.suspend_user(uuid, text),
+    baas.reactivate_user(uuid),
+    baas.user_sessions(uuid),
+    baas.sign_out_user(uuid),
+    baas.purge_anonymous_users(interval)
+  to baas_service;
 
 -- The proxy's login role: switch role per request, read the public keys.
 grant execute on function

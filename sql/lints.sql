@@ -115,6 +115,10 @@ as $$
            -- multi-factor (sql/accounts.sql)
            'mfa_enroll_totp', 'mfa_verify_factor', 'mfa_challenge', 'mfa_unenroll', 'mfa_recovery_codes',
            'mfa_status', 'admin_reset_mfa', 'aal', 'require_aal2', 'set_collection_options',
+           -- accounts: anonymous, sessions, suspension (sql/accounts.sql)
+           'sign_in_anonymously', 'upgrade_account', 'purge_anonymous_users', 'list_sessions',
+           'end_session', 'end_other_sessions', 'user_sessions', 'sign_out_user', 'suspend_user',
+           'reactivate_user', 'is_anonymous',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

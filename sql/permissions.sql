@@ -4,8 +4,9 @@
 --
 -- The model:
 --   * A caller acts as a set of principals (baas.principals()): `public`; a signed-in
---     user also `authenticated`, `user:<id>` and `role:<name>` for each application
---     role it is in, nested roles included.
+--     user also `authenticated`, `registered` (a full account) or `anonymous` (an
+--     anonymous account, sql/accounts.sql), `user:<id>` and `role:<name>` for each
+--     application role it is in, nested roles included.
 --   * A document has an owner (the user who created it, or NULL) and three ACL lists:
 --     acl_read, acl_update, acl_delete. The owner may do everything; anyone else may
 --     read, update or delete when one of their principals is in that list.
@@ -51,8 +52,21 @@ end
 $$;
 comment on function baas.roles() is 'Application roles of the signed-in user, nested roles included';
 
+-- Is the caller signed in with an anonymous account (baas.sign_in_anonymously, not
+-- yet upgraded)? From the token's is_anonymous claim; false without a user token and
+-- for tokens issued before 0.7.0 (which only full accounts had).
+create function baas.is_anonymous() returns boolean
+language sql stable parallel safe
+as $$
+    select coalesce(nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'role' = 'baas_user'
+                    and nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'is_anonymous' = 'true',
+                    false)
+$$;
+comment on function baas.is_anonymous() is 'True when the caller is signed in with an anonymous account';
+
 -- Every principal the caller acts as: public; for a signed-in user also
--- authenticated, user:<id> and role:<name> for each role.
+-- authenticated, registered (a full account) or anonymous (an anonymous one),
+-- user:<id> and role:<name> for each role.
 -- Security definer to read the caller's own memberships directly: every row-level
 -- policy evaluates it once per statement, so the common case (a user in no role) is
 -- one uid() and one index probe, without going through baas.roles().
@@ -62,15 +76,18 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_uid uuid := baas.uid();
+    v_base text[];
 begin
     if v_uid is null then
         return array['public'];
     end if;
+    v_base := array['public', 'authenticated',
+                    case when baas.is_anonymous() then 'anonymous' else 'registered' end,
+                    'user:' || v_uid::text];
     if not exists (select from baas.role_members m where m.user_id = v_uid) then
-        return array['public', 'authenticated', 'user:' || v_uid::text];
+        return v_base;
     end if;
-    return array['public', 'authenticated', 'user:' || v_uid::text]
-        || array(select 'role:' || r from unnest(baas.roles()) r);
+    return v_base || array(select 'role:' || r from unnest(baas.roles()) r);
 end
 $$;
 comment on function baas.principals() is 'ACL principals of the current caller';

@@ -1660,7 +1660,12 @@ as $$
             || case when c.bucket or c.file_refs <> 'allow' then jsonb_build_object(
                    'bucket', c.bucket, 'max_file_size', c.file_max_bytes, 'file_types', to_jsonb(c.file_types),
                    'file_refs', c.file_refs) else '{}'::jsonb end
-            || case when c.require_aal2 then jsonb_build_object('require_aal2', true) else '{}'::jsonb end)
+            || case when c.require_aal2 then jsonb_build_object('require_aal2', true) else '{}'::jsonb end
+            || case when c.on_owner_delete = 'orphan' then '{"on_owner_delete": "orphan"}'::jsonb
+                    when c.on_owner_delete = 'transfer' then jsonb_build_object('on_owner_delete',
+                        case when c.owner_heir is null then to_jsonb('orphan'::text)
+                             else jsonb_build_object('transfer', c.owner_heir) end)
+                    else '{}'::jsonb end)
 $$;
 
 -- Service and DBAs: change a collection's account options. Here require_aal2 (bool).
@@ -1672,14 +1677,15 @@ as $$
 declare
     c baas.collections := baas._collection_by_name(set_collection_options.name);
     k text;
+    o record;
 begin
     if set_collection_options.options is null or jsonb_typeof(set_collection_options.options) <> 'object' then
         perform baas._raise('22023', 'invalid_options', 'options must be a JSON object');
     end if;
     for k in select jsonb_object_keys(set_collection_options.options) loop
-        if k <> 'require_aal2' then
+        if k not in ('require_aal2', 'on_owner_delete') then
             perform baas._raise('22023', 'invalid_options',
-                format('unknown option %s; set_collection_options takes require_aal2', k));
+                format('unknown option %s; set_collection_options takes require_aal2 and on_owner_delete', to_jsonb(k)));
         end if;
     end loop;
     if set_collection_options.options ? 'require_aal2' then
@@ -1697,11 +1703,20 @@ begin
         update baas.collections x set require_aal2 = (set_collection_options.options ->> 'require_aal2')::boolean
          where x.id = c.id returning * into c;
     end if;
+    if set_collection_options.options ? 'on_owner_delete' then
+        select * into o from baas._owner_delete_columns(
+            baas._normalize_collection_options(jsonb_build_object('on_owner_delete', set_collection_options.options -> 'on_owner_delete'))
+                -> 'on_owner_delete');
+        update baas.collections x set on_owner_delete = o.policy, owner_heir = o.heir
+         where x.id = c.id
+        returning * into c;
+    end if;
+    perform baas._audit('collection.options', collection => c.name, details => set_collection_options.options);
     return baas._collection_json(c);
 end
 $$;
 comment on function baas.set_collection_options(text, jsonb) is
-    'Service and DBAs: change a collection''s options require_aal2 (only aal2 sessions see its documents)';
+    'Service and DBAs: change a collection''s options require_aal2 (only aal2 sessions see its documents) and on_owner_delete ("delete", "orphan" or {"transfer": "<user id>"}); returns the collection';
 
 -- sql/documents.sql: create_collection takes require_aal2.
 create or replace function baas.create_collection(name text, options jsonb default '{}') returns jsonb
@@ -1712,12 +1727,14 @@ as $$
 declare
     o jsonb;
     c baas.collections;
+    od record;
 begin
     perform baas._check_collection_name(create_collection.name);
     o := baas._normalize_collection_options(options);
     perform baas._check_new_principals(jsonb_build_object('create', o -> 'create') || (o -> 'default_acl'));
+    select * into od from baas._owner_delete_columns(o -> 'on_owner_delete');
     insert into baas.collections (name, create_acl, default_read, default_update, default_delete, schema, realtime,
-                                  bucket, file_max_bytes, file_types, file_refs, require_aal2)
+                                  bucket, file_max_bytes, file_types, file_refs, require_aal2, on_owner_delete, owner_heir)
     values (create_collection.name,
             array(select jsonb_array_elements_text(o -> 'create')),
             array(select jsonb_array_elements_text(o -> 'default_acl' -> 'read')),
@@ -1730,7 +1747,7 @@ begin
             case when jsonb_typeof(o -> 'file_types') = 'array'
                  then array(select jsonb_array_elements_text(o -> 'file_types')) end,
             o ->> 'file_refs',
-            (o ->> 'require_aal2')::boolean)
+            (o ->> 'require_aal2')::boolean, od.policy, od.heir)
     on conflict (name) do nothing
     returning * into c;
     if not found then
@@ -1741,7 +1758,7 @@ begin
 end
 $$;
 comment on function baas.create_collection(text, jsonb) is
-    'Create a collection. options: create (principals), default_acl, schema (JSON Schema), realtime (live feed, default true), bucket (files), max_file_size, file_types, file_refs, require_aal2';
+    'Create a collection. options: create (principals), default_acl, schema (JSON Schema), realtime (live feed, default true), bucket (files), max_file_size, file_types, file_refs, require_aal2, on_owner_delete (delete, orphan or {transfer: user id})';
 
 -- sql/grants.sql, section "accounts: multi-factor"; no PUBLIC execute on the new functions.
 revoke execute on function
@@ -1787,6 +1804,495 @@ grant execute on function
 grant execute on function baas.admin_reset_mfa(uuid), baas.set_collection_options(text, jsonb) to baas_service;
 -- The aal2 policies run them as the caller.
 grant execute on function baas._aal2_blocked(), baas._aal2_blocked_indexes() to baas_anon, baas_user;
+
+-------------------------------------------------------------------- accounts: anonymous, sessions, suspension, owner delete
+-- A user's sessions as the API shows them: where and how each began, when it was last
+-- refreshed, what it is worth. `current` marks the caller's own session.
+create function baas._session_json(s baas.sessions, current_sid uuid) returns jsonb
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select jsonb_build_object(
+        'id', s.id, 'created_at', s.created_at, 'last_used_at', s.last_used_at,
+        'user_agent', s.user_agent, 'ip', host(s.ip), 'device_id', s.device_id,
+        'aal', 'aal' || s.aal, 'current', s.id is not distinct from current_sid)
+$$;
+
+-- The live sessions (neither revoked nor expired) of account `uid`, newest first.
+create function baas._live_sessions(uid uuid, current_sid uuid) returns jsonb
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select jsonb_build_object('items', coalesce(jsonb_agg(baas._session_json(s, current_sid)
+                                                          order by s.created_at desc, s.id desc), '[]'))
+      from baas.sessions s
+     where s.user_id = uid and s.revoked_at is null and s.expires_at > now()
+$$;
+
+-- An account as administrators see it: the API's user object and its suspension.
+create function baas._admin_user_json(u baas.users) returns jsonb
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select baas._user_json(u) || jsonb_build_object(
+        'suspended', u.suspended_at is not null,
+        'suspended_at', u.suspended_at, 'suspended_reason', u.suspended_reason)
+$$;
+
+-- The account `id`, locked, or P0002 user_not_found.
+create function baas._user_for_admin(id uuid) returns baas.users
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    u baas.users;
+begin
+    select * into u from baas.users x where x.id = _user_for_admin.id for update;
+    if not found then
+        perform baas._raise('P0002', 'user_not_found', format('no user with id %s', _user_for_admin.id));
+    end if;
+    return u;
+end
+$$;
+
+-- The signed-in user's live sessions.
+create function baas.list_sessions() returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_sid uuid := baas._require_session();
+begin
+    return baas._live_sessions(baas.uid(), v_sid);
+end
+$$;
+comment on function baas.list_sessions() is
+    'The signed-in user''s live sessions: {items: [{id, created_at, last_used_at, user_agent, ip, device_id, aal, current}]}';
+
+-- End one of the caller's own live sessions (another device's, or this one).
+create function baas.end_session(id uuid) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_sid uuid := baas._require_session();
+begin
+    update baas.sessions s set revoked_at = now(), revoked_reason = 'ended_by_user'
+     where s.id = end_session.id and s.user_id = baas.uid()
+       and s.revoked_at is null and s.expires_at > now();
+    if not found then
+        -- Others' sessions and ended ones alike: nothing about them is told.
+        perform baas._raise('P0002', 'session_not_found', 'no live session of yours has this id');
+    end if;
+    perform baas._audit('session.end', baas.uid(),
+        details => jsonb_build_object('session', end_session.id, 'current', end_session.id = v_sid));
+end
+$$;
+comment on function baas.end_session(uuid) is
+    'End one live session of the signed-in user; P0002 session_not_found for another user''s or an ended one';
+
+-- Sign out everywhere else: every live session of the caller but this one.
+create function baas.end_other_sessions() returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_sid uuid := baas._require_session();
+    n integer;
+begin
+    update baas.sessions s set revoked_at = now(), revoked_reason = 'ended_by_user'
+     where s.user_id = baas.uid() and s.id <> v_sid and s.revoked_at is null;
+    get diagnostics n = row_count;
+    perform baas._audit('session.end_others', baas.uid(), details => jsonb_build_object('count', n));
+    return n;
+end
+$$;
+comment on function baas.end_other_sessions() is
+    'End every session of the signed-in user except the current one; returns how many ended';
+
+-- Administrators: an account's live sessions, and signing it out everywhere.
+create function baas.user_sessions(user_id uuid) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not exists (select from baas.users u where u.id = user_sessions.user_id) then
+        perform baas._raise('P0002', 'user_not_found', format('no user with id %s', user_sessions.user_id));
+    end if;
+    return baas._live_sessions(user_sessions.user_id, null);
+end
+$$;
+comment on function baas.user_sessions(uuid) is
+    'Service/DBAs: the live sessions of an account, {items: [...]} as list_sessions; P0002 user_not_found';
+
+create function baas.sign_out_user(user_id uuid) returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    u baas.users := baas._user_for_admin(sign_out_user.user_id);
+    n integer;
+begin
+    update baas.sessions s set revoked_at = now(), revoked_reason = 'signed_out_by_admin'
+     where s.user_id = u.id and s.revoked_at is null;
+    get diagnostics n = row_count;
+    perform baas._audit('user.sign_out', u.id, details => jsonb_build_object('sessions', n));
+    return n;
+end
+$$;
+comment on function baas.sign_out_user(uuid) is
+    'Service/DBAs: end every session of an account at once; returns how many ended; P0002 user_not_found';
+
+-- Suspension: the account keeps its data but cannot sign in (baas._complete_sign_in
+-- answers account_suspended) and every session ends now, which the session trigger
+-- announces so that proxies refuse cached tokens and close the account's streams.
+-- Mailed links and codes and MFA tickets of the account are spent too.
+create function baas.suspend_user(user_id uuid, reason text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    u baas.users := baas._user_for_admin(suspend_user.user_id);
+    n integer;
+begin
+    if length(reason) > 500 then
+        perform baas._raise('22023', 'invalid_request', 'reason must be at most 500 characters');
+    end if;
+    update baas.users x set suspended_at = coalesce(x.suspended_at, now()), suspended_reason = reason,
+                            updated_at = now()
+     where x.id = u.id
+    returning * into u;
+    update baas.sessions s set revoked_at = now(), revoked_reason = 'suspended'
+     where s.user_id = u.id and s.revoked_at is null;
+    get diagnostics n = row_count;
+    update baas._auth_tokens t set used_at = now() where t.user_id = u.id and t.used_at is null;
+    perform baas._audit('user.suspend', u.id, details => jsonb_build_object('reason', reason, 'sessions', n));
+    return baas._admin_user_json(u);
+end
+$$;
+comment on function baas.suspend_user(uuid, text) is
+    'Service/DBAs: suspend an account (sign-ins refused with account_suspended, every session ended); returns the account with its suspension';
+
+create function baas.reactivate_user(user_id uuid) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    u baas.users := baas._user_for_admin(reactivate_user.user_id);
+begin
+    update baas.users x set suspended_at = null, suspended_reason = null, updated_at = now()
+     where x.id = u.id
+    returning * into u;
+    perform baas._audit('user.reactivate', u.id);
+    return baas._admin_user_json(u);
+end
+$$;
+comment on function baas.reactivate_user(uuid) is
+    'Service/DBAs: lift an account''s suspension (its old sessions stay ended; it may sign in again)';
+
+-- Anonymous accounts (setting anonymous_sign_in, off by default): an account without
+-- email or password, so that an app works before its user signs up. Its principals are
+-- `authenticated` and `anonymous` (not `registered`), and baas.upgrade_account turns
+-- it into a full account keeping its id, hence its documents, files and grants.
+create function baas.sign_in_anonymously(data jsonb default '{}', device_id text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    u baas.users;
+begin
+    if not (select s.anonymous_sign_in from baas.settings s) then
+        perform baas._raise('42501', 'anonymous_sign_in_disabled', 'anonymous sign-in is not enabled');
+    end if;
+    if sign_in_anonymously.data is not null and jsonb_typeof(sign_in_anonymously.data) <> 'object' then
+        perform baas._raise('22023', 'invalid_request', 'data must be a JSON object');
+    end if;
+    if sign_in_anonymously.device_id is not null and sign_in_anonymously.device_id !~ '^[A-Za-z0-9._:-]{1,128}$' then
+        perform baas._raise('22023', 'invalid_request',
+            'device_id must be 1 to 128 characters from A-Z, a-z, 0-9 and . _ : -');
+    end if;
+    insert into baas.users (id, email, password_hash, data, is_anonymous)
+    values (baas.uuid7(), null, null, coalesce(sign_in_anonymously.data, '{}'), true)
+    returning * into u;
+    perform baas._audit('signup.anonymous', u.id);
+    return baas._complete_sign_in(u, 'anonymous', sign_in_anonymously.device_id);
+end
+$$;
+comment on function baas.sign_in_anonymously(jsonb, text) is
+    'Create an anonymous account and sign it in (setting anonymous_sign_in): tokens with user.is_anonymous true';
+
+-- An anonymous account becomes a full one: same id (documents, files, grants to
+-- user:<id> stay), an email and a password. The session goes on; its refresh tokens
+-- are spent and a new pair, whose access token says is_anonymous false, is returned.
+create function baas.upgrade_account(email text, password text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    v_sid uuid := baas._require_session();
+    v_email text;
+    u baas.users;
+begin
+    select * into u from baas.users where id = baas.uid() for update;
+    if not found then
+        perform baas._raise('28000', 'invalid_token', 'the account of this token no longer exists');
+    end if;
+    if not u.is_anonymous then
+        perform baas._raise('42501', 'not_anonymous', 'this account is not anonymous; it already has a sign-in');
+    end if;
+    if upgrade_account.email is null or upgrade_account.password is null then
+        perform baas._raise('22023', 'invalid_request', 'email and password are required');
+    end if;
+    v_email := baas._normalize_email(upgrade_account.email);
+    perform baas._check_password(upgrade_account.password);
+    begin
+        update baas.users
+           set email = v_email, password_hash = baas._hash_password(upgrade_account.password),
+               is_anonymous = false, updated_at = now()
+         where id = u.id
+        returning * into u;
+    exception when unique_violation then
+        perform baas._raise('23505', 'email_taken', 'an account with this email already exists');
+    end;
+    update baas.refresh_tokens set used_at = clock_timestamp()
+     where session_id = v_sid and used_at is null;
+    update baas.sessions set refreshed_at = now(), last_used_at = now() where id = v_sid;
+    perform baas._audit('user.upgrade', u.id, details => jsonb_build_object('email', u.email));
+    return baas._token_response(u, v_sid);
+end
+$$;
+comment on function baas.upgrade_account(text, text) is
+    'Give the signed-in anonymous account an email and password, keeping its id and session: a new token pair';
+
+-- Housekeeping for a scheduler: delete anonymous accounts inactive for `older_than`
+-- (at least an hour). Activity: the latest sign-in or refresh of any of its sessions,
+-- or its creation. Their documents follow their collections' on_owner_delete.
+create function baas.purge_anonymous_users(older_than interval) returns bigint
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    n bigint;
+begin
+    if older_than is null or older_than < interval '1 hour' then
+        perform baas._raise('22023', 'invalid_request', 'older_than must be at least 1 hour');
+    end if;
+    with gone as (
+        delete from baas.users u
+         where u.is_anonymous
+           and greatest(u.created_at, (select max(s.last_used_at) from baas.sessions s where s.user_id = u.id))
+               < now() - older_than
+        returning 1)
+    select count(*) into n from gone;
+    perform baas._audit('user.purge_anonymous', details => jsonb_build_object(
+        'count', n, 'older_than', older_than::text));
+    return n;
+end
+$$;
+comment on function baas.purge_anonymous_users(interval) is
+    'Service/DBAs: delete anonymous accounts with no sign-in or refresh for older_than (at least 1 hour); returns how many';
+
+-- sql/permissions.sql: principals `registered` / `anonymous`.
+-- Is the caller signed in with an anonymous account (baas.sign_in_anonymously, not
+-- yet upgraded)? From the token's is_anonymous claim; false without a user token and
+-- for tokens issued before 0.7.0 (which only full accounts had).
+create function baas.is_anonymous() returns boolean
+language sql stable parallel safe
+as $$
+    select coalesce(nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'role' = 'baas_user'
+                    and nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'is_anonymous' = 'true',
+                    false)
+$$;
+comment on function baas.is_anonymous() is 'True when the caller is signed in with an anonymous account';
+
+-- Every principal the caller acts as: public; for a signed-in user also
+-- authenticated, registered (a full account) or anonymous (an anonymous one),
+-- user:<id> and role:<name> for each role.
+-- Security definer to read the caller's own memberships directly: every row-level
+-- policy evaluates it once per statement, so the common case (a user in no role) is
+-- one uid() and one index probe, without going through baas.roles().
+create or replace function baas.principals() returns text[]
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_uid uuid := baas.uid();
+    v_base text[];
+begin
+    if v_uid is null then
+        return array['public'];
+    end if;
+    v_base := array['public', 'authenticated',
+                    case when baas.is_anonymous() then 'anonymous' else 'registered' end,
+                    'user:' || v_uid::text];
+    if not exists (select from baas.role_members m where m.user_id = v_uid) then
+        return v_base;
+    end if;
+    return v_base || array(select 'role:' || r from unnest(baas.roles()) r);
+end
+$$;
+
+-- sql/documents.sql: as_user's claims say whether the account is anonymous.
+-- See what a user sees: run `query` as that user (NULL: as an anonymous caller), with
+-- the same role and claims the proxy would set, and return its rows as JSON. DBAs only.
+create or replace function baas.as_user(user_id uuid, query text) returns setof jsonb
+language plpgsql volatile
+as $$
+declare
+    v_prev_role text := current_setting('role');
+    v_prev_claims text := current_setting('baas.claims', true);
+begin
+    if user_id is null then
+        perform set_config('baas.claims', '', true);
+        perform set_config('role', 'baas_anon', true);
+    else
+        -- As the account's own token would say: anonymous or not, aal1.
+        perform set_config('baas.claims',
+            jsonb_build_object('sub', user_id, 'role', 'baas_user', 'sid', null, 'aal', 'aal1',
+                'is_anonymous', coalesce((select u.is_anonymous from baas.users u where u.id = user_id), false))::text,
+            true);
+        perform set_config('role', 'baas_user', true);
+    end if;
+    -- A one-column query returns that column's value; wider rows return objects.
+    return query execute format(
+        'select case when (select count(*) from jsonb_object_keys(j)) = 1
+                     then (select value from jsonb_each(j)) else j end
+           from (select to_jsonb(q) as j from (%s) q) s', query);
+    perform set_config('role', v_prev_role, true);
+    perform set_config('baas.claims', coalesce(v_prev_claims, ''), true);
+end
+$$;
+comment on function baas.as_user(uuid, text) is
+    'Run a query as the given user (NULL: anonymous) under the same policies as HTTP; rows as jsonb';
+
+-- Owner delete policy (collections.on_owner_delete, owner_heir): what happens to a
+-- deleted account's documents in each collection. `delete` (the default): they go
+-- with it (the documents.owner foreign key cascades); `orphan`: they stay, owned by
+-- nobody, under their ACLs; `transfer`: they go to the heir, or are orphaned if the
+-- heir is gone (owner_heir is set null when the heir's account is deleted) or is the
+-- deleted account itself.
+
+-- The columns for an on_owner_delete option as options.rs canonicalised it; the heir
+-- must be an account (22023 invalid_options).
+create function baas._owner_delete_columns(v jsonb, out policy text, out heir uuid)
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if v is null or jsonb_typeof(v) = 'null' then
+        policy := 'delete';
+    elsif jsonb_typeof(v) = 'string' then
+        policy := v #>> '{}';
+    else
+        policy := 'transfer';
+        heir := (v ->> 'transfer')::uuid;
+        if not exists (select from baas.users u where u.id = heir) then
+            perform baas._raise('22023', 'invalid_options',
+                format('on_owner_delete: no user with id %s to transfer documents to', heir));
+        end if;
+    end if;
+end
+$$;
+
+
+
+-- Before an account's row goes (and the foreign key cascade deletes its documents):
+-- re-own its documents in orphan and transfer collections. The counts are kept for the
+-- user.delete audit entry (sql/audit.sql, _audit_users), per account, for this
+-- transaction. SECURITY DEFINER: the documents guard lets the extension change owners.
+create function baas._users_owner_delete() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    n_orphaned bigint;
+    n_transferred bigint;
+begin
+    if baas._restoring() then
+        return old;
+    end if;
+    with moved as (
+        update baas.documents d
+           set owner = case when c.on_owner_delete = 'transfer' and c.owner_heir is distinct from old.id
+                            then c.owner_heir end
+          from baas.collections c
+         where d.owner = old.id and c.id = d.collection_id and c.on_owner_delete in ('orphan', 'transfer')
+        returning d.owner)
+    select count(*) filter (where owner is null), count(*) filter (where owner is not null)
+      into n_orphaned, n_transferred
+      from moved;
+    -- Only when something moved: a purge of many accounts in collections that delete
+    -- makes no settings at all.
+    if n_orphaned + n_transferred > 0 then
+        perform set_config('baas.owner_delete_' || replace(old.id::text, '-', ''),
+            jsonb_build_object('orphaned', n_orphaned, 'transferred', n_transferred)::text, true);
+    end if;
+    return old;
+end
+$$;
+create trigger users_owner_delete before delete on baas.users
+    for each row execute function baas._users_owner_delete();
+
+
+-- sql/audit.sql: user.delete records what the owner delete policy did.
+-- With what the owner delete policy did to the account's documents (sql/accounts.sql,
+-- _users_owner_delete): {orphaned, transferred}.
+create or replace function baas._audit_users() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_key text := 'baas.owner_delete_' || replace(old.id::text, '-', '');
+    v_moved jsonb := nullif(pg_catalog.current_setting(v_key, true), '')::jsonb;
+begin
+    perform baas._audit('user.delete', old.id, details => jsonb_build_object('email', old.email)
+        || coalesce(v_moved, '{"orphaned": 0, "transferred": 0}'));
+    if v_moved is not null then
+        perform pg_catalog.set_config(v_key, '', true);
+    end if;
+    return null;
+end
+$$;
+-- sql/grants.sql, accounts: anonymous, sessions, suspension, owner delete.
+revoke execute on function
+    baas._session_json(baas.sessions, uuid),
+    baas._live_sessions(uuid, uuid),
+    baas._admin_user_json(baas.users),
+    baas._user_for_admin(uuid),
+    baas.list_sessions(),
+    baas.end_session(uuid),
+    baas.end_other_sessions(),
+    baas.user_sessions(uuid),
+    baas.sign_out_user(uuid),
+    baas.suspend_user(uuid, text),
+    baas.reactivate_user(uuid),
+    baas.sign_in_anonymously(jsonb, text),
+    baas.upgrade_account(text, text),
+    baas.purge_anonymous_users(interval),
+    baas.is_anonymous(),
+    baas._owner_delete_columns(jsonb),
+    baas.set_collection_options(text, jsonb),
+    baas._users_owner_delete()
+  from public;
+grant execute on function
+    baas.sign_in_anonymously(jsonb, text),
+    baas.is_anonymous()
+  to baas_anon, baas_user, baas_service;
+grant execute on function
+    baas.upgrade_account(text, text),
+    baas.list_sessions(),
+    baas.end_session(uuid),
+    baas.end_other_sessions()
+  to baas_user;
+grant execute on function
+    baas.suspend_user(uuid, text),
+    baas.reactivate_user(uuid),
+    baas.user_sessions(uuid),
+    baas.sign_out_user(uuid),
+    baas.purge_anonymous_users(interval),
+    baas.set_collection_options(text, jsonb)
+  to baas_service;
 
 -------------------------------------------------------------------- email (issue 16, package B)
 -- The library's new functions (extension/src/api/email.rs), as pgrx declares them.
@@ -2277,6 +2783,10 @@ as $$
            -- multi-factor (sql/accounts.sql)
            'mfa_enroll_totp', 'mfa_verify_factor', 'mfa_challenge', 'mfa_unenroll', 'mfa_recovery_codes',
            'mfa_status', 'admin_reset_mfa', 'aal', 'require_aal2', 'set_collection_options',
+           -- accounts: anonymous, sessions, suspension (sql/accounts.sql)
+           'sign_in_anonymously', 'upgrade_account', 'purge_anonymous_users', 'list_sessions',
+           'end_session', 'end_other_sessions', 'user_sessions', 'sign_out_user', 'suspend_user',
+           'reactivate_user', 'is_anonymous',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

@@ -198,6 +198,9 @@ pub struct Caller<'a> {
     pub claims: Option<&'a str>,
     /// The client's address, for the audit log.
     pub client_ip: &'a str,
+    /// The User-Agent header as `user_agent` made it: what a new session records
+    /// (shown in baas.list_sessions); '' when none.
+    pub user_agent: &'a str,
     /// Run under `Timeouts::anon_statement`: an anonymous caller whose query's cost
     /// the client chooses (a filter, an order), not a sign-in's fixed cost.
     pub short_timeout: bool,
@@ -283,7 +286,22 @@ fn no_connection(e: impl std::fmt::Display) -> ApiError {
 /// Every statement of the request runs under the configured statement_timeout; the
 /// client's address is there for the audit log.
 pub const AUTHENTICATE: &str = "select baas.authenticate($1::text::jsonb), pg_catalog.set_config('statement_timeout', $2, true), \
-     pg_catalog.set_config('baas.client_ip', $3, true)";
+     pg_catalog.set_config('baas.client_ip', $3, true), pg_catalog.set_config('baas.user_agent', $4, true)";
+
+/// The User-Agent header as sessions record it: at most 256 bytes (cut at a character
+/// boundary), control characters removed, '' when absent.
+pub fn user_agent(header: Option<&http::HeaderValue>) -> String {
+    let Some(v) = header else { return String::new() };
+    let text = String::from_utf8_lossy(v.as_bytes());
+    let mut out = String::new();
+    for c in text.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > 256 {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// One try at a request: its answer, or the error of a backend that can no longer run
 /// it (its connection already retired).
@@ -412,7 +430,7 @@ pub async fn call(
     returns: Returns,
 ) -> Result<Option<Out>, ApiError> {
     let timeout = if caller.short_timeout { t.anon_statement.as_str() } else { t.statement.as_str() };
-    let auth_params: [&(dyn ToSql + Sync); 3] = [&caller.claims, &timeout, &caller.client_ip];
+    let auth_params: [&(dyn ToSql + Sync); 4] = [&caller.claims, &timeout, &caller.client_ip, &caller.user_agent];
     let row = run(pool, t.answer, &[(AUTHENTICATE, &auth_params), (sql, params)], 1, caller.claims.is_none()).await?;
     Ok(match returns {
         Returns::Void => None,
@@ -436,7 +454,7 @@ pub async fn call_binary(
     max_result: usize,
 ) -> Result<Option<Vec<Option<Bytes>>>, ApiError> {
     let timeout = if caller.short_timeout { t.anon_statement.as_str() } else { t.statement.as_str() };
-    let auth_params: [&(dyn ToSql + Sync); 3] = [&caller.claims, &timeout, &caller.client_ip];
+    let auth_params: [&(dyn ToSql + Sync); 4] = [&caller.claims, &timeout, &caller.client_ip, &caller.user_agent];
     run_any(pool, t.answer, &[(AUTHENTICATE, &auth_params), (sql, params)], 1, caller.claims.is_none(), max_result).await
 }
 
@@ -463,6 +481,18 @@ pub async fn check_requests(pool: &RequestPool, t: &Timeouts) -> Result<(), ApiE
 #[cfg(test)]
 mod tests {
     use super::Retire;
+
+    #[test]
+    fn user_agents_are_cut_to_256_bytes_without_controls() {
+        use http::HeaderValue;
+        assert_eq!(super::user_agent(None), "");
+        assert_eq!(super::user_agent(Some(&HeaderValue::from_static("curl/8.5.0"))), "curl/8.5.0");
+        assert_eq!(super::user_agent(Some(&HeaderValue::from_bytes(b"a\tb\tc").unwrap())), "abc");
+        let long = "\u{e9}".repeat(200);
+        let cut = super::user_agent(Some(&HeaderValue::from_bytes(long.as_bytes()).unwrap()));
+        assert_eq!(cut.len(), 256);
+        assert!(cut.chars().all(|c| c == '\u{e9}'));
+    }
     use std::time::{Duration, Instant};
 
     #[test]

@@ -63,7 +63,9 @@ impl ApiError {
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             // Never show server internals to a client; the log has them.
             "internal error".to_string()
-        } else if sqlstate == "42501" && anonymous && code != "forbidden" {
+        } else if sqlstate == "42501" && anonymous && status == StatusCode::UNAUTHORIZED {
+            // (A code with a status of its own, e.g. forbidden or anonymous_sign_in_disabled,
+            // keeps its message: signing in would not help.)
             "this call needs a signed-in user: send Authorization: Bearer <access_token>".to_string()
         } else {
             message.to_string()
@@ -110,6 +112,9 @@ pub fn status_for_code(code: &str) -> Option<StatusCode> {
         "invalid_code" | "code_expired" => Some(StatusCode::UNAUTHORIZED),
         // accounts: multi-factor (sql/accounts.sql); aal2_required is above.
         "factor_exists" => Some(StatusCode::CONFLICT),
+        // Accounts: anonymous, sessions, suspension (sql/accounts.sql).
+        "anonymous_sign_in_disabled" => Some(StatusCode::FORBIDDEN),
+        "not_anonymous" => Some(StatusCode::CONFLICT),
         _ => None,
     }
 }

@@ -322,7 +322,8 @@ impl App {
         // client chooses run under the shorter timeout.
         let fixed_cost = route.limits.iter().any(|l| matches!(l.kind, ratelimit::Kind::Signup | ratelimit::Kind::Auth));
         let short_timeout = claims.is_none() && !fixed_cost;
-        let caller = db::Caller { claims: claims.as_deref(), client_ip: &client_ip, short_timeout };
+        let user_agent = db::user_agent(s.req_header().headers.get(header::USER_AGENT));
+        let caller = db::Caller { claims: claims.as_deref(), client_ip: &client_ip, user_agent: &user_agent, short_timeout };
         let returns = if route.answer.shape == Shape::Void { db::Returns::Void } else { db::Returns::Json };
         let args = plan.args();
         let out = db::call(&self.requests, &self.timeouts, &caller, route.sql, &args[..plan.arg_count()], returns)

@@ -1,5 +1,5 @@
 //! Access control lists: `{"read": [...], "update": [...], "delete": [...]}` of
-//! principals `user:<uuid>`, `role:<name>`, `authenticated`, `public`.
+//! principals `user:<uuid>`, `role:<name>`, `authenticated`, `registered`, `anonymous`, `public`.
 //!
 //! Canonical form: each list sorted and without duplicates, UUIDs lower-case and
 //! hyphenated, and `read` ⊇ `update` ∪ `delete` (whoever may change or delete a
@@ -23,9 +23,9 @@ pub struct Acl {
 }
 
 pub fn principal(p: &str) -> Result<String, BaasError> {
-    let bad = || BaasError::InvalidAcl(format!("{p:?} is not a principal: use \"user:<uuid>\", \"role:<name>\", \"authenticated\" or \"public\""));
+    let bad = || BaasError::InvalidAcl(format!("{p:?} is not a principal: use \"user:<uuid>\", \"role:<name>\", \"authenticated\", \"registered\", \"anonymous\" or \"public\""));
     match p {
-        "public" | "authenticated" => Ok(p.to_string()),
+        "public" | "authenticated" | "registered" | "anonymous" => Ok(p.to_string()),
         _ => {
             if let Some(id) = p.strip_prefix("user:") {
                 // Hyphenated form only: what the API returns is what the ACL holds.
@@ -141,6 +141,9 @@ mod tests {
             })
         );
         assert_eq!(Acl::parse(&json!({})).unwrap(), Acl::default());
+        // Full accounts and anonymous accounts (issue 16) can be named apart.
+        let a = Acl::parse(&json!({"read": ["registered", "anonymous"]})).unwrap();
+        assert_eq!(a.to_json()["read"], json!(["anonymous", "registered"]));
     }
 
     #[test]
@@ -151,6 +154,7 @@ mod tests {
             json!({"read": "public"}),
             json!({"read": [1]}),
             json!({"read": ["everyone"]}),
+            json!({"read": ["Registered"]}),
             json!({"read": ["user:not-a-uuid"]}),
             json!({"read": ["user:0190a1b2c3d47e5f8a9b0c1d2e3f4a5b"]}),
             json!({"read": ["role:"]}),

@@ -1,6 +1,7 @@
 //! Collection options: `{"create": [principal...], "default_acl": {...}, "schema": {...}, "realtime": bool}`,
 //! and for files (sql/files.sql) `"bucket": bool, "max_file_size": bytes, "file_types": ["image/*", ...],
-//! "file_refs": "allow" | "restrict"`.
+//! "file_refs": "allow" | "restrict"`; for accounts (sql/accounts.sql) `"on_owner_delete": "delete" |
+//! "orphan" | {"transfer": "<user uuid>"}`.
 
 use crate::documents::acl::{self, Acl};
 use crate::documents::schema;
@@ -18,6 +19,9 @@ pub struct Options {
     pub files: FileOptions,
     /// Only sessions signed in with a second factor (aal2) see the documents (sql/accounts.sql).
     pub require_aal2: bool,
+    /// What a deleted owner's documents become: `"delete"` (default), `"orphan"` or
+    /// `{"transfer": "<uuid>"}` (canonical; whether the user exists is SQL's check).
+    pub on_owner_delete: Value,
 }
 
 /// A collection's file options. In `set_bucket` only the keys given change.
@@ -131,14 +135,18 @@ pub fn parse(v: &Value) -> Result<Options, BaasError> {
                 realtime: true,
                 files: FileOptions::default(),
                 require_aal2: false,
+                on_owner_delete: json!("delete"),
             })
         }
         Value::Object(m) => m,
         _ => return Err(BaasError::InvalidOptions("options must be a JSON object".into())),
     };
-    if let Some(k) = m.keys().find(|k| !["create", "default_acl", "schema", "realtime", "require_aal2"].contains(&k.as_str()) && !FILE_KEYS.contains(&k.as_str())) {
+    if let Some(k) = m
+        .keys()
+        .find(|k| !["create", "default_acl", "schema", "realtime", "require_aal2", "on_owner_delete"].contains(&k.as_str()) && !FILE_KEYS.contains(&k.as_str()))
+    {
         return Err(BaasError::InvalidOptions(format!(
-            "unknown option {k:?}; options are create, default_acl, schema, realtime, bucket, max_file_size, file_types, file_refs, require_aal2"
+            "unknown option {k:?}; options are create, default_acl, schema, realtime, bucket, max_file_size, file_types, file_refs, require_aal2, on_owner_delete"
         )));
     }
     let create = match m.get("create") {
@@ -174,7 +182,30 @@ pub fn parse(v: &Value) -> Result<Options, BaasError> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(BaasError::InvalidOptions("require_aal2 must be true or false".into())),
     };
-    Ok(Options { create, default_acl, schema, realtime, files, require_aal2 })
+    let on_owner_delete = match m.get("on_owner_delete") {
+        None | Some(Value::Null) => json!("delete"),
+        Some(v) => owner_delete(v)?,
+    };
+    Ok(Options { create, default_acl, schema, realtime, files, require_aal2, on_owner_delete })
+}
+
+/// `on_owner_delete`, canonical: `"delete"`, `"orphan"` or `{"transfer": "<uuid>"}`
+/// (hyphenated, lower case).
+pub fn owner_delete(v: &Value) -> Result<Value, BaasError> {
+    let bad = || {
+        BaasError::InvalidOptions(
+            "on_owner_delete must be \"delete\", \"orphan\" or {\"transfer\": \"<user id>\"}".into(),
+        )
+    };
+    match v {
+        Value::String(s) if s == "delete" || s == "orphan" => Ok(v.clone()),
+        Value::Object(o) if o.len() == 1 => {
+            let id = o.get("transfer").and_then(Value::as_str).ok_or_else(bad)?;
+            let u = uuid::Uuid::parse_str(id).map_err(|_| bad())?;
+            Ok(json!({"transfer": u.hyphenated().to_string()}))
+        }
+        _ => Err(bad()),
+    }
 }
 
 impl Options {
@@ -182,7 +213,8 @@ impl Options {
         let f = &self.files;
         json!({"create": self.create, "default_acl": self.default_acl.to_json(), "schema": self.schema, "realtime": self.realtime,
                "bucket": f.bucket.unwrap_or(false), "max_file_size": f.max_file_size.flatten(),
-               "file_types": f.file_types.clone().flatten(), "file_refs": f.file_refs.as_deref().unwrap_or("allow"), "require_aal2": self.require_aal2})
+               "file_types": f.file_types.clone().flatten(), "file_refs": f.file_refs.as_deref().unwrap_or("allow"), "require_aal2": self.require_aal2,
+               "on_owner_delete": self.on_owner_delete})
     }
 }
 
@@ -196,8 +228,14 @@ mod tests {
         assert_eq!(
             o.to_json(),
             json!({"create": ["authenticated"], "default_acl": {"read": [], "update": [], "delete": []}, "schema": null, "realtime": true,
-                   "bucket": false, "max_file_size": null, "file_types": null, "file_refs": "allow", "require_aal2": false})
+                   "bucket": false, "max_file_size": null, "file_types": null, "file_refs": "allow", "require_aal2": false, "on_owner_delete": "delete"})
         );
+        let heir = "0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B";
+        assert_eq!(
+            parse(&json!({"on_owner_delete": {"transfer": heir}})).unwrap().to_json()["on_owner_delete"],
+            json!({"transfer": heir.to_lowercase()})
+        );
+        assert_eq!(parse(&json!({"on_owner_delete": "orphan"})).unwrap().to_json()["on_owner_delete"], json!("orphan"));
         assert_eq!(parse(&json!({"realtime": false})).unwrap().realtime, false);
         assert!(parse(&json!({"require_aal2": true})).unwrap().require_aal2);
         assert_eq!(parse(&json!({"require_aal2": "yes"})).unwrap_err().code(), "invalid_options");
@@ -217,6 +255,9 @@ mod tests {
         assert_eq!(parse(&json!({"file_types": ["png"]})).unwrap_err().code(), "invalid_options");
         assert_eq!(parse(&json!({"file_types": ["*/*"]})).unwrap_err().code(), "invalid_options");
         assert_eq!(parse(&json!({"file_refs": "block"})).unwrap_err().code(), "invalid_options");
+        for bad in [json!("keep"), json!({"transfer": "nope"}), json!({"transfer": 1}), json!({"heir": "x"}), json!(["orphan"])] {
+            assert_eq!(parse(&json!({"on_owner_delete": bad})).unwrap_err().code(), "invalid_options", "{bad}");
+        }
         assert_eq!(parse_file_options(&json!({"realtime": true})).unwrap_err().code(), "invalid_options");
     }
 

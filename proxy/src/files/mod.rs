@@ -111,7 +111,7 @@ impl Ctx {
     pub fn caller(&self) -> db::Caller<'_> {
         // statement_timeout for everyone: each call reads or writes one piece (or
         // finishes an upload), a cost the client does not choose with a filter.
-        db::Caller { claims: self.claims.as_deref(), client_ip: &self.client_ip, short_timeout: false }
+        db::Caller { claims: self.claims.as_deref(), client_ip: &self.client_ip, user_agent: "", short_timeout: false }
     }
 
     /// Run as other verified claims (a signed link's user).

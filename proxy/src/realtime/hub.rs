@@ -244,6 +244,10 @@ impl Sub {
 
 struct UserEntry {
     direct: BTreeSet<String>,
+    /// An anonymous account (principal `anonymous`, not `registered`), as the token of
+    /// the subscription that made this entry said: an account upgraded while its
+    /// anonymous streams are open keeps `anonymous` here until they have all ended.
+    anonymous: bool,
     principals: Principals,
     subs: Vec<SubId>,
 }
@@ -547,7 +551,7 @@ impl State {
 
     fn refresh_user(&mut self, user: &Arc<str>, ev: &Event) {
         let Some(e) = self.users.get_mut(user) else { return };
-        let ps = self.graph.principals(user, e.direct.iter().map(String::as_str));
+        let ps = self.graph.principals(user, e.direct.iter().map(String::as_str), e.anonymous);
         let changed = ps != e.principals;
         if changed {
             e.principals = ps;
@@ -735,6 +739,13 @@ impl Hub {
         Hub { state: Mutex::new(State::default()), position: tx, cfg, unavailable: AtomicBool::new(false), sql, startups }
     }
 
+    /// Whether user `u` reads as an anonymous account: the hub's entry for it, else
+    /// the token of `conn`.
+    fn anonymous_user(&self, u: &str, conn: &Conn) -> bool {
+        let known = self.lock().users.get(u).map(|e| e.anonymous);
+        known.unwrap_or_else(|| conn.caller().anonymous)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -799,7 +810,8 @@ impl Hub {
         let users: Vec<Arc<str>> = st.users.keys().cloned().collect();
         for u in users {
             let direct: BTreeSet<String> = members.iter().filter(|(m, _)| **m == *u).map(|(_, r)| r.clone()).collect();
-            let ps = st.graph.principals(&u, direct.iter().map(String::as_str));
+            let Some(anon) = st.users.get(&u).map(|e| e.anonymous) else { continue };
+            let ps = st.graph.principals(&u, direct.iter().map(String::as_str), anon);
             let Some(e) = st.users.get_mut(&u) else { continue };
             e.direct = direct;
             if ps == e.principals {
@@ -905,8 +917,14 @@ impl Hub {
         sub.snap = (snapshot || resumed).then(|| Box::new(start.snap.clone()));
         let mut direct: BTreeSet<String> = start.roles.iter().cloned().collect();
         let mut graph = RoleGraph::from_edges(start.nesting.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+        // An anonymous account's principals: as the hub's entry for the user says, or
+        // for its first subscription, as its token says.
+        let anon = match &sub.who {
+            Who::User(u) => st.users.get(u).map_or_else(|| sub.conn.caller().anonymous, |e| e.anonymous),
+            _ => false,
+        };
         let local = |graph: &RoleGraph, direct: &BTreeSet<String>, who: &Who| match who {
-            Who::User(u) => graph.principals(u, direct.iter().map(String::as_str)),
+            Who::User(u) => graph.principals(u, direct.iter().map(String::as_str), anon),
             _ => anonymous(),
         };
         sub.principals = local(&graph, &direct, &sub.who);
@@ -959,7 +977,8 @@ impl Hub {
         if let Who::User(u) = &sub.who {
             let graph_now = st.graph.clone();
             let e = st.users.entry(u.clone()).or_insert_with(|| UserEntry {
-                principals: graph_now.principals(u, direct.iter().map(String::as_str)),
+                principals: graph_now.principals(u, direct.iter().map(String::as_str), anon),
+                anonymous: anon,
                 direct,
                 subs: Vec::new(),
             });
@@ -1125,7 +1144,7 @@ impl Hub {
         let lim = (self.cfg.snapshot_max + 1).min(1000) as i32;
         let no_params: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
         let meta_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&user];
-        let auth_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&caller.claims, &timeout, &caller.client_ip];
+        let auth_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&caller.claims, &timeout, &caller.client_ip, &""];
         let docs_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&req.collection, &filter, &lim, fields, &req.snapshot];
         let text = self
             .one(
@@ -1362,7 +1381,7 @@ impl Hub {
                 // position of the range: replay_verdict).
                 let principals = match &who {
                     Who::User(u) => RoleGraph::from_edges(start.nesting.iter().map(|(a, b)| (a.as_str(), b.as_str())))
-                        .principals(u, start.roles.iter().map(String::as_str)),
+                        .principals(u, start.roles.iter().map(String::as_str), self.anonymous_user(u, conn)),
                     _ => anonymous(),
                 };
                 let filter = match pgbaas_query::parse::parse(&req.filter) {
@@ -1461,7 +1480,8 @@ pub fn steady_principals(replayed: &[Arc<Event>], who: &Who, start: &Start) -> b
     let Who::User(u) = who else { return true };
     let mut graph = RoleGraph::from_edges(start.nesting.iter().map(|(a, b)| (a.as_str(), b.as_str())));
     let mut direct: BTreeSet<&str> = start.roles.iter().map(String::as_str).collect();
-    let at_s = graph.principals(u, direct.iter().copied());
+    // Anonymity does not change within a range: compared without it.
+    let at_s = graph.principals(u, direct.iter().copied(), false);
     for ev in replayed.iter().rev() {
         match &ev.body {
             Body::Member { user, role, add } if **user == **u => {
@@ -1474,7 +1494,7 @@ pub fn steady_principals(replayed: &[Arc<Event>], who: &Who, start: &Start) -> b
             Body::Nest { member_role, role, add } => graph.set(member_role, role, !*add),
             _ => continue,
         }
-        if graph.principals(u, direct.iter().copied()) != at_s {
+        if graph.principals(u, direct.iter().copied(), false) != at_s {
             return false;
         }
     }

@@ -33,6 +33,9 @@ pub struct Caller {
     pub service: bool,
     /// `exp`, seconds since the epoch.
     pub exp: Option<u64>,
+    /// An anonymous account's token (claim `is_anonymous`): principal `anonymous`
+    /// instead of `registered`.
+    pub anonymous: bool,
     /// The client's address (audit, limits).
     pub client_ip: String,
     /// Its per-IP limit key (ratelimit::ip_key).
@@ -48,6 +51,7 @@ impl Caller {
             c.sid = v.get("sid").and_then(Value::as_str).map(str::to_string);
             c.service = v.get("role").and_then(Value::as_str) == Some("baas_service");
             c.exp = v.get("exp").and_then(Value::as_u64);
+            c.anonymous = v.get("is_anonymous").and_then(Value::as_bool) == Some(true);
         }
         c
     }

@@ -1,6 +1,7 @@
 //! A caller's principals, computed in the proxy as `baas.principals()` computes them in
-//! SQL (sql/permissions.sql): `public`; for a user also `authenticated`, `user:<id>`
-//! and `role:<R>` for every role reachable from the user's direct roles over nesting
+//! SQL (sql/permissions.sql): `public`; for a user also `authenticated`, `registered`
+//! (a full account) or `anonymous` (an anonymous account: the token's is_anonymous
+//! claim), `user:<id>` and `role:<R>` for every role reachable from the user's direct roles over nesting
 //! (`baas.role_roles`: member_role is a member of role). The hub keeps the nesting
 //! graph (loaded at start, kept by `nest` events) and each subscribed user's direct
 //! roles (loaded at subscribe, kept by `member` events).
@@ -53,9 +54,11 @@ impl RoleGraph {
         seen
     }
 
-    /// The principals of user `user` whose direct roles are `direct`.
-    pub fn principals<'a>(&self, user: &str, direct: impl IntoIterator<Item = &'a str>) -> Principals {
-        let mut p: Vec<Arc<str>> = vec!["public".into(), "authenticated".into(), format!("user:{user}").into()];
+    /// The principals of user `user` whose direct roles are `direct`; `anonymous`: an
+    /// anonymous account's (`anonymous` instead of `registered`).
+    pub fn principals<'a>(&self, user: &str, direct: impl IntoIterator<Item = &'a str>, anonymous: bool) -> Principals {
+        let kind = if anonymous { "anonymous" } else { "registered" };
+        let mut p: Vec<Arc<str>> = vec!["public".into(), "authenticated".into(), kind.into(), format!("user:{user}").into()];
         p.extend(self.closure(direct).into_iter().map(|r| Arc::from(format!("role:{r}"))));
         p.sort();
         p.into()
@@ -78,8 +81,9 @@ mod tests {
     #[test]
     fn closure_follows_nesting_and_stops_at_cycles() {
         let mut g = RoleGraph::from_edges([("a", "b"), ("b", "c"), ("c", "a"), ("x", "y")]);
-        assert_eq!(names(&g.principals("u", ["a"])), ["authenticated", "public", "role:a", "role:b", "role:c", "user:u"]);
-        assert_eq!(names(&g.principals("u", [])), ["authenticated", "public", "user:u"]);
+        assert_eq!(names(&g.principals("u", ["a"], false)), ["authenticated", "public", "registered", "role:a", "role:b", "role:c", "user:u"]);
+        assert_eq!(names(&g.principals("u", [], false)), ["authenticated", "public", "registered", "user:u"]);
+        assert_eq!(names(&g.principals("u", [], true)), ["anonymous", "authenticated", "public", "user:u"]);
         g.set("b", "c", false);
         assert_eq!(g.closure(["a"]).into_iter().collect::<Vec<_>>(), ["a", "b"]);
         g.set("b", "c", true);

@@ -137,6 +137,10 @@ const MFA: &[Seg] = &[lit("v1"), lit("auth"), lit("mfa")];
 const MFA_TOTP: &[Seg] = &[lit("v1"), lit("auth"), lit("mfa"), lit("totp")];
 const MFA_TOTP_ONE: &[Seg] = &[lit("v1"), lit("auth"), lit("mfa"), lit("totp"), uuid("id")];
 const MFA_TOTP_VERIFY: &[Seg] = &[lit("v1"), lit("auth"), lit("mfa"), lit("totp"), uuid("id"), lit("verify")];
+const SESSIONS: &[Seg] = &[lit("v1"), lit("auth"), lit("sessions")];
+const SESSION: &[Seg] = &[lit("v1"), lit("auth"), lit("sessions"), uuid("id")];
+const SUSPENSION: &[Seg] = &[lit("v1"), lit("admin"), lit("users"), uuid("id"), lit("suspension")];
+const ADMIN_SESSIONS: &[Seg] = &[lit("v1"), lit("admin"), lit("users"), uuid("id"), lit("sessions")];
 
 /// Document routes select the document and its version (the ETag).
 const DOC_WRITE: &[Arg] = &[Path(0), Path(1), F("data"), IfMatch];
@@ -267,6 +271,37 @@ pub static ROUTES: &[Route] = &[
         .sql("select x::text from baas.mfa_recovery_codes() x", &[]).private(),
     r("mfa_reset", DELETE, &[lit("v1"), lit("admin"), lit("users"), uuid("id"), lit("mfa")], Service)
         .sql("select baas.admin_reset_mfa($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    // --- accounts: anonymous, sessions, suspension, owner delete (sql/accounts.sql)
+    // 403 anonymous_sign_in_disabled unless the setting allows it.
+    r("anonymous", POST, &[lit("v1"), lit("auth"), lit("anonymous")], Anyone)
+        .body(&[opt("data", Object), opt("device_id", Text)])
+        .limits(&[per_ip(Kind::Signup)])
+        .sql("select x::text from baas.sign_in_anonymously(coalesce($1::jsonb, '{}'), $2) x", &[F("data"), F("device_id")])
+        .answer(CREATED, Shape::Json).private(),
+    r("upgrade", POST, &[lit("v1"), lit("auth"), lit("upgrade")], User)
+        .body(&[req("email", Text), req("password", Text)])
+        .limits(&[per_ip(Kind::Auth), Limit { kind: Kind::Account, key: LimitKey::Subject("upgrade"), when: None }])
+        .sql("select x::text from baas.upgrade_account($1, $2) x", &[F("email"), F("password")])
+        .private(),
+    r("list_sessions", GET, SESSIONS, User).sql("select x::text from baas.list_sessions() x", &[]).private(),
+    r("end_other_sessions", DELETE, SESSIONS, User)
+        .sql("select baas.end_other_sessions()", &[]).answer(NO_CONTENT, Shape::Void),
+    r("end_session", DELETE, SESSION, User)
+        .sql("select baas.end_session($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    r("suspend", PUT, SUSPENSION, Service)
+        .body(&[opt("reason", Text)])
+        .sql("select x::text from baas.suspend_user($1::text::uuid, $2) x", &[Path(0), F("reason")])
+        .private(),
+    r("reactivate", DELETE, SUSPENSION, Service)
+        .sql("select x::text from baas.reactivate_user($1::text::uuid) x", &[Path(0)]).private(),
+    r("user_sessions", GET, ADMIN_SESSIONS, Service)
+        .sql("select x::text from baas.user_sessions($1::text::uuid) x", &[Path(0)]).private(),
+    r("sign_out_user", DELETE, ADMIN_SESSIONS, Service)
+        .sql("select baas.sign_out_user($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    // Options of an existing collection (on_owner_delete).
+    r("set_collection_options", PATCH, COLLECTION, Service)
+        .body(&[req("options", Object)])
+        .sql("select x::text from baas.set_collection_options($1, $2::jsonb) x", &[Path(0), F("options")]),
     // --- collections (sql/documents.sql; baas_service only)
     r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]),
     r("create_collection", POST, COLLECTIONS, Service)

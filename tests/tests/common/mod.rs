@@ -6,6 +6,8 @@
 pub mod files;
 /// The account email flows: a proxy with an SMTP sink (tests/tests/accounts_email.rs).
 pub mod accounts_email;
+/// Sessions, suspension and anonymous accounts (accounts_admin.rs, accounts_anonymous.rs).
+pub mod lifecycle;
 
 use pgbaas_testkit::{Cluster, Proxy};
 use serde_json::{json, Value};

@@ -682,7 +682,7 @@ fn a_resume_over_an_unrelated_nest_change_replays_its_range() {
         filter: None,
         fields: None,
         who: u1,
-        principals: RoleGraph::from_edges([("team", "org")]).principals(U1, ["team"]),
+        principals: RoleGraph::from_edges([("team", "org")]).principals(U1, ["team"], false),
         start: 0,
         skip: false,
         resumed: false,
