@@ -174,6 +174,9 @@ grant execute on function
     baas._outbox_failed(bigint, integer, text, boolean)
   to baas_authenticator;
 
+-- accounts: import (sql/accounts.sql): service tokens and DBAs import accounts.
+grant execute on function baas.import_users(jsonb, jsonb) to baas_service;
+
 -- The proxy's login role: switch role per request, read the public keys.
 grant execute on function
     baas.authenticate(jsonb),

@@ -107,6 +107,8 @@ as $$
            'set_realtime', 'realtime_position', 'realtime_status', 'realtime_disable',
            -- email (sql/email.sql)
            'send_email', 'retry_email', 'purge_email_outbox',
+           -- accounts: import (sql/accounts.sql)
+           'import_users',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all
