@@ -224,6 +224,8 @@ grant execute on function
     baas.sign_out_user(uuid),
     baas.purge_anonymous_users(interval)
   to baas_service;
+-- accounts: import (sql/accounts.sql): service tokens and DBAs import accounts.
+grant execute on function baas.import_users(jsonb, jsonb) to baas_service;
 
 -- The proxy's login role: switch role per request, read the public keys.
 grant execute on function

@@ -119,6 +119,8 @@ as $$
            'sign_in_anonymously', 'upgrade_account', 'purge_anonymous_users', 'list_sessions',
            'end_session', 'end_other_sessions', 'user_sessions', 'sign_out_user', 'suspend_user',
            'reactivate_user', 'is_anonymous',
+           -- accounts: import (sql/accounts.sql)
+           'import_users',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

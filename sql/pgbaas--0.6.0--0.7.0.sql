@@ -2293,6 +2293,134 @@ grant execute on function
     baas.purge_anonymous_users(interval),
     baas.set_collection_options(text, jsonb)
   to baas_service;
+-------------------------------------------------------------------- accounts: import
+-- The library's new function (extension/src/api/auth.rs), as pgrx declares it.
+create function baas."_import_hash"(
+	"hash" TEXT, /* Option < & str > */
+	"algorithm" TEXT, /* Option < & str > */
+	"salt" TEXT, /* Option < & str > */
+	"firebase" jsonb /* Option < pgrx :: JsonB > */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'import_hash_wrapper';
+
+-- sql/accounts.sql, section "import".
+-- Accounts brought over from another backend with their password hashes (bcrypt from
+-- Parse Server, Supabase and PocketBase; Firebase's scrypt; argon2): each hash is checked
+-- at import (baas._import_hash, extension/src/auth/import.rs), verified at the first
+-- sign-in and replaced there by argon2id (baas.login). All rows or none: an error names
+-- its row (counted from 1). Service and DBAs only; docs/accounts-import.md.
+create function baas.import_users(users jsonb, options jsonb default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    v_opts jsonb := coalesce(options, '{}');
+    v_conflict text;
+    v_firebase jsonb;
+    r jsonb;
+    n integer := 0;
+    v_imported integer := 0;
+    v_skipped integer := 0;
+    v_id uuid;
+    v_email text;
+    v_hash text;
+    v_created timestamptz;
+    v_key text;
+begin
+    if users is null or jsonb_typeof(users) <> 'array' then
+        perform baas._raise('22023', 'invalid_request', 'users must be a JSON array of user objects');
+    end if;
+    if jsonb_array_length(users) > 10000 then
+        perform baas._raise('22023', 'invalid_request',
+            format('at most 10000 users per call (%s given): import in batches', jsonb_array_length(users)));
+    end if;
+    if jsonb_typeof(v_opts) <> 'object' then
+        perform baas._raise('22023', 'invalid_request', 'options must be a JSON object');
+    end if;
+    select k into v_key from jsonb_object_keys(v_opts) k where k not in ('on_conflict', 'firebase') limit 1;
+    if v_key is not null then
+        perform baas._raise('22023', 'invalid_request', format('unknown option %s (on_conflict, firebase)', v_key));
+    end if;
+    v_conflict := coalesce(v_opts ->> 'on_conflict', 'error');
+    if v_conflict not in ('error', 'skip') then
+        perform baas._raise('22023', 'invalid_request', 'on_conflict must be error or skip');
+    end if;
+    v_firebase := v_opts -> 'firebase';
+    if v_firebase is not null and jsonb_typeof(v_firebase) <> 'object' then
+        perform baas._raise('22023', 'invalid_request',
+            'options.firebase must be {signer_key, salt_separator, rounds, mem_cost}');
+    end if;
+    for r in select x from jsonb_array_elements(users) x loop
+        n := n + 1;
+        if jsonb_typeof(r) <> 'object' then
+            perform baas._raise('22023', 'invalid_request', format('row %s: not a JSON object', n));
+        end if;
+        select k into v_key from jsonb_object_keys(r) k
+         where k not in ('id', 'email', 'email_verified', 'password_hash', 'hash_algorithm', 'salt', 'data', 'created_at')
+         limit 1;
+        if v_key is not null then
+            perform baas._raise('22023', 'invalid_request', format(
+                'row %s: unknown field %s (id, email, email_verified, password_hash, hash_algorithm, salt, data, created_at)', n, v_key));
+        end if;
+        if jsonb_typeof(r -> 'email') is distinct from 'string' then
+            perform baas._raise('22023', 'invalid_request', format('row %s: email (a string) is required', n));
+        end if;
+        v_email := baas._email_key(r ->> 'email');
+        if v_email is null then
+            perform baas._raise('22023', 'invalid_email', format('row %s: %s is not a valid email address', n, left(r ->> 'email', 100)));
+        end if;
+        begin
+            v_id := coalesce((r ->> 'id')::uuid, baas.uuid7());
+            v_created := coalesce((r ->> 'created_at')::timestamptz, now());
+        exception when invalid_text_representation or datetime_field_overflow or invalid_datetime_format then
+            perform baas._raise('22023', 'invalid_request', format('row %s: id must be a uuid and created_at a timestamp', n));
+        end;
+        if r ? 'data' and jsonb_typeof(r -> 'data') <> 'object' then
+            perform baas._raise('22023', 'invalid_request', format('row %s: data must be a JSON object', n));
+        end if;
+        if r ? 'email_verified' and jsonb_typeof(r -> 'email_verified') <> 'boolean' then
+            perform baas._raise('22023', 'invalid_request', format('row %s: email_verified must be true or false', n));
+        end if;
+        if (r ? 'password_hash' and jsonb_typeof(r -> 'password_hash') not in ('string', 'null'))
+           or (r ? 'hash_algorithm' and jsonb_typeof(r -> 'hash_algorithm') not in ('string', 'null'))
+           or (r ? 'salt' and jsonb_typeof(r -> 'salt') not in ('string', 'null')) then
+            perform baas._raise('22023', 'invalid_request', format('row %s: password_hash, hash_algorithm and salt are strings', n));
+        end if;
+        v_hash := null;
+        if r ->> 'password_hash' is not null then
+            begin
+                v_hash := baas._import_hash(r ->> 'password_hash', r ->> 'hash_algorithm', r ->> 'salt', v_firebase);
+            exception when invalid_parameter_value then
+                perform baas._raise('22023', 'invalid_hash', format('row %s: %s', n, sqlerrm));
+            end;
+        end if;
+        begin
+            insert into baas.users (id, email, password_hash, data, created_at, updated_at, email_verified_at)
+            values (v_id, v_email, v_hash, coalesce(r -> 'data', '{}'), v_created, v_created,
+                    case when (r -> 'email_verified') = 'true' then now() end);
+            v_imported := v_imported + 1;
+        exception when unique_violation then
+            if v_conflict = 'skip' then
+                v_skipped := v_skipped + 1;
+            else
+                perform baas._raise('23505', 'email_taken',
+                    format('row %s: an account with this email or id already exists', n));
+            end if;
+        end;
+    end loop;
+    perform baas._audit('user.import', null, details => jsonb_build_object('imported', v_imported, 'skipped', v_skipped));
+    return jsonb_build_object('imported', v_imported, 'skipped', v_skipped);
+end
+$$;
+comment on function baas.import_users(jsonb, jsonb) is
+    'Service/DBAs: import accounts with their password hashes (bcrypt, argon2, Firebase scrypt with options.firebase), all or none; {imported, skipped}';
+
+-- sql/grants.sql, accounts: import.
+revoke execute on function baas._import_hash(text, text, text, jsonb), baas.import_users(jsonb, jsonb) from public;
+grant execute on function baas.import_users(jsonb, jsonb) to baas_service;
 
 -------------------------------------------------------------------- email (issue 16, package B)
 -- The library's new functions (extension/src/api/email.rs), as pgrx declares them.
@@ -2787,6 +2915,8 @@ as $$
            'sign_in_anonymously', 'upgrade_account', 'purge_anonymous_users', 'list_sessions',
            'end_session', 'end_other_sessions', 'user_sessions', 'sign_out_user', 'suspend_user',
            'reactivate_user', 'is_anonymous',
+           -- accounts: import (sql/accounts.sql)
+           'import_users',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

@@ -44,6 +44,9 @@ pub enum BaasError {
     /// An email template that cannot be filled (extension/src/email/template.rs).
     #[error("{0}")]
     InvalidTemplate(String),
+    /// A password hash handed to baas.import_users that no verifier here can use.
+    #[error("{0}")]
+    InvalidHash(String),
 }
 
 impl BaasError {
@@ -67,6 +70,7 @@ impl BaasError {
             BaasError::ResponseTooLarge(_) => "response_too_large",
             BaasError::InvalidFileName(_) => "invalid_file_name",
             BaasError::InvalidTemplate(_) => "invalid_template",
+            BaasError::InvalidHash(_) => "invalid_hash",
         }
     }
 
@@ -82,7 +86,8 @@ impl BaasError {
             | BaasError::InvalidSchema(_)
             | BaasError::InvalidQuery(_)
             | BaasError::InvalidFileName(_)
-            | BaasError::InvalidTemplate(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            | BaasError::InvalidTemplate(_)
+            | BaasError::InvalidHash(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             BaasError::SchemaViolation { .. } => PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
             BaasError::PasswordTooLong { .. } => {
                 PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION

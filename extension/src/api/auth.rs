@@ -42,6 +42,22 @@ fn verify_password(password: Option<&str>, hash: Option<&str>) -> bool {
     password::verify(password.unwrap_or(""), hash) && password.is_some()
 }
 
+/// The stored form of a password hash imported from another backend (auth/import.rs),
+/// or 22023 invalid_hash saying why no verifier here could use it. `firebase`: options'
+/// `{signer_key, salt_separator, rounds, mem_cost}` for Firebase's scrypt. Null hash: null.
+#[pg_extern(immutable, parallel_safe, name = "_import_hash")]
+fn import_hash(hash: Option<&str>, algorithm: Option<&str>, salt: Option<&str>, firebase: Option<pgrx::JsonB>) -> Option<String> {
+    let hash = hash?;
+    let params = firebase.map(|f| {
+        let v = &f.0;
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
+        let int = |k: &str| v.get(k).and_then(|x| x.as_i64()).unwrap_or(0);
+        crate::auth::import::FirebaseParams::parse(text("signer_key"), text("salt_separator"), int("rounds"), int("mem_cost"))
+            .or_raise("_import_hash")
+    });
+    Some(crate::auth::import::stored_hash(hash, algorithm, salt, params.as_ref()).or_raise("_import_hash"))
+}
+
 #[pg_extern(immutable, strict, parallel_safe, name = "_password_needs_rehash")]
 fn password_needs_rehash(hash: &str) -> bool {
     password::needs_rehash(hash)

@@ -1,4 +1,5 @@
 pub mod email;
+pub mod import;
 pub mod keys;
 pub mod password;
 pub mod tokens;

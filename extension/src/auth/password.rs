@@ -1,7 +1,8 @@
 //! Password rules and hashing. argon2id with OWASP's 2023 minimum profile
 //! (19 MiB, 2 passes, 1 lane): ~25 ms per hash on this project's 2-core machine, cheap
 //! enough for login traffic, expensive enough for offline guessing. Hashes from other
-//! backends (bcrypt `$2a$/$2b$/$2y$`) verify too, and are upgraded on the next login.
+//! backends (bcrypt `$2a$/$2b$/$2y$`, Firebase's scrypt: auth/import.rs) verify too,
+//! and are upgraded on the next login.
 
 use crate::error::BaasError;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -71,6 +72,9 @@ pub fn verify(password: &str, stored: Option<&str>) -> bool {
     };
     if is_bcrypt(stored) {
         return bcrypt::verify(password, stored).unwrap_or(false);
+    }
+    if stored.starts_with(crate::auth::import::FIREBASE_PREFIX) {
+        return crate::auth::import::verify_firebase(password, stored);
     }
     verify_argon2(password, stored)
 }

@@ -302,6 +302,12 @@ pub static ROUTES: &[Route] = &[
     r("set_collection_options", PATCH, COLLECTION, Service)
         .body(&[req("options", Object)])
         .sql("select x::text from baas.set_collection_options($1, $2::jsonb) x", &[Path(0), F("options")]),
+    // --- accounts: import (sql/accounts.sql; baas_service only). Up to body_limit per
+    // request; larger exports go through SQL.
+    r("import_users", POST, &[lit("v1"), lit("admin"), lit("users"), lit("import")], Service)
+        .body(&[req("users", Any), opt("options", Object)])
+        .sql("select x::text from baas.import_users($1::jsonb, coalesce($2::jsonb, '{}')) x", &[F("users"), F("options")])
+        .private(),
     // --- collections (sql/documents.sql; baas_service only)
     r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]),
     r("create_collection", POST, COLLECTIONS, Service)
