@@ -496,9 +496,14 @@ begin
         -- A magic-link sign-up: the account is made now, its address proven.
         select * into u from baas.users x where x.email = (r.t).email for update;
         if not found then
-            insert into baas.users (id, email, email_verified_at, data)
-            values (baas.uuid7(), (r.t).email, now(), '{}')
-            returning * into u;
+            begin
+                insert into baas.users (id, email, email_verified_at, data)
+                values (baas.uuid7(), (r.t).email, now(), '{}')
+                returning * into u;
+            exception when unique_violation then
+                -- A sign-up of the address still open at the lookup above.
+                perform baas._raise('23505', 'email_taken', 'an account with this email already exists');
+            end;
             perform baas._audit('signup.magic_link', u.id, details => jsonb_build_object('email', u.email));
         end if;
     end if;
