@@ -476,8 +476,13 @@ begin
             perform baas._raise('23505', 'email_taken', 'an account with this email already exists');
         end if;
         v_old := u.email;
-        update baas.users set email = (r.t).email, email_verified_at = now(), updated_at = now()
-         where id = u.id returning * into u;
+        begin
+            update baas.users set email = (r.t).email, email_verified_at = now(), updated_at = now()
+             where id = u.id returning * into u;
+        exception when unique_violation then
+            -- Taken by a transaction still open at the check above.
+            perform baas._raise('23505', 'email_taken', 'an account with this email already exists');
+        end;
         -- Links mailed to the old address stop working.
         perform baas._consume_email_tokens(u.id, array['verify_email', 'reset_password', 'magic_link', 'email_change']);
         perform baas._audit('email.change', u.id, details => jsonb_build_object('from', v_old, 'to', u.email));
@@ -491,9 +496,14 @@ begin
         -- A magic-link sign-up: the account is made now, its address proven.
         select * into u from baas.users x where x.email = (r.t).email for update;
         if not found then
-            insert into baas.users (id, email, email_verified_at, data)
-            values (baas.uuid7(), (r.t).email, now(), '{}')
-            returning * into u;
+            begin
+                insert into baas.users (id, email, email_verified_at, data)
+                values (baas.uuid7(), (r.t).email, now(), '{}')
+                returning * into u;
+            exception when unique_violation then
+                -- A sign-up of the address still open at the lookup above.
+                perform baas._raise('23505', 'email_taken', 'an account with this email already exists');
+            end;
             perform baas._audit('signup.magic_link', u.id, details => jsonb_build_object('email', u.email));
         end if;
     end if;

@@ -435,3 +435,48 @@ fn a_suspended_account_cannot_complete_an_email_change() {
     let email: String = db().query_one("select email from baas.users where id = $1::text::uuid", &[&u.id]).unwrap().get(0);
     assert_eq!(email, u.email, "the address is unchanged");
 }
+
+#[test]
+fn an_address_taken_while_the_change_is_confirmed_is_email_taken() {
+    // Another account takes the address in a transaction still open when the link is
+    // followed: the change waits on it, then must answer 409 email_taken like the
+    // check before it, not a bare unique violation.
+    let _g = shared();
+    let u = signup("change-race");
+    let new = common::email("change-race-new");
+    assert_eq!(post("/v1/auth/email-change", Some(&u.access), json!({"email": new})).status, 202);
+    let m = mail(&new, "Confirm your new email address");
+    let mut c = db();
+    let mut tx = c.transaction().unwrap();
+    tx.execute("select baas.create_user($1, $2)", &[&new, &PASSWORD]).unwrap();
+    let r = std::thread::scope(|s| {
+        let h = s.spawn(|| post("/v1/auth/verify", None, json!({"type": "email_change", "token": token(&m)})));
+        std::thread::sleep(Duration::from_millis(1500));
+        tx.commit().unwrap();
+        h.join().unwrap()
+    });
+    assert_eq!((r.status, r.code()), (409, "email_taken"), "{}", r.body);
+    let email: String = db().query_one("select email from baas.users where id = $1::text::uuid", &[&u.id]).unwrap().get(0);
+    assert_eq!(email, u.email);
+}
+
+#[test]
+fn a_magic_link_signup_racing_a_signup_is_email_taken() {
+    // magic_link_signup: the account is made when the link is followed. If a sign-up of
+    // the same address is still in flight then, the link answers 409 email_taken, not a
+    // bare unique violation.
+    let (_g, _restore) = exclusive("magic_link_signup = true");
+    let email = common::email("magic-signup-race");
+    assert_eq!(post("/v1/auth/magic-link", None, json!({"email": email})).status, 202);
+    let m = mail(&email, MAGIC);
+    let mut c = db();
+    let mut tx = c.transaction().unwrap();
+    tx.execute("select baas.create_user($1, $2)", &[&email, &PASSWORD]).unwrap();
+    let r = std::thread::scope(|s| {
+        let h = s.spawn(|| post("/v1/auth/verify", None, json!({"type": "magic_link", "token": token(&m)})));
+        std::thread::sleep(Duration::from_millis(1500));
+        tx.commit().unwrap();
+        h.join().unwrap()
+    });
+    assert_eq!((r.status, r.code()), (409, "email_taken"), "{}", r.body);
+}
