@@ -1342,7 +1342,9 @@ begin
     end if;
     v_token := baas._sign_jwt(k.kid, k.secret, jsonb_build_object(
         'iss', s.issuer, 'aud', s.audience || ':file', 'sub', v_claims -> 'sub', 'role', v_claims -> 'role',
-        'sid', v_claims -> 'sid', 'fid', fid, 'ver', ver, 'iat', v_now, 'exp', v_now + ttl));
+        'sid', v_claims -> 'sid', 'fid', fid, 'ver', ver, 'iat', v_now, 'exp', v_now + ttl)
+        -- the session's assurance level, when its token has one (require_aal2 buckets)
+        || jsonb_strip_nulls(jsonb_build_object('aal', v_claims -> 'aal')));
     return jsonb_build_object('url', format('/v1/files/%s?sig=%s', fid, v_token), 'token', v_token,
                               'expires_at', to_timestamp(v_now + ttl));
 end

@@ -1770,6 +1770,47 @@ $$;
 comment on function baas.create_collection(text, jsonb) is
     'Create a collection. options: create (principals), default_acl, schema (JSON Schema), realtime (live feed, default true), bucket (files), max_file_size, file_types, file_refs, require_aal2, on_owner_delete (delete, orphan or {transfer: user id})';
 
+-- sql/files.sql: a download link carries its session's aal, so that an aal2 session's
+-- link of a require_aal2 bucket's file downloads it (it runs as the link's claims).
+create or replace function baas._file_link_sign(fid uuid, ver bigint, ttl integer) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    s baas.settings;
+    k record;
+    d record;
+    v_claims jsonb := baas.claims();
+    v_now bigint := extract(epoch from now())::bigint;
+    v_token text;
+begin
+    if ttl is null or ttl not between 1 and 300 then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'ttl must be 1 to 300 seconds';
+    end if;
+    if baas.uid() is null and coalesce(v_claims ->> 'role', '') <> 'baas_service' then
+        raise exception using errcode = '42501', detail = 'not_authenticated', message = 'sign in to make a link';
+    end if;
+    select t.owner, t.acl_read, t.version into d from baas.documents t where t.id = fid and t.blob_id is not null;
+    if not found or d.version is distinct from ver
+       or not (baas._is_privileged(baas._caller_role()) or baas._acl_allows(d.owner, d.acl_read)) then
+        raise exception using errcode = 'P0002', detail = 'file_not_found', message = format('file %s not found', fid);
+    end if;
+    select * into strict s from baas.settings;
+    select x.kid, x.secret into k from baas._signing_keys x where x.retired_at is null order by x.created_at desc limit 1;
+    if not found then
+        raise exception using errcode = '55000', detail = 'no_signing_key',
+            message = 'pgbaas has no active signing key; run select baas.rotate_signing_key()';
+    end if;
+    v_token := baas._sign_jwt(k.kid, k.secret, jsonb_build_object(
+        'iss', s.issuer, 'aud', s.audience || ':file', 'sub', v_claims -> 'sub', 'role', v_claims -> 'role',
+        'sid', v_claims -> 'sid', 'fid', fid, 'ver', ver, 'iat', v_now, 'exp', v_now + ttl)
+        -- the session's assurance level, when its token has one (require_aal2 buckets)
+        || jsonb_strip_nulls(jsonb_build_object('aal', v_claims -> 'aal')));
+    return jsonb_build_object('url', format('/v1/files/%s?sig=%s', fid, v_token), 'token', v_token,
+                              'expires_at', to_timestamp(v_now + ttl));
+end
+$$;
+
 -- sql/grants.sql, section "accounts: multi-factor"; no PUBLIC execute on the new functions.
 revoke execute on function
     baas._totp_code(bytea, text, integer, bigint),

@@ -503,3 +503,33 @@ fn switching_require_aal2_on_ends_open_live_feeds() {
     let mut w2 = Ws::connect(port, Some(&aal2)).unwrap();
     w2.subscribe("s", &c, json!({})).expect("aal2 subscribes");
 }
+
+/// Files of a require_aal2 bucket follow their documents: an aal1 session neither
+/// downloads, uploads nor links them; an aal2 session does all three, and its signed
+/// link (which runs as the link's session) works for the download it was made for.
+#[test]
+fn a_require_aal2_bucket_serves_files_and_links_to_aal2_only() {
+    use common::files::{bucket, download, file_path, upload, upload_ok};
+    let e = enrol("mfa-files");
+    let aal2 = e.tokens["access_token"].as_str().unwrap().to_string();
+    let mut claims = payload(&aal2);
+    claims["aal"] = json!("aal1");
+    let aal1 = sign_with_db_key(&claims);
+    let c = bucket("mfa_files", json!({"create": ["authenticated"], "require_aal2": true}));
+    let f = upload_ok(Some(&aal2), &c, "secret.txt", b"top secret", "text/plain");
+    let id = f["id"].as_str().unwrap().to_string();
+    let d = download(Some(&aal2), &file_path(&id), &[]);
+    assert_eq!(d.status, 200);
+    assert_eq!(download(Some(&aal1), &file_path(&id), &[]).status, 404);
+    let up = upload(Some(&aal1), &c, "other.txt", b"x", "text/plain");
+    assert!(up.status == 403 || up.status == 404, "an aal1 upload: {} {}", up.status, up.body);
+    let r = call("POST", &format!("{}/link", file_path(&id)), Some(&aal1), Some("{}"));
+    assert_eq!(r.status, 404, "an aal1 link: {}", r.body);
+    let r = call("POST", &format!("{}/link", file_path(&id)), Some(&aal2), Some("{}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let url = r.body["url"].as_str().unwrap();
+    let path = &url[url.find("/v1/").unwrap()..];
+    let d = download(None, path, &[]);
+    assert_eq!(d.status, 200, "the aal2 session's link downloads its file");
+    assert!(d.body == b"top secret");
+}
