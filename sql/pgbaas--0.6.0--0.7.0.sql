@@ -1318,6 +1318,50 @@ grant execute on function
     baas.set_collection_options(text, jsonb)
   to baas_service;
 
+-- (files.sql) Signed download links carry the signer's is_anonymous claim.
+-- Sign a download link's token with the active key: audience `<audience>:file`, bound
+-- to the caller's session, the file and its version. API roles can call it directly,
+-- so it makes file_link's checks itself (signed in; the file, at that version, one the
+-- caller may read: as documents_read decides, through baas._acl_allows). The link
+-- carries the caller's is_anonymous claim, so that it reads with the caller's principals.
+create or replace function baas._file_link_sign(fid uuid, ver bigint, ttl integer) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    s baas.settings;
+    k record;
+    d record;
+    v_claims jsonb := baas.claims();
+    v_now bigint := extract(epoch from now())::bigint;
+    v_token text;
+begin
+    if ttl is null or ttl not between 1 and 300 then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'ttl must be 1 to 300 seconds';
+    end if;
+    if baas.uid() is null and coalesce(v_claims ->> 'role', '') <> 'baas_service' then
+        raise exception using errcode = '42501', detail = 'not_authenticated', message = 'sign in to make a link';
+    end if;
+    select t.owner, t.acl_read, t.version into d from baas.documents t where t.id = fid and t.blob_id is not null;
+    if not found or d.version is distinct from ver
+       or not (baas._is_privileged(baas._caller_role()) or baas._acl_allows(d.owner, d.acl_read)) then
+        raise exception using errcode = 'P0002', detail = 'file_not_found', message = format('file %s not found', fid);
+    end if;
+    select * into strict s from baas.settings;
+    select x.kid, x.secret into k from baas._signing_keys x where x.retired_at is null order by x.created_at desc limit 1;
+    if not found then
+        raise exception using errcode = '55000', detail = 'no_signing_key',
+            message = 'pgbaas has no active signing key; run select baas.rotate_signing_key()';
+    end if;
+    v_token := baas._sign_jwt(k.kid, k.secret, jsonb_build_object(
+        'iss', s.issuer, 'aud', s.audience || ':file', 'sub', v_claims -> 'sub', 'role', v_claims -> 'role',
+        'sid', v_claims -> 'sid', 'is_anonymous', v_claims -> 'is_anonymous',
+        'fid', fid, 'ver', ver, 'iat', v_now, 'exp', v_now + ttl));
+    return jsonb_build_object('url', format('/v1/files/%s?sig=%s', fid, v_token), 'token', v_token,
+                              'expires_at', to_timestamp(v_now + ttl));
+end
+$$;
+
 -------------------------------------------------------------------- email (issue 16, package B)
 -- The library's new functions (extension/src/api/email.rs), as pgrx declares them.
 create function baas."_render_template"(
