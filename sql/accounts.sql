@@ -138,8 +138,14 @@ as $$
 declare
     v_ticket text;
     v_factors jsonb;
+    v_suspended timestamptz;
 begin
-    if u.suspended_at is not null then
+    -- The row as it is now, locked against baas.suspend_user until this transaction
+    -- ends: the caller read u earlier (before waiting for its turn and hashing a
+    -- password), and a suspension committed since must not be missed, nor one that
+    -- begins now miss the session made here.
+    select x.suspended_at into v_suspended from baas.users x where x.id = u.id for key share;
+    if u.suspended_at is not null or v_suspended is not null then
         perform baas._audit('login.suspended', u.id, details => jsonb_build_object('method', method));
         return jsonb_build_object('error', jsonb_build_object(
             'code', 'account_suspended', 'message', 'this account is suspended'));
