@@ -1205,6 +1205,10 @@ begin
     with moved as (
         update baas.documents d
            set owner = case when c.on_owner_delete = 'transfer' and c.owner_heir is distinct from old.id
+                                 -- An heir deleted earlier by the same statement (a purge, a
+                                 -- DBA's multi-row delete) still stands in owner_heir until
+                                 -- the statement ends: orphaned, as for a gone heir.
+                                 and exists (select from baas.users h where h.id = c.owner_heir)
                             then c.owner_heir end
           from baas.collections c
          where d.owner = old.id and c.id = d.collection_id and c.on_owner_delete in ('orphan', 'transfer')
