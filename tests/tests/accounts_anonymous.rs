@@ -274,3 +274,20 @@ fn an_anonymous_accounts_signed_link_downloads_a_file_shared_with_anonymous() {
     let d = download(None, path, &[]);
     assert_eq!((d.status, d.body.as_slice()), (200, &b"for anonymous"[..]), "the link reads as its anonymous maker");
 }
+
+/// An anonymous account has no password to change: PATCH /v1/auth/user with a
+/// password is refused with a 4xx, never a server error.
+#[test]
+fn an_anonymous_account_cannot_set_a_password_through_update_user() {
+    let _g = setting();
+    let (id, access, _) = anonymous();
+    let r = call("PATCH", "/v1/auth/user", Some(&access), Some(r#"{"password": "long enough password", "current_password": "anything at all"}"#));
+    assert!((400..500).contains(&r.status), "{} {}", r.status, r.body);
+    let still: bool = admin()
+        .query_one("select is_anonymous and password_hash is null from baas.users where id = $1::text::uuid", &[&id])
+        .unwrap()
+        .get(0);
+    assert!(still, "still anonymous, without a password");
+    let r = call("PATCH", "/v1/auth/user", Some(&access), Some(r#"{"data": {"theme": "light"}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
