@@ -138,8 +138,14 @@ as $$
 declare
     v_ticket text;
     v_factors jsonb;
+    v_suspended timestamptz;
 begin
-    if u.suspended_at is not null then
+    -- The row as it is now, locked against baas.suspend_user until this transaction
+    -- ends: the caller read u earlier (before waiting for its turn and hashing a
+    -- password), and a suspension committed since must not be missed, nor one that
+    -- begins now miss the session made here.
+    select x.suspended_at into v_suspended from baas.users x where x.id = u.id for key share;
+    if u.suspended_at is not null or v_suspended is not null then
         perform baas._audit('login.suspended', u.id, details => jsonb_build_object('method', method));
         return jsonb_build_object('error', jsonb_build_object(
             'code', 'account_suspended', 'message', 'this account is suspended'));
@@ -1432,6 +1438,10 @@ begin
     with moved as (
         update baas.documents d
            set owner = case when c.on_owner_delete = 'transfer' and c.owner_heir is distinct from old.id
+                                 -- An heir deleted earlier by the same statement (a purge, a
+                                 -- DBA's multi-row delete) still stands in owner_heir until
+                                 -- the statement ends: orphaned, as for a gone heir.
+                                 and exists (select from baas.users h where h.id = c.owner_heir)
                             then c.owner_heir end
           from baas.collections c
          where d.owner = old.id and c.id = d.collection_id and c.on_owner_delete in ('orphan', 'transfer')

@@ -1310,7 +1310,8 @@ comment on function baas.get_file_acl(uuid) is 'A file''s ACL (owner or service 
 -- Sign a download link's token with the active key: audience `<audience>:file`, bound
 -- to the caller's session, the file and its version. API roles can call it directly,
 -- so it makes file_link's checks itself (signed in; the file, at that version, one the
--- caller may read: as documents_read decides, through baas._acl_allows).
+-- caller may read: as documents_read decides, through baas._acl_allows). The link
+-- carries the caller's is_anonymous claim, so that it reads with the caller's principals.
 create function baas._file_link_sign(fid uuid, ver bigint, ttl integer) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -1342,7 +1343,8 @@ begin
     end if;
     v_token := baas._sign_jwt(k.kid, k.secret, jsonb_build_object(
         'iss', s.issuer, 'aud', s.audience || ':file', 'sub', v_claims -> 'sub', 'role', v_claims -> 'role',
-        'sid', v_claims -> 'sid', 'fid', fid, 'ver', ver, 'iat', v_now, 'exp', v_now + ttl)
+        'sid', v_claims -> 'sid', 'is_anonymous', v_claims -> 'is_anonymous',
+        'fid', fid, 'ver', ver, 'iat', v_now, 'exp', v_now + ttl)
         -- the session's assurance level, when its token has one (require_aal2 buckets)
         || jsonb_strip_nulls(jsonb_build_object('aal', v_claims -> 'aal')));
     return jsonb_build_object('url', format('/v1/files/%s?sig=%s', fid, v_token), 'token', v_token,

@@ -392,8 +392,14 @@ as $$
 declare
     v_ticket text;
     v_factors jsonb;
+    v_suspended timestamptz;
 begin
-    if u.suspended_at is not null then
+    -- The row as it is now, locked against baas.suspend_user until this transaction
+    -- ends: the caller read u earlier (before waiting for its turn and hashing a
+    -- password), and a suspension committed since must not be missed, nor one that
+    -- begins now miss the session made here.
+    select x.suspended_at into v_suspended from baas.users x where x.id = u.id for key share;
+    if u.suspended_at is not null or v_suspended is not null then
         perform baas._audit('login.suspended', u.id, details => jsonb_build_object('method', method));
         return jsonb_build_object('error', jsonb_build_object(
             'code', 'account_suspended', 'message', 'this account is suspended'));
@@ -1803,7 +1809,8 @@ begin
     end if;
     v_token := baas._sign_jwt(k.kid, k.secret, jsonb_build_object(
         'iss', s.issuer, 'aud', s.audience || ':file', 'sub', v_claims -> 'sub', 'role', v_claims -> 'role',
-        'sid', v_claims -> 'sid', 'fid', fid, 'ver', ver, 'iat', v_now, 'exp', v_now + ttl)
+        'sid', v_claims -> 'sid', 'is_anonymous', v_claims -> 'is_anonymous',
+        'fid', fid, 'ver', ver, 'iat', v_now, 'exp', v_now + ttl)
         -- the session's assurance level, when its token has one (require_aal2 buckets)
         || jsonb_strip_nulls(jsonb_build_object('aal', v_claims -> 'aal')));
     return jsonb_build_object('url', format('/v1/files/%s?sig=%s', fid, v_token), 'token', v_token,
@@ -2266,6 +2273,10 @@ begin
     with moved as (
         update baas.documents d
            set owner = case when c.on_owner_delete = 'transfer' and c.owner_heir is distinct from old.id
+                                 -- An heir deleted earlier by the same statement (a purge, a
+                                 -- DBA's multi-row delete) still stands in owner_heir until
+                                 -- the statement ends: orphaned, as for a gone heir.
+                                 and exists (select from baas.users h where h.id = c.owner_heir)
                             then c.owner_heir end
           from baas.collections c
          where d.owner = old.id and c.id = d.collection_id and c.on_owner_delete in ('orphan', 'transfer')
@@ -2472,6 +2483,52 @@ comment on function baas.import_users(jsonb, jsonb) is
 -- sql/grants.sql, accounts: import.
 revoke execute on function baas._import_hash(text, text, text, jsonb), baas.import_users(jsonb, jsonb) from public;
 grant execute on function baas.import_users(jsonb, jsonb) to baas_service;
+
+-- (files.sql) Signed download links carry the signer's is_anonymous claim.
+-- Sign a download link's token with the active key: audience `<audience>:file`, bound
+-- to the caller's session, the file and its version. API roles can call it directly,
+-- so it makes file_link's checks itself (signed in; the file, at that version, one the
+-- caller may read: as documents_read decides, through baas._acl_allows). The link
+-- carries the caller's is_anonymous claim, so that it reads with the caller's principals.
+create or replace function baas._file_link_sign(fid uuid, ver bigint, ttl integer) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    s baas.settings;
+    k record;
+    d record;
+    v_claims jsonb := baas.claims();
+    v_now bigint := extract(epoch from now())::bigint;
+    v_token text;
+begin
+    if ttl is null or ttl not between 1 and 300 then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'ttl must be 1 to 300 seconds';
+    end if;
+    if baas.uid() is null and coalesce(v_claims ->> 'role', '') <> 'baas_service' then
+        raise exception using errcode = '42501', detail = 'not_authenticated', message = 'sign in to make a link';
+    end if;
+    select t.owner, t.acl_read, t.version into d from baas.documents t where t.id = fid and t.blob_id is not null;
+    if not found or d.version is distinct from ver
+       or not (baas._is_privileged(baas._caller_role()) or baas._acl_allows(d.owner, d.acl_read)) then
+        raise exception using errcode = 'P0002', detail = 'file_not_found', message = format('file %s not found', fid);
+    end if;
+    select * into strict s from baas.settings;
+    select x.kid, x.secret into k from baas._signing_keys x where x.retired_at is null order by x.created_at desc limit 1;
+    if not found then
+        raise exception using errcode = '55000', detail = 'no_signing_key',
+            message = 'pgbaas has no active signing key; run select baas.rotate_signing_key()';
+    end if;
+    v_token := baas._sign_jwt(k.kid, k.secret, jsonb_build_object(
+        'iss', s.issuer, 'aud', s.audience || ':file', 'sub', v_claims -> 'sub', 'role', v_claims -> 'role',
+        'sid', v_claims -> 'sid', 'is_anonymous', v_claims -> 'is_anonymous',
+        'fid', fid, 'ver', ver, 'iat', v_now, 'exp', v_now + ttl)
+        -- the session's assurance level, when its token has one (require_aal2 buckets)
+        || jsonb_strip_nulls(jsonb_build_object('aal', v_claims -> 'aal')));
+    return jsonb_build_object('url', format('/v1/files/%s?sig=%s', fid, v_token), 'token', v_token,
+                              'expires_at', to_timestamp(v_now + ttl));
+end
+$$;
 
 -------------------------------------------------------------------- email (issue 16, package B)
 -- The library's new functions (extension/src/api/email.rs), as pgrx declares them.

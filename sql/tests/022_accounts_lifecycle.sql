@@ -2,7 +2,7 @@
 -- delete"): every function's SQLSTATE and detail code, who may call what, the principals
 -- of full and anonymous accounts, and the owner delete policy.
 begin;
-select plan(34);
+select plan(36);
 
 -- As an application user with the given claims (jsonb; NULL: anonymous): the query's
 -- single value as text, or 'SQLSTATE detail'.
@@ -80,6 +80,17 @@ select baas.create_collection('life_orphan', '{"on_owner_delete": "orphan"}') is
 select is(pg_temp.detail_of(format($$ select baas.set_collection_options('life_orphan', '{"on_owner_delete": {"transfer": "%s"}}') $$, '00000000-0000-7000-8000-000000000000')),
           '22023 invalid_options', 'the heir must exist');
 select is(baas.set_collection_options('life_orphan', format('{"on_owner_delete": {"transfer": "%s"}}', :'u2')::jsonb) #>> '{options,on_owner_delete,transfer}', :'u2', 'heir set');
+
+-- An heir deleted in the same statement as the owner, before it: the owner's documents
+-- are orphaned (not handed to the account being deleted, which failed the DELETE).
+select baas.signup('heir@life.test', 'long enough pw') -> 'user' ->> 'id' as uh \gset
+select baas.signup('own@life.test', 'long enough pw') -> 'user' ->> 'id' as uo \gset
+select baas.create_collection('life_heir', format('{"on_owner_delete": {"transfer": "%s"}}', :'uh')::jsonb) is not null as ok \gset
+insert into baas.documents (collection_id, id, owner, data)
+select c.id, '0190f5b4-0000-7000-8000-0000000016e1', :'uo', '{}' from baas.collections c where c.name = 'life_heir';
+select is(pg_temp.detail_of(format('delete from baas.users where id in (%L, %L)', :'uh', :'uo')), null, 'heir and owner deleted at once');
+select is((select coalesce(d.owner::text, 'orphan') from baas.documents d join baas.collections c on c.id = d.collection_id
+            where c.name = 'life_heir' and d.id = '0190f5b4-0000-7000-8000-0000000016e1'), 'orphan', 'the document stays, owned by nobody');
 
 select * from finish();
 rollback;

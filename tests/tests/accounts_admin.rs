@@ -248,3 +248,43 @@ fn the_policy_is_set_and_checked_through_collection_options() {
     let r = service("PATCH", "/v1/collections/no_such_collection", Some(json!({"options": {}})));
     assert_eq!(r.status, 404, "{}", r.body);
 }
+
+/// A sign-in that read the account before a suspension committed (it was waiting for
+/// its turn or hashing the password) must not come out with a live session.
+#[test]
+fn a_sign_in_overtaken_by_a_suspension_gets_no_session() {
+    let u = signup("suspracer");
+    let mut holder = admin();
+    let key: i64 = holder
+        .query_one("select hashtextextended('baas.login:' || baas._email_for_audit($1), 0)", &[&u.email])
+        .unwrap()
+        .get(0);
+    // Hold the per-email sign-in lock so the login stops after reading the account.
+    holder.execute("select pg_advisory_lock($1)", &[&key]).unwrap();
+    let email = u.email.clone();
+    let login = std::thread::spawn(move || post("/v1/auth/login", None, json!({"email": email, "password": PASSWORD})));
+    let mut waited = 0;
+    loop {
+        let n: i64 = holder
+            .query_one(
+                "select count(*) from pg_locks where locktype = 'advisory' and not granted \
+                  and ((classid::int8 << 32) | objid::int8) = $1",
+                &[&key],
+            )
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 500, "the login never waited for the sign-in lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = service("PUT", &format!("/v1/admin/users/{}/suspension", u.id), Some(json!({"reason": "race"})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    holder.execute("select pg_advisory_unlock($1)", &[&key]).unwrap();
+    let r = login.join().unwrap();
+    assert_eq!((r.status, r.code()), (403, "account_suspended"), "{}", r.body);
+    let live = service("GET", &format!("/v1/admin/users/{}/sessions", u.id), None);
+    assert_eq!(live.body["items"], json!([]), "a suspended account has no live session: {}", live.body);
+}

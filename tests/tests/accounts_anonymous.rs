@@ -254,3 +254,40 @@ fn registered_and_anonymous_acls_read_alike_over_http_as_user_and_realtime() {
     let r = post(&docs_path(&c), Some(&writer.access), json!({"data": {}, "acl": {"read": ["Anonymous"]}}));
     assert_eq!((r.status, r.code()), (400, "invalid_acl"), "{}", r.body);
 }
+
+/// A signed download link runs as its maker: an anonymous account's link to a file
+/// only `anonymous` may read must download, as its bearer token does.
+#[test]
+fn an_anonymous_accounts_signed_link_downloads_a_file_shared_with_anonymous() {
+    let _g = setting();
+    let (_id, access, _) = anonymous();
+    let owner = signup("anonlinkowner");
+    let b = bucket("anonlink", json!({"default_acl": {"read": ["anonymous"]}}));
+    let file = upload_ok(Some(&owner.access), &b, "a.txt", b"for anonymous", "text/plain");
+    let file_id = file["id"].as_str().unwrap().to_string();
+    let direct = download(Some(&access), &file_path(&file_id), &[]);
+    assert_eq!(direct.status, 200, "the anonymous account reads it with its token");
+    let r = call("POST", &format!("{}/link", file_path(&file_id)), Some(&access), Some("{}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let url = r.body["url"].as_str().unwrap();
+    let path = &url[url.find("/v1/").unwrap()..];
+    let d = download(None, path, &[]);
+    assert_eq!((d.status, d.body.as_slice()), (200, &b"for anonymous"[..]), "the link reads as its anonymous maker");
+}
+
+/// An anonymous account has no password to change: PATCH /v1/auth/user with a
+/// password is refused with a 4xx, never a server error.
+#[test]
+fn an_anonymous_account_cannot_set_a_password_through_update_user() {
+    let _g = setting();
+    let (id, access, _) = anonymous();
+    let r = call("PATCH", "/v1/auth/user", Some(&access), Some(r#"{"password": "long enough password", "current_password": "anything at all"}"#));
+    assert!((400..500).contains(&r.status), "{} {}", r.status, r.body);
+    let still: bool = admin()
+        .query_one("select is_anonymous and password_hash is null from baas.users where id = $1::text::uuid", &[&id])
+        .unwrap()
+        .get(0);
+    assert!(still, "still anonymous, without a password");
+    let r = call("PATCH", "/v1/auth/user", Some(&access), Some(r#"{"data": {"theme": "light"}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
