@@ -530,6 +530,116 @@ comment on function baas.verify(text, text, text, text, text) is
 -- Answers {} or {"error": {...}} (attempts must commit).
 create function baas.reset_password(password text, token text default null, email text default null,
                                     code text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    r record;
+    u baas.users;
+begin
+    if reset_password.password is null then
+        perform baas._raise('22023', 'invalid_request', 'password is required');
+    end if;
+    if reset_password.token is null and (reset_password.email is null or reset_password.code is null) then
+        perform baas._raise('22023', 'invalid_request', 'send token, or email and code');
+    end if;
+    perform baas._check_password(reset_password.password);
+    select * into r from baas._take_email_token('reset_password', reset_password.token,
+                                                reset_password.email, reset_password.code);
+    if r.err is not null then
+        return r.err;
+    end if;
+    select * into u from baas.users where id = (r.t).user_id for update;
+    if u.id is null or u.suspended_at is not null or u.email is distinct from (r.t).email then
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'invalid_code', 'message', 'this link or code is not valid; ask for a new one'));
+    end if;
+    -- The mail was opened: the address is the user's.
+    update baas.users set password_hash = baas._hash_password(reset_password.password),
+                          email_verified_at = coalesce(email_verified_at, now()), updated_at = now()
+     where id = u.id returning * into u;
+    update baas.sessions set revoked_at = now(), revoked_reason = 'password_reset'
+     where user_id = u.id and revoked_at is null;
+    perform baas._consume_email_tokens(u.id, array['reset_password', 'magic_link']);
+    perform baas._audit('password.reset', u.id);
+    perform baas._enqueue_email('password_changed', u.email, u.id, u.language,
+        jsonb_build_object('email', u.email));
+    return '{}';
+end
+$$;
+comment on function baas.reset_password(text, text, text, text) is
+    'Set a new password with a mailed reset token or code: ends every session, does not sign in; {} or {"error": {"code": "invalid_code" | "code_expired"}}';
+
+-- Signed in: mail a link and code to a new address; the address changes when it is
+-- followed (baas.verify type email_change), and the old one is told.
+create function baas.request_email_change(new_email text, language text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    u baas.users;
+    v_new text;
+begin
+    perform baas._require_session();
+    select * into u from baas.users where id = baas.uid();
+    if not found then
+        perform baas._raise('28000', 'invalid_token', 'the account of this token no longer exists');
+    end if;
+    if u.is_anonymous then
+        perform baas._raise('42501', 'anonymous_not_allowed', 'an anonymous account has no email to change; upgrade it first');
+    end if;
+    if coalesce(baas.claims() ->> 'aal', 'aal1') <> 'aal2'
+       and exists (select from baas._mfa_factors f where f.user_id = u.id and f.status = 'verified') then
+        perform baas._raise('42501', 'aal2_required', 'changing the email address needs a session signed in with the second factor');
+    end if;
+    perform baas._email_configured();
+    if request_email_change.new_email is null then
+        perform baas._raise('22023', 'invalid_request', 'email is required');
+    end if;
+    v_new := baas._normalize_email(request_email_change.new_email);
+    if v_new = u.email then
+        perform baas._raise('22023', 'invalid_request', 'this is already the account''s address');
+    end if;
+    if exists (select from baas.users x where x.email = v_new) then
+        perform baas._raise('23505', 'email_taken', 'an account with this email already exists');
+    end if;
+    perform baas._email_token('email_change', u.id, v_new, coalesce(request_email_change.language, u.language),
+        jsonb_build_object('email', u.email, 'new_email', v_new), true);
+    return '{}';
+end
+$$;
+comment on function baas.request_email_change(text, text) is
+    'Signed in: mail a confirmation link and code to a new address (baas.verify type email_change); answers {}';
+
+-- Sign-up mails a verification link when email_verification is flag or required; with
+-- required it signs nothing in: {user, verification_required: true}.
+create or replace function baas.signup(email text, password text, data jsonb default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_mode text := (select s.email_verification from baas.settings s);
+    u baas.users;
+begin
+    if v_mode <> 'off' then
+        perform baas._email_configured();
+    end if;
+    u := baas._create_account(email, password, data, 'signup');
+    if v_mode = 'off' then
+        return baas._new_session(u, 1::smallint, '{pwd}', null);
+    end if;
+    perform baas._email_token('verify_email', u.id, u.email, u.language, '{}', true, false);
+    if v_mode = 'required' then
+        return jsonb_build_object('user', baas._user_json(u), 'verification_required', true);
+    end if;
+    return baas._new_session(u, 1::smallint, '{pwd}', null);
+end
+$$;
+comment on function baas.signup(text, text, jsonb) is
+    'Create an account and sign it in: {user, access_token, token_type, expires_in, refresh_token}; with email_verification required {user, verification_required: true} and a verification mail';
+
 ------------------------------------------------------------------------ multi-factor (issue 16)
 -- Time-based one-time passwords (RFC 6238, any authenticator app) as a second factor,
 -- and ten single-use recovery codes (docs/mfa.md). A user with a verified factor signs
@@ -820,87 +930,6 @@ set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
 declare
-    r record;
-    u baas.users;
-begin
-    if reset_password.password is null then
-        perform baas._raise('22023', 'invalid_request', 'password is required');
-    end if;
-    if reset_password.token is null and (reset_password.email is null or reset_password.code is null) then
-        perform baas._raise('22023', 'invalid_request', 'send token, or email and code');
-    end if;
-    perform baas._check_password(reset_password.password);
-    select * into r from baas._take_email_token('reset_password', reset_password.token,
-                                                reset_password.email, reset_password.code);
-    if r.err is not null then
-        return r.err;
-    end if;
-    select * into u from baas.users where id = (r.t).user_id for update;
-    if u.id is null or u.suspended_at is not null or u.email is distinct from (r.t).email then
-        return jsonb_build_object('error', jsonb_build_object(
-            'code', 'invalid_code', 'message', 'this link or code is not valid; ask for a new one'));
-    end if;
-    -- The mail was opened: the address is the user's.
-    update baas.users set password_hash = baas._hash_password(reset_password.password),
-                          email_verified_at = coalesce(email_verified_at, now()), updated_at = now()
-     where id = u.id returning * into u;
-    update baas.sessions set revoked_at = now(), revoked_reason = 'password_reset'
-     where user_id = u.id and revoked_at is null;
-    perform baas._consume_email_tokens(u.id, array['reset_password', 'magic_link']);
-    perform baas._audit('password.reset', u.id);
-    perform baas._enqueue_email('password_changed', u.email, u.id, u.language,
-        jsonb_build_object('email', u.email));
-    return '{}';
-end
-$$;
-comment on function baas.reset_password(text, text, text, text) is
-    'Set a new password with a mailed reset token or code: ends every session, does not sign in; {} or {"error": {"code": "invalid_code" | "code_expired"}}';
-
--- Signed in: mail a link and code to a new address; the address changes when it is
--- followed (baas.verify type email_change), and the old one is told.
-create function baas.request_email_change(new_email text, language text default null) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-#variable_conflict use_column
-declare
-    u baas.users;
-    v_new text;
-begin
-    perform baas._require_session();
-    select * into u from baas.users where id = baas.uid();
-    if not found then
-        perform baas._raise('28000', 'invalid_token', 'the account of this token no longer exists');
-    end if;
-    if u.is_anonymous then
-        perform baas._raise('42501', 'anonymous_not_allowed', 'an anonymous account has no email to change; upgrade it first');
-    end if;
-    if coalesce(baas.claims() ->> 'aal', 'aal1') <> 'aal2'
-       and exists (select from baas._mfa_factors f where f.user_id = u.id and f.status = 'verified') then
-        perform baas._raise('42501', 'aal2_required', 'changing the email address needs a session signed in with the second factor');
-    end if;
-    perform baas._email_configured();
-    if request_email_change.new_email is null then
-        perform baas._raise('22023', 'invalid_request', 'email is required');
-    end if;
-    v_new := baas._normalize_email(request_email_change.new_email);
-    if v_new = u.email then
-        perform baas._raise('22023', 'invalid_request', 'this is already the account''s address');
-    end if;
-    if exists (select from baas.users x where x.email = v_new) then
-        perform baas._raise('23505', 'email_taken', 'an account with this email already exists');
-    end if;
-    perform baas._email_token('email_change', u.id, v_new, coalesce(request_email_change.language, u.language),
-        jsonb_build_object('email', u.email, 'new_email', v_new), true);
-    return '{}';
-end
-$$;
-comment on function baas.request_email_change(text, text) is
-    'Signed in: mail a confirmation link and code to a new address (baas.verify type email_change); answers {}';
-
--- Sign-up mails a verification link when email_verification is flag or required; with
--- required it signs nothing in: {user, verification_required: true}.
-create or replace function baas.signup(email text, password text, data jsonb default '{}') returns jsonb
     v_sid uuid := baas._require_session();
     f baas._mfa_factors;
 begin
@@ -926,25 +955,6 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_mode text := (select s.email_verification from baas.settings s);
-    u baas.users;
-begin
-    if v_mode <> 'off' then
-        perform baas._email_configured();
-    end if;
-    u := baas._create_account(email, password, data, 'signup');
-    if v_mode = 'off' then
-        return baas._new_session(u, 1::smallint, '{pwd}', null);
-    end if;
-    perform baas._email_token('verify_email', u.id, u.email, u.language, '{}', true, false);
-    if v_mode = 'required' then
-        return jsonb_build_object('user', baas._user_json(u), 'verification_required', true);
-    end if;
-    return baas._new_session(u, 1::smallint, '{pwd}', null);
-end
-$$;
-comment on function baas.signup(text, text, jsonb) is
-    'Create an account and sign it in: {user, access_token, token_type, expires_in, refresh_token}; with email_verification required {user, verification_required: true} and a verification mail';
     v_sid uuid := baas._require_session();
 begin
     perform baas.require_aal2();
@@ -1460,6 +1470,7 @@ end
 $$;
 create trigger users_owner_delete before delete on baas.users
     for each row execute function baas._users_owner_delete();
+
 ------------------------------------------------------------------------ import (issue 16)
 -- Accounts brought over from another backend with their password hashes (bcrypt from
 -- Parse Server, Supabase and PocketBase; Firebase's scrypt; argon2): each hash is checked

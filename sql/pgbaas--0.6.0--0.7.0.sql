@@ -1098,6 +1098,141 @@ comment on function baas.verify(text, text, text, text, text) is
 -- Answers {} or {"error": {...}} (attempts must commit).
 create function baas.reset_password(password text, token text default null, email text default null,
                                     code text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    r record;
+    u baas.users;
+begin
+    if reset_password.password is null then
+        perform baas._raise('22023', 'invalid_request', 'password is required');
+    end if;
+    if reset_password.token is null and (reset_password.email is null or reset_password.code is null) then
+        perform baas._raise('22023', 'invalid_request', 'send token, or email and code');
+    end if;
+    perform baas._check_password(reset_password.password);
+    select * into r from baas._take_email_token('reset_password', reset_password.token,
+                                                reset_password.email, reset_password.code);
+    if r.err is not null then
+        return r.err;
+    end if;
+    select * into u from baas.users where id = (r.t).user_id for update;
+    if u.id is null or u.suspended_at is not null or u.email is distinct from (r.t).email then
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'invalid_code', 'message', 'this link or code is not valid; ask for a new one'));
+    end if;
+    -- The mail was opened: the address is the user's.
+    update baas.users set password_hash = baas._hash_password(reset_password.password),
+                          email_verified_at = coalesce(email_verified_at, now()), updated_at = now()
+     where id = u.id returning * into u;
+    update baas.sessions set revoked_at = now(), revoked_reason = 'password_reset'
+     where user_id = u.id and revoked_at is null;
+    perform baas._consume_email_tokens(u.id, array['reset_password', 'magic_link']);
+    perform baas._audit('password.reset', u.id);
+    perform baas._enqueue_email('password_changed', u.email, u.id, u.language,
+        jsonb_build_object('email', u.email));
+    return '{}';
+end
+$$;
+comment on function baas.reset_password(text, text, text, text) is
+    'Set a new password with a mailed reset token or code: ends every session, does not sign in; {} or {"error": {"code": "invalid_code" | "code_expired"}}';
+
+-- Signed in: mail a link and code to a new address; the address changes when it is
+-- followed (baas.verify type email_change), and the old one is told.
+create function baas.request_email_change(new_email text, language text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    u baas.users;
+    v_new text;
+begin
+    perform baas._require_session();
+    select * into u from baas.users where id = baas.uid();
+    if not found then
+        perform baas._raise('28000', 'invalid_token', 'the account of this token no longer exists');
+    end if;
+    if u.is_anonymous then
+        perform baas._raise('42501', 'anonymous_not_allowed', 'an anonymous account has no email to change; upgrade it first');
+    end if;
+    if coalesce(baas.claims() ->> 'aal', 'aal1') <> 'aal2'
+       and exists (select from baas._mfa_factors f where f.user_id = u.id and f.status = 'verified') then
+        perform baas._raise('42501', 'aal2_required', 'changing the email address needs a session signed in with the second factor');
+    end if;
+    perform baas._email_configured();
+    if request_email_change.new_email is null then
+        perform baas._raise('22023', 'invalid_request', 'email is required');
+    end if;
+    v_new := baas._normalize_email(request_email_change.new_email);
+    if v_new = u.email then
+        perform baas._raise('22023', 'invalid_request', 'this is already the account''s address');
+    end if;
+    if exists (select from baas.users x where x.email = v_new) then
+        perform baas._raise('23505', 'email_taken', 'an account with this email already exists');
+    end if;
+    perform baas._email_token('email_change', u.id, v_new, coalesce(request_email_change.language, u.language),
+        jsonb_build_object('email', u.email, 'new_email', v_new), true);
+    return '{}';
+end
+$$;
+comment on function baas.request_email_change(text, text) is
+    'Signed in: mail a confirmation link and code to a new address (baas.verify type email_change); answers {}';
+
+-- Sign-up mails a verification link when email_verification is flag or required; with
+-- required it signs nothing in: {user, verification_required: true}.
+create or replace function baas.signup(email text, password text, data jsonb default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_mode text := (select s.email_verification from baas.settings s);
+    u baas.users;
+begin
+    if v_mode <> 'off' then
+        perform baas._email_configured();
+    end if;
+    u := baas._create_account(email, password, data, 'signup');
+    if v_mode = 'off' then
+        return baas._new_session(u, 1::smallint, '{pwd}', null);
+    end if;
+    perform baas._email_token('verify_email', u.id, u.email, u.language, '{}', true, false);
+    if v_mode = 'required' then
+        return jsonb_build_object('user', baas._user_json(u), 'verification_required', true);
+    end if;
+    return baas._new_session(u, 1::smallint, '{pwd}', null);
+end
+$$;
+comment on function baas.signup(text, text, jsonb) is
+    'Create an account and sign it in: {user, access_token, token_type, expires_in, refresh_token}; with email_verification required {user, verification_required: true} and a verification mail';
+
+-- sql/grants.sql: no PUBLIC execute on the new functions; the doors to the API roles.
+revoke execute on function
+    baas._email_configured(),
+    baas._new_email_code(),
+    baas._email_code_hash(text, text, text),
+    baas._email_token(text, uuid, text, text, jsonb, boolean, boolean),
+    baas._take_email_token(text, text, text, text),
+    baas._consume_email_tokens(uuid, text[]),
+    baas._password_tokens_consumed(),
+    baas.request_verification(text, text),
+    baas.request_password_reset(text, text),
+    baas.request_magic_link(text, text),
+    baas.verify(text, text, text, text, text),
+    baas.reset_password(text, text, text, text),
+    baas.request_email_change(text, text)
+  from public;
+grant execute on function
+    baas.request_verification(text, text),
+    baas.request_password_reset(text, text),
+    baas.request_magic_link(text, text),
+    baas.verify(text, text, text, text, text),
+    baas.reset_password(text, text, text, text)
+  to baas_anon, baas_user, baas_service;
+grant execute on function baas.request_email_change(text, text) to baas_user;
+
 -------------------------------------------------------------------- accounts: multi-factor
 -- The library's TOTP and recovery-code functions (extension/src/api/auth.rs), as pgrx
 -- declares them.
@@ -1430,87 +1565,6 @@ set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
 declare
-    r record;
-    u baas.users;
-begin
-    if reset_password.password is null then
-        perform baas._raise('22023', 'invalid_request', 'password is required');
-    end if;
-    if reset_password.token is null and (reset_password.email is null or reset_password.code is null) then
-        perform baas._raise('22023', 'invalid_request', 'send token, or email and code');
-    end if;
-    perform baas._check_password(reset_password.password);
-    select * into r from baas._take_email_token('reset_password', reset_password.token,
-                                                reset_password.email, reset_password.code);
-    if r.err is not null then
-        return r.err;
-    end if;
-    select * into u from baas.users where id = (r.t).user_id for update;
-    if u.id is null or u.suspended_at is not null or u.email is distinct from (r.t).email then
-        return jsonb_build_object('error', jsonb_build_object(
-            'code', 'invalid_code', 'message', 'this link or code is not valid; ask for a new one'));
-    end if;
-    -- The mail was opened: the address is the user's.
-    update baas.users set password_hash = baas._hash_password(reset_password.password),
-                          email_verified_at = coalesce(email_verified_at, now()), updated_at = now()
-     where id = u.id returning * into u;
-    update baas.sessions set revoked_at = now(), revoked_reason = 'password_reset'
-     where user_id = u.id and revoked_at is null;
-    perform baas._consume_email_tokens(u.id, array['reset_password', 'magic_link']);
-    perform baas._audit('password.reset', u.id);
-    perform baas._enqueue_email('password_changed', u.email, u.id, u.language,
-        jsonb_build_object('email', u.email));
-    return '{}';
-end
-$$;
-comment on function baas.reset_password(text, text, text, text) is
-    'Set a new password with a mailed reset token or code: ends every session, does not sign in; {} or {"error": {"code": "invalid_code" | "code_expired"}}';
-
--- Signed in: mail a link and code to a new address; the address changes when it is
--- followed (baas.verify type email_change), and the old one is told.
-create function baas.request_email_change(new_email text, language text default null) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-#variable_conflict use_column
-declare
-    u baas.users;
-    v_new text;
-begin
-    perform baas._require_session();
-    select * into u from baas.users where id = baas.uid();
-    if not found then
-        perform baas._raise('28000', 'invalid_token', 'the account of this token no longer exists');
-    end if;
-    if u.is_anonymous then
-        perform baas._raise('42501', 'anonymous_not_allowed', 'an anonymous account has no email to change; upgrade it first');
-    end if;
-    if coalesce(baas.claims() ->> 'aal', 'aal1') <> 'aal2'
-       and exists (select from baas._mfa_factors f where f.user_id = u.id and f.status = 'verified') then
-        perform baas._raise('42501', 'aal2_required', 'changing the email address needs a session signed in with the second factor');
-    end if;
-    perform baas._email_configured();
-    if request_email_change.new_email is null then
-        perform baas._raise('22023', 'invalid_request', 'email is required');
-    end if;
-    v_new := baas._normalize_email(request_email_change.new_email);
-    if v_new = u.email then
-        perform baas._raise('22023', 'invalid_request', 'this is already the account''s address');
-    end if;
-    if exists (select from baas.users x where x.email = v_new) then
-        perform baas._raise('23505', 'email_taken', 'an account with this email already exists');
-    end if;
-    perform baas._email_token('email_change', u.id, v_new, coalesce(request_email_change.language, u.language),
-        jsonb_build_object('email', u.email, 'new_email', v_new), true);
-    return '{}';
-end
-$$;
-comment on function baas.request_email_change(text, text) is
-    'Signed in: mail a confirmation link and code to a new address (baas.verify type email_change); answers {}';
-
--- Sign-up mails a verification link when email_verification is flag or required; with
--- required it signs nothing in: {user, verification_required: true}.
-create or replace function baas.signup(email text, password text, data jsonb default '{}') returns jsonb
     v_sid uuid := baas._require_session();
     f baas._mfa_factors;
 begin
@@ -1536,50 +1590,6 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_mode text := (select s.email_verification from baas.settings s);
-    u baas.users;
-begin
-    if v_mode <> 'off' then
-        perform baas._email_configured();
-    end if;
-    u := baas._create_account(email, password, data, 'signup');
-    if v_mode = 'off' then
-        return baas._new_session(u, 1::smallint, '{pwd}', null);
-    end if;
-    perform baas._email_token('verify_email', u.id, u.email, u.language, '{}', true, false);
-    if v_mode = 'required' then
-        return jsonb_build_object('user', baas._user_json(u), 'verification_required', true);
-    end if;
-    return baas._new_session(u, 1::smallint, '{pwd}', null);
-end
-$$;
-comment on function baas.signup(text, text, jsonb) is
-    'Create an account and sign it in: {user, access_token, token_type, expires_in, refresh_token}; with email_verification required {user, verification_required: true} and a verification mail';
-
--- sql/grants.sql: no PUBLIC execute on the new functions; the doors to the API roles.
-revoke execute on function
-    baas._email_configured(),
-    baas._new_email_code(),
-    baas._email_code_hash(text, text, text),
-    baas._email_token(text, uuid, text, text, jsonb, boolean, boolean),
-    baas._take_email_token(text, text, text, text),
-    baas._consume_email_tokens(uuid, text[]),
-    baas._password_tokens_consumed(),
-    baas.request_verification(text, text),
-    baas.request_password_reset(text, text),
-    baas.request_magic_link(text, text),
-    baas.verify(text, text, text, text, text),
-    baas.reset_password(text, text, text, text),
-    baas.request_email_change(text, text)
-  from public;
-grant execute on function
-    baas.request_verification(text, text),
-    baas.request_password_reset(text, text),
-    baas.request_magic_link(text, text),
-    baas.verify(text, text, text, text, text),
-    baas.reset_password(text, text, text, text)
-  to baas_anon, baas_user, baas_service;
-grant execute on function baas.request_email_change(text, text) to baas_user;
     v_sid uuid := baas._require_session();
 begin
     perform baas.require_aal2();
@@ -2355,6 +2365,53 @@ grant execute on function
     baas.purge_anonymous_users(interval),
     baas.set_collection_options(text, jsonb)
   to baas_service;
+
+-- (files.sql) Signed download links carry the signer's is_anonymous claim.
+-- Sign a download link's token with the active key: audience `<audience>:file`, bound
+-- to the caller's session, the file and its version. API roles can call it directly,
+-- so it makes file_link's checks itself (signed in; the file, at that version, one the
+-- caller may read: as documents_read decides, through baas._acl_allows). The link
+-- carries the caller's is_anonymous claim, so that it reads with the caller's principals.
+create or replace function baas._file_link_sign(fid uuid, ver bigint, ttl integer) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    s baas.settings;
+    k record;
+    d record;
+    v_claims jsonb := baas.claims();
+    v_now bigint := extract(epoch from now())::bigint;
+    v_token text;
+begin
+    if ttl is null or ttl not between 1 and 300 then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'ttl must be 1 to 300 seconds';
+    end if;
+    if baas.uid() is null and coalesce(v_claims ->> 'role', '') <> 'baas_service' then
+        raise exception using errcode = '42501', detail = 'not_authenticated', message = 'sign in to make a link';
+    end if;
+    select t.owner, t.acl_read, t.version into d from baas.documents t where t.id = fid and t.blob_id is not null;
+    if not found or d.version is distinct from ver
+       or not (baas._is_privileged(baas._caller_role()) or baas._acl_allows(d.owner, d.acl_read)) then
+        raise exception using errcode = 'P0002', detail = 'file_not_found', message = format('file %s not found', fid);
+    end if;
+    select * into strict s from baas.settings;
+    select x.kid, x.secret into k from baas._signing_keys x where x.retired_at is null order by x.created_at desc limit 1;
+    if not found then
+        raise exception using errcode = '55000', detail = 'no_signing_key',
+            message = 'pgbaas has no active signing key; run select baas.rotate_signing_key()';
+    end if;
+    v_token := baas._sign_jwt(k.kid, k.secret, jsonb_build_object(
+        'iss', s.issuer, 'aud', s.audience || ':file', 'sub', v_claims -> 'sub', 'role', v_claims -> 'role',
+        'sid', v_claims -> 'sid', 'is_anonymous', v_claims -> 'is_anonymous',
+        'fid', fid, 'ver', ver, 'iat', v_now, 'exp', v_now + ttl)
+        -- the session's assurance level, when its token has one (require_aal2 buckets)
+        || jsonb_strip_nulls(jsonb_build_object('aal', v_claims -> 'aal')));
+    return jsonb_build_object('url', format('/v1/files/%s?sig=%s', fid, v_token), 'token', v_token,
+                              'expires_at', to_timestamp(v_now + ttl));
+end
+$$;
+
 -------------------------------------------------------------------- accounts: import
 -- The library's new function (extension/src/api/auth.rs), as pgrx declares it.
 create function baas."_import_hash"(
@@ -2483,52 +2540,6 @@ comment on function baas.import_users(jsonb, jsonb) is
 -- sql/grants.sql, accounts: import.
 revoke execute on function baas._import_hash(text, text, text, jsonb), baas.import_users(jsonb, jsonb) from public;
 grant execute on function baas.import_users(jsonb, jsonb) to baas_service;
-
--- (files.sql) Signed download links carry the signer's is_anonymous claim.
--- Sign a download link's token with the active key: audience `<audience>:file`, bound
--- to the caller's session, the file and its version. API roles can call it directly,
--- so it makes file_link's checks itself (signed in; the file, at that version, one the
--- caller may read: as documents_read decides, through baas._acl_allows). The link
--- carries the caller's is_anonymous claim, so that it reads with the caller's principals.
-create or replace function baas._file_link_sign(fid uuid, ver bigint, ttl integer) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-    s baas.settings;
-    k record;
-    d record;
-    v_claims jsonb := baas.claims();
-    v_now bigint := extract(epoch from now())::bigint;
-    v_token text;
-begin
-    if ttl is null or ttl not between 1 and 300 then
-        raise exception using errcode = '22023', detail = 'invalid_request', message = 'ttl must be 1 to 300 seconds';
-    end if;
-    if baas.uid() is null and coalesce(v_claims ->> 'role', '') <> 'baas_service' then
-        raise exception using errcode = '42501', detail = 'not_authenticated', message = 'sign in to make a link';
-    end if;
-    select t.owner, t.acl_read, t.version into d from baas.documents t where t.id = fid and t.blob_id is not null;
-    if not found or d.version is distinct from ver
-       or not (baas._is_privileged(baas._caller_role()) or baas._acl_allows(d.owner, d.acl_read)) then
-        raise exception using errcode = 'P0002', detail = 'file_not_found', message = format('file %s not found', fid);
-    end if;
-    select * into strict s from baas.settings;
-    select x.kid, x.secret into k from baas._signing_keys x where x.retired_at is null order by x.created_at desc limit 1;
-    if not found then
-        raise exception using errcode = '55000', detail = 'no_signing_key',
-            message = 'pgbaas has no active signing key; run select baas.rotate_signing_key()';
-    end if;
-    v_token := baas._sign_jwt(k.kid, k.secret, jsonb_build_object(
-        'iss', s.issuer, 'aud', s.audience || ':file', 'sub', v_claims -> 'sub', 'role', v_claims -> 'role',
-        'sid', v_claims -> 'sid', 'is_anonymous', v_claims -> 'is_anonymous',
-        'fid', fid, 'ver', ver, 'iat', v_now, 'exp', v_now + ttl)
-        -- the session's assurance level, when its token has one (require_aal2 buckets)
-        || jsonb_strip_nulls(jsonb_build_object('aal', v_claims -> 'aal')));
-    return jsonb_build_object('url', format('/v1/files/%s?sig=%s', fid, v_token), 'token', v_token,
-                              'expires_at', to_timestamp(v_now + ttl));
-end
-$$;
 
 -------------------------------------------------------------------- email (issue 16, package B)
 -- The library's new functions (extension/src/api/email.rs), as pgrx declares them.
