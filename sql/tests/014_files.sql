@@ -440,8 +440,8 @@ select is((select convert_from(decode(rpad(translate(p, '-_', '+/'), (length(p) 
              - 'iat' - 'exp' - 'iss'
              from split_part(:'link'::jsonb ->> 'token', '.', 2) p),
           jsonb_build_object('aud', 'pgbaas:file', 'sub', :'u1', 'role', 'baas_user', 'sid', null,
-                             'is_anonymous', false, 'fid', '0190f5b4-0000-7000-8000-00000000f002', 'ver', 1),
-          'a link''s token: audience <audience>:file, bound to the user (and its anonymity), the file and its version');
+                             'is_anonymous', false, 'aal', 'aal1', 'fid', '0190f5b4-0000-7000-8000-00000000f002', 'ver', 1),
+          'a link''s token: audience <audience>:file, bound to the user (its anonymity and assurance level), the file and its version');
 select is((select (p::jsonb -> 'exp')::bigint - (p::jsonb -> 'iat')::bigint
              from convert_from(decode(rpad(translate(split_part(:'link'::jsonb ->> 'token', '.', 2), '-_', '+/'),
                   (length(split_part(:'link'::jsonb ->> 'token', '.', 2)) + 3) / 4 * 4, '='), 'base64'), 'utf8') p),
