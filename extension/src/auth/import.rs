@@ -21,9 +21,9 @@ use subtle::ConstantTimeEq;
 type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
 
 pub const FIREBASE_PREFIX: &str = "$firebase-scrypt$";
-/// scrypt needs 128·r·N bytes: at most 128 MiB per sign-in (Firebase's default, r 8 and
+/// scrypt needs 128·r·N bytes: at most 64 MiB per sign-in, in the Postgres backend doing it (Firebase's default, r 8 and
 /// mem_cost 14, takes 16 MiB).
-const MAX_SCRYPT_BYTES: u64 = 128 << 20;
+const MAX_SCRYPT_BYTES: u64 = 64 << 20;
 
 /// Firebase's project-wide parameters (console: Authentication → Users → ⋮ → Password hash parameters).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ impl FirebaseParams {
             return Err(BaasError::InvalidHash("firebase rounds and mem_cost must be between 1 and 16".into()));
         }
         if 128 * (rounds as u64) << mem_cost > MAX_SCRYPT_BYTES {
-            return Err(BaasError::InvalidHash("firebase rounds and mem_cost need more than 128 MiB per sign-in".into()));
+            return Err(BaasError::InvalidHash("firebase rounds and mem_cost need more than 64 MiB per sign-in".into()));
         }
         let signer_key = b64("firebase signer_key", signer_key)?;
         if signer_key.is_empty() || signer_key.len() > 1024 {
@@ -175,7 +175,7 @@ mod tests {
         assert!(stored_hash("not*base64", Some("firebase_scrypt"), Some(SALT), Some(&p)).is_err());
         assert!(stored_hash("AAAA", Some("firebase_scrypt"), Some(SALT), Some(&p)).is_err(), "wrong length");
         assert!(FirebaseParams::parse(SIGNER_KEY, SEPARATOR, 8, 17).is_err());
-        assert!(FirebaseParams::parse(SIGNER_KEY, SEPARATOR, 16, 16).is_err(), "256 MiB");
+        assert!(FirebaseParams::parse(SIGNER_KEY, SEPARATOR, 16, 16).is_err(), "128 MiB");
         assert!(FirebaseParams::parse("%%", SEPARATOR, 8, 14).is_err());
         // A damaged stored string is a plain mismatch.
         let stored = stored_hash(HASH, Some("firebase_scrypt"), Some(SALT), Some(&p)).unwrap();
