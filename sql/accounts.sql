@@ -364,6 +364,10 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+    -- Not when login replaces an old-format hash by argon2id: the password is the same.
+    if current_setting('baas.password_rehash', true) = new.password_hash then
+        return null;
+    end if;
     perform baas._consume_email_tokens(new.id, array['reset_password', 'magic_link', 'email_change']);
     return null;
 end
@@ -1534,15 +1538,16 @@ begin
         if jsonb_typeof(r -> 'email') is distinct from 'string' then
             perform baas._raise('22023', 'invalid_request', format('row %s: email (a string) is required', n));
         end if;
-        v_email := baas._email_key(r ->> 'email');
-        if v_email is null then
-            perform baas._raise('22023', 'invalid_email', format('row %s: %s is not a valid email address', n, left(r ->> 'email', 100)));
-        end if;
         begin
+            -- As at sign-up (not _email_key, whose fallback keeps what earlier releases stored).
+            v_email := baas._normalize_email(r ->> 'email');
             v_id := coalesce((r ->> 'id')::uuid, baas.uuid7());
             v_created := coalesce((r ->> 'created_at')::timestamptz, now());
-        exception when invalid_text_representation or datetime_field_overflow or invalid_datetime_format then
-            perform baas._raise('22023', 'invalid_request', format('row %s: id must be a uuid and created_at a timestamp', n));
+        exception
+            when invalid_parameter_value then
+                perform baas._raise('22023', 'invalid_email', format('row %s: %s is not a valid email address', n, left(r ->> 'email', 100)));
+            when invalid_text_representation or datetime_field_overflow or invalid_datetime_format then
+                perform baas._raise('22023', 'invalid_request', format('row %s: id must be a uuid and created_at a timestamp', n));
         end;
         if r ? 'data' and jsonb_typeof(r -> 'data') <> 'object' then
             perform baas._raise('22023', 'invalid_request', format('row %s: data must be a JSON object', n));

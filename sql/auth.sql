@@ -304,6 +304,7 @@ declare
     v_session uuid;
     v_owner uuid;
     g record;
+    v_rehash text;
 begin
     if login.email is null or login.password is null then
         perform baas._raise('22023', 'invalid_request', 'email and password are required');
@@ -353,8 +354,12 @@ begin
     perform baas._login_succeeded(v_key, u.id, g.source, login.device_id);
     perform baas._audit('login', u.id);
     if baas._password_needs_rehash(u.password_hash) then
-        update baas.users set password_hash = baas._hash_password(login.password)
-         where id = u.id;
+        -- Same password, new format: users_password_tokens leaves pending links alone
+        -- for exactly this hash (fresh salt: no other change can name it beforehand).
+        v_rehash := baas._hash_password(login.password);
+        perform set_config('baas.password_rehash', v_rehash, true);
+        update baas.users set password_hash = v_rehash where id = u.id;
+        perform set_config('baas.password_rehash', '', true);
     end if;
     return baas._complete_sign_in(u, 'pwd', login.device_id);
 end

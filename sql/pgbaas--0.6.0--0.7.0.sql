@@ -524,6 +524,7 @@ declare
     v_session uuid;
     v_owner uuid;
     g record;
+    v_rehash text;
 begin
     if login.email is null or login.password is null then
         perform baas._raise('22023', 'invalid_request', 'email and password are required');
@@ -573,8 +574,12 @@ begin
     perform baas._login_succeeded(v_key, u.id, g.source, login.device_id);
     perform baas._audit('login', u.id);
     if baas._password_needs_rehash(u.password_hash) then
-        update baas.users set password_hash = baas._hash_password(login.password)
-         where id = u.id;
+        -- Same password, new format: users_password_tokens leaves pending links alone
+        -- for exactly this hash (fresh salt: no other change can name it beforehand).
+        v_rehash := baas._hash_password(login.password);
+        perform set_config('baas.password_rehash', v_rehash, true);
+        update baas.users set password_hash = v_rehash where id = u.id;
+        perform set_config('baas.password_rehash', '', true);
     end if;
     return baas._complete_sign_in(u, 'pwd', login.device_id);
 end
@@ -932,6 +937,10 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+    -- Not when login replaces an old-format hash by argon2id: the password is the same.
+    if current_setting('baas.password_rehash', true) = new.password_hash then
+        return null;
+    end if;
     perform baas._consume_email_tokens(new.id, array['reset_password', 'magic_link', 'email_change']);
     return null;
 end
@@ -2487,15 +2496,16 @@ begin
         if jsonb_typeof(r -> 'email') is distinct from 'string' then
             perform baas._raise('22023', 'invalid_request', format('row %s: email (a string) is required', n));
         end if;
-        v_email := baas._email_key(r ->> 'email');
-        if v_email is null then
-            perform baas._raise('22023', 'invalid_email', format('row %s: %s is not a valid email address', n, left(r ->> 'email', 100)));
-        end if;
         begin
+            -- As at sign-up (not _email_key, whose fallback keeps what earlier releases stored).
+            v_email := baas._normalize_email(r ->> 'email');
             v_id := coalesce((r ->> 'id')::uuid, baas.uuid7());
             v_created := coalesce((r ->> 'created_at')::timestamptz, now());
-        exception when invalid_text_representation or datetime_field_overflow or invalid_datetime_format then
-            perform baas._raise('22023', 'invalid_request', format('row %s: id must be a uuid and created_at a timestamp', n));
+        exception
+            when invalid_parameter_value then
+                perform baas._raise('22023', 'invalid_email', format('row %s: %s is not a valid email address', n, left(r ->> 'email', 100)));
+            when invalid_text_representation or datetime_field_overflow or invalid_datetime_format then
+                perform baas._raise('22023', 'invalid_request', format('row %s: id must be a uuid and created_at a timestamp', n));
         end;
         if r ? 'data' and jsonb_typeof(r -> 'data') <> 'object' then
             perform baas._raise('22023', 'invalid_request', format('row %s: data must be a JSON object', n));

@@ -42,6 +42,8 @@ fn each_foreign_hash_signs_in_once_and_becomes_argon2id() {
         ("htpasswd secret 1", "htpasswd", json!({"password_hash": "$2y$10$sNuBFiZwY23yRnoK9SWQIe4o6bGPVm5MGjNFo9WhzpmLLi92DsRFC"})),
         ("pyca bcrypt secret 2", "pyca2b", json!({"password_hash": "$2b$10$PvaEq6X4MXrmlXhNF3CIp.hQunNSlCw9Ok.GOsQYKvT6w7wcpiLp."})),
         ("pyca bcrypt secret 3", "pyca2a", json!({"password_hash": "$2a$10$/bWcbq9EssNxkYqDMfjDCeN.ISfeDarOepKrUus2Ol.VVLjCioPFG", "hash_algorithm": "bcrypt"})),
+        // phc-winner-argon2's README: `echo -n password | ./argon2 somesalt -t 2 -m 16 -p 4 -l 24`.
+        ("password", "argon2-reference", json!({"password_hash": "$argon2i$v=19$m=65536,t=2,p=4$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG"})),
         ("pocketbase secret 4", "pocketbase", json!({"password_hash": "$2a$10$G3Vrg80K3cSZS0EYg6xeOu5dxxk/633ntd59Txq.4BJqcXBAc9Wf6"})),
         ("user1password", "firebase", json!({
             "password_hash": "lSrfV15cpx95/sZS2W9c9Kp6i/LVgQNDNC/qzrCnh1SAyZvqmZqAjTdn3aoItz+VHjoZilo78198JAdRuid5lQ==",
@@ -69,8 +71,23 @@ fn each_foreign_hash_signs_in_once_and_becomes_argon2id() {
         assert_eq!((wrong.status, wrong.code()), (401, "invalid_credentials"), "{tag}: {}", wrong.body);
         assert_eq!(stored_hash(e), before, "{tag}: a failed sign-in changes nothing");
 
+        // A link mailed before the first sign-in (here an email change) survives the
+        // rehash: the password did not change, only its format.
+        admin()
+            .execute(
+                "insert into baas._auth_tokens (token_hash, kind, user_id, email, expires_at)
+                 select sha256(convert_to($1, 'UTF8')), 'email_change', id, 'new-' || email, now() + interval '1 hour'
+                   from baas.users where email = $1",
+                &[e],
+            )
+            .unwrap();
         let ok = login(e, password);
         assert_eq!(ok.status, 200, "{tag}: {}", ok.body);
+        let pending: bool = admin()
+            .query_one("select used_at is null from baas._auth_tokens where token_hash = sha256(convert_to($1, 'UTF8'))", &[e])
+            .unwrap()
+            .get(0);
+        assert!(pending, "{tag}: the first sign-in's rehash spent a pending link");
         assert_eq!(ok.body["user"]["data"], json!({"from": tag}));
         assert_eq!(ok.body["user"]["email_verified"], true, "{tag}");
         let after = stored_hash(e);
@@ -113,6 +130,24 @@ fn an_import_is_all_or_nothing_and_names_the_bad_row() {
     assert!(msg(&r).contains("unknown field password"), "{}", r.body);
     let r = bad(json!({"email": email("import-bc"), "password_hash": "$2a$99$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"}));
     assert_eq!(r.code(), "invalid_hash");
+    // Hashes whose first check would hold a backend for hours (bcrypt cost 31: about a
+    // day of CPU; argon2 asking for 4 TiB) are refused here, not met at sign-in.
+    let r = bad(json!({"email": email("import-bc31"), "password_hash": "$2a$31$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"}));
+    assert_eq!(r.code(), "invalid_hash");
+    assert!(msg(&r).starts_with("row 3: ") && msg(&r).contains("cost 04-14"), "{}", r.body);
+    let r = bad(json!({"email": email("import-a2big"), "password_hash": "$argon2i$v=19$m=4294967295,t=2,p=4$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG"}));
+    assert_eq!(r.code(), "invalid_hash");
+    assert!(msg(&r).contains("m=65536"), "{}", r.body);
+    // 60 bytes with "é" where the cost goes: a 400, not a 500.
+    let odd = format!("$2a$1\u{e9}{}", "CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW");
+    assert_eq!(odd.len(), 60);
+    let r = bad(json!({"email": email("import-utf8"), "password_hash": odd}));
+    assert_eq!(r.code(), "invalid_hash", "{}", r.body);
+    // Addresses sign-up refuses are refused here too (not kept as typed).
+    for addr in ["a@@example.com", "alice@com", "@"] {
+        let r = bad(json!({"email": addr}));
+        assert_eq!(r.code(), "invalid_email", "{addr}: {}", r.body);
+    }
     let r = import(Some(&svc), json!({"email": a}), json!({}));
     assert_eq!((r.status, r.code()), (400, "invalid_request"), "not an array: {}", r.body);
     let r = import(Some(&svc), json!([]), json!({"on_conflict": "merge"}));

@@ -71,7 +71,9 @@ pub fn verify(password: &str, stored: Option<&str>) -> bool {
         return false;
     };
     if is_bcrypt(stored) {
-        return bcrypt::verify(password, stored).unwrap_or(false);
+        // The import limits apply at every check too: a hash that got in some other way
+        // (an UPDATE by a DBA) must not hold a backend for hours.
+        return crate::auth::import::check_bcrypt(stored).is_ok() && bcrypt::verify(password, stored).unwrap_or(false);
     }
     if stored.starts_with(crate::auth::import::FIREBASE_PREFIX) {
         return crate::auth::import::verify_firebase(password, stored);
@@ -80,6 +82,9 @@ pub fn verify(password: &str, stored: Option<&str>) -> bool {
 }
 
 fn verify_argon2(password: &str, stored: &str) -> bool {
+    if crate::auth::import::check_argon2(stored).is_err() {
+        return false;
+    }
     match PasswordHash::new(stored) {
         // Verify with the parameters recorded in the hash, not our current ones.
         Ok(parsed) => Argon2::default()
