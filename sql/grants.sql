@@ -250,3 +250,22 @@ alter role baas_authenticator set search_path = pg_catalog, pg_temp;
 -- The first signing key, made at CREATE EXTENSION.
 insert into baas._signing_keys (kid, secret, public_jwk)
 select kid, secret, public_jwk from baas._generate_signing_key();
+
+-- oidc (issue 16, package C): anyone may sign in with a provider's ID token; a signed-in
+-- user links, lists and unlinks identities; service tokens (and DBAs) configure
+-- providers; the proxy's login role fetches their keys (proxy/src/oidc/).
+grant execute on function baas.oidc_sign_in(text, text, text, text) to baas_anon, baas_user, baas_service;
+grant execute on function
+    baas.link_identity(text, text, text),
+    baas.unlink_identity(uuid),
+    baas.identities()
+  to baas_user;
+grant execute on function
+    baas.set_oidc_provider(text, jsonb),
+    baas.drop_oidc_provider(text),
+    baas.oidc_providers()
+  to baas_service;
+grant execute on function
+    baas._oidc_jwks_targets(),
+    baas._oidc_put_jwks(text, jsonb, integer)
+  to baas_authenticator;

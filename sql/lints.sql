@@ -121,6 +121,9 @@ as $$
            'reactivate_user', 'is_anonymous',
            -- accounts: import (sql/accounts.sql)
            'import_users',
+           -- oidc (sql/oidc.sql)
+           'set_oidc_provider', 'drop_oidc_provider', 'oidc_providers', 'oidc_sign_in', 'link_identity',
+           'unlink_identity', 'identities',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

@@ -47,6 +47,15 @@ pub enum BaasError {
     /// A password hash handed to baas.import_users that no verifier here can use.
     #[error("{0}")]
     InvalidHash(String),
+    /// An OpenID Connect ID token that fails a check (oidc/verify.rs names which).
+    #[error("{0}")]
+    InvalidIdToken(String),
+    /// An ID token signed by a key the provider's stored key set lacks: refetch, retry.
+    #[error("{0}")]
+    OidcKeysStale(String),
+    /// A provider's key set (JWKS) that cannot be used.
+    #[error("{0}")]
+    InvalidJwks(String),
 }
 
 impl BaasError {
@@ -71,6 +80,9 @@ impl BaasError {
             BaasError::InvalidFileName(_) => "invalid_file_name",
             BaasError::InvalidTemplate(_) => "invalid_template",
             BaasError::InvalidHash(_) => "invalid_hash",
+            BaasError::InvalidIdToken(_) => "invalid_id_token",
+            BaasError::OidcKeysStale(_) => "oidc_keys_stale",
+            BaasError::InvalidJwks(_) => "invalid_jwks",
         }
     }
 
@@ -87,7 +99,10 @@ impl BaasError {
             | BaasError::InvalidQuery(_)
             | BaasError::InvalidFileName(_)
             | BaasError::InvalidTemplate(_)
-            | BaasError::InvalidHash(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            | BaasError::InvalidHash(_)
+            | BaasError::InvalidJwks(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            BaasError::InvalidIdToken(_) => PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            BaasError::OidcKeysStale(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BaasError::SchemaViolation { .. } => PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
             BaasError::PasswordTooLong { .. } => {
                 PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION

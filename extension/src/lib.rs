@@ -11,6 +11,7 @@ pub mod documents;
 pub mod email;
 pub mod error;
 pub mod files;
+pub mod oidc;
 pub mod query;
 pub mod realtime;
 
@@ -109,6 +110,12 @@ extension_sql_file!(
     "../../sql/email.sql",
     name = "email",
     requires = ["accounts", api::email::render_template, api::email::check_template]
+);
+// Sign in with Apple, Google or any OpenID Connect provider (issue 16, package C).
+extension_sql_file!(
+    "../../sql/oidc.sql",
+    name = "oidc",
+    requires = ["email", api::oidc::oidc_verify, api::oidc::oidc_check_jwks]
 );
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 

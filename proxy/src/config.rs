@@ -241,6 +241,18 @@ pub struct Config {
     /// Email: seconds a claimed message is kept from other proxies (more than smtp_timeout_secs)
     #[arg(id = "mail_lease_secs", value_name = "SECS", long = "mail-lease-secs", env = "PGBAAS_MAIL_LEASE_SECS", default_value = "120", value_parser = secs(3600))]
     pub mail_lease: Duration,
+
+    /// OpenID Connect: seconds between looks for providers whose keys are missing or expire within 5 minutes
+    #[arg(id = "oidc_poll_secs", value_name = "SECS", long = "oidc-poll-secs", env = "PGBAAS_OIDC_POLL_SECS", default_value = "60", value_parser = int(10u64, 86_400, " s"))]
+    pub oidc_poll_secs: u64,
+
+    /// OpenID Connect: least seconds between two fetches of one provider's keys for tokens naming an unknown key
+    #[arg(id = "oidc_refetch_floor_secs", value_name = "SECS", long = "oidc-refetch-floor-secs", env = "PGBAAS_OIDC_REFETCH_FLOOR_SECS", default_value = "30", value_parser = int(1u64, 3600, " s"))]
+    pub oidc_refetch_floor_secs: u64,
+
+    /// OpenID Connect: seconds one key set fetch may take
+    #[arg(id = "oidc_fetch_timeout_secs", value_name = "SECS", long = "oidc-fetch-timeout-secs", env = "PGBAAS_OIDC_FETCH_TIMEOUT_SECS", default_value = "10", value_parser = int(1u64, 60, " s"))]
+    pub oidc_fetch_timeout_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -397,6 +409,15 @@ impl Config {
         };
         crate::mail::worker::builder(&m)?;
         Ok(m)
+    }
+
+    /// The OpenID Connect key fetcher's settings (proxy/src/oidc/).
+    pub fn oidc(&self) -> crate::oidc::OidcConfig {
+        crate::oidc::OidcConfig {
+            poll: Duration::from_secs(self.oidc_poll_secs),
+            refetch_floor: Duration::from_secs(self.oidc_refetch_floor_secs),
+            fetch_timeout: Duration::from_secs(self.oidc_fetch_timeout_secs),
+        }
     }
 
     /// The rate limits these settings describe.

@@ -115,6 +115,10 @@ pub fn status_for_code(code: &str) -> Option<StatusCode> {
         // Accounts: anonymous, sessions, suspension (sql/accounts.sql).
         "anonymous_sign_in_disabled" => Some(StatusCode::FORBIDDEN),
         "not_anonymous" => Some(StatusCode::CONFLICT),
+        // oidc (issue 16, package C; sql/oidc.sql). oidc_keys_stale never reaches a
+        // client of the oidc routes (server.rs refetches, then says invalid_id_token).
+        "invalid_id_token" | "id_token_reused" => Some(StatusCode::UNAUTHORIZED),
+        "identity_link_required" | "identity_taken" | "last_sign_in_method" | "provider_in_use" => Some(StatusCode::CONFLICT),
         _ => None,
     }
 }

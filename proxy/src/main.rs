@@ -10,6 +10,7 @@ mod fuzz_tests;
 mod jwt;
 mod keys;
 mod mail;
+mod oidc;
 use pgbaas_proxy::{pgconfig, pgwire};
 mod ratelimit;
 // Transports and hub are being built on it (issue 14); until they land, its items are unused.
@@ -111,7 +112,10 @@ fn main() {
             }
         }
     }
-    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs };
+    // OpenID Connect (issue 16): providers' keys fetched into Postgres, which verifies ID tokens.
+    let oidc = oidc::JwksFetcher::new(pool.clone(), cfg.oidc());
+    server.add_service(pingora::services::background::background_service("oidc keys", oidc::jwks::JwksService(oidc.clone())));
+    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc };
     let header_timeout = app.cfg.header_timeout;
     let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout };
     let mut service = Service::new("pgbaas http".to_string(), http);

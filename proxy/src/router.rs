@@ -38,6 +38,9 @@ pub struct Route {
     pub sql: &'static str,
     pub args: &'static [Arg],
     pub answer: Answer,
+    /// On 55000 oidc_keys_stale, fetch the keys of the body's `provider` again and run
+    /// the statement once more (oidc/jwks.rs, `refresh_stale`).
+    pub oidc_retry: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,6 +46,8 @@ pub struct App {
     pub transfers: crate::files::Transfers,
     /// Thumbnails being made and waiting (files/thumb.rs): bounded CPU work.
     pub thumbs: crate::files::thumb::ThumbPool,
+    /// OpenID Connect providers' keys (oidc/jwks.rs): refetched for `.oidc_retry()` routes.
+    pub oidc: Arc<crate::oidc::JwksFetcher>,
 }
 
 /// /healthz answers before any rate limit (abuse.rs: monitors must always reach it),
@@ -326,8 +328,21 @@ impl App {
         let caller = db::Caller { claims: claims.as_deref(), client_ip: &client_ip, user_agent: &user_agent, short_timeout };
         let returns = if route.answer.shape == Shape::Void { db::Returns::Void } else { db::Returns::Json };
         let args = plan.args();
-        let out = db::call(&self.requests, &self.timeouts, &caller, route.sql, &args[..plan.arg_count()], returns)
-            .await
+        let mut out = db::call(&self.requests, &self.timeouts, &caller, route.sql, &args[..plan.arg_count()], returns).await;
+        if route.oidc_retry && matches!(&out, Err(e) if e.code == "oidc_keys_stale") {
+            // The provider may have rotated its keys: fetch them again (at most once per
+            // refetch floor) and try once more; else the token names no key it has.
+            let provider = body.as_ref().and_then(|b| b.get("provider")).and_then(Value::as_str).unwrap_or("");
+            if self.oidc.refresh_stale(provider).await {
+                out = db::call(&self.requests, &self.timeouts, &caller, route.sql, &args[..plan.arg_count()], returns).await;
+            }
+            if let Err(e) = &mut out {
+                if e.code == "oidc_keys_stale" {
+                    *e = ApiError::coded("invalid_id_token", "the ID token names a key its provider does not have (kid)");
+                }
+            }
+        }
+        let out = out
             .map_err(|e| reword_refusal(e, route, claims.is_some()))
             .map_err(|e| if short_timeout { self.reword_anonymous_timeout(e) } else { e })?;
         answer(route, out)

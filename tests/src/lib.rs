@@ -4,6 +4,8 @@
 //! `pgbaas-dev run`, the README's run command.
 
 pub mod fakepg;
+/// A real OpenID Connect key endpoint and token signer for the sign-in tests (issue 16).
+pub mod oidc;
 pub mod realtime;
 /// A real SMTP server for the email tests (issue 16).
 pub mod smtp;

@@ -6,6 +6,7 @@ pub mod documents;
 pub mod email;
 pub mod files;
 pub mod leakproof;
+pub mod oidc;
 pub mod index_build;
 pub mod plans;
 pub mod query;

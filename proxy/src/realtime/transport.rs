@@ -492,6 +492,7 @@ pub mod testing {
             realtime_caps: cfg.realtime_caps(),
             transfers: cfg.transfers(),
             thumbs: cfg.thumbs(),
+            oidc: crate::oidc::JwksFetcher::new(crate::db::make_pool(url, Duration::from_secs(1)).unwrap(), cfg.oidc()),
             feeds,
             cfg,
         })

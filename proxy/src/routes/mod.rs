@@ -62,6 +62,7 @@ const fn r(name: &'static str, method: Method, path: &'static [Seg], auth: Auth)
         sql: "",
         args: &[],
         answer: Answer { status: StatusCode::OK, shape: Shape::Json, no_store: false },
+        oidc_retry: false,
     }
 }
 
@@ -94,6 +95,12 @@ impl Route {
         self.answer.shape = shape;
         self
     }
+    /// An ID token route: a token naming a key Postgres lacks gets the provider's keys
+    /// fetched again (at most once per oidc_refetch_floor_secs) and one more try.
+    const fn oidc_retry(mut self) -> Route {
+        self.oidc_retry = true;
+        self
+    }
     /// Replies carry tokens, account data or documents: never cached.
     const fn private(mut self) -> Route {
         self.answer.no_store = true;
@@ -114,6 +121,7 @@ const NO_CONTENT: StatusCode = StatusCode::NO_CONTENT;
 use Auth::{Anyone, Service, User};
 
 const USER: &[Seg] = &[lit("v1"), lit("auth"), lit("user")];
+const IDENTITIES: &[Seg] = &[lit("v1"), lit("auth"), lit("identities")];
 const COLLECTIONS: &[Seg] = &[lit("v1"), lit("collections")];
 const COLLECTION: &[Seg] = &[lit("v1"), lit("collections"), p("collection")];
 const DOCS: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("documents")];
@@ -308,6 +316,26 @@ pub static ROUTES: &[Route] = &[
         .body(&[req("users", Any), opt("options", Object)])
         .sql("select x::text from baas.import_users($1::jsonb, coalesce($2::jsonb, '{}')) x", &[F("users"), F("options")])
         .private(),
+    // --- oidc (sql/oidc.sql)
+    // Sign in with an OpenID Connect ID token (Apple, Google, ...). Postgres verifies
+    // it; a token naming a key it lacks has the provider's keys fetched again (.oidc_retry).
+    r("oidc", POST, &[lit("v1"), lit("auth"), lit("oidc")], Anyone)
+        .body(&[req("provider", Text), req("id_token", Text), opt("nonce", Text), opt("device_id", Text)])
+        .limits(&[per_ip(Kind::Auth)])
+        .sql(
+            "select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message', x -> 'error' ->> 'retry_after' \
+             from baas.oidc_sign_in($1, $2, $3, $4) x",
+            &[F("provider"), F("id_token"), F("nonce"), F("device_id")],
+        )
+        .answer(OK, Shape::ErrorResult("the ID token was refused")).oidc_retry().private(),
+    r("link_identity", POST, IDENTITIES, User)
+        .body(&[req("provider", Text), req("id_token", Text), opt("nonce", Text)])
+        .limits(&[per_ip(Kind::Auth)])
+        .sql("select x::text from baas.link_identity($1, $2, $3) x", &[F("provider"), F("id_token"), F("nonce")])
+        .oidc_retry().private(),
+    r("list_identities", GET, IDENTITIES, User).sql("select x::text from baas.identities() x", &[]).private(),
+    r("unlink_identity", DELETE, &[lit("v1"), lit("auth"), lit("identities"), uuid("id")], User)
+        .sql("select baas.unlink_identity($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
     // --- collections (sql/documents.sql; baas_service only)
     r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]),
     r("create_collection", POST, COLLECTIONS, Service)
