@@ -3196,9 +3196,6 @@ grant execute on function
     baas._outbox_failed(bigint, integer, text, boolean)
   to baas_authenticator;
 
--- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
-select pg_catalog.pg_notify('baas_extension', '0.7.0');
-
 -------------------------------------------------------------------- oidc (issue 16, package C)
 -- sql/oidc.sql and the Rust functions it uses (extension/src/api/oidc.rs), as a fresh
 -- install makes them; then grants.sql's oidc block.
@@ -4091,3 +4088,6 @@ as $$
 $$;
 comment on function baas.security_lints() is
     'Security lints (no rows = clean): unforced RLS on API-readable tables, SECURITY DEFINER without search_path, PUBLIC execute, exposed internal functions, undocumented public functions, policies that drifted from their one rule (documents and files), write grants on file tables, policies reading user-editable data';
+
+-- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
+select pg_catalog.pg_notify('baas_extension', '0.7.0');
