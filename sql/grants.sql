@@ -250,3 +250,18 @@ alter role baas_authenticator set search_path = pg_catalog, pg_temp;
 -- The first signing key, made at CREATE EXTENSION.
 insert into baas._signing_keys (kid, secret, public_jwk)
 select kid, secret, public_jwk from baas._generate_signing_key();
+
+-- social (issue 16, package D): following needs a full account (the functions check);
+-- the lists are for anyone the account's graph_visibility lets see them.
+grant execute on function
+    baas.follow(uuid),
+    baas.unfollow(uuid),
+    baas.remove_follower(uuid),
+    baas.answer_follow_request(uuid, boolean),
+    baas.follow_requests(),
+    baas.update_profile(text, boolean)
+  to baas_user;
+grant execute on function
+    baas.followers(uuid, integer, uuid),
+    baas.following(uuid, integer, uuid)
+  to baas_anon, baas_user, baas_service;

@@ -121,6 +121,9 @@ as $$
            'reactivate_user', 'is_anonymous',
            -- accounts: import (sql/accounts.sql)
            'import_users',
+           -- social (sql/social.sql)
+           'follow', 'unfollow', 'remove_follower', 'answer_follow_request', 'follow_requests',
+           'followers', 'following', 'update_profile',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

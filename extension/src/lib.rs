@@ -110,6 +110,8 @@ extension_sql_file!(
     name = "email",
     requires = ["accounts", api::email::render_template, api::email::check_template]
 );
+// Social graph: follows and the followers: principal (issue 16, package D).
+extension_sql_file!("../../sql/social.sql", name = "social", requires = ["email"]);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

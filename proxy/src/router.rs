@@ -142,6 +142,8 @@ pub enum Query {
     List,
     /// `kind=btree|gin` (dropping an index).
     IndexKind,
+    /// `limit` (1..1000, default 50) and `after` (an id): a plain page (followers).
+    Page,
 }
 
 /// Where a `$n` of the route's SQL comes from.

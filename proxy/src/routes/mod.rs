@@ -141,6 +141,13 @@ const SESSIONS: &[Seg] = &[lit("v1"), lit("auth"), lit("sessions")];
 const SESSION: &[Seg] = &[lit("v1"), lit("auth"), lit("sessions"), uuid("id")];
 const SUSPENSION: &[Seg] = &[lit("v1"), lit("admin"), lit("users"), uuid("id"), lit("suspension")];
 const ADMIN_SESSIONS: &[Seg] = &[lit("v1"), lit("admin"), lit("users"), uuid("id"), lit("sessions")];
+const FOLLOW: &[Seg] = &[lit("v1"), lit("users"), uuid("id"), lit("follow")];
+const FOLLOWERS: &[Seg] = &[lit("v1"), lit("users"), uuid("id"), lit("followers")];
+const FOLLOWING: &[Seg] = &[lit("v1"), lit("users"), uuid("id"), lit("following")];
+const FOLLOW_REQUESTS: &[Seg] = &[lit("v1"), lit("auth"), lit("follow-requests")];
+const FOLLOW_REQUEST: &[Seg] = &[lit("v1"), lit("auth"), lit("follow-requests"), uuid("id")];
+const MY_FOLLOWER: &[Seg] = &[lit("v1"), lit("auth"), lit("followers"), uuid("id")];
+const PROFILE: &[Seg] = &[lit("v1"), lit("auth"), lit("user"), lit("profile")];
 
 /// Document routes select the document and its version (the ETag).
 const DOC_WRITE: &[Arg] = &[Path(0), Path(1), F("data"), IfMatch];
@@ -308,6 +315,31 @@ pub static ROUTES: &[Route] = &[
         .body(&[req("users", Any), opt("options", Object)])
         .sql("select x::text from baas.import_users($1::jsonb, coalesce($2::jsonb, '{}')) x", &[F("users"), F("options")])
         .private(),
+    // --- social (sql/social.sql): follows, follow requests, followers lists, social
+    // settings. Who may follow or list is decided in SQL (a full account; graph_visibility).
+    r("follow", PUT, FOLLOW, User)
+        .sql("select x::text from baas.follow($1::text::uuid) x", &[Path(0)]).private(),
+    r("unfollow", DELETE, FOLLOW, User)
+        .sql("select baas.unfollow($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    r("followers", GET, FOLLOWERS, Anyone)
+        .query(Query::Page)
+        .sql("select x::text from baas.followers($1::text::uuid, $2, $3::text::uuid) x", &[Path(0), List(L::Limit), List(L::After)])
+        .private(),
+    r("following", GET, FOLLOWING, Anyone)
+        .query(Query::Page)
+        .sql("select x::text from baas.following($1::text::uuid, $2, $3::text::uuid) x", &[Path(0), List(L::Limit), List(L::After)])
+        .private(),
+    r("follow_requests", GET, FOLLOW_REQUESTS, User).sql("select x::text from baas.follow_requests() x", &[]).private(),
+    r("accept_follow", PUT, FOLLOW_REQUEST, User)
+        .sql("select baas.answer_follow_request($1::text::uuid, true)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    r("decline_follow", DELETE, FOLLOW_REQUEST, User)
+        .sql("select baas.answer_follow_request($1::text::uuid, false)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    r("remove_follower", DELETE, MY_FOLLOWER, User)
+        .sql("select baas.remove_follower($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    r("update_profile", PATCH, PROFILE, User)
+        .body(&[one_of("graph_visibility", Text), one_of("follow_approval", Any)])
+        .sql("select x::text from baas.update_profile($1, ($2::jsonb)::boolean) x", &[F("graph_visibility"), F("follow_approval")])
+        .private(),
     // --- collections (sql/documents.sql; baas_service only)
     r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]),
     r("create_collection", POST, COLLECTIONS, Service)
@@ -444,7 +476,7 @@ mod tests {
                     Arg::Path(i) => assert!(*i < params, "{}: path parameter {i}", r.name),
                     Arg::Field(f) => assert!(r.body.unwrap_or(&[]).iter().any(|x| x.name == *f), "{}: field {f}", r.name),
                     Arg::Body => assert!(r.body.is_some(), "{}", r.name),
-                    Arg::List(_) => assert_eq!(r.query, Query::List, "{}", r.name),
+                    Arg::List(_) => assert!(matches!(r.query, Query::List | Query::Page), "{}", r.name),
                     Arg::IndexKind => assert_eq!(r.query, Query::IndexKind, "{}", r.name),
                     Arg::IfMatch => {}
                 }
