@@ -251,17 +251,20 @@ alter role baas_authenticator set search_path = pg_catalog, pg_temp;
 insert into baas._signing_keys (kid, secret, public_jwk)
 select kid, secret, public_jwk from baas._generate_signing_key();
 
--- social (issue 16, package D): following needs a full account (the functions check);
--- the lists are for anyone the account's graph_visibility lets see them.
+-- social (issue 16, package D): following, profiles and look-ups need a full account
+-- (the functions check); lists and profiles are for anyone the account's settings let
+-- see them.
 grant execute on function
     baas.follow(uuid),
     baas.unfollow(uuid),
     baas.remove_follower(uuid),
     baas.answer_follow_request(uuid, boolean),
     baas.follow_requests(),
-    baas.update_profile(text, boolean)
+    baas.update_profile(text, jsonb, text, text, boolean, text),
+    baas.lookup_user(text, text)
   to baas_user;
 grant execute on function
     baas.followers(uuid, integer, uuid),
-    baas.following(uuid, integer, uuid)
+    baas.following(uuid, integer, uuid),
+    baas.get_profile(uuid)
   to baas_anon, baas_user, baas_service;

@@ -123,7 +123,7 @@ as $$
            'import_users',
            -- social (sql/social.sql)
            'follow', 'unfollow', 'remove_follower', 'answer_follow_request', 'follow_requests',
-           'followers', 'following', 'update_profile',
+           'followers', 'following', 'update_profile', 'get_profile', 'lookup_user',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

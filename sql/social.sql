@@ -9,10 +9,21 @@
 -- the same rule from `follow` events (sql/realtime.sql's capture, trigger below).
 
 ------------------------------------------------------------------------ columns
+-- username: an optional unique handle (lower case, 3..30 of a-z 0-9 _ .), shown with
+-- the profile and found by baas.lookup_user. The profile is three JSON objects, shown by
+-- tier (baas._visible_profile): profile_public to anyone, profile_users to signed-in
+-- full accounts, profile_followers to accepted followers (and the account itself);
+-- users.data stays the account's own. findable: who may find the account by exact email
+-- or username (self: nobody else, followers, users).
 -- Who may list an account's followers and followees (baas._graph_visible): only the
 -- account (self), its accepted followers, any signed-in full account (users), anyone
 -- (public). follow_approval: a new follow stays pending until the account accepts it.
 alter table baas.users
+    add column username text unique check (username ~ '^[a-z0-9_][a-z0-9_.]{2,29}$'),
+    add column profile_public jsonb not null default '{}' check (jsonb_typeof(profile_public) = 'object'),
+    add column profile_users jsonb not null default '{}' check (jsonb_typeof(profile_users) = 'object'),
+    add column profile_followers jsonb not null default '{}' check (jsonb_typeof(profile_followers) = 'object'),
+    add column findable text not null default 'users' check (findable in ('self', 'followers', 'users')),
     add column graph_visibility text not null default 'self'
         check (graph_visibility in ('self', 'followers', 'users', 'public')),
     add column follow_approval boolean not null default false;
@@ -183,6 +194,57 @@ begin
 end
 $$;
 
+-- Is `viewer` a signed-in full account (not anonymous)?
+create function baas._registered(viewer uuid) returns boolean
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$ select viewer is not null and exists (select from baas.users v where v.id = viewer and not v.is_anonymous) $$;
+
+-- Does `viewer` follow `u` (accepted), or is it `u`?
+create function baas._follows_or_is(u uuid, viewer uuid) returns boolean
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$ select viewer is not null and (viewer = u or exists (
+          select from baas.follows f where f.follower = viewer and f.followee = u and f.status = 'accepted')) $$;
+
+-- The part of u's profile `viewer` sees, tiers merged public < users < followers (a
+-- key of a higher tier wins): '{}' for anonymous and suspended accounts.
+create function baas._visible_profile(u baas.users, viewer uuid) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v jsonb;
+begin
+    if u.id is null or u.is_anonymous or u.suspended_at is not null then
+        return '{}';
+    end if;
+    v := u.profile_public;
+    if u.profile_users <> '{}' and baas._registered(viewer) then
+        v := v || u.profile_users;
+    end if;
+    if u.profile_followers <> '{}' and baas._follows_or_is(u.id, viewer) then
+        v := v || u.profile_followers;
+    end if;
+    return v;
+end
+$$;
+
+-- May `viewer` find u by its exact email or username (baas.lookup_user)?
+create function baas._findable(u baas.users, viewer uuid) returns boolean
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if u.id is null or u.is_anonymous or u.suspended_at is not null or viewer is null then
+        return false;
+    end if;
+    return viewer = u.id
+        or (u.findable = 'users' and baas._registered(viewer))
+        or (u.findable = 'followers' and baas._follows_or_is(u.id, viewer));
+end
+$$;
+
 ------------------------------------------------------------------------ following
 -- The signed-in caller, who must hold a full account (anonymous accounts neither
 -- follow nor are followed).
@@ -314,12 +376,12 @@ declare
     me baas.users := baas._social_caller('have followers');
 begin
     return jsonb_build_object('items', coalesce((
-        select jsonb_agg(jsonb_build_object('id', f.follower, 'created_at', f.created_at) order by f.created_at, f.follower)
+        select jsonb_agg(jsonb_build_object('id', f.follower, 'username', u.username, 'created_at', f.created_at) order by f.created_at, f.follower)
           from baas.follows f join baas.users u on u.id = f.follower
          where f.followee = me.id and f.status = 'pending' and u.suspended_at is null), '[]'));
 end
 $$;
-comment on function baas.follow_requests() is 'Your pending follow requests: {items: [{id, created_at}]}';
+comment on function baas.follow_requests() is 'Your pending follow requests: {items: [{id, username, created_at}]}';
 
 -- One page of an account's accepted followers (`followers`) or followees, by the time
 -- the follow began, then id; `after` is the last id of the previous page.
@@ -353,6 +415,7 @@ begin
     select coalesce(jsonb_agg(x.item order by x.at, x.id), '[]'), count(*) into v_items, v_n from (
         select case when followers then f.follower else f.followee end as id, f.created_at as at,
                jsonb_build_object('id', case when followers then f.follower else f.followee end,
+                                  'username', o.username,
                                   'since', coalesce(f.accepted_at, f.created_at)) as item
           from baas.follows f
           join baas.users o on o.id = case when followers then f.follower else f.followee end
@@ -374,36 +437,89 @@ language sql stable security definer
 set search_path = pg_catalog, pg_temp
 return baas._follow_page(user_id, true, "limit", after);
 comment on function baas.followers(uuid, integer, uuid) is
-    'An account''s accepted followers, if its graph_visibility lets you see them: {items: [{id, since}], next?}';
+    'An account''s accepted followers, if its graph_visibility lets you see them: {items: [{id, username, since}], next?}';
 
 create function baas.following(user_id uuid, "limit" integer default 50, after uuid default null) returns jsonb
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 return baas._follow_page(user_id, false, "limit", after);
 comment on function baas.following(uuid, integer, uuid) is
-    'The accounts an account follows (accepted), if its graph_visibility lets you see them: {items: [{id, since}], next?}';
+    'The accounts an account follows (accepted), if its graph_visibility lets you see them: {items: [{id, username, since}], next?}';
 
 ------------------------------------------------------------------------ profile
--- The caller's social settings; each argument left NULL is kept. Returns {user}.
-create function baas.update_profile(graph_visibility text default null, follow_approval boolean default null)
+-- The caller's profile and social settings; each argument left NULL is kept. profile is
+-- {public?, users?, followers?}, each an object merged into its tier as a JSON merge
+-- patch (RFC 7396: null removes a key). Returns {user}.
+create function baas.update_profile(username text default null, profile jsonb default null,
+                                    findable text default null, graph_visibility text default null,
+                                    follow_approval boolean default null, language text default null)
 returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     me baas.users := baas._social_caller('have a profile');
-    v_approval boolean := update_profile.follow_approval;
+    v_username text := lower(update_profile.username);
+    v_profile jsonb := update_profile.profile;
+    v_findable text := update_profile.findable;
     v_graph text := update_profile.graph_visibility;
+    v_approval boolean := update_profile.follow_approval;
+    v_language text := lower(update_profile.language);
+    k text;
+    v_pub jsonb := me.profile_public;
+    v_usr jsonb := me.profile_users;
+    v_fol jsonb := me.profile_followers;
 begin
+    if v_username is not null and v_username !~ '^[a-z0-9_][a-z0-9_.]{2,29}$' then
+        perform baas._raise('22023', 'invalid_username',
+            'a username is 3 to 30 characters: letters, digits, _ and . (not first)');
+    end if;
+    if v_findable is not null and v_findable not in ('self', 'followers', 'users') then
+        perform baas._raise('22023', 'invalid_request', 'findable must be self, followers or users');
+    end if;
     if v_graph is not null and v_graph not in ('self', 'followers', 'users', 'public') then
         perform baas._raise('22023', 'invalid_request', 'graph_visibility must be self, followers, users or public');
     end if;
-    update baas.users u
-       set graph_visibility = coalesce(v_graph, u.graph_visibility),
-           follow_approval = coalesce(v_approval, u.follow_approval),
-           updated_at = now()
-     where u.id = me.id
-    returning * into me;
+    if v_language is not null and v_language !~ '^[a-z]{2,3}(-[a-z0-9]{2,8})*$' then
+        perform baas._raise('22023', 'invalid_request', 'language must be a language tag such as en or pt-br');
+    end if;
+    if v_profile is not null then
+        if jsonb_typeof(v_profile) <> 'object' then
+            perform baas._raise('22023', 'invalid_request', 'profile must be an object {public?, users?, followers?}');
+        end if;
+        for k in select jsonb_object_keys(v_profile) loop
+            if k not in ('public', 'users', 'followers') then
+                perform baas._raise('22023', 'invalid_request',
+                    format('profile has unknown tier %s; tiers are public, users, followers', to_jsonb(k)));
+            end if;
+            if jsonb_typeof(v_profile -> k) <> 'object' then
+                perform baas._raise('22023', 'invalid_request', format('profile.%s must be an object', k));
+            end if;
+        end loop;
+        v_pub := baas.merge_patch(v_pub, coalesce(v_profile -> 'public', '{}'));
+        v_usr := baas.merge_patch(v_usr, coalesce(v_profile -> 'users', '{}'));
+        v_fol := baas.merge_patch(v_fol, coalesce(v_profile -> 'followers', '{}'));
+        if pg_column_size(v_pub) + pg_column_size(v_usr) + pg_column_size(v_fol) > 65536 then
+            perform baas._raise('54000', 'profile_too_large', 'a profile holds at most 64 KiB');
+        end if;
+    end if;
+    if v_username is not null and exists (select from baas.users u where u.username = v_username and u.id <> me.id) then
+        perform baas._raise('23505', 'username_taken', 'this username is taken');
+    end if;
+    begin
+        update baas.users u
+           set username = coalesce(v_username, u.username),
+               profile_public = v_pub, profile_users = v_usr, profile_followers = v_fol,
+               findable = coalesce(v_findable, u.findable),
+               graph_visibility = coalesce(v_graph, u.graph_visibility),
+               follow_approval = coalesce(v_approval, u.follow_approval),
+               language = coalesce(v_language, u.language),
+               updated_at = now()
+         where u.id = me.id
+        returning * into me;
+    exception when unique_violation then
+        perform baas._raise('23505', 'username_taken', 'this username is taken');
+    end;
     -- Turning approval off accepts the requests waiting for it.
     if v_approval is false then
         update baas.follows f set status = 'accepted', accepted_at = now()
@@ -412,8 +528,77 @@ begin
     return jsonb_build_object('user', baas._user_json(me));
 end
 $$;
-comment on function baas.update_profile(text, boolean) is
-    'Change your social settings (graph_visibility, follow_approval); returns {user}';
+comment on function baas.update_profile(text, jsonb, text, text, boolean, text) is
+    'Change your username, profile tiers, findable, graph_visibility, follow_approval, language; returns {user}';
+
+-- One account's profile as the caller may see it: {id, username, profile} and, when its
+-- graph_visibility allows, follower and followee counts. 404 user_not_found for an
+-- unknown, anonymous or suspended account, and for one that shows nothing to the caller
+-- (no token or an anonymous account, and an empty public tier and a private graph).
+create function baas.get_profile(id uuid) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    v_viewer uuid := baas.uid();
+    t baas.users;
+    v_profile jsonb;
+    v_graph boolean;
+    v jsonb;
+begin
+    select * into t from baas.users u where u.id = id;
+    v_profile := baas._visible_profile(t, v_viewer);
+    v_graph := baas._graph_visible(t, v_viewer);
+    if t.id is null or t.is_anonymous or t.suspended_at is not null
+       or not (v_graph or v_profile <> '{}' or baas._registered(v_viewer)) then
+        perform baas._raise('P0002', 'user_not_found', 'no such user');
+    end if;
+    v := jsonb_build_object('id', t.id, 'username', t.username, 'profile', v_profile);
+    if v_graph then
+        v := v || jsonb_build_object(
+            'followers', (select count(*) from baas.follows f join baas.users o on o.id = f.follower
+                           where f.followee = t.id and f.status = 'accepted' and o.suspended_at is null),
+            'following', (select count(*) from baas.follows f join baas.users o on o.id = f.followee
+                           where f.follower = t.id and f.status = 'accepted' and o.suspended_at is null));
+    end if;
+    return v;
+end
+$$;
+comment on function baas.get_profile(uuid) is
+    'An account''s profile as you may see it: {id, username, profile, followers?, following?}';
+
+-- Find an account by its exact email or username, if its `findable` lets the caller:
+-- {id, username, profile}. Unknown and unfindable answer the same 404 after the same
+-- work (one probe). Signed-in full accounts only; audited [user.lookup].
+create function baas.lookup_user(email text default null, username text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    me baas.users := baas._social_caller('look accounts up');
+    v_email text := lookup_user.email;
+    v_username text := lookup_user.username;
+    t baas.users;
+begin
+    if (v_email is null) = (v_username is null) then
+        perform baas._raise('22023', 'invalid_request', 'give exactly one of email and username');
+    end if;
+    if v_email is not null then
+        select * into t from baas.users u where u.email = baas._email_key(v_email);
+    else
+        select * into t from baas.users u where u.username = lower(v_username);
+    end if;
+    perform baas._audit('user.lookup', me.id, details => jsonb_build_object(
+        'by', case when v_email is not null then 'email' else 'username' end, 'found', baas._findable(t, me.id)));
+    if not baas._findable(t, me.id) then
+        perform baas._raise('P0002', 'user_not_found', 'no account can be found by this address or name');
+    end if;
+    return jsonb_build_object('id', t.id, 'username', t.username, 'profile', baas._visible_profile(t, me.id));
+end
+$$;
+comment on function baas.lookup_user(text, text) is
+    'Find an account by exact email or username (if its findable allows): {id, username, profile}';
 
 -- The user as the API shows it: sql/accounts.sql's, with the social settings.
 create or replace function baas._user_json(u baas.users) returns jsonb
@@ -422,7 +607,10 @@ as $$
     select pg_catalog.jsonb_build_object(
         'id', u.id, 'email', u.email, 'data', u.data,
         'is_anonymous', u.is_anonymous, 'email_verified', u.email_verified_at is not null,
-        'graph_visibility', u.graph_visibility, 'follow_approval', u.follow_approval,
+        'username', u.username,
+        'profile', pg_catalog.jsonb_build_object('public', u.profile_public, 'users', u.profile_users,
+                                                 'followers', u.profile_followers),
+        'findable', u.findable, 'graph_visibility', u.graph_visibility, 'follow_approval', u.follow_approval,
         'created_at', u.created_at, 'updated_at', u.updated_at)
 $$;
 

@@ -2,7 +2,7 @@
 -- codes, the followers: principal (only for followees some ACL names), follow
 -- approval, max_following, the ACL checks, who may call what, and the hub's loading.
 begin;
-select plan(27);
+select plan(33);
 
 -- As an application user with the given claims (jsonb; NULL: anonymous): the query's
 -- single value as text, or 'SQLSTATE detail'.
@@ -67,6 +67,16 @@ select is(pg_temp.as_claims(:'c2', format('select baas.follow(%L)::text', :'u3')
 select is(pg_temp.as_claims(:'c3', 'select baas.follow_requests() #>> ''{items,0,id}'''), :'u2', 'listed');
 select is(pg_temp.as_claims(:'c3', format('select baas.answer_follow_request(%L, true)::text', :'u2')), '', 'accepted');
 select is((select status from baas.follows where follower = :'u2' and followee = :'u3'), 'accepted', 'stored');
+
+-------------------------------------------------------------------- profiles and lookup
+select is(pg_temp.as_claims(:'c2', $$ select baas.update_profile(username => 'Two_2', profile => '{"public": {"a": 1}, "users": {"b": 2}, "followers": {"c": 3}}') #>> '{user,username}' $$),
+          'two_2', 'username, lower case');
+select is(pg_temp.as_claims(:'c3', $$ select baas.update_profile(username => 'two_2')::text $$), '23505 username_taken', 'taken');
+select is(pg_temp.as_claims(:'c3', $$ select baas.update_profile(username => 'x')::text $$), '22023 invalid_username', 'too short');
+-- u1 follows u2 (accepted), u3 does not; no token sees the public tier.
+select is((select baas._visible_profile(u, :'u1') from baas.users u where u.id = :'u2')::text, '{"a": 1, "b": 2, "c": 3}', 'a follower sees every tier');
+select is(pg_temp.as_claims(null, format('select baas.get_profile(%L) ->> %L', :'u2', 'profile')), '{"a": 1}', 'no token: public');
+select is(pg_temp.as_claims(:'c1', $$ select baas.lookup_user(email => 's2@social.test', username => 'two_2')::text $$), '22023 invalid_request', 'exactly one');
 
 -------------------------------------------------------------------- realtime
 -- The hub loads follows with role memberships, as followers:<followee> entries.

@@ -303,3 +303,178 @@ fn realtime_delivers_to_followers_only_while_they_follow() {
     // And HTTP agrees.
     assert_eq!(status(&c, &during, Some(&b.access)), 404);
 }
+
+/// GET /v1/users/{id}.profile for one viewer (None: not found).
+fn seen_profile(id: &str, token: Option<&str>) -> Option<Value> {
+    let r = call("GET", &format!("/v1/users/{id}"), token, None);
+    match r.status {
+        200 => Some(r.body["profile"].clone()),
+        404 => {
+            assert_eq!(r.code(), "user_not_found", "{}", r.body);
+            None
+        }
+        s => panic!("GET /v1/users/{id} gave {s}: {}", r.body),
+    }
+}
+
+/// The same through baas.as_user (None: user_not_found).
+fn as_user_profile(id: &str, viewer: Option<&str>) -> Option<Value> {
+    let q = format!("select baas.get_profile('{id}')");
+    match admin().query_one("select baas.as_user($1::text::uuid, $2) x", &[&viewer, &q]) {
+        Ok(row) => {
+            let v: Value = row.get(0);
+            Some(v["profile"].clone())
+        }
+        Err(e) => {
+            let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+            assert_eq!(db.detail(), Some("user_not_found"), "{e}");
+            None
+        }
+    }
+}
+
+/// Each tier of a profile reaches exactly its viewers: public everyone, users signed-in
+/// full accounts, followers accepted followers and the account itself; a pending
+/// follower is a stranger; an anonymous account and no token see the public tier. HTTP
+/// and baas.as_user agree; an account with nothing public is a 404 to them.
+#[test]
+fn profile_tiers_matrix_over_http_equals_as_user() {
+    let _g = anonymous_setting();
+    let owner = signup("soc_po");
+    let f = signup("soc_pf");
+    let p = signup("soc_pp");
+    let s = signup("soc_ps");
+    let (n_id, n_access) = anonymous_account();
+    let name = format!("owner_{}", std::process::id());
+    let r = profile(&owner, json!({"username": name.to_uppercase(), "profile": {
+        "public": {"name": "Ann", "bio": "public bio"},
+        "users": {"bio": "users bio", "city": "Porto"},
+        "followers": {"phone": "123"}}}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["user"]["username"], json!(name), "lower-cased");
+    assert_eq!(r.body["user"]["profile"]["users"], json!({"bio": "users bio", "city": "Porto"}));
+    assert_eq!(follow(&f, &owner.id).body["status"], "accepted");
+    assert_eq!(profile(&owner, json!({"follow_approval": true})).status, 200);
+    assert_eq!(follow(&p, &owner.id).body["status"], "pending");
+
+    let public = json!({"name": "Ann", "bio": "public bio"});
+    let users = json!({"name": "Ann", "bio": "users bio", "city": "Porto"});
+    let followers = json!({"name": "Ann", "bio": "users bio", "city": "Porto", "phone": "123"});
+    let cases: Vec<(&str, Option<&str>, Option<&str>, Value)> = vec![
+        ("the account", Some(&owner.access), Some(&owner.id), followers.clone()),
+        ("accepted follower", Some(&f.access), Some(&f.id), followers.clone()),
+        ("pending follower", Some(&p.access), Some(&p.id), users.clone()),
+        ("registered stranger", Some(&s.access), Some(&s.id), users.clone()),
+        ("anonymous account", Some(&n_access), Some(&n_id), public.clone()),
+        ("no token", None, None, public.clone()),
+    ];
+    for (what, token, uid, expected) in &cases {
+        assert_eq!(seen_profile(&owner.id, *token).as_ref(), Some(expected), "{what}: HTTP");
+        assert_eq!(as_user_profile(&owner.id, *uid).as_ref(), Some(expected), "{what}: as_user = HTTP");
+    }
+    let r = call("GET", &format!("/v1/users/{}", owner.id), Some(&s.access), None);
+    assert_eq!(r.body["username"], json!(name));
+    assert!(r.body.get("followers").is_none(), "graph private: no counts: {}", r.body);
+    assert_eq!(profile(&owner, json!({"graph_visibility": "public"})).status, 200);
+    let r = call("GET", &format!("/v1/users/{}", owner.id), None, None);
+    assert_eq!((r.body["followers"].clone(), r.body["following"].clone()), (json!(1), json!(0)), "{}", r.body);
+
+    // Merge patch per tier: null removes a key; the other tiers stay.
+    let r = profile(&owner, json!({"profile": {"public": {"bio": null}}}));
+    assert_eq!(r.body["user"]["profile"]["public"], json!({"name": "Ann"}), "{}", r.body);
+    assert_eq!(r.body["user"]["profile"]["followers"], json!({"phone": "123"}));
+
+    // Nothing public and a private graph: a 404 to those without an account.
+    let quiet = signup("soc_pq");
+    assert_eq!(seen_profile(&quiet.id, None), None);
+    assert_eq!(as_user_profile(&quiet.id, None), None);
+    assert_eq!(seen_profile(&quiet.id, Some(&n_access)), None);
+    assert_eq!(seen_profile(&quiet.id, Some(&s.access)), Some(json!({})), "a full account sees the (empty) profile");
+    assert_eq!(seen_profile(&n_id, Some(&s.access)), None, "anonymous accounts have no profile");
+    assert_eq!(seen_profile("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", Some(&s.access)), None);
+
+    // Bad input.
+    for (body, code) in [
+        (json!({"username": "a"}), "invalid_username"),
+        (json!({"username": "no spaces"}), "invalid_username"),
+        (json!({"profile": {"secret": {}}}), "invalid_request"),
+        (json!({"profile": {"public": [1]}}), "invalid_request"),
+        (json!({"findable": "all"}), "invalid_request"),
+        (json!({"language": "not a tag"}), "invalid_request"),
+    ] {
+        let r = profile(&s, body.clone());
+        assert_eq!((r.status, r.code()), (400, code), "{body}: {}", r.body);
+    }
+    let r = profile(&s, json!({"username": name}));
+    assert_eq!((r.status, r.code()), (409, "username_taken"), "{}", r.body);
+    let r = profile(&s, json!({"profile": {"public": {"big": "x".repeat(70_000)}}}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = call("PATCH", "/v1/auth/user/profile", Some(&n_access), Some(r#"{"username": "anon_name"}"#));
+    assert_eq!((r.status, r.code()), (403, "anonymous_not_allowed"), "{}", r.body);
+}
+
+fn lookup(token: Option<&str>, body: Value) -> Resp {
+    call("POST", "/v1/users/lookup", token, Some(&body.to_string()))
+}
+
+/// Lookup finds an account by exact email or username as its `findable` allows;
+/// unknown and unfindable look the same; anonymous accounts cannot look up.
+#[test]
+fn lookup_by_email_or_username_follows_findable() {
+    let target = signup("soc_lt");
+    let seeker = signup("soc_ls");
+    let fan = signup("soc_lf");
+    let uname = format!("target_{}", std::process::id());
+    assert_eq!(profile(&target, json!({"username": uname, "profile": {"public": {"n": 1}, "users": {"u": 2}}})).status, 200);
+    assert_eq!(follow(&fan, &target.id).status, 200);
+
+    // users (the default): any full account, by email (any case) or username.
+    let r = lookup(Some(&seeker.access), json!({"email": target.email.to_uppercase()}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, json!({"id": target.id, "username": uname, "profile": {"n": 1, "u": 2}}));
+    let r = lookup(Some(&seeker.access), json!({"username": uname}));
+    assert_eq!(r.body["id"], json!(target.id), "{}", r.body);
+
+    // followers: the stranger gets what an unknown address gets.
+    assert_eq!(profile(&target, json!({"findable": "followers"})).status, 200);
+    let hidden = lookup(Some(&seeker.access), json!({"email": target.email}));
+    let unknown = lookup(Some(&seeker.access), json!({"email": email("nobody")}));
+    assert_eq!((hidden.status, hidden.code()), (404, "user_not_found"), "{}", hidden.body);
+    assert_eq!((hidden.status, hidden.body.clone()), (unknown.status, unknown.body.clone()), "unfindable = unknown");
+    assert_eq!(lookup(Some(&fan.access), json!({"email": target.email})).status, 200, "a follower finds it");
+    // self: nobody else.
+    assert_eq!(profile(&target, json!({"findable": "self"})).status, 200);
+    assert_eq!(lookup(Some(&fan.access), json!({"username": uname})).status, 404);
+    assert_eq!(lookup(Some(&target.access), json!({"username": uname})).status, 200, "itself");
+
+    // Exactly one of the two; a signed-in full account only.
+    let r = lookup(Some(&seeker.access), json!({"email": target.email, "username": uname}));
+    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{}", r.body);
+    assert_eq!(lookup(Some(&seeker.access), json!({})).status, 400);
+    assert_eq!(lookup(None, json!({"username": uname})).status, 401);
+    let audited: i64 = admin()
+        .query_one("select count(*) from baas.audit_log where action = 'user.lookup' and actor = $1::text::uuid", &[&seeker.id])
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 2, "each look-up that found an account is audited (a 404 rolls back)");
+}
+
+/// Look-ups are rate limited per account: the eleventh in a minute is a 429.
+#[test]
+fn lookup_is_rate_limited_per_account() {
+    let seeker = signup("soc_rl");
+    let other = signup("soc_rl2");
+    // A proxy of its own with the rate limits on (the shared one runs without them).
+    let url = env().cluster.authenticator_url().unwrap();
+    let limited = pgbaas_testkit::Proxy::start(&url, &["--rate-limits", "on"]).unwrap();
+    let at = |who: &User, name: &str| {
+        let body = json!({"username": name}).to_string();
+        request_at(&limited.base(), "POST", "/v1/users/lookup", Some(&who.access), &[], Some(&body))
+    };
+    let statuses: Vec<u16> = (0..12).map(|i| at(&seeker, &format!("nobody_{i}")).status).collect();
+    assert!(statuses.contains(&404) && statuses.contains(&429), "{statuses:?}");
+    let r = at(&seeker, "nobody_x");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.header("Retry-After").is_some());
+    assert_eq!(at(&other, "nobody_x").status, 404, "another account is not limited");
+}

@@ -148,6 +148,7 @@ const FOLLOW_REQUESTS: &[Seg] = &[lit("v1"), lit("auth"), lit("follow-requests")
 const FOLLOW_REQUEST: &[Seg] = &[lit("v1"), lit("auth"), lit("follow-requests"), uuid("id")];
 const MY_FOLLOWER: &[Seg] = &[lit("v1"), lit("auth"), lit("followers"), uuid("id")];
 const PROFILE: &[Seg] = &[lit("v1"), lit("auth"), lit("user"), lit("profile")];
+const USER_PROFILE: &[Seg] = &[lit("v1"), lit("users"), uuid("id")];
 
 /// Document routes select the document and its version (the ETag).
 const DOC_WRITE: &[Arg] = &[Path(0), Path(1), F("data"), IfMatch];
@@ -337,8 +338,25 @@ pub static ROUTES: &[Route] = &[
     r("remove_follower", DELETE, MY_FOLLOWER, User)
         .sql("select baas.remove_follower($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
     r("update_profile", PATCH, PROFILE, User)
-        .body(&[one_of("graph_visibility", Text), one_of("follow_approval", Any)])
-        .sql("select x::text from baas.update_profile($1, ($2::jsonb)::boolean) x", &[F("graph_visibility"), F("follow_approval")])
+        .body(&[
+            one_of("username", Text),
+            one_of("profile", Object),
+            one_of("findable", Text),
+            one_of("graph_visibility", Text),
+            one_of("follow_approval", Any),
+            one_of("language", Text),
+        ])
+        .sql(
+            "select x::text from baas.update_profile($1, $2::jsonb, $3, $4, ($5::jsonb)::boolean, $6) x",
+            &[F("username"), F("profile"), F("findable"), F("graph_visibility"), F("follow_approval"), F("language")],
+        )
+        .private(),
+    r("get_profile", GET, USER_PROFILE, Anyone).sql("select x::text from baas.get_profile($1::text::uuid) x", &[Path(0)]).private(),
+    // By exact email or username, in the body (no address in URLs or logs); per account.
+    r("lookup_user", POST, &[lit("v1"), lit("users"), lit("lookup")], User)
+        .body(&[one_of("email", Text), one_of("username", Text)])
+        .limits(&[Limit { kind: Kind::Account, key: LimitKey::Subject("lookup"), when: None }])
+        .sql("select x::text from baas.lookup_user($1, $2) x", &[F("email"), F("username")])
         .private(),
     // --- collections (sql/documents.sql; baas_service only)
     r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]),
