@@ -266,5 +266,6 @@ grant execute on function
 grant execute on function
     baas.followers(uuid, integer, uuid),
     baas.following(uuid, integer, uuid),
-    baas.get_profile(uuid)
+    baas.get_profile(uuid),
+    baas.find_users(jsonb, text, integer, integer, uuid, text[])
   to baas_anon, baas_user, baas_service;

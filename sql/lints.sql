@@ -124,6 +124,7 @@ as $$
            -- social (sql/social.sql)
            'follow', 'unfollow', 'remove_follower', 'answer_follow_request', 'follow_requests',
            'followers', 'following', 'update_profile', 'get_profile', 'lookup_user',
+           'find_users',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

@@ -3039,6 +3039,7 @@ as $$
            -- social (sql/social.sql)
            'follow', 'unfollow', 'remove_follower', 'answer_follow_request', 'follow_requests',
            'followers', 'following', 'update_profile', 'get_profile', 'lookup_user',
+           'find_users',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all
@@ -3792,6 +3793,62 @@ $$;
 comment on function baas.lookup_user(text, text) is
     'Find an account by exact email or username (if its findable allows): {id, username, profile}';
 
+-- The directory: accounts whose profile the caller may see some of, filtered and
+-- ordered with the query language over the visible profile (`data`), `id` and
+-- `created_at` (baas._compile_query, as baas.find): a field the caller may not see is
+-- not there to match. {items: [{id, username, profile}], next?}; `next` (the last id)
+-- when the page is full. Accounts showing the caller nothing are not listed.
+create function baas.find_users(filter jsonb default '{}', "order" text default null,
+                                "limit" integer default 50, "offset" integer default 0,
+                                after uuid default null, fields text[] default null)
+returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_viewer uuid := baas.uid();
+    v_from constant text := '(select u.id, u.created_at, u.updated_at, u.username, baas._visible_profile(u, $2) as data '
+                            'from baas.users u where not u.is_anonymous and u.suspended_at is null) d where d.data <> ''{}''';
+    q jsonb;
+    v_cursor jsonb;
+    v_items jsonb;
+    v_n integer;
+begin
+    if "limit" is null or "limit" not between 0 and 1000 then
+        perform baas._raise('22023', 'invalid_query', 'limit must be between 0 and 1000');
+    end if;
+    if "offset" is null or "offset" < 0 then
+        perform baas._raise('22023', 'invalid_query', 'offset must be 0 or more');
+    end if;
+    if fields is not null and exists (select from unnest(fields) f where f is null or f = '') then
+        perform baas._raise('22023', 'invalid_query', 'fields must be field names');
+    end if;
+    q := baas._compile_query(coalesce(filter, '{}'), "order", null, false);
+    if after is not null then
+        execute format('select %s from %s and d.id = $3', q ->> 'cursor', v_from)
+           into v_cursor using q -> 'params', v_viewer, after;
+        if v_cursor is null then
+            perform baas._raise('22023', 'invalid_query', 'after: no such account in this directory');
+        end if;
+        q := baas._compile_query(coalesce(filter, '{}'), "order", v_cursor, false);
+    end if;
+    execute format(
+        'select coalesce(jsonb_agg(x.item order by x.n), ''[]''), count(*) from ('
+        '  select row_number() over (order by %s) as n, jsonb_build_object(''id'', d.id, ''username'', d.username, ''profile'', '
+        '         case when $3::text[] is null then d.data else (select coalesce(jsonb_object_agg(e.key, e.value), ''{}'') '
+        '              from jsonb_each(d.data) e where e.key = any($3)) end) as item'
+        '    from %s and %s order by %s limit $4 offset $5) x',
+        q ->> 'order', v_from, q ->> 'where', q ->> 'order')
+      into v_items, v_n using q -> 'params', v_viewer, fields, "limit", "offset";
+    if "limit" > 0 and v_n = "limit" then
+        return jsonb_build_object('items', v_items, 'next', v_items -> ("limit" - 1) -> 'id');
+    end if;
+    return jsonb_build_object('items', v_items);
+end
+$$;
+comment on function baas.find_users(jsonb, text, integer, integer, uuid, text[]) is
+    'The directory: accounts by what of their profile you may see, with the query language: {items: [{id, username, profile}], next?}';
+
 -- The user as the API shows it: sql/accounts.sql's, with the social settings.
 create or replace function baas._user_json(u baas.users) returns jsonb
 language sql stable parallel safe
@@ -3871,6 +3928,7 @@ revoke execute on function
     baas.update_profile(text, jsonb, text, text, boolean, text),
     baas.get_profile(uuid),
     baas.lookup_user(text, text),
+    baas.find_users(jsonb, text, integer, integer, uuid, text[]),
     baas._realtime_follow()
   from public;
 -- social (issue 16, package D): following, profiles and look-ups need a full account
@@ -3888,7 +3946,8 @@ grant execute on function
 grant execute on function
     baas.followers(uuid, integer, uuid),
     baas.following(uuid, integer, uuid),
-    baas.get_profile(uuid)
+    baas.get_profile(uuid),
+    baas.find_users(jsonb, text, integer, integer, uuid, text[])
   to baas_anon, baas_user, baas_service;
 
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).

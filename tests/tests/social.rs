@@ -478,3 +478,56 @@ fn lookup_is_rate_limited_per_account() {
     assert!(r.header("Retry-After").is_some());
     assert_eq!(at(&other, "nobody_x").status, 404, "another account is not limited");
 }
+
+/// The directory: GET /v1/users?where= filters over the profile tiers the caller may
+/// see; a hidden field never matches; order, limit, after and fields work as for
+/// documents; HTTP and baas.as_user agree.
+#[test]
+fn directory_filters_only_what_the_caller_may_see() {
+    let tag = format!("dir{}", std::process::id());
+    let a = signup("soc_da");
+    let b = signup("soc_db");
+    let viewer = signup("soc_dv");
+    assert_eq!(profile(&a, json!({"username": format!("{tag}_a"), "profile": {"public": {"tag": tag, "n": 2}, "users": {"city": "Porto"}, "followers": {"secret": "x"}}})).status, 200);
+    assert_eq!(profile(&b, json!({"profile": {"public": {"tag": tag, "n": 1}, "users": {"city": "Lisbon"}}})).status, 200);
+    let find = |token: Option<&str>, q: &str| {
+        let r = call("GET", &format!("/v1/users?{q}"), token, None);
+        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        r.body
+    };
+    let ids = |v: &Value| -> Vec<String> { v["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect() };
+    let w = |f: Value| format!("where={}", enc(&f.to_string()));
+
+    // Public fields: anyone, ordered.
+    let all = find(None, &format!("{}&order=n", w(json!({"tag": tag}))));
+    assert_eq!(ids(&all), vec![b.id.clone(), a.id.clone()], "{all}");
+    assert_eq!(all["items"][1], json!({"id": a.id, "username": format!("{tag}_a"), "profile": {"tag": tag, "n": 2}}));
+    // The users tier: a signed-in full account matches on it, no token does not.
+    let porto = w(json!({"tag": tag, "city": "Porto"}));
+    assert_eq!(ids(&find(Some(&viewer.access), &porto)), vec![a.id.clone()]);
+    assert_eq!(ids(&find(None, &porto)), Vec::<String>::new(), "a hidden field never matches");
+    // The followers tier: only a follower.
+    let secret = w(json!({"tag": tag, "secret": "x"}));
+    assert_eq!(ids(&find(Some(&viewer.access), &secret)), Vec::<String>::new());
+    assert_eq!(follow(&viewer, &a.id).status, 200);
+    assert_eq!(ids(&find(Some(&viewer.access), &secret)), vec![a.id.clone()]);
+    // as_user answers the same.
+    let q = format!("select baas.find_users('{{\"tag\": \"{tag}\", \"city\": \"Porto\"}}')");
+    for (who, expected) in [(Some(viewer.id.as_str()), vec![a.id.clone()]), (None, vec![])] {
+        let v: Value = admin().query_one("select baas.as_user($1::text::uuid, $2)", &[&who, &q]).unwrap().get(0);
+        assert_eq!(ids(&v), expected, "as_user({who:?})");
+    }
+    // Paging and fields.
+    let p1 = find(None, &format!("{}&order=n&limit=1", w(json!({"tag": tag}))));
+    assert_eq!(ids(&p1), vec![b.id.clone()]);
+    let next = p1["next"].as_str().unwrap();
+    let p2 = find(None, &format!("{}&order=n&limit=1&after={next}", w(json!({"tag": tag}))));
+    assert_eq!(ids(&p2), vec![a.id.clone()]);
+    let f = find(Some(&viewer.access), &format!("{}&order=n&fields=city", w(json!({"tag": tag}))));
+    assert_eq!(f["items"][0]["profile"], json!({"city": "Lisbon"}), "{f}");
+    // Bad queries are 400 invalid_query.
+    for bad in ["where=%7B%22%24bad%22%3A1%7D", "limit=5000", "where=%7B"] {
+        let r = call("GET", &format!("/v1/users?{bad}"), None, None);
+        assert_eq!((r.status, r.code()), (400, "invalid_query"), "{bad}: {}", r.body);
+    }
+}

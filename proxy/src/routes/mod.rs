@@ -351,6 +351,14 @@ pub static ROUTES: &[Route] = &[
             &[F("username"), F("profile"), F("findable"), F("graph_visibility"), F("follow_approval"), F("language")],
         )
         .private(),
+    // The directory: the query language over the profile tiers the caller may see.
+    r("find_users", GET, &[lit("v1"), lit("users")], Anyone)
+        .query(Query::List)
+        .sql(
+            "select x::text from baas.find_users($1, $2, $3, $4, $5::text::uuid, $6) x",
+            &[List(L::Filter), List(L::Order), List(L::Limit), List(L::Offset), List(L::After), List(L::Fields)],
+        )
+        .private(),
     r("get_profile", GET, USER_PROFILE, Anyone).sql("select x::text from baas.get_profile($1::text::uuid) x", &[Path(0)]).private(),
     // By exact email or username, in the body (no address in URLs or logs); per account.
     r("lookup_user", POST, &[lit("v1"), lit("users"), lit("lookup")], User)
