@@ -269,3 +269,22 @@ grant execute on function
     baas._oidc_jwks_targets(),
     baas._oidc_put_jwks(text, jsonb, integer)
   to baas_authenticator;
+
+-- social (issue 16, package D): following, profiles and look-ups need a full account
+-- (the functions check); lists and profiles are for anyone the account's settings let
+-- see them.
+grant execute on function
+    baas.follow(uuid),
+    baas.unfollow(uuid),
+    baas.remove_follower(uuid),
+    baas.answer_follow_request(uuid, boolean),
+    baas.follow_requests(),
+    baas.update_profile(text, jsonb, text, text, boolean, text),
+    baas.lookup_user(text, text)
+  to baas_user;
+grant execute on function
+    baas.followers(uuid, integer, uuid),
+    baas.following(uuid, integer, uuid),
+    baas.get_profile(uuid),
+    baas.find_users(jsonb, text, integer, integer, uuid, text[])
+  to baas_anon, baas_user, baas_service;

@@ -124,6 +124,10 @@ as $$
            -- oidc (sql/oidc.sql)
            'set_oidc_provider', 'drop_oidc_provider', 'oidc_providers', 'oidc_sign_in', 'link_identity',
            'unlink_identity', 'identities',
+           -- social (sql/social.sql)
+           'follow', 'unfollow', 'remove_follower', 'answer_follow_request', 'follow_requests',
+           'followers', 'following', 'update_profile', 'get_profile', 'lookup_user',
+           'find_users',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

@@ -117,6 +117,8 @@ extension_sql_file!(
     name = "oidc",
     requires = ["email", api::oidc::oidc_verify, api::oidc::oidc_check_jwks]
 );
+// Social graph: follows and the followers: principal (issue 16, package D).
+extension_sql_file!("../../sql/social.sql", name = "social", requires = ["oidc"]);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -145,6 +145,8 @@ pub enum Query {
     List,
     /// `kind=btree|gin` (dropping an index).
     IndexKind,
+    /// `limit` (1..1000, default 50) and `after` (an id): a plain page (followers).
+    Page,
 }
 
 /// Where a `$n` of the route's SQL comes from.
@@ -251,7 +253,7 @@ pub fn route<'a>(table: &'static [Route], method: &Method, path: &'a str) -> Mat
     let segs = &segs[..n];
     let mut path_known = false;
     for r in table {
-        if !shape_matches(r.path, segs) {
+        if !shape_matches(table, r.path, segs) {
             continue;
         }
         if r.method == *method {
@@ -273,10 +275,16 @@ pub fn route<'a>(table: &'static [Route], method: &Method, path: &'a str) -> Mat
     }
 }
 
-fn shape_matches(pattern: &[Seg], segs: &[&str]) -> bool {
+fn shape_matches(table: &[Route], pattern: &[Seg], segs: &[&str]) -> bool {
     pattern.len() == segs.len()
-        && pattern.iter().zip(segs).all(|(p, s)| match p {
+        && pattern.iter().zip(segs).enumerate().all(|(i, (p, s))| match p {
             Seg::Lit(l) => l == s,
+            // A uuid parameter does not take a word that another route of this length
+            // has as a literal there: `/v1/users/lookup` is its own path beside
+            // `/v1/users/{id}`. Any other value reaches the route, whose check names it.
+            Seg::Param(_, ParamType::Uuid) => {
+                !table.iter().any(|o| o.path.len() == segs.len() && matches!(o.path[i], Seg::Lit(l) if l == *s))
+            }
             Seg::Param(..) => true,
         })
 }
@@ -285,7 +293,7 @@ fn shape_matches(pattern: &[Seg], segs: &[&str]) -> bool {
 /// table order.
 fn allow(table: &[Route], segs: &[&str]) -> String {
     let mut out = String::new();
-    for r in table.iter().filter(|r| shape_matches(r.path, segs)) {
+    for r in table.iter().filter(|r| shape_matches(table, r.path, segs)) {
         if !out.is_empty() {
             out.push_str(", ");
         }

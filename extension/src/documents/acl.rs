@@ -1,5 +1,6 @@
 //! Access control lists: `{"read": [...], "update": [...], "delete": [...]}` of
-//! principals `user:<uuid>`, `role:<name>`, `authenticated`, `registered`, `anonymous`, `public`.
+//! principals `user:<uuid>`, `followers:<uuid>` (the accepted followers of an account:
+//! sql/social.sql), `role:<name>`, `authenticated`, `registered`, `anonymous`, `public`.
 //!
 //! Canonical form: each list sorted and without duplicates, UUIDs lower-case and
 //! hyphenated, and `read` ⊇ `update` ∪ `delete` (whoever may change or delete a
@@ -23,17 +24,18 @@ pub struct Acl {
 }
 
 pub fn principal(p: &str) -> Result<String, BaasError> {
-    let bad = || BaasError::InvalidAcl(format!("{p:?} is not a principal: use \"user:<uuid>\", \"role:<name>\", \"authenticated\", \"registered\", \"anonymous\" or \"public\""));
+    let bad = || BaasError::InvalidAcl(format!("{p:?} is not a principal: use \"user:<uuid>\", \"followers:<uuid>\", \"role:<name>\", \"authenticated\", \"registered\", \"anonymous\" or \"public\""));
     match p {
         "public" | "authenticated" | "registered" | "anonymous" => Ok(p.to_string()),
         _ => {
-            if let Some(id) = p.strip_prefix("user:") {
+            let user = p.strip_prefix("user:").map(|id| ("user:", id));
+            if let Some((kind, id)) = user.or_else(|| p.strip_prefix("followers:").map(|id| ("followers:", id))) {
                 // Hyphenated form only: what the API returns is what the ACL holds.
                 if id.len() != 36 {
                     return Err(bad());
                 }
                 let u = uuid::Uuid::parse_str(id).map_err(|_| bad())?;
-                Ok(format!("user:{}", u.hyphenated()))
+                Ok(format!("{kind}{}", u.hyphenated()))
             } else if let Some(r) = p.strip_prefix("role:") {
                 names::role(r).map_err(|_| bad())?;
                 Ok(p.to_string())
@@ -144,6 +146,9 @@ mod tests {
         // Full accounts and anonymous accounts (issue 16) can be named apart.
         let a = Acl::parse(&json!({"read": ["registered", "anonymous"]})).unwrap();
         assert_eq!(a.to_json()["read"], json!(["anonymous", "registered"]));
+        // An account's followers (sql/social.sql), canonical like user:.
+        let a = Acl::parse(&json!({"read": ["followers:0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B"]})).unwrap();
+        assert_eq!(a.to_json()["read"], json!(["followers:0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"]));
     }
 
     #[test]
@@ -156,6 +161,9 @@ mod tests {
             json!({"read": ["everyone"]}),
             json!({"read": ["Registered"]}),
             json!({"read": ["user:not-a-uuid"]}),
+            json!({"read": ["followers:not-a-uuid"]}),
+            json!({"read": ["followers:"]}),
+            json!({"read": ["Followers:0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"]}),
             json!({"read": ["user:0190a1b2c3d47e5f8a9b0c1d2e3f4a5b"]}),
             json!({"read": ["role:"]}),
             json!({"read": ["role:Bad Name"]}),

@@ -145,7 +145,7 @@ pub struct Txn {
 }
 
 /// The kinds a writer's trigger may emit (`reset` is the puller's own).
-const KINDS: [&str; 4] = ["doc", "member", "nest", "collection"];
+const KINDS: [&str; 5] = ["doc", "member", "nest", "collection", "follow"];
 
 /// An event from a message's content, or why it is not one (the puller skips such a
 /// message with a WARNING rather than stopping the feed for everyone).

@@ -6,6 +6,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use std::sync::Arc;
 
+use super::principals::FOLLOWERS;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     Insert,
@@ -91,6 +93,13 @@ struct RawMember {
 }
 
 #[derive(Deserialize)]
+struct RawFollow {
+    follower: String,
+    followee: String,
+    op: String,
+}
+
+#[derive(Deserialize)]
 struct RawNest {
     member_role: String,
     role: String,
@@ -149,6 +158,13 @@ impl Event {
                 let r: RawMember = serde_json::from_str(body).map_err(|e| format!("member event: {e}"))?;
                 Body::Member { user: r.user.into(), role: r.role.into(), add: add(&r.op)? }
             }
+            // A follow accepted (`add`) or ended: the follower gains or loses principal
+            // `followers:<followee>`, which the hub keeps as a direct "role" that is its
+            // own principal (principals.rs), so role bookkeeping applies unchanged.
+            "follow" => {
+                let r: RawFollow = serde_json::from_str(body).map_err(|e| format!("follow event: {e}"))?;
+                Body::Member { user: r.follower.into(), role: format!("{FOLLOWERS}{}", r.followee).into(), add: add(&r.op)? }
+            }
             "nest" => {
                 let r: RawNest = serde_json::from_str(body).map_err(|e| format!("nest event: {e}"))?;
                 Body::Nest { member_role: r.member_role.into(), role: r.role.into(), add: add(&r.op)? }
@@ -192,6 +208,10 @@ mod tests {
         assert!(matches!(Event::parse(1, 1, "nest", None, r#"{"member_role":"a","role":"b","op":"remove"}"#).unwrap().body, Body::Nest { add: false, .. }));
         assert!(matches!(Event::parse(1, 1, "collection", Some("c"), r#"{"collection":"c","dropped":true}"#).unwrap().body, Body::Collection { dropped: true, realtime: false }));
         assert!(matches!(Event::parse(1, 1, "collection", Some("c"), r#"{"collection":"c","realtime":false}"#).unwrap().body, Body::Collection { dropped: false, realtime: false }));
+        let f = Event::parse(1, 1, "follow", None, r#"{"follower":"a","followee":"b","op":"add"}"#).unwrap();
+        assert!(matches!(f.body, Body::Member { ref user, ref role, add: true } if &**user == "a" && &**role == "followers:b"));
+        assert!(matches!(Event::parse(1, 1, "follow", None, r#"{"follower":"a","followee":"b","op":"remove"}"#).unwrap().body, Body::Member { add: false, .. }));
+        assert!(Event::parse(1, 1, "follow", None, r#"{"follower":"a","op":"add"}"#).is_err());
         assert!(matches!(Event::parse(1, 1, "future", None, "{}").unwrap().body, Body::Other));
         assert!(Event::parse(1, 1, "doc", Some("c"), r#"{"id":"x","op":"upsert","version":1}"#).is_err());
         assert!(Event::parse(1, 1, "member", None, "[]").is_err());

@@ -5,9 +5,18 @@
 //! (`baas.role_roles`: member_role is a member of role). The hub keeps the nesting
 //! graph (loaded at start, kept by `nest` events) and each subscribed user's direct
 //! roles (loaded at subscribe, kept by `member` events).
+//!
+//! Follows (sql/social.sql) ride on the same bookkeeping: an accepted follow of account
+//! X is a direct entry `followers:<X>` (loaded by `baas._realtime_role_members`, kept by
+//! `follow` events, which event.rs reads as memberships). Such an entry is its own
+//! principal and nests in nothing. SQL adds `followers:<X>` only for accounts some ACL
+//! names (baas._follow_audiences); adding it for every followee grants the same reads.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+
+/// The prefix of a follow's entry among a user's direct roles (role names hold no `:`).
+pub const FOLLOWERS: &str = "followers:";
 
 /// A caller's principals, sorted, shared by all of one user's subscriptions.
 pub type Principals = Arc<[Arc<str>]>;
@@ -59,7 +68,9 @@ impl RoleGraph {
     pub fn principals<'a>(&self, user: &str, direct: impl IntoIterator<Item = &'a str>, anonymous: bool) -> Principals {
         let kind = if anonymous { "anonymous" } else { "registered" };
         let mut p: Vec<Arc<str>> = vec!["public".into(), "authenticated".into(), kind.into(), format!("user:{user}").into()];
-        p.extend(self.closure(direct).into_iter().map(|r| Arc::from(format!("role:{r}"))));
+        let (follows, roles): (Vec<&str>, Vec<&str>) = direct.into_iter().partition(|r| r.starts_with(FOLLOWERS));
+        p.extend(self.closure(roles).into_iter().map(|r| Arc::from(format!("role:{r}"))));
+        p.extend(follows.into_iter().map(Arc::from));
         p.sort();
         p.into()
     }
@@ -90,5 +101,11 @@ mod tests {
         g.set("x", "y", false);
         assert_eq!(g, RoleGraph::from_edges([("a", "b"), ("b", "c"), ("c", "a")]), "a removed last edge leaves no empty entry");
         assert_eq!(names(&anonymous()), ["public"]);
+        // A follow is its own principal, never nested, never a role.
+        let g = RoleGraph::from_edges([("a", "b")]);
+        assert_eq!(
+            names(&g.principals("u", ["a", "followers:x"], false)),
+            ["authenticated", "followers:x", "public", "registered", "role:a", "role:b", "user:u"]
+        );
     }
 }

@@ -230,6 +230,25 @@ pub fn list_params(query: Option<&str>) -> Result<ListParams, ApiError> {
     Ok(p)
 }
 
+/// Query parameters of a plain page (`Query::Page`): `limit` 1..1000 (default 50) and
+/// `after`, an id; into ListParams, whose other fields keep their defaults.
+pub fn page_params(query: Option<&str>) -> Result<ListParams, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_query", m);
+    let mut p = ListParams { limit: 50, ..ListParams::default() };
+    for (k, v) in pairs(query, &["limit", "after"])? {
+        if k == "limit" {
+            p.limit = v.parse().ok().filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| bad(format!("limit must be a whole number from 1 to 1000, got {v:?}")))?;
+        } else {
+            if !is_uuid(&v) {
+                return Err(bad(format!("after must be an account id, got {v:?}")));
+            }
+            p.after = Some(v.into_owned());
+        }
+    }
+    Ok(p)
+}
+
 /// A decoded `where` parameter (list route, SSE route): JSON, bounded, free of NUL.
 pub fn parse_where(v: &str) -> Result<Value, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_query", m);
@@ -281,6 +300,13 @@ mod tests {
             assert_eq!((e.status, e.code.as_str()), (StatusCode::BAD_REQUEST, "invalid_query"), "{bad}");
         }
         assert_eq!(list_params(Some("order=a+b")).unwrap().order.as_deref(), Some("a b"), "form rules in a query");
+        let p = page_params(None).unwrap();
+        assert_eq!((p.limit, p.after), (50, None));
+        let p = page_params(Some("limit=2&after=0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")).unwrap();
+        assert_eq!((p.limit, p.after.as_deref()), (2, Some("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")));
+        for bad in ["limit=0", "limit=1001", "after=x", "where=%7B%7D", "offset=1", "limit=1&limit=2"] {
+            assert_eq!(page_params(Some(bad)).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
     }
 
     #[test]

@@ -149,6 +149,14 @@ const SESSIONS: &[Seg] = &[lit("v1"), lit("auth"), lit("sessions")];
 const SESSION: &[Seg] = &[lit("v1"), lit("auth"), lit("sessions"), uuid("id")];
 const SUSPENSION: &[Seg] = &[lit("v1"), lit("admin"), lit("users"), uuid("id"), lit("suspension")];
 const ADMIN_SESSIONS: &[Seg] = &[lit("v1"), lit("admin"), lit("users"), uuid("id"), lit("sessions")];
+const FOLLOW: &[Seg] = &[lit("v1"), lit("users"), uuid("id"), lit("follow")];
+const FOLLOWERS: &[Seg] = &[lit("v1"), lit("users"), uuid("id"), lit("followers")];
+const FOLLOWING: &[Seg] = &[lit("v1"), lit("users"), uuid("id"), lit("following")];
+const FOLLOW_REQUESTS: &[Seg] = &[lit("v1"), lit("auth"), lit("follow-requests")];
+const FOLLOW_REQUEST: &[Seg] = &[lit("v1"), lit("auth"), lit("follow-requests"), uuid("id")];
+const MY_FOLLOWER: &[Seg] = &[lit("v1"), lit("auth"), lit("followers"), uuid("id")];
+const PROFILE: &[Seg] = &[lit("v1"), lit("auth"), lit("user"), lit("profile")];
+const USER_PROFILE: &[Seg] = &[lit("v1"), lit("users"), uuid("id")];
 
 /// Document routes select the document and its version (the ETag).
 const DOC_WRITE: &[Arg] = &[Path(0), Path(1), F("data"), IfMatch];
@@ -336,6 +344,57 @@ pub static ROUTES: &[Route] = &[
     r("list_identities", GET, IDENTITIES, User).sql("select x::text from baas.identities() x", &[]).private(),
     r("unlink_identity", DELETE, &[lit("v1"), lit("auth"), lit("identities"), uuid("id")], User)
         .sql("select baas.unlink_identity($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+
+    // --- social (sql/social.sql): follows, follow requests, followers lists, social
+    // settings. Who may follow or list is decided in SQL (a full account; graph_visibility).
+    r("follow", PUT, FOLLOW, User)
+        .sql("select x::text from baas.follow($1::text::uuid) x", &[Path(0)]).private(),
+    r("unfollow", DELETE, FOLLOW, User)
+        .sql("select baas.unfollow($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    r("followers", GET, FOLLOWERS, Anyone)
+        .query(Query::Page)
+        .sql("select x::text from baas.followers($1::text::uuid, $2, $3::text::uuid) x", &[Path(0), List(L::Limit), List(L::After)])
+        .private(),
+    r("following", GET, FOLLOWING, Anyone)
+        .query(Query::Page)
+        .sql("select x::text from baas.following($1::text::uuid, $2, $3::text::uuid) x", &[Path(0), List(L::Limit), List(L::After)])
+        .private(),
+    r("follow_requests", GET, FOLLOW_REQUESTS, User).sql("select x::text from baas.follow_requests() x", &[]).private(),
+    r("accept_follow", PUT, FOLLOW_REQUEST, User)
+        .sql("select baas.answer_follow_request($1::text::uuid, true)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    r("decline_follow", DELETE, FOLLOW_REQUEST, User)
+        .sql("select baas.answer_follow_request($1::text::uuid, false)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    r("remove_follower", DELETE, MY_FOLLOWER, User)
+        .sql("select baas.remove_follower($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
+    r("update_profile", PATCH, PROFILE, User)
+        .body(&[
+            one_of("username", Text),
+            one_of("profile", Object),
+            one_of("findable", Text),
+            one_of("graph_visibility", Text),
+            one_of("follow_approval", Any),
+            one_of("language", Text),
+        ])
+        .sql(
+            "select x::text from baas.update_profile($1, $2::jsonb, $3, $4, ($5::jsonb)::boolean, $6) x",
+            &[F("username"), F("profile"), F("findable"), F("graph_visibility"), F("follow_approval"), F("language")],
+        )
+        .private(),
+    // The directory: the query language over the profile tiers the caller may see.
+    r("find_users", GET, &[lit("v1"), lit("users")], Anyone)
+        .query(Query::List)
+        .sql(
+            "select x::text from baas.find_users($1, $2, $3, $4, $5::text::uuid, $6) x",
+            &[List(L::Filter), List(L::Order), List(L::Limit), List(L::Offset), List(L::After), List(L::Fields)],
+        )
+        .private(),
+    r("get_profile", GET, USER_PROFILE, Anyone).sql("select x::text from baas.get_profile($1::text::uuid) x", &[Path(0)]).private(),
+    // By exact email or username, in the body (no address in URLs or logs); per account.
+    r("lookup_user", POST, &[lit("v1"), lit("users"), lit("lookup")], User)
+        .body(&[one_of("email", Text), one_of("username", Text)])
+        .limits(&[Limit { kind: Kind::Account, key: LimitKey::Subject("lookup"), when: None }])
+        .sql("select x::text from baas.lookup_user($1, $2) x", &[F("email"), F("username")])
+        .private(),
     // --- collections (sql/documents.sql; baas_service only)
     r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]),
     r("create_collection", POST, COLLECTIONS, Service)
@@ -472,7 +531,7 @@ mod tests {
                     Arg::Path(i) => assert!(*i < params, "{}: path parameter {i}", r.name),
                     Arg::Field(f) => assert!(r.body.unwrap_or(&[]).iter().any(|x| x.name == *f), "{}: field {f}", r.name),
                     Arg::Body => assert!(r.body.is_some(), "{}", r.name),
-                    Arg::List(_) => assert_eq!(r.query, Query::List, "{}", r.name),
+                    Arg::List(_) => assert!(matches!(r.query, Query::List | Query::Page), "{}", r.name),
                     Arg::IndexKind => assert_eq!(r.query, Query::IndexKind, "{}", r.name),
                     Arg::IfMatch => {}
                 }

@@ -95,6 +95,7 @@ pub fn plan<'a>(route: &'static Route, req: &Request<'a>) -> Result<Plan<'a>, Ap
     match route.query {
         Query::None => input::no_query(req.query)?,
         Query::List => list = Some(input::list_params(req.query)?),
+        Query::Page => list = Some(input::page_params(req.query)?),
         Query::IndexKind => kind = Some(input::index_kind(req.query)?),
     }
     let mut args: [Val<'a>; MAX_ARGS] = Default::default();
