@@ -20,14 +20,15 @@ struct OidcEnv {
     proxy: Proxy,
 }
 
-/// A cluster and a proxy of this binary's own, with a short refetch floor.
+/// A cluster and a proxy of this binary's own, with a short refetch floor and no poll
+/// after the first (a day): the tests count fetches, and a poll could fetch too.
 fn oidc_env() -> &'static OidcEnv {
     static ENV: OnceLock<OidcEnv> = OnceLock::new();
     ENV.get_or_init(|| {
         let cluster = Cluster::temporary().expect("start a Postgres cluster");
         let url = cluster.authenticator_url().expect("authenticator password");
         let floor = FLOOR_SECS.to_string();
-        let proxy = Proxy::start(&url, &["--pool-size", "3", "--oidc-refetch-floor-secs", &floor]).expect("start the proxy");
+        let proxy = Proxy::start(&url, &["--pool-size", "3", "--oidc-refetch-floor-secs", &floor, "--oidc-poll-secs", "86400"]).expect("start the proxy");
         OidcEnv { cluster, proxy }
     })
 }
