@@ -342,11 +342,14 @@ begin
     if (v_nonce is not null or v_expected is not null) and v_nonce is distinct from v_expected then
         perform baas._raise('28000', 'invalid_id_token', 'the nonce does not match the ID token''s (nonce)');
     end if;
-    -- Single use: kept while _oidc_verify could still accept it (its iat is at most
-    -- max_token_age old, plus the leeway).
+    -- Single use. The signed part (header.payload) is what is recorded: an ECDSA
+    -- signature (r, s) also verifies as (r, n - s), so the whole token is not unique.
+    -- Kept while _oidc_verify could still accept it (its iat is at most max_token_age
+    -- old, plus the leeway).
     delete from baas._oidc_used_tokens u where u.expires_at < now();
     insert into baas._oidc_used_tokens (token_hash, expires_at)
-    values (sha256(convert_to(id_token, 'UTF8')), now() + p.max_token_age + interval '2 minutes')
+    values (sha256(convert_to(split_part(id_token, '.', 1) || '.' || split_part(id_token, '.', 2), 'UTF8')),
+            now() + p.max_token_age + interval '2 minutes')
     on conflict do nothing;
     if not found then
         perform baas._raise('28000', 'id_token_reused', 'this ID token was used already; sign in at the provider again');

@@ -438,3 +438,37 @@ fn the_sql_call_answers_as_http_does() {
     let r = idp.sign_in(&token, None);
     assert_eq!((r.status, r.code()), (401, "id_token_reused"), "{}", r.body);
 }
+
+/// An ES256 token with its signature's s replaced by n - s: the same signed claims,
+/// another string, and a valid signature (ECDSA malleability).
+fn flip_es256_s(token: &str) -> String {
+    use base64::Engine;
+    const N: [u8; 32] = [
+        0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+    ];
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    assert_eq!(sig.len(), 64, "r || s");
+    let s: Vec<u8> = sig[32..].to_vec();
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = N[i] as i16 - s[i] as i16 - borrow;
+        borrow = if d < 0 { 1 } else { 0 };
+        sig[32 + i] = (d + 256 * borrow) as u8;
+    }
+    assert_eq!(borrow, 0);
+    format!("{}.{}.{}", parts[0], parts[1], b64(&sig))
+}
+
+#[test]
+fn an_es256_token_with_its_signature_flipped_is_still_a_replay() {
+    let idp = Idp::new(Alg::Es256, json!({}));
+    let token = idp.token(&unique("malleable"), json!({}));
+    let flipped = flip_es256_s(&token);
+    assert_ne!(flipped, token);
+    let r = idp.sign_in(&token, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = idp.sign_in(&flipped, None);
+    assert_eq!((r.status, r.code()), (401, "id_token_reused"), "{}", r.body);
+}
