@@ -204,6 +204,13 @@ begin
         or p.jwks_url ~ '^http://(127\.0\.0\.1|\[::1\]|localhost)(:\d+)?/') then
         perform baas._raise('22023', 'invalid_options', 'jwks_url must be an https URL (http only to this host: 127.0.0.1, [::1], localhost)');
     end if;
+    -- Identities are (provider, sub): a sub is only the same person under the same
+    -- issuer and keys, so these stay while any account signs in with the provider.
+    if (v_old.issuers is distinct from p.issuers or v_old.jwks_url is distinct from p.jwks_url)
+       and exists (select from baas.identities i where i.provider = p.name) then
+        perform baas._raise('23503', 'provider_in_use',
+            'accounts sign in with this provider: its issuers and jwks_url cannot change; add a new provider instead');
+    end if;
     insert into baas.oidc_providers as x (name, issuers, client_ids, jwks_url, nonce, nonce_hash, max_token_age, enabled, created_at)
     values (p.name, p.issuers, p.client_ids, p.jwks_url, p.nonce, p.nonce_hash, p.max_token_age, p.enabled, p.created_at)
     on conflict on constraint oidc_providers_pkey do update

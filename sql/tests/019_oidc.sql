@@ -3,7 +3,7 @@
 -- key sets, provider configuration and presets, the sign-in's refusals, unlinking
 -- rules, and who may call what. Full sign-ins with live tokens: tests/tests/oidc.rs.
 begin;
-select plan(63);
+select plan(66);
 
 -- A key set and tokens made with `openssl genrsa 2048` and `openssl dgst -sha256 -sign`:
 -- iss https://id.test, aud app, sub s-1, iat 1799999990, exp 1800000600,
@@ -154,6 +154,14 @@ select is(pg_temp.as_claims(:'c2', format($$ select baas.unlink_identity(%L)::te
 select is(pg_temp.as_claims(:'c2', format($$ select baas.unlink_identity(%L)::text $$, :'ic')), '55000 last_sign_in_method',
           'not the last way in of an account without password or email');
 select is(pg_temp.as_claims(:'c1', format($$ select baas.unlink_identity(%L)::text $$, :'i1')), '', 'an account with a password may drop its only identity');
+-- A provider accounts sign in with keeps its issuers and keys' address (identities are
+-- (provider, sub)); its other options may change.
+select is(pg_temp.detail_of($$ select baas.set_oidc_provider('google', '{"issuers": ["https://evil.test"]}') $$), '23503 provider_in_use',
+          'issuers of a provider in use stay');
+select is(pg_temp.detail_of($$ select baas.set_oidc_provider('google', '{"jwks_url": "https://evil.test/keys"}') $$), '23503 provider_in_use',
+          'its jwks_url stays');
+select is(baas.set_oidc_provider('google', '{"client_ids": ["web-2"], "preset": "google"}') -> 'client_ids', '["web-2"]'::jsonb,
+          'its client_ids may change (and the preset be applied again)');
 select is(pg_temp.detail_of($$ select baas.drop_oidc_provider('google') $$), '23503 provider_in_use', 'a provider accounts sign in with stays');
 select is(pg_temp.detail_of($$ select baas.drop_oidc_provider('nope') $$), 'P0002 provider_not_found', 'drop: unknown');
 select is(pg_temp.detail_of($$ select baas.drop_oidc_provider('apple') $$), null, 'an unused provider is dropped');
