@@ -267,5 +267,5 @@ grant execute on function
   to baas_service;
 grant execute on function
     baas._oidc_jwks_targets(),
-    baas._oidc_put_jwks(text, jsonb, integer)
+    baas._oidc_put_jwks(text, text, jsonb, integer)
   to baas_authenticator;

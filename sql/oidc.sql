@@ -272,18 +272,24 @@ as $$
      order by p.name
 $$;
 
--- Store a provider's key set as fetched (its usable keys), for max_age seconds
--- (the proxy's Cache-Control reading, clamped here too to 5 minutes .. 1 day).
-create function baas._oidc_put_jwks(provider text, jwks jsonb, max_age integer) returns void
+-- Store a provider's key set as fetched from url (its usable keys), for max_age seconds
+-- (the proxy's Cache-Control reading, clamped here too to 5 minutes .. 1 day). Keys
+-- from a url that is no longer the provider's jwks_url (a slow fetch that began before
+-- set_oidc_provider changed it) are not stored.
+create function baas._oidc_put_jwks(provider text, url text, jwks jsonb, max_age integer) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_keys jsonb := baas._oidc_check_jwks(jwks);
+    v_url text;
 begin
-    perform from baas.oidc_providers p where p.name = _oidc_put_jwks.provider;
+    select p.jwks_url into v_url from baas.oidc_providers p where p.name = _oidc_put_jwks.provider for share;
     if not found then
         perform baas._raise('P0002', 'provider_not_found', 'no sign-in provider has this name');
+    end if;
+    if v_url is distinct from _oidc_put_jwks.url then
+        return;
     end if;
     insert into baas._oidc_jwks as k (provider, jwks, fetched_at, expires_at)
     values (_oidc_put_jwks.provider, v_keys, now(),

@@ -3492,18 +3492,24 @@ as $$
      order by p.name
 $$;
 
--- Store a provider's key set as fetched (its usable keys), for max_age seconds
--- (the proxy's Cache-Control reading, clamped here too to 5 minutes .. 1 day).
-create function baas._oidc_put_jwks(provider text, jwks jsonb, max_age integer) returns void
+-- Store a provider's key set as fetched from url (its usable keys), for max_age seconds
+-- (the proxy's Cache-Control reading, clamped here too to 5 minutes .. 1 day). Keys
+-- from a url that is no longer the provider's jwks_url (a slow fetch that began before
+-- set_oidc_provider changed it) are not stored.
+create function baas._oidc_put_jwks(provider text, url text, jwks jsonb, max_age integer) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_keys jsonb := baas._oidc_check_jwks(jwks);
+    v_url text;
 begin
-    perform from baas.oidc_providers p where p.name = _oidc_put_jwks.provider;
+    select p.jwks_url into v_url from baas.oidc_providers p where p.name = _oidc_put_jwks.provider for share;
     if not found then
         perform baas._raise('P0002', 'provider_not_found', 'no sign-in provider has this name');
+    end if;
+    if v_url is distinct from _oidc_put_jwks.url then
+        return;
     end if;
     insert into baas._oidc_jwks as k (provider, jwks, fetched_at, expires_at)
     values (_oidc_put_jwks.provider, v_keys, now(),
@@ -3822,7 +3828,7 @@ revoke execute on function
     baas.drop_oidc_provider(text),
     baas.oidc_providers(),
     baas._oidc_jwks_targets(),
-    baas._oidc_put_jwks(text, jsonb, integer),
+    baas._oidc_put_jwks(text, text, jsonb, integer),
     baas._oidc_bool(jsonb),
     baas._oidc_claims(baas.oidc_providers, text, text),
     baas._oidc_provider(text),
@@ -3849,7 +3855,7 @@ grant execute on function
   to baas_service;
 grant execute on function
     baas._oidc_jwks_targets(),
-    baas._oidc_put_jwks(text, jsonb, integer)
+    baas._oidc_put_jwks(text, text, jsonb, integer)
   to baas_authenticator;
 
 -- sql/lints.sql: the oidc functions are documented public surface.

@@ -114,7 +114,7 @@ impl JwksFetcher {
             }
         };
         match client
-            .execute("select baas._oidc_put_jwks($1, $2::text::jsonb, $3::integer)", &[&provider, &body, &(max_age as i32)])
+            .execute("select baas._oidc_put_jwks($1, $2, $3::text::jsonb, $4::integer)", &[&provider, &url, &body, &(max_age as i32)])
             .await
         {
             Ok(_) => {
