@@ -3578,11 +3578,14 @@ begin
     -- Single use. The signed part (header.payload) is what is recorded: an ECDSA
     -- signature (r, s) also verifies as (r, n - s), so the whole token is not unique.
     -- Kept while _oidc_verify could still accept it (its iat is at most max_token_age
-    -- old, plus the leeway).
+    -- old, plus the leeway), and until it expires (exp plus the leeway, at most a day
+    -- past its iat, the largest max_token_age) should max_token_age be raised later.
     delete from baas._oidc_used_tokens u where u.expires_at < now();
     insert into baas._oidc_used_tokens (token_hash, expires_at)
     values (sha256(convert_to(split_part(id_token, '.', 1) || '.' || split_part(id_token, '.', 2), 'UTF8')),
-            now() + p.max_token_age + interval '2 minutes')
+            greatest(now() + p.max_token_age + interval '2 minutes',
+                     to_timestamp(least((v_claims ->> 'exp')::numeric + 60,
+                                        (v_claims ->> 'iat')::numeric + 86460)::double precision)))
     on conflict do nothing;
     if not found then
         perform baas._raise('28000', 'id_token_reused', 'this ID token was used already; sign in at the provider again');

@@ -472,3 +472,25 @@ fn an_es256_token_with_its_signature_flipped_is_still_a_replay() {
     let r = idp.sign_in(&flipped, None);
     assert_eq!((r.status, r.code()), (401, "id_token_reused"), "{}", r.body);
 }
+
+#[test]
+fn a_used_token_is_remembered_until_it_expires() {
+    // max_token_age a minute, the token valid five hours: it is refused as used for as
+    // long as it could be accepted, should max_token_age be raised meanwhile.
+    let idp = Idp::new(Alg::Rs256, json!({"max_token_age_secs": 60}));
+    let token = idp.token(&unique("s"), json!({"exp": now() + 5 * 3600}));
+    assert_eq!(idp.sign_in(&token, None).status, 200);
+    let signed = token.rsplit_once('.').unwrap().0.to_string();
+    let hours: f64 = db()
+        .query_one(
+            "select extract(epoch from expires_at - now())::float8 / 3600 from baas._oidc_used_tokens \
+              where token_hash = sha256(convert_to($1, 'UTF8'))",
+            &[&signed],
+        )
+        .unwrap()
+        .get(0);
+    assert!(hours > 4.9, "kept {hours} h");
+    db().execute("select baas.set_oidc_provider($1, '{\"max_token_age_secs\": 86400}')", &[&idp.name]).unwrap();
+    let r = idp.sign_in(&token, None);
+    assert_eq!((r.status, r.code()), (401, "id_token_reused"), "{}", r.body);
+}
