@@ -402,7 +402,15 @@ begin
     i.user_id := user_id;
     i.provider := p;
     i.subject := claims ->> 'sub';
-    i.email := case when jsonb_typeof(claims -> 'email') = 'string' then baas._email_key(claims ->> 'email') end;
+    -- Stored only as sign-up would store it (not _email_key, whose fallback keeps what
+    -- earlier releases stored); an address sign-up refuses is no address.
+    if jsonb_typeof(claims -> 'email') = 'string' then
+        begin
+            i.email := baas._normalize_email(claims ->> 'email');
+        exception when invalid_parameter_value then
+            i.email := null;
+        end;
+    end if;
     i.email_verified := i.email is not null and baas._oidc_bool(claims -> 'email_verified');
     -- What an app may want later, nothing else (tokens, nonces stay out).
     i.claims := jsonb_strip_nulls(jsonb_build_object(
