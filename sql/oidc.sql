@@ -428,10 +428,12 @@ $$;
 
 -- Sign in with a provider's ID token. The identity (provider, sub) known: its account.
 -- Else, with oidc_link_by_email = 'verified', a provider-verified email of an account
--- whose address is verified: that account gains the identity. An account holding the
--- address otherwise: 409 identity_link_required (sign in to it, then link: a provider
--- address alone never takes over an account). No account: a new one, with the address
--- only if the provider verified it. Then baas._complete_sign_in (suspension, MFA).
+-- whose address is verified: that account gains the identity. An account holding a
+-- provider-verified address otherwise: 409 identity_link_required (sign in to it, then
+-- link: a provider address alone never takes over an account). No account, or an
+-- address the provider did not verify (never looked up, never stored): a new account,
+-- with the address only if the provider verified it. Then baas._complete_sign_in
+-- (suspension, MFA).
 create function baas.oidc_sign_in(provider text, id_token text, nonce text default null,
                                   device_id text default null) returns jsonb
 language plpgsql volatile security definer
@@ -460,11 +462,11 @@ begin
          where x.provider = p.name and x.subject = i.subject;
         select * into u from baas.users x where x.id = i.user_id;
     else
-        if i.email is not null then
-            select * into u from baas.users x where x.email = i.email for update;
+        if i.email_verified then
+            select * into u from baas.users x where x.email = baas._email_key(c ->> 'email') for update;
         end if;
         if u.id is not null then
-            if not (i.email_verified and v_link = 'verified' and u.email_verified_at is not null) then
+            if not (v_link = 'verified' and u.email_verified_at is not null) then
                 perform baas._raise('23505', 'identity_link_required',
                     'an account with this email address exists; sign in to it and link this provider there');
             end if;
