@@ -428,12 +428,12 @@ $$;
 
 -- Sign in with a provider's ID token. The identity (provider, sub) known: its account.
 -- Else, with oidc_link_by_email = 'verified', a provider-verified email of an account
--- whose address is verified: that account gains the identity. An account holding a
--- provider-verified address otherwise: 409 identity_link_required (sign in to it, then
--- link: a provider address alone never takes over an account). No account, or an
--- address the provider did not verify (never looked up, never stored): a new account,
--- with the address only if the provider verified it. Then baas._complete_sign_in
--- (suspension, MFA).
+-- whose address is verified: that account gains the identity, unless it has a second
+-- factor or already an identity at this provider. An account holding a provider-verified
+-- address otherwise: 409 identity_link_required (sign in to it, then link: a provider
+-- address alone never takes over an account). No account, or an address the provider
+-- did not verify (never looked up, never stored): a new account, with the address only
+-- if the provider verified it. Then baas._complete_sign_in (suspension, MFA).
 create function baas.oidc_sign_in(provider text, id_token text, nonce text default null,
                                   device_id text default null) returns jsonb
 language plpgsql volatile security definer
@@ -467,6 +467,13 @@ begin
         end if;
         if u.id is not null then
             if not (v_link = 'verified' and u.email_verified_at is not null) then
+                perform baas._raise('23505', 'identity_link_required',
+                    'an account with this email address exists; sign in to it and link this provider there');
+            end if;
+            -- Joining adds a way in: not past a second factor, nor as a second identity
+            -- at the same provider.
+            if exists (select from baas._mfa_factors f where f.user_id = u.id and f.status = 'verified')
+               or exists (select from baas.identities x where x.user_id = u.id and x.provider = p.name) then
                 perform baas._raise('23505', 'identity_link_required',
                     'an account with this email address exists; sign in to it and link this provider there');
             end if;

@@ -480,6 +480,39 @@ fn an_es256_token_with_its_signature_flipped_is_still_a_replay() {
 }
 
 #[test]
+fn an_email_join_adds_no_way_past_a_second_factor_nor_a_second_identity_at_one_provider() {
+    let idp = Idp::new(Alg::Rs256, json!({}));
+    let identities = |id: &str| -> i64 {
+        db().query_one("select count(*) from baas.identities where user_id = $1::text::uuid", &[&id]).unwrap().get(0)
+    };
+    // An account with a verified second factor: a provider's verified address does not
+    // join it (it would sign in without the factor's owner linking it).
+    let email = mail("mfa-join");
+    let id = signup_at(&email)["user"]["id"].as_str().unwrap().to_string();
+    verify_email_in_db(&id);
+    db().execute(
+        "insert into baas._mfa_factors (id, user_id, kind, secret, status, verified_at) \
+         values (baas.uuid7(), $1::text::uuid, 'totp', '\\x0102030405060708090a0b0c0d0e0f1011121314', 'verified', now())",
+        &[&id],
+    )
+    .unwrap();
+    let r = idp.sign_in(&idp.token(&unique("s"), json!({"email": email, "email_verified": true})), None);
+    assert_eq!((r.status, r.code()), (409, "identity_link_required"), "{}", r.body);
+    assert_eq!(identities(&id), 0, "no identity was added");
+    // An account with an identity at this provider already: another subject of the same
+    // provider with the same address does not join it.
+    let email = mail("second-sub");
+    let id = signup_at(&email)["user"]["id"].as_str().unwrap().to_string();
+    verify_email_in_db(&id);
+    let r = idp.sign_in(&idp.token(&unique("s"), json!({"email": email, "email_verified": true})), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["user"]["id"], json!(id), "the first joins");
+    let r = idp.sign_in(&idp.token(&unique("s"), json!({"email": email, "email_verified": true})), None);
+    assert_eq!((r.status, r.code()), (409, "identity_link_required"), "{}", r.body);
+    assert_eq!(identities(&id), 1, "no second identity at the provider");
+}
+
+#[test]
 fn a_used_token_is_remembered_until_it_expires() {
     // max_token_age a minute, the token valid five hours: it is refused as used for as
     // long as it could be accepted, should max_token_age be raised meanwhile.
