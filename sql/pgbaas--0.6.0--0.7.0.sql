@@ -3815,7 +3815,10 @@ begin
     if not found then
         perform baas._raise('P0002', 'identity_not_found', 'this account has no identity with this id');
     end if;
-    if u.password_hash is null and u.email is null
+    -- The address is a way in only while mail can be sent (a reset or magic link):
+    -- as baas._email_configured decides.
+    if u.password_hash is null
+       and (u.email is null or exists (select from baas.settings s where s.email_from is null or s.app_url is null))
        and not exists (select from baas.identities x where x.user_id = u.id and x.id <> i.id) then
         perform baas._raise('55000', 'last_sign_in_method',
             'this identity is the account''s only way to sign in; set a password or link another provider first');

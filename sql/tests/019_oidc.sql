@@ -3,7 +3,7 @@
 -- key sets, provider configuration and presets, the sign-in's refusals, unlinking
 -- rules, and who may call what. Full sign-ins with live tokens: tests/tests/oidc.rs.
 begin;
-select plan(68);
+select plan(70);
 
 -- A key set and tokens made with `openssl genrsa 2048` and `openssl dgst -sha256 -sign`:
 -- iss https://id.test, aud app, sub s-1, iat 1799999990, exp 1800000600,
@@ -156,6 +156,17 @@ select is(pg_temp.as_claims(:'c2', format($$ select baas.unlink_identity(%L)::te
 select is(pg_temp.as_claims(:'c2', format($$ select baas.unlink_identity(%L)::text $$, :'ic')), '55000 last_sign_in_method',
           'not the last way in of an account without password or email');
 select is(pg_temp.as_claims(:'c1', format($$ select baas.unlink_identity(%L)::text $$, :'i1')), '', 'an account with a password may drop its only identity');
+-- An address is a way in only while mail can be sent (reset, magic link).
+insert into baas.users (id, email, email_verified_at, data) values (baas.uuid7(), 'only-mail@oidc.test', now(), '{}') returning id as u3 \gset
+insert into baas.sessions (id, user_id, expires_at) values (baas.uuid7(), :'u3', now() + interval '1 day') returning id as sid3 \gset
+insert into baas.identities (id, user_id, provider, subject) values (baas.uuid7(), :'u3', 'google', 'd') returning id as id3 \gset
+select jsonb_build_object('sub', :'u3', 'role', 'baas_user', 'sid', :'sid3') as c3 \gset
+update baas.settings set email_from = null;
+select is(pg_temp.as_claims(:'c3', format($$ select baas.unlink_identity(%L)::text $$, :'id3')), '55000 last_sign_in_method',
+          'email not configured: the address is no way in');
+update baas.settings set email_from = 'baas@oidc.test', app_url = 'https://app.oidc.test';
+select is(pg_temp.as_claims(:'c3', format($$ select baas.unlink_identity(%L)::text $$, :'id3')), '',
+          'email configured: the address is a way in, the identity may go');
 -- A provider accounts sign in with keeps its issuers and keys' address (identities are
 -- (provider, sub)); its other options may change.
 select is(pg_temp.detail_of($$ select baas.set_oidc_provider('google', '{"issuers": ["https://evil.test"]}') $$), '23503 provider_in_use',
