@@ -468,7 +468,7 @@ begin
         if u.id is not null then
             if not (v_link = 'verified' and u.email_verified_at is not null) then
                 perform baas._raise('23505', 'identity_link_required',
-                    'an account with this email address exists; sign in to it and link this provider there');
+                    'an account with this email address exists; sign in to it and link this provider there (if you cannot, reset its password by email: that ends its sessions)');
             end if;
             -- Joining adds a way in: not past a second factor, nor as a second identity
             -- at the same provider.
@@ -492,7 +492,7 @@ begin
             exception when unique_violation then
                 -- An account of this address made since the lookup above.
                 perform baas._raise('23505', 'identity_link_required',
-                    'an account with this email address exists; sign in to it and link this provider there');
+                    'an account with this email address exists; sign in to it and link this provider there (if you cannot, reset its password by email: that ends its sessions)');
             end;
             i.user_id := u.id;
             begin
