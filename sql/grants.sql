@@ -267,7 +267,7 @@ grant execute on function
   to baas_service;
 grant execute on function
     baas._oidc_jwks_targets(),
-    baas._oidc_put_jwks(text, jsonb, integer)
+    baas._oidc_put_jwks(text, text, jsonb, integer)
   to baas_authenticator;
 
 -- social (issue 16, package D): following, profiles and look-ups need a full account

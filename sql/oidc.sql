@@ -204,6 +204,13 @@ begin
         or p.jwks_url ~ '^http://(127\.0\.0\.1|\[::1\]|localhost)(:\d+)?/') then
         perform baas._raise('22023', 'invalid_options', 'jwks_url must be an https URL (http only to this host: 127.0.0.1, [::1], localhost)');
     end if;
+    -- Identities are (provider, sub): a sub is only the same person under the same
+    -- issuer and keys, so these stay while any account signs in with the provider.
+    if (v_old.issuers is distinct from p.issuers or v_old.jwks_url is distinct from p.jwks_url)
+       and exists (select from baas.identities i where i.provider = p.name) then
+        perform baas._raise('23503', 'provider_in_use',
+            'accounts sign in with this provider: its issuers and jwks_url cannot change; add a new provider instead');
+    end if;
     insert into baas.oidc_providers as x (name, issuers, client_ids, jwks_url, nonce, nonce_hash, max_token_age, enabled, created_at)
     values (p.name, p.issuers, p.client_ids, p.jwks_url, p.nonce, p.nonce_hash, p.max_token_age, p.enabled, p.created_at)
     on conflict on constraint oidc_providers_pkey do update
@@ -265,18 +272,24 @@ as $$
      order by p.name
 $$;
 
--- Store a provider's key set as fetched (its usable keys), for max_age seconds
--- (the proxy's Cache-Control reading, clamped here too to 5 minutes .. 1 day).
-create function baas._oidc_put_jwks(provider text, jwks jsonb, max_age integer) returns void
+-- Store a provider's key set as fetched from url (its usable keys), for max_age seconds
+-- (the proxy's Cache-Control reading, clamped here too to 5 minutes .. 1 day). Keys
+-- from a url that is no longer the provider's jwks_url (a slow fetch that began before
+-- set_oidc_provider changed it) are not stored.
+create function baas._oidc_put_jwks(provider text, url text, jwks jsonb, max_age integer) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_keys jsonb := baas._oidc_check_jwks(jwks);
+    v_url text;
 begin
-    perform from baas.oidc_providers p where p.name = _oidc_put_jwks.provider;
+    select p.jwks_url into v_url from baas.oidc_providers p where p.name = _oidc_put_jwks.provider for share;
     if not found then
         perform baas._raise('P0002', 'provider_not_found', 'no sign-in provider has this name');
+    end if;
+    if v_url is distinct from _oidc_put_jwks.url then
+        return;
     end if;
     insert into baas._oidc_jwks as k (provider, jwks, fetched_at, expires_at)
     values (_oidc_put_jwks.provider, v_keys, now(),
@@ -342,11 +355,17 @@ begin
     if (v_nonce is not null or v_expected is not null) and v_nonce is distinct from v_expected then
         perform baas._raise('28000', 'invalid_id_token', 'the nonce does not match the ID token''s (nonce)');
     end if;
-    -- Single use: kept while _oidc_verify could still accept it (its iat is at most
-    -- max_token_age old, plus the leeway).
+    -- Single use. The signed part (header.payload) is what is recorded: an ECDSA
+    -- signature (r, s) also verifies as (r, n - s), so the whole token is not unique.
+    -- Kept while _oidc_verify could still accept it (its iat is at most max_token_age
+    -- old, plus the leeway), and until it expires (exp plus the leeway, at most a day
+    -- past its iat, the largest max_token_age) should max_token_age be raised later.
     delete from baas._oidc_used_tokens u where u.expires_at < now();
     insert into baas._oidc_used_tokens (token_hash, expires_at)
-    values (sha256(convert_to(id_token, 'UTF8')), now() + p.max_token_age + interval '2 minutes')
+    values (sha256(convert_to(split_part(id_token, '.', 1) || '.' || split_part(id_token, '.', 2), 'UTF8')),
+            greatest(now() + p.max_token_age + interval '2 minutes',
+                     to_timestamp(least((v_claims ->> 'exp')::numeric + 60,
+                                        (v_claims ->> 'iat')::numeric + 86460)::double precision)))
     on conflict do nothing;
     if not found then
         perform baas._raise('28000', 'id_token_reused', 'this ID token was used already; sign in at the provider again');
@@ -383,7 +402,15 @@ begin
     i.user_id := user_id;
     i.provider := p;
     i.subject := claims ->> 'sub';
-    i.email := case when jsonb_typeof(claims -> 'email') = 'string' then baas._email_key(claims ->> 'email') end;
+    -- Stored only as sign-up would store it (not _email_key, whose fallback keeps what
+    -- earlier releases stored); an address sign-up refuses is no address.
+    if jsonb_typeof(claims -> 'email') = 'string' then
+        begin
+            i.email := baas._normalize_email(claims ->> 'email');
+        exception when invalid_parameter_value then
+            i.email := null;
+        end;
+    end if;
     i.email_verified := i.email is not null and baas._oidc_bool(claims -> 'email_verified');
     -- What an app may want later, nothing else (tokens, nonces stay out).
     i.claims := jsonb_strip_nulls(jsonb_build_object(
@@ -401,10 +428,12 @@ $$;
 
 -- Sign in with a provider's ID token. The identity (provider, sub) known: its account.
 -- Else, with oidc_link_by_email = 'verified', a provider-verified email of an account
--- whose address is verified: that account gains the identity. An account holding the
+-- whose address is verified: that account gains the identity, unless it has a second
+-- factor or already an identity at this provider. An account holding a provider-verified
 -- address otherwise: 409 identity_link_required (sign in to it, then link: a provider
--- address alone never takes over an account). No account: a new one, with the address
--- only if the provider verified it. Then baas._complete_sign_in (suspension, MFA).
+-- address alone never takes over an account). No account, or an address the provider
+-- did not verify (never looked up, never stored): a new account, with the address only
+-- if the provider verified it. Then baas._complete_sign_in (suspension, MFA).
 create function baas.oidc_sign_in(provider text, id_token text, nonce text default null,
                                   device_id text default null) returns jsonb
 language plpgsql volatile security definer
@@ -433,11 +462,18 @@ begin
          where x.provider = p.name and x.subject = i.subject;
         select * into u from baas.users x where x.id = i.user_id;
     else
-        if i.email is not null then
-            select * into u from baas.users x where x.email = i.email for update;
+        if i.email_verified then
+            select * into u from baas.users x where x.email = baas._email_key(c ->> 'email') for update;
         end if;
         if u.id is not null then
-            if not (i.email_verified and v_link = 'verified' and u.email_verified_at is not null) then
+            if not (v_link = 'verified' and u.email_verified_at is not null) then
+                perform baas._raise('23505', 'identity_link_required',
+                    'an account with this email address exists; sign in to it and link this provider there (if you cannot, reset its password by email: that ends its sessions)');
+            end if;
+            -- Joining adds a way in: not past a second factor, nor as a second identity
+            -- at the same provider.
+            if exists (select from baas._mfa_factors f where f.user_id = u.id and f.status = 'verified')
+               or exists (select from baas.identities x where x.user_id = u.id and x.provider = p.name) then
                 perform baas._raise('23505', 'identity_link_required',
                     'an account with this email address exists; sign in to it and link this provider there');
             end if;
@@ -456,7 +492,7 @@ begin
             exception when unique_violation then
                 -- An account of this address made since the lookup above.
                 perform baas._raise('23505', 'identity_link_required',
-                    'an account with this email address exists; sign in to it and link this provider there');
+                    'an account with this email address exists; sign in to it and link this provider there (if you cannot, reset its password by email: that ends its sessions)');
             end;
             i.user_id := u.id;
             begin
@@ -559,7 +595,10 @@ begin
     if not found then
         perform baas._raise('P0002', 'identity_not_found', 'this account has no identity with this id');
     end if;
-    if u.password_hash is null and u.email is null
+    -- The address is a way in only while mail can be sent (a reset or magic link):
+    -- as baas._email_configured decides.
+    if u.password_hash is null
+       and (u.email is null or exists (select from baas.settings s where s.email_from is null or s.app_url is null))
        and not exists (select from baas.identities x where x.user_id = u.id and x.id <> i.id) then
         perform baas._raise('55000', 'last_sign_in_method',
             'this identity is the account''s only way to sign in; set a password or link another provider first');

@@ -3,7 +3,7 @@
 -- key sets, provider configuration and presets, the sign-in's refusals, unlinking
 -- rules, and who may call what. Full sign-ins with live tokens: tests/tests/oidc.rs.
 begin;
-select plan(63);
+select plan(70);
 
 -- A key set and tokens made with `openssl genrsa 2048` and `openssl dgst -sha256 -sign`:
 -- iss https://id.test, aud app, sub s-1, iat 1799999990, exp 1800000600,
@@ -113,15 +113,17 @@ select is((select array_agg(provider order by provider) from baas._oidc_jwks_tar
 select is((select count(*)::int from baas._oidc_jwks_targets() where expires_at is null), 2, 'no keys yet');
 
 -------------------------------------------------------------------- keys
-select is(pg_temp.detail_of($$ select baas._oidc_put_jwks('idp', '{"keys": []}', 300) $$), '22023 invalid_jwks', 'an unusable set is not stored');
-select lives_ok($$ select baas._oidc_put_jwks('idp', (select jwks from fx), 10) $$, 'keys stored');
+select is(pg_temp.detail_of($$ select baas._oidc_put_jwks('idp', 'http://127.0.0.1:9/jwks', '{"keys": []}', 300) $$), '22023 invalid_jwks', 'an unusable set is not stored');
+select lives_ok($$ select baas._oidc_put_jwks('idp', 'http://127.0.0.1:9/jwks', (select jwks from fx), 10) $$, 'keys stored');
 select ok((select expires_at between now() + interval '299 seconds' and now() + interval '301 seconds' from baas._oidc_jwks where provider = 'idp'),
           'max_age is clamped to at least 5 minutes');
-select is(pg_temp.detail_of($$ select baas._oidc_put_jwks('nope', (select jwks from fx), 300) $$), 'P0002 provider_not_found', 'unknown provider');
+select is(pg_temp.detail_of($$ select baas._oidc_put_jwks('nope', 'http://127.0.0.1:9/jwks', (select jwks from fx), 300) $$), 'P0002 provider_not_found', 'unknown provider');
 select is((baas.oidc_providers() -> 'items' -> 2 -> 'keys' ->> 'count'), '1', 'oidc_providers() shows the keys held');
 select baas.set_oidc_provider('idp', '{"jwks_url": "http://127.0.0.1:10/jwks"}') \gset
 select is((select count(*)::int from baas._oidc_jwks where provider = 'idp'), 0, 'a new jwks_url drops the keys fetched from the old one');
-select baas._oidc_put_jwks('idp', (select jwks from fx), 3600) \gset
+select lives_ok($$ select baas._oidc_put_jwks('idp', 'http://127.0.0.1:9/jwks', (select jwks from fx), 3600) $$, 'a late fetch of the old url');
+select is((select count(*)::int from baas._oidc_jwks where provider = 'idp'), 0, 'stores nothing: keys only from the current jwks_url');
+select baas._oidc_put_jwks('idp', 'http://127.0.0.1:10/jwks', (select jwks from fx), 3600) \gset
 
 -------------------------------------------------------------------- sign-in refusals
 select is(pg_temp.detail_of($$ select baas.oidc_sign_in('nope', 'x') $$), 'P0002 provider_not_found', 'unknown provider');
@@ -154,6 +156,25 @@ select is(pg_temp.as_claims(:'c2', format($$ select baas.unlink_identity(%L)::te
 select is(pg_temp.as_claims(:'c2', format($$ select baas.unlink_identity(%L)::text $$, :'ic')), '55000 last_sign_in_method',
           'not the last way in of an account without password or email');
 select is(pg_temp.as_claims(:'c1', format($$ select baas.unlink_identity(%L)::text $$, :'i1')), '', 'an account with a password may drop its only identity');
+-- An address is a way in only while mail can be sent (reset, magic link).
+insert into baas.users (id, email, email_verified_at, data) values (baas.uuid7(), 'only-mail@oidc.test', now(), '{}') returning id as u3 \gset
+insert into baas.sessions (id, user_id, expires_at) values (baas.uuid7(), :'u3', now() + interval '1 day') returning id as sid3 \gset
+insert into baas.identities (id, user_id, provider, subject) values (baas.uuid7(), :'u3', 'google', 'd') returning id as id3 \gset
+select jsonb_build_object('sub', :'u3', 'role', 'baas_user', 'sid', :'sid3') as c3 \gset
+update baas.settings set email_from = null;
+select is(pg_temp.as_claims(:'c3', format($$ select baas.unlink_identity(%L)::text $$, :'id3')), '55000 last_sign_in_method',
+          'email not configured: the address is no way in');
+update baas.settings set email_from = 'baas@oidc.test', app_url = 'https://app.oidc.test';
+select is(pg_temp.as_claims(:'c3', format($$ select baas.unlink_identity(%L)::text $$, :'id3')), '',
+          'email configured: the address is a way in, the identity may go');
+-- A provider accounts sign in with keeps its issuers and keys' address (identities are
+-- (provider, sub)); its other options may change.
+select is(pg_temp.detail_of($$ select baas.set_oidc_provider('google', '{"issuers": ["https://evil.test"]}') $$), '23503 provider_in_use',
+          'issuers of a provider in use stay');
+select is(pg_temp.detail_of($$ select baas.set_oidc_provider('google', '{"jwks_url": "https://evil.test/keys"}') $$), '23503 provider_in_use',
+          'its jwks_url stays');
+select is(baas.set_oidc_provider('google', '{"client_ids": ["web-2"], "preset": "google"}') -> 'client_ids', '["web-2"]'::jsonb,
+          'its client_ids may change (and the preset be applied again)');
 select is(pg_temp.detail_of($$ select baas.drop_oidc_provider('google') $$), '23503 provider_in_use', 'a provider accounts sign in with stays');
 select is(pg_temp.detail_of($$ select baas.drop_oidc_provider('nope') $$), 'P0002 provider_not_found', 'drop: unknown');
 select is(pg_temp.detail_of($$ select baas.drop_oidc_provider('apple') $$), null, 'an unused provider is dropped');
@@ -163,7 +184,7 @@ select is(pg_temp.as_claims(null, $$ select baas.link_identity('idp', 'x')::text
 select is(pg_temp.sqlstate_as('baas_anon', $$ select baas.oidc_sign_in('nope', 'x') $$), 'P0002', 'anyone may try a sign-in');
 select is(pg_temp.sqlstate_as('baas_user', $$ select baas.set_oidc_provider('x', '{}') $$), '42501', 'users configure no provider');
 select is(pg_temp.sqlstate_as('baas_service', $$ select baas.oidc_providers() $$), 'ok', 'service tokens list providers');
-select is(pg_temp.sqlstate_as('baas_user', $$ select baas._oidc_put_jwks('idp', '{}', 300) $$), '42501', 'only the proxy stores keys');
+select is(pg_temp.sqlstate_as('baas_user', $$ select baas._oidc_put_jwks('idp', 'http://127.0.0.1:10/jwks', '{}', 300) $$), '42501', 'only the proxy stores keys');
 select is(pg_temp.sqlstate_as('baas_authenticator', $$ select count(*) from baas._oidc_jwks_targets() $$), 'ok', 'the proxy reads the targets');
 select is(pg_temp.sqlstate_as('baas_user', $$ select count(*) from baas.identities $$), '42501', 'the identities table is private');
 select is(pg_temp.sqlstate_as('baas_service', $$ select count(*) from baas._oidc_used_tokens $$), '42501', 'so are the used tokens');

@@ -20,14 +20,15 @@ struct OidcEnv {
     proxy: Proxy,
 }
 
-/// A cluster and a proxy of this binary's own, with a short refetch floor.
+/// A cluster and a proxy of this binary's own, with a short refetch floor and no poll
+/// after the first (a day): the tests count fetches, and a poll could fetch too.
 fn oidc_env() -> &'static OidcEnv {
     static ENV: OnceLock<OidcEnv> = OnceLock::new();
     ENV.get_or_init(|| {
         let cluster = Cluster::temporary().expect("start a Postgres cluster");
         let url = cluster.authenticator_url().expect("authenticator password");
         let floor = FLOOR_SECS.to_string();
-        let proxy = Proxy::start(&url, &["--pool-size", "3", "--oidc-refetch-floor-secs", &floor]).expect("start the proxy");
+        let proxy = Proxy::start(&url, &["--pool-size", "3", "--oidc-refetch-floor-secs", &floor, "--oidc-poll-secs", "86400"]).expect("start the proxy");
         OidcEnv { cluster, proxy }
     })
 }
@@ -256,14 +257,20 @@ fn provider_addresses_join_only_verified_accounts() {
     let r = idp.sign_in(&idp.token(&unique("s"), json!({"email": verified, "email_verified": true})), None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["user"]["id"], json!(acct_id), "joined by verified email");
-    // An unverified provider address against it: 409, nothing changed.
-    let count = || -> i64 {
-        db().query_one("select count(*) from baas.identities where provider = $1", &[&idp.name]).unwrap().get(0)
-    };
-    let before = count();
+    // An unverified provider address against it is not looked up (a 409 would tell
+    // whoever holds the token that the account exists): a new account without an
+    // address; the existing one is as it was.
+    let before = user_row(&acct_id);
     let r = idp.sign_in(&idp.token(&unique("s"), json!({"email": verified, "email_verified": false})), None);
-    assert_eq!((r.status, r.code()), (409, "identity_link_required"), "{}", r.body);
-    assert_eq!(count(), before, "no identity was added");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_ne!(r.body["user"]["id"], json!(acct_id), "{}", r.body);
+    assert!(r.body["user"]["email"].is_null(), "{}", r.body);
+    assert_eq!(user_row(&acct_id), before, "the existing account is as it was");
+    let n: i64 = db()
+        .query_one("select count(*) from baas.identities where user_id = $1::text::uuid", &[&acct_id])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "the existing account gained no identity");
     // An account whose own address is unverified is not joined, even by a verified one
     // (whoever signed up with it may not own it).
     let unverified = mail("unverified");
@@ -436,4 +443,108 @@ fn the_sql_call_answers_as_http_does() {
     assert_eq!(e.as_db_error().unwrap().detail(), Some("id_token_reused"));
     let r = idp.sign_in(&token, None);
     assert_eq!((r.status, r.code()), (401, "id_token_reused"), "{}", r.body);
+}
+
+/// An ES256 token with its signature's s replaced by n - s: the same signed claims,
+/// another string, and a valid signature (ECDSA malleability).
+fn flip_es256_s(token: &str) -> String {
+    use base64::Engine;
+    const N: [u8; 32] = [
+        0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+    ];
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    assert_eq!(sig.len(), 64, "r || s");
+    let s: Vec<u8> = sig[32..].to_vec();
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = N[i] as i16 - s[i] as i16 - borrow;
+        borrow = if d < 0 { 1 } else { 0 };
+        sig[32 + i] = (d + 256 * borrow) as u8;
+    }
+    assert_eq!(borrow, 0);
+    format!("{}.{}.{}", parts[0], parts[1], b64(&sig))
+}
+
+#[test]
+fn an_es256_token_with_its_signature_flipped_is_still_a_replay() {
+    let idp = Idp::new(Alg::Es256, json!({}));
+    let token = idp.token(&unique("malleable"), json!({}));
+    let flipped = flip_es256_s(&token);
+    assert_ne!(flipped, token);
+    let r = idp.sign_in(&token, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = idp.sign_in(&flipped, None);
+    assert_eq!((r.status, r.code()), (401, "id_token_reused"), "{}", r.body);
+}
+
+#[test]
+fn an_email_join_adds_no_way_past_a_second_factor_nor_a_second_identity_at_one_provider() {
+    let idp = Idp::new(Alg::Rs256, json!({}));
+    let identities = |id: &str| -> i64 {
+        db().query_one("select count(*) from baas.identities where user_id = $1::text::uuid", &[&id]).unwrap().get(0)
+    };
+    // An account with a verified second factor: a provider's verified address does not
+    // join it (it would sign in without the factor's owner linking it).
+    let email = mail("mfa-join");
+    let id = signup_at(&email)["user"]["id"].as_str().unwrap().to_string();
+    verify_email_in_db(&id);
+    db().execute(
+        "insert into baas._mfa_factors (id, user_id, kind, secret, status, verified_at) \
+         values (baas.uuid7(), $1::text::uuid, 'totp', '\\x0102030405060708090a0b0c0d0e0f1011121314', 'verified', now())",
+        &[&id],
+    )
+    .unwrap();
+    let r = idp.sign_in(&idp.token(&unique("s"), json!({"email": email, "email_verified": true})), None);
+    assert_eq!((r.status, r.code()), (409, "identity_link_required"), "{}", r.body);
+    assert_eq!(identities(&id), 0, "no identity was added");
+    // An account with an identity at this provider already: another subject of the same
+    // provider with the same address does not join it.
+    let email = mail("second-sub");
+    let id = signup_at(&email)["user"]["id"].as_str().unwrap().to_string();
+    verify_email_in_db(&id);
+    let r = idp.sign_in(&idp.token(&unique("s"), json!({"email": email, "email_verified": true})), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["user"]["id"], json!(id), "the first joins");
+    let r = idp.sign_in(&idp.token(&unique("s"), json!({"email": email, "email_verified": true})), None);
+    assert_eq!((r.status, r.code()), (409, "identity_link_required"), "{}", r.body);
+    assert_eq!(identities(&id), 1, "no second identity at the provider");
+}
+
+#[test]
+fn a_used_token_is_remembered_until_it_expires() {
+    // max_token_age a minute, the token valid five hours: it is refused as used for as
+    // long as it could be accepted, should max_token_age be raised meanwhile.
+    let idp = Idp::new(Alg::Rs256, json!({"max_token_age_secs": 60}));
+    let token = idp.token(&unique("s"), json!({"exp": now() + 5 * 3600}));
+    assert_eq!(idp.sign_in(&token, None).status, 200);
+    let signed = token.rsplit_once('.').unwrap().0.to_string();
+    let hours: f64 = db()
+        .query_one(
+            "select extract(epoch from expires_at - now())::float8 / 3600 from baas._oidc_used_tokens \
+              where token_hash = sha256(convert_to($1, 'UTF8'))",
+            &[&signed],
+        )
+        .unwrap()
+        .get(0);
+    assert!(hours > 4.9, "kept {hours} h");
+    db().execute("select baas.set_oidc_provider($1, '{\"max_token_age_secs\": 86400}')", &[&idp.name]).unwrap();
+    let r = idp.sign_in(&token, None);
+    assert_eq!((r.status, r.code()), (401, "id_token_reused"), "{}", r.body);
+}
+
+#[test]
+fn an_address_sign_up_would_refuse_is_not_stored() {
+    let idp = Idp::new(Alg::Rs256, json!({}));
+    // A domain label with "--" in the third and fourth place: earlier releases stored
+    // such addresses, sign-up refuses them now.
+    let email = format!("{}@ab--cd.example", unique("legacy")).to_lowercase();
+    let r = idp.sign_in(&idp.token(&unique("s"), json!({"email": email, "email_verified": true})), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["user"]["email"].is_null(), "{}", r.body);
+    let id = r.body["user"]["id"].as_str().unwrap();
+    let stored: Option<String> =
+        db().query_one("select email from baas.identities where user_id = $1::text::uuid", &[&id]).unwrap().get(0);
+    assert_eq!(stored, None);
 }

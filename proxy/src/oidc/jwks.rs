@@ -114,7 +114,7 @@ impl JwksFetcher {
             }
         };
         match client
-            .execute("select baas._oidc_put_jwks($1, $2::text::jsonb, $3::integer)", &[&provider, &body, &(max_age as i32)])
+            .execute("select baas._oidc_put_jwks($1, $2, $3::text::jsonb, $4::integer)", &[&provider, &url, &body, &(max_age as i32)])
             .await
         {
             Ok(_) => {
@@ -131,6 +131,9 @@ impl JwksFetcher {
 
     /// One poll: every enabled provider whose keys are missing or about to expire.
     pub async fn poll_once(&self) {
+        // A provider fetched after this moment (by a sign-in's refresh_stale while this
+        // poll waited for its slot) is not fetched again.
+        let read_at = Instant::now();
         let rows = match self.pool.get().await {
             Ok(client) => client
                 .query(
@@ -155,6 +158,9 @@ impl JwksFetcher {
             let (provider, url): (String, String) = (row.get(0), row.get(1));
             let slot = self.slot(&provider);
             let mut last = slot.lock().await;
+            if last.is_some_and(|t| t >= read_at) {
+                continue;
+            }
             *last = Some(Instant::now());
             self.fetch_and_store(&provider, &url).await;
         }
