@@ -581,3 +581,13 @@ fn directory_filters_only_what_the_caller_may_see() {
     let e = admin().query_one("select baas.as_user(null::uuid, $1)", &[&q]).unwrap_err();
     assert_eq!(e.as_db_error().and_then(|d| d.detail()), Some("invalid_query"), "{e}");
 }
+
+/// The directory is rate limited per client IP, as sign-ins are.
+#[test]
+fn directory_is_rate_limited_per_ip() {
+    let url = env().cluster.authenticator_url().unwrap();
+    let limited = pgbaas_testkit::Proxy::start(&url, &["--rate-limits", "on", "--rate-limit-auth-per-minute", "3"]).unwrap();
+    let statuses: Vec<u16> = (0..5).map(|_| request_at(&limited.base(), "GET", "/v1/users?limit=1", None, &[], None).status).collect();
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert_eq!(statuses[4], 429, "{statuses:?}");
+}
