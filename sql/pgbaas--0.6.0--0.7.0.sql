@@ -4197,6 +4197,18 @@ revoke all on baas._follow_audiences from public;
 alter table baas._follow_audiences enable row level security;
 select pg_catalog.pg_extension_config_dump('baas._follow_audiences', '');
 
+-- Followers an account removed (baas.remove_follower) or whose request it declined: a
+-- new follow by one of them waits for the account's approval (pending), whatever its
+-- follow_approval, until the account accepts it (baas.answer_follow_request).
+create table baas._follow_removals (
+    owner uuid not null references baas.users (id) on delete cascade,
+    follower uuid not null references baas.users (id) on delete cascade,
+    primary key (owner, follower)
+);
+revoke all on baas._follow_removals from public;
+alter table baas._follow_removals enable row level security;
+select pg_catalog.pg_extension_config_dump('baas._follow_removals', '');
+
 ------------------------------------------------------------------------ audiences
 -- Note the accounts of the `followers:<uuid>` principals among `principals` (ACL
 -- lists). Malformed entries and unknown accounts are passed over: ACLs written through
@@ -4288,10 +4300,12 @@ begin
     for p in select distinct x from jsonb_each(acl) e, jsonb_array_elements_text(
                  case when jsonb_typeof(e.value) = 'array' then e.value else '[]' end) x
               where not x = any(coalesce(existing, '{}')) loop
-        if p like 'user:%' and not exists (select from baas.users u where u.id::text = substr(p, 6)) then
+        if p like 'user:%' and not (p ~ '^user:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                                    and exists (select from baas.users u where u.id = substr(p, 6)::uuid)) then
             raise exception using errcode = '22023', detail = 'unknown_principal',
                 message = format('unknown principal %s: no such user', p);
-        elsif p like 'followers:%' and not exists (select from baas.users u where u.id::text = substr(p, 11)) then
+        elsif p like 'followers:%' and not (p ~ '^followers:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                                            and exists (select from baas.users u where u.id = substr(p, 11)::uuid)) then
             raise exception using errcode = '22023', detail = 'unknown_principal',
                 message = format('unknown principal %s: no such user', p);
         elsif p like 'role:%' and not exists (select from baas.roles r where r.name = substr(p, 6)) then
@@ -4422,7 +4436,8 @@ begin
     if user_id = me.id then
         perform baas._raise('22023', 'cannot_follow_self', 'an account cannot follow itself');
     end if;
-    select * into t from baas.users u where u.id = user_id;
+    -- For share: a concurrent update_profile (follow_approval) waits, or is seen.
+    select * into t from baas.users u where u.id = user_id for share;
     if not found or t.is_anonymous or t.suspended_at is not null then
         perform baas._raise('P0002', 'user_not_found', 'no such user');
     end if;
@@ -4437,7 +4452,10 @@ begin
         perform baas._raise('54000', 'following_limit',
             format('an account may follow at most %s accounts (setting max_following)', v_max));
     end if;
-    v_status := case when t.follow_approval then 'pending' else 'accepted' end;
+    -- A follower the account removed (or declined) asks again, approval or not.
+    v_status := case when t.follow_approval
+                       or exists (select from baas._follow_removals r where r.owner = user_id and r.follower = me.id)
+                     then 'pending' else 'accepted' end;
     insert into baas.follows (follower, followee, status, accepted_at)
     values (me.id, user_id, v_status, case when v_status = 'accepted' then now() end);
     return jsonb_build_object('status', v_status);
@@ -4476,9 +4494,11 @@ begin
     if not found then
         perform baas._raise('P0002', 'follow_not_found', 'this account does not follow you');
     end if;
+    -- The removal sticks: a new follow by this account waits for approval.
+    insert into baas._follow_removals (owner, follower) values (me.id, user_id) on conflict do nothing;
 end
 $$;
-comment on function baas.remove_follower(uuid) is 'Remove one of your followers (or decline its request)';
+comment on function baas.remove_follower(uuid) is 'Remove one of your followers (or decline its request); its next follow waits for your approval';
 
 -- Accept or decline a pending follow request of `user_id`.
 create function baas.answer_follow_request(user_id uuid, accept boolean) returns void
@@ -4497,6 +4517,12 @@ begin
     end if;
     if not found then
         perform baas._raise('P0002', 'follow_not_found', 'this account has no pending request to follow you');
+    end if;
+    -- Accepting forgives an earlier removal; declining is one (the next follow waits).
+    if accept then
+        delete from baas._follow_removals r where r.owner = me.id and r.follower = user_id;
+    else
+        insert into baas._follow_removals (owner, follower) values (me.id, user_id) on conflict do nothing;
     end if;
 end
 $$;
@@ -4655,10 +4681,12 @@ begin
     exception when unique_violation then
         perform baas._raise('23505', 'username_taken', 'this username is taken');
     end;
-    -- Turning approval off accepts the requests waiting for it.
+    -- Turning approval off accepts the requests waiting for it, but not those of
+    -- followers the account removed or declined (baas._follow_removals).
     if v_approval is false then
         update baas.follows f set status = 'accepted', accepted_at = now()
-         where f.followee = me.id and f.status = 'pending';
+         where f.followee = me.id and f.status = 'pending'
+           and not exists (select from baas._follow_removals r where r.owner = me.id and r.follower = f.follower);
     end if;
     return jsonb_build_object('user', baas._user_json(me));
 end
@@ -4668,8 +4696,9 @@ comment on function baas.update_profile(text, jsonb, text, text, boolean, text) 
 
 -- One account's profile as the caller may see it: {id, username, profile} and, when its
 -- graph_visibility allows, follower and followee counts. 404 user_not_found for an
--- unknown, anonymous or suspended account, and for one that shows nothing to the caller
--- (no token or an anonymous account, and an empty public tier and a private graph).
+-- unknown, anonymous or suspended account, and for one that shows the caller nothing
+-- (an empty profile for this viewer and a graph it may not see), unless the caller is
+-- the account itself.
 create function baas.get_profile(id uuid) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -4686,7 +4715,7 @@ begin
     v_profile := baas._visible_profile(t, v_viewer);
     v_graph := baas._graph_visible(t, v_viewer);
     if t.id is null or t.is_anonymous or t.suspended_at is not null
-       or not (v_graph or v_profile <> '{}' or baas._registered(v_viewer)) then
+       or not (v_graph or v_profile <> '{}' or coalesce(v_viewer = t.id, false)) then
         perform baas._raise('P0002', 'user_not_found', 'no such user');
     end if;
     v := jsonb_build_object('id', t.id, 'username', t.username, 'profile', v_profile);
@@ -4704,8 +4733,10 @@ comment on function baas.get_profile(uuid) is
     'An account''s profile as you may see it: {id, username, profile, followers?, following?}';
 
 -- Find an account by its exact email or username, if its `findable` lets the caller:
--- {id, username, profile}. Unknown and unfindable answer the same 404 after the same
--- work (one probe). Signed-in full accounts only; audited [user.lookup].
+-- {id, username, profile}. By email only an account that verified its address (else
+-- anyone could sign up with someone's address and be found as them). Unknown,
+-- unverified and unfindable answer the same 404 after the same work (one probe).
+-- Signed-in full accounts only; audited [user.lookup].
 create function baas.lookup_user(email text default null, username text default null) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -4720,7 +4751,7 @@ begin
         perform baas._raise('22023', 'invalid_request', 'give exactly one of email and username');
     end if;
     if v_email is not null then
-        select * into t from baas.users u where u.email = baas._email_key(v_email);
+        select * into t from baas.users u where u.email = baas._email_key(v_email) and u.email_verified_at is not null;
     else
         select * into t from baas.users u where u.username = lower(v_username);
     end if;
@@ -4738,7 +4769,8 @@ comment on function baas.lookup_user(text, text) is
 -- The directory: accounts whose profile the caller may see some of, filtered and
 -- ordered with the query language over the visible profile (`data`), `id` and
 -- `created_at` (baas._compile_query, as baas.find): a field the caller may not see is
--- not there to match. {items: [{id, username, profile}], next?}; `next` (the last id)
+-- not there to match. Not `updated_at` (it would tell when hidden data changed: order
+-- by it is refused, and it is null inside). offset at most 10000. {items: [{id, username, profile}], next?}; `next` (the last id)
 -- when the page is full. Accounts showing the caller nothing are not listed.
 create function baas.find_users(filter jsonb default '{}', "order" text default null,
                                 "limit" integer default 50, "offset" integer default 0,
@@ -4749,7 +4781,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_viewer uuid := baas.uid();
-    v_from constant text := '(select u.id, u.created_at, u.updated_at, u.username, baas._visible_profile(u, $2) as data '
+    v_from constant text := '(select u.id, u.created_at, null::timestamptz as updated_at, u.username, baas._visible_profile(u, $2) as data '
                             'from baas.users u where not u.is_anonymous and u.suspended_at is null) d where d.data <> ''{}''';
     q jsonb;
     v_cursor jsonb;
@@ -4759,11 +4791,14 @@ begin
     if "limit" is null or "limit" not between 0 and 1000 then
         perform baas._raise('22023', 'invalid_query', 'limit must be between 0 and 1000');
     end if;
-    if "offset" is null or "offset" < 0 then
-        perform baas._raise('22023', 'invalid_query', 'offset must be 0 or more');
+    if "offset" is null or "offset" not between 0 and 10000 then
+        perform baas._raise('22023', 'invalid_query', 'offset must be between 0 and 10000; page on with after');
     end if;
     if fields is not null and exists (select from unnest(fields) f where f is null or f = '') then
         perform baas._raise('22023', 'invalid_query', 'fields must be field names');
+    end if;
+    if exists (select from unnest(string_to_array("order", ',')) k where btrim(k) ~ '^[-+]?updated_at$') then
+        perform baas._raise('22023', 'invalid_query', 'the directory cannot be ordered by updated_at');
     end if;
     q := baas._compile_query(coalesce(filter, '{}'), "order", null, false);
     if after is not null then

@@ -2,7 +2,7 @@
 -- codes, the followers: principal (only for followees some ACL names), follow
 -- approval, max_following, the ACL checks, who may call what, and the hub's loading.
 begin;
-select plan(33);
+select plan(37);
 
 -- As an application user with the given claims (jsonb; NULL: anonymous): the query's
 -- single value as text, or 'SQLSTATE detail'.
@@ -84,6 +84,15 @@ select is((select array_agg(m.role order by m.role)::text from baas._realtime_ro
           format('{followers:%s}', :'u2'), 'the hub''s load');
 select is(pg_temp.sqlstate_as('baas_authenticator', format('select * from baas._realtime_role_members(array[%L::uuid])', :'u1')), 'ok', 'the authenticator may load them');
 select is(pg_temp.sqlstate_as('baas_user', $$ select baas._note_audiences('{}') $$), '42501', 'internal helper not granted');
+
+-------------------------------------------------------------------- review fixes
+-- By email only an address its owner verified (else anyone could sign up with it).
+select is(pg_temp.as_claims(:'c1', $$ select baas.lookup_user(email => 's2@social.test')::text $$), 'P0002 user_not_found', 'unverified address: not found by email');
+update baas.users set email_verified_at = now() where id = :'u2';
+select is(pg_temp.as_claims(:'c1', $$ select baas.lookup_user(email => 's2@social.test') ->> 'id' $$), :'u2', 'verified: found by email');
+-- A removed follower that follows again waits for approval, though u2 needs none.
+select is(pg_temp.as_claims(:'c2', format('select baas.remove_follower(%L)::text', :'u1')), '', 'removed');
+select is(pg_temp.as_claims(:'c1', format('select baas.follow(%L)::text', :'u2')), '{"status": "pending"}', 'a removed follower waits');
 
 select * from finish();
 rollback;

@@ -180,9 +180,43 @@ fn approval_requests_accept_decline_and_remove() {
     let r = call("DELETE", &format!("/v1/auth/followers/{}", b.id), Some(&a.access), None);
     assert_eq!((r.status, r.code()), (404, "follow_not_found"));
 
-    // Turning approval off accepts the requests waiting.
+    // Turning approval off accepts the requests waiting, but not b's: a declined b.
+    let d = signup("soc_pd");
+    assert_eq!(follow(&d, &a.id).body, json!({"status": "pending"}));
     assert_eq!(follow(&b, &a.id).body, json!({"status": "pending"}));
     assert_eq!(profile(&a, json!({"follow_approval": false})).status, 200);
+    assert_eq!(status(&c, &doc, Some(&d.access)), 200);
+    assert_eq!(status(&c, &doc, Some(&b.access)), 404, "a declined follower still waits");
+    assert_eq!(follow(&b, &a.id).body, json!({"status": "pending"}));
+}
+
+/// A removal sticks: with follow_approval off, a removed follower that follows again
+/// waits for the account (pending) and reads nothing shared with its followers until
+/// the account accepts it; accepting forgives the removal.
+#[test]
+fn a_removed_follower_must_be_accepted_again() {
+    let a = signup("soc_ra");
+    let b = signup("soc_rb");
+    let c = collection("socrm", json!({}));
+    let doc = create_doc(&c, Some(&a.access), json!({}), Some(json!({"read": [format!("followers:{}", a.id)]})));
+    assert_eq!(follow(&b, &a.id).body, json!({"status": "accepted"}), "no approval needed");
+    assert_eq!(status(&c, &doc, Some(&b.access)), 200);
+
+    let r = call("DELETE", &format!("/v1/auth/followers/{}", b.id), Some(&a.access), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(status(&c, &doc, Some(&b.access)), 404, "removed");
+    let r = follow(&b, &a.id);
+    assert_eq!((r.status, r.body.clone()), (200, json!({"status": "pending"})), "follows again: waits");
+    assert_eq!(status(&c, &doc, Some(&b.access)), 404, "a pending follow reads nothing");
+    let reqs = call("GET", "/v1/auth/follow-requests", Some(&a.access), None);
+    assert_eq!(reqs.body["items"][0]["id"], json!(b.id), "{}", reqs.body);
+
+    let r = call("PUT", &format!("/v1/auth/follow-requests/{}", b.id), Some(&a.access), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(status(&c, &doc, Some(&b.access)), 200, "accepted");
+    // Accepted again: an unfollow and a new follow need no approval.
+    assert_eq!(unfollow(&b, &a.id).status, 204);
+    assert_eq!(follow(&b, &a.id).body, json!({"status": "accepted"}));
     assert_eq!(status(&c, &doc, Some(&b.access)), 200);
 }
 
@@ -389,7 +423,9 @@ fn profile_tiers_matrix_over_http_equals_as_user() {
     assert_eq!(seen_profile(&quiet.id, None), None);
     assert_eq!(as_user_profile(&quiet.id, None), None);
     assert_eq!(seen_profile(&quiet.id, Some(&n_access)), None);
-    assert_eq!(seen_profile(&quiet.id, Some(&s.access)), Some(json!({})), "a full account sees the (empty) profile");
+    assert_eq!(seen_profile(&quiet.id, Some(&s.access)), None, "nothing visible: a 404 to a full account too");
+    assert_eq!(as_user_profile(&quiet.id, Some(&s.id)), None);
+    assert_eq!(seen_profile(&quiet.id, Some(&quiet.access)), Some(json!({})), "the account sees its own (empty) profile");
     assert_eq!(seen_profile(&n_id, Some(&s.access)), None, "anonymous accounts have no profile");
     assert_eq!(seen_profile("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", Some(&s.access)), None);
 
@@ -428,6 +464,15 @@ fn lookup_by_email_or_username_follows_findable() {
     assert_eq!(profile(&target, json!({"username": uname, "profile": {"public": {"n": 1}, "users": {"u": 2}}})).status, 200);
     assert_eq!(follow(&fan, &target.id).status, 200);
 
+    // An address nobody verified finds nothing (anyone could have signed up with it);
+    // the username does.
+    let unverified = lookup(Some(&seeker.access), json!({"email": target.email}));
+    let unknown = lookup(Some(&seeker.access), json!({"email": email("nobody")}));
+    assert_eq!((unverified.status, unverified.code()), (404, "user_not_found"), "{}", unverified.body);
+    assert_eq!(unverified.body, unknown.body, "unverified = unknown");
+    assert_eq!(lookup(Some(&seeker.access), json!({"username": uname})).status, 200);
+    admin().execute("update baas.users set email_verified_at = now() where id = $1::text::uuid", &[&target.id]).unwrap();
+
     // users (the default): any full account, by email (any case) or username.
     let r = lookup(Some(&seeker.access), json!({"email": target.email.to_uppercase()}));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -456,7 +501,7 @@ fn lookup_by_email_or_username_follows_findable() {
         .query_one("select count(*) from baas.audit_log where action = 'user.lookup' and actor = $1::text::uuid", &[&seeker.id])
         .unwrap()
         .get(0);
-    assert_eq!(audited, 2, "each look-up that found an account is audited (a 404 rolls back)");
+    assert_eq!(audited, 3, "each look-up that found an account is audited (a 404 rolls back)");
 }
 
 /// Look-ups are rate limited per account: the eleventh in a minute is a 429.
@@ -526,8 +571,23 @@ fn directory_filters_only_what_the_caller_may_see() {
     let f = find(Some(&viewer.access), &format!("{}&order=n&fields=city", w(json!({"tag": tag}))));
     assert_eq!(f["items"][0]["profile"], json!({"city": "Lisbon"}), "{f}");
     // Bad queries are 400 invalid_query.
-    for bad in ["where=%7B%22%24bad%22%3A1%7D", "limit=5000", "where=%7B"] {
+    // updated_at would tell when an account changed hidden data; offset is capped.
+    for bad in ["where=%7B%22%24bad%22%3A1%7D", "limit=5000", "where=%7B", "order=updated_at", "order=n,-updated_at", "offset=10001"] {
         let r = call("GET", &format!("/v1/users?{bad}"), None, None);
         assert_eq!((r.status, r.code()), (400, "invalid_query"), "{bad}: {}", r.body);
     }
+    assert_eq!(ids(&find(None, &format!("{}&offset=10000", w(json!({"tag": tag}))))), Vec::<String>::new());
+    let q = "select baas.find_users('{}', '-updated_at')";
+    let e = admin().query_one("select baas.as_user(null::uuid, $1)", &[&q]).unwrap_err();
+    assert_eq!(e.as_db_error().and_then(|d| d.detail()), Some("invalid_query"), "{e}");
+}
+
+/// The directory is rate limited per client IP, as sign-ins are.
+#[test]
+fn directory_is_rate_limited_per_ip() {
+    let url = env().cluster.authenticator_url().unwrap();
+    let limited = pgbaas_testkit::Proxy::start(&url, &["--rate-limits", "on", "--rate-limit-auth-per-minute", "3"]).unwrap();
+    let statuses: Vec<u16> = (0..5).map(|_| request_at(&limited.base(), "GET", "/v1/users?limit=1", None, &[], None).status).collect();
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert_eq!(statuses[4], 429, "{statuses:?}");
 }

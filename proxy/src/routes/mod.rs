@@ -380,9 +380,11 @@ pub static ROUTES: &[Route] = &[
             &[F("username"), F("profile"), F("findable"), F("graph_visibility"), F("follow_approval"), F("language")],
         )
         .private(),
-    // The directory: the query language over the profile tiers the caller may see.
+    // The directory: the query language over the profile tiers the caller may see. A scan
+    // of the accounts per page, open to anyone: per client IP as sign-ins are.
     r("find_users", GET, &[lit("v1"), lit("users")], Anyone)
         .query(Query::List)
+        .limits(&[per_ip(Kind::Auth)])
         .sql(
             "select x::text from baas.find_users($1, $2, $3, $4, $5::text::uuid, $6) x",
             &[List(L::Filter), List(L::Order), List(L::Limit), List(L::Offset), List(L::After), List(L::Fields)],
