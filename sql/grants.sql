@@ -288,3 +288,11 @@ grant execute on function
     baas.get_profile(uuid),
     baas.find_users(jsonb, text, integer, integer, uuid, text[])
   to baas_anon, baas_user, baas_service;
+
+-- rpc (issue 17, sql/rpc.sql): the door runs as the caller; the exposed schemas are
+-- read through baas._exposed_schemas. Exposing a schema is the DBA's (no grant).
+grant execute on function
+    baas._exposed_schemas()
+  to baas_anon, baas_user, baas_service;
+
+-- tables (issue 17, sql/tables.sql): protected tables, served as the caller.

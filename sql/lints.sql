@@ -75,7 +75,12 @@ as $$
            '_blob_file_json', '_file_link_sign', '_check_file_name',
            '_normalize_content_type', '_file_type_allowed',
            -- multi-factor (sql/accounts.sql): the aal2 policies
-           '_aal2_blocked', '_aal2_blocked_indexes'])
+           '_aal2_blocked', '_aal2_blocked_indexes',
+           -- rpc (sql/rpc.sql)
+           '_exposed_schemas',
+           -- (rpc above, protected tables below: one line each, kept apart for merges)
+           -- tables (sql/tables.sql)
+           '_protected_table_stub'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid
     union all
@@ -128,6 +133,11 @@ as $$
            'follow', 'unfollow', 'remove_follower', 'answer_follow_request', 'follow_requests',
            'followers', 'following', 'update_profile', 'get_profile', 'lookup_user',
            'find_users',
+           -- rpc (sql/rpc.sql)
+           'expose_schema', 'unexpose_schema',
+           -- (rpc above, protected tables below: one line each, kept apart for merges)
+           -- tables (sql/tables.sql)
+           'protect',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all
@@ -249,6 +259,12 @@ as $$
         or (d.refclassid = 'pg_proc'::regclass
             and d.refobjid in ('baas.get_user()'::regprocedure, 'baas.get_document(text, text)'::regprocedure,
                                'baas.find(text, jsonb, text, integer, integer, uuid, text[])'::regprocedure))
+    union all
+    -- 6. The RPC door (sql/rpc.sql): functions served over HTTP.
+    select * from baas._rpc_lints()
+    union all
+    -- 7. Protected tables (sql/tables.sql): policies made from their definitions.
+    select * from baas._table_lints()
 $$;
 comment on function baas.security_lints() is
-    'Security lints (no rows = clean): unforced RLS on API-readable tables, SECURITY DEFINER without search_path, PUBLIC execute, exposed internal functions, undocumented public functions, policies that drifted from their one rule (documents and files), write grants on file tables, policies reading user-editable data';
+    'Security lints (no rows = clean): unforced RLS on API-readable tables, SECURITY DEFINER without search_path, PUBLIC execute, exposed internal functions, undocumented public functions, policies that drifted from their one rule (documents and files), write grants on file tables, policies reading user-editable data, the RPC door and protected tables (rpc_lints, table_lints)';

@@ -86,8 +86,8 @@ extension_sql_file!(
 // Every policy and permission predicate, over the tables documents.sql and files.sql made.
 extension_sql_file!("../../sql/permissions.sql", name = "permissions", requires = ["files"]);
 extension_sql_file!("../../sql/audit.sql", name = "audit", requires = ["permissions"]);
-extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["audit"]);
-extension_sql_file!("../../sql/dump.sql", name = "dump", requires = ["lints"]);
+// The lints run last but grants: they read what every other file made.
+extension_sql_file!("../../sql/dump.sql", name = "dump", requires = ["audit"]);
 // Live change feeds: capture triggers, the event log and the puller's SQL (issue 14).
 extension_sql_file!("../../sql/realtime.sql", name = "realtime", requires = ["dump"]);
 // Account lifecycle (issue 16): columns on earlier tables, so loaded last but grants.
@@ -119,6 +119,10 @@ extension_sql_file!(
 );
 // Social graph: follows and the followers: principal (issue 16, package D).
 extension_sql_file!("../../sql/social.sql", name = "social", requires = ["oidc"]);
+// The team's own schema behind the same door (issue 17): RPC, then protected tables.
+extension_sql_file!("../../sql/rpc.sql", name = "rpc", requires = ["social"]);
+extension_sql_file!("../../sql/tables.sql", name = "tables", requires = ["rpc"]);
+extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["tables"]);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
