@@ -30,7 +30,11 @@ pub fn parse_body(fields: &[Field], body: &[u8]) -> Result<Value, ApiError> {
             ));
         }
     }
-    if let Some(unknown) = m.keys().find(|k| !fields.iter().any(|f| f.name == k.as_str())) {
+    // A route whose fields include `*` (routes::ANY_FIELDS) takes any further names:
+    // the RPC and table doors, whose names are the function's arguments or the
+    // table's columns, checked in Postgres.
+    let open = fields.iter().any(|f| f.name == ANY_FIELD);
+    if let Some(unknown) = m.keys().find(|k| !open && !fields.iter().any(|f| f.name == k.as_str())) {
         let allowed: Vec<&str> = fields.iter().map(|f| f.name).collect();
         return Err(ApiError::bad_request(
             "invalid_request",
@@ -38,7 +42,7 @@ pub fn parse_body(fields: &[Field], body: &[u8]) -> Result<Value, ApiError> {
         ));
     }
     let mut one_of_sent = None;
-    for f in fields {
+    for f in fields.iter().filter(|f| f.name != ANY_FIELD) {
         let value = m.get(f.name).filter(|v| !v.is_null());
         match (value, f.need) {
             (None, Need::Required) => {
@@ -71,6 +75,9 @@ fn check_type(f: &Field, v: &Value) -> Result<(), ApiError> {
         (FieldType::Data, _) => Err(ApiError::bad_request("invalid_data", "data must be a JSON object")),
     }
 }
+
+/// The field name that stands for any other name (see parse_body).
+pub const ANY_FIELD: &str = "*";
 
 /// Where in `v` a string or key holds a NUL, as a JSON-pointer-like path.
 fn nul_at(v: &Value, here: String) -> Option<String> {
@@ -345,5 +352,11 @@ mod tests {
         assert_eq!((e.code.as_str(), e.message.contains("/data/x/1")), ("invalid_json", true), "{}", e.message);
         // An escaped backslash before u0000 is text, not a NUL.
         assert!(parse_body(FIELDS, br#"{"email": "\\u0000"}"#).is_ok());
+        // An open body (routes::ANY_FIELDS) takes any name, but is still an object
+        // without NULs.
+        let open = &[Field { name: ANY_FIELD, ty: FieldType::Any, need: Need::Optional }];
+        assert!(parse_body(open, br#"{"qty": 2, "note": "x"}"#).is_ok());
+        assert!(parse_body(open, b"[1]").is_err());
+        assert!(parse_body(open, br#"{"a": "\u0000"}"#).is_err());
     }
 }
