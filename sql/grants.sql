@@ -296,3 +296,11 @@ grant execute on function
   to baas_anon, baas_user, baas_service;
 
 -- tables (issue 17, sql/tables.sql): protected tables, served as the caller.
+-- Package B: baas.protect and baas.unprotect are the DBA's (not granted); the helpers
+-- answer for any caller, as the caller; service tokens may read what is exposed.
+grant execute on function
+    baas.has_role(text),
+    baas.can_read(text, text),
+    baas.can_read_file(uuid)
+  to baas_anon, baas_user, baas_service;
+grant select on baas.exposed, baas.protected_tables to baas_service;

@@ -137,7 +137,7 @@ as $$
            'expose_schema', 'unexpose_schema',
            -- (rpc above, protected tables below: one line each, kept apart for merges)
            -- tables (sql/tables.sql)
-           'protect',
+           'protect', 'unprotect', 'has_role', 'can_read', 'can_read_file',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

@@ -265,3 +265,83 @@ alter table baas._blob_trash enable row level security;
 alter table baas.file_quotas enable row level security;
 alter table baas.file_quotas force row level security;
 create policy file_quotas_service on baas.file_quotas to baas_service using (true) with check (true);
+
+------------------------------------------------------------------------ protected tables
+-- The team's own tables under the same rule (baas.protect, sql/tables.sql): a row is
+-- readable by its owner (the owner column), by principals in its ACL column's `read`
+-- list and by principals in the table's `read` list; update and delete likewise with
+-- their lists; creating needs the caller as the owner (the guard trigger fills it when
+-- NULL) and a principal in `create`. A tenant column ANDs every rule with "the caller
+-- holds role:<tenant>" (tenants are application roles), on the new row of an update
+-- too, so a row cannot be moved into a tenant the caller is not in. The service role
+-- bypasses, as for documents (its policy is made by baas.protect).
+--
+-- This is the text of the policy expression of one operation (read, create, update,
+-- delete; `check`: the WITH CHECK of update) of table `rel`'s definition, written in
+-- the form Postgres prints it back (pg_get_expr), so that baas.protect creates the
+-- policies from it and the protected_table_drift lint compares each policy with it,
+-- text with text. Identifiers are quoted (%I), principals a quoted literal of an array
+-- that baas.protect has validated and sorted.
+create function baas._protected_rule(rel regclass, owner_column name, acl_column name, tenant_column name,
+                                     principals text[], op text) returns text
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    mine constant text := '( SELECT baas.principals() AS principals)';
+    terms text[] := '{}';
+    listed text;
+    tenant_text text;
+    r text;
+begin
+    if cardinality(principals) > 0 then
+        listed := format('(%s::text[] && %s)', quote_literal(principals::text), mine);
+    end if;
+    if op in ('read', 'update', 'delete') then
+        if owner_column is not null then
+            terms := terms || format('(%I = ( SELECT baas.uid() AS uid))', owner_column);
+        end if;
+        if acl_column is not null then
+            terms := terms || format('((%I -> %L::text) ?| %s)', acl_column, op, mine);
+        end if;
+        if listed is not null then
+            terms := terms || listed;
+        end if;
+        r := case cardinality(terms) when 0 then 'false' when 1 then terms[1]
+                  else '(' || array_to_string(terms, ' OR ') || ')' end;
+    elsif op = 'create' then
+        -- An AND of the owner test, the list and (below) the tenant: Postgres keeps
+        -- nested ANDs as one, and prints them so.
+        if listed is null then
+            return 'false';
+        end if;
+        if owner_column is not null then
+            terms := terms || format('(NOT (%I IS DISTINCT FROM ( SELECT baas.uid() AS uid)))', owner_column);
+        end if;
+        terms := terms || listed;
+    elsif op = 'check' then
+        r := 'true';
+    else
+        raise exception using errcode = '22023', detail = 'invalid_request',
+            message = format('%s is not an operation: read, create, update, delete or check', op);
+    end if;
+    if tenant_column is not null and r is distinct from 'false' then
+        -- A text column is used as is; any other type through its text form.
+        select case when a.atttypid = 'text'::regtype then format('%I', a.attname)
+                    else format('(%I)::text', a.attname) end
+          into tenant_text
+          from pg_catalog.pg_attribute a
+         where a.attrelid = rel and a.attname = tenant_column and a.attnum > 0 and not a.attisdropped;
+        tenant_text := format('(ARRAY[(''role:''::text || %s)] && %s)', coalesce(tenant_text, format('%I', tenant_column)), mine);
+        if op = 'create' then
+            terms := terms || tenant_text;
+        else
+            r := case when r = 'true' then tenant_text else format('(%s AND %s)', r, tenant_text) end;
+        end if;
+    end if;
+    if op = 'create' then
+        r := case cardinality(terms) when 1 then terms[1] else '(' || array_to_string(terms, ' AND ') || ')' end;
+    end if;
+    return r;
+end
+$$;

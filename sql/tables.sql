@@ -30,14 +30,428 @@ alter table baas.protected_tables force row level security;
 comment on table baas.protected_tables is
     'Tables under pgbaas permissions (baas.protect): the definition their row-level policies are made from';
 
+-- The definitions are the DBA's configuration: a dump keeps them (the policies and
+-- triggers they made belong to the tables and are dumped with them).
+select pg_catalog.pg_extension_config_dump('baas.protected_tables', '');
+
+-- The rule of sql/permissions.sql for one operation of a definition: the list of
+-- principals that operation uses (create: `create`, check: none).
+create function baas._protected_rule(def baas.protected_tables, op text) returns text
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select baas._protected_rule(def.rel, def.owner_column, def.acl_column, def.tenant_column,
+                                case op when 'read' then def.read_principals when 'create' then def.create_principals
+                                        when 'update' then def.update_principals when 'delete' then def.delete_principals
+                                        else '{}' end,
+                                op)
+$$;
+
+-- A definition as JSON: what baas.protect returns and baas.exposed shows.
+create function baas._protected_json(def baas.protected_tables) returns jsonb
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select jsonb_build_object('table', def.rel::text, 'owner', def.owner_column, 'acl', def.acl_column,
+                              'tenant', def.tenant_column, 'version', def.version_column,
+                              'read', to_jsonb(def.read_principals), 'create', to_jsonb(def.create_principals),
+                              'update', to_jsonb(def.update_principals), 'delete', to_jsonb(def.delete_principals))
+$$;
+
+------------------------------------------------------------------------ row guard
+-- What row-level security cannot say (a policy sees the new row or the old one, never
+-- both), as the documents guard says it for documents (sql/documents.sql), for every
+-- protected table. Arguments: the owner, ACL and version columns ('' when none).
+--   * insert: a NULL owner becomes the caller (baas.uid()); the version starts at 1.
+--   * update: the owner changes only for a privileged caller (the service role, a
+--     DBA): nobody gives a row away, or takes one; the ACL changes only for the row's
+--     owner or a privileged caller (baas._may_manage); the version counts the change.
+--   * the ACL is kept in the documents' canonical form (baas._normalize_acl: sorted,
+--     read ⊇ update ∪ delete) and its new principals must exist.
+-- Runs as the caller (the policies then check the row it returns), like the documents
+-- guard. Loading a dump (row_security off: superusers and BYPASSRLS roles only) keeps
+-- rows as they were.
+create function baas._protected_guard() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    owner_col text := nullif(tg_argv[0], '');
+    acl_col text := nullif(tg_argv[1], '');
+    version_col text := nullif(tg_argv[2], '');
+    n jsonb := to_jsonb(new);
+    o jsonb;
+    v_set jsonb := '{}';
+    v_acl jsonb;
+    v_old_acl jsonb;
+begin
+    if pg_catalog.current_setting('row_security') = 'off' then
+        return new;
+    end if;
+    if tg_op = 'UPDATE' then
+        o := to_jsonb(old);
+    end if;
+    if owner_col is not null then
+        if tg_op = 'INSERT' then
+            if jsonb_typeof(n -> owner_col) = 'null' then
+                v_set := jsonb_build_object(owner_col, baas.uid());
+            end if;
+        elsif (n -> owner_col) is distinct from (o -> owner_col) and not baas._is_privileged(current_user::text) then
+            raise exception using errcode = '42501', detail = 'forbidden',
+                message = format('only the service role may give a row of %s to another owner', tg_relid::regclass);
+        end if;
+    end if;
+    if acl_col is not null then
+        v_acl := nullif(n -> acl_col, 'null');
+        if tg_op = 'UPDATE' then
+            v_old_acl := nullif(o -> acl_col, 'null');
+            if v_acl is distinct from v_old_acl
+               and not baas._may_manage(case when owner_col is not null then (o ->> owner_col)::uuid end, current_user::text) then
+                raise exception using errcode = '42501', detail = 'forbidden',
+                    message = format('only the owner may change the ACL of this row of %s', tg_relid::regclass);
+            end if;
+        end if;
+        if v_acl is not null then
+            v_acl := baas._normalize_acl(v_acl);
+            perform baas._check_new_principals(v_acl, array(
+                select x from jsonb_each(coalesce(v_old_acl, '{}')) e,
+                              jsonb_array_elements_text(case when jsonb_typeof(e.value) = 'array' then e.value else '[]' end) x));
+        end if;
+        v_set := v_set || jsonb_build_object(acl_col, v_acl);
+    end if;
+    if version_col is not null then
+        v_set := v_set || jsonb_build_object(version_col,
+            case when tg_op = 'INSERT' then 1 else coalesce((o ->> version_col)::bigint, 0) + 1 end);
+    end if;
+    if v_set <> '{}' then
+        new := jsonb_populate_record(new, v_set);
+    end if;
+    return new;
+end
+$$;
+
+-- An ACL naming `followers:<id>` notes that account (sql/social.sql), as the documents'
+-- audiences trigger does: baas.principals() then gives its followers the principal.
+create function baas._protected_audiences() returns trigger
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if baas._restoring() then
+        return null;
+    end if;
+    perform baas._note_audiences(array(
+        select x from jsonb_each(coalesce(nullif(to_jsonb(new) -> tg_argv[0], 'null'), '{}')) e,
+                      jsonb_array_elements_text(case when jsonb_typeof(e.value) = 'array' then e.value else '[]' end) x));
+    return null;
+end
+$$;
+
+------------------------------------------------------------------------ protect
+-- The policies, triggers and grants baas.protect makes, dropped (its own only: the
+-- baas_ names); the table's other policies stay.
+create function baas._protected_drop(tbl regclass) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+set client_min_messages = warning
+as $$
+declare
+    p text;
+begin
+    foreach p in array array['baas_service', 'baas_read', 'baas_create', 'baas_update', 'baas_delete'] loop
+        execute format('drop policy if exists %I on %s', p, tbl);
+    end loop;
+    execute format('drop trigger if exists baas_guard on %s', tbl);
+    execute format('drop trigger if exists baas_audiences on %s', tbl);
+end
+$$;
+
+-- The sequences of a table's serial and identity columns: inserting as an API role
+-- needs USAGE on them.
+create function baas._protected_sequences(tbl regclass) returns setof text
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select s from pg_catalog.pg_attribute a, pg_catalog.pg_get_serial_sequence(tbl::text, a.attname) s
+     where a.attrelid = tbl and a.attnum > 0 and not a.attisdropped and s is not null
+$$;
+
+-- Put a table under pgbaas permissions (docs/tables.md). DBA only: SECURITY INVOKER,
+-- so Postgres's own checks decide (the table's owner or a superuser may change its
+-- policies; only they can write baas.protected_tables), and not granted to anyone.
+-- Validates the columns and principals, records the definition, forces row-level
+-- security and (re)makes the baas_ policies from the rule of sql/permissions.sql, the
+-- guard triggers and the API roles' grants. Protecting again replaces them.
+create function baas.protect(tbl regclass, owner name default null, acl name default null,
+                             tenant name default null, "read" text[] default null,
+                             "create" text[] default null, "update" text[] default null,
+                             "delete" text[] default null, version name default null) returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    c record;
+    v record;
+    col record;
+    lists jsonb;
+    creators jsonb;
+    def baas.protected_tables;
+    seq text;
+begin
+    if tbl is null then
+        perform baas._raise('22023', 'invalid_request', 'protect: the table is required');
+    end if;
+    select k.relkind, k.relispartition, n.nspname into c
+      from pg_catalog.pg_class k join pg_catalog.pg_namespace n on n.oid = k.relnamespace where k.oid = tbl;
+    if not found then
+        perform baas._raise('42P01', 'table_not_found', format('no table with oid %s', tbl::oid));
+    elsif c.nspname in ('baas', 'information_schema') or c.nspname like 'pg\_%' then
+        perform baas._raise('22023', 'system_table',
+            format('%s is in schema %I, which holds Postgres''s or pgbaas''s own tables: protect your own tables', tbl, c.nspname));
+    elsif c.relkind not in ('r', 'p') then
+        perform baas._raise('22023', 'not_a_table',
+            format('%s is not a table (a view, materialized view, foreign table or sequence): protect a table', tbl));
+    elsif c.relispartition then
+        perform baas._raise('22023', 'not_a_table',
+            format('%s is a partition of %s: protect the partitioned table', tbl,
+                   (select i.inhparent::regclass from pg_catalog.pg_inherits i where i.inhrelid = tbl)));
+    end if;
+    for v in select * from (values ('owner', protect.owner, 'uuid'::regtype), ('acl', protect.acl, 'jsonb'::regtype),
+                                   ('tenant', protect.tenant, null), ('version', protect.version, 'bigint'::regtype)) x(what, col, want)
+              where x.col is not null loop
+        select a.atttypid::regtype as typ, a.attgenerated into col from pg_catalog.pg_attribute a
+         where a.attrelid = tbl and a.attname = v.col and a.attnum > 0 and not a.attisdropped;
+        if not found then
+            perform baas._raise('42703', 'column_not_found', format('%s has no column %I (the %s column)', tbl, v.col, v.what));
+        elsif v.want is not null and col.typ <> v.want then
+            perform baas._raise('42804', 'wrong_column_type',
+                format('the %s column %I of %s is %s: it must be %s', v.what, v.col, tbl, col.typ, v.want));
+        elsif v.what <> 'tenant' and col.attgenerated <> '' then
+            perform baas._raise('42804', 'wrong_column_type',
+                format('the %s column %I of %s is generated: pgbaas sets it', v.what, v.col, tbl));
+        end if;
+    end loop;
+    -- Principals as in a document's ACL (canonical, read ⊇ update ∪ delete: whoever may
+    -- change a row may see it), each naming an account or role that exists.
+    lists := baas._normalize_acl(jsonb_build_object('read', coalesce(to_jsonb(protect."read"), '[]'),
+                                                    'update', coalesce(to_jsonb(protect."update"), '[]'),
+                                                    'delete', coalesce(to_jsonb(protect."delete"), '[]')));
+    creators := baas._normalize_acl(jsonb_build_object('read', coalesce(to_jsonb(protect."create"),
+        case when protect.owner is not null then '["authenticated"]'::jsonb else '[]' end))) -> 'read';
+    perform baas._check_new_principals(lists || jsonb_build_object('create', creators));
+
+    insert into baas.protected_tables as p (rel, owner_column, acl_column, tenant_column, version_column,
+                                            read_principals, create_principals, update_principals, delete_principals)
+    values (tbl, protect.owner, protect.acl, protect.tenant, protect.version,
+            array(select jsonb_array_elements_text(lists -> 'read')), array(select jsonb_array_elements_text(creators)),
+            array(select jsonb_array_elements_text(lists -> 'update')), array(select jsonb_array_elements_text(lists -> 'delete')))
+    on conflict on constraint protected_tables_pkey do update
+       set owner_column = excluded.owner_column, acl_column = excluded.acl_column,
+           tenant_column = excluded.tenant_column, version_column = excluded.version_column,
+           read_principals = excluded.read_principals, create_principals = excluded.create_principals,
+           update_principals = excluded.update_principals, delete_principals = excluded.delete_principals,
+           protected_at = now()
+    returning * into def;
+
+    execute format('alter table %s enable row level security', tbl);
+    execute format('alter table %s force row level security', tbl);
+    perform baas._protected_drop(tbl);
+    execute format('create policy baas_service on %s to baas_service using (true) with check (true)', tbl);
+    execute format('create policy baas_read on %s for select to baas_anon, baas_user using (%s)',
+                   tbl, baas._protected_rule(def, 'read'));
+    execute format('create policy baas_create on %s for insert to baas_anon, baas_user with check (%s)',
+                   tbl, baas._protected_rule(def, 'create'));
+    execute format('create policy baas_update on %s for update to baas_anon, baas_user using (%s) with check (%s)',
+                   tbl, baas._protected_rule(def, 'update'), baas._protected_rule(def, 'check'));
+    execute format('create policy baas_delete on %s for delete to baas_anon, baas_user using (%s)',
+                   tbl, baas._protected_rule(def, 'delete'));
+    execute format('create trigger baas_guard before insert or update on %s for each row '
+                   'execute function baas._protected_guard(%L, %L, %L)',
+                   tbl, coalesce(def.owner_column, ''), coalesce(def.acl_column, ''), coalesce(def.version_column, ''));
+    if def.acl_column is not null then
+        execute format('create trigger baas_audiences after insert or update of %I on %s for each row '
+                       'when (new.%I::text like ''%%followers:%%'') execute function baas._protected_audiences(%L)',
+                       def.acl_column, tbl, def.acl_column, def.acl_column);
+    end if;
+    execute format('grant select, insert, update, delete on %s to baas_anon, baas_user, baas_service', tbl);
+    for seq in select baas._protected_sequences(tbl) loop
+        execute format('grant usage on sequence %s to baas_anon, baas_user, baas_service', seq);
+    end loop;
+    return baas._protected_json(def);
+end
+$$;
+comment on function baas.protect(regclass, name, name, name, text[], text[], text[], text[], name) is
+    'Put a table under pgbaas permissions: owner (uuid), acl (jsonb), tenant and version (bigint) columns, read/create/update/delete principals; forced RLS policies from sql/permissions.sql''s rule';
+
+-- Take a table out from under pgbaas permissions: its baas_ policies and triggers, the
+-- API roles' grants (on the table and its sequences) and its definition go; row-level
+-- security stays on and forced, so without policies of the team's own only privileged
+-- roles see its rows. False when it was not protected.
+create function baas.unprotect(tbl regclass) returns boolean
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    seq text;
+begin
+    if not exists (select from baas.protected_tables p where p.rel = tbl) then
+        return false;
+    end if;
+    perform baas._protected_drop(tbl);
+    execute format('revoke select, insert, update, delete on %s from baas_anon, baas_user, baas_service', tbl);
+    for seq in select baas._protected_sequences(tbl) loop
+        execute format('revoke usage on sequence %s from baas_anon, baas_user, baas_service', seq);
+    end loop;
+    delete from baas.protected_tables p where p.rel = tbl;
+    return true;
+end
+$$;
+comment on function baas.unprotect(regclass) is
+    'Take a table out from under pgbaas permissions: drops its baas_ policies and triggers and the API roles'' grants; true when it was protected';
+
+------------------------------------------------------------------------ helpers
+-- For the team's own policies and functions (docs/tables.md, "Helpers"). Each answers
+-- for the caller, as the caller: SECURITY INVOKER, so inside a policy or a function it
+-- is the current role with the current claims that asks, through the same policies as
+-- every other door. STABLE: a policy may call them once per row or, written as
+-- (select baas.has_role('x')), once per statement.
+
+-- Is the caller in application role `name`, directly or through nested roles?
+create function baas.has_role(name text) returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select coalesce(has_role.name = any (baas.roles()), false)
+$$;
+comment on function baas.has_role(text) is 'Whether the caller is in this application role, nested roles included';
+
+-- May the caller read document `id` of `collection`? Asked of the documents' own read
+-- policy: false for an unknown collection, a malformed id or a document the caller
+-- may not see, alike.
+create function baas.can_read(collection text, id text) returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select exists (select from baas.documents d
+                    where d.collection_id = (select c.id from baas.collections c where c.name = can_read.collection)
+                      and d.id = baas._parse_document_id(can_read.id))
+$$;
+comment on function baas.can_read(text, text) is 'Whether the caller may read this document (its collection''s policies decide)';
+
+-- May the caller read file `id` (its metadata and bytes)? A file is a document of a
+-- bucket, read under the same policy.
+create function baas.can_read_file(id uuid) returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select exists (select from baas.documents d where d.id = can_read_file.id and d.blob_id is not null)
+$$;
+comment on function baas.can_read_file(uuid) is 'Whether the caller may read this file';
+
+------------------------------------------------------------------------ what is exposed
+-- What the doors serve, to whom (docs/tables.md, "What is exposed"): the functions of
+-- the exposed schemas (sql/rpc.sql; names starting with _ are never served) and the
+-- protected tables in them, with the API roles that may call or read each (EXECUTE or
+-- SELECT, and USAGE on the schema) and, for a table, its definition. For DBAs and
+-- service tokens; as the caller (security_invoker), so it shows what Postgres says.
+create view baas.exposed with (security_invoker = true) as
+    select 'function'::text as kind, n.nspname::text as schema, p.proname::text as name,
+           format('%I.%I(%s)', n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)) as signature,
+           case when p.provolatile in ('s', 'i') then 'GET, POST /v1/rpc/' else 'POST /v1/rpc/' end || p.proname as http,
+           array(select r from unnest(array['baas_anon', 'baas_user', 'baas_service']) r
+                  where pg_catalog.has_function_privilege(r, p.oid, 'EXECUTE')
+                    and pg_catalog.has_schema_privilege(r, n.oid, 'USAGE')) as roles,
+           p.prosecdef as security_definer,
+           null::text as policy
+      from pg_catalog.pg_proc p
+      join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+     where n.oid = any (baas._exposed_schemas()) and p.prokind = 'f' and p.proname not like '\_%'
+    union all
+    select 'table', n.nspname, c.relname,
+           format('%I.%I', n.nspname, c.relname),
+           format('GET, POST /v1/tables/%1$s; GET, PATCH, DELETE /v1/tables/%1$s/{key}', c.relname),
+           array(select r from unnest(array['baas_anon', 'baas_user', 'baas_service']) r
+                  where pg_catalog.has_table_privilege(r, c.oid, 'SELECT')
+                    and pg_catalog.has_schema_privilege(r, n.oid, 'USAGE')),
+           false,
+           jsonb_build_object('owner', d.owner_column, 'acl', d.acl_column, 'tenant', d.tenant_column,
+                              'version', d.version_column, 'read', to_jsonb(d.read_principals),
+                              'create', to_jsonb(d.create_principals), 'update', to_jsonb(d.update_principals),
+                              'delete', to_jsonb(d.delete_principals))::text
+      from baas.protected_tables d
+      join pg_catalog.pg_class c on c.oid = d.rel
+      join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+     where n.oid = any (baas._exposed_schemas());
+comment on view baas.exposed is
+    'What the HTTP doors serve: functions and protected tables of the exposed schemas, the API roles that may call or read each, and a table''s definition';
+-- Service tokens read the definitions through it (DBAs bypass row-level security).
+create policy protected_tables_service on baas.protected_tables for select to baas_service using (true);
+
 ------------------------------------------------------------------------ lints
 -- The protected tables' security lints, one branch of baas.security_lints() (sql/lints.sql).
+--   protected_table_drift: a protected table whose row-level security is off or not
+--     forced; one of its baas_ policies missing, or not what its definition makes now
+--     (text, command, roles, permissive); or a permissive policy baas.protect did not
+--     make that applies to an API role (it would widen the rule; restrictive ones only
+--     narrow it).
+--   unprotected_table_exposed: a table (or view) in an exposed schema that an API role
+--     may read or write, that is not protected: its rows are not under pgbaas's rule.
 create function baas._table_lints()
 returns table (lint text, object text, detail text)
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    return;
+    return query
+    select 'protected_table_drift'::text, d.rel::text,
+           case when not c.relrowsecurity then 'row-level security is off: protect the table again'
+                else 'row-level security is not forced: protect the table again' end
+      from baas.protected_tables d
+      join pg_class c on c.oid = d.rel
+     where not (c.relrowsecurity and c.relforcerowsecurity)
+    union all
+    select 'protected_table_drift', format('policy %I on %s', e.polname, d.rel),
+           case when p.oid is null then 'missing: baas.protect makes it (protect the table again)'
+                else format('not what its definition makes (%s / %s): protect the table again',
+                            coalesce(pg_get_expr(p.polqual, p.polrelid), '-'),
+                            coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '-')) end
+      from baas.protected_tables d
+      join pg_class c on c.oid = d.rel
+      cross join lateral (values
+          ('baas_read', 'r', false, baas._protected_rule(d, 'read'), null::text),
+          ('baas_create', 'a', false, null, baas._protected_rule(d, 'create')),
+          ('baas_update', 'w', false, baas._protected_rule(d, 'update'), baas._protected_rule(d, 'check')),
+          ('baas_delete', 'd', false, baas._protected_rule(d, 'delete'), null),
+          ('baas_service', '*', true, 'true', 'true')) e(polname, cmd, service, qual, wcheck)
+      left join pg_policy p on p.polrelid = d.rel and p.polname = e.polname
+     where p.oid is null or not p.polpermissive or p.polcmd::text <> e.cmd
+        or pg_get_expr(p.polqual, p.polrelid) is distinct from e.qual
+        or pg_get_expr(p.polwithcheck, p.polrelid) is distinct from e.wcheck
+        or (select array_agg(x order by x) from unnest(p.polroles::oid[]) x)
+           is distinct from (select array_agg(x order by x) from unnest(
+               case when e.service then array['baas_service'::regrole::oid]
+                    else array['baas_anon'::regrole::oid, 'baas_user'::regrole::oid] end) x)
+    union all
+    select 'protected_table_drift', format('policy %I on %s', p.polname, d.rel),
+           'a permissive policy baas.protect did not make, for an API role: it widens the table''s rule (make it restrictive, or drop it)'
+      from baas.protected_tables d
+      join pg_policy p on p.polrelid = d.rel
+     where p.polpermissive
+       and p.polname not in ('baas_read', 'baas_create', 'baas_update', 'baas_delete', 'baas_service')
+       and exists (select from unnest(p.polroles::oid[]) x, (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+                    where x = 0 or pg_has_role(r.rolname, x, 'MEMBER'))
+    union all
+    select 'unprotected_table_exposed', c.oid::regclass::text,
+           format('in exposed schema %I, usable by %s, and not protected: protect it (baas.protect) or revoke the grants',
+                  n.nspname, array_to_string(a.roles, ', '))
+      from pg_class c
+      join pg_namespace n on n.oid = c.relnamespace
+      cross join lateral (select array(select r from unnest(array['baas_anon', 'baas_user', 'baas_service']) r
+                                        where has_any_column_privilege(r, c.oid, 'SELECT, INSERT, UPDATE')
+                                           or has_table_privilege(r, c.oid, 'DELETE')) as roles) a
+     where c.relnamespace = any (baas._exposed_schemas())
+       and c.relkind in ('r', 'p', 'v', 'm', 'f')
+       and cardinality(a.roles) > 0
+       and not exists (select from baas.protected_tables d where d.rel = c.oid);
 end
 $$;
