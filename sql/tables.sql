@@ -240,6 +240,9 @@ begin
         case when protect.owner is not null then '["authenticated"]'::jsonb else '[]' end))) -> 'read';
     perform baas._check_new_principals(lists || jsonb_build_object('create', creators));
 
+    -- Definitions of tables dropped since: their oids could name another table one day.
+    delete from baas.protected_tables p where not exists (select from pg_catalog.pg_class k where k.oid = p.rel);
+
     insert into baas.protected_tables as p (rel, owner_column, acl_column, tenant_column, version_column,
                                             read_principals, create_principals, update_principals, delete_principals)
     values (tbl, protect.owner, protect.acl, protect.tenant, protect.version,
@@ -394,8 +397,11 @@ create policy protected_tables_service on baas.protected_tables for select to ba
 --     (text, command, roles, permissive); or a permissive policy baas.protect did not
 --     make that applies to an API role (it would widen the rule; restrictive ones only
 --     narrow it).
---   unprotected_table_exposed: a table (or view) in an exposed schema that an API role
---     may read or write, that is not protected: its rows are not under pgbaas's rule.
+--     Its guard trigger missing, disabled or changed; an API role granted TRUNCATE,
+--     TRIGGER or REFERENCES on it (row-level security does not govern those).
+--   unprotected_table_exposed: a table (or a view that is not security_invoker) in an
+--     exposed schema that an API role may read or write, that is not protected: its
+--     rows are not under pgbaas's rule.
 create function baas._table_lints()
 returns table (lint text, object text, detail text)
 language plpgsql stable
@@ -441,6 +447,29 @@ begin
        and exists (select from unnest(p.polroles::oid[]) x, (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
                     where x = 0 or pg_has_role(r.rolname, x, 'MEMBER'))
     union all
+    -- The guard trigger says what the policies cannot (no giving rows away, the ACL
+    -- the owner's): present, enabled, with the definition's columns.
+    select 'protected_table_drift', format('trigger baas_guard on %s', d.rel),
+           case when t.oid is null then 'missing: baas.protect makes it (protect the table again)'
+                when t.tgenabled = 'D' then 'disabled: owners could lose their rows (enable it, or protect the table again)'
+                else 'not what its definition makes: protect the table again' end
+      from baas.protected_tables d
+      join pg_class c on c.oid = d.rel
+      left join pg_trigger t on t.tgrelid = d.rel and t.tgname = 'baas_guard'
+     where t.oid is null or t.tgenabled = 'D' or t.tgfoid <> 'baas._protected_guard()'::regprocedure
+        or encode(t.tgargs, 'escape') is distinct from
+           format('%s\000%s\000%s\000', d.owner_column, d.acl_column, d.version_column)
+    union all
+    -- Privileges row-level security does not govern: TRUNCATE empties the table
+    -- whatever the policies say; TRIGGER and REFERENCES are the DBA's.
+    select 'protected_table_drift', format('%s to %s', d.rel, r.rolname),
+           format('%s may %s it, which row-level security does not govern: revoke it', r.rolname, lower(x.priv))
+      from baas.protected_tables d
+      join pg_class c on c.oid = d.rel
+      cross join (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+      cross join (values ('TRUNCATE'), ('TRIGGER'), ('REFERENCES')) x(priv)
+     where has_table_privilege(r.rolname, d.rel, x.priv)
+    union all
     select 'unprotected_table_exposed', c.oid::regclass::text,
            format('in exposed schema %I, usable by %s, and not protected: protect it (baas.protect) or revoke the grants',
                   n.nspname, array_to_string(a.roles, ', '))
@@ -452,6 +481,9 @@ begin
      where c.relnamespace = any (baas._exposed_schemas())
        and c.relkind in ('r', 'p', 'v', 'm', 'f')
        and cardinality(a.roles) > 0
+       -- A security_invoker view reads its tables as the caller: their policies apply.
+       and not (c.relkind = 'v' and exists (select from unnest(c.reloptions) o
+                                              where lower(o) in ('security_invoker=true', 'security_invoker=on', 'security_invoker=1')))
        and not exists (select from baas.protected_tables d where d.rel = c.oid);
 end
 $$;

@@ -3,7 +3,7 @@
 -- collection and on a protected table with the same ACLs, as each caller, and the
 -- table must answer exactly as the documents do.
 begin;
-select plan(90);
+select plan(94);
 
 -- The outcome of a statement as the current caller (role and claims already set, by
 -- baas.as_user): the number of rows it touched, or its SQLSTATE and DETAIL. Always
@@ -123,6 +123,12 @@ select ok(not has_table_privilege('baas_user', 'public.pt_notes', 'select')
           and (select relforcerowsecurity from pg_class where oid = 'public.pt_notes'::regclass),
           'policies, triggers, grants and definition gone; RLS stays forced');
 select ok(not baas.unprotect('public.pt_notes'), 'unprotect again: false');
+create table public.pt_gone (id int);
+select baas.protect('public.pt_gone') is not null as made \gset
+select 'public.pt_gone'::regclass::oid as gone \gset
+drop table public.pt_gone;
+select baas.protect('public.pt_notes', owner => 'owner_id') is not null as made \gset
+select ok(not exists (select from baas.protected_tables where rel::oid = :gone), 'protect forgets the definitions of dropped tables');
 
 -------------------------------------------------------------------- the matrix
 -- The same seven ACLs on seven documents and on seven rows, all made by their owner.
@@ -272,6 +278,15 @@ select is(array(select pg_temp.lints('protected_table_drift')),
           array['policy baas_update on public.pt_matrix: not what its definition makes (((owner_id = ( SELECT baas.uid() AS uid)) OR ((acl -> ''update''::text) ?| ( SELECT baas.principals() AS principals))) / true): protect the table again'],
           'protected_table_drift: a policy for other roles');
 select baas.protect('public.pt_matrix', owner => 'owner_id', acl => 'acl') is not null as made \gset
+alter table public.pt_matrix disable trigger baas_guard;
+grant truncate on public.pt_matrix to baas_user;
+select is(array(select pg_temp.lints('protected_table_drift')),
+          array['public.pt_matrix to baas_user: baas_user may truncate it, which row-level security does not govern: revoke it',
+                'trigger baas_guard on public.pt_matrix: disabled: owners could lose their rows (enable it, or protect the table again)'],
+          'protected_table_drift: a disabled guard, a TRUNCATE grant');
+revoke truncate on public.pt_matrix from baas_user;
+alter table public.pt_matrix enable trigger baas_guard;
+select is_empty($$ select pg_temp.lints('protected_table_drift') $$, 'clean again');
 
 create schema pt_api;
 create table pt_api.open (id int);
@@ -285,6 +300,13 @@ select is(array(select pg_temp.lints('unprotected_table_exposed')),
           array['pt_api.open: in exposed schema pt_api, usable by baas_anon, and not protected: protect it (baas.protect) or revoke the grants'],
           'unprotected_table_exposed: a granted table in an exposed schema (not the ungranted one, not the protected one)');
 revoke select on pt_api.open from baas_anon;
+create view pt_api.invoker with (security_invoker = true) as select * from pt_api.guarded;
+create view pt_api.definer as select * from pt_api.guarded;
+grant select on pt_api.invoker, pt_api.definer to baas_user;
+select is(array(select pg_temp.lints('unprotected_table_exposed')),
+          array['pt_api.definer: in exposed schema pt_api, usable by baas_user, and not protected: protect it (baas.protect) or revoke the grants'],
+          'unprotected_table_exposed: a view that reads as its owner (not a security_invoker one)');
+drop view pt_api.invoker, pt_api.definer;
 select is_empty($$ select pg_temp.lints('unprotected_table_exposed') $$, 'and silent once its grants are gone');
 
 -------------------------------------------------------------------- what is exposed
