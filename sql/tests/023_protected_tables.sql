@@ -3,7 +3,7 @@
 -- collection and on a protected table with the same ACLs, as each caller, and the
 -- table must answer exactly as the documents do.
 begin;
-select plan(94);
+select plan(96);
 
 -- The outcome of a statement as the current caller (role and claims already set, by
 -- baas.as_user): the number of rows it touched, or its SQLSTATE and DETAIL. Always
@@ -215,6 +215,16 @@ select is(pg_temp.as(:'m', $$ insert into public.pt_orders values (3, 'shop_2', 
 select is(pg_temp.as(:'m', $$ insert into public.pt_orders values (3, 'shop_1', null, 1) $$), '1', 'one in its own shop');
 select is(pg_temp.as(:'m', $$ update public.pt_orders set shop = 'shop_2' $$), '42501 ', 'no moving an order to another shop');
 select is(pg_temp.as(:'m', $$ update public.pt_orders set total = 11 $$), '1', 'updating in its own shop');
+
+-------------------------------------------------------------------- followers
+-- An ACL naming followers:<owner> reaches the owner's followers, as in a document's.
+select pg_temp.as_kept(:'o', format('insert into public.pt_matrix (id, acl) values (%L, %L)', pg_temp.kid(50),
+                                    format('{"read": ["followers:%s"]}', :'o'))) as made \gset
+select ok(exists (select from baas._follow_audiences where user_id = :'o'), 'the owner is noted as an audience');
+insert into baas.follows (follower, followee, status, accepted_at) values (:'g', :'o', 'accepted', now());
+select is(array(select baas.as_user(c.who, format('select count(*) from public.pt_matrix where id = %L', pg_temp.kid(50)))::int
+                  from pt_callers c order by c.name),
+          array[0, 0, 1, 0, 1], 'a follower (the grantee) reads it; a stranger, anonymous and a member do not');
 
 -------------------------------------------------------------------- helpers
 select is(array(select baas.as_user(c.who, $$ select baas.has_role('editors') $$)::boolean from pt_callers c order by c.name),
