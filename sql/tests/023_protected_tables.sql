@@ -3,7 +3,7 @@
 -- collection and on a protected table with the same ACLs, as each caller, and the
 -- table must answer exactly as the documents do.
 begin;
-select plan(96);
+select plan(98);
 
 -- The outcome of a statement as the current caller (role and claims already set, by
 -- baas.as_user): the number of rows it touched, or its SQLSTATE and DETAIL. Always
@@ -215,6 +215,17 @@ select is(pg_temp.as(:'m', $$ insert into public.pt_orders values (3, 'shop_2', 
 select is(pg_temp.as(:'m', $$ insert into public.pt_orders values (3, 'shop_1', null, 1) $$), '1', 'one in its own shop');
 select is(pg_temp.as(:'m', $$ update public.pt_orders set shop = 'shop_2' $$), '42501 ', 'no moving an order to another shop');
 select is(pg_temp.as(:'m', $$ update public.pt_orders set total = 11 $$), '1', 'updating in its own shop');
+
+-------------------------------------------------------------------- table-wide lists
+-- No owner column: the lists alone decide (create defaults to nobody without an owner).
+create table public.pt_board (id int primary key, note text);
+select is(baas.protect('public.pt_board', "read" => '{public}', "delete" => '{role:editors}') -> 'create', '[]', 'no owner: nobody creates by default');
+insert into public.pt_board values (1, 'hello');
+select is(array(select pg_temp.as(c.who, 'select from public.pt_board') || '/' || pg_temp.as(c.who, 'update public.pt_board set note = null')
+                       || '/' || pg_temp.as(c.who, 'delete from public.pt_board') || '/' || pg_temp.as(c.who, 'insert into public.pt_board values (2)')
+                  from pt_callers c order by c.name),
+          array['1/0/0/42501 ', '1/0/0/42501 ', '1/0/0/42501 ', '1/0/1/42501 ', '1/0/0/42501 '],
+          'read by everyone (public), deleted by editors only, updated and created by nobody');
 
 -------------------------------------------------------------------- followers
 -- An ACL naming followers:<owner> reaches the owner's followers, as in a document's.
