@@ -272,7 +272,8 @@ create policy file_quotas_service on baas.file_quotas to baas_service using (tru
 -- list and by principals in the table's `read` list; update and delete likewise with
 -- their lists; creating needs the caller as the owner (the guard trigger fills it when
 -- NULL) and a principal in `create`. A tenant column ANDs every rule with "the caller
--- holds role:<tenant>" (tenants are application roles), on the new row of an update
+-- holds role:<prefix><tenant>" (tenants are application roles; the prefix, '' by
+-- default, lets an integer or uuid tenant name one), on the new row of an update
 -- too, so a row cannot be moved into a tenant the caller is not in. The service role
 -- bypasses, as for documents (its policy is made by baas.protect).
 --
@@ -283,7 +284,7 @@ create policy file_quotas_service on baas.file_quotas to baas_service using (tru
 -- text with text. Identifiers are quoted (%I), principals a quoted literal of an array
 -- that baas.protect has validated and sorted.
 create function baas._protected_rule(rel regclass, owner_column name, acl_column name, tenant_column name,
-                                     principals text[], op text) returns text
+                                     principals text[], op text, tenant_prefix text default null) returns text
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
@@ -332,7 +333,10 @@ begin
           into tenant_text
           from pg_catalog.pg_attribute a
          where a.attrelid = rel and a.attname = tenant_column and a.attnum > 0 and not a.attisdropped;
-        tenant_text := format('(ARRAY[(''role:''::text || %s)] && %s)', coalesce(tenant_text, format('%I', tenant_column)), mine);
+        -- baas.protect allows only role-name characters in the prefix: quote_literal
+        -- then writes it as Postgres prints it.
+        tenant_text := format('(ARRAY[(%s::text || %s)] && %s)', quote_literal('role:' || coalesce(tenant_prefix, '')),
+                              coalesce(tenant_text, format('%I', tenant_column)), mine);
         if op = 'create' then
             terms := terms || tenant_text;
         else

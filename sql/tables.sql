@@ -22,7 +22,10 @@ create table baas.protected_tables (
     create_principals text[] not null default '{}',
     update_principals text[] not null default '{}',
     delete_principals text[] not null default '{}',
-    protected_at timestamptz not null default now()
+    protected_at timestamptz not null default now(),
+    -- Tenants: a row whose tenant column holds v needs principal role:<prefix><v>
+    -- (NULL: role:<v>), so that integer and uuid tenants name valid roles.
+    tenant_prefix text
 );
 revoke all on baas.protected_tables from public;
 alter table baas.protected_tables enable row level security;
@@ -44,7 +47,7 @@ as $$
                                 case op when 'read' then def.read_principals when 'create' then def.create_principals
                                         when 'update' then def.update_principals when 'delete' then def.delete_principals
                                         else '{}' end,
-                                op)
+                                op, def.tenant_prefix)
 $$;
 
 -- A definition as JSON: what baas.protect returns and baas.exposed shows.
@@ -55,7 +58,8 @@ as $$
     select jsonb_build_object('table', def.rel::text, 'owner', def.owner_column, 'acl', def.acl_column,
                               'tenant', def.tenant_column, 'version', def.version_column,
                               'read', to_jsonb(def.read_principals), 'create', to_jsonb(def.create_principals),
-                              'update', to_jsonb(def.update_principals), 'delete', to_jsonb(def.delete_principals))
+                              'update', to_jsonb(def.update_principals), 'delete', to_jsonb(def.delete_principals),
+                              'tenant_prefix', def.tenant_prefix)
 $$;
 
 ------------------------------------------------------------------------ row guard
@@ -176,16 +180,37 @@ as $$
      where a.attrelid = tbl and a.attnum > 0 and not a.attisdropped and s is not null
 $$;
 
+-- A table's descendants: its partitions and inheritance children, at every depth.
+-- Queried through the table they obey its policies; queried directly, their own.
+create function baas._protected_descendants(tbl regclass) returns setof regclass
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    with recursive d(rel) as (
+        select i.inhrelid from pg_catalog.pg_inherits i where i.inhparent = tbl
+        union
+        select i.inhrelid from pg_catalog.pg_inherits i join d on i.inhparent = d.rel)
+    select d.rel::regclass from d
+$$;
+
 -- Put a table under pgbaas permissions (docs/tables.md). DBA only: SECURITY INVOKER,
 -- so Postgres's own checks decide (the table's owner or a superuser may change its
 -- policies; only they can write baas.protected_tables), and not granted to anyone.
 -- Validates the columns and principals, records the definition, forces row-level
 -- security and (re)makes the baas_ policies from the rule of sql/permissions.sql, the
 -- guard triggers and the API roles' grants. Protecting again replaces them.
+--   * Existing rows' ACLs are brought to the canonical form (their principals must
+--     exist): a row whose ACL is not valid stops it (22023 invalid_acl, naming it).
+--   * A permissive policy it did not make, for an API role or PUBLIC, would widen the
+--     rule: 22023 foreign_policy (drop it, or make it AS RESTRICTIVE).
+--   * Partitions and inheritance children (not protected themselves) lose the API
+--     roles' privileges and get forced row-level security with no policies: they are
+--     reached through the table only.
 create function baas.protect(tbl regclass, owner name default null, acl name default null,
                              tenant name default null, "read" text[] default null,
                              "create" text[] default null, "update" text[] default null,
-                             "delete" text[] default null, version name default null) returns jsonb
+                             "delete" text[] default null, version name default null,
+                             tenant_prefix text default null) returns jsonb
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
@@ -197,6 +222,15 @@ declare
     creators jsonb;
     def baas.protected_tables;
     seq text;
+    child regclass;
+    msg text;
+    code text;
+    row_oid oid;
+    row_key text;
+    row_name text;
+    row_label text;
+    row_acl jsonb;
+    norm jsonb;
 begin
     if tbl is null then
         perform baas._raise('22023', 'invalid_request', 'protect: the table is required');
@@ -231,34 +265,100 @@ begin
                 format('the %s column %I of %s is generated: pgbaas sets it', v.what, v.col, tbl));
         end if;
     end loop;
-    -- Principals as in a document's ACL (canonical, read ⊇ update ∪ delete: whoever may
-    -- change a row may see it), each naming an account or role that exists.
+    if protect.tenant_prefix is not null then
+        if protect.tenant is null then
+            perform baas._raise('22023', 'invalid_request', 'protect: tenant_prefix needs a tenant column');
+        elsif protect.tenant_prefix !~ '^[a-z][a-z0-9_.-]{0,61}$' then
+            perform baas._raise('22023', 'invalid_request',
+                format('protect: tenant_prefix %L must start a role name: a lowercase letter, then lowercase letters, digits, _ . or -',
+                       protect.tenant_prefix));
+        end if;
+    end if;
+    -- Principals as in a document's ACL, each list checked on its own (an error names
+    -- it), each naming an account or role that exists.
+    for v in select * from (values ('read', protect."read"), ('create', protect."create"),
+                                   ('update', protect."update"), ('delete', protect."delete")) x(what, list)
+              where x.list is not null loop
+        begin
+            perform baas._check_new_principals(baas._normalize_acl(jsonb_build_object('read', to_jsonb(v.list))));
+        exception when sqlstate '22023' then
+            get stacked diagnostics msg = message_text, code = pg_exception_detail;
+            perform baas._raise('22023', code, format('protect: the %s list: %s', v.what, regexp_replace(msg, '^acl\.read ', '')));
+        end;
+    end loop;
+    -- Canonical, read ⊇ update ∪ delete: whoever may change a row may see it.
     lists := baas._normalize_acl(jsonb_build_object('read', coalesce(to_jsonb(protect."read"), '[]'),
                                                     'update', coalesce(to_jsonb(protect."update"), '[]'),
                                                     'delete', coalesce(to_jsonb(protect."delete"), '[]')));
     creators := baas._normalize_acl(jsonb_build_object('read', coalesce(to_jsonb(protect."create"),
         case when protect.owner is not null then '["authenticated"]'::jsonb else '[]' end))) -> 'read';
-    perform baas._check_new_principals(lists || jsonb_build_object('create', creators));
 
     -- Definitions of tables dropped since: their oids could name another table one day.
     delete from baas.protected_tables p where not exists (select from pg_catalog.pg_class k where k.oid = p.rel);
 
     insert into baas.protected_tables as p (rel, owner_column, acl_column, tenant_column, version_column,
-                                            read_principals, create_principals, update_principals, delete_principals)
+                                            read_principals, create_principals, update_principals, delete_principals,
+                                            tenant_prefix)
     values (tbl, protect.owner, protect.acl, protect.tenant, protect.version,
             array(select jsonb_array_elements_text(lists -> 'read')), array(select jsonb_array_elements_text(creators)),
-            array(select jsonb_array_elements_text(lists -> 'update')), array(select jsonb_array_elements_text(lists -> 'delete')))
+            array(select jsonb_array_elements_text(lists -> 'update')), array(select jsonb_array_elements_text(lists -> 'delete')),
+            protect.tenant_prefix)
     on conflict on constraint protected_tables_pkey do update
        set owner_column = excluded.owner_column, acl_column = excluded.acl_column,
            tenant_column = excluded.tenant_column, version_column = excluded.version_column,
            read_principals = excluded.read_principals, create_principals = excluded.create_principals,
            update_principals = excluded.update_principals, delete_principals = excluded.delete_principals,
-           protected_at = now()
+           tenant_prefix = excluded.tenant_prefix, protected_at = now()
     returning * into def;
+
+    perform baas._protected_drop(tbl);
+    select p.polname into msg from pg_catalog.pg_policy p
+     where p.polrelid = tbl and p.polpermissive
+       and exists (select from unnest(p.polroles::oid[]) x, (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+                    where x = 0 or pg_catalog.pg_has_role(r.rolname, x, 'MEMBER'))
+     order by 1 limit 1;
+    if found then
+        perform baas._raise('22023', 'foreign_policy',
+            format('policy %I on %s is permissive and applies to an API role: it would widen the rule (drop it, or make it AS RESTRICTIVE), then protect the table',
+                   msg, tbl));
+    end if;
+
+    -- The rows already there: their ACLs canonical (the owner's own policies read them
+    -- as documents' are read), their principals existing, their followers: noted. The
+    -- table's owner reads and writes them without the policies (row-level security
+    -- unforced for the while; the guard trigger is gone until below).
+    execute format('alter table %s no force row level security', tbl);
+    if def.acl_column is not null then
+        select coalesce('(' || string_agg(format('%I', a.attname), ', ' order by k.n) || ')::text', 'ctid::text')
+          into row_label
+          from pg_catalog.pg_index i, unnest(i.indkey) with ordinality k(attnum, n), pg_catalog.pg_attribute a
+         where i.indrelid = tbl and i.indisprimary and a.attrelid = tbl and a.attnum = k.attnum;
+        for row_oid, row_key, row_name, row_acl in execute format(
+                'select tableoid, ctid::text, %s, %I from %s where %I is not null',
+                row_label, def.acl_column, tbl, def.acl_column) loop
+            begin
+                norm := baas._normalize_acl(row_acl);
+                perform baas._check_new_principals(norm);
+            exception when sqlstate '22023' then
+                get stacked diagnostics msg = message_text;
+                perform baas._raise('22023', 'invalid_acl',
+                    format('protect: the ACL of row %s of %s is not valid (%s): correct it, then protect the table',
+                           row_name, row_oid::regclass, msg));
+            end;
+            if norm is distinct from row_acl then
+                execute format('update %s set %I = $1 where tableoid = $2 and ctid = $3::tid', tbl, def.acl_column)
+                  using norm, row_oid, row_key;
+            end if;
+        end loop;
+        execute format('select baas._note_audiences(array(select distinct x from %s t, jsonb_each(t.%I) e, '
+                       'jsonb_array_elements_text(case when jsonb_typeof(e.value) = ''array'' then e.value else ''[]'' end) x '
+                       'where x like ''followers:%%''))', tbl, def.acl_column);
+    end if;
+    -- The table-wide lists' followers: principals, as a collection's create list's.
+    perform baas._note_audiences(def.read_principals || def.create_principals || def.update_principals || def.delete_principals);
 
     execute format('alter table %s enable row level security', tbl);
     execute format('alter table %s force row level security', tbl);
-    perform baas._protected_drop(tbl);
     execute format('create policy baas_service on %s to baas_service using (true) with check (true)', tbl);
     execute format('create policy baas_read on %s for select to baas_anon, baas_user using (%s)',
                    tbl, baas._protected_rule(def, 'read'));
@@ -280,11 +380,18 @@ begin
     for seq in select baas._protected_sequences(tbl) loop
         execute format('grant usage on sequence %s to baas_anon, baas_user, baas_service', seq);
     end loop;
+    -- Its partitions and inheritance children: through the table only.
+    for child in select d from baas._protected_descendants(tbl) d
+                  where not exists (select from baas.protected_tables p where p.rel = d) loop
+        execute format('revoke all on %s from baas_anon, baas_user, baas_service', child);
+        execute format('alter table %s enable row level security', child);
+        execute format('alter table %s force row level security', child);
+    end loop;
     return baas._protected_json(def);
 end
 $$;
-comment on function baas.protect(regclass, name, name, name, text[], text[], text[], text[], name) is
-    'Put a table under pgbaas permissions: owner (uuid), acl (jsonb), tenant and version (bigint) columns, read/create/update/delete principals; forced RLS policies from sql/permissions.sql''s rule';
+comment on function baas.protect(regclass, name, name, name, text[], text[], text[], text[], name, text) is
+    'Put a table under pgbaas permissions: owner (uuid), acl (jsonb), tenant and version (bigint) columns, read/create/update/delete principals, a tenant role prefix; forced RLS policies from sql/permissions.sql''s rule';
 
 -- Take a table out from under pgbaas permissions: its baas_ policies and triggers, the
 -- API roles' grants (on the table and its sequences) and its definition go; row-level
@@ -355,36 +462,45 @@ comment on function baas.can_read_file(uuid) is 'Whether the caller may read thi
 -- What the doors serve, to whom (docs/tables.md, "What is exposed"): the functions of
 -- the exposed schemas (sql/rpc.sql; names starting with _ are never served) and the
 -- protected tables in them, with the API roles that may call or read each (EXECUTE or
--- SELECT, and USAGE on the schema) and, for a table, its definition. For DBAs and
+-- SELECT, and USAGE on the schema: which tokens may reach it at all; a table's
+-- policies still decide which rows) and, for a table, its definition. Only the first
+-- exposed schema's entries of a name: the one the doors resolve it to. For DBAs and
 -- service tokens; as the caller (security_invoker), so it shows what Postgres says.
 create view baas.exposed with (security_invoker = true) as
-    select 'function'::text as kind, n.nspname::text as schema, p.proname::text as name,
-           format('%I.%I(%s)', n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)) as signature,
-           case when p.provolatile in ('s', 'i') then 'GET, POST /v1/rpc/' else 'POST /v1/rpc/' end || p.proname as http,
-           array(select r from unnest(array['baas_anon', 'baas_user', 'baas_service']) r
-                  where pg_catalog.has_function_privilege(r, p.oid, 'EXECUTE')
-                    and pg_catalog.has_schema_privilege(r, n.oid, 'USAGE')) as roles,
-           p.prosecdef as security_definer,
-           null::text as policy
-      from pg_catalog.pg_proc p
-      join pg_catalog.pg_namespace n on n.oid = p.pronamespace
-     where n.oid = any (baas._exposed_schemas()) and p.prokind = 'f' and p.proname not like '\_%'
-    union all
-    select 'table', n.nspname, c.relname,
-           format('%I.%I', n.nspname, c.relname),
-           format('GET, POST /v1/tables/%1$s; GET, PATCH, DELETE /v1/tables/%1$s/{key}', c.relname),
-           array(select r from unnest(array['baas_anon', 'baas_user', 'baas_service']) r
-                  where pg_catalog.has_table_privilege(r, c.oid, 'SELECT')
-                    and pg_catalog.has_schema_privilege(r, n.oid, 'USAGE')),
-           false,
-           jsonb_build_object('owner', d.owner_column, 'acl', d.acl_column, 'tenant', d.tenant_column,
-                              'version', d.version_column, 'read', to_jsonb(d.read_principals),
-                              'create', to_jsonb(d.create_principals), 'update', to_jsonb(d.update_principals),
-                              'delete', to_jsonb(d.delete_principals))::text
-      from baas.protected_tables d
-      join pg_catalog.pg_class c on c.oid = d.rel
-      join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-     where n.oid = any (baas._exposed_schemas());
+    select kind, schema, name, signature, http, roles, security_definer, policy
+      from (select x.*, min(x.pos) over (partition by x.kind, x.name) as first_pos
+              from (select 'function'::text as kind, n.nspname::text as schema, p.proname::text as name,
+                           format('%I.%I(%s)', n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)) as signature,
+                           case when p.provolatile in ('s', 'i') then 'GET, POST /v1/rpc/' else 'POST /v1/rpc/' end || p.proname as http,
+                           array(select r from unnest(array['baas_anon', 'baas_user', 'baas_service']) r
+                                  where pg_catalog.has_function_privilege(r, p.oid, 'EXECUTE')
+                                    and pg_catalog.has_schema_privilege(r, n.oid, 'USAGE')) as roles,
+                           p.prosecdef as security_definer,
+                           null::text as policy,
+                           pg_catalog.array_position(baas._exposed_schemas(), n.oid) as pos
+                      from pg_catalog.pg_proc p
+                      join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+                     where n.oid = any (baas._exposed_schemas()) and p.prokind = 'f' and p.proname not like '\_%'
+                    union all
+                    select 'table', n.nspname, c.relname,
+                           format('%I.%I', n.nspname, c.relname),
+                           format('GET, POST /v1/tables/%1$s; GET, PATCH, DELETE /v1/tables/%1$s/{key}', c.relname),
+                           array(select r from unnest(array['baas_anon', 'baas_user', 'baas_service']) r
+                                  where pg_catalog.has_table_privilege(r, c.oid, 'SELECT')
+                                    and pg_catalog.has_schema_privilege(r, n.oid, 'USAGE')),
+                           false,
+                           jsonb_build_object('owner', d.owner_column, 'acl', d.acl_column, 'tenant', d.tenant_column,
+                                              'version', d.version_column, 'read', to_jsonb(d.read_principals),
+                                              'create', to_jsonb(d.create_principals), 'update', to_jsonb(d.update_principals),
+                                              'delete', to_jsonb(d.delete_principals), 'tenant_prefix', d.tenant_prefix)::text,
+                           pg_catalog.array_position(baas._exposed_schemas(), n.oid)
+                      from baas.protected_tables d
+                      join pg_catalog.pg_class c on c.oid = d.rel
+                      join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+                     where n.oid = any (baas._exposed_schemas())) x) y
+     -- The doors look a name up in the exposed schemas in order: a later schema's
+     -- function or table of the same name is shadowed, never served.
+     where y.pos = y.first_pos;
 comment on view baas.exposed is
     'What the HTTP doors serve: functions and protected tables of the exposed schemas, the API roles that may call or read each, and a table''s definition';
 -- Service tokens read the definitions through it (DBAs bypass row-level security).
@@ -447,18 +563,37 @@ begin
        and exists (select from unnest(p.polroles::oid[]) x, (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
                     where x = 0 or pg_has_role(r.rolname, x, 'MEMBER'))
     union all
-    -- The guard trigger says what the policies cannot (no giving rows away, the ACL
-    -- the owner's): present, enabled, with the definition's columns.
-    select 'protected_table_drift', format('trigger baas_guard on %s', d.rel),
+    -- The guard triggers say what the policies cannot (no giving rows away, the ACL
+    -- the owner's, followers noted): present, firing (enabled in origin or always mode:
+    -- not 'D', nor 'R', which fires only for replication), row-level, before insert or
+    -- update for the guard (after insert or update of the ACL column for the audiences
+    -- trigger), with no column list or WHEN clause of anyone else's, the function and
+    -- arguments protect gave. tgtype bits (Postgres's trigger.h): ROW 1, BEFORE 2,
+    -- INSERT 4, DELETE 8, UPDATE 16. Arguments compared as bytes, as Postgres keeps them.
+    select 'protected_table_drift', format('trigger %s on %s', e.tgname, d.rel),
            case when t.oid is null then 'missing: baas.protect makes it (protect the table again)'
-                when t.tgenabled = 'D' then 'disabled: owners could lose their rows (enable it, or protect the table again)'
+                when t.tgenabled not in ('O', 'A') then 'disabled: owners could lose their rows (enable it, or protect the table again)'
                 else 'not what its definition makes: protect the table again' end
       from baas.protected_tables d
       join pg_class c on c.oid = d.rel
-      left join pg_trigger t on t.tgrelid = d.rel and t.tgname = 'baas_guard'
-     where t.oid is null or t.tgenabled = 'D' or t.tgfoid <> 'baas._protected_guard()'::regprocedure
-        or encode(t.tgargs, 'escape') is distinct from
-           format('%s\000%s\000%s\000', d.owner_column, d.acl_column, d.version_column)
+      cross join lateral (
+          select 'baas_guard'::name as tgname, 'baas._protected_guard()'::regprocedure::oid as fn,
+                 (1 | 2 | 4 | 16)::int2 as tgtype, '{}'::int2[] as attrs, false as has_when,
+                 convert_to(coalesce(d.owner_column, ''), getdatabaseencoding()) || '\x00'::bytea
+                 || convert_to(coalesce(d.acl_column, ''), getdatabaseencoding()) || '\x00'::bytea
+                 || convert_to(coalesce(d.version_column, ''), getdatabaseencoding()) || '\x00'::bytea as args
+          union all
+          select 'baas_audiences', 'baas._protected_audiences()'::regprocedure::oid, (1 | 4 | 16)::int2,
+                 array(select a.attnum from pg_attribute a where a.attrelid = d.rel and a.attname = d.acl_column),
+                 true, convert_to(d.acl_column, getdatabaseencoding()) || '\x00'::bytea
+           where d.acl_column is not null) e
+      left join pg_trigger t on t.tgrelid = d.rel and t.tgname = e.tgname
+     where t.oid is null or t.tgenabled not in ('O', 'A') or t.tgfoid <> e.fn or t.tgtype <> e.tgtype
+        or array(select unnest(t.tgattr::int2[])) <> e.attrs or (t.tgqual is not null) <> e.has_when
+        or t.tgargs is distinct from e.args
+        or (e.has_when and pg_get_triggerdef(t.oid) not like
+            '% WHEN (((new.' || replace(replace(replace(quote_ident(d.acl_column), '\', '\\'), '%', '\%'), '_', '\_')
+            || ')::text ~~ ''\%followers:\%''::text)) EXECUTE %')
     union all
     -- Privileges row-level security does not govern: TRUNCATE empties the table
     -- whatever the policies say; TRIGGER and REFERENCES are the DBA's.
@@ -470,9 +605,28 @@ begin
       cross join (values ('TRUNCATE'), ('TRIGGER'), ('REFERENCES')) x(priv)
      where has_table_privilege(r.rolname, d.rel, x.priv)
     union all
+    -- A partition or inheritance child of a protected table is reached through it, under
+    -- its policies; an API role's privilege on the child itself would pass them by.
+    select 'protected_table_drift', format('%s to %s', k.rel, r.rolname),
+           format('%s may use %s, a partition or inheritance child of protected table %s, directly: revoke it (protect %s again)',
+                  r.rolname, k.rel, d.rel, d.rel)
+      from baas.protected_tables d
+      join pg_class c on c.oid = d.rel
+      cross join lateral baas._protected_descendants(d.rel) k(rel)
+      cross join (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+     where not exists (select from baas.protected_tables p where p.rel = k.rel)
+       and (has_any_column_privilege(r.rolname, k.rel, 'SELECT, INSERT, UPDATE, REFERENCES')
+            or has_table_privilege(r.rolname, k.rel, 'DELETE, TRUNCATE, TRIGGER'))
+    union all
     select 'unprotected_table_exposed', c.oid::regclass::text,
-           format('in exposed schema %I, usable by %s, and not protected: protect it (baas.protect) or revoke the grants',
-                  n.nspname, array_to_string(a.roles, ', '))
+           case when c.relispartition
+                then format('in exposed schema %I, usable by %s, and not protected: a partition of %s, whose policies apply only through it: revoke the grants (and protect %s)',
+                            n.nspname, array_to_string(a.roles, ', '), pg_partition_root(c.oid), pg_partition_root(c.oid))
+                when exists (select from pg_inherits i where i.inhparent = c.oid)
+                then format('in exposed schema %I, usable by %s, and not protected: protect it (baas.protect, which also closes its partitions and children) or revoke the grants',
+                            n.nspname, array_to_string(a.roles, ', '))
+                else format('in exposed schema %I, usable by %s, and not protected: protect it (baas.protect) or revoke the grants',
+                            n.nspname, array_to_string(a.roles, ', ')) end
       from pg_class c
       join pg_namespace n on n.oid = c.relnamespace
       cross join lateral (select array(select r from unnest(array['baas_anon', 'baas_user', 'baas_service']) r
@@ -484,6 +638,8 @@ begin
        -- A security_invoker view reads its tables as the caller: their policies apply.
        and not (c.relkind = 'v' and exists (select from unnest(c.reloptions) o
                                               where lower(o) in ('security_invoker=true', 'security_invoker=on', 'security_invoker=1')))
-       and not exists (select from baas.protected_tables d where d.rel = c.oid);
+       and not exists (select from baas.protected_tables d where d.rel = c.oid)
+       -- A descendant of a protected table: protected_table_drift says it.
+       and not exists (select from baas.protected_tables d where c.oid in (select baas._protected_descendants(d.rel)));
 end
 $$;

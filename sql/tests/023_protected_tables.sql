@@ -3,7 +3,7 @@
 -- collection and on a protected table with the same ACLs, as each caller, and the
 -- table must answer exactly as the documents do.
 begin;
-select plan(98);
+select plan(131);
 
 -- The outcome of a statement as the current caller (role and claims already set, by
 -- baas.as_user): the number of rows it touched, or its SQLSTATE and DETAIL. Always
@@ -63,7 +63,7 @@ create table public.pt_notes (
 );
 select is(baas.protect('public.pt_notes', owner => 'owner_id', acl => 'acl', version => 'version'),
           '{"table": "public.pt_notes", "owner": "owner_id", "acl": "acl", "tenant": null, "version": "version",
-            "read": [], "create": ["authenticated"], "update": [], "delete": []}'::jsonb,
+            "read": [], "create": ["authenticated"], "update": [], "delete": [], "tenant_prefix": null}'::jsonb,
           'protect returns the definition (create defaults to authenticated when there is an owner)');
 select ok((select relrowsecurity and relforcerowsecurity from pg_class where oid = 'public.pt_notes'::regclass),
           'row-level security is on and forced');
@@ -216,6 +216,34 @@ select is(pg_temp.as(:'m', $$ insert into public.pt_orders values (3, 'shop_1', 
 select is(pg_temp.as(:'m', $$ update public.pt_orders set shop = 'shop_2' $$), '42501 ', 'no moving an order to another shop');
 select is(pg_temp.as(:'m', $$ update public.pt_orders set total = 11 $$), '1', 'updating in its own shop');
 
+-- A tenant column of integers: with a prefix, shop 42's rows are for role shop-42.
+select baas.create_role('shop-42');
+select baas.add_role_member('shop-42', :'m');
+create table public.pt_shops (id int primary key, shop int not null);
+select is(baas.protect('public.pt_shops', tenant => 'shop', tenant_prefix => 'shop-', "read" => '{authenticated}') ->> 'tenant_prefix',
+          'shop-', 'protect takes a tenant prefix');
+insert into public.pt_shops values (1, 42), (2, 43);
+select is(array(select baas.as_user(c.who, 'select coalesce(array_agg(id order by id), ''{}'') from public.pt_shops')::text from pt_callers c order by c.name),
+          array['[]', '[]', '[]', '[1]', '[]'], 'tenant_prefix: a member of shop-42 sees shop 42''s rows, nobody else any');
+
+-------------------------------------------------------------------- rows already there
+create table public.pt_old (id int primary key, acl jsonb);
+insert into public.pt_old values (1, '{"update": ["role:editors"]}'), (2, null), (3, format('{"read": ["followers:%s"]}', :'g')::jsonb);
+select ok(not exists (select from baas._follow_audiences where user_id = :'g'), '(the grantee is no audience yet)');
+select baas.protect('public.pt_old', acl => 'acl') is not null as made \gset
+select is(array(select acl from public.pt_old order by id),
+          array['{"read": ["role:editors"], "update": ["role:editors"], "delete": []}'::jsonb, null,
+                format('{"read": ["followers:%s"], "update": [], "delete": []}', :'g')::jsonb],
+          'protect makes the ACLs of the rows already there canonical');
+select ok(exists (select from baas._follow_audiences where user_id = :'g'), 'and notes their followers: principals');
+create table public.pt_old_bad (id int primary key, acl jsonb);
+insert into public.pt_old_bad values (1, '{}'), (7, '{"read": ["everyone"]}');
+select is(pg_temp.detail_of($$ select baas.protect('public.pt_old_bad', acl => 'acl') $$), '22023 invalid_acl', 'a row with an invalid ACL stops protect');
+select throws_like($$ select baas.protect('public.pt_old_bad', acl => 'acl') $$,
+                   'protect: the ACL of row 7 of public.pt_old_bad is not valid%', 'naming the row');
+update public.pt_old_bad set acl = '{"read": ["role:nosuch"]}' where id = 7;
+select is(pg_temp.detail_of($$ select baas.protect('public.pt_old_bad', acl => 'acl') $$), '22023 invalid_acl', 'and one naming a role that does not exist');
+
 -------------------------------------------------------------------- table-wide lists
 -- No owner column: the lists alone decide (create defaults to nobody without an owner).
 create table public.pt_board (id int primary key, note text);
@@ -236,6 +264,16 @@ insert into baas.follows (follower, followee, status, accepted_at) values (:'g',
 select is(array(select baas.as_user(c.who, format('select count(*) from public.pt_matrix where id = %L', pg_temp.kid(50)))::int
                   from pt_callers c order by c.name),
           array[0, 0, 1, 0, 1], 'a follower (the grantee) reads it; a stranger, anonymous and a member do not');
+
+-- Table-wide lists may name followers:<id> too.
+create table public.pt_fans (id int primary key);
+insert into public.pt_fans values (1);
+select ok(not exists (select from baas._follow_audiences where user_id = :'s'), '(the stranger is no audience yet)');
+select baas.protect('public.pt_fans', "read" => array[format('followers:%s', :'s')]) is not null as made \gset
+select ok(exists (select from baas._follow_audiences where user_id = :'s'), 'a table-wide followers: principal notes the account');
+insert into baas.follows (follower, followee, status, accepted_at) values (:'m', :'s', 'accepted', now());
+select is(array(select baas.as_user(c.who, 'select count(*) from public.pt_fans')::int from pt_callers c order by c.name),
+          array[0, 0, 0, 1, 0], 'the stranger''s follower (the member) reads the table; nobody else');
 
 -------------------------------------------------------------------- helpers
 select is(array(select baas.as_user(c.who, $$ select baas.has_role('editors') $$)::boolean from pt_callers c order by c.name),
@@ -291,8 +329,16 @@ select is(array(select pg_temp.lints('protected_table_drift')),
                 'policy baas_read on public.pt_matrix: not what its definition makes (true / -): protect the table again',
                 'policy extra on public.pt_matrix: a permissive policy baas.protect did not make, for an API role: it widens the table''s rule (make it restrictive, or drop it)'],
           'protected_table_drift: a missing policy and a widening one (restrictive ones and other roles'' are fine)');
-select baas.protect('public.pt_matrix', owner => 'owner_id', acl => 'acl') is not null as made \gset
+select is(pg_temp.detail_of($$ select baas.protect('public.pt_matrix', owner => 'owner_id', acl => 'acl') $$), '22023 foreign_policy',
+          'protect refuses while a permissive policy of someone else''s applies to an API role');
+create policy to_all on public.pt_matrix for select using (true);
 drop policy extra on public.pt_matrix;
+select is(pg_temp.detail_of($$ select baas.protect('public.pt_matrix', owner => 'owner_id', acl => 'acl') $$), '22023 foreign_policy',
+          'and one for PUBLIC');
+drop policy to_all on public.pt_matrix;
+create policy narrowing_all on public.pt_matrix as restrictive for select using (true);
+select baas.protect('public.pt_matrix', owner => 'owner_id', acl => 'acl') is not null as made \gset
+drop policy narrowing_all on public.pt_matrix;
 select is_empty($$ select pg_temp.lints('protected_table_drift') $$, 'protecting again repairs it');
 alter policy baas_update on public.pt_matrix to baas_user;
 select is(array(select pg_temp.lints('protected_table_drift')),
@@ -308,6 +354,67 @@ select is(array(select pg_temp.lints('protected_table_drift')),
 revoke truncate on public.pt_matrix from baas_user;
 alter table public.pt_matrix enable trigger baas_guard;
 select is_empty($$ select pg_temp.lints('protected_table_drift') $$, 'clean again');
+-- A guard that never fires: enabled for replication only, or turned into an AFTER
+-- trigger, or limited to a column or a WHEN clause.
+alter table public.pt_matrix enable replica trigger baas_guard;
+alter table public.pt_matrix enable replica trigger baas_audiences;
+select is(array(select pg_temp.lints('protected_table_drift')),
+          array['trigger baas_audiences on public.pt_matrix: disabled: owners could lose their rows (enable it, or protect the table again)',
+                'trigger baas_guard on public.pt_matrix: disabled: owners could lose their rows (enable it, or protect the table again)'],
+          'protected_table_drift: guard triggers that fire only for replication');
+select is(pg_temp.as(:'m', format('update public.pt_matrix set owner_id = %L where id = %L', :'m', pg_temp.kid(3))), '1',
+          '(which is why: without its guard an ACL grantee takes the row)');
+alter table public.pt_matrix enable always trigger baas_guard, enable trigger baas_audiences;
+select is_empty($$ select pg_temp.lints('protected_table_drift') $$, 'enabled always: fine');
+drop trigger baas_guard on public.pt_matrix;
+create trigger baas_guard after insert or update on public.pt_matrix for each row execute function baas._protected_guard('owner_id', 'acl', '');
+select is(array(select pg_temp.lints('protected_table_drift')),
+          array['trigger baas_guard on public.pt_matrix: not what its definition makes: protect the table again'], 'protected_table_drift: an AFTER guard');
+drop trigger baas_guard on public.pt_matrix;
+create trigger baas_guard before insert or update of body on public.pt_matrix for each row execute function baas._protected_guard('owner_id', 'acl', '');
+select is(array(select pg_temp.lints('protected_table_drift')),
+          array['trigger baas_guard on public.pt_matrix: not what its definition makes: protect the table again'], 'protected_table_drift: a guard for one column');
+drop trigger baas_guard on public.pt_matrix;
+create trigger baas_guard before insert or update on public.pt_matrix for each row when (false) execute function baas._protected_guard('owner_id', 'acl', '');
+select is(array(select pg_temp.lints('protected_table_drift')),
+          array['trigger baas_guard on public.pt_matrix: not what its definition makes: protect the table again'], 'protected_table_drift: a guard with a WHEN clause');
+drop trigger baas_audiences on public.pt_matrix;
+create trigger baas_audiences after insert or update of acl on public.pt_matrix for each row when (false) execute function baas._protected_audiences('acl');
+select is(array(select pg_temp.lints('protected_table_drift')),
+          array['trigger baas_audiences on public.pt_matrix: not what its definition makes: protect the table again',
+                'trigger baas_guard on public.pt_matrix: not what its definition makes: protect the table again'],
+          'protected_table_drift: an audiences trigger with another WHEN clause');
+select baas.protect('public.pt_matrix', owner => 'owner_id', acl => 'acl') is not null as made \gset
+select is_empty($$ select pg_temp.lints('protected_table_drift') $$, 'protect remakes them');
+-- Column names Postgres keeps as bytes that are not ASCII, or with a backslash.
+create table public."pt_ünï" ("propriétaire" uuid, "a\cl" jsonb, "vér" bigint);
+select baas.protect('public."pt_ünï"', owner => 'propriétaire', acl => 'a\cl', version => 'vér') is not null as made \gset
+select is_empty($$ select pg_temp.lints('protected_table_drift') $$, 'protected_table_drift: no false alarm for non-ASCII and backslash names');
+
+-- Partitions and inheritance children: reached through their table only.
+create table public.pt_tree (id int, k int, owner_id uuid) partition by list (k);
+create table public.pt_leaf partition of public.pt_tree for values in (1);
+create table public.pt_kid (extra text) inherits (public.pt_board);
+grant select on public.pt_leaf, public.pt_kid to baas_anon, baas_user;
+insert into public.pt_leaf values (1, 1, :'o');
+insert into public.pt_kid values (9, 'kid', 'x');
+select baas.protect('public.pt_tree', owner => 'owner_id') is not null as made \gset
+select baas.protect('public.pt_board', "read" => '{role:editors}', "delete" => '{role:editors}') is not null as made \gset
+select is(array(select pg_temp.as(:'s', q) from unnest(array['select from public.pt_leaf', 'select from public.pt_kid',
+                                                            'select from public.pt_tree', 'select from public.pt_board']) q),
+          array['42501 ', '42501 ', '0', '0'], 'protect closes partitions and inheritance children to the API roles: their rows only through the table');
+select ok((select bool_and(relrowsecurity and relforcerowsecurity) from pg_class where oid in ('public.pt_leaf'::regclass, 'public.pt_kid'::regclass)),
+          'and forces row-level security on them');
+select is(pg_temp.as(:'o', 'select from public.pt_tree'), '1', 'the owner reads the partition''s row through the table');
+grant select on public.pt_leaf to baas_user;
+grant delete on public.pt_kid to baas_anon;
+select is(array(select pg_temp.lints('protected_table_drift')),
+          array['public.pt_kid to baas_anon: baas_anon may use public.pt_kid, a partition or inheritance child of protected table public.pt_board, directly: revoke it (protect public.pt_board again)',
+                'public.pt_leaf to baas_user: baas_user may use public.pt_leaf, a partition or inheritance child of protected table public.pt_tree, directly: revoke it (protect public.pt_tree again)'],
+          'protected_table_drift: an API role''s privilege on a partition or child');
+select baas.protect('public.pt_tree', owner => 'owner_id') is not null as made \gset
+select baas.protect('public.pt_board', "read" => '{role:editors}', "delete" => '{role:editors}') is not null as made \gset
+select is_empty($$ select pg_temp.lints('protected_table_drift') $$, 'protecting again closes them');
 
 create schema pt_api;
 create table pt_api.open (id int);
@@ -329,6 +436,13 @@ select is(array(select pg_temp.lints('unprotected_table_exposed')),
           'unprotected_table_exposed: a view that reads as its owner (not a security_invoker one)');
 drop view pt_api.invoker, pt_api.definer;
 select is_empty($$ select pg_temp.lints('unprotected_table_exposed') $$, 'and silent once its grants are gone');
+create table pt_api.parted (id int, k int) partition by list (k);
+create table pt_api.parted_1 partition of pt_api.parted for values in (1);
+grant select on pt_api.parted_1 to baas_user;
+select is(array(select pg_temp.lints('unprotected_table_exposed')),
+          array['pt_api.parted_1: in exposed schema pt_api, usable by baas_user, and not protected: a partition of pt_api.parted, whose policies apply only through it: revoke the grants (and protect pt_api.parted)'],
+          'unprotected_table_exposed: a partition is not to be protected: its table is');
+drop table pt_api.parted;
 
 -------------------------------------------------------------------- what is exposed
 create function pt_api.ping(who text default 'you') returns text language sql stable as $$ select 'hi ' || who $$;
@@ -343,8 +457,17 @@ select is(array(select row(kind, name, signature, http, roles, security_definer)
                 '(table,guarded,pt_api.guarded,"GET, POST /v1/tables/guarded; GET, PATCH, DELETE /v1/tables/guarded/{key}","{baas_anon,baas_user,baas_service}",f)'],
           'baas.exposed: the functions (not _ ones) and protected tables of exposed schemas, and who may use each');
 select is((select policy::jsonb from baas.exposed where name = 'guarded'),
-          '{"owner": "owner_id", "acl": null, "tenant": null, "version": null, "read": [], "create": ["authenticated"], "update": [], "delete": []}'::jsonb,
+          '{"owner": "owner_id", "acl": null, "tenant": null, "version": null, "read": [], "create": ["authenticated"], "update": [], "delete": [], "tenant_prefix": null}'::jsonb,
           'a table''s row shows its definition');
+create schema pt_api2;
+create function pt_api2.ping() returns text language sql stable as $$ select 'shadowed' $$;
+create function pt_api2.pong() returns text language sql stable as $$ select 'pong' $$;
+create table pt_api2.guarded (id int, owner_id uuid);
+select baas.protect('pt_api2.guarded', owner => 'owner_id') is not null as made \gset
+select baas.expose_schema('pt_api2');
+select is(array(select kind || ' ' || schema || '.' || name from baas.exposed order by kind, name),
+          array['function pt_api.ping', 'function pt_api2.pong', 'function pt_api.write_it', 'table pt_api.guarded'],
+          'baas.exposed: a later exposed schema''s function or table of a name already served is shadowed, not listed');
 select is(pg_temp.sqlstate_as('baas_service', 'select count(*) from baas.exposed'), 'ok', 'service tokens may read it');
 select is(pg_temp.sqlstate_as('baas_user', 'select count(*) from baas.exposed'), '42501', 'users may not');
 
@@ -360,6 +483,13 @@ select is(pg_temp.detail_of($$ select baas.protect('public.pt_bad', version => '
 select is(pg_temp.detail_of($$ select baas.protect('public.pt_bad', owner => 'gen') $$), '42804 wrong_column_type', 'a generated owner');
 select is(pg_temp.detail_of($$ select baas.protect('public.pt_bad', "read" => '{role:nosuch}') $$), '22023 unknown_principal', 'an unknown role');
 select is(pg_temp.detail_of($$ select baas.protect('public.pt_bad', "create" => '{everyone}') $$), '22023 invalid_acl', 'not a principal');
+select throws_like($$ select baas.protect('public.pt_bad', "read" => '{public}', "create" => '{everyone}') $$,
+                   'protect: the create list: "everyone" is not a principal%', 'the error names the list (create) at fault');
+select throws_like($$ select baas.protect('public.pt_bad', "delete" => '{role:nosuch}') $$,
+                   'protect: the delete list: unknown principal role:nosuch%', 'and for an unknown principal');
+select is(pg_temp.detail_of($$ select baas.protect('public.pt_bad', tenant_prefix => 'x-') $$), '22023 invalid_request', 'a tenant prefix needs a tenant');
+select is(pg_temp.detail_of($$ select baas.protect('public.pt_bad', tenant => 'who', tenant_prefix => 'X!') $$), '22023 invalid_request',
+          'a tenant prefix starts a role name');
 select is(pg_temp.detail_of($$ select baas.protect('public.pt_view') $$), '22023 not_a_table', 'a view');
 select is(pg_temp.detail_of($$ select baas.protect('public.pt_part1') $$), '22023 not_a_table', 'a partition');
 select is(pg_temp.detail_of($$ select baas.protect('baas.documents') $$), '22023 system_table', 'pgbaas''s own table');
