@@ -153,7 +153,9 @@ $$;
 
 ------------------------------------------------------------------------ protect
 -- The policies, triggers and grants baas.protect makes, dropped (its own only: the
--- baas_ names); the table's other policies stay.
+-- baas_ names); the table's other policies stay. The triggers are on the table and
+-- on its inheritance children (see baas._protected_guarded; a partition's are
+-- Postgres's clones of the table's and go with them).
 create function baas._protected_drop(tbl regclass) returns void
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
@@ -161,12 +163,15 @@ set client_min_messages = warning
 as $$
 declare
     p text;
+    g regclass;
 begin
     foreach p in array array['baas_service', 'baas_read', 'baas_create', 'baas_update', 'baas_delete'] loop
         execute format('drop policy if exists %I on %s', p, tbl);
     end loop;
-    execute format('drop trigger if exists baas_guard on %s', tbl);
-    execute format('drop trigger if exists baas_audiences on %s', tbl);
+    for g in select baas._protected_guarded(tbl) loop
+        execute format('drop trigger if exists baas_guard on %s', g);
+        execute format('drop trigger if exists baas_audiences on %s', g);
+    end loop;
 end
 $$;
 
@@ -191,6 +196,22 @@ as $$
         union
         select i.inhrelid from pg_catalog.pg_inherits i join d on i.inhparent = d.rel)
     select d.rel::regclass from d
+$$;
+
+-- The tables whose rows the guard triggers of protected table `tbl` must watch: the
+-- table and its inheritance children that are not protected themselves (a row trigger
+-- fires on the table that holds the row, even when the statement names the parent).
+-- Partitions are left out: Postgres clones a partitioned table's row triggers onto
+-- them (the lint checks the clones).
+create function baas._protected_guarded(tbl regclass) returns setof regclass
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select tbl
+    union all
+    select k from baas._protected_descendants(tbl) k
+     where not (select c.relispartition from pg_catalog.pg_class c where c.oid = k)
+       and not exists (select from baas.protected_tables p where p.rel = k)
 $$;
 
 -- Put a table under pgbaas permissions (docs/tables.md). DBA only: SECURITY INVOKER,
@@ -368,14 +389,16 @@ begin
                    tbl, baas._protected_rule(def, 'update'), baas._protected_rule(def, 'check'));
     execute format('create policy baas_delete on %s for delete to baas_anon, baas_user using (%s)',
                    tbl, baas._protected_rule(def, 'delete'));
-    execute format('create trigger baas_guard before insert or update on %s for each row '
-                   'execute function baas._protected_guard(%L, %L, %L)',
-                   tbl, coalesce(def.owner_column, ''), coalesce(def.acl_column, ''), coalesce(def.version_column, ''));
-    if def.acl_column is not null then
-        execute format('create trigger baas_audiences after insert or update of %I on %s for each row '
-                       'when (new.%I::text like ''%%followers:%%'') execute function baas._protected_audiences(%L)',
-                       def.acl_column, tbl, def.acl_column, def.acl_column);
-    end if;
+    for child in select baas._protected_guarded(tbl) loop
+        execute format('create trigger baas_guard before insert or update on %s for each row '
+                       'execute function baas._protected_guard(%L, %L, %L)',
+                       child, coalesce(def.owner_column, ''), coalesce(def.acl_column, ''), coalesce(def.version_column, ''));
+        if def.acl_column is not null then
+            execute format('create trigger baas_audiences after insert or update of %I on %s for each row '
+                           'when (new.%I::text like ''%%followers:%%'') execute function baas._protected_audiences(%L)',
+                           def.acl_column, child, def.acl_column, def.acl_column);
+        end if;
+    end loop;
     execute format('grant select, insert, update, delete on %s to baas_anon, baas_user, baas_service', tbl);
     for seq in select baas._protected_sequences(tbl) loop
         execute format('grant usage on sequence %s to baas_anon, baas_user, baas_service', seq);
@@ -570,12 +593,17 @@ begin
     -- trigger), with no column list or WHEN clause of anyone else's, the function and
     -- arguments protect gave. tgtype bits (Postgres's trigger.h): ROW 1, BEFORE 2,
     -- INSERT 4, DELETE 8, UPDATE 16. Arguments compared as bytes, as Postgres keeps them.
-    select 'protected_table_drift', format('trigger %s on %s', e.tgname, d.rel),
+    -- On the table, its inheritance children and its partitions (cloned triggers).
+    select 'protected_table_drift', format('trigger %s on %s', e.tgname, g.rel),
            case when t.oid is null then 'missing: baas.protect makes it (protect the table again)'
                 when t.tgenabled not in ('O', 'A') then 'disabled: owners could lose their rows (enable it, or protect the table again)'
                 else 'not what its definition makes: protect the table again' end
       from baas.protected_tables d
       join pg_class c on c.oid = d.rel
+      cross join lateral (select d.rel as rel
+                          union all
+                          select k from baas._protected_descendants(d.rel) k
+                           where not exists (select from baas.protected_tables p where p.rel = k)) g
       cross join lateral (
           select 'baas_guard'::name as tgname, 'baas._protected_guard()'::regprocedure::oid as fn,
                  (1 | 2 | 4 | 16)::int2 as tgtype, '{}'::int2[] as attrs, false as has_when,
@@ -584,10 +612,10 @@ begin
                  || convert_to(coalesce(d.version_column, ''), getdatabaseencoding()) || '\x00'::bytea as args
           union all
           select 'baas_audiences', 'baas._protected_audiences()'::regprocedure::oid, (1 | 4 | 16)::int2,
-                 array(select a.attnum from pg_attribute a where a.attrelid = d.rel and a.attname = d.acl_column),
+                 array(select a.attnum from pg_attribute a where a.attrelid = g.rel and a.attname = d.acl_column),
                  true, convert_to(d.acl_column, getdatabaseencoding()) || '\x00'::bytea
            where d.acl_column is not null) e
-      left join pg_trigger t on t.tgrelid = d.rel and t.tgname = e.tgname
+      left join pg_trigger t on t.tgrelid = g.rel and t.tgname = e.tgname
      where t.oid is null or t.tgenabled not in ('O', 'A') or t.tgfoid <> e.fn or t.tgtype <> e.tgtype
         or array(select unnest(t.tgattr::int2[])) <> e.attrs or (t.tgqual is not null) <> e.has_when
         or t.tgargs is distinct from e.args

@@ -3,7 +3,7 @@
 -- collection and on a protected table with the same ACLs, as each caller, and the
 -- table must answer exactly as the documents do.
 begin;
-select plan(131);
+select plan(135);
 
 -- The outcome of a statement as the current caller (role and claims already set, by
 -- baas.as_user): the number of rows it touched, or its SQLSTATE and DETAIL. Always
@@ -415,6 +415,24 @@ select is(array(select pg_temp.lints('protected_table_drift')),
 select baas.protect('public.pt_tree', owner => 'owner_id') is not null as made \gset
 select baas.protect('public.pt_board', "read" => '{role:editors}', "delete" => '{role:editors}') is not null as made \gset
 select is_empty($$ select pg_temp.lints('protected_table_drift') $$, 'protecting again closes them');
+-- A row trigger fires on the table that holds the row: an inheritance child gets the
+-- guard triggers too (a partition, Postgres's clones of its table's).
+create table public.pt_base (id int primary key, owner_id uuid, acl jsonb);
+create table public.pt_base_kid () inherits (public.pt_base);
+insert into public.pt_base_kid values (1, :'o', '{"update": ["role:editors"]}');
+select baas.protect('public.pt_base', owner => 'owner_id', acl => 'acl') is not null as made \gset
+select is(pg_temp.as(:'m', format('update public.pt_base set owner_id = %L', :'m')), '42501 forbidden',
+          'a child''s row, updated through the table, keeps its owner');
+select is(pg_temp.as(:'m', 'update public.pt_base set id = 2'), '1', '(the editor may update it)');
+alter table public.pt_base_kid disable trigger baas_guard;
+alter table public.pt_leaf enable replica trigger baas_guard;
+select is(array(select pg_temp.lints('protected_table_drift')),
+          array['trigger baas_guard on public.pt_base_kid: disabled: owners could lose their rows (enable it, or protect the table again)',
+                'trigger baas_guard on public.pt_leaf: disabled: owners could lose their rows (enable it, or protect the table again)'],
+          'protected_table_drift: the guards of an inheritance child and of a partition');
+select baas.protect('public.pt_base', owner => 'owner_id', acl => 'acl') is not null as made \gset
+select baas.protect('public.pt_tree', owner => 'owner_id') is not null as made \gset
+select is_empty($$ select pg_temp.lints('protected_table_drift') $$, 'protect remakes them');
 
 create schema pt_api;
 create table pt_api.open (id int);
