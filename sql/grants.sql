@@ -292,7 +292,10 @@ grant execute on function
 -- rpc (issue 17, sql/rpc.sql): the door runs as the caller; the exposed schemas are
 -- read through baas._exposed_schemas. Exposing a schema is the DBA's (no grant).
 grant execute on function
-    baas._exposed_schemas()
+    baas._exposed_schemas(),
+    baas._rpc_plan(text, jsonb, boolean),
+    baas.rpc(text, jsonb, boolean),
+    baas.raise(integer, text, text, text)
   to baas_anon, baas_user, baas_service;
 
 -- tables (issue 17, sql/tables.sql): protected tables, served as the caller.

@@ -77,7 +77,7 @@ as $$
            -- multi-factor (sql/accounts.sql): the aal2 policies
            '_aal2_blocked', '_aal2_blocked_indexes',
            -- rpc (sql/rpc.sql)
-           '_exposed_schemas',
+           '_exposed_schemas', '_rpc_plan',
            -- (rpc above, protected tables below: one line each, kept apart for merges)
            -- tables (sql/tables.sql)
            '_protected_table_stub'])
@@ -134,7 +134,7 @@ as $$
            'followers', 'following', 'update_profile', 'get_profile', 'lookup_user',
            'find_users',
            -- rpc (sql/rpc.sql)
-           'expose_schema', 'unexpose_schema',
+           'expose_schema', 'unexpose_schema', 'rpc', 'raise',
            -- (rpc above, protected tables below: one line each, kept apart for merges)
            -- tables (sql/tables.sql)
            'protect', 'unprotect', 'has_role', 'can_read', 'can_read_file',

@@ -84,6 +84,94 @@ begin
 end
 $$;
 
+-- rpc.sql: the door (package A). baas._rpc_plan as pgrx declares it (extension/src/api/rpc.rs).
+create function baas."_rpc_plan"(
+	"name" TEXT, /* Option < & str > */
+	"args" jsonb, /* Option < Json > */
+	"via_get" bool /* Option < bool > */
+) RETURNS TEXT[] /* Vec < Option < String > > */
+STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rpc_plan_wrapper';
+
+------------------------------------------------------------------------ the door
+-- Call the exposed function `name` with the named arguments `args` as the caller
+-- (docs/rpc.md): `body` is its result as JSON text, `is_void` true for a void function
+-- (HTTP 204). Resolution and argument mapping are baas._rpc_plan's (Rust,
+-- extension/src/api/rpc.rs); the call runs here, with EXECUTE, so that an error the
+-- function raises keeps its own SQLSTATE (PT409 ...). SECURITY INVOKER and no SET
+-- clause: the function runs with the caller's role, claims and settings, as over HTTP.
+create function baas.rpc(name text, args jsonb default '{}', via_get boolean default false,
+                         out body text, out is_void boolean)
+language plpgsql volatile
+as $$
+declare
+    v_call text[] := baas._rpc_plan(rpc.name, rpc.args, rpc.via_get);
+begin
+    execute v_call[1] into body using v_call[3:];
+    is_void := v_call[2] = 'true';
+end
+$$;
+comment on function baas.rpc(text, jsonb, boolean) is
+    'Call an exposed function by name with named JSON arguments, as the caller: POST/GET /v1/rpc/{name}';
+
+-- A user-facing error from a function served over HTTP: `status` (400-499) and `code`
+-- become the reply's status and error.code, `hint` error.hint. SQLSTATE PT<status>.
+create function baas.raise(status integer, code text, message text, hint text default null) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if status is null or status < 400 or status > 499 then
+        -- (Not baas._raise: this runs as the caller, who may not execute it.)
+        raise exception using errcode = '22023', detail = 'invalid_request',
+            message = format('baas.raise: status must be between 400 and 499, not %s', coalesce(status::text, 'null'));
+    end if;
+    raise exception using errcode = 'PT' || raise.status::text, message = coalesce(raise.message, raise.code, 'error'),
+                          detail = raise.code, hint = raise.hint;
+end
+$$;
+comment on function baas.raise(integer, text, text, text) is
+    'Raise a user-facing error with an HTTP status (400-499) and code, for functions served at /v1/rpc';
+
+-- rpc.sql: the door's lints (package A), replacing the scaffold's empty branch.
+-- security_definer_rpc: a SECURITY DEFINER function served over HTTP runs as its owner,
+-- not as the caller, so grants and row-level security no longer decide for the caller.
+-- Flagged unless marked deliberate, a mark that is part of the function's definition
+-- and survives dump and restore: alter function ... set baas.rpc_definer = 'deliberate'.
+-- rpc_definer_search_path: such a function without a fixed search_path (marked or not).
+create or replace function baas._rpc_lints()
+returns table (lint text, object text, detail text)
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return query
+    with served as (
+        select p.oid, n.nspname, p.proconfig,
+               string_agg(r.rolname, ', ' order by r.rolname) as roles
+          from pg_catalog.pg_proc p
+          join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+         cross join (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+         where p.pronamespace = any (baas._exposed_schemas())
+           and p.prosecdef and p.prokind = 'f' and p.proname not like '\_%'
+           and pg_catalog.has_function_privilege(r.rolname, p.oid, 'execute')
+           and pg_catalog.has_schema_privilege(r.rolname, n.oid, 'usage')
+         group by p.oid, n.nspname, p.proconfig)
+    select 'security_definer_rpc'::text, s.oid::regprocedure::text,
+           format('SECURITY DEFINER in exposed schema %I, callable over HTTP by %s: it runs as its owner, '
+                  'not as the caller; if that is deliberate: alter function %s set baas.rpc_definer = ''deliberate''',
+                  s.nspname, s.roles, s.oid::regprocedure)
+      from served s
+     where not coalesce('baas.rpc_definer=deliberate' = any (s.proconfig), false)
+    union all
+    select 'rpc_definer_search_path'::text, s.oid::regprocedure::text,
+           'SECURITY DEFINER served over HTTP without a fixed search_path (set search_path = pg_catalog, pg_temp)'::text
+      from served s
+     where not exists (select from unnest(s.proconfig) c where c like 'search_path=%');
+end
+$$;
+
 -- ================================================================= sql/tables.sql
 -- pgbaas protected tables: the team's own tables under pgbaas permissions (issue 17,
 -- docs/tables.md). baas.protect installs forced row-level security policies made from
@@ -923,7 +1011,7 @@ as $$
            -- multi-factor (sql/accounts.sql): the aal2 policies
            '_aal2_blocked', '_aal2_blocked_indexes',
            -- rpc (sql/rpc.sql)
-           '_exposed_schemas',
+           '_exposed_schemas', '_rpc_plan',
            -- (rpc above, protected tables below: one line each, kept apart for merges)
            -- tables (sql/tables.sql)
            '_protected_table_stub'])
@@ -980,7 +1068,7 @@ as $$
            'followers', 'following', 'update_profile', 'get_profile', 'lookup_user',
            'find_users',
            -- rpc (sql/rpc.sql)
-           'expose_schema', 'unexpose_schema',
+           'expose_schema', 'unexpose_schema', 'rpc', 'raise',
            -- (rpc above, protected tables below: one line each, kept apart for merges)
            -- tables (sql/tables.sql)
            'protect', 'unprotect', 'has_role', 'can_read', 'can_read_file',
@@ -1122,12 +1210,18 @@ revoke execute on function
     baas.expose_schema(name),
     baas.unexpose_schema(name),
     baas._rpc_lints(),
-    baas._table_lints()
+    baas._table_lints(),
+    baas._rpc_plan(text, jsonb, boolean),
+    baas.rpc(text, jsonb, boolean),
+    baas.raise(integer, text, text, text)
   from public;
 -- rpc (issue 17, sql/rpc.sql): the door runs as the caller; the exposed schemas are
 -- read through baas._exposed_schemas. Exposing a schema is the DBA's (no grant).
 grant execute on function
-    baas._exposed_schemas()
+    baas._exposed_schemas(),
+    baas._rpc_plan(text, jsonb, boolean),
+    baas.rpc(text, jsonb, boolean),
+    baas.raise(integer, text, text, text)
   to baas_anon, baas_user, baas_service;
 
 -- tables (issue 17, sql/tables.sql): protected tables, served as the caller.

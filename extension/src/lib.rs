@@ -14,6 +14,7 @@ pub mod files;
 pub mod oidc;
 pub mod query;
 pub mod realtime;
+pub mod rpc;
 
 ::pgrx::pg_module_magic!();
 
@@ -120,7 +121,7 @@ extension_sql_file!(
 // Social graph: follows and the followers: principal (issue 16, package D).
 extension_sql_file!("../../sql/social.sql", name = "social", requires = ["oidc"]);
 // The team's own schema behind the same door (issue 17): RPC, then protected tables.
-extension_sql_file!("../../sql/rpc.sql", name = "rpc", requires = ["social"]);
+extension_sql_file!("../../sql/rpc.sql", name = "rpc", requires = ["social", api::rpc::rpc_plan]);
 extension_sql_file!("../../sql/tables.sql", name = "tables", requires = ["rpc"]);
 extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["tables"]);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);

@@ -17,11 +17,28 @@ pub struct ApiError {
     /// Postgres refused the call itself (42501 from a GRANT, not a policy's own
     /// error): the server words the message after the route's declared caller.
     pub grant_refused: bool,
+    /// A user function's HINT and DETAIL (SQLSTATE PT4xx, or a plain RAISE answered as
+    /// `raised` on the RPC routes): error.hint and error.detail of the body.
+    pub hint: Option<String>,
+    pub detail: Option<String>,
+    /// A plain `RAISE EXCEPTION` (P0001): a 500 elsewhere, but on the RPC routes the
+    /// function's own words, 400 `raised` (server.rs swaps this in).
+    pub raised: Option<Box<ApiError>>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError { status, code: code.to_string(), message: message.into(), retry_after: None, etag: None, grant_refused: false }
+        ApiError {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+            retry_after: None,
+            etag: None,
+            grant_refused: false,
+            hint: None,
+            detail: None,
+            raised: None,
+        }
     }
     pub fn rate_limited(retry_after: u64) -> Self {
         let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("too many requests; retry in {retry_after} s"));
@@ -45,13 +62,23 @@ impl ApiError {
         Self::new(status_for_code(code).unwrap_or(StatusCode::BAD_REQUEST), code, message)
     }
     pub fn body(&self) -> Vec<u8> {
-        json!({"error": {"code": self.code, "message": self.message}}).to_string().into_bytes()
+        let mut e = json!({"code": self.code, "message": self.message});
+        if let Some(h) = &self.hint {
+            e["hint"] = json!(h);
+        }
+        if let Some(d) = &self.detail {
+            e["detail"] = json!(d);
+        }
+        json!({ "error": e }).to_string().into_bytes()
     }
 
     /// Map a database error. `anonymous` turns "permission denied" into 401: the
     /// caller should sign in, not give up. A `version_conflict`'s HINT is the
     /// document's current version: it becomes the reply's ETag.
     pub fn from_sqlstate(sqlstate: &str, message: &str, detail: Option<&str>, hint: Option<&str>, anonymous: bool) -> Self {
+        if let Some(status) = raised_status(sqlstate) {
+            return Self::user_raised(status, message, detail, hint);
+        }
         let (status, default_code) = status_for(sqlstate, anonymous);
         let own_code = detail.filter(|d| is_code(d));
         let code = own_code.unwrap_or(default_code);
@@ -60,7 +87,7 @@ impl ApiError {
             .and_then(|h| h.trim().parse::<i64>().ok())
             .map(|v| format!("\"{v}\""));
         let status = status_for_code(code).unwrap_or(status);
-        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        let shown = if status == StatusCode::INTERNAL_SERVER_ERROR {
             // Never show server internals to a client; the log has them.
             "internal error".to_string()
         } else if sqlstate == "42501" && anonymous && status == StatusCode::UNAUTHORIZED {
@@ -71,8 +98,50 @@ impl ApiError {
             message.to_string()
         };
         let grant_refused = sqlstate == "42501" && own_code.is_none();
-        ApiError { status, code: code.to_string(), message, retry_after: None, etag, grant_refused }
+        let raised = (sqlstate == "P0001").then(|| Box::new(Self::user_raised(StatusCode::BAD_REQUEST, message, detail, hint)));
+        let mut e = Self::new(status, code, shown);
+        (e.etag, e.grant_refused, e.raised) = (etag, grant_refused, raised);
+        e
     }
+
+    /// An error a user's function chose (rpc, package A): its status, its DETAIL as the
+    /// code when that is a snake_case code (else shown as error.detail beside a code of
+    /// the status: `raised` for a plain RAISE's 400), its HINT as error.hint.
+    fn user_raised(status: StatusCode, message: &str, detail: Option<&str>, hint: Option<&str>) -> Self {
+        let own_code = detail.filter(|d| is_code(d));
+        let code = own_code.map_or_else(|| default_code_for(status), str::to_string);
+        let mut e = Self::new(status, &code, message);
+        e.hint = hint.map(str::to_string);
+        e.detail = detail.filter(|_| own_code.is_none()).map(str::to_string);
+        e
+    }
+}
+
+/// SQLSTATE PT400..PT499 (PostgREST's convention): that HTTP status.
+fn raised_status(sqlstate: &str) -> Option<StatusCode> {
+    let n: u16 = sqlstate.strip_prefix("PT")?.parse().ok()?;
+    (sqlstate.len() == 5 && (400..=499).contains(&n)).then(|| StatusCode::from_u16(n).ok()).flatten()
+}
+
+/// The code of a user-raised status without one of its own: `raised` for 400, else its
+/// reason phrase in snake_case (404 not_found, 409 conflict), or `client_error`.
+fn default_code_for(status: StatusCode) -> String {
+    if status == StatusCode::BAD_REQUEST {
+        return "raised".into();
+    }
+    let Some(reason) = status.canonical_reason() else {
+        return "client_error".into();
+    };
+    let mut out = String::new();
+    for c in reason.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let out = out.trim_matches('_').to_string();
+    if is_code(&out) { out } else { "client_error".into() }
 }
 
 fn is_code(s: &str) -> bool {
@@ -119,6 +188,10 @@ pub fn status_for_code(code: &str) -> Option<StatusCode> {
         // client of the oidc routes (server.rs refetches, then says invalid_id_token).
         "invalid_id_token" | "id_token_reused" => Some(StatusCode::UNAUTHORIZED),
         "identity_link_required" | "identity_taken" | "last_sign_in_method" | "provider_in_use" => Some(StatusCode::CONFLICT),
+        // rpc (issue 17, package A; sql/rpc.sql, extension/src/rpc/).
+        "function_not_found" => Some(StatusCode::NOT_FOUND),
+        "invalid_arguments" | "ambiguous_function" => Some(StatusCode::BAD_REQUEST),
+        "method_not_allowed" => Some(StatusCode::METHOD_NOT_ALLOWED),
         _ => None,
     }
 }
@@ -219,6 +292,28 @@ mod tests {
         assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
         let e = ApiError::from_sqlstate("22023", "offset", Some("offset_mismatch"), Some("5"), false);
         assert_eq!(e.status, StatusCode::CONFLICT);
+    }
+
+    #[test]
+    fn user_raised_errors_choose_their_status_and_code() {
+        let e = ApiError::from_sqlstate("PT409", "seat taken", Some("seat_taken"), Some("pick another"), false);
+        assert_eq!((e.status, e.code.as_str(), e.hint.as_deref(), e.detail.as_deref()), (StatusCode::CONFLICT, "seat_taken", Some("pick another"), None));
+        let body: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(body, serde_json::json!({"error": {"code": "seat_taken", "message": "seat taken", "hint": "pick another"}}));
+        // A code of ours with a status of its own does not override the chosen status.
+        let e = ApiError::from_sqlstate("PT418", "no", Some("forbidden"), None, true);
+        assert_eq!((e.status.as_u16(), e.code.as_str()), (418, "forbidden"));
+        let e = ApiError::from_sqlstate("PT404", "gone", Some("Not a code."), None, false);
+        assert_eq!((e.status.as_u16(), e.code.as_str(), e.detail.as_deref()), (404, "not_found", Some("Not a code.")));
+        for s in ["PT500", "PT399", "PT4x1", "PT40"] {
+            assert_eq!(ApiError::from_sqlstate(s, "m", None, None, false).status, StatusCode::INTERNAL_SERVER_ERROR, "{s}");
+        }
+        // A plain RAISE is a 500 unless the route is the RPC door's.
+        let e = ApiError::from_sqlstate("P0001", "out of stock", None, Some("later"), false);
+        assert_eq!((e.status, e.message.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "internal error"));
+        assert_eq!(e.body(), ApiError::internal().body(), "existing replies unchanged");
+        let r = e.raised.unwrap();
+        assert_eq!((r.status, r.code.as_str(), r.message.as_str(), r.hint.as_deref()), (StatusCode::BAD_REQUEST, "raised", "out of stock", Some("later")));
     }
 
     #[test]

@@ -147,6 +147,9 @@ pub enum Query {
     IndexKind,
     /// `limit` (1..1000, default 50) and `after` (an id): a plain page (followers).
     Page,
+    /// Any names: the query parameters as a JSON object of strings (a repeated name an
+    /// array), for `Arg::QueryArgs` (GET /v1/rpc/{function}).
+    Args,
 }
 
 /// Where a `$n` of the route's SQL comes from.
@@ -162,6 +165,8 @@ pub enum Arg {
     IfMatch,
     List(ListArg),
     IndexKind,
+    /// The query parameters as a JSON object (`Query::Args`).
+    QueryArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +201,8 @@ pub enum Shape {
     /// then 401 with them; the message is the fallback. An optional column 4 is
     /// `error.retry_after`: when set, 429 with that Retry-After (a sign-in throttle).
     ErrorResult(&'static str),
+    /// The RPC door: column 2 true -> 204, else 200 with column 1 (the function's JSON).
+    Rpc,
 }
 
 /// The raw (still percent-encoded) path parameters of a match.

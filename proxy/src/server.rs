@@ -343,6 +343,11 @@ impl App {
             }
         }
         let out = out
+            // On the RPC door a plain RAISE EXCEPTION is the function's answer: 400 raised.
+            .map_err(|e| match e.raised {
+                Some(raised) if route.answer.shape == Shape::Rpc => *raised,
+                raised => ApiError { raised, ..e },
+            })
             .map_err(|e| reword_refusal(e, route, claims.is_some()))
             .map_err(|e| if short_timeout { self.reword_anonymous_timeout(e) } else { e })?;
         answer(route, out)
@@ -677,6 +682,12 @@ fn answer(route: &Route, out: Option<db::Out>) -> Result<Reply, ApiError> {
                     _ => StatusCode::UNAUTHORIZED,
                 };
                 return Err(ApiError::new(status, code, message));
+            }
+        }
+        // The RPC door: a void function is 204.
+        Shape::Rpc => {
+            if out.extra.first().cloned().flatten().as_deref() == Some("true") {
+                return Ok(Reply::empty(StatusCode::NO_CONTENT));
             }
         }
         Shape::Json | Shape::Void => {}

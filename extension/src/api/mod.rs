@@ -12,6 +12,7 @@ pub mod plans;
 pub mod query;
 pub mod realtime;
 pub mod realtime_worker;
+pub mod rpc;
 pub(crate) mod worker_launch;
 
 /// A `jsonb` argument read without panicking. pgrx's own `JsonB` goes through

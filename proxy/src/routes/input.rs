@@ -166,6 +166,25 @@ pub fn pairs<'q>(query: Option<&'q str>, known: &[&str]) -> Result<Vec<Pair<'q>>
     Ok(out)
 }
 
+/// GET /v1/rpc/{function}: the query parameters as the arguments' JSON object, every
+/// value a string, a repeated name an array of its strings (in order). The names are
+/// the function's argument names, which Postgres checks.
+pub fn query_args(query: Option<&str>) -> Result<Value, ApiError> {
+    let mut out = serde_json::Map::new();
+    for pair in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (decode_query(k)?.into_owned(), Value::String(decode_query(v)?.into_owned()));
+        match out.get_mut(&k) {
+            None => {
+                out.insert(k, v);
+            }
+            Some(Value::Array(items)) => items.push(v),
+            Some(first) => *first = Value::Array(vec![first.take(), v]),
+        }
+    }
+    Ok(Value::Object(out))
+}
+
 /// A route without query parameters refuses any.
 pub fn no_query(query: Option<&str>) -> Result<(), ApiError> {
     pairs(query, &[]).map(|_| ())
@@ -314,6 +333,14 @@ mod tests {
         for bad in ["limit=0", "limit=1001", "after=x", "where=%7B%7D", "offset=1", "limit=1&limit=2"] {
             assert_eq!(page_params(Some(bad)).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
         }
+    }
+
+    #[test]
+    fn query_args_are_strings_and_repeats_arrays() {
+        let v = query_args(Some("a=1&b=x+y&a=2&c=%22%3B&d")).unwrap();
+        assert_eq!(v, serde_json::json!({"a": ["1", "2"], "b": "x y", "c": "\";", "d": ""}));
+        assert_eq!(query_args(None).unwrap(), serde_json::json!({}));
+        assert!(query_args(Some("a=%00")).is_err());
     }
 
     #[test]

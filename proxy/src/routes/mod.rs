@@ -38,7 +38,6 @@ const fn one_of(name: &'static str, ty: FieldType) -> Field {
 }
 /// A body of any field names (the RPC and table doors: argument or column names,
 /// which Postgres checks); still a JSON object, passed whole with `Body`.
-#[allow(dead_code)] // used by the RPC and table routes (issue 17)
 const ANY_FIELDS: &[Field] = &[Field { name: input::ANY_FIELD, ty: Any, need: Need::Optional }];
 const fn per_ip(kind: Kind) -> Limit {
     Limit { kind, key: LimitKey::Ip, when: None }
@@ -159,6 +158,7 @@ const FOLLOWING: &[Seg] = &[lit("v1"), lit("users"), uuid("id"), lit("following"
 const FOLLOW_REQUESTS: &[Seg] = &[lit("v1"), lit("auth"), lit("follow-requests")];
 const FOLLOW_REQUEST: &[Seg] = &[lit("v1"), lit("auth"), lit("follow-requests"), uuid("id")];
 const MY_FOLLOWER: &[Seg] = &[lit("v1"), lit("auth"), lit("followers"), uuid("id")];
+const RPC: &[Seg] = &[lit("v1"), lit("rpc"), p("function")];
 const PROFILE: &[Seg] = &[lit("v1"), lit("auth"), lit("user"), lit("profile")];
 const USER_PROFILE: &[Seg] = &[lit("v1"), lit("users"), uuid("id")];
 
@@ -401,6 +401,17 @@ pub static ROUTES: &[Route] = &[
         .limits(&[Limit { kind: Kind::Account, key: LimitKey::Subject("lookup"), when: None }])
         .sql("select x::text from baas.lookup_user($1, $2) x", &[F("email"), F("username")])
         .private(),
+    // --- rpc (sql/rpc.sql): the exposed schemas' functions, called as the caller
+    // (EXECUTE, USAGE and row-level security decide; baas.rpc resolves the name and
+    // maps the arguments). GET only for STABLE/IMMUTABLE functions (405 otherwise).
+    r("rpc", POST, RPC, Anyone)
+        .body(ANY_FIELDS)
+        .sql("select coalesce(x.body, ''), x.is_void::text from baas.rpc($1, $2::jsonb, false) x", &[Path(0), Body])
+        .answer(OK, Shape::Rpc).private(),
+    r("rpc_get", GET, RPC, Anyone)
+        .query(Query::Args)
+        .sql("select coalesce(x.body, ''), x.is_void::text from baas.rpc($1, $2::jsonb, true) x", &[Path(0), Arg::QueryArgs])
+        .answer(OK, Shape::Rpc).private(),
     // --- collections (sql/documents.sql; baas_service only)
     r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]),
     r("create_collection", POST, COLLECTIONS, Service)
@@ -539,6 +550,7 @@ mod tests {
                     Arg::Body => assert!(r.body.is_some(), "{}", r.name),
                     Arg::List(_) => assert!(matches!(r.query, Query::List | Query::Page), "{}", r.name),
                     Arg::IndexKind => assert_eq!(r.query, Query::IndexKind, "{}", r.name),
+                    Arg::QueryArgs => assert_eq!(r.query, Query::Args, "{}", r.name),
                     Arg::IfMatch => {}
                 }
             }

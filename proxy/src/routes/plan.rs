@@ -92,11 +92,13 @@ fn field_is_text(route: &Route, name: &str) -> bool {
 pub fn plan<'a>(route: &'static Route, req: &Request<'a>) -> Result<Plan<'a>, ApiError> {
     let mut list = None::<ListParams>;
     let mut kind = None;
+    let mut query_args = None;
     match route.query {
         Query::None => input::no_query(req.query)?,
         Query::List => list = Some(input::list_params(req.query)?),
         Query::Page => list = Some(input::page_params(req.query)?),
         Query::IndexKind => kind = Some(input::index_kind(req.query)?),
+        Query::Args => query_args = Some(input::query_args(req.query)?),
     }
     let mut args: [Val<'a>; MAX_ARGS] = Default::default();
     for (slot, arg) in args.iter_mut().zip(route.args) {
@@ -112,6 +114,7 @@ pub fn plan<'a>(route: &'static Route, req: &Request<'a>) -> Result<Plan<'a>, Ap
             Arg::Body => req.body.map_or(Val::Null, Val::Json),
             Arg::IfMatch => input::if_match(req.if_match)?.map_or(Val::Null, Val::BigInt),
             Arg::IndexKind => Val::Text(Cow::Borrowed(kind.unwrap_or("btree"))),
+            Arg::QueryArgs => Val::OwnedJson(query_args.take().ok_or_else(ApiError::internal)?),
             Arg::List(which) => {
                 let p = list.as_mut().ok_or_else(ApiError::internal)?;
                 match which {
