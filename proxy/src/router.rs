@@ -147,6 +147,9 @@ pub enum Query {
     IndexKind,
     /// `limit` (1..1000, default 50) and `after` (an id): a plain page (followers).
     Page,
+    /// The list parameters of `List`, with `after` a table row's key (any text, not an
+    /// id): the tables door (sql/tables.sql).
+    Rows,
 }
 
 /// Where a `$n` of the route's SQL comes from.
