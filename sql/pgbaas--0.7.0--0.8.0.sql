@@ -684,7 +684,7 @@ AS 'MODULE_PATHNAME', 'table_delete_sql_wrapper';
 -- the table's row-level policies decide what is seen and written.
 
 -- A served table's facts: {rel, name, key, version, columns: [{name, oid, elem, type,
--- not_null}]}. Served: a table of that name in the first exposed schema holding a
+-- not_null, generated}]}. Served: a table of that name in the first exposed schema holding a
 -- table of that name, listed in baas.protected_tables; anything else is 404
 -- table_not_found (an unprotected table is never served, even when a later exposed
 -- schema has a protected one of that name).
@@ -709,7 +709,8 @@ begin
                                       'oid', bt.oid::bigint,
                                       'elem', case when bt.typcategory = 'A' then bt.typelem::bigint else 0 end,
                                       'type', pg_catalog.format_type(a.atttypid, null),
-                                      'not_null', a.attnotnull) order by a.attnum)
+                                      'not_null', a.attnotnull,
+                                      'generated', a.attgenerated <> '' or a.attidentity = 'a') order by a.attnum)
                              from pg_catalog.pg_attribute a
                              join pg_catalog.pg_type ty on ty.oid = a.atttypid
                              join pg_catalog.pg_type bt on bt.oid = case when ty.typtype = 'd' then ty.typbasetype else ty.oid end
@@ -825,7 +826,13 @@ begin
             raise exception using errcode = '22023', detail = 'invalid_query', message = 'after: no such row in this table';
         end if;
     end if;
-    execute q ->> 'sql' into v_items, v_last, v_n using p, lim, off;
+    begin
+        execute q ->> 'sql' into v_items, v_last, v_n using p, lim, off;
+    exception when undefined_function then
+        -- A column type without the operator or the order asked for (xml, point, ...).
+        raise exception using errcode = '22023', detail = 'invalid_query',
+            message = pg_catalog.format('a column''s type has no such comparison or order: %s', sqlerrm);
+    end;
     r := pg_catalog.jsonb_build_object('items', v_items,
         'next', case when lim > 0 and v_n = lim and (q ->> 'paged')::boolean then v_last end);
     if with_count then

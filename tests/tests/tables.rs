@@ -259,7 +259,7 @@ fn typed_filters_use_the_column_type_and_its_btree_index() {
 /// sends in any slot reaches SQL as text; unserved tables are 404.
 #[test]
 fn bad_input_injection_and_unserved_tables() {
-    let t = table("inj", ", qty integer, label text, at timestamptz", true);
+    let t = table("inj", ", qty integer, label text, at timestamptz, x xml", true);
     let a = signup("tbl-inj");
     let tok = Some(a.access.as_str());
     let evil = "x'); drop table app.evil; --\"";
@@ -275,11 +275,15 @@ fn bad_input_injection_and_unserved_tables() {
         ("GET", format!("{}?order={}", rows_path(&t), enc(evil)), None, 400, "invalid_query", "order"),
         ("GET", format!("{}?fields={}", rows_path(&t), enc("qty,x\"y")), None, 400, "invalid_query", "fields"),
         ("GET", format!("{}?after={}", rows_path(&t), enc(evil)), None, 400, "invalid_query", "after"),
+        ("GET", format!("{}?where={}", rows_path(&t), enc(r#"{"x": "<a/>"}"#)), None, 400, "invalid_query", "xml"),
+        ("GET", format!("{}?order=x", rows_path(&t)), None, 400, "invalid_query", "xml"),
         ("POST", rows_path(&t), Some(json!({"qty": "many"})), 400, "invalid_value", "qty"),
         ("POST", rows_path(&t), Some(json!({"at": "yesterday-ish"})), 400, "invalid_value", "at"),
         ("POST", rows_path(&t), Some(json!({"qty": [1]})), 400, "invalid_value", "qty"),
         ("POST", rows_path(&t), Some(json!({evil: 1})), 400, "invalid_value", "drop"),
         ("PATCH", row_path(&t, &k), Some(json!({"qty": 1.5})), 400, "invalid_value", "qty"),
+        ("POST", rows_path(&t), Some(json!({"id": 77})), 400, "invalid_value", "generated"),
+        ("PATCH", row_path(&t, &k), Some(json!({"id": 78})), 400, "invalid_value", "generated"),
         ("GET", row_path(&t, evil), None, 404, "row_not_found", ""),
         ("PATCH", row_path(&t, evil), Some(json!({"qty": 2})), 404, "row_not_found", ""),
         ("DELETE", row_path(&t, evil), None, 404, "row_not_found", ""),

@@ -61,6 +61,9 @@ pub struct Column {
     pub sql: String,
     #[serde(default)]
     pub not_null: bool,
+    /// GENERATED ALWAYS (identity or stored): never written by a body.
+    #[serde(default)]
+    pub generated: bool,
 }
 
 impl Column {
@@ -402,6 +405,9 @@ impl Table {
             let col = self
                 .column(k)
                 .ok_or_else(|| invalid_value(format!("table {:?} has no column {k:?}", self.name)))?;
+            if col.generated {
+                return Err(invalid_value(format!("column {k:?} is generated: Postgres sets it")));
+            }
             out.push((ident(&col.name), params.typed(col, v, "value")?));
         }
         Ok(out)
@@ -575,6 +581,10 @@ mod tests {
         let i = t.insert(&json!({"price": "1.10", "tags": ["a"]})).unwrap();
         assert!(i["sql"].as_str().unwrap().starts_with("insert into \"public\".\"orders\" as t (\"price\", \"tags\") values (($1[1])::numeric, "));
         assert_eq!(t.insert(&json!({"zz": 1})).unwrap_err().code, "invalid_value");
+        let mut g = t.clone();
+        g.columns[0].generated = true;
+        assert!(g.insert(&json!({"id": 1})).unwrap_err().message.contains("generated"));
+        assert!(g.update("1", &json!({"id": 2})).is_err());
         assert!(t.insert(&json!({})).unwrap()["sql"].as_str().unwrap().contains("default values"));
         let u = t.update("1", &json!({"price": "2"})).unwrap();
         assert!(u["sql"].as_str().unwrap().contains("($2::bigint is null or ((t.xmin)::text)::bigint = $2)"));
