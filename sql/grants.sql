@@ -307,3 +307,20 @@ grant execute on function
     baas.can_read_file(uuid)
   to baas_anon, baas_user, baas_service;
 grant select on baas.exposed, baas.protected_tables to baas_service;
+-- tables over HTTP (package C): the door functions run as the caller; the compiler
+-- faces are pure; _served_table reads the definitions for them.
+grant execute on function
+    baas._served_table(text),
+    baas._table_check(jsonb),
+    baas._table_explain_miss(jsonb, text[], bigint, text),
+    baas._table_list_sql(jsonb, jsonb, text, text[], text),
+    baas._table_get_sql(jsonb, text),
+    baas._table_insert_sql(jsonb, jsonb),
+    baas._table_update_sql(jsonb, text, jsonb),
+    baas._table_delete_sql(jsonb, text),
+    baas.table_list(text, jsonb, text, integer, integer, boolean, text, text[]),
+    baas.table_get(text, text),
+    baas.table_insert(text, jsonb),
+    baas.table_update(text, text, jsonb, bigint),
+    baas.table_delete(text, text, bigint)
+  to baas_anon, baas_user, baas_service;

@@ -80,6 +80,9 @@ as $$
            '_exposed_schemas', '_rpc_plan',
            -- (rpc above, protected tables below: one line each, kept apart for merges)
            -- tables (sql/tables.sql)
+           -- tables over HTTP (package C)
+           '_served_table', '_table_check', '_table_explain_miss', '_table_list_sql', '_table_get_sql',
+           '_table_insert_sql', '_table_update_sql', '_table_delete_sql',
            '_protected_table_stub'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid
@@ -138,6 +141,8 @@ as $$
            -- (rpc above, protected tables below: one line each, kept apart for merges)
            -- tables (sql/tables.sql)
            'protect', 'unprotect', 'has_role', 'can_read', 'can_read_file',
+           -- tables over HTTP (package C)
+           'table_list', 'table_get', 'table_insert', 'table_update', 'table_delete',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

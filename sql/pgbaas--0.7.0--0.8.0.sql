@@ -936,6 +936,303 @@ create policy protected_tables_service on baas.protected_tables for select to ba
 
 -- ---- end of package B
 
+-- tables.sql: http door (package C)
+-- The compiler faces (extension/src/api/tables.rs), as pgrx generates them.
+create function baas."_table_list_sql"(
+	"t" jsonb, /* Json */
+	"filter" jsonb, /* Option < Json > */
+	"order" TEXT, /* Option < & str > */
+	"fields" TEXT[], /* :: std :: option :: Option < Vec < String > > */
+	"after" TEXT /* Option < & str > */
+) RETURNS jsonb /* JsonB */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'table_list_sql_wrapper';
+
+create function baas."_table_get_sql"(
+	"t" jsonb, /* Json */
+	"key" TEXT /* & str */
+) RETURNS jsonb /* JsonB */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'table_get_sql_wrapper';
+
+create function baas."_table_insert_sql"(
+	"t" jsonb, /* Json */
+	"row" jsonb /* Option < Json > */
+) RETURNS jsonb /* JsonB */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'table_insert_sql_wrapper';
+
+create function baas."_table_update_sql"(
+	"t" jsonb, /* Json */
+	"key" TEXT, /* & str */
+	"patch" jsonb /* Option < Json > */
+) RETURNS jsonb /* JsonB */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'table_update_sql_wrapper';
+
+create function baas."_table_delete_sql"(
+	"t" jsonb, /* Json */
+	"key" TEXT /* & str */
+) RETURNS jsonb /* JsonB */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'table_delete_sql_wrapper';
+
+------------------------------------------------------------------------ http door (package C)
+-- Protected tables over HTTP (docs/tables.md, "Over HTTP"): /v1/tables/{table}. Each
+-- door function is SECURITY INVOKER: it looks the table up through
+-- baas._served_table (the only definer here; it reads the definitions and the
+-- catalog), has the Rust compiler (extension/src/api/tables.rs) build the statement
+-- from those catalog facts -- quoted names, every client value one element of one text[]
+-- bind parameter cast to its column's type -- and runs it as the caller, so grants and
+-- the table's row-level policies decide what is seen and written.
+
+-- A served table's facts: {rel, name, key, version, columns: [{name, oid, elem, type,
+-- not_null, generated}]}. Served: a table of that name in the first exposed schema holding a
+-- table of that name, listed in baas.protected_tables; anything else is 404
+-- table_not_found (an unprotected table is never served, even when a later exposed
+-- schema has a protected one of that name).
+create function baas._served_table(name text) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v jsonb;
+begin
+    select case when p.rel is not null then pg_catalog.jsonb_build_object(
+               'rel', pg_catalog.format('%I.%I', n.nspname, c.relname),
+               'name', c.relname,
+               'key', coalesce((select pg_catalog.jsonb_agg(a.attname order by k.i)
+                                  from pg_catalog.pg_index x
+                                 cross join lateral pg_catalog.unnest(x.indkey::int2[]) with ordinality k(attnum, i)
+                                  join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum = k.attnum
+                                 where x.indrelid = c.oid and x.indisprimary), '[]'::jsonb),
+               'version', p.version_column,
+               'columns', (select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                      'name', a.attname,
+                                      'oid', bt.oid::bigint,
+                                      'elem', case when bt.typcategory = 'A' then bt.typelem::bigint else 0 end,
+                                      'type', pg_catalog.format_type(a.atttypid, null),
+                                      'not_null', a.attnotnull,
+                                      'generated', a.attgenerated <> '' or a.attidentity = 'a') order by a.attnum)
+                             from pg_catalog.pg_attribute a
+                             join pg_catalog.pg_type ty on ty.oid = a.atttypid
+                             join pg_catalog.pg_type bt on bt.oid = case when ty.typtype = 'd' then ty.typbasetype else ty.oid end
+                            where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped))
+           end
+      into v
+      from pg_catalog.unnest(baas._exposed_schemas()) with ordinality s(nsp, pos)
+      join pg_catalog.pg_class c on c.relnamespace = s.nsp and c.relname = _served_table.name and c.relkind in ('r', 'p')
+      join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      left join baas.protected_tables p on p.rel = c.oid
+     order by s.pos
+     limit 1;
+    if v is null then
+        raise exception using errcode = 'P0002', detail = 'table_not_found', message = 'table not found';
+    end if;
+    return v;
+end
+$$;
+
+-- Cast every value of a compiled statement to its column's type before it runs, so a
+-- value that does not fit is refused naming its column: 400 invalid_query (a filter,
+-- or `after`), 400 invalid_value (a row), 404 row_not_found (a key nothing can have).
+create function baas._table_check(q jsonb) returns void
+language plpgsql stable
+as $$
+declare
+    c jsonb;
+    p text[] := array(select pg_catalog.jsonb_array_elements_text(q -> 'params'));
+begin
+    if pg_catalog.jsonb_array_length(q -> 'checks') = 0 then
+        return;
+    end if;
+    begin
+        execute 'select ' || (select pg_catalog.string_agg(x ->> 'expr', ', ') from pg_catalog.jsonb_array_elements(q -> 'checks') x)
+            using p;
+    exception when data_exception then
+        for c in select x from pg_catalog.jsonb_array_elements(q -> 'checks') x loop
+            begin
+                execute 'select ' || (c ->> 'expr') using p;
+            exception when data_exception then
+                if c ->> 'role' = 'key' then
+                    raise exception using errcode = 'P0002', detail = 'row_not_found', message = 'row not found';
+                end if;
+                if c ->> 'role' = 'after' then
+                    raise exception using errcode = '22023', detail = 'invalid_query',
+                        message = pg_catalog.format('after: not a key of this table (%s)', sqlerrm);
+                end if;
+                raise exception using errcode = '22023',
+                    detail = case when c ->> 'role' = 'query' then 'invalid_query' else 'invalid_value' end,
+                    message = pg_catalog.format('column %s: %s', c ->> 'column', sqlerrm);
+            end;
+        end loop;
+        raise;
+    end;
+end
+$$;
+
+-- Why did an update or delete touch no row? Not visible: 404. Stale If-Match: 412 with
+-- the current version (HINT, the reply's ETag). Visible but not writable: 403.
+create function baas._table_explain_miss(q jsonb, p text[], if_match bigint, verb text) returns void
+language plpgsql stable
+as $$
+declare
+    v bigint;
+    n bigint;
+begin
+    execute q ->> 'probe' into v using p;
+    -- (EXECUTE does not set FOUND.)
+    get diagnostics n = row_count;
+    if n = 0 then
+        raise exception using errcode = 'P0002', detail = 'row_not_found', message = 'row not found';
+    end if;
+    if if_match is not null and v is distinct from if_match then
+        raise exception using errcode = '40001', detail = 'version_conflict', hint = v::text,
+            message = pg_catalog.format('row is at version %s, not %s', v, if_match);
+    end if;
+    raise exception using errcode = '42501', detail = 'forbidden',
+        message = pg_catalog.format('you may read this row but not %s it', verb);
+end
+$$;
+
+-- GET /v1/tables/{table}: {"items": [...], "next": key or null, "count"?: n}. `next`
+-- is the last row's key when the page is full: pass it as `after` for the next page.
+create function baas.table_list(tbl text, filter jsonb default '{}', "order" text default null,
+                                lim integer default 100, off integer default 0,
+                                with_count boolean default false, after text default null,
+                                fields text[] default null)
+returns jsonb
+language plpgsql stable
+as $$
+declare
+    t jsonb := baas._served_table(tbl);
+    q jsonb;
+    p text[];
+    v_items jsonb;
+    v_last text;
+    v_n bigint;
+    v_seen boolean;
+    r jsonb;
+begin
+    if lim is null or lim < 0 or lim > 1000 then
+        raise exception using errcode = '22023', detail = 'invalid_query', message = 'limit must be between 0 and 1000';
+    end if;
+    if off is null or off < 0 then
+        raise exception using errcode = '22023', detail = 'invalid_query', message = 'offset must be 0 or more';
+    end if;
+    q := baas._table_list_sql(t, coalesce(filter, '{}'), "order", fields, after);
+    perform baas._table_check(q);
+    p := array(select pg_catalog.jsonb_array_elements_text(q -> 'params'));
+    if after is not null then
+        execute q ->> 'cursor' into v_seen using p;
+        if not v_seen then
+            raise exception using errcode = '22023', detail = 'invalid_query', message = 'after: no such row in this table';
+        end if;
+    end if;
+    begin
+        execute q ->> 'sql' into v_items, v_last, v_n using p, lim, off;
+    exception when undefined_function then
+        -- A column type without the operator or the order asked for (xml, point, ...).
+        raise exception using errcode = '22023', detail = 'invalid_query',
+            message = pg_catalog.format('a column''s type has no such comparison or order: %s', sqlerrm);
+    end;
+    r := pg_catalog.jsonb_build_object('items', v_items,
+        'next', case when lim > 0 and v_n = lim and (q ->> 'paged')::boolean then v_last end);
+    if with_count then
+        execute q ->> 'count' into v_n using p;
+        r := r || pg_catalog.jsonb_build_object('count', v_n);
+    end if;
+    return r;
+end
+$$;
+comment on function baas.table_list(text, jsonb, text, integer, integer, boolean, text, text[]) is
+    'Rows of a served protected table the caller may read, filtered, ordered and paged on typed columns (docs/tables.md)';
+
+-- GET /v1/tables/{table}/{key}: the row and its version (the ETag).
+create function baas.table_get(tbl text, key text, out data jsonb, out version bigint)
+language plpgsql stable
+as $$
+declare
+    q jsonb := baas._table_get_sql(baas._served_table(tbl), key);
+begin
+    if q is null then
+        raise exception using errcode = 'P0002', detail = 'row_not_found', message = 'row not found';
+    end if;
+    perform baas._table_check(q);
+    execute q ->> 'sql' into data, version using array(select pg_catalog.jsonb_array_elements_text(q -> 'params'));
+    if data is null then
+        raise exception using errcode = 'P0002', detail = 'row_not_found', message = 'row not found';
+    end if;
+end
+$$;
+comment on function baas.table_get(text, text) is 'A row of a served protected table by primary key, and its version (docs/tables.md)';
+
+-- POST /v1/tables/{table}: the row as stored (defaults and triggers applied).
+create function baas.table_insert(tbl text, body jsonb, out data jsonb, out version bigint)
+language plpgsql volatile
+as $$
+declare
+    q jsonb := baas._table_insert_sql(baas._served_table(tbl), body);
+begin
+    perform baas._table_check(q);
+    execute q ->> 'sql' into data, version using array(select pg_catalog.jsonb_array_elements_text(q -> 'params'));
+end
+$$;
+comment on function baas.table_insert(text, jsonb) is 'Insert a row into a served protected table; returns it as stored (docs/tables.md)';
+
+-- PATCH /v1/tables/{table}/{key}: set the columns the patch names; with if_match, 412
+-- version_conflict when the row has moved on.
+create function baas.table_update(tbl text, key text, patch jsonb, if_match bigint default null,
+                                  out data jsonb, out version bigint)
+language plpgsql volatile
+as $$
+declare
+    q jsonb := baas._table_update_sql(baas._served_table(tbl), key, patch);
+    p text[];
+begin
+    if q is null then
+        raise exception using errcode = 'P0002', detail = 'row_not_found', message = 'row not found';
+    end if;
+    perform baas._table_check(q);
+    p := array(select pg_catalog.jsonb_array_elements_text(q -> 'params'));
+    execute q ->> 'sql' into data, version using p, if_match;
+    if data is null then
+        perform baas._table_explain_miss(q, p, if_match, 'update');
+    end if;
+end
+$$;
+comment on function baas.table_update(text, text, jsonb, bigint) is
+    'Update columns of a row of a served protected table; with if_match, 40001 version_conflict when stale (docs/tables.md)';
+
+-- DELETE /v1/tables/{table}/{key}.
+create function baas.table_delete(tbl text, key text, if_match bigint default null) returns void
+language plpgsql volatile
+as $$
+declare
+    q jsonb := baas._table_delete_sql(baas._served_table(tbl), key);
+    p text[];
+    n bigint;
+begin
+    if q is null then
+        raise exception using errcode = 'P0002', detail = 'row_not_found', message = 'row not found';
+    end if;
+    perform baas._table_check(q);
+    p := array(select pg_catalog.jsonb_array_elements_text(q -> 'params'));
+    execute q ->> 'sql' using p, if_match;
+    get diagnostics n = row_count;
+    if n = 0 then
+        perform baas._table_explain_miss(q, p, if_match, 'delete');
+    end if;
+end
+$$;
+comment on function baas.table_delete(text, text, bigint) is
+    'Delete a row of a served protected table; with if_match, 40001 version_conflict when stale (docs/tables.md)';
+
 -- ================================================================== sql/lints.sql
 create or replace function baas.security_lints()
 returns table (lint text, object text, detail text)
@@ -1014,6 +1311,9 @@ as $$
            '_exposed_schemas', '_rpc_plan',
            -- (rpc above, protected tables below: one line each, kept apart for merges)
            -- tables (sql/tables.sql)
+           -- tables over HTTP (package C)
+           '_served_table', '_table_check', '_table_explain_miss', '_table_list_sql', '_table_get_sql',
+           '_table_insert_sql', '_table_update_sql', '_table_delete_sql',
            '_protected_table_stub'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid
@@ -1072,6 +1372,8 @@ as $$
            -- (rpc above, protected tables below: one line each, kept apart for merges)
            -- tables (sql/tables.sql)
            'protect', 'unprotect', 'has_role', 'can_read', 'can_read_file',
+           -- tables over HTTP (package C)
+           'table_list', 'table_get', 'table_insert', 'table_update', 'table_delete',
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all
@@ -1251,6 +1553,40 @@ grant execute on function
     baas.can_read_file(uuid)
   to baas_anon, baas_user, baas_service;
 grant select on baas.exposed, baas.protected_tables to baas_service;
+
+-- tables over HTTP (package C): new functions, revoked from PUBLIC as a fresh install does.
+revoke execute on function
+    baas._served_table(text),
+    baas._table_check(jsonb),
+    baas._table_explain_miss(jsonb, text[], bigint, text),
+    baas._table_list_sql(jsonb, jsonb, text, text[], text),
+    baas._table_get_sql(jsonb, text),
+    baas._table_insert_sql(jsonb, jsonb),
+    baas._table_update_sql(jsonb, text, jsonb),
+    baas._table_delete_sql(jsonb, text),
+    baas.table_list(text, jsonb, text, integer, integer, boolean, text, text[]),
+    baas.table_get(text, text),
+    baas.table_insert(text, jsonb),
+    baas.table_update(text, text, jsonb, bigint),
+    baas.table_delete(text, text, bigint)
+  from public;
+-- tables over HTTP (package C): the door functions run as the caller; the compiler
+-- faces are pure; _served_table reads the definitions for them.
+grant execute on function
+    baas._served_table(text),
+    baas._table_check(jsonb),
+    baas._table_explain_miss(jsonb, text[], bigint, text),
+    baas._table_list_sql(jsonb, jsonb, text, text[], text),
+    baas._table_get_sql(jsonb, text),
+    baas._table_insert_sql(jsonb, jsonb),
+    baas._table_update_sql(jsonb, text, jsonb),
+    baas._table_delete_sql(jsonb, text),
+    baas.table_list(text, jsonb, text, integer, integer, boolean, text, text[]),
+    baas.table_get(text, text),
+    baas.table_insert(text, jsonb),
+    baas.table_update(text, text, jsonb, bigint),
+    baas.table_delete(text, text, bigint)
+  to baas_anon, baas_user, baas_service;
 
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
 select pg_catalog.pg_notify('baas_extension', '0.8.0');

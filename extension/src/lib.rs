@@ -15,6 +15,7 @@ pub mod oidc;
 pub mod query;
 pub mod realtime;
 pub mod rpc;
+pub mod tables;
 
 ::pgrx::pg_module_magic!();
 
@@ -122,7 +123,18 @@ extension_sql_file!(
 extension_sql_file!("../../sql/social.sql", name = "social", requires = ["oidc"]);
 // The team's own schema behind the same door (issue 17): RPC, then protected tables.
 extension_sql_file!("../../sql/rpc.sql", name = "rpc", requires = ["social", api::rpc::rpc_plan]);
-extension_sql_file!("../../sql/tables.sql", name = "tables", requires = ["rpc"]);
+extension_sql_file!(
+    "../../sql/tables.sql",
+    name = "tables",
+    requires = [
+        "rpc",
+        api::tables::table_list_sql,
+        api::tables::table_get_sql,
+        api::tables::table_insert_sql,
+        api::tables::table_update_sql,
+        api::tables::table_delete_sql
+    ]
+);
 extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["tables"]);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 

@@ -150,6 +150,9 @@ pub enum Query {
     /// Any names: the query parameters as a JSON object of strings (a repeated name an
     /// array), for `Arg::QueryArgs` (GET /v1/rpc/{function}).
     Args,
+    /// The list parameters of `List`, with `after` a table row's key (any text, not an
+    /// id): the tables door (sql/tables.sql).
+    Rows,
 }
 
 /// Where a `$n` of the route's SQL comes from.

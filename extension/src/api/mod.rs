@@ -11,6 +11,7 @@ pub mod index_build;
 pub mod plans;
 pub mod query;
 pub mod realtime;
+pub mod tables;
 pub mod realtime_worker;
 pub mod rpc;
 pub(crate) mod worker_launch;

@@ -223,6 +223,19 @@ pub const MAX_WHERE_BYTES: usize = 16 * 1024;
 pub const LIST_PARAMS: &[&str] = &["where", "order", "limit", "offset", "count", "after", "fields"];
 
 pub fn list_params(query: Option<&str>) -> Result<ListParams, ApiError> {
+    list_params_after(query, true)
+}
+
+/// Longest `after` of a table row's key (`Query::Rows`).
+pub const MAX_ROW_KEY_BYTES: usize = 1024;
+
+/// `List`'s parameters for a table (`Query::Rows`): `after` is the last row's key, any
+/// text; Postgres reads it as the key's type.
+pub fn rows_params(query: Option<&str>) -> Result<ListParams, ApiError> {
+    list_params_after(query, false)
+}
+
+fn list_params_after(query: Option<&str>, after_is_id: bool) -> Result<ListParams, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_query", m);
     let mut p = ListParams::default();
     for (k, v) in pairs(query, LIST_PARAMS)? {
@@ -245,8 +258,11 @@ pub fn list_params(query: Option<&str>) -> Result<ListParams, ApiError> {
                 }
             }
             "after" => {
-                if !is_uuid(&v) {
+                if after_is_id && !is_uuid(&v) {
                     return Err(bad(format!("after must be a document id, got {v:?}")));
+                }
+                if v.len() > MAX_ROW_KEY_BYTES {
+                    return Err(bad(format!("after is longer than {MAX_ROW_KEY_BYTES} bytes")));
                 }
                 p.after = Some(v.into_owned());
             }

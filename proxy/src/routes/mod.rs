@@ -161,6 +161,8 @@ const MY_FOLLOWER: &[Seg] = &[lit("v1"), lit("auth"), lit("followers"), uuid("id
 const RPC: &[Seg] = &[lit("v1"), lit("rpc"), p("function")];
 const PROFILE: &[Seg] = &[lit("v1"), lit("auth"), lit("user"), lit("profile")];
 const USER_PROFILE: &[Seg] = &[lit("v1"), lit("users"), uuid("id")];
+const ROWS: &[Seg] = &[lit("v1"), lit("tables"), p("table")];
+const ROW: &[Seg] = &[lit("v1"), lit("tables"), p("table"), p("key")];
 
 /// Document routes select the document and its version (the ETag).
 const DOC_WRITE: &[Arg] = &[Path(0), Path(1), F("data"), IfMatch];
@@ -456,6 +458,29 @@ pub static ROUTES: &[Route] = &[
         .body(&[req("owner", Uuid)])
         .sql("select x::text, x ->> 'version' from baas.transfer($1, $2, $3::text::uuid, $4) x", &[Path(0), Path(1), F("owner"), IfMatch])
         .answer(OK, Shape::Document).private(),
+    // --- tables (sql/tables.sql): protected tables in exposed schemas (docs/tables.md,
+    // "Over HTTP"). Bodies are open (column names, which Postgres checks); the key is the
+    // primary key's value as text; the ETag is the version column or xmin.
+    r("list_rows", GET, ROWS, Anyone)
+        .query(Query::Rows)
+        .sql(
+            "select x::text from baas.table_list($1, $2, $3, $4, $5, $6, $7, $8) x",
+            &[Path(0), List(L::Filter), List(L::Order), List(L::Limit), List(L::Offset), List(L::Count), List(L::After), List(L::Fields)],
+        )
+        .private(),
+    r("insert_row", POST, ROWS, Anyone)
+        .body(ANY_FIELDS)
+        .sql("select x.data::text, x.version::text from baas.table_insert($1, $2) x", &[Path(0), Body])
+        .answer(CREATED, Shape::Document).private(),
+    r("get_row", GET, ROW, Anyone)
+        .sql("select x.data::text, x.version::text from baas.table_get($1, $2) x", &[Path(0), Path(1)])
+        .answer(OK, Shape::Document).private(),
+    r("update_row", PATCH, ROW, Anyone)
+        .body(ANY_FIELDS)
+        .sql("select x.data::text, x.version::text from baas.table_update($1, $2, $3, $4) x", &[Path(0), Path(1), Body, IfMatch])
+        .answer(OK, Shape::Document).private(),
+    r("delete_row", DELETE, ROW, Anyone)
+        .sql("select baas.table_delete($1, $2, $3)", &[Path(0), Path(1), IfMatch]).answer(NO_CONTENT, Shape::Void),
     // --- live change feeds (docs/realtime-protocol.md): the transports run them, no SQL
     // here; the token may also come as ?access_token= (browsers cannot set headers on
     // EventSource and WebSocket).
@@ -548,7 +573,7 @@ mod tests {
                     Arg::Path(i) => assert!(*i < params, "{}: path parameter {i}", r.name),
                     Arg::Field(f) => assert!(r.body.unwrap_or(&[]).iter().any(|x| x.name == *f), "{}: field {f}", r.name),
                     Arg::Body => assert!(r.body.is_some(), "{}", r.name),
-                    Arg::List(_) => assert!(matches!(r.query, Query::List | Query::Page), "{}", r.name),
+                    Arg::List(_) => assert!(matches!(r.query, Query::List | Query::Page | Query::Rows), "{}", r.name),
                     Arg::IndexKind => assert_eq!(r.query, Query::IndexKind, "{}", r.name),
                     Arg::QueryArgs => assert_eq!(r.query, Query::Args, "{}", r.name),
                     Arg::IfMatch => {}

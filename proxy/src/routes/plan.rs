@@ -99,6 +99,7 @@ pub fn plan<'a>(route: &'static Route, req: &Request<'a>) -> Result<Plan<'a>, Ap
         Query::Page => list = Some(input::page_params(req.query)?),
         Query::IndexKind => kind = Some(input::index_kind(req.query)?),
         Query::Args => query_args = Some(input::query_args(req.query)?),
+        Query::Rows => list = Some(input::rows_params(req.query)?),
     }
     let mut args: [Val<'a>; MAX_ARGS] = Default::default();
     for (slot, arg) in args.iter_mut().zip(route.args) {

@@ -1,0 +1,389 @@
+//! Protected tables over HTTP (issue 17, package C; docs/tables.md "Over HTTP"): the
+//! document permission matrix replayed on a relational table protected with
+//! baas.protect, over HTTP and through baas.as_user with identical answers; typed
+//! filters that a btree index serves; injection strings in every slot; wrong-typed
+//! values refused naming the column; If-Match; what is not served; numeric, timestamp
+//! and bytea round trips. Real cluster, real proxy, real HTTP.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+/// The exposed schema `app` (usable by the API roles) and a helper schema for EXPLAIN.
+fn schema() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        admin()
+            .batch_execute(
+                "create schema app;
+                 grant usage on schema app to baas_anon, baas_user, baas_service;
+                 select baas.expose_schema('app');
+                 create schema plan_util;
+                 grant usage on schema plan_util to baas_anon, baas_user, baas_service;
+                 -- The plan of the list statement the tables door runs, as the caller.
+                 create function plan_util.list_plan(tbl text, filter jsonb) returns text
+                 language plpgsql volatile as $$
+                 declare
+                     q jsonb := baas._table_list_sql(baas._served_table(tbl), filter, null, null, null);
+                     p text[] := array(select jsonb_array_elements_text(q -> 'params'));
+                     line text;
+                     plan text := '';
+                 begin
+                     for line in execute 'explain ' || (q ->> 'sql') using p, 100, 0 loop
+                         plan := plan || line || E'\\n';
+                     end loop;
+                     return plan;
+                 end $$;
+                 grant execute on function plan_util.list_plan(text, jsonb) to baas_anon, baas_user, baas_service;",
+            )
+            .expect("schemas");
+    });
+}
+
+/// A fresh protected table in `app`: `columns` after an id, an owner, an ACL and a
+/// version column; returns its name.
+fn table(tag: &str, columns: &str, version: bool) -> String {
+    schema();
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!("{tag}_{}", N.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    let (vcol, varg) = if version { (", version bigint not null default 1", ", version => 'version'") } else { ("", "") };
+    admin()
+        .batch_execute(&format!(
+            "create table app.{name} (id bigint generated always as identity primary key, owner uuid, acl jsonb{vcol}{columns});
+             select baas.protect('app.{name}', owner => 'owner', acl => 'acl'{varg});"
+        ))
+        .expect("protected table");
+    name
+}
+
+fn rows_path(t: &str) -> String {
+    format!("/v1/tables/{}", enc(t))
+}
+
+fn row_path(t: &str, key: &str) -> String {
+    format!("/v1/tables/{}/{}", enc(t), enc(key))
+}
+
+fn insert(t: &str, token: Option<&str>, row: Value) -> Value {
+    let r = call("POST", &rows_path(t), token, Some(&row.to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body
+}
+
+fn listed(t: &str, token: Option<&str>, query: &str) -> Resp {
+    call("GET", &format!("{}?{query}", rows_path(t)), token, None)
+}
+
+fn ids_of(items: &Value) -> BTreeSet<String> {
+    items.as_array().unwrap().iter().map(|r| r["id"].to_string()).collect()
+}
+
+/// What `baas.as_user` answers for one door call, as the HTTP status the proxy would
+/// give: the call runs in a transaction that is rolled back, so nothing changes.
+fn as_user_status(db: &mut postgres::Client, uid: Option<&str>, sql: &str, ok: u16) -> u16 {
+    let mut tx = db.transaction().unwrap();
+    let r = tx.query("select x from baas.as_user($1::text::uuid, $2) x", &[&uid, &sql]);
+    let status = match r {
+        Ok(_) => ok,
+        Err(e) => {
+            let e = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
+            match (e.code().code(), e.detail()) {
+                ("P0002", _) => 404,
+                ("42501", Some("forbidden")) => 403,
+                ("42501", _) if uid.is_none() => 401,
+                ("42501", _) => 403,
+                (c, d) => panic!("{sql}: {c} {d:?} {}", e.message()),
+            }
+        }
+    };
+    tx.rollback().unwrap();
+    status
+}
+
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The document matrix (tests/tests/common: matrix_cases, matrix_expected) on a table:
+/// A inserts one row per case with that ACL; B and the anonymous caller read, update
+/// and delete each, over HTTP and through baas.as_user, with the same answers; listings
+/// and counts agree too.
+#[test]
+fn the_permission_matrix_on_a_table_is_the_documents_one_over_http_and_sql() {
+    let t = table("matrix", ", case_name text", true);
+    let (a, b) = (signup("tbl-a"), signup("tbl-b"));
+    let s = service_token();
+    let (cases, gone) = matrix_cases(&t, &b);
+    let rows: Vec<(&'static str, String)> = cases
+        .into_iter()
+        .map(|(name, acl)| {
+            let r = insert(&t, Some(&a.access), json!({"case_name": name, "acl": acl}));
+            assert_eq!(r["owner"], json!(a.id), "the owner is filled with the caller: {r}");
+            (name, r["id"].to_string())
+        })
+        .collect();
+    let key = |name: &str| rows.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    // Revocation and membership removal take effect on the next request.
+    assert_eq!(call("GET", &row_path(&t, &key("revoked")), Some(&b.access), None).status, 200);
+    let r = call("PATCH", &row_path(&t, &key("revoked")), Some(&a.access), Some(r#"{"acl": {}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(call("GET", &row_path(&t, &key("role_removed")), Some(&b.access), None).status, 200);
+    assert_eq!(call("DELETE", &format!("/v1/roles/{gone}/members/{}", b.id), Some(&s), None).status, 204);
+
+    let mut db = admin();
+    let who = [("a", Some(a.access.as_str()), Some(a.id.as_str())), ("b", Some(b.access.as_str()), Some(b.id.as_str())), ("anon", None, None)];
+    // Listings and counts, both doors.
+    for (name, token, uid) in who {
+        let want = matrix_visible(&rows, &a.access, token);
+        let r = listed(&t, token, "limit=1000&count=true");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(ids_of(&r.body["items"]), want, "HTTP listing as {name}");
+        assert_eq!(r.body["count"], json!(want.len()), "count as {name}");
+        let v: Value = db
+            .query_one("select baas.as_user($1::text::uuid, format('select baas.table_list(%L, lim => 1000)', $2::text))", &[&uid, &t])
+            .unwrap()
+            .get(0);
+        let mut page = r.body.clone();
+        page.as_object_mut().unwrap().remove("count");
+        assert_eq!(v, page, "as_user = HTTP as {name}");
+    }
+    // Every verb: as_user first (rolled back), then HTTP for real; the same answers.
+    for (name, k) in &rows {
+        let (bw, anonw) = matrix_expected(name);
+        for (who, token, uid, want) in [("b", Some(b.access.as_str()), Some(b.id.as_str()), bw), ("anon", None, None, anonw)] {
+            let path = row_path(&t, k);
+            let sql_get = format!("select data from baas.table_get({}, {})", lit(&t), lit(k));
+            let sql_patch = format!("select data from baas.table_update({}, {}, '{{\"case_name\": \"x\"}}')", lit(&t), lit(k));
+            let sql_delete = format!("select baas.table_delete({}, {})", lit(&t), lit(k));
+            let sql = [
+                as_user_status(&mut db, uid, &sql_get, 200),
+                as_user_status(&mut db, uid, &sql_patch, 200),
+                as_user_status(&mut db, uid, &sql_delete, 204),
+            ];
+            let r = call("GET", &path, token, None);
+            assert_eq!(r.status, want[0], "{who} GET {name}: {}", r.body);
+            if want[0] == 404 {
+                assert_eq!(r.code(), "row_not_found", "unreadable looks like missing");
+            } else {
+                assert_eq!(r.body["case_name"], json!(name));
+            }
+            let r = call("PATCH", &path, token, Some(&json!({"case_name": name}).to_string()));
+            assert_eq!(r.status, want[1], "{who} PATCH {name}: {}", r.body);
+            if want[1] == 403 {
+                assert_eq!(r.code(), "forbidden");
+            }
+            let mut http = [want[0], r.status, 0];
+            if want[2] != 204 || who == "anon" || anonw[2] != 204 {
+                let r = call("DELETE", &path, token, None);
+                assert_eq!(r.status, want[2], "{who} DELETE {name}: {}", r.body);
+                http[2] = r.status;
+            } else {
+                http[2] = 204;
+            }
+            assert_eq!(sql, http, "{who} {name}: baas.as_user answers as HTTP does");
+            if http[2] == 204 {
+                break;
+            }
+        }
+    }
+    // The owner may do everything to what is left.
+    for (name, k) in &rows {
+        let path = row_path(&t, k);
+        let g = call("GET", &path, Some(&a.access), None);
+        if g.status == 404 {
+            assert!(matches!(*name, "delete_b" | "role_delete" | "public_delete"), "{name} vanished");
+            continue;
+        }
+        assert_eq!(g.status, 200, "owner GET {name}");
+        assert_eq!(call("PATCH", &path, Some(&a.access), Some(r#"{"case_name": "a"}"#)).status, 200);
+        assert_eq!(call("DELETE", &path, Some(&a.access), None).status, 204, "owner DELETE {name}");
+    }
+    // Anonymous callers cannot insert (create defaults to authenticated).
+    let r = call("POST", &rows_path(&t), None, Some(r#"{"case_name": "anon"}"#));
+    assert_eq!(r.status, 401, "{}", r.body);
+}
+
+/// Filters compare in the column's type, and a btree index on the column serves them:
+/// the plan of the statement the door runs, taken as the caller.
+#[test]
+fn typed_filters_use_the_column_type_and_its_btree_index() {
+    let t = table("typed", ", qty integer, price numeric, at timestamptz, label text", false);
+    let a = signup("tbl-typed");
+    let mut db = admin();
+    db.batch_execute(&format!(
+        "create index {t}_qty on app.{t} (qty);
+         insert into app.{t} (owner, acl, qty, price, at, label)
+           select '{}', '{{\"read\": [\"public\"]}}', g, g / 10.0, '2026-01-01T00:00:00Z'::timestamptz + g * interval '1 hour', 'n' || g
+             from generate_series(1, 3000) g;
+         analyze app.{t};",
+        a.id
+    ))
+    .unwrap();
+    // As numbers: 9 < 10 (as text "9" > "10").
+    let r = listed(&t, Some(&a.access), &format!("where={}&order=-qty&fields=qty", enc(r#"{"qty": {"$gte": "9", "$lt": 11}}"#)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["items"], json!([{"qty": 10}, {"qty": 9}]));
+    // numeric and timestamptz compare as such.
+    let r = listed(&t, None, &format!("where={}&fields=id,qty", enc(r#"{"price": {"$gt": "299.95"}}"#)));
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(1), "{}", r.body);
+    assert_eq!(r.body["items"][0]["qty"], json!(3000));
+    let r = listed(&t, None, &format!("where={}&fields=qty", enc(r#"{"at": {"$lte": "2026-01-01T03:00:00+01:00"}}"#)));
+    assert_eq!(r.body["items"], json!([{"qty": 1}, {"qty": 2}]), "an instant, whatever its offset");
+    let r = listed(&t, None, &format!("where={}&fields=qty", enc(r#"{"label": {"$in": ["n5", "n7", "zz"]}}"#)));
+    assert_eq!(r.body["items"], json!([{"qty": 5}, {"qty": 7}]));
+
+    for uid in [Some(a.id.as_str()), None] {
+        let plan: String = db
+            .query_one(
+                "select baas.as_user($1::text::uuid, format('select plan_util.list_plan(%L, %L)', $2::text, $3::text)) #>> '{}'",
+                &[&uid, &t, &r#"{"qty": {"$gte": 100, "$lt": 105}}"#],
+            )
+            .unwrap()
+            .get(0);
+        assert!(plan.contains(&format!("{t}_qty")), "the qty index serves the filter as {uid:?}:\n{plan}");
+        assert!(!plan.contains(&format!("Seq Scan on {t}")), "{plan}");
+    }
+    // Keyset paging with the key as `after`.
+    let p1 = listed(&t, None, &format!("where={}&limit=2&fields=qty", enc(r#"{"qty": {"$lte": 5}}"#)));
+    assert_eq!(p1.body["items"], json!([{"qty": 1}, {"qty": 2}]));
+    let next = p1.body["next"].as_str().unwrap().to_string();
+    let p2 = listed(&t, None, &format!("where={}&limit=2&fields=qty&after={}", enc(r#"{"qty": {"$lte": 5}}"#), enc(&next)));
+    assert_eq!(p2.body["items"], json!([{"qty": 3}, {"qty": 4}]), "{}", p2.body);
+    let p3 = listed(&t, None, &format!("where={}&limit=2&fields=qty&after={}", enc(r#"{"qty": {"$lte": 5}}"#), enc(p2.body["next"].as_str().unwrap())));
+    assert_eq!((p3.body["items"].clone(), p3.body["next"].clone()), (json!([{"qty": 5}]), Value::Null));
+}
+
+/// Wrong-typed values and unknown names are 400s naming the column; nothing a client
+/// sends in any slot reaches SQL as text; unserved tables are 404.
+#[test]
+fn bad_input_injection_and_unserved_tables() {
+    let t = table("inj", ", qty integer, label text, at timestamptz, x xml", true);
+    let a = signup("tbl-inj");
+    let tok = Some(a.access.as_str());
+    let evil = "x'); drop table app.evil; --\"";
+    admin().batch_execute("create table if not exists app.evil (id int primary key)").unwrap();
+    let row = insert(&t, tok, json!({"qty": 1, "label": evil}));
+    assert_eq!(row["label"], json!(evil), "stored verbatim");
+    let k = row["id"].to_string();
+
+    for (method, path, body, status, code, names) in [
+        ("GET", format!("{}?where={}", rows_path(&t), enc(r#"{"qty": "abc"}"#)), None, 400, "invalid_query", "qty"),
+        ("GET", format!("{}?where={}", rows_path(&t), enc(r#"{"at": {"$gt": "not a time"}}"#)), None, 400, "invalid_query", "at"),
+        ("GET", format!("{}?where={}", rows_path(&t), enc(&json!({evil: 1}).to_string())), None, 400, "invalid_query", "drop"),
+        ("GET", format!("{}?order={}", rows_path(&t), enc(evil)), None, 400, "invalid_query", "order"),
+        ("GET", format!("{}?fields={}", rows_path(&t), enc("qty,x\"y")), None, 400, "invalid_query", "fields"),
+        ("GET", format!("{}?after={}", rows_path(&t), enc(evil)), None, 400, "invalid_query", "after"),
+        ("GET", format!("{}?where={}", rows_path(&t), enc(r#"{"x": "<a/>"}"#)), None, 400, "invalid_query", "xml"),
+        ("GET", format!("{}?order=x", rows_path(&t)), None, 400, "invalid_query", "xml"),
+        ("POST", rows_path(&t), Some(json!({"qty": "many"})), 400, "invalid_value", "qty"),
+        ("POST", rows_path(&t), Some(json!({"at": "yesterday-ish"})), 400, "invalid_value", "at"),
+        ("POST", rows_path(&t), Some(json!({"qty": [1]})), 400, "invalid_value", "qty"),
+        ("POST", rows_path(&t), Some(json!({evil: 1})), 400, "invalid_value", "drop"),
+        ("PATCH", row_path(&t, &k), Some(json!({"qty": 1.5})), 400, "invalid_value", "qty"),
+        ("POST", rows_path(&t), Some(json!({"id": 77})), 400, "invalid_value", "generated"),
+        ("PATCH", row_path(&t, &k), Some(json!({"id": 78})), 400, "invalid_value", "generated"),
+        ("GET", row_path(&t, evil), None, 404, "row_not_found", ""),
+        ("PATCH", row_path(&t, evil), Some(json!({"qty": 2})), 404, "row_not_found", ""),
+        ("DELETE", row_path(&t, evil), None, 404, "row_not_found", ""),
+        ("GET", row_path(&t, "99999999999999999999999"), None, 404, "row_not_found", ""),
+        ("GET", rows_path(evil), None, 404, "table_not_found", ""),
+        ("GET", row_path(evil, "1"), None, 404, "table_not_found", ""),
+        ("POST", rows_path(evil), Some(json!({})), 404, "table_not_found", ""),
+    ] {
+        let r = call(method, &path, tok, body.map(|b| b.to_string()).as_deref());
+        assert_eq!((r.status, r.code()), (status, code), "{method} {path}: {}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains(names), "{method} {path}: {}", r.body);
+    }
+    // A filter value holding SQL is only a value.
+    let r = listed(&t, tok, &format!("where={}", enc(&json!({"label": evil}).to_string())));
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(1), "{}", r.body);
+    let n: i64 = admin().query_one("select count(*) from app.evil", &[]).unwrap().get(0);
+    assert_eq!(n, 0, "app.evil is still there");
+
+    // Not served: an unprotected table in an exposed schema, a protected one outside.
+    admin()
+        .batch_execute(
+            "create table app.plain (id int primary key); insert into app.plain values (1);
+             grant select on app.plain to baas_anon, baas_user, baas_service;
+             create schema hidden; grant usage on schema hidden to baas_anon, baas_user, baas_service;
+             create table hidden.secret (id bigint primary key, owner uuid);
+             select baas.protect('hidden.secret', owner => 'owner');",
+        )
+        .unwrap();
+    for path in ["/v1/tables/plain", "/v1/tables/plain/1", "/v1/tables/secret", "/v1/tables/secret/1", "/v1/tables/protected_tables"] {
+        let r = call("GET", path, tok, None);
+        assert_eq!((r.status, r.code()), (404, "table_not_found"), "{path}: {}", r.body);
+    }
+    let r = call("GET", "/v1/tables/plain", Some(&service_token()), None);
+    assert_eq!(r.status, 404, "not even for the service role");
+}
+
+/// If-Match against the version column and against xmin: 412 with the current ETag.
+#[test]
+fn if_match_guards_updates_and_deletes() {
+    let a = signup("tbl-etag");
+    for version in [true, false] {
+        let t = table("etag", ", n integer", version);
+        let r = call("POST", &rows_path(&t), Some(&a.access), Some(r#"{"n": 1}"#));
+        assert_eq!(r.status, 201);
+        let etag = r.header("etag").expect("ETag on insert").to_string();
+        let path = row_path(&t, &r.body["id"].to_string());
+        let g = call("GET", &path, Some(&a.access), None);
+        assert_eq!(g.header("etag"), Some(etag.as_str()));
+        let u = call_with("PATCH", &path, Some(&a.access), Some(r#"{"n": 2}"#), &[("If-Match", etag.as_str())]);
+        assert_eq!(u.status, 200, "{}", u.body);
+        let now = u.header("etag").unwrap().to_string();
+        assert_ne!(now, etag, "version moved (version column: {version})");
+        let stale = call_with("PATCH", &path, Some(&a.access), Some(r#"{"n": 3}"#), &[("If-Match", etag.as_str())]);
+        assert_eq!((stale.status, stale.code()), (412, "version_conflict"), "{}", stale.body);
+        assert_eq!(stale.header("etag"), Some(now.as_str()), "the current version");
+        let d = call_with("DELETE", &path, Some(&a.access), None, &[("If-Match", etag.as_str())]);
+        assert_eq!(d.status, 412);
+        assert_eq!(call("GET", &path, Some(&a.access), None).body["n"], json!(2), "the stale writes changed nothing");
+        let d = call_with("DELETE", &path, Some(&a.access), None, &[("If-Match", now.as_str())]);
+        assert_eq!(d.status, 204);
+    }
+}
+
+/// numeric stays exact (a JSON string), timestamps are ISO 8601, bytea is base64, json
+/// and arrays nest; each comes back as it went in, and filters take the same forms.
+#[test]
+fn numeric_timestamp_and_bytea_round_trip() {
+    let t = table("types", ", price numeric, at timestamptz, day date, blob bytea, doc jsonb, tags text[], ok boolean, ratio float8", false);
+    let a = signup("tbl-types");
+    let bytes: Vec<u8> = (0..=255u8).chain(0..100).collect();
+    let blob = common::files::b64std(&bytes);
+    let price = "12345678901234567890.123456789012";
+    let row = insert(
+        &t,
+        Some(&a.access),
+        json!({"price": price, "at": "2026-03-04T05:06:07.123456Z", "day": "2026-03-04", "blob": blob,
+               "doc": {"a": [1, {"b": null}]}, "tags": ["x", "y,z"], "ok": true, "ratio": 0.25}),
+    );
+    assert_eq!(row["price"], json!(price), "numeric is an exact string");
+    let at = row["at"].as_str().unwrap();
+    assert!(at.starts_with("2026-03-04T") && at.contains(".123456"), "ISO 8601: {at}");
+    let same: bool = admin().query_one("select $1::text::timestamptz = '2026-03-04T05:06:07.123456Z'", &[&at]).unwrap().get(0);
+    assert!(same, "{at} is the instant sent");
+    assert_eq!(row["day"], json!("2026-03-04"));
+    assert_eq!(row["blob"], json!(blob), "bytea is base64 without line breaks");
+    assert_eq!(row["doc"], json!({"a": [1, {"b": null}]}));
+    assert_eq!(row["tags"], json!(["x", "y,z"]));
+    assert_eq!((row["ok"].clone(), row["ratio"].clone()), (json!(true), json!(0.25)));
+    let stored: Vec<u8> = admin().query_one(&format!("select blob from app.{t}"), &[]).unwrap().get(0);
+    assert_eq!(stored, bytes);
+    let k = row["id"].to_string();
+    let g = call("GET", &row_path(&t, &k), Some(&a.access), None);
+    assert_eq!(g.body, row, "GET answers what insert did");
+    for filter in [json!({"price": price}), json!({"blob": blob}), json!({"at": "2026-03-04T06:06:07.123456+01:00"}), json!({"tags": {"$contains": "y,z"}})] {
+        let r = listed(&t, Some(&a.access), &format!("where={}", enc(&filter.to_string())));
+        assert_eq!(ids_of(&r.body["items"]), BTreeSet::from([k.clone()]), "{filter}: {}", r.body);
+    }
+    let bad = call("POST", &rows_path(&t), Some(&a.access), Some(r#"{"blob": "not base64!"}"#));
+    assert_eq!((bad.status, bad.code()), (400, "invalid_value"), "{}", bad.body);
+    assert!(bad.body["error"]["message"].as_str().unwrap().contains("blob"));
+    let r = call("PATCH", &row_path(&t, &k), Some(&a.access), Some(r#"{"price": null, "tags": []}"#));
+    assert_eq!((r.body["price"].clone(), r.body["tags"].clone()), (Value::Null, json!([])), "{}", r.body);
+}
