@@ -108,7 +108,7 @@ as $$
 declare
     v_call text[] := baas._rpc_plan(rpc.name, rpc.args, rpc.via_get);
 begin
-    execute v_call[1] into body using v_call[3:];
+    execute v_call[1] into body using v_call[3:], rpc.args;
     is_void := v_call[2] = 'true';
 end
 $$;
