@@ -73,7 +73,7 @@ create function api.slow(secs float8) returns void language sql volatile as 'sel
 
 -- Review findings (issue 17): each below failed before its fix.
 create function api.check_stable(ok boolean) returns void language plpgsql stable as
-    $$begin if not ok then perform baas.raise(409, 'checked', 'a stable void function ran', 'x'); end if; end$$;
+    $$begin if not ok then perform baas.raise(409, 'checked', 'a stable void function ran'); end if; end$$;
 create function api.check_immutable() returns void language plpgsql immutable as
     $$begin raise exception 'an immutable void function ran' using errcode = 'PT422', detail = 'checked'; end$$;
 create function api.exact(x numeric) returns numeric language sql immutable as 'select x';
