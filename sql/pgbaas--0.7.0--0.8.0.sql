@@ -108,7 +108,7 @@ as $$
 declare
     v_call text[] := baas._rpc_plan(rpc.name, rpc.args, rpc.via_get);
 begin
-    execute v_call[1] into body using v_call[3:];
+    execute v_call[1] into body using v_call[3:], rpc.args;
     is_void := v_call[2] = 'true';
 end
 $$;
@@ -127,7 +127,15 @@ begin
         raise exception using errcode = '22023', detail = 'invalid_request',
             message = format('baas.raise: status must be between 400 and 499, not %s', coalesce(status::text, 'null'));
     end if;
-    raise exception using errcode = 'PT' || raise.status::text, message = coalesce(raise.message, raise.code, 'error'),
+    if raise.code is null then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'baas.raise: code must be given';
+    end if;
+    -- (A RAISE option may not be NULL: without a hint, no HINT clause.)
+    if raise.hint is null then
+        raise exception using errcode = 'PT' || raise.status::text, message = coalesce(raise.message, raise.code),
+                              detail = raise.code;
+    end if;
+    raise exception using errcode = 'PT' || raise.status::text, message = coalesce(raise.message, raise.code),
                           detail = raise.code, hint = raise.hint;
 end
 $$;

@@ -98,7 +98,9 @@ impl ApiError {
             message.to_string()
         };
         let grant_refused = sqlstate == "42501" && own_code.is_none();
-        let raised = (sqlstate == "P0001").then(|| Box::new(Self::user_raised(StatusCode::BAD_REQUEST, message, detail, hint)));
+        // A house code in its DETAIL (not_found, conflict ...) gives that code's status.
+        let raised_status = own_code.and_then(house_status).unwrap_or(StatusCode::BAD_REQUEST);
+        let raised = (sqlstate == "P0001").then(|| Box::new(Self::user_raised(raised_status, message, detail, hint)));
         let mut e = Self::new(status, code, shown);
         (e.etag, e.grant_refused, e.raised) = (etag, grant_refused, raised);
         e
@@ -115,6 +117,17 @@ impl ApiError {
         e.detail = detail.filter(|_| own_code.is_none()).map(str::to_string);
         e
     }
+}
+
+/// The status of one of our codes chosen by a user's plain RAISE (rpc, package A): its
+/// own (status_for_code), else that of the SQLSTATE whose default code it is, `*_not_found`
+/// 404. Only 4xx: a code of a 5xx stays the RAISE's 400.
+fn house_status(code: &str) -> Option<StatusCode> {
+    const STATES: &[&str] = &["23505", "28P01", "28000", "42501", "P0002", "40001", "25006", "42725"];
+    let s = status_for_code(code)
+        .or_else(|| STATES.iter().map(|s| status_for(s, false)).chain([status_for("42501", true)]).find(|(_, c)| *c == code).map(|(s, _)| s))
+        .or_else(|| code.ends_with("_not_found").then_some(StatusCode::NOT_FOUND))?;
+    s.is_client_error().then_some(s)
 }
 
 /// SQLSTATE PT400..PT499 (PostgREST's convention): that HTTP status.
@@ -211,6 +224,9 @@ pub fn status_for(sqlstate: &str, anonymous: bool) -> (StatusCode, &'static str)
         "57014" => (S::SERVICE_UNAVAILABLE, "query_timeout"),
         "55000" => (S::SERVICE_UNAVAILABLE, "service_unavailable"),
         "25006" => (S::METHOD_NOT_ALLOWED, "read_only"),
+        // Postgres could not choose among a function's overloads (the RPC door checks
+        // first; this is the backstop).
+        "42725" => (S::BAD_REQUEST, "ambiguous_function"),
         // Program limits a client's input can hit, e.g. a value too large for the
         // btree index on its field (54000).
         s if s.starts_with("54") => (S::BAD_REQUEST, "limit_exceeded"),
@@ -314,6 +330,11 @@ mod tests {
         assert_eq!(e.body(), ApiError::internal().body(), "existing replies unchanged");
         let r = e.raised.unwrap();
         assert_eq!((r.status, r.code.as_str(), r.message.as_str(), r.hint.as_deref()), (StatusCode::BAD_REQUEST, "raised", "out of stock", Some("later")));
+        // A house code in the DETAIL of a plain RAISE gives that code's status.
+        for (code, status) in [("not_found", 404), ("note_not_found", 404), ("conflict", 409), ("forbidden", 403), ("version_conflict", 412), ("seat_taken", 400), ("thumbnails_busy", 400)] {
+            let r = ApiError::from_sqlstate("P0001", "m", Some(code), None, false).raised.unwrap();
+            assert_eq!((r.status.as_u16(), r.code.as_str()), (status, code), "{code}");
+        }
     }
 
     #[test]

@@ -170,6 +170,9 @@ pub enum Arg {
     IndexKind,
     /// The query parameters as a JSON object (`Query::Args`).
     QueryArgs,
+    /// The whole body as the client sent it (text; checked to be a JSON object), so that
+    /// numbers keep every digit (the RPC door: `$n::text::jsonb`).
+    RawBody,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -301,11 +301,15 @@ impl App {
         }
         // Tokens are checked before the body is read or a connection is taken.
         let claims = self.authenticate(s).await?;
+        let mut raw_body = None;
         let body = match route.body {
             Some(fields) => {
                 check_content_type(s)?;
                 let bytes = self.read_body(s).await?;
-                Some(input::parse_body(fields, &bytes)?)
+                let checked = input::parse_body(fields, &bytes)?;
+                // Kept as sent for Arg::RawBody (valid JSON, so UTF-8).
+                raw_body = String::from_utf8(bytes).ok();
+                Some(checked)
             }
             None => None,
         };
@@ -314,7 +318,7 @@ impl App {
             None => None,
             Some(v) => Some(v.to_str().map_err(|_| ApiError::bad_request("invalid_request", "If-Match is malformed"))?),
         };
-        let req = plan::Request { params, query: uri.query(), if_match, body: body.as_ref() };
+        let req = plan::Request { params, query: uri.query(), if_match, body: body.as_ref(), raw_body: raw_body.as_deref() };
         let plan = plan::plan(route, &req)?;
         // Held until the call is done, or dropped with this future if the request is
         // abandoned: either way the slot is freed.

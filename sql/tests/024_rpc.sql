@@ -1,7 +1,7 @@
 -- The RPC door's SQL face (issue 17, package A; sql/rpc.sql): baas.rpc as the caller,
 -- baas.raise, and the security_definer_rpc lint with its deliberate mark.
 begin;
-select plan(12);
+select plan(14);
 
 create schema rpc_t;
 grant usage on schema rpc_t to baas_anon, baas_user, baas_service;
@@ -19,7 +19,9 @@ select is(pg_temp.outcome_as(null, 'select baas.rpc(''add'', ''{"z": 1}'')'), '2
           'an unknown argument: invalid_arguments');
 select is(pg_temp.detail_of('select baas.rpc(''boom'', ''{}'')'), 'PT409 seat_taken', 'baas.raise: PT<status> and the code');
 select is(pg_temp.detail_of('select baas.raise(500, ''x'', ''y'')'), '22023 invalid_request', 'baas.raise refuses a status outside 400-499');
-select is(pg_temp.detail_of('select baas.rpc(''add'', ''{"a": 1}'', true)'), null, 'GET of an IMMUTABLE function');
+select is(pg_temp.detail_of('select baas.raise(404, ''gone'', ''no hint'')'), 'PT404 gone', 'baas.raise without a hint');
+select is(pg_temp.detail_of('select baas.raise(404, null, ''y'')'), '22023 invalid_request', 'baas.raise needs a code');
+select is((select body from baas.rpc('add', '{"a": 1}', true)), '2', 'GET of an IMMUTABLE function answers');
 create function rpc_t.write() returns integer language sql volatile as 'select 1';
 select is(pg_temp.detail_of('select baas.rpc(''write'', ''{}'', true)'), '0A000 method_not_allowed', 'GET of a VOLATILE one');
 

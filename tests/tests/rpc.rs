@@ -70,6 +70,41 @@ create function api.gone() returns void language plpgsql as $$begin raise except
 create function api.plain() returns void language plpgsql as $$begin raise exception 'out of stock' using hint = 'come back tomorrow'; end$$;
 create function api.bad_status() returns void language plpgsql as $$begin perform baas.raise(500, 'oops', 'not a client error'); end$$;
 create function api.slow(secs float8) returns void language sql volatile as 'select pg_sleep(secs)';
+
+-- Review findings (issue 17): each below failed before its fix.
+create function api.check_stable(ok boolean) returns void language plpgsql stable as
+    $$begin if not ok then perform baas.raise(409, 'checked', 'a stable void function ran'); end if; end$$;
+create function api.check_immutable() returns void language plpgsql immutable as
+    $$begin raise exception 'an immutable void function ran' using errcode = 'PT422', detail = 'checked'; end$$;
+create function api.exact(x numeric) returns numeric language sql immutable as 'select x';
+create function api.json_text(j json) returns text language sql immutable as 'select j::text';
+create function api.len_char(code char) returns integer language sql immutable as 'select octet_length(code)';
+create function api.len_bit(b bit) returns integer language sql immutable as 'select length(b)';
+create function api.unnamed_out(a integer, out integer, out text) language sql immutable as 'select a, a::text';
+create function api.points() returns table (p api.point2) language sql stable
+    as 'select row(g, -g)::api.point2 from generate_series(1, 2) g';
+create function api.amb(a integer) returns text language sql immutable as $$select 'one'$$;
+create function api.amb(a integer, b integer default 1) returns text language sql immutable as $$select 'two'$$;
+revoke execute on function api.amb(integer, integer) from public;
+create function api.find_it() returns void language plpgsql as
+    $$begin raise exception 'no such thing' using detail = 'not_found'; end$$;
+create table api.counter (n integer);
+grant select, insert on api.counter to baas_anon;
+create function api.count_one() returns integer language sql volatile as 'insert into api.counter values (1) returning n';
+create function api.sneaky() returns integer language plpgsql stable as 'begin return api.count_one(); end';
+create function api.decimals(n integer) returns numeric[] language sql immutable
+    as $$select array['1.50', '123456789012345678901234.5']::numeric[]$$;
+create function api.blobs() returns bytea[] language sql immutable as $$select array['\x0102'::bytea, null]$$;
+create domain api.money2 as numeric(20, 2);
+create function api.price() returns api.money2 language sql immutable as 'select 12345678901234567.10';
+create schema api2;
+grant usage on schema api2 to baas_anon, baas_user, baas_service;
+select baas.expose_schema('api2');
+create function api.shadow() returns text language sql stable as $$select 'api'$$;
+revoke execute on function api.shadow() from public;
+grant execute on function api.shadow() to baas_user;
+create function api2.shadow() returns text language sql stable as $$select 'api2'$$;
+create function api."wé""i'rd=>f"("ä""'=>b" integer) returns integer language sql immutable as 'select $1 * 2';
 "#,
             )
             .expect("set up the api schema");
@@ -293,4 +328,112 @@ fn hostile_names_are_404_or_400_never_500() {
     }
     let n: i64 = admin().query_one("select count(*) from pg_catalog.pg_class where oid = 'api.notes'::regclass", &[]).unwrap().get(0);
     assert_eq!(n, 1, "the table is still there");
+}
+
+/// A STABLE or IMMUTABLE void function is called (an unread result was optimised away).
+#[test]
+fn stable_and_immutable_void_functions_run() {
+    assert_eq!(rpc("check_stable", None, json!({"ok": true})).status, 204);
+    let r = rpc("check_stable", None, json!({"ok": false}));
+    assert_eq!((r.status, r.code()), (409, "checked"), "{}", r.body);
+    let r = rpc_get("check_stable?ok=false", None);
+    assert_eq!((r.status, r.code()), (409, "checked"), "GET too: {}", r.body);
+    let r = rpc("check_immutable", None, json!({}));
+    assert_eq!((r.status, r.code()), (422, "checked"), "{}", r.body);
+}
+
+/// Numbers keep every digit on the way in; json arguments pass through exactly.
+#[test]
+fn numbers_keep_their_digits() {
+    setup();
+    let r = request_at(&base(), "POST", "/v1/rpc/exact", None, &[], Some(r#"{"x": 1234567890123456789012345}"#));
+    assert_eq!((r.status, r.body.clone()), (200, json!("1234567890123456789012345")));
+    let r = request_at(&base(), "POST", "/v1/rpc/exact", None, &[], Some(r#"{"x": 0.1000000000000000000000000001}"#));
+    assert_eq!(r.body, json!("0.1000000000000000000000000001"));
+    let r = request_at(&base(), "POST", "/v1/rpc/json_text", None, &[], Some(r#"{"j": 1.00000000000000000001}"#));
+    assert_eq!((r.status, r.body.clone()), (200, json!("1.00000000000000000001")));
+    let r = request_at(&base(), "POST", "/v1/rpc/json_text", None, &[], Some(r#"{"j": {"n": 123456789012345678901}}"#));
+    assert_eq!(r.body, json!("{\"n\": 123456789012345678901}"));
+    // Results: numeric arrays and domains over numeric are exact strings too; bytea[] base64.
+    assert_eq!(rpc("decimals", None, json!({"n": 1})).body, json!(["1.50", "123456789012345678901234.5"]));
+    assert_eq!(rpc("blobs", None, json!({})).body, json!(["AQI=", null]));
+    assert_eq!(rpc("price", None, json!({})).body, json!("12345678901234567.10"));
+}
+
+/// `character` and `bit` parameters take values of any length (no silent char(1)).
+#[test]
+fn character_and_bit_parameters_are_not_truncated() {
+    assert_eq!(rpc("len_char", None, json!({"code": "abc"})).body, json!(3));
+    assert_eq!(rpc_get("len_char?code=abcd", None).body, json!(4));
+    let r = rpc("len_bit", None, json!({"b": "1011"}));
+    assert_eq!((r.status, r.body.clone()), (200, json!(4)));
+}
+
+#[test]
+fn unnamed_out_parameters_and_a_table_of_one_composite_column() {
+    let r = rpc("unnamed_out", None, json!({"a": 5}));
+    assert_eq!((r.status, r.body.clone()), (200, json!({"column1": 5, "column2": "5"})));
+    let r = rpc("points", None, json!({}));
+    assert_eq!((r.status, r.body.clone()), (200, json!([{"p": {"x": 1, "y": -1}}, {"p": {"x": 2, "y": -2}}])));
+}
+
+/// An overload the caller cannot execute still makes Postgres's choice ambiguous: 400,
+/// never 500.
+#[test]
+fn a_hidden_overload_makes_the_call_ambiguous_not_a_500() {
+    let r = rpc("amb", None, json!({"a": 1}));
+    assert_eq!((r.status, r.code()), (400, "ambiguous_function"), "{}", r.body);
+    assert!(!r.body["error"]["message"].as_str().unwrap().contains("b integer"), "the hidden one is not named: {}", r.body);
+}
+
+#[test]
+fn get_takes_one_value_for_an_array_or_variadic_parameter() {
+    assert_eq!(rpc_get("tags?t=x", None).body, json!(1));
+    assert_eq!(rpc_get("tags?t=x&t=y", None).body, json!(2));
+    let r = rpc_get("total?xs=5", None);
+    assert_eq!((r.status, r.body.clone()), (200, json!(5)));
+}
+
+#[test]
+fn a_plain_raise_with_a_house_code_gets_its_status() {
+    let r = rpc("find_it", None, json!({}));
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(r.body, json!({"error": {"code": "not_found", "message": "no such thing"}}));
+}
+
+/// GET runs in a read-only transaction: a STABLE function that calls a writer is refused.
+#[test]
+fn get_is_read_only() {
+    setup();
+    let count = || -> i64 { admin().query_one("select count(*) from api.counter", &[]).unwrap().get(0) };
+    let before = count();
+    let r = rpc_get("sneaky", None);
+    assert_eq!((r.status, r.code()), (405, "read_only"), "{}", r.body);
+    assert_eq!(count(), before, "nothing written");
+    let r = rpc("sneaky", None, json!({}));
+    assert_eq!((r.status, r.body.clone()), (200, json!(1)), "POST may write");
+    assert_eq!(count(), before + 1);
+}
+
+/// The first exposed schema that has a function of the name decides, for every caller.
+#[test]
+fn a_name_is_one_function_for_every_caller() {
+    let u = signup("rpc_shadow");
+    let r = rpc("shadow", Some(&u.access), json!({}));
+    assert_eq!((r.status, r.body.clone()), (200, json!("api")));
+    let r = rpc("shadow", None, json!({}));
+    assert_eq!((r.status, r.code()), (404, "function_not_found"), "no fall-through to api2.shadow: {}", r.body);
+}
+
+/// A name the DBA chose with quotes, `=>` and non-ASCII letters is called like any other.
+#[test]
+fn names_with_quotes_arrows_and_unicode_are_called() {
+    setup();
+    let name = "wé\"i'rd=>f";
+    let r = call("POST", &format!("/v1/rpc/{}", enc(name)), None, Some(&json!({"ä\"'=>b": 21}).to_string()));
+    assert_eq!((r.status, r.body.clone()), (200, json!(42)));
+    let r = call("GET", &format!("/v1/rpc/{}?{}=4", enc(name), enc("ä\"'=>b")), None, None);
+    assert_eq!((r.status, r.body.clone()), (200, json!(8)));
+    let r = call("POST", &format!("/v1/rpc/{}", enc(name)), None, Some(r#"{"ä": 1}"#));
+    assert_eq!((r.status, r.code()), (400, "invalid_arguments"), "{}", r.body);
 }

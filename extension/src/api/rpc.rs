@@ -13,34 +13,39 @@ use serde_json::Value;
 const FUNC: &str = "rpc";
 
 
-/// The functions named `$1` in the exposed schemas that the caller may execute (and
-/// whose schema it may use), in exposed-schema order, as JSON (rpc::Proc).
+/// The functions named `$1` in the exposed schemas, in exposed-schema order, as JSON
+/// (rpc::Proc), each with whether the caller may use its schema and execute it: those it
+/// may not still decide which schema serves the name, and count for ambiguity.
 const CANDIDATES: &str = "
-select coalesce(jsonb_agg(x.f order by x.ord, x.oid), '[]')::text from (
-  select s.ord, p.oid, jsonb_build_object(
+select coalesce(pg_catalog.jsonb_agg(x.f order by x.ord, x.oid), '[]')::text from (
+  select s.ord, p.oid, pg_catalog.jsonb_build_object(
     'schema', n.nspname::text, 'name', p.proname::text, 'volatility', p.provolatile::text,
     'retset', p.proretset, 'ndefaults', p.pronargdefaults, 'variadic', p.provariadic <> 0,
-    'ret', (select jsonb_build_object('oid', t.oid::int8, 'sql', pg_catalog.format_type(t.oid, null),
-                                      'typtype', t.typtype::text, 'category', t.typcategory::text)
+    'executable', pg_catalog.has_schema_privilege(s.nsp, 'USAGE')
+                  and pg_catalog.has_function_privilege(p.oid, 'EXECUTE'),
+    'ret', (select pg_catalog.jsonb_build_object('oid', t.oid::int8, 'sql', pg_catalog.format_type(t.oid, -1),
+                                      'typtype', t.typtype::text, 'category', t.typcategory::text,
+                                      'base', (case when t.typtype = 'd' then coalesce((select b.typbasetype from pg_catalog.pg_type b where b.oid = t.typbasetype and b.typtype = 'd'), t.typbasetype) else 0 end)::int8)
               from pg_catalog.pg_type t where t.oid = p.prorettype),
     'args', coalesce((
-        select jsonb_agg(jsonb_build_object(
+        select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                  'name', coalesce(p.proargnames[a.i], ''), 'mode', coalesce(p.proargmodes[a.i]::text, 'i'),
-                 'oid', a.t::int8, 'sql', pg_catalog.format_type(a.t, null), 'typtype', t.typtype::text,
-                 'category', t.typcategory::text, 'elem_json', t.typelem in (114, 3802)) order by a.i)
-          from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) with ordinality a(t, i)
+                 'oid', a.t::int8, 'sql', pg_catalog.format_type(a.t, -1), 'typtype', t.typtype::text,
+                 'category', t.typcategory::text, 'elem_json', t.typelem in (114, 3802),
+                 'base', (case when t.typtype = 'd' then coalesce((select b.typbasetype from pg_catalog.pg_type b where b.oid = t.typbasetype and b.typtype = 'd'), t.typbasetype) else 0 end)::int8) order by a.i)
+          from pg_catalog.unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) with ordinality a(t, i)
           join pg_catalog.pg_type t on t.oid = a.t), '[]'),
     'columns', coalesce((
-        select jsonb_agg(jsonb_build_object('name', c.attname::text, 'oid', c.atttypid::int8) order by c.attnum)
+        select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('name', c.attname::text, 'oid', c.atttypid::int8,
+                                    'base', (case when ct.typtype = 'd' then coalesce((select b.typbasetype from pg_catalog.pg_type b where b.oid = ct.typbasetype and b.typtype = 'd'), ct.typbasetype) else 0 end)::int8) order by c.attnum)
           from pg_catalog.pg_type t join pg_catalog.pg_attribute c on c.attrelid = t.typrelid
+          join pg_catalog.pg_type ct on ct.oid = c.atttypid
          where t.oid = p.prorettype and t.typtype = 'c' and c.attnum > 0 and not c.attisdropped), '[]')
   ) as f
-  from unnest(baas._exposed_schemas()) with ordinality s(nsp, ord)
+  from pg_catalog.unnest(baas._exposed_schemas()) with ordinality s(nsp, ord)
   join pg_catalog.pg_namespace n on n.oid = s.nsp
   join pg_catalog.pg_proc p on p.pronamespace = s.nsp
-  where p.proname::text = $1 and p.prokind = 'f'
-    and pg_catalog.has_schema_privilege(s.nsp, 'USAGE')
-    and pg_catalog.has_function_privilege(p.oid, 'EXECUTE')
+  where p.proname = $1::name and p.prokind = 'f'
 ) x";
 
 fn raise(state: PgSqlErrorCode, code: &str, message: String) -> ! {

@@ -15,6 +15,8 @@ const JSON: u32 = 114;
 const JSONB: u32 = 3802;
 const NUMERIC: u32 = 1700;
 const BYTEA: u32 = 17;
+const NUMERIC_ARRAY: u32 = 1231;
+const BYTEA_ARRAY: u32 = 1001;
 const VOID: u32 = 2278;
 const RECORD: u32 = 2249;
 
@@ -34,15 +36,34 @@ pub struct Proc {
     /// The attributes of a composite return type (not of OUT parameters).
     #[serde(default)]
     pub columns: Vec<Column>,
+    /// The caller may use its schema and execute it. Functions it may not execute are
+    /// candidates too: the first exposed schema with a function of the name decides
+    /// (no fall-through), and Postgres's own resolution sees every overload.
+    #[serde(default = "yes")]
+    pub executable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Type {
     pub oid: u32,
-    /// `format_type(oid, null)`: valid SQL for the type.
+    /// `format_type(oid, -1)`: valid SQL for the type, without a length (bpchar, "bit").
     pub sql: String,
     pub typtype: String,
     pub category: String,
+    /// A domain's base type (0: not a domain): its values are written as the base's.
+    #[serde(default)]
+    pub base: u32,
+}
+
+impl Type {
+    /// The type whose JSON mapping applies (a domain's base type).
+    fn json_oid(&self) -> u32 {
+        if self.base != 0 { self.base } else { self.oid }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +83,15 @@ pub struct Param {
 pub struct Column {
     pub name: String,
     pub oid: u32,
+    /// A domain's base type (0: not a domain).
+    #[serde(default)]
+    pub base: u32,
+}
+
+impl Column {
+    fn json_oid(&self) -> u32 {
+        if self.base != 0 { self.base } else { self.oid }
+    }
 }
 
 impl Param {
@@ -87,7 +117,9 @@ pub enum RpcError {
 }
 
 /// The call: SQL whose one row's first column is the JSON body as text (none for void),
-/// with `$1` the text array `params` (`$1[n]` the n-th value). baas.rpc runs it with
+/// with `$1` the text array `params` (`$1[n]` the n-th value: an argument's key in `$2`
+/// or its text) and `$2` the arguments (jsonb) as given: a value is taken from `$2` in
+/// SQL, so numbers keep every digit. baas.rpc runs it with
 /// PL/pgSQL's EXECUTE, not through Rust: an error the function raises keeps its own
 /// SQLSTATE (pgrx would turn one it does not know, PT409, into XX000).
 #[derive(Debug, PartialEq, Eq)]
@@ -180,20 +212,25 @@ pub fn plan(name: &str, args: &Map<String, Value>, via_get: bool, procs: &[Proc]
     if !servable_name(name) {
         return Err(not_found());
     }
-    // The first exposed schema that has the name serves it.
+    // The first exposed schema that has a function of the name decides, whether or not
+    // this caller may execute it (no fall-through to a later schema): one name is one
+    // function for every caller.
     let Some(first) = procs.first() else {
         return Err(not_found());
     };
-    let here: Vec<&Proc> = procs.iter().filter(|p| p.schema == first.schema && supported(p)).collect();
+    let all: Vec<&Proc> = procs.iter().filter(|p| p.schema == first.schema).collect();
+    let here: Vec<&Proc> = all.iter().copied().filter(|p| p.executable && supported(p)).collect();
     if here.is_empty() {
         return Err(not_found());
     }
     let mut keys: Vec<&String> = args.keys().collect();
     keys.sort();
-    let matching: Vec<&Proc> = here.iter().copied().filter(|p| mismatch(p, &keys).is_none()).collect();
+    // Every overload counts for ambiguity, as in Postgres's own resolution (an overload
+    // hidden from this caller would make the call ambiguous there: 42725).
+    let matching: Vec<&Proc> = all.iter().copied().filter(|p| mismatch(p, &keys).is_none()).collect();
     let p = match matching.as_slice() {
-        [one] => *one,
-        [] => {
+        [one] if one.executable && supported(one) => *one,
+        [] | [_] => {
             let sigs: Vec<String> = here.iter().map(|p| signature(p)).collect();
             let why = if here.len() == 1 {
                 mismatch(here[0], &keys).unwrap_or_default()
@@ -204,7 +241,8 @@ pub fn plan(name: &str, args: &Map<String, Value>, via_get: bool, procs: &[Proc]
             return Err(RpcError::InvalidArguments(format!("{why}; {name} takes: {}", sigs.join(" or "))));
         }
         many => {
-            let sigs: Vec<String> = many.iter().map(|p| signature(p)).collect();
+            // Only the overloads this caller may execute are named.
+            let sigs: Vec<String> = many.iter().filter(|p| p.executable).map(|p| signature(p)).collect();
             return Err(RpcError::Ambiguous(format!(
                 "more than one function {name} takes these arguments: {}; name the arguments so that one does",
                 sigs.join(", ")
@@ -224,8 +262,7 @@ fn build(p: &Proc, args: &Map<String, Value>, via_get: bool) -> Result<Call, Rpc
     let mut list: Vec<String> = Vec::new();
     if takes_whole_object(p) {
         let a = p.args.iter().find(|a| a.is_input()).expect("one input");
-        params.push(Some(Value::Object(args.clone()).to_string()));
-        list.push(format!("$1[1]::{}", a.ty.sql));
+        list.push(format!("coalesce($2, '{{}}')::{}", a.ty.sql));
     } else {
         // Declaration order; VARIADIC last, as Postgres requires (it is the last input).
         for a in p.args.iter().filter(|a| a.is_input()) {
@@ -238,22 +275,44 @@ fn build(p: &Proc, args: &Map<String, Value>, via_get: bool) -> Result<Call, Rpc
         }
     }
     let call = format!("{}.{}({})", quote_ident(&p.schema), quote_ident(&p.name), list.join(", "));
-    let out_cols: Vec<(String, u32)> =
-        p.args.iter().filter(|a| a.is_output()).map(|a| (a.name.clone(), a.ty.oid)).collect();
+    // An unnamed OUT parameter's column is `column<k>` (k counts the outputs), as Postgres
+    // names it.
+    let out_cols: Vec<(String, u32)> = p
+        .args
+        .iter()
+        .filter(|a| a.is_output())
+        .enumerate()
+        .map(|(k, a)| (if a.name.is_empty() { format!("column{}", k + 1) } else { a.name.clone() }, a.ty.json_oid()))
+        .collect();
     // RETURNS TABLE and several OUT parameters make rows; one OUT parameter a value.
     let table = p.args.iter().any(|a| a.mode == "t");
+    // `returns table (p some_composite)`: Postgres returns the composite itself (its
+    // columns, not p); each row is {"p": {...}} as declared.
+    if table && out_cols.len() == 1 && p.ret.oid != RECORD && p.ret.typtype == "c" && p.retset {
+        let cols: Vec<(String, u32)> = p.columns.iter().map(|c| (c.name.clone(), c.json_oid())).collect();
+        let inner = row_json(&cols, "(r.x)");
+        let sql = format!(
+            "select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object({}, \
+             case when pg_catalog.num_nulls(r.x) = 1 then 'null'::jsonb else {inner} end)), '[]')::text \
+             from (select {call} as x) r",
+            sql_literal(&out_cols[0].0)
+        );
+        return Ok(Call { sql, params, is_void: false });
+    }
     let columns: Option<Vec<(String, u32)>> = if p.ret.oid == RECORD || table {
         Some(out_cols)
     } else if p.ret.typtype == "c" {
-        Some(p.columns.iter().map(|c| (c.name.clone(), c.oid)).collect())
+        Some(p.columns.iter().map(|c| (c.name.clone(), c.json_oid())).collect())
     } else {
         None
     };
-    let (sql, is_void) = match (p.ret.oid, columns, p.retset) {
-        (VOID, _, _) => (format!("select null::text from (select {call} offset 0) s"), true),
+    let (sql, is_void) = match (p.ret.json_oid(), columns, p.retset) {
+        // The value is read (as text), so Postgres calls a STABLE or IMMUTABLE void
+        // function too: an unread subquery column is removed unless VOLATILE.
+        (VOID, _, _) => (format!("select ({call})::text"), true),
         (_, Some(cols), true) => {
             let row = row_json(&cols, "r");
-            (format!("select coalesce(jsonb_agg({row}), '[]')::text from {call} as r"), false)
+            (format!("select coalesce(pg_catalog.jsonb_agg({row}), '[]')::text from {call} as r"), false)
         }
         (_, Some(cols), false) => {
             let row = row_json(&cols, "(s.x)");
@@ -267,7 +326,7 @@ fn build(p: &Proc, args: &Map<String, Value>, via_get: bool) -> Result<Call, Rpc
         }
         (oid, None, true) => {
             let v = json_expr("r.x", oid);
-            (format!("select coalesce(jsonb_agg({v}), '[]')::text from {call} as r(x)"), false)
+            (format!("select coalesce(pg_catalog.jsonb_agg({v}), '[]')::text from {call} as r(x)"), false)
         }
         // json and jsonb pass through as Postgres wrote them.
         (JSON | JSONB, None, false) => (format!("select coalesce(s.x::text, 'null') from (select {call} as x offset 0) s"), false),
@@ -279,15 +338,22 @@ fn build(p: &Proc, args: &Map<String, Value>, via_get: bool) -> Result<Call, Rpc
     Ok(Call { sql, params, is_void })
 }
 
-/// A column or value as JSON by its type: numeric as a string (exact), bytea as base64,
+/// A column or value as JSON by its type: numeric as a string (exact), bytea as base64
+/// (in arrays too: numeric[] keeps its dimensions, bytea[] is written one-dimensional),
 /// json nested, the rest as to_jsonb writes it (timestamps ISO 8601).
 pub fn json_expr(e: &str, oid: u32) -> String {
     match oid {
         JSON => format!("({e})::jsonb"),
         JSONB => format!("({e})"),
-        NUMERIC => format!("to_jsonb(({e})::text)"),
-        BYTEA => format!("to_jsonb(translate(encode({e}, 'base64'), E'\\n', ''))"),
-        _ => format!("to_jsonb({e})"),
+        NUMERIC => format!("pg_catalog.to_jsonb(({e})::text)"),
+        BYTEA => format!("pg_catalog.to_jsonb(pg_catalog.translate(pg_catalog.encode({e}, 'base64'), E'\\n', ''))"),
+        NUMERIC_ARRAY => format!("pg_catalog.to_jsonb(({e})::text[])"),
+        BYTEA_ARRAY => format!(
+            "(select case when ({e}) is null then null else coalesce(pg_catalog.jsonb_agg({} order by u.i), '[]') end \
+             from pg_catalog.unnest({e}) with ordinality u(x, i))",
+            json_expr("u.x", BYTEA)
+        ),
+        _ => format!("pg_catalog.to_jsonb({e})"),
     }
 }
 
@@ -300,7 +366,7 @@ fn row_json(cols: &[(String, u32)], rel: &str) -> String {
     let parts: Vec<String> = cols
         .chunks(40)
         .map(|chunk| {
-            let mut s = String::from("jsonb_build_object(");
+            let mut s = String::from("pg_catalog.jsonb_build_object(");
             for (i, (name, oid)) in chunk.iter().enumerate() {
                 if i > 0 {
                     s.push_str(", ");
@@ -319,10 +385,13 @@ fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The bound text of `v` for parameter `a` and the expression that casts `$1[n]` to its type.
+/// The bound text for parameter `a` given `v` and the expression of its value, cast to
+/// its type: `$1[n]` the text, or `$2 ->> $1[n]` (the key bound) taken from the jsonb
+/// arguments themselves, so that a number keeps every digit.
 fn value(a: &Param, v: &Value, via_get: bool, n: usize) -> Result<(Option<String>, String), RpcError> {
     let ty = &a.ty.sql;
     let cast = format!("$1[{n}]::{ty}");
+    let key = Some(a.name.clone());
     let array_param = a.ty.category == "A";
     Ok(match v {
         Value::Null => (None, cast),
@@ -331,14 +400,16 @@ fn value(a: &Param, v: &Value, via_get: bool, n: usize) -> Result<(Option<String
             Value::Array(_) => {
                 return Err(RpcError::InvalidArguments(format!("argument {:?} is given more than once", a.name)))
             }
+            // One value of an array (or variadic) parameter: an array of one.
+            _ if array_param => (Some(array_literal(std::slice::from_ref(v), a.elem_json)), cast),
             _ => (Some(plain_text(v)), cast),
         },
-        _ if matches!(a.ty.oid, JSON | JSONB) => (Some(v.to_string()), cast),
+        _ if matches!(a.ty.oid, JSON | JSONB) => (key, format!("($2 OPERATOR(pg_catalog.->) $1[{n}])::{ty}")),
         Value::Array(items) if array_param => (Some(array_literal(items, a.elem_json)), cast),
         Value::Object(_) if a.ty.typtype == "c" => {
-            (Some(v.to_string()), format!("jsonb_populate_record(null::{ty}, $1[{n}]::jsonb)"))
+            (key, format!("pg_catalog.jsonb_populate_record(null::{ty}, $2 OPERATOR(pg_catalog.->) $1[{n}])"))
         }
-        _ => (Some(plain_text(v)), cast),
+        _ => (key, format!("($2 OPERATOR(pg_catalog.->>) $1[{n}])::{ty}")),
     })
 }
 

@@ -405,14 +405,19 @@ pub static ROUTES: &[Route] = &[
         .private(),
     // --- rpc (sql/rpc.sql): the exposed schemas' functions, called as the caller
     // (EXECUTE, USAGE and row-level security decide; baas.rpc resolves the name and
-    // maps the arguments). GET only for STABLE/IMMUTABLE functions (405 otherwise).
+    // maps the arguments). GET only for STABLE/IMMUTABLE functions (405 otherwise), in a
+    // read-only transaction: the set_config argument is evaluated before the call.
     r("rpc", POST, RPC, Anyone)
         .body(ANY_FIELDS)
-        .sql("select coalesce(x.body, ''), x.is_void::text from baas.rpc($1, $2::jsonb, false) x", &[Path(0), Body])
+        .sql("select coalesce(x.body, ''), x.is_void::text from baas.rpc($1, $2::text::jsonb, false) x", &[Path(0), Arg::RawBody])
         .answer(OK, Shape::Rpc).private(),
     r("rpc_get", GET, RPC, Anyone)
         .query(Query::Args)
-        .sql("select coalesce(x.body, ''), x.is_void::text from baas.rpc($1, $2::jsonb, true) x", &[Path(0), Arg::QueryArgs])
+        .sql(
+            "select coalesce(x.body, ''), x.is_void::text \
+             from baas.rpc($1, $2::jsonb, pg_catalog.set_config('transaction_read_only', 'on', true) = 'on') x",
+            &[Path(0), Arg::QueryArgs],
+        )
         .answer(OK, Shape::Rpc).private(),
     // --- collections (sql/documents.sql; baas_service only)
     r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]),
@@ -572,7 +577,7 @@ mod tests {
                 match a {
                     Arg::Path(i) => assert!(*i < params, "{}: path parameter {i}", r.name),
                     Arg::Field(f) => assert!(r.body.unwrap_or(&[]).iter().any(|x| x.name == *f), "{}: field {f}", r.name),
-                    Arg::Body => assert!(r.body.is_some(), "{}", r.name),
+                    Arg::Body | Arg::RawBody => assert!(r.body.is_some(), "{}", r.name),
                     Arg::List(_) => assert!(matches!(r.query, Query::List | Query::Page | Query::Rows), "{}", r.name),
                     Arg::IndexKind => assert_eq!(r.query, Query::IndexKind, "{}", r.name),
                     Arg::QueryArgs => assert_eq!(r.query, Query::Args, "{}", r.name),

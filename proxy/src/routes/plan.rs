@@ -83,6 +83,8 @@ pub struct Request<'a> {
     pub if_match: Option<&'a str>,
     /// The checked body (input::parse_body), for routes that have one.
     pub body: Option<&'a Value>,
+    /// The same body as sent (for Arg::RawBody).
+    pub raw_body: Option<&'a str>,
 }
 
 fn field_is_text(route: &Route, name: &str) -> bool {
@@ -113,6 +115,7 @@ pub fn plan<'a>(route: &'static Route, req: &Request<'a>) -> Result<Plan<'a>, Ap
                 Some(v) => Val::Json(v),
             },
             Arg::Body => req.body.map_or(Val::Null, Val::Json),
+            Arg::RawBody => req.raw_body.map_or(Val::Null, |b| Val::Text(Cow::Borrowed(b))),
             Arg::IfMatch => input::if_match(req.if_match)?.map_or(Val::Null, Val::BigInt),
             Arg::IndexKind => Val::Text(Cow::Borrowed(kind.unwrap_or("btree"))),
             Arg::QueryArgs => Val::OwnedJson(query_args.take().ok_or_else(ApiError::internal)?),
