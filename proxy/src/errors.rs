@@ -119,6 +119,9 @@ pub fn status_for_code(code: &str) -> Option<StatusCode> {
         // client of the oidc routes (server.rs refetches, then says invalid_id_token).
         "invalid_id_token" | "id_token_reused" => Some(StatusCode::UNAUTHORIZED),
         "identity_link_required" | "identity_taken" | "last_sign_in_method" | "provider_in_use" => Some(StatusCode::CONFLICT),
+        // tables over HTTP (issue 17, package C): a protected table whose row-level
+        // security was turned off is not served until it is protected again.
+        "table_unprotected" => Some(StatusCode::SERVICE_UNAVAILABLE),
         _ => None,
     }
 }
