@@ -312,6 +312,7 @@ grant select on baas.exposed, baas.protected_tables to baas_service;
 grant execute on function
     baas._served_table(text),
     baas._table_check(jsonb),
+    baas._table_exact_numbers(jsonb, jsonb),
     baas._table_explain_miss(jsonb, text[], bigint, text),
     baas._table_list_sql(jsonb, jsonb, text, text[], text),
     baas._table_get_sql(jsonb, text),

@@ -83,6 +83,7 @@ as $$
            -- tables over HTTP (package C)
            '_served_table', '_table_check', '_table_explain_miss', '_table_list_sql', '_table_get_sql',
            '_table_insert_sql', '_table_update_sql', '_table_delete_sql',
+           '_table_exact_numbers',
            '_protected_table_stub'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid

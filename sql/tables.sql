@@ -682,16 +682,23 @@ $$;
 -- the table's row-level policies decide what is seen and written.
 
 -- A served table's facts: {rel, name, key, version, columns: [{name, oid, elem, type,
--- not_null, generated}]}. Served: a table of that name in the first exposed schema holding a
--- table of that name, listed in baas.protected_tables; anything else is 404
--- table_not_found (an unprotected table is never served, even when a later exposed
--- schema has a protected one of that name).
+-- not_null, read_only, eq, ord}]}. Served: a table of that name in the first exposed
+-- schema holding a table of that name, listed in baas.protected_tables; anything else
+-- is 404 table_not_found (an unprotected table is never served, even when a later
+-- exposed schema has a protected one of that name). A protected table whose row-level
+-- security was turned off (or is not forced) is not served either: 503
+-- table_unprotected. `type` is format_type(oid, -1), so char(n) is bpchar and the
+-- column's own typmod applies on assignment; read_only: GENERATED ALWAYS; eq / ord:
+-- the type (an array's element type, a domain's base type) has an equality operator /
+-- a default btree ordering, as the parser finds them (its own opclass, or one of a type
+-- it is implicitly binary-coercible to; enums and ranges).
 create function baas._served_table(name text) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     v jsonb;
+    secured boolean;
 begin
     select case when p.rel is not null then pg_catalog.jsonb_build_object(
                'rel', pg_catalog.format('%I.%I', n.nspname, c.relname),
@@ -706,15 +713,30 @@ begin
                                       'name', a.attname,
                                       'oid', bt.oid::bigint,
                                       'elem', case when bt.typcategory = 'A' then bt.typelem::bigint else 0 end,
-                                      'type', pg_catalog.format_type(a.atttypid, null),
+                                      'type', pg_catalog.format_type(a.atttypid, -1),
                                       'not_null', a.attnotnull,
-                                      'generated', a.attgenerated <> '' or a.attidentity = 'a') order by a.attnum)
+                                      'read_only', a.attidentity = 'a' or a.attgenerated <> '',
+                                      'eq', ops.eq,
+                                      'ord', ops.ord) order by a.attnum)
                              from pg_catalog.pg_attribute a
                              join pg_catalog.pg_type ty on ty.oid = a.atttypid
                              join pg_catalog.pg_type bt on bt.oid = case when ty.typtype = 'd' then ty.typbasetype else ty.oid end
+                             join pg_catalog.pg_type et0 on et0.oid = case when bt.typcategory = 'A' then bt.typelem else bt.oid end
+                             join pg_catalog.pg_type et on et.oid = case when et0.typtype = 'd' then et0.typbasetype else et0.oid end
+                             cross join lateral (
+                                 select et.typtype in ('e', 'r', 'm') or pg_catalog.bool_or(m.amname = 'btree') is true as ord,
+                                        et.typtype in ('e', 'r', 'm') or pg_catalog.count(m.amname) > 0 as eq
+                                   from pg_catalog.pg_opclass o
+                                   join pg_catalog.pg_am m on m.oid = o.opcmethod and m.amname in ('btree', 'hash')
+                                  where o.opcdefault
+                                    and (o.opcintype = et.oid
+                                         or exists (select from pg_catalog.pg_cast k
+                                                     where k.castsource = et.oid and k.casttarget = o.opcintype
+                                                       and k.castmethod = 'b' and k.castcontext = 'i'))) ops
                             where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped))
-           end
-      into v
+           end,
+           c.relrowsecurity and c.relforcerowsecurity
+      into v, secured
       from pg_catalog.unnest(baas._exposed_schemas()) with ordinality s(nsp, pos)
       join pg_catalog.pg_class c on c.relnamespace = s.nsp and c.relname = _served_table.name and c.relkind in ('r', 'p')
       join pg_catalog.pg_namespace n on n.oid = c.relnamespace
@@ -724,8 +746,35 @@ begin
     if v is null then
         raise exception using errcode = 'P0002', detail = 'table_not_found', message = 'table not found';
     end if;
+    if not secured then
+        raise exception using errcode = '55000', detail = 'table_unprotected',
+            message = pg_catalog.format('table %s is protected but its row-level security is off (or not forced): not served until baas.protect is run again', v ->> 'name');
+    end if;
     return v;
 end
+$$;
+
+-- A row body with each JSON number (at the top, or in an array) for a column that is
+-- not json/jsonb turned into a string of its exact digits, so that numbers reach the
+-- compiler (whose JSON numbers are binary floats) without rounding.
+create function baas._table_exact_numbers(t jsonb, body jsonb) returns jsonb
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+    select case when pg_catalog.jsonb_typeof(body) is distinct from 'object' then body else
+      coalesce((select pg_catalog.jsonb_object_agg(e.key,
+                  case when exists (select from pg_catalog.jsonb_array_elements(t -> 'columns') c
+                                     where c ->> 'name' = e.key and (c ->> 'elem')::bigint = 0
+                                       and (c ->> 'oid')::bigint in (114, 3802))
+                         then e.value
+                       when pg_catalog.jsonb_typeof(e.value) = 'number' then pg_catalog.to_jsonb(e.value #>> '{}')
+                       when pg_catalog.jsonb_typeof(e.value) = 'array' then
+                         coalesce((select pg_catalog.jsonb_agg(case when pg_catalog.jsonb_typeof(x.v) = 'number'
+                                                                    then pg_catalog.to_jsonb(x.v #>> '{}') else x.v end order by x.i)
+                                     from pg_catalog.jsonb_array_elements(e.value) with ordinality x(v, i)), '[]'::jsonb)
+                       else e.value end)
+                  from pg_catalog.jsonb_each(body) e), '{}'::jsonb)
+    end
 $$;
 
 -- Cast every value of a compiled statement to its column's type before it runs, so a
@@ -744,11 +793,11 @@ begin
     begin
         execute 'select ' || (select pg_catalog.string_agg(x ->> 'expr', ', ') from pg_catalog.jsonb_array_elements(q -> 'checks') x)
             using p;
-    exception when data_exception then
+    exception when data_exception or check_violation or not_null_violation then
         for c in select x from pg_catalog.jsonb_array_elements(q -> 'checks') x loop
             begin
                 execute 'select ' || (c ->> 'expr') using p;
-            exception when data_exception then
+            exception when data_exception or check_violation or not_null_violation then
                 if c ->> 'role' = 'key' then
                     raise exception using errcode = 'P0002', detail = 'row_not_found', message = 'row not found';
                 end if;
@@ -773,13 +822,19 @@ language plpgsql stable
 as $$
 declare
     v bigint;
+    same boolean;
     n bigint;
 begin
-    execute q ->> 'probe' into v using p;
+    execute q ->> 'probe' into v, same using p;
     -- (EXECUTE does not set FOUND.)
     get diagnostics n = row_count;
     if n = 0 then
         raise exception using errcode = 'P0002', detail = 'row_not_found', message = 'row not found';
+    end if;
+    if not same then
+        raise exception using errcode = '22023', detail = 'invalid_value',
+            message = pg_catalog.format('generated column(s) %s cannot be written: send the row''s own value or leave them out',
+                                        (select pg_catalog.string_agg(pg_catalog.quote_ident(x), ', ') from pg_catalog.jsonb_array_elements_text(q -> 'read_only') x));
     end if;
     if if_match is not null and v is distinct from if_match then
         raise exception using errcode = '40001', detail = 'version_conflict', hint = v::text,
@@ -790,8 +845,9 @@ begin
 end
 $$;
 
--- GET /v1/tables/{table}: {"items": [...], "next": key or null, "count"?: n}. `next`
--- is the last row's key when the page is full: pass it as `after` for the next page.
+-- GET /v1/tables/{table}: {"items": [...], "next": cursor or null, "count"?: n}. `next`
+-- is an opaque cursor (the last row's order values and key) when the page is full:
+-- pass it as `after`, with the same order, for the next page.
 create function baas.table_list(tbl text, filter jsonb default '{}', "order" text default null,
                                 lim integer default 100, off integer default 0,
                                 with_count boolean default false, after text default null,
@@ -806,7 +862,6 @@ declare
     v_items jsonb;
     v_last text;
     v_n bigint;
-    v_seen boolean;
     r jsonb;
 begin
     if lim is null or lim < 0 or lim > 1000 then
@@ -818,18 +873,12 @@ begin
     q := baas._table_list_sql(t, coalesce(filter, '{}'), "order", fields, after);
     perform baas._table_check(q);
     p := array(select pg_catalog.jsonb_array_elements_text(q -> 'params'));
-    if after is not null then
-        execute q ->> 'cursor' into v_seen using p;
-        if not v_seen then
-            raise exception using errcode = '22023', detail = 'invalid_query', message = 'after: no such row in this table';
-        end if;
-    end if;
     begin
         execute q ->> 'sql' into v_items, v_last, v_n using p, lim, off;
-    exception when undefined_function then
-        -- A column type without the operator or the order asked for (xml, point, ...).
+    exception when undefined_function or indeterminate_datatype then
+        -- A backstop: _served_table's eq/ord facts refuse such columns first.
         raise exception using errcode = '22023', detail = 'invalid_query',
-            message = pg_catalog.format('a column''s type has no such comparison or order: %s', sqlerrm);
+            message = pg_catalog.format('a column''s type has no operator for this query: %s', sqlerrm);
     end;
     r := pg_catalog.jsonb_build_object('items', v_items,
         'next', case when lim > 0 and v_n = lim and (q ->> 'paged')::boolean then v_last end);
@@ -862,15 +911,27 @@ end
 $$;
 comment on function baas.table_get(text, text) is 'A row of a served protected table by primary key, and its version (docs/tables.md)';
 
--- POST /v1/tables/{table}: the row as stored (defaults and triggers applied).
+-- POST /v1/tables/{table}: the row as stored (defaults and triggers applied). A caller
+-- who may insert but not read the new row (a write-only table) gets {} and no version:
+-- the row is inserted without RETURNING, which would apply the read policy to it.
 create function baas.table_insert(tbl text, body jsonb, out data jsonb, out version bigint)
 language plpgsql volatile
 as $$
 declare
-    q jsonb := baas._table_insert_sql(baas._served_table(tbl), body);
+    t jsonb := baas._served_table(tbl);
+    q jsonb;
+    p text[];
 begin
+    q := baas._table_insert_sql(t, baas._table_exact_numbers(t, body));
     perform baas._table_check(q);
-    execute q ->> 'sql' into data, version using array(select pg_catalog.jsonb_array_elements_text(q -> 'params'));
+    p := array(select pg_catalog.jsonb_array_elements_text(q -> 'params'));
+    begin
+        execute q ->> 'sql' into data, version using p;
+    exception when insufficient_privilege then
+        execute q ->> 'blind' using p;
+        data := '{}';
+        version := null;
+    end;
 end
 $$;
 comment on function baas.table_insert(text, jsonb) is 'Insert a row into a served protected table; returns it as stored (docs/tables.md)';
@@ -882,7 +943,8 @@ create function baas.table_update(tbl text, key text, patch jsonb, if_match bigi
 language plpgsql volatile
 as $$
 declare
-    q jsonb := baas._table_update_sql(baas._served_table(tbl), key, patch);
+    t jsonb := baas._served_table(tbl);
+    q jsonb := baas._table_update_sql(t, key, baas._table_exact_numbers(t, patch));
     p text[];
 begin
     if q is null then

@@ -205,6 +205,9 @@ pub fn status_for_code(code: &str) -> Option<StatusCode> {
         "function_not_found" => Some(StatusCode::NOT_FOUND),
         "invalid_arguments" | "ambiguous_function" => Some(StatusCode::BAD_REQUEST),
         "method_not_allowed" => Some(StatusCode::METHOD_NOT_ALLOWED),
+        // tables over HTTP (issue 17, package C): a protected table whose row-level
+        // security was turned off is not served until it is protected again.
+        "table_unprotected" => Some(StatusCode::SERVICE_UNAVAILABLE),
         _ => None,
     }
 }

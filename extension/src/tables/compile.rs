@@ -28,6 +28,9 @@ fn invalid_query(m: impl Into<String>) -> Refusal {
 fn invalid_value(m: impl Into<String>) -> Refusal {
     Refusal { code: "invalid_value", message: m.into() }
 }
+fn read_only(col: &Column) -> Refusal {
+    invalid_value(format!("column {:?} is generated: it cannot be written", col.name))
+}
 fn row_not_found() -> Refusal {
     Refusal { code: "row_not_found", message: "row not found".into() }
 }
@@ -61,9 +64,20 @@ pub struct Column {
     pub sql: String,
     #[serde(default)]
     pub not_null: bool,
-    /// GENERATED ALWAYS (identity or stored): never written by a body.
+    /// The type (an array's element type) has an equality operator: `$eq`, `$in`,
+    /// `$contains` apply.
+    #[serde(default = "yes")]
+    pub eq: bool,
+    /// The type has a default btree ordering: `$gt`.. and `order` apply.
+    #[serde(default = "yes")]
+    pub ord: bool,
+    /// GENERATED ALWAYS (identity or stored expression): never written by a body.
     #[serde(default)]
-    pub generated: bool,
+    pub read_only: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Column {
@@ -241,9 +255,11 @@ impl Table {
         let refuse = |op: &str| {
             invalid_query(format!("where: {op} does not apply to column {:?} ({})", col.name, col.sql))
         };
-        // json has no equality or order; arrays and jsonb have equality but no useful order here.
-        let comparable = kind != Kind::Json;
-        let ordered = comparable && kind != Kind::Jsonb && !ty.is_array();
+        // Types without an equality operator or a btree ordering (json, point, xml, ...,
+        // or arrays of them) are refused by name; arrays and jsonb have equality but no
+        // useful range order here.
+        let comparable = kind != Kind::Json && col.eq;
+        let ordered = comparable && col.ord && kind != Kind::Jsonb && !ty.is_array();
         let range = |op: &str, name: &str, v: &Value, params: &mut Params| -> Result<String, Refusal> {
             if !ordered {
                 return Err(refuse(name));
@@ -293,6 +309,7 @@ impl Table {
             }
             Cond::Exists(true) => format!("({x} is not null)"),
             Cond::Exists(false) => format!("({x} is null)"),
+            Cond::Contains(_) if !comparable => return Err(refuse("$contains")),
             Cond::Contains(v) if ty.is_array() => {
                 if v.is_array() || v.is_object() || v.is_null() {
                     return Err(invalid_query(format!("where: {:?}.$contains takes one element value", col.name)));
@@ -320,8 +337,8 @@ impl Table {
                 SortField::UpdatedAt => "updated_at".into(),
             };
             let col = self.query_column(&name, "order")?;
-            if col.ty().kind() == Kind::Json {
-                return Err(invalid_query(format!("order: column {name:?} (json) has no order")));
+            if col.ty().kind() == Kind::Json || !col.ord {
+                return Err(invalid_query(format!("order: column {name:?} ({}) has no order", col.sql)));
             }
             if !keys.iter().any(|(c, _)| c.name == col.name) {
                 keys.push((col, k.descending));
@@ -345,8 +362,12 @@ impl Table {
         Ok(names)
     }
 
-    /// One page: `select items, next_key, n` (`$2` limit, `$3` offset), the count
-    /// statement, and with `after` the statement saying whether its row is visible.
+    /// One page: `select items, next, n` (`$2` limit, `$3` offset) and the count
+    /// statement. `next` is an opaque cursor: base64url of a JSON array of the texts of
+    /// the last row's order values (the primary key's columns last); `after` is one,
+    /// and each of its values is compared as a bound parameter of its column's type, so
+    /// a page does not depend on the cursor row still being there or unchanged.
+    /// Without a primary key there is no cursor, and without `order` no ORDER BY.
     pub fn list(&self, filter: &Value, order: &str, fields: Option<&[String]>, after: Option<&str>) -> Result<Value, Refusal> {
         let f = parse::parse(filter)?;
         let fields = fields.map(|f| self.fields(f)).transpose()?;
@@ -358,32 +379,65 @@ impl Table {
             .map(|(c, d)| format!("t.{} {} nulls last", ident(&c.name), if *d { "desc" } else { "asc" }))
             .collect::<Vec<_>>()
             .join(", ");
+        let (over, order_by) = if keys.is_empty() { (String::new(), String::new()) } else { (format!("order by {order_sql}"), format!(" order by {order_sql}")) };
         let count = format!("select pg_catalog.count(*) from {} t where {cond}", self.rel);
         let mut where_sql = cond;
-        let mut cursor = Value::Null;
         if let Some(after) = after {
-            let kc = self.key_condition_as(after, &mut params, "after").map_err(|e| match e.code {
-                "row_not_found" => invalid_query("after: not a key of this table"),
-                _ => e,
-            })?;
-            cursor = json!(format!("select exists (select from {} t where {kc})", self.rel));
-            let cur = format!("(select * from {} t where {kc})", self.rel);
-            where_sql = format!("{where_sql} and {}", after_condition(&keys, &cur));
+            let bounds = self.cursor_bounds(after, &keys, &mut params)?;
+            let pairs: Vec<(&Column, bool, String)> = keys.iter().zip(bounds).map(|((c, d), b)| (*c, *d, b)).collect();
+            where_sql = format!("{where_sql} and {}", after_condition(&pairs));
         }
-        let next = self.key_text().unwrap_or_else(|| "null::text".into());
+        let next = if self.key.is_empty() {
+            "null::text".to_string()
+        } else {
+            let texts = keys.iter().map(|(c, _)| format!("(t.{})::text", ident(&c.name))).collect::<Vec<_>>().join(", ");
+            format!(
+                "pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to((pg_catalog.jsonb_build_array({texts}))::text, 'UTF8'), 'base64'), E'+/=\\n', '-_')"
+            )
+        };
         let sql = format!(
             "select coalesce(pg_catalog.jsonb_agg(s.j order by s.n), '[]'::jsonb), (pg_catalog.array_agg(s.k order by s.n desc))[1], pg_catalog.count(*)::integer \
-             from (select {} as j, {next} as k, pg_catalog.row_number() over (order by {order_sql}) as n \
-             from {} t where {where_sql} order by {order_sql} limit $2 offset $3) s",
+             from (select {} as j, {next} as k, pg_catalog.row_number() over ({over}) as n \
+             from {} t where {where_sql}{order_by} limit $2 offset $3) s",
             self.row_json(fields.as_deref()),
             self.rel,
         );
         let mut out = params.to_json();
         out["sql"] = json!(sql);
         out["count"] = json!(count);
-        out["cursor"] = cursor;
         out["paged"] = json!(!self.key.is_empty());
         Ok(out)
+    }
+
+    /// The typed bounds an `after` cursor holds, one per order key.
+    fn cursor_bounds(&self, after: &str, keys: &[(&Column, bool)], params: &mut Params) -> Result<Vec<String>, Refusal> {
+        use base64::Engine as _;
+        if self.key.is_empty() {
+            return Err(invalid_query(format!("after: table {:?} has no primary key, so its listings have no cursor", self.name)));
+        }
+        let bad = || invalid_query("after: not a cursor of this listing (pass the `next` of the previous page, with the same order)");
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(after.trim_end_matches('=')).map_err(|_| bad())?;
+        let vals: Vec<Option<String>> = match serde_json::from_slice::<Value>(&raw) {
+            Ok(Value::Array(a)) if a.len() == keys.len() => a
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(Some(s)),
+                    Value::Null => Ok(None),
+                    _ => Err(bad()),
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err(bad()),
+        };
+        Ok(keys
+            .iter()
+            .zip(vals)
+            .map(|((c, _), v)| {
+                // The column's own text form, cast back by the type's input function.
+                let e = format!("({})::{}", params.push(v), c.sql);
+                params.checks.push((c.name.clone(), e.clone(), "after"));
+                e
+            })
+            .collect())
     }
 
     /// `select data, version` of the row the key names.
@@ -395,28 +449,39 @@ impl Table {
         Ok(out)
     }
 
-    /// The body's columns and values, each cast to its column's type.
-    fn assignments(&self, row: &Value, params: &mut Params) -> Result<Vec<(String, String)>, Refusal> {
+    /// The body's columns and values, each cast to its column's type; and the
+    /// generated (read-only) columns it names with their values, which an insert refuses
+    /// and an update only compares with the row's.
+    fn assignments(&self, row: &Value, params: &mut Params) -> Result<(Vec<(String, String)>, Vec<(&Column, String)>), Refusal> {
         let Value::Object(m) = row else {
             return Err(invalid_value(format!("a row must be a JSON object, found {}", parse::kind(row))));
         };
         let mut out = Vec::with_capacity(m.len());
+        let mut fixed = Vec::new();
         for (k, v) in m {
             let col = self
                 .column(k)
                 .ok_or_else(|| invalid_value(format!("table {:?} has no column {k:?}", self.name)))?;
-            if col.generated {
-                return Err(invalid_value(format!("column {k:?} is generated: Postgres sets it")));
+            let e = params.typed(col, v, "value")?;
+            if col.read_only {
+                if !col.eq || col.ty().kind() == Kind::Json {
+                    return Err(read_only(col));
+                }
+                fixed.push((col, e));
+            } else {
+                out.push((ident(&col.name), e));
             }
-            out.push((ident(&col.name), params.typed(col, v, "value")?));
         }
-        Ok(out)
+        Ok((out, fixed))
     }
 
     /// `insert ... returning data, version`.
     pub fn insert(&self, row: &Value) -> Result<Value, Refusal> {
         let mut params = Params::default();
-        let a = self.assignments(row, &mut params)?;
+        let (a, fixed) = self.assignments(row, &mut params)?;
+        if let Some((col, _)) = fixed.first() {
+            return Err(read_only(col));
+        }
         let values = if a.is_empty() {
             "default values".to_string()
         } else {
@@ -433,6 +498,9 @@ impl Table {
             self.row_json(None),
             self.etag_expr()
         ));
+        // For a caller who may insert but not read the row: RETURNING would apply the
+        // read policy to the new row.
+        out["blind"] = json!(format!("insert into {} as t {values}", self.rel));
         Ok(out)
     }
 
@@ -441,20 +509,30 @@ impl Table {
     pub fn update(&self, key: &str, patch: &Value) -> Result<Value, Refusal> {
         let mut params = Params::default();
         let kc = self.key_condition(key, &mut params)?;
-        let a = self.assignments(patch, &mut params)?;
+        let (a, fixed) = self.assignments(patch, &mut params)?;
         if a.is_empty() {
-            return Err(invalid_value("the patch names no column"));
+            return Err(match fixed.first() {
+                Some((col, _)) => read_only(col),
+                None => invalid_value("the patch names no column"),
+            });
         }
         let set = a.iter().map(|(c, e)| format!("{c} = {e}")).collect::<Vec<_>>().join(", ");
+        // Generated columns sent back as read are allowed when they equal the row's.
+        let same = if fixed.is_empty() {
+            "true".to_string()
+        } else {
+            fixed.iter().map(|(c, e)| format!("t.{} is not distinct from {e}", ident(&c.name))).collect::<Vec<_>>().join(" and ")
+        };
         let mut out = params.to_json();
         out["sql"] = json!(format!(
-            "update {} as t set {set} where {kc} and ($2::bigint is null or {} = $2) returning {}, {}",
+            "update {} as t set {set} where {kc} and {same} and ($2::bigint is null or {} = $2) returning {}, {}",
             self.rel,
             self.etag_expr(),
             self.row_json(None),
             self.etag_expr()
         ));
-        out["probe"] = json!(format!("select {} from {} t where {kc}", self.etag_expr(), self.rel));
+        out["probe"] = json!(format!("select {}, {same} from {} t where {kc}", self.etag_expr(), self.rel));
+        out["read_only"] = json!(fixed.iter().map(|(c, _)| c.name.clone()).collect::<Vec<_>>());
         Ok(out)
     }
 
@@ -468,26 +546,25 @@ impl Table {
             self.rel,
             self.etag_expr()
         ));
-        out["probe"] = json!(format!("select {} from {} t where {kc}", self.etag_expr(), self.rel));
+        out["probe"] = json!(format!("select {}, true from {} t where {kc}", self.etag_expr(), self.rel));
         Ok(out)
     }
 }
 
-/// Rows strictly after the cursor row `cur` (a sub-select of it) in the order `keys`,
-/// NULLs last both ways. All keys NOT NULL and ascending: one row comparison, which a
-/// btree index on those columns serves.
-fn after_condition(keys: &[(&Column, bool)], cur: &str) -> String {
-    let c = |col: &Column| format!("(select c.{} from {cur} c)", ident(&col.name));
+/// Rows strictly after the cursor in the order `keys` (column, descending, the
+/// cursor's typed value), NULLs last both ways. All keys NOT NULL and ascending: one row
+/// comparison, which a btree index on those columns serves.
+fn after_condition(keys: &[(&Column, bool, String)]) -> String {
     let x = |col: &Column| format!("t.{}", ident(&col.name));
-    if keys.iter().all(|(col, d)| col.not_null && !d) {
-        let left = keys.iter().map(|(col, _)| x(col)).collect::<Vec<_>>().join(", ");
-        let right = keys.iter().map(|(col, _)| c(col)).collect::<Vec<_>>().join(", ");
+    if keys.iter().all(|(col, d, _)| col.not_null && !d) {
+        let left = keys.iter().map(|(col, _, _)| x(col)).collect::<Vec<_>>().join(", ");
+        let right = keys.iter().map(|(_, _, c)| c.as_str()).collect::<Vec<_>>().join(", ");
         return format!("(({left}) > ({right}))");
     }
     let mut eqs: Vec<String> = Vec::new();
     let mut ors: Vec<String> = Vec::new();
-    for (col, desc) in keys {
-        let (xc, cc) = (x(col), c(col));
+    for (col, desc, cc) in keys {
+        let xc = x(col);
         let op = if *desc { "<" } else { ">" };
         let after = if col.not_null {
             format!("{xc} {op} {cc}")
@@ -566,12 +643,11 @@ mod tests {
     #[test]
     fn statements() {
         let t = table();
-        let l = t.list(&json!({"id": {"$gt": 1}}), "-price", Some(&["price".into()]), Some("5")).unwrap();
+        let l = t.list(&json!({"id": {"$gt": 1}}), "-price", Some(&["price".into()]), Some("WyIxIiwiNSJd")).unwrap();
         let sql = l["sql"].as_str().unwrap();
         assert!(sql.contains("order by t.\"price\" desc nulls last, t.\"id\" asc nulls last limit $2 offset $3"), "{sql}");
         assert!(sql.contains("pg_catalog.jsonb_build_object('price', "), "{sql}");
         assert!(!sql.contains("'at'"), "fields keeps only the named columns: {sql}");
-        assert!(l["cursor"].as_str().unwrap().contains("t.\"id\" = ($1[2])::bigint"));
         assert_eq!(l["checks"][1]["role"], "after");
         assert!(t.list(&json!({}), "nope", None, None).unwrap_err().message.contains("order: table \"orders\" has no column \"nope\""));
         assert!(t.list(&json!({}), "", Some(&["x".into()]), None).unwrap_err().message.contains("fields"));
@@ -582,7 +658,7 @@ mod tests {
         assert!(i["sql"].as_str().unwrap().starts_with("insert into \"public\".\"orders\" as t (\"price\", \"tags\") values (($1[1])::numeric, "));
         assert_eq!(t.insert(&json!({"zz": 1})).unwrap_err().code, "invalid_value");
         let mut g = t.clone();
-        g.columns[0].generated = true;
+        g.columns[0].read_only = true;
         assert!(g.insert(&json!({"id": 1})).unwrap_err().message.contains("generated"));
         assert!(g.update("1", &json!({"id": 2})).is_err());
         assert!(t.insert(&json!({})).unwrap()["sql"].as_str().unwrap().contains("default values"));
@@ -609,13 +685,28 @@ mod tests {
 
     #[test]
     fn keyset_after() {
+        use base64::Engine as _;
         let t = table();
-        let keys = t.order_keys("").unwrap();
-        assert_eq!(after_condition(&keys, "C"), "((t.\"id\") > ((select c.\"id\" from C c)))");
-        let keys = t.order_keys("price").unwrap();
-        let a = after_condition(&keys, "C");
-        assert!(a.contains("t.\"price\" is null and"), "{a}");
-        assert!(a.contains("t.\"price\" is not distinct from"), "{a}");
+        let cur = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let c = cur(json!(["5"]));
+        let l = t.list(&json!({}), "", None, Some(c.as_str())).unwrap();
+        assert!(l["sql"].as_str().unwrap().contains("((t.\"id\") > (($1[1])::bigint))"), "{}", l["sql"]);
+        assert_eq!(l["params"], json!(["5"]));
+        let c = cur(json!([null, "5"]));
+        let l = t.list(&json!({}), "price", None, Some(c.as_str())).unwrap();
+        let a = l["sql"].as_str().unwrap();
+        assert!(a.contains("t.\"price\" is null and ($1[1])::numeric is not null"), "{a}");
+        assert!(a.contains("t.\"price\" is not distinct from ($1[1])::numeric"), "{a}");
+        let (two, num) = (cur(json!(["1", "2"])), cur(json!([1])));
+        for bad in ["5", "!!", two.as_str(), num.as_str()] {
+            assert_eq!(t.list(&json!({}), "", None, Some(bad)).unwrap_err().code, "invalid_query", "{bad}");
+        }
+        let mut k = table();
+        k.key.clear();
+        let l = k.list(&json!({}), "", None, None).unwrap();
+        assert!(!l["sql"].as_str().unwrap().contains("order by t."), "no key, no order: no ORDER BY: {}", l["sql"]);
+        let c = cur(json!([]));
+        assert!(k.list(&json!({}), "", None, Some(c.as_str())).is_err());
     }
 
     #[test]

@@ -100,7 +100,11 @@ pub fn output_expr(expr: &str, ty: &ColType) -> String {
             Kind::Number | Kind::Bool | Kind::Json | Kind::Jsonb | Kind::Time | Kind::Text => {
                 format!("pg_catalog.to_jsonb({expr})")
             }
-            Kind::Bytea => format!("pg_catalog.to_jsonb(({expr})::text)"),
+            // An array of base64 strings, as input takes it.
+            Kind::Bytea => format!(
+                "(case when ({expr}) is null then null else pg_catalog.to_jsonb(array(select pg_catalog.translate(pg_catalog.encode(u.e, 'base64'), E'\\n', '') \
+                 from pg_catalog.unnest({expr}) with ordinality u(e, i) order by u.i)) end)"
+            ),
         };
     }
     match ty.kind() {
@@ -115,9 +119,11 @@ pub fn output_expr(expr: &str, ty: &ColType) -> String {
 /// The SQL expression turning `param`, the text `input_text` made, into a value of `ty`.
 pub fn input_expr(param: &str, ty: &ColType) -> String {
     if ty.is_array() {
-        // A JSON array (its text); elements through their text and the array type's cast.
+        // A JSON array (its text); elements through their text and the array type's
+        // cast (bytea elements from base64). JSON null stays NULL.
+        let (elem, empty) = if Kind::of(ty.elem) == Kind::Bytea { ("pg_catalog.decode(x.e, 'base64')", "bytea") } else { ("x.e", "text") };
         return format!(
-            "(coalesce((select pg_catalog.array_agg(e) from pg_catalog.jsonb_array_elements_text(({param})::jsonb) e), '{{}}'::text[]))::{}",
+            "(case when ({param}) is null then null else coalesce((select pg_catalog.array_agg({elem} order by x.i) from pg_catalog.jsonb_array_elements_text(({param})::jsonb) with ordinality x(e, i)), '{{}}'::{empty}[]) end)::{}",
             ty.sql
         );
     }
