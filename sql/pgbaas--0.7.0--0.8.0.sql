@@ -784,9 +784,10 @@ begin
                   using norm, row_oid, row_key;
             end if;
         end loop;
-        execute format('select baas._note_audiences(array(select distinct x from %s t, jsonb_each(t.%I) e, '
-                       'jsonb_array_elements_text(case when jsonb_typeof(e.value) = ''array'' then e.value else ''[]'' end) x '
-                       'where x like ''followers:%%''))', tbl, def.acl_column);
+        -- Qualified names only: the table's own columns (an `x`, an `e`) must not stand in.
+        execute format('select baas._note_audiences(array(select distinct p.principal from %s t, pg_catalog.jsonb_each(t.%I) e, '
+                       'pg_catalog.jsonb_array_elements_text(case when pg_catalog.jsonb_typeof(e.value) = ''array'' then e.value else ''[]'' end) p(principal) '
+                       'where p.principal like ''followers:%%''))', tbl, def.acl_column);
     end if;
     -- The table-wide lists' followers: principals, as a collection's create list's.
     perform baas._note_audiences(def.read_principals || def.create_principals || def.update_principals || def.delete_principals);

@@ -587,8 +587,8 @@ fn exact_numbers_bytea_arrays_domains_and_rls_off() {
     schema();
     admin().batch_execute("create domain app.posint as integer check (value > 0)").unwrap();
     let t = table_of("exact", "id bigint primary key, price numeric, prices numeric[], blobs bytea[], pos app.posint", "");
-    // Through the SQL door a JSON number keeps every digit (over HTTP the proxy reads
-    // JSON numbers as binary floats: send exact numerics as strings).
+    // Through the SQL door a JSON number keeps every digit, and over HTTP too (the
+    // proxy hands the body to Postgres as sent).
     let body = r#"{"id": 1, "price": 123456789012345678901.5, "prices": [0.1000000000000000000001], "blobs": ["AAEC", null, "/w=="], "pos": 3}"#;
     let v: Value = admin()
         .query_one("select baas.as_user($1::text::uuid, format('select data from baas.table_insert(%L, %L)', $2::text, $3::text))", &[&a.id, &t, &body])
@@ -596,6 +596,10 @@ fn exact_numbers_bytea_arrays_domains_and_rls_off() {
         .get(0);
     assert_eq!(v["price"], json!("123456789012345678901.5"), "{v}");
     assert_eq!(v["prices"], json!(["0.1000000000000000000001"]));
+    let r = call("POST", &rows_path(&t), tok, Some(r#"{"id": 2, "price": 98765432109876543210.25, "prices": ["1.5"]}"#));
+    assert_eq!((r.status, &r.body["price"]), (201, &json!("98765432109876543210.25")), "{}", r.body);
+    let r = call("PATCH", &row_path(&t, "2"), tok, Some(r#"{"price": 0.30000000000000000001}"#));
+    assert_eq!(r.body["price"], json!("0.30000000000000000001"), "{}", r.body);
     let r = call("GET", &row_path(&t, "1"), tok, None);
     assert_eq!(r.body["blobs"], json!(["AAEC", null, "/w=="]), "bytea[] is base64 both ways");
     let r = listed(&t, tok, &format!("where={}", enc(r#"{"blobs": {"$contains": "/w=="}}"#)));

@@ -475,14 +475,15 @@ pub static ROUTES: &[Route] = &[
         .private(),
     r("insert_row", POST, ROWS, Anyone)
         .body(ANY_FIELDS)
-        .sql("select x.data::text, x.version::text from baas.table_insert($1, $2) x", &[Path(0), Body])
+        // The body as sent (Arg::RawBody): Postgres reads its numbers, every digit kept.
+        .sql("select x.data::text, x.version::text from baas.table_insert($1, $2::text::jsonb) x", &[Path(0), Arg::RawBody])
         .answer(CREATED, Shape::Document).private(),
     r("get_row", GET, ROW, Anyone)
         .sql("select x.data::text, x.version::text from baas.table_get($1, $2) x", &[Path(0), Path(1)])
         .answer(OK, Shape::Document).private(),
     r("update_row", PATCH, ROW, Anyone)
         .body(ANY_FIELDS)
-        .sql("select x.data::text, x.version::text from baas.table_update($1, $2, $3, $4) x", &[Path(0), Path(1), Body, IfMatch])
+        .sql("select x.data::text, x.version::text from baas.table_update($1, $2, $3::text::jsonb, $4) x", &[Path(0), Path(1), Arg::RawBody, IfMatch])
         .answer(OK, Shape::Document).private(),
     r("delete_row", DELETE, ROW, Anyone)
         .sql("select baas.table_delete($1, $2, $3)", &[Path(0), Path(1), IfMatch]).answer(NO_CONTENT, Shape::Void),
