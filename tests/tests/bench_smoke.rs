@@ -41,7 +41,7 @@ fn side_by_side_benchmark_quick_mode_prints_its_table() {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    for row in ["1. GET one document", "2. list", "3. create", "4. PATCH", "5. login"] {
+    for row in ["1. GET one document", "2. list", "3. create", "4. PATCH", "5. login", "6. RPC", "7. GET one protected-table row"] {
         let line = text.lines().find(|l| l.starts_with(&format!("| {row}"))).unwrap_or_else(|| panic!("no row {row:?} in\n{text}"));
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         // | name | limit rps @50, @pool, @pool pipelined, p50, p99 | pgbaas rps p50 p99 | errors | ...

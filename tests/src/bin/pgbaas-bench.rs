@@ -3,7 +3,7 @@
 //! Postgres cluster, in one run. Prints one table.
 //!
 //!   make bench                          (installs wrk, postgis, Parse Server; builds; runs)
-//!   target/release/pgbaas-bench [--quick] [--no-peer] [--seconds N] [--connections N] [--pool N] [--only 1..5]
+//!   target/release/pgbaas-bench [--quick] [--no-peer] [--seconds N] [--connections N] [--pool N] [--only 1..7]
 //!
 //! --quick: 2 s per workload, 10 connections and a small data set (the test suite's smoke run).
 //! --pool: the proxy's pool size and pgbench's second connection count (default: twice
@@ -38,7 +38,7 @@ struct Args {
     patch_pool: i64,
     /// The proxy's database pool, and pgbench's second connection count.
     pool: usize,
-    /// Run only these workloads (1-5), e.g. while profiling.
+    /// Run only these workloads (1-7), e.g. while profiling.
     only: Vec<usize>,
     /// Run the live change feeds' workloads instead.
     realtime: bool,
@@ -410,6 +410,24 @@ fn main() -> Result<()> {
            from baas.collections c, generate_series(1, $1::bigint) g where c.name = 'patches'",
         &[&(a.patch_pool * 8), &ID_PREFIX],
     )?;
+    // The team's own schema (issue 17): a trivial STABLE function and a protected table
+    // with the items' ids and owners, served at /v1/rpc and /v1/tables.
+    db.batch_execute(
+        "create schema api;
+         grant usage on schema api to baas_anon, baas_user, baas_service;
+         create function api.next_n(n integer) returns integer language sql stable as 'select n + 1';
+         revoke execute on function api.next_n(integer) from public;
+         grant execute on function api.next_n(integer) to baas_user;
+         create table api.rows (id bigint primary key, owner uuid not null, title text not null, cat integer not null);
+         select baas.expose_schema('api');
+         select baas.protect('api.rows', owner => 'owner');",
+    )?;
+    db.execute(
+        "insert into api.rows (id, owner, title, cat)
+         select g, (u.ids)[1 + (g % 100)]::uuid, 'item ' || g, (g / 100) % 1000
+           from (select array_agg(id::text order by created_at) as ids from baas.users) u, generate_series(1, $1::bigint) g",
+        &[&a.items],
+    )?;
     db.batch_execute("select baas.create_index('items', 'cat', concurrently => false)")?; // ready before the run starts
     db.batch_execute("vacuum analyze")?;
     println!("data: {} users, {} items, {} patch targets, loaded in {:.1} s", a.users, a.items, a.patch_pool * 8, t0.elapsed().as_secs_f64());
@@ -464,6 +482,19 @@ fn main() -> Result<()> {
             half = a.patch_pool / 2
         ),
     )?;
+    // User 0 owns the rows whose id is 100k (g % 100 = 0 -> ids[1]).
+    let own_rows: Vec<i64> = (1..=a.items).filter(|g| g % 100 == 0).collect();
+    let rpc_lua = write(
+        "rpc.lua",
+        format!("{auth_lua}request = function()\n  return wrk.format(\"GET\", \"/v1/rpc/next_n?n=\" .. math.random(0, 1000000))\nend\n"),
+    )?;
+    let row_lua = write(
+        "row.lua",
+        format!(
+            "{auth_lua}local ids = {{{}}}\nrequest = function()\n  return wrk.format(\"GET\", \"/v1/tables/rows/\" .. ids[math.random(#ids)])\nend\n",
+            own_rows.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",")
+        ),
+    )?;
     let login_lua = write(
         "login.lua",
         format!(
@@ -506,6 +537,18 @@ fn main() -> Result<()> {
         CLAIMS,
         &format!("select x::text, x ->> 'version' from baas.patch_document('patches', {id_expr}, '{{\"seen\": true}}'::jsonb, 1) x"),
     )?;
+    let pgb_rpc = scripts(
+        "rpc",
+        "\\set n random(0, 1000000)",
+        CLAIMS,
+        "select coalesce(x.body, ''), x.is_void::text from baas.rpc('next_n', jsonb_build_object('n', :n::text), pg_catalog.set_config('transaction_read_only', 'on', true) = 'on') x",
+    )?;
+    let pgb_row = scripts(
+        "row",
+        &format!("\\set r random(1, {})\n\\set k 100 * :r", own_rows.len()),
+        CLAIMS,
+        "select x.data::text, x.version::text from baas.table_get('rows', :k::text) x",
+    )?;
     let pgb_login = scripts(
         "login",
         &format!("\\set u random(0, {})", a.users - 1),
@@ -539,6 +582,8 @@ fn main() -> Result<()> {
             .set("If-Match", "\"1\"")
             .send_string(r#"{"data": {"seen": true}}"#),
     )?;
+    check("rpc", agent.get(&format!("{base}/v1/rpc/next_n?n=1")).set("Authorization", &bearer).call())?;
+    check("table row", agent.get(&format!("{base}/v1/tables/rows/{}", own_rows[0])).set("Authorization", &bearer).call())?;
     check(
         "login",
         agent.post(&format!("{base}/v1/auth/login")).set("Content-Type", "application/json").send_string(&format!(r#"{{"email": "u1@bench.test", "password": "{PASSWORD}"}}"#)),
@@ -565,6 +610,8 @@ fn main() -> Result<()> {
     rows.push(measure("3. create a document (POST)", &pgb_create, &defs, &create_lua)?);
     rows.push(measure("4. PATCH with If-Match", &pgb_patch, &defs_patch, &patch_lua)?);
     rows.push(measure("5. login (argon2id)", &pgb_login, &[], &login_lua)?);
+    rows.push(measure("6. RPC: a trivial STABLE function (GET /v1/rpc)", &pgb_rpc, &defs, &rpc_lua)?);
+    rows.push(measure("7. GET one protected-table row by key", &pgb_row, &defs, &row_lua)?);
     let (_, rss_kb) = proc_usage(pid);
     drop(proxy);
     let argon = argon2_rate(if a.quick { 1.0 } else { 5.0 });
