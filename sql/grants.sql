@@ -325,3 +325,11 @@ grant execute on function
     baas.table_update(text, text, jsonb, bigint),
     baas.table_delete(text, text, bigint)
   to baas_anon, baas_user, baas_service;
+
+-- references (issue 18, sql/refs.sql): package C.
+
+-- batches (issue 18, sql/batch.sql): package B.
+
+-- webhooks (issue 18, sql/webhooks.sql): package D. DBA-only administration.
+
+-- housekeeping (issue 18, sql/housekeeping.sql): package E.

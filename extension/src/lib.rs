@@ -135,7 +135,13 @@ extension_sql_file!(
         api::tables::table_delete_sql
     ]
 );
-extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["tables"]);
+// Data operations (issue 18): references and expand, batches, webhooks, housekeeping.
+// (Field operators live in documents.sql, beside the PATCH they extend.)
+extension_sql_file!("../../sql/refs.sql", name = "refs", requires = ["tables"]);
+extension_sql_file!("../../sql/batch.sql", name = "batch", requires = ["refs"]);
+extension_sql_file!("../../sql/webhooks.sql", name = "webhooks", requires = ["batch"]);
+extension_sql_file!("../../sql/housekeeping.sql", name = "housekeeping", requires = ["webhooks"]);
+extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["housekeeping"]);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

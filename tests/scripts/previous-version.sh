@@ -15,8 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
-PREVIOUS_VERSION=0.7.0
-PREVIOUS_COMMIT=f06a4f6cb59295e6499b124fcd38d58db6ba2e02
+PREVIOUS_VERSION=0.8.0
+PREVIOUS_COMMIT=c5e7f72f12eb3aa30f12450aac378e484c52d564
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 base="$target/previous/$PREVIOUS_VERSION"

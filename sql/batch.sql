@@ -1,0 +1,4 @@
+-- pgbaas batches: several document operations that commit together or not at all
+-- (POST /v1/batch, baas.batch; docs/batch.md). Every operation is the same SQL function
+-- a single request calls, run as the caller in the request's one transaction (issue 18,
+-- package B).

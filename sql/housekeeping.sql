@@ -1,0 +1,4 @@
+-- pgbaas housekeeping: the cleanup pgbaas needs (ended sessions, spent tokens, unfinished
+-- uploads, delivered outbox rows) in one function the proxy runs periodically, so that
+-- nothing depends on pg_cron; pg_cron remains the way to schedule the team's own jobs
+-- (docs/schedules.md; issue 18, package E).

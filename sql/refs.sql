@@ -1,0 +1,3 @@
+-- pgbaas references: a document field may reference another document, a user or a file
+-- ({"$ref": {...}}, docs/references.md); GET and lists expand them inline, each only if
+-- the caller may read it, in the request's one statement (issue 18, package C).

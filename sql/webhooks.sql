@@ -1,0 +1,4 @@
+-- pgbaas webhooks: a DBA registers an HTTP endpoint for a collection's or a table's
+-- changes; the change's transaction writes the event to an outbox, the proxy delivers it
+-- signed (Standard Webhooks), with retries, in order per document, and dead-letters it
+-- after too many failures (docs/webhooks.md; issue 18, package D).
