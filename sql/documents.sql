@@ -378,7 +378,13 @@ end
 $$;
 comment on function baas.get_document(text, text) is 'One document, or P0002 document_not_found when it does not exist or the caller may not read it';
 
--- PUT and PATCH: replace `data`, or merge-patch it (RFC 7386).
+-- PUT and PATCH: replace `data`, merge-patch it (RFC 7386), or apply field operators
+-- (docs/operators.md): a patch with a `$` key is an operator patch (all its keys must be
+-- operators; baas._apply_operators refuses a mix with invalid_operator). The operators
+-- run inside the UPDATE's SET expression, on the row the UPDATE has locked: concurrent
+-- writers queue on the lock and each applies its operators to the previous one's result,
+-- so none is lost, and there is no read-modify-write round trip. The guard trigger then
+-- checks the result against the collection's JSON Schema as for any write.
 create function baas._write_document(collection text, id text, data jsonb, expected_version bigint, merge boolean)
 returns jsonb
 language plpgsql volatile
@@ -387,13 +393,17 @@ declare
     c baas.collections := baas._collection_by_name(collection);
     v_id uuid := baas._parse_document_id(id);
     d baas.documents;
+    operators boolean;
 begin
     if data is null or jsonb_typeof(data) <> 'object' then
         raise exception using errcode = '22023', detail = 'invalid_data',
             message = case when merge then 'data must be a JSON object (a merge patch)' else 'data must be a JSON object' end;
     end if;
+    operators := merge and exists (select from jsonb_object_keys(data) k where left(k, 1) = '$');
     update baas.documents t
-       set data = case when merge then baas.merge_patch(t.data, _write_document.data) else _write_document.data end
+       set data = case when operators then baas._apply_operators(t.data, _write_document.data, now())
+                       when merge then baas.merge_patch(t.data, _write_document.data)
+                       else _write_document.data end
      where t.collection_id = c.id and t.id = v_id
        and (expected_version is null or t.version = expected_version)
     returning * into d;
@@ -416,7 +426,7 @@ returns jsonb
 language plpgsql volatile
 as $$ begin return baas._write_document(collection, id, patch, expected_version, true); end $$;
 comment on function baas.patch_document(text, text, jsonb, bigint) is
-    'Apply an RFC 7386 merge patch to data; with expected_version, 40001 version_conflict when stale';
+    'Apply an RFC 7386 merge patch, or field operators ($inc, $set, $unset, $push, $addToSet, $pull, $min, $max, $now; docs/operators.md), to data; with expected_version, 40001 version_conflict when stale';
 
 create function baas.delete_document(collection text, id text, expected_version bigint default null)
 returns void

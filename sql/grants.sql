@@ -326,6 +326,11 @@ grant execute on function
     baas.table_delete(text, text, bigint)
   to baas_anon, baas_user, baas_service;
 
+-- field operators (issue 18, sql/documents.sql): package A. PATCH runs as the caller
+-- and applies them in its UPDATE; pure (no table access).
+grant execute on function baas._apply_operators(jsonb, jsonb, timestamptz)
+  to baas_anon, baas_user, baas_service;
+
 -- references (issue 18, sql/refs.sql): package C.
 
 -- batches (issue 18, sql/batch.sql): package B.

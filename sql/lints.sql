@@ -84,6 +84,7 @@ as $$
            '_served_table', '_table_check', '_table_explain_miss', '_table_list_sql', '_table_get_sql',
            '_table_insert_sql', '_table_update_sql', '_table_delete_sql',
            '_table_exact_numbers',
+           '_apply_operators', -- field operators (issue 18, package A)
            '_protected_table_stub'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid

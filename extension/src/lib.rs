@@ -66,6 +66,8 @@ extension_sql_file!(
         api::query::check_fields,
         api::query::index_expression,
         api::index_build::index_build_launch,
+        // Field operators (issue 18, package A)
+        api::documents::apply_operators,
     ]
 );
 // Files: buckets, blobs, chunks, uploads (issue 15).
