@@ -447,9 +447,12 @@ pub static ROUTES: &[Route] = &[
         .body(&[req("data", Data)])
         .sql("select x::text, x ->> 'version' from baas.replace_document($1, $2, $3, $4) x", DOC_WRITE)
         .answer(OK, Shape::Document).private(),
+    // --- field operators (issue 18): the patch is a merge patch or operators
+    // (docs/operators.md). The body as sent (Arg::RawBody) so `$inc` and the rest see
+    // every digit of a number; `data` is checked above as before.
     r("patch_document", PATCH, DOC, Anyone)
         .body(&[req("data", Data)])
-        .sql("select x::text, x ->> 'version' from baas.patch_document($1, $2, $3, $4) x", DOC_WRITE)
+        .sql("select x::text, x ->> 'version' from baas.patch_document($1, $2, $3::text::jsonb -> 'data', $4) x", &[Path(0), Path(1), Arg::RawBody, IfMatch])
         .answer(OK, Shape::Document).private(),
     r("delete_document", DELETE, DOC, Anyone)
         .sql("select baas.delete_document($1, $2, $3)", &[Path(0), Path(1), IfMatch]).answer(NO_CONTENT, Shape::Void),
