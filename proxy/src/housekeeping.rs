@@ -22,7 +22,11 @@ pub struct Housekeeping {
 /// One run's answer: the counts per kind, or None when another run held the lock.
 pub async fn run_once(pool: &deadpool_postgres::Pool) -> Result<Option<Vec<(String, u64)>>, String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
-    let row = client.query_one(HOUSEKEEPING_SQL, &[]).await.map_err(|e| e.to_string())?;
+    let row = client.query_one(HOUSEKEEPING_SQL, &[]).await.map_err(|e| match e.as_db_error() {
+        // tokio-postgres shows a server error as just "db error": say which.
+        Some(d) => format!("{} {}", d.code().code(), d.message()),
+        None => e.to_string(),
+    })?;
     let text: String = row.get(0);
     counts(&text)
 }
