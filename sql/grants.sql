@@ -338,3 +338,6 @@ grant execute on function baas._apply_operators(jsonb, jsonb, timestamptz)
 -- webhooks (issue 18, sql/webhooks.sql): package D. DBA-only administration.
 
 -- housekeeping (issue 18, sql/housekeeping.sql): package E.
+-- The proxy's login role runs it every --housekeeping-secs (proxy/src/housekeeping.rs);
+-- DBAs (and their pg_cron jobs) may run it too. No API role may.
+grant execute on function baas.housekeeping() to baas_authenticator;

@@ -146,7 +146,9 @@ as $$
            -- tables over HTTP (package C)
            'table_list', 'table_get', 'table_insert', 'table_update', 'table_delete',
            -- DBA tools
-           'as_user', 'purge_audit_log', 'security_lints'])
+           'as_user', 'purge_audit_log', 'security_lints',
+           -- housekeeping (sql/housekeeping.sql)
+           'housekeeping'])
     union all
     -- 4c. The document policies and the index entries' read policy are made from one
     --     rule (sql/permissions.sql): each must still say what documents_read says

@@ -253,6 +253,11 @@ pub struct Config {
     /// OpenID Connect: seconds one key set fetch may take
     #[arg(id = "oidc_fetch_timeout_secs", value_name = "SECS", long = "oidc-fetch-timeout-secs", env = "PGBAAS_OIDC_FETCH_TIMEOUT_SECS", default_value = "10", value_parser = int(1u64, 60, " s"))]
     pub oidc_fetch_timeout_secs: u64,
+
+    // --- housekeeping (issue 18)
+    /// Housekeeping: seconds between runs of baas.housekeeping() (ended sessions, expired tokens and uploads, old outbox rows; 0: off)
+    #[arg(id = "housekeeping_secs", value_name = "SECS", long = "housekeeping-secs", env = "PGBAAS_HOUSEKEEPING_SECS", default_value = "300", value_parser = int(0u64, 86_400, " s"))]
+    pub housekeeping_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

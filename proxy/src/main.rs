@@ -5,6 +5,7 @@ mod db;
 mod deadline;
 mod errors;
 mod files;
+mod housekeeping;
 #[cfg(test)]
 mod fuzz_tests;
 mod jwt;
@@ -112,6 +113,9 @@ fn main() {
             }
         }
     }
+    // Housekeeping (issue 18): baas.housekeeping() every housekeeping_secs.
+    let hk = housekeeping::Housekeeping { pool: pool.clone(), every: Duration::from_secs(cfg.housekeeping_secs) };
+    server.add_service(pingora::services::background::background_service("housekeeping", hk));
     // OpenID Connect (issue 16): providers' keys fetched into Postgres, which verifies ID tokens.
     let oidc = oidc::JwksFetcher::new(pool.clone(), cfg.oidc());
     server.add_service(pingora::services::background::background_service("oidc keys", oidc::jwks::JwksService(oidc.clone())));

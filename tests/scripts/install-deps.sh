@@ -24,7 +24,8 @@ if ! installed postgresql-server-dev-15; then
     apt_install "postgresql-server-dev-15=${pgver}"
 fi
 missing=()
-for p in libclang-dev clang cmake sudo make pkg-config postgresql-15-pgtap wrk jq curl; do
+# postgresql-15-cron: pg_cron, for schedules (docs/schedules.md, tests/tests/schedules.rs).
+for p in libclang-dev clang cmake sudo make pkg-config postgresql-15-pgtap postgresql-15-cron wrk jq curl; do
     installed "$p" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

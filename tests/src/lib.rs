@@ -160,12 +160,29 @@ impl Cluster {
         Self::open_with(&dir, free_port(), true, extension)
     }
 
+    /// A throwaway cluster like `temporary_with`, whose postgresql.conf also gets
+    /// `settings` (lines such as `shared_preload_libraries = 'pg_cron'`) before its
+    /// first start.
+    pub fn temporary_with_settings(extension: bool, settings: &str) -> Result<Cluster> {
+        let dir = std::env::temp_dir().join(format!(
+            "pgbaas-test-{}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self::open_configured(&dir, free_port(), true, extension, settings)
+    }
+
     /// Open (initdb on first use) and start the cluster in `dir`.
     pub fn open(dir: &Path, port: u16, temporary: bool) -> Result<Cluster> {
         Self::open_with(dir, port, temporary, true)
     }
 
     fn open_with(dir: &Path, port: u16, temporary: bool, extension: bool) -> Result<Cluster> {
+        Self::open_configured(dir, port, temporary, extension, "")
+    }
+
+    fn open_configured(dir: &Path, port: u16, temporary: bool, extension: bool, settings: &str) -> Result<Cluster> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir.canonicalize()?;
         let user = server_user();
@@ -181,6 +198,10 @@ impl Cluster {
         let conf = c.data().join("postgresql.conf");
         if !std::fs::read_to_string(&conf)?.contains("wal_level = logical") {
             std::io::Write::write_all(&mut std::fs::OpenOptions::new().append(true).open(&conf)?, LOGICAL_DECODING.as_bytes())?;
+        }
+        if !settings.is_empty() && !std::fs::read_to_string(&conf)?.contains(settings) {
+            let extra = format!("\n# extra settings\n{settings}\n");
+            std::io::Write::write_all(&mut std::fs::OpenOptions::new().append(true).open(&conf)?, extra.as_bytes())?;
         }
         if c.is_running() {
             // A previous run was killed before it could stop Postgres: reuse it.
