@@ -84,7 +84,8 @@ as $$
            '_served_table', '_table_check', '_table_explain_miss', '_table_list_sql', '_table_get_sql',
            '_table_insert_sql', '_table_update_sql', '_table_delete_sql',
            '_table_exact_numbers',
-           '_protected_table_stub'])
+           '_protected_table_stub',
+           '_check_references', '_expand_tree', '_ref_key', '_ref_value', '_ref_profiles', '_max_expand_references', '_expand_level'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid
     union all
@@ -145,7 +146,8 @@ as $$
            -- tables over HTTP (package C)
            'table_list', 'table_get', 'table_insert', 'table_update', 'table_delete',
            -- DBA tools
-           'as_user', 'purge_audit_log', 'security_lints'])
+           'as_user', 'purge_audit_log', 'security_lints',
+           'expand', 'expand_page', 'referrers'])
     union all
     -- 4c. The document policies and the index entries' read policy are made from one
     --     rule (sql/permissions.sql): each must still say what documents_read says

@@ -13,6 +13,314 @@
 -- (package A: field operators)
 
 -- =================================================================== sql/refs.sql
+-- pgbaas references: a document field may reference another document, a user or a file
+-- ({"$ref": {...}}, docs/references.md); GET and lists expand them inline, each only if
+-- the caller may read it, in the request's one statement (issue 18, package C).
+--
+-- Forms: {"$ref": {"collection": "<name>", "id": "<uuid>"}}, {"$ref": {"user": "<uuid>"}},
+-- {"$ref": {"file": "<uuid>"}}; the files' own {"$file": "<uuid>"} (sql/files.sql) is a
+-- file reference too. A field holds one reference or an array of them.
+--
+-- Expand runs as the caller (SECURITY INVOKER): a referenced document or file comes from
+-- baas.documents under row-level security, a user through the same visibility rule as
+-- baas.get_profile (sql/social.sql). What the caller may not read is null, exactly as
+-- what does not exist.
+
+-- Most references one response may expand (counted over every level).
+alter table baas.settings add column max_expand_references integer not null default 1000
+    check (max_expand_references between 0 and 100000);
+
+------------------------------------------------------------------------ writing
+-- Every object holding "$ref" in `data` must be a well-formed reference: 22023
+-- invalid_reference otherwise. A reference to something missing is allowed.
+create function baas._check_references(data jsonb) returns void
+language plpgsql immutable
+as $$
+declare
+    o jsonb;
+    r jsonb;
+    keys text[];
+    well_formed boolean;
+    uuid_re constant text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
+begin
+    for o in select x from pg_catalog.jsonb_path_query(data, 'strict $.** ? (@.type() == "object" && exists(@."$ref"))') x loop
+        r := o -> '$ref';
+        well_formed := false;
+        if pg_catalog.jsonb_typeof(r) = 'object' and (select count(*) from pg_catalog.jsonb_object_keys(o)) = 1 then
+            keys := array(select k from pg_catalog.jsonb_object_keys(r) k order by k);
+            if keys = array['collection', 'id'] then
+                well_formed := pg_catalog.jsonb_typeof(r -> 'collection') = 'string'
+                    and (r ->> 'collection') ~ '^[a-z][a-z0-9_]{0,62}$'
+                    and pg_catalog.jsonb_typeof(r -> 'id') = 'string' and (r ->> 'id') ~ uuid_re;
+            elsif keys = array['user'] or keys = array['file'] then
+                well_formed := pg_catalog.jsonb_typeof(r -> keys[1]) = 'string' and (r ->> keys[1]) ~ uuid_re;
+            end if;
+        end if;
+        if not well_formed then
+            raise exception using errcode = '22023', detail = 'invalid_reference', message = format(
+                'a reference is {"$ref": {"collection": "<name>", "id": "<uuid>"}}, {"$ref": {"user": "<uuid>"}} or {"$ref": {"file": "<uuid>"}} and nothing else, not %s',
+                left(o::text, 200));
+        end if;
+    end loop;
+end
+$$;
+
+create function baas._references_check() returns trigger
+language plpgsql
+as $$
+begin
+    perform baas._check_references(new.data);
+    return new;
+end
+$$;
+-- Only documents that mention "$ref" pay for more than the WHEN test (as the files'
+-- "$file" trigger does).
+create trigger documents_references before insert or update of data on baas.documents
+    for each row when (new.data::text like '%"$ref":%') execute function baas._references_check();
+
+------------------------------------------------------------------------ expanding
+-- The expand paths as a tree: {"author": {}, "comments": {"author": {}}}. 22023
+-- invalid_expand for a bad path, expand_too_large for more than 10 paths or 3 levels.
+create function baas._expand_tree(paths text[]) returns jsonb
+language plpgsql immutable
+as $$
+declare
+    p text;
+    segs text[];
+    t jsonb := '{}';
+begin
+    if pg_catalog.cardinality(paths) > 10 then
+        raise exception using errcode = '22023', detail = 'expand_too_large', message = format('expand takes at most 10 paths, got %s', pg_catalog.cardinality(paths));
+    end if;
+    foreach p in array paths loop
+        if p is null or p !~ '^[A-Za-z0-9_$-]{1,128}(\.[A-Za-z0-9_$-]{1,128})*$' then
+            raise exception using errcode = '22023', detail = 'invalid_expand', message = format(
+                'expand takes field names separated by dots (letters, digits, _, $, -), e.g. author,comments.author; not %s',
+                coalesce(pg_catalog.quote_literal(left(p, 200)), 'null'));
+        end if;
+        segs := pg_catalog.string_to_array(p, '.');
+        if pg_catalog.cardinality(segs) > 3 then
+            raise exception using errcode = '22023', detail = 'expand_too_large', message = format('expand goes at most 3 levels deep, not %s (%s)', pg_catalog.cardinality(segs), left(p, 200));
+        end if;
+        for i in 1 .. pg_catalog.cardinality(segs) loop
+            if t #> segs[1:i] is null then
+                t := pg_catalog.jsonb_set(t, segs[1:i], '{}');
+            end if;
+        end loop;
+    end loop;
+    return t;
+end
+$$;
+
+-- Is v a reference object? Its key: "c:<collection>:<id>", "u:<id>" or "f:<id>", or null.
+create function baas._ref_key(v jsonb) returns text
+language sql immutable parallel safe
+as $$
+    select case
+        when pg_catalog.jsonb_typeof(v) <> 'object' then null
+        when pg_catalog.jsonb_typeof(v -> '$ref') = 'object' then
+            case when v -> '$ref' ? 'collection' then 'c:' || (v -> '$ref' ->> 'collection') || ':' || lower(v -> '$ref' ->> 'id')
+                 when v -> '$ref' ? 'user' then 'u:' || lower(v -> '$ref' ->> 'user')
+                 when v -> '$ref' ? 'file' then 'f:' || lower(v -> '$ref' ->> 'file') end
+        when pg_catalog.jsonb_typeof(v -> '$file') = 'string' then 'f:' || lower(v ->> '$file')
+    end
+$$;
+
+-- Users' profiles as the caller may see them ({id, username, profile}): the rule of
+-- baas.get_profile (sql/social.sql, same helpers), for many ids at once; an account that
+-- get_profile answers user_not_found for has no row.
+create function baas._ref_profiles(ids uuid[]) returns table (id uuid, profile jsonb)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select t.id, jsonb_build_object('id', t.id, 'username', t.username, 'profile', v.p)
+      from baas.users t
+     cross join lateral (select baas._visible_profile(t, baas.uid()) p) v
+     where t.id = any (ids) and not t.is_anonymous and t.suspended_at is null
+       and (v.p <> '{}' or baas._graph_visible(t, baas.uid()) or coalesce(baas.uid() = t.id, false))
+$$;
+
+create function baas._max_expand_references() returns integer
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$ select s.max_expand_references from baas.settings s $$;
+
+-- What a reference becomes: the value expanded below it (subtree), else the value
+-- itself, else null (missing or not readable: the same null). Anything else stays.
+create function baas._ref_value(v jsonb, subtree jsonb, found_refs jsonb, expanded jsonb) returns jsonb
+language sql immutable parallel safe
+as $$
+    select case when baas._ref_key(v) is null then v
+                else coalesce(expanded -> (baas._ref_key(v) || ' ' || subtree::text), found_refs -> baas._ref_key(v), 'null') end
+$$;
+
+-- One level: nodes is an array of [document JSON, tree]; each document's data fields
+-- named by its tree are expanded (and, below them, the tree's subtrees). Every
+-- reference of the level is fetched by one set-based query, as the caller. Returns the
+-- documents in order, and the references still allowed.
+create function baas._expand_level(nodes jsonb, budget integer, out docs jsonb, out left_over integer)
+language plpgsql stable
+as $$
+declare
+    uuid_re constant text := '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+    n integer;
+    found_refs jsonb;
+    children jsonb;
+    expanded jsonb;
+    sub record;
+begin
+    -- Every reference at this level: (node, field, key).
+    select count(*)::integer into n
+      from pg_catalog.jsonb_array_elements(nodes) with ordinality d(x, i)
+     cross join pg_catalog.jsonb_object_keys(d.x -> 1) f
+     cross join lateral (select case when pg_catalog.jsonb_typeof(d.x -> 0 -> 'data' -> f) = 'array'
+                                     then d.x -> 0 -> 'data' -> f else pg_catalog.jsonb_build_array(d.x -> 0 -> 'data' -> f) end a) v
+     cross join pg_catalog.jsonb_array_elements(v.a) e
+     where baas._ref_key(e) is not null;
+    if n > budget then
+        raise exception using errcode = '22023', detail = 'expand_too_large', message = format(
+            'this expand reaches more than %s references (baas.settings.max_expand_references); expand fewer paths or page with a smaller limit',
+            baas._max_expand_references());
+    end if;
+    left_over := budget - n;
+    if n = 0 then
+        docs := (select coalesce(pg_catalog.jsonb_agg(d.x -> 0 order by d.i), '[]') from pg_catalog.jsonb_array_elements(nodes) with ordinality d(x, i));
+        return;
+    end if;
+    -- The referenced values the caller may read, by key: one query for the level.
+    with refs as (
+        select distinct baas._ref_key(e) k
+          from pg_catalog.jsonb_array_elements(nodes) d(x)
+         cross join pg_catalog.jsonb_object_keys(d.x -> 1) f
+         cross join lateral (select case when pg_catalog.jsonb_typeof(d.x -> 0 -> 'data' -> f) = 'array'
+                                         then d.x -> 0 -> 'data' -> f else pg_catalog.jsonb_build_array(d.x -> 0 -> 'data' -> f) end a) v
+         cross join pg_catalog.jsonb_array_elements(v.a) e
+    ), parsed as (
+        select k, split_part(k, ':', 1) kind,
+               case when k like 'c:%' then split_part(k, ':', 2) end coll,
+               case when k like 'c:%' then split_part(k, ':', 3) else split_part(k, ':', 2) end rid
+          from refs where k is not null
+    ), ok as (
+        select k, kind, coll, rid::uuid rid from parsed where rid ~ uuid_re
+    )
+    select coalesce(pg_catalog.jsonb_object_agg(x.k, x.v), '{}') into found_refs from (
+        select 'c:' || c.name || ':' || d.id k, baas._document_json(d, c.name) v
+          from ok join baas.collections c on c.name = ok.coll
+          join baas.documents d on d.collection_id = c.id and d.id = ok.rid
+         where ok.kind = 'c'
+        union all
+        select 'f:' || d.id, baas._file_json(d, c.name)
+          from ok join baas.documents d on d.id = ok.rid and d.blob_id is not null
+          join baas.collections c on c.id = d.collection_id
+         where ok.kind = 'f'
+        union all
+        select 'u:' || p.id, p.profile
+          from baas._ref_profiles(array(select ok.rid from ok where ok.kind = 'u')) p
+    ) x;
+    -- The next level: each distinct (referenced document, subtree) once, as
+    -- [document, subtree, key].
+    select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(found_refs -> s.k, s.t, s.k) order by s.k, s.t::text), '[]')
+      into children
+      from (select distinct baas._ref_key(e) k, d.x -> 1 -> f t
+              from pg_catalog.jsonb_array_elements(nodes) d(x)
+             cross join pg_catalog.jsonb_object_keys(d.x -> 1) f
+             cross join lateral (select case when pg_catalog.jsonb_typeof(d.x -> 0 -> 'data' -> f) = 'array'
+                                             then d.x -> 0 -> 'data' -> f else pg_catalog.jsonb_build_array(d.x -> 0 -> 'data' -> f) end a) v
+             cross join pg_catalog.jsonb_array_elements(v.a) e
+             where d.x -> 1 -> f <> '{}' and pg_catalog.jsonb_typeof(found_refs -> baas._ref_key(e) -> 'data') = 'object') s;
+    expanded := '{}';
+    if pg_catalog.jsonb_array_length(children) > 0 then
+        select l.docs, l.left_over into sub from baas._expand_level(children, left_over) l;
+        left_over := sub.left_over;
+        -- The expanded children by "<key> <subtree>".
+        select coalesce(pg_catalog.jsonb_object_agg((ch.x ->> 2) || ' ' || (ch.x -> 1)::text, r.x), '{}')
+          into expanded
+          from pg_catalog.jsonb_array_elements(children) with ordinality ch(x, i)
+          join pg_catalog.jsonb_array_elements(sub.docs) with ordinality r(x, i) on r.i = ch.i;
+    end if;
+    -- Put the values in place of the references.
+    select coalesce(pg_catalog.jsonb_agg(
+               case when pg_catalog.jsonb_typeof(d.x -> 0 -> 'data') = 'object' then
+                   pg_catalog.jsonb_set(d.x -> 0, '{data}', (d.x -> 0 -> 'data') || coalesce((
+                       select pg_catalog.jsonb_object_agg(f, case
+                           when pg_catalog.jsonb_typeof(d.x -> 0 -> 'data' -> f) = 'array' then (
+                               select pg_catalog.jsonb_agg(baas._ref_value(e, d.x -> 1 -> f, found_refs, expanded) order by j)
+                                 from pg_catalog.jsonb_array_elements(d.x -> 0 -> 'data' -> f) with ordinality a(e, j))
+                           else baas._ref_value(d.x -> 0 -> 'data' -> f, d.x -> 1 -> f, found_refs, expanded) end)
+                         from pg_catalog.jsonb_object_keys(d.x -> 1) f
+                        where d.x -> 0 -> 'data' ? f), '{}'))
+               else d.x -> 0 end order by d.i), '[]')
+      into docs
+      from pg_catalog.jsonb_array_elements(nodes) with ordinality d(x, i);
+end
+$$;
+
+-- A document (the GET shape) with the references at `paths` of its data replaced by
+-- what they reference, as the caller may read it (docs/references.md).
+create function baas.expand(document jsonb, paths text[]) returns jsonb
+language plpgsql stable
+as $$
+declare
+    t jsonb;
+begin
+    if document is null or paths is null or pg_catalog.cardinality(paths) = 0 then
+        return document;
+    end if;
+    t := baas._expand_tree(paths);
+    return (select l.docs -> 0 from baas._expand_level(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(document, t)),
+                                                       baas._max_expand_references()) l);
+end
+$$;
+comment on function baas.expand(jsonb, text[]) is
+    'A document with its references at the given paths expanded inline (null where missing or not readable by you)';
+
+-- A list page ({"items": [...], ...}) with every item expanded as baas.expand does;
+-- its references are fetched together, one query per level.
+create function baas.expand_page(page jsonb, paths text[]) returns jsonb
+language plpgsql stable
+as $$
+declare
+    t jsonb;
+begin
+    if page is null or paths is null or pg_catalog.cardinality(paths) = 0
+       or pg_catalog.jsonb_typeof(page -> 'items') is distinct from 'array' then
+        return page;
+    end if;
+    t := baas._expand_tree(paths);
+    return pg_catalog.jsonb_set(page, '{items}', (
+        select l.docs from baas._expand_level(
+            (select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(x, t) order by i), '[]')
+               from pg_catalog.jsonb_array_elements(page -> 'items') with ordinality e(x, i)),
+            baas._max_expand_references()) l));
+end
+$$;
+comment on function baas.expand_page(jsonb, text[]) is
+    'A list page with each item''s references at the given paths expanded inline, as baas.expand does';
+
+------------------------------------------------------------------------ back-references
+-- The documents of from_collection whose `field` (a dot path) holds a reference to the
+-- document `id` of `collection`, or an array containing one: a page as list_documents
+-- gives, of what the caller may read. The referenced document must be readable too
+-- (404 document_not_found otherwise, as GET answers).
+create function baas.referrers(collection text, id text, from_collection text, field text,
+                               lim integer default 100, after uuid default null)
+returns jsonb
+language plpgsql stable
+as $$
+declare
+    d jsonb := baas.get_document(collection, id);
+    r jsonb := pg_catalog.jsonb_build_object('collection', d ->> 'collection', 'id', d ->> 'id');
+begin
+    if field is null or field = '' then
+        raise exception using errcode = '22023', detail = 'invalid_query', message = 'field names the field that holds the references, e.g. field=post';
+    end if;
+    -- The query language's $refs: the field is the reference or an array holding it.
+    return baas.list_documents(from_collection,
+        pg_catalog.jsonb_build_object(field, pg_catalog.jsonb_build_object('$refs', r)), null, lim, 0, false, after, null);
+end
+$$;
+comment on function baas.referrers(text, text, text, text, integer, uuid) is
+    'Documents of from_collection you may read whose field references the given document (back-references)';
 
 -- ================================================================== sql/batch.sql
 
@@ -21,8 +329,312 @@
 -- =========================================================== sql/housekeeping.sql
 
 -- ================================================================== sql/lints.sql
+create or replace function baas.security_lints()
+returns table (lint text, object text, detail text)
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    -- 1. A relation in schema baas that an API role can read or write, even one
+    --    column of, must have row-level security, forced (so its owner obeys the
+    --    policies too). Views cannot.
+    select 'rls_not_forced', c.oid::regclass::text,
+           case when c.relkind in ('v', 'm') then 'a view an API role can use bypasses row-level security'
+                when not c.relrowsecurity then 'usable by an API role without row-level security'
+                else 'usable by an API role; row-level security is not forced' end
+      from pg_class c
+     where c.relnamespace = 'baas'::regnamespace
+       and c.relkind in ('r', 'p', 'v', 'm', 'f')
+       and exists (select from (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+                    where has_any_column_privilege(r.rolname, c.oid, 'SELECT, INSERT, UPDATE')
+                       or has_table_privilege(r.rolname, c.oid, 'DELETE'))
+       and not (c.relkind in ('r', 'p') and c.relrowsecurity and c.relforcerowsecurity)
+       -- A security_invoker view (baas.files) reads its tables as the caller: their
+       -- policies apply.
+       and not (c.relkind = 'v' and exists (select from unnest(c.reloptions) o
+                                              where lower(o) in ('security_invoker=true', 'security_invoker=on', 'security_invoker=1')))
+    union all
+    -- 2. SECURITY DEFINER functions pin a safe search_path: only pg_catalog, baas and
+    --    pg_temp, with pg_temp last (left out, Postgres searches it first), or a
+    --    caller's objects could stand in for ours...
+    select 'definer_search_path', p.oid::regprocedure::text,
+           case when sp.path is null then 'SECURITY DEFINER without a fixed search_path'
+                else 'SECURITY DEFINER with an unsafe search_path: ' || array_to_string(sp.path, ', ') end
+      from pg_proc p
+      left join lateral (
+          select string_to_array(replace(replace(substr(cfg, length('search_path=') + 1), ' ', ''), '"', ''), ',') as path
+            from unnest(p.proconfig) cfg where cfg like 'search_path=%') sp on true
+     where p.pronamespace = 'baas'::regnamespace and p.prosecdef
+       and (sp.path is null
+            or not sp.path <@ array['pg_catalog', 'baas', 'pg_temp']
+            or sp.path[array_length(sp.path, 1)] is distinct from 'pg_temp')
+    union all
+    -- 3. ...and no function of ours is executable by PUBLIC: each is granted to the
+    --    roles that need it (sql/grants.sql).
+    select 'public_execute', p.oid::regprocedure::text,
+           case when p.prosecdef then 'SECURITY DEFINER function executable by PUBLIC' else 'executable by PUBLIC' end
+      from pg_proc p
+     where p.pronamespace = 'baas'::regnamespace
+       and exists (select from aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                    where a.grantee = 0 and a.privilege_type = 'EXECUTE')
+    union all
+    -- 4. Internal functions (name starting with _) are for the extension's own code.
+    --    API roles may execute only those that public functions run as the caller
+    --    (sql/grants.sql lists the same): anything else internal is reported.
+    select 'internal_function_exposed', p.oid::regprocedure::text,
+           'executable by ' || string_agg(r.rolname, ', ' order by r.rolname)
+      from pg_proc p
+      cross join (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+     where p.pronamespace = 'baas'::regnamespace and p.proname like '\_%'
+       and has_function_privilege(r.rolname, p.oid, 'execute')
+       and not (p.proname = any (array[
+           '_collection_by_name', '_check_collection_name', '_document_json', '_parse_document_id',
+           '_document_not_found', '_write_document', '_explain_write_miss', '_version_conflict',
+           '_validate_document', '_normalize_acl', '_check_new_principals', '_acl_change', '_change_acl',
+           '_owned_document', '_set_document_owner', '_may_create', '_may_manage', '_is_privileged',
+           '_find_page', '_find_compiled', '_count_compiled', '_btree_index_id', '_jfield',
+           '_jsonb_lp_eq', '_jsonb_lp_lt', '_jsonb_lp_le', '_jsonb_lp_gt', '_jsonb_lp_ge',
+           '_jsonb_lp_cmp', '_jsonb_lp_contains',
+           -- files (sql/files.sql, sql/grants.sql)
+           '_upload_append', '_upload_lease', '_upload_rewind', '_upload_release', '_file_json', '_file_row',
+           '_explain_file_miss', '_blob_piece', '_file_max_bytes', '_raise_too_large',
+           '_quota_left', '_upload_open', '_upload_insert', '_upload_seal', '_upload_done', '_may_attach_blob',
+           '_blob_file_json', '_file_link_sign', '_check_file_name',
+           '_normalize_content_type', '_file_type_allowed',
+           -- multi-factor (sql/accounts.sql): the aal2 policies
+           '_aal2_blocked', '_aal2_blocked_indexes',
+           -- rpc (sql/rpc.sql)
+           '_exposed_schemas', '_rpc_plan',
+           -- (rpc above, protected tables below: one line each, kept apart for merges)
+           -- tables (sql/tables.sql)
+           -- tables over HTTP (package C)
+           '_served_table', '_table_check', '_table_explain_miss', '_table_list_sql', '_table_get_sql',
+           '_table_insert_sql', '_table_update_sql', '_table_delete_sql',
+           '_table_exact_numbers',
+           '_protected_table_stub',
+           '_check_references', '_expand_tree', '_ref_key', '_ref_value', '_ref_profiles', '_max_expand_references', '_expand_level'])
+            or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
+     group by p.oid
+    union all
+    -- 4b. Every function without a leading _ is public: documented in docs/sql.md, and
+    --     named here. Anything else in schema baas is either internal (rename it with
+    --     a leading _) or new public surface that needs documenting.
+    select 'undocumented_public_function', p.oid::regprocedure::text,
+           'public name (no leading _) not in the documented list of docs/sql.md'
+      from pg_proc p
+     where p.pronamespace = 'baas'::regnamespace and p.proname not like '\_%'
+       and not p.proname = any (array[
+           -- accounts and tokens
+           'signup', 'login', 'refresh', 'logout', 'get_user', 'update_user', 'delete_user', 'create_user',
+           'claims', 'uid', 'jwks', 'auth_settings', 'authenticate', 'rotate_signing_key', 'purge_sessions',
+           'create_service_token', 'revoke_service_token', 'unlock_account', 'merge_patch', 'uuid7',
+           -- documents, queries, ACLs
+           'create_document', 'get_document', 'replace_document', 'patch_document', 'delete_document',
+           'find', 'count', 'list_documents', 'get_acl', 'set_acl', 'grant', 'revoke', 'transfer',
+           'roles', 'principals',
+           -- administration
+           'create_collection', 'drop_collection', 'collections', 'get_collection',
+           'create_index', 'drop_index', 'list_indexes', 'get_index', 'rebuild_index_entries', 'restore_indexes',
+           'run_index_builds',
+           'create_role', 'drop_role', 'add_role_member', 'remove_role_member', 'add_role_to_role',
+           'remove_role_from_role', 'list_roles',
+           -- files
+           'upload_create', 'upload_status', 'upload_finish', 'upload_abort', 'upload_file', 'file_get',
+           'file_read', 'file_meta', 'update_file', 'delete_file', 'set_file_acl', 'get_file_acl', 'file_link',
+           'thumbnail_get', 'thumbnail_put', 'cleanup_uploads', 'cleanup_blobs', 'unreferenced_files', 'file_usage', 'set_bucket',
+           -- live change feeds
+           'set_realtime', 'realtime_position', 'realtime_status', 'realtime_disable',
+           -- email (sql/email.sql)
+           'send_email', 'retry_email', 'purge_email_outbox',
+           -- accounts: email flows (sql/accounts.sql)
+           'request_verification', 'request_password_reset', 'request_magic_link', 'verify',
+           'reset_password', 'request_email_change',
+           -- multi-factor (sql/accounts.sql)
+           'mfa_enroll_totp', 'mfa_verify_factor', 'mfa_challenge', 'mfa_unenroll', 'mfa_recovery_codes',
+           'mfa_status', 'admin_reset_mfa', 'aal', 'require_aal2', 'set_collection_options',
+           -- accounts: anonymous, sessions, suspension (sql/accounts.sql)
+           'sign_in_anonymously', 'upgrade_account', 'purge_anonymous_users', 'list_sessions',
+           'end_session', 'end_other_sessions', 'user_sessions', 'sign_out_user', 'suspend_user',
+           'reactivate_user', 'is_anonymous',
+           -- accounts: import (sql/accounts.sql)
+           'import_users',
+           -- oidc (sql/oidc.sql)
+           'set_oidc_provider', 'drop_oidc_provider', 'oidc_providers', 'oidc_sign_in', 'link_identity',
+           'unlink_identity', 'identities',
+           -- social (sql/social.sql)
+           'follow', 'unfollow', 'remove_follower', 'answer_follow_request', 'follow_requests',
+           'followers', 'following', 'update_profile', 'get_profile', 'lookup_user',
+           'find_users',
+           -- rpc (sql/rpc.sql)
+           'expose_schema', 'unexpose_schema', 'rpc', 'raise',
+           -- (rpc above, protected tables below: one line each, kept apart for merges)
+           -- tables (sql/tables.sql)
+           'protect', 'unprotect', 'has_role', 'can_read', 'can_read_file',
+           -- tables over HTTP (package C)
+           'table_list', 'table_get', 'table_insert', 'table_update', 'table_delete',
+           -- DBA tools
+           'as_user', 'purge_audit_log', 'security_lints',
+           'expand', 'expand_page', 'referrers'])
+    union all
+    -- 4c. The document policies and the index entries' read policy are made from one
+    --     rule (sql/permissions.sql): each must still say what documents_read says
+    --     (with its own ACL column), for the same roles and command; the service
+    --     policies must agree; no other policy may widen either table.
+    select 'policy_drift', format('policy %I on %s', v.polname, v.rel),
+           case when p.oid is null then 'missing: sql/permissions.sql creates it'
+                else format('does not agree with documents_read: %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (values ('documents_update', 'baas.documents', 'acl_update', 'w'),
+                   ('documents_delete', 'baas.documents', 'acl_delete', 'd'),
+                   ('index_entries_read', 'baas.index_entries', 'acl_read', 'r')) v(polname, rel, col, cmd)
+      cross join (select * from pg_policy x
+                   where x.polname = 'documents_read' and x.polrelid = 'baas.documents'::regclass) r
+      left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
+     where p.oid is null
+        or pg_get_expr(p.polqual, p.polrelid) is distinct from replace(pg_get_expr(r.polqual, r.polrelid), 'acl_read', v.col)
+        or p.polroles::oid[] is distinct from r.polroles::oid[]
+        or p.polcmd::text <> v.cmd or p.polpermissive is distinct from r.polpermissive
+    union all
+    select 'policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
+           'the service policy must be `to baas_service using (true)`, as documents_service'
+      from pg_policy p
+     where p.polname in ('documents_service', 'index_entries_service')
+       and p.polrelid in ('baas.documents'::regclass, 'baas.index_entries'::regclass)
+       and (p.polroles::oid[] is distinct from array['baas_service'::regrole::oid]
+            or pg_get_expr(p.polqual, p.polrelid) is distinct from 'true')
+    union all
+    select 'policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
+           'a policy sql/permissions.sql does not define: it may widen what callers see or do'
+      from pg_policy p
+     where (p.polrelid = 'baas.documents'::regclass
+            and p.polname not in ('documents_service', 'documents_read', 'documents_create',
+                                  'documents_update', 'documents_delete', 'documents_aal'))
+        or (p.polrelid = 'baas.index_entries'::regclass
+            and p.polname not in ('index_entries_service', 'index_entries_read', 'index_entries_aal'))
+    union all
+    -- 4c'. The aal2 rule (sql/accounts.sql, multi-factor): restrictive, for the two API
+    --      roles that obey ACLs, with exactly its text (a permissive or loosened copy
+    --      would let aal1 callers into require_aal2 collections).
+    select 'policy_drift', format('policy %I on %s', v.polname, v.rel),
+           case when p.oid is null then 'missing: sql/accounts.sql creates it'
+                else format('not the restrictive aal2 rule: %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (values ('documents_aal', 'baas.documents', '*',
+                    '(collection_id <> ALL (( SELECT baas._aal2_blocked() AS _aal2_blocked)::integer[]))'),
+                   ('index_entries_aal', 'baas.index_entries', 'r',
+                    '(index_id <> ALL (( SELECT baas._aal2_blocked_indexes() AS _aal2_blocked_indexes)::integer[]))')) v(polname, rel, cmd, qual)
+      left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
+     where p.oid is null or p.polpermissive or p.polcmd::text <> v.cmd
+        or pg_get_expr(p.polqual, p.polrelid) is distinct from v.qual
+        or (v.cmd = '*' and pg_get_expr(p.polwithcheck, p.polrelid) is distinct from v.qual)
+        or (v.cmd <> '*' and p.polwithcheck is not null)
+        or (select array_agg(x order by x) from unnest(p.polroles::oid[]) x)
+           is distinct from (select array_agg(x order by x)
+                               from unnest(array['baas_anon'::regrole::oid, 'baas_user'::regrole::oid]) x)
+    union all
+    -- 4d. Files (sql/permissions.sql, "files"): a chunk, a blob and a thumbnail are
+    --     readable exactly when a readable document holds the blob. Each read policy
+    --     must keep that text, for baas_anon and baas_user; the service policies are
+    --     `using (true)` for baas_service; no other policy may widen these tables.
+    select 'file_policy_drift', format('policy %I on %s', v.polname, v.rel),
+           case when p.oid is null then 'missing: sql/permissions.sql creates it'
+                else format('not the one file rule: %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (values ('file_chunks_read', 'baas._file_chunks', '_file_chunks.blob_id', false),
+                   ('blobs_read', 'baas._blobs', '_blobs.id', false),
+                   ('thumbnails_read', 'baas._thumbnails', '_thumbnails.source_blob', false),
+                   ('file_chunks_service', 'baas._file_chunks', null, true),
+                   ('blobs_service', 'baas._blobs', null, true),
+                   ('thumbnails_service', 'baas._thumbnails', null, true)) v(polname, rel, col, service)
+      left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
+     where p.oid is null
+        or p.polcmd::text <> 'r' or not p.polpermissive or p.polwithcheck is not null
+        or (v.service and (pg_get_expr(p.polqual, p.polrelid) is distinct from 'true'
+                           or p.polroles::oid[] is distinct from array['baas_service'::regrole::oid]))
+        or (not v.service and (
+               pg_get_expr(p.polqual, p.polrelid) is distinct from
+                   format(E'(EXISTS ( SELECT\n   FROM baas.documents d\n  WHERE (d.blob_id = %s)))', v.col)
+               or (select array_agg(x order by x) from unnest(p.polroles::oid[]) x)
+                  is distinct from (select array_agg(x order by x)
+                                      from unnest(array['baas_anon'::regrole::oid, 'baas_user'::regrole::oid]) x)))
+    union all
+    select 'file_policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
+           'a policy sql/permissions.sql does not define: it may widen who reads file bytes'
+      from pg_policy p
+     where p.polrelid in ('baas._file_chunks'::regclass, 'baas._blobs'::regclass, 'baas._thumbnails'::regclass,
+                          'baas._uploads'::regclass, 'baas._file_refs'::regclass, 'baas._blob_trash'::regclass)
+       and p.polname not in ('file_chunks_read', 'file_chunks_service', 'blobs_read', 'blobs_service',
+                             'thumbnails_read', 'thumbnails_service')
+    union all
+    -- 4e. The file tables are written by the extension's SECURITY DEFINER functions
+    --     only: no API role may write them (nor read the sessions and references).
+    select 'file_table_grant', format('%s to %s', t.rel, r.rolname),
+           format('%s may %s it: only SECURITY DEFINER functions may', r.rolname, lower(x.priv))
+      from (values ('baas._blobs'), ('baas._file_chunks'), ('baas._uploads'), ('baas._thumbnails'),
+                   ('baas._file_refs'), ('baas._blob_trash')) t(rel)
+      cross join (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+      cross join (values ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE'), ('SELECT')) x(priv)
+     where (x.priv in ('INSERT', 'UPDATE', 'SELECT')
+            and has_any_column_privilege(r.rolname, t.rel::regclass, x.priv)
+            and (x.priv <> 'SELECT' or t.rel in ('baas._uploads', 'baas._file_refs', 'baas._blob_trash')))
+        or (x.priv in ('DELETE', 'TRUNCATE') and has_table_privilege(r.rolname, t.rel::regclass, x.priv))
+    union all
+    -- 5. A policy must not decide on data its users can edit: an account's own data
+    --    (baas.users.data, changed by baas.update_user), document data, or functions
+    --    that return them. Roles come from baas.roles() / baas.principals().
+    select distinct 'policy_reads_user_data',
+           format('policy %I on %s', pol.polname, pol.polrelid::regclass),
+           format('reads %s, which its users can change', coalesce(
+               (select format('%s.%I', a.attrelid::regclass, a.attname) from pg_attribute a
+                 where a.attrelid = d.refobjid and a.attnum = d.refobjsubid),
+               d.refobjid::regprocedure::text))
+      from pg_policy pol
+      join pg_depend d on d.classid = 'pg_policy'::regclass and d.objid = pol.oid
+     where (d.refclassid = 'pg_class'::regclass
+            and (d.refobjid, d.refobjsubid) in (
+                select a.attrelid, a.attnum from pg_attribute a
+                 where (a.attrelid, a.attname) in (('baas.users'::regclass, 'data'), ('baas.documents'::regclass, 'data'))))
+        or (d.refclassid = 'pg_proc'::regclass
+            and d.refobjid in ('baas.get_user()'::regprocedure, 'baas.get_document(text, text)'::regprocedure,
+                               'baas.find(text, jsonb, text, integer, integer, uuid, text[])'::regprocedure))
+    union all
+    -- 6. The RPC door (sql/rpc.sql): functions served over HTTP.
+    select * from baas._rpc_lints()
+    union all
+    -- 7. Protected tables (sql/tables.sql): policies made from their definitions.
+    select * from baas._table_lints()
+$$;
+comment on function baas.security_lints() is
+    'Security lints (no rows = clean): unforced RLS on API-readable tables, SECURITY DEFINER without search_path, PUBLIC execute, exposed internal functions, undocumented public functions, policies that drifted from their one rule (documents and files), write grants on file tables, policies reading user-editable data, the RPC door and protected tables (rpc_lints, table_lints)';
 
 -- ================================================================= sql/grants.sql
+revoke execute on function
+    baas._check_references(jsonb),
+    baas._references_check(),
+    baas._expand_tree(text[]),
+    baas._ref_key(jsonb),
+    baas._ref_value(jsonb, jsonb, jsonb, jsonb),
+    baas._ref_profiles(uuid[]),
+    baas._max_expand_references(),
+    baas._expand_level(jsonb, integer),
+    baas.expand(jsonb, text[]),
+    baas.expand_page(jsonb, text[]),
+    baas.referrers(text, text, text, text, integer, uuid)
+  from public;
+-- references (issue 18, sql/refs.sql): package C.
+-- expand and referrers run as the caller (row-level security decides what each
+-- reference shows); their helpers are executed as the caller too. _ref_profiles and
+-- _max_expand_references are SECURITY DEFINER: a profile through get_profile's rule,
+-- and one setting.
+grant execute on function
+    baas._check_references(jsonb),
+    baas._expand_tree(text[]),
+    baas._ref_key(jsonb),
+    baas._ref_value(jsonb, jsonb, jsonb, jsonb),
+    baas._ref_profiles(uuid[]),
+    baas._max_expand_references(),
+    baas._expand_level(jsonb, integer),
+    baas.expand(jsonb, text[]),
+    baas.expand_page(jsonb, text[]),
+    baas.referrers(text, text, text, text, integer, uuid)
+  to baas_anon, baas_user, baas_service;
+
 
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
 select pg_catalog.pg_notify('baas_extension', '0.9.0');
