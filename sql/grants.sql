@@ -332,6 +332,22 @@ grant execute on function baas._apply_operators(jsonb, jsonb, timestamptz)
   to baas_anon, baas_user, baas_service;
 
 -- references (issue 18, sql/refs.sql): package C.
+-- expand and referrers run as the caller (row-level security decides what each
+-- reference shows); their helpers are executed as the caller too. _ref_profiles and
+-- _max_expand_references are SECURITY DEFINER: a profile through get_profile's rule,
+-- and one setting.
+grant execute on function
+    baas._check_references(jsonb),
+    baas._expand_tree(text[]),
+    baas._ref_key(jsonb),
+    baas._ref_value(jsonb, jsonb, jsonb, jsonb),
+    baas._ref_profiles(uuid[]),
+    baas._max_expand_references(),
+    baas._expand_level(jsonb, integer),
+    baas.expand(jsonb, text[]),
+    baas.expand_page(jsonb, text[]),
+    baas.referrers(text, text, text, text, integer, uuid)
+  to baas_anon, baas_user, baas_service;
 
 -- batches (issue 18, sql/batch.sql): package B.
 

@@ -85,6 +85,8 @@ as $$
            '_table_insert_sql', '_table_update_sql', '_table_delete_sql',
            '_table_exact_numbers',
            '_apply_operators', -- field operators (issue 18, package A)
+           -- references (issue 18, package C)
+           '_check_references', '_expand_tree', '_ref_key', '_ref_value', '_ref_profiles', '_max_expand_references', '_expand_level',
            '_protected_table_stub'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid
@@ -148,7 +150,9 @@ as $$
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints',
            -- housekeeping (sql/housekeeping.sql)
-           'housekeeping'])
+           'housekeeping',
+           -- references (sql/refs.sql)
+           'expand', 'expand_page', 'referrers'])
     union all
     -- 4c. The document policies and the index entries' read policy are made from one
     --     rule (sql/permissions.sql): each must still say what documents_read says

@@ -153,6 +153,13 @@ pub enum Query {
     /// The list parameters of `List`, with `after` a table row's key (any text, not an
     /// id): the tables door (sql/tables.sql).
     Rows,
+    /// `expand` only: a document GET (docs/references.md).
+    Expand,
+    /// The list parameters of `List` and `expand`: the documents list route.
+    ListExpand,
+    /// `collection` and `field` (required), `limit` (1..1000, default 100), `after` (an
+    /// id) and `expand`: a document's back-references.
+    Referrers,
 }
 
 /// Where a `$n` of the route's SQL comes from.
@@ -184,6 +191,12 @@ pub enum ListArg {
     Count,
     After,
     Fields,
+    /// `expand` as a text[] of paths (NULL when absent).
+    Expand,
+    /// `collection` of `Query::Referrers`.
+    Collection,
+    /// `field` of `Query::Referrers`.
+    Field,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -109,6 +109,19 @@ mod tests {
         assert!(!m(json!({"a.0": 2}), json!({"a": [2]})), "dots follow object keys only");
         assert!(m(json!({"t": {"$contains": "x"}}), json!({"t": ["y", "x"]})));
         assert!(!m(json!({"t": {"$contains": {"a": 1}}}), json!({"t": [{"a": 1, "b": 2}]})), "contains is equality, not containment");
+        // $refs: the field is the reference or an array holding it (docs/references.md).
+        let id = "0190b0a4-6f1e-7c3a-8d2b-5e4f3a2b1c0d";
+        let r = json!({"$ref": {"collection": "posts", "id": id}});
+        let f = json!({"post": {"$refs": {"collection": "posts", "id": id.to_uppercase()}}});
+        assert!(m(f.clone(), json!({"post": r})));
+        assert!(m(f.clone(), json!({"post": ["x", r]})));
+        assert!(!m(f.clone(), json!({"post": {"$ref": {"collection": "other", "id": id}}})));
+        assert!(!m(f.clone(), json!({"other": r})));
+        assert!(m(json!({"by": {"$refs": {"user": id}, "$exists": true}}), json!({"by": {"$ref": {"user": id}}})));
+        for bad in [json!({"p": {"$refs": id}}), json!({"p": {"$refs": {"id": id}}}), json!({"p": {"$refs": {"user": "x"}}}),
+                    json!({"p": {"$refs": {"user": id, "file": id}}})] {
+            assert!(crate::parse::parse(&bad).is_err(), "{bad}");
+        }
         assert!(m(json!({"$not": {"a": {"$gt": 5}}}), json!({})));
         assert!(m(json!({"a": {"$nin": [1, 2]}}), json!({})));
         assert!(m(json!({"a": [1, {"b": 2}]}), json!({"a": [1.0, {"b": 2}]})));

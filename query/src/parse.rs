@@ -144,7 +144,28 @@ fn parse_filter(v: &Value, depth: usize, at: &str, budget: &mut Budget) -> Resul
                 Filter::Not(Box::new(parse_filter(val, depth + 1, "$not", budget)?))
             }
             op if op.starts_with('$') => return Err(bad(format!("unknown operator {op} at the top of a filter"))),
-            field => Filter::Field(Path::parse(field)?, parse_conds(field, val, depth + 1, budget)?),
+            field => match val {
+                // `$refs` is shorthand for "equals this reference, or is an array holding
+                // it" (docs/references.md): two plain conditions, so the SQL compiler and
+                // the live-feed evaluator agree on it by construction.
+                Value::Object(ops) if ops.contains_key("$refs") && is_operator_object(ops) => {
+                    let path = Path::parse(field)?;
+                    let r = reference(field, &ops["$refs"])?;
+                    budget.node()?;
+                    budget.node()?;
+                    let either = Filter::Or(vec![
+                        Filter::Field(path.clone(), vec![Cond::Eq(r.clone())]),
+                        Filter::Field(path.clone(), vec![Cond::Contains(r)]),
+                    ]);
+                    let rest: Map<String, Value> = ops.iter().filter(|(k, _)| *k != "$refs").map(|(k, v)| (k.clone(), v.clone())).collect();
+                    if rest.is_empty() {
+                        either
+                    } else {
+                        Filter::And(vec![either, Filter::Field(path, parse_conds(field, &Value::Object(rest), depth + 1, budget)?)])
+                    }
+                }
+                _ => Filter::Field(Path::parse(field)?, parse_conds(field, val, depth + 1, budget)?),
+            },
         });
     }
     Ok(match (parts.pop(), parts.is_empty()) {
@@ -155,6 +176,42 @@ fn parse_filter(v: &Value, depth: usize, at: &str, budget: &mut Budget) -> Resul
         }
         (None, _) => Filter::And(parts),
     })
+}
+
+/// The operand of `$refs` as the reference object it matches: `{"collection", "id"}`,
+/// `{"user"}` or `{"file"}` (ids lowercased, as the API prints them) inside `{"$ref": ...}`.
+fn reference(field: &str, v: &Value) -> Result<Value, QueryError> {
+    let bad_ref = || {
+        bad(format!(
+            "{field}.$refs takes what a reference names: {{\"collection\": \"<name>\", \"id\": \"<uuid>\"}}, {{\"user\": \"<uuid>\"}} or {{\"file\": \"<uuid>\"}}"
+        ))
+    };
+    let uuid = |s: &Value| -> Result<Value, QueryError> {
+        match s {
+            Value::String(s) if s.len() == 36 && s.chars().enumerate().all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() }) => {
+                Ok(Value::String(s.to_ascii_lowercase()))
+            }
+            _ => Err(bad_ref()),
+        }
+    };
+    let Value::Object(m) = v else { return Err(bad_ref()) };
+    let mut out = Map::new();
+    match (m.len(), m.get("collection"), m.get("id"), m.get("user"), m.get("file")) {
+        (2, Some(Value::String(c)), Some(id), None, None) => {
+            out.insert("collection".into(), Value::String(c.clone()));
+            out.insert("id".into(), uuid(id)?);
+        }
+        (1, None, None, Some(u), None) => {
+            out.insert("user".into(), uuid(u)?);
+        }
+        (1, None, None, None, Some(f)) => {
+            out.insert("file".into(), uuid(f)?);
+        }
+        _ => return Err(bad_ref()),
+    }
+    let mut r = Map::new();
+    r.insert("$ref".into(), Value::Object(out));
+    Ok(Value::Object(r))
 }
 
 fn is_operator_object(m: &Map<String, Value>) -> bool {

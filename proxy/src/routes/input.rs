@@ -209,11 +209,27 @@ pub struct ListParams {
     pub count: bool,
     pub after: Option<String>,
     pub fields: Option<Vec<String>>,
+    /// `expand`: paths of references to expand (docs/references.md).
+    pub expand: Option<Vec<String>>,
+    /// `collection` and `field` of a back-references request.
+    pub collection: Option<String>,
+    pub field: Option<String>,
 }
 
 impl Default for ListParams {
     fn default() -> Self {
-        ListParams { filter: Value::Object(Default::default()), order: None, limit: 100, offset: 0, count: false, after: None, fields: None }
+        ListParams {
+            filter: Value::Object(Default::default()),
+            order: None,
+            limit: 100,
+            offset: 0,
+            count: false,
+            after: None,
+            fields: None,
+            expand: None,
+            collection: None,
+            field: None,
+        }
     }
 }
 
@@ -236,9 +252,18 @@ pub fn rows_params(query: Option<&str>) -> Result<ListParams, ApiError> {
 }
 
 fn list_params_after(query: Option<&str>, after_is_id: bool) -> Result<ListParams, ApiError> {
+    list_params_in(query, after_is_id, LIST_PARAMS)
+}
+
+/// `List`'s parameters, naming `known` as the supported ones in errors.
+fn list_params_known(query: Option<&str>, known: &[&str]) -> Result<ListParams, ApiError> {
+    list_params_in(query, true, known)
+}
+
+fn list_params_in(query: Option<&str>, after_is_id: bool, known: &[&str]) -> Result<ListParams, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_query", m);
     let mut p = ListParams::default();
-    for (k, v) in pairs(query, LIST_PARAMS)? {
+    for (k, v) in pairs(query, known)? {
         match k.as_ref() {
             "where" => p.filter = parse_where(&v)?,
             "order" => p.order = Some(v.into_owned()),
@@ -266,7 +291,9 @@ fn list_params_after(query: Option<&str>, after_is_id: bool) -> Result<ListParam
                 }
                 p.after = Some(v.into_owned());
             }
-            _ /* fields: the only one left */ => p.fields = Some(parse_fields(&v)),
+            "fields" => p.fields = Some(parse_fields(&v)),
+            // expand is taken out before (list_expand_params).
+            _ => return Err(bad(format!("parameter {k:?} is given twice"))),
         }
     }
     Ok(p)
@@ -287,6 +314,76 @@ pub fn page_params(query: Option<&str>) -> Result<ListParams, ApiError> {
             }
             p.after = Some(v.into_owned());
         }
+    }
+    Ok(p)
+}
+
+/// Longest `expand` accepted, decoded; Postgres checks its paths (at most 10, 3 levels).
+pub const MAX_EXPAND_BYTES: usize = 4 * 1024;
+
+fn parse_expand(v: &str) -> Result<Vec<String>, ApiError> {
+    if v.len() > MAX_EXPAND_BYTES {
+        return Err(ApiError::bad_request("invalid_expand", format!("expand is longer than {MAX_EXPAND_BYTES} bytes")));
+    }
+    Ok(parse_fields(v))
+}
+
+/// `?expand=a,b.c` of a document GET (`Query::Expand`).
+pub fn expand_params(query: Option<&str>) -> Result<ListParams, ApiError> {
+    let mut p = ListParams::default();
+    if let Some((_, v)) = pairs(query, &["expand"])?.first() {
+        p.expand = Some(parse_expand(v)?);
+    }
+    Ok(p)
+}
+
+/// The list route's parameters and `expand` (`Query::ListExpand`).
+pub fn list_expand_params(query: Option<&str>) -> Result<ListParams, ApiError> {
+    let mut rest = Vec::new();
+    let mut expand = None;
+    for pair in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode_query(k)? == "expand" {
+            if expand.is_some() {
+                return Err(ApiError::bad_request("invalid_query", "parameter \"expand\" is given twice"));
+            }
+            expand = Some(parse_expand(&decode_query(v)?)?);
+        } else {
+            rest.push(pair);
+        }
+    }
+    let joined = rest.join("&");
+    let mut p = list_params_known(Some(&joined), LIST_EXPAND_PARAMS)?;
+    p.expand = expand;
+    Ok(p)
+}
+
+const LIST_EXPAND_PARAMS: &[&str] = &["where", "order", "limit", "offset", "count", "after", "fields", "expand"];
+
+/// Back-references (`Query::Referrers`): `collection` and `field` required, `limit`
+/// 1..1000 (default 100), `after` an id, `expand`.
+pub fn referrers_params(query: Option<&str>) -> Result<ListParams, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_query", m);
+    let mut p = ListParams::default();
+    for (k, v) in pairs(query, &["collection", "field", "limit", "after", "expand"])? {
+        match k.as_ref() {
+            "collection" => p.collection = Some(v.into_owned()),
+            "field" => p.field = Some(v.into_owned()),
+            "limit" => {
+                p.limit = v.parse().ok().filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| bad(format!("limit must be a whole number from 1 to 1000, got {v:?}")))?
+            }
+            "after" => {
+                if !is_uuid(&v) {
+                    return Err(bad(format!("after must be a document id, got {v:?}")));
+                }
+                p.after = Some(v.into_owned());
+            }
+            _ /* expand */ => p.expand = Some(parse_expand(&v)?),
+        }
+    }
+    if p.collection.is_none() || p.field.is_none() {
+        return Err(bad("collection and field are required: ?collection=<the referencing collection>&field=<the field holding the references>".into()));
     }
     Ok(p)
 }

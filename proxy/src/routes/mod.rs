@@ -130,6 +130,7 @@ const COLLECTION: &[Seg] = &[lit("v1"), lit("collections"), p("collection")];
 const DOCS: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("documents")];
 const DOC: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("documents"), p("id")];
 const ACL: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("documents"), p("id"), lit("acl")];
+const REFERRERS: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("documents"), p("id"), lit("referrers")];
 const OWNER: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("documents"), p("id"), lit("owner")];
 const INDEXES: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("indexes")];
 const INDEX: &[Seg] = &[lit("v1"), lit("collections"), p("collection"), lit("indexes"), p("path")];
@@ -429,11 +430,13 @@ pub static ROUTES: &[Route] = &[
     r("drop_collection", DELETE, COLLECTION, Service)
         .sql("select baas.drop_collection($1)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
     // --- documents
+    // `expand` (docs/references.md): baas.expand_page around the list, in the same one
+    // statement; without it expand_page returns the page as it is.
     r("list_documents", GET, DOCS, Anyone)
-        .query(Query::List)
+        .query(Query::ListExpand)
         .sql(
-            "select x::text from baas.list_documents($1, $2, $3, $4, $5, $6, $7::text::uuid, $8) x",
-            &[Path(0), List(L::Filter), List(L::Order), List(L::Limit), List(L::Offset), List(L::Count), List(L::After), List(L::Fields)],
+            "select x::text from baas.expand_page(baas.list_documents($1, $2, $3, $4, $5, $6, $7::text::uuid, $8), $9) x",
+            &[Path(0), List(L::Filter), List(L::Order), List(L::Limit), List(L::Offset), List(L::Count), List(L::After), List(L::Fields), List(L::Expand)],
         )
         .private(),
     r("create_document", POST, DOCS, Anyone)
@@ -441,7 +444,8 @@ pub static ROUTES: &[Route] = &[
         .sql("select x::text, x ->> 'version' from baas.create_document($1, $2, $3, $4::text::uuid) x", &[Path(0), F("data"), F("acl"), F("id")])
         .answer(CREATED, Shape::Document).private(),
     r("get_document", GET, DOC, Anyone)
-        .sql("select x::text, x ->> 'version' from baas.get_document($1, $2) x", &[Path(0), Path(1)])
+        .query(Query::Expand)
+        .sql("select x::text, x ->> 'version' from baas.expand(baas.get_document($1, $2), $3) x", &[Path(0), Path(1), List(L::Expand)])
         .answer(OK, Shape::Document).private(),
     r("replace_document", PUT, DOC, Anyone)
         .body(&[req("data", Data)])
@@ -466,6 +470,15 @@ pub static ROUTES: &[Route] = &[
         .body(&[req("owner", Uuid)])
         .sql("select x::text, x ->> 'version' from baas.transfer($1, $2, $3::text::uuid, $4) x", &[Path(0), Path(1), F("owner"), IfMatch])
         .answer(OK, Shape::Document).private(),
+    // --- references (issue 18): back-references, the documents of another collection
+    // whose `field` references this one (sql/refs.sql, docs/references.md).
+    r("referrers", GET, REFERRERS, Anyone)
+        .query(Query::Referrers)
+        .sql(
+            "select x::text from baas.expand_page(baas.referrers($1, $2, $3, $4, $5, $6::text::uuid), $7) x",
+            &[Path(0), Path(1), List(L::Collection), List(L::Field), List(L::Limit), List(L::After), List(L::Expand)],
+        )
+        .private(),
     // --- tables (sql/tables.sql): protected tables in exposed schemas (docs/tables.md,
     // "Over HTTP"). Bodies are open (column names, which Postgres checks); the key is the
     // primary key's value as text; the ETag is the version column or xmin.
@@ -582,7 +595,7 @@ mod tests {
                     Arg::Path(i) => assert!(*i < params, "{}: path parameter {i}", r.name),
                     Arg::Field(f) => assert!(r.body.unwrap_or(&[]).iter().any(|x| x.name == *f), "{}: field {f}", r.name),
                     Arg::Body | Arg::RawBody => assert!(r.body.is_some(), "{}", r.name),
-                    Arg::List(_) => assert!(matches!(r.query, Query::List | Query::Page | Query::Rows), "{}", r.name),
+                    Arg::List(_) => assert!(matches!(r.query, Query::List | Query::Page | Query::Rows | Query::Expand | Query::ListExpand | Query::Referrers), "{}", r.name),
                     Arg::IndexKind => assert_eq!(r.query, Query::IndexKind, "{}", r.name),
                     Arg::QueryArgs => assert_eq!(r.query, Query::Args, "{}", r.name),
                     Arg::IfMatch => {}

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 
 /// Most `$n` of one route.
-pub const MAX_ARGS: usize = 8;
+pub const MAX_ARGS: usize = 10;
 
 /// One bound value. Each variant encodes as its own Rust type does (type-checked
 /// against the statement's parameter type), so a wrong table entry is an error, never
@@ -102,6 +102,9 @@ pub fn plan<'a>(route: &'static Route, req: &Request<'a>) -> Result<Plan<'a>, Ap
         Query::IndexKind => kind = Some(input::index_kind(req.query)?),
         Query::Args => query_args = Some(input::query_args(req.query)?),
         Query::Rows => list = Some(input::rows_params(req.query)?),
+        Query::Expand => list = Some(input::expand_params(req.query)?),
+        Query::ListExpand => list = Some(input::list_expand_params(req.query)?),
+        Query::Referrers => list = Some(input::referrers_params(req.query)?),
     }
     let mut args: [Val<'a>; MAX_ARGS] = Default::default();
     for (slot, arg) in args.iter_mut().zip(route.args) {
@@ -129,6 +132,9 @@ pub fn plan<'a>(route: &'static Route, req: &Request<'a>) -> Result<Plan<'a>, Ap
                     ListArg::Count => Val::Bool(p.count),
                     ListArg::After => p.after.take().map_or(Val::Null, |s| Val::Text(Cow::Owned(s))),
                     ListArg::Fields => p.fields.take().map_or(Val::Null, Val::TextArray),
+                    ListArg::Expand => p.expand.take().map_or(Val::Null, Val::TextArray),
+                    ListArg::Collection => p.collection.take().map_or(Val::Null, |s| Val::Text(Cow::Owned(s))),
+                    ListArg::Field => p.field.take().map_or(Val::Null, |s| Val::Text(Cow::Owned(s))),
                 }
             }
         };
