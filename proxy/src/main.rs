@@ -19,6 +19,7 @@ mod realtime;
 mod router;
 mod routes;
 mod server;
+mod webhooks;
 
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -111,6 +112,11 @@ fn main() {
                 std::process::exit(2);
             }
         }
+    }
+    // Webhooks (issue 18): the outbox's delivery worker.
+    if let Some(w) = cfg.webhooks() {
+        let worker = webhooks::WebhookWorker::new(cfg.database_url.clone(), pool.clone(), w);
+        server.add_service(pingora::services::background::background_service("webhook worker", worker));
     }
     // OpenID Connect (issue 16): providers' keys fetched into Postgres, which verifies ID tokens.
     let oidc = oidc::JwksFetcher::new(pool.clone(), cfg.oidc());
