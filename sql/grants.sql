@@ -352,6 +352,14 @@ grant execute on function
 -- batches (issue 18, sql/batch.sql): package B.
 
 -- webhooks (issue 18, sql/webhooks.sql): package D. DBA-only administration.
+-- create_webhook, drop_webhook, set_webhook_active, the replays, purge_webhook_events
+-- and the webhook_dead_letters view are the DBA's (not granted); the proxy's login role
+-- claims due events and reports how each delivery went.
+grant execute on function
+    baas._webhook_claim(integer, integer, integer),
+    baas._webhook_delivered(bigint, integer, integer),
+    baas._webhook_failed(bigint, integer, integer, text)
+  to baas_authenticator;
 
 -- housekeeping (issue 18, sql/housekeeping.sql): package E.
 -- The proxy's login role runs it every --housekeeping-secs (proxy/src/housekeeping.rs);

@@ -147,6 +147,7 @@ as $$
            'protect', 'unprotect', 'has_role', 'can_read', 'can_read_file',
            -- tables over HTTP (package C)
            'table_list', 'table_get', 'table_insert', 'table_update', 'table_delete',
+           'create_webhook', 'drop_webhook', 'set_webhook_active', 'replay_webhook_event', 'replay_dead_webhook_events', 'purge_webhook_events', -- webhooks (sql/webhooks.sql)
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints',
            -- housekeeping (sql/housekeeping.sql)

@@ -242,6 +242,19 @@ pub struct Config {
     #[arg(id = "mail_lease_secs", value_name = "SECS", long = "mail-lease-secs", env = "PGBAAS_MAIL_LEASE_SECS", default_value = "120", value_parser = secs(3600))]
     pub mail_lease: Duration,
 
+    // --- Webhooks (issue 18): the outbox's delivery worker (proxy/src/webhooks/).
+    /// Webhooks: seconds between looks at the webhook outbox besides notifications (0: no webhook worker)
+    #[arg(id = "webhook_poll_secs", value_name = "SECS", long = "webhook-poll-secs", env = "PGBAAS_WEBHOOK_POLL_SECS", default_value = "5", value_parser = int(0u64, 86_400, " s"))]
+    pub webhook_poll_secs: u64,
+
+    /// Webhooks: seconds one delivery (connect, POST, answer) may take
+    #[arg(id = "webhook_timeout_secs", value_name = "SECS", long = "webhook-timeout-secs", env = "PGBAAS_WEBHOOK_TIMEOUT_SECS", default_value = "10", value_parser = secs(300))]
+    pub webhook_timeout: Duration,
+
+    /// Webhooks: most deliveries at once (one webhook gets at most half of them)
+    #[arg(long, env = "PGBAAS_WEBHOOK_CONCURRENCY", default_value = "8", value_parser = int(1usize, 256, ""))]
+    pub webhook_concurrency: usize,
+
     /// OpenID Connect: seconds between looks for providers whose keys are missing or expire within 5 minutes
     #[arg(id = "oidc_poll_secs", value_name = "SECS", long = "oidc-poll-secs", env = "PGBAAS_OIDC_POLL_SECS", default_value = "60", value_parser = int(10u64, 86_400, " s"))]
     pub oidc_poll_secs: u64,
@@ -375,6 +388,15 @@ impl Config {
             concurrent_startups: (self.pool_size / 4).max(1),
             ..Default::default()
         }
+    }
+
+    /// The webhook worker's settings (None: --webhook-poll-secs 0, no worker).
+    pub fn webhooks(&self) -> Option<crate::webhooks::WebhookConfig> {
+        (self.webhook_poll_secs > 0).then(|| crate::webhooks::WebhookConfig {
+            poll: Duration::from_secs(self.webhook_poll_secs),
+            timeout: self.webhook_timeout,
+            concurrency: self.webhook_concurrency,
+        })
     }
 
     /// The mail worker's settings, with the password and CA files read and the SMTP

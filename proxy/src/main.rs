@@ -20,6 +20,7 @@ mod realtime;
 mod router;
 mod routes;
 mod server;
+mod webhooks;
 
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -116,6 +117,11 @@ fn main() {
     // Housekeeping (issue 18): baas.housekeeping() every housekeeping_secs.
     let hk = housekeeping::Housekeeping { pool: pool.clone(), every: Duration::from_secs(cfg.housekeeping_secs) };
     server.add_service(pingora::services::background::background_service("housekeeping", hk));
+    // Webhooks (issue 18): the outbox's delivery worker.
+    if let Some(w) = cfg.webhooks() {
+        let worker = webhooks::WebhookWorker::new(cfg.database_url.clone(), pool.clone(), w);
+        server.add_service(pingora::services::background::background_service("webhook worker", worker));
+    }
     // OpenID Connect (issue 16): providers' keys fetched into Postgres, which verifies ID tokens.
     let oidc = oidc::JwksFetcher::new(pool.clone(), cfg.oidc());
     server.add_service(pingora::services::background::background_service("oidc keys", oidc::jwks::JwksService(oidc.clone())));

@@ -11,6 +11,8 @@ pub mod realtime;
 pub mod smtp;
 /// An independent RFC 6238 oracle for the multi-factor tests.
 pub mod totp;
+/// A real HTTP receiver for the webhook tests (issue 18).
+pub mod webhook_sink;
 
 use anyhow::{bail, Context, Result};
 use std::ffi::CString;
