@@ -13,6 +13,13 @@ use pingora::services::background::BackgroundService;
 use std::time::Duration;
 
 const HOUSEKEEPING_SQL: &str = "select baas.housekeeping()::text";
+/// A run's ceiling: a statement_timeout set inside a function does not fire, so the run
+/// goes in a transaction of its own with this as its local statement_timeout (the
+/// function itself waits at most 5 s for any lock: sql/housekeeping.sql).
+const RUN_TIMEOUT_SQL: &str = "set local statement_timeout = '60s'";
+/// Consecutive skipped runs (another run holding the lock) after which each further
+/// skip is logged as a warning: a run stuck somewhere stops housekeeping everywhere.
+const SKIPS_BEFORE_WARNING: u32 = 3;
 
 pub struct Housekeeping {
     pub pool: deadpool_postgres::Pool,
@@ -21,12 +28,19 @@ pub struct Housekeeping {
 
 /// One run's answer: the counts per kind, or None when another run held the lock.
 pub async fn run_once(pool: &deadpool_postgres::Pool) -> Result<Option<Vec<(String, u64)>>, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
-    let row = client.query_one(HOUSEKEEPING_SQL, &[]).await.map_err(|e| match e.as_db_error() {
-        // tokio-postgres shows a server error as just "db error": say which.
-        Some(d) => format!("{} {}", d.code().code(), d.message()),
-        None => e.to_string(),
-    })?;
+    // tokio-postgres shows a server error as just "db error": say which.
+    fn db_err(e: tokio_postgres::Error) -> String {
+        match e.as_db_error() {
+            Some(d) => format!("{} {}", d.code().code(), d.message()),
+            None => e.to_string(),
+        }
+    }
+    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+    // Dropped without commit (an error), the transaction rolls back.
+    let tx = client.transaction().await.map_err(db_err)?;
+    tx.batch_execute(RUN_TIMEOUT_SQL).await.map_err(db_err)?;
+    let row = tx.query_one(HOUSEKEEPING_SQL, &[]).await.map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
     let text: String = row.get(0);
     counts(&text)
 }
@@ -43,6 +57,11 @@ fn counts(text: &str) -> Result<Option<Vec<(String, u64)>>, String> {
     Ok(Some(out))
 }
 
+/// How loudly the `skips`-th skip in a row is logged.
+fn skip_level(skips: u32) -> log::Level {
+    if skips >= SKIPS_BEFORE_WARNING { log::Level::Warn } else { log::Level::Debug }
+}
+
 /// `every` ± 10 %, from the clock's nanoseconds.
 fn jittered(every: Duration) -> Duration {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
@@ -53,12 +72,19 @@ pub async fn run(pool: deadpool_postgres::Pool, every: Duration, mut shutdown: S
     if every.is_zero() {
         return;
     }
+    let mut skips: u32 = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(jittered(every)) => {}
             _ = shutdown.changed() => return,
         }
-        match run_once(&pool).await {
+        let outcome = run_once(&pool).await;
+        skips = if matches!(outcome, Ok(None)) { skips.saturating_add(1) } else { 0 };
+        match outcome {
+            Ok(None) if skip_level(skips) == log::Level::Warn => log::warn!(
+                "housekeeping skipped {skips} times in a row: another run (a proxy or pg_cron) has held its lock all along; \
+                 look for a stuck baas.housekeeping() in pg_stat_activity"
+            ),
             Ok(None) => log::debug!("housekeeping: another run is going; skipped"),
             Ok(Some(c)) if c.iter().all(|(_, n)| *n == 0) => {}
             Ok(Some(c)) => {
@@ -87,6 +113,14 @@ mod tests {
             Some(vec![("sessions".to_string(), 2), ("uploads".to_string(), 0)])
         );
         assert!(super::counts("[1]").is_err());
+    }
+
+    #[test]
+    fn repeated_skips_become_a_warning() {
+        assert_eq!(super::skip_level(1), log::Level::Debug);
+        assert_eq!(super::skip_level(2), log::Level::Debug);
+        assert_eq!(super::skip_level(3), log::Level::Warn);
+        assert_eq!(super::skip_level(40), log::Level::Warn);
     }
 
     #[test]

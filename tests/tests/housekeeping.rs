@@ -100,6 +100,13 @@ fn the_proxy_removes_expired_rows_and_keeps_live_ones() {
         &[&old_upload],
     )
     .unwrap();
+    // Bytes written to the expired upload (as a tus PATCH leaves them).
+    let old_blob: String = db
+        .query_one("select blob_id::text from baas._uploads where id = $1::text::uuid", &[&old_upload])
+        .unwrap()
+        .get(0);
+    db.execute("insert into baas._file_chunks (blob_id, off, data) values ($1::text::uuid, 0, '\\x0102030405'::bytea)", &[&old_blob])
+        .unwrap();
     let tag = format!("{}", std::process::id());
     db.execute(
         "insert into baas.email_outbox (created_at, template, language, from_address, to_address, message_id, subject, status)
@@ -134,7 +141,10 @@ fn the_proxy_removes_expired_rows_and_keeps_live_ones() {
         vec![format!("<hk-{tag}-new-sent@example.test>"), format!("<hk-{tag}-old-pending@example.test>")],
         "recent sent mail and pending mail stay"
     );
-    // The expired upload's bytes went with it (its blob is gone or in the trash on its way out).
+    wait_for("the expired upload's bytes went too", 10, || {
+        count(&mut db, "select count(*) from baas._file_chunks where blob_id = $1::text::uuid", &[&old_blob]) == 0
+            && count(&mut db, "select count(*) from baas._blobs where id = $1::text::uuid", &[&old_blob]) == 0
+    });
     // As a user sees it: the live account still refreshes, the ended one does not.
     let r = post("/v1/auth/refresh", json!({"refresh_token": live_refresh}));
     assert_eq!(r.status, 200, "the live session still refreshes: {}", r.body);
@@ -178,6 +188,9 @@ fn a_failing_run_is_retried_and_never_stops_the_proxy() {
     let (uid, _) = signup("hk-retry");
     let u = uuid(&uid);
     db.batch_execute("revoke execute on function baas.housekeeping() from baas_authenticator").unwrap();
+    // A run that passed its permission check just before the revoke may still be going:
+    // let just over one period (1 s ± 10 %) pass before making garbage it must not see.
+    std::thread::sleep(Duration::from_millis(1500));
     db.execute(
         "insert into baas._auth_tokens (token_hash, kind, user_id, expires_at)
          values (sha256(convert_to($1::text || 'retry', 'UTF8')), 'mfa', $1::text::uuid, now() - interval '2 days')",
