@@ -1,7 +1,7 @@
 use crate::auth::{email, keys, password, tokens, totp};
 use crate::error::OrRaise;
 use pgrx::prelude::*;
-use super::documents::{ops_result, JsonText, JsonbText};
+use super::documents::{ops_result, JsonbText};
 use super::Json;
 use pgrx::JsonB;
 
@@ -103,7 +103,7 @@ fn uuid7() -> pgrx::Uuid {
 /// Over documents::ops's exact tree: every number keeps its digits (serde_json here
 /// would round each one of the document to an f64).
 #[pg_extern(immutable, strict, parallel_safe, name = "merge_patch")]
-fn merge_patch(target: JsonText, patch: JsonText) -> JsonbText {
+fn merge_patch(target: JsonbText, patch: JsonbText) -> JsonbText {
     ops_result(crate::documents::ops::merge_patch(&target.0, &patch.0, &mut || {
         pgrx::check_for_interrupts!();
     }), "merge_patch")

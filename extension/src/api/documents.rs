@@ -178,33 +178,3 @@ pub fn ops_result(r: Result<String, crate::documents::ops::OpError>, function: &
     }
 }
 
-/// A `json` value as its text, every digit kept (pgrx's `Json` goes through serde_json).
-pub struct JsonText(pub String);
-
-impl pgrx::FromDatum for JsonText {
-    unsafe fn from_polymorphic_datum(datum: pgrx::pg_sys::Datum, is_null: bool, oid: pgrx::pg_sys::Oid) -> Option<JsonText> {
-        // json is stored as its text.
-        unsafe { String::from_polymorphic_datum(datum, is_null, oid).map(JsonText) }
-    }
-}
-
-unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonText {
-    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        unsafe { arg.unbox_arg_using_from_datum().unwrap_or_else(|| panic!("argument {index} must not be null")) }
-    }
-
-    unsafe fn unbox_nullable_arg(arg: pgrx::callconv::Arg<'_, 'fcx>) -> pgrx::nullable::Nullable<Self> {
-        unsafe { arg.unbox_arg_using_from_datum().into() }
-    }
-}
-
-unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for JsonText {
-    const TYPE_IDENT: &'static str = <pgrx::Json as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::TYPE_IDENT;
-    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
-        <pgrx::Json as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::TYPE_ORIGIN;
-    const ARGUMENT_SQL: Result<pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef, pgrx::pgrx_sql_entity_graph::metadata::ArgumentError> =
-        <pgrx::Json as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::ARGUMENT_SQL;
-    const RETURN_SQL: Result<pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef, pgrx::pgrx_sql_entity_graph::metadata::ReturnsError> =
-        <pgrx::Json as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::RETURN_SQL;
-}
