@@ -306,7 +306,13 @@ impl App {
             Some(fields) => {
                 check_content_type(s)?;
                 let bytes = self.read_body(s).await?;
-                let checked = input::parse_body(fields, &bytes)?;
+                // A body Postgres reads as sent: its numbers bounded, and checked without
+                // f64 conversion (input::parse_raw_body).
+                let checked = if route.args.iter().any(|a| matches!(a, router::Arg::RawBody)) {
+                    input::parse_raw_body(fields, &bytes)?
+                } else {
+                    input::parse_body(fields, &bytes)?
+                };
                 // Kept as sent for Arg::RawBody (valid JSON, so UTF-8).
                 raw_body = String::from_utf8(bytes).ok();
                 Some(checked)

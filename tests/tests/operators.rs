@@ -265,3 +265,63 @@ fn permissions_decide_as_for_any_patch() {
     assert_eq!(stored(&read_only).0, r#"{"n": 0}"#);
     assert_eq!(stored(&private).0, r#"{"n": 0}"#);
 }
+
+#[test]
+fn each_and_in_are_capped_at_1000_values() {
+    let c = collection("opcap", json!({}));
+    let a = signup("opcap");
+    let id = create_doc(&c, Some(&a.access), json!({"t": []}), None);
+    let many: Vec<i64> = (0..=1000).collect();
+    for (op, m) in [("$addToSet", "$each"), ("$push", "$each"), ("$pull", "$in")] {
+        let body = json!({"data": {op: {"t": {m: many}}}}).to_string();
+        let r = patch(&c, &id, &a.access, &body, &[]);
+        assert_eq!((r.status, r.code()), (400, "invalid_operator"), "{op}: {}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("at most 1000"), "{}", r.body);
+    }
+    // 1000 values, twice over a set of 1000: each added once.
+    let body = json!({"data": {"$addToSet": {"t": {"$each": &many[..1000]}}}}).to_string();
+    for _ in 0..2 {
+        let r = patch(&c, &id, &a.access, &body, &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let g = call("GET", &doc_path(&c, &id), Some(&a.access), None);
+    assert_eq!(g.body["data"]["t"].as_array().unwrap().len(), 1000);
+}
+
+#[test]
+fn numbers_beyond_the_bounds_are_refused_and_beyond_f64_kept() {
+    let c = collection("opnum", json!({}));
+    let a = signup("opnum");
+    let id = create_doc(&c, Some(&a.access), json!({}), None);
+    for n in ["1e-16383", "1e1001", "-2.5E+5000"] {
+        for data in [format!(r#"{{"$set": {{"n": {n}}}}}"#), format!(r#"{{"n": {n}}}"#)] {
+            let r = patch(&c, &id, &a.access, &format!(r#"{{"data": {data}}}"#), &[]);
+            assert_eq!((r.status, r.code()), (400, "invalid_json"), "{data}: {}", r.body);
+            assert!(r.body["error"]["message"].as_str().unwrap().contains("at most 1000 digits"), "{}", r.body);
+        }
+    }
+    assert_eq!(stored(&id).0, "{}", "nothing written");
+    // 310 digits: more than an f64 holds (serde_json alone says "number out of range").
+    let big = format!("1{}", "0".repeat(309));
+    let r = patch(&c, &id, &a.access, &format!(r#"{{"data": {{"$set": {{"n": {big}}}}}}}"#), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = patch(&c, &id, &a.access, r#"{"data": {"$inc": {"n": 1}}}"#, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(stored(&id).0, format!(r#"{{"n": 1{}1}}"#, "0".repeat(308)));
+}
+
+#[test]
+fn a_later_merge_patch_keeps_every_digit() {
+    let c = collection("opmerge", json!({}));
+    let a = signup("opmerge");
+    let id = create_doc(&c, Some(&a.access), json!({"n": 0}), None);
+    let r = patch(&c, &id, &a.access, r#"{"data": {"$inc": {"n": 123456789012345678901234567891}, "$set": {"p": 0.10, "o": {"x": 1e-30}}}}"#, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A plain merge patch touches other fields only; the numbers stay as they were.
+    let r = patch(&c, &id, &a.access, r#"{"data": {"title": "x", "o": {"y": 2}}}"#, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        stored(&id).0,
+        r#"{"n": 123456789012345678901234567891, "o": {"x": 0.000000000000000000000000000001, "y": 2}, "p": 0.10, "title": "x"}"#
+    );
+}

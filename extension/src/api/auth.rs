@@ -1,6 +1,7 @@
-use crate::auth::{email, keys, password, patch, tokens, totp};
+use crate::auth::{email, keys, password, tokens, totp};
 use crate::error::OrRaise;
 use pgrx::prelude::*;
+use super::documents::{ops_result, JsonbText};
 use super::Json;
 use pgrx::JsonB;
 
@@ -99,11 +100,13 @@ fn uuid7() -> pgrx::Uuid {
 }
 
 /// RFC 7386 JSON merge patch of `target` by `patch`.
+/// Over documents::ops's exact tree: every number keeps its digits (serde_json here
+/// would round each one of the document to an f64).
 #[pg_extern(immutable, strict, parallel_safe, name = "merge_patch")]
-fn merge_patch(target: Json, patch: Json) -> JsonB {
-    let mut t = target.value("merge_patch");
-    patch::merge_patch(&mut t, &patch.value("merge_patch"));
-    JsonB(t)
+fn merge_patch(target: JsonbText, patch: JsonbText) -> JsonbText {
+    ops_result(crate::documents::ops::merge_patch(&target.0, &patch.0, &mut || {
+        pgrx::check_for_interrupts!();
+    }), "merge_patch")
 }
 
 /// RFC 6238 code of `secret` at Unix time `unix` (30-second steps); `algorithm` SHA1,

@@ -156,17 +156,25 @@ unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for JsonbText
 #[pg_extern(immutable, strict, parallel_safe, name = "_apply_operators")]
 fn apply_operators(data: JsonbText, ops: JsonbText, at: TimestampWithTimeZone) -> JsonbText {
     let micros: i64 = at.into_inner();
-    match crate::documents::ops::apply(&data.0, &ops.0, micros) {
+    ops_result(crate::documents::ops::apply(&data.0, &ops.0, micros, &mut || {
+        pgrx::check_for_interrupts!();
+    }), "_apply_operators")
+}
+
+/// An ops.rs result as the function's value, or its error raised with the code as DETAIL.
+pub fn ops_result(r: Result<String, crate::documents::ops::OpError>, function: &'static str) -> JsonbText {
+    match r {
         Ok(text) => JsonbText(text),
         Err(e) => {
             let state = match e {
                 crate::documents::ops::OpError::TooDeep(_) => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
                 _ => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             };
-            pgrx::pg_sys::panic::ErrorReport::new(state, e.message().to_string(), "_apply_operators")
+            pgrx::pg_sys::panic::ErrorReport::new(state, e.message().to_string(), function)
                 .set_detail(e.code())
                 .report(pgrx::PgLogLevel::ERROR);
             unreachable!("ERROR-level reports do not return")
         }
     }
 }
+

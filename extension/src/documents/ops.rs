@@ -14,12 +14,51 @@
 //! regardless of key order, arrays element by element.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 /// Deeper nesting than this is refused (54000 limit_exceeded), as pgrx/serde_json's
 /// 128-level limit is for the other jsonb functions; generous, and keeps recursion small.
 pub const MAX_DEPTH: usize = 1000;
+
+/// A number's text longer than this, or a number with more digits than this once its
+/// exponent is written out, is refused (54000 limit_exceeded). The proxy already refuses
+/// numbers beyond 1000 digits or an exponent beyond 1000 (docs/operators.md); this bound
+/// holds for text that reaches SQL some other way, and keeps the arithmetic small.
+pub const MAX_NUMBER_TEXT: usize = 4096;
+
+/// `$each` (`$push`, `$addToSet`) and `$in` (`$pull`) take at most this many values
+/// (22023 invalid_operator beyond).
+pub const MAX_EACH: usize = 1000;
+
+/// A result longer than this is refused (54000 limit_exceeded); jsonb's own limit is
+/// 256 MB, and a result this size is no document anyone meant to write.
+pub const MAX_OUTPUT: usize = 64 * 1024 * 1024;
+
+/// How often (in steps: values read, elements compared) the interrupt check runs.
+const TICK_EVERY: u32 = 4096;
+
+/// Calls the caller's interrupt check (pgrx `check_for_interrupts!`, which raises the
+/// query-cancel or statement-timeout error) every TICK_EVERY steps, so a long patch obeys
+/// statement_timeout and pg_cancel_backend.
+pub struct Interrupts<'c> {
+    n: u32,
+    check: &'c mut dyn FnMut(),
+}
+
+impl<'c> Interrupts<'c> {
+    pub fn new(check: &'c mut dyn FnMut()) -> Self {
+        Interrupts { n: 0, check }
+    }
+    #[inline]
+    fn tick(&mut self) {
+        self.n += 1;
+        if self.n >= TICK_EVERY {
+            self.n = 0;
+            (self.check)();
+        }
+    }
+}
 
 /// A JSON value; numbers keep their text.
 #[derive(Debug, Clone)]
@@ -77,22 +116,45 @@ impl J {
         }
     }
 
-    /// jsonb equality: numbers by value, objects by key set, arrays in order.
-    pub fn json_eq(&self, other: &J) -> bool {
-        match (self, other) {
-            (J::Null, J::Null) => true,
-            (J::Bool(a), J::Bool(b)) => a == b,
-            (J::Num(a), J::Num(b)) => match (Dec::parse(a), Dec::parse(b)) {
-                (Ok(x), Ok(y)) => x.cmp(&y) == Ordering::Equal,
-                _ => a == b,
-            },
-            (J::Str(a), J::Str(b)) => a == b,
-            (J::Arr(a), J::Arr(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.json_eq(y)),
-            (J::Obj(a), J::Obj(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|((ka, va), (kb, vb))| ka == kb && va.json_eq(vb))
+    /// The value's canonical text, for jsonb equality by hashing: numbers by value
+    /// (`1`, `1.0` and `1e0` all print `1`), objects with sorted keys (the tree keeps
+    /// them sorted), arrays in order. Two values are jsonb-equal exactly when their keys
+    /// are equal, so `$addToSet`/`$pull` test membership in a hash set: O(N+M).
+    fn canonical(&self, int: &mut Interrupts) -> Result<String, OpError> {
+        let mut out = String::new();
+        self.write_canonical(&mut out, int)?;
+        Ok(out)
+    }
+
+    fn write_canonical(&self, out: &mut String, int: &mut Interrupts) -> Result<(), OpError> {
+        int.tick();
+        match self {
+            J::Num(n) => out.push_str(&Dec::parse(n)?.canonical_text()),
+            J::Arr(a) => {
+                out.push('[');
+                for (i, v) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    v.write_canonical(out, int)?;
+                }
+                out.push(']');
             }
-            _ => false,
+            J::Obj(o) => {
+                out.push('{');
+                for (i, (k, v)) in o.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_str(k, out);
+                    out.push(':');
+                    v.write_canonical(out, int)?;
+                }
+                out.push('}');
+            }
+            other => other.write(out),
         }
+        Ok(())
     }
 
     /// Compact JSON text.
@@ -158,7 +220,11 @@ fn write_str(s: &str, out: &mut String) {
 
 /// Parse JSON text (RFC 8259), keeping every number's text.
 pub fn parse(text: &str) -> Result<J, OpError> {
-    let mut p = Parser { b: text.as_bytes(), s: text, i: 0 };
+    parse_with(text, &mut Interrupts::new(&mut || ()))
+}
+
+fn parse_with(text: &str, int: &mut Interrupts) -> Result<J, OpError> {
+    let mut p = Parser { b: text.as_bytes(), s: text, i: 0, int };
     p.ws();
     let v = p.value(0)?;
     p.ws();
@@ -168,13 +234,14 @@ pub fn parse(text: &str) -> Result<J, OpError> {
     Ok(v)
 }
 
-struct Parser<'a> {
+struct Parser<'a, 'i, 'c> {
     b: &'a [u8],
     s: &'a str,
     i: usize,
+    int: &'i mut Interrupts<'c>,
 }
 
-impl Parser<'_> {
+impl Parser<'_, '_, '_> {
     fn err(&self, what: &str) -> OpError {
         OpError::TooDeep(format!("unreadable JSON at byte {}: {what}", self.i))
     }
@@ -207,6 +274,7 @@ impl Parser<'_> {
         if depth > MAX_DEPTH {
             return Err(OpError::TooDeep(format!("JSON nested more than {MAX_DEPTH} levels deep")));
         }
+        self.int.tick();
         match self.b.get(self.i) {
             Some(b'n') => self.lit("null", J::Null),
             Some(b't') => self.lit("true", J::Bool(true)),
@@ -292,6 +360,9 @@ impl Parser<'_> {
                         return Err(self.err("bad number"));
                     }
                 }
+                if self.i - start > MAX_NUMBER_TEXT {
+                    return Err(OpError::TooDeep(format!("a number longer than {MAX_NUMBER_TEXT} characters")));
+                }
                 Ok(J::Num(self.s[start..self.i].to_string()))
             }
             _ => Err(self.err("expected a value")),
@@ -368,7 +439,7 @@ pub struct Dec {
 
 /// Exponents beyond this are refused (jsonb prints numbers without exponents, so only a
 /// hand-made text could carry one).
-const MAX_EXPONENT: i64 = 200_000;
+const MAX_EXPONENT: i64 = MAX_NUMBER_TEXT as i64;
 
 impl Dec {
     pub fn parse(s: &str) -> Result<Dec, OpError> {
@@ -382,7 +453,7 @@ impl Dec {
             None => (rest, 0),
         };
         if !(-MAX_EXPONENT..=MAX_EXPONENT).contains(&exp) {
-            return Err(bad());
+            return Err(OpError::TooDeep(format!("a number with an exponent beyond ±{MAX_EXPONENT}")));
         }
         let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
         if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
@@ -396,7 +467,24 @@ impl Dec {
         }
         let mut d = Dec { neg, digits, scale: scale as usize };
         d.trim();
+        if d.digits.len() > MAX_NUMBER_TEXT || d.scale > MAX_NUMBER_TEXT {
+            return Err(OpError::TooDeep(format!("a number with more than {MAX_NUMBER_TEXT} digits")));
+        }
         Ok(d)
+    }
+
+    /// The value's shortest text: no trailing zeros after the point (`1.50` → `1.5`,
+    /// `1.0` → `1`, `-0.0` → `0`), so equal values print alike.
+    pub fn canonical_text(&self) -> String {
+        let mut d = self.clone();
+        while d.scale > 0 && d.digits.last() == Some(&0) {
+            d.digits.pop();
+            d.scale -= 1;
+        }
+        if d.digits.iter().all(|&x| x == 0) {
+            return "0".into();
+        }
+        d.to_text()
     }
 
     fn trim(&mut self) {
@@ -587,6 +675,10 @@ fn each(op: &str, dotted: &str, modifier: &str, arg: J) -> Result<Vec<J>, OpErro
                 return invalid(format!("{op} at {dotted:?}: {modifier} must be the only key of its object"));
             }
             match o.into_iter().next() {
+                Some((_, J::Arr(a))) if a.len() > MAX_EACH => invalid(format!(
+                    "{op} at {dotted:?}: {modifier} takes at most {MAX_EACH} values, got {}",
+                    a.len()
+                )),
                 Some((_, J::Arr(a))) => Ok(a),
                 Some((_, v)) => invalid(format!("{op} at {dotted:?}: {modifier} takes an array, got {}", v.type_name())),
                 None => invalid(format!("{op} at {dotted:?}: {modifier} is missing")),
@@ -712,7 +804,23 @@ fn wrong_type(c: &Change, found: &J, needs: &str) -> OpError {
     ))
 }
 
-fn apply_one(doc: &mut J, c: Change, at: i64) -> Result<(), OpError> {
+/// The canonical texts of `vs` (see J::canonical).
+fn keys(vs: &[J], int: &mut Interrupts) -> Result<HashSet<String>, OpError> {
+    vs.iter().map(|v| v.canonical(int)).collect()
+}
+
+/// Appends each of `vs` whose value is not among `have` (or already appended).
+fn add_to_set(into: &mut Vec<J>, vs: &[J], int: &mut Interrupts) -> Result<(), OpError> {
+    let mut have = keys(into, int)?;
+    for v in vs {
+        if have.insert(v.canonical(int)?) {
+            into.push(v.clone());
+        }
+    }
+    Ok(())
+}
+
+fn apply_one(doc: &mut J, c: Change, at: i64, int: &mut Interrupts) -> Result<(), OpError> {
     let last = c.path.last().expect("a path has at least one segment").clone();
     if let Op::Unset = c.what {
         if let Some(p) = parent(doc, &c, false)? {
@@ -727,7 +835,14 @@ fn apply_one(doc: &mut J, c: Change, at: i64) -> Result<(), OpError> {
             return Err(wrong_type(&c, field, "an array"));
         };
         let Op::Pull(values) = &c.what else { unreachable!() };
-        items.retain(|x| !values.iter().any(|v| v.json_eq(x)));
+        let gone = keys(values, int)?;
+        let mut kept = Vec::with_capacity(items.len());
+        for x in std::mem::take(items) {
+            if !gone.contains(&x.canonical(int)?) {
+                kept.push(x);
+            }
+        }
+        *items = kept;
         return Ok(());
     }
     let p = parent(doc, &c, true)?.expect("created");
@@ -735,16 +850,19 @@ fn apply_one(doc: &mut J, c: Change, at: i64) -> Result<(), OpError> {
     let new = match (&c.what, field) {
         (Op::Set(v), _) => v.clone(),
         (Op::Now, _) => J::Str(iso_timestamp(at)),
-        (Op::Inc(d), None) => J::Num(Dec::parse("0")?.add(d).to_text()),
-        (Op::Inc(d), Some(J::Num(n))) => J::Num(Dec::parse(n)?.add(d).to_text()),
-        (Op::Inc(_), Some(f)) => return Err(wrong_type(&c, f, "a number")),
-        (Op::Push(vs) | Op::AddToSet(vs), None) => {
-            let mut a: Vec<J> = Vec::new();
-            for v in vs {
-                if matches!(c.what, Op::Push(_)) || !a.iter().any(|x| x.json_eq(v)) {
-                    a.push(v.clone());
-                }
+        (Op::Inc(d), None) => J::Num(d.to_text()),
+        (Op::Inc(d), Some(J::Num(n))) => {
+            let sum = Dec::parse(n)?.add(d).to_text();
+            if sum.len() > MAX_NUMBER_TEXT {
+                return Err(OpError::TooDeep(format!("$inc at {:?}: the result has more than {MAX_NUMBER_TEXT} digits", c.dotted)));
             }
+            J::Num(sum)
+        }
+        (Op::Inc(_), Some(f)) => return Err(wrong_type(&c, f, "a number")),
+        (Op::Push(vs), None) => J::Arr(vs.clone()),
+        (Op::AddToSet(vs), None) => {
+            let mut a: Vec<J> = Vec::new();
+            add_to_set(&mut a, vs, int)?;
             J::Arr(a)
         }
         (Op::Push(vs), Some(J::Arr(a))) => {
@@ -752,11 +870,7 @@ fn apply_one(doc: &mut J, c: Change, at: i64) -> Result<(), OpError> {
             return Ok(());
         }
         (Op::AddToSet(vs), Some(J::Arr(a))) => {
-            for v in vs {
-                if !a.iter().any(|x| x.json_eq(v)) {
-                    a.push(v.clone());
-                }
-            }
+            add_to_set(a, vs, int)?;
             return Ok(());
         }
         (Op::Push(_) | Op::AddToSet(_), Some(f)) => return Err(wrong_type(&c, f, "an array")),
@@ -794,16 +908,60 @@ fn apply_one(doc: &mut J, c: Change, at: i64) -> Result<(), OpError> {
 
 /// Apply an operator patch to a document, both as JSON text; `at` is the transaction's
 /// timestamp (microseconds since 2000-01-01 UTC) for `$now`. The result as JSON text.
-pub fn apply(data: &str, ops: &str, at: i64) -> Result<String, OpError> {
-    let changes = parse_changes(parse(ops)?)?;
-    let mut doc = parse(data)?;
+/// `check` is called every few thousand steps (see Interrupts).
+pub fn apply(data: &str, ops: &str, at: i64, check: &mut dyn FnMut()) -> Result<String, OpError> {
+    let int = &mut Interrupts::new(check);
+    let changes = parse_changes(parse_with(ops, int)?)?;
+    let mut doc = parse_with(data, int)?;
     if !matches!(doc, J::Obj(_)) {
         return mismatch(format!("operators apply to a JSON object; the document is {}", doc.type_name()));
     }
     for c in changes {
-        apply_one(&mut doc, c, at)?;
+        int.tick();
+        apply_one(&mut doc, c, at, int)?;
     }
-    Ok(doc.to_text())
+    output(doc)
+}
+
+fn output(doc: J) -> Result<String, OpError> {
+    let text = doc.to_text();
+    if text.len() > MAX_OUTPUT {
+        return Err(OpError::TooDeep(format!("the result would be larger than {} MB", MAX_OUTPUT >> 20)));
+    }
+    Ok(text)
+}
+
+/// RFC 7386 JSON merge patch of `target` by `patch`, both JSON text, over this module's
+/// tree, so every number keeps its digits (baas.merge_patch; serde_json here would round
+/// every number of the document to an f64).
+pub fn merge_patch(target: &str, patch: &str, check: &mut dyn FnMut()) -> Result<String, OpError> {
+    let int = &mut Interrupts::new(check);
+    let patch = parse_with(patch, int)?;
+    if !matches!(patch, J::Obj(_)) {
+        return output(patch);
+    }
+    let mut doc = parse_with(target, int)?;
+    merge(&mut doc, patch, int);
+    output(doc)
+}
+
+fn merge(target: &mut J, patch: J, int: &mut Interrupts) {
+    int.tick();
+    let J::Obj(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !matches!(target, J::Obj(_)) {
+        *target = J::Obj(BTreeMap::new());
+    }
+    let J::Obj(map) = target else { unreachable!("made an object just above") };
+    for (k, v) in patch {
+        if let J::Null = v {
+            map.remove(&k);
+        } else {
+            merge(map.entry(k).or_insert(J::Null), v, int);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -812,11 +970,11 @@ mod tests {
     use serde_json::{json, Value};
 
     fn run(data: Value, ops: Value) -> Result<Value, OpError> {
-        apply(&data.to_string(), &ops.to_string(), 0).map(|t| serde_json::from_str(&t).unwrap())
+        apply(&data.to_string(), &ops.to_string(), 0, &mut || ()).map(|t| serde_json::from_str(&t).unwrap())
     }
 
     fn text(data: &str, ops: &str) -> Result<String, OpError> {
-        apply(data, ops, 0)
+        apply(data, ops, 0, &mut || ())
     }
 
     fn code(r: Result<Value, OpError>) -> &'static str {
@@ -939,6 +1097,80 @@ mod tests {
         }
         // Siblings are fine.
         assert_eq!(run(json!({}), json!({"$set": {"a.b": 1}, "$inc": {"a.c": 1, "ab": 1}})).unwrap(), json!({"a": {"b": 1, "c": 1}, "ab": 1}));
+    }
+
+    #[test]
+    fn each_and_in_are_capped() {
+        let many: Vec<Value> = (0..=MAX_EACH as i64).map(Value::from).collect();
+        for o in [json!({"$addToSet": {"t": {"$each": many}}}), json!({"$push": {"t": {"$each": many}}}), json!({"$pull": {"t": {"$in": many}}})] {
+            let e = run(json!({}), o).unwrap_err();
+            assert_eq!(e.code(), "invalid_operator");
+            assert!(e.message().contains("at most 1000 values"), "{}", e.message());
+        }
+        let ok: Vec<Value> = (0..MAX_EACH as i64).map(Value::from).collect();
+        assert_eq!(run(json!({}), json!({"$addToSet": {"t": {"$each": ok.clone()}}})).unwrap(), json!({"t": ok}));
+    }
+
+    #[test]
+    fn set_membership_is_by_value() {
+        // Hashing canonical texts: 1, 1.0, 1.00, 10e-1 are one value; keys in any order.
+        assert_eq!(text(r#"{"t":[1.00,{"b":[2.50],"a":0}]}"#, r#"{"$addToSet":{"t":{"$each":[10e-1,1,{"a":-0.0,"b":[2.5]},2]}}}"#).unwrap(), r#"{"t":[1.00,{"a":0,"b":[2.50]},2]}"#);
+        assert_eq!(text(r#"{"t":[0.10,0.1,1,"1",[1]]}"#, r#"{"$pull":{"t":{"$in":[0.1000,[1.0]]}}}"#).unwrap(), r#"{"t":[1,"1"]}"#);
+        let d = |s| Dec::parse(s).unwrap().canonical_text();
+        assert_eq!((d("1.50"), d("-0.00"), d("100"), d("1e2"), d("0.0100")), ("1.5".into(), "0".into(), "100".into(), "100".into(), "0.01".into()));
+    }
+
+    #[test]
+    fn long_work_checks_for_interrupts() {
+        let big = json!({"t": {"$each": (0..MAX_EACH as i64).collect::<Vec<_>>()}});
+        let doc = json!({"t": (0..20_000).collect::<Vec<i64>>()});
+        let mut calls = 0;
+        apply(&doc.to_string(), &json!({"$addToSet": big}).to_string(), 0, &mut || calls += 1).unwrap();
+        assert!(calls >= 5, "{calls}");
+        // The check may end the work (Postgres's raises an ERROR, a longjmp; here a panic).
+        let r = std::panic::catch_unwind(|| apply(&doc.to_string(), r#"{"$pull":{"t":1}}"#, 0, &mut || panic!("canceled")));
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn number_bounds() {
+        for n in ["1e-5000", "1e5000", "1e9999999"] {
+            assert_eq!(text(r#"{"n":1}"#, &format!(r#"{{"$inc":{{"n":{n}}}}}"#)).unwrap_err().code(), "limit_exceeded", "{n}");
+        }
+        let long = "1".repeat(MAX_NUMBER_TEXT + 1);
+        assert_eq!(text(&format!(r#"{{"n":{long}}}"#), r#"{"$set":{"m":1}}"#).unwrap_err().code(), "limit_exceeded");
+        let near = "9".repeat(MAX_NUMBER_TEXT);
+        assert_eq!(text(&format!(r#"{{"n":{near}}}"#), r#"{"$inc":{"n":1}}"#).unwrap_err().code(), "limit_exceeded");
+        // 310 digits: beyond f64, within the bounds.
+        let big = format!("1{}", "0".repeat(309));
+        assert_eq!(text(&format!(r#"{{"n":{big}}}"#), r#"{"$inc":{"n":1}}"#).unwrap(), format!(r#"{{"n":1{}1}}"#, "0".repeat(308)));
+    }
+
+    #[test]
+    fn merge_patch_keeps_every_digit() {
+        let m = |t: &str, p: &str| merge_patch(t, p, &mut || ()).unwrap();
+        assert_eq!(m(r#"{"n":123456789012345678901234567891,"p":0.10,"a":{"x":1,"y":2}}"#, r#"{"title":"x","a":{"x":null,"z":1e400}}"#),
+            r#"{"a":{"y":2,"z":1e400},"n":123456789012345678901234567891,"p":0.10,"title":"x"}"#);
+        // RFC 7386 appendix A.
+        for (t, p, want) in [
+            (r#"{"a":"b"}"#, r#"{"a":"c"}"#, r#"{"a":"c"}"#),
+            (r#"{"a":"b"}"#, r#"{"b":"c"}"#, r#"{"a":"b","b":"c"}"#),
+            (r#"{"a":"b"}"#, r#"{"a":null}"#, r#"{}"#),
+            (r#"{"a":"b","b":"c"}"#, r#"{"a":null}"#, r#"{"b":"c"}"#),
+            (r#"{"a":["b"]}"#, r#"{"a":"c"}"#, r#"{"a":"c"}"#),
+            (r#"{"a":"c"}"#, r#"{"a":["b"]}"#, r#"{"a":["b"]}"#),
+            (r#"{"a":{"b":"c"}}"#, r#"{"a":{"b":"d","c":null}}"#, r#"{"a":{"b":"d"}}"#),
+            (r#"{"a":[{"b":"c"}]}"#, r#"{"a":[1]}"#, r#"{"a":[1]}"#),
+            (r#"["a","b"]"#, r#"["c","d"]"#, r#"["c","d"]"#),
+            (r#"{"a":"b"}"#, r#"["c"]"#, r#"["c"]"#),
+            (r#"{"a":"foo"}"#, "null", "null"),
+            (r#"{"a":"foo"}"#, r#""bar""#, r#""bar""#),
+            (r#"{"e":null}"#, r#"{"a":1}"#, r#"{"a":1,"e":null}"#),
+            (r#"[1,2]"#, r#"{"a":"b","c":null}"#, r#"{"a":"b"}"#),
+            (r#"{}"#, r#"{"a":{"bb":{"ccc":null}}}"#, r#"{"a":{"bb":{}}}"#),
+        ] {
+            assert_eq!(m(t, p), want, "{t} + {p}");
+        }
     }
 
     #[test]

@@ -63,6 +63,117 @@ pub fn parse_body(fields: &[Field], body: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// A number in a body Postgres reads as sent (Arg::RawBody) may have at most this many
+/// digits once its exponent is written out, and an exponent of at most this magnitude.
+/// Postgres's numeric keeps every digit (1e-16383 is 16383 digits when printed), so an
+/// unbounded number would cost memory at every later read (docs/operators.md).
+pub const MAX_NUMBER_DIGITS: u64 = 1000;
+pub const MAX_NUMBER_EXPONENT: u64 = 1000;
+
+/// parse_body for a body that goes to Postgres as sent: every number within the bounds
+/// above (else 400 invalid_json), and the shape checked with each number read as 0, so
+/// that a number beyond f64 (a 310-digit integer) is not refused as out of range. The
+/// returned value's numbers are therefore all 0: such routes take their values from the
+/// raw body, not from this value.
+pub fn parse_raw_body(fields: &[Field], body: &[u8]) -> Result<Value, ApiError> {
+    parse_body(fields, &numbers_bounded(body)?)
+}
+
+/// `body` with every number token (outside strings) replaced by `0`, or a 400 naming the
+/// first number beyond the bounds. Malformed text is copied as it is, for serde_json to
+/// report.
+fn numbers_bounded(body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    let mut in_string = false;
+    let digits = |i: &mut usize| {
+        let s = *i;
+        while *i < body.len() && body[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        s
+    };
+    while i < body.len() {
+        let c = body[i];
+        if in_string {
+            out.push(c);
+            i += 1;
+            match c {
+                b'\\' if i < body.len() => {
+                    out.push(body[i]);
+                    i += 1;
+                }
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if c == b'"' {
+            in_string = true;
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if c != b'-' && !c.is_ascii_digit() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let start = i;
+        if c == b'-' {
+            i += 1;
+        }
+        let int_start = digits(&mut i);
+        let int = &body[int_start..i];
+        let mut frac: &[u8] = &[];
+        if i < body.len() && body[i] == b'.' {
+            i += 1;
+            let f = digits(&mut i);
+            frac = &body[f..i];
+        }
+        let mut exp: i64 = 0;
+        let mut exp_too_big = false;
+        if i < body.len() && (body[i] == b'e' || body[i] == b'E') {
+            i += 1;
+            let neg = i < body.len() && body[i] == b'-';
+            if i < body.len() && (body[i] == b'-' || body[i] == b'+') {
+                i += 1;
+            }
+            let e = digits(&mut i);
+            let e = &body[e..i];
+            let e = &e[e.iter().position(|&d| d != b'0').unwrap_or(e.len())..];
+            if e.len() > 6 {
+                exp_too_big = true;
+            } else {
+                let v = e.iter().fold(0i64, |a, d| a * 10 + i64::from(d - b'0'));
+                exp = if neg { -v } else { v };
+            }
+        }
+        if int.is_empty() {
+            // Not a number (a lone `-`): serde_json reports it.
+            out.extend_from_slice(&body[start..i]);
+            continue;
+        }
+        let significant_int = int.len() - int.iter().position(|&d| d != b'0').unwrap_or(int.len());
+        let whole = (significant_int as i64 + exp).max(0) as u64;
+        let scale = (frac.len() as i64 - exp).max(0) as u64;
+        if exp_too_big || exp.unsigned_abs() > MAX_NUMBER_EXPONENT || whole + scale > MAX_NUMBER_DIGITS {
+            let shown = String::from_utf8_lossy(&body[start..i.min(start + 40)]);
+            let more = if i > start + 40 { "..." } else { "" };
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                format!(
+                    "the number at byte {start} ({shown}{more}) is out of bounds: numbers may have at most \
+                     {MAX_NUMBER_DIGITS} digits when written without an exponent, and an exponent of at most \
+                     {MAX_NUMBER_EXPONENT}"
+                ),
+            ));
+        }
+        out.push(b'0');
+    }
+    Ok(out)
+}
+
 fn check_type(f: &Field, v: &Value) -> Result<(), ApiError> {
     let bad = |what: &str| Err(ApiError::bad_request("invalid_request", format!("field '{}' must be {what}", f.name)));
     match (f.ty, v) {
@@ -498,5 +609,35 @@ mod tests {
         assert!(parse_body(open, br#"{"qty": 2, "note": "x"}"#).is_ok());
         assert!(parse_body(open, b"[1]").is_err());
         assert!(parse_body(open, br#"{"a": "\u0000"}"#).is_err());
+    }
+
+    #[test]
+    fn raw_bodies_bound_numbers_without_f64() {
+        let open = &[Field { name: ANY_FIELD, ty: FieldType::Any, need: Need::Optional }];
+        let ok = |b: &str| parse_raw_body(open, b.as_bytes()).unwrap_or_else(|e| panic!("{b}: {}", e.message));
+        let bad = |b: &str| {
+            let e = parse_raw_body(open, b.as_bytes()).unwrap_err();
+            assert_eq!(e.code, "invalid_json", "{b}");
+            assert!(e.message.contains("out of bounds"), "{b}: {}", e.message);
+        };
+        // Beyond f64, within the bounds: serde_json alone says "number out of range".
+        let big = format!("{{\"n\": 1{}}}", "0".repeat(309));
+        assert!(parse_body(open, big.as_bytes()).is_err());
+        assert_eq!(ok(&big), serde_json::json!({"n": 0}));
+        ok(r#"{"a": [1e999, -1e-999, 0.5, "1e99999", "\"1e99999", 12.5E+3, -0]}"#);
+        ok(&format!("{{\"n\": 0.{}}}", "1".repeat(1000)));
+        for b in [
+            r#"{"n": 1e-16383}"#,
+            r#"{"n": 1e1001}"#,
+            r#"{"n": 1E-1001}"#,
+            r#"{"n": [1, {"x": 1e99999999999999999999}]}"#,
+            r#"{"n": 1.5e1000}"#,
+        ] {
+            bad(b);
+        }
+        bad(&format!("{{\"n\": 0.{}}}", "1".repeat(1001)));
+        bad(&format!("{{\"n\": {}}}", "9".repeat(1001)));
+        // Malformed text is still reported as such.
+        assert!(parse_raw_body(open, br#"{"n": -}"#).unwrap_err().message.contains("not valid JSON"));
     }
 }
