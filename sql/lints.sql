@@ -85,7 +85,8 @@ as $$
            '_table_insert_sql', '_table_update_sql', '_table_delete_sql',
            '_table_exact_numbers',
            '_protected_table_stub',
-           '_check_references', '_expand_tree', '_ref_key', '_ref_value', '_ref_profiles', '_max_expand_references', '_expand_level'])
+           '_check_references', '_expand_tree', '_ref_key', '_ref_value', '_ref_profiles', '_max_expand_references', '_expand_level',
+           '_lower_references', '_max_response_bytes', '_expand_checked'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid
     union all
