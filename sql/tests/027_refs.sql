@@ -42,9 +42,9 @@ select is(pg_temp.detail_of(format($$select baas.patch_document('rf_posts', %L, 
           '22023 invalid_reference', 'a patch adding a malformed reference is refused');
 select is(pg_temp.detail_of(format($$select baas.create_document('rf_posts', '{"a": {"$ref": {"collection": "nope", "id": %s}}}')$$, to_jsonb(:'missing'::text))),
           null, 'a dangling reference is allowed');
-select is((select d.data from baas.documents d where d.id = (baas.create_document('rf_posts',
-              jsonb_build_object('u', jsonb_build_array(jsonb_build_object('$ref', jsonb_build_object('user', upper(:'u1')))))) ->> 'id')::uuid)
-              -> 'u' -> 0 -> '$ref' ->> 'user',
+select baas.create_document('rf_posts', jsonb_build_object('u', jsonb_build_array(
+    jsonb_build_object('$ref', jsonb_build_object('user', upper(:'u1')))))) ->> 'id' as upper_doc \gset
+select is((select d.data from baas.documents d where d.id = :'upper_doc'::uuid) -> 'u' -> 0 -> '$ref' ->> 'user',
           :'u1', 'an upper-case id in a reference is stored lower-cased');
 
 -------------------------------------------------------------------- expand as the caller
