@@ -338,12 +338,15 @@ grant execute on function baas._apply_operators(jsonb, jsonb, timestamptz)
 -- and one setting.
 grant execute on function
     baas._check_references(jsonb),
+    baas._lower_references(jsonb),
     baas._expand_tree(text[]),
+    baas._expand_checked(text[]),
     baas._ref_key(jsonb),
     baas._ref_value(jsonb, jsonb, jsonb, jsonb),
     baas._ref_profiles(uuid[]),
     baas._max_expand_references(),
-    baas._expand_level(jsonb, integer),
+    baas._max_response_bytes(),
+    baas._expand_level(jsonb, integer, bigint),
     baas.expand(jsonb, text[]),
     baas.expand_page(jsonb, text[]),
     baas.referrers(text, text, text, text, integer, uuid)

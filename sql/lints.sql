@@ -87,6 +87,7 @@ as $$
            '_apply_operators', -- field operators (issue 18, package A)
            -- references (issue 18, package C)
            '_check_references', '_expand_tree', '_ref_key', '_ref_value', '_ref_profiles', '_max_expand_references', '_expand_level',
+           '_lower_references', '_max_response_bytes', '_expand_checked',
            '_protected_table_stub'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid

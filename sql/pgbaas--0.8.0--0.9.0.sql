@@ -60,6 +60,51 @@ $$;
 comment on function baas.patch_document(text, text, jsonb, bigint) is
     'Apply an RFC 7386 merge patch, or field operators ($inc, $set, $unset, $push, $addToSet, $pull, $min, $max, $now; docs/operators.md), to data; with expected_version, 40001 version_conflict when stale';
 
+-- ================================================================= sql/social.sql
+-- Does an account show itself to the viewer (baas.get_profile answers it, rather than
+-- user_not_found)? Given its profile as the viewer sees it and whether its graph is
+-- visible to the viewer; shared with references' expand (sql/refs.sql).
+create function baas._profile_shown(t baas.users, visible_profile jsonb, graph_visible boolean, viewer uuid) returns boolean
+language sql immutable
+as $$
+    select t.id is not null and not t.is_anonymous and t.suspended_at is null
+       and (graph_visible or visible_profile <> '{}' or coalesce(viewer = t.id, false))
+$$;
+
+-- One account's profile as the caller may see it: {id, username, profile} and, when its
+-- graph_visibility allows, follower and followee counts. 404 user_not_found for an
+-- unknown, anonymous or suspended account, and for one that shows the caller nothing
+-- (an empty profile for this viewer and a graph it may not see), unless the caller is
+-- the account itself.
+create or replace function baas.get_profile(id uuid) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    v_viewer uuid := baas.uid();
+    t baas.users;
+    v_profile jsonb;
+    v_graph boolean;
+    v jsonb;
+begin
+    select * into t from baas.users u where u.id = id;
+    v_profile := baas._visible_profile(t, v_viewer);
+    v_graph := baas._graph_visible(t, v_viewer);
+    if not baas._profile_shown(t, v_profile, v_graph, v_viewer) then
+        perform baas._raise('P0002', 'user_not_found', 'no such user');
+    end if;
+    v := jsonb_build_object('id', t.id, 'username', t.username, 'profile', v_profile);
+    if v_graph then
+        v := v || jsonb_build_object(
+            'followers', (select count(*) from baas.follows f join baas.users o on o.id = f.follower
+                           where f.followee = t.id and f.status = 'accepted' and o.suspended_at is null),
+            'following', (select count(*) from baas.follows f join baas.users o on o.id = f.followee
+                           where f.follower = t.id and f.status = 'accepted' and o.suspended_at is null));
+    end if;
+    return v;
+end
+$$;
 -- =================================================================== sql/refs.sql
 -- pgbaas references: a document field may reference another document, a user or a file
 -- ({"$ref": {...}}, docs/references.md); GET and lists expand them inline, each only if
@@ -80,8 +125,10 @@ alter table baas.settings add column max_expand_references integer not null defa
 
 ------------------------------------------------------------------------ writing
 -- Every object holding "$ref" in `data` must be a well-formed reference: 22023
--- invalid_reference otherwise. A reference to something missing is allowed.
-create function baas._check_references(data jsonb) returns void
+-- invalid_reference otherwise. A reference to something missing is allowed. True when
+-- some reference's id has upper-case letters (the trigger then lower-cases them, so
+-- $refs and back-references, which compare the stored JSON, find it).
+create function baas._check_references(data jsonb) returns boolean
 language plpgsql immutable
 as $$
 declare
@@ -89,6 +136,7 @@ declare
     r jsonb;
     keys text[];
     well_formed boolean;
+    upper_case boolean := false;
     uuid_re constant text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
 begin
     for o in select x from pg_catalog.jsonb_path_query(data, 'strict $.** ? (@.type() == "object" && exists(@."$ref"))') x loop
@@ -100,8 +148,10 @@ begin
                 well_formed := pg_catalog.jsonb_typeof(r -> 'collection') = 'string'
                     and (r ->> 'collection') ~ '^[a-z][a-z0-9_]{0,62}$'
                     and pg_catalog.jsonb_typeof(r -> 'id') = 'string' and (r ->> 'id') ~ uuid_re;
+                upper_case := upper_case or (well_formed and (r ->> 'id') ~ '[A-F]');
             elsif keys = array['user'] or keys = array['file'] then
                 well_formed := pg_catalog.jsonb_typeof(r -> keys[1]) = 'string' and (r ->> keys[1]) ~ uuid_re;
+                upper_case := upper_case or (well_formed and (r ->> keys[1]) ~ '[A-F]');
             end if;
         end if;
         if not well_formed then
@@ -110,21 +160,48 @@ begin
                 left(o::text, 200));
         end if;
     end loop;
+    return upper_case;
 end
+$$;
+
+-- v with the ids of its (checked) references lower-cased, however deep.
+create function baas._lower_references(v jsonb) returns jsonb
+language sql immutable parallel safe
+as $$
+    select case pg_catalog.jsonb_typeof(v)
+        when 'object' then
+            case when pg_catalog.jsonb_typeof(v -> '$ref') = 'object' then
+                pg_catalog.jsonb_build_object('$ref', (
+                    select pg_catalog.jsonb_object_agg(e.key, case when e.key = 'collection' then e.value
+                                                                   else pg_catalog.to_jsonb(lower(e.value #>> '{}')) end)
+                      from pg_catalog.jsonb_each(v -> '$ref') e))
+            else coalesce((select pg_catalog.jsonb_object_agg(e.key, baas._lower_references(e.value))
+                             from pg_catalog.jsonb_each(v) e), '{}') end
+        when 'array' then
+            coalesce((select pg_catalog.jsonb_agg(baas._lower_references(e.x) order by e.i)
+                        from pg_catalog.jsonb_array_elements(v) with ordinality e(x, i)), '[]')
+        else v end
 $$;
 
 create function baas._references_check() returns trigger
 language plpgsql
 as $$
 begin
-    perform baas._check_references(new.data);
+    if baas._check_references(new.data) then
+        new.data := baas._lower_references(new.data);
+    end if;
     return new;
 end
 $$;
 -- Only documents that mention "$ref" pay for more than the WHEN test (as the files'
--- "$file" trigger does).
-create trigger documents_references before insert or update of data on baas.documents
+-- "$file" trigger does); an update pays the text search only when data changed. That
+-- search reads the whole document's text: a write of a large document costs one more
+-- pass over it.
+create trigger documents_references_insert before insert on baas.documents
     for each row when (new.data::text like '%"$ref":%') execute function baas._references_check();
+create trigger documents_references_update before update of data on baas.documents
+    for each row when (new.data is distinct from old.data and new.data::text like '%"$ref":%')
+    execute function baas._references_check();
 
 ------------------------------------------------------------------------ expanding
 -- The expand paths as a tree: {"author": {}, "comments": {"author": {}}}. 22023
@@ -160,6 +237,12 @@ begin
 end
 $$;
 
+-- True, or the error _expand_tree raises for these paths: the routes test it before
+-- reading the page, so a bad or too deep expand does not run the list first.
+create function baas._expand_checked(paths text[]) returns boolean
+language sql immutable
+as $$ select paths is null or pg_catalog.cardinality(paths) = 0 or baas._expand_tree(paths) is not null $$;
+
 -- Is v a reference object? Its key: "c:<collection>:<id>", "u:<id>" or "f:<id>", or null.
 create function baas._ref_key(v jsonb) returns text
 language sql immutable parallel safe
@@ -175,7 +258,7 @@ as $$
 $$;
 
 -- Users' profiles as the caller may see them ({id, username, profile}): the rule of
--- baas.get_profile (sql/social.sql, same helpers), for many ids at once; an account that
+-- baas.get_profile (sql/social.sql, the same baas._profile_shown), for many ids at once; an account that
 -- get_profile answers user_not_found for has no row.
 create function baas._ref_profiles(ids uuid[]) returns table (id uuid, profile jsonb)
 language sql stable security definer
@@ -184,8 +267,7 @@ as $$
     select t.id, jsonb_build_object('id', t.id, 'username', t.username, 'profile', v.p)
       from baas.users t
      cross join lateral (select baas._visible_profile(t, baas.uid()) p) v
-     where t.id = any (ids) and not t.is_anonymous and t.suspended_at is null
-       and (v.p <> '{}' or baas._graph_visible(t, baas.uid()) or coalesce(baas.uid() = t.id, false))
+     where t.id = any (ids) and baas._profile_shown(t, v.p, baas._graph_visible(t, baas.uid()), baas.uid())
 $$;
 
 create function baas._max_expand_references() returns integer
@@ -202,23 +284,43 @@ as $$
                 else coalesce(expanded -> (baas._ref_key(v) || ' ' || subtree::text), found_refs -> baas._ref_key(v), 'null') end
 $$;
 
--- One level: nodes is an array of [document JSON, tree]; each document's data fields
--- named by its tree are expanded (and, below them, the tree's subtrees). Every
--- reference of the level is fetched by one set-based query, as the caller. Returns the
--- documents in order, and the references still allowed.
-create function baas._expand_level(nodes jsonb, budget integer, out docs jsonb, out left_over integer)
+-- baas.max_response_bytes: the most bytes of JSON one response may hold (the proxy sets
+-- it on its connections; sql/documents.sql's pages keep to it too). Shown with a unit
+-- ("15MB") once the library has defined it; 15 MiB, its default, when unset.
+create function baas._max_response_bytes() returns bigint
+language sql stable
+as $$
+    select coalesce(m[1]::bigint * case m[2] when 'kB' then 1024 when 'MB' then 1048576 when 'GB' then 1073741824
+                                             when 'TB' then 1099511627776 else 1 end,
+                    15728640)
+      from (select pg_catalog.regexp_match(coalesce(pg_catalog.current_setting('baas.max_response_bytes', true), ''),
+                                           '^\s*(\d{1,15})\s*(B|kB|MB|GB|TB)?\s*$') m) s
+$$;
+
+-- One level: nodes is an array of [document JSON, tree, key, copies]; each document's
+-- data fields named by its tree are expanded (and, below them, the tree's subtrees).
+-- `copies` (1 when absent) is how many times the document will appear in the response.
+-- Every reference of the level is fetched by one set-based query, as the caller.
+-- Limits, checked before anything is built: each reference costs its parent's copies
+-- against `budget` (max_expand_references: a value pasted n times counts n times), and
+-- each value found its text size times its copies against `bytes` (what is left of
+-- baas.max_response_bytes): over either, 22023 expand_too_large / 54000
+-- response_too_large. Returns the documents in order, and what is left of both.
+create function baas._expand_level(nodes jsonb, budget integer, bytes bigint,
+                                   out docs jsonb, out left_over integer, out bytes_left bigint)
 language plpgsql stable
 as $$
 declare
     uuid_re constant text := '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
-    n integer;
+    n bigint;
+    size bigint;
     found_refs jsonb;
     children jsonb;
     expanded jsonb;
     sub record;
 begin
-    -- Every reference at this level: (node, field, key).
-    select count(*)::integer into n
+    -- Every reference at this level, each as many times as its document appears.
+    select coalesce(sum(coalesce((d.x ->> 3)::bigint, 1)), 0) into n
       from pg_catalog.jsonb_array_elements(nodes) with ordinality d(x, i)
      cross join pg_catalog.jsonb_object_keys(d.x -> 1) f
      cross join lateral (select case when pg_catalog.jsonb_typeof(d.x -> 0 -> 'data' -> f) = 'array'
@@ -227,10 +329,11 @@ begin
      where baas._ref_key(e) is not null;
     if n > budget then
         raise exception using errcode = '22023', detail = 'expand_too_large', message = format(
-            'this expand reaches more than %s references (baas.settings.max_expand_references); expand fewer paths or page with a smaller limit',
+            'this expand reaches more than %s references, counting each time a document appears in the response (baas.settings.max_expand_references); expand fewer paths or page with a smaller limit',
             baas._max_expand_references());
     end if;
     left_over := budget - n;
+    bytes_left := bytes;
     if n = 0 then
         docs := (select coalesce(pg_catalog.jsonb_agg(d.x -> 0 order by d.i), '[]') from pg_catalog.jsonb_array_elements(nodes) with ordinality d(x, i));
         return;
@@ -265,21 +368,38 @@ begin
         select 'u:' || p.id, p.profile
           from baas._ref_profiles(array(select ok.rid from ok where ok.kind = 'u')) p
     ) x;
+    -- The bytes the found values will take, pasted where they are referenced.
+    select coalesce(sum(coalesce((d.x ->> 3)::bigint, 1) * pg_catalog.octet_length((found_refs -> baas._ref_key(e))::text)), 0)
+      into size
+      from pg_catalog.jsonb_array_elements(nodes) d(x)
+     cross join pg_catalog.jsonb_object_keys(d.x -> 1) f
+     cross join lateral (select case when pg_catalog.jsonb_typeof(d.x -> 0 -> 'data' -> f) = 'array'
+                                     then d.x -> 0 -> 'data' -> f else pg_catalog.jsonb_build_array(d.x -> 0 -> 'data' -> f) end a) v
+     cross join pg_catalog.jsonb_array_elements(v.a) e
+     where found_refs ? baas._ref_key(e);
+    if size > bytes_left then
+        raise exception using errcode = '54000', detail = 'response_too_large', message = format(
+            'the expanded response would be more than %s bytes (baas.max_response_bytes): the referenced documents are large or appear many times; expand fewer paths or page with a smaller limit',
+            baas._max_response_bytes());
+    end if;
+    bytes_left := bytes_left - size;
     -- The next level: each distinct (referenced document, subtree) once, as
-    -- [document, subtree, key].
-    select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(found_refs -> s.k, s.t, s.k) order by s.k, s.t::text), '[]')
+    -- [document, subtree, key, copies].
+    select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(found_refs -> s.k, s.t, s.k, s.copies) order by s.k, s.t::text), '[]')
       into children
-      from (select distinct baas._ref_key(e) k, d.x -> 1 -> f t
+      from (select baas._ref_key(e) k, d.x -> 1 -> f t, sum(coalesce((d.x ->> 3)::bigint, 1)) copies
               from pg_catalog.jsonb_array_elements(nodes) d(x)
              cross join pg_catalog.jsonb_object_keys(d.x -> 1) f
              cross join lateral (select case when pg_catalog.jsonb_typeof(d.x -> 0 -> 'data' -> f) = 'array'
                                              then d.x -> 0 -> 'data' -> f else pg_catalog.jsonb_build_array(d.x -> 0 -> 'data' -> f) end a) v
              cross join pg_catalog.jsonb_array_elements(v.a) e
-             where d.x -> 1 -> f <> '{}' and pg_catalog.jsonb_typeof(found_refs -> baas._ref_key(e) -> 'data') = 'object') s;
+             where d.x -> 1 -> f <> '{}' and pg_catalog.jsonb_typeof(found_refs -> baas._ref_key(e) -> 'data') = 'object'
+             group by 1, 2) s;
     expanded := '{}';
     if pg_catalog.jsonb_array_length(children) > 0 then
-        select l.docs, l.left_over into sub from baas._expand_level(children, left_over) l;
+        select l.docs, l.left_over, l.bytes_left into sub from baas._expand_level(children, left_over, bytes_left) l;
         left_over := sub.left_over;
+        bytes_left := sub.bytes_left;
         -- The expanded children by "<key> <subtree>".
         select coalesce(pg_catalog.jsonb_object_agg((ch.x ->> 2) || ' ' || (ch.x -> 1)::text, r.x), '{}')
           into expanded
@@ -316,7 +436,8 @@ begin
     end if;
     t := baas._expand_tree(paths);
     return (select l.docs -> 0 from baas._expand_level(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(document, t)),
-                                                       baas._max_expand_references()) l);
+                                                       baas._max_expand_references(),
+                                                       baas._max_response_bytes() - pg_catalog.octet_length(document::text)) l);
 end
 $$;
 comment on function baas.expand(jsonb, text[]) is
@@ -339,7 +460,8 @@ begin
         select l.docs from baas._expand_level(
             (select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(x, t) order by i), '[]')
                from pg_catalog.jsonb_array_elements(page -> 'items') with ordinality e(x, i)),
-            baas._max_expand_references()) l));
+            baas._max_expand_references(),
+            baas._max_response_bytes() - pg_catalog.octet_length(page::text)) l));
 end
 $$;
 comment on function baas.expand_page(jsonb, text[]) is
@@ -1071,6 +1193,7 @@ as $$
            '_apply_operators', -- field operators (issue 18, package A)
            -- references (issue 18, package C)
            '_check_references', '_expand_tree', '_ref_key', '_ref_value', '_ref_profiles', '_max_expand_references', '_expand_level',
+           '_lower_references', '_max_response_bytes', '_expand_checked',
            '_protected_table_stub'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid
@@ -1280,14 +1403,18 @@ revoke execute on function baas.housekeeping() from public;
 grant execute on function baas.housekeeping() to baas_authenticator;
 
 revoke execute on function
+    baas._profile_shown(baas.users, jsonb, boolean, uuid),
     baas._check_references(jsonb),
+    baas._lower_references(jsonb),
     baas._references_check(),
     baas._expand_tree(text[]),
+    baas._expand_checked(text[]),
     baas._ref_key(jsonb),
     baas._ref_value(jsonb, jsonb, jsonb, jsonb),
     baas._ref_profiles(uuid[]),
     baas._max_expand_references(),
-    baas._expand_level(jsonb, integer),
+    baas._max_response_bytes(),
+    baas._expand_level(jsonb, integer, bigint),
     baas.expand(jsonb, text[]),
     baas.expand_page(jsonb, text[]),
     baas.referrers(text, text, text, text, integer, uuid)
@@ -1299,12 +1426,15 @@ revoke execute on function
 -- and one setting.
 grant execute on function
     baas._check_references(jsonb),
+    baas._lower_references(jsonb),
     baas._expand_tree(text[]),
+    baas._expand_checked(text[]),
     baas._ref_key(jsonb),
     baas._ref_value(jsonb, jsonb, jsonb, jsonb),
     baas._ref_profiles(uuid[]),
     baas._max_expand_references(),
-    baas._expand_level(jsonb, integer),
+    baas._max_response_bytes(),
+    baas._expand_level(jsonb, integer, bigint),
     baas.expand(jsonb, text[]),
     baas.expand_page(jsonb, text[]),
     baas.referrers(text, text, text, text, integer, uuid)

@@ -559,6 +559,16 @@ $$;
 comment on function baas.update_profile(text, jsonb, text, text, boolean, text) is
     'Change your username, profile tiers, findable, graph_visibility, follow_approval, language; returns {user}';
 
+-- Does an account show itself to the viewer (baas.get_profile answers it, rather than
+-- user_not_found)? Given its profile as the viewer sees it and whether its graph is
+-- visible to the viewer; shared with references' expand (sql/refs.sql).
+create function baas._profile_shown(t baas.users, visible_profile jsonb, graph_visible boolean, viewer uuid) returns boolean
+language sql immutable
+as $$
+    select t.id is not null and not t.is_anonymous and t.suspended_at is null
+       and (graph_visible or visible_profile <> '{}' or coalesce(viewer = t.id, false))
+$$;
+
 -- One account's profile as the caller may see it: {id, username, profile} and, when its
 -- graph_visibility allows, follower and followee counts. 404 user_not_found for an
 -- unknown, anonymous or suspended account, and for one that shows the caller nothing
@@ -579,8 +589,7 @@ begin
     select * into t from baas.users u where u.id = id;
     v_profile := baas._visible_profile(t, v_viewer);
     v_graph := baas._graph_visible(t, v_viewer);
-    if t.id is null or t.is_anonymous or t.suspended_at is not null
-       or not (v_graph or v_profile <> '{}' or coalesce(v_viewer = t.id, false)) then
+    if not baas._profile_shown(t, v_profile, v_graph, v_viewer) then
         perform baas._raise('P0002', 'user_not_found', 'no such user');
     end if;
     v := jsonb_build_object('id', t.id, 'username', t.username, 'profile', v_profile);

@@ -118,6 +118,12 @@ mod tests {
         assert!(!m(f.clone(), json!({"post": {"$ref": {"collection": "other", "id": id}}})));
         assert!(!m(f.clone(), json!({"other": r})));
         assert!(m(json!({"by": {"$refs": {"user": id}, "$exists": true}}), json!({"by": {"$ref": {"user": id}}})));
+        // A file reference matches the files' own {"$file"} form too.
+        let ff = json!({"cv": {"$refs": {"file": id}}});
+        assert!(m(ff.clone(), json!({"cv": {"$file": id}})));
+        assert!(m(ff.clone(), json!({"cv": [{"$file": id}]})));
+        assert!(m(ff.clone(), json!({"cv": {"$ref": {"file": id}}})));
+        assert!(!m(ff, json!({"cv": {"$file": "0190b0a4-6f1e-7c3a-8d2b-5e4f3a2b1c0e"}})));
         for bad in [json!({"p": {"$refs": id}}), json!({"p": {"$refs": {"id": id}}}), json!({"p": {"$refs": {"user": "x"}}}),
                     json!({"p": {"$refs": {"user": id, "file": id}}})] {
             assert!(crate::parse::parse(&bad).is_err(), "{bad}");

@@ -153,10 +153,19 @@ fn parse_filter(v: &Value, depth: usize, at: &str, budget: &mut Budget) -> Resul
                     let r = reference(field, &ops["$refs"])?;
                     budget.node()?;
                     budget.node()?;
-                    let either = Filter::Or(vec![
+                    let mut alternatives = vec![
                         Filter::Field(path.clone(), vec![Cond::Eq(r.clone())]),
-                        Filter::Field(path.clone(), vec![Cond::Contains(r)]),
-                    ]);
+                        Filter::Field(path.clone(), vec![Cond::Contains(r.clone())]),
+                    ];
+                    // A file is also referenced by the files' own {"$file": "<uuid>"}.
+                    if let Some(f) = r["$ref"].get("file") {
+                        let own = serde_json::json!({"$file": f});
+                        budget.node()?;
+                        budget.node()?;
+                        alternatives.push(Filter::Field(path.clone(), vec![Cond::Eq(own.clone())]));
+                        alternatives.push(Filter::Field(path.clone(), vec![Cond::Contains(own)]));
+                    }
+                    let either = Filter::Or(alternatives);
                     let rest: Map<String, Value> = ops.iter().filter(|(k, _)| *k != "$refs").map(|(k, v)| (k.clone(), v.clone())).collect();
                     if rest.is_empty() {
                         either

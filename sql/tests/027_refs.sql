@@ -2,7 +2,7 @@
 -- {"$ref": ...}, baas.expand / expand_page / referrers as the caller (baas.as_user),
 -- null for what the caller may not read exactly as for what is missing, and the limits.
 begin;
-select plan(22);
+select plan(26);
 
 select baas.create_collection('rf_authors');
 select baas.create_collection('rf_posts');
@@ -42,6 +42,10 @@ select is(pg_temp.detail_of(format($$select baas.patch_document('rf_posts', %L, 
           '22023 invalid_reference', 'a patch adding a malformed reference is refused');
 select is(pg_temp.detail_of(format($$select baas.create_document('rf_posts', '{"a": {"$ref": {"collection": "nope", "id": %s}}}')$$, to_jsonb(:'missing'::text))),
           null, 'a dangling reference is allowed');
+select baas.create_document('rf_posts', jsonb_build_object('u', jsonb_build_array(
+    jsonb_build_object('$ref', jsonb_build_object('user', upper(:'u1')))))) ->> 'id' as upper_doc \gset
+select is((select d.data from baas.documents d where d.id = :'upper_doc'::uuid) -> 'u' -> 0 -> '$ref' ->> 'user',
+          :'u1', 'an upper-case id in a reference is stored lower-cased');
 
 -------------------------------------------------------------------- expand as the caller
 select is((select x from baas.as_user(null::uuid, format($$select baas.expand(baas.get_document('rf_posts', %L), '{author}')$$, :'p1')) x)
@@ -83,7 +87,23 @@ select is(pg_temp.outcome_as(null, format($$select baas.expand(baas.get_document
           '22023 expand_too_large', 'more references than max_expand_references: expand_too_large');
 select is(pg_temp.outcome_as(null, format($$select baas.expand(baas.get_document('rf_posts', %L), '{author,by}')$$, :'p1')),
           'ok', 'as many as allowed: fine');
+select is(pg_temp.outcome_as(null, format($$select baas.expand(baas.get_document('rf_comments', %L), '{post.author}')$$, :'c1')),
+          'ok', 'two levels of one reference each: 1 + 1 references');
+-- A document referencing itself 3 times: one level pastes 3 copies, two levels 3 x 3.
+select baas.create_document('rf_posts', '{}', '{"read": ["public"]}') ->> 'id' as selfref \gset
+select baas.patch_document('rf_posts', :'selfref', jsonb_build_object('x', jsonb_build_array(
+    jsonb_build_object('$ref', jsonb_build_object('collection', 'rf_posts', 'id', :'selfref')),
+    jsonb_build_object('$ref', jsonb_build_object('collection', 'rf_posts', 'id', :'selfref')),
+    jsonb_build_object('$ref', jsonb_build_object('collection', 'rf_posts', 'id', :'selfref'))))) is not null as patched \gset
+update baas.settings set max_expand_references = 11;
+select is(pg_temp.outcome_as(null, format($$select baas.expand(baas.get_document('rf_posts', %L), '{x.x}')$$, :'selfref')),
+          '22023 expand_too_large', 'each copy counts: 3 + 3 x 3 = 12 references, not 3 + 3 fetched');
 update baas.settings set max_expand_references = 1000;
+-- The bytes pasted count against baas.max_response_bytes, before anything is built.
+select set_config('baas.max_response_bytes', '2048', true) is not null as small \gset
+select is(pg_temp.outcome_as(null, format($$select baas.expand(baas.get_document('rf_posts', %L), '{x.x}')$$, :'selfref')),
+          '54000 response_too_large', 'an expansion over baas.max_response_bytes: response_too_large');
+select set_config('baas.max_response_bytes', '15728640', true) is not null as big \gset
 
 -------------------------------------------------------------------- back-references
 select is((select x from baas.as_user(null::uuid, format($$select baas.referrers('rf_authors', %L, 'rf_posts', 'author')$$, :'a_pub')) x)

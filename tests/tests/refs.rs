@@ -231,6 +231,11 @@ fn depth_fan_out_and_path_limits() {
         }
         let r = get(&format!("{}?{}", docs_path(&w.posts), "expand=a.b.c.d&limit=5"), bob);
         assert_eq!((r.status, r.code()), (400, "expand_too_large"));
+        // The paths are checked before the list is read or the referenced document looked up.
+        let r = get(&format!("{}?expand=a.b.c.d", docs_path("lim_nowhere")), bob);
+        assert_eq!((r.status, r.code()), (400, "expand_too_large"), "not collection_not_found: {}", r.body);
+        let r = get(&format!("{}/referrers?collection={}&field=author&expand=a..b", doc_path(&w.authors, MISSING), w.posts), bob);
+        assert_eq!((r.status, r.code()), (400, "invalid_expand"), "not document_not_found: {}", r.body);
         // Three levels and ten paths are fine.
         assert_eq!(get(&format!("{p}?expand=a.b.c,b,c,d,e,f,g,h,i,j"), bob).status, 200);
     }
@@ -289,4 +294,89 @@ fn expand_is_one_statement() {
     assert!(gets[0].contains("baas.expand(baas.get_document("), "{}", gets[0]);
     assert_eq!(lists.len(), 1, "one statement for the expanded list: {statements:#?}");
     assert!(lists[0].contains("baas.expand_page(baas.list_documents("), "{}", lists[0]);
+}
+
+/// A value pasted n times costs n against max_expand_references: a document whose
+/// field holds 100 references to itself expands one level (100 copies), but two levels
+/// would paste 100 copies of it 100 times (10 000), and is refused before anything is
+/// built — not after building megabytes in the backend.
+#[test]
+fn references_are_counted_as_copies_not_fetches() {
+    let _g = SETTINGS.read().unwrap();
+    let u = signup("selfref");
+    let c = collection("selfref", json!({}));
+    let a = create_doc(&c, Some(&u.access), json!({"name": "A"}), Some(json!({"read": ["public"]})));
+    let x: Vec<Value> = (0..100).map(|_| dref(&c, &a)).collect();
+    let r = call("PATCH", &doc_path(&c, &a), Some(&u.access), Some(&json!({"data": {"x": x}}).to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let one = ok(&format!("{}?expand=x", doc_path(&c, &a)), Some(&u.access));
+    assert_eq!(one["data"]["x"].as_array().unwrap().len(), 100);
+    assert_eq!(one["data"]["x"][99]["data"]["name"], "A");
+    assert_eq!(one["data"]["x"][99]["data"]["x"][0], dref(&c, &a), "one level: the copies keep their references");
+    let r = get(&format!("{}?expand=x.x", doc_path(&c, &a)), Some(&u.access));
+    assert_eq!((r.status, r.code()), (400, "expand_too_large"), "{}", r.body);
+    // The same over a list page.
+    let r = get(&format!("{}?expand=x.x", docs_path(&c)), Some(&u.access));
+    assert_eq!((r.status, r.code()), (400, "expand_too_large"), "{}", r.body);
+}
+
+/// An expansion whose pasted values would exceed the response budget
+/// (baas.max_response_bytes, set by the proxy under its max_result_bytes) is refused
+/// with a clear 400 response_too_large before it is built, for a GET and for a list.
+#[test]
+fn an_expansion_larger_than_a_response_is_refused_clearly() {
+    let _g = SETTINGS.read().unwrap();
+    let url = format!("{}?application_name=pgbaas-refs-small", env().cluster.authenticator_url().unwrap());
+    let p = pgbaas_testkit::Proxy::start(&url, &["--max-result-bytes", "65536", "--rate-limits", "off"]).unwrap();
+    let at = |path: &str, token: &str| request_at(&p.base(), "GET", path, Some(token), &[], None);
+    let u = signup("bigref");
+    let c = collection("bigref", json!({}));
+    // 5 KB each; the page budget is 60 KiB.
+    let big = create_doc(&c, Some(&u.access), json!({"blob": "x".repeat(5000)}), Some(json!({"read": ["public"]})));
+    let many = create_doc(&c, Some(&u.access), json!({"co": vec![dref(&c, &big); 20]}), Some(json!({"read": ["public"]})));
+    let few = create_doc(&c, Some(&u.access), json!({"co": vec![dref(&c, &big); 5]}), Some(json!({"read": ["public"]})));
+    let r = at(&format!("{}?expand=co", doc_path(&c, &few)), &u.access);
+    assert_eq!(r.status, 200, "25 KB fits: {}", r.body);
+    assert_eq!(r.body["data"]["co"][4]["data"]["blob"].as_str().unwrap().len(), 5000);
+    let r = at(&format!("{}?expand=co", doc_path(&c, &many)), &u.access);
+    assert_eq!((r.status, r.code()), (400, "response_too_large"), "100 KB does not: {}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("max_response_bytes"), "{}", r.body);
+    // A list page whose items each fit but whose expansion does not.
+    let posts = collection("bigref_posts", json!({}));
+    for _ in 0..15 {
+        create_doc(&posts, Some(&u.access), json!({"author": dref(&c, &big)}), Some(json!({"read": ["public"]})));
+    }
+    let r = at(&format!("{}?expand=author&limit=5", docs_path(&posts)), &u.access);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 5);
+    let r = at(&format!("{}?expand=author", docs_path(&posts)), &u.access);
+    assert_eq!((r.status, r.code()), (400, "response_too_large"), "75 KB of authors: {}", r.body);
+}
+
+/// Upper-case ids in stored references (Swift's uuidString) are stored lower-cased, so
+/// $refs filters and back-references find them.
+#[test]
+fn upper_case_reference_ids_are_found_by_refs_and_referrers() {
+    let _g = SETTINGS.read().unwrap();
+    let w = world("upper");
+    let bob = Some(w.bob.access.as_str());
+    let up = create_doc(&w.posts, Some(&w.alice.access),
+                        json!({"author": dref(&w.authors, &w.a_pub.to_uppercase()), "by": {"$ref": {"user": w.alice.id.to_uppercase()}}}),
+                        Some(json!({"read": ["public"]})));
+    let d = ok(&doc_path(&w.posts, &up), bob);
+    assert_eq!(d["data"]["author"], dref(&w.authors, &w.a_pub), "stored lower-cased: {d}");
+    assert_eq!(d["data"]["by"], json!({"$ref": {"user": w.alice.id.to_lowercase()}}));
+    let r = get(&format!("{}/referrers?collection={}&field=author", doc_path(&w.authors, &w.a_pub), w.posts), bob);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ids: Vec<&str> = r.body["items"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![up.as_str()]);
+    let f = json!({"by": {"$refs": {"user": w.alice.id}}});
+    let r = get(&format!("{}?where={}", docs_path(&w.posts), enc(&f.to_string())), bob);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    // A patch writing an upper-case id is lower-cased too.
+    let r = call("PATCH", &doc_path(&w.posts, &up), Some(&w.alice.access),
+                 Some(&json!({"data": {"co": [dref(&w.authors, &w.a_pub.to_uppercase())]}}).to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["data"]["co"][0], dref(&w.authors, &w.a_pub));
 }

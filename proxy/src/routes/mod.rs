@@ -431,11 +431,12 @@ pub static ROUTES: &[Route] = &[
         .sql("select baas.drop_collection($1)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
     // --- documents
     // `expand` (docs/references.md): baas.expand_page around the list, in the same one
-    // statement; without it expand_page returns the page as it is.
+    // statement; without it expand_page returns the page as it is. _expand_checked
+    // refuses bad paths first (CASE tests it before the list is read).
     r("list_documents", GET, DOCS, Anyone)
         .query(Query::ListExpand)
         .sql(
-            "select x::text from baas.expand_page(baas.list_documents($1, $2, $3, $4, $5, $6, $7::text::uuid, $8), $9) x",
+            "select case when baas._expand_checked($9) then baas.expand_page(baas.list_documents($1, $2, $3, $4, $5, $6, $7::text::uuid, $8), $9) end::text",
             &[Path(0), List(L::Filter), List(L::Order), List(L::Limit), List(L::Offset), List(L::Count), List(L::After), List(L::Fields), List(L::Expand)],
         )
         .private(),
@@ -475,7 +476,7 @@ pub static ROUTES: &[Route] = &[
     r("referrers", GET, REFERRERS, Anyone)
         .query(Query::Referrers)
         .sql(
-            "select x::text from baas.expand_page(baas.referrers($1, $2, $3, $4, $5, $6::text::uuid), $7) x",
+            "select case when baas._expand_checked($7) then baas.expand_page(baas.referrers($1, $2, $3, $4, $5, $6::text::uuid), $7) end::text",
             &[Path(0), Path(1), List(L::Collection), List(L::Field), List(L::Limit), List(L::After), List(L::Expand)],
         )
         .private(),
