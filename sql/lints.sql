@@ -84,6 +84,7 @@ as $$
            '_served_table', '_table_check', '_table_explain_miss', '_table_list_sql', '_table_get_sql',
            '_table_insert_sql', '_table_update_sql', '_table_delete_sql',
            '_table_exact_numbers',
+           '_batch_max_operations', -- batches (issue 18, sql/batch.sql)
            '_protected_table_stub'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid
@@ -144,6 +145,7 @@ as $$
            'protect', 'unprotect', 'has_role', 'can_read', 'can_read_file',
            -- tables over HTTP (package C)
            'table_list', 'table_get', 'table_insert', 'table_update', 'table_delete',
+           'batch', -- batches (issue 18, sql/batch.sql)
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints'])
     union all

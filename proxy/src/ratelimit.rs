@@ -118,8 +118,10 @@ impl ShrinkableKeyedStateStore<String> for CappedStore {
 /// One kind's limiter.
 struct PerKind<C: Clock> {
     limiter: RateLimiter<String, CappedStore, C, NoOpMiddleware<C::Instant>>,
-    /// Time to refill one token: the longest a known key ever waits.
+    /// Time to refill one token: the longest a known key waits for one token.
     interval: Duration,
+    /// Tokens the bucket holds.
+    burst: u32,
     cap: usize,
     /// Nanoseconds after `Limiter::start` of the last housekeeping pass.
     swept: AtomicU64,
@@ -130,6 +132,18 @@ struct PerKind<C: Clock> {
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl<C: Clock> PerKind<C> {
+    /// Retry-After, in seconds, for a refusal that waits `wait`.
+    fn wait(&self, wait: Duration) -> u64 {
+        if wait > self.interval * self.burst {
+            // Only `FULL` waits this long: a real bucket refills whole in `burst`
+            // intervals (n tokens at once wait at most that: check_n takes at most the
+            // burst). retain_recent drops a key one interval after its bucket is full
+            // again, so in two intervals every key that spent a single token can be swept.
+            return whole_seconds(self.interval * 2);
+        }
+        whole_seconds(wait)
+    }
+
     fn housekeep(&self, since_start: Nanos) {
         if self.limiter.len() < self.cap / 2 {
             return;
@@ -176,6 +190,7 @@ impl<C: Clock + Clone> Limiter<C> {
                 PerKind {
                     limiter: RateLimiter::new(quota, store, clock.clone()),
                     interval: quota.replenish_interval(),
+                    burst: quota.burst_size().get(),
                     cap: limits.max_keys.max(1),
                     swept: AtomicU64::new(0),
                 }
@@ -194,17 +209,31 @@ impl<C: Clock + Clone> Limiter<C> {
         k.housekeep(self.clock.now().duration_since(self.start));
         match k.limiter.check_key(&key.to_owned()) {
             Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
-                if wait > k.interval {
-                    // Only `FULL` waits longer than a refill interval. retain_recent drops
-                    // a key one interval after its bucket is full again, so in two
-                    // intervals every key that spent a single token can be swept.
-                    return Err(whole_seconds(k.interval * 2));
-                }
-                Err(whole_seconds(wait))
-            }
+            Err(not_until) => Err(k.wait(not_until.wait_time_from(self.clock.now()))),
         }
+    }
+
+    /// A batch of `operations` operations (POST /v1/batch), whose request took its one
+    /// token (`check`): one more token per further operation, all or none, so that a
+    /// batch of N costs what N requests cost and batching is no way around the request
+    /// rate. A batch larger than the bucket takes the whole bucket (it passes only when
+    /// the bucket was full).
+    pub fn check_batch(&self, kind: Kind, key: &str, operations: u32) -> Result<(), u64> {
+        let Some(n) = NonZeroU32::new(operations.saturating_sub(1)).filter(|_| self.enabled) else {
+            return Ok(());
+        };
+        let k = &self.kinds[kind as usize];
+        k.housekeep(self.clock.now().duration_since(self.start));
+        let key = key.to_owned();
+        let outcome = match k.limiter.check_key_n(&key, n) {
+            Ok(outcome) => outcome,
+            // More than the bucket holds: the rest of a full bucket (the request took one).
+            Err(governor::InsufficientCapacity(cap)) => match NonZeroU32::new(cap.saturating_sub(1)) {
+                Some(rest) => k.limiter.check_key_n(&key, rest).unwrap_or(Ok(())),
+                None => Ok(()),
+            },
+        };
+        outcome.map_err(|not_until| k.wait(not_until.wait_time_from(self.clock.now())))
     }
 
     #[cfg(test)]
@@ -430,6 +459,27 @@ mod tests {
         assert!(r.check(Kind::Auth, "1.2.3.4").is_ok(), "refilled");
         clock.advance(Duration::from_secs(1));
         assert_eq!(r.check(Kind::Auth, "1.2.3.4"), Err(19));
+    }
+
+    #[test]
+    fn a_batch_costs_one_token_per_operation() {
+        let (r, clock) = fake(limits(10));
+        let k = "1.2.3.4";
+        // Each request: its own token (check), then the batch's further operations.
+        assert!(r.check(Kind::Request, k).is_ok() && r.check_batch(Kind::Request, k, 7).is_ok());
+        assert!(r.check(Kind::Request, k).is_ok());
+        assert_eq!(r.check_batch(Kind::Request, k, 4), Err(6), "2 left, 3 wanted: one refill (6 s) away");
+        assert!(r.check(Kind::Request, k).is_ok());
+        assert!(r.check_batch(Kind::Request, k, 2).is_ok(), "all or none: the refused batch took nothing more");
+        assert_eq!(r.check(Kind::Request, k), Err(6));
+        clock.advance(Duration::from_secs(60));
+        assert!(r.check(Kind::Request, k).is_ok());
+        assert!(r.check_batch(Kind::Request, k, 500).is_ok(), "more than the bucket holds takes the whole (full) bucket");
+        assert_eq!(r.check(Kind::Request, k), Err(6));
+        clock.advance(Duration::from_secs(30));
+        assert!(r.check(Kind::Request, k).is_ok());
+        assert_eq!(r.check_batch(Kind::Request, k, 500), Err(30), "a part-spent bucket waits until it is full again");
+        assert!(r.check_batch(Kind::Request, k, 1).is_ok() && r.check_batch(Kind::Request, k, 0).is_ok(), "one operation: the request's token");
     }
 
     #[test]

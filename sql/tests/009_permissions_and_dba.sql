@@ -22,7 +22,7 @@ select is_empty($$ select p.proname from pg_proc p where p.pronamespace = 'baas'
                                       'privileged_caller', 'owned_document', 'find_compiled', 'document_json') $$,
                 'the internals named in issue 12 are out of the public surface');
 select cmp_ok((select count(distinct proname)::int from pg_proc where pronamespace = 'baas'::regnamespace
-                and proname not like '\_%'), '<=', 143, 'about sixty public names, the eighteen of files, three of email, twenty-nine of accounts, seven of OpenID Connect sign-in, eleven of social and fourteen of the team''s own schema (issue 17: expose, unexpose, rpc, raise, protect, unprotect, has_role, can_read, can_read_file; table_list, table_get, table_insert, table_update, table_delete), not ~140');
+                and proname not like '\_%'), '<=', 144, 'about sixty public names, the eighteen of files, three of email, twenty-nine of accounts, seven of OpenID Connect sign-in, eleven of social and fourteen of the team''s own schema (issue 17: expose, unexpose, rpc, raise, protect, unprotect, has_role, can_read, can_read_file; table_list, table_get, table_insert, table_update, table_delete), one of batches (issue 18: batch), not ~140');
 select is(pg_temp.sqlstate_as('baas_user', 'select baas._compile_query(''{}'', null, null)'), '42501',
           'an internal no public function needs as the caller is not executable by API roles');
 
