@@ -391,7 +391,13 @@ impl App {
                 },
                 LimitKey::IpPerItem(name) => {
                     let n = field(name).and_then(Value::as_array).map_or(0, Vec::len);
-                    self.limiter.check_batch(l.kind, ip_key, u32::try_from(n).unwrap_or(u32::MAX)).map_err(ApiError::rate_limited)?;
+                    self.limiter.check_batch(l.kind, ip_key, u32::try_from(n).unwrap_or(u32::MAX)).map_err(|r| match r {
+                        ratelimit::BatchRefusal::Wait(secs) => ApiError::rate_limited(secs),
+                        ratelimit::BatchRefusal::TooLarge { allowed, per_secs } => ApiError::bad_request(
+                            "invalid_batch",
+                            format!("a batch of {n} operations costs {n} requests, but the request rate limit allows at most {allowed} per {per_secs} s per address: send at most {allowed} operations per batch"),
+                        ),
+                    })?;
                     continue;
                 }
                 LimitKey::Subject(prefix) => {
