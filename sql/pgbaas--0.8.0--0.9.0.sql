@@ -29,8 +29,9 @@ as $$ select s.max_batch_operations from baas.settings s $$;
 -- none. Each is {"op": "create"|"replace"|"patch"|"delete"|"get", "collection", "id"?,
 -- "data"?, "acl"?, "if_match"?} and calls the function its single request calls, so
 -- row-level security, JSON Schema and versions decide exactly as they do there.
--- `if_match` is a version: a number, or the ETag string a single request's If-Match
--- takes ("3", "\"3\"", "W/\"3\"", "*" for none).
+-- `if_match` is a version: a whole JSON number (not 3.0), or the ETag string a single
+-- request's If-Match takes, read as proxy/src/routes/input.rs `if_match` reads the
+-- header ("3", "+3", "\"3\"", "W/\"3\"", "*" for none; blanks around it ignored).
 --
 -- The answer is {"results": [{"status": 201|200|204, "document"?: {...}}, ...]}. A
 -- malformed batch is 22023 invalid_batch before anything runs. A failing operation's
@@ -43,7 +44,8 @@ language plpgsql volatile
 as $$
 declare
     n integer;
-    v_max integer := baas._batch_max_operations();
+    -- The settings row always exists; 100 (the default) should it ever not.
+    v_max integer := coalesce(baas._batch_max_operations(), 100);
     op jsonb;
     v_op text;
     v_bad text;
@@ -107,14 +109,17 @@ begin
             else
                 v_im := op -> 'if_match';
                 if jsonb_typeof(v_im) = 'number' then
-                    if v_im::numeric >= 1 and v_im::numeric <= 9223372036854775807 and v_im::numeric = trunc(v_im::numeric) then
+                    -- Digits only: 3.0 is refused as If-Match: 3.0 is (3e0 arrives as 3).
+                    if v_im::text ~ '^[0-9]{1,19}$' and v_im::numeric between 1 and 9223372036854775807 then
                         v_version := v_im::numeric::bigint;
                     else
                         v_bad := 'if_match must be a document version: a whole number from 1, or the ETag string, e.g. "\"3\""';
                     end if;
                 elsif jsonb_typeof(v_im) = 'string' then
-                    -- As the single routes read If-Match: `*` is none, W/ and quotes optional.
-                    v_text := btrim(v_im #>> '{}');
+                    -- As the single routes read If-Match (Rust's str::trim, then `*` is
+                    -- none, W/ and quotes optional, then i64 parsing: an optional +, any
+                    -- digits, a value from 1 to 2^63-1).
+                    v_text := btrim(v_im #>> '{}', E' \t\n\v\f\r\u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000');
                     if v_text <> '*' then
                         if v_text like 'W/%' then
                             v_text := substr(v_text, 3);
@@ -122,7 +127,10 @@ begin
                         if length(v_text) >= 2 and v_text like '"%"' then
                             v_text := substr(v_text, 2, length(v_text) - 2);
                         end if;
-                        if v_text ~ '^[0-9]{1,18}$' and v_text::bigint >= 1 then
+                        if v_text ~ '^\+?[0-9]+$' then
+                            v_text := ltrim(ltrim(v_text, '+'), '0');
+                        end if;
+                        if v_text ~ '^[0-9]{1,19}$' and v_text::numeric <= 9223372036854775807 then
                             v_version := v_text::bigint;
                         else
                             v_bad := format('if_match must be a document version, e.g. 3 or "\"3\"" (got %s)', v_im);

@@ -2,7 +2,7 @@
 -- through baas.as_user, all or none, the failing operation named, invalid_batch, the
 -- if_match forms, and the max_batch_operations setting.
 begin;
-select plan(31);
+select plan(34);
 
 -- As a user (NULL: anonymous): 'ok' or 'SQLSTATE detail | message'.
 create function pg_temp.batch_as(uid text, ops jsonb) returns text language plpgsql as $$
@@ -113,6 +113,22 @@ select is(pg_temp.batch_as(:'a', '[1]'), '22023 invalid_batch | batch operation 
 select is(pg_temp.batch_as(:'a', jsonb_build_array(
               jsonb_build_object('op', 'patch', 'collection', 'bt', 'id', :'adoc', 'data', '{}'::jsonb, 'if_match', '*'))),
           'ok', 'if_match "*": no precondition, as If-Match: *');
+
+-- if_match strings are read as the single routes read If-Match (input.rs if_match):
+-- blanks around, W/, quotes, a +, leading zeros; each of these means version 999.
+select is((select array_agg(f order by f) from unnest(array[' "999" ', '+999', '"+999"', 'W/"0999"',
+                  '0000000000000000000999', E'\t999\u00a0']) f
+            where pg_temp.batch_as(:'a', jsonb_build_array(jsonb_build_object('op', 'patch', 'collection', 'bt',
+                      'id', :'adoc', 'data', '{}'::jsonb, 'if_match', f))) !~ '^40001 version_conflict \| .*, not 999$'),
+          null, 'if_match forms the If-Match header takes');
+select is((select array_agg(f::text order by f::text) from unnest(array['"3.0"', '"3e0"', '"\" 3\""', '"9223372036854775808"',
+                  '"-1"', '"0"', '"+"', '"W/*"', '3.0', '10000000000000000000', '0']::jsonb[]) f
+            where pg_temp.batch_as(:'a', jsonb_build_array(jsonb_build_object('op', 'patch', 'collection', 'bt',
+                      'id', :'adoc', 'data', '{}'::jsonb, 'if_match', f))) !~ '^22023 invalid_batch \| batch operation 0: if_match must be'),
+          null, 'if_match forms the If-Match header refuses: fractions, exponents, blanks inside quotes, over 2^63-1, below 1');
+select matches(pg_temp.batch_as(:'a', jsonb_build_array(jsonb_build_object('op', 'patch', 'collection', 'bt',
+                   'id', :'adoc', 'data', '{}'::jsonb, 'if_match', 9223372036854775807))),
+          '^40001 version_conflict \| .*, not 9223372036854775807$', 'the largest version as a JSON number');
 
 -- The cap: baas.settings.max_batch_operations (1..1000, default 100).
 select is((select max_batch_operations from baas.settings), 100, 'max_batch_operations defaults to 100');
