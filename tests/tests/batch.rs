@@ -157,34 +157,60 @@ fn fifty_concurrent_batches_lose_no_increment() {
     let a = signup("batch-counter");
     let c1 = create_doc(&c, Some(&a.access), json!({"n": 0}), None);
     let c2 = create_doc(&c, Some(&a.access), json!({"n": 0}), None);
-    let conflicts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let threads: Vec<_> = (0..50)
+    // A third document no batch may write: a patch of it with a wrong if_match fails
+    // some batches at their last operation, after both counters' patches succeeded.
+    let c3 = create_doc(&c, Some(&a.access), json!({"n": 0}), None);
+    let count = |n: &std::sync::Arc<std::sync::atomic::AtomicUsize>| n.load(std::sync::atomic::Ordering::Relaxed);
+    let [successes, conflicts, failed_last] = [(); 3].map(|_| std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+    let threads: Vec<_> = (0..50u64)
         .map(|i| {
-            let (c, c1, c2, t, conflicts) = (c.clone(), c1.clone(), c2.clone(), a.access.clone(), conflicts.clone());
-            std::thread::spawn(move || loop {
-                // Read both in one batch, write both in another, each write guarded by
-                // the version read: a stale one fails the whole batch with 412.
-                let g = batch(Some(&t), json!([{"op": "get", "collection": c, "id": c1}, {"op": "get", "collection": c, "id": c2}]));
-                assert_eq!(g.status, 200, "{}", g.body);
-                let d = |k: usize| g.body["results"][k]["document"].clone();
-                let (d1, d2) = (d(0), d(1));
-                // Alternate the ETag and number forms of if_match.
-                let (v1, v2) = if i % 2 == 0 {
-                    (json!(d1["version"]), json!(format!("\"{}\"", d2["version"])))
-                } else {
-                    (json!(format!("W/\"{}\"", d1["version"])), json!(d2["version"]))
+            let (c, c1, c2, c3, t) = (c.clone(), c1.clone(), c2.clone(), c3.clone(), a.access.clone());
+            let (successes, conflicts, failed_last) = (successes.clone(), conflicts.clone(), failed_last.clone());
+            std::thread::spawn(move || {
+                // A small per-thread generator (xorshift): which attempts carry the failing
+                // third operation varies from run to run and thread to thread.
+                let mut rng = ((std::process::id() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((i + 1) << 17)) | 1;
+                let mut coin = move || {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng % 3 == 0
                 };
-                let w = batch(Some(&t), json!([
-                    {"op": "patch", "collection": c, "id": c1, "data": {"n": d1["data"]["n"].as_i64().unwrap() + 1}, "if_match": v1},
-                    {"op": "patch", "collection": c, "id": c2, "data": {"n": d2["data"]["n"].as_i64().unwrap() + 1}, "if_match": v2},
-                ]));
-                match (w.status, w.code()) {
-                    (200, _) => break,
-                    (412, "version_conflict") => {
-                        assert!(w.body["error"]["operation"].as_i64().is_some_and(|n| n == 0 || n == 1), "{}", w.body);
-                        conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                loop {
+                    // Read both in one batch, write both in another, each write guarded by
+                    // the version read: a stale one fails the whole batch with 412.
+                    let g = batch(Some(&t), json!([{"op": "get", "collection": c, "id": c1}, {"op": "get", "collection": c, "id": c2}]));
+                    assert_eq!(g.status, 200, "{}", g.body);
+                    let d = |k: usize| g.body["results"][k]["document"].clone();
+                    let (d1, d2) = (d(0), d(1));
+                    // Alternate the ETag and number forms of if_match.
+                    let (v1, v2) = if i % 2 == 0 {
+                        (json!(d1["version"]), json!(format!("\"{}\"", d2["version"])))
+                    } else {
+                        (json!(format!("W/\"{}\"", d1["version"])), json!(d2["version"]))
+                    };
+                    let mut ops = vec![
+                        json!({"op": "patch", "collection": c, "id": c1, "data": {"n": d1["data"]["n"].as_i64().unwrap() + 1}, "if_match": v1}),
+                        json!({"op": "patch", "collection": c, "id": c2, "data": {"n": d2["data"]["n"].as_i64().unwrap() + 1}, "if_match": v2}),
+                    ];
+                    let doomed = coin();
+                    if doomed {
+                        ops.push(json!({"op": "patch", "collection": c, "id": c3, "data": {"n": 1}, "if_match": 1_000_000}));
                     }
-                    (s, _) => panic!("unexpected {s}: {}", w.body),
+                    let w = batch(Some(&t), json!(ops));
+                    match (w.status, w.code(), w.body["error"]["operation"].as_i64()) {
+                        (200, _, _) if !doomed => {
+                            successes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            break;
+                        }
+                        (412, "version_conflict", Some(2)) if doomed => {
+                            failed_last.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        (412, "version_conflict", Some(0 | 1)) | (409, "serialization_failure", _) => {
+                            conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        (s, _, _) => panic!("unexpected {s} (third operation: {doomed}): {}", w.body),
+                    }
                 }
             })
         })
@@ -192,11 +218,17 @@ fn fifty_concurrent_batches_lose_no_increment() {
     for t in threads {
         t.join().unwrap();
     }
-    let n = conflicts.load(std::sync::atomic::Ordering::Relaxed);
+    let (ok, n, last) = (count(&successes), count(&conflicts), count(&failed_last));
+    assert_eq!(ok, 50);
+    assert!(last > 0, "no batch failed at its third operation after both patches ({n} conflicts): the test tested nothing");
+    // Every batch that failed, at whatever operation, left nothing: each counter moved
+    // once per successful batch, no more.
     for id in [&c1, &c2] {
         let g = get_doc(&c, id, &a.access);
-        assert_eq!((g.body["data"]["n"].as_i64(), g.body["version"].as_i64()), (Some(50), Some(51)), "after {n} conflicts");
+        assert_eq!((g.body["data"]["n"].as_i64(), g.body["version"].as_i64()), (Some(ok as i64), Some(ok as i64 + 1)), "after {n} conflicts and {last} failures at the third operation");
     }
+    let g = get_doc(&c, &c3, &a.access);
+    assert_eq!((g.body["data"]["n"].as_i64(), g.body["version"].as_i64()), (Some(0), Some(1)));
 }
 
 #[test]
@@ -232,6 +264,11 @@ fn malformed_batches_are_refused_before_anything_runs() {
         (json!({"op": "get", "collection": c, "id": id, "data": {}}), "get takes no data"),
         (json!({"op": "patch", "collection": c, "id": id, "data": {}, "if_match": "banana"}), "if_match must be a document version"),
         (json!({"op": "patch", "collection": c, "id": id, "data": {}, "if_match": 0}), "if_match must be a document version"),
+        // As the If-Match header: no fractions or exponents, as strings or numbers.
+        (json!({"op": "patch", "collection": c, "id": id, "data": {}, "if_match": "3.0"}), "if_match must be a document version"),
+        (json!({"op": "patch", "collection": c, "id": id, "data": {}, "if_match": "3e0"}), "if_match must be a document version"),
+        (json!({"op": "patch", "collection": c, "id": id, "data": {}, "if_match": 3.0}), "if_match must be a document version"),
+        (json!({"op": "patch", "collection": c, "id": id, "data": {}, "if_match": "9223372036854775808"}), "if_match must be a document version"),
         (json!({"op": "patch", "collection": c, "id": id, "data": {}, "owner": a.id}), "unknown field \"owner\""),
         (json!("get"), "must be a JSON object"),
     ] {
@@ -282,8 +319,11 @@ fn a_get_sees_the_batchs_earlier_writes_and_numbers_keep_every_digit() {
 
 #[test]
 fn a_batch_costs_one_request_per_operation_of_the_rate_limit() {
+    // 6 a minute: one token back every 10 s. Every assertion below that counts tokens
+    // holds only while none came back; on a machine so slow that 9 s passed, the rest is
+    // not asserted (and said so), rather than failing on timing.
     let url = env().cluster.authenticator_url().unwrap();
-    let p = Proxy::start(&url, &["--rate-limits", "on", "--rate-limit-requests-per-minute", "10"]).unwrap();
+    let p = Proxy::start(&url, &["--rate-limits", "on", "--rate-limit-requests-per-minute", "6"]).unwrap();
     let c = collection("batch_rate", json!({}));
     let a = signup("batch-rate");
     let x = create_doc(&c, Some(&a.access), json!({"n": 0}), None);
@@ -292,11 +332,37 @@ fn a_batch_costs_one_request_per_operation_of_the_rate_limit() {
         let body = json!({"operations": vec![get.clone(); n]}).to_string();
         request_at(&p.base(), "POST", "/v1/batch", Some(&a.access), &[], Some(&body))
     };
-    assert_eq!(send(7).status, 200, "7 of the 10 a minute");
+    let t0 = std::time::Instant::now();
+    let in_time = || {
+        let ok = t0.elapsed() < std::time::Duration::from_secs(9);
+        if !ok {
+            eprintln!("the machine is too slow for this test's token counting (9 s passed): not asserted");
+        }
+        ok
+    };
+    // More operations than the whole allowance: never payable, refused (not clamped).
+    let r = send(7);
+    assert_eq!((r.status, r.code()), (400, "invalid_batch"), "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("at most 6 operations per batch"), "{}", r.body);
+    assert!(r.header("retry-after").is_none());
+    // That request spent its own token (every request does): 5 left.
+    let r = send(2);
+    assert_eq!(r.status, 200, "2 of the 5 left: {}", r.body);
     let r = send(4);
-    assert_eq!((r.status, r.code()), (429, "rate_limited"), "3 left: {}", r.body);
+    if !in_time() {
+        return;
+    }
+    assert_eq!((r.status, r.code()), (429, "rate_limited"), "3 left, 4 wanted: {}", r.body);
     assert!(r.header("retry-after").is_some());
-    // The refused request spent one token (every request does), its other three none.
-    assert_eq!(send(2).status, 200, "2 left");
-    assert_eq!(send(1).status, 429, "none left");
+    // The refused request spent its one token, its other three none: 2 left.
+    let r = send(2);
+    if !in_time() {
+        return;
+    }
+    assert_eq!(r.status, 200, "2 left: {}", r.body);
+    let r = send(1);
+    if !in_time() {
+        return;
+    }
+    assert_eq!((r.status, r.code()), (429, "rate_limited"), "none left: {}", r.body);
 }
