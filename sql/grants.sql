@@ -353,6 +353,12 @@ grant execute on function
   to baas_anon, baas_user, baas_service;
 
 -- batches (issue 18, sql/batch.sql): package B.
+-- baas.batch runs as the caller (each operation is the single request's function);
+-- _batch_max_operations reads the cap from the private settings for it.
+grant execute on function
+    baas._batch_max_operations(),
+    baas.batch(jsonb)
+  to baas_anon, baas_user, baas_service;
 
 -- webhooks (issue 18, sql/webhooks.sql): package D. DBA-only administration.
 -- create_webhook, drop_webhook, set_webhook_active, the replays, purge_webhook_events

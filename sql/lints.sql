@@ -88,6 +88,7 @@ as $$
            -- references (issue 18, package C)
            '_check_references', '_expand_tree', '_ref_key', '_ref_value', '_ref_profiles', '_max_expand_references', '_expand_level',
            '_lower_references', '_max_response_bytes', '_expand_checked',
+           '_batch_max_operations', -- batches (issue 18, sql/batch.sql)
            '_protected_table_stub'])
             or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
      group by p.oid
@@ -149,6 +150,7 @@ as $$
            -- tables over HTTP (package C)
            'table_list', 'table_get', 'table_insert', 'table_update', 'table_delete',
            'create_webhook', 'drop_webhook', 'set_webhook_active', 'replay_webhook_event', 'replay_dead_webhook_events', 'purge_webhook_events', -- webhooks (sql/webhooks.sql)
+           'batch', -- batches (issue 18, sql/batch.sql)
            -- DBA tools
            'as_user', 'purge_audit_log', 'security_lints',
            -- housekeeping (sql/housekeeping.sql)

@@ -24,6 +24,8 @@ pub struct ApiError {
     /// A plain `RAISE EXCEPTION` (P0001): a 500 elsewhere, but on the RPC routes the
     /// function's own words, 400 `raised` (server.rs swaps this in).
     pub raised: Option<Box<ApiError>>,
+    /// A batch's failing operation, 0-based (POST /v1/batch): error.operation.
+    pub operation: Option<usize>,
 }
 
 impl ApiError {
@@ -38,6 +40,7 @@ impl ApiError {
             hint: None,
             detail: None,
             raised: None,
+            operation: None,
         }
     }
     pub fn rate_limited(retry_after: u64) -> Self {
@@ -68,6 +71,9 @@ impl ApiError {
         }
         if let Some(d) = &self.detail {
             e["detail"] = json!(d);
+        }
+        if let Some(n) = self.operation {
+            e["operation"] = json!(n);
         }
         json!({ "error": e }).to_string().into_bytes()
     }
@@ -104,6 +110,20 @@ impl ApiError {
         let mut e = Self::new(status, code, shown);
         (e.etag, e.grant_refused, e.raised) = (etag, grant_refused, raised);
         e
+    }
+
+    /// An error of `baas.batch` (issue 18, package B): a failing operation's message is
+    /// `batch operation <n>: <its own message>`. The index moves to `operation` and the
+    /// message becomes the operation's own, as its single request answers it. A 412's
+    /// ETag is dropped: on the batch's reply it would name no document.
+    pub fn batch_operation(mut self) -> Self {
+        let split = self.message.strip_prefix(BATCH_OPERATION).and_then(|r| r.split_once(": "));
+        if let Some((n, rest)) = split.and_then(|(n, rest)| Some((n.parse::<usize>().ok()?, rest))) {
+            self.message = rest.to_string();
+            self.operation = Some(n);
+        }
+        self.etag = None;
+        self
     }
 
     /// An error a user's function chose (rpc, package A): its status, its DETAIL as the
@@ -156,6 +176,9 @@ fn default_code_for(status: StatusCode) -> String {
     let out = out.trim_matches('_').to_string();
     if is_code(&out) { out } else { "client_error".into() }
 }
+
+/// How baas.batch (sql/batch.sql) begins the message of a failing operation's error.
+const BATCH_OPERATION: &str = "batch operation ";
 
 fn is_code(s: &str) -> bool {
     !s.is_empty()
@@ -338,6 +361,21 @@ mod tests {
             let r = ApiError::from_sqlstate("P0001", "m", Some(code), None, false).raised.unwrap();
             assert_eq!((r.status.as_u16(), r.code.as_str()), (status, code), "{code}");
         }
+    }
+
+    #[test]
+    fn a_batch_error_names_its_operation() {
+        let e = ApiError::from_sqlstate("40001", "batch operation 3: document is at version 2, not 1", Some("version_conflict"), Some("2"), false)
+            .batch_operation();
+        assert_eq!((e.status, e.code.as_str(), e.message.as_str(), e.operation, e.etag.as_deref()), (StatusCode::PRECONDITION_FAILED, "version_conflict", "document is at version 2, not 1", Some(3), None));
+        let body: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(body, json!({"error": {"code": "version_conflict", "message": "document is at version 2, not 1", "operation": 3}}));
+        // A whole-batch error (no operation) and anything else keep their words.
+        for m in ["operations is empty: send at least one operation", "batch operation x: y", "batch operation 2 no colon"] {
+            let e = ApiError::from_sqlstate("22023", m, Some("invalid_batch"), None, false).batch_operation();
+            assert_eq!((e.message.as_str(), e.operation), (m, None));
+        }
+        assert_eq!(ApiError::internal().body(), br#"{"error":{"code":"internal_error","message":"internal error"}}"#.to_vec(), "other errors unchanged");
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub enum LimitKey {
     BodyAndIp(&'static str, &'static str),
     /// `ratelimit::account_key(prefix, <the token's sub>)`.
     Subject(&'static str),
+    /// The client's address, one more token per element of this body array beyond the
+    /// first (the request itself took one): a batch costs what its operations would
+    /// (ratelimit::Limiter::check_batch).
+    IpPerItem(&'static str),
 }
 
 /// How a route talks: JSON in and out now. Raw uploads/downloads, SSE, WebSocket
@@ -222,6 +226,9 @@ pub enum Shape {
     ErrorResult(&'static str),
     /// The RPC door: column 2 true -> 204, else 200 with column 1 (the function's JSON).
     Rpc,
+    /// A batch (POST /v1/batch): as Json; a failing operation's error carries its
+    /// index as error.operation (ApiError::batch_operation).
+    Batch,
 }
 
 /// The raw (still percent-encoded) path parameters of a match.

@@ -358,6 +358,7 @@ impl App {
                 Some(raised) if route.answer.shape == Shape::Rpc => *raised,
                 raised => ApiError { raised, ..e },
             })
+            .map_err(|e| if route.answer.shape == Shape::Batch { e.batch_operation() } else { e })
             .map_err(|e| reword_refusal(e, route, claims.is_some()))
             .map_err(|e| if short_timeout { self.reword_anonymous_timeout(e) } else { e })?;
         answer(route, out)
@@ -394,6 +395,17 @@ impl App {
                     Some(v) => format!("{}@{ip_key}", ratelimit::account_key(prefix, v)),
                     None => continue,
                 },
+                LimitKey::IpPerItem(name) => {
+                    let n = field(name).and_then(Value::as_array).map_or(0, Vec::len);
+                    self.limiter.check_batch(l.kind, ip_key, u32::try_from(n).unwrap_or(u32::MAX)).map_err(|r| match r {
+                        ratelimit::BatchRefusal::Wait(secs) => ApiError::rate_limited(secs),
+                        ratelimit::BatchRefusal::TooLarge { allowed, per_secs } => ApiError::bad_request(
+                            "invalid_batch",
+                            format!("a batch of {n} operations costs {n} requests, but the request rate limit allows at most {allowed} per {per_secs} s per address: send at most {allowed} operations per batch"),
+                        ),
+                    })?;
+                    continue;
+                }
                 LimitKey::Subject(prefix) => {
                     let sub = claims.and_then(|c| serde_json::from_str::<Value>(c).ok()).and_then(|c| c["sub"].as_str().map(str::to_string));
                     ratelimit::account_key(prefix, &sub.unwrap_or_default())
@@ -700,7 +712,7 @@ fn answer(route: &Route, out: Option<db::Out>) -> Result<Reply, ApiError> {
                 return Ok(Reply::empty(StatusCode::NO_CONTENT));
             }
         }
-        Shape::Json | Shape::Void => {}
+        Shape::Json | Shape::Void | Shape::Batch => {}
     }
     // An ErrorResult route whose success has no body (a password reset).
     if a.status == StatusCode::NO_CONTENT {

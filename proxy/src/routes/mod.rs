@@ -504,6 +504,14 @@ pub static ROUTES: &[Route] = &[
         .answer(OK, Shape::Document).private(),
     r("delete_row", DELETE, ROW, Anyone)
         .sql("select baas.table_delete($1, $2, $3)", &[Path(0), Path(1), IfMatch]).answer(NO_CONTENT, Shape::Void),
+    // --- batch (issue 18): document operations, all or none, as the caller (sql/batch.sql,
+    // docs/batch.md). The body as sent (Arg::RawBody): numbers keep every digit. Each
+    // operation beyond the first costs one more request of the client's rate limit.
+    r("batch", POST, &[lit("v1"), lit("batch")], Anyone)
+        .body(&[opt("operations", Any)])
+        .limits(&[Limit { kind: Kind::Request, key: LimitKey::IpPerItem("operations"), when: None }])
+        .sql("select x::text from baas.batch(($1::text::jsonb) -> 'operations') x", &[Arg::RawBody])
+        .answer(OK, Shape::Batch).private(),
     // --- live change feeds (docs/realtime-protocol.md): the transports run them, no SQL
     // here; the token may also come as ?access_token= (browsers cannot set headers on
     // EventSource and WebSocket).
@@ -603,7 +611,7 @@ mod tests {
                 }
             }
             for l in r.limits {
-                if let LimitKey::Body(_, f) | LimitKey::BodyAndIp(_, f) = l.key {
+                if let LimitKey::Body(_, f) | LimitKey::BodyAndIp(_, f) | LimitKey::IpPerItem(f) = l.key {
                     assert!(r.body.unwrap_or(&[]).iter().any(|x| x.name == f), "{}: limit field {f}", r.name);
                 }
             }
