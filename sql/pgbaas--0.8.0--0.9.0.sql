@@ -1276,7 +1276,18 @@ begin
     r := r || jsonb_build_object('uploads', baas.cleanup_uploads(100),
                                  'blob_rows', baas.cleanup_blobs(16));
 
-    -- webhook events: wired at merge
+    -- Webhook events (sql/webhooks.sql) delivered more than a day ago, or dead more
+    -- than 30 days ago (baas.webhook_dead_letters keeps them for replay until then);
+    -- pending ones always stay. baas.purge_webhook_events stays for manual use.
+    delete from baas.webhook_events e
+     where e.id in (
+         select x.id from baas.webhook_events x
+          where (x.delivered_at is not null or x.dead_at is not null)
+            and coalesce(x.delivered_at, x.dead_at) < now() - interval '1 day'
+            and (x.dead_at is null or x.dead_at < now() - interval '30 days')
+          limit batch for update skip locked);
+    get diagnostics n = row_count;
+    r := r || jsonb_build_object('webhook_events', n);
     return r;
 end
 $$;

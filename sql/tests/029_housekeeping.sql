@@ -1,7 +1,7 @@
 -- pgbaas's own housekeeping (issue 18, package E; sql/housekeeping.sql): what a run
 -- removes and keeps, its answer, its retention setting, and who may run it.
 begin;
-select plan(27);
+select plan(29);
 
 -- Who may run it: the proxy's login role and DBAs, no API role.
 select is(pg_temp.sqlstate_as('baas_anon', 'select baas.housekeeping()'), '42501', 'baas_anon may not run housekeeping');
@@ -108,10 +108,10 @@ insert into baas.refresh_tokens (token_hash, session_id, used_at, successor)
 select sha256(('hk-sealed-' || i)::bytea), (select id from baas.sessions where user_id = :'live_uid' and expires_at > now() limit 1),
        now() - interval '1 hour', '\x00' from generate_series(1, 1001) i;
 select baas.housekeeping() as batch_run \gset
-select is(:'batch_run'::jsonb - 'uploads' - 'blob_rows' - 'login_throttles' - 'trusted_sources' - 'oidc_used_tokens',
+select is(:'batch_run'::jsonb - 'uploads' - 'blob_rows' - 'login_throttles' - 'trusted_sources' - 'oidc_used_tokens' - 'webhook_events',
           '{"auth_tokens": 1000, "email_outbox": 1000, "sessions": 1000, "sealed_refresh_tokens": 1000}'::jsonb,
           'a run removes at most 1000 of each kind');
-select is(baas.housekeeping() - 'uploads' - 'blob_rows' - 'login_throttles' - 'trusted_sources' - 'oidc_used_tokens',
+select is(baas.housekeeping() - 'uploads' - 'blob_rows' - 'login_throttles' - 'trusted_sources' - 'oidc_used_tokens' - 'webhook_events',
           '{"auth_tokens": 1, "email_outbox": 1, "sessions": 1, "sealed_refresh_tokens": 1}'::jsonb,
           'the next run takes the rest');
 select is((select count(*) from baas.refresh_tokens where token_hash = sha256('hk-sealed-1'::bytea)), 1::bigint,
@@ -124,6 +124,23 @@ insert into baas.refresh_tokens (token_hash, session_id)
 select sha256(('hk-rt-' || i)::bytea), '00000000-0000-7000-8000-00000000beef' from generate_series(1, 1500) i;
 select is((baas.housekeeping() ->> 'sessions')::int, 0, 'a session with more refresh tokens than a batch waits for them');
 select is(baas.housekeeping() ->> 'sessions', '1', 'then goes in the next run');
+
+-- Webhook events (wired in at merge): delivered a day ago or dead a month ago go;
+-- pending ones, fresh dead letters and recent deliveries stay.
+select baas.create_collection('hk_hooked') is not null as hc \gset
+select baas.create_webhook('hk', 'http://127.0.0.1:9/hook', collection => 'hk_hooked') is not null as hw \gset
+insert into baas.webhook_events (webhook_id, type, key, payload, created_at, delivered_at, dead_at)
+select w.id, 'document.created', v.key, '{}', now() - interval '60 days', v.delivered_at, v.dead_at
+  from baas.webhooks w,
+       (values ('old-delivered', now() - interval '2 days', null::timestamptz),
+               ('new-delivered', now() - interval '1 hour', null),
+               ('old-dead', null, now() - interval '31 days'),
+               ('new-dead', null, now() - interval '2 days'),
+               ('pending', null, null)) v(key, delivered_at, dead_at)
+ where w.name = 'hk';
+select is(baas.housekeeping() ->> 'webhook_events', '2', 'old delivered and long-dead webhook events go');
+select is(array(select key from baas.webhook_events order by key), array['new-dead', 'new-delivered', 'pending'],
+          'pending events, recent deliveries and fresh dead letters stay');
 
 select * from finish();
 rollback;

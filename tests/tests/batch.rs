@@ -366,3 +366,44 @@ fn a_batch_costs_one_request_per_operation_of_the_rate_limit() {
     }
     assert_eq!((r.status, r.code()), (429, "rate_limited"), "none left: {}", r.body);
 }
+
+/// Batches and field operators together (issues 18 A and B, added at merge): a transfer
+/// as two `$inc`s needs no read and no retry, 50 at once lose nothing, and an operator
+/// patch undone by a later failing operation leaves no trace.
+#[test]
+fn fifty_concurrent_transfers_with_operators_lose_nothing() {
+    let c = collection("batch_ops", json!({}));
+    let a = signup("batch-ops");
+    let from = create_doc(&c, Some(&a.access), json!({"balance": 100}), None);
+    let to = create_doc(&c, Some(&a.access), json!({"balance": 0, "log": []}), None);
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            let (c, from, to, t) = (c.clone(), from.clone(), to.clone(), a.access.clone());
+            std::thread::spawn(move || {
+                // The same order in every batch (from, then to): no deadlock to retry.
+                let w = batch(Some(&t), json!([
+                    {"op": "patch", "collection": c, "id": from, "data": {"$inc": {"balance": -1.5}}},
+                    {"op": "patch", "collection": c, "id": to, "data": {"$inc": {"balance": 1.5}, "$addToSet": {"log": i}}},
+                ]));
+                assert_eq!(w.status, 200, "{}", w.body);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let f = get_doc(&c, &from, &a.access);
+    let g = get_doc(&c, &to, &a.access);
+    assert_eq!(f.body["data"]["balance"], json!(25.0), "{}", f.body);
+    assert_eq!(g.body["data"]["balance"], json!(75.0), "{}", g.body);
+    assert_eq!(g.body["data"]["log"].as_array().map(|l| l.len()), Some(50), "{}", g.body);
+    // An operator patch followed by a failing operation: nothing of it stays.
+    let w = batch(Some(&a.access), json!([
+        {"op": "patch", "collection": c, "id": from, "data": {"$inc": {"balance": -25}}},
+        {"op": "patch", "collection": c, "id": to, "data": {"$inc": {"log": 1}}},
+    ]));
+    assert_eq!((w.status, w.code()), (400, "operator_type_mismatch"), "{}", w.body);
+    assert_eq!(w.body["error"]["operation"], json!(1), "{}", w.body);
+    let f2 = get_doc(&c, &from, &a.access);
+    assert_eq!((&f2.body["data"]["balance"], &f2.body["version"]), (&json!(25.0), &f.body["version"]), "{}", f2.body);
+}
