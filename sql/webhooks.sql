@@ -38,12 +38,16 @@ select pg_catalog.pg_extension_config_dump('baas.webhooks', '');
 select pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('baas.webhooks', 'id')::regclass, '');
 
 -- The outbox: one row per event and webhook, written in the change's transaction.
--- key: the document's id or the row's primary key (JSON text); events of one
+-- key: the document's id or the row's primary key (JSON text; a change of the key files
+-- the event under the new key); events of one
 -- (webhook, key) go out one at a time, oldest first. Undelivered rows are dumped
 -- (pending and dead ones: a restore keeps them), delivered ones are not.
 create table baas.webhook_events (
     id bigint generated always as identity primary key,
     webhook_id integer not null references baas.webhooks (id) on delete cascade,
+    -- The webhook-id header (msg_<uuid>), the same on every attempt; unique across
+    -- databases, unlike id (a restored copy counts on from the same number).
+    message_id uuid not null default baas.uuid7(),
     type text not null,
     key text not null,
     payload jsonb not null,
@@ -56,11 +60,15 @@ create table baas.webhook_events (
     delivered_at timestamptz,
     dead_at timestamptz
 );
-create index webhook_events_due_idx on baas.webhook_events (next_attempt_at, id)
+-- The claim looks, per active webhook, for due events (due_idx) and counts those in
+-- flight (claimed_idx, only claimed rows): cheap when nothing is due, whatever the backlog.
+create index webhook_events_due_idx on baas.webhook_events (webhook_id, next_attempt_at, id)
     where delivered_at is null and dead_at is null;
+create index webhook_events_claimed_idx on baas.webhook_events (webhook_id, claimed_until)
+    where claimed_until is not null and delivered_at is null and dead_at is null;
 create index webhook_events_key_idx on baas.webhook_events (webhook_id, key, id)
     where delivered_at is null and dead_at is null;
-create index webhook_events_done_idx on baas.webhook_events (created_at)
+create index webhook_events_done_idx on baas.webhook_events ((coalesce(delivered_at, dead_at)))
     where delivered_at is not null or dead_at is not null;
 revoke all on baas.webhook_events from public;
 alter table baas.webhook_events enable row level security;
@@ -93,7 +101,9 @@ $$;
 
 -- Documents: one trigger for every collection. With no webhook on the document's
 -- collection it costs one probe of webhooks_collection_idx (an empty index when there
--- are no webhooks). Nothing is captured while a dump is loaded.
+-- are no webhooks). Nothing is captured while a dump is loaded. No pg_notify here: a
+-- notification takes a cluster-wide lock at commit, which would serialise every
+-- webhooked writer; the proxies poll (--webhook-poll-secs, 1 s by default) instead.
 create function baas._webhook_document() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
@@ -106,9 +116,13 @@ declare
     v_data jsonb;
     w record;
 begin
+    -- FOR KEY SHARE (the lock the outbox's foreign key takes anyway): a drop_webhook
+    -- under way makes this wait, then skip the dropped webhook, instead of failing the
+    -- user's write with a foreign-key violation.
     for w in select h.id from baas.webhooks h
               where h.collection_id = v_collection and h.active and v_op = any (h.events)
               order by h.id
+                for key share of h
     loop
         if v_data is null then
             if baas._restoring() then
@@ -122,7 +136,6 @@ begin
                 'document', case when tg_op <> 'DELETE' then baas._document_json(new, v_name) end,
                 'previous', case when tg_op <> 'INSERT' then baas._document_json(old, v_name) end);
             v_data := baas._webhook_payload(v_type, v_data);
-            perform pg_notify('baas_webhooks', '');
         end if;
         insert into baas.webhook_events (webhook_id, type, key, payload)
         values (w.id, v_type, (case when tg_op = 'DELETE' then old.id else new.id end)::text, v_data);
@@ -146,7 +159,8 @@ declare
     v_type text;
     i integer;
 begin
-    if not exists (select 1 from baas.webhooks h where h.id = v_id and h.active) or baas._restoring() then
+    perform from baas.webhooks h where h.id = v_id and h.active for key share of h;
+    if not found or baas._restoring() then
         return null;
     end if;
     for i in 1 .. tg_nargs - 1 loop
@@ -159,7 +173,6 @@ begin
         'key', v_key,
         'row', case when tg_op <> 'DELETE' then to_jsonb(new) end,
         'previous', case when tg_op <> 'INSERT' then to_jsonb(old) end)));
-    perform pg_notify('baas_webhooks', '');
     return null;
 end
 $$;
@@ -182,6 +195,7 @@ declare
     v_coll integer;
     v_secret text := create_webhook.secret;
     v_pk text[];
+    v_events text[];
     w baas.webhooks;
 begin
     if name is null or name !~ '^[a-z][a-z0-9_]{0,62}$' then
@@ -196,6 +210,8 @@ begin
     if events is null or events = '{}' or not events <@ '{insert,update,delete}' then
         perform baas._raise('22023', 'invalid_request', 'events must be a non-empty subset of {insert,update,delete}');
     end if;
+    -- Each once, in the order given ('{insert,insert}' would make a bad trigger).
+    v_events := array(select e from unnest(events) with ordinality u(e, n) group by e order by min(n));
     if max_attempts is null or max_attempts not between 1 and 100 then
         perform baas._raise('22023', 'invalid_request', 'max_attempts must be 1..100');
     end if;
@@ -203,7 +219,10 @@ begin
         v_secret := 'whsec_' || encode(sha256(convert_to(baas._new_refresh_token(), 'UTF8')), 'base64');
     else
         begin
-            if v_secret !~ '^whsec_[A-Za-z0-9+/]+={0,2}$' or length(decode(substr(v_secret, 7), 'base64')) not between 24 and 64 then
+            -- Canonical base64 only (what encode gives back: no stray trailing bits), as
+            -- the proxy decodes it strictly.
+            if v_secret !~ '^whsec_[A-Za-z0-9+/]+={0,2}$' or length(decode(substr(v_secret, 7), 'base64')) not between 24 and 64
+               or replace(encode(decode(substr(v_secret, 7), 'base64'), 'base64'), E'\n', '') <> substr(v_secret, 7) then
                 raise exception using errcode = '22023';
             end if;
         exception when others then
@@ -219,6 +238,12 @@ begin
         if (select c.relkind from pg_class c where c.oid = "table") not in ('r', 'p') then
             perform baas._raise('22023', 'invalid_request', format('%s is not a table', "table"));
         end if;
+        -- Not pgbaas's own tables (baas.webhook_events would capture itself without end;
+        -- baas.users holds password hashes) nor the system's.
+        if (select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = "table")
+           in ('baas', 'pg_catalog', 'information_schema', 'pg_toast') then
+            perform baas._raise('22023', 'invalid_request', format('%s belongs to pgbaas or the system: no webhooks on it', "table"));
+        end if;
         select array_agg(a.attname::text order by k.n) into v_pk
           from pg_index i
           cross join lateral unnest(i.indkey) with ordinality k(attnum, n)
@@ -229,16 +254,19 @@ begin
         end if;
     end if;
     insert into baas.webhooks (name, url, secret, collection_id, "table", events, max_attempts)
-    values (name, url, v_secret, v_coll, "table", events, max_attempts)
+    values (name, url, v_secret, v_coll, "table", v_events, max_attempts)
     returning * into w;
     if "table" is not null then
         execute format('create trigger %I after %s on %s for each row execute function baas._webhook_row(%s)',
                        'baas_webhook_' || w.id,
-                       array_to_string(array(select upper(e) from unnest(events) e order by e), ' or '),
+                       array_to_string(array(select upper(e) from unnest(v_events) e order by e), ' or '),
                        "table",
                        array_to_string(array[quote_literal(w.id::text)] || array(select quote_literal(c) from unnest(v_pk) c), ', '));
     end if;
-    perform baas._audit('webhook.create', collection => collection, details => jsonb_build_object('webhook', name, 'url', url, 'table', "table"::text));
+    -- The URL without credentials or query (either may hold a secret).
+    perform baas._audit('webhook.create', collection => collection, details => jsonb_build_object(
+        'webhook', name, 'url', regexp_replace(regexp_replace(url, '^(https?://)[^/?#]*@', '\1'), '[?#].*$', ''),
+        'table', "table"::text));
     return baas._webhook_json(w) || jsonb_build_object('secret', v_secret);
 end
 $$;
@@ -252,7 +280,8 @@ set search_path = pg_catalog, pg_temp
 as $$
     select jsonb_build_object('id', w.id, 'name', w.name, 'url', w.url,
         'collection', (select c.name from baas.collections c where c.id = w.collection_id),
-        'table', w."table"::text, 'events', to_jsonb(w.events), 'max_attempts', w.max_attempts,
+        -- null once the table is dropped (a bare OID is no name)
+        'table', (select c.oid::regclass::text from pg_class c where c.oid = w."table"), 'events', to_jsonb(w.events), 'max_attempts', w.max_attempts,
         'active', w.active, 'created_at', w.created_at)
 $$;
 
@@ -271,17 +300,27 @@ begin
 end
 $$;
 
--- DBAs: remove a webhook, its trigger (for a table) and its events, delivered or not.
--- P0002 webhook_not_found.
+-- DBAs: remove a webhook, its trigger (for a table whose table still exists) and its
+-- events, delivered or not. P0002 webhook_not_found.
+-- Concurrent writers: the trigger goes first (its table's lock waits for the table's
+-- writers, and later ones find no trigger), then the row is deleted; a document writer's
+-- capture reads webhooks FOR KEY SHARE, so it either holds the row (and the delete waits
+-- for its commit, the cascade then takes its event) or waits for the delete and skips
+-- the webhook. Either way the user's write succeeds; it never meets a foreign-key error.
+-- Locking the row before the trigger could deadlock with a table writer.
 create function baas.drop_webhook(name text) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     w baas.webhooks := baas._webhook_by_name(name);
+    v_table text;
 begin
     if w."table" is not null then
-        execute format('drop trigger if exists %I on %s', 'baas_webhook_' || w.id, w."table");
+        select c.oid::regclass::text into v_table from pg_class c where c.oid = w."table";
+        if v_table is not null then
+            execute format('drop trigger if exists %I on %s', 'baas_webhook_' || w.id, v_table);
+        end if;
     end if;
     delete from baas.webhooks h where h.id = w.id;
     perform baas._audit('webhook.drop', details => jsonb_build_object('webhook', w.name));
@@ -348,8 +387,8 @@ end
 $$;
 comment on function baas.replay_dead_webhook_events(text) is 'DBA: deliver every dead-lettered event of a webhook again; returns how many';
 
--- DBAs and housekeeping: delete delivered and dead events created more than
--- `older_than` ago (at least 1 hour); pending ones stay. Returns how many went.
+-- DBAs and housekeeping: delete events delivered or dead more than `older_than` ago
+-- (at least 1 hour); pending ones stay. Returns how many went.
 create function baas.purge_webhook_events(older_than interval) returns bigint
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -361,28 +400,31 @@ begin
         perform baas._raise('22023', 'invalid_request', 'older_than must be at least 1 hour');
     end if;
     delete from baas.webhook_events e
-     where (e.delivered_at is not null or e.dead_at is not null) and e.created_at < now() - older_than;
+     where (e.delivered_at is not null or e.dead_at is not null)
+       and coalesce(e.delivered_at, e.dead_at) < now() - older_than;
     get diagnostics n = row_count;
     return n;
 end
 $$;
 comment on function baas.purge_webhook_events(interval) is
-    'DBA/housekeeping: delete delivered and dead webhook events older than the interval (at least 1 hour); returns how many';
+    'DBA/housekeeping: delete webhook events delivered or dead longer ago than the interval (at least 1 hour); returns how many';
 
 ------------------------------------------------------------------------ the proxy's side
 -- Claim up to `max` due events for `lease_secs`, at most `per_webhook` in flight per
--- webhook (so that one slow endpoint cannot take every delivery slot), and only the
--- oldest undelivered event of each (webhook, key): the next one waits until it is
--- delivered or dead, so delivery is in order per document across any number of
--- proxies. The attempt counts now; an event whose lease lapsed with no attempt left is
--- dead here.
+-- webhook counted over the whole cluster (every proxy's deliveries), so that one slow
+-- endpoint cannot take every delivery slot, and only the oldest undelivered event of
+-- each (webhook, key): the next one waits until it is delivered or dead, so delivery is
+-- in order per document across any number of proxies. The attempt counts now; an event
+-- whose lease lapsed with no attempt left is dead here. Returns each event's
+-- webhook-id (msg_<message_id>), the same on every attempt.
+-- Cost: per active webhook one count of its claimed rows (claimed_idx) and one ordered
+-- walk of its due rows (due_idx) that stops after its share: nothing is rescanned per
+-- event, and a poll that finds nothing due is a few index probes.
 create function baas._webhook_claim(max integer, lease_secs integer, per_webhook integer)
-returns table (id bigint, webhook_id integer, url text, secret text, body text, attempt integer)
+returns table (id bigint, webhook_id integer, url text, secret text, body text, attempt integer, msg_id text)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-    v_ids bigint[];
 begin
     if max is null or max not between 1 and 1000 or lease_secs is null or lease_secs not between 1 and 86400
        or per_webhook is null or per_webhook not between 1 and 1000 then
@@ -395,38 +437,42 @@ begin
       from baas.webhooks w
      where w.id = e.webhook_id
        and e.id in (select x.id from baas.webhook_events x join baas.webhooks h on h.id = x.webhook_id
-                     where x.delivered_at is null and x.dead_at is null and x.claimed_until < now()
-                       and x.attempts >= h.max_attempts
+                     where x.claimed_until is not null and x.delivered_at is null and x.dead_at is null
+                       and x.claimed_until < now() and x.attempts >= h.max_attempts
                      limit 100
                        for update of x skip locked);
-    select array_agg(c.id) into v_ids
-      from (select x.id, row_number() over (partition by x.webhook_id order by x.next_attempt_at, x.id) as rn,
-                   (select count(*) from baas.webhook_events f
-                     where f.webhook_id = x.webhook_id and f.delivered_at is null and f.dead_at is null
-                       and f.claimed_until >= now()) as busy
-              from baas.webhook_events x
-              join baas.webhooks h on h.id = x.webhook_id and h.active
-             where x.delivered_at is null and x.dead_at is null and x.next_attempt_at <= now()
-               and (x.claimed_until is null or x.claimed_until < now())
-               and not exists (select 1 from baas.webhook_events p
-                                where p.webhook_id = x.webhook_id and p.key = x.key and p.id < x.id
-                                  and p.delivered_at is null and p.dead_at is null)) c
-     where c.rn + c.busy <= per_webhook;
-    if v_ids is null then
-        return;
-    end if;
     return query
+    with busy as (
+        select f.webhook_id, count(*)::integer as n
+          from baas.webhook_events f
+         where f.claimed_until is not null and f.delivered_at is null and f.dead_at is null
+           and f.claimed_until >= now()
+         group by f.webhook_id
+    ), picked as (
+        select c.id
+          from baas.webhooks h
+          left join busy b on b.webhook_id = h.id
+         cross join lateral (
+               select x.id, x.next_attempt_at
+                 from baas.webhook_events x
+                where x.webhook_id = h.id and x.delivered_at is null and x.dead_at is null
+                  and x.next_attempt_at <= now()
+                  and (x.claimed_until is null or x.claimed_until < now())
+                  and not exists (select 1 from baas.webhook_events p
+                                   where p.webhook_id = x.webhook_id and p.key = x.key and p.id < x.id
+                                     and p.delivered_at is null and p.dead_at is null)
+                order by x.next_attempt_at, x.id
+                limit greatest(per_webhook - coalesce(b.n, 0), 0)
+                  for update of x skip locked) c
+         where h.active and coalesce(b.n, 0) < per_webhook
+         order by c.next_attempt_at, c.id
+         limit max
+    )
     update baas.webhook_events e
        set attempts = e.attempts + 1, claimed_until = now() + make_interval(secs => lease_secs)
-      from baas.webhooks w
-     where w.id = e.webhook_id
-       and e.id in (select x.id from baas.webhook_events x
-                     where x.id = any (v_ids) and x.delivered_at is null and x.dead_at is null
-                       and (x.claimed_until is null or x.claimed_until < now())
-                     order by x.next_attempt_at, x.id
-                     limit max
-                       for update skip locked)
-    returning e.id, e.webhook_id, w.url, w.secret, e.payload::text, e.attempts;
+      from picked k, baas.webhooks w
+     where e.id = k.id and w.id = e.webhook_id
+    returning e.id, e.webhook_id, w.url, w.secret, e.payload::text, e.attempts, 'msg_' || e.message_id::text;
 end
 $$;
 

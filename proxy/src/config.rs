@@ -243,8 +243,8 @@ pub struct Config {
     pub mail_lease: Duration,
 
     // --- Webhooks (issue 18): the outbox's delivery worker (proxy/src/webhooks/).
-    /// Webhooks: seconds between looks at the webhook outbox besides notifications (0: no webhook worker)
-    #[arg(id = "webhook_poll_secs", value_name = "SECS", long = "webhook-poll-secs", env = "PGBAAS_WEBHOOK_POLL_SECS", default_value = "5", value_parser = int(0u64, 86_400, " s"))]
+    /// Webhooks: seconds between looks at the webhook outbox (0: no webhook worker)
+    #[arg(id = "webhook_poll_secs", value_name = "SECS", long = "webhook-poll-secs", env = "PGBAAS_WEBHOOK_POLL_SECS", default_value = "1", value_parser = int(0u64, 86_400, " s"))]
     pub webhook_poll_secs: u64,
 
     /// Webhooks: seconds one delivery (connect, POST, answer) may take

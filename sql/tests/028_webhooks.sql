@@ -2,7 +2,7 @@
 -- the writer's transaction, the claim's ordering per key, backoff, dead letters,
 -- replay, purge, and that all of it is the DBA's (and the proxy's) alone.
 begin;
-select plan(37);
+select plan(53);
 
 select baas.create_collection('hooked', '{"create": ["public"], "default_acl": {"read": ["public"], "update": ["public"], "delete": ["public"]}}') is not null as c \gset
 select baas.create_collection('quiet', '{"create": ["public"]}') is not null as q \gset
@@ -20,6 +20,11 @@ select is(pg_temp.detail_of($$ select baas.create_webhook('w2', 'http://x/', col
 select is(pg_temp.detail_of($$ select baas.create_webhook('w2', 'http://x/', collection => 'hooked', events => '{insert,upsert}') $$), '22023 invalid_request', 'unknown events');
 select is(pg_temp.detail_of($$ select baas.create_webhook('w2', 'http://x/', collection => 'hooked', secret => 'whsec_c2hvcnQ=') $$), '22023 invalid_request', 'a secret too short');
 select is(pg_temp.detail_of($$ select baas.create_webhook('w2', 'http://x/', collection => 'hooked', secret => 'whsec_!!!') $$), '22023 invalid_request', 'a secret that is not base64');
+select is(pg_temp.detail_of($$ select baas.create_webhook('w2', 'http://x/', collection => 'hooked', secret => 'whsec_' || repeat('A', 42) || 'B=') $$),
+          '22023 invalid_request', 'a secret in non-canonical base64 (stray trailing bits the proxy would refuse)');
+select is(baas.create_webhook('creds', 'https://u:pw@example.test/h?token=t', collection => 'quiet', events => '{delete}') ->> 'name', 'creds', 'a URL with credentials');
+select is((select details ->> 'url' from baas.audit_log where action = 'webhook.create' and details ->> 'webhook' = 'creds'),
+          'https://example.test/h', 'is audited without its credentials and query');
 select is(baas.create_webhook('mine', 'https://example.test/h', collection => 'hooked', events => '{delete}',
                               secret => 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw') ->> 'secret',
           'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'a secret of one''s own is kept');
@@ -64,9 +69,28 @@ select is((select count(*)::int from baas.webhook_dead_letters), 0, 'takes it ou
 select is(pg_temp.detail_of('select baas.replay_webhook_event(-1)'), 'P0002 webhook_event_not_found', 'an unknown event');
 select is(baas.replay_dead_webhook_events('orders'), 0::bigint, 'replay_dead_webhook_events counts what it replays');
 
--- Purge: delivered and dead rows only.
+-- Purge: rows delivered or dead long enough ago only.
 update baas.webhook_events set created_at = now() - interval '2 days';
-select is(baas.purge_webhook_events('1 day'), 1::bigint, 'purge_webhook_events removes the delivered event, keeps pending ones');
+update baas.webhook_events set delivered_at = now() - interval '2 days' where delivered_at is not null;
+update baas.webhook_events set dead_at = now(), last_error = 'fresh'
+ where type = 'document.deleted' and webhook_id = (select id from baas.webhooks where name = 'mine');
+select is(baas.purge_webhook_events('1 day'), 1::bigint, 'purge_webhook_events removes the event delivered 2 days ago, keeps pending ones');
+select is((select last_error from baas.webhook_dead_letters), 'fresh', 'and an event created long ago but dead only now');
+
+-- A lapsed lease (a proxy that never reported back): claimed again with the same
+-- webhook-id; with no attempt left, dead.
+update baas.webhooks set active = false where name in ('orders', 'mine');
+select baas.create_webhook('lapse', 'http://127.0.0.1:9/l', collection => 'quiet', max_attempts => 2) is not null as l \gset
+select is(pg_temp.outcome_as(null, $$ select baas.create_document('quiet', '{"n": 2}') $$), 'ok', 'a write for a webhook with 2 attempts');
+create temp table c1 as select * from baas._webhook_claim(10, 60, 10);
+select is((select msg_id ~ '^msg_[0-9a-f-]{36}$' and attempt = 1 from c1), true, 'claimed once: attempt 1, webhook-id msg_<uuid>');
+update baas.webhook_events set claimed_until = now() - interval '1 second' where webhook_id = (select id from baas.webhooks where name = 'lapse');
+select is((select msg_id || ' ' || attempt from baas._webhook_claim(10, 60, 10)), (select msg_id || ' 2' from c1),
+          'its lease lapsed: claimed again, the same webhook-id, the next attempt');
+update baas.webhook_events set claimed_until = now() - interval '1 second' where webhook_id = (select id from baas.webhooks where name = 'lapse');
+select is((select count(*)::int from baas._webhook_claim(10, 60, 10)), 0, 'lapsed again at max_attempts: not claimed again');
+select ok((select dead_at is not null and last_error like 'gave up after 2 attempts%' from baas.webhook_events
+            where webhook_id = (select id from baas.webhooks where name = 'lapse')), 'but dead');
 select is(pg_temp.detail_of($$ select baas.purge_webhook_events('1 minute') $$), '22023 invalid_request', 'at least an hour');
 
 -- Tables: a trigger of the webhook's own.
@@ -83,6 +107,18 @@ select baas.drop_webhook('items');
 insert into public.hook_items values (2, 'y', 1);
 select is((select count(*)::int from baas.webhook_events where type like 'row.%'), 0, 'drop_webhook: its trigger and events are gone');
 select is(pg_temp.detail_of($$ select baas.drop_webhook('items') $$), 'P0002 webhook_not_found', 'dropping it again');
+select is(pg_temp.detail_of($$ select baas.create_webhook('own', 'http://x/', "table" => 'baas.webhook_events') $$), '22023 invalid_request',
+          'no webhook on pgbaas''s own tables');
+select is(pg_temp.detail_of($$ select baas.create_webhook('own', 'http://x/', "table" => 'baas.users') $$), '22023 invalid_request', 'such as baas.users');
+select is(baas.create_webhook('twice', 'http://x/', "table" => 'public.hook_items', events => '{update,insert,update}') -> 'events',
+          '["update", "insert"]'::jsonb, 'an event named twice counts once');
+update public.hook_items set v = 3;
+select is((select count(*)::int from baas.webhook_events where type = 'row.updated'), 1, 'and is captured once');
+select ok((select payload #>> '{data,key}' = (select key from baas.webhook_events where type = 'row.updated') from baas.webhook_events where type = 'row.updated'),
+          'the event is filed under its key');
+drop table public.hook_items;
+select is(baas.set_webhook_active('twice', false) -> 'table', 'null'::jsonb, 'its table dropped: no table name (not an OID)');
+select lives_ok($$ select baas.drop_webhook('twice') $$, 'drop_webhook after its table was dropped');
 
 -- All of it is the DBA's.
 select is(array[pg_temp.sqlstate_as('baas_service', $$ select baas.create_webhook('x', 'http://x/', collection => 'hooked') $$),

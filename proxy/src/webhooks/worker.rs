@@ -1,5 +1,7 @@
-//! The webhook worker, a BackgroundService: LISTEN `baas_webhooks` on a connection of
-//! its own (reconnecting after 1 s, doubling to 30 s) and poll every `poll` besides. A
+//! The webhook worker, a BackgroundService: poll the outbox every `poll` (captured
+//! writes notify nobody: a notification would take Postgres's cluster-wide notify lock
+//! at each writer's commit), and LISTEN `baas_webhooks` on a connection of its own
+//! (reconnecting after 1 s, doubling to 30 s) for the DBA's resume and replays. A
 //! dispatcher claims due events (`baas._webhook_claim`) whenever a delivery slot is free
 //! (at most `concurrency` POSTs at once, at most half of them for one webhook, so a slow
 //! or dead endpoint leaves the others slots), and each delivery reports its own attempt
@@ -19,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio_postgres::AsyncMessage;
 
-const CLAIM_SQL: &str = "select id, url, secret, body, attempt from baas._webhook_claim($1::integer, $2::integer, $3::integer)";
+const CLAIM_SQL: &str = "select id, url, secret, body, attempt, msg_id from baas._webhook_claim($1::integer, $2::integer, $3::integer)";
 const DELIVERED_SQL: &str = "select baas._webhook_delivered($1::bigint, $2::integer, $3::integer)";
 const FAILED_SQL: &str = "select baas._webhook_failed($1::bigint, $2::integer, $3::integer, $4::text)";
 
@@ -45,13 +47,32 @@ impl WebhookConfig {
 }
 
 /// One claimed event.
-#[derive(Debug)]
 struct Claimed {
     id: i64,
     url: String,
     secret: String,
     body: String,
     attempt: i32,
+    /// The webhook-id header: msg_<uuid>, the same on every attempt.
+    msg_id: String,
+}
+
+/// Never the secret, the URL (it may hold credentials) or the body.
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed").field("id", &self.id).field("attempt", &self.attempt).field("msg_id", &self.msg_id).finish_non_exhaustive()
+    }
+}
+
+/// A transport error without its URL (which may hold credentials or a token): its kind
+/// and the underlying cause.
+fn transport_error(t: &ureq::Transport) -> String {
+    let mut s = t.kind().to_string();
+    if let Some(cause) = std::error::Error::source(t) {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+    }
+    s.chars().take(500).collect()
 }
 
 /// How one POST ended.
@@ -99,7 +120,7 @@ pub fn post(agent: &ureq::Agent, url: &str, secret: &str, id: &str, body: &str) 
             let error = if text.trim().is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {}", text.trim()) };
             Outcome::Failed { status: Some(status), error }
         }
-        Err(e) => Outcome::Failed { status: None, error: e.to_string().chars().take(500).collect() },
+        Err(ureq::Error::Transport(t)) => Outcome::Failed { status: None, error: transport_error(&t) },
     }
 }
 
@@ -130,16 +151,14 @@ impl WebhookWorker {
         let per = self.cfg.per_webhook().min(1000) as i32;
         let rows = client.query(CLAIM_SQL, &[&max, &lease, &per]).await.map_err(|e| format!("claiming webhook events: {e}"))?;
         rows.iter()
-            .map(|r| Ok(Claimed { id: r.try_get(0)?, url: r.try_get(1)?, secret: r.try_get(2)?, body: r.try_get(3)?, attempt: r.try_get(4)? }))
+            .map(|r| Ok(Claimed { id: r.try_get(0)?, url: r.try_get(1)?, secret: r.try_get(2)?, body: r.try_get(3)?, attempt: r.try_get(4)?, msg_id: r.try_get(5)? }))
             .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(|e| format!("reading claimed webhook events: {e}"))
     }
 
     /// One event: POST it, then report how it went.
     async fn deliver(pool: deadpool_postgres::Pool, agent: ureq::Agent, timeout: Duration, ev: Claimed) {
-        let id = format!("evt_{}", ev.id);
-        let (url, secret, body) = (ev.url.clone(), ev.secret.clone(), ev.body.clone());
-        let hook_id = id.clone();
+        let (url, secret, body, hook_id) = (ev.url.clone(), ev.secret.clone(), ev.body.clone(), ev.msg_id.clone());
         let task = tokio::task::spawn_blocking(move || post(&agent, &url, &secret, &hook_id, &body));
         // ureq's own timeout ends the POST; this one only guards against a thread that
         // does not come back.
@@ -280,10 +299,19 @@ mod tests {
     }
 
     #[test]
-    fn an_unreachable_endpoint_is_a_failure_without_status() {
+    fn an_unreachable_endpoint_is_a_failure_without_status_nor_url() {
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).redirects(0).build();
         // Port 9 (discard) on loopback: nothing listens in the test environment.
-        let o = post(&agent, "http://127.0.0.1:9/hook", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "evt_1", "{}");
-        assert!(matches!(o, Outcome::Failed { status: None, .. }), "{o:?}");
+        let o = post(&agent, "http://user:hunter2@127.0.0.1:9/hook?token=tok3n", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_1", "{}");
+        let Outcome::Failed { status: None, error } = &o else { panic!("{o:?}") };
+        assert!(!error.contains("hunter2") && !error.contains("tok3n") && !error.contains("127.0.0.1"), "{error}");
+        assert!(!error.is_empty());
+    }
+
+    #[test]
+    fn a_claimed_event_never_prints_its_secret_or_url() {
+        let c = Claimed { id: 7, url: "https://u:pw@x.test/h?k=tok3n".into(), secret: "whsec_s3cret".into(), body: "{}".into(), attempt: 1, msg_id: "msg_1".into() };
+        let d = format!("{c:?}");
+        assert!(d.contains("msg_1") && !d.contains("s3cret") && !d.contains("pw@") && !d.contains("tok3n"), "{d}");
     }
 }
