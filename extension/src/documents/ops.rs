@@ -17,9 +17,11 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
-/// Deeper nesting than this is refused (54000 limit_exceeded), as pgrx/serde_json's
-/// 128-level limit is for the other jsonb functions; generous, and keeps recursion small.
-pub const MAX_DEPTH: usize = 1000;
+/// Deeper nesting than this is refused (54000 limit_exceeded): 128, serde_json's own
+/// recursion limit, which merge_patch had before it came here and pgrx's other jsonb
+/// functions have. Every walk below recurses once per level; 1000 levels overflowed a
+/// 2 MiB test thread's stack in a debug build.
+pub const MAX_DEPTH: usize = 128;
 
 /// A number's text longer than this, or a number with more digits than this once its
 /// exponent is written out, is refused (54000 limit_exceeded). The proxy already refuses
