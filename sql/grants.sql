@@ -374,3 +374,7 @@ grant execute on function
 -- The proxy's login role runs it every --housekeeping-secs (proxy/src/housekeeping.rs);
 -- DBAs (and their pg_cron jobs) may run it too. No API role may.
 grant execute on function baas.housekeeping() to baas_authenticator;
+
+-- observability (issue 19, sql/audit.sql request ids): package A.
+
+-- shared limits (issue 19, sql/limits.sql): package D.

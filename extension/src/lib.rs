@@ -143,7 +143,9 @@ extension_sql_file!("../../sql/refs.sql", name = "refs", requires = ["tables"]);
 extension_sql_file!("../../sql/batch.sql", name = "batch", requires = ["refs"]);
 extension_sql_file!("../../sql/webhooks.sql", name = "webhooks", requires = ["batch"]);
 extension_sql_file!("../../sql/housekeeping.sql", name = "housekeeping", requires = ["webhooks"]);
-extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["housekeeping"]);
+// Operations (issue 19): per-account limits shared by every proxy (Postgres is the shared place).
+extension_sql_file!("../../sql/limits.sql", name = "limits", requires = ["housekeeping"]);
+extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["limits"]);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

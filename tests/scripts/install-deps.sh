@@ -25,11 +25,25 @@ if ! installed postgresql-server-dev-15; then
 fi
 missing=()
 # postgresql-15-cron: pg_cron, for schedules (docs/schedules.md, tests/tests/schedules.rs).
-for p in libclang-dev clang cmake sudo make pkg-config postgresql-15-pgtap postgresql-15-cron wrk jq curl; do
+# Operations (issue 19): haproxy (rolling restarts behind a balancer), patroni and
+# etcd-server (failover), python3-venv (the OpenAPI tools' virtualenv below).
+for p in libclang-dev clang cmake sudo make pkg-config postgresql-15-pgtap postgresql-15-cron wrk jq curl \
+    haproxy patroni etcd-server python3-venv; do
     installed "$p" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
+fi
+
+# The OpenAPI tools (issue 19, tests/tests/openapi.rs): a validator, a client generator
+# and schemathesis, pinned, in a virtualenv of their own (tests find it at this path).
+venv="${PGBAAS_VENV:-/opt/pgbaas-venv}"
+pins="openapi-spec-validator==0.9.0 openapi-python-client==0.29.1 schemathesis==4.32.5"
+if [ ! -f "$venv/pins" ] || [ "$(cat "$venv/pins")" != "$pins" ]; then
+    $SUDO /usr/bin/python3 -m venv "$venv"
+    # shellcheck disable=SC2086
+    $SUDO "$venv/bin/pip" install -q --disable-pip-version-check $pins
+    echo "$pins" | $SUDO tee "$venv/pins" >/dev/null
 fi
 
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"

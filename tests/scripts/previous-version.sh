@@ -15,8 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
-PREVIOUS_VERSION=0.8.0
-PREVIOUS_COMMIT=c5e7f72f12eb3aa30f12450aac378e484c52d564
+PREVIOUS_VERSION=0.9.0
+PREVIOUS_COMMIT=0f610a49903577891ba3fbc4a9cfad69ab747d5a
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 base="$target/previous/$PREVIOUS_VERSION"

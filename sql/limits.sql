@@ -1,0 +1,3 @@
+-- Per-account limits shared by every proxy (issue 19, package D): login, sign-up,
+-- refresh and password change counted in Postgres, so N proxies allow the rate of one.
+-- Loaded after sql/housekeeping.sql, before sql/lints.sql.
