@@ -14,6 +14,8 @@ mod mail;
 #[allow(dead_code)] // series are filled in by issue 19's packages
 mod metrics;
 mod oidc;
+// --- B describe (issue 19): the OpenAPI document of the route table.
+mod openapi;
 use pgbaas_proxy::{pgconfig, pgwire};
 mod ratelimit;
 // Transports and hub are being built on it (issue 14); until they land, its items are unused.
@@ -127,6 +129,8 @@ fn main() {
     // OpenID Connect (issue 16): providers' keys fetched into Postgres, which verifies ID tokens.
     let oidc = oidc::JwksFetcher::new(pool.clone(), cfg.oidc());
     server.add_service(pingora::services::background::background_service("oidc keys", oidc::jwks::JwksService(oidc.clone())));
+    // --- B describe (issue 19): the OpenAPI document is made once, before serving.
+    let _ = openapi::document();
     let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc };
     let header_timeout = app.cfg.header_timeout;
     let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout };

@@ -2,7 +2,7 @@
 //! table of these structs, `routes::ROUTES`: routing, 404/405 with `Allow`, body checks,
 //! the SQL call and the reply are all read from it (PostgREST's request -> plan ->
 //! query -> response split: routes/plan.rs makes the plan, db.rs runs it, server.rs
-//! writes the reply). A later issue derives the OpenAPI document from the same table.
+//! writes the reply). The OpenAPI document is derived from the same table (openapi.rs).
 //!
 //! Paths are matched segment by segment, exactly as sent (no dot-segment resolution,
 //! no empty segments); path parameters are percent-decoded only after a match, without
@@ -41,6 +41,20 @@ pub struct Route {
     /// On 55000 oidc_keys_stale, fetch the keys of the body's `provider` again and run
     /// the statement once more (oidc/jwks.rs, `refresh_stale`).
     pub oidc_retry: bool,
+    /// --- B describe (issue 19): what the OpenAPI document says of the route that the
+    /// fields above cannot give (openapi.rs).
+    pub doc: Doc,
+}
+
+/// A route's words and answer schema in the OpenAPI document (openapi.rs); the rest of
+/// its description is derived from the route itself. Empty: the default.
+#[derive(Debug, Clone, Copy)]
+pub struct Doc {
+    /// One line; empty: made from the name.
+    pub summary: &'static str,
+    /// The success body's JSON Schema as JSON text; empty: any JSON (no stricter than
+    /// the truth: the SQL function's JSON is the body).
+    pub returns: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +126,9 @@ pub enum RouteKind {
     /// Uploads, downloads and tus (files/): the body or the answer streams, a piece at
     /// a time, through calls of their own (files/sql.rs); no `sql` here.
     File(crate::files::FileOp),
+    /// --- B describe (issue 19): `GET /v1/openapi.json`, the document made at start-up
+    /// from this table (openapi.rs); no database work.
+    OpenApi,
 }
 
 /// A top-level body field. Fields not declared are refused, naming the field.
@@ -336,7 +353,6 @@ fn allow(table: &[Route], segs: &[&str]) -> String {
 }
 
 /// A route's path pattern as text, e.g. `/v1/collections/{collection}/documents`.
-#[cfg(test)]
 pub fn pattern(r: &Route) -> String {
     r.path
         .iter()

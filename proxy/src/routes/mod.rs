@@ -13,7 +13,7 @@ use crate::ratelimit::Kind;
 use crate::router::Arg::{Body, Field as F, IfMatch, IndexKind, List, Path};
 use crate::router::FieldType::{Any, Data, Object, Text, Uuid};
 use crate::router::ListArg as L;
-use crate::router::{Answer, Arg, Auth, Field, FieldType, Limit, LimitKey, Need, ParamType, Query, Route, RouteKind, Seg, Shape};
+use crate::router::{Answer, Arg, Auth, Doc, Field, FieldType, Limit, LimitKey, Need, ParamType, Query, Route, RouteKind, Seg, Shape};
 use crate::files::FileOp;
 use http::{Method, StatusCode};
 
@@ -66,6 +66,7 @@ const fn r(name: &'static str, method: Method, path: &'static [Seg], auth: Auth)
         args: &[],
         answer: Answer { status: StatusCode::OK, shape: Shape::Json, no_store: false },
         oidc_retry: false,
+        doc: Doc { summary: "", returns: "" },
     }
 }
 
@@ -107,6 +108,12 @@ impl Route {
     /// Replies carry tokens, account data or documents: never cached.
     const fn private(mut self) -> Route {
         self.answer.no_store = true;
+        self
+    }
+    /// --- B describe (issue 19): the OpenAPI summary and success body schema (JSON
+    /// Schema text, no stricter than the truth; openapi.rs).
+    const fn doc(mut self, summary: &'static str, returns: &'static str) -> Route {
+        self.doc = Doc { summary, returns };
         self
     }
 }
@@ -174,6 +181,19 @@ const LOGIN_FIELDS: &[Field] = &[req("email", Text), req("password", Text), opt(
 /// The email flows' requests: an address, and the language of the mail.
 const EMAIL_REQUEST: &[Field] = &[req("email", Text), opt("language", Text)];
 
+// --- B describe (issue 19): success bodies' JSON Schemas for the OpenAPI document
+// (openapi.rs). Only what always holds: properties are typed, few are required, and
+// every object takes further properties.
+/// Sign-up, sign-in, refresh: a session (or, for an account with a second factor, its
+/// `mfa_token` ticket), so nothing is required.
+const SIGNED_IN: &str = r#"{"type":"object","properties":{"user":{"type":"object"},"access_token":{"type":"string"},"token_type":{"type":"string"},"expires_in":{"type":"integer"},"refresh_token":{"type":"string"},"mfa_required":{"type":"boolean"},"mfa_token":{"type":"string"}}}"#;
+/// A document (docs/api.md, "Collections and documents").
+const DOCUMENT: &str = r#"{"type":"object","required":["id","version","data"],"properties":{"id":{"type":"string","format":"uuid"},"collection":{"type":"string"},"owner":{"type":["string","null"]},"version":{"type":"integer"},"created_at":{"type":"string"},"updated_at":{"type":"string"},"data":{"type":"object"},"acl":{"type":"object"}}}"#;
+/// A list: `items`, and for pages `next` (and `count` when asked).
+const ITEMS: &str = r#"{"type":"object","required":["items"],"properties":{"items":{"type":"array"},"next":{"type":["string","null"]},"count":{"type":"integer"}}}"#;
+/// The account (GET /v1/auth/user).
+const ACCOUNT: &str = r#"{"type":"object","properties":{"id":{"type":"string","format":"uuid"},"email":{"type":["string","null"]},"data":{"type":"object"}}}"#;
+
 pub static ROUTES: &[Route] = &[
     r("health", GET, &[lit("healthz")], Anyone).kind(RouteKind::Health),
     r("jwks", GET, &[lit(".well-known"), lit("jwks.json")], Anyone).kind(RouteKind::Jwks),
@@ -182,7 +202,7 @@ pub static ROUTES: &[Route] = &[
         .body(&[req("email", Text), req("password", Text), opt("data", Object)])
         .limits(&[per_ip(Kind::Signup), per_account("signup", "email")])
         .sql("select x::text from baas.signup($1, $2, coalesce($3::jsonb, '{}')) x", &[F("email"), F("password"), F("data")])
-        .answer(CREATED, Shape::Json).private(),
+        .answer(CREATED, Shape::Json).private().doc("Create an account and sign in", SIGNED_IN),
     r("login", POST, &[lit("v1"), lit("auth"), lit("login")], Anyone)
         .body(LOGIN_FIELDS)
         // Per account *and* address: a per-account limit alone would let anyone spend
@@ -194,17 +214,17 @@ pub static ROUTES: &[Route] = &[
              from baas.login($1, $2, $3, $4) x",
             &[F("email"), F("password"), F("device_id"), F("refresh_token")],
         )
-        .answer(OK, Shape::ErrorResult("invalid email or password")).private(),
+        .answer(OK, Shape::ErrorResult("invalid email or password")).private().doc("Sign in with email and password", SIGNED_IN),
     r("refresh", POST, &[lit("v1"), lit("auth"), lit("refresh")], Anyone)
         .body(&[req("refresh_token", Text)])
         // Per session family too: a stolen refresh token replayed in a loop is slowed
         // down before it reaches the database.
         .limits(&[per_ip(Kind::Auth), per_account("refresh", "refresh_token")])
         .sql("select x::text, x -> 'error' ->> 'code', x -> 'error' ->> 'message' from baas.refresh($1) x", &[F("refresh_token")])
-        .answer(OK, Shape::ErrorResult("refresh token is not valid")).private(),
+        .answer(OK, Shape::ErrorResult("refresh token is not valid")).private().doc("Trade a refresh token for a new session", SIGNED_IN),
     r("logout", POST, &[lit("v1"), lit("auth"), lit("logout")], User)
-        .sql("select baas.logout()", &[]).answer(NO_CONTENT, Shape::Void),
-    r("get_user", GET, USER, User).sql("select x::text from baas.get_user() x", &[]).private(),
+        .sql("select baas.logout()", &[]).answer(NO_CONTENT, Shape::Void).doc("End this session", ""),
+    r("get_user", GET, USER, User).sql("select x::text from baas.get_user() x", &[]).private().doc("The signed-in account", ACCOUNT),
     r("update_user", PATCH, USER, User)
         .body(&[one_of("data", Object), one_of("password", Text), opt("current_password", Text)])
         // Password changes check the current password: limited like logins.
@@ -218,7 +238,7 @@ pub static ROUTES: &[Route] = &[
             &[F("data"), F("password"), F("current_password")],
         )
         .answer(OK, Shape::ErrorResult("current password is wrong")).private(),
-    r("delete_user", DELETE, USER, User).sql("select baas.delete_user()", &[]).answer(NO_CONTENT, Shape::Void),
+    r("delete_user", DELETE, USER, User).sql("select baas.delete_user()", &[]).answer(NO_CONTENT, Shape::Void).doc("Delete the signed-in account", ""),
     // --- accounts: email flows (sql/accounts.sql)
     // The request routes answer 202 {} whatever the address (no enumeration); verify
     // and recover/confirm return invalid_code / code_expired as results (401), so that
@@ -421,7 +441,7 @@ pub static ROUTES: &[Route] = &[
         )
         .answer(OK, Shape::Rpc).private(),
     // --- collections (sql/documents.sql; baas_service only)
-    r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]),
+    r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]).doc("List collections", ITEMS),
     r("create_collection", POST, COLLECTIONS, Service)
         .body(&[req("name", Text), opt("options", Object)])
         .sql("select x::text from baas.create_collection($1, coalesce($2::jsonb, '{}')) x", &[F("name"), F("options")])
@@ -439,26 +459,26 @@ pub static ROUTES: &[Route] = &[
             "select case when baas._expand_checked($9) then baas.expand_page(baas.list_documents($1, $2, $3, $4, $5, $6, $7::text::uuid, $8), $9) end::text",
             &[Path(0), List(L::Filter), List(L::Order), List(L::Limit), List(L::Offset), List(L::Count), List(L::After), List(L::Fields), List(L::Expand)],
         )
-        .private(),
+        .private().doc("List documents", ITEMS),
     r("create_document", POST, DOCS, Anyone)
         .body(&[req("data", Data), opt("acl", Any), opt("id", Uuid)])
         .sql("select x::text, x ->> 'version' from baas.create_document($1, $2, $3, $4::text::uuid) x", &[Path(0), F("data"), F("acl"), F("id")])
-        .answer(CREATED, Shape::Document).private(),
+        .answer(CREATED, Shape::Document).private().doc("Create a document", DOCUMENT),
     r("get_document", GET, DOC, Anyone)
         .query(Query::Expand)
         .sql("select x::text, x ->> 'version' from baas.expand(baas.get_document($1, $2), $3) x", &[Path(0), Path(1), List(L::Expand)])
-        .answer(OK, Shape::Document).private(),
+        .answer(OK, Shape::Document).private().doc("Read a document", DOCUMENT),
     r("replace_document", PUT, DOC, Anyone)
         .body(&[req("data", Data)])
         .sql("select x::text, x ->> 'version' from baas.replace_document($1, $2, $3, $4) x", DOC_WRITE)
-        .answer(OK, Shape::Document).private(),
+        .answer(OK, Shape::Document).private().doc("Replace a document's data", DOCUMENT),
     // --- field operators (issue 18): the patch is a merge patch or operators
     // (docs/operators.md). The body as sent (Arg::RawBody) so `$inc` and the rest see
     // every digit of a number; `data` is checked above as before.
     r("patch_document", PATCH, DOC, Anyone)
         .body(&[req("data", Data)])
         .sql("select x::text, x ->> 'version' from baas.patch_document($1, $2, $3::text::jsonb -> 'data', $4) x", &[Path(0), Path(1), Arg::RawBody, IfMatch])
-        .answer(OK, Shape::Document).private(),
+        .answer(OK, Shape::Document).private().doc("Patch a document's data (merge patch or operators)", DOCUMENT),
     r("delete_document", DELETE, DOC, Anyone)
         .sql("select baas.delete_document($1, $2, $3)", &[Path(0), Path(1), IfMatch]).answer(NO_CONTENT, Shape::Void),
     r("get_acl", GET, ACL, Anyone).sql("select x::text from baas.get_acl($1, $2) x", &[Path(0), Path(1)]).private(),
@@ -548,7 +568,7 @@ pub static ROUTES: &[Route] = &[
     r("tus_patch", PATCH, UPLOAD, Anyone).kind(RouteKind::File(FileOp::TusPatch)),
     r("tus_delete", DELETE, UPLOAD, Anyone).kind(RouteKind::File(FileOp::TusDelete)),
     // --- indexes (baas_service only)
-    r("list_indexes", GET, INDEXES, Service).sql("select jsonb_build_object('items', baas.list_indexes($1))::text", &[Path(0)]),
+    r("list_indexes", GET, INDEXES, Service).sql("select jsonb_build_object('items', baas.list_indexes($1))::text", &[Path(0)]).doc("List a collection's indexes", ITEMS),
     // 202: the index is built in the background (state "building"); GET on the index
     // answers its state until "ready" or "failed" (docs/api.md).
     r("create_index", POST, INDEXES, Service)
@@ -562,7 +582,7 @@ pub static ROUTES: &[Route] = &[
         .query(Query::IndexKind)
         .sql("select baas.drop_index($1, $2, $3)", &[Path(0), Path(1), IndexKind]).answer(NO_CONTENT, Shape::Void),
     // --- roles (baas_service only)
-    r("list_roles", GET, ROLES, Service).sql("select jsonb_build_object('items', baas.list_roles())::text", &[]),
+    r("list_roles", GET, ROLES, Service).sql("select jsonb_build_object('items', baas.list_roles())::text", &[]).doc("List roles", ITEMS),
     r("create_role", POST, ROLES, Service)
         .body(&[req("name", Text)])
         .sql("select jsonb_build_object('name', $1::text)::text from baas.create_role($1) x", &[F("name")])
@@ -576,6 +596,10 @@ pub static ROUTES: &[Route] = &[
         .sql("select baas.add_role_to_role($1, $2)", &[Path(0), Path(1)]).answer(NO_CONTENT, Shape::Void),
     r("remove_role_from_role", DELETE, SUBROLE, Service)
         .sql("select baas.remove_role_from_role($1, $2)", &[Path(0), Path(1)]).answer(NO_CONTENT, Shape::Void),
+    // --- B describe (issue 19): this table as an OpenAPI 3.1 document (openapi.rs).
+    r("openapi", GET, &[lit("v1"), lit("openapi.json")], Anyone)
+        .kind(RouteKind::OpenApi)
+        .doc("This API as an OpenAPI 3.1 document", r#"{"type":"object","required":["openapi","paths"]}"#),
 ];
 
 #[cfg(test)]
