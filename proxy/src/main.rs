@@ -3,6 +3,7 @@
 mod config;
 mod db;
 mod deadline;
+mod edge;
 mod errors;
 mod files;
 mod housekeeping;
@@ -127,7 +128,9 @@ fn main() {
     // OpenID Connect (issue 16): providers' keys fetched into Postgres, which verifies ID tokens.
     let oidc = oidc::JwksFetcher::new(pool.clone(), cfg.oidc());
     server.add_service(pingora::services::background::background_service("oidc keys", oidc::jwks::JwksService(oidc.clone())));
-    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc };
+    // --- edge (issue 19): CORS, TLS, graceful stop, connection caps.
+    let edge = edge::Edge::new(&cfg);
+    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc, edge };
     let header_timeout = app.cfg.header_timeout;
     let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout };
     let mut service = Service::new("pgbaas http".to_string(), http);

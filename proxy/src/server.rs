@@ -48,6 +48,8 @@ pub struct App {
     pub thumbs: crate::files::thumb::ThumbPool,
     /// OpenID Connect providers' keys (oidc/jwks.rs): refetched for `.oidc_retry()` routes.
     pub oidc: Arc<crate::oidc::JwksFetcher>,
+    /// CORS, TLS, graceful stop, connection caps (issue 19, edge).
+    pub edge: crate::edge::Edge,
 }
 
 /// /healthz answers before any rate limit (abuse.rs: monitors must always reach it),
@@ -600,6 +602,7 @@ impl Checked {
                 let _ = h.insert_header(header::CACHE_CONTROL, "no-store");
                 // nginx and others would otherwise buffer the stream.
                 let _ = h.insert_header("x-accel-buffering", "no");
+                app.edge.headers(s.req_header(), &mut h); // (issue 19, edge)
                 h
             }
             (None, None) => return Err(Some(Reply::error(ApiError::internal()))),
@@ -736,6 +739,11 @@ impl HttpServerApp for App {
             }
         }
         s.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        // CORS preflight: answered before any route, limit or database work (issue 19, edge).
+        if let Some(cors) = self.edge.cors.as_ref().filter(|_| crate::edge::Cors::is_preflight(s.req_header())) {
+            let head = cors.preflight(s.req_header());
+            return self.respond_head(s, head).await;
+        }
         // A client that stops reading its answer cannot pin the task and its buffer.
         s.set_write_timeout(Some(self.cfg.body_timeout));
         let started = std::time::Instant::now();
@@ -822,6 +830,20 @@ impl App {
         }
     }
 
+    /// A bodiless answer built by the edge (a CORS preflight), then keep or close (issue 19, edge).
+    async fn respond_head(&self, mut s: ServerSession, head: pingora::Result<ResponseHeader>) -> Option<ReusedHttpStream> {
+        let Ok(head) = head else { return None };
+        if !s.is_body_done() {
+            s.set_keepalive(None);
+        }
+        if let Err(e) = s.write_response_header(Box::new(head)).await {
+            log::debug!("writing a preflight answer: {e}");
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&s);
+        s.finish().await.ok().flatten().map(|st| ReusedHttpStream::from_reusable_stream(st, settings))
+    }
+
     /// Write a reply, then keep, linger on or close the connection.
     async fn respond(&self, mut s: ServerSession, reply: Reply, started: std::time::Instant) -> Option<ReusedHttpStream> {
         // Answered without reading the whole body (an early 401, 404, 413, 429...):
@@ -832,7 +854,10 @@ impl App {
             s.set_keepalive(None);
         }
         let written = match reply.header() {
-            Ok(h) => s.write_response_header(Box::new(h)).await,
+            Ok(mut h) => {
+                self.edge.headers(s.req_header(), &mut h); // (issue 19, edge)
+                s.write_response_header(Box::new(h)).await
+            }
             Err(e) => {
                 // Only our own header values go in; should one be invalid, a bare 500.
                 log::error!("building a response: {e}");

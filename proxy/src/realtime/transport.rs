@@ -493,6 +493,7 @@ pub mod testing {
             transfers: cfg.transfers(),
             thumbs: cfg.thumbs(),
             oidc: crate::oidc::JwksFetcher::new(crate::db::make_pool(url, Duration::from_secs(1)).unwrap(), cfg.oidc()),
+            edge: crate::edge::Edge::new(&cfg), // (issue 19, edge)
             feeds,
             cfg,
         })

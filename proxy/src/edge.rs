@@ -1,0 +1,191 @@
+//! The edge (issue 19, package C): what browsers and load balancers see of every
+//! answer, whatever route wrote it. CORS: preflights answered before any route, limit
+//! or database work, and the CORS headers on every answer (errors, files and event
+//! streams included).
+
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+
+/// One allowed origin of `cors_origins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `*`: any origin (not with credentials).
+    Any,
+    /// `https://app.example.com` (scheme, host and port as the browser sends them).
+    Exact(String),
+    /// `https://*.example.com[:port]`: any subdomain at any depth, not the domain itself.
+    Subdomain { prefix: String, suffix: String },
+}
+
+impl Origin {
+    pub fn parse(s: &str) -> Result<Origin, String> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "*" {
+            return Ok(Origin::Any);
+        }
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Err(format!("{s:?} is not an origin like https://app.example.com, https://*.example.com or *"));
+        };
+        let host_ok = |h: &str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+        if !matches!(scheme, "http" | "https") || rest.contains('/') {
+            return Err(format!("{s:?} is not an origin like https://app.example.com (scheme http or https, no path)"));
+        }
+        match rest.strip_prefix("*.") {
+            Some(domain) if host_ok(domain) && !domain.contains('*') && domain.contains('.') => {
+                Ok(Origin::Subdomain { prefix: format!("{scheme}://"), suffix: format!(".{domain}") })
+            }
+            Some(_) => Err(format!("{s:?}: a wildcard origin is https://*.example.com (a domain of at least two labels)")),
+            None if host_ok(rest) => Ok(Origin::Exact(s)),
+            None => Err(format!("{s:?} is not an origin like https://app.example.com")),
+        }
+    }
+
+    fn matches(&self, origin: &str) -> bool {
+        match self {
+            Origin::Any => true,
+            Origin::Exact(o) => o.eq_ignore_ascii_case(origin),
+            Origin::Subdomain { prefix, suffix } => {
+                let o = origin.to_ascii_lowercase();
+                let Some(middle) = o.strip_prefix(prefix.as_str()).and_then(|r| r.strip_suffix(suffix.as_str())) else {
+                    return false;
+                };
+                // One or more labels: no port, path or userinfo smuggled in before the suffix.
+                !middle.is_empty() && !middle.starts_with('.') && middle.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            }
+        }
+    }
+}
+
+/// The CORS settings (None: no origins configured, no CORS headers at all).
+#[derive(Debug, Clone)]
+pub struct Cors {
+    pub origins: Vec<Origin>,
+    pub methods: String,
+    pub headers: String,
+    pub expose: String,
+    pub credentials: bool,
+    pub max_age_secs: u64,
+}
+
+/// A comma list as one header value: items trimmed, empty ones dropped.
+pub fn list(s: &str) -> String {
+    s.split(',').map(str::trim).filter(|i| !i.is_empty()).collect::<Vec<_>>().join(", ")
+}
+
+impl Cors {
+    /// `Access-Control-Allow-Origin`'s value for this request's `Origin`, if allowed.
+    fn allow_origin(&self, origin: &str) -> Option<String> {
+        if origin.is_empty() {
+            return None;
+        }
+        let found = self.origins.iter().find(|o| o.matches(origin))?;
+        // `*` is answered as `*` (cacheable for every origin); with credentials (refused
+        // with `*` by the configuration) the origin is always echoed.
+        Some(if *found == Origin::Any && !self.credentials { "*".into() } else { origin.to_string() })
+    }
+
+    /// A preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
+    pub fn is_preflight(req: &RequestHeader) -> bool {
+        req.method == http::Method::OPTIONS && req.headers.contains_key(header::ORIGIN) && req.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    }
+
+    /// The preflight's answer: 204, with the allowed methods, headers and max-age when
+    /// the origin is allowed (else without them: the browser refuses the request).
+    pub fn preflight(&self, req: &RequestHeader) -> pingora::Result<ResponseHeader> {
+        let mut h = ResponseHeader::build(http::StatusCode::NO_CONTENT, Some(8))?;
+        h.insert_header(header::VARY, "Origin")?;
+        if let Some(allow) = self.allow_origin(origin(req)) {
+            h.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow)?;
+            h.insert_header(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.as_str())?;
+            if !self.headers.is_empty() {
+                h.insert_header(header::ACCESS_CONTROL_ALLOW_HEADERS, self.headers.as_str())?;
+            }
+            if self.credentials {
+                h.insert_header(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true")?;
+            }
+            if self.max_age_secs > 0 {
+                h.insert_header(header::ACCESS_CONTROL_MAX_AGE, self.max_age_secs)?;
+            }
+        }
+        h.insert_header(header::CACHE_CONTROL, "no-store")?;
+        Ok(h)
+    }
+
+    /// The CORS headers of an ordinary answer.
+    pub fn add(&self, req: &RequestHeader, h: &mut ResponseHeader) {
+        // The answer depends on Origin whenever CORS is on: caches must key on it.
+        let _ = h.append_header(header::VARY, "Origin");
+        if let Some(allow) = self.allow_origin(origin(req)) {
+            let _ = h.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+            if self.credentials {
+                let _ = h.insert_header(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
+            }
+            if !self.expose.is_empty() {
+                let _ = h.insert_header(header::ACCESS_CONTROL_EXPOSE_HEADERS, self.expose.as_str());
+            }
+        }
+    }
+}
+
+fn origin(req: &RequestHeader) -> &str {
+    req.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// The edge's state, one field of the app (`App::edge`).
+pub struct Edge {
+    pub cors: Option<Cors>,
+}
+
+impl Edge {
+    pub fn new(cfg: &crate::config::Config) -> Edge {
+        Edge { cors: cfg.cors() }
+    }
+
+    /// Every edge header of an answer to `req` (CORS); called wherever a response head
+    /// is built: server.rs's `respond`, the file routes' own heads, the SSE head.
+    pub fn headers(&self, req: &RequestHeader, h: &mut ResponseHeader) {
+        if let Some(cors) = &self.cors {
+            cors.add(req, h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cors(origins: &[&str], credentials: bool) -> Cors {
+        Cors {
+            origins: origins.iter().map(|o| Origin::parse(o).unwrap()).collect(),
+            methods: "GET, POST".into(),
+            headers: "Authorization".into(),
+            expose: "X-Request-Id".into(),
+            credentials,
+            max_age_secs: 600,
+        }
+    }
+
+    #[test]
+    fn origins_match_exactly_or_as_subdomains() {
+        let c = cors(&["https://app.example.com", "https://*.example.org"], false);
+        assert_eq!(c.allow_origin("https://app.example.com").as_deref(), Some("https://app.example.com"));
+        assert_eq!(c.allow_origin("HTTPS://APP.EXAMPLE.COM").as_deref(), Some("HTTPS://APP.EXAMPLE.COM"));
+        assert_eq!(c.allow_origin("http://app.example.com"), None, "another scheme is another origin");
+        assert_eq!(c.allow_origin("https://app.example.com:8443"), None, "another port is another origin");
+        assert!(c.allow_origin("https://a.example.org").is_some());
+        assert!(c.allow_origin("https://a.b.example.org").is_some());
+        for bad in ["https://example.org", "https://evilexample.org", "https://a.example.org.evil.com", "https://x:1@a.example.org", "http://a.example.org", "https://.example.org", ""] {
+            assert_eq!(c.allow_origin(bad), None, "{bad}");
+        }
+        let any = cors(&["*"], false);
+        assert_eq!(any.allow_origin("https://whatever.test").as_deref(), Some("*"));
+        assert_eq!(cors(&["*"], true).allow_origin("https://whatever.test").as_deref(), Some("https://whatever.test"));
+    }
+
+    #[test]
+    fn bad_origins_are_refused() {
+        for bad in ["app.example.com", "ftp://a.com", "https://a.com/path", "https://*.com", "https://*.*.a.com", "https://a b.com"] {
+            assert!(Origin::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
