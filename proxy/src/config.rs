@@ -296,6 +296,10 @@ pub struct Config {
     /// Browsers (CORS): seconds a browser may cache a preflight's answer (0: not sent)
     #[arg(long, value_name = "SECS", env = "PGBAAS_CORS_MAX_AGE_SECS", default_value = "600", value_parser = int(0u64, 86_400, " s"))]
     pub cors_max_age_secs: u64,
+
+    /// Graceful stop: seconds after SIGTERM to finish requests in flight and tell streams to reconnect, then exit
+    #[arg(id = "shutdown_grace_secs", value_name = "SECS", long = "shutdown-grace-secs", env = "PGBAAS_SHUTDOWN_GRACE_SECS", default_value = "10", value_parser = secs(3600))]
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// The request headers browsers may send by default (issue 19, edge): every header a

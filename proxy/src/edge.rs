@@ -1,10 +1,13 @@
 //! The edge (issue 19, package C): what browsers and load balancers see of every
 //! answer, whatever route wrote it. CORS: preflights answered before any route, limit
 //! or database work, and the CORS headers on every answer (errors, files and event
-//! streams included).
+//! streams included). Graceful stop: `Drain`.
 
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// One allowed origin of `cors_origins`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,11 +137,24 @@ fn origin(req: &RequestHeader) -> &str {
 /// The edge's state, one field of the app (`App::edge`).
 pub struct Edge {
     pub cors: Option<Cors>,
+    /// Requests being answered and streams open: what a graceful stop waits for.
+    active: Arc<AtomicUsize>,
 }
 
 impl Edge {
     pub fn new(cfg: &crate::config::Config) -> Edge {
-        Edge { cors: cfg.cors() }
+        Edge { cors: cfg.cors(), active: Arc::default() }
+    }
+
+    /// Held while a request is answered or a stream is open (`Drain` waits for none).
+    pub fn busy(&self) -> Busy {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        Busy(self.active.clone())
+    }
+
+    /// The graceful stop's background service.
+    pub fn drain(&self, grace: Duration) -> Drain {
+        Drain { active: self.active.clone(), grace }
     }
 
     /// Every edge header of an answer to `req` (CORS); called wherever a response head
@@ -147,6 +163,49 @@ impl Edge {
         if let Some(cors) = &self.cors {
             cors.add(req, h);
         }
+    }
+}
+
+pub struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Graceful stop. On SIGTERM pingora closes the listening socket (new connections are
+/// refused, so a load balancer sends them elsewhere), answers the next request of each
+/// kept-alive connection with `Connection: close`, and tells streams through their
+/// `ShutdownWatch` (realtime/transport.rs: WebSocket close 1012, SSE `reconnect`). It
+/// then sleeps its whole grace period whatever is left; this service instead exits as
+/// soon as nothing is in flight, and at the latest when the grace is over.
+pub struct Drain {
+    active: Arc<AtomicUsize>,
+    grace: Duration,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Drain {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.grace;
+        log::warn!("stopping: no new connections; {} requests and streams to finish within {:?}", self.active.load(Ordering::SeqCst), self.grace);
+        // A connection accepted just before the listener closed may not have sent its
+        // request head yet: give it a moment to become a request in flight.
+        tokio::time::sleep((self.grace / 4).min(Duration::from_millis(500))).await;
+        while self.active.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.active.load(Ordering::SeqCst);
+        if left > 0 {
+            log::warn!("stopping: the grace is over, {left} requests or streams cut");
+        }
+        std::process::exit(0);
     }
 }
 

@@ -637,12 +637,14 @@ impl App {
         };
         let stream = h1.into_inner();
         let (app, shutdown) = (self.clone(), shutdown.clone());
+        let busy = self.edge.busy(); // until the stream has said goodbye (issue 19, edge)
         // On a task of its own, so that pingora's task for this connection ends here, and
         // with it the request path's futures it holds boxed (~12.6 KiB of an idle
         // subscriber's ~28 KiB, heaptrack; docs/benchmarks.md): a stream's task holds
         // only the stream's loop. The loop watches `shutdown` itself.
         tokio::spawn(async move {
             let mut preread = preread;
+            let _busy = busy;
             let stream = transport::Socket::detach(stream, &mut preread, app.cfg.realtime_max_message_bytes + 14).await;
             match kind {
                 RouteKind::WebSocket => ws::Ws { app, conn, slots, shutdown, starting: Default::default() }.run(stream, preread).await,
@@ -739,6 +741,7 @@ impl HttpServerApp for App {
             }
         }
         s.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let _busy = self.edge.busy(); // a graceful stop waits for it (issue 19, edge)
         // CORS preflight: answered before any route, limit or database work (issue 19, edge).
         if let Some(cors) = self.edge.cors.as_ref().filter(|_| crate::edge::Cors::is_preflight(s.req_header())) {
             let head = cors.preflight(s.req_header());
@@ -782,6 +785,9 @@ impl HttpServerApp for App {
             };
         }
         let reply = self.handle(&mut s).await.unwrap_or_else(Reply::error);
+        if *shutdown.borrow() {
+            s.set_keepalive(None); // stopping: `Connection: close` (issue 19, edge)
+        }
         self.respond(s, reply, started).await
     }
 }

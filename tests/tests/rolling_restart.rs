@@ -215,7 +215,7 @@ fn sigterm_finishes_a_request_in_flight_and_tells_streams_to_reconnect() {
     let port = node.port;
 
     // Streams open on the proxy.
-    let mut ws = Ws::connect(port, Some(&u.access)).unwrap();
+    let ws = Ws::connect(port, Some(&u.access)).unwrap();
     let mut sse = Sse::open(port, &c, "", Some(&u.access), None).unwrap();
     // A request in flight: it waits for a row a DBA has locked.
     let mut dba = admin();
@@ -259,5 +259,5 @@ fn sigterm_finishes_a_request_in_flight_and_tells_streams_to_reconnect() {
     // Then the proxy exits (well before the grace when nothing is left).
     let (status, _) = node.wait_exit(Duration::from_secs(8));
     assert!(status.success(), "{status}");
-    drop(ws);
+    drop(socket);
 }
