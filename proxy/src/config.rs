@@ -300,6 +300,10 @@ pub struct Config {
     /// Graceful stop: seconds after SIGTERM to finish requests in flight and tell streams to reconnect, then exit
     #[arg(id = "shutdown_grace_secs", value_name = "SECS", long = "shutdown-grace-secs", env = "PGBAAS_SHUTDOWN_GRACE_SECS", default_value = "10", value_parser = secs(3600))]
     pub shutdown_grace: std::time::Duration,
+
+    /// Open TCP connections one client address may hold (0: no cap); one more gets 429 then close
+    #[arg(long, env = "PGBAAS_MAX_CONNECTIONS_PER_IP", default_value = "0", value_parser = int(0u32, 1_000_000, ""))]
+    pub max_connections_per_ip: u32,
 }
 
 /// The request headers browsers may send by default (issue 19, edge): every header a

@@ -209,6 +209,92 @@ impl pingora::services::background::BackgroundService for Drain {
     }
 }
 
+/// Open TCP connections per client address (`max_connections_per_ip`). The address is
+/// the socket's peer (behind a load balancer: the balancer's, so set the cap there or
+/// off). A connection holds its slot until its socket is dropped: a live feed's too,
+/// after its stream is detached from pingora (the slot travels in `DeadlineStream`).
+pub struct ConnCap {
+    max: u32,
+    open: Arc<dashmap::DashMap<std::net::IpAddr, u32>>,
+}
+
+/// One open connection's place under the cap; freed when dropped.
+pub struct ConnSlot {
+    ip: std::net::IpAddr,
+    open: Arc<dashmap::DashMap<std::net::IpAddr, u32>>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.open.remove_if_mut(&self.ip, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
+impl ConnCap {
+    /// None when the cap is 0 (off).
+    pub fn new(max: u32) -> Option<Arc<ConnCap>> {
+        (max > 0).then(|| Arc::new(ConnCap { max, open: Arc::default() }))
+    }
+
+    /// A slot for a connection from `ip`, or None when it already holds `max`.
+    pub fn acquire(&self, ip: std::net::IpAddr) -> Option<ConnSlot> {
+        let mut n = self.open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ConnSlot { ip, open: self.open.clone() })
+    }
+
+    /// A connection over the cap: read its request head (bounded by `limit` and 16 KiB)
+    /// so that the answer is not lost to a reset, answer `429 too_many_connections`,
+    /// then close. One whose head cannot be read is just closed.
+    pub async fn refuse(&self, mut stream: pingora::protocols::Stream, limit: Duration) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        crate::metrics::RATE_LIMITED.with_label_values(&["connections"]).inc();
+        let mut head = Vec::new();
+        let read = async {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).await.ok()?;
+                if n == 0 || head.len() + n > 16 * 1024 {
+                    return None;
+                }
+                head.extend_from_slice(&buf[..n]);
+                if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+                    return Some(());
+                }
+            }
+        };
+        if let Ok(Some(())) = tokio::time::timeout(limit, read).await {
+            let body = crate::errors::ApiError::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                format!("this client address already has {} connections open; reuse one, or close one (retry in 1 s)", self.max),
+            )
+            .body();
+            let answer = format!(
+                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let write = async {
+                stream.write_all(answer.as_bytes()).await?;
+                stream.write_all(&body).await?;
+                stream.flush().await
+            };
+            let _ = tokio::time::timeout(limit, write).await;
+            // Our side ends; what the client still sends (a body) is read and dropped
+            // for a moment, so that closing does not reset the answer away.
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(1), async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +325,20 @@ mod tests {
         let any = cors(&["*"], false);
         assert_eq!(any.allow_origin("https://whatever.test").as_deref(), Some("*"));
         assert_eq!(cors(&["*"], true).allow_origin("https://whatever.test").as_deref(), Some("https://whatever.test"));
+    }
+
+    #[test]
+    fn connections_are_capped_per_address_and_freed_when_dropped() {
+        let cap = ConnCap::new(2).unwrap();
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let held = [cap.acquire(a).unwrap(), cap.acquire(a).unwrap()];
+        assert!(cap.acquire(a).is_none(), "a third connection from one address");
+        let other = cap.acquire(b).unwrap();
+        drop(held);
+        assert!(cap.open.get(&a).is_none(), "no entry is left for an address without connections");
+        assert!(cap.acquire(a).is_some());
+        drop(other);
+        assert!(ConnCap::new(0).is_none(), "0: no cap");
     }
 
     #[test]

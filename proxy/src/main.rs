@@ -133,7 +133,8 @@ fn main() {
     server.add_service(pingora::services::background::background_service("graceful stop", edge.drain(cfg.shutdown_grace)));
     let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc, edge };
     let header_timeout = app.cfg.header_timeout;
-    let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout };
+    let conns = edge::ConnCap::new(app.cfg.max_connections_per_ip); // (issue 19, edge)
+    let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout, conns };
     let mut service = Service::new("pgbaas http".to_string(), http);
     // pingora's default per-connection L4 read buffer is 64 KiB (zero-filled when the
     // connection is accepted): most of what an idle realtime connection held (measured

@@ -105,3 +105,48 @@ fn credentials_are_sent_when_on_and_refused_with_any_origin() {
 fn cors_any() -> Proxy {
     Proxy::start(&env().cluster.authenticator_url().unwrap(), &["--cors-origins", "*"]).unwrap()
 }
+
+#[test]
+fn connections_over_the_per_address_cap_get_429_then_close() {
+    use std::io::{Read, Write};
+    let p = Proxy::start(&env().cluster.authenticator_url().unwrap(), &["--max-connections-per-ip", "2"]).unwrap();
+    let get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let open = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        s
+    };
+    // Reads one answer of a kept-alive connection (its head and the JSON body).
+    let answer = |s: &mut std::net::TcpStream| {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).unwrap_or(0);
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if n == 0 || (text.contains("\r\n\r\n") && text.trim_end().ends_with('}')) {
+                return text;
+            }
+        }
+    };
+    // Two kept-alive connections from this address: both served.
+    let mut held: Vec<_> = (0..2).map(|_| open()).collect();
+    for s in held.iter_mut() {
+        s.write_all(get.as_bytes()).unwrap();
+        assert!(answer(s).starts_with("HTTP/1.1 200"));
+    }
+    // A third: 429 with the usual error body, then closed.
+    let mut third = open();
+    third.write_all(get.as_bytes()).unwrap();
+    let mut text = String::new();
+    third.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+    assert!(text.contains("Retry-After: 1") && text.contains(r#""code":"too_many_connections""#), "{text}");
+    // The two still work; once one closes, a new connection is served.
+    for s in held.iter_mut() {
+        s.write_all(get.as_bytes()).unwrap();
+        assert!(answer(s).starts_with("HTTP/1.1 200"));
+    }
+    drop(held.pop());
+    wait_until("a closed connection frees its place", || pgbaas_testkit::http_status(p.port, "/healthz") == Some(200));
+}
