@@ -271,7 +271,46 @@ pub struct Config {
     /// Housekeeping: seconds between runs of baas.housekeeping() (ended sessions, expired tokens and uploads, old outbox rows; 0: off)
     #[arg(id = "housekeeping_secs", value_name = "SECS", long = "housekeeping-secs", env = "PGBAAS_HOUSEKEEPING_SECS", default_value = "300", value_parser = int(0u64, 86_400, " s"))]
     pub housekeeping_secs: u64,
+
+    // --- edge (issue 19)
+    /// Browsers (CORS): allowed origins, comma-separated: exact (https://app.example.com), wildcard subdomain (https://*.example.com) or * (none: no CORS headers)
+    #[arg(long, env = "PGBAAS_CORS_ORIGINS", value_delimiter = ',', value_parser = crate::edge::Origin::parse)]
+    pub cors_origins: Vec<crate::edge::Origin>,
+
+    /// Browsers (CORS): methods a preflight allows
+    #[arg(long, env = "PGBAAS_CORS_METHODS", default_value = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")]
+    pub cors_methods: String,
+
+    /// Browsers (CORS): request headers a preflight allows
+    #[arg(long, env = "PGBAAS_CORS_HEADERS", default_value = CORS_HEADERS)]
+    pub cors_headers: String,
+
+    /// Browsers (CORS): answer headers scripts may read
+    #[arg(long, env = "PGBAAS_CORS_EXPOSE_HEADERS", default_value = CORS_EXPOSE)]
+    pub cors_expose_headers: String,
+
+    /// Browsers (CORS): allow credentials (cookies); refused with the origin *
+    #[arg(long, env = "PGBAAS_CORS_CREDENTIALS", default_value = "off", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub cors_credentials: bool,
+
+    /// Browsers (CORS): seconds a browser may cache a preflight's answer (0: not sent)
+    #[arg(long, value_name = "SECS", env = "PGBAAS_CORS_MAX_AGE_SECS", default_value = "600", value_parser = int(0u64, 86_400, " s"))]
+    pub cors_max_age_secs: u64,
+
+    /// Graceful stop: seconds after SIGTERM to finish requests in flight and tell streams to reconnect, then exit
+    #[arg(id = "shutdown_grace_secs", value_name = "SECS", long = "shutdown-grace-secs", env = "PGBAAS_SHUTDOWN_GRACE_SECS", default_value = "10", value_parser = secs(3600))]
+    pub shutdown_grace: std::time::Duration,
+
+    /// Open TCP connections one client address may hold (0: no cap); one more gets 429 then close
+    #[arg(long, env = "PGBAAS_MAX_CONNECTIONS_PER_IP", default_value = "0", value_parser = int(0u32, 1_000_000, ""))]
+    pub max_connections_per_ip: u32,
 }
+
+/// The request headers browsers may send by default (issue 19, edge): every header a
+/// route reads, tus's included.
+const CORS_HEADERS: &str = "Authorization, Content-Type, If-Match, If-None-Match, Range, Last-Event-ID, X-Request-Id, Pgbaas-Commit-Lsn, Tus-Resumable, Upload-Length, Upload-Offset, Upload-Metadata, Upload-Checksum, Upload-Defer-Length, Upload-Concat";
+/// ...and the answer headers scripts may read (tus-js-client needs Location and Upload-Offset).
+const CORS_EXPOSE: &str = "X-Request-Id, ETag, Pgbaas-Commit-Lsn, Retry-After, Location, Content-Range, Upload-Offset, Upload-Length, Tus-Resumable, Tus-Version, Tus-Max-Size, Tus-Extension";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -331,7 +370,23 @@ impl Config {
         } else if cfg.smtp_password_file.is_some() || cfg.smtp_ca_file.is_some() {
             return Err(ConfigError::Invalid("smtp_password_file and smtp_ca_file need smtp_url".into()));
         }
+        // --- edge (issue 19)
+        if cfg.cors_credentials && cfg.cors_origins.contains(&crate::edge::Origin::Any) {
+            return Err(ConfigError::Invalid("cors_credentials = on cannot go with cors_origins = *: browsers refuse it; list the origins".into()));
+        }
         Ok(cfg)
+    }
+
+    /// CORS (issue 19, edge): None when no origin is configured.
+    pub fn cors(&self) -> Option<crate::edge::Cors> {
+        (!self.cors_origins.is_empty()).then(|| crate::edge::Cors {
+            origins: self.cors_origins.clone(),
+            methods: crate::edge::list(&self.cors_methods),
+            headers: crate::edge::list(&self.cors_headers),
+            expose: crate::edge::list(&self.cors_expose_headers),
+            credentials: self.cors_credentials,
+            max_age_secs: self.cors_max_age_secs,
+        })
     }
 
     /// The caps on requests in flight per client IP, per user, and for all anonymous

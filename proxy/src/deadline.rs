@@ -25,12 +25,31 @@ use tokio::time::{Instant, Sleep};
 pub struct HeadDeadline<A> {
     pub inner: Arc<A>,
     pub limit: Duration,
+    /// Open connections per client address (issue 19, edge); None: no cap.
+    pub conns: Option<Arc<crate::edge::ConnCap>>,
 }
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let wrapped: Stream = Box::new(DeadlineStream::new(stream, self.limit));
+        // The cap on open connections per address (issue 19, edge): the slot lives in
+        // the stream, so a live feed detached from pingora keeps holding it.
+        let mut slot = None;
+        if let Some(cap) = &self.conns {
+            let peer = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+            if let Some(ip) = peer {
+                match cap.acquire(ip) {
+                    Some(s) => slot = Some(s),
+                    None => {
+                        cap.refuse(stream, self.limit).await;
+                        return None;
+                    }
+                }
+            }
+        }
+        let mut wrapped = DeadlineStream::new(stream, self.limit);
+        wrapped.slot = slot;
+        let wrapped: Stream = Box::new(wrapped);
         self.inner.process_new(wrapped, shutdown).await
     }
 
@@ -53,11 +72,13 @@ pub struct DeadlineStream {
     /// A `101 Switching Protocols` went out: the bytes are WebSocket frames from now on,
     /// never a request head (realtime/ws.rs has its own timeouts).
     upgraded: bool,
+    /// This connection's place under `max_connections_per_ip` (issue 19, edge).
+    slot: Option<crate::edge::ConnSlot>,
 }
 
 impl DeadlineStream {
     pub fn new(inner: Stream, limit: Duration) -> DeadlineStream {
-        DeadlineStream { inner, limit, deadline: None, in_head: true, line_started: false, state: 0, upgraded: false }
+        DeadlineStream { inner, limit, deadline: None, in_head: true, line_started: false, state: 0, upgraded: false, slot: None }
     }
 
     /// Feed newly read bytes: arm the clock at a head's first byte (blank lines

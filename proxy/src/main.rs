@@ -3,6 +3,7 @@
 mod config;
 mod db;
 mod deadline;
+mod edge;
 mod errors;
 mod files;
 mod housekeeping;
@@ -66,10 +67,10 @@ fn main() {
 
     let mut conf = ServerConf::default();
     conf.threads = cfg.threads;
-    // pingora waits 300 s on SIGTERM by default; a stateless proxy has nothing to drain
-    // for that long.
-    conf.grace_period_seconds = Some(1);
-    conf.graceful_shutdown_timeout_seconds = Some(2);
+    // Graceful stop (issue 19, edge): pingora sleeps its grace period whole after
+    // SIGTERM; edge::Drain exits as soon as nothing is in flight, and within the grace.
+    conf.grace_period_seconds = Some(cfg.shutdown_grace.as_secs());
+    conf.graceful_shutdown_timeout_seconds = Some(1);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
@@ -131,9 +132,13 @@ fn main() {
     server.add_service(pingora::services::background::background_service("oidc keys", oidc::jwks::JwksService(oidc.clone())));
     // --- B describe (issue 19): the OpenAPI document is made once, before serving.
     let _ = openapi::document();
-    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc };
+    // --- edge (issue 19): CORS, TLS, graceful stop, connection caps.
+    let edge = edge::Edge::new(&cfg);
+    server.add_service(pingora::services::background::background_service("graceful stop", edge.drain(cfg.shutdown_grace)));
+    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc, edge };
     let header_timeout = app.cfg.header_timeout;
-    let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout };
+    let conns = edge::ConnCap::new(app.cfg.max_connections_per_ip); // (issue 19, edge)
+    let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout, conns };
     let mut service = Service::new("pgbaas http".to_string(), http);
     // pingora's default per-connection L4 read buffer is 64 KiB (zero-filled when the
     // connection is accepted): most of what an idle realtime connection held (measured

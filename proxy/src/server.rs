@@ -48,6 +48,8 @@ pub struct App {
     pub thumbs: crate::files::thumb::ThumbPool,
     /// OpenID Connect providers' keys (oidc/jwks.rs): refetched for `.oidc_retry()` routes.
     pub oidc: Arc<crate::oidc::JwksFetcher>,
+    /// CORS, TLS, graceful stop, connection caps (issue 19, edge).
+    pub edge: crate::edge::Edge,
 }
 
 /// /healthz answers before any rate limit (abuse.rs: monitors must always reach it),
@@ -605,6 +607,7 @@ impl Checked {
                 let _ = h.insert_header(header::CACHE_CONTROL, "no-store");
                 // nginx and others would otherwise buffer the stream.
                 let _ = h.insert_header("x-accel-buffering", "no");
+                app.edge.headers(s.req_header(), &mut h); // (issue 19, edge)
                 h
             }
             (None, None) => return Err(Some(Reply::error(ApiError::internal()))),
@@ -639,12 +642,14 @@ impl App {
         };
         let stream = h1.into_inner();
         let (app, shutdown) = (self.clone(), shutdown.clone());
+        let busy = self.edge.busy(); // until the stream has said goodbye (issue 19, edge)
         // On a task of its own, so that pingora's task for this connection ends here, and
         // with it the request path's futures it holds boxed (~12.6 KiB of an idle
         // subscriber's ~28 KiB, heaptrack; docs/benchmarks.md): a stream's task holds
         // only the stream's loop. The loop watches `shutdown` itself.
         tokio::spawn(async move {
             let mut preread = preread;
+            let _busy = busy;
             let stream = transport::Socket::detach(stream, &mut preread, app.cfg.realtime_max_message_bytes + 14).await;
             match kind {
                 RouteKind::WebSocket => ws::Ws { app, conn, slots, shutdown, starting: Default::default() }.run(stream, preread).await,
@@ -750,6 +755,12 @@ impl HttpServerApp for App {
             }
         }
         s.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let _busy = self.edge.busy(); // a graceful stop waits for it (issue 19, edge)
+        // CORS preflight: answered before any route, limit or database work (issue 19, edge).
+        if let Some(cors) = self.edge.cors.as_ref().filter(|_| crate::edge::Cors::is_preflight(s.req_header())) {
+            let head = cors.preflight(s.req_header());
+            return self.respond_head(s, head).await;
+        }
         // A client that stops reading its answer cannot pin the task and its buffer.
         s.set_write_timeout(Some(self.cfg.body_timeout));
         let started = std::time::Instant::now();
@@ -788,6 +799,9 @@ impl HttpServerApp for App {
             };
         }
         let reply = self.handle(&mut s).await.unwrap_or_else(Reply::error);
+        if *shutdown.borrow() {
+            s.set_keepalive(None); // stopping: `Connection: close` (issue 19, edge)
+        }
         self.respond(s, reply, started).await
     }
 }
@@ -836,6 +850,20 @@ impl App {
         }
     }
 
+    /// A bodiless answer built by the edge (a CORS preflight), then keep or close (issue 19, edge).
+    async fn respond_head(&self, mut s: ServerSession, head: pingora::Result<ResponseHeader>) -> Option<ReusedHttpStream> {
+        let Ok(head) = head else { return None };
+        if !s.is_body_done() {
+            s.set_keepalive(None);
+        }
+        if let Err(e) = s.write_response_header(Box::new(head)).await {
+            log::debug!("writing a preflight answer: {e}");
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&s);
+        s.finish().await.ok().flatten().map(|st| ReusedHttpStream::from_reusable_stream(st, settings))
+    }
+
     /// Write a reply, then keep, linger on or close the connection.
     async fn respond(&self, mut s: ServerSession, reply: Reply, started: std::time::Instant) -> Option<ReusedHttpStream> {
         // Answered without reading the whole body (an early 401, 404, 413, 429...):
@@ -846,7 +874,10 @@ impl App {
             s.set_keepalive(None);
         }
         let written = match reply.header() {
-            Ok(h) => s.write_response_header(Box::new(h)).await,
+            Ok(mut h) => {
+                self.edge.headers(s.req_header(), &mut h); // (issue 19, edge)
+                s.write_response_header(Box::new(h)).await
+            }
             Err(e) => {
                 // Only our own header values go in; should one be invalid, a bare 500.
                 log::error!("building a response: {e}");

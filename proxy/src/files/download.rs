@@ -106,6 +106,7 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, params: Params<'_>) ->
     let etag = meta.etag();
     let mut h = ResponseHeader::build(StatusCode::OK, Some(12)).map_err(|_| Reply::error(ApiError::internal()))?;
     let _ = h.insert_header(header::ETAG, etag.as_str());
+    app.edge.headers(s.req_header(), &mut h); // (issue 19, edge)
     if let Some(lm) = meta.updated_at {
         let _ = h.insert_header(header::LAST_MODIFIED, httpdate::fmt_http_date(lm));
     }

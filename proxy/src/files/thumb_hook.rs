@@ -44,7 +44,7 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, meta: &Meta
     if let Some(inm) = if_none_match.as_deref() {
         if headers::etag_matches(inm, &etag) {
             let h = head(StatusCode::NOT_MODIFIED, meta, &etag, None)?;
-            return write(s, h, None).await;
+            return write(app, s, h, None).await;
         }
     }
     let limits = app.cfg.thumb_limits();
@@ -61,7 +61,7 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, meta: &Meta
         // The version thumbnail_get saw (it may be newer than file_get's).
         let etag = m["sha256"].as_str().map(|sha| spec.etag(sha)).unwrap_or(etag);
         let hd = head(StatusCode::OK, meta, &etag, Some((&ct, data.len())))?;
-        return write(s, hd, if head_only { None } else { Some(data) }).await;
+        return write(app, s, hd, if head_only { None } else { Some(data) }).await;
     }
 
     // Not cached: a place in the pool, then the source, piece by piece, pinned to the
@@ -95,7 +95,7 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, meta: &Meta
         log::warn!("caching a thumbnail of {}: {}: {}", meta.id, e.code, e.message);
     }
     let hd = head(StatusCode::OK, meta, &etag, Some((out_type, out.len())))?;
-    write(s, hd, if head_only { None } else { Some(out) }).await
+    write(app, s, hd, if head_only { None } else { Some(out) }).await
 }
 
 /// Make a thumbnail of the source `read` gives, in a place of `pool` taken before the
@@ -129,7 +129,8 @@ fn head(status: StatusCode, meta: &Meta, etag: &str, body: Option<(&str, usize)>
     Ok(h)
 }
 
-async fn write(s: &mut ServerSession, h: ResponseHeader, body: Option<Bytes>) -> Result<(), Reply> {
+async fn write(app: &App, s: &mut ServerSession, mut h: ResponseHeader, body: Option<Bytes>) -> Result<(), Reply> {
+    app.edge.headers(s.req_header(), &mut h); // (issue 19, edge)
     if let Err(e) = s.write_response_header(Box::new(h)).await {
         log::debug!("writing a thumbnail's head: {e}");
         s.set_keepalive(None);

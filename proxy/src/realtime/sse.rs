@@ -207,7 +207,12 @@ impl Sse {
     }
 
     async fn closing(&self, stream: &mut Socket, positions: &Positions, reason: CloseReason) -> std::io::Result<()> {
-        self.write(stream, &block(&positions.closing(reason))).await
+        self.write(stream, &block(&positions.closing(reason))).await?;
+        if reason == CloseReason::Shutdown {
+            // The server is restarting (issue 19): reconnect (to another one) at once.
+            self.write(stream, b"event: reconnect\ndata: {}\n\n").await?;
+        }
+        Ok(())
     }
 }
 
@@ -343,6 +348,7 @@ mod tests {
         tx.send(true).unwrap();
         let b = read_block(&mut client).await;
         assert!(b.starts_with("event: closing\n") && b.contains(r#""reason":"shutdown""#), "{b}");
+        assert_eq!(read_block(&mut client).await, "event: reconnect\ndata: {}\n", "a restart says reconnect (issue 19)");
         assert_eq!(read_block(&mut client).await, "", "the stream ended");
 
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();

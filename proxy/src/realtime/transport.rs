@@ -338,8 +338,8 @@ pub fn close_code(reason: CloseReason) -> u16 {
         CloseReason::TokenExpired | CloseReason::SessionEnded => 1008,
         // Try again later (and resume from the positions).
         CloseReason::SlowConsumer => 1013,
-        // Going away.
-        CloseReason::Shutdown => 1001,
+        // Service restart (issue 19): reconnect, to another server or this one restarted.
+        CloseReason::Shutdown => 1012,
     }
 }
 
@@ -493,6 +493,7 @@ pub mod testing {
             transfers: cfg.transfers(),
             thumbs: cfg.thumbs(),
             oidc: crate::oidc::JwksFetcher::new(crate::db::make_pool(url, Duration::from_secs(1)).unwrap(), cfg.oidc()),
+            edge: crate::edge::Edge::new(&cfg), // (issue 19, edge)
             feeds,
             cfg,
         })

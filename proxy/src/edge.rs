@@ -1,0 +1,350 @@
+//! The edge (issue 19, package C): what browsers and load balancers see of every
+//! answer, whatever route wrote it. CORS: preflights answered before any route, limit
+//! or database work, and the CORS headers on every answer (errors, files and event
+//! streams included). Graceful stop: `Drain`.
+
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One allowed origin of `cors_origins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `*`: any origin (not with credentials).
+    Any,
+    /// `https://app.example.com` (scheme, host and port as the browser sends them).
+    Exact(String),
+    /// `https://*.example.com[:port]`: any subdomain at any depth, not the domain itself.
+    Subdomain { prefix: String, suffix: String },
+}
+
+impl Origin {
+    pub fn parse(s: &str) -> Result<Origin, String> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "*" {
+            return Ok(Origin::Any);
+        }
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Err(format!("{s:?} is not an origin like https://app.example.com, https://*.example.com or *"));
+        };
+        let host_ok = |h: &str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+        if !matches!(scheme, "http" | "https") || rest.contains('/') {
+            return Err(format!("{s:?} is not an origin like https://app.example.com (scheme http or https, no path)"));
+        }
+        match rest.strip_prefix("*.") {
+            Some(domain) if host_ok(domain) && !domain.contains('*') && domain.contains('.') => {
+                Ok(Origin::Subdomain { prefix: format!("{scheme}://"), suffix: format!(".{domain}") })
+            }
+            Some(_) => Err(format!("{s:?}: a wildcard origin is https://*.example.com (a domain of at least two labels)")),
+            None if host_ok(rest) => Ok(Origin::Exact(s)),
+            None => Err(format!("{s:?} is not an origin like https://app.example.com")),
+        }
+    }
+
+    fn matches(&self, origin: &str) -> bool {
+        match self {
+            Origin::Any => true,
+            Origin::Exact(o) => o.eq_ignore_ascii_case(origin),
+            Origin::Subdomain { prefix, suffix } => {
+                let o = origin.to_ascii_lowercase();
+                let Some(middle) = o.strip_prefix(prefix.as_str()).and_then(|r| r.strip_suffix(suffix.as_str())) else {
+                    return false;
+                };
+                // One or more labels: no port, path or userinfo smuggled in before the suffix.
+                !middle.is_empty() && !middle.starts_with('.') && middle.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            }
+        }
+    }
+}
+
+/// The CORS settings (None: no origins configured, no CORS headers at all).
+#[derive(Debug, Clone)]
+pub struct Cors {
+    pub origins: Vec<Origin>,
+    pub methods: String,
+    pub headers: String,
+    pub expose: String,
+    pub credentials: bool,
+    pub max_age_secs: u64,
+}
+
+/// A comma list as one header value: items trimmed, empty ones dropped.
+pub fn list(s: &str) -> String {
+    s.split(',').map(str::trim).filter(|i| !i.is_empty()).collect::<Vec<_>>().join(", ")
+}
+
+impl Cors {
+    /// `Access-Control-Allow-Origin`'s value for this request's `Origin`, if allowed.
+    fn allow_origin(&self, origin: &str) -> Option<String> {
+        if origin.is_empty() {
+            return None;
+        }
+        let found = self.origins.iter().find(|o| o.matches(origin))?;
+        // `*` is answered as `*` (cacheable for every origin); with credentials (refused
+        // with `*` by the configuration) the origin is always echoed.
+        Some(if *found == Origin::Any && !self.credentials { "*".into() } else { origin.to_string() })
+    }
+
+    /// A preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
+    pub fn is_preflight(req: &RequestHeader) -> bool {
+        req.method == http::Method::OPTIONS && req.headers.contains_key(header::ORIGIN) && req.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    }
+
+    /// The preflight's answer: 204, with the allowed methods, headers and max-age when
+    /// the origin is allowed (else without them: the browser refuses the request).
+    pub fn preflight(&self, req: &RequestHeader) -> pingora::Result<ResponseHeader> {
+        let mut h = ResponseHeader::build(http::StatusCode::NO_CONTENT, Some(8))?;
+        h.insert_header(header::VARY, "Origin")?;
+        if let Some(allow) = self.allow_origin(origin(req)) {
+            h.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow)?;
+            h.insert_header(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.as_str())?;
+            if !self.headers.is_empty() {
+                h.insert_header(header::ACCESS_CONTROL_ALLOW_HEADERS, self.headers.as_str())?;
+            }
+            if self.credentials {
+                h.insert_header(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true")?;
+            }
+            if self.max_age_secs > 0 {
+                h.insert_header(header::ACCESS_CONTROL_MAX_AGE, self.max_age_secs)?;
+            }
+        }
+        h.insert_header(header::CACHE_CONTROL, "no-store")?;
+        Ok(h)
+    }
+
+    /// The CORS headers of an ordinary answer.
+    pub fn add(&self, req: &RequestHeader, h: &mut ResponseHeader) {
+        // The answer depends on Origin whenever CORS is on: caches must key on it.
+        let _ = h.append_header(header::VARY, "Origin");
+        if let Some(allow) = self.allow_origin(origin(req)) {
+            let _ = h.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+            if self.credentials {
+                let _ = h.insert_header(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
+            }
+            if !self.expose.is_empty() {
+                let _ = h.insert_header(header::ACCESS_CONTROL_EXPOSE_HEADERS, self.expose.as_str());
+            }
+        }
+    }
+}
+
+fn origin(req: &RequestHeader) -> &str {
+    req.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// The edge's state, one field of the app (`App::edge`).
+pub struct Edge {
+    pub cors: Option<Cors>,
+    /// Requests being answered and streams open: what a graceful stop waits for.
+    active: Arc<AtomicUsize>,
+}
+
+impl Edge {
+    pub fn new(cfg: &crate::config::Config) -> Edge {
+        Edge { cors: cfg.cors(), active: Arc::default() }
+    }
+
+    /// Held while a request is answered or a stream is open (`Drain` waits for none).
+    pub fn busy(&self) -> Busy {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        Busy(self.active.clone())
+    }
+
+    /// The graceful stop's background service.
+    pub fn drain(&self, grace: Duration) -> Drain {
+        Drain { active: self.active.clone(), grace }
+    }
+
+    /// Every edge header of an answer to `req` (CORS); called wherever a response head
+    /// is built: server.rs's `respond`, the file routes' own heads, the SSE head.
+    pub fn headers(&self, req: &RequestHeader, h: &mut ResponseHeader) {
+        if let Some(cors) = &self.cors {
+            cors.add(req, h);
+        }
+    }
+}
+
+pub struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Graceful stop. On SIGTERM pingora closes the listening socket (new connections are
+/// refused, so a load balancer sends them elsewhere), answers the next request of each
+/// kept-alive connection with `Connection: close`, and tells streams through their
+/// `ShutdownWatch` (realtime/transport.rs: WebSocket close 1012, SSE `reconnect`). It
+/// then sleeps its whole grace period whatever is left; this service instead exits as
+/// soon as nothing is in flight, and at the latest when the grace is over.
+pub struct Drain {
+    active: Arc<AtomicUsize>,
+    grace: Duration,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Drain {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.grace;
+        log::warn!("stopping: no new connections; {} requests and streams to finish within {:?}", self.active.load(Ordering::SeqCst), self.grace);
+        // A connection accepted just before the listener closed may not have sent its
+        // request head yet: give it a moment to become a request in flight.
+        tokio::time::sleep((self.grace / 4).min(Duration::from_millis(500))).await;
+        while self.active.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.active.load(Ordering::SeqCst);
+        if left > 0 {
+            log::warn!("stopping: the grace is over, {left} requests or streams cut");
+        }
+        std::process::exit(0);
+    }
+}
+
+/// Open TCP connections per client address (`max_connections_per_ip`). The address is
+/// the socket's peer (behind a load balancer: the balancer's, so set the cap there or
+/// off). A connection holds its slot until its socket is dropped: a live feed's too,
+/// after its stream is detached from pingora (the slot travels in `DeadlineStream`).
+pub struct ConnCap {
+    max: u32,
+    open: Arc<dashmap::DashMap<std::net::IpAddr, u32>>,
+}
+
+/// One open connection's place under the cap; freed when dropped.
+pub struct ConnSlot {
+    ip: std::net::IpAddr,
+    open: Arc<dashmap::DashMap<std::net::IpAddr, u32>>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.open.remove_if_mut(&self.ip, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
+impl ConnCap {
+    /// None when the cap is 0 (off).
+    pub fn new(max: u32) -> Option<Arc<ConnCap>> {
+        (max > 0).then(|| Arc::new(ConnCap { max, open: Arc::default() }))
+    }
+
+    /// A slot for a connection from `ip`, or None when it already holds `max`.
+    pub fn acquire(&self, ip: std::net::IpAddr) -> Option<ConnSlot> {
+        let mut n = self.open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ConnSlot { ip, open: self.open.clone() })
+    }
+
+    /// A connection over the cap: read its request head (bounded by `limit` and 16 KiB)
+    /// so that the answer is not lost to a reset, answer `429 too_many_connections`,
+    /// then close. One whose head cannot be read is just closed.
+    pub async fn refuse(&self, mut stream: pingora::protocols::Stream, limit: Duration) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        crate::metrics::RATE_LIMITED.with_label_values(&["connections"]).inc();
+        let mut head = Vec::new();
+        let read = async {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).await.ok()?;
+                if n == 0 || head.len() + n > 16 * 1024 {
+                    return None;
+                }
+                head.extend_from_slice(&buf[..n]);
+                if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+                    return Some(());
+                }
+            }
+        };
+        if let Ok(Some(())) = tokio::time::timeout(limit, read).await {
+            let body = crate::errors::ApiError::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                format!("this client address already has {} connections open; reuse one, or close one (retry in 1 s)", self.max),
+            )
+            .body();
+            let answer = format!(
+                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let write = async {
+                stream.write_all(answer.as_bytes()).await?;
+                stream.write_all(&body).await?;
+                stream.flush().await
+            };
+            let _ = tokio::time::timeout(limit, write).await;
+            // Our side ends; what the client still sends (a body) is read and dropped
+            // for a moment, so that closing does not reset the answer away.
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(1), async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cors(origins: &[&str], credentials: bool) -> Cors {
+        Cors {
+            origins: origins.iter().map(|o| Origin::parse(o).unwrap()).collect(),
+            methods: "GET, POST".into(),
+            headers: "Authorization".into(),
+            expose: "X-Request-Id".into(),
+            credentials,
+            max_age_secs: 600,
+        }
+    }
+
+    #[test]
+    fn origins_match_exactly_or_as_subdomains() {
+        let c = cors(&["https://app.example.com", "https://*.example.org"], false);
+        assert_eq!(c.allow_origin("https://app.example.com").as_deref(), Some("https://app.example.com"));
+        assert_eq!(c.allow_origin("HTTPS://APP.EXAMPLE.COM").as_deref(), Some("HTTPS://APP.EXAMPLE.COM"));
+        assert_eq!(c.allow_origin("http://app.example.com"), None, "another scheme is another origin");
+        assert_eq!(c.allow_origin("https://app.example.com:8443"), None, "another port is another origin");
+        assert!(c.allow_origin("https://a.example.org").is_some());
+        assert!(c.allow_origin("https://a.b.example.org").is_some());
+        for bad in ["https://example.org", "https://evilexample.org", "https://a.example.org.evil.com", "https://x:1@a.example.org", "http://a.example.org", "https://.example.org", ""] {
+            assert_eq!(c.allow_origin(bad), None, "{bad}");
+        }
+        let any = cors(&["*"], false);
+        assert_eq!(any.allow_origin("https://whatever.test").as_deref(), Some("*"));
+        assert_eq!(cors(&["*"], true).allow_origin("https://whatever.test").as_deref(), Some("https://whatever.test"));
+    }
+
+    #[test]
+    fn connections_are_capped_per_address_and_freed_when_dropped() {
+        let cap = ConnCap::new(2).unwrap();
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let held = [cap.acquire(a).unwrap(), cap.acquire(a).unwrap()];
+        assert!(cap.acquire(a).is_none(), "a third connection from one address");
+        let other = cap.acquire(b).unwrap();
+        drop(held);
+        assert!(cap.open.get(&a).is_none(), "no entry is left for an address without connections");
+        assert!(cap.acquire(a).is_some());
+        drop(other);
+        assert!(ConnCap::new(0).is_none(), "0: no cap");
+    }
+
+    #[test]
+    fn bad_origins_are_refused() {
+        for bad in ["app.example.com", "ftp://a.com", "https://a.com/path", "https://*.com", "https://*.*.a.com", "https://a b.com"] {
+            assert!(Origin::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

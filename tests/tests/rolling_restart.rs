@@ -1,0 +1,263 @@
+//! End-to-end: restarting without failed requests (issue 19, package C). Two proxies
+//! behind a real HAProxy (the configuration docs/operations.md gives), a steady load of
+//! reads and writes through it, each proxy stopped with SIGTERM and started again in
+//! turn: no request fails. And what a graceful stop does to one proxy: a request in
+//! flight is answered during the grace, WebSocket clients get close 1012, SSE clients a
+//! final `event: reconnect`, new connections are refused, and the process exits.
+
+mod common;
+use common::*;
+use pgbaas_testkit::realtime::{Sse, Ws};
+use pgbaas_testkit::{free_port, http_status, proxy_bin};
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A proxy on a port of our choosing (restarted on the same port), killed on drop.
+struct Node {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn start(port: u16) -> Node {
+        let mut n = Node { port, child: None };
+        n.spawn();
+        n
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(proxy_bin())
+            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--database-url", &env().cluster.authenticator_url().unwrap()])
+            .args(["--rate-limits", "off", "--shutdown-grace-secs", "5", "--pool-size", "4"])
+            .env("RUST_LOG", std::env::var("PGBAAS_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_status(self.port, "/healthz") != Some(200) {
+            assert!(Instant::now() < deadline, "proxy on {} did not start", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    }
+
+    /// Wait for the process to exit after SIGTERM; its exit status and how long it took.
+    fn wait_exit(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return (status, started.elapsed());
+            }
+            assert!(started.elapsed() < within, "the proxy did not exit within {within:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A real HAProxy in front of `backends`, killed on drop.
+struct Haproxy {
+    port: u16,
+    child: Child,
+    _dir: std::path::PathBuf,
+}
+
+impl Haproxy {
+    fn start(backends: &[u16]) -> Haproxy {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("pgbaas-haproxy-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let servers: String = backends.iter().enumerate().map(|(i, p)| format!("    server proxy{i} 127.0.0.1:{p} check\n")).collect();
+        // The configuration of docs/operations.md ("Restarting without failed requests"),
+        // with test ports and a faster health check.
+        let cfg = format!(
+            "global\n    maxconn 2000\n\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response\n    option http-server-close\n\nlisten pgbaas\n    bind 127.0.0.1:{port}\n    balance roundrobin\n    option httpchk GET /healthz\n    http-check expect status 200\n    default-server inter 300ms fall 1 rise 2\n{servers}"
+        );
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let check = Command::new("/usr/sbin/haproxy").args(["-c", "-q", "-f"]).arg(&path).output().unwrap();
+        assert!(check.status.success(), "haproxy -c: {}", String::from_utf8_lossy(&check.stderr));
+        let child = Command::new("/usr/sbin/haproxy").args(["-db", "-f"]).arg(&path).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let h = Haproxy { port, child, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http_status(port, "/healthz") != Some(200) {
+            assert!(Instant::now() < deadline, "haproxy did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        h
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+#[test]
+fn two_proxies_behind_haproxy_restart_in_turn_under_load_without_failed_requests() {
+    let u = signup("rolling");
+    let c = collection("rolling", json!({}));
+    let mut nodes = [Node::start(free_port()), Node::start(free_port())];
+    let lb = Haproxy::start(&[nodes[0].port, nodes[1].port]);
+    let base = format!("http://127.0.0.1:{}", lb.port);
+    // Wait until HAProxy has both proxies up.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, writes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (stop, ok, writes, failures, base, token, c) = (stop.clone(), ok.clone(), writes.clone(), failures.clone(), base.clone(), u.access.clone(), c.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                let mut created = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    let r = if i % 3 == 0 {
+                        let body = json!({"data": {"worker": w, "i": i}}).to_string();
+                        let r = try_request(&base, "POST", &docs_path(&c), &token, Some(&body));
+                        if let Ok((201, ref b)) = r {
+                            writes.fetch_add(1, Ordering::SeqCst);
+                            created.push((b["id"].as_str().unwrap_or("").to_string(), i));
+                        }
+                        r
+                    } else if let Some((id, _)) = created.last() {
+                        try_request(&base, "GET", &doc_path(&c, id), &token, None)
+                    } else {
+                        try_request(&base, "GET", "/healthz", &token, None)
+                    };
+                    match r {
+                        Ok((200 | 201, _)) => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok((status, body)) => failures.lock().unwrap().push(format!("{status}: {body}")),
+                        Err(e) => failures.lock().unwrap().push(e),
+                    }
+                }
+                created
+            })
+        })
+        .collect();
+
+    for node in nodes.iter_mut() {
+        std::thread::sleep(Duration::from_millis(1500));
+        let before = ok.load(Ordering::SeqCst);
+        node.sigterm();
+        let (status, _) = node.wait_exit(Duration::from_secs(8));
+        assert!(status.success(), "a graceful stop exits 0: {status}");
+        assert_eq!(http_status(node.port, "/healthz"), None, "the stopped proxy accepts nothing");
+        // The other proxy carries the load meanwhile.
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(ok.load(Ordering::SeqCst) > before, "requests went on while one proxy was down");
+        node.spawn();
+        // HAProxy takes it back after two good health checks.
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let created: Vec<_> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), ok.load(Ordering::SeqCst) + failures.len(), &failures[..failures.len().min(10)]);
+    assert!(ok.load(Ordering::SeqCst) > 50 && writes.load(Ordering::SeqCst) > 10, "a load ran: {ok:?} answers, {writes:?} writes");
+    // Every acknowledged write is there, once.
+    let mut db = admin();
+    let stored: i64 = db
+        .query_one("select count(*) from baas.documents d join baas.collections c on c.id = d.collection_id where c.name = $1", &[&c])
+        .map(|r| r.get(0))
+        .unwrap_or(-1);
+    assert_eq!(stored as usize, created.len(), "acknowledged writes stored once each");
+}
+
+/// One request; Ok((status, body)) for any HTTP answer, Err for a transport failure.
+fn try_request(base: &str, method: &str, path: &str, token: &str, body: Option<&str>) -> Result<(u16, serde_json::Value), String> {
+    let req = ureq::request(method, &format!("{base}{path}")).set("Authorization", &format!("Bearer {token}")).timeout(Duration::from_secs(20));
+    let result = match body {
+        Some(b) => req.set("Content-Type", "application/json").send_string(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(format!("{method} {path}: {e}")),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))))
+}
+
+#[test]
+fn sigterm_finishes_a_request_in_flight_and_tells_streams_to_reconnect() {
+    let u = signup("graceful");
+    let c = collection("graceful", json!({}));
+    let id = create_doc(&c, Some(&u.access), json!({"n": 1}), None);
+    let mut node = Node::start(free_port());
+    let port = node.port;
+
+    // Streams open on the proxy.
+    let ws = Ws::connect(port, Some(&u.access)).unwrap();
+    let mut sse = Sse::open(port, &c, "", Some(&u.access), None).unwrap();
+    // A request in flight: it waits for a row a DBA has locked.
+    let mut dba = admin();
+    let mut tx = dba.transaction().unwrap();
+    tx.execute("select 1 from baas.documents where id = $1::text::uuid for update", &[&id]).unwrap();
+    let (base, path, token) = (format!("http://127.0.0.1:{port}"), doc_path(&c, &id), u.access.clone());
+    let patch = std::thread::spawn(move || try_request(&base, "PATCH", &path, &token, Some(r#"{"data": {"n": 2}}"#)));
+    wait_until("the PATCH waits for the lock", || {
+        admin()
+            .query_one("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%patch_document%'", &[])
+            .map(|r| r.get::<_, i64>(0) == 1)
+            .unwrap_or(false)
+    });
+
+    node.sigterm();
+    // The WebSocket is closed with 1012 (service restart), after `closing`.
+    let mut socket = ws.into_stream();
+    let code = loop {
+        match socket.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(e) => panic!("the WebSocket broke without a close frame: {e}"),
+        }
+    };
+    assert_eq!(code, Some(1012));
+    // The SSE stream ends with `closing` then `reconnect`.
+    let mut events = Vec::new();
+    while let Some(f) = sse.next(Duration::from_secs(10)) {
+        events.push(f.event);
+    }
+    assert_eq!(events.last().map(String::as_str), Some("reconnect"), "{events:?}");
+    assert!(events.iter().any(|e| e == "closing"), "{events:?}");
+    // New connections are refused while the request in flight is still running...
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http_status(port, "/healthz"), None, "no new connections after SIGTERM");
+    assert!(!patch.is_finished());
+    // ... which is answered once the lock goes, within the grace (5 s).
+    tx.commit().unwrap();
+    let r = patch.join().unwrap();
+    assert!(matches!(r, Ok((200, ref b)) if b["data"]["n"] == 2), "{r:?}");
+    // Then the proxy exits (well before the grace when nothing is left).
+    let (status, _) = node.wait_exit(Duration::from_secs(8));
+    assert!(status.success(), "{status}");
+    drop(socket);
+}
