@@ -19,6 +19,7 @@ mod ratelimit;
 // Transports and hub are being built on it (issue 14); until they land, its items are unused.
 #[allow(dead_code)]
 mod realtime;
+mod replicas;
 mod router;
 mod routes;
 mod server;
@@ -127,7 +128,21 @@ fn main() {
     // OpenID Connect (issue 16): providers' keys fetched into Postgres, which verifies ID tokens.
     let oidc = oidc::JwksFetcher::new(pool.clone(), cfg.oidc());
     server.add_service(pingora::services::background::background_service("oidc keys", oidc::jwks::JwksService(oidc.clone())));
-    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc };
+    // --- E. read replicas (issue 19): a request pool per replica, and their watch.
+    let replicas = {
+        let size = cfg.replica_pool_size.unwrap_or(cfg.pool_size);
+        let wait = Duration::from_millis(cfg.replica_wait_ms);
+        match replicas::Replicas::new(&cfg.replica_urls.0, size, cfg.pool_timeout, cfg.max_result_bytes, wait, cfg.replica_max_lag_bytes) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                eprintln!("pgbaas-proxy: replica_urls: {e}");
+                std::process::exit(2);
+            }
+        }
+    };
+    let watch = replicas::ReplicaWatch { replicas: replicas.clone(), primary: requests.clone(), timeouts: db_timeouts(&cfg) };
+    server.add_service(pingora::services::background::background_service("replica watch", watch));
+    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc, replicas };
     let header_timeout = app.cfg.header_timeout;
     let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout };
     let mut service = Service::new("pgbaas http".to_string(), http);

@@ -41,6 +41,10 @@ pub struct Route {
     /// On 55000 oidc_keys_stale, fetch the keys of the body's `provider` again and run
     /// the statement once more (oidc/jwks.rs, `refresh_stale`).
     pub oidc_retry: bool,
+    /// A read (issue 19, replicas): a GET of JSON whose SQL only reads, which a read
+    /// replica in rotation may answer (proxy/src/replicas.rs). Never a streaming or
+    /// file route, never one that writes (an audit entry, a token used up).
+    pub read: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

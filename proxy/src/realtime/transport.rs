@@ -494,6 +494,8 @@ pub mod testing {
             thumbs: cfg.thumbs(),
             oidc: crate::oidc::JwksFetcher::new(crate::db::make_pool(url, Duration::from_secs(1)).unwrap(), cfg.oidc()),
             feeds,
+            // (issue 19, replicas) none.
+            replicas: Arc::new(crate::replicas::Replicas::new(&[], 1, Duration::from_secs(1), 1 << 20, Duration::ZERO, 0).unwrap()),
             cfg,
         })
     }
