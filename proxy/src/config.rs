@@ -304,6 +304,52 @@ pub struct Config {
     /// Open TCP connections one client address may hold (0: no cap); one more gets 429 then close
     #[arg(long, env = "PGBAAS_MAX_CONNECTIONS_PER_IP", default_value = "0", value_parser = int(0u32, 1_000_000, ""))]
     pub max_connections_per_ip: u32,
+    // --- E. read replicas (issue 19)
+    /// Read replicas: connection URLs of streaming replicas of the database, comma-separated (each as database_url); reads go to them (docs/operations.md)
+    #[arg(long, env = "PGBAAS_REPLICA_URLS", default_value = "", hide_default_value = true, value_parser = replica_urls)]
+    pub replica_urls: ReplicaUrls,
+
+    /// Read replicas: maximum connections to each replica (default: pool_size)
+    #[arg(long, env = "PGBAAS_REPLICA_POOL_SIZE", value_parser = int(1usize, 1000, ""))]
+    pub replica_pool_size: Option<usize>,
+
+    /// Read replicas: most milliseconds a read carrying a commit position waits for a replica to replay it before it goes to the primary
+    #[arg(id = "replica_wait_ms", value_name = "MS", long = "replica-wait-ms", env = "PGBAAS_REPLICA_WAIT_MS", default_value = "100", value_parser = int(0u64, 10_000, " ms"))]
+    pub replica_wait_ms: u64,
+
+    /// Read replicas: WAL bytes a replica may be behind the primary and stay in rotation
+    #[arg(long, value_name = "BYTES", env = "PGBAAS_REPLICA_MAX_LAG_BYTES", default_value = "16777216", value_parser = int(0u64, 1u64 << 50, " bytes"))]
+    pub replica_max_lag_bytes: u64,
+}
+
+/// `--replica-urls`: each as `database_url`. Split at commas that start a new
+/// `postgres://`/`postgresql://` URL (a URL's own host list has commas too); a
+/// key=value string is one replica. (issue 19, replicas)
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaUrls(pub Vec<String>);
+
+fn replica_urls(s: &str) -> Result<ReplicaUrls, String> {
+    let mut urls: Vec<String> = Vec::new();
+    for piece in s.split(',') {
+        let starts = piece.trim_start().starts_with("postgres://") || piece.trim_start().starts_with("postgresql://");
+        if urls.is_empty() && piece.trim().is_empty() {
+            continue;
+        }
+        match urls.last_mut() {
+            Some(last) if !starts => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => urls.push(piece.trim().to_string()),
+        }
+    }
+    for (i, u) in urls.iter().enumerate() {
+        database_url(u).map_err(|e| format!("replica {}: {e}", i + 1))?;
+        if u.is_empty() {
+            return Err(format!("replica {} is empty", i + 1));
+        }
+    }
+    Ok(ReplicaUrls(urls))
 }
 
 /// The request headers browsers may send by default (issue 19, edge): every header a

@@ -22,6 +22,7 @@ mod ratelimit;
 // Transports and hub are being built on it (issue 14); until they land, its items are unused.
 #[allow(dead_code)]
 mod realtime;
+mod replicas;
 mod router;
 mod routes;
 mod server;
@@ -135,7 +136,21 @@ fn main() {
     // --- edge (issue 19): CORS, TLS, graceful stop, connection caps.
     let edge = edge::Edge::new(&cfg);
     server.add_service(pingora::services::background::background_service("graceful stop", edge.drain(cfg.shutdown_grace)));
-    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc, edge };
+    // --- E. read replicas (issue 19): a request pool per replica, and their watch.
+    let replicas = {
+        let size = cfg.replica_pool_size.unwrap_or(cfg.pool_size);
+        let wait = Duration::from_millis(cfg.replica_wait_ms);
+        match replicas::Replicas::new(&cfg.replica_urls.0, size, cfg.pool_timeout, cfg.max_result_bytes, wait, cfg.replica_max_lag_bytes) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                eprintln!("pgbaas-proxy: replica_urls: {e}");
+                std::process::exit(2);
+            }
+        }
+    };
+    let watch = replicas::ReplicaWatch { replicas: replicas.clone(), primary: requests.clone(), timeouts: db_timeouts(&cfg) };
+    server.add_service(pingora::services::background::background_service("replica watch", watch));
+    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc, edge, replicas };
     let header_timeout = app.cfg.header_timeout;
     let conns = edge::ConnCap::new(app.cfg.max_connections_per_ip); // (issue 19, edge)
     let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout, conns };

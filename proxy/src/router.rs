@@ -55,6 +55,10 @@ pub struct Doc {
     /// The success body's JSON Schema as JSON text; empty: any JSON (no stricter than
     /// the truth: the SQL function's JSON is the body).
     pub returns: &'static str,
+    /// A read (issue 19, replicas): a GET of JSON whose SQL only reads, which a read
+    /// replica in rotation may answer (proxy/src/replicas.rs). Never a streaming or
+    /// file route, never one that writes (an audit entry, a token used up).
+    pub read: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

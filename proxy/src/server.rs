@@ -50,6 +50,8 @@ pub struct App {
     pub oidc: Arc<crate::oidc::JwksFetcher>,
     /// CORS, TLS, graceful stop, connection caps (issue 19, edge).
     pub edge: crate::edge::Edge,
+    /// Read replicas (issue 19, replicas): where route reads go; empty: all to `requests`.
+    pub replicas: Arc<crate::replicas::Replicas>,
 }
 
 /// /healthz answers before any rate limit (abuse.rs: monitors must always reach it),
@@ -345,7 +347,9 @@ impl App {
         let caller = db::Caller { claims: claims.as_deref(), client_ip: &client_ip, user_agent: &user_agent, short_timeout };
         let returns = if route.answer.shape == Shape::Void { db::Returns::Void } else { db::Returns::Json };
         let args = plan.args();
-        let mut out = db::call(&self.requests, &self.timeouts, &caller, route.sql, &args[..plan.arg_count()], returns).await;
+        // (issue 19, replicas) a read may go to a replica that has the caller's commit.
+        let after = if route.read { crate::replicas::client_lsn(&s.req_header().headers)? } else { None };
+        let mut out = crate::replicas::call(&self.replicas, &self.requests, route.read, after, &self.timeouts, &caller, route.sql, &args[..plan.arg_count()], returns).await;
         if route.oidc_retry && matches!(&out, Err(e) if e.code == "oidc_keys_stale") {
             // The provider may have rotated its keys: fetch them again (at most once per
             // refetch floor) and try once more; else the token names no key it has.
@@ -368,7 +372,14 @@ impl App {
             .map_err(|e| if route.answer.shape == Shape::Batch { e.batch_operation() } else { e })
             .map_err(|e| reword_refusal(e, route, claims.is_some()))
             .map_err(|e| if short_timeout { self.reword_anonymous_timeout(e) } else { e })?;
-        answer(route, out)
+        let mut reply = answer(route, out)?;
+        // (issue 19, replicas) a write's commit position, for reads that must see it.
+        if !route.read && !self.replicas.is_empty() && reply.status.is_success() {
+            if let Some(lsn) = crate::replicas::commit_lsn(&self.requests, &self.timeouts).await {
+                reply.headers.push((crate::replicas::COMMIT_LSN_HEADER, lsn));
+            }
+        }
+        Ok(reply)
     }
 
     /// Postgres says "canceling statement due to statement timeout": say which limit
@@ -430,13 +441,17 @@ impl App {
         let p = db::pool_use(&self.requests);
         let pool = serde_json::json!({"size": p.size, "max_size": p.max_size, "in_use": p.size - p.available.min(p.size),
                                       "available": p.available, "waiting": p.waiting});
-        let (status, body) = match result {
+        let (status, mut body) = match result {
             Ok(()) => (StatusCode::OK, serde_json::json!({"status": "ok", "database": "ok", "pool": pool})),
             Err(e) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::json!({"status": "unavailable", "error": {"code": e.code, "message": e.message}, "pool": pool}),
             ),
         };
+        // (issue 19, replicas) each replica, in rotation or not, and its lag.
+        if !self.replicas.is_empty() {
+            body["replicas"] = self.replicas.status();
+        }
         let mut r = Reply::json(status, body.to_string());
         r.no_store = true;
         r

@@ -7,6 +7,8 @@ pub mod fakepg;
 /// A real OpenID Connect key endpoint and token signer for the sign-in tests (issue 16).
 pub mod oidc;
 pub mod realtime;
+/// A streaming replica of a test cluster (issue 19, read replicas).
+pub mod replica;
 /// A real SMTP server for the email tests (issue 16).
 pub mod smtp;
 /// An independent RFC 6238 oracle for the multi-factor tests.

@@ -74,3 +74,21 @@ fn files_benchmark_quick_mode_prints_its_table() {
         assert!(text.lines().any(|l| l.starts_with('|') && l.contains(row)), "no row {row:?} in\n{text}");
     }
 }
+
+/// Read replicas (issue 19): `pgbaas-bench --replicas --quick` prints GET and list through
+/// the primary and through a streaming replica, and no request failed.
+#[test]
+fn replicas_benchmark_quick_mode_prints_its_table() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgbaas-bench")).args(["--replicas", "--quick"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for row in ["| GET one document | primary |", "| GET one document | replica |", "| list 20 by an indexed field | primary |", "| list 20 by an indexed field | replica |"] {
+        let line = text.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no row {row:?} in\n{text}"));
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert!(cells[3].parse::<f64>().is_ok_and(|v| v > 0.0), "{line}");
+        assert_eq!(cells[6], "0", "failed requests in {line}");
+        if row.contains("replica") {
+            assert!(cells[7].parse::<i64>().is_ok_and(|n| n > 0), "the replica answered the reads: {line}");
+        }
+    }
+}

@@ -495,6 +495,8 @@ pub mod testing {
             oidc: crate::oidc::JwksFetcher::new(crate::db::make_pool(url, Duration::from_secs(1)).unwrap(), cfg.oidc()),
             edge: crate::edge::Edge::new(&cfg), // (issue 19, edge)
             feeds,
+            // (issue 19, replicas) none.
+            replicas: Arc::new(crate::replicas::Replicas::new(&[], 1, Duration::from_secs(1), 1 << 20, Duration::ZERO, 0).unwrap()),
             cfg,
         })
     }

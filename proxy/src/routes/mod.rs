@@ -67,6 +67,7 @@ const fn r(name: &'static str, method: Method, path: &'static [Seg], auth: Auth)
         answer: Answer { status: StatusCode::OK, shape: Shape::Json, no_store: false },
         oidc_retry: false,
         doc: Doc { summary: "", returns: "" },
+        read: false,
     }
 }
 
@@ -103,6 +104,11 @@ impl Route {
     /// fetched again (at most once per oidc_refetch_floor_secs) and one more try.
     const fn oidc_retry(mut self) -> Route {
         self.oidc_retry = true;
+        self
+    }
+    /// A read a replica may answer (issue 19, replicas): its SQL only reads.
+    const fn read(mut self) -> Route {
+        self.read = true;
         self
     }
     /// Replies carry tokens, account data or documents: never cached.
@@ -224,7 +230,7 @@ pub static ROUTES: &[Route] = &[
         .answer(OK, Shape::ErrorResult("refresh token is not valid")).private().doc("Trade a refresh token for a new session", SIGNED_IN),
     r("logout", POST, &[lit("v1"), lit("auth"), lit("logout")], User)
         .sql("select baas.logout()", &[]).answer(NO_CONTENT, Shape::Void).doc("End this session", ""),
-    r("get_user", GET, USER, User).sql("select x::text from baas.get_user() x", &[]).private().doc("The signed-in account", ACCOUNT),
+    r("get_user", GET, USER, User).sql("select x::text from baas.get_user() x", &[]).private().doc("The signed-in account", ACCOUNT).read(),
     r("update_user", PATCH, USER, User)
         .body(&[one_of("data", Object), one_of("password", Text), opt("current_password", Text)])
         // Password changes check the current password: limited like logins.
@@ -294,7 +300,7 @@ pub static ROUTES: &[Route] = &[
             &[F("mfa_token"), F("code"), F("device_id")],
         )
         .answer(OK, Shape::ErrorResult("the code is wrong")).private(),
-    r("mfa_status", GET, MFA, User).sql("select x::text from baas.mfa_status() x", &[]).private(),
+    r("mfa_status", GET, MFA, User).sql("select x::text from baas.mfa_status() x", &[]).private().read(),
     r("mfa_enroll", POST, MFA_TOTP, User)
         .body(&[opt("friendly_name", Text)])
         .sql("select x::text from baas.mfa_enroll_totp($1) x", &[F("friendly_name")])
@@ -326,7 +332,7 @@ pub static ROUTES: &[Route] = &[
         .limits(&[per_ip(Kind::Auth), Limit { kind: Kind::Account, key: LimitKey::Subject("upgrade"), when: None }])
         .sql("select x::text from baas.upgrade_account($1, $2) x", &[F("email"), F("password")])
         .private(),
-    r("list_sessions", GET, SESSIONS, User).sql("select x::text from baas.list_sessions() x", &[]).private(),
+    r("list_sessions", GET, SESSIONS, User).sql("select x::text from baas.list_sessions() x", &[]).private().read(),
     r("end_other_sessions", DELETE, SESSIONS, User)
         .sql("select baas.end_other_sessions()", &[]).answer(NO_CONTENT, Shape::Void),
     r("end_session", DELETE, SESSION, User)
@@ -338,7 +344,7 @@ pub static ROUTES: &[Route] = &[
     r("reactivate", DELETE, SUSPENSION, Service)
         .sql("select x::text from baas.reactivate_user($1::text::uuid) x", &[Path(0)]).private(),
     r("user_sessions", GET, ADMIN_SESSIONS, Service)
-        .sql("select x::text from baas.user_sessions($1::text::uuid) x", &[Path(0)]).private(),
+        .sql("select x::text from baas.user_sessions($1::text::uuid) x", &[Path(0)]).private().read(),
     r("sign_out_user", DELETE, ADMIN_SESSIONS, Service)
         .sql("select baas.sign_out_user($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
     // Options of an existing collection (on_owner_delete).
@@ -368,7 +374,7 @@ pub static ROUTES: &[Route] = &[
         .limits(&[per_ip(Kind::Auth)])
         .sql("select x::text from baas.link_identity($1, $2, $3) x", &[F("provider"), F("id_token"), F("nonce")])
         .oidc_retry().private(),
-    r("list_identities", GET, IDENTITIES, User).sql("select x::text from baas.identities() x", &[]).private(),
+    r("list_identities", GET, IDENTITIES, User).sql("select x::text from baas.identities() x", &[]).private().read(),
     r("unlink_identity", DELETE, &[lit("v1"), lit("auth"), lit("identities"), uuid("id")], User)
         .sql("select baas.unlink_identity($1::text::uuid)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
 
@@ -381,12 +387,12 @@ pub static ROUTES: &[Route] = &[
     r("followers", GET, FOLLOWERS, Anyone)
         .query(Query::Page)
         .sql("select x::text from baas.followers($1::text::uuid, $2, $3::text::uuid) x", &[Path(0), List(L::Limit), List(L::After)])
-        .private(),
+        .private().read(),
     r("following", GET, FOLLOWING, Anyone)
         .query(Query::Page)
         .sql("select x::text from baas.following($1::text::uuid, $2, $3::text::uuid) x", &[Path(0), List(L::Limit), List(L::After)])
-        .private(),
-    r("follow_requests", GET, FOLLOW_REQUESTS, User).sql("select x::text from baas.follow_requests() x", &[]).private(),
+        .private().read(),
+    r("follow_requests", GET, FOLLOW_REQUESTS, User).sql("select x::text from baas.follow_requests() x", &[]).private().read(),
     r("accept_follow", PUT, FOLLOW_REQUEST, User)
         .sql("select baas.answer_follow_request($1::text::uuid, true)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
     r("decline_follow", DELETE, FOLLOW_REQUEST, User)
@@ -416,8 +422,8 @@ pub static ROUTES: &[Route] = &[
             "select x::text from baas.find_users($1, $2, $3, $4, $5::text::uuid, $6) x",
             &[List(L::Filter), List(L::Order), List(L::Limit), List(L::Offset), List(L::After), List(L::Fields)],
         )
-        .private(),
-    r("get_profile", GET, USER_PROFILE, Anyone).sql("select x::text from baas.get_profile($1::text::uuid) x", &[Path(0)]).private(),
+        .private().read(),
+    r("get_profile", GET, USER_PROFILE, Anyone).sql("select x::text from baas.get_profile($1::text::uuid) x", &[Path(0)]).private().read(),
     // By exact email or username, in the body (no address in URLs or logs); per account.
     r("lookup_user", POST, &[lit("v1"), lit("users"), lit("lookup")], User)
         .body(&[one_of("email", Text), one_of("username", Text)])
@@ -439,14 +445,14 @@ pub static ROUTES: &[Route] = &[
              from baas.rpc($1, $2::jsonb, pg_catalog.set_config('transaction_read_only', 'on', true) = 'on') x",
             &[Path(0), Arg::QueryArgs],
         )
-        .answer(OK, Shape::Rpc).private(),
+        .answer(OK, Shape::Rpc).private().read(),
     // --- collections (sql/documents.sql; baas_service only)
-    r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]).doc("List collections", ITEMS),
+    r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]).doc("List collections", ITEMS).read(),
     r("create_collection", POST, COLLECTIONS, Service)
         .body(&[req("name", Text), opt("options", Object)])
         .sql("select x::text from baas.create_collection($1, coalesce($2::jsonb, '{}')) x", &[F("name"), F("options")])
         .answer(CREATED, Shape::Json),
-    r("get_collection", GET, COLLECTION, Service).sql("select x::text from baas.get_collection($1) x", &[Path(0)]),
+    r("get_collection", GET, COLLECTION, Service).sql("select x::text from baas.get_collection($1) x", &[Path(0)]).read(),
     r("drop_collection", DELETE, COLLECTION, Service)
         .sql("select baas.drop_collection($1)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
     // --- documents
@@ -459,7 +465,7 @@ pub static ROUTES: &[Route] = &[
             "select case when baas._expand_checked($9) then baas.expand_page(baas.list_documents($1, $2, $3, $4, $5, $6, $7::text::uuid, $8), $9) end::text",
             &[Path(0), List(L::Filter), List(L::Order), List(L::Limit), List(L::Offset), List(L::Count), List(L::After), List(L::Fields), List(L::Expand)],
         )
-        .private().doc("List documents", ITEMS),
+        .private().doc("List documents", ITEMS).read(),
     r("create_document", POST, DOCS, Anyone)
         .body(&[req("data", Data), opt("acl", Any), opt("id", Uuid)])
         .sql("select x::text, x ->> 'version' from baas.create_document($1, $2, $3, $4::text::uuid) x", &[Path(0), F("data"), F("acl"), F("id")])
@@ -467,7 +473,7 @@ pub static ROUTES: &[Route] = &[
     r("get_document", GET, DOC, Anyone)
         .query(Query::Expand)
         .sql("select x::text, x ->> 'version' from baas.expand(baas.get_document($1, $2), $3) x", &[Path(0), Path(1), List(L::Expand)])
-        .answer(OK, Shape::Document).private().doc("Read a document", DOCUMENT),
+        .answer(OK, Shape::Document).private().doc("Read a document", DOCUMENT).read(),
     r("replace_document", PUT, DOC, Anyone)
         .body(&[req("data", Data)])
         .sql("select x::text, x ->> 'version' from baas.replace_document($1, $2, $3, $4) x", DOC_WRITE)
@@ -481,7 +487,7 @@ pub static ROUTES: &[Route] = &[
         .answer(OK, Shape::Document).private().doc("Patch a document's data (merge patch or operators)", DOCUMENT),
     r("delete_document", DELETE, DOC, Anyone)
         .sql("select baas.delete_document($1, $2, $3)", &[Path(0), Path(1), IfMatch]).answer(NO_CONTENT, Shape::Void),
-    r("get_acl", GET, ACL, Anyone).sql("select x::text from baas.get_acl($1, $2) x", &[Path(0), Path(1)]).private(),
+    r("get_acl", GET, ACL, Anyone).sql("select x::text from baas.get_acl($1, $2) x", &[Path(0), Path(1)]).private().read(),
     // The ACL's lists are checked by baas.normalize_acl (invalid_acl names the problem).
     r("set_acl", PUT, ACL, Anyone)
         .body(&[opt("read", Any), opt("update", Any), opt("delete", Any)])
@@ -499,7 +505,7 @@ pub static ROUTES: &[Route] = &[
             "select case when baas._expand_checked($7) then baas.expand_page(baas.referrers($1, $2, $3, $4, $5, $6::text::uuid), $7) end::text",
             &[Path(0), Path(1), List(L::Collection), List(L::Field), List(L::Limit), List(L::After), List(L::Expand)],
         )
-        .private(),
+        .private().read(),
     // --- tables (sql/tables.sql): protected tables in exposed schemas (docs/tables.md,
     // "Over HTTP"). Bodies are open (column names, which Postgres checks); the key is the
     // primary key's value as text; the ETag is the version column or xmin.
@@ -509,7 +515,7 @@ pub static ROUTES: &[Route] = &[
             "select x::text from baas.table_list($1, $2, $3, $4, $5, $6, $7, $8) x",
             &[Path(0), List(L::Filter), List(L::Order), List(L::Limit), List(L::Offset), List(L::Count), List(L::After), List(L::Fields)],
         )
-        .private(),
+        .private().read(),
     r("insert_row", POST, ROWS, Anyone)
         .body(ANY_FIELDS)
         // The body as sent (Arg::RawBody): Postgres reads its numbers, every digit kept.
@@ -517,7 +523,7 @@ pub static ROUTES: &[Route] = &[
         .answer(CREATED, Shape::Document).private(),
     r("get_row", GET, ROW, Anyone)
         .sql("select x.data::text, x.version::text from baas.table_get($1, $2) x", &[Path(0), Path(1)])
-        .answer(OK, Shape::Document).private(),
+        .answer(OK, Shape::Document).private().read(),
     r("update_row", PATCH, ROW, Anyone)
         .body(ANY_FIELDS)
         .sql("select x.data::text, x.version::text from baas.table_update($1, $2, $3::text::jsonb, $4) x", &[Path(0), Path(1), Arg::RawBody, IfMatch])
@@ -546,13 +552,13 @@ pub static ROUTES: &[Route] = &[
         .sql("select baas.delete_file($1::text::uuid, $2)", &[Path(0), IfMatch]).answer(NO_CONTENT, Shape::Void),
     r("get_file_meta", GET, FILE_META, Anyone)
         .sql("select x::text, x ->> 'version' from baas.file_meta($1::text::uuid) x", &[Path(0)])
-        .answer(OK, Shape::Document).private(),
+        .answer(OK, Shape::Document).private().read(),
     r("update_file_meta", PATCH, FILE_META, Anyone)
         .body(&[one_of("name", Text), one_of("data", Data)])
         .sql("select x::text, x ->> 'version' from baas.update_file($1::text::uuid, $2, $3, $4) x", &[Path(0), F("name"), F("data"), IfMatch])
         .answer(OK, Shape::Document).private(),
     r("get_file_acl", GET, FILE_ACL, Anyone)
-        .sql("select x::text from baas.get_file_acl($1::text::uuid) x", &[Path(0)]).private(),
+        .sql("select x::text from baas.get_file_acl($1::text::uuid) x", &[Path(0)]).private().read(),
     r("set_file_acl", PUT, FILE_ACL, Anyone)
         .body(&[opt("read", Any), opt("update", Any), opt("delete", Any)])
         .sql("select x::text from baas.set_file_acl($1::text::uuid, $2, $3) x", &[Path(0), Body, IfMatch])
@@ -568,7 +574,7 @@ pub static ROUTES: &[Route] = &[
     r("tus_patch", PATCH, UPLOAD, Anyone).kind(RouteKind::File(FileOp::TusPatch)),
     r("tus_delete", DELETE, UPLOAD, Anyone).kind(RouteKind::File(FileOp::TusDelete)),
     // --- indexes (baas_service only)
-    r("list_indexes", GET, INDEXES, Service).sql("select jsonb_build_object('items', baas.list_indexes($1))::text", &[Path(0)]).doc("List a collection's indexes", ITEMS),
+    r("list_indexes", GET, INDEXES, Service).sql("select jsonb_build_object('items', baas.list_indexes($1))::text", &[Path(0)]).doc("List a collection's indexes", ITEMS).read(),
     // 202: the index is built in the background (state "building"); GET on the index
     // answers its state until "ready" or "failed" (docs/api.md).
     r("create_index", POST, INDEXES, Service)
@@ -577,12 +583,12 @@ pub static ROUTES: &[Route] = &[
         .answer(StatusCode::ACCEPTED, Shape::Json),
     r("get_index", GET, INDEX, Service)
         .query(Query::IndexKind)
-        .sql("select x::text from baas.get_index($1, $2, $3) x", &[Path(0), Path(1), IndexKind]),
+        .sql("select x::text from baas.get_index($1, $2, $3) x", &[Path(0), Path(1), IndexKind]).read(),
     r("drop_index", DELETE, INDEX, Service)
         .query(Query::IndexKind)
         .sql("select baas.drop_index($1, $2, $3)", &[Path(0), Path(1), IndexKind]).answer(NO_CONTENT, Shape::Void),
     // --- roles (baas_service only)
-    r("list_roles", GET, ROLES, Service).sql("select jsonb_build_object('items', baas.list_roles())::text", &[]).doc("List roles", ITEMS),
+    r("list_roles", GET, ROLES, Service).sql("select jsonb_build_object('items', baas.list_roles())::text", &[]).doc("List roles", ITEMS).read(),
     r("create_role", POST, ROLES, Service)
         .body(&[req("name", Text)])
         .sql("select jsonb_build_object('name', $1::text)::text from baas.create_role($1) x", &[F("name")])
@@ -606,6 +612,24 @@ pub static ROUTES: &[Route] = &[
 mod tests {
     use super::*;
     use crate::router::pattern;
+
+    /// Reads a replica may answer (issue 19, replicas): JSON GETs only, never a
+    /// stream, a file or a route whose method says it writes.
+    #[test]
+    fn only_json_gets_are_reads() {
+        for r in ROUTES.iter().filter(|r| r.read) {
+            assert!(r.method == GET || r.method == HEAD, "{}: a read is a GET", r.name);
+            assert_eq!(r.kind, RouteKind::Json, "{}: a read answers JSON", r.name);
+            assert!(!r.sql.is_empty(), "{}", r.name);
+        }
+        let reads: Vec<_> = ROUTES.iter().filter(|r| r.read).map(|r| r.name).collect();
+        for name in ["get_document", "list_documents", "list_rows", "get_row", "get_profile", "rpc_get"] {
+            assert!(reads.contains(&name), "{name} is a read");
+        }
+        for name in ["rpc", "create_document", "download_file", "collection_events", "realtime", "batch", "login"] {
+            assert!(!reads.contains(&name), "{name} is not a read");
+        }
+    }
 
     /// The table is consistent: every `$n` has an arg, every arg a source, names and
     /// method+path pairs are unique.

@@ -47,10 +47,12 @@ struct Args {
     doc_bytes: usize,
     latency_only: bool,
     compare_worker: usize,
+    /// Reads on a streaming replica vs on the primary instead (issue 19, replicas).
+    replicas: bool,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![], pool: default_pool(), realtime: false, subscribers: 10_000, rate: 500, doc_bytes: 0, latency_only: false, compare_worker: 0 };
+    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![], pool: default_pool(), realtime: false, subscribers: 10_000, rate: 500, doc_bytes: 0, latency_only: false, compare_worker: 0, replicas: false };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -71,6 +73,7 @@ fn parse_args() -> Result<Args> {
             }
             "--no-peer" => a.peer = false,
             "--realtime" => a.realtime = true,
+            "--replicas" => a.replicas = true,
             "--latency-only" => a.latency_only = true,
             "--compare-worker" => {
                 a.compare_worker = num(i)? as usize;
@@ -363,6 +366,9 @@ fn main() -> Result<()> {
     if a.realtime {
         let o = bench_realtime::Opts { subscribers: a.subscribers, users: (a.subscribers / 10).max(1), rate: a.rate, secs: a.secs, wrk_secs: 5, wrk_conns: a.conns, doc_bytes: a.doc_bytes, wrk_rounds: if a.latency_only { 0 } else { 6 }, compare_rounds: a.compare_worker };
         return bench_realtime::run(&o, |url, script, secs, conns| wrk(url, script, secs, conns, 0).map(|r| (r.rps, r.errors)));
+    }
+    if a.replicas {
+        return replicas::run(&a);
     }
     let work = std::env::temp_dir().join(format!("pgbaas-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
@@ -876,5 +882,93 @@ mod parse_peer {
         }
         drop(kid);
         Ok(out)
+    }
+}
+
+// ------------------------------------------------------ read replicas (issue 19, E)
+
+/// `--replicas`: GET one document and a list page through two proxies of one primary in
+/// the same run, one sending reads to a streaming replica of it (`--replica-urls`) and
+/// one without replicas, on this same machine. The replica's committed transactions
+/// during its runs show that it answered them.
+mod replicas {
+    use super::*;
+    use pgbaas_testkit::replica::Replica;
+
+    pub fn run(a: &Args) -> Result<()> {
+        let work = std::env::temp_dir().join(format!("pgbaas-bench-replicas-{}", std::process::id()));
+        std::fs::create_dir_all(&work)?;
+        let _cleanup = Cleanup(work.clone());
+        let items: i64 = if a.quick { 2_000 } else { 20_000 };
+        let cluster = Cluster::temporary()?;
+        let mut db = cluster.connect("postgres", DB)?;
+        let r: serde_json::Value = db.query_one("select baas.signup('r0@bench.test', $1)", &[&PASSWORD])?.get(0);
+        let token = r["access_token"].as_str().context("signup returned no token")?.to_string();
+        db.batch_execute("select baas.create_collection('items')")?;
+        db.execute(
+            "insert into baas.documents (collection_id, id, owner, data)
+             select c.id, ($2 || lpad(to_hex(g), 12, '0'))::uuid, (select id from baas.users limit 1),
+                    jsonb_build_object('n', g, 'cat', g % 100, 'title', 'item ' || g)
+               from baas.collections c, generate_series(1, $1::bigint) g where c.name = 'items'",
+            &[&items, &ID_PREFIX],
+        )?;
+        db.batch_execute("select baas.create_index('items', 'cat', concurrently => false)")?;
+        db.batch_execute("vacuum analyze")?;
+        let auth_url = cluster.authenticator_url()?;
+        let replica = Replica::of(&cluster)?;
+        replica.catch_up(&cluster)?;
+        if std::env::var_os("PGBAAS_TEST_LOG").is_none() {
+            std::env::set_var("PGBAAS_TEST_LOG", "off");
+        }
+        let pool = a.pool.to_string();
+        let on_primary = Proxy::start(&auth_url, &["--pool-size", &pool, "--rate-limits", "off"])?;
+        let on_replica = Proxy::start(&auth_url, &["--pool-size", &pool, "--rate-limits", "off", "--replica-urls", &replica.authenticator_url(&cluster)?])?;
+        // Reads go to the replica once its watch has looked at it (within a second).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let body = ureq::get(&format!("{}/healthz", on_replica.base())).call().ok().and_then(|r| r.into_string().ok()).unwrap_or_default();
+            if body.contains("\"in_rotation\":true") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the replica did not come into rotation: {body}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let write = |name: &str, text: String| -> Result<PathBuf> {
+            let p = work.join(name);
+            std::fs::write(&p, text)?;
+            Ok(p)
+        };
+        let auth_lua = format!("wrk.headers[\"Authorization\"] = \"Bearer {token}\"\n");
+        let get = write(
+            "get.lua",
+            format!("{auth_lua}request = function()\n  return wrk.format(\"GET\", \"/v1/collections/items/documents/\" .. string.format(\"{ID_PREFIX}%012x\", math.random(1, {items})))\nend\n"),
+        )?;
+        let list = write(
+            "list.lua",
+            format!("{auth_lua}request = function()\n  return wrk.format(\"GET\", \"/v1/collections/items/documents?limit=20&where=%7B%22cat%22%3A\" .. math.random(0, 99) .. \"%7D\")\nend\n"),
+        )?;
+        let commits = |c: &mut postgres::Client| -> Result<i64> {
+            Ok(c.query_one("select sum(xact_commit)::bigint from pg_stat_database", &[])?.get(0))
+        };
+        let mut rc = replica.connect("postgres", DB)?;
+        println!("pgbaas read replicas: {} s per run after {} s warm-up, {} connections, pool {}, {items} documents (one primary and one streaming replica on this machine)", a.secs, a.warm, a.conns, a.pool);
+        println!("| workload | reads on | rps | p50 ms | p99 ms | errors | replica transactions |");
+        println!("|---|---|---:|---:|---:|---:|---:|");
+        let mut failed = 0;
+        for (name, script) in [("GET one document", &get), ("list 20 by an indexed field", &list)] {
+            for (target, proxy) in [("primary", &on_primary), ("replica", &on_replica)] {
+                let before = commits(&mut rc)?;
+                let r = wrk_measured(a, &proxy.base(), script, Some(proxy.child.id()))?;
+                let replica_tx = commits(&mut rc)? - before;
+                failed += r.errors;
+                println!("| {name} | {target} | {:.0} | {:.2} | {:.2} | {} | {replica_tx} |", r.rps, r.p50, r.p99, r.errors);
+            }
+        }
+        if failed > 0 {
+            bail!("{failed} requests failed");
+        }
+        Ok(())
     }
 }
