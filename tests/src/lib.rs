@@ -7,6 +7,8 @@ pub mod fakepg;
 /// A real OpenID Connect key endpoint and token signer for the sign-in tests (issue 16).
 pub mod oidc;
 pub mod realtime;
+/// A TCP relay that can black-hole and heal, for the fault tests (issue 19).
+pub mod relay;
 /// A real SMTP server for the email tests (issue 16).
 pub mod smtp;
 /// An independent RFC 6238 oracle for the multi-factor tests.
