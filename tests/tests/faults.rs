@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 /// A cluster of this test's own. Commits are durable against a killed server process:
 /// the kit's throwaway clusters turn synchronous_commit off, which lost acknowledged
 /// writes on `kill -9` (2 of 63 in a run of the test below); ALTER SYSTEM turns it on
-/// (a postgresql.conf line added after the kit's did not take effect).
+/// (`Cluster::temporary_with_settings(.., "synchronous_commit = on")` adds nothing: the
+/// sample file's commented `#synchronous_commit = on` already "contains" that text).
 fn cluster() -> Cluster {
     let c = Cluster::temporary().expect("start a Postgres cluster");
     let mut admin = c.connect("postgres", DB).unwrap();
