@@ -378,3 +378,5 @@ grant execute on function baas.housekeeping() to baas_authenticator;
 -- observability (issue 19, sql/audit.sql request ids): package A.
 
 -- shared limits (issue 19, sql/limits.sql): package D.
+-- The proxy's login role counts per-account attempts (proxy/src/server.rs); no API role may.
+grant execute on function baas._account_limit_hit(text, integer, integer) to baas_authenticator;

@@ -230,7 +230,12 @@ pub fn map_pg_error(e: &tokio_postgres::Error, anonymous: bool) -> ApiError {
 }
 
 fn from_db(code: &str, message: &str, detail: Option<&str>, hint: Option<&str>, anonymous: bool) -> ApiError {
-    let err = ApiError::from_sqlstate(code, message, detail, hint, anonymous);
+    let mut err = ApiError::from_sqlstate(code, message, detail, hint, anonymous);
+    // (issue 19, faults) The server going away under a request (57P01 on a restart,
+    // 08xxx, 53xxx): 503 with Retry-After, as for the other outages below.
+    if err.code == "database_unavailable" {
+        err.retry_after.get_or_insert(1);
+    }
     if err.code == "query_timeout" {
         // The client's query met its limit: an answer, not a fault of ours (and a
         // flood of them must not fill the error log).
@@ -246,7 +251,11 @@ fn map_wire_error(e: &PgError, anonymous: bool) -> ApiError {
         PgError::Db { code, message, detail, hint } => from_db(code, message, detail.as_deref(), hint.as_deref(), anonymous),
         PgError::Conn(m) => {
             log::warn!("database connection error: {m}");
-            ApiError::unavailable("the database is unavailable")
+            // (issue 19, faults) A lost connection (Postgres restarted or killed): a
+            // client may retry, and is told when.
+            let mut e = ApiError::unavailable("the database is unavailable");
+            e.retry_after = Some(1);
+            e
         }
         PgError::Internal(m) => {
             log::error!("request statement: {m}");
@@ -348,7 +357,10 @@ async fn attempt<T: Column>(pool: &RequestPool, deadline: Duration, steps: &[cra
     let Ok(result) = tokio::time::timeout(deadline, T::run(conn, steps, rows_of, binary_max)).await else {
         // The guard cancels the statement: its answer may still come.
         log::warn!("the database did not answer within {deadline:?}");
-        return Err(ApiError::unavailable("the database did not answer in time"));
+        // (issue 19, faults) A silent network or host: retryable, on another connection.
+        let mut e = ApiError::unavailable("the database did not answer in time");
+        e.retry_after = Some(1);
+        return Err(e);
     };
     // Finished: back to the pool (recycling drops a connection that is not reusable).
     let Some(conn) = guard.conn.take() else {
@@ -456,6 +468,21 @@ pub async fn call_binary(
     let timeout = if caller.short_timeout { t.anon_statement.as_str() } else { t.statement.as_str() };
     let auth_params: [&(dyn ToSql + Sync); 4] = [&caller.claims, &timeout, &caller.client_ip, &caller.user_agent];
     run_any(pool, t.answer, &[(AUTHENTICATE, &auth_params), (sql, params)], 1, caller.claims.is_none(), max_result).await
+}
+
+/// (issue 19, D) One attempt against the per-account limit `key`, counted in Postgres
+/// (sql/limits.sql) so that every proxy on the database shares the count: None while
+/// at most `max` attempts fell in the current window of `window_secs`, else the
+/// seconds until it ends. Its own statement and transaction (as baas_authenticator,
+/// no caller's role), run before the request's, so the request's rollback cannot
+/// undo it.
+pub async fn account_limit_hit(pool: &RequestPool, t: &Timeouts, key: &str, max: u32, window_secs: u32) -> Result<Option<u64>, ApiError> {
+    let (max, window) = (max.to_string(), window_secs.to_string());
+    let params: [&(dyn ToSql + Sync); 3] = [&key, &max.as_str(), &window.as_str()];
+    let sql = "select baas._account_limit_hit($1, $2::text::integer, $3::text::integer)::text";
+    let row = run(pool, t.answer, &[(sql, &params)], 0, false).await?;
+    let secs = row.and_then(|mut cols| cols.first_mut()?.take()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok((secs > 0).then_some(secs))
 }
 
 /// The requests' pool, as /healthz reports it.

@@ -328,7 +328,18 @@ impl App {
             }
             None => None,
         };
-        self.late_limits(route, body.as_ref(), claims.as_deref(), &ip_key)?;
+        let account_keys = self.late_limits(route, body.as_ref(), claims.as_deref(), &ip_key)?;
+        // --- D (issue 19): the per-account limits again, counted in Postgres so that
+        // every proxy shares them; each its own statement before the request's
+        // transaction, so a failed attempt still counts.
+        if self.cfg.rate_limits {
+            let max = self.cfg.rate_limit_account_per_minute;
+            for key in &account_keys {
+                if let Some(secs) = db::account_limit_hit(&self.requests, &self.timeouts, key, max, 60).await? {
+                    return Err(ApiError::rate_limited(secs));
+                }
+            }
+        }
         let if_match = match s.req_header().headers.get(header::IF_MATCH) {
             None => None,
             Some(v) => Some(v.to_str().map_err(|_| ApiError::bad_request("invalid_request", "If-Match is malformed"))?),
@@ -396,7 +407,9 @@ impl App {
     }
 
     /// Limits keyed by the body or the caller, or only for some bodies: after the body.
-    fn late_limits(&self, route: &Route, body: Option<&Value>, claims: Option<&str>, ip_key: &str) -> Result<(), ApiError> {
+    /// Returns the keys of the per-account limits it checked (shared in Postgres: D, issue 19).
+    fn late_limits(&self, route: &Route, body: Option<&Value>, claims: Option<&str>, ip_key: &str) -> Result<Vec<String>, ApiError> {
+        let mut account_keys = Vec::new();
         let field = |name: &str| body.and_then(|b| b.get(name)).filter(|v| !v.is_null());
         for l in route.limits {
             if l.when.is_some_and(|f| field(f).is_none()) {
@@ -430,8 +443,11 @@ impl App {
                 }
             };
             self.limiter.check(l.kind, &key).map_err(ApiError::rate_limited)?;
+            if l.kind == ratelimit::Kind::Account {
+                account_keys.push(key);
+            }
         }
-        Ok(())
+        Ok(account_keys)
     }
 
     /// /healthz: a statement over a request connection (shared by concurrent callers and

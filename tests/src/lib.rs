@@ -9,6 +9,8 @@ pub mod oidc;
 pub mod realtime;
 /// A streaming replica of a test cluster (issue 19, read replicas).
 pub mod replica;
+/// A TCP relay that can black-hole and heal, for the fault tests (issue 19).
+pub mod relay;
 /// A real SMTP server for the email tests (issue 16).
 pub mod smtp;
 /// An independent RFC 6238 oracle for the multi-factor tests.

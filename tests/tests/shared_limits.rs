@@ -1,0 +1,69 @@
+//! Per-account limits that hold with several proxies (issue 19, package D; sql/limits.sql,
+//! docs/security.md): two proxies on one database together allow an account what one
+//! allows, and a failed attempt counts as much as a successful one.
+mod common;
+
+use common::request_at;
+use pgbaas_testkit::{Cluster, Proxy};
+use serde_json::json;
+
+/// Per account: 3 a minute. The per-address limits are far above what the test sends.
+const LIMITS: &[&str] = &[
+    "--rate-limits",
+    "on",
+    "--rate-limit-account-per-minute",
+    "3",
+    "--rate-limit-auth-per-minute",
+    "1000",
+    "--rate-limit-signups-per-hour",
+    "1000",
+    "--rate-limit-requests-per-minute",
+    "100000",
+];
+
+fn post(base: &str, path: &str, body: serde_json::Value) -> common::Resp {
+    request_at(base, "POST", path, None, &[], Some(&body.to_string()))
+}
+
+#[test]
+fn two_proxies_on_one_database_share_the_per_account_limits() {
+    let cluster = Cluster::temporary().unwrap();
+    let url = cluster.authenticator_url().unwrap();
+    let (a, b) = (Proxy::start(&url, LIMITS).unwrap(), Proxy::start(&url, LIMITS).unwrap());
+    let (a, b) = (a.base(), b.base());
+    let email = format!("shared-{}@example.com", std::process::id());
+    let password = "correct horse battery";
+    let r = post(&a, "/v1/auth/signup", json!({"email": email, "password": password}));
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // Logins of one account (from one address): three across both proxies, then the
+    // fourth is refused, by whichever proxy gets it. Each proxy alone has seen at most
+    // two, under its own limit of three.
+    let login = |base: &str| post(base, "/v1/auth/login", json!({"email": email, "password": password}));
+    for (n, base) in [&a, &b, &a].into_iter().enumerate() {
+        let r = login(base);
+        assert_eq!(r.status, 200, "login {}: {}", n + 1, r.body);
+    }
+    let r = login(&b);
+    assert_eq!((r.status, r.code()), (429, "rate_limited"), "the fourth login across both proxies: {}", r.body);
+    let secs: u64 = r.header("Retry-After").expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&secs), "Retry-After {secs}");
+    assert_eq!(login(&a).status, 429, "and on the other proxy too");
+
+    // Failed attempts count: a refresh token that does not exist is refused (its
+    // request's transaction rolls back), and still uses up the key's attempts.
+    let bogus = format!("no-such-refresh-token-{}", std::process::id());
+    let refresh = |base: &str| post(base, "/v1/auth/refresh", json!({"refresh_token": bogus}));
+    for (n, base) in [&b, &a, &b].into_iter().enumerate() {
+        let r = refresh(base);
+        assert!(r.status == 401 || r.status == 400, "refresh {}: {} {}", n + 1, r.status, r.body);
+    }
+    let r = refresh(&a);
+    assert_eq!((r.status, r.code()), (429, "rate_limited"), "the fourth failed refresh across both proxies: {}", r.body);
+
+    // Another account is not touched by either count.
+    let other = format!("shared-other-{}@example.com", std::process::id());
+    assert_eq!(post(&b, "/v1/auth/signup", json!({"email": other, "password": password})).status, 201);
+    let r = post(&b, "/v1/auth/login", json!({"email": other, "password": password}));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
