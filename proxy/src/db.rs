@@ -246,7 +246,12 @@ fn map_wire_error(e: &PgError, anonymous: bool) -> ApiError {
         PgError::Db { code, message, detail, hint } => from_db(code, message, detail.as_deref(), hint.as_deref(), anonymous),
         PgError::Conn(m) => {
             log::warn!("database connection error: {m}");
-            ApiError::unavailable("the database is unavailable")
+            // (issue 19, failover) The connection died under the request (a primary
+            // killed or demoted): nothing was acknowledged, and the next try gets a new
+            // connection to whichever host is the primary then.
+            let mut e = ApiError::unavailable("the database is unavailable");
+            e.retry_after = Some(1);
+            e
         }
         PgError::Internal(m) => {
             log::error!("request statement: {m}");
