@@ -33,6 +33,11 @@ fn the_proxy_follows_a_new_primary_and_no_acknowledged_write_is_lost() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // ... until its machine dies.
+    let resets = |i: usize| -> i64 {
+        let mut db = cluster.connect(i, "postgres", DB).unwrap();
+        db.query_one("select count(*) from baas.realtime_events where kind = 'reset'", &[]).unwrap().get(0)
+    };
+    let resets_before = resets(first);
     cluster.kill(first);
     let killed = Instant::now();
     let second = cluster.wait_primary(FOLLOW_WITHIN, Some(first)).expect("Patroni promotes a standby");
@@ -63,6 +68,12 @@ fn the_proxy_follows_a_new_primary_and_no_acknowledged_write_is_lost() {
         log.refused.len(),
         log.transport.len()
     );
+    let mut messages = std::collections::BTreeMap::<String, usize>::new();
+    for (_, _, body, _) in &log.refused {
+        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        *messages.entry(v["error"]["message"].as_str().unwrap_or(body).to_string()).or_default() += 1;
+    }
+    eprintln!("failover: refusals by message: {messages:?}");
     assert!(after >= 10, "writes kept failing after the first one succeeded on the new primary: {after} acknowledged since");
 
     // What clients saw meanwhile: 503 with Retry-After, never a 500 or a dropped request.
@@ -79,8 +90,9 @@ fn the_proxy_follows_a_new_primary_and_no_acknowledged_write_is_lost() {
     assert!(lost.is_empty(), "{} of {} acknowledged writes lost at the failover: {:?}", lost.len(), log.acked.len(), &lost[..lost.len().min(5)]);
 
     // The proxy's own connections followed too: the key listener and the live-feed
-    // capture run on the new primary (the capture with a new slot: see
-    // docs/operations.md, "High availability and failover").
+    // capture run on the new primary, the capture with a new slot and a `reset` event
+    // that tells subscribers changes may be missing (docs/operations.md, "High
+    // availability and failover").
     let mut db = cluster.connect(second, "postgres", DB).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -90,11 +102,12 @@ fn the_proxy_follows_a_new_primary_and_no_acknowledged_write_is_lost() {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let slot = db.query_opt("select 1 from pg_replication_slots where slot_name like 'baas_rt_%'", &[]).unwrap().is_some();
+        let slot = db.query_opt("select 1 from pg_replication_slots where slot_name like 'baas_rt_%'", &[]).unwrap().is_some()
+            && resets(second) > resets_before;
         if names.iter().any(|n| n == "pgbaas-proxy (keys)") && names.iter().any(|n| n == "pgbaas-proxy (realtime)") && slot {
             break;
         }
-        assert!(Instant::now() < deadline, "the proxy's background connections did not follow to the new primary: {names:?}, live-feed slot: {slot}");
+        assert!(Instant::now() < deadline, "the proxy's background connections did not follow to the new primary: {names:?}, live-feed slot and reset: {slot}");
         std::thread::sleep(Duration::from_millis(250));
     }
 }
