@@ -506,7 +506,7 @@ fn write_loop(base: &str, token: &str, w: usize, stop: &std::sync::atomic::Atomi
         match r {
             Ok(resp) => {
                 let status = resp.status();
-                let body: Value = resp.into_json().unwrap_or(Value::Null);
+                let body: Value = resp.into_string().ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
                 let mut l = log.lock().unwrap();
                 match (status, body["id"].as_str()) {
                     (201, Some(id)) => l.acked.push((id.to_string(), data, now)),
