@@ -253,6 +253,9 @@ fn map_wire_error(e: &PgError, anonymous: bool) -> ApiError {
             log::warn!("database connection error: {m}");
             // (issue 19, faults) A lost connection (Postgres restarted or killed): a
             // client may retry, and is told when.
+            // (issue 19, failover) Also a primary killed or demoted under the request:
+            // nothing was acknowledged, and the next try gets a new connection to
+            // whichever host is the primary then.
             let mut e = ApiError::unavailable("the database is unavailable");
             e.retry_after = Some(1);
             e

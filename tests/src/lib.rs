@@ -6,6 +6,8 @@
 pub mod fakepg;
 /// A real OpenID Connect key endpoint and token signer for the sign-in tests (issue 16).
 pub mod oidc;
+/// etcd and three Patroni nodes for the failover tests (issue 19, F).
+pub mod patroni;
 pub mod realtime;
 /// A streaming replica of a test cluster (issue 19, read replicas).
 pub mod replica;

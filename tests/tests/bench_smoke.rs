@@ -91,4 +91,12 @@ fn replicas_benchmark_quick_mode_prints_its_table() {
             assert!(cells[7].parse::<i64>().is_ok_and(|n| n > 0), "the replica answered the reads: {line}");
         }
     }
+/// The failover figure (issue 19, F) in one round (about a minute): printed, and no
+/// acknowledged write lost (the program exits non-zero otherwise).
+#[test]
+fn failover_benchmark_one_round_loses_no_acknowledged_write() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgbaas-bench")).args(["--failover", "--rounds", "1"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("acknowledged writes lost: 0"), "{text}");
 }

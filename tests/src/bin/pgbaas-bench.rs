@@ -357,6 +357,9 @@ struct Row {
 }
 
 fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--failover") {
+        return failover::run(); // issue 19, F: the mode at the end of this file
+    }
     let a = parse_args()?;
     for tool in ["wrk"] {
         if Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
@@ -968,6 +971,87 @@ mod replicas {
         }
         if failed > 0 {
             bail!("{failed} requests failed");
+// ------------------------------------------------------ failover (issue 19, F)
+
+/// `pgbaas-bench --failover [--rounds N] [--writers N]`: per round, a fresh etcd and
+/// three Patroni nodes with synchronous replication (tests/src/patroni.rs), the proxy
+/// given all three nodes (`target_session_attrs=read-write`), N clients creating
+/// documents; the primary's Patroni and Postgres are killed with SIGKILL. Prints, per
+/// round, the seconds from the kill to Patroni's new primary and to the first write
+/// acknowledged through the proxy, and the acknowledged writes the new primary lacks
+/// (the goal: 0). Exits non-zero if any acknowledged write was lost.
+mod failover {
+    use anyhow::{bail, Context, Result};
+    use pgbaas_testkit::patroni::{Patroni, WriteLoad, LOOP_WAIT, RETRY_TIMEOUT, TTL};
+    use pgbaas_testkit::Proxy;
+    use std::time::{Duration, Instant};
+
+    const WITHIN: Duration = Duration::from_secs(90);
+
+    pub fn run() -> Result<()> {
+        let args: Vec<String> = std::env::args().collect();
+        let num = |flag: &str, default: usize| -> usize { args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default) };
+        let (rounds, writers) = (num("--rounds", 3).max(1), num("--writers", 4).max(1));
+        // The proxy's warnings during the outage would drown the table.
+        if std::env::var_os("PGBAAS_TEST_LOG").is_none() {
+            std::env::set_var("PGBAAS_TEST_LOG", "off");
+        }
+        println!(
+            "pgbaas failover: {rounds} round(s), each a fresh etcd + 3 Patroni nodes (ttl {TTL} s, loop_wait {LOOP_WAIT} s, retry_timeout {RETRY_TIMEOUT} s, synchronous_mode), {writers} clients writing through one proxy"
+        );
+        println!("| round | kill → new primary (s) | kill → first write through the proxy (s) | acknowledged | refused (all 503) | lost |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+        let (mut follow, mut lost_total) = (Vec::new(), 0usize);
+        for round in 1..=rounds {
+            let cluster = Patroni::start(3)?;
+            let first = cluster.primary().context("no primary")?;
+            let tokens = cluster.writers(writers)?;
+            let proxy = Proxy::start(&cluster.authenticator_url(), &["--pool-size", "8", "--pool-timeout-secs", "5"])?;
+            let load = WriteLoad::start(&proxy.base(), &tokens);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while load.acked() < 100 {
+                if Instant::now() > deadline {
+                    bail!("writes did not flow before the kill");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            cluster.kill(first);
+            let killed = Instant::now();
+            let second = cluster.wait_primary(WITHIN, Some(first))?;
+            let promoted = killed.elapsed();
+            let followed = loop {
+                if let Some(t) = load.log.lock().unwrap().first_ack_after(killed) {
+                    break t - killed;
+                }
+                if killed.elapsed() > WITHIN {
+                    bail!("no write acknowledged through the proxy within {WITHIN:?} of the kill");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            std::thread::sleep(Duration::from_secs(2));
+            let log = load.stop();
+            let lost = cluster.lost_writes(second, &log)?;
+            let not_503 = log.refused.iter().filter(|r| r.0 != 503).count() + log.transport.len();
+            println!(
+                "| {round} | {:.1} | {:.1} | {} | {}{} | {} |",
+                promoted.as_secs_f64(),
+                followed.as_secs_f64(),
+                log.acked.len(),
+                log.refused.len(),
+                if not_503 > 0 { format!(" ({not_503} not 503)") } else { String::new() },
+                lost.len()
+            );
+            follow.push(followed.as_secs_f64());
+            lost_total += lost.len();
+        }
+        follow.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "kill → first write through the proxy: median {:.1} s, max {:.1} s; acknowledged writes lost: {lost_total}",
+            follow[follow.len() / 2],
+            follow[follow.len() - 1]
+        );
+        if lost_total > 0 {
+            bail!("{lost_total} acknowledged writes lost");
         }
         Ok(())
     }
