@@ -271,6 +271,15 @@ pub struct Config {
     /// Housekeeping: seconds between runs of baas.housekeeping() (ended sessions, expired tokens and uploads, old outbox rows; 0: off)
     #[arg(id = "housekeeping_secs", value_name = "SECS", long = "housekeeping-secs", env = "PGBAAS_HOUSEKEEPING_SECS", default_value = "300", value_parser = int(0u64, 86_400, " s"))]
     pub housekeeping_secs: u64,
+
+    // --- A. Observe (issue 19)
+    /// Observe: address of the Prometheus /metrics listener, e.g. 127.0.0.1:9090 (none: no metrics)
+    #[arg(long, env = "PGBAAS_METRICS_LISTEN", value_parser = address)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Observe: request log format, text (env_logger's, stderr) or json (one line per request on stdout)
+    #[arg(long, env = "PGBAAS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -74,3 +74,12 @@ fn files_benchmark_quick_mode_prints_its_table() {
         assert!(text.lines().any(|l| l.starts_with('|') && l.contains(row)), "no row {row:?} in\n{text}");
     }
 }
+
+/// (issue 19, observe) `pgbaas-bench --observe --quick`: both sides measured, the ratio printed, no request failed.
+#[test]
+fn observe_benchmark_quick_mode_prints_the_ratio() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgbaas-bench")).args(["--observe", "--quick"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("metrics + JSON logs on vs off") && text.contains(" ratio "), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+

@@ -130,6 +130,8 @@ fn head(status: StatusCode, meta: &Meta, etag: &str, body: Option<(&str, usize)>
 }
 
 async fn write(s: &mut ServerSession, h: ResponseHeader, body: Option<Bytes>) -> Result<(), Reply> {
+    let mut h = h;
+    crate::observe::stamp(&mut h); // (issue 19, observe): X-Request-Id
     if let Err(e) = s.write_response_header(Box::new(h)).await {
         log::debug!("writing a thumbnail's head: {e}");
         s.set_keepalive(None);
