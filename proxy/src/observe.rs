@@ -179,7 +179,11 @@ pub fn limited(kind: &'static str) {
 pub fn token(result: Result<&str, &str>) {
     match result {
         Ok(claims) if json_logs() => {
-            let sub = serde_json::from_str::<serde_json::Value>(claims).ok().and_then(|c| c["sub"].as_str().map(str::to_string));
+            #[derive(serde::Deserialize)]
+            struct Sub {
+                sub: Option<String>,
+            }
+            let sub = serde_json::from_str::<Sub>(claims).ok().and_then(|c| c.sub);
             let _ = CTX.try_with(|c| c.borrow_mut().user_id = sub);
         }
         Ok(_) => {}
@@ -189,6 +193,22 @@ pub fn token(result: Result<&str, &str>) {
             }
         }
     }
+}
+
+/// One JSON log line (a struct, not a `json!` map: no per-field allocation).
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    ts: String,
+    level: &'static str,
+    request_id: &'a str,
+    method: &'a str,
+    route: &'static str,
+    path: &'a str,
+    status: u16,
+    duration_ms: f64,
+    user_id: Option<&'a str>,
+    client_ip: Option<&'a str>,
+    bytes: u64,
 }
 
 /// The request's answer went out (or the client left): count it and log it.
@@ -218,23 +238,23 @@ fn finish() {
             }
         }
         if json_logs() {
-            let line = serde_json::json!({
-                "ts": rfc3339_now(),
-                "level": if status >= 500 { "error" } else if status >= 400 { "warn" } else { "info" },
-                "request_id": c.id,
-                "method": c.method,
-                "route": c.route,
-                "path": c.path,
-                "status": status,
-                "duration_ms": (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-                "user_id": c.user_id,
-                "client_ip": c.client_ip,
-                "bytes": c.bytes,
-            });
-            let mut text = line.to_string();
-            text.push('\n');
+            let line = Line {
+                ts: rfc3339_now(),
+                level: if status >= 500 { "error" } else if status >= 400 { "warn" } else { "info" },
+                request_id: &c.id,
+                method: &c.method,
+                route: c.route,
+                path: &c.path,
+                status,
+                duration_ms: (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                user_id: c.user_id.as_deref(),
+                client_ip: c.client_ip.as_deref(),
+                bytes: c.bytes,
+            };
+            let Ok(mut text) = serde_json::to_vec(&line) else { return };
+            text.push(b'\n');
             // One write per line, under stdout's lock: lines of concurrent requests never interleave.
-            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            let _ = std::io::stdout().lock().write_all(&text);
         }
     });
 }

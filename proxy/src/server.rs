@@ -121,7 +121,6 @@ impl Reply {
     }
     fn header(&self) -> pingora::Result<ResponseHeader> {
         let mut h = ResponseHeader::build(self.status, Some(6))?;
-        crate::observe::stamp(&mut h); // (issue 19, observe): X-Request-Id
         // RFC 9110 8.6: no Content-Length on a 204.
         if self.status != StatusCode::NO_CONTENT {
             h.insert_header(header::CONTENT_LENGTH, self.body.len())?;
@@ -148,6 +147,7 @@ impl Reply {
         for (name, value) in &self.headers {
             h.insert_header(*name, value.as_str())?;
         }
+        crate::observe::stamp(&mut h); // (issue 19, observe): X-Request-Id; status and length noted
         Ok(h)
     }
 }
