@@ -56,7 +56,9 @@ $$;
 -- ================================================================== sql/lints.sql
 
 -- ================================================================= sql/grants.sql
--- observability (issue 19): package A.
+-- observability (issue 19): package A. (A fresh install revokes every function from
+-- public at the top of grants.sql; a function the script adds must be revoked here.)
+revoke execute on function baas._outbox_backlog(text) from public;
 grant execute on function baas._outbox_backlog(text) to baas_authenticator;
 
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
