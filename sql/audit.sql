@@ -15,7 +15,8 @@ create table baas.audit_log (
     user_id uuid,               -- the account the event concerns
     collection text,
     document_id uuid,
-    details jsonb not null default '{}'
+    details jsonb not null default '{}',
+    request_id text             -- the proxy's X-Request-Id of the request that wrote it; null from SQL
 );
 comment on table baas.audit_log is
     'Security events: sign-ups, logins and failures, logouts, password changes, deletions, refresh reuse, sign-in throttles, role and ACL changes, collections and indexes created and dropped, key rotations';
@@ -67,13 +68,16 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    insert into baas.audit_log (action, actor, actor_role, ip, user_id, collection, document_id, details)
+    insert into baas.audit_log (action, actor, actor_role, ip, user_id, collection, document_id, details, request_id)
     values (_audit.action, baas.uid(),
             -- Inside SECURITY DEFINER, current_user is the owner; the caller's role is
             -- the one SET (by baas.authenticate) or the login role.
             coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text),
             baas._client_ip(), _audit.user_id, _audit.collection, _audit.document_id,
-            coalesce(_audit.details, '{}'));
+            coalesce(_audit.details, '{}'),
+            -- The proxy's request id (db::AUTHENTICATE, issue 19): joins the entry to
+            -- the proxy's log line.
+            nullif(pg_catalog.current_setting('baas.request_id', true), ''));
 end
 $$;
 
@@ -487,3 +491,21 @@ create trigger sessions_announce_revoke after update of revoked_at on baas.sessi
     execute function baas._announce_session_end();
 create trigger sessions_announce_delete after delete on baas.sessions
     for each row execute function baas._announce_session_end();
+
+-- (issue 19, observe) Rows waiting in an outbox, `mail` or `webhooks`, for the proxy's
+-- pgbaas_outbox_backlog gauge: each worker asks at most every 10 s. Both counts walk a
+-- partial index of the undelivered rows only. plpgsql: the outboxes' tables are made
+-- by later files.
+create function baas._outbox_backlog(outbox text) returns bigint
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if outbox = 'mail' then
+        return (select count(*) from baas.email_outbox o where o.status in ('pending', 'sending'));
+    elsif outbox = 'webhooks' then
+        return (select count(*) from baas.webhook_events e where e.delivered_at is null and e.dead_at is null);
+    end if;
+    return null;
+end
+$$;

@@ -376,6 +376,8 @@ grant execute on function
 grant execute on function baas.housekeeping() to baas_authenticator;
 
 -- observability (issue 19, sql/audit.sql request ids): package A.
+-- The workers' backlog counts for /metrics (proxy/src/observe.rs).
+grant execute on function baas._outbox_backlog(text) to baas_authenticator;
 
 -- shared limits (issue 19, sql/limits.sql): package D.
 -- The proxy's login role counts per-account attempts (proxy/src/server.rs); no API role may.

@@ -320,6 +320,14 @@ pub struct Config {
     /// Read replicas: WAL bytes a replica may be behind the primary and stay in rotation
     #[arg(long, value_name = "BYTES", env = "PGBAAS_REPLICA_MAX_LAG_BYTES", default_value = "16777216", value_parser = int(0u64, 1u64 << 50, " bytes"))]
     pub replica_max_lag_bytes: u64,
+    // --- A. Observe (issue 19)
+    /// Observe: address of the Prometheus /metrics listener, e.g. 127.0.0.1:9090 (none: no metrics)
+    #[arg(long, env = "PGBAAS_METRICS_LISTEN", value_parser = address)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Observe: request log format, text (env_logger's, stderr) or json (one line per request on stdout)
+    #[arg(long, env = "PGBAAS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 /// `--replica-urls`: each as `database_url`. Split at commas that start a new

@@ -296,9 +296,12 @@ fn no_connection(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// Every statement of the request runs under the configured statement_timeout; the
-/// client's address is there for the audit log.
+/// client's address is there for the audit log. (issue 19, observe): $5 is the request
+/// id (observe::id): in the audit log, and in pg_stat_activity's application_name while
+/// the request runs (local: the pool's name is back at commit).
 pub const AUTHENTICATE: &str = "select baas.authenticate($1::text::jsonb), pg_catalog.set_config('statement_timeout', $2, true), \
-     pg_catalog.set_config('baas.client_ip', $3, true), pg_catalog.set_config('baas.user_agent', $4, true)";
+     pg_catalog.set_config('baas.client_ip', $3, true), pg_catalog.set_config('baas.user_agent', $4, true), \
+     pg_catalog.set_config('baas.request_id', $5::text, true), pg_catalog.set_config('application_name', 'pgbaas-proxy ' || $5::text, true)";
 
 /// The User-Agent header as sessions record it: at most 256 bytes (cut at a character
 /// boundary), control characters removed, '' when absent.
@@ -445,7 +448,8 @@ pub async fn call(
     returns: Returns,
 ) -> Result<Option<Out>, ApiError> {
     let timeout = if caller.short_timeout { t.anon_statement.as_str() } else { t.statement.as_str() };
-    let auth_params: [&(dyn ToSql + Sync); 4] = [&caller.claims, &timeout, &caller.client_ip, &caller.user_agent];
+    let request_id = crate::observe::id(); // (issue 19, observe)
+    let auth_params: [&(dyn ToSql + Sync); 5] = [&caller.claims, &timeout, &caller.client_ip, &caller.user_agent, &request_id];
     let row = run(pool, t.answer, &[(AUTHENTICATE, &auth_params), (sql, params)], 1, caller.claims.is_none()).await?;
     Ok(match returns {
         Returns::Void => None,
@@ -469,7 +473,8 @@ pub async fn call_binary(
     max_result: usize,
 ) -> Result<Option<Vec<Option<Bytes>>>, ApiError> {
     let timeout = if caller.short_timeout { t.anon_statement.as_str() } else { t.statement.as_str() };
-    let auth_params: [&(dyn ToSql + Sync); 4] = [&caller.claims, &timeout, &caller.client_ip, &caller.user_agent];
+    let request_id = crate::observe::id(); // (issue 19, observe)
+    let auth_params: [&(dyn ToSql + Sync); 5] = [&caller.claims, &timeout, &caller.client_ip, &caller.user_agent, &request_id];
     run_any(pool, t.answer, &[(AUTHENTICATE, &auth_params), (sql, params)], 1, caller.claims.is_none(), max_result).await
 }
 

@@ -12,6 +12,8 @@ mod fuzz_tests;
 mod jwt;
 mod keys;
 mod mail;
+// --- A. Observe (issue 19): request ids, JSON request logs, the /metrics listener.
+mod observe;
 #[allow(dead_code)] // series are filled in by issue 19's packages
 mod metrics;
 mod oidc;
@@ -92,6 +94,7 @@ fn main() {
     ));
     let capture = realtime::capture::Capture { database_url: cfg.database_url.clone(), hub: hub.clone() };
     server.add_service(pingora::services::background::background_service("realtime capture", capture));
+    let hub_for_metrics = hub.clone(); // (issue 19, observe)
     // What the transports subscribe through (server.rs hands connections over).
     let feeds: Arc<dyn realtime::Feeds> = hub;
 
@@ -150,6 +153,21 @@ fn main() {
     };
     let watch = replicas::ReplicaWatch { replicas: replicas.clone(), primary: requests.clone(), timeouts: db_timeouts(&cfg) };
     server.add_service(pingora::services::background::background_service("replica watch", watch));
+    // --- A. Observe (issue 19): JSON request logs and the /metrics listener (observe.rs).
+    observe::init(cfg.log_format == "json", cfg.metrics_listen.is_some());
+    if let Some(addr) = cfg.metrics_listen {
+        let (requests, hub) = (requests.clone(), hub_for_metrics);
+        let gauges = Box::new(move || {
+            let p = db::pool_use(&requests);
+            metrics::POOL_IN_USE.set((p.size - p.available.min(p.size)) as i64);
+            metrics::POOL_WAITING.set(p.waiting as i64);
+            metrics::REALTIME_SUBSCRIPTIONS.set(hub.count() as i64);
+        });
+        let mut service = Service::new("pgbaas metrics".to_string(), observe::MetricsApp { gauges });
+        service.add_tcp(&addr.to_string());
+        server.add_service(service);
+        println!("pgbaas-proxy metrics on http://{addr}/metrics");
+    }
     let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc, edge, replicas };
     let header_timeout = app.cfg.header_timeout;
     let conns = edge::ConnCap::new(app.cfg.max_connections_per_ip); // (issue 19, edge)

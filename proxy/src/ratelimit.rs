@@ -40,6 +40,18 @@ pub enum Kind {
     Account,
 }
 
+impl Kind {
+    /// The label of `pgbaas_rate_limited_total` (issue 19, observe).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Request => "request",
+            Kind::Signup => "signup",
+            Kind::Auth => "auth",
+            Kind::Account => "account",
+        }
+    }
+}
+
 const KINDS: [Kind; 4] = [Kind::Request, Kind::Signup, Kind::Auth, Kind::Account];
 
 #[derive(Clone, Copy, Debug)]
@@ -209,7 +221,10 @@ impl<C: Clock + Clone> Limiter<C> {
         k.housekeep(self.clock.now().duration_since(self.start));
         match k.limiter.check_key(&key.to_owned()) {
             Ok(()) => Ok(()),
-            Err(not_until) => Err(k.wait(not_until.wait_time_from(self.clock.now()))),
+            Err(not_until) => {
+                crate::observe::limited(kind.name()); // (issue 19, observe)
+                Err(k.wait(not_until.wait_time_from(self.clock.now())))
+            }
         }
     }
 
@@ -231,7 +246,10 @@ impl<C: Clock + Clone> Limiter<C> {
         let n = NonZeroU32::new(operations - 1).unwrap_or(NonZeroU32::MIN);
         match k.limiter.check_key_n(&key.to_owned(), n) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(BatchRefusal::Wait(k.wait(not_until.wait_time_from(self.clock.now())))),
+            Ok(Err(not_until)) => {
+                crate::observe::limited(kind.name()); // (issue 19, observe)
+                Err(BatchRefusal::Wait(k.wait(not_until.wait_time_from(self.clock.now()))))
+            }
             Err(governor::InsufficientCapacity(_)) => Err(too_large()),
         }
     }

@@ -116,6 +116,7 @@ impl Reply {
         Reply { body: Bytes::new(), content_type: None, ..Reply::json(status, Bytes::new()) }
     }
     pub(crate) fn error(e: ApiError) -> Reply {
+        crate::observe::error_code(&e.code); // (issue 19, observe): a 429's kind
         let mut r = Reply::json(e.status, e.body());
         r.no_store = true;
         r.retry_after = e.retry_after;
@@ -150,6 +151,7 @@ impl Reply {
         for (name, value) in &self.headers {
             h.insert_header(*name, value.as_str())?;
         }
+        crate::observe::stamp(&mut h); // (issue 19, observe): X-Request-Id; status and length noted
         Ok(h)
     }
 }
@@ -237,6 +239,13 @@ impl App {
     /// Authorization header, `?access_token=` of the realtime routes, and a WebSocket's
     /// `auth` message.
     pub async fn verify_token(&self, token: &str) -> Result<String, ApiError> {
+        // (issue 19, observe): the log line's user id, or a refusal counted by its code.
+        let verdict = self.verify_token_unobserved(token).await;
+        crate::observe::token(verdict.as_deref().map_err(|e| e.code.as_str()));
+        verdict
+    }
+
+    async fn verify_token_unobserved(&self, token: &str) -> Result<String, ApiError> {
         let keys = self.keys.get();
         let live = |c: jwt::Claims| -> Result<String, ApiError> {
             if self.keys.is_session_ended(&c.sid) {
@@ -546,11 +555,15 @@ pub(crate) fn bearer(s: &ServerSession) -> Result<Option<&str>, ApiError> {
     let Some(value) = s.req_header().headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let value = value.to_str().map_err(|_| ApiError::invalid_token("Authorization header is malformed"))?;
-    match value.split_once(' ') {
+    let value = value.to_str().map_err(|_| ApiError::invalid_token("Authorization header is malformed"));
+    let token = value.and_then(|value| match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
         _ => Err(ApiError::invalid_token("Authorization must be 'Bearer <token>'")),
+    });
+    if let Err(e) = &token {
+        crate::observe::token(Err(&e.code)); // (issue 19, observe)
     }
+    token
 }
 
 /// A realtime request that passed every check: its stream starts.
@@ -643,6 +656,8 @@ impl Checked {
             }
             (None, None) => return Err(Some(Reply::error(ApiError::internal()))),
         };
+        let mut head = head;
+        crate::observe::stamp(&mut head); // (issue 19, observe): X-Request-Id
         if let Err(e) = s.write_response_header(Box::new(head)).await {
             log::debug!("writing a realtime response head: {e}");
             app.feeds.disconnect(&conn);
@@ -678,7 +693,8 @@ impl App {
         // with it the request path's futures it holds boxed (~12.6 KiB of an idle
         // subscriber's ~28 KiB, heaptrack; docs/benchmarks.md): a stream's task holds
         // only the stream's loop. The loop watches `shutdown` itself.
-        tokio::spawn(async move {
+        // (issue 19, observe): the stream's SQL (a WebSocket's subscriptions) keeps the id.
+        tokio::spawn(crate::observe::carry(async move {
             let mut preread = preread;
             let _busy = busy;
             let stream = transport::Socket::detach(stream, &mut preread, app.cfg.realtime_max_message_bytes + 14).await;
@@ -686,7 +702,7 @@ impl App {
                 RouteKind::WebSocket => ws::Ws { app, conn, slots, shutdown, starting: Default::default() }.run(stream, preread).await,
                 _ => sse::Sse { app, conn, slots, shutdown }.run(stream).await,
             }
-        });
+        }));
     }
 }
 
@@ -785,6 +801,15 @@ impl HttpServerApp for App {
                 return None;
             }
         }
+        // (issue 19, observe): the request's id, route and answer, counted and logged
+        // once it is answered (observe.rs).
+        let state = crate::observe::State::new(&s, || self.client(&s).0);
+        crate::observe::scope(state, self.serve(s, shutdown)).await
+    }
+}
+
+impl App {
+    async fn serve(self: &Arc<Self>, mut s: ServerSession, shutdown: &ShutdownWatch) -> Option<ReusedHttpStream> {
         s.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
         let _busy = self.edge.busy(); // a graceful stop waits for it (issue 19, edge)
         // CORS preflight: answered before any route, limit or database work (issue 19, edge).

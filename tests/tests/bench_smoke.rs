@@ -100,3 +100,11 @@ fn failover_benchmark_one_round_loses_no_acknowledged_write() {
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("acknowledged writes lost: 0"), "{text}");
 }
+/// (issue 19, observe) `pgbaas-bench --observe --quick`: both sides measured, the ratio printed, no request failed.
+#[test]
+fn observe_benchmark_quick_mode_prints_the_ratio() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgbaas-bench")).args(["--observe", "--quick"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("metrics + JSON logs on vs off") && text.contains(" ratio "), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+

@@ -143,6 +143,8 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, params: Params<'_>) ->
         return write_head(s, h).await;
     }
     s.set_write_timeout(Some(app.cfg.file_idle_timeout));
+    let mut h = h;
+    crate::observe::stamp(&mut h); // (issue 19, observe): X-Request-Id
     if let Err(e) = s.write_response_header(Box::new(h)).await {
         log::debug!("writing a download's head: {e}");
         s.set_keepalive(None);
@@ -179,6 +181,8 @@ fn piece_len(at: u64) -> i32 {
 }
 
 async fn write_head(s: &mut ServerSession, h: ResponseHeader) -> Result<(), Reply> {
+    let mut h = h;
+    crate::observe::stamp(&mut h); // (issue 19, observe): X-Request-Id
     if let Err(e) = s.write_response_header(Box::new(h)).await {
         log::debug!("writing a file answer's head: {e}");
         s.set_keepalive(None);

@@ -131,6 +131,7 @@ fn head(status: StatusCode, meta: &Meta, etag: &str, body: Option<(&str, usize)>
 
 async fn write(app: &App, s: &mut ServerSession, mut h: ResponseHeader, body: Option<Bytes>) -> Result<(), Reply> {
     app.edge.headers(s.req_header(), &mut h); // (issue 19, edge)
+    crate::observe::stamp(&mut h); // (issue 19, observe): X-Request-Id
     if let Err(e) = s.write_response_header(Box::new(h)).await {
         log::debug!("writing a thumbnail's head: {e}");
         s.set_keepalive(None);

@@ -467,6 +467,7 @@ impl MailWorker {
                 Ok(n) => log::debug!("mail worker: {n} attempts"),
                 Err(e) => log::warn!("mail worker: {e}"),
             }
+            crate::observe::MAIL_BACKLOG.refresh(&self.pool).await; // (issue 19, observe)
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(self.cfg.poll) => {}

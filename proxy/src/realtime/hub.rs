@@ -1144,7 +1144,8 @@ impl Hub {
         let lim = (self.cfg.snapshot_max + 1).min(1000) as i32;
         let no_params: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
         let meta_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&user];
-        let auth_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&caller.claims, &timeout, &caller.client_ip, &""];
+        let request_id = crate::observe::id(); // (issue 19, observe)
+        let auth_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&caller.claims, &timeout, &caller.client_ip, &"", &request_id];
         let docs_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&req.collection, &filter, &lim, fields, &req.snapshot];
         let text = self
             .one(

@@ -219,11 +219,18 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(caller: Caller, outbox_bytes: usize) -> Arc<Conn> {
+        crate::metrics::REALTIME_CONNECTIONS.inc(); // (issue 19, observe): until dropped
         Arc::new(Conn { id: NEXT_CONN.fetch_add(1, Ordering::Relaxed), caller: Mutex::new(caller), outbox: Outbox::new(outbox_bytes) })
     }
 
     pub fn caller(&self) -> Caller {
         self.caller.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        crate::metrics::REALTIME_CONNECTIONS.dec(); // (issue 19, observe)
     }
 }
 

@@ -222,6 +222,7 @@ impl WebhookWorker {
                     break;
                 }
             }
+            crate::observe::WEBHOOK_BACKLOG.refresh(&self.pool).await; // (issue 19, observe)
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(self.cfg.poll) => {}

@@ -360,6 +360,10 @@ fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--failover") {
         return failover::run(); // issue 19, F: the mode at the end of this file
     }
+    // --- A. Observe (issue 19): its own arguments (observe_overhead below).
+    if std::env::args().any(|a| a == "--observe") {
+        return observe_overhead();
+    }
     let a = parse_args()?;
     for tool in ["wrk"] {
         if Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
@@ -1056,3 +1060,108 @@ mod failover {
         Ok(())
     }
 }
+// --------------------------------------------- A. Observe (issue 19): --observe
+
+/// `pgbaas-bench --observe [--quick] [--rounds N] [--seconds S] [--connections C]`:
+/// GET-one-document throughput of a proxy with `--metrics-listen` and `--log-format
+/// json` (its lines written to a file, as a log shipper would read them) against one
+/// with both off, same cluster, same data, in interleaved rounds (off/on, then on/off,
+/// ...) so that the machine's drift falls on both alike; prints each round, the sums'
+/// ratio and the overhead (the goal: at most 5 %). The metrics are scraped once a round.
+fn observe_overhead() -> Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let num = |flag: &str, default: u64| -> Result<u64> {
+        match argv.iter().position(|a| a == flag) {
+            Some(i) => argv.get(i + 1).and_then(|v| v.parse().ok()).with_context(|| format!("{flag} needs a number")),
+            None => Ok(default),
+        }
+    };
+    let quick = argv.iter().any(|a| a == "--quick");
+    let rounds = num("--rounds", if quick { 2 } else { 6 })?.max(1);
+    let secs = num("--seconds", if quick { 1 } else { 10 })?.max(1);
+    let conns = num("--connections", if quick { 10 } else { 50 })? as usize;
+    let work = std::env::temp_dir().join(format!("pgbaas-bench-observe-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let _cleanup = Cleanup(work.clone());
+    let cluster = Cluster::temporary()?;
+    let mut db = cluster.connect("postgres", DB)?;
+    let r: serde_json::Value = db.query_one("select baas.signup('observe@bench.test', $1)", &[&PASSWORD])?.get(0);
+    let token = r["access_token"].as_str().context("signup returned no token")?.to_string();
+    let docs: i64 = 1000;
+    db.batch_execute("select baas.create_collection('items')")?;
+    db.execute(
+        "insert into baas.documents (collection_id, id, owner, data)
+         select c.id, ($2 || lpad(to_hex(g), 12, '0'))::uuid, (select id from baas.users limit 1), jsonb_build_object('n', g, 'title', 'item ' || g)
+           from baas.collections c, generate_series(1, $1::bigint) g where c.name = 'items'",
+        &[&docs, &ID_PREFIX],
+    )?;
+    db.batch_execute("vacuum analyze")?;
+    let auth_url = cluster.authenticator_url()?;
+    if std::env::var_os("PGBAAS_TEST_LOG").is_none() {
+        std::env::set_var("PGBAAS_TEST_LOG", "off");
+    }
+    let pool = default_pool().to_string();
+    let plain = Proxy::start(&auth_url, &["--pool-size", &pool])?;
+    // The observed proxy: stdout (its JSON lines) to a file; killed on drop.
+    let (port, metrics) = (pgbaas_testkit::free_port(), pgbaas_testkit::free_port());
+    let log = work.join("requests.log");
+    let child = Command::new(pgbaas_testkit::proxy_bin())
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--database-url", &auth_url, "--pool-size", &pool, "--rate-limits", "off"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}"), "--log-format", "json"])
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::from(std::fs::File::create(&log)?))
+        .spawn()?;
+    let observed = Proxy { child, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pgbaas_testkit::http_status(port, "/healthz") != Some(200) {
+        if Instant::now() > deadline {
+            bail!("the observed proxy did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let script = work.join("get.lua");
+    let ids = (1..=docs).map(|k| format!("\"{}\"", doc_id(k))).collect::<Vec<_>>().join(",");
+    std::fs::write(
+        &script,
+        format!("wrk.headers[\"Authorization\"] = \"Bearer {token}\"\nlocal ids = {{{ids}}}\nrequest = function()\n  return wrk.format(\"GET\", \"/v1/collections/items/documents/\" .. ids[math.random(#ids)])\nend\n"),
+    )?;
+    println!("pgbaas observe overhead: GET one document, {rounds} rounds of {secs} s per side, {conns} connections{}", if quick { " (quick)" } else { "" });
+    // Warm-up: both proxies' connections and caches.
+    for p in [&plain, &observed] {
+        wrk(&p.base(), &script, 1, conns, 0)?;
+    }
+    let (mut off_sum, mut on_sum, mut errors) = (0.0, 0.0, 0u64);
+    println!("| round | off rps | on rps | on/off |");
+    println!("|---|---|---|---|");
+    for round in 0..rounds {
+        let order: [(&Proxy, bool); 2] = if round % 2 == 0 { [(&plain, false), (&observed, true)] } else { [(&observed, true), (&plain, false)] };
+        let (mut off, mut on) = (0.0, 0.0);
+        for (p, is_on) in order {
+            let r = wrk(&p.base(), &script, secs, conns, 0)?;
+            errors += r.errors;
+            if is_on {
+                on = r.rps;
+            } else {
+                off = r.rps;
+            }
+        }
+        // A scrape, as Prometheus would make one every 15 s.
+        let scraped = pgbaas_testkit::http_status(metrics, "/metrics");
+        if scraped != Some(200) {
+            bail!("/metrics answered {scraped:?}");
+        }
+        off_sum += off;
+        on_sum += on;
+        println!("| {} | {off:.0} | {on:.0} | {:.3} |", round + 1, on / off);
+    }
+    let lines = std::fs::read_to_string(&log)?.lines().filter(|l| l.starts_with('{')).count();
+    let ratio = on_sum / off_sum;
+    println!("metrics + JSON logs on vs off: {:.0} vs {:.0} rps, ratio {ratio:.3}, overhead {:.1} % (goal <= 5 %); {lines} log lines written; {errors} failed requests",
+        on_sum / rounds as f64, off_sum / rounds as f64, (1.0 - ratio) * 100.0);
+    if errors > 0 {
+        bail!("{errors} requests failed");
+    }
+    Ok(())
+}
+

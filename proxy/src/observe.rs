@@ -1,0 +1,379 @@
+//! Observing requests (issue 19, package A): request ids, one JSON log line per
+//! request, the request series of metrics.rs, and the `/metrics` listener.
+//!
+//! Each request runs in a task-local scope (`scope`) that holds its id and what its
+//! answer was: `stamp` puts `X-Request-Id` on every response head the proxy writes (JSON
+//! replies, errors, files, a stream's first answer) and notes the status; when the
+//! request's future ends, `finish` counts it and writes its log line. db.rs reads the id
+//! (`id`) for `db::AUTHENTICATE`, so Postgres sees it as `baas.request_id` and in
+//! `application_name`. A task-local rather than a parameter threaded through every door:
+//! the id must reach the SQL of files/, realtime/ and the JSON routes alike, and the
+//! answer's status is known only where each door writes its head.
+
+use crate::metrics;
+use crate::router::{self, Match};
+use crate::routes::ROUTES;
+use async_trait::async_trait;
+use http::{header, StatusCode};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::Write;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// What is on: set once at start (main.rs).
+struct Settings {
+    json_logs: bool,
+    metrics: bool,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+pub fn init(json_logs: bool, metrics: bool) {
+    let _ = SETTINGS.set(Settings { json_logs, metrics });
+    if metrics {
+        metrics::init();
+    }
+}
+
+fn settings() -> &'static Settings {
+    SETTINGS.get_or_init(|| Settings { json_logs: false, metrics: false })
+}
+
+pub fn json_logs() -> bool {
+    settings().json_logs
+}
+
+fn metrics_on() -> bool {
+    settings().metrics
+}
+
+pub const HEADER: &str = "x-request-id";
+
+/// A client's id is kept when it is 1-128 characters of `[A-Za-z0-9._:/+=-]` (safe in a
+/// header, a log line and `application_name`); anything else is replaced, never refused.
+pub fn valid_id(v: &[u8]) -> bool {
+    (1..=128).contains(&v.len()) && v.iter().all(|b| b.is_ascii_alphanumeric() || b"._:/+=-".contains(b))
+}
+
+/// One request as observed.
+pub struct State {
+    id: String,
+    route: &'static str,
+    method: String,
+    /// Without the query string (tokens can be in it); only kept for JSON logs.
+    path: String,
+    client_ip: Option<String>,
+    started: Instant,
+    status: Option<u16>,
+    bytes: u64,
+    user_id: Option<String>,
+    /// The rate limit that refused this request (ratelimit.rs), or the 429's error code.
+    limited: Option<&'static str>,
+    error_code: Option<String>,
+    /// A stream's task carries the id only; its request was logged when it started.
+    logs: bool,
+}
+
+tokio::task_local! {
+    static CTX: RefCell<State>;
+}
+
+impl State {
+    /// A request whose head was just read. `client_ip`: after trusted_proxies (only
+    /// needed, and only computed by the caller, for JSON logs).
+    pub fn new(s: &ServerSession, client_ip: impl FnOnce() -> String) -> State {
+        let h = s.req_header();
+        let id = match h.headers.get(HEADER) {
+            Some(v) if valid_id(v.as_bytes()) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        let route = match router::route(ROUTES, &h.method, h.uri.path()) {
+            Match::Found(r, _) => r.name,
+            _ => "unknown",
+        };
+        let json = json_logs();
+        State {
+            id,
+            route,
+            method: if json { h.method.as_str().to_string() } else { String::new() },
+            path: if json { h.uri.path().to_string() } else { String::new() },
+            client_ip: json.then(client_ip),
+            started: Instant::now(),
+            status: None,
+            bytes: 0,
+            user_id: None,
+            limited: None,
+            error_code: None,
+            logs: true,
+        }
+    }
+}
+
+/// Run a request's future in its scope; once it ends, count and log its answer.
+pub async fn scope<F: Future>(state: State, fut: F) -> F::Output {
+    CTX.scope(RefCell::new(state), async move {
+        let out = fut.await;
+        finish();
+        out
+    })
+    .await
+}
+
+/// A future spawned off a request (a stream's own task) keeps the request's id, so
+/// that the SQL it runs (a WebSocket's subscriptions) carries it too.
+pub fn carry<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    let id = id();
+    let state = State {
+        id,
+        route: "unknown",
+        method: String::new(),
+        path: String::new(),
+        client_ip: None,
+        started: Instant::now(),
+        status: None,
+        bytes: 0,
+        user_id: None,
+        limited: None,
+        error_code: None,
+        logs: false,
+    };
+    CTX.scope(RefCell::new(state), fut)
+}
+
+/// The current request's id ('' outside a request).
+pub fn id() -> String {
+    CTX.try_with(|c| c.borrow().id.clone()).unwrap_or_default()
+}
+
+/// Every response head the proxy writes for a request: `X-Request-Id`, and the status
+/// and declared length noted for the log line and the series.
+pub fn stamp(h: &mut ResponseHeader) {
+    let _ = CTX.try_with(|c| {
+        let mut c = c.borrow_mut();
+        let _ = h.insert_header(HEADER, c.id.as_str());
+        if c.status.is_none() {
+            c.status = Some(h.status.as_u16());
+            c.bytes = h.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    });
+}
+
+/// An error answer's code (server::Reply::error), for a 429's kind.
+pub fn error_code(code: &str) {
+    if metrics_on() {
+        let _ = CTX.try_with(|c| c.borrow_mut().error_code = Some(code.to_string()));
+    }
+}
+
+/// A rate limit refused this request (ratelimit.rs).
+pub fn limited(kind: &'static str) {
+    let _ = CTX.try_with(|c| c.borrow_mut().limited = Some(kind));
+}
+
+/// A token was verified (`claims`: its JSON) or refused (its error code).
+pub fn token(result: Result<&str, &str>) {
+    match result {
+        Ok(claims) if json_logs() => {
+            #[derive(serde::Deserialize)]
+            struct Sub {
+                sub: Option<String>,
+            }
+            let sub = serde_json::from_str::<Sub>(claims).ok().and_then(|c| c.sub);
+            let _ = CTX.try_with(|c| c.borrow_mut().user_id = sub);
+        }
+        Ok(_) => {}
+        Err(code) => {
+            if metrics_on() {
+                metrics::TOKEN_FAILURES.with_label_values(&[code]).inc();
+            }
+        }
+    }
+}
+
+/// One JSON log line (a struct, not a `json!` map: no per-field allocation).
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    ts: String,
+    level: &'static str,
+    request_id: &'a str,
+    method: &'a str,
+    route: &'static str,
+    path: &'a str,
+    status: u16,
+    duration_ms: f64,
+    user_id: Option<&'a str>,
+    client_ip: Option<&'a str>,
+    bytes: u64,
+}
+
+/// The request's answer went out (or the client left): count it and log it.
+fn finish() {
+    let _ = CTX.try_with(|c| {
+        let c = c.borrow();
+        if !c.logs {
+            return;
+        }
+        // No head was written: the client left before its answer; nothing to count.
+        let Some(status) = c.status else { return };
+        let elapsed = c.started.elapsed();
+        if metrics_on() {
+            let buf = itoa_status(status);
+            let status_text = std::str::from_utf8(&buf).unwrap_or("0");
+            metrics::REQUESTS.with_label_values(&[c.route, status_text]).inc();
+            metrics::LATENCY.with_label_values(&[c.route]).observe(elapsed.as_secs_f64());
+            if status == StatusCode::TOO_MANY_REQUESTS.as_u16() {
+                let kind = c.limited.unwrap_or_else(|| match c.error_code.as_deref() {
+                    Some("too_many_concurrent_requests") => "in_flight",
+                    Some("too_many_connections") => "connections",
+                    Some("too_many_subscriptions") => "subscriptions",
+                    // Postgres's sign-in throttle (account lockout), and anything else.
+                    _ => "throttled",
+                });
+                metrics::RATE_LIMITED.with_label_values(&[kind]).inc();
+            }
+        }
+        if json_logs() {
+            let line = Line {
+                ts: rfc3339_now(),
+                level: if status >= 500 { "error" } else if status >= 400 { "warn" } else { "info" },
+                request_id: &c.id,
+                method: &c.method,
+                route: c.route,
+                path: &c.path,
+                status,
+                duration_ms: (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                user_id: c.user_id.as_deref(),
+                client_ip: c.client_ip.as_deref(),
+                bytes: c.bytes,
+            };
+            let Ok(mut text) = serde_json::to_vec(&line) else { return };
+            text.push(b'\n');
+            // One write per line, under stdout's lock: lines of concurrent requests never interleave.
+            let _ = std::io::stdout().lock().write_all(&text);
+        }
+    });
+}
+
+fn itoa_status(status: u16) -> [u8; 3] {
+    let s = status.min(999);
+    [b'0' + (s / 100) as u8, b'0' + (s / 10 % 10) as u8, b'0' + (s % 10) as u8]
+}
+
+/// Now as `2026-12-03T19:05:49.123Z`. Hand-written (the civil-from-days algorithm of
+/// H. Hinnant) rather than a date crate for one format.
+fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    rfc3339(now.as_secs() as i64, now.subsec_millis())
+}
+
+fn rfc3339(secs: i64, millis: u32) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// An outbox worker's `pgbaas_outbox_backlog`: counted (`baas._outbox_backlog`) on the
+/// worker's pool at most every 10 s, only when metrics are on.
+pub struct Backlog {
+    outbox: &'static str,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+pub static MAIL_BACKLOG: Backlog = Backlog::new("mail");
+pub static WEBHOOK_BACKLOG: Backlog = Backlog::new("webhooks");
+
+impl Backlog {
+    const fn new(outbox: &'static str) -> Backlog {
+        Backlog { outbox, last: std::sync::Mutex::new(None) }
+    }
+
+    pub async fn refresh(&self, pool: &deadpool_postgres::Pool) {
+        if !metrics_on() {
+            return;
+        }
+        {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let Ok(client) = pool.get().await else { return };
+        match client.query_one("select baas._outbox_backlog($1::text)", &[&self.outbox]).await {
+            Ok(row) => metrics::OUTBOX_BACKLOG.with_label_values(&[self.outbox]).set(row.get::<_, Option<i64>>(0).unwrap_or(0)),
+            Err(e) => log::warn!("counting the {} outbox: {e}", self.outbox),
+        }
+    }
+}
+
+/// The `--metrics-listen` service: `GET /metrics` (every series, gauges read now),
+/// 404 for anything else. A separate listener, never the public one.
+pub struct MetricsApp {
+    /// Read at scrape time: the requests' pool and the live feeds.
+    pub gauges: Box<dyn Fn() + Send + Sync>,
+}
+
+#[async_trait]
+impl HttpServerApp for MetricsApp {
+    async fn process_new_http(self: &Arc<Self>, mut s: ServerSession, _shutdown: &ShutdownWatch) -> Option<ReusedHttpStream> {
+        match s.read_request().await {
+            Ok(true) => {}
+            _ => return None,
+        }
+        let h = s.req_header();
+        let (status, ctype, body) = if h.uri.path() == "/metrics" && (h.method == http::Method::GET || h.method == http::Method::HEAD) {
+            (self.gauges)();
+            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::render())
+        } else {
+            (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", b"not found: GET /metrics\n".to_vec())
+        };
+        let head = h.method == http::Method::HEAD;
+        let mut r = ResponseHeader::build(status, Some(3)).ok()?;
+        let _ = r.insert_header(header::CONTENT_TYPE, ctype);
+        let _ = r.insert_header(header::CONTENT_LENGTH, body.len());
+        let _ = r.insert_header(header::CACHE_CONTROL, "no-store");
+        s.write_response_header(Box::new(r)).await.ok()?;
+        if !head && !body.is_empty() {
+            s.write_response_body(body.into(), true).await.ok()?;
+        }
+        let settings = HttpPersistentSettings::for_session(&s);
+        match s.finish().await {
+            Ok(stream) => stream.map(|st| ReusedHttpStream::from_reusable_stream(st, settings)),
+            Err(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_kept_only_when_safe() {
+        assert!(super::valid_id(b"abc-123_x.y:z/w+v=u"));
+        assert!(super::valid_id(&[b'a'; 128]));
+        assert!(!super::valid_id(&[b'a'; 129]));
+        assert!(!super::valid_id(b""));
+        assert!(!super::valid_id(b"a b"));
+        assert!(!super::valid_id(b"a\"b"));
+        assert!(!super::valid_id("caf\u{e9}".as_bytes()));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(super::rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339(1_796_324_749, 123), "2026-12-03T19:05:49.123Z");
+        assert_eq!(super::rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+    }
+}
