@@ -63,7 +63,14 @@ fn spawn(port: u16, extra: &[String], piped: bool) -> Child {
         .unwrap()
 }
 
+/// The shared cluster's URL. Its first use starts the cluster with blocking clients,
+/// which must not run on the runtime's threads: a blocking task does it.
+async fn db_url() -> String {
+    tokio::task::spawn_blocking(|| env().cluster.authenticator_url().unwrap()).await.unwrap()
+}
+
 async fn start(dir: &Path, extra: &[&str]) -> TlsProxy {
+    db_url().await;
     let port = free_port();
     let mut args = tls_args(dir);
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -232,7 +239,7 @@ async fn https_and_http2_answer_plain_http_does_not_and_hsts_is_sent_over_tls_on
     assert_eq!(get_h1(p.port, "/healthz").await.unwrap().status, 200);
 
     // HSTS never goes out over plain HTTP, even when configured.
-    let url = env().cluster.authenticator_url().unwrap();
+    let url = db_url().await;
     let plain_proxy = tokio::task::spawn_blocking(move || Proxy::start(&url, &["--hsts-max-age-secs", "600"]).unwrap()).await.unwrap();
     let base = plain_proxy.base();
     let r = tokio::task::spawn_blocking(move || request_at(&base, "GET", "/healthz", None, &[], None)).await.unwrap();
