@@ -304,6 +304,22 @@ pub struct Config {
     /// Open TCP connections one client address may hold (0: no cap); one more gets 429 then close
     #[arg(long, env = "PGBAAS_MAX_CONNECTIONS_PER_IP", default_value = "0", value_parser = int(0u32, 1_000_000, ""))]
     pub max_connections_per_ip: u32,
+
+    /// TLS: PEM certificate chain for the listener (with tls_key_file; re-read on SIGHUP)
+    #[arg(long, env = "PGBAAS_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// TLS: PEM private key of tls_cert_file (re-read on SIGHUP)
+    #[arg(long, env = "PGBAAS_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// TLS: offer HTTP/2 (ALPN h2) besides HTTP/1.1
+    #[arg(long, env = "PGBAAS_TLS_HTTP2", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub tls_http2: bool,
+
+    /// TLS: Strict-Transport-Security max-age in seconds on answers over TLS (0: not sent)
+    #[arg(long, value_name = "SECS", env = "PGBAAS_HSTS_MAX_AGE_SECS", default_value = "0", value_parser = int(0u64, 100_000_000, " s"))]
+    pub hsts_max_age_secs: u64,
     // --- E. read replicas (issue 19)
     /// Read replicas: connection URLs of streaming replicas of the database, comma-separated (each as database_url); reads go to them (docs/operations.md)
     #[arg(long, env = "PGBAAS_REPLICA_URLS", default_value = "", hide_default_value = true, value_parser = replica_urls)]
@@ -427,6 +443,9 @@ impl Config {
         // --- edge (issue 19)
         if cfg.cors_credentials && cfg.cors_origins.contains(&crate::edge::Origin::Any) {
             return Err(ConfigError::Invalid("cors_credentials = on cannot go with cors_origins = *: browsers refuse it; list the origins".into()));
+        }
+        if cfg.tls_cert_file.is_some() != cfg.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid("tls_cert_file and tls_key_file go together: give both or neither".into()));
         }
         Ok(cfg)
     }

@@ -27,6 +27,8 @@ pub struct HeadDeadline<A> {
     pub limit: Duration,
     /// Open connections per client address (issue 19, edge); None: no cap.
     pub conns: Option<Arc<crate::edge::ConnCap>>,
+    /// TLS on this listener (issue 19, edge; tls.rs); None: plain HTTP.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 #[async_trait]
@@ -35,19 +37,37 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
         // The cap on open connections per address (issue 19, edge): the slot lives in
         // the stream, so a live feed detached from pingora keeps holding it.
         let mut slot = None;
+        let mut stream = stream;
+        let mut h2 = false;
         if let Some(cap) = &self.conns {
             let peer = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
             if let Some(ip) = peer {
                 match cap.acquire(ip) {
                     Some(s) => slot = Some(s),
                     None => {
+                        // Over TLS the 429 goes inside it (issue 19, edge).
+                        if let Some(tls) = &self.tls {
+                            stream = Box::new(crate::tls::accept(tls, stream, self.limit).await?);
+                        }
                         cap.refuse(stream, self.limit).await;
                         return None;
                     }
                 }
             }
         }
+        // TLS (issue 19, edge): the handshake within the head's deadline; pingora then
+        // reads the ALPN from the stream and speaks HTTP/2 when it is h2.
+        if let Some(tls) = &self.tls {
+            let conn = crate::tls::accept(tls, stream, self.limit).await?;
+            h2 = conn.is_h2();
+            stream = Box::new(conn);
+        }
         let mut wrapped = DeadlineStream::new(stream, self.limit);
+        if h2 {
+            // HTTP/2 frames are no HTTP/1 heads: no scanning for a blank line.
+            wrapped.in_head = false;
+            wrapped.upgraded = true;
+        }
         wrapped.slot = slot;
         let wrapped: Stream = Box::new(wrapped);
         self.inner.process_new(wrapped, shutdown).await

@@ -139,11 +139,22 @@ pub struct Edge {
     pub cors: Option<Cors>,
     /// Requests being answered and streams open: what a graceful stop waits for.
     active: Arc<AtomicUsize>,
+    /// `Strict-Transport-Security`'s value: only with TLS and `hsts_max_age_secs` > 0.
+    hsts: Option<http::HeaderValue>,
 }
 
 impl Edge {
     pub fn new(cfg: &crate::config::Config) -> Edge {
-        Edge { cors: cfg.cors(), active: Arc::default() }
+        let hsts = (cfg.tls_cert_file.is_some() && cfg.hsts_max_age_secs > 0)
+            .then(|| http::HeaderValue::from_str(&format!("max-age={}", cfg.hsts_max_age_secs)).expect("digits"));
+        Edge { cors: cfg.cors(), active: Arc::default(), hsts }
+    }
+
+    /// HSTS on an answer (the listener is all TLS when it is set).
+    pub fn secure(&self, h: &mut ResponseHeader) {
+        if let Some(v) = &self.hsts {
+            let _ = h.insert_header(header::STRICT_TRANSPORT_SECURITY, v.clone());
+        }
     }
 
     /// Held while a request is answered or a stream is open (`Drain` waits for none).
@@ -163,6 +174,7 @@ impl Edge {
         if let Some(cors) = &self.cors {
             cors.add(req, h);
         }
+        self.secure(h);
     }
 }
 

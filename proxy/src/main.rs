@@ -28,6 +28,7 @@ mod replicas;
 mod router;
 mod routes;
 mod server;
+mod tls;
 mod webhooks;
 
 use pingora::server::configuration::ServerConf;
@@ -171,7 +172,25 @@ fn main() {
     let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc, edge, replicas };
     let header_timeout = app.cfg.header_timeout;
     let conns = edge::ConnCap::new(app.cfg.max_connections_per_ip); // (issue 19, edge)
-    let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout, conns };
+    // TLS (issue 19, edge): the pair is checked before serving; SIGHUP re-reads it.
+    let tls = match (&app.cfg.tls_cert_file, &app.cfg.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let acceptor = tls::Certs::load(cert.clone(), key.clone()).and_then(|certs| {
+                server.add_service(pingora::services::background::background_service("tls reload", tls::Reload(certs.clone())));
+                certs.acceptor(app.cfg.tls_http2)
+            });
+            match acceptor {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    eprintln!("pgbaas-proxy: configuration error: tls_cert_file/tls_key_file: {e}");
+                    std::process::exit(2);
+                }
+            }
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let http = deadline::HeadDeadline { inner: Arc::new(app), limit: header_timeout, conns, tls };
     let mut service = Service::new("pgbaas http".to_string(), http);
     // pingora's default per-connection L4 read buffer is 64 KiB (zero-filled when the
     // connection is accepted): most of what an idle realtime connection held (measured
@@ -181,7 +200,7 @@ fn main() {
     let l4 = pingora::protocols::l4::stream::L4BufferSettings::new(4096, 1460);
     service.add_listener(pingora::listeners::ListenerConfig::tcp(listen.as_str()).l4_buffer(l4));
     server.add_service(service);
-    println!("pgbaas-proxy listening on http://{listen}");
+    println!("pgbaas-proxy listening on {scheme}://{listen}");
     server.run_forever();
 }
 

@@ -706,6 +706,15 @@ impl App {
     }
 }
 
+/// A live feed asked for over HTTP/2 (issue 19, edge).
+fn http1_required() -> ApiError {
+    ApiError::new(
+        StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+        "http1_required",
+        "live feeds (WebSocket, server-sent events) need HTTP/1.1; this request came over HTTP/2",
+    )
+}
+
 fn check_content_type(s: &ServerSession) -> Result<(), ApiError> {
     let Some(ct) = s.req_header().headers.get(header::CONTENT_TYPE) else {
         return Ok(());
@@ -821,6 +830,9 @@ impl App {
         s.set_write_timeout(Some(self.cfg.body_timeout));
         let started = std::time::Instant::now();
         if let Some((route, collection)) = realtime_route(&s) {
+            // Live feeds run on the raw HTTP/1 connection (`stream`): over HTTP/2 they
+            // are refused plainly (issue 19, edge; browsers open WebSockets over HTTP/1.1).
+            let collection = if s.is_http2() { Err(http1_required()) } else { collection };
             let result = match collection {
                 Ok(c) => self.start_realtime(&mut s, route, c).await,
                 Err(e) => Err(Some(Reply::error(e))),
@@ -908,7 +920,8 @@ impl App {
 
     /// A bodiless answer built by the edge (a CORS preflight), then keep or close (issue 19, edge).
     async fn respond_head(&self, mut s: ServerSession, head: pingora::Result<ResponseHeader>) -> Option<ReusedHttpStream> {
-        let Ok(head) = head else { return None };
+        let Ok(mut head) = head else { return None };
+        self.edge.secure(&mut head); // HSTS (issue 19, edge)
         if !s.is_body_done() {
             s.set_keepalive(None);
         }
