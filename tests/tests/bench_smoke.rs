@@ -91,6 +91,8 @@ fn replicas_benchmark_quick_mode_prints_its_table() {
             assert!(cells[7].parse::<i64>().is_ok_and(|n| n > 0), "the replica answered the reads: {line}");
         }
     }
+}
+
 /// The failover figure (issue 19, F) in one round (about a minute): printed, and no
 /// acknowledged write lost (the program exits non-zero otherwise).
 #[test]
@@ -100,6 +102,7 @@ fn failover_benchmark_one_round_loses_no_acknowledged_write() {
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("acknowledged writes lost: 0"), "{text}");
 }
+
 /// (issue 19, observe) `pgbaas-bench --observe --quick`: both sides measured, the ratio printed, no request failed.
 #[test]
 fn observe_benchmark_quick_mode_prints_the_ratio() {
