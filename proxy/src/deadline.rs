@@ -37,7 +37,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
         let mut slot = None;
         if let Some(cap) = &self.conns {
             let peer = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-            if let Some(ip) = peer {
+            // Trusted proxies (a balancer's health checks) are not capped (issue 19, edge).
+            if let Some(ip) = peer.filter(|ip| !cap.exempt(*ip)) {
                 match cap.acquire(ip) {
                     Some(s) => slot = Some(s),
                     None => {
