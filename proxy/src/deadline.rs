@@ -74,7 +74,7 @@ pub struct DeadlineStream {
     /// never a request head (realtime/ws.rs has its own timeouts).
     upgraded: bool,
     /// This connection's place under `max_connections_per_ip` (issue 19, edge).
-    slot: Option<crate::edge::ConnSlot>,
+    pub(crate) slot: Option<crate::edge::ConnSlot>,
 }
 
 impl DeadlineStream {
