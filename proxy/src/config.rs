@@ -298,7 +298,7 @@ pub struct Config {
     pub cors_max_age_secs: u64,
 
     /// Graceful stop: seconds after SIGTERM to finish requests in flight and tell streams to reconnect, then exit
-    #[arg(id = "shutdown_grace_secs", value_name = "SECS", long = "shutdown-grace-secs", env = "PGBAAS_SHUTDOWN_GRACE_SECS", default_value = "10", value_parser = secs(3600))]
+    #[arg(id = "shutdown_grace_secs", value_name = "SECS", long = "shutdown-grace-secs", env = "PGBAAS_SHUTDOWN_GRACE_SECS", default_value = "15", value_parser = secs(3600))]
     pub shutdown_grace: std::time::Duration,
 
     /// Open TCP connections one client address may hold (0: no cap); one more gets 429 then close

@@ -41,7 +41,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
         let mut h2 = false;
         if let Some(cap) = &self.conns {
             let peer = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-            if let Some(ip) = peer {
+            // Trusted proxies (a balancer's health checks) are not capped (issue 19, edge).
+            if let Some(ip) = peer.filter(|ip| !cap.exempt(*ip)) {
                 match cap.acquire(ip) {
                     Some(s) => slot = Some(s),
                     None => {
@@ -93,7 +94,7 @@ pub struct DeadlineStream {
     /// never a request head (realtime/ws.rs has its own timeouts).
     upgraded: bool,
     /// This connection's place under `max_connections_per_ip` (issue 19, edge).
-    slot: Option<crate::edge::ConnSlot>,
+    pub(crate) slot: Option<crate::edge::ConnSlot>,
 }
 
 impl DeadlineStream {

@@ -5,7 +5,7 @@
 
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -141,13 +141,15 @@ pub struct Edge {
     active: Arc<AtomicUsize>,
     /// `Strict-Transport-Security`'s value: only with TLS and `hsts_max_age_secs` > 0.
     hsts: Option<http::HeaderValue>,
+    /// Set once SIGTERM arrived (by `Drain`): every answer then says `Connection: close`.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Edge {
     pub fn new(cfg: &crate::config::Config) -> Edge {
         let hsts = (cfg.tls_cert_file.is_some() && cfg.hsts_max_age_secs > 0)
             .then(|| http::HeaderValue::from_str(&format!("max-age={}", cfg.hsts_max_age_secs)).expect("digits"));
-        Edge { cors: cfg.cors(), active: Arc::default(), hsts }
+        Edge { cors: cfg.cors(), active: Arc::default(), hsts, stopping: Arc::default() }
     }
 
     /// HSTS on an answer (the listener is all TLS when it is set).
@@ -155,6 +157,12 @@ impl Edge {
         if let Some(v) = &self.hsts {
             let _ = h.insert_header(header::STRICT_TRANSPORT_SECURITY, v.clone());
         }
+    }
+
+    /// Whether a graceful stop has begun: no answer keeps its connection alive then
+    /// (server.rs's `respond`, `respond_head`, `finish_streamed`).
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Held while a request is answered or a stream is open (`Drain` waits for none).
@@ -165,7 +173,7 @@ impl Edge {
 
     /// The graceful stop's background service.
     pub fn drain(&self, grace: Duration) -> Drain {
-        Drain { active: self.active.clone(), grace }
+        Drain { active: self.active.clone(), stopping: self.stopping.clone(), grace }
     }
 
     /// Every edge header of an answer to `req` (CORS); called wherever a response head
@@ -194,6 +202,7 @@ impl Drop for Busy {
 /// soon as nothing is in flight, and at the latest when the grace is over.
 pub struct Drain {
     active: Arc<AtomicUsize>,
+    stopping: Arc<AtomicBool>,
     grace: Duration,
 }
 
@@ -205,6 +214,7 @@ impl pingora::services::background::BackgroundService for Drain {
                 return;
             }
         }
+        self.stopping.store(true, Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + self.grace;
         log::warn!("stopping: no new connections; {} requests and streams to finish within {:?}", self.active.load(Ordering::SeqCst), self.grace);
         // A connection accepted just before the listener closed may not have sent its
@@ -221,24 +231,36 @@ impl pingora::services::background::BackgroundService for Drain {
     }
 }
 
-/// Open TCP connections per client address (`max_connections_per_ip`). The address is
-/// the socket's peer (behind a load balancer: the balancer's, so set the cap there or
-/// off). A connection holds its slot until its socket is dropped: a live feed's too,
-/// after its stream is detached from pingora (the slot travels in `DeadlineStream`).
+/// Open TCP connections per client address (`max_connections_per_ip`), counted under
+/// the per-IP limits' key (`ratelimit::ip_key`: an IPv6 client's /56, an IPv4-mapped
+/// address as IPv4). The address is the socket's peer; peers inside `trusted_proxies`
+/// (a load balancer, whose health checks and pooled connections carry everyone's
+/// traffic) are not capped. A connection holds its slot until its socket is dropped: a
+/// live feed's too, after its stream is detached from pingora (the slot travels in
+/// `DeadlineStream`).
 pub struct ConnCap {
     max: u32,
-    open: Arc<dashmap::DashMap<std::net::IpAddr, u32>>,
+    trusted: Vec<crate::ratelimit::Cidr>,
+    open: Arc<dashmap::DashMap<String, u32>>,
+    /// Over-cap connections being answered 429 now, per key: past `MAX_REFUSING` the
+    /// rest are closed at once, so a flood of them holds no more than a few tasks.
+    refusing: Arc<dashmap::DashMap<String, u32>>,
 }
+
+/// Over-cap connections of one key answered 429 at a time; the others are just closed.
+const MAX_REFUSING: u32 = 4;
+/// What an over-cap connection gets in all: reading its head, the 429, the linger.
+const REFUSE_BUDGET: Duration = Duration::from_secs(1);
 
 /// One open connection's place under the cap; freed when dropped.
 pub struct ConnSlot {
-    ip: std::net::IpAddr,
-    open: Arc<dashmap::DashMap<std::net::IpAddr, u32>>,
+    key: String,
+    open: Arc<dashmap::DashMap<String, u32>>,
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.open.remove_if_mut(&self.ip, |_, n| {
+        self.open.remove_if_mut(&self.key, |_, n| {
             *n -= 1;
             *n == 0
         });
@@ -247,26 +269,49 @@ impl Drop for ConnSlot {
 
 impl ConnCap {
     /// None when the cap is 0 (off).
-    pub fn new(max: u32) -> Option<Arc<ConnCap>> {
-        (max > 0).then(|| Arc::new(ConnCap { max, open: Arc::default() }))
+    pub fn new(max: u32, trusted: &[crate::ratelimit::Cidr]) -> Option<Arc<ConnCap>> {
+        (max > 0).then(|| Arc::new(ConnCap { max, trusted: trusted.to_vec(), open: Arc::default(), refusing: Arc::default() }))
     }
 
-    /// A slot for a connection from `ip`, or None when it already holds `max`.
+    /// Whether `ip` is a trusted proxy, which the cap does not count.
+    pub fn exempt(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+
+    /// A slot for a connection from `ip`, or None when its key already holds `max`.
     pub fn acquire(&self, ip: std::net::IpAddr) -> Option<ConnSlot> {
-        let mut n = self.open.entry(ip).or_insert(0);
+        let key = crate::ratelimit::ip_key(ip);
+        let mut n = self.open.entry(key.clone()).or_insert(0);
         if *n >= self.max {
             return None;
         }
         *n += 1;
-        Some(ConnSlot { ip, open: self.open.clone() })
+        Some(ConnSlot { key, open: self.open.clone() })
     }
 
-    /// A connection over the cap: read its request head (bounded by `limit` and 16 KiB)
-    /// so that the answer is not lost to a reset, answer `429 too_many_connections`,
-    /// then close. One whose head cannot be read is just closed.
-    pub async fn refuse(&self, mut stream: pingora::protocols::Stream, limit: Duration) {
+    /// A connection over the cap: read its request head (16 KiB at most) so that the
+    /// answer is not lost to a reset, answer `429 too_many_connections`, then close; all
+    /// within about a second (`REFUSE_BUDGET`). One whose head does not arrive in time,
+    /// or one past `MAX_REFUSING` refusals in progress for its key, is just closed, and
+    /// is not counted in `pgbaas_rate_limited_total{limit="connections"}` (which counts
+    /// the 429s). The 429 is written raw, before any HTTP session: it has no CORS
+    /// headers (a browser sees a network error, as for a refused connection).
+    /// `_limit` (header_timeout) is not used: the budget is shorter.
+    pub async fn refuse(&self, mut stream: pingora::protocols::Stream, _limit: Duration) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        crate::metrics::RATE_LIMITED.with_label_values(&["connections"]).inc();
+        let Some(ip) = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip())) else {
+            return;
+        };
+        let key = crate::ratelimit::ip_key(ip);
+        {
+            let mut n = self.refusing.entry(key.clone()).or_insert(0);
+            if *n >= MAX_REFUSING {
+                return;
+            }
+            *n += 1;
+        }
+        let _refusing = ConnSlot { key, open: self.refusing.clone() };
+        let deadline = tokio::time::Instant::now() + REFUSE_BUDGET;
         let mut head = Vec::new();
         let read = async {
             let mut buf = [0u8; 4096];
@@ -281,7 +326,8 @@ impl ConnCap {
                 }
             }
         };
-        if let Ok(Some(())) = tokio::time::timeout(limit, read).await {
+        if let Ok(Some(())) = tokio::time::timeout_at(deadline, read).await {
+            crate::metrics::RATE_LIMITED.with_label_values(&["connections"]).inc();
             let body = crate::errors::ApiError::new(
                 http::StatusCode::TOO_MANY_REQUESTS,
                 "too_many_connections",
@@ -297,12 +343,14 @@ impl ConnCap {
                 stream.write_all(&body).await?;
                 stream.flush().await
             };
-            let _ = tokio::time::timeout(limit, write).await;
+            if tokio::time::timeout_at(deadline, write).await.is_err() {
+                return;
+            }
             // Our side ends; what the client still sends (a body) is read and dropped
-            // for a moment, so that closing does not reset the answer away.
-            let _ = stream.shutdown().await;
+            // for what is left of the budget, so that closing does not reset the answer away.
+            let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
             let mut sink = [0u8; 4096];
-            let _ = tokio::time::timeout(Duration::from_secs(1), async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
+            let _ = tokio::time::timeout_at(deadline, async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
         }
     }
 }
@@ -341,16 +389,37 @@ mod tests {
 
     #[test]
     fn connections_are_capped_per_address_and_freed_when_dropped() {
-        let cap = ConnCap::new(2).unwrap();
+        let cap = ConnCap::new(2, &[]).unwrap();
         let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let held = [cap.acquire(a).unwrap(), cap.acquire(a).unwrap()];
         assert!(cap.acquire(a).is_none(), "a third connection from one address");
         let other = cap.acquire(b).unwrap();
         drop(held);
-        assert!(cap.open.get(&a).is_none(), "no entry is left for an address without connections");
+        assert!(cap.open.get("10.0.0.1").is_none(), "no entry is left for an address without connections");
         assert!(cap.acquire(a).is_some());
         drop(other);
-        assert!(ConnCap::new(0).is_none(), "0: no cap");
+        assert!(ConnCap::new(0, &[]).is_none(), "0: no cap");
+    }
+
+    #[test]
+    fn ipv6_clients_are_capped_per_56_and_mapped_v4_as_v4() {
+        let cap = ConnCap::new(1, &[]).unwrap();
+        let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+        let held = cap.acquire(ip("2001:db8:1:100::1")).unwrap();
+        assert!(cap.acquire(ip("2001:db8:1:1ff:abcd::7")).is_none(), "another address of the same /56");
+        assert!(cap.acquire(ip("2001:db8:1:200::1")).is_some(), "another /56");
+        let v4 = cap.acquire(ip("192.0.2.7")).unwrap();
+        assert!(cap.acquire(ip("::ffff:192.0.2.7")).is_none(), "an IPv4-mapped address is its IPv4 address");
+        drop((held, v4));
+    }
+
+    #[test]
+    fn trusted_proxies_are_not_capped() {
+        let trusted = [crate::ratelimit::Cidr::parse("10.0.0.0/8").unwrap()];
+        let cap = ConnCap::new(1, &trusted).unwrap();
+        assert!(cap.exempt("10.1.2.3".parse().unwrap()));
+        assert!(cap.exempt("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!cap.exempt("192.0.2.1".parse().unwrap()));
     }
 
     #[test]

@@ -140,6 +140,16 @@ fn main() {
     // --- edge (issue 19): CORS, TLS, graceful stop, connection caps.
     let edge = edge::Edge::new(&cfg);
     server.add_service(pingora::services::background::background_service("graceful stop", edge.drain(cfg.shutdown_grace)));
+    // A request still waiting for a pool connection and then running its statement when
+    // the grace ends is cut; a balancer retrying it elsewhere could apply it twice
+    // (docs/operations.md, "Restarting without failed requests").
+    if cfg.shutdown_grace <= cfg.pool_timeout + cfg.statement_timeout {
+        log::warn!(
+            "shutdown_grace_secs ({:?}) is not above pool_timeout_secs + statement_timeout_ms ({:?}): a request in flight at a stop may be cut; raise it",
+            cfg.shutdown_grace,
+            cfg.pool_timeout + cfg.statement_timeout
+        );
+    }
     // --- E. read replicas (issue 19): a request pool per replica, and their watch.
     let replicas = {
         let size = cfg.replica_pool_size.unwrap_or(cfg.pool_size);
@@ -171,7 +181,7 @@ fn main() {
     }
     let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc, edge, replicas };
     let header_timeout = app.cfg.header_timeout;
-    let conns = edge::ConnCap::new(app.cfg.max_connections_per_ip); // (issue 19, edge)
+    let conns = edge::ConnCap::new(app.cfg.max_connections_per_ip, &app.cfg.trusted_proxies); // (issue 19, edge)
     // TLS (issue 19, edge): the pair is checked before serving; SIGHUP re-reads it.
     let tls = match (&app.cfg.tls_cert_file, &app.cfg.tls_key_file) {
         (Some(cert), Some(key)) => {

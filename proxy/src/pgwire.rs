@@ -363,6 +363,11 @@ impl Conn {
         // (with `next`) in Postgres before its reply could reach max_result_bytes here.
         let budget = sql_page_budget(max_result).to_string();
         params.push(("baas.max_response_bytes", &budget));
+        // --- edge (issue 19): Postgres checks each second, while a statement runs, that
+        // the proxy is still there; a statement whose proxy died (cut at the end of a
+        // graceful stop's grace) is abandoned and rolled back, not committed unseen while
+        // a balancer retries the request on another proxy. (Linux and the BSDs; PG 14+.)
+        params.push(("client_connection_check_interval", "1000"));
         frontend::startup_message(params, &mut c.wbuf)?;
         c.flush().await?;
         let password = cfg.get_password();

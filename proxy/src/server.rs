@@ -821,13 +821,14 @@ impl App {
     async fn serve(self: &Arc<Self>, mut s: ServerSession, shutdown: &ShutdownWatch) -> Option<ReusedHttpStream> {
         s.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
         let _busy = self.edge.busy(); // a graceful stop waits for it (issue 19, edge)
+        // A client that stops reading its answer cannot pin the task and its buffer.
+        s.set_write_timeout(Some(self.cfg.body_timeout));
         // CORS preflight: answered before any route, limit or database work (issue 19, edge).
         if let Some(cors) = self.edge.cors.as_ref().filter(|_| crate::edge::Cors::is_preflight(s.req_header())) {
+            log::debug!("OPTIONS {} -> preflight", s.req_header().uri.path());
             let head = cors.preflight(s.req_header());
             return self.respond_head(s, head).await;
         }
-        // A client that stops reading its answer cannot pin the task and its buffer.
-        s.set_write_timeout(Some(self.cfg.body_timeout));
         let started = std::time::Instant::now();
         if let Some((route, collection)) = realtime_route(&s) {
             // Live feeds run on the raw HTTP/1 connection (`stream`): over HTTP/2 they
@@ -902,6 +903,9 @@ impl App {
     /// request body was read to its end and the answer was complete (a cut download
     /// turned keep-alive off), else close it.
     async fn finish_streamed(&self, mut s: ServerSession) -> Option<ReusedHttpStream> {
+        if self.edge.stopping() {
+            s.set_keepalive(None); // (issue 19, edge): stopping, the connection closes
+        }
         if !s.is_body_done() {
             s.set_keepalive(None);
             if self.cfg.linger_bytes > 0 {
@@ -922,12 +926,17 @@ impl App {
     async fn respond_head(&self, mut s: ServerSession, head: pingora::Result<ResponseHeader>) -> Option<ReusedHttpStream> {
         let Ok(mut head) = head else { return None };
         self.edge.secure(&mut head); // HSTS (issue 19, edge)
-        if !s.is_body_done() {
+        let early = !s.is_body_done();
+        if early || self.edge.stopping() {
             s.set_keepalive(None);
         }
         if let Err(e) = s.write_response_header(Box::new(head)).await {
             log::debug!("writing a preflight answer: {e}");
             return None;
+        }
+        // A preflight with a body left unread: linger so that closing does not reset the answer.
+        if early && self.cfg.linger_bytes > 0 {
+            self.linger(&mut s).await;
         }
         let settings = HttpPersistentSettings::for_session(&s);
         s.finish().await.ok().flatten().map(|st| ReusedHttpStream::from_reusable_stream(st, settings))
@@ -939,8 +948,8 @@ impl App {
         // never reuse the connection, which a client could use to pass body bytes off
         // as the next request's head (deadline.rs); linger so the answer arrives.
         let early = !s.is_body_done();
-        if early {
-            s.set_keepalive(None);
+        if early || self.edge.stopping() {
+            s.set_keepalive(None); // (issue 19, edge): or stopping, the connection closes
         }
         let written = match reply.header() {
             Ok(mut h) => {

@@ -109,7 +109,13 @@ fn cors_any() -> Proxy {
 #[test]
 fn connections_over_the_per_address_cap_get_429_then_close() {
     use std::io::{Read, Write};
-    let p = Proxy::start(&env().cluster.authenticator_url().unwrap(), &["--max-connections-per-ip", "2"]).unwrap();
+    let mport = pgbaas_testkit::free_port();
+    let maddr = format!("127.0.0.1:{mport}");
+    let p = Proxy::start(&env().cluster.authenticator_url().unwrap(), &["--max-connections-per-ip", "2", "--metrics-listen", &maddr]).unwrap();
+    let refused = || {
+        let text = ureq::get(&format!("http://{maddr}/metrics")).call().unwrap().into_string().unwrap();
+        text.lines().find(|l| l.starts_with(r#"pgbaas_rate_limited_total{kind="connections"}"#)).map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
     let get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
     let open = || {
         let s = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
@@ -142,6 +148,15 @@ fn connections_over_the_per_address_cap_get_429_then_close() {
     third.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 429"), "{text}");
     assert!(text.contains("Retry-After: 1") && text.contains(r#""code":"too_many_connections""#), "{text}");
+    assert_eq!(refused().as_deref(), Some("1"), "the 429 is counted");
+    // One over the cap that sends no request: closed within about a second, no answer,
+    // not counted.
+    let mut silent = open();
+    let t = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = silent.read_to_end(&mut rest);
+    assert!(rest.is_empty() && t.elapsed() < std::time::Duration::from_secs(8), "{:?} after {:?}", String::from_utf8_lossy(&rest), t.elapsed());
+    assert_eq!(refused().as_deref(), Some("1"), "a connection closed without a 429 is not counted");
     // The two still work; once one closes, a new connection is served.
     for s in held.iter_mut() {
         s.write_all(get.as_bytes()).unwrap();
@@ -149,4 +164,41 @@ fn connections_over_the_per_address_cap_get_429_then_close() {
     }
     drop(held.pop());
     wait_until("a closed connection frees its place", || pgbaas_testkit::http_status(p.port, "/healthz") == Some(200));
+}
+
+#[test]
+fn live_feeds_hold_their_connection_slot_until_closed() {
+    use std::io::{Read, Write};
+    let p = Proxy::start(&env().cluster.authenticator_url().unwrap(), &["--max-connections-per-ip", "2"]).unwrap();
+    let u = signup("edge-cap-feeds");
+    let c = collection("edge_cap_feeds", serde_json::json!({}));
+    let ws = pgbaas_testkit::realtime::Ws::connect(p.port, Some(&u.access)).unwrap();
+    let sse = pgbaas_testkit::realtime::Sse::open(p.port, &c, "", Some(&u.access), None).unwrap();
+    // A WebSocket and an SSE stream fill the cap: a third connection is refused.
+    let third = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    };
+    let t = third();
+    assert!(t.starts_with("HTTP/1.1 429"), "{t}");
+    // Closing the WebSocket frees its slot; then the SSE stream's.
+    ws.close();
+    wait_until("a closed WebSocket frees its place", || third().starts_with("HTTP/1.1 200"));
+    drop(sse);
+    // Both places free: two connections held open at once are served.
+    wait_until("a closed SSE stream frees its place", || {
+        let held: Vec<_> = (0..2).map(|_| std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap()).collect();
+        let mut ok = true;
+        for mut s in held {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut buf = [0u8; 12];
+            ok &= s.read_exact(&mut buf).is_ok() && &buf == b"HTTP/1.1 200";
+        }
+        ok
+    });
 }

@@ -89,7 +89,7 @@ impl Haproxy {
         // The configuration of docs/operations.md ("Restarting without failed requests"),
         // with test ports and a faster health check.
         let cfg = format!(
-            "global\n    maxconn 2000\n\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response\n    option http-server-close\n\nlisten pgbaas\n    bind 127.0.0.1:{port}\n    balance roundrobin\n    option httpchk GET /healthz\n    http-check expect status 200\n    default-server inter 300ms fall 1 rise 2\n{servers}"
+            "global\n    maxconn 2000\n\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout tunnel 1h\n    retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response\n    option http-server-close\n\nlisten pgbaas\n    bind 127.0.0.1:{port}\n    http-request disable-l7-retry unless METH_GET || METH_HEAD\n    balance roundrobin\n    option httpchk GET /healthz\n    http-check expect status 200\n    default-server inter 300ms fall 1 rise 2\n{servers}"
         );
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, cfg).unwrap();
@@ -123,6 +123,11 @@ fn two_proxies_behind_haproxy_restart_in_turn_under_load_without_failed_requests
     let base = format!("http://127.0.0.1:{}", lb.port);
     // Wait until HAProxy has both proxies up.
     std::thread::sleep(Duration::from_secs(1));
+    // A live SSE stream through the balancer: told to reconnect when its proxy stops,
+    // and opened again through the balancer.
+    let open_sse = || Sse::open(lb.port, &c, "", Some(&u.access), None).expect("an SSE stream through HAProxy");
+    let mut sse = open_sse();
+    let mut reconnects = 0;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, writes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -168,6 +173,19 @@ fn two_proxies_behind_haproxy_restart_in_turn_under_load_without_failed_requests
         let (status, _) = node.wait_exit(Duration::from_secs(8));
         assert!(status.success(), "a graceful stop exits 0: {status}");
         assert_eq!(http_status(node.port, "/healthz"), None, "the stopped proxy accepts nothing");
+        // The stream, if it was on this proxy, has ended with `reconnect`: open it again.
+        let read_until = Instant::now() + Duration::from_secs(1);
+        let mut last = String::new();
+        while Instant::now() < read_until && !sse.ended {
+            if let Some(f) = sse.next(Duration::from_millis(200)) {
+                last = f.event;
+            }
+        }
+        if sse.ended {
+            assert_eq!(last, "reconnect", "a stream ends with `reconnect`");
+            reconnects += 1;
+            sse = open_sse();
+        }
         // The other proxy carries the load meanwhile.
         std::thread::sleep(Duration::from_millis(500));
         assert!(ok.load(Ordering::SeqCst) > before, "requests went on while one proxy was down");
@@ -187,6 +205,18 @@ fn two_proxies_behind_haproxy_restart_in_turn_under_load_without_failed_requests
         .map(|r| r.get(0))
         .unwrap_or(-1);
     assert_eq!(stored as usize, created.len(), "acknowledged writes stored once each");
+    // The stream was on one of the two proxies, so it was told to reconnect at least
+    // once; the one open now gets the next change.
+    assert!(reconnects >= 1, "the SSE stream through HAProxy was told to reconnect");
+    let id = create_doc(&c, Some(&u.access), json!({"last": true}), None);
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let f = sse.next(Duration::from_secs(1));
+        if f.as_ref().is_some_and(|f| f.data.contains(&id)) {
+            break;
+        }
+        assert!(Instant::now() < until && !sse.ended, "the reopened stream through HAProxy did not carry the change");
+    }
 }
 
 /// One request; Ok((status, body)) for any HTTP answer, Err for a transport failure.
@@ -221,8 +251,20 @@ fn sigterm_finishes_a_request_in_flight_and_tells_streams_to_reconnect() {
     let mut dba = admin();
     let mut tx = dba.transaction().unwrap();
     tx.execute("select 1 from baas.documents where id = $1::text::uuid for update", &[&id]).unwrap();
-    let (base, path, token) = (format!("http://127.0.0.1:{port}"), doc_path(&c, &id), u.access.clone());
-    let patch = std::thread::spawn(move || try_request(&base, "PATCH", &path, &token, Some(r#"{"data": {"n": 2}}"#)));
+    // Sent on a kept-alive connection: its answer, written during the stop, must close it.
+    let (path, token) = (doc_path(&c, &id), u.access.clone());
+    let patch = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let body = r#"{"data": {"n": 2}}"#;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let head = format!("PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body.as_bytes()).unwrap();
+        // Read to the end: only a closed connection ends it.
+        let mut text = String::new();
+        s.read_to_string(&mut text).map(|_| text).map_err(|e| e.to_string())
+    });
     wait_until("the PATCH waits for the lock", || {
         admin()
             .query_one("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%patch_document%'", &[])
@@ -254,8 +296,10 @@ fn sigterm_finishes_a_request_in_flight_and_tells_streams_to_reconnect() {
     assert!(!patch.is_finished());
     // ... which is answered once the lock goes, within the grace (5 s).
     tx.commit().unwrap();
-    let r = patch.join().unwrap();
-    assert!(matches!(r, Ok((200, ref b)) if b["data"]["n"] == 2), "{r:?}");
+    let text = patch.join().unwrap().expect("the answer, then the connection closed");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "an answer during the stop closes its connection: {text}");
+    assert!(text.replace(' ', "").contains(r#""n":2"#), "{text}");
     // Then the proxy exits (well before the grace when nothing is left).
     let (status, _) = node.wait_exit(Duration::from_secs(8));
     assert!(status.success(), "{status}");

@@ -147,6 +147,9 @@ fn expiry_instant(exp: u64) -> Instant {
 pub struct Socket {
     io: Io,
     written: u64,
+    /// The connection's place under max_connections_per_ip, taken from pingora's
+    /// stream when it is left behind (issue 19, edge): a live feed keeps holding it.
+    _slot: Option<crate::edge::ConnSlot>,
 }
 
 enum Io {
@@ -156,11 +159,11 @@ enum Io {
 
 impl Socket {
     pub fn tcp(s: TcpStream) -> Socket {
-        Socket { io: Io::Tcp(s), written: 0 }
+        Socket { io: Io::Tcp(s), written: 0, _slot: None }
     }
 
     fn kept(s: Stream) -> Socket {
-        Socket { io: Io::Kept(s), written: 0 }
+        Socket { io: Io::Kept(s), written: 0, _slot: None }
     }
 
     /// Whether pingora's stream was left behind (the usual case).
@@ -206,7 +209,11 @@ impl Socket {
         let tcp = fd.try_clone_to_owned().map(std::net::TcpStream::from);
         // peer_addr: the fd is a connected TCP socket (not, say, a Unix socket).
         match tcp.and_then(|t| t.peer_addr().and_then(|_| t.set_nonblocking(true)).map(|()| t)).and_then(TcpStream::from_std) {
-            Ok(tcp) => Socket::tcp(tcp),
+            Ok(tcp) => {
+                // (issue 19, edge): the cap's slot travels from pingora's stream to ours.
+                let slot = stream.into_any().downcast::<crate::deadline::DeadlineStream>().ok().and_then(|mut d| d.slot.take());
+                Socket { _slot: slot, ..Socket::tcp(tcp) }
+            }
             Err(e) => {
                 log::debug!("realtime: keeping pingora's stream: {e}");
                 Socket::kept(stream)
