@@ -802,9 +802,31 @@ impl HttpServerApp for App {
                 // URL over the http crate's 65534 bytes; schemathesis sent a 196 KB `where`)
                 // is answered 400 in the house shape, not by a closed connection.
                 if e.etype == pingora::ErrorType::InvalidHTTPHeader {
+                    s.set_write_timeout(Some(self.cfg.body_timeout)); // a client that does not read
                     let r = Reply::error(ApiError::bad_request("invalid_request", "the request head is malformed or too long (a URL may have at most 65534 bytes)"));
                     if let Ok(h) = r.header() {
-                        let _ = s.write_error_response(h, r.body.clone()).await;
+                        if s.write_error_response(h, r.body.clone()).await.is_ok() {
+                            // The client may still be sending (the rest of the head, a
+                            // body): closing with bytes unread resets the connection and
+                            // can destroy the 400. End our side, then discard raw bytes
+                            // for at most linger / linger_bytes (as `linger` does).
+                            if let ServerSession::H1(v1) = s {
+                                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                                let mut io = v1.into_inner();
+                                let (mut left, mut buf) = (self.cfg.linger_bytes, vec![0u8; 16 * 1024]);
+                                let discard = async {
+                                    let _ = io.flush().await;
+                                    let _ = io.shutdown().await;
+                                    while left > 0 {
+                                        match io.read(&mut buf).await {
+                                            Ok(0) | Err(_) => return,
+                                            Ok(n) => left = left.saturating_sub(n),
+                                        }
+                                    }
+                                };
+                                let _ = tokio::time::timeout(self.cfg.linger, discard).await;
+                            }
+                        }
                     }
                 }
                 return None;

@@ -56,11 +56,23 @@ fn document(dir: &Path) -> (Value, PathBuf) {
     (serde_json::from_str(&text).expect("the document is JSON"), path)
 }
 
+/// The schemathesis runs one at a time: run in parallel they share the proxy's pool of
+/// three connections (503s that are no fault) and their caps would add up.
+static FUZZ: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn fuzz_lock() -> std::sync::MutexGuard<'static, ()> {
+    FUZZ.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Run `cmd` to its end, at most `limit`; its status and output (stdout then stderr).
+/// The tool runs in its own process group, killed whole on overrun or a failed test
+/// (openapi-python-client's post-hooks, schemathesis's workers outlive their parent).
 fn run(mut cmd: Command, limit: Duration) -> (bool, String) {
+    use std::os::unix::process::CommandExt;
     let dir = tempdir();
     let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = cmd
+    let child = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())
@@ -70,21 +82,24 @@ fn run(mut cmd: Command, limit: Duration) -> (bool, String) {
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
+            // The group's id is the child's pid (process_group(0)).
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).stderr(Stdio::null()).status();
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
     }
     let deadline = Instant::now() + limit;
+    let mut child = Kill(child);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break Some(s);
         }
         if Instant::now() > deadline {
-            let _ = Kill(child);
             break None;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    drop(child); // the group too: hooks left behind by a finished tool
     let text = format!("{}\n{}", std::fs::read_to_string(&out).unwrap_or_default(), std::fs::read_to_string(&err).unwrap_or_default());
     match status {
         Some(s) => (s.success(), text),
@@ -152,8 +167,27 @@ fn a_generated_python_client_signs_up_and_creates_a_document() {
     let pkg = dir.path().join("pgbaas_client");
     let mut gen = Command::new(tool("openapi-python-client"));
     gen.args(["generate", "--meta", "none", "--path"]).arg(&path).arg("--output-path").arg(&pkg).current_dir(dir.path());
-    let (ok, out) = run(gen, Duration::from_secs(120));
+    let (ok, out) = run(gen, Duration::from_secs(90));
     assert!(ok && pkg.join("api").is_dir(), "openapi-python-client failed:\n{out}");
+    // It drops an operation it cannot express with only a warning ("will not be
+    // generated"; exit 0): every operation must have its module, but these.
+    const NOT_GENERATED: &[&str] = &[
+        "tus_patch", // an application/offset+octet-stream body, which it has no type for
+    ];
+    let mut modules = Vec::new();
+    for tag in std::fs::read_dir(pkg.join("api")).unwrap() {
+        let tag = tag.unwrap().path();
+        if tag.is_dir() {
+            for f in std::fs::read_dir(&tag).unwrap() {
+                let name = f.unwrap().file_name().to_string_lossy().into_owned();
+                if let Some(m) = name.strip_suffix(".py") {
+                    modules.push(m.to_string());
+                }
+            }
+        }
+    }
+    let missing: Vec<String> = table_names().into_iter().filter(|n| !modules.contains(n) && !NOT_GENERATED.contains(&n.as_str())).collect();
+    assert!(missing.is_empty(), "operations the generator dropped: {missing:?}\n{out}");
 
     let c = collection("openapi_client", json!({}));
     let email = email("openapi-client");
@@ -196,6 +230,7 @@ print(json.dumps({"user": session["user"]["id"], "token": session["access_token"
 
 #[test]
 fn schemathesis_finds_no_server_error_and_no_answer_breaking_its_schema() {
+    let _one = fuzz_lock();
     let dir = tempdir();
     // A signed-in user's token on every request, so that the user routes run past the
     // token check. Routes that would end that session are left out (they would only turn
@@ -224,7 +259,7 @@ fn schemathesis_finds_no_server_error_and_no_answer_breaking_its_schema() {
         .args(["--no-color", "--output-truncate", "false"])
         .env("SCHEMATHESIS_HOOKS", "")
         .env("HOME", dir.path());
-    let (ok, out) = run(st, Duration::from_secs(240));
+    let (ok, out) = run(st, Duration::from_secs(150));
     assert!(ok, "schemathesis found problems:\n{out}");
     // The run reached the operations (not a schema it could not load): all it loaded
     // but the three left out above, and it loaded all of the document's but at most one
@@ -262,6 +297,7 @@ fn a_url_over_64_kib_is_answered_400() {
 /// sees refused.
 #[test]
 fn schemathesis_finds_no_server_error_on_the_service_routes() {
+    let _one = fuzz_lock();
     let dir = tempdir();
     let (doc, _) = document(dir.path());
     let mut ids = Vec::new();
@@ -288,7 +324,75 @@ fn schemathesis_finds_no_server_error_on_the_service_routes() {
     for id in &ids {
         st.args(["--include-operation-id", id]);
     }
-    let (ok, out) = run(st, Duration::from_secs(240));
+    let (ok, out) = run(st, Duration::from_secs(120));
     assert!(ok, "schemathesis found problems:\n{out}");
     assert!(out.lines().any(|l| l.trim() == format!("Tested: {}", ids.len())), "{out}");
+}
+
+/// The runs above meet unknown collections and ids (404) and check only answers. Here,
+/// anonymously (the `{}` security option) on a collection anyone may read, create in and
+/// update, with a seeded document: valid requests must be accepted (a document stricter
+/// than the server shows) and invalid ones refused (one looser than the server).
+#[test]
+#[ignore = "issue 19 review B.1: still finds schema-valid requests the server refuses (see the fix report); run with --ignored"]
+fn schemathesis_on_an_open_collection_accepts_valid_and_refuses_invalid_requests() {
+    let _one = fuzz_lock();
+    let dir = tempdir();
+    let c = collection("openapi_open", json!({"create": ["public"], "default_acl": {"read": ["public"], "update": ["public"]}}));
+    let id = create_doc(&c, None, json!({"title": "seed"}), None);
+    let config = dir.path().join("schemathesis.toml");
+    std::fs::write(&config, format!("[parameters]\n\"path.collection\" = \"{c}\"\n\"path.id\" = \"{id}\"\n")).unwrap();
+    let mut st = Command::new(tool("st"));
+    st.current_dir(dir.path())
+        .arg("--config-file")
+        .arg(&config)
+        .arg("run")
+        .arg(format!("{}/v1/openapi.json", base()))
+        .args(["--url", &base()])
+        .args(["--checks", "not_a_server_error,response_schema_conformance,content_type_conformance,response_headers_conformance,positive_data_acceptance,negative_data_rejection"])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--max-examples", "5", "--seed", "19", "--no-shrink", "--workers", "1"])
+        .args(["--request-timeout", "20", "--generation-database", "none"])
+        // The document routes; a list's `where`/`order` strings are checked by Postgres
+        // (docs/query.md), which no schema can express: not listed here.
+        .args(["--include-path-regex", r"^/v1/collections/\{collection\}/documents(/\{id\})?$"])
+        .args(["--exclude-operation-id", "list_documents"])
+        .args(["--no-color", "--output-truncate", "false"])
+        .env("HOME", dir.path());
+    let (ok, out) = run(st, Duration::from_secs(120));
+    assert!(ok, "schemathesis found problems:\n{out}");
+    assert!(out.lines().any(|l| l.trim() == "Tested: 5"), "{out}");
+    // The seeded document is still there (anonymous callers may not delete it).
+    assert_eq!(call("GET", &doc_path(&c, &id), None, None).status, 200);
+}
+
+/// Review (issue 19): the 400 for a head too large is read by a client that writes all
+/// of its request before reading (no reset destroys it): a 2 MiB head, and a long URL
+/// with a 1 MB body.
+#[test]
+fn a_too_large_head_is_answered_400_even_to_a_client_still_sending() {
+    use std::io::{Read, Write};
+    let send_all_then_read = |req: Vec<u8>| -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", env().proxy.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(&req).expect("the whole request is taken (read and discarded)");
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let mut head = b"GET /v1/users HTTP/1.1\r\nHost: localhost\r\n".to_vec();
+    for i in 0..2048 {
+        head.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(1000)).as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    let resp = send_all_then_read(head);
+    assert_eq!(raw_status(&resp), 400, "{}", &resp[..resp.len().min(300)]);
+    assert!(resp.contains("invalid_request"), "{}", &resp[..resp.len().min(300)]);
+
+    let mut req = format!("POST /v1/batch?x={} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n", "a".repeat(70_000)).into_bytes();
+    req.extend(std::iter::repeat(b' ').take(1_000_000));
+    let resp = send_all_then_read(req);
+    assert_eq!(raw_status(&resp), 400, "{}", &resp[..resp.len().min(300)]);
+    assert!(resp.contains("invalid_request"), "{}", &resp[..resp.len().min(300)]);
 }
