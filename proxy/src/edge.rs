@@ -254,7 +254,6 @@ impl ConnCap {
     /// then close. One whose head cannot be read is just closed.
     pub async fn refuse(&self, mut stream: pingora::protocols::Stream, limit: Duration) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        crate::metrics::RATE_LIMITED.with_label_values(&["connections"]).inc();
         let mut head = Vec::new();
         let read = async {
             let mut buf = [0u8; 4096];
@@ -276,8 +275,9 @@ impl ConnCap {
                 format!("this client address already has {} connections open; reuse one, or close one (retry in 1 s)", self.max),
             )
             .body();
+            let id = crate::observe::new_id(); // (issue 19, observe): stamped, counted, logged
             let answer = format!(
-                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nCache-Control: no-store\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
             let write = async {
@@ -286,6 +286,7 @@ impl ConnCap {
                 stream.flush().await
             };
             let _ = tokio::time::timeout(limit, write).await;
+            crate::observe::outside(id, 429, "tcp_connections").await; // (issue 19, observe)
             // Our side ends; what the client still sends (a body) is read and dropped
             // for a moment, so that closing does not reset the answer away.
             let _ = stream.shutdown().await;

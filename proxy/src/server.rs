@@ -345,6 +345,7 @@ impl App {
             let max = self.cfg.rate_limit_account_per_minute;
             for key in &account_keys {
                 if let Some(secs) = db::account_limit_hit(&self.requests, &self.timeouts, key, max, 60).await? {
+                    crate::observe::limited("account"); // (issue 19, observe)
                     return Err(ApiError::rate_limited(secs));
                 }
             }
@@ -793,10 +794,15 @@ impl HttpServerApp for App {
                 // URL over the http crate's 65534 bytes; schemathesis sent a 196 KB `where`)
                 // is answered 400 in the house shape, not by a closed connection.
                 if e.etype == pingora::ErrorType::InvalidHTTPHeader {
-                    let r = Reply::error(ApiError::bad_request("invalid_request", "the request head is malformed or too long (a URL may have at most 65534 bytes)"));
-                    if let Ok(h) = r.header() {
-                        let _ = s.write_error_response(h, r.body.clone()).await;
-                    }
+                    // (issue 19, observe): a fresh id, counted and logged.
+                    crate::observe::scope(crate::observe::State::bare(), async {
+                        let r = Reply::error(ApiError::bad_request("invalid_request", "the request head is malformed or too long (a URL may have at most 65534 bytes)"));
+                        if let Ok(h) = r.header() {
+                            let _ = s.write_error_response(h, r.body.clone()).await;
+                        }
+                        crate::observe::written();
+                    })
+                    .await;
                 }
                 return None;
             }
@@ -890,6 +896,7 @@ impl App {
     /// request body was read to its end and the answer was complete (a cut download
     /// turned keep-alive off), else close it.
     async fn finish_streamed(&self, mut s: ServerSession) -> Option<ReusedHttpStream> {
+        crate::observe::written(); // (issue 19, observe): latency ends before any linger
         if !s.is_body_done() {
             s.set_keepalive(None);
             if self.cfg.linger_bytes > 0 {
@@ -908,7 +915,8 @@ impl App {
 
     /// A bodiless answer built by the edge (a CORS preflight), then keep or close (issue 19, edge).
     async fn respond_head(&self, mut s: ServerSession, head: pingora::Result<ResponseHeader>) -> Option<ReusedHttpStream> {
-        let Ok(head) = head else { return None };
+        let Ok(mut head) = head else { return None };
+        crate::observe::stamp(&mut head); // (issue 19, observe): X-Request-Id; counted and logged
         if !s.is_body_done() {
             s.set_keepalive(None);
         }
@@ -916,6 +924,7 @@ impl App {
             log::debug!("writing a preflight answer: {e}");
             return None;
         }
+        crate::observe::written(); // (issue 19, observe)
         let settings = HttpPersistentSettings::for_session(&s);
         s.finish().await.ok().flatten().map(|st| ReusedHttpStream::from_reusable_stream(st, settings))
     }
@@ -938,7 +947,15 @@ impl App {
                 // Only our own header values go in; should one be invalid, a bare 500.
                 log::error!("building a response: {e}");
                 s.set_keepalive(None);
-                s.respond_error(500).await
+                // (issue 19, observe): the bare 500 carries the id too, and is counted.
+                match ResponseHeader::build(StatusCode::INTERNAL_SERVER_ERROR, Some(2)) {
+                    Ok(mut h) => {
+                        let _ = h.insert_header(header::CONTENT_LENGTH, 0);
+                        crate::observe::stamp(&mut h);
+                        s.write_response_header(Box::new(h)).await
+                    }
+                    Err(e) => Err(e),
+                }
             }
         };
         let written = match written {
@@ -949,6 +966,7 @@ impl App {
             log::debug!("writing a response: {e}");
             return None;
         }
+        crate::observe::written(); // (issue 19, observe): latency ends before any linger
         log::info!("{} {} -> {} in {:?}", s.req_header().method, s.req_header().uri.path(), reply.status.as_u16(), started.elapsed());
         // A client that is slow sending its body (408) or sent a broken one gets no more time.
         if early && reply.status != StatusCode::REQUEST_TIMEOUT && self.cfg.linger_bytes > 0 {
