@@ -160,7 +160,9 @@ type RequestConn = managed::Object<WireManager>;
 /// request's result at most `max_result_bytes`.
 pub fn make_request_pool(url: &str, size: usize, wait: Duration, max_result_bytes: usize) -> Result<RequestPool, String> {
     let retire = Arc::new(Retire::new());
-    managed::Pool::builder(WireManager { cfg: parse_url(url)?, connect_timeout: wait, max_result_bytes, retire })
+    let cfg = parse_url(url)?;
+    let _ = APP_NAME.set(cfg.pg.get_application_name().unwrap_or(crate::pgwire::APPLICATION_NAME).to_string()); // (issue 19, observe)
+    managed::Pool::builder(WireManager { cfg, connect_timeout: wait, max_result_bytes, retire })
         .max_size(size)
         .runtime(deadpool::Runtime::Tokio1)
         .wait_timeout(Some(wait))
@@ -298,10 +300,19 @@ fn no_connection(e: impl std::fmt::Display) -> ApiError {
 /// Every statement of the request runs under the configured statement_timeout; the
 /// client's address is there for the audit log. (issue 19, observe): $5 is the request
 /// id (observe::id): in the audit log, and in pg_stat_activity's application_name while
-/// the request runs (local: the pool's name is back at commit).
+/// the request runs, after the URL's application_name, $6 (local: the pool's name is back at commit).
 pub const AUTHENTICATE: &str = "select baas.authenticate($1::text::jsonb), pg_catalog.set_config('statement_timeout', $2, true), \
      pg_catalog.set_config('baas.client_ip', $3, true), pg_catalog.set_config('baas.user_agent', $4, true), \
-     pg_catalog.set_config('baas.request_id', $5::text, true), pg_catalog.set_config('application_name', 'pgbaas-proxy ' || $5::text, true)";
+     pg_catalog.set_config('baas.request_id', $5::text, true), pg_catalog.set_config('application_name', \
+     case when $5::text = '' then $6::text else $6::text || ' ' || $5::text end, true)";
+
+/// (issue 19, observe): the requests' application_name (the URL's, by default
+/// "pgbaas-proxy"), AUTHENTICATE's $6; set when the requests' pool is made.
+static APP_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+pub fn app_name() -> &'static str {
+    APP_NAME.get().map(String::as_str).unwrap_or(crate::pgwire::APPLICATION_NAME)
+}
 
 /// The User-Agent header as sessions record it: at most 256 bytes (cut at a character
 /// boundary), control characters removed, '' when absent.
@@ -448,8 +459,8 @@ pub async fn call(
     returns: Returns,
 ) -> Result<Option<Out>, ApiError> {
     let timeout = if caller.short_timeout { t.anon_statement.as_str() } else { t.statement.as_str() };
-    let request_id = crate::observe::id(); // (issue 19, observe)
-    let auth_params: [&(dyn ToSql + Sync); 5] = [&caller.claims, &timeout, &caller.client_ip, &caller.user_agent, &request_id];
+    let (request_id, app) = (crate::observe::id(), app_name()); // (issue 19, observe)
+    let auth_params: [&(dyn ToSql + Sync); 6] = [&caller.claims, &timeout, &caller.client_ip, &caller.user_agent, &request_id, &app];
     let row = run(pool, t.answer, &[(AUTHENTICATE, &auth_params), (sql, params)], 1, caller.claims.is_none()).await?;
     Ok(match returns {
         Returns::Void => None,
@@ -473,8 +484,8 @@ pub async fn call_binary(
     max_result: usize,
 ) -> Result<Option<Vec<Option<Bytes>>>, ApiError> {
     let timeout = if caller.short_timeout { t.anon_statement.as_str() } else { t.statement.as_str() };
-    let request_id = crate::observe::id(); // (issue 19, observe)
-    let auth_params: [&(dyn ToSql + Sync); 5] = [&caller.claims, &timeout, &caller.client_ip, &caller.user_agent, &request_id];
+    let (request_id, app) = (crate::observe::id(), app_name()); // (issue 19, observe)
+    let auth_params: [&(dyn ToSql + Sync); 6] = [&caller.claims, &timeout, &caller.client_ip, &caller.user_agent, &request_id, &app];
     run_any(pool, t.answer, &[(AUTHENTICATE, &auth_params), (sql, params)], 1, caller.claims.is_none(), max_result).await
 }
 

@@ -327,15 +327,15 @@ impl ConnCap {
             }
         };
         if let Ok(Some(())) = tokio::time::timeout_at(deadline, read).await {
-            crate::metrics::RATE_LIMITED.with_label_values(&["connections"]).inc();
             let body = crate::errors::ApiError::new(
                 http::StatusCode::TOO_MANY_REQUESTS,
                 "too_many_connections",
                 format!("this client address already has {} connections open; reuse one, or close one (retry in 1 s)", self.max),
             )
             .body();
+            let id = crate::observe::new_id(); // (issue 19, observe): stamped, counted, logged
             let answer = format!(
-                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nCache-Control: no-store\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
             let write = async {
@@ -346,6 +346,7 @@ impl ConnCap {
             if tokio::time::timeout_at(deadline, write).await.is_err() {
                 return;
             }
+            crate::observe::outside(id, 429, "tcp_connections").await; // (issue 19, observe)
             // Our side ends; what the client still sends (a body) is read and dropped
             // for what is left of the budget, so that closing does not reset the answer away.
             let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;

@@ -174,7 +174,9 @@ fn main() {
             metrics::POOL_WAITING.set(p.waiting as i64);
             metrics::REALTIME_SUBSCRIPTIONS.set(hub.count() as i64);
         });
-        let mut service = Service::new("pgbaas metrics".to_string(), observe::MetricsApp { gauges });
+        // A scrape's head has header_timeout too, as on the public listener.
+        let app = deadline::HeadDeadline { inner: Arc::new(observe::MetricsApp { gauges }), limit: cfg.header_timeout, conns: None };
+        let mut service = Service::new("pgbaas metrics".to_string(), app);
         service.add_tcp(&addr.to_string());
         server.add_service(service);
         println!("pgbaas-proxy metrics on http://{addr}/metrics");

@@ -69,6 +69,8 @@ pub struct State {
     path: String,
     client_ip: Option<String>,
     started: Instant,
+    /// When the answer's last byte was written (before any linger): the latency.
+    done: Option<std::time::Duration>,
     status: Option<u16>,
     bytes: u64,
     user_id: Option<String>,
@@ -90,7 +92,7 @@ impl State {
         let h = s.req_header();
         let id = match h.headers.get(HEADER) {
             Some(v) if valid_id(v.as_bytes()) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            _ => uuid::Uuid::new_v4().to_string(),
+            _ => new_id(),
         };
         let route = match router::route(ROUTES, &h.method, h.uri.path()) {
             Match::Found(r, _) => r.name,
@@ -104,6 +106,7 @@ impl State {
             path: if json { h.uri.path().to_string() } else { String::new() },
             client_ip: json.then(client_ip),
             started: Instant::now(),
+            done: None,
             status: None,
             bytes: 0,
             user_id: None,
@@ -112,6 +115,53 @@ impl State {
             logs: true,
         }
     }
+}
+
+impl State {
+    /// An answer written outside a parsed request (a malformed head): a fresh id,
+    /// route "unknown"; counted and logged like the rest.
+    pub fn bare() -> State {
+        State {
+            id: new_id(),
+            route: "unknown",
+            method: String::new(),
+            path: String::new(),
+            client_ip: None,
+            started: Instant::now(),
+            done: None,
+            status: None,
+            bytes: 0,
+            user_id: None,
+            limited: None,
+            error_code: None,
+            logs: true,
+        }
+    }
+}
+
+/// A new request id (UUID v4).
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The answer's last byte is written: its latency ends here, not after a linger.
+pub fn written() {
+    let _ = CTX.try_with(|c| {
+        let mut c = c.borrow_mut();
+        if c.done.is_none() {
+            c.done = Some(c.started.elapsed());
+        }
+    });
+}
+
+/// An answer written with no request scope at all (edge.rs's per-address connection
+/// cap, before pingora reads the head): counted and logged under `id`.
+pub async fn outside(id: String, status: u16, kind: &'static str) {
+    let mut state = State::bare();
+    state.id = id;
+    state.status = Some(status);
+    state.limited = Some(kind);
+    scope(state, async {}).await
 }
 
 /// Run a request's future in its scope; once it ends, count and log its answer.
@@ -135,6 +185,7 @@ pub fn carry<F: Future>(fut: F) -> impl Future<Output = F::Output> {
         path: String::new(),
         client_ip: None,
         started: Instant::now(),
+        done: None,
         status: None,
         bytes: 0,
         user_id: None,
@@ -220,7 +271,7 @@ fn finish() {
         }
         // No head was written: the client left before its answer; nothing to count.
         let Some(status) = c.status else { return };
-        let elapsed = c.started.elapsed();
+        let elapsed = c.done.unwrap_or_else(|| c.started.elapsed());
         if metrics_on() {
             let buf = itoa_status(status);
             let status_text = std::str::from_utf8(&buf).unwrap_or("0");
@@ -230,6 +281,8 @@ fn finish() {
                 let kind = c.limited.unwrap_or_else(|| match c.error_code.as_deref() {
                     Some("too_many_concurrent_requests") => "in_flight",
                     Some("too_many_connections") => "connections",
+                    // files/: parallel transfers or open uploads of one caller.
+                    Some("too_many_transfers") | Some("too_many_uploads") => "transfers",
                     Some("too_many_subscriptions") => "subscriptions",
                     // Postgres's sign-in throttle (account lockout), and anything else.
                     _ => "throttled",
@@ -311,10 +364,22 @@ impl Backlog {
             }
             *last = Some(Instant::now());
         }
-        let Ok(client) = pool.get().await else { return };
-        match client.query_one("select baas._outbox_backlog($1::text)", &[&self.outbox]).await {
-            Ok(row) => metrics::OUTBOX_BACKLOG.with_label_values(&[self.outbox]).set(row.get::<_, Option<i64>>(0).unwrap_or(0)),
-            Err(e) => log::warn!("counting the {} outbox: {e}", self.outbox),
+        // Bounded: a slow count never holds up the worker; -1 says it failed.
+        let count = async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            client.query_one("select baas._outbox_backlog($1::text)", &[&self.outbox]).await.map_err(|e| e.to_string())
+        };
+        let gauge = metrics::OUTBOX_BACKLOG.with_label_values(&[self.outbox]);
+        match tokio::time::timeout(std::time::Duration::from_secs(5), count).await {
+            Ok(Ok(row)) => gauge.set(row.get::<_, Option<i64>>(0).unwrap_or(0)),
+            Ok(Err(e)) => {
+                log::warn!("counting the {} outbox: {e}", self.outbox);
+                gauge.set(-1);
+            }
+            Err(_) => {
+                log::warn!("counting the {} outbox: no answer in 5 s", self.outbox);
+                gauge.set(-1);
+            }
         }
     }
 }

@@ -345,6 +345,7 @@ impl App {
             let max = self.cfg.rate_limit_account_per_minute;
             for key in &account_keys {
                 if let Some(secs) = db::account_limit_hit(&self.requests, &self.timeouts, key, max, 60).await? {
+                    crate::observe::limited("account"); // (issue 19, observe)
                     return Err(ApiError::rate_limited(secs));
                 }
             }
@@ -802,32 +803,37 @@ impl HttpServerApp for App {
                 // URL over the http crate's 65534 bytes; schemathesis sent a 196 KB `where`)
                 // is answered 400 in the house shape, not by a closed connection.
                 if e.etype == pingora::ErrorType::InvalidHTTPHeader {
-                    s.set_write_timeout(Some(self.cfg.body_timeout)); // a client that does not read
-                    let r = Reply::error(ApiError::bad_request("invalid_request", "the request head is malformed or too long (a URL may have at most 65534 bytes)"));
-                    if let Ok(h) = r.header() {
-                        if s.write_error_response(h, r.body.clone()).await.is_ok() {
-                            // The client may still be sending (the rest of the head, a
-                            // body): closing with bytes unread resets the connection and
-                            // can destroy the 400. End our side, then discard raw bytes
-                            // for at most linger / linger_bytes (as `linger` does).
-                            if let ServerSession::H1(v1) = s {
-                                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                                let mut io = v1.into_inner();
-                                let (mut left, mut buf) = (self.cfg.linger_bytes, vec![0u8; 16 * 1024]);
-                                let discard = async {
-                                    let _ = io.flush().await;
-                                    let _ = io.shutdown().await;
-                                    while left > 0 {
-                                        match io.read(&mut buf).await {
-                                            Ok(0) | Err(_) => return,
-                                            Ok(n) => left = left.saturating_sub(n),
+                    // (issue 19, observe): a fresh id, counted and logged.
+                    crate::observe::scope(crate::observe::State::bare(), async {
+                        s.set_write_timeout(Some(self.cfg.body_timeout)); // a client that does not read
+                        let r = Reply::error(ApiError::bad_request("invalid_request", "the request head is malformed or too long (a URL may have at most 65534 bytes)"));
+                        if let Ok(h) = r.header() {
+                            if s.write_error_response(h, r.body.clone()).await.is_ok() {
+                                crate::observe::written();
+                                // The client may still be sending (the rest of the head, a
+                                // body): closing with bytes unread resets the connection and
+                                // can destroy the 400. End our side, then discard raw bytes
+                                // for at most linger / linger_bytes (as `linger` does).
+                                if let ServerSession::H1(v1) = s {
+                                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                                    let mut io = v1.into_inner();
+                                    let (mut left, mut buf) = (self.cfg.linger_bytes, vec![0u8; 16 * 1024]);
+                                    let discard = async {
+                                        let _ = io.flush().await;
+                                        let _ = io.shutdown().await;
+                                        while left > 0 {
+                                            match io.read(&mut buf).await {
+                                                Ok(0) | Err(_) => return,
+                                                Ok(n) => left = left.saturating_sub(n),
+                                            }
                                         }
-                                    }
-                                };
-                                let _ = tokio::time::timeout(self.cfg.linger, discard).await;
+                                    };
+                                    let _ = tokio::time::timeout(self.cfg.linger, discard).await;
+                                }
                             }
                         }
-                    }
+                    })
+                    .await;
                 }
                 return None;
             }
@@ -928,6 +934,7 @@ impl App {
         if self.edge.stopping() {
             s.set_keepalive(None); // (issue 19, edge): stopping, the connection closes
         }
+        crate::observe::written(); // (issue 19, observe): latency ends before any linger
         if !s.is_body_done() {
             s.set_keepalive(None);
             if self.cfg.linger_bytes > 0 {
@@ -948,6 +955,7 @@ impl App {
     async fn respond_head(&self, mut s: ServerSession, head: pingora::Result<ResponseHeader>) -> Option<ReusedHttpStream> {
         let Ok(mut head) = head else { return None };
         self.edge.secure(&mut head); // HSTS (issue 19, edge)
+        crate::observe::stamp(&mut head); // (issue 19, observe): X-Request-Id; counted and logged
         let early = !s.is_body_done();
         if early || self.edge.stopping() {
             s.set_keepalive(None);
@@ -956,6 +964,7 @@ impl App {
             log::debug!("writing a preflight answer: {e}");
             return None;
         }
+        crate::observe::written(); // (issue 19, observe)
         // A preflight with a body left unread: linger so that closing does not reset the answer.
         if early && self.cfg.linger_bytes > 0 {
             self.linger(&mut s).await;
@@ -982,7 +991,15 @@ impl App {
                 // Only our own header values go in; should one be invalid, a bare 500.
                 log::error!("building a response: {e}");
                 s.set_keepalive(None);
-                s.respond_error(500).await
+                // (issue 19, observe): the bare 500 carries the id too, and is counted.
+                match ResponseHeader::build(StatusCode::INTERNAL_SERVER_ERROR, Some(2)) {
+                    Ok(mut h) => {
+                        let _ = h.insert_header(header::CONTENT_LENGTH, 0);
+                        crate::observe::stamp(&mut h);
+                        s.write_response_header(Box::new(h)).await
+                    }
+                    Err(e) => Err(e),
+                }
             }
         };
         let written = match written {
@@ -993,6 +1010,7 @@ impl App {
             log::debug!("writing a response: {e}");
             return None;
         }
+        crate::observe::written(); // (issue 19, observe): latency ends before any linger
         log::info!("{} {} -> {} in {:?}", s.req_header().method, s.req_header().uri.path(), reply.status.as_u16(), started.elapsed());
         // A client that is slow sending its body (408) or sent a broken one gets no more time.
         if early && reply.status != StatusCode::REQUEST_TIMEOUT && self.cfg.linger_bytes > 0 {

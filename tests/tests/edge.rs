@@ -114,7 +114,7 @@ fn connections_over_the_per_address_cap_get_429_then_close() {
     let p = Proxy::start(&env().cluster.authenticator_url().unwrap(), &["--max-connections-per-ip", "2", "--metrics-listen", &maddr]).unwrap();
     let refused = || {
         let text = ureq::get(&format!("http://{maddr}/metrics")).call().unwrap().into_string().unwrap();
-        text.lines().find(|l| l.starts_with(r#"pgbaas_rate_limited_total{kind="connections"}"#)).map(|l| l.rsplit(' ').next().unwrap().to_string())
+        text.lines().find(|l| l.starts_with(r#"pgbaas_rate_limited_total{kind="tcp_connections"}"#)).map(|l| l.rsplit(' ').next().unwrap().to_string())
     };
     let get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
     let open = || {

@@ -24,13 +24,31 @@ impl Drop for Observed {
 }
 
 fn observed(extra: &[&str]) -> Observed {
-    let url = env().cluster.authenticator_url().unwrap();
-    let (port, metrics) = (free_port(), free_port());
+    observed_at(&env().cluster.authenticator_url().unwrap(), extra)
+}
+
+/// As `observed`, with the database URL `url`.
+fn observed_at(url: &str, extra: &[&str]) -> Observed {
+    let metrics = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics}");
+    let mut args: Vec<&str> = vec!["--metrics-listen", &metrics_addr, "--log-format", "json"];
+    args.extend(extra);
+    let mut o = logged(url, &args);
+    o.metrics = metrics;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pgbaas_testkit::http_status(metrics, "/metrics") != Some(200) {
+        assert!(Instant::now() < deadline, "the metrics listener did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    o
+}
+
+/// A proxy whose stdout is written to a file (`log`), started with `extra`.
+fn logged(url: &str, extra: &[&str]) -> Observed {
+    let port = free_port();
     let log = std::env::temp_dir().join(format!("pgbaas-observe-{}-{port}.log", std::process::id()));
     let out = std::fs::File::create(&log).unwrap();
-    let metrics_addr = format!("127.0.0.1:{metrics}");
-    let mut args = vec!["--listen".to_string(), format!("127.0.0.1:{port}"), "--database-url".into(), url];
-    args.extend(["--metrics-listen", &metrics_addr, "--log-format", "json", "--pool-size", "3"].map(String::from));
+    let mut args = vec!["--listen".to_string(), format!("127.0.0.1:{port}"), "--database-url".into(), url.to_string(), "--pool-size".into(), "3".into()];
     args.extend(extra.iter().map(|s| s.to_string()));
     if !extra.contains(&"--rate-limits") {
         args.extend(["--rate-limits", "off"].map(String::from));
@@ -43,9 +61,9 @@ fn observed(extra: &[&str]) -> Observed {
         .spawn()
         .unwrap();
     // Dropped (killed) whatever happens next.
-    let o = Observed { proxy: Proxy { child, port }, metrics, log };
+    let o = Observed { proxy: Proxy { child, port }, metrics: 0, log };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while pgbaas_testkit::http_status(port, "/healthz") != Some(200) || pgbaas_testkit::http_status(metrics, "/metrics") != Some(200) {
+    while pgbaas_testkit::http_status(port, "/healthz") != Some(200) {
         assert!(Instant::now() < deadline, "the proxy did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -149,7 +167,9 @@ fn request_ids_are_kept_or_made_echoed_on_every_answer_and_recorded_in_the_audit
 
 #[test]
 fn a_running_request_shows_its_id_in_pg_stat_activity_until_it_ends() {
-    let o = observed(&["--statement-timeout-ms", "60000"]);
+    // The URL's application_name, then the id (issue 19 review: not a fixed "pgbaas-proxy").
+    let url = format!("{}?application_name=obs-app", env().cluster.authenticator_url().unwrap());
+    let o = observed_at(&url, &["--statement-timeout-ms", "60000"]);
     let u = signup("observe-slow");
     let c = collection("observe", json!({}));
     let id = create_doc(&c, Some(&u.access), json!({"n": 1}), None);
@@ -160,7 +180,7 @@ fn a_running_request_shows_its_id_in_pg_stat_activity_until_it_ends() {
     let rid = format!("slow-{}-{}", std::process::id(), o.proxy.port);
     let (base, path, token, hdr) = (o.proxy.base(), doc_path(&c, &id), u.access.clone(), rid.clone());
     let patch = std::thread::spawn(move || request_at(&base, "PATCH", &path, Some(&token), &[("X-Request-Id", &hdr)], Some(r#"{"data": {"n": 2}}"#)));
-    let app = format!("pgbaas-proxy {rid}");
+    let app = format!("obs-app {rid}");
     let seen = |waiting: bool| {
         admin()
             .query_one(
@@ -251,15 +271,69 @@ fn json_log_lines_and_metrics_describe_each_request_and_metrics_stay_off_the_pub
 #[test]
 fn without_the_flags_there_is_no_metrics_listener_and_no_json_line() {
     let url = env().cluster.authenticator_url().unwrap();
-    let p = Proxy::start(&url, &[]).unwrap();
+    let o = logged(&url, &[]);
+    let p = &o.proxy;
     let r = request_at(&p.base(), "GET", "/healthz", None, &[("X-Request-Id", "plain-1")], None);
     assert_eq!((r.status, r.header("x-request-id")), (200, Some("plain-1")), "ids are echoed whatever the flags");
     assert_eq!(request_at(&p.base(), "GET", "/metrics", None, &[], None).status, 404);
+    // stdout is captured (its start-up line is there) and holds no JSON line.
+    std::thread::sleep(Duration::from_millis(500));
+    let text = std::fs::read_to_string(&o.log).unwrap();
+    assert!(text.contains("listening on"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with('{')) && !text.contains("plain-1"), "{text}");
+}
+
+/// (issue 19 review): answers written outside a route also carry an id and are counted
+/// and logged: a CORS preflight, and the per-address connection cap's 429.
+#[test]
+fn preflights_and_connection_cap_refusals_carry_an_id_and_are_counted_and_logged() {
+    let o = observed(&["--cors-origins", "https://app.example.com", "--max-connections-per-ip", "2"]);
+    let before = o.metric(r#"pgbaas_http_requests_total{route="unknown",status="204"}"#);
+    let pf = o.call(
+        "OPTIONS",
+        "/v1/auth/signup",
+        None,
+        &[("Origin", "https://app.example.com"), ("Access-Control-Request-Method", "POST"), ("X-Request-Id", "preflight-1")],
+        None,
+    );
+    assert_eq!((pf.status, pf.header("x-request-id")), (204, Some("preflight-1")), "{}", pf.body);
+    assert!(pf.header("access-control-allow-origin").is_some(), "a preflight answer");
+    let line = o.line("preflight-1");
+    assert_eq!((line["method"].as_str(), line["status"].as_u64()), (Some("OPTIONS"), Some(204)), "{line}");
+    let route = line["route"].as_str().unwrap().to_string();
+    if route == "unknown" {
+        assert_eq!(o.metric(r#"pgbaas_http_requests_total{route="unknown",status="204"}"#), before + 1.0);
+    } else {
+        assert!(o.metric(&format!(r#"pgbaas_http_requests_total{{route="{route}",status="204"}}"#)) >= 1.0);
+    }
+
+    // Two connections held open, a third refused with an id of its own.
+    use std::io::{Read, Write};
+    let limited = r#"pgbaas_rate_limited_total{kind="tcp_connections"}"#;
+    let held: Vec<_> = (0..2).map(|_| std::net::TcpStream::connect(("127.0.0.1", o.proxy.port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = std::net::TcpStream::connect(("127.0.0.1", o.proxy.port)).unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = third.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    let id = answer
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("x-request-id: ").map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| panic!("no X-Request-Id in {answer}"));
+    assert!(is_uuid_v4(&id), "{id}");
+    drop(held);
+    let line = o.line(&id);
+    assert_eq!(line["status"].as_u64(), Some(429), "{line}");
+    assert!(o.metric(limited) >= 1.0, "{}", o.metrics_text());
 }
 
 #[test]
 fn the_webhook_outbox_backlog_is_a_gauge() {
     let o = observed(&[]);
+    // What was already waiting (other tests' hooks): this test's three come on top.
+    let before: i64 = admin().query_one("select coalesce(baas._outbox_backlog('webhooks'), 0)::bigint", &[]).unwrap().get(0);
     let c = collection("observe_hooks", json!({}));
     // Nothing listens there: the events stay undelivered (retried later).
     let url = format!("http://127.0.0.1:{}/hook", free_port());
@@ -271,8 +345,8 @@ fn the_webhook_outbox_backlog_is_a_gauge() {
     let series = r#"pgbaas_outbox_backlog{outbox="webhooks"}"#;
     // Counted at most every 10 s by the worker.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while o.metric(series) < 3.0 {
-        assert!(Instant::now() < deadline, "{series} never reached 3: {}", o.metrics_text());
+    while o.metric(series) < before as f64 + 3.0 {
+        assert!(Instant::now() < deadline, "{series} never reached {before} + 3: {}", o.metrics_text());
         std::thread::sleep(Duration::from_millis(200));
     }
 }

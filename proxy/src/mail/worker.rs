@@ -347,6 +347,8 @@ impl MailWorker {
         let size = self.claim_size();
         let mut total = 0;
         loop {
+            // A long drain keeps the backlog gauge fresh (at most every 10 s) (issue 19, observe).
+            crate::observe::MAIL_BACKLOG.refresh(&self.pool).await;
             let client = self.pool.get().await.map_err(|e| format!("no database connection: {e}"))?;
             let rows = client.query(CLAIM_SQL, &[&size, &lease]).await.map_err(|e| format!("claiming mail: {e}"))?;
             drop(client);

@@ -1145,7 +1145,8 @@ impl Hub {
         let no_params: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
         let meta_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&user];
         let request_id = crate::observe::id(); // (issue 19, observe)
-        let auth_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&caller.claims, &timeout, &caller.client_ip, &"", &request_id];
+        let app = crate::db::app_name(); // (issue 19, observe)
+        let auth_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [&caller.claims, &timeout, &caller.client_ip, &"", &request_id, &app];
         let docs_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&req.collection, &filter, &lim, fields, &req.snapshot];
         let text = self
             .one(
