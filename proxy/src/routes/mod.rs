@@ -574,7 +574,9 @@ pub static ROUTES: &[Route] = &[
     r("tus_patch", PATCH, UPLOAD, Anyone).kind(RouteKind::File(FileOp::TusPatch)),
     r("tus_delete", DELETE, UPLOAD, Anyone).kind(RouteKind::File(FileOp::TusDelete)),
     // --- indexes (baas_service only)
-    r("list_indexes", GET, INDEXES, Service).sql("select jsonb_build_object('items', baas.list_indexes($1))::text", &[Path(0)]).doc("List a collection's indexes", ITEMS).read(),
+    r("list_indexes", GET, INDEXES, Service).sql("select jsonb_build_object('items', baas.list_indexes($1))::text", &[Path(0)]).doc("List a collection's indexes", ITEMS),
+    // (issue 19, replicas) not reads for replicas: an index's state comes from the
+    // primary's pg_stat_activity (is its build still running).
     // 202: the index is built in the background (state "building"); GET on the index
     // answers its state until "ready" or "failed" (docs/api.md).
     r("create_index", POST, INDEXES, Service)
@@ -583,7 +585,7 @@ pub static ROUTES: &[Route] = &[
         .answer(StatusCode::ACCEPTED, Shape::Json),
     r("get_index", GET, INDEX, Service)
         .query(Query::IndexKind)
-        .sql("select x::text from baas.get_index($1, $2, $3) x", &[Path(0), Path(1), IndexKind]).read(),
+        .sql("select x::text from baas.get_index($1, $2, $3) x", &[Path(0), Path(1), IndexKind]),
     r("drop_index", DELETE, INDEX, Service)
         .query(Query::IndexKind)
         .sql("select baas.drop_index($1, $2, $3)", &[Path(0), Path(1), IndexKind]).answer(NO_CONTENT, Shape::Void),
