@@ -336,6 +336,10 @@ pub struct Config {
     /// Read replicas: WAL bytes a replica may be behind the primary and stay in rotation
     #[arg(long, value_name = "BYTES", env = "PGBAAS_REPLICA_MAX_LAG_BYTES", default_value = "16777216", value_parser = int(0u64, 1u64 << 50, " bytes"))]
     pub replica_max_lag_bytes: u64,
+
+    /// Read replicas: milliseconds after which WAL the primary wrote must have been replayed by a replica for it to stay in rotation (catches a paused or stuck replay)
+    #[arg(id = "replica_max_lag_ms", value_name = "MS", long = "replica-max-lag-ms", env = "PGBAAS_REPLICA_MAX_LAG_MS", default_value = "5000", value_parser = int(100u64, 3_600_000, " ms"))]
+    pub replica_max_lag_ms: u64,
     // --- A. Observe (issue 19)
     /// Observe: address of the Prometheus /metrics listener, e.g. 127.0.0.1:9090 (none: no metrics)
     #[arg(long, env = "PGBAAS_METRICS_LISTEN", value_parser = address)]
@@ -367,13 +371,24 @@ fn replica_urls(s: &str) -> Result<ReplicaUrls, String> {
             _ => urls.push(piece.trim().to_string()),
         }
     }
-    for (i, u) in urls.iter().enumerate() {
-        database_url(u).map_err(|e| format!("replica {}: {e}", i + 1))?;
+    // Checked in `Config::load_from`, not here: clap's error for a value parser
+    // repeats the value, and with it a URL's password.
+    Ok(ReplicaUrls(urls))
+}
+
+/// Each replica URL parses and allows a standby (target_session_attrs=any); errors
+/// name the replica by its place, never by its URL (it may hold a password).
+fn check_replica_urls(urls: &ReplicaUrls) -> Result<(), String> {
+    for (i, u) in urls.0.iter().enumerate() {
         if u.is_empty() {
-            return Err(format!("replica {} is empty", i + 1));
+            return Err(format!("replica_urls: replica {} is empty", i + 1));
+        }
+        let c = pgbaas_proxy::pgconfig::PgConfig::parse(u).map_err(|e| format!("replica_urls: replica {}: not a valid Postgres connection string: {e}", i + 1))?;
+        if c.read_write {
+            return Err(format!("replica_urls: replica {}: target_session_attrs must be any: a replica is read-only, and would never take reads", i + 1));
         }
     }
-    Ok(ReplicaUrls(urls))
+    Ok(())
 }
 
 /// The request headers browsers may send by default (issue 19, edge): every header a
@@ -447,6 +462,7 @@ impl Config {
         if cfg.tls_cert_file.is_some() != cfg.tls_key_file.is_some() {
             return Err(ConfigError::Invalid("tls_cert_file and tls_key_file go together: give both or neither".into()));
         }
+        check_replica_urls(&cfg.replica_urls).map_err(ConfigError::Invalid)?; // (issue 19, replicas)
         Ok(cfg)
     }
 
@@ -727,6 +743,23 @@ mod tests {
         let r = Config::load_from(argv);
         let _ = std::fs::remove_file(&path);
         r
+    }
+
+    // (issue 19, replicas)
+    #[test]
+    fn replica_urls_must_allow_a_standby_and_are_never_echoed() {
+        let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let bad = |urls: &str| match load(&["--database-url", URL, "--replica-urls", urls], None) {
+            Ok(c) => panic!("accepted: {:?}", c.replica_urls),
+            Err(e) => e.to_string(),
+        };
+        let e = bad("postgres://u:sekrit@r1/app,postgres://u:sekrit@r2/app?target_session_attrs=read-write");
+        assert!(e.contains("replica 2") && e.contains("target_session_attrs") && !e.contains("sekrit"), "{e}");
+        let e = bad("postgres://u:sekrit@r1/app?connect_timeout=soon");
+        assert!(e.contains("replica 1") && !e.contains("sekrit"), "{e}");
+        let c = load(&["--database-url", URL, "--replica-urls", "postgres://u:p@r1,r1b/app,postgres://u:p@r2/app?target_session_attrs=any"], None).unwrap();
+        assert_eq!(c.replica_urls.0.len(), 2, "{:?}", c.replica_urls);
+        assert_eq!(c.replica_max_lag_ms, 5000);
     }
 
     fn err(args: &[&str], file: &str) -> String {

@@ -154,7 +154,8 @@ fn main() {
     let replicas = {
         let size = cfg.replica_pool_size.unwrap_or(cfg.pool_size);
         let wait = Duration::from_millis(cfg.replica_wait_ms);
-        match replicas::Replicas::new(&cfg.replica_urls.0, size, cfg.pool_timeout, cfg.max_result_bytes, wait, cfg.replica_max_lag_bytes) {
+        let max_lag_time = Duration::from_millis(cfg.replica_max_lag_ms);
+        match replicas::Replicas::new(&cfg.replica_urls.0, size, cfg.pool_timeout, cfg.max_result_bytes, wait, cfg.replica_max_lag_bytes, max_lag_time) {
             Ok(r) => Arc::new(r),
             Err(e) => {
                 eprintln!("pgbaas-proxy: replica_urls: {e}");
@@ -162,7 +163,7 @@ fn main() {
             }
         }
     };
-    let watch = replicas::ReplicaWatch { replicas: replicas.clone(), primary: requests.clone(), timeouts: db_timeouts(&cfg) };
+    let watch = replicas::ReplicaWatch::new(replicas.clone(), requests.clone(), db_timeouts(&cfg));
     server.add_service(pingora::services::background::background_service("replica watch", watch));
     // --- A. Observe (issue 19): JSON request logs and the /metrics listener (observe.rs).
     observe::init(cfg.log_format == "json", cfg.metrics_listen.is_some());

@@ -10,14 +10,21 @@
 //! position read after its commit (so at or past its commit record). A read carrying it
 //! (header, or cookie `pgbaas_lsn`) goes to a replica only once that replica's
 //! `pg_last_wal_replay_lsn()` has reached it, waiting at most `replica_wait_ms`; else
-//! to the primary.
+//! to the primary. No replica in rotation, or a position past the primary's last known
+//! insert position (a made-up header): the primary at once. While reads wait, one of
+//! them asks each replica for its position for all of them (`Replica::wait_for`).
 //!
-//! Health: `ReplicaWatch` looks at each replica every second (its replay position
-//! against the primary's insert position, and whether it answers at all); one that is
-//! unreachable, no longer in recovery (promoted: it would drift) or more than
-//! `replica_max_lag_bytes` behind leaves the rotation until it is healthy again. A read
-//! that fails on a replica for a replica's reason (connection lost, conflict with
-//! recovery, read-only) takes it out at once and is run once more on the primary.
+//! Health: `ReplicaWatch` looks at every replica at once each second, over a
+//! connection of its own (a busy request pool does not make a replica look dead): its
+//! replay position against the primary's insert position, and whether it answers at
+//! all. One that is unreachable, no longer in recovery (promoted: it would drift), more
+//! than `replica_max_lag_bytes` behind, or that has not replayed what the primary had
+//! written `replica_max_lag_ms` ago (replay paused or stuck) leaves the rotation, with a
+//! warning saying why, until it is healthy again. A read that fails on a replica for a
+//! reason the primary may not share (connection lost or busy, conflict with recovery,
+//! read-only, a token the replica has not replayed yet, an internal error such as
+//! txid_current on a standby) is run once more on the primary; only the watch takes a
+//! replica out.
 
 use crate::db::{self, Caller, Out, RequestPool, Returns, Timeouts};
 use crate::errors::ApiError;
@@ -38,14 +45,31 @@ const RECHECK: Duration = Duration::from_millis(10);
 /// How often each replica is looked at.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
-const REPLAY_SQL: &str = "select pg_catalog.pg_last_wal_replay_lsn()::text, pg_catalog.pg_is_in_recovery()::text";
+const REPLAY_SQL: &str = "select pg_catalog.pg_last_wal_replay_lsn()::text, pg_catalog.pg_is_in_recovery()::text, \
+     case when pg_catalog.pg_is_in_recovery() then pg_catalog.pg_is_wal_replay_paused()::text end, \
+     (select extversion from pg_catalog.pg_extension where extname = 'pgbaas')";
+/// WAL bytes a replica may be short of an old primary position and still count as
+/// having replayed it: the insert position may point past a page header (24 or 40
+/// bytes) that an idle replica never reaches.
+const SLACK: u64 = 64;
 const INSERT_SQL: &str = "select pg_catalog.pg_current_wal_insert_lsn()::text";
 
 pub struct Replica {
     /// host:port of each host of its URL: the metrics' label and /healthz's name.
     pub label: String,
     pub pool: RequestPool,
+    /// The watch's own connection (one), so that busy request connections do not make
+    /// the replica look dead.
+    watch_pool: RequestPool,
     in_rotation: AtomicBool,
+    /// Held by the one waiting read that asks the replica its position for all.
+    polling: tokio::sync::Mutex<()>,
+    /// Told each time that read has asked.
+    seen: tokio::sync::Notify,
+    /// The extension's version there at the watch's last look: when it changes
+    /// (`ALTER EXTENSION pgbaas UPDATE` replayed), the request connections are retired,
+    /// as the primary's are (keys.rs).
+    version: std::sync::Mutex<Option<String>>,
     /// The last replay position seen (by the watch or a read waiting for its commit).
     replayed: AtomicU64,
     /// Bytes behind the primary at the last look (-1: not known).
@@ -57,29 +81,83 @@ impl Replica {
         self.in_rotation.load(Ordering::Relaxed)
     }
 
-    fn set_rotation(&self, on: bool) {
+    /// In rotation (Ok) or out, with the reason, warned when it changes.
+    fn set_rotation(&self, verdict: Result<(), String>) {
+        let on = verdict.is_ok();
         let was = self.in_rotation.swap(on, Ordering::Relaxed);
         if was != on {
-            if on {
-                log::warn!("replica {} is in rotation", self.label);
-            } else {
-                log::warn!("replica {} is out of rotation", self.label);
+            match &verdict {
+                Ok(()) => log::warn!("replica {} is in rotation", self.label),
+                Err(why) => log::warn!("replica {} is out of rotation: {why}", self.label),
             }
         }
         crate::metrics::REPLICA_IN_ROTATION.with_label_values(&[&self.label]).set(i64::from(on));
     }
 
-    /// Its replay position and whether it is still a standby.
-    async fn replay(&self, t: &Timeouts) -> Result<(u64, bool), String> {
-        let row = db::run_steps(&self.pool, t, &[(REPLAY_SQL, &[])], 0).await.map_err(|e| e.message)?;
+    /// Its lag is not known (it does not answer): not the last value seen.
+    fn lag_unknown(&self) {
+        self.lag.store(-1, Ordering::Relaxed);
+        crate::metrics::REPLICA_LAG_BYTES.with_label_values(&[&self.label]).set(-1);
+    }
+
+    /// Its replay position, whether it is still a standby and whether replay is paused.
+    async fn replay(&self, pool: &RequestPool, t: &Timeouts) -> Result<Replay, String> {
+        let row = db::run_steps(pool, t, &[(REPLAY_SQL, &[])], 0).await.map_err(|e| e.message)?;
         let cols = row.ok_or("no row")?;
         let recovering = cols.get(1).cloned().flatten().as_deref() == Some("true");
+        let paused = cols.get(2).cloned().flatten().as_deref() == Some("true");
+        let version = cols.get(3).cloned().flatten();
         let lsn = cols.first().cloned().flatten().and_then(|s| parse_lsn(&s)).unwrap_or(0);
         if lsn > 0 {
             self.replayed.fetch_max(lsn, Ordering::Relaxed);
         }
-        Ok((lsn, recovering))
+        Ok(Replay { lsn, recovering, paused, version })
     }
+
+    fn note_version(&self, now: Option<&str>) {
+        let mut v = self.version.lock().unwrap_or_else(|e| e.into_inner());
+        if v.is_some() && v.as_deref() != now {
+            log::warn!("replica {}: pgbaas {:?} -> {:?}: its request connections are renewed", self.label, v.as_deref(), now);
+            db::retire_handle(&self.pool).all_until_now();
+        }
+        *v = now.map(str::to_string);
+    }
+
+    /// Wait until it has replayed `after`, at most until `deadline`. One waiting read at
+    /// a time asks the replica (every RECHECK); the others wait for its answer.
+    async fn wait_for(&self, t: &Timeouts, after: u64, deadline: Instant) -> bool {
+        loop {
+            if self.replayed.load(Ordering::Relaxed) >= after {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !self.in_rotation() {
+                return false;
+            }
+            let seen = self.seen.notified();
+            tokio::pin!(seen);
+            seen.as_mut().enable();
+            if let Ok(one) = self.polling.try_lock() {
+                let _ = tokio::time::timeout(left, self.replay(&self.pool, t)).await;
+                self.seen.notify_waiters();
+                if self.replayed.load(Ordering::Relaxed) < after {
+                    tokio::time::sleep(RECHECK.min(deadline.saturating_duration_since(Instant::now()))).await;
+                }
+                drop(one);
+                // Whoever waits longer takes over the asking.
+                self.seen.notify_waiters();
+            } else {
+                let _ = tokio::time::timeout(left, seen).await;
+            }
+        }
+    }
+}
+
+struct Replay {
+    lsn: u64,
+    recovering: bool,
+    paused: bool,
+    version: Option<String>,
 }
 
 pub struct Replicas {
@@ -87,20 +165,35 @@ pub struct Replicas {
     next: AtomicUsize,
     wait: Duration,
     max_lag: u64,
+    /// How long ago the primary may have written WAL a replica has not replayed.
+    max_lag_time: Duration,
+    /// The primary's insert position last seen (watch, or a write's commit position).
+    primary_lsn: AtomicU64,
 }
 
 impl Replicas {
     /// One request pool per replica, `size` connections each.
-    pub fn new(urls: &[String], size: usize, pool_wait: Duration, max_result_bytes: usize, wait: Duration, max_lag: u64) -> Result<Replicas, String> {
+    pub fn new(urls: &[String], size: usize, pool_wait: Duration, max_result_bytes: usize, wait: Duration, max_lag: u64, max_lag_time: Duration) -> Result<Replicas, String> {
         let mut list = Vec::new();
         for url in urls {
             let cfg = crate::pgconfig::PgConfig::parse(url)?;
             let label = cfg.targets.iter().map(|t| format!("{}:{}", t.name, t.port)).collect::<Vec<_>>().join(",");
             let pool = db::make_request_pool(url, size, pool_wait, max_result_bytes)?;
+            let watch_pool = db::make_request_pool(url, 1, POLL_EVERY, 4096)?;
             crate::metrics::REPLICA_IN_ROTATION.with_label_values(&[&label]).set(0);
-            list.push(Replica { label, pool, in_rotation: AtomicBool::new(false), replayed: AtomicU64::new(0), lag: (-1).into() });
+            list.push(Replica {
+                label,
+                pool,
+                watch_pool,
+                in_rotation: AtomicBool::new(false),
+                polling: tokio::sync::Mutex::new(()),
+                seen: tokio::sync::Notify::new(),
+                version: Default::default(),
+                replayed: AtomicU64::new(0),
+                lag: (-1).into(),
+            });
         }
-        Ok(Replicas { list, next: AtomicUsize::new(0), wait, max_lag })
+        Ok(Replicas { list, next: AtomicUsize::new(0), wait, max_lag, max_lag_time, primary_lsn: AtomicU64::new(0) })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -123,45 +216,55 @@ impl Replicas {
         if let Some(r) = self.in_turn().find(|r| r.replayed.load(Ordering::Relaxed) >= after) {
             return Some(r);
         }
-        let deadline = Instant::now() + self.wait;
-        loop {
-            for r in self.in_turn() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if let Ok(Ok((lsn, true))) = tokio::time::timeout(left, r.replay(t)).await {
-                    if lsn >= after {
-                        return Some(r);
-                    }
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            tokio::time::sleep(RECHECK.min(left)).await;
+        // A position the primary has not been seen to reach (a made-up header, or a
+        // write through another proxy within the last second) or no replica in
+        // rotation: no waiting, the primary answers now.
+        let known = self.primary_lsn.load(Ordering::Relaxed);
+        if known == 0 || after > known {
+            return None;
         }
+        let r = self.in_turn().max_by_key(|r| r.replayed.load(Ordering::Relaxed))?;
+        r.wait_for(t, after, Instant::now() + self.wait).await.then_some(r)
     }
 
-    /// /healthz's view: each replica, whether it takes reads and its lag in bytes.
+    /// The primary's insert position after a write (its `Pgbaas-Commit-Lsn`), as for
+    /// `commit_lsn`; also remembered as the newest position known.
+    pub async fn commit_lsn(&self, primary: &RequestPool, t: &Timeouts) -> Option<String> {
+        let lsn = commit_lsn(primary, t).await?;
+        if let Some(n) = parse_lsn(&lsn) {
+            self.primary_lsn.fetch_max(n, Ordering::Relaxed);
+        }
+        Some(lsn)
+    }
+
+    /// /healthz's view (anyone may read it: no host or port): each replica by its place
+    /// in replica_urls (from 1), whether it takes reads and its lag in bytes (null: not
+    /// known, e.g. it does not answer).
     pub fn status(&self) -> serde_json::Value {
         self.list
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
                 let lag = r.lag.load(Ordering::Relaxed);
-                serde_json::json!({"replica": r.label, "in_rotation": r.in_rotation(), "lag_bytes": (lag >= 0).then_some(lag)})
+                serde_json::json!({"replica": i + 1, "in_rotation": r.in_rotation(), "lag_bytes": (lag >= 0).then_some(lag)})
             })
             .collect()
     }
 }
 
-/// A read's failure that says the replica, not the request, is the trouble: its
-/// connection is gone or refused (503), a conflict with recovery cancelled it (40001
-/// without a code of ours), or it refused a write (25006). Run again on the primary.
+/// A read's failure that the primary may not share: the replica's connection is gone,
+/// refused or busy (503), a conflict with recovery cancelled it (40001 without a code
+/// of ours), it refused a write (25006), it does not know the caller's token yet (401:
+/// a session made since its last replay), or an internal error (XX000: e.g.
+/// txid_current, which a standby cannot run). Run again on the primary.
 pub fn replica_reason(e: &ApiError) -> bool {
-    matches!(e.code.as_str(), "database_unavailable" | "serialization_failure" | "read_only" | "service_unavailable")
+    e.status == http::StatusCode::UNAUTHORIZED
+        || matches!(e.code.as_str(), "database_unavailable" | "serialization_failure" | "read_only" | "service_unavailable" | "internal_error")
 }
 
 /// Run a route's call: a read on a replica in rotation (retried once on the primary
-/// for a replica's reason), everything else on the primary.
+/// for a replica's reason; the replica stays in rotation: only the watch, over its own
+/// connection, takes it out), everything else on the primary.
 #[allow(clippy::too_many_arguments)]
 pub async fn call(
     replicas: &Replicas,
@@ -179,10 +282,7 @@ pub async fn call(
             let out = db::call(&r.pool, t, caller, sql, params, returns).await;
             match &out {
                 Err(e) if replica_reason(e) => {
-                    log::warn!("a read failed on replica {} ({}: {}); running it on the primary", r.label, e.code, e.message);
-                    if e.code == "database_unavailable" || e.code == "service_unavailable" {
-                        r.set_rotation(false);
-                    }
+                    log::info!("a read failed on replica {} ({}: {}); running it on the primary", r.label, e.code, e.message);
                 }
                 _ => return out,
             }
@@ -239,47 +339,80 @@ pub fn parse_lsn(s: &str) -> Option<u64> {
 }
 
 /// Looks at every replica each second: in rotation iff it answers, is still a
-/// standby and is at most `max_lag` bytes behind the primary's insert position.
+/// standby, is at most `max_lag` bytes behind the primary's insert position and has
+/// replayed what the primary had written `max_lag_time` ago.
 pub struct ReplicaWatch {
     pub replicas: Arc<Replicas>,
     pub primary: RequestPool,
     pub timeouts: Timeouts,
+    /// The primary's insert positions seen, oldest first, back to `max_lag_time` ago.
+    history: std::sync::Mutex<std::collections::VecDeque<(Instant, u64)>>,
 }
 
 impl ReplicaWatch {
+    pub fn new(replicas: Arc<Replicas>, primary: RequestPool, timeouts: Timeouts) -> ReplicaWatch {
+        ReplicaWatch { replicas, primary, timeouts, history: Default::default() }
+    }
+
     async fn look(&self) {
         let primary = commit_lsn(&self.primary, &self.timeouts).await.and_then(|s| parse_lsn(&s));
-        for r in &self.replicas.list {
-            let seen = tokio::time::timeout(POLL_EVERY, r.replay(&self.timeouts)).await;
-            let healthy = match seen {
-                Ok(Ok((lsn, true))) => {
-                    r.replayed.store(lsn, Ordering::Relaxed);
+        let now = Instant::now();
+        let max_time = self.replicas.max_lag_time;
+        // The primary's position `max_time` ago: the newest sample at least that old.
+        let old = {
+            let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(p) = primary {
+                h.push_back((now, p));
+                self.replicas.primary_lsn.fetch_max(p, Ordering::Relaxed);
+            }
+            while h.len() >= 2 && now.duration_since(h[1].0) >= max_time {
+                h.pop_front();
+            }
+            h.front().filter(|(at, _)| now.duration_since(*at) >= max_time).map(|(_, p)| *p)
+        };
+        let t = &self.timeouts;
+        let looks = futures_util::future::join_all(
+            self.replicas.list.iter().map(|r| async move { (r, tokio::time::timeout(POLL_EVERY, r.replay(&r.watch_pool, t)).await) }),
+        )
+        .await;
+        for (r, seen) in looks {
+            if let Ok(Ok(s)) = &seen {
+                r.note_version(s.version.as_deref());
+            }
+            let verdict = match seen {
+                Ok(Ok(s)) if s.recovering => {
+                    r.replayed.store(s.lsn, Ordering::Relaxed);
                     match primary {
                         Some(p) => {
-                            let lag = p.saturating_sub(lsn);
+                            let lag = p.saturating_sub(s.lsn);
                             r.lag.store(i64::try_from(lag).unwrap_or(i64::MAX), Ordering::Relaxed);
                             crate::metrics::REPLICA_LAG_BYTES.with_label_values(&[&r.label]).set(i64::try_from(lag).unwrap_or(i64::MAX));
                             if lag > self.replicas.max_lag {
-                                log::warn!("replica {} is {lag} bytes behind the primary (replica_max_lag_bytes {})", r.label, self.replicas.max_lag);
+                                Err(format!("{lag} bytes behind the primary (replica_max_lag_bytes {})", self.replicas.max_lag))
+                            } else if old.is_some_and(|o| o > s.lsn.saturating_add(SLACK)) {
+                                let paused = if s.paused { " (its replay is paused)" } else { "" };
+                                Err(format!("it has not replayed what the primary wrote {} ms ago (replica_max_lag_ms){paused}", max_time.as_millis()))
+                            } else {
+                                Ok(())
                             }
-                            lag <= self.replicas.max_lag
                         }
                         // The primary did not answer: its replicas' lag is not known,
                         // and the reads they serve are no staler than before.
-                        None => r.in_rotation(),
+                        None if r.in_rotation() => Ok(()),
+                        None => Err("the primary's position is not known".into()),
                     }
                 }
-                Ok(Ok((_, false))) => {
-                    log::warn!("replica {} is not in recovery (promoted?): it takes no reads", r.label);
-                    false
-                }
+                Ok(Ok(_)) => Err("it is not in recovery (promoted?): it takes no reads".into()),
                 Ok(Err(e)) => {
-                    log::debug!("replica {}: {e}", r.label);
-                    false
+                    r.lag_unknown();
+                    Err(e)
                 }
-                Err(_) => false,
+                Err(_) => {
+                    r.lag_unknown();
+                    Err(format!("no answer within {} ms", POLL_EVERY.as_millis()))
+                }
             };
-            r.set_rotation(healthy);
+            r.set_rotation(verdict);
         }
     }
 }
@@ -316,6 +449,7 @@ mod tests {
 
     #[test]
     fn the_header_wins_over_the_cookie_and_a_bad_header_is_refused() {
+        // (server.rs reads it only when replicas are configured.)
         let mut h = http::HeaderMap::new();
         assert_eq!(client_lsn(&h).unwrap(), None);
         h.insert(http::header::COOKIE, "a=b; pgbaas_lsn=0/10".parse().unwrap());

@@ -369,7 +369,8 @@ impl App {
         let returns = if route.answer.shape == Shape::Void { db::Returns::Void } else { db::Returns::Json };
         let args = plan.args();
         // (issue 19, replicas) a read may go to a replica that has the caller's commit.
-        let after = if route.read { crate::replicas::client_lsn(&s.req_header().headers)? } else { None };
+        // Read only when there are replicas: without them a malformed one is harmless.
+        let after = if route.read && !self.replicas.is_empty() { crate::replicas::client_lsn(&s.req_header().headers)? } else { None };
         let mut out = crate::replicas::call(&self.replicas, &self.requests, route.read, after, &self.timeouts, &caller, route.sql, &args[..plan.arg_count()], returns).await;
         if route.oidc_retry && matches!(&out, Err(e) if e.code == "oidc_keys_stale") {
             // The provider may have rotated its keys: fetch them again (at most once per
@@ -396,7 +397,7 @@ impl App {
         let mut reply = answer(route, out)?;
         // (issue 19, replicas) a write's commit position, for reads that must see it.
         if !route.read && !self.replicas.is_empty() && reply.status.is_success() {
-            if let Some(lsn) = crate::replicas::commit_lsn(&self.requests, &self.timeouts).await {
+            if let Some(lsn) = self.replicas.commit_lsn(&self.requests, &self.timeouts).await {
                 reply.headers.push((crate::replicas::COMMIT_LSN_HEADER, lsn));
             }
         }

@@ -33,7 +33,9 @@ fn env() -> &'static Env {
             .get(0);
         let replica = Replica::of(&cluster).expect("start a streaming replica");
         let replica_url = replica.authenticator_url(&cluster).unwrap();
-        let proxy = Proxy::start(&url, &["--pool-size", "4", "--replica-urls", &replica_url]).expect("start the proxy");
+        // A long time bound: the tests pause replay to show who answered (one test
+        // starts a proxy of its own with a short one).
+        let proxy = Proxy::start(&url, &["--pool-size", "4", "--replica-urls", &replica_url, "--replica-max-lag-ms", "60000"]).expect("start the proxy");
         Env { cluster, replica, proxy, service }
     })
 }
@@ -122,8 +124,10 @@ fn reads_are_answered_by_the_replica_writes_by_the_primary_under_the_same_permis
     let (first, _) = create(&c, &alice, json!({"n": 1}));
     wait_rotation(true, Duration::from_secs(10));
     let s = replica_state();
-    assert_eq!(s["replica"], json!(format!("127.0.0.1:{}", env().replica.port)), "named by host:port, never by its URL: {s}");
+    assert_eq!(s["replica"], json!(1), "named by its place in replica_urls: {s}");
     assert!(s["lag_bytes"].is_u64(), "{s}");
+    let all = req("GET", "/healthz", None, &[], None).body.to_string();
+    assert!(!all.contains(&format!(":{}", env().replica.port)) && !all.contains("127.0.0.1"), "anyone reads /healthz: no host or port there: {all}");
 
     let paused = Paused::new();
     // The write goes to the primary (a replica refuses writes): it succeeds and is there.
@@ -177,10 +181,101 @@ fn a_read_carrying_the_writes_commit_position_sees_the_write() {
     // A position that is not one is the client's mistake.
     let r = req("GET", &path, Some(&alice), &[("Pgbaas-Commit-Lsn", "yesterday")], None);
     assert_eq!((r.status, r.code()), (400, "invalid_request"), "{}", r.body);
+    // A position past anything the primary wrote: the primary answers (at once).
+    let r = req("GET", &path, Some(&alice), &[("Pgbaas-Commit-Lsn", "FFFFFFFF/FFFFFFFF")], None);
+    assert_eq!(r.status, 200, "{}", r.body);
     drop(paused);
-    // Replayed, the replica itself answers reads carrying the position.
-    env().replica.catch_up(&env().cluster).unwrap();
-    let r = req("GET", &path, Some(&alice), &[("Pgbaas-Commit-Lsn", &lsn)], None);
+    // Replayed, the replica itself answers reads carrying the position: shown with its
+    // replay paused again and a newer write that only the primary has.
+    let _paused = Paused::new();
+    let (newer, _) = create(&c, &alice, json!({"n": 4}));
+    let seen = list(&c, &alice, &[("Pgbaas-Commit-Lsn", &lsn)]);
+    assert_eq!(seen, vec![id.clone()], "the replica answered (it lacks {newer}), and it had the write the position named");
+}
+
+#[test]
+fn a_read_right_after_sign_in_is_answered_though_the_replica_has_not_seen_the_session() {
+    let _s = serial();
+    let c = collection("rr_login");
+    let email = common::email("rr-login");
+    let r = req("POST", "/v1/auth/signup", None, &[], Some(json!({"email": email, "password": PASSWORD})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let old = r.body["access_token"].as_str().unwrap().to_string();
+    let (first, _) = create(&c, &old, json!({"n": 1}));
+    wait_rotation(true, Duration::from_secs(10));
+    let _paused = Paused::new();
+    // Sign in: a new session, on the primary only.
+    let r = req("POST", "/v1/auth/login", None, &[], Some(json!({"email": email, "password": PASSWORD})));
+    let fresh = r.body["access_token"].as_str().unwrap_or_else(|| panic!("login: {} {}", r.status, r.body)).to_string();
+    let r = req("GET", "/v1/auth/user", Some(&fresh), &[], None);
+    assert_eq!(r.status, 200, "the first read after sign-in works: {}", r.body);
+    assert!(r.body.to_string().contains(&email), "the caller's own account: {}", r.body);
+    let r = req("GET", &format!("/v1/collections/{c}/documents/{first}"), Some(&fresh), &[], None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // And the replica was in rotation all along: it answers the older session's reads,
+    // without a write it has not replayed.
+    let (second, _) = create(&c, &old, json!({"n": 2}));
+    assert_eq!(list(&c, &old, &[]), vec![first], "the paused replica answered, without {second}");
+}
+
+#[test]
+fn an_indexs_state_is_the_primarys() {
+    let _s = serial();
+    let c = collection("rr_index");
+    let service = env().service.clone();
+    wait_rotation(true, Duration::from_secs(10));
+    let _paused = Paused::new();
+    let r = req("POST", &format!("/v1/collections/{c}/indexes"), Some(&service), &[], Some(json!({"path": "title"})));
+    assert_eq!(r.status, 202, "{}", r.body);
+    // The paused replica has not heard of the index: the primary answers.
+    let r = req("GET", &format!("/v1/collections/{c}/indexes/title"), Some(&service), &[], None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = req("GET", &format!("/v1/collections/{c}/indexes"), Some(&service), &[], None);
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(1), "{}", r.body);
+}
+
+#[test]
+fn a_replica_that_does_not_replay_leaves_the_rotation_after_replica_max_lag_ms() {
+    let _s = serial();
+    let e = env();
+    let url = e.cluster.authenticator_url().unwrap();
+    let replica_url = e.replica.authenticator_url(&e.cluster).unwrap();
+    let strict = Proxy::start(&url, &["--pool-size", "2", "--replica-urls", &replica_url, "--replica-max-lag-ms", "1000"]).unwrap();
+    let state = || request_at(&strict.base(), "GET", "/healthz", None, &[], None).body["replicas"][0].clone();
+    let wait_strict = |on: bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = state();
+            if s["in_rotation"] == json!(on) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "the strict proxy's replica did not become in_rotation={on}: {s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let c = collection("rr_lag");
+    let alice = signup("rr-lag");
+    wait_strict(true);
+    wait_rotation(true, Duration::from_secs(10));
+    let paused = Paused::new();
+    let (id, _) = create(&c, &alice, json!({"n": 1}));
+    // A few kB behind, far under replica_max_lag_bytes, but not replaying: out.
+    let s = wait_strict(false);
+    assert!(s["lag_bytes"].as_u64().is_some_and(|l| l < 16 << 20), "{s}");
+    let r = request_at(&strict.base(), "GET", &format!("/v1/collections/{c}/documents"), Some(&alice), &[], None);
+    assert_eq!(ids(&r), vec![id.clone()], "out of rotation, the primary answers, with the write");
+    // The proxy allowing 60 s keeps it for now: its answer lacks the write.
+    assert!(list(&c, &alice, &[]).is_empty(), "the other proxy's replica answered");
+    drop(paused);
+    wait_strict(true);
+}
+
+#[test]
+fn without_replicas_a_commit_position_is_ignored() {
+    let url = env().cluster.authenticator_url().unwrap();
+    let plain = Proxy::start(&url, &["--pool-size", "2"]).unwrap();
+    let alice = signup("rr-plain");
+    let r = request_at(&plain.base(), "GET", "/v1/auth/user", Some(&alice), &[("Pgbaas-Commit-Lsn", "yesterday")], None);
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
@@ -208,6 +303,7 @@ fn a_stopped_replica_leaves_the_rotation_reads_go_on_and_it_comes_back() {
         assert_eq!(list(&c, &alice, &[]), vec![first.clone()]);
     }
     wait_rotation(false, Duration::from_secs(5));
+    assert!(replica_state()["lag_bytes"].is_null(), "a replica that does not answer has no known lag: {}", replica_state());
     let (second, _) = create(&c, &alice, json!({"n": 2}));
     assert_eq!(list(&c, &alice, &[]).len(), 2, "out of rotation, the primary answers, newest write included");
     let r = req("GET", &format!("/v1/collections/{c}/documents/{second}"), Some(&alice), &[], None);
@@ -222,4 +318,53 @@ fn a_stopped_replica_leaves_the_rotation_reads_go_on_and_it_comes_back() {
     let seen = list(&c, &alice, &[]);
     assert_eq!(seen.len(), 2, "the replica answered again, without the newest write: {seen:?}");
     assert!(!seen.contains(&third));
+}
+
+#[test]
+fn a_stable_function_over_get_answers_though_a_standby_cannot_plan_it() {
+    let _s = serial();
+    let admin = || env().cluster.connect("postgres", DB).unwrap();
+    admin()
+        .batch_execute(
+            "create schema rr_api;
+             grant usage on schema rr_api to baas_anon, baas_user, baas_service;
+             select baas.expose_schema('rr_api');
+             create table rr_api.marks (n integer);
+             insert into rr_api.marks values (1);
+             grant select on rr_api.marks to baas_anon, baas_user, baas_service;
+             create function rr_api.marks_seen() returns integer language sql stable as 'select count(*)::integer from rr_api.marks';
+             create function rr_api.xid_now() returns text language sql stable as 'select txid_current()::text';",
+        )
+        .unwrap();
+    let alice = signup("rr-rpc");
+    wait_rotation(true, Duration::from_secs(10));
+    let _paused = Paused::new();
+    admin().execute("insert into rr_api.marks values (2)", &[]).unwrap();
+    // pgbaas's RPC planning (extension/src/api/rpc.rs, rpc_plan) writes through SPI,
+    // which a standby refuses (XX000): a GET is run again on the primary, and answers.
+    let r = req("GET", "/v1/rpc/marks_seen", Some(&alice), &[], None);
+    assert_eq!((r.status, r.body.clone()), (200, json!(2)), "GET of a stable function: answered, by the primary");
+    let r = req("POST", "/v1/rpc/marks_seen", Some(&alice), &[], Some(json!({})));
+    assert_eq!((r.status, r.body.clone()), (200, json!(2)), "POST: the primary answered");
+    // txid_current cannot run on a standby (XX000 there): run again on the primary.
+    let r = req("GET", "/v1/rpc/xid_now", Some(&alice), &[], None);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn an_upload_answers_its_commit_position() {
+    let _s = serial();
+    let c = format!("rr_files_{}", std::process::id());
+    let r = req("POST", "/v1/collections", Some(&env().service), &[], Some(json!({"name": c, "options": {"bucket": true}})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let alice = signup("rr-files");
+    wait_rotation(true, Duration::from_secs(10));
+    let _paused = Paused::new();
+    let r = common::files::upload_at(&env().proxy.base(), Some(&alice), &c, "a.txt", b"hello", "text/plain");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let lsn = r.header("pgbaas-commit-lsn").unwrap_or_else(|| panic!("an upload answers its commit position: {:?}", r.headers)).to_string();
+    let meta = format!("/v1/files/{}/meta", r.body["id"].as_str().unwrap());
+    assert_eq!(req("GET", &meta, Some(&alice), &[], None).status, 404, "without it the paused replica answers");
+    let r = req("GET", &meta, Some(&alice), &[("Pgbaas-Commit-Lsn", &lsn)], None);
+    assert_eq!(r.status, 200, "{}", r.body);
 }

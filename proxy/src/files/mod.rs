@@ -147,11 +147,20 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, route: &'static Route,
         return Err(Reply::error(ApiError::internal()));
     };
     let tus_op = matches!(op, FileOp::TusOptions | FileOp::TusCreate | FileOp::TusHead | FileOp::TusPatch | FileOp::TusDelete);
-    let r = match op {
+    let mut r = match op {
         FileOp::Download => download::serve(app, s, params).await,
         FileOp::Upload | FileOp::Replace => upload::serve(app, s, op, params).await,
         _ => tus::serve(app, s, op, params).await,
     };
+    // (issue 19, replicas) a write's commit position, as the route table's writes answer it.
+    if let Err(reply) = &mut r {
+        let write = !matches!(op, FileOp::Download | FileOp::TusOptions | FileOp::TusHead);
+        if write && reply.status.is_success() && !app.replicas.is_empty() {
+            if let Some(lsn) = app.replicas.commit_lsn(&app.requests, &app.timeouts).await {
+                reply.headers.push((crate::replicas::COMMIT_LSN_HEADER, lsn));
+            }
+        }
+    }
     r.map_err(|mut reply| {
         if tus_op {
             reply.headers.push(("tus-resumable", "1.0.0".into()));

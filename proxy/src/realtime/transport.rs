@@ -503,7 +503,7 @@ pub mod testing {
             edge: crate::edge::Edge::new(&cfg), // (issue 19, edge)
             feeds,
             // (issue 19, replicas) none.
-            replicas: Arc::new(crate::replicas::Replicas::new(&[], 1, Duration::from_secs(1), 1 << 20, Duration::ZERO, 0).unwrap()),
+            replicas: Arc::new(crate::replicas::Replicas::new(&[], 1, Duration::from_secs(1), 1 << 20, Duration::ZERO, 0, Duration::from_secs(5)).unwrap()),
             cfg,
         })
     }

@@ -445,7 +445,9 @@ pub static ROUTES: &[Route] = &[
              from baas.rpc($1, $2::jsonb, pg_catalog.set_config('transaction_read_only', 'on', true) = 'on') x",
             &[Path(0), Arg::QueryArgs],
         )
-        .answer(OK, Shape::Rpc).private().read(),
+        // Not a read for replicas (issue 19): planning the call (baas._rpc_plan) writes
+        // through SPI, which a standby refuses (XX000); every call would fail there first.
+        .answer(OK, Shape::Rpc).private(),
     // --- collections (sql/documents.sql; baas_service only)
     r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]).doc("List collections", ITEMS).read(),
     r("create_collection", POST, COLLECTIONS, Service)
@@ -574,7 +576,9 @@ pub static ROUTES: &[Route] = &[
     r("tus_patch", PATCH, UPLOAD, Anyone).kind(RouteKind::File(FileOp::TusPatch)),
     r("tus_delete", DELETE, UPLOAD, Anyone).kind(RouteKind::File(FileOp::TusDelete)),
     // --- indexes (baas_service only)
-    r("list_indexes", GET, INDEXES, Service).sql("select jsonb_build_object('items', baas.list_indexes($1))::text", &[Path(0)]).doc("List a collection's indexes", ITEMS).read(),
+    r("list_indexes", GET, INDEXES, Service).sql("select jsonb_build_object('items', baas.list_indexes($1))::text", &[Path(0)]).doc("List a collection's indexes", ITEMS),
+    // (issue 19, replicas) not reads for replicas: an index's state comes from the
+    // primary's pg_stat_activity (is its build still running).
     // 202: the index is built in the background (state "building"); GET on the index
     // answers its state until "ready" or "failed" (docs/api.md).
     r("create_index", POST, INDEXES, Service)
@@ -583,7 +587,7 @@ pub static ROUTES: &[Route] = &[
         .answer(StatusCode::ACCEPTED, Shape::Json),
     r("get_index", GET, INDEX, Service)
         .query(Query::IndexKind)
-        .sql("select x::text from baas.get_index($1, $2, $3) x", &[Path(0), Path(1), IndexKind]).read(),
+        .sql("select x::text from baas.get_index($1, $2, $3) x", &[Path(0), Path(1), IndexKind]),
     r("drop_index", DELETE, INDEX, Service)
         .query(Query::IndexKind)
         .sql("select baas.drop_index($1, $2, $3)", &[Path(0), Path(1), IndexKind]).answer(NO_CONTENT, Shape::Void),
@@ -623,10 +627,10 @@ mod tests {
             assert!(!r.sql.is_empty(), "{}", r.name);
         }
         let reads: Vec<_> = ROUTES.iter().filter(|r| r.read).map(|r| r.name).collect();
-        for name in ["get_document", "list_documents", "list_rows", "get_row", "get_profile", "rpc_get"] {
+        for name in ["get_document", "list_documents", "list_rows", "get_row", "get_profile"] {
             assert!(reads.contains(&name), "{name} is a read");
         }
-        for name in ["rpc", "create_document", "download_file", "collection_events", "realtime", "batch", "login"] {
+        for name in ["rpc", "rpc_get", "create_document", "download_file", "collection_events", "realtime", "batch", "login"] {
             assert!(!reads.contains(&name), "{name} is not a read");
         }
     }
