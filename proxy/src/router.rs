@@ -44,6 +44,10 @@ pub struct Route {
     /// --- B describe (issue 19): what the OpenAPI document says of the route that the
     /// fields above cannot give (openapi.rs).
     pub doc: Doc,
+    /// A read (issue 19, replicas): a GET of JSON whose SQL only reads, which a read
+    /// replica in rotation may answer (proxy/src/replicas.rs). Never a streaming or
+    /// file route, never one that writes (an audit entry, a token used up).
+    pub read: bool,
 }
 
 /// A route's words and answer schema in the OpenAPI document (openapi.rs); the rest of
@@ -55,10 +59,6 @@ pub struct Doc {
     /// The success body's JSON Schema as JSON text; empty: any JSON (no stricter than
     /// the truth: the SQL function's JSON is the body).
     pub returns: &'static str,
-    /// A read (issue 19, replicas): a GET of JSON whose SQL only reads, which a read
-    /// replica in rotation may answer (proxy/src/replicas.rs). Never a streaming or
-    /// file route, never one that writes (an audit entry, a token used up).
-    pub read: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
