@@ -975,6 +975,11 @@ mod replicas {
         }
         if failed > 0 {
             bail!("{failed} requests failed");
+        }
+        Ok(())
+    }
+}
+
 // ------------------------------------------------------ failover (issue 19, F)
 
 /// `pgbaas-bench --failover [--rounds N] [--writers N]`: per round, a fresh etcd and
