@@ -6,7 +6,8 @@
 -- registers them with pg_extension_config_dump: each table's call sits next to its
 -- CREATE TABLE (schema.sql, auth.sql, documents.sql, audit.sql). Left out on purpose:
 -- baas.index_entries and baas._index_entries_ready, derived from the documents and
--- rebuilt after a restore by baas.rebuild_index_entries().
+-- rebuilt after a restore by baas.rebuild_index_entries(); baas._account_limits
+-- (limits.sql), per-minute counts that a restore starts again at 0.
 --
 -- A restore runs CREATE EXTENSION (which makes the settings row and a first signing
 -- key), then loads the rows with every trigger enabled (pg_restore's --disable-triggers

@@ -209,6 +209,7 @@ pub struct Caller<'a> {
 }
 
 /// Limits every request's transaction runs under.
+#[derive(Clone)] // (issue 19, D) a request's own answer deadline: server.rs
 pub struct Timeouts {
     /// `statement_timeout` for the request's transaction, e.g. "5000ms".
     pub statement: String,
@@ -500,7 +501,13 @@ pub async fn account_limit_hit(pool: &RequestPool, t: &Timeouts, key: &str, max:
     let params: [&(dyn ToSql + Sync); 3] = [&key, &max.as_str(), &window.as_str()];
     let sql = "select baas._account_limit_hit($1, $2::text::integer, $3::text::integer)::text";
     let row = run(pool, t.answer, &[(sql, &params)], 0, false).await?;
-    let secs = row.and_then(|mut cols| cols.first_mut()?.take()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // Anything but a count of seconds is a fault, never a pass (fail closed): 503.
+    let Some(secs) = row.and_then(|mut cols| cols.first_mut()?.take()).and_then(|v| v.parse::<u64>().ok()) else {
+        log::error!("baas._account_limit_hit gave no count of seconds");
+        let mut e = ApiError::unavailable("the per-account limit could not be counted");
+        e.retry_after = Some(1);
+        return Err(e);
+    };
     Ok((secs > 0).then_some(secs))
 }
 

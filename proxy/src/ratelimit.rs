@@ -1,7 +1,9 @@
 //! Rate limits, in memory, per proxy instance: one keyed GCRA limiter (`governor`) per
 //! limit kind, keyed by client IP or account. Over a limit -> 429 `rate_limited` with
 //! Retry-After. Account lockout (across instances) lives in Postgres; these limits only
-//! shed load early.
+//! shed load early. (issue 19, D) On the sign-in routes the per-account kind is counted
+//! again in Postgres (sql/limits.sql, server.rs), shared by every proxy; the rest stay
+//! per instance.
 //!
 //! Memory: each kind holds at most `Limits::max_keys` keys (measured: 75 bytes per IPv4
 //! key at 200,000 keys; an account key adds its length, at most 320 characters). Housekeeping drops only keys

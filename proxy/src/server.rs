@@ -338,18 +338,6 @@ impl App {
             None => None,
         };
         let account_keys = self.late_limits(route, body.as_ref(), claims.as_deref(), &ip_key)?;
-        // --- D (issue 19): the per-account limits again, counted in Postgres so that
-        // every proxy shares them; each its own statement before the request's
-        // transaction, so a failed attempt still counts.
-        if self.cfg.rate_limits {
-            let max = self.cfg.rate_limit_account_per_minute;
-            for key in &account_keys {
-                if let Some(secs) = db::account_limit_hit(&self.requests, &self.timeouts, key, max, 60).await? {
-                    crate::observe::limited("account"); // (issue 19, observe)
-                    return Err(ApiError::rate_limited(secs));
-                }
-            }
-        }
         let if_match = match s.req_header().headers.get(header::IF_MATCH) {
             None => None,
             Some(v) => Some(v.to_str().map_err(|_| ApiError::bad_request("invalid_request", "If-Match is malformed"))?),
@@ -363,6 +351,28 @@ impl App {
         // (and have rate limits of their own): only queries whose cost an anonymous
         // client chooses run under the shorter timeout.
         let fixed_cost = route.limits.iter().any(|l| matches!(l.kind, ratelimit::Kind::Signup | ratelimit::Kind::Auth));
+        // --- D (issue 19): the per-account limits of the sign-in routes (fixed_cost)
+        // again, counted in Postgres so that every proxy shares them; each its own
+        // statement before the request's transaction, so a failed attempt still counts.
+        // After admit(): the in-flight caps bound these connections too. One answer
+        // deadline for the request: the call gets what the counts left of it.
+        let (started, mut timeouts) = (std::time::Instant::now(), self.timeouts.clone());
+        if self.cfg.rate_limits && fixed_cost {
+            let max = self.cfg.rate_limit_account_per_minute;
+            for key in &account_keys {
+                timeouts.answer = self.timeouts.answer.saturating_sub(started.elapsed());
+                if let Some(secs) = db::account_limit_hit(&self.requests, &timeouts, key, max, 60).await? {
+                    crate::observe::limited("account"); // (issue 19, observe)
+                    return Err(ApiError::rate_limited(secs));
+                }
+            }
+            timeouts.answer = self.timeouts.answer.saturating_sub(started.elapsed());
+            if timeouts.answer.is_zero() {
+                let mut e = ApiError::unavailable("the database did not answer in time");
+                e.retry_after = Some(1);
+                return Err(e);
+            }
+        }
         let short_timeout = claims.is_none() && !fixed_cost;
         let user_agent = db::user_agent(s.req_header().headers.get(header::USER_AGENT));
         let caller = db::Caller { claims: claims.as_deref(), client_ip: &client_ip, user_agent: &user_agent, short_timeout };
@@ -371,13 +381,13 @@ impl App {
         // (issue 19, replicas) a read may go to a replica that has the caller's commit.
         // Read only when there are replicas: without them a malformed one is harmless.
         let after = if route.read && !self.replicas.is_empty() { crate::replicas::client_lsn(&s.req_header().headers)? } else { None };
-        let mut out = crate::replicas::call(&self.replicas, &self.requests, route.read, after, &self.timeouts, &caller, route.sql, &args[..plan.arg_count()], returns).await;
+        let mut out = crate::replicas::call(&self.replicas, &self.requests, route.read, after, &timeouts, &caller, route.sql, &args[..plan.arg_count()], returns).await;
         if route.oidc_retry && matches!(&out, Err(e) if e.code == "oidc_keys_stale") {
             // The provider may have rotated its keys: fetch them again (at most once per
             // refetch floor) and try once more; else the token names no key it has.
             let provider = body.as_ref().and_then(|b| b.get("provider")).and_then(Value::as_str).unwrap_or("");
             if self.oidc.refresh_stale(provider).await {
-                out = db::call(&self.requests, &self.timeouts, &caller, route.sql, &args[..plan.arg_count()], returns).await;
+                out = db::call(&self.requests, &timeouts, &caller, route.sql, &args[..plan.arg_count()], returns).await;
             }
             if let Err(e) = &mut out {
                 if e.code == "oidc_keys_stale" {

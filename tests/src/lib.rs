@@ -207,7 +207,10 @@ impl Cluster {
         if !std::fs::read_to_string(&conf)?.contains("wal_level = logical") {
             std::io::Write::write_all(&mut std::fs::OpenOptions::new().append(true).open(&conf)?, LOGICAL_DECODING.as_bytes())?;
         }
-        if !settings.is_empty() && !std::fs::read_to_string(&conf)?.contains(settings) {
+        // Only lines in force count: the sample file's commented `#name = value` lines do
+        // not (they "contained" e.g. `synchronous_commit = on`; issue 19, D).
+        let in_force = std::fs::read_to_string(&conf)?.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
+        if !settings.is_empty() && !in_force.contains(settings) {
             let extra = format!("\n# extra settings\n{settings}\n");
             std::io::Write::write_all(&mut std::fs::OpenOptions::new().append(true).open(&conf)?, extra.as_bytes())?;
         }

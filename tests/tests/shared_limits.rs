@@ -66,4 +66,13 @@ fn two_proxies_on_one_database_share_the_per_account_limits() {
     assert_eq!(post(&b, "/v1/auth/signup", json!({"email": other, "password": password})).status, 201);
     let r = post(&b, "/v1/auth/login", json!({"email": other, "password": password}));
     assert_eq!(r.status, 200, "{}", r.body);
+
+    // (D, issue 19) Only sign-in routes share their count: a user lookup keeps its
+    // per-account limit per proxy (two on each proxy: four in all, past a shared three).
+    let token = r.body["access_token"].as_str().unwrap().to_string();
+    for (n, base) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let r = request_at(base, "POST", "/v1/users/lookup", Some(&token), &[], Some(&json!({"email": email}).to_string()));
+        assert_ne!(r.status, 429, "lookup {} (not a sign-in route): {}", n + 1, r.body);
+        assert!(r.status < 500, "lookup {}: {} {}", n + 1, r.status, r.body);
+    }
 }
