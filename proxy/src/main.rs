@@ -176,7 +176,7 @@ fn main() {
             metrics::REALTIME_SUBSCRIPTIONS.set(hub.count() as i64);
         });
         // A scrape's head has header_timeout too, as on the public listener.
-        let app = deadline::HeadDeadline { inner: Arc::new(observe::MetricsApp { gauges }), limit: cfg.header_timeout, conns: None };
+        let app = deadline::HeadDeadline { inner: Arc::new(observe::MetricsApp { gauges }), limit: cfg.header_timeout, conns: None, tls: None };
         let mut service = Service::new("pgbaas metrics".to_string(), app);
         service.add_tcp(&addr.to_string());
         server.add_service(service);
