@@ -22,7 +22,7 @@ fn one_connection_proxy(name: &str) -> Proxy {
 
 fn backends(name: &str) -> Vec<(i32, String)> {
     admin()
-        .query("select pid, coalesce(state, '') from pg_stat_activity where (application_name = $1 or application_name like $1 || ' %')", &[&name])
+        .query("select pid, coalesce(state, '') from pg_stat_activity where (application_name = $1 or (application_name like $1 || ' %' and application_name not like $1 || ' (%'))", &[&name])
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -95,7 +95,7 @@ fn a_connection_the_server_drops_is_replaced() {
     let blocked = std::thread::spawn(move || req(&b2, "GET", &path, Some(&token), &[], None));
     wait_until("the request never reached the lock", || {
         admin()
-            .query_one("select exists (select from pg_stat_activity where (application_name = $1 or application_name like $1 || ' %') and wait_event_type = 'Lock')", &[&name])
+            .query_one("select exists (select from pg_stat_activity where (application_name = $1 or (application_name like $1 || ' %' and application_name not like $1 || ' (%')) and wait_event_type = 'Lock')", &[&name])
             .unwrap()
             .get::<_, bool>(0)
     });

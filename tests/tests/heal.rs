@@ -64,7 +64,7 @@ fn proxy(name: &str, pool: &str) -> Proxy {
 
 fn backend_pids(name: &str) -> Vec<i32> {
     admin()
-        .query("select pid from pg_stat_activity where (application_name = $1 or application_name like $1 || ' %')", &[&name])
+        .query("select pid from pg_stat_activity where (application_name = $1 or (application_name like $1 || ' %' and application_name not like $1 || ' (%'))", &[&name])
         .unwrap()
         .iter()
         .map(|r| r.get(0))

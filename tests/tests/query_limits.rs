@@ -128,7 +128,7 @@ fn distinct_worst_case_filters_keep_a_backend_under_a_memory_bound() {
         run(SHAPES + i);
     }
     let pid: i32 = admin()
-        .query_one("select pid from pg_stat_activity where application_name like 'pgbaas-query-limits%'", &[])
+        .query_one("select pid from pg_stat_activity where application_name ~ '^pgbaas-query-limits( [^(].*)?$'", &[])
         .unwrap()
         .get(0);
     let before = rss_anon_kib(pid);
@@ -146,7 +146,7 @@ fn distinct_worst_case_filters_keep_a_backend_under_a_memory_bound() {
     // The backend still answers, from the same connection.
     run(0);
     let again: i32 = admin()
-        .query_one("select pid from pg_stat_activity where application_name like 'pgbaas-query-limits%'", &[])
+        .query_one("select pid from pg_stat_activity where application_name ~ '^pgbaas-query-limits( [^(].*)?$'", &[])
         .unwrap()
         .get(0);
     assert_eq!(again, pid, "the one pooled connection served every request");
