@@ -356,6 +356,7 @@ fn shutdown_says_closing_before_the_connection_ends() {
     round_trip(&mut ws);
     unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
     assert_eq!(next(&mut ws), json!({"type": "closing", "reason": "shutdown", "positions": {}}));
-    assert_eq!(close_code(&mut ws), Some(CloseCode::Away));
+    // 1012 "service restart" (issue 19): the client reconnects, to another proxy if it likes.
+    assert_eq!(close_code(&mut ws), Some(CloseCode::Restart));
     let _ = p.child.wait();
 }
