@@ -182,7 +182,7 @@ fn list_params(after_is_id: bool) -> Vec<Value> {
         query_param("where", json!({"type": "string", "maxLength": input::MAX_WHERE_BYTES}), "A JSON filter (docs/query.md), URL-encoded."),
         query_param("order", json!({"type": "string"}), "Comma-separated fields, `-` for descending."),
         query_param("limit", int_schema(0, Some(1000), 100), "Most items in the page."),
-        query_param("offset", int_schema(0, None, 0), "Items to skip."),
+        query_param("offset", int_schema(0, Some(i32::MAX as i64), 0), "Items to skip."),
         query_param("count", json!({"type": "boolean", "default": false}), "Add the number of matching items."),
         if after_is_id {
             query_param("after", uuid_schema(), "The `next` of the previous page.")
@@ -194,7 +194,11 @@ fn list_params(after_is_id: bool) -> Vec<Value> {
 }
 
 fn expand_param() -> Value {
-    query_param("expand", json!({"type": "string", "maxLength": input::MAX_EXPAND_BYTES}), "Comma-separated reference paths to expand (docs/references.md).")
+    // baas._expand_tree's rule: at most 10 paths of at most 3 names (refs.sql).
+    let name = "[A-Za-z0-9_$-]{1,128}";
+    let path = format!("{name}(\\.{name}){{0,2}}");
+    let pattern = format!("^({path}(,{path}){{0,9}})?$");
+    query_param("expand", json!({"type": "string", "maxLength": input::MAX_EXPAND_BYTES, "pattern": pattern}), "Comma-separated reference paths to expand (docs/references.md).")
 }
 
 fn parameters(r: &Route) -> Vec<Value> {
@@ -245,19 +249,23 @@ fn parameters(r: &Route) -> Vec<Value> {
             out.push(query_param("download", json!({"type": "string", "enum": ["1", "0", "true", "false"]}), "1: always an attachment."));
             out.push(query_param("sig", json!({"type": "string"}), "A signed link's signature (POST /v1/files/{id}/link)."));
             out.push(header_param("Range", false, json!({"type": "string"}), "One byte range."));
+            out.push(header_param("If-None-Match", false, json!({"type": "string"}), "ETags the client holds: 304 when one matches."));
+            out.push(header_param("If-Range", false, json!({"type": "string"}), "The ETag the Range is for; otherwise the whole file (200)."));
         }
         RouteKind::File(FileOp::Upload | FileOp::Replace) => {
             out.push(query_param("name", json!({"type": "string"}), "The file's name (a raw body; else Content-Disposition)."));
+            out.push(header_param("Content-Disposition", false, json!({"type": "string"}), "A raw body's file name, `attachment; filename=\"...\"` (when `name` is not given)."));
         }
         RouteKind::File(op @ (FileOp::TusCreate | FileOp::TusHead | FileOp::TusPatch | FileOp::TusDelete)) => {
             out.push(header_param("Tus-Resumable", true, json!({"type": "string", "enum": ["1.0.0"]}), "tus 1.0."));
             match op {
                 FileOp::TusCreate => {
-                    out.push(header_param("Upload-Length", false, json!({"type": "integer", "minimum": 0}), "The whole file's size."));
+                    out.push(header_param("Upload-Length", true, json!({"type": "integer", "minimum": 0}), "The whole file's size (required: Upload-Defer-Length is refused, 400)."));
                     out.push(header_param("Upload-Metadata", false, json!({"type": "string"}), "tus metadata: name, type, collection, data, acl."));
                 }
                 FileOp::TusPatch => {
                     out.push(header_param("Upload-Offset", true, json!({"type": "integer", "minimum": 0}), "Where this piece starts."));
+                    out.push(header_param("Upload-Checksum", false, json!({"type": "string"}), "tus checksum extension: `<algorithm> <base64 digest>` of this piece (460 checksum_mismatch)."));
                 }
                 _ => {}
             }
@@ -271,8 +279,15 @@ fn parameters(r: &Route) -> Vec<Value> {
         }
         _ => {}
     }
+    // (issue 19, observe) a client's request id is kept (1-128 of [A-Za-z0-9._:/+=-]),
+    // anything else replaced, never refused: no pattern here.
+    out.push(header_param("X-Request-Id", false, json!({"type": "string"}), "The request's id, echoed in the answer's X-Request-Id and the logs (1-128 characters of A-Za-z0-9._:/+=-; another value is replaced by a new id)."));
+    // (issue 19, replicas) a read waits for (or goes to the primary for) a write it must see.
+    if r.kind == RouteKind::Json && r.read {
+        out.push(header_param("Pgbaas-Commit-Lsn", false, json!({"type": "string", "pattern": LSN_PATTERN}), "A write's Pgbaas-Commit-Lsn: the read sees that write (read replicas). Also read from cookie pgbaas_lsn."));
+    }
     if r.args.contains(&Arg::IfMatch) {
-        out.push(header_param("If-Match", false, json!({"type": "string"}), "The version the change is for, e.g. \"3\" (412 version_conflict when it is not current)."));
+        out.push(header_param("If-Match", false, json!({"type": "string", "pattern": IF_MATCH_PATTERN}), "The version the change is for, e.g. \"3\" (412 version_conflict when it is not current)."));
     }
     if r.kind == RouteKind::File(FileOp::Replace) {
         out.push(header_param("If-Match", false, json!({"type": "string"}), "The version the change is for (412 when it is not current)."));
@@ -280,7 +295,20 @@ fn parameters(r: &Route) -> Vec<Value> {
     out
 }
 
+/// A version as input::if_match reads it: `"3"`, `3`, `W/"3"`, or `*`.
+const IF_MATCH_PATTERN: &str = "^(\\*|(W/)?(\"0*[1-9][0-9]{0,17}\"|0*[1-9][0-9]{0,17}))$";
+
+/// A WAL position as replicas::parse_lsn reads it.
+const LSN_PATTERN: &str = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$";
+
 fn field_schema(f: &Field) -> Value {
+    if f.name == "acl" && f.ty == FieldType::Object {
+        // An ACL (docs/api.md, Permissions): principals per permission.
+        let principals = json!({"type": "array", "items": {"type": "string",
+            "pattern": "^(public|authenticated|registered|anonymous|user:[0-9a-fA-F-]{36}|role:[a-z_][a-z0-9_]{0,62})$"}});
+        return json!({"type": "object", "additionalProperties": false,
+                      "properties": {"read": principals, "update": principals, "delete": principals}});
+    }
     match f.ty {
         FieldType::Text => json!({"type": "string"}),
         FieldType::Uuid => uuid_schema(),
@@ -298,16 +326,25 @@ fn body_schema(fields: &[Field]) -> Value {
         return json!({"type": "object", "additionalProperties": true,
                       "description": "Any names: the function's arguments or the table's columns, which Postgres checks."});
     }
+    // A null is read as an absent field (input::parse_body): optional fields may be
+    // null; a required one may not, nor may null count as the one of a `OneOf` group.
     let mut props = Map::new();
     for f in fields {
-        props.insert(f.name.to_string(), field_schema(f));
+        let mut schema = field_schema(f);
+        match (f.need, &mut schema["type"]) {
+            (Need::Optional | Need::OneOf, Value::String(t)) => schema["type"] = json!([t.clone(), "null"]),
+            (Need::Optional | Need::OneOf, _) => {}
+            (Need::Required, Value::Null) => schema["not"] = json!({"type": "null"}),
+            _ => {}
+        }
+        props.insert(f.name.to_string(), schema);
     }
     let required: Vec<&str> = fields.iter().filter(|f| f.need == Need::Required).map(|f| f.name).collect();
     let mut s = json!({"type": "object", "properties": props, "additionalProperties": false});
     if !required.is_empty() {
         s["required"] = json!(required);
     }
-    let one_of: Vec<Value> = fields.iter().filter(|f| f.need == Need::OneOf).map(|f| json!({"required": [f.name]})).collect();
+    let one_of: Vec<Value> = fields.iter().filter(|f| f.need == Need::OneOf).map(|f| json!({"required": [f.name], "properties": {f.name: {"not": {"type": "null"}}}})).collect();
     if !one_of.is_empty() {
         s["anyOf"] = Value::Array(one_of);
     }
@@ -386,20 +423,20 @@ fn responses(r: &Route) -> Value {
         RouteKind::File(op) => match op {
             FileOp::Download if r.method == http::Method::HEAD => {
                 ok(200, "The file's headers, no body.", None, Some(etag));
-                ok(206, "A range's headers, no body.", None, None);
+                ok(206, "A range's headers, no body.", None, Some(content_range(true)));
                 ok(304, "Not modified.", None, None);
             }
             FileOp::Download => {
                 ok(200, "The file's bytes, its Content-Type as stored.", Some(json!({"*/*": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}})), Some(etag));
-                ok(206, "The requested range.", Some(json!({"*/*": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}})), None);
+                ok(206, "The requested range.", Some(json!({"*/*": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}})), Some(content_range(true)));
                 ok(304, "Not modified.", None, None);
             }
             FileOp::Upload => ok(201, "The stored file's metadata.", Some(json_content(json!({"type": "object"}))), None),
             FileOp::Replace => ok(200, "The file's metadata.", Some(json_content(json!({"type": "object"}))), None),
             FileOp::TusOptions => ok(204, "The tus versions and extensions supported (headers).", None, None),
             FileOp::TusCreate => ok(201, "An upload; its URL in Location.", None, Some(json!({"Location": {"schema": {"type": "string"}}}))),
-            FileOp::TusHead => ok(200, "The upload's offset (Upload-Offset).", None, None),
-            FileOp::TusPatch => ok(204, "The piece is stored (Upload-Offset: the new offset).", None, None),
+            FileOp::TusHead => ok(200, "The upload's offset (Upload-Offset).", None, Some(upload_offset())),
+            FileOp::TusPatch => ok(204, "The piece is stored (Upload-Offset: the new offset).", None, Some(upload_offset())),
             FileOp::TusDelete => ok(204, "The upload is ended.", None, None),
         },
     }
@@ -409,7 +446,21 @@ fn responses(r: &Route) -> Value {
         if status == 429 || status == 503 {
             v["headers"] = json!({"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}});
         }
+        if status == 416 {
+            v["headers"] = content_range(false);
+        }
         out.entry(status.to_string()).or_insert(v);
+    }
+    // (issue 19, observe) every answer carries X-Request-Id; (replicas) a write's 2xx
+    // Pgbaas-Commit-Lsn when read replicas are configured. Neither is `required`: a
+    // head refused before routing (400) has no id.
+    let commit_lsn = r.kind == RouteKind::Json && !r.read;
+    for (status, v) in out.iter_mut() {
+        let headers = v.as_object_mut().unwrap().entry("headers").or_insert_with(|| json!({}));
+        headers["X-Request-Id"] = json!({"description": "The request's id (the client's X-Request-Id when valid).", "schema": {"type": "string"}});
+        if commit_lsn && status.starts_with('2') {
+            headers["Pgbaas-Commit-Lsn"] = json!({"description": "With read replicas: the primary's WAL position after this write; send it (header or cookie pgbaas_lsn) on a read that must see the write.", "schema": {"type": "string", "pattern": LSN_PATTERN}});
+        }
     }
     out.insert(
         "default".into(),
@@ -418,10 +469,22 @@ fn responses(r: &Route) -> Value {
     Value::Object(out)
 }
 
+fn upload_offset() -> Value {
+    json!({"Upload-Offset": {"required": true, "description": "The upload's offset.", "schema": {"type": "integer", "minimum": 0}}})
+}
+
+/// `bytes a-b/n` on a 206 (`required`), `bytes */n` on a 416.
+fn content_range(partial: bool) -> Value {
+    let pattern = if partial { "^bytes [0-9]+-[0-9]+/[0-9]+$" } else { "^bytes \\*/[0-9]+$" };
+    json!({"Content-Range": {"required": partial, "description": "The range sent, or the file's size.", "schema": {"type": "string", "pattern": pattern}}})
+}
+
 /// The 4xx and 5xx a route can give, from what it reads and does.
 fn error_statuses(r: &Route) -> Vec<u16> {
     match r.kind {
-        RouteKind::Health | RouteKind::OpenApi | RouteKind::Jwks => return vec![],
+        // The document is served after the per-address request limit (server.rs).
+        RouteKind::OpenApi => return vec![429],
+        RouteKind::Health | RouteKind::Jwks => return vec![],
         _ => {}
     }
     let mut s = vec![400, 401, 403, 404, 429, 503];
@@ -487,7 +550,8 @@ mod tests {
         let signup = &doc["paths"]["/v1/auth/signup"]["post"];
         let schema = &signup["requestBody"]["content"]["application/json"]["schema"];
         assert_eq!(schema["required"], json!(["email", "password"]));
-        assert_eq!(schema["properties"]["data"]["type"], "object");
+        assert_eq!(schema["properties"]["data"]["type"], json!(["object", "null"]), "null is read as absent");
+        assert_eq!(schema["properties"]["email"]["type"], "string");
         assert_eq!(schema["additionalProperties"], false);
         assert!(signup["responses"]["201"].is_object() && signup["responses"]["429"].is_object());
         assert_eq!(signup["security"][0], json!({}), "anyone may sign up");
@@ -502,5 +566,30 @@ mod tests {
         assert!(doc["paths"]["/v1/collections/{collection}/events"]["get"]["responses"]["200"]["content"]["text/event-stream"].is_object());
         assert!(doc["paths"]["/v1/collections/{collection}/documents/{id}"]["put"]["responses"]["412"].is_object());
         assert!(doc["paths"]["/v1/collections/{collection}/documents/{id}"]["get"]["responses"]["200"]["headers"]["ETag"].is_object());
+        // Served after the per-address request limit.
+        assert!(doc["paths"]["/v1/openapi.json"]["get"]["responses"]["429"].is_object());
+        let tus = &doc["paths"]["/v1/uploads"]["post"]["parameters"];
+        assert!(tus.as_array().unwrap().iter().any(|p| p["name"] == "Upload-Length" && p["required"] == true));
+    }
+
+    /// The list parameters documented are the ones the parser knows (input.rs), and
+    /// their bounds are the parser's (`offset` is an i32).
+    #[test]
+    fn list_parameters_are_the_parsers() {
+        let doc: Value = serde_json::from_slice(&document()).unwrap();
+        let mut seen = 0;
+        for r in ROUTES.iter().filter(|r| r.query == Query::List) {
+            let op = &doc["paths"][router::pattern(r)][r.method.as_str().to_ascii_lowercase()];
+            let params = op["parameters"].as_array().unwrap();
+            let mut names: Vec<&str> = params.iter().filter(|p| p["in"] == "query").map(|p| p["name"].as_str().unwrap()).collect();
+            let mut known = input::LIST_PARAMS.to_vec();
+            names.sort_unstable();
+            known.sort_unstable();
+            assert_eq!(names, known, "{}", r.name);
+            let offset = params.iter().find(|p| p["name"] == "offset").unwrap();
+            assert_eq!(offset["schema"]["maximum"], i32::MAX);
+            seen += 1;
+        }
+        assert!(seen > 0);
     }
 }
