@@ -197,7 +197,8 @@ fn expand_param() -> Value {
     // baas._expand_tree's rule: at most 10 paths of at most 3 names (refs.sql).
     let name = "[A-Za-z0-9_$-]{1,128}";
     let path = format!("{name}(\\.{name}){{0,2}}");
-    let pattern = format!("^({path}(,{path}){{0,9}})?$");
+    // Given, it names at least one path: `expand=` is refused (invalid_expand).
+    let pattern = format!("^{path}(,{path}){{0,9}}$");
     query_param("expand", json!({"type": "string", "maxLength": input::MAX_EXPAND_BYTES, "pattern": pattern}), "Comma-separated reference paths to expand (docs/references.md).")
 }
 
@@ -284,7 +285,7 @@ fn parameters(r: &Route) -> Vec<Value> {
     out.push(header_param("X-Request-Id", false, json!({"type": "string"}), "The request's id, echoed in the answer's X-Request-Id and the logs (1-128 characters of A-Za-z0-9._:/+=-; another value is replaced by a new id)."));
     // (issue 19, replicas) a read waits for (or goes to the primary for) a write it must see.
     if r.kind == RouteKind::Json && r.read {
-        out.push(header_param("Pgbaas-Commit-Lsn", false, json!({"type": "string", "pattern": LSN_PATTERN}), "A write's Pgbaas-Commit-Lsn: the read sees that write (read replicas). Also read from cookie pgbaas_lsn."));
+        out.push(header_param("Pgbaas-Commit-Lsn", false, json!({"type": "string"}), "A write's Pgbaas-Commit-Lsn: the read sees that write (read replicas). Also read from cookie pgbaas_lsn. Ignored without replicas; with them, one not of the form X/Y (hex) is 400."));
     }
     if r.args.contains(&Arg::IfMatch) {
         out.push(header_param("If-Match", false, json!({"type": "string", "pattern": IF_MATCH_PATTERN}), "The version the change is for, e.g. \"3\" (412 version_conflict when it is not current)."));
@@ -302,7 +303,7 @@ const IF_MATCH_PATTERN: &str = "^(\\*|(W/)?(\"0*[1-9][0-9]{0,17}\"|0*[1-9][0-9]{
 const LSN_PATTERN: &str = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$";
 
 fn field_schema(f: &Field) -> Value {
-    if f.name == "acl" && f.ty == FieldType::Object {
+    if f.name == "acl" && matches!(f.ty, FieldType::Object | FieldType::Any) {
         // An ACL (docs/api.md, Permissions): principals per permission.
         let principals = json!({"type": "array", "items": {"type": "string",
             "pattern": "^(public|authenticated|registered|anonymous|user:[0-9a-fA-F-]{36}|role:[a-z_][a-z0-9_]{0,62})$"}});
@@ -331,10 +332,11 @@ fn body_schema(fields: &[Field]) -> Value {
     let mut props = Map::new();
     for f in fields {
         let mut schema = field_schema(f);
-        match (f.need, &mut schema["type"]) {
-            (Need::Optional | Need::OneOf, Value::String(t)) => schema["type"] = json!([t.clone(), "null"]),
-            (Need::Optional | Need::OneOf, _) => {}
-            (Need::Required, Value::Null) => schema["not"] = json!({"type": "null"}),
+        // `get`, not indexing: `schema["type"]` on a schema without a type would insert
+        // `"type": null`, which schemathesis cannot load.
+        match (f.need, schema.get("type").cloned()) {
+            (Need::Optional | Need::OneOf, Some(Value::String(t))) => schema["type"] = json!([t, "null"]),
+            (Need::Required, None) => schema["not"] = json!({"type": "null"}),
             _ => {}
         }
         props.insert(f.name.to_string(), schema);
@@ -456,7 +458,8 @@ fn responses(r: &Route) -> Value {
     // head refused before routing (400) has no id.
     let commit_lsn = r.kind == RouteKind::Json && !r.read;
     for (status, v) in out.iter_mut() {
-        let headers = v.as_object_mut().unwrap().entry("headers").or_insert_with(|| json!({}));
+        let Some(v) = v.as_object_mut() else { continue };
+        let headers = v.entry("headers").or_insert_with(|| json!({}));
         headers["X-Request-Id"] = json!({"description": "The request's id (the client's X-Request-Id when valid).", "schema": {"type": "string"}});
         if commit_lsn && status.starts_with('2') {
             headers["Pgbaas-Commit-Lsn"] = json!({"description": "With read replicas: the primary's WAL position after this write; send it (header or cookie pgbaas_lsn) on a read that must see the write.", "schema": {"type": "string", "pattern": LSN_PATTERN}});
