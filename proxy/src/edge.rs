@@ -148,7 +148,8 @@ pub struct Edge {
 impl Edge {
     pub fn new(cfg: &crate::config::Config) -> Edge {
         let hsts = (cfg.tls_cert_file.is_some() && cfg.hsts_max_age_secs > 0)
-            .then(|| http::HeaderValue::from_str(&format!("max-age={}", cfg.hsts_max_age_secs)).expect("digits"));
+            .then(|| http::HeaderValue::from_str(&format!("max-age={}", cfg.hsts_max_age_secs)).ok())
+            .flatten();
         Edge { cors: cfg.cors(), active: Arc::default(), hsts, stopping: Arc::default() }
     }
 

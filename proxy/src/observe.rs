@@ -157,11 +157,7 @@ pub fn written() {
 /// An answer written with no request scope at all (edge.rs's per-address connection
 /// cap, before pingora reads the head): counted and logged under `id`.
 pub async fn outside(id: String, status: u16, kind: &'static str) {
-    let mut state = State::bare();
-    state.id = id;
-    state.status = Some(status);
-    state.limited = Some(kind);
-    scope(state, async {}).await
+    scope(State { id, status: Some(status), limited: Some(kind), ..State::bare() }, async {}).await
 }
 
 /// Run a request's future in its scope; once it ends, count and log its answer.
@@ -177,22 +173,7 @@ pub async fn scope<F: Future>(state: State, fut: F) -> F::Output {
 /// A future spawned off a request (a stream's own task) keeps the request's id, so
 /// that the SQL it runs (a WebSocket's subscriptions) carries it too.
 pub fn carry<F: Future>(fut: F) -> impl Future<Output = F::Output> {
-    let id = id();
-    let state = State {
-        id,
-        route: "unknown",
-        method: String::new(),
-        path: String::new(),
-        client_ip: None,
-        started: Instant::now(),
-        done: None,
-        status: None,
-        bytes: 0,
-        user_id: None,
-        limited: None,
-        error_code: None,
-        logs: false,
-    };
+    let state = State { id: id(), logs: false, ..State::bare() };
     CTX.scope(RefCell::new(state), fut)
 }
 
