@@ -321,7 +321,7 @@ fn a_stopped_replica_leaves_the_rotation_reads_go_on_and_it_comes_back() {
 }
 
 #[test]
-fn a_stable_function_over_get_answers_though_a_standby_cannot_plan_it() {
+fn a_stable_function_over_get_is_a_replica_read_and_a_post_goes_to_the_primary() {
     let _s = serial();
     let admin = || env().cluster.connect("postgres", DB).unwrap();
     admin()
@@ -340,15 +340,22 @@ fn a_stable_function_over_get_answers_though_a_standby_cannot_plan_it() {
     wait_rotation(true, Duration::from_secs(10));
     let _paused = Paused::new();
     admin().execute("insert into rr_api.marks values (2)", &[]).unwrap();
-    // pgbaas's RPC planning (extension/src/api/rpc.rs, rpc_plan) writes through SPI,
-    // which a standby refuses (XX000): a GET is run again on the primary, and answers.
+    // A GET calls only STABLE and IMMUTABLE functions: a read, which the paused replica
+    // answers (without the newest row).
     let r = req("GET", "/v1/rpc/marks_seen", Some(&alice), &[], None);
-    assert_eq!((r.status, r.body.clone()), (200, json!(2)), "GET of a stable function: answered, by the primary");
+    assert_eq!((r.status, r.body.clone()), (200, json!(1)), "GET of a stable function: answered by the replica");
+    // A POST may call any function: the primary answers.
     let r = req("POST", "/v1/rpc/marks_seen", Some(&alice), &[], Some(json!({})));
     assert_eq!((r.status, r.body.clone()), (200, json!(2)), "POST: the primary answered");
+    // Read-your-writes holds for RPC reads too: with the primary's commit position, the
+    // replica cannot answer in time and the primary does.
+    let lsn: String = admin().query_one("select pg_catalog.pg_current_wal_lsn()::text", &[]).unwrap().get(0);
+    let r = req("GET", "/v1/rpc/marks_seen", Some(&alice), &[("Pgbaas-Commit-Lsn", &lsn)], None);
+    assert_eq!((r.status, r.body.clone()), (200, json!(2)), "GET after the write's position: the primary answered");
     // txid_current cannot run on a standby (XX000 there): run again on the primary.
     let r = req("GET", "/v1/rpc/xid_now", Some(&alice), &[], None);
     assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.as_str().is_some_and(|x| x.parse::<u64>().is_ok()), "{}", r.body);
 }
 
 #[test]

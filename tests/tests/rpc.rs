@@ -47,6 +47,7 @@ revoke execute on function api.members_only() from public;
 grant execute on function api.members_only() to baas_user;
 create function api._internal() returns integer language sql immutable as 'select 42';
 create function api.bump() returns integer language sql volatile as 'select 1';
+create function api.xid_if_assigned() returns text language sql stable as 'select pg_current_xact_id_if_assigned()::text';
 
 create table api.notes (id bigserial primary key, owner uuid not null, body text not null);
 alter table api.notes enable row level security;
@@ -170,6 +171,19 @@ fn get_takes_query_parameters_for_stable_functions_only() {
     let r = call("PUT", "/v1/rpc/add", None, Some("{}"));
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("POST, GET"));
+}
+
+/// Resolving and calling a function reads the catalog only: a call that writes nothing
+/// takes no transaction id (each one would age the database toward wraparound
+/// vacuums), and so a read-only standby can serve it (replicas.rs).
+#[test]
+fn a_call_that_writes_nothing_takes_no_transaction_id() {
+    setup();
+    let u = signup("rpc_xid");
+    let r = rpc_get("xid_if_assigned", Some(&u.access));
+    assert_eq!((r.status, r.body.clone()), (200, Value::Null), "GET: no xid");
+    let r = rpc("xid_if_assigned", Some(&u.access), json!({}));
+    assert_eq!((r.status, r.body.clone()), (200, Value::Null), "POST of a function that writes nothing: no xid");
 }
 
 #[test]

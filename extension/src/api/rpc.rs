@@ -73,7 +73,10 @@ fn rpc_plan(name: Option<&str>, args: Option<Json>, via_get: Option<bool>) -> Ve
         let e = rpc::plan(name, &args, via_get, &[]).unwrap_err();
         fail(e);
     }
-    let found: Option<String> = Spi::get_one_with_args(CANDIDATES, &[name.into()]).unwrap_or_else(|e| {
+    // A read-only SPI select, not Spi::get_one_with_args: pgrx runs that as an update,
+    // which first assigns the transaction an id (GetCurrentTransactionId), so that every
+    // call, GETs included, took an xid on the primary and failed on a standby (XX000).
+    let found: Option<String> = Spi::connect(|c| c.select(CANDIDATES, Some(1), &[name.into()])?.first().get_one()).unwrap_or_else(|e| {
         raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "internal_error", format!("rpc catalog query: {e}"))
     });
     let procs: Vec<Proc> = serde_json::from_str(found.as_deref().unwrap_or("[]")).unwrap_or_else(|e| {

@@ -445,9 +445,10 @@ pub static ROUTES: &[Route] = &[
              from baas.rpc($1, $2::jsonb, pg_catalog.set_config('transaction_read_only', 'on', true) = 'on') x",
             &[Path(0), Arg::QueryArgs],
         )
-        // Not a read for replicas (issue 19): planning the call (baas._rpc_plan) writes
-        // through SPI, which a standby refuses (XX000); every call would fail there first.
-        .answer(OK, Shape::Rpc).private(),
+        // A read for replicas (issue 19): over GET only STABLE and IMMUTABLE functions
+        // are called, in a read-only transaction. One a standby still cannot run
+        // (txid_current: XX000) is run again on the primary (replicas.rs).
+        .answer(OK, Shape::Rpc).private().read(),
     // --- collections (sql/documents.sql; baas_service only)
     r("list_collections", GET, COLLECTIONS, Service).sql("select jsonb_build_object('items', baas.collections())::text", &[]).doc("List collections", ITEMS).read(),
     r("create_collection", POST, COLLECTIONS, Service)
