@@ -50,6 +50,21 @@ begin
 end
 $$;
 
+-- ================================================================ sql/realtime.sql
+-- (issue 19, observe: pgbaas_realtime_lag_seconds) The proxies' reads also return each
+-- event's commit time. A new result column: drop and create (the grant is given again
+-- in the grants section below).
+drop function baas._realtime_read(bigint, integer);
+create function baas._realtime_read(after bigint, max_events integer)
+returns table ("position" bigint, xid xid8, kind text, collection text, body jsonb, committed_at timestamptz)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select e.position, e.xid, e.kind, e.collection, e.body, e.committed_at from baas.realtime_events e
+     where e.position > after order by e.position limit greatest(max_events, 0)
+$$;
+revoke all on function baas._realtime_read(bigint, integer) from public;
+
 -- ================================================================= sql/limits.sql
 -- (package D: shared per-account limits)
 
@@ -121,6 +136,9 @@ grant execute on function baas._outbox_backlog(text) to baas_authenticator;
 -- shared limits (issue 19, sql/limits.sql): package D.
 -- The proxy's login role counts per-account attempts (proxy/src/server.rs); no API role may.
 grant execute on function baas._account_limit_hit(text, integer, integer) to baas_authenticator;
+
+-- realtime lag (issue 19, sql/realtime.sql): the proxies' reads, made anew above.
+grant execute on function baas._realtime_read(bigint, integer) to baas_authenticator;
 
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
 select pg_catalog.pg_notify('baas_extension', '0.10.0');

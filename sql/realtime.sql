@@ -288,13 +288,14 @@ begin
 end
 $$;
 
--- The proxies' reads (baas_authenticator only): events after `after`, in order.
+-- The proxies' reads (baas_authenticator only): events after `after`, in order, with
+-- their writers' commit time (the proxy's pgbaas_realtime_lag_seconds).
 create function baas._realtime_read(after bigint, max_events integer)
-returns table ("position" bigint, xid xid8, kind text, collection text, body jsonb)
+returns table ("position" bigint, xid xid8, kind text, collection text, body jsonb, committed_at timestamptz)
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    select e.position, e.xid, e.kind, e.collection, e.body from baas.realtime_events e
+    select e.position, e.xid, e.kind, e.collection, e.body, e.committed_at from baas.realtime_events e
      where e.position > after order by e.position limit greatest(max_events, 0)
 $$;
 

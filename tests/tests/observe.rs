@@ -350,3 +350,24 @@ fn the_webhook_outbox_backlog_is_a_gauge() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn each_change_read_into_the_hub_is_observed_as_realtime_lag() {
+    let o = observed(&[]);
+    // A proxy's hub starts at the log's end: only changes from now on are read and timed.
+    let u = signup("observe-lag");
+    let c = collection("observe_lag", json!({}));
+    for n in 0..3 {
+        create_doc(&c, Some(&u.access), json!({"n": n}), None);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while o.metric("pgbaas_realtime_lag_seconds_count") < 3.0 {
+        assert!(Instant::now() < deadline, "three document changes never observed: {}", o.metrics_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Commit to the hub on one machine: well under a second each on average (the
+    // capture pulls every few milliseconds), never negative.
+    let (sum, count) = (o.metric("pgbaas_realtime_lag_seconds_sum"), o.metric("pgbaas_realtime_lag_seconds_count"));
+    assert!(sum >= 0.0 && sum / count < 5.0, "lag sum {sum} over {count} events");
+    assert!(o.metric(r#"pgbaas_realtime_lag_seconds_bucket{le="30"}"#) >= 3.0, "{}", o.metrics_text());
+}

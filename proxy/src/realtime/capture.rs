@@ -34,7 +34,13 @@ const WORKER: &str = "select exists (select from pg_catalog.pg_replication_slots
 /// The leader's pace while the worker runs: it only relaunches a worker that died.
 const WATCH: Duration = Duration::from_millis(250);
 const WORKER_CHECK: Duration = Duration::from_secs(1);
-const READ: &str = "select position, xid::text, kind, collection, body::text from baas._realtime_read($1, $2)";
+/// The sixth column: seconds from the event's commit to now, both by the database's
+/// clock (the proxy's may differ), for `pgbaas_realtime_lag_seconds`.
+const READ: &str = "select position, xid::text, kind, collection, body::text, \
+    extract(epoch from pg_catalog.clock_timestamp() - committed_at)::float8 from baas._realtime_read($1, $2)";
+/// An extension before 0.10.0 (proxies upgraded before `ALTER EXTENSION pgbaas UPDATE`):
+/// no commit time, no lag.
+const READ_BEFORE_0_10: &str = "select position, xid::text, kind, collection, body::text, null::float8 from baas._realtime_read($1, $2)";
 const READ_BATCH: i32 = 1000;
 const START: &str = "select baas.realtime_position(), \
     (select coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(n.member_role, n.role)), '[]')::text from baas._realtime_role_nesting() n), \
@@ -190,7 +196,14 @@ impl Capture {
             self.hub.start_at(pos.max(0) as u64, &nesting);
             self.hub.start_snapshot(&snap);
         }
-        let stmt = client.prepare(READ).await.map_err(|e| e.to_string())?;
+        let stmt = match client.prepare(READ).await {
+            Ok(s) => s,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => {
+                log::warn!("realtime: the pgbaas extension is older than this proxy (no commit times): pgbaas_realtime_lag_seconds stays empty until ALTER EXTENSION pgbaas UPDATE");
+                client.prepare(READ_BEFORE_0_10).await.map_err(|e| e.to_string())?
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         loop {
             loop {
                 let after = self.hub.position() as i64;
@@ -203,6 +216,10 @@ impl Capture {
                     let kind: String = r.try_get(2).map_err(|e| e.to_string())?;
                     let collection: Option<String> = r.try_get(3).map_err(|e| e.to_string())?;
                     let body: String = r.try_get(4).map_err(|e| e.to_string())?;
+                    let lag: Option<f64> = r.try_get(5).map_err(|e| e.to_string())?;
+                    if let Some(lag) = lag {
+                        crate::metrics::REALTIME_LAG.observe(lag.max(0.0));
+                    }
                     let xid: u64 = xid.parse().map_err(|_| format!("xid {xid:?}"))?;
                     read.push((position as u64, Event::parse(position as u64, xid, &kind, collection.as_deref(), &body)));
                 }
