@@ -80,6 +80,11 @@ pub static REPLICA_LAG_BYTES: LazyLock<IntGaugeVec> =
 pub static REPLICA_IN_ROTATION: LazyLock<IntGaugeVec> =
     LazyLock::new(|| gauge_vec("pgbaas_replica_in_rotation", "1 when a replica takes reads, 0 when it is out", &["replica"]));
 
+/// JSON log lines dropped because stdout did not keep up (observe.rs).
+pub static LOG_LINES_DROPPED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    register(prometheus::IntCounter::new("pgbaas_log_lines_dropped_total", "JSON log lines dropped because stdout did not keep up").expect("valid metric"))
+});
+
 /// Every series, in Prometheus's text exposition format.
 pub fn render() -> Vec<u8> {
     let mut out = Vec::with_capacity(16 * 1024);
@@ -103,6 +108,7 @@ pub fn init() {
     LazyLock::force(&OUTBOX_BACKLOG);
     LazyLock::force(&REPLICA_LAG_BYTES);
     LazyLock::force(&REPLICA_IN_ROTATION);
+    LazyLock::force(&LOG_LINES_DROPPED);
 }
 
 #[cfg(test)]

@@ -287,10 +287,53 @@ fn finish() {
             };
             let Ok(mut text) = serde_json::to_vec(&line) else { return };
             text.push(b'\n');
-            // One write per line, under stdout's lock: lines of concurrent requests never interleave.
-            let _ = std::io::stdout().lock().write_all(&text);
+            log_line(text);
         }
     });
+}
+
+/// Lines waiting for the writer thread. A request never writes stdout itself: a slow
+/// reader of stdout (a log shipper behind a pipe) would stall every request task on
+/// its worker thread. When this many wait, a line is dropped and counted
+/// (`pgbaas_log_lines_dropped_total`) rather than slowing requests down.
+const LOG_QUEUE: usize = 16 * 1024;
+
+static LOG_TX: OnceLock<std::sync::mpsc::SyncSender<Vec<u8>>> = OnceLock::new();
+static LOG_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Hand a finished line to the writer thread (started on first use).
+fn log_line(text: Vec<u8>) {
+    let tx = LOG_TX.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(LOG_QUEUE);
+        let spawned = std::thread::Builder::new().name("pgbaas-log".into()).spawn(move || write_lines(rx, std::io::stdout()));
+        if let Err(e) = spawned {
+            eprintln!("pgbaas: cannot start the log writer thread: {e}");
+        }
+        tx
+    });
+    if let Err(std::sync::mpsc::TrySendError::Full(_) | std::sync::mpsc::TrySendError::Disconnected(_)) = tx.try_send(text) {
+        let before = LOG_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if metrics_on() {
+            metrics::LOG_LINES_DROPPED.inc();
+        }
+        // Said on stderr once in a while, not once a line.
+        if before.is_power_of_two() || before == 0 {
+            eprintln!("pgbaas: stdout is not keeping up; {} JSON log lines dropped so far", before + 1);
+        }
+    }
+}
+
+/// The writer thread: lines in order through one buffer, flushed whenever the queue is
+/// empty (so a line is out as soon as nothing else waits), each line whole.
+fn write_lines(rx: std::sync::mpsc::Receiver<Vec<u8>>, out: impl Write) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(first) = rx.recv() {
+        let _ = out.write_all(&first);
+        while let Ok(next) = rx.try_recv() {
+            let _ = out.write_all(&next);
+        }
+        let _ = out.flush();
+    }
 }
 
 fn itoa_status(status: u16) -> [u8; 3] {
@@ -414,6 +457,41 @@ mod tests {
         assert!(!super::valid_id(b"a b"));
         assert!(!super::valid_id(b"a\"b"));
         assert!(!super::valid_id("caf\u{e9}".as_bytes()));
+    }
+
+    /// The writer thread's loop: every line out, whole and in order, and flushed while
+    /// the sender is still open (a log shipper sees a line without waiting for more).
+    #[test]
+    fn the_log_writer_writes_whole_lines_in_order_and_flushes_when_idle() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Out(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Out {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Out::default();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let w = { let out = out.clone(); std::thread::spawn(move || super::write_lines(rx, out)) };
+        for i in 0..100 {
+            tx.send(format!("{{\"n\":{i}}}\n").into_bytes()).unwrap();
+        }
+        // Not closed yet: what was sent is out once the queue is empty.
+        let t = std::time::Instant::now();
+        while out.0.lock().unwrap().iter().filter(|&&b| b == b'\n').count() < 100 {
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "lines not flushed while idle");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(tx);
+        w.join().unwrap();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let want: String = (0..100).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+        assert_eq!(text, want);
     }
 
     #[test]

@@ -1161,8 +1161,11 @@ fn observe_overhead() -> Result<()> {
         println!("| {} | {off:.0} | {on:.0} | {:.3} |", round + 1, on / off);
     }
     let lines = std::fs::read_to_string(&log)?.lines().filter(|l| l.starts_with('{')).count();
+    // Lines the proxy dropped because its writer did not keep up (observe.rs's queue).
+    let text = ureq::get(&format!("http://127.0.0.1:{metrics}/metrics")).call()?.into_string()?;
+    let dropped = text.lines().find_map(|l| l.strip_prefix("pgbaas_log_lines_dropped_total ")).unwrap_or("?").trim().to_string();
     let ratio = on_sum / off_sum;
-    println!("metrics + JSON logs on vs off: {:.0} vs {:.0} rps, ratio {ratio:.3}, overhead {:.1} % (goal <= 5 %); {lines} log lines written; {errors} failed requests",
+    println!("metrics + JSON logs on vs off: {:.0} vs {:.0} rps, ratio {ratio:.3}, overhead {:.1} % (goal <= 5 %); {lines} log lines written, {dropped} dropped; {errors} failed requests",
         on_sum / rounds as f64, off_sum / rounds as f64, (1.0 - ratio) * 100.0);
     if errors > 0 {
         bail!("{errors} requests failed");
