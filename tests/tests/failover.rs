@@ -38,6 +38,25 @@ fn the_proxy_follows_a_new_primary_and_no_acknowledged_write_is_lost() {
         db.query_one("select count(*) from baas.realtime_events where kind = 'reset'", &[]).unwrap().get(0)
     };
     let resets_before = resets(first);
+    // Synchronous replication is in effect for the proxy's writes: a standby is the
+    // synchronous one, and its role's commits wait for it (else "no acknowledged write
+    // lost" below would hold only by luck on one machine).
+    {
+        let mut db = cluster.connect(first, "postgres", DB).unwrap();
+        let sync: i64 = db.query_one("select count(*) from pg_stat_replication where sync_state in ('sync', 'quorum')", &[]).unwrap().get(0);
+        let names: String = db.query_one("show synchronous_standby_names", &[]).unwrap().get(0);
+        let commit: String = db
+            .query_one(
+                "select coalesce((select split_part(c, '=', 2) from pg_db_role_setting s, unnest(s.setconfig) c
+                   where s.setrole = 'baas_authenticator'::regrole and c like 'synchronous_commit=%' limit 1),
+                  current_setting('synchronous_commit'))",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(sync >= 1 && !names.is_empty(), "no synchronous standby before the kill (synchronous_standby_names {names:?})\n{}", cluster.logs());
+        assert!(["on", "remote_write", "remote_apply"].contains(&commit.as_str()), "the proxy's commits do not wait for the standby: synchronous_commit = {commit}");
+    }
     cluster.kill(first);
     let killed = Instant::now();
     let second = cluster.wait_primary(FOLLOW_WITHIN, Some(first)).expect("Patroni promotes a standby");
