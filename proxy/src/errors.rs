@@ -26,6 +26,9 @@ pub struct ApiError {
     pub raised: Option<Box<ApiError>>,
     /// A batch's failing operation, 0-based (POST /v1/batch): error.operation.
     pub operation: Option<usize>,
+    /// The SQLSTATE a database error came with (None for the proxy's own errors):
+    /// replicas.rs runs a read again on the primary only for some of them.
+    pub sqlstate: Option<String>,
 }
 
 impl ApiError {
@@ -41,6 +44,7 @@ impl ApiError {
             detail: None,
             raised: None,
             operation: None,
+            sqlstate: None,
         }
     }
     pub fn rate_limited(retry_after: u64) -> Self {
@@ -83,7 +87,7 @@ impl ApiError {
     /// document's current version: it becomes the reply's ETag.
     pub fn from_sqlstate(sqlstate: &str, message: &str, detail: Option<&str>, hint: Option<&str>, anonymous: bool) -> Self {
         if let Some(status) = raised_status(sqlstate) {
-            return Self::user_raised(status, message, detail, hint);
+            return ApiError { sqlstate: Some(sqlstate.to_string()), ..Self::user_raised(status, message, detail, hint) };
         }
         let (status, default_code) = status_for(sqlstate, anonymous);
         let own_code = detail.filter(|d| is_code(d));
@@ -109,6 +113,7 @@ impl ApiError {
         let raised = (sqlstate == "P0001").then(|| Box::new(Self::user_raised(raised_status, message, detail, hint)));
         let mut e = Self::new(status, code, shown);
         (e.etag, e.grant_refused, e.raised) = (etag, grant_refused, raised);
+        e.sqlstate = Some(sqlstate.to_string());
         e
     }
 

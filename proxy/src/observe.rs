@@ -302,11 +302,12 @@ fn finish() {
 /// (`pgbaas_log_lines_dropped_total`) rather than slowing requests down.
 struct LogQueue {
     waiting: std::sync::Mutex<Vec<u8>>,
-    /// Held by whoever writes a drained batch: lines leave whole and in order, also
-    /// when the process exits during a write (`flush_at_exit`).
+    /// Held by whoever writes a drained batch: lines leave whole and in order.
     writing: std::sync::Mutex<()>,
     max_bytes: usize,
     dropped: std::sync::atomic::AtomicU64,
+    /// A write failed part way: the next batch starts on a new line.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 const LOG_MAX_BYTES: usize = 8 << 20;
@@ -322,6 +323,7 @@ impl LogQueue {
             writing: std::sync::Mutex::new(()),
             max_bytes,
             dropped: std::sync::atomic::AtomicU64::new(0),
+            broken: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -330,30 +332,82 @@ impl LogQueue {
         let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         if w.len() + line.len() > self.max_bytes {
             drop(w);
-            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.lost(1);
             return false;
         }
         w.extend_from_slice(line);
         true
     }
 
-    /// Write what waits to `out`, in order (`spare`: an empty buffer to swap in, kept
-    /// for its capacity).
+    fn lost(&self, lines: u64) {
+        self.dropped.fetch_add(lines, std::sync::atomic::Ordering::Relaxed);
+        if metrics_on() {
+            metrics::LOG_LINES_DROPPED.inc_by(lines);
+        }
+    }
+
+    /// Take what waits (`spare`: an empty buffer swapped in, kept for its capacity).
+    fn take(&self, spare: &mut Vec<u8>) {
+        std::mem::swap(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()), spare);
+    }
+
+    /// Write a taken batch to `out`, then empty it. A failed write (a closed or
+    /// non-blocking stdout) counts the batch's lines as dropped.
+    fn write(&self, batch: &mut Vec<u8>, out: &mut impl Write) {
+        if !batch.is_empty() {
+            let broken = self.broken.swap(false, std::sync::atomic::Ordering::Relaxed);
+            let written = (if broken { out.write_all(b"\n") } else { Ok(()) }).and_then(|()| out.write_all(batch)).and_then(|()| out.flush());
+            if written.is_err() {
+                self.lost(batch.iter().filter(|&&b| b == b'\n').count() as u64);
+                self.broken.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            batch.clear();
+        }
+    }
+
+    /// Write what waits to `out`, in order.
     fn drain(&self, spare: &mut Vec<u8>, out: &mut impl Write) {
         let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::swap(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()), spare);
-        if !spare.is_empty() {
-            let _ = out.write_all(spare);
-            let _ = out.flush();
-            spare.clear();
-        }
+        self.take(spare);
+        self.write(spare, out);
     }
 }
 
 /// What is still queued when the process exits (pingora ends with `process::exit`
-/// after the shutdown grace): written, so a restart loses no request's line.
+/// after the shutdown grace) is written, so that a restart loses no request's line;
+/// but exit never waits long on a stalled stdout: not while the writer thread is
+/// stuck in a write, and at most a second for this last batch.
 extern "C" fn flush_at_exit() {
-    LOG.drain(&mut Vec::new(), &mut std::io::stdout());
+    let Ok(_writing) = LOG.writing.try_lock() else { return };
+    let mut batch = Vec::new();
+    LOG.take(&mut batch);
+    if batch.is_empty() {
+        return;
+    }
+    let (done, wait) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("pgbaas-log-exit".into()).spawn(move || {
+        LOG.write(&mut batch, &mut std::io::stdout());
+        let _ = done.send(());
+    });
+    if spawned.is_ok() {
+        let _ = wait.recv_timeout(std::time::Duration::from_secs(1));
+    }
+}
+
+/// The writer thread: drains the queue every LOG_TICK, and says on stderr (never from
+/// a request) when lines were dropped, at most every 10 s.
+fn log_writer() {
+    let mut spare = Vec::with_capacity(64 * 1024);
+    let (mut reported, mut last_report) = (0u64, None::<Instant>);
+    loop {
+        std::thread::sleep(LOG_TICK);
+        LOG.drain(&mut spare, &mut std::io::stdout());
+        let dropped = LOG.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        if dropped > reported && last_report.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+            let _ = writeln!(std::io::stderr(), "pgbaas: stdout is not keeping up; {dropped} JSON log lines dropped so far");
+            (reported, last_report) = (dropped, Some(Instant::now()));
+        }
+    }
 }
 
 /// Hand a finished line to the writer thread (started on first use).
@@ -361,27 +415,11 @@ fn log_line(text: &[u8]) {
     LOG_WRITER.call_once(|| {
         // SAFETY: registers a plain function with no arguments, run once at exit.
         unsafe { libc::atexit(flush_at_exit) };
-        let spawned = std::thread::Builder::new().name("pgbaas-log".into()).spawn(|| {
-            let mut spare = Vec::with_capacity(64 * 1024);
-            loop {
-                std::thread::sleep(LOG_TICK);
-                LOG.drain(&mut spare, &mut std::io::stdout());
-            }
-        });
-        if let Err(e) = spawned {
-            eprintln!("pgbaas: cannot start the log writer thread: {e}");
+        if let Err(e) = std::thread::Builder::new().name("pgbaas-log".into()).spawn(log_writer) {
+            let _ = writeln!(std::io::stderr(), "pgbaas: cannot start the log writer thread: {e}");
         }
     });
-    if !LOG.push(text) {
-        let dropped = LOG.dropped.load(std::sync::atomic::Ordering::Relaxed);
-        if metrics_on() {
-            metrics::LOG_LINES_DROPPED.inc();
-        }
-        // Said on stderr once in a while, not once a line.
-        if dropped.is_power_of_two() {
-            eprintln!("pgbaas: stdout is not keeping up; {dropped} JSON log lines dropped so far");
-        }
-    }
+    LOG.push(text);
 }
 
 fn itoa_status(status: u16) -> [u8; 3] {
@@ -525,6 +563,31 @@ mod tests {
         assert!(q.push(&line(11)), "room again after a drain");
         q.drain(&mut spare, &mut out);
         assert!(String::from_utf8(out).unwrap().ends_with("{\"n\":011}\n"));
+
+        // A write that fails part way: its lines count as dropped, and the next batch
+        // starts on a line of its own.
+        struct Half(Vec<u8>, bool);
+        impl std::io::Write for Half {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                if std::mem::replace(&mut self.1, false) {
+                    self.0.extend_from_slice(&b[..b.len() / 2]);
+                    return Err(std::io::Error::other("pipe closed"));
+                }
+                self.0.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut half = Half(Vec::new(), true);
+        assert!(q.push(&line(12)) && q.push(&line(13)));
+        q.drain(&mut spare, &mut half);
+        assert_eq!(q.dropped.load(std::sync::atomic::Ordering::Relaxed), 3, "1 over the bound, 2 in the failed write");
+        assert!(q.push(&line(14)));
+        q.drain(&mut spare, &mut half);
+        let text = String::from_utf8(half.0).unwrap();
+        assert!(text.ends_with("\n{\"n\":014}\n"), "{text:?}");
     }
 
     #[test]

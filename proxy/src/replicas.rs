@@ -255,11 +255,18 @@ impl Replicas {
 /// A read's failure that the primary may not share: the replica's connection is gone,
 /// refused or busy (503), a conflict with recovery cancelled it (40001 without a code
 /// of ours), it refused a write (25006), it does not know the caller's token yet (401:
-/// a session made since its last replay), or an internal error (XX000: e.g.
-/// txid_current, which a standby cannot run). Run again on the primary.
+/// a session made since its last replay), or Postgres's internal error XX000 (e.g.
+/// txid_current, which a standby cannot run). Run again on the primary. Never for the
+/// caller's own errors: a function's plain RAISE (P0001, also `internal_error` until
+/// the RPC door words it) or any other SQLSTATE would run the call twice.
 pub fn replica_reason(e: &ApiError) -> bool {
+    // A function's own answer (baas.raise: PT4xx, or a plain RAISE): the primary's would be the same.
+    if e.raised.is_some() || e.sqlstate.as_deref().is_some_and(|s| s.starts_with("PT") || s == "P0001") {
+        return false;
+    }
     e.status == http::StatusCode::UNAUTHORIZED
-        || matches!(e.code.as_str(), "database_unavailable" | "serialization_failure" | "read_only" | "service_unavailable" | "internal_error")
+        || matches!(e.code.as_str(), "database_unavailable" | "serialization_failure" | "read_only" | "service_unavailable")
+        || (e.code == "internal_error" && e.sqlstate.as_deref() == Some("XX000"))
 }
 
 /// Run a route's call: a read on a replica in rotation (retried once on the primary
@@ -436,6 +443,21 @@ impl BackgroundService for ReplicaWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Which failures on a replica run the read again on the primary: the replica's own
+    /// troubles, never the caller's or its function's answer.
+    #[test]
+    fn only_a_replicas_own_failures_go_again_to_the_primary() {
+        let db = |state: &str| ApiError::from_sqlstate(state, "m", None, None, false);
+        assert!(replica_reason(&db("XX000")), "txid_current on a standby");
+        assert!(replica_reason(&db("25006")), "a write refused");
+        assert!(replica_reason(&db("40001")), "a conflict with recovery");
+        assert!(!replica_reason(&db("P0001")), "a plain RAISE is the function's answer");
+        assert!(!replica_reason(&db("PT401")), "baas.raise(401, ...) too");
+        assert!(!replica_reason(&db("PT409")));
+        assert!(!replica_reason(&db("42883")), "another SQLSTATE the proxy does not map: the primary says the same");
+        assert!(!replica_reason(&db("22023")));
+    }
 
     #[test]
     fn lsns_parse_as_postgres_writes_them() {

@@ -333,7 +333,9 @@ fn a_stable_function_over_get_is_a_replica_read_and_a_post_goes_to_the_primary()
              insert into rr_api.marks values (1);
              grant select on rr_api.marks to baas_anon, baas_user, baas_service;
              create function rr_api.marks_seen() returns integer language sql stable as 'select count(*)::integer from rr_api.marks';
-             create function rr_api.xid_now() returns text language sql stable as 'select txid_current()::text';",
+             create function rr_api.xid_now() returns text language sql stable as 'select txid_current()::text';
+             create function rr_api.refuse() returns void language plpgsql stable
+                 as $$begin raise exception 'in recovery: %', pg_is_in_recovery(); end$$;",
         )
         .unwrap();
     let alice = signup("rr-rpc");
@@ -356,6 +358,11 @@ fn a_stable_function_over_get_is_a_replica_read_and_a_post_goes_to_the_primary()
     let r = req("GET", "/v1/rpc/xid_now", Some(&alice), &[], None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.as_str().is_some_and(|x| x.parse::<u64>().is_ok()), "{}", r.body);
+    // A function's own error is its answer, given by the replica: not run again on the
+    // primary (which would double the work of every refusal).
+    let r = req("GET", "/v1/rpc/refuse", Some(&alice), &[], None);
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("raised")), "{}", r.body);
+    assert_eq!(r.body["error"]["message"], "in recovery: t", "answered by the replica alone: {}", r.body);
 }
 
 #[test]

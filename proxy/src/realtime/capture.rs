@@ -196,15 +196,31 @@ impl Capture {
             self.hub.start_at(pos.max(0) as u64, &nesting);
             self.hub.start_snapshot(&snap);
         }
-        let stmt = match client.prepare(READ).await {
+        // With an extension older than this proxy, read without commit times and try
+        // the full read again every RETRY_READ, so that the lag is observed soon after
+        // ALTER EXTENSION pgbaas UPDATE, without a restart.
+        const RETRY_READ: Duration = Duration::from_secs(30);
+        let mut older_since: Option<tokio::time::Instant> = None;
+        let mut stmt = match client.prepare(READ).await {
             Ok(s) => s,
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => {
-                log::warn!("realtime: the pgbaas extension is older than this proxy (no commit times): pgbaas_realtime_lag_seconds stays empty until ALTER EXTENSION pgbaas UPDATE");
+                log::warn!("realtime: the pgbaas extension is older than this proxy (no commit times): pgbaas_realtime_lag_seconds stays empty until ALTER EXTENSION pgbaas UPDATE (tried again every 30 s)");
+                older_since = Some(tokio::time::Instant::now());
                 client.prepare(READ_BEFORE_0_10).await.map_err(|e| e.to_string())?
             }
             Err(e) => return Err(e.to_string()),
         };
         loop {
+            if older_since.is_some_and(|t| t.elapsed() >= RETRY_READ) {
+                match client.prepare(READ).await {
+                    Ok(s) => {
+                        log::info!("realtime: the pgbaas extension now gives commit times: pgbaas_realtime_lag_seconds is observed");
+                        (stmt, older_since) = (s, None);
+                    }
+                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => older_since = Some(tokio::time::Instant::now()),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
             loop {
                 let after = self.hub.position() as i64;
                 let rows = client.query(&stmt, &[&after, &READ_BATCH]).await.map_err(|e| e.to_string())?;
