@@ -130,6 +130,40 @@ impl Cors {
     }
 }
 
+impl Cors {
+    /// `add`'s headers as raw header lines (each ending in CRLF), for an answer written
+    /// before any HTTP session (the connection cap's 429).
+    fn raw_headers(&self, origin: &str) -> String {
+        let mut out = String::from("Vary: Origin\r\n");
+        if let Some(allow) = self.allow_origin(origin) {
+            out += &format!("Access-Control-Allow-Origin: {allow}\r\n");
+            if self.credentials {
+                out += "Access-Control-Allow-Credentials: true\r\n";
+            }
+            if !self.expose.is_empty() {
+                out += &format!("Access-Control-Expose-Headers: {}\r\n", self.expose);
+            }
+        }
+        out
+    }
+}
+
+/// The `Origin` of a raw request head ('' when absent or not a plain header value: it
+/// is echoed into the answer, so nothing but visible ASCII may pass).
+fn head_origin(head: &[u8]) -> &str {
+    let Ok(text) = std::str::from_utf8(head) else { return "" };
+    text.split('\n')
+        .skip(1)
+        .map(|l| l.trim_end_matches('\r'))
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim().eq_ignore_ascii_case("origin").then(|| value.trim())
+        })
+        .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("")
+}
+
 fn origin(req: &RequestHeader) -> &str {
     req.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
@@ -246,6 +280,9 @@ pub struct ConnCap {
     /// Over-cap connections being answered 429 now, per key: past `MAX_REFUSING` the
     /// rest are closed at once, so a flood of them holds no more than a few tasks.
     refusing: Arc<dashmap::DashMap<String, u32>>,
+    /// The 429 carries the CORS headers of an ordinary answer, so that a browser app
+    /// can read it (its Retry-After) instead of seeing a network error.
+    cors: Option<Cors>,
 }
 
 /// Over-cap connections of one key answered 429 at a time; the others are just closed.
@@ -270,8 +307,8 @@ impl Drop for ConnSlot {
 
 impl ConnCap {
     /// None when the cap is 0 (off).
-    pub fn new(max: u32, trusted: &[crate::ratelimit::Cidr]) -> Option<Arc<ConnCap>> {
-        (max > 0).then(|| Arc::new(ConnCap { max, trusted: trusted.to_vec(), open: Arc::default(), refusing: Arc::default() }))
+    pub fn new(max: u32, trusted: &[crate::ratelimit::Cidr], cors: Option<Cors>) -> Option<Arc<ConnCap>> {
+        (max > 0).then(|| Arc::new(ConnCap { max, trusted: trusted.to_vec(), open: Arc::default(), refusing: Arc::default(), cors }))
     }
 
     /// Whether `ip` is a trusted proxy, which the cap does not count.
@@ -295,8 +332,8 @@ impl ConnCap {
     /// within about a second (`REFUSE_BUDGET`). One whose head does not arrive in time,
     /// or one past `MAX_REFUSING` refusals in progress for its key, is just closed, and
     /// is not counted in `pgbaas_rate_limited_total{limit="connections"}` (which counts
-    /// the 429s). The 429 is written raw, before any HTTP session: it has no CORS
-    /// headers (a browser sees a network error, as for a refused connection).
+    /// the 429s). The 429 is written raw, before any HTTP session, with the CORS
+    /// headers an ordinary answer to the head's `Origin` would have.
     /// `_limit` (header_timeout) is not used: the budget is shorter.
     pub async fn refuse(&self, mut stream: pingora::protocols::Stream, _limit: Duration) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -335,8 +372,9 @@ impl ConnCap {
             )
             .body();
             let id = crate::observe::new_id(); // (issue 19, observe): stamped, counted, logged
+            let cors = self.cors.as_ref().map(|c| c.raw_headers(head_origin(&head))).unwrap_or_default();
             let answer = format!(
-                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nCache-Control: no-store\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nCache-Control: no-store\r\nX-Request-Id: {id}\r\n{cors}Connection: close\r\n\r\n",
                 body.len()
             );
             let write = async {
@@ -372,6 +410,26 @@ mod tests {
         }
     }
 
+    /// The connection cap's raw 429: the Origin read from the raw head, the same CORS
+    /// headers as an ordinary answer, and nothing unsafe echoed.
+    #[test]
+    fn a_raw_head_gives_its_origin_and_the_cap_answer_its_cors_headers() {
+        let head = b"GET /v1/x HTTP/1.1\r\nHost: a\r\norigin:  https://app.example.com \r\n\r\n";
+        assert_eq!(head_origin(head), "https://app.example.com");
+        assert_eq!(head_origin(b"GET / HTTP/1.1\nOrigin: https://b.example.com\n\n"), "https://b.example.com", "bare LF heads too");
+        assert_eq!(head_origin(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nOrigin: https://body.example.com\r\n"), "", "not past the head");
+        assert_eq!(head_origin(b"Origin: https://first-line.example.com\r\n\r\n"), "", "not the request line");
+        assert_eq!(head_origin(b"GET / HTTP/1.1\r\nOrigin: https://a.example.com\rX-Evil: 1\r\n\r\n"), "", "no control characters");
+        assert_eq!(head_origin(b"GET / HTTP/1.1\r\nOrigin: https://caf\xc3\xa9.example.com\r\n\r\n"), "", "no non-ASCII");
+        let c = cors(&["https://app.example.com"], true);
+        assert_eq!(
+            c.raw_headers("https://app.example.com"),
+            "Vary: Origin\r\nAccess-Control-Allow-Origin: https://app.example.com\r\nAccess-Control-Allow-Credentials: true\r\nAccess-Control-Expose-Headers: X-Request-Id\r\n"
+        );
+        assert_eq!(c.raw_headers("https://other.example.com"), "Vary: Origin\r\n", "an origin not allowed: nothing but Vary");
+        assert_eq!(c.raw_headers(""), "Vary: Origin\r\n");
+    }
+
     #[test]
     fn origins_match_exactly_or_as_subdomains() {
         let c = cors(&["https://app.example.com", "https://*.example.org"], false);
@@ -391,7 +449,7 @@ mod tests {
 
     #[test]
     fn connections_are_capped_per_address_and_freed_when_dropped() {
-        let cap = ConnCap::new(2, &[]).unwrap();
+        let cap = ConnCap::new(2, &[], None).unwrap();
         let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let held = [cap.acquire(a).unwrap(), cap.acquire(a).unwrap()];
         assert!(cap.acquire(a).is_none(), "a third connection from one address");
@@ -400,12 +458,12 @@ mod tests {
         assert!(cap.open.get("10.0.0.1").is_none(), "no entry is left for an address without connections");
         assert!(cap.acquire(a).is_some());
         drop(other);
-        assert!(ConnCap::new(0, &[]).is_none(), "0: no cap");
+        assert!(ConnCap::new(0, &[], None).is_none(), "0: no cap");
     }
 
     #[test]
     fn ipv6_clients_are_capped_per_56_and_mapped_v4_as_v4() {
-        let cap = ConnCap::new(1, &[]).unwrap();
+        let cap = ConnCap::new(1, &[], None).unwrap();
         let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
         let held = cap.acquire(ip("2001:db8:1:100::1")).unwrap();
         assert!(cap.acquire(ip("2001:db8:1:1ff:abcd::7")).is_none(), "another address of the same /56");
@@ -418,7 +476,7 @@ mod tests {
     #[test]
     fn trusted_proxies_are_not_capped() {
         let trusted = [crate::ratelimit::Cidr::parse("10.0.0.0/8").unwrap()];
-        let cap = ConnCap::new(1, &trusted).unwrap();
+        let cap = ConnCap::new(1, &trusted, None).unwrap();
         assert!(cap.exempt("10.1.2.3".parse().unwrap()));
         assert!(cap.exempt("::ffff:10.1.2.3".parse().unwrap()));
         assert!(!cap.exempt("192.0.2.1".parse().unwrap()));

@@ -184,7 +184,7 @@ fn main() {
     }
     let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc, edge, replicas };
     let header_timeout = app.cfg.header_timeout;
-    let conns = edge::ConnCap::new(app.cfg.max_connections_per_ip, &app.cfg.trusted_proxies); // (issue 19, edge)
+    let conns = edge::ConnCap::new(app.cfg.max_connections_per_ip, &app.cfg.trusted_proxies, app.edge.cors.clone()); // (issue 19, edge)
     // TLS (issue 19, edge): the pair is checked before serving; SIGHUP re-reads it.
     let tls = match (&app.cfg.tls_cert_file, &app.cfg.tls_key_file) {
         (Some(cert), Some(key)) => {

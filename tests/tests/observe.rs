@@ -314,10 +314,13 @@ fn preflights_and_connection_cap_refusals_carry_an_id_and_are_counted_and_logged
     std::thread::sleep(Duration::from_millis(300));
     let mut third = std::net::TcpStream::connect(("127.0.0.1", o.proxy.port)).unwrap();
     third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example.com\r\n\r\n").unwrap();
     let mut answer = String::new();
     let _ = third.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    // A browser app can read it: the CORS headers of an ordinary answer.
+    assert!(answer.contains("\r\nAccess-Control-Allow-Origin: https://app.example.com\r\n"), "{answer}");
+    assert!(answer.contains("\r\nVary: Origin\r\n"), "{answer}");
     let id = answer
         .lines()
         .find_map(|l| l.to_ascii_lowercase().strip_prefix("x-request-id: ").map(|v| v.trim().to_string()))
