@@ -628,10 +628,11 @@ mod tests {
             assert!(!r.sql.is_empty(), "{}", r.name);
         }
         let reads: Vec<_> = ROUTES.iter().filter(|r| r.read).map(|r| r.name).collect();
-        for name in ["get_document", "list_documents", "list_rows", "get_row", "get_profile"] {
+        // GET /v1/rpc calls only STABLE and IMMUTABLE functions, read-only: a read.
+        for name in ["get_document", "list_documents", "list_rows", "get_row", "get_profile", "rpc_get"] {
             assert!(reads.contains(&name), "{name} is a read");
         }
-        for name in ["rpc", "rpc_get", "create_document", "download_file", "collection_events", "realtime", "batch", "login"] {
+        for name in ["rpc", "create_document", "download_file", "collection_events", "realtime", "batch", "login"] {
             assert!(!reads.contains(&name), "{name} is not a read");
         }
     }
