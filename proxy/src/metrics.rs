@@ -6,7 +6,7 @@
 //! The `prometheus` crate (TiKV's): lock-free counters and histograms, text exposition.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::LazyLock;
 
@@ -23,6 +23,10 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    register(IntCounter::new(name, help).expect("valid metric"))
 }
 
 fn gauge(name: &str, help: &str) -> IntGauge {
@@ -81,9 +85,8 @@ pub static REPLICA_IN_ROTATION: LazyLock<IntGaugeVec> =
     LazyLock::new(|| gauge_vec("pgbaas_replica_in_rotation", "1 when a replica takes reads, 0 when it is out", &["replica"]));
 
 /// JSON log lines dropped because stdout did not keep up (observe.rs).
-pub static LOG_LINES_DROPPED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
-    register(prometheus::IntCounter::new("pgbaas_log_lines_dropped_total", "JSON log lines dropped because stdout did not keep up").expect("valid metric"))
-});
+pub static LOG_LINES_DROPPED: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("pgbaas_log_lines_dropped_total", "JSON log lines dropped because stdout did not keep up"));
 
 /// Every series, in Prometheus's text exposition format.
 pub fn render() -> Vec<u8> {

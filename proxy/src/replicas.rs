@@ -261,7 +261,7 @@ impl Replicas {
 /// the RPC door words it) or any other SQLSTATE would run the call twice.
 pub fn replica_reason(e: &ApiError) -> bool {
     // A function's own answer (baas.raise: PT4xx, or a plain RAISE): the primary's would be the same.
-    if e.raised.is_some() || e.sqlstate.as_deref().is_some_and(|s| s.starts_with("PT") || s == "P0001") {
+    if e.sqlstate.as_deref().is_some_and(|s| s.starts_with("PT") || s == "P0001") {
         return false;
     }
     e.status == http::StatusCode::UNAUTHORIZED

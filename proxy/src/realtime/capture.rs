@@ -51,6 +51,18 @@ const ROLES: &str = "select \
     (select coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(m.user_id::text, m.role)), '[]')::text \
        from baas._realtime_role_members($1::text[]::uuid[]) m)";
 
+/// The reader's statement, and whether it is the one without commit times (an
+/// extension older than this proxy: `READ` names a column it lacks, 42703).
+async fn prepare_read(client: &tokio_postgres::Client) -> Result<(tokio_postgres::Statement, bool), String> {
+    match client.prepare(READ).await {
+        Ok(s) => Ok((s, false)),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => {
+            Ok((client.prepare(READ_BEFORE_0_10).await.map_err(|e| e.to_string())?, true))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// What one read hands the hub: events in order, or a capture reset at a position.
 #[derive(Debug)]
 pub enum Chunk {
@@ -200,26 +212,18 @@ impl Capture {
         // the full read again every RETRY_READ, so that the lag is observed soon after
         // ALTER EXTENSION pgbaas UPDATE, without a restart.
         const RETRY_READ: Duration = Duration::from_secs(30);
-        let mut older_since: Option<tokio::time::Instant> = None;
-        let mut stmt = match client.prepare(READ).await {
-            Ok(s) => s,
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => {
-                log::warn!("realtime: the pgbaas extension is older than this proxy (no commit times): pgbaas_realtime_lag_seconds stays empty until ALTER EXTENSION pgbaas UPDATE (tried again every 30 s)");
-                older_since = Some(tokio::time::Instant::now());
-                client.prepare(READ_BEFORE_0_10).await.map_err(|e| e.to_string())?
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        let (mut stmt, older) = prepare_read(&client).await?;
+        if older {
+            log::warn!("realtime: the pgbaas extension is older than this proxy (no commit times): pgbaas_realtime_lag_seconds stays empty until ALTER EXTENSION pgbaas UPDATE (tried again every 30 s)");
+        }
+        let mut older_since = older.then(tokio::time::Instant::now);
         loop {
             if older_since.is_some_and(|t| t.elapsed() >= RETRY_READ) {
-                match client.prepare(READ).await {
-                    Ok(s) => {
-                        log::info!("realtime: the pgbaas extension now gives commit times: pgbaas_realtime_lag_seconds is observed");
-                        (stmt, older_since) = (s, None);
-                    }
-                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => older_since = Some(tokio::time::Instant::now()),
-                    Err(e) => return Err(e.to_string()),
+                let (s, older) = prepare_read(&client).await?;
+                if !older {
+                    log::info!("realtime: the pgbaas extension now gives commit times: pgbaas_realtime_lag_seconds is observed");
                 }
+                (stmt, older_since) = (s, older.then(tokio::time::Instant::now));
             }
             loop {
                 let after = self.hub.position() as i64;
