@@ -123,12 +123,7 @@ fn find_compiled(
     // the page stops at the first document that would take it past the budget, and
     // the documents after it are never read or built. Before issue 13 this was one
     // jsonb_agg over the whole page: limit 1000 of 1 MiB documents built ~1 GB.
-    let sql = format!(
-        "select {} as doc from baas.documents d where d.collection_id = {collection_id} and {} order by {} limit $4 offset $5",
-        compile::select_sql(fields.is_some()),
-        where_sql,
-        compile::order_sql(&q.keys)
-    );
+    let sql = compile::page_sql(collection_id, fields.is_some(), &where_sql, &q.keys);
     let types = [
         PgOid::BuiltIn(BuiltinOid::JSONBOID),
         PgOid::BuiltIn(BuiltinOid::TEXTOID),

@@ -169,16 +169,56 @@ fn key_expr(k: &SortKey) -> String {
 }
 
 pub fn order_sql(keys: &[SortKey]) -> String {
-    effective_order(keys)
-        .iter()
+    order_list(&effective_order(keys))
+}
+
+fn order_list(keys: &[SortKey]) -> String {
+    keys.iter()
         .map(|k| match (&k.field, k.descending) {
             // Data fields sort by the leakproof btree class, so its indexes can serve the order.
             (SortField::Data(_), false) => format!("{} using operator(baas.<) nulls last", key_expr(k)),
             (SortField::Data(_), true) => format!("{} using operator(baas.>) nulls last", key_expr(k)),
-            (_, d) => format!("{} {} nulls last", key_expr(k), if d { "desc" } else { "asc" }),
+            // System fields are never null: plain `desc` (nulls first, which never
+            // applies) is what a backward scan of the listing index gives; `desc nulls
+            // last` made the planner sort the whole collection for `order=-created_at`.
+            (_, true) => format!("{} desc", key_expr(k)),
+            (_, false) => format!("{} asc", key_expr(k)),
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// One page of documents (what baas.find and the list route run): the documents of
+/// collection `collection_id` matching `where_sql`, in the order of `keys`, as `doc`,
+/// `limit $4 offset $5` (the parameters of api/query.rs's find_compiled).
+///
+/// An order that starts with a descending data field is two ordered parts, the
+/// documents that have the field and then those without it. A btree index on the
+/// field (`field, created_at, id`) read backwards gives `field desc nulls first`, and
+/// the documented order puts missing fields last in both directions; asked for in one
+/// piece, the planner sorted every matching document (the whole collection without a
+/// filter) to find the first 20. The first part is ordered `nulls first`, which never
+/// applies there, so it is the index read backwards; each part stops after `$4 + $5`
+/// rows, and the outer limit takes the page. The parts are appended in the order
+/// written: SPI plans without CURSOR_OPT_PARALLEL_OK, so there is no parallel append
+/// to reorder them, and the property test in query/pg_tests.rs checks every order.
+pub fn page_sql(collection_id: i32, has_fields: bool, where_sql: &str, keys: &[SortKey]) -> String {
+    let base = format!(
+        "select {} as doc from baas.documents d where d.collection_id = {collection_id} and ({where_sql})",
+        select_sql(has_fields)
+    );
+    let order = effective_order(keys);
+    match order.first() {
+        Some(SortKey { field: SortField::Data(p), descending: true }) => {
+            let x = path_expr(p, "d.");
+            let rest = order_list(&order[1..]);
+            format!(
+                "select s.doc from (({base} and {x} is not null order by {x} using operator(baas.>) nulls first, {rest} limit $4::bigint + $5) \
+                 union all ({base} and {x} is null order by {rest} limit $4::bigint + $5)) s limit $4 offset $5"
+            )
+        }
+        _ => format!("{base} order by {} limit $4 offset $5", order_list(&order)),
+    }
 }
 
 /// SELECT list that captures a document's sort-key values as a jsonb array: each
@@ -296,12 +336,27 @@ mod tests {
         let k = parse_order("score,-created_at").unwrap();
         assert_eq!(
             order_sql(&k),
-            "baas._jfield(d.data, 'score') using operator(baas.<) nulls last, d.created_at desc nulls last, d.id asc nulls last"
+            "baas._jfield(d.data, 'score') using operator(baas.<) nulls last, d.created_at desc, d.id asc"
         );
-        assert_eq!(order_sql(&[]), "d.created_at asc nulls last, d.id asc nulls last");
+        assert_eq!(order_sql(&[]), "d.created_at asc, d.id asc");
         let mut p = Params::default();
         let a = after_sql(&[], &json!([["2026-01-01T00:00:00+00:00"], ["0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"]]), &mut p).unwrap();
         assert!(a.starts_with("((d.created_at, d.id) > "), "{a}");
         assert!(after_sql(&[], &json!([1]), &mut p).is_err());
+    }
+
+    #[test]
+    fn a_descending_data_field_first_is_two_parts_that_have_it_and_lack_it() {
+        let k = parse_order("-score,title").unwrap();
+        let s = page_sql(7, false, "true", &k);
+        let x = "baas._jfield(d.data, 'score')";
+        assert!(s.contains(&format!("and {x} is not null order by {x} using operator(baas.>) nulls first, baas._jfield(d.data, 'title') using operator(baas.<) nulls last, d.id asc limit $4::bigint + $5)")), "{s}");
+        assert!(s.contains(&format!("union all (select baas._document_json(d, $2) as doc from baas.documents d where d.collection_id = 7 and (true) and {x} is null order by baas._jfield(d.data, 'title')")), "{s}");
+        assert!(s.ends_with(") s limit $4 offset $5"), "{s}");
+        // Ascending, or a descending system field: one ordered statement.
+        for o in ["score,-title", "-created_at", ""] {
+            let s = page_sql(7, true, "true", &parse_order(o).unwrap());
+            assert!(!s.contains("union all") && s.ends_with(&format!("order by {} limit $4 offset $5", order_sql(&parse_order(o).unwrap()))), "{o}: {s}");
+        }
     }
 }
