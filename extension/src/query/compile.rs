@@ -146,15 +146,29 @@ fn compile_cond(x: &str, c: &Cond, params: &mut Params) -> Vec<String> {
     }
 }
 
-/// The sort keys, with `id` appended as the final tie-breaker; default created_at, id.
+/// The sort keys, then the tie-breakers `created_at` (unless a key is) and `id`, both
+/// in the direction of the first key; default `created_at, id`. An order naming `id`
+/// is already total.
+///
+/// In the first key's direction, because that is the order of the indexes: a field's
+/// btree index is on `(field, created_at, id)` and the listing index on
+/// `(collection_id, created_at, id)`, so `order=score` reads the first forwards and
+/// `order=-score` or `-created_at` reads them backwards, with nothing left to sort.
+/// Until issue 20 ties were broken by `id` ascending whatever the direction, which
+/// left an incremental sort over every run of equal values: 6 s for `-created_at`
+/// over a million documents written in one transaction (a single run), 0.8 ms now.
 pub fn effective_order(keys: &[SortKey]) -> Vec<SortKey> {
     let mut k: Vec<SortKey> = if keys.is_empty() {
         vec![SortKey { field: SortField::CreatedAt, descending: false }]
     } else {
         keys.to_vec()
     };
-    if !matches!(k.last(), Some(SortKey { field: SortField::Id, .. })) {
-        k.push(SortKey { field: SortField::Id, descending: false });
+    let descending = k[0].descending;
+    if !k.iter().any(|x| x.field == SortField::Id) {
+        if !k.iter().any(|x| x.field == SortField::CreatedAt) {
+            k.push(SortKey { field: SortField::CreatedAt, descending });
+        }
+        k.push(SortKey { field: SortField::Id, descending });
     }
     k
 }
@@ -243,11 +257,13 @@ pub fn after_sql(keys: &[SortKey], cursor: &Value, params: &mut Params) -> Resul
         SortField::Id => format!("({p} ->> 0)::uuid"),
         SortField::Data(_) => format!("({p} -> 0)"),
     };
-    // Default order: a row comparison, which the (collection_id, created_at, id) index serves.
-    if keys.len() == 2 && keys[0] == (SortKey { field: SortField::CreatedAt, descending: false }) {
+    // `created_at, id` either way (the default, `-created_at`): a row comparison, which
+    // the (collection_id, created_at, id) index serves forwards or backwards.
+    if keys.len() == 2 && keys[0].field == SortField::CreatedAt && keys[1].field == SortField::Id && keys[0].descending == keys[1].descending {
         let c0 = typed(&keys[0], params.push(cur[0].clone()));
         let c1 = typed(&keys[1], params.push(cur[1].clone()));
-        return Ok(format!("((d.created_at, d.id) > ({c0}, {c1}))"));
+        let op = if keys[0].descending { "<" } else { ">" };
+        return Ok(format!("((d.created_at, d.id) {op} ({c0}, {c1}))"));
     }
     let mut eqs: Vec<String> = Vec::new();
     let mut ors: Vec<String> = Vec::new();
@@ -338,6 +354,15 @@ mod tests {
             order_sql(&k),
             "baas._jfield(d.data, 'score') using operator(baas.<) nulls last, d.created_at desc, d.id asc"
         );
+        // Ties: creation time, then id, in the first key's direction (the indexes' order).
+        assert_eq!(
+            order_sql(&parse_order("-score").unwrap()),
+            "baas._jfield(d.data, 'score') using operator(baas.>) nulls last, d.created_at desc, d.id desc"
+        );
+        assert_eq!(order_sql(&parse_order("-created_at").unwrap()), "d.created_at desc, d.id desc");
+        assert_eq!(order_sql(&parse_order("n,id").unwrap()), "baas._jfield(d.data, 'n') using operator(baas.<) nulls last, d.id asc");
+        let d = after_sql(&parse_order("-created_at").unwrap(), &json!([["2026-01-01T00:00:00+00:00"], ["0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"]]), &mut Params::default()).unwrap();
+        assert!(d.starts_with("((d.created_at, d.id) < "), "{d}");
         assert_eq!(order_sql(&[]), "d.created_at asc, d.id asc");
         let mut p = Params::default();
         let a = after_sql(&[], &json!([["2026-01-01T00:00:00+00:00"], ["0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"]]), &mut p).unwrap();
@@ -350,7 +375,7 @@ mod tests {
         let k = parse_order("-score,title").unwrap();
         let s = page_sql(7, false, "true", &k);
         let x = "baas._jfield(d.data, 'score')";
-        assert!(s.contains(&format!("and {x} is not null order by {x} using operator(baas.>) nulls first, baas._jfield(d.data, 'title') using operator(baas.<) nulls last, d.id asc limit $4::bigint + $5)")), "{s}");
+        assert!(s.contains(&format!("and {x} is not null order by {x} using operator(baas.>) nulls first, baas._jfield(d.data, 'title') using operator(baas.<) nulls last, d.created_at desc, d.id desc limit $4::bigint + $5)")), "{s}");
         assert!(s.contains(&format!("union all (select baas._document_json(d, $2) as doc from baas.documents d where d.collection_id = 7 and (true) and {x} is null order by baas._jfield(d.data, 'title')")), "{s}");
         assert!(s.ends_with(") s limit $4 offset $5"), "{s}");
         // Ascending, or a descending system field: one ordered statement.

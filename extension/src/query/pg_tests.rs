@@ -458,14 +458,16 @@ mod tests {
             let docs: Vec<(String, Value)> =
                 w.docs.iter().filter(|d| w.visible(c, d)).map(|d| (d.id.clone(), d.data.clone())).collect();
             let mut want: Vec<&(String, Value)> = docs.iter().collect();
-            // Stable sort on id first, then by keys from last to first.
-            want.sort_by(|a, b| a.0.cmp(&b.0));
+            // Stable sort on id first (in the first key's direction, as are the
+            // tie-breakers: compile::effective_order), then by keys from last to first.
+            want.sort_by(|a, b| if keys[0].descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
             for k in keys.iter().rev() {
                 want.sort_by(|a, b| {
                     let get = |d: &(String, Value)| match &k.field {
                         parse::SortField::Data(p) => eval::lookup(&d.1, p).cloned(),
                         parse::SortField::Id => Some(json!(d.0)),
                         // One transaction: every created_at is the same, so id decides.
+                        // (An order naming id is total: the tie-break above never applies.)
                         _ => Some(json!(0)),
                     };
                     match (get(a), get(b)) {
@@ -533,15 +535,18 @@ mod tests {
                 .unwrap()
         };
         let (n, m) = (index("n"), index("m"));
+        // exact: the index gives the whole order, tie-breakers included (no
+        // incremental sort either); else a later key sorts each run of equal values.
         let cases = [
-            ("-n", json!({}), format!("Index Scan Backward using {n}")),
-            ("-n,m", json!({}), format!("Index Scan Backward using {n}")),
-            ("-n", json!({"n": {"$gte": 100, "$lt": 4000}}), format!("Index Scan Backward using {n}")),
-            ("-m,-n", json!({"m": {"$gt": 3}}), format!("Index Scan Backward using {m}")),
-            ("n,-m", json!({}), format!("Index Scan using {n}")),
-            ("-created_at", json!({}), "Index Scan Backward using documents_list_idx".to_string()),
+            ("-n", json!({}), format!("Index Scan Backward using {n}"), true),
+            ("-n,m", json!({}), format!("Index Scan Backward using {n}"), false),
+            ("-n", json!({"n": {"$gte": 100, "$lt": 4000}}), format!("Index Scan Backward using {n}"), true),
+            ("-m,-n", json!({"m": {"$gt": 3}}), format!("Index Scan Backward using {m}"), false),
+            ("n", json!({}), format!("Index Scan using {n}"), true),
+            ("n,-m", json!({}), format!("Index Scan using {n}"), false),
+            ("-created_at", json!({}), "Index Scan Backward using documents_list_idx".to_string(), true),
         ];
-        for (order, filter, want) in cases {
+        for (order, filter, want, exact) in cases {
             let keys = parse::parse_order(order).unwrap();
             let mut params = compile::Params::default();
             let w = compile::compile_filter(&parse::parse(&filter).unwrap(), &mut params);
@@ -564,6 +569,7 @@ mod tests {
             // (an incremental sort on the later keys is fine: it stops with the limit).
             let first_part = plan.split("Index Scan").next().unwrap_or("");
             assert!(!first_part.lines().any(|l| l.trim_start().trim_start_matches("->").trim() == "Sort"), "order {order}: a full sort before the index\n{plan}");
+            assert!(!exact || !first_part.contains("Incremental Sort"), "order {order}: the index should give the whole order\n{plan}");
         }
     }
 }
