@@ -68,6 +68,9 @@ begin
         when 'count_big' then perform baas.count('big');
         when 'q_eq' then perform baas.list_documents('q', jsonb_build_object('cat', i % 50000), lim => 20);
         when 'q_range' then perform baas.list_documents('q', jsonb_build_object('score', jsonb_build_object('$gte', (i * 7919) % 90000, '$lt', (i * 7919) % 90000 + 10000)), 'score', 20);
+        when 'q_desc' then perform baas.list_documents('q', jsonb_build_object('score', jsonb_build_object('$gte', (i * 7919) % 90000, '$lt', (i * 7919) % 90000 + 10000)), '-score', 20);
+        when 'q_desc_all' then perform baas.list_documents('q', '{}', '-score', 20);
+        when 'q_mixed' then perform baas.list_documents('q', '{}', 'score,-cat', 20);
         when 'q_count' then perform baas.list_documents('q', jsonb_build_object('bucket', i % 100), lim => 0, with_count => true);
         end case;
         perform set_config('role', 'none', true);
@@ -212,8 +215,11 @@ fn main() -> Result<()> {
     let sql_eq = bench("q_eq", n)?;
     let sql_range = bench("q_range", n)?;
     let sql_count = bench("q_count", n / 4)?;
+    let sql_desc = bench("q_desc", n)?;
+    let sql_desc_all = bench("q_desc_all", n)?;
+    let sql_mixed = bench("q_mixed", n)?;
 
-    // The same three requests over HTTP through the real proxy, one client, sequential.
+    // The same requests over HTTP through the real proxy, one client, sequential.
     let url = cluster.authenticator_url()?;
     let proxy = pgbaas_testkit::Proxy::start(&url, &[])?;
     let token = user0_token.clone();
@@ -239,6 +245,12 @@ fn main() -> Result<()> {
         let lo = (i * 7919) % 90000;
         format!("limit=20&order=score&where={}", enc(serde_json::json!({"score": {"$gte": lo, "$lt": lo + 10000}})))
     }, n as usize)?;
+    let http_desc = http(&|i| {
+        let lo = (i * 7919) % 90000;
+        format!("limit=20&order=-score&where={}", enc(serde_json::json!({"score": {"$gte": lo, "$lt": lo + 10000}})))
+    }, n as usize)?;
+    let http_desc_all = http(&|_| "limit=20&order=-score".to_string(), n as usize)?;
+    let http_mixed = http(&|_| "limit=20&order=score,-cat".to_string(), n as usize)?;
     let http_count = http(&|i| format!("limit=0&count=true&where={}", enc(serde_json::json!({"bucket": i % 100}))), (n / 4) as usize)?;
     drop(proxy);
 
@@ -249,6 +261,10 @@ fn main() -> Result<()> {
         ("equality on an indexed field, 20 results", sql_eq, http_eq),
         ("range on an indexed field, ordered, limit 20", sql_range, http_range),
         ("count=true on a filter matching 1%", sql_count, http_count),
+        // Issue 20: descending and mixed orders read the field's index (compile::page_sql).
+        ("range, ordered descending, limit 20", sql_desc, http_desc),
+        ("whole collection, descending, limit 20", sql_desc_all, http_desc_all),
+        ("whole collection, score,-cat, limit 20", sql_mixed, http_mixed),
     ] {
         s.sort_by(|a, b| a.partial_cmp(b).unwrap());
         h.sort_by(|a, b| a.partial_cmp(b).unwrap());
