@@ -3,9 +3,12 @@
 //! Postgres cluster, in one run. Prints one table.
 //!
 //!   make bench                          (installs wrk, postgis, Parse Server; builds; runs)
-//!   target/release/pgbaas-bench [--quick] [--no-peer] [--seconds N] [--connections N] [--pool N] [--only 1..7]
+//!   target/release/pgbaas-bench [--quick] [--no-peer] [--seconds N] [--connections N] [--pool N] [--only 1..7] [--pinned] [--perf DIR]
 //!
 //! --quick: 2 s per workload, 10 connections and a small data set (the test suite's smoke run).
+//! --pinned: Postgres on CPU 0, the proxy, wrk and pgbench on CPU 1, so that the ratio
+//! to the limit measures the proxy rather than three programs sharing two cores.
+//! --perf DIR: after each measured proxy run, one more under `perf record` (DIR/get.data …).
 //! --pool: the proxy's pool size and pgbench's second connection count (default: twice
 //! the cores).
 //! docs/benchmarks.md has a full run. Data is generated here with fixed seeds.
@@ -49,10 +52,14 @@ struct Args {
     compare_worker: usize,
     /// Reads on a streaming replica vs on the primary instead (issue 19, replicas).
     replicas: bool,
+    /// Postgres on CPU 0; the proxy, wrk and pgbench on CPU 1 (issue 20, item 4).
+    pinned: bool,
+    /// After each measured proxy run, one more run under `perf record`, kept here.
+    perf: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![], pool: default_pool(), realtime: false, subscribers: 10_000, rate: 500, doc_bytes: 0, latency_only: false, compare_worker: 0, replicas: false };
+    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![], pool: default_pool(), realtime: false, subscribers: 10_000, rate: 500, doc_bytes: 0, latency_only: false, compare_worker: 0, replicas: false, pinned: false, perf: None };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -74,6 +81,11 @@ fn parse_args() -> Result<Args> {
             "--no-peer" => a.peer = false,
             "--realtime" => a.realtime = true,
             "--replicas" => a.replicas = true,
+            "--pinned" => a.pinned = true,
+            "--perf" => {
+                a.perf = Some(PathBuf::from(argv.get(i + 1).context("--perf needs a directory")?));
+                i += 1;
+            }
             "--latency-only" => a.latency_only = true,
             "--compare-worker" => {
                 a.compare_worker = num(i)? as usize;
@@ -198,6 +210,22 @@ fn parse_wrk(text: &str) -> Option<Run> {
 }
 
 /// CPU seconds (user + system) and peak RSS (kB) of a process, from /proc.
+/// Runs this thread, and the processes and threads it starts from now on, on `cpu` only.
+fn pin_to_cpu(cpu: usize) -> Result<()> {
+    if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {
+        bail!("--pinned needs two CPUs");
+    }
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays within it (cpu < 2).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("sched_setaffinity(CPU {cpu}): {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 fn proc_usage(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are 14 and 15.
@@ -227,6 +255,22 @@ fn wrk_measured(a: &Args, url: &str, script: &Path, pid: Option<u32>) -> Result<
         if r.requests > 0 {
             r.cpu_per_10k = Some((cpu1 - cpu0) / r.requests as f64 * 10_000.0);
         }
+    }
+    // --perf: a profile of the proxy from a run of its own, so that perf's cost stays
+    // out of the figures (read it with `perf report -i DIR/get.data --no-children`).
+    if let (Some(dir), Some(pid)) = (&a.perf, pid) {
+        std::fs::create_dir_all(dir)?;
+        let name = script.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let mut perf = Command::new("perf")
+            .args(["record", "-F", "999", "-g", "-p", &pid.to_string(), "-o"])
+            .arg(dir.join(format!("{name}.data")))
+            .args(["--", "sleep", &a.secs.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("perf record (apt-get install linux-perf)")?;
+        let _ = wrk(url, script, a.secs, a.conns, 8 * a.patch_pool);
+        perf.wait()?;
     }
     Ok(r)
 }
@@ -394,7 +438,18 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&work)?;
     let _cleanup = Cleanup(work.clone());
     let t0 = Instant::now();
+    // --pinned: the postmaster inherits CPU 0 from this thread, and every backend it
+    // forks; then this thread moves to CPU 1, where the proxy, wrk and pgbench (all
+    // started from it) inherit it. The ratio to the limit then compares the proxy with
+    // pgbench, each on its own core against the same one-core Postgres.
+    if a.pinned {
+        pin_to_cpu(0)?;
+    }
     let cluster = Cluster::temporary()?;
+    if a.pinned {
+        pin_to_cpu(1)?;
+        println!("pinned: Postgres on CPU 0; the proxy, wrk and pgbench on CPU 1");
+    }
     let mut db = cluster.connect("postgres", DB)?;
 
     // ---- data: users, collections, documents (fixed shapes, deterministic ids)
@@ -428,13 +483,13 @@ fn main() -> Result<()> {
     )?;
     // patches: user 0's, all at version 1; each PATCH request takes its own target
     // (8 ranges of P: warm-up and run for pgbench at 50 and at pool-size connections,
-    // for wrk, and for pipelined pgbench).
+    // for wrk, and for pipelined pgbench; a ninth for the --perf run).
     db.execute(
         "insert into baas.documents (collection_id, id, owner, data)
          select c.id, ($2 || lpad(to_hex(g), 12, '0'))::uuid, (select id from baas.users order by created_at limit 1),
                 jsonb_build_object('n', g, 'seen', false)
            from baas.collections c, generate_series(1, $1::bigint) g where c.name = 'patches'",
-        &[&(a.patch_pool * 8), &ID_PREFIX],
+        &[&(a.patch_pool * if a.perf.is_some() { 9 } else { 8 }), &ID_PREFIX],
     )?;
     // The team's own schema (issue 17): a trivial STABLE function and a protected table
     // with the items' ids and owners, served at /v1/rpc and /v1/tables.
