@@ -212,7 +212,9 @@ fn parse_wrk(text: &str) -> Option<Run> {
 /// CPU seconds (user + system) and peak RSS (kB) of a process, from /proc.
 /// Runs this thread, and the processes and threads it starts from now on, on `cpu` only.
 fn pin_to_cpu(cpu: usize) -> Result<()> {
-    if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {
+    // The machine's CPUs, not this thread's (available_parallelism reads the affinity
+    // mask, which the first call has narrowed to one).
+    if unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } < 2 {
         bail!("--pinned needs two CPUs");
     }
     // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays within it (cpu < 2).
