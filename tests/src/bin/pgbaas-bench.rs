@@ -259,12 +259,13 @@ fn wrk_measured(a: &Args, url: &str, script: &Path, pid: Option<u32>) -> Result<
         }
     }
     // --perf: a profile of the proxy from a run of its own, so that perf's cost stays
-    // out of the figures (read it with `perf report -i DIR/get.data --no-children`).
+    // out of the figures (read it with `perf report -i DIR/get.data --no-children --sort dso,symbol`).
     if let (Some(dir), Some(pid)) = (&a.perf, pid) {
         std::fs::create_dir_all(dir)?;
         let name = script.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
         let mut perf = Command::new("perf")
-            .args(["record", "-F", "999", "-g", "-p", &pid.to_string(), "-o"])
+            // DWARF call graphs: the release build keeps no frame pointers.
+            .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-p", &pid.to_string(), "-o"])
             .arg(dir.join(format!("{name}.data")))
             .args(["--", "sleep", &a.secs.to_string()])
             .stdout(Stdio::null())
