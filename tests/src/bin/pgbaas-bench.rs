@@ -1,11 +1,13 @@
 //! The side-by-side benchmark: pgbaas through its proxy, against the physical limit
-//! (the same SQL calls issued by pgbench) and against Parse Server on the same
-//! Postgres cluster, in one run. Prints one table.
+//! (the same SQL calls issued by pgbench), against Parse Server on the same Postgres
+//! cluster and against PocketBase (src/bench_pocketbase.rs), in one run. Prints one table.
 //!
-//!   make bench                          (installs wrk, postgis, Parse Server; builds; runs)
-//!   target/release/pgbaas-bench [--quick] [--no-peer] [--seconds N] [--connections N] [--pool N] [--only 1..7]
+//!   make bench                          (installs wrk, postgis, Parse Server, PocketBase; builds; runs)
+//!   target/release/pgbaas-bench [--quick] [--no-peer] [--no-pocketbase] [--pocketbase] [--seconds N] [--connections N] [--pool N] [--only 1..7]
 //!
-//! --quick: 2 s per workload, 10 connections and a small data set (the test suite's smoke run).
+//! --quick: 2 s per workload, 10 connections and a small data set (the test suite's smoke run);
+//! it skips PocketBase unless --pocketbase is given.
+//! --no-peer: without Parse Server; --no-pocketbase: without PocketBase.
 //! --pool: the proxy's pool size and pgbench's second connection count (default: twice
 //! the cores).
 //! docs/benchmarks.md has a full run. Data is generated here with fixed seeds.
@@ -20,6 +22,8 @@
 
 #[path = "../bench_realtime.rs"]
 mod bench_realtime;
+#[path = "../bench_pocketbase.rs"]
+mod pocketbase_peer;
 
 use anyhow::{bail, Context, Result};
 use pgbaas_testkit::{pg_bindir, workspace_root, Cluster, Proxy, DB};
@@ -29,7 +33,10 @@ use std::time::{Duration, Instant};
 
 struct Args {
     quick: bool,
+    /// Parse Server (--no-peer turns it off).
     peer: bool,
+    /// PocketBase: off with --no-pocketbase, and by default in --quick mode.
+    pocketbase: bool,
     secs: u64,
     warm: u64,
     conns: usize,
@@ -52,8 +59,9 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![], pool: default_pool(), realtime: false, subscribers: 10_000, rate: 500, doc_bytes: 0, latency_only: false, compare_worker: 0, replicas: false };
+    let mut a = Args { quick: false, peer: true, pocketbase: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![], pool: default_pool(), realtime: false, subscribers: 10_000, rate: 500, doc_bytes: 0, latency_only: false, compare_worker: 0, replicas: false };
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut pocketbase = None;
     let mut i = 0;
     while i < argv.len() {
         let num = |i: usize| -> Result<u64> {
@@ -72,6 +80,8 @@ fn parse_args() -> Result<Args> {
                 a.patch_pool = 10_000;
             }
             "--no-peer" => a.peer = false,
+            "--no-pocketbase" => pocketbase = Some(false),
+            "--pocketbase" => pocketbase = Some(true),
             "--realtime" => a.realtime = true,
             "--replicas" => a.replicas = true,
             "--latency-only" => a.latency_only = true,
@@ -111,6 +121,7 @@ fn parse_args() -> Result<Args> {
         }
         i += 1;
     }
+    a.pocketbase = pocketbase.unwrap_or(!a.quick);
     Ok(a)
 }
 
@@ -354,6 +365,9 @@ struct Row {
     limit_pipe: Option<Run>,
     pgbaas: Option<Run>,
     parse: Option<Run>,
+    pocketbase: Option<Run>,
+    /// A peer's failed run: shown under the table, but the program does not fail.
+    notes: Vec<String>,
     /// What failed in this workload, each with its reason: shown under the table, the
     /// rest of which is still printed (a failed run's cells are "failed").
     failed: Vec<String>,
@@ -616,6 +630,14 @@ fn main() -> Result<()> {
         agent.post(&format!("{base}/v1/auth/login")).set("Content-Type", "application/json").send_string(&format!(r#"{{"email": "u1@bench.test", "password": "{PASSWORD}"}}"#)),
     )?;
 
+    // ---- the second peer, PocketBase: loaded now, measured in each of workloads 1-3
+    // right after pgbaas (see `measure`).
+    let pb: std::result::Result<pocketbase_peer::Peer, String> = if !a.pocketbase {
+        Err(if a.quick { "PocketBase not measured (--quick; --pocketbase runs it)" } else { "PocketBase not measured (--no-pocketbase)" }.to_string())
+    } else {
+        pocketbase_peer::start(&a, &work).map_err(|e| format!("PocketBase not measured: {e:#}"))
+    };
+
     // ---- run
     let defs = vec![("claims", claims0.clone())];
     let defs_patch = defs.clone();
@@ -624,7 +646,7 @@ fn main() -> Result<()> {
     // and the others go on: the table is always printed, the program fails after it.
     // `clients`: pgbench's first run's connection count (the client's, else fewer).
     let measure = |name: &'static str, sql: &(PathBuf, PathBuf), defs: &[(&str, String)], lua: &Path, clients: usize| -> Row {
-        let mut row = Row { name, limit: None, limit_pool: None, limit_pipe: None, pgbaas: None, parse: None, failed: vec![] };
+        let mut row = Row { name, limit: None, limit_pool: None, limit_pipe: None, pgbaas: None, parse: None, pocketbase: None, notes: vec![], failed: vec![] };
         let n: usize = name[..1].parse().unwrap_or(0);
         if !a.only.is_empty() && !a.only.contains(&n) {
             return row;
@@ -642,7 +664,16 @@ fn main() -> Result<()> {
         let limit_pool = take(format!("pgbench -c{}", a.pool), pgbench(&a, a.pool, 4, &cluster, &password, &sql.0, defs, &work));
         let limit_pipe = take(format!("pgbench -c{} pipelined", a.pool), pgbench(&a, a.pool, 6, &cluster, &password, &sql.1, defs, &work));
         let pgbaas = take(format!("wrk -c{} through the proxy", a.conns), wrk_measured(&a, &base, lua, Some(pid)));
-        Row { limit, limit_pool, limit_pipe, pgbaas, ..row }
+        // A failed PocketBase run is a note under the table, as a missing peer is.
+        let (mut pocketbase, mut notes) = (None, vec![]);
+        if let Some(r) = pb.as_ref().ok().and_then(|p| p.measure(&a, n)) {
+            eprintln!(".. {name}: PocketBase");
+            match r {
+                Ok(r) => pocketbase = Some(r),
+                Err(e) => notes.push(format!("PocketBase: {}", reason(&e))),
+            }
+        }
+        Row { limit, limit_pool, limit_pipe, pgbaas, pocketbase, notes, ..row }
     };
     // Logins: each pgbench client signs in as its own account (no queue on one
     // account's row lock), and no more clients than argon2id can serve within a
@@ -658,6 +689,23 @@ fn main() -> Result<()> {
     rows.push(measure("6. RPC: a trivial STABLE function (GET /v1/rpc)", &pgb_rpc, &defs, &rpc_lua, a.conns));
     rows.push(measure("7. GET one protected-table row by key", &pgb_row, &defs, &row_lua, a.conns));
     let (_, rss_kb) = proc_usage(pid);
+    let pb_note = match &pb {
+        Ok(p) => {
+            let cpu: Vec<String> = ["GET", "list", "create"]
+                .iter()
+                .zip(&rows)
+                .filter_map(|(w, r)| Some(format!("{w} {:.2}", r.pocketbase.as_ref()?.cpu_per_10k?)))
+                .collect();
+            format!(
+                "PocketBase ({}, SQLite in the run's temp dir, rate limits off, request logs off; measured right after pgbaas in each workload) on the same machine, same data shape, auth-with-password token; its CPU s / 10k req by workload: {}; its peak RSS: {:.1} MiB",
+                p.version,
+                cpu.join(", "),
+                p.rss_kb() as f64 / 1024.0
+            )
+        }
+        Err(note) => note.clone(),
+    };
+    drop(pb);
     drop(proxy);
     let argon = argon2_rate(if a.quick { 1.0 } else { 5.0 });
 
@@ -682,11 +730,11 @@ fn main() -> Result<()> {
     // ---- the table
     println!();
     println!(
-        "| workload | limit req/s, pgbench -c{} | limit req/s, -c{pool} | limit req/s, -c{pool} pipelined | limit p50 ms | limit p99 ms | pgbaas req/s | p50 ms | p99 ms | errors | pgbaas / limit | Parse req/s | p50 ms | p99 ms | pgbaas / Parse | proxy CPU s / 10k req |",
+        "| workload | limit req/s, pgbench -c{} | limit req/s, -c{pool} | limit req/s, -c{pool} pipelined | limit p50 ms | limit p99 ms | pgbaas req/s | p50 ms | p99 ms | errors | pgbaas / limit | Parse req/s | p50 ms | p99 ms | pgbaas / Parse | proxy CPU s / 10k req | PocketBase req/s | p50 ms | p99 ms | pgbaas / PocketBase |",
         a.conns,
         pool = a.pool
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         // The limit is the best of the three ways of issuing the same SQL.
         let best = [&r.limit, &r.limit_pool, &r.limit_pipe]
@@ -703,6 +751,7 @@ fn main() -> Result<()> {
             .map(|(cell, run)| if run.is_none() && !r.failed.is_empty() { "failed".to_string() } else { cell })
             .into();
         let (p1, p2, p3) = fmt_run(&r.parse);
+        let (q1, q2, q3) = fmt_run(&r.pocketbase);
         let ratio = |x: &Option<Run>, y: &Option<Run>, pct: bool| match (x, y) {
             (Some(x), Some(y)) if y.rps > 0.0 => {
                 if pct {
@@ -716,24 +765,32 @@ fn main() -> Result<()> {
         let errors = [&r.pgbaas, &r.limit, &r.limit_pool, &r.limit_pipe].iter().map(|x| x.as_ref().map(|x| x.errors).unwrap_or(0)).sum::<u64>();
         let cpu = r.pgbaas.as_ref().and_then(|x| x.cpu_per_10k).map(|c| format!("{c:.2}")).unwrap_or("–".into());
         println!(
-            "| {} | {lc} | {lp} | {lq} | {l2} | {l3} | {b1} | {b2} | {b3} | {errors} | {} | {p1} | {p2} | {p3} | {} | {cpu} |",
+            "| {} | {lc} | {lp} | {lq} | {l2} | {l3} | {b1} | {b2} | {b3} | {errors} | {} | {p1} | {p2} | {p3} | {} | {cpu} | {q1} | {q2} | {q3} | {} |",
             r.name,
             ratio(&r.pgbaas, &best, true),
-            ratio(&r.pgbaas, &r.parse, false)
+            ratio(&r.pgbaas, &r.parse, false),
+            ratio(&r.pgbaas, &r.pocketbase, false)
         );
     }
     let failures: Vec<String> = rows.iter().flat_map(|r| r.failed.iter().map(move |f| format!("{}: {f}", r.name))).collect();
     for f in &failures {
         println!("failed: {f}");
     }
+    for r in &rows {
+        for note in &r.notes {
+            println!("not measured: {}: {note}", r.name);
+        }
+    }
     println!();
     println!("raw argon2id (m=19 MiB, t=2, p=1) on all {} cores: {argon:.1} hashes/s", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     println!("login limit: pgbench -c{login_clients} (each client its own account; at most what {hash_rate:.0} hashes/s serve within 1.25 s)");
     println!("proxy peak RSS: {:.1} MiB", rss_kb as f64 / 1024.0);
     println!("{peer_note}");
+    println!("{pb_note}");
     println!(
-        "client (wrk -t2 -c{c}; pgbench -c{c}, -c{pool} and -c{pool} pipelined, -j2 -M prepared), proxy (pool {pool}), Postgres{} share one {}-core machine",
-        if a.peer { " and Parse Server" } else { "" },
+        "client (wrk -t2 -c{c}; pgbench -c{c}, -c{pool} and -c{pool} pipelined, -j2 -M prepared), proxy (pool {pool}), Postgres{}{} share one {}-core machine",
+        if a.peer { ", Parse Server" } else { "" },
+        if a.pocketbase { ", PocketBase" } else { "" },
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         c = a.conns,
         pool = a.pool
