@@ -148,6 +148,8 @@ struct Run {
     requests: u64,
     /// Proxy CPU seconds per 10k requests (pgbaas runs only).
     cpu_per_10k: Option<f64>,
+    /// Postgres's CPU seconds (all its processes) per 10k requests (pgbaas runs only).
+    pg_cpu_per_10k: Option<f64>,
 }
 
 fn fmt_run(r: &Option<Run>) -> (String, String, String) {
@@ -226,17 +228,47 @@ fn proc_usage(pid: u32) -> (f64, u64) {
     (cpu / ticks, hwm)
 }
 
+/// CPU seconds (user + system) of a Postgres cluster: the postmaster and its live
+/// children (backends, background workers), from /proc. Only differences over a run
+/// where no backend exits are meaningful (the proxy's pooled connections live on).
+fn pg_cpu(cluster: &Cluster) -> Option<f64> {
+    let pm: u32 = std::fs::read_to_string(cluster.data().join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()?;
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut sum = 0.0;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let f: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+        // After the command name: state, ppid, ...; utime and stime are the 12th and 13th.
+        if pid == pm || f.get(1).and_then(|v| v.parse::<u32>().ok()) == Some(pm) {
+            sum += f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        }
+    }
+    Some(sum / ticks)
+}
+
 /// Warm up, then measure; with `pid`, the proxy's CPU time per 10k requests. The
 /// script gets an offset (`init(args)`): scripts that use each target once (PATCH)
 /// take the warm-up's from [2P, 3P) and the run's from [3P, 4P).
 fn wrk_measured(a: &Args, url: &str, script: &Path, pid: Option<u32>) -> Result<Run> {
+    wrk_measured_pg(a, url, script, pid, None)
+}
+
+/// `wrk_measured`, and with `cluster`, Postgres's CPU time per 10k requests too.
+fn wrk_measured_pg(a: &Args, url: &str, script: &Path, pid: Option<u32>, cluster: Option<&Cluster>) -> Result<Run> {
     wrk(url, script, a.warm, a.conns, 2 * a.patch_pool)?;
     let before = pid.map(proc_usage);
+    let pg_before = cluster.and_then(pg_cpu);
     let mut r = wrk(url, script, a.secs, a.conns, 3 * a.patch_pool)?;
     if let (Some(pid), Some((cpu0, _))) = (pid, before) {
         let (cpu1, _) = proc_usage(pid);
         if r.requests > 0 {
             r.cpu_per_10k = Some((cpu1 - cpu0) / r.requests as f64 * 10_000.0);
+        }
+    }
+    if let (Some(c0), Some(c1)) = (pg_before, cluster.and_then(pg_cpu)) {
+        if r.requests > 0 {
+            r.pg_cpu_per_10k = Some((c1 - c0) / r.requests as f64 * 10_000.0);
         }
     }
     Ok(r)
@@ -308,7 +340,7 @@ fn pgbench(a: &Args, conns: usize, range: i64, cluster: &Cluster, password: &str
         .unwrap_or(0);
     lat.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let p = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
-    Ok(Run { rps: tps, p50: p(0.5), p99: p(0.99), errors: failed, requests: lat.len() as u64, cpu_per_10k: None })
+    Ok(Run { rps: tps, p50: p(0.5), p99: p(0.99), errors: failed, requests: lat.len() as u64, cpu_per_10k: None, pg_cpu_per_10k: None })
 }
 
 /// The proxy's per-request transaction (db.rs): authenticate + statement timeout, then
@@ -663,7 +695,7 @@ fn main() -> Result<()> {
         let limit = take(format!("pgbench -c{clients}"), pgbench(&a, clients, 0, &cluster, &password, &sql.0, defs, &work));
         let limit_pool = take(format!("pgbench -c{}", a.pool), pgbench(&a, a.pool, 4, &cluster, &password, &sql.0, defs, &work));
         let limit_pipe = take(format!("pgbench -c{} pipelined", a.pool), pgbench(&a, a.pool, 6, &cluster, &password, &sql.1, defs, &work));
-        let pgbaas = take(format!("wrk -c{} through the proxy", a.conns), wrk_measured(&a, &base, lua, Some(pid)));
+        let pgbaas = take(format!("wrk -c{} through the proxy", a.conns), wrk_measured_pg(&a, &base, lua, Some(pid), Some(&cluster)));
         // A failed PocketBase run is a note under the table, as a missing peer is.
         let (mut pocketbase, mut notes) = (None, vec![]);
         if let Some(r) = pb.as_ref().ok().and_then(|p| p.measure(&a, n)) {
@@ -785,6 +817,8 @@ fn main() -> Result<()> {
     println!("raw argon2id (m=19 MiB, t=2, p=1) on all {} cores: {argon:.1} hashes/s", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     println!("login limit: pgbench -c{login_clients} (each client its own account; at most what {hash_rate:.0} hashes/s serve within 1.25 s)");
     println!("proxy peak RSS: {:.1} MiB", rss_kb as f64 / 1024.0);
+    let pg: Vec<String> = rows.iter().filter_map(|r| Some(format!("{} {:.2}", &r.name[..1], r.pgbaas.as_ref()?.pg_cpu_per_10k?))).collect();
+    println!("Postgres CPU s / 10k req through the proxy, by workload: {}", pg.join(", "));
     println!("{peer_note}");
     println!("{pb_note}");
     println!(
