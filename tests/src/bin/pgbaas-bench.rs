@@ -1,13 +1,15 @@
 //! The side-by-side benchmark: pgbaas through its proxy, against the physical limit
-//! (the same SQL calls issued by pgbench) and against Parse Server on the same
-//! Postgres cluster, in one run. Prints one table.
+//! (the same SQL calls issued by pgbench), against Parse Server on the same Postgres
+//! cluster and against PocketBase (src/bench_pocketbase.rs), in one run. Prints one table.
 //!
-//!   make bench                          (installs wrk, postgis, Parse Server; builds; runs)
-//!   target/release/pgbaas-bench [--quick] [--no-peer] [--seconds N] [--connections N] [--pool N] [--only 1..7] [--pinned] [--perf DIR]
+//!   make bench                          (installs wrk, postgis, Parse Server, PocketBase; builds; runs)
+//!   target/release/pgbaas-bench [--quick] [--no-peer] [--no-pocketbase] [--pocketbase] [--seconds N] [--connections N] [--pool N] [--only 1..7] [--pinned] [--perf DIR]
 //!
-//! --quick: 2 s per workload, 10 connections and a small data set (the test suite's smoke run).
+//! --quick: 2 s per workload, 10 connections and a small data set (the test suite's smoke run);
+//! it skips PocketBase unless --pocketbase is given.
+//! --no-peer: without Parse Server; --no-pocketbase: without PocketBase.
 //! --pinned: Postgres on CPU 0, the proxy, wrk and pgbench on CPU 1, so that the ratio
-//! to the limit measures the proxy rather than three programs sharing two cores.
+//! to the limit measures the proxy rather than three programs sharing two cores (no peers).
 //! --perf DIR: after each measured proxy run, one more under `perf record` (DIR/get.data …).
 //! --pool: the proxy's pool size and pgbench's second connection count (default: twice
 //! the cores).
@@ -23,6 +25,8 @@
 
 #[path = "../bench_realtime.rs"]
 mod bench_realtime;
+#[path = "../bench_pocketbase.rs"]
+mod pocketbase_peer;
 
 use anyhow::{bail, Context, Result};
 use pgbaas_testkit::{pg_bindir, workspace_root, Cluster, Proxy, DB};
@@ -32,7 +36,10 @@ use std::time::{Duration, Instant};
 
 struct Args {
     quick: bool,
+    /// Parse Server (--no-peer turns it off).
     peer: bool,
+    /// PocketBase: off with --no-pocketbase, and by default in --quick mode.
+    pocketbase: bool,
     secs: u64,
     warm: u64,
     conns: usize,
@@ -59,8 +66,9 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { quick: false, peer: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![], pool: default_pool(), realtime: false, subscribers: 10_000, rate: 500, doc_bytes: 0, latency_only: false, compare_worker: 0, replicas: false, pinned: false, perf: None };
+    let mut a = Args { quick: false, peer: true, pocketbase: true, secs: 10, warm: 2, conns: 50, items: 100_000, users: 100, patch_pool: 100_000, only: vec![], pool: default_pool(), realtime: false, subscribers: 10_000, rate: 500, doc_bytes: 0, latency_only: false, compare_worker: 0, replicas: false, pinned: false, perf: None };
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut pocketbase = None;
     let mut i = 0;
     while i < argv.len() {
         let num = |i: usize| -> Result<u64> {
@@ -79,6 +87,8 @@ fn parse_args() -> Result<Args> {
                 a.patch_pool = 10_000;
             }
             "--no-peer" => a.peer = false,
+            "--no-pocketbase" => pocketbase = Some(false),
+            "--pocketbase" => pocketbase = Some(true),
             "--realtime" => a.realtime = true,
             "--replicas" => a.replicas = true,
             "--pinned" => a.pinned = true,
@@ -123,6 +133,13 @@ fn parse_args() -> Result<Args> {
         }
         i += 1;
     }
+    a.pocketbase = pocketbase.unwrap_or(!a.quick);
+    if a.pinned {
+        // A peer started from the pinned thread would share CPU 1 with the load
+        // generator: this mode compares the proxy with pgbench only.
+        a.peer = false;
+        a.pocketbase = false;
+    }
     Ok(a)
 }
 
@@ -149,6 +166,8 @@ struct Run {
     requests: u64,
     /// Proxy CPU seconds per 10k requests (pgbaas runs only).
     cpu_per_10k: Option<f64>,
+    /// Postgres's CPU seconds (all its processes) per 10k requests (pgbaas runs only).
+    pg_cpu_per_10k: Option<f64>,
 }
 
 fn fmt_run(r: &Option<Run>) -> (String, String, String) {
@@ -245,17 +264,47 @@ fn proc_usage(pid: u32) -> (f64, u64) {
     (cpu / ticks, hwm)
 }
 
+/// CPU seconds (user + system) of a Postgres cluster: the postmaster and its live
+/// children (backends, background workers), from /proc. Only differences over a run
+/// where no backend exits are meaningful (the proxy's pooled connections live on).
+fn pg_cpu(cluster: &Cluster) -> Option<f64> {
+    let pm: u32 = std::fs::read_to_string(cluster.data().join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()?;
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut sum = 0.0;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let f: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+        // After the command name: state, ppid, ...; utime and stime are the 12th and 13th.
+        if pid == pm || f.get(1).and_then(|v| v.parse::<u32>().ok()) == Some(pm) {
+            sum += f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        }
+    }
+    Some(sum / ticks)
+}
+
 /// Warm up, then measure; with `pid`, the proxy's CPU time per 10k requests. The
 /// script gets an offset (`init(args)`): scripts that use each target once (PATCH)
 /// take the warm-up's from [2P, 3P) and the run's from [3P, 4P).
 fn wrk_measured(a: &Args, url: &str, script: &Path, pid: Option<u32>) -> Result<Run> {
+    wrk_measured_pg(a, url, script, pid, None)
+}
+
+/// `wrk_measured`, and with `cluster`, Postgres's CPU time per 10k requests too.
+fn wrk_measured_pg(a: &Args, url: &str, script: &Path, pid: Option<u32>, cluster: Option<&Cluster>) -> Result<Run> {
     wrk(url, script, a.warm, a.conns, 2 * a.patch_pool)?;
     let before = pid.map(proc_usage);
+    let pg_before = cluster.and_then(pg_cpu);
     let mut r = wrk(url, script, a.secs, a.conns, 3 * a.patch_pool)?;
     if let (Some(pid), Some((cpu0, _))) = (pid, before) {
         let (cpu1, _) = proc_usage(pid);
         if r.requests > 0 {
             r.cpu_per_10k = Some((cpu1 - cpu0) / r.requests as f64 * 10_000.0);
+        }
+    }
+    if let (Some(c0), Some(c1)) = (pg_before, cluster.and_then(pg_cpu)) {
+        if r.requests > 0 {
+            r.pg_cpu_per_10k = Some((c1 - c0) / r.requests as f64 * 10_000.0);
         }
     }
     // --perf: a profile of the proxy from a run of its own, so that perf's cost stays
@@ -344,7 +393,7 @@ fn pgbench(a: &Args, conns: usize, range: i64, cluster: &Cluster, password: &str
         .unwrap_or(0);
     lat.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let p = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
-    Ok(Run { rps: tps, p50: p(0.5), p99: p(0.99), errors: failed, requests: lat.len() as u64, cpu_per_10k: None })
+    Ok(Run { rps: tps, p50: p(0.5), p99: p(0.99), errors: failed, requests: lat.len() as u64, cpu_per_10k: None, pg_cpu_per_10k: None })
 }
 
 /// The proxy's per-request transaction (db.rs): authenticate + statement timeout, then
@@ -401,6 +450,9 @@ struct Row {
     limit_pipe: Option<Run>,
     pgbaas: Option<Run>,
     parse: Option<Run>,
+    pocketbase: Option<Run>,
+    /// A peer's failed run: shown under the table, but the program does not fail.
+    notes: Vec<String>,
     /// What failed in this workload, each with its reason: shown under the table, the
     /// rest of which is still printed (a failed run's cells are "failed").
     failed: Vec<String>,
@@ -674,6 +726,14 @@ fn main() -> Result<()> {
         agent.post(&format!("{base}/v1/auth/login")).set("Content-Type", "application/json").send_string(&format!(r#"{{"email": "u1@bench.test", "password": "{PASSWORD}"}}"#)),
     )?;
 
+    // ---- the second peer, PocketBase: loaded now, measured in each of workloads 1-3
+    // right after pgbaas (see `measure`).
+    let pb: std::result::Result<pocketbase_peer::Peer, String> = if !a.pocketbase {
+        Err(if a.quick { "PocketBase not measured (--quick; --pocketbase runs it)" } else { "PocketBase not measured (--no-pocketbase)" }.to_string())
+    } else {
+        pocketbase_peer::start(&a, &work).map_err(|e| format!("PocketBase not measured: {e:#}"))
+    };
+
     // ---- run
     let defs = vec![("claims", claims0.clone())];
     let defs_patch = defs.clone();
@@ -682,7 +742,7 @@ fn main() -> Result<()> {
     // and the others go on: the table is always printed, the program fails after it.
     // `clients`: pgbench's first run's connection count (the client's, else fewer).
     let measure = |name: &'static str, sql: &(PathBuf, PathBuf), defs: &[(&str, String)], lua: &Path, clients: usize| -> Row {
-        let mut row = Row { name, limit: None, limit_pool: None, limit_pipe: None, pgbaas: None, parse: None, failed: vec![] };
+        let mut row = Row { name, limit: None, limit_pool: None, limit_pipe: None, pgbaas: None, parse: None, pocketbase: None, notes: vec![], failed: vec![] };
         let n: usize = name[..1].parse().unwrap_or(0);
         if !a.only.is_empty() && !a.only.contains(&n) {
             return row;
@@ -699,8 +759,17 @@ fn main() -> Result<()> {
         let limit = take(format!("pgbench -c{clients}"), pgbench(&a, clients, 0, &cluster, &password, &sql.0, defs, &work));
         let limit_pool = take(format!("pgbench -c{}", a.pool), pgbench(&a, a.pool, 4, &cluster, &password, &sql.0, defs, &work));
         let limit_pipe = take(format!("pgbench -c{} pipelined", a.pool), pgbench(&a, a.pool, 6, &cluster, &password, &sql.1, defs, &work));
-        let pgbaas = take(format!("wrk -c{} through the proxy", a.conns), wrk_measured(&a, &base, lua, Some(pid)));
-        Row { limit, limit_pool, limit_pipe, pgbaas, ..row }
+        let pgbaas = take(format!("wrk -c{} through the proxy", a.conns), wrk_measured_pg(&a, &base, lua, Some(pid), Some(&cluster)));
+        // A failed PocketBase run is a note under the table, as a missing peer is.
+        let (mut pocketbase, mut notes) = (None, vec![]);
+        if let Some(r) = pb.as_ref().ok().and_then(|p| p.measure(&a, n)) {
+            eprintln!(".. {name}: PocketBase");
+            match r {
+                Ok(r) => pocketbase = Some(r),
+                Err(e) => notes.push(format!("PocketBase: {}", reason(&e))),
+            }
+        }
+        Row { limit, limit_pool, limit_pipe, pgbaas, pocketbase, notes, ..row }
     };
     // Logins: each pgbench client signs in as its own account (no queue on one
     // account's row lock), and no more clients than argon2id can serve within a
@@ -716,6 +785,23 @@ fn main() -> Result<()> {
     rows.push(measure("6. RPC: a trivial STABLE function (GET /v1/rpc)", &pgb_rpc, &defs, &rpc_lua, a.conns));
     rows.push(measure("7. GET one protected-table row by key", &pgb_row, &defs, &row_lua, a.conns));
     let (_, rss_kb) = proc_usage(pid);
+    let pb_note = match &pb {
+        Ok(p) => {
+            let cpu: Vec<String> = ["GET", "list", "create"]
+                .iter()
+                .zip(&rows)
+                .filter_map(|(w, r)| Some(format!("{w} {:.2}", r.pocketbase.as_ref()?.cpu_per_10k?)))
+                .collect();
+            format!(
+                "PocketBase ({}, SQLite in the run's temp dir, rate limits off, request logs off; measured right after pgbaas in each workload) on the same machine, same data shape, auth-with-password token; its CPU s / 10k req by workload: {}; its peak RSS: {:.1} MiB",
+                p.version,
+                cpu.join(", "),
+                p.rss_kb() as f64 / 1024.0
+            )
+        }
+        Err(note) => note.clone(),
+    };
+    drop(pb);
     drop(proxy);
     let argon = argon2_rate(if a.quick { 1.0 } else { 5.0 });
 
@@ -740,11 +826,11 @@ fn main() -> Result<()> {
     // ---- the table
     println!();
     println!(
-        "| workload | limit req/s, pgbench -c{} | limit req/s, -c{pool} | limit req/s, -c{pool} pipelined | limit p50 ms | limit p99 ms | pgbaas req/s | p50 ms | p99 ms | errors | pgbaas / limit | Parse req/s | p50 ms | p99 ms | pgbaas / Parse | proxy CPU s / 10k req |",
+        "| workload | limit req/s, pgbench -c{} | limit req/s, -c{pool} | limit req/s, -c{pool} pipelined | limit p50 ms | limit p99 ms | pgbaas req/s | p50 ms | p99 ms | errors | pgbaas / limit | Parse req/s | p50 ms | p99 ms | pgbaas / Parse | proxy CPU s / 10k req | PocketBase req/s | p50 ms | p99 ms | pgbaas / PocketBase |",
         a.conns,
         pool = a.pool
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         // The limit is the best of the three ways of issuing the same SQL.
         let best = [&r.limit, &r.limit_pool, &r.limit_pipe]
@@ -761,6 +847,7 @@ fn main() -> Result<()> {
             .map(|(cell, run)| if run.is_none() && !r.failed.is_empty() { "failed".to_string() } else { cell })
             .into();
         let (p1, p2, p3) = fmt_run(&r.parse);
+        let (q1, q2, q3) = fmt_run(&r.pocketbase);
         let ratio = |x: &Option<Run>, y: &Option<Run>, pct: bool| match (x, y) {
             (Some(x), Some(y)) if y.rps > 0.0 => {
                 if pct {
@@ -774,24 +861,34 @@ fn main() -> Result<()> {
         let errors = [&r.pgbaas, &r.limit, &r.limit_pool, &r.limit_pipe].iter().map(|x| x.as_ref().map(|x| x.errors).unwrap_or(0)).sum::<u64>();
         let cpu = r.pgbaas.as_ref().and_then(|x| x.cpu_per_10k).map(|c| format!("{c:.2}")).unwrap_or("–".into());
         println!(
-            "| {} | {lc} | {lp} | {lq} | {l2} | {l3} | {b1} | {b2} | {b3} | {errors} | {} | {p1} | {p2} | {p3} | {} | {cpu} |",
+            "| {} | {lc} | {lp} | {lq} | {l2} | {l3} | {b1} | {b2} | {b3} | {errors} | {} | {p1} | {p2} | {p3} | {} | {cpu} | {q1} | {q2} | {q3} | {} |",
             r.name,
             ratio(&r.pgbaas, &best, true),
-            ratio(&r.pgbaas, &r.parse, false)
+            ratio(&r.pgbaas, &r.parse, false),
+            ratio(&r.pgbaas, &r.pocketbase, false)
         );
     }
     let failures: Vec<String> = rows.iter().flat_map(|r| r.failed.iter().map(move |f| format!("{}: {f}", r.name))).collect();
     for f in &failures {
         println!("failed: {f}");
     }
+    for r in &rows {
+        for note in &r.notes {
+            println!("not measured: {}: {note}", r.name);
+        }
+    }
     println!();
     println!("raw argon2id (m=19 MiB, t=2, p=1) on all {} cores: {argon:.1} hashes/s", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     println!("login limit: pgbench -c{login_clients} (each client its own account; at most what {hash_rate:.0} hashes/s serve within 1.25 s)");
     println!("proxy peak RSS: {:.1} MiB", rss_kb as f64 / 1024.0);
+    let pg: Vec<String> = rows.iter().filter_map(|r| Some(format!("{} {:.2}", &r.name[..1], r.pgbaas.as_ref()?.pg_cpu_per_10k?))).collect();
+    println!("Postgres CPU s / 10k req through the proxy, by workload: {}", pg.join(", "));
     println!("{peer_note}");
+    println!("{pb_note}");
     println!(
-        "client (wrk -t2 -c{c}; pgbench -c{c}, -c{pool} and -c{pool} pipelined, -j2 -M prepared), proxy (pool {pool}), Postgres{} share one {}-core machine",
-        if a.peer { " and Parse Server" } else { "" },
+        "client (wrk -t2 -c{c}; pgbench -c{c}, -c{pool} and -c{pool} pipelined, -j2 -M prepared), proxy (pool {pool}), Postgres{}{} share one {}-core machine",
+        if a.peer { ", Parse Server" } else { "" },
+        if a.pocketbase { ", PocketBase" } else { "" },
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         c = a.conns,
         pool = a.pool
