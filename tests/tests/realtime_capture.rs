@@ -350,6 +350,34 @@ fn without_logical_wal_the_pull_names_the_setting_and_writers_go_on() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An idle database's capture worker takes no transaction ids and writes no WAL: its
+/// checks in each 1 ms round are reads. Its check of the extension once took an id
+/// (pgrx's `Spi::get_one` runs as an update), and the commit record was new WAL for
+/// the next round to decode: ~300 empty transactions a second, 40% of a core, forever.
+#[test]
+fn an_idle_capture_worker_takes_no_transaction_ids() {
+    let cluster = Cluster::temporary().unwrap();
+    let mut db = cluster.connect("postgres", DB).unwrap();
+    setup(&mut db, "idle");
+    start_worker(&mut db);
+    let pid = worker_pid(&mut db).expect("a capture worker");
+    thread::sleep(Duration::from_secs(1));
+    // Each of these two reads takes one id itself.
+    let xid = |db: &mut postgres::Client| -> i64 { db.query_one("select pg_current_xact_id()::text::bigint", &[]).unwrap().get(0) };
+    let before = xid(&mut db);
+    thread::sleep(Duration::from_secs(3));
+    let after = xid(&mut db);
+    assert!(after - before < 10, "{} transaction ids in 3 s of an idle database", after - before);
+    assert_eq!(worker_pid(&mut db), Some(pid), "the same worker ran all along");
+    // And it still captures.
+    insert(&mut db, "idle", 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while captured(&mut db, "idle").is_empty() {
+        assert!(Instant::now() < deadline, "the idle worker captured nothing");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// pg_logical_emit_message is executable by PUBLIC: a role that can run SQL emits
 /// messages under the prefixes it can guess. None becomes an event; the triggers' own
 /// (under the owner-only secret) still do.

@@ -170,12 +170,22 @@ struct Seen {
     prefix: String,
 }
 
+/// Read-only SPI only (`select`): pgrx 0.18.1's `Spi::get_one` runs its query as an
+/// update, which takes a transaction id, and a commit with an id is a WAL record.
+/// Checked in every iteration of the loop, that record was new WAL for the next
+/// iteration to decode: an idle database's worker spun through ~300 empty
+/// transactions a second (40% of a core, and 26 million transaction ids a day towards
+/// wraparound) until this read became a select (issue 20, found by the benchmark's
+/// wait for an idle worker).
 fn seen() -> Result<Option<Seen>, pgrx::spi::SpiError> {
-    let exists = Spi::get_one::<bool>("select exists (select from pg_catalog.pg_extension where extname = 'pgbaas')")?;
-    if exists != Some(true) {
-        return Ok(None);
-    }
     Spi::connect(|c| {
+        let exists = c
+            .select("select exists (select from pg_catalog.pg_extension where extname = 'pgbaas')", Some(1), &[])?
+            .first()
+            .get_one::<bool>()?;
+        if exists != Some(true) {
+            return Ok(None);
+        }
         let t = c
             .select(
                 "select s.slot_name::text, s.generation, (s.slot_lsn - '0/0')::bigint, s.last_position,
@@ -261,12 +271,17 @@ fn run() -> Result<(), String> {
         let s = seen().map_err(|e| e.to_string())?;
         let Some(s) = s else { return Ok(None) };
         let Some(name) = s.slot_name.as_deref() else { return Ok(None) };
-        let usable = Spi::get_one_with_args::<bool>(
-            "select active_pid is null and coalesce(wal_status <> 'lost', true) from pg_catalog.pg_replication_slots
-              where slot_name = $1 and database = current_database()",
-            &[name.into()],
-        )
-        .map_err(|e| e.to_string())?;
+        let usable = Spi::connect(|c| {
+            c.select(
+                "select active_pid is null and coalesce(wal_status <> 'lost', true) from pg_catalog.pg_replication_slots
+                  where slot_name = $1 and database = current_database()",
+                Some(1),
+                &[name.into()],
+            )?
+            .first()
+            .get_one::<bool>()
+        })
+        .map_err(|e: pgrx::spi::SpiError| e.to_string())?;
         if usable != Some(true) {
             return Ok(None); // dropped, lost (the pull makes a new one) or held
         }
@@ -496,7 +511,10 @@ fn store(slot: &str, txns: Vec<Txn>, end: i64, prune: bool) -> Result<Keep, Stri
     if !appends(&txns) {
         if prune {
             // Retention, as the pull does at most once a second (it holds the lock).
-            Spi::run_with_args("select baas._realtime_prune($1)", &[s.last_position.into()]).map_err(|e| e.to_string())?;
+            // A select (see seen()): with nothing to prune it writes nothing and takes
+            // no transaction id; the deletes inside take one when there is work.
+            Spi::connect(|c| c.select("select baas._realtime_prune($1)", Some(1), &[s.last_position.into()]).map(|_| ()))
+                .map_err(|e| e.to_string())?;
         }
         return Ok(Keep::Go);
     }
