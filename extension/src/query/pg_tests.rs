@@ -56,11 +56,12 @@ mod tests {
             }
         }
         // Sort fields: "s" lower-case strings only (every collation orders them alike), "n" numbers.
+        // A JSON null is present: it sorts lowest of all values, before the missing.
         if r.below(4) != 0 {
-            m.insert("s".into(), json!(*r.pick(&["a", "b", "ab", "ba", "c"])));
+            m.insert("s".into(), if r.below(8) == 0 { Value::Null } else { json!(*r.pick(&["a", "b", "ab", "ba", "c"])) });
         }
         if r.below(4) != 0 {
-            m.insert("n".into(), json!(r.below(5) as i64));
+            m.insert("n".into(), if r.below(8) == 0 { Value::Null } else { json!(r.below(5) as i64) });
         }
         Value::Object(m)
     }
@@ -443,6 +444,19 @@ mod tests {
             one_index_builder_at_a_time();
         }
         let w = load(&mut r, 200);
+        // Five creation times, each shared by many documents, set past the guard
+        // trigger (which keeps created_at the clock's): the tie-breaker created_at
+        // matters, and ties within it leave id to decide.
+        let created: std::collections::HashMap<String, i64> = w.docs.iter().map(|d| (d.id.clone(), r.below(5) as i64)).collect();
+        Spi::run("set local session_replication_role = replica").unwrap();
+        for (id, m) in &created {
+            Spi::run_with_args(
+                "update baas.documents set created_at = '2026-01-01'::timestamptz + make_interval(mins => $2) where id = $1::uuid",
+                &[id.as_str().into(), (*m as i32).into()],
+            )
+            .unwrap();
+        }
+        Spi::run("set local session_replication_role = origin").unwrap();
         if indexed {
             for path in ["s", "n"] {
                 Spi::run_with_args("select baas.create_index('prop', $1, concurrently => false)", &[path.into()]).unwrap();
@@ -451,24 +465,30 @@ mod tests {
             Spi::run("set local enable_sort = off").unwrap();
             Spi::run("set local enable_seqscan = off").unwrap();
         }
-        let orders = ["s", "-s", "n,s", "-n,s", "s,-n", "-n,-s", "created_at", "-created_at", "id", "n,-id"];
+        let orders = ["s", "-s", "n,s", "-n,s", "s,-n", "-n,-s", "created_at", "-created_at", "id", "n,-id", "-s,created_at", "created_at,-n"];
         for (o, order) in orders.into_iter().enumerate() {
             let keys = parse::parse_order(order).unwrap();
             let c = w.caller(o);
             let docs: Vec<(String, Value)> =
                 w.docs.iter().filter(|d| w.visible(c, d)).map(|d| (d.id.clone(), d.data.clone())).collect();
             let mut want: Vec<&(String, Value)> = docs.iter().collect();
-            // Stable sort on id first (in the first key's direction, as are the
-            // tie-breakers: compile::effective_order), then by keys from last to first.
-            want.sort_by(|a, b| if keys[0].descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
+            // Stable sorts: by the tie-breakers last to first (id, then created_at
+            // unless the order names it; both in the first key's direction, as in
+            // compile::effective_order; an order naming id needs neither), then by
+            // the keys from last to first.
+            let first_desc = keys[0].descending;
+            let dir = |o: Ordering| if first_desc { o.reverse() } else { o };
+            want.sort_by(|a, b| dir(a.0.cmp(&b.0)));
+            if !keys.iter().any(|k| matches!(k.field, parse::SortField::CreatedAt | parse::SortField::Id)) {
+                want.sort_by(|a, b| dir(created[&a.0].cmp(&created[&b.0])));
+            }
             for k in keys.iter().rev() {
                 want.sort_by(|a, b| {
                     let get = |d: &(String, Value)| match &k.field {
                         parse::SortField::Data(p) => eval::lookup(&d.1, p).cloned(),
                         parse::SortField::Id => Some(json!(d.0)),
-                        // One transaction: every created_at is the same, so id decides.
-                        // (An order naming id is total: the tie-break above never applies.)
-                        _ => Some(json!(0)),
+                        parse::SortField::CreatedAt => Some(json!(created[&d.0])),
+                        parse::SortField::UpdatedAt => unreachable!("no order here names updated_at"),
                     };
                     match (get(a), get(b)) {
                         (None, None) => Ordering::Equal,
