@@ -173,10 +173,10 @@ struct Seen {
 /// Read-only SPI only (`select`): pgrx 0.18.1's `Spi::get_one` runs its query as an
 /// update, which takes a transaction id, and a commit with an id is a WAL record.
 /// Checked in every iteration of the loop, that record was new WAL for the next
-/// iteration to decode: an idle database's worker spun through ~300 empty
-/// transactions a second (40% of a core, and 26 million transaction ids a day towards
-/// wraparound) until this read became a select (issue 20, found by the benchmark's
-/// wait for an idle worker).
+/// iteration to decode: an idle database's worker spun through ~630 empty
+/// transactions a second (1,889 in 3 s; ~40% of a core, and ~55 million transaction
+/// ids a day towards wraparound) until this read became a select (issue 20, found by
+/// the benchmark's wait for an idle worker; tests/tests/realtime_capture.rs).
 fn seen() -> Result<Option<Seen>, pgrx::spi::SpiError> {
     Spi::connect(|c| {
         let exists = c
