@@ -356,7 +356,8 @@ fn without_logical_wal_the_pull_names_the_setting_and_writers_go_on() {
 /// the next round to decode: ~300 empty transactions a second, 40% of a core, forever.
 #[test]
 fn an_idle_capture_worker_takes_no_transaction_ids() {
-    let cluster = Cluster::temporary().unwrap();
+    // Autovacuum's ANALYZE of the fresh catalogs takes ids of its own.
+    let cluster = Cluster::temporary_with_settings(true, "autovacuum = off").unwrap();
     let mut db = cluster.connect("postgres", DB).unwrap();
     setup(&mut db, "idle");
     start_worker(&mut db);
@@ -364,10 +365,21 @@ fn an_idle_capture_worker_takes_no_transaction_ids() {
     thread::sleep(Duration::from_secs(1));
     // Each of these two reads takes one id itself.
     let xid = |db: &mut postgres::Client| -> i64 { db.query_one("select pg_current_xact_id()::text::bigint", &[]).unwrap().get(0) };
-    let before = xid(&mut db);
+    let lsn = |db: &mut postgres::Client| -> i64 { db.query_one("select (pg_current_wal_insert_lsn() - '0/0')::bigint", &[]).unwrap().get(0) };
+    let cpu = || -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<f64> = stat.rsplit_once(')').unwrap().1.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+        // utime + stime in clock ticks (fields 14 and 15; state, the 3rd, is not a number).
+        f[10] + f[11]
+    };
+    let (before, wal_before, cpu_before) = (xid(&mut db), lsn(&mut db), cpu());
     thread::sleep(Duration::from_secs(3));
-    let after = xid(&mut db);
+    let (after, wal_after, cpu_after) = (xid(&mut db), lsn(&mut db), cpu());
     assert!(after - before < 10, "{} transaction ids in 3 s of an idle database", after - before);
+    // The two reads' own commit records and little else (a spin wrote ~150 kB).
+    assert!(wal_after - wal_before < 16384, "{} bytes of WAL in 3 s of an idle database", wal_after - wal_before);
+    // Ticks are 10 ms: under 0.3 s of CPU in 3 s (a spin took ~1.2 s).
+    assert!(cpu_after - cpu_before < 30.0, "the idle worker used {} ticks of CPU in 3 s", cpu_after - cpu_before);
     assert_eq!(worker_pid(&mut db), Some(pid), "the same worker ran all along");
     // And it still captures.
     insert(&mut db, "idle", 1);

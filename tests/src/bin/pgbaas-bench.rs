@@ -236,14 +236,22 @@ fn parse_wrk(text: &str) -> Option<Run> {
 /// the proxy above 100% of theirs): figures taken while it works are the steady state
 /// of neither the limit nor the proxy. Idle: under 20 ms of CPU in a second, twice in
 /// a row; no worker after 10 s counts as idle too.
-fn capture_caught_up(limit: Duration) -> Result<Duration> {
+fn capture_caught_up(cluster: &Cluster, limit: Duration) -> Result<Duration> {
     let t = Instant::now();
     let mut quiet = 0;
+    // This cluster's worker only: a child of its postmaster (other clusters, e.g. the
+    // test suite's other benchmark runs, have workers of their own).
+    let pm: u32 = std::fs::read_to_string(cluster.data().join("postmaster.pid"))?.lines().next().unwrap_or("").trim().parse()?;
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
     loop {
         let workers: Vec<u32> = std::fs::read_dir("/proc")?
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
             .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| c.starts_with(b"postgres: pgbaas realtime capture")).unwrap_or(false))
+            .filter(|pid| parent(*pid) == Some(pm))
             .collect();
         if workers.is_empty() && t.elapsed() > Duration::from_secs(10) {
             return Ok(t.elapsed());
@@ -251,7 +259,8 @@ fn capture_caught_up(limit: Duration) -> Result<Duration> {
         let before: f64 = workers.iter().map(|p| proc_usage(*p).0).sum();
         std::thread::sleep(Duration::from_secs(1));
         let after: f64 = workers.iter().map(|p| proc_usage(*p).0).sum();
-        quiet = if !workers.is_empty() && after - before < 0.02 { quiet + 1 } else { 0 };
+        // A worker that ended meanwhile reads as 0: not a quiet second.
+        quiet = if !workers.is_empty() && (0.0..0.02).contains(&(after - before)) { quiet + 1 } else { 0 };
         if quiet >= 2 || t.elapsed() > limit {
             return Ok(t.elapsed());
         }
@@ -506,6 +515,9 @@ fn main() -> Result<()> {
         return observe_overhead();
     }
     let a = parse_args()?;
+    if a.perf.is_some() && Command::new("perf").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        bail!("--perf needs perf: apt-get install linux-perf");
+    }
     for tool in ["wrk"] {
         if Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
             bail!("{tool} is not installed: apt-get install {tool} (make bench does)");
@@ -595,7 +607,7 @@ fn main() -> Result<()> {
     )?;
     db.batch_execute("select baas.create_index('items', 'cat', concurrently => false)")?; // ready before the run starts
     db.batch_execute("vacuum analyze")?;
-    println!("data: {} users, {} items, {} patch targets, loaded in {:.1} s", a.users, a.items, a.patch_pool * 8, t0.elapsed().as_secs_f64());
+    println!("data: {} users, {} items, {} patch targets, loaded in {:.1} s", a.users, a.items, a.patch_pool * if a.perf.is_some() { 9 } else { 8 }, t0.elapsed().as_secs_f64());
 
     let auth_url = cluster.authenticator_url()?;
     let password = auth_url.split(':').nth(2).and_then(|s| s.split('@').next()).context("authenticator password")?.to_string();
@@ -607,7 +619,7 @@ fn main() -> Result<()> {
     let proxy = Proxy::start(&auth_url, &["--pool-size", &a.pool.to_string(), "--rate-limits", "off"])?;
     let pid = proxy.child.id();
     // The proxy's live-feed hub starts the capture worker, which then decodes the load.
-    let caught_up = capture_caught_up(Duration::from_secs(if a.quick { 10 } else { 120 }))?;
+    let caught_up = capture_caught_up(&cluster, Duration::from_secs(if a.quick { 10 } else { 120 }))?;
     println!("waited {:.1} s for the live-feed capture worker to be idle", caught_up.as_secs_f64());
     let base = proxy.base();
 
@@ -918,10 +930,11 @@ fn main() -> Result<()> {
     println!("{peer_note}");
     println!("{pb_note}");
     println!(
-        "client (wrk -t2 -c{c}; pgbench -c{c}, -c{pool} and -c{pool} pipelined, -j2 -M prepared), proxy (pool {pool}), Postgres{}{} share one {}-core machine",
+        "client (wrk -t2 -c{c}; pgbench -c{c}, -c{pool} and -c{pool} pipelined, -j2 -M prepared), proxy (pool {pool}), Postgres{}{} share one {}-core machine{}",
         if a.peer { ", Parse Server" } else { "" },
         if a.pocketbase { ", PocketBase" } else { "" },
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) },
+        if a.pinned { " (pinned: Postgres on CPU 0, the rest on CPU 1; argon2id above on CPU 1 alone)" } else { "" },
         c = a.conns,
         pool = a.pool
     );
