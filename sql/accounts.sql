@@ -1040,6 +1040,8 @@ create policy documents_aal on baas.documents as restrictive for all to baas_ano
     with check (collection_id <> all ((select baas._aal2_blocked())::integer[]));
 create policy index_entries_aal on baas.index_entries as restrictive for select to baas_anon, baas_user
     using (index_id <> all ((select baas._aal2_blocked_indexes())::integer[]));
+create policy read_entries_aal on baas.read_entries as restrictive for select to baas_anon, baas_user
+    using (collection_id <> all ((select baas._aal2_blocked())::integer[]));
 
 -- Collections as the API shows them (files.sql's, re-created after the columns it
 -- reads): require_aal2 appears when it is set, on_owner_delete when documents outlive

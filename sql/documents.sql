@@ -693,6 +693,8 @@ begin
         raise exception using errcode = '23505', detail = 'collection_exists',
             message = format('collection %s already exists', create_collection.name);
     end if;
+    -- Empty, so its read entries are complete (see baas.read_entries).
+    insert into baas._read_entries_ready values (c.id);
     return baas._collection_json(c);
 end
 $$;
@@ -795,7 +797,8 @@ create table baas._index_entries_ready (
 revoke all on baas._index_entries_ready from public;
 alter table baas._index_entries_ready enable row level security;
 
--- DBAs: rebuild every btree index's entries from the documents (after a restore).
+-- DBAs: rebuild every btree index's entries and every collection's read entries from
+-- the documents (after a restore).
 create function baas.rebuild_index_entries() returns integer
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -813,12 +816,21 @@ begin
         insert into baas._index_entries_ready values (i.id);
         n := n + 1;
     end loop;
-    analyze baas.index_entries;
+    -- Every collection's read entries (baas.read_entries), from the documents.
+    delete from baas._read_entries_ready;
+    delete from baas.read_entries;
+    insert into baas.read_entries (collection_id, principal, doc_id, owner, acl_read)
+    select d.collection_id, p, d.id, d.owner, d.acl_read
+      from baas.documents d, unnest(d.acl_read || ('user:' || d.owner::text)) p
+     where p is not null
+    on conflict do nothing;
+    insert into baas._read_entries_ready select c.id from baas.collections c;
+    analyze baas.index_entries, baas.read_entries;
     return n;
 end
 $$;
 comment on function baas.rebuild_index_entries() is
-    'DBAs: rebuild the counting entries of every btree index (after pg_restore); returns how many indexes';
+    'DBAs: rebuild the counting entries of every btree index and every collection''s read entries (after pg_restore); returns how many indexes';
 
 -- The value at a dotted path, object keys only: exactly what baas._index_expression's
 -- chain of baas._jfield calls reads.
@@ -867,6 +879,76 @@ end
 $$;
 create trigger documents_index_entries after insert or update or delete on baas.documents
     for each row execute function baas._index_entries_sync();
+
+-- Read entries: for each document, one narrow row per principal that may read it (its
+-- owner as `user:<id>`, and each principal of acl_read), holding the document's read
+-- rule (owner, acl_read). A user's count of a whole collection ("how many may I read")
+-- is then an index-only scan of that user's principals' rows (baas.count), where the
+-- documents path filters every document of the collection under row-level security
+-- (0.2 s per million). Kept by a trigger on baas.documents, in the same transaction;
+-- nobody but that trigger and baas.rebuild_index_entries writes it. Read under the same
+-- rule as baas.documents: its policies are made from the same text as documents_read
+-- and documents_service (sql/permissions.sql), and baas.security_lints() checks they
+-- agree, so the principal column only chooses which rows to look at: the policy
+-- decides, as everywhere else.
+create table baas.read_entries (
+    collection_id integer not null,
+    principal text not null,
+    doc_id uuid not null,
+    owner uuid,
+    acl_read text[] not null,
+    -- The count is an index-only scan of this key; the read rule rides along for the policy.
+    primary key (collection_id, principal, doc_id) include (owner, acl_read)
+) with (autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_vacuum_scale_factor = 0.02);
+revoke all on baas.read_entries from public;
+grant select on baas.read_entries to baas_anon, baas_user, baas_service;
+
+-- Collections whose read entries are complete. Not part of a pg_dump, like
+-- baas._index_entries_ready: after a restore counts take the documents path until
+-- baas.rebuild_index_entries() runs. A collection is complete from its creation.
+create table baas._read_entries_ready (
+    collection_id integer primary key references baas.collections (id) on delete cascade
+);
+revoke all on baas._read_entries_ready from public;
+alter table baas._read_entries_ready enable row level security;
+
+-- Whether baas.count may count a collection from its read entries (baas.count runs as
+-- the caller, and the ready list is not theirs to read).
+create function baas._read_entries_ready(collection_id integer) returns boolean
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select exists (select from baas._read_entries_ready r where r.collection_id = _read_entries_ready.collection_id)
+$$;
+
+-- A document's read entries: one per principal that may read it by its read rule,
+-- `user:<owner>` and each principal of acl_read, once each (a null owner adds none).
+-- A change of data alone leaves them as they are.
+create function baas._read_entries_sync() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if tg_op = 'UPDATE' and new.owner is not distinct from old.owner and new.acl_read = old.acl_read
+       and new.collection_id = old.collection_id and new.id = old.id then
+        return null; -- a data change: the read rule is the same
+    end if;
+    if tg_op <> 'INSERT' then
+        delete from baas.read_entries r
+         where r.collection_id = old.collection_id and r.doc_id = old.id
+           and r.principal = any (old.acl_read || ('user:' || old.owner::text));
+    end if;
+    if tg_op <> 'DELETE' then
+        insert into baas.read_entries (collection_id, principal, doc_id, owner, acl_read)
+        select distinct new.collection_id, p, new.id, new.owner, new.acl_read
+          from unnest(new.acl_read || ('user:' || new.owner::text)) p
+         where p is not null;
+    end if;
+    return null;
+end
+$$;
+create trigger documents_read_entries after insert or update or delete on baas.documents
+    for each row execute function baas._read_entries_sync();
 
 -- An index's row as the API shows it. A build whose worker is gone (pg_terminate_backend,
 -- a crash, a restart) shows as failed at once; the next worker records it so and drops

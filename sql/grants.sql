@@ -69,6 +69,7 @@ grant execute on function
     baas._find_compiled(integer, text, jsonb, text, integer, integer, uuid, text[], boolean),
     baas._count_compiled(integer, jsonb),
     baas._btree_index_id(integer, text),
+    baas._read_entries_ready(integer),
     baas._jfield(jsonb, text),
     baas._jsonb_lp_eq(jsonb, jsonb),
     baas._jsonb_lp_lt(jsonb, jsonb),

@@ -65,7 +65,7 @@ as $$
            '_document_not_found', '_write_document', '_explain_write_miss', '_version_conflict',
            '_validate_document', '_normalize_acl', '_check_new_principals', '_acl_change', '_change_acl',
            '_owned_document', '_set_document_owner', '_may_create', '_may_manage', '_is_privileged',
-           '_find_page', '_find_compiled', '_count_compiled', '_btree_index_id', '_jfield',
+           '_find_page', '_find_compiled', '_count_compiled', '_btree_index_id', '_read_entries_ready', '_jfield',
            '_jsonb_lp_eq', '_jsonb_lp_lt', '_jsonb_lp_le', '_jsonb_lp_gt', '_jsonb_lp_ge',
            '_jsonb_lp_cmp', '_jsonb_lp_contains',
            -- files (sql/files.sql, sql/grants.sql)
@@ -158,16 +158,17 @@ as $$
            -- references (sql/refs.sql)
            'expand', 'expand_page', 'referrers'])
     union all
-    -- 4c. The document policies and the index entries' read policy are made from one
-    --     rule (sql/permissions.sql): each must still say what documents_read says
-    --     (with its own ACL column), for the same roles and command; the service
-    --     policies must agree; no other policy may widen either table.
+    -- 4c. The document policies and the index and read entries' read policies are made
+    --     from one rule (sql/permissions.sql): each must still say what documents_read
+    --     says (with its own ACL column), for the same roles and command; the service
+    --     policies must agree; no other policy may widen any of these tables.
     select 'policy_drift', format('policy %I on %s', v.polname, v.rel),
            case when p.oid is null then 'missing: sql/permissions.sql creates it'
                 else format('does not agree with documents_read: %s', pg_get_expr(p.polqual, p.polrelid)) end
       from (values ('documents_update', 'baas.documents', 'acl_update', 'w'),
                    ('documents_delete', 'baas.documents', 'acl_delete', 'd'),
-                   ('index_entries_read', 'baas.index_entries', 'acl_read', 'r')) v(polname, rel, col, cmd)
+                   ('index_entries_read', 'baas.index_entries', 'acl_read', 'r'),
+                   ('read_entries_read', 'baas.read_entries', 'acl_read', 'r')) v(polname, rel, col, cmd)
       cross join (select * from pg_policy x
                    where x.polname = 'documents_read' and x.polrelid = 'baas.documents'::regclass) r
       left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
@@ -179,8 +180,8 @@ as $$
     select 'policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
            'the service policy must be `to baas_service using (true)`, as documents_service'
       from pg_policy p
-     where p.polname in ('documents_service', 'index_entries_service')
-       and p.polrelid in ('baas.documents'::regclass, 'baas.index_entries'::regclass)
+     where p.polname in ('documents_service', 'index_entries_service', 'read_entries_service')
+       and p.polrelid in ('baas.documents'::regclass, 'baas.index_entries'::regclass, 'baas.read_entries'::regclass)
        and (p.polroles::oid[] is distinct from array['baas_service'::regrole::oid]
             or pg_get_expr(p.polqual, p.polrelid) is distinct from 'true')
     union all
@@ -192,6 +193,8 @@ as $$
                                   'documents_update', 'documents_delete', 'documents_aal'))
         or (p.polrelid = 'baas.index_entries'::regclass
             and p.polname not in ('index_entries_service', 'index_entries_read', 'index_entries_aal'))
+        or (p.polrelid = 'baas.read_entries'::regclass
+            and p.polname not in ('read_entries_service', 'read_entries_read', 'read_entries_aal'))
     union all
     -- 4c'. The aal2 rule (sql/accounts.sql, multi-factor): restrictive, for the two API
     --      roles that obey ACLs, with exactly its text (a permissive or loosened copy
@@ -202,7 +205,9 @@ as $$
       from (values ('documents_aal', 'baas.documents', '*',
                     '(collection_id <> ALL (( SELECT baas._aal2_blocked() AS _aal2_blocked)::integer[]))'),
                    ('index_entries_aal', 'baas.index_entries', 'r',
-                    '(index_id <> ALL (( SELECT baas._aal2_blocked_indexes() AS _aal2_blocked_indexes)::integer[]))')) v(polname, rel, cmd, qual)
+                    '(index_id <> ALL (( SELECT baas._aal2_blocked_indexes() AS _aal2_blocked_indexes)::integer[]))'),
+                   ('read_entries_aal', 'baas.read_entries', 'r',
+                    '(collection_id <> ALL (( SELECT baas._aal2_blocked() AS _aal2_blocked)::integer[]))')) v(polname, rel, cmd, qual)
       left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
      where p.oid is null or p.polpermissive or p.polcmd::text <> v.cmd
         or pg_get_expr(p.polqual, p.polrelid) is distinct from v.qual

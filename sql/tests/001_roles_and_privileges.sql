@@ -35,13 +35,14 @@ create temp view api_readable as
          or has_table_privilege('baas_user', c.oid, 'select')
          or has_table_privilege('baas_service', c.oid, 'select')
          or has_table_privilege('baas_authenticator', c.oid, 'select'));
--- index_entries: the counting copy of documents' read rule (same policies, forced).
+-- index_entries and read_entries: the counting copies of documents' read rule (same
+-- policies, forced).
 -- Files (sql/files.sql): the bytes, blobs and thumbnails under the one file rule, the
 -- security_invoker view baas.files, and the quotas (service only). Protected tables'
 -- definitions and the security_invoker view baas.exposed (service only, sql/tables.sql).
-select set_eq($$ select name from api_readable $$, array['collections', 'documents', 'index_entries',
+select set_eq($$ select name from api_readable $$, array['collections', 'documents', 'index_entries', 'read_entries',
         '_file_chunks', '_blobs', '_thumbnails', 'files', 'file_quotas', 'protected_tables', 'exposed'],
-    'API roles can select from collections, documents, index entries, the file tables and what is exposed only');
+    'API roles can select from collections, documents, index and read entries, the file tables and what is exposed only');
 -- The security lints (sql/lints.sql; each is shown catching a violation in 006).
 select is_empty('select * from baas.security_lints()', 'the security lints find nothing in a fresh extension');
 

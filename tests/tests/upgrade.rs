@@ -23,7 +23,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 /// The release that upgrade scripts start from (tests/scripts/previous-version.sh).
-const PREVIOUS: &str = "0.9.0";
+const PREVIOUS: &str = "0.10.0";
 const CURRENT: &str = env!("CARGO_PKG_VERSION");
 const PASSWORD: &str = "correct horse battery";
 
@@ -387,6 +387,22 @@ fn check_through_proxy(cluster: &Cluster, fx: &Fixture, extra_collections: &[&st
             }
         }
     }
+    // A whole collection's count (from the read entries for users and anonymous, issue
+    // 20) is the number of documents the caller's list shows (the documents' policy).
+    for c in ["notes", "club"] {
+        for (who, token) in &tokens {
+            let list = call(b, "GET", &format!("/v1/collections/{c}/documents?limit=1000"), token.as_deref(), None);
+            let want = list.body["items"].as_array().map_or(0, |a| a.len());
+            let at_least = fx.docs.iter().filter(|d| d.collection == c && d.readers.contains(who)).count();
+            assert!(want >= at_least, "{who} lists {c}: {}", list.body);
+            let r = call(b, "GET", &format!("/v1/collections/{c}/documents?count=true&limit=0"), token.as_deref(), None);
+            assert_eq!(r.status, 200, "{who} counts {c}: {}", r.body);
+            assert_eq!(r.body["count"], want, "{who} counts {c}");
+        }
+    }
+    let r = call(b, "GET", "/v1/collections/bulk/documents?count=true&limit=0", tokens["bob"].as_deref(), None);
+    assert_eq!(r.body["count"], fx.bulk, "bob counts every public document of bulk");
+
     // Update rights through the nested role: carol (admins) may, bob (staff) may not.
     let staff_doc = &fx.docs[2];
     let path = format!("/v1/collections/notes/documents/{}", staff_doc.id);
@@ -467,9 +483,15 @@ fn assert_indexes_drive_plans(db: &mut postgres::Client, user: &str) {
     }
 }
 
-/// Whether `bulk`'s btree index on `n` serves counts (its entries are marked complete).
+/// Whether both counting copies of `bulk` are trusted (marked complete): its btree
+/// index on `n`'s entries, and its read entries (a whole-collection count, issue 20).
 fn counting_ready(db: &mut postgres::Client) -> bool {
-    db.query_one("select baas._btree_index_id(c.id, 'n') is not null from baas.collections c where c.name = 'bulk'", &[]).unwrap().get(0)
+    db.query_one(
+        "select baas._btree_index_id(c.id, 'n') is not null and baas._read_entries_ready(c.id) from baas.collections c where c.name = 'bulk'",
+        &[],
+    )
+    .unwrap()
+    .get(0)
 }
 
 // ------------------------------------------------------------------ schema comparison
@@ -646,7 +668,7 @@ fn a_dump_restored_into_a_fresh_cluster_keeps_every_row_and_works() {
     run(tool(&target, "pg_restore").args(["--exit-on-error", "-d", DB]).arg(&dump));
     let _ = std::fs::remove_file(&dump);
     let mut db = target.connect("postgres", DB).unwrap();
-    // index_entries and its ready marks are derived, and rebuilt below; CREATE EXTENSION
+    // index_entries, read_entries and their ready marks are derived, and rebuilt below; CREATE EXTENSION
     // on restore makes one signing key of its own, and a live-feed message secret of its
     // own (never dumped: a restored copy must not accept messages under the source's).
     // The live feed's event log is not dumped and its state row names the source's slot
@@ -655,7 +677,7 @@ fn a_dump_restored_into_a_fresh_cluster_keeps_every_row_and_works() {
         &before,
         &rows(&mut db),
         &["_signing_keys"],
-        &["index_entries", "_index_entries_ready", "_realtime_secret", "realtime_events", "_realtime_state"],
+        &["index_entries", "_index_entries_ready", "read_entries", "_read_entries_ready", "_realtime_secret", "realtime_events", "_realtime_state"],
     );
     // pg_dump leaves out indexes made on an extension's tables: baas.restore_indexes()
     // makes them again from baas.indexes, with their counting entries.

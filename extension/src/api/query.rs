@@ -336,8 +336,9 @@ fn count_values(text: &[u8]) -> (usize, usize) {
 
 /// How many documents of a collection the caller may read match the filter: what
 /// baas.count returns, with plans kept per backend like find_compiled. A filter that
-/// reads one field with a ready btree index counts baas.index_entries (an index-only
-/// scan under the same read policy); any other counts the documents.
+/// reads one field with a ready btree index counts baas.index_entries, and no filter at
+/// all counts baas.read_entries (index-only scans under the same read policy); any other
+/// counts the documents.
 #[pg_extern(stable, parallel_unsafe, name = "_count_compiled")]
 fn count_compiled(collection_id: Option<i32>, filter: Option<Json>) -> i64 {
     const F: &str = "count";
@@ -357,6 +358,17 @@ fn count_compiled(collection_id: Option<i32>, filter: Option<Json>) -> i64 {
     });
     let sql = match (index, entry) {
         (Some(index), Some((_, w))) => format!("select count(*) from baas.index_entries e where e.index_id = {index} and {w}"),
+        // The whole collection: for a user or anonymous caller, the documents whose read
+        // entries name one of the caller's principals, counted from the entries' key
+        // alone (row-level security on the entries, documents_read's rule, decides which
+        // rows count). The service role and DBAs read everything: for them, and before
+        // the entries are rebuilt after a restore, the documents are counted.
+        _ if where_sql == "true" && params.is_empty() => format!(
+            "select case when baas._is_privileged(current_user::text) or not baas._read_entries_ready({collection_id})
+                         then (select count(*) from baas.documents d where d.collection_id = {collection_id})
+                         else (select count(distinct r.doc_id) from baas.read_entries r
+                                where r.collection_id = {collection_id} and r.principal = any ((select baas.principals())::text[])) end"
+        ),
         _ => format!("select count(*) from baas.documents d where d.collection_id = {collection_id} and {where_sql}"),
     };
     let d = plans::first_datum(&sql, &[PgOid::BuiltIn(BuiltinOid::JSONBOID)], &[JsonB(Value::Array(params)).into()], true);
