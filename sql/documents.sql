@@ -913,12 +913,15 @@ revoke all on baas._read_entries_ready from public;
 alter table baas._read_entries_ready enable row level security;
 
 -- Whether baas.count may count a collection from its read entries (baas.count runs as
--- the caller, and the ready list is not theirs to read).
+-- the caller, and the ready list is not theirs to read). PL/pgSQL so that its plan is
+-- kept (see baas._aal2_blocked).
 create function baas._read_entries_ready(collection_id integer) returns boolean
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    select exists (select from baas._read_entries_ready r where r.collection_id = _read_entries_ready.collection_id)
+begin
+    return exists (select from baas._read_entries_ready r where r.collection_id = _read_entries_ready.collection_id);
+end
 $$;
 
 -- A document's read entries: one per principal that may read it by its read rule,

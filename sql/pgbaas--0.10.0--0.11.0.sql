@@ -44,12 +44,15 @@ revoke all on baas._read_entries_ready from public;
 alter table baas._read_entries_ready enable row level security;
 
 -- Whether baas.count may count a collection from its read entries (baas.count runs as
--- the caller, and the ready list is not theirs to read).
+-- the caller, and the ready list is not theirs to read). PL/pgSQL so that its plan is
+-- kept (see baas._aal2_blocked).
 create function baas._read_entries_ready(collection_id integer) returns boolean
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    select exists (select from baas._read_entries_ready r where r.collection_id = _read_entries_ready.collection_id)
+begin
+    return exists (select from baas._read_entries_ready r where r.collection_id = _read_entries_ready.collection_id);
+end
 $$;
 
 -- A document's read entries: one per principal that may read it by its read rule,
@@ -165,6 +168,32 @@ create policy read_entries_read on baas.read_entries for select to baas_anon, ba
     using (owner = (select baas.uid()) or acl_read && (select baas.principals()));
 
 -- =============================================================== sql/accounts.sql
+-- (the aal2 rule's blocked lists, in PL/pgSQL: plans kept)
+create or replace function baas._aal2_blocked() returns integer[]
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if baas.aal() = 'aal2' then
+        return '{}';
+    end if;
+    return array(select c.id from baas.collections c where c.require_aal2 order by c.id);
+end
+$$;
+
+create or replace function baas._aal2_blocked_indexes() returns integer[]
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if baas.aal() = 'aal2' then
+        return '{}';
+    end if;
+    return array(select i.id from baas.indexes i join baas.collections c on c.id = i.collection_id
+                  where c.require_aal2 order by i.id);
+end
+$$;
+
 create policy read_entries_aal on baas.read_entries as restrictive for select to baas_anon, baas_user
     using (collection_id <> all ((select baas._aal2_blocked())::integer[]));
 

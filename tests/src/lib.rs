@@ -547,3 +547,51 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
     s.read_to_string(&mut buf).ok()?;
     buf.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// Waits (at most `limit`) until the live-feed capture worker ("pgbaas realtime
+/// capture") is idle: after the load it worked for minutes on the Postgres side of the
+/// machine. In a pinned run it took 17% of Postgres's CPU while the first workloads
+/// ran, and the pgbench limits measured first came out low (list and create through
+/// the proxy above 100% of theirs): figures taken while it works are the steady state
+/// of neither the limit nor the proxy. Idle: under 20 ms of CPU in a second, twice in
+/// a row; no worker after 10 s counts as idle too. (Used by the benchmark programs.)
+pub fn capture_caught_up(cluster: &Cluster, limit: std::time::Duration) -> anyhow::Result<std::time::Duration> {
+    use std::time::{Duration, Instant};
+    let t = Instant::now();
+    let mut quiet = 0;
+    // This cluster's worker only: a child of its postmaster (other clusters, e.g. the
+    // test suite's other benchmark runs, have workers of their own).
+    let pm: u32 = std::fs::read_to_string(cluster.data().join("postmaster.pid"))?.lines().next().unwrap_or("").trim().parse()?;
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    loop {
+        let workers: Vec<u32> = std::fs::read_dir("/proc")?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| c.starts_with(b"postgres: pgbaas realtime capture")).unwrap_or(false))
+            .filter(|pid| parent(*pid) == Some(pm))
+            .collect();
+        if workers.is_empty() && t.elapsed() > Duration::from_secs(10) {
+            return Ok(t.elapsed());
+        }
+        let before: f64 = workers.iter().map(|p| cpu_seconds(*p)).sum();
+        std::thread::sleep(Duration::from_secs(1));
+        let after: f64 = workers.iter().map(|p| cpu_seconds(*p)).sum();
+        // A worker that ended meanwhile reads as 0: not a quiet second.
+        quiet = if !workers.is_empty() && (0.0..0.02).contains(&(after - before)) { quiet + 1 } else { 0 };
+        if quiet >= 2 || t.elapsed() > limit {
+            return Ok(t.elapsed());
+        }
+    }
+}
+
+/// CPU seconds (user + system) of a process, from /proc/<pid>/stat; 0 once it is gone.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let f: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)) / ticks
+}
