@@ -807,6 +807,9 @@ declare
     i record;
     n integer := 0;
 begin
+    -- Writes wait until the rebuild commits: a write's trigger racing the rebuild could
+    -- otherwise delete entries the rebuild then writes again from the older row.
+    lock table baas.documents in share mode;
     for i in select x.id, x.collection_id, x.path from baas.indexes x where x.kind = 'btree' and x.state = 'ready' loop
         delete from baas._index_entries_ready where index_id = i.id;
         delete from baas.index_entries where index_id = i.id;
@@ -819,8 +822,8 @@ begin
     -- Every collection's read entries (baas.read_entries), from the documents.
     delete from baas._read_entries_ready;
     delete from baas.read_entries;
-    insert into baas.read_entries (collection_id, principal, doc_id, owner, acl_read)
-    select d.collection_id, p, d.id, d.owner, d.acl_read
+    insert into baas.read_entries (collection_id, principal, doc_id)
+    select d.collection_id, p, d.id
       from baas.documents d, unnest(d.acl_read || ('user:' || d.owner::text)) p
      where p is not null
     on conflict do nothing;
@@ -880,25 +883,26 @@ $$;
 create trigger documents_index_entries after insert or update or delete on baas.documents
     for each row execute function baas._index_entries_sync();
 
--- Read entries: for each document, one narrow row per principal that may read it (its
--- owner as `user:<id>`, and each principal of acl_read), holding the document's read
--- rule (owner, acl_read). A user's count of a whole collection ("how many may I read")
--- is then an index-only scan of that user's principals' rows (baas.count), where the
--- documents path filters every document of the collection under row-level security
--- (0.2 s per million). Kept by a trigger on baas.documents, in the same transaction;
--- nobody but that trigger and baas.rebuild_index_entries writes it. Read under the same
--- rule as baas.documents: its policies are made from the same text as documents_read
--- and documents_service (sql/permissions.sql), and baas.security_lints() checks they
--- agree, so the principal column only chooses which rows to look at: the policy
--- decides, as everywhere else.
+-- Read entries: for each document, one narrow row per principal that may read it by
+-- its read rule: its owner as `user:<id>`, and each principal of acl_read. A user's
+-- count of a whole collection ("how many may I read") is then an index-only scan of
+-- the rows of that user's principals (baas.count), where the documents path filters
+-- every document of the collection under row-level security (0.15-0.2 s per million).
+-- Kept by the triggers below, in the same transaction; nobody but them and
+-- baas.rebuild_index_entries writes it. The rows carry no copy of the ACL: a copy in
+-- the key's index would cap a read list at the ~2.7 kB of a btree row (about 60 `user:`
+-- principals, where the API allows 256), and cost the square of its length per change.
+-- So the read policy (sql/permissions.sql) is "the row's principal is one of the
+-- caller's", which gives exactly documents_read for entries kept in step: the caller's
+-- only `user:` principal is `user:<uid>` (owner = uid), and any other is in acl_read.
+-- baas.security_lints() checks the policies' text and the triggers (read_entries_unkept);
+-- sql/tests/031_read_entries.sql checks the equality against the documents' policy.
 create table baas.read_entries (
     collection_id integer not null,
     principal text not null,
     doc_id uuid not null,
-    owner uuid,
-    acl_read text[] not null,
-    -- The count is an index-only scan of this key; the read rule rides along for the policy.
-    primary key (collection_id, principal, doc_id) include (owner, acl_read)
+    -- The count is an index-only scan of this key.
+    primary key (collection_id, principal, doc_id)
 ) with (autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_vacuum_scale_factor = 0.02);
 revoke all on baas.read_entries from public;
 grant select on baas.read_entries to baas_anon, baas_user, baas_service;
@@ -926,32 +930,46 @@ $$;
 
 -- A document's read entries: one per principal that may read it by its read rule,
 -- `user:<owner>` and each principal of acl_read, once each (a null owner adds none).
--- A change of data alone leaves them as they are.
+-- Updates reach it only when the owner or the read list changed (the WHEN of its
+-- update trigger): a change of data alone costs no call.
 create function baas._read_entries_sync() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    if tg_op = 'UPDATE' and new.owner is not distinct from old.owner and new.acl_read = old.acl_read
-       and new.collection_id = old.collection_id and new.id = old.id then
-        return null; -- a data change: the read rule is the same
-    end if;
     if tg_op <> 'INSERT' then
         delete from baas.read_entries r
          where r.collection_id = old.collection_id and r.doc_id = old.id
            and r.principal = any (old.acl_read || ('user:' || old.owner::text));
     end if;
     if tg_op <> 'DELETE' then
-        insert into baas.read_entries (collection_id, principal, doc_id, owner, acl_read)
-        select distinct new.collection_id, p, new.id, new.owner, new.acl_read
+        insert into baas.read_entries (collection_id, principal, doc_id)
+        select distinct new.collection_id, p, new.id
           from unnest(new.acl_read || ('user:' || new.owner::text)) p
          where p is not null;
     end if;
     return null;
 end
 $$;
-create trigger documents_read_entries after insert or update or delete on baas.documents
+create trigger documents_read_entries after insert or delete on baas.documents
     for each row execute function baas._read_entries_sync();
+create trigger documents_read_entries_update after update on baas.documents
+    for each row when (old.owner is distinct from new.owner or old.acl_read is distinct from new.acl_read)
+    execute function baas._read_entries_sync();
+
+-- TRUNCATE skips row triggers: it empties the counting copies too (a DBA's truncate of
+-- baas.documents would otherwise leave counts of documents that are gone).
+create function baas._entries_truncate() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    truncate baas.read_entries, baas.index_entries;
+    return null;
+end
+$$;
+create trigger documents_truncate_entries after truncate on baas.documents
+    for each statement execute function baas._entries_truncate();
 
 -- An index's row as the API shows it. A build whose worker is gone (pg_terminate_backend,
 -- a crash, a restart) shows as failed at once; the next worker records it so and drops

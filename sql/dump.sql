@@ -5,8 +5,8 @@
 -- Tables of an extension are not dumped, only CREATE EXTENSION is, unless the extension
 -- registers them with pg_extension_config_dump: each table's call sits next to its
 -- CREATE TABLE (schema.sql, auth.sql, documents.sql, audit.sql). Left out on purpose:
--- baas.index_entries and baas._index_entries_ready, derived from the documents and
--- rebuilt after a restore by baas.rebuild_index_entries(); baas._account_limits
+-- baas.index_entries, baas.read_entries and their ready marks, derived from the
+-- documents and rebuilt after a restore by baas.rebuild_index_entries(); baas._account_limits
 -- (limits.sql), per-minute counts that a restore starts again at 0.
 --
 -- A restore runs CREATE EXTENSION (which makes the settings row and a first signing

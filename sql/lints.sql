@@ -158,17 +158,18 @@ as $$
            -- references (sql/refs.sql)
            'expand', 'expand_page', 'referrers'])
     union all
-    -- 4c. The document policies and the index and read entries' read policies are made
-    --     from one rule (sql/permissions.sql): each must still say what documents_read
-    --     says (with its own ACL column), for the same roles and command; the service
-    --     policies must agree; no other policy may widen any of these tables.
+    -- 4c. The document policies and the index entries' read policy are made from one
+    --     rule (sql/permissions.sql): each must still say what documents_read says
+    --     (with its own ACL column), for the same roles and command; the read entries'
+    --     policy keeps its one text (the caller's principals; equal to documents_read
+    --     for entries kept in step, see 4c''); the service policies must agree; no other
+    --     policy may widen any of these tables.
     select 'policy_drift', format('policy %I on %s', v.polname, v.rel),
            case when p.oid is null then 'missing: sql/permissions.sql creates it'
                 else format('does not agree with documents_read: %s', pg_get_expr(p.polqual, p.polrelid)) end
       from (values ('documents_update', 'baas.documents', 'acl_update', 'w'),
                    ('documents_delete', 'baas.documents', 'acl_delete', 'd'),
-                   ('index_entries_read', 'baas.index_entries', 'acl_read', 'r'),
-                   ('read_entries_read', 'baas.read_entries', 'acl_read', 'r')) v(polname, rel, col, cmd)
+                   ('index_entries_read', 'baas.index_entries', 'acl_read', 'r')) v(polname, rel, col, cmd)
       cross join (select * from pg_policy x
                    where x.polname = 'documents_read' and x.polrelid = 'baas.documents'::regclass) r
       left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
@@ -176,6 +177,26 @@ as $$
         or pg_get_expr(p.polqual, p.polrelid) is distinct from replace(pg_get_expr(r.polqual, r.polrelid), 'acl_read', v.col)
         or p.polroles::oid[] is distinct from r.polroles::oid[]
         or p.polcmd::text <> v.cmd or p.polpermissive is distinct from r.polpermissive
+    union all
+    select 'policy_drift', 'policy read_entries_read on baas.read_entries',
+           case when p.oid is null then 'missing: sql/permissions.sql creates it'
+                else format('not the read entries'' rule (principal = any (caller''s principals)): %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (select 1) one
+      left join pg_policy p on p.polname = 'read_entries_read' and p.polrelid = 'baas.read_entries'::regclass
+      left join pg_policy r on r.polname = 'documents_read' and r.polrelid = 'baas.documents'::regclass
+     where p.oid is null
+        or pg_get_expr(p.polqual, p.polrelid) is distinct from '(principal = ANY (( SELECT baas.principals() AS principals)::text[]))'
+        or p.polroles::oid[] is distinct from r.polroles::oid[]
+        or p.polcmd::text <> 'r' or p.polpermissive is distinct from r.polpermissive
+    union all
+    -- 4c''. The read entries are kept by baas.documents' triggers: without them (dropped,
+    --      or disabled) counts of whole collections would drift from the documents.
+    select 'read_entries_unkept', format('trigger %I on baas.documents', v.tgname),
+           case when t.oid is null then 'missing: sql/documents.sql creates it'
+                else 'disabled: whole-collection counts no longer follow the documents' end
+      from (values ('documents_read_entries'), ('documents_read_entries_update'), ('documents_truncate_entries')) v(tgname)
+      left join pg_trigger t on t.tgrelid = 'baas.documents'::regclass and t.tgname = v.tgname
+     where t.oid is null or t.tgenabled = 'D'
     union all
     select 'policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
            'the service policy must be `to baas_service using (true)`, as documents_service'
@@ -289,4 +310,4 @@ as $$
     select * from baas._table_lints()
 $$;
 comment on function baas.security_lints() is
-    'Security lints (no rows = clean): unforced RLS on API-readable tables, SECURITY DEFINER without search_path, PUBLIC execute, exposed internal functions, undocumented public functions, policies that drifted from their one rule (documents and files), write grants on file tables, policies reading user-editable data, the RPC door and protected tables (rpc_lints, table_lints)';
+    'Security lints (no rows = clean): unforced RLS on API-readable tables, SECURITY DEFINER without search_path, PUBLIC execute, exposed internal functions, undocumented public functions, policies that drifted from their one rule (documents and files), missing or disabled read-entry triggers, write grants on file tables, policies reading user-editable data, the RPC door and protected tables (rpc_lints, table_lints)';

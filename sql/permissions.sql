@@ -205,15 +205,22 @@ alter table baas.index_entries enable row level security;
 alter table baas.index_entries force row level security;
 create policy index_entries_service on baas.index_entries for select to baas_service using (true);
 -- Read entries (sql/documents.sql): one row per document and principal that may read
--- it, with the document's read rule, counted by baas.count over a whole collection.
--- The same rule as index entries: documents_read's text, and all for the service role.
+-- it by the ACL rule below, counted by baas.count over a whole collection. A row is
+-- the caller's when its principal is one of the caller's: for entries kept in step
+-- with the documents, a document has such a row exactly when documents_read lets the
+-- caller read it (the owner's row is `user:<owner>`, and the caller's one `user:`
+-- principal is `user:<uid>`; every other row is a principal of acl_read). The
+-- equality is tested against the documents' policy (sql/tests/031_read_entries.sql)
+-- and baas.security_lints() checks this text (policy_drift). All for the service role.
 alter table baas.read_entries enable row level security;
 alter table baas.read_entries force row level security;
 create policy read_entries_service on baas.read_entries for select to baas_service using (true);
+create policy read_entries_read on baas.read_entries for select to baas_anon, baas_user
+    using (principal = any ((select baas.principals())::text[]));
 
 -- The ACL rule, written once: the owner, or anyone whose principals meet the list.
--- documents_read, documents_update, documents_delete, index_entries_read and
--- read_entries_read are all made from this one text (acl_read always contains everyone named in acl_update and
+-- documents_read, documents_update, documents_delete and index_entries_read are all
+-- made from this one text (acl_read always contains everyone named in acl_update and
 -- acl_delete: see baas._normalize_acl), and baas.security_lints() reports
 -- `policy_drift` if any of them is later changed so that they no longer agree.
 -- (select ...) makes baas.uid() and baas.principals() InitPlans, evaluated once per
@@ -229,8 +236,6 @@ begin
     execute format('create policy documents_delete on baas.documents for delete to baas_anon, baas_user using (%s)',
                    format(rule, 'acl_delete'));
     execute format('create policy index_entries_read on baas.index_entries for select to baas_anon, baas_user using (%s)',
-                   format(rule, 'acl_read'));
-    execute format('create policy read_entries_read on baas.read_entries for select to baas_anon, baas_user using (%s)',
                    format(rule, 'acl_read'));
     -- The same rule as a function, made from the same text so that it cannot drift, for
     -- the SECURITY DEFINER steps that must answer as the caller's policies would (the

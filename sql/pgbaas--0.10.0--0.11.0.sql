@@ -11,25 +11,26 @@
 
 -- ============================================================== sql/documents.sql
 -- (issue 20: counts of a whole collection from read entries)
--- Read entries: for each document, one narrow row per principal that may read it (its
--- owner as `user:<id>`, and each principal of acl_read), holding the document's read
--- rule (owner, acl_read). A user's count of a whole collection ("how many may I read")
--- is then an index-only scan of that user's principals' rows (baas.count), where the
--- documents path filters every document of the collection under row-level security
--- (0.2 s per million). Kept by a trigger on baas.documents, in the same transaction;
--- nobody but that trigger and baas.rebuild_index_entries writes it. Read under the same
--- rule as baas.documents: its policies are made from the same text as documents_read
--- and documents_service (sql/permissions.sql), and baas.security_lints() checks they
--- agree, so the principal column only chooses which rows to look at: the policy
--- decides, as everywhere else.
+-- Read entries: for each document, one narrow row per principal that may read it by
+-- its read rule: its owner as `user:<id>`, and each principal of acl_read. A user's
+-- count of a whole collection ("how many may I read") is then an index-only scan of
+-- the rows of that user's principals (baas.count), where the documents path filters
+-- every document of the collection under row-level security (0.15-0.2 s per million).
+-- Kept by the triggers below, in the same transaction; nobody but them and
+-- baas.rebuild_index_entries writes it. The rows carry no copy of the ACL: a copy in
+-- the key's index would cap a read list at the ~2.7 kB of a btree row (about 60 `user:`
+-- principals, where the API allows 256), and cost the square of its length per change.
+-- So the read policy (sql/permissions.sql) is "the row's principal is one of the
+-- caller's", which gives exactly documents_read for entries kept in step: the caller's
+-- only `user:` principal is `user:<uid>` (owner = uid), and any other is in acl_read.
+-- baas.security_lints() checks the policies' text and the triggers (read_entries_unkept);
+-- sql/tests/031_read_entries.sql checks the equality against the documents' policy.
 create table baas.read_entries (
     collection_id integer not null,
     principal text not null,
     doc_id uuid not null,
-    owner uuid,
-    acl_read text[] not null,
-    -- The count is an index-only scan of this key; the read rule rides along for the policy.
-    primary key (collection_id, principal, doc_id) include (owner, acl_read)
+    -- The count is an index-only scan of this key.
+    primary key (collection_id, principal, doc_id)
 ) with (autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_vacuum_scale_factor = 0.02);
 revoke all on baas.read_entries from public;
 grant select on baas.read_entries to baas_anon, baas_user, baas_service;
@@ -57,32 +58,46 @@ $$;
 
 -- A document's read entries: one per principal that may read it by its read rule,
 -- `user:<owner>` and each principal of acl_read, once each (a null owner adds none).
--- A change of data alone leaves them as they are.
+-- Updates reach it only when the owner or the read list changed (the WHEN of its
+-- update trigger): a change of data alone costs no call.
 create function baas._read_entries_sync() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    if tg_op = 'UPDATE' and new.owner is not distinct from old.owner and new.acl_read = old.acl_read
-       and new.collection_id = old.collection_id and new.id = old.id then
-        return null; -- a data change: the read rule is the same
-    end if;
     if tg_op <> 'INSERT' then
         delete from baas.read_entries r
          where r.collection_id = old.collection_id and r.doc_id = old.id
            and r.principal = any (old.acl_read || ('user:' || old.owner::text));
     end if;
     if tg_op <> 'DELETE' then
-        insert into baas.read_entries (collection_id, principal, doc_id, owner, acl_read)
-        select distinct new.collection_id, p, new.id, new.owner, new.acl_read
+        insert into baas.read_entries (collection_id, principal, doc_id)
+        select distinct new.collection_id, p, new.id
           from unnest(new.acl_read || ('user:' || new.owner::text)) p
          where p is not null;
     end if;
     return null;
 end
 $$;
-create trigger documents_read_entries after insert or update or delete on baas.documents
+create trigger documents_read_entries after insert or delete on baas.documents
     for each row execute function baas._read_entries_sync();
+create trigger documents_read_entries_update after update on baas.documents
+    for each row when (old.owner is distinct from new.owner or old.acl_read is distinct from new.acl_read)
+    execute function baas._read_entries_sync();
+
+-- TRUNCATE skips row triggers: it empties the counting copies too (a DBA's truncate of
+-- baas.documents would otherwise leave counts of documents that are gone).
+create function baas._entries_truncate() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    truncate baas.read_entries, baas.index_entries;
+    return null;
+end
+$$;
+create trigger documents_truncate_entries after truncate on baas.documents
+    for each statement execute function baas._entries_truncate();
 
 create or replace function baas.create_collection(name text, options jsonb default '{}') returns jsonb
 language plpgsql volatile security definer
@@ -132,6 +147,9 @@ declare
     i record;
     n integer := 0;
 begin
+    -- Writes wait until the rebuild commits: a write's trigger racing the rebuild could
+    -- otherwise delete entries the rebuild then writes again from the older row.
+    lock table baas.documents in share mode;
     for i in select x.id, x.collection_id, x.path from baas.indexes x where x.kind = 'btree' and x.state = 'ready' loop
         delete from baas._index_entries_ready where index_id = i.id;
         delete from baas.index_entries where index_id = i.id;
@@ -144,8 +162,8 @@ begin
     -- Every collection's read entries (baas.read_entries), from the documents.
     delete from baas._read_entries_ready;
     delete from baas.read_entries;
-    insert into baas.read_entries (collection_id, principal, doc_id, owner, acl_read)
-    select d.collection_id, p, d.id, d.owner, d.acl_read
+    insert into baas.read_entries (collection_id, principal, doc_id)
+    select d.collection_id, p, d.id
       from baas.documents d, unnest(d.acl_read || ('user:' || d.owner::text)) p
      where p is not null
     on conflict do nothing;
@@ -159,13 +177,18 @@ comment on function baas.rebuild_index_entries() is
 
 -- ============================================================ sql/permissions.sql
 -- Read entries (sql/documents.sql): one row per document and principal that may read
--- it, with the document's read rule, counted by baas.count over a whole collection.
--- The same rule as index entries: documents_read's text, and all for the service role.
+-- it by the ACL rule below, counted by baas.count over a whole collection. A row is
+-- the caller's when its principal is one of the caller's: for entries kept in step
+-- with the documents, a document has such a row exactly when documents_read lets the
+-- caller read it (the owner's row is `user:<owner>`, and the caller's one `user:`
+-- principal is `user:<uid>`; every other row is a principal of acl_read). The
+-- equality is tested against the documents' policy (sql/tests/031_read_entries.sql)
+-- and baas.security_lints() checks this text (policy_drift). All for the service role.
 alter table baas.read_entries enable row level security;
 alter table baas.read_entries force row level security;
 create policy read_entries_service on baas.read_entries for select to baas_service using (true);
 create policy read_entries_read on baas.read_entries for select to baas_anon, baas_user
-    using (owner = (select baas.uid()) or acl_read && (select baas.principals()));
+    using (principal = any ((select baas.principals())::text[]));
 
 -- =============================================================== sql/accounts.sql
 -- (the aal2 rule's blocked lists, in PL/pgSQL: plans kept)
@@ -353,17 +376,18 @@ as $$
            -- references (sql/refs.sql)
            'expand', 'expand_page', 'referrers'])
     union all
-    -- 4c. The document policies and the index and read entries' read policies are made
-    --     from one rule (sql/permissions.sql): each must still say what documents_read
-    --     says (with its own ACL column), for the same roles and command; the service
-    --     policies must agree; no other policy may widen any of these tables.
+    -- 4c. The document policies and the index entries' read policy are made from one
+    --     rule (sql/permissions.sql): each must still say what documents_read says
+    --     (with its own ACL column), for the same roles and command; the read entries'
+    --     policy keeps its one text (the caller's principals; equal to documents_read
+    --     for entries kept in step, see 4c''); the service policies must agree; no other
+    --     policy may widen any of these tables.
     select 'policy_drift', format('policy %I on %s', v.polname, v.rel),
            case when p.oid is null then 'missing: sql/permissions.sql creates it'
                 else format('does not agree with documents_read: %s', pg_get_expr(p.polqual, p.polrelid)) end
       from (values ('documents_update', 'baas.documents', 'acl_update', 'w'),
                    ('documents_delete', 'baas.documents', 'acl_delete', 'd'),
-                   ('index_entries_read', 'baas.index_entries', 'acl_read', 'r'),
-                   ('read_entries_read', 'baas.read_entries', 'acl_read', 'r')) v(polname, rel, col, cmd)
+                   ('index_entries_read', 'baas.index_entries', 'acl_read', 'r')) v(polname, rel, col, cmd)
       cross join (select * from pg_policy x
                    where x.polname = 'documents_read' and x.polrelid = 'baas.documents'::regclass) r
       left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
@@ -371,6 +395,26 @@ as $$
         or pg_get_expr(p.polqual, p.polrelid) is distinct from replace(pg_get_expr(r.polqual, r.polrelid), 'acl_read', v.col)
         or p.polroles::oid[] is distinct from r.polroles::oid[]
         or p.polcmd::text <> v.cmd or p.polpermissive is distinct from r.polpermissive
+    union all
+    select 'policy_drift', 'policy read_entries_read on baas.read_entries',
+           case when p.oid is null then 'missing: sql/permissions.sql creates it'
+                else format('not the read entries'' rule (principal = any (caller''s principals)): %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (select 1) one
+      left join pg_policy p on p.polname = 'read_entries_read' and p.polrelid = 'baas.read_entries'::regclass
+      left join pg_policy r on r.polname = 'documents_read' and r.polrelid = 'baas.documents'::regclass
+     where p.oid is null
+        or pg_get_expr(p.polqual, p.polrelid) is distinct from '(principal = ANY (( SELECT baas.principals() AS principals)::text[]))'
+        or p.polroles::oid[] is distinct from r.polroles::oid[]
+        or p.polcmd::text <> 'r' or p.polpermissive is distinct from r.polpermissive
+    union all
+    -- 4c''. The read entries are kept by baas.documents' triggers: without them (dropped,
+    --      or disabled) counts of whole collections would drift from the documents.
+    select 'read_entries_unkept', format('trigger %I on baas.documents', v.tgname),
+           case when t.oid is null then 'missing: sql/documents.sql creates it'
+                else 'disabled: whole-collection counts no longer follow the documents' end
+      from (values ('documents_read_entries'), ('documents_read_entries_update'), ('documents_truncate_entries')) v(tgname)
+      left join pg_trigger t on t.tgrelid = 'baas.documents'::regclass and t.tgname = v.tgname
+     where t.oid is null or t.tgenabled = 'D'
     union all
     select 'policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
            'the service policy must be `to baas_service using (true)`, as documents_service'
@@ -483,14 +527,16 @@ as $$
     -- 7. Protected tables (sql/tables.sql): policies made from their definitions.
     select * from baas._table_lints()
 $$;
+comment on function baas.security_lints() is
+    'Security lints (no rows = clean): unforced RLS on API-readable tables, SECURITY DEFINER without search_path, PUBLIC execute, exposed internal functions, undocumented public functions, policies that drifted from their one rule (documents and files), missing or disabled read-entry triggers, write grants on file tables, policies reading user-editable data, the RPC door and protected tables (rpc_lints, table_lints)';
 
 -- ================================================================= sql/grants.sql
-revoke execute on function baas._read_entries_ready(integer), baas._read_entries_sync() from public;
+revoke execute on function baas._read_entries_ready(integer), baas._read_entries_sync(), baas._entries_truncate() from public;
 grant execute on function baas._read_entries_ready(integer) to baas_anon, baas_user, baas_service;
 
 -- The read entries of the documents already stored; every collection is then complete.
-insert into baas.read_entries (collection_id, principal, doc_id, owner, acl_read)
-select d.collection_id, p, d.id, d.owner, d.acl_read
+insert into baas.read_entries (collection_id, principal, doc_id)
+select d.collection_id, p, d.id
   from baas.documents d, unnest(d.acl_read || ('user:' || d.owner::text)) p
  where p is not null
 on conflict do nothing;

@@ -601,6 +601,13 @@ fn a_database_of_the_previous_release_upgrades_in_place_and_keeps_everything() {
     let mut tx = db.transaction().unwrap(); // rolled back: the rows compared below stay as filled
     let login: Value = tx.query_one("select baas.login($1, $2)", &[&fx.accounts["bob"].email, &PASSWORD]).unwrap().get(0);
     assert_eq!(login["user"]["id"], fx.accounts["bob"].id.as_str());
+    // Counts too: the new library's filterless count must not name SQL objects the
+    // previous version lacks (baas.read_entries, 0.11.0); it counts the documents.
+    let bob = json!({"sub": fx.accounts["bob"].id, "role": "baas_user"}).to_string();
+    tx.execute("select set_config('baas.claims', $1, true)", &[&bob]).unwrap();
+    tx.batch_execute("set local role baas_user").unwrap();
+    let n: i64 = tx.query_one("select baas.count('bulk')", &[]).unwrap().get(0);
+    assert_eq!(n, fx.bulk, "bob counts the public documents of bulk with the new library under {PREVIOUS}'s SQL");
     tx.rollback().unwrap();
     drop(db);
     for name in [DB, "empty"] {

@@ -363,8 +363,11 @@ fn count_compiled(collection_id: Option<i32>, filter: Option<Json>) -> i64 {
         // alone (row-level security on the entries, documents_read's rule, decides which
         // rows count). The service role and DBAs read everything: for them, and before
         // the entries are rebuilt after a restore, the documents are counted.
-        _ if where_sql == "true" && params.is_empty() => format!(
-            "select case when baas._is_privileged(current_user::text) or not baas._read_entries_ready({collection_id})
+        // Members of baas_service (custom service roles) are not `_is_privileged` but
+        // see every row by documents_service, so they count the documents too.
+        _ if where_sql == "true" && params.is_empty() && read_entries_installed() => format!(
+            "select case when baas._is_privileged(current_user::text) or pg_has_role(current_user, 'baas_service', 'USAGE')
+                              or not baas._read_entries_ready({collection_id})
                          then (select count(*) from baas.documents d where d.collection_id = {collection_id})
                          else (select count(distinct r.doc_id) from baas.read_entries r
                                 where r.collection_id = {collection_id} and r.principal = any ((select baas.principals())::text[])) end"
@@ -374,6 +377,31 @@ fn count_compiled(collection_id: Option<i32>, filter: Option<Json>) -> i64 {
     let d = plans::first_datum(&sql, &[PgOid::BuiltIn(BuiltinOid::JSONBOID)], &[JsonB(Value::Array(params)).into()], true);
     // SAFETY: count(*) is a bigint, by value, never null.
     d.and_then(|d| unsafe { <i64 as pgrx::FromDatum>::from_datum(d, false) }).unwrap_or(0)
+}
+
+thread_local! {
+    /// This backend has seen baas.read_entries (SQL 0.11.0). Only `true` is kept.
+    static READ_ENTRIES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the database's SQL has the read entries. Between installing this library and
+/// `ALTER EXTENSION pgbaas UPDATE` it does not (docs/operations.md: the new library
+/// serves the old SQL meanwhile), and a count naming them would fail to prepare; such a
+/// count takes the documents path, and asks again next time.
+fn read_entries_installed() -> bool {
+    use pgrx::pg_sys::PgOid;
+    if READ_ENTRIES.with(|c| c.get()) {
+        return true;
+    }
+    let types: [PgOid; 0] = [];
+    let found = plans::first_datum("select to_regprocedure('baas._read_entries_ready(integer)') is not null", &types, &[], true)
+        // SAFETY: a boolean, by value, never null.
+        .and_then(|d| unsafe { <bool as pgrx::FromDatum>::from_datum(d, false) })
+        .unwrap_or(false);
+    if found {
+        READ_ENTRIES.with(|c| c.set(true));
+    }
+    found
 }
 
 /// A jsonb value returned as the datum Postgres produced: no round trip through
