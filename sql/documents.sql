@@ -814,9 +814,13 @@ begin
         delete from baas._index_entries_ready where index_id = i.id;
         delete from baas.index_entries where index_id = i.id;
         execute format('insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
-                        select %s, d.id, %s, d.owner, d.acl_read from baas.documents d where d.collection_id = %s',
+                        select %s, d.id, v.value, d.owner, d.acl_read
+                          from baas.documents d, lateral (select %s as value) v
+                         where d.collection_id = %s and baas._entry_fits(v.value, d.acl_read)',
                        i.id, baas._index_expression(i.path), i.collection_id);
-        insert into baas._index_entries_ready values (i.id);
+        if baas._index_entries_complete(i.id) then
+            insert into baas._index_entries_ready values (i.id);
+        end if;
         n := n + 1;
     end loop;
     -- Every collection's read entries (baas.read_entries), from the documents.
@@ -852,6 +856,29 @@ begin
 end
 $$;
 
+-- Whether a document's index entry fits in a row of index_entries_value_idx, which
+-- carries the field's value and the read list: a btree row holds at most 2,704 bytes,
+-- and a read list of 256 `user:` principals (the API's most) takes about 12 kB, so a
+-- document with more than ~50 readers by id did not fit, and its write failed (54000).
+-- Such a document gets no entry; its index stops serving counts (they come from the
+-- documents, correctly) until baas.rebuild_index_entries() finds every entry fitting.
+create function baas._entry_fits(value jsonb, acl_read text[]) returns boolean
+language sql immutable parallel safe
+return coalesce(pg_catalog.pg_column_size(value), 0) + pg_catalog.pg_column_size(acl_read) <= 2560;
+
+-- Whether an index's entries are all there: one per document of its collection (the
+-- callers hold off writers to the collection while they ask).
+create function baas._index_entries_complete(index_id integer) returns boolean
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return (select count(*) from baas.index_entries e where e.index_id = _index_entries_complete.index_id)
+         = (select count(*) from baas.documents d
+             where d.collection_id = (select i.collection_id from baas.indexes i where i.id = _index_entries_complete.index_id));
+end
+$$;
+
 create function baas._index_entries_sync() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
@@ -872,9 +899,21 @@ begin
        and new.acl_read is not distinct from old.acl_read then
         return null;
     end if;
+    if pg_column_size(new.acl_read) > 1024 then
+        -- A long read list: the indexes whose entry would not fit (baas._entry_fits)
+        -- stop serving counts, and lose this document's older entry.
+        delete from baas._index_entries_ready r using baas.indexes i
+         where r.index_id = i.id and i.collection_id = new.collection_id and i.kind = 'btree'
+           and not baas._entry_fits(baas._jpath(new.data, i.path), new.acl_read);
+        delete from baas.index_entries e using baas.indexes i
+         where e.index_id = i.id and e.doc_id = new.id and i.collection_id = new.collection_id and i.kind = 'btree'
+           and not baas._entry_fits(baas._jpath(new.data, i.path), new.acl_read);
+    end if;
     insert into baas.index_entries as e (index_id, doc_id, value, owner, acl_read)
-    select i.id, new.id, baas._jpath(new.data, i.path), new.owner, new.acl_read
-      from baas.indexes i where i.collection_id = new.collection_id and i.kind = 'btree' and i.state <> 'failed'
+    select i.id, new.id, v.value, new.owner, new.acl_read
+      from baas.indexes i, lateral (select baas._jpath(new.data, i.path) as value) v
+     where i.collection_id = new.collection_id and i.kind = 'btree' and i.state <> 'failed'
+       and baas._entry_fits(v.value, new.acl_read)
     on conflict (index_id, doc_id) do update
        set value = excluded.value, owner = excluded.owner, acl_read = excluded.acl_read;
     return null;
@@ -1070,8 +1109,14 @@ begin
         return false;
     end if;
     if i.kind = 'btree' then
-        insert into baas._index_entries_ready values (i.id) on conflict do nothing;
+        -- Ready for counts when every document has its entry (not when one's read list
+        -- is too long for it: baas._entry_fits). Writers wait the moment it takes to
+        -- ask, so none can add a document without an entry in between.
         analyze baas.index_entries;
+        lock table baas.documents in share mode;
+        if baas._index_entries_complete(i.id) then
+            insert into baas._index_entries_ready values (i.id) on conflict do nothing;
+        end if;
     end if;
     return true;
 end
@@ -1112,7 +1157,8 @@ begin
                                 where d.collection_id = %s and d.id > coalesce($1, ''00000000-0000-0000-0000-000000000000''::uuid)
                                 order by d.id limit $2 for key share),
                          ins as (insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
-                                 select %s, d.id, d.value, d.owner, d.acl_read from d on conflict do nothing)
+                                 select %s, d.id, d.value, d.owner, d.acl_read from d
+                                  where baas._entry_fits(d.value, d.acl_read) on conflict do nothing)
                     select d.id from d order by d.id desc limit 1',
                    baas._index_expression(i.path), i.collection_id, i.id)
        into v_last using after, batch;
@@ -1203,7 +1249,9 @@ begin
     execute baas._index_ddl(i.id, false);
     if kind = 'btree' then
         execute format('insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
-                        select %s, d.id, %s, d.owner, d.acl_read from baas.documents d where d.collection_id = %s',
+                        select %s, d.id, v.value, d.owner, d.acl_read
+                          from baas.documents d, lateral (select %s as value) v
+                         where d.collection_id = %s and baas._entry_fits(v.value, d.acl_read)',
                        i.id, v_expr, c.id);
     end if;
     perform baas._index_build_finish(i.id);

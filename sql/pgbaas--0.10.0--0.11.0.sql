@@ -139,6 +139,190 @@ begin
     return baas._collection_json(c);
 end
 $$;
+
+-- (index entries: a read list too long for an index row no longer fails the write)
+-- Whether a document's index entry fits in a row of index_entries_value_idx, which
+-- carries the field's value and the read list: a btree row holds at most 2,704 bytes,
+-- and a read list of 256 `user:` principals (the API's most) takes about 12 kB, so a
+-- document with more than ~50 readers by id did not fit, and its write failed (54000).
+-- Such a document gets no entry; its index stops serving counts (they come from the
+-- documents, correctly) until baas.rebuild_index_entries() finds every entry fitting.
+create function baas._entry_fits(value jsonb, acl_read text[]) returns boolean
+language sql immutable parallel safe
+return coalesce(pg_catalog.pg_column_size(value), 0) + pg_catalog.pg_column_size(acl_read) <= 2560;
+
+-- Whether an index's entries are all there: one per document of its collection (the
+-- callers hold off writers to the collection while they ask).
+create function baas._index_entries_complete(index_id integer) returns boolean
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return (select count(*) from baas.index_entries e where e.index_id = _index_entries_complete.index_id)
+         = (select count(*) from baas.documents d
+             where d.collection_id = (select i.collection_id from baas.indexes i where i.id = _index_entries_complete.index_id));
+end
+$$;
+
+create or replace function baas._index_entries_sync() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    -- Most collections have no btree index: one probe of baas.indexes, and done.
+    if not exists (select from baas.indexes i
+                    where i.collection_id = case when tg_op = 'DELETE' then old.collection_id else new.collection_id end
+                      and i.kind = 'btree' and i.state <> 'failed') then
+        return null;
+    end if;
+    if tg_op = 'DELETE' then
+        delete from baas.index_entries e using baas.indexes i
+         where i.collection_id = old.collection_id and i.kind = 'btree' and e.index_id = i.id and e.doc_id = old.id;
+        return null;
+    end if;
+    if tg_op = 'UPDATE' and new.data is not distinct from old.data and new.owner is not distinct from old.owner
+       and new.acl_read is not distinct from old.acl_read then
+        return null;
+    end if;
+    if pg_column_size(new.acl_read) > 1024 then
+        -- A long read list: the indexes whose entry would not fit (baas._entry_fits)
+        -- stop serving counts, and lose this document's older entry.
+        delete from baas._index_entries_ready r using baas.indexes i
+         where r.index_id = i.id and i.collection_id = new.collection_id and i.kind = 'btree'
+           and not baas._entry_fits(baas._jpath(new.data, i.path), new.acl_read);
+        delete from baas.index_entries e using baas.indexes i
+         where e.index_id = i.id and e.doc_id = new.id and i.collection_id = new.collection_id and i.kind = 'btree'
+           and not baas._entry_fits(baas._jpath(new.data, i.path), new.acl_read);
+    end if;
+    insert into baas.index_entries as e (index_id, doc_id, value, owner, acl_read)
+    select i.id, new.id, v.value, new.owner, new.acl_read
+      from baas.indexes i, lateral (select baas._jpath(new.data, i.path) as value) v
+     where i.collection_id = new.collection_id and i.kind = 'btree' and i.state <> 'failed'
+       and baas._entry_fits(v.value, new.acl_read)
+    on conflict (index_id, doc_id) do update
+       set value = excluded.value, owner = excluded.owner, acl_read = excluded.acl_read;
+    return null;
+end
+$$;
+
+create or replace function baas._index_build_finish(index_id integer) returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    i baas.indexes;
+    v_expr text;
+begin
+    -- No row lock yet: writes to the collection check their entries' foreign key with
+    -- FOR KEY SHARE on this row, and a FOR UPDATE held through the ANALYZE below made
+    -- them wait seconds (measured: 4.5 s in tests/tests/index_builds.rs).
+    select * into i from baas.indexes x where x.id = _index_build_finish.index_id and x.state = 'building';
+    if not found then
+        return false; -- dropped or failed meanwhile
+    end if;
+    v_expr := baas._index_expression(i.path);
+    -- The planner ignores partial indexes' statistics; expression statistics give it
+    -- the field's distribution, so "cat = 42" is estimated at its real handful of rows.
+    if not exists (select from pg_statistic_ext x where x.stxnamespace = 'baas'::regnamespace
+                   and x.stxname = 'documents_expr_' || substr(md5(i.path), 1, 12)) then
+        -- With the type too: range filters check jsonb_typeof(field), and without
+        -- statistics its default selectivity (0.5%) made a 100,000-row range look like
+        -- one row, so the planner sorted all of them instead of walking the index.
+        execute format('create statistics baas.%I on (%s), (jsonb_typeof(%s)) from baas.documents',
+                       'documents_expr_' || substr(md5(i.path), 1, 12), v_expr, v_expr);
+        analyze baas.documents;
+    end if;
+    update baas.indexes x set state = 'ready', error = null, finished_at = now(), worker_pid = null
+     where x.id = i.id and x.state = 'building';
+    if not found then
+        return false;
+    end if;
+    if i.kind = 'btree' then
+        -- Ready for counts when every document has its entry (not when one's read list
+        -- is too long for it: baas._entry_fits). Writers wait the moment it takes to
+        -- ask, so none can add a document without an entry in between.
+        analyze baas.index_entries;
+        lock table baas.documents in share mode;
+        if baas._index_entries_complete(i.id) then
+            insert into baas._index_entries_ready values (i.id) on conflict do nothing;
+        end if;
+    end if;
+    return true;
+end
+$$;
+
+create or replace function baas._index_build_backfill(index_id integer, after uuid, batch integer) returns uuid
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    i baas.indexes;
+    v_last uuid;
+begin
+    select * into i from baas.indexes x where x.id = _index_build_backfill.index_id and x.state = 'building';
+    if not found or i.kind <> 'btree' then
+        return null;
+    end if;
+    execute format('with d as (select d.id, %s as value, d.owner, d.acl_read from baas.documents d
+                                where d.collection_id = %s and d.id > coalesce($1, ''00000000-0000-0000-0000-000000000000''::uuid)
+                                order by d.id limit $2 for key share),
+                         ins as (insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
+                                 select %s, d.id, d.value, d.owner, d.acl_read from d
+                                  where baas._entry_fits(d.value, d.acl_read) on conflict do nothing)
+                    select d.id from d order by d.id desc limit 1',
+                   baas._index_expression(i.path), i.collection_id, i.id)
+       into v_last using after, batch;
+    return v_last;
+end
+$$;
+
+create or replace function baas.create_index(collection text, path text, kind text default 'btree',
+                                  concurrently boolean default true) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    c baas.collections := baas._collection_by_name(collection);
+    v_expr text := baas._index_expression(path); -- checks the path (22023 invalid_query)
+    v_name text := format('documents_c%s_%s_%s', c.id, kind, substr(md5(path), 1, 12));
+    i baas.indexes;
+begin
+    if kind is null or kind not in ('btree', 'gin') then
+        raise exception using errcode = '22023', detail = 'invalid_request', message = 'kind must be btree or gin';
+    end if;
+    if exists (select from baas.indexes x where x.name = v_name and x.state <> 'failed') then
+        raise exception using errcode = '23505', detail = 'index_exists',
+            message = format('%s already has a %s index on %s', c.name, kind, path);
+    end if;
+    -- A failed build is replaced by the new one (its reason goes with it).
+    delete from baas.indexes x where x.name = v_name;
+    if coalesce(create_index.concurrently, true) then
+        -- Recorded as building: the trigger keeps the counting entries of new writes from
+        -- now on, and the worker, started after this commits, does the rest (no lock on
+        -- baas.documents here, no statement timeout on the build).
+        insert into baas.indexes (collection_id, path, kind, name, state)
+        values (c.id, create_index.path, kind, v_name, 'building') returning * into i;
+        perform baas._index_build_launch();
+        return baas._index_json(i);
+    end if;
+    -- In this transaction (migrations, tests): a plain CREATE INDEX, which holds writes
+    -- to every collection until this transaction ends.
+    execute format('drop index if exists baas.%I', v_name); -- a failed build's leftover
+    insert into baas.indexes (collection_id, path, kind, name, state, started_at)
+    values (c.id, create_index.path, kind, v_name, 'building', now()) returning * into i;
+    execute baas._index_ddl(i.id, false);
+    if kind = 'btree' then
+        execute format('insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
+                        select %s, d.id, v.value, d.owner, d.acl_read
+                          from baas.documents d, lateral (select %s as value) v
+                         where d.collection_id = %s and baas._entry_fits(v.value, d.acl_read)',
+                       i.id, v_expr, c.id);
+    end if;
+    perform baas._index_build_finish(i.id);
+    select * into i from baas.indexes x where x.id = i.id;
+    return baas._index_json(i);
+end
+$$;
 create or replace function baas.rebuild_index_entries() returns integer
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -154,9 +338,13 @@ begin
         delete from baas._index_entries_ready where index_id = i.id;
         delete from baas.index_entries where index_id = i.id;
         execute format('insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
-                        select %s, d.id, %s, d.owner, d.acl_read from baas.documents d where d.collection_id = %s',
+                        select %s, d.id, v.value, d.owner, d.acl_read
+                          from baas.documents d, lateral (select %s as value) v
+                         where d.collection_id = %s and baas._entry_fits(v.value, d.acl_read)',
                        i.id, baas._index_expression(i.path), i.collection_id);
-        insert into baas._index_entries_ready values (i.id);
+        if baas._index_entries_complete(i.id) then
+            insert into baas._index_entries_ready values (i.id);
+        end if;
         n := n + 1;
     end loop;
     -- Every collection's read entries (baas.read_entries), from the documents.
@@ -531,7 +719,8 @@ comment on function baas.security_lints() is
     'Security lints (no rows = clean): unforced RLS on API-readable tables, SECURITY DEFINER without search_path, PUBLIC execute, exposed internal functions, undocumented public functions, policies that drifted from their one rule (documents and files), missing or disabled read-entry triggers, write grants on file tables, policies reading user-editable data, the RPC door and protected tables (rpc_lints, table_lints)';
 
 -- ================================================================= sql/grants.sql
-revoke execute on function baas._read_entries_ready(integer), baas._read_entries_sync(), baas._entries_truncate() from public;
+revoke execute on function baas._read_entries_ready(integer), baas._read_entries_sync(), baas._entries_truncate(),
+    baas._entry_fits(jsonb, text[]), baas._index_entries_complete(integer) from public;
 grant execute on function baas._read_entries_ready(integer) to baas_anon, baas_user, baas_service;
 
 -- The read entries of the documents already stored; every collection is then complete.
