@@ -814,9 +814,8 @@ begin
         delete from baas._index_entries_ready where index_id = i.id;
         delete from baas.index_entries where index_id = i.id;
         execute format('insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
-                        select %s, d.id, v.value, d.owner, d.acl_read
-                          from baas.documents d, lateral (select %s as value) v
-                         where d.collection_id = %s and baas._entry_fits(v.value, d.acl_read)',
+                        select %s, d.id, %s, d.owner, d.acl_read
+                          from baas.documents d where d.collection_id = %s and baas._entry_fits(d.acl_read)',
                        i.id, baas._index_expression(i.path), i.collection_id);
         if baas._index_entries_complete(i.id) then
             insert into baas._index_entries_ready values (i.id);
@@ -856,26 +855,37 @@ begin
 end
 $$;
 
--- Whether a document's index entry fits in a row of index_entries_value_idx, which
--- carries the field's value and the read list: a btree row holds at most 2,704 bytes,
--- and a read list of 256 `user:` principals (the API's most) takes about 12 kB, so a
--- document with more than ~50 readers by id did not fit, and its write failed (54000).
--- Such a document gets no entry; its index stops serving counts (they come from the
--- documents, correctly) until baas.rebuild_index_entries() finds every entry fitting.
-create function baas._entry_fits(value jsonb, acl_read text[]) returns boolean
+-- Whether a document's read list fits in its index entries: a row of
+-- index_entries_value_idx carries the field's value and the read list, a btree row
+-- holds at most 2,704 bytes, and a read list of 256 `user:` principals (the API's
+-- most) takes about 12 kB, so a document shared with more than ~50 users by id failed
+-- its write (54000) in any collection with a btree index. A list of at most 1,536
+-- bytes (about 33 `user:` principals, or many more roles) leaves the value 1.1 kB;
+-- a longer one gets no entry, and its indexes stop serving counts (they come from the
+-- documents, correctly) until baas.rebuild_index_entries() finds every list fitting.
+create function baas._entry_fits(acl_read text[]) returns boolean
 language sql immutable parallel safe
-return coalesce(pg_catalog.pg_column_size(value), 0) + pg_catalog.pg_column_size(acl_read) <= 2560;
+return pg_catalog.pg_column_size(acl_read) <= 1536;
 
--- Whether an index's entries are all there: one per document of its collection (the
--- callers hold off writers to the collection while they ask).
+-- Whether an index's entries can serve counts: every document of its collection has
+-- its entry (and no entry is left over), and every read list fits. Asked by
+-- _index_build_finish after it has marked the build ready (a writer whose list does
+-- not fit waits on that row, see _index_entries_sync) and by rebuild_index_entries,
+-- which holds writers off.
 create function baas._index_entries_complete(index_id integer) returns boolean
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    v_collection integer := (select i.collection_id from baas.indexes i where i.id = _index_entries_complete.index_id);
 begin
     return (select count(*) from baas.index_entries e where e.index_id = _index_entries_complete.index_id)
-         = (select count(*) from baas.documents d
-             where d.collection_id = (select i.collection_id from baas.indexes i where i.id = _index_entries_complete.index_id));
+         = (select count(*) from baas.documents d where d.collection_id = v_collection)
+       and not exists (select from baas.documents d
+                        where d.collection_id = v_collection
+                          and (not baas._entry_fits(d.acl_read)
+                               or not exists (select from baas.index_entries e
+                                               where e.index_id = _index_entries_complete.index_id and e.doc_id = d.id)));
 end
 $$;
 
@@ -899,21 +909,22 @@ begin
        and new.acl_read is not distinct from old.acl_read then
         return null;
     end if;
-    if pg_column_size(new.acl_read) > 1024 then
-        -- A long read list: the indexes whose entry would not fit (baas._entry_fits)
-        -- stop serving counts, and lose this document's older entry.
+    if not baas._entry_fits(new.acl_read) then
+        -- A read list too long for an entry (baas._entry_fits): the collection's btree
+        -- indexes stop serving counts and lose this document's older entry. FOR SHARE
+        -- on their rows waits for a build's _index_build_finish that has marked one
+        -- ready (and makes a later one wait for this write), so the finish's check
+        -- sees this document, or this write sees the finish's mark.
+        perform from baas.indexes i where i.collection_id = new.collection_id and i.kind = 'btree' for share;
         delete from baas._index_entries_ready r using baas.indexes i
-         where r.index_id = i.id and i.collection_id = new.collection_id and i.kind = 'btree'
-           and not baas._entry_fits(baas._jpath(new.data, i.path), new.acl_read);
+         where r.index_id = i.id and i.collection_id = new.collection_id and i.kind = 'btree';
         delete from baas.index_entries e using baas.indexes i
-         where e.index_id = i.id and e.doc_id = new.id and i.collection_id = new.collection_id and i.kind = 'btree'
-           and not baas._entry_fits(baas._jpath(new.data, i.path), new.acl_read);
+         where e.index_id = i.id and e.doc_id = new.id and i.collection_id = new.collection_id and i.kind = 'btree';
+        return null;
     end if;
     insert into baas.index_entries as e (index_id, doc_id, value, owner, acl_read)
-    select i.id, new.id, v.value, new.owner, new.acl_read
-      from baas.indexes i, lateral (select baas._jpath(new.data, i.path) as value) v
-     where i.collection_id = new.collection_id and i.kind = 'btree' and i.state <> 'failed'
-       and baas._entry_fits(v.value, new.acl_read)
+    select i.id, new.id, baas._jpath(new.data, i.path), new.owner, new.acl_read
+      from baas.indexes i where i.collection_id = new.collection_id and i.kind = 'btree' and i.state <> 'failed'
     on conflict (index_id, doc_id) do update
        set value = excluded.value, owner = excluded.owner, acl_read = excluded.acl_read;
     return null;
@@ -1110,10 +1121,11 @@ begin
     end if;
     if i.kind = 'btree' then
         -- Ready for counts when every document has its entry (not when one's read list
-        -- is too long for it: baas._entry_fits). Writers wait the moment it takes to
-        -- ask, so none can add a document without an entry in between.
+        -- is too long for it: baas._entry_fits). No table lock: a writer of such a
+        -- list takes FOR SHARE on this index's row (_index_entries_sync), which the
+        -- update above holds until this commits, so it either committed before this
+        -- check (which then sees it) or removes the mark after this commits.
         analyze baas.index_entries;
-        lock table baas.documents in share mode;
         if baas._index_entries_complete(i.id) then
             insert into baas._index_entries_ready values (i.id) on conflict do nothing;
         end if;
@@ -1158,7 +1170,7 @@ begin
                                 order by d.id limit $2 for key share),
                          ins as (insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
                                  select %s, d.id, d.value, d.owner, d.acl_read from d
-                                  where baas._entry_fits(d.value, d.acl_read) on conflict do nothing)
+                                  where baas._entry_fits(d.acl_read) on conflict do nothing)
                     select d.id from d order by d.id desc limit 1',
                    baas._index_expression(i.path), i.collection_id, i.id)
        into v_last using after, batch;
@@ -1249,9 +1261,8 @@ begin
     execute baas._index_ddl(i.id, false);
     if kind = 'btree' then
         execute format('insert into baas.index_entries (index_id, doc_id, value, owner, acl_read)
-                        select %s, d.id, v.value, d.owner, d.acl_read
-                          from baas.documents d, lateral (select %s as value) v
-                         where d.collection_id = %s and baas._entry_fits(v.value, d.acl_read)',
+                        select %s, d.id, %s, d.owner, d.acl_read
+                          from baas.documents d where d.collection_id = %s and baas._entry_fits(d.acl_read)',
                        i.id, v_expr, c.id);
     end if;
     perform baas._index_build_finish(i.id);

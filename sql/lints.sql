@@ -193,10 +193,10 @@ as $$
     --      or disabled) counts of whole collections would drift from the documents.
     select 'read_entries_unkept', format('trigger %I on baas.documents', v.tgname),
            case when t.oid is null then 'missing: sql/documents.sql creates it'
-                else 'disabled: whole-collection counts no longer follow the documents' end
+                else 'disabled (or replica-only): whole-collection counts no longer follow the documents' end
       from (values ('documents_read_entries'), ('documents_read_entries_update'), ('documents_truncate_entries')) v(tgname)
       left join pg_trigger t on t.tgrelid = 'baas.documents'::regclass and t.tgname = v.tgname
-     where t.oid is null or t.tgenabled = 'D'
+     where t.oid is null or t.tgenabled not in ('O', 'A')
     union all
     select 'policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
            'the service policy must be `to baas_service using (true)`, as documents_service'
