@@ -827,8 +827,7 @@ begin
     delete from baas.read_entries;
     insert into baas.read_entries (collection_id, principal, doc_id)
     select d.collection_id, p, d.id
-      from baas.documents d, unnest(d.acl_read || ('user:' || d.owner::text)) p
-     where p is not null
+      from baas.documents d, unnest(baas._readers(d.owner, d.acl_read)) p
     on conflict do nothing;
     insert into baas._read_entries_ready select c.id from baas.collections c;
     analyze baas.index_entries, baas.read_entries;
@@ -978,8 +977,14 @@ begin
 end
 $$;
 
--- A document's read entries: one per principal that may read it by its read rule,
--- `user:<owner>` and each principal of acl_read, once each (a null owner adds none).
+-- The principals that may read a document by its read rule: its owner as
+-- `user:<id>` (an ownerless one adds none) and each principal of acl_read. The one
+-- definition of what read entries hold (the trigger below, rebuild_index_entries).
+create function baas._readers(owner uuid, acl_read text[]) returns text[]
+language sql immutable parallel safe
+return case when owner is null then acl_read else acl_read || ('user:' || owner::text) end;
+
+-- A document's read entries: one per principal of baas._readers, once each.
 -- Updates reach it only when the owner or the read list changed (the WHEN of its
 -- update trigger): a change of data alone costs no call.
 create function baas._read_entries_sync() returns trigger
@@ -990,13 +995,12 @@ begin
     if tg_op <> 'INSERT' then
         delete from baas.read_entries r
          where r.collection_id = old.collection_id and r.doc_id = old.id
-           and r.principal = any (old.acl_read || ('user:' || old.owner::text));
+           and r.principal = any (baas._readers(old.owner, old.acl_read));
     end if;
     if tg_op <> 'DELETE' then
         insert into baas.read_entries (collection_id, principal, doc_id)
         select distinct new.collection_id, p, new.id
-          from unnest(new.acl_read || ('user:' || new.owner::text)) p
-         where p is not null;
+          from unnest(baas._readers(new.owner, new.acl_read)) p;
     end if;
     return null;
 end

@@ -140,11 +140,8 @@ fn main() -> Result<()> {
     // visibility map current, which the index-only whole-collection count relies on;
     // vacuumed here, it does not run in the background during the measurements.
     db.batch_execute("vacuum analyze baas.documents, baas.read_entries")?;
-    // The live-feed capture worker decodes the load's WAL for a minute or more, on the
-    // same cores: measure after it (pgbaas-bench does the same).
-    let waited = pgbaas_testkit::capture_caught_up(&cluster, std::time::Duration::from_secs(if args.iters < 2000 { 10 } else { 180 }))?;
     let size: String = db.query_one("select pg_size_pretty(pg_total_relation_size('baas.documents'))", &[])?.get(0);
-    println!("loaded: big in {big_secs:.1} s, small collections in {small_secs:.1} s; baas.documents is {size} with indexes; capture worker idle after {:.0} s\n", waited.as_secs_f64());
+    println!("loaded: big in {big_secs:.1} s, small collections in {small_secs:.1} s; baas.documents is {size} with indexes\n");
 
     // Caller: user 0. Ids it owns in "big" and in the small collections.
     let u0 = &claims[0];
@@ -255,8 +252,6 @@ fn main() -> Result<()> {
     // Steady state: autovacuum (sql/documents.sql sets it eager on index_entries) keeps
     // the visibility map current, which index-only counts rely on.
     db.batch_execute("vacuum analyze baas.documents, baas.index_entries, baas.read_entries")?;
-    let waited = pgbaas_testkit::capture_caught_up(&cluster, std::time::Duration::from_secs(if args.iters < 2000 { 10 } else { 180 }))?;
-    println!("(capture worker idle after {:.0} s)", waited.as_secs_f64());
     println!("\nquery collection: {} documents loaded in {load_secs:.1} s, 3 indexes built in {:.1} s\n", args.docs, t.elapsed().as_secs_f64());
     let mut bench = |op: &str, n: i32| -> Result<Vec<f64>> {
         db.query_one("select pg_temp.bench($1, $2, $3, $4, $5, $6)", &[&op, &n.min(50), &claims_json, &big_ids, &small_colls, &small_ids])?;

@@ -231,6 +231,44 @@ fn parse_wrk(text: &str) -> Option<Run> {
     (r.rps > 0.0).then_some(r)
 }
 
+/// Waits (at most `limit`) until the live-feed capture worker ("pgbaas realtime
+/// capture") is idle: after the load it worked for minutes on the Postgres side of the
+/// machine. In a pinned run it took 17% of Postgres's CPU while the first workloads
+/// ran, and the pgbench limits measured first came out low (list and create through
+/// the proxy above 100% of theirs): figures taken while it works are the steady state
+/// of neither the limit nor the proxy. Idle: under 20 ms of CPU in a second, twice in
+/// a row; no worker after 10 s counts as idle too.
+fn capture_caught_up(cluster: &Cluster, limit: Duration) -> Result<Duration> {
+    let t = Instant::now();
+    let mut quiet = 0;
+    // This cluster's worker only: a child of its postmaster (other clusters, e.g. the
+    // test suite's other benchmark runs, have workers of their own).
+    let pm: u32 = std::fs::read_to_string(cluster.data().join("postmaster.pid"))?.lines().next().unwrap_or("").trim().parse()?;
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    loop {
+        let workers: Vec<u32> = std::fs::read_dir("/proc")?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| c.starts_with(b"postgres: pgbaas realtime capture")).unwrap_or(false))
+            .filter(|pid| parent(*pid) == Some(pm))
+            .collect();
+        if workers.is_empty() && t.elapsed() > Duration::from_secs(10) {
+            return Ok(t.elapsed());
+        }
+        let before: f64 = workers.iter().map(|p| proc_usage(*p).0).sum();
+        std::thread::sleep(Duration::from_secs(1));
+        let after: f64 = workers.iter().map(|p| proc_usage(*p).0).sum();
+        // A worker that ended meanwhile reads as 0: not a quiet second.
+        quiet = if !workers.is_empty() && (0.0..0.02).contains(&(after - before)) { quiet + 1 } else { 0 };
+        if quiet >= 2 || t.elapsed() > limit {
+            return Ok(t.elapsed());
+        }
+    }
+}
+
 /// Runs this thread, and the processes and threads it starts from now on, on `cpu` only.
 fn pin_to_cpu(cpu: usize) -> Result<()> {
     // The machine's CPUs, not this thread's (available_parallelism reads the affinity
@@ -584,7 +622,7 @@ fn main() -> Result<()> {
     let proxy = Proxy::start(&auth_url, &["--pool-size", &a.pool.to_string(), "--rate-limits", "off"])?;
     let pid = proxy.child.id();
     // The proxy's live-feed hub starts the capture worker, which then decodes the load.
-    let caught_up = pgbaas_testkit::capture_caught_up(&cluster, Duration::from_secs(if a.quick { 10 } else { 120 }))?;
+    let caught_up = capture_caught_up(&cluster, Duration::from_secs(if a.quick { 10 } else { 120 }))?;
     println!("waited {:.1} s for the live-feed capture worker to be idle", caught_up.as_secs_f64());
     let base = proxy.base();
 
