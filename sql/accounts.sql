@@ -710,8 +710,7 @@ $$;
 create function baas.aal() returns text
 language sql stable parallel safe
 as $$
-    select case when nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'role' = 'baas_user'
-                then coalesce(nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'aal', 'aal1') end
+    select case when baas._claim('role') = 'baas_user' then coalesce(baas._claim('aal'), 'aal1') end
 $$;
 comment on function baas.aal() is
     'Assurance level of the caller''s token: aal2 after a second factor, aal1 for other user tokens, null without a user';

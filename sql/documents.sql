@@ -518,6 +518,22 @@ begin
 end
 $$;
 
+-- The list route's page (GET /v1/collections/{c}/documents without `expand`): the
+-- text of baas.list_documents(...), written without building jsonb (issue 20,
+-- extension/src/api/doc_text.rs); the same documents, pages and bytes.
+create function baas._list_documents_text(collection text, filter jsonb, "order" text, lim integer, off integer,
+                                          with_count boolean, after uuid, fields text[])
+returns text
+language plpgsql stable
+as $$
+declare
+    c baas.collections := baas._collection_by_name(collection);
+begin
+    return baas._find_compiled_text(c.id, c.name, filter, "order", lim, off, after, fields,
+                                    case when with_count then baas.count(collection, filter) end);
+end
+$$;
+
 ------------------------------------------------------------------------ ACLs, owner
 create function baas._owned_document(c baas.collections, id text) returns baas.documents
 language plpgsql stable

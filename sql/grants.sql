@@ -48,6 +48,7 @@ grant execute on function
 -- baas.security_lints() reports any other `_` function an API role may execute.
 grant execute on function
     baas._collection_by_name(text),
+    baas._claim(text),
     baas._check_collection_name(text),
     baas._document_json(baas.documents, text),
     baas._parse_document_id(text),
@@ -67,6 +68,8 @@ grant execute on function
     baas._is_privileged(text),
     baas._find_page(text, jsonb, text, integer, integer, uuid, text[]),
     baas._find_compiled(integer, text, jsonb, text, integer, integer, uuid, text[], boolean),
+    baas._find_compiled_text(integer, text, jsonb, text, integer, integer, uuid, text[], bigint),
+    baas._list_documents_text(text, jsonb, text, integer, integer, boolean, uuid, text[]),
     baas._count_compiled(integer, jsonb),
     baas._btree_index_id(integer, text),
     baas._read_entries_ready(integer),

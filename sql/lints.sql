@@ -61,11 +61,11 @@ as $$
      where p.pronamespace = 'baas'::regnamespace and p.proname like '\_%'
        and has_function_privilege(r.rolname, p.oid, 'execute')
        and not (p.proname = any (array[
-           '_collection_by_name', '_check_collection_name', '_document_json', '_parse_document_id',
+           '_collection_by_name', '_claim', '_check_collection_name', '_document_json', '_parse_document_id',
            '_document_not_found', '_write_document', '_explain_write_miss', '_version_conflict',
            '_validate_document', '_normalize_acl', '_check_new_principals', '_acl_change', '_change_acl',
            '_owned_document', '_set_document_owner', '_may_create', '_may_manage', '_is_privileged',
-           '_find_page', '_find_compiled', '_count_compiled', '_btree_index_id', '_read_entries_ready', '_jfield',
+           '_find_page', '_find_compiled', '_find_compiled_text', '_list_documents_text', '_count_compiled', '_btree_index_id', '_read_entries_ready', '_jfield',
            '_jsonb_lp_eq', '_jsonb_lp_lt', '_jsonb_lp_le', '_jsonb_lp_gt', '_jsonb_lp_ge',
            '_jsonb_lp_cmp', '_jsonb_lp_contains',
            -- files (sql/files.sql, sql/grants.sql)

@@ -58,9 +58,7 @@ comment on function baas.roles() is 'Application roles of the signed-in user, ne
 create function baas.is_anonymous() returns boolean
 language sql stable parallel safe
 as $$
-    select coalesce(nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'role' = 'baas_user'
-                    and nullif(pg_catalog.current_setting('baas.claims', true), '')::jsonb ->> 'is_anonymous' = 'true',
-                    false)
+    select coalesce(baas._claim('role') = 'baas_user' and baas._claim('is_anonymous') = 'true', false)
 $$;
 comment on function baas.is_anonymous() is 'True when the caller is signed in with an anonymous account';
 

@@ -45,6 +45,7 @@ extension_sql_file!(
         api::auth::hash_token,
         api::auth::uuid7,
         api::auth::merge_patch,
+        api::auth::claim,
     ]
 );
 extension_sql_file!(
@@ -62,6 +63,7 @@ extension_sql_file!(
         api::documents::parse_document_id,
         api::query::compile_query,
         api::query::find_compiled,
+        api::query::find_compiled_text,
         api::query::count_compiled,
         api::query::check_fields,
         api::query::index_expression,

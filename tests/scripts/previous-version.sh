@@ -15,8 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
-PREVIOUS_VERSION=0.10.0
-PREVIOUS_COMMIT=e7e433413e461424b5db75416ab450d929728936
+PREVIOUS_VERSION=0.11.0
+PREVIOUS_COMMIT=fba2102147e6fc11943ea49d3744971d7359a3d3
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 base="$target/previous/$PREVIOUS_VERSION"

@@ -2,6 +2,7 @@
 //! that touch tables (signup, login, refresh, ...) are SQL in sql/auth.sql and call
 //! these for the parts that need Rust: hashing, signing, validation.
 pub mod auth;
+pub mod doc_text;
 pub mod documents;
 pub mod email;
 pub mod files;

@@ -242,23 +242,21 @@ pub fn first_datum(sql: &str, types: &[PgOid], args: &[DatumWithOid<'_>], by_val
     })
 }
 
-/// A DestReceiver that hands each row's first column to a Rust closure as the
-/// executor produces it (`base` first, so a `*mut DestReceiver` is a `*mut Each`).
+/// A DestReceiver that hands each row to a Rust closure as the executor produces it
+/// (`base` first, so a `*mut DestReceiver` is a `*mut Each`).
 #[repr(C)]
 struct Each<'a> {
     base: pg_sys::DestReceiver,
-    row: &'a mut dyn FnMut(pg_sys::Datum) -> bool,
+    row: &'a mut dyn FnMut(*mut pg_sys::TupleTableSlot) -> bool,
 }
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn each_receive(slot: *mut pg_sys::TupleTableSlot, dest: *mut pg_sys::DestReceiver) -> bool {
-    // SAFETY: `dest` is the `Each` for_each_datum passed, alive for the whole query;
-    // the slot holds a row of the query, whose first column exists.
+    // SAFETY: `dest` is the `Each` for_each_slot passed, alive for the whole query;
+    // the slot holds a row of the query.
     unsafe {
-        let mut isnull = false;
-        let d = pg_sys::slot_getattr(slot, 1, &mut isnull);
         let each = &mut *(dest as *mut Each);
-        isnull || (each.row)(d)
+        (each.row)(slot)
     }
 }
 
@@ -273,6 +271,17 @@ unsafe extern "C-unwind" fn each_nothing(_dest: *mut pg_sys::DestReceiver) {}
 /// lives only until `row` returns: copy what must outlast it (into `keep`, a memory
 /// context that outlives the query; `row` gets no context switch of its own).
 pub fn for_each_datum(sql: &str, types: &[PgOid], args: &[DatumWithOid<'_>], row: &mut dyn FnMut(pg_sys::Datum) -> bool) {
+    for_each_slot(sql, types, args, &mut |slot| {
+        let mut isnull = false;
+        // SAFETY: the slot holds a row of the query, whose first column exists.
+        let d = unsafe { pg_sys::slot_getattr(slot, 1, &mut isnull) };
+        isnull || row(d)
+    })
+}
+
+/// `for_each_datum` with the whole row: `row` reads the columns it needs from the
+/// slot (`slot_getattr`), valid only until it returns.
+pub fn for_each_slot(sql: &str, types: &[PgOid], args: &[DatumWithOid<'_>], row: &mut dyn FnMut(*mut pg_sys::TupleTableSlot) -> bool) {
     Spi::connect(|_client| {
         let stmt = plan(sql, types);
         // SAFETY: makeParamList allocates in the SPI procedure context, which lives
@@ -329,7 +338,7 @@ pub fn for_each_datum(sql: &str, types: &[PgOid], args: &[DatumWithOid<'_>], row
 /// cast), raised again as it was. Passed through as caught, pgrx would append a Rust
 /// backtrace to its DETAIL whenever RUST_BACKTRACE is set, burying the error code the
 /// proxy reads there.
-fn rethrow(e: CaughtError) -> i32 {
+pub(crate) fn rethrow<T>(e: CaughtError) -> T {
     match e {
         CaughtError::PostgresError(r) => {
             let mut again = ErrorReport::new(r.sql_error_code(), r.message().to_string(), "find");

@@ -86,78 +86,150 @@ fn find_compiled(
     fields: Option<Vec<String>>,
     paged: default!(bool, false),
 ) -> RawJsonb {
-    const F: &str = "find";
-    use pgrx::datum::DatumWithOid;
-    use pgrx::pg_sys::{PgOid, BuiltinOid};
-    let (Some(collection_id), Some(name)) = (collection_id, name) else {
-        BaasError::InvalidQuery("collection must not be null".into()).raise(F)
-    };
-    let Some(lim) = lim.filter(|l| (0..=1000).contains(l)) else {
-        BaasError::InvalidQuery("limit must be between 0 and 1000".into()).raise(F)
-    };
-    let Some(off) = off.filter(|o| *o >= 0) else {
-        BaasError::InvalidQuery("offset must be 0 or more".into()).raise(F)
-    };
-    let fields = fields.map(|f| parse::parse_fields(&f).or_raise(F));
-    let filter = filter.map(|f| f.value(F)).unwrap_or_else(|| json!({}));
-    let order = order.unwrap_or("");
-    let q = Query::parse(&filter, order).or_raise(F);
-    let mut cursor = None;
-    if let Some(after) = after {
-        // The cursor document's sort keys, read as the caller: a document you cannot
-        // see cannot be a cursor.
-        let sql = format!(
-            "select {} from baas.documents d where d.collection_id = {collection_id} and d.id = $1",
-            compile::cursor_sql(&q.keys)
-        );
-        let found = plans::first_datum(&sql, &[PgOid::BuiltIn(BuiltinOid::UUIDOID)], &[after.into()], false);
-        // SAFETY: the query's only column is jsonb (cursor_sql builds an array).
-        let cur = found.and_then(|d| unsafe { <JsonB as pgrx::FromDatum>::from_datum(d, false) });
-        let Some(JsonB(cur)) = cur else {
-            BaasError::InvalidQuery("after: no such document in this collection".into()).raise(F)
-        };
-        cursor = Some(cur);
-    }
-    let (where_sql, params) = q.condition(cursor.as_ref()).or_raise(F);
-    // One row per document, handed over as the executor makes it (for_each_datum):
-    // the page stops at the first document that would take it past the budget, and
-    // the documents after it are never read or built. Before issue 13 this was one
-    // jsonb_agg over the whole page: limit 1000 of 1 MiB documents built ~1 GB.
-    let sql = compile::page_sql(collection_id, fields.is_some(), &where_sql, &q.keys);
-    let types = [
-        PgOid::BuiltIn(BuiltinOid::JSONBOID),
-        PgOid::BuiltIn(BuiltinOid::TEXTOID),
-        PgOid::BuiltIn(BuiltinOid::TEXTARRAYOID),
-        PgOid::BuiltIn(BuiltinOid::INT4OID),
-        PgOid::BuiltIn(BuiltinOid::INT4OID),
-    ];
-    let fields_arg = match fields {
-        Some(f) => DatumWithOid::from(f),
-        None => DatumWithOid::null_oid(pgrx::pg_sys::TEXTARRAYOID),
-    };
-    let args = [JsonB(Value::Array(params)).into(), name.into(), fields_arg, lim.into(), off.into()];
-    let budget = max_response_bytes();
-    let page = Page::collect(&sql, &types, &args, budget.saturating_sub(REPLY_RESERVE));
-    if let Some(size) = page.refused {
-        if page.docs.is_empty() {
-            BaasError::ResponseTooLarge(format!(
-                "a document is {size} bytes as JSON, more than a response may hold ({budget} bytes, baas.max_response_bytes); \
-                 ask for fewer of its fields with `fields`"
-            ))
-            .raise(F)
-        }
-        if !paged {
-            BaasError::ResponseTooLarge(format!(
-                "these documents are more than a response may hold ({budget} bytes, baas.max_response_bytes); \
-                 ask for fewer (limit) or fewer of their fields (fields), or page with baas.list_documents, which stops a page short and gives its `next`"
-            ))
-            .raise(F)
-        }
-    }
-    // A page cut short, or full, may have more after it: its last id is the `after`
-    // of the next page. A shorter page that was not cut is the last one.
-    let more = page.refused.is_some() || (lim > 0 && page.docs.len() == lim as usize);
+    let q = PageQuery::new(collection_id, name, filter, order, lim, off, after, fields);
+    let sql = compile::page_sql(q.collection_id, &compile::select_doc_sql(q.has_fields), &q.where_sql, &q.keys);
+    let page = Page::collect(&sql, &TYPES, &q.args(), q.room());
+    let more = q.check(page.refused, page.docs.len(), paged);
     page.finish(paged, more)
+}
+
+/// The list route's page (`GET /v1/collections/{c}/documents`): the text of
+/// `baas.list_documents(...)` (with `count`, its `count`), written as JSON text
+/// without building jsonb (api/doc_text.rs): the same documents, pages and bytes.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(stable, parallel_unsafe, name = "_find_compiled_text")]
+fn find_compiled_text(
+    collection_id: Option<i32>,
+    name: Option<&str>,
+    filter: Option<Json>,
+    order: Option<&str>,
+    lim: Option<i32>,
+    off: Option<i32>,
+    after: Option<pgrx::Uuid>,
+    fields: Option<Vec<String>>,
+    count: Option<i64>,
+) -> RawText {
+    let q = PageQuery::new(collection_id, name, filter, order, lim, off, after, fields);
+    let sql = compile::page_sql(q.collection_id, &compile::select_columns_sql(q.has_fields), &q.where_sql, &q.keys);
+    let page = TextPage::collect(&sql, &TYPES, &q.args(), q.room(), q.name);
+    let more = q.check(page.refused, page.n, true);
+    page.finish(more, count)
+}
+
+/// The page queries' parameters: $1 the filter's values, $2 the collection's name,
+/// $3 the fields, $4 the limit, $5 the offset.
+const TYPES: [pgrx::pg_sys::PgOid; 5] = [
+    pgrx::pg_sys::PgOid::BuiltIn(pgrx::pg_sys::BuiltinOid::JSONBOID),
+    pgrx::pg_sys::PgOid::BuiltIn(pgrx::pg_sys::BuiltinOid::TEXTOID),
+    pgrx::pg_sys::PgOid::BuiltIn(pgrx::pg_sys::BuiltinOid::TEXTARRAYOID),
+    pgrx::pg_sys::PgOid::BuiltIn(pgrx::pg_sys::BuiltinOid::INT4OID),
+    pgrx::pg_sys::PgOid::BuiltIn(pgrx::pg_sys::BuiltinOid::INT4OID),
+];
+
+/// A page's query, checked and compiled: find_compiled's and find_compiled_text's
+/// arguments (22023 invalid_query for bad ones).
+struct PageQuery<'a> {
+    collection_id: i32,
+    name: &'a str,
+    lim: i32,
+    off: i32,
+    fields: Option<Vec<String>>,
+    has_fields: bool,
+    keys: Vec<parse::SortKey>,
+    where_sql: String,
+    params: Vec<Value>,
+}
+
+const FIND: &str = "find";
+
+impl<'a> PageQuery<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        collection_id: Option<i32>,
+        name: Option<&'a str>,
+        filter: Option<Json>,
+        order: Option<&str>,
+        lim: Option<i32>,
+        off: Option<i32>,
+        after: Option<pgrx::Uuid>,
+        fields: Option<Vec<String>>,
+    ) -> PageQuery<'a> {
+        use pgrx::pg_sys::{PgOid, BuiltinOid};
+        let (Some(collection_id), Some(name)) = (collection_id, name) else {
+            BaasError::InvalidQuery("collection must not be null".into()).raise(FIND)
+        };
+        let Some(lim) = lim.filter(|l| (0..=1000).contains(l)) else {
+            BaasError::InvalidQuery("limit must be between 0 and 1000".into()).raise(FIND)
+        };
+        let Some(off) = off.filter(|o| *o >= 0) else {
+            BaasError::InvalidQuery("offset must be 0 or more".into()).raise(FIND)
+        };
+        let fields = fields.map(|f| parse::parse_fields(&f).or_raise(FIND));
+        let filter = filter.map(|f| f.value(FIND)).unwrap_or_else(|| json!({}));
+        let order = order.unwrap_or("");
+        let q = Query::parse(&filter, order).or_raise(FIND);
+        let mut cursor = None;
+        if let Some(after) = after {
+            // The cursor document's sort keys, read as the caller: a document you cannot
+            // see cannot be a cursor.
+            let sql = format!(
+                "select {} from baas.documents d where d.collection_id = {collection_id} and d.id = $1",
+                compile::cursor_sql(&q.keys)
+            );
+            let found = plans::first_datum(&sql, &[PgOid::BuiltIn(BuiltinOid::UUIDOID)], &[after.into()], false);
+            // SAFETY: the query's only column is jsonb (cursor_sql builds an array).
+            let cur = found.and_then(|d| unsafe { <JsonB as pgrx::FromDatum>::from_datum(d, false) });
+            let Some(JsonB(cur)) = cur else {
+                BaasError::InvalidQuery("after: no such document in this collection".into()).raise(FIND)
+            };
+            cursor = Some(cur);
+        }
+        let (where_sql, params) = q.condition(cursor.as_ref()).or_raise(FIND);
+        PageQuery { collection_id, name, lim, off, has_fields: fields.is_some(), fields, keys: q.keys, where_sql, params }
+    }
+
+    fn args(&self) -> [pgrx::datum::DatumWithOid<'_>; 5] {
+        use pgrx::datum::DatumWithOid;
+        let fields_arg = match &self.fields {
+            Some(f) => DatumWithOid::from(f.clone()),
+            None => DatumWithOid::null_oid(pgrx::pg_sys::TEXTARRAYOID),
+        };
+        [JsonB(Value::Array(self.params.clone())).into(), self.name.into(), fields_arg, self.lim.into(), self.off.into()]
+    }
+
+    /// Bytes of documents a page may hold.
+    fn room(&self) -> usize {
+        max_response_bytes().saturating_sub(REPLY_RESERVE)
+    }
+
+    /// After collecting: refuse a page that could not hold its first document (or,
+    /// unpaged, any document), and say whether there may be more after it.
+    fn check(&self, refused: Option<usize>, n: usize, paged: bool) -> bool {
+        let budget = max_response_bytes();
+        // One row per document, handed over as the executor makes it (for_each_slot):
+        // the page stops at the first document that would take it past the budget, and
+        // the documents after it are never read or built. Before issue 13 this was one
+        // jsonb_agg over the whole page: limit 1000 of 1 MiB documents built ~1 GB.
+        if let Some(size) = refused {
+            if n == 0 {
+                BaasError::ResponseTooLarge(format!(
+                    "a document is {size} bytes as JSON, more than a response may hold ({budget} bytes, baas.max_response_bytes); \
+                     ask for fewer of its fields with `fields`"
+                ))
+                .raise(FIND)
+            }
+            if !paged {
+                BaasError::ResponseTooLarge(format!(
+                    "these documents are more than a response may hold ({budget} bytes, baas.max_response_bytes); \
+                     ask for fewer (limit) or fewer of their fields (fields), or page with baas.list_documents, which stops a page short and gives its `next`"
+                ))
+                .raise(FIND)
+            }
+        }
+        // A page cut short, or full, may have more after it: its last id is the `after`
+        // of the next page. A shorter page that was not cut is the last one.
+        refused.is_some() || (self.lim > 0 && n == self.lim as usize)
+    }
 }
 
 /// Bytes a list reply may add around its items: `{"next": "<uuid>", "items": ..., "count": <bigint>}`
@@ -280,6 +352,114 @@ impl Page {
             None => pgrx::error!("pgbaas: find built no page"),
         }
     }
+}
+
+/// The list route's page as JSON text (find_compiled_text): the documents written one
+/// after another into one buffer, under the same budget as `Page` (so the same
+/// documents make a page), then wrapped as `{"next": …, "count": …, "items": [...]}`,
+/// the keys in jsonb's order, as `baas.list_documents(...)::text` prints it.
+struct TextPage {
+    docs: pgrx::pg_sys::StringInfo,
+    n: usize,
+    last_id: [u8; 36],
+    refused: Option<usize>,
+}
+
+impl TextPage {
+    fn collect(sql: &str, types: &[pgrx::pg_sys::PgOid], args: &[pgrx::datum::DatumWithOid<'_>], room: usize, collection: &str) -> TextPage {
+        use pgrx::pg_sys;
+        // SAFETY: palloc'd in the function's context, which outlives the query (the
+        // rows are appended by repalloc, which keeps a chunk's context).
+        let (docs, name) = unsafe {
+            let docs = pg_sys::makeStringInfo();
+            let name = pg_sys::makeStringInfo();
+            let c = std::ffi::CString::new(collection).unwrap_or_default();
+            super::doc_text::append_json_string(name, &c);
+            (docs, name)
+        };
+        // SAFETY: `name` is a live StringInfo holding `len` bytes.
+        let name = unsafe { std::slice::from_raw_parts((*name).data as *const u8, (*name).len as usize) }.to_vec();
+        let mut page = TextPage { docs, n: 0, last_id: [0; 36], refused: None };
+        let (mut used, mut weight) = (2usize, 0usize);
+        plans::for_each_slot(sql, types, args, &mut |slot| {
+            // SAFETY: `docs` is live; its first `len` bytes are the page so far.
+            unsafe {
+                let before = (*docs).len;
+                if page.n > 0 {
+                    pgrx::pg_sys::appendBinaryStringInfo(docs, c", ".as_ptr(), 2);
+                }
+                let start = (*docs).len;
+                let id = super::doc_text::append_document(docs, slot, &name);
+                let text = std::slice::from_raw_parts(((*docs).data as *const u8).add(start as usize), ((*docs).len - start) as usize);
+                let (size, values) = count_values(text);
+                let add = size + if page.n == 0 { 0 } else { 2 };
+                let heavier = weight.saturating_add(values.saturating_mul(VALUE_BYTES));
+                if used + add > room || (page.n > 0 && heavier > room) {
+                    // Not this one: the page ends before it.
+                    (*docs).len = before;
+                    *(*docs).data.add(before as usize) = 0;
+                    page.refused = Some(size);
+                    return false;
+                }
+                used += add;
+                weight = heavier;
+                page.n += 1;
+                page.last_id = id;
+            }
+            true
+        });
+        page
+    }
+
+    fn finish(self, more: bool, count: Option<i64>) -> RawText {
+        use pgrx::pg_sys;
+        // SAFETY: `out` is a fresh StringInfo whose first VARHDRSZ bytes become the
+        // text's header once its length is known; its buffer is palloc'd (maxaligned),
+        // so it is a valid varlena. `docs` is live.
+        unsafe {
+            let out = pg_sys::makeStringInfo();
+            let add = |b: &[u8]| pg_sys::appendBinaryStringInfo(out, b.as_ptr().cast(), b.len() as i32);
+            add(&[0u8; pg_sys::VARHDRSZ]);
+            add(b"{\"next\": ");
+            if more && self.n > 0 {
+                add(b"\"");
+                add(&self.last_id);
+                add(b"\"");
+            } else {
+                add(b"null");
+            }
+            if let Some(c) = count {
+                add(b", \"count\": ");
+                add(c.to_string().as_bytes());
+            }
+            add(b", \"items\": [");
+            pg_sys::appendBinaryStringInfo(out, (*self.docs).data, (*self.docs).len);
+            add(b"]}");
+            pg_sys::pfree((*self.docs).data.cast());
+            let v = (*out).data as *mut pg_sys::varlena;
+            pgrx::varlena::set_varsize_4b(v, (*out).len);
+            RawText(pg_sys::Datum::from(v))
+        }
+    }
+}
+
+/// A text value returned as the datum we built.
+pub struct RawText(pub pgrx::pg_sys::Datum);
+
+unsafe impl pgrx::callconv::BoxRet for RawText {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        unsafe { fcinfo.return_raw_datum(self.0) }
+    }
+}
+
+unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for RawText {
+    const TYPE_IDENT: &'static str = <String as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::TYPE_IDENT;
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+        <String as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::TYPE_ORIGIN;
+    const ARGUMENT_SQL: Result<pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef, pgrx::pgrx_sql_entity_graph::metadata::ArgumentError> =
+        <String as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::ARGUMENT_SQL;
+    const RETURN_SQL: Result<pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef, pgrx::pgrx_sql_entity_graph::metadata::ReturnsError> =
+        <String as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::RETURN_SQL;
 }
 
 /// What one JSON value (scalar, array, object or key) is charged against the page's

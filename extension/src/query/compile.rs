@@ -220,11 +220,8 @@ fn order_list(keys: &[SortKey]) -> String {
 /// dozen conditions; what apps send is far shorter.
 pub const SPLIT_MAX_WHERE_BYTES: usize = 4096;
 
-pub fn page_sql(collection_id: i32, has_fields: bool, where_sql: &str, keys: &[SortKey]) -> String {
-    let base = format!(
-        "select {} as doc from baas.documents d where d.collection_id = {collection_id} and ({where_sql})",
-        select_sql(has_fields)
-    );
+pub fn page_sql(collection_id: i32, select: &str, where_sql: &str, keys: &[SortKey]) -> String {
+    let base = format!("select {select} from baas.documents d where d.collection_id = {collection_id} and ({where_sql})");
     let order = effective_order(keys);
     match order.first() {
         // The filter is planned once per part: a long one (up to ~25 ms to plan and
@@ -235,7 +232,7 @@ pub fn page_sql(collection_id: i32, has_fields: bool, where_sql: &str, keys: &[S
             let x = path_expr(p, "d.");
             let rest = order_list(&order[1..]);
             format!(
-                "select s.doc from (({base} and {x} is not null order by {x} using operator(baas.>) nulls first, {rest} limit $4::bigint + $5) \
+                "select s.* from (({base} and {x} is not null order by {x} using operator(baas.>) nulls first, {rest} limit $4::bigint + $5) \
                  union all ({base} and {x} is null order by {rest} limit $4::bigint + $5)) s limit $4 offset $5"
             )
         }
@@ -304,10 +301,25 @@ pub fn after_sql(keys: &[SortKey], cursor: &Value, params: &mut Params) -> Resul
 /// The SELECT list: the document, or with `fields` only those top-level data keys.
 pub fn select_sql(has_fields: bool) -> String {
     if has_fields {
-        "jsonb_set(baas._document_json(d, $2), '{data}', (select coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb) from jsonb_each(d.data) e where e.key = any($3)))".into()
+        format!("jsonb_set(baas._document_json(d, $2), '{{data}}', {FIELDS_SQL})")
     } else {
         "baas._document_json(d, $2)".into()
     }
+}
+
+/// `select_sql` named as `page_sql` selects it.
+pub fn select_doc_sql(has_fields: bool) -> String {
+    format!("{} as doc", select_sql(has_fields))
+}
+
+/// `data` cut down to the fields named by `$3`.
+const FIELDS_SQL: &str = "(select coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb) from jsonb_each(d.data) e where e.key = any($3))";
+
+/// The columns api/doc_text.rs writes a document's JSON text from, in its order: what
+/// `select_sql` builds as jsonb, unbuilt (the list route's page, issue 20).
+pub fn select_columns_sql(has_fields: bool) -> String {
+    let data = if has_fields { FIELDS_SQL } else { "d.data" };
+    format!("d.id, d.owner, d.version, d.created_at, d.updated_at, {data}, d.acl_read, d.acl_update, d.acl_delete, d.file")
 }
 
 #[cfg(test)]
@@ -381,17 +393,17 @@ mod tests {
     #[test]
     fn a_descending_data_field_first_is_two_parts_that_have_it_and_lack_it() {
         let k = parse_order("-score,title").unwrap();
-        let s = page_sql(7, false, "true", &k);
+        let s = page_sql(7, &select_doc_sql(false), "true", &k);
         let x = "baas._jfield(d.data, 'score')";
         assert!(s.contains(&format!("and {x} is not null order by {x} using operator(baas.>) nulls first, baas._jfield(d.data, 'title') using operator(baas.<) nulls last, d.created_at desc, d.id desc limit $4::bigint + $5)")), "{s}");
         assert!(s.contains(&format!("union all (select baas._document_json(d, $2) as doc from baas.documents d where d.collection_id = 7 and (true) and {x} is null order by baas._jfield(d.data, 'title')")), "{s}");
         assert!(s.ends_with(") s limit $4 offset $5"), "{s}");
         // A filter too long to plan twice: one sorted statement.
         let long = format!("({})", vec!["true"; SPLIT_MAX_WHERE_BYTES / 8].join(" and "));
-        assert!(!page_sql(7, false, &long, &k).contains("union all"));
+        assert!(!page_sql(7, &select_doc_sql(false), &long, &k).contains("union all"));
         // Ascending, or a descending system field: one ordered statement.
         for o in ["score,-title", "-created_at", ""] {
-            let s = page_sql(7, true, "true", &parse_order(o).unwrap());
+            let s = page_sql(7, &select_doc_sql(true), "true", &parse_order(o).unwrap());
             assert!(!s.contains("union all") && s.ends_with(&format!("order by {} limit $4 offset $5", order_sql(&parse_order(o).unwrap()))), "{o}: {s}");
         }
     }

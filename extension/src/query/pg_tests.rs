@@ -275,6 +275,95 @@ mod tests {
         assert!(kept > 0 && kept <= crate::api::plans::MAX_PLANS, "{kept} kept plans");
     }
 
+    /// The list route's page text (baas._list_documents_text, written without jsonb by
+    /// api/doc_text.rs) is byte for byte the text of baas.list_documents with the same
+    /// arguments: random filters, orders (descending ones read in two parts), fields,
+    /// limits, offsets, cursors, counts, callers, time zones and pages cut short by the
+    /// response budget, over random documents and awkward ones (escapes, emoji, big
+    /// and exact numbers, no owner, long read lists, a file, multi-dimensional ACLs).
+    #[pg_test]
+    fn list_text_is_list_documents_text() {
+        let mut r = Rng(0x5eed_1234_abcd_0009);
+        let w = load(&mut r, 150);
+        Spi::run(
+            r#"insert into baas.documents (collection_id, id, owner, data, acl_read, acl_update)
+               select c.id, baas.uuid7(), null, '{"q": "a\"b\\c\n\t\u0001 é 😀 </script>", "big": 1e30, "x": 1.50, "n": -0.0, "s": "ab"}',
+                      array['public', 'user:a"b', e'line\nbreak'], array['role:team']
+                 from baas.collections c where c.name = 'prop';
+               insert into baas.documents (collection_id, id, owner, data, acl_read, acl_delete)
+               select c.id, baas.uuid7(), null, '{"s": "b", "a": {"x": [1, {"y": null}]}}', array[array['public', 'authenticated'], array['x', 'y']], '{}'
+                 from baas.collections c where c.name = 'prop';
+               insert into baas.documents (collection_id, id, owner, data, acl_read)
+               select c.id, baas.uuid7(), null, '{"n": 3}', (select array_agg('user:' || g) from generate_series(1, 100) g) || array['public']
+                 from baas.collections c where c.name = 'prop';"#,
+        )
+        .unwrap();
+        Spi::run("select baas.create_collection('propfiles', '{\"bucket\": true, \"default_acl\": {\"read\": [\"public\"]}}')").unwrap();
+        act_as(Caller::User(&w.users[0]));
+        Spi::run("select baas.upload_file('propfiles', 'a \"b\".txt', 'text/plain', 'hello', '{\"s\": \"a\"}')").unwrap();
+        act_as(Caller::Dba);
+        const ORDERS: &[&str] = &["", "s", "-s", "n,-s", "-n,s", "-created_at", "id", "-updated_at,n", "a", "-a"];
+        const FIELDS: &[&str] = &["a", "s", "q", "missing", "n"];
+        let (mut cut, mut counted, mut paged_on, mut files) = (0, 0, 0, 0);
+        for case in 0..600 {
+            let c = w.caller(case);
+            let collection = if case % 10 == 9 { "propfiles" } else { "prop" };
+            let f = if r.below(3) == 0 { json!({}) } else { filter(&mut r, 1) };
+            let order = *r.pick(ORDERS);
+            let fields: Option<Vec<String>> = (r.below(3) == 0).then(|| (0..1 + r.below(2)).map(|_| r.pick(FIELDS).to_string()).collect());
+            let lim = r.below(25) as i32;
+            let off = if r.below(4) == 0 { r.below(5) as i32 } else { 0 };
+            let with_count = r.below(2) == 0;
+            let tz = *r.pick(&["UTC", "Asia/Kolkata", "America/St_Johns"]);
+            // Small budgets cut pages short (every document here is smaller than them:
+            // a larger first one is refused alike by both, and ends the test's transaction).
+            let budget = *r.pick(&["15728640", "15728640", "3000", "2000"]);
+            act_as(c);
+            Spi::run(&format!("select set_config('timezone', '{tz}', true), set_config('baas.max_response_bytes', '{budget}', true)")).unwrap();
+            let mut after: Option<String> = None;
+            for page in 0..3 {
+                let args = || -> Vec<pgrx::datum::DatumWithOid> {
+                    vec![
+                        collection.into(),
+                        JsonB(f.clone()).into(),
+                        order.into(),
+                        lim.into(),
+                        off.into(),
+                        with_count.into(),
+                        after.clone().into(),
+                        fields.clone().into(),
+                    ]
+                };
+                let text = Spi::get_one_with_args::<String>(
+                    "select baas._list_documents_text($1, $2, $3, $4, $5, $6, $7::uuid, $8)",
+                    &args(),
+                );
+                let want = Spi::get_one_with_args::<String>(
+                    "select baas.list_documents($1, $2, $3, $4, $5, $6, $7::uuid, $8)::text",
+                    &args(),
+                );
+                let (text, want) = (text.unwrap(), want.unwrap());
+                assert_eq!(text, want, "case {case} page {page}: {collection} {f} order {order:?} fields {fields:?} limit {lim} offset {off} tz {tz} budget {budget}");
+                let v: Value = serde_json::from_str(&text.unwrap()).unwrap();
+                counted += usize::from(v.get("count").is_some());
+                files += v["items"].as_array().unwrap().iter().filter(|d| d.get("file").is_some()).count();
+                let n = v["items"].as_array().unwrap().len();
+                if budget != "15728640" && n > 0 && n < lim as usize && !v["next"].is_null() {
+                    cut += 1;
+                }
+                match v["next"].as_str() {
+                    Some(next) => {
+                        paged_on += usize::from(page > 0);
+                        after = Some(next.to_string());
+                    }
+                    None => break,
+                }
+            }
+            act_as(Caller::Dba);
+        }
+        assert!(cut > 10 && counted > 100 && paged_on > 20 && files > 5, "cut {cut}, counted {counted}, paged on {paged_on}, files {files}");
+    }
+
     /// Bytes of every memory context of this backend.
     /// `fields` as the proxy's live feeds apply it (pgbaas_query::eval::project) and as
     /// baas.find returns it must be the same data for every document.
@@ -570,7 +659,7 @@ mod tests {
             let keys = parse::parse_order(order).unwrap();
             let mut params = compile::Params::default();
             let w = compile::compile_filter(&parse::parse(&filter).unwrap(), &mut params);
-            let sql = compile::page_sql(cid, false, &w, &keys);
+            let sql = compile::page_sql(cid, &compile::select_doc_sql(false), &w, &keys);
             act_as(Caller::User(&user));
             Spi::run(&format!("prepare page(jsonb, text, text[], integer, integer) as {sql}")).unwrap();
             let args = Value::Array(params.0.clone()).to_string().replace('\'', "''");

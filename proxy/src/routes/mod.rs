@@ -460,12 +460,15 @@ pub static ROUTES: &[Route] = &[
         .sql("select baas.drop_collection($1)", &[Path(0)]).answer(NO_CONTENT, Shape::Void),
     // --- documents
     // `expand` (docs/references.md): baas.expand_page around the list, in the same one
-    // statement; without it expand_page returns the page as it is. _expand_checked
-    // refuses bad paths first (CASE tests it before the list is read).
+    // statement. _expand_checked refuses bad paths first (CASE tests it before the list
+    // is read). Without `expand`, the page's text as baas._list_documents_text writes
+    // it: the text of list_documents, without building jsonb (issue 20).
     r("list_documents", GET, DOCS, Anyone)
         .query(Query::ListExpand)
         .sql(
-            "select case when baas._expand_checked($9) then baas.expand_page(baas.list_documents($1, $2, $3, $4, $5, $6, $7::text::uuid, $8), $9) end::text",
+            "select case when baas._expand_checked($9) is not true then null \
+                         when coalesce(pg_catalog.cardinality($9), 0) = 0 then baas._list_documents_text($1, $2, $3, $4, $5, $6, $7::text::uuid, $8) \
+                         else baas.expand_page(baas.list_documents($1, $2, $3, $4, $5, $6, $7::text::uuid, $8), $9)::text end",
             &[Path(0), List(L::Filter), List(L::Order), List(L::Limit), List(L::Offset), List(L::Count), List(L::After), List(L::Fields), List(L::Expand)],
         )
         .private().doc("List documents", ITEMS).read(),
