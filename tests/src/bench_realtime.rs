@@ -204,7 +204,40 @@ fn pct(v: &mut [u64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
 }
 
-pub fn run(o: &Opts, wrk: impl Fn(&str, &std::path::Path, u64, usize) -> Result<(f64, u64)>) -> Result<()> {
+/// The figures the side-by-side table shows for the live feeds (pgbaas-bench's full run).
+pub struct Summary {
+    pub subscribers: usize,
+    /// Deliveries per second of load to the full set of subscribers, and the
+    /// commit-to-client latency of those deliveries (ms).
+    pub deliveries_per_s: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub deliveries: u64,
+    /// Proxy CPU seconds over that phase, and its peak RSS (KiB) while it held every
+    /// subscriber (VmHWM, reset before the subscribers connected).
+    pub proxy_cpu_s: f64,
+    pub rss_peak_kb: u64,
+}
+
+fn proxy_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)) / ticks
+}
+
+fn vm_hwm_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn run(o: &Opts, wrk: impl Fn(&str, &std::path::Path, u64, usize) -> Result<(f64, u64)>) -> Result<Summary> {
     let nofile = raise_nofile();
     if (nofile as usize) < o.subscribers + 1000 {
         bail!("RLIMIT_NOFILE is {nofile}: {} subscribers need more (ulimit -Hn)", o.subscribers);
@@ -243,6 +276,9 @@ pub fn run(o: &Opts, wrk: impl Fn(&str, &std::path::Path, u64, usize) -> Result<
     // Subscriber k holds user k % users's token: each user has subscribers/users of them.
     let sub_tokens: Vec<String> = (0..o.subscribers).map(|k| tokens[k % o.users].clone()).collect();
     let rss_empty = vm_rss_kb(pid);
+    // The peak from here on: what holding the subscribers costs (writing 5 to
+    // clear_refs resets VmHWM to the current RSS).
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 
     // ---- 100 subscribers: SQL per change
     let small = 100.min(o.subscribers);
@@ -273,7 +309,10 @@ pub fn run(o: &Opts, wrk: impl Fn(&str, &std::path::Path, u64, usize) -> Result<
     std::thread::sleep(Duration::from_secs(3));
     let rss_full = vm_rss_kb(pid);
     let per_sub_kib = (rss_full as f64 - rss_small as f64) / (n1.max(1) as f64);
+    let (cpu0, d0) = (proxy_cpu_s(pid), seen.deliveries.load(Ordering::Relaxed));
     let (made_full, calls_full, dps_full) = phase(&mut db, o.secs)?;
+    let (proxy_cpu, delivered_full) = (proxy_cpu_s(pid) - cpu0, seen.deliveries.load(Ordering::Relaxed) - d0);
+    let rss_peak_kb = vm_hwm_kb(pid);
     let mut lat = std::mem::take(&mut *seen.latencies_us.lock().unwrap());
     let (p50, p99, max) = (pct(&mut lat, 0.50), pct(&mut lat, 0.99), pct(&mut lat, 1.0));
     // ---- the capture worker off and on, alternated (the pull's own decoding vs one session)
@@ -382,5 +421,5 @@ pub fn run(o: &Opts, wrk: impl Fn(&str, &std::path::Path, u64, usize) -> Result<
     drop(proxy);
     drop(db);
     drop(cluster);
-    Ok(())
+    Ok(Summary { subscribers: n0 + n1, deliveries_per_s: dps_full, p50, p99, deliveries: delivered_full as u64, proxy_cpu_s: proxy_cpu, rss_peak_kb })
 }

@@ -1,7 +1,7 @@
 //! Files benchmark (issue 15): files through the proxy against the limit (the same
 //! bytes written and read with `COPY` through `psql` on the same cluster), in one run.
 //!
-//!   cargo run --release -p pgbaas-tests --bin pgbaas-bench-files [-- --quick] [--mb N] [--concurrent N] [--clients N] [--seconds N] [--limit-only]
+//!   cargo run --release -p pgbaas-tests --bin pgbaas-bench-files [-- --quick] [--mb N] [--concurrent N] [--clients N] [--seconds N] [--limit-only] [--summary FILE]
 //!
 //! Prints one table (docs/benchmarks.md has a run of it):
 //! - upload and download MB/s of one `--mb` (100) MB file through the proxy, beside the
@@ -47,10 +47,12 @@ struct Args {
     photo: (u32, u32),
     /// Only the limit's rows (COPY through psql; no proxy).
     limit_only: bool,
+    /// --summary FILE: the figures pgbaas-bench's side-by-side table shows, as JSON.
+    summary: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { quick: false, mb: 100, concurrent: 20, clients: 16, secs: 5, photo: (4000, 3000), limit_only: false };
+    let mut a = Args { quick: false, mb: 100, concurrent: 20, clients: 16, secs: 5, photo: (4000, 3000), limit_only: false, summary: None };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -59,9 +61,13 @@ fn parse_args() -> Result<Args> {
         };
         match argv[i].as_str() {
             "--quick" => {
-                a = Args { quick: true, mb: 8, concurrent: 4, clients: 4, secs: 1, photo: (1600, 1200), limit_only: a.limit_only };
+                a = Args { quick: true, mb: 8, concurrent: 4, clients: 4, secs: 1, photo: (1600, 1200), limit_only: a.limit_only, summary: a.summary };
             }
             "--limit-only" => a.limit_only = true,
+            "--summary" => {
+                a.summary = Some(argv.get(i + 1).context("--summary needs a file")?.into());
+                i += 1;
+            }
             "--mb" => {
                 a.mb = num(i)?.max(1);
                 i += 1;
@@ -185,6 +191,21 @@ fn rss(pid: u32) -> (u64, u64) {
 /// Reset the peak RSS to the current RSS (Linux ≥ 4.0; we started the process).
 fn reset_peak(pid: u32) -> Result<()> {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").context("resetting VmHWM through /proc/<pid>/clear_refs")
+}
+
+/// The proxy's CPU seconds (user + system) so far.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)) / ticks
+}
+
+/// One transfer's or round's figures for --summary: the rate (MB/s, or requests/s),
+/// latency, the proxy's CPU seconds per unit (MB or request) and its peak RSS (KiB).
+fn figure(rate: f64, p50: f64, p99: f64, cpu_per_unit: f64, peak_kb: u64, limit: Option<f64>) -> serde_json::Value {
+    serde_json::json!({"rate": rate, "p50": p50, "p99": p99, "cpu_per_unit": cpu_per_unit, "peak_kb": peak_kb, "limit": limit})
 }
 
 /// Run `n` copies of `f` at once; the proxy's peak RSS growth per copy, MiB, and the
@@ -339,14 +360,22 @@ fn main() -> Result<()> {
     let http = Http::new(&base, &token);
 
     // ---- 1. one big file, each way, against COPY
-    let t = Instant::now();
+    let mut summary = serde_json::Map::new();
+    let mb = len as f64 / MIB as f64;
+    reset_peak(pid)?;
+    let (t, c0) = (Instant::now(), cpu_s(pid));
     let big = http.upload("big.bin", "application/octet-stream", len, Bytes::new(len, 1))?;
     let up = mb_per_s(len, t.elapsed());
+    let secs = t.elapsed().as_secs_f64() * 1000.0;
+    summary.insert("upload".into(), figure(up, secs, secs, (cpu_s(pid) - c0) / mb, rss(pid).0, Some(up_limit)));
     row("upload MB/s, proxy / COPY FROM (psql)", format!("{up:.0} / {up_limit:.0}"), "");
     row("upload, % of the limit", format!("{:.0}", up / up_limit * 100.0), ">= 70");
-    let t = Instant::now();
+    reset_peak(pid)?;
+    let (t, c0) = (Instant::now(), cpu_s(pid));
     ensure!(http.get(&format!("/v1/files/{big}"))? == len, "download length");
     let down = mb_per_s(len, t.elapsed());
+    let secs = t.elapsed().as_secs_f64() * 1000.0;
+    summary.insert("download".into(), figure(down, secs, secs, (cpu_s(pid) - c0) / mb, rss(pid).0, Some(down_limit)));
     row("download MB/s, proxy / COPY TO (psql)", format!("{down:.0} / {down_limit:.0}"), "");
     row("download, % of the limit", format!("{:.0}", down / down_limit * 100.0), ">= 70");
 
@@ -372,8 +401,14 @@ fn main() -> Result<()> {
     let doc: serde_json::Value = serde_json::from_str(&Http::check("create document", r)?.into_string()?)?;
     let doc_id = doc["id"].as_str().context("document id")?;
     for (name, path) in [("10 KB file GET", format!("/v1/files/{small}")), ("document GET", format!("/v1/collections/docs/documents/{doc_id}"))] {
+        reset_peak(pid)?;
+        let c0 = cpu_s(pid);
         let (rps, p50, p99, errors) = get_round(&base, &token, &path, a.clients, a.secs);
         ensure!(errors == 0, "{name}: {errors} failed requests");
+        if name == "10 KB file GET" {
+            let requests = (rps * a.secs as f64).max(1.0);
+            summary.insert("small_get".into(), figure(rps, p50, p99, (cpu_s(pid) - c0) / requests, rss(pid).0, None));
+        }
         row(&format!("{name}, {} clients: req/s, p50 / p99 ms", a.clients), format!("{rps:.0}, {p50:.1} / {p99:.1}"), "");
     }
 
@@ -397,5 +432,10 @@ fn main() -> Result<()> {
     let mp = f64::from(a.photo.0) * f64::from(a.photo.1) / 1e6;
     row(&format!("thumbnail 256x256 of a {mp:.0} MP JPEG, first request (ms)"), format!("{:.0}", first[first.len() / 2]), "");
     row(&format!("thumbnail 256x256 of a {mp:.0} MP JPEG, cached (ms)"), format!("{:.1}", cached[cached.len() / 2]), "");
+    if let Some(f) = &a.summary {
+        summary.insert("mb".into(), serde_json::json!(a.mb));
+        summary.insert("clients".into(), serde_json::json!(a.clients));
+        std::fs::write(f, serde_json::Value::Object(summary).to_string())?;
+    }
     Ok(())
 }

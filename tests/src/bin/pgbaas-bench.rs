@@ -1,9 +1,13 @@
 //! The side-by-side benchmark: pgbaas through its proxy, against the physical limit
 //! (the same SQL calls issued by pgbench), against Parse Server on the same Postgres
-//! cluster and against PocketBase (src/bench_pocketbase.rs), in one run. Prints one table.
+//! cluster and against PocketBase (src/bench_pocketbase.rs), in one run. Prints one table,
+//! with the proxy's CPU per request and its peak RSS during each workload (VmHWM, reset
+//! through /proc/<pid>/clear_refs before it). Without --quick the table also holds files
+//! (row 8: pgbaas-bench-files --summary, its own cluster and proxy) and live feeds (row 9:
+//! the --realtime measurement without its create rounds), measured in the same run.
 //!
 //!   make bench                          (installs wrk, postgis, Parse Server, PocketBase; builds; runs)
-//!   target/release/pgbaas-bench [--quick] [--no-peer] [--no-pocketbase] [--pocketbase] [--seconds N] [--connections N] [--pool N] [--only 1..7] [--pinned] [--perf DIR]
+//!   target/release/pgbaas-bench [--quick] [--no-peer] [--no-pocketbase] [--pocketbase] [--seconds N] [--connections N] [--pool N] [--only 1..9] [--pinned] [--perf DIR]
 //!
 //! --quick: 2 s per workload, 10 connections and a small data set (the test suite's smoke run);
 //! it skips PocketBase unless --pocketbase is given.
@@ -171,6 +175,8 @@ struct Run {
     cpu_per_10k: Option<f64>,
     /// Postgres's CPU seconds (all its processes) per 10k requests (pgbaas runs only).
     pg_cpu_per_10k: Option<f64>,
+    /// The proxy's peak RSS during the run, KiB (VmHWM, reset before it; pgbaas runs only).
+    rss_peak_kb: Option<u64>,
 }
 
 fn fmt_run(r: &Option<Run>) -> (String, String, String) {
@@ -334,9 +340,14 @@ fn wrk_measured(a: &Args, url: &str, script: &Path, pid: Option<u32>) -> Result<
 /// `wrk_measured`, and with `cluster`, Postgres's CPU time per 10k requests too.
 fn wrk_measured_pg(a: &Args, url: &str, script: &Path, pid: Option<u32>, cluster: Option<&Cluster>) -> Result<Run> {
     wrk(url, script, a.warm, a.conns, 2 * a.patch_pool)?;
+    if let Some(pid) = pid {
+        // Writing 5 to clear_refs resets VmHWM to the current RSS: the peak of this run.
+        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    }
     let before = pid.map(proc_usage);
     let pg_before = cluster.and_then(pg_cpu);
     let mut r = wrk(url, script, a.secs, a.conns, 3 * a.patch_pool)?;
+    r.rss_peak_kb = pid.map(|p| proc_usage(p).1);
     if let (Some(pid), Some((cpu0, _))) = (pid, before) {
         let (cpu1, _) = proc_usage(pid);
         if r.requests > 0 {
@@ -434,7 +445,7 @@ fn pgbench(a: &Args, conns: usize, range: i64, cluster: &Cluster, password: &str
         .unwrap_or(0);
     lat.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let p = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
-    Ok(Run { rps: tps, p50: p(0.5), p99: p(0.99), errors: failed, requests: lat.len() as u64, cpu_per_10k: None, pg_cpu_per_10k: None })
+    Ok(Run { rps: tps, p50: p(0.5), p99: p(0.99), errors: failed, requests: lat.len() as u64, cpu_per_10k: None, pg_cpu_per_10k: None, rss_peak_kb: None })
 }
 
 /// The proxy's per-request transaction (db.rs): authenticate + statement timeout, then
@@ -528,7 +539,7 @@ fn main() -> Result<()> {
     }
     if a.realtime {
         let o = bench_realtime::Opts { subscribers: a.subscribers, users: (a.subscribers / 10).max(1), rate: a.rate, secs: a.secs, wrk_secs: 5, wrk_conns: a.conns, doc_bytes: a.doc_bytes, wrk_rounds: if a.latency_only { 0 } else { 6 }, compare_rounds: a.compare_worker };
-        return bench_realtime::run(&o, |url, script, secs, conns| wrk(url, script, secs, conns, 0).map(|r| (r.rps, r.errors)));
+        return bench_realtime::run(&o, |url, script, secs, conns| wrk(url, script, secs, conns, 0).map(|r| (r.rps, r.errors))).map(|_| ());
     }
     if a.replicas {
         return replicas::run(&a);
@@ -705,7 +716,8 @@ fn main() -> Result<()> {
         "list",
         "\\set c random(0, 999)",
         CLAIMS,
-        "select x::text from baas.list_documents('items', ('{\"cat\": ' || :c::text || '}')::jsonb, null, 20, 0, false, null::text::uuid, null) x",
+        // The route's statement without `expand` (proxy/src/routes/mod.rs).
+        "select baas._list_documents_text('items', ('{\"cat\": ' || :c::text || '}')::jsonb, null, 20, 0, false, null::text::uuid, null)",
     )?;
     let pgb_create = scripts(
         "create",
@@ -870,14 +882,25 @@ fn main() -> Result<()> {
         "Parse Server not measured (--no-peer)".to_string()
     };
 
+    // ---- files and live feeds (issue 20, item 6): their own programs, each on a
+    // cluster and proxy of its own, in this same run; their rows join the table.
+    if !a.quick && (a.only.is_empty() || a.only.contains(&8)) {
+        eprintln!(".. 8. files (pgbaas-bench-files)");
+        rows.extend(files_rows(&work));
+    }
+    if !a.quick && (a.only.is_empty() || a.only.contains(&9)) {
+        eprintln!(".. 9. live feeds (pgbaas-bench --realtime)");
+        rows.push(realtime_row(&a));
+    }
+
     // ---- the table
     println!();
     println!(
-        "| workload | limit req/s, pgbench -c{} | limit req/s, -c{pool} | limit req/s, -c{pool} pipelined | limit p50 ms | limit p99 ms | pgbaas req/s | p50 ms | p99 ms | errors | pgbaas / limit | Parse req/s | p50 ms | p99 ms | pgbaas / Parse | proxy CPU s / 10k req | PocketBase req/s | p50 ms | p99 ms | pgbaas / PocketBase |",
+        "| workload | limit req/s, pgbench -c{} | limit req/s, -c{pool} | limit req/s, -c{pool} pipelined | limit p50 ms | limit p99 ms | pgbaas req/s | p50 ms | p99 ms | errors | pgbaas / limit | Parse req/s | p50 ms | p99 ms | pgbaas / Parse | proxy CPU s / 10k req | proxy peak RSS MiB | PocketBase req/s | p50 ms | p99 ms | pgbaas / PocketBase |",
         a.conns,
         pool = a.pool
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         // The limit is the best of the three ways of issuing the same SQL.
         let best = [&r.limit, &r.limit_pool, &r.limit_pipe]
@@ -907,8 +930,9 @@ fn main() -> Result<()> {
         };
         let errors = [&r.pgbaas, &r.limit, &r.limit_pool, &r.limit_pipe].iter().map(|x| x.as_ref().map(|x| x.errors).unwrap_or(0)).sum::<u64>();
         let cpu = r.pgbaas.as_ref().and_then(|x| x.cpu_per_10k).map(|c| format!("{c:.2}")).unwrap_or("–".into());
+        let rss = r.pgbaas.as_ref().and_then(|x| x.rss_peak_kb).map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or("–".into());
         println!(
-            "| {} | {lc} | {lp} | {lq} | {l2} | {l3} | {b1} | {b2} | {b3} | {errors} | {} | {p1} | {p2} | {p3} | {} | {cpu} | {q1} | {q2} | {q3} | {} |",
+            "| {} | {lc} | {lp} | {lq} | {l2} | {l3} | {b1} | {b2} | {b3} | {errors} | {} | {p1} | {p2} | {p3} | {} | {cpu} | {rss} | {q1} | {q2} | {q3} | {} |",
             r.name,
             ratio(&r.pgbaas, &best, true),
             ratio(&r.pgbaas, &r.parse, false),
@@ -947,6 +971,100 @@ fn main() -> Result<()> {
         bail!("{} workload run(s) failed (see the table's notes)", failures.len());
     }
     Ok(())
+}
+
+/// A row of figures measured by another program: no pgbench limit (but `limit`, where
+/// there is one), no peers.
+fn other_row(name: String, pgbaas: Option<Run>, limit: Option<f64>, failed: Vec<String>) -> Row {
+    Row {
+        name: Box::leak(name.into_boxed_str()),
+        limit: limit.map(|rps| Run { rps, ..Run::default() }),
+        limit_pool: None,
+        limit_pipe: None,
+        pgbaas,
+        parse: None,
+        pocketbase: None,
+        notes: vec![],
+        failed,
+    }
+}
+
+/// Files (issue 15) through pgbaas-bench-files --summary: a 10 KB file GET (requests),
+/// and one 100 MB download and upload (MB/s, beside COPY TO / FROM through psql on the
+/// same cluster; CPU per 10k MB).
+fn files_rows(work: &Path) -> Vec<Row> {
+    let out = work.join("files.json");
+    let exe = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("pgbaas-bench-files")));
+    let ran = exe.context("locating pgbaas-bench-files").and_then(|exe| {
+        let status = Command::new(exe).arg("--summary").arg(&out).stdout(Stdio::inherit()).status().context("running pgbaas-bench-files")?;
+        anyhow::ensure!(status.success(), "pgbaas-bench-files failed ({status})");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+        Ok(v)
+    });
+    let v = match ran {
+        Ok(v) => v,
+        Err(e) => return vec![other_row("8. files".into(), None, None, vec![reason(&e)])],
+    };
+    let run = |f: &serde_json::Value| -> Option<Run> {
+        Some(Run {
+            rps: f["rate"].as_f64()?,
+            p50: f["p50"].as_f64()?,
+            p99: f["p99"].as_f64()?,
+            cpu_per_10k: f["cpu_per_unit"].as_f64().map(|c| c * 10_000.0),
+            rss_peak_kb: f["peak_kb"].as_u64(),
+            ..Run::default()
+        })
+    };
+    let mb = v["mb"].as_u64().unwrap_or(0);
+    vec![
+        other_row(format!("8. files: GET a 10 KB file ({} clients, not wrk)", v["clients"].as_u64().unwrap_or(0)), run(&v["small_get"]), None, vec![]),
+        other_row(
+            format!("8. files: download one {mb} MB file (MB/s; limit: COPY TO; CPU per 10k MB; p50 = p99 = its time)"),
+            run(&v["download"]),
+            v["download"]["limit"].as_f64(),
+            vec![],
+        ),
+        other_row(
+            format!("8. files: upload one {mb} MB file (MB/s; limit: COPY FROM; CPU per 10k MB; p50 = p99 = its time)"),
+            run(&v["upload"]),
+            v["upload"]["limit"].as_f64(),
+            vec![],
+        ),
+    ]
+}
+
+/// Live feeds (issue 14) through src/bench_realtime.rs: changes at --rate to
+/// --subscribers WebSocket subscribers; deliveries/s and commit-to-client latency.
+fn realtime_row(a: &Args) -> Row {
+    let o = bench_realtime::Opts {
+        subscribers: a.subscribers,
+        users: (a.subscribers / 10).max(1),
+        rate: a.rate,
+        secs: a.secs,
+        wrk_secs: 5,
+        wrk_conns: a.conns,
+        doc_bytes: a.doc_bytes,
+        wrk_rounds: 0,
+        compare_rounds: 0,
+    };
+    let name = format!("9. realtime: {}/s changes to {} subscribers (deliveries/s; commit-to-client ms)", a.rate, a.subscribers);
+    match bench_realtime::run(&o, |url, script, secs, conns| wrk(url, script, secs, conns, 0).map(|r| (r.rps, r.errors))) {
+        Ok(s) => other_row(
+            format!("{name}, {} connected", s.subscribers),
+            Some(Run {
+                rps: s.deliveries_per_s,
+                p50: s.p50,
+                p99: s.p99,
+                requests: s.deliveries,
+                cpu_per_10k: (s.deliveries > 0).then(|| s.proxy_cpu_s / s.deliveries as f64 * 10_000.0),
+                rss_peak_kb: Some(s.rss_peak_kb),
+                ..Run::default()
+            }),
+            None,
+            vec![],
+        ),
+        Err(e) => other_row(name, None, None, vec![reason(&e)]),
+    }
 }
 
 struct Cleanup(PathBuf);
