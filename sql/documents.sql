@@ -529,8 +529,7 @@ as $$
 declare
     c baas.collections := baas._collection_by_name(collection);
 begin
-    return baas._find_compiled_text(c.id, c.name, filter, "order", lim, off, after, fields,
-                                    case when with_count then baas.count(collection, filter) end);
+    return baas._find_compiled_text(c.id, c.name, filter, "order", lim, off, after, fields, with_count);
 end
 $$;
 

@@ -68,7 +68,7 @@ grant execute on function
     baas._is_privileged(text),
     baas._find_page(text, jsonb, text, integer, integer, uuid, text[]),
     baas._find_compiled(integer, text, jsonb, text, integer, integer, uuid, text[], boolean),
-    baas._find_compiled_text(integer, text, jsonb, text, integer, integer, uuid, text[], bigint),
+    baas._find_compiled_text(integer, text, jsonb, text, integer, integer, uuid, text[], boolean),
     baas._list_documents_text(text, jsonb, text, integer, integer, boolean, uuid, text[]),
     baas._count_compiled(integer, jsonb),
     baas._btree_index_id(integer, text),

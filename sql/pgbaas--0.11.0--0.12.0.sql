@@ -28,7 +28,7 @@ create function baas."_find_compiled_text"(
 	"off" INT, /* Option < i32 > */
 	"after" uuid, /* Option < pgrx :: Uuid > */
 	"fields" TEXT[], /* :: std :: option :: Option < Vec < String > > */
-	"count" bigint /* Option < i64 > */
+	"with_count" bool DEFAULT false /* bool */
 ) RETURNS TEXT /* RawText */
 STABLE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
@@ -64,8 +64,7 @@ as $$
 declare
     c baas.collections := baas._collection_by_name(collection);
 begin
-    return baas._find_compiled_text(c.id, c.name, filter, "order", lim, off, after, fields,
-                                    case when with_count then baas.count(collection, filter) end);
+    return baas._find_compiled_text(c.id, c.name, filter, "order", lim, off, after, fields, with_count);
 end
 $$;
 
@@ -379,10 +378,10 @@ $$;
 
 -- ================================================================== sql/grants.sql
 revoke execute on function baas._claim(text),
-    baas._find_compiled_text(integer, text, jsonb, text, integer, integer, uuid, text[], bigint),
+    baas._find_compiled_text(integer, text, jsonb, text, integer, integer, uuid, text[], boolean),
     baas._list_documents_text(text, jsonb, text, integer, integer, boolean, uuid, text[]) from public;
 grant execute on function baas._claim(text),
-    baas._find_compiled_text(integer, text, jsonb, text, integer, integer, uuid, text[], bigint),
+    baas._find_compiled_text(integer, text, jsonb, text, integer, integer, uuid, text[], boolean),
     baas._list_documents_text(text, jsonb, text, integer, integer, boolean, uuid, text[])
   to baas_anon, baas_user, baas_service;
 

@@ -10,9 +10,9 @@
 //! the page's buffer, with Postgres' own printers for each part (`JsonbToCString` for
 //! `data` and `file`, `JsonEncodeDateTime` for times, `escape_json` for strings), in
 //! the order and spacing `jsonb_out` gives — so the text is byte for byte what
-//! `baas._document_json(d, collection)::text` is, which `doc_text_equals_document_json`
-//! (query/pg_tests.rs) checks over awkward documents and the page route's tests over
-//! the HTTP answers.
+//! `baas._document_json(d, collection)::text` is, which `list_text_is_list_documents_text`
+//! (query/pg_tests.rs) checks page by page against `baas.list_documents(...)::text` over
+//! random and awkward documents.
 
 use pgrx::pg_sys;
 use std::ffi::CStr;
@@ -112,6 +112,9 @@ fn append_text_array(out: pg_sys::StringInfo, d: pg_sys::Datum) {
         let ndim = (*a).ndim as usize;
         if ndim == 0 {
             append(out, b"[]");
+            if a as *mut pg_sys::varlena != d.cast_mut_ptr() {
+                pg_sys::pfree(a.cast());
+            }
             return;
         }
         let dims = std::slice::from_raw_parts((a as *const u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *const i32, ndim);

@@ -107,12 +107,23 @@ fn find_compiled_text(
     off: Option<i32>,
     after: Option<pgrx::Uuid>,
     fields: Option<Vec<String>>,
-    count: Option<i64>,
+    with_count: default!(bool, false),
 ) -> RawText {
+    use pgrx::pg_sys::{BuiltinOid, PgOid};
     let q = PageQuery::new(collection_id, name, filter, order, lim, off, after, fields);
     let sql = compile::page_sql(q.collection_id, &compile::select_columns_sql(q.has_fields), &q.where_sql, &q.keys);
     let page = TextPage::collect(&sql, &TYPES, &q.args(), q.room(), q.name);
     let more = q.check(page.refused, page.n, true);
+    // After the page, as baas.list_documents counts: a page that fails costs no count.
+    let count = with_count.then(|| {
+        let n = plans::first_datum(
+            "select baas.count($1, $2)",
+            &[PgOid::BuiltIn(BuiltinOid::TEXTOID), PgOid::BuiltIn(BuiltinOid::JSONBOID)],
+            &[q.name.into(), JsonB(q.filter.clone()).into()],
+            true,
+        );
+        n.map(|d| d.value() as i64).unwrap_or(0)
+    });
     page.finish(more, count)
 }
 
@@ -138,6 +149,7 @@ struct PageQuery<'a> {
     keys: Vec<parse::SortKey>,
     where_sql: String,
     params: Vec<Value>,
+    filter: Value,
 }
 
 const FIND: &str = "find";
@@ -185,7 +197,7 @@ impl<'a> PageQuery<'a> {
             cursor = Some(cur);
         }
         let (where_sql, params) = q.condition(cursor.as_ref()).or_raise(FIND);
-        PageQuery { collection_id, name, lim, off, has_fields: fields.is_some(), fields, keys: q.keys, where_sql, params }
+        PageQuery { collection_id, name, lim, off, has_fields: fields.is_some(), fields, keys: q.keys, where_sql, params, filter }
     }
 
     fn args(&self) -> [pgrx::datum::DatumWithOid<'_>; 5] {
@@ -418,6 +430,8 @@ impl TextPage {
         // so it is a valid varlena. `docs` is live.
         unsafe {
             let out = pg_sys::makeStringInfo();
+            // Room for the whole reply at once (the page and at most ~100 bytes around it).
+            pg_sys::enlargeStringInfo(out, (*self.docs).len + 128);
             let add = |b: &[u8]| pg_sys::appendBinaryStringInfo(out, b.as_ptr().cast(), b.len() as i32);
             add(&[0u8; pg_sys::VARHDRSZ]);
             add(b"{\"next\": ");
