@@ -42,13 +42,7 @@ fn micros_now() -> u64 {
 }
 
 fn vm_rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    pgbaas_testkit::proc_status_kb(pid, "VmRSS:")
 }
 
 /// 10,000 client sockets here and 10,000 in the proxy (which inherits the limit).
@@ -219,24 +213,6 @@ pub struct Summary {
     pub rss_peak_kb: u64,
 }
 
-fn proxy_cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)) / ticks
-}
-
-fn vm_hwm_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 pub fn run(o: &Opts, wrk: impl Fn(&str, &std::path::Path, u64, usize) -> Result<(f64, u64)>) -> Result<Summary> {
     let nofile = raise_nofile();
     if (nofile as usize) < o.subscribers + 1000 {
@@ -309,10 +285,10 @@ pub fn run(o: &Opts, wrk: impl Fn(&str, &std::path::Path, u64, usize) -> Result<
     std::thread::sleep(Duration::from_secs(3));
     let rss_full = vm_rss_kb(pid);
     let per_sub_kib = (rss_full as f64 - rss_small as f64) / (n1.max(1) as f64);
-    let (cpu0, d0) = (proxy_cpu_s(pid), seen.deliveries.load(Ordering::Relaxed));
+    let (cpu0, d0) = (pgbaas_testkit::proc_cpu_s(pid), seen.deliveries.load(Ordering::Relaxed));
     let (made_full, calls_full, dps_full) = phase(&mut db, o.secs)?;
-    let (proxy_cpu, delivered_full) = (proxy_cpu_s(pid) - cpu0, seen.deliveries.load(Ordering::Relaxed) - d0);
-    let rss_peak_kb = vm_hwm_kb(pid);
+    let (proxy_cpu, delivered_full) = (pgbaas_testkit::proc_cpu_s(pid) - cpu0, seen.deliveries.load(Ordering::Relaxed) - d0);
+    let rss_peak_kb = pgbaas_testkit::proc_status_kb(pid, "VmHWM:");
     let mut lat = std::mem::take(&mut *seen.latencies_us.lock().unwrap());
     let (p50, p99, max) = (pct(&mut lat, 0.50), pct(&mut lat, 0.99), pct(&mut lat, 1.0));
     // ---- the capture worker off and on, alternated (the pull's own decoding vs one session)

@@ -193,15 +193,6 @@ fn reset_peak(pid: u32) -> Result<()> {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").context("resetting VmHWM through /proc/<pid>/clear_refs")
 }
 
-/// The proxy's CPU seconds (user + system) so far.
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)) / ticks
-}
-
 /// One transfer's or round's figures for --summary: the rate (MB/s, or requests/s),
 /// latency, the proxy's CPU seconds per unit (MB or request) and its peak RSS (KiB).
 fn figure(rate: f64, p50: f64, p99: f64, cpu_per_unit: f64, peak_kb: u64, limit: Option<f64>) -> serde_json::Value {
@@ -363,19 +354,19 @@ fn main() -> Result<()> {
     let mut summary = serde_json::Map::new();
     let mb = len as f64 / MIB as f64;
     reset_peak(pid)?;
-    let (t, c0) = (Instant::now(), cpu_s(pid));
+    let (t, c0) = (Instant::now(), pgbaas_testkit::proc_cpu_s(pid));
     let big = http.upload("big.bin", "application/octet-stream", len, Bytes::new(len, 1))?;
     let up = mb_per_s(len, t.elapsed());
     let secs = t.elapsed().as_secs_f64() * 1000.0;
-    summary.insert("upload".into(), figure(up, secs, secs, (cpu_s(pid) - c0) / mb, rss(pid).0, Some(up_limit)));
+    summary.insert("upload".into(), figure(up, secs, secs, (pgbaas_testkit::proc_cpu_s(pid) - c0) / mb, rss(pid).0, Some(up_limit)));
     row("upload MB/s, proxy / COPY FROM (psql)", format!("{up:.0} / {up_limit:.0}"), "");
     row("upload, % of the limit", format!("{:.0}", up / up_limit * 100.0), ">= 70");
     reset_peak(pid)?;
-    let (t, c0) = (Instant::now(), cpu_s(pid));
+    let (t, c0) = (Instant::now(), pgbaas_testkit::proc_cpu_s(pid));
     ensure!(http.get(&format!("/v1/files/{big}"))? == len, "download length");
     let down = mb_per_s(len, t.elapsed());
     let secs = t.elapsed().as_secs_f64() * 1000.0;
-    summary.insert("download".into(), figure(down, secs, secs, (cpu_s(pid) - c0) / mb, rss(pid).0, Some(down_limit)));
+    summary.insert("download".into(), figure(down, secs, secs, (pgbaas_testkit::proc_cpu_s(pid) - c0) / mb, rss(pid).0, Some(down_limit)));
     row("download MB/s, proxy / COPY TO (psql)", format!("{down:.0} / {down_limit:.0}"), "");
     row("download, % of the limit", format!("{:.0}", down / down_limit * 100.0), ">= 70");
 
@@ -402,12 +393,12 @@ fn main() -> Result<()> {
     let doc_id = doc["id"].as_str().context("document id")?;
     for (name, path) in [("10 KB file GET", format!("/v1/files/{small}")), ("document GET", format!("/v1/collections/docs/documents/{doc_id}"))] {
         reset_peak(pid)?;
-        let c0 = cpu_s(pid);
+        let c0 = pgbaas_testkit::proc_cpu_s(pid);
         let (rps, p50, p99, errors) = get_round(&base, &token, &path, a.clients, a.secs);
         ensure!(errors == 0, "{name}: {errors} failed requests");
         if name == "10 KB file GET" {
             let requests = (rps * a.secs as f64).max(1.0);
-            summary.insert("small_get".into(), figure(rps, p50, p99, (cpu_s(pid) - c0) / requests, rss(pid).0, None));
+            summary.insert("small_get".into(), figure(rps, p50, p99, (pgbaas_testkit::proc_cpu_s(pid) - c0) / requests, rss(pid).0, None));
         }
         row(&format!("{name}, {} clients: req/s, p50 / p99 ms", a.clients), format!("{rps:.0}, {p50:.1} / {p99:.1}"), "");
     }
