@@ -129,6 +129,55 @@ fn unaligned_chunks_come_back_whole_and_ranged() {
         assert_eq!(d.status, 206, "from {from}");
         assert!(d.body == data[from..], "from {from}: wrong bytes");
     }
+    // Ranges that end inside the file, across chunk and MiB boundaries.
+    for (from, to) in [(1, 1_500_000), (699_999, 2_100_000), (MIB - 1, 2 * MIB), (3 * MIB + 7, 4 * MIB + 699_999)] {
+        let d = get_range(t, &id, &[("Range", &format!("bytes={from}-{to}"))]);
+        assert_eq!(d.status, 206, "{from}-{to}");
+        assert!(d.body == data[from..=to], "{from}-{to}: wrong bytes");
+    }
+}
+
+/// A download reads pieces ahead of its client (proxy/src/files/download.rs), each
+/// read a transaction of its own that ends whether or not the client keeps reading:
+/// clients that stop reading hold no pooled connection. Two such downloads through a
+/// proxy with a pool of two, and an ordinary request still answers at once (a read
+/// left waiting on its client would hold a connection, and the request would wait the
+/// pool's 5 s and get 503).
+#[test]
+fn stalled_downloads_hold_no_connection() {
+    let url = env().cluster.authenticator_url().unwrap();
+    let proxy = pgbaas_testkit::Proxy::start(&url, &["--pool-size", "2"]).unwrap();
+    let base = proxy.base();
+    let b = bucket("stalled", json!({}));
+    let a = signup("stalled");
+    let t = Some(a.access.as_str());
+    let n = 16 * MIB;
+    let data = bytes(41, n);
+    let id = upload_ok(t, &b, "s.bin", &data, "application/octet-stream")["id"].as_str().unwrap().to_string();
+    let mut stalled: Vec<RawConn> = (0..2)
+        .map(|_| {
+            let mut c = RawConn::open_small_window_port(proxy.port);
+            c.send(raw_head("GET", &file_path(&id), t, &[]).as_bytes()).unwrap();
+            let h = c.head();
+            assert_eq!(h.status, 200);
+            assert!(c.body(MIB as u64 / 4) == data[..MIB / 4], "the first bytes");
+            c
+        })
+        .collect();
+    // The reads ahead have had time to end (or to stall, holding their connections).
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    for _ in 0..3 {
+        let t0 = std::time::Instant::now();
+        let d = download_at(&base, "HEAD", &file_path(&id), t, &[]);
+        let took = t0.elapsed();
+        assert_eq!(d.status, 200, "a request beside two stalled downloads");
+        assert!(took < std::time::Duration::from_secs(2), "a request beside two stalled downloads waited {took:?} for a connection");
+    }
+    // The stalled downloads still finish once their clients read again.
+    for c in stalled.iter_mut() {
+        let rest = c.body((n - MIB / 4) as u64);
+        assert!(rest == data[MIB / 4..], "the rest of a stalled download");
+    }
 }
 
 fn get_range(t: Option<&str>, id: &str, headers: &[(&str, &str)]) -> Download {

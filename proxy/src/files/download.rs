@@ -1,5 +1,5 @@
 //! GET/HEAD /v1/files/{id}: `baas.file_get` (metadata and the first piece in one
-//! round trip), then `baas.file_read` two pieces ahead of the socket (at most three
+//! round trip), then `baas.file_read` two pieces ahead of the socket (at most four
 //! pieces of the file in memory), each piece its own short transaction pinned to the
 //! blob the first one read. A piece that comes back empty means the file changed
 //! (overwritten, deleted) or was revoked: the connection is closed before
@@ -213,58 +213,64 @@ fn db_failed(e: ApiError) -> String {
     format!("{}: {}", e.code, e.message)
 }
 
-/// Pieces read ahead of the socket, each on a pooled connection of its own while it is
-/// read: Postgres reads the next ones while the proxy receives one and writes another.
-/// One ahead left Postgres waiting on the proxy and the proxy on Postgres (36% of the
-/// machine idle in `perf record -a` of 1 GB downloads); two ahead moved 730 → 870 MB/s
-/// in three alternating rounds of `pgbaas-bench-files --mb 300` (three ahead: 828).
-/// A download holds at most this many pooled connections, each for one piece's read.
+/// Pieces read ahead of the socket: Postgres reads the next ones while the proxy
+/// receives one and writes another. One ahead left Postgres waiting on the proxy and
+/// the proxy on Postgres (36% of the machine idle in `perf record -a` of 1 GB
+/// downloads); two ahead moved 730 → 870 MB/s in three alternating rounds of
+/// `pgbaas-bench-files --mb 300` (three ahead: 828). A fast download keeps up to this
+/// many pooled connections busy, each for one piece's short transaction.
 const AHEAD: usize = 2;
 
-/// Write bytes [start, end) of the blob: the next AHEAD pieces are read while the
-/// current one is written, at the offsets whole pieces start. A short piece (chunks
-/// not at piece boundaries, as tus PATCHes can leave them) means the reads ahead asked
-/// for the wrong offsets: they are finished and dropped, and reading starts again
-/// after the short piece.
-async fn stream(app: &App, s: &mut ServerSession, ctx: &Ctx, blob: &str, start: u64, end: u64, first: Option<Bytes>) -> Result<(), String> {
-    use futures_util::stream::{FuturesOrdered, StreamExt};
+/// Write bytes [start, end) of the blob: up to AHEAD further pieces are read while the
+/// current one is written. Each read is a task of its own, so it runs to its end and
+/// gives its connection back however slowly the client takes the piece being written
+/// (a read polled only beside the write would stall mid-query, holding a connection
+/// and its transaction). Reads ahead ask for whole pieces, at MiB boundaries; a short
+/// piece (a chunk that ends before the boundary, as uploads before 0.7.0 could leave
+/// them) puts a read of the gap in front of them.
+async fn stream(app: &Arc<App>, s: &mut ServerSession, ctx: &Ctx, blob: &str, start: u64, end: u64, first: Option<Bytes>) -> Result<(), String> {
+    type Read = tokio::task::JoinHandle<Result<Option<Bytes>, ApiError>>;
+    let read_at = |o: u64| -> Read {
+        let (app, ctx, blob) = (app.clone(), ctx.clone(), blob.to_string());
+        // `carry`: the request's id goes with the read's SQL, as for the first piece.
+        tokio::spawn(crate::observe::carry(async move { read_piece(&app, &ctx, &blob, o, end).await }))
+    };
     let mut at = start;
     let mut current = match first.filter(|b| !b.is_empty()) {
         Some(b) => b,
         None => read_piece(app, ctx, blob, at, end).await.map_err(db_failed)?.ok_or("the file is gone")?,
     };
-    let mut ahead = FuturesOrdered::new();
-    // The offsets of the reads in flight, in order, and the offset the next one asks for.
-    let mut offsets = std::collections::VecDeque::new();
+    // The reads in flight, in the order of their offsets, and the offset of the next.
+    let mut ahead: std::collections::VecDeque<(u64, Read)> = std::collections::VecDeque::new();
     let mut asked = at;
     loop {
         let take = current.len().min(usize::try_from(end - at).unwrap_or(usize::MAX));
         let piece = current.slice(..take);
         let next_at = at + take as u64;
         let last = next_at >= end;
-        if offsets.front().is_some_and(|o| *o != next_at) {
-            // A short piece: what is in flight starts at the wrong offset.
-            while ahead.next().await.is_some() {}
-            offsets.clear();
-        }
-        if offsets.is_empty() {
-            asked = next_at;
-        }
-        while !last && ahead.len() < AHEAD && asked < end {
-            let o = asked;
-            offsets.push_back(o);
-            ahead.push_back(async move { read_piece(app, ctx, blob, o, end).await });
-            asked = o + piece_len(o).min(i32::try_from(end - o).unwrap_or(i32::MAX)) as u64;
+        if !last {
+            match ahead.front() {
+                // A short piece: the reads in flight start at the next boundary; read
+                // the gap before them.
+                Some((o, _)) if *o != next_at => ahead.push_front((next_at, read_at(next_at))),
+                None => asked = next_at,
+                _ => {}
+            }
+            while ahead.len() < AHEAD && asked < end {
+                ahead.push_back((asked, read_at(asked)));
+                asked += piece_len(asked).min(i32::try_from(end - asked).unwrap_or(i32::MAX)) as u64;
+            }
         }
         let write = s.write_response_body(piece, last);
         if last {
             write.await.map_err(|e| format!("writing: {e}"))?;
             return Ok(());
         }
-        let (w, next) = tokio::join!(write, ahead.next());
+        let (o, read) = ahead.pop_front().ok_or("no piece was read ahead")?;
+        debug_assert_eq!(o, next_at);
+        let (w, next) = tokio::join!(write, read);
         w.map_err(|e| format!("writing: {e}"))?;
-        let next = next.ok_or("no piece was read ahead")?;
-        offsets.pop_front();
+        let next = next.map_err(|e| format!("a read ahead ended: {e}"))?;
         current = next.map_err(db_failed)?.ok_or("the file changed or is no longer readable")?;
         at = next_at;
     }

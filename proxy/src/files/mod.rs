@@ -3,7 +3,8 @@
 //!
 //! Each piece is its own short transaction (`baas.authenticate` and one call, one
 //! Sync, db::call_binary): no transaction or connection is held for a transfer's
-//! length, and the proxy never holds more than two pieces of one transfer. Every
+//! length, and the proxy never holds more than two pieces of an upload, four of a
+//! download (the one being written and the reads ahead, download.rs). Every
 //! permission decision is Postgres's (RLS on `_blobs`/`_file_chunks`, the upload
 //! functions); this module moves bytes, checks syntax and limits, and writes headers.
 

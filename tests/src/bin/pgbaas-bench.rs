@@ -1006,7 +1006,7 @@ fn files_rows(work: &Path) -> Vec<Row> {
     vec![
         other_row(format!("8. files: GET a 10 KB file ({} clients, not wrk)", v["clients"].as_u64().unwrap_or(0)), run(&v["small_get"]), None, vec![]),
         other_row(
-            format!("8. files: download one {mb} MB file (MB/s; limit: COPY TO; CPU per 10k MB; p50 = p99 = its time)"),
+            format!("8. files: download one {mb} MB file (MB/s, median of 5 and of 5 COPY TO as the limit; CPU per 10k MB; p50 = p99 = its time)"),
             run(&v["download"]),
             v["download"]["limit"].as_f64(),
             vec![],

@@ -357,6 +357,11 @@ impl RawConn {
     /// A connection whose receive buffer is small, so that the server cannot push a
     /// whole file into the kernel ahead of the reader (set before connecting).
     pub fn open_small_window() -> RawConn {
+        Self::open_small_window_port(env().proxy.port)
+    }
+
+    /// `open_small_window` to the proxy on `port`.
+    pub fn open_small_window_port(port: u16) -> RawConn {
         use std::os::fd::FromRawFd;
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
         assert!(fd >= 0);
@@ -364,7 +369,6 @@ impl RawConn {
         unsafe {
             libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size as *const _ as *const libc::c_void, 4);
         }
-        let port = env().proxy.port;
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: port.to_be(),
