@@ -109,21 +109,12 @@ fn find_compiled_text(
     fields: Option<Vec<String>>,
     with_count: default!(bool, false),
 ) -> RawText {
-    use pgrx::pg_sys::{BuiltinOid, PgOid};
     let q = PageQuery::new(collection_id, name, filter, order, lim, off, after, fields);
     let sql = compile::page_sql(q.collection_id, &compile::select_columns_sql(q.has_fields), &q.where_sql, &q.keys);
     let page = TextPage::collect(&sql, &TYPES, &q.args(), q.room(), q.name);
     let more = q.check(page.refused, page.n, true);
     // After the page, as baas.list_documents counts: a page that fails costs no count.
-    let count = with_count.then(|| {
-        let n = plans::first_datum(
-            "select baas.count($1, $2)",
-            &[PgOid::BuiltIn(BuiltinOid::TEXTOID), PgOid::BuiltIn(BuiltinOid::JSONBOID)],
-            &[q.name.into(), JsonB(q.filter.clone()).into()],
-            true,
-        );
-        n.map(|d| d.value() as i64).unwrap_or(0)
-    });
+    let count = with_count.then(|| count_filtered(q.collection_id, &q.filter));
     page.finish(more, count)
 }
 
@@ -302,19 +293,13 @@ impl Page {
         };
         let mut docs = Vec::new();
         let mut refused = None;
-        // "[" and "]", and ", " between documents: jsonb_out's array.
-        let mut used = 2usize;
-        let mut weight = 0usize;
+        let mut budget = Budget::new(room);
         plans::for_each_datum(sql, types, args, &mut |d| {
             let (size, values) = text_size(d);
-            let add = size + if docs.is_empty() { 0 } else { 2 };
-            let heavier = weight.saturating_add(values.saturating_mul(VALUE_BYTES));
-            if used + add > room || (!docs.is_empty() && heavier > room) {
+            if !budget.admit(size, values, docs.len()) {
                 refused = Some(size);
                 return false;
             }
-            used += add;
-            weight = heavier;
             // SAFETY: a jsonb datum of the current row, copied into our context.
             docs.push(unsafe {
                 let old = pg_sys::MemoryContextSwitchTo(cx);
@@ -392,7 +377,7 @@ impl TextPage {
         // SAFETY: `name` is a live StringInfo holding `len` bytes.
         let name = unsafe { std::slice::from_raw_parts((*name).data as *const u8, (*name).len as usize) }.to_vec();
         let mut page = TextPage { docs, n: 0, last_id: [0; 36], refused: None };
-        let (mut used, mut weight) = (2usize, 0usize);
+        let mut budget = Budget::new(room);
         plans::for_each_slot(sql, types, args, &mut |slot| {
             // SAFETY: `docs` is live; its first `len` bytes are the page so far.
             unsafe {
@@ -404,17 +389,13 @@ impl TextPage {
                 let id = super::doc_text::append_document(docs, slot, &name);
                 let text = std::slice::from_raw_parts(((*docs).data as *const u8).add(start as usize), ((*docs).len - start) as usize);
                 let (size, values) = count_values(text);
-                let add = size + if page.n == 0 { 0 } else { 2 };
-                let heavier = weight.saturating_add(values.saturating_mul(VALUE_BYTES));
-                if used + add > room || (page.n > 0 && heavier > room) {
+                if !budget.admit(size, values, page.n) {
                     // Not this one: the page ends before it.
                     (*docs).len = before;
                     *(*docs).data.add(before as usize) = 0;
                     page.refused = Some(size);
                     return false;
                 }
-                used += add;
-                weight = heavier;
                 page.n += 1;
                 page.last_id = id;
             }
@@ -474,6 +455,36 @@ unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for RawText {
         <String as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::ARGUMENT_SQL;
     const RETURN_SQL: Result<pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef, pgrx::pgrx_sql_entity_graph::metadata::ReturnsError> =
         <String as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::RETURN_SQL;
+}
+
+/// A page's budget, the one rule of both pages (`Page`, `TextPage`): documents are
+/// kept while the array of them, as JSON text, stays within `room` bytes, and while
+/// their JSON values, each charged `VALUE_BYTES`, stay within `room` too; the first
+/// document is judged on its text alone, so that every page moves on.
+struct Budget {
+    room: usize,
+    /// "[" and "]", and ", " between documents: jsonb_out's array.
+    used: usize,
+    weight: usize,
+}
+
+impl Budget {
+    fn new(room: usize) -> Budget {
+        Budget { room, used: 2, weight: 0 }
+    }
+
+    /// Whether a document of `size` bytes of text and `values` JSON values fits after
+    /// the `kept` ones; if it does, it is counted.
+    fn admit(&mut self, size: usize, values: usize, kept: usize) -> bool {
+        let add = size + if kept == 0 { 0 } else { 2 };
+        let heavier = self.weight.saturating_add(values.saturating_mul(VALUE_BYTES));
+        if self.used + add > self.room || (kept > 0 && heavier > self.room) {
+            return false;
+        }
+        self.used += add;
+        self.weight = heavier;
+        true
+    }
 }
 
 /// What one JSON value (scalar, array, object or key) is charged against the page's
@@ -536,12 +547,18 @@ fn count_values(text: &[u8]) -> (usize, usize) {
 #[pg_extern(stable, parallel_unsafe, name = "_count_compiled")]
 fn count_compiled(collection_id: Option<i32>, filter: Option<Json>) -> i64 {
     const F: &str = "count";
-    use pgrx::pg_sys::{BuiltinOid, PgOid};
     let Some(collection_id) = collection_id else {
         BaasError::InvalidQuery("collection must not be null".into()).raise(F)
     };
     let filter = filter.map(|f| f.value(F)).unwrap_or_else(|| json!({}));
-    let q = Query::parse(&filter, "").or_raise(F);
+    count_filtered(collection_id, &filter)
+}
+
+/// count_compiled's count (also the list page's `count`, after the page).
+fn count_filtered(collection_id: i32, filter: &Value) -> i64 {
+    const F: &str = "count";
+    use pgrx::pg_sys::{BuiltinOid, PgOid};
+    let q = Query::parse(filter, "").or_raise(F);
     let (where_sql, params) = q.condition(None).or_raise(F);
     let entry = q.entry(&params);
     let index = entry.as_ref().and_then(|(path, _)| {
