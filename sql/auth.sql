@@ -293,6 +293,73 @@ comment on function baas.create_user(text, text, jsonb) is
 -- caused); refresh_token: a live refresh token of the account, which does the same
 -- without being spent. Failures make their source wait (sql/audit.sql, sign-in
 -- throttling): {"error": {"code": "too_many_attempts", "retry_after": seconds}}.
+-- A password sign-in of account u (NULL: nobody has the name typed), throttled under
+-- p_key (the name as typed, normalised): for baas.login (by email) and baas.parse_login
+-- (by Parse username, sql/parse.sql). device_id: an identifier the app keeps for this
+-- install (a hint, never a credential: it only lets a device that signed in before skip
+-- waits other sources caused); refresh_token: a live refresh token of the account, which
+-- does the same without being spent. Failures make their source wait (sql/audit.sql,
+-- sign-in throttling): {"error": {"code": "too_many_attempts", "retry_after": seconds}}.
+create function baas._password_sign_in(p_key text, u baas.users, p_password text, p_device_id text,
+                                       p_refresh_token text) returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    v_session uuid;
+    v_owner uuid;
+    g record;
+    v_rehash text;
+begin
+    -- One attempt per typed name at a time, known or not, so that concurrent guesses
+    -- see each other's failures (a burst cannot slip past a throttle).
+    perform pg_advisory_xact_lock(hashtextextended('baas.login:' || p_key, 0));
+    -- Looked up whether the account exists or not (and then matched to the account), so
+    -- that an unknown name is not answered sooner than a known one.
+    if p_refresh_token is not null and length(p_refresh_token) <= 256 then
+        select s.id, s.user_id into v_session, v_owner
+          from baas.refresh_tokens t join baas.sessions s on s.id = t.session_id
+         where t.token_hash = baas._hash_token(p_refresh_token) and t.used_at is null
+           and s.revoked_at is null and s.expires_at > now();
+        if v_owner is distinct from u.id then
+            v_session := null;
+        end if;
+    end if;
+    select * into g from baas._login_gate(p_key, u.id, p_device_id, v_session);
+    if g.retry_after is not null then
+        -- Answered before any password work, for known and unknown names alike: a
+        -- waiting source learns nothing about the password or the account.
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'too_many_attempts',
+            'message', format('too many failed sign-ins; retry in %s s', g.retry_after),
+            'retry_after', g.retry_after));
+    end if;
+    -- An unknown name verifies against a dummy hash: same work, same answer, so it
+    -- cannot be told from a wrong password.
+    if not baas._verify_password(p_password, u.password_hash) then
+        -- Reported as a result, not raised: the failure must commit to count.
+        perform baas._audit('login.failure', u.id,
+            details => jsonb_build_object('email', p_key, 'source', g.source));
+        perform baas._login_failed(p_key, u.id, g.source, g.trusted);
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'invalid_credentials', 'message', 'invalid email or password'));
+    end if;
+    perform baas._login_succeeded(p_key, u.id, g.source, p_device_id);
+    perform baas._audit('login', u.id);
+    if baas._password_needs_rehash(u.password_hash) then
+        -- Same password, new format: users_password_tokens leaves pending links alone
+        -- for exactly this hash (fresh salt: no other change can name it beforehand).
+        v_rehash := baas._hash_password(p_password);
+        perform set_config('baas.password_rehash', v_rehash, true);
+        update baas.users set password_hash = v_rehash where id = u.id;
+        perform set_config('baas.password_rehash', '', true);
+    end if;
+    return baas._complete_sign_in(u, 'pwd', p_device_id);
+end
+$$;
+
+-- Sign in by email (baas._password_sign_in).
 create function baas.login(email text, password text, device_id text default null,
                            refresh_token text default null) returns jsonb
 language plpgsql volatile security definer
@@ -301,11 +368,6 @@ as $$
 #variable_conflict use_column
 declare
     u baas.users;
-    v_key text;
-    v_session uuid;
-    v_owner uuid;
-    g record;
-    v_rehash text;
 begin
     if login.email is null or login.password is null then
         perform baas._raise('22023', 'invalid_request', 'email and password are required');
@@ -317,52 +379,9 @@ begin
         perform baas._raise('22023', 'invalid_request',
             'device_id must be 1 to 128 characters from A-Z, a-z, 0-9 and . _ : -');
     end if;
-    v_key := baas._email_for_audit(login.email);
     select * into u from baas.users where email = baas._email_key(login.email);
-    -- One attempt per typed email at a time, known or not, so that concurrent guesses
-    -- see each other's failures (a burst cannot slip past a throttle).
-    perform pg_advisory_xact_lock(hashtextextended('baas.login:' || v_key, 0));
-    -- Looked up whether the email exists or not (and then matched to the account), so
-    -- that an unknown email is not answered sooner than a known one.
-    if login.refresh_token is not null and length(login.refresh_token) <= 256 then
-        select s.id, s.user_id into v_session, v_owner
-          from baas.refresh_tokens t join baas.sessions s on s.id = t.session_id
-         where t.token_hash = baas._hash_token(login.refresh_token) and t.used_at is null
-           and s.revoked_at is null and s.expires_at > now();
-        if v_owner is distinct from u.id then
-            v_session := null;
-        end if;
-    end if;
-    select * into g from baas._login_gate(v_key, u.id, login.device_id, v_session);
-    if g.retry_after is not null then
-        -- Answered before any password work, for known and unknown emails alike: a
-        -- waiting source learns nothing about the password or the account.
-        return jsonb_build_object('error', jsonb_build_object(
-            'code', 'too_many_attempts',
-            'message', format('too many failed sign-ins; retry in %s s', g.retry_after),
-            'retry_after', g.retry_after));
-    end if;
-    -- An unknown email verifies against a dummy hash: same work, same answer, so it
-    -- cannot be told from a wrong password.
-    if not baas._verify_password(login.password, u.password_hash) then
-        -- Reported as a result, not raised: the failure must commit to count.
-        perform baas._audit('login.failure', u.id,
-            details => jsonb_build_object('email', v_key, 'source', g.source));
-        perform baas._login_failed(v_key, u.id, g.source, g.trusted);
-        return jsonb_build_object('error', jsonb_build_object(
-            'code', 'invalid_credentials', 'message', 'invalid email or password'));
-    end if;
-    perform baas._login_succeeded(v_key, u.id, g.source, login.device_id);
-    perform baas._audit('login', u.id);
-    if baas._password_needs_rehash(u.password_hash) then
-        -- Same password, new format: users_password_tokens leaves pending links alone
-        -- for exactly this hash (fresh salt: no other change can name it beforehand).
-        v_rehash := baas._hash_password(login.password);
-        perform set_config('baas.password_rehash', v_rehash, true);
-        update baas.users set password_hash = v_rehash where id = u.id;
-        perform set_config('baas.password_rehash', '', true);
-    end if;
-    return baas._complete_sign_in(u, 'pwd', login.device_id);
+    return baas._password_sign_in(baas._email_for_audit(login.email), u, login.password,
+                                  login.device_id, login.refresh_token);
 end
 $$;
 comment on function baas.login(text, text, text, text) is

@@ -386,3 +386,14 @@ grant execute on function baas._outbox_backlog(text) to baas_authenticator;
 -- shared limits (issue 19, sql/limits.sql): package D.
 -- The proxy's login role counts per-account attempts (proxy/src/server.rs); no API role may.
 grant execute on function baas._account_limit_hit(text, integer, integer) to baas_authenticator;
+
+-- The Parse door (issue 21, sql/parse.sql): sign-up and sign-in by username for any
+-- caller, the signed-in user for users; the proxy's login role authenticates Parse
+-- session tokens (and the master key it checked) in place of baas.authenticate.
+grant execute on function
+    baas.parse_signup(text, text, text, jsonb),
+    baas.parse_login(text, text)
+  to baas_anon, baas_user, baas_service;
+grant execute on function baas.parse_me() to baas_user;
+grant execute on function baas._parse_authenticate(text, boolean), baas._parse_session_claims(text)
+  to baas_authenticator;

@@ -156,7 +156,9 @@ as $$
            -- housekeeping (sql/housekeeping.sql)
            'housekeeping',
            -- references (sql/refs.sql)
-           'expand', 'expand_page', 'referrers'])
+           'expand', 'expand_page', 'referrers',
+           -- the Parse door (sql/parse.sql)
+           'parse_signup', 'parse_login', 'parse_me'])
     union all
     -- 4c. The document policies and the index entries' read policy are made from one
     --     rule (sql/permissions.sql): each must still say what documents_read says

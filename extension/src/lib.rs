@@ -147,7 +147,9 @@ extension_sql_file!("../../sql/webhooks.sql", name = "webhooks", requires = ["ba
 extension_sql_file!("../../sql/housekeeping.sql", name = "housekeeping", requires = ["webhooks"]);
 // Operations (issue 19): per-account limits shared by every proxy (Postgres is the shared place).
 extension_sql_file!("../../sql/limits.sql", name = "limits", requires = ["housekeeping"]);
-extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["limits"]);
+// The Parse door (issue 21): usernames and session tokens beside pgbaas's own accounts.
+extension_sql_file!("../../sql/parse.sql", name = "parse", requires = ["limits"]);
+extension_sql_file!("../../sql/lints.sql", name = "lints", requires = ["parse"]);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -40,6 +40,13 @@ fi
 . "$(dirname "${BASH_SOURCE[0]}")/pinned-venv.sh"
 pinned_venv "${PGBAAS_VENV:-/opt/pgbaas-venv}" "openapi-spec-validator==0.9.0 openapi-python-client==0.29.1 schemathesis==4.32.5"
 
+# The Parse door (issue 21, tests/tests/parse.rs): the official Parse JavaScript SDK,
+# pinned by tests/parse-sdk/package-lock.json, driven by node (Node 20 is on the machine).
+sdk="$(cd "$(dirname "${BASH_SOURCE[0]}")/../parse-sdk" && pwd)"
+if ! grep -qs '"version": "8.6.0"' "$sdk/node_modules/parse/package.json"; then
+    (cd "$sdk" && npm ci --no-audit --no-fund)
+fi
+
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 if ! cargo pgrx --version 2>/dev/null | grep -q "0.18.1"; then
     cargo install cargo-pgrx --version 0.18.1 --locked

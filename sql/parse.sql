@@ -1,0 +1,219 @@
+-- The Parse door (issue 21, docs/parse.md): what the Parse REST API needs of accounts that
+-- pgbaas's own API has no word for. A Parse user has a username; a Parse session token
+-- (`r:` and 32 random bytes) is opaque and long-lived. Both are kept beside pgbaas's own
+-- accounts and sessions, never instead of them: a Parse session token names a row of
+-- baas.sessions, so logout, a password change, suspension or an admin's revocation end it
+-- at once, and every request it makes runs as that user under the same policies
+-- (baas._parse_authenticate hands its claims to baas.authenticate). Objects, queries and
+-- ACLs need nothing here: the proxy (proxy/src/parse/) maps them onto the document
+-- functions, which run as the caller.
+
+-- A Parse username per account (accounts made through /parse/users; others have none).
+create table baas.parse_usernames (
+    user_id uuid primary key references baas.users (id) on delete cascade,
+    username text not null unique
+        check (length(username) between 1 and 256 and username !~ '[[:cntrl:]]')
+);
+comment on table baas.parse_usernames is 'The Parse username of accounts made through the Parse door (docs/parse.md)';
+
+-- Parse session tokens, as SHA-256 of the token; each belongs to one pgbaas session.
+create table baas._parse_sessions (
+    token_hash bytea primary key,
+    session_id uuid not null references baas.sessions (id) on delete cascade,
+    created_at timestamptz not null default now()
+);
+create index _parse_sessions_session_id_idx on baas._parse_sessions (session_id);
+
+revoke all on baas.parse_usernames, baas._parse_sessions from public;
+alter table baas.parse_usernames enable row level security;
+alter table baas._parse_sessions enable row level security;
+select pg_catalog.pg_extension_config_dump('baas.parse_usernames', '');
+select pg_catalog.pg_extension_config_dump('baas._parse_sessions', '');
+
+-- Parse's time format: UTC, milliseconds, `Z` ("2026-12-04T16:20:00.123Z").
+create function baas._parse_date(t timestamptz) returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+    select pg_catalog.to_char(t at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+$$;
+
+-- A user as Parse shows it: the account's data fields, then what the account says
+-- (objectId, username, email, emailVerified, createdAt, updatedAt) over them.
+create function baas._parse_user_json(u baas.users) returns jsonb
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select u.data || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'objectId', u.id,
+        'username', (select p.username from baas.parse_usernames p where p.user_id = u.id),
+        'email', u.email,
+        'emailVerified', case when u.email is not null then u.email_verified_at is not null end,
+        'createdAt', baas._parse_date(u.created_at),
+        'updatedAt', baas._parse_date(u.updated_at)))
+$$;
+
+-- A new Parse session token for session p_sid, found from the refresh token that
+-- baas._new_session answered with (the answer carries no session id).
+create function baas._parse_session_token(session jsonb) returns text
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_sid uuid;
+    v_token text := 'r:' || baas._new_refresh_token();
+begin
+    select t.session_id into strict v_sid from baas.refresh_tokens t
+     where t.token_hash = baas._hash_token(session ->> 'refresh_token');
+    insert into baas._parse_sessions (token_hash, session_id) values (baas._hash_token(v_token), v_sid);
+    return v_token;
+end
+$$;
+
+-- POST /parse/users: a new account with a username (and, if given, an email), signed
+-- in. `data` is the user object's other fields. {"error": {...}} never: refusals raise
+-- (nothing was counted that must commit).
+create function baas.parse_signup(username text, password text, email text default null,
+                                  data jsonb default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    u baas.users;
+begin
+    if username is null or username = '' then
+        perform baas._raise('22023', 'username_missing', 'bad or missing username');
+    end if;
+    if password is null or password = '' then
+        perform baas._raise('22023', 'password_missing', 'password is required');
+    end if;
+    if length(username) > 256 or username ~ '[[:cntrl:]]' then
+        perform baas._raise('22023', 'username_invalid', 'a username is 1 to 256 characters without control characters');
+    end if;
+    if data is not null and jsonb_typeof(data) <> 'object' then
+        perform baas._raise('22023', 'invalid_request', 'the user''s fields must be a JSON object');
+    end if;
+    perform baas._check_password(password);
+    if exists (select from baas.parse_usernames p where p.username = parse_signup.username) then
+        perform baas._raise('23505', 'username_taken', 'Account already exists for this username.');
+    end if;
+    begin
+        insert into baas.users (id, email, password_hash, data)
+        values (baas.uuid7(), case when email is not null then baas._normalize_email(email) end,
+                baas._hash_password(password), coalesce(data, '{}'))
+        returning * into u;
+    exception when unique_violation then
+        perform baas._raise('23505', 'email_taken', 'Account already exists for this email address.');
+    end;
+    begin
+        insert into baas.parse_usernames (user_id, username) values (u.id, username);
+    exception when unique_violation then
+        perform baas._raise('23505', 'username_taken', 'Account already exists for this username.');
+    end;
+    perform baas._audit('signup', u.id, details => jsonb_build_object('email', u.email, 'door', 'parse'));
+    return baas._parse_user_json(u)
+        || jsonb_build_object('sessionToken', baas._parse_session_token(baas._new_session(u, 1::smallint, '{pwd}', null)));
+end
+$$;
+comment on function baas.parse_signup(text, text, text, jsonb) is
+    'Parse door: create an account with a username and sign it in; the Parse user with its sessionToken';
+
+-- POST/GET /parse/login: sign in by username, under the same throttling, password
+-- checks and sign-in rules as baas.login (baas._password_sign_in). Refusals are
+-- answered {"error": {...}} so that a counted failure commits.
+create function baas.parse_login(username text, password text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    u baas.users;
+    v jsonb;
+begin
+    if username is null or username = '' then
+        perform baas._raise('22023', 'username_missing', 'username/email is required.');
+    end if;
+    if password is null or password = '' then
+        perform baas._raise('22023', 'password_missing', 'password is required.');
+    end if;
+    if octet_length(password) > 1024 then
+        perform baas._raise('22001', 'password_too_long', 'password must be at most 1024 bytes');
+    end if;
+    select x.* into u from baas.parse_usernames p join baas.users x on x.id = p.user_id
+     where p.username = parse_login.username;
+    v := baas._password_sign_in('parse:' || left(username, 300), u, password, null, null);
+    if v ? 'error' then
+        return v;
+    end if;
+    if v ? 'mfa_required' then
+        return jsonb_build_object('error', jsonb_build_object('code', 'mfa_required',
+            'message', 'this account signs in with a second factor, which the Parse door does not take; sign in through /v1/auth'));
+    end if;
+    select x.* into u from baas.users x where x.id = u.id;
+    return baas._parse_user_json(u) || jsonb_build_object('sessionToken', baas._parse_session_token(v));
+end
+$$;
+comment on function baas.parse_login(text, text) is
+    'Parse door: sign in by username; the Parse user with a new sessionToken, or {"error": {...}}';
+
+-- GET /parse/users/me: the signed-in user.
+create function baas.parse_me() returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_sid uuid := baas._require_session();
+    u baas.users;
+begin
+    select * into strict u from baas.users where id = baas.uid();
+    return baas._parse_user_json(u);
+end
+$$;
+comment on function baas.parse_me() is 'Parse door: the signed-in user as a Parse user';
+
+-- The claims of a live Parse session token, as baas.authenticate takes them, or NULL.
+create function baas._parse_session_claims(session_token text) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return (select pg_catalog.jsonb_build_object(
+                'sub', u.id, 'role', 'baas_user', 'sid', s.id, 'email', u.email,
+                'is_anonymous', u.is_anonymous, 'aal', 'aal' || s.aal, 'amr', pg_catalog.to_jsonb(s.amr))
+              from baas._parse_sessions p
+              join baas.sessions s on s.id = p.session_id
+              join baas.users u on u.id = s.user_id
+             where p.token_hash = baas._hash_token(session_token)
+               and s.revoked_at is null and s.expires_at > pg_catalog.now());
+end
+$$;
+
+-- The Parse door's first statement of every request, in place of baas.authenticate:
+-- master (the proxy checked X-Parse-Master-Key) runs as the service role; a session
+-- token as its user, or 28000 invalid_session_token; neither as baas_anon. Only the
+-- proxy's role may call it.
+create function baas._parse_authenticate(session_token text, master boolean) returns void
+language plpgsql volatile
+as $$
+declare
+    v_claims jsonb;
+begin
+    if master then
+        perform pg_catalog.set_config('baas.claims', '{"role": "baas_service", "parse": "master"}', true);
+        perform pg_catalog.set_config('role', 'baas_service', true);
+        return;
+    end if;
+    if session_token is null then
+        perform baas.authenticate(null);
+        return;
+    end if;
+    v_claims := baas._parse_session_claims(session_token);
+    if v_claims is null then
+        raise exception using errcode = '28000', detail = 'invalid_session_token', message = 'Invalid session token';
+    end if;
+    perform baas.authenticate(v_claims);
+end
+$$;
+comment on function baas._parse_authenticate(text, boolean) is
+    'Parse door entry point (proxy only): a session token''s user, the master key''s service role, or anonymous';

@@ -1,0 +1,663 @@
+-- pgbaas 0.12.0 -> 0.13.0, run by ALTER EXTENSION pgbaas UPDATE.
+--
+-- It turns a 0.12.0 database into exactly what CREATE EXTENSION makes at 0.13.0:
+-- tests/tests/upgrade.rs installs 0.12.0 from its release commit, fills it, runs this,
+-- checks the data through the proxy and compares the schema (pg_dump --binary-upgrade)
+-- with a fresh install's. Every statement below is the final text of the file it names
+-- (sql/CHANGES-0.13.0.md lists what changed and why). Older databases upgrade through
+-- the earlier scripts first.
+--
+-- Once released, an upgrade script is never edited: a fix goes into the next version's.
+
+-- ==================================================================== sql/auth.sql
+-- (issue 21) baas.login's password check, throttling and sign-in moved into
+-- baas._password_sign_in, which the Parse door's sign-in by username shares.
+-- A password sign-in of account u (NULL: nobody has the name typed), throttled under
+-- p_key (the name as typed, normalised): for baas.login (by email) and baas.parse_login
+-- (by Parse username, sql/parse.sql). device_id: an identifier the app keeps for this
+-- install (a hint, never a credential: it only lets a device that signed in before skip
+-- waits other sources caused); refresh_token: a live refresh token of the account, which
+-- does the same without being spent. Failures make their source wait (sql/audit.sql,
+-- sign-in throttling): {"error": {"code": "too_many_attempts", "retry_after": seconds}}.
+create function baas._password_sign_in(p_key text, u baas.users, p_password text, p_device_id text,
+                                       p_refresh_token text) returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    v_session uuid;
+    v_owner uuid;
+    g record;
+    v_rehash text;
+begin
+    -- One attempt per typed name at a time, known or not, so that concurrent guesses
+    -- see each other's failures (a burst cannot slip past a throttle).
+    perform pg_advisory_xact_lock(hashtextextended('baas.login:' || p_key, 0));
+    -- Looked up whether the account exists or not (and then matched to the account), so
+    -- that an unknown name is not answered sooner than a known one.
+    if p_refresh_token is not null and length(p_refresh_token) <= 256 then
+        select s.id, s.user_id into v_session, v_owner
+          from baas.refresh_tokens t join baas.sessions s on s.id = t.session_id
+         where t.token_hash = baas._hash_token(p_refresh_token) and t.used_at is null
+           and s.revoked_at is null and s.expires_at > now();
+        if v_owner is distinct from u.id then
+            v_session := null;
+        end if;
+    end if;
+    select * into g from baas._login_gate(p_key, u.id, p_device_id, v_session);
+    if g.retry_after is not null then
+        -- Answered before any password work, for known and unknown names alike: a
+        -- waiting source learns nothing about the password or the account.
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'too_many_attempts',
+            'message', format('too many failed sign-ins; retry in %s s', g.retry_after),
+            'retry_after', g.retry_after));
+    end if;
+    -- An unknown name verifies against a dummy hash: same work, same answer, so it
+    -- cannot be told from a wrong password.
+    if not baas._verify_password(p_password, u.password_hash) then
+        -- Reported as a result, not raised: the failure must commit to count.
+        perform baas._audit('login.failure', u.id,
+            details => jsonb_build_object('email', p_key, 'source', g.source));
+        perform baas._login_failed(p_key, u.id, g.source, g.trusted);
+        return jsonb_build_object('error', jsonb_build_object(
+            'code', 'invalid_credentials', 'message', 'invalid email or password'));
+    end if;
+    perform baas._login_succeeded(p_key, u.id, g.source, p_device_id);
+    perform baas._audit('login', u.id);
+    if baas._password_needs_rehash(u.password_hash) then
+        -- Same password, new format: users_password_tokens leaves pending links alone
+        -- for exactly this hash (fresh salt: no other change can name it beforehand).
+        v_rehash := baas._hash_password(p_password);
+        perform set_config('baas.password_rehash', v_rehash, true);
+        update baas.users set password_hash = v_rehash where id = u.id;
+        perform set_config('baas.password_rehash', '', true);
+    end if;
+    return baas._complete_sign_in(u, 'pwd', p_device_id);
+end
+$$;
+
+-- Sign in by email (baas._password_sign_in).
+create or replace function baas.login(email text, password text, device_id text default null,
+                           refresh_token text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    u baas.users;
+begin
+    if login.email is null or login.password is null then
+        perform baas._raise('22023', 'invalid_request', 'email and password are required');
+    end if;
+    if octet_length(login.password) > 1024 then
+        perform baas._raise('22001', 'password_too_long', 'password must be at most 1024 bytes');
+    end if;
+    if login.device_id is not null and login.device_id !~ '^[A-Za-z0-9._:-]{1,128}$' then
+        perform baas._raise('22023', 'invalid_request',
+            'device_id must be 1 to 128 characters from A-Z, a-z, 0-9 and . _ : -');
+    end if;
+    select * into u from baas.users where email = baas._email_key(login.email);
+    return baas._password_sign_in(baas._email_for_audit(login.email), u, login.password,
+                                  login.device_id, login.refresh_token);
+end
+$$;
+
+-- =================================================================== sql/parse.sql
+-- The Parse door (issue 21, docs/parse.md): what the Parse REST API needs of accounts that
+-- pgbaas's own API has no word for. A Parse user has a username; a Parse session token
+-- (`r:` and 32 random bytes) is opaque and long-lived. Both are kept beside pgbaas's own
+-- accounts and sessions, never instead of them: a Parse session token names a row of
+-- baas.sessions, so logout, a password change, suspension or an admin's revocation end it
+-- at once, and every request it makes runs as that user under the same policies
+-- (baas._parse_authenticate hands its claims to baas.authenticate). Objects, queries and
+-- ACLs need nothing here: the proxy (proxy/src/parse/) maps them onto the document
+-- functions, which run as the caller.
+
+-- A Parse username per account (accounts made through /parse/users; others have none).
+create table baas.parse_usernames (
+    user_id uuid primary key references baas.users (id) on delete cascade,
+    username text not null unique
+        check (length(username) between 1 and 256 and username !~ '[[:cntrl:]]')
+);
+comment on table baas.parse_usernames is 'The Parse username of accounts made through the Parse door (docs/parse.md)';
+
+-- Parse session tokens, as SHA-256 of the token; each belongs to one pgbaas session.
+create table baas._parse_sessions (
+    token_hash bytea primary key,
+    session_id uuid not null references baas.sessions (id) on delete cascade,
+    created_at timestamptz not null default now()
+);
+create index _parse_sessions_session_id_idx on baas._parse_sessions (session_id);
+
+revoke all on baas.parse_usernames, baas._parse_sessions from public;
+alter table baas.parse_usernames enable row level security;
+alter table baas._parse_sessions enable row level security;
+select pg_catalog.pg_extension_config_dump('baas.parse_usernames', '');
+select pg_catalog.pg_extension_config_dump('baas._parse_sessions', '');
+
+-- Parse's time format: UTC, milliseconds, `Z` ("2026-12-04T16:20:00.123Z").
+create function baas._parse_date(t timestamptz) returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+    select pg_catalog.to_char(t at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+$$;
+
+-- A user as Parse shows it: the account's data fields, then what the account says
+-- (objectId, username, email, emailVerified, createdAt, updatedAt) over them.
+create function baas._parse_user_json(u baas.users) returns jsonb
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select u.data || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'objectId', u.id,
+        'username', (select p.username from baas.parse_usernames p where p.user_id = u.id),
+        'email', u.email,
+        'emailVerified', case when u.email is not null then u.email_verified_at is not null end,
+        'createdAt', baas._parse_date(u.created_at),
+        'updatedAt', baas._parse_date(u.updated_at)))
+$$;
+
+-- A new Parse session token for session p_sid, found from the refresh token that
+-- baas._new_session answered with (the answer carries no session id).
+create function baas._parse_session_token(session jsonb) returns text
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_sid uuid;
+    v_token text := 'r:' || baas._new_refresh_token();
+begin
+    select t.session_id into strict v_sid from baas.refresh_tokens t
+     where t.token_hash = baas._hash_token(session ->> 'refresh_token');
+    insert into baas._parse_sessions (token_hash, session_id) values (baas._hash_token(v_token), v_sid);
+    return v_token;
+end
+$$;
+
+-- POST /parse/users: a new account with a username (and, if given, an email), signed
+-- in. `data` is the user object's other fields. {"error": {...}} never: refusals raise
+-- (nothing was counted that must commit).
+create function baas.parse_signup(username text, password text, email text default null,
+                                  data jsonb default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    u baas.users;
+begin
+    if username is null or username = '' then
+        perform baas._raise('22023', 'username_missing', 'bad or missing username');
+    end if;
+    if password is null or password = '' then
+        perform baas._raise('22023', 'password_missing', 'password is required');
+    end if;
+    if length(username) > 256 or username ~ '[[:cntrl:]]' then
+        perform baas._raise('22023', 'username_invalid', 'a username is 1 to 256 characters without control characters');
+    end if;
+    if data is not null and jsonb_typeof(data) <> 'object' then
+        perform baas._raise('22023', 'invalid_request', 'the user''s fields must be a JSON object');
+    end if;
+    perform baas._check_password(password);
+    if exists (select from baas.parse_usernames p where p.username = parse_signup.username) then
+        perform baas._raise('23505', 'username_taken', 'Account already exists for this username.');
+    end if;
+    begin
+        insert into baas.users (id, email, password_hash, data)
+        values (baas.uuid7(), case when email is not null then baas._normalize_email(email) end,
+                baas._hash_password(password), coalesce(data, '{}'))
+        returning * into u;
+    exception when unique_violation then
+        perform baas._raise('23505', 'email_taken', 'Account already exists for this email address.');
+    end;
+    begin
+        insert into baas.parse_usernames (user_id, username) values (u.id, username);
+    exception when unique_violation then
+        perform baas._raise('23505', 'username_taken', 'Account already exists for this username.');
+    end;
+    perform baas._audit('signup', u.id, details => jsonb_build_object('email', u.email, 'door', 'parse'));
+    return baas._parse_user_json(u)
+        || jsonb_build_object('sessionToken', baas._parse_session_token(baas._new_session(u, 1::smallint, '{pwd}', null)));
+end
+$$;
+comment on function baas.parse_signup(text, text, text, jsonb) is
+    'Parse door: create an account with a username and sign it in; the Parse user with its sessionToken';
+
+-- POST/GET /parse/login: sign in by username, under the same throttling, password
+-- checks and sign-in rules as baas.login (baas._password_sign_in). Refusals are
+-- answered {"error": {...}} so that a counted failure commits.
+create function baas.parse_login(username text, password text) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    u baas.users;
+    v jsonb;
+begin
+    if username is null or username = '' then
+        perform baas._raise('22023', 'username_missing', 'username/email is required.');
+    end if;
+    if password is null or password = '' then
+        perform baas._raise('22023', 'password_missing', 'password is required.');
+    end if;
+    if octet_length(password) > 1024 then
+        perform baas._raise('22001', 'password_too_long', 'password must be at most 1024 bytes');
+    end if;
+    select x.* into u from baas.parse_usernames p join baas.users x on x.id = p.user_id
+     where p.username = parse_login.username;
+    v := baas._password_sign_in('parse:' || left(username, 300), u, password, null, null);
+    if v ? 'error' then
+        return v;
+    end if;
+    if v ? 'mfa_required' then
+        return jsonb_build_object('error', jsonb_build_object('code', 'mfa_required',
+            'message', 'this account signs in with a second factor, which the Parse door does not take; sign in through /v1/auth'));
+    end if;
+    select x.* into u from baas.users x where x.id = u.id;
+    return baas._parse_user_json(u) || jsonb_build_object('sessionToken', baas._parse_session_token(v));
+end
+$$;
+comment on function baas.parse_login(text, text) is
+    'Parse door: sign in by username; the Parse user with a new sessionToken, or {"error": {...}}';
+
+-- GET /parse/users/me: the signed-in user.
+create function baas.parse_me() returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_sid uuid := baas._require_session();
+    u baas.users;
+begin
+    select * into strict u from baas.users where id = baas.uid();
+    return baas._parse_user_json(u);
+end
+$$;
+comment on function baas.parse_me() is 'Parse door: the signed-in user as a Parse user';
+
+-- The claims of a live Parse session token, as baas.authenticate takes them, or NULL.
+create function baas._parse_session_claims(session_token text) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return (select pg_catalog.jsonb_build_object(
+                'sub', u.id, 'role', 'baas_user', 'sid', s.id, 'email', u.email,
+                'is_anonymous', u.is_anonymous, 'aal', 'aal' || s.aal, 'amr', pg_catalog.to_jsonb(s.amr))
+              from baas._parse_sessions p
+              join baas.sessions s on s.id = p.session_id
+              join baas.users u on u.id = s.user_id
+             where p.token_hash = baas._hash_token(session_token)
+               and s.revoked_at is null and s.expires_at > pg_catalog.now());
+end
+$$;
+
+-- The Parse door's first statement of every request, in place of baas.authenticate:
+-- master (the proxy checked X-Parse-Master-Key) runs as the service role; a session
+-- token as its user, or 28000 invalid_session_token; neither as baas_anon. Only the
+-- proxy's role may call it.
+create function baas._parse_authenticate(session_token text, master boolean) returns void
+language plpgsql volatile
+as $$
+declare
+    v_claims jsonb;
+begin
+    if master then
+        perform pg_catalog.set_config('baas.claims', '{"role": "baas_service", "parse": "master"}', true);
+        perform pg_catalog.set_config('role', 'baas_service', true);
+        return;
+    end if;
+    if session_token is null then
+        perform baas.authenticate(null);
+        return;
+    end if;
+    v_claims := baas._parse_session_claims(session_token);
+    if v_claims is null then
+        raise exception using errcode = '28000', detail = 'invalid_session_token', message = 'Invalid session token';
+    end if;
+    perform baas.authenticate(v_claims);
+end
+$$;
+comment on function baas._parse_authenticate(text, boolean) is
+    'Parse door entry point (proxy only): a session token''s user, the master key''s service role, or anonymous';
+
+-- =================================================================== sql/lints.sql
+-- The Parse door's public functions join the documented list.
+create or replace function baas.security_lints()
+returns table (lint text, object text, detail text)
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    -- 1. A relation in schema baas that an API role can read or write, even one
+    --    column of, must have row-level security, forced (so its owner obeys the
+    --    policies too). Views cannot.
+    select 'rls_not_forced', c.oid::regclass::text,
+           case when c.relkind in ('v', 'm') then 'a view an API role can use bypasses row-level security'
+                when not c.relrowsecurity then 'usable by an API role without row-level security'
+                else 'usable by an API role; row-level security is not forced' end
+      from pg_class c
+     where c.relnamespace = 'baas'::regnamespace
+       and c.relkind in ('r', 'p', 'v', 'm', 'f')
+       and exists (select from (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+                    where has_any_column_privilege(r.rolname, c.oid, 'SELECT, INSERT, UPDATE')
+                       or has_table_privilege(r.rolname, c.oid, 'DELETE'))
+       and not (c.relkind in ('r', 'p') and c.relrowsecurity and c.relforcerowsecurity)
+       -- A security_invoker view (baas.files) reads its tables as the caller: their
+       -- policies apply.
+       and not (c.relkind = 'v' and exists (select from unnest(c.reloptions) o
+                                              where lower(o) in ('security_invoker=true', 'security_invoker=on', 'security_invoker=1')))
+    union all
+    -- 2. SECURITY DEFINER functions pin a safe search_path: only pg_catalog, baas and
+    --    pg_temp, with pg_temp last (left out, Postgres searches it first), or a
+    --    caller's objects could stand in for ours...
+    select 'definer_search_path', p.oid::regprocedure::text,
+           case when sp.path is null then 'SECURITY DEFINER without a fixed search_path'
+                else 'SECURITY DEFINER with an unsafe search_path: ' || array_to_string(sp.path, ', ') end
+      from pg_proc p
+      left join lateral (
+          select string_to_array(replace(replace(substr(cfg, length('search_path=') + 1), ' ', ''), '"', ''), ',') as path
+            from unnest(p.proconfig) cfg where cfg like 'search_path=%') sp on true
+     where p.pronamespace = 'baas'::regnamespace and p.prosecdef
+       and (sp.path is null
+            or not sp.path <@ array['pg_catalog', 'baas', 'pg_temp']
+            or sp.path[array_length(sp.path, 1)] is distinct from 'pg_temp')
+    union all
+    -- 3. ...and no function of ours is executable by PUBLIC: each is granted to the
+    --    roles that need it (sql/grants.sql).
+    select 'public_execute', p.oid::regprocedure::text,
+           case when p.prosecdef then 'SECURITY DEFINER function executable by PUBLIC' else 'executable by PUBLIC' end
+      from pg_proc p
+     where p.pronamespace = 'baas'::regnamespace
+       and exists (select from aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                    where a.grantee = 0 and a.privilege_type = 'EXECUTE')
+    union all
+    -- 4. Internal functions (name starting with _) are for the extension's own code.
+    --    API roles may execute only those that public functions run as the caller
+    --    (sql/grants.sql lists the same): anything else internal is reported.
+    select 'internal_function_exposed', p.oid::regprocedure::text,
+           'executable by ' || string_agg(r.rolname, ', ' order by r.rolname)
+      from pg_proc p
+      cross join (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+     where p.pronamespace = 'baas'::regnamespace and p.proname like '\_%'
+       and has_function_privilege(r.rolname, p.oid, 'execute')
+       and not (p.proname = any (array[
+           '_collection_by_name', '_claim', '_check_collection_name', '_document_json', '_parse_document_id',
+           '_document_not_found', '_write_document', '_explain_write_miss', '_version_conflict',
+           '_validate_document', '_normalize_acl', '_check_new_principals', '_acl_change', '_change_acl',
+           '_owned_document', '_set_document_owner', '_may_create', '_may_manage', '_is_privileged',
+           '_find_page', '_find_compiled', '_find_compiled_text', '_list_documents_text', '_count_compiled', '_btree_index_id', '_read_entries_ready', '_jfield',
+           '_jsonb_lp_eq', '_jsonb_lp_lt', '_jsonb_lp_le', '_jsonb_lp_gt', '_jsonb_lp_ge',
+           '_jsonb_lp_cmp', '_jsonb_lp_contains',
+           -- files (sql/files.sql, sql/grants.sql)
+           '_upload_append', '_upload_lease', '_upload_rewind', '_upload_release', '_file_json', '_file_row',
+           '_explain_file_miss', '_blob_piece', '_file_max_bytes', '_raise_too_large',
+           '_quota_left', '_upload_open', '_upload_insert', '_upload_seal', '_upload_done', '_may_attach_blob',
+           '_blob_file_json', '_file_link_sign', '_check_file_name',
+           '_normalize_content_type', '_file_type_allowed',
+           -- multi-factor (sql/accounts.sql): the aal2 policies
+           '_aal2_blocked', '_aal2_blocked_indexes',
+           -- rpc (sql/rpc.sql)
+           '_exposed_schemas', '_rpc_plan',
+           -- (rpc above, protected tables below: one line each, kept apart for merges)
+           -- tables (sql/tables.sql)
+           -- tables over HTTP (package C)
+           '_served_table', '_table_check', '_table_explain_miss', '_table_list_sql', '_table_get_sql',
+           '_table_insert_sql', '_table_update_sql', '_table_delete_sql',
+           '_table_exact_numbers',
+           '_apply_operators', -- field operators (issue 18, package A)
+           -- references (issue 18, package C)
+           '_check_references', '_expand_tree', '_ref_key', '_ref_value', '_ref_profiles', '_max_expand_references', '_expand_level',
+           '_lower_references', '_max_response_bytes', '_expand_checked',
+           '_batch_max_operations', -- batches (issue 18, sql/batch.sql)
+           '_protected_table_stub'])
+            or (p.proname = '_collection_json' and r.rolname = 'baas_service'))
+     group by p.oid
+    union all
+    -- 4b. Every function without a leading _ is public: documented in docs/sql.md, and
+    --     named here. Anything else in schema baas is either internal (rename it with
+    --     a leading _) or new public surface that needs documenting.
+    select 'undocumented_public_function', p.oid::regprocedure::text,
+           'public name (no leading _) not in the documented list of docs/sql.md'
+      from pg_proc p
+     where p.pronamespace = 'baas'::regnamespace and p.proname not like '\_%'
+       and not p.proname = any (array[
+           -- accounts and tokens
+           'signup', 'login', 'refresh', 'logout', 'get_user', 'update_user', 'delete_user', 'create_user',
+           'claims', 'uid', 'jwks', 'auth_settings', 'authenticate', 'rotate_signing_key', 'purge_sessions',
+           'create_service_token', 'revoke_service_token', 'unlock_account', 'merge_patch', 'uuid7',
+           -- documents, queries, ACLs
+           'create_document', 'get_document', 'replace_document', 'patch_document', 'delete_document',
+           'find', 'count', 'list_documents', 'get_acl', 'set_acl', 'grant', 'revoke', 'transfer',
+           'roles', 'principals',
+           -- administration
+           'create_collection', 'drop_collection', 'collections', 'get_collection',
+           'create_index', 'drop_index', 'list_indexes', 'get_index', 'rebuild_index_entries', 'restore_indexes',
+           'run_index_builds',
+           'create_role', 'drop_role', 'add_role_member', 'remove_role_member', 'add_role_to_role',
+           'remove_role_from_role', 'list_roles',
+           -- files
+           'upload_create', 'upload_status', 'upload_finish', 'upload_abort', 'upload_file', 'file_get',
+           'file_read', 'file_meta', 'update_file', 'delete_file', 'set_file_acl', 'get_file_acl', 'file_link',
+           'thumbnail_get', 'thumbnail_put', 'cleanup_uploads', 'cleanup_blobs', 'unreferenced_files', 'file_usage', 'set_bucket',
+           -- live change feeds
+           'set_realtime', 'realtime_position', 'realtime_status', 'realtime_disable',
+           -- email (sql/email.sql)
+           'send_email', 'retry_email', 'purge_email_outbox',
+           -- accounts: email flows (sql/accounts.sql)
+           'request_verification', 'request_password_reset', 'request_magic_link', 'verify',
+           'reset_password', 'request_email_change',
+           -- multi-factor (sql/accounts.sql)
+           'mfa_enroll_totp', 'mfa_verify_factor', 'mfa_challenge', 'mfa_unenroll', 'mfa_recovery_codes',
+           'mfa_status', 'admin_reset_mfa', 'aal', 'require_aal2', 'set_collection_options',
+           -- accounts: anonymous, sessions, suspension (sql/accounts.sql)
+           'sign_in_anonymously', 'upgrade_account', 'purge_anonymous_users', 'list_sessions',
+           'end_session', 'end_other_sessions', 'user_sessions', 'sign_out_user', 'suspend_user',
+           'reactivate_user', 'is_anonymous',
+           -- accounts: import (sql/accounts.sql)
+           'import_users',
+           -- oidc (sql/oidc.sql)
+           'set_oidc_provider', 'drop_oidc_provider', 'oidc_providers', 'oidc_sign_in', 'link_identity',
+           'unlink_identity', 'identities',
+           -- social (sql/social.sql)
+           'follow', 'unfollow', 'remove_follower', 'answer_follow_request', 'follow_requests',
+           'followers', 'following', 'update_profile', 'get_profile', 'lookup_user',
+           'find_users',
+           -- rpc (sql/rpc.sql)
+           'expose_schema', 'unexpose_schema', 'rpc', 'raise',
+           -- (rpc above, protected tables below: one line each, kept apart for merges)
+           -- tables (sql/tables.sql)
+           'protect', 'unprotect', 'has_role', 'can_read', 'can_read_file',
+           -- tables over HTTP (package C)
+           'table_list', 'table_get', 'table_insert', 'table_update', 'table_delete',
+           'create_webhook', 'drop_webhook', 'set_webhook_active', 'replay_webhook_event', 'replay_dead_webhook_events', 'purge_webhook_events', -- webhooks (sql/webhooks.sql)
+           'batch', -- batches (issue 18, sql/batch.sql)
+           -- DBA tools
+           'as_user', 'purge_audit_log', 'security_lints',
+           -- housekeeping (sql/housekeeping.sql)
+           'housekeeping',
+           -- references (sql/refs.sql)
+           'expand', 'expand_page', 'referrers',
+           -- the Parse door (sql/parse.sql)
+           'parse_signup', 'parse_login', 'parse_me'])
+    union all
+    -- 4c. The document policies and the index entries' read policy are made from one
+    --     rule (sql/permissions.sql): each must still say what documents_read says
+    --     (with its own ACL column), for the same roles and command; the read entries'
+    --     policy keeps its one text (the caller's principals; equal to documents_read
+    --     for entries kept in step, see 4c''); the service policies must agree; no other
+    --     policy may widen any of these tables.
+    select 'policy_drift', format('policy %I on %s', v.polname, v.rel),
+           case when p.oid is null then 'missing: sql/permissions.sql creates it'
+                else format('does not agree with documents_read: %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (values ('documents_update', 'baas.documents', 'acl_update', 'w'),
+                   ('documents_delete', 'baas.documents', 'acl_delete', 'd'),
+                   ('index_entries_read', 'baas.index_entries', 'acl_read', 'r')) v(polname, rel, col, cmd)
+      cross join (select * from pg_policy x
+                   where x.polname = 'documents_read' and x.polrelid = 'baas.documents'::regclass) r
+      left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
+     where p.oid is null
+        or pg_get_expr(p.polqual, p.polrelid) is distinct from replace(pg_get_expr(r.polqual, r.polrelid), 'acl_read', v.col)
+        or p.polroles::oid[] is distinct from r.polroles::oid[]
+        or p.polcmd::text <> v.cmd or p.polpermissive is distinct from r.polpermissive
+    union all
+    select 'policy_drift', 'policy read_entries_read on baas.read_entries',
+           case when p.oid is null then 'missing: sql/permissions.sql creates it'
+                else format('not the read entries'' rule (principal = any (caller''s principals)): %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (select 1) one
+      left join pg_policy p on p.polname = 'read_entries_read' and p.polrelid = 'baas.read_entries'::regclass
+      left join pg_policy r on r.polname = 'documents_read' and r.polrelid = 'baas.documents'::regclass
+     where p.oid is null
+        or pg_get_expr(p.polqual, p.polrelid) is distinct from '(principal = ANY (( SELECT baas.principals() AS principals)::text[]))'
+        or p.polroles::oid[] is distinct from r.polroles::oid[]
+        or p.polcmd::text <> 'r' or p.polpermissive is distinct from r.polpermissive
+    union all
+    -- 4c''. The read entries are kept by baas.documents' triggers: without them (dropped,
+    --      or disabled) counts of whole collections would drift from the documents.
+    select 'read_entries_unkept', format('trigger %I on baas.documents', v.tgname),
+           case when t.oid is null then 'missing: sql/documents.sql creates it'
+                else 'disabled (or replica-only): whole-collection counts no longer follow the documents' end
+      from (values ('documents_read_entries'), ('documents_read_entries_update'), ('documents_truncate_entries')) v(tgname)
+      left join pg_trigger t on t.tgrelid = 'baas.documents'::regclass and t.tgname = v.tgname
+     where t.oid is null or t.tgenabled not in ('O', 'A')
+    union all
+    select 'policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
+           'the service policy must be `to baas_service using (true)`, as documents_service'
+      from pg_policy p
+     where p.polname in ('documents_service', 'index_entries_service', 'read_entries_service')
+       and p.polrelid in ('baas.documents'::regclass, 'baas.index_entries'::regclass, 'baas.read_entries'::regclass)
+       and (p.polroles::oid[] is distinct from array['baas_service'::regrole::oid]
+            or pg_get_expr(p.polqual, p.polrelid) is distinct from 'true')
+    union all
+    select 'policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
+           'a policy sql/permissions.sql does not define: it may widen what callers see or do'
+      from pg_policy p
+     where (p.polrelid = 'baas.documents'::regclass
+            and p.polname not in ('documents_service', 'documents_read', 'documents_create',
+                                  'documents_update', 'documents_delete', 'documents_aal'))
+        or (p.polrelid = 'baas.index_entries'::regclass
+            and p.polname not in ('index_entries_service', 'index_entries_read', 'index_entries_aal'))
+        or (p.polrelid = 'baas.read_entries'::regclass
+            and p.polname not in ('read_entries_service', 'read_entries_read', 'read_entries_aal'))
+    union all
+    -- 4c'. The aal2 rule (sql/accounts.sql, multi-factor): restrictive, for the two API
+    --      roles that obey ACLs, with exactly its text (a permissive or loosened copy
+    --      would let aal1 callers into require_aal2 collections).
+    select 'policy_drift', format('policy %I on %s', v.polname, v.rel),
+           case when p.oid is null then 'missing: sql/accounts.sql creates it'
+                else format('not the restrictive aal2 rule: %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (values ('documents_aal', 'baas.documents', '*',
+                    '(collection_id <> ALL (( SELECT baas._aal2_blocked() AS _aal2_blocked)::integer[]))'),
+                   ('index_entries_aal', 'baas.index_entries', 'r',
+                    '(index_id <> ALL (( SELECT baas._aal2_blocked_indexes() AS _aal2_blocked_indexes)::integer[]))'),
+                   ('read_entries_aal', 'baas.read_entries', 'r',
+                    '(collection_id <> ALL (( SELECT baas._aal2_blocked() AS _aal2_blocked)::integer[]))')) v(polname, rel, cmd, qual)
+      left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
+     where p.oid is null or p.polpermissive or p.polcmd::text <> v.cmd
+        or pg_get_expr(p.polqual, p.polrelid) is distinct from v.qual
+        or (v.cmd = '*' and pg_get_expr(p.polwithcheck, p.polrelid) is distinct from v.qual)
+        or (v.cmd <> '*' and p.polwithcheck is not null)
+        or (select array_agg(x order by x) from unnest(p.polroles::oid[]) x)
+           is distinct from (select array_agg(x order by x)
+                               from unnest(array['baas_anon'::regrole::oid, 'baas_user'::regrole::oid]) x)
+    union all
+    -- 4d. Files (sql/permissions.sql, "files"): a chunk, a blob and a thumbnail are
+    --     readable exactly when a readable document holds the blob. Each read policy
+    --     must keep that text, for baas_anon and baas_user; the service policies are
+    --     `using (true)` for baas_service; no other policy may widen these tables.
+    select 'file_policy_drift', format('policy %I on %s', v.polname, v.rel),
+           case when p.oid is null then 'missing: sql/permissions.sql creates it'
+                else format('not the one file rule: %s', pg_get_expr(p.polqual, p.polrelid)) end
+      from (values ('file_chunks_read', 'baas._file_chunks', '_file_chunks.blob_id', false),
+                   ('blobs_read', 'baas._blobs', '_blobs.id', false),
+                   ('thumbnails_read', 'baas._thumbnails', '_thumbnails.source_blob', false),
+                   ('file_chunks_service', 'baas._file_chunks', null, true),
+                   ('blobs_service', 'baas._blobs', null, true),
+                   ('thumbnails_service', 'baas._thumbnails', null, true)) v(polname, rel, col, service)
+      left join pg_policy p on p.polname = v.polname and p.polrelid = v.rel::regclass
+     where p.oid is null
+        or p.polcmd::text <> 'r' or not p.polpermissive or p.polwithcheck is not null
+        or (v.service and (pg_get_expr(p.polqual, p.polrelid) is distinct from 'true'
+                           or p.polroles::oid[] is distinct from array['baas_service'::regrole::oid]))
+        or (not v.service and (
+               pg_get_expr(p.polqual, p.polrelid) is distinct from
+                   format(E'(EXISTS ( SELECT\n   FROM baas.documents d\n  WHERE (d.blob_id = %s)))', v.col)
+               or (select array_agg(x order by x) from unnest(p.polroles::oid[]) x)
+                  is distinct from (select array_agg(x order by x)
+                                      from unnest(array['baas_anon'::regrole::oid, 'baas_user'::regrole::oid]) x)))
+    union all
+    select 'file_policy_drift', format('policy %I on %s', p.polname, p.polrelid::regclass),
+           'a policy sql/permissions.sql does not define: it may widen who reads file bytes'
+      from pg_policy p
+     where p.polrelid in ('baas._file_chunks'::regclass, 'baas._blobs'::regclass, 'baas._thumbnails'::regclass,
+                          'baas._uploads'::regclass, 'baas._file_refs'::regclass, 'baas._blob_trash'::regclass)
+       and p.polname not in ('file_chunks_read', 'file_chunks_service', 'blobs_read', 'blobs_service',
+                             'thumbnails_read', 'thumbnails_service')
+    union all
+    -- 4e. The file tables are written by the extension's SECURITY DEFINER functions
+    --     only: no API role may write them (nor read the sessions and references).
+    select 'file_table_grant', format('%s to %s', t.rel, r.rolname),
+           format('%s may %s it: only SECURITY DEFINER functions may', r.rolname, lower(x.priv))
+      from (values ('baas._blobs'), ('baas._file_chunks'), ('baas._uploads'), ('baas._thumbnails'),
+                   ('baas._file_refs'), ('baas._blob_trash')) t(rel)
+      cross join (values ('baas_anon'), ('baas_user'), ('baas_service')) r(rolname)
+      cross join (values ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE'), ('SELECT')) x(priv)
+     where (x.priv in ('INSERT', 'UPDATE', 'SELECT')
+            and has_any_column_privilege(r.rolname, t.rel::regclass, x.priv)
+            and (x.priv <> 'SELECT' or t.rel in ('baas._uploads', 'baas._file_refs', 'baas._blob_trash')))
+        or (x.priv in ('DELETE', 'TRUNCATE') and has_table_privilege(r.rolname, t.rel::regclass, x.priv))
+    union all
+    -- 5. A policy must not decide on data its users can edit: an account's own data
+    --    (baas.users.data, changed by baas.update_user), document data, or functions
+    --    that return them. Roles come from baas.roles() / baas.principals().
+    select distinct 'policy_reads_user_data',
+           format('policy %I on %s', pol.polname, pol.polrelid::regclass),
+           format('reads %s, which its users can change', coalesce(
+               (select format('%s.%I', a.attrelid::regclass, a.attname) from pg_attribute a
+                 where a.attrelid = d.refobjid and a.attnum = d.refobjsubid),
+               d.refobjid::regprocedure::text))
+      from pg_policy pol
+      join pg_depend d on d.classid = 'pg_policy'::regclass and d.objid = pol.oid
+     where (d.refclassid = 'pg_class'::regclass
+            and (d.refobjid, d.refobjsubid) in (
+                select a.attrelid, a.attnum from pg_attribute a
+                 where (a.attrelid, a.attname) in (('baas.users'::regclass, 'data'), ('baas.documents'::regclass, 'data'))))
+        or (d.refclassid = 'pg_proc'::regclass
+            and d.refobjid in ('baas.get_user()'::regprocedure, 'baas.get_document(text, text)'::regprocedure,
+                               'baas.find(text, jsonb, text, integer, integer, uuid, text[])'::regprocedure))
+    union all
+    -- 6. The RPC door (sql/rpc.sql): functions served over HTTP.
+    select * from baas._rpc_lints()
+    union all
+    -- 7. Protected tables (sql/tables.sql): policies made from their definitions.
+    select * from baas._table_lints()
+$$;
+
+-- ================================================================== sql/grants.sql
+revoke execute on function
+    baas._password_sign_in(text, baas.users, text, text, text),
+    baas._parse_date(timestamptz),
+    baas._parse_user_json(baas.users),
+    baas._parse_session_token(jsonb),
+    baas.parse_signup(text, text, text, jsonb),
+    baas.parse_login(text, text),
+    baas.parse_me(),
+    baas._parse_session_claims(text),
+    baas._parse_authenticate(text, boolean)
+  from public;
+-- The Parse door (issue 21, sql/parse.sql): sign-up and sign-in by username for any
+-- caller, the signed-in user for users; the proxy's login role authenticates Parse
+-- session tokens (and the master key it checked) in place of baas.authenticate.
+grant execute on function
+    baas.parse_signup(text, text, text, jsonb),
+    baas.parse_login(text, text)
+  to baas_anon, baas_user, baas_service;
+grant execute on function baas.parse_me() to baas_user;
+grant execute on function baas._parse_authenticate(text, boolean), baas._parse_session_claims(text)
+  to baas_authenticator;
+
+-- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
+select pg_catalog.pg_notify('baas_extension', '0.13.0');
