@@ -348,6 +348,29 @@ pub struct Config {
     /// Observe: request log format, text (env_logger's, stderr) or json (one line per request on stdout)
     #[arg(long, env = "PGBAAS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    // --- The Parse door (issue 21, docs/parse.md)
+    /// Parse: the application id Parse SDKs send (X-Parse-Application-Id); none: no Parse door
+    #[arg(long, env = "PGBAAS_PARSE_APP_ID")]
+    pub parse_app_id: Option<String>,
+
+    /// Parse: file holding the master key (X-Parse-Master-Key acts as a service token); none: no master key is accepted
+    #[arg(long, env = "PGBAAS_PARSE_MASTER_KEY_FILE")]
+    pub parse_master_key_file: Option<PathBuf>,
+
+    /// Parse: the path the Parse REST API is mounted at
+    #[arg(long, env = "PGBAAS_PARSE_MOUNT", default_value = "/parse", value_parser = parse_mount)]
+    pub parse_mount: String,
+}
+
+/// `--parse-mount`: an absolute path of letters, digits and `_ - .`, not under `/v1`.
+fn parse_mount(s: &str) -> Result<String, String> {
+    let t = s.trim_end_matches('/');
+    let ok = t.starts_with('/') && t.len() > 1 && t[1..].split('/').all(|seg| !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)));
+    if !ok || t == "/v1" || t.starts_with("/v1/") {
+        return Err("a path such as /parse (segments of letters, digits, _ - .; not under /v1)".to_string());
+    }
+    Ok(t.to_string())
 }
 
 /// `--replica-urls`: each as `database_url`. Split at commas that start a new

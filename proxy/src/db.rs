@@ -472,6 +472,35 @@ pub async fn call(
     })
 }
 
+/// The Parse door's first statement (issue 21, sql/parse.sql): AUTHENTICATE with
+/// `baas._parse_authenticate(session token, master)` in place of `baas.authenticate`;
+/// the same settings after it.
+pub const PARSE_AUTHENTICATE: &str = "select baas._parse_authenticate($1::text, $7::text::boolean), pg_catalog.set_config('statement_timeout', $2, true), \
+     pg_catalog.set_config('baas.client_ip', $3, true), pg_catalog.set_config('baas.user_agent', $4, true), \
+     pg_catalog.set_config('baas.request_id', $5::text, true), pg_catalog.set_config('application_name', \
+     case when $5::text = '' then $6::text else $6::text || ' ' || $5::text end, true)";
+
+/// Run `sql` with `params` in one transaction for the Parse door: as the user of
+/// `session_token`, as the service role when `master` (the proxy checked the master
+/// key), else anonymous. `caller.claims` is unused. Returns the first row's first column.
+pub async fn call_parse(
+    pool: &RequestPool,
+    t: &Timeouts,
+    caller: &Caller<'_>,
+    session_token: Option<&str>,
+    master: bool,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<String>, ApiError> {
+    let anonymous = session_token.is_none() && !master;
+    let timeout = if anonymous && caller.short_timeout { t.anon_statement.as_str() } else { t.statement.as_str() };
+    let (request_id, app) = (crate::observe::id(), app_name());
+    let master = if master { "true" } else { "false" };
+    let auth_params: [&(dyn ToSql + Sync); 7] = [&session_token, &timeout, &caller.client_ip, &caller.user_agent, &request_id, &app, &master];
+    let row = run(pool, t.answer, &[(PARSE_AUTHENTICATE, &auth_params), (sql, params)], 1, anonymous).await?;
+    Ok(row.and_then(|mut cols| cols.first_mut()?.take()))
+}
+
 /// Run `sql` with `params` in one transaction as `caller` (the same authenticate step,
 /// retry on a stale backend and abandon guard as `call`), its first row's columns in
 /// binary: file pieces and their metadata (files/). `max_result` bounds this call's

@@ -19,6 +19,7 @@ mod metrics;
 mod oidc;
 // --- B describe (issue 19): the OpenAPI document of the route table.
 mod openapi;
+mod parse;
 use pgbaas_proxy::{pgconfig, pgwire};
 mod ratelimit;
 // Transports and hub are being built on it (issue 14); until they land, its items are unused.
@@ -182,7 +183,15 @@ fn main() {
         server.add_service(service);
         println!("pgbaas-proxy metrics on http://{addr}/metrics");
     }
-    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc, edge, replicas };
+    // The Parse door (issue 21): its settings checked before anything listens.
+    let parse = match parse::Door::from_config(&cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("pgbaas-proxy: {e}");
+            std::process::exit(2);
+        }
+    };
+    let app = server::App { timeouts, cfg, pool, requests, keys, limiter, in_flight, health, feeds, realtime_caps, transfers, thumbs, oidc, edge, replicas, parse };
     let header_timeout = app.cfg.header_timeout;
     let conns = edge::ConnCap::new(app.cfg.max_connections_per_ip, &app.cfg.trusted_proxies, app.edge.cors.clone()); // (issue 19, edge)
     // TLS (issue 19, edge): the pair is checked before serving; SIGHUP re-reads it.

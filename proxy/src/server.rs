@@ -52,6 +52,8 @@ pub struct App {
     pub edge: crate::edge::Edge,
     /// Read replicas (issue 19, replicas): where route reads go; empty: all to `requests`.
     pub replicas: Arc<crate::replicas::Replicas>,
+    /// The Parse REST API (issue 21, parse/): None unless parse_app_id is set.
+    pub parse: Option<crate::parse::Door>,
 }
 
 /// /healthz answers before any rate limit (abuse.rs: monitors must always reach it),
@@ -161,7 +163,7 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 impl App {
-    async fn read_body(&self, s: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
+    pub(crate) async fn read_body(&self, s: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
         let limit = self.cfg.body_limit;
         let declared = s
             .req_header()
@@ -522,7 +524,7 @@ impl App {
 /// callers use, signed-in users find connections; see docs/security.md). Service
 /// tokens are the operator's own backends, trusted with every collection: not capped.
 /// Over a cap: 429 with Retry-After. `claims` are verified.
-fn admit(caps: &InFlightCaps, ip_key: &str, claims: Option<&str>) -> Result<(Option<Permit>, Option<Permit>), ApiError> {
+pub(crate) fn admit(caps: &InFlightCaps, ip_key: &str, claims: Option<&str>) -> Result<(Option<Permit>, Option<Permit>), ApiError> {
     let claims = claims.and_then(|c| serde_json::from_str::<Value>(c).ok());
     if claims.as_ref().and_then(|c| c["role"].as_str()) == Some("baas_service") {
         return Ok((None, None));
@@ -869,6 +871,17 @@ impl App {
             return self.respond_head(s, head).await;
         }
         let started = std::time::Instant::now();
+        // The Parse door (issue 21): its own shapes, the same SQL functions and limits.
+        if let Some(door) = self.parse.as_ref() {
+            let path = s.req_header().uri.path().to_string();
+            if let Some(rest) = door.route(&path) {
+                let reply = crate::parse::serve(self, door, &mut s, rest).await;
+                if *shutdown.borrow() {
+                    s.set_keepalive(None);
+                }
+                return self.respond(s, reply, started).await;
+            }
+        }
         if let Some((route, collection)) = realtime_route(&s) {
             // Live feeds run on the raw HTTP/1 connection (`stream`): over HTTP/2 they
             // are refused plainly (issue 19, edge; browsers open WebSockets over HTTP/1.1).

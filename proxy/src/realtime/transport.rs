@@ -504,6 +504,7 @@ pub mod testing {
             feeds,
             // (issue 19, replicas) none.
             replicas: Arc::new(crate::replicas::Replicas::new(&[], 1, Duration::from_secs(1), 1 << 20, Duration::ZERO, 0, Duration::from_secs(5)).unwrap()),
+            parse: None,
             cfg,
         })
     }

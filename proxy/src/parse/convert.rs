@@ -1,0 +1,540 @@
+//! Parse's shapes onto pgbaas's and back (issue 21, docs/parse.md): ACLs, objects,
+//! update operations, `where` and the error codes. Pure functions: no permission
+//! decision is made here. An ACL becomes the document's ACL, which Postgres enforces; a
+//! `where` becomes a filter of the query language, which runs under row-level security.
+
+use crate::errors::ApiError;
+use http::StatusCode;
+use serde_json::{json, Map, Value};
+
+/// A Parse error: HTTP status, Parse's numeric code, message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseError {
+    pub status: StatusCode,
+    pub code: i64,
+    pub message: String,
+    /// The pgbaas code it was made from ('' for the door's own).
+    pub from: String,
+}
+
+// Parse's error codes (Parse.Error in the SDKs) that the door answers with.
+pub const OTHER_CAUSE: i64 = -1;
+pub const INTERNAL_SERVER_ERROR: i64 = 1;
+pub const OBJECT_NOT_FOUND: i64 = 101;
+pub const INVALID_QUERY: i64 = 102;
+pub const INVALID_CLASS_NAME: i64 = 103;
+pub const MISSING_OBJECT_ID: i64 = 104;
+pub const INVALID_KEY_NAME: i64 = 105;
+pub const INVALID_JSON: i64 = 107;
+pub const INCORRECT_TYPE: i64 = 111;
+pub const OPERATION_FORBIDDEN: i64 = 119;
+pub const INVALID_EMAIL_ADDRESS: i64 = 125;
+pub const INVALID_ACL: i64 = 123;
+pub const DUPLICATE_VALUE: i64 = 137;
+pub const VALIDATION_ERROR: i64 = 142;
+pub const REQUEST_LIMIT_EXCEEDED: i64 = 155;
+pub const USERNAME_MISSING: i64 = 200;
+pub const PASSWORD_MISSING: i64 = 201;
+pub const USERNAME_TAKEN: i64 = 202;
+pub const EMAIL_TAKEN: i64 = 203;
+pub const SESSION_MISSING: i64 = 206;
+pub const INVALID_SESSION_TOKEN: i64 = 209;
+
+impl ParseError {
+    pub fn new(status: StatusCode, code: i64, message: impl Into<String>) -> Self {
+        ParseError { status, code, message: message.into(), from: String::new() }
+    }
+    pub fn bad(code: i64, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, OBJECT_NOT_FOUND, "Object not found.")
+    }
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&json!({"code": self.code, "error": self.message})).unwrap_or_default()
+    }
+
+    /// A pgbaas error (a house code from Postgres or the proxy) as Parse words it.
+    pub fn from_api(e: &ApiError) -> ParseError {
+        let m = e.message.clone();
+        let (status, code, message) = match e.code.as_str() {
+            "document_not_found" | "not_found" => (StatusCode::NOT_FOUND, OBJECT_NOT_FOUND, "Object not found.".to_string()),
+            // A write the ACL refuses: Parse answers as if the object were not there.
+            "forbidden" if e.message.starts_with("you may read this document") => {
+                (StatusCode::NOT_FOUND, OBJECT_NOT_FOUND, "Object not found.".to_string())
+            }
+            "forbidden" | "permission_denied" => (StatusCode::FORBIDDEN, OPERATION_FORBIDDEN, m),
+            "collection_not_found" => (StatusCode::BAD_REQUEST, INVALID_CLASS_NAME, m),
+            "invalid_session_token" | "invalid_token" => (StatusCode::BAD_REQUEST, INVALID_SESSION_TOKEN, "Invalid session token".to_string()),
+            "not_authenticated" => (StatusCode::BAD_REQUEST, INVALID_SESSION_TOKEN, "Invalid session token".to_string()),
+            "invalid_credentials" => (StatusCode::NOT_FOUND, OBJECT_NOT_FOUND, "Invalid username/password.".to_string()),
+            "username_taken" => (StatusCode::BAD_REQUEST, USERNAME_TAKEN, "Account already exists for this username.".to_string()),
+            "email_taken" => (StatusCode::BAD_REQUEST, EMAIL_TAKEN, "Account already exists for this email address.".to_string()),
+            "username_missing" | "username_invalid" => (StatusCode::BAD_REQUEST, USERNAME_MISSING, m),
+            "password_missing" => (StatusCode::BAD_REQUEST, PASSWORD_MISSING, m),
+            "invalid_email" => (StatusCode::BAD_REQUEST, INVALID_EMAIL_ADDRESS, m),
+            "weak_password" | "password_too_long" | "mfa_required" | "account_suspended" | "email_not_verified" => {
+                (StatusCode::BAD_REQUEST, VALIDATION_ERROR, m)
+            }
+            "too_many_attempts" | "rate_limited" | "too_many_requests" => (StatusCode::TOO_MANY_REQUESTS, REQUEST_LIMIT_EXCEEDED, m),
+            "invalid_query" | "query_too_complex" | "response_too_large" | "query_timeout" => (StatusCode::BAD_REQUEST, INVALID_QUERY, m),
+            "invalid_json" | "invalid_request" | "payload_too_large" => (e.status, INVALID_JSON, m),
+            "invalid_data" | "schema_violation" => (StatusCode::BAD_REQUEST, VALIDATION_ERROR, m),
+            "invalid_acl" | "unknown_principal" | "invalid_principal" => (StatusCode::BAD_REQUEST, INVALID_ACL, m),
+            "document_exists" | "unique_violation" | "conflict" => (StatusCode::BAD_REQUEST, DUPLICATE_VALUE, m),
+            "operator_type_mismatch" | "invalid_operator" => (StatusCode::BAD_REQUEST, INCORRECT_TYPE, m),
+            _ if e.status.is_server_error() => (e.status, INTERNAL_SERVER_ERROR, m),
+            _ => (e.status, OTHER_CAUSE, m),
+        };
+        ParseError { status, code, message, from: e.code.clone() }
+    }
+}
+
+/// A Parse class name (`^[A-Za-z][A-Za-z0-9_]*$`, Parse's rule) and the pgbaas
+/// collection it is: the name in lower case (collection names are lower case), so
+/// classes differing only in case share one collection.
+pub fn collection_of(class: &str) -> Result<String, ParseError> {
+    let ok = class.len() <= 63
+        && class.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && class.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !ok {
+        return Err(ParseError::bad(INVALID_CLASS_NAME, format!("Invalid classname: {class}, classnames can only have alphanumeric characters and _, and must start with an alpha character ")));
+    }
+    Ok(class.to_ascii_lowercase())
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() })
+}
+
+/// A Parse object id (a document id): a UUID here; anything else names no object.
+pub fn object_id(id: &str) -> Result<String, ParseError> {
+    if is_uuid(id) {
+        Ok(id.to_ascii_lowercase())
+    } else {
+        Err(ParseError::not_found())
+    }
+}
+
+/// A Parse ACL (`{"*": {"read": true}, "<userId>": {"read": true, "write": true},
+/// "role:Name": {...}}`) as a pgbaas ACL: read → `read`; write → `update` and `delete`.
+/// `*` is `public`, a user id `user:<id>`, `role:Name` the pgbaas role of that name.
+pub fn acl_to_baas(acl: &Value) -> Result<Value, ParseError> {
+    let bad = |m: String| ParseError::bad(INVALID_ACL, m);
+    let Some(entries) = acl.as_object() else {
+        return Err(bad("ACL must be a JSON object".into()));
+    };
+    let (mut read, mut write) = (Vec::new(), Vec::new());
+    for (who, perms) in entries {
+        let principal = if who == "*" {
+            "public".to_string()
+        } else if let Some(role) = who.strip_prefix("role:") {
+            format!("role:{role}")
+        } else if is_uuid(who) {
+            format!("user:{}", who.to_ascii_lowercase())
+        } else {
+            return Err(bad(format!("ACL names {who:?}, which is neither *, a user's objectId nor role:<name>")));
+        };
+        let Some(p) = perms.as_object() else {
+            return Err(bad(format!("ACL entry of {who:?} must be an object")));
+        };
+        for (k, v) in p {
+            match (k.as_str(), v) {
+                ("read", Value::Bool(true)) => read.push(principal.clone()),
+                ("write", Value::Bool(true)) => write.push(principal.clone()),
+                ("read" | "write", Value::Bool(false)) => {}
+                _ => return Err(bad(format!("ACL entry of {who:?}: {k} must be true or false"))),
+            }
+        }
+    }
+    Ok(json!({"read": read, "update": write, "delete": write}))
+}
+
+/// A pgbaas ACL as Parse shows it. `write` where a principal may both update and
+/// delete. Principals Parse has no word for (`authenticated`, `followers:…`) keep their
+/// pgbaas names.
+pub fn acl_from_baas(acl: &Value) -> Value {
+    let list = |k: &str| -> Vec<String> {
+        acl.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    };
+    let (read, update, delete) = (list("read"), list("update"), list("delete"));
+    let name = |p: &str| -> String {
+        if p == "public" {
+            "*".to_string()
+        } else if let Some(u) = p.strip_prefix("user:") {
+            u.to_string()
+        } else {
+            p.to_string()
+        }
+    };
+    let mut out = Map::new();
+    for p in &read {
+        let mut e = Map::new();
+        e.insert("read".into(), Value::Bool(true));
+        if update.contains(p) && delete.contains(p) {
+            e.insert("write".into(), Value::Bool(true));
+        }
+        out.insert(name(p), Value::Object(e));
+    }
+    for p in update.iter().filter(|p| delete.contains(p) && !read.contains(p)) {
+        out.insert(name(p), json!({"write": true}));
+    }
+    Value::Object(out)
+}
+
+/// `2026-12-04T16:20:00.123456+00:00` (a document's time, the proxy's connections run in
+/// UTC) as Parse writes times: `2026-12-04T16:20:00.123Z`.
+pub fn parse_date(t: &str) -> String {
+    let (main, _zone) = match t.rfind(['+', 'Z']) {
+        Some(i) if i > 10 => (&t[..i], &t[i..]),
+        _ => (t, ""),
+    };
+    let (secs, frac) = main.split_once('.').unwrap_or((main, ""));
+    let mut ms: String = frac.chars().take(3).collect();
+    while ms.len() < 3 {
+        ms.push('0');
+    }
+    format!("{secs}.{ms}Z")
+}
+
+/// Fields of an object Parse sets itself; a body may carry them (the SDK sends what it
+/// holds) but they are not data.
+const RESERVED: &[&str] = &["objectId", "createdAt", "updatedAt", "ACL", "className"];
+
+/// A pgbaas document as a Parse object: its data, then objectId, createdAt, updatedAt
+/// and the ACL (when the document carries one).
+pub fn object_from_doc(doc: &Value) -> Value {
+    let mut out = match doc.get("data") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    for k in RESERVED {
+        out.remove(*k);
+    }
+    if let Some(id) = doc.get("id") {
+        out.insert("objectId".into(), id.clone());
+    }
+    for (from, to) in [("created_at", "createdAt"), ("updated_at", "updatedAt")] {
+        if let Some(t) = doc.get(from).and_then(Value::as_str) {
+            out.insert(to.into(), Value::String(parse_date(t)));
+        }
+    }
+    if let Some(acl) = doc.get("acl") {
+        out.insert("ACL".into(), acl_from_baas(acl));
+    }
+    Value::Object(out)
+}
+
+fn check_key(k: &str) -> Result<(), ParseError> {
+    let ok = k.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' && k.len() > 1)
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && k.len() <= 128;
+    if ok {
+        Ok(())
+    } else {
+        Err(ParseError::bad(INVALID_KEY_NAME, format!("Invalid field name: {k}.")))
+    }
+}
+
+/// A value as it is stored: Parse's typed values (`Date`, `Pointer`, `GeoPoint`, `File`,
+/// `Bytes`, `Polygon`) keep their `__type` shape, so pgbaas's API and SQL read them as
+/// the JSON the SDKs use. An operation (`__op`) where a value belongs is refused.
+fn stored_value(v: &Value) -> Result<Value, ParseError> {
+    if let Some(op) = v.get("__op") {
+        return Err(ParseError::bad(INVALID_JSON, format!("the operation {op} is only allowed in an update of a field")));
+    }
+    Ok(v.clone())
+}
+
+/// A create body: the object's fields (data), its ACL if one was sent.
+pub fn create_body(body: &Map<String, Value>) -> Result<(Value, Option<Value>), ParseError> {
+    let mut data = Map::new();
+    let mut acl = None;
+    for (k, v) in body {
+        match k.as_str() {
+            "ACL" => acl = Some(acl_to_baas(v)?),
+            "objectId" | "createdAt" | "updatedAt" | "className" => {}
+            _ => {
+                check_key(k)?;
+                // Delete in a create means "not set"; other operations apply to nothing.
+                match v.get("__op").and_then(Value::as_str) {
+                    Some("Delete") => {}
+                    Some("Increment") => {
+                        data.insert(k.clone(), v.get("amount").cloned().unwrap_or(json!(1)));
+                    }
+                    Some("Add" | "AddUnique") => {
+                        data.insert(k.clone(), v.get("objects").cloned().unwrap_or(json!([])));
+                    }
+                    Some("Remove") => {
+                        data.insert(k.clone(), json!([]));
+                    }
+                    Some(_) => return Err(ParseError::bad(INVALID_JSON, format!("unsupported operation on {k}"))),
+                    None => {
+                        data.insert(k.clone(), stored_value(v)?);
+                    }
+                }
+            }
+        }
+    }
+    Ok((Value::Object(data), acl))
+}
+
+/// An update body as one operator patch (docs/operators.md), applied on the locked row:
+/// a plain value is `$set`; `Delete` `$unset`; `Increment` `$inc`; `Add` `$push`;
+/// `AddUnique` `$addToSet`; `Remove` `$pull`. Also the ACL, if one was sent, and the
+/// fields an operation changed (Parse answers their new values).
+pub fn update_body(body: &Map<String, Value>) -> Result<(Value, Option<Value>, Vec<String>), ParseError> {
+    let mut ops: Map<String, Value> = Map::new();
+    let mut acl = None;
+    let mut changed = Vec::new();
+    let mut put = |op: &str, k: &str, v: Value| {
+        ops.entry(op.to_string()).or_insert_with(|| Value::Object(Map::new())).as_object_mut().map(|m| m.insert(k.to_string(), v));
+    };
+    for (k, v) in body {
+        match k.as_str() {
+            "ACL" => acl = Some(acl_to_baas(v)?),
+            "objectId" | "createdAt" | "updatedAt" | "className" => {}
+            _ => {
+                check_key(k)?;
+                let objects = || -> Result<Value, ParseError> {
+                    match v.get("objects") {
+                        Some(Value::Array(a)) => Ok(Value::Array(a.clone())),
+                        _ => Err(ParseError::bad(INVALID_JSON, "objects to add must be an array")),
+                    }
+                };
+                match v.get("__op").and_then(Value::as_str) {
+                    None => put("$set", k, stored_value(v)?),
+                    Some("Delete") => put("$unset", k, Value::Bool(true)),
+                    Some("Increment") => {
+                        let amount = v.get("amount").cloned().unwrap_or(json!(1));
+                        if !amount.is_number() {
+                            return Err(ParseError::bad(INVALID_JSON, "incrementing must provide a number"));
+                        }
+                        put("$inc", k, amount);
+                        changed.push(k.clone());
+                    }
+                    Some("Add") => {
+                        put("$push", k, json!({"$each": objects()?}));
+                        changed.push(k.clone());
+                    }
+                    Some("AddUnique") => {
+                        put("$addToSet", k, json!({"$each": objects()?}));
+                        changed.push(k.clone());
+                    }
+                    Some("Remove") => {
+                        put("$pull", k, json!({"$in": objects()?}));
+                        changed.push(k.clone());
+                    }
+                    Some(other) => return Err(ParseError::bad(INVALID_JSON, format!("the operation {other} is not supported"))),
+                }
+            }
+        }
+    }
+    Ok((Value::Object(ops), acl, changed))
+}
+
+/// Fields pgbaas's filter cannot address: the system fields are columns, not data.
+const SYSTEM: &[&str] = &["objectId", "createdAt", "updatedAt", "ACL"];
+
+/// Parse's `where` as a filter of pgbaas's query language (docs/query.md).
+pub fn filter_of(w: &Value) -> Result<Value, ParseError> {
+    let bad = |m: String| ParseError::bad(INVALID_QUERY, m);
+    let Some(m) = w.as_object() else {
+        return Err(bad("where must be a JSON object".into()));
+    };
+    let mut all = Vec::new();
+    for (k, v) in m {
+        match k.as_str() {
+            "$or" | "$and" | "$nor" => {
+                let Some(list) = v.as_array().filter(|a| !a.is_empty()) else {
+                    return Err(bad(format!("{k} must be a non-empty array")));
+                };
+                let parts = list.iter().map(filter_of).collect::<Result<Vec<_>, _>>()?;
+                all.push(match k.as_str() {
+                    "$or" => json!({"$or": parts}),
+                    "$and" => json!({"$and": parts}),
+                    _ => json!({"$not": {"$or": parts}}),
+                });
+            }
+            _ if k.starts_with('$') => return Err(bad(format!("Invalid key {k} for find"))),
+            _ if SYSTEM.contains(&k.as_str()) => {
+                return Err(bad(format!("queries on {k} are not supported by pgbaas's Parse door yet (docs/parse.md)")));
+            }
+            _ => {
+                if k.split('.').any(|p| p.is_empty()) {
+                    return Err(bad(format!("Invalid key name: {k}")));
+                }
+                all.push(field_filter(k, v)?);
+            }
+        }
+    }
+    Ok(match all.len() {
+        1 => all.pop().unwrap_or_else(|| json!({})),
+        0 => json!({}),
+        _ => json!({"$and": all}),
+    })
+}
+
+/// A comparison operand: a Date compares by its ISO text (which sorts as time: Parse
+/// writes every Date in one format), a number or string as itself.
+fn comparable(k: &str, v: &Value) -> Result<(String, Value), String> {
+    match v {
+        Value::Object(o) if o.get("__type").and_then(Value::as_str) == Some("Date") => match o.get("iso") {
+            Some(Value::String(s)) => Ok((format!("{k}.iso"), Value::String(s.clone()))),
+            _ => Err(format!("a Date in a query on {k} needs its iso text")),
+        },
+        Value::Number(_) | Value::String(_) => Ok((k.to_string(), v.clone())),
+        _ => Err(format!("a comparison on {k} takes a number, a string or a Date")),
+    }
+}
+
+fn field_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
+    let bad = |m: String| ParseError::bad(INVALID_QUERY, m);
+    let ops = match v.as_object() {
+        Some(o) if !o.is_empty() && o.keys().all(|x| x.starts_with('$')) => o,
+        // Equality; on an array field, Parse's equalTo matches an array holding the value.
+        _ => return Ok(json!({"$or": [{k: {"$eq": v}}, {k: {"$contains": v}}]})),
+    };
+    let mut parts = Vec::new();
+    for (op, arg) in ops {
+        let part = match op.as_str() {
+            "$lt" | "$lte" | "$gt" | "$gte" => {
+                let (path, operand) = comparable(k, arg).map_err(bad)?;
+                json!({path: {op.clone(): operand}})
+            }
+            "$ne" => json!({k: {"$ne": arg}}),
+            "$in" | "$containedIn" => {
+                if !arg.is_array() {
+                    return Err(bad(format!("bad {op}: an array is needed")));
+                }
+                json!({k: {"$in": arg}})
+            }
+            "$nin" | "$notContainedIn" => {
+                if !arg.is_array() {
+                    return Err(bad(format!("bad {op}: an array is needed")));
+                }
+                json!({k: {"$nin": arg}})
+            }
+            "$exists" => match arg {
+                Value::Bool(b) => json!({k: {"$exists": b}}),
+                _ => return Err(bad(format!("bad $exists on {k}: true or false"))),
+            },
+            "$all" => {
+                let Some(list) = arg.as_array() else {
+                    return Err(bad(format!("bad $all on {k}: an array is needed")));
+                };
+                if list.is_empty() {
+                    json!({k: {"$exists": true}})
+                } else {
+                    json!({"$and": list.iter().map(|x| json!({k: {"$contains": x}})).collect::<Vec<_>>()})
+                }
+            }
+            "$eq" => json!({"$or": [{k: {"$eq": arg}}, {k: {"$contains": arg}}]}),
+            _ => return Err(bad(format!("the operator {op} (on {k}) is not supported by pgbaas's Parse door yet (docs/parse.md)"))),
+        };
+        parts.push(part);
+    }
+    Ok(if parts.len() == 1 { parts.pop().unwrap_or_else(|| json!({})) } else { json!({"$and": parts}) })
+}
+
+/// Parse's `order` (`score,-name`, system fields by their Parse names) as pgbaas's.
+pub fn order_of(order: &str) -> Result<String, ParseError> {
+    let mut out = Vec::new();
+    for part in order.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (desc, name) = match part.strip_prefix('-') {
+            Some(n) => (true, n),
+            None => (false, part),
+        };
+        let name = match name {
+            "createdAt" => "created_at",
+            "updatedAt" => "updated_at",
+            "objectId" => "id",
+            n => {
+                check_key(n.split('.').next().unwrap_or(n)).map_err(|e| ParseError::bad(INVALID_QUERY, e.message))?;
+                n
+            }
+        };
+        out.push(if desc { format!("-{name}") } else { name.to_string() });
+    }
+    Ok(out.join(","))
+}
+
+/// `keys=a,b.c` as pgbaas's `fields` (top-level data fields; the system fields always
+/// come).
+pub fn fields_of(keys: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for k in keys.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        let top = k.split('.').next().unwrap_or(k).to_string();
+        if !SYSTEM.contains(&top.as_str()) && !out.contains(&top) {
+            out.push(top);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acls_map_both_ways_without_loss() {
+        let u = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        let parse = json!({"*": {"read": true}, u: {"read": true, "write": true}, "role:Admins": {"write": true}});
+        let baas = acl_to_baas(&parse).unwrap();
+        let mut read: Vec<&str> = baas["read"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        read.sort();
+        assert_eq!(read, vec!["public", &format!("user:{u}")[..]]);
+        assert_eq!(acl_from_baas(&baas), parse);
+        assert!(acl_to_baas(&json!({"alice": {"read": true}})).is_err(), "a user id that is not a uuid");
+        assert!(acl_to_baas(&json!({"*": {"read": "yes"}})).is_err());
+        assert!(acl_to_baas(&json!([])).is_err());
+    }
+
+    #[test]
+    fn parse_dates_have_milliseconds_and_z() {
+        assert_eq!(parse_date("2026-12-04T16:20:00.123456+00:00"), "2026-12-04T16:20:00.123Z");
+        assert_eq!(parse_date("2026-12-04T16:20:00+00:00"), "2026-12-04T16:20:00.000Z");
+        assert_eq!(parse_date("2026-12-04T16:20:00.1+00:00"), "2026-12-04T16:20:00.100Z");
+    }
+
+    #[test]
+    fn updates_become_one_operator_patch() {
+        let body = json!({"score": {"__op": "Increment", "amount": 2}, "name": "x", "gone": {"__op": "Delete"},
+                          "tags": {"__op": "AddUnique", "objects": ["a"]}, "updatedAt": "whatever"});
+        let (patch, acl, changed) = update_body(body.as_object().unwrap()).unwrap();
+        assert_eq!(patch, json!({"$inc": {"score": 2}, "$set": {"name": "x"}, "$unset": {"gone": true}, "$addToSet": {"tags": {"$each": ["a"]}}}));
+        assert!(acl.is_none());
+        assert_eq!(changed, vec!["score", "tags"]);
+        assert!(update_body(json!({"a": {"__op": "Frobnicate"}}).as_object().unwrap()).is_err());
+        assert!(update_body(json!({"$set": 1}).as_object().unwrap()).is_err(), "a key that is not a Parse field name");
+    }
+
+    #[test]
+    fn wheres_become_filters() {
+        assert_eq!(filter_of(&json!({"n": {"$gte": 2, "$lt": 5}})).unwrap(), json!({"$and": [{"n": {"$gte": 2}}, {"n": {"$lt": 5}}]}));
+        assert_eq!(filter_of(&json!({"d": {"$gt": {"__type": "Date", "iso": "2026-01-01T00:00:00.000Z"}}})).unwrap(),
+                   json!({"d.iso": {"$gt": "2026-01-01T00:00:00.000Z"}}));
+        assert_eq!(filter_of(&json!({"$nor": [{"a": {"$exists": true}}]})).unwrap(), json!({"$not": {"$or": [{"a": {"$exists": true}}]}}));
+        assert_eq!(filter_of(&json!({"a": 1})).unwrap(), json!({"$or": [{"a": {"$eq": 1}}, {"a": {"$contains": 1}}]}));
+        for bad in [json!({"a": {"$regex": "x"}}), json!({"objectId": "x"}), json!({"$where": 1}), json!([]), json!({"a": {"$in": 1}})] {
+            let e = filter_of(&bad).unwrap_err();
+            assert_eq!(e.code, INVALID_QUERY, "{bad}");
+        }
+    }
+
+    #[test]
+    fn orders_and_keys_use_pgbaas_names() {
+        assert_eq!(order_of("-createdAt,score,objectId").unwrap(), "-created_at,score,id");
+        assert!(order_of("a;drop").is_err());
+        assert_eq!(fields_of("a,b.c,objectId,a"), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn class_names_are_parse_names_in_lower_case() {
+        assert_eq!(collection_of("GameScore").unwrap(), "gamescore");
+        for bad in ["_User", "1a", "a-b", "", "Ä"] {
+            assert_eq!(collection_of(bad).unwrap_err().code, INVALID_CLASS_NAME, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! The Parse door (issue 21, docs/parse.md): Parse's REST API under `parse_mount`, for
+//! apps built on the Parse SDKs. Each request is translated onto the same `baas.*` SQL
+//! functions as pgbaas's own routes and runs in one transaction as its caller, so
+//! Postgres decides every permission: a session token is resolved in Postgres
+//! (`baas._parse_authenticate`, sql/parse.sql) to its user, the master key runs as the
+//! service role, and objects are documents under their ACLs.
+//!
+//! Both request styles the SDKs use are taken: REST with `X-Parse-*` headers, and the
+//! JavaScript SDK's `POST` of a `text/plain` JSON body carrying `_method`,
+//! `_ApplicationId`, `_SessionToken`, `_MasterKey` … with a GET's parameters as body
+//! fields. Errors are Parse's: `{"code": 101, "error": "Object not found."}`.
+
+pub mod convert;
+
+use crate::db;
+use crate::errors::ApiError;
+use crate::ratelimit;
+use crate::server::{App, Reply};
+use convert::{ParseError, INVALID_JSON, INVALID_QUERY, MISSING_OBJECT_ID, SESSION_MISSING};
+use http::{Method, StatusCode};
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Map, Value};
+
+/// The door's settings, checked at start-up.
+pub struct Door {
+    pub mount: String,
+    app_id: String,
+    master_key: Option<String>,
+}
+
+impl Door {
+    /// None when no application id is configured (no Parse door).
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Option<Door>, String> {
+        let Some(app_id) = cfg.parse_app_id.clone().filter(|a| !a.is_empty()) else {
+            if cfg.parse_master_key_file.is_some() {
+                return Err("parse_master_key_file needs parse_app_id".into());
+            }
+            return Ok(None);
+        };
+        let master_key = match &cfg.parse_master_key_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("parse_master_key_file {}: {e}", p.display()))?;
+                let key = text.trim_end_matches(['\r', '\n']).to_string();
+                if key.is_empty() {
+                    return Err(format!("parse_master_key_file {} is empty", p.display()));
+                }
+                Some(key)
+            }
+            None => None,
+        };
+        Ok(Some(Door { mount: cfg.parse_mount.clone(), app_id, master_key }))
+    }
+
+    /// The path under the mount, when the request is for the door.
+    pub fn route<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let rest = path.strip_prefix(self.mount.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
+}
+
+/// Equal in time independent of where they differ (the master key).
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
+}
+
+/// One request, read into one shape whichever style it came in.
+struct ParseRequest {
+    method: Method,
+    /// Path segments under the mount, percent-decoded.
+    segments: Vec<String>,
+    /// A GET's parameters (from the query string, or the JavaScript SDK's body fields).
+    params: Map<String, Value>,
+    /// A write's fields.
+    body: Map<String, Value>,
+    app_id: Option<String>,
+    master_key: Option<String>,
+    session_token: Option<String>,
+}
+
+fn header(s: &ServerSession, name: &str) -> Result<Option<String>, ParseError> {
+    match s.req_header().headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|t| Some(t.to_string()))
+            .map_err(|_| ParseError::bad(INVALID_JSON, format!("the {name} header is not readable text"))),
+    }
+}
+
+/// Query-string parameters: `where` (and other JSON-valued ones) as their JSON, the
+/// rest as text, as the JavaScript SDK would have sent them in its body.
+fn query_params(query: Option<&str>) -> Result<Map<String, Value>, ParseError> {
+    let mut out = Map::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = crate::routes::input::decode_query(k).map_err(|e| ParseError::bad(INVALID_QUERY, e.message))?;
+        let v = crate::routes::input::decode_query(v).map_err(|e| ParseError::bad(INVALID_QUERY, e.message))?;
+        let value = if k == "where" {
+            serde_json::from_str(&v).map_err(|e| ParseError::bad(INVALID_JSON, format!("where is not JSON: {e}")))?
+        } else {
+            Value::String(v.into_owned())
+        };
+        out.insert(k.into_owned(), value);
+    }
+    Ok(out)
+}
+
+async fn read(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Result<ParseRequest, ParseError> {
+    let mut method = s.req_header().method.clone();
+    let query = s.req_header().uri.query().map(str::to_string);
+    let mut segments = Vec::new();
+    for seg in rest.split('/').filter(|x| !x.is_empty()) {
+        let d = percent_encoding::percent_decode_str(seg)
+            .decode_utf8()
+            .map_err(|_| ParseError::bad(INVALID_JSON, "the path is not percent-encoded UTF-8"))?;
+        segments.push(d.into_owned());
+    }
+    let mut req = ParseRequest {
+        method: method.clone(),
+        segments,
+        params: Map::new(),
+        body: Map::new(),
+        app_id: header(s, "x-parse-application-id")?,
+        master_key: header(s, "x-parse-master-key")?,
+        session_token: header(s, "x-parse-session-token")?,
+    };
+    let bytes = if method == Method::GET || method == Method::HEAD {
+        Vec::new()
+    } else {
+        app.read_body(s).await.map_err(|e| ParseError::from_api(&e))?
+    };
+    let mut body = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(ParseError::bad(INVALID_JSON, "the body must be a JSON object")),
+            Err(e) => return Err(ParseError::bad(INVALID_JSON, format!("invalid JSON: {e}"))),
+        }
+    };
+    // The JavaScript SDK's style: everything in the body.
+    if let Some(m) = body.remove("_method") {
+        let m = m.as_str().unwrap_or("").to_ascii_uppercase();
+        method = match m.as_str() {
+            "GET" => Method::GET,
+            "POST" => Method::POST,
+            "PUT" => Method::PUT,
+            "DELETE" => Method::DELETE,
+            _ => return Err(ParseError::bad(INVALID_JSON, format!("_method {m:?} is not GET, POST, PUT or DELETE"))),
+        };
+    }
+    let text = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_string));
+    if let Some(a) = text(body.remove("_ApplicationId")) {
+        req.app_id = Some(a);
+    }
+    if let Some(k) = text(body.remove("_MasterKey")) {
+        req.master_key = Some(k);
+    }
+    if let Some(t) = text(body.remove("_SessionToken")) {
+        req.session_token = Some(t);
+    }
+    for k in ["_JavaScriptKey", "_ClientKey", "_RestAPIKey", "_InstallationId", "_ClientVersion", "_RevocableSession", "_ContentType", "_context"] {
+        body.remove(k);
+    }
+    req.session_token = req.session_token.filter(|t| !t.is_empty());
+    req.method = method.clone();
+    if method == Method::GET {
+        req.params = query_params(query.as_deref())?;
+        for (k, v) in body {
+            req.params.insert(k, v);
+        }
+    } else {
+        req.body = body;
+    }
+    let _ = door;
+    Ok(req)
+}
+
+/// The door's answer to a request under its mount.
+pub async fn serve(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Reply {
+    match handle(app, door, s, rest).await {
+        Ok((status, body)) => {
+            let mut r = Reply::json(status, serde_json::to_vec(&body).unwrap_or_default());
+            r.no_store = true;
+            r
+        }
+        Err(e) => {
+            let mut r = Reply::json(e.status, e.body());
+            r.no_store = true;
+            r
+        }
+    }
+}
+
+async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Result<(StatusCode, Value), ParseError> {
+    let (client_ip, ip_key) = app.client(s);
+    app.limiter.check(ratelimit::Kind::Request, &ip_key).map_err(|secs| ParseError::from_api(&ApiError::rate_limited(secs)))?;
+    let req = read(app, door, s, rest).await?;
+    // Parse Server's answer to a missing or wrong application id.
+    if !req.app_id.as_deref().is_some_and(|a| same_secret(a, &door.app_id)) {
+        return Err(ParseError::new(StatusCode::FORBIDDEN, convert::OPERATION_FORBIDDEN, "unauthorized"));
+    }
+    let master = match (&req.master_key, &door.master_key) {
+        (None, _) => false,
+        (Some(sent), Some(key)) if same_secret(sent, key) => true,
+        (Some(_), _) => {
+            return Err(ParseError::new(StatusCode::FORBIDDEN, convert::OPERATION_FORBIDDEN, "unauthorized: master key is not accepted"))
+        }
+    };
+    let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    let m = req.method.clone();
+    // Sign-up and sign-in cost a password hash: their own per-address limits.
+    let kind = match (&m, segs.as_slice()) {
+        (&Method::POST, ["users"]) => Some(ratelimit::Kind::Signup),
+        (_, ["login"]) => Some(ratelimit::Kind::Auth),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        app.limiter.check(kind, &ip_key).map_err(|secs| ParseError::from_api(&ApiError::rate_limited(secs)))?;
+    }
+    let user_agent = db::user_agent(s.req_header().headers.get(http::header::USER_AGENT));
+    let short_timeout = req.session_token.is_none() && !master && kind.is_none();
+    let caller = db::Caller { claims: None, client_ip: &client_ip, user_agent: &user_agent, short_timeout };
+    let admitted = if master {
+        Some(r#"{"role":"baas_service"}"#.to_string())
+    } else {
+        req.session_token.as_ref().map(|t| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            t.hash(&mut h);
+            format!(r#"{{"sub":"parse-{:x}"}}"#, h.finish())
+        })
+    };
+    let _permits = crate::server::admit(&app.in_flight, &ip_key, admitted.as_deref()).map_err(|e| ParseError::from_api(&e))?;
+    let call = Call { app, caller: &caller, token: req.session_token.as_deref(), master };
+    match (&m, segs.as_slice()) {
+        (&Method::POST, ["batch"]) => batch(&call, door, &req.body).await,
+        _ => dispatch(&call, &m, &segs, &req.params, &req.body).await,
+    }
+}
+
+/// One operation of the REST API (a request, or one of a batch's).
+async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<String, Value>, body: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    match (m, segs) {
+        (&Method::POST, ["classes", class]) => create(call, class, body).await,
+        (&Method::GET, ["classes", class]) => find(call, class, params).await,
+        (&Method::GET, ["classes", class, id]) => get(call, class, id, params).await,
+        (&Method::PUT, ["classes", class, id]) => update(call, class, id, body).await,
+        (&Method::DELETE, ["classes", class, id]) => delete(call, class, id).await,
+        (&Method::PUT | &Method::DELETE, ["classes", _]) => Err(ParseError::bad(MISSING_OBJECT_ID, "objectId is required.")),
+        (&Method::POST, ["users"]) => signup(call, body).await,
+        (&Method::GET, ["users", "me"]) => me(call).await,
+        (&Method::GET | &Method::POST, ["login"]) => {
+            let fields = if m == Method::GET { params } else { body };
+            login(call, fields).await
+        }
+        (&Method::POST, ["logout"]) => logout(call).await,
+        _ => Err(ParseError::new(
+            StatusCode::NOT_FOUND,
+            convert::INVALID_JSON,
+            format!("{m} /{} is not served by pgbaas's Parse door (docs/parse.md lists what is)", segs.join("/")),
+        )),
+    }
+}
+
+/// Most operations in one batch (Parse's SDKs send 20 at a time by default).
+const MAX_BATCH: usize = 50;
+
+/// `POST /batch`: each operation in order, each in a transaction of its own, answered
+/// `{"success": …}` or `{"error": {code, error}}` one by one, as Parse Server does.
+/// `"transaction": true` (all or nothing) is refused until it runs in one transaction.
+async fn batch(call: &Call<'_>, door: &Door, body: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let Some(Value::Array(requests)) = body.get("requests") else {
+        return Err(ParseError::bad(INVALID_JSON, "requests must be an array"));
+    };
+    if requests.len() > MAX_BATCH {
+        return Err(ParseError::bad(INVALID_JSON, format!("a batch holds at most {MAX_BATCH} requests")));
+    }
+    if body.get("transaction") == Some(&Value::Bool(true)) {
+        return Err(ParseError::bad(convert::OTHER_CAUSE, "batches with transaction: true are not supported by pgbaas's Parse door yet (docs/parse.md)"));
+    }
+    // Every operation is checked before any runs: a malformed batch changes nothing.
+    let mut ops = Vec::with_capacity(requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        let method = match r.get("method").and_then(Value::as_str) {
+            Some("GET") => Method::GET,
+            Some("POST") => Method::POST,
+            Some("PUT") => Method::PUT,
+            Some("DELETE") => Method::DELETE,
+            _ => return Err(ParseError::bad(INVALID_JSON, format!("batch request {i}: method must be GET, POST, PUT or DELETE"))),
+        };
+        let Some(path) = r.get("path").and_then(Value::as_str) else {
+            return Err(ParseError::bad(INVALID_JSON, format!("batch request {i}: path is required")));
+        };
+        let rest = door.route(path).unwrap_or(path);
+        let segs: Vec<String> = rest.split('/').filter(|x| !x.is_empty()).map(str::to_string).collect();
+        if segs.first().map(String::as_str) == Some("batch") {
+            return Err(ParseError::bad(INVALID_JSON, format!("batch request {i}: a batch may not hold a batch")));
+        }
+        let body = match r.get("body") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(b)) => b.clone(),
+            Some(_) => return Err(ParseError::bad(INVALID_JSON, format!("batch request {i}: body must be an object"))),
+        };
+        ops.push((method, segs, body));
+    }
+    let mut out = Vec::with_capacity(ops.len());
+    for (method, segs, body) in &ops {
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let (params, body) = if *method == Method::GET { (body.clone(), Map::new()) } else { (Map::new(), body.clone()) };
+        out.push(match dispatch(call, method, &segs, &params, &body).await {
+            Ok((_, v)) => json!({"success": v}),
+            Err(e) => json!({"error": {"code": e.code, "error": e.message}}),
+        });
+    }
+    Ok((StatusCode::OK, Value::Array(out)))
+}
+
+struct Call<'a> {
+    app: &'a App,
+    caller: &'a db::Caller<'a>,
+    token: Option<&'a str>,
+    master: bool,
+}
+
+impl Call<'_> {
+    /// One statement as the caller; its JSON answer.
+    async fn run(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Value, ParseError> {
+        let out = db::call_parse(&self.app.requests, &self.app.timeouts, self.caller, self.token, self.master, sql, params)
+            .await
+            .map_err(|e| ParseError::from_api(&e))?;
+        match out {
+            Some(text) if text.is_empty() => Ok(Value::Null),
+            Some(text) => serde_json::from_str(&text).map_err(|_| ParseError::from_api(&ApiError::internal())),
+            None => Ok(Value::Null),
+        }
+    }
+}
+
+fn json_text(v: &Value) -> String {
+    v.to_string()
+}
+
+async fn create(c: &Call<'_>, class: &str, body: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let collection = convert::collection_of(class)?;
+    let (data, acl) = convert::create_body(body)?;
+    let (data, acl) = (json_text(&data), acl.as_ref().map(json_text));
+    let doc = c.run("select baas.create_document($1, $2::text::jsonb, $3::text::jsonb)::text", &[&collection, &data, &acl]).await?;
+    let obj = convert::object_from_doc(&doc);
+    Ok((StatusCode::CREATED, json!({"objectId": obj["objectId"], "createdAt": obj["createdAt"]})))
+}
+
+async fn get(c: &Call<'_>, class: &str, id: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let collection = convert::collection_of(class)?;
+    let id = convert::object_id(id)?;
+    check_params(params, &["keys", "include", "excludeKeys"])?;
+    if params.contains_key("include") {
+        return Err(ParseError::bad(INVALID_QUERY, "include is not supported by pgbaas's Parse door yet (docs/parse.md)"));
+    }
+    let doc = c.run("select baas.get_document($1, $2)::text", &[&collection, &id]).await?;
+    let mut obj = convert::object_from_doc(&doc);
+    select_keys(&mut obj, params);
+    Ok((StatusCode::OK, obj))
+}
+
+/// `keys` and `excludeKeys` on one object (the system fields always stay).
+fn select_keys(obj: &mut Value, params: &Map<String, Value>) {
+    let Some(o) = obj.as_object_mut() else { return };
+    let list = |k: &str| params.get(k).and_then(Value::as_str).map(convert::fields_of);
+    if let Some(keep) = list("keys") {
+        o.retain(|k, _| ["objectId", "createdAt", "updatedAt", "ACL"].contains(&k.as_str()) || keep.contains(k));
+    }
+    if let Some(drop) = list("excludeKeys") {
+        o.retain(|k, _| !drop.contains(k));
+    }
+}
+
+fn check_params(params: &Map<String, Value>, known: &[&str]) -> Result<(), ParseError> {
+    match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ParseError::bad(INVALID_QUERY, format!("the parameter {k} is not supported by pgbaas's Parse door yet (docs/parse.md)"))),
+        None => Ok(()),
+    }
+}
+
+/// A number parameter, sent as a number (JavaScript SDK) or text (query string).
+fn number(params: &Map<String, Value>, k: &str) -> Result<Option<i64>, ParseError> {
+    match params.get(k) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| ParseError::bad(INVALID_QUERY, format!("{k} must be a whole number"))),
+        Some(Value::String(s)) => s.trim().parse::<i64>().map(Some).map_err(|_| ParseError::bad(INVALID_QUERY, format!("{k} must be a whole number"))),
+        Some(_) => Err(ParseError::bad(INVALID_QUERY, format!("{k} must be a whole number"))),
+    }
+}
+
+/// The longest page pgbaas lists (docs/query.md).
+const MAX_LIMIT: i64 = 1000;
+
+async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let collection = convert::collection_of(class)?;
+    check_params(params, &["where", "order", "limit", "skip", "keys", "excludeKeys", "count", "include"])?;
+    if params.contains_key("include") {
+        return Err(ParseError::bad(INVALID_QUERY, "include is not supported by pgbaas's Parse door yet (docs/parse.md)"));
+    }
+    let where_ = match params.get("where") {
+        None => json!({}),
+        Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| ParseError::bad(INVALID_JSON, format!("where is not JSON: {e}")))?,
+        Some(w) => w.clone(),
+    };
+    if let Some(ids) = where_.get("objectId") {
+        return find_by_ids(c, &collection, ids, &where_, params).await;
+    }
+    let filter = convert::filter_of(&where_)?;
+    let order = match params.get("order") {
+        None => None,
+        Some(Value::String(o)) => Some(convert::order_of(o)?).filter(|o| !o.is_empty()),
+        Some(_) => return Err(ParseError::bad(INVALID_QUERY, "order must be text such as score,-createdAt")),
+    };
+    let limit = number(params, "limit")?.unwrap_or(100);
+    if !(0..=MAX_LIMIT).contains(&limit) {
+        return Err(ParseError::bad(INVALID_QUERY, format!("limit must be 0 to {MAX_LIMIT} (pgbaas pages at most {MAX_LIMIT} objects; page with skip or an order)")));
+    }
+    let skip = number(params, "skip")?.unwrap_or(0);
+    if skip < 0 {
+        return Err(ParseError::bad(INVALID_QUERY, "skip must not be negative"));
+    }
+    let count = count_wanted(params);
+    let fields = params.get("keys").and_then(Value::as_str).map(convert::fields_of);
+    let (filter, limit, skip) = (json_text(&filter), limit.to_string(), skip.to_string());
+    let count_text = count.to_string();
+    let page = c
+        .run(
+            "select baas.list_documents($1, $2::text::jsonb, $3, $4::text::int, $5::text::int, $6::text::boolean, null, $7::text[])::text",
+            &[&collection, &filter, &order, &limit, &skip, &count_text, &fields],
+        )
+        .await;
+    let page = match page {
+        // A class nobody has written to: Parse answers an empty list.
+        Err(e) if e.from == "collection_not_found" => {
+            json!({"items": [], "count": 0})
+        }
+        other => other?,
+    };
+    let items = page.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+    if items.len() < limit.parse::<usize>().unwrap_or(0) && page.get("next").is_some_and(|n| !n.is_null()) {
+        // The page was cut by the response budget; Parse has no way to say so.
+        return Err(ParseError::bad(INVALID_QUERY, "the results are larger than the response budget (baas.max_response_bytes): ask for fewer objects or fewer keys"));
+    }
+    let mut results = Vec::with_capacity(items.len());
+    for d in &items {
+        let mut o = convert::object_from_doc(d);
+        select_keys(&mut o, params);
+        results.push(o);
+    }
+    let mut out = json!({"results": results});
+    if count {
+        out["count"] = page.get("count").cloned().unwrap_or(json!(0));
+    }
+    Ok((StatusCode::OK, out))
+}
+
+/// A query naming its objects by id (the SDK's `get`, `fetch`, `containedIn("objectId",
+/// …)`): those documents, read as the caller (row-level security decides), then the
+/// rest of `where` checked with the query language's own evaluator, whose agreement
+/// with the compiled SQL the extension's property tests check.
+async fn find_by_ids(c: &Call<'_>, collection: &str, ids: &Value, where_: &Value, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let bad = |m: &str| ParseError::bad(INVALID_QUERY, m.to_string());
+    let wanted: Vec<&Value> = match ids {
+        Value::String(_) => vec![ids],
+        Value::Object(o) if o.len() == 1 => match (o.get("$eq"), o.get("$in")) {
+            (Some(v), _) => vec![v],
+            (_, Some(Value::Array(list))) if list.len() <= pgbaas_query::parse::MAX_LIST => list.iter().collect(),
+            _ => return Err(bad("objectId takes an id, $eq or $in (of at most 500 ids) in pgbaas's Parse door")),
+        },
+        _ => return Err(bad("objectId takes an id, $eq or $in (of at most 500 ids) in pgbaas's Parse door")),
+    };
+    if params.contains_key("order") {
+        return Err(bad("order with a query on objectId is not supported by pgbaas's Parse door yet (docs/parse.md)"));
+    }
+    // Ids that are no UUID name no document.
+    let uuids: Vec<String> = wanted.iter().filter_map(|v| v.as_str()).filter_map(|s| convert::object_id(s).ok()).collect();
+    let mut rest = where_.as_object().cloned().unwrap_or_default();
+    rest.remove("objectId");
+    let filter = convert::filter_of(&Value::Object(rest))?;
+    let filter = pgbaas_query::parse::parse(&filter).map_err(|e| ParseError::bad(INVALID_QUERY, e.message))?;
+    let limit = number(params, "limit")?.unwrap_or(100).clamp(0, MAX_LIMIT) as usize;
+    let skip = number(params, "skip")?.unwrap_or(0).max(0) as usize;
+    let list = format!("{{{}}}", uuids.join(","));
+    let docs = c
+        .run(
+            "select coalesce(jsonb_agg(baas._document_json(d, c.name) order by d.created_at, d.id), '[]')::text
+               from baas.documents d join baas.collections c on c.id = d.collection_id
+              where c.name = $1 and d.id = any($2::text::uuid[])",
+            &[&collection, &list],
+        )
+        .await?;
+    let matching: Vec<&Value> = docs.as_array().map(|a| a.iter().filter(|d| pgbaas_query::eval::matches(&filter, &d["data"])).collect()).unwrap_or_default();
+    let mut results = Vec::new();
+    for d in matching.iter().skip(skip).take(limit) {
+        let mut o = convert::object_from_doc(d);
+        select_keys(&mut o, params);
+        results.push(o);
+    }
+    let mut out = json!({"results": results});
+    if count_wanted(params) {
+        out["count"] = json!(matching.len());
+    }
+    Ok((StatusCode::OK, out))
+}
+
+fn count_wanted(params: &Map<String, Value>) -> bool {
+    match params.get("count") {
+        Some(Value::Number(n)) => n.as_i64() == Some(1),
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "1" || s == "true",
+        _ => false,
+    }
+}
+
+async fn update(c: &Call<'_>, class: &str, id: &str, body: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let collection = convert::collection_of(class)?;
+    let id = convert::object_id(id)?;
+    let (patch, acl, changed) = convert::update_body(body)?;
+    let (patch, acl) = (json_text(&patch), acl.as_ref().map(json_text));
+    // One statement: the fields, then the ACL when one was sent (set_acl: owner or service).
+    let doc = c
+        .run(
+            "select (select d from (select baas.patch_document($1, $2, $3::text::jsonb) d) p \
+               where $4::text is null or baas.set_acl($1, $2, $4::text::jsonb) is not null)::text",
+            &[&collection, &id, &patch, &acl],
+        )
+        .await?;
+    let obj = convert::object_from_doc(&doc);
+    let mut out = json!({"updatedAt": obj["updatedAt"]});
+    for k in changed {
+        if let Some(v) = obj.get(&k) {
+            out[k] = v.clone();
+        }
+    }
+    Ok((StatusCode::OK, out))
+}
+
+async fn delete(c: &Call<'_>, class: &str, id: &str) -> Result<(StatusCode, Value), ParseError> {
+    let collection = convert::collection_of(class)?;
+    let id = convert::object_id(id)?;
+    c.run("select baas.delete_document($1, $2)::text", &[&collection, &id]).await?;
+    Ok((StatusCode::OK, json!({})))
+}
+
+fn text_field(body: &Map<String, Value>, k: &str) -> Result<Option<String>, ParseError> {
+    match body.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ParseError::bad(INVALID_JSON, format!("{k} must be a string"))),
+    }
+}
+
+/// A `{"error": {...}}` answer of a sign-in function, as Parse words it.
+fn refused(v: &Value) -> Option<ParseError> {
+    let e = v.get("error")?;
+    let mut api = ApiError::coded(e.get("code").and_then(Value::as_str).unwrap_or("invalid_request"), e.get("message").and_then(Value::as_str).unwrap_or(""));
+    api.retry_after = e.get("retry_after").and_then(Value::as_u64);
+    Some(ParseError::from_api(&api))
+}
+
+async fn signup(c: &Call<'_>, body: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let username = text_field(body, "username")?;
+    let password = text_field(body, "password")?;
+    let email = text_field(body, "email")?;
+    if body.contains_key("authData") {
+        return Err(ParseError::bad(convert::OTHER_CAUSE, "authData sign-up is not supported by pgbaas's Parse door yet (docs/parse.md)"));
+    }
+    let mut data = Map::new();
+    for (k, v) in body {
+        if !["username", "password", "email", "ACL", "objectId", "createdAt", "updatedAt", "sessionToken", "emailVerified"].contains(&k.as_str()) {
+            data.insert(k.clone(), v.clone());
+        }
+    }
+    let data = json_text(&Value::Object(data));
+    let user = c.run("select baas.parse_signup($1, $2, $3, $4::text::jsonb)::text", &[&username, &password, &email, &data]).await?;
+    Ok((StatusCode::CREATED, user))
+}
+
+async fn login(c: &Call<'_>, fields: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let username = text_field(fields, "username")?;
+    let password = text_field(fields, "password")?;
+    let user = c.run("select baas.parse_login($1, $2)::text", &[&username, &password]).await?;
+    if let Some(e) = refused(&user) {
+        return Err(e);
+    }
+    Ok((StatusCode::OK, user))
+}
+
+async fn me(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
+    let Some(token) = c.token else {
+        return Err(ParseError::bad(convert::INVALID_SESSION_TOKEN, "Invalid session token"));
+    };
+    let mut user = c.run("select baas.parse_me()::text", &[]).await?;
+    user["sessionToken"] = Value::String(token.to_string());
+    Ok((StatusCode::OK, user))
+}
+
+async fn logout(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
+    if c.token.is_none() {
+        return Err(ParseError::bad(SESSION_MISSING, "Session token required."));
+    }
+    c.run("select baas.logout()::text", &[]).await?;
+    Ok((StatusCode::OK, json!({})))
+}

@@ -1,0 +1,215 @@
+'use strict';
+// Scenarios of the official Parse JavaScript SDK against a Parse server: pgbaas's Parse
+// door (tests/tests/parse.rs), or Parse Server itself for the differential test. Each
+// scenario checks what an app built on the SDK would see, with node:assert; a failure
+// prints the scenario and exits 1. Prints one JSON line per scenario: {"ok": name, ...facts}
+// so the Rust side can check facts against SQL (baas.as_user).
+//
+//   PARSE_SERVER_URL=http://127.0.0.1:PORT/parse PARSE_APP_ID=app PARSE_MASTER_KEY=key \
+//   node scenarios.js [name ...]
+const assert = require('node:assert/strict');
+const Parse = require('parse/node');
+
+const serverURL = process.env.PARSE_SERVER_URL;
+const appId = process.env.PARSE_APP_ID;
+const masterKey = process.env.PARSE_MASTER_KEY;
+const run = process.env.PARSE_RUN || String(Date.now()); // names unique per run
+Parse.initialize(appId, undefined, masterKey);
+Parse.serverURL = serverURL;
+Parse.User.enableUnsafeCurrentUser();
+
+const GameScore = Parse.Object.extend('GameScore');
+
+async function expectError(promise, code, what) {
+  try {
+    await promise;
+  } catch (e) {
+    assert.equal(e.code, code, `${what}: expected Parse error ${code}, got ${e.code} ${e.message}`);
+    return e;
+  }
+  assert.fail(`${what}: expected Parse error ${code}, but it succeeded`);
+}
+
+async function signUp(name) {
+  const u = new Parse.User();
+  u.set('username', `${name}-${run}`);
+  u.set('password', `pw-${name}-secret`);
+  u.set('nick', name);
+  await u.signUp();
+  return u;
+}
+
+const scenarios = {
+  // Sign-up, sign-in, the current user, sign-out: revocable session tokens.
+  async users() {
+    const alice = await signUp('alice');
+    assert.match(alice.getSessionToken(), /^r:/);
+    assert.ok(alice.id);
+    assert.equal(alice.get('nick'), 'alice');
+    const again = await Parse.User.logIn(`alice-${run}`, 'pw-alice-secret');
+    assert.equal(again.id, alice.id);
+    assert.notEqual(again.getSessionToken(), alice.getSessionToken(), 'each sign-in is a session of its own');
+    const me = await Parse.User.me(again.getSessionToken());
+    assert.equal(me.id, alice.id);
+    assert.equal(me.get('username'), `alice-${run}`);
+    assert.equal(me.get('nick'), 'alice');
+    await expectError(Parse.User.logIn(`alice-${run}`, 'wrong password!'), 101, 'a wrong password');
+    await expectError(Parse.User.logIn(`nobody-${run}`, 'wrong password!'), 101, 'an unknown user');
+    await expectError(signUp('alice'), 202, 'a taken username');
+    const token = again.getSessionToken();
+    await Parse.User.logOut();
+    await expectError(Parse.User.me(token), 209, 'a session token after logout');
+    // The first session is still alive: logout ends one session, not every one.
+    const still = await Parse.User.me(alice.getSessionToken());
+    assert.equal(still.id, alice.id);
+    return { user: alice.id };
+  },
+
+  // Objects: create, fetch, update with every field operation, delete.
+  async objects() {
+    const u = await signUp('objects');
+    const s = new GameScore();
+    s.set({ score: 1337, playerName: 'Sean Plott', cheatMode: false, tags: ['a'], when: new Date('2026-01-02T03:04:05.678Z'),
+            nested: { level: 3 } });
+    await s.save();
+    assert.ok(s.id);
+    assert.ok(s.createdAt instanceof Date);
+    const got = await new Parse.Query(GameScore).get(s.id);
+    assert.equal(got.get('score'), 1337);
+    assert.equal(got.get('playerName'), 'Sean Plott');
+    assert.equal(got.get('cheatMode'), false);
+    assert.deepEqual(got.get('tags'), ['a']);
+    assert.deepEqual(got.get('nested'), { level: 3 });
+    assert.equal(got.get('when').toISOString(), '2026-01-02T03:04:05.678Z', 'a Date comes back as a Date');
+    assert.equal(got.createdAt.getTime(), s.createdAt.getTime());
+    got.increment('score', 5);
+    got.addUnique('tags', 'b');
+    got.addUnique('tags', 'a');
+    await got.save();
+    assert.equal(got.get('score'), 1342);
+    got.add('tags', 'c');
+    got.unset('cheatMode');
+    await got.save();
+    got.remove('tags', 'a');
+    got.set('playerName', 'Sean');
+    await got.save();
+    const after = await new Parse.Query(GameScore).get(s.id);
+    assert.equal(after.get('score'), 1342);
+    assert.deepEqual(after.get('tags'), ['b', 'c']);
+    assert.equal(after.get('cheatMode'), undefined);
+    assert.equal(after.get('playerName'), 'Sean');
+    assert.ok(after.updatedAt > after.createdAt);
+    await after.destroy();
+    await expectError(new Parse.Query(GameScore).get(s.id), 101, 'a deleted object');
+    return { user: u.id };
+  },
+
+  // ACLs: set through the SDK, enforced for each user; the Rust side checks the same
+  // object with baas.as_user in SQL.
+  async acls() {
+    const bob = await signUp('bob');
+    const carol = await signUp('carol');
+    const alice = await signUp('acl-alice');
+    const s = new GameScore();
+    const acl = new Parse.ACL(alice);
+    acl.setReadAccess(bob, true);
+    s.setACL(acl);
+    s.set({ score: 1, owner: 'alice' });
+    await s.save();
+    const shown = (await new Parse.Query(GameScore).get(s.id)).getACL();
+    assert.equal(shown.getReadAccess(alice), true);
+    assert.equal(shown.getWriteAccess(alice), true);
+    assert.equal(shown.getReadAccess(bob), true);
+    assert.equal(shown.getWriteAccess(bob), false);
+    assert.equal(shown.getPublicReadAccess(), false);
+    await Parse.User.become(bob.getSessionToken());
+    const bobs = await new Parse.Query(GameScore).get(s.id);
+    assert.equal(bobs.get('score'), 1);
+    bobs.set('score', 2);
+    await expectError(bobs.save(), 101, 'bob writes an object he may only read');
+    await Parse.User.become(carol.getSessionToken());
+    await expectError(new Parse.Query(GameScore).get(s.id), 101, 'carol reads an object she may not');
+    const carolSees = await new Parse.Query(GameScore).equalTo('owner', 'alice').find();
+    assert.equal(carolSees.filter((o) => o.id === s.id).length, 0, 'a query does not show it to carol either');
+    // Anonymous: dave signs in and out, leaving no current user.
+    await signUp('dave');
+    await Parse.User.logOut();
+    await expectError(new Parse.Query(GameScore).get(s.id), 101, 'an anonymous caller');
+    // The master key reads and writes everything, as in Parse Server.
+    const m = await new Parse.Query(GameScore).get(s.id, { useMasterKey: true });
+    m.set('score', 3);
+    await m.save(null, { useMasterKey: true });
+    // Public read, set later by alice.
+    await Parse.User.become(alice.getSessionToken());
+    const mine = await new Parse.Query(GameScore).get(s.id);
+    assert.equal(mine.get('score'), 3);
+    const open = new Parse.ACL(alice);
+    open.setPublicReadAccess(true);
+    mine.setACL(open);
+    await mine.save();
+    await Parse.User.become(carol.getSessionToken());
+    assert.equal((await new Parse.Query(GameScore).get(s.id)).get('score'), 3);
+    return { object: s.id, alice: alice.id, bob: bob.id, carol: carol.id };
+  },
+
+  // Queries: every supported constraint, order, limit, skip, keys, count.
+  async queries() {
+    await Parse.User.logOut();
+    const tag = `q-${run}`;
+    const objs = [];
+    for (let i = 0; i < 10; i++) {
+      const o = new GameScore();
+      o.set({ tag, n: i, name: `p${i % 3}`, even: i % 2 === 0, list: [i, i + 1], at: new Date(Date.UTC(2026, 0, 1 + i)) });
+      if (i === 9) o.unset('name');
+      objs.push(o);
+    }
+    await Parse.Object.saveAll(objs);
+    const q = () => new Parse.Query(GameScore).equalTo('tag', tag);
+    const ns = async (query) => (await query.find()).map((o) => o.get('n')).sort((a, b) => a - b);
+    assert.deepEqual(await ns(q().lessThan('n', 3)), [0, 1, 2]);
+    assert.deepEqual(await ns(q().greaterThanOrEqualTo('n', 8)), [8, 9]);
+    assert.deepEqual(await ns(q().lessThanOrEqualTo('n', 1)), [0, 1]);
+    assert.deepEqual(await ns(q().greaterThan('n', 7).lessThan('n', 9)), [8]);
+    assert.deepEqual(await ns(q().notEqualTo('name', 'p0')), [1, 2, 4, 5, 7, 8, 9]);
+    assert.deepEqual(await ns(q().containedIn('n', [1, 5, 42])), [1, 5]);
+    assert.deepEqual(await ns(q().notContainedIn('n', [0, 1, 2, 3, 4, 5, 6])), [7, 8, 9]);
+    assert.deepEqual(await ns(q().doesNotExist('name')), [9]);
+    assert.deepEqual((await ns(q().exists('name'))).length, 9);
+    assert.deepEqual(await ns(q().equalTo('even', true).lessThan('n', 5)), [0, 2, 4]);
+    assert.deepEqual(await ns(q().equalTo('list', 4)), [3, 4], 'equalTo on an array field matches arrays holding it');
+    assert.deepEqual(await ns(q().containsAll('list', [4, 5])), [4]);
+    assert.deepEqual(await ns(q().greaterThan('at', new Date(Date.UTC(2026, 0, 8)))), [8, 9], 'Dates compare as times');
+    assert.deepEqual(await ns(Parse.Query.or(q().equalTo('n', 1), q().equalTo('n', 6))), [1, 6]);
+    assert.deepEqual(await ns(Parse.Query.and(q().greaterThan('n', 1), q().lessThan('n', 4))), [2, 3]);
+    assert.deepEqual(await ns(Parse.Query.nor(q().lessThan('n', 8)).equalTo('tag', tag)), [8, 9]);
+    const ordered = await q().descending('n').limit(3).skip(1).find();
+    assert.deepEqual(ordered.map((o) => o.get('n')), [8, 7, 6]);
+    const byName = await q().ascending('name').addDescending('n').limit(4).find();
+    assert.deepEqual(byName.map((o) => o.get('n')), [6, 3, 0, 7]);
+    const picked = await q().equalTo('n', 2).select('name').first();
+    assert.equal(picked.get('name'), 'p2');
+    assert.equal(picked.get('n'), undefined, 'select leaves out other keys');
+    assert.ok(picked.id && picked.createdAt);
+    assert.equal(await q().count(), 10);
+    assert.equal(await q().greaterThan('n', 4).count(), 5);
+    const created = await q().ascending('createdAt').limit(1).find();
+    assert.equal(created.length, 1);
+    const none = await new Parse.Query('NeverWrittenClass').find();
+    assert.deepEqual(none, [], 'a class nobody wrote to lists nothing');
+    await expectError(q().matches('name', 'p.*').find(), 102, 'an operator the door does not take yet');
+    return { tag };
+  },
+};
+
+(async () => {
+  const names = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(scenarios);
+  for (const name of names) {
+    try {
+      const facts = await scenarios[name]();
+      console.log(JSON.stringify({ ok: name, ...(facts || {}) }));
+    } catch (e) {
+      console.error(`scenario ${name} failed:`, e && e.stack ? e.stack : e);
+      process.exit(1);
+    }
+  }
+})();

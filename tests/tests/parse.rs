@@ -1,0 +1,240 @@
+//! The Parse door end to end (issue 21, docs/parse.md): the official Parse JavaScript
+//! SDK (npm `parse`, pinned in tests/parse-sdk) driving the real proxy's `/parse` over
+//! real HTTP, and the REST style with `X-Parse-*` headers; Parse's error shapes; ACLs set
+//! through the SDK checked against what `baas.as_user` sees in SQL, and ACLs set in SQL
+//! checked against what the SDK's users get.
+
+mod common;
+use common::*;
+use pgbaas_testkit::Proxy;
+use serde_json::{json, Value};
+use std::sync::OnceLock;
+
+const APP_ID: &str = "parse-test-app";
+const MASTER_KEY: &str = "parse-test-master-key-0123456789";
+
+/// A proxy with the Parse door on (the shared cluster), and the GameScore class's
+/// collection, set up as Parse's defaults are: anyone may create, objects without an
+/// ACL are public.
+fn door() -> &'static Proxy {
+    static DOOR: OnceLock<Proxy> = OnceLock::new();
+    DOOR.get_or_init(|| {
+        admin()
+            .batch_execute(
+                r#"select baas.create_collection('gamescore', '{"create": ["public"],
+                     "default_acl": {"read": ["public"], "update": ["public"], "delete": ["public"]}}')"#,
+            )
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("pgbaas-parse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = dir.join("master-key");
+        std::fs::write(&key_file, format!("{MASTER_KEY}\n")).unwrap();
+        let url = env().cluster.authenticator_url().unwrap();
+        Proxy::start(&url, &["--pool-size", "4", "--parse-app-id", APP_ID, "--parse-master-key-file", key_file.to_str().unwrap()])
+            .expect("start the proxy with the Parse door")
+    })
+}
+
+fn parse_url() -> String {
+    format!("{}/parse", door().base())
+}
+
+/// Run SDK scenarios (tests/parse-sdk/scenarios.js); their JSON fact lines.
+fn sdk(scenarios: &[&str]) -> Vec<Value> {
+    let dir = pgbaas_testkit::workspace_root().join("tests/parse-sdk");
+    assert!(dir.join("node_modules/parse/package.json").exists(), "the Parse SDK is not installed: run tests/scripts/install-deps.sh");
+    let out = std::process::Command::new("node")
+        .current_dir(&dir)
+        .arg("scenarios.js")
+        .args(scenarios)
+        .env("PARSE_SERVER_URL", parse_url())
+        .env("PARSE_APP_ID", APP_ID)
+        .env("PARSE_MASTER_KEY", MASTER_KEY)
+        .env("PARSE_RUN", format!("{}-{}", std::process::id(), scenarios.join("-")))
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "SDK scenarios {scenarios:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let facts: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(facts.len(), scenarios.len(), "one line per scenario: {stdout}");
+    facts
+}
+
+/// A REST request with Parse's headers.
+fn rest(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
+    request_at(&door().base(), method, &format!("/parse{path}"), None, headers, body)
+}
+
+const APP: (&str, &str) = ("X-Parse-Application-Id", APP_ID);
+
+#[test]
+fn sdk_users_sign_up_sign_in_and_out_with_revocable_sessions() {
+    let facts = sdk(&["users"]);
+    let user = facts[0]["user"].as_str().unwrap();
+    // The account is a pgbaas account: one session ended by logout, one alive.
+    let mut db = admin();
+    let row = db
+        .query_one(
+            "select count(*) filter (where s.revoked_at is null), count(*) filter (where s.revoked_reason = 'logout'),
+                    (select username from baas.parse_usernames where user_id = $1::text::uuid)
+               from baas.sessions s where s.user_id = $1::text::uuid",
+            &[&user],
+        )
+        .unwrap();
+    let (live, ended, username): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((live, ended), (1, 1), "signUp and logIn made two sessions (failed sign-ins none); logOut ended one");
+    assert!(username.starts_with("alice-"), "{username}");
+}
+
+#[test]
+fn sdk_objects_round_trip_with_every_field_operation() {
+    sdk(&["objects"]);
+}
+
+#[test]
+fn sdk_queries_give_the_objects_parse_would() {
+    let facts = sdk(&["queries"]);
+    // The same objects are documents: pgbaas's own query language finds them too.
+    let tag = facts[0]["tag"].as_str().unwrap();
+    let n: i64 = admin().query_one("select baas.count('gamescore', jsonb_build_object('tag', $1::text))", &[&tag]).unwrap().get(0);
+    assert_eq!(n, 10);
+}
+
+#[test]
+fn acls_set_through_the_sdk_are_what_sql_sees_and_back() {
+    let facts = sdk(&["acls"]);
+    let f = &facts[0];
+    let (object, alice, bob, carol) = (f["object"].as_str().unwrap(), f["alice"].as_str().unwrap(), f["bob"].as_str().unwrap(), f["carol"].as_str().unwrap());
+    let mut db = admin();
+    // The ACL the SDK set last (alice read and write, public read) is the document's.
+    let acl: Value = db.query_one("select baas.get_acl('gamescore', $1)", &[&object]).unwrap().get(0);
+    let sorted = |v: &Value| {
+        let mut a: Vec<String> = v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+        a.sort();
+        a
+    };
+    assert_eq!(sorted(&acl["read"]), vec!["public".to_string(), format!("user:{alice}")]);
+    assert_eq!(sorted(&acl["update"]), vec![format!("user:{alice}")]);
+    assert_eq!(sorted(&acl["delete"]), vec![format!("user:{alice}")]);
+    // What each of them may do in SQL, as_user: everyone reads, only alice writes.
+    let reads = |db: &mut postgres::Client, who: Option<&str>| -> i64 {
+        db.query_one(
+            "select count(*) from baas.as_user($1::text::uuid, format('select id from baas.documents where id = %L', $2::text))",
+            &[&who, &object],
+        )
+        .unwrap()
+        .get(0)
+    };
+    // Whether a patch goes through, rolled back either way.
+    db.batch_execute(
+        "create or replace function public.parse_test_can_write(id text) returns boolean language plpgsql as $$
+         begin
+             perform baas.patch_document('gamescore', id, '{\"touched\": true}');
+             raise exception 'went through';
+         exception when others then
+             return sqlerrm = 'went through';
+         end $$",
+    )
+    .unwrap();
+    let writes = |db: &mut postgres::Client, who: &str| -> bool {
+        let v: Value = db
+            .query_one("select baas.as_user($1::text::uuid, format('select public.parse_test_can_write(%L)', $2::text))", &[&who, &object])
+            .unwrap()
+            .get(0);
+        v == json!(true)
+    };
+    for who in [Some(alice), Some(bob), Some(carol), None] {
+        assert_eq!(reads(&mut db, who), 1, "{who:?} reads the public object in SQL");
+    }
+    assert!(writes(&mut db, alice));
+    assert!(!writes(&mut db, bob) && !writes(&mut db, carol), "only alice may write it in SQL, as through the SDK");
+
+    // And back: an ACL set in SQL is what Parse clients get.
+    db.execute(
+        "select baas.set_acl('gamescore', $1, jsonb_build_object('read', jsonb_build_array('user:' || $2::text),
+                'update', jsonb_build_array('user:' || $2::text), 'delete', jsonb_build_array('user:' || $2::text)))",
+        &[&object, &bob],
+    )
+    .unwrap();
+    let token = |name: &str| -> String {
+        let r = rest("POST", "/login", &[APP], Some(&json!({"username": name, "password": format!("pw-{}-secret", name.split('-').next().unwrap())}).to_string()));
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["sessionToken"].as_str().unwrap().to_string()
+    };
+    let run = format!("{}-acls", std::process::id());
+    let bob_token = token(&format!("bob-{run}"));
+    let carol_token = token(&format!("carol-{run}"));
+    let as_bob = rest("GET", &format!("/classes/GameScore/{object}"), &[APP, ("X-Parse-Session-Token", &bob_token)], None);
+    assert_eq!(as_bob.status, 200, "{}", as_bob.body);
+    assert_eq!(as_bob.body["ACL"], json!({bob: {"read": true, "write": true}}), "the SQL ACL as Parse shows it");
+    let as_carol = rest("GET", &format!("/classes/GameScore/{object}"), &[APP, ("X-Parse-Session-Token", &carol_token)], None);
+    assert_eq!((as_carol.status, as_carol.body.clone()), (404, json!({"code": 101, "error": "Object not found."})));
+}
+
+#[test]
+fn rest_style_requests_and_parse_errors() {
+    // No or a wrong application id: Parse Server's 403.
+    for headers in [vec![], vec![("X-Parse-Application-Id", "someone-else")]] {
+        let r = rest("GET", "/classes/GameScore", &headers, None);
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert_eq!(r.body["error"], "unauthorized");
+    }
+    // A wrong master key is refused, never taken for a user.
+    let r = rest("GET", "/classes/GameScore", &[APP, ("X-Parse-Master-Key", "guess")], None);
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Sign up and create with headers, read with a query string.
+    let name = format!("rest-{}", std::process::id());
+    let r = rest("POST", "/users", &[APP], Some(&json!({"username": name, "password": "rest-password-1", "email": format!("{name}@example.com")}).to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = r.body["sessionToken"].as_str().unwrap().to_string();
+    let auth = [APP, ("X-Parse-Session-Token", token.as_str()), ("X-Parse-REST-API-Key", "anything")];
+    let r = rest("POST", "/classes/GameScore", &auth, Some(r#"{"score": 7, "rest": true, "ACL": {"*": {"read": true}}}"#));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["objectId"].as_str().unwrap().to_string();
+    assert!(r.body["createdAt"].as_str().unwrap().ends_with('Z'));
+    let where_ = "%7B%22rest%22%3Atrue%2C%22score%22%3A%7B%22%24gte%22%3A7%7D%7D"; // {"rest":true,"score":{"$gte":7}}
+    let r = rest("GET", &format!("/classes/GameScore?where={where_}&count=1&limit=5"), &auth, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["results"].as_array().unwrap().iter().any(|o| o["objectId"] == id.as_str()));
+    assert!(r.body["count"].as_i64().unwrap() >= 1);
+    // The JavaScript SDK's style by hand: text/plain, everything in the body.
+    let body = json!({"_method": "GET", "_ApplicationId": APP_ID, "_SessionToken": token, "where": {"rest": true}, "limit": 1}).to_string();
+    let r = rest("POST", "/classes/GameScore", &[("Content-Type", "text/plain")], Some(&body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["results"].as_array().unwrap().len(), 1);
+    // Parse's error shapes and codes.
+    let cases: Vec<(&str, String, Option<String>, u16, i64)> = vec![
+        ("GET", format!("/classes/GameScore/{}", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"), None, 404, 101),
+        ("GET", "/classes/GameScore/not-an-id".into(), None, 404, 101),
+        ("POST", "/classes/Game-Score".into(), Some("{}".into()), 400, 103),
+        ("POST", "/classes/GameScore".into(), Some("[1]".into()), 400, 107),
+        ("POST", "/classes/GameScore".into(), Some("{\"a\": ".into()), 400, 107),
+        ("POST", "/classes/GameScore".into(), Some(r#"{"ACL": {"alice": {"read": true}}}"#.into()), 400, 123),
+        ("POST", "/classes/GameScore".into(), Some(r#"{"$bad": 1}"#.into()), 400, 105),
+        ("GET", "/classes/GameScore?where=%7B%22a%22%3A%7B%22%24bogus%22%3A1%7D%7D".into(), None, 400, 102),
+        ("GET", "/classes/GameScore?where=nope".into(), None, 400, 107),
+        ("GET", "/classes/GameScore?limit=5000".into(), None, 400, 102),
+        ("POST", "/users".into(), Some(json!({"username": name, "password": "another-pass-1"}).to_string()), 400, 202),
+        ("POST", "/users".into(), Some(json!({"username": "x-no-password"}).to_string()), 400, 201),
+        ("POST", "/users".into(), Some(json!({"password": "no-username-1"}).to_string()), 400, 200),
+        ("POST", "/users".into(), Some(json!({"username": format!("{name}-2"), "password": "rest-password-1", "email": format!("{name}@example.com")}).to_string()), 400, 203),
+        ("POST", "/login".into(), Some(json!({"username": name, "password": "wrong-password"}).to_string()), 404, 101),
+        ("GET", "/users/me".into(), None, 400, 209),
+        ("POST", "/logout".into(), Some("{}".into()), 400, 206),
+    ];
+    for (method, path, body, status, code) in cases {
+        let r = rest(method, &path, &[APP], body.as_deref());
+        assert_eq!((r.status, r.body["code"].as_i64()), (status, Some(code)), "{method} {path}: {}", r.body);
+        assert!(r.body["error"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path}: {}", r.body);
+    }
+    // A session token that is not one: 209, not an anonymous answer.
+    let r = rest("GET", "/classes/GameScore", &[APP, ("X-Parse-Session-Token", "r:forged")], None);
+    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(209)), "{}", r.body);
+    // Logging out ends the session at once, for every door.
+    let r = rest("POST", "/logout", &auth, Some("{}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = rest("GET", "/users/me", &auth, None);
+    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(209)), "{}", r.body);
+    // pgbaas's own routes are where they were.
+    assert_eq!(request_at(&door().base(), "GET", "/healthz", None, &[], None).status, 200);
+}
