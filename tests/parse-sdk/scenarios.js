@@ -199,6 +199,55 @@ const scenarios = {
     await expectError(q().matches('name', 'p.*').find(), 102, 'an operator the door does not take yet');
     return { tag };
   },
+
+  // include: pointers replaced by their objects, each only if the caller may read it.
+  async includes() {
+    const alice = await signUp('inc-alice');
+    const open = new GameScore({ score: 1, name: 'open' });
+    const secret = new GameScore({ score: 2, name: 'secret' });
+    secret.setACL(new Parse.ACL(alice));
+    await Parse.Object.saveAll([open, secret]);
+    const Post = Parse.Object.extend('Post');
+    const Comment = Parse.Object.extend('Comment');
+    const tag = `inc-${run}`;
+    const p1 = new Post({ tag, title: 'one', score: open, scores: [open, secret] });
+    const p2 = new Post({ tag, title: 'two', score: secret });
+    await Parse.Object.saveAll([p1, p2]);
+    const c1 = new Comment({ tag, text: 'hi', post: p1 });
+    await c1.save();
+    // As alice: both included.
+    let posts = await new Parse.Query(Post).equalTo('tag', tag).include('score').ascending('title').find();
+    assert.deepEqual(posts.map((p) => p.get('score').get('name')), ['open', 'secret']);
+    // As someone else: the secret one stays a pointer without data.
+    await signUp('inc-bob');
+    posts = await new Parse.Query(Post).equalTo('tag', tag).include(['score', 'scores']).ascending('title').find();
+    assert.equal(posts[0].get('score').get('name'), 'open');
+    assert.equal(posts[1].get('score').get('name'), undefined, 'an unreadable pointer is not filled');
+    assert.equal(posts[1].get('score').id, secret.id);
+    assert.deepEqual(posts[0].get('scores').map((x) => x.get('name')), ['open', undefined]);
+    // Nested, and on get.
+    const c = await new Parse.Query(Comment).include('post.score').get(c1.id);
+    assert.equal(c.get('post').get('title'), 'one');
+    assert.equal(c.get('post').get('score').get('score'), 1);
+    // Without include, a pointer is a pointer.
+    const plain = await new Parse.Query(Comment).get(c1.id);
+    assert.equal(plain.get('post').get('title'), undefined);
+    await Parse.User.logOut();
+    return { tag };
+  },
+
+  // Cloud functions: the exposed SQL functions of the RPC door, as the caller.
+  async functions() {
+    assert.equal(await Parse.Cloud.run('hello', { name: 'parse' }), 'hello parse');
+    assert.deepEqual(await Parse.Cloud.run('whoami'), null, 'anonymous: no user');
+    const u = await signUp('fn-user');
+    assert.equal(await Parse.Cloud.run('whoami'), u.id, 'the function runs as the signed-in user');
+    await expectError(Parse.Cloud.run('boom'), 141, 'a function that raises');
+    const e = await expectError(Parse.Cloud.run('no_such_function'), 141, 'an unknown function');
+    assert.match(e.message, /Invalid function/);
+    await Parse.User.logOut();
+    return {};
+  },
 };
 
 (async () => {

@@ -21,8 +21,15 @@ fn door() -> &'static Proxy {
     DOOR.get_or_init(|| {
         admin()
             .batch_execute(
-                r#"select baas.create_collection('gamescore', '{"create": ["public"],
-                     "default_acl": {"read": ["public"], "update": ["public"], "delete": ["public"]}}')"#,
+                r#"select baas.create_collection(c, '{"create": ["public"],
+                     "default_acl": {"read": ["public"], "update": ["public"], "delete": ["public"]}}')
+                     from unnest(array['gamescore', 'post', 'comment']) c;
+                   create schema api;
+                   grant usage on schema api to baas_anon, baas_user, baas_service;
+                   select baas.expose_schema('api');
+                   create function api.hello(name text) returns text language sql immutable as $$select 'hello ' || name$$;
+                   create function api.whoami() returns uuid language sql stable as 'select baas.uid()';
+                   create function api.boom() returns integer language plpgsql as $$begin raise exception 'it broke'; end$$;"#,
             )
             .unwrap();
         let dir = std::env::temp_dir().join(format!("pgbaas-parse-{}", std::process::id()));
@@ -84,6 +91,16 @@ fn sdk_users_sign_up_sign_in_and_out_with_revocable_sessions() {
     let (live, ended, username): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
     assert_eq!((live, ended), (1, 1), "signUp and logIn made two sessions (failed sign-ins none); logOut ended one");
     assert!(username.starts_with("alice-"), "{username}");
+}
+
+#[test]
+fn sdk_includes_fill_only_readable_pointers() {
+    sdk(&["includes"]);
+}
+
+#[test]
+fn sdk_cloud_functions_are_exposed_sql_functions() {
+    sdk(&["functions"]);
 }
 
 #[test]

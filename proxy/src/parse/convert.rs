@@ -28,6 +28,7 @@ pub const INVALID_KEY_NAME: i64 = 105;
 pub const INVALID_JSON: i64 = 107;
 pub const INCORRECT_TYPE: i64 = 111;
 pub const OPERATION_FORBIDDEN: i64 = 119;
+pub const SCRIPT_FAILED: i64 = 141;
 pub const INVALID_EMAIL_ADDRESS: i64 = 125;
 pub const INVALID_ACL: i64 = 123;
 pub const DUPLICATE_VALUE: i64 = 137;

@@ -237,7 +237,7 @@ async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Re
         })
     };
     let _permits = crate::server::admit(&app.in_flight, &ip_key, admitted.as_deref()).map_err(|e| ParseError::from_api(&e))?;
-    let call = Call { app, caller: &caller, token: req.session_token.as_deref(), master };
+    let call = Call { app, ip_key: &ip_key, caller: &caller, token: req.session_token.as_deref(), master };
     match (&m, segs.as_slice()) {
         (&Method::POST, ["batch"]) => batch(&call, door, &req.body).await,
         _ => dispatch(&call, &m, &segs, &req.params, &req.body).await,
@@ -260,6 +260,7 @@ async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<Strin
             login(call, fields).await
         }
         (&Method::POST, ["logout"]) => logout(call).await,
+        (&Method::POST, ["functions", name]) => function(call, name, body).await,
         _ => Err(ParseError::new(
             StatusCode::NOT_FOUND,
             convert::INVALID_JSON,
@@ -283,6 +284,16 @@ async fn batch(call: &Call<'_>, door: &Door, body: &Map<String, Value>) -> Resul
     }
     if body.get("transaction") == Some(&Value::Bool(true)) {
         return Err(ParseError::bad(convert::OTHER_CAUSE, "batches with transaction: true are not supported by pgbaas's Parse door yet (docs/parse.md)"));
+    }
+    // Charged as that many requests of the per-address rate, as POST /v1/batch is.
+    if let Err(refusal) = call.app.limiter.check_batch(ratelimit::Kind::Request, call.ip_key, requests.len() as u32) {
+        let secs = match refusal {
+            ratelimit::BatchRefusal::Wait(secs) => secs,
+            ratelimit::BatchRefusal::TooLarge { .. } => {
+                return Err(ParseError::bad(INVALID_JSON, "this batch is larger than the per-minute request allowance"));
+            }
+        };
+        return Err(ParseError::from_api(&ApiError::rate_limited(secs)));
     }
     // Every operation is checked before any runs: a malformed batch changes nothing.
     let mut ops = Vec::with_capacity(requests.len());
@@ -323,6 +334,8 @@ async fn batch(call: &Call<'_>, door: &Door, body: &Map<String, Value>) -> Resul
 
 struct Call<'a> {
     app: &'a App,
+    /// The per-address limits' key (a batch is charged per operation).
+    ip_key: &'a str,
     caller: &'a db::Caller<'a>,
     token: Option<&'a str>,
     master: bool,
@@ -331,12 +344,15 @@ struct Call<'a> {
 impl Call<'_> {
     /// One statement as the caller; its JSON answer.
     async fn run(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Value, ParseError> {
-        let out = db::call_parse(&self.app.requests, &self.app.timeouts, self.caller, self.token, self.master, sql, params)
-            .await
-            .map_err(|e| ParseError::from_api(&e))?;
+        self.run_api(sql, params).await.map_err(|e| ParseError::from_api(&e))
+    }
+
+    /// As `run`, with pgbaas's error as it came (the function door words its own).
+    async fn run_api(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Value, ApiError> {
+        let out = db::call_parse(&self.app.requests, &self.app.timeouts, self.caller, self.token, self.master, sql, params).await?;
         match out {
             Some(text) if text.is_empty() => Ok(Value::Null),
-            Some(text) => serde_json::from_str(&text).map_err(|_| ParseError::from_api(&ApiError::internal())),
+            Some(text) => serde_json::from_str(&text).map_err(|_| ApiError::internal()),
             None => Ok(Value::Null),
         }
     }
@@ -359,13 +375,12 @@ async fn get(c: &Call<'_>, class: &str, id: &str, params: &Map<String, Value>) -
     let collection = convert::collection_of(class)?;
     let id = convert::object_id(id)?;
     check_params(params, &["keys", "include", "excludeKeys"])?;
-    if params.contains_key("include") {
-        return Err(ParseError::bad(INVALID_QUERY, "include is not supported by pgbaas's Parse door yet (docs/parse.md)"));
-    }
     let doc = c.run("select baas.get_document($1, $2)::text", &[&collection, &id]).await?;
     let mut obj = convert::object_from_doc(&doc);
     select_keys(&mut obj, params);
-    Ok((StatusCode::OK, obj))
+    let mut objs = vec![obj];
+    include(c, params, &mut objs).await?;
+    Ok((StatusCode::OK, objs.pop().unwrap_or(Value::Null)))
 }
 
 /// `keys` and `excludeKeys` on one object (the system fields always stay).
@@ -403,9 +418,6 @@ const MAX_LIMIT: i64 = 1000;
 async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let collection = convert::collection_of(class)?;
     check_params(params, &["where", "order", "limit", "skip", "keys", "excludeKeys", "count", "include"])?;
-    if params.contains_key("include") {
-        return Err(ParseError::bad(INVALID_QUERY, "include is not supported by pgbaas's Parse door yet (docs/parse.md)"));
-    }
     let where_ = match params.get("where") {
         None => json!({}),
         Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| ParseError::bad(INVALID_JSON, format!("where is not JSON: {e}")))?,
@@ -456,6 +468,7 @@ async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<
         select_keys(&mut o, params);
         results.push(o);
     }
+    include(c, params, &mut results).await?;
     let mut out = json!({"results": results});
     if count {
         out["count"] = page.get("count").cloned().unwrap_or(json!(0));
@@ -489,7 +502,26 @@ async fn find_by_ids(c: &Call<'_>, collection: &str, ids: &Value, where_: &Value
     let filter = pgbaas_query::parse::parse(&filter).map_err(|e| ParseError::bad(INVALID_QUERY, e.message))?;
     let limit = number(params, "limit")?.unwrap_or(100).clamp(0, MAX_LIMIT) as usize;
     let skip = number(params, "skip")?.unwrap_or(0).max(0) as usize;
-    let list = format!("{{{}}}", uuids.join(","));
+    let docs = documents_by_id(c, collection, &uuids).await?;
+    let matching: Vec<&Value> = docs.iter().filter(|d| pgbaas_query::eval::matches(&filter, &d["data"])).collect();
+    let mut results = Vec::new();
+    for d in matching.iter().skip(skip).take(limit) {
+        let mut o = convert::object_from_doc(d);
+        select_keys(&mut o, params);
+        results.push(o);
+    }
+    include(c, params, &mut results).await?;
+    let mut out = json!({"results": results});
+    if count_wanted(params) {
+        out["count"] = json!(matching.len());
+    }
+    Ok((StatusCode::OK, out))
+}
+
+/// Documents of `collection` by id, read as the caller (row-level security decides);
+/// missing and unreadable ones are left out. In creation order.
+async fn documents_by_id(c: &Call<'_>, collection: &str, ids: &[String]) -> Result<Vec<Value>, ParseError> {
+    let list = format!("{{{}}}", ids.join(","));
     let docs = c
         .run(
             "select coalesce(jsonb_agg(baas._document_json(d, c.name) order by d.created_at, d.id), '[]')::text
@@ -498,18 +530,115 @@ async fn find_by_ids(c: &Call<'_>, collection: &str, ids: &Value, where_: &Value
             &[&collection, &list],
         )
         .await?;
-    let matching: Vec<&Value> = docs.as_array().map(|a| a.iter().filter(|d| pgbaas_query::eval::matches(&filter, &d["data"])).collect()).unwrap_or_default();
-    let mut results = Vec::new();
-    for d in matching.iter().skip(skip).take(limit) {
-        let mut o = convert::object_from_doc(d);
-        select_keys(&mut o, params);
-        results.push(o);
+    Ok(match docs {
+        Value::Array(a) => a,
+        _ => Vec::new(),
+    })
+}
+
+/// Most pointers one `include` path resolves (each a UUID in one bind parameter).
+const MAX_INCLUDE: usize = 1000;
+
+/// `include=post,post.author`: each pointer at those keys (or in an array there) is
+/// replaced by its object, when the caller may read it (a pointer to an object it may not
+/// read, or to none, stays a pointer, as in Parse Server). Paths are resolved shortest
+/// first, so `post.author` looks inside the included posts.
+async fn include(c: &Call<'_>, params: &Map<String, Value>, objs: &mut [Value]) -> Result<(), ParseError> {
+    let Some(spec) = params.get("include") else { return Ok(()) };
+    let Some(spec) = spec.as_str() else {
+        return Err(ParseError::bad(INVALID_QUERY, "include must be text such as post,post.author"));
+    };
+    let mut paths: Vec<Vec<&str>> = Vec::new();
+    for p in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parts: Vec<&str> = p.split('.').collect();
+        // `a.b` includes `a` too, as in Parse Server.
+        for n in 1..=parts.len() {
+            if !paths.contains(&parts[..n].to_vec()) {
+                paths.push(parts[..n].to_vec());
+            }
+        }
     }
-    let mut out = json!({"results": results});
-    if count_wanted(params) {
-        out["count"] = json!(matching.len());
+    if paths.len() > 16 {
+        return Err(ParseError::bad(INVALID_QUERY, "include names at most 16 paths"));
     }
-    Ok((StatusCode::OK, out))
+    paths.sort_by_key(Vec::len);
+    for path in &paths {
+        // The pointers at this path: (className, objectId).
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        for o in objs.iter_mut() {
+            visit(o, path, &mut |v| {
+                if let Some((class, id)) = pointer(v) {
+                    if !wanted.contains(&(class.clone(), id.clone())) {
+                        wanted.push((class, id));
+                    }
+                }
+            });
+        }
+        if wanted.len() > MAX_INCLUDE {
+            return Err(ParseError::bad(INVALID_QUERY, format!("include would resolve more than {MAX_INCLUDE} objects")));
+        }
+        let mut found: Map<String, Value> = Map::new();
+        let mut classes: Vec<&String> = wanted.iter().map(|(c, _)| c).collect();
+        classes.dedup();
+        classes.sort();
+        classes.dedup();
+        for class in classes {
+            let Ok(collection) = convert::collection_of(class) else { continue };
+            let ids: Vec<String> = wanted.iter().filter(|(c, _)| c == class).filter_map(|(_, id)| convert::object_id(id).ok()).collect();
+            if ids.is_empty() {
+                continue;
+            }
+            for d in documents_by_id(c, &collection, &ids).await? {
+                let mut o = convert::object_from_doc(&d);
+                if let Some(m) = o.as_object_mut() {
+                    m.insert("__type".into(), json!("Object"));
+                    m.insert("className".into(), json!(class));
+                }
+                let key = format!("{class}/{}", o["objectId"].as_str().unwrap_or(""));
+                found.insert(key, o);
+            }
+        }
+        for o in objs.iter_mut() {
+            visit(o, path, &mut |v| {
+                if let Some((class, id)) = pointer(v) {
+                    if let Some(full) = found.get(&format!("{class}/{}", id.to_ascii_lowercase())) {
+                        *v = full.clone();
+                    }
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A Parse pointer's class and id.
+fn pointer(v: &Value) -> Option<(String, String)> {
+    if v.get("__type")?.as_str()? != "Pointer" {
+        return None;
+    }
+    Some((v.get("className")?.as_str()?.to_string(), v.get("objectId")?.as_str()?.to_string()))
+}
+
+/// Call `f` on the value at `path` in `o` (through included objects and arrays of them),
+/// and on each element when that value is an array.
+fn visit(o: &mut Value, path: &[&str], f: &mut dyn FnMut(&mut Value)) {
+    let Some((first, rest)) = path.split_first() else { return };
+    match o {
+        Value::Array(items) => items.iter_mut().for_each(|i| visit(i, path, f)),
+        Value::Object(m) => {
+            if let Some(v) = m.get_mut(*first) {
+                if rest.is_empty() {
+                    match v {
+                        Value::Array(items) => items.iter_mut().for_each(|i| f(i)),
+                        other => f(other),
+                    }
+                } else {
+                    visit(v, rest, f);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn count_wanted(params: &Map<String, Value>) -> bool {
@@ -518,6 +647,37 @@ fn count_wanted(params: &Map<String, Value>) -> bool {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => s == "1" || s == "true",
         _ => false,
+    }
+}
+
+/// `POST /functions/{name}` (`Parse.Cloud.run`): the exposed SQL function of that name
+/// (docs/rpc.md), called as the caller with the params as named arguments; `{"result": …}`.
+/// Its errors are Parse's SCRIPT_FAILED (141), with the function's own message.
+async fn function(c: &Call<'_>, name: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let args = json_text(&Value::Object(params.clone()));
+    let out = c
+        .run_api(
+            "select pg_catalog.jsonb_build_object('result', case when x.is_void then null else x.body::jsonb end)::text
+               from baas.rpc($1, $2::text::jsonb, false) x",
+            &[&name, &args],
+        )
+        .await;
+    match out {
+        Ok(v) => Ok((StatusCode::OK, v)),
+        Err(e) => {
+            let p = ParseError::from_api(&e);
+            // Session, rate and server errors keep their codes; the function's own (a
+            // plain RAISE is one, though a 500 elsewhere) become 141.
+            if e.raised.is_none() && [convert::INVALID_SESSION_TOKEN, convert::REQUEST_LIMIT_EXCEEDED, convert::INTERNAL_SERVER_ERROR].contains(&p.code) {
+                return Err(p);
+            }
+            let message = match (e.code.as_str(), e.raised) {
+                ("function_not_found", _) => format!("Invalid function: \"{name}\""),
+                (_, Some(raised)) => raised.message,
+                _ => e.message,
+            };
+            Err(ParseError::bad(convert::SCRIPT_FAILED, message))
+        }
     }
 }
 
