@@ -391,8 +391,8 @@ grant execute on function baas._account_limit_hit(text, integer, integer) to baa
 -- caller, the signed-in user for users; the proxy's login role authenticates Parse
 -- session tokens (and the master key it checked) in place of baas.authenticate.
 grant execute on function
-    baas.parse_signup(text, text, text, jsonb),
-    baas.parse_login(text, text)
+    baas.parse_signup(text, text, text, jsonb, text),
+    baas.parse_login(text, text, text)
   to baas_anon, baas_user, baas_service;
 grant execute on function baas.parse_me() to baas_user;
 grant execute on function baas._parse_authenticate(text, boolean), baas._parse_session_claims(text)

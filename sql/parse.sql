@@ -53,34 +53,50 @@ as $$
         'updatedAt', baas._parse_date(u.updated_at)))
 $$;
 
--- A new Parse session token for session p_sid, found from the refresh token that
--- baas._new_session answered with (the answer carries no session id).
+-- A new Parse session token for the session baas._new_session answered with (found from
+-- its refresh token: the answer carries no session id). As Parse Server does, a sign-in
+-- from an installation ends the user's earlier Parse sessions from that installation
+-- (the session's device_id).
 create function baas._parse_session_token(session jsonb) returns text
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_sid uuid;
+    s baas.sessions;
     v_token text := 'r:' || baas._new_refresh_token();
 begin
-    select t.session_id into strict v_sid from baas.refresh_tokens t
+    select x.* into strict s from baas.refresh_tokens t join baas.sessions x on x.id = t.session_id
      where t.token_hash = baas._hash_token(session ->> 'refresh_token');
-    insert into baas._parse_sessions (token_hash, session_id) values (baas._hash_token(v_token), v_sid);
+    insert into baas._parse_sessions (token_hash, session_id) values (baas._hash_token(v_token), s.id);
+    if s.device_id is not null then
+        update baas.sessions x set revoked_at = now(), revoked_reason = 'replaced'
+         where x.user_id = s.user_id and x.device_id = s.device_id and x.id <> s.id and x.revoked_at is null
+           and exists (select from baas._parse_sessions p where p.session_id = x.id);
+    end if;
     return v_token;
 end
+$$;
+
+-- An installation id as a session's device id (baas.login's rule), or NULL.
+create function baas._parse_installation(installation_id text) returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+    select case when installation_id ~ '^[A-Za-z0-9._:-]{1,128}$' then installation_id end
 $$;
 
 -- POST /parse/users: a new account with a username (and, if given, an email), signed
 -- in. `data` is the user object's other fields. {"error": {...}} never: refusals raise
 -- (nothing was counted that must commit).
 create function baas.parse_signup(username text, password text, email text default null,
-                                  data jsonb default '{}') returns jsonb
+                                  data jsonb default '{}', installation_id text default null) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_variable
 declare
     u baas.users;
+    v_mode text := (select s.email_verification from baas.settings s);
 begin
     if username is null or username = '' then
         perform baas._raise('22023', 'username_missing', 'bad or missing username');
@@ -95,6 +111,15 @@ begin
         perform baas._raise('22023', 'invalid_request', 'the user''s fields must be a JSON object');
     end if;
     perform baas._check_password(password);
+    -- email_verification as baas.signup applies it (sql/accounts.sql): a mail to verify
+    -- the address, and with `required` no session until it is verified, so an account
+    -- without an email could never sign in.
+    if v_mode = 'required' and email is null then
+        perform baas._raise('22023', 'email_missing', 'you must provide an email: this app signs in only with a verified email');
+    end if;
+    if v_mode <> 'off' and email is not null then
+        perform baas._email_configured();
+    end if;
     if exists (select from baas.parse_usernames p where p.username = parse_signup.username) then
         perform baas._raise('23505', 'username_taken', 'Account already exists for this username.');
     end if;
@@ -112,17 +137,25 @@ begin
         perform baas._raise('23505', 'username_taken', 'Account already exists for this username.');
     end;
     perform baas._audit('signup', u.id, details => jsonb_build_object('email', u.email, 'door', 'parse'));
+    if v_mode <> 'off' and u.email is not null then
+        perform baas._email_token('verify_email', u.id, u.email, u.language, '{}', true, false);
+        if v_mode = 'required' then
+            -- As Parse Server with preventLoginWithUnverifiedEmail: the user, no session.
+            return baas._parse_user_json(u);
+        end if;
+    end if;
     return baas._parse_user_json(u)
-        || jsonb_build_object('sessionToken', baas._parse_session_token(baas._new_session(u, 1::smallint, '{pwd}', null)));
+        || jsonb_build_object('sessionToken', baas._parse_session_token(
+               baas._new_session(u, 1::smallint, '{pwd}', baas._parse_installation(installation_id))));
 end
 $$;
-comment on function baas.parse_signup(text, text, text, jsonb) is
+comment on function baas.parse_signup(text, text, text, jsonb, text) is
     'Parse door: create an account with a username and sign it in; the Parse user with its sessionToken';
 
 -- POST/GET /parse/login: sign in by username, under the same throttling, password
 -- checks and sign-in rules as baas.login (baas._password_sign_in). Refusals are
 -- answered {"error": {...}} so that a counted failure commits.
-create function baas.parse_login(username text, password text) returns jsonb
+create function baas.parse_login(username text, password text, installation_id text default null) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -142,7 +175,12 @@ begin
     end if;
     select x.* into u from baas.parse_usernames p join baas.users x on x.id = p.user_id
      where p.username = parse_login.username;
-    v := baas._password_sign_in('parse:' || left(username, 300), u, password, null, null);
+    -- The throttle and audit key: the username when it is one, else its hash (people
+    -- type passwords into the username field; baas._email_for_audit does the same).
+    v := baas._password_sign_in(
+        case when u.id is not null then 'parse:' || username
+             else 'parse:sha256:' || encode(sha256(convert_to(username, 'UTF8')), 'hex') end,
+        u, password, baas._parse_installation(installation_id), null);
     if v ? 'error' then
         return v;
     end if;
@@ -154,7 +192,7 @@ begin
     return baas._parse_user_json(u) || jsonb_build_object('sessionToken', baas._parse_session_token(v));
 end
 $$;
-comment on function baas.parse_login(text, text) is
+comment on function baas.parse_login(text, text, text) is
     'Parse door: sign in by username; the Parse user with a new sessionToken, or {"error": {...}}';
 
 -- GET /parse/users/me: the signed-in user.

@@ -14,6 +14,9 @@ const serverURL = process.env.PARSE_SERVER_URL;
 const appId = process.env.PARSE_APP_ID;
 const masterKey = process.env.PARSE_MASTER_KEY;
 const run = process.env.PARSE_RUN || String(Date.now()); // names unique per run
+// "parse-server" when the same scenarios run against Parse Server itself (the
+// differential test): the few deliberate differences (docs/parse.md) are checked per peer.
+const peer = process.env.PARSE_PEER || 'pgbaas';
 Parse.initialize(appId, undefined, masterKey);
 Parse.serverURL = serverURL;
 Parse.User.enableUnsafeCurrentUser();
@@ -43,12 +46,15 @@ const scenarios = {
   // Sign-up, sign-in, the current user, sign-out: revocable session tokens.
   async users() {
     const alice = await signUp('alice');
-    assert.match(alice.getSessionToken(), /^r:/);
+    const first = alice.getSessionToken();
+    assert.match(first, /^r:/);
     assert.ok(alice.id);
     assert.equal(alice.get('nick'), 'alice');
     const again = await Parse.User.logIn(`alice-${run}`, 'pw-alice-secret');
     assert.equal(again.id, alice.id);
-    assert.notEqual(again.getSessionToken(), alice.getSessionToken(), 'each sign-in is a session of its own');
+    assert.notEqual(again.getSessionToken(), first, 'each sign-in is a session of its own');
+    // As in Parse Server: a sign-in ends the user's earlier session from this installation.
+    await expectError(Parse.User.me(first), 209, 'the session a later sign-in from the same installation replaced');
     const me = await Parse.User.me(again.getSessionToken());
     assert.equal(me.id, alice.id);
     assert.equal(me.get('username'), `alice-${run}`);
@@ -59,9 +65,6 @@ const scenarios = {
     const token = again.getSessionToken();
     await Parse.User.logOut();
     await expectError(Parse.User.me(token), 209, 'a session token after logout');
-    // The first session is still alive: logout ends one session, not every one.
-    const still = await Parse.User.me(alice.getSessionToken());
-    assert.equal(still.id, alice.id);
     return { user: alice.id };
   },
 
@@ -176,7 +179,13 @@ const scenarios = {
     assert.deepEqual(await ns(q().doesNotExist('name')), [9]);
     assert.deepEqual((await ns(q().exists('name'))).length, 9);
     assert.deepEqual(await ns(q().equalTo('even', true).lessThan('n', 5)), [0, 2, 4]);
-    assert.deepEqual(await ns(q().equalTo('list', 4)), [3, 4], 'equalTo on an array field matches arrays holding it');
+    // Parse's documented equalTo on an array field (Parse Server on MongoDB does it); Parse
+    // Server on Postgres answers this with an internal error (docs/parse.md).
+    if (peer === 'pgbaas') {
+      assert.deepEqual(await ns(q().equalTo('list', 4)), [3, 4], 'equalTo on an array field matches arrays holding it');
+    } else {
+      await expectError(q().equalTo('list', 4).find(), 1, 'Parse Server on Postgres with equalTo on an array field');
+    }
     assert.deepEqual(await ns(q().containsAll('list', [4, 5])), [4]);
     assert.deepEqual(await ns(q().greaterThan('at', new Date(Date.UTC(2026, 0, 8)))), [8, 9], 'Dates compare as times');
     assert.deepEqual(await ns(Parse.Query.or(q().equalTo('n', 1), q().equalTo('n', 6))), [1, 6]);
@@ -190,13 +199,22 @@ const scenarios = {
     assert.equal(picked.get('name'), 'p2');
     assert.equal(picked.get('n'), undefined, 'select leaves out other keys');
     assert.ok(picked.id && picked.createdAt);
+    // each() pages by objectId (objectId > the last one seen), 3 at a time here.
+    const seen = [];
+    await q().each((o) => { seen.push(o.get('n')); }, { batchSize: 3 });
+    assert.deepEqual(seen.sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     assert.equal(await q().count(), 10);
     assert.equal(await q().greaterThan('n', 4).count(), 5);
     const created = await q().ascending('createdAt').limit(1).find();
     assert.equal(created.length, 1);
-    const none = await new Parse.Query('NeverWrittenClass').find();
-    assert.deepEqual(none, [], 'a class nobody wrote to lists nothing');
-    await expectError(q().matches('name', 'p.*').find(), 102, 'an operator the door does not take yet');
+    await expectError(new Parse.Query('NeverWrittenClass').find(), 119, 'a class that does not exist, without the master key');
+    const none = await new Parse.Query('NeverWrittenClass').find({ useMasterKey: true });
+    assert.deepEqual(none, [], 'a class that does not exist lists nothing for the master key');
+    if (peer === 'pgbaas') {
+      await expectError(q().matches('name', 'p[01]').find(), 102, 'an operator the door does not take yet');
+    } else {
+      assert.deepEqual(await ns(q().matches('name', 'p[01]')), [0, 1, 3, 4, 6, 7]);
+    }
     return { tag };
   },
 
@@ -218,13 +236,17 @@ const scenarios = {
     // As alice: both included.
     let posts = await new Parse.Query(Post).equalTo('tag', tag).include('score').ascending('title').find();
     assert.deepEqual(posts.map((p) => p.get('score').get('name')), ['open', 'secret']);
-    // As someone else: the secret one stays a pointer without data.
+    // As someone else: an included object the caller may not read is left out, as
+    // Parse Server leaves it out (the key goes; an array loses the element).
     await signUp('inc-bob');
     posts = await new Parse.Query(Post).equalTo('tag', tag).include(['score', 'scores']).ascending('title').find();
+    assert.equal(posts.length, 2);
     assert.equal(posts[0].get('score').get('name'), 'open');
-    assert.equal(posts[1].get('score').get('name'), undefined, 'an unreadable pointer is not filled');
-    assert.equal(posts[1].get('score').id, secret.id);
-    assert.deepEqual(posts[0].get('scores').map((x) => x.get('name')), ['open', undefined]);
+    assert.equal(posts[1].get('score'), undefined, 'an unreadable pointer is not shown');
+    assert.deepEqual(posts[0].get('scores').map((x) => x.get('name')), ['open']);
+    // Without include, the pointer is there.
+    const bare = await new Parse.Query(Post).equalTo('tag', tag).ascending('title').find();
+    assert.equal(bare[1].get('score').id, secret.id);
     // Nested, and on get.
     const c = await new Parse.Query(Comment).include('post.score').get(c1.id);
     assert.equal(c.get('post').get('title'), 'one');
@@ -257,7 +279,7 @@ const scenarios = {
       const facts = await scenarios[name]();
       console.log(JSON.stringify({ ok: name, ...(facts || {}) }));
     } catch (e) {
-      console.error(`scenario ${name} failed:`, e && e.stack ? e.stack : e);
+      console.error(`scenario ${name} failed:`, e && e.stack ? e.stack : e, e && e.code);
       process.exit(1);
     }
   }

@@ -67,6 +67,131 @@ fn sdk(scenarios: &[&str]) -> Vec<Value> {
     facts
 }
 
+/// Run SDK scenarios against `url` (a Parse server) as peer `peer`; their fact lines.
+fn sdk_at(url: &str, peer: &str, app: &str, master: &str, scenarios: &[&str]) -> Vec<Value> {
+    let dir = pgbaas_testkit::workspace_root().join("tests/parse-sdk");
+    let out = std::process::Command::new("node")
+        .current_dir(&dir)
+        .arg("scenarios.js")
+        .args(scenarios)
+        .env("PARSE_SERVER_URL", url)
+        .env("PARSE_APP_ID", app)
+        .env("PARSE_MASTER_KEY", master)
+        .env("PARSE_PEER", peer)
+        .env("PARSE_RUN", format!("{}-{peer}", std::process::id()))
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "SDK scenarios {scenarios:?} against {peer} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Parse Server 9 (bench/parse, the benchmark's peer) on the test cluster, database
+/// `parse`, with GameScore, Post and Comment created by the master key and open to
+/// everyone, as a Parse app would have them.
+struct ParseServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for ParseServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_server() -> ParseServer {
+    use std::io::{BufRead, BufReader};
+    let dir = pgbaas_testkit::workspace_root().join("bench/parse");
+    assert!(dir.join("node_modules/parse-server").exists(), "Parse Server is not installed: run tests/scripts/install-deps.sh");
+    let mut db = admin();
+    db.batch_execute("create role parse login password 'parse'").unwrap();
+    db.batch_execute("create database parse owner parse").unwrap();
+    let port = pgbaas_testkit::free_port();
+    let files = std::env::temp_dir().join(format!("pgbaas-parse-server-files-{}", std::process::id()));
+    let mut child = std::process::Command::new("node")
+        .arg("server.js")
+        .current_dir(&dir)
+        .env("PARSE_DATABASE_URI", format!("postgres://parse:parse@127.0.0.1:{}/parse", env().cluster.port))
+        .env("PARSE_PORT", port.to_string())
+        .env("PARSE_APP_ID", "peerapp")
+        .env("PARSE_MASTER_KEY", "peermaster")
+        .env("PARSE_FILES_DIR", &files)
+        .env("PARSE_WORKERS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start Parse Server");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("parse-server ready") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let server = ParseServer { child, url: format!("http://127.0.0.1:{port}/parse") };
+    rx.recv_timeout(std::time::Duration::from_secs(60)).expect("Parse Server did not start within 60 s");
+    let open = json!({"find": {"*": true}, "count": {"*": true}, "get": {"*": true}, "create": {"*": true},
+                      "update": {"*": true}, "delete": {"*": true}, "addField": {"*": true}, "protectedFields": {"*": []}});
+    for class in ["GameScore", "Post", "Comment"] {
+        let r = request_at(&server.url.replace("/parse", ""), "POST", &format!("/parse/schemas/{class}"), None,
+            &[("X-Parse-Application-Id", "peerapp"), ("X-Parse-Master-Key", "peermaster")],
+            Some(&json!({"className": class, "classLevelPermissions": open}).to_string()));
+        assert_eq!(r.status, 200, "creating {class} on Parse Server: {}", r.body);
+    }
+    server
+}
+
+/// The differential test: the same SDK scenarios, with the same assertions, pass against
+/// Parse Server on the same Postgres, so both answer them alike (the few deliberate
+/// differences are asserted per peer in scenarios.js and listed in docs/parse.md).
+#[test]
+fn sdk_scenarios_agree_with_parse_server() {
+    door();
+    let peer = parse_server();
+    let scenarios = ["users", "objects", "acls", "queries", "includes"];
+    let facts = sdk_at(&peer.url, "parse-server", "peerapp", "peermaster", &scenarios);
+    assert_eq!(facts.len(), scenarios.len(), "{facts:?}");
+}
+
+/// Parse session tokens are pgbaas sessions: a DBA's sign-out, a suspension and a new
+/// password set through pgbaas's own API end them at once.
+#[test]
+fn parse_sessions_end_with_the_account_s_sessions() {
+    let signup = |name: &str| -> (String, String) {
+        let r = rest("POST", "/users", &[APP], Some(&json!({"username": name, "password": "session-pass-1", "email": format!("{name}@example.com")}).to_string()));
+        assert_eq!(r.status, 201, "{}", r.body);
+        (r.body["objectId"].as_str().unwrap().to_string(), r.body["sessionToken"].as_str().unwrap().to_string())
+    };
+    let alive = |t: &str| rest("GET", "/users/me", &[APP, ("X-Parse-Session-Token", t)], None).status == 200;
+    let pid = std::process::id();
+    let mut db = admin();
+    let (id, token) = signup(&format!("out-{pid}"));
+    assert!(alive(&token));
+    db.execute("select baas.sign_out_user($1::text::uuid)", &[&id]).unwrap();
+    assert!(!alive(&token), "sign_out_user ends Parse sessions");
+    let (id, token) = signup(&format!("susp-{pid}"));
+    db.execute("select baas.suspend_user($1::text::uuid)", &[&id]).unwrap();
+    assert!(!alive(&token), "suspension ends Parse sessions");
+    let r = rest("POST", "/login", &[APP], Some(&json!({"username": format!("susp-{pid}"), "password": "session-pass-1"}).to_string()));
+    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(142)), "a suspended account cannot sign in: {}", r.body);
+    // A new password through /v1 (the same account, by its email).
+    let (_, token) = signup(&format!("pw-{pid}"));
+    let r = request_at(&door().base(), "POST", "/v1/auth/login", None, &[], Some(&json!({"email": format!("pw-{pid}@example.com"), "password": "session-pass-1"}).to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let access = r.body["access_token"].as_str().unwrap().to_string();
+    let r = request_at(&door().base(), "PATCH", "/v1/auth/user", Some(&access), &[], Some(r#"{"password": "session-pass-2", "current_password": "session-pass-1"}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!alive(&token), "a new password ends Parse sessions");
+    let r = rest("GET", "/login", &[APP], None);
+    assert_eq!(r.body["code"].as_i64(), Some(200), "{}", r.body);
+    let r = rest("POST", "/login", &[APP], Some(&json!({"username": format!("pw-{pid}"), "password": "session-pass-2"}).to_string()));
+    assert_eq!(r.status, 200, "the new password signs in: {}", r.body);
+}
+
 /// A REST request with Parse's headers.
 fn rest(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
     request_at(&door().base(), method, &format!("/parse{path}"), None, headers, body)
@@ -89,7 +214,12 @@ fn sdk_users_sign_up_sign_in_and_out_with_revocable_sessions() {
         )
         .unwrap();
     let (live, ended, username): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
-    assert_eq!((live, ended), (1, 1), "signUp and logIn made two sessions (failed sign-ins none); logOut ended one");
+    assert_eq!((live, ended), (0, 1), "signUp and logIn made two sessions (failed sign-ins none); the logIn replaced the first, logOut ended the second");
+    let replaced: i64 = db
+        .query_one("select count(*) from baas.sessions where user_id = $1::text::uuid and revoked_reason = 'replaced'", &[&user])
+        .unwrap()
+        .get(0);
+    assert_eq!(replaced, 1);
     assert!(username.starts_with("alice-"), "{username}");
 }
 
@@ -144,27 +274,27 @@ fn acls_set_through_the_sdk_are_what_sql_sees_and_back() {
     };
     // Whether a patch goes through, rolled back either way.
     db.batch_execute(
-        "create or replace function public.parse_test_can_write(id text) returns boolean language plpgsql as $$
+        "create or replace function public.parse_test_can_write(id text) returns text language plpgsql as $$
          begin
              perform baas.patch_document('gamescore', id, '{\"touched\": true}');
              raise exception 'went through';
          exception when others then
-             return sqlerrm = 'went through';
+             return case when sqlerrm = 'went through' then 'wrote' when sqlstate = '42501' then 'forbidden' else sqlerrm end;
          end $$",
     )
     .unwrap();
-    let writes = |db: &mut postgres::Client, who: &str| -> bool {
+    let writes = |db: &mut postgres::Client, who: &str| -> String {
         let v: Value = db
             .query_one("select baas.as_user($1::text::uuid, format('select public.parse_test_can_write(%L)', $2::text))", &[&who, &object])
             .unwrap()
             .get(0);
-        v == json!(true)
+        v.as_str().unwrap_or("").to_string()
     };
     for who in [Some(alice), Some(bob), Some(carol), None] {
         assert_eq!(reads(&mut db, who), 1, "{who:?} reads the public object in SQL");
     }
-    assert!(writes(&mut db, alice));
-    assert!(!writes(&mut db, bob) && !writes(&mut db, carol), "only alice may write it in SQL, as through the SDK");
+    assert_eq!(writes(&mut db, alice), "wrote");
+    assert_eq!((writes(&mut db, bob), writes(&mut db, carol)), ("forbidden".into(), "forbidden".into()), "only alice may write it in SQL, as through the SDK");
 
     // And back: an ACL set in SQL is what Parse clients get.
     db.execute(
@@ -224,6 +354,7 @@ fn rest_style_requests_and_parse_errors() {
         ("GET", format!("/classes/GameScore/{}", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"), None, 404, 101),
         ("GET", "/classes/GameScore/not-an-id".into(), None, 404, 101),
         ("POST", "/classes/Game-Score".into(), Some("{}".into()), 400, 103),
+        ("POST", "/classes/NoSuchClass".into(), Some("{}".into()), 400, 119),
         ("POST", "/classes/GameScore".into(), Some("[1]".into()), 400, 107),
         ("POST", "/classes/GameScore".into(), Some("{\"a\": ".into()), 400, 107),
         ("POST", "/classes/GameScore".into(), Some(r#"{"ACL": {"alice": {"read": true}}}"#.into()), 400, 123),
@@ -237,17 +368,57 @@ fn rest_style_requests_and_parse_errors() {
         ("POST", "/users".into(), Some(json!({"username": format!("{name}-2"), "password": "rest-password-1", "email": format!("{name}@example.com")}).to_string()), 400, 203),
         ("POST", "/login".into(), Some(json!({"username": name, "password": "wrong-password"}).to_string()), 404, 101),
         ("GET", "/users/me".into(), None, 400, 209),
-        ("POST", "/logout".into(), Some("{}".into()), 400, 206),
+        ("POST", "/classes/GameScore".into(), Some(r#"{"ACL": {"*": {"write": true}}}"#.into()), 400, 123),
+        ("POST", "/classes/GameScore".into(), Some(r#"{"_private": 1}"#.into()), 400, 105),
+        ("POST", "/batch".into(), Some(json!({"requests": [{"method": "POST", "path": "/parse/login", "body": {"username": name, "password": "x"}}]}).to_string()), 400, 107),
+        ("POST", "/batch".into(), Some(r#"{"requests": [{"method": "PATCH", "path": "/parse/classes/GameScore"}]}"#.into()), 400, 107),
+        ("POST", "/batch".into(), Some(r#"{"requests": {}}"#.into()), 400, 107),
     ];
     for (method, path, body, status, code) in cases {
         let r = rest(method, &path, &[APP], body.as_deref());
         assert_eq!((r.status, r.body["code"].as_i64()), (status, Some(code)), "{method} {path}: {}", r.body);
         assert!(r.body["error"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path}: {}", r.body);
     }
+    // Logging out without a session is nothing to end: {} as in Parse Server.
+    let r = rest("POST", "/logout", &[APP], Some("{}"));
+    assert_eq!((r.status, r.body.clone()), (200, json!({})));
+    // The JavaScript SDK's _MasterKey: the right one reads everything, a wrong one nothing.
+    let private = rest("POST", "/classes/GameScore", &auth, Some(r#"{"secret": true, "ACL": {}}"#));
+    assert_eq!(private.status, 201, "{}", private.body);
+    let pid = private.body["objectId"].as_str().unwrap().to_string();
+    let js = |key: &str| {
+        let body = json!({"_method": "GET", "_ApplicationId": APP_ID, "_MasterKey": key}).to_string();
+        rest("POST", &format!("/classes/GameScore/{pid}"), &[("Content-Type", "text/plain")], Some(&body))
+    };
+    assert_eq!(js(MASTER_KEY).body["secret"], true);
+    assert_eq!(js("wrong-key").status, 403);
+    // Numbers beyond a double (pgbaas keeps them exactly) never break an answer.
+    let big = rest("POST", "/classes/GameScore", &auth, Some(r#"{"n": 1.7e308}"#));
+    let bid = big.body["objectId"].as_str().unwrap().to_string();
+    let inc = rest("PUT", &format!("/classes/GameScore/{bid}"), &auth, Some(r#"{"n": {"__op": "Increment", "amount": 1.7e308}}"#));
+    assert_eq!((inc.status, inc.body["n"].as_f64()), (200, Some(f64::MAX)), "{}", inc.body);
+    let got = rest("GET", &format!("/classes/GameScore/{bid}"), &auth, None);
+    assert_eq!(got.status, 200, "{}", got.body);
+    let stored: String = admin().query_one("select data ->> 'n' from baas.documents where id = $1::text::uuid", &[&bid]).unwrap().get(0);
+    assert_eq!(stored.parse::<f64>().map(f64::is_infinite), Ok(true), "stored exactly: {stored}");
     // A session token that is not one: 209, not an anonymous answer.
     let r = rest("GET", "/classes/GameScore", &[APP, ("X-Parse-Session-Token", "r:forged")], None);
     assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(209)), "{}", r.body);
-    // Logging out ends the session at once, for every door.
+    // Sign-ins from two installations are two live sessions; a third from the first
+    // installation replaces its earlier one (Parse Server's rule).
+    let login = |installation: &str| -> String {
+        let r = rest("POST", "/login", &[APP, ("X-Parse-Installation-Id", installation)], Some(&json!({"username": name, "password": "rest-password-1"}).to_string()));
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["sessionToken"].as_str().unwrap().to_string()
+    };
+    let (phone, tablet) = (login("0b8c2a54-6a9c-4f0e-9d6e-1f2a3b4c5d6e"), login("7d1e9f20-1b2c-4d3e-8f4a-5b6c7d8e9f00"));
+    let me = |t: &str| rest("GET", "/users/me", &[APP, ("X-Parse-Session-Token", t)], None).status;
+    assert_eq!((me(&phone), me(&tablet)), (200, 200));
+    let phone2 = login("0b8c2a54-6a9c-4f0e-9d6e-1f2a3b4c5d6e");
+    assert_eq!((me(&phone), me(&tablet), me(&phone2)), (400, 200, 200));
+    // Logging out ends that session only, at once, for every door.
+    assert_eq!(rest("POST", "/logout", &[APP, ("X-Parse-Session-Token", tablet.as_str())], Some("{}")).status, 200);
+    assert_eq!((me(&tablet), me(&phone2)), (400, 200));
     let r = rest("POST", "/logout", &auth, Some("{}"));
     assert_eq!(r.status, 200, "{}", r.body);
     let r = rest("GET", "/users/me", &auth, None);

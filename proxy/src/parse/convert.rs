@@ -15,6 +15,8 @@ pub struct ParseError {
     pub message: String,
     /// The pgbaas code it was made from ('' for the door's own).
     pub from: String,
+    /// Seconds for Retry-After (a 429).
+    pub retry_after: Option<u64>,
 }
 
 // Parse's error codes (Parse.Error in the SDKs) that the door answers with.
@@ -38,12 +40,12 @@ pub const USERNAME_MISSING: i64 = 200;
 pub const PASSWORD_MISSING: i64 = 201;
 pub const USERNAME_TAKEN: i64 = 202;
 pub const EMAIL_TAKEN: i64 = 203;
-pub const SESSION_MISSING: i64 = 206;
+pub const EMAIL_MISSING: i64 = 204;
 pub const INVALID_SESSION_TOKEN: i64 = 209;
 
 impl ParseError {
     pub fn new(status: StatusCode, code: i64, message: impl Into<String>) -> Self {
-        ParseError { status, code, message: message.into(), from: String::new() }
+        ParseError { status, code, message: message.into(), from: String::new(), retry_after: None }
     }
     pub fn bad(code: i64, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -64,20 +66,23 @@ impl ParseError {
             "forbidden" if e.message.starts_with("you may read this document") => {
                 (StatusCode::NOT_FOUND, OBJECT_NOT_FOUND, "Object not found.".to_string())
             }
-            "forbidden" | "permission_denied" => (StatusCode::FORBIDDEN, OPERATION_FORBIDDEN, m),
-            "collection_not_found" => (StatusCode::BAD_REQUEST, INVALID_CLASS_NAME, m),
+            // Parse Server answers 119 with HTTP 400.
+            "forbidden" | "permission_denied" => (StatusCode::BAD_REQUEST, OPERATION_FORBIDDEN, m),
+            // A class without its collection: as Parse Server with allowClientClassCreation off.
+            "collection_not_found" => (StatusCode::BAD_REQUEST, OPERATION_FORBIDDEN, "Permission denied: the class does not exist".to_string()),
             "invalid_session_token" | "invalid_token" => (StatusCode::BAD_REQUEST, INVALID_SESSION_TOKEN, "Invalid session token".to_string()),
             "not_authenticated" => (StatusCode::BAD_REQUEST, INVALID_SESSION_TOKEN, "Invalid session token".to_string()),
             "invalid_credentials" => (StatusCode::NOT_FOUND, OBJECT_NOT_FOUND, "Invalid username/password.".to_string()),
             "username_taken" => (StatusCode::BAD_REQUEST, USERNAME_TAKEN, "Account already exists for this username.".to_string()),
             "email_taken" => (StatusCode::BAD_REQUEST, EMAIL_TAKEN, "Account already exists for this email address.".to_string()),
             "username_missing" | "username_invalid" => (StatusCode::BAD_REQUEST, USERNAME_MISSING, m),
+            "email_missing" => (StatusCode::BAD_REQUEST, EMAIL_MISSING, m),
             "password_missing" => (StatusCode::BAD_REQUEST, PASSWORD_MISSING, m),
             "invalid_email" => (StatusCode::BAD_REQUEST, INVALID_EMAIL_ADDRESS, m),
             "weak_password" | "password_too_long" | "mfa_required" | "account_suspended" | "email_not_verified" => {
                 (StatusCode::BAD_REQUEST, VALIDATION_ERROR, m)
             }
-            "too_many_attempts" | "rate_limited" | "too_many_requests" => (StatusCode::TOO_MANY_REQUESTS, REQUEST_LIMIT_EXCEEDED, m),
+            "too_many_attempts" | "rate_limited" | "too_many_requests" | "too_many_concurrent_requests" => (StatusCode::TOO_MANY_REQUESTS, REQUEST_LIMIT_EXCEEDED, m),
             "invalid_query" | "query_too_complex" | "response_too_large" | "query_timeout" => (StatusCode::BAD_REQUEST, INVALID_QUERY, m),
             "invalid_json" | "invalid_request" | "payload_too_large" => (e.status, INVALID_JSON, m),
             "invalid_data" | "schema_violation" => (StatusCode::BAD_REQUEST, VALIDATION_ERROR, m),
@@ -87,8 +92,52 @@ impl ParseError {
             _ if e.status.is_server_error() => (e.status, INTERNAL_SERVER_ERROR, m),
             _ => (e.status, OTHER_CAUSE, m),
         };
-        ParseError { status, code, message, from: e.code.clone() }
+        ParseError { status, code, message, from: e.code.clone(), retry_after: e.retry_after }
     }
+}
+
+/// JSON text from Postgres as a value. pgbaas keeps numbers exactly, so a stored number
+/// may lie beyond a double (SQL, `/v1`, or `Increment`s adding up); Parse's clients have
+/// no such numbers: those show as the largest double of their sign.
+pub fn from_db_text(text: &str) -> Result<Value, serde_json::Error> {
+    match serde_json::from_str(text) {
+        Ok(v) => Ok(v),
+        Err(e) if e.to_string().contains("number out of range") => serde_json::from_str(&clamp_numbers(text)),
+        Err(e) => Err(e),
+    }
+}
+
+/// `text` with each number token beyond a double written as ±f64::MAX.
+fn clamp_numbers(text: &str) -> String {
+    let b = text.as_bytes();
+    let (mut out, mut i, mut in_string) = (String::with_capacity(text.len()), 0, false);
+    while i < b.len() {
+        let c = b[i];
+        if in_string {
+            if c == b'\\' && i + 1 < b.len() {
+                out.push_str(&text[i..i + 2]);
+                i += 2;
+                continue;
+            }
+            in_string = c != b'"';
+        } else if c == b'"' {
+            in_string = true;
+        } else if c == b'-' || c.is_ascii_digit() {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_digit() || b"+-.eE".contains(&b[i])) {
+                i += 1;
+            }
+            let token = &text[start..i];
+            match token.parse::<f64>() {
+                Ok(f) if f.is_infinite() => out.push_str(if f < 0.0 { "-1.7976931348623157e308" } else { "1.7976931348623157e308" }),
+                _ => out.push_str(token),
+            }
+            continue;
+        }
+        out.push(c as char);
+        i += 1;
+    }
+    out
 }
 
 /// A Parse class name (`^[A-Za-z][A-Za-z0-9_]*$`, Parse's rule) and the pgbaas
@@ -148,6 +197,12 @@ pub fn acl_to_baas(acl: &Value) -> Result<Value, ParseError> {
                 _ => return Err(bad(format!("ACL entry of {who:?}: {k} must be true or false"))),
             }
         }
+    }
+    // pgbaas lets whoever may write a document read it too (acl_read holds everyone of
+    // acl_update and acl_delete): a write-only entry would quietly become read and write.
+    if let Some(p) = write.iter().find(|p| !read.contains(p)) {
+        let who = acl_from_baas(&json!({"read": [p]})).as_object().and_then(|m| m.keys().next().cloned()).unwrap_or_default();
+        return Err(bad(format!("ACL gives {who:?} write access without read access; pgbaas lets writers read, so give read too (docs/parse.md)")));
     }
     Ok(json!({"read": read, "update": write, "delete": write}))
 }
@@ -228,7 +283,7 @@ pub fn object_from_doc(doc: &Value) -> Value {
 }
 
 fn check_key(k: &str) -> Result<(), ParseError> {
-    let ok = k.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' && k.len() > 1)
+    let ok = k.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
         && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && k.len() <= 128;
     if ok {
@@ -481,7 +536,7 @@ mod tests {
     #[test]
     fn acls_map_both_ways_without_loss() {
         let u = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
-        let parse = json!({"*": {"read": true}, u: {"read": true, "write": true}, "role:Admins": {"write": true}});
+        let parse = json!({"*": {"read": true}, u: {"read": true, "write": true}, "role:Admins": {"read": true, "write": true}});
         let baas = acl_to_baas(&parse).unwrap();
         let mut read: Vec<&str> = baas["read"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
         read.sort();
@@ -489,7 +544,18 @@ mod tests {
         assert_eq!(acl_from_baas(&baas), parse);
         assert!(acl_to_baas(&json!({"alice": {"read": true}})).is_err(), "a user id that is not a uuid");
         assert!(acl_to_baas(&json!({"*": {"read": "yes"}})).is_err());
+        assert!(acl_to_baas(&json!({"*": {"write": true}})).is_err(), "write without read would become read and write");
         assert!(acl_to_baas(&json!([])).is_err());
+    }
+
+    #[test]
+    fn numbers_beyond_a_double_read_as_the_largest_one() {
+        let v = from_db_text(r#"{"a": 3.4e308, "b": "3.4e308 \" 1e999", "c": [-1e400, 2, 1e-400]}"#).unwrap();
+        assert_eq!(v["a"].as_f64(), Some(f64::MAX));
+        assert_eq!(v["b"], "3.4e308 \" 1e999");
+        assert_eq!(v["c"][0].as_f64(), Some(-f64::MAX));
+        assert_eq!(v["c"][1], 2);
+        assert!(from_db_text("{\"a\": ").is_err());
     }
 
     #[test]

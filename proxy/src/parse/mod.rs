@@ -16,7 +16,7 @@ use crate::db;
 use crate::errors::ApiError;
 use crate::ratelimit;
 use crate::server::{App, Reply};
-use convert::{ParseError, INVALID_JSON, INVALID_QUERY, MISSING_OBJECT_ID, SESSION_MISSING};
+use convert::{ParseError, INVALID_JSON, INVALID_QUERY, MISSING_OBJECT_ID};
 use http::{Method, StatusCode};
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Map, Value};
@@ -80,6 +80,7 @@ struct ParseRequest {
     app_id: Option<String>,
     master_key: Option<String>,
     session_token: Option<String>,
+    installation_id: Option<String>,
 }
 
 fn header(s: &ServerSession, name: &str) -> Result<Option<String>, ParseError> {
@@ -128,6 +129,7 @@ async fn read(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Resu
         app_id: header(s, "x-parse-application-id")?,
         master_key: header(s, "x-parse-master-key")?,
         session_token: header(s, "x-parse-session-token")?,
+        installation_id: header(s, "x-parse-installation-id")?,
     };
     let bytes = if method == Method::GET || method == Method::HEAD {
         Vec::new()
@@ -164,7 +166,10 @@ async fn read(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Resu
     if let Some(t) = text(body.remove("_SessionToken")) {
         req.session_token = Some(t);
     }
-    for k in ["_JavaScriptKey", "_ClientKey", "_RestAPIKey", "_InstallationId", "_ClientVersion", "_RevocableSession", "_ContentType", "_context"] {
+    if let Some(i) = text(body.remove("_InstallationId")) {
+        req.installation_id = Some(i);
+    }
+    for k in ["_JavaScriptKey", "_ClientKey", "_RestAPIKey", "_ClientVersion", "_MaintenanceKey", "_RevocableSession", "_ContentType", "_context"] {
         body.remove(k);
     }
     req.session_token = req.session_token.filter(|t| !t.is_empty());
@@ -192,6 +197,7 @@ pub async fn serve(app: &App, door: &Door, s: &mut ServerSession, rest: &str) ->
         Err(e) => {
             let mut r = Reply::json(e.status, e.body());
             r.no_store = true;
+            r.retry_after = e.retry_after;
             r
         }
     }
@@ -237,7 +243,7 @@ async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Re
         })
     };
     let _permits = crate::server::admit(&app.in_flight, &ip_key, admitted.as_deref()).map_err(|e| ParseError::from_api(&e))?;
-    let call = Call { app, ip_key: &ip_key, caller: &caller, token: req.session_token.as_deref(), master };
+    let call = Call { app, ip_key: &ip_key, caller: &caller, token: req.session_token.as_deref(), master, installation: req.installation_id.as_deref() };
     match (&m, segs.as_slice()) {
         (&Method::POST, ["batch"]) => batch(&call, door, &req.body).await,
         _ => dispatch(&call, &m, &segs, &req.params, &req.body).await,
@@ -310,8 +316,10 @@ async fn batch(call: &Call<'_>, door: &Door, body: &Map<String, Value>) -> Resul
         };
         let rest = door.route(path).unwrap_or(path);
         let segs: Vec<String> = rest.split('/').filter(|x| !x.is_empty()).map(str::to_string).collect();
-        if segs.first().map(String::as_str) == Some("batch") {
-            return Err(ParseError::bad(INVALID_JSON, format!("batch request {i}: a batch may not hold a batch")));
+        // Sign-up and sign-in have limits of their own per address and account; in a
+        // batch they would pass them. Only object operations are batched.
+        if segs.first().map(String::as_str) != Some("classes") {
+            return Err(ParseError::bad(INVALID_JSON, format!("batch request {i}: only /classes operations may be batched")));
         }
         let body = match r.get("body") {
             None | Some(Value::Null) => Map::new(),
@@ -339,6 +347,9 @@ struct Call<'a> {
     caller: &'a db::Caller<'a>,
     token: Option<&'a str>,
     master: bool,
+    /// The app install's id (X-Parse-Installation-Id): a sign-in ends the user's
+    /// earlier sessions from the same installation, as in Parse Server.
+    installation: Option<&'a str>,
 }
 
 impl Call<'_> {
@@ -352,7 +363,7 @@ impl Call<'_> {
         let out = db::call_parse(&self.app.requests, &self.app.timeouts, self.caller, self.token, self.master, sql, params).await?;
         match out {
             Some(text) if text.is_empty() => Ok(Value::Null),
-            Some(text) => serde_json::from_str(&text).map_err(|_| ApiError::internal()),
+            Some(text) => convert::from_db_text(&text).map_err(|_| ApiError::internal()),
             None => Ok(Value::Null),
         }
     }
@@ -423,6 +434,20 @@ async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<
         Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| ParseError::bad(INVALID_JSON, format!("where is not JSON: {e}")))?,
         Some(w) => w.clone(),
     };
+    // The SDK's each()/eachBatch()/findAll() page with order=objectId and
+    // objectId > the last id seen: pgbaas's keyset cursor (`after`), which must be a
+    // document the caller can read; the previous page's last one is.
+    let mut after: Option<String> = None;
+    let mut where_ = where_;
+    if let Some(Value::Object(o)) = where_.get("objectId") {
+        let ascending_id = params.get("order").and_then(Value::as_str).map(str::trim) == Some("objectId");
+        if let (1, Some(Value::String(last)), true) = (o.len(), o.get("$gt"), ascending_id) {
+            after = Some(convert::object_id(last).map_err(|_| ParseError::bad(INVALID_QUERY, "objectId $gt takes an objectId"))?);
+            if let Some(m) = where_.as_object_mut() {
+                m.remove("objectId");
+            }
+        }
+    }
     if let Some(ids) = where_.get("objectId") {
         return find_by_ids(c, &collection, ids, &where_, params).await;
     }
@@ -446,13 +471,14 @@ async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<
     let count_text = count.to_string();
     let page = c
         .run(
-            "select baas.list_documents($1, $2::text::jsonb, $3, $4::text::int, $5::text::int, $6::text::boolean, null, $7::text[])::text",
-            &[&collection, &filter, &order, &limit, &skip, &count_text, &fields],
+            "select baas.list_documents($1, $2::text::jsonb, $3, $4::text::int, $5::text::int, $6::text::boolean, $8::text::uuid, $7::text[])::text",
+            &[&collection, &filter, &order, &limit, &skip, &count_text, &fields, &after],
         )
         .await;
     let page = match page {
-        // A class nobody has written to: Parse answers an empty list.
-        Err(e) if e.from == "collection_not_found" => {
+        // A class without its collection: for the master key an empty list, as Parse
+        // Server answers it (for others 119, as Parse Server with client class creation off).
+        Err(e) if e.from == "collection_not_found" && c.master => {
             json!({"items": [], "count": 0})
         }
         other => other?,
@@ -540,9 +566,9 @@ async fn documents_by_id(c: &Call<'_>, collection: &str, ids: &[String]) -> Resu
 const MAX_INCLUDE: usize = 1000;
 
 /// `include=post,post.author`: each pointer at those keys (or in an array there) is
-/// replaced by its object, when the caller may read it (a pointer to an object it may not
-/// read, or to none, stays a pointer, as in Parse Server). Paths are resolved shortest
-/// first, so `post.author` looks inside the included posts.
+/// replaced by its object, read as the caller; one the caller may not read (or that is
+/// gone) is dropped, as Parse Server drops it. Paths are resolved shortest first, so
+/// `post.author` looks inside the included posts.
 async fn include(c: &Call<'_>, params: &Map<String, Value>, objs: &mut [Value]) -> Result<(), ParseError> {
     let Some(spec) = params.get("include") else { return Ok(()) };
     let Some(spec) = spec.as_str() else {
@@ -599,16 +625,37 @@ async fn include(c: &Call<'_>, params: &Map<String, Value>, objs: &mut [Value]) 
             }
         }
         for o in objs.iter_mut() {
-            visit(o, path, &mut |v| {
-                if let Some((class, id)) = pointer(v) {
-                    if let Some(full) = found.get(&format!("{class}/{}", id.to_ascii_lowercase())) {
-                        *v = full.clone();
-                    }
-                }
-            });
+            if let Some(new) = replace_pointers(o, path, &found) {
+                *o = new;
+            }
         }
     }
     Ok(())
+}
+
+/// Parse Server's replacePointers: the pointers at `path` become their objects; one
+/// whose object was not found (missing, or not readable by the caller) is dropped: the
+/// key goes, or the element leaves its array. None: drop `o` itself.
+fn replace_pointers(o: &Value, path: &[&str], found: &Map<String, Value>) -> Option<Value> {
+    match o {
+        Value::Array(items) => Some(Value::Array(items.iter().filter_map(|i| replace_pointers(i, path, found)).collect())),
+        Value::Object(m) => match path.split_first() {
+            None => match pointer(o) {
+                Some((class, id)) => found.get(&format!("{class}/{}", id.to_ascii_lowercase())).cloned(),
+                None => Some(o.clone()),
+            },
+            Some((first, rest)) => {
+                let Some(sub) = m.get(*first) else { return Some(o.clone()) };
+                let mut out = m.clone();
+                match replace_pointers(sub, rest, found) {
+                    Some(v) => out.insert(first.to_string(), v),
+                    None => out.remove(*first),
+                };
+                Some(Value::Object(out))
+            }
+        },
+        other => Some(other.clone()),
+    }
 }
 
 /// A Parse pointer's class and id.
@@ -741,14 +788,29 @@ async fn signup(c: &Call<'_>, body: &Map<String, Value>) -> Result<(StatusCode, 
         }
     }
     let data = json_text(&Value::Object(data));
-    let user = c.run("select baas.parse_signup($1, $2, $3, $4::text::jsonb)::text", &[&username, &password, &email, &data]).await?;
+    let user = c
+        .run("select baas.parse_signup($1, $2, $3, $4::text::jsonb, $5)::text", &[&username, &password, &email, &data, &c.installation])
+        .await?;
     Ok((StatusCode::CREATED, user))
 }
 
 async fn login(c: &Call<'_>, fields: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let username = text_field(fields, "username")?;
     let password = text_field(fields, "password")?;
-    let user = c.run("select baas.parse_login($1, $2)::text", &[&username, &password]).await?;
+    // Per account, as POST /v1/auth/login: in this proxy, then counted in Postgres so that
+    // every proxy shares the count (sql/limits.sql).
+    if let Some(name) = username.as_deref() {
+        let key = ratelimit::account_key("parse", name);
+        let limited = |secs| ParseError::from_api(&ApiError::rate_limited(secs));
+        c.app.limiter.check(ratelimit::Kind::Account, &key).map_err(limited)?;
+        if c.app.cfg.rate_limits {
+            let max = c.app.cfg.rate_limit_account_per_minute;
+            if let Some(secs) = db::account_limit_hit(&c.app.requests, &c.app.timeouts, &key, max, 60).await.map_err(|e| ParseError::from_api(&e))? {
+                return Err(limited(secs));
+            }
+        }
+    }
+    let user = c.run("select baas.parse_login($1, $2, $3)::text", &[&username, &password, &c.installation]).await?;
     if let Some(e) = refused(&user) {
         return Err(e);
     }
@@ -765,8 +827,9 @@ async fn me(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
 }
 
 async fn logout(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
+    // Without a session there is nothing to end: Parse Server answers {} too.
     if c.token.is_none() {
-        return Err(ParseError::bad(SESSION_MISSING, "Session token required."));
+        return Ok((StatusCode::OK, json!({})));
     }
     c.run("select baas.logout()::text", &[]).await?;
     Ok((StatusCode::OK, json!({})))
