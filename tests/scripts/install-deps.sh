@@ -46,6 +46,12 @@ sdk="$(cd "$(dirname "${BASH_SOURCE[0]}")/../parse-sdk" && pwd)"
 if ! grep -qs '"version": "8.6.0"' "$sdk/node_modules/parse/package.json"; then
     (cd "$sdk" && npm ci --no-audit --no-fund)
 fi
+# ... and Parse Server 9 itself (bench/parse, from its lock file; the benchmark's peer),
+# for the differential test that runs the same scenarios against it.
+peer="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../bench/parse" && pwd)"
+if [ ! -d "$peer/node_modules/parse-server" ]; then
+    (cd "$peer" && npm ci --no-audit --no-fund)
+fi
 
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 if ! cargo pgrx --version 2>/dev/null | grep -q "0.18.1"; then

@@ -50,6 +50,15 @@ fn side_by_side_benchmark_quick_mode_prints_its_table() {
         }
         assert_eq!(cells[10], "0", "failed requests in {line}");
     }
+    // (issue 21) GET and list through the Parse door: the proxy's figures (no pgbench limit of their own).
+    for row in ["1p. GET one document by id, through /parse", "2p. list"] {
+        let line = text.lines().find(|l| l.starts_with(&format!("| {row}"))).unwrap_or_else(|| panic!("no row {row:?} in\n{text}"));
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        for c in &cells[7..10] {
+            assert!(c.parse::<f64>().map(|v| v > 0.0).unwrap_or(false), "not a positive figure {c:?} in {line}");
+        }
+        assert_eq!(cells[10], "0", "failed requests in {line}");
+    }
     assert!(text.contains("hashes/s"), "{text}");
     assert!(text.contains("proxy peak RSS"), "{text}");
 }

@@ -449,8 +449,10 @@ fn field_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
     let bad = |m: String| ParseError::bad(INVALID_QUERY, m);
     let ops = match v.as_object() {
         Some(o) if !o.is_empty() && o.keys().all(|x| x.starts_with('$')) => o,
-        // Equality; on an array field, Parse's equalTo matches an array holding the value.
-        _ => return Ok(json!({"$or": [{k: {"$eq": v}}, {k: {"$contains": v}}]})),
+        // Equality, as Parse Server on Postgres compiles it for a field that is not an
+        // array: one condition a btree index on the field serves. (Matching arrays that
+        // hold the value too would be an $or that no index serves: containsAll is that.)
+        _ => return Ok(json!({k: {"$eq": v}})),
     };
     let mut parts = Vec::new();
     for (op, arg) in ops {
@@ -486,7 +488,7 @@ fn field_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
                     json!({"$and": list.iter().map(|x| json!({k: {"$contains": x}})).collect::<Vec<_>>()})
                 }
             }
-            "$eq" => json!({"$or": [{k: {"$eq": arg}}, {k: {"$contains": arg}}]}),
+            "$eq" => json!({k: {"$eq": arg}}),
             _ => return Err(bad(format!("the operator {op} (on {k}) is not supported by pgbaas's Parse door yet (docs/parse.md)"))),
         };
         parts.push(part);
@@ -540,7 +542,11 @@ mod tests {
         let baas = acl_to_baas(&parse).unwrap();
         let mut read: Vec<&str> = baas["read"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
         read.sort();
-        assert_eq!(read, vec!["public", &format!("user:{u}")[..]]);
+        assert_eq!(read, vec!["public", "role:Admins", &format!("user:{u}")[..]]);
+        let mut write: Vec<&str> = baas["update"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        write.sort();
+        assert_eq!(write, vec!["role:Admins", &format!("user:{u}")[..]]);
+        assert_eq!(baas["update"], baas["delete"]);
         assert_eq!(acl_from_baas(&baas), parse);
         assert!(acl_to_baas(&json!({"alice": {"read": true}})).is_err(), "a user id that is not a uuid");
         assert!(acl_to_baas(&json!({"*": {"read": "yes"}})).is_err());
@@ -583,7 +589,8 @@ mod tests {
         assert_eq!(filter_of(&json!({"d": {"$gt": {"__type": "Date", "iso": "2026-01-01T00:00:00.000Z"}}})).unwrap(),
                    json!({"d.iso": {"$gt": "2026-01-01T00:00:00.000Z"}}));
         assert_eq!(filter_of(&json!({"$nor": [{"a": {"$exists": true}}]})).unwrap(), json!({"$not": {"$or": [{"a": {"$exists": true}}]}}));
-        assert_eq!(filter_of(&json!({"a": 1})).unwrap(), json!({"$or": [{"a": {"$eq": 1}}, {"a": {"$contains": 1}}]}));
+        assert_eq!(filter_of(&json!({"a": 1})).unwrap(), json!({"a": {"$eq": 1}}));
+        assert_eq!(filter_of(&json!({"a": {"$all": [1, 2]}})).unwrap(), json!({"$and": [{"a": {"$contains": 1}}, {"a": {"$contains": 2}}]}));
         for bad in [json!({"a": {"$regex": "x"}}), json!({"objectId": "x"}), json!({"$where": 1}), json!([]), json!({"a": {"$in": 1}})] {
             let e = filter_of(&bad).unwrap_err();
             assert_eq!(e.code, INVALID_QUERY, "{bad}");

@@ -152,6 +152,17 @@ fn parse_args() -> Result<Args> {
 
 /// Deterministic document ids, so pgbench scripts and wrk Lua scripts can compute them.
 const ID_PREFIX: &str = "00000000-0000-7000-8000-";
+/// The Parse door's application id in the benchmark (issue 21).
+const PARSE_DOOR_APP: &str = "benchdoor";
+
+fn check_parse(what: &str, r: Result<ureq::Response, ureq::Error>) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(ureq::Error::Status(code, resp)) => bail!("{what}: HTTP {code} {}", resp.into_string().unwrap_or_default()),
+        Err(e) => bail!("{what}: {e}"),
+    }
+}
+
 fn doc_id(k: i64) -> String {
     format!("{ID_PREFIX}{k:012x}")
 }
@@ -617,7 +628,8 @@ fn main() -> Result<()> {
         std::env::set_var("PGBAAS_TEST_LOG", "off");
     }
     // Limits off, as for any load test (a benchmark is one client hammering logins).
-    let proxy = Proxy::start(&auth_url, &["--pool-size", &a.pool.to_string(), "--rate-limits", "off"])?;
+    // (issue 21) with the Parse door on, for workloads 1 and 2 through /parse.
+    let proxy = Proxy::start(&auth_url, &["--pool-size", &a.pool.to_string(), "--rate-limits", "off", "--parse-app-id", PARSE_DOOR_APP])?;
     let pid = proxy.child.id();
     // The proxy's live-feed hub starts the capture worker, which then decodes the load.
     let caught_up = capture_caught_up(&cluster, Duration::from_secs(if a.quick { 10 } else { 120 }))?;
@@ -739,9 +751,38 @@ fn main() -> Result<()> {
         &format!("select x::text from baas.login('u' || :u::text || '@bench.test', '{PASSWORD}') x"),
     )?;
 
+    // (issue 21) The Parse door: user 0 gets the Parse username u0 and signs in through
+    // /parse; the same GET and list as workloads 1 and 2, as a Parse SDK sends them.
+    db.execute("insert into baas.parse_usernames (user_id, username) select id, 'u0' from baas.users order by created_at limit 1", &[])?;
+    let parse_token: String = {
+        let r = ureq::post(&format!("{base}/parse/login"))
+            .set("X-Parse-Application-Id", PARSE_DOOR_APP)
+            .set("Content-Type", "application/json")
+            .send_string(&format!(r#"{{"username": "u0", "password": "{PASSWORD}"}}"#))
+            .context("signing in through /parse")?;
+        let v: serde_json::Value = serde_json::from_str(&r.into_string()?)?;
+        v["sessionToken"].as_str().context("no sessionToken from /parse/login")?.to_string()
+    };
+    let parse_lua = format!("wrk.headers[\"X-Parse-Application-Id\"] = \"{PARSE_DOOR_APP}\"\nwrk.headers[\"X-Parse-Session-Token\"] = \"{parse_token}\"\n");
+    let parse_get_lua = write(
+        "parse-get.lua",
+        format!(
+            "{parse_lua}local ids = {{{}}}\nrequest = function()\n  return wrk.format(\"GET\", \"/parse/classes/Items/\" .. ids[math.random(#ids)])\nend\n",
+            lua_ids(&shared)
+        ),
+    )?;
+    let parse_list_lua = write(
+        "parse-list.lua",
+        format!("{parse_lua}request = function()\n  return wrk.format(\"GET\", \"/parse/classes/Items?limit=20&where=%7B%22cat%22%3A\" .. math.random(0, 999) .. \"%7D\")\nend\n"),
+    )?;
+
     // ---- each workload once by hand first: a workload that only produces errors
     // would otherwise just look fast.
     let agent = ureq::AgentBuilder::new().build();
+    for path in [format!("/parse/classes/Items/{}", doc_id(shared[0])), "/parse/classes/Items?limit=20&where=%7B%22cat%22%3A5%7D".to_string()] {
+        let r = agent.get(&format!("{base}{path}")).set("X-Parse-Application-Id", PARSE_DOOR_APP).set("X-Parse-Session-Token", &parse_token).call();
+        check_parse(&path, r)?;
+    }
     let bearer = format!("Bearer {u0}");
     let check = |what: &str, r: Result<ureq::Response, ureq::Error>| -> Result<()> {
         match r {
@@ -830,6 +871,20 @@ fn main() -> Result<()> {
     rows.push(measure("5. login (argon2id)", &pgb_login, &[], &login_lua, login_clients));
     rows.push(measure("6. RPC: a trivial STABLE function (GET /v1/rpc)", &pgb_rpc, &defs, &rpc_lua, a.conns));
     rows.push(measure("7. GET one protected-table row by key", &pgb_row, &defs, &row_lua, a.conns));
+    // (issue 21) Workloads 1 and 2 through the Parse door: the same SQL underneath (its
+    // pgbench limit is row 1's and 2's), so only the proxy's run; Parse Server's column
+    // is its own rows 1 and 2.
+    for (name, lua, n) in [("1p. GET one document by id, through /parse", &parse_get_lua, 1), ("2p. list: equality on indexed field, limit 20, through /parse", &parse_list_lua, 2)] {
+        let mut row = Row { name, limit: None, limit_pool: None, limit_pipe: None, pgbaas: None, parse: None, pocketbase: None, notes: vec![], failed: vec![] };
+        if a.only.is_empty() || a.only.contains(&n) {
+            eprintln!(".. {name}");
+            match wrk_measured_pg(&a, &base, lua, Some(pid), Some(&cluster)) {
+                Ok(r) => row.pgbaas = Some(r),
+                Err(e) => row.failed.push(format!("wrk -c{} through /parse: {}", a.conns, reason(&e))),
+            }
+        }
+        rows.push(row);
+    }
     let (_, rss_kb) = proc_usage(pid);
     let pb_note = match &pb {
         Ok(p) => {
@@ -857,6 +912,12 @@ fn main() -> Result<()> {
             Ok(runs) => {
                 for (i, r) in runs.into_iter().enumerate() {
                     rows[i].parse = Some(r);
+                }
+                // The /parse rows (after row 7) compare with Parse Server's rows 1 and 2.
+                for (i, j) in [(0, 7), (1, 8)] {
+                    if rows.len() > j {
+                        rows[j].parse = rows[i].parse.clone();
+                    }
                 }
                 format!(
                     "Parse Server ran on the same cluster (database `parse`, PostGIS) as {} Node processes, same data shape, session-token REST calls",
