@@ -395,5 +395,13 @@ grant execute on function
     baas.parse_login(text, text, text)
   to baas_anon, baas_user, baas_service;
 grant execute on function baas.parse_me() to baas_user;
+grant execute on function
+    baas.parse_get_user(uuid),
+    baas.parse_update_user(uuid, text, jsonb),
+    baas.parse_save_installation(uuid, jsonb),
+    baas.parse_installations(uuid),
+    baas.parse_config(),
+    baas.parse_set_config(jsonb, jsonb)
+  to baas_anon, baas_user, baas_service;
 grant execute on function baas._parse_authenticate(text, boolean), baas._parse_session_claims(text)
   to baas_authenticator;

@@ -363,6 +363,258 @@ $$;
 comment on function baas._parse_authenticate(text, boolean) is
     'Parse door entry point (proxy only): a session token''s user, the master key''s service role, or anonymous';
 
+-- Whether the caller runs as the service role (the master key or a service token):
+-- Parse's master key may read and change any user and installation. The `role` setting,
+-- not the claims: a role that is not a member of baas_service cannot set it to that
+-- (and it keeps its value inside SECURITY DEFINER functions, where current_user does not).
+create function baas._parse_master() returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select pg_catalog.current_setting('role') = 'baas_service'
+$$;
+
+-- GET /parse/users/{id}: the signed-in user's own object, or any with the master key;
+-- P0002 not_found for anyone else's (pgbaas does not show one user's account to another:
+-- profiles are the social API's, docs/social.md).
+create function baas.parse_get_user(id uuid) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    u baas.users;
+begin
+    if not baas._parse_master() then
+        perform baas._require_session();
+        if id is distinct from baas.uid() then
+            perform baas._raise('P0002', 'not_found', 'Object not found.');
+        end if;
+    end if;
+    select * into u from baas.users x where x.id = parse_get_user.id;
+    if not found then
+        perform baas._raise('P0002', 'not_found', 'Object not found.');
+    end if;
+    return baas._parse_user_json(u);
+end
+$$;
+comment on function baas.parse_get_user(uuid) is
+    'Parse door: a user as a Parse user: the caller''s own, or any for the service role';
+
+-- PUT /parse/users/{id}: the signed-in user's own fields, as an operator patch on the
+-- account's data (docs/operators.md), and its username; with the master key any user's.
+-- The email and the password are changed through pgbaas's own flows (a verification
+-- mail; the current password), never here.
+create function baas.parse_update_user(id uuid, username text default null, patch jsonb default '{}')
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    u baas.users;
+begin
+    if not baas._parse_master() then
+        perform baas._require_session();
+        if id is distinct from baas.uid() then
+            perform baas._raise('42501', 'not_own_user', format('Cannot modify user %s.', id));
+        end if;
+    end if;
+    if patch is null or jsonb_typeof(patch) <> 'object'
+       or exists (select from jsonb_object_keys(patch) k where left(k, 1) <> '$') then
+        perform baas._raise('22023', 'invalid_request', 'the user''s fields must be an operator patch');
+    end if;
+    update baas.users x set data = baas._apply_operators(x.data, patch, now()), updated_at = now()
+     where x.id = parse_update_user.id
+    returning * into u;
+    if not found then
+        perform baas._raise('P0002', 'not_found', 'Object not found.');
+    end if;
+    if username is not null then
+        if username = '' or length(username) > 256 or username ~ '[[:cntrl:]]' then
+            perform baas._raise('22023', 'username_invalid', 'a username is 1 to 256 characters without control characters');
+        end if;
+        begin
+            insert into baas.parse_usernames as p (user_id, username) values (u.id, username)
+            on conflict (user_id) do update set username = excluded.username;
+        exception when unique_violation then
+            perform baas._raise('23505', 'username_taken', 'Account already exists for this username.');
+        end;
+    end if;
+    return baas._parse_user_json(u);
+end
+$$;
+comment on function baas.parse_update_user(uuid, text, jsonb) is
+    'Parse door: change the caller''s own user fields (an operator patch of its data) and username; any user''s for the service role';
+
+-- Installations (Parse's _Installation): the app installs that push notifications will
+-- reach (the push work to come). Any client saves its own installation, found by its
+-- installationId (or objectId); only the service role reads them, as in Parse Server.
+create table baas.parse_installations (
+    id uuid primary key,
+    installation_id text not null unique check (installation_id ~ '^[A-Za-z0-9._:-]{1,128}$'),
+    device_type text not null check (device_type ~ '^[a-z0-9_]{1,32}$'),
+    device_token text check (length(device_token) <= 4096),
+    channels text[] not null default '{}',
+    user_id uuid references baas.users (id) on delete set null,
+    data jsonb not null default '{}' check (jsonb_typeof(data) = 'object'),
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now()
+);
+revoke all on baas.parse_installations from public;
+alter table baas.parse_installations enable row level security;
+select pg_catalog.pg_extension_config_dump('baas.parse_installations', '');
+
+create function baas._parse_installation_json(i baas.parse_installations) returns jsonb
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select i.data || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'objectId', i.id, 'installationId', i.installation_id, 'deviceType', i.device_type,
+        'deviceToken', i.device_token, 'channels', pg_catalog.to_jsonb(i.channels),
+        'user', case when i.user_id is not null then pg_catalog.jsonb_build_object(
+                    '__type', 'Pointer', 'className', '_User', 'objectId', i.user_id) end,
+        'createdAt', baas._parse_date(i.created_at), 'updatedAt', baas._parse_date(i.updated_at)))
+$$;
+
+-- POST /parse/installations and PUT /parse/installations/{id}: create or update the
+-- installation `fields` name (by installationId; or by objectId `id`). A signed-in
+-- caller's installation is linked to its user. {"created": boolean, "installation": …}.
+create function baas.parse_save_installation(id uuid, fields jsonb) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    i baas.parse_installations;
+    v_new boolean := false;
+    v_iid text := fields ->> 'installationId';
+    v_data jsonb;
+begin
+    if fields is null or jsonb_typeof(fields) <> 'object' then
+        perform baas._raise('22023', 'invalid_request', 'an installation is a JSON object');
+    end if;
+    if fields ? 'channels' and (jsonb_typeof(fields -> 'channels') <> 'array'
+        or exists (select from jsonb_array_elements(fields -> 'channels') c where jsonb_typeof(c) <> 'string')) then
+        perform baas._raise('22023', 'invalid_request', 'channels must be an array of strings');
+    end if;
+    if fields ? 'deviceToken' and jsonb_typeof(fields -> 'deviceToken') not in ('string', 'null') then
+        perform baas._raise('22023', 'invalid_request', 'deviceToken must be a string');
+    end if;
+    v_data := fields - array['objectId', 'installationId', 'deviceType', 'deviceToken', 'channels', 'user',
+                             'createdAt', 'updatedAt', 'ACL'];
+    if id is not null then
+        select * into i from baas.parse_installations x where x.id = parse_save_installation.id for update;
+        if not found then
+            perform baas._raise('P0002', 'not_found', 'Object not found.');
+        end if;
+        if v_iid is not null and v_iid <> i.installation_id then
+            perform baas._raise('22023', 'installation_id_changed', 'installationId may not be changed');
+        end if;
+    elsif v_iid is not null then
+        select * into i from baas.parse_installations x where x.installation_id = v_iid for update;
+    end if;
+    if i.id is null then
+        if v_iid is null or (fields ->> 'deviceType') is null then
+            perform baas._raise('22023', 'installation_incomplete', 'at least one ID field (deviceToken, installationId) and deviceType must be specified in this operation');
+        end if;
+        begin
+            insert into baas.parse_installations (id, installation_id, device_type, device_token, channels, user_id, data)
+            values (baas.uuid7(), v_iid, fields ->> 'deviceType', fields ->> 'deviceToken',
+                    coalesce(array(select jsonb_array_elements_text(fields -> 'channels')), '{}'), baas.uid(), v_data)
+            returning * into i;
+        exception when check_violation then
+            perform baas._raise('22023', 'invalid_request', 'installationId is 1 to 128 of A-Z a-z 0-9 . _ : - and deviceType a short lower-case name (ios, android, web …)');
+        end;
+        v_new := true;
+    else
+        begin
+            update baas.parse_installations x set
+                device_type = coalesce(fields ->> 'deviceType', x.device_type),
+                device_token = case when fields ? 'deviceToken' then fields ->> 'deviceToken' else x.device_token end,
+                channels = case when fields ? 'channels' then array(select jsonb_array_elements_text(fields -> 'channels')) else x.channels end,
+                user_id = coalesce(baas.uid(), x.user_id),
+                data = x.data || v_data,
+                updated_at = now()
+             where x.id = i.id
+            returning * into i;
+        exception when check_violation then
+            perform baas._raise('22023', 'invalid_request', 'deviceType is a short lower-case name (ios, android, web …) and deviceToken at most 4096 characters');
+        end;
+    end if;
+    return jsonb_build_object('created', v_new, 'installation', baas._parse_installation_json(i));
+end
+$$;
+comment on function baas.parse_save_installation(uuid, jsonb) is
+    'Parse door: create or update an app installation (by installationId or objectId); {created, installation}';
+
+-- GET /parse/installations[/{id}] (service role only, as in Parse Server).
+create function baas.parse_installations(id uuid default null) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+begin
+    if not baas._parse_master() then
+        perform baas._raise('42501', 'forbidden', 'Clients aren''t allowed to perform the find operation on the installation collection.');
+    end if;
+    return coalesce((select jsonb_agg(baas._parse_installation_json(i) order by i.created_at, i.id)
+                       from baas.parse_installations i where id is null or i.id = parse_installations.id), '[]');
+end
+$$;
+comment on function baas.parse_installations(uuid) is 'Parse door: the installations (all, or one by objectId); service role only';
+
+-- Parse Config (GET/PUT /parse/config): app parameters clients read; those marked
+-- master_only only the service role sees. DBAs may also edit the table directly.
+create table baas.parse_config (
+    key text primary key check (length(key) between 1 and 256),
+    value jsonb not null,
+    master_only boolean not null default false,
+    updated_at timestamptz not null default now()
+);
+revoke all on baas.parse_config from public;
+alter table baas.parse_config enable row level security;
+select pg_catalog.pg_extension_config_dump('baas.parse_config', '');
+
+create function baas.parse_config() returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select pg_catalog.jsonb_build_object(
+        'params', coalesce((select pg_catalog.jsonb_object_agg(c.key, c.value) from baas.parse_config c
+                             where not c.master_only or baas._parse_master()), '{}'))
+        || case when baas._parse_master() then pg_catalog.jsonb_build_object(
+               'masterKeyOnly', coalesce((select pg_catalog.jsonb_object_agg(c.key, true) from baas.parse_config c
+                                           where c.master_only), '{}')) else '{}' end
+$$;
+comment on function baas.parse_config() is 'Parse door: the app''s config parameters: {params} (and masterKeyOnly for the service role)';
+
+-- PUT /parse/config: set parameters (a null value removes one); master_only names the
+-- ones only the service role sees. Service role only.
+create function baas.parse_set_config(params jsonb, master_only jsonb default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+begin
+    if not baas._parse_master() then
+        perform baas._raise('42501', 'forbidden', 'Parse Config is changed with the master key.');
+    end if;
+    if params is null or jsonb_typeof(params) <> 'object' or jsonb_typeof(coalesce(master_only, '{}')) <> 'object' then
+        perform baas._raise('22023', 'invalid_request', 'params and masterKeyOnly must be JSON objects');
+    end if;
+    delete from baas.parse_config c using jsonb_each(params) p where c.key = p.key and p.value = 'null';
+    insert into baas.parse_config as c (key, value, master_only)
+    select p.key, p.value, coalesce((master_only ->> p.key)::boolean, false)
+      from jsonb_each(params) p where p.value <> 'null'
+    on conflict (key) do update set value = excluded.value, master_only = excluded.master_only, updated_at = now();
+    return jsonb_build_object('result', true);
+exception when check_violation or invalid_text_representation then
+    perform baas._raise('22023', 'invalid_request', 'a parameter name is 1 to 256 characters and masterKeyOnly values are true or false');
+end
+$$;
+comment on function baas.parse_set_config(jsonb, jsonb) is 'Parse door: set Parse Config parameters (null removes one); service role only';
+
 -- =================================================================== sql/lints.sql
 -- The Parse door's public functions join the documented list.
 create or replace function baas.security_lints()
@@ -520,7 +772,8 @@ as $$
            -- references (sql/refs.sql)
            'expand', 'expand_page', 'referrers',
            -- the Parse door (sql/parse.sql)
-           'parse_signup', 'parse_login', 'parse_me'])
+           'parse_signup', 'parse_login', 'parse_me', 'parse_get_user', 'parse_update_user',
+           'parse_save_installation', 'parse_installations', 'parse_config', 'parse_set_config'])
     union all
     -- 4c. The document policies and the index entries' read policy are made from one
     --     rule (sql/permissions.sql): each must still say what documents_read says
@@ -685,7 +938,15 @@ revoke execute on function
     baas.parse_login(text, text, text),
     baas.parse_me(),
     baas._parse_session_claims(text),
-    baas._parse_authenticate(text, boolean)
+    baas._parse_authenticate(text, boolean),
+    baas._parse_master(),
+    baas.parse_get_user(uuid),
+    baas.parse_update_user(uuid, text, jsonb),
+    baas._parse_installation_json(baas.parse_installations),
+    baas.parse_save_installation(uuid, jsonb),
+    baas.parse_installations(uuid),
+    baas.parse_config(),
+    baas.parse_set_config(jsonb, jsonb)
   from public;
 -- The Parse door (issue 21, sql/parse.sql): sign-up and sign-in by username for any
 -- caller, the signed-in user for users; the proxy's login role authenticates Parse
@@ -695,6 +956,14 @@ grant execute on function
     baas.parse_login(text, text, text)
   to baas_anon, baas_user, baas_service;
 grant execute on function baas.parse_me() to baas_user;
+grant execute on function
+    baas.parse_get_user(uuid),
+    baas.parse_update_user(uuid, text, jsonb),
+    baas.parse_save_installation(uuid, jsonb),
+    baas.parse_installations(uuid),
+    baas.parse_config(),
+    baas.parse_set_config(jsonb, jsonb)
+  to baas_anon, baas_user, baas_service;
 grant execute on function baas._parse_authenticate(text, boolean), baas._parse_session_claims(text)
   to baas_authenticator;
 

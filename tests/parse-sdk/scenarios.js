@@ -68,6 +68,26 @@ const scenarios = {
     return { user: alice.id };
   },
 
+  // user.save(): a user changes its own fields and username.
+  async userSave() {
+    const u = await signUp('save');
+    u.set('nick', 'changed');
+    u.increment('visits');
+    await u.save();
+    u.increment('visits', 2);
+    await u.save();
+    const me = await Parse.User.me(u.getSessionToken());
+    assert.equal(me.get('nick'), 'changed');
+    assert.equal(me.get('visits'), 3);
+    u.setUsername(`saved-${run}`);
+    await u.save();
+    const again = await Parse.User.logIn(`saved-${run}`, 'pw-save-secret');
+    assert.equal(again.id, u.id);
+    await expectError(Parse.User.logIn(`save-${run}`, 'pw-save-secret'), 101, 'the old username');
+    await Parse.User.logOut();
+    return { user: u.id };
+  },
+
   // Objects: create, fetch, update with every field operation, delete.
   async objects() {
     const u = await signUp('objects');

@@ -152,7 +152,7 @@ fn parse_server() -> ParseServer {
 fn sdk_scenarios_agree_with_parse_server() {
     door();
     let peer = parse_server();
-    let scenarios = ["users", "objects", "acls", "queries", "includes"];
+    let scenarios = ["users", "userSave", "objects", "acls", "queries", "includes"];
     let facts = sdk_at(&peer.url, "parse-server", "peerapp", "peermaster", &scenarios);
     assert_eq!(facts.len(), scenarios.len(), "{facts:?}");
 }
@@ -231,6 +231,80 @@ fn sdk_includes_fill_only_readable_pointers() {
 #[test]
 fn sdk_cloud_functions_are_exposed_sql_functions() {
     sdk(&["functions"]);
+}
+
+#[test]
+fn sdk_users_save_their_own_fields() {
+    let facts = sdk(&["userSave"]);
+    let user = facts[0]["user"].as_str().unwrap();
+    let data: Value = admin().query_one("select data from baas.users where id = $1::text::uuid", &[&user]).unwrap().get(0);
+    assert_eq!(data, json!({"nick": "changed", "visits": 3}), "the Parse user's fields are the account's data");
+}
+
+/// Users: only your own object (or any with the master key); installations for push;
+/// Parse Config.
+#[test]
+fn rest_users_installations_and_config() {
+    let pid = std::process::id();
+    let signup = |name: &str| -> (String, String) {
+        let r = rest("POST", "/users", &[APP], Some(&json!({"username": name, "password": "users-pass-1"}).to_string()));
+        assert_eq!(r.status, 201, "{}", r.body);
+        (r.body["objectId"].as_str().unwrap().to_string(), r.body["sessionToken"].as_str().unwrap().to_string())
+    };
+    let (ann, ann_t) = signup(&format!("ann-{pid}"));
+    let (ben, ben_t) = signup(&format!("ben-{pid}"));
+    let master = ("X-Parse-Master-Key", MASTER_KEY);
+    // Reading and changing users.
+    let r = rest("GET", &format!("/users/{ann}"), &[APP, ("X-Parse-Session-Token", &ann_t)], None);
+    assert_eq!((r.status, r.body["username"].as_str()), (200, Some(&format!("ann-{pid}")[..])), "{}", r.body);
+    let r = rest("GET", &format!("/users/{ann}"), &[APP, ("X-Parse-Session-Token", &ben_t)], None);
+    assert_eq!((r.status, r.body["code"].as_i64()), (404, Some(101)), "another user's account is not shown: {}", r.body);
+    let r = rest("PUT", &format!("/users/{ann}"), &[APP, ("X-Parse-Session-Token", &ben_t)], Some(r#"{"nick": "hacked"}"#));
+    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(206)), "{}", r.body);
+    let r = rest("PUT", &format!("/users/{ann}"), &[APP, master], Some(r#"{"nick": "by master"}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = rest("GET", &format!("/users/{ann}"), &[APP, master], None);
+    assert_eq!(r.body["nick"], "by master");
+    let r = rest("PUT", &format!("/users/{ann}"), &[APP, ("X-Parse-Session-Token", &ann_t)], Some(r#"{"password": "new-password-1"}"#));
+    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(142)), "{}", r.body);
+    let r = rest("PUT", &format!("/users/{ann}"), &[APP, ("X-Parse-Session-Token", &ann_t)], Some(&json!({"username": format!("ben-{pid}")}).to_string()));
+    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(202)), "{}", r.body);
+    // Installations: any client saves its own; only the master key lists them.
+    let iid = format!("inst-{pid}");
+    let body = json!({"installationId": iid, "deviceType": "android", "deviceToken": "tok-1", "channels": ["news"], "appVersion": "1.0"}).to_string();
+    let r = rest("POST", "/installations", &[APP, ("X-Parse-Session-Token", &ann_t)], Some(&body));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let oid = r.body["objectId"].as_str().unwrap().to_string();
+    let r = rest("POST", "/installations", &[APP], Some(&json!({"installationId": iid, "deviceType": "android", "channels": ["news", "sport"]}).to_string()));
+    assert_eq!(r.status, 200, "the same installationId updates: {}", r.body);
+    let r = rest("PUT", &format!("/installations/{oid}"), &[APP], Some(r#"{"deviceToken": "tok-2"}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = rest("GET", "/installations", &[APP, ("X-Parse-Session-Token", &ann_t)], None);
+    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(119)), "{}", r.body);
+    let r = rest("GET", &format!("/installations/{oid}"), &[APP, master], None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!((r.body["deviceToken"].as_str(), r.body["channels"].clone(), r.body["appVersion"].as_str()), (Some("tok-2"), json!(["news", "sport"]), Some("1.0")));
+    assert_eq!(r.body["user"]["objectId"], ann.as_str(), "linked to the user who saved it");
+    for (body, code) in [(r#"{"deviceType": "ios"}"#, 135), (r#"{"installationId": "bad id!", "deviceType": "ios"}"#, 107), (r#"{"installationId": "x1", "deviceType": "ios", "channels": "news"}"#, 107)] {
+        let r = rest("POST", "/installations", &[APP], Some(body));
+        assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(code)), "{body}: {}", r.body);
+    }
+    let r = rest("PUT", &format!("/installations/{oid}"), &[APP], Some(r#"{"installationId": "another"}"#));
+    assert_eq!(r.body["code"].as_i64(), Some(136), "{}", r.body);
+    // Parse Config: the master key sets, everyone reads (but master-only parameters).
+    let r = rest("PUT", "/config", &[APP, ("X-Parse-Session-Token", &ben_t)], Some(r#"{"params": {"a": 1}}"#));
+    assert_eq!(r.body["code"].as_i64(), Some(119), "{}", r.body);
+    let r = rest("PUT", "/config", &[APP, master], Some(r#"{"params": {"welcome": "hi", "limits": {"n": 3}, "secret": "s"}, "masterKeyOnly": {"secret": true}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = rest("GET", "/config", &[APP], None);
+    assert_eq!(r.body, json!({"params": {"welcome": "hi", "limits": {"n": 3}}}));
+    let r = rest("GET", "/config", &[APP, master], None);
+    assert_eq!(r.body["params"]["secret"], "s");
+    assert_eq!(r.body["masterKeyOnly"], json!({"secret": true}));
+    let r = rest("PUT", "/config", &[APP, master], Some(r#"{"params": {"welcome": null}}"#));
+    assert_eq!(r.status, 200);
+    assert_eq!(rest("GET", "/config", &[APP], None).body, json!({"params": {"limits": {"n": 3}}}));
+    let _ = ben;
 }
 
 #[test]
@@ -373,6 +447,7 @@ fn rest_style_requests_and_parse_errors() {
         ("POST", "/batch".into(), Some(json!({"requests": [{"method": "POST", "path": "/parse/login", "body": {"username": name, "password": "x"}}]}).to_string()), 400, 107),
         ("POST", "/batch".into(), Some(r#"{"requests": [{"method": "PATCH", "path": "/parse/classes/GameScore"}]}"#.into()), 400, 107),
         ("POST", "/batch".into(), Some(r#"{"requests": {}}"#.into()), 400, 107),
+        ("POST", "/batch".into(), Some(r#"{"requests": [{"method": "POST", "path": "/parse/classes/_User", "body": {"username": "b", "password": "batched-pass-1"}}]}"#.into()), 400, 107),
     ];
     for (method, path, body, status, code) in cases {
         let r = rest(method, &path, &[APP], body.as_deref());

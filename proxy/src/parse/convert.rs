@@ -41,6 +41,9 @@ pub const PASSWORD_MISSING: i64 = 201;
 pub const USERNAME_TAKEN: i64 = 202;
 pub const EMAIL_TAKEN: i64 = 203;
 pub const EMAIL_MISSING: i64 = 204;
+pub const SESSION_MISSING: i64 = 206;
+pub const MISSING_REQUIRED_FIELD: i64 = 135;
+pub const CHANGED_IMMUTABLE_FIELD: i64 = 136;
 pub const INVALID_SESSION_TOKEN: i64 = 209;
 
 impl ParseError {
@@ -77,6 +80,9 @@ impl ParseError {
             "email_taken" => (StatusCode::BAD_REQUEST, EMAIL_TAKEN, "Account already exists for this email address.".to_string()),
             "username_missing" | "username_invalid" => (StatusCode::BAD_REQUEST, USERNAME_MISSING, m),
             "email_missing" => (StatusCode::BAD_REQUEST, EMAIL_MISSING, m),
+            "not_own_user" => (StatusCode::BAD_REQUEST, SESSION_MISSING, m),
+            "installation_incomplete" => (StatusCode::BAD_REQUEST, MISSING_REQUIRED_FIELD, m),
+            "installation_id_changed" => (StatusCode::BAD_REQUEST, CHANGED_IMMUTABLE_FIELD, m),
             "password_missing" => (StatusCode::BAD_REQUEST, PASSWORD_MISSING, m),
             "invalid_email" => (StatusCode::BAD_REQUEST, INVALID_EMAIL_ADDRESS, m),
             "weak_password" | "password_too_long" | "mfa_required" | "account_suspended" | "email_not_verified" => {

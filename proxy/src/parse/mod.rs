@@ -252,7 +252,13 @@ async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Re
 
 /// One operation of the REST API (a request, or one of a batch's).
 async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<String, Value>, body: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
-    match (m, segs) {
+    // The SDKs save users and installations through /classes/_User and /classes/_Installation.
+    let segs: Vec<&str> = match segs {
+        ["classes", "_User", rest @ ..] => [&["users"][..], rest].concat(),
+        ["classes", "_Installation", rest @ ..] => [&["installations"][..], rest].concat(),
+        other => other.to_vec(),
+    };
+    match (m, segs.as_slice()) {
         (&Method::POST, ["classes", class]) => create(call, class, body).await,
         (&Method::GET, ["classes", class]) => find(call, class, params).await,
         (&Method::GET, ["classes", class, id]) => get(call, class, id, params).await,
@@ -261,6 +267,18 @@ async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<Strin
         (&Method::PUT | &Method::DELETE, ["classes", _]) => Err(ParseError::bad(MISSING_OBJECT_ID, "objectId is required.")),
         (&Method::POST, ["users"]) => signup(call, body).await,
         (&Method::GET, ["users", "me"]) => me(call).await,
+        (&Method::GET, ["users", id]) => get_user(call, id).await,
+        (&Method::PUT, ["users", id]) => update_user(call, id, body).await,
+        (&Method::POST, ["installations"]) => save_installation(call, None, body).await,
+        (&Method::PUT, ["installations", id]) => save_installation(call, Some(id), body).await,
+        (&Method::GET, ["installations"]) => installations(call, None).await,
+        (&Method::GET, ["installations", id]) => installations(call, Some(id)).await,
+        (&Method::GET, ["config"]) => Ok((StatusCode::OK, call.run("select baas.parse_config()::text", &[]).await?)),
+        (&Method::PUT, ["config"]) => {
+            let params = json_text(body.get("params").unwrap_or(&Value::Null));
+            let only = json_text(body.get("masterKeyOnly").unwrap_or(&json!({})));
+            Ok((StatusCode::OK, call.run("select baas.parse_set_config($1::text::jsonb, $2::text::jsonb)::text", &[&params, &only]).await?))
+        }
         (&Method::GET | &Method::POST, ["login"]) => {
             let fields = if m == Method::GET { params } else { body };
             login(call, fields).await
@@ -318,7 +336,7 @@ async fn batch(call: &Call<'_>, door: &Door, body: &Map<String, Value>) -> Resul
         let segs: Vec<String> = rest.split('/').filter(|x| !x.is_empty()).map(str::to_string).collect();
         // Sign-up and sign-in have limits of their own per address and account; in a
         // batch they would pass them. Only object operations are batched.
-        if segs.first().map(String::as_str) != Some("classes") {
+        if segs.first().map(String::as_str) != Some("classes") || segs.get(1).is_some_and(|c| c.starts_with('_')) {
             return Err(ParseError::bad(INVALID_JSON, format!("batch request {i}: only /classes operations may be batched")));
         }
         let body = match r.get("body") {
@@ -824,6 +842,68 @@ async fn me(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
     let mut user = c.run("select baas.parse_me()::text", &[]).await?;
     user["sessionToken"] = Value::String(token.to_string());
     Ok((StatusCode::OK, user))
+}
+
+async fn get_user(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), ParseError> {
+    let id = convert::object_id(id)?;
+    let mut user = c.run("select baas.parse_get_user($1::text::uuid)::text", &[&id]).await?;
+    if let (Some(t), false) = (c.token, c.master) {
+        user["sessionToken"] = Value::String(t.to_string());
+    }
+    Ok((StatusCode::OK, user))
+}
+
+/// `PUT /users/{id}` (`user.save()`): the user's own fields and username. The email and
+/// the password change through pgbaas's own flows, which ask for a verification mail and
+/// the current password; a Parse session alone does not change them.
+async fn update_user(c: &Call<'_>, id: &str, body: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let id = convert::object_id(id)?;
+    let username = text_field(body, "username")?;
+    if body.contains_key("password") {
+        return Err(ParseError::bad(convert::VALIDATION_ERROR, "a password is changed through PATCH /v1/auth/user with the current password, or a reset mail (docs/parse.md)"));
+    }
+    if body.contains_key("authData") {
+        return Err(ParseError::bad(convert::OTHER_CAUSE, "authData is not supported by pgbaas's Parse door yet (docs/parse.md)"));
+    }
+    let mut fields = body.clone();
+    for k in ["username", "sessionToken", "emailVerified", "ACL"] {
+        fields.remove(k);
+    }
+    if let Some(email) = fields.remove("email") {
+        // The SDK sends back what it holds; only a change is refused.
+        let current = c.run("select baas.parse_get_user($1::text::uuid)::text", &[&id]).await?;
+        if current.get("email") != Some(&email) {
+            return Err(ParseError::bad(convert::VALIDATION_ERROR, "an email is changed through POST /v1/auth/email (a verification mail; docs/parse.md)"));
+        }
+    }
+    let (patch, _, _) = convert::update_body(&fields)?;
+    let patch = json_text(&patch);
+    let user = c.run("select baas.parse_update_user($1::text::uuid, $2, $3::text::jsonb)::text", &[&id, &username, &patch]).await?;
+    Ok((StatusCode::OK, json!({"updatedAt": user["updatedAt"]})))
+}
+
+/// `POST /installations`, `PUT /installations/{id}`: an app install, created or updated
+/// by its installationId (201 when created).
+async fn save_installation(c: &Call<'_>, id: Option<&str>, body: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let id = id.map(convert::object_id).transpose()?;
+    let fields = json_text(&Value::Object(body.clone()));
+    let out = c.run("select baas.parse_save_installation($1::text::uuid, $2::text::jsonb)::text", &[&id, &fields]).await?;
+    let i = &out["installation"];
+    Ok(if out["created"] == true {
+        (StatusCode::CREATED, json!({"objectId": i["objectId"], "createdAt": i["createdAt"]}))
+    } else {
+        (StatusCode::OK, json!({"updatedAt": i["updatedAt"]}))
+    })
+}
+
+/// `GET /installations[/{id}]`: the master key's only.
+async fn installations(c: &Call<'_>, id: Option<&str>) -> Result<(StatusCode, Value), ParseError> {
+    let id = id.map(convert::object_id).transpose()?;
+    let list = c.run("select baas.parse_installations($1::text::uuid)::text", &[&id]).await?;
+    match id {
+        None => Ok((StatusCode::OK, json!({"results": list}))),
+        Some(_) => list.as_array().and_then(|a| a.first().cloned()).map(|o| (StatusCode::OK, o)).ok_or_else(ParseError::not_found),
+    }
 }
 
 async fn logout(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
