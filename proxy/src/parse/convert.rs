@@ -146,6 +146,72 @@ fn clamp_numbers(text: &str) -> String {
     out
 }
 
+/// A list page's text (`baas._list_documents_text`: `{"items": [documents], "next", "count"?}`)
+/// as Parse's `results` text, written without parsing any object's data: each object is
+/// its `data` text with objectId, createdAt, updatedAt and ACL added at its end. None
+/// when a data object names one of those fields itself (its own would come first and be
+/// shadowed: the caller takes the slower, exact path), or the page cannot be read so.
+/// Also: how many objects, and whether the page was cut (`next` set).
+pub struct TextPage {
+    pub body: String,
+    pub items: usize,
+    pub next: bool,
+}
+
+pub fn parse_page_text(text: &str) -> Option<TextPage> {
+    #[derive(serde::Deserialize)]
+    struct Item<'a> {
+        #[serde(borrow)]
+        id: &'a str,
+        #[serde(borrow)]
+        created_at: &'a str,
+        #[serde(borrow)]
+        updated_at: &'a str,
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
+        acl: Value,
+    }
+    #[derive(serde::Deserialize)]
+    struct Page<'a> {
+        #[serde(borrow)]
+        items: Vec<Item<'a>>,
+        #[serde(default)]
+        next: Option<Value>,
+        #[serde(default)]
+        count: Option<Value>,
+    }
+    let page: Page = serde_json::from_str(text).ok()?;
+    let mut body = String::with_capacity(text.len() + 64 * page.items.len());
+    body.push_str("{\"results\":[");
+    for (i, it) in page.items.iter().enumerate() {
+        let data = it.data.get().trim();
+        if !data.starts_with('{') || RESERVED.iter().any(|k| data.contains(&format!("\"{k}\""))) {
+            return None;
+        }
+        if i > 0 {
+            body.push(',');
+        }
+        let inner = data[1..data.len() - 1].trim();
+        body.push('{');
+        body.push_str(inner);
+        if !inner.is_empty() {
+            body.push(',');
+        }
+        body.push_str("\"objectId\":");
+        body.push_str(&Value::String(it.id.to_string()).to_string());
+        body.push_str(&format!(",\"createdAt\":\"{}\",\"updatedAt\":\"{}\",\"ACL\":", parse_date(it.created_at), parse_date(it.updated_at)));
+        body.push_str(&acl_from_baas(&it.acl).to_string());
+        body.push('}');
+    }
+    body.push(']');
+    if let Some(c) = &page.count {
+        body.push_str(",\"count\":");
+        body.push_str(&c.to_string());
+    }
+    body.push('}');
+    Some(TextPage { body, items: page.items.len(), next: page.next.is_some_and(|n| !n.is_null()) })
+}
+
 /// A Parse class name (`^[A-Za-z][A-Za-z0-9_]*$`, Parse's rule) and the pgbaas
 /// collection it is: the name in lower case (collection names are lower case), so
 /// classes differing only in case share one collection.
@@ -568,6 +634,25 @@ mod tests {
         assert_eq!(v["c"][0].as_f64(), Some(-f64::MAX));
         assert_eq!(v["c"][1], 2);
         assert!(from_db_text("{\"a\": ").is_err());
+    }
+
+    #[test]
+    fn pages_are_rewritten_as_text_exactly_as_object_by_object() {
+        let page = json!({"items": [
+            {"id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "collection": "c", "owner": null, "version": 1,
+             "created_at": "2026-12-04T16:20:00.123456+00:00", "updated_at": "2026-12-04T16:21:00+00:00",
+             "data": {"a": 1, "s": "x\"y", "n": {"b": [1, 2]}}, "acl": {"read": ["public"], "update": [], "delete": []}},
+            {"id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", "collection": "c", "owner": null, "version": 1,
+             "created_at": "2026-12-04T16:20:00+00:00", "updated_at": "2026-12-04T16:20:00+00:00",
+             "data": {}, "acl": {"read": [], "update": [], "delete": []}}], "next": null, "count": 7});
+        let t = parse_page_text(&page.to_string()).unwrap();
+        let fast: Value = serde_json::from_str(&t.body).unwrap();
+        let slow: Vec<Value> = page["items"].as_array().unwrap().iter().map(object_from_doc).collect();
+        assert_eq!(fast, json!({"results": slow, "count": 7}));
+        assert_eq!((t.items, t.next), (2, false));
+        // A document naming a Parse field itself takes the exact path.
+        let own = json!({"items": [{"id": "x", "created_at": "t", "updated_at": "t", "data": {"objectId": 1}, "acl": {}}]});
+        assert!(parse_page_text(&own.to_string()).is_none());
     }
 
     #[test]

@@ -186,11 +186,21 @@ async fn read(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Resu
     Ok(req)
 }
 
+/// An answer's body: a value, or JSON text written as it is (a list page, convert::parse_page_text).
+enum Out {
+    Value(Value),
+    Text(String),
+}
+
 /// The door's answer to a request under its mount.
 pub async fn serve(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Reply {
     match handle(app, door, s, rest).await {
         Ok((status, body)) => {
-            let mut r = Reply::json(status, serde_json::to_vec(&body).unwrap_or_default());
+            let bytes = match body {
+                Out::Value(v) => serde_json::to_vec(&v).unwrap_or_default(),
+                Out::Text(t) => t.into_bytes(),
+            };
+            let mut r = Reply::json(status, bytes);
             r.no_store = true;
             r
         }
@@ -203,7 +213,7 @@ pub async fn serve(app: &App, door: &Door, s: &mut ServerSession, rest: &str) ->
     }
 }
 
-async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Result<(StatusCode, Value), ParseError> {
+async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Result<(StatusCode, Out), ParseError> {
     let (client_ip, ip_key) = app.client(s);
     app.limiter.check(ratelimit::Kind::Request, &ip_key).map_err(|secs| ParseError::from_api(&ApiError::rate_limited(secs)))?;
     let req = read(app, door, s, rest).await?;
@@ -245,8 +255,9 @@ async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Re
     let _permits = crate::server::admit(&app.in_flight, &ip_key, admitted.as_deref()).map_err(|e| ParseError::from_api(&e))?;
     let call = Call { app, ip_key: &ip_key, caller: &caller, token: req.session_token.as_deref(), master, installation: req.installation_id.as_deref() };
     match (&m, segs.as_slice()) {
-        (&Method::POST, ["batch"]) => batch(&call, door, &req.body).await,
-        _ => dispatch(&call, &m, &segs, &req.params, &req.body).await,
+        (&Method::POST, ["batch"]) => batch(&call, door, &req.body).await.map(|(st, v)| (st, Out::Value(v))),
+        (&Method::GET, ["classes", class]) => find_text(&call, class, &req.params).await,
+        _ => dispatch(&call, &m, &segs, &req.params, &req.body).await.map(|(st, v)| (st, Out::Value(v))),
     }
 }
 
@@ -376,6 +387,14 @@ impl Call<'_> {
         self.run_api(sql, params).await.map_err(|e| ParseError::from_api(&e))
     }
 
+    /// One statement as the caller; its text answer as it is.
+    async fn run_text(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<String, ParseError> {
+        let out = db::call_parse(&self.app.requests, &self.app.timeouts, self.caller, self.token, self.master, sql, params)
+            .await
+            .map_err(|e| ParseError::from_api(&e))?;
+        Ok(out.unwrap_or_default())
+    }
+
     /// As `run`, with pgbaas's error as it came (the function door words its own).
     async fn run_api(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Value, ApiError> {
         let out = db::call_parse(&self.app.requests, &self.app.timeouts, self.caller, self.token, self.master, sql, params).await?;
@@ -444,7 +463,59 @@ fn number(params: &Map<String, Value>, k: &str) -> Result<Option<i64>, ParseErro
 /// The longest page pgbaas lists (docs/query.md).
 const MAX_LIMIT: i64 = 1000;
 
-async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+/// A query's answer, written as text when nothing asks for objects to be reshaped
+/// (`keys`, `excludeKeys`, `include`, a query by objectId): the `/v1` list route's own
+/// page text (`baas._list_documents_text`, the same SQL and pages as
+/// `baas.list_documents`) rewritten object by object without parsing their data.
+async fn find_text(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Out), ParseError> {
+    let reshaped = ["keys", "excludeKeys", "include"].iter().any(|k| params.contains_key(*k));
+    if !reshaped {
+        if let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? {
+            let (filter, limit_text, skip) = (json_text(&filter), limit.to_string(), skip.to_string());
+            let count_text = count.to_string();
+            let no_fields: Option<Vec<String>> = None;
+            let page = c
+                .run_text(
+                    "select baas._list_documents_text($1, $2::text::jsonb, $3, $4::text::int, $5::text::int, $6::text::boolean, $8::text::uuid, $7::text[])",
+                    &[&collection, &filter, &order, &limit_text, &skip, &count_text, &no_fields, &after],
+                )
+                .await;
+            match page {
+                Err(e) if e.from == "collection_not_found" && c.master => {
+                    return Ok((StatusCode::OK, Out::Value(if count { json!({"results": [], "count": 0}) } else { json!({"results": []}) })));
+                }
+                Err(e) => return Err(e),
+                Ok(text) => {
+                    if let Some(t) = convert::parse_page_text(&text) {
+                        if t.items < limit as usize && t.next {
+                            return Err(budget_cut());
+                        }
+                        return Ok((StatusCode::OK, Out::Text(t.body)));
+                    }
+                }
+            }
+        }
+    }
+    find(c, class, params).await.map(|(st, v)| (st, Out::Value(v)))
+}
+
+fn budget_cut() -> ParseError {
+    // The page was cut by the response budget; Parse has no way to say so.
+    ParseError::bad(INVALID_QUERY, "the results are larger than the response budget (baas.max_response_bytes): ask for fewer objects or fewer keys")
+}
+
+/// A query's list arguments; None for a query by objectId (find_by_ids).
+struct ListArgs {
+    collection: String,
+    filter: Value,
+    order: Option<String>,
+    limit: i64,
+    skip: i64,
+    count: bool,
+    after: Option<String>,
+}
+
+fn list_args(class: &str, params: &Map<String, Value>) -> Result<Option<ListArgs>, ParseError> {
     let collection = convert::collection_of(class)?;
     check_params(params, &["where", "order", "limit", "skip", "keys", "excludeKeys", "count", "include"])?;
     let where_ = match params.get("where") {
@@ -466,8 +537,8 @@ async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<
             }
         }
     }
-    if let Some(ids) = where_.get("objectId") {
-        return find_by_ids(c, &collection, ids, &where_, params).await;
+    if where_.get("objectId").is_some() {
+        return Ok(None);
     }
     let filter = convert::filter_of(&where_)?;
     let order = match params.get("order") {
@@ -483,7 +554,18 @@ async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<
     if skip < 0 {
         return Err(ParseError::bad(INVALID_QUERY, "skip must not be negative"));
     }
-    let count = count_wanted(params);
+    Ok(Some(ListArgs { collection, filter, order, limit, skip, count: count_wanted(params), after }))
+}
+
+async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? else {
+        let where_ = match params.get("where") {
+            Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| ParseError::bad(INVALID_JSON, format!("where is not JSON: {e}")))?,
+            Some(w) => w.clone(),
+            None => json!({}),
+        };
+        return find_by_ids(c, &convert::collection_of(class)?, &where_["objectId"], &where_, params).await;
+    };
     let fields = params.get("keys").and_then(Value::as_str).map(convert::fields_of);
     let (filter, limit, skip) = (json_text(&filter), limit.to_string(), skip.to_string());
     let count_text = count.to_string();
@@ -503,8 +585,7 @@ async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<
     };
     let items = page.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
     if items.len() < limit.parse::<usize>().unwrap_or(0) && page.get("next").is_some_and(|n| !n.is_null()) {
-        // The page was cut by the response budget; Parse has no way to say so.
-        return Err(ParseError::bad(INVALID_QUERY, "the results are larger than the response budget (baas.max_response_bytes): ask for fewer objects or fewer keys"));
+        return Err(budget_cut());
     }
     let mut results = Vec::with_capacity(items.len());
     for d in &items {
