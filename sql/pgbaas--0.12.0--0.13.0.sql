@@ -615,6 +615,72 @@ end
 $$;
 comment on function baas.parse_set_config(jsonb, jsonb) is 'Parse door: set Parse Config parameters (null removes one); service role only';
 
+-- pgbaas-import parse (import/, docs/parse.md): Parse Server's users with their bcrypt
+-- hashes (checked as baas.import_users checks them; replaced by argon2id at the first
+-- sign-in) and usernames, under the ids the importer chose. A row already there (same id)
+-- is skipped, so an import can run again and resume. DBAs and the service role only.
+-- Rows: {id, username, email?, password_hash?, email_verified?, data?, created_at?, updated_at?}.
+create function baas.parse_import_users(users jsonb) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    r jsonb;
+    n integer := 0;
+    v_imported integer := 0;
+    v_skipped integer := 0;
+    v_id uuid;
+    v_hash text;
+    v_email text;
+    v_created timestamptz;
+begin
+    if users is null or jsonb_typeof(users) <> 'array' then
+        perform baas._raise('22023', 'invalid_request', 'users must be a JSON array');
+    end if;
+    for r in select x from jsonb_array_elements(users) x loop
+        n := n + 1;
+        if jsonb_typeof(r) <> 'object' or jsonb_typeof(r -> 'id') <> 'string' or jsonb_typeof(r -> 'username') <> 'string'
+           or (r ? 'data' and jsonb_typeof(r -> 'data') <> 'object') then
+            perform baas._raise('22023', 'invalid_request', format('row %s: id and username are strings, data an object', n));
+        end if;
+        begin
+            v_id := (r ->> 'id')::uuid;
+            v_created := coalesce((r ->> 'created_at')::timestamptz, now());
+        exception when others then
+            perform baas._raise('22023', 'invalid_request', format('row %s: id is a uuid and created_at a time', n));
+        end;
+        v_hash := null;
+        if r ->> 'password_hash' is not null then
+            begin
+                v_hash := baas._import_hash(r ->> 'password_hash', null, null, null);
+            exception when invalid_parameter_value then
+                perform baas._raise('22023', 'invalid_hash', format('row %s: %s', n, sqlerrm));
+            end;
+        end if;
+        v_email := case when r ->> 'email' is not null then baas._normalize_email(r ->> 'email') end;
+        begin
+            insert into baas.users (id, email, password_hash, data, created_at, updated_at, email_verified_at)
+            values (v_id, v_email, v_hash, coalesce(r -> 'data', '{}'), v_created,
+                    coalesce((r ->> 'updated_at')::timestamptz, v_created),
+                    case when (r -> 'email_verified') = 'true' then now() end);
+            insert into baas.parse_usernames (user_id, username) values (v_id, r ->> 'username');
+            v_imported := v_imported + 1;
+        exception when unique_violation then
+            if exists (select from baas.users u where u.id = v_id) then
+                v_skipped := v_skipped + 1;
+            else
+                perform baas._raise('23505', 'email_taken',
+                    format('row %s: another account has this email or username', n));
+            end if;
+        end;
+    end loop;
+    perform baas._audit('user.import', null, details => jsonb_build_object('imported', v_imported, 'skipped', v_skipped, 'door', 'parse'));
+    return jsonb_build_object('imported', v_imported, 'skipped', v_skipped);
+end
+$$;
+comment on function baas.parse_import_users(jsonb) is
+    'pgbaas-import parse: Parse users with their bcrypt hashes and usernames under given ids; a row whose id exists is skipped; {imported, skipped}';
+
 -- =================================================================== sql/lints.sql
 -- The Parse door's public functions join the documented list.
 create or replace function baas.security_lints()
@@ -773,7 +839,8 @@ as $$
            'expand', 'expand_page', 'referrers',
            -- the Parse door (sql/parse.sql)
            'parse_signup', 'parse_login', 'parse_me', 'parse_get_user', 'parse_update_user',
-           'parse_save_installation', 'parse_installations', 'parse_config', 'parse_set_config'])
+           'parse_save_installation', 'parse_installations', 'parse_config', 'parse_set_config',
+           'parse_import_users'])
     union all
     -- 4c. The document policies and the index entries' read policy are made from one
     --     rule (sql/permissions.sql): each must still say what documents_read says
@@ -946,7 +1013,8 @@ revoke execute on function
     baas.parse_save_installation(uuid, jsonb),
     baas.parse_installations(uuid),
     baas.parse_config(),
-    baas.parse_set_config(jsonb, jsonb)
+    baas.parse_set_config(jsonb, jsonb),
+    baas.parse_import_users(jsonb)
   from public;
 -- The Parse door (issue 21, sql/parse.sql): sign-up and sign-in by username for any
 -- caller, the signed-in user for users; the proxy's login role authenticates Parse
@@ -966,6 +1034,7 @@ grant execute on function
   to baas_anon, baas_user, baas_service;
 grant execute on function baas._parse_authenticate(text, boolean), baas._parse_session_claims(text)
   to baas_authenticator;
+grant execute on function baas.parse_import_users(jsonb) to baas_service;
 
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
 select pg_catalog.pg_notify('baas_extension', '0.13.0');

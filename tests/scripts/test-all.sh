@@ -14,7 +14,7 @@ log="$(mktemp /tmp/pgbaas-test-log-XXXXXX)"
 tier() { "$@" 2>&1 | tee -a "$log"; }
 
 echo "== tier 1: cargo test (proxy logic)"
-tier cargo test --release -p pgbaas-proxy -p pgbaas-query -p pgbaas-email
+tier cargo test --release -p pgbaas-proxy -p pgbaas-query -p pgbaas-email -p pgbaas-import
 
 echo "== tier 2: cargo pgrx test (extension)"
 if [ "$(id -u)" -eq 0 ]; then

@@ -155,6 +155,46 @@ fn sdk_scenarios_agree_with_parse_server() {
     let scenarios = ["users", "userSave", "objects", "acls", "queries", "includes"];
     let facts = sdk_at(&peer.url, "parse-server", "peerapp", "peermaster", &scenarios);
     assert_eq!(facts.len(), scenarios.len(), "{facts:?}");
+
+    // The way out: pgbaas-import brings what the app wrote to Parse Server into pgbaas;
+    // the same SDK then signs its users in with their old passwords and reads their
+    // objects, pointers and ACLs through the door.
+    drop(peer);
+    let import = || {
+        let bin = pgbaas_testkit::proxy_bin().with_file_name("pgbaas-import");
+        let out = std::process::Command::new(&bin)
+            .args(["parse", "--from", &format!("postgres://parse:parse@127.0.0.1:{}/parse", env().cluster.port)])
+            .args(["--to", &env().cluster.url("postgres", pgbaas_testkit::DB)])
+            .output()
+            .expect("run pgbaas-import");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "pgbaas-import failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let first = import();
+    assert!(first.contains("class GameScore -> collection gamescore: "), "{first}");
+    assert!(first.contains(", 0 already there"), "a first import skips nothing: {first}");
+    assert!(first.contains("not imported: sessions"), "what it could not map is said: {first}");
+    // Run again: everything is there, nothing is doubled.
+    let again = import();
+    assert!(again.contains("users: 0 imported"), "{again}");
+    assert!(again.contains(" 0 objects imported"), "{again}");
+    let docs_before: i64 = admin().query_one("select count(*) from baas.documents", &[]).unwrap().get(0);
+    import();
+    let docs_after: i64 = admin().query_one("select count(*) from baas.documents", &[]).unwrap().get(0);
+    assert_eq!(docs_before, docs_after);
+    let run = format!("{}-parse-server", std::process::id());
+    let dir = pgbaas_testkit::workspace_root().join("tests/parse-sdk");
+    let out = std::process::Command::new("node")
+        .current_dir(&dir)
+        .args(["scenarios.js", "imported"])
+        .env("PARSE_SERVER_URL", parse_url())
+        .env("PARSE_APP_ID", APP_ID)
+        .env("PARSE_MASTER_KEY", MASTER_KEY)
+        .env("PARSE_IMPORTED_RUN", &run)
+        .output()
+        .expect("run node");
+    assert!(out.status.success(), "the imported data through the door:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
 /// Parse session tokens are pgbaas sessions: a DBA's sign-out, a suspension and a new

@@ -225,6 +225,18 @@ pub fn collection_of(class: &str) -> Result<String, ParseError> {
     Ok(class.to_ascii_lowercase())
 }
 
+/// A Parse role name as a pgbaas role name (`^[a-z][a-z0-9_.-]{0,62}$`): lower case,
+/// other characters as `_`, `r_` in front of one that does not start with a letter; ACLs
+/// show the pgbaas name. pgbaas-import maps `_Role` names with the same rule
+/// (import/src/parse.rs, `role_name`), so imported ACLs and the door's agree.
+pub fn role_name(parse: &str) -> String {
+    let mut s: String = parse.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c.to_ascii_lowercase() } else { '_' }).collect();
+    if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
+        s = format!("r_{s}");
+    }
+    s.chars().take(63).collect()
+}
+
 fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.bytes().enumerate().all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() })
@@ -252,7 +264,7 @@ pub fn acl_to_baas(acl: &Value) -> Result<Value, ParseError> {
         let principal = if who == "*" {
             "public".to_string()
         } else if let Some(role) = who.strip_prefix("role:") {
-            format!("role:{role}")
+            format!("role:{}", role_name(role))
         } else if is_uuid(who) {
             format!("user:{}", who.to_ascii_lowercase())
         } else {
@@ -610,16 +622,18 @@ mod tests {
     #[test]
     fn acls_map_both_ways_without_loss() {
         let u = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
-        let parse = json!({"*": {"read": true}, u: {"read": true, "write": true}, "role:Admins": {"read": true, "write": true}});
+        let parse = json!({"*": {"read": true}, u: {"read": true, "write": true}, "role:admins": {"read": true, "write": true}});
         let baas = acl_to_baas(&parse).unwrap();
         let mut read: Vec<&str> = baas["read"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
         read.sort();
-        assert_eq!(read, vec!["public", "role:Admins", &format!("user:{u}")[..]]);
+        assert_eq!(read, vec!["public", "role:admins", &format!("user:{u}")[..]]);
         let mut write: Vec<&str> = baas["update"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
         write.sort();
-        assert_eq!(write, vec!["role:Admins", &format!("user:{u}")[..]]);
+        assert_eq!(write, vec!["role:admins", &format!("user:{u}")[..]]);
         assert_eq!(baas["update"], baas["delete"]);
         assert_eq!(acl_from_baas(&baas), parse);
+        let named = acl_to_baas(&json!({"role:Power Users": {"read": true}})).unwrap();
+        assert_eq!(named["read"], json!(["role:power_users"]), "Parse role names in pgbaas's spelling");
         assert!(acl_to_baas(&json!({"alice": {"read": true}})).is_err(), "a user id that is not a uuid");
         assert!(acl_to_baas(&json!({"*": {"read": "yes"}})).is_err());
         assert!(acl_to_baas(&json!({"*": {"write": true}})).is_err(), "write without read would become read and write");

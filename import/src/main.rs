@@ -1,0 +1,65 @@
+//! `pgbaas-import parse --from <Parse Server's database URL> --to <pgbaas database URL>`
+//! (issue 21, docs/parse.md): moves a Parse Server app (Parse Server on Postgres) into
+//! pgbaas — users with their bcrypt hashes and usernames, roles with their users and
+//! child roles, and every class's objects with their ACLs — so that the app's SDKs,
+//! pointed at pgbaas's Parse door, find their data and their users sign in with their
+//! old passwords.
+//!
+//! Ids: pgbaas ids are UUIDs, Parse's objectIds are not. Each object (and user) gets
+//! the UUID made from its class and objectId (`parse::parse_uuid`): the same on every
+//! run, so an import can be run again, or resumed after a failure, and skips what is
+//! there; pointers are rewritten with the same function, and anyone holding an old
+//! objectId can compute the new id (docs/parse.md).
+//!
+//! The target connection must be a DBA's (a superuser, or the extension's owner): it
+//! writes documents with their original times as a restore does (`row_security = off`),
+//! then rebuilds the counting entries (`baas.rebuild_index_entries`).
+
+mod parse;
+
+use anyhow::{bail, Context, Result};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("pgbaas-import: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+const USAGE: &str = "usage: pgbaas-import parse --from <Parse Server database URL> --to <pgbaas database URL (a DBA)> [--dry-run]";
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(source) = args.first() else { bail!("{USAGE}") };
+    if source != "parse" {
+        bail!("unknown source {source:?}; {USAGE}");
+    }
+    let (mut from, mut to, mut dry_run) = (None, None, false);
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--from" => {
+                from = args.get(i + 1).cloned();
+                i += 1;
+            }
+            "--to" => {
+                to = args.get(i + 1).cloned();
+                i += 1;
+            }
+            "--dry-run" => dry_run = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?}; {USAGE}"),
+        }
+        i += 1;
+    }
+    let from = from.context(USAGE)?;
+    let to = to.context(USAGE)?;
+    let mut src = postgres::Client::connect(&from, postgres::NoTls).context("connecting to the Parse Server database (--from)")?;
+    let mut dst = postgres::Client::connect(&to, postgres::NoTls).context("connecting to the pgbaas database (--to)")?;
+    let report = parse::import(&mut src, &mut dst, dry_run)?;
+    print!("{report}");
+    Ok(())
+}

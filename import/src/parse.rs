@@ -1,0 +1,335 @@
+//! Parse Server (on Postgres) → pgbaas. Parse Server keeps each class in a table of its
+//! own ("GameScore": `objectId`, `createdAt`, `updatedAt`, `_rperm`, `_wperm` and a
+//! column per field) and the field types in `_SCHEMA`; users in `_User`
+//! (`_hashed_password`: bcrypt), roles in `_Role`, relations in `_Join:<field>:<class>`.
+
+use anyhow::{Context, Result};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// The pgbaas id of Parse object `object_id` of `class`: the first 16 bytes of
+/// SHA-256("parse:<class>:<objectId>") as a UUID (version 8, RFC 9562's custom
+/// layout). The same on every run, so imports resume and pointers can be rewritten.
+pub fn parse_uuid(class: &str, object_id: &str) -> String {
+    let h = Sha256::digest(format!("parse:{class}:{object_id}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80; // version 8
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
+    let x: String = b.iter().map(|v| format!("{v:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+}
+
+/// A Parse role name as a pgbaas role name (`^[a-z][a-z0-9_.-]{0,62}$`): lower case,
+/// other characters as `_`, `r_` in front of one that does not start with a letter. The
+/// Parse door maps `role:<Name>` in ACLs with the same rule (proxy/src/parse/convert.rs).
+pub fn role_name(parse: &str) -> String {
+    let mut s: String = parse.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c.to_ascii_lowercase() } else { '_' }).collect();
+    if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
+        s = format!("r_{s}");
+    }
+    s.chars().take(63).collect()
+}
+
+/// `2026-12-04 16:20:00.123+00` / `2026-12-04T16:20:00.123+00:00` (UTC) as Parse writes times.
+fn iso(t: &str) -> String {
+    let t = t.replacen(' ', "T", 1);
+    let main = t.split(['+', 'Z']).next().unwrap_or(&t);
+    let (secs, frac) = main.split_once('.').unwrap_or((main, ""));
+    let ms: String = frac.chars().chain("000".chars()).take(3).collect();
+    format!("{secs}.{ms}Z")
+}
+
+#[derive(Default)]
+pub struct Report {
+    users: (u64, u64),
+    roles: u64,
+    memberships: u64,
+    classes: Vec<(String, String, u64, u64)>,
+    widened: u64,
+    unmapped: BTreeMap<String, u64>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "users: {} imported, {} already there", self.users.0, self.users.1)?;
+        writeln!(f, "roles: {} (memberships: {})", self.roles, self.memberships)?;
+        for (class, collection, imported, skipped) in &self.classes {
+            writeln!(f, "class {class} -> collection {collection}: {imported} objects imported, {skipped} already there")?;
+        }
+        if self.widened > 0 {
+            writeln!(f, "ACLs widened: {} objects gave write without read; pgbaas lets writers read", self.widened)?;
+        }
+        for (what, n) in &self.unmapped {
+            writeln!(f, "not imported: {what}: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A principal of `_rperm`/`_wperm` as a pgbaas principal.
+fn principal(p: &str) -> String {
+    if p == "*" {
+        "public".into()
+    } else if let Some(r) = p.strip_prefix("role:") {
+        format!("role:{}", role_name(r))
+    } else {
+        format!("user:{}", parse_uuid("_User", p))
+    }
+}
+
+/// `_rperm`/`_wperm` (NULL: public) as pgbaas's (read, update = delete), read widened
+/// to hold every writer.
+fn acl(row: &Map<String, Value>, widened: &mut u64) -> (Vec<String>, Vec<String>) {
+    let list = |k: &str| -> Vec<String> {
+        match row.get(k) {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(principal).collect(),
+            _ => vec!["public".into()],
+        }
+    };
+    let (mut read, write) = (list("_rperm"), list("_wperm"));
+    let mut wider = false;
+    for w in &write {
+        if !read.contains(w) {
+            read.push(w.clone());
+            wider = true;
+        }
+    }
+    if wider {
+        *widened += 1;
+    }
+    (read, write)
+}
+
+/// One field's value as Parse's JSON (stored as the door stores it), or None when the
+/// type is not imported (counted in `unmapped`).
+fn value(ty: &Value, v: &Value, unmapped: &mut BTreeMap<String, u64>) -> Option<Value> {
+    if v.is_null() {
+        return None;
+    }
+    let t = ty.get("type").and_then(Value::as_str).unwrap_or("");
+    Some(match t {
+        "Date" => json!({"__type": "Date", "iso": iso(v.as_str()?)}),
+        "Pointer" => {
+            let target = ty.get("targetClass").and_then(Value::as_str)?;
+            json!({"__type": "Pointer", "className": target, "objectId": parse_uuid(target, v.as_str()?)})
+        }
+        "GeoPoint" => {
+            // point(longitude, latitude) prints as "(lng,lat)".
+            let s = v.as_str()?.trim_matches(|c| c == '(' || c == ')');
+            let (lng, lat) = s.split_once(',')?;
+            json!({"__type": "GeoPoint", "latitude": lat.trim().parse::<f64>().ok()?, "longitude": lng.trim().parse::<f64>().ok()?})
+        }
+        "File" => {
+            *unmapped.entry("file contents (the File fields keep their names; copy the bytes with the files API)".into()).or_default() += 1;
+            json!({"__type": "File", "name": v.as_str()?})
+        }
+        "String" | "Number" | "Boolean" | "Object" | "Array" | "Bytes" => v.clone(),
+        other => {
+            *unmapped.entry(format!("fields of type {other}")).or_default() += 1;
+            return None;
+        }
+    })
+}
+
+/// A row's fields (per `_SCHEMA`) as an object's data.
+fn data(fields: &Map<String, Value>, row: &Map<String, Value>, skip: &[&str], unmapped: &mut BTreeMap<String, u64>) -> Value {
+    let mut out = Map::new();
+    for (name, ty) in fields {
+        if skip.contains(&name.as_str()) || name.starts_with('_') || ["objectId", "createdAt", "updatedAt", "ACL"].contains(&name.as_str()) {
+            continue;
+        }
+        if ty.get("type").and_then(Value::as_str) == Some("Relation") {
+            *unmapped.entry("relations (the door does not serve them yet)".into()).or_default() += 1;
+            continue;
+        }
+        if let Some(v) = row.get(name).and_then(|v| value(ty, v, unmapped)) {
+            out.insert(name.clone(), v);
+        }
+    }
+    Value::Object(out)
+}
+
+fn table(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: bool) -> Result<Report> {
+    let mut r = Report::default();
+    src.batch_execute("set timezone = 'UTC'")?;
+    let schemas: Vec<(String, Value)> = src
+        .query(r#"select "className"::text, "schema" from "_SCHEMA" order by "className""#, &[])
+        .context("reading _SCHEMA (is --from a Parse Server database?)")?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let fields_of = |class: &str| -> Map<String, Value> {
+        schemas.iter().find(|(c, _)| c == class).and_then(|(_, s)| s.get("fields")?.as_object().cloned()).unwrap_or_default()
+    };
+    let mut tx = dst.transaction()?;
+    // As a restore: rows keep their times (sql/documents.sql, the guard trigger).
+    tx.batch_execute("set local row_security = off")?;
+
+    // Users.
+    let user_fields = fields_of("_User");
+    let rows = src.query(r#"select to_jsonb(u) from "_User" u order by "objectId""#, &[]).context("reading _User")?;
+    let mut batch = Vec::new();
+    for row in &rows {
+        let u: Value = row.get(0);
+        let Some(u) = u.as_object() else { continue };
+        let Some(oid) = u.get("objectId").and_then(Value::as_str) else { continue };
+        let Some(username) = u.get("username").and_then(Value::as_str) else {
+            *r.unmapped.entry("users without a username".into()).or_default() += 1;
+            continue;
+        };
+        if u.get("authData").is_some_and(|a| !a.is_null()) {
+            *r.unmapped.entry("users' authData (sign-in providers: link them again with /v1/auth/identities)".into()).or_default() += 1;
+        }
+        batch.push(json!({
+            "id": parse_uuid("_User", oid), "username": username, "email": u.get("email"),
+            "password_hash": u.get("_hashed_password"), "email_verified": u.get("emailVerified") == Some(&json!(true)),
+            "data": data(&user_fields, u, &["username", "email", "emailVerified", "password", "authData"], &mut r.unmapped),
+            "created_at": u.get("createdAt"), "updated_at": u.get("updatedAt"),
+        }));
+    }
+    for chunk in batch.chunks(500) {
+        let v: Value = tx.query_one("select baas.parse_import_users($1)", &[&Value::Array(chunk.to_vec())])?.get(0);
+        r.users.0 += v["imported"].as_u64().unwrap_or(0);
+        r.users.1 += v["skipped"].as_u64().unwrap_or(0);
+    }
+
+    // Roles, their users and their child roles (Parse: a child role's users have the role).
+    let roles = src.query(r#"select "objectId", "name" from "_Role" order by "objectId""#, &[]).unwrap_or_default();
+    let mut role_ids = BTreeMap::new();
+    for row in &roles {
+        let (oid, name): (String, String) = (row.get(0), row.get(1));
+        let mapped = role_name(&name);
+        tx.execute("insert into baas.roles (name) values ($1) on conflict do nothing", &[&mapped])?;
+        role_ids.insert(oid, mapped);
+        r.roles += 1;
+    }
+    for (join, users) in [("_Join:users:_Role", true), ("_Join:roles:_Role", false)] {
+        let Ok(links) = src.query(&format!(r#"select "owningId", "relatedId" from {} order by 1, 2"#, table(join)), &[]) else { continue };
+        for row in &links {
+            let (owning, related): (String, String) = (row.get(0), row.get(1));
+            let Some(role) = role_ids.get(&owning) else { continue };
+            let n = if users {
+                tx.execute(
+                    "insert into baas.role_members (role, user_id) select $1, u.id from baas.users u where u.id = $2::text::uuid on conflict do nothing",
+                    &[role, &parse_uuid("_User", &related)],
+                )?
+            } else {
+                match role_ids.get(&related) {
+                    Some(child) if child != role => tx.execute("insert into baas.role_roles (role, member_role) values ($1, $2) on conflict do nothing", &[role, child])?,
+                    _ => 0,
+                }
+            };
+            r.memberships += n;
+        }
+    }
+
+    // Classes: a collection each (as the door names them), then the objects.
+    for (class, schema) in &schemas {
+        if class.starts_with('_') {
+            if !["_User", "_Role", "_Session", "_Installation", "_Hooks", "_GlobalConfig", "_JobStatus", "_JobSchedule", "_PushStatus", "_Audience", "_Idempotency", "_GraphQLConfig"].contains(&class.as_str()) {
+                *r.unmapped.entry(format!("system class {class}")).or_default() += 1;
+            }
+            continue;
+        }
+        let collection = class.to_ascii_lowercase();
+        let ok = collection.len() <= 63 && collection.starts_with(|c: char| c.is_ascii_lowercase()) && collection.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            *r.unmapped.entry(format!("class {class} (its name is no collection name)")).or_default() += 1;
+            continue;
+        }
+        // Who may create: the class-level permission; objects without an ACL are public (Parse's default).
+        let create: Vec<String> = match schema.pointer("/classLevelPermissions/create").and_then(Value::as_object) {
+            None => vec!["public".into()],
+            Some(c) => c
+                .iter()
+                .filter(|(_, v)| **v == json!(true))
+                .map(|(k, _)| if k == "requiresAuthentication" { "authenticated".to_string() } else { principal(k) })
+                .collect(),
+        };
+        let options = json!({"create": create, "default_acl": {"read": ["public"], "update": ["public"], "delete": ["public"]}});
+        tx.execute(
+            "select baas.create_collection($1, $2) where not exists (select from baas.collections c where c.name = $1)",
+            &[&collection, &options],
+        )?;
+        let fields = fields_of(class);
+        let rows = src.query(&format!("select to_jsonb(t) from {} t order by \"objectId\"", table(class)), &[]).with_context(|| format!("reading class {class}"))?;
+        let (mut imported, mut skipped) = (0, 0);
+        for row in &rows {
+            let o: Value = row.get(0);
+            let Some(o) = o.as_object() else { continue };
+            let Some(oid) = o.get("objectId").and_then(Value::as_str) else { continue };
+            let (read, write) = acl(o, &mut r.widened);
+            let d = data(&fields, o, &[], &mut r.unmapped);
+            let n = tx.execute(
+                "insert into baas.documents (collection_id, id, owner, data, acl_read, acl_update, acl_delete, created_at, updated_at, version)
+                 select c.id, $2::text::uuid, null, $3, $4, $5, $5, coalesce($6::text::timestamptz, now()), coalesce($7::text::timestamptz, now()), 1
+                   from baas.collections c where c.name = $1
+                 on conflict do nothing",
+                &[&collection, &parse_uuid(class, oid), &d, &read, &write, &o.get("createdAt").and_then(Value::as_str), &o.get("updatedAt").and_then(Value::as_str)],
+            )?;
+            if n == 1 {
+                imported += 1;
+            } else {
+                skipped += 1;
+            }
+        }
+        r.classes.push((class.clone(), collection, imported, skipped));
+    }
+    let sessions: i64 = src.query_one(r#"select count(*) from "_Session""#, &[]).map(|row| row.get(0)).unwrap_or(0);
+    if sessions > 0 {
+        r.unmapped.insert("sessions (users sign in again; their passwords work)".into(), sessions as u64);
+    }
+    // The counting entries of every index and collection, as after a restore.
+    tx.batch_execute("select baas.rebuild_index_entries()")?;
+    if dry_run {
+        tx.rollback()?;
+        let mut note = String::new();
+        let _ = writeln!(note, "(dry run: nothing was written)");
+        r.unmapped.insert(note.trim().to_string(), 0);
+    } else {
+        tx.commit()?;
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_uuids_per_class() {
+        let a = parse_uuid("GameScore", "xWMyZ4YEGZ");
+        assert_eq!(a, parse_uuid("GameScore", "xWMyZ4YEGZ"));
+        assert_ne!(a, parse_uuid("Post", "xWMyZ4YEGZ"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "8", "version 8: {a}");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "RFC 9562 variant: {a}");
+    }
+
+    #[test]
+    fn role_names_fit_pgbaas() {
+        assert_eq!(role_name("Admin"), "admin");
+        assert_eq!(role_name("Power Users"), "power_users");
+        assert_eq!(role_name("1st"), "r_1st");
+    }
+
+    #[test]
+    fn times_and_acls() {
+        assert_eq!(iso("2026-12-04T16:20:00.123456+00:00"), "2026-12-04T16:20:00.123Z");
+        assert_eq!(iso("2026-12-04T16:20:00+00:00"), "2026-12-04T16:20:00.000Z");
+        let mut w = 0;
+        let row = json!({"_rperm": ["u1"], "_wperm": ["role:Mods", "u1"]});
+        let (read, write) = acl(row.as_object().unwrap(), &mut w);
+        assert_eq!(write, vec!["role:mods".to_string(), format!("user:{}", parse_uuid("_User", "u1"))]);
+        assert!(read.contains(&"role:mods".to_string()) && w == 1, "writers read too, counted");
+        let (read, write) = acl(json!({}).as_object().unwrap(), &mut w);
+        assert_eq!((read, write), (vec!["public".to_string()], vec!["public".to_string()]));
+    }
+}
