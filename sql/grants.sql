@@ -399,7 +399,7 @@ grant execute on function
     baas.parse_get_user(uuid),
     baas.parse_update_user(uuid, text, jsonb),
     baas.parse_save_installation(uuid, jsonb),
-    baas.parse_installations(uuid),
+    baas.parse_installations(uuid, integer, integer),
     baas.parse_config(),
     baas.parse_set_config(jsonb, jsonb)
   to baas_anon, baas_user, baas_service;

@@ -151,7 +151,9 @@ create function baas._parse_user_json(u baas.users) returns jsonb
 language sql stable
 set search_path = pg_catalog, pg_temp
 as $$
-    select u.data || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+    select (u.data - array['objectId', 'username', 'email', 'emailVerified', 'createdAt', 'updatedAt',
+                           'sessionToken', 'authData', 'ACL'])
+        || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
         'objectId', u.id,
         'username', (select p.username from baas.parse_usernames p where p.user_id = u.id),
         'email', u.email,
@@ -365,8 +367,11 @@ comment on function baas._parse_authenticate(text, boolean) is
 
 -- Whether the caller runs as the service role (the master key or a service token):
 -- Parse's master key may read and change any user and installation. The `role` setting,
--- not the claims: a role that is not a member of baas_service cannot set it to that
--- (and it keeps its value inside SECURITY DEFINER functions, where current_user does not).
+-- not the claims: it keeps its value inside SECURITY DEFINER functions (where
+-- current_user does not), and only becomes baas_service through baas.authenticate (a
+-- live service token) or baas._parse_authenticate (the master key the proxy checked).
+-- (SQL run inside a request, such as a team's RPC function, could SET ROLE to it, since
+-- the proxy's login role is a member; that holds for every privilege, not just this one.)
 create function baas._parse_master() returns boolean
 language sql stable
 set search_path = pg_catalog, pg_temp
@@ -479,7 +484,10 @@ $$;
 
 -- POST /parse/installations and PUT /parse/installations/{id}: create or update the
 -- installation `fields` name (by installationId; or by objectId `id`). A signed-in
--- caller's installation is linked to its user. {"created": boolean, "installation": …}.
+-- caller's installation is linked to its user; an installation linked to a user is
+-- changed only by that user (or the master key), so nobody who learns an
+-- installationId can move someone else's pushes to their own device.
+-- `channels` takes a list or Parse's Add, AddUnique and Remove. {"created", "installation"}.
 create function baas.parse_save_installation(id uuid, fields jsonb) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -488,21 +496,34 @@ as $$
 declare
     i baas.parse_installations;
     v_new boolean := false;
-    v_iid text := fields ->> 'installationId';
+    v_iid text;
     v_data jsonb;
+    v_channels text[];
+    v_op text;
+    k text;
 begin
     if fields is null or jsonb_typeof(fields) <> 'object' then
         perform baas._raise('22023', 'invalid_request', 'an installation is a JSON object');
     end if;
-    if fields ? 'channels' and (jsonb_typeof(fields -> 'channels') <> 'array'
-        or exists (select from jsonb_array_elements(fields -> 'channels') c where jsonb_typeof(c) <> 'string')) then
-        perform baas._raise('22023', 'invalid_request', 'channels must be an array of strings');
-    end if;
-    if fields ? 'deviceToken' and jsonb_typeof(fields -> 'deviceToken') not in ('string', 'null') then
-        perform baas._raise('22023', 'invalid_request', 'deviceToken must be a string');
+    foreach k in array array['installationId', 'deviceType', 'deviceToken'] loop
+        if fields ? k and jsonb_typeof(fields -> k) not in ('string', 'null') then
+            perform baas._raise('22023', 'invalid_request', format('%s must be a string', k));
+        end if;
+    end loop;
+    v_iid := fields ->> 'installationId';
+    v_op := fields -> 'channels' ->> '__op';
+    if fields ? 'channels' and not (jsonb_typeof(fields -> 'channels') = 'array'
+        or (v_op in ('Add', 'AddUnique', 'Remove') and jsonb_typeof(fields -> 'channels' -> 'objects') = 'array'))
+       or exists (select from jsonb_array_elements(case when v_op is null then fields -> 'channels' else fields -> 'channels' -> 'objects' end) c
+                   where jsonb_typeof(c) <> 'string') then
+        perform baas._raise('22023', 'invalid_request', 'channels must be an array of strings, or Add, AddUnique or Remove of one');
     end if;
     v_data := fields - array['objectId', 'installationId', 'deviceType', 'deviceToken', 'channels', 'user',
                              'createdAt', 'updatedAt', 'ACL'];
+    if exists (select from jsonb_each(v_data) e
+                where e.key !~ '^[A-Za-z][A-Za-z0-9_]{0,127}$' or (jsonb_typeof(e.value) = 'object' and e.value ? '__op')) then
+        perform baas._raise('22023', 'invalid_request', 'installation fields are Parse field names with plain values');
+    end if;
     if id is not null then
         select * into i from baas.parse_installations x where x.id = parse_save_installation.id for update;
         if not found then
@@ -518,38 +539,54 @@ begin
         if v_iid is null or (fields ->> 'deviceType') is null then
             perform baas._raise('22023', 'installation_incomplete', 'at least one ID field (deviceToken, installationId) and deviceType must be specified in this operation');
         end if;
+        v_channels := case when v_op is null then array(select jsonb_array_elements_text(fields -> 'channels'))
+                           when v_op in ('Add', 'AddUnique') then array(select distinct jsonb_array_elements_text(fields -> 'channels' -> 'objects'))
+                           else '{}' end;
         begin
             insert into baas.parse_installations (id, installation_id, device_type, device_token, channels, user_id, data)
-            values (baas.uuid7(), v_iid, fields ->> 'deviceType', fields ->> 'deviceToken',
-                    coalesce(array(select jsonb_array_elements_text(fields -> 'channels')), '{}'), baas.uid(), v_data)
+            values (baas.uuid7(), v_iid, fields ->> 'deviceType', fields ->> 'deviceToken', coalesce(v_channels, '{}'), baas.uid(), v_data)
+            on conflict (installation_id) do nothing
             returning * into i;
         exception when check_violation then
             perform baas._raise('22023', 'invalid_request', 'installationId is 1 to 128 of A-Z a-z 0-9 . _ : - and deviceType a short lower-case name (ios, android, web …)');
         end;
-        v_new := true;
-    else
-        begin
-            update baas.parse_installations x set
-                device_type = coalesce(fields ->> 'deviceType', x.device_type),
-                device_token = case when fields ? 'deviceToken' then fields ->> 'deviceToken' else x.device_token end,
-                channels = case when fields ? 'channels' then array(select jsonb_array_elements_text(fields -> 'channels')) else x.channels end,
-                user_id = coalesce(baas.uid(), x.user_id),
-                data = x.data || v_data,
-                updated_at = now()
-             where x.id = i.id
-            returning * into i;
-        exception when check_violation then
-            perform baas._raise('22023', 'invalid_request', 'deviceType is a short lower-case name (ios, android, web …) and deviceToken at most 4096 characters');
-        end;
+        if i.id is not null then
+            return jsonb_build_object('created', true, 'installation', baas._parse_installation_json(i));
+        end if;
+        -- Saved at the same moment by another request: update that one.
+        select * into strict i from baas.parse_installations x where x.installation_id = v_iid for update;
     end if;
+    if i.user_id is not null and i.user_id is distinct from baas.uid() and not baas._parse_master() then
+        perform baas._raise('P0002', 'not_found', 'Object not found.');
+    end if;
+    v_channels := case when not fields ? 'channels' then i.channels
+                       when v_op is null then array(select jsonb_array_elements_text(fields -> 'channels'))
+                       when v_op = 'Add' then i.channels || array(select jsonb_array_elements_text(fields -> 'channels' -> 'objects'))
+                       when v_op = 'AddUnique' then i.channels || array(select c from jsonb_array_elements_text(fields -> 'channels' -> 'objects') c
+                                                                         where not c = any (i.channels))
+                       else array(select c from unnest(i.channels) c
+                                   where not c = any (array(select jsonb_array_elements_text(fields -> 'channels' -> 'objects')))) end;
+    begin
+        update baas.parse_installations x set
+            device_type = coalesce(fields ->> 'deviceType', x.device_type),
+            device_token = case when fields ? 'deviceToken' then fields ->> 'deviceToken' else x.device_token end,
+            channels = coalesce(v_channels, '{}'),
+            user_id = coalesce(baas.uid(), x.user_id),
+            data = x.data || v_data,
+            updated_at = now()
+         where x.id = i.id
+        returning * into i;
+    exception when check_violation then
+        perform baas._raise('22023', 'invalid_request', 'deviceType is a short lower-case name (ios, android, web …) and deviceToken at most 4096 characters');
+    end;
     return jsonb_build_object('created', v_new, 'installation', baas._parse_installation_json(i));
 end
 $$;
 comment on function baas.parse_save_installation(uuid, jsonb) is
     'Parse door: create or update an app installation (by installationId or objectId); {created, installation}';
 
--- GET /parse/installations[/{id}] (service role only, as in Parse Server).
-create function baas.parse_installations(id uuid default null) returns jsonb
+-- GET /parse/installations[/{id}] (service role only, as in Parse Server): one page.
+create function baas.parse_installations(id uuid default null, lim integer default 100, off integer default 0) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -558,11 +595,12 @@ begin
     if not baas._parse_master() then
         perform baas._raise('42501', 'forbidden', 'Clients aren''t allowed to perform the find operation on the installation collection.');
     end if;
-    return coalesce((select jsonb_agg(baas._parse_installation_json(i) order by i.created_at, i.id)
-                       from baas.parse_installations i where id is null or i.id = parse_installations.id), '[]');
+    return coalesce((select jsonb_agg(baas._parse_installation_json(p) order by p.created_at, p.id)
+                       from (select * from baas.parse_installations i where id is null or i.id = parse_installations.id
+                              order by i.created_at, i.id limit least(greatest(lim, 0), 1000) offset greatest(off, 0)) p), '[]');
 end
 $$;
-comment on function baas.parse_installations(uuid) is 'Parse door: the installations (all, or one by objectId); service role only';
+comment on function baas.parse_installations(uuid, integer, integer) is 'Parse door: the installations (a page, or one by objectId); service role only';
 
 -- Parse Config (GET/PUT /parse/config): app parameters clients read; those marked
 -- master_only only the service role sees. DBAs may also edit the table directly.
@@ -607,7 +645,10 @@ begin
     insert into baas.parse_config as c (key, value, master_only)
     select p.key, p.value, coalesce((master_only ->> p.key)::boolean, false)
       from jsonb_each(params) p where p.value <> 'null'
-    on conflict (key) do update set value = excluded.value, master_only = excluded.master_only, updated_at = now();
+    -- A parameter keeps its master_only unless masterKeyOnly names it: changing a secret's
+    -- value must not publish it.
+    on conflict (key) do update set value = excluded.value,
+        master_only = coalesce((parse_set_config.master_only ->> c.key)::boolean, c.master_only), updated_at = now();
     return jsonb_build_object('result', true);
 exception when check_violation or invalid_text_representation then
     perform baas._raise('22023', 'invalid_request', 'a parameter name is 1 to 256 characters and masterKeyOnly values are true or false');
@@ -1011,7 +1052,7 @@ revoke execute on function
     baas.parse_update_user(uuid, text, jsonb),
     baas._parse_installation_json(baas.parse_installations),
     baas.parse_save_installation(uuid, jsonb),
-    baas.parse_installations(uuid),
+    baas.parse_installations(uuid, integer, integer),
     baas.parse_config(),
     baas.parse_set_config(jsonb, jsonb),
     baas.parse_import_users(jsonb)
@@ -1028,7 +1069,7 @@ grant execute on function
     baas.parse_get_user(uuid),
     baas.parse_update_user(uuid, text, jsonb),
     baas.parse_save_installation(uuid, jsonb),
-    baas.parse_installations(uuid),
+    baas.parse_installations(uuid, integer, integer),
     baas.parse_config(),
     baas.parse_set_config(jsonb, jsonb)
   to baas_anon, baas_user, baas_service;

@@ -315,17 +315,39 @@ fn rest_users_installations_and_config() {
     let r = rest("POST", "/installations", &[APP, ("X-Parse-Session-Token", &ann_t)], Some(&body));
     assert_eq!(r.status, 201, "{}", r.body);
     let oid = r.body["objectId"].as_str().unwrap().to_string();
-    let r = rest("POST", "/installations", &[APP], Some(&json!({"installationId": iid, "deviceType": "android", "channels": ["news", "sport"]}).to_string()));
+    let r = rest("POST", "/installations", &[APP, ("X-Parse-Session-Token", &ann_t)], Some(&json!({"installationId": iid, "deviceType": "android", "channels": ["news", "sport"]}).to_string()));
     assert_eq!(r.status, 200, "the same installationId updates: {}", r.body);
-    let r = rest("PUT", &format!("/installations/{oid}"), &[APP], Some(r#"{"deviceToken": "tok-2"}"#));
+    let r = rest("PUT", &format!("/installations/{oid}"), &[APP, ("X-Parse-Session-Token", &ann_t)], Some(r#"{"deviceToken": "tok-2", "channels": {"__op": "AddUnique", "objects": ["news", "games"]}}"#));
     assert_eq!(r.status, 200, "{}", r.body);
+    let r = rest("PUT", &format!("/installations/{oid}"), &[APP, ("X-Parse-Session-Token", &ann_t)], Some(r#"{"channels": {"__op": "Remove", "objects": ["games"]}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Nobody else moves ann's pushes: neither by installationId nor by objectId.
+    for (who, headers) in [("anonymous", vec![APP]), ("ben", vec![APP, ("X-Parse-Session-Token", ben_t.as_str())])] {
+        let r = rest("POST", "/installations", &headers, Some(&json!({"installationId": iid, "deviceType": "android", "deviceToken": "stolen"}).to_string()));
+        assert_eq!((r.status, r.body["code"].as_i64()), (404, Some(101)), "{who}: {}", r.body);
+        let r = rest("PUT", &format!("/installations/{oid}"), &headers, Some(r#"{"deviceToken": "stolen"}"#));
+        assert_eq!((r.status, r.body["code"].as_i64()), (404, Some(101)), "{who}: {}", r.body);
+    }
     let r = rest("GET", "/installations", &[APP, ("X-Parse-Session-Token", &ann_t)], None);
     assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(119)), "{}", r.body);
     let r = rest("GET", &format!("/installations/{oid}"), &[APP, master], None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!((r.body["deviceToken"].as_str(), r.body["channels"].clone(), r.body["appVersion"].as_str()), (Some("tok-2"), json!(["news", "sport"]), Some("1.0")));
+    // Config: a secret keeps its master_only when its value changes.
     assert_eq!(r.body["user"]["objectId"], ann.as_str(), "linked to the user who saved it");
-    for (body, code) in [(r#"{"deviceType": "ios"}"#, 135), (r#"{"installationId": "bad id!", "deviceType": "ios"}"#, 107), (r#"{"installationId": "x1", "deviceType": "ios", "channels": "news"}"#, 107)] {
+    let r = rest("GET", "/classes/_Installation?limit=1", &[APP, master], None);
+    assert_eq!((r.status, r.body["results"].as_array().map(Vec::len)), (200, Some(1)), "the SDK's class path: {}", r.body);
+    let r = rest("GET", "/installations?where=%7B%7D", &[APP, master], None);
+    assert_eq!(r.body["code"].as_i64(), Some(102), "a where the door would ignore is refused: {}", r.body);
+    for (body, code) in [
+        (r#"{"deviceType": "ios"}"#, 135),
+        (r#"{"installationId": "bad id!", "deviceType": "ios"}"#, 107),
+        (r#"{"installationId": "x1", "deviceType": "ios", "channels": "news"}"#, 107),
+        (r#"{"installationId": 5, "deviceType": "ios"}"#, 107),
+        (r#"{"installationId": "x2", "deviceType": {}}"#, 107),
+        (r#"{"installationId": "x3", "deviceType": "ios", "badge": {"__op": "Increment", "amount": 1}}"#, 107),
+        (r#"{"installationId": "x4", "deviceType": "ios", "$x": 1}"#, 107),
+    ] {
         let r = rest("POST", "/installations", &[APP], Some(body));
         assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(code)), "{body}: {}", r.body);
     }
@@ -341,9 +363,25 @@ fn rest_users_installations_and_config() {
     let r = rest("GET", "/config", &[APP, master], None);
     assert_eq!(r.body["params"]["secret"], "s");
     assert_eq!(r.body["masterKeyOnly"], json!({"secret": true}));
-    let r = rest("PUT", "/config", &[APP, master], Some(r#"{"params": {"welcome": null}}"#));
+    let r = rest("PUT", "/config", &[APP, master], Some(r#"{"params": {"welcome": null, "secret": "s2"}}"#));
     assert_eq!(r.status, 200);
-    assert_eq!(rest("GET", "/config", &[APP], None).body, json!({"params": {"limits": {"n": 3}}}));
+    assert_eq!(rest("GET", "/config", &[APP], None).body, json!({"params": {"limits": {"n": 3}}}), "the secret stays secret");
+    // A user's data cannot pose as its username or email in the Parse view.
+    admin().execute("update baas.users set data = data || '{\"username\": \"admin\", \"email\": \"ceo@example.com\"}' where id = $1::text::uuid", &[&ann]).unwrap();
+    let r = rest("GET", &format!("/users/{ann}"), &[APP, master], None);
+    assert_eq!((r.body["username"].as_str(), r.body.get("email")), (Some(&format!("ann-{pid}")[..]), None), "{}", r.body);
+    // Pointers to users stay pointers under include (users are no collection).
+    let r = rest("POST", "/classes/GameScore", &[APP, ("X-Parse-Session-Token", &ann_t)], Some(&json!({"by": {"__type": "Pointer", "className": "_User", "objectId": ann}}).to_string()));
+    let gid = r.body["objectId"].as_str().unwrap().to_string();
+    let r = rest("GET", &format!("/classes/GameScore/{gid}?include=by"), &[APP, ("X-Parse-Session-Token", &ann_t)], None);
+    assert_eq!(r.body["by"]["objectId"], ann.as_str(), "{}", r.body);
+    // As deep as documents may be nested: read back, never a 500.
+    let deep = format!("{{\"deep\": {}1{}}}", "[".repeat(126), "]".repeat(126));
+    let r = rest("POST", "/classes/GameScore", &[APP], Some(&deep));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let did = r.body["objectId"].as_str().unwrap().to_string();
+    let r = rest("GET", &format!("/classes/GameScore/{did}"), &[APP], None);
+    assert_eq!(r.status, 200, "{}", r.body);
     let _ = ben;
 }
 

@@ -105,10 +105,20 @@ impl ParseError {
 /// JSON text from Postgres as a value. pgbaas keeps numbers exactly, so a stored number
 /// may lie beyond a double (SQL, `/v1`, or `Increment`s adding up); Parse's clients have
 /// no such numbers: those show as the largest double of their sign.
+/// Without serde_json's 128-level limit: a document may be nested as deep as the
+/// extension takes (128 levels), and the answer wraps it in more (`data`, an include).
 pub fn from_db_text(text: &str) -> Result<Value, serde_json::Error> {
-    match serde_json::from_str(text) {
+    let parse = |t: &str| -> Result<Value, serde_json::Error> {
+        use serde::Deserialize;
+        let mut de = serde_json::Deserializer::from_str(t);
+        de.disable_recursion_limit();
+        let v = Value::deserialize(&mut de)?;
+        de.end()?;
+        Ok(v)
+    };
+    match parse(text) {
         Ok(v) => Ok(v),
-        Err(e) if e.to_string().contains("number out of range") => serde_json::from_str(&clamp_numbers(text)),
+        Err(e) if e.to_string().contains("number out of range") => parse(&clamp_numbers(text)),
         Err(e) => Err(e),
     }
 }
@@ -648,6 +658,8 @@ mod tests {
         assert_eq!(v["c"][0].as_f64(), Some(-f64::MAX));
         assert_eq!(v["c"][1], 2);
         assert!(from_db_text("{\"a\": ").is_err());
+        let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+        assert!(from_db_text(&deep).is_ok(), "deeper than serde_json's default limit");
     }
 
     #[test]

@@ -228,7 +228,7 @@ async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Re
             return Err(ParseError::new(StatusCode::FORBIDDEN, convert::OPERATION_FORBIDDEN, "unauthorized: master key is not accepted"))
         }
     };
-    let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    let segs: Vec<&str> = alias(req.segments.iter().map(String::as_str).collect());
     let m = req.method.clone();
     // Sign-up and sign-in cost a password hash: their own per-address limits.
     let kind = match (&m, segs.as_slice()) {
@@ -261,14 +261,19 @@ async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Re
     }
 }
 
-/// One operation of the REST API (a request, or one of a batch's).
-async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<String, Value>, body: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
-    // The SDKs save users and installations through /classes/_User and /classes/_Installation.
-    let segs: Vec<&str> = match segs {
+/// The SDKs reach users and installations through /classes/_User and
+/// /classes/_Installation: the same routes (and limits) as /users and /installations.
+fn alias(segs: Vec<&str>) -> Vec<&str> {
+    match segs.as_slice() {
         ["classes", "_User", rest @ ..] => [&["users"][..], rest].concat(),
         ["classes", "_Installation", rest @ ..] => [&["installations"][..], rest].concat(),
-        other => other.to_vec(),
-    };
+        _ => segs,
+    }
+}
+
+/// One operation of the REST API (a request, or one of a batch's).
+async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<String, Value>, body: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let segs = alias(segs.to_vec());
     match (m, segs.as_slice()) {
         (&Method::POST, ["classes", class]) => create(call, class, body).await,
         (&Method::GET, ["classes", class]) => find(call, class, params).await,
@@ -282,8 +287,8 @@ async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<Strin
         (&Method::PUT, ["users", id]) => update_user(call, id, body).await,
         (&Method::POST, ["installations"]) => save_installation(call, None, body).await,
         (&Method::PUT, ["installations", id]) => save_installation(call, Some(id), body).await,
-        (&Method::GET, ["installations"]) => installations(call, None).await,
-        (&Method::GET, ["installations", id]) => installations(call, Some(id)).await,
+        (&Method::GET, ["installations"]) => installations(call, None, params).await,
+        (&Method::GET, ["installations", id]) => installations(call, Some(id), &Map::new()).await,
         (&Method::GET, ["config"]) => Ok((StatusCode::OK, call.run("select baas.parse_config()::text", &[]).await?)),
         (&Method::PUT, ["config"]) => {
             let params = json_text(body.get("params").unwrap_or(&Value::Null));
@@ -704,11 +709,14 @@ async fn include(c: &Call<'_>, params: &Map<String, Value>, objs: &mut [Value]) 
         }
         let mut found: Map<String, Value> = Map::new();
         let mut classes: Vec<&String> = wanted.iter().map(|(c, _)| c).collect();
-        classes.dedup();
         classes.sort();
         classes.dedup();
+        // Classes that are no collection (_User, _Role …) are not looked up: their
+        // pointers stay as they are.
+        let mut looked_up: Vec<String> = Vec::new();
         for class in classes {
             let Ok(collection) = convert::collection_of(class) else { continue };
+            looked_up.push(class.clone());
             let ids: Vec<String> = wanted.iter().filter(|(c, _)| c == class).filter_map(|(_, id)| convert::object_id(id).ok()).collect();
             if ids.is_empty() {
                 continue;
@@ -724,7 +732,7 @@ async fn include(c: &Call<'_>, params: &Map<String, Value>, objs: &mut [Value]) 
             }
         }
         for o in objs.iter_mut() {
-            if let Some(new) = replace_pointers(o, path, &found) {
+            if let Some(new) = replace_pointers(o, path, &found, &looked_up) {
                 *o = new;
             }
         }
@@ -735,18 +743,18 @@ async fn include(c: &Call<'_>, params: &Map<String, Value>, objs: &mut [Value]) 
 /// Parse Server's replacePointers: the pointers at `path` become their objects; one
 /// whose object was not found (missing, or not readable by the caller) is dropped: the
 /// key goes, or the element leaves its array. None: drop `o` itself.
-fn replace_pointers(o: &Value, path: &[&str], found: &Map<String, Value>) -> Option<Value> {
+fn replace_pointers(o: &Value, path: &[&str], found: &Map<String, Value>, looked_up: &[String]) -> Option<Value> {
     match o {
-        Value::Array(items) => Some(Value::Array(items.iter().filter_map(|i| replace_pointers(i, path, found)).collect())),
+        Value::Array(items) => Some(Value::Array(items.iter().filter_map(|i| replace_pointers(i, path, found, looked_up)).collect())),
         Value::Object(m) => match path.split_first() {
             None => match pointer(o) {
-                Some((class, id)) => found.get(&format!("{class}/{}", id.to_ascii_lowercase())).cloned(),
-                None => Some(o.clone()),
+                Some((class, id)) if looked_up.contains(&class) => found.get(&format!("{class}/{}", id.to_ascii_lowercase())).cloned(),
+                _ => Some(o.clone()),
             },
             Some((first, rest)) => {
                 let Some(sub) = m.get(*first) else { return Some(o.clone()) };
                 let mut out = m.clone();
-                match replace_pointers(sub, rest, found) {
+                match replace_pointers(sub, rest, found, looked_up) {
                     Some(v) => out.insert(first.to_string(), v),
                     None => out.remove(*first),
                 };
@@ -978,9 +986,17 @@ async fn save_installation(c: &Call<'_>, id: Option<&str>, body: &Map<String, Va
 }
 
 /// `GET /installations[/{id}]`: the master key's only.
-async fn installations(c: &Call<'_>, id: Option<&str>) -> Result<(StatusCode, Value), ParseError> {
+async fn installations(c: &Call<'_>, id: Option<&str>, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let id = id.map(convert::object_id).transpose()?;
-    let list = c.run("select baas.parse_installations($1::text::uuid)::text", &[&id]).await?;
+    // Only paging for now: a `where` the door would ignore is refused rather than answered wrong.
+    check_params(params, &["limit", "skip"])?;
+    let limit = number(params, "limit")?.unwrap_or(100);
+    if !(0..=MAX_LIMIT).contains(&limit) {
+        return Err(ParseError::bad(INVALID_QUERY, format!("limit must be 0 to {MAX_LIMIT}")));
+    }
+    let skip = number(params, "skip")?.unwrap_or(0).max(0);
+    let (limit, skip) = (limit.to_string(), skip.to_string());
+    let list = c.run("select baas.parse_installations($1::text::uuid, $2::text::int, $3::text::int)::text", &[&id, &limit, &skip]).await?;
     match id {
         None => Ok((StatusCode::OK, json!({"results": list}))),
         Some(_) => list.as_array().and_then(|a| a.first().cloned()).map(|o| (StatusCode::OK, o)).ok_or_else(ParseError::not_found),
