@@ -142,8 +142,7 @@ fn data(fields: &Map<String, Value>, row: &Map<String, Value>, skip: &[&str], un
             continue;
         }
         if ty.get("type").and_then(Value::as_str) == Some("Relation") {
-            *unmapped.entry("relations (the door does not serve them yet)".into()).or_default() += 1;
-            continue;
+            continue; // from the join tables (`relations`, below)
         }
         if let Some(v) = row.get(name).and_then(|v| value(ty, v, unmapped)) {
             out.insert(name.clone(), v);
@@ -259,6 +258,24 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
             &[&collection, &options],
         )?;
         let fields = fields_of(class);
+        // Relations ("_Join:<field>:<class>": owningId, relatedId) as the door keeps them:
+        // in the owning object's data, {"__type": "Relation", "className", "objects": [ids]}.
+        let mut relations: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        for (field, ty) in &fields {
+            if ty.get("type").and_then(Value::as_str) != Some("Relation") {
+                continue;
+            }
+            let Some(target) = ty.get("targetClass").and_then(Value::as_str) else { continue };
+            let join = format!("_Join:{field}:{class}");
+            let Ok(links) = src.query(&format!(r#"select "owningId", "relatedId" from {} order by 1, 2"#, table(&join)), &[]) else { continue };
+            for row in &links {
+                let (owning, related): (String, String) = (row.get(0), row.get(1));
+                let entry = relations.entry(owning).or_default().entry(field.clone()).or_insert_with(|| json!({"__type": "Relation", "className": target, "objects": []}));
+                if let Some(list) = entry.get_mut("objects").and_then(Value::as_array_mut) {
+                    list.push(json!(parse_uuid(target, &related)));
+                }
+            }
+        }
         let rows = src.query(&format!("select to_jsonb(t) from {} t order by \"objectId\"", table(class)), &[]).with_context(|| format!("reading class {class}"))?;
         let (mut imported, mut skipped) = (0, 0);
         for row in &rows {
@@ -266,7 +283,10 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
             let Some(o) = o.as_object() else { continue };
             let Some(oid) = o.get("objectId").and_then(Value::as_str) else { continue };
             let (read, write) = acl(o, &mut r.widened);
-            let d = data(&fields, o, &[], &mut r.unmapped);
+            let mut d = data(&fields, o, &[], &mut r.unmapped);
+            if let (Some(rels), Some(m)) = (relations.get(oid), d.as_object_mut()) {
+                m.extend(rels.clone());
+            }
             let n = tx.execute(
                 "insert into baas.documents (collection_id, id, owner, data, acl_read, acl_update, acl_delete, created_at, updated_at, version)
                  select c.id, $2::text::uuid, null, $3, $4, $5, $5, coalesce($6::text::timestamptz, now()), coalesce($7::text::timestamptz, now()), 1

@@ -127,6 +127,71 @@ const scenarios = {
     return { user: u.id };
   },
 
+  // Subqueries: matchesQuery ($inQuery), doesNotMatchQuery ($notInQuery),
+  // matchesKeyInQuery ($select), doesNotMatchKeyInQuery ($dontSelect).
+  async subqueries() {
+    await Parse.User.logOut();
+    const tag = `sub-${run}`;
+    const g = [1, 2, 3].map((n) => new GameScore({ tag, n, city: ['Oslo', 'Rome', 'Oslo'][n - 1] }));
+    await Parse.Object.saveAll(g);
+    const Post = Parse.Object.extend('Post');
+    const posts = ['a', 'b', 'c'].map((title, i) => new Post({ tag, title, score: g[i], city: ['Oslo', 'Rome', 'Paris'][i] }));
+    await Parse.Object.saveAll(posts);
+    const scores = () => new Parse.Query(GameScore).equalTo('tag', tag);
+    const titles = async (q) => (await q.equalTo('tag', tag).find()).map((p) => p.get('title')).sort();
+    assert.deepEqual(await titles(new Parse.Query(Post).matchesQuery('score', scores().equalTo('city', 'Oslo'))), ['a', 'c']);
+    assert.deepEqual(await titles(new Parse.Query(Post).doesNotMatchQuery('score', scores().equalTo('city', 'Oslo'))), ['b']);
+    assert.deepEqual(await titles(new Parse.Query(Post).matchesKeyInQuery('city', 'city', scores().lessThanOrEqualTo('n', 2))), ['a', 'b']);
+    assert.deepEqual(await titles(new Parse.Query(Post).doesNotMatchKeyInQuery('city', 'city', scores())), ['c']);
+    return {};
+  },
+
+  // Relations: add, remove, relation.query() ($relatedTo), and equalTo on the relation.
+  async relations() {
+    await Parse.User.logOut();
+    const tag = `rel-${run}`;
+    const [a, b, c] = [1, 2, 3].map((n) => new GameScore({ tag, n }));
+    await Parse.Object.saveAll([a, b, c]);
+    const Post = Parse.Object.extend('Post');
+    const p = new Post({ tag, title: 'rel' });
+    p.relation('likes').add([a, b]);
+    await p.save();
+    const ns = async (q) => (await q.find()).map((o) => o.get('n')).sort();
+    assert.deepEqual(await ns(p.relation('likes').query()), [1, 2]);
+    p.relation('likes').remove(a);
+    await p.save();
+    p.relation('likes').add(c);
+    await p.save();
+    const fetched = await new Parse.Query(Post).get(p.id);
+    assert.ok(fetched.get('likes') instanceof Parse.Relation, 'a relation field reads as a Relation');
+    assert.deepEqual(await ns(fetched.relation('likes').query()), [2, 3]);
+    assert.deepEqual(await ns(fetched.relation('likes').query().greaterThan('n', 2)), [3]);
+    const liked = await new Parse.Query(Post).equalTo('tag', tag).equalTo('likes', c).find();
+    assert.deepEqual(liked.map((x) => x.id), [p.id]);
+    assert.equal((await new Parse.Query(Post).equalTo('tag', tag).equalTo('likes', a).find()).length, 0);
+    return {};
+  },
+
+  // Batches with transaction: true: all or none.
+  async transactions() {
+    const tag = `tx-${run}`;
+    const count = (n) => new Parse.Query(GameScore).equalTo('tag', tag).equalTo('n', n).count();
+    await Parse.Object.saveAll([new GameScore({ tag, n: 1 }), new GameScore({ tag, n: 2 })], { transaction: true });
+    assert.equal(await new Parse.Query(GameScore).equalTo('tag', tag).count(), 2);
+    const owner = await signUp('tx-owner');
+    const locked = new GameScore({ tag, n: 3 });
+    locked.setACL(new Parse.ACL(owner));
+    await locked.save();
+    await signUp('tx-other');
+    locked.set('n', 30);
+    const fresh = new GameScore({ tag, n: 4 });
+    const e = await Parse.Object.saveAll([fresh, locked], { transaction: true }).then(() => null, (err) => err);
+    assert.ok(e, 'a batch with an operation the ACL refuses fails');
+    assert.equal(await count(4), 0, 'and the operation before it did not happen');
+    await Parse.User.logOut();
+    return {};
+  },
+
   // ACLs: set through the SDK, enforced for each user; the Rust side checks the same
   // object with baas.as_user in SQL.
   async acls() {
@@ -317,6 +382,10 @@ const scenarios = {
     await Parse.User.logIn(`inc-bob-${r}`, 'pw-inc-bob-secret');
     const bobs = await new Parse.Query('Post').equalTo('tag', `inc-${r}`).include('score').ascending('title').find();
     assert.equal(bobs[1].get('score'), undefined, 'the secret score stays alice\'s');
+    // Relations came along, in the door's form.
+    const relPost = await new Parse.Query('Post').equalTo('tag', `rel-${r}`).first();
+    const liked = await relPost.relation('likes').query().find();
+    assert.deepEqual(liked.map((o) => o.get('n')).sort(), [2, 3]);
     // A user's own fields came along.
     const saved = await Parse.User.logIn(`saved-${r}`, 'pw-save-secret');
     assert.equal(saved.get('visits'), 3);

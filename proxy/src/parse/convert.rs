@@ -195,7 +195,7 @@ pub fn parse_page_text(text: &str) -> Option<TextPage> {
     body.push_str("{\"results\":[");
     for (i, it) in page.items.iter().enumerate() {
         let data = it.data.get().trim();
-        if !data.starts_with('{') || RESERVED.iter().any(|k| data.contains(&format!("\"{k}\""))) {
+        if !data.starts_with('{') || RESERVED.iter().any(|k| data.contains(&format!("\"{k}\""))) || data.contains("\"Relation\"") {
             return None;
         }
         if i > 0 {
@@ -362,6 +362,7 @@ pub fn object_from_doc(doc: &Value) -> Value {
     for k in RESERVED {
         out.remove(*k);
     }
+    out.values_mut().for_each(shown_relation);
     if let Some(id) = doc.get("id") {
         out.insert("objectId".into(), id.clone());
     }
@@ -397,6 +398,39 @@ fn stored_value(v: &Value) -> Result<Value, ParseError> {
     Ok(v.clone())
 }
 
+/// The pointers of an `AddRelation`/`RemoveRelation`: their one class and their ids.
+/// A relation is kept in the object's own data, `{"__type": "Relation", "className",
+/// "objects": [ids]}`, so whoever may read the object may read its relation's ids (and
+/// only the objects among them they may read themselves), and whoever may write it may
+/// change it: the document's ACL decides, as for every other field.
+fn relation_members(k: &str, v: &Value) -> Result<(String, Vec<Value>), ParseError> {
+    let bad = || ParseError::bad(INCORRECT_TYPE, format!("{k}: a relation operation takes pointers of one class"));
+    let items = v.get("objects").and_then(Value::as_array).ok_or_else(bad)?;
+    let mut class: Option<String> = None;
+    let mut ids = Vec::with_capacity(items.len());
+    for p in items {
+        if p.get("__type").and_then(Value::as_str) != Some("Pointer") {
+            return Err(bad());
+        }
+        let c = p.get("className").and_then(Value::as_str).ok_or_else(bad)?;
+        if class.as_deref().is_some_and(|x| x != c) {
+            return Err(bad());
+        }
+        class = Some(c.to_string());
+        ids.push(p.get("objectId").filter(|i| i.is_string()).cloned().ok_or_else(bad)?);
+    }
+    Ok((class.ok_or_else(bad)?, ids))
+}
+
+/// A relation field as Parse shows it: its class, without the ids.
+fn shown_relation(v: &mut Value) {
+    if v.get("__type").and_then(Value::as_str) == Some("Relation") {
+        if let Some(m) = v.as_object_mut() {
+            m.remove("objects");
+        }
+    }
+}
+
 /// A create body: the object's fields (data), its ACL if one was sent.
 pub fn create_body(body: &Map<String, Value>) -> Result<(Value, Option<Value>), ParseError> {
     let mut data = Map::new();
@@ -418,6 +452,16 @@ pub fn create_body(body: &Map<String, Value>) -> Result<(Value, Option<Value>), 
                     }
                     Some("Remove") => {
                         data.insert(k.clone(), json!([]));
+                    }
+                    Some("AddRelation") => {
+                        let (class, ids) = relation_members(k, v)?;
+                        let mut unique: Vec<Value> = Vec::new();
+                        for id in ids {
+                            if !unique.contains(&id) {
+                                unique.push(id);
+                            }
+                        }
+                        data.insert(k.clone(), json!({"__type": "Relation", "className": class, "objects": unique}));
                     }
                     Some(_) => return Err(ParseError::bad(INVALID_JSON, format!("unsupported operation on {k}"))),
                     None => {
@@ -441,7 +485,17 @@ pub fn update_body(body: &Map<String, Value>) -> Result<(Value, Option<Value>, V
     let mut put = |op: &str, k: &str, v: Value| {
         ops.entry(op.to_string()).or_insert_with(|| Value::Object(Map::new())).as_object_mut().map(|m| m.insert(k.to_string(), v));
     };
+    // A `Batch` of operations on one field (the SDK's relation add and remove together)
+    // is its operations, one after another.
+    let mut flat: Vec<(&String, &Value)> = Vec::new();
     for (k, v) in body {
+        match (v.get("__op").and_then(Value::as_str), v.get("ops").and_then(Value::as_array)) {
+            (Some("Batch"), Some(list)) => flat.extend(list.iter().map(|o| (k, o))),
+            (Some("Batch"), None) => return Err(ParseError::bad(INVALID_JSON, format!("{k}: a Batch operation needs ops"))),
+            _ => flat.push((k, v)),
+        }
+    }
+    for (k, v) in flat {
         match k.as_str() {
             "ACL" => acl = Some(acl_to_baas(v)?),
             "objectId" | "createdAt" | "updatedAt" | "className" => {}
@@ -475,6 +529,16 @@ pub fn update_body(body: &Map<String, Value>) -> Result<(Value, Option<Value>, V
                     Some("Remove") => {
                         put("$pull", k, json!({"$in": objects()?}));
                         changed.push(k.clone());
+                    }
+                    Some("AddRelation") => {
+                        let (class, ids) = relation_members(k, v)?;
+                        put("$set", &format!("{k}.__type"), json!("Relation"));
+                        put("$set", &format!("{k}.className"), json!(class));
+                        put("$addToSet", &format!("{k}.objects"), json!({"$each": ids}));
+                    }
+                    Some("RemoveRelation") => {
+                        let (_, ids) = relation_members(k, v)?;
+                        put("$pull", &format!("{k}.objects"), json!({"$in": ids}));
                     }
                     Some(other) => return Err(ParseError::bad(INVALID_JSON, format!("the operation {other} is not supported"))),
                 }
@@ -546,6 +610,10 @@ fn field_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
         // Equality, as Parse Server on Postgres compiles it for a field that is not an
         // array: one condition a btree index on the field serves. (Matching arrays that
         // hold the value too would be an $or that no index serves: containsAll is that.)
+        // A pointer may also name a member of a relation field (Parse's equalTo on a relation).
+        _ if v.get("__type").and_then(Value::as_str) == Some("Pointer") => {
+            return Ok(json!({"$or": [{k: {"$eq": v}}, {format!("{k}.objects"): {"$contains": v.get("objectId").cloned().unwrap_or(Value::Null)}}]}));
+        }
         _ => return Ok(json!({k: {"$eq": v}})),
     };
     let mut parts = Vec::new();
@@ -698,6 +766,23 @@ mod tests {
         assert_eq!(changed, vec!["score", "tags"]);
         assert!(update_body(json!({"a": {"__op": "Frobnicate"}}).as_object().unwrap()).is_err());
         assert!(update_body(json!({"$set": 1}).as_object().unwrap()).is_err(), "a key that is not a Parse field name");
+    }
+
+    #[test]
+    fn relations_are_kept_in_their_object() {
+        let ptr = |id: &str| json!({"__type": "Pointer", "className": "Post", "objectId": id});
+        let (data, _) = create_body(json!({"likes": {"__op": "AddRelation", "objects": [ptr("a"), ptr("b"), ptr("a")]}}).as_object().unwrap()).unwrap();
+        assert_eq!(data, json!({"likes": {"__type": "Relation", "className": "Post", "objects": ["a", "b"]}}));
+        let (patch, _, _) = update_body(json!({"likes": {"__op": "Batch", "ops": [
+            {"__op": "AddRelation", "objects": [ptr("c")]}, {"__op": "RemoveRelation", "objects": [ptr("a")]}]}}).as_object().unwrap()).unwrap();
+        assert_eq!(patch, json!({"$set": {"likes.__type": "Relation", "likes.className": "Post"},
+                                 "$addToSet": {"likes.objects": {"$each": ["c"]}}, "$pull": {"likes.objects": {"$in": ["a"]}}}));
+        let mixed = json!({"likes": {"__op": "AddRelation", "objects": [ptr("a"), {"__type": "Pointer", "className": "Other", "objectId": "x"}]}});
+        assert_eq!(update_body(mixed.as_object().unwrap()).unwrap_err().code, INCORRECT_TYPE);
+        let shown = object_from_doc(&json!({"id": "i", "data": {"likes": {"__type": "Relation", "className": "Post", "objects": ["a"]}}}));
+        assert_eq!(shown["likes"], json!({"__type": "Relation", "className": "Post"}), "the ids are not shown");
+        assert_eq!(filter_of(&json!({"likes": ptr("a")})).unwrap(),
+                   json!({"$or": [{"likes": {"$eq": ptr("a")}}, {"likes.objects": {"$contains": "a"}}]}));
     }
 
     #[test]

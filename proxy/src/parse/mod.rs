@@ -233,7 +233,7 @@ async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Re
     // Sign-up and sign-in cost a password hash: their own per-address limits.
     let kind = match (&m, segs.as_slice()) {
         (&Method::POST, ["users"]) => Some(ratelimit::Kind::Signup),
-        (_, ["login"]) => Some(ratelimit::Kind::Auth),
+        (_, ["login" | "requestPasswordReset" | "verificationEmailRequest"]) => Some(ratelimit::Kind::Auth),
         _ => None,
     };
     if let Some(kind) = kind {
@@ -300,6 +300,8 @@ async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<Strin
             login(call, fields).await
         }
         (&Method::POST, ["logout"]) => logout(call).await,
+        (&Method::POST, ["requestPasswordReset"]) => email_request(call, body, "recover", "request_password_reset").await,
+        (&Method::POST, ["verificationEmailRequest"]) => email_request(call, body, "resend_verification", "request_verification").await,
         (&Method::POST, ["functions", name]) => function(call, name, body).await,
         _ => Err(ParseError::new(
             StatusCode::NOT_FOUND,
@@ -322,9 +324,7 @@ async fn batch(call: &Call<'_>, door: &Door, body: &Map<String, Value>) -> Resul
     if requests.len() > MAX_BATCH {
         return Err(ParseError::bad(INVALID_JSON, format!("a batch holds at most {MAX_BATCH} requests")));
     }
-    if body.get("transaction") == Some(&Value::Bool(true)) {
-        return Err(ParseError::bad(convert::OTHER_CAUSE, "batches with transaction: true are not supported by pgbaas's Parse door yet (docs/parse.md)"));
-    }
+    let transaction = body.get("transaction") == Some(&Value::Bool(true));
     // Charged as that many requests of the per-address rate, as POST /v1/batch is.
     if let Err(refusal) = call.app.limiter.check_batch(ratelimit::Kind::Request, call.ip_key, requests.len() as u32) {
         let secs = match refusal {
@@ -361,6 +361,9 @@ async fn batch(call: &Call<'_>, door: &Door, body: &Map<String, Value>) -> Resul
             Some(_) => return Err(ParseError::bad(INVALID_JSON, format!("batch request {i}: body must be an object"))),
         };
         ops.push((method, segs, body));
+    }
+    if transaction {
+        return batch_transaction(call, &ops).await;
     }
     let mut out = Vec::with_capacity(ops.len());
     for (method, segs, body) in &ops {
@@ -473,6 +476,7 @@ const MAX_LIMIT: i64 = 1000;
 /// page text (`baas._list_documents_text`, the same SQL and pages as
 /// `baas.list_documents`) rewritten object by object without parsing their data.
 async fn find_text(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Out), ParseError> {
+    let params = &resolve_subqueries(c, params, 0).await?;
     let reshaped = ["keys", "excludeKeys", "include"].iter().any(|k| params.contains_key(*k));
     if !reshaped {
         if let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? {
@@ -502,6 +506,130 @@ async fn find_text(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Re
         }
     }
     find(c, class, params).await.map(|(st, v)| (st, Out::Value(v)))
+}
+
+/// Most objects a subquery may match (`$inQuery`, `$select` …): its answers become one
+/// `$in` list, which holds at most 500 values (docs/query.md).
+const MAX_SUBQUERY: usize = pgbaas_query::parse::MAX_LIST;
+
+/// Parse's subqueries — `$inQuery`/`$notInQuery` (pointers to the objects another query
+/// finds) and `$select`/`$dontSelect` (a key's values in them) — each run first, as the
+/// caller, under row-level security, and replaced by the `$in`/`$nin` list of what it
+/// found; the outer query is then an ordinary filter. Nested at most 3 deep.
+fn resolve_subqueries<'a>(
+    c: &'a Call<'_>,
+    params: &'a Map<String, Value>,
+    depth: usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Map<String, Value>, ParseError>> + Send + 'a>> {
+    Box::pin(async move {
+        let Some(w) = params.get("where") else { return Ok(params.clone()) };
+        let mut w = match w {
+            Value::String(s) => serde_json::from_str(s).map_err(|e| ParseError::bad(INVALID_JSON, format!("where is not JSON: {e}")))?,
+            v => v.clone(),
+        };
+        let text = w.to_string();
+        if !["$inQuery", "$notInQuery", "$select", "$dontSelect", "$relatedTo"].iter().any(|op| text.contains(op)) {
+            return Ok(params.clone());
+        }
+        // `$relatedTo` (relation.query()): the relation's ids, read from its object as the
+        // caller, become an objectId lookup (each object then read as the caller too).
+        if let Some(rel) = w.as_object_mut().and_then(|m| m.remove("$relatedTo")) {
+            let bad = || ParseError::bad(INVALID_QUERY, "$relatedTo takes an object (a pointer) and a key");
+            let (class, id) = pointer(rel.get("object").ok_or_else(bad)?).ok_or_else(bad)?;
+            let key = rel.get("key").and_then(Value::as_str).ok_or_else(bad)?;
+            let ids = match convert::object_id(&id) {
+                Ok(id) => documents_by_id(c, &convert::collection_of(&class)?, &[id]).await?,
+                Err(_) => Vec::new(),
+            };
+            let members: Vec<Value> = ids
+                .first()
+                .and_then(|d| d.pointer(&format!("/data/{}/objects", key.replace('~', "~0").replace('/', "~1"))))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if members.len() > MAX_SUBQUERY {
+                return Err(ParseError::bad(INVALID_QUERY, format!("the relation holds more than {MAX_SUBQUERY} objects; query them another way")));
+            }
+            if let Some(m) = w.as_object_mut() {
+                if m.contains_key("objectId") {
+                    return Err(ParseError::bad(INVALID_QUERY, "$relatedTo with an objectId condition is not supported by pgbaas's Parse door yet"));
+                }
+                m.insert("objectId".into(), json!({"$in": members}));
+            }
+        }
+        if depth >= 3 {
+            return Err(ParseError::bad(INVALID_QUERY, "subqueries may be nested at most 3 deep"));
+        }
+        let mut count = 0;
+        resolve_in(c, &mut w, depth, &mut count).await?;
+        let mut out = params.clone();
+        out.insert("where".into(), w);
+        Ok(out)
+    })
+}
+
+fn resolve_in<'a>(
+    c: &'a Call<'_>,
+    w: &'a mut Value,
+    depth: usize,
+    count: &'a mut usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ParseError>> + Send + 'a>> {
+    Box::pin(async move {
+        let bad = |m: &str| ParseError::bad(INVALID_QUERY, m.to_string());
+        let Some(m) = w.as_object_mut() else { return Ok(()) };
+        for (k, v) in m.iter_mut() {
+            if matches!(k.as_str(), "$or" | "$and" | "$nor") {
+                if let Some(list) = v.as_array_mut() {
+                    for f in list {
+                        resolve_in(c, f, depth, count).await?;
+                    }
+                }
+                continue;
+            }
+            let Some(ops) = v.as_object_mut() else { continue };
+            for op in ["$inQuery", "$notInQuery", "$select", "$dontSelect"] {
+                let Some(arg) = ops.remove(op) else { continue };
+                *count += 1;
+                if *count > 4 {
+                    return Err(bad("a query may hold at most 4 subqueries"));
+                }
+                let (query, key) = match op {
+                    "$inQuery" | "$notInQuery" => (&arg, None),
+                    _ => (arg.get("query").ok_or_else(|| bad(&format!("{op} needs a query and a key")))?, Some(arg.get("key").and_then(Value::as_str).ok_or_else(|| bad(&format!("{op} needs a query and a key")))?)),
+                };
+                let class = query.get("className").and_then(Value::as_str).ok_or_else(|| bad(&format!("{op}: the query needs a className")))?;
+                let mut inner = Map::new();
+                inner.insert("where".into(), query.get("where").cloned().unwrap_or_else(|| json!({})));
+                inner.insert("limit".into(), json!(MAX_SUBQUERY + 1));
+                let inner = resolve_subqueries(c, &inner, depth + 1).await?;
+                let (_, found) = Box::pin(find(c, class, &inner)).await?;
+                let results = found.get("results").and_then(Value::as_array).cloned().unwrap_or_default();
+                if results.len() > MAX_SUBQUERY {
+                    return Err(bad(&format!("{op}: the subquery matches more than {MAX_SUBQUERY} objects; narrow it")));
+                }
+                let values: Vec<Value> = match key {
+                    None => results.iter().map(|o| json!({"__type": "Pointer", "className": class, "objectId": o["objectId"]})).collect(),
+                    Some(key) => results.iter().filter_map(|o| o.get(key).cloned()).collect(),
+                };
+                let target = if matches!(op, "$inQuery" | "$select") { "$in" } else { "$nin" };
+                // Two subqueries on one field (say $inQuery and $select) keep both conditions.
+                match ops.get_mut(target).and_then(Value::as_array_mut) {
+                    Some(list) => {
+                        let keep: Vec<Value> = list.iter().filter(|x| values.contains(x)).cloned().collect();
+                        if target == "$in" {
+                            *list = keep;
+                        } else {
+                            list.extend(values);
+                        }
+                    }
+                    None => {
+                        ops.insert(target.into(), Value::Array(values));
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 fn budget_cut() -> ParseError {
@@ -563,6 +691,7 @@ fn list_args(class: &str, params: &Map<String, Value>) -> Result<Option<ListArgs
 }
 
 async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let params = &resolve_subqueries(c, params, 0).await?;
     let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? else {
         let where_ = match params.get("where") {
             Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| ParseError::bad(INVALID_JSON, format!("where is not JSON: {e}")))?,
@@ -865,6 +994,68 @@ async fn delete(c: &Call<'_>, class: &str, id: &str) -> Result<(StatusCode, Valu
     Ok((StatusCode::OK, json!({})))
 }
 
+/// `"transaction": true`: the operations as one `baas.batch` (sql/batch.sql), all or
+/// none, in one transaction as the caller. A failing operation is the whole request's
+/// error, as Parse Server answers it.
+async fn batch_transaction(call: &Call<'_>, ops: &[(Method, Vec<String>, Map<String, Value>)]) -> Result<(StatusCode, Value), ParseError> {
+    /// What Parse answers for each kind of operation.
+    enum Kind {
+        Create,
+        Update(Vec<String>),
+        Delete,
+        Get,
+    }
+    let mut batch = Vec::with_capacity(ops.len());
+    let mut kinds = Vec::with_capacity(ops.len());
+    for (method, segs, body) in ops {
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let (op, kind) = match (method, segs.as_slice()) {
+            (&Method::POST, ["classes", class]) => {
+                let (data, acl) = convert::create_body(body)?;
+                let mut op = json!({"op": "create", "collection": convert::collection_of(class)?, "data": data});
+                if let Some(acl) = acl {
+                    op["acl"] = acl;
+                }
+                (op, Kind::Create)
+            }
+            (&Method::PUT, ["classes", class, id]) => {
+                let (patch, acl, changed) = convert::update_body(body)?;
+                if acl.is_some() {
+                    return Err(ParseError::bad(convert::OTHER_CAUSE, "an ACL change in a batch with transaction: true is not supported by pgbaas's Parse door yet"));
+                }
+                (json!({"op": "patch", "collection": convert::collection_of(class)?, "id": convert::object_id(id)?, "data": patch}), Kind::Update(changed))
+            }
+            (&Method::DELETE, ["classes", class, id]) => (json!({"op": "delete", "collection": convert::collection_of(class)?, "id": convert::object_id(id)?}), Kind::Delete),
+            (&Method::GET, ["classes", class, id]) => (json!({"op": "get", "collection": convert::collection_of(class)?, "id": convert::object_id(id)?}), Kind::Get),
+            _ => return Err(ParseError::bad(INVALID_JSON, format!("{method} /{} is not taken in a batch with transaction: true", segs.join("/")))),
+        };
+        batch.push(op);
+        kinds.push(kind);
+    }
+    let text = json_text(&Value::Array(batch));
+    let out = call.run("select baas.batch($1::text::jsonb)::text", &[&text]).await?;
+    let results = out.get("results").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut answers = Vec::with_capacity(results.len());
+    for (r, kind) in results.iter().zip(&kinds) {
+        let o = r.get("document").map(convert::object_from_doc).unwrap_or_else(|| json!({}));
+        answers.push(json!({"success": match kind {
+            Kind::Create => json!({"objectId": o["objectId"], "createdAt": o["createdAt"]}),
+            Kind::Update(changed) => {
+                let mut s = json!({"updatedAt": o["updatedAt"]});
+                for k in changed {
+                    if let Some(v) = o.get(k) {
+                        s[k] = v.clone();
+                    }
+                }
+                s
+            }
+            Kind::Delete => json!({}),
+            Kind::Get => o,
+        }}));
+    }
+    Ok((StatusCode::OK, Value::Array(answers)))
+}
+
 fn text_field(body: &Map<String, Value>, k: &str) -> Result<Option<String>, ParseError> {
     match body.get(k) {
         None | Some(Value::Null) => Ok(None),
@@ -1001,6 +1192,22 @@ async fn installations(c: &Call<'_>, id: Option<&str>, params: &Map<String, Valu
         None => Ok((StatusCode::OK, json!({"results": list}))),
         Some(_) => list.as_array().and_then(|a| a.first().cloned()).map(|o| (StatusCode::OK, o)).ok_or_else(ParseError::not_found),
     }
+}
+
+/// `POST /requestPasswordReset`, `/verificationEmailRequest` `{"email"}`: pgbaas's own
+/// mails (docs/accounts.md), under the same per-address and per-address-of-mail limits as
+/// `/v1/auth/recover` and `/v1/auth/verify/resend`. `{}` whether or not the address has an
+/// account, as those routes answer.
+async fn email_request(c: &Call<'_>, body: &Map<String, Value>, limit: &str, function: &str) -> Result<(StatusCode, Value), ParseError> {
+    let Some(email) = text_field(body, "email")? else {
+        return Err(ParseError::bad(convert::EMAIL_MISSING, "you must provide an email"));
+    };
+    let key = ratelimit::account_key(limit, &email);
+    c.app.limiter.check(ratelimit::Kind::Account, &key).map_err(|secs| ParseError::from_api(&ApiError::rate_limited(secs)))?;
+    // `function` is one of the two names above, never the client's.
+    let sql = format!("select baas.{function}($1)::text");
+    c.run(&sql, &[&email]).await?;
+    Ok((StatusCode::OK, json!({})))
 }
 
 async fn logout(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
