@@ -11,9 +11,10 @@
 //! there; pointers are rewritten with the same function, and anyone holding an old
 //! objectId can compute the new id (docs/parse.md).
 //!
-//! The target connection must be a DBA's (a superuser, or the extension's owner): it
-//! writes documents with their original times as a restore does (`row_security = off`),
-//! then rebuilds the counting entries (`baas.rebuild_index_entries`).
+//! The target connection must be a superuser's (or a role with BYPASSRLS): it writes
+//! documents with their original times as a restore does (`row_security = off`, which
+//! `baas.documents`' forced row-level security allows only to those), then rebuilds the
+//! counting entries (`baas.rebuild_index_entries`).
 
 mod parse;
 

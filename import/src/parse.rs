@@ -200,7 +200,8 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
     }
 
     // Roles, their users and their child roles (Parse: a child role's users have the role).
-    let roles = src.query(r#"select "objectId", "name" from "_Role" order by "objectId""#, &[]).unwrap_or_default();
+    let has_roles: bool = src.query_one(r#"select to_regclass('"_Role"') is not null"#, &[])?.get(0);
+    let roles = if has_roles { src.query(r#"select "objectId", "name" from "_Role" order by "objectId""#, &[]).context("reading _Role")? } else { Vec::new() };
     let mut role_ids = BTreeMap::new();
     for row in &roles {
         let (oid, name): (String, String) = (row.get(0), row.get(1));
@@ -210,7 +211,11 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
         r.roles += 1;
     }
     for (join, users) in [("_Join:users:_Role", true), ("_Join:roles:_Role", false)] {
-        let Ok(links) = src.query(&format!(r#"select "owningId", "relatedId" from {} order by 1, 2"#, table(join)), &[]) else { continue };
+        let exists: bool = src.query_one("select to_regclass($1) is not null", &[&table(join)])?.get(0);
+        if !exists {
+            continue;
+        }
+        let links = src.query(&format!(r#"select "owningId", "relatedId" from {} order by 1, 2"#, table(join)), &[]).with_context(|| format!("reading {join}"))?;
         for row in &links {
             let (owning, related): (String, String) = (row.get(0), row.get(1));
             let Some(role) = role_ids.get(&owning) else { continue };
@@ -259,7 +264,7 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
         )?;
         let fields = fields_of(class);
         // Relations ("_Join:<field>:<class>": owningId, relatedId) as the door keeps them:
-        // in the owning object's data, {"__type": "Relation", "className", "objects": [ids]}.
+        // in the owning object's data, {"__type": "Relation", "className", "objects": {id: true}}.
         let mut relations: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
         for (field, ty) in &fields {
             if ty.get("type").and_then(Value::as_str) != Some("Relation") {
@@ -267,14 +272,23 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
             }
             let Some(target) = ty.get("targetClass").and_then(Value::as_str) else { continue };
             let join = format!("_Join:{field}:{class}");
-            let Ok(links) = src.query(&format!(r#"select "owningId", "relatedId" from {} order by 1, 2"#, table(&join)), &[]) else { continue };
+            let exists: bool = src.query_one("select to_regclass($1) is not null", &[&table(&join)])?.get(0);
+            if !exists {
+                continue; // a relation nobody has written to
+            }
+            let links = src.query(&format!(r#"select "owningId", "relatedId" from {} order by 1, 2"#, table(&join)), &[]).with_context(|| format!("reading {join}"))?;
             for row in &links {
                 let (owning, related): (String, String) = (row.get(0), row.get(1));
-                let entry = relations.entry(owning).or_default().entry(field.clone()).or_insert_with(|| json!({"__type": "Relation", "className": target, "objects": []}));
-                if let Some(list) = entry.get_mut("objects").and_then(Value::as_array_mut) {
-                    list.push(json!(parse_uuid(target, &related)));
+                let entry = relations.entry(owning).or_default().entry(field.clone()).or_insert_with(|| json!({"__type": "Relation", "className": target, "objects": {}}));
+                if let Some(members) = entry.get_mut("objects").and_then(Value::as_object_mut) {
+                    members.insert(parse_uuid(target, &related), Value::Bool(true));
                 }
             }
+        }
+        let exists: bool = src.query_one("select to_regclass($1) is not null", &[&table(class)])?.get(0);
+        if !exists {
+            *r.unmapped.entry(format!("class {class} (in _SCHEMA, but its table is missing)")).or_default() += 1;
+            continue;
         }
         let rows = src.query(&format!("select to_jsonb(t) from {} t order by \"objectId\"", table(class)), &[]).with_context(|| format!("reading class {class}"))?;
         let (mut imported, mut skipped) = (0, 0);
@@ -298,6 +312,15 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
                 imported += 1;
             } else {
                 skipped += 1;
+                // Already there (an earlier run): its relations may have grown since.
+                if let Some(rels) = relations.get(oid) {
+                    let rels = Value::Object(rels.clone());
+                    tx.execute(
+                        "update baas.documents d set data = d.data || $3 from baas.collections c
+                          where c.name = $1 and d.collection_id = c.id and d.id = $2::text::uuid and not d.data @> $3",
+                        &[&collection, &parse_uuid(class, oid), &rels],
+                    )?;
+                }
             }
         }
         r.classes.push((class.clone(), collection, imported, skipped));

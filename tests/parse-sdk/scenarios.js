@@ -143,6 +143,18 @@ const scenarios = {
     assert.deepEqual(await titles(new Parse.Query(Post).doesNotMatchQuery('score', scores().equalTo('city', 'Oslo'))), ['b']);
     assert.deepEqual(await titles(new Parse.Query(Post).matchesKeyInQuery('city', 'city', scores().lessThanOrEqualTo('n', 2))), ['a', 'b']);
     assert.deepEqual(await titles(new Parse.Query(Post).doesNotMatchKeyInQuery('city', 'city', scores())), ['c']);
+    // A subquery sees only what the caller may read: a private score in Berlin does not
+    // make posts about it or about Berlin match for others.
+    const owner = await signUp('sub-owner');
+    const secret = new GameScore({ tag, n: 9, city: 'Berlin' });
+    secret.setACL(new Parse.ACL(owner));
+    await secret.save();
+    const d = new Post({ tag, title: 'd', score: secret, city: 'Berlin' });
+    await d.save();
+    assert.deepEqual(await titles(new Parse.Query(Post).matchesKeyInQuery('city', 'city', scores())), ['a', 'b', 'd'], 'the owner sees its Berlin');
+    await Parse.User.logOut();
+    assert.deepEqual(await titles(new Parse.Query(Post).matchesQuery('score', scores().greaterThan('n', 2))), ['c']);
+    assert.deepEqual(await titles(new Parse.Query(Post).matchesKeyInQuery('city', 'city', scores())), ['a', 'b']);
     return {};
   },
 
@@ -158,17 +170,28 @@ const scenarios = {
     await p.save();
     const ns = async (q) => (await q.find()).map((o) => o.get('n')).sort();
     assert.deepEqual(await ns(p.relation('likes').query()), [1, 2]);
+    // Remove and add in one save (the SDK sends one Batch operation).
     p.relation('likes').remove(a);
-    await p.save();
     p.relation('likes').add(c);
     await p.save();
     const fetched = await new Parse.Query(Post).get(p.id);
     assert.ok(fetched.get('likes') instanceof Parse.Relation, 'a relation field reads as a Relation');
     assert.deepEqual(await ns(fetched.relation('likes').query()), [2, 3]);
     assert.deepEqual(await ns(fetched.relation('likes').query().greaterThan('n', 2)), [3]);
-    const liked = await new Parse.Query(Post).equalTo('tag', tag).equalTo('likes', c).find();
-    assert.deepEqual(liked.map((x) => x.id), [p.id]);
-    assert.equal((await new Parse.Query(Post).equalTo('tag', tag).equalTo('likes', a).find()).length, 0);
+    // Whoever may not write the object may not change its relation.
+    const owner = await signUp('rel-owner');
+    const mine = new Post({ tag, title: 'private' });
+    const acl = new Parse.ACL(owner);
+    acl.setPublicReadAccess(true);
+    mine.setACL(acl);
+    mine.relation('likes').add(a);
+    await mine.save();
+    await signUp('rel-other');
+    const theirs = await new Parse.Query(Post).get(mine.id);
+    theirs.relation('likes').add(b);
+    await expectError(theirs.save(), 101, 'adding to a relation of an object one may not write');
+    assert.deepEqual(await ns(theirs.relation('likes').query()), [1]);
+    await Parse.User.logOut();
     return {};
   },
 

@@ -400,9 +400,11 @@ fn stored_value(v: &Value) -> Result<Value, ParseError> {
 
 /// The pointers of an `AddRelation`/`RemoveRelation`: their one class and their ids.
 /// A relation is kept in the object's own data, `{"__type": "Relation", "className",
-/// "objects": [ids]}`, so whoever may read the object may read its relation's ids (and
-/// only the objects among them they may read themselves), and whoever may write it may
-/// change it: the document's ACL decides, as for every other field.
+/// "objects": {"<id>": true, …}}`, so whoever may read the object may read its
+/// relation's ids (and only the objects among them they may read themselves), and
+/// whoever may write it may change it: the document's ACL decides, as for every other
+/// field. Members are keys (not an array) so that adding and removing in one save are
+/// `$set` and `$unset` of different paths.
 fn relation_members(k: &str, v: &Value) -> Result<(String, Vec<Value>), ParseError> {
     let bad = || ParseError::bad(INCORRECT_TYPE, format!("{k}: a relation operation takes pointers of one class"));
     let items = v.get("objects").and_then(Value::as_array).ok_or_else(bad)?;
@@ -417,7 +419,8 @@ fn relation_members(k: &str, v: &Value) -> Result<(String, Vec<Value>), ParseErr
             return Err(bad());
         }
         class = Some(c.to_string());
-        ids.push(p.get("objectId").filter(|i| i.is_string()).cloned().ok_or_else(bad)?);
+        let id = p.get("objectId").and_then(Value::as_str).ok_or_else(bad)?;
+        ids.push(Value::String(object_id(id).map_err(|_| bad())?));
     }
     Ok((class.ok_or_else(bad)?, ids))
 }
@@ -455,13 +458,8 @@ pub fn create_body(body: &Map<String, Value>) -> Result<(Value, Option<Value>), 
                     }
                     Some("AddRelation") => {
                         let (class, ids) = relation_members(k, v)?;
-                        let mut unique: Vec<Value> = Vec::new();
-                        for id in ids {
-                            if !unique.contains(&id) {
-                                unique.push(id);
-                            }
-                        }
-                        data.insert(k.clone(), json!({"__type": "Relation", "className": class, "objects": unique}));
+                        let members: Map<String, Value> = ids.iter().filter_map(Value::as_str).map(|id| (id.to_string(), Value::Bool(true))).collect();
+                        data.insert(k.clone(), json!({"__type": "Relation", "className": class, "objects": members}));
                     }
                     Some(_) => return Err(ParseError::bad(INVALID_JSON, format!("unsupported operation on {k}"))),
                     None => {
@@ -490,8 +488,12 @@ pub fn update_body(body: &Map<String, Value>) -> Result<(Value, Option<Value>, V
     let mut flat: Vec<(&String, &Value)> = Vec::new();
     for (k, v) in body {
         match (v.get("__op").and_then(Value::as_str), v.get("ops").and_then(Value::as_array)) {
-            (Some("Batch"), Some(list)) => flat.extend(list.iter().map(|o| (k, o))),
-            (Some("Batch"), None) => return Err(ParseError::bad(INVALID_JSON, format!("{k}: a Batch operation needs ops"))),
+            (Some("Batch"), Some(list))
+                if list.iter().all(|o| matches!(o.get("__op").and_then(Value::as_str), Some("AddRelation" | "RemoveRelation"))) =>
+            {
+                flat.extend(list.iter().map(|o| (k, o)))
+            }
+            (Some("Batch"), _) => return Err(ParseError::bad(INVALID_JSON, format!("{k}: a Batch operation holds AddRelation and RemoveRelation operations"))),
             _ => flat.push((k, v)),
         }
     }
@@ -534,11 +536,15 @@ pub fn update_body(body: &Map<String, Value>) -> Result<(Value, Option<Value>, V
                         let (class, ids) = relation_members(k, v)?;
                         put("$set", &format!("{k}.__type"), json!("Relation"));
                         put("$set", &format!("{k}.className"), json!(class));
-                        put("$addToSet", &format!("{k}.objects"), json!({"$each": ids}));
+                        for id in ids.iter().filter_map(Value::as_str) {
+                            put("$set", &format!("{k}.objects.{id}"), Value::Bool(true));
+                        }
                     }
                     Some("RemoveRelation") => {
                         let (_, ids) = relation_members(k, v)?;
-                        put("$pull", &format!("{k}.objects"), json!({"$in": ids}));
+                        for id in ids.iter().filter_map(Value::as_str) {
+                            put("$unset", &format!("{k}.objects.{id}"), Value::Bool(true));
+                        }
                     }
                     Some(other) => return Err(ParseError::bad(INVALID_JSON, format!("the operation {other} is not supported"))),
                 }
@@ -610,10 +616,6 @@ fn field_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
         // Equality, as Parse Server on Postgres compiles it for a field that is not an
         // array: one condition a btree index on the field serves. (Matching arrays that
         // hold the value too would be an $or that no index serves: containsAll is that.)
-        // A pointer may also name a member of a relation field (Parse's equalTo on a relation).
-        _ if v.get("__type").and_then(Value::as_str) == Some("Pointer") => {
-            return Ok(json!({"$or": [{k: {"$eq": v}}, {format!("{k}.objects"): {"$contains": v.get("objectId").cloned().unwrap_or(Value::Null)}}]}));
-        }
         _ => return Ok(json!({k: {"$eq": v}})),
     };
     let mut parts = Vec::new();
@@ -770,19 +772,26 @@ mod tests {
 
     #[test]
     fn relations_are_kept_in_their_object() {
+        let (a, b, c) = ("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5a", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c");
         let ptr = |id: &str| json!({"__type": "Pointer", "className": "Post", "objectId": id});
-        let (data, _) = create_body(json!({"likes": {"__op": "AddRelation", "objects": [ptr("a"), ptr("b"), ptr("a")]}}).as_object().unwrap()).unwrap();
-        assert_eq!(data, json!({"likes": {"__type": "Relation", "className": "Post", "objects": ["a", "b"]}}));
+        let (data, _) = create_body(json!({"likes": {"__op": "AddRelation", "objects": [ptr(a), ptr(b), ptr(a)]}}).as_object().unwrap()).unwrap();
+        assert_eq!(data, json!({"likes": {"__type": "Relation", "className": "Post", "objects": {a: true, b: true}}}));
+        // The SDK's add and remove in one save: different paths, so one operator patch takes both.
         let (patch, _, _) = update_body(json!({"likes": {"__op": "Batch", "ops": [
-            {"__op": "AddRelation", "objects": [ptr("c")]}, {"__op": "RemoveRelation", "objects": [ptr("a")]}]}}).as_object().unwrap()).unwrap();
-        assert_eq!(patch, json!({"$set": {"likes.__type": "Relation", "likes.className": "Post"},
-                                 "$addToSet": {"likes.objects": {"$each": ["c"]}}, "$pull": {"likes.objects": {"$in": ["a"]}}}));
-        let mixed = json!({"likes": {"__op": "AddRelation", "objects": [ptr("a"), {"__type": "Pointer", "className": "Other", "objectId": "x"}]}});
-        assert_eq!(update_body(mixed.as_object().unwrap()).unwrap_err().code, INCORRECT_TYPE);
-        let shown = object_from_doc(&json!({"id": "i", "data": {"likes": {"__type": "Relation", "className": "Post", "objects": ["a"]}}}));
+            {"__op": "AddRelation", "objects": [ptr(c)]}, {"__op": "RemoveRelation", "objects": [ptr(a)]}]}}).as_object().unwrap()).unwrap();
+        assert_eq!(patch, json!({"$set": {"likes.__type": "Relation", "likes.className": "Post", format!("likes.objects.{c}"): true},
+                                 "$unset": {format!("likes.objects.{a}"): true}}));
+        for bad in [
+            json!({"likes": {"__op": "AddRelation", "objects": [ptr(a), {"__type": "Pointer", "className": "Other", "objectId": b}]}}),
+            json!({"likes": {"__op": "AddRelation", "objects": [ptr("not-a-uuid")]}}),
+            json!({"likes": {"__op": "AddRelation", "objects": {}}}),
+        ] {
+            assert_eq!(update_body(bad.as_object().unwrap()).unwrap_err().code, INCORRECT_TYPE, "{bad}");
+        }
+        assert!(update_body(json!({"likes": {"__op": "Batch", "ops": [1]}}).as_object().unwrap()).is_err());
+        let shown = object_from_doc(&json!({"id": "i", "data": {"likes": {"__type": "Relation", "className": "Post", "objects": {a: true}}}}));
         assert_eq!(shown["likes"], json!({"__type": "Relation", "className": "Post"}), "the ids are not shown");
-        assert_eq!(filter_of(&json!({"likes": ptr("a")})).unwrap(),
-                   json!({"$or": [{"likes": {"$eq": ptr("a")}}, {"likes.objects": {"$contains": "a"}}]}));
+        assert_eq!(filter_of(&json!({"likes": ptr(a)})).unwrap(), json!({"likes": {"$eq": ptr(a)}}), "pointer equality stays one indexable condition");
     }
 
     #[test]

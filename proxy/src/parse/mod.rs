@@ -509,8 +509,9 @@ async fn find_text(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Re
 }
 
 /// Most objects a subquery may match (`$inQuery`, `$select` …): its answers become one
-/// `$in` list, which holds at most 500 values (docs/query.md).
-const MAX_SUBQUERY: usize = pgbaas_query::parse::MAX_LIST;
+/// `$in` list of pointers (~95 bytes each), inside a filter of at most 16 KiB of JSON
+/// (docs/query.md): 150 leave room for the rest of the query.
+const MAX_SUBQUERY: usize = 150;
 
 /// Parse's subqueries — `$inQuery`/`$notInQuery` (pointers to the objects another query
 /// finds) and `$select`/`$dontSelect` (a key's values in them) — each run first, as the
@@ -520,6 +521,31 @@ fn resolve_subqueries<'a>(
     c: &'a Call<'_>,
     params: &'a Map<String, Value>,
     depth: usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Map<String, Value>, ParseError>> + Send + 'a>> {
+    Box::pin(async move {
+        let mut count = 0;
+        let out = resolve_counted(c, params, depth, &mut count).await?;
+        // Each subquery is a query: charged to the per-address rate like a batch's operations.
+        if count > 0 {
+            if let Err(refusal) = c.app.limiter.check_batch(ratelimit::Kind::Request, c.ip_key, count as u32 + 1) {
+                let secs = match refusal {
+                    ratelimit::BatchRefusal::Wait(secs) => secs,
+                    ratelimit::BatchRefusal::TooLarge { .. } => 60,
+                };
+                return Err(ParseError::from_api(&ApiError::rate_limited(secs)));
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// `resolve_subqueries` with one count of subqueries for the whole request (at most 4,
+/// whatever their nesting).
+fn resolve_counted<'a>(
+    c: &'a Call<'_>,
+    params: &'a Map<String, Value>,
+    depth: usize,
+    count: &'a mut usize,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Map<String, Value>, ParseError>> + Send + 'a>> {
     Box::pin(async move {
         let Some(w) = params.get("where") else { return Ok(params.clone()) };
@@ -544,8 +570,8 @@ fn resolve_subqueries<'a>(
             let members: Vec<Value> = ids
                 .first()
                 .and_then(|d| d.pointer(&format!("/data/{}/objects", key.replace('~', "~0").replace('/', "~1"))))
-                .and_then(Value::as_array)
-                .cloned()
+                .and_then(Value::as_object)
+                .map(|m| m.keys().map(|k| Value::String(k.clone())).collect())
                 .unwrap_or_default();
             if members.len() > MAX_SUBQUERY {
                 return Err(ParseError::bad(INVALID_QUERY, format!("the relation holds more than {MAX_SUBQUERY} objects; query them another way")));
@@ -560,8 +586,7 @@ fn resolve_subqueries<'a>(
         if depth >= 3 {
             return Err(ParseError::bad(INVALID_QUERY, "subqueries may be nested at most 3 deep"));
         }
-        let mut count = 0;
-        resolve_in(c, &mut w, depth, &mut count).await?;
+        resolve_in(c, &mut w, depth, count).await?;
         let mut out = params.clone();
         out.insert("where".into(), w);
         Ok(out)
@@ -601,7 +626,7 @@ fn resolve_in<'a>(
                 let mut inner = Map::new();
                 inner.insert("where".into(), query.get("where").cloned().unwrap_or_else(|| json!({})));
                 inner.insert("limit".into(), json!(MAX_SUBQUERY + 1));
-                let inner = resolve_subqueries(c, &inner, depth + 1).await?;
+                let inner = resolve_counted(c, &inner, depth + 1, count).await?;
                 let (_, found) = Box::pin(find(c, class, &inner)).await?;
                 let results = found.get("results").and_then(Value::as_array).cloned().unwrap_or_default();
                 if results.len() > MAX_SUBQUERY {
@@ -1033,7 +1058,8 @@ async fn batch_transaction(call: &Call<'_>, ops: &[(Method, Vec<String>, Map<Str
         kinds.push(kind);
     }
     let text = json_text(&Value::Array(batch));
-    let out = call.run("select baas.batch($1::text::jsonb)::text", &[&text]).await?;
+    // A failing operation's error as that operation alone would answer it.
+    let out = call.run_api("select baas.batch($1::text::jsonb)::text", &[&text]).await.map_err(|e| ParseError::from_api(&e.batch_operation()))?;
     let results = out.get("results").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut answers = Vec::with_capacity(results.len());
     for (r, kind) in results.iter().zip(&kinds) {
@@ -1203,7 +1229,14 @@ async fn email_request(c: &Call<'_>, body: &Map<String, Value>, limit: &str, fun
         return Err(ParseError::bad(convert::EMAIL_MISSING, "you must provide an email"));
     };
     let key = ratelimit::account_key(limit, &email);
-    c.app.limiter.check(ratelimit::Kind::Account, &key).map_err(|secs| ParseError::from_api(&ApiError::rate_limited(secs)))?;
+    let limited = |secs| ParseError::from_api(&ApiError::rate_limited(secs));
+    c.app.limiter.check(ratelimit::Kind::Account, &key).map_err(limited)?;
+    if c.app.cfg.rate_limits {
+        let max = c.app.cfg.rate_limit_account_per_minute;
+        if let Some(secs) = db::account_limit_hit(&c.app.requests, &c.app.timeouts, &key, max, 60).await.map_err(|e| ParseError::from_api(&e))? {
+            return Err(limited(secs));
+        }
+    }
     // `function` is one of the two names above, never the client's.
     let sql = format!("select baas.{function}($1)::text");
     c.run(&sql, &[&email]).await?;
