@@ -4,7 +4,7 @@
 -- accounts and sessions, never instead of them: a Parse session token names a row of
 -- baas.sessions, so logout, a password change, suspension or an admin's revocation end it
 -- at once, and every request it makes runs as that user under the same policies
--- (baas._parse_authenticate hands its claims to baas.authenticate). Objects, queries and
+-- (baas._parse_authenticate sets the claims and role baas.authenticate would). Objects, queries and
 -- ACLs need nothing here: the proxy (proxy/src/parse/) maps them onto the document
 -- functions, which run as the caller.
 
@@ -252,7 +252,10 @@ begin
     if v_claims is null then
         raise exception using errcode = '28000', detail = 'invalid_session_token', message = 'Invalid session token';
     end if;
-    perform baas.authenticate(v_claims);
+    -- baas.authenticate's two settings for a user, without its session check:
+    -- _parse_session_claims found the claims through a live session, in this statement.
+    perform pg_catalog.set_config('baas.claims', v_claims::text, true);
+    perform pg_catalog.set_config('role', 'baas_user', true);
 end
 $$;
 comment on function baas._parse_authenticate(text, boolean) is

@@ -476,7 +476,13 @@ const MAX_LIMIT: i64 = 1000;
 /// page text (`baas._list_documents_text`, the same SQL and pages as
 /// `baas.list_documents`) rewritten object by object without parsing their data.
 async fn find_text(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Out), ParseError> {
-    let params = &resolve_subqueries(c, params, 0).await?;
+    let resolved;
+    let params = if may_have_subquery(params) {
+        resolved = resolve_subqueries(c, params, 0).await?;
+        &resolved
+    } else {
+        params
+    };
     let reshaped = ["keys", "excludeKeys", "include"].iter().any(|k| params.contains_key(*k));
     if !reshaped {
         if let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? {
@@ -548,15 +554,10 @@ fn resolve_counted<'a>(
     count: &'a mut usize,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Map<String, Value>, ParseError>> + Send + 'a>> {
     Box::pin(async move {
-        let Some(w) = params.get("where") else { return Ok(params.clone()) };
-        let mut w = match w {
-            Value::String(s) => serde_json::from_str(s).map_err(|e| ParseError::bad(INVALID_JSON, format!("where is not JSON: {e}")))?,
-            v => v.clone(),
-        };
-        let text = w.to_string();
-        if !["$inQuery", "$notInQuery", "$select", "$dontSelect", "$relatedTo"].iter().any(|op| text.contains(op)) {
+        if !may_have_subquery(params) {
             return Ok(params.clone());
         }
+        let mut w = where_of(params)?;
         // `$relatedTo` (relation.query()): the relation's ids, read from its object as the
         // caller, become an objectId lookup (each object then read as the caller too).
         if let Some(rel) = w.as_object_mut().and_then(|m| m.remove("$relatedTo")) {
@@ -657,6 +658,35 @@ fn resolve_in<'a>(
     })
 }
 
+/// A query's `where`: JSON text (a query string) or the JavaScript SDK's object; `{}` when none.
+fn where_of(params: &Map<String, Value>) -> Result<Value, ParseError> {
+    match params.get("where") {
+        None => Ok(json!({})),
+        Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| ParseError::bad(INVALID_JSON, format!("where is not JSON: {e}"))),
+        Some(w) => Ok(w.clone()),
+    }
+}
+
+/// The operators resolve_subqueries replaces before a query is compiled.
+const SUBQUERY_OPS: [&str; 5] = ["$inQuery", "$notInQuery", "$select", "$dontSelect", "$relatedTo"];
+
+/// Whether `where` may hold a subquery: a look at its text or keys, so that the plain
+/// queries (nearly all) are not parsed twice or copied on their way to SQL.
+fn may_have_subquery(params: &Map<String, Value>) -> bool {
+    fn keys(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.iter().any(|(k, v)| SUBQUERY_OPS.contains(&k.as_str()) || keys(v)),
+            Value::Array(a) => a.iter().any(keys),
+            _ => false,
+        }
+    }
+    match params.get("where") {
+        Some(Value::String(s)) => SUBQUERY_OPS.iter().any(|op| s.contains(op)),
+        Some(w) => keys(w),
+        None => false,
+    }
+}
+
 fn budget_cut() -> ParseError {
     // The page was cut by the response budget; Parse has no way to say so.
     ParseError::bad(INVALID_QUERY, "the results are larger than the response budget (baas.max_response_bytes): ask for fewer objects or fewer keys")
@@ -676,11 +706,7 @@ struct ListArgs {
 fn list_args(class: &str, params: &Map<String, Value>) -> Result<Option<ListArgs>, ParseError> {
     let collection = convert::collection_of(class)?;
     check_params(params, &["where", "order", "limit", "skip", "keys", "excludeKeys", "count", "include"])?;
-    let where_ = match params.get("where") {
-        None => json!({}),
-        Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| ParseError::bad(INVALID_JSON, format!("where is not JSON: {e}")))?,
-        Some(w) => w.clone(),
-    };
+    let where_ = where_of(params)?;
     // The SDK's each()/eachBatch()/findAll() page with order=objectId and
     // objectId > the last id seen: pgbaas's keyset cursor (`after`), which must be a
     // document the caller can read; the previous page's last one is.
@@ -716,13 +742,15 @@ fn list_args(class: &str, params: &Map<String, Value>) -> Result<Option<ListArgs
 }
 
 async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
-    let params = &resolve_subqueries(c, params, 0).await?;
+    let resolved;
+    let params = if may_have_subquery(params) {
+        resolved = resolve_subqueries(c, params, 0).await?;
+        &resolved
+    } else {
+        params
+    };
     let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? else {
-        let where_ = match params.get("where") {
-            Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| ParseError::bad(INVALID_JSON, format!("where is not JSON: {e}")))?,
-            Some(w) => w.clone(),
-            None => json!({}),
-        };
+        let where_ = where_of(params)?;
         return find_by_ids(c, &convert::collection_of(class)?, &where_["objectId"], &where_, params).await;
     };
     let fields = params.get("keys").and_then(Value::as_str).map(convert::fields_of);
@@ -1118,21 +1146,26 @@ async fn signup(c: &Call<'_>, body: &Map<String, Value>) -> Result<(StatusCode, 
     Ok((StatusCode::CREATED, user))
 }
 
+/// One attempt against the per-account limit `key`, as the `/v1` sign-in routes count
+/// it: in this proxy, then in Postgres, so that every proxy shares the count (sql/limits.sql).
+async fn account_limit(c: &Call<'_>, key: &str) -> Result<(), ParseError> {
+    let limited = |secs| ParseError::from_api(&ApiError::rate_limited(secs));
+    c.app.limiter.check(ratelimit::Kind::Account, key).map_err(limited)?;
+    if c.app.cfg.rate_limits {
+        let max = c.app.cfg.rate_limit_account_per_minute;
+        if let Some(secs) = db::account_limit_hit(&c.app.requests, &c.app.timeouts, key, max, 60).await.map_err(|e| ParseError::from_api(&e))? {
+            return Err(limited(secs));
+        }
+    }
+    Ok(())
+}
+
 async fn login(c: &Call<'_>, fields: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let username = text_field(fields, "username")?;
     let password = text_field(fields, "password")?;
-    // Per account, as POST /v1/auth/login: in this proxy, then counted in Postgres so that
-    // every proxy shares the count (sql/limits.sql).
+    // Per account, as POST /v1/auth/login.
     if let Some(name) = username.as_deref() {
-        let key = ratelimit::account_key("parse", name);
-        let limited = |secs| ParseError::from_api(&ApiError::rate_limited(secs));
-        c.app.limiter.check(ratelimit::Kind::Account, &key).map_err(limited)?;
-        if c.app.cfg.rate_limits {
-            let max = c.app.cfg.rate_limit_account_per_minute;
-            if let Some(secs) = db::account_limit_hit(&c.app.requests, &c.app.timeouts, &key, max, 60).await.map_err(|e| ParseError::from_api(&e))? {
-                return Err(limited(secs));
-            }
-        }
+        account_limit(c, &ratelimit::account_key("parse", name)).await?;
     }
     let user = c.run("select baas.parse_login($1, $2, $3)::text", &[&username, &password, &c.installation]).await?;
     if let Some(e) = refused(&user) {
@@ -1228,15 +1261,7 @@ async fn email_request(c: &Call<'_>, body: &Map<String, Value>, limit: &str, fun
     let Some(email) = text_field(body, "email")? else {
         return Err(ParseError::bad(convert::EMAIL_MISSING, "you must provide an email"));
     };
-    let key = ratelimit::account_key(limit, &email);
-    let limited = |secs| ParseError::from_api(&ApiError::rate_limited(secs));
-    c.app.limiter.check(ratelimit::Kind::Account, &key).map_err(limited)?;
-    if c.app.cfg.rate_limits {
-        let max = c.app.cfg.rate_limit_account_per_minute;
-        if let Some(secs) = db::account_limit_hit(&c.app.requests, &c.app.timeouts, &key, max, 60).await.map_err(|e| ParseError::from_api(&e))? {
-            return Err(limited(secs));
-        }
-    }
+    account_limit(c, &ratelimit::account_key(limit, &email)).await?;
     // `function` is one of the two names above, never the client's.
     let sql = format!("select baas.{function}($1)::text");
     c.run(&sql, &[&email]).await?;
