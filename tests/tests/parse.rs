@@ -153,7 +153,10 @@ fn parse_server() -> ParseServer {
 fn sdk_scenarios_agree_with_parse_server() {
     door();
     let peer = parse_server();
-    let scenarios = ["users", "userSave", "objects", "acls", "queries", "includes", "subqueries", "transactions", "relations"];
+    // Not "transactions": Parse Server 9 on Postgres dropped the connection on the batch
+    // whose operation fails (`fetch failed`) in one of four runs, so no stable answer to
+    // compare with; the door's side is sdk_transactional_batches_are_all_or_none.
+    let scenarios = ["users", "userSave", "objects", "acls", "queries", "includes", "subqueries", "relations"];
     let facts = sdk_at(&peer.url, "parse-server", "peerapp", "peermaster", &scenarios);
     assert_eq!(facts.len(), scenarios.len(), "{facts:?}");
 
