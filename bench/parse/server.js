@@ -36,6 +36,7 @@ const port = parseInt(env('PARSE_PORT'), 10);
 const appId = env('PARSE_APP_ID');
 const masterKey = env('PARSE_MASTER_KEY');
 const filesDir = path.resolve(env('PARSE_FILES_DIR'));
+const liveQueryClasses = (process.env.PARSE_LIVE_QUERY || '').split(',').filter(Boolean);
 
 // The stock adapter always stores under "./files/<sub>" relative to the cwd;
 // pin it to PARSE_FILES_DIR instead (it mkdirs the directory itself).
@@ -54,6 +55,10 @@ async function main() {
     filesAdapter: new DirFSFilesAdapter(),
     allowClientClassCreation: false,
     startLiveQueryServer: false,
+    // PARSE_LIVE_QUERY=Class,Class: LiveQuery for those classes, served on the same port
+    // (createLiveQueryServer below; one process: without Redis a LiveQuery server only
+    // hears its own process's saves). The differential test uses it; the benchmark not.
+    ...(liveQueryClasses.length ? { liveQuery: { classNames: liveQueryClasses } } : {}),
     mountGraphQL: false,
     logLevel: 'error',
     silent: true,
@@ -88,6 +93,9 @@ async function main() {
     const s = app.listen(port, '127.0.0.1', () => resolve(s));
     s.once('error', reject);
   });
+  if (liveQueryClasses.length) {
+    await ParseServer.createLiveQueryServer(server);
+  }
   if (process.send) {
     process.send('ready');
   } else {

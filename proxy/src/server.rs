@@ -585,6 +585,8 @@ struct Started {
     kind: RouteKind,
     conn: Arc<Conn>,
     slots: transport::Slots,
+    /// A Parse LiveQuery WebSocket (parse/live.rs).
+    parse: bool,
 }
 
 impl App {
@@ -630,7 +632,44 @@ impl App {
         let caller = Caller::new(claims, client_ip, ip_key);
         let slots = self.realtime_caps.admit(&caller).map_err(Reply::error)?;
         let conn = Conn::new(caller, crate::realtime::outbox_bytes(self.cfg.realtime_outbox_bytes, self.cfg.body_limit));
-        Ok(Checked { kind: route.kind, conn, slots, accept, subscribe })
+        Ok(Checked { kind: route.kind, conn, slots, accept, subscribe, parse: false })
+    }
+
+    /// A Parse LiveQuery WebSocket at the door's mount: the same per-IP limit, handshake
+    /// and caps on open feeds as `/v1/realtime`; the caller comes in band (`connect`,
+    /// `subscribe` with a session token or the master key, parse/live.rs).
+    async fn parse_live(self: &Arc<Self>, mut s: ServerSession, shutdown: &ShutdownWatch, started: std::time::Instant) -> Option<ReusedHttpStream> {
+        let checked = (|| {
+            let (client_ip, ip_key) = self.client(&s);
+            self.limiter.check(ratelimit::Kind::Request, &ip_key).map_err(|secs| Reply::error(ApiError::rate_limited(secs)))?;
+            if s.is_http2() {
+                return Err(Reply::error(http1_required()));
+            }
+            let accept = ws::handshake(s.req_header()).map_err(|r| match r {
+                ws::Refusal::Bad(e) => Reply::error(e),
+                ws::Refusal::UpgradeRequired(e) => Reply { upgrade_required: true, ..Reply::error(e) },
+            })?;
+            let caller = Caller::new(None, client_ip, ip_key);
+            let slots = self.realtime_caps.admit(&caller).map_err(Reply::error)?;
+            let conn = Conn::new(caller, crate::realtime::outbox_bytes(self.cfg.realtime_outbox_bytes, self.cfg.body_limit));
+            Ok(Checked { kind: RouteKind::WebSocket, conn, slots, accept: Some(accept), subscribe: None, parse: true })
+        })();
+        let result = match checked {
+            Ok(c) => c.start(self, &mut s).await,
+            Err(reply) => Err(Some(reply)),
+        };
+        match result {
+            Ok(st) => {
+                log::info!("GET {} -> Parse LiveQuery stream", s.req_header().uri.path());
+                self.stream(s, st, shutdown).await;
+                None
+            }
+            Err(None) => None,
+            Err(Some(reply)) => {
+                s.set_keepalive(None);
+                self.respond(s, reply, started).await
+            }
+        }
     }
 }
 
@@ -641,13 +680,14 @@ struct Checked {
     slots: transport::Slots,
     accept: Option<String>,
     subscribe: Option<realtime::Subscribe>,
+    parse: bool,
 }
 
 impl Checked {
     /// Subscribe (SSE: its errors are the usual JSON 4xx, before the first byte) and write
     /// the response head. Err(None): the head could not be written.
     async fn start(self, app: &App, s: &mut ServerSession) -> Result<Started, Option<Reply>> {
-        let Checked { kind, conn, slots, accept, subscribe } = self;
+        let Checked { kind, conn, slots, accept, subscribe, parse } = self;
         s.set_keepalive(None);
         let head = match (accept, subscribe) {
             (Some(accept), _) => {
@@ -677,7 +717,7 @@ impl Checked {
             app.feeds.disconnect(&conn);
             return Err(None);
         }
-        Ok(Started { kind, conn, slots })
+        Ok(Started { kind, conn, slots, parse })
     }
 }
 
@@ -685,7 +725,7 @@ impl App {
 
     /// Run a started stream to its end on the raw connection (never reused after).
     async fn stream(self: &Arc<Self>, s: ServerSession, started: Started, shutdown: &ShutdownWatch) {
-        let Started { kind, conn, slots } = started;
+        let Started { kind, conn, slots, parse } = started;
         let mut s = s;
         // Bytes the client sent after its head (a WebSocket client must wait for the 101,
         // RFC 6455 4.1, but may not): pingora holds them; they are the first frames.
@@ -713,7 +753,10 @@ impl App {
             let _busy = busy;
             let stream = transport::Socket::detach(stream, &mut preread, app.cfg.realtime_max_message_bytes + 14).await;
             match kind {
-                RouteKind::WebSocket => ws::Ws { app, conn, slots, shutdown, starting: Default::default() }.run(stream, preread).await,
+                RouteKind::WebSocket => {
+                    let parse = parse.then(Box::default);
+                    ws::Ws { app, conn, slots, shutdown, starting: Default::default(), parse }.run(stream, preread).await
+                }
                 _ => sse::Sse { app, conn, slots, shutdown }.run(stream).await,
             }
         }));
@@ -875,6 +918,10 @@ impl App {
         if let Some(door) = self.parse.as_ref() {
             let path = s.req_header().uri.path().to_string();
             if let Some(rest) = door.route(&path) {
+                if crate::parse::live::is_upgrade(s.req_header()) {
+                    // Parse LiveQuery (parse/live.rs): a live feed in Parse's dialect.
+                    return self.parse_live(s, shutdown, started).await;
+                }
                 let reply = crate::parse::serve(self, door, &mut s, rest).await;
                 if *shutdown.borrow() {
                     s.set_keepalive(None);

@@ -42,6 +42,40 @@ async function signUp(name) {
   return u;
 }
 
+
+// Wait until `cond()` holds (events arrive on the LiveQuery socket).
+async function until(cond, what, ms = 10000) {
+  const start = Date.now();
+  while (!cond()) {
+    if (Date.now() - start > ms) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+// A LiveQuery client of its own (the default one would carry the master key the
+// scenarios initialise the SDK with), for `sessionToken` or anonymous.
+function liveClient(sessionToken, extra = {}) {
+  const c = new Parse.LiveQueryClient({
+    applicationId: appId,
+    serverURL: serverURL.replace(/^http/, 'ws'),
+    sessionToken,
+    ...extra,
+  });
+  c.on('error', () => {}); // the scenarios check errors where they expect them
+  c.open();
+  return c;
+}
+
+// Each event a subscription gets, as [event, objectId, score]; `leave` names only the
+// object (pgbaas sends its id alone, docs/parse.md).
+function record(sub) {
+  const seen = [];
+  for (const ev of ['create', 'enter', 'update', 'leave', 'delete']) {
+    sub.on(ev, (o) => seen.push(ev === 'leave' ? [ev, o.id] : [ev, o.id, o.get('score')]));
+  }
+  return seen;
+}
+
 const scenarios = {
   // Sign-up, sign-in, the current user, sign-out: revocable session tokens.
   async users() {
@@ -159,6 +193,97 @@ const scenarios = {
   },
 
   // Relations: add, remove, relation.query() ($relatedTo), and equalTo on the relation.
+  // LiveQuery: the SDK's subscriptions get Parse's events (create, enter, update, leave,
+  // delete) for what their session may read and their query matches.
+  async liveQuery() {
+    const bob = await signUp('lq-bob');
+    const alice = await signUp('lq-alice'); // the current user: the saves below are hers
+    const tag = `lq-${run}`;
+    const query = () => new Parse.Query(GameScore).equalTo('tag', tag).greaterThan('score', 10);
+    const clients = [liveClient(alice.getSessionToken()), liveClient(bob.getSessionToken()), liveClient(undefined)];
+    const [aliceLive, bobLive, anonLive] = clients;
+    const subs = [aliceLive.subscribe(query(), alice.getSessionToken()), bobLive.subscribe(query()), anonLive.subscribe(query())];
+    await Promise.all(subs.map((s) => s.subscribePromise));
+    const [a, b, n] = subs.map(record);
+    const mine = new Parse.ACL(alice);
+    // Alice's own object: only her subscription hears of it.
+    const o1 = new GameScore({ tag, score: 20 });
+    o1.setACL(mine);
+    await o1.save();
+    // A public object that does not match yet, then matches, changes, becomes hers alone,
+    // stops matching.
+    const o2 = await new GameScore({ tag, score: 5 }).save();
+    await o2.save({ score: 15 });
+    await o2.save({ score: 16 });
+    o2.setACL(mine);
+    await o2.save();
+    await o2.save({ score: 3 });
+    await o1.destroy();
+    await until(() => a.length >= 6, 'alice\'s six events');
+    await until(() => b.length >= 3 && n.length >= 3, 'the others\' three events');
+    await new Promise((r) => setTimeout(r, 300)); // nothing more comes
+    assert.deepEqual(a, [
+      ['create', o1.id, 20], ['enter', o2.id, 15], ['update', o2.id, 16],
+      ['update', o2.id, 16], ['leave', o2.id], ['delete', o1.id, 20],
+    ]);
+    const others = [['enter', o2.id, 15], ['update', o2.id, 16], ['leave', o2.id]];
+    assert.deepEqual(b, others, 'bob never hears of alice\'s own object');
+    assert.deepEqual(n, others, 'nor does an anonymous client');
+
+    // One object by its id; only the fields asked for.
+    const o3 = await new GameScore({ tag, score: 30, name: 'third' }).save();
+    const byId = aliceLive.subscribe(new Parse.Query(GameScore).equalTo('objectId', o3.id).select('score'), alice.getSessionToken());
+    await byId.subscribePromise;
+    const got = [];
+    byId.on('update', (o) => got.push([o.id, o.get('score'), o.get('name')]));
+    await new GameScore({ tag, score: 40 }).save();
+    await o3.save({ score: 31 });
+    await until(() => got.length >= 1, 'the update of the object subscribed by id');
+    assert.deepEqual(got, [[o3.id, 31, undefined]]);
+
+    // Unsubscribe: no more events.
+    await aliceLive.unsubscribe(byId);
+    await o3.save({ score: 32 });
+    await until(() => a.length >= 10, 'alice\'s query subscription still hears');
+    assert.equal(got.length, 1, 'nothing after unsubscribe');
+
+    // The master key reads what no user may. (Parse Server's LiveQuery honours it only
+    // when its keyPairs name the master key, and then refuses clients without a key.)
+    const masterLive = liveClient(undefined, { masterKey });
+    if (peer === 'pgbaas') {
+      const ms = masterLive.subscribe(query());
+      await ms.subscribePromise;
+      const seenByMaster = record(ms);
+      const secret = new GameScore({ tag, score: 50 });
+      secret.setACL(new Parse.ACL());
+      await secret.save(null, { useMasterKey: true });
+      await until(() => seenByMaster.length >= 1, 'the master key\'s event');
+      assert.deepEqual(seenByMaster, [['create', secret.id, 50]]);
+    }
+
+    // A wrong application id is refused at connect (Parse Server's LiveQuery checks only
+    // the keys of its keyPairs, none here).
+    const wrong = new Parse.LiveQueryClient({ applicationId: 'not-the-app', serverURL: serverURL.replace(/^http/, 'ws') });
+    if (peer === 'pgbaas') {
+      const refused = new Promise((resolve) => wrong.on('error', resolve));
+      wrong.connectPromise.catch(() => {}); // rejected with the error: nothing was waiting on it
+      wrong.open();
+      assert.equal(await refused, 'Key in request is not valid');
+    }
+
+    // Bob signs out: his LiveQuery session ends with it.
+    const bobEnded = new Promise((resolve) => bobLive.on('error', resolve));
+    await Parse.User.become(bob.getSessionToken());
+    await Parse.User.logOut();
+    let timer;
+    const why = await Promise.race([bobEnded, new Promise((r) => { timer = setTimeout(() => r('still open'), 10000); })]);
+    clearTimeout(timer);
+    if (peer === 'pgbaas') assert.match(String(why), /session/i, 'a signed-out session\'s LiveQuery ends');
+
+    await Promise.all([...clients, masterLive, wrong].map((c) => c.close()));
+    return { alice: alice.id, events: a.length };
+  },
+
   async relations() {
     await Parse.User.logOut();
     const tag = `rel-${run}`;
@@ -416,6 +541,12 @@ const scenarios = {
     return {};
   },
 };
+
+// A scenario that waits for an answer that never comes fails, rather than hanging the test.
+setTimeout(() => {
+  console.error('scenarios did not finish within 120 s');
+  process.exit(1);
+}, 120000).unref();
 
 (async () => {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(scenarios);

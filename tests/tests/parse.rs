@@ -120,6 +120,7 @@ fn parse_server() -> ParseServer {
         .env("PARSE_MASTER_KEY", "peermaster")
         .env("PARSE_FILES_DIR", &files)
         .env("PARSE_WORKERS", "1")
+        .env("PARSE_LIVE_QUERY", "GameScore")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -156,7 +157,7 @@ fn sdk_scenarios_agree_with_parse_server() {
     // Not "transactions": Parse Server 9 on Postgres dropped the connection on the batch
     // whose operation fails (`fetch failed`) in one of four runs, so no stable answer to
     // compare with; the door's side is sdk_transactional_batches_are_all_or_none.
-    let scenarios = ["users", "userSave", "objects", "acls", "queries", "includes", "subqueries", "relations"];
+    let scenarios = ["users", "userSave", "objects", "acls", "queries", "includes", "subqueries", "relations", "liveQuery"];
     let facts = sdk_at(&peer.url, "parse-server", "peerapp", "peermaster", &scenarios);
     assert_eq!(facts.len(), scenarios.len(), "{facts:?}");
 
@@ -291,6 +292,18 @@ fn sdk_users_sign_up_sign_in_and_out_with_revocable_sessions() {
 #[test]
 fn sdk_relations_add_remove_and_query() {
     sdk(&["relations"]);
+}
+
+/// LiveQuery (Parse's WebSocket protocol at the mount): the SDK's subscriptions get
+/// create/enter/update/leave/delete for what their session may read and their query
+/// matches (another user's and an anonymous client's never hear of an object only its
+/// owner reads), by objectId with selected keys, until unsubscribe; the master key
+/// hears everything; a wrong application id is refused; a signed-out session's live
+/// query ends.
+#[test]
+fn sdk_live_queries_follow_acls_and_sessions() {
+    let facts = sdk(&["liveQuery"]);
+    assert_eq!(facts[0]["events"], 10, "{facts:?}");
 }
 
 #[test]

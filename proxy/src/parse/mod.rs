@@ -11,6 +11,7 @@
 //! fields. Errors are Parse's: `{"code": 101, "error": "Object not found."}`.
 
 pub mod convert;
+pub mod live;
 
 use crate::db;
 use crate::errors::ApiError;
@@ -49,6 +50,16 @@ impl Door {
             None => None,
         };
         Ok(Some(Door { mount: cfg.parse_mount.clone(), app_id, master_key }))
+    }
+
+    /// Whether `sent` is the application id (compared in constant time).
+    pub fn app_id_is(&self, sent: &str) -> bool {
+        same_secret(sent, &self.app_id)
+    }
+
+    /// Whether `sent` is the master key (none configured: never).
+    pub fn master_key_is(&self, sent: &str) -> bool {
+        self.master_key.as_deref().is_some_and(|k| same_secret(sent, k))
     }
 
     /// The path under the mount, when the request is for the door.
@@ -1021,15 +1032,26 @@ async fn update(c: &Call<'_>, class: &str, id: &str, body: &Map<String, Value>) 
     let collection = convert::collection_of(class)?;
     let id = convert::object_id(id)?;
     let (patch, acl, changed) = convert::update_body(body)?;
+    let acl_only = acl.is_some() && patch.as_object().is_some_and(|p| p.is_empty());
     let (patch, acl) = (json_text(&patch), acl.as_ref().map(json_text));
-    // One statement: the fields, then the ACL when one was sent (set_acl: owner or service).
-    let doc = c
-        .run(
+    let doc = if acl_only {
+        // Only the ACL: one write, so a LiveQuery subscriber hears one event, as from
+        // Parse Server (set_acl: owner or service; its time is the transaction's).
+        c.run(
+            "select pg_catalog.jsonb_build_object('acl', baas.set_acl($1, $2, $3::text::jsonb), 'updated_at', pg_catalog.now())::text",
+            &[&collection, &id, &acl],
+        )
+        .await?
+    } else {
+        // One statement: the fields, then the ACL when one was sent (two writes: a
+        // LiveQuery subscriber hears of both, docs/parse.md).
+        c.run(
             "select (select d from (select baas.patch_document($1, $2, $3::text::jsonb) d) p \
                where $4::text is null or baas.set_acl($1, $2, $4::text::jsonb) is not null)::text",
             &[&collection, &id, &patch, &acl],
         )
-        .await?;
+        .await?
+    };
     let obj = convert::object_from_doc(&doc);
     let mut out = json!({"updatedAt": obj["updatedAt"]});
     for k in changed {

@@ -1147,10 +1147,16 @@ impl Hub {
         let request_id = crate::observe::id(); // (issue 19, observe)
         let app = crate::db::app_name(); // (issue 19, observe)
         let auth_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [&caller.claims, &timeout, &caller.client_ip, &"", &request_id, &app];
+        // A Parse LiveQuery connection with the master key (issue 21): the service role
+        // as the Parse door's requests with it get it.
+        let (no_token, master) = (None::<String>, "true");
+        let master_params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [&no_token, &timeout, &caller.client_ip, &"", &request_id, &app, &master];
+        let authenticate: (&str, &[&(dyn tokio_postgres::types::ToSql + Sync)]) =
+            if caller.parse_master { (db::PARSE_AUTHENTICATE, &master_params) } else { (db::AUTHENTICATE, &auth_params) };
         let docs_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&req.collection, &filter, &lim, fields, &req.snapshot];
         let text = self
             .one(
-                &[(BEGIN, &no_params), (META, &meta_params), (db::AUTHENTICATE, &auth_params), (DOCS, &docs_params), (COMMIT, &no_params)],
+                &[(BEGIN, &no_params), (META, &meta_params), authenticate, (DOCS, &docs_params), (COMMIT, &no_params)],
                 3,
             )
             .await?;

@@ -40,6 +40,9 @@ pub struct Caller {
     pub client_ip: String,
     /// Its per-IP limit key (ratelimit::ip_key).
     pub ip_key: String,
+    /// A Parse LiveQuery connection opened with the master key (parse/live.rs): the
+    /// service role through `baas._parse_authenticate`, which needs no service token.
+    pub parse_master: bool,
 }
 
 impl Caller {

@@ -9,6 +9,7 @@
 use super::transport::{self, After, Positions, Slots, Socket, Watch};
 use super::{Caller, CloseReason, Conn, Frame, Subscribe};
 use crate::errors::ApiError;
+use crate::parse::convert::{ParseError, INVALID_SESSION_TOKEN};
 use crate::ratelimit;
 use crate::routes::input;
 use crate::server::App;
@@ -216,6 +217,9 @@ pub struct Ws {
     /// Subscriptions whose subscribe is still starting, and whether an `unsubscribe`
     /// came for them meanwhile.
     pub starting: Starting,
+    /// A Parse LiveQuery connection (parse/live.rs): its state; None for pgbaas's own
+    /// protocol. Boxed: an idle subscriber's task stays small (the test below).
+    pub parse: Option<Box<crate::parse::live::Live>>,
 }
 
 /// See `Ws::starting`.
@@ -324,66 +328,24 @@ impl Ws {
                 Event::Msg(None) => return End::Gone,
                 Event::Msg(Some(Err(e))) => return on_error(e),
                 Event::Msg(Some(Ok(m))) => match m {
+                    // A Parse LiveQuery connection (parse/live.rs).
+                    Message::Text(t) if self.parse.is_some() => {
+                        let (reply, end) = Box::pin(self.parse_message(t.as_str(), &mut watch, &mut subscribed, pending, gone)).await;
+                        if let Some(end) = end {
+                            if let Some(f) = reply {
+                                if Box::pin(self.send(ws, &[f], &mut positions, None)).await.is_err() {
+                                    return End::Gone;
+                                }
+                            }
+                            return end;
+                        }
+                        reply
+                    }
                     Message::Text(t) => match parse(t.as_str()) {
                         Err((sub, e)) => Some(transport::error(sub.as_deref(), &e)),
                         Ok(ClientMsg::Ping) => Some(transport::own("pong", json!({"type": "pong"}))),
-                        Ok(ClientMsg::Unsubscribe(sub)) => {
-                            let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
-                            if let Some(cancel) = starting.get_mut(&sub) {
-                                // Its subscribe is still starting: it ends as soon as it has
-                                // (`unsubscribed` after its `subscribed`, as sent).
-                                *cancel = true;
-                                None
-                            } else if app.feeds.unsubscribe(&self.conn, &sub) {
-                                // Through the outbox: after the frames queued before it.
-                                let f = transport::own("unsubscribed", json!({"type": "unsubscribed", "sub": sub}));
-                                let f = Frame { sub: Some(Arc::from(sub.as_str())), ..f };
-                                self.conn.outbox.push(f, true);
-                                None
-                            } else {
-                                let e = ApiError::new(StatusCode::NOT_FOUND, "not_subscribed", format!("there is no subscription {sub:?} on this connection"));
-                                Some(transport::error(Some(&sub), &e))
-                            }
-                        }
-                        Ok(ClientMsg::Subscribe(req)) => {
-                            let sub = req.sub.clone();
-                            // Each subscribe counts as a request against the per-IP limit.
-                            let caller = self.conn.caller();
-                            match app.limiter.check(ratelimit::Kind::Request, &caller.ip_key) {
-                                Err(secs) => Some(transport::error(Some(&sub), &ApiError::rate_limited(secs))),
-                                Ok(()) => {
-                                    subscribed = true;
-                                    // Started on its own task (start-up SQL, a replay: up to
-                                    // 10 s) so that this loop keeps writing, answering and
-                                    // watching the token meanwhile; an error goes through the
-                                    // outbox like the hub's frames.
-                                    self.starting.lock().unwrap_or_else(|e| e.into_inner()).entry(sub.clone()).or_insert(false);
-                                    let (feeds, conn, gone, starting) = (app.feeds.clone(), self.conn.clone(), gone.clone(), self.starting.clone());
-                                    pending.spawn(async move {
-                                        let r = feeds.subscribe(&conn, req).await;
-                                        // Under the lock the loop checks an unsubscribe with.
-                                        let mut starting = starting.lock().unwrap_or_else(|e| e.into_inner());
-                                        let cancelled = starting.remove(&sub).unwrap_or(false);
-                                        match r {
-                                            Ok(()) if gone.load(Ordering::SeqCst) => {
-                                                feeds.unsubscribe(&conn, &sub);
-                                            }
-                                            Ok(()) if cancelled => {
-                                                if feeds.unsubscribe(&conn, &sub) {
-                                                    let f = transport::own("unsubscribed", json!({"type": "unsubscribed", "sub": sub}));
-                                                    conn.outbox.push(Frame { sub: Some(Arc::from(sub.as_str())), ..f }, true);
-                                                }
-                                            }
-                                            Ok(()) => {}
-                                            Err(e) => {
-                                                conn.outbox.push(transport::error(Some(&sub), &e), true);
-                                            }
-                                        }
-                                    });
-                                    None
-                                }
-                            }
-                        }
+                        Ok(ClientMsg::Unsubscribe(sub)) => self.unsubscribe(sub),
+                        Ok(ClientMsg::Subscribe(req)) => self.subscribe(req, &mut subscribed, pending, gone),
                         Ok(ClientMsg::Auth(token)) => match Box::pin(self.auth(&token, subscribed)).await {
                             Ok(caller) => {
                                 watch.caller(&caller);
@@ -424,6 +386,171 @@ impl Ws {
         }
     }
 
+    /// `unsubscribe`: the answer, if not through the outbox.
+    fn unsubscribe(&self, sub: String) -> Option<Frame> {
+        let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cancel) = starting.get_mut(&sub) {
+            // Its subscribe is still starting: it ends as soon as it has
+            // (`unsubscribed` after its `subscribed`, as sent).
+            *cancel = true;
+            None
+        } else if self.app.feeds.unsubscribe(&self.conn, &sub) {
+            // Through the outbox: after the frames queued before it.
+            let f = transport::own("unsubscribed", json!({"type": "unsubscribed", "sub": sub}));
+            let f = Frame { sub: Some(Arc::from(sub.as_str())), ..f };
+            self.conn.outbox.push(f, true);
+            None
+        } else {
+            let e = ApiError::new(StatusCode::NOT_FOUND, "not_subscribed", format!("there is no subscription {sub:?} on this connection"));
+            Some(transport::error(Some(&sub), &e))
+        }
+    }
+
+    /// `subscribe`: started on its own task; the answer, if refused at once.
+    fn subscribe(&self, req: Subscribe, subscribed: &mut bool, pending: &mut JoinSet<()>, gone: &Arc<AtomicBool>) -> Option<Frame> {
+        let sub = req.sub.clone();
+        // Each subscribe counts as a request against the per-IP limit.
+        let caller = self.conn.caller();
+        if let Err(secs) = self.app.limiter.check(ratelimit::Kind::Request, &caller.ip_key) {
+            return Some(transport::error(Some(&sub), &ApiError::rate_limited(secs)));
+        }
+        *subscribed = true;
+        // Started on its own task (start-up SQL, a replay: up to 10 s) so that this loop
+        // keeps writing, answering and watching the token meanwhile; an error goes
+        // through the outbox like the hub's frames.
+        self.starting.lock().unwrap_or_else(|e| e.into_inner()).entry(sub.clone()).or_insert(false);
+        let (feeds, conn, gone, starting) = (self.app.feeds.clone(), self.conn.clone(), gone.clone(), self.starting.clone());
+        pending.spawn(async move {
+            let r = feeds.subscribe(&conn, req).await;
+            // Under the lock the loop checks an unsubscribe with.
+            let mut starting = starting.lock().unwrap_or_else(|e| e.into_inner());
+            let cancelled = starting.remove(&sub).unwrap_or(false);
+            match r {
+                Ok(()) if gone.load(Ordering::SeqCst) => {
+                    feeds.unsubscribe(&conn, &sub);
+                }
+                Ok(()) if cancelled => {
+                    if feeds.unsubscribe(&conn, &sub) {
+                        let f = transport::own("unsubscribed", json!({"type": "unsubscribed", "sub": sub}));
+                        conn.outbox.push(Frame { sub: Some(Arc::from(sub.as_str())), ..f }, true);
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    conn.outbox.push(transport::error(Some(&sub), &e), true);
+                }
+            }
+        });
+        None
+    }
+
+    /// A Parse LiveQuery message (parse/live.rs): the answer, and whether the connection
+    /// ends after it.
+    async fn parse_message(&mut self, text: &str, watch: &mut Watch, subscribed: &mut bool, pending: &mut JoinSet<()>, gone: &Arc<AtomicBool>) -> (Option<Frame>, Option<End>) {
+        use crate::parse::live::{self, LiveError, Msg, LQ_BAD_KEY, LQ_NOT_CONNECTED};
+        let client = self.conn.id;
+        let Some(live) = self.parse.as_ref() else { return (None, None) };
+        let msg = match live::read(text) {
+            Ok(m) => m,
+            Err(e) => return (Some(e.frame(client)), None),
+        };
+        let fatal = |e: LiveError| (Some(e.frame(client)), Some(End::Close(1008, "connect refused")));
+        match msg {
+            Msg::Connect { app_id, master_key, token } => {
+                let door = self.app.parse.as_ref();
+                let key_ok = door.is_some_and(|d| d.app_id_is(&app_id) && master_key.as_deref().is_none_or(|k| d.master_key_is(k)));
+                if !key_ok {
+                    return fatal(LiveError::new(None, LQ_BAD_KEY, "Key in request is not valid"));
+                }
+                if live.connected {
+                    return (Some(LiveError::new(None, LQ_BAD_KEY, "this connection is already connected").frame(client)), None);
+                }
+                let old = self.conn.caller();
+                let new = if master_key.is_some() {
+                    // The master key reads every object, as in Parse Server: the hub runs
+                    // the subscriptions' start-up SQL through baas._parse_authenticate.
+                    let mut c = Caller::new(Some(r#"{"role":"baas_service","parse":"master"}"#.into()), old.client_ip.clone(), old.ip_key.clone());
+                    c.parse_master = true;
+                    Some(c)
+                } else if let Some(t) = &token {
+                    match self.parse_session(t).await {
+                        Ok(c) => Some(c),
+                        Err(e) => return fatal(e),
+                    }
+                } else {
+                    None
+                };
+                if let Some(new) = new {
+                    match self.adopt(new, *subscribed) {
+                        Ok(c) => watch.caller(&c),
+                        Err((e, _)) => return fatal(LiveError::new(None, ParseError::from_api(&e).code, e.message)),
+                    }
+                }
+                let live = self.parse.as_mut().expect("a Parse connection");
+                live.connected = true;
+                live.master = master_key.is_some();
+                live.token = token;
+                (Some(live::own(json!({"op": "connected", "clientId": client}))), None)
+            }
+            Msg::Subscribe { request_id, class, req, ids, token } => {
+                if !live.connected {
+                    let e = LiveError::new(Some(request_id), LQ_NOT_CONNECTED, "Can not find this client, make sure you connect to server before subscribing");
+                    return (Some(e.frame(client)), None);
+                }
+                if live.has(request_id) {
+                    let e = LiveError::new(Some(request_id), LQ_NOT_CONNECTED, format!("this connection already has a subscription {request_id}"));
+                    return (Some(e.frame(client)), None);
+                }
+                // One connection serves one caller (the hub's principal index is per
+                // connection): its connect's session, or the first subscribe's.
+                match (token, live.token.clone()) {
+                    (Some(t), Some(held)) if t != held => {
+                        let e = LiveError::new(Some(request_id), INVALID_SESSION_TOKEN, "this LiveQuery connection serves another session token; open a LiveQueryClient per session (docs/parse.md)");
+                        return (Some(e.frame(client)), None);
+                    }
+                    (Some(t), None) if !live.master => {
+                        let adopted = match self.parse_session(&t).await {
+                            Ok(c) => self.adopt(c, *subscribed).map_err(|(e, _)| LiveError::new(Some(request_id), INVALID_SESSION_TOKEN, e.message)),
+                            Err(e) => Err(LiveError { request_id: Some(request_id), ..e }),
+                        };
+                        match adopted {
+                            Ok(c) => watch.caller(&c),
+                            Err(e) => return (Some(e.frame(client)), None),
+                        }
+                        if let Some(live) = self.parse.as_mut() {
+                            live.token = Some(t);
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(live) = self.parse.as_ref() {
+                    live.add(request_id, class, ids);
+                }
+                (self.subscribe(req, subscribed, pending, gone), None)
+            }
+            Msg::Unsubscribe(request_id) => (self.unsubscribe(request_id.to_string()), None),
+        }
+    }
+
+    /// A Parse session token's caller: its claims as Postgres resolves them for every
+    /// request of the door (`baas._parse_authenticate`). Charged to the per-IP limit.
+    async fn parse_session(&self, token: &str) -> Result<Caller, crate::parse::live::LiveError> {
+        use crate::parse::live::LiveError;
+        let old = self.conn.caller();
+        let err = |e: &ApiError| {
+            let p = ParseError::from_api(e);
+            LiveError::new(None, p.code, p.message)
+        };
+        self.app.limiter.check(ratelimit::Kind::Request, &old.ip_key).map_err(|secs| err(&ApiError::rate_limited(secs)))?;
+        let db_caller = crate::db::Caller { claims: None, client_ip: &old.client_ip, user_agent: "", short_timeout: false };
+        let claims = crate::db::call_parse(&self.app.requests, &self.app.timeouts, &db_caller, Some(token), false, "select pg_catalog.current_setting('baas.claims', true)", &[])
+            .await
+            .map_err(|e| err(&e))?
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| err(&ApiError::internal()))?;
+        Ok(Caller::new(Some(claims), old.client_ip.clone(), old.ip_key.clone()))
+    }
+
     /// An in-band `auth`: a fresh token for the same subject, role and session (a
     /// refresh keeps the session id, sql/auth.sql), or the first token of an anonymous
     /// connection that has not subscribed yet. Err(error, close?): a token that does not
@@ -433,7 +560,12 @@ impl Ws {
     async fn auth(&mut self, token: &str, subscribed: bool) -> Result<Caller, (ApiError, bool)> {
         let claims = self.app.verify_token(token).await.map_err(|e| (e, false))?;
         let old = self.conn.caller();
-        let new = Caller::new(Some(claims), old.client_ip.clone(), old.ip_key.clone());
+        self.adopt(Caller::new(Some(claims), old.client_ip.clone(), old.ip_key.clone()), subscribed)
+    }
+
+    /// Make `new` the connection's caller, if it may be (see `auth`).
+    fn adopt(&mut self, new: Caller, subscribed: bool) -> Result<Caller, (ApiError, bool)> {
+        let old = self.conn.caller();
         let refuse = |m: &str| (ApiError::new(StatusCode::FORBIDDEN, "auth_rejected", m), true);
         if old.claims.is_none() {
             if subscribed {
@@ -458,9 +590,17 @@ impl Ws {
     async fn send(&self, ws: &mut WebSocketStream<Socket>, frames: &[Frame], positions: &mut Positions, mut watch: Option<&mut Watch>) -> Result<Option<CloseReason>, WsError> {
         let write = async {
             for f in frames {
-                let text = match std::str::from_utf8(&f.json) {
-                    Ok(t) => t.to_string(),
-                    Err(_) => {
+                let text = match (&self.parse, std::str::from_utf8(&f.json)) {
+                    // Parse's shape (parse/live.rs); some frames have none.
+                    (Some(live), _) => match live.render(self.conn.id, f) {
+                        Some(t) => t,
+                        None => {
+                            positions.wrote(f);
+                            continue;
+                        }
+                    },
+                    (None, Ok(t)) => t.to_string(),
+                    (None, Err(_)) => {
                         log::error!("realtime: a {} frame is not UTF-8; dropped", f.kind);
                         continue;
                     }
@@ -495,7 +635,11 @@ impl Ws {
         self.app.feeds.disconnect(&self.conn);
         drop(self.conn.outbox.drain());
         let f = positions.closing(reason);
-        let msg = Message::text(String::from_utf8_lossy(&f.json).into_owned());
+        let text = match &self.parse {
+            Some(live) => live.render(self.conn.id, &f).unwrap_or_default(),
+            None => String::from_utf8_lossy(&f.json).into_owned(),
+        };
+        let msg = Message::text(text);
         let mut fed = false;
         loop {
             let before = ws.get_ref().written();
@@ -650,7 +794,7 @@ mod tests {
         let (server, client) = testing::socket_pair().await;
         let conn = Conn::new(Caller::default(), 4096);
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
-        tokio::spawn(Ws { app, conn, slots: Default::default(), shutdown, starting: Default::default() }.run(server, Vec::new()));
+        tokio::spawn(Ws { app, conn, slots: Default::default(), shutdown, starting: Default::default(), parse: None }.run(server, Vec::new()));
         let mut c = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         let send = |v: Value| Message::text(v.to_string());
         c.send(send(json!({"type": "subscribe", "sub": "a", "collection": "c"}))).await.unwrap();
@@ -733,7 +877,7 @@ mod tests {
         let (server, client) = testing::socket_pair().await;
         let conn = Conn::new(Caller::default(), 1 << 20);
         let (tx, shutdown) = tokio::sync::watch::channel(false);
-        tokio::spawn(Ws { app, conn: conn.clone(), slots: Default::default(), shutdown, starting: Default::default() }.run(server, Vec::new()));
+        tokio::spawn(Ws { app, conn: conn.clone(), slots: Default::default(), shutdown, starting: Default::default(), parse: None }.run(server, Vec::new()));
         let mut c = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         c.send(Message::text(json!({"type": "subscribe", "sub": "stuck", "collection": "c"}).to_string())).await.unwrap();
         c.send(Message::text(json!({"type": "ping"}).to_string())).await.unwrap();
@@ -767,7 +911,7 @@ mod tests {
             assert!(conn.outbox.push(event("insert", "s", p, 64 * 1024), true));
         }
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
-        tokio::spawn(Ws { app, conn: conn.clone(), slots: Default::default(), shutdown, starting: Default::default() }.run(server, Vec::new()));
+        tokio::spawn(Ws { app, conn: conn.clone(), slots: Default::default(), shutdown, starting: Default::default(), parse: None }.run(server, Vec::new()));
         let mut c = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         // Forced (snapshot) bytes do not count against the bound: live frames queued
@@ -806,7 +950,7 @@ mod tests {
             assert!(conn.outbox.push(event("insert", "s", p, 16 * 1024), true));
         }
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
-        tokio::spawn(Ws { app, conn: conn.clone(), slots: Default::default(), shutdown, starting: Default::default() }.run(Socket::tcp(server), Vec::new()));
+        tokio::spawn(Ws { app, conn: conn.clone(), slots: Default::default(), shutdown, starting: Default::default(), parse: None }.run(Socket::tcp(server), Vec::new()));
         let mut c = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!((41..200).any(|p| !conn.outbox.push(event("insert", "s", p, 16 * 1024), false)), "over the bound: cut off");
@@ -826,7 +970,7 @@ mod tests {
         let app = testing::app(Arc::new(testing::Scripted::default()));
         let (server, _client) = testing::socket_pair().await;
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
-        let ws = Ws { app: app.clone(), conn: Conn::new(Caller::default(), 4096), slots: Default::default(), shutdown: shutdown.clone(), starting: Default::default() };
+        let ws = Ws { app: app.clone(), conn: Conn::new(Caller::default(), 4096), slots: Default::default(), shutdown: shutdown.clone(), starting: Default::default(), parse: None };
         let ws = ws.run(server, Vec::new());
         let (server, _client) = testing::socket_pair().await;
         let sse = crate::realtime::sse::Sse { app, conn: Conn::new(Caller::default(), 4096), slots: Default::default(), shutdown }.run(server);
