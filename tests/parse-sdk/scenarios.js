@@ -102,6 +102,22 @@ const scenarios = {
     return { user: alice.id };
   },
 
+  // user.destroy(): a user deletes its own account; not another's.
+  async userDelete() {
+    const carol = await signUp('del-carol');
+    const dave = await signUp('del-dave'); // the current user
+    const carolAsDave = Parse.User.createWithoutData(carol.id);
+    await expectError(carolAsDave.destroy({ sessionToken: dave.getSessionToken() }), 206, 'deleting another user\'s account');
+    const token = dave.getSessionToken();
+    await dave.destroy({ sessionToken: token });
+    await expectError(Parse.User.logIn(`del-dave-${run}`, 'pw-del-dave-secret'), 101, 'signing in to a deleted account');
+    await expectError(Parse.User.me(token), 209, 'the deleted account\'s session');
+    const stillThere = await Parse.User.logIn(`del-carol-${run}`, 'pw-del-carol-secret');
+    assert.equal(stillThere.id, carol.id);
+    await Parse.User.logOut();
+    return {};
+  },
+
   // user.save(): a user changes its own fields and username.
   async userSave() {
     const u = await signUp('save');

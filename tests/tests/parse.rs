@@ -157,7 +157,7 @@ fn sdk_scenarios_agree_with_parse_server() {
     // Not "transactions": Parse Server 9 on Postgres dropped the connection on the batch
     // whose operation fails (`fetch failed`) in one of four runs, so no stable answer to
     // compare with; the door's side is sdk_transactional_batches_are_all_or_none.
-    let scenarios = ["users", "userSave", "objects", "acls", "queries", "includes", "subqueries", "relations", "liveQuery"];
+    let scenarios = ["users", "userSave", "userDelete", "objects", "acls", "queries", "includes", "subqueries", "relations", "liveQuery"];
     let facts = sdk_at(&peer.url, "parse-server", "peerapp", "peermaster", &scenarios);
     assert_eq!(facts.len(), scenarios.len(), "{facts:?}");
 
@@ -324,6 +324,13 @@ fn sdk_includes_fill_only_readable_pointers() {
 #[test]
 fn sdk_cloud_functions_are_exposed_sql_functions() {
     sdk(&["functions"]);
+}
+
+/// `user.destroy()`: a user deletes its own account (and so its sessions); another
+/// user's answers 206 (as from Parse Server) and leaves it.
+#[test]
+fn sdk_users_delete_their_own_account_only() {
+    sdk(&["userDelete"]);
 }
 
 #[test]

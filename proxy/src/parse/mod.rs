@@ -296,6 +296,7 @@ async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<Strin
         (&Method::GET, ["users", "me"]) => me(call).await,
         (&Method::GET, ["users", id]) => get_user(call, id).await,
         (&Method::PUT, ["users", id]) => update_user(call, id, body).await,
+        (&Method::DELETE, ["users", id]) => delete_user(call, id).await,
         (&Method::POST, ["installations"]) => save_installation(call, None, body).await,
         (&Method::PUT, ["installations", id]) => save_installation(call, Some(id), body).await,
         (&Method::GET, ["installations"]) => installations(call, None, params).await,
@@ -1203,6 +1204,26 @@ async fn me(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
     let mut user = c.run("select baas.parse_me()::text", &[]).await?;
     user["sessionToken"] = Value::String(token.to_string());
     Ok((StatusCode::OK, user))
+}
+
+/// `user.destroy()`: a user deletes its own account (`baas.delete_user`, with every
+/// session); anyone else's answers 206, as from Parse Server. The master key deletes no
+/// account through the door: pgbaas deletes another's account only in SQL (docs/parse.md).
+async fn delete_user(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), ParseError> {
+    let id = convert::object_id(id)?;
+    if c.master {
+        return Err(ParseError::bad(
+            convert::OPERATION_FORBIDDEN,
+            "the master key does not delete accounts through the Parse door: a user deletes its own, a DBA another's in SQL (docs/parse.md)",
+        ));
+    }
+    let deleted = c
+        .run("select case when baas.uid() = $1::text::uuid then (select true from baas.delete_user()) else false end::text", &[&id])
+        .await?;
+    if deleted != Value::Bool(true) {
+        return Err(ParseError::bad(convert::SESSION_MISSING, "Permission denied: a user may delete only its own account"));
+    }
+    Ok((StatusCode::OK, json!({})))
 }
 
 async fn get_user(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), ParseError> {
