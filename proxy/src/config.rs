@@ -361,6 +361,10 @@ pub struct Config {
     /// Parse: the path the Parse REST API is mounted at
     #[arg(long, env = "PGBAAS_PARSE_MOUNT", default_value = "/parse", value_parser = parse_mount)]
     pub parse_mount: String,
+
+    /// Parse: seconds between checks of a LiveQuery connection's session (its end is announced at once; this also catches expiry)
+    #[arg(id = "parse_live_recheck_secs", value_name = "SECS", long = "parse-live-recheck-secs", env = "PGBAAS_PARSE_LIVE_RECHECK_SECS", default_value = "300", value_parser = secs(86400))]
+    pub parse_live_recheck: Duration,
 }
 
 /// `--parse-mount`: an absolute path of letters, digits and `_ - .`, not under `/v1`.

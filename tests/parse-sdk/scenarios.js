@@ -208,7 +208,6 @@ const scenarios = {
     return {};
   },
 
-  // Relations: add, remove, relation.query() ($relatedTo), and equalTo on the relation.
   // LiveQuery: the SDK's subscriptions get Parse's events (create, enter, update, leave,
   // delete) for what their session may read and their query matches.
   async liveQuery() {
@@ -221,6 +220,11 @@ const scenarios = {
     const subs = [aliceLive.subscribe(query(), alice.getSessionToken()), bobLive.subscribe(query()), anonLive.subscribe(query())];
     await Promise.all(subs.map((s) => s.subscribePromise));
     const [a, b, n] = subs.map(record);
+    if (peer === 'pgbaas') {
+      // One caller per connection: the anonymous one cannot become alice's.
+      const late = anonLive.subscribe(query(), alice.getSessionToken());
+      await expectError(late.subscribePromise, 209, 'a session token on a connection that subscribed anonymously');
+    }
     const mine = new Parse.ACL(alice);
     // Alice's own object: only her subscription hears of it.
     const o1 = new GameScore({ tag, score: 20 });
@@ -300,6 +304,7 @@ const scenarios = {
     return { alice: alice.id, events: a.length };
   },
 
+  // Relations: add, remove, relation.query() ($relatedTo), and equalTo on the relation.
   async relations() {
     await Parse.User.logOut();
     const tag = `rel-${run}`;
@@ -379,6 +384,10 @@ const scenarios = {
     assert.equal(bobs.get('score'), 1);
     bobs.set('score', 2);
     await expectError(bobs.save(), 101, 'bob writes an object he may only read');
+    const again = await new Parse.Query(GameScore).get(s.id);
+    again.setACL(new Parse.ACL(bob));
+    // pgbaas: only the owner (or the master key) changes an ACL (docs/parse.md).
+    await expectError(again.save(), peer === 'pgbaas' ? 119 : 101, 'bob changes the ACL of an object he may only read');
     await Parse.User.become(carol.getSessionToken());
     await expectError(new Parse.Query(GameScore).get(s.id), 101, 'carol reads an object she may not');
     const carolSees = await new Parse.Query(GameScore).equalTo('owner', 'alice').find();

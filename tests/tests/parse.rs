@@ -38,7 +38,7 @@ fn door() -> &'static Proxy {
         let key_file = dir.join("master-key");
         std::fs::write(&key_file, format!("{MASTER_KEY}\n")).unwrap();
         let url = env().cluster.authenticator_url().unwrap();
-        Proxy::start(&url, &["--pool-size", "4", "--parse-app-id", APP_ID, "--parse-master-key-file", key_file.to_str().unwrap()])
+        Proxy::start(&url, &["--pool-size", "4", "--parse-app-id", APP_ID, "--parse-master-key-file", key_file.to_str().unwrap(), "--parse-live-recheck-secs", "2"])
             .expect("start the proxy with the Parse door")
     })
 }
@@ -256,6 +256,76 @@ fn parse_sessions_end_with_the_account_s_sessions() {
     assert_eq!(r.body["code"].as_i64(), Some(200), "{}", r.body);
     let r = rest("POST", "/login", &[APP], Some(&json!({"username": format!("pw-{pid}"), "password": "session-pass-2"}).to_string()));
     assert_eq!(r.status, 200, "the new password signs in: {}", r.body);
+}
+
+/// A LiveQuery WebSocket to the door, and its next JSON message.
+fn live_socket() -> tungstenite::WebSocket<std::net::TcpStream> {
+    use tungstenite::client::IntoClientRequest;
+    let port = door().port;
+    let req = format!("ws://127.0.0.1:{port}/parse").into_client_request().unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    tungstenite::client(req, tcp).expect("a LiveQuery WebSocket at the mount").0
+}
+
+fn live_next(ws: &mut tungstenite::WebSocket<std::net::TcpStream>) -> Value {
+    loop {
+        match ws.read().expect("a message") {
+            tungstenite::Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("expected a JSON message, got {other:?}"),
+        }
+    }
+}
+
+fn live_send(ws: &mut tungstenite::WebSocket<std::net::TcpStream>, v: Value) {
+    ws.send(tungstenite::Message::text(v.to_string())).unwrap();
+}
+
+/// LiveQuery and the session behind it, at the wire: an ended session's token is refused
+/// at connect without closing the socket (the SDK would reconnect with it forever), and
+/// a connection whose session merely expires (no announcement) ends within the session
+/// recheck (2 s here), with 209.
+#[test]
+fn live_queries_end_with_their_session_even_when_it_only_expires() {
+    let pid = std::process::id();
+    let r = rest("POST", "/users", &[APP], Some(&json!({"username": format!("live-{pid}"), "password": "live-pass-1"}).to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (user, token) = (r.body["objectId"].as_str().unwrap().to_string(), r.body["sessionToken"].as_str().unwrap().to_string());
+
+    let mut ws = live_socket();
+    live_send(&mut ws, json!({"op": "connect", "applicationId": APP_ID, "sessionToken": "r:not-a-session"}));
+    let e = live_next(&mut ws);
+    assert_eq!((e["op"].as_str(), e["code"].as_i64(), e["reconnect"].as_bool()), (Some("error"), Some(209), Some(false)), "{e}");
+    live_send(&mut ws, json!({"op": "subscribe", "requestId": 1, "query": {"className": "GameScore", "where": {}}}));
+    let e = live_next(&mut ws);
+    assert_eq!((e["code"].as_i64(), e["requestId"].as_i64()), (Some(2), Some(1)), "still open, and not connected: {e}");
+
+    let mut ws = live_socket();
+    live_send(&mut ws, json!({"op": "connect", "applicationId": APP_ID, "sessionToken": token}));
+    let c = live_next(&mut ws);
+    assert_eq!(c["op"], "connected", "{c}");
+    live_send(&mut ws, json!({"op": "subscribe", "requestId": 7, "query": {"className": "GameScore", "where": {"tag": format!("live-{pid}")}}}));
+    assert_eq!(live_next(&mut ws)["op"], "subscribed");
+    // Past a recheck the connection goes on while the session lives.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let r = rest("POST", "/classes/GameScore", &[APP, ("X-Parse-Session-Token", &token)], Some(&json!({"tag": format!("live-{pid}"), "score": 1}).to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let ev = live_next(&mut ws);
+    assert_eq!((ev["op"].as_str(), ev["requestId"].as_i64(), ev["object"]["score"].as_i64()), (Some("create"), Some(7), Some(1)), "{ev}");
+    // The session expires: nothing is announced, the recheck finds it.
+    let n = admin().execute("update baas.sessions set expires_at = now() where user_id = $1::text::uuid", &[&user]).unwrap();
+    assert!(n >= 1);
+    let started = std::time::Instant::now();
+    let e = live_next(&mut ws);
+    assert_eq!((e["op"].as_str(), e["code"].as_i64(), e["reconnect"].as_bool()), (Some("error"), Some(209), Some(false)), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "within the recheck: {:?}", started.elapsed());
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
 }
 
 /// A REST request with Parse's headers.
@@ -639,3 +709,4 @@ fn rest_style_requests_and_parse_errors() {
     // pgbaas's own routes are where they were.
     assert_eq!(request_at(&door().base(), "GET", "/healthz", None, &[], None).status, 200);
 }
+

@@ -213,7 +213,8 @@ impl Live {
         if f.kind == "parse" {
             return std::str::from_utf8(&f.json).ok().map(str::to_string);
         }
-        let v: Value = serde_json::from_slice(&f.json).ok()?;
+        // As the REST door reads documents: numbers beyond a double, deep nesting.
+        let v: Value = convert::from_db_text(std::str::from_utf8(&f.json).ok()?).ok()?;
         let sub = v.get("sub").and_then(Value::as_str);
         let request_id = sub.map(|s| s.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(s.to_string())));
         let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());

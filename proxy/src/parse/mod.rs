@@ -1037,15 +1037,17 @@ async fn update(c: &Call<'_>, class: &str, id: &str, body: &Map<String, Value>) 
     let (patch, acl) = (json_text(&patch), acl.as_ref().map(json_text));
     let doc = if acl_only {
         // Only the ACL: one write, so a LiveQuery subscriber hears one event, as from
-        // Parse Server (set_acl: owner or service; its time is the transaction's).
+        // Parse Server (set_acl: owner or service, else 119). Its time is the
+        // transaction's (the row keeps the later of it and its previous time; the row
+        // cannot be read back here once the ACL may have taken the caller's read away).
         c.run(
             "select pg_catalog.jsonb_build_object('acl', baas.set_acl($1, $2, $3::text::jsonb), 'updated_at', pg_catalog.now())::text",
             &[&collection, &id, &acl],
         )
         .await?
     } else {
-        // One statement: the fields, then the ACL when one was sent (two writes: a
-        // LiveQuery subscriber hears of both, docs/parse.md).
+        // One statement: the fields and the ACL when one was sent (set_acl: owner or
+        // service; two writes, so a LiveQuery subscriber hears of both, docs/parse.md).
         c.run(
             "select (select d from (select baas.patch_document($1, $2, $3::text::jsonb) d) p \
                where $4::text is null or baas.set_acl($1, $2, $4::text::jsonb) is not null)::text",

@@ -197,6 +197,10 @@ const WRITE_BUFFER: usize = 8192;
 /// messages are not read meanwhile.
 const MAX_PENDING_SUBSCRIBES: usize = 4;
 
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 /// What ends the loop.
 enum End {
     /// Say `closing` with the reason, then close with its code.
@@ -302,6 +306,18 @@ impl Ws {
                 _ = ping.tick() => Event::Ping,
             };
             let reply = match event {
+                Event::End(CloseReason::TokenExpired) if self.parse.as_ref().is_some_and(|l| l.token.is_some()) => {
+                    match Box::pin(self.recheck(&mut watch)).await {
+                        None => continue,
+                        Some(r) => {
+                            let frames = self.conn.outbox.drain();
+                            return match Box::pin(self.send(ws, &frames, &mut positions, None)).await {
+                                Ok(cut) => self.closing(ws, &positions, cut.unwrap_or(r)).await,
+                                Err(_) => End::Gone,
+                            };
+                        }
+                    }
+                }
                 Event::End(r) => {
                     // Whatever the hub queued before goes out first, then `closing`.
                     let frames = self.conn.outbox.drain();
@@ -475,7 +491,12 @@ impl Ws {
                 } else if let Some(t) = &token {
                     match self.parse_session(t).await {
                         Ok(c) => Some(c),
-                        Err(e) => return fatal(e),
+                        // An ended session: said, and the socket stays open unconnected
+                        // (as Parse Server keeps it), since closing it would make the SDK
+                        // reconnect with the same token again and again.
+                        Err(e) if e.code == INVALID_SESSION_TOKEN => return (Some(e.frame(client)), None),
+                        // The database or a limit: try again on a new connection.
+                        Err(e) => return (Some(LiveError { reconnect: true, ..e }.frame(client)), Some(End::Close(1013, "try again later"))),
                     }
                 } else {
                     None
@@ -483,7 +504,10 @@ impl Ws {
                 if let Some(new) = new {
                     match self.adopt(new, *subscribed) {
                         Ok(c) => watch.caller(&c),
-                        Err((e, _)) => return fatal(LiveError::new(None, ParseError::from_api(&e).code, e.message)),
+                        Err((e, _)) => {
+                            let p = ParseError::from_api(&e);
+                            return fatal(LiveError::new(None, p.code, p.message));
+                        }
                     }
                 }
                 let live = self.parse.as_mut().expect("a Parse connection");
@@ -508,9 +532,16 @@ impl Ws {
                         let e = LiveError::new(Some(request_id), INVALID_SESSION_TOKEN, "this LiveQuery connection serves another session token; open a LiveQueryClient per session (docs/parse.md)");
                         return (Some(e.frame(client)), None);
                     }
+                    (Some(_), None) if !live.master && *subscribed => {
+                        let e = LiveError::new(Some(request_id), INVALID_SESSION_TOKEN, "this LiveQuery connection already subscribed without a session token; open a new LiveQueryClient for the signed-in user (docs/parse.md)");
+                        return (Some(e.frame(client)), None);
+                    }
                     (Some(t), None) if !live.master => {
                         let adopted = match self.parse_session(&t).await {
-                            Ok(c) => self.adopt(c, *subscribed).map_err(|(e, _)| LiveError::new(Some(request_id), INVALID_SESSION_TOKEN, e.message)),
+                            Ok(c) => self.adopt(c, *subscribed).map_err(|(e, _)| {
+                                let p = ParseError::from_api(&e);
+                                LiveError::new(Some(request_id), p.code, p.message)
+                            }),
                             Err(e) => Err(LiveError { request_id: Some(request_id), ..e }),
                         };
                         match adopted {
@@ -548,7 +579,41 @@ impl Ws {
             .map_err(|e| err(&e))?
             .filter(|c| !c.is_empty())
             .ok_or_else(|| err(&ApiError::internal()))?;
-        Ok(Caller::new(Some(claims), old.client_ip.clone(), old.ip_key.clone()))
+        let mut caller = Caller::new(Some(claims), old.client_ip.clone(), old.ip_key.clone());
+        if caller.service || caller.subject.is_none() || caller.sid.is_none() {
+            log::error!("realtime: a Parse session token resolved to claims that are not a user's session");
+            return Err(err(&ApiError::internal()));
+        }
+        // A Parse session's claims carry no expiry (the session's end is announced, and
+        // checked by each subscribe's start-up): the loop checks the session again at
+        // this time (`recheck`), so a connection outlives its session by at most
+        // parse_live_recheck even if an announcement were missed or it simply expired.
+        caller.exp = Some(now_secs() + self.app.cfg.parse_live_recheck.as_secs());
+        Ok(caller)
+    }
+
+    /// The Parse session's connection reached its check time (`parse_session`): a live
+    /// session goes on with a new check time; an ended one ends the connection.
+    async fn recheck(&mut self, watch: &mut Watch) -> Option<CloseReason> {
+        let token = self.parse.as_ref().and_then(|l| l.token.clone())?;
+        match self.parse_session(&token).await {
+            Ok(c) => match self.adopt(c, true) {
+                Ok(c) => {
+                    watch.caller(&c);
+                    None
+                }
+                Err(_) => Some(CloseReason::SessionEnded),
+            },
+            Err(e) if e.code == INVALID_SESSION_TOKEN => Some(CloseReason::SessionEnded),
+            // The database did not answer: try again shortly, the connection goes on.
+            Err(_) => {
+                let mut c = self.conn.caller();
+                c.exp = Some(now_secs() + 10);
+                *self.conn.caller.lock().unwrap_or_else(|e| e.into_inner()) = c.clone();
+                watch.caller(&c);
+                None
+            }
+        }
     }
 
     /// An in-band `auth`: a fresh token for the same subject, role and session (a
