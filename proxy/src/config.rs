@@ -365,6 +365,18 @@ pub struct Config {
     /// Parse: seconds between checks of a LiveQuery connection's session (its end is announced at once; this also catches expiry)
     #[arg(id = "parse_live_recheck_secs", value_name = "SECS", long = "parse-live-recheck-secs", env = "PGBAAS_PARSE_LIVE_RECHECK_SECS", default_value = "300", value_parser = secs(86400))]
     pub parse_live_recheck: Duration,
+
+    /// Parse: the bucket (a collection with "bucket": true) Parse Files are stored in
+    #[arg(long, env = "PGBAAS_PARSE_FILES_BUCKET", default_value = "parse_files")]
+    pub parse_files_bucket: String,
+
+    /// Parse: largest file uploaded through POST /parse/files (held in memory whole; larger files go through /v1 uploads)
+    #[arg(long, value_name = "BYTES", env = "PGBAAS_PARSE_FILE_MAX_BYTES", default_value = "20971520", value_parser = int(1024usize, 1 << 30, " bytes"))]
+    pub parse_file_max_bytes: usize,
+
+    /// Parse: the server URL clients reach the door at (Parse Server's publicServerURL), for file URLs; none: the request's scheme, Host and the mount
+    #[arg(long, env = "PGBAAS_PARSE_PUBLIC_URL")]
+    pub parse_public_url: Option<String>,
 }
 
 /// `--parse-mount`: an absolute path of letters, digits and `_ - .`, not under `/v1`.

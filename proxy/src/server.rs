@@ -164,7 +164,11 @@ fn too_large(limit: usize) -> ApiError {
 
 impl App {
     pub(crate) async fn read_body(&self, s: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
-        let limit = self.cfg.body_limit;
+        self.read_body_up_to(s, self.cfg.body_limit).await
+    }
+
+    /// `read_body` with a limit of its own (the Parse door's file uploads).
+    pub(crate) async fn read_body_up_to(&self, s: &mut ServerSession, limit: usize) -> Result<Vec<u8>, ApiError> {
         let declared = s
             .req_header()
             .headers
@@ -921,6 +925,17 @@ impl App {
                 if crate::parse::live::is_upgrade(s.req_header()) {
                     // Parse LiveQuery (parse/live.rs): a live feed in Parse's dialect.
                     return self.parse_live(s, shutdown, started).await;
+                }
+                if let Some(id) = crate::parse::files::download_target(door, s.req_header(), rest) {
+                    // A Parse file's URL (parse/files.rs): the files module's download.
+                    let uri = s.req_header().uri.path().to_string();
+                    return match crate::parse::files::download(self, &mut s, id).await {
+                        Ok(()) => {
+                            log::info!("GET {uri} -> Parse file in {:?}", started.elapsed());
+                            self.finish_streamed(s).await
+                        }
+                        Err(reply) => self.respond(s, reply, started).await,
+                    };
                 }
                 let reply = crate::parse::serve(self, door, &mut s, rest).await;
                 if *shutdown.borrow() {

@@ -304,6 +304,29 @@ const scenarios = {
     return { alice: alice.id, events: a.length };
   },
 
+  // Files: Parse.File saved by a signed-in user, served at its URL, kept on an object.
+  async files() {
+    await signUp('files-erin'); // the current user
+    const text = `hello, parse ${run}`;
+    const file = new Parse.File('hello.txt', { base64: Buffer.from(text).toString('base64') }, 'text/plain');
+    await file.save();
+    assert.match(file.name(), /_hello\.txt$/);
+    assert.ok(file.url().startsWith(`${serverURL}/files/`), file.url());
+    const got = await fetch(file.url());
+    assert.equal(got.status, 200);
+    assert.equal(await got.text(), text);
+    const o = await new GameScore({ tag: `files-${run}`, attachment: file }).save();
+    const back = (await new Parse.Query(GameScore).get(o.id)).get('attachment');
+    assert.ok(back instanceof Parse.File);
+    assert.equal(back.name(), file.name());
+    assert.equal(back.url(), file.url());
+    assert.equal(Buffer.from(await back.getData(), 'base64').toString(), text);
+    await expectError(new Parse.File('bad*name.txt', { base64: 'aGk=' }).save(), 122, 'a file name Parse refuses');
+    await Parse.User.logOut();
+    await expectError(new Parse.File('anon.txt', { base64: 'aGk=' }).save(), 130, 'an upload without a session');
+    return { file: file.name() };
+  },
+
   // Relations: add, remove, relation.query() ($relatedTo), and equalTo on the relation.
   async relations() {
     await Parse.User.logOut();

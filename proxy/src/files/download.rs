@@ -76,6 +76,13 @@ pub async fn serve(app: &Arc<App>, s: &mut ServerSession, params: Params<'_>) ->
         }
         (token, None) => super::checked(app, s, token).await.map_err(Reply::error)?,
     };
+    send(app, s, ctx, id, version, q).await
+}
+
+/// Write file `id` (at `version`, a signed link's) to the client as `ctx` may read it:
+/// the download route's answer once its caller is known, and the Parse door's file URLs'
+/// (parse/files.rs).
+pub async fn send(app: &Arc<App>, s: &mut ServerSession, ctx: Ctx, id: String, version: Option<i64>, q: params::FileQuery) -> Result<(), Reply> {
     let _slot = app.transfers.admit(&ctx.ip_key, ctx.subject.as_deref(), ctx.service).map_err(Reply::error)?;
     let head_only = s.req_header().method == http::Method::HEAD;
     let range_h = super::header(s, "range").map_err(Reply::error)?.map(str::to_string);

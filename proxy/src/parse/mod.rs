@@ -11,6 +11,7 @@
 //! fields. Errors are Parse's: `{"code": 101, "error": "Object not found."}`.
 
 pub mod convert;
+pub mod files;
 pub mod live;
 
 use crate::db;
@@ -69,6 +70,25 @@ impl Door {
     }
 }
 
+/// A Parse session token's claims, as the door's requests run with them
+/// (`baas._parse_authenticate`): for LiveQuery connections and file downloads, which run
+/// as claims. Err 209 (`invalid_session_token`) for an unknown or ended session.
+pub async fn session_claims(app: &App, client_ip: &str, token: &str) -> Result<String, ApiError> {
+    let caller = db::Caller { claims: None, client_ip, user_agent: "", short_timeout: false };
+    let claims = db::call_parse(&app.requests, &app.timeouts, &caller, Some(token), false, "select pg_catalog.current_setting('baas.claims', true)", &[])
+        .await?
+        .filter(|c| !c.is_empty())
+        .ok_or_else(ApiError::internal)?;
+    // Only a user's live session resolves (`_parse_session_claims`); anything else here
+    // would be a defect, refused rather than run with.
+    let v: Value = serde_json::from_str(&claims).map_err(|_| ApiError::internal())?;
+    if v.get("role").and_then(Value::as_str) != Some("baas_user") || v.get("sub").is_none() || v.get("sid").is_none() {
+        log::error!("parse: a session token resolved to claims that are not a user's session");
+        return Err(ApiError::internal());
+    }
+    Ok(claims)
+}
+
 /// Equal in time independent of where they differ (the master key).
 fn same_secret(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -92,6 +112,8 @@ struct ParseRequest {
     master_key: Option<String>,
     session_token: Option<String>,
     installation_id: Option<String>,
+    /// A file upload's bytes as they came (`POST /files/{name}` in the REST style).
+    raw: Option<files::Upload>,
 }
 
 fn header(s: &ServerSession, name: &str) -> Result<Option<String>, ParseError> {
@@ -141,12 +163,27 @@ async fn read(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Resu
         master_key: header(s, "x-parse-master-key")?,
         session_token: header(s, "x-parse-session-token")?,
         installation_id: header(s, "x-parse-installation-id")?,
+        raw: None,
     };
+    // A file upload (POST /files/{name}) may be larger than other bodies; it is the
+    // JavaScript SDK's JSON (with `base64`) or the file's bytes as they are.
+    let file_upload = method == Method::POST && req.segments.first().is_some_and(|s| s == "files");
     let bytes = if method == Method::GET || method == Method::HEAD {
         Vec::new()
+    } else if file_upload {
+        let limit = app.cfg.parse_file_max_bytes.min(usize::try_from(app.cfg.file_max_bytes).unwrap_or(usize::MAX));
+        app.read_body_up_to(s, limit).await.map_err(|e| ParseError::from_api(&e))?
     } else {
         app.read_body(s).await.map_err(|e| ParseError::from_api(&e))?
     };
+    let json_upload = file_upload
+        && bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && serde_json::from_slice::<Map<String, Value>>(&bytes).is_ok_and(|m| m.contains_key("base64"));
+    if file_upload && !json_upload {
+        let content_type = header(s, "content-type")?.map(|c| c.split(';').next().unwrap_or("").trim().to_string());
+        req.raw = Some(files::Upload { bytes, content_type });
+        return Ok(req);
+    }
     let mut body = if bytes.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
@@ -267,6 +304,15 @@ async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Re
     let call = Call { app, ip_key: &ip_key, caller: &caller, token: req.session_token.as_deref(), master, installation: req.installation_id.as_deref() };
     match (&m, segs.as_slice()) {
         (&Method::POST, ["batch"]) => batch(&call, door, &req.body).await.map(|(st, v)| (st, Out::Value(v))),
+        (&Method::POST, ["files", name]) => {
+            let up = match req.raw {
+                Some(up) => up,
+                None => files::Upload::from_json(&req.body)?,
+            };
+            let base = files::base_url(app, door, s);
+            files::upload(&call, &base, &door.app_id, name, up).await.map(|(st, v)| (st, Out::Value(v)))
+        }
+        (&Method::DELETE, ["files", name]) => files::delete(&call, name).await.map(|(st, v)| (st, Out::Value(v))),
         (&Method::GET, ["classes", class]) => find_text(&call, class, &req.params).await,
         _ => dispatch(&call, &m, &segs, &req.params, &req.body).await.map(|(st, v)| (st, Out::Value(v))),
     }

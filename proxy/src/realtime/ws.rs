@@ -573,17 +573,8 @@ impl Ws {
             LiveError::new(None, p.code, p.message)
         };
         self.app.limiter.check(ratelimit::Kind::Request, &old.ip_key).map_err(|secs| err(&ApiError::rate_limited(secs)))?;
-        let db_caller = crate::db::Caller { claims: None, client_ip: &old.client_ip, user_agent: "", short_timeout: false };
-        let claims = crate::db::call_parse(&self.app.requests, &self.app.timeouts, &db_caller, Some(token), false, "select pg_catalog.current_setting('baas.claims', true)", &[])
-            .await
-            .map_err(|e| err(&e))?
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| err(&ApiError::internal()))?;
+        let claims = crate::parse::session_claims(&self.app, &old.client_ip, token).await.map_err(|e| err(&e))?;
         let mut caller = Caller::new(Some(claims), old.client_ip.clone(), old.ip_key.clone());
-        if caller.service || caller.subject.is_none() || caller.sid.is_none() {
-            log::error!("realtime: a Parse session token resolved to claims that are not a user's session");
-            return Err(err(&ApiError::internal()));
-        }
         // A Parse session's claims carry no expiry (the session's end is announced, and
         // checked by each subscribe's start-up): the loop checks the session again at
         // this time (`recheck`), so a connection outlives its session by at most
