@@ -197,7 +197,7 @@ impl App {
             }
         };
         let result = match tokio::time::timeout(self.cfg.body_timeout, read).await {
-            Ok(Ok(())) => Ok(buf.to_vec()),
+            Ok(Ok(())) => Ok(Vec::from(buf)),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "request body was not received in time")),
         };

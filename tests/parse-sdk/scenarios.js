@@ -89,6 +89,10 @@ const scenarios = {
     assert.notEqual(again.getSessionToken(), first, 'each sign-in is a session of its own');
     // As in Parse Server: a sign-in ends the user's earlier session from this installation.
     await expectError(Parse.User.me(first), 209, 'the session a later sign-in from the same installation replaced');
+    const session = await Parse.Session.current();
+    assert.equal(session.getSessionToken(), again.getSessionToken(), 'the current session is the sign-in\'s');
+    assert.equal(session.get('user').id, alice.id);
+    assert.ok(session.createdAt instanceof Date);
     const me = await Parse.User.me(again.getSessionToken());
     assert.equal(me.id, alice.id);
     assert.equal(me.get('username'), `alice-${run}`);
@@ -314,6 +318,7 @@ const scenarios = {
     assert.ok(file.url().startsWith(`${serverURL}/files/`), file.url());
     const got = await fetch(file.url());
     assert.equal(got.status, 200);
+    assert.match(got.headers.get('content-type'), /^text\/plain/, 'the type the SDK declared');
     assert.equal(await got.text(), text);
     const o = await new GameScore({ tag: `files-${run}`, attachment: file }).save();
     const back = (await new Parse.Query(GameScore).get(o.id)).get('attachment');

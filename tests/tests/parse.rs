@@ -419,6 +419,19 @@ fn parse_files_are_pgbaas_files_under_their_acls() {
     // A name Parse refuses.
     let r = upload(Some(&a), "bad*name.png");
     assert_eq!(r.body["code"], 122, "{}", r.body);
+    // With the application id in a header the body is the file, even a JSON file that
+    // looks like the JavaScript SDK's upload (Parse Server's rule).
+    let json_file = br#"{"base64": "aGk="}"#;
+    let r = request_bytes_at(&base, "POST", "/parse/files/data.json", &[APP, ("X-Parse-Session-Token", &a), ("Content-Type", "application/json")], json_file);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let kept = r.body["url"].as_str().unwrap().strip_prefix(&base).unwrap().to_string();
+    assert_eq!(request_bytes_at(&base, "GET", &kept, &[], &[]).bytes, json_file, "stored as sent");
+    // A File on an object keeps this server's URL for its name, not the one sent.
+    let r = rest("POST", "/classes/GameScore", &[APP, ("X-Parse-Session-Token", &a)],
+        Some(&json!({"tag": format!("file-url-{pid}"), "f": {"__type": "File", "name": "x_a.png", "url": "https://evil.example/steal"}}).to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = rest("GET", &format!("/classes/GameScore/{}", r.body["objectId"].as_str().unwrap()), &[APP, ("X-Parse-Session-Token", &a)], None);
+    assert_eq!(r.body["f"]["url"], format!("{base}/parse/files/{APP_ID}/x_a.png"), "{}", r.body);
 }
 
 /// A REST request with Parse's headers.

@@ -54,7 +54,9 @@ pub fn base_url(app: &App, door: &Door, s: &ServerSession) -> String {
         return u.trim_end_matches('/').to_string();
     }
     let tls = s.digest().is_some_and(|d| d.ssl_digest.is_some());
-    let host = s.req_header().headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    // HTTP/2 has `:authority` in place of Host.
+    let h = s.req_header();
+    let host = h.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| h.uri.authority().map(|a| a.as_str())).unwrap_or("localhost");
     format!("{}://{host}{}", if tls { "https" } else { "http" }, door.mount)
 }
 
@@ -66,21 +68,62 @@ pub struct Upload {
     pub content_type: Option<String>,
 }
 
-impl Upload {
-    /// From the JavaScript SDK's fields (the body's other keys were taken by `read`).
-    pub fn from_json(body: &Map<String, Value>) -> Result<Upload, ParseError> {
-        let b64 = body.get("base64").and_then(Value::as_str).ok_or_else(|| ParseError::bad(FILE_SAVE_ERROR, "a file upload needs its bytes (base64)"))?;
+/// The JavaScript SDK's upload: `{"base64", "_ContentType", "fileData", "_ApplicationId",
+/// …}`; fields not named here are skipped unread.
+#[derive(serde::Deserialize)]
+pub struct JsonUpload {
+    base64: Option<String>,
+    #[serde(rename = "_ContentType")]
+    content_type: Option<String>,
+    #[serde(rename = "_ApplicationId")]
+    pub app_id: Option<String>,
+    #[serde(rename = "_MasterKey")]
+    pub master_key: Option<String>,
+    #[serde(rename = "_SessionToken")]
+    pub session_token: Option<String>,
+    #[serde(rename = "_InstallationId")]
+    pub installation_id: Option<String>,
+}
+
+impl JsonUpload {
+    pub fn upload(self) -> Result<Upload, ParseError> {
+        let b64 = self.base64.ok_or_else(|| ParseError::bad(FILE_SAVE_ERROR, "a file upload needs its bytes (base64)"))?;
         // A data URL's header (`data:image/png;base64,`) carries the type.
         let (declared, data) = match b64.strip_prefix("data:").and_then(|r| r.split_once(',')) {
             Some((head, data)) => (head.strip_suffix(";base64").map(str::to_string), data),
-            None => (None, b64),
+            None => (None, b64.as_str()),
         };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(data.trim())
-            .map_err(|_| ParseError::bad(FILE_SAVE_ERROR, "the file's base64 is not valid"))?;
-        let content_type = body.get("_ContentType").and_then(Value::as_str).map(str::to_string).or(declared);
-        Ok(Upload { bytes, content_type })
+        // As Node's Buffer.from(…, 'base64') (Parse Server) takes it: line breaks and
+        // spaces are not data, and the padding may be left out.
+        let clean: Vec<u8> = data.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let bytes = lenient.decode(clean).map_err(|_| ParseError::bad(FILE_SAVE_ERROR, "the file's base64 is not valid"))?;
+        Ok(Upload { bytes, content_type: self.content_type.or(declared) })
     }
+}
+
+/// Every Parse.File in a write's fields (at any depth: in arrays, in operations) as its
+/// name and the URL this server serves it at.
+pub fn canonical_urls(body: &mut Map<String, Value>, base: &str, app_id: &str) {
+    fn walk(v: &mut Value, base: &str, app_id: &str) {
+        match v {
+            Value::Object(m) => {
+                if m.get("__type").and_then(Value::as_str) == Some("File") {
+                    if let Some(name) = m.get("name").and_then(Value::as_str).map(str::to_string) {
+                        m.insert("url".into(), Value::String(url(base, app_id, &name)));
+                    }
+                    return;
+                }
+                m.values_mut().for_each(|x| walk(x, base, app_id));
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, base, app_id)),
+            _ => {}
+        }
+    }
+    body.values_mut().for_each(|v| walk(v, base, app_id));
 }
 
 /// `POST /files/{name}`: `201 {"name", "url"}`.
@@ -171,12 +214,24 @@ mod tests {
 
     #[test]
     fn json_uploads_take_base64_and_data_urls() {
-        let m = |v: Value| v.as_object().unwrap().clone();
-        let u = Upload::from_json(&m(json!({"base64": "aGVsbG8=", "_ContentType": "text/plain"}))).unwrap();
+        let up = |v: Value| serde_json::from_value::<JsonUpload>(v).unwrap().upload();
+        let u = up(json!({"base64": "aGVsbG8=", "_ContentType": "text/plain", "fileData": {"metadata": {}}, "_ApplicationId": "a"})).unwrap();
         assert_eq!((u.bytes.as_slice(), u.content_type.as_deref()), (&b"hello"[..], Some("text/plain")));
-        let u = Upload::from_json(&m(json!({"base64": "data:image/png;base64,aGk="}))).unwrap();
+        let u = up(json!({"base64": "data:image/png;base64,aGk="})).unwrap();
         assert_eq!((u.bytes.as_slice(), u.content_type.as_deref()), (&b"hi"[..], Some("image/png")));
-        assert_eq!(Upload::from_json(&m(json!({"base64": "***"}))).err().map(|e| e.code), Some(FILE_SAVE_ERROR));
-        assert_eq!(Upload::from_json(&m(json!({}))).err().map(|e| e.code), Some(FILE_SAVE_ERROR));
+        let u = up(json!({"base64": "aGVs\nbG8"})).unwrap();
+        assert_eq!(u.bytes.as_slice(), &b"hello"[..], "line breaks and no padding, as Parse Server takes them");
+        assert_eq!(up(json!({"base64": "***"})).err().map(|e| e.code), Some(FILE_SAVE_ERROR));
+        assert_eq!(up(json!({})).err().map(|e| e.code), Some(FILE_SAVE_ERROR));
+    }
+
+    #[test]
+    fn a_written_file_s_url_is_this_server_s() {
+        let mut body = json!({"photo": {"__type": "File", "name": "x_a.png", "url": "https://evil.example/steal"},
+                              "list": {"__op": "Add", "objects": [{"__type": "File", "name": "b.png"}]}, "n": 1});
+        canonical_urls(body.as_object_mut().unwrap(), "http://h/parse", "app");
+        assert_eq!(body["photo"], json!({"__type": "File", "name": "x_a.png", "url": "http://h/parse/files/app/x_a.png"}));
+        assert_eq!(body["list"]["objects"][0]["url"], "http://h/parse/files/app/b.png");
+        assert_eq!(body["n"], 1);
     }
 }

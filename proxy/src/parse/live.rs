@@ -193,6 +193,8 @@ pub struct Live {
     pub connected: bool,
     pub token: Option<String>,
     pub master: bool,
+    /// Session checks in a row that got no answer (realtime/ws.rs `recheck`).
+    pub recheck_failures: u32,
     /// Read while frames are written, changed while messages are read (one task: the
     /// lock is never contended; it makes the connection's state Sync).
     subs: Mutex<HashMap<String, Sub>>,

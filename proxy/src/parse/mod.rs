@@ -112,8 +112,10 @@ struct ParseRequest {
     master_key: Option<String>,
     session_token: Option<String>,
     installation_id: Option<String>,
-    /// A file upload's bytes as they came (`POST /files/{name}` in the REST style).
+    /// A file upload's bytes (`POST /files/{name}`).
     raw: Option<files::Upload>,
+    /// A file upload's place under the per-address transfer caps, held to its end.
+    _slot: Option<crate::files::TransferSlot>,
 }
 
 fn header(s: &ServerSession, name: &str) -> Result<Option<String>, ParseError> {
@@ -164,26 +166,17 @@ async fn read(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Resu
         session_token: header(s, "x-parse-session-token")?,
         installation_id: header(s, "x-parse-installation-id")?,
         raw: None,
+        _slot: None,
     };
-    // A file upload (POST /files/{name}) may be larger than other bodies; it is the
-    // JavaScript SDK's JSON (with `base64`) or the file's bytes as they are.
-    let file_upload = method == Method::POST && req.segments.first().is_some_and(|s| s == "files");
+    if method == Method::POST && req.segments.first().is_some_and(|s| s == "files") {
+        read_upload(app, door, s, &mut req).await?;
+        return Ok(req);
+    }
     let bytes = if method == Method::GET || method == Method::HEAD {
         Vec::new()
-    } else if file_upload {
-        let limit = app.cfg.parse_file_max_bytes.min(usize::try_from(app.cfg.file_max_bytes).unwrap_or(usize::MAX));
-        app.read_body_up_to(s, limit).await.map_err(|e| ParseError::from_api(&e))?
     } else {
         app.read_body(s).await.map_err(|e| ParseError::from_api(&e))?
     };
-    let json_upload = file_upload
-        && bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
-        && serde_json::from_slice::<Map<String, Value>>(&bytes).is_ok_and(|m| m.contains_key("base64"));
-    if file_upload && !json_upload {
-        let content_type = header(s, "content-type")?.map(|c| c.split(';').next().unwrap_or("").trim().to_string());
-        req.raw = Some(files::Upload { bytes, content_type });
-        return Ok(req);
-    }
     let mut body = if bytes.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
@@ -234,6 +227,36 @@ async fn read(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Resu
     Ok(req)
 }
 
+/// A file upload (`POST /files/{name}`), which may be larger than other bodies. As
+/// Parse Server tells them apart: with `X-Parse-Application-Id` the body is the file's
+/// bytes as they are (iOS, Android, REST; its `Content-Type` the file's), else the
+/// JavaScript SDK's JSON with `base64`, `_ContentType` and the keys. Refused before its
+/// body is read: a wrong application id in the header, and more uploads at once than
+/// the address may hold (the files routes' transfer caps).
+async fn read_upload(app: &App, door: &Door, s: &mut ServerSession, req: &mut ParseRequest) -> Result<(), ParseError> {
+    if req.app_id.as_deref().is_some_and(|a| !door.app_id_is(a)) {
+        return Err(ParseError::new(StatusCode::FORBIDDEN, convert::OPERATION_FORBIDDEN, "unauthorized"));
+    }
+    let (_, ip_key) = app.client(s);
+    req._slot = Some(app.transfers.admit(&ip_key, None, false).map_err(|e| ParseError::from_api(&e))?);
+    let limit = app.cfg.parse_file_max_bytes.min(usize::try_from(app.cfg.file_max_bytes).unwrap_or(usize::MAX));
+    let bytes = app.read_body_up_to(s, limit).await.map_err(|e| ParseError::from_api(&e))?;
+    if req.app_id.is_some() {
+        let content_type = header(s, "content-type")?.map(|c| c.split(';').next().unwrap_or("").trim().to_string());
+        req.raw = Some(files::Upload { bytes, content_type });
+    } else {
+        // Parsed once, into the fields it has (anything else is skipped, not built).
+        let j: files::JsonUpload = serde_json::from_slice(&bytes).map_err(|e| ParseError::bad(INVALID_JSON, format!("invalid JSON: {e}")))?;
+        req.app_id = j.app_id.clone();
+        req.master_key = j.master_key.clone();
+        req.session_token = j.session_token.clone();
+        req.installation_id = j.installation_id.clone();
+        req.raw = Some(j.upload()?);
+    }
+    req.session_token = req.session_token.take().filter(|t| !t.is_empty());
+    Ok(())
+}
+
 /// An answer's body: a value, or JSON text written as it is (a list page, convert::parse_page_text).
 enum Out {
     Value(Value),
@@ -276,6 +299,13 @@ async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Re
             return Err(ParseError::new(StatusCode::FORBIDDEN, convert::OPERATION_FORBIDDEN, "unauthorized: master key is not accepted"))
         }
     };
+    // A Parse.File in a write is kept as its name and this server's URL for it, never
+    // a URL the client sent (which every reader's SDK would follow).
+    let base = files::base_url(app, door, s);
+    let mut req = req;
+    if req.method != Method::GET {
+        files::canonical_urls(&mut req.body, &base, &door.app_id);
+    }
     let segs: Vec<&str> = alias(req.segments.iter().map(String::as_str).collect());
     let m = req.method.clone();
     // Sign-up and sign-in cost a password hash: their own per-address limits.
@@ -305,11 +335,7 @@ async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Re
     match (&m, segs.as_slice()) {
         (&Method::POST, ["batch"]) => batch(&call, door, &req.body).await.map(|(st, v)| (st, Out::Value(v))),
         (&Method::POST, ["files", name]) => {
-            let up = match req.raw {
-                Some(up) => up,
-                None => files::Upload::from_json(&req.body)?,
-            };
-            let base = files::base_url(app, door, s);
+            let up = req.raw.ok_or_else(|| ParseError::bad(files::FILE_SAVE_ERROR, "a file upload needs its bytes"))?;
             files::upload(&call, &base, &door.app_id, name, up).await.map(|(st, v)| (st, Out::Value(v)))
         }
         (&Method::DELETE, ["files", name]) => files::delete(&call, name).await.map(|(st, v)| (st, Out::Value(v))),
@@ -358,6 +384,7 @@ async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<Strin
             login(call, fields).await
         }
         (&Method::POST, ["logout"]) => logout(call).await,
+        (&Method::GET, ["sessions", "me"]) => session_me(call).await,
         (&Method::POST, ["requestPasswordReset"]) => email_request(call, body, "recover", "request_password_reset").await,
         (&Method::POST, ["verificationEmailRequest"]) => email_request(call, body, "resend_verification", "request_verification").await,
         (&Method::POST, ["functions", name]) => function(call, name, body).await,
@@ -1357,6 +1384,32 @@ async fn email_request(c: &Call<'_>, body: &Map<String, Value>, limit: &str, fun
     let sql = format!("select baas.{function}($1)::text");
     c.run(&sql, &[&email]).await?;
     Ok((StatusCode::OK, json!({})))
+}
+
+/// `GET /sessions/me` (`Parse.Session.current()`): the caller's own session as a Parse
+/// `_Session`, from `baas.list_sessions` (its pgbaas session: id, times, device).
+async fn session_me(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
+    let no_session = || ParseError::bad(convert::INVALID_SESSION_TOKEN, "Session token required.");
+    let Some(token) = c.token else {
+        return Err(no_session());
+    };
+    let v = c.run("select pg_catalog.jsonb_build_object('user', baas.uid(), 'sessions', baas.list_sessions())::text", &[]).await?;
+    let items = v.pointer("/sessions/items").and_then(Value::as_array).cloned().unwrap_or_default();
+    let s = items.iter().find(|s| s["current"] == Value::Bool(true)).ok_or_else(no_session)?;
+    let time = |k: &str| s.get(k).and_then(Value::as_str).map(convert::parse_date);
+    let mut out = json!({
+        "objectId": s["id"],
+        "sessionToken": token,
+        "user": {"__type": "Pointer", "className": "_User", "objectId": v["user"]},
+        "createdWith": {"action": "login", "authProvider": "password"},
+        "restricted": false,
+        "createdAt": time("created_at"),
+        "updatedAt": time("last_used_at").or_else(|| time("created_at")),
+    });
+    if let Some(d) = s.get("device_id").and_then(Value::as_str) {
+        out["installationId"] = Value::String(d.to_string());
+    }
+    Ok((StatusCode::OK, out))
 }
 
 async fn logout(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {

@@ -489,7 +489,7 @@ impl Ws {
                     c.parse_master = true;
                     Some(c)
                 } else if let Some(t) = &token {
-                    match self.parse_session(t).await {
+                    match self.parse_session(t, true).await {
                         Ok(c) => Some(c),
                         // An ended session: said, and the socket stays open unconnected
                         // (as Parse Server keeps it), since closing it would make the SDK
@@ -537,7 +537,7 @@ impl Ws {
                         return (Some(e.frame(client)), None);
                     }
                     (Some(t), None) if !live.master => {
-                        let adopted = match self.parse_session(&t).await {
+                        let adopted = match self.parse_session(&t, true).await {
                             Ok(c) => self.adopt(c, *subscribed).map_err(|(e, _)| {
                                 let p = ParseError::from_api(&e);
                                 LiveError::new(Some(request_id), p.code, p.message)
@@ -565,14 +565,16 @@ impl Ws {
 
     /// A Parse session token's caller: its claims as Postgres resolves them for every
     /// request of the door (`baas._parse_authenticate`). Charged to the per-IP limit.
-    async fn parse_session(&self, token: &str) -> Result<Caller, crate::parse::live::LiveError> {
+    async fn parse_session(&self, token: &str, charge: bool) -> Result<Caller, crate::parse::live::LiveError> {
         use crate::parse::live::LiveError;
         let old = self.conn.caller();
         let err = |e: &ApiError| {
             let p = ParseError::from_api(e);
             LiveError::new(None, p.code, p.message)
         };
-        self.app.limiter.check(ratelimit::Kind::Request, &old.ip_key).map_err(|secs| err(&ApiError::rate_limited(secs)))?;
+        if charge {
+            self.app.limiter.check(ratelimit::Kind::Request, &old.ip_key).map_err(|secs| err(&ApiError::rate_limited(secs)))?;
+        }
         let claims = crate::parse::session_claims(&self.app, &old.client_ip, token).await.map_err(|e| err(&e))?;
         let mut caller = Caller::new(Some(claims), old.client_ip.clone(), old.ip_key.clone());
         // A Parse session's claims carry no expiry (the session's end is announced, and
@@ -585,19 +587,38 @@ impl Ws {
 
     /// The Parse session's connection reached its check time (`parse_session`): a live
     /// session goes on with a new check time; an ended one ends the connection.
+    /// Not charged to the per-address limit (the server's own check; a client keeping
+    /// its address limited must not keep its session's connection alive). A check that
+    /// gets no answer (bounded by `body_timeout`, at most 5 s: the loop waits for it) is
+    /// tried again in 10 s, three times; then the connection ends with `reconnect`.
     async fn recheck(&mut self, watch: &mut Watch) -> Option<CloseReason> {
         let token = self.parse.as_ref().and_then(|l| l.token.clone())?;
-        match self.parse_session(&token).await {
+        let wait = self.app.cfg.body_timeout.min(Duration::from_secs(5));
+        let checked = match tokio::time::timeout(wait, self.parse_session(&token, false)).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::parse::live::LiveError::new(None, crate::parse::live::LQ_INTERNAL, "the session check timed out")),
+        };
+        match checked {
             Ok(c) => match self.adopt(c, true) {
                 Ok(c) => {
+                    if let Some(l) = self.parse.as_mut() {
+                        l.recheck_failures = 0;
+                    }
                     watch.caller(&c);
                     None
                 }
                 Err(_) => Some(CloseReason::SessionEnded),
             },
             Err(e) if e.code == INVALID_SESSION_TOKEN => Some(CloseReason::SessionEnded),
-            // The database did not answer: try again shortly, the connection goes on.
             Err(_) => {
+                let failures = self.parse.as_mut().map(|l| {
+                    l.recheck_failures += 1;
+                    l.recheck_failures
+                });
+                if failures.unwrap_or(u32::MAX) >= 3 {
+                    log::warn!("realtime: a Parse LiveQuery connection's session could not be checked three times; closing it (the client reconnects)");
+                    return Some(CloseReason::Shutdown);
+                }
                 let mut c = self.conn.caller();
                 c.exp = Some(now_secs() + 10);
                 *self.conn.caller.lock().unwrap_or_else(|e| e.into_inner()) = c.clone();
