@@ -47,11 +47,16 @@ pub fn url(base: &str, app_id: &str, stored: &str) -> String {
     format!("{base}/files/{}/{}", enc(app_id), enc(stored))
 }
 
-/// The server URL as clients reach it: `parse_public_url`, else the request's scheme
-/// (TLS here) and Host, and the mount.
+/// The server URL as clients reach it: `parse_public_url`, else the proxy's
+/// `public_url` and the mount, else the request's scheme (TLS here) and Host and the
+/// mount. (The last is the client's to say: the door logs at start-up that a production
+/// setup names its URL, since a File's URL on an object is followed by every reader.)
 pub fn base_url(app: &App, door: &Door, s: &ServerSession) -> String {
     if let Some(u) = app.cfg.parse_public_url.as_deref() {
         return u.trim_end_matches('/').to_string();
+    }
+    if let Some(u) = app.cfg.public_url.as_deref() {
+        return format!("{}{}", u.trim_end_matches('/'), door.mount);
     }
     let tls = s.digest().is_some_and(|d| d.ssl_digest.is_some());
     // HTTP/2 has `:authority` in place of Host.
@@ -98,7 +103,9 @@ impl JsonUpload {
         let clean: Vec<u8> = data.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
         let lenient = base64::engine::GeneralPurpose::new(
             &base64::alphabet::STANDARD,
-            base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+                .with_decode_allow_trailing_bits(true),
         );
         let bytes = lenient.decode(clean).map_err(|_| ParseError::bad(FILE_SAVE_ERROR, "the file's base64 is not valid"))?;
         Ok(Upload { bytes, content_type: self.content_type.or(declared) })
@@ -112,8 +119,14 @@ pub fn canonical_urls(body: &mut Map<String, Value>, base: &str, app_id: &str) {
         match v {
             Value::Object(m) => {
                 if m.get("__type").and_then(Value::as_str) == Some("File") {
-                    if let Some(name) = m.get("name").and_then(Value::as_str).map(str::to_string) {
-                        m.insert("url".into(), Value::String(url(base, app_id, &name)));
+                    match m.get("name").and_then(Value::as_str).map(str::to_string) {
+                        Some(name) => {
+                            m.insert("url".into(), Value::String(url(base, app_id, &name)));
+                        }
+                        // No name: no URL of ours to give it, and none of the client's.
+                        None => {
+                            m.remove("url");
+                        }
                     }
                     return;
                 }
@@ -233,5 +246,8 @@ mod tests {
         assert_eq!(body["photo"], json!({"__type": "File", "name": "x_a.png", "url": "http://h/parse/files/app/x_a.png"}));
         assert_eq!(body["list"]["objects"][0]["url"], "http://h/parse/files/app/b.png");
         assert_eq!(body["n"], 1);
+        let mut nameless = json!({"f": {"__type": "File", "url": "https://evil.example/x"}, "g": {"__type": "File", "name": 3, "url": "https://evil.example/y"}});
+        canonical_urls(nameless.as_object_mut().unwrap(), "http://h/parse", "app");
+        assert_eq!(nameless, json!({"f": {"__type": "File"}, "g": {"__type": "File", "name": 3}}), "a File without a name keeps no URL");
     }
 }

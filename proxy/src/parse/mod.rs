@@ -50,6 +50,11 @@ impl Door {
             }
             None => None,
         };
+        if cfg.parse_public_url.is_none() && cfg.public_url.is_none() {
+            log::warn!(
+                "parse: neither parse_public_url nor public_url is set: Parse File URLs are made from each request's Host header, which the client sends; set one in production (docs/parse.md)"
+            );
+        }
         Ok(Some(Door { mount: cfg.parse_mount.clone(), app_id, master_key }))
     }
 
@@ -247,10 +252,11 @@ async fn read_upload(app: &App, door: &Door, s: &mut ServerSession, req: &mut Pa
     } else {
         // Parsed once, into the fields it has (anything else is skipped, not built).
         let j: files::JsonUpload = serde_json::from_slice(&bytes).map_err(|e| ParseError::bad(INVALID_JSON, format!("invalid JSON: {e}")))?;
-        req.app_id = j.app_id.clone();
-        req.master_key = j.master_key.clone();
-        req.session_token = j.session_token.clone();
-        req.installation_id = j.installation_id.clone();
+        // The body's keys win where it has them, as in `read`.
+        req.app_id = j.app_id.clone().or(req.app_id.take());
+        req.master_key = j.master_key.clone().or(req.master_key.take());
+        req.session_token = j.session_token.clone().or(req.session_token.take());
+        req.installation_id = j.installation_id.clone().or(req.installation_id.take());
         req.raw = Some(j.upload()?);
     }
     req.session_token = req.session_token.take().filter(|t| !t.is_empty());
@@ -303,7 +309,8 @@ async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Re
     // a URL the client sent (which every reader's SDK would follow).
     let base = files::base_url(app, door, s);
     let mut req = req;
-    if req.method != Method::GET {
+    // (Not a cloud function's arguments, which are the function's to read as sent.)
+    if req.method != Method::GET && req.segments.first().is_none_or(|s| s != "functions") {
         files::canonical_urls(&mut req.body, &base, &door.app_id);
     }
     let segs: Vec<&str> = alias(req.segments.iter().map(String::as_str).collect());
