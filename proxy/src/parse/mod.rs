@@ -568,13 +568,7 @@ const MAX_LIMIT: i64 = 1000;
 /// page text (`baas._list_documents_text`, the same SQL and pages as
 /// `baas.list_documents`) rewritten object by object without parsing their data.
 async fn find_text(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Out), ParseError> {
-    let resolved;
-    let params = if may_have_subquery(params) {
-        resolved = resolve_subqueries(c, params, 0).await?;
-        &resolved
-    } else {
-        params
-    };
+    let params = &*with_subqueries(c, params).await?;
     let reshaped = ["keys", "excludeKeys", "include"].iter().any(|k| params.contains_key(*k));
     if !reshaped {
         if let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? {
@@ -615,6 +609,15 @@ const MAX_SUBQUERY: usize = 150;
 /// finds) and `$select`/`$dontSelect` (a key's values in them) — each run first, as the
 /// caller, under row-level security, and replaced by the `$in`/`$nin` list of what it
 /// found; the outer query is then an ordinary filter. Nested at most 3 deep.
+/// `params` with their subqueries resolved as the caller, or as they are when they have none.
+async fn with_subqueries<'a>(c: &Call<'_>, params: &'a Map<String, Value>) -> Result<std::borrow::Cow<'a, Map<String, Value>>, ParseError> {
+    if may_have_subquery(params) {
+        Ok(std::borrow::Cow::Owned(resolve_subqueries(c, params, 0).await?))
+    } else {
+        Ok(std::borrow::Cow::Borrowed(params))
+    }
+}
+
 fn resolve_subqueries<'a>(
     c: &'a Call<'_>,
     params: &'a Map<String, Value>,
@@ -834,13 +837,7 @@ fn list_args(class: &str, params: &Map<String, Value>) -> Result<Option<ListArgs
 }
 
 async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
-    let resolved;
-    let params = if may_have_subquery(params) {
-        resolved = resolve_subqueries(c, params, 0).await?;
-        &resolved
-    } else {
-        params
-    };
+    let params = &*with_subqueries(c, params).await?;
     let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? else {
         let where_ = where_of(params)?;
         return find_by_ids(c, &convert::collection_of(class)?, &where_["objectId"], &where_, params).await;

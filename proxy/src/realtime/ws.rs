@@ -510,7 +510,7 @@ impl Ws {
                         }
                     }
                 }
-                let live = self.parse.as_mut().expect("a Parse connection");
+                let Some(live) = self.parse.as_mut() else { return (None, None) };
                 live.connected = true;
                 live.master = master_key.is_some();
                 live.token = token;
