@@ -2,7 +2,7 @@
 //! nothing with the SQL compiler but the AST. The property tests run random filters
 //! through both and compare.
 
-use crate::parse::{Cond, Filter, Path};
+use crate::parse::{Cond, Filter, Path, TextOp, TimeField, TimeOp};
 use serde_json::Value;
 use std::cmp::Ordering;
 
@@ -56,17 +56,59 @@ fn cond(field: Option<&Value>, c: &Cond) -> bool {
         Cond::Nin(vs) => !cond(field, &Cond::In(vs.clone())),
         Cond::Exists(want) => field.is_some() == *want,
         Cond::Contains(v) => matches!(field, Some(Value::Array(items)) if items.iter().any(|i| json_eq(i, v))),
+        Cond::Text { op, fold, needle } => {
+            let Some(Value::String(s)) = field else { return false };
+            let (s, needle) = if *fold {
+                (std::borrow::Cow::Owned(s.to_ascii_lowercase()), std::borrow::Cow::Owned(needle.to_ascii_lowercase()))
+            } else {
+                (std::borrow::Cow::Borrowed(s.as_str()), std::borrow::Cow::Borrowed(needle.as_str()))
+            };
+            match op {
+                TextOp::Prefix => s.starts_with(&*needle),
+                TextOp::Suffix => s.ends_with(&*needle),
+                TextOp::Substring => s.contains(&*needle),
+            }
+        }
     }
 }
 
+/// A document's creation and last-update times, in microseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    pub created: i64,
+    pub updated: i64,
+}
+
+/// Whether a document's `data` matches, for filters without time conditions (a time
+/// condition, with no times to judge, holds for nothing).
 pub fn matches(f: &Filter, data: &Value) -> bool {
+    matches_at(f, data, None)
+}
+
+/// Whether a document with this `data` and these times matches.
+pub fn matches_at(f: &Filter, data: &Value, times: Option<Times>) -> bool {
     match f {
-        Filter::And(fs) => fs.iter().all(|f| matches(f, data)),
-        Filter::Or(fs) => fs.iter().any(|f| matches(f, data)),
-        Filter::Not(f) => !matches(f, data),
+        Filter::And(fs) => fs.iter().all(|f| matches_at(f, data, times)),
+        Filter::Or(fs) => fs.iter().any(|f| matches_at(f, data, times)),
+        Filter::Not(f) => !matches_at(f, data, times),
         Filter::Field(p, conds) => {
             let v = lookup(data, p);
             conds.iter().all(|c| cond(v, c))
+        }
+        Filter::Time(which, conds) => {
+            let Some(t) = times else { return false };
+            let at = match which {
+                TimeField::Created => t.created,
+                TimeField::Updated => t.updated,
+            };
+            conds.iter().all(|c| match c.op {
+                TimeOp::Eq => at == c.micros,
+                TimeOp::Ne => at != c.micros,
+                TimeOp::Gt => at > c.micros,
+                TimeOp::Gte => at >= c.micros,
+                TimeOp::Lt => at < c.micros,
+                TimeOp::Lte => at <= c.micros,
+            })
         }
     }
 }
@@ -129,6 +171,32 @@ mod tests {
             assert!(crate::parse::parse(&bad).is_err(), "{bad}");
         }
         assert!(m(json!({"$not": {"a": {"$gt": 5}}}), json!({})));
+        // Text: strings only; the $i forms fold ASCII letters and nothing else.
+        assert!(m(json!({"n": {"$prefix": "Ab"}}), json!({"n": "Abc"})));
+        assert!(!m(json!({"n": {"$prefix": "ab"}}), json!({"n": "Abc"})));
+        assert!(m(json!({"n": {"$iprefix": "ab"}}), json!({"n": "ABc"})));
+        assert!(m(json!({"n": {"$suffix": "é"}}), json!({"n": "café"})));
+        assert!(!m(json!({"n": {"$isuffix": "É"}}), json!({"n": "café"})), "only ASCII letters fold");
+        assert!(m(json!({"n": {"$isubstring": "B.C"}}), json!({"n": "ab.cd"})));
+        assert!(m(json!({"n": {"$substring": ""}}), json!({"n": ""})));
+        assert!(!m(json!({"n": {"$substring": "1"}}), json!({"n": 1})), "a number is not a string");
+        assert!(!m(json!({"n": {"$substring": ""}}), json!({})));
+        assert!(m(json!({"$not": {"n": {"$prefix": "x"}}}), json!({})));
+        assert!(crate::parse::parse(&json!({"n": {"$prefix": 1}})).is_err());
+        // Times: instants whatever their offset; only the six comparisons.
+        let t = Some(Times { created: crate::parse::instant("2026-12-04T10:00:00.5Z").unwrap(), updated: 0 });
+        let at = |f: Value| matches_at(&parse(&f).unwrap(), &json!({}), t);
+        assert!(at(json!({"$created_at": "2026-12-04T11:00:00.500+01:00"})));
+        assert!(at(json!({"$created_at": {"$gt": "2026-12-04T10:00:00.499999Z", "$lte": "2026-12-04T10:00:00.5Z"}})));
+        assert!(!at(json!({"$created_at": {"$lt": "2026-12-04T10:00:00.5Z"}})));
+        assert!(at(json!({"$updated_at": "1970-01-01T00:00:00Z"})));
+        assert!(at(json!({"$not": {"$updated_at": {"$ne": "1970-01-01T00:00:00Z"}}})));
+        assert!(!m(json!({"$created_at": {"$gt": "2026-01-01T00:00:00Z"}}), json!({})), "no times, no match");
+        for bad in [json!({"$created_at": 1}), json!({"$created_at": "2026-12-04"}), json!({"$created_at": {"$in": []}}),
+                    json!({"$created_at": "2026-12-04T10:00:00.0000001Z"}), json!({"$updated_at": {"$gt": "0001-01-01T01:00:00+02:00"}})] {
+            assert!(crate::parse::parse(&bad).is_err(), "{bad}");
+        }
+        assert_eq!(crate::parse::instant_text(crate::parse::instant("2026-12-04T11:00:00.5+01:00").unwrap()), "2026-12-04T10:00:00.500000Z");
         assert!(m(json!({"a": {"$nin": [1, 2]}}), json!({})));
         assert!(m(json!({"a": [1, {"b": 2}]}), json!({"a": [1.0, {"b": 2}]})));
     }

@@ -36,6 +36,32 @@ pub enum Cond {
     Nin(Vec<Value>),
     Exists(bool),
     Contains(Value),
+    /// The field is a string that starts with, ends with or holds the operand
+    /// (`$prefix`, `$suffix`, `$substring`); `fold` (the `$i…` forms) compares with
+    /// ASCII letters folded to lower case, which Postgres's `lower()` under the "C"
+    /// collation does exactly, so the SQL and the evaluator agree on every string.
+    Text { op: TextOp, fold: bool, needle: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextOp {
+    Prefix,
+    Suffix,
+    Substring,
+}
+
+impl TextOp {
+    /// The operator's name in the language.
+    pub fn name(self, fold: bool) -> &'static str {
+        match (self, fold) {
+            (TextOp::Prefix, false) => "$prefix",
+            (TextOp::Suffix, false) => "$suffix",
+            (TextOp::Substring, false) => "$substring",
+            (TextOp::Prefix, true) => "$iprefix",
+            (TextOp::Suffix, true) => "$isuffix",
+            (TextOp::Substring, true) => "$isubstring",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +71,78 @@ pub enum Filter {
     Not(Box<Filter>),
     /// All conditions hold for the field.
     Field(Path, Vec<Cond>),
+    /// All conditions hold for the document's creation or last-update time
+    /// (`$created_at`, `$updated_at`).
+    Time(TimeField, Vec<TimeCond>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeField {
+    Created,
+    Updated,
+}
+
+impl TimeField {
+    /// The documents table's column.
+    pub fn column(self) -> &'static str {
+        match self {
+            TimeField::Created => "created_at",
+            TimeField::Updated => "updated_at",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeOp {
+    Eq,
+    Ne,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+impl TimeOp {
+    pub fn sql(self) -> &'static str {
+        match self {
+            TimeOp::Eq => "=",
+            TimeOp::Ne => "<>",
+            TimeOp::Gt => ">",
+            TimeOp::Gte => ">=",
+            TimeOp::Lt => "<",
+            TimeOp::Lte => "<=",
+        }
+    }
+}
+
+/// A comparison with an instant, in microseconds since 1970-01-01T00:00:00Z (the
+/// precision of Postgres's timestamptz).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeCond {
+    pub op: TimeOp,
+    pub micros: i64,
+}
+
+/// An RFC 3339 instant (`2026-12-04T10:00:00.123Z`, any offset, at most six fraction
+/// digits that are not zero) as microseconds since the epoch; years 1 to 9999.
+pub fn instant(s: &str) -> Result<i64, String> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2026-12-04T10:00:00.123Z ({e})"))?;
+    if t.timestamp_subsec_nanos() % 1000 != 0 {
+        return Err(format!("{s:?} is more precise than a microsecond"));
+    }
+    let utc = t.naive_utc();
+    if !(1..=9999).contains(&chrono::Datelike::year(&utc)) {
+        return Err(format!("{s:?} is outside the years 1 to 9999"));
+    }
+    Ok(t.timestamp_micros())
+}
+
+/// Microseconds since the epoch as RFC 3339 in UTC with six fraction digits.
+pub fn instant_text(micros: i64) -> String {
+    match chrono::DateTime::from_timestamp_micros(micros) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        None => String::new(),
+    }
 }
 
 fn bad(m: impl Into<String>) -> QueryError {
@@ -143,6 +241,10 @@ fn parse_filter(v: &Value, depth: usize, at: &str, budget: &mut Budget) -> Resul
                 budget.node()?;
                 Filter::Not(Box::new(parse_filter(val, depth + 1, "$not", budget)?))
             }
+            "$created_at" | "$updated_at" => {
+                let which = if k == "$created_at" { TimeField::Created } else { TimeField::Updated };
+                Filter::Time(which, parse_time_conds(k, val, budget)?)
+            }
             op if op.starts_with('$') => return Err(bad(format!("unknown operator {op} at the top of a filter"))),
             field => match val {
                 // `$refs` is shorthand for "equals this reference, or is an array holding
@@ -227,6 +329,39 @@ fn is_operator_object(m: &Map<String, Value>) -> bool {
     !m.is_empty() && m.keys().all(|k| k.starts_with('$'))
 }
 
+/// `"$created_at": "<time>"` (equality) or an object of `$eq $ne $gt $gte $lt $lte`.
+fn parse_time_conds(k: &str, v: &Value, budget: &mut Budget) -> Result<Vec<TimeCond>, QueryError> {
+    let at = |o: &Value, op: &str| -> Result<i64, QueryError> {
+        match o {
+            Value::String(s) => instant(s).map_err(|m| bad(format!("{k}{op}: {m}"))),
+            _ => Err(bad(format!("{k}{op} takes an RFC 3339 time, not {}", kind(o)))),
+        }
+    };
+    match v {
+        Value::Object(m) if is_operator_object(m) => m
+            .iter()
+            .map(|(op, operand)| {
+                budget.node()?;
+                let op_kind = match op.as_str() {
+                    "$eq" => TimeOp::Eq,
+                    "$ne" => TimeOp::Ne,
+                    "$gt" => TimeOp::Gt,
+                    "$gte" => TimeOp::Gte,
+                    "$lt" => TimeOp::Lt,
+                    "$lte" => TimeOp::Lte,
+                    other => return Err(bad(format!("{k}: {other} is not a time comparison ($eq $ne $gt $gte $lt $lte)"))),
+                };
+                Ok(TimeCond { op: op_kind, micros: at(operand, &format!(".{op}"))? })
+            })
+            .collect(),
+        Value::String(_) => {
+            budget.node()?;
+            Ok(vec![TimeCond { op: TimeOp::Eq, micros: at(v, "")? }])
+        }
+        _ => Err(bad(format!("{k} takes an RFC 3339 time or an object of $eq $ne $gt $gte $lt $lte"))),
+    }
+}
+
 fn parse_conds(field: &str, v: &Value, depth: usize, budget: &mut Budget) -> Result<Vec<Cond>, QueryError> {
     if depth > MAX_DEPTH {
         return Err(bad(format!("filter is nested deeper than {MAX_DEPTH} levels")));
@@ -273,6 +408,18 @@ fn parse_conds(field: &str, v: &Value, depth: usize, budget: &mut Budget) -> Res
                     _ => return Err(bad(format!("{field}.$exists takes true or false"))),
                 },
                 "$contains" => Cond::Contains(operand.clone()),
+                "$prefix" | "$suffix" | "$substring" | "$iprefix" | "$isuffix" | "$isubstring" => {
+                    let Value::String(needle) = operand else {
+                        return Err(bad(format!("{field}.{op} takes a string, not {}", kind(operand))));
+                    };
+                    let fold = op.starts_with("$i");
+                    let op = match op.trim_start_matches("$i").trim_start_matches('$') {
+                        "prefix" => TextOp::Prefix,
+                        "suffix" => TextOp::Suffix,
+                        _ => TextOp::Substring,
+                    };
+                    Cond::Text { op, fold, needle: needle.clone() }
+                }
                 other => return Err(bad(format!("{field}: unknown operator {other}"))),
             })
         })

@@ -234,6 +234,13 @@ fn typed_filters_use_the_column_type_and_its_btree_index() {
     assert_eq!(r.body["items"], json!([{"qty": 1}, {"qty": 2}]), "an instant, whatever its offset");
     let r = listed(&t, None, &format!("where={}&fields=qty", enc(r#"{"label": {"$in": ["n5", "n7", "zz"]}}"#)));
     assert_eq!(r.body["items"], json!([{"qty": 5}, {"qty": 7}]));
+    // Text conditions on a text column; a number column has no text to match.
+    let r = listed(&t, None, &format!("where={}&fields=qty&order=qty", enc(r#"{"label": {"$iprefix": "N29", "$suffix": "99"}}"#)));
+    assert_eq!(r.body["items"], json!([{"qty": 299}, {"qty": 2999}]), "{}", r.body);
+    let r = listed(&t, None, &format!("where={}", enc(r#"{"qty": {"$prefix": "1"}}"#)));
+    let (s, c, m) = code_and_message(&r);
+    assert_eq!((s, c.as_str()), (400, "invalid_query"), "{}", r.body);
+    assert!(m.contains("$prefix") && m.contains("qty"), "{m}");
 
     for uid in [Some(a.id.as_str()), None] {
         let plan: String = db

@@ -38,6 +38,9 @@ impl Query {
     /// when that field has a btree index: its path, and the same filter over
     /// `e.value`, when it takes the same `params` as `condition(None)`.
     fn entry(&self, params: &[Value]) -> Option<(String, String)> {
+        if compile::has_time(&self.filter) {
+            return None;
+        }
         let paths = compile::filter_paths(&self.filter);
         let [one] = paths.as_slice() else { return None };
         let mut on_entries = compile::Params::default();

@@ -6,7 +6,7 @@
 //! The generated text refers to the documents table as `d`.
 
 use crate::error::BaasError;
-use crate::query::parse::{Cond, Filter, Path, SortField, SortKey};
+use crate::query::parse::{Cond, Filter, Path, SortField, SortKey, TextOp};
 use serde_json::{json, Value};
 
 /// A SQL string literal. Paths never contain backslashes or control characters (the
@@ -64,6 +64,7 @@ pub fn filter_paths(f: &Filter) -> Vec<String> {
         match f {
             Filter::And(fs) | Filter::Or(fs) => fs.iter().for_each(|f| walk(f, out)),
             Filter::Not(inner) => walk(inner, out),
+            Filter::Time(..) => {}
             Filter::Field(p, _) => {
                 let d = p.dotted();
                 if !out.contains(&d) {
@@ -77,6 +78,17 @@ pub fn filter_paths(f: &Filter) -> Vec<String> {
     out
 }
 
+/// Whether the filter has a `$created_at`/`$updated_at` condition (columns of `d`,
+/// which baas.index_entries does not have).
+pub fn has_time(f: &Filter) -> bool {
+    match f {
+        Filter::And(fs) | Filter::Or(fs) => fs.iter().any(has_time),
+        Filter::Not(inner) => has_time(inner),
+        Filter::Time(..) => true,
+        Filter::Field(..) => false,
+    }
+}
+
 /// The filter with each field read through `field(path)`: `d.data` paths for the
 /// documents table, or `e.value` for a filter on one path answered from
 /// baas.index_entries (same conditions, same parameters).
@@ -87,6 +99,21 @@ pub fn compile_filter_on(f: &Filter, params: &mut Params, field: &dyn Fn(&Path) 
         Filter::Or(fs) => format!("({})", fs.iter().map(|f| compile_filter_on(f, params, field)).collect::<Vec<_>>().join(" or ")),
         // Leaves are NULL (unknown) where a field is missing; NOT must see that as false.
         Filter::Not(inner) => format!("(not coalesce({}, false))", compile_filter_on(inner, params, field)),
+        // The column against the instant made exactly from its microseconds (no text for
+        // Postgres to parse); a btree index on the column can serve it.
+        Filter::Time(which, conds) => {
+            let parts: Vec<String> = conds
+                .iter()
+                .map(|c| {
+                    let at = params.push_text(json!(c.micros));
+                    format!("d.{} {} ('epoch'::timestamptz + ({at})::bigint * interval '1 microsecond')", which.column(), c.op.sql())
+                })
+                .collect();
+            match parts.as_slice() {
+                [one] => one.clone(),
+                _ => format!("({})", parts.join(" and ")),
+            }
+        }
         Filter::Field(path, conds) => {
             let x = field(path);
             // Conjuncts of all conditions; several range conditions on one field share
@@ -143,6 +170,28 @@ fn compile_cond(x: &str, c: &Cond, params: &mut Params) -> Vec<String> {
             format!("jsonb_typeof({x}) = 'array'"),
             format!("exists (select from jsonb_array_elements({x}) e where e {EQ} {})", params.push(v.clone())),
         ],
+        Cond::Text { op, fold, needle } => {
+            let t = params.push_text(Value::String(needle.clone()));
+            vec![format!("jsonb_typeof({x}) = 'string'"), text_cond(&format!("({x} #>> '{{}}')"), *op, *fold, &t)]
+        }
+    }
+}
+
+/// `s` starts with, ends with or holds `t` (two text expressions), byte for byte, or
+/// with ASCII letters folded: `lower()` under the "C" collation folds A-Z and nothing
+/// else (Postgres's str_tolower), as Rust's `to_ascii_lowercase` does in the evaluator.
+/// Shared by documents and protected tables.
+pub fn text_cond(s: &str, op: TextOp, fold: bool, t: &str) -> String {
+    let (s, t) = if fold {
+        (format!("lower({s} collate \"C\")"), format!("lower({t} collate \"C\")"))
+    } else {
+        (s.to_string(), t.to_string())
+    };
+    match op {
+        TextOp::Prefix => format!("starts_with({s}, {t})"),
+        TextOp::Substring => format!("(strpos({s}, {t}) > 0)"),
+        // The last char_length(t) characters are t, compared byte for byte.
+        TextOp::Suffix => format!("(right({s}, char_length({t})) collate \"C\" = {t} collate \"C\")"),
     }
 }
 

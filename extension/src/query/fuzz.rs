@@ -70,7 +70,8 @@ impl Gen for Rng {
                 2 if depth > 0 => ("$not".to_string(), self.filter(depth - 1)),
                 3 => (self.string(), self.value(3)),
                 4 => {
-                    let ops = ["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains", "$regex", "gt", "$"];
+                    let ops = ["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains", "$regex", "gt", "$",
+                               "$prefix", "$isuffix", "$substring"];
                     let mut o = Map::new();
                     for _ in 0..1 + self.below(3) {
                         let op = ops[self.below(ops.len())];

@@ -19,7 +19,7 @@ mod tests {
             1 => json!(r.below(2) == 0),
             2 | 3 => json!(r.below(7) as i64 - 3),
             4 => json!([1.0, 2.5, -0.5, 3.0][r.below(4)]),
-            _ => json!(*r.pick(&["a", "b", "B", "ab", "é", "Z", "", "10", "2"])),
+            _ => json!(*r.pick(&["a", "b", "B", "ab", "é", "Z", "", "10", "2", "aB", "bA", "É", "éa"])),
         }
     }
 
@@ -67,6 +67,9 @@ mod tests {
     }
 
     fn filter(r: &mut Rng, depth: usize) -> Value {
+        if r.below(12) == 0 {
+            return time_filter(r);
+        }
         let field = *r.pick(&["a", "b", "tags", "c.d", "c", "missing", "a.x"]);
         if depth < 3 {
             match r.below(10) {
@@ -82,7 +85,7 @@ mod tests {
                 _ => {}
             }
         }
-        let cond = match r.below(11) {
+        let cond = match r.below(12) {
             0 => scalar(r),
             1 => json!({"$eq": value(r, 1)}),
             2 => json!({"$ne": scalar(r)}),
@@ -93,7 +96,12 @@ mod tests {
             7 => json!({"$in": (0..r.below(4)).map(|_| scalar(r)).collect::<Vec<_>>()}),
             8 => json!({"$nin": (0..r.below(4)).map(|_| scalar(r)).collect::<Vec<_>>()}),
             9 => json!({"$exists": r.below(2) == 0}),
-            _ => json!({"$contains": if r.below(4) == 0 { value(r, 1) } else { scalar(r) }}),
+            10 => json!({"$contains": if r.below(4) == 0 { value(r, 1) } else { scalar(r) }}),
+            // Text: mixed case and non-ASCII needles, so that folding only A-Z is tested.
+            _ => {
+                let op = *r.pick(&["$prefix", "$suffix", "$substring", "$iprefix", "$isuffix", "$isubstring"]);
+                json!({ op: *r.pick(&["a", "A", "b", "B", "ab", "AB", "é", "É", "", "0", "1"]) })
+            }
         };
         json!({ field: cond })
     }
@@ -144,6 +152,40 @@ mod tests {
         owner: usize,
         read: Vec<String>,
         data: Value,
+        times: eval::Times,
+    }
+
+    /// 2026-01-01T00:00:00Z in microseconds, and the offsets from it that documents'
+    /// times take: a few instants, some a microsecond apart, so that equality and each
+    /// bound's side are both tested.
+    const T0: i64 = 1_767_225_600_000_000;
+    const T_OFFSETS: &[i64] = &[0, 1, 499_999, 500_000, 1_000_000, 1_500_000];
+
+    /// A `$created_at`/`$updated_at` condition on those instants and their neighbours,
+    /// written in UTC or at +01:00 (the same instants).
+    fn time_filter(r: &mut Rng) -> Value {
+        fn at(r: &mut Rng) -> String {
+            let m = T0 + *r.pick(&[-1, 0, 1, 2, 499_999, 500_000, 500_001, 1_000_000, 1_500_000, 2_000_000]);
+            let utc = parse::instant_text(m);
+            if r.below(2) == 0 {
+                utc
+            } else if let Some(rest) = utc.strip_prefix("2026-01-01T00") {
+                format!("2026-01-01T01{}+01:00", rest.trim_end_matches('Z'))
+            } else {
+                utc
+            }
+        }
+        let field = if r.below(2) == 0 { "$created_at" } else { "$updated_at" };
+        let cond = match r.below(7) {
+            0 => json!(at(r)),
+            1 => json!({"$eq": at(r)}),
+            2 => json!({"$ne": at(r)}),
+            3 => json!({"$gt": at(r)}),
+            4 => json!({"$gte": at(r), "$lt": at(r)}),
+            5 => json!({"$lt": at(r)}),
+            _ => json!({"$lte": at(r)}),
+        };
+        json!({ field: cond })
     }
 
     impl World {
@@ -198,7 +240,7 @@ mod tests {
                 4 => vec!["public".into()],
                 _ => vec![format!("user:{}", users[1])],
             };
-            docs.push(Doc { id: String::new(), owner, read, data: document(r) });
+            docs.push(Doc { id: String::new(), owner, read, data: document(r), times: eval::Times { created: 0, updated: 0 } });
         }
         for (o, user) in users.iter().enumerate() {
             let mine: Vec<usize> = (0..n).filter(|i| docs[*i].owner == o).collect();
@@ -217,7 +259,44 @@ mod tests {
             }
         }
         act_as(Caller::Dba);
-        World { users, docs }
+        // Times from a small set (the update trigger, which keeps updated_at moving
+        // forward, is off for this one statement: session_replication_role).
+        let times: Vec<Value> = docs
+            .iter()
+            .map(|d| {
+                let c = T0 + *r.pick(T_OFFSETS);
+                json!({"id": d.id, "c": parse::instant_text(c), "u": parse::instant_text(c + *r.pick(T_OFFSETS))})
+            })
+            .collect();
+        Spi::run("set local session_replication_role = replica").unwrap();
+        Spi::run_with_args(
+            "update baas.documents d set created_at = (t ->> 'c')::timestamptz, updated_at = (t ->> 'u')::timestamptz
+               from jsonb_array_elements($1) t where d.id = (t ->> 'id')::uuid",
+            &[JsonB(Value::Array(times)).into()],
+        )
+        .unwrap();
+        Spi::run("set local session_replication_role = origin").unwrap();
+        let mut w = World { users, docs };
+        w.reload_times();
+        w
+    }
+
+    impl World {
+        /// Each document's times as Postgres holds them.
+        fn reload_times(&mut self) {
+            let rows = Spi::get_one::<JsonB>(
+                "select jsonb_object_agg(id, jsonb_build_array((extract(epoch from created_at) * 1000000)::bigint,
+                                                              (extract(epoch from updated_at) * 1000000)::bigint))
+                   from baas.documents",
+            )
+            .unwrap()
+            .unwrap()
+            .0;
+            for d in &mut self.docs {
+                let t = &rows[&d.id];
+                d.times = eval::Times { created: t[0].as_i64().unwrap(), updated: t[1].as_i64().unwrap() };
+            }
+        }
     }
 
     fn find_ids(c: Caller, filter: &Value, order: Option<&str>, after: Option<&str>) -> Vec<String> {
@@ -250,7 +329,7 @@ mod tests {
             let ast = parse::parse(&f).unwrap_or_else(|e| panic!("generated an invalid filter {f}: {e}"));
             let c = w.caller(case);
             let visible: Vec<&Doc> = w.docs.iter().filter(|d| w.visible(c, d)).collect();
-            let mut want: Vec<String> = visible.iter().filter(|d| eval::matches(&ast, &d.data)).map(|d| d.id.clone()).collect();
+            let mut want: Vec<String> = visible.iter().filter(|d| eval::matches_at(&ast, &d.data, Some(d.times))).map(|d| d.id.clone()).collect();
             want.sort();
             let mut got = find_ids(c, &f, None, None);
             got.sort();
@@ -466,6 +545,7 @@ mod tests {
                 }
                 act_as(Caller::Dba);
                 w.docs.retain(|d| !gone.iter().any(|g| g.id == d.id));
+                w.reload_times();
             }
             let f = filter(&mut r, 0);
             let ast = parse::parse(&f).unwrap();
@@ -473,7 +553,7 @@ mod tests {
                 single += 1;
             }
             let c = w.caller(case);
-            let want = w.docs.iter().filter(|d| w.visible(c, d) && eval::matches(&ast, &d.data)).count();
+            let want = w.docs.iter().filter(|d| w.visible(c, d) && eval::matches_at(&ast, &d.data, Some(d.times))).count();
             assert_eq!(count(c, &f), want, "case {case}: count of {f}");
         }
         assert!(single > 1500, "only {single} of 3000 filters read a single field");

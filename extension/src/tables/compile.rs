@@ -231,6 +231,12 @@ impl Table {
             Filter::And(fs) => format!("({})", fs.iter().map(|f| self.filter(f, params)).collect::<Result<Vec<_>, _>>()?.join(" and ")),
             Filter::Or(fs) => format!("({})", fs.iter().map(|f| self.filter(f, params)).collect::<Result<Vec<_>, _>>()?.join(" or ")),
             Filter::Not(inner) => format!("(not coalesce({}, false))", self.filter(inner, params)?),
+            Filter::Time(which, _) => {
+                return Err(invalid_query(format!(
+                    "where: ${} is a document time; a table's filter names its columns",
+                    which.column()
+                )))
+            }
             Filter::Field(path, conds) => {
                 let [name] = path.0.as_slice() else {
                     return Err(invalid_query(format!(
@@ -322,6 +328,11 @@ impl Table {
                 format!("(pg_catalog.jsonb_typeof({x}) = 'array' and {x} @> {})", params.typed(col, &arr, "query")?)
             }
             Cond::Contains(_) => return Err(refuse("$contains")),
+            Cond::Text { op, fold, needle } if kind == Kind::Text && !ty.is_array() => {
+                let t = params.push(Some(needle.clone()));
+                crate::query::compile::text_cond(&format!("({x})::text"), *op, *fold, &format!("({t})::text"))
+            }
+            Cond::Text { op, fold, .. } => return Err(refuse(op.name(*fold))),
         })
     }
 

@@ -24,6 +24,8 @@ pub struct Version {
     pub data: Value,
     /// The whole document as GET shows it, serialised once.
     pub json: Box<str>,
+    /// Its creation and update times, for `$created_at`/`$updated_at` filters.
+    pub times: Option<pgbaas_query::eval::Times>,
 }
 
 #[derive(Debug)]
@@ -73,6 +75,10 @@ struct RawDoc<'a> {
 #[derive(Deserialize)]
 struct DocShape {
     owner: Option<String>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
     #[serde(default)]
     data: Value,
     #[serde(default)]
@@ -129,7 +135,10 @@ fn version(raw: Option<&RawValue>) -> Result<Option<Version>, String> {
             readers.push(r.into());
         }
     }
-    Ok(Some(Version { readers: readers.into_boxed_slice(), data: d.data, json: raw.get().into() }))
+    // Postgres writes times as RFC 3339 (`2026-12-04T10:00:00.123456+00:00`).
+    let at = |t: &Option<String>| t.as_deref().and_then(|t| pgbaas_query::parse::instant(t).ok());
+    let times = at(&d.created_at).zip(at(&d.updated_at)).map(|(created, updated)| pgbaas_query::eval::Times { created, updated });
+    Ok(Some(Version { readers: readers.into_boxed_slice(), data: d.data, json: raw.get().into(), times }))
 }
 
 fn add(op: &str) -> Result<bool, String> {
@@ -200,6 +209,21 @@ mod tests {
         let Body::Doc(d) = insert.body else { panic!() };
         assert!(d.old.is_none());
         assert_eq!(&*d.new.unwrap().readers, [Arc::<str>::from("public")]);
+    }
+
+    /// A document's times reach the hub's filters: `$created_at`/`$updated_at` judge a
+    /// change as the list's SQL judges the row.
+    #[test]
+    fn a_doc_event_carries_its_times_to_time_filters() {
+        let body = r#"{"id":"d1","op":"insert","version":1,"old":null,
+            "new":{"owner":"u1","created_at":"2026-12-04T11:00:00.123456+01:00","updated_at":"2026-12-04T10:00:01+00:00","data":{"a":1},"acl":{"read":["public"]}}}"#;
+        let Body::Doc(d) = Event::parse(7, 100, "doc", Some("c"), body).unwrap().body else { panic!() };
+        let principals: Vec<Arc<str>> = vec!["public".into()];
+        let f = |w: serde_json::Value| pgbaas_query::parse::parse(&w).unwrap();
+        let hears = |w: serde_json::Value| crate::realtime::hub::decide(&d, Some(&f(w)), false, &principals).is_some();
+        assert!(hears(serde_json::json!({"$created_at": "2026-12-04T10:00:00.123456Z", "a": 1})));
+        assert!(!hears(serde_json::json!({"$created_at": {"$gt": "2026-12-04T10:00:00.123456Z"}})));
+        assert!(hears(serde_json::json!({"$updated_at": {"$gte": "2026-12-04T10:00:01Z", "$lt": "2026-12-04T10:00:01.000001Z"}})));
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub fn readable(v: &Version, privileged: bool, principals: &[Arc<str>]) -> bool 
 /// The contract's table: was = O readable ∧ F(O); now = N readable ∧ F(N).
 pub fn decide(d: &DocChange, filter: Option<&Filter>, privileged: bool, principals: &[Arc<str>]) -> Option<Kind> {
     let sees = |v: &Option<Version>| {
-        v.as_ref().is_some_and(|v| readable(v, privileged, principals) && filter.is_none_or(|f| pgbaas_query::eval::matches(f, &v.data)))
+        v.as_ref().is_some_and(|v| readable(v, privileged, principals) && filter.is_none_or(|f| pgbaas_query::eval::matches_at(f, &v.data, v.times)))
     };
     let (was, now) = (sees(&d.old), sees(&d.new));
     match (now, was, d.op) {
