@@ -554,8 +554,10 @@ pub fn update_body(body: &Map<String, Value>) -> Result<(Value, Option<Value>, V
     Ok((Value::Object(ops), acl, changed))
 }
 
-/// Fields pgbaas's filter cannot address: the system fields are columns, not data.
-const SYSTEM: &[&str] = &["objectId", "createdAt", "updatedAt", "ACL"];
+/// Fields pgbaas's filter cannot address as data: objectId and the ACL are columns
+/// (the door answers objectId queries itself); createdAt and updatedAt are the query
+/// language's `$created_at` and `$updated_at`.
+const SYSTEM: &[&str] = &["objectId", "ACL"];
 
 /// Parse's `where` as a filter of pgbaas's query language (docs/query.md).
 pub fn filter_of(w: &Value) -> Result<Value, ParseError> {
@@ -578,6 +580,7 @@ pub fn filter_of(w: &Value) -> Result<Value, ParseError> {
                 });
             }
             _ if k.starts_with('$') => return Err(bad(format!("Invalid key {k} for find"))),
+            "createdAt" | "updatedAt" => all.push(time_filter(k, v)?),
             _ if SYSTEM.contains(&k.as_str()) => {
                 return Err(bad(format!("queries on {k} are not supported by pgbaas's Parse door yet (docs/parse.md)")));
             }
@@ -594,6 +597,63 @@ pub fn filter_of(w: &Value) -> Result<Value, ParseError> {
         0 => json!({}),
         _ => json!({"$and": all}),
     })
+}
+
+/// A condition on `createdAt`/`updatedAt` as one on the document's time. Parse clients
+/// see those times to the millisecond (`parse_date`) while Postgres keeps microseconds,
+/// so each comparison is of the time as shown: `createdAt > X` holds for a document
+/// created at X plus 0.4 ms only if Parse Server would say so, which has the
+/// milliseconds alone. With `ms(t)` the shown time, for any instant X:
+/// `ms(t) > X` ⟺ `t ≥ floor(X) + 1 ms`, `ms(t) ≥ X` ⟺ `t ≥ ceil(X)`,
+/// `ms(t) < X` ⟺ `t < ceil(X)`, `ms(t) ≤ X` ⟺ `t < floor(X) + 1 ms`, and `ms(t) = X`
+/// only for X on a millisecond, as `X ≤ t < X + 1 ms`. Each is one range on the column.
+fn time_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
+    let bad = |m: String| ParseError::bad(INVALID_QUERY, m);
+    let field = if k == "createdAt" { "$created_at" } else { "$updated_at" };
+    const MS: i64 = 1000;
+    let instant = |v: &Value| -> Result<i64, ParseError> {
+        let iso = match v {
+            Value::Object(o) if o.get("__type").and_then(Value::as_str) == Some("Date") => o.get("iso").and_then(Value::as_str),
+            Value::String(s) => Some(s.as_str()),
+            _ => None,
+        };
+        let Some(iso) = iso else { return Err(bad(format!("a query on {k} compares with a Date"))) };
+        pgbaas_query::parse::instant(iso).map_err(|m| bad(format!("bad Date in a query on {k}: {m}")))
+    };
+    let floor = |x: i64| x.div_euclid(MS) * MS;
+    let ceil = |x: i64| floor(x) + if x.rem_euclid(MS) == 0 { 0 } else { MS };
+    let at = |x: i64| Value::String(pgbaas_query::parse::instant_text(x));
+    let eq = |x: i64| {
+        if x.rem_euclid(MS) == 0 {
+            json!({field: {"$gte": at(x), "$lt": at(x + MS)}})
+        } else {
+            // No time shown to the millisecond equals it.
+            json!({field: {"$gt": at(x), "$lt": at(x)}})
+        }
+    };
+    let ops = match v.as_object() {
+        Some(o) if !o.is_empty() && o.keys().all(|x| x.starts_with('$')) => o,
+        _ => return Ok(eq(instant(v)?)),
+    };
+    let mut parts = Vec::new();
+    for (op, arg) in ops {
+        parts.push(match op.as_str() {
+            "$gt" => json!({field: {"$gte": at(floor(instant(arg)?) + MS)}}),
+            "$gte" => json!({field: {"$gte": at(ceil(instant(arg)?))}}),
+            "$lt" => json!({field: {"$lt": at(ceil(instant(arg)?))}}),
+            "$lte" => json!({field: {"$lt": at(floor(instant(arg)?) + MS)}}),
+            "$eq" => eq(instant(arg)?),
+            "$ne" => json!({"$not": eq(instant(arg)?)}),
+            // Every object has both times.
+            "$exists" => match arg {
+                Value::Bool(true) => json!({}),
+                Value::Bool(false) => json!({"$not": {}}),
+                _ => return Err(bad(format!("bad $exists on {k}: true or false"))),
+            },
+            _ => return Err(bad(format!("the operator {op} on {k} is not supported by pgbaas's Parse door (it takes $lt $lte $gt $gte $eq $ne $exists; docs/parse.md)"))),
+        });
+    }
+    Ok(if parts.len() == 1 { parts.pop().unwrap_or_else(|| json!({})) } else { json!({"$and": parts}) })
 }
 
 /// A comparison operand: a Date compares by its ISO text (which sorts as time: Parse
@@ -653,11 +713,105 @@ fn field_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
                 }
             }
             "$eq" => json!({k: {"$eq": arg}}),
+            "$regex" => regex_filter(k, arg, ops.get("$options")).map_err(bad)?,
+            "$options" if ops.contains_key("$regex") => continue,
+            "$options" => return Err(bad(format!("$options on {k} goes with $regex"))),
             _ => return Err(bad(format!("the operator {op} (on {k}) is not supported by pgbaas's Parse door yet (docs/parse.md)"))),
         };
         parts.push(part);
     }
     Ok(if parts.len() == 1 { parts.pop().unwrap_or_else(|| json!({})) } else { json!({"$and": parts}) })
+}
+
+/// A Parse `$regex` as one of the query language's text conditions. The SDKs write
+/// `startsWith`, `endsWith` and `contains` as a quoted literal (`\Q…\E`, a `\E` inside
+/// written `\E\\E\Q`) with `^` before or `$` after; `matches` sends the app's own
+/// pattern. A pattern that is such a literal (quoted, plain characters, or escaped
+/// punctuation) between optional anchors becomes `$prefix`/`$suffix`/`$substring` (or
+/// `$eq` with both anchors), `i` their ASCII-folding forms; the query language's SQL and
+/// its live-feed evaluator agree on those exactly. Any other pattern is refused (`102`)
+/// rather than run by a regex engine whose answers the live feeds could not reproduce.
+fn regex_filter(k: &str, pattern: &Value, options: Option<&Value>) -> Result<Value, String> {
+    let Value::String(p) = pattern else {
+        return Err(format!("bad $regex on {k}: a string is needed"));
+    };
+    let options = match options {
+        None => "",
+        Some(Value::String(o)) => o.as_str(),
+        Some(_) => return Err(format!("bad $options on {k}: a string is needed")),
+    };
+    let mut fold = false;
+    let mut multiline = false;
+    for c in options.chars() {
+        match c {
+            'i' => fold = true,
+            'm' => multiline = true,
+            // `s` (dot matches newline) changes nothing in a literal.
+            's' => {}
+            'x' if !p.chars().any(|c| c.is_whitespace() || c == '#') => {}
+            _ => return Err(format!("bad $options on {k}: {options:?} (pgbaas takes i, m and s)")),
+        }
+    }
+    let unsupported = || {
+        format!(
+            "$regex on {k}: pgbaas matches a literal text with optional ^ and $ (startsWith, endsWith, contains, or matches with such a pattern); {p:?} is not one (docs/parse.md)"
+        )
+    };
+    let chars: Vec<char> = p.chars().collect();
+    let mut i = 0;
+    let anchored_start = chars.first() == Some(&'^');
+    if anchored_start {
+        i = 1;
+    }
+    let mut lit = String::new();
+    let mut anchored_end = false;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' if chars.get(i + 1) == Some(&'Q') => {
+                // Quoted up to the next \E, or to the end.
+                i += 2;
+                while i < chars.len() && !(chars[i] == '\\' && chars.get(i + 1) == Some(&'E')) {
+                    lit.push(chars[i]);
+                    i += 1;
+                }
+                i += 2;
+            }
+            '\\' => match chars.get(i + 1) {
+                Some(&c) if c.is_ascii_punctuation() => {
+                    lit.push(c);
+                    i += 2;
+                }
+                _ => return Err(unsupported()),
+            },
+            '$' if i + 1 == chars.len() => {
+                anchored_end = true;
+                i += 1;
+            }
+            '.' | '^' | '$' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}' => return Err(unsupported()),
+            c => {
+                lit.push(c);
+                i += 1;
+            }
+        }
+    }
+    if multiline && (anchored_start || anchored_end) {
+        return Err(format!("$regex on {k}: ^ and $ with the m option (line anchors) are not supported by pgbaas (docs/parse.md)"));
+    }
+    if fold && lit.chars().any(|c| !c.is_ascii() && (c.to_lowercase().ne(c.to_uppercase()))) {
+        return Err(format!(
+            "$regex on {k}: case-insensitive matching folds ASCII letters only in pgbaas, and {lit:?} has others (docs/parse.md)"
+        ));
+    }
+    let op = match (anchored_start, anchored_end, fold) {
+        (true, true, false) => return Ok(json!({k: {"$eq": lit}})),
+        (true, true, true) => {
+            return Err(format!("$regex on {k}: a case-insensitive match of the whole text is not supported by pgbaas (docs/parse.md)"))
+        }
+        (true, false, _) => "prefix",
+        (false, true, _) => "suffix",
+        (false, false, _) => "substring",
+    };
+    Ok(json!({k: {format!("${}{op}", if fold { "i" } else { "" }): lit}}))
 }
 
 /// Parse's `order` (`score,-name`, system fields by their Parse names) as pgbaas's.
@@ -802,7 +956,46 @@ mod tests {
         assert_eq!(filter_of(&json!({"$nor": [{"a": {"$exists": true}}]})).unwrap(), json!({"$not": {"$or": [{"a": {"$exists": true}}]}}));
         assert_eq!(filter_of(&json!({"a": 1})).unwrap(), json!({"a": {"$eq": 1}}));
         assert_eq!(filter_of(&json!({"a": {"$all": [1, 2]}})).unwrap(), json!({"$and": [{"a": {"$contains": 1}}, {"a": {"$contains": 2}}]}));
-        for bad in [json!({"a": {"$regex": "x"}}), json!({"objectId": "x"}), json!({"$where": 1}), json!([]), json!({"a": {"$in": 1}})] {
+        // Times compare as Parse shows them, to the millisecond.
+        let d = |iso: &str| json!({"__type": "Date", "iso": iso});
+        assert_eq!(filter_of(&json!({"createdAt": {"$gt": d("2026-12-04T10:00:00.123Z")}})).unwrap(),
+                   json!({"$created_at": {"$gte": "2026-12-04T10:00:00.124000Z"}}));
+        assert_eq!(filter_of(&json!({"updatedAt": {"$lte": d("2026-12-04T11:00:00.123+01:00")}})).unwrap(),
+                   json!({"$updated_at": {"$lt": "2026-12-04T10:00:00.124000Z"}}));
+        assert_eq!(filter_of(&json!({"createdAt": {"$gte": d("2026-12-04T10:00:00.1234Z"), "$lt": d("2026-12-04T10:00:00.1234Z")}})).unwrap(),
+                   json!({"$and": [{"$created_at": {"$gte": "2026-12-04T10:00:00.124000Z"}}, {"$created_at": {"$lt": "2026-12-04T10:00:00.124000Z"}}]}));
+        assert_eq!(filter_of(&json!({"createdAt": d("2026-12-04T10:00:00.123Z")})).unwrap(),
+                   json!({"$created_at": {"$gte": "2026-12-04T10:00:00.123000Z", "$lt": "2026-12-04T10:00:00.124000Z"}}));
+        assert_eq!(filter_of(&json!({"createdAt": {"$ne": d("2026-12-04T10:00:00.1234Z")}})).unwrap(),
+                   json!({"$not": {"$created_at": {"$gt": "2026-12-04T10:00:00.123400Z", "$lt": "2026-12-04T10:00:00.123400Z"}}}));
+        for w in [json!({"createdAt": {"$in": [d("2026-12-04T10:00:00Z")]}}), json!({"createdAt": {"$gt": 5}}),
+                  json!({"updatedAt": {"$gt": d("yesterday")}})] {
+            assert_eq!(filter_of(&w).unwrap_err().code, INVALID_QUERY, "{w}");
+        }
+        // The SDKs' startsWith, endsWith, contains and simple matches.
+        let q = |s: &str| format!("\\Q{}\\E", s.replace("\\E", "\\E\\\\E\\Q"));
+        assert_eq!(filter_of(&json!({"a": {"$regex": format!("^{}", q("Ab.c"))}})).unwrap(), json!({"a": {"$prefix": "Ab.c"}}));
+        assert_eq!(filter_of(&json!({"a": {"$regex": format!("{}$", q("x\\Ey"))}})).unwrap(), json!({"a": {"$suffix": "x\\Ey"}}));
+        assert_eq!(filter_of(&json!({"a": {"$regex": q("b"), "$options": "i"}})).unwrap(), json!({"a": {"$isubstring": "b"}}));
+        assert_eq!(filter_of(&json!({"a": {"$regex": "^hello world$"}})).unwrap(), json!({"a": {"$eq": "hello world"}}));
+        assert_eq!(filter_of(&json!({"a": {"$regex": "a\\.b", "$options": "ms"}})).unwrap(), json!({"a": {"$substring": "a.b"}}));
+        assert_eq!(filter_of(&json!({"a": {"$regex": ""}})).unwrap(), json!({"a": {"$substring": ""}}));
+        for (w, says) in [
+            (json!({"a": {"$regex": "a.*b"}}), "not one"),
+            (json!({"a": {"$regex": "\\d+"}}), "not one"),
+            (json!({"a": {"$regex": "x$y"}}), "not one"),
+            (json!({"a": {"$regex": "^x", "$options": "m"}}), "line anchors"),
+            (json!({"a": {"$regex": "x", "$options": "g"}}), "options"),
+            (json!({"a": {"$regex": "É", "$options": "i"}}), "ASCII"),
+            (json!({"a": {"$regex": "^x$", "$options": "i"}}), "whole text"),
+            (json!({"a": {"$options": "i"}}), "goes with"),
+            (json!({"a": {"$regex": 1}}), "string"),
+        ] {
+            let e = filter_of(&w).unwrap_err();
+            assert_eq!(e.code, INVALID_QUERY, "{w}");
+            assert!(e.message.contains(says), "{w}: {}", e.message);
+        }
+        for bad in [json!({"objectId": "x"}), json!({"$where": 1}), json!([]), json!({"a": {"$in": 1}})] {
             let e = filter_of(&bad).unwrap_err();
             assert_eq!(e.code, INVALID_QUERY, "{bad}");
         }

@@ -877,6 +877,12 @@ async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<
     Ok((StatusCode::OK, out))
 }
 
+/// A document's times (as GET shows them) for the evaluator's `$created_at`/`$updated_at`.
+fn doc_times(d: &Value) -> Option<pgbaas_query::eval::Times> {
+    let at = |k: &str| d.get(k).and_then(Value::as_str).and_then(|t| pgbaas_query::parse::instant(t).ok());
+    Some(pgbaas_query::eval::Times { created: at("created_at")?, updated: at("updated_at")? })
+}
+
 /// A query naming its objects by id (the SDK's `get`, `fetch`, `containedIn("objectId",
 /// …)`): those documents, read as the caller (row-level security decides), then the
 /// rest of `where` checked with the query language's own evaluator, whose agreement
@@ -904,7 +910,7 @@ async fn find_by_ids(c: &Call<'_>, collection: &str, ids: &Value, where_: &Value
     let limit = number(params, "limit")?.unwrap_or(100).clamp(0, MAX_LIMIT) as usize;
     let skip = number(params, "skip")?.unwrap_or(0).max(0) as usize;
     let docs = documents_by_id(c, collection, &uuids).await?;
-    let matching: Vec<&Value> = docs.iter().filter(|d| pgbaas_query::eval::matches(&filter, &d["data"])).collect();
+    let matching: Vec<&Value> = docs.iter().filter(|d| pgbaas_query::eval::matches_at(&filter, &d["data"], doc_times(d))).collect();
     let mut results = Vec::new();
     for d in matching.iter().skip(skip).take(limit) {
         let mut o = convert::object_from_doc(d);
