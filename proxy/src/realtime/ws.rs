@@ -728,7 +728,13 @@ impl Ws {
                 ws.flush().await
             };
             match tokio::time::timeout(self.app.cfg.body_timeout, step).await {
-                Ok(Ok(())) => return End::Closing(reason),
+                Ok(Ok(())) => {
+                    if self.parse.is_some() && matches!(reason, CloseReason::SessionEnded | CloseReason::TokenExpired) && Box::pin(self.linger(ws)).await {
+                        // The client closed; its close was answered.
+                        return End::Gone;
+                    }
+                    return End::Closing(reason);
+                }
                 Ok(Err(e)) => {
                     log::debug!("realtime: writing `closing` ({}): {e}", reason.as_str());
                     return End::Gone;
@@ -739,6 +745,36 @@ impl Ws {
                     return End::Gone;
                 }
             }
+        }
+    }
+}
+
+/// How long a Parse LiveQuery connection whose session ended (error 209 sent) stays open
+/// for its client to close.
+const PARSE_LINGER: Duration = Duration::from_secs(60);
+
+impl Ws {
+    /// After a Parse session ends, the socket stays open (its subscriptions gone) until
+    /// the client closes it, for at most PARSE_LINGER or until the server shuts down. The
+    /// Parse SDK reconnects whenever its socket closes, with the dead session token, and a
+    /// `LiveQueryClient` closed while that reconnect is pending rejects a promise nobody
+    /// holds (an unhandled rejection ends a Node process); Parse Server never closes it.
+    /// True when the client closed (or went away) meanwhile.
+    async fn linger(&self, ws: &mut WebSocketStream<Socket>) -> bool {
+        let mut shutdown = self.shutdown.clone();
+        let read = async {
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_close() {
+                    // tungstenite queued the answering close frame: send it.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), ws.flush()).await;
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            _ = read => true,
+            _ = tokio::time::sleep(PARSE_LINGER) => false,
+            _ = shutdown.wait_for(|s| *s) => false,
         }
     }
 }
