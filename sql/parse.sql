@@ -16,6 +16,21 @@ create table baas.parse_usernames (
 );
 comment on table baas.parse_usernames is 'The Parse username of accounts made through the Parse door (docs/parse.md)';
 
+-- Parse's authData: the sign-in providers an account is linked to, by the provider's id
+-- for it (0.14.0). Only `anonymous` is served (Parse.AnonymousUtils): its id, a random
+-- UUID the SDK makes, is the credential, as in Parse Server.
+create table baas.parse_auth_data (
+    provider text not null check (provider in ('anonymous')),
+    provider_id text not null check (length(provider_id) between 1 and 256 and provider_id !~ '[[:cntrl:]]'),
+    user_id uuid not null references baas.users (id) on delete cascade,
+    primary key (provider, provider_id)
+);
+create index parse_auth_data_user_id_idx on baas.parse_auth_data (user_id);
+comment on table baas.parse_auth_data is 'Parse authData: the providers (anonymous) an account made through the Parse door is linked to (docs/parse.md)';
+revoke all on baas.parse_auth_data from public;
+alter table baas.parse_auth_data enable row level security;
+select pg_catalog.pg_extension_config_dump('baas.parse_auth_data', '');
+
 -- Parse session tokens, as SHA-256 of the token; each belongs to one pgbaas session.
 create table baas._parse_sessions (
     token_hash bytea primary key,
@@ -52,7 +67,9 @@ as $$
         'email', u.email,
         'emailVerified', case when u.email is not null then u.email_verified_at is not null end,
         'createdAt', baas._parse_date(u.created_at),
-        'updatedAt', baas._parse_date(u.updated_at)))
+        'updatedAt', baas._parse_date(u.updated_at),
+        'authData', (select pg_catalog.jsonb_object_agg(a.provider, pg_catalog.jsonb_build_object('id', a.provider_id))
+                       from baas.parse_auth_data a where a.user_id = u.id)))
 $$;
 
 -- A new Parse session token for the session baas._new_session answered with (found from
@@ -196,6 +213,111 @@ end
 $$;
 comment on function baas.parse_login(text, text, text) is
     'Parse door: sign in by username; the Parse user with a new sessionToken, or {"error": {...}}';
+
+-- POST /parse/users with authData {"anonymous": {"id"}} (Parse.AnonymousUtils.logIn):
+-- the account linked to that id, signed in, or else a new anonymous account (as
+-- baas.sign_in_anonymously makes: no email, no password; setting anonymous_sign_in)
+-- with a random username, linked to it. The Parse user with a new sessionToken and
+-- `created`; a suspended account's {"error": {...}}.
+create function baas.parse_login_anonymous(anonymous_id text, installation_id text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    u baas.users;
+    v jsonb;
+    v_created boolean := false;
+begin
+    if not (select s.anonymous_sign_in from baas.settings s) then
+        perform baas._raise('42501', 'anonymous_sign_in_disabled', 'anonymous sign-in is not enabled');
+    end if;
+    if anonymous_id is null or length(anonymous_id) not between 1 and 256 or anonymous_id ~ '[[:cntrl:]]' then
+        perform baas._raise('22023', 'invalid_request', 'authData.anonymous.id must be 1 to 256 characters without control characters');
+    end if;
+    -- Two first sign-ins with one id make one account.
+    perform pg_advisory_xact_lock(hashtextextended('baas.parse_auth_data:anonymous:' || anonymous_id, 0));
+    select x.* into u from baas.parse_auth_data a join baas.users x on x.id = a.user_id
+     where a.provider = 'anonymous' and a.provider_id = anonymous_id;
+    if not found then
+        insert into baas.users (id, email, password_hash, data, is_anonymous)
+        values (baas.uuid7(), null, null, '{}', true)
+        returning * into u;
+        insert into baas.parse_usernames (user_id, username) values (u.id, replace(gen_random_uuid()::text, '-', ''));
+        insert into baas.parse_auth_data (provider, provider_id, user_id) values ('anonymous', anonymous_id, u.id);
+        perform baas._audit('signup.anonymous', u.id, details => jsonb_build_object('door', 'parse'));
+        v_created := true;
+    end if;
+    v := baas._complete_sign_in(u, 'anonymous', baas._parse_installation(installation_id));
+    if v ? 'error' then
+        return v;
+    end if;
+    if v ? 'mfa_required' then
+        return jsonb_build_object('error', jsonb_build_object('code', 'mfa_required',
+            'message', 'this account signs in with a second factor, which the Parse door does not take; sign in through /v1/auth'));
+    end if;
+    return baas._parse_user_json(u) || jsonb_build_object('sessionToken', baas._parse_session_token(v), 'created', v_created);
+end
+$$;
+comment on function baas.parse_login_anonymous(text, text) is
+    'Parse door: sign in with anonymous authData, making the anonymous account on first use; the Parse user with a sessionToken and created, or {"error": {...}}';
+
+-- PUT /parse/users/{id} with a password from the signed-in anonymous account (the SDK's
+-- signUp of an anonymous user): it becomes a full account with that username and
+-- password (and email, if given), keeping its id, hence its objects, files and grants,
+-- and its session (baas.upgrade_account's rule, a Parse username standing in for the
+-- email). Its anonymous authData goes; `patch` (the user's other fields) is applied as
+-- baas.parse_update_user applies it, in the same transaction.
+create function baas.parse_upgrade_anonymous(username text, password text, email text default null,
+                                             patch jsonb default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    u baas.users;
+    v_mode text := (select s.email_verification from baas.settings s);
+begin
+    perform baas._require_session();
+    select x.* into u from baas.users x where x.id = baas.uid() for update;
+    if not found then
+        perform baas._raise('28000', 'invalid_token', 'the account of this token no longer exists');
+    end if;
+    if not u.is_anonymous then
+        perform baas._raise('42501', 'not_anonymous', 'this account is not anonymous; its password changes through PATCH /v1/auth/user with the current one');
+    end if;
+    if username is null or username = '' then
+        perform baas._raise('22023', 'username_missing', 'bad or missing username');
+    end if;
+    if password is null or password = '' then
+        perform baas._raise('22023', 'password_missing', 'password is required');
+    end if;
+    perform baas._check_password(password);
+    if v_mode = 'required' and email is null then
+        perform baas._raise('22023', 'email_missing', 'you must provide an email: this app signs in only with a verified email');
+    end if;
+    if v_mode <> 'off' and email is not null then
+        perform baas._email_configured();
+    end if;
+    begin
+        update baas.users x
+           set email = case when email is not null then baas._normalize_email(email) end,
+               password_hash = baas._hash_password(password), is_anonymous = false, updated_at = now()
+         where x.id = u.id
+        returning * into u;
+    exception when unique_violation then
+        perform baas._raise('23505', 'email_taken', 'Account already exists for this email address.');
+    end;
+    delete from baas.parse_auth_data a where a.user_id = u.id and a.provider = 'anonymous';
+    perform baas._audit('user.upgrade', u.id, details => jsonb_build_object('email', u.email, 'door', 'parse'));
+    if v_mode <> 'off' and u.email is not null then
+        perform baas._email_token('verify_email', u.id, u.email, u.language, '{}', true, false);
+    end if;
+    return baas.parse_update_user(u.id, username, patch);
+end
+$$;
+comment on function baas.parse_upgrade_anonymous(text, text, text, jsonb) is
+    'Parse door: the signed-in anonymous account becomes a full one with a username and password, keeping its id and session';
 
 -- GET /parse/users/me: the signed-in user.
 create function baas.parse_me() returns jsonb
@@ -569,6 +691,7 @@ declare
     v_id uuid;
     v_hash text;
     v_email text;
+    v_anonymous text;
     v_created timestamptz;
 begin
     if users is null or jsonb_typeof(users) <> 'array' then
@@ -595,19 +718,30 @@ begin
             end;
         end if;
         v_email := case when r ->> 'email' is not null then baas._normalize_email(r ->> 'email') end;
+        v_anonymous := r ->> 'anonymous_id';
+        if r ? 'anonymous_id' and jsonb_typeof(r -> 'anonymous_id') not in ('string', 'null')
+           or length(v_anonymous) not between 1 and 256 or v_anonymous ~ '[[:cntrl:]]' then
+            perform baas._raise('22023', 'invalid_request', format('row %s: anonymous_id is 1 to 256 characters without control characters', n));
+        end if;
         begin
-            insert into baas.users (id, email, password_hash, data, created_at, updated_at, email_verified_at)
+            -- An anonymous Parse user (authData.anonymous, no email, no password) stays
+            -- anonymous and signs in again with its id (baas.parse_login_anonymous).
+            insert into baas.users (id, email, password_hash, data, created_at, updated_at, email_verified_at, is_anonymous)
             values (v_id, v_email, v_hash, coalesce(r -> 'data', '{}'), v_created,
                     coalesce((r ->> 'updated_at')::timestamptz, v_created),
-                    case when (r -> 'email_verified') = 'true' then now() end);
+                    case when (r -> 'email_verified') = 'true' then now() end,
+                    v_anonymous is not null and v_email is null and v_hash is null);
             insert into baas.parse_usernames (user_id, username) values (v_id, r ->> 'username');
+            if v_anonymous is not null then
+                insert into baas.parse_auth_data (provider, provider_id, user_id) values ('anonymous', v_anonymous, v_id);
+            end if;
             v_imported := v_imported + 1;
         exception when unique_violation then
             if exists (select from baas.users u where u.id = v_id) then
                 v_skipped := v_skipped + 1;
             else
                 perform baas._raise('23505', 'email_taken',
-                    format('row %s: another account has this email or username', n));
+                    format('row %s: another account has this email, username or anonymous id', n));
             end if;
         end;
     end loop;

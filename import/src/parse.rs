@@ -183,10 +183,15 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
             *r.unmapped.entry("users without a username".into()).or_default() += 1;
             continue;
         };
-        if u.get("authData").is_some_and(|a| !a.is_null()) {
-            *r.unmapped.entry("users' authData (sign-in providers: link them again with /v1/auth/identities)".into()).or_default() += 1;
+        // An anonymous user keeps its anonymous id (the SDK signs in again with it);
+        // other providers are not mapped.
+        let auth = u.get("authData").and_then(Value::as_object);
+        let anonymous_id = auth.and_then(|a| a.get("anonymous")).and_then(|a| a.get("id")).and_then(Value::as_str);
+        if auth.is_some_and(|a| a.iter().any(|(k, v)| k != "anonymous" && !v.is_null())) {
+            *r.unmapped.entry("users' authData other than anonymous (sign-in providers: link them again with /v1/auth/identities)".into()).or_default() += 1;
         }
         batch.push(json!({
+            "anonymous_id": anonymous_id,
             "id": parse_uuid("_User", oid), "username": username, "email": u.get("email"),
             "password_hash": u.get("_hashed_password"), "email_verified": u.get("emailVerified") == Some(&json!(true)),
             "data": data(&user_fields, u, &["username", "email", "emailVerified", "password", "authData"], &mut r.unmapped),

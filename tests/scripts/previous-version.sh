@@ -15,8 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
-PREVIOUS_VERSION=0.12.0
-PREVIOUS_COMMIT=c866f3a8920c354753fda3baa790dfd9e94880f9
+PREVIOUS_VERSION=0.13.0
+PREVIOUS_COMMIT=caadb9a7a79118ae1f545c064552203469399227
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 base="$target/previous/$PREVIOUS_VERSION"

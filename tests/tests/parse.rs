@@ -32,7 +32,7 @@ fn door() -> &'static Proxy {
                    create function api.hello(name text) returns text language sql immutable as $$select 'hello ' || name$$;
                    create function api.whoami() returns uuid language sql stable as 'select baas.uid()';
                    create function api.boom() returns integer language plpgsql as $$begin raise exception 'it broke'; end$$;
-                   update baas.settings set email_from = 'Test App <noreply@pgbaas.test>', app_url = 'testapp://auth';"#,
+                   update baas.settings set email_from = 'Test App <noreply@pgbaas.test>', app_url = 'testapp://auth', anonymous_sign_in = true;"#,
             )
             .unwrap();
         let dir = std::env::temp_dir().join(format!("pgbaas-parse-{}", std::process::id()));
@@ -159,7 +159,7 @@ fn sdk_scenarios_agree_with_parse_server() {
     // Not "transactions": Parse Server 9 on Postgres dropped the connection on the batch
     // whose operation fails (`fetch failed`) in one of four runs, so no stable answer to
     // compare with; the door's side is sdk_transactional_batches_are_all_or_none.
-    let scenarios = ["users", "userSave", "userDelete", "objects", "acls", "queries", "includes", "subqueries", "relations", "liveQuery", "files"];
+    let scenarios = ["users", "userSave", "userDelete", "anonymous", "objects", "acls", "queries", "includes", "subqueries", "relations", "liveQuery", "files"];
     let facts = sdk_at(&peer.url, "parse-server", "peerapp", "peermaster", &scenarios);
     assert_eq!(facts.len(), scenarios.len(), "{facts:?}");
 
@@ -322,10 +322,21 @@ fn live_queries_end_with_their_session_even_when_it_only_expires() {
     let e = live_next(&mut ws);
     assert_eq!((e["op"].as_str(), e["code"].as_i64(), e["reconnect"].as_bool()), (Some("error"), Some(209), Some(false)), "{e}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "within the recheck: {:?}", started.elapsed());
+    // The socket stays open for the client to close (a close would make the SDK reconnect
+    // with the dead session): nothing more comes, and the client's close is answered.
+    ws.get_mut().set_read_timeout(Some(std::time::Duration::from_millis(1500))).unwrap();
+    match ws.read() {
+        Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+        other => panic!("the connection should stay open and quiet after the session ended: {other:?}"),
+    }
+    ws.get_mut().set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    ws.close(None).unwrap();
     loop {
         match ws.read() {
-            Ok(tungstenite::Message::Close(_)) | Err(_) => break,
+            Ok(tungstenite::Message::Close(_)) => break,
             Ok(_) => continue,
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("the server answers the client's close: {e}"),
         }
     }
 }
@@ -515,6 +526,74 @@ fn sdk_cloud_functions_are_exposed_sql_functions() {
 #[test]
 fn sdk_users_delete_their_own_account_only() {
     sdk(&["userDelete"]);
+}
+
+/// `Parse.AnonymousUtils`: an anonymous account that signs up keeping its id, objects
+/// and session; in SQL it is a pgbaas anonymous account until then, and the old
+/// anonymous id signs nobody in as it afterwards.
+#[test]
+fn sdk_anonymous_users_sign_up_keeping_their_id() {
+    let facts = sdk(&["anonymous"]);
+    let (user, fresh) = (facts[0]["user"].as_str().unwrap(), facts[0]["fresh"].as_str().unwrap());
+    let row = |id: &str| -> (bool, Option<String>, i64, bool) {
+        let r = admin()
+            .query_one(
+                "select u.is_anonymous, (select p.username from baas.parse_usernames p where p.user_id = u.id),
+                        (select count(*) from baas.parse_auth_data a where a.user_id = u.id), u.password_hash is not null
+                   from baas.users u where u.id = $1::text::uuid",
+                &[&id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    };
+    let (anonymous, name, links, password) = row(user);
+    assert_eq!((anonymous, name.unwrap_or_default().starts_with("anon-"), links, password), (false, true, 0, true), "signed up: a full account without authData");
+    let (anonymous, name, links, password) = row(fresh);
+    assert_eq!((anonymous, name.map(|n| n.len()), links, password), (true, Some(32), 1, false), "a new anonymous account with a random username");
+}
+
+/// Anonymous sign-in follows the `anonymous_sign_in` setting (Parse error 252 when off,
+/// as Parse Server with anonymous users disabled), and other providers are refused.
+#[test]
+fn rest_anonymous_auth_data() {
+    let body = |auth: Value| Some(json!({"authData": auth}).to_string());
+    let id = format!("anon-rest-{}", std::process::id());
+    let r = rest("POST", "/users", &[APP], body(json!({"anonymous": {"id": id}})).as_deref());
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = r.body["sessionToken"].as_str().unwrap().to_string();
+    assert!(token.starts_with("r:"), "{}", r.body);
+    assert_eq!(r.body["authData"], json!({"anonymous": {"id": id}}), "{}", r.body);
+    let again = rest("POST", "/users", &[APP], body(json!({"anonymous": {"id": id}})).as_deref());
+    assert_eq!((again.status, again.body["objectId"].clone()), (200, r.body["objectId"].clone()), "{}", again.body);
+    // A password on a user that is not anonymous is not changed here.
+    let who = r.body["objectId"].as_str().unwrap();
+    let me = rest("GET", "/users/me", &[APP, ("X-Parse-Session-Token", &token)], None);
+    assert_eq!(me.body["objectId"], json!(who), "{}", me.body);
+    for (auth, code) in [
+        (json!({"facebook": {"id": "1", "access_token": "x"}}), 252),
+        (json!({"anonymous": {"id": 5}}), 107),
+        (json!({"anonymous": {"id": ""}}), 107),
+        (json!("x"), 107),
+    ] {
+        let r = rest("POST", "/users", &[APP], body(auth.clone()).as_deref());
+        assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(code)), "{auth}: {}", r.body);
+    }
+    admin().batch_execute("update baas.settings set anonymous_sign_in = false").unwrap();
+    let off = rest("POST", "/users", &[APP], body(json!({"anonymous": {"id": format!("{id}-2")}})).as_deref());
+    admin().batch_execute("update baas.settings set anonymous_sign_in = true").unwrap();
+    assert_eq!((off.status, off.body["code"].as_i64()), (400, Some(252)), "{}", off.body);
+    // Signing up an anonymous account with a username taken answers 202 and changes nothing.
+    let taken = format!("taken-{}", std::process::id());
+    assert_eq!(rest("POST", "/users", &[APP], Some(&json!({"username": taken, "password": "taken-pass-1"}).to_string())).status, 201);
+    let up = rest("PUT", &format!("/users/{who}"), &[APP, ("X-Parse-Session-Token", &token)],
+                  Some(&json!({"username": taken, "password": "anon-pass-12", "authData": {"anonymous": null}}).to_string()));
+    assert_eq!((up.status, up.body["code"].as_i64()), (400, Some(202)), "{}", up.body);
+    let still: bool = admin().query_one("select is_anonymous from baas.users where id = $1::text::uuid", &[&who]).unwrap().get(0);
+    assert!(still, "a refused sign-up leaves the account anonymous");
+    // Linking another provider is refused.
+    let link = rest("PUT", &format!("/users/{who}"), &[APP, ("X-Parse-Session-Token", &token)],
+                    Some(&json!({"authData": {"apple": {"id": "a", "token": "t"}}}).to_string()));
+    assert_eq!(link.body["code"].as_i64(), Some(252), "{}", link.body);
 }
 
 #[test]

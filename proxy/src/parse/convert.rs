@@ -45,6 +45,7 @@ pub const SESSION_MISSING: i64 = 206;
 pub const MISSING_REQUIRED_FIELD: i64 = 135;
 pub const CHANGED_IMMUTABLE_FIELD: i64 = 136;
 pub const INVALID_SESSION_TOKEN: i64 = 209;
+pub const UNSUPPORTED_SERVICE: i64 = 252;
 
 impl ParseError {
     pub fn new(status: StatusCode, code: i64, message: impl Into<String>) -> Self {
@@ -81,6 +82,9 @@ impl ParseError {
             "username_missing" | "username_invalid" => (StatusCode::BAD_REQUEST, USERNAME_MISSING, m),
             "email_missing" => (StatusCode::BAD_REQUEST, EMAIL_MISSING, m),
             "not_own_user" => (StatusCode::BAD_REQUEST, SESSION_MISSING, m),
+            // As Parse Server with enableAnonymousUsers off.
+            "anonymous_sign_in_disabled" => (StatusCode::BAD_REQUEST, UNSUPPORTED_SERVICE, "This authentication method is unsupported.".to_string()),
+            "not_anonymous" => (StatusCode::BAD_REQUEST, VALIDATION_ERROR, m),
             "installation_incomplete" => (StatusCode::BAD_REQUEST, MISSING_REQUIRED_FIELD, m),
             "installation_id_changed" => (StatusCode::BAD_REQUEST, CHANGED_IMMUTABLE_FIELD, m),
             "password_missing" => (StatusCode::BAD_REQUEST, PASSWORD_MISSING, m),

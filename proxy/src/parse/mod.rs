@@ -1238,8 +1238,8 @@ async fn signup(c: &Call<'_>, body: &Map<String, Value>) -> Result<(StatusCode, 
     let username = text_field(body, "username")?;
     let password = text_field(body, "password")?;
     let email = text_field(body, "email")?;
-    if body.contains_key("authData") {
-        return Err(ParseError::bad(convert::OTHER_CAUSE, "authData sign-up is not supported by pgbaas's Parse door yet (docs/parse.md)"));
+    if let Some(auth) = body.get("authData") {
+        return anonymous_login(c, auth).await;
     }
     let mut data = Map::new();
     for (k, v) in body {
@@ -1252,6 +1252,35 @@ async fn signup(c: &Call<'_>, body: &Map<String, Value>) -> Result<(StatusCode, 
         .run("select baas.parse_signup($1, $2, $3, $4::text::jsonb, $5)::text", &[&username, &password, &email, &data, &c.installation])
         .await?;
     Ok((StatusCode::CREATED, user))
+}
+
+/// `POST /users` with `authData` (`Parse.AnonymousUtils.logIn`, `logInWith`): the
+/// anonymous provider signs in the account linked to its id, made on first use (201) or
+/// found (200). Other providers answer 252, as from Parse Server without them.
+async fn anonymous_login(c: &Call<'_>, auth: &Value) -> Result<(StatusCode, Value), ParseError> {
+    let Some(providers) = auth.as_object() else {
+        return Err(ParseError::bad(convert::INVALID_JSON, "authData must be an object"));
+    };
+    let linked: Vec<(&String, &Value)> = providers.iter().filter(|(_, v)| !v.is_null()).collect();
+    let id = match linked.as_slice() {
+        [(name, data)] if name.as_str() == "anonymous" => match data.get("id") {
+            Some(Value::String(id)) => id.clone(),
+            _ => return Err(ParseError::bad(convert::INVALID_JSON, "authData.anonymous needs its id (a string)")),
+        },
+        [] => return Err(ParseError::bad(convert::USERNAME_MISSING, "bad or missing username")),
+        _ => {
+            return Err(ParseError::bad(
+                convert::UNSUPPORTED_SERVICE,
+                "This authentication method is unsupported: pgbaas's Parse door signs in with authData.anonymous only (docs/parse.md)",
+            ))
+        }
+    };
+    let mut user = c.run("select baas.parse_login_anonymous($1, $2)::text", &[&id, &c.installation]).await?;
+    if let Some(e) = refused(&user) {
+        return Err(e);
+    }
+    let created = user.as_object_mut().and_then(|o| o.remove("created")) == Some(Value::Bool(true));
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, user))
 }
 
 /// One attempt against the per-account limit `key`, as the `/v1` sign-in routes count
@@ -1326,15 +1355,42 @@ async fn get_user(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), ParseEr
 async fn update_user(c: &Call<'_>, id: &str, body: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let id = convert::object_id(id)?;
     let username = text_field(body, "username")?;
-    if body.contains_key("password") {
-        return Err(ParseError::bad(convert::VALIDATION_ERROR, "a password is changed through PATCH /v1/auth/user with the current password, or a reset mail (docs/parse.md)"));
-    }
-    if body.contains_key("authData") {
-        return Err(ParseError::bad(convert::OTHER_CAUSE, "authData is not supported by pgbaas's Parse door yet (docs/parse.md)"));
+    let password = text_field(body, "password")?;
+    // The SDK's signUp of an anonymous user sends `{"anonymous": null}` (unlinking it);
+    // linking a provider is not served.
+    if let Some(auth) = body.get("authData") {
+        if !auth.as_object().is_some_and(|o| o.iter().all(|(k, v)| k == "anonymous" && v.is_null())) {
+            return Err(ParseError::bad(
+                convert::UNSUPPORTED_SERVICE,
+                "This authentication method is unsupported: pgbaas's Parse door links no sign-in provider to an account (docs/parse.md)",
+            ));
+        }
     }
     let mut fields = body.clone();
-    for k in ["username", "sessionToken", "emailVerified", "ACL"] {
+    for k in ["username", "password", "authData", "sessionToken", "emailVerified", "ACL"] {
         fields.remove(k);
+    }
+    if let Some(password) = password {
+        // An anonymous account signing up keeps its id and session; any other account's
+        // password changes through pgbaas's own flow (the SQL refuses it: not_anonymous).
+        if c.master {
+            return Err(ParseError::bad(convert::VALIDATION_ERROR, "a password is set through pgbaas's own flows (a reset mail), not with the master key (docs/parse.md)"));
+        }
+        let email = match fields.remove("email") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(e)) => Some(e),
+            Some(_) => return Err(ParseError::bad(convert::INVALID_JSON, "email must be a string")),
+        };
+        let me = c.run("select baas.parse_me()::text", &[]).await?;
+        if me.get("objectId").and_then(Value::as_str) != Some(id.as_str()) {
+            return Err(ParseError::bad(convert::SESSION_MISSING, format!("Cannot modify user {id}.")));
+        }
+        let (patch, _, _) = convert::update_body(&fields)?;
+        let patch = json_text(&patch);
+        let user = c
+            .run("select baas.parse_upgrade_anonymous($1, $2, $3, $4::text::jsonb)::text", &[&username, &password, &email, &patch])
+            .await?;
+        return Ok((StatusCode::OK, json!({"updatedAt": user["updatedAt"]})));
     }
     if let Some(email) = fields.remove("email") {
         // The SDK sends back what it holds; only a change is refused.
