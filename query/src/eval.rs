@@ -197,6 +197,12 @@ mod tests {
             assert!(crate::parse::parse(&bad).is_err(), "{bad}");
         }
         assert_eq!(crate::parse::instant_text(crate::parse::instant("2026-12-04T11:00:00.5+01:00").unwrap()), "2026-12-04T10:00:00.500000Z");
+        // Postgres's local-mean-time offsets, with seconds.
+        assert_eq!(crate::parse::instant("1900-01-01T00:19:32+00:19:32"), crate::parse::instant("1900-01-01T00:00:00Z"));
+        assert_eq!(crate::parse::instant("1900-01-01T00:00:00-00:00:01"), crate::parse::instant("1900-01-01T00:00:01Z"));
+        assert!(crate::parse::instant("1900-01-01T00:00:00+0:0:01").is_err());
+        assert!(crate::parse::instant("é1900-01-01T00:00:00é+00:00").is_err(), "no panic on a character across the cut");
+        assert!(crate::parse::instant("ééééé").is_err());
         assert!(m(json!({"a": {"$nin": [1, 2]}}), json!({})));
         assert!(m(json!({"a": [1, {"b": 2}]}), json!({"a": [1.0, {"b": 2}]})));
     }

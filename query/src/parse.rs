@@ -125,8 +125,16 @@ pub struct TimeCond {
 
 /// An RFC 3339 instant (`2026-12-04T10:00:00.123Z`, any offset, at most six fraction
 /// digits that are not zero) as microseconds since the epoch; years 1 to 9999.
+/// Postgres writes an offset with seconds (`+00:19:32`) for times before a zone's
+/// standard time (local mean time, in restored old data): taken too.
 pub fn instant(s: &str) -> Result<i64, String> {
-    let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2026-12-04T10:00:00.123Z ({e})"))?;
+    let t = match chrono::DateTime::parse_from_rfc3339(s) {
+        Ok(t) => t,
+        Err(e) => match seconds_offset(s) {
+            Some(t) => t,
+            None => return Err(format!("{s:?} is not an RFC 3339 time such as 2026-12-04T10:00:00.123Z ({e})")),
+        },
+    };
     if t.timestamp_subsec_nanos() % 1000 != 0 {
         return Err(format!("{s:?} is more precise than a microsecond"));
     }
@@ -135,6 +143,24 @@ pub fn instant(s: &str) -> Result<i64, String> {
         return Err(format!("{s:?} is outside the years 1 to 9999"));
     }
     Ok(t.timestamp_micros())
+}
+
+/// `…±HH:MM:SS` (an offset with seconds) as the instant it names.
+fn seconds_offset(s: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    let at = s.len().checked_sub(9).filter(|at| s.is_char_boundary(*at))?;
+    let (head, offset) = s.split_at(at);
+    let sign = match offset.as_bytes()[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let parts: Vec<&str> = offset[1..].split(':').collect();
+    let [h, m, sec] = parts.as_slice() else { return None };
+    let n = |x: &str| if x.len() == 2 && x.bytes().all(|b| b.is_ascii_digit()) { x.parse::<i32>().ok() } else { None };
+    let secs = sign * (n(h)? * 3600 + n(m)? * 60 + n(sec)?);
+    let base = chrono::DateTime::parse_from_rfc3339(&format!("{head}+00:00")).ok()?;
+    let zone = chrono::FixedOffset::east_opt(secs)?;
+    Some(base.checked_sub_signed(chrono::Duration::seconds(secs as i64))?.with_timezone(&zone))
 }
 
 /// Microseconds since the epoch as RFC 3339 in UTC with six fraction digits.

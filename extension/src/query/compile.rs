@@ -100,13 +100,19 @@ pub fn compile_filter_on(f: &Filter, params: &mut Params, field: &dyn Fn(&Path) 
         // Leaves are NULL (unknown) where a field is missing; NOT must see that as false.
         Filter::Not(inner) => format!("(not coalesce({}, false))", compile_filter_on(inner, params, field)),
         // The column against the instant made exactly from its microseconds (no text for
-        // Postgres to parse); a btree index on the column can serve it.
+        // Postgres to parse); a btree index on the column can serve it. Seconds and the
+        // remaining microseconds apart: `bigint * interval` goes through float8, which
+        // rounds beyond 2^53 microseconds (before 1685 or after 2255).
         Filter::Time(which, conds) => {
             let parts: Vec<String> = conds
                 .iter()
                 .map(|c| {
                     let at = params.push_text(json!(c.micros));
-                    format!("d.{} {} ('epoch'::timestamptz + ({at})::bigint * interval '1 microsecond')", which.column(), c.op.sql())
+                    format!(
+                        "d.{} {} ('epoch'::timestamptz + (({at})::bigint / 1000000) * interval '1 second' + (({at})::bigint % 1000000) * interval '1 microsecond')",
+                        which.column(),
+                        c.op.sql()
+                    )
                 })
                 .collect();
             match parts.as_slice() {
@@ -180,18 +186,20 @@ fn compile_cond(x: &str, c: &Cond, params: &mut Params) -> Vec<String> {
 /// `s` starts with, ends with or holds `t` (two text expressions), byte for byte, or
 /// with ASCII letters folded: `lower()` under the "C" collation folds A-Z and nothing
 /// else (Postgres's str_tolower), as Rust's `to_ascii_lowercase` does in the evaluator.
+/// Everything under "C": a protected table's column may have a nondeterministic
+/// collation, under which `starts_with` matches ignoring case and `strpos` refuses to run.
 /// Shared by documents and protected tables.
 pub fn text_cond(s: &str, op: TextOp, fold: bool, t: &str) -> String {
     let (s, t) = if fold {
         (format!("lower({s} collate \"C\")"), format!("lower({t} collate \"C\")"))
     } else {
-        (s.to_string(), t.to_string())
+        (format!("({s} collate \"C\")"), format!("({t} collate \"C\")"))
     };
     match op {
         TextOp::Prefix => format!("starts_with({s}, {t})"),
         TextOp::Substring => format!("(strpos({s}, {t}) > 0)"),
         // The last char_length(t) characters are t, compared byte for byte.
-        TextOp::Suffix => format!("(right({s}, char_length({t})) collate \"C\" = {t} collate \"C\")"),
+        TextOp::Suffix => format!("(right({s}, char_length({t})) collate \"C\" = {t})"),
     }
 }
 

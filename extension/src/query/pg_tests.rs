@@ -160,12 +160,24 @@ mod tests {
     /// bound's side are both tested.
     const T0: i64 = 1_767_225_600_000_000;
     const T_OFFSETS: &[i64] = &[0, 1, 499_999, 500_000, 1_000_000, 1_500_000];
+    /// Instants far from 1970, where microseconds pass 2^53 (a double would round them).
+    const FAR: &[&str] = &["1600-01-01T00:00:00.000001Z", "2300-01-01T00:00:00.000001Z", "9999-12-31T23:59:59.999999Z"];
+
+    fn far(r: &mut Rng) -> i64 {
+        let at: &&str = r.pick(FAR);
+        parse::instant(at).unwrap()
+    }
 
     /// A `$created_at`/`$updated_at` condition on those instants and their neighbours,
     /// written in UTC or at +01:00 (the same instants).
     fn time_filter(r: &mut Rng) -> Value {
         fn at(r: &mut Rng) -> String {
-            let m = T0 + *r.pick(&[-1, 0, 1, 2, 499_999, 500_000, 500_001, 1_000_000, 1_500_000, 2_000_000]);
+            let m = if r.below(5) == 0 {
+                far(r) + *r.pick(&[-1, 0, 1])
+            } else {
+                T0 + *r.pick(&[-1, 0, 1, 2, 499_999, 500_000, 500_001, 1_000_000, 1_500_000, 2_000_000])
+            };
+            let m = m.min(parse::instant("9999-12-31T23:59:59.999999Z").unwrap());
             let utc = parse::instant_text(m);
             if r.below(2) == 0 {
                 utc
@@ -264,8 +276,9 @@ mod tests {
         let times: Vec<Value> = docs
             .iter()
             .map(|d| {
-                let c = T0 + *r.pick(T_OFFSETS);
-                json!({"id": d.id, "c": parse::instant_text(c), "u": parse::instant_text(c + *r.pick(T_OFFSETS))})
+                let c = if r.below(6) == 0 { far(r) } else { T0 + *r.pick(T_OFFSETS) };
+                let u = if r.below(6) == 0 { far(r) } else { T0 + *r.pick(T_OFFSETS) };
+                json!({"id": d.id, "c": parse::instant_text(c), "u": parse::instant_text(u)})
             })
             .collect();
         Spi::run("set local session_replication_role = replica").unwrap();
