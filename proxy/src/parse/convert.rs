@@ -340,6 +340,13 @@ pub fn acl_from_baas(acl: &Value) -> Value {
 /// `2026-12-04T16:20:00.123456+00:00` (a document's time, the proxy's connections run in
 /// UTC) as Parse writes times: `2026-12-04T16:20:00.123Z`.
 pub fn parse_date(t: &str) -> String {
+    // The instant in UTC, whatever the session's TimeZone wrote it in.
+    if let Ok(us) = pgbaas_query::parse::instant(t) {
+        let text = pgbaas_query::parse::instant_text(us.div_euclid(1000) * 1000);
+        if let Some(ms) = text.get(..23) {
+            return format!("{ms}Z");
+        }
+    }
     let (main, _zone) = match t.rfind(['+', 'Z']) {
         Some(i) if i > 10 => (&t[..i], &t[i..]),
         _ => (t, ""),
@@ -627,12 +634,17 @@ fn time_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
     let floor = |x: i64| x.div_euclid(MS) * MS;
     let ceil = |x: i64| floor(x) + if x.rem_euclid(MS) == 0 { 0 } else { MS };
     let at = |x: i64| Value::String(pgbaas_query::parse::instant_text(x));
+    // A bound past the last instant the language takes (9999-12-31T23:59:59.999999Z):
+    // `t ≥` it holds for nothing, `t <` it for everything.
+    let last = pgbaas_query::parse::instant("9999-12-31T23:59:59.999999Z").unwrap_or(i64::MAX);
+    let ge = |b: i64| if b > last { json!({"$not": {}}) } else { json!({field: {"$gte": at(b)}}) };
+    let lt = |b: i64| if b > last { json!({}) } else { json!({field: {"$lt": at(b)}}) };
     let eq = |x: i64| {
         if x.rem_euclid(MS) == 0 {
-            json!({field: {"$gte": at(x), "$lt": at(x + MS)}})
+            json!({"$and": [ge(x), lt(x + MS)]})
         } else {
             // No time shown to the millisecond equals it.
-            json!({field: {"$gt": at(x), "$lt": at(x)}})
+            json!({"$not": {}})
         }
     };
     let ops = match v.as_object() {
@@ -642,10 +654,10 @@ fn time_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
     let mut parts = Vec::new();
     for (op, arg) in ops {
         parts.push(match op.as_str() {
-            "$gt" => json!({field: {"$gte": at(floor(instant(arg)?) + MS)}}),
-            "$gte" => json!({field: {"$gte": at(ceil(instant(arg)?))}}),
-            "$lt" => json!({field: {"$lt": at(ceil(instant(arg)?))}}),
-            "$lte" => json!({field: {"$lt": at(floor(instant(arg)?) + MS)}}),
+            "$gt" => ge(floor(instant(arg)?) + MS),
+            "$gte" => ge(ceil(instant(arg)?)),
+            "$lt" => lt(ceil(instant(arg)?)),
+            "$lte" => lt(floor(instant(arg)?) + MS),
             "$eq" => eq(instant(arg)?),
             "$ne" => json!({"$not": eq(instant(arg)?)}),
             // Every object has both times.
@@ -914,6 +926,9 @@ mod tests {
         assert_eq!(parse_date("2026-12-04T16:20:00.123456+00:00"), "2026-12-04T16:20:00.123Z");
         assert_eq!(parse_date("2026-12-04T16:20:00+00:00"), "2026-12-04T16:20:00.000Z");
         assert_eq!(parse_date("2026-12-04T16:20:00.1+00:00"), "2026-12-04T16:20:00.100Z");
+        // Whatever the server's TimeZone: the instant, in UTC.
+        assert_eq!(parse_date("2026-12-04T17:20:00.123999+01:00"), "2026-12-04T16:20:00.123Z");
+        assert_eq!(parse_date("2026-12-04T11:20:00-05:00"), "2026-12-04T16:20:00.000Z");
     }
 
     #[test]
@@ -969,9 +984,16 @@ mod tests {
         assert_eq!(filter_of(&json!({"createdAt": {"$gte": d("2026-12-04T10:00:00.1234Z"), "$lt": d("2026-12-04T10:00:00.1234Z")}})).unwrap(),
                    json!({"$and": [{"$created_at": {"$gte": "2026-12-04T10:00:00.124000Z"}}, {"$created_at": {"$lt": "2026-12-04T10:00:00.124000Z"}}]}));
         assert_eq!(filter_of(&json!({"createdAt": d("2026-12-04T10:00:00.123Z")})).unwrap(),
-                   json!({"$created_at": {"$gte": "2026-12-04T10:00:00.123000Z", "$lt": "2026-12-04T10:00:00.124000Z"}}));
-        assert_eq!(filter_of(&json!({"createdAt": {"$ne": d("2026-12-04T10:00:00.1234Z")}})).unwrap(),
-                   json!({"$not": {"$created_at": {"$gt": "2026-12-04T10:00:00.123400Z", "$lt": "2026-12-04T10:00:00.123400Z"}}}));
+                   json!({"$and": [{"$created_at": {"$gte": "2026-12-04T10:00:00.123000Z"}}, {"$created_at": {"$lt": "2026-12-04T10:00:00.124000Z"}}]}));
+        assert_eq!(filter_of(&json!({"createdAt": {"$ne": d("2026-12-04T10:00:00.1234Z")}})).unwrap(), json!({"$not": {"$not": {}}}));
+        // At the end of year 9999 a bound past the last instant holds for all or nothing.
+        assert_eq!(filter_of(&json!({"createdAt": {"$lte": d("9999-12-31T23:59:59.999Z")}})).unwrap(), json!({}));
+        assert_eq!(filter_of(&json!({"createdAt": {"$gt": d("9999-12-31T23:59:59.999Z")}})).unwrap(), json!({"$not": {}}));
+        assert_eq!(filter_of(&json!({"createdAt": d("9999-12-31T23:59:59.999Z")})).unwrap(),
+                   json!({"$and": [{"$created_at": {"$gte": "9999-12-31T23:59:59.999000Z"}}, {}]}));
+        for w in [json!({"createdAt": {"$gte": d("9999-12-31T23:59:59.9995Z"), "$lt": d("0001-01-01T00:00:00Z")}})] {
+            pgbaas_query::parse::parse(&filter_of(&w).unwrap()).unwrap();
+        }
         for w in [json!({"createdAt": {"$in": [d("2026-12-04T10:00:00Z")]}}), json!({"createdAt": {"$gt": 5}}),
                   json!({"updatedAt": {"$gt": d("yesterday")}})] {
             assert_eq!(filter_of(&w).unwrap_err().code, INVALID_QUERY, "{w}");
