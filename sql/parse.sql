@@ -217,7 +217,9 @@ comment on function baas.parse_login(text, text, text) is
 -- POST /parse/users with authData {"anonymous": {"id"}} (Parse.AnonymousUtils.logIn):
 -- the account linked to that id, signed in, or else a new anonymous account (as
 -- baas.sign_in_anonymously makes: no email, no password; setting anonymous_sign_in)
--- with a random username, linked to it. The Parse user with a new sessionToken and
+-- with a random username, linked to it. A link left on an account that has since
+-- become a full one (baas.upgrade_account) signs nobody in: it goes, and the id makes a
+-- new account, as after a Parse sign-up. The Parse user with a new sessionToken and
 -- `created`; a suspended account's {"error": {...}}.
 create function baas.parse_login_anonymous(anonymous_id text, installation_id text default null) returns jsonb
 language plpgsql volatile security definer
@@ -227,6 +229,7 @@ as $$
 declare
     u baas.users;
     v jsonb;
+    v_found boolean;
     v_created boolean := false;
 begin
     if not (select s.anonymous_sign_in from baas.settings s) then
@@ -237,9 +240,18 @@ begin
     end if;
     -- Two first sign-ins with one id make one account.
     perform pg_advisory_xact_lock(hashtextextended('baas.parse_auth_data:anonymous:' || anonymous_id, 0));
+    -- The account locked against a concurrent sign-up, upgrade or suspension.
     select x.* into u from baas.parse_auth_data a join baas.users x on x.id = a.user_id
-     where a.provider = 'anonymous' and a.provider_id = anonymous_id;
-    if not found then
+     where a.provider = 'anonymous' and a.provider_id = anonymous_id
+       for update of x;
+    v_found := found;
+    if v_found and not u.is_anonymous then
+        delete from baas.parse_auth_data a where a.provider = 'anonymous' and a.provider_id = anonymous_id;
+        v_found := false;
+    end if;
+    if v_found then
+        perform baas._audit('login', u.id, details => jsonb_build_object('method', 'anonymous', 'door', 'parse'));
+    else
         insert into baas.users (id, email, password_hash, data, is_anonymous)
         values (baas.uuid7(), null, null, '{}', true)
         returning * into u;
@@ -266,8 +278,10 @@ comment on function baas.parse_login_anonymous(text, text) is
 -- signUp of an anonymous user): it becomes a full account with that username and
 -- password (and email, if given), keeping its id, hence its objects, files and grants,
 -- and its session (baas.upgrade_account's rule, a Parse username standing in for the
--- email). Its anonymous authData goes; `patch` (the user's other fields) is applied as
--- baas.parse_update_user applies it, in the same transaction.
+-- email). Without a username it keeps the one it has (the SDK sends only what changed).
+-- Its anonymous authData goes; `patch` (the user's other fields) is applied as
+-- baas.parse_update_user applies it, in the same transaction. What would be refused is
+-- refused before the password is hashed.
 create function baas.parse_upgrade_anonymous(username text, password text, email text default null,
                                              patch jsonb default '{}') returns jsonb
 language plpgsql volatile security definer
@@ -286,8 +300,14 @@ begin
     if not u.is_anonymous then
         perform baas._raise('42501', 'not_anonymous', 'this account is not anonymous; its password changes through PATCH /v1/auth/user with the current one');
     end if;
-    if username is null or username = '' then
-        perform baas._raise('22023', 'username_missing', 'bad or missing username');
+    if username is not null and (username = '' or length(username) > 256 or username ~ '[[:cntrl:]]') then
+        perform baas._raise('22023', 'username_invalid', 'a username is 1 to 256 characters without control characters');
+    end if;
+    if username is not null and exists (select from baas.parse_usernames p where p.username = parse_upgrade_anonymous.username and p.user_id <> u.id) then
+        perform baas._raise('23505', 'username_taken', 'Account already exists for this username.');
+    end if;
+    if email is not null and exists (select from baas.users x where x.email = baas._normalize_email(email) and x.id <> u.id) then
+        perform baas._raise('23505', 'email_taken', 'Account already exists for this email address.');
     end if;
     if password is null or password = '' then
         perform baas._raise('22023', 'password_missing', 'password is required');
@@ -678,7 +698,9 @@ comment on function baas.parse_set_config(jsonb, jsonb) is 'Parse door: set Pars
 -- hashes (checked as baas.import_users checks them; replaced by argon2id at the first
 -- sign-in) and usernames, under the ids the importer chose. A row already there (same id)
 -- is skipped, so an import can run again and resume. DBAs and the service role only.
--- Rows: {id, username, email?, password_hash?, email_verified?, data?, created_at?, updated_at?}.
+-- Rows: {id, username, email?, password_hash?, email_verified?, data?, created_at?, updated_at?,
+-- anonymous_id?}: with anonymous_id and neither email nor hash, an anonymous account
+-- linked to that id (baas.parse_auth_data).
 create function baas.parse_import_users(users jsonb) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -725,14 +747,15 @@ begin
         end if;
         begin
             -- An anonymous Parse user (authData.anonymous, no email, no password) stays
-            -- anonymous and signs in again with its id (baas.parse_login_anonymous).
+            -- anonymous and signs in again with its id (baas.parse_login_anonymous); an
+            -- anonymous_id on any other account is not linked.
             insert into baas.users (id, email, password_hash, data, created_at, updated_at, email_verified_at, is_anonymous)
             values (v_id, v_email, v_hash, coalesce(r -> 'data', '{}'), v_created,
                     coalesce((r ->> 'updated_at')::timestamptz, v_created),
                     case when (r -> 'email_verified') = 'true' then now() end,
                     v_anonymous is not null and v_email is null and v_hash is null);
             insert into baas.parse_usernames (user_id, username) values (v_id, r ->> 'username');
-            if v_anonymous is not null then
+            if v_anonymous is not null and v_email is null and v_hash is null then
                 insert into baas.parse_auth_data (provider, provider_id, user_id) values ('anonymous', v_anonymous, v_id);
             end if;
             v_imported := v_imported + 1;

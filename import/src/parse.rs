@@ -186,7 +186,15 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
         // An anonymous user keeps its anonymous id (the SDK signs in again with it);
         // other providers are not mapped.
         let auth = u.get("authData").and_then(Value::as_object);
-        let anonymous_id = auth.and_then(|a| a.get("anonymous")).and_then(|a| a.get("id")).and_then(Value::as_str);
+        let anonymous = auth.and_then(|a| a.get("anonymous")).filter(|a| !a.is_null());
+        // Linked only to an account with neither email nor password (what an anonymous
+        // Parse user is) and by an id baas.parse_auth_data takes.
+        let linkable = |id: &str| (1..=256).contains(&id.chars().count()) && !id.chars().any(char::is_control);
+        let plain = u.get("email").is_none_or(Value::is_null) && u.get("_hashed_password").is_none_or(Value::is_null);
+        let anonymous_id = anonymous.and_then(|a| a.get("id")).and_then(Value::as_str).filter(|id| plain && linkable(id));
+        if anonymous.is_some() && anonymous_id.is_none() {
+            *r.unmapped.entry("users' anonymous authData on an account with a password or email, or with an unusable id".into()).or_default() += 1;
+        }
         if auth.is_some_and(|a| a.iter().any(|(k, v)| k != "anonymous" && !v.is_null())) {
             *r.unmapped.entry("users' authData other than anonymous (sign-in providers: link them again with /v1/auth/identities)".into()).or_default() += 1;
         }

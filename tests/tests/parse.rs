@@ -45,6 +45,13 @@ fn door() -> &'static Proxy {
     })
 }
 
+/// Tests that sign in anonymously hold this while `rest_anonymous_auth_data` turns the
+/// setting off for a moment.
+fn anonymous_sign_in() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn parse_url() -> String {
     format!("{}/parse", door().base())
 }
@@ -192,6 +199,7 @@ fn sdk_scenarios_agree_with_parse_server() {
     assert_eq!(docs_before, docs_after);
     let run = format!("{}-parse-server", std::process::id());
     let dir = pgbaas_testkit::workspace_root().join("tests/parse-sdk");
+    let _anonymous = anonymous_sign_in();
     let out = std::process::Command::new("node")
         .current_dir(&dir)
         .args(["scenarios.js", "imported"])
@@ -323,7 +331,10 @@ fn live_queries_end_with_their_session_even_when_it_only_expires() {
     assert_eq!((e["op"].as_str(), e["code"].as_i64(), e["reconnect"].as_bool()), (Some("error"), Some(209), Some(false)), "{e}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "within the recheck: {:?}", started.elapsed());
     // The socket stays open for the client to close (a close would make the SDK reconnect
-    // with the dead session): nothing more comes, and the client's close is answered.
+    // with the dead session): nothing more comes, not even a public object its
+    // subscription matched, and the client's close is answered.
+    let r = rest("POST", "/classes/GameScore", &[APP, ("X-Parse-Master-Key", MASTER_KEY)], Some(&json!({"tag": format!("live-{pid}"), "score": 2}).to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
     ws.get_mut().set_read_timeout(Some(std::time::Duration::from_millis(1500))).unwrap();
     match ws.read() {
         Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
@@ -533,7 +544,10 @@ fn sdk_users_delete_their_own_account_only() {
 /// anonymous id signs nobody in as it afterwards.
 #[test]
 fn sdk_anonymous_users_sign_up_keeping_their_id() {
-    let facts = sdk(&["anonymous"]);
+    let facts = {
+        let _anonymous = anonymous_sign_in();
+        sdk(&["anonymous"])
+    };
     let (user, fresh) = (facts[0]["user"].as_str().unwrap(), facts[0]["fresh"].as_str().unwrap());
     let row = |id: &str| -> (bool, Option<String>, i64, bool) {
         let r = admin()
@@ -565,7 +579,7 @@ fn rest_anonymous_auth_data() {
     assert_eq!(r.body["authData"], json!({"anonymous": {"id": id}}), "{}", r.body);
     let again = rest("POST", "/users", &[APP], body(json!({"anonymous": {"id": id}})).as_deref());
     assert_eq!((again.status, again.body["objectId"].clone()), (200, r.body["objectId"].clone()), "{}", again.body);
-    // A password on a user that is not anonymous is not changed here.
+    // The user reads itself.
     let who = r.body["objectId"].as_str().unwrap();
     let me = rest("GET", "/users/me", &[APP, ("X-Parse-Session-Token", &token)], None);
     assert_eq!(me.body["objectId"], json!(who), "{}", me.body);
@@ -578,10 +592,23 @@ fn rest_anonymous_auth_data() {
         let r = rest("POST", "/users", &[APP], body(auth.clone()).as_deref());
         assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(code)), "{auth}: {}", r.body);
     }
-    admin().batch_execute("update baas.settings set anonymous_sign_in = false").unwrap();
-    let off = rest("POST", "/users", &[APP], body(json!({"anonymous": {"id": format!("{id}-2")}})).as_deref());
-    admin().batch_execute("update baas.settings set anonymous_sign_in = true").unwrap();
+    let off = {
+        let _anonymous = anonymous_sign_in();
+        admin().batch_execute("update baas.settings set anonymous_sign_in = false").unwrap();
+        let off = rest("POST", "/users", &[APP], body(json!({"anonymous": {"id": format!("{id}-2")}})).as_deref());
+        admin().batch_execute("update baas.settings set anonymous_sign_in = true").unwrap();
+        off
+    };
     assert_eq!((off.status, off.body["code"].as_i64()), (400, Some(252)), "{}", off.body);
+    // A link left on an account that became a full one some other way (as
+    // baas.upgrade_account does) signs nobody in: the id makes a new account.
+    let stale = format!("{id}-stale");
+    let first = rest("POST", "/users", &[APP], body(json!({"anonymous": {"id": stale}})).as_deref());
+    assert_eq!(first.status, 201, "{}", first.body);
+    admin().execute("update baas.users set is_anonymous = false where id = $1::text::uuid", &[&first.body["objectId"].as_str().unwrap()]).unwrap();
+    let second = rest("POST", "/users", &[APP], body(json!({"anonymous": {"id": stale}})).as_deref());
+    assert_eq!(second.status, 201, "{}", second.body);
+    assert_ne!(second.body["objectId"], first.body["objectId"], "not the full account, without its password");
     // Signing up an anonymous account with a username taken answers 202 and changes nothing.
     let taken = format!("taken-{}", std::process::id());
     assert_eq!(rest("POST", "/users", &[APP], Some(&json!({"username": taken, "password": "taken-pass-1"}).to_string())).status, 201);
@@ -590,6 +617,21 @@ fn rest_anonymous_auth_data() {
     assert_eq!((up.status, up.body["code"].as_i64()), (400, Some(202)), "{}", up.body);
     let still: bool = admin().query_one("select is_anonymous from baas.users where id = $1::text::uuid", &[&who]).unwrap().get(0);
     assert!(still, "a refused sign-up leaves the account anonymous");
+    // The master key sets no password.
+    let m = rest("PUT", &format!("/users/{who}"), &[APP, ("X-Parse-Master-Key", MASTER_KEY)], Some(&json!({"password": "anon-pass-12"}).to_string()));
+    assert_eq!((m.status, m.body["code"].as_i64()), (400, Some(142)), "{}", m.body);
+    // The SDK's signUp sends only what changed: a password alone keeps the username.
+    let name = rest("GET", "/users/me", &[APP, ("X-Parse-Session-Token", &token)], None).body["username"].clone();
+    let up = rest("PUT", &format!("/users/{who}"), &[APP, ("X-Parse-Session-Token", &token)],
+                  Some(&json!({"password": "anon-pass-12", "authData": {"anonymous": null}}).to_string()));
+    assert_eq!(up.status, 200, "{}", up.body);
+    let me = rest("GET", "/users/me", &[APP, ("X-Parse-Session-Token", &token)], None);
+    assert_eq!((me.body["username"].clone(), me.body.get("authData").cloned()), (name.clone(), None), "the same session, username kept: {}", me.body);
+    let login = rest("POST", "/login", &[APP], Some(&json!({"username": name, "password": "anon-pass-12"}).to_string()));
+    assert_eq!((login.status, login.body["objectId"].as_str()), (200, Some(who)), "{}", login.body);
+    // Now a full account: its password is not changed here.
+    let again = rest("PUT", &format!("/users/{who}"), &[APP, ("X-Parse-Session-Token", &token)], Some(&json!({"password": "another-pass-3"}).to_string()));
+    assert_eq!((again.status, again.body["code"].as_i64()), (400, Some(142)), "{}", again.body);
     // Linking another provider is refused.
     let link = rest("PUT", &format!("/users/{who}"), &[APP, ("X-Parse-Session-Token", &token)],
                     Some(&json!({"authData": {"apple": {"id": "a", "token": "t"}}}).to_string()));

@@ -318,6 +318,8 @@ async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Re
     // Sign-up and sign-in cost a password hash: their own per-address limits.
     let kind = match (&m, segs.as_slice()) {
         (&Method::POST, ["users"]) => Some(ratelimit::Kind::Signup),
+        // An anonymous user's sign-up (a password to hash).
+        (&Method::PUT, ["users", _]) if req.body.contains_key("password") => Some(ratelimit::Kind::Signup),
         (_, ["login" | "requestPasswordReset" | "verificationEmailRequest"]) => Some(ratelimit::Kind::Auth),
         _ => None,
     };

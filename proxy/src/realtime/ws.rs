@@ -251,6 +251,17 @@ impl Ws {
         gone.store(true, Ordering::SeqCst);
         pending.detach_all();
         self.app.feeds.disconnect(&self.conn);
+        if let End::Closing(CloseReason::SessionEnded | CloseReason::TokenExpired) = end {
+            if self.parse.is_some() {
+                // Nothing of the connection is left but its socket: no subscriptions, no
+                // per-address or per-user slot.
+                drop(std::mem::take(&mut self.slots));
+                if Box::pin(self.linger(&mut ws)).await {
+                    // The client closed; its close was answered.
+                    return;
+                }
+            }
+        }
         let (code, reason) = match end {
             End::Gone => return,
             End::Closing(r) => (transport::close_code(r), r.as_str()),
@@ -728,13 +739,7 @@ impl Ws {
                 ws.flush().await
             };
             match tokio::time::timeout(self.app.cfg.body_timeout, step).await {
-                Ok(Ok(())) => {
-                    if self.parse.is_some() && matches!(reason, CloseReason::SessionEnded | CloseReason::TokenExpired) && Box::pin(self.linger(ws)).await {
-                        // The client closed; its close was answered.
-                        return End::Gone;
-                    }
-                    return End::Closing(reason);
-                }
+                Ok(Ok(())) => return End::Closing(reason),
                 Ok(Err(e)) => {
                     log::debug!("realtime: writing `closing` ({}): {e}", reason.as_str());
                     return End::Gone;
