@@ -104,6 +104,32 @@ as $$
     select case when installation_id ~ '^[A-Za-z0-9._:-]{1,128}$' then installation_id end
 $$;
 
+-- What a Parse account with a password must meet when it is made (parse_signup) or an
+-- anonymous one becomes one (parse_upgrade_anonymous), checked before anything is
+-- hashed or written: a password pgbaas takes, and email_verification as baas.signup
+-- applies it (sql/accounts.sql): with `required` no session until the email is
+-- verified, so an account without an email could never sign in; with a mail to send,
+-- the mail settings.
+create function baas._parse_password_rules(password text, email text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_mode text := (select s.email_verification from baas.settings s);
+begin
+    if password is null or password = '' then
+        perform baas._raise('22023', 'password_missing', 'password is required');
+    end if;
+    perform baas._check_password(password);
+    if v_mode = 'required' and email is null then
+        perform baas._raise('22023', 'email_missing', 'you must provide an email: this app signs in only with a verified email');
+    end if;
+    if v_mode <> 'off' and email is not null then
+        perform baas._email_configured();
+    end if;
+end
+$$;
+
 -- POST /parse/users: a new account with a username (and, if given, an email), signed
 -- in. `data` is the user object's other fields. {"error": {...}} never: refusals raise
 -- (nothing was counted that must commit).
@@ -120,25 +146,13 @@ begin
     if username is null or username = '' then
         perform baas._raise('22023', 'username_missing', 'bad or missing username');
     end if;
-    if password is null or password = '' then
-        perform baas._raise('22023', 'password_missing', 'password is required');
-    end if;
     if length(username) > 256 or username ~ '[[:cntrl:]]' then
         perform baas._raise('22023', 'username_invalid', 'a username is 1 to 256 characters without control characters');
     end if;
     if data is not null and jsonb_typeof(data) <> 'object' then
         perform baas._raise('22023', 'invalid_request', 'the user''s fields must be a JSON object');
     end if;
-    perform baas._check_password(password);
-    -- email_verification as baas.signup applies it (sql/accounts.sql): a mail to verify
-    -- the address, and with `required` no session until it is verified, so an account
-    -- without an email could never sign in.
-    if v_mode = 'required' and email is null then
-        perform baas._raise('22023', 'email_missing', 'you must provide an email: this app signs in only with a verified email');
-    end if;
-    if v_mode <> 'off' and email is not null then
-        perform baas._email_configured();
-    end if;
+    perform baas._parse_password_rules(password, email);
     if exists (select from baas.parse_usernames p where p.username = parse_signup.username) then
         perform baas._raise('23505', 'username_taken', 'Account already exists for this username.');
     end if;
@@ -309,16 +323,7 @@ begin
     if email is not null and exists (select from baas.users x where x.email = baas._normalize_email(email) and x.id <> u.id) then
         perform baas._raise('23505', 'email_taken', 'Account already exists for this email address.');
     end if;
-    if password is null or password = '' then
-        perform baas._raise('22023', 'password_missing', 'password is required');
-    end if;
-    perform baas._check_password(password);
-    if v_mode = 'required' and email is null then
-        perform baas._raise('22023', 'email_missing', 'you must provide an email: this app signs in only with a verified email');
-    end if;
-    if v_mode <> 'off' and email is not null then
-        perform baas._email_configured();
-    end if;
+    perform baas._parse_password_rules(password, email);
     begin
         update baas.users x
            set email = case when email is not null then baas._normalize_email(email) end,

@@ -104,6 +104,83 @@ $$;
 comment on function baas.parse_login_anonymous(text, text) is
     'Parse door: sign in with anonymous authData, making the anonymous account on first use; the Parse user with a sessionToken and created, or {"error": {...}}';
 
+-- (0.14.0) The sign-up rules shared with the anonymous user's sign-up.
+-- What a Parse account with a password must meet when it is made (parse_signup) or an
+-- anonymous one becomes one (parse_upgrade_anonymous), checked before anything is
+-- hashed or written: a password pgbaas takes, and email_verification as baas.signup
+-- applies it (sql/accounts.sql): with `required` no session until the email is
+-- verified, so an account without an email could never sign in; with a mail to send,
+-- the mail settings.
+create function baas._parse_password_rules(password text, email text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_mode text := (select s.email_verification from baas.settings s);
+begin
+    if password is null or password = '' then
+        perform baas._raise('22023', 'password_missing', 'password is required');
+    end if;
+    perform baas._check_password(password);
+    if v_mode = 'required' and email is null then
+        perform baas._raise('22023', 'email_missing', 'you must provide an email: this app signs in only with a verified email');
+    end if;
+    if v_mode <> 'off' and email is not null then
+        perform baas._email_configured();
+    end if;
+end
+$$;
+
+create or replace function baas.parse_signup(username text, password text, email text default null,
+                                  data jsonb default '{}', installation_id text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    u baas.users;
+    v_mode text := (select s.email_verification from baas.settings s);
+begin
+    if username is null or username = '' then
+        perform baas._raise('22023', 'username_missing', 'bad or missing username');
+    end if;
+    if length(username) > 256 or username ~ '[[:cntrl:]]' then
+        perform baas._raise('22023', 'username_invalid', 'a username is 1 to 256 characters without control characters');
+    end if;
+    if data is not null and jsonb_typeof(data) <> 'object' then
+        perform baas._raise('22023', 'invalid_request', 'the user''s fields must be a JSON object');
+    end if;
+    perform baas._parse_password_rules(password, email);
+    if exists (select from baas.parse_usernames p where p.username = parse_signup.username) then
+        perform baas._raise('23505', 'username_taken', 'Account already exists for this username.');
+    end if;
+    begin
+        insert into baas.users (id, email, password_hash, data)
+        values (baas.uuid7(), case when email is not null then baas._normalize_email(email) end,
+                baas._hash_password(password), coalesce(data, '{}'))
+        returning * into u;
+    exception when unique_violation then
+        perform baas._raise('23505', 'email_taken', 'Account already exists for this email address.');
+    end;
+    begin
+        insert into baas.parse_usernames (user_id, username) values (u.id, username);
+    exception when unique_violation then
+        perform baas._raise('23505', 'username_taken', 'Account already exists for this username.');
+    end;
+    perform baas._audit('signup', u.id, details => jsonb_build_object('email', u.email, 'door', 'parse'));
+    if v_mode <> 'off' and u.email is not null then
+        perform baas._email_token('verify_email', u.id, u.email, u.language, '{}', true, false);
+        if v_mode = 'required' then
+            -- As Parse Server with preventLoginWithUnverifiedEmail: the user, no session.
+            return baas._parse_user_json(u);
+        end if;
+    end if;
+    return baas._parse_user_json(u)
+        || jsonb_build_object('sessionToken', baas._parse_session_token(
+               baas._new_session(u, 1::smallint, '{pwd}', baas._parse_installation(installation_id))));
+end
+$$;
+
 -- PUT /parse/users/{id} with a password from the signed-in anonymous account (the SDK's
 -- signUp of an anonymous user): it becomes a full account with that username and
 -- password (and email, if given), keeping its id, hence its objects, files and grants,
@@ -139,16 +216,7 @@ begin
     if email is not null and exists (select from baas.users x where x.email = baas._normalize_email(email) and x.id <> u.id) then
         perform baas._raise('23505', 'email_taken', 'Account already exists for this email address.');
     end if;
-    if password is null or password = '' then
-        perform baas._raise('22023', 'password_missing', 'password is required');
-    end if;
-    perform baas._check_password(password);
-    if v_mode = 'required' and email is null then
-        perform baas._raise('22023', 'email_missing', 'you must provide an email: this app signs in only with a verified email');
-    end if;
-    if v_mode <> 'off' and email is not null then
-        perform baas._email_configured();
-    end if;
+    perform baas._parse_password_rules(password, email);
     begin
         update baas.users x
            set email = case when email is not null then baas._normalize_email(email) end,
@@ -557,6 +625,7 @@ $$;
 
 -- ================================================================== sql/grants.sql
 revoke execute on function
+    baas._parse_password_rules(text, text),
     baas.parse_login_anonymous(text, text),
     baas.parse_upgrade_anonymous(text, text, text, jsonb)
   from public;
