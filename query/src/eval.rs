@@ -79,6 +79,15 @@ pub struct Times {
     pub updated: i64,
 }
 
+impl Times {
+    /// A document's times as Postgres writes them (RFC 3339, any offset); None when
+    /// either is missing or unreadable.
+    pub fn from_text(created: Option<&str>, updated: Option<&str>) -> Option<Times> {
+        let at = |t: Option<&str>| crate::parse::instant(t?).ok();
+        Some(Times { created: at(created)?, updated: at(updated)? })
+    }
+}
+
 /// Whether a document's `data` matches, for filters without time conditions (a time
 /// condition, with no times to judge, holds for nothing).
 pub fn matches(f: &Filter, data: &Value) -> bool {

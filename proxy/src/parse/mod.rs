@@ -881,8 +881,7 @@ async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<
 
 /// A document's times (as GET shows them) for the evaluator's `$created_at`/`$updated_at`.
 fn doc_times(d: &Value) -> Option<pgbaas_query::eval::Times> {
-    let at = |k: &str| d.get(k).and_then(Value::as_str).and_then(|t| pgbaas_query::parse::instant(t).ok());
-    Some(pgbaas_query::eval::Times { created: at("created_at")?, updated: at("updated_at")? })
+    pgbaas_query::eval::Times::from_text(d.get("created_at").and_then(Value::as_str), d.get("updated_at").and_then(Value::as_str))
 }
 
 /// A query naming its objects by id (the SDK's `get`, `fetch`, `containedIn("objectId",

@@ -135,9 +135,7 @@ fn version(raw: Option<&RawValue>) -> Result<Option<Version>, String> {
             readers.push(r.into());
         }
     }
-    // Postgres writes times as RFC 3339 (`2026-12-04T10:00:00.123456+00:00`).
-    let at = |t: &Option<String>| t.as_deref().and_then(|t| pgbaas_query::parse::instant(t).ok());
-    let times = at(&d.created_at).zip(at(&d.updated_at)).map(|(created, updated)| pgbaas_query::eval::Times { created, updated });
+    let times = pgbaas_query::eval::Times::from_text(d.created_at.as_deref(), d.updated_at.as_deref());
     Ok(Some(Version { readers: readers.into_boxed_slice(), data: d.data, json: raw.get().into(), times }))
 }
 
