@@ -301,6 +301,10 @@ pub struct Config {
     #[arg(id = "shutdown_grace_secs", value_name = "SECS", long = "shutdown-grace-secs", env = "PGBAAS_SHUTDOWN_GRACE_SECS", default_value = "15", value_parser = secs(3600))]
     pub shutdown_grace: std::time::Duration,
 
+    /// Graceful stop: seconds after SIGTERM during which /healthz answers 503 and requests are still served, so a balancer takes the proxy out first (0: none)
+    #[arg(long, value_name = "SECS", env = "PGBAAS_SHUTDOWN_DELAY_SECS", default_value = "0", value_parser = int(0u64, 600, " s"))]
+    pub shutdown_delay_secs: u64,
+
     /// Open TCP connections one client address may hold (0: no cap); one more gets 429 then close
     #[arg(long, env = "PGBAAS_MAX_CONNECTIONS_PER_IP", default_value = "0", value_parser = int(0u32, 1_000_000, ""))]
     pub max_connections_per_ip: u32,

@@ -140,6 +140,7 @@ fn main() {
     let _ = openapi::document();
     // --- edge (issue 19): CORS, TLS, graceful stop, connection caps.
     let edge = edge::Edge::new(&cfg);
+    let edge_signals = edge.signals(Duration::from_secs(cfg.shutdown_delay_secs));
     server.add_service(pingora::services::background::background_service("graceful stop", edge.drain(cfg.shutdown_grace)));
     // A request still waiting for a pool connection and then running its statement when
     // the grace ends is cut; a balancer retrying it elsewhere could apply it twice
@@ -223,7 +224,10 @@ fn main() {
     service.add_listener(pingora::listeners::ListenerConfig::tcp(listen.as_str()).l4_buffer(l4));
     server.add_service(service);
     println!("pgbaas-proxy listening on {scheme}://{listen}");
-    server.run_forever();
+    // SIGTERM's delay before the graceful stop (edge::Signals).
+    let signals = Box::new(edge_signals);
+    server.run(pingora::server::RunArgs { shutdown_signal: signals });
+    std::process::exit(0);
 }
 
 fn db_timeouts(cfg: &config::Config) -> db::Timeouts {

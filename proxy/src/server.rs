@@ -480,16 +480,22 @@ impl App {
     /// /healthz: a statement over a request connection (shared by concurrent callers and
     /// for a second: `HealthCheck`), and the request pool's use now.
     async fn health(&self) -> Reply {
-        let result = self.health.get(|| db::check_requests(&self.requests, &self.timeouts)).await;
         let p = db::pool_use(&self.requests);
         let pool = serde_json::json!({"size": p.size, "max_size": p.max_size, "in_use": p.size - p.available.min(p.size),
                                       "available": p.available, "waiting": p.waiting});
-        let (status, mut body) = match result {
-            Ok(()) => (StatusCode::OK, serde_json::json!({"status": "ok", "database": "ok", "pool": pool})),
-            Err(e) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({"status": "unavailable", "error": {"code": e.code, "message": e.message}, "pool": pool}),
-            ),
+        // From SIGTERM on (during shutdown_delay_secs: edge::Signals) a balancer's health
+        // check fails while the proxy still answers what reaches it.
+        let (status, mut body) = if self.edge.stopping() {
+            let error = serde_json::json!({"code": "stopping", "message": "the proxy is stopping: send requests to another one"});
+            (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "stopping", "error": error, "pool": pool}))
+        } else {
+            match self.health.get(|| db::check_requests(&self.requests, &self.timeouts)).await {
+                Ok(()) => (StatusCode::OK, serde_json::json!({"status": "ok", "database": "ok", "pool": pool})),
+                Err(e) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"status": "unavailable", "error": {"code": e.code, "message": e.message}, "pool": pool}),
+                ),
+            }
         };
         // (issue 19, replicas) each replica, in rotation or not, and its lag.
         if !self.replicas.is_empty() {

@@ -19,11 +19,17 @@ use std::time::{Duration, Instant};
 struct Node {
     port: u16,
     child: Option<Child>,
+    /// `--shutdown-delay-secs`.
+    delay: u64,
 }
 
 impl Node {
     fn start(port: u16) -> Node {
-        let mut n = Node { port, child: None };
+        Node::with_delay(port, 0)
+    }
+
+    fn with_delay(port: u16, delay: u64) -> Node {
+        let mut n = Node { port, child: None, delay };
         n.spawn();
         n
     }
@@ -32,6 +38,7 @@ impl Node {
         let child = Command::new(proxy_bin())
             .args(["--listen", &format!("127.0.0.1:{}", self.port), "--database-url", &env().cluster.authenticator_url().unwrap()])
             .args(["--rate-limits", "off", "--shutdown-grace-secs", "5", "--pool-size", "4"])
+            .args(["--shutdown-delay-secs", &self.delay.to_string()])
             .env("RUST_LOG", std::env::var("PGBAAS_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .spawn()
@@ -118,18 +125,35 @@ impl Drop for Haproxy {
 fn two_proxies_behind_haproxy_restart_in_turn_under_load_without_failed_requests() {
     let u = signup("rolling");
     let c = collection("rolling", json!({}));
-    let mut nodes = [Node::start(free_port()), Node::start(free_port())];
+    // A second's delay after SIGTERM: HAProxy's check (every 300 ms, one failure marks
+    // a server down) takes the proxy out before its listener closes.
+    let mut nodes = [Node::with_delay(free_port(), 1), Node::with_delay(free_port(), 1)];
     let lb = Haproxy::start(&[nodes[0].port, nodes[1].port]);
     let base = format!("http://127.0.0.1:{}", lb.port);
     // Wait until HAProxy has both proxies up.
     std::thread::sleep(Duration::from_secs(1));
-    // A live SSE stream through the balancer: told to reconnect when its proxy stops,
-    // and opened again through the balancer.
-    let open_sse = || Sse::open(lb.port, &c, "", Some(&u.access), None).expect("an SSE stream through HAProxy");
-    let mut sse = open_sse();
-    let mut reconnects = 0;
-
+    // A live SSE stream through the balancer, read all along (it carries every write):
+    // told to reconnect when its proxy stops, and opened again through the balancer.
     let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stop, port, c, token) = (stop.clone(), lb.port, c.clone(), u.access.clone());
+        let open = move || Sse::open(port, &c, "", Some(&token), None).expect("an SSE stream through HAProxy");
+        let mut sse = open();
+        std::thread::spawn(move || {
+            let (mut ends, mut last) = (Vec::new(), String::new());
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(f) = sse.next(Duration::from_millis(200)) {
+                    last = f.event;
+                }
+                if sse.ended {
+                    ends.push(std::mem::take(&mut last));
+                    sse = open();
+                }
+            }
+            (sse, ends)
+        })
+    };
+
     let (ok, writes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let workers: Vec<_> = (0..4)
@@ -173,19 +197,6 @@ fn two_proxies_behind_haproxy_restart_in_turn_under_load_without_failed_requests
         let (status, _) = node.wait_exit(Duration::from_secs(8));
         assert!(status.success(), "a graceful stop exits 0: {status}");
         assert_eq!(http_status(node.port, "/healthz"), None, "the stopped proxy accepts nothing");
-        // The stream, if it was on this proxy, has ended with `reconnect`: open it again.
-        let read_until = Instant::now() + Duration::from_secs(1);
-        let mut last = String::new();
-        while Instant::now() < read_until && !sse.ended {
-            if let Some(f) = sse.next(Duration::from_millis(200)) {
-                last = f.event;
-            }
-        }
-        if sse.ended {
-            assert_eq!(last, "reconnect", "a stream ends with `reconnect`");
-            reconnects += 1;
-            sse = open_sse();
-        }
         // The other proxy carries the load meanwhile.
         std::thread::sleep(Duration::from_millis(500));
         assert!(ok.load(Ordering::SeqCst) > before, "requests went on while one proxy was down");
@@ -195,6 +206,7 @@ fn two_proxies_behind_haproxy_restart_in_turn_under_load_without_failed_requests
     }
     stop.store(true, Ordering::SeqCst);
     let created: Vec<_> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let (mut sse, ends) = reader.join().unwrap();
     let failures = failures.lock().unwrap();
     assert!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), ok.load(Ordering::SeqCst) + failures.len(), &failures[..failures.len().min(10)]);
     assert!(ok.load(Ordering::SeqCst) > 50 && writes.load(Ordering::SeqCst) > 10, "a load ran: {ok:?} answers, {writes:?} writes");
@@ -207,7 +219,8 @@ fn two_proxies_behind_haproxy_restart_in_turn_under_load_without_failed_requests
     assert_eq!(stored as usize, created.len(), "acknowledged writes stored once each");
     // The stream was on one of the two proxies, so it was told to reconnect at least
     // once; the one open now gets the next change.
-    assert!(reconnects >= 1, "the SSE stream through HAProxy was told to reconnect");
+    assert!(!ends.is_empty(), "the SSE stream through HAProxy was told to reconnect");
+    assert!(ends.iter().all(|e| e == "reconnect"), "a stream ends with `reconnect`: {ends:?}");
     let id = create_doc(&c, Some(&u.access), json!({"last": true}), None);
     let until = Instant::now() + Duration::from_secs(15);
     loop {
@@ -304,4 +317,38 @@ fn sigterm_finishes_a_request_in_flight_and_tells_streams_to_reconnect() {
     let (status, _) = node.wait_exit(Duration::from_secs(8));
     assert!(status.success(), "{status}");
     drop(socket);
+}
+
+#[test]
+fn sigterm_with_a_delay_fails_health_checks_while_still_answering_requests() {
+    let u = signup("delayed");
+    let c = collection("delayed", json!({}));
+    let id = create_doc(&c, Some(&u.access), json!({"n": 1}), None);
+    let mut node = Node::with_delay(free_port(), 30);
+    let port = node.port;
+    let base = format!("http://127.0.0.1:{port}");
+    assert_eq!(http_status(port, "/healthz"), Some(200));
+
+    node.sigterm();
+    // Within the delay the health check fails, with a readable reason...
+    wait_until("/healthz answers 503 after SIGTERM", || http_status(port, "/healthz") == Some(503));
+    let health = ureq::get(&format!("{base}/healthz")).call().err().and_then(|e| match e {
+        ureq::Error::Status(503, r) => r.into_json::<serde_json::Value>().ok(),
+        _ => None,
+    });
+    let health = health.expect("a JSON 503 from /healthz");
+    assert_eq!(health["status"], "stopping", "{health}");
+    assert_eq!(health["error"]["code"], "stopping", "{health}");
+    // ... while a request that still reaches the proxy (on a new connection) is
+    // answered, and its connection is not kept for another.
+    let r = ureq::get(&format!("{base}{}", doc_path(&c, &id))).set("Authorization", &format!("Bearer {}", u.access)).call().expect("a request during the delay is answered");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.header("connection").map(str::to_ascii_lowercase).as_deref(), Some("close"));
+    assert_eq!(r.into_json::<serde_json::Value>().unwrap()["data"]["n"], 1);
+    // A second SIGTERM ends the delay (30 s) at once: the graceful stop follows and
+    // the proxy exits.
+    node.sigterm();
+    let (status, _) = node.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    assert_eq!(http_status(port, "/healthz"), None, "the stopped proxy accepts nothing");
 }
