@@ -402,7 +402,10 @@ grant execute on function
     baas.parse_save_installation(uuid, jsonb),
     baas.parse_installations(uuid, integer, integer),
     baas.parse_config(),
-    baas.parse_set_config(jsonb, jsonb)
+    baas.parse_set_config(jsonb, jsonb),
+    baas.parse_roles(),
+    baas.parse_save_role(text, boolean, uuid[], uuid[], text[], text[]),
+    baas.parse_delete_role(text)
   to baas_anon, baas_user, baas_service;
 grant execute on function baas._parse_authenticate(text, boolean), baas._parse_session_claims(text)
   to baas_authenticator;

@@ -160,7 +160,8 @@ as $$
            -- the Parse door (sql/parse.sql)
            'parse_signup', 'parse_login', 'parse_me', 'parse_get_user', 'parse_update_user',
            'parse_save_installation', 'parse_installations', 'parse_config', 'parse_set_config',
-           'parse_import_users', 'parse_login_anonymous', 'parse_upgrade_anonymous'])
+           'parse_import_users', 'parse_login_anonymous', 'parse_upgrade_anonymous',
+           'parse_roles', 'parse_save_role', 'parse_delete_role'])
     union all
     -- 4c. The document policies and the index entries' read policy are made from one
     --     rule (sql/permissions.sql): each must still say what documents_read says

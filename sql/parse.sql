@@ -699,6 +699,90 @@ end
 $$;
 comment on function baas.parse_set_config(jsonb, jsonb) is 'Parse door: set Parse Config parameters (null removes one); service role only';
 
+-- Parse roles (/parse/classes/_Role) are pgbaas's roles (docs/parse.md): a role's
+-- objectId and name are its pgbaas name, its `users` relation its direct members
+-- (baas.role_members), its `roles` relation the roles whose members it contains
+-- (baas.role_roles: Parse's "moderators.getRoles().add(administrators)" is
+-- role_roles(moderators, administrators)). The service role sees every role with its
+-- members; any other caller only the roles it holds (baas.principals(), nesting
+-- included), with itself as the only member shown and only the child roles it also
+-- holds: pgbaas shows no one who else holds a role.
+create function baas.parse_roles() returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    with me as (select baas._parse_master() as master, baas.uid() as uid,
+                       array(select pg_catalog.substr(p, 6) from pg_catalog.unnest(baas.principals()) p
+                              where p like 'role:%') as held)
+    select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'name', r.name,
+               'createdAt', baas._parse_date(r.created_at),
+               'users', array(select m.user_id from baas.role_members m
+                               where m.role = r.name and (me.master or m.user_id = me.uid) order by m.user_id),
+               'roles', array(select rr.member_role from baas.role_roles rr
+                               where rr.role = r.name and (me.master or rr.member_role = any (me.held)) order by rr.member_role)
+           ) order by r.created_at, r.name), '[]')
+      from baas.roles r, me
+     where me.master or r.name = any (me.held)
+$$;
+comment on function baas.parse_roles() is 'Parse door: the roles as _Role objects: every one for the service role, the caller''s own (members shown: only itself) for anyone else';
+
+-- POST/PUT /parse/classes/_Role: make a role (is_new) or change its members and child
+-- roles, in one transaction. Service role only (42501 forbidden): roles are made and
+-- changed with the master key, or by a DBA in SQL (baas.create_role …), whose checks
+-- (names, cycles) and audit apply.
+create function baas.parse_save_role(name text, is_new boolean, add_users uuid[] default '{}', remove_users uuid[] default '{}',
+                                     add_roles text[] default '{}', remove_roles text[] default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    u uuid;
+    r text;
+begin
+    if not baas._parse_master() then
+        perform baas._raise('42501', 'forbidden', 'Roles are made and changed with the master key (or by a DBA in SQL).');
+    end if;
+    if is_new then
+        perform baas.create_role(name);
+    else
+        perform baas._role_must_exist(name);
+    end if;
+    foreach u in array coalesce(add_users, '{}') loop
+        perform baas.add_role_member(name, u);
+    end loop;
+    foreach u in array coalesce(remove_users, '{}') loop
+        perform baas.remove_role_member(name, u);
+    end loop;
+    foreach r in array coalesce(add_roles, '{}') loop
+        perform baas.add_role_to_role(name, r);
+    end loop;
+    foreach r in array coalesce(remove_roles, '{}') loop
+        perform baas._role_must_exist(r);
+        perform baas.remove_role_from_role(name, r);
+    end loop;
+    return (select pg_catalog.jsonb_build_object('objectId', x.name, 'createdAt', baas._parse_date(x.created_at),
+                                                 'updatedAt', baas._parse_date(pg_catalog.now()))
+              from baas.roles x where x.name = parse_save_role.name);
+end
+$$;
+comment on function baas.parse_save_role(text, boolean, uuid[], uuid[], text[], text[]) is 'Parse door: make a role or change its members and child roles; service role only';
+
+-- DELETE /parse/classes/_Role/{name}: baas.drop_role (the role leaves every ACL). Service role only.
+create function baas.parse_delete_role(name text) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not baas._parse_master() then
+        perform baas._raise('42501', 'forbidden', 'Roles are deleted with the master key (or by a DBA in SQL).');
+    end if;
+    perform baas.drop_role(name);
+end
+$$;
+comment on function baas.parse_delete_role(text) is 'Parse door: delete a role (baas.drop_role); service role only';
+
 -- pgbaas-import parse (import/, docs/parse.md): Parse Server's users with their bcrypt
 -- hashes (checked as baas.import_users checks them; replaced by argon2id at the first
 -- sign-in) and usernames, under the ids the importer chose. A row already there (same id)

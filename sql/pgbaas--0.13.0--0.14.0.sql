@@ -310,8 +310,93 @@ begin
 end
 $$;
 
+-- (0.14.0) Parse roles (_Role) as pgbaas roles.
+-- Parse roles (/parse/classes/_Role) are pgbaas's roles (docs/parse.md): a role's
+-- objectId and name are its pgbaas name, its `users` relation its direct members
+-- (baas.role_members), its `roles` relation the roles whose members it contains
+-- (baas.role_roles: Parse's "moderators.getRoles().add(administrators)" is
+-- role_roles(moderators, administrators)). The service role sees every role with its
+-- members; any other caller only the roles it holds (baas.principals(), nesting
+-- included), with itself as the only member shown and only the child roles it also
+-- holds: pgbaas shows no one who else holds a role.
+create function baas.parse_roles() returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    with me as (select baas._parse_master() as master, baas.uid() as uid,
+                       array(select pg_catalog.substr(p, 6) from pg_catalog.unnest(baas.principals()) p
+                              where p like 'role:%') as held)
+    select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'name', r.name,
+               'createdAt', baas._parse_date(r.created_at),
+               'users', array(select m.user_id from baas.role_members m
+                               where m.role = r.name and (me.master or m.user_id = me.uid) order by m.user_id),
+               'roles', array(select rr.member_role from baas.role_roles rr
+                               where rr.role = r.name and (me.master or rr.member_role = any (me.held)) order by rr.member_role)
+           ) order by r.created_at, r.name), '[]')
+      from baas.roles r, me
+     where me.master or r.name = any (me.held)
+$$;
+comment on function baas.parse_roles() is 'Parse door: the roles as _Role objects: every one for the service role, the caller''s own (members shown: only itself) for anyone else';
+
+-- POST/PUT /parse/classes/_Role: make a role (is_new) or change its members and child
+-- roles, in one transaction. Service role only (42501 forbidden): roles are made and
+-- changed with the master key, or by a DBA in SQL (baas.create_role …), whose checks
+-- (names, cycles) and audit apply.
+create function baas.parse_save_role(name text, is_new boolean, add_users uuid[] default '{}', remove_users uuid[] default '{}',
+                                     add_roles text[] default '{}', remove_roles text[] default '{}') returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    u uuid;
+    r text;
+begin
+    if not baas._parse_master() then
+        perform baas._raise('42501', 'forbidden', 'Roles are made and changed with the master key (or by a DBA in SQL).');
+    end if;
+    if is_new then
+        perform baas.create_role(name);
+    else
+        perform baas._role_must_exist(name);
+    end if;
+    foreach u in array coalesce(add_users, '{}') loop
+        perform baas.add_role_member(name, u);
+    end loop;
+    foreach u in array coalesce(remove_users, '{}') loop
+        perform baas.remove_role_member(name, u);
+    end loop;
+    foreach r in array coalesce(add_roles, '{}') loop
+        perform baas.add_role_to_role(name, r);
+    end loop;
+    foreach r in array coalesce(remove_roles, '{}') loop
+        perform baas._role_must_exist(r);
+        perform baas.remove_role_from_role(name, r);
+    end loop;
+    return (select pg_catalog.jsonb_build_object('objectId', x.name, 'createdAt', baas._parse_date(x.created_at),
+                                                 'updatedAt', baas._parse_date(pg_catalog.now()))
+              from baas.roles x where x.name = parse_save_role.name);
+end
+$$;
+comment on function baas.parse_save_role(text, boolean, uuid[], uuid[], text[], text[]) is 'Parse door: make a role or change its members and child roles; service role only';
+
+-- DELETE /parse/classes/_Role/{name}: baas.drop_role (the role leaves every ACL). Service role only.
+create function baas.parse_delete_role(name text) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not baas._parse_master() then
+        perform baas._raise('42501', 'forbidden', 'Roles are deleted with the master key (or by a DBA in SQL).');
+    end if;
+    perform baas.drop_role(name);
+end
+$$;
+comment on function baas.parse_delete_role(text) is 'Parse door: delete a role (baas.drop_role); service role only';
+
 -- ==================================================================== sql/lints.sql
--- The two new public functions join the documented list.
+-- The five new public functions join the documented list.
 create or replace function baas.security_lints()
 returns table (lint text, object text, detail text)
 language sql stable
@@ -469,7 +554,8 @@ as $$
            -- the Parse door (sql/parse.sql)
            'parse_signup', 'parse_login', 'parse_me', 'parse_get_user', 'parse_update_user',
            'parse_save_installation', 'parse_installations', 'parse_config', 'parse_set_config',
-           'parse_import_users', 'parse_login_anonymous', 'parse_upgrade_anonymous'])
+           'parse_import_users', 'parse_login_anonymous', 'parse_upgrade_anonymous',
+           'parse_roles', 'parse_save_role', 'parse_delete_role'])
     union all
     -- 4c. The document policies and the index entries' read policy are made from one
     --     rule (sql/permissions.sql): each must still say what documents_read says
@@ -627,10 +713,18 @@ $$;
 revoke execute on function
     baas._parse_password_rules(text, text),
     baas.parse_login_anonymous(text, text),
-    baas.parse_upgrade_anonymous(text, text, text, jsonb)
+    baas.parse_upgrade_anonymous(text, text, text, jsonb),
+    baas.parse_roles(),
+    baas.parse_save_role(text, boolean, uuid[], uuid[], text[], text[]),
+    baas.parse_delete_role(text)
   from public;
 grant execute on function baas.parse_login_anonymous(text, text) to baas_anon, baas_user, baas_service;
 grant execute on function baas.parse_upgrade_anonymous(text, text, text, jsonb) to baas_user;
+grant execute on function
+    baas.parse_roles(),
+    baas.parse_save_role(text, boolean, uuid[], uuid[], text[], text[]),
+    baas.parse_delete_role(text)
+  to baas_anon, baas_user, baas_service;
 
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
 select pg_catalog.pg_notify('baas_extension', '0.14.0');

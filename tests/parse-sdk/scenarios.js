@@ -641,6 +641,71 @@ const scenarios = {
     return {};
   },
 
+  // Roles (_Role) are pgbaas's roles: made and changed with the master key, found by
+  // their members, and an ACL naming a role is what its members (nesting included) may
+  // read. A role's objectId is its pgbaas name (docs/parse.md, "Roles").
+  async roles() {
+    const alice = await signUp('role-alice');
+    const bob = await signUp('role-bob');
+    // (No logOut between: it would end the current user's session. The master key's
+    // calls say useMasterKey, which the door takes over any session.)
+    const editors = new Parse.Role(`Editors-${run}`, new Parse.ACL());
+    editors.getUsers().add(alice);
+    await editors.save(null, { useMasterKey: true });
+    assert.equal(editors.id, `editors-${run}`.toLowerCase(), 'the objectId is the pgbaas name');
+    await expectError(new Parse.Role(`EDITORS-${run}`, new Parse.ACL()).save(null, { useMasterKey: true }), 137, 'the same name in another spelling');
+    // A document only editors may read (made with the master key).
+    const doc = new GameScore();
+    const acl = new Parse.ACL();
+    acl.setRoleReadAccess(editors, true);
+    doc.setACL(acl);
+    doc.set({ score: 7, tag: `roles-${run}` });
+    await doc.save(null, { useMasterKey: true });
+    await Parse.User.become(alice.getSessionToken());
+    assert.equal((await new Parse.Query(GameScore).get(doc.id)).get('score'), 7, 'an editor reads it');
+    const alicesRoles = await new Parse.Query(Parse.Role).equalTo('users', alice).find();
+    assert.deepEqual(alicesRoles.map((r) => r.getName()), [editors.id], 'a user finds the roles it is in');
+    assert.ok(alicesRoles[0] instanceof Parse.Role);
+    assert.equal((await new Parse.Query(Parse.Role).get(editors.id)).getName(), editors.id);
+    await expectError(new Parse.Role(`Mine-${run}`, new Parse.ACL()).save(), 119, 'a user makes a role');
+    const mine = await new Parse.Query(Parse.Role).get(editors.id);
+    mine.getUsers().add(bob);
+    await expectError(mine.save(), 119, 'a member adds a user to its role');
+    await Parse.User.become(bob.getSessionToken());
+    await expectError(new Parse.Query(GameScore).get(doc.id), 101, 'bob is no editor');
+    assert.equal((await new Parse.Query(Parse.Role).find()).length, 0, 'bob holds no role and sees none');
+    await expectError(new Parse.Query(Parse.Role).get(editors.id), 101, 'bob gets a role he does not hold');
+    // Nesting: chiefs' members are editors too (editors.getRoles().add(chiefs)).
+    const chiefs = new Parse.Role(`Chiefs-${run}`, new Parse.ACL());
+    chiefs.getUsers().add(bob);
+    await chiefs.save(null, { useMasterKey: true });
+    editors.getRoles().add(chiefs);
+    await editors.save(null, { useMasterKey: true });
+    await Parse.User.become(bob.getSessionToken());
+    assert.equal((await new Parse.Query(GameScore).get(doc.id)).get('score'), 7, 'a chief reads what editors may');
+    const bobsRoles = await new Parse.Query(Parse.Role).ascending('name').find();
+    assert.deepEqual(bobsRoles.map((r) => r.getName()), [chiefs.id, editors.id], 'bob holds both');
+    const inEditors = await bobsRoles[1].getRoles().query().find();
+    assert.deepEqual(inEditors.map((r) => r.id), [chiefs.id], 'the roles relation of editors');
+    assert.equal((await new Parse.Query(Parse.Role).equalTo('users', bob).find()).length, 1, 'bob is a direct member of chiefs only');
+    // Alice leaves editors: she no longer reads the document.
+    editors.getUsers().remove(alice);
+    await editors.save(null, { useMasterKey: true });
+    await Parse.User.become(alice.getSessionToken());
+    await expectError(new Parse.Query(GameScore).get(doc.id), 101, 'alice left editors');
+    // The master key sees every role and its members.
+    const all = await new Parse.Query(Parse.Role).containedIn('name', [`Editors-${run}`, `Chiefs-${run}`]).descending('name').find({ useMasterKey: true });
+    assert.deepEqual(all.map((r) => r.id), [editors.id, chiefs.id]);
+    const chiefsHas = await new Parse.Query(Parse.Role).equalTo('users', bob).count({ useMasterKey: true });
+    assert.equal(chiefsHas, 1);
+    // Deleting chiefs takes its members' access with it.
+    await chiefs.destroy({ useMasterKey: true });
+    await Parse.User.become(bob.getSessionToken());
+    await expectError(new Parse.Query(GameScore).get(doc.id), 101, 'chiefs is gone');
+    await Parse.User.logOut();
+    return { doc: doc.id, alice: alice.id, bob: bob.id, editors: editors.id, chiefs: chiefs.id };
+  },
+
   // After pgbaas-import parse: the data a Parse Server app wrote (the scenarios above,
   // run against Parse Server with PARSE_IMPORTED_RUN's names) read back through the door.
   async imported() {

@@ -764,6 +764,66 @@ fn sdk_queries_give_the_objects_parse_would() {
     assert_eq!(n, 10);
 }
 
+/// `Parse.Role`: roles made and changed with the master key are pgbaas's roles, an ACL
+/// naming one is what its members read in SQL too, and what a client may not do is
+/// refused with Parse's codes.
+#[test]
+fn sdk_roles_are_pgbaas_roles() {
+    let f = &sdk(&["roles"])[0];
+    let (doc, alice, bob, editors, chiefs) = (f["doc"].as_str().unwrap(), f["alice"].as_str().unwrap(), f["bob"].as_str().unwrap(), f["editors"].as_str().unwrap(), f["chiefs"].as_str().unwrap());
+    let mut db = admin();
+    // In SQL: editors is a pgbaas role with no member left and no child role (chiefs was
+    // dropped), named as ACLs name it.
+    let roles: Value = db.query_one("select baas.list_roles()", &[]).unwrap().get(0);
+    let mine = roles.as_array().unwrap().iter().find(|r| r["name"] == editors).expect("editors in baas.list_roles()");
+    assert_eq!((mine["members"].clone(), mine["roles"].clone()), (json!([]), json!([])));
+    assert!(!roles.as_array().unwrap().iter().any(|r| r["name"] == chiefs), "chiefs was deleted");
+    let acl: Value = db.query_one("select baas.get_acl('gamescore', $1)", &[&doc]).unwrap().get(0);
+    assert_eq!(acl["read"], json!([format!("role:{editors}")]));
+    // What baas.as_user sees agrees with what the SDK saw: neither reads it now; alice
+    // does again once a DBA puts her back in SQL, and the door shows her the role.
+    let reads = |db: &mut postgres::Client, who: &str| -> i64 {
+        db.query_one("select count(*) from baas.as_user($1::text::uuid, format('select id from baas.documents where id = %L', $2::text))", &[&who, &doc])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!((reads(&mut db, alice), reads(&mut db, bob)), (0, 0));
+    db.execute("select baas.add_role_member($1, $2::text::uuid)", &[&editors, &alice]).unwrap();
+    assert_eq!(reads(&mut db, alice), 1);
+    let run = format!("{}-roles", std::process::id());
+    let login = rest("POST", "/login", &[APP], Some(&json!({"username": format!("role-alice-{run}"), "password": "pw-role-alice-secret"}).to_string()));
+    assert_eq!(login.status, 200, "{}", login.body);
+    let token = login.body["sessionToken"].as_str().unwrap().to_string();
+    let as_alice = [APP, ("X-Parse-Session-Token", token.as_str())];
+    let found = rest("GET", "/classes/_Role", &as_alice, None);
+    assert_eq!(found.status, 200, "{}", found.body);
+    let names: Vec<&str> = found.body["results"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, vec![editors]);
+    assert_eq!(found.body["results"][0]["users"], json!({"__type": "Relation", "className": "_User"}));
+    // What the door does not serve, or a client may not do, is answered in Parse's words.
+    let master = [APP, ("X-Parse-Master-Key", MASTER_KEY)];
+    let cases: Vec<(&str, String, &[(&str, &str)], Option<String>, u16, i64)> = vec![
+        ("GET", "/classes/_Role?where=%7B%22score%22%3A1%7D".to_string(), &as_alice, None, 400, 102),
+        ("GET", "/classes/_Role?where=%7B%22name%22%3A%7B%22%24regex%22%3A%22%5Ee%22%7D%7D".to_string(), &as_alice, None, 400, 102),
+        ("PUT", format!("/classes/_Role/{editors}"), &as_alice, Some(json!({"users": {"__op": "RemoveRelation", "objects": [{"__type": "Pointer", "className": "_User", "objectId": alice}]}}).to_string()), 400, 119),
+        ("DELETE", format!("/classes/_Role/{editors}"), &as_alice, None, 400, 119),
+        ("PUT", format!("/classes/_Role/{editors}"), &master, Some(json!({"name": "Other"}).to_string()), 400, 119),
+        ("PUT", format!("/classes/_Role/{editors}"), &master, Some(json!({"score": 1}).to_string()), 400, 107),
+        ("PUT", format!("/classes/_Role/{editors}"), &master, Some(json!({"users": {"__op": "AddRelation", "objects": [{"__type": "Pointer", "className": "_User", "objectId": "0190f4d2-8a1b-7c3d-9e4f-000000000009"}]}}).to_string()), 404, 101),
+        ("PUT", format!("/classes/_Role/{editors}"), &master, Some(json!({"roles": {"__op": "AddRelation", "objects": [{"__type": "Pointer", "className": "_Role", "objectId": editors}]}}).to_string()), 400, 142),
+        ("DELETE", "/classes/_Role/no-such-role".to_string(), &master, None, 404, 101),
+        ("POST", "/classes/_Role".to_string(), &master, Some(json!({"ACL": {}}).to_string()), 400, 135),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        let r = rest(method, &path, headers, body.as_deref());
+        assert_eq!((r.status, r.body["code"].as_i64()), (status, Some(code)), "{method} {path}: {}", r.body);
+    }
+    // Nothing of those went through: alice is still its one member.
+    let roles: Value = db.query_one("select baas.list_roles()", &[]).unwrap().get(0);
+    let mine = roles.as_array().unwrap().iter().find(|r| r["name"] == editors).unwrap();
+    assert_eq!((mine["members"].clone(), mine["roles"].clone()), (json!([alice]), json!([])));
+}
+
 #[test]
 fn acls_set_through_the_sdk_are_what_sql_sees_and_back() {
     let facts = sdk(&["acls"]);

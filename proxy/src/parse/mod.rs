@@ -13,6 +13,7 @@
 pub mod convert;
 pub mod files;
 pub mod live;
+mod roles;
 
 use crate::db;
 use crate::errors::ApiError;
@@ -353,12 +354,14 @@ async fn handle(app: &App, door: &Door, s: &mut ServerSession, rest: &str) -> Re
     }
 }
 
-/// The SDKs reach users and installations through /classes/_User and
-/// /classes/_Installation: the same routes (and limits) as /users and /installations.
+/// The SDKs reach users, installations and roles through /classes/_User,
+/// /classes/_Installation and /classes/_Role: the same routes (and limits) as /users,
+/// /installations and the roles (roles.rs).
 fn alias(segs: Vec<&str>) -> Vec<&str> {
     match segs.as_slice() {
         ["classes", "_User", rest @ ..] => [&["users"][..], rest].concat(),
         ["classes", "_Installation", rest @ ..] => [&["installations"][..], rest].concat(),
+        ["classes", "_Role", rest @ ..] => [&["roles"][..], rest].concat(),
         _ => segs,
     }
 }
@@ -378,6 +381,11 @@ async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<Strin
         (&Method::GET, ["users", id]) => get_user(call, id).await,
         (&Method::PUT, ["users", id]) => update_user(call, id, body).await,
         (&Method::DELETE, ["users", id]) => delete_user(call, id).await,
+        (&Method::GET, ["roles"]) => roles::find(call, params).await,
+        (&Method::GET, ["roles", id]) => roles::get(call, id, params).await,
+        (&Method::POST, ["roles"]) => roles::save(call, None, body).await,
+        (&Method::PUT, ["roles", id]) => roles::save(call, Some(id), body).await,
+        (&Method::DELETE, ["roles", id]) => roles::delete(call, id).await,
         (&Method::POST, ["installations"]) => save_installation(call, None, body).await,
         (&Method::PUT, ["installations", id]) => save_installation(call, Some(id), body).await,
         (&Method::GET, ["installations"]) => installations(call, None, params).await,
