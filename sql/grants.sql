@@ -405,7 +405,9 @@ grant execute on function
     baas.parse_set_config(jsonb, jsonb),
     baas.parse_roles(),
     baas.parse_save_role(text, boolean, uuid[], uuid[], text[], text[]),
-    baas.parse_delete_role(text)
+    baas.parse_delete_role(text),
+    baas.parse_find_users(uuid[], text[], text[], integer, integer),
+    baas.parse_delete_user(uuid)
   to baas_anon, baas_user, baas_service;
 grant execute on function baas._parse_authenticate(text, boolean), baas._parse_session_claims(text)
   to baas_authenticator;

@@ -449,6 +449,53 @@ $$;
 comment on function baas.parse_get_user(uuid) is
     'Parse door: a user as a Parse user: the caller''s own, or any for the service role';
 
+-- GET /parse/classes/_User (/users): accounts as Parse users. The service role reads
+-- any: those named by ids, usernames or emails (each list optional, null being no
+-- condition; with none, every account), at most `lim` after `off` in creation order,
+-- and `count` of all that match. Anyone else reads only its own account (if the lists
+-- name it): pgbaas shows no account to another (Parse Server's users are private by
+-- default too, its enforcePrivateUsers). The door checks the rest of a query's `where`.
+create function baas.parse_find_users(ids uuid[] default null, usernames text[] default null, emails text[] default null,
+                                      lim integer default 100, off integer default 0) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    v_master boolean := baas._parse_master();
+    v_uid uuid := baas.uid();
+begin
+    return (with m as (select u.id, u.created_at from baas.users u
+                        where (v_master or u.id = v_uid)
+                          and (ids is null or u.id = any (ids))
+                          and (usernames is null or u.id in (select n.user_id from baas.parse_usernames n
+                                                              where n.username = any (usernames)))
+                          and (emails is null or u.email = any (array(select lower(e) from unnest(emails) e))))
+            select jsonb_build_object('count', (select count(*) from m),
+                'results', coalesce((select jsonb_agg(baas._parse_user_json(u) order by u.created_at, u.id) from baas.users u
+                                      where u.id in (select m.id from m order by m.created_at, m.id
+                                                      limit least(greatest(lim, 0), 1000) offset greatest(off, 0))), '[]')));
+end
+$$;
+comment on function baas.parse_find_users(uuid[], text[], text[], integer, integer) is 'Parse door: accounts as Parse users: any (by ids, usernames, emails) for the service role, the caller''s own for anyone else; {count, results}';
+
+-- DELETE /parse/users/{id} with the master key: the account goes as pgbaas deletes one
+-- (its sessions with it, its documents as their collections' on_owner_delete says).
+-- Service role only; P0002 user_not_found.
+create function baas.parse_delete_user(id uuid) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not baas._parse_master() then
+        perform baas._raise('42501', 'forbidden', 'Another user''s account is deleted with the master key.');
+    end if;
+    perform baas._user_for_admin(id);
+    delete from baas.users u where u.id = parse_delete_user.id;
+end
+$$;
+comment on function baas.parse_delete_user(uuid) is 'Parse door: delete an account with the master key; service role only';
+
 -- PUT /parse/users/{id}: the signed-in user's own fields, as an operator patch on the
 -- account's data (docs/operators.md), and its username; with the master key any user's.
 -- The email and the password are changed through pgbaas's own flows (a verification

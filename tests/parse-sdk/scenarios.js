@@ -641,6 +641,47 @@ const scenarios = {
     return {};
   },
 
+  // Queries on users (new Parse.Query(Parse.User)): a user finds only itself (pgbaas
+  // shows no account to another; Parse Server's users are private by default, its
+  // enforcePrivateUsers); the master key finds any by username, email or objectId, and
+  // deletes one.
+  async userQueries() {
+    const ann = await signUp('uq-ann');
+    const ben = await signUp('uq-ben');
+    const benToken = ben.getSessionToken();
+    await Parse.User.become(ann.getSessionToken());
+    const seen = await new Parse.Query(Parse.User).find();
+    assert.deepEqual(seen.map((u) => u.id), [ann.id], 'a user finds itself only');
+    assert.equal((await new Parse.Query(Parse.User).equalTo('username', `uq-ben-${run}`).find()).length, 0, 'not another, even by name');
+    assert.equal((await new Parse.Query(Parse.User).equalTo('nick', 'uq-ann').first()).id, ann.id, 'its own fields');
+    assert.equal(await new Parse.Query(Parse.User).equalTo('nick', 'nobody').count(), 0);
+    // The master key: any account, by the names it has.
+    const both = await new Parse.Query(Parse.User).containedIn('username', [`uq-ann-${run}`, `uq-ben-${run}`]).descending('username').find({ useMasterKey: true });
+    assert.deepEqual(both.map((u) => u.get('nick')), ['uq-ben', 'uq-ann']);
+    const one = await new Parse.Query(Parse.User).equalTo('username', `uq-ben-${run}`).equalTo('nick', 'uq-ben').first({ useMasterKey: true });
+    assert.equal(one.id, ben.id);
+    assert.equal(await new Parse.Query(Parse.User).equalTo('objectId', ben.id).equalTo('nick', 'other').count({ useMasterKey: true }), 0);
+    const byId = await new Parse.Query(Parse.User).get(ben.id, { useMasterKey: true });
+    assert.equal(byId.get('username'), `uq-ben-${run}`);
+    const onlyData = new Parse.Query(Parse.User).equalTo('nick', 'uq-ann').find({ useMasterKey: true });
+    if (peer === 'pgbaas') {
+      // pgbaas looks accounts up by what names them; it does not scan them all (docs/parse.md).
+      await expectError(onlyData, 102, 'the master key queries users by a data field alone');
+    } else {
+      assert.ok((await onlyData).some((u) => u.id === ann.id));
+    }
+    // The master key deletes an account: it no longer signs in.
+    await ben.destroy({ useMasterKey: true });
+    await expectError(Parse.User.logIn(`uq-ben-${run}`, 'pw-uq-ben-secret'), 101, 'a deleted user signs in');
+    assert.equal(await new Parse.Query(Parse.User).equalTo('objectId', ben.id).count({ useMasterKey: true }), 0);
+    if (peer === 'pgbaas') {
+      await expectError(Parse.User.become(benToken), 209, 'a deleted user\'s session');
+    }
+    await Parse.User.become(ann.getSessionToken());
+    await Parse.User.logOut();
+    return { ann: ann.id, ben: ben.id };
+  },
+
   // Roles (_Role) are pgbaas's roles: made and changed with the master key, found by
   // their members, and an ACL naming a role is what its members (nesting included) may
   // read. A role's objectId is its pgbaas name (docs/parse.md, "Roles").

@@ -166,7 +166,7 @@ fn sdk_scenarios_agree_with_parse_server() {
     // Not "transactions": Parse Server 9 on Postgres dropped the connection on the batch
     // whose operation fails (`fetch failed`) in one of four runs, so no stable answer to
     // compare with; the door's side is sdk_transactional_batches_are_all_or_none.
-    let scenarios = ["users", "userSave", "userDelete", "anonymous", "objects", "acls", "queries", "includes", "subqueries", "relations", "liveQuery", "files"];
+    let scenarios = ["users", "userSave", "userDelete", "userQueries", "anonymous", "objects", "acls", "queries", "includes", "subqueries", "relations", "liveQuery", "files"];
     let facts = sdk_at(&peer.url, "parse-server", "peerapp", "peermaster", &scenarios);
     assert_eq!(facts.len(), scenarios.len(), "{facts:?}");
 
@@ -762,6 +762,40 @@ fn sdk_queries_give_the_objects_parse_would() {
     let tag = facts[0]["tag"].as_str().unwrap();
     let n: i64 = admin().query_one("select baas.count('gamescore', jsonb_build_object('tag', $1::text))", &[&tag]).unwrap().get(0);
     assert_eq!(n, 10);
+}
+
+/// `new Parse.Query(Parse.User)`: a user finds only itself; the master key finds any
+/// account by username, email or objectId and deletes one, which is gone in SQL too.
+#[test]
+fn sdk_user_queries_show_a_user_itself_and_any_to_the_master_key() {
+    let f = &sdk(&["userQueries"])[0];
+    let (ann, ben) = (f["ann"].as_str().unwrap(), f["ben"].as_str().unwrap());
+    let mut db = admin();
+    let count = |db: &mut postgres::Client, id: &str| -> i64 { db.query_one("select count(*) from baas.users where id = $1::text::uuid", &[&id]).unwrap().get(0) };
+    assert_eq!((count(&mut db, ann), count(&mut db, ben)), (1, 0), "the master key deleted ben's account, not ann's");
+    // What the door does not serve for users is refused, not answered wrong.
+    let master = [APP, ("X-Parse-Master-Key", MASTER_KEY)];
+    for (path, code) in [
+        ("/users?where=%7B%22nick%22%3A%22uq-ann%22%7D", 102),           // {"nick":"uq-ann"}: no name to look up
+        ("/users?order=nick&where=%7B%22username%22%3A%22x%22%7D", 102), // order by a data field
+        ("/users?include=x", 102),
+        ("/users?limit=1001", 102),
+    ] {
+        let r = rest("GET", path, &master, None);
+        assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(code)), "{path}: {}", r.body);
+    }
+    let r = rest("DELETE", &format!("/users/{ben}"), &master, None);
+    assert_eq!((r.status, r.body["code"].as_i64()), (404, Some(101)), "an account already gone: {}", r.body);
+    // Every account a page at a time, with the count of all.
+    // (Other tests make accounts meanwhile: the count lies between two counts in SQL.)
+    let users = |db: &mut postgres::Client| -> i64 { db.query_one("select count(*) from baas.users", &[]).unwrap().get(0) };
+    let before = users(&mut db);
+    let r = rest("GET", "/classes/_User?limit=1&count=1", &master, None);
+    let after = users(&mut db);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["results"].as_array().unwrap().len(), 1, "{}", r.body);
+    let n = r.body["count"].as_i64().unwrap();
+    assert!(before <= n && n <= after, "{before} <= {n} <= {after}");
 }
 
 /// `Parse.Role`: roles made and changed with the master key are pgbaas's roles, an ACL

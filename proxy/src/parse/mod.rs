@@ -377,6 +377,7 @@ async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<Strin
         (&Method::DELETE, ["classes", class, id]) => delete(call, class, id).await,
         (&Method::PUT | &Method::DELETE, ["classes", _]) => Err(ParseError::bad(MISSING_OBJECT_ID, "objectId is required.")),
         (&Method::POST, ["users"]) => signup(call, body).await,
+        (&Method::GET, ["users"]) => find_users(call, params).await,
         (&Method::GET, ["users", "me"]) => me(call).await,
         (&Method::GET, ["users", id]) => get_user(call, id).await,
         (&Method::PUT, ["users", id]) => update_user(call, id, body).await,
@@ -1335,10 +1336,9 @@ async fn me(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
 async fn delete_user(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), ParseError> {
     let id = convert::object_id(id)?;
     if c.master {
-        return Err(ParseError::bad(
-            convert::OPERATION_FORBIDDEN,
-            "the master key does not delete accounts through the Parse door: a user deletes its own, a DBA another's in SQL (docs/parse.md)",
-        ));
+        // Any account (baas.parse_delete_user: the service role's only).
+        c.run("select baas.parse_delete_user($1::text::uuid)::text", &[&id]).await?;
+        return Ok((StatusCode::OK, json!({})));
     }
     let deleted = c
         .run("select case when baas.uid() = $1::text::uuid then (select true from baas.delete_user()) else false end::text", &[&id])
@@ -1347,6 +1347,106 @@ async fn delete_user(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), Pars
         return Err(ParseError::bad(convert::SESSION_MISSING, "Permission denied: a user may delete only its own account"));
     }
     Ok((StatusCode::OK, json!({})))
+}
+
+/// `GET /classes/_User` (`/users`, `new Parse.Query(Parse.User)`): accounts as Parse
+/// users (`baas.parse_find_users`). With the master key, any account: those a plain
+/// `objectId`, `username` or `email` condition names (equality or `$in`), the rest of
+/// `where` then checked here with the query language's evaluator; or, with no other
+/// condition, every account a page at a time. Anyone else gets its own account if it
+/// meets `where`: pgbaas shows no account to another.
+async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let bad = |m: &str| ParseError::bad(INVALID_QUERY, m.to_string());
+    check_params(params, &["where", "order", "limit", "skip", "count", "keys", "excludeKeys"])?;
+    let mut rest = where_of(params)?.as_object().cloned().unwrap_or_default();
+    let limit = number(params, "limit")?.unwrap_or(100);
+    if !(0..=MAX_LIMIT).contains(&limit) {
+        return Err(bad(&format!("limit must be 0 to {MAX_LIMIT}")));
+    }
+    let skip = number(params, "skip")?.unwrap_or(0);
+    if skip < 0 {
+        return Err(bad("skip must not be negative"));
+    }
+    // A plain condition naming users (text equality or `$in` of texts) becomes a list
+    // Postgres looks them up by.
+    let mut named = |k: &str| -> Result<Option<Vec<String>>, ParseError> {
+        let list = match rest.get(k) {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Object(o)) if o.len() == 1 => match (o.get("$eq"), o.get("$in")) {
+                (Some(Value::String(s)), _) => vec![s.clone()],
+                (_, Some(Value::Array(a))) if a.len() <= pgbaas_query::parse::MAX_LIST && a.iter().all(Value::is_string) => {
+                    a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+                }
+                _ => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        rest.remove(k);
+        Ok(Some(list))
+    };
+    // Ids that are no UUID name no user.
+    let ids = named("objectId")?.map(|l| l.iter().filter_map(|i| convert::object_id(i).ok()).collect::<Vec<_>>());
+    let (usernames, emails) = (named("username")?, named("email")?);
+    let narrowed = ids.is_some() || usernames.is_some() || emails.is_some();
+    let order: Vec<(bool, String)> = match params.get("order") {
+        None => Vec::new(),
+        Some(Value::String(o)) => o.split(',').map(str::trim).filter(|k| !k.is_empty()).map(|k| k.strip_prefix('-').map_or((false, k.to_string()), |f| (true, f.to_string()))).collect(),
+        Some(_) => return Err(bad("order must be text such as username,-createdAt")),
+    };
+    if let Some((_, k)) = order.iter().find(|(_, k)| !["createdAt", "updatedAt", "username", "email", "objectId"].contains(&k.as_str())) {
+        return Err(bad(&format!("a _User query is ordered by createdAt, updatedAt, username, email or objectId, not {k}")));
+    }
+    let in_sql_order = order.is_empty() || order == [(false, "createdAt".to_string())];
+    let ids_sql = ids.as_ref().map(|l| l.to_vec());
+    let run = |lim: i64, off: i64| {
+        let (lim, off) = (lim.to_string(), off.to_string());
+        let (ids, usernames, emails) = (ids_sql.clone(), usernames.clone(), emails.clone());
+        async move {
+            c.run(
+                "select baas.parse_find_users($1::text[]::uuid[], $2::text[], $3::text[], $4::text::int, $5::text::int)::text",
+                &[&ids, &usernames, &emails, &lim, &off],
+            )
+            .await
+        }
+    };
+    let mut out = if c.master && !narrowed {
+        // Every account, a page at a time, in Postgres: nothing to check here.
+        if !rest.is_empty() || !in_sql_order {
+            return Err(bad("with the master key a _User query names its users by objectId, username or email (equality or $in), or lists every account in creation order: pgbaas does not scan every account for other conditions"));
+        }
+        run(limit, skip).await?
+    } else {
+        // A few accounts (those named, or the caller's own): the rest of `where` here.
+        let filter = pgbaas_query::parse::parse(&convert::filter_of(&Value::Object(rest))?).map_err(|e| bad(&e.message))?;
+        let found = run(MAX_LIMIT, 0).await?;
+        let mut users: Vec<Value> = found["results"].as_array().cloned().unwrap_or_default();
+        users.retain(|u| {
+            let times = pgbaas_query::eval::Times::from_text(u["createdAt"].as_str(), u["updatedAt"].as_str());
+            pgbaas_query::eval::matches_at(&filter, u, times)
+        });
+        for (desc, k) in order.iter().rev() {
+            users.sort_by(|a, b| {
+                let (x, y) = (a.get(k).and_then(Value::as_str).unwrap_or(""), b.get(k).and_then(Value::as_str).unwrap_or(""));
+                if *desc { y.cmp(x) } else { x.cmp(y) }
+            });
+        }
+        let count = users.len();
+        let page: Vec<Value> = users.into_iter().skip(skip as usize).take(limit as usize).collect();
+        json!({"results": page, "count": count})
+    };
+    let results = out["results"].as_array_mut().map(std::mem::take).unwrap_or_default();
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|mut u| {
+            select_keys(&mut u, params);
+            u
+        })
+        .collect();
+    let mut answer = json!({"results": results});
+    if count_wanted(params) {
+        answer["count"] = out["count"].take();
+    }
+    Ok((StatusCode::OK, answer))
 }
 
 async fn get_user(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), ParseError> {
