@@ -809,8 +809,7 @@ begin
         perform baas._role_must_exist(r);
         perform baas.remove_role_from_role(name, r);
     end loop;
-    return (select pg_catalog.jsonb_build_object('objectId', x.name, 'createdAt', baas._parse_date(x.created_at),
-                                                 'updatedAt', baas._parse_date(pg_catalog.now()))
+    return (select pg_catalog.jsonb_build_object('objectId', x.name, 'createdAt', baas._parse_date(x.created_at))
               from baas.roles x where x.name = parse_save_role.name);
 end
 $$;

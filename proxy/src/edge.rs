@@ -175,7 +175,8 @@ pub struct Edge {
     active: Arc<AtomicUsize>,
     /// `Strict-Transport-Security`'s value: only with TLS and `hsts_max_age_secs` > 0.
     hsts: Option<http::HeaderValue>,
-    /// Set once SIGTERM arrived (by `Drain`): every answer then says `Connection: close`.
+    /// Set once SIGTERM arrived (by `Signals`, or `Drain` without a delay): every answer
+    /// then says `Connection: close`, and /healthz answers 503.
     stopping: Arc<AtomicBool>,
 }
 
@@ -234,7 +235,7 @@ impl Drop for Busy {
     }
 }
 
-/// Graceful stop. On SIGTERM pingora closes the listening socket (new connections are
+/// Graceful stop. On SIGTERM (after `shutdown_delay_secs`: `Signals`) pingora closes the listening socket (new connections are
 /// refused, so a load balancer sends them elsewhere), answers the next request of each
 /// kept-alive connection with `Connection: close`, and tells streams through their
 /// `ShutdownWatch` (realtime/transport.rs: WebSocket close 1012, SSE `reconnect`). It
@@ -257,11 +258,33 @@ impl pingora::services::background::BackgroundService for Drain {
         self.stopping.store(true, Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + self.grace;
         log::warn!("stopping: no new connections; {} requests and streams to finish within {:?}", self.active.load(Ordering::SeqCst), self.grace);
+        // pingora no longer watches signals now: SIGINT during the grace exits at once,
+        // as before a stop.
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        let interrupted = async {
+            match int.as_mut() {
+                Some(i) => {
+                    i.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::pin!(interrupted);
         // A connection accepted just before the listener closed may not have sent its
         // request head yet: give it a moment to become a request in flight.
-        tokio::time::sleep((self.grace / 4).min(Duration::from_millis(500))).await;
-        while self.active.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut pause = (self.grace / 4).min(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = &mut interrupted => {
+                    log::warn!("stopping: SIGINT, {} requests or streams cut", self.active.load(Ordering::SeqCst));
+                    std::process::exit(0);
+                }
+            }
+            if self.active.load(Ordering::SeqCst) == 0 || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            pause = Duration::from_millis(20);
         }
         let left = self.active.load(Ordering::SeqCst);
         if left > 0 {
@@ -293,8 +316,11 @@ impl pingora::server::ShutdownSignalWatch for Signals {
         let (quit, term, int) = match (signal(SignalKind::quit()), signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
             (Ok(q), Ok(t), Ok(i)) => (q, t, i),
             _ => {
-                log::error!("cannot watch SIGTERM/SIGQUIT/SIGINT: shutdown_delay_secs is not applied");
-                return pingora::server::UnixShutdownSignalWatch.recv().await;
+                // (pingora's own watch would fail the same way, with a panic.) No
+                // handler is installed, so the signals keep their default action:
+                // SIGTERM and SIGINT end the process at once.
+                log::error!("cannot watch SIGTERM/SIGQUIT/SIGINT: they end the proxy without a graceful stop");
+                return std::future::pending().await;
             }
         };
         let (mut quit, mut term, mut int) = (quit, term, int);
@@ -312,6 +338,7 @@ impl pingora::server::ShutdownSignalWatch for Signals {
             _ = tokio::time::sleep(self.delay) => ShutdownSignal::GracefulTerminate,
             _ = term.recv() => ShutdownSignal::GracefulTerminate,
             _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
         }
     }
 }

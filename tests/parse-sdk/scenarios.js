@@ -729,6 +729,11 @@ const scenarios = {
     const inEditors = await bobsRoles[1].getRoles().query().find();
     assert.deepEqual(inEditors.map((r) => r.id), [chiefs.id], 'the roles relation of editors');
     assert.equal((await new Parse.Query(Parse.Role).equalTo('users', bob).find()).length, 1, 'bob is a direct member of chiefs only');
+    assert.equal((await new Parse.Query(Parse.Role).equalTo('users', alice).find()).length, 0, 'bob does not learn that alice is an editor');
+    await Parse.User.become(alice.getSessionToken());
+    const asAlice = await new Parse.Query(Parse.Role).get(editors.id);
+    assert.deepEqual((await asAlice.getRoles().query().find()).map((r) => r.id), [], 'alice does not see chiefs, which she does not hold');
+    await Parse.User.become(bob.getSessionToken());
     // Alice leaves editors: she no longer reads the document.
     editors.getUsers().remove(alice);
     await editors.save(null, { useMasterKey: true });

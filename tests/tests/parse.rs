@@ -846,8 +846,15 @@ fn sdk_roles_are_pgbaas_roles() {
         ("PUT", format!("/classes/_Role/{editors}"), &master, Some(json!({"users": {"__op": "AddRelation", "objects": [{"__type": "Pointer", "className": "_User", "objectId": "0190f4d2-8a1b-7c3d-9e4f-000000000009"}]}}).to_string()), 404, 101),
         ("PUT", format!("/classes/_Role/{editors}"), &master, Some(json!({"roles": {"__op": "AddRelation", "objects": [{"__type": "Pointer", "className": "_Role", "objectId": editors}]}}).to_string()), 400, 142),
         ("DELETE", "/classes/_Role/no-such-role".to_string(), &master, None, 404, 101),
+        ("DELETE", "/classes/_Role/Not%20A%20Name".to_string(), &master, None, 404, 101),
+        ("GET", format!("/classes/_Role/{}", editors.to_ascii_uppercase()), &master, None, 404, 101),
+        ("PUT", format!("/classes/_Role/{editors}"), &master, Some(json!({"roles": {"__op": "AddRelation", "objects": [{"__type": "Pointer", "className": "_Role", "objectId": "Bad Name"}]}}).to_string()), 404, 101),
+        ("GET", "/classes/_Role?where=%5B1%5D".to_string(), &as_alice, None, 400, 102),
         ("POST", "/classes/_Role".to_string(), &master, Some(json!({"ACL": {}}).to_string()), 400, 135),
     ];
+    let anonymous: &[(&str, &str)] = &[APP];
+    let none = rest("GET", "/classes/_Role?where=%7B%22score%22%3A1%7D", anonymous, None);
+    assert_eq!((none.status, none.body["code"].as_i64()), (400, Some(102)), "a caller holding no role is refused the same: {}", none.body);
     for (method, path, headers, body, status, code) in cases {
         let r = rest(method, &path, headers, body.as_deref());
         assert_eq!((r.status, r.body["code"].as_i64()), (status, Some(code)), "{method} {path}: {}", r.body);

@@ -125,9 +125,9 @@ impl Drop for Haproxy {
 fn two_proxies_behind_haproxy_restart_in_turn_under_load_without_failed_requests() {
     let u = signup("rolling");
     let c = collection("rolling", json!({}));
-    // A second's delay after SIGTERM: HAProxy's check (every 300 ms, one failure marks
+    // Two seconds' delay after SIGTERM: HAProxy's check (every 300 ms, one failure marks
     // a server down) takes the proxy out before its listener closes.
-    let mut nodes = [Node::with_delay(free_port(), 1), Node::with_delay(free_port(), 1)];
+    let mut nodes = [Node::with_delay(free_port(), 2), Node::with_delay(free_port(), 2)];
     let lb = Haproxy::start(&[nodes[0].port, nodes[1].port]);
     let base = format!("http://127.0.0.1:{}", lb.port);
     // Wait until HAProxy has both proxies up.
@@ -194,7 +194,7 @@ fn two_proxies_behind_haproxy_restart_in_turn_under_load_without_failed_requests
         std::thread::sleep(Duration::from_millis(1500));
         let before = ok.load(Ordering::SeqCst);
         node.sigterm();
-        let (status, _) = node.wait_exit(Duration::from_secs(8));
+        let (status, _) = node.wait_exit(Duration::from_secs(10));
         assert!(status.success(), "a graceful stop exits 0: {status}");
         assert_eq!(http_status(node.port, "/healthz"), None, "the stopped proxy accepts nothing");
         // The other proxy carries the load meanwhile.
@@ -351,4 +351,13 @@ fn sigterm_with_a_delay_fails_health_checks_while_still_answering_requests() {
     let (status, _) = node.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");
     assert_eq!(http_status(port, "/healthz"), None, "the stopped proxy accepts nothing");
+
+    // SIGINT during the delay exits at once too.
+    let mut node = Node::with_delay(free_port(), 30);
+    let port = node.port;
+    node.sigterm();
+    wait_until("/healthz answers 503 after SIGTERM", || http_status(port, "/healthz") == Some(503));
+    let pid = node.child.as_ref().unwrap().id() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    node.wait_exit(Duration::from_secs(10));
 }

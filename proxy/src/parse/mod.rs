@@ -1358,7 +1358,9 @@ async fn delete_user(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), Pars
 async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let bad = |m: &str| ParseError::bad(INVALID_QUERY, m.to_string());
     check_params(params, &["where", "order", "limit", "skip", "count", "keys", "excludeKeys"])?;
-    let mut rest = where_of(params)?.as_object().cloned().unwrap_or_default();
+    let Value::Object(mut rest) = where_of(params)? else {
+        return Err(bad("where must be a JSON object"));
+    };
     let limit = number(params, "limit")?.unwrap_or(100);
     if !(0..=MAX_LIMIT).contains(&limit) {
         return Err(bad(&format!("limit must be 0 to {MAX_LIMIT}")));

@@ -57,7 +57,8 @@ const KEYS: &str = "a _Role query takes objectId, name, users, roles, $relatedTo
 fn operand(key: &str, v: &Value) -> Result<String, ParseError> {
     let pointer = |class: &str| -> Result<String, ParseError> {
         match (v.get("__type").and_then(Value::as_str), v.get("className").and_then(Value::as_str), v.get("objectId").and_then(Value::as_str)) {
-            (Some("Pointer"), Some(c), Some(id)) if c == class => Ok(id.to_ascii_lowercase()),
+            (Some("Pointer"), Some(c), Some(id)) if c == class && class == "_User" => Ok(id.to_ascii_lowercase()),
+            (Some("Pointer"), Some(c), Some(id)) if c == class => Ok(id.to_string()),
             _ => Err(ParseError::bad(INVALID_QUERY, format!("{key} is compared with a pointer to {class}"))),
         }
     };
@@ -71,8 +72,10 @@ fn operand(key: &str, v: &Value) -> Result<String, ParseError> {
 }
 
 /// Whether `role` meets `where` (a JSON object), `all` being every visible role (for
-/// `$relatedTo`).
+/// `$relatedTo`). Every condition is read whatever the answer, so that one the door does
+/// not serve is refused whatever roles there are.
 fn matches(role: &Role, where_: &Map<String, Value>, all: &[Role]) -> Result<bool, ParseError> {
+    let mut all_ok = true;
     for (key, cond) in where_ {
         let ok = match key.as_str() {
             "$or" | "$and" => {
@@ -108,7 +111,8 @@ fn matches(role: &Role, where_: &Map<String, Value>, all: &[Role]) -> Result<boo
                                 "$ne" => !values.contains(&operand(key, arg)?.as_str()),
                                 "$in" => list()?.iter().any(|x| values.contains(&x.as_str())),
                                 "$nin" => !list()?.iter().any(|x| values.contains(&x.as_str())),
-                                "$all" => list()?.iter().all(|x| values.contains(&x.as_str())),
+                                // (As in Parse on MongoDB, an empty list holds for none.)
+                                "$all" => list().map(|l| !l.is_empty() && l.iter().all(|x| values.contains(&x.as_str())))?,
                                 "$exists" if key == "name" || key == "objectId" => arg.as_bool() == Some(true),
                                 _ => return Err(ParseError::bad(INVALID_QUERY, format!("{op} on _Role.{key} is not supported: a _Role query compares with $eq, $ne, $in, $nin and $all"))),
                             };
@@ -119,19 +123,28 @@ fn matches(role: &Role, where_: &Map<String, Value>, all: &[Role]) -> Result<boo
             }
             _ => return Err(ParseError::bad(INVALID_QUERY, KEYS)),
         };
-        if !ok {
-            return Ok(false);
-        }
+        all_ok &= ok;
     }
-    Ok(true)
+    Ok(all_ok)
+}
+
+/// A role's objectId as a pgbaas role name, or None: no role has it (a name pgbaas
+/// would refuse names none).
+fn role_id(id: &str) -> Option<&str> {
+    let mut b = id.bytes();
+    let ok = id.len() <= 63
+        && b.next().is_some_and(|c| c.is_ascii_lowercase())
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-'));
+    ok.then_some(id)
 }
 
 /// `GET /classes/_Role`: the visible roles that meet `where`, with `order` (name,
 /// createdAt, objectId), `limit`, `skip`, `count`, `keys` and `excludeKeys`.
 pub(super) async fn find(c: &Call<'_>, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     check_params(params, &["where", "order", "limit", "skip", "count", "keys", "excludeKeys"])?;
-    let where_ = where_of(params)?;
-    let where_ = where_.as_object().cloned().unwrap_or_default();
+    let Value::Object(where_) = where_of(params)? else {
+        return Err(ParseError::bad(INVALID_QUERY, "where must be a JSON object"));
+    };
     let limit = number(params, "limit")?.unwrap_or(100);
     if !(0..=MAX_LIMIT).contains(&limit) {
         return Err(ParseError::bad(INVALID_QUERY, format!("limit must be 0 to {MAX_LIMIT}")));
@@ -141,6 +154,9 @@ pub(super) async fn find(c: &Call<'_>, params: &Map<String, Value>) -> Result<(S
         return Err(ParseError::bad(INVALID_QUERY, "skip must not be negative"));
     }
     let count = count_wanted(params);
+    // Checked once whatever roles there are (a caller with none gets the same 102).
+    let nobody = Role { name: String::new(), created: String::new(), users: Vec::new(), roles: Vec::new() };
+    matches(&nobody, &where_, &[])?;
     let all = visible(c).await?;
     let mut found = Vec::new();
     for r in &all {
@@ -152,14 +168,14 @@ pub(super) async fn find(c: &Call<'_>, params: &Map<String, Value>) -> Result<(S
     if let Some(order) = params.get("order").and_then(Value::as_str) {
         for key in order.split(',').rev().map(str::trim).filter(|k| !k.is_empty()) {
             let (desc, field) = key.strip_prefix('-').map_or((false, key), |f| (true, f));
-            match field {
-                "name" | "objectId" => found.sort_by(|a, b| a.name.cmp(&b.name)),
-                "createdAt" | "updatedAt" => found.sort_by(|a, b| a.created.cmp(&b.created)),
+            let key = match field {
+                "name" | "objectId" => |r: &Role| r.name.clone(),
+                "createdAt" | "updatedAt" => |r: &Role| r.created.clone(),
                 _ => return Err(ParseError::bad(INVALID_QUERY, format!("a _Role query is ordered by name, objectId or createdAt, not {field}"))),
-            }
-            if desc {
-                found.reverse();
-            }
+            };
+            // Stable sorts, last key first: a descending key compares the other way
+            // (reversing the list would also reverse the earlier keys' ties).
+            found.sort_by(|a, b| if desc { key(b).cmp(&key(a)) } else { key(a).cmp(&key(b)) });
         }
     }
     let total = found.len();
@@ -183,6 +199,7 @@ pub(super) async fn find(c: &Call<'_>, params: &Map<String, Value>) -> Result<(S
 /// `GET /classes/_Role/{id}`: one visible role, else 101.
 pub(super) async fn get(c: &Call<'_>, id: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     check_params(params, &["keys", "excludeKeys"])?;
+    let id = role_id(id).ok_or_else(ParseError::not_found)?;
     let role = visible(c).await?.into_iter().find(|r| r.name == id).ok_or_else(ParseError::not_found)?;
     let mut o = role.object();
     select_keys(&mut o, params);
@@ -205,7 +222,12 @@ fn relation_ops(key: &str, v: &Value, class: &str, add: &mut Vec<String>, remove
             _ => return Err(bad()),
         };
         for p in op.get("objects").and_then(Value::as_array).ok_or_else(bad)? {
-            into.push(operand(key, p).map_err(|_| bad())?);
+            let id = operand(key, p).map_err(|_| bad())?;
+            // A role no name of pgbaas could be: no such role (101).
+            if class == "_Role" && role_id(&id).is_none() {
+                return Err(ParseError::not_found());
+            }
+            into.push(id);
         }
     }
     Ok(())
@@ -240,7 +262,7 @@ pub(super) async fn save(c: &Call<'_>, id: Option<&str>, body: &Map<String, Valu
         (Some(id), Some(n)) if n != id => {
             return Err(ParseError::bad(OPERATION_FORBIDDEN, "A role's name can only be set before it has been saved."));
         }
-        (Some(id), _) => (id.to_string(), false),
+        (Some(id), _) => (role_id(id).ok_or_else(ParseError::not_found)?.to_string(), false),
     };
     let out = c
         .run(
@@ -251,13 +273,14 @@ pub(super) async fn save(c: &Call<'_>, id: Option<&str>, body: &Map<String, Valu
     Ok(if is_new {
         (StatusCode::CREATED, json!({"objectId": out["objectId"], "createdAt": out["createdAt"]}))
     } else {
-        (StatusCode::OK, json!({"updatedAt": out["updatedAt"]}))
+        (StatusCode::OK, json!({"updatedAt": out["createdAt"]}))
     })
 }
 
 /// `DELETE /classes/_Role/{id}`: with the master key (`baas.drop_role`: the role leaves
 /// every ACL it was in).
 pub(super) async fn delete(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), ParseError> {
+    let id = role_id(id).ok_or_else(ParseError::not_found)?;
     c.run("select baas.parse_delete_role($1)::text", &[&id]).await?;
     Ok((StatusCode::OK, json!({})))
 }
@@ -304,9 +327,20 @@ mod tests {
             json!({"$relatedTo": {"object": {"__type": "Pointer", "className": "_Role", "objectId": "a"}, "key": "users"}}),
             json!({"$or": {}}),
             json!({"name": {"$in": "admins"}}),
+            json!({"name": "x", "score": 1}),
         ] {
             let e = matches(&r, w.as_object().unwrap(), &[]).unwrap_err();
             assert_eq!(e.code, INVALID_QUERY, "{w}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn role_ids_are_pgbaas_role_names() {
+        for ok in ["admins", "r_1st", "a.b-c_d", &"a".repeat(63)] {
+            assert_eq!(role_id(ok), Some(ok));
+        }
+        for bad in ["", "Admins", "1st", "a b", "ä", &"a".repeat(64)] {
+            assert_eq!(role_id(bad), None, "{bad:?}");
         }
     }
 
