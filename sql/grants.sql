@@ -406,8 +406,11 @@ grant execute on function
     baas.parse_roles(),
     baas.parse_save_role(text, boolean, uuid[], uuid[], text[], text[]),
     baas.parse_delete_role(text),
-    baas.parse_find_users(uuid[], text[], text[], integer, integer),
-    baas.parse_delete_user(uuid)
+    baas.parse_find_users(uuid[], text[], text[], integer, integer, boolean),
+    baas.parse_delete_user(uuid),
+    baas.parse_schemas(text),
+    baas.parse_create_class(text, text[]),
+    baas.parse_drop_class(text)
   to baas_anon, baas_user, baas_service;
 grant execute on function baas._parse_authenticate(text, boolean), baas._parse_session_claims(text)
   to baas_authenticator;

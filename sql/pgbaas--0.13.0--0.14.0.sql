@@ -397,12 +397,13 @@ comment on function baas.parse_delete_role(text) is 'Parse door: delete a role (
 -- (0.14.0) Parse _User queries and the master key's user deletion.
 -- GET /parse/classes/_User (/users): accounts as Parse users. The service role reads
 -- any: those named by ids, usernames or emails (each list optional, null being no
--- condition; with none, every account), at most `lim` after `off` in creation order,
--- and `count` of all that match. Anyone else reads only its own account (if the lists
--- name it): pgbaas shows no account to another (Parse Server's users are private by
--- default too, its enforcePrivateUsers). The door checks the rest of a query's `where`.
+-- condition; with none, every account), at most `lim` after `off` in creation order
+-- (users_created_at_idx), and with want_count `count`, how many match in all. Anyone
+-- else reads only its own account (if the lists name it): pgbaas shows no account to
+-- another (Parse Server's users are private by default too, its enforcePrivateUsers).
+-- The door checks the rest of a query's `where`.
 create function baas.parse_find_users(ids uuid[] default null, usernames text[] default null, emails text[] default null,
-                                      lim integer default 100, off integer default 0) returns jsonb
+                                      lim integer default 100, off integer default 0, want_count boolean default false) returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -410,20 +411,29 @@ as $$
 declare
     v_master boolean := baas._parse_master();
     v_uid uuid := baas.uid();
+    v_emails text[] := array(select lower(e) from unnest(emails) e);
 begin
-    return (with m as (select u.id, u.created_at from baas.users u
-                        where (v_master or u.id = v_uid)
-                          and (ids is null or u.id = any (ids))
-                          and (usernames is null or u.id in (select n.user_id from baas.parse_usernames n
-                                                              where n.username = any (usernames)))
-                          and (emails is null or u.email = any (array(select lower(e) from unnest(emails) e))))
-            select jsonb_build_object('count', (select count(*) from m),
-                'results', coalesce((select jsonb_agg(baas._parse_user_json(u) order by u.created_at, u.id) from baas.users u
-                                      where u.id in (select m.id from m order by m.created_at, m.id
-                                                      limit least(greatest(lim, 0), 1000) offset greatest(off, 0))), '[]')));
+    return jsonb_build_object(
+        'count', case when want_count then
+            (select count(*) from baas.users u
+              where (v_master or u.id = v_uid)
+                and (ids is null or u.id = any (ids))
+                and (usernames is null or u.id in (select n.user_id from baas.parse_usernames n where n.username = any (usernames)))
+                and (emails is null or u.email = any (v_emails))) end,
+        'results', coalesce((select jsonb_agg(baas._parse_user_json(x.u) order by (x.u).created_at, (x.u).id)
+                               from (select u from baas.users u
+                                      where (v_master or u.id = v_uid)
+                                        and (ids is null or u.id = any (ids))
+                                        and (usernames is null or u.id in (select n.user_id from baas.parse_usernames n
+                                                                            where n.username = any (usernames)))
+                                        and (emails is null or u.email = any (v_emails))
+                                      order by u.created_at, u.id
+                                      limit least(greatest(lim, 0), 1000) offset greatest(off, 0)) x), '[]'));
 end
 $$;
-comment on function baas.parse_find_users(uuid[], text[], text[], integer, integer) is 'Parse door: accounts as Parse users: any (by ids, usernames, emails) for the service role, the caller''s own for anyone else; {count, results}';
+comment on function baas.parse_find_users(uuid[], text[], text[], integer, integer, boolean) is 'Parse door: accounts as Parse users: any (by ids, usernames, emails) for the service role, the caller''s own for anyone else; {count, results}';
+-- (0.14.0) The master key's list of every account pages in creation order.
+create index users_created_at_idx on baas.users (created_at, id);
 
 -- DELETE /parse/users/{id} with the master key: the account goes as pgbaas deletes one
 -- (its sessions with it, its documents as their collections' on_owner_delete says).
@@ -442,8 +452,117 @@ end
 $$;
 comment on function baas.parse_delete_user(uuid) is 'Parse door: delete an account with the master key; service role only';
 
+-- (0.14.0) Parse schemas (/schemas).
+-- Parse schemas (/parse/schemas, Parse.Schema, the Parse Dashboard): each collection
+-- that is not a file bucket is a class (its name as the collection's). pgbaas keeps no
+-- field types, so a class's fields are its system fields and those its 100 newest
+-- documents hold, typed by their values. Its class-level permissions say who may create
+-- (the collection's `create`: public is *, authenticated requiresAuthentication, a user
+-- its id, a role role:name; registered and anonymous have no Parse word); find, get,
+-- count, update and delete are every caller's, each object's ACL deciding, as in Parse.
+create function baas._parse_schema_json(c baas.collections) returns jsonb
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select pg_catalog.jsonb_build_object(
+        'className', c.name,
+        'fields', '{"objectId": {"type": "String"}, "createdAt": {"type": "Date"},
+                    "updatedAt": {"type": "Date"}, "ACL": {"type": "ACL"}}'::jsonb
+            || coalesce((select pg_catalog.jsonb_object_agg(f.key, f.type) from (
+                   select distinct on (e.key) e.key,
+                          case pg_catalog.jsonb_typeof(e.value)
+                              when 'string' then '{"type": "String"}'::jsonb
+                              when 'number' then '{"type": "Number"}'::jsonb
+                              when 'boolean' then '{"type": "Boolean"}'::jsonb
+                              when 'array' then '{"type": "Array"}'::jsonb
+                              else case e.value ->> '__type'
+                                  when 'Date' then '{"type": "Date"}'::jsonb
+                                  when 'File' then '{"type": "File"}'::jsonb
+                                  when 'GeoPoint' then '{"type": "GeoPoint"}'::jsonb
+                                  when 'Bytes' then '{"type": "Bytes"}'::jsonb
+                                  when 'Polygon' then '{"type": "Polygon"}'::jsonb
+                                  when 'Pointer' then pg_catalog.jsonb_build_object('type', 'Pointer', 'targetClass', e.value ->> 'className')
+                                  when 'Relation' then pg_catalog.jsonb_build_object('type', 'Relation', 'targetClass', e.value ->> 'className')
+                                  else '{"type": "Object"}'::jsonb end
+                          end as type
+                     from (select d.id, d.data from baas.documents d where d.collection_id = c.id
+                            order by d.id desc limit 100) d,
+                          pg_catalog.jsonb_each(d.data) e
+                    where pg_catalog.jsonb_typeof(e.value) <> 'null'
+                      and e.key not in ('objectId', 'createdAt', 'updatedAt', 'ACL')
+                    order by e.key, d.id desc) f), '{}'),
+        'classLevelPermissions', pg_catalog.jsonb_build_object(
+            'find', '{"*": true}'::jsonb, 'count', '{"*": true}'::jsonb, 'get', '{"*": true}'::jsonb,
+            'update', '{"*": true}'::jsonb, 'delete', '{"*": true}'::jsonb, 'addField', '{}'::jsonb,
+            'protectedFields', '{}'::jsonb,
+            'create', coalesce((select pg_catalog.jsonb_object_agg(x.k, true) from (
+                select case when p = 'public' then '*' when p = 'authenticated' then 'requiresAuthentication'
+                            when p like 'user:%' then pg_catalog.substr(p, 6) else p end as k
+                  from pg_catalog.unnest(c.create_acl) p
+                 where p not in ('registered', 'anonymous')) x), '{}')))
+$$;
+
+-- GET /parse/schemas[/{class}]: the classes (all, or the one of that collection name).
+-- Service role only.
+create function baas.parse_schemas(class_name text default null) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not baas._parse_master() then
+        perform baas._raise('42501', 'forbidden', 'unauthorized: master key is required');
+    end if;
+    return coalesce((select jsonb_agg(baas._parse_schema_json(c) order by c.name) from baas.collections c
+                      where not c.bucket and (class_name is null or c.name = class_name)), '[]');
+end
+$$;
+comment on function baas.parse_schemas(text) is 'Parse door: collections as Parse class schemas (fields from their newest documents); service role only';
+
+-- POST /parse/schemas/{class}: a collection with `create` as given (Parse's default
+-- class-level permissions let anyone create: ['public']). Service role only.
+create function baas.parse_create_class(class_name text, creators text[] default array['public']) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not baas._parse_master() then
+        perform baas._raise('42501', 'forbidden', 'unauthorized: master key is required');
+    end if;
+    perform baas.create_collection(class_name, jsonb_build_object('create', to_jsonb(coalesce(creators, '{}'))));
+    return (select baas._parse_schema_json(c) from baas.collections c where c.name = class_name);
+end
+$$;
+comment on function baas.parse_create_class(text, text[]) is 'Parse door: create a class (a collection, create permission as given); service role only';
+
+-- DELETE /parse/schemas/{class}: drop an empty class's collection, as Parse Server drops
+-- only empty classes (55000 class_not_empty otherwise; P0002 collection_not_found).
+-- Service role only.
+create function baas.parse_drop_class(class_name text) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    c baas.collections;
+    n bigint;
+begin
+    if not baas._parse_master() then
+        perform baas._raise('42501', 'forbidden', 'unauthorized: master key is required');
+    end if;
+    c := baas._collection_by_name(class_name);
+    if c.bucket then
+        perform baas._raise('P0002', 'collection_not_found', format('%s is a file bucket, not a class', class_name));
+    end if;
+    select count(*) into n from baas.documents d where d.collection_id = c.id;
+    if n > 0 then
+        perform baas._raise('55000', 'class_not_empty', format('Class %s is not empty, contains %s objects, cannot drop schema.', class_name, n));
+    end if;
+    perform baas.drop_collection(class_name);
+end
+$$;
+comment on function baas.parse_drop_class(text) is 'Parse door: drop an empty class''s collection; service role only';
+
 -- ==================================================================== sql/lints.sql
--- The seven new public functions join the documented list.
+-- The ten new public functions join the documented list.
 create or replace function baas.security_lints()
 returns table (lint text, object text, detail text)
 language sql stable
@@ -602,7 +721,8 @@ as $$
            'parse_signup', 'parse_login', 'parse_me', 'parse_get_user', 'parse_update_user',
            'parse_save_installation', 'parse_installations', 'parse_config', 'parse_set_config',
            'parse_import_users', 'parse_login_anonymous', 'parse_upgrade_anonymous',
-           'parse_roles', 'parse_save_role', 'parse_delete_role', 'parse_find_users', 'parse_delete_user'])
+           'parse_roles', 'parse_save_role', 'parse_delete_role', 'parse_find_users', 'parse_delete_user',
+           'parse_schemas', 'parse_create_class', 'parse_drop_class'])
     union all
     -- 4c. The document policies and the index entries' read policy are made from one
     --     rule (sql/permissions.sql): each must still say what documents_read says
@@ -764,8 +884,12 @@ revoke execute on function
     baas.parse_roles(),
     baas.parse_save_role(text, boolean, uuid[], uuid[], text[], text[]),
     baas.parse_delete_role(text),
-    baas.parse_find_users(uuid[], text[], text[], integer, integer),
-    baas.parse_delete_user(uuid)
+    baas.parse_find_users(uuid[], text[], text[], integer, integer, boolean),
+    baas.parse_delete_user(uuid),
+    baas._parse_schema_json(baas.collections),
+    baas.parse_schemas(text),
+    baas.parse_create_class(text, text[]),
+    baas.parse_drop_class(text)
   from public;
 grant execute on function baas.parse_login_anonymous(text, text) to baas_anon, baas_user, baas_service;
 grant execute on function baas.parse_upgrade_anonymous(text, text, text, jsonb) to baas_user;
@@ -773,8 +897,11 @@ grant execute on function
     baas.parse_roles(),
     baas.parse_save_role(text, boolean, uuid[], uuid[], text[], text[]),
     baas.parse_delete_role(text),
-    baas.parse_find_users(uuid[], text[], text[], integer, integer),
-    baas.parse_delete_user(uuid)
+    baas.parse_find_users(uuid[], text[], text[], integer, integer, boolean),
+    baas.parse_delete_user(uuid),
+    baas.parse_schemas(text),
+    baas.parse_create_class(text, text[]),
+    baas.parse_drop_class(text)
   to baas_anon, baas_user, baas_service;
 
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).

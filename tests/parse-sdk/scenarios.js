@@ -655,6 +655,10 @@ const scenarios = {
     assert.equal((await new Parse.Query(Parse.User).equalTo('username', `uq-ben-${run}`).find()).length, 0, 'not another, even by name');
     assert.equal((await new Parse.Query(Parse.User).equalTo('nick', 'uq-ann').first()).id, ann.id, 'its own fields');
     assert.equal(await new Parse.Query(Parse.User).equalTo('nick', 'nobody').count(), 0);
+    assert.equal(await new Parse.Query(Parse.User).equalTo('objectId', ben.id).count(), 0, 'nor its count');
+    assert.equal(await new Parse.Query(Parse.User).containedIn('username', [`uq-ben-${run}`, `uq-ann-${run}`]).count(), 1);
+    assert.equal((await new Parse.Query(Parse.User).greaterThan('createdAt', new Date(Date.now() - 3600e3)).find()).length, 1, 'by its times');
+    assert.equal((await new Parse.Query(Parse.User).lessThan('createdAt', new Date(Date.now() - 3600e3)).find()).length, 0);
     // The master key: any account, by the names it has.
     const both = await new Parse.Query(Parse.User).containedIn('username', [`uq-ann-${run}`, `uq-ben-${run}`]).descending('username').find({ useMasterKey: true });
     assert.deepEqual(both.map((u) => u.get('nick')), ['uq-ben', 'uq-ann']);
@@ -680,6 +684,40 @@ const scenarios = {
     await Parse.User.become(ann.getSessionToken());
     await Parse.User.logOut();
     return { ann: ann.id, ben: ben.id };
+  },
+
+  // Parse.Schema (the master key): a class is a collection, made with who may create,
+  // its fields those its objects hold, dropped when empty (docs/parse.md, "Schemas").
+  async schemas() {
+    const cls = `Shelf${run.replace(/[^0-9A-Za-z]/g, '')}`;
+    const schema = new Parse.Schema(cls);
+    schema.addString('title').addNumber('pages');
+    schema.setCLP({ find: { '*': true }, get: { '*': true }, count: { '*': true }, create: { requiresAuthentication: true },
+      update: { '*': true }, delete: { '*': true }, addField: {}, protectedFields: {} });
+    const saved = await schema.save();
+    assert.equal(saved.className, cls.toLowerCase(), 'the class is its collection');
+    assert.deepEqual(saved.classLevelPermissions.create, { requiresAuthentication: true });
+    await expectError(new Parse.Object(cls).save({ title: 'x' }), 119, 'an anonymous client creates in a class that requires authentication');
+    await signUp('schema-user');
+    const book = new Parse.Object(cls);
+    await book.save({ title: 'Dune', pages: 412, at: new Date(Date.UTC(2026, 0, 1)), tags: ['sf'], where: new Parse.GeoPoint(1, 2) });
+    const got = await new Parse.Schema(cls).get();
+    const types = Object.fromEntries(Object.entries(got.fields).map(([k, v]) => [k, v.type]));
+    assert.deepEqual(types, { objectId: 'String', createdAt: 'Date', updatedAt: 'Date', ACL: 'ACL', title: 'String', pages: 'Number',
+      at: 'Date', tags: 'Array', where: 'GeoPoint' }, 'the fields its objects hold, typed by their values');
+    const all = await Parse.Schema.all();
+    assert.ok(all.some((c) => c.className === cls.toLowerCase()));
+    assert.ok(all.some((c) => c.className === '_User') && all.some((c) => c.className === '_Role'));
+    const more = new Parse.Schema(cls);
+    more.addBoolean('read');
+    await more.update();
+    await expectError(new Parse.Schema(cls).delete(), 255, 'a class that still has objects');
+    await expectError(new Parse.Schema(cls).save(), 103, 'a class made twice');
+    await book.destroy();
+    await new Parse.Schema(cls).delete();
+    await expectError(new Parse.Schema(cls).get(), 103, 'a dropped class');
+    await Parse.User.logOut();
+    return { collection: cls.toLowerCase() };
   },
 
   // Roles (_Role) are pgbaas's roles: made and changed with the master key, found by

@@ -786,6 +786,21 @@ fn sdk_user_queries_show_a_user_itself_and_any_to_the_master_key() {
     }
     let r = rest("DELETE", &format!("/users/{ben}"), &master, None);
     assert_eq!((r.status, r.body["code"].as_i64()), (404, Some(101)), "an account already gone: {}", r.body);
+    // The deletion is audited as the service role's.
+    let audited: i64 = db
+        .query_one("select count(*) from baas.audit_log where action = 'user.delete' and user_id = $1::text::uuid and actor_role = 'baas_service'", &[&ben])
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1);
+    // By email (pgbaas keeps emails in lower case; an equality in any case finds it).
+    let email = format!("uq-{}@example.com", std::process::id());
+    let r = rest("POST", "/users", &[APP], Some(&json!({"username": format!("uq-mail-{}", std::process::id()), "password": "pw-uq-mail-secret", "email": email}).to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["objectId"].as_str().unwrap().to_string();
+    let where_ = json!({"email": email.to_ascii_uppercase()}).to_string().replace('"', "%22").replace('{', "%7B").replace('}', "%7D").replace(':', "%3A").replace('@', "%40");
+    let r = rest("GET", &format!("/users?where={where_}"), &master, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["results"].as_array().map(|a| a.iter().map(|u| u["objectId"].clone()).collect::<Vec<_>>()), Some(vec![json!(id)]));
     // Every account a page at a time, with the count of all.
     // (Other tests make accounts meanwhile: the count lies between two counts in SQL.)
     let users = |db: &mut postgres::Client| -> i64 { db.query_one("select count(*) from baas.users", &[]).unwrap().get(0) };
@@ -796,6 +811,40 @@ fn sdk_user_queries_show_a_user_itself_and_any_to_the_master_key() {
     assert_eq!(r.body["results"].as_array().unwrap().len(), 1, "{}", r.body);
     let n = r.body["count"].as_i64().unwrap();
     assert!(before <= n && n <= after, "{before} <= {n} <= {after}");
+}
+
+/// `Parse.Schema`: classes are collections, seen, made and dropped (when empty) with the
+/// master key only.
+#[test]
+fn sdk_schemas_are_collections() {
+    let f = &sdk(&["schemas"])[0];
+    let collection = f["collection"].as_str().unwrap();
+    let gone: i64 = admin().query_one("select count(*) from baas.collections where name = $1", &[&collection]).unwrap().get(0);
+    assert_eq!(gone, 0, "the dropped class's collection is gone");
+    let master = [APP, ("X-Parse-Master-Key", MASTER_KEY)];
+    let anonymous: &[(&str, &str)] = &[APP];
+    let cases: Vec<(&str, &str, &[(&str, &str)], Option<&str>, u16, i64)> = vec![
+        ("GET", "/schemas", anonymous, None, 403, 119),
+        ("POST", "/schemas/Sneaky", anonymous, Some("{}"), 403, 119),
+        ("GET", "/schemas/NoSuchClass", &master, None, 400, 103),
+        ("DELETE", "/schemas/NoSuchClass", &master, None, 400, 103),
+        ("DELETE", "/schemas/_User", &master, None, 400, 119),
+        ("POST", "/schemas/Bad-Name", &master, Some("{}"), 400, 103),
+        ("POST", "/schemas/A", &master, Some(r#"{"className": "B"}"#), 400, 103),
+        ("POST", "/schemas/Locked", &master, Some(r#"{"classLevelPermissions": {"find": {"requiresAuthentication": true}}}"#), 400, 107),
+        ("PUT", "/schemas/GameScore", &master, Some(r#"{"fields": {"score": {"__op": "Delete"}}}"#), 400, 102),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        let r = rest(method, path, headers, body);
+        assert_eq!((r.status, r.body["code"].as_i64()), (status, Some(code)), "{method} {path}: {}", r.body);
+    }
+    let locked: i64 = admin().query_one("select count(*) from baas.collections where name in ('sneaky', 'locked', 'a', 'b')", &[]).unwrap().get(0);
+    assert_eq!(locked, 0, "no refused schema change made a collection");
+    // The classes the door serves, GameScore among them, with who may create.
+    let r = rest("GET", "/schemas/GameScore", &master, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["className"], "gamescore");
+    assert_eq!(r.body["fields"]["objectId"], json!({"type": "String"}));
 }
 
 /// `Parse.Role`: roles made and changed with the master key are pgbaas's roles, an ACL

@@ -14,6 +14,7 @@ pub mod convert;
 pub mod files;
 pub mod live;
 mod roles;
+mod schemas;
 
 use crate::db;
 use crate::errors::ApiError;
@@ -382,6 +383,12 @@ async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<Strin
         (&Method::GET, ["users", id]) => get_user(call, id).await,
         (&Method::PUT, ["users", id]) => update_user(call, id, body).await,
         (&Method::DELETE, ["users", id]) => delete_user(call, id).await,
+        (&Method::GET, ["schemas"]) => schemas::all(call).await,
+        (&Method::GET, ["schemas", class]) => schemas::get(call, class).await,
+        (&Method::POST, ["schemas"]) => schemas::create(call, None, body).await,
+        (&Method::POST, ["schemas", class]) => schemas::create(call, Some(class), body).await,
+        (&Method::PUT, ["schemas", class]) => schemas::update(call, class, body).await,
+        (&Method::DELETE, ["schemas", class]) => schemas::delete(call, class).await,
         (&Method::GET, ["roles"]) => roles::find(call, params).await,
         (&Method::GET, ["roles", id]) => roles::get(call, id, params).await,
         (&Method::POST, ["roles"]) => roles::save(call, None, body).await,
@@ -841,8 +848,8 @@ fn list_args(class: &str, params: &Map<String, Value>) -> Result<Option<ListArgs
         return Err(ParseError::bad(INVALID_QUERY, format!("limit must be 0 to {MAX_LIMIT} (pgbaas pages at most {MAX_LIMIT} objects; page with skip or an order)")));
     }
     let skip = number(params, "skip")?.unwrap_or(0);
-    if skip < 0 {
-        return Err(ParseError::bad(INVALID_QUERY, "skip must not be negative"));
+    if !(0..=i64::from(i32::MAX)).contains(&skip) {
+        return Err(ParseError::bad(INVALID_QUERY, "skip must be 0 to 2147483647"));
     }
     Ok(Some(ListArgs { collection, filter, order, limit, skip, count: count_wanted(params), after }))
 }
@@ -1366,8 +1373,8 @@ async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(Status
         return Err(bad(&format!("limit must be 0 to {MAX_LIMIT}")));
     }
     let skip = number(params, "skip")?.unwrap_or(0);
-    if skip < 0 {
-        return Err(bad("skip must not be negative"));
+    if !(0..=i64::from(i32::MAX)).contains(&skip) {
+        return Err(bad("skip must be 0 to 2147483647"));
     }
     // A plain condition naming users (text equality or `$in` of texts) becomes a list
     // Postgres looks them up by.
@@ -1400,13 +1407,13 @@ async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(Status
     }
     let in_sql_order = order.is_empty() || order == [(false, "createdAt".to_string())];
     let ids_sql = ids.as_ref().map(|l| l.to_vec());
-    let run = |lim: i64, off: i64| {
-        let (lim, off) = (lim.to_string(), off.to_string());
+    let run = |lim: i64, off: i64, want_count: bool| {
+        let (lim, off, want_count) = (lim.to_string(), off.to_string(), want_count.to_string());
         let (ids, usernames, emails) = (ids_sql.clone(), usernames.clone(), emails.clone());
         async move {
             c.run(
-                "select baas.parse_find_users($1::text[]::uuid[], $2::text[], $3::text[], $4::text::int, $5::text::int)::text",
-                &[&ids, &usernames, &emails, &lim, &off],
+                "select baas.parse_find_users($1::text[]::uuid[], $2::text[], $3::text[], $4::text::int, $5::text::int, $6::text::boolean)::text",
+                &[&ids, &usernames, &emails, &lim, &off, &want_count],
             )
             .await
         }
@@ -1416,11 +1423,11 @@ async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(Status
         if !rest.is_empty() || !in_sql_order {
             return Err(bad("with the master key a _User query names its users by objectId, username or email (equality or $in), or lists every account in creation order: pgbaas does not scan every account for other conditions"));
         }
-        run(limit, skip).await?
+        run(limit, skip, count_wanted(params)).await?
     } else {
         // A few accounts (those named, or the caller's own): the rest of `where` here.
         let filter = pgbaas_query::parse::parse(&convert::filter_of(&Value::Object(rest))?).map_err(|e| bad(&e.message))?;
-        let found = run(MAX_LIMIT, 0).await?;
+        let found = run(MAX_LIMIT, 0, false).await?;
         let mut users: Vec<Value> = found["results"].as_array().cloned().unwrap_or_default();
         users.retain(|u| {
             let times = pgbaas_query::eval::Times::from_text(u["createdAt"].as_str(), u["updatedAt"].as_str());
