@@ -308,6 +308,21 @@ const scenarios = {
     await until(() => got.length >= 1, 'the update of the object subscribed by id');
     assert.deepEqual(got, [[o3.id, 31, undefined]]);
 
+    // watch: creates and updates only when a watched field changed (as Parse Server's).
+    const watched = aliceLive.subscribe(new Parse.Query(GameScore).equalTo('tag', `${tag}-w`).watch('score'), alice.getSessionToken());
+    await watched.subscribePromise;
+    const w = record(watched);
+    const o4 = await new GameScore({ tag: `${tag}-w`, name: 'no score yet' }).save();
+    await o4.save({ name: 'renamed' });
+    await o4.save({ score: 1 });
+    await o4.save({ name: 'renamed again' });
+    await o4.save({ score: 2 });
+    await o4.destroy();
+    await until(() => w.length >= 3, 'the watched subscription\'s events');
+    await new Promise((r) => setTimeout(r, 300)); // nothing more comes
+    assert.deepEqual(w, [['update', o4.id, 1], ['update', o4.id, 2], ['delete', o4.id, 2]]);
+    await aliceLive.unsubscribe(watched);
+
     // Unsubscribe: no more events.
     await aliceLive.unsubscribe(byId);
     await o3.save({ score: 32 });

@@ -128,9 +128,7 @@ pub fn read(text_msg: &str) -> Result<Msg, LiveError> {
             only(q, QUERY_FIELDS, "query", Some(rid))?;
             let class = text(q, "className", Some(rid))?.ok_or_else(|| LiveError::new(Some(rid), INVALID_CLASS_NAME, "the query needs a className"))?;
             let collection = convert::collection_of(&class).map_err(|e| LiveError::of(Some(rid), e))?;
-            if q.get("watch").and_then(Value::as_array).is_some_and(|w| !w.is_empty()) {
-                return Err(LiveError::new(Some(rid), INVALID_QUERY, "query.watch is not supported by pgbaas's LiveQuery yet: every change of a matching object is sent (docs/parse.md)"));
-            }
+            let watch = watch_of(q.get("watch")).map_err(|m| LiveError::new(Some(rid), INVALID_QUERY, m))?;
             let mut where_ = match q.get("where") {
                 None | Some(Value::Null) => Map::new(),
                 Some(Value::Object(w)) => w.clone(),
@@ -150,11 +148,34 @@ pub fn read(text_msg: &str) -> Result<Msg, LiveError> {
                 }
                 Some(_) => return Err(LiveError::new(Some(rid), INVALID_QUERY, "keys must be an array of field names")),
             };
-            let req = Subscribe { sub: rid.to_string(), collection, filter, fields, snapshot: false, resume: None };
+            let req = Subscribe { sub: rid.to_string(), collection, filter, fields, watch, snapshot: false, resume: None };
             Ok(Msg::Subscribe { request_id: rid, class, req, ids, token })
         }
         other => Err(LiveError::new(rid, LQ_UNKNOWN_OP, format!("Get unknown operation: {other:?} (pgbaas's LiveQuery takes connect, subscribe and unsubscribe)"))),
     }
+}
+
+/// `query.watch(...)` (the SDK sends the names as an array): the feed's `watch`, the
+/// object's own fields whose change sends a `create` or `update`. `updatedAt` changes
+/// with every save, so watching it is watching everything; `createdAt`, `objectId` and
+/// `ACL` are refused rather than answered differently from Parse Server.
+fn watch_of(v: Option<&Value>) -> Result<Option<Vec<String>>, String> {
+    let bad = || format!("query.watch takes 1 to {} names of the object's fields", crate::realtime::ws::MAX_WATCH);
+    let names: Vec<String> = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) if a.is_empty() => return Ok(None),
+        Some(Value::Array(a)) if a.len() <= crate::realtime::ws::MAX_WATCH => {
+            a.iter().map(|x| x.as_str().filter(|s| !s.is_empty()).map(str::to_string)).collect::<Option<_>>().ok_or_else(bad)?
+        }
+        Some(_) => return Err(bad()),
+    };
+    if names.iter().any(|n| n == "updatedAt") {
+        return Ok(None);
+    }
+    if let Some(n) = names.iter().find(|n| ["createdAt", "objectId", "ACL"].contains(&n.as_str())) {
+        return Err(format!("query.watch on {n} is not supported by pgbaas's LiveQuery (docs/parse.md): watch the object's own fields"));
+    }
+    Ok(Some(names))
 }
 
 /// An objectId condition (`equalTo`, `containedIn`) as the ids it admits. pgbaas's feed
@@ -285,6 +306,16 @@ mod tests {
     }
 
     #[test]
+    fn watch_is_the_feed_s_watch() {
+        let m = read(r#"{"op":"subscribe","requestId":3,"query":{"className":"A","watch":["score","name"]}}"#).unwrap();
+        let Msg::Subscribe { req, .. } = m else { panic!("{m:?}") };
+        assert_eq!(req.watch, Some(vec!["score".to_string(), "name".into()]));
+        let m = read(r#"{"op":"subscribe","requestId":3,"query":{"className":"A","watch":["score","updatedAt"]}}"#).unwrap();
+        let Msg::Subscribe { req, .. } = m else { panic!("{m:?}") };
+        assert_eq!(req.watch, None, "updatedAt changes with every save");
+    }
+
+    #[test]
     fn subscribes_become_feed_subscriptions() {
         let m = read(r#"{"op":"subscribe","requestId":3,"query":{"className":"GameScore","where":{"score":{"$gt":10},"objectId":{"$in":["0190F4D2-8A1B-7C3D-9E4F-000000000001","nope"]}},"keys":["score","name.first"]},"sessionToken":"r:abc"}"#).unwrap();
         let Msg::Subscribe { request_id, class, req, ids, token } = m else { panic!("{m:?}") };
@@ -307,7 +338,9 @@ mod tests {
         let x = e(r#"{"op":"subscribe","requestId":5,"query":{"className":"A","where":{"x":{"$regexx":1}}}}"#);
         assert_eq!(x.code, INVALID_QUERY);
         assert!(x.message.contains("$regexx"), "{}", x.message);
-        let x = e(r#"{"op":"subscribe","requestId":6,"query":{"className":"A","watch":["x"]}}"#);
+        let x = e(r#"{"op":"subscribe","requestId":6,"query":{"className":"A","watch":["createdAt"]}}"#);
+        assert!(x.message.contains("watch"), "{}", x.message);
+        let x = e(r#"{"op":"subscribe","requestId":6,"query":{"className":"A","watch":"x"}}"#);
         assert!(x.message.contains("watch"), "{}", x.message);
         assert_eq!(e(r#"{"op":"subscribe","requestId":0,"query":{"className":"A"}}"#).code, LQ_INTERNAL);
         assert!(e(r#"{"op":"connect","applicationId":"a","extra":1}"#).message.contains("extra"));

@@ -90,6 +90,16 @@ pub fn decide(d: &DocChange, filter: Option<&Filter>, privileged: bool, principa
     }
 }
 
+/// Whether a change touches a watched field (`Subscribe::watch`): its value before and
+/// after differ (absent before an insert). No watch: every change does.
+pub fn watched_changed(watch: Option<&[String]>, d: &DocChange) -> bool {
+    let Some(fields) = watch else { return true };
+    fn value<'a>(v: &'a Option<Version>, f: &str) -> Option<&'a Value> {
+        v.as_ref().and_then(|v| v.data.get(f))
+    }
+    fields.iter().any(|f| value(&d.old, f) != value(&d.new, f))
+}
+
 /// `pg_current_snapshot()`: which transactions a subscription's start already saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snap {
@@ -179,6 +189,8 @@ struct Sub {
     /// None: `{}`, everything.
     filter: Option<Box<Filter>>,
     fields: Option<Arc<[String]>>,
+    /// `Subscribe::watch`: inserts and updates only when one of these changed.
+    watch: Option<Arc<[String]>>,
     who: Who,
     principals: Principals,
     /// The start position S: events at or before it are not delivered, but for a
@@ -518,6 +530,9 @@ impl State {
             return;
         }
         if let Some(kind) = decide(d, sub.filter.as_deref(), sub.privileged(), &sub.principals) {
+            if matches!(kind, Kind::Insert | Kind::Update) && !watched_changed(sub.watch.as_deref(), d) {
+                return;
+            }
             let f = frames.frame(ev, d, kind, sub);
             sub.conn.outbox.push(f, false);
         }
@@ -874,6 +889,7 @@ impl Hub {
             collection: req.collection.as_str().into(),
             filter: filter.map(Box::new),
             fields: fields.map(Into::into),
+            watch: req.watch.clone().map(Into::into),
             who,
             principals: anonymous(),
             start: 0,
@@ -1403,6 +1419,7 @@ impl Hub {
                     collection: req.collection.as_str().into(),
                     filter,
                     fields: fields.clone().map(Into::into),
+                    watch: req.watch.clone().map(Into::into),
                     who: who.clone(),
                     principals,
                     start: 0,

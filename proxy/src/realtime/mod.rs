@@ -79,6 +79,10 @@ pub struct Subscribe {
     pub filter: Value,
     /// Top-level data fields to send; None: all.
     pub fields: Option<Vec<String>>,
+    /// Top-level data fields to watch: an `insert` or `update` is sent only when one of
+    /// them changed (was set, for an insert); `enter`, `leave` and `delete` always are.
+    /// None: every change (Parse LiveQuery's `watch`).
+    pub watch: Option<Vec<String>>,
     /// Send the current matching documents first.
     pub snapshot: bool,
     /// Continue after this position (exclusive with `snapshot`).

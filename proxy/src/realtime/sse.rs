@@ -28,7 +28,7 @@ const RETRY_MS: u32 = 2000;
 /// (which stay as they were on the first connection).
 pub fn params(collection: String, query: Option<&str>, last_event_id: Option<&str>) -> Result<(Subscribe, Option<String>), ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_query", m);
-    let mut s = Subscribe { sub: SUB.to_string(), collection, filter: serde_json::json!({}), fields: None, snapshot: false, resume: None };
+    let mut s = Subscribe { sub: SUB.to_string(), collection, filter: serde_json::json!({}), fields: None, watch: None, snapshot: false, resume: None };
     let mut token = None;
     for (k, v) in input::pairs(query, &["where", "fields", "snapshot", "last_event_id", "access_token"])? {
         match k.as_ref() {

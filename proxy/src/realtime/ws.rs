@@ -100,6 +100,9 @@ pub enum ClientMsg {
 /// Longest subscription name.
 const MAX_SUB_LEN: usize = 128;
 
+/// Most fields a subscription watches (`watch`).
+pub const MAX_WATCH: usize = 64;
+
 fn invalid(m: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_message", m)
 }
@@ -114,7 +117,7 @@ pub fn parse(text: &str) -> Result<ClientMsg, (Option<String>, ApiError)> {
     let fail = |e: ApiError| (sub.clone(), e);
     let kind = m.get("type").and_then(Value::as_str).ok_or_else(|| fail(invalid("a message needs \"type\": subscribe, unsubscribe, auth or ping")))?;
     let allowed: &[&str] = match kind {
-        "subscribe" => &["type", "sub", "collection", "where", "fields", "snapshot", "resume"],
+        "subscribe" => &["type", "sub", "collection", "where", "fields", "watch", "snapshot", "resume"],
         "unsubscribe" => &["type", "sub"],
         "auth" => &["type", "token"],
         "ping" => &["type"],
@@ -158,6 +161,16 @@ pub fn parse(text: &str) -> Result<ClientMsg, (Option<String>, ApiError)> {
                 ),
                 Some(_) => return Err(fail(invalid("\"fields\" must be an array of field names"))),
             };
+            let watch = match m.get("watch") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(a)) if !a.is_empty() && a.len() <= MAX_WATCH => Some(
+                    a.iter()
+                        .map(|f| f.as_str().filter(|s| !s.is_empty()).map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| fail(invalid("\"watch\" must be an array of field names")))?,
+                ),
+                Some(_) => return Err(fail(invalid(format!("\"watch\" must be an array of 1 to {MAX_WATCH} field names")))),
+            };
             let snapshot = match m.get("snapshot") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
@@ -172,7 +185,7 @@ pub fn parse(text: &str) -> Result<ClientMsg, (Option<String>, ApiError)> {
             if snapshot && resume.is_some() {
                 return Err(fail(invalid("send \"snapshot\" or \"resume\", not both: a resumed subscription continues where it was")));
             }
-            Ok(ClientMsg::Subscribe(Subscribe { sub, collection, filter, fields, snapshot, resume }))
+            Ok(ClientMsg::Subscribe(Subscribe { sub, collection, filter, fields, watch, snapshot, resume }))
         }
     }
 }
@@ -864,6 +877,8 @@ mod tests {
         assert_eq!((s.filter, s.fields), (json!({"done": false}), Some(vec!["title".to_string()])));
         let Ok(ClientMsg::Subscribe(s)) = parse(r#"{"type":"subscribe","sub":"s","collection":"c","snapshot":true}"#) else { panic!() };
         assert!(s.snapshot && s.resume.is_none() && s.filter == json!({}) && s.fields.is_none());
+        let Ok(ClientMsg::Subscribe(s)) = parse(r#"{"type":"subscribe","sub":"s","collection":"c","watch":["a","b"]}"#) else { panic!() };
+        assert_eq!(s.watch, Some(vec!["a".to_string(), "b".into()]));
         assert!(matches!(parse(r#"{"type":"ping"}"#), Ok(ClientMsg::Ping)));
         assert!(matches!(parse(r#"{"type":"unsubscribe","sub":"s1"}"#), Ok(ClientMsg::Unsubscribe(s)) if s == "s1"));
         assert!(matches!(parse(r#"{"type":"auth","token":"t"}"#), Ok(ClientMsg::Auth(t)) if t == "t"));
@@ -880,6 +895,10 @@ mod tests {
         assert!(bad(r#"{"type":"subscribe","sub":"s","collection":"c","filter":{}}"#).1.contains("unknown field \"filter\""));
         assert!(bad(r#"{"type":"subscribe","sub":"s","collection":"c","where":[1]}"#).1.contains("\"where\" must be a JSON object"));
         assert!(bad(r#"{"type":"subscribe","sub":"s","collection":"c","fields":"a"}"#).1.contains("\"fields\""));
+        for w in [r#""a""#, "[]", "[1]", r#"[""]"#] {
+            let m = format!(r#"{{"type":"subscribe","sub":"s","collection":"c","watch":{w}}}"#);
+            assert!(bad(&m).1.contains("\"watch\""), "{m}");
+        }
         assert!(bad(r#"{"type":"subscribe","sub":"s","collection":"c","snapshot":true,"resume":"1"}"#).1.contains("not both"));
         for r in [r#""-1""#, r#""1.5""#, r#""""#, r#""99999999999999999999""#, "-3", "true"] {
             let m = format!(r#"{{"type":"subscribe","sub":"s","collection":"c","resume":{r}}}"#);

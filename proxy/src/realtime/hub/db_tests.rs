@@ -82,6 +82,7 @@ fn start_up_snapshot_live_and_resume_against_a_database() {
             collection: "rt".into(),
             filter: json!({"n": {"$gte": 2}}),
             fields: Some(vec!["n".into()]),
+            watch: None,
             snapshot,
             resume,
         };

@@ -105,6 +105,7 @@ fn req(sub: &str, filter: Value, fields: Option<&[&str]>) -> Subscribe {
         collection: "c".into(),
         filter,
         fields: fields.map(|f| f.iter().map(|s| s.to_string()).collect()),
+        watch: None,
         snapshot: false,
         resume: None,
     }
@@ -175,6 +176,31 @@ fn fan_out_routes_by_principal_and_applies_fields() {
     let d = frames(&a);
     assert_eq!(types(&d), ["update@4", "delete@5"]);
     assert_eq!(d[1]["document"]["version"], 3);
+}
+
+/// `watch`: inserts and updates only when a watched field changed (was set, for an
+/// insert); enter, leave and delete whatever changed, as Parse LiveQuery's watch.
+#[test]
+fn watch_sends_inserts_and_updates_only_when_a_watched_field_changed() {
+    let hub = Hub::new(HubConfig::default(), None);
+    let a = Conn::new(caller(Some(U1), false), 1 << 20);
+    live(&hub, &a, Subscribe { watch: Some(vec!["score".into()]), ..req("s", json!({"open": true}), None) }, start(0, "1:1:", &[], &[]));
+    let v = |data: Value, version: i64| doc(U1, &[], data, version);
+    hub.apply(vec![
+        change(1, 10, "insert", None, Some(v(json!({"open": true, "name": "a"}), 1))),
+        change(2, 11, "update", Some(v(json!({"open": true, "name": "a"}), 1)), Some(v(json!({"open": true, "name": "b"}), 2))),
+        change(3, 12, "update", Some(v(json!({"open": true, "name": "b"}), 2)), Some(v(json!({"open": true, "name": "b", "score": 1}), 3))),
+        change(4, 13, "update", Some(v(json!({"open": true, "score": 1}), 3)), Some(v(json!({"open": true, "score": null}), 4))),
+        change(5, 14, "update", Some(v(json!({"open": true, "score": null}), 4)), Some(v(json!({"open": false, "score": null}), 5))),
+        change(6, 15, "update", Some(v(json!({"open": false}), 5)), Some(v(json!({"open": true}), 6))),
+        change(7, 16, "insert", None, Some(v(json!({"open": true, "score": 0}), 1))),
+        change(8, 17, "delete", Some(v(json!({"open": true}), 6)), None),
+    ]);
+    assert_eq!(
+        types(&frames(&a)),
+        ["update@3", "update@4", "leave@5", "enter@6", "insert@7", "delete@8"],
+        "no insert without the field, no update of other fields; a score set to null is a change"
+    );
 }
 
 #[test]
@@ -392,6 +418,7 @@ fn a_resume_replays_its_range_under_the_semantics() {
         collection: "c".into(),
         filter: None,
         fields: None,
+        watch: None,
         who: Who::Anonymous,
         principals: anonymous(),
         start: 0,
@@ -681,6 +708,7 @@ fn a_resume_over_an_unrelated_nest_change_replays_its_range() {
         collection: "c".into(),
         filter: None,
         fields: None,
+        watch: None,
         who: u1,
         principals: RoleGraph::from_edges([("team", "org")]).principals(U1, ["team"], false),
         start: 0,
