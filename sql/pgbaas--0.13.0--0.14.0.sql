@@ -409,26 +409,32 @@ set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_variable
 declare
-    v_master boolean := baas._parse_master();
-    v_uid uuid := baas.uid();
     v_emails text[] := array(select lower(e) from unnest(emails) e);
+    v_cand uuid[];
 begin
-    return jsonb_build_object(
-        'count', case when want_count then
-            (select count(*) from baas.users u
-              where (v_master or u.id = v_uid)
-                and (ids is null or u.id = any (ids))
-                and (usernames is null or u.id in (select n.user_id from baas.parse_usernames n where n.username = any (usernames)))
-                and (emails is null or u.email = any (v_emails))) end,
-        'results', coalesce((select jsonb_agg(baas._parse_user_json(x.u) order by (x.u).created_at, (x.u).id)
-                               from (select u from baas.users u
-                                      where (v_master or u.id = v_uid)
-                                        and (ids is null or u.id = any (ids))
-                                        and (usernames is null or u.id in (select n.user_id from baas.parse_usernames n
-                                                                            where n.username = any (usernames)))
-                                        and (emails is null or u.email = any (v_emails))
-                                      order by u.created_at, u.id
-                                      limit least(greatest(lim, 0), 1000) offset greatest(off, 0)) x), '[]'));
+    if baas._parse_master() and ids is null and usernames is null and emails is null then
+        -- Every account, a page at a time (users_created_at_idx).
+        return jsonb_build_object(
+            'count', case when want_count then (select count(*) from baas.users) end,
+            'results', coalesce((select jsonb_agg(baas._parse_user_json(x.u) order by (x.u).created_at, (x.u).id)
+                                   from (select u from baas.users u order by u.created_at, u.id
+                                          limit least(greatest(lim, 0), 1000) offset greatest(off, 0)) x), '[]'));
+    end if;
+    -- The candidates, by one list's index (anyone else: itself); then every list holds.
+    v_cand := case when not baas._parse_master() then array[baas.uid()]
+                   when ids is not null then ids
+                   when usernames is not null then array(select n.user_id from baas.parse_usernames n where n.username = any (usernames))
+                   else array(select u.id from baas.users u where u.email = any (v_emails)) end;
+    return (with m as (select u from baas.users u
+                        where u.id = any (v_cand)
+                          and (ids is null or u.id = any (ids))
+                          and (usernames is null or exists (select from baas.parse_usernames n
+                                                             where n.user_id = u.id and n.username = any (usernames)))
+                          and (emails is null or u.email = any (v_emails)))
+            select jsonb_build_object('count', case when want_count then (select count(*) from m) end,
+                'results', coalesce((select jsonb_agg(baas._parse_user_json(x.u) order by (x.u).created_at, (x.u).id)
+                                       from (select m.u from m order by (m.u).created_at, (m.u).id
+                                              limit least(greatest(lim, 0), 1000) offset greatest(off, 0)) x), '[]')));
 end
 $$;
 comment on function baas.parse_find_users(uuid[], text[], text[], integer, integer, boolean) is 'Parse door: accounts as Parse users: any (by ids, usernames, emails) for the service role, the caller''s own for anyone else; {count, results}';
@@ -456,10 +462,20 @@ comment on function baas.parse_delete_user(uuid) is 'Parse door: delete an accou
 -- Parse schemas (/parse/schemas, Parse.Schema, the Parse Dashboard): each collection
 -- that is not a file bucket is a class (its name as the collection's). pgbaas keeps no
 -- field types, so a class's fields are its system fields and those its 100 newest
--- documents hold, typed by their values. Its class-level permissions say who may create
--- (the collection's `create`: public is *, authenticated requiresAuthentication, a user
--- its id, a role role:name; registered and anonymous have no Parse word); find, get,
--- count, update and delete are every caller's, each object's ACL deciding, as in Parse.
+-- documents hold, typed by their values (a pointer's class as the door names classes).
+-- Its class-level permissions say who may create (the collection's `create`: public is
+-- *, authenticated requiresAuthentication, a user its id, a role role:name; registered
+-- and anonymous keep pgbaas's names, having no Parse word); find, get, count, update,
+-- delete and addField are every caller's, each object's ACL deciding, as in Parse.
+-- A class name as the door shows it: a collection's (lower case), a system class's
+-- (_User, _Role …) as it is.
+create function baas._parse_class_name(class_name text) returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+    select case when class_name like '\_%' then class_name else pg_catalog.lower(class_name) end
+$$;
+
 create function baas._parse_schema_json(c baas.collections) returns jsonb
 language sql stable
 set search_path = pg_catalog, pg_temp
@@ -481,25 +497,24 @@ as $$
                                   when 'GeoPoint' then '{"type": "GeoPoint"}'::jsonb
                                   when 'Bytes' then '{"type": "Bytes"}'::jsonb
                                   when 'Polygon' then '{"type": "Polygon"}'::jsonb
-                                  when 'Pointer' then pg_catalog.jsonb_build_object('type', 'Pointer', 'targetClass', e.value ->> 'className')
-                                  when 'Relation' then pg_catalog.jsonb_build_object('type', 'Relation', 'targetClass', e.value ->> 'className')
+                                  when 'Pointer' then pg_catalog.jsonb_build_object('type', 'Pointer', 'targetClass', baas._parse_class_name(e.value ->> 'className'))
+                                  when 'Relation' then pg_catalog.jsonb_build_object('type', 'Relation', 'targetClass', baas._parse_class_name(e.value ->> 'className'))
                                   else '{"type": "Object"}'::jsonb end
                           end as type
-                     from (select d.id, d.data from baas.documents d where d.collection_id = c.id
-                            order by d.id desc limit 100) d,
+                     from (select d.id, d.created_at, d.data from baas.documents d where d.collection_id = c.id
+                            order by d.created_at desc, d.id desc limit 100) d,
                           pg_catalog.jsonb_each(d.data) e
                     where pg_catalog.jsonb_typeof(e.value) <> 'null'
                       and e.key not in ('objectId', 'createdAt', 'updatedAt', 'ACL')
-                    order by e.key, d.id desc) f), '{}'),
+                    order by e.key, d.created_at desc, d.id desc) f), '{}'),
         'classLevelPermissions', pg_catalog.jsonb_build_object(
             'find', '{"*": true}'::jsonb, 'count', '{"*": true}'::jsonb, 'get', '{"*": true}'::jsonb,
-            'update', '{"*": true}'::jsonb, 'delete', '{"*": true}'::jsonb, 'addField', '{}'::jsonb,
-            'protectedFields', '{}'::jsonb,
+            'update', '{"*": true}'::jsonb, 'delete', '{"*": true}'::jsonb, 'addField', '{"*": true}'::jsonb,
+            'protectedFields', '{"*": []}'::jsonb,
             'create', coalesce((select pg_catalog.jsonb_object_agg(x.k, true) from (
                 select case when p = 'public' then '*' when p = 'authenticated' then 'requiresAuthentication'
                             when p like 'user:%' then pg_catalog.substr(p, 6) else p end as k
-                  from pg_catalog.unnest(c.create_acl) p
-                 where p not in ('registered', 'anonymous')) x), '{}')))
+                  from pg_catalog.unnest(c.create_acl) p) x), '{}')))
 $$;
 
 -- GET /parse/schemas[/{class}]: the classes (all, or the one of that collection name).
@@ -543,7 +558,6 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     c baas.collections;
-    n bigint;
 begin
     if not baas._parse_master() then
         perform baas._raise('42501', 'forbidden', 'unauthorized: master key is required');
@@ -552,9 +566,11 @@ begin
     if c.bucket then
         perform baas._raise('P0002', 'collection_not_found', format('%s is a file bucket, not a class', class_name));
     end if;
-    select count(*) into n from baas.documents d where d.collection_id = c.id;
-    if n > 0 then
-        perform baas._raise('55000', 'class_not_empty', format('Class %s is not empty, contains %s objects, cannot drop schema.', class_name, n));
+    -- Locked first: a document being written into it (which holds a key share of the
+    -- row) is committed before the check sees the class empty, or waits for the drop.
+    perform from baas.collections x where x.id = c.id for update;
+    if exists (select from baas.documents d where d.collection_id = c.id) then
+        perform baas._raise('55000', 'class_not_empty', format('Class %s is not empty, cannot drop schema.', class_name));
     end if;
     perform baas.drop_collection(class_name);
 end
@@ -887,6 +903,7 @@ revoke execute on function
     baas.parse_find_users(uuid[], text[], text[], integer, integer, boolean),
     baas.parse_delete_user(uuid),
     baas._parse_schema_json(baas.collections),
+    baas._parse_class_name(text),
     baas.parse_schemas(text),
     baas.parse_create_class(text, text[]),
     baas.parse_drop_class(text)

@@ -708,7 +708,7 @@ const scenarios = {
     const schema = new Parse.Schema(cls);
     schema.addString('title').addNumber('pages');
     schema.setCLP({ find: { '*': true }, get: { '*': true }, count: { '*': true }, create: { requiresAuthentication: true },
-      update: { '*': true }, delete: { '*': true }, addField: {}, protectedFields: {} });
+      update: { '*': true }, delete: { '*': true }, addField: { '*': true }, protectedFields: { '*': [] } });
     const saved = await schema.save();
     assert.equal(saved.className, cls.toLowerCase(), 'the class is its collection');
     assert.deepEqual(saved.classLevelPermissions.create, { requiresAuthentication: true });

@@ -827,7 +827,9 @@ fn sdk_schemas_are_collections() {
         ("GET", "/schemas", anonymous, None, 403, 119),
         ("POST", "/schemas/Sneaky", anonymous, Some("{}"), 403, 119),
         ("GET", "/schemas/NoSuchClass", &master, None, 400, 103),
-        ("DELETE", "/schemas/NoSuchClass", &master, None, 400, 103),
+        ("POST", "/schemas/Req", &master, Some(r#"{"fields": {"title": {"type": "String", "required": true}}}"#), 400, 102),
+        ("POST", "/schemas/Typo", &master, Some(r#"{"fields": {"title": {"type": "Strin"}}}"#), 400, 111),
+        ("POST", "/schemas/Closed", &master, Some(r#"{"classLevelPermissions": {"find": {}}}"#), 400, 107),
         ("DELETE", "/schemas/_User", &master, None, 400, 119),
         ("POST", "/schemas/Bad-Name", &master, Some("{}"), 400, 103),
         ("POST", "/schemas/A", &master, Some(r#"{"className": "B"}"#), 400, 103),
@@ -838,13 +840,29 @@ fn sdk_schemas_are_collections() {
         let r = rest(method, path, headers, body);
         assert_eq!((r.status, r.body["code"].as_i64()), (status, Some(code)), "{method} {path}: {}", r.body);
     }
-    let locked: i64 = admin().query_one("select count(*) from baas.collections where name in ('sneaky', 'locked', 'a', 'b')", &[]).unwrap().get(0);
+    let r = rest("DELETE", "/schemas/NoSuchClass", &master, None);
+    assert_eq!((r.status, r.body.clone()), (200, json!({})), "as Parse Server: a class that is not there is dropped");
+    let locked: i64 = admin()
+        .query_one("select count(*) from baas.collections where name in ('sneaky', 'locked', 'a', 'b', 'req', 'typo', 'closed')", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(locked, 0, "no refused schema change made a collection");
     // The classes the door serves, GameScore among them, with who may create.
     let r = rest("GET", "/schemas/GameScore", &master, None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["className"], "gamescore");
     assert_eq!(r.body["fields"]["objectId"], json!({"type": "String"}));
+    assert_eq!(r.body["classLevelPermissions"]["create"], json!({"*": true}), "GameScore's create option is public");
+    assert_eq!(r.body["classLevelPermissions"]["find"], json!({"*": true}));
+    // Parse Server's own default class-level permissions are taken as they are.
+    let cls = format!("Dflt{}", std::process::id());
+    let body = json!({"classLevelPermissions": {"find": {"*": true}, "count": {"*": true}, "get": {"*": true}, "create": {"*": true},
+                      "update": {"*": true}, "delete": {"*": true}, "addField": {"*": true}, "protectedFields": {"*": []}}});
+    let r = rest("POST", &format!("/schemas/{cls}"), &master, Some(&body.to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["classLevelPermissions"], body["classLevelPermissions"], "shown back as sent");
+    let r = rest("DELETE", &format!("/schemas/{cls}"), &master, None);
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 /// `Parse.Role`: roles made and changed with the master key are pgbaas's roles, an ACL

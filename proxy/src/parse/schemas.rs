@@ -6,7 +6,7 @@
 //! dropped (`baas.parse_drop_class`); Postgres refuses all of it to anyone but the
 //! service role, and this module says so first.
 
-use super::convert::{self, ParseError, INVALID_CLASS_NAME, INVALID_JSON, INVALID_QUERY, OPERATION_FORBIDDEN};
+use super::convert::{self, ParseError, INCORRECT_TYPE, INVALID_CLASS_NAME, INVALID_JSON, INVALID_KEY_NAME, INVALID_QUERY, OPERATION_FORBIDDEN};
 use super::Call;
 use http::StatusCode;
 use serde_json::{json, Map, Value};
@@ -25,17 +25,27 @@ fn master_only(c: &Call<'_>) -> Result<(), ParseError> {
 /// The classes that are no collection, as their fixed fields.
 fn system(class: &str) -> Option<Value> {
     let base = json!({"objectId": {"type": "String"}, "createdAt": {"type": "Date"}, "updatedAt": {"type": "Date"}, "ACL": {"type": "ACL"}});
-    let clp = |create: Value| json!({"find": {"*": true}, "count": {"*": true}, "get": {"*": true}, "create": create, "update": {"*": true}, "delete": {"*": true}, "addField": {}, "protectedFields": {}});
-    let (extra, create) = match class {
-        "_User" => (json!({"username": {"type": "String"}, "password": {"type": "String"}, "email": {"type": "String"}, "emailVerified": {"type": "Boolean"}, "authData": {"type": "Object"}}), json!({"*": true})),
-        "_Role" => (json!({"name": {"type": "String"}, "users": {"type": "Relation", "targetClass": "_User"}, "roles": {"type": "Relation", "targetClass": "_Role"}}), json!({})),
+    let clp = |create: Value, write: Value| {
+        json!({"find": {"*": true}, "count": {"*": true}, "get": {"*": true}, "create": create, "update": write.clone(), "delete": write,
+               "addField": {"*": true}, "protectedFields": {"*": []}})
+    };
+    let (extra, clp) = match class {
+        "_User" => (
+            json!({"username": {"type": "String"}, "password": {"type": "String"}, "email": {"type": "String"}, "emailVerified": {"type": "Boolean"}, "authData": {"type": "Object"}}),
+            clp(json!({"*": true}), json!({"*": true})),
+        ),
+        // Only the master key (or a DBA) makes and changes roles.
+        "_Role" => (
+            json!({"name": {"type": "String"}, "users": {"type": "Relation", "targetClass": "_User"}, "roles": {"type": "Relation", "targetClass": "_Role"}}),
+            clp(json!({}), json!({})),
+        ),
         _ => return None,
     };
     let mut fields = base;
     if let (Some(f), Some(e)) = (fields.as_object_mut(), extra.as_object()) {
         f.extend(e.clone());
     }
-    Some(json!({"className": class, "fields": fields, "classLevelPermissions": clp(create)}))
+    Some(json!({"className": class, "fields": fields, "classLevelPermissions": clp}))
 }
 
 fn not_there(class: &str) -> ParseError {
@@ -82,15 +92,30 @@ fn creators(clp: Option<&Value>) -> Result<Vec<String>, ParseError> {
     let bad = |m: String| ParseError::bad(INVALID_JSON, m);
     let Some(clp) = clp else { return Ok(vec!["public".into()]) };
     let clp = clp.as_object().ok_or_else(|| bad("classLevelPermissions must be an object".into()))?;
-    if let Some(k) = clp.keys().find(|k| k.as_str() != "create" && !clp[k.as_str()].as_object().is_some_and(|o| o.get("*") == Some(&Value::Bool(true)) || o.is_empty())) {
-        return Err(bad(format!("classLevelPermissions.{k}: pgbaas decides reads, updates and deletes by each object's ACL; only create is a class's (docs/parse.md)")));
+    let open = |v: &Value| v == &json!({"*": true});
+    for (k, v) in clp {
+        let ok = match k.as_str() {
+            "create" => true,
+            // Anyone may, each object's ACL deciding: what pgbaas does.
+            "find" | "count" | "get" | "update" | "delete" | "addField" => open(v),
+            // Nothing hidden (Parse Server's default is {"*": []}).
+            "protectedFields" => v.as_object().is_some_and(|o| o.values().all(|l| l.as_array().is_some_and(Vec::is_empty))),
+            _ => false,
+        };
+        if !ok {
+            return Err(bad(format!(
+                "classLevelPermissions.{k}: pgbaas decides reads, updates and deletes by each object's ACL, keeps no field list and hides no field; only create is a class's (docs/parse.md)"
+            )));
+        }
     }
     let Some(create) = clp.get("create") else { return Ok(vec!["public".into()]) };
     let create = create.as_object().ok_or_else(|| bad("classLevelPermissions.create must be an object".into()))?;
     let mut out = Vec::new();
     for (who, allowed) in create {
-        if allowed != &Value::Bool(true) {
-            continue;
+        match allowed {
+            Value::Bool(true) => {}
+            Value::Bool(false) => continue,
+            _ => return Err(bad(format!("classLevelPermissions.create.{who} must be true or false"))),
         }
         out.push(match who.as_str() {
             "*" => "public".to_string(),
@@ -102,17 +127,28 @@ fn creators(clp: Option<&Value>) -> Result<Vec<String>, ParseError> {
     Ok(out)
 }
 
+/// Parse's field types.
+const TYPES: &[&str] = &["String", "Number", "Boolean", "Date", "Object", "Array", "GeoPoint", "File", "Pointer", "Relation", "Bytes", "Polygon"];
+
 /// The field types a schema change names: accepted (pgbaas keeps none; documents hold
-/// what they hold), but checked to be types; deleting a field is not served.
+/// what they hold), but checked to be Parse's types and names. What pgbaas would not
+/// enforce — a required field, a default value — and deleting a field are refused.
 fn check_fields(fields: Option<&Value>) -> Result<(), ParseError> {
     let Some(fields) = fields else { return Ok(()) };
     let fields = fields.as_object().ok_or_else(|| ParseError::bad(INVALID_JSON, "fields must be an object"))?;
     for (k, v) in fields {
+        let mut b = k.bytes();
+        if !(b.next().is_some_and(|c| c.is_ascii_alphabetic()) && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')) {
+            return Err(ParseError::bad(INVALID_KEY_NAME, format!("invalid field name: {k}")));
+        }
         if v.get("__op").is_some() {
             return Err(ParseError::bad(INVALID_QUERY, format!("fields.{k}: pgbaas keeps no field list to delete from; unset the field on the objects instead (docs/parse.md)")));
         }
-        if !v.get("type").is_some_and(Value::is_string) {
-            return Err(ParseError::bad(convert::INCORRECT_TYPE, format!("fields.{k} needs a type")));
+        if !v.get("type").and_then(Value::as_str).is_some_and(|t| TYPES.contains(&t)) {
+            return Err(ParseError::bad(INCORRECT_TYPE, format!("fields.{k}: invalid field type (Parse's types: {})", TYPES.join(", "))));
+        }
+        if v.get("required") == Some(&Value::Bool(true)) || v.get("defaultValue").is_some() {
+            return Err(ParseError::bad(INVALID_QUERY, format!("fields.{k}: pgbaas does not enforce required fields or default values; a collection's JSON schema does (docs/parse.md)")));
         }
     }
     Ok(())
@@ -173,8 +209,12 @@ pub(super) async fn delete(c: &Call<'_>, class: &str) -> Result<(StatusCode, Val
         return Err(ParseError::bad(OPERATION_FORBIDDEN, format!("{class} is a system class and cannot be dropped.")));
     }
     let name = convert::collection_of(class)?;
-    c.run("select baas.parse_drop_class($1)::text", &[&name]).await.map_err(|e| schema_error(class, e))?;
-    Ok((StatusCode::OK, json!({})))
+    match c.run("select baas.parse_drop_class($1)::text", &[&name]).await {
+        // As Parse Server: dropping a class that is not there is done.
+        Err(e) if e.from == "collection_not_found" => Ok((StatusCode::OK, json!({}))),
+        Err(e) => Err(schema_error(class, e)),
+        Ok(_) => Ok((StatusCode::OK, json!({}))),
+    }
 }
 
 #[cfg(test)]
@@ -189,16 +229,25 @@ mod tests {
         let mut got = creators(Some(&clp)).unwrap();
         got.sort();
         assert_eq!(got, vec!["authenticated".to_string(), "role:power_users".into(), format!("user:{u}")]);
-        for bad in [json!([]), json!({"create": {"someone": true}}), json!({"find": {"requiresAuthentication": true}}), json!({"create": []})] {
+        let parse_default = json!({"find": {"*": true}, "count": {"*": true}, "get": {"*": true}, "create": {"*": true}, "update": {"*": true},
+                                   "delete": {"*": true}, "addField": {"*": true}, "protectedFields": {"*": []}});
+        assert_eq!(creators(Some(&parse_default)).unwrap(), vec!["public"], "Parse Server's default CLP");
+        for bad in [json!([]), json!({"create": {"someone": true}}), json!({"find": {"requiresAuthentication": true}}), json!({"create": []}),
+                    json!({"find": {}}), json!({"addField": {}}), json!({"protectedFields": {"*": ["email"]}}), json!({"create": {"*": "yes"}}),
+                    json!({"readUserFields": ["owner"]})] {
             assert_eq!(creators(Some(&bad)).unwrap_err().code, INVALID_JSON, "{bad}");
         }
     }
 
     #[test]
     fn schema_changes_take_types_and_refuse_what_is_not_kept() {
-        assert!(check_fields(Some(&json!({"name": {"type": "String"}, "n": {"type": "Number", "required": false}}))).is_ok());
+        assert!(check_fields(Some(&json!({"name": {"type": "String"}, "n": {"type": "Number", "required": false}, "p": {"type": "Pointer", "targetClass": "A"}}))).is_ok());
         assert_eq!(check_fields(Some(&json!({"name": {"__op": "Delete"}}))).unwrap_err().code, INVALID_QUERY);
-        assert_eq!(check_fields(Some(&json!({"name": "String"}))).unwrap_err().code, convert::INCORRECT_TYPE);
+        assert_eq!(check_fields(Some(&json!({"name": "String"}))).unwrap_err().code, INCORRECT_TYPE);
+        assert_eq!(check_fields(Some(&json!({"name": {"type": "Strin"}}))).unwrap_err().code, INCORRECT_TYPE);
+        assert_eq!(check_fields(Some(&json!({"1name": {"type": "String"}}))).unwrap_err().code, INVALID_KEY_NAME);
+        assert_eq!(check_fields(Some(&json!({"name": {"type": "String", "required": true}}))).unwrap_err().code, INVALID_QUERY);
+        assert_eq!(check_fields(Some(&json!({"name": {"type": "String", "defaultValue": "x"}}))).unwrap_err().code, INVALID_QUERY);
         assert_eq!(check_fields(Some(&json!([]))).unwrap_err().code, INVALID_JSON);
         let b = json!({"className": "A"});
         assert_eq!(body_class(Some("B"), b.as_object().unwrap()).unwrap_err().code, INVALID_CLASS_NAME);
