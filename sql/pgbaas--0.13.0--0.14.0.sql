@@ -577,8 +577,60 @@ end
 $$;
 comment on function baas.parse_drop_class(text) is 'Parse door: drop an empty class''s collection; service role only';
 
+-- (0.14.0) The importer's sessions.
+-- pgbaas-import parse --sessions: Parse Server's live revocable sessions, so that the
+-- app's signed-in users stay signed in. Rows {user_id, token, expires_at?,
+-- installation_id?}: each a pgbaas session of that user, live until its Parse expiry but
+-- at most refresh_token_ttl from now (as a sign-in now), on that installation (its
+-- device), with that token (kept as its SHA-256, as the door's own). A token already
+-- there, an expired session and a user that is not there are skipped. DBAs and the
+-- service role only.
+create function baas.parse_import_sessions(sessions jsonb) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    r jsonb;
+    n integer := 0;
+    v_imported integer := 0;
+    v_skipped integer := 0;
+    v_user uuid;
+    v_expires timestamptz;
+    v_sid uuid;
+begin
+    if sessions is null or jsonb_typeof(sessions) <> 'array' then
+        perform baas._raise('22023', 'invalid_request', 'sessions must be a JSON array');
+    end if;
+    for r in select x from jsonb_array_elements(sessions) x loop
+        n := n + 1;
+        if jsonb_typeof(r) <> 'object' or jsonb_typeof(r -> 'token') <> 'string' or jsonb_typeof(r -> 'user_id') <> 'string'
+           or length(r ->> 'token') not between 8 and 256 then
+            perform baas._raise('22023', 'invalid_request', format('row %s: user_id and token (8 to 256 characters) are strings', n));
+        end if;
+        begin
+            v_user := (r ->> 'user_id')::uuid;
+            v_expires := least(coalesce((r ->> 'expires_at')::timestamptz, 'infinity'),
+                               now() + (select s.refresh_token_ttl from baas.settings s));
+        exception when others then
+            perform baas._raise('22023', 'invalid_request', format('row %s: user_id is a uuid and expires_at a time', n));
+        end;
+        if v_expires <= now() or not exists (select from baas.users u where u.id = v_user)
+           or exists (select from baas._parse_sessions p where p.token_hash = baas._hash_token(r ->> 'token')) then
+            v_skipped := v_skipped + 1;
+            continue;
+        end if;
+        v_sid := baas.uuid7();
+        insert into baas.sessions (id, user_id, expires_at, device_id) values (v_sid, v_user, v_expires, baas._parse_installation(r ->> 'installation_id'));
+        insert into baas._parse_sessions (token_hash, session_id) values (baas._hash_token(r ->> 'token'), v_sid);
+        v_imported := v_imported + 1;
+    end loop;
+    return jsonb_build_object('imported', v_imported, 'skipped', v_skipped);
+end
+$$;
+comment on function baas.parse_import_sessions(jsonb) is 'pgbaas-import: Parse Server''s live sessions as pgbaas sessions with their tokens (skips those there, expired, or of unknown users); {imported, skipped}';
+
 -- ==================================================================== sql/lints.sql
--- The ten new public functions join the documented list.
+-- The eleven new public functions join the documented list.
 create or replace function baas.security_lints()
 returns table (lint text, object text, detail text)
 language sql stable
@@ -738,7 +790,7 @@ as $$
            'parse_save_installation', 'parse_installations', 'parse_config', 'parse_set_config',
            'parse_import_users', 'parse_login_anonymous', 'parse_upgrade_anonymous',
            'parse_roles', 'parse_save_role', 'parse_delete_role', 'parse_find_users', 'parse_delete_user',
-           'parse_schemas', 'parse_create_class', 'parse_drop_class'])
+           'parse_schemas', 'parse_create_class', 'parse_drop_class', 'parse_import_sessions'])
     union all
     -- 4c. The document policies and the index entries' read policy are made from one
     --     rule (sql/permissions.sql): each must still say what documents_read says
@@ -906,10 +958,12 @@ revoke execute on function
     baas._parse_class_name(text),
     baas.parse_schemas(text),
     baas.parse_create_class(text, text[]),
-    baas.parse_drop_class(text)
+    baas.parse_drop_class(text),
+    baas.parse_import_sessions(jsonb)
   from public;
 grant execute on function baas.parse_login_anonymous(text, text) to baas_anon, baas_user, baas_service;
 grant execute on function baas.parse_upgrade_anonymous(text, text, text, jsonb) to baas_user;
+grant execute on function baas.parse_import_sessions(jsonb) to baas_service;
 grant execute on function
     baas.parse_roles(),
     baas.parse_save_role(text, boolean, uuid[], uuid[], text[], text[]),

@@ -27,7 +27,7 @@ fn main() {
     }
 }
 
-const USAGE: &str = "usage: pgbaas-import parse --from <Parse Server database URL> --to <pgbaas database URL (a DBA)> [--dry-run]";
+const USAGE: &str = "usage: pgbaas-import parse --from <Parse Server database URL> --to <pgbaas database URL (a DBA)> [--sessions] [--dry-run]";
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,7 +35,7 @@ fn run() -> Result<()> {
     if source != "parse" {
         bail!("unknown source {source:?}; {USAGE}");
     }
-    let (mut from, mut to, mut dry_run) = (None, None, false);
+    let (mut from, mut to, mut dry_run, mut sessions) = (None, None, false, false);
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
@@ -48,6 +48,7 @@ fn run() -> Result<()> {
                 i += 1;
             }
             "--dry-run" => dry_run = true,
+            "--sessions" => sessions = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -60,7 +61,7 @@ fn run() -> Result<()> {
     let to = to.context(USAGE)?;
     let mut src = postgres::Client::connect(&from, postgres::NoTls).context("connecting to the Parse Server database (--from)")?;
     let mut dst = postgres::Client::connect(&to, postgres::NoTls).context("connecting to the pgbaas database (--to)")?;
-    let report = parse::import(&mut src, &mut dst, dry_run)?;
+    let report = parse::import(&mut src, &mut dst, dry_run, sessions)?;
     print!("{report}");
     Ok(())
 }

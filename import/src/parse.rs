@@ -45,6 +45,8 @@ fn iso(t: &str) -> String {
 #[derive(Default)]
 pub struct Report {
     users: (u64, u64),
+    /// With --sessions: imported, skipped (there already, expired, or of no user).
+    sessions: Option<(u64, u64)>,
     roles: u64,
     memberships: u64,
     classes: Vec<(String, String, u64, u64)>,
@@ -56,6 +58,9 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "users: {} imported, {} already there", self.users.0, self.users.1)?;
         writeln!(f, "roles: {} (memberships: {})", self.roles, self.memberships)?;
+        if let Some((imported, skipped)) = self.sessions {
+            writeln!(f, "sessions: {imported} imported, {skipped} already there, expired or of no user")?;
+        }
         for (class, collection, imported, skipped) in &self.classes {
             writeln!(f, "class {class} -> collection {collection}: {imported} objects imported, {skipped} already there")?;
         }
@@ -155,7 +160,7 @@ fn table(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: bool) -> Result<Report> {
+pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: bool, sessions: bool) -> Result<Report> {
     let mut r = Report::default();
     src.batch_execute("set timezone = 'UTC'")?;
     let schemas: Vec<(String, Value)> = src
@@ -338,9 +343,44 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
         }
         r.classes.push((class.clone(), collection, imported, skipped));
     }
-    let sessions: i64 = src.query_one(r#"select count(*) from "_Session""#, &[]).map(|row| row.get(0)).unwrap_or(0);
-    if sessions > 0 {
-        r.unmapped.insert("sessions (users sign in again; their passwords work)".into(), sessions as u64);
+    let has_sessions: bool = src.query_one(r#"select to_regclass('"_Session"') is not null"#, &[])?.get(0);
+    if has_sessions && sessions {
+        // Live revocable sessions keep their tokens: signed-in app users stay signed in.
+        let rows = src
+            .query(
+                r#"select "sessionToken", "user"::text, "expiresAt"::text, "installationId" from "_Session"
+                    where "sessionToken" like 'r:%' and ("expiresAt" is null or "expiresAt" > now()) order by "objectId""#,
+                &[],
+            )
+            .context("reading _Session")?;
+        let mut batch = Vec::new();
+        let mut unusable = 0u64;
+        for row in &rows {
+            let (token, user, expires, installation): (Option<String>, Option<String>, Option<String>, Option<String>) = (row.get(0), row.get(1), row.get(2), row.get(3));
+            // (A pointer column holds the objectId on Postgres; "_User$<id>" on MongoDB.)
+            let user = user.map(|u| u.strip_prefix("_User$").map(str::to_string).unwrap_or(u));
+            let (Some(token), Some(user)) = (token, user) else {
+                unusable += 1;
+                continue;
+            };
+            batch.push(json!({"user_id": parse_uuid("_User", &user), "token": token, "expires_at": expires, "installation_id": installation}));
+        }
+        let mut counts = (0, unusable);
+        for chunk in batch.chunks(500) {
+            let v: Value = tx.query_one("select baas.parse_import_sessions($1)", &[&Value::Array(chunk.to_vec())])?.get(0);
+            counts.0 += v["imported"].as_u64().unwrap_or(0);
+            counts.1 += v["skipped"].as_u64().unwrap_or(0);
+        }
+        r.sessions = Some(counts);
+        let rest: i64 = src.query_one(r#"select count(*) from "_Session" where "sessionToken" not like 'r:%'"#, &[])?.get(0);
+        if rest > 0 {
+            r.unmapped.insert("sessions with legacy (not revocable) tokens".into(), rest as u64);
+        }
+    } else if has_sessions {
+        let n: i64 = src.query_one(r#"select count(*) from "_Session""#, &[])?.get(0);
+        if n > 0 {
+            r.unmapped.insert("sessions (users sign in again; their passwords work; --sessions keeps them signed in)".into(), n as u64);
+        }
     }
     // The counting entries of every index and collection, as after a restore.
     tx.batch_execute("select baas.rebuild_index_entries()")?;

@@ -174,17 +174,20 @@ fn sdk_scenarios_agree_with_parse_server() {
     // the same SDK then signs its users in with their old passwords and reads their
     // objects, pointers and ACLs through the door.
     drop(peer);
-    let import = || {
+    let parse_db = format!("postgres://parse:parse@127.0.0.1:{}/parse", env().cluster.port);
+    let import_with = |extra: &[&str]| {
         let bin = pgbaas_testkit::proxy_bin().with_file_name("pgbaas-import");
         let out = std::process::Command::new(&bin)
-            .args(["parse", "--from", &format!("postgres://parse:parse@127.0.0.1:{}/parse", env().cluster.port)])
+            .args(["parse", "--from", &parse_db])
             .args(["--to", &env().cluster.url("postgres", pgbaas_testkit::DB)])
+            .args(extra)
             .output()
             .expect("run pgbaas-import");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "pgbaas-import failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
         text
     };
+    let import = || import_with(&[]);
     let first = import();
     assert!(first.contains("class GameScore -> collection gamescore: "), "{first}");
     assert!(first.contains(", 0 already there"), "a first import skips nothing: {first}");
@@ -197,6 +200,29 @@ fn sdk_scenarios_agree_with_parse_server() {
     import();
     let docs_after: i64 = admin().query_one("select count(*) from baas.documents", &[]).unwrap().get(0);
     assert_eq!(docs_before, docs_after);
+    // --sessions: a user signed in on Parse Server is still signed in through the door,
+    // with the same token.
+    let mut parse = postgres::Client::connect(&parse_db, postgres::NoTls).expect("Parse Server's database");
+    let live = parse
+        .query_one(
+            r#"select s."sessionToken", u."username" from "_Session" s join "_User" u on s."user" = u."objectId"
+                where s."expiresAt" > now() and s."sessionToken" like 'r:%' order by s."createdAt" desc limit 1"#,
+            &[],
+        )
+        .expect("a live Parse Server session");
+    let (token, username): (String, String) = (live.get(0), live.get(1));
+    let me = |token: &str| rest("GET", "/users/me", &[APP, ("X-Parse-Session-Token", token)], None);
+    assert_eq!(me(&token).body["code"], 209, "not before --sessions");
+    let with = import_with(&["--sessions"]);
+    let n: u64 = with.lines().find_map(|l| l.strip_prefix("sessions: ")?.split(' ').next()?.parse().ok()).expect("a sessions line");
+    assert!(n >= 1, "{with}");
+    let r = me(&token);
+    assert_eq!((r.status, r.body["username"].as_str()), (200, Some(username.as_str())), "{}", r.body);
+    assert!(import_with(&["--sessions"]).contains("sessions: 0 imported"), "a second run imports no session twice");
+    // And it ends as pgbaas sessions do.
+    let r = rest("POST", "/logout", &[APP, ("X-Parse-Session-Token", &token)], Some("{}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(me(&token).body["code"], 209);
     let run = format!("{}-parse-server", std::process::id());
     let dir = pgbaas_testkit::workspace_root().join("tests/parse-sdk");
     let _anonymous = anonymous_sign_in();
