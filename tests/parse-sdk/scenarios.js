@@ -582,6 +582,14 @@ const scenarios = {
     assert.deepEqual(await idsOf(q().lessThanOrEqualTo('createdAt', pivot)), want((t, p) => t <= p));
     assert.deepEqual(await idsOf(q().equalTo('createdAt', pivot)), want((t, p) => t === p));
     assert.ok((await idsOf(q().equalTo('createdAt', pivot))).includes(byTime[4].id));
+    const two = [byTime[1].createdAt, byTime[6].createdAt];
+    if (peer === 'pgbaas') {
+      assert.deepEqual(await idsOf(q().containedIn('createdAt', two)), want((t) => two.some((d) => d.getTime() === t)));
+      assert.deepEqual(await idsOf(q().notContainedIn('createdAt', two)), want((t) => !two.some((d) => d.getTime() === t)));
+    } else {
+      await expectError(q().containedIn('createdAt', two).find(), 1, 'Parse Server 9 on Postgres: an internal error');
+      await expectError(q().notContainedIn('createdAt', two).find(), 1, 'Parse Server 9 on Postgres: an internal error');
+    }
     if (peer === 'pgbaas') {
       assert.deepEqual(await idsOf(q().notEqualTo('createdAt', pivot)), want((t, p) => t !== p));
     } else {

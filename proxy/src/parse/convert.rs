@@ -663,13 +663,20 @@ fn time_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
             "$lte" => lt(floor(instant(arg)?) + MS),
             "$eq" => eq(instant(arg)?),
             "$ne" => json!({"$not": eq(instant(arg)?)}),
+            // containedIn / notContainedIn: each time as an equality (two bounds each: at
+            // most 100 of them keep the filter within its 16 KiB).
+            "$in" | "$nin" => {
+                let list = arg.as_array().filter(|a| a.len() <= 100).ok_or_else(|| bad(format!("{op} on {k} takes an array of at most 100 Dates")))?;
+                let any = json!({"$or": list.iter().map(|x| instant(x).map(eq)).collect::<Result<Vec<_>, _>>()?});
+                if op == "$in" { any } else { json!({"$not": any}) }
+            }
             // Every object has both times.
             "$exists" => match arg {
                 Value::Bool(true) => json!({}),
                 Value::Bool(false) => json!({"$not": {}}),
                 _ => return Err(bad(format!("bad $exists on {k}: true or false"))),
             },
-            _ => return Err(bad(format!("the operator {op} on {k} is not supported by pgbaas's Parse door (it takes $lt $lte $gt $gte $eq $ne $exists; docs/parse.md)"))),
+            _ => return Err(bad(format!("the operator {op} on {k} is not supported by pgbaas's Parse door (it takes $lt $lte $gt $gte $eq $ne $in $nin $exists; docs/parse.md)"))),
         });
     }
     Ok(if parts.len() == 1 { parts.pop().unwrap_or_else(|| json!({})) } else { json!({"$and": parts}) })
@@ -997,7 +1004,11 @@ mod tests {
         for w in [json!({"createdAt": {"$gte": d("9999-12-31T23:59:59.9995Z"), "$lt": d("0001-01-01T00:00:00Z")}})] {
             pgbaas_query::parse::parse(&filter_of(&w).unwrap()).unwrap();
         }
-        for w in [json!({"createdAt": {"$in": [d("2026-12-04T10:00:00Z")]}}), json!({"createdAt": {"$gt": 5}}),
+        let one = json!({"$and": [{"$created_at": {"$gte": "2026-12-04T10:00:00.123000Z"}}, {"$created_at": {"$lt": "2026-12-04T10:00:00.124000Z"}}]});
+        assert_eq!(filter_of(&json!({"createdAt": {"$in": [d("2026-12-04T10:00:00.123Z"), d("2026-12-04T10:00:00.1234Z")]}})).unwrap(),
+                   json!({"$or": [one, {"$not": {}}]}));
+        assert_eq!(filter_of(&json!({"createdAt": {"$nin": [d("2026-12-04T10:00:00.123Z")]}})).unwrap(), json!({"$not": {"$or": [one]}}));
+        for w in [json!({"createdAt": {"$in": d("2026-12-04T10:00:00Z")}}), json!({"createdAt": {"$in": vec![d("2026-12-04T10:00:00Z"); 101]}}), json!({"createdAt": {"$gt": 5}}),
                   json!({"updatedAt": {"$gt": d("yesterday")}})] {
             assert_eq!(filter_of(&w).unwrap_err().code, INVALID_QUERY, "{w}");
         }
