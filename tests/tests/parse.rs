@@ -839,6 +839,57 @@ fn sdk_user_queries_show_a_user_itself_and_any_to_the_master_key() {
     assert!(before <= n && n <= after, "{before} <= {n} <= {after}");
 }
 
+/// `_Session` (`new Parse.Query(Parse.Session)`, `session.destroy()`): a user lists the
+/// devices it is signed in on and signs one out; nobody else's.
+#[test]
+fn rest_sessions_are_a_user_s_own_devices() {
+    let pid = std::process::id();
+    let name = format!("sess-{pid}");
+    let body = json!({"username": name, "password": "pw-sess-secret"}).to_string();
+    let r = rest("POST", "/users", &[APP, ("X-Parse-Installation-Id", "dev-a")], Some(&body));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (a, user) = (r.body["sessionToken"].as_str().unwrap().to_string(), r.body["objectId"].as_str().unwrap().to_string());
+    let r = rest("POST", "/login", &[APP, ("X-Parse-Installation-Id", "dev-b")], Some(&body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b = r.body["sessionToken"].as_str().unwrap().to_string();
+    let as_a = [APP, ("X-Parse-Session-Token", a.as_str())];
+    let r = rest("GET", "/sessions?order=installationId", &as_a, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let list = r.body["results"].as_array().unwrap().clone();
+    assert_eq!(list.iter().map(|s| s["installationId"].clone()).collect::<Vec<_>>(), vec![json!("dev-a"), json!("dev-b")]);
+    assert_eq!(list[0]["sessionToken"], json!(a), "the current session shows its token");
+    assert!(list[1].get("sessionToken").is_none(), "another's token is never shown (pgbaas keeps only its hash)");
+    assert_eq!(list[1]["user"], json!({"__type": "Pointer", "className": "_User", "objectId": user}));
+    let other = list[1]["objectId"].as_str().unwrap().to_string();
+    let r = rest("GET", "/classes/_Session?where=%7B%22installationId%22%3A%22dev-b%22%7D&count=1", &as_a, None);
+    assert_eq!((r.status, r.body["count"].as_i64()), (200, Some(1)), "{}", r.body);
+    let r = rest("GET", &format!("/classes/_Session/{other}"), &as_a, None);
+    assert_eq!((r.status, r.body["installationId"].as_str()), (200, Some("dev-b")), "{}", r.body);
+    // Another user sees none of them and ends none of them.
+    let r = rest("POST", "/users", &[APP], Some(&json!({"username": format!("sess-other-{pid}"), "password": "pw-other-secret"}).to_string()));
+    let c = r.body["sessionToken"].as_str().unwrap().to_string();
+    let as_c = [APP, ("X-Parse-Session-Token", c.as_str())];
+    let r = rest("GET", &format!("/classes/_Session/{other}"), &as_c, None);
+    assert_eq!((r.status, r.body["code"].as_i64()), (404, Some(101)), "{}", r.body);
+    let r = rest("DELETE", &format!("/classes/_Session/{other}"), &as_c, None);
+    assert_eq!((r.status, r.body["code"].as_i64()), (404, Some(101)), "{}", r.body);
+    let me = |t: &str| rest("GET", "/users/me", &[APP, ("X-Parse-Session-Token", t)], None).status;
+    assert_eq!(me(&b), 200, "still signed in on dev-b");
+    // A signs dev-b out.
+    let r = rest("DELETE", &format!("/classes/_Session/{other}"), &as_a, None);
+    assert_eq!((r.status, r.body.clone()), (200, json!({})));
+    assert_eq!((me(&b), me(&a)), (400, 200), "dev-b's session ended, dev-a's goes on");
+    let r = rest("GET", "/sessions", &as_a, None);
+    assert_eq!(r.body["results"].as_array().map(Vec::len), Some(1));
+    // Without a session, or with the master key: refused.
+    let r = rest("GET", "/sessions", &[APP], None);
+    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(209)), "{}", r.body);
+    let r = rest("GET", "/sessions", &[APP, ("X-Parse-Master-Key", MASTER_KEY)], None);
+    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(119)), "{}", r.body);
+    let r = rest("GET", "/sessions?where=%7B%22objectId%22%3A%7B%22%24gt%22%3A%22a%22%7D%7D", &as_a, None);
+    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(102)), "{}", r.body);
+}
+
 /// `Parse.Schema`: classes are collections, seen, made and dropped (when empty) with the
 /// master key only.
 #[test]

@@ -100,6 +100,7 @@ impl ParseError {
             "document_exists" | "unique_violation" | "conflict" | "role_exists" => (StatusCode::BAD_REQUEST, DUPLICATE_VALUE, m),
             // A role or a user a role's change names (roles.rs).
             "role_not_found" | "user_not_found" | "invalid_role_name" => (StatusCode::NOT_FOUND, OBJECT_NOT_FOUND, m),
+            "session_not_found" => (StatusCode::NOT_FOUND, OBJECT_NOT_FOUND, "Object not found.".to_string()),
             "role_cycle" => (StatusCode::BAD_REQUEST, VALIDATION_ERROR, m),
             "operator_type_mismatch" | "invalid_operator" => (StatusCode::BAD_REQUEST, INCORRECT_TYPE, m),
             _ if e.status.is_server_error() => (e.status, INTERNAL_SERVER_ERROR, m),

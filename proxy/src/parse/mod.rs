@@ -363,6 +363,7 @@ fn alias(segs: Vec<&str>) -> Vec<&str> {
         ["classes", "_User", rest @ ..] => [&["users"][..], rest].concat(),
         ["classes", "_Installation", rest @ ..] => [&["installations"][..], rest].concat(),
         ["classes", "_Role", rest @ ..] => [&["roles"][..], rest].concat(),
+        ["classes", "_Session", rest @ ..] => [&["sessions"][..], rest].concat(),
         _ => segs,
     }
 }
@@ -410,6 +411,9 @@ async fn dispatch(call: &Call<'_>, m: &Method, segs: &[&str], params: &Map<Strin
         }
         (&Method::POST, ["logout"]) => logout(call).await,
         (&Method::GET, ["sessions", "me"]) => session_me(call).await,
+        (&Method::GET, ["sessions"]) => sessions(call, None, params).await,
+        (&Method::GET, ["sessions", id]) => sessions(call, Some(id), params).await,
+        (&Method::DELETE, ["sessions", id]) => end_session(call, id).await,
         (&Method::POST, ["requestPasswordReset"]) => email_request(call, body, "recover", "request_password_reset").await,
         (&Method::POST, ["verificationEmailRequest"]) => email_request(call, body, "resend_verification", "request_verification").await,
         (&Method::POST, ["functions", name]) => function(call, name, body).await,
@@ -1572,28 +1576,127 @@ async fn email_request(c: &Call<'_>, body: &Map<String, Value>, limit: &str, fun
 
 /// `GET /sessions/me` (`Parse.Session.current()`): the caller's own session as a Parse
 /// `_Session`, from `baas.list_sessions` (its pgbaas session: id, times, device).
-async fn session_me(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
-    let no_session = || ParseError::bad(convert::INVALID_SESSION_TOKEN, "Session token required.");
-    let Some(token) = c.token else {
-        return Err(no_session());
-    };
-    let v = c.run("select pg_catalog.jsonb_build_object('user', baas.uid(), 'sessions', baas.list_sessions())::text", &[]).await?;
-    let items = v.pointer("/sessions/items").and_then(Value::as_array).cloned().unwrap_or_default();
-    let s = items.iter().find(|s| s["current"] == Value::Bool(true)).ok_or_else(no_session)?;
+/// A pgbaas session (`baas.list_sessions`' shape) as a Parse `_Session`. Its token only
+/// for the current one, which the caller sent: pgbaas keeps tokens' hashes only.
+fn session_object(s: &Value, user: &Value, token: Option<&str>) -> Value {
     let time = |k: &str| s.get(k).and_then(Value::as_str).map(convert::parse_date);
     let mut out = json!({
         "objectId": s["id"],
-        "sessionToken": token,
-        "user": {"__type": "Pointer", "className": "_User", "objectId": v["user"]},
+        "user": {"__type": "Pointer", "className": "_User", "objectId": user},
         "createdWith": {"action": "login", "authProvider": "password"},
         "restricted": false,
         "createdAt": time("created_at"),
         "updatedAt": time("last_used_at").or_else(|| time("created_at")),
     });
+    if let (Some(t), true) = (token, s["current"] == Value::Bool(true)) {
+        out["sessionToken"] = Value::String(t.to_string());
+    }
     if let Some(d) = s.get("device_id").and_then(Value::as_str) {
         out["installationId"] = Value::String(d.to_string());
     }
+    out
+}
+
+/// The caller's live sessions (every device it is signed in on, by any door), newest
+/// first, and its id.
+async fn own_sessions(c: &Call<'_>) -> Result<(Value, Vec<Value>), ParseError> {
+    let v = c.run("select pg_catalog.jsonb_build_object('user', baas.uid(), 'sessions', baas.list_sessions())::text", &[]).await?;
+    let items = v.pointer("/sessions/items").and_then(Value::as_array).cloned().unwrap_or_default();
+    Ok((v["user"].clone(), items))
+}
+
+async fn session_me(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
+    let no_session = || ParseError::bad(convert::INVALID_SESSION_TOKEN, "Session token required.");
+    let Some(token) = c.token else {
+        return Err(no_session());
+    };
+    let (user, items) = own_sessions(c).await?;
+    let s = items.iter().find(|s| s["current"] == Value::Bool(true)).ok_or_else(no_session)?;
+    Ok((StatusCode::OK, session_object(s, &user, Some(token))))
+}
+
+/// `GET /sessions[/{id}]`, `/classes/_Session` (`new Parse.Query(Parse.Session)`): the
+/// signed-in user's live sessions (`baas.list_sessions`), as Parse Server shows a user
+/// its own; `where` checked by the query language's evaluator, `objectId` by equality or
+/// `$in`. The master key lists no one's sessions here (`baas.user_sessions` in SQL).
+async fn sessions(c: &Call<'_>, id: Option<&str>, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
+    let bad = |m: &str| ParseError::bad(INVALID_QUERY, m.to_string());
+    if c.master {
+        return Err(ParseError::bad(convert::OPERATION_FORBIDDEN, "the master key lists an account's sessions in SQL (baas.user_sessions), not through the Parse door"));
+    }
+    if c.token.is_none() {
+        return Err(ParseError::bad(convert::INVALID_SESSION_TOKEN, "Session token required."));
+    }
+    check_params(params, &["where", "order", "limit", "skip", "count", "keys", "excludeKeys"])?;
+    let Value::Object(mut rest) = where_of(params)? else {
+        return Err(bad("where must be a JSON object"));
+    };
+    let ids: Option<Vec<String>> = match (id, rest.remove("objectId")) {
+        (Some(i), None) => Some(vec![i.to_ascii_lowercase()]),
+        (_, Some(Value::String(s))) => Some(vec![s.to_ascii_lowercase()]),
+        (_, Some(Value::Object(o))) if o.len() == 1 => match (o.get("$eq"), o.get("$in")) {
+            (Some(Value::String(s)), _) => Some(vec![s.to_ascii_lowercase()]),
+            (_, Some(Value::Array(a))) => Some(a.iter().filter_map(|v| v.as_str().map(str::to_ascii_lowercase)).collect()),
+            _ => return Err(bad("objectId takes an id, $eq or $in on _Session")),
+        },
+        (_, Some(_)) => return Err(bad("objectId takes an id, $eq or $in on _Session")),
+        (None, None) => None,
+    };
+    let filter = pgbaas_query::parse::parse(&convert::filter_of(&Value::Object(rest))?).map_err(|e| bad(&e.message))?;
+    let limit = number(params, "limit")?.unwrap_or(100).clamp(0, MAX_LIMIT) as usize;
+    let skip = number(params, "skip")?.unwrap_or(0).max(0) as usize;
+    let (user, items) = own_sessions(c).await?;
+    let mut found: Vec<Value> = items
+        .iter()
+        .map(|s| session_object(s, &user, c.token))
+        .filter(|o| ids.as_ref().is_none_or(|l| o["objectId"].as_str().is_some_and(|i| l.iter().any(|x| x == i))))
+        .filter(|o| pgbaas_query::eval::matches_at(&filter, o, pgbaas_query::eval::Times::from_text(o["createdAt"].as_str(), o["updatedAt"].as_str())))
+        .collect();
+    if let Some(order) = params.get("order").and_then(Value::as_str) {
+        for key in order.split(',').rev().map(str::trim).filter(|k| !k.is_empty()) {
+            let (desc, k) = key.strip_prefix('-').map_or((false, key), |f| (true, f));
+            if !["createdAt", "updatedAt", "objectId", "installationId"].contains(&k) {
+                return Err(bad(&format!("a _Session query is ordered by createdAt, updatedAt, objectId or installationId, not {k}")));
+            }
+            let get = |o: &Value| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            found.sort_by(|a, b| if desc { get(b).cmp(&get(a)) } else { get(a).cmp(&get(b)) });
+        }
+    }
+    if id.is_some() {
+        let mut one = found.into_iter().next().ok_or_else(ParseError::not_found)?;
+        select_keys(&mut one, params);
+        return Ok((StatusCode::OK, one));
+    }
+    let count = found.len();
+    let results: Vec<Value> = found
+        .into_iter()
+        .skip(skip)
+        .take(limit)
+        .map(|mut o| {
+            select_keys(&mut o, params);
+            o
+        })
+        .collect();
+    let mut out = json!({"results": results});
+    if count_wanted(params) {
+        out["count"] = json!(count);
+    }
     Ok((StatusCode::OK, out))
+}
+
+/// `DELETE /sessions/{id}` (`session.destroy()`): ends one of the caller's own live
+/// sessions (`baas.end_session`: another device, or this one); another's or an ended
+/// one is `101`.
+async fn end_session(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), ParseError> {
+    if c.master {
+        return Err(ParseError::bad(convert::OPERATION_FORBIDDEN, "the master key ends an account's sessions in SQL (baas.sign_out_user), not through the Parse door"));
+    }
+    if c.token.is_none() {
+        return Err(ParseError::bad(convert::INVALID_SESSION_TOKEN, "Session token required."));
+    }
+    let id = convert::object_id(id)?;
+    c.run("select baas.end_session($1::text::uuid)::text", &[&id]).await?;
+    Ok((StatusCode::OK, json!({})))
 }
 
 async fn logout(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
