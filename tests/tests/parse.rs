@@ -1009,6 +1009,13 @@ fn sdk_roles_are_pgbaas_roles() {
     assert_eq!((mine["members"].clone(), mine["roles"].clone()), (json!([alice]), json!([])));
 }
 
+/// Geo queries: `near`, `withinKilometers`/`withinMiles`, `withinGeoBox`,
+/// `withinPolygon`, as the SDK's users see them (and Parse Server, in the differential).
+#[test]
+fn sdk_geo_queries_find_places_by_distance_box_and_polygon() {
+    sdk(&["geo"]);
+}
+
 #[test]
 fn acls_set_through_the_sdk_are_what_sql_sees_and_back() {
     let facts = sdk(&["acls"]);

@@ -13,6 +13,7 @@
 pub mod convert;
 pub mod files;
 pub mod live;
+mod geo;
 mod roles;
 mod schemas;
 
@@ -592,7 +593,11 @@ const MAX_LIMIT: i64 = 1000;
 async fn find_text(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Out), ParseError> {
     let params = &*with_subqueries(c, params).await?;
     let reshaped = ["keys", "excludeKeys", "include"].iter().any(|k| params.contains_key(*k));
-    if !reshaped {
+    let geo = params.get("where").is_some_and(|w| match w {
+        Value::String(s) => s.contains("$near") || s.contains("$within") || s.contains("$geo") || s.contains("$maxDistance"),
+        w => geo::has_geo(w),
+    });
+    if !reshaped && !geo {
         if let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? {
             let (filter, limit_text, skip) = (json_text(&filter), limit.to_string(), skip.to_string());
             let count_text = count.to_string();
@@ -860,6 +865,10 @@ fn list_args(class: &str, params: &Map<String, Value>) -> Result<Option<ListArgs
 
 async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let params = &*with_subqueries(c, params).await?;
+    // (issue 21) geo conditions: geo.rs, which comes back here without them.
+    if geo::has_geo(&where_of(params)?) {
+        return Box::pin(geo::find_geo(c, class, params)).await;
+    }
     let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? else {
         let where_ = where_of(params)?;
         return find_by_ids(c, &convert::collection_of(class)?, &where_["objectId"], &where_, params).await;
