@@ -414,4 +414,4 @@ grant execute on function
   to baas_anon, baas_user, baas_service;
 grant execute on function baas._parse_authenticate(text, boolean), baas._parse_session_claims(text)
   to baas_authenticator;
-grant execute on function baas.parse_import_users(jsonb), baas.parse_import_sessions(jsonb) to baas_service;
+grant execute on function baas.parse_import_users(jsonb) to baas_service;

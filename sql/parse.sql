@@ -967,9 +967,21 @@ comment on function baas.parse_delete_role(text) is 'Parse door: delete a role (
 -- app's signed-in users stay signed in. Rows {user_id, token, expires_at?,
 -- installation_id?}: each a pgbaas session of that user, live until its Parse expiry but
 -- at most refresh_token_ttl from now (as a sign-in now), on that installation (its
--- device), with that token (kept as its SHA-256, as the door's own). A token already
--- there, an expired session and a user that is not there are skipped. DBAs and the
--- service role only.
+-- device), with that token (kept as its SHA-256, as the door's own). Only what a
+-- password sign-in would give now: no session for an account that is suspended, has a
+-- second factor (a sign-in would ask for it), or is unverified while
+-- email_verification is `required`. A token is imported once ever
+-- (baas._parse_imported_tokens keeps its hash): a session that ended in pgbaas, and was
+-- purged since, never comes back from a later run. Each is audited (session.import).
+-- Skipped: those, expired ones, unknown users, tokens not 8 to 256 characters. DBAs only.
+create table baas._parse_imported_tokens (
+    token_hash bytea primary key,
+    imported_at timestamptz not null default now()
+);
+revoke all on baas._parse_imported_tokens from public;
+alter table baas._parse_imported_tokens enable row level security;
+select pg_catalog.pg_extension_config_dump('baas._parse_imported_tokens', '');
+
 create function baas.parse_import_sessions(sessions jsonb) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -979,40 +991,49 @@ declare
     n integer := 0;
     v_imported integer := 0;
     v_skipped integer := 0;
-    v_user uuid;
+    v_user baas.users;
     v_expires timestamptz;
     v_sid uuid;
+    v_hash bytea;
 begin
     if sessions is null or jsonb_typeof(sessions) <> 'array' then
         perform baas._raise('22023', 'invalid_request', 'sessions must be a JSON array');
     end if;
     for r in select x from jsonb_array_elements(sessions) x loop
         n := n + 1;
-        if jsonb_typeof(r) <> 'object' or jsonb_typeof(r -> 'token') <> 'string' or jsonb_typeof(r -> 'user_id') <> 'string'
-           or length(r ->> 'token') not between 8 and 256 then
-            perform baas._raise('22023', 'invalid_request', format('row %s: user_id and token (8 to 256 characters) are strings', n));
+        if jsonb_typeof(r) <> 'object' or jsonb_typeof(r -> 'token') <> 'string' or jsonb_typeof(r -> 'user_id') <> 'string' then
+            perform baas._raise('22023', 'invalid_request', format('row %s: user_id and token are strings', n));
         end if;
         begin
-            v_user := (r ->> 'user_id')::uuid;
             v_expires := least(coalesce((r ->> 'expires_at')::timestamptz, 'infinity'),
                                now() + (select s.refresh_token_ttl from baas.settings s));
+            select * into v_user from baas.users u where u.id = (r ->> 'user_id')::uuid for key share;
         exception when others then
             perform baas._raise('22023', 'invalid_request', format('row %s: user_id is a uuid and expires_at a time', n));
         end;
-        if v_expires <= now() or not exists (select from baas.users u where u.id = v_user)
-           or exists (select from baas._parse_sessions p where p.token_hash = baas._hash_token(r ->> 'token')) then
+        v_hash := baas._hash_token(r ->> 'token');
+        if length(r ->> 'token') not between 8 and 256 or v_expires <= now() or v_user.id is null
+           or v_user.suspended_at is not null
+           or exists (select from baas._mfa_factors f where f.user_id = v_user.id and f.status = 'verified')
+           or (v_user.email_verified_at is null and not v_user.is_anonymous
+               and (select s.email_verification from baas.settings s) = 'required')
+           or exists (select from baas._parse_imported_tokens t where t.token_hash = v_hash)
+           or exists (select from baas._parse_sessions p where p.token_hash = v_hash) then
             v_skipped := v_skipped + 1;
             continue;
         end if;
         v_sid := baas.uuid7();
-        insert into baas.sessions (id, user_id, expires_at, device_id) values (v_sid, v_user, v_expires, baas._parse_installation(r ->> 'installation_id'));
-        insert into baas._parse_sessions (token_hash, session_id) values (baas._hash_token(r ->> 'token'), v_sid);
+        insert into baas.sessions (id, user_id, expires_at, device_id)
+        values (v_sid, v_user.id, v_expires, baas._parse_installation(r ->> 'installation_id'));
+        insert into baas._parse_sessions (token_hash, session_id) values (v_hash, v_sid);
+        insert into baas._parse_imported_tokens (token_hash) values (v_hash);
+        perform baas._audit('session.import', v_user.id, details => jsonb_build_object('session', v_sid, 'from', 'parse'));
         v_imported := v_imported + 1;
     end loop;
     return jsonb_build_object('imported', v_imported, 'skipped', v_skipped);
 end
 $$;
-comment on function baas.parse_import_sessions(jsonb) is 'pgbaas-import: Parse Server''s live sessions as pgbaas sessions with their tokens (skips those there, expired, or of unknown users); {imported, skipped}';
+comment on function baas.parse_import_sessions(jsonb) is 'pgbaas-import: Parse Server''s live sessions as pgbaas sessions with their tokens, once per token, only for accounts a password sign-in would admit without a second factor; {imported, skipped}';
 
 -- pgbaas-import parse (import/, docs/parse.md): Parse Server's users with their bcrypt
 -- hashes (checked as baas.import_users checks them; replaced by argon2id at the first

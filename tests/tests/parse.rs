@@ -223,6 +223,25 @@ fn sdk_scenarios_agree_with_parse_server() {
     let r = rest("POST", "/logout", &[APP, ("X-Parse-Session-Token", &token)], Some("{}"));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(me(&token).body["code"], 209);
+    // Ended, then purged by housekeeping: a later run does not bring the token back.
+    admin()
+        .batch_execute("update baas.sessions set revoked_at = now() - interval '3 days' where revoked_at is not null; select baas.purge_sessions()")
+        .unwrap();
+    import_with(&["--sessions"]);
+    assert_eq!(me(&token).body["code"], 209, "an ended session stays ended");
+    // Only what a password sign-in would admit: not a suspended account. DBAs only.
+    let r = rest("POST", "/users", &[APP], Some(&json!({"username": format!("susp-{}", std::process::id()), "password": "pw-susp-secret"}).to_string()));
+    let suspended = r.body["objectId"].as_str().unwrap().to_string();
+    let mut db = admin();
+    db.execute("select baas.suspend_user($1::text::uuid)", &[&suspended]).unwrap();
+    let v: Value = db
+        .query_one("select baas.parse_import_sessions(jsonb_build_array(jsonb_build_object('user_id', $1::text, 'token', 'r:a-suspended-users-token')))", &[&suspended])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, json!({"imported": 0, "skipped": 1}));
+    let err = db.batch_execute("set role baas_service; select baas.parse_import_sessions('[]')").unwrap_err();
+    assert_eq!(err.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{err}");
+    db.batch_execute("reset role").unwrap();
     let run = format!("{}-parse-server", std::process::id());
     let dir = pgbaas_testkit::workspace_root().join("tests/parse-sdk");
     let _anonymous = anonymous_sign_in();

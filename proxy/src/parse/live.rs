@@ -165,7 +165,7 @@ fn watch_of(v: Option<&Value>) -> Result<Option<Vec<String>>, String> {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(a)) if a.is_empty() => return Ok(None),
         Some(Value::Array(a)) if a.len() <= crate::realtime::ws::MAX_WATCH => {
-            a.iter().map(|x| x.as_str().filter(|s| !s.is_empty()).map(str::to_string)).collect::<Option<_>>().ok_or_else(bad)?
+            a.iter().map(|x| x.as_str().filter(|s| !s.is_empty() && !s.contains('.')).map(str::to_string)).collect::<Option<_>>().ok_or_else(bad)?
         }
         Some(_) => return Err(bad()),
     };

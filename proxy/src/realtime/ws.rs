@@ -165,9 +165,10 @@ pub fn parse(text: &str) -> Result<ClientMsg, (Option<String>, ApiError)> {
                 None | Some(Value::Null) => None,
                 Some(Value::Array(a)) if !a.is_empty() && a.len() <= MAX_WATCH => Some(
                     a.iter()
-                        .map(|f| f.as_str().filter(|s| !s.is_empty()).map(str::to_string))
+                        // Top-level fields: a dotted name would never change.
+                        .map(|f| f.as_str().filter(|s| !s.is_empty() && !s.contains('.')).map(str::to_string))
                         .collect::<Option<Vec<_>>>()
-                        .ok_or_else(|| fail(invalid("\"watch\" must be an array of field names")))?,
+                        .ok_or_else(|| fail(invalid("\"watch\" must be an array of top-level field names")))?,
                 ),
                 Some(_) => return Err(fail(invalid(format!("\"watch\" must be an array of 1 to {MAX_WATCH} field names")))),
             };
@@ -895,7 +896,7 @@ mod tests {
         assert!(bad(r#"{"type":"subscribe","sub":"s","collection":"c","filter":{}}"#).1.contains("unknown field \"filter\""));
         assert!(bad(r#"{"type":"subscribe","sub":"s","collection":"c","where":[1]}"#).1.contains("\"where\" must be a JSON object"));
         assert!(bad(r#"{"type":"subscribe","sub":"s","collection":"c","fields":"a"}"#).1.contains("\"fields\""));
-        for w in [r#""a""#, "[]", "[1]", r#"[""]"#] {
+        for w in [r#""a""#, "[]", "[1]", r#"[""]"#, r#"["a.b"]"#] {
             let m = format!(r#"{{"type":"subscribe","sub":"s","collection":"c","watch":{w}}}"#);
             assert!(bad(&m).1.contains("\"watch\""), "{m}");
         }
