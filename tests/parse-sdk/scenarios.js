@@ -584,6 +584,7 @@ const scenarios = {
     assert.ok((await idsOf(q().equalTo('createdAt', pivot))).includes(byTime[4].id));
     const two = [byTime[1].createdAt, byTime[6].createdAt];
     if (peer === 'pgbaas') {
+      assert.deepEqual(await idsOf(q().containedIn('createdAt', [])), []);
       assert.deepEqual(await idsOf(q().containedIn('createdAt', two)), want((t) => two.some((d) => d.getTime() === t)));
       assert.deepEqual(await idsOf(q().notContainedIn('createdAt', two)), want((t) => !two.some((d) => d.getTime() === t)));
     } else {
@@ -697,6 +698,13 @@ const scenarios = {
     // A box across the antimeridian (west of it to east of it).
     assert.deepEqual((await names(q().withinGeoBox('loc', new Parse.GeoPoint(-20, 170), new Parse.GeoPoint(-10, -170)))).sort(), ['Apia', 'Suva']);
     await expectError(q().near('loc', paris).ascending('name').find(), 102, 'near orders by distance');
+    // The page is read as asked, and the box joins the query's other conditions.
+    const bare = await q().near('loc', paris).exclude('loc').limit(2).find();
+    assert.deepEqual(bare.map((o) => [o.get('name'), o.get('loc')]), [['Paris', undefined], ['London', undefined]]);
+    const either = Parse.Query.or(q().equalTo('name', 'Suva'), q().equalTo('name', 'Paris'));
+    assert.deepEqual(await names(either.withinGeoBox('loc', new Parse.GeoPoint(-20, 170), new Parse.GeoPoint(-10, -170))), ['Suva']);
+    const nearOr = Parse.Query.or(q().equalTo('name', 'Rome'), q().equalTo('name', 'Madrid'));
+    assert.deepEqual(await names(nearOr.near('loc', paris)), ['Madrid', 'Rome']);
     // The candidates are what the caller may read: a place only its owner reads is
     // found by its owner alone.
     const owner = await signUp('geo-owner');

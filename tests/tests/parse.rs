@@ -230,9 +230,11 @@ fn sdk_scenarios_agree_with_parse_server() {
     import_with(&["--sessions"]);
     assert_eq!(me(&token).body["code"], 209, "an ended session stays ended");
     // Only what a password sign-in would admit: not a suspended account. DBAs only.
-    let r = rest("POST", "/users", &[APP], Some(&json!({"username": format!("susp-{}", std::process::id()), "password": "pw-susp-secret"}).to_string()));
-    let suspended = r.body["objectId"].as_str().unwrap().to_string();
     let mut db = admin();
+    let suspended: String = db
+        .query_one("select baas.create_user($1, 'pw-susp-secret-1') ->> 'id'", &[&format!("import-suspended-{}@example.com", std::process::id())])
+        .unwrap()
+        .get(0);
     db.execute("select baas.suspend_user($1::text::uuid)", &[&suspended]).unwrap();
     let v: Value = db
         .query_one("select baas.parse_import_sessions(jsonb_build_array(jsonb_build_object('user_id', $1::text, 'token', 'r:a-suspended-users-token')))", &[&suspended])

@@ -668,7 +668,9 @@ fn time_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
             // most 100 of them keep the filter within its 16 KiB).
             "$in" | "$nin" => {
                 let list = arg.as_array().filter(|a| a.len() <= 100).ok_or_else(|| bad(format!("{op} on {k} takes an array of at most 100 Dates")))?;
-                let any = json!({"$or": list.iter().map(|x| instant(x).map(eq)).collect::<Result<Vec<_>, _>>()?});
+                let parts = list.iter().map(|x| instant(x).map(eq)).collect::<Result<Vec<_>, _>>()?;
+                // An empty list: $in holds for nothing, $nin for everything.
+                let any = if parts.is_empty() { json!({"$not": {}}) } else { json!({"$or": parts}) };
                 if op == "$in" { any } else { json!({"$not": any}) }
             }
             // Every object has both times.
@@ -1009,6 +1011,8 @@ mod tests {
         assert_eq!(filter_of(&json!({"createdAt": {"$in": [d("2026-12-04T10:00:00.123Z"), d("2026-12-04T10:00:00.1234Z")]}})).unwrap(),
                    json!({"$or": [one, {"$not": {}}]}));
         assert_eq!(filter_of(&json!({"createdAt": {"$nin": [d("2026-12-04T10:00:00.123Z")]}})).unwrap(), json!({"$not": {"$or": [one]}}));
+        assert_eq!(filter_of(&json!({"createdAt": {"$in": []}})).unwrap(), json!({"$not": {}}));
+        assert_eq!(filter_of(&json!({"createdAt": {"$nin": []}})).unwrap(), json!({"$not": {"$not": {}}}));
         for w in [json!({"createdAt": {"$in": d("2026-12-04T10:00:00Z")}}), json!({"createdAt": {"$in": vec![d("2026-12-04T10:00:00Z"); 101]}}), json!({"createdAt": {"$gt": 5}}),
                   json!({"updatedAt": {"$gt": d("yesterday")}})] {
             assert_eq!(filter_of(&w).unwrap_err().code, INVALID_QUERY, "{w}");

@@ -9,7 +9,7 @@
 //! is refused (`102`) rather than answered in part.
 
 use super::convert::{ParseError, INVALID_QUERY};
-use super::{count_wanted, find, number, Call, MAX_LIMIT};
+use super::{count_wanted, find, find_by_ids, number, Call, MAX_LIMIT};
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -49,11 +49,12 @@ pub(super) fn has_geo(where_: &Value) -> bool {
     }
 }
 
-/// A point: a GeoPoint, or `[lat, lng]` (the SDK's polygons), in range.
+/// A point: a GeoPoint, or `[longitude, latitude]` (MongoDB's order, which Parse
+/// Server reads arrays in), in range.
 fn point(v: &Value) -> Result<(f64, f64), ParseError> {
     let (lat, lng) = match v {
         Value::Object(o) if o.get("__type").and_then(Value::as_str) == Some("GeoPoint") => (o.get("latitude").and_then(Value::as_f64), o.get("longitude").and_then(Value::as_f64)),
-        Value::Array(a) if a.len() == 2 => (a[0].as_f64(), a[1].as_f64()),
+        Value::Array(a) if a.len() == 2 => (a[1].as_f64(), a[0].as_f64()),
         _ => (None, None),
     };
     match (lat, lng) {
@@ -109,10 +110,9 @@ fn take(where_: &mut Map<String, Value>) -> Result<Geo, ParseError> {
                         Shape::Box(s, w, n, e)
                     }
                     (_, Some(Value::Array(p)), _) if (3..=1000).contains(&p.len()) => Shape::Polygon(p.iter().map(point).collect::<Result<_, _>>()?),
-                    // MongoDB's form: [[longitude, latitude], radians].
+                    // MongoDB's form: [[longitude, latitude] or a GeoPoint, radians].
                     (_, _, Some(Value::Array(c))) if c.len() == 2 => {
-                        let centre = c[0].as_array().filter(|a| a.len() == 2).ok_or_else(|| bad("$centerSphere takes [[longitude, latitude], radians]"))?;
-                        let (lat, lng) = point(&json!([centre[1], centre[0]]))?;
+                        let (lat, lng) = point(&c[0])?;
                         Shape::Circle(lat, lng, radians_of(&c[1], 1.0)?)
                     }
                     _ => return Err(bad("$geoWithin takes $box (2 points), $polygon (3 to 1000 points) or $centerSphere")),
@@ -220,21 +220,15 @@ pub(super) async fn find_geo(c: &Call<'_>, class: &str, params: &Map<String, Val
     let g = take(&mut where_)?;
     let bounds = g.shape.as_ref().and_then(Shape::bounds);
     let want_count = count_wanted(params);
+    // The box joins the query's other conditions in its `$and` (objectId stays at the
+    // top, where the list route reads it).
     let mut narrowed = where_.clone();
     let b = box_where(&g.field, bounds);
-    if let (Some(Value::Array(_)), Some(_)) = (b.get("$or"), narrowed.get("$or")) {
-        // Both have an $or: AND them.
-        let theirs = narrowed.remove("$or").unwrap_or(Value::Null);
-        narrowed.insert("$and".into(), json!([{"$or": theirs}, {"$or": b["$or"].clone()}]));
-        for (k, v) in b.as_object().into_iter().flatten().filter(|(k, _)| *k != "$or") {
-            narrowed.insert(k.clone(), v.clone());
-        }
-    } else {
-        for (k, v) in b.as_object().into_iter().flatten() {
-            if narrowed.contains_key(k) {
-                return Err(bad(format!("{k}: a geo query's field has no other condition on its latitude or longitude")));
-            }
-            narrowed.insert(k.clone(), v.clone());
+    match narrowed.get_mut("$and") {
+        Some(Value::Array(all)) => all.push(b),
+        Some(_) => return Err(bad("$and must be an array")),
+        None => {
+            narrowed.insert("$and".into(), json!([b]));
         }
     }
     let mut params = params.clone();
@@ -246,21 +240,27 @@ pub(super) async fn find_geo(c: &Call<'_>, class: &str, params: &Map<String, Val
     if g.near.is_some() && params.contains_key("order") {
         return Err(bad("$nearSphere orders by distance: no order with it"));
     }
-    let limit = number(&params, "limit")?.unwrap_or(100).clamp(0, MAX_LIMIT) as usize;
-    let skip = number(&params, "skip")?.unwrap_or(0).max(0) as usize;
-    params.insert("limit".into(), json!(MAX_CANDIDATES));
-    params.remove("skip");
-    params.remove("count");
-    // keys must keep the field the shape is checked on; the answer drops it again.
-    let keys = params.get("keys").and_then(Value::as_str).map(str::to_string);
-    let root = g.field.split('.').next().unwrap_or(&g.field).to_string();
-    if let Some(k) = &keys {
-        params.insert("keys".into(), Value::String(format!("{k},{root}")));
+    let limit = number(&params, "limit")?.unwrap_or(100);
+    if !(0..=MAX_LIMIT).contains(&limit) {
+        return Err(bad(format!("limit must be 0 to {MAX_LIMIT}")));
     }
-    let (_, found) = find(c, class, &params).await?;
+    let skip = number(&params, "skip")?.unwrap_or(0);
+    if !(0..=i64::from(i32::MAX)).contains(&skip) {
+        return Err(bad("skip must be 0 to 2147483647"));
+    }
+    // The candidates in the box, their point alone; then the page read again as asked
+    // (keys, excludeKeys, include), in the candidates' order.
+    let root = g.field.split('.').next().unwrap_or(&g.field).to_string();
+    let mut candidates = params.clone();
+    for k in ["skip", "count", "include", "excludeKeys"] {
+        candidates.remove(k);
+    }
+    candidates.insert("limit".into(), json!(MAX_CANDIDATES));
+    candidates.insert("keys".into(), Value::String(root));
+    let (_, found) = find(c, class, &candidates).await?;
     let mut objs = found["results"].as_array().cloned().unwrap_or_default();
     if objs.len() >= MAX_CANDIDATES {
-        return Err(bad(format!("more than {MAX_CANDIDATES} objects lie in the geo query's area: narrow it ($maxDistance, a smaller box) or add conditions")));
+        return Err(bad(format!("{MAX_CANDIDATES} or more objects lie in the geo query's area: narrow it ($maxDistance, a smaller box) or add conditions")));
     }
     objs.retain(|o| point_of(o, &g.field).is_some_and(|p| g.shape.as_ref().is_none_or(|s| s.holds(p))));
     if let Some(centre) = g.near {
@@ -268,16 +268,26 @@ pub(super) async fn find_geo(c: &Call<'_>, class: &str, params: &Map<String, Val
         objs.sort_by(|a, b| d(a).total_cmp(&d(b)));
     }
     let count = objs.len();
-    let mut page: Vec<Value> = objs.into_iter().skip(skip).take(limit).collect();
-    if let Some(k) = &keys {
-        let asked: Vec<String> = super::convert::fields_of(k);
-        if !asked.contains(&root) {
-            for o in &mut page {
-                if let Some(m) = o.as_object_mut() {
-                    m.remove(&root);
-                }
+    let ids: Vec<Value> = objs.iter().skip(skip as usize).take(limit as usize).map(|o| o["objectId"].clone()).collect();
+    let mut page = Vec::new();
+    if !ids.is_empty() {
+        let mut read = Map::new();
+        for k in ["keys", "excludeKeys", "include"] {
+            if let Some(v) = params.get(k) {
+                read.insert(k.into(), v.clone());
             }
         }
+        read.insert("limit".into(), json!(ids.len()));
+        let collection = super::convert::collection_of(class)?;
+        let (_, got) = find_by_ids(c, &collection, &json!({"$in": ids}), &json!({}), &read).await?;
+        let mut by_id: Map<String, Value> = Map::new();
+        for o in got["results"].as_array().into_iter().flatten() {
+            if let Some(id) = o["objectId"].as_str() {
+                by_id.insert(id.to_string(), o.clone());
+            }
+        }
+        // (One that went between the two reads is left out.)
+        page = ids.iter().filter_map(|id| id.as_str().and_then(|i| by_id.remove(i))).collect();
     }
     let mut out = json!({"results": page});
     if want_count {
@@ -306,10 +316,14 @@ mod tests {
         assert_eq!(g.shape, Some(Shape::Box(1.0, 170.0, 2.0, -170.0)));
         let g = geo(json!({"loc": {"$geoWithin": {"$centerSphere": [[20.0, 10.0], 0.5]}}})).unwrap();
         assert_eq!(g.shape, Some(Shape::Circle(10.0, 20.0, 0.5)));
-        let g = geo(json!({"loc": {"$geoWithin": {"$polygon": [[0, 0], [0, 10], [10, 10]]}}})).unwrap();
+        // Arrays are [longitude, latitude], as Parse Server reads them.
+        let g = geo(json!({"loc": {"$geoWithin": {"$polygon": [[0, 0], [10, 0], [10, 10]]}}})).unwrap();
         assert_eq!(g.shape, Some(Shape::Polygon(vec![(0.0, 0.0), (0.0, 10.0), (10.0, 10.0)])));
+        let g = geo(json!({"loc": {"$geoWithin": {"$centerSphere": [gp(10.0, 20.0), 0.5]}}})).unwrap();
+        assert_eq!(g.shape, Some(Shape::Circle(10.0, 20.0, 0.5)));
         for w in [
             json!({"loc": {"$nearSphere": gp(91.0, 0.0)}}),
+            json!({"loc": {"$geoWithin": {"$polygon": [[0, 0], [0, 91], [1, 1]]}}}),
             json!({"loc": {"$maxDistance": 1}}),
             json!({"loc": {"$geoIntersects": {"$point": gp(0.0, 0.0)}}}),
             json!({"$or": [{"loc": {"$nearSphere": gp(0.0, 0.0)}}]}),

@@ -1636,7 +1636,10 @@ async fn sessions(c: &Call<'_>, id: Option<&str>, params: &Map<String, Value>) -
     if c.token.is_none() {
         return Err(ParseError::bad(convert::INVALID_SESSION_TOKEN, "Session token required."));
     }
-    check_params(params, &["where", "order", "limit", "skip", "count", "keys", "excludeKeys"])?;
+    match id {
+        Some(_) => check_params(params, &["keys", "excludeKeys"])?,
+        None => check_params(params, &["where", "order", "limit", "skip", "count", "keys", "excludeKeys"])?,
+    }
     let Value::Object(mut rest) = where_of(params)? else {
         return Err(bad("where must be a JSON object"));
     };
@@ -1652,8 +1655,12 @@ async fn sessions(c: &Call<'_>, id: Option<&str>, params: &Map<String, Value>) -
         (None, None) => None,
     };
     let filter = pgbaas_query::parse::parse(&convert::filter_of(&Value::Object(rest))?).map_err(|e| bad(&e.message))?;
-    let limit = number(params, "limit")?.unwrap_or(100).clamp(0, MAX_LIMIT) as usize;
-    let skip = number(params, "skip")?.unwrap_or(0).max(0) as usize;
+    let limit = number(params, "limit")?.unwrap_or(100);
+    let skip = number(params, "skip")?.unwrap_or(0);
+    if !(0..=MAX_LIMIT).contains(&limit) || skip < 0 {
+        return Err(bad(&format!("limit must be 0 to {MAX_LIMIT}, skip 0 or more")));
+    }
+    let (limit, skip) = (limit as usize, skip as usize);
     let (user, items) = own_sessions(c).await?;
     let mut found: Vec<Value> = items
         .iter()
@@ -1661,7 +1668,12 @@ async fn sessions(c: &Call<'_>, id: Option<&str>, params: &Map<String, Value>) -
         .filter(|o| ids.as_ref().is_none_or(|l| o["objectId"].as_str().is_some_and(|i| l.iter().any(|x| x == i))))
         .filter(|o| pgbaas_query::eval::matches_at(&filter, o, pgbaas_query::eval::Times::from_text(o["createdAt"].as_str(), o["updatedAt"].as_str())))
         .collect();
-    if let Some(order) = params.get("order").and_then(Value::as_str) {
+    let order = match params.get("order") {
+        None => None,
+        Some(Value::String(o)) => Some(o.as_str()),
+        Some(_) => return Err(bad("order must be text such as -createdAt")),
+    };
+    if let Some(order) = order {
         for key in order.split(',').rev().map(str::trim).filter(|k| !k.is_empty()) {
             let (desc, k) = key.strip_prefix('-').map_or((false, key), |f| (true, f));
             if !["createdAt", "updatedAt", "objectId", "installationId"].contains(&k) {
