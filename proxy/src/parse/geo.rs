@@ -9,7 +9,7 @@
 //! is refused (`102`) rather than answered in part.
 
 use super::convert::{ParseError, INVALID_QUERY};
-use super::{count_wanted, find, find_by_ids, number, Call, MAX_LIMIT};
+use super::{count_wanted, find, find_by_ids, page_args, Call, MAX_LIMIT};
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -240,14 +240,7 @@ pub(super) async fn find_geo(c: &Call<'_>, class: &str, params: &Map<String, Val
     if g.near.is_some() && params.contains_key("order") {
         return Err(bad("$nearSphere orders by distance: no order with it"));
     }
-    let limit = number(&params, "limit")?.unwrap_or(100);
-    if !(0..=MAX_LIMIT).contains(&limit) {
-        return Err(bad(format!("limit must be 0 to {MAX_LIMIT}")));
-    }
-    let skip = number(&params, "skip")?.unwrap_or(0);
-    if !(0..=i64::from(i32::MAX)).contains(&skip) {
-        return Err(bad("skip must be 0 to 2147483647"));
-    }
+    let (limit, skip) = page_args(&params)?;
     // The candidates in the box, their point alone; then the page read again as asked
     // (keys, excludeKeys, include), in the candidates' order.
     let root = g.field.split('.').next().unwrap_or(&g.field).to_string();

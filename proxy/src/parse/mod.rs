@@ -852,6 +852,13 @@ fn list_args(class: &str, params: &Map<String, Value>) -> Result<Option<ListArgs
         Some(Value::String(o)) => Some(convert::order_of(o)?).filter(|o| !o.is_empty()),
         Some(_) => return Err(ParseError::bad(INVALID_QUERY, "order must be text such as score,-createdAt")),
     };
+    let (limit, skip) = page_args(params)?;
+    Ok(Some(ListArgs { collection, filter, order, limit, skip, count: count_wanted(params), after }))
+}
+
+/// A list's `limit` (0 to 1000, 100 when absent) and `skip` (0 to Postgres's largest
+/// integer), as every list of the door takes them; 102 otherwise.
+fn page_args(params: &Map<String, Value>) -> Result<(i64, i64), ParseError> {
     let limit = number(params, "limit")?.unwrap_or(100);
     if !(0..=MAX_LIMIT).contains(&limit) {
         return Err(ParseError::bad(INVALID_QUERY, format!("limit must be 0 to {MAX_LIMIT} (pgbaas pages at most {MAX_LIMIT} objects; page with skip or an order)")));
@@ -860,7 +867,7 @@ fn list_args(class: &str, params: &Map<String, Value>) -> Result<Option<ListArgs
     if !(0..=i64::from(i32::MAX)).contains(&skip) {
         return Err(ParseError::bad(INVALID_QUERY, "skip must be 0 to 2147483647"));
     }
-    Ok(Some(ListArgs { collection, filter, order, limit, skip, count: count_wanted(params), after }))
+    Ok((limit, skip))
 }
 
 async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
@@ -1381,14 +1388,7 @@ async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(Status
     let Value::Object(mut rest) = where_of(params)? else {
         return Err(bad("where must be a JSON object"));
     };
-    let limit = number(params, "limit")?.unwrap_or(100);
-    if !(0..=MAX_LIMIT).contains(&limit) {
-        return Err(bad(&format!("limit must be 0 to {MAX_LIMIT}")));
-    }
-    let skip = number(params, "skip")?.unwrap_or(0);
-    if !(0..=i64::from(i32::MAX)).contains(&skip) {
-        return Err(bad("skip must be 0 to 2147483647"));
-    }
+    let (limit, skip) = page_args(params)?;
     // A plain condition naming users (text equality or `$in` of texts) becomes a list
     // Postgres looks them up by.
     let mut named = |k: &str| -> Result<Option<Vec<String>>, ParseError> {
@@ -1655,11 +1655,7 @@ async fn sessions(c: &Call<'_>, id: Option<&str>, params: &Map<String, Value>) -
         (None, None) => None,
     };
     let filter = pgbaas_query::parse::parse(&convert::filter_of(&Value::Object(rest))?).map_err(|e| bad(&e.message))?;
-    let limit = number(params, "limit")?.unwrap_or(100);
-    let skip = number(params, "skip")?.unwrap_or(0);
-    if !(0..=MAX_LIMIT).contains(&limit) || skip < 0 {
-        return Err(bad(&format!("limit must be 0 to {MAX_LIMIT}, skip 0 or more")));
-    }
+    let (limit, skip) = page_args(params)?;
     let (limit, skip) = (limit as usize, skip as usize);
     let (user, items) = own_sessions(c).await?;
     let mut found: Vec<Value> = items
