@@ -69,6 +69,7 @@ fn cond(field: Option<&Value>, c: &Cond) -> bool {
                 TextOp::Substring => s.contains(&*needle),
             }
         }
+        Cond::Regex { pattern, .. } => matches!(field, Some(Value::String(s)) if pattern.is_match(s)),
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod eval;
 pub mod parse;
+pub mod pattern;
 
 /// Why input was refused: the stable code (`invalid_query` or `query_too_complex`,
 /// docs/errors.md) and a message naming the part at fault.

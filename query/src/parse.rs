@@ -41,6 +41,9 @@ pub enum Cond {
     /// ASCII letters folded to lower case, which Postgres's `lower()` under the "C"
     /// collation does exactly, so the SQL and the evaluator agree on every string.
     Text { op: TextOp, fold: bool, needle: String },
+    /// The field is a string holding a match of the pattern (`$regex`, `$iregex` with
+    /// ASCII letters folded), in the form both engines read alike (src/pattern.rs).
+    Regex { fold: bool, pattern: crate::pattern::Pattern },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,6 +449,13 @@ fn parse_conds(field: &str, v: &Value, depth: usize, budget: &mut Budget) -> Res
                     };
                     Cond::Text { op, fold, needle: needle.clone() }
                 }
+                "$regex" | "$iregex" => {
+                    let Value::String(source) = operand else {
+                        return Err(bad(format!("{field}.{op} takes a string, not {}", kind(operand))));
+                    };
+                    let fold = op == "$iregex";
+                    Cond::Regex { fold, pattern: crate::pattern::Pattern::new(field, op, source, fold)? }
+                }
                 other => return Err(bad(format!("{field}: unknown operator {other}"))),
             })
         })
@@ -552,7 +562,9 @@ mod tests {
             (json!({"$or": []}), "$or takes a non-empty array"),
             (json!({"$and": {}}), "$and takes"),
             (json!({"$nor": [{}]}), "unknown operator $nor"),
-            (json!({"a": {"$regex": "x"}}), "unknown operator $regex"),
+            (json!({"a": {"$regexp": "x"}}), "unknown operator $regexp"),
+            (json!({"a": {"$regex": 1}}), "a.$regex takes a string"),
+            (json!({"a": {"$regex": "(a)\\1"}}), "a.$regex: backreferences"),
             (json!({"a": {"$gt": true}}), "a.$gt compares numbers or strings"),
             (json!({"a": {"$gt": null}}), "compares numbers or strings"),
             (json!({"a": {"$in": 5}}), "a.$in takes an array"),

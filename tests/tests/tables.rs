@@ -241,6 +241,19 @@ fn typed_filters_use_the_column_type_and_its_btree_index() {
     let (s, c, m) = code_and_message(&r);
     assert_eq!((s, c.as_str()), (400, "invalid_query"), "{}", r.body);
     assert!(m.contains("$prefix") && m.contains("qty"), "{m}");
+    // Regular expressions on a text column, folded or not; not on a number column.
+    let r = listed(&t, None, &format!("where={}&fields=qty&order=qty", enc(r#"{"label": {"$iregex": "^N1[0-2]?5$"}}"#)));
+    assert_eq!(r.body["items"], json!([{"qty": 15}, {"qty": 105}, {"qty": 115}, {"qty": 125}]), "{}", r.body);
+    let r = listed(&t, None, &format!("where={}&fields=qty", enc(r#"{"label": {"$regex": "^N1"}}"#)));
+    assert_eq!(r.body["items"], json!([]), "case-sensitive without the i");
+    let r = listed(&t, None, &format!("where={}", enc(r#"{"qty": {"$regex": "1"}}"#)));
+    let (s, c, m) = code_and_message(&r);
+    assert_eq!((s, c.as_str()), (400, "invalid_query"), "{}", r.body);
+    assert!(m.contains("$regex") && m.contains("qty"), "{m}");
+    let r = listed(&t, None, &format!("where={}", enc(r#"{"label": {"$regex": "(n)\\1"}}"#)));
+    let (s, c, m) = code_and_message(&r);
+    assert_eq!((s, c.as_str()), (400, "invalid_query"), "{}", r.body);
+    assert!(m.contains("label.$regex") && m.contains("backreferences"), "{m}");
 
     for uid in [Some(a.id.as_str()), None] {
         let plan: String = db

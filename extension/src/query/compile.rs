@@ -180,7 +180,18 @@ fn compile_cond(x: &str, c: &Cond, params: &mut Params) -> Vec<String> {
             let t = params.push_text(Value::String(needle.clone()));
             vec![format!("jsonb_typeof({x}) = 'string'"), text_cond(&format!("({x} #>> '{{}}')"), *op, *fold, &t)]
         }
+        Cond::Regex { pattern, .. } => {
+            let t = params.push_text(Value::String(pattern.canonical.clone()));
+            vec![format!("jsonb_typeof({x}) = 'string'"), regex_cond(&format!("({x} #>> '{{}}')"), &t)]
+        }
     }
+}
+
+/// `s` holds a match of the canonical pattern `t` (query/src/pattern.rs: its text leaves
+/// the ARE no locale-dependent choice, case folding included, so plain `~`). Under "C",
+/// as `text_cond`: a nondeterministic collation refuses regular expressions.
+pub fn regex_cond(s: &str, t: &str) -> String {
+    format!("(({s} collate \"C\") ~ ({t} collate \"C\"))")
 }
 
 /// `s` starts with, ends with or holds `t` (two text expressions), byte for byte, or

@@ -97,6 +97,12 @@ mod tests {
             8 => json!({"$nin": (0..r.below(4)).map(|_| scalar(r)).collect::<Vec<_>>()}),
             9 => json!({"$exists": r.below(2) == 0}),
             10 => json!({"$contains": if r.below(4) == 0 { value(r, 1) } else { scalar(r) }}),
+            // Patterns whose answers differ between strings, numbers and missing fields.
+            11 if r.below(3) == 0 => {
+                // Folding refuses letters other than A-Z: é only without it.
+                let (op, extra) = *r.pick(&[("$regex", "é"), ("$iregex", "-")]);
+                json!({ op: *r.pick(&["^a", "b$", "^[ab]+$", "a|B", "^.$", "\\d", "^(ab)?$", extra, "^$"]) })
+            }
             // Text: mixed case and non-ASCII needles, so that folding only A-Z is tested.
             _ => {
                 let op = *r.pick(&["$prefix", "$suffix", "$substring", "$iprefix", "$isuffix", "$isubstring"]);
@@ -365,6 +371,70 @@ mod tests {
         // answers above stayed right across its restarts.
         let kept = crate::api::plans::kept();
         assert!(kept > 0 && kept <= crate::api::plans::MAX_PLANS, "{kept} kept plans");
+    }
+
+    /// A random pattern from the constructs `$regex` takes (query/src/pattern.rs).
+    fn pattern(r: &mut Rng, depth: usize) -> String {
+        let atom = |r: &mut Rng| -> String {
+            match r.below(if depth < 2 { 12 } else { 9 }) {
+                0..=3 => r.pick(&["a", "b", "B", "é", "-", "\\.", "\\]", "\\\\", " ", "\\^", "\\$", "\\n", "_", "1"]).to_string(),
+                4 => ".".into(),
+                5 => r.pick(&["\\d", "\\w", "\\s", "\\D", "\\W", "\\S"]).to_string(),
+                6 | 7 => r.pick(&["[ab]", "[^ab]", "[a-c]", "[^\\n]", "[\\]\\-^]", "[\\d.]", "[A-Z_]", "[é-ü]", "[-a]"]).to_string(),
+                8 => r.pick(&["^", "$"]).to_string(),
+                9 => format!("({})", pattern(r, depth + 1)),
+                10 => format!("(?:{}|{})", pattern(r, depth + 1), pattern(r, depth + 1)),
+                _ => format!("{}|{}", pattern(r, depth + 1), pattern(r, depth + 1)),
+            }
+        };
+        let mut out = String::new();
+        for _ in 0..1 + r.below(4) {
+            let a = atom(r);
+            let q = if a == "^" || a == "$" { "" } else { *r.pick(&["", "", "", "*", "+", "?", "{2}", "{1,2}", "{0,}", "*?", "+?"]) };
+            out.push_str(&a);
+            out.push_str(q);
+        }
+        out
+    }
+
+    /// `$regex`: Postgres's ARE and the live-feed evaluator give the same answer for
+    /// every pattern the language takes, case-folded or not, on texts with newlines,
+    /// non-ASCII letters and digits, emoji and punctuation. The texts also reach the
+    /// SQL from a bind parameter, as a document's field does.
+    #[pg_test]
+    fn regex_patterns_match_alike_in_postgres_and_the_evaluator() {
+        use pgbaas_query::pattern::Pattern;
+        let texts: Vec<String> = [
+            "", "a", "A", "b", "B", "ab", "AB", "aB", "ba", "abc", "a\nb", "\n", "a\n", "\nb", "é", "É", "ü", "😀", "a-b", "]",
+            "\\", "^", "$", "a.b", "a b", "a\tb", "1", "12", "٣", "_", "__", "-a", "Z", "abab", "bb", "aab", "x\u{2028}y", "é-ü",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        let fixed = [
+            "colou?r", "^a.b$", "^[^a]", "[\\]]", "\\d+", "^\\w+$", "\\s", "(ab)+", "a{2}", "a{1,2}b", "^$", "é", "😀", "[é-ü]", "^-", "\\^", "\\$$", "a|^b",
+        ];
+        let mut r = Rng(0x5eed_1234_abcd_00aa);
+        let mut cases: Vec<String> = fixed.iter().map(|p| p.to_string()).collect();
+        cases.extend((0..1500).map(|_| pattern(&mut r, 0)));
+        let (mut checked, mut split) = (0, 0);
+        for (n, source) in cases.iter().enumerate() {
+            let fold = n % 3 == 2;
+            let Ok(p) = Pattern::new("f", "$regex", source, fold) else { continue };
+            let sql = format!(
+                "select array_agg({} order by n) from unnest($1::text[]) with ordinality t(s, n)",
+                compile::regex_cond("s", "$2::text")
+            );
+            let got = Spi::get_one_with_args::<Vec<bool>>(&sql, &[texts.clone().into(), p.canonical.as_str().into()]).unwrap().unwrap();
+            let want: Vec<bool> = texts.iter().map(|t| p.is_match(t)).collect();
+            assert_eq!(got, want, "pattern {source:?} (fold {fold}), canonical {:?}, texts {texts:?}", p.canonical);
+            checked += 1;
+            if got.contains(&true) && got.contains(&false) {
+                split += 1;
+            }
+        }
+        // Most generated patterns are taken, and most tell texts apart.
+        assert!(checked > 1200 && split > 450, "{checked} patterns checked, {split} discriminating");
     }
 
     /// The list route's page text (baas._list_documents_text, written without jsonb by

@@ -333,6 +333,11 @@ impl Table {
                 crate::query::compile::text_cond(&format!("({x})::text"), *op, *fold, &format!("({t})::text"))
             }
             Cond::Text { op, fold, .. } => return Err(refuse(op.name(*fold))),
+            Cond::Regex { pattern, .. } if kind == Kind::Text && !ty.is_array() => {
+                let t = params.push(Some(pattern.canonical.clone()));
+                crate::query::compile::regex_cond(&format!("({x})::text"), &format!("({t})::text"))
+            }
+            Cond::Regex { fold, .. } => return Err(refuse(if *fold { "$iregex" } else { "$regex" })),
         })
     }
 

@@ -757,9 +757,11 @@ fn field_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
 /// written `\E\\E\Q`) with `^` before or `$` after; `matches` sends the app's own
 /// pattern. A pattern that is such a literal (quoted, plain characters, or escaped
 /// punctuation) between optional anchors becomes `$prefix`/`$suffix`/`$substring` (or
-/// `$eq` with both anchors), `i` their ASCII-folding forms; the query language's SQL and
-/// its live-feed evaluator agree on those exactly. Any other pattern is refused (`102`)
-/// rather than run by a regex engine whose answers the live feeds could not reproduce.
+/// `$eq` with both anchors), `i` their ASCII-folding forms: those can use the indexes a
+/// text comparison can. Any other pattern is the query language's `$regex` (`$iregex`
+/// with `i`), which Postgres and the live feeds answer alike for what it takes (ASCII
+/// `\d \w \s`, no back-references, look-around or word boundaries: 102 names the part);
+/// `\Q…\E` in it is quoted text, as Parse Server reads it.
 fn regex_filter(k: &str, pattern: &Value, options: Option<&Value>) -> Result<Value, String> {
     let Value::String(p) = pattern else {
         return Err(format!("bad $regex on {k}: a string is needed"));
@@ -781,11 +783,7 @@ fn regex_filter(k: &str, pattern: &Value, options: Option<&Value>) -> Result<Val
             _ => return Err(format!("bad $options on {k}: {options:?} (pgbaas takes i, m and s)")),
         }
     }
-    let unsupported = || {
-        format!(
-            "$regex on {k}: pgbaas matches a literal text with optional ^ and $ (startsWith, endsWith, contains, or matches with such a pattern); {p:?} is not one (docs/parse.md)"
-        )
-    };
+    let unsupported = || general_regex(k, p, fold, multiline);
     let chars: Vec<char> = p.chars().collect();
     let mut i = 0;
     let anchored_start = chars.first() == Some(&'^');
@@ -810,13 +808,13 @@ fn regex_filter(k: &str, pattern: &Value, options: Option<&Value>) -> Result<Val
                     lit.push(c);
                     i += 2;
                 }
-                _ => return Err(unsupported()),
+                _ => return unsupported(),
             },
             '$' if i + 1 == chars.len() => {
                 anchored_end = true;
                 i += 1;
             }
-            '.' | '^' | '$' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}' => return Err(unsupported()),
+            '.' | '^' | '$' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}' => return unsupported(),
             c => {
                 lit.push(c);
                 i += 1;
@@ -833,14 +831,24 @@ fn regex_filter(k: &str, pattern: &Value, options: Option<&Value>) -> Result<Val
     }
     let op = match (anchored_start, anchored_end, fold) {
         (true, true, false) => return Ok(json!({k: {"$eq": lit}})),
-        (true, true, true) => {
-            return Err(format!("$regex on {k}: a case-insensitive match of the whole text is not supported by pgbaas (docs/parse.md)"))
-        }
+        (true, true, true) => return unsupported(),
         (true, false, _) => "prefix",
         (false, true, _) => "suffix",
         (false, false, _) => "substring",
     };
     Ok(json!({k: {format!("${}{op}", if fold { "i" } else { "" }): lit}}))
+}
+
+/// Any other pattern as `$regex`/`$iregex`, checked here so that 102 names the field.
+fn general_regex(k: &str, p: &str, fold: bool, multiline: bool) -> Result<Value, String> {
+    use pgbaas_query::pattern::{expand_quotes, has_anchor, Pattern};
+    let source = expand_quotes(p);
+    let op = if fold { "$iregex" } else { "$regex" };
+    let checked = Pattern::new(k, "$regex", &source, fold).map_err(|e| format!("{} (docs/parse.md)", e.message))?;
+    if multiline && has_anchor(&checked.canonical) {
+        return Err(format!("$regex on {k}: ^ and $ with the m option (line anchors) are not supported by pgbaas (docs/parse.md)"));
+    }
+    Ok(json!({k: {op: source}}))
 }
 
 /// Parse's `order` (`score,-name`, system fields by their Parse names) as pgbaas's.
@@ -1025,14 +1033,20 @@ mod tests {
         assert_eq!(filter_of(&json!({"a": {"$regex": "^hello world$"}})).unwrap(), json!({"a": {"$eq": "hello world"}}));
         assert_eq!(filter_of(&json!({"a": {"$regex": "a\\.b", "$options": "ms"}})).unwrap(), json!({"a": {"$substring": "a.b"}}));
         assert_eq!(filter_of(&json!({"a": {"$regex": ""}})).unwrap(), json!({"a": {"$substring": ""}}));
+        // Other patterns: the query language's $regex, quoted parts expanded.
+        assert_eq!(filter_of(&json!({"a": {"$regex": "a.*b"}})).unwrap(), json!({"a": {"$regex": "a.*b"}}));
+        assert_eq!(filter_of(&json!({"a": {"$regex": "^x$", "$options": "i"}})).unwrap(), json!({"a": {"$iregex": "^x$"}}));
+        assert_eq!(filter_of(&json!({"a": {"$regex": format!("^{}\\d", q("a.b"))}})).unwrap(), json!({"a": {"$regex": "^a\\.b\\d"}}));
+        assert_eq!(filter_of(&json!({"a": {"$regex": "x[^y]", "$options": "m"}})).unwrap(), json!({"a": {"$regex": "x[^y]"}}));
         for (w, says) in [
-            (json!({"a": {"$regex": "a.*b"}}), "not one"),
-            (json!({"a": {"$regex": "\\d+"}}), "not one"),
-            (json!({"a": {"$regex": "x$y"}}), "not one"),
+            (json!({"a": {"$regex": "\\bx"}}), "a.$regex: word boundaries"),
+            (json!({"a": {"$regex": "(x)\\1"}}), "backreferences"),
+            (json!({"a": {"$regex": "x(", "$options": "i"}}), "unclosed group"),
             (json!({"a": {"$regex": "^x", "$options": "m"}}), "line anchors"),
+            (json!({"a": {"$regex": "x.$", "$options": "m"}}), "line anchors"),
             (json!({"a": {"$regex": "x", "$options": "g"}}), "options"),
             (json!({"a": {"$regex": "É", "$options": "i"}}), "ASCII"),
-            (json!({"a": {"$regex": "^x$", "$options": "i"}}), "whole text"),
+            (json!({"a": {"$regex": "[É]", "$options": "i"}}), "ASCII"),
             (json!({"a": {"$options": "i"}}), "goes with"),
             (json!({"a": {"$regex": 1}}), "string"),
         ] {
