@@ -1,7 +1,7 @@
 -- The query language as a DBA meets it: errors with SQLSTATE and code, filters
 -- through the SQL door, and indexes the planner uses under row-level security.
 begin;
-select plan(35);
+select plan(36);
 
 
 select baas.signup('q@query.test', 'long enough pw') -> 'user' ->> 'id' as u \gset
@@ -10,7 +10,8 @@ insert into baas.documents (collection_id, id, owner, data, acl_read)
 select c.id, baas.uuid7(), :'u', jsonb_build_object('n', g, 'even', g % 2 = 0, 'tags', jsonb_build_array('t' || (g % 10))), '{authenticated}'
   from baas.collections c, generate_series(1, 5000) g where c.name = 'qt';
 
-select is(pg_temp.detail_of($$ select * from baas.find('qt', '{"n": {"$regex": "x"}}') $$), '22023 invalid_query', 'unknown operator');
+select is(pg_temp.detail_of($$ select * from baas.find('qt', '{"n": {"$regexp": "x"}}') $$), '22023 invalid_query', 'unknown operator');
+select is(pg_temp.detail_of($$ select * from baas.find('qt', '{"n": {"$regex": "(x)\\1"}}') $$), '22023 invalid_query', 'a back-reference in a pattern');
 select is(pg_temp.detail_of($$ select * from baas.find('qt', '[]') $$), '22023 invalid_query', 'filter must be an object');
 select is(pg_temp.detail_of($$ select * from baas.find('qt', '{}', 'n,,x') $$), '22023 invalid_query', 'bad order');
 select is(pg_temp.detail_of($$ select * from baas.find('qt', lim => 5000) $$), '22023 invalid_query', 'limit over 1000');
