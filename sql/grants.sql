@@ -393,9 +393,11 @@ grant execute on function baas._account_limit_hit(text, integer, integer) to baa
 grant execute on function
     baas.parse_signup(text, text, text, jsonb, text),
     baas.parse_login(text, text, text),
-    baas.parse_login_anonymous(text, text)
+    baas.parse_login_anonymous(text, text),
+    baas.parse_login_auth_data(text, jsonb, text)
   to baas_anon, baas_user, baas_service;
-grant execute on function baas.parse_me(), baas.parse_upgrade_anonymous(text, text, text, jsonb) to baas_user;
+grant execute on function baas.parse_me(), baas.parse_upgrade_anonymous(text, text, text, jsonb),
+    baas.parse_set_auth_data(uuid, jsonb) to baas_user;
 grant execute on function
     baas.parse_get_user(uuid),
     baas.parse_update_user(uuid, text, jsonb),

@@ -162,7 +162,8 @@ as $$
            'parse_save_installation', 'parse_installations', 'parse_config', 'parse_set_config',
            'parse_import_users', 'parse_login_anonymous', 'parse_upgrade_anonymous',
            'parse_roles', 'parse_save_role', 'parse_delete_role', 'parse_find_users', 'parse_delete_user',
-           'parse_schemas', 'parse_create_class', 'parse_drop_class', 'parse_import_sessions'])
+           'parse_schemas', 'parse_create_class', 'parse_drop_class', 'parse_import_sessions',
+           'parse_login_auth_data', 'parse_set_auth_data'])
     union all
     -- 4c. The document policies and the index entries' read policy are made from one
     --     rule (sql/permissions.sql): each must still say what documents_read says

@@ -426,17 +426,24 @@ begin
 end
 $$;
 
--- Sign in with a provider's ID token. The identity (provider, sub) known: its account.
--- Else, with oidc_link_by_email = 'verified', a provider-verified email of an account
--- whose address is verified: that account gains the identity, unless it has a second
--- factor or already an identity at this provider. An account holding a provider-verified
--- address otherwise: 409 identity_link_required (sign in to it, then link: a provider
--- address alone never takes over an account). No account, or an address the provider
--- did not verify (never looked up, never stored): a new account, with the address only
--- if the provider verified it. Then baas._complete_sign_in (suspension, MFA).
-create function baas.oidc_sign_in(provider text, id_token text, nonce text default null,
-                                  device_id text default null) returns jsonb
-language plpgsql volatile security definer
+-- The subject a door expects the token to name (Parse's authData carries the provider's
+-- id for the user beside its token), checked once the token is verified (0.15.0).
+create function baas._oidc_check_subject(claims jsonb, subject text) returns void
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if subject is not null and claims ->> 'sub' is distinct from subject then
+        perform baas._raise('28000', 'invalid_id_token', 'the ID token names another subject (sub) than the id sent with it');
+    end if;
+end
+$$;
+
+-- Sign in (or up) with a verified token, as baas.oidc_sign_in; `subject`, when given,
+-- must be the token's `sub` (0.15.0: the body of oidc_sign_in, which calls it).
+create function baas._oidc_sign_in(provider text, id_token text, nonce text, device_id text,
+                                   subject text) returns jsonb
+language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
@@ -447,12 +454,13 @@ declare
     u baas.users;
     v_link text := (select s.oidc_link_by_email from baas.settings s);
 begin
-    if oidc_sign_in.device_id is not null and oidc_sign_in.device_id !~ '^[A-Za-z0-9._:-]{1,128}$' then
+    if _oidc_sign_in.device_id is not null and _oidc_sign_in.device_id !~ '^[A-Za-z0-9._:-]{1,128}$' then
         perform baas._raise('22023', 'invalid_request',
             'device_id must be 1 to 128 characters from A-Z, a-z, 0-9 and . _ : -');
     end if;
-    p := baas._oidc_provider(oidc_sign_in.provider);
-    c := baas._oidc_claims(p, oidc_sign_in.id_token, oidc_sign_in.nonce);
+    p := baas._oidc_provider(_oidc_sign_in.provider);
+    c := baas._oidc_claims(p, _oidc_sign_in.id_token, _oidc_sign_in.nonce);
+    perform baas._oidc_check_subject(c, _oidc_sign_in.subject);
     i := baas._oidc_identity(p.name, c, null);
     select x.user_id into i.user_id from baas.identities x
      where x.provider = p.name and x.subject = i.subject;
@@ -505,8 +513,24 @@ begin
         end if;
     end if;
     perform baas._audit('login.oidc', u.id, details => jsonb_build_object('provider', p.name));
-    return baas._complete_sign_in(u, 'oidc', oidc_sign_in.device_id);
+    return baas._complete_sign_in(u, 'oidc', _oidc_sign_in.device_id);
 end
+$$;
+
+-- Sign in with a provider's ID token. The identity (provider, sub) known: its account.
+-- Else, with oidc_link_by_email = 'verified', a provider-verified email of an account
+-- whose address is verified: that account gains the identity, unless it has a second
+-- factor or already an identity at this provider. An account holding a provider-verified
+-- address otherwise: 409 identity_link_required (sign in to it, then link: a provider
+-- address alone never takes over an account). No account, or an address the provider
+-- did not verify (never looked up, never stored): a new account, with the address only
+-- if the provider verified it. Then baas._complete_sign_in (suspension, MFA).
+create function baas.oidc_sign_in(provider text, id_token text, nonce text default null,
+                                  device_id text default null) returns jsonb
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select baas._oidc_sign_in(provider, id_token, nonce, device_id, null)
 $$;
 comment on function baas.oidc_sign_in(text, text, text, text) is
     'Sign in (or up) with an OpenID Connect ID token (Apple, Google, ...): tokens, or an MFA ticket; 409 identity_link_required when an account holds the address unproven';
@@ -521,11 +545,10 @@ as $$
                               'last_sign_in_at', i.last_sign_in_at)
 $$;
 
--- Signed in: add a provider's identity to this account. An anonymous account becomes a
--- full one (same id; the provider's verified address when no account has it): a new
--- token pair comes back, as from baas.upgrade_account. Otherwise {identity, user}.
-create function baas.link_identity(provider text, id_token text, nonce text default null) returns jsonb
-language plpgsql volatile security definer
+-- Link a verified token's identity, as baas.link_identity; `subject`, when given, must
+-- be the token's `sub` (0.15.0: the body of link_identity, which calls it).
+create function baas._link_identity(provider text, id_token text, nonce text, subject text) returns jsonb
+language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
@@ -545,8 +568,9 @@ begin
        and exists (select from baas._mfa_factors f where f.user_id = u.id and f.status = 'verified') then
         perform baas._raise('42501', 'aal2_required', 'linking a sign-in provider needs a session signed in with the second factor');
     end if;
-    p := baas._oidc_provider(link_identity.provider);
-    c := baas._oidc_claims(p, link_identity.id_token, link_identity.nonce);
+    p := baas._oidc_provider(_link_identity.provider);
+    c := baas._oidc_claims(p, _link_identity.id_token, _link_identity.nonce);
+    perform baas._oidc_check_subject(c, _link_identity.subject);
     i := baas._oidc_identity(p.name, c, u.id);
     select x.user_id into v_owner from baas.identities x where x.provider = p.name and x.subject = i.subject;
     if v_owner is not null and v_owner <> u.id then
@@ -577,6 +601,16 @@ begin
     perform baas._audit('user.upgrade', u.id, details => jsonb_build_object('provider', p.name, 'email', u.email));
     return baas._token_response(u, v_sid) || jsonb_build_object('identity', baas._identity_json(i));
 end
+$$;
+
+-- Signed in: add a provider's identity to this account. An anonymous account becomes a
+-- full one (same id; the provider's verified address when no account has it): a new
+-- token pair comes back, as from baas.upgrade_account. Otherwise {identity, user}.
+create function baas.link_identity(provider text, id_token text, nonce text default null) returns jsonb
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select baas._link_identity(provider, id_token, nonce, null)
 $$;
 comment on function baas.link_identity(text, text, text) is
     'Signed in: add an OpenID Connect identity to this account (an anonymous one becomes a full account: new token pair)';

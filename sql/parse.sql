@@ -68,8 +68,10 @@ as $$
         'emailVerified', case when u.email is not null then u.email_verified_at is not null end,
         'createdAt', baas._parse_date(u.created_at),
         'updatedAt', baas._parse_date(u.updated_at),
-        'authData', (select pg_catalog.jsonb_object_agg(a.provider, pg_catalog.jsonb_build_object('id', a.provider_id))
-                       from baas.parse_auth_data a where a.user_id = u.id)))
+        'authData', (select pg_catalog.jsonb_object_agg(x.provider, pg_catalog.jsonb_build_object('id', x.id))
+                       from (select a.provider, a.provider_id as id from baas.parse_auth_data a where a.user_id = u.id
+                             union all
+                             select i.provider, i.subject from baas.identities i where i.user_id = u.id) x)))
 $$;
 
 -- A new Parse session token for the session baas._new_session answered with (found from
@@ -287,6 +289,122 @@ end
 $$;
 comment on function baas.parse_login_anonymous(text, text) is
     'Parse door: sign in with anonymous authData, making the anonymous account on first use; the Parse user with a sessionToken and created, or {"error": {...}}';
+
+-- A Parse authData entry of an OpenID Connect provider, `{"id", "id_token"}` (Google's
+-- form) or `{"id", "token"}` (Apple's), and an optional `nonce`, as {id, token, nonce}.
+create function baas._parse_oidc_auth(provider text, auth jsonb) returns jsonb
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_token jsonb := coalesce(auth -> 'id_token', auth -> 'token');
+begin
+    if pg_catalog.jsonb_typeof(auth) is distinct from 'object' or pg_catalog.jsonb_typeof(auth -> 'id') is distinct from 'string'
+       or pg_catalog.jsonb_typeof(v_token) is distinct from 'string'
+       or (auth ? 'nonce' and pg_catalog.jsonb_typeof(auth -> 'nonce') is distinct from 'string') then
+        perform baas._raise('22023', 'invalid_request',
+            format('authData.%s needs its id and its ID token (id_token or token), strings', provider));
+    end if;
+    return pg_catalog.jsonb_build_object('id', auth -> 'id', 'token', v_token, 'nonce', auth -> 'nonce');
+end
+$$;
+
+-- POST /parse/users with authData of an OpenID Connect provider configured in pgbaas
+-- (`Parse.User.logInWith('apple', ...)`, sql/oidc.sql: Apple, Google or any issuer):
+-- baas.oidc_sign_in's account, rules and checks, the token's `sub` being the authData's
+-- id. A new account gets a random username, as in Parse Server. The Parse user with a
+-- new sessionToken and `created`; a suspended account's {"error": {...}}.
+create function baas.parse_login_auth_data(provider text, auth jsonb, installation_id text default null) returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    a jsonb;
+    u baas.users;
+    v jsonb;
+    v_created boolean;
+begin
+    -- A provider pgbaas lacks is that (P0002), whatever its entry holds.
+    perform baas._oidc_provider(provider);
+    a := baas._parse_oidc_auth(provider, auth);
+    v := baas._oidc_sign_in(provider, a ->> 'token', a ->> 'nonce', baas._parse_installation(installation_id), a ->> 'id');
+    if v ? 'error' then
+        return v;
+    end if;
+    if v ? 'mfa_required' then
+        return jsonb_build_object('error', jsonb_build_object('code', 'mfa_required',
+            'message', 'this account signs in with a second factor, which the Parse door does not take; sign in through /v1/auth'));
+    end if;
+    select x.* into strict u from baas.users x where x.id = (v -> 'user' ->> 'id')::uuid;
+    -- Made by this sign-in (this transaction's time), or found.
+    v_created := u.created_at = now();
+    if not exists (select from baas.parse_usernames p where p.user_id = u.id) and v_created then
+        insert into baas.parse_usernames (user_id, username) values (u.id, replace(gen_random_uuid()::text, '-', ''));
+    end if;
+    return baas._parse_user_json(u) || jsonb_build_object('sessionToken', baas._parse_session_token(v), 'created', v_created);
+end
+$$;
+comment on function baas.parse_login_auth_data(text, jsonb, text) is
+    'Parse door: sign in (or up) with authData of an OpenID Connect provider; the Parse user with a sessionToken and created, or {"error": {...}}';
+
+-- PUT /parse/users/{id} with authData, by the signed-in user itself (`linkWith`,
+-- `_unlinkFrom`): each provider's entry links its identity (baas.link_identity's rules:
+-- the second factor, an identity of another account refused; the token's `sub` being
+-- the entry's id), `null` unlinks it (baas.unlink_identity's: not the last way in).
+-- An entry naming what is linked already (the SDKs send back what they hold) and
+-- `{"anonymous": null}` change nothing here (the SDK's signUp sends it; the upgrade
+-- drops the anonymous link). An account that stops being anonymous loses its anonymous
+-- authData, as in Parse Server.
+create function baas.parse_set_auth_data(id uuid, auth_data jsonb) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+    k text;
+    v jsonb;
+    a jsonb;
+    v_identity uuid;
+begin
+    perform baas._require_session();
+    if id is distinct from baas.uid() then
+        perform baas._raise('42501', 'not_own_user', format('Cannot modify user %s.', id));
+    end if;
+    if pg_catalog.jsonb_typeof(auth_data) is distinct from 'object' then
+        perform baas._raise('22023', 'invalid_request', 'authData must be an object');
+    end if;
+    for k, v in select e.key, e.value from pg_catalog.jsonb_each(auth_data) e loop
+        -- The SDKs send the whole authData back: an entry naming what is linked already
+        -- (its id, no token) changes nothing.
+        if v <> 'null'::jsonb and (
+               exists (select from baas.identities i where i.user_id = baas.uid() and i.provider = k and i.subject = v ->> 'id')
+            or exists (select from baas.parse_auth_data x where x.user_id = baas.uid() and x.provider = k and x.provider_id = v ->> 'id')) then
+            continue;
+        end if;
+        if k = 'anonymous' then
+            if v <> 'null'::jsonb then
+                perform baas._raise('22023', 'invalid_request', 'an account links an anonymous id only by signing in with it');
+            end if;
+            continue;
+        end if;
+        if v = 'null'::jsonb then
+            select i.id into v_identity from baas.identities i where i.user_id = baas.uid() and i.provider = k;
+            if found then
+                perform baas.unlink_identity(v_identity);
+            end if;
+        else
+            perform baas._oidc_provider(k);
+            a := baas._parse_oidc_auth(k, v);
+            perform baas._link_identity(k, a ->> 'token', a ->> 'nonce', a ->> 'id');
+        end if;
+    end loop;
+    delete from baas.parse_auth_data x
+     where x.user_id = baas.uid() and x.provider = 'anonymous'
+       and not (select u.is_anonymous from baas.users u where u.id = baas.uid());
+end
+$$;
+comment on function baas.parse_set_auth_data(uuid, jsonb) is
+    'Parse door: the signed-in user links (an entry) or unlinks (null) OpenID Connect providers by authData';
 
 -- PUT /parse/users/{id} with a password from the signed-in anonymous account (the SDK's
 -- signUp of an anonymous user): it becomes a full account with that username and
@@ -1040,8 +1158,8 @@ comment on function baas.parse_import_sessions(jsonb) is 'pgbaas-import: Parse S
 -- sign-in) and usernames, under the ids the importer chose. A row already there (same id)
 -- is skipped, so an import can run again and resume. DBAs and the service role only.
 -- Rows: {id, username, email?, password_hash?, email_verified?, data?, created_at?, updated_at?,
--- anonymous_id?}: with anonymous_id and neither email nor hash, an anonymous account
--- linked to that id (baas.parse_auth_data).
+-- anonymous_id?, identities?}: with anonymous_id and neither email nor hash, an anonymous
+-- account linked to that id (baas.parse_auth_data); identities [{provider, subject}].
 create function baas.parse_import_users(users jsonb) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -1056,6 +1174,11 @@ declare
     v_email text;
     v_anonymous text;
     v_created timestamptz;
+    i jsonb;
+    v_owner uuid;
+    v_linked integer := 0;
+    v_no_provider integer := 0;
+    v_taken integer := 0;
 begin
     if users is null or jsonb_typeof(users) <> 'array' then
         perform baas._raise('22023', 'invalid_request', 'users must be a JSON array');
@@ -1108,9 +1231,36 @@ begin
                     format('row %s: another account has this email, username or anonymous id', n));
             end if;
         end;
+        -- (0.15.0) Its identities at sign-in providers (Parse's authData of Apple, Google,
+        -- ...), linked as a sign-in links them when pgbaas has a provider of that name;
+        -- on a later run too (once the provider is configured); never taken from another
+        -- account.
+        if r ? 'identities' and jsonb_typeof(r -> 'identities') <> 'array' then
+            perform baas._raise('22023', 'invalid_request', format('row %s: identities is an array', n));
+        end if;
+        for i in select x from jsonb_array_elements(coalesce(r -> 'identities', '[]')) x loop
+            if jsonb_typeof(i -> 'provider') is distinct from 'string' or jsonb_typeof(i -> 'subject') is distinct from 'string'
+               or length(i ->> 'subject') not between 1 and 255 then
+                perform baas._raise('22023', 'invalid_request',
+                    format('row %s: identities are {provider, subject}, a subject of 1 to 255 characters', n));
+            end if;
+            if not exists (select from baas.oidc_providers p where p.name = i ->> 'provider') then
+                v_no_provider := v_no_provider + 1;
+                continue;
+            end if;
+            select x.user_id into v_owner from baas.identities x where x.provider = i ->> 'provider' and x.subject = i ->> 'subject';
+            if not found then
+                insert into baas.identities (id, user_id, provider, subject) values (baas.uuid7(), v_id, i ->> 'provider', i ->> 'subject');
+                v_linked := v_linked + 1;
+            elsif v_owner <> v_id then
+                v_taken := v_taken + 1;
+            end if;
+        end loop;
     end loop;
-    perform baas._audit('user.import', null, details => jsonb_build_object('imported', v_imported, 'skipped', v_skipped, 'door', 'parse'));
-    return jsonb_build_object('imported', v_imported, 'skipped', v_skipped);
+    perform baas._audit('user.import', null, details => jsonb_build_object('imported', v_imported, 'skipped', v_skipped, 'door', 'parse',
+                                                                          'identities', v_linked));
+    return jsonb_build_object('imported', v_imported, 'skipped', v_skipped,
+                              'identities', jsonb_build_object('linked', v_linked, 'no_provider', v_no_provider, 'taken', v_taken));
 end
 $$;
 comment on function baas.parse_import_users(jsonb) is

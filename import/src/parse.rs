@@ -45,6 +45,8 @@ fn iso(t: &str) -> String {
 #[derive(Default)]
 pub struct Report {
     users: (u64, u64),
+    /// Users' identities at sign-in providers linked (authData of Apple, Google, ...).
+    identities: u64,
     /// With --sessions: imported, skipped (there already, expired, or of no user).
     sessions: Option<(u64, u64)>,
     roles: u64,
@@ -56,7 +58,7 @@ pub struct Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "users: {} imported, {} already there", self.users.0, self.users.1)?;
+        writeln!(f, "users: {} imported, {} already there; {} sign-in provider identities linked", self.users.0, self.users.1, self.identities)?;
         writeln!(f, "roles: {} (memberships: {})", self.roles, self.memberships)?;
         if let Some((imported, skipped)) = self.sessions {
             writeln!(f, "sessions: {imported} imported, {skipped} already there, expired or of no user")?;
@@ -200,11 +202,18 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
         if anonymous.is_some() && anonymous_id.is_none() {
             *r.unmapped.entry("users' anonymous authData on an account with a password or email, or with an unusable id".into()).or_default() += 1;
         }
-        if auth.is_some_and(|a| a.iter().any(|(k, v)| k != "anonymous" && !v.is_null())) {
-            *r.unmapped.entry("users' authData other than anonymous (sign-in providers: link them again with /v1/auth/identities)".into()).or_default() += 1;
+        // Other providers' ids (Apple's, Google's `sub`): identities at pgbaas's provider
+        // of the same name (docs/oidc.md), so the user signs in with it as before.
+        let mut identities = Vec::new();
+        for (provider, entry) in auth.into_iter().flatten().filter(|(k, v)| *k != "anonymous" && !v.is_null()) {
+            match entry.get("id").and_then(Value::as_str) {
+                Some(id) if (1..=255).contains(&id.chars().count()) => identities.push(json!({"provider": provider, "subject": id})),
+                _ => *r.unmapped.entry(format!("users' authData.{provider} without a usable id")).or_default() += 1,
+            }
         }
         batch.push(json!({
             "anonymous_id": anonymous_id,
+            "identities": identities,
             "id": parse_uuid("_User", oid), "username": username, "email": u.get("email"),
             "password_hash": u.get("_hashed_password"), "email_verified": u.get("emailVerified") == Some(&json!(true)),
             "data": data(&user_fields, u, &["username", "email", "emailVerified", "password", "authData"], &mut r.unmapped),
@@ -215,6 +224,16 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
         let v: Value = tx.query_one("select baas.parse_import_users($1)", &[&Value::Array(chunk.to_vec())])?.get(0);
         r.users.0 += v["imported"].as_u64().unwrap_or(0);
         r.users.1 += v["skipped"].as_u64().unwrap_or(0);
+        r.identities += v["identities"]["linked"].as_u64().unwrap_or(0);
+        for (key, what) in [
+            ("no_provider", "users' authData of a provider pgbaas lacks (baas.set_oidc_provider, then import again)"),
+            ("taken", "users' authData whose identity another account holds"),
+        ] {
+            let n = v["identities"][key].as_u64().unwrap_or(0);
+            if n > 0 {
+                *r.unmapped.entry(what.into()).or_default() += n;
+            }
+        }
     }
 
     // Roles, their users and their child roles (Parse: a child role's users have the role).

@@ -40,7 +40,7 @@ fn door() -> &'static Proxy {
         let key_file = dir.join("master-key");
         std::fs::write(&key_file, format!("{MASTER_KEY}\n")).unwrap();
         let url = env().cluster.authenticator_url().unwrap();
-        Proxy::start(&url, &["--pool-size", "4", "--parse-app-id", APP_ID, "--parse-master-key-file", key_file.to_str().unwrap(), "--parse-live-recheck-secs", "2"])
+        Proxy::start(&url, &["--pool-size", "4", "--parse-app-id", APP_ID, "--parse-master-key-file", key_file.to_str().unwrap(), "--parse-live-recheck-secs", "2", "--oidc-refetch-floor-secs", "1"])
             .expect("start the proxy with the Parse door")
     })
 }
@@ -58,6 +58,11 @@ fn parse_url() -> String {
 
 /// Run SDK scenarios (tests/parse-sdk/scenarios.js); their JSON fact lines.
 fn sdk(scenarios: &[&str]) -> Vec<Value> {
+    sdk_env(scenarios, &[])
+}
+
+/// As `sdk`, with more environment for the scenarios.
+fn sdk_env(scenarios: &[&str], extra: &[(&str, String)]) -> Vec<Value> {
     let dir = pgbaas_testkit::workspace_root().join("tests/parse-sdk");
     assert!(dir.join("node_modules/parse/package.json").exists(), "the Parse SDK is not installed: run tests/scripts/install-deps.sh");
     let out = std::process::Command::new("node")
@@ -68,6 +73,7 @@ fn sdk(scenarios: &[&str]) -> Vec<Value> {
         .env("PARSE_APP_ID", APP_ID)
         .env("PARSE_MASTER_KEY", MASTER_KEY)
         .env("PARSE_RUN", format!("{}-{}", std::process::id(), scenarios.join("-")))
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -188,13 +194,34 @@ fn sdk_scenarios_agree_with_parse_server() {
         text
     };
     let import = || import_with(&[]);
+    // A user who signs in with Apple on Parse Server (authData as Parse Server keeps it;
+    // its adapter needs Apple's real keys, so set here), and a provider pgbaas lacks.
+    let mut parse = postgres::Client::connect(&parse_db, postgres::NoTls).expect("Parse Server's database");
+    let apple_sub = format!("005678.apple.{}", std::process::id());
+    let apple_user: String = parse
+        .query_one(
+            r#"update "_User" set "authData" = jsonb_build_object('apple', jsonb_build_object('id', $1::text, 'token', 'old'),
+                                                                  'twitter', jsonb_build_object('id', 'tw-1', 'auth_token', 'x'))
+                where "objectId" = (select "objectId" from "_User" where "_hashed_password" is not null order by "createdAt" limit 1)
+            returning "username""#,
+            &[&apple_sub],
+        )
+        .expect("a Parse user with a password")
+        .get(0);
+    idps();
     let first = import();
     assert!(first.contains("class GameScore -> collection gamescore: "), "{first}");
     assert!(first.contains(", 0 already there"), "a first import skips nothing: {first}");
     assert!(first.contains("not imported: sessions"), "what it could not map is said: {first}");
+    assert!(first.contains("; 1 sign-in provider identities linked"), "{first}");
+    assert!(first.contains("not imported: users' authData of a provider pgbaas lacks (baas.set_oidc_provider, then import again): 1"), "{first}");
+    // The user signs in with Apple through the door, as the imported account.
+    let by_apple = rest("POST", "/users", &[APP], Some(&json!({"authData": {"apple": {"id": apple_sub, "token": id_token("apple", &apple_sub, json!({}))}}}).to_string()));
+    assert_eq!((by_apple.status, by_apple.body["username"].as_str()), (200, Some(apple_user.as_str())), "{}", by_apple.body);
     // Run again: everything is there, nothing is doubled.
     let again = import();
     assert!(again.contains("users: 0 imported"), "{again}");
+    assert!(again.contains("; 0 sign-in provider identities linked"), "{again}");
     assert!(again.contains(" 0 objects imported"), "{again}");
     let docs_before: i64 = admin().query_one("select count(*) from baas.documents", &[]).unwrap().get(0);
     import();
@@ -202,7 +229,6 @@ fn sdk_scenarios_agree_with_parse_server() {
     assert_eq!(docs_before, docs_after);
     // --sessions: a user signed in on Parse Server is still signed in through the door,
     // with the same token.
-    let mut parse = postgres::Client::connect(&parse_db, postgres::NoTls).expect("Parse Server's database");
     let live = parse
         .query_one(
             r#"select s."sessionToken", u."username" from "_Session" s join "_User" u on s."user" = u."objectId"
@@ -679,9 +705,9 @@ fn rest_anonymous_auth_data() {
     // Now a full account: its password is not changed here.
     let again = rest("PUT", &format!("/users/{who}"), &[APP, ("X-Parse-Session-Token", &token)], Some(&json!({"password": "another-pass-3"}).to_string()));
     assert_eq!((again.status, again.body["code"].as_i64()), (400, Some(142)), "{}", again.body);
-    // Linking another provider is refused.
+    // Linking a provider pgbaas has not configured is refused.
     let link = rest("PUT", &format!("/users/{who}"), &[APP, ("X-Parse-Session-Token", &token)],
-                    Some(&json!({"authData": {"apple": {"id": "a", "token": "t"}}}).to_string()));
+                    Some(&json!({"authData": {"facebook": {"id": "a", "token": "t"}}}).to_string()));
     assert_eq!(link.body["code"].as_i64(), Some(252), "{}", link.body);
 }
 
@@ -1218,3 +1244,177 @@ fn rest_style_requests_and_parse_errors() {
     assert_eq!(request_at(&door().base(), "GET", "/healthz", None, &[], None).status, 200);
 }
 
+
+/// Sign in with Apple and Google for Parse apps: pgbaas's OpenID Connect providers
+/// (docs/oidc.md) named `apple` and `google`, their presets' issuers, their keys served
+/// by the test kit's key server (the real endpoints are not reachable from here).
+struct Idps {
+    server: pgbaas_testkit::oidc::OidcServer,
+    kid: String,
+}
+
+fn idps() -> &'static Idps {
+    static IDPS: OnceLock<Idps> = OnceLock::new();
+    IDPS.get_or_init(|| {
+        door();
+        let server = pgbaas_testkit::oidc::OidcServer::start();
+        let kid = server.add_key(pgbaas_testkit::oidc::Alg::Rs256);
+        let jwks = server.jwks_url();
+        let mut db = admin();
+        for (name, client) in [("apple", "com.example.app"), ("google", "1234-ios.apps.googleusercontent.com")] {
+            let options = json!({"preset": name, "client_ids": [client], "jwks_url": jwks, "nonce": "optional"});
+            db.execute("select baas.set_oidc_provider($1, $2::text::jsonb)", &[&name, &options.to_string()]).unwrap();
+        }
+        Idps { server, kid }
+    })
+}
+
+/// An ID token of `provider` for `sub` (fresh each call: tokens are used once).
+fn id_token(provider: &str, sub: &str, extra: Value) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let (iss, aud) = match provider {
+        "apple" => ("https://appleid.apple.com", "com.example.app"),
+        _ => ("https://accounts.google.com", "1234-ios.apps.googleusercontent.com"),
+    };
+    let mut claims = json!({"iss": iss, "aud": aud, "sub": sub, "iat": now, "exp": now + 600,
+                            "jti": format!("{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::SeqCst))});
+    if let (Some(c), Value::Object(e)) = (claims.as_object_mut(), extra) {
+        c.extend(e);
+    }
+    idps().server.mint(&idps().kid, &claims)
+}
+
+/// `authData` of Apple and Google: sign up and in (the token verified in Postgres, its
+/// `sub` the authData's id), link and unlink on a signed-in account, an anonymous one
+/// becoming a full one, and each refusal with Parse's code and nothing changed.
+#[test]
+fn rest_auth_data_signs_in_and_links_apple_and_google() {
+    let pid = std::process::id();
+    let body = |auth: Value| Some(json!({"authData": auth}).to_string());
+    let apple_sub = format!("001234.apple.{pid}");
+    let identities = |sub: &str| -> i64 {
+        admin().query_one("select count(*) from baas.identities where subject = $1", &[&sub]).unwrap().get(0)
+    };
+    // The first sign-in makes the account (201), with a random username; Parse's apple
+    // form ({id, token}).
+    let first = rest("POST", "/users", &[APP], body(json!({"apple": {"id": apple_sub, "token": id_token("apple", &apple_sub, json!({}))}})).as_deref());
+    assert_eq!(first.status, 201, "{}", first.body);
+    let who = first.body["objectId"].as_str().unwrap().to_string();
+    let token = first.body["sessionToken"].as_str().unwrap().to_string();
+    assert!(token.starts_with("r:"), "{}", first.body);
+    assert_eq!(first.body["authData"], json!({"apple": {"id": apple_sub}}), "{}", first.body);
+    assert_eq!(first.body["username"].as_str().map(str::len), Some(32), "{}", first.body);
+    let me = rest("GET", "/users/me", &[APP, ("X-Parse-Session-Token", &token)], None);
+    assert_eq!((me.status, me.body["objectId"].as_str()), (200, Some(who.as_str())), "{}", me.body);
+    // Again, a new token: the same account (200).
+    let again = rest("POST", "/users", &[APP], body(json!({"apple": {"id": apple_sub, "token": id_token("apple", &apple_sub, json!({}))}})).as_deref());
+    assert_eq!((again.status, again.body["objectId"].as_str()), (200, Some(who.as_str())), "{}", again.body);
+    // Refusals: nothing made, Parse's codes.
+    let used = id_token("apple", &apple_sub, json!({}));
+    assert_eq!(rest("POST", "/users", &[APP], body(json!({"apple": {"id": apple_sub, "token": used}})).as_deref()).status, 200);
+    let other = format!("002345.apple.{pid}");
+    for (auth, status, code, says) in [
+        (json!({"apple": {"id": apple_sub, "token": used}}), 404, 101, "used"),
+        (json!({"apple": {"id": other, "token": id_token("apple", &apple_sub, json!({}))}}), 404, 101, "another subject"),
+        (json!({"apple": {"id": other, "token": id_token("apple", &other, json!({"aud": "com.other.app"}))}}), 404, 101, "aud"),
+        (json!({"apple": {"id": other, "token": id_token("google", &other, json!({}))}}), 404, 101, "iss"),
+        (json!({"apple": {"id": other}}), 400, 107, "id_token or token"),
+        (json!({"apple": {"id": 5, "token": "x"}}), 400, 107, "id_token or token"),
+        (json!({"twitter": {"id": other, "token": "x"}}), 400, 252, "unsupported"),
+        (json!({"apple": {"id": other, "token": "x"}, "google": {"id": other, "id_token": "x"}}), 400, 252, "one authData provider"),
+    ] {
+        let r = rest("POST", "/users", &[APP], body(auth.clone()).as_deref());
+        assert_eq!((r.status, r.body["code"].as_i64()), (status, Some(code)), "{auth}: {}", r.body);
+        assert!(r.body["error"].as_str().unwrap_or("").contains(says), "{auth}: {}", r.body);
+    }
+    assert_eq!(identities(&other), 0, "no identity made by a refused sign-in");
+
+    // Linking Google to an account with a password (Google's form, {id, id_token}); the
+    // SDK sends back what it holds beside the new entry.
+    let name = format!("oidc-link-{pid}");
+    let made = rest("POST", "/users", &[APP], Some(&json!({"username": name, "password": "link-pass-123"}).to_string()));
+    assert_eq!(made.status, 201, "{}", made.body);
+    let (uid, utoken) = (made.body["objectId"].as_str().unwrap().to_string(), made.body["sessionToken"].as_str().unwrap().to_string());
+    let as_user = [APP, ("X-Parse-Session-Token", utoken.as_str())];
+    let google_sub = format!("10987654321{pid}");
+    let link = rest("PUT", &format!("/users/{uid}"), &as_user,
+                    Some(&json!({"authData": {"google": {"id": google_sub, "id_token": id_token("google", &google_sub, json!({}))}}, "nick": "linked"}).to_string()));
+    assert_eq!(link.status, 200, "{}", link.body);
+    assert!(link.body["updatedAt"].is_string(), "{}", link.body);
+    let me = rest("GET", "/users/me", &as_user, None);
+    assert_eq!((me.body["authData"].clone(), me.body["nick"].clone()), (json!({"google": {"id": google_sub}}), json!("linked")), "{}", me.body);
+    // Google signs in to that account now.
+    let by_google = rest("POST", "/users", &[APP], body(json!({"google": {"id": google_sub, "id_token": id_token("google", &google_sub, json!({}))}})).as_deref());
+    assert_eq!((by_google.status, by_google.body["objectId"].as_str()), (200, Some(uid.as_str())), "{}", by_google.body);
+    // The same identity on another account: 208, and neither account changes.
+    let taken = rest("PUT", &format!("/users/{who}"), &[APP, ("X-Parse-Session-Token", &token)],
+                     Some(&json!({"authData": {"apple": {"id": apple_sub}, "google": {"id": google_sub, "id_token": id_token("google", &google_sub, json!({}))}}, "nick": "x"}).to_string()));
+    assert_eq!((taken.status, taken.body["code"].as_i64()), (400, Some(208)), "{}", taken.body);
+    let me = rest("GET", "/users/me", &[APP, ("X-Parse-Session-Token", &token)], None);
+    assert_eq!((me.body["authData"].clone(), me.body.get("nick").cloned()), (json!({"apple": {"id": apple_sub}}), None), "a refused link saves nothing: {}", me.body);
+    // A token for another subject than the entry's id links nothing.
+    let wrong = rest("PUT", &format!("/users/{uid}"), &as_user,
+                     Some(&json!({"authData": {"apple": {"id": other, "token": id_token("apple", &format!("{other}-x"), json!({}))}}}).to_string()));
+    assert_eq!((wrong.status, wrong.body["code"].as_i64()), (404, Some(101)), "{}", wrong.body);
+    // Another user's authData: refused as Parse refuses changing another user.
+    let theirs = rest("PUT", &format!("/users/{who}"), &as_user,
+                      Some(&json!({"authData": {"google": null}}).to_string()));
+    assert_eq!(theirs.status, 400, "{}", theirs.body);
+    // Unlinking: null. The account keeps its password; Google no longer signs in to it.
+    let unlink = rest("PUT", &format!("/users/{uid}"), &as_user, Some(&json!({"authData": {"google": null}}).to_string()));
+    assert_eq!(unlink.status, 200, "{}", unlink.body);
+    assert_eq!(rest("GET", "/users/me", &as_user, None).body.get("authData"), None);
+    assert_eq!(identities(&google_sub), 0);
+    // Apple is the only way into the first account: it cannot be unlinked (142).
+    let last = rest("PUT", &format!("/users/{who}"), &[APP, ("X-Parse-Session-Token", &token)], Some(&json!({"authData": {"apple": null}}).to_string()));
+    assert_eq!((last.status, last.body["code"].as_i64()), (400, Some(142)), "{}", last.body);
+    assert_eq!(identities(&apple_sub), 1);
+
+    // An anonymous account linking Apple becomes a full account with the same id and
+    // session, and loses its anonymous authData.
+    let _anonymous = anonymous_sign_in();
+    let anon = rest("POST", "/users", &[APP], body(json!({"anonymous": {"id": format!("oidc-anon-{pid}")}})).as_deref());
+    assert_eq!(anon.status, 201, "{}", anon.body);
+    let (aid, atoken) = (anon.body["objectId"].as_str().unwrap().to_string(), anon.body["sessionToken"].as_str().unwrap().to_string());
+    let anon_sub = format!("003456.apple.{pid}");
+    let up = rest("PUT", &format!("/users/{aid}"), &[APP, ("X-Parse-Session-Token", &atoken)],
+                  Some(&json!({"authData": {"anonymous": {"id": format!("oidc-anon-{pid}")}, "apple": {"id": anon_sub, "token": id_token("apple", &anon_sub, json!({}))}}}).to_string()));
+    assert_eq!(up.status, 200, "{}", up.body);
+    let me = rest("GET", "/users/me", &[APP, ("X-Parse-Session-Token", &atoken)], None);
+    assert_eq!((me.status, me.body["authData"].clone()), (200, json!({"apple": {"id": anon_sub}})), "{}", me.body);
+    let anonymous: bool = admin().query_one("select is_anonymous from baas.users where id = $1::text::uuid", &[&aid]).unwrap().get(0);
+    assert!(!anonymous);
+    let back = rest("POST", "/users", &[APP], body(json!({"apple": {"id": anon_sub, "token": id_token("apple", &anon_sub, json!({}))}})).as_deref());
+    assert_eq!((back.status, back.body["objectId"].as_str()), (200, Some(aid.as_str())), "{}", back.body);
+
+    // A key the provider rotated in: the door fetches the keys again (past the refetch
+    // floor, 1 s here) and signs in.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let rotated = idps().server.add_key(pgbaas_testkit::oidc::Alg::Es256);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let fresh = idps().server.mint(&rotated, &json!({"iss": "https://appleid.apple.com", "aud": "com.example.app", "sub": apple_sub, "iat": now, "exp": now + 600, "jti": format!("rot-{pid}")}));
+    let r = rest("POST", "/users", &[APP], body(json!({"apple": {"id": apple_sub, "token": fresh}})).as_deref());
+    assert_eq!((r.status, r.body["objectId"].as_str()), (200, Some(who.as_str())), "{}", r.body);
+}
+
+/// The SDK's own calls: `Parse.User.logInWith`, `linkWith`, `_unlinkFrom`, `_isLinked`.
+#[test]
+fn sdk_log_in_with_apple_and_link_google() {
+    let pid = std::process::id();
+    let apple = format!("004567.apple.{pid}");
+    let google = format!("20987654321{pid}");
+    let tokens = json!({
+        "apple": [{"id": apple, "token": id_token("apple", &apple, json!({}))}, {"id": apple, "token": id_token("apple", &apple, json!({}))}],
+        "google": {"id": google, "id_token": id_token("google", &google, json!({}))},
+    });
+    let facts = sdk_env(&["authData"], &[("PARSE_OIDC_TOKENS", tokens.to_string())]);
+    let user = facts[0]["user"].as_str().unwrap();
+    let rows: Vec<(String, String)> = admin()
+        .query("select provider, subject from baas.identities where user_id = $1::text::uuid order by provider", &[&user])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, vec![("apple".to_string(), apple)], "Apple linked, Google unlinked again");
+}

@@ -46,6 +46,7 @@ pub const MISSING_REQUIRED_FIELD: i64 = 135;
 pub const CHANGED_IMMUTABLE_FIELD: i64 = 136;
 pub const INVALID_SESSION_TOKEN: i64 = 209;
 pub const UNSUPPORTED_SERVICE: i64 = 252;
+pub const ACCOUNT_ALREADY_LINKED: i64 = 208;
 
 impl ParseError {
     pub fn new(status: StatusCode, code: i64, message: impl Into<String>) -> Self {
@@ -85,6 +86,13 @@ impl ParseError {
             // As Parse Server with enableAnonymousUsers off.
             "anonymous_sign_in_disabled" => (StatusCode::BAD_REQUEST, UNSUPPORTED_SERVICE, "This authentication method is unsupported.".to_string()),
             "not_anonymous" => (StatusCode::BAD_REQUEST, VALIDATION_ERROR, m),
+            // authData of an OpenID Connect provider (sql/oidc.sql): Parse Server's auth
+            // adapters answer 101 for a token that does not verify, 252 for a provider it
+            // does not have, 208 for an identity another account holds.
+            "invalid_id_token" | "id_token_reused" => (StatusCode::NOT_FOUND, OBJECT_NOT_FOUND, m),
+            "provider_not_found" => (StatusCode::BAD_REQUEST, UNSUPPORTED_SERVICE, "This authentication method is unsupported.".to_string()),
+            "identity_taken" | "identity_link_required" => (StatusCode::BAD_REQUEST, ACCOUNT_ALREADY_LINKED, m),
+            "aal2_required" | "last_sign_in_method" => (StatusCode::BAD_REQUEST, VALIDATION_ERROR, m),
             "installation_incomplete" => (StatusCode::BAD_REQUEST, MISSING_REQUIRED_FIELD, m),
             "installation_id_changed" => (StatusCode::BAD_REQUEST, CHANGED_IMMUTABLE_FIELD, m),
             "password_missing" => (StatusCode::BAD_REQUEST, PASSWORD_MISSING, m),

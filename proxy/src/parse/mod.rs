@@ -1276,7 +1276,7 @@ async fn signup(c: &Call<'_>, body: &Map<String, Value>) -> Result<(StatusCode, 
     let password = text_field(body, "password")?;
     let email = text_field(body, "email")?;
     if let Some(auth) = body.get("authData") {
-        return anonymous_login(c, auth).await;
+        return auth_data_login(c, auth).await;
     }
     let mut data = Map::new();
     for (k, v) in body {
@@ -1293,31 +1293,52 @@ async fn signup(c: &Call<'_>, body: &Map<String, Value>) -> Result<(StatusCode, 
 
 /// `POST /users` with `authData` (`Parse.AnonymousUtils.logIn`, `logInWith`): the
 /// anonymous provider signs in the account linked to its id, made on first use (201) or
-/// found (200). Other providers answer 252, as from Parse Server without them.
-async fn anonymous_login(c: &Call<'_>, auth: &Value) -> Result<(StatusCode, Value), ParseError> {
+/// found (200); an OpenID Connect provider configured in pgbaas (Apple, Google, any
+/// issuer: docs/oidc.md) signs in with its ID token, by `baas.oidc_sign_in`'s rules.
+/// Other providers answer 252, as from Parse Server without them.
+async fn auth_data_login(c: &Call<'_>, auth: &Value) -> Result<(StatusCode, Value), ParseError> {
     let Some(providers) = auth.as_object() else {
         return Err(ParseError::bad(convert::INVALID_JSON, "authData must be an object"));
     };
     let linked: Vec<(&String, &Value)> = providers.iter().filter(|(_, v)| !v.is_null()).collect();
-    let id = match linked.as_slice() {
-        [(name, data)] if name.as_str() == "anonymous" => match data.get("id") {
-            Some(Value::String(id)) => id.clone(),
-            _ => return Err(ParseError::bad(convert::INVALID_JSON, "authData.anonymous needs its id (a string)")),
-        },
-        [] => return Err(ParseError::bad(convert::USERNAME_MISSING, "bad or missing username")),
-        _ => {
-            return Err(ParseError::bad(
-                convert::UNSUPPORTED_SERVICE,
-                "This authentication method is unsupported: pgbaas's Parse door signs in with authData.anonymous only (docs/parse.md)",
-            ))
+    let mut user = match linked.as_slice() {
+        [(name, data)] if name.as_str() == "anonymous" => {
+            let Some(Value::String(id)) = data.get("id") else {
+                return Err(ParseError::bad(convert::INVALID_JSON, "authData.anonymous needs its id (a string)"));
+            };
+            c.run("select baas.parse_login_anonymous($1, $2)::text", &[id, &c.installation]).await?
         }
+        [(name, data)] => {
+            let data = json_text(data);
+            let provider = name.as_str();
+            run_oidc(c, provider, "select baas.parse_login_auth_data($1, $2::text::jsonb, $3)::text", &[&provider, &data, &c.installation]).await?
+        }
+        [] => return Err(ParseError::bad(convert::USERNAME_MISSING, "bad or missing username")),
+        _ => return Err(ParseError::bad(convert::UNSUPPORTED_SERVICE, "sign in with one authData provider at a time")),
     };
-    let mut user = c.run("select baas.parse_login_anonymous($1, $2)::text", &[&id, &c.installation]).await?;
     if let Some(e) = refused(&user) {
         return Err(e);
     }
     let created = user.as_object_mut().and_then(|o| o.remove("created")) == Some(Value::Bool(true));
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, user))
+}
+
+/// A statement that verifies an ID token of `provider`: when Postgres says its keys are
+/// stale (the provider rotated them), they are fetched again, at most once per refetch
+/// floor, and the statement runs once more, as `/v1/auth/oidc` does (server.rs).
+async fn run_oidc(c: &Call<'_>, provider: &str, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Value, ParseError> {
+    let mut out = c.run_api(sql, params).await;
+    if matches!(&out, Err(e) if e.code == "oidc_keys_stale") {
+        if c.app.oidc.refresh_stale(provider).await {
+            out = c.run_api(sql, params).await;
+        }
+        if let Err(e) = &mut out {
+            if e.code == "oidc_keys_stale" {
+                *e = ApiError::coded("invalid_id_token", "the ID token names a key its provider does not have (kid)");
+            }
+        }
+    }
+    out.map_err(|e| ParseError::from_api(&e))
 }
 
 /// One attempt against the per-account limit `key`, as the `/v1` sign-in routes count
@@ -1488,15 +1509,20 @@ async fn update_user(c: &Call<'_>, id: &str, body: &Map<String, Value>) -> Resul
     let username = text_field(body, "username")?;
     let password = text_field(body, "password")?;
     // The SDK's signUp of an anonymous user sends `{"anonymous": null}` (unlinking it);
-    // linking a provider is not served.
-    if let Some(auth) = body.get("authData") {
-        if !auth.as_object().is_some_and(|o| o.iter().all(|(k, v)| k == "anonymous" && v.is_null())) {
-            return Err(ParseError::bad(
-                convert::UNSUPPORTED_SERVICE,
-                "This authentication method is unsupported: pgbaas's Parse door links no sign-in provider to an account (docs/parse.md)",
-            ));
+    // any other entry links (or, null, unlinks) a provider: baas.parse_set_auth_data, in
+    // the statement that saves the rest.
+    let auth = match body.get("authData") {
+        None => None,
+        Some(Value::Object(o)) if o.iter().all(|(k, v)| k == "anonymous" && v.is_null()) => None,
+        Some(a @ Value::Object(o)) => {
+            if password.is_some() {
+                return Err(ParseError::bad(convert::VALIDATION_ERROR, "sign up first, then link a provider"));
+            }
+            let provider = o.keys().find(|k| *k != "anonymous").cloned().unwrap_or_default();
+            Some((provider, json_text(a)))
         }
-    }
+        Some(_) => return Err(ParseError::bad(convert::INVALID_JSON, "authData must be an object")),
+    };
     let mut fields = body.clone();
     for k in ["username", "password", "authData", "sessionToken", "emailVerified", "ACL"] {
         fields.remove(k);
@@ -1532,7 +1558,16 @@ async fn update_user(c: &Call<'_>, id: &str, body: &Map<String, Value>) -> Resul
     }
     let (patch, _, _) = convert::update_body(&fields)?;
     let patch = json_text(&patch);
-    let user = c.run("select baas.parse_update_user($1::text::uuid, $2, $3::text::jsonb)::text", &[&id, &username, &patch]).await?;
+    let user = match auth {
+        // The links first (a sub-select Postgres runs before the row that uses it), then
+        // the fields; one statement, so a refusal of either changes nothing.
+        Some((provider, auth)) => {
+            let sql = "select baas.parse_update_user($1::text::uuid, $2, $3::text::jsonb)::text
+                         from (select baas.parse_set_auth_data($1::text::uuid, $4::text::jsonb)) linked";
+            run_oidc(c, &provider, sql, &[&id, &username, &patch, &auth]).await?
+        }
+        None => c.run("select baas.parse_update_user($1::text::uuid, $2, $3::text::jsonb)::text", &[&id, &username, &patch]).await?,
+    };
     Ok((StatusCode::OK, json!({"updatedAt": user["updatedAt"]})))
 }
 
