@@ -27,7 +27,7 @@ fn main() {
     }
 }
 
-const USAGE: &str = "usage: pgbaas-import parse --from <Parse Server database URL> --to <pgbaas database URL (a DBA)> [--sessions] [--dry-run]";
+const USAGE: &str = "usage: pgbaas-import parse --from <Parse Server database URL> --to <pgbaas database URL (a DBA)> [--sessions] [--files-from <Parse Server's files URL> --files-url <the Parse door's files URL> [--files-bucket <bucket>]] [--dry-run]";
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,6 +36,7 @@ fn run() -> Result<()> {
         bail!("unknown source {source:?}; {USAGE}");
     }
     let (mut from, mut to, mut dry_run, mut sessions) = (None, None, false, false);
+    let (mut files_from, mut files_url, mut bucket) = (None, None, "parse_files".to_string());
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
@@ -45,6 +46,15 @@ fn run() -> Result<()> {
             }
             "--to" => {
                 to = args.get(i + 1).cloned();
+                i += 1;
+            }
+            "--files-from" | "--files-url" | "--files-bucket" => {
+                let v = args.get(i + 1).cloned().with_context(|| format!("{} needs a value; {USAGE}", args[i]))?;
+                match args[i].as_str() {
+                    "--files-from" => files_from = Some(v),
+                    "--files-url" => files_url = Some(v),
+                    _ => bucket = v,
+                }
                 i += 1;
             }
             "--dry-run" => dry_run = true,
@@ -61,7 +71,12 @@ fn run() -> Result<()> {
     let to = to.context(USAGE)?;
     let mut src = postgres::Client::connect(&from, postgres::NoTls).context("connecting to the Parse Server database (--from)")?;
     let mut dst = postgres::Client::connect(&to, postgres::NoTls).context("connecting to the pgbaas database (--to)")?;
-    let report = parse::import(&mut src, &mut dst, dry_run, sessions)?;
+    let files = match (files_from, files_url) {
+        (Some(from), Some(to)) => Some(parse::Files { from: from.trim_end_matches('/').to_string(), to: to.trim_end_matches('/').to_string(), bucket }),
+        (None, None) => None,
+        _ => bail!("--files-from and --files-url go together; {USAGE}"),
+    };
+    let report = parse::import(&mut src, &mut dst, dry_run, sessions, files.as_ref())?;
     print!("{report}");
     Ok(())
 }

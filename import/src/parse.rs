@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::fmt::Write as _;
 
 /// The pgbaas id of Parse object `object_id` of `class`: the first 16 bytes of
@@ -45,6 +46,8 @@ fn iso(t: &str) -> String {
 #[derive(Default)]
 pub struct Report {
     users: (u64, u64),
+    /// With --files-from: files copied, already there.
+    files: Option<(u64, u64)>,
     /// Users' identities at sign-in providers linked (authData of Apple, Google, ...).
     identities: u64,
     /// With --sessions: imported, skipped (there already, expired, or of no user).
@@ -60,6 +63,9 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "users: {} imported, {} already there; {} sign-in provider identities linked", self.users.0, self.users.1, self.identities)?;
         writeln!(f, "roles: {} (memberships: {})", self.roles, self.memberships)?;
+        if let Some((copied, there)) = self.files {
+            writeln!(f, "files: {copied} copied, {there} already there")?;
+        }
         if let Some((imported, skipped)) = self.sessions {
             writeln!(f, "sessions: {imported} imported, {skipped} already there, expired or of no user")?;
         }
@@ -130,7 +136,7 @@ fn value(ty: &Value, v: &Value, unmapped: &mut BTreeMap<String, u64>) -> Option<
             json!({"__type": "GeoPoint", "latitude": lat.trim().parse::<f64>().ok()?, "longitude": lng.trim().parse::<f64>().ok()?})
         }
         "File" => {
-            *unmapped.entry("file contents (the File fields keep their names; copy the bytes with the files API)".into()).or_default() += 1;
+            *unmapped.entry("file contents (the File fields keep their names; --files-from copies the bytes)".into()).or_default() += 1;
             json!({"__type": "File", "name": v.as_str()?})
         }
         "String" | "Number" | "Boolean" | "Object" | "Array" | "Bytes" => v.clone(),
@@ -158,12 +164,118 @@ fn data(fields: &Map<String, Value>, row: &Map<String, Value>, skip: &[&str], un
     Value::Object(out)
 }
 
+/// Where Parse Server serves its files (`--files-from`: `<its server URL>/files/<app id>`),
+/// where the Parse door serves them (`--files-url`: `<the door's server URL>/files/<app
+/// id>`, the URL objects keep, as the door writes it), and the bucket the door keeps them
+/// in (`--files-bucket`, the door's `parse_files_bucket`).
+pub struct Files {
+    pub from: String,
+    pub to: String,
+    pub bucket: String,
+}
+
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+fn file_url(prefix: &str, name: &str) -> String {
+    format!("{prefix}/{}", percent_encoding::utf8_percent_encode(name, SEGMENT))
+}
+
+/// The largest file copied (the door's own uploads stop at `parse_file_max_bytes`; a
+/// larger one is said, not read into memory).
+const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// The id a Parse file gets in pgbaas (as objects': SHA-256 of `parse:_File:<name>`),
+/// and its name without Parse Server's random prefix (32 hex digits and `_`).
+fn file_target(parse_name: &str) -> (String, String) {
+    let original = match parse_name.split_once('_') {
+        Some((prefix, rest)) if prefix.len() == 32 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) && !rest.is_empty() => rest,
+        _ => parse_name,
+    };
+    (parse_uuid("_File", parse_name), original.to_string())
+}
+
+/// A name the door made (`<file id>_<name>`): such a file is in pgbaas already.
+fn door_name(name: &str) -> bool {
+    name.get(..37).is_some_and(|p| p.ends_with('_') && p[..36].chars().enumerate().all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() }))
+}
+
+/// Every Parse `File` in `v` named and located as the door names the copy (`<file
+/// id>_<name>` under `to`), each wanted once in `wanted` (Parse name -> id, name).
+fn rename_files(v: &mut Value, to: &str, wanted: &mut BTreeMap<String, (String, String)>) {
+    match v {
+        Value::Object(m) if m.get("__type").and_then(Value::as_str) == Some("File") => {
+            let Some(name) = m.get("name").and_then(Value::as_str).map(str::to_string) else { return };
+            if door_name(&name) {
+                return;
+            }
+            let (id, original) = file_target(&name);
+            let stored = format!("{id}_{original}");
+            m.insert("url".into(), Value::String(file_url(to, &stored)));
+            m.insert("name".into(), Value::String(stored));
+            wanted.insert(name, (id, original));
+        }
+        Value::Object(m) => m.values_mut().for_each(|x| rename_files(x, to, wanted)),
+        Value::Array(a) => a.iter_mut().for_each(|x| rename_files(x, to, wanted)),
+        _ => {}
+    }
+}
+
+/// Copy the wanted files' bytes from Parse Server into the bucket, under their ids (so a
+/// run again finds them there). (copied, already there); what could not be read is said.
+fn copy_files(tx: &mut postgres::Transaction, files: &Files, wanted: &BTreeMap<String, (String, String)>, unmapped: &mut BTreeMap<String, u64>) -> Result<(u64, u64)> {
+    let bucket: bool = tx
+        .query_one("select exists (select from baas.collections c where c.name = $1 and c.bucket)", &[&files.bucket])?
+        .get(0);
+    if !bucket && !wanted.is_empty() {
+        anyhow::bail!(
+            "the bucket {:?} does not exist: create it as docs/parse.md says (baas.create_collection with \"bucket\": true), or name another with --files-bucket",
+            files.bucket
+        );
+    }
+    let agent = ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(10)).timeout(std::time::Duration::from_secs(300)).redirects(0).build();
+    let (mut copied, mut there) = (0, 0);
+    for (name, (id, original)) in wanted {
+        let exists: bool = tx.query_one("select exists (select from baas.documents d where d.id = $1::text::uuid)", &[id])?.get(0);
+        if exists {
+            there += 1;
+            continue;
+        }
+        let url = file_url(&files.from, name);
+        let resp = match agent.get(&url).call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(404, _)) => {
+                *unmapped.entry("files Parse Server no longer has (404)".into()).or_default() += 1;
+                continue;
+            }
+            Err(e) => anyhow::bail!("reading file {name:?} from {url}: {e}"),
+        };
+        let content_type = resp.header("content-type").unwrap_or("application/octet-stream").to_string();
+        let mut bytes = Vec::new();
+        resp.into_reader().take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).with_context(|| format!("reading file {name:?}"))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            *unmapped.entry(format!("files larger than {MAX_FILE_BYTES} bytes (upload them with /v1's resumable uploads)")).or_default() += 1;
+            continue;
+        }
+        // The door's own upload: the bucket's types, sizes and default ACL apply (a DBA
+        // may create in any bucket). Parse's files have no owner and no ACL of their own.
+        tx.query_one(
+            "select baas.upload_file($1, $2, $3, $4, '{}', null, $5::text::uuid)",
+            &[&files.bucket, original, &content_type, &bytes, id],
+        )
+        .with_context(|| format!("storing file {name:?} in {}", files.bucket))?;
+        copied += 1;
+    }
+    Ok((copied, there))
+}
+
 fn table(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: bool, sessions: bool) -> Result<Report> {
+pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: bool, sessions: bool, files: Option<&Files>) -> Result<Report> {
     let mut r = Report::default();
+    // Parse names of the files the objects hold -> the copy's id and name.
+    let mut wanted: BTreeMap<String, (String, String)> = BTreeMap::new();
     src.batch_execute("set timezone = 'UTC'")?;
     let schemas: Vec<(String, Value)> = src
         .query(r#"select "className"::text, "schema" from "_SCHEMA" order by "className""#, &[])
@@ -211,12 +323,16 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
                 _ => *r.unmapped.entry(format!("users' authData.{provider} without a usable id")).or_default() += 1,
             }
         }
+        let mut user_data = data(&user_fields, u, &["username", "email", "emailVerified", "password", "authData"], &mut r.unmapped);
+        if let Some(f) = files {
+            rename_files(&mut user_data, &f.to, &mut wanted);
+        }
         batch.push(json!({
             "anonymous_id": anonymous_id,
             "identities": identities,
             "id": parse_uuid("_User", oid), "username": username, "email": u.get("email"),
             "password_hash": u.get("_hashed_password"), "email_verified": u.get("emailVerified") == Some(&json!(true)),
-            "data": data(&user_fields, u, &["username", "email", "emailVerified", "password", "authData"], &mut r.unmapped),
+            "data": user_data,
             "created_at": u.get("createdAt"), "updated_at": u.get("updatedAt"),
         }));
     }
@@ -335,6 +451,9 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
             let Some(oid) = o.get("objectId").and_then(Value::as_str) else { continue };
             let (read, write) = acl(o, &mut r.widened);
             let mut d = data(&fields, o, &[], &mut r.unmapped);
+            if let Some(f) = files {
+                rename_files(&mut d, &f.to, &mut wanted);
+            }
             if let (Some(rels), Some(m)) = (relations.get(oid), d.as_object_mut()) {
                 m.extend(rels.clone());
             }
@@ -361,6 +480,14 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
             }
         }
         r.classes.push((class.clone(), collection, imported, skipped));
+    }
+    if let Some(files) = files {
+        // Not as a restore: the documents' guard fills each file's size, type and sha256
+        // from its upload only when row_security is on (a DBA still bypasses the policies).
+        tx.batch_execute("set local row_security = on")?;
+        r.files = Some(copy_files(&mut tx, files, &wanted, &mut r.unmapped)?);
+        tx.batch_execute("set local row_security = off")?;
+        r.unmapped.retain(|k, _| !k.starts_with("file contents"));
     }
     let has_sessions: bool = src.query_one(r#"select to_regclass('"_Session"') is not null"#, &[])?.get(0);
     if has_sessions && sessions {
@@ -417,6 +544,28 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_renamed_as_the_door_names_them_once_each() {
+        let parse_name = "0123456789abcdef0123456789abcdef_photo 1.jpg";
+        let (id, original) = file_target(parse_name);
+        assert_eq!((id.len(), original.as_str()), (36, "photo 1.jpg"));
+        assert_eq!(file_target("tfss-legacy.png").1, "tfss-legacy.png", "no Parse Server prefix: the whole name");
+        let mut d = json!({
+            "a": {"__type": "File", "name": parse_name, "url": "http://old/files/app/x"},
+            "list": [{"__type": "File", "name": parse_name}, {"__type": "File", "name": format!("{id}_kept.txt")}],
+            "other": {"name": parse_name},
+        });
+        let mut wanted = BTreeMap::new();
+        rename_files(&mut d, "https://api.example/parse/files/app", &mut wanted);
+        let door = format!("{id}_photo 1.jpg");
+        assert_eq!(d["a"], json!({"__type": "File", "name": door, "url": format!("https://api.example/parse/files/app/{id}_photo%201.jpg")}), "as the door writes it");
+        assert_eq!(d["list"][0]["name"], json!(door));
+        assert_eq!(d["list"][1], json!({"__type": "File", "name": format!("{id}_kept.txt")}), "a door name stays");
+        assert_eq!(d["other"]["name"], json!(parse_name), "not a File");
+        assert_eq!(wanted.len(), 1);
+        assert!(door_name(&door) && !door_name(parse_name) && !door_name("x"));
+    }
 
     #[test]
     fn ids_are_stable_uuids_per_class() {

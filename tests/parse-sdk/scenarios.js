@@ -962,6 +962,16 @@ const scenarios = {
     const saved = await Parse.User.logIn(`saved-${r}`, 'pw-save-secret');
     assert.equal(saved.get('visits'), 3);
     await Parse.User.logOut();
+    // Files' bytes came along (--files-from): the object's File is served here.
+    const withFile = await new Parse.Query(GameScore).equalTo('tag', `files-${r}`).first();
+    const file = withFile.get('attachment');
+    assert.ok(file instanceof Parse.File);
+    assert.match(file.name(), /^[0-9a-f-]{36}_hello\.txt$/, 'named as the door names files');
+    assert.ok(file.url().startsWith(`${serverURL}/files/`), file.url());
+    const got = await fetch(file.url());
+    assert.equal(got.status, 200);
+    assert.match(got.headers.get('content-type'), /^text\/plain/, 'the type Parse Server served');
+    assert.equal(await got.text(), `hello, parse ${r}`);
     return {};
   },
 };

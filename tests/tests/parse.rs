@@ -178,8 +178,7 @@ fn sdk_scenarios_agree_with_parse_server() {
 
     // The way out: pgbaas-import brings what the app wrote to Parse Server into pgbaas;
     // the same SDK then signs its users in with their old passwords and reads their
-    // objects, pointers and ACLs through the door.
-    drop(peer);
+    // objects, pointers, ACLs and files through the door.
     let parse_db = format!("postgres://parse:parse@127.0.0.1:{}/parse", env().cluster.port);
     let import_with = |extra: &[&str]| {
         let bin = pgbaas_testkit::proxy_bin().with_file_name("pgbaas-import");
@@ -209,7 +208,12 @@ fn sdk_scenarios_agree_with_parse_server() {
         .expect("a Parse user with a password")
         .get(0);
     idps();
-    let first = import();
+    // Files' bytes from the running Parse Server (its own files adapter serves them).
+    let (from, to) = (format!("{}/files/peerapp", peer.url), format!("{}/files/{APP_ID}", parse_url()));
+    let first = import_with(&["--files-from", &from, "--files-url", &to]);
+    drop(peer);
+    assert!(first.contains("files: 1 copied, 0 already there"), "{first}");
+    assert!(!first.contains("file contents"), "{first}");
     assert!(first.contains("class GameScore -> collection gamescore: "), "{first}");
     assert!(first.contains(", 0 already there"), "a first import skips nothing: {first}");
     assert!(first.contains("not imported: sessions"), "what it could not map is said: {first}");
