@@ -416,4 +416,4 @@ grant execute on function
   to baas_anon, baas_user, baas_service;
 grant execute on function baas._parse_authenticate(text, boolean), baas._parse_session_claims(text)
   to baas_authenticator;
-grant execute on function baas.parse_import_users(jsonb) to baas_service;
+-- parse_import_users: DBAs only since 0.15.0 (it links sign-in identities to accounts).

@@ -301,7 +301,9 @@ begin
     if pg_catalog.jsonb_typeof(auth_data) is distinct from 'object' then
         perform baas._raise('22023', 'invalid_request', 'authData must be an object');
     end if;
-    for k, v in select e.key, e.value from pg_catalog.jsonb_each(auth_data) e loop
+    -- Links first, then unlinks (so that {"apple": null, "google": {...}} may move an
+    -- account's only way in from one provider to another).
+    for k, v in select e.key, e.value from pg_catalog.jsonb_each(auth_data) e order by e.value = 'null'::jsonb, e.key loop
         -- The SDKs send the whole authData back: an entry naming what is linked already
         -- (its id, no token) changes nothing.
         if v <> 'null'::jsonb and (
@@ -315,16 +317,17 @@ begin
             end if;
             continue;
         end if;
-        if v = 'null'::jsonb then
-            select i.id into v_identity from baas.identities i where i.user_id = baas.uid() and i.provider = k;
-            if found then
-                perform baas.unlink_identity(v_identity);
-            end if;
-        else
+        if v <> 'null'::jsonb then
             perform baas._oidc_provider(k);
             a := baas._parse_oidc_auth(k, v);
             perform baas._link_identity(k, a ->> 'token', a ->> 'nonce', a ->> 'id');
         end if;
+        -- Parse's authData holds one entry per provider: a new one replaces the old
+        -- (whose sign-in ends with it), null removes it.
+        for v_identity in select i.id from baas.identities i
+                           where i.user_id = baas.uid() and i.provider = k and i.subject is distinct from v ->> 'id' loop
+            perform baas.unlink_identity(v_identity);
+        end loop;
     end loop;
     delete from baas.parse_auth_data x
      where x.user_id = baas.uid() and x.provider = 'anonymous'
@@ -337,7 +340,8 @@ comment on function baas.parse_set_auth_data(uuid, jsonb) is
 -- pgbaas-import parse (import/, docs/parse.md): Parse Server's users with their bcrypt
 -- hashes (checked as baas.import_users checks them; replaced by argon2id at the first
 -- sign-in) and usernames, under the ids the importer chose. A row already there (same id)
--- is skipped, so an import can run again and resume. DBAs and the service role only.
+-- is skipped, so an import can run again and resume. DBAs only (0.15.0: the service role
+-- could otherwise link a sign-in identity to any account).
 -- Rows: {id, username, email?, password_hash?, email_verified?, data?, created_at?, updated_at?,
 -- anonymous_id?, identities?}: with anonymous_id and neither email nor hash, an anonymous
 -- account linked to that id (baas.parse_auth_data); identities [{provider, subject}].
@@ -357,6 +361,7 @@ declare
     v_created timestamptz;
     i jsonb;
     v_owner uuid;
+    v_new boolean;
     v_linked integer := 0;
     v_no_provider integer := 0;
     v_taken integer := 0;
@@ -369,6 +374,10 @@ begin
         if jsonb_typeof(r) <> 'object' or jsonb_typeof(r -> 'id') <> 'string' or jsonb_typeof(r -> 'username') <> 'string'
            or (r ? 'data' and jsonb_typeof(r -> 'data') <> 'object') then
             perform baas._raise('22023', 'invalid_request', format('row %s: id and username are strings, data an object', n));
+        end if;
+        v_new := false;
+        if r ? 'identities' and jsonb_typeof(r -> 'identities') <> 'array' then
+            perform baas._raise('22023', 'invalid_request', format('row %s: identities is an array', n));
         end if;
         begin
             v_id := (r ->> 'id')::uuid;
@@ -394,12 +403,17 @@ begin
             -- An anonymous Parse user (authData.anonymous, no email, no password) stays
             -- anonymous and signs in again with its id (baas.parse_login_anonymous); an
             -- anonymous_id on any other account is not linked.
+            -- (0.15.0) An account with a sign-in identity is a full one.
+            if jsonb_array_length(coalesce(r -> 'identities', '[]')) > 0 then
+                v_anonymous := null;
+            end if;
             insert into baas.users (id, email, password_hash, data, created_at, updated_at, email_verified_at, is_anonymous)
             values (v_id, v_email, v_hash, coalesce(r -> 'data', '{}'), v_created,
                     coalesce((r ->> 'updated_at')::timestamptz, v_created),
                     case when (r -> 'email_verified') = 'true' then now() end,
                     v_anonymous is not null and v_email is null and v_hash is null);
             insert into baas.parse_usernames (user_id, username) values (v_id, r ->> 'username');
+            v_new := true;
             if v_anonymous is not null and v_email is null and v_hash is null then
                 insert into baas.parse_auth_data (provider, provider_id, user_id) values ('anonymous', v_anonymous, v_id);
             end if;
@@ -413,17 +427,17 @@ begin
             end if;
         end;
         -- (0.15.0) Its identities at sign-in providers (Parse's authData of Apple, Google,
-        -- ...), linked as a sign-in links them when pgbaas has a provider of that name;
-        -- on a later run too (once the provider is configured); never taken from another
-        -- account.
-        if r ? 'identities' and jsonb_typeof(r -> 'identities') <> 'array' then
-            perform baas._raise('22023', 'invalid_request', format('row %s: identities is an array', n));
-        end if;
+        -- ...), linked when pgbaas has a provider of that name, for an account this call
+        -- made only (a later run never adds a way into an account, nor brings back one
+        -- its user unlinked), never taken from another account; each audited.
         for i in select x from jsonb_array_elements(coalesce(r -> 'identities', '[]')) x loop
             if jsonb_typeof(i -> 'provider') is distinct from 'string' or jsonb_typeof(i -> 'subject') is distinct from 'string'
                or length(i ->> 'subject') not between 1 and 255 then
                 perform baas._raise('22023', 'invalid_request',
                     format('row %s: identities are {provider, subject}, a subject of 1 to 255 characters', n));
+            end if;
+            if not v_new then
+                continue;
             end if;
             if not exists (select from baas.oidc_providers p where p.name = i ->> 'provider') then
                 v_no_provider := v_no_provider + 1;
@@ -431,8 +445,14 @@ begin
             end if;
             select x.user_id into v_owner from baas.identities x where x.provider = i ->> 'provider' and x.subject = i ->> 'subject';
             if not found then
-                insert into baas.identities (id, user_id, provider, subject) values (baas.uuid7(), v_id, i ->> 'provider', i ->> 'subject');
-                v_linked := v_linked + 1;
+                insert into baas.identities (id, user_id, provider, subject) values (baas.uuid7(), v_id, i ->> 'provider', i ->> 'subject')
+                on conflict (provider, subject) do nothing;
+                if found then
+                    v_linked := v_linked + 1;
+                    perform baas._audit('identity.link', v_id, details => jsonb_build_object('provider', i ->> 'provider', 'by', 'import'));
+                else
+                    v_taken := v_taken + 1;
+                end if;
             elsif v_owner <> v_id then
                 v_taken := v_taken + 1;
             end if;
@@ -782,6 +802,8 @@ revoke execute on function
   from public;
 grant execute on function baas.parse_login_auth_data(text, jsonb, text) to baas_anon, baas_user, baas_service;
 grant execute on function baas.parse_set_auth_data(uuid, jsonb) to baas_user;
+-- parse_import_users links sign-in identities now: DBAs only.
+revoke execute on function baas.parse_import_users(jsonb) from baas_service;
 
 -- Tell every proxy that the extension changed (see pgbaas--0.2.0--0.3.0.sql).
 select pg_catalog.pg_notify('baas_extension', '0.15.0');

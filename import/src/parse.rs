@@ -327,6 +327,16 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
         if let Some(f) = files {
             rename_files(&mut user_data, &f.to, &mut wanted);
         }
+        // A user who also signs in with a provider is a full account (its anonymous id is
+        // not kept), as the door makes an anonymous account that links one.
+        let anonymous_id = if identities.is_empty() {
+            anonymous_id
+        } else {
+            if anonymous_id.is_some() {
+                *r.unmapped.entry("users' anonymous authData beside a sign-in provider's (the account is a full one)".into()).or_default() += 1;
+            }
+            None
+        };
         batch.push(json!({
             "anonymous_id": anonymous_id,
             "identities": identities,

@@ -895,9 +895,22 @@ const scenarios = {
     assert.deepEqual(inEditors.map((r) => r.id), [chiefs.id], 'the roles relation of editors');
     assert.equal((await new Parse.Query(Parse.Role).equalTo('users', bob).find()).length, 1, 'bob is a direct member of chiefs only');
     assert.equal((await new Parse.Query(Parse.Role).equalTo('users', alice).find()).length, 0, 'bob does not learn that alice is an editor');
+    // role.getUsers().query(): the direct members Postgres shows the caller.
+    assert.deepEqual((await bobsRoles[1].getUsers().query().find()).map((u) => u.id), [], 'bob is in editors through chiefs, no direct member');
+    assert.deepEqual((await bobsRoles[0].getUsers().query().find()).map((u) => u.id), [bob.id], 'a member sees itself');
+    assert.deepEqual((await editors.getUsers().query().find({ useMasterKey: true })).map((u) => u.id), [alice.id], 'the master key sees the members');
+    assert.deepEqual((await chiefs.getUsers().query().equalTo('username', 'nobody').find({ useMasterKey: true })).length, 0, 'with the rest of where');
+    // A _User subquery: found as a user query finds users (a user itself; anyone by the master key).
+    const owned = await new GameScore({ tag: `roles-owned-${run}`, owner: bob }).save(null, { useMasterKey: true });
+    const byOwner = (as) => new Parse.Query(GameScore).equalTo('tag', `roles-owned-${run}`)
+      .matchesQuery('owner', new Parse.Query(Parse.User).equalTo('objectId', bob.id)).find(as);
+    assert.deepEqual((await byOwner()).map((o) => o.id), [owned.id], 'bob finds his own user');
+    assert.deepEqual((await byOwner({ useMasterKey: true })).map((o) => o.id), [owned.id]);
     await Parse.User.become(alice.getSessionToken());
+    assert.deepEqual((await byOwner()).map((o) => o.id), [], 'alice does not find bob\'s user');
     const asAlice = await new Parse.Query(Parse.Role).get(editors.id);
     assert.deepEqual((await asAlice.getRoles().query().find()).map((r) => r.id), [], 'alice does not see chiefs, which she does not hold');
+    assert.deepEqual((await asAlice.getUsers().query().find()).map((u) => u.id), [alice.id], 'alice sees herself in editors, no one else');
     await Parse.User.become(bob.getSessionToken());
     // Alice leaves editors: she no longer reads the document.
     editors.getUsers().remove(alice);

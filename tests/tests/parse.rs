@@ -274,6 +274,24 @@ fn sdk_scenarios_agree_with_parse_server() {
     let err = db.batch_execute("set role baas_service; select baas.parse_import_sessions('[]')").unwrap_err();
     assert_eq!(err.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{err}");
     db.batch_execute("reset role").unwrap();
+    // Nor users (they carry sign-in identities): DBAs only.
+    let err = db.batch_execute("set role baas_service; select baas.parse_import_users('[]')").unwrap_err();
+    assert_eq!(err.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{err}");
+    db.batch_execute("reset role").unwrap();
+    // An identity reaches only an account the import made: a row naming an account
+    // already there (a skipped row) links nothing to it.
+    let there: String = db.query_one("select baas.create_user($1, 'pw-there-secret-1') ->> 'id'", &[&format!("import-there-{}@example.com", std::process::id())]).unwrap().get(0);
+    let v: Value = db
+        .query_one(
+            "select baas.parse_import_users(jsonb_build_array(jsonb_build_object('id', $1::text, 'username', 'x-there',
+                 'identities', jsonb_build_array(jsonb_build_object('provider', 'google', 'subject', 'not-theirs')))))",
+            &[&there],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(v, json!({"imported": 0, "skipped": 1, "identities": {"linked": 0, "no_provider": 0, "taken": 0}}));
+    let n: i64 = db.query_one("select count(*) from baas.identities where subject = 'not-theirs'", &[]).unwrap().get(0);
+    assert_eq!(n, 0);
     let run = format!("{}-parse-server", std::process::id());
     let dir = pgbaas_testkit::workspace_root().join("tests/parse-sdk");
     let _anonymous = anonymous_sign_in();
@@ -1351,9 +1369,17 @@ fn rest_auth_data_signs_in_and_links_apple_and_google() {
     // Google signs in to that account now.
     let by_google = rest("POST", "/users", &[APP], body(json!({"google": {"id": google_sub, "id_token": id_token("google", &google_sub, json!({}))}})).as_deref());
     assert_eq!((by_google.status, by_google.body["objectId"].as_str()), (200, Some(uid.as_str())), "{}", by_google.body);
+    // Another Google account replaces it (Parse keeps one entry per provider): the old
+    // one no longer signs in here.
+    let google_2 = format!("{google_sub}-2");
+    let swap = rest("PUT", &format!("/users/{uid}"), &as_user,
+                    Some(&json!({"authData": {"google": {"id": google_2, "id_token": id_token("google", &google_2, json!({}))}}}).to_string()));
+    assert_eq!(swap.status, 200, "{}", swap.body);
+    assert_eq!((identities(&google_sub), identities(&google_2)), (0, 1));
+    assert_eq!(rest("GET", "/users/me", &as_user, None).body["authData"], json!({"google": {"id": google_2}}));
     // The same identity on another account: 208, and neither account changes.
     let taken = rest("PUT", &format!("/users/{who}"), &[APP, ("X-Parse-Session-Token", &token)],
-                     Some(&json!({"authData": {"apple": {"id": apple_sub}, "google": {"id": google_sub, "id_token": id_token("google", &google_sub, json!({}))}}, "nick": "x"}).to_string()));
+                     Some(&json!({"authData": {"apple": {"id": apple_sub}, "google": {"id": google_2, "id_token": id_token("google", &google_2, json!({}))}}, "nick": "x"}).to_string()));
     assert_eq!((taken.status, taken.body["code"].as_i64()), (400, Some(208)), "{}", taken.body);
     let me = rest("GET", "/users/me", &[APP, ("X-Parse-Session-Token", &token)], None);
     assert_eq!((me.body["authData"].clone(), me.body.get("nick").cloned()), (json!({"apple": {"id": apple_sub}}), None), "a refused link saves nothing: {}", me.body);
@@ -1369,7 +1395,7 @@ fn rest_auth_data_signs_in_and_links_apple_and_google() {
     let unlink = rest("PUT", &format!("/users/{uid}"), &as_user, Some(&json!({"authData": {"google": null}}).to_string()));
     assert_eq!(unlink.status, 200, "{}", unlink.body);
     assert_eq!(rest("GET", "/users/me", &as_user, None).body.get("authData"), None);
-    assert_eq!(identities(&google_sub), 0);
+    assert_eq!(identities(&google_2), 0);
     // Apple is the only way into the first account: it cannot be unlinked (142).
     let last = rest("PUT", &format!("/users/{who}"), &[APP, ("X-Parse-Session-Token", &token)], Some(&json!({"authData": {"apple": null}}).to_string()));
     assert_eq!((last.status, last.body["code"].as_i64()), (400, Some(142)), "{}", last.body);
@@ -1391,6 +1417,12 @@ fn rest_auth_data_signs_in_and_links_apple_and_google() {
     assert!(!anonymous);
     let back = rest("POST", "/users", &[APP], body(json!({"apple": {"id": anon_sub, "token": id_token("apple", &anon_sub, json!({}))}})).as_deref());
     assert_eq!((back.status, back.body["objectId"].as_str()), (200, Some(aid.as_str())), "{}", back.body);
+    // Its only way in moves from Apple to Google in one save (links first, then unlinks).
+    let google_3 = format!("30987654321{pid}");
+    let moved = rest("PUT", &format!("/users/{aid}"), &[APP, ("X-Parse-Session-Token", &atoken)],
+                     Some(&json!({"authData": {"apple": null, "google": {"id": google_3, "id_token": id_token("google", &google_3, json!({}))}}}).to_string()));
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    assert_eq!((identities(&anon_sub), identities(&google_3)), (0, 1));
 
     // A key the provider rotated in: the door fetches the keys again (past the refetch
     // floor, 1 s here) and signs in.

@@ -49,8 +49,8 @@ impl JwksFetcher {
 
     fn slot(&self, provider: &str) -> Arc<tokio::sync::Mutex<Option<Instant>>> {
         let mut map = self.providers.lock().unwrap_or_else(|e| e.into_inner());
-        // Bounded by the configured providers (names come from Postgres's answers or
-        // from sign-ins that Postgres accepted as naming an enabled provider).
+        // Bounded by the configured providers (names come from Postgres's answers, or
+        // were looked up there first: refresh_stale).
         if map.len() > 1000 {
             map.clear();
         }
@@ -63,6 +63,11 @@ impl JwksFetcher {
     /// to ask the provider again, or the fetch failed.
     pub async fn refresh_stale(&self, provider: &str) -> bool {
         let before = self.fetched.load(Ordering::SeqCst);
+        // Only a provider Postgres knows gets a slot: a name a client made up (the Parse
+        // door refetches the providers its authData names) must not fill the map.
+        let Some(url) = self.url_of(provider).await else {
+            return false;
+        };
         let slot = self.slot(provider);
         let mut last = slot.lock().await;
         if self.fetched.load(Ordering::SeqCst) != before && last.is_some_and(|t| t.elapsed() < self.cfg.refetch_floor) {
@@ -71,9 +76,6 @@ impl JwksFetcher {
         if last.is_some_and(|t| t.elapsed() < self.cfg.refetch_floor) {
             return false;
         }
-        let Some(url) = self.url_of(provider).await else {
-            return false;
-        };
         *last = Some(Instant::now());
         self.fetch_and_store(provider, &url).await
     }

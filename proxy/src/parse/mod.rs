@@ -750,7 +750,8 @@ fn resolve_in<'a>(
                 inner.insert("where".into(), query.get("where").cloned().unwrap_or_else(|| json!({})));
                 inner.insert("limit".into(), json!(MAX_SUBQUERY + 1));
                 let inner = resolve_counted(c, &inner, depth + 1, count).await?;
-                let (_, found) = Box::pin(find(c, class, &inner)).await?;
+                // Users are found as a _User query finds them (its own rules in Postgres).
+                let (_, found) = if class == "_User" { Box::pin(find_users(c, &inner)).await? } else { Box::pin(find(c, class, &inner)).await? };
                 let results = found.get("results").and_then(Value::as_array).cloned().unwrap_or_default();
                 if results.len() > MAX_SUBQUERY {
                     return Err(bad(&format!("{op}: the subquery matches more than {MAX_SUBQUERY} objects; narrow it")));
@@ -1311,7 +1312,7 @@ async fn auth_data_login(c: &Call<'_>, auth: &Value) -> Result<(StatusCode, Valu
         [(name, data)] => {
             let data = json_text(data);
             let provider = name.as_str();
-            run_oidc(c, provider, "select baas.parse_login_auth_data($1, $2::text::jsonb, $3)::text", &[&provider, &data, &c.installation]).await?
+            run_oidc(c, &[name.to_string()], "select baas.parse_login_auth_data($1, $2::text::jsonb, $3)::text", &[&provider, &data, &c.installation]).await?
         }
         [] => return Err(ParseError::bad(convert::USERNAME_MISSING, "bad or missing username")),
         _ => return Err(ParseError::bad(convert::UNSUPPORTED_SERVICE, "sign in with one authData provider at a time")),
@@ -1323,13 +1324,18 @@ async fn auth_data_login(c: &Call<'_>, auth: &Value) -> Result<(StatusCode, Valu
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, user))
 }
 
-/// A statement that verifies an ID token of `provider`: when Postgres says its keys are
-/// stale (the provider rotated them), they are fetched again, at most once per refetch
-/// floor, and the statement runs once more, as `/v1/auth/oidc` does (server.rs).
-async fn run_oidc(c: &Call<'_>, provider: &str, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Value, ParseError> {
+/// A statement that verifies ID tokens of `providers` (authData's entries with a token):
+/// when Postgres says a provider's keys are stale (it rotated them), they are fetched
+/// again, at most once per refetch floor per provider, and the statement runs once more,
+/// as `/v1/auth/oidc` does (server.rs).
+async fn run_oidc(c: &Call<'_>, providers: &[String], sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Value, ParseError> {
     let mut out = c.run_api(sql, params).await;
     if matches!(&out, Err(e) if e.code == "oidc_keys_stale") {
-        if c.app.oidc.refresh_stale(provider).await {
+        let mut fetched = false;
+        for p in providers.iter().take(4) {
+            fetched |= c.app.oidc.refresh_stale(p).await;
+        }
+        if fetched {
             out = c.run_api(sql, params).await;
         }
         if let Err(e) = &mut out {
@@ -1406,6 +1412,8 @@ async fn delete_user(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), Pars
 async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let bad = |m: &str| ParseError::bad(INVALID_QUERY, m.to_string());
     check_params(params, &["where", "order", "limit", "skip", "count", "keys", "excludeKeys"])?;
+    let params = &*role_users(c, params).await?;
+    let params = &*with_subqueries(c, params).await?;
     let Value::Object(mut rest) = where_of(params)? else {
         return Err(bad("where must be a JSON object"));
     };
@@ -1492,6 +1500,38 @@ async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(Status
     Ok((StatusCode::OK, answer))
 }
 
+/// `$relatedTo` a role's `users` (`role.getUsers().query()`): the role's direct members
+/// as Postgres shows them to the caller (baas.parse_roles: every member to the master
+/// key, else the caller itself in a role it holds), as an `objectId` list.
+async fn role_users<'a>(c: &Call<'_>, params: &'a Map<String, Value>) -> Result<std::borrow::Cow<'a, Map<String, Value>>, ParseError> {
+    let mut w = where_of(params)?;
+    let Some(rel) = w.as_object_mut().and_then(|m| m.remove("$relatedTo")) else {
+        return Ok(std::borrow::Cow::Borrowed(params));
+    };
+    let bad = || ParseError::bad(INVALID_QUERY, "$relatedTo on _User takes {object: a pointer to a _Role, key: \"users\"}");
+    let (class, role) = rel.get("object").and_then(pointer).ok_or_else(bad)?;
+    if class != "_Role" || rel.get("key").and_then(Value::as_str) != Some("users") {
+        return Err(bad());
+    }
+    let roles = c.run("select baas.parse_roles()::text", &[]).await?;
+    let members: Vec<Value> = roles
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["name"].as_str() == Some(role.as_str())))
+        .and_then(|r| r["users"].as_array().cloned())
+        .unwrap_or_default();
+    if members.len() > pgbaas_query::parse::MAX_LIST {
+        return Err(ParseError::bad(INVALID_QUERY, format!("the role has more than {} direct members; query them by username or objectId", pgbaas_query::parse::MAX_LIST)));
+    }
+    let m = w.as_object_mut().ok_or_else(bad)?;
+    if m.contains_key("objectId") {
+        return Err(ParseError::bad(INVALID_QUERY, "$relatedTo with an objectId condition is not supported by pgbaas's Parse door yet"));
+    }
+    m.insert("objectId".into(), json!({"$in": members}));
+    let mut out = params.clone();
+    out.insert("where".into(), w);
+    Ok(std::borrow::Cow::Owned(out))
+}
+
 async fn get_user(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), ParseError> {
     let id = convert::object_id(id)?;
     let mut user = c.run("select baas.parse_get_user($1::text::uuid)::text", &[&id]).await?;
@@ -1518,8 +1558,9 @@ async fn update_user(c: &Call<'_>, id: &str, body: &Map<String, Value>) -> Resul
             if password.is_some() {
                 return Err(ParseError::bad(convert::VALIDATION_ERROR, "sign up first, then link a provider"));
             }
-            let provider = o.keys().find(|k| *k != "anonymous").cloned().unwrap_or_default();
-            Some((provider, json_text(a)))
+            // The providers whose tokens Postgres will verify (an entry that is an object).
+            let providers: Vec<String> = o.iter().filter(|(k, v)| *k != "anonymous" && v.is_object()).map(|(k, _)| k.clone()).collect();
+            Some((providers, json_text(a)))
         }
         Some(_) => return Err(ParseError::bad(convert::INVALID_JSON, "authData must be an object")),
     };
@@ -1561,10 +1602,10 @@ async fn update_user(c: &Call<'_>, id: &str, body: &Map<String, Value>) -> Resul
     let user = match auth {
         // The links first (a sub-select Postgres runs before the row that uses it), then
         // the fields; one statement, so a refusal of either changes nothing.
-        Some((provider, auth)) => {
+        Some((providers, auth)) => {
             let sql = "select baas.parse_update_user($1::text::uuid, $2, $3::text::jsonb)::text
                          from (select baas.parse_set_auth_data($1::text::uuid, $4::text::jsonb)) linked";
-            run_oidc(c, &provider, sql, &[&id, &username, &patch, &auth]).await?
+            run_oidc(c, &providers, sql, &[&id, &username, &patch, &auth]).await?
         }
         None => c.run("select baas.parse_update_user($1::text::uuid, $2, $3::text::jsonb)::text", &[&id, &username, &patch]).await?,
     };
