@@ -258,6 +258,9 @@ pub fn status_for(sqlstate: &str, anonymous: bool) -> (StatusCode, &'static str)
         // Postgres could not choose among a function's overloads (the RPC door checks
         // first; this is the backstop).
         "42725" => (S::BAD_REQUEST, "ambiguous_function"),
+        // A regular expression Postgres would not compile ("too complex"): the query
+        // language's `$regex` (query/src/pattern.rs refuses what is known to be).
+        "2201B" => (S::BAD_REQUEST, "query_too_complex"),
         // Program limits a client's input can hit, e.g. a value too large for the
         // btree index on its field (54000).
         s if s.starts_with("54") => (S::BAD_REQUEST, "limit_exceeded"),
@@ -279,6 +282,9 @@ mod tests {
         assert_eq!((e.status, e.code.as_str()), (StatusCode::BAD_REQUEST, "weak_password"));
         let e = ApiError::from_sqlstate("22023", "bad", Some("Key (x)=(1) is bad"), None, true);
         assert_eq!(e.code, "invalid_request");
+        // A regular expression Postgres would not compile is the query's fault, said so.
+        let e = ApiError::from_sqlstate("2201B", "invalid regular expression: regular expression is too complex", None, None, false);
+        assert_eq!((e.status, e.code.as_str()), (StatusCode::BAD_REQUEST, "query_too_complex"));
     }
 
     #[test]

@@ -19,11 +19,19 @@ use regex_syntax::ast::{self, Ast, ClassPerlKind, ClassSet, ClassSetItem, GroupK
 
 /// Longest pattern, in characters, as written.
 pub const MAX_PATTERN_CHARS: usize = 512;
+/// Longest text a pattern is tried on, in characters: a longer string never matches, in
+/// SQL (`regex_cond`) as in the live feeds. A pattern's cost grows with the text (up to
+/// ~1.5 s for a 1 MB text and the worst pattern MAX_EXPANSION allows, measured with the
+/// regex crate here), and the feeds decide under one lock: at this length it is ~25 ms.
+pub const MAX_TEXT_CHARS: usize = 16_384;
 /// Postgres refuses repetition counts above 255 (its DUPMAX).
 const MAX_COUNT: u32 = 255;
-/// Bound on the product of nested counted repetitions (`(a{100}){100}` is 10,000
-/// copies): keeps both engines' compiled forms small.
-const MAX_EXPANSION: u64 = 1000;
+/// Bound on the copies counted repetitions make, nested ones multiplied (`(a{100}){100}`
+/// is 10,000) and all of them added: keeps both engines' compiled forms small. The live
+/// feeds' matcher runs in time about proportional to text length times copies (a
+/// repetition of a set of characters is the worst case: `a[ab]{250}c` takes ~1.5 s on
+/// a 1 MB text, `a[ab]{50}c` ~0.3 s, measured with the regex crate here).
+const MAX_EXPANSION: u64 = 250;
 
 /// A checked pattern: its canonical text (what Postgres runs) and the compiled matcher.
 #[derive(Debug, Clone)]
@@ -55,7 +63,7 @@ impl Pattern {
             .parse(source)
             .map_err(|e| bad(format!("{} (at character {})", e.kind(), source[..e.span().start.offset].chars().count() + 1)))?;
         let mut out = String::with_capacity(source.len() * 2);
-        Printer { fold, out: &mut out }.node(&tree, 1).map_err(bad)?;
+        Printer { fold, out: &mut out, copies: 0 }.node(&tree, 1, false).map_err(bad)?;
         let re = regex::RegexBuilder::new(&format!("(?s:{out})"))
             .size_limit(1 << 20)
             .build()
@@ -64,7 +72,7 @@ impl Pattern {
     }
 
     pub fn is_match(&self, s: &str) -> bool {
-        self.re.is_match(s)
+        s.len() <= 4 * MAX_TEXT_CHARS && s.chars().count() <= MAX_TEXT_CHARS && self.re.is_match(s)
     }
 }
 
@@ -102,6 +110,27 @@ pub fn has_anchor(canonical: &str) -> bool {
 struct Printer<'a> {
     fold: bool,
     out: &'a mut String,
+    /// Copies made by counted repetitions so far (MAX_EXPANSION).
+    copies: u64,
+}
+
+/// Whether `a` can match the empty text. Postgres compiles a repetition of such a part,
+/// or of `^`/`$`, into an automaton that grows exponentially with the repetitions
+/// (`((^|$)a?){20}`: 27 s and 180 MB, then "too complex"; `((a?){250}){4}`: 25 s),
+/// where the regex crate takes under a millisecond: both are refused.
+fn nullable(a: &Ast) -> bool {
+    match a {
+        Ast::Empty(_) | Ast::Assertion(_) | Ast::Flags(_) => true,
+        Ast::Literal(_) | Ast::Dot(_) | Ast::ClassUnicode(_) | Ast::ClassPerl(_) | Ast::ClassBracketed(_) => false,
+        Ast::Repetition(r) => {
+            matches!(r.op.kind, RepetitionKind::ZeroOrOne | RepetitionKind::ZeroOrMore)
+                || matches!(r.op.kind, RepetitionKind::Range(RepetitionRange::Exactly(0) | RepetitionRange::AtLeast(0) | RepetitionRange::Bounded(0, _)))
+                || nullable(&r.ast)
+        }
+        Ast::Group(g) => nullable(&g.ast),
+        Ast::Alternation(x) => x.asts.iter().any(nullable),
+        Ast::Concat(c) => c.asts.iter().all(nullable),
+    }
 }
 
 /// One character as both engines read it literally, inside or outside brackets.
@@ -132,7 +161,9 @@ fn perl_set(kind: &ClassPerlKind) -> Set {
 }
 
 impl Printer<'_> {
-    fn node(&mut self, a: &Ast, expansion: u64) -> Result<(), String> {
+    /// `expansion`: copies the enclosing counted repetitions make of this part;
+    /// `repeated`: inside any repetition.
+    fn node(&mut self, a: &Ast, expansion: u64, repeated: bool) -> Result<(), String> {
         match a {
             Ast::Empty(_) => Ok(()),
             Ast::Flags(_) => Err("inline flags such as (?i) are not supported: use $iregex".into()),
@@ -141,6 +172,7 @@ impl Printer<'_> {
                 self.out.push('.');
                 Ok(())
             }
+            Ast::Assertion(_) if repeated => Err("^ and $ inside a repeated part are not supported".into()),
             Ast::Assertion(x) => match x.kind {
                 ast::AssertionKind::StartLine => {
                     self.out.push('^');
@@ -165,6 +197,9 @@ impl Printer<'_> {
                 if matches!(*r.ast, Ast::Assertion(_) | Ast::Empty(_)) {
                     return Err("a repetition needs something to repeat".into());
                 }
+                if nullable(&r.ast) {
+                    return Err("a repetition of a part that can match nothing (such as (a?)* or (a|)+) is not supported: make the part match at least one character".into());
+                }
                 let (suffix, count) = match &r.op.kind {
                     RepetitionKind::ZeroOrOne => ("?".to_string(), 1),
                     RepetitionKind::ZeroOrMore => ("*".to_string(), 1),
@@ -177,12 +212,15 @@ impl Printer<'_> {
                     return Err(format!("a repetition count is above {MAX_COUNT}"));
                 }
                 let expansion = expansion.saturating_mul(count.max(1) as u64);
-                if expansion > MAX_EXPANSION {
-                    return Err(format!("nested repetitions copy their part more than {MAX_EXPANSION} times"));
+                if count > 1 {
+                    self.copies = self.copies.saturating_add(expansion);
+                }
+                if expansion > MAX_EXPANSION || self.copies > MAX_EXPANSION {
+                    return Err(format!("counted repetitions copy their parts more than {MAX_EXPANSION} times in all"));
                 }
                 // Laziness changes which text a match spans, never whether there is one.
                 self.out.push_str("(?:");
-                self.node(&r.ast, expansion)?;
+                self.node(&r.ast, expansion, true)?;
                 self.out.push(')');
                 self.out.push_str(&suffix);
                 Ok(())
@@ -197,7 +235,7 @@ impl Printer<'_> {
                     return Err("an empty group () matches nothing; remove it".into());
                 }
                 self.out.push_str("(?:");
-                self.node(&g.ast, expansion)?;
+                self.node(&g.ast, expansion, repeated)?;
                 self.out.push(')');
                 Ok(())
             }
@@ -210,14 +248,14 @@ impl Printer<'_> {
                     if matches!(b, Ast::Empty(_)) {
                         return Err("an alternative of | is empty; use ? for an optional part".into());
                     }
-                    self.node(b, expansion)?;
+                    self.node(b, expansion, repeated)?;
                 }
                 self.out.push(')');
                 Ok(())
             }
             Ast::Concat(c) => {
                 for x in &c.asts {
-                    self.node(x, expansion)?;
+                    self.node(x, expansion, repeated)?;
                 }
                 Ok(())
             }
@@ -279,8 +317,13 @@ impl Printer<'_> {
         let mut all = set.clone();
         if self.fold {
             for &(lo, hi) in set {
-                if (hi as u32) > 0x7F && ((lo as u32)..=(hi as u32)).filter_map(char::from_u32).any(|c| !c.is_ascii() && has_case(c)) {
-                    return Err(format!("case-insensitive matching folds ASCII letters only, and [{lo}-{hi}] holds others"));
+                // (A range is not walked character by character: that cost seconds for
+                // a few ranges over the astral planes.)
+                if lo != hi && (hi as u32) > 0x7F {
+                    return Err(format!("case-insensitive matching takes ranges of ASCII characters only, not [{lo}-{hi}]"));
+                }
+                if lo == hi && !lo.is_ascii() && has_case(lo) {
+                    return Err(format!("case-insensitive matching folds ASCII letters only, and {lo:?} is another letter"));
                 }
                 for c in ('A'..='Z').chain('a'..='z') {
                     if lo <= c && c <= hi {
@@ -359,6 +402,9 @@ mod tests {
         assert!(!m("\\d", false, "٣"), "\\d is ASCII digits");
         assert!(m("[^a]", false, "\n"));
         assert!(m("x{2}", false, "axxb"));
+        assert!(m("^a+$", false, &"a".repeat(MAX_TEXT_CHARS)));
+        assert!(!m("a", false, &"a".repeat(MAX_TEXT_CHARS + 1)), "a longer text never matches");
+        assert!(m("é", false, &"é".repeat(MAX_TEXT_CHARS)), "characters, not bytes");
         assert!(!m("x{3}", false, "axxb"));
     }
 
@@ -372,7 +418,13 @@ mod tests {
             ("\\p{L}", "Unicode classes"),
             ("[[:alpha:]]", "[[:name:]]"),
             ("a{256}", "above 255"),
-            ("(a{40}){40}", "more than 1000"),
+            ("(a{20}){20}", "more than 250"),
+            ("a{200}b{60}", "more than 250"),
+            ("((^|$)a){20}", "inside a repeated part"),
+            ("(^a)*", "inside a repeated part"),
+            ("((a?){250}){4}", "can match nothing"),
+            ("(a?)*", "can match nothing"),
+            ("(a|b*)+", "can match nothing"),
             ("a(", "unclosed"),
             ("a|", "empty"),
             ("()", "empty group"),
@@ -382,7 +434,13 @@ mod tests {
             assert!(e.to_lowercase().contains(&says.to_lowercase()), "{pat}: {e}");
         }
         assert!(i("é").unwrap_err().contains("ASCII letters only"));
-        assert!(i("[à-ÿ]").unwrap_err().contains("ASCII letters only"));
+        assert!(i("[é]").unwrap_err().contains("ASCII letters only"));
+        assert!(i("[à-ÿ]").unwrap_err().contains("ranges of ASCII characters only"));
+        let astral = "[\u{1F18A}-\u{10FFFF}]".repeat(20);
+        let t = std::time::Instant::now();
+        assert!(i(&astral).unwrap_err().contains("ranges of ASCII"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1), "a range is not walked");
+        assert!(p("(ab)+c*(d|e)?x{3}").is_ok() && p("^(a|b)+$").is_ok(), "anchors outside repetitions, parts that match something");
         assert!(i("1-2_").is_ok(), "characters without case fold to themselves");
         assert!(p(&"a".repeat(513)).unwrap_err().contains("longer than 512"));
     }

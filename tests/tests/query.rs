@@ -156,7 +156,9 @@ fn bad_queries_are_400_naming_the_part() {
     let cases: Vec<(&str, String, &str)> = vec![
         ("where", "{not json".into(), "not valid JSON"),
         ("where", "[]".into(), "must be a JSON object"),
-        ("where", json!({"a": {"$regex": "x"}}).to_string(), "$regex"),
+        ("where", json!({"a": {"$regexp": "x"}}).to_string(), "$regexp"),
+        ("where", json!({"a": {"$regex": "(x)\\1"}}).to_string(), "a.$regex: backreferences"),
+        ("where", json!({"a": {"$regex": "((^|$)x)+"}}).to_string(), "inside a repeated part"),
         ("where", json!({"a": {"$gt": [1]}}).to_string(), "a.$gt"),
         ("where", json!({"$or": []}).to_string(), "$or"),
         ("where", json!({"a": {"$in": "x"}}).to_string(), "$in"),

@@ -190,8 +190,11 @@ fn compile_cond(x: &str, c: &Cond, params: &mut Params) -> Vec<String> {
 /// `s` holds a match of the canonical pattern `t` (query/src/pattern.rs: its text leaves
 /// the ARE no locale-dependent choice, case folding included, so plain `~`). Under "C",
 /// as `text_cond`: a nondeterministic collation refuses regular expressions.
+/// A text longer than MAX_TEXT_CHARS characters never matches (bounding what a pattern
+/// costs, there too).
 pub fn regex_cond(s: &str, t: &str) -> String {
-    format!("(({s} collate \"C\") ~ ({t} collate \"C\"))")
+    let max = pgbaas_query::pattern::MAX_TEXT_CHARS;
+    format!("(pg_catalog.char_length({s}) <= {max} and ({s} collate \"C\") ~ ({t} collate \"C\"))")
 }
 
 /// `s` starts with, ends with or holds `t` (two text expressions), byte for byte, or

@@ -410,6 +410,7 @@ mod tests {
         ]
         .iter()
         .map(|t| t.to_string())
+        .chain(["a".repeat(16_384), "a".repeat(16_385), format!("{}b", "é".repeat(16_383)), format!("{}b", "é".repeat(16_384))])
         .collect();
         let fixed = [
             "colou?r", "^a.b$", "^[^a]", "[\\]]", "\\d+", "^\\w+$", "\\s", "(ab)+", "a{2}", "a{1,2}b", "^$", "é", "😀", "[é-ü]", "^-", "\\^", "\\$$", "a|^b",
@@ -434,7 +435,7 @@ mod tests {
             }
         }
         // Most generated patterns are taken, and most tell texts apart.
-        assert!(checked > 1200 && split > 450, "{checked} patterns checked, {split} discriminating");
+        assert!(checked > 900 && split > 450, "{checked} patterns checked, {split} discriminating");
     }
 
     /// The list route's page text (baas._list_documents_text, written without jsonb by

@@ -265,9 +265,11 @@ fn caps_and_names() {
 
 #[test]
 fn filter_and_fields_errors_are_the_list_routes() {
-    let e = query_error(pgbaas_query::parse::parse(&json!({"a": {"$regex": "x"}})).unwrap_err(), false);
+    let e = query_error(pgbaas_query::parse::parse(&json!({"a": {"$regexp": "x"}})).unwrap_err(), false);
     assert_eq!((e.status.as_u16(), e.code.as_str()), (400, "invalid_query"));
-    assert!(e.message.contains("unknown operator $regex"));
+    assert!(e.message.contains("unknown operator $regexp"));
+    let e = query_error(pgbaas_query::parse::parse(&json!({"a": {"$regex": "(a)\\1"}})).unwrap_err(), false);
+    assert!(e.message.contains("a.$regex: backreferences"), "{}", e.message);
     let e = query_error(pgbaas_query::parse::parse_fields(&["a.b".into()]).unwrap_err(), false);
     assert_eq!(e.code, "invalid_query");
 }
