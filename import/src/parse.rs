@@ -177,7 +177,13 @@ pub struct Files {
 const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 fn file_url(prefix: &str, name: &str) -> String {
-    format!("{prefix}/{}", percent_encoding::utf8_percent_encode(name, SEGMENT))
+    // `.` and `..` as a whole segment would be resolved away by the HTTP client.
+    let segment = match name {
+        "." => "%2E".to_string(),
+        ".." => "%2E%2E".to_string(),
+        _ => percent_encoding::utf8_percent_encode(name, SEGMENT).to_string(),
+    };
+    format!("{prefix}/{segment}")
 }
 
 /// The largest file copied (the door's own uploads stop at `parse_file_max_bytes`; a
@@ -186,11 +192,15 @@ const MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// The id a Parse file gets in pgbaas (as objects': SHA-256 of `parse:_File:<name>`),
 /// and its name without Parse Server's random prefix (32 hex digits and `_`).
+/// Parse Server 9 puts a directory in front (`dir/sub/<32 hex>_x.png`): the last part
+/// is the name. One the files API would refuse (`.`, `..`, empty) is `file`.
 fn file_target(parse_name: &str) -> (String, String) {
-    let original = match parse_name.split_once('_') {
+    let last = parse_name.rsplit('/').next().unwrap_or(parse_name);
+    let original = match last.split_once('_') {
         Some((prefix, rest)) if prefix.len() == 32 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) && !rest.is_empty() => rest,
-        _ => parse_name,
+        _ => last,
     };
+    let original = if original.trim().is_empty() || original == "." || original == ".." { "file" } else { original };
     (parse_uuid("_File", parse_name), original.to_string())
 }
 
@@ -220,6 +230,14 @@ fn rename_files(v: &mut Value, to: &str, wanted: &mut BTreeMap<String, (String, 
     }
 }
 
+fn holds_file(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.get("__type").and_then(Value::as_str) == Some("File") || m.values().any(holds_file),
+        Value::Array(a) => a.iter().any(holds_file),
+        _ => false,
+    }
+}
+
 /// Copy the wanted files' bytes from Parse Server into the bucket, under their ids (so a
 /// run again finds them there). (copied, already there); what could not be read is said.
 fn copy_files(tx: &mut postgres::Transaction, files: &Files, wanted: &BTreeMap<String, (String, String)>, unmapped: &mut BTreeMap<String, u64>) -> Result<(u64, u64)> {
@@ -232,8 +250,11 @@ fn copy_files(tx: &mut postgres::Transaction, files: &Files, wanted: &BTreeMap<S
             files.bucket
         );
     }
-    let agent = ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(10)).timeout(std::time::Duration::from_secs(300)).redirects(0).build();
+    let agent = ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(10)).timeout_read(std::time::Duration::from_secs(60)).redirects(0).build();
     let (mut copied, mut there) = (0, 0);
+    // A file that cannot be read or stored is said and skipped (its File keeps the new
+    // name, so a later run can bring it): one bad file must not undo the whole import.
+    let mut skip = |why: String| *unmapped.entry(why).or_default() += 1;
     for (name, (id, original)) in wanted {
         let exists: bool = tx.query_one("select exists (select from baas.documents d where d.id = $1::text::uuid)", &[id])?.get(0);
         if exists {
@@ -242,28 +263,56 @@ fn copy_files(tx: &mut postgres::Transaction, files: &Files, wanted: &BTreeMap<S
         }
         let url = file_url(&files.from, name);
         let resp = match agent.get(&url).call() {
-            Ok(r) => r,
-            Err(ureq::Error::Status(404, _)) => {
-                *unmapped.entry("files Parse Server no longer has (404)".into()).or_default() += 1;
+            // Only the file itself: a redirect or an empty answer is no file's bytes.
+            Ok(r) if r.status() == 200 => r,
+            Ok(r) => {
+                skip(format!("files Parse Server answered {} for (not 200)", r.status()));
                 continue;
             }
-            Err(e) => anyhow::bail!("reading file {name:?} from {url}: {e}"),
+            Err(ureq::Error::Status(status, _)) => {
+                skip(format!("files Parse Server answered {status} for"));
+                continue;
+            }
+            Err(e) => {
+                skip(format!("files that could not be read from Parse Server ({})", e.kind()));
+                continue;
+            }
         };
-        let content_type = resp.header("content-type").unwrap_or("application/octet-stream").to_string();
+        // Parse Server sends the type its name suggests (`false` when none); the bucket's
+        // sniffing decides when that is no type or not what the bytes are.
+        let declared = resp.header("content-type").filter(|t| t.contains('/')).map(str::to_string);
         let mut bytes = Vec::new();
-        resp.into_reader().take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).with_context(|| format!("reading file {name:?}"))?;
+        if let Err(e) = resp.into_reader().take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
+            skip(format!("files that could not be read from Parse Server ({})", e.kind()));
+            continue;
+        }
         if bytes.len() as u64 > MAX_FILE_BYTES {
-            *unmapped.entry(format!("files larger than {MAX_FILE_BYTES} bytes (upload them with /v1's resumable uploads)")).or_default() += 1;
+            skip(format!("files larger than {MAX_FILE_BYTES} bytes (upload them with /v1's resumable uploads)"));
             continue;
         }
         // The door's own upload: the bucket's types, sizes and default ACL apply (a DBA
         // may create in any bucket). Parse's files have no owner and no ACL of their own.
-        tx.query_one(
-            "select baas.upload_file($1, $2, $3, $4, '{}', null, $5::text::uuid)",
-            &[&files.bucket, original, &content_type, &bytes, id],
-        )
-        .with_context(|| format!("storing file {name:?} in {}", files.bucket))?;
-        copied += 1;
+        let mut stored = false;
+        let mut refusal = String::new();
+        for content_type in [declared.as_deref(), None].into_iter().take(if declared.is_some() { 2 } else { 1 }) {
+            let mut sp = tx.transaction()?;
+            match sp.query_one("select baas.upload_file($1, $2, $3, $4, '{}', null, $5::text::uuid)", &[&files.bucket, original, &content_type, &bytes, id]) {
+                Ok(_) => {
+                    sp.commit()?;
+                    stored = true;
+                    break;
+                }
+                Err(e) => {
+                    refusal = e.as_db_error().map(|d| d.detail().unwrap_or(d.code().code()).to_string()).unwrap_or_else(|| e.to_string());
+                    sp.rollback()?;
+                }
+            }
+        }
+        if stored {
+            copied += 1;
+        } else {
+            skip(format!("files the bucket {} refused ({refusal})", files.bucket));
+        }
     }
     Ok((copied, there))
 }
@@ -478,6 +527,18 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
                 imported += 1;
             } else {
                 skipped += 1;
+                // Already there (an earlier run, perhaps without --files-from): its File
+                // fields take the copies' names.
+                if files.is_some() {
+                    let with_files: Map<String, Value> = d.as_object().into_iter().flatten().filter(|(_, v)| holds_file(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+                    if !with_files.is_empty() {
+                        tx.execute(
+                            "update baas.documents d set data = d.data || $3 from baas.collections c
+                              where c.name = $1 and d.collection_id = c.id and d.id = $2::text::uuid and not d.data @> $3",
+                            &[&collection, &parse_uuid(class, oid), &Value::Object(with_files)],
+                        )?;
+                    }
+                }
                 // Already there (an earlier run): its relations may have grown since.
                 if let Some(rels) = relations.get(oid) {
                     let rels = Value::Object(rels.clone());
@@ -561,6 +622,10 @@ mod tests {
         let (id, original) = file_target(parse_name);
         assert_eq!((id.len(), original.as_str()), (36, "photo 1.jpg"));
         assert_eq!(file_target("tfss-legacy.png").1, "tfss-legacy.png", "no Parse Server prefix: the whole name");
+        assert_eq!(file_target("dir/sub/0123456789abcdef0123456789abcdef_x.png").1, "x.png", "Parse Server 9's directories");
+        assert_eq!(file_target("..").1, "file");
+        assert_eq!(file_url("http://h/files/app", ".."), "http://h/files/app/%2E%2E");
+        assert_eq!(file_url("http://h/files/app", "a b/c"), "http://h/files/app/a%20b%2Fc");
         let mut d = json!({
             "a": {"__type": "File", "name": parse_name, "url": "http://old/files/app/x"},
             "list": [{"__type": "File", "name": parse_name}, {"__type": "File", "name": format!("{id}_kept.txt")}],

@@ -906,6 +906,11 @@ const scenarios = {
       .matchesQuery('owner', new Parse.Query(Parse.User).equalTo('objectId', bob.id)).find(as);
     assert.deepEqual((await byOwner()).map((o) => o.id), [owned.id], 'bob finds his own user');
     assert.deepEqual((await byOwner({ useMasterKey: true })).map((o) => o.id), [owned.id]);
+    // A role's members as a subquery: objects by chiefs, and not by chiefs.
+    const ownedQ = () => new Parse.Query(GameScore).equalTo('tag', `roles-owned-${run}`);
+    assert.deepEqual((await ownedQ().matchesQuery('owner', chiefs.getUsers().query()).find({ useMasterKey: true })).map((o) => o.id), [owned.id]);
+    assert.deepEqual((await ownedQ().doesNotMatchQuery('owner', chiefs.getUsers().query()).find({ useMasterKey: true })).map((o) => o.id), []);
+    assert.deepEqual((await ownedQ().matchesQuery('owner', editors.getUsers().query()).find({ useMasterKey: true })).map((o) => o.id), []);
     await Parse.User.become(alice.getSessionToken());
     assert.deepEqual((await byOwner()).map((o) => o.id), [], 'alice does not find bob\'s user');
     const asAlice = await new Parse.Query(Parse.Role).get(editors.id);

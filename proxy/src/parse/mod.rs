@@ -681,8 +681,10 @@ fn resolve_counted<'a>(
         }
         let mut w = where_of(params)?;
         // `$relatedTo` (relation.query()): the relation's ids, read from its object as the
-        // caller, become an objectId lookup (each object then read as the caller too).
-        if let Some(rel) = w.as_object_mut().and_then(|m| m.remove("$relatedTo")) {
+        // caller, become an objectId lookup (each object then read as the caller too). A
+        // role's members are not a relation field: find_users answers them (role_users).
+        let of_role = w.get("$relatedTo").and_then(|r| r.get("object")).and_then(pointer).is_some_and(|(class, _)| class == "_Role");
+        if let Some(rel) = w.as_object_mut().filter(|_| !of_role).and_then(|m| m.remove("$relatedTo")) {
             let bad = || ParseError::bad(INVALID_QUERY, "$relatedTo takes an object (a pointer) and a key");
             let (class, id) = pointer(rel.get("object").ok_or_else(bad)?).ok_or_else(bad)?;
             let key = rel.get("key").and_then(Value::as_str).ok_or_else(bad)?;
@@ -1505,12 +1507,17 @@ async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(Status
 /// key, else the caller itself in a role it holds), as an `objectId` list.
 async fn role_users<'a>(c: &Call<'_>, params: &'a Map<String, Value>) -> Result<std::borrow::Cow<'a, Map<String, Value>>, ParseError> {
     let mut w = where_of(params)?;
+    // Another object's relation of users (`post.relation("likers").query()`): a relation
+    // field, as with_subqueries reads any.
+    if !w.get("$relatedTo").and_then(|r| r.get("object")).and_then(pointer).is_some_and(|(class, _)| class == "_Role") {
+        return Ok(std::borrow::Cow::Borrowed(params));
+    }
     let Some(rel) = w.as_object_mut().and_then(|m| m.remove("$relatedTo")) else {
         return Ok(std::borrow::Cow::Borrowed(params));
     };
-    let bad = || ParseError::bad(INVALID_QUERY, "$relatedTo on _User takes {object: a pointer to a _Role, key: \"users\"}");
-    let (class, role) = rel.get("object").and_then(pointer).ok_or_else(bad)?;
-    if class != "_Role" || rel.get("key").and_then(Value::as_str) != Some("users") {
+    let bad = || ParseError::bad(INVALID_QUERY, "$relatedTo a _Role on _User takes the key \"users\"");
+    let (_, role) = rel.get("object").and_then(pointer).ok_or_else(bad)?;
+    if rel.get("key").and_then(Value::as_str) != Some("users") {
         return Err(bad());
     }
     let roles = c.run("select baas.parse_roles()::text", &[]).await?;
