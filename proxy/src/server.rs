@@ -388,18 +388,10 @@ impl App {
         // Read only when there are replicas: without them a malformed one is harmless.
         let after = if route.read && !self.replicas.is_empty() { crate::replicas::client_lsn(&s.req_header().headers)? } else { None };
         let mut out = crate::replicas::call(&self.replicas, &self.requests, route.read, after, &timeouts, &caller, route.sql, &args[..plan.arg_count()], returns).await;
-        if route.oidc_retry && matches!(&out, Err(e) if e.code == "oidc_keys_stale") {
-            // The provider may have rotated its keys: fetch them again (at most once per
-            // refetch floor) and try once more; else the token names no key it has.
+        if route.oidc_retry {
+            // The provider may have rotated its keys: fetch them again and try once more.
             let provider = body.as_ref().and_then(|b| b.get("provider")).and_then(Value::as_str).unwrap_or("");
-            if self.oidc.refresh_stale(provider).await {
-                out = db::call(&self.requests, &timeouts, &caller, route.sql, &args[..plan.arg_count()], returns).await;
-            }
-            if let Err(e) = &mut out {
-                if e.code == "oidc_keys_stale" {
-                    *e = ApiError::coded("invalid_id_token", "the ID token names a key its provider does not have (kid)");
-                }
-            }
+            out = self.oidc.retry_stale(&[provider], out, || db::call(&self.requests, &timeouts, &caller, route.sql, &args[..plan.arg_count()], returns)).await;
         }
         let out = out
             // On the RPC door a plain RAISE EXCEPTION is the function's answer: 400 raised.

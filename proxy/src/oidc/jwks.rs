@@ -57,6 +57,31 @@ impl JwksFetcher {
         map.entry(provider.to_string()).or_default().clone()
     }
 
+    /// A sign-in's (or link's) answer `first`: when Postgres said a provider's keys are
+    /// stale (it rotated them), fetch the keys of `providers` again (each at most once per
+    /// refetch floor) and run `again` once; a token still naming no key it has is
+    /// `invalid_id_token`. Shared by `/v1/auth/oidc` (server.rs) and the Parse door.
+    pub async fn retry_stale<T, F, Fut>(&self, providers: &[&str], first: Result<T, crate::errors::ApiError>, again: F) -> Result<T, crate::errors::ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::errors::ApiError>>,
+    {
+        if !matches!(&first, Err(e) if e.code == "oidc_keys_stale") {
+            return first;
+        }
+        let mut fetched = false;
+        for p in providers.iter().take(4) {
+            fetched |= self.refresh_stale(p).await;
+        }
+        let mut out = if fetched { again().await } else { first };
+        if let Err(e) = &mut out {
+            if e.code == "oidc_keys_stale" {
+                *e = crate::errors::ApiError::coded("invalid_id_token", "the ID token names a key its provider does not have (kid)");
+            }
+        }
+        out
+    }
+
     /// After Postgres said oidc_keys_stale for `provider`: true when its keys were
     /// fetched again (by this call, or by another while this one waited), so the
     /// sign-in is worth running once more; false when they were fetched too recently

@@ -1331,22 +1331,9 @@ async fn auth_data_login(c: &Call<'_>, auth: &Value) -> Result<(StatusCode, Valu
 /// again, at most once per refetch floor per provider, and the statement runs once more,
 /// as `/v1/auth/oidc` does (server.rs).
 async fn run_oidc(c: &Call<'_>, providers: &[String], sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Value, ParseError> {
-    let mut out = c.run_api(sql, params).await;
-    if matches!(&out, Err(e) if e.code == "oidc_keys_stale") {
-        let mut fetched = false;
-        for p in providers.iter().take(4) {
-            fetched |= c.app.oidc.refresh_stale(p).await;
-        }
-        if fetched {
-            out = c.run_api(sql, params).await;
-        }
-        if let Err(e) = &mut out {
-            if e.code == "oidc_keys_stale" {
-                *e = ApiError::coded("invalid_id_token", "the ID token names a key its provider does not have (kid)");
-            }
-        }
-    }
-    out.map_err(|e| ParseError::from_api(&e))
+    let names: Vec<&str> = providers.iter().map(String::as_str).collect();
+    let first = c.run_api(sql, params).await;
+    c.app.oidc.retry_stale(&names, first, || c.run_api(sql, params)).await.map_err(|e| ParseError::from_api(&e))
 }
 
 /// One attempt against the per-account limit `key`, as the `/v1` sign-in routes count
