@@ -74,6 +74,8 @@ grant execute on function
     baas._btree_index_id(integer, text),
     baas._read_entries_ready(integer),
     baas._jfield(jsonb, text),
+    baas._geo_within(text, text, text),
+    baas._geo_covers(text, text),
     baas._jsonb_lp_eq(jsonb, jsonb),
     baas._jsonb_lp_lt(jsonb, jsonb),
     baas._jsonb_lp_le(jsonb, jsonb),
@@ -410,6 +412,9 @@ grant execute on function
     baas.parse_delete_role(text),
     baas.parse_find_users(uuid[], text[], text[], integer, integer, boolean),
     baas.parse_delete_user(uuid),
+    baas.parse_scan_users(jsonb, integer, integer, boolean),
+    baas.parse_sessions(uuid[], uuid[]),
+    baas.parse_end_session(uuid),
     baas.parse_schemas(text),
     baas.parse_create_class(text, text[]),
     baas.parse_drop_class(text)

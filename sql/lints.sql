@@ -66,6 +66,7 @@ as $$
            '_validate_document', '_normalize_acl', '_check_new_principals', '_acl_change', '_change_acl',
            '_owned_document', '_set_document_owner', '_may_create', '_may_manage', '_is_privileged',
            '_find_page', '_find_compiled', '_find_compiled_text', '_list_documents_text', '_count_compiled', '_btree_index_id', '_read_entries_ready', '_jfield',
+           '_geo_within', '_geo_covers',
            '_jsonb_lp_eq', '_jsonb_lp_lt', '_jsonb_lp_le', '_jsonb_lp_gt', '_jsonb_lp_ge',
            '_jsonb_lp_cmp', '_jsonb_lp_contains',
            -- files (sql/files.sql, sql/grants.sql)
@@ -163,7 +164,7 @@ as $$
            'parse_import_users', 'parse_login_anonymous', 'parse_upgrade_anonymous',
            'parse_roles', 'parse_save_role', 'parse_delete_role', 'parse_find_users', 'parse_delete_user',
            'parse_schemas', 'parse_create_class', 'parse_drop_class', 'parse_import_sessions',
-           'parse_login_auth_data', 'parse_set_auth_data'])
+           'parse_login_auth_data', 'parse_set_auth_data', 'parse_scan_users', 'parse_sessions', 'parse_end_session'])
     union all
     -- 4c. The document policies and the index entries' read policy are made from one
     --     rule (sql/permissions.sql): each must still say what documents_read says

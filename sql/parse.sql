@@ -613,6 +613,86 @@ begin
 end
 $$;
 comment on function baas.parse_find_users(uuid[], text[], text[], integer, integer, boolean) is 'Parse door: accounts as Parse users: any (by ids, usernames, emails) for the service role, the caller''s own for anyone else; {count, results}';
+-- (0.16.0) The master key's _User query on the accounts' own fields: the query language
+-- over each account's data and times (`filter`, the door's conversion of `where`, which
+-- names no field the Parse user shows from elsewhere: username, email …), a page in
+-- creation order. A scan of every account, as Parse Server's own. Service role only.
+create function baas.parse_scan_users(filter jsonb, lim integer default 100, off integer default 0,
+                                      want_count boolean default false) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    q jsonb;
+    v_results jsonb;
+    v_count bigint;
+begin
+    if not baas._parse_master() then
+        perform baas._raise('42501', 'forbidden', 'Users are searched by their fields with the master key.');
+    end if;
+    -- The compiled text reads d.data, d.created_at and d.updated_at: an account has them.
+    q := baas._compile_query(coalesce(filter, '{}'), null, null, false);
+    execute format(
+        'select coalesce((select jsonb_agg(baas._parse_user_json(x.u) order by (x.u).created_at, (x.u).id)'
+        '                   from (select d as u from baas.users d where %s order by d.created_at, d.id limit $2 offset $3) x), ''[]''),'
+        '       case when $4 then (select count(*) from baas.users d where %s) end',
+        q ->> 'where', q ->> 'where')
+      into v_results, v_count
+     using q -> 'params', least(greatest(lim, 0), 1001), greatest(off, 0), want_count;
+    return jsonb_build_object('count', v_count, 'results', v_results);
+end
+$$;
+comment on function baas.parse_scan_users(jsonb, integer, integer, boolean) is 'Parse door: the master key''s _User query on the accounts'' data and times (the query language), a page in creation order; service role only';
+
+-- (0.16.0) The master key's _Session queries: the live sessions of any account, those of
+-- `user_ids` and with `ids` (null: no condition), newest first, at most 1,001 (the door
+-- refuses more than it pages); each as baas.list_sessions shows one, with `user_id`.
+-- Service role only.
+create function baas.parse_sessions(user_ids uuid[] default null, ids uuid[] default null) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not baas._parse_master() then
+        perform baas._raise('42501', 'forbidden', 'Any user''s sessions are listed with the master key.');
+    end if;
+    return jsonb_build_object('items', coalesce((
+        select jsonb_agg(baas._session_json(x.s, null) || jsonb_build_object('user_id', (x.s).user_id)
+                         order by (x.s).created_at desc, (x.s).id desc)
+          from (select s from baas.sessions s
+                 where s.revoked_at is null and s.expires_at > now()
+                   and (user_ids is null or s.user_id = any (user_ids))
+                   and (ids is null or s.id = any (ids))
+                 order by s.created_at desc, s.id desc
+                 limit 1001) x), '[]'));
+end
+$$;
+comment on function baas.parse_sessions(uuid[], uuid[]) is 'Parse door: the master key''s _Session queries, live sessions of any account (by account, by id), newest first, at most 1001; service role only';
+
+-- (0.16.0) DELETE /parse/sessions/{id} with the master key: ends any account's live
+-- session, audited as an administrator's sign-out. Service role only; P0002
+-- session_not_found for an unknown or ended one.
+create function baas.parse_end_session(id uuid) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_user uuid;
+begin
+    if not baas._parse_master() then
+        perform baas._raise('42501', 'forbidden', 'Another user''s session is ended with the master key.');
+    end if;
+    update baas.sessions s set revoked_at = now(), revoked_reason = 'signed_out_by_admin'
+     where s.id = parse_end_session.id and s.revoked_at is null and s.expires_at > now()
+    returning s.user_id into v_user;
+    if not found then
+        perform baas._raise('P0002', 'session_not_found', 'no live session has this id');
+    end if;
+    perform baas._audit('user.sign_out', v_user, details => jsonb_build_object('sessions', 1, 'session', parse_end_session.id));
+end
+$$;
+comment on function baas.parse_end_session(uuid) is 'Parse door: the master key ends any account''s live session; service role only; P0002 session_not_found';
+
 -- (0.14.0) The master key's list of every account pages in creation order.
 create index users_created_at_idx on baas.users (created_at, id);
 

@@ -70,6 +70,8 @@ fn cond(field: Option<&Value>, c: &Cond) -> bool {
             }
         }
         Cond::Regex { pattern, .. } => matches!(field, Some(Value::String(s)) if pattern.is_match(s)),
+        Cond::Within(shape) => field.is_some_and(|f| crate::geo::within(f, shape)),
+        Cond::Covers(p) => field.is_some_and(|f| crate::geo::covers(f, *p)),
     }
 }
 

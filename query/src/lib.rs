@@ -6,6 +6,7 @@
 //! `where` agree by construction and by test.
 
 pub mod eval;
+pub mod geo;
 pub mod parse;
 pub mod pattern;
 

@@ -44,6 +44,10 @@ pub enum Cond {
     /// The field is a string holding a match of the pattern (`$regex`, `$iregex` with
     /// ASCII letters folded), in the form both engines read alike (src/pattern.rs).
     Regex { fold: bool, pattern: crate::pattern::Pattern },
+    /// The field is a point the shape holds (`$within`; src/geo.rs).
+    Within(crate::geo::Shape),
+    /// The field is an area holding the point, (latitude, longitude) (`$covers`).
+    Covers((f64, f64)),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -456,6 +460,8 @@ fn parse_conds(field: &str, v: &Value, depth: usize, budget: &mut Budget) -> Res
                     let fold = op == "$iregex";
                     Cond::Regex { fold, pattern: crate::pattern::Pattern::new(field, op, source, fold)? }
                 }
+                "$within" => Cond::Within(crate::geo::Shape::parse(field, operand)?),
+                "$covers" => Cond::Covers(crate::geo::parse_point(field, operand)?),
                 other => return Err(bad(format!("{field}: unknown operator {other}"))),
             })
         })

@@ -15,8 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
-PREVIOUS_VERSION=0.14.0
-PREVIOUS_COMMIT=8675e778e5e5c2277e6bd9fa7f2583bc88f6b7c4
+PREVIOUS_VERSION=0.15.0
+PREVIOUS_COMMIT=09ff52d808d472d5d94c412b9c1798eec934a9c6
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 base="$target/previous/$PREVIOUS_VERSION"

@@ -149,6 +149,44 @@ fn counts_never_include_what_the_caller_cannot_read() {
     assert_eq!((probe.body["count"].as_i64(), probe.body["items"].as_array().map(Vec::len)), (Some(0), Some(0)));
 }
 
+/// Geo conditions: points in a box (across the antimeridian too), a circle, a polygon,
+/// and areas holding a point, with the rest of a filter, counted, under ACLs; what is
+/// not a point matches no shape.
+#[test]
+fn geo_conditions_find_points_and_areas() {
+    let c = collection("geo", json!({"default_acl": {"read": ["public"]}}));
+    let a = signup("geo-a");
+    let b = signup("geo-b");
+    let at = |lat: f64, lng: f64| json!({"__type": "GeoPoint", "latitude": lat, "longitude": lng});
+    for (name, loc) in [
+        ("oslo", at(59.9139, 10.7522)),
+        ("bergen", at(60.3913, 5.3221)),
+        ("paris", at(48.8566, 2.3522)),
+        ("suva", at(-18.1248, 178.4501)),
+        ("apia", at(-13.759, -171.7518)),
+        ("text", json!("59.9,10.7")),
+        ("far", json!({"latitude": 95, "longitude": 0})),
+    ] {
+        create_doc(&c, Some(&a.access), json!({"name": name, "loc": loc}), None);
+    }
+    create_doc(&c, Some(&a.access), json!({"name": "norway", "zone": {"coordinates": [[58, 4], [71, 4], [71, 31], [58, 31]]}}), None);
+    create_doc(&c, Some(&b.access), json!({"name": "hidden", "loc": at(59.91, 10.75)}), Some(json!({"read": ["user:".to_string() + &b.id]})));
+    let q = |t: &str, w: Value| names(&list(&c, Some(t), &[("where", w.to_string()), ("order", "name".into())]));
+    assert_eq!(q(&a.access, json!({"loc": {"$within": {"circle": {"center": [59.9139, 10.7522], "km": 310}}}})), ["bergen", "oslo"], "Bergen is ~305 km from Oslo");
+    assert_eq!(q(&a.access, json!({"loc": {"$within": {"circle": {"center": [59.9139, 10.7522], "km": 300}}}})), ["oslo"]);
+    assert_eq!(q(&b.access, json!({"loc": {"$within": {"circle": {"center": [59.9139, 10.7522], "km": 300}}}})), ["hidden", "oslo"], "as readable to each caller");
+    assert_eq!(q(&a.access, json!({"loc": {"$within": {"box": [[-20, 170], [-10, -170]]}}})), ["apia", "suva"], "west greater than east crosses the antimeridian");
+    assert_eq!(q(&a.access, json!({"loc": {"$within": {"polygon": [[45, 0], [62, 0], [62, 12], [45, 12]]}}})), ["bergen", "oslo", "paris"]);
+    assert_eq!(
+        q(&a.access, json!({"$or": [{"zone": {"$covers": [60.3913, 5.3221]}}, {"loc": {"$within": {"box": [[40, 0], [50, 5]]}}}]})),
+        ["norway", "paris"]
+    );
+    assert_eq!(q(&a.access, json!({"zone": {"$covers": [48.8566, 2.3522]}})), Vec::<String>::new());
+    assert_eq!(q(&a.access, json!({"$not": {"loc": {"$within": {"circle": {"center": [0, 0], "radians": 4}}}}})), ["far", "norway", "text"], "what is not a point in range matches no shape");
+    let r = list(&c, Some(&a.access), &[("where", json!({"loc": {"$within": {"circle": {"center": [59.9, 10.7], "km": 1000}}}, "name": {"$prefix": "o"}}).to_string()), ("count", "true".into())]);
+    assert_eq!(r.body["count"], 1, "{}", r.body);
+}
+
 #[test]
 fn bad_queries_are_400_naming_the_part() {
     let f = fixture("badq");
@@ -160,6 +198,10 @@ fn bad_queries_are_400_naming_the_part() {
         ("where", json!({"a": {"$regex": "(x)\\1"}}).to_string(), "a.$regex: backreferences"),
         ("where", json!({"a": {"$regex": "((^|$)x)+"}}).to_string(), "inside a repeated part"),
         ("where", json!({"a": {"$gt": [1]}}).to_string(), "a.$gt"),
+        ("where", json!({"loc": {"$within": {"circle": {"center": [91, 0], "km": 1}}}}).to_string(), "loc.$within: a point is [latitude, longitude]"),
+        ("where", json!({"loc": {"$within": {"box": [[10, 0], [0, 1]]}}}).to_string(), "south-west corner"),
+        ("where", json!({"loc": {"$within": {"polygon": [[0, 0], [1, 1]]}}}).to_string(), "3 to 1000 vertices"),
+        ("where", json!({"area": {"$covers": "here"}}).to_string(), "area.$covers"),
         ("where", json!({"$or": []}).to_string(), "$or"),
         ("where", json!({"a": {"$in": "x"}}).to_string(), "$in"),
         ("where", json!({"a": {"$exists": "yes"}}).to_string(), "$exists"),

@@ -402,6 +402,15 @@ fn numeric_timestamp_and_bytea_round_trip() {
         let r = listed(&t, Some(&a.access), &format!("where={}", enc(&filter.to_string())));
         assert_eq!(ids_of(&r.body["items"]), BTreeSet::from([k.clone()]), "{filter}: {}", r.body);
     }
+    // A jsonb column takes geo conditions, as documents' fields do; another column not.
+    let place = insert(&t, Some(&a.access), json!({"doc": {"__type": "GeoPoint", "latitude": 59.91, "longitude": 10.75}}))["id"].to_string();
+    let r = listed(&t, Some(&a.access), &format!("where={}", enc(r#"{"doc": {"$within": {"circle": {"center": [59.9, 10.7], "km": 10}}}}"#)));
+    assert_eq!(ids_of(&r.body["items"]), BTreeSet::from([place.clone()]), "{}", r.body);
+    let r = listed(&t, Some(&a.access), &format!("where={}", enc(r#"{"$not": {"doc": {"$within": {"box": [[50, 0], [60, 20]]}}}}"#)));
+    assert_eq!(ids_of(&r.body["items"]), BTreeSet::from([k.clone()]), "{}", r.body);
+    let r = listed(&t, Some(&a.access), &format!("where={}", enc(r#"{"price": {"$within": {"box": [[50, 0], [60, 20]]}}}"#)));
+    assert_eq!((r.status, r.code()), (400, "invalid_query"), "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("$within"), "{}", r.body);
     let bad = call("POST", &rows_path(&t), Some(&a.access), Some(r#"{"blob": "not base64!"}"#));
     assert_eq!((bad.status, bad.code()), (400, "invalid_value"), "{}", bad.body);
     assert!(bad.body["error"]["message"].as_str().unwrap().contains("blob"));

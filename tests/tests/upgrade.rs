@@ -23,7 +23,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 /// The release that upgrade scripts start from (tests/scripts/previous-version.sh).
-const PREVIOUS: &str = "0.14.0";
+const PREVIOUS: &str = "0.15.0";
 const CURRENT: &str = env!("CARGO_PKG_VERSION");
 const PASSWORD: &str = "correct horse battery";
 

@@ -638,6 +638,41 @@ unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for RawJsonb 
         <JsonB as pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable>::RETURN_SQL;
 }
 
+/// `$within` (query/src/geo.rs, `compile::within_cond`): the point whose latitude and
+/// longitude Postgres writes as `lat` and `lng` lies in the shape (`Shape::canonical`
+/// text). The same code as the evaluator's, on the same doubles; never raises.
+#[pg_extern(immutable, strict, parallel_safe, name = "_geo_within")]
+fn geo_within(lat: &str, lng: &str, shape: &str) -> bool {
+    let num = |t: &str| serde_json::from_str::<Value>(t).ok().and_then(|v| v.as_f64());
+    let (Some(lat), Some(lng)) = (num(lat), num(lng)) else { return false };
+    with_shape(shape, |s| s.holds((lat, lng)))
+}
+
+/// `$covers` (`compile::covers_cond`): the area whose `coordinates` are this jsonb text
+/// holds the point (`[latitude, longitude]` text).
+#[pg_extern(immutable, strict, parallel_safe, name = "_geo_covers")]
+fn geo_covers(coordinates: &str, point: &str) -> bool {
+    let Ok(c) = serde_json::from_str::<Value>(coordinates) else { return false };
+    let Some(p) = serde_json::from_str::<Value>(point).ok().and_then(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?))) else { return false };
+    crate::query::geo::covers(&json!({"coordinates": c}), p)
+}
+
+thread_local! {
+    /// The last shape read: one query calls `_geo_within` once per row with the same
+    /// text, and reading a 1,000-vertex polygon costs far more than comparing its text.
+    static SHAPE: std::cell::RefCell<Option<(String, Option<crate::query::geo::Shape>)>> = const { std::cell::RefCell::new(None) };
+}
+
+fn with_shape(text: &str, f: impl FnOnce(&crate::query::geo::Shape) -> bool) -> bool {
+    SHAPE.with(|cell| {
+        let mut c = cell.borrow_mut();
+        if c.as_ref().is_none_or(|(t, _)| t != text) {
+            *c = Some((text.to_string(), crate::query::geo::Shape::from_canonical(text)));
+        }
+        c.as_ref().and_then(|(_, s)| s.as_ref()).is_some_and(f)
+    })
+}
+
 /// Validate `fields` names (22023 invalid_query); returns them trimmed.
 #[pg_extern(immutable, strict, parallel_safe, name = "_check_fields")]
 fn check_fields(fields: Vec<String>) -> Vec<String> {

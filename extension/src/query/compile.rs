@@ -184,7 +184,25 @@ fn compile_cond(x: &str, c: &Cond, params: &mut Params) -> Vec<String> {
             let t = params.push_text(Value::String(pattern.canonical.clone()));
             vec![format!("jsonb_typeof({x}) = 'string'"), regex_cond(&format!("({x} #>> '{{}}')"), &t)]
         }
+        Cond::Within(shape) => vec![within_cond(x, &params.push_text(Value::String(shape.canonical().to_string())))],
+        Cond::Covers((lat, lng)) => vec![covers_cond(x, &params.push_text(Value::String(json!([lat, lng]).to_string())))],
     }
+}
+
+/// The jsonb `x` is a point (an object with numbers `latitude` and `longitude`) that the
+/// shape `t` holds (text: `Shape::canonical`). The numbers reach Rust as the text
+/// Postgres writes them, which Rust reads as the evaluator does (query/src/geo.rs).
+/// Shared by documents and protected tables' jsonb columns.
+pub fn within_cond(x: &str, t: &str) -> String {
+    let (lat, lng) = (format!("baas._jfield({x}, 'latitude')"), format!("baas._jfield({x}, 'longitude')"));
+    format!("(jsonb_typeof({lat}) = 'number' and jsonb_typeof({lng}) = 'number' and baas._geo_within({lat} #>> '{{}}', {lng} #>> '{{}}', {t}))")
+}
+
+/// The jsonb `x` is an area (an object whose `coordinates` are `[latitude, longitude]`
+/// pairs) holding the point `t` (text: `[latitude, longitude]`).
+pub fn covers_cond(x: &str, t: &str) -> String {
+    let c = format!("baas._jfield({x}, 'coordinates')");
+    format!("(jsonb_typeof({c}) = 'array' and baas._geo_covers({c}::text, {t}))")
 }
 
 /// `s` holds a match of the canonical pattern `t` (query/src/pattern.rs: its text leaves

@@ -3,7 +3,7 @@
 //! shared crate's eval.rs is an independent in-memory evaluator of the same rules, used
 //! to check the compiler (property tests) and by the proxy on live changes (issue 14).
 pub mod compile;
-pub use pgbaas_query::{eval, parse};
+pub use pgbaas_query::{eval, geo, parse};
 
 #[cfg(test)]
 mod fuzz;

@@ -438,6 +438,93 @@ mod tests {
         assert!(checked > 900 && split > 450, "{checked} patterns checked, {split} discriminating");
     }
 
+    /// `$within` and `$covers` (query/src/geo.rs) in SQL are what the evaluator says,
+    /// on points and areas as Postgres writes their numbers back (decimals of every
+    /// length, integers, exponents, points on edges and vertices) and on what is neither
+    /// (strings, out of range, missing parts, other shapes): random shapes of each kind,
+    /// across the antimeridian and around the poles.
+    #[pg_test]
+    fn geo_conditions_match_alike_in_postgres_and_the_evaluator() {
+        let mut r = Rng(0x5eed_1234_abcd_0a0b);
+        let coord = |r: &mut Rng, max: f64| -> Value {
+            match r.below(6) {
+                0 => json!((r.below(2 * max as usize + 1) as i64) - max as i64),
+                1 => json!(((r.below(2_000_001) as f64) / 1_000_000.0 - 1.0) * max),
+                2 => json!(*r.pick(&[0.1, -0.1, 1e-7, max - 1e-9, max * 0.999_999_999_999_999, -max, max])),
+                _ => json!(((r.below(20_001) as f64) / 10_000.0 - 1.0) * max),
+            }
+        };
+        let point = |lat: Value, lng: Value| json!({"__type": "GeoPoint", "latitude": lat, "longitude": lng});
+        let mut texts: Vec<String> = Vec::new();
+        for _ in 0..300 {
+            let (lat, lng) = (coord(&mut r, 90.0), coord(&mut r, 180.0));
+            texts.push(point(lat, lng).to_string());
+        }
+        // Edges and corners of the fixed shapes below, and what is not a point.
+        for t in [
+            r#"{"latitude": 10, "longitude": 20}"#, r#"{"latitude": 10.0, "longitude": 25}"#, r#"{"latitude": 0, "longitude": 5}"#,
+            r#"{"latitude": 5, "longitude": 5}"#, r#"{"latitude": 1e1, "longitude": 2.0e1}"#, r#"{"latitude": 10.000000000000000000001, "longitude": 20}"#,
+            r#"{"latitude": 91, "longitude": 0}"#, r#"{"latitude": 1e300, "longitude": 0}"#, r#"{"latitude": "10", "longitude": 20}"#,
+            r#"{"latitude": 10}"#, r#"{"lat": 10, "lng": 20}"#, r#"[10, 20]"#, r#""x""#, r#"null"#, r#"{"latitude": null, "longitude": 1}"#,
+            r#"{"latitude": 10, "longitude": 20, "big": 1e300}"#, r#"{"latitude": -90, "longitude": 180}"#,
+            // Areas, for $covers.
+            r#"{"__type": "Polygon", "coordinates": [[0, 0], [0, 10], [10, 10]]}"#, r#"{"coordinates": [[0, 0], [0, 10], [10, 10], [10, 0]]}"#,
+            r#"{"coordinates": [[0, 0], [0, 10]]}"#, r#"{"coordinates": [[0, 0], [0, 10], [10, 200]]}"#, r#"{"coordinates": [[0, 0], [0, "10"], [10, 10]]}"#,
+            r#"{"coordinates": [[-10, -10], [-10, 10], [10, 10], [10, -10]]}"#, r#"{"coordinates": "x"}"#, r#"{"coordinates": [[0, 0, 1], [0, 10], [10, 10]]}"#,
+        ] {
+            texts.push(t.to_string());
+        }
+        for _ in 0..60 {
+            let n = 3 + r.below(5);
+            let cs: Vec<Value> = (0..n).map(|_| json!([coord(&mut r, 90.0), coord(&mut r, 180.0)])).collect();
+            texts.push(json!({"__type": "Polygon", "coordinates": cs}).to_string());
+        }
+        let data: Vec<Value> = texts.iter().map(|t| serde_json::from_str(t).unwrap()).collect();
+        let mut filters: Vec<Value> = vec![
+            json!({"f": {"$within": {"box": [[0, 0], [10, 20]]}}}),
+            json!({"f": {"$within": {"box": [[-20, 170], [20, -170]]}}}),
+            json!({"f": {"$within": {"circle": {"center": [10, 20], "km": 0}}}}),
+            json!({"f": {"$within": {"circle": {"center": [89, 0], "km": 500}}}}),
+            json!({"f": {"$within": {"circle": {"center": [0, 0], "radians": 3.2}}}}),
+            json!({"f": {"$within": {"polygon": [[0, 0], [0, 10], [10, 10]]}}}),
+            json!({"f": {"$covers": [5, 5]}}),
+            json!({"f": {"$covers": [0, 5]}}),
+            json!({"f": {"$covers": [1, 9]}}),
+            json!({"$or": [{"f": {"$covers": [0, 0]}}, {"f": {"$within": {"box": [[0, 0], [10, 20]]}}}]}),
+            json!({"$not": {"f": {"$within": {"box": [[0, 0], [10, 20]]}}}}),
+        ];
+        for _ in 0..300 {
+            let p = |r: &mut Rng| json!([coord(r, 90.0), coord(r, 180.0)]);
+            filters.push(match r.below(4) {
+                0 => {
+                    let (a, b) = (coord(&mut r, 90.0), coord(&mut r, 90.0));
+                    let (s, n) = if a.as_f64() <= b.as_f64() { (a, b) } else { (b, a) };
+                    json!({"f": {"$within": {"box": [[s, coord(&mut r, 180.0)], [n, coord(&mut r, 180.0)]]}}})
+                }
+                1 => json!({"f": {"$within": {"circle": {"center": p(&mut r), "km": r.below(6000) as f64 + 0.5}}}}),
+                2 => json!({"f": {"$within": {"polygon": (0..3 + r.below(5)).map(|_| p(&mut r)).collect::<Vec<_>>()}}}),
+                _ => json!({"f": {"$covers": p(&mut r)}}),
+            });
+        }
+        let (mut checked, mut split) = (0, 0);
+        for f in &filters {
+            let parsed = parse::parse(f).unwrap_or_else(|e| panic!("{f}: {e}"));
+            let mut params = compile::Params::default();
+            let cond = compile::compile_filter_on(&parsed, &mut params, &|_| "t.v".to_string());
+            let sql = format!("select array_agg(coalesce({cond}, false) order by n) from unnest($2::text[]) with ordinality t0(s, n), lateral (select s::jsonb v) t");
+            let got = Spi::get_one_with_args::<Vec<bool>>(&sql, &[JsonB(Value::Array(params.0)).into(), texts.clone().into()]).unwrap().unwrap();
+            let want: Vec<bool> = data.iter().map(|d| eval::matches(&parsed, &json!({"f": d}))).collect();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g, w, "filter {f} on {}", texts[i]);
+            }
+            checked += 1;
+            if got.contains(&true) && got.contains(&false) {
+                split += 1;
+            }
+        }
+        assert!(split > 150, "{checked} filters, {split} telling values apart");
+    }
+
     /// The list route's page text (baas._list_documents_text, written without jsonb by
     /// api/doc_text.rs) is byte for byte the text of baas.list_documents with the same
     /// arguments: random filters, orders (descending ones read in two parts), fields,

@@ -338,6 +338,16 @@ impl Table {
                 crate::query::compile::regex_cond(&format!("({x})::text"), &format!("({t})::text"))
             }
             Cond::Regex { fold, .. } => return Err(refuse(if *fold { "$iregex" } else { "$regex" })),
+            Cond::Within(shape) if kind == Kind::Jsonb && !ty.is_array() => {
+                let t = params.push(Some(shape.canonical().to_string()));
+                crate::query::compile::within_cond(&x, &format!("({t})::text"))
+            }
+            Cond::Within(_) => return Err(refuse("$within")),
+            Cond::Covers((lat, lng)) if kind == Kind::Jsonb && !ty.is_array() => {
+                let t = params.push(Some(json!([lat, lng]).to_string()));
+                crate::query::compile::covers_cond(&x, &format!("({t})::text"))
+            }
+            Cond::Covers(_) => return Err(refuse("$covers")),
         })
     }
 
