@@ -135,6 +135,20 @@ fn value(ty: &Value, v: &Value, unmapped: &mut BTreeMap<String, u64>) -> Option<
             let (lng, lat) = s.split_once(',')?;
             json!({"__type": "GeoPoint", "latitude": lat.trim().parse::<f64>().ok()?, "longitude": lng.trim().parse::<f64>().ok()?})
         }
+        "Polygon" => {
+            // polygon(point(longitude, latitude), …) prints as "((lng,lat),(lng,lat),…)";
+            // Parse's coordinates are [latitude, longitude].
+            let s = v.as_str()?.trim();
+            let inner = s.strip_prefix("((")?.strip_suffix("))")?;
+            let coords = inner
+                .split("),(")
+                .map(|p| {
+                    let (lng, lat) = p.split_once(',')?;
+                    Some(json!([lat.trim().parse::<f64>().ok()?, lng.trim().parse::<f64>().ok()?]))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            json!({"__type": "Polygon", "coordinates": coords})
+        }
         "File" => {
             *unmapped.entry("file contents (the File fields keep their names; --files-from copies the bytes)".into()).or_default() += 1;
             json!({"__type": "File", "name": v.as_str()?})
@@ -650,6 +664,17 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "8", "version 8: {a}");
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "RFC 9562 variant: {a}");
+    }
+
+    #[test]
+    fn geo_columns_read_as_parse_s_json() {
+        let mut un = BTreeMap::new();
+        let gp = value(&json!({"type": "GeoPoint"}), &json!("(2.3522,48.8566)"), &mut un).unwrap();
+        assert_eq!(gp, json!({"__type": "GeoPoint", "latitude": 48.8566, "longitude": 2.3522}));
+        let poly = value(&json!({"type": "Polygon"}), &json!("((-5,42),(-5,51),(8,51),(-5,42))"), &mut un).unwrap();
+        assert_eq!(poly, json!({"__type": "Polygon", "coordinates": [[42.0, -5.0], [51.0, -5.0], [51.0, 8.0], [42.0, -5.0]]}));
+        assert_eq!(value(&json!({"type": "Polygon"}), &json!("(1,2)"), &mut un), None);
+        assert!(un.is_empty(), "{un:?}");
     }
 
     #[test]

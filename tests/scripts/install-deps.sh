@@ -53,6 +53,13 @@ if [ ! -d "$peer/node_modules/parse-server" ]; then
     (cd "$peer" && npm ci --no-audit --no-fund)
 fi
 
+# PostGIS: Parse Server on Postgres answers geo queries with it (the differential's geo
+# scenario). --no-upgrade: it must not pull a newer postgresql-15 than the one installed.
+if ! installed postgresql-15-postgis-3; then
+    if [ "$updated" = 0 ]; then $SUDO apt-get update -qq; updated=1; fi
+    $SUDO apt-get install -y -qq --no-install-recommends --no-upgrade postgresql-15-postgis-3
+fi
+
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 if ! cargo pgrx --version 2>/dev/null | grep -q "0.18.1"; then
     cargo install cargo-pgrx --version 0.18.1 --locked

@@ -124,6 +124,9 @@ fn parse_server() -> ParseServer {
     let mut db = admin();
     db.batch_execute("create role parse login password 'parse'").unwrap();
     db.batch_execute("create database parse owner parse").unwrap();
+    // Parse Server answers geo queries with PostGIS (tests/scripts/install-deps.sh).
+    let mut parse_db = postgres::Client::connect(&env().cluster.url("postgres", "parse"), postgres::NoTls).expect("database parse");
+    parse_db.batch_execute("create extension postgis").expect("create extension postgis (tests/scripts/install-deps.sh installs it)");
     let port = pgbaas_testkit::free_port();
     let files = std::env::temp_dir().join(format!("pgbaas-parse-server-files-{}", std::process::id()));
     let mut child = std::process::Command::new("node")
@@ -172,7 +175,7 @@ fn sdk_scenarios_agree_with_parse_server() {
     // Not "transactions": Parse Server 9 on Postgres dropped the connection on the batch
     // whose operation fails (`fetch failed`) in one of four runs, so no stable answer to
     // compare with; the door's side is sdk_transactional_batches_are_all_or_none.
-    let scenarios = ["users", "userSave", "userDelete", "userQueries", "anonymous", "objects", "acls", "queries", "includes", "subqueries", "relations", "liveQuery", "files"];
+    let scenarios = ["users", "userSave", "userDelete", "userQueries", "anonymous", "objects", "acls", "queries", "includes", "subqueries", "relations", "liveQuery", "files", "geo"];
     let facts = sdk_at(&peer.url, "parse-server", "peerapp", "peermaster", &scenarios);
     assert_eq!(facts.len(), scenarios.len(), "{facts:?}");
 
@@ -871,7 +874,7 @@ fn sdk_user_queries_show_a_user_itself_and_any_to_the_master_key() {
     // What the door does not serve for users is refused, not answered wrong.
     let master = [APP, ("X-Parse-Master-Key", MASTER_KEY)];
     for (path, code) in [
-        ("/users?where=%7B%22nick%22%3A%22uq-ann%22%7D", 102),           // {"nick":"uq-ann"}: no name to look up
+        ("/users?where=%7B%22username%22%3A%7B%22%24regex%22%3A%22x%22%7D%7D", 102), // {"username":{"$regex":"x"}}: names by equality or $in
         ("/users?order=nick&where=%7B%22username%22%3A%22x%22%7D", 102), // order by a data field
         ("/users?include=x", 102),
         ("/users?limit=1001", 102),
@@ -908,8 +911,14 @@ fn sdk_user_queries_show_a_user_itself_and_any_to_the_master_key() {
     assert!(before <= n && n <= after, "{before} <= {n} <= {after}");
 }
 
+/// A query parameter's value, percent-encoded.
+fn enc(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
 /// `_Session` (`new Parse.Query(Parse.Session)`, `session.destroy()`): a user lists the
-/// devices it is signed in on and signs one out; nobody else's.
+/// devices it is signed in on and signs one out; nobody else's. The master key lists and
+/// ends any account's.
 #[test]
 fn rest_sessions_are_a_user_s_own_devices() {
     let pid = std::process::id();
@@ -950,11 +959,45 @@ fn rest_sessions_are_a_user_s_own_devices() {
     assert_eq!((me(&b), me(&a)), (400, 200), "dev-b's session ended, dev-a's goes on");
     let r = rest("GET", "/sessions", &as_a, None);
     assert_eq!(r.body["results"].as_array().map(Vec::len), Some(1));
-    // Without a session, or with the master key: refused.
+    // Without a session: refused.
     let r = rest("GET", "/sessions", &[APP], None);
     assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(209)), "{}", r.body);
-    let r = rest("GET", "/sessions", &[APP, ("X-Parse-Master-Key", MASTER_KEY)], None);
-    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(119)), "{}", r.body);
+    // The master key: any account's sessions, by user or by id, and ends any of them.
+    let master = [APP, ("X-Parse-Master-Key", MASTER_KEY)];
+    let r = rest("POST", "/login", &[APP, ("X-Parse-Installation-Id", "dev-c")], Some(&body));
+    let c2 = r.body["sessionToken"].as_str().unwrap().to_string();
+    let of_user = |u: &str| {
+        let w = json!({"user": {"__type": "Pointer", "className": "_User", "objectId": u}}).to_string();
+        format!("/classes/_Session?order=installationId&count=1&where={}", enc(&w))
+    };
+    let r = rest("GET", &of_user(&user), &master, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let devices: Vec<Value> = r.body["results"].as_array().unwrap().iter().map(|s| s["installationId"].clone()).collect();
+    assert_eq!((devices, r.body["count"].clone()), (vec![json!("dev-a"), json!("dev-c")], json!(2)), "{}", r.body);
+    assert!(r.body["results"].as_array().unwrap().iter().all(|s| s.get("sessionToken").is_none() && s["user"]["objectId"] == json!(user)));
+    let dev_c = r.body["results"][1]["objectId"].as_str().unwrap().to_string();
+    let w = json!({"user": {"$in": [{"__type": "Pointer", "className": "_User", "objectId": user}, {"__type": "Pointer", "className": "_User", "objectId": "not-a-uuid"}]}, "installationId": "dev-c"}).to_string();
+    let r = rest("GET", &format!("/sessions?where={}", enc(&w)), &master, None);
+    assert_eq!(r.body["results"].as_array().map(|l| l.iter().map(|s| s["objectId"].clone()).collect::<Vec<_>>()), Some(vec![json!(dev_c)]), "{}", r.body);
+    let r = rest("GET", &format!("/classes/_Session/{dev_c}"), &master, None);
+    assert_eq!((r.status, r.body["installationId"].as_str()), (200, Some("dev-c")), "{}", r.body);
+    let r = rest("GET", "/sessions?limit=1000", &master, None);
+    assert!(r.body["results"].as_array().unwrap().iter().any(|s| s["objectId"] == json!(dev_c)), "every account's live sessions");
+    assert_eq!(me(&c2), 200);
+    let r = rest("DELETE", &format!("/classes/_Session/{dev_c}"), &master, None);
+    assert_eq!((r.status, r.body.clone()), (200, json!({})));
+    assert_eq!((me(&c2), me(&a)), (400, 200), "the master key ended dev-c's session, and only it");
+    let r = rest("DELETE", &format!("/classes/_Session/{dev_c}"), &master, None);
+    assert_eq!((r.status, r.body["code"].as_i64()), (404, Some(101)), "an ended session: {}", r.body);
+    let r = rest("GET", &format!("/classes/_Session/{dev_c}"), &master, None);
+    assert_eq!((r.status, r.body["code"].as_i64()), (404, Some(101)), "{}", r.body);
+    let r = rest("GET", &format!("/sessions?where={}", enc(r#"{"user": "x"}"#)), &master, None);
+    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(102)), "{}", r.body);
+    let audited: i64 = admin()
+        .query_one("select count(*) from baas.audit_log where action = 'user.sign_out' and details ->> 'session' = $1", &[&dev_c])
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1, "the master key's sign-out is audited");
     let r = rest("GET", "/sessions?where=%7B%22objectId%22%3A%7B%22%24gt%22%3A%22a%22%7D%7D", &as_a, None);
     assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(102)), "{}", r.body);
 }
@@ -1079,7 +1122,8 @@ fn sdk_roles_are_pgbaas_roles() {
 }
 
 /// Geo queries: `near`, `withinKilometers`/`withinMiles`, `withinGeoBox`,
-/// `withinPolygon`, as the SDK's users see them (and Parse Server, in the differential).
+/// `withinPolygon`, inside `$or`/`$and`/`$nor`, `polygonContains` on Polygon fields, and
+/// in LiveQuery, as the SDK's users see them (and Parse Server, in the differential).
 #[test]
 fn sdk_geo_queries_find_places_by_distance_box_and_polygon() {
     sdk(&["geo"]);

@@ -716,8 +716,12 @@ fn field_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
         _ => return Ok(json!({k: {"$eq": v}})),
     };
     let mut parts = Vec::new();
+    if ops.keys().any(|op| super::geo::GEO_OPS.contains(&op.as_str())) {
+        parts.extend(super::geo::filter(k, ops)?);
+    }
     for (op, arg) in ops {
         let part = match op.as_str() {
+            _ if super::geo::GEO_OPS.contains(&op.as_str()) => continue,
             "$lt" | "$lte" | "$gt" | "$gte" => {
                 let (path, operand) = comparable(k, arg).map_err(bad)?;
                 json!({path: {op.clone(): operand}})

@@ -593,9 +593,10 @@ const MAX_LIMIT: i64 = 1000;
 async fn find_text(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Out), ParseError> {
     let params = &*with_subqueries(c, params).await?;
     let reshaped = ["keys", "excludeKeys", "include"].iter().any(|k| params.contains_key(*k));
+    // `near` is ordered here, not in SQL (geo.rs).
     let geo = params.get("where").is_some_and(|w| match w {
-        Value::String(s) => s.contains("$near") || s.contains("$within") || s.contains("$geo") || s.contains("$maxDistance"),
-        w => geo::has_geo(w),
+        Value::String(s) => s.contains("$near"),
+        w => !matches!(geo::near_of(w), Ok(None)),
     });
     if !reshaped && !geo {
         if let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? {
@@ -875,9 +876,9 @@ fn page_args(params: &Map<String, Value>) -> Result<(i64, i64), ParseError> {
 
 async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let params = &*with_subqueries(c, params).await?;
-    // (issue 21) geo conditions: geo.rs, which comes back here without them.
-    if geo::has_geo(&where_of(params)?) {
-        return Box::pin(geo::find_geo(c, class, params)).await;
+    // (issue 21) `near`: geo.rs, which comes back here without it.
+    if let Some((field, centre)) = geo::near_of(&where_of(params)?)? {
+        return Box::pin(geo::find_near(c, class, params, &field, centre)).await;
     }
     let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? else {
         let where_ = where_of(params)?;
@@ -1449,17 +1450,36 @@ async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(Status
             .await
         }
     };
-    let mut out = if c.master && !narrowed {
-        // Every account, a page at a time, in Postgres: nothing to check here.
-        if !rest.is_empty() || !in_sql_order {
-            return Err(bad("with the master key a _User query names its users by objectId, username or email (equality or $in), or lists every account in creation order: pgbaas does not scan every account for other conditions"));
+    // The master key on the accounts' own fields (no user named): Postgres scans every
+    // account, as Parse Server does (baas.parse_scan_users).
+    let scan = c.master && !narrowed;
+    let where_rest = Value::Object(rest);
+    let scan_users = |lim: i64, off: i64, want_count: bool| {
+        let shown = USER_SHOWN.iter().find(|k| where_names(&where_rest, k));
+        let filter = convert::filter_of(&where_rest).map(|f| json_text(&f));
+        let (lim, off, want) = (lim.to_string(), off.to_string(), want_count.to_string());
+        async move {
+            if let Some(k) = shown {
+                return Err(bad(&format!("with the master key a _User query takes {k} by equality or $in alone (its other fields are the account's data)")));
+            }
+            let filter = filter?;
+            c.run("select baas.parse_scan_users($1::text::jsonb, $2::text::int, $3::text::int, $4::text::boolean)::text", &[&filter, &lim, &off, &want]).await
         }
+    };
+    let mut out = if scan && where_rest.as_object().is_some_and(Map::is_empty) && in_sql_order {
+        // Every account, a page at a time, in Postgres: nothing to check here.
         run(limit, skip, count_wanted(params)).await?
+    } else if scan && in_sql_order {
+        scan_users(limit, skip, count_wanted(params)).await?
     } else {
-        // A few accounts (those named, or the caller's own): the rest of `where` here.
-        let filter = pgbaas_query::parse::parse(&convert::filter_of(&Value::Object(rest))?).map_err(|e| bad(&e.message))?;
-        let found = run(MAX_LIMIT, 0, false).await?;
+        // A few accounts (those named, the caller's own, or at most 1000 the scan found
+        // for another order): the rest of `where` and the order here.
+        let filter = pgbaas_query::parse::parse(&convert::filter_of(&where_rest)?).map_err(|e| bad(&e.message))?;
+        let found = if scan { scan_users(MAX_LIMIT + 1, 0, false).await? } else { run(MAX_LIMIT, 0, false).await? };
         let mut users: Vec<Value> = found["results"].as_array().cloned().unwrap_or_default();
+        if users.len() > MAX_LIMIT as usize {
+            return Err(bad("more than 1000 users match: so many are paged in creation order only (no order, or createdAt)"));
+        }
         users.retain(|u| {
             let times = pgbaas_query::eval::Times::from_text(u["createdAt"].as_str(), u["updatedAt"].as_str());
             pgbaas_query::eval::matches_at(&filter, u, times)
@@ -1487,6 +1507,19 @@ async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(Status
         answer["count"] = out["count"].take();
     }
     Ok((StatusCode::OK, answer))
+}
+
+/// What a Parse user shows from outside its data (baas._parse_user_json): a master-key
+/// scan cannot match these against `data`.
+const USER_SHOWN: &[&str] = &["username", "email", "emailVerified", "authData", "sessionToken", "password", "ACL", "objectId"];
+
+/// Whether `where` has a condition on top-level field `k`, anywhere in it.
+fn where_names(w: &Value, k: &str) -> bool {
+    match w {
+        Value::Object(m) => m.iter().any(|(key, v)| key == k || (key.starts_with('$') && where_names(v, k))),
+        Value::Array(a) => a.iter().any(|v| where_names(v, k)),
+        _ => false,
+    }
 }
 
 /// `$relatedTo` a role's `users` (`role.getUsers().query()`): the role's direct members
@@ -1700,10 +1733,7 @@ async fn session_me(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
 /// `$in`. The master key lists no one's sessions here (`baas.user_sessions` in SQL).
 async fn sessions(c: &Call<'_>, id: Option<&str>, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let bad = |m: &str| ParseError::bad(INVALID_QUERY, m.to_string());
-    if c.master {
-        return Err(ParseError::bad(convert::OPERATION_FORBIDDEN, "the master key lists an account's sessions in SQL (baas.user_sessions), not through the Parse door"));
-    }
-    if c.token.is_none() {
+    if c.token.is_none() && !c.master {
         return Err(ParseError::bad(convert::INVALID_SESSION_TOKEN, "Session token required."));
     }
     match id {
@@ -1724,13 +1754,49 @@ async fn sessions(c: &Call<'_>, id: Option<&str>, params: &Map<String, Value>) -
         (_, Some(_)) => return Err(bad("objectId takes an id, $eq or $in on _Session")),
         (None, None) => None,
     };
+    // The master key: any account's sessions, those of `user` (a pointer, `$eq` or `$in`
+    // of them) when it is named; for anyone else `user` is one more condition.
+    let users: Option<Vec<String>> = match rest.get("user").filter(|_| c.master).cloned() {
+        None => None,
+        Some(u) => {
+            rest.remove("user");
+            let list: Vec<&Value> = match u.as_object() {
+                Some(o) if o.len() == 1 && o.contains_key("$eq") => vec![&o["$eq"]],
+                Some(o) if o.len() == 1 && o.contains_key("$in") => match o["$in"].as_array() {
+                    Some(a) if a.len() <= pgbaas_query::parse::MAX_LIST => a.iter().collect(),
+                    _ => return Err(bad("user.$in takes at most 500 _User pointers")),
+                },
+                _ => vec![&u],
+            };
+            let mut ids = Vec::new();
+            for p in list {
+                match pointer(p) {
+                    // An id that is no UUID names no account.
+                    Some((class, id)) if class == "_User" => ids.extend(convert::object_id(&id).ok()),
+                    _ => return Err(bad("user takes a _User pointer, $eq or $in of them")),
+                }
+            }
+            Some(ids)
+        }
+    };
     let filter = pgbaas_query::parse::parse(&convert::filter_of(&Value::Object(rest))?).map_err(|e| bad(&e.message))?;
     let (limit, skip) = page_args(params)?;
     let (limit, skip) = (limit as usize, skip as usize);
-    let (user, items) = own_sessions(c).await?;
-    let mut found: Vec<Value> = items
-        .iter()
-        .map(|s| session_object(s, &user, c.token))
+    let shown: Vec<Value> = if c.master {
+        // Ids that are no UUID name no session.
+        let ids_sql: Option<Vec<String>> = ids.as_ref().map(|l| l.iter().filter_map(|i| convert::object_id(i).ok()).collect());
+        let v = c.run("select baas.parse_sessions($1::text[]::uuid[], $2::text[]::uuid[])::text", &[&users, &ids_sql]).await?;
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        if items.len() > MAX_LIMIT as usize {
+            return Err(bad("more than 1000 live sessions match: name their users (equalTo or containedIn user)"));
+        }
+        items.iter().map(|s| session_object(s, &s["user_id"], None)).collect()
+    } else {
+        let (user, items) = own_sessions(c).await?;
+        items.iter().map(|s| session_object(s, &user, c.token)).collect()
+    };
+    let mut found: Vec<Value> = shown
+        .into_iter()
         .filter(|o| ids.as_ref().is_none_or(|l| o["objectId"].as_str().is_some_and(|i| l.iter().any(|x| x == i))))
         .filter(|o| pgbaas_query::eval::matches_at(&filter, o, pgbaas_query::eval::Times::from_text(o["createdAt"].as_str(), o["updatedAt"].as_str())))
         .collect();
@@ -1775,13 +1841,14 @@ async fn sessions(c: &Call<'_>, id: Option<&str>, params: &Map<String, Value>) -
 /// sessions (`baas.end_session`: another device, or this one); another's or an ended
 /// one is `101`.
 async fn end_session(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), ParseError> {
+    let id = convert::object_id(id)?;
     if c.master {
-        return Err(ParseError::bad(convert::OPERATION_FORBIDDEN, "the master key ends an account's sessions in SQL (baas.sign_out_user), not through the Parse door"));
+        c.run("select baas.parse_end_session($1::text::uuid)::text", &[&id]).await?;
+        return Ok((StatusCode::OK, json!({})));
     }
     if c.token.is_none() {
         return Err(ParseError::bad(convert::INVALID_SESSION_TOKEN, "Session token required."));
     }
-    let id = convert::object_id(id)?;
     c.run("select baas.end_session($1::text::uuid)::text", &[&id]).await?;
     Ok((StatusCode::OK, json!({})))
 }
