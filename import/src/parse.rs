@@ -129,26 +129,13 @@ fn value(ty: &Value, v: &Value, unmapped: &mut BTreeMap<String, u64>) -> Option<
             let target = ty.get("targetClass").and_then(Value::as_str)?;
             json!({"__type": "Pointer", "className": target, "objectId": parse_uuid(target, v.as_str()?)})
         }
-        "GeoPoint" => {
-            // point(longitude, latitude) prints as "(lng,lat)".
-            let s = v.as_str()?.trim_matches(|c| c == '(' || c == ')');
-            let (lng, lat) = s.split_once(',')?;
-            json!({"__type": "GeoPoint", "latitude": lat.trim().parse::<f64>().ok()?, "longitude": lng.trim().parse::<f64>().ok()?})
-        }
-        "Polygon" => {
-            // polygon(point(longitude, latitude), …) prints as "((lng,lat),(lng,lat),…)";
-            // Parse's coordinates are [latitude, longitude].
-            let s = v.as_str()?.trim();
-            let inner = s.strip_prefix("((")?.strip_suffix("))")?;
-            let coords = inner
-                .split("),(")
-                .map(|p| {
-                    let (lng, lat) = p.split_once(',')?;
-                    Some(json!([lat.trim().parse::<f64>().ok()?, lng.trim().parse::<f64>().ok()?]))
-                })
-                .collect::<Option<Vec<_>>>()?;
-            json!({"__type": "Polygon", "coordinates": coords})
-        }
+        "GeoPoint" | "Polygon" => match geo_value(t, v) {
+            Some(g) => g,
+            None => {
+                *unmapped.entry(format!("unreadable {t} values")).or_default() += 1;
+                return None;
+            }
+        },
         "File" => {
             *unmapped.entry("file contents (the File fields keep their names; --files-from copies the bytes)".into()).or_default() += 1;
             json!({"__type": "File", "name": v.as_str()?})
@@ -159,6 +146,24 @@ fn value(ty: &Value, v: &Value, unmapped: &mut BTreeMap<String, u64>) -> Option<
             return None;
         }
     })
+}
+
+/// A GeoPoint or Polygon column's text as Parse's JSON: `point(longitude, latitude)`
+/// prints as "(lng,lat)", a polygon as "((lng,lat),(lng,lat),…)"; Parse's coordinates
+/// are [latitude, longitude].
+fn geo_value(t: &str, v: &Value) -> Option<Value> {
+    let pair = |p: &str| -> Option<(f64, f64)> {
+        let (lng, lat) = p.trim_matches(|c| c == '(' || c == ')').split_once(',')?;
+        Some((lat.trim().parse::<f64>().ok()?, lng.trim().parse::<f64>().ok()?))
+    };
+    let s = v.as_str()?.trim();
+    if t == "GeoPoint" {
+        let (lat, lng) = pair(s)?;
+        return Some(json!({"__type": "GeoPoint", "latitude": lat, "longitude": lng}));
+    }
+    let inner = s.strip_prefix("((")?.strip_suffix("))")?;
+    let coords = inner.split("),(").map(|p| pair(p).map(|(lat, lng)| json!([lat, lng]))).collect::<Option<Vec<_>>>()?;
+    Some(json!({"__type": "Polygon", "coordinates": coords}))
 }
 
 /// A row's fields (per `_SCHEMA`) as an object's data.
@@ -673,8 +678,10 @@ mod tests {
         assert_eq!(gp, json!({"__type": "GeoPoint", "latitude": 48.8566, "longitude": 2.3522}));
         let poly = value(&json!({"type": "Polygon"}), &json!("((-5,42),(-5,51),(8,51),(-5,42))"), &mut un).unwrap();
         assert_eq!(poly, json!({"__type": "Polygon", "coordinates": [[42.0, -5.0], [51.0, -5.0], [51.0, 8.0], [42.0, -5.0]]}));
-        assert_eq!(value(&json!({"type": "Polygon"}), &json!("(1,2)"), &mut un), None);
         assert!(un.is_empty(), "{un:?}");
+        assert_eq!(value(&json!({"type": "Polygon"}), &json!("(1,2)"), &mut un), None);
+        assert_eq!(value(&json!({"type": "GeoPoint"}), &json!("(x,2)"), &mut un), None);
+        assert_eq!((un.get("unreadable Polygon values"), un.get("unreadable GeoPoint values")), (Some(&1), Some(&1)), "counted, not dropped unsaid");
     }
 
     #[test]

@@ -131,12 +131,14 @@ pub fn parse_point(field: &str, v: &Value) -> Result<(f64, f64), QueryError> {
     pair(field, "$covers", v)
 }
 
-/// The angle between two points, in radians (haversine).
+/// The angle between two points, in radians (haversine), with libm's functions (the
+/// same bits wherever it runs; Cargo.toml says why).
 pub fn angle(a: (f64, f64), b: (f64, f64)) -> f64 {
     let (p1, p2) = (a.0.to_radians(), b.0.to_radians());
     let (dp, dl) = (p2 - p1, (b.1 - a.1).to_radians());
-    let h = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * h.sqrt().min(1.0).asin()
+    let (sp, sl) = (libm::sin(dp / 2.0), libm::sin(dl / 2.0));
+    let h = sp * sp + libm::cos(p1) * libm::cos(p2) * (sl * sl);
+    2.0 * libm::asin(libm::sqrt(h).min(1.0))
 }
 
 /// Whether a point is inside a plane polygon on (latitude, longitude): on an edge, or

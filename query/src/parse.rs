@@ -409,7 +409,17 @@ fn parse_conds(field: &str, v: &Value, depth: usize, budget: &mut Budget) -> Res
             return Ok(vec![Cond::Eq(literal.clone())]);
         }
     };
+    // `$options` qualifies `$regex`/`$iregex` beside it: "m" (line anchors) or "".
+    let lines = match m.get("$options") {
+        None => false,
+        Some(_) if !m.contains_key("$regex") && !m.contains_key("$iregex") => {
+            return Err(bad(format!("{field}.$options goes with $regex or $iregex")));
+        }
+        Some(Value::String(o)) if o.is_empty() || o == "m" => o == "m",
+        Some(o) => return Err(bad(format!("{field}.$options takes \"m\" (^ and $ at each line) or \"\", not {o}"))),
+    };
     m.iter()
+        .filter(|(op, _)| *op != "$options")
         .map(|(op, operand)| {
             budget.node()?;
             let ordered = |o: &Value| -> Result<Value, QueryError> {
@@ -458,7 +468,7 @@ fn parse_conds(field: &str, v: &Value, depth: usize, budget: &mut Budget) -> Res
                         return Err(bad(format!("{field}.{op} takes a string, not {}", kind(operand))));
                     };
                     let fold = op == "$iregex";
-                    Cond::Regex { fold, pattern: crate::pattern::Pattern::new(field, op, source, fold)? }
+                    Cond::Regex { fold, pattern: crate::pattern::Pattern::with_lines(field, op, source, fold, lines)? }
                 }
                 "$within" => Cond::Within(crate::geo::Shape::parse(field, operand)?),
                 "$covers" => Cond::Covers(crate::geo::parse_point(field, operand)?),

@@ -50,6 +50,13 @@ impl Pattern {
     /// Checks `source` (for the operator `op`, named in errors) and folds ASCII letters
     /// when `fold`.
     pub fn new(field: &str, op: &str, source: &str, fold: bool) -> Result<Pattern, QueryError> {
+        Pattern::with_lines(field, op, source, fold, false)
+    }
+
+    /// As `new`; with `lines` (`$options: "m"`), `^` and `$` also match just after and
+    /// before each newline (`\n` only, in both engines): Postgres's `(?w)` option opens
+    /// the canonical text, Rust's `(?m)` flag runs the same pattern.
+    pub fn with_lines(field: &str, op: &str, source: &str, fold: bool, lines: bool) -> Result<Pattern, QueryError> {
         let bad = |m: String| QueryError::invalid(format!("{field}.{op}: {m}"));
         if source.chars().count() > MAX_PATTERN_CHARS {
             return Err(bad(format!("the pattern is longer than {MAX_PATTERN_CHARS} characters")));
@@ -64,11 +71,11 @@ impl Pattern {
             .map_err(|e| bad(format!("{} (at character {})", e.kind(), source[..e.span().start.offset].chars().count() + 1)))?;
         let mut out = String::with_capacity(source.len() * 2);
         Printer { fold, out: &mut out, copies: 0 }.node(&tree, 1, false).map_err(bad)?;
-        let re = regex::RegexBuilder::new(&format!("(?s:{out})"))
+        let re = regex::RegexBuilder::new(&format!("(?{}:{out})", if lines { "sm" } else { "s" }))
             .size_limit(1 << 20)
             .build()
             .map_err(|e| QueryError::too_complex(format!("{field}.{op}: the pattern is too complex ({e})")))?;
-        Ok(Pattern { canonical: out, re })
+        Ok(Pattern { canonical: if lines { format!("(?w){out}") } else { out }, re })
     }
 
     pub fn is_match(&self, s: &str) -> bool {
@@ -104,6 +111,7 @@ pub fn expand_quotes(p: &str) -> String {
 
 /// Whether the canonical text anchors at the start or the end (`^` not opening a set).
 pub fn has_anchor(canonical: &str) -> bool {
+    let canonical = canonical.strip_prefix("(?w)").unwrap_or(canonical);
     canonical.contains('$') || canonical.char_indices().any(|(i, c)| c == '^' && !canonical[..i].ends_with('['))
 }
 
@@ -390,6 +398,24 @@ mod tests {
         assert!(has_anchor(&p("^a").unwrap()) && has_anchor(&p("a$").unwrap()));
         assert!(!has_anchor(&p("[^a]\\^\\$").unwrap()));
         assert_eq!(p("a\\/b").unwrap(), "a\\u002Fb", "JavaScript's escaped slash");
+    }
+
+    #[test]
+    fn line_anchors_with_the_m_option() {
+        let l = |s: &str, text: &str| Pattern::with_lines("f", "$regex", s, false, true).unwrap().is_match(text);
+        assert!(l("^b", "a\nb") && !m("^b", false, "a\nb"));
+        assert!(l("a$", "a\nb") && !m("a$", false, "a\nb"));
+        assert!(!l("^b", "a\rb") && !l("^b", "a\u{2028}b"), "only \\n ends a line, in both engines");
+        assert!(l("^a.b$", "a\nb"), "dot still matches a newline");
+        let p = Pattern::with_lines("f", "$regex", "^x", false, true).unwrap();
+        assert_eq!(p.canonical, "(?w)^x");
+        assert!(has_anchor(&p.canonical) && !has_anchor(&Pattern::with_lines("f", "$regex", "x", false, true).unwrap().canonical));
+        let e = crate::eval::matches;
+        let f = crate::parse::parse(&serde_json::json!({"t": {"$regex": "^b", "$options": "m"}})).unwrap();
+        assert!(e(&f, &serde_json::json!({"t": "a\nb"})));
+        for bad in [serde_json::json!({"t": {"$options": "m"}}), serde_json::json!({"t": {"$regex": "a", "$options": "x"}})] {
+            assert!(crate::parse::parse(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 -- DBA functions: clear errors for unknown ids, collection changes in the audit log,
 -- as_user by email, accounts made without a session.
 begin;
-select plan(27);
+select plan(31);
 
 -- The one definition, asked by the trigger, the ACL functions and transfer alike.
 create role lint_bypass nologin bypassrls;
@@ -60,6 +60,16 @@ select is((select action from baas.audit_log where user_id = (:'made'::jsonb ->>
 select ok(baas.login('dba.made@example.test', 'long enough pw') ? 'access_token', 'the account signs in');
 select is(pg_temp.sqlstate_as('baas_anon', 'select baas.create_user(''x@y.test'', ''long enough pw'')'), '42501',
           'create_user is for DBAs only');
+
+-- The Parse door's master-key functions (0.16.0) answer the other API roles nothing.
+select is(pg_temp.sqlstate_as('baas_user', 'select baas.parse_scan_users(''{}'')'), '42501',
+          'parse_scan_users is the master key''s (the service role''s) only');
+select is(pg_temp.sqlstate_as('baas_anon', 'select baas.parse_sessions()'), '42501',
+          'parse_sessions too');
+select is(pg_temp.sqlstate_as('baas_user', 'select baas.parse_end_session(''00000000-0000-0000-0000-000000000001'')'), '42501',
+          'and parse_end_session');
+select is(pg_temp.sqlstate_as('baas_service', 'select baas.parse_scan_users(''{"n": 1}'')'), 'ok',
+          'while the service role scans');
 
 -- baas.as_user names a user by email too; the uuid form and NULL keep working.
 select baas.create_collection('seen') is not null as s \gset

@@ -656,6 +656,18 @@ const scenarios = {
     assert.deepEqual(await ns(q().matches('label', 'a.?p{2}l[aeiou]').notEqualTo('n', 0)), [1, 3, 5, 7]);
     assert.deepEqual(await ns(q().matches('label', /^\d/)), []);
     assert.deepEqual(await ns(q().matches('label', /apple$/i).notEqualTo('n', 3)), [4, 5, 7]);
+    // The x option takes whitespace and comments out, as Parse Server does; m makes ^ and
+    // $ match at each line (Parse Server on Postgres ignores m: its ^ is the text's start).
+    assert.deepEqual(await ns(q().matches('label', '^ apple  # the fruit', 'ix')), [0, 1, 4]);
+    const lines = `${tag}-lines`;
+    const [l1, l2] = await Parse.Object.saveAll([new GameScore({ tag: lines, text: 'first line\nsecond line' }), new GameScore({ tag: lines, text: 'second line' })]);
+    const lq = (re, mods) => new Parse.Query(GameScore).equalTo('tag', lines).matches('text', re, mods).find().then((r) => r.map((o) => o.id).sort());
+    // (Saved in one batch: their createdAt may be the same millisecond, so ids sorted.)
+    const both = [l1.id, l2.id].sort();
+    assert.deepEqual(await lq('^second', 'm'), peer === 'pgbaas' ? both : [l2.id]);
+    assert.deepEqual(await lq('line$', 'm'), both);
+    assert.deepEqual(await lq('^first line$', 'm'), peer === 'pgbaas' ? [l1.id] : []);
+    assert.deepEqual(await lq('^second'), [l2.id]);
     if (peer === 'pgbaas') {
       await expectError(q().matches('label', '(a)\\1').find(), 102, 'a back-reference');
       await expectError(q().matches('label', '\\bapple').find(), 102, 'a word boundary (a backspace in Postgres)');
@@ -837,6 +849,13 @@ const scenarios = {
       .descending('username').find({ useMasterKey: true });
     assert.deepEqual(newest.map((u) => u.id), [ben.id, ann.id], 'with times and an order');
     assert.equal(await new Parse.Query(Parse.User).equalTo('nick', 'uq-ann').greaterThanOrEqualTo('createdAt', ann.createdAt).count({ useMasterKey: true }), 1);
+    // near on users: the master key's scan, nearest first.
+    await ben.save({ home: new Parse.GeoPoint(1, 1), run }, { sessionToken: benToken });
+    await ann.save({ home: new Parse.GeoPoint(5, 5), run });
+    const byDistance = await new Parse.Query(Parse.User).equalTo('run', run).near('home', new Parse.GeoPoint(0, 0)).find({ useMasterKey: true });
+    assert.deepEqual(byDistance.map((u) => u.id), [ben.id, ann.id], 'nearest first');
+    const fromAnn = await new Parse.Query(Parse.User).equalTo('run', run).near('home', new Parse.GeoPoint(6, 6)).find({ useMasterKey: true });
+    assert.deepEqual(fromAnn.map((u) => u.id), [ann.id, ben.id]);
     // The master key deletes an account: it no longer signs in.
     await ben.destroy({ useMasterKey: true });
     await expectError(Parse.User.logIn(`uq-ben-${run}`, 'pw-uq-ben-secret'), 101, 'a deleted user signs in');

@@ -657,19 +657,29 @@ fn geo_covers(coordinates: &str, point: &str) -> bool {
     crate::query::geo::covers(&json!({"coordinates": c}), p)
 }
 
+/// Shapes kept read: a query calls `_geo_within` once per row and condition with the
+/// same few texts, and reading a 1,000-vertex polygon costs far more than comparing its
+/// text. A filter holds at most 16 KiB, so a handful covers one.
+const SHAPES_KEPT: usize = 8;
+
 thread_local! {
-    /// The last shape read: one query calls `_geo_within` once per row with the same
-    /// text, and reading a 1,000-vertex polygon costs far more than comparing its text.
-    static SHAPE: std::cell::RefCell<Option<(String, Option<crate::query::geo::Shape>)>> = const { std::cell::RefCell::new(None) };
+    static SHAPES: std::cell::RefCell<Vec<(String, Option<crate::query::geo::Shape>)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn with_shape(text: &str, f: impl FnOnce(&crate::query::geo::Shape) -> bool) -> bool {
-    SHAPE.with(|cell| {
-        let mut c = cell.borrow_mut();
-        if c.as_ref().is_none_or(|(t, _)| t != text) {
-            *c = Some((text.to_string(), crate::query::geo::Shape::from_canonical(text)));
-        }
-        c.as_ref().and_then(|(_, s)| s.as_ref()).is_some_and(f)
+    SHAPES.with(|cell| {
+        let mut kept = cell.borrow_mut();
+        let at = match kept.iter().position(|(t, _)| t == text) {
+            Some(i) => i,
+            None => {
+                if kept.len() >= SHAPES_KEPT {
+                    kept.remove(0);
+                }
+                kept.push((text.to_string(), crate::query::geo::Shape::from_canonical(text)));
+                kept.len() - 1
+            }
+        };
+        kept[at].1.as_ref().is_some_and(f)
     })
 }
 

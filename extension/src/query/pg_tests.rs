@@ -413,22 +413,22 @@ mod tests {
         .chain(["a".repeat(16_384), "a".repeat(16_385), format!("{}b", "é".repeat(16_383)), format!("{}b", "é".repeat(16_384))])
         .collect();
         let fixed = [
-            "colou?r", "^a.b$", "^[^a]", "[\\]]", "\\d+", "^\\w+$", "\\s", "(ab)+", "a{2}", "a{1,2}b", "^$", "é", "😀", "[é-ü]", "^-", "\\^", "\\$$", "a|^b",
+            "colou?r", "^a.b$", "^[^a]", "^b", "a$", "^$", "b$|^a", "[\\]]", "\\d+", "^\\w+$", "\\s", "(ab)+", "a{2}", "a{1,2}b", "^$", "é", "😀", "[é-ü]", "^-", "\\^", "\\$$", "a|^b",
         ];
         let mut r = Rng(0x5eed_1234_abcd_00aa);
         let mut cases: Vec<String> = fixed.iter().map(|p| p.to_string()).collect();
         cases.extend((0..1500).map(|_| pattern(&mut r, 0)));
         let (mut checked, mut split) = (0, 0);
         for (n, source) in cases.iter().enumerate() {
-            let fold = n % 3 == 2;
-            let Ok(p) = Pattern::new("f", "$regex", source, fold) else { continue };
+            let (fold, lines) = (n % 3 == 2, n % 4 == 1);
+            let Ok(p) = Pattern::with_lines("f", "$regex", source, fold, lines) else { continue };
             let sql = format!(
                 "select array_agg({} order by n) from unnest($1::text[]) with ordinality t(s, n)",
                 compile::regex_cond("s", "$2::text")
             );
             let got = Spi::get_one_with_args::<Vec<bool>>(&sql, &[texts.clone().into(), p.canonical.as_str().into()]).unwrap().unwrap();
             let want: Vec<bool> = texts.iter().map(|t| p.is_match(t)).collect();
-            assert_eq!(got, want, "pattern {source:?} (fold {fold}), canonical {:?}, texts {texts:?}", p.canonical);
+            assert_eq!(got, want, "pattern {source:?} (fold {fold}, lines {lines}), canonical {:?}, texts {texts:?}", p.canonical);
             checked += 1;
             if got.contains(&true) && got.contains(&false) {
                 split += 1;

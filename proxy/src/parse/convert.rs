@@ -785,16 +785,24 @@ fn regex_filter(k: &str, pattern: &Value, options: Option<&Value>) -> Result<Val
     };
     let mut fold = false;
     let mut multiline = false;
+    let mut extended = false;
     for c in options.chars() {
         match c {
             'i' => fold = true,
             'm' => multiline = true,
-            // `s` (dot matches newline) changes nothing in a literal.
+            'x' => extended = true,
+            // `s` (dot matches newline) is how pgbaas always reads `.`.
             's' => {}
-            'x' if !p.chars().any(|c| c.is_whitespace() || c == '#') => {}
-            _ => return Err(format!("bad $options on {k}: {options:?} (pgbaas takes i, m and s)")),
+            _ => return Err(format!("bad $options on {k}: {options:?} (pgbaas takes i, m, s and x)")),
         }
     }
+    let spaced;
+    let p = if extended {
+        spaced = remove_white_space(p);
+        spaced.as_str()
+    } else {
+        p.as_str()
+    };
     let unsupported = || general_regex(k, p, fold, multiline);
     let chars: Vec<char> = p.chars().collect();
     let mut i = 0;
@@ -834,7 +842,8 @@ fn regex_filter(k: &str, pattern: &Value, options: Option<&Value>) -> Result<Val
         }
     }
     if multiline && (anchored_start || anchored_end) {
-        return Err(format!("$regex on {k}: ^ and $ with the m option (line anchors) are not supported by pgbaas (docs/parse.md)"));
+        // Line anchors: the query language's $options "m".
+        return unsupported();
     }
     if fold && lit.chars().any(|c| !c.is_ascii() && (c.to_lowercase().ne(c.to_uppercase()))) {
         return Err(format!(
@@ -856,11 +865,32 @@ fn general_regex(k: &str, p: &str, fold: bool, multiline: bool) -> Result<Value,
     use pgbaas_query::pattern::{expand_quotes, has_anchor, Pattern};
     let source = expand_quotes(p);
     let op = if fold { "$iregex" } else { "$regex" };
-    let checked = Pattern::new(k, "$regex", &source, fold).map_err(|e| format!("{} (docs/parse.md)", e.message))?;
+    let checked = Pattern::with_lines(k, "$regex", &source, fold, multiline).map_err(|e| format!("{} (docs/parse.md)", e.message))?;
     if multiline && has_anchor(&checked.canonical) {
-        return Err(format!("$regex on {k}: ^ and $ with the m option (line anchors) are not supported by pgbaas (docs/parse.md)"));
+        return Ok(json!({k: {op: source, "$options": "m"}}));
     }
     Ok(json!({k: {op: source}}))
+}
+
+/// The `x` option as Parse Server on Postgres reads it (its `removeWhiteSpace`): `#`
+/// comments to the end of a line and unescaped whitespace taken out, then the pattern
+/// trimmed. JavaScript's `.` stops at any line terminator, hence the explicit set.
+fn remove_white_space(p: &str) -> String {
+    use std::sync::LazyLock;
+    static COMMENT: LazyLock<Option<regex::Regex>> = LazyLock::new(|| regex::Regex::new(r"([^\\])#[^\n\r\u{2028}\u{2029}]*\n").ok());
+    static COMMENT_LINE: LazyLock<Option<regex::Regex>> = LazyLock::new(|| regex::Regex::new(r"(?m)^#[^\n\r\u{2028}\u{2029}]*\n").ok());
+    static SPACE: LazyLock<Option<regex::Regex>> = LazyLock::new(|| regex::Regex::new(r"([^\\])\s+").ok());
+    static LEADING: LazyLock<Option<regex::Regex>> = LazyLock::new(|| regex::Regex::new(r"^\s+").ok());
+    let mut s = p.to_string();
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    for (re, with) in [(&COMMENT, "$1"), (&COMMENT_LINE, ""), (&SPACE, "$1"), (&LEADING, "")] {
+        if let Some(re) = re.as_ref() {
+            s = re.replace_all(&s, with).into_owned();
+        }
+    }
+    s.trim().to_string()
 }
 
 /// Parse's `order` (`score,-name`, system fields by their Parse names) as pgbaas's.
@@ -1050,12 +1080,20 @@ mod tests {
         assert_eq!(filter_of(&json!({"a": {"$regex": "^x$", "$options": "i"}})).unwrap(), json!({"a": {"$iregex": "^x$"}}));
         assert_eq!(filter_of(&json!({"a": {"$regex": format!("^{}\\d", q("a.b"))}})).unwrap(), json!({"a": {"$regex": "^a\\.b\\d"}}));
         assert_eq!(filter_of(&json!({"a": {"$regex": "x[^y]", "$options": "m"}})).unwrap(), json!({"a": {"$regex": "x[^y]"}}));
+        // Line anchors (m): the query language's $options "m".
+        assert_eq!(filter_of(&json!({"a": {"$regex": "^x", "$options": "m"}})).unwrap(), json!({"a": {"$regex": "^x", "$options": "m"}}));
+        assert_eq!(filter_of(&json!({"a": {"$regex": "x.$", "$options": "im"}})).unwrap(), json!({"a": {"$iregex": "x.$", "$options": "m"}}));
+        // x: whitespace and comments out, as Parse Server does.
+        assert_eq!(filter_of(&json!({"a": {"$regex": "^a b # the rest\n c\\ d$", "$options": "x"}})).unwrap(), json!({"a": {"$regex": "^abc\\ d$"}}), "an escaped space stays");
+        assert_eq!(filter_of(&json!({"a": {"$regex": " hello ", "$options": "x"}})).unwrap(), json!({"a": {"$substring": "hello"}}));
+        assert_eq!(remove_white_space("# all comment\na\tb\n"), "ab");
+        for f in [json!({"a": {"$regex": "^x", "$options": "m"}}), json!({"a": {"$regex": "x.$", "$options": "im"}})] {
+            pgbaas_query::parse::parse(&filter_of(&f).unwrap()).unwrap();
+        }
         for (w, says) in [
             (json!({"a": {"$regex": "\\bx"}}), "a.$regex: word boundaries"),
             (json!({"a": {"$regex": "(x)\\1"}}), "backreferences"),
             (json!({"a": {"$regex": "x(", "$options": "i"}}), "unclosed group"),
-            (json!({"a": {"$regex": "^x", "$options": "m"}}), "line anchors"),
-            (json!({"a": {"$regex": "x.$", "$options": "m"}}), "line anchors"),
             (json!({"a": {"$regex": "x", "$options": "g"}}), "options"),
             (json!({"a": {"$regex": "É", "$options": "i"}}), "ASCII"),
             (json!({"a": {"$regex": "[É]", "$options": "i"}}), "ASCII"),

@@ -58,6 +58,9 @@ pub(super) fn filter(field: &str, ops: &Map<String, Value>) -> Result<Vec<Value>
     let mut out = Vec::new();
     let mut near: Option<(f64, f64)> = None;
     let mut max: Option<f64> = None;
+    if ops.keys().filter(|k| k.starts_with("$maxDistance")).count() > 1 {
+        return Err(bad("one $maxDistance… per condition"));
+    }
     for (op, arg) in ops.iter().filter(|(k, _)| GEO_OPS.contains(&k.as_str())) {
         match op.as_str() {
             "$nearSphere" | "$near" => near = Some(point(arg)?),
@@ -77,10 +80,15 @@ pub(super) fn filter(field: &str, ops: &Map<String, Value>) -> Result<Vec<Value>
                         let vs = p.iter().map(point).collect::<Result<Vec<_>, _>>()?;
                         json!({"polygon": vs.iter().map(|(a, b)| json!([a, b])).collect::<Vec<_>>()})
                     }
-                    // A Polygon's own coordinates are [latitude, longitude].
+                    // A Polygon object here: its coordinates read as Parse Server reads
+                    // them in this place (its Postgres adapter and MongoDB transform
+                    // alike), [longitude, latitude] like any array of points, although
+                    // a Polygon field's own are [latitude, longitude].
                     (_, Some(Value::Object(p)), _) if p.get("__type").and_then(Value::as_str) == Some("Polygon") => {
-                        let vs = p.get("coordinates").and_then(pgbaas_query::geo::coordinates).filter(|v| v.len() <= pgbaas_query::geo::MAX_VERTICES);
-                        let vs = vs.ok_or_else(|| bad("a Polygon has 3 to 1000 [latitude, longitude] coordinates in range"))?;
+                        let vs = match p.get("coordinates") {
+                            Some(Value::Array(c)) if (3..=pgbaas_query::geo::MAX_VERTICES).contains(&c.len()) => c.iter().map(point).collect::<Result<Vec<_>, _>>()?,
+                            _ => return Err(bad("a Polygon in $geoWithin has 3 to 1000 coordinates")),
+                        };
                         json!({"polygon": vs.iter().map(|(a, b)| json!([a, b])).collect::<Vec<_>>()})
                     }
                     // MongoDB's form: [[longitude, latitude] or a GeoPoint, radians].
@@ -132,6 +140,13 @@ fn point_of(o: &Value, field: &str) -> Option<(f64, f64)> {
     pgbaas_query::geo::point_of(p)
 }
 
+/// Objects nearest first: by the angle from `centre` to their point at `field` (those
+/// without one last).
+pub(super) fn sort_by_distance(objs: &mut [Value], field: &str, centre: (f64, f64)) {
+    let d = |o: &Value| point_of(o, field).map_or(f64::INFINITY, |p| angle(centre, p));
+    objs.sort_by(|a, b| d(a).total_cmp(&d(b)));
+}
+
 /// A query with `$nearSphere` at its top: its objects, nearest first.
 pub(super) async fn find_near(c: &Call<'_>, class: &str, params: &Map<String, Value>, field: &str, centre: (f64, f64)) -> Result<(StatusCode, Value), ParseError> {
     if params.contains_key("order") {
@@ -141,6 +156,9 @@ pub(super) async fn find_near(c: &Call<'_>, class: &str, params: &Map<String, Va
     // The same condition, without the order: a circle ($nearSphere with $maxDistance)
     // or any point.
     let Some(Value::Object(ops)) = where_.get_mut(field) else { return Err(bad("a geo condition is an object")) };
+    if ops.keys().filter(|k| k.starts_with("$maxDistance")).count() > 1 {
+        return Err(bad("one $maxDistance… per condition"));
+    }
     let radius = ops.iter().find(|(k, _)| k.starts_with("$maxDistance")).map(|(k, v)| (k.clone(), v.clone()));
     ops.retain(|k, _| !k.starts_with("$maxDistance") && k != "$nearSphere" && k != "$near");
     let r = match radius {
@@ -183,8 +201,7 @@ pub(super) async fn find_near(c: &Call<'_>, class: &str, params: &Map<String, Va
     if objs.len() >= MAX_CANDIDATES {
         return Err(bad(format!("{MAX_CANDIDATES} or more objects match the near query: narrow it ($maxDistance, withinKilometers) or add conditions")));
     }
-    let d = |o: &Value| point_of(o, field).map_or(f64::INFINITY, |p| angle(centre, p));
-    objs.sort_by(|a, b| d(a).total_cmp(&d(b)));
+    sort_by_distance(&mut objs, field, centre);
     let count = objs.len();
     let ids: Vec<Value> = objs.iter().skip(skip as usize).take(limit as usize).map(|o| o["objectId"].clone()).collect();
     let mut page = Vec::new();
@@ -197,11 +214,15 @@ pub(super) async fn find_near(c: &Call<'_>, class: &str, params: &Map<String, Va
         }
         read.insert("limit".into(), json!(ids.len()));
         let collection = super::convert::collection_of(class)?;
-        let (_, got) = find_by_ids(c, &collection, &json!({"$in": ids}), &json!({}), &read).await?;
         let mut by_id: Map<String, Value> = Map::new();
-        for o in got["results"].as_array().into_iter().flatten() {
-            if let Some(id) = o["objectId"].as_str() {
-                by_id.insert(id.to_string(), o.clone());
+        // An objectId list takes at most 500 ids (the query language's MAX_LIST).
+        for chunk in ids.chunks(pgbaas_query::parse::MAX_LIST) {
+            read.insert("limit".into(), json!(chunk.len()));
+            let (_, got) = find_by_ids(c, &collection, &json!({"$in": chunk}), &json!({}), &read).await?;
+            for o in got["results"].as_array().into_iter().flatten() {
+                if let Some(id) = o["objectId"].as_str() {
+                    by_id.insert(id.to_string(), o.clone());
+                }
             }
         }
         // (One that went between the two reads is left out.)
@@ -252,8 +273,9 @@ mod tests {
             vec![json!({"loc": {"$within": {"polygon": [[0.0, 0.0], [0.0, 10.0], [10.0, 10.0]]}}})]
         );
         assert_eq!(
-            geo(json!({"$geoWithin": {"$polygon": {"__type": "Polygon", "coordinates": [[0, 0], [0, 10], [10, 10]]}}})).unwrap(),
-            vec![json!({"loc": {"$within": {"polygon": [[0.0, 0.0], [0.0, 10.0], [10.0, 10.0]]}}})]
+            geo(json!({"$geoWithin": {"$polygon": {"__type": "Polygon", "coordinates": [[0, 0], [10, 0], [10, 10]]}}})).unwrap(),
+            vec![json!({"loc": {"$within": {"polygon": [[0.0, 0.0], [0.0, 10.0], [10.0, 10.0]]}}})],
+            "[longitude, latitude], as Parse Server reads a Polygon there"
         );
         assert_eq!(geo(json!({"$geoIntersects": {"$point": gp(1.0, 2.0)}})).unwrap(), vec![json!({"loc": {"$covers": [1.0, 2.0]}})]);
         // Each becomes a filter the query language takes.
@@ -276,6 +298,7 @@ mod tests {
             json!({"$geoWithin": {"$polygon": [[0, 0], [1, 1]]}}),
             json!({"$geoWithin": {"$polygon": {"__type": "Polygon", "coordinates": [[0, 0], [1, 1]]}}}),
             json!({"$nearSphere": gp(0.0, 0.0), "$maxDistance": -1}),
+            json!({"$nearSphere": gp(0.0, 0.0), "$maxDistance": 1, "$maxDistanceInKilometers": 1}),
         ] {
             assert_eq!(geo(ops.clone()).unwrap_err().code, INVALID_QUERY, "{ops}");
         }

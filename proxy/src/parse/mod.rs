@@ -1396,9 +1396,11 @@ async fn delete_user(c: &Call<'_>, id: &str) -> Result<(StatusCode, Value), Pars
 /// `GET /classes/_User` (`/users`, `new Parse.Query(Parse.User)`): accounts as Parse
 /// users (`baas.parse_find_users`). With the master key, any account: those a plain
 /// `objectId`, `username` or `email` condition names (equality or `$in`), the rest of
-/// `where` then checked here with the query language's evaluator; or, with no other
-/// condition, every account a page at a time. Anyone else gets its own account if it
-/// meets `where`: pgbaas shows no account to another.
+/// `where` then checked here with the query language's evaluator; with conditions on
+/// the accounts' own fields alone, every account Postgres finds for them
+/// (`baas.parse_scan_users`); with no other condition, every account a page at a time.
+/// Anyone else gets its own account if it meets `where`: pgbaas shows no account to
+/// another. A top-level `near` sorts what is found by distance.
 async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let bad = |m: &str| ParseError::bad(INVALID_QUERY, m.to_string());
     check_params(params, &["where", "order", "limit", "skip", "count", "keys", "excludeKeys"])?;
@@ -1408,6 +1410,11 @@ async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(Status
         return Err(bad("where must be a JSON object"));
     };
     let (limit, skip) = page_args(params)?;
+    // `near` (a top-level $nearSphere): the users found, nearest first.
+    let near = geo::near_of(&Value::Object(rest.clone()))?;
+    if near.is_some() && params.contains_key("order") {
+        return Err(bad("$nearSphere orders by distance: no order with it"));
+    }
     // A plain condition naming users (text equality or `$in` of texts) becomes a list
     // Postgres looks them up by.
     let mut named = |k: &str| -> Result<Option<Vec<String>>, ParseError> {
@@ -1437,7 +1444,7 @@ async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(Status
     if let Some((_, k)) = order.iter().find(|(_, k)| !["createdAt", "updatedAt", "username", "email", "objectId"].contains(&k.as_str())) {
         return Err(bad(&format!("a _User query is ordered by createdAt, updatedAt, username, email or objectId, not {k}")));
     }
-    let in_sql_order = order.is_empty() || order == [(false, "createdAt".to_string())];
+    let in_sql_order = near.is_none() && (order.is_empty() || order == [(false, "createdAt".to_string())]);
     let ids_sql = ids.as_ref().map(|l| l.to_vec());
     let run = |lim: i64, off: i64, want_count: bool| {
         let (lim, off, want_count) = (lim.to_string(), off.to_string(), want_count.to_string());
@@ -1460,7 +1467,9 @@ async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(Status
         let (lim, off, want) = (lim.to_string(), off.to_string(), want_count.to_string());
         async move {
             if let Some(k) = shown {
-                return Err(bad(&format!("with the master key a _User query takes {k} by equality or $in alone (its other fields are the account's data)")));
+                return Err(bad(&format!(
+                    "a master-key _User query on the accounts' own fields does not take {k} (objectId, username and email name users by equality or $in; emailVerified and authData are not queried)"
+                )));
             }
             let filter = filter?;
             c.run("select baas.parse_scan_users($1::text::jsonb, $2::text::int, $3::text::int, $4::text::boolean)::text", &[&filter, &lim, &off, &want]).await
@@ -1490,6 +1499,9 @@ async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(Status
                 if *desc { y.cmp(x) } else { x.cmp(y) }
             });
         }
+        if let Some((field, centre)) = &near {
+            geo::sort_by_distance(&mut users, field, *centre);
+        }
         let count = users.len();
         let page: Vec<Value> = users.into_iter().skip(skip as usize).take(limit as usize).collect();
         json!({"results": page, "count": count})
@@ -1516,7 +1528,7 @@ const USER_SHOWN: &[&str] = &["username", "email", "emailVerified", "authData", 
 /// Whether `where` has a condition on top-level field `k`, anywhere in it.
 fn where_names(w: &Value, k: &str) -> bool {
     match w {
-        Value::Object(m) => m.iter().any(|(key, v)| key == k || (key.starts_with('$') && where_names(v, k))),
+        Value::Object(m) => m.iter().any(|(key, v)| key.split('.').next() == Some(k) || (key.starts_with('$') && where_names(v, k))),
         Value::Array(a) => a.iter().any(|v| where_names(v, k)),
         _ => false,
     }
@@ -1730,7 +1742,8 @@ async fn session_me(c: &Call<'_>) -> Result<(StatusCode, Value), ParseError> {
 /// `GET /sessions[/{id}]`, `/classes/_Session` (`new Parse.Query(Parse.Session)`): the
 /// signed-in user's live sessions (`baas.list_sessions`), as Parse Server shows a user
 /// its own; `where` checked by the query language's evaluator, `objectId` by equality or
-/// `$in`. The master key lists no one's sessions here (`baas.user_sessions` in SQL).
+/// `$in`. The master key lists any account's live sessions (`baas.parse_sessions`),
+/// those of the users a `user` condition names when it names some.
 async fn sessions(c: &Call<'_>, id: Option<&str>, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let bad = |m: &str| ParseError::bad(INVALID_QUERY, m.to_string());
     if c.token.is_none() && !c.master {
