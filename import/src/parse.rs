@@ -259,7 +259,8 @@ fn holds_file(v: &Value) -> bool {
 
 /// Copy the wanted files' bytes from Parse Server into the bucket, under their ids (so a
 /// run again finds them there). (copied, already there); what could not be read is said.
-fn copy_files(tx: &mut postgres::Transaction, files: &Files, wanted: &BTreeMap<String, (String, String)>, unmapped: &mut BTreeMap<String, u64>) -> Result<(u64, u64)> {
+/// A dry run fetches nothing: the files it would copy are counted as copied.
+fn copy_files(tx: &mut postgres::Transaction, files: &Files, wanted: &BTreeMap<String, (String, String)>, unmapped: &mut BTreeMap<String, u64>, dry_run: bool) -> Result<(u64, u64)> {
     let bucket: bool = tx
         .query_one("select exists (select from baas.collections c where c.name = $1 and c.bucket)", &[&files.bucket])?
         .get(0);
@@ -278,6 +279,10 @@ fn copy_files(tx: &mut postgres::Transaction, files: &Files, wanted: &BTreeMap<S
         let exists: bool = tx.query_one("select exists (select from baas.documents d where d.id = $1::text::uuid)", &[id])?.get(0);
         if exists {
             there += 1;
+            continue;
+        }
+        if dry_run {
+            copied += 1;
             continue;
         }
         let url = file_url(&files.from, name);
@@ -575,7 +580,7 @@ pub fn import(src: &mut postgres::Client, dst: &mut postgres::Client, dry_run: b
         // Not as a restore: the documents' guard fills each file's size, type and sha256
         // from its upload only when row_security is on (a DBA still bypasses the policies).
         tx.batch_execute("set local row_security = on")?;
-        r.files = Some(copy_files(&mut tx, files, &wanted, &mut r.unmapped)?);
+        r.files = Some(copy_files(&mut tx, files, &wanted, &mut r.unmapped, dry_run)?);
         tx.batch_execute("set local row_security = off")?;
         r.unmapped.retain(|k, _| !k.starts_with("file contents"));
     }

@@ -213,6 +213,12 @@ fn sdk_scenarios_agree_with_parse_server() {
     idps();
     // Files' bytes from the running Parse Server (its own files adapter serves them).
     let (from, to) = (format!("{}/files/peerapp", peer.url), format!("{}/files/{APP_ID}", parse_url()));
+    // A dry run first: it writes nothing and fetches nothing (here from a port where no
+    // one listens, which a fetch would report).
+    let nowhere = format!("http://127.0.0.1:{}/files/peerapp", pgbaas_testkit::free_port());
+    let dry = import_with(&["--files-from", &nowhere, "--files-url", &to, "--dry-run"]);
+    assert!(dry.contains("files: 1 copied, 0 already there") && dry.contains("dry run: nothing was written"), "{dry}");
+    assert!(!dry.contains("could not be read"), "{dry}");
     let first = import_with(&["--files-from", &from, "--files-url", &to]);
     drop(peer);
     assert!(first.contains("files: 1 copied, 0 already there"), "{first}");
