@@ -594,6 +594,13 @@ const scenarios = {
     assert.deepEqual(seen.sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     assert.equal(await q().count(), 10);
     assert.equal(await q().greaterThan('n', 4).count(), 5);
+    // notEqualTo / notContainedIn on objectId ("everything but these"), paged and counted.
+    assert.deepEqual(await ns(q().notEqualTo('objectId', objs[3].id)), [0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    assert.deepEqual(await ns(q().notContainedIn('objectId', [objs[0].id, objs[9].id, 'nosuchid'])), [1, 2, 3, 4, 5, 6, 7, 8]);
+    const rest = await q().notContainedIn('objectId', [objs[1].id, objs[2].id]).ascending('n').skip(1).limit(3).find();
+    assert.deepEqual(rest.map((o) => o.get('n')), [3, 4, 5]);
+    assert.equal(await q().notContainedIn('objectId', [objs[1].id, objs[2].id]).greaterThan('n', 1).count(), 7);
+    assert.equal(await q().notEqualTo('objectId', objs[8].id).lessThan('n', 5).count(), 5);
     const created = await q().ascending('createdAt').limit(1).find();
     assert.equal(created.length, 1);
     await expectError(new Parse.Query('NeverWrittenClass').find(), 119, 'a class that does not exist, without the master key');

@@ -880,6 +880,9 @@ async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<
     if let Some((field, centre)) = geo::near_of(&where_of(params)?)? {
         return Box::pin(geo::find_near(c, class, params, &field, centre)).await;
     }
+    if let Some(excluded) = excluded_ids(&where_of(params)?)? {
+        return Box::pin(find_excluding(c, class, params, excluded)).await;
+    }
     let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? else {
         let where_ = where_of(params)?;
         return find_by_ids(c, &convert::collection_of(class)?, &where_["objectId"], &where_, params).await;
@@ -915,6 +918,66 @@ async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<
     let mut out = json!({"results": results});
     if count {
         out["count"] = page.get("count").cloned().unwrap_or(json!(0));
+    }
+    Ok((StatusCode::OK, out))
+}
+
+/// `objectId` `$ne` (notEqualTo) or `$nin` (notContainedIn, at most 500 ids): the ids a
+/// query leaves out, or None when its objectId condition is another (or none).
+fn excluded_ids(where_: &Value) -> Result<Option<Vec<String>>, ParseError> {
+    let bad = || ParseError::bad(INVALID_QUERY, "objectId $ne takes an id, $nin an array of at most 500 ids");
+    let Some(Value::Object(o)) = where_.get("objectId") else { return Ok(None) };
+    let ids: Vec<&Value> = match (o.len(), o.get("$ne"), o.get("$nin")) {
+        (1, Some(one), None) => vec![one],
+        (1, None, Some(Value::Array(list))) if list.len() <= pgbaas_query::parse::MAX_LIST => list.iter().collect(),
+        (1, None, Some(_)) => return Err(bad()),
+        _ => return Ok(None),
+    };
+    // Ids that are no UUID name no object: nothing to leave out for them.
+    ids.iter().map(|v| v.as_str().ok_or_else(bad).map(|s| convert::object_id(s).ok())).collect::<Result<Vec<_>, _>>().map(|l| Some(l.into_iter().flatten().collect()))
+}
+
+/// A query leaving some objects out by id (`excluded_ids`): the same query without that
+/// condition, paged from its start to past `skip + limit` by as many objects as are left
+/// out, those taken away here, then the page cut; its count less the left-out objects
+/// that it counted (read as the caller, so only those it may see). All within one list
+/// page: `skip + limit` plus the ids at most 1000.
+async fn find_excluding(c: &Call<'_>, class: &str, params: &Map<String, Value>, excluded: Vec<String>) -> Result<(StatusCode, Value), ParseError> {
+    let (limit, skip) = page_args(params)?;
+    let span = skip + limit + excluded.len() as i64;
+    if span > MAX_LIMIT {
+        return Err(ParseError::bad(INVALID_QUERY, "with objectId $ne or $nin, skip + limit + the ids left out is at most 1000 in pgbaas's Parse door"));
+    }
+    let Value::Object(mut rest) = where_of(params)? else { return Err(ParseError::bad(INVALID_QUERY, "where must be a JSON object")) };
+    rest.remove("objectId");
+    let mut wide = params.clone();
+    wide.insert("where".into(), Value::Object(rest.clone()));
+    wide.insert("skip".into(), json!(0));
+    wide.insert("limit".into(), json!(span));
+    let (_, mut found) = find(c, class, &wide).await?;
+    let kept: Vec<Value> = found["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| !o["objectId"].as_str().is_some_and(|i| excluded.iter().any(|x| x.eq_ignore_ascii_case(i))))
+        .skip(skip as usize)
+        .take(limit as usize)
+        .cloned()
+        .collect();
+    let mut out = json!({"results": kept});
+    if count_wanted(params) {
+        let all = found["count"].take().as_i64().unwrap_or(0);
+        let mut among = Map::new();
+        among.insert("count".into(), json!(1));
+        among.insert("limit".into(), json!(0));
+        let left_out = if excluded.is_empty() {
+            0
+        } else {
+            let collection = convert::collection_of(class)?;
+            let (_, n) = find_by_ids(c, &collection, &json!({"$in": excluded}), &Value::Object(rest), &among).await?;
+            n["count"].as_i64().unwrap_or(0)
+        };
+        out["count"] = json!((all - left_out).max(0));
     }
     Ok((StatusCode::OK, out))
 }
