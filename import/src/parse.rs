@@ -152,9 +152,11 @@ fn value(ty: &Value, v: &Value, unmapped: &mut BTreeMap<String, u64>) -> Option<
 /// prints as "(lng,lat)", a polygon as "((lng,lat),(lng,lat),…)"; Parse's coordinates
 /// are [latitude, longitude].
 fn geo_value(t: &str, v: &Value) -> Option<Value> {
+    // In range (Postgres's point also holds NaN and infinities, which are no place).
     let pair = |p: &str| -> Option<(f64, f64)> {
         let (lng, lat) = p.trim_matches(|c| c == '(' || c == ')').split_once(',')?;
-        Some((lat.trim().parse::<f64>().ok()?, lng.trim().parse::<f64>().ok()?))
+        let (lat, lng) = (lat.trim().parse::<f64>().ok()?, lng.trim().parse::<f64>().ok()?);
+        ((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lng)).then_some((lat, lng))
     };
     let s = v.as_str()?.trim();
     if t == "GeoPoint" {
@@ -686,7 +688,9 @@ mod tests {
         assert!(un.is_empty(), "{un:?}");
         assert_eq!(value(&json!({"type": "Polygon"}), &json!("(1,2)"), &mut un), None);
         assert_eq!(value(&json!({"type": "GeoPoint"}), &json!("(x,2)"), &mut un), None);
-        assert_eq!((un.get("unreadable Polygon values"), un.get("unreadable GeoPoint values")), (Some(&1), Some(&1)), "counted, not dropped unsaid");
+        assert_eq!(value(&json!({"type": "GeoPoint"}), &json!("(NaN,2)"), &mut un), None);
+        assert_eq!(value(&json!({"type": "GeoPoint"}), &json!("(2,91)"), &mut un), None);
+        assert_eq!((un.get("unreadable Polygon values"), un.get("unreadable GeoPoint values")), (Some(&1), Some(&3)), "counted, not dropped unsaid");
     }
 
     #[test]

@@ -657,29 +657,26 @@ fn geo_covers(coordinates: &str, point: &str) -> bool {
     crate::query::geo::covers(&json!({"coordinates": c}), p)
 }
 
-/// Shapes kept read: a query calls `_geo_within` once per row and condition with the
-/// same few texts, and reading a 1,000-vertex polygon costs far more than comparing its
-/// text. A filter holds at most 16 KiB, so a handful covers one.
-const SHAPES_KEPT: usize = 8;
+/// Shapes kept read, by their text: a query calls `_geo_within` once per row and
+/// condition with the same texts, and reading a 1,000-vertex polygon costs far more than
+/// hashing its text. A 16 KiB filter holds at most ~100 shapes (the node bound), so the
+/// map is emptied only past that, by another query's.
+const SHAPES_KEPT: usize = 128;
 
 thread_local! {
-    static SHAPES: std::cell::RefCell<Vec<(String, Option<crate::query::geo::Shape>)>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SHAPES: std::cell::RefCell<std::collections::HashMap<String, Option<crate::query::geo::Shape>>> = std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 fn with_shape(text: &str, f: impl FnOnce(&crate::query::geo::Shape) -> bool) -> bool {
     SHAPES.with(|cell| {
         let mut kept = cell.borrow_mut();
-        let at = match kept.iter().position(|(t, _)| t == text) {
-            Some(i) => i,
-            None => {
-                if kept.len() >= SHAPES_KEPT {
-                    kept.remove(0);
-                }
-                kept.push((text.to_string(), crate::query::geo::Shape::from_canonical(text)));
-                kept.len() - 1
+        if !kept.contains_key(text) {
+            if kept.len() >= SHAPES_KEPT {
+                kept.clear();
             }
-        };
-        kept[at].1.as_ref().is_some_and(f)
+            kept.insert(text.to_string(), crate::query::geo::Shape::from_canonical(text));
+        }
+        kept.get(text).and_then(Option::as_ref).is_some_and(f)
     })
 }
 

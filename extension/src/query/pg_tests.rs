@@ -406,7 +406,7 @@ mod tests {
         use pgbaas_query::pattern::Pattern;
         let texts: Vec<String> = [
             "", "a", "A", "b", "B", "ab", "AB", "aB", "ba", "abc", "a\nb", "\n", "a\n", "\nb", "é", "É", "ü", "😀", "a-b", "]",
-            "\\", "^", "$", "a.b", "a b", "a\tb", "1", "12", "٣", "_", "__", "-a", "Z", "abab", "bb", "aab", "x\u{2028}y", "é-ü",
+            "\\", "^", "$", "a.b", "a b", "a\tb", "1", "12", "٣", "_", "__", "-a", "Z", "abab", "bb", "aab", "x\u{2028}y", "é-ü", "a\r\nb", "b\na", "\n\n", "a\rb",
         ]
         .iter()
         .map(|t| t.to_string())
@@ -416,11 +416,12 @@ mod tests {
             "colou?r", "^a.b$", "^[^a]", "^b", "a$", "^$", "b$|^a", "[\\]]", "\\d+", "^\\w+$", "\\s", "(ab)+", "a{2}", "a{1,2}b", "^$", "é", "😀", "[é-ü]", "^-", "\\^", "\\$$", "a|^b",
         ];
         let mut r = Rng(0x5eed_1234_abcd_00aa);
-        let mut cases: Vec<String> = fixed.iter().map(|p| p.to_string()).collect();
-        cases.extend((0..1500).map(|_| pattern(&mut r, 0)));
+        // Each fixed pattern with and without line anchors; the random ones alternate.
+        let mut cases: Vec<(String, Option<bool>)> = fixed.iter().flat_map(|p| [(p.to_string(), Some(false)), (p.to_string(), Some(true))]).collect();
+        cases.extend((0..1500).map(|_| (pattern(&mut r, 0), None)));
         let (mut checked, mut split) = (0, 0);
-        for (n, source) in cases.iter().enumerate() {
-            let (fold, lines) = (n % 3 == 2, n % 4 == 1);
+        for (n, (source, lines)) in cases.iter().enumerate() {
+            let (fold, lines) = (n % 3 == 2, lines.unwrap_or(n % 4 == 1));
             let Ok(p) = Pattern::with_lines("f", "$regex", source, fold, lines) else { continue };
             let sql = format!(
                 "select array_agg({} order by n) from unnest($1::text[]) with ordinality t(s, n)",

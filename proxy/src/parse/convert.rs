@@ -874,23 +874,32 @@ fn general_regex(k: &str, p: &str, fold: bool, multiline: bool) -> Result<Value,
 
 /// The `x` option as Parse Server on Postgres reads it (its `removeWhiteSpace`): `#`
 /// comments to the end of a line and unescaped whitespace taken out, then the pattern
-/// trimmed. JavaScript's `.` stops at any line terminator, hence the explicit set.
+/// trimmed. JavaScript's regular expressions spelled out: its `.` stops at any line
+/// terminator, its `^` (with `m`) starts after any, and its `\s` and `trim()` are the
+/// set `JS_SPACE`.
 fn remove_white_space(p: &str) -> String {
     use std::sync::LazyLock;
-    static COMMENT: LazyLock<Option<regex::Regex>> = LazyLock::new(|| regex::Regex::new(r"([^\\])#[^\n\r\u{2028}\u{2029}]*\n").ok());
-    static COMMENT_LINE: LazyLock<Option<regex::Regex>> = LazyLock::new(|| regex::Regex::new(r"(?m)^#[^\n\r\u{2028}\u{2029}]*\n").ok());
-    static SPACE: LazyLock<Option<regex::Regex>> = LazyLock::new(|| regex::Regex::new(r"([^\\])\s+").ok());
-    static LEADING: LazyLock<Option<regex::Regex>> = LazyLock::new(|| regex::Regex::new(r"^\s+").ok());
+    const JS_SPACE: &str = r"[\t\n\x0B\x0C\r \u{A0}\u{1680}\u{2000}-\u{200A}\u{2028}\u{2029}\u{202F}\u{205F}\u{3000}\u{FEFF}]";
+    static STEPS: LazyLock<Vec<(regex::Regex, &'static str)>> = LazyLock::new(|| {
+        [
+            (r"([^\\])#[^\n\r\u{2028}\u{2029}]*\n".to_string(), "$1"),
+            (r"(\A|[\n\r\u{2028}\u{2029}])#[^\n\r\u{2028}\u{2029}]*\n".to_string(), "$1"),
+            (format!(r"([^\\]){JS_SPACE}+"), "$1"),
+            (format!(r"\A{JS_SPACE}+"), ""),
+        ]
+        .into_iter()
+        .filter_map(|(re, with)| regex::Regex::new(&re).ok().map(|r| (r, with)))
+        .collect()
+    });
     let mut s = p.to_string();
     if !s.ends_with('\n') {
         s.push('\n');
     }
-    for (re, with) in [(&COMMENT, "$1"), (&COMMENT_LINE, ""), (&SPACE, "$1"), (&LEADING, "")] {
-        if let Some(re) = re.as_ref() {
-            s = re.replace_all(&s, with).into_owned();
-        }
+    for (re, with) in STEPS.iter() {
+        s = re.replace_all(&s, *with).into_owned();
     }
-    s.trim().to_string()
+    let is_js_space = |c: char| matches!(c, '\t' | '\n' | '\u{B}' | '\u{C}' | '\r' | ' ' | '\u{A0}' | '\u{1680}' | '\u{2000}'..='\u{200A}' | '\u{2028}' | '\u{2029}' | '\u{202F}' | '\u{205F}' | '\u{3000}' | '\u{FEFF}');
+    s.trim_matches(is_js_space).to_string()
 }
 
 /// Parse's `order` (`score,-name`, system fields by their Parse names) as pgbaas's.
@@ -1087,6 +1096,8 @@ mod tests {
         assert_eq!(filter_of(&json!({"a": {"$regex": "^a b # the rest\n c\\ d$", "$options": "x"}})).unwrap(), json!({"a": {"$regex": "^abc\\ d$"}}), "an escaped space stays");
         assert_eq!(filter_of(&json!({"a": {"$regex": " hello ", "$options": "x"}})).unwrap(), json!({"a": {"$substring": "hello"}}));
         assert_eq!(remove_white_space("# all comment\na\tb\n"), "ab");
+        assert_eq!(remove_white_space("\r#a\n#b\n"), "", "a comment line after any line terminator, as JavaScript's ^ with m");
+        assert_eq!(remove_white_space("\u{FEFF}a\u{85}"), "a\u{85}", "JavaScript's whitespace, not Rust's");
         for f in [json!({"a": {"$regex": "^x", "$options": "m"}}), json!({"a": {"$regex": "x.$", "$options": "im"}})] {
             pgbaas_query::parse::parse(&filter_of(&f).unwrap()).unwrap();
         }

@@ -1549,6 +1549,9 @@ async fn find_users(c: &Call<'_>, params: &Map<String, Value>) -> Result<(Status
         let filter = pgbaas_query::parse::parse(&convert::filter_of(&where_rest)?).map_err(|e| bad(&e.message))?;
         let found = if scan { scan_users(MAX_LIMIT + 1, 0, false).await? } else { run(MAX_LIMIT, 0, false).await? };
         let mut users: Vec<Value> = found["results"].as_array().cloned().unwrap_or_default();
+        if users.len() >= MAX_LIMIT as usize && near.is_some() {
+            return Err(bad("1000 or more users match the near query: narrow it ($maxDistance, withinKilometers) or add conditions"));
+        }
         if users.len() > MAX_LIMIT as usize {
             return Err(bad("more than 1000 users match: so many are paged in creation order only (no order, or createdAt)"));
         }
