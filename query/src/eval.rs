@@ -56,6 +56,7 @@ fn cond(field: Option<&Value>, c: &Cond) -> bool {
         Cond::Nin(vs) => !cond(field, &Cond::In(vs.clone())),
         Cond::Exists(want) => field.is_some() == *want,
         Cond::Contains(v) => matches!(field, Some(Value::Array(items)) if items.iter().any(|i| json_eq(i, v))),
+        Cond::Subset(vs) => matches!(field, Some(Value::Array(items)) if items.iter().all(|i| vs.iter().any(|v| json_eq(i, v)))),
         Cond::Text { op, fold, needle } => {
             let Some(Value::String(s)) = field else { return false };
             let (s, needle) = if *fold {
@@ -162,6 +163,10 @@ mod tests {
         assert!(m(json!({"a.b": 2}), json!({"a": {"b": 2}})));
         assert!(!m(json!({"a.0": 2}), json!({"a": [2]})), "dots follow object keys only");
         assert!(m(json!({"t": {"$contains": "x"}}), json!({"t": ["y", "x"]})));
+        assert!(m(json!({"t": {"$subset": ["x", "y", 1]}}), json!({"t": ["y", "x", 1.0, "x"]})));
+        assert!(!m(json!({"t": {"$subset": ["x"]}}), json!({"t": ["y", "x"]})));
+        assert!(m(json!({"t": {"$subset": []}}), json!({"t": []})), "an empty array is in any list");
+        assert!(!m(json!({"t": {"$subset": ["x"]}}), json!({"t": "x"})), "arrays only");
         assert!(!m(json!({"t": {"$contains": {"a": 1}}}), json!({"t": [{"a": 1, "b": 2}]})), "contains is equality, not containment");
         // $refs: the field is the reference or an array holding it (docs/references.md).
         let id = "0190b0a4-6f1e-7c3a-8d2b-5e4f3a2b1c0d";

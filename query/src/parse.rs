@@ -36,6 +36,9 @@ pub enum Cond {
     Nin(Vec<Value>),
     Exists(bool),
     Contains(Value),
+    /// The field is an array each of whose elements equals (as `Eq`) one of the values
+    /// (`$subset`; Parse's `containedBy`).
+    Subset(Vec<Value>),
     /// The field is a string that starts with, ends with or holds the operand
     /// (`$prefix`, `$suffix`, `$substring`); `fold` (the `$i…` forms) compares with
     /// ASCII letters folded to lower case, which Postgres's `lower()` under the "C"
@@ -451,6 +454,7 @@ fn parse_conds(field: &str, v: &Value, depth: usize, budget: &mut Budget) -> Res
                     _ => return Err(bad(format!("{field}.$exists takes true or false"))),
                 },
                 "$contains" => Cond::Contains(operand.clone()),
+                "$subset" => Cond::Subset(list(operand)?),
                 "$prefix" | "$suffix" | "$substring" | "$iprefix" | "$isuffix" | "$isubstring" => {
                     let Value::String(needle) = operand else {
                         return Err(bad(format!("{field}.{op} takes a string, not {}", kind(operand))));

@@ -576,6 +576,7 @@ const scenarios = {
     assert.deepEqual((await ns(q().exists('name'))).length, 9);
     assert.deepEqual(await ns(q().equalTo('even', true).lessThan('n', 5)), [0, 2, 4]);
     assert.deepEqual(await ns(q().containsAll('list', [4, 5])), [4]);
+    assert.deepEqual(await ns(q().containedBy('list', [0, 1, 2, 3])), [0, 1, 2], 'containedBy: every element in the list');
     assert.deepEqual(await ns(q().greaterThan('at', new Date(Date.UTC(2026, 0, 8)))), [8, 9], 'Dates compare as times');
     assert.deepEqual(await ns(Parse.Query.or(q().equalTo('n', 1), q().equalTo('n', 6))), [1, 6]);
     assert.deepEqual(await ns(Parse.Query.and(q().greaterThan('n', 1), q().lessThan('n', 4))), [2, 3]);

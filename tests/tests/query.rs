@@ -58,6 +58,8 @@ fn every_operator() {
     assert_eq!(q(json!({"age": {"$nin": [31, 25]}})), ["dan", "eve", "Fay"]);
     assert_eq!(q(json!({"city": {"$exists": true}})), ["ann", "bob", "dan", "eve"], "null counts as present");
     assert_eq!(q(json!({"city": {"$exists": false}})), ["cat", "Fay"]);
+    assert_eq!(q(json!({"tags": {"$subset": ["x", "y"]}})), ["ann", "bob", "cat"], "arrays whose every element is listed; [] too; not a string");
+    assert_eq!(q(json!({"tags": {"$subset": ["x", {"k": 1.0}]}})), ["cat", "dan"], "elements compare as $eq");
     assert_eq!(q(json!({"tags": {"$contains": "x"}})), ["ann", "dan"], "a string field is not an array");
     assert_eq!(q(json!({"tags": {"$contains": {"k": 1}}})), ["dan"]);
     assert_eq!(q(json!({"tags": {"$contains": {"k": 1.0}}})), ["dan"]);
@@ -204,6 +206,7 @@ fn bad_queries_are_400_naming_the_part() {
         ("where", json!({"area": {"$covers": "here"}}).to_string(), "area.$covers"),
         ("where", json!({"$or": []}).to_string(), "$or"),
         ("where", json!({"a": {"$in": "x"}}).to_string(), "$in"),
+        ("where", json!({"a": {"$subset": "x"}}).to_string(), "a.$subset takes an array"),
         ("where", json!({"a": {"$exists": "yes"}}).to_string(), "$exists"),
         ("where", json!({"a": {"$eq": 1, "b": 2}}).to_string(), "mixing"),
         ("where", json!({"a": {"$in": vec!["y".repeat(100); 200]}}).to_string(), "longer than"),

@@ -411,6 +411,12 @@ fn numeric_timestamp_and_bytea_round_trip() {
     let r = listed(&t, Some(&a.access), &format!("where={}", enc(r#"{"price": {"$within": {"box": [[50, 0], [60, 20]]}}}"#)));
     assert_eq!((r.status, r.code()), (400, "invalid_query"), "{}", r.body);
     assert!(r.body["error"]["message"].as_str().unwrap().contains("$within"), "{}", r.body);
+    // And $subset (an array whose every element is listed).
+    let listed_row = insert(&t, Some(&a.access), json!({"doc": ["x", 1]}))["id"].to_string();
+    let r = listed(&t, Some(&a.access), &format!("where={}", enc(r#"{"doc": {"$subset": ["x", 1.0, "z"]}}"#)));
+    assert_eq!(ids_of(&r.body["items"]), BTreeSet::from([listed_row]), "{}", r.body);
+    let r = listed(&t, Some(&a.access), &format!("where={}", enc(r#"{"tags": {"$subset": ["x"]}}"#)));
+    assert_eq!((r.status, r.code()), (400, "invalid_query"), "a text[] column: {}", r.body);
     let bad = call("POST", &rows_path(&t), Some(&a.access), Some(r#"{"blob": "not base64!"}"#));
     assert_eq!((bad.status, bad.code()), (400, "invalid_value"), "{}", bad.body);
     assert!(bad.body["error"]["message"].as_str().unwrap().contains("blob"));

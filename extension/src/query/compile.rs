@@ -176,6 +176,9 @@ fn compile_cond(x: &str, c: &Cond, params: &mut Params) -> Vec<String> {
             format!("jsonb_typeof({x}) = 'array'"),
             format!("exists (select from jsonb_array_elements({x}) e where e {EQ} {})", params.push(v.clone())),
         ],
+        // One CASE, so that the elements are read only of an array (a conjunct order is
+        // the planner's to choose).
+        Cond::Subset(vs) => vec![subset_cond(x, &params.push_list(vs))],
         Cond::Text { op, fold, needle } => {
             let t = params.push_text(Value::String(needle.clone()));
             vec![format!("jsonb_typeof({x}) = 'string'"), text_cond(&format!("({x} #>> '{{}}')"), *op, *fold, &t)]
@@ -187,6 +190,12 @@ fn compile_cond(x: &str, c: &Cond, params: &mut Params) -> Vec<String> {
         Cond::Within(shape) => vec![within_cond(x, &params.push_text(Value::String(shape.canonical().to_string())))],
         Cond::Covers((lat, lng)) => vec![covers_cond(x, &params.push_text(Value::String(json!([lat, lng]).to_string())))],
     }
+}
+
+/// The jsonb `x` is an array each of whose elements equals one of `list` (a `jsonb[]`
+/// expression): `$subset`. Shared by documents and protected tables' jsonb columns.
+pub fn subset_cond(x: &str, list: &str) -> String {
+    format!("(case when jsonb_typeof({x}) = 'array' then not exists (select from jsonb_array_elements({x}) e where not coalesce(e {EQ} any({list}), false)) else false end)")
 }
 
 /// The jsonb `x` is a point (an object with numbers `latitude` and `longitude`) that the

@@ -96,6 +96,7 @@ mod tests {
             7 => json!({"$in": (0..r.below(4)).map(|_| scalar(r)).collect::<Vec<_>>()}),
             8 => json!({"$nin": (0..r.below(4)).map(|_| scalar(r)).collect::<Vec<_>>()}),
             9 => json!({"$exists": r.below(2) == 0}),
+            10 if r.below(3) == 0 => json!({"$subset": (0..r.below(5)).map(|_| if r.below(4) == 0 { value(r, 1) } else { scalar(r) }).collect::<Vec<_>>()}),
             10 => json!({"$contains": if r.below(4) == 0 { value(r, 1) } else { scalar(r) }}),
             // Patterns whose answers differ between strings, numbers and missing fields.
             11 if r.below(3) == 0 => {

@@ -338,6 +338,11 @@ impl Table {
                 crate::query::compile::regex_cond(&format!("({x})::text"), &format!("({t})::text"))
             }
             Cond::Regex { fold, .. } => return Err(refuse(if *fold { "$iregex" } else { "$regex" })),
+            Cond::Subset(vs) if kind == Kind::Jsonb && !ty.is_array() => {
+                let t = params.push(Some(Value::Array(vs.clone()).to_string()));
+                crate::query::compile::subset_cond(&x, &format!("array(select jsonb_array_elements(({t})::jsonb))"))
+            }
+            Cond::Subset(_) => return Err(refuse("$subset")),
             Cond::Within(shape) if kind == Kind::Jsonb && !ty.is_array() => {
                 let t = params.push(Some(shape.canonical().to_string()));
                 crate::query::compile::within_cond(&x, &format!("({t})::text"))

@@ -743,6 +743,13 @@ fn field_filter(k: &str, v: &Value) -> Result<Value, ParseError> {
                 Value::Bool(b) => json!({k: {"$exists": b}}),
                 _ => return Err(bad(format!("bad $exists on {k}: true or false"))),
             },
+            // containedBy: an array field whose every element is in the list.
+            "$containedBy" => {
+                if !arg.is_array() {
+                    return Err(bad(format!("bad {op}: an array is needed")));
+                }
+                json!({k: {"$subset": arg}})
+            }
             "$all" => {
                 let Some(list) = arg.as_array() else {
                     return Err(bad(format!("bad $all on {k}: an array is needed")));
