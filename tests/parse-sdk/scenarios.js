@@ -602,6 +602,10 @@ const scenarios = {
     assert.deepEqual(rest.map((o) => o.get('n')), [3, 4, 5]);
     assert.equal(await q().notContainedIn('objectId', [objs[1].id, objs[2].id]).greaterThan('n', 1).count(), 7);
     assert.equal(await q().notEqualTo('objectId', objs[8].id).lessThan('n', 5).count(), 5);
+    const allBut0 = [];
+    await q().notContainedIn('objectId', [objs[0].id]).each((o) => { allBut0.push(o.get('n')); }, { batchSize: 3 });
+    assert.deepEqual(allBut0.sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8, 9], 'each() pages past the ids left out');
+    assert.deepEqual(await ns(q().notEqualTo('objectId', objs[3].id).exclude('objectId').lessThan('n', 5)), [0, 1, 2, 4], 'objectId is always selected');
     const created = await q().ascending('createdAt').limit(1).find();
     assert.equal(created.length, 1);
     await expectError(new Parse.Query('NeverWrittenClass').find(), 119, 'a class that does not exist, without the master key');
@@ -777,6 +781,8 @@ const scenarios = {
     // The page is read as asked, and the shape joins the query's other conditions.
     const bare = await q().near('loc', paris).exclude('loc').limit(2).find();
     assert.deepEqual(bare.map((o) => [o.get('name'), o.get('loc')]), [['Paris', undefined], ['London', undefined]]);
+    const parisObj = await q().equalTo('name', 'Paris').first();
+    assert.deepEqual(await names(q().near('loc', paris).notEqualTo('objectId', parisObj.id).limit(2)), ['London', 'Berlin'], 'near, all but one');
     const nearOr = Parse.Query.or(q().equalTo('name', 'Rome'), q().equalTo('name', 'Madrid'));
     assert.deepEqual(await names(nearOr.near('loc', paris)), ['Madrid', 'Rome']);
     // Geo conditions inside $or and $and.

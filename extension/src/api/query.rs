@@ -659,24 +659,29 @@ fn geo_covers(coordinates: &str, point: &str) -> bool {
 
 /// Shapes kept read, by their text: a query calls `_geo_within` once per row and
 /// condition with the same texts, and reading a 1,000-vertex polygon costs far more than
-/// hashing its text. A 16 KiB filter holds at most ~100 shapes (the node bound), so the
-/// map is emptied only past that, by another query's.
+/// comparing its text (lengths first, then bytes: no hashing of 16 KiB per row). A
+/// 16 KiB filter holds at most ~100 shapes (the node bound); past 128 the list starts
+/// again, for another query's.
 const SHAPES_KEPT: usize = 128;
 
 thread_local! {
-    static SHAPES: std::cell::RefCell<std::collections::HashMap<String, Option<crate::query::geo::Shape>>> = std::cell::RefCell::new(std::collections::HashMap::new());
+    static SHAPES: std::cell::RefCell<Vec<(String, Option<crate::query::geo::Shape>)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn with_shape(text: &str, f: impl FnOnce(&crate::query::geo::Shape) -> bool) -> bool {
     SHAPES.with(|cell| {
         let mut kept = cell.borrow_mut();
-        if !kept.contains_key(text) {
-            if kept.len() >= SHAPES_KEPT {
-                kept.clear();
+        let at = match kept.iter().position(|(t, _)| t.len() == text.len() && t == text) {
+            Some(i) => i,
+            None => {
+                if kept.len() >= SHAPES_KEPT {
+                    kept.clear();
+                }
+                kept.push((text.to_string(), crate::query::geo::Shape::from_canonical(text)));
+                kept.len() - 1
             }
-            kept.insert(text.to_string(), crate::query::geo::Shape::from_canonical(text));
-        }
-        kept.get(text).and_then(Option::as_ref).is_some_and(f)
+        };
+        kept[at].1.as_ref().is_some_and(f)
     })
 }
 

@@ -71,7 +71,7 @@ impl Gen for Rng {
                 3 => (self.string(), self.value(3)),
                 4 => {
                     let ops = ["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains", "$regex", "gt", "$",
-                               "$prefix", "$isuffix", "$substring"];
+                               "$prefix", "$isuffix", "$substring", "$subset", "$within", "$covers"];
                     let mut o = Map::new();
                     for _ in 0..1 + self.below(3) {
                         let op = ops[self.below(ops.len())];

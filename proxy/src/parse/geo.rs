@@ -153,6 +153,16 @@ pub(super) async fn find_near(c: &Call<'_>, class: &str, params: &Map<String, Va
         return Err(bad("$nearSphere orders by distance: no order with it"));
     }
     let Value::Object(mut where_) = super::where_of(params)? else { return Err(bad("where must be a JSON object")) };
+    // Objects left out by id (notEqualTo/notContainedIn on objectId): taken away here,
+    // among the candidates.
+    let excluded = match super::excluded_ids(&Value::Object(where_.clone()))? {
+        Some((_, Some(_))) => return Err(bad("near takes no objectId $gt")),
+        Some((ids, None)) => {
+            where_.remove("objectId");
+            ids
+        }
+        None => Vec::new(),
+    };
     // The same condition, without the order: a circle ($nearSphere with $maxDistance)
     // or any point.
     let Some(Value::Object(ops)) = where_.get_mut(field) else { return Err(bad("a geo condition is an object")) };
@@ -201,6 +211,7 @@ pub(super) async fn find_near(c: &Call<'_>, class: &str, params: &Map<String, Va
     if objs.len() >= MAX_CANDIDATES {
         return Err(bad(format!("{MAX_CANDIDATES} or more objects match the near query: narrow it ($maxDistance, withinKilometers) or add conditions")));
     }
+    objs.retain(|o| !o["objectId"].as_str().is_some_and(|i| excluded.iter().any(|x| x.eq_ignore_ascii_case(i))));
     sort_by_distance(&mut objs, field, centre);
     let count = objs.len();
     let ids: Vec<Value> = objs.iter().skip(skip as usize).take(limit as usize).map(|o| o["objectId"].clone()).collect();

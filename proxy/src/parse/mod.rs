@@ -561,8 +561,9 @@ fn select_keys(obj: &mut Value, params: &Map<String, Value>) {
     if let Some(keep) = list("keys") {
         o.retain(|k, _| ["objectId", "createdAt", "updatedAt", "ACL"].contains(&k.as_str()) || keep.contains(k));
     }
+    // As Parse Server: objectId, the times and the ACL are always selected.
     if let Some(drop) = list("excludeKeys") {
-        o.retain(|k, _| !drop.contains(k));
+        o.retain(|k, _| ["objectId", "createdAt", "updatedAt", "ACL"].contains(&k.as_str()) || !drop.contains(k));
     }
 }
 
@@ -880,8 +881,8 @@ async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<
     if let Some((field, centre)) = geo::near_of(&where_of(params)?)? {
         return Box::pin(geo::find_near(c, class, params, &field, centre)).await;
     }
-    if let Some(excluded) = excluded_ids(&where_of(params)?)? {
-        return Box::pin(find_excluding(c, class, params, excluded)).await;
+    if let Some((excluded, gt)) = excluded_ids(&where_of(params)?)? {
+        return Box::pin(find_excluding(c, class, params, excluded, gt)).await;
     }
     let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? else {
         let where_ = where_of(params)?;
@@ -923,48 +924,94 @@ async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<
 }
 
 /// `objectId` `$ne` (notEqualTo) or `$nin` (notContainedIn, at most 500 ids): the ids a
-/// query leaves out, or None when its objectId condition is another (or none).
-fn excluded_ids(where_: &Value) -> Result<Option<Vec<String>>, ParseError> {
+/// query leaves out (lower case, once each), and the SDK's `each()` bound beside them
+/// (`$gt` the last id seen), or None when its objectId condition is another (or none).
+pub(super) fn excluded_ids(where_: &Value) -> Result<Option<(Vec<String>, Option<Value>)>, ParseError> {
     let bad = || ParseError::bad(INVALID_QUERY, "objectId $ne takes an id, $nin an array of at most 500 ids");
     let Some(Value::Object(o)) = where_.get("objectId") else { return Ok(None) };
-    let ids: Vec<&Value> = match (o.len(), o.get("$ne"), o.get("$nin")) {
-        (1, Some(one), None) => vec![one],
-        (1, None, Some(Value::Array(list))) if list.len() <= pgbaas_query::parse::MAX_LIST => list.iter().collect(),
-        (1, None, Some(_)) => return Err(bad()),
+    let gt = o.get("$gt").cloned();
+    if o.len() != 1 + usize::from(gt.is_some()) {
+        return Ok(None);
+    }
+    let ids: Vec<&Value> = match (o.get("$ne"), o.get("$nin")) {
+        (Some(one), None) => vec![one],
+        (None, Some(Value::Array(list))) if list.len() <= pgbaas_query::parse::MAX_LIST => list.iter().collect(),
+        (None, Some(_)) => return Err(bad()),
         _ => return Ok(None),
     };
     // Ids that are no UUID name no object: nothing to leave out for them.
-    ids.iter().map(|v| v.as_str().ok_or_else(bad).map(|s| convert::object_id(s).ok())).collect::<Result<Vec<_>, _>>().map(|l| Some(l.into_iter().flatten().collect()))
+    let mut out = Vec::new();
+    for v in ids {
+        if let Some(id) = convert::object_id(v.as_str().ok_or_else(bad)?).ok().filter(|i| !out.contains(i)) {
+            out.push(id);
+        }
+    }
+    Ok(Some((out, gt)))
 }
 
 /// A query leaving some objects out by id (`excluded_ids`): the same query without that
-/// condition, paged from its start to past `skip + limit` by as many objects as are left
-/// out, those taken away here, then the page cut; its count less the left-out objects
-/// that it counted (read as the caller, so only those it may see). All within one list
-/// page: `skip + limit` plus the ids at most 1000.
-async fn find_excluding(c: &Call<'_>, class: &str, params: &Map<String, Value>, excluded: Vec<String>) -> Result<(StatusCode, Value), ParseError> {
+/// condition (with `each()`'s bound kept), its objects' ids alone, from its start to past
+/// `skip + limit` by as many objects as are left out; those taken away, the page cut and
+/// then read as asked. Its count is the query's less the left-out objects it counted (as
+/// the caller). All within one list page: `skip + limit` plus the ids at most 1000.
+async fn find_excluding(c: &Call<'_>, class: &str, params: &Map<String, Value>, excluded: Vec<String>, gt: Option<Value>) -> Result<(StatusCode, Value), ParseError> {
+    let bad = |m: &str| ParseError::bad(INVALID_QUERY, m.to_string());
     let (limit, skip) = page_args(params)?;
     let span = skip + limit + excluded.len() as i64;
     if span > MAX_LIMIT {
-        return Err(ParseError::bad(INVALID_QUERY, "with objectId $ne or $nin, skip + limit + the ids left out is at most 1000 in pgbaas's Parse door"));
+        return Err(bad("with objectId $ne or $nin, skip + limit + the ids left out is at most 1000 in pgbaas's Parse door"));
     }
-    let Value::Object(mut rest) = where_of(params)? else { return Err(ParseError::bad(INVALID_QUERY, "where must be a JSON object")) };
+    if gt.is_some() && count_wanted(params) {
+        return Err(bad("a count with objectId $gt and $ne/$nin is not served by pgbaas's Parse door"));
+    }
+    let Value::Object(mut rest) = where_of(params)? else { return Err(bad("where must be a JSON object")) };
     rest.remove("objectId");
-    let mut wide = params.clone();
-    wide.insert("where".into(), Value::Object(rest.clone()));
+    let mut wide_where = rest.clone();
+    if let Some(last) = gt {
+        wide_where.insert("objectId".into(), json!({"$gt": last}));
+    }
+    let mut wide = Map::new();
+    wide.insert("where".into(), Value::Object(wide_where));
     wide.insert("skip".into(), json!(0));
     wide.insert("limit".into(), json!(span));
+    wide.insert("keys".into(), json!("objectId"));
+    for k in ["order", "count"] {
+        if let Some(v) = params.get(k) {
+            wide.insert(k.into(), v.clone());
+        }
+    }
     let (_, mut found) = find(c, class, &wide).await?;
-    let kept: Vec<Value> = found["results"]
+    let ids: Vec<Value> = found["results"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|o| !o["objectId"].as_str().is_some_and(|i| excluded.iter().any(|x| x.eq_ignore_ascii_case(i))))
+        .filter_map(|o| o["objectId"].as_str())
+        .filter(|i| !excluded.iter().any(|x| x.eq_ignore_ascii_case(i)))
         .skip(skip as usize)
         .take(limit as usize)
-        .cloned()
+        .map(|i| json!(i))
         .collect();
-    let mut out = json!({"results": kept});
+    // The page read as asked (keys, excludeKeys, include), in the query's order.
+    let collection = convert::collection_of(class)?;
+    let mut read = Map::new();
+    for k in ["keys", "excludeKeys", "include"] {
+        if let Some(v) = params.get(k) {
+            read.insert(k.into(), v.clone());
+        }
+    }
+    let mut by_id: Map<String, Value> = Map::new();
+    for chunk in ids.chunks(pgbaas_query::parse::MAX_LIST) {
+        read.insert("limit".into(), json!(chunk.len()));
+        let (_, got) = find_by_ids(c, &collection, &json!({"$in": chunk}), &json!({}), &read).await?;
+        for o in got["results"].as_array().into_iter().flatten() {
+            if let Some(id) = o["objectId"].as_str() {
+                by_id.insert(id.to_string(), o.clone());
+            }
+        }
+    }
+    // (One that went between the two reads is left out.)
+    let page: Vec<Value> = ids.iter().filter_map(|i| i.as_str().and_then(|i| by_id.remove(i))).collect();
+    let mut out = json!({"results": page});
     if count_wanted(params) {
         let all = found["count"].take().as_i64().unwrap_or(0);
         let mut among = Map::new();
@@ -973,7 +1020,6 @@ async fn find_excluding(c: &Call<'_>, class: &str, params: &Map<String, Value>, 
         let left_out = if excluded.is_empty() {
             0
         } else {
-            let collection = convert::collection_of(class)?;
             let (_, n) = find_by_ids(c, &collection, &json!({"$in": excluded}), &Value::Object(rest), &among).await?;
             n["count"].as_i64().unwrap_or(0)
         };
