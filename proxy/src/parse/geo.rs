@@ -9,7 +9,7 @@
 //! query), are sorted by distance here; more is refused (`102`) rather than answered in part.
 
 use super::convert::{ParseError, INVALID_QUERY};
-use super::{count_wanted, find, find_by_ids, page_args, Call, MAX_LIMIT};
+use super::{count_wanted, find, page_args, Call, MAX_LIMIT};
 use http::StatusCode;
 use pgbaas_query::geo::{angle, EARTH_KM};
 use serde_json::{json, Map, Value};
@@ -215,30 +215,8 @@ pub(super) async fn find_near(c: &Call<'_>, class: &str, params: &Map<String, Va
     sort_by_distance(&mut objs, field, centre);
     let count = objs.len();
     let ids: Vec<Value> = objs.iter().skip(skip as usize).take(limit as usize).map(|o| o["objectId"].clone()).collect();
-    let mut page = Vec::new();
-    if !ids.is_empty() {
-        let mut read = Map::new();
-        for k in ["keys", "excludeKeys", "include"] {
-            if let Some(v) = params.get(k) {
-                read.insert(k.into(), v.clone());
-            }
-        }
-        read.insert("limit".into(), json!(ids.len()));
-        let collection = super::convert::collection_of(class)?;
-        let mut by_id: Map<String, Value> = Map::new();
-        // An objectId list takes at most 500 ids (the query language's MAX_LIST).
-        for chunk in ids.chunks(pgbaas_query::parse::MAX_LIST) {
-            read.insert("limit".into(), json!(chunk.len()));
-            let (_, got) = find_by_ids(c, &collection, &json!({"$in": chunk}), &json!({}), &read).await?;
-            for o in got["results"].as_array().into_iter().flatten() {
-                if let Some(id) = o["objectId"].as_str() {
-                    by_id.insert(id.to_string(), o.clone());
-                }
-            }
-        }
-        // (One that went between the two reads is left out.)
-        page = ids.iter().filter_map(|id| id.as_str().and_then(|i| by_id.remove(i))).collect();
-    }
+    // The page read again as asked (keys, excludeKeys, include), nearest first.
+    let page = super::read_page(c, &super::convert::collection_of(class)?, &ids, &params).await?;
     let mut out = json!({"results": page});
     if want_count {
         out["count"] = json!(count);

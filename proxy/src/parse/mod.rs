@@ -991,26 +991,8 @@ async fn find_excluding(c: &Call<'_>, class: &str, params: &Map<String, Value>, 
         .take(limit as usize)
         .map(|i| json!(i))
         .collect();
-    // The page read as asked (keys, excludeKeys, include), in the query's order.
     let collection = convert::collection_of(class)?;
-    let mut read = Map::new();
-    for k in ["keys", "excludeKeys", "include"] {
-        if let Some(v) = params.get(k) {
-            read.insert(k.into(), v.clone());
-        }
-    }
-    let mut by_id: Map<String, Value> = Map::new();
-    for chunk in ids.chunks(pgbaas_query::parse::MAX_LIST) {
-        read.insert("limit".into(), json!(chunk.len()));
-        let (_, got) = find_by_ids(c, &collection, &json!({"$in": chunk}), &json!({}), &read).await?;
-        for o in got["results"].as_array().into_iter().flatten() {
-            if let Some(id) = o["objectId"].as_str() {
-                by_id.insert(id.to_string(), o.clone());
-            }
-        }
-    }
-    // (One that went between the two reads is left out.)
-    let page: Vec<Value> = ids.iter().filter_map(|i| i.as_str().and_then(|i| by_id.remove(i))).collect();
+    let page = read_page(c, &collection, &ids, params).await?;
     let mut out = json!({"results": page});
     if count_wanted(params) {
         let all = found["count"].take().as_i64().unwrap_or(0);
@@ -1026,6 +1008,30 @@ async fn find_excluding(c: &Call<'_>, class: &str, params: &Map<String, Value>, 
         out["count"] = json!((all - left_out).max(0));
     }
     Ok((StatusCode::OK, out))
+}
+
+/// A page of objects found by id (a query's second read, after one of ids alone), read
+/// as asked (`keys`, `excludeKeys`, `include`) and in the order of `ids`; one that went
+/// between the two reads is left out. An objectId list takes at most 500 ids (the query
+/// language's MAX_LIST), so in chunks.
+async fn read_page(c: &Call<'_>, collection: &str, ids: &[Value], params: &Map<String, Value>) -> Result<Vec<Value>, ParseError> {
+    let mut read = Map::new();
+    for k in ["keys", "excludeKeys", "include"] {
+        if let Some(v) = params.get(k) {
+            read.insert(k.into(), v.clone());
+        }
+    }
+    let mut by_id: Map<String, Value> = Map::new();
+    for chunk in ids.chunks(pgbaas_query::parse::MAX_LIST) {
+        read.insert("limit".into(), json!(chunk.len()));
+        let (_, got) = find_by_ids(c, collection, &json!({"$in": chunk}), &json!({}), &read).await?;
+        for o in got["results"].as_array().into_iter().flatten() {
+            if let Some(id) = o["objectId"].as_str() {
+                by_id.insert(id.to_string(), o.clone());
+            }
+        }
+    }
+    Ok(ids.iter().filter_map(|i| i.as_str().and_then(|i| by_id.remove(i))).collect())
 }
 
 /// A document's times (as GET shows them) for the evaluator's `$created_at`/`$updated_at`.
