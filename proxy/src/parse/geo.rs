@@ -9,7 +9,7 @@
 //! query), are sorted by distance here; more is refused (`102`) rather than answered in part.
 
 use super::convert::{ParseError, INVALID_QUERY};
-use super::{count_wanted, find, page_args, Call, MAX_LIMIT};
+use super::{count_wanted, find_listed, page_args, Call, MAX_LIMIT};
 use http::StatusCode;
 use pgbaas_query::geo::{angle, EARTH_KM};
 use serde_json::{json, Map, Value};
@@ -163,36 +163,8 @@ pub(super) async fn find_near(c: &Call<'_>, class: &str, params: &Map<String, Va
         }
         None => Vec::new(),
     };
-    // The same condition, without the order: a circle ($nearSphere with $maxDistance)
-    // or any point.
-    let Some(Value::Object(ops)) = where_.get_mut(field) else { return Err(bad("a geo condition is an object")) };
-    if ops.keys().filter(|k| k.starts_with("$maxDistance")).count() > 1 {
-        return Err(bad("one $maxDistance… per condition"));
-    }
-    let radius = ops.iter().find(|(k, _)| k.starts_with("$maxDistance")).map(|(k, v)| (k.clone(), v.clone()));
-    ops.retain(|k, _| !k.starts_with("$maxDistance") && k != "$nearSphere" && k != "$near");
-    let r = match radius {
-        None => std::f64::consts::PI,
-        Some((k, v)) => radians_of(&v, match k.as_str() {
-            "$maxDistanceInKilometers" => EARTH_KM,
-            "$maxDistanceInMiles" => 3958.8,
-            _ => 1.0,
-        })?,
-    };
-    let (lat, lng) = centre;
-    if ops.contains_key("$geoWithin") {
-        // Another shape on the field too: both must hold.
-        let circle = json!({field: {"$geoWithin": {"$centerSphere": [[lng, lat], r]}}});
-        match where_.get_mut("$and") {
-            Some(Value::Array(all)) => all.push(circle),
-            Some(_) => return Err(bad("$and must be an array")),
-            None => {
-                where_.insert("$and".into(), json!([circle]));
-            }
-        }
-    } else {
-        ops.insert("$geoWithin".into(), json!({"$centerSphere": [[lng, lat], r]}));
-    }
+    // The same where lists the candidates: there $nearSphere is a condition only (a
+    // circle with $maxDistance, else any point; `filter`).
     let mut params = params.clone();
     params.insert("where".into(), Value::Object(where_));
     let want_count = count_wanted(&params);
@@ -206,7 +178,7 @@ pub(super) async fn find_near(c: &Call<'_>, class: &str, params: &Map<String, Va
     }
     candidates.insert("limit".into(), json!(MAX_CANDIDATES));
     candidates.insert("keys".into(), Value::String(root));
-    let (_, found) = find(c, class, &candidates).await?;
+    let (_, found) = find_listed(c, class, &candidates).await?;
     let mut objs = found["results"].as_array().cloned().unwrap_or_default();
     if objs.len() >= MAX_CANDIDATES {
         return Err(bad(format!("{MAX_CANDIDATES} or more objects match the near query: narrow it ($maxDistance, withinKilometers) or add conditions")));

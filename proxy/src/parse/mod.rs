@@ -877,13 +877,19 @@ fn page_args(params: &Map<String, Value>) -> Result<(i64, i64), ParseError> {
 
 async fn find(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let params = &*with_subqueries(c, params).await?;
-    // (issue 21) `near`: geo.rs, which comes back here without it.
+    // (issue 21) `near`: geo.rs, which lists its candidates with find_listed.
     if let Some((field, centre)) = geo::near_of(&where_of(params)?)? {
         return Box::pin(geo::find_near(c, class, params, &field, centre)).await;
     }
     if let Some((excluded, gt)) = excluded_ids(&where_of(params)?)? {
         return Box::pin(find_excluding(c, class, params, excluded, gt)).await;
     }
+    find_listed(c, class, params).await
+}
+
+/// A query as the list route (or, by objectId, `find_by_ids`) answers it, its subqueries
+/// resolved; a `$nearSphere` in it is a condition only (geo.rs `filter`).
+async fn find_listed(c: &Call<'_>, class: &str, params: &Map<String, Value>) -> Result<(StatusCode, Value), ParseError> {
     let Some(ListArgs { collection, filter, order, limit, skip, count, after }) = list_args(class, params)? else {
         let where_ = where_of(params)?;
         return find_by_ids(c, &convert::collection_of(class)?, &where_["objectId"], &where_, params).await;
